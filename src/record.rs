@@ -1,0 +1,460 @@
+//! Record types, names, timestamps and month partitions.
+//!
+//! Everything a client sends is validated here once, at the edge; the rest of the
+//! crate trusts these types. Names double as directory names, so the validation is
+//! also what keeps a request from escaping the data root.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Earliest timestamp a store accepts: 1000-01-01T00:00:00Z. Month partitions are
+/// named `YYYY-MM`, so years must have four digits.
+pub const TS_MIN: i64 = -30_610_224_000_000;
+/// Latest timestamp a store accepts: 9999-12-31T23:59:59.999Z.
+pub const TS_MAX: i64 = 253_402_300_799_999;
+
+/// One OHLCV bar. Prices and volume are fixed-point integers (real = int / scale).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250}))]
+pub struct KlineRecord {
+    /// Milliseconds since the Unix epoch, UTC.
+    pub ts: i64,
+    pub open: i64,
+    pub high: i64,
+    pub low: i64,
+    pub close: i64,
+    pub volume: i64,
+}
+
+const _: () = assert!(std::mem::size_of::<KlineRecord>() == 48);
+const _: () = assert!(std::mem::align_of::<KlineRecord>() == 8);
+
+impl KlineRecord {
+    /// Checks the OHLC invariants of the contract; returns the reason on failure.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.low > self.high {
+            return Err("low is greater than high");
+        }
+        if self.low > self.open.min(self.close) {
+            return Err("low is greater than min(open, close)");
+        }
+        if self.high < self.open.max(self.close) {
+            return Err("high is less than max(open, close)");
+        }
+        if self.volume < 0 {
+            return Err("volume is negative");
+        }
+        Ok(())
+    }
+}
+
+/// Value type of a scalar series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    #[default]
+    I64,
+    F64,
+}
+
+impl ValueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueType::I64 => "i64",
+            ValueType::F64 => "f64",
+        }
+    }
+    pub fn code(self) -> u8 {
+        match self {
+            ValueType::I64 => 0,
+            ValueType::F64 => 1,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<Self> {
+        match c {
+            0 => Some(ValueType::I64),
+            1 => Some(ValueType::F64),
+            _ => None,
+        }
+    }
+}
+
+/// Kind of a series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SeriesKind {
+    Kline,
+    Scalar,
+}
+
+impl SeriesKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SeriesKind::Kline => "kline",
+            SeriesKind::Scalar => "scalar",
+        }
+    }
+    /// Number of 8-byte columns a record of this kind has, `ts` included.
+    pub fn ncols(self) -> usize {
+        match self {
+            SeriesKind::Kline => 6,
+            SeriesKind::Scalar => 2,
+        }
+    }
+    pub fn code(self) -> u8 {
+        match self {
+            SeriesKind::Kline => 1,
+            SeriesKind::Scalar => 2,
+        }
+    }
+    pub fn from_code(c: u8) -> Option<Self> {
+        match c {
+            1 => Some(SeriesKind::Kline),
+            2 => Some(SeriesKind::Scalar),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for SeriesKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "kline" => Ok(SeriesKind::Kline),
+            "scalar" => Ok(SeriesKind::Scalar),
+            other => Err(format!("unknown series kind {other:?}: expected \"kline\" or \"scalar\"")),
+        }
+    }
+}
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field} {value:?}: {reason}")]
+pub struct NameError {
+    pub field: &'static str,
+    pub value: String,
+    pub reason: &'static str,
+}
+
+/// A validated symbol, category or name: `[A-Za-z0-9._-]{1,64}`, not `.` or `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(field: &'static str, s: &str) -> Result<Self, NameError> {
+        let err = |reason| NameError { field, value: s.chars().take(80).collect(), reason };
+        if s.is_empty() {
+            return Err(err("must not be empty"));
+        }
+        if s.len() > 64 {
+            return Err(err("must be at most 64 characters"));
+        }
+        if s == "." || s == ".." {
+            return Err(err("must not be \".\" or \"..\""));
+        }
+        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+            return Err(err("may only contain A-Z a-z 0-9 . _ -"));
+        }
+        Ok(Name(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A validated timeframe: `[0-9]+[smhdwM]` or `[A-Za-z0-9_-]{1,16}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Timeframe(String);
+
+impl Timeframe {
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let err = |reason| NameError { field: "timeframe", value: s.chars().take(80).collect(), reason };
+        if s.is_empty() {
+            return Err(err("must not be empty"));
+        }
+        if s.len() > 16 {
+            return Err(err("must be at most 16 characters"));
+        }
+        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return Err(err("may only contain A-Z a-z 0-9 _ - (e.g. 1m, 1h, 1d)"));
+        }
+        Ok(Timeframe(s.to_string()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The implied `timeframe_ms` for the contract's standard names.
+    pub fn standard_ms(&self) -> Option<i64> {
+        standard_timeframe_ms(&self.0)
+    }
+}
+
+/// Milliseconds implied by the contract's standard timeframe names.
+pub fn standard_timeframe_ms(tf: &str) -> Option<i64> {
+    const S: i64 = 1000;
+    const M: i64 = 60 * S;
+    const H: i64 = 60 * M;
+    const D: i64 = 24 * H;
+    Some(match tf {
+        "1s" => S,
+        "1m" => M,
+        "3m" => 3 * M,
+        "5m" => 5 * M,
+        "15m" => 15 * M,
+        "30m" => 30 * M,
+        "1h" => H,
+        "2h" => 2 * H,
+        "4h" => 4 * H,
+        "6h" => 6 * H,
+        "8h" => 8 * H,
+        "12h" => 12 * H,
+        "1d" => D,
+        "1w" => 7 * D,
+        _ => return None,
+    })
+}
+
+/// Identity of a series. Its fields are validated names, so its directory is safe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SeriesKey {
+    Kline { symbol: Name, timeframe: Timeframe },
+    Scalar { symbol: Name, timeframe: Timeframe, category: Name, name: Name },
+}
+
+impl SeriesKey {
+    pub fn kline(symbol: &str, timeframe: &str) -> Result<Self, NameError> {
+        Ok(SeriesKey::Kline { symbol: Name::parse("symbol", symbol)?, timeframe: Timeframe::parse(timeframe)? })
+    }
+    pub fn scalar(symbol: &str, timeframe: &str, category: &str, name: &str) -> Result<Self, NameError> {
+        Ok(SeriesKey::Scalar {
+            symbol: Name::parse("symbol", symbol)?,
+            timeframe: Timeframe::parse(timeframe)?,
+            category: Name::parse("category", category)?,
+            name: Name::parse("name", name)?,
+        })
+    }
+    /// Builds a key from path parts: `[kind, symbol, timeframe, (category, name)]`.
+    pub fn from_parts(parts: &[&str]) -> Result<Self, String> {
+        match parts {
+            ["kline", s, tf] => Self::kline(s, tf).map_err(|e| e.to_string()),
+            ["scalar", s, tf, c, n] => Self::scalar(s, tf, c, n).map_err(|e| e.to_string()),
+            _ => Err("expected [\"kline\", symbol, timeframe] or [\"scalar\", symbol, timeframe, category, name]".into()),
+        }
+    }
+    pub fn kind(&self) -> SeriesKind {
+        match self {
+            SeriesKey::Kline { .. } => SeriesKind::Kline,
+            SeriesKey::Scalar { .. } => SeriesKind::Scalar,
+        }
+    }
+    pub fn symbol(&self) -> &str {
+        match self {
+            SeriesKey::Kline { symbol, .. } | SeriesKey::Scalar { symbol, .. } => symbol.as_str(),
+        }
+    }
+    pub fn timeframe(&self) -> &str {
+        match self {
+            SeriesKey::Kline { timeframe, .. } | SeriesKey::Scalar { timeframe, .. } => timeframe.as_str(),
+        }
+    }
+    pub fn category(&self) -> Option<&str> {
+        match self {
+            SeriesKey::Scalar { category, .. } => Some(category.as_str()),
+            SeriesKey::Kline { .. } => None,
+        }
+    }
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            SeriesKey::Scalar { name, .. } => Some(name.as_str()),
+            SeriesKey::Kline { .. } => None,
+        }
+    }
+    /// Path parts: `["kline", symbol, timeframe]` or `["scalar", symbol, timeframe, category, name]`.
+    pub fn parts(&self) -> Vec<String> {
+        let mut v = vec![self.kind().as_str().to_string(), self.symbol().to_string(), self.timeframe().to_string()];
+        if let SeriesKey::Scalar { category, name, .. } = self {
+            v.push(category.as_str().to_string());
+            v.push(name.as_str().to_string());
+        }
+        v
+    }
+    /// Directory of the series relative to the store's `series/` folder.
+    pub fn rel_dir(&self) -> PathBuf {
+        self.parts().iter().collect()
+    }
+}
+
+impl fmt::Display for SeriesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.parts().join("/"))
+    }
+}
+
+/// Everything fixed at registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesMeta {
+    pub key: SeriesKey,
+    pub timeframe_ms: i64,
+    /// Kline only (1 for scalar series).
+    pub price_scale: i64,
+    /// Kline only (1 for scalar series).
+    pub volume_scale: i64,
+    /// Scalar only (`I64` for kline series).
+    pub value_type: ValueType,
+}
+
+/// Inclusive timestamp range; `None` ends are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TsRange {
+    pub start: Option<i64>,
+    pub end: Option<i64>,
+}
+
+impl TsRange {
+    pub fn new(start: Option<i64>, end: Option<i64>) -> Self {
+        TsRange { start, end }
+    }
+    pub fn all() -> Self {
+        TsRange::default()
+    }
+    pub fn lo(&self) -> i64 {
+        self.start.unwrap_or(i64::MIN)
+    }
+    pub fn hi(&self) -> i64 {
+        self.end.unwrap_or(i64::MAX)
+    }
+    pub fn contains(&self, ts: i64) -> bool {
+        ts >= self.lo() && ts <= self.hi()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.lo() > self.hi()
+    }
+}
+
+/// A UTC calendar month, counted in months since 1970-01 (negative before).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MonthPartition(pub i32);
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+impl MonthPartition {
+    pub fn from_ts(ts: i64) -> Self {
+        let days = ts.div_euclid(MS_PER_DAY);
+        let (y, m, _) = civil_from_days(days);
+        MonthPartition(((y - 1970) * 12 + (m as i64 - 1)) as i32)
+    }
+    pub fn year_month(self) -> (i64, u32) {
+        let y = 1970 + (self.0 as i64).div_euclid(12);
+        let m = (self.0 as i64).rem_euclid(12) as u32 + 1;
+        (y, m)
+    }
+    /// First millisecond of the month.
+    pub fn start_ts(self) -> i64 {
+        let (y, m) = self.year_month();
+        days_from_civil(y, m, 1) * MS_PER_DAY
+    }
+    /// Last millisecond of the month.
+    pub fn end_ts(self) -> i64 {
+        MonthPartition(self.0 + 1).start_ts() - 1
+    }
+    /// Parses `YYYY-MM`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (y, m) = s.split_once('-')?;
+        if y.len() != 4 || m.len() != 2 {
+            return None;
+        }
+        let y: i64 = y.parse().ok()?;
+        let m: i64 = m.parse().ok()?;
+        if !(1..=12).contains(&m) {
+            return None;
+        }
+        Some(MonthPartition(((y - 1970) * 12 + m - 1) as i32))
+    }
+}
+
+impl fmt::Display for MonthPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (y, m) = self.year_month();
+        write!(f, "{y:04}-{m:02}")
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day). Howard Hinnant's algorithm.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) to days since 1970-01-01.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Formats a timestamp as RFC 3339 with milliseconds (`2024-01-01T00:00:00.000Z`).
+pub fn format_ts(ts: i64) -> String {
+    let days = ts.div_euclid(MS_PER_DAY);
+    let ms = ts.rem_euclid(MS_PER_DAY);
+    let (y, m, d) = civil_from_days(days);
+    let (h, mi, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_round_trip_across_boundaries() {
+        for ts in [0, -1, 1_704_067_199_999, 1_704_067_200_000, TS_MIN, TS_MAX, 951_782_400_000] {
+            let m = MonthPartition::from_ts(ts);
+            assert!(m.start_ts() <= ts && ts <= m.end_ts(), "{ts} in {m}");
+            assert_eq!(MonthPartition::parse(&m.to_string()), Some(m));
+        }
+        assert_eq!(MonthPartition::from_ts(1_704_067_200_000).to_string(), "2024-01");
+        assert_eq!(MonthPartition::from_ts(1_704_067_199_999).to_string(), "2023-12");
+        assert_eq!(MonthPartition::from_ts(-1).to_string(), "1969-12");
+        assert_eq!(format_ts(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for bad in ["", ".", "..", "a/b", "a\\b", &"x".repeat(65), "sp ace", "é"] {
+            assert!(Name::parse("symbol", bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Name::parse("symbol", &"x".repeat(64)).is_ok());
+        assert!(Name::parse("symbol", "BTC-USDT.P_1").is_ok());
+        assert!(Timeframe::parse("1m").is_ok());
+        assert!(Timeframe::parse("1M").is_ok());
+        assert!(Timeframe::parse("..").is_err());
+        assert!(Timeframe::parse(&"1".repeat(17)).is_err());
+        assert_eq!(standard_timeframe_ms("1h"), Some(3_600_000));
+        assert_eq!(standard_timeframe_ms("7m"), None);
+    }
+
+    #[test]
+    fn ohlc_rules() {
+        let ok = KlineRecord { ts: 0, open: 10, high: 12, low: 9, close: 11, volume: 0 };
+        assert!(ok.check().is_ok());
+        assert!(KlineRecord { high: 10, ..ok }.check().is_err());
+        assert!(KlineRecord { low: 11, ..ok }.check().is_err());
+        assert!(KlineRecord { volume: -1, ..ok }.check().is_err());
+    }
+}

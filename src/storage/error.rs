@@ -1,0 +1,58 @@
+//! The storage layer's error type.
+//!
+//! Messages of the client-facing variants say what was wrong and how to fix it.
+//! `Corrupted` and `Io` carry a path relative to the store root for operators; the
+//! wire layer decides what of it a client may see.
+
+use std::io;
+
+/// Everything the storage layer can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The request itself is malformed (bad name, out-of-range timestamp, wrong column count).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The series does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A series with the same key but different metadata exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// An expected version did not match.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Well-formed but semantically refused records (duplicate ts, OHLC violation).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// Data failed its checksum or structural checks. `file` is relative to the root.
+    #[error("corrupted data in {file}: {detail}")]
+    Corrupted { file: String, detail: String },
+    /// Another process holds the store's lock.
+    #[error("the store at this root is locked by another process (is a server running?)")]
+    Locked,
+    /// The file system said no. `file` is relative to the root.
+    #[error("i/o error on {file}: {source}")]
+    Io { file: String, source: io::Error },
+}
+
+impl StorageError {
+    pub fn io(file: impl Into<String>, source: io::Error) -> Self {
+        StorageError::Io { file: file.into(), source }
+    }
+    pub fn corrupted(file: impl Into<String>, detail: impl Into<String>) -> Self {
+        StorageError::Corrupted { file: file.into(), detail: detail.into() }
+    }
+    /// True when the underlying cause is a full disk (ENOSPC) or quota (EDQUOT).
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            StorageError::Io { source, .. } => {
+                source.kind() == io::ErrorKind::StorageFull
+                    || source.kind() == io::ErrorKind::QuotaExceeded
+                    || matches!(source.raw_os_error(), Some(28) | Some(122))
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -1,0 +1,282 @@
+//! The storage engine: series directories of immutable, column-major month chunks,
+//! memory-mapped for reads, committed through per-series manifests.
+//!
+//! Architecture invariant: this module knows nothing of HTTP, gRPC or SQLite. It
+//! imports no axum, tonic or rusqlite (a test in `tests/architecture.rs` checks).
+//!
+//! Layout of a store root:
+//! ```text
+//! <root>/LOCK                               OS file lock: one process per store
+//! <root>/series/kline/<symbol>/<timeframe>/MANIFEST, <YYYY-MM>.g<gen>.chunk
+//! <root>/series/scalar/<symbol>/<timeframe>/<category>/<name>/...  (+ .zmap, .vidx)
+//! <root>/trash/                             deleted series, emptied on open
+//! ```
+
+pub mod batch;
+pub mod chunk;
+pub mod error;
+pub mod format;
+pub mod fsio;
+pub mod mmap;
+pub mod recover;
+pub mod series;
+pub mod sidecar;
+pub mod snapshot;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+pub use error::{Result, StorageError};
+pub use recover::RecoveryNotes;
+pub use series::{Series, WriteBatch, WriteReport};
+pub use snapshot::{ChunkSlice, Snapshot};
+
+use crate::record::{SeriesKey, SeriesKind, SeriesMeta};
+
+// Chunk files store little-endian integers that are mapped and read in place.
+const _: () = assert!(cfg!(target_endian = "little"), "FastK stores little-endian data and maps it in place");
+
+/// Tunables of the engine (see `[storage]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// A month with this many chunks is rewritten into one on the next write to it.
+    pub max_chunks_per_month: usize,
+    /// Rows per zone-map block; `None` disables zone maps.
+    pub zonemap_block_rows: Option<usize>,
+    /// Whether scalar chunks get a value index.
+    pub value_index: bool,
+    /// Threads that publish the chunks of one write.
+    pub write_threads: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { max_chunks_per_month: 8, zonemap_block_rows: Some(4096), value_index: true, write_threads: 2 }
+    }
+}
+
+/// An open store. One process at a time holds it (an OS file lock on `<root>/LOCK`).
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    opts: StoreOptions,
+    _lock: File,
+    series: RwLock<BTreeMap<SeriesKey, Arc<Series>>>,
+    recovery: Vec<RecoveryNotes>,
+    /// Series directories that could not be opened (relative path, reason).
+    unopenable: Vec<(String, String)>,
+}
+
+static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, recovering every series.
+    pub fn open(root: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+        let root = root.as_ref().to_path_buf();
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |e| StorageError::io(what, e)
+        };
+        fsio::create_dir_durable(&root.join("series")).map_err(io("series"))?;
+        let lock = File::options().create(true).truncate(false).write(true).open(root.join("LOCK")).map_err(io("LOCK"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(StorageError::Locked),
+            Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("LOCK", e)),
+        }
+        let trash = root.join("trash");
+        if trash.exists() {
+            fs::remove_dir_all(&trash).map_err(io("trash"))?;
+            fsio::fsync_dir(&root).map_err(io("."))?;
+        }
+        let mut store = Store {
+            root,
+            opts,
+            _lock: lock,
+            series: RwLock::new(BTreeMap::new()),
+            recovery: Vec::new(),
+            unopenable: Vec::new(),
+        };
+        store.load_all()?;
+        Ok(store)
+    }
+
+    fn load_all(&mut self) -> Result<()> {
+        let mut dirs = Vec::new();
+        collect_series_dirs(&self.root.join("series"), &mut Vec::new(), &mut dirs)
+            .map_err(|e| StorageError::io("series", e))?;
+        let mut map = BTreeMap::new();
+        for (parts, dir) in dirs {
+            let rel = format!("series/{}", parts.join("/"));
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let key = match SeriesKey::from_parts(&refs) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.unopenable.push((rel, e));
+                    continue;
+                }
+            };
+            match recover::open_series(dir, rel.clone(), &self.opts) {
+                Ok((series, notes)) if series.meta.key == key => {
+                    if !notes.is_quiet() {
+                        self.recovery.push(notes);
+                    }
+                    map.insert(key, Arc::new(series));
+                }
+                Ok(_) => self.unopenable.push((rel, "manifest names a different series".into())),
+                Err(e) => self.unopenable.push((rel, e.to_string())),
+            }
+        }
+        *self.series.write().unwrap_or_else(|p| p.into_inner()) = map;
+        Ok(())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    /// What recovery did when the store was opened (series where anything happened).
+    pub fn recovery(&self) -> &[RecoveryNotes] {
+        &self.recovery
+    }
+
+    /// Series directories that could not be opened, with the reason.
+    pub fn unopenable(&self) -> &[(String, String)] {
+        &self.unopenable
+    }
+
+    /// Registers a series. Returns it and whether it was created (false: an identical
+    /// one exists). Different metadata under the same key is a `Conflict`.
+    pub fn register(&self, meta: SeriesMeta) -> Result<(Arc<Series>, bool)> {
+        check_meta(&meta)?;
+        let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(&meta.key) {
+            if *s.meta == meta {
+                return Ok((Arc::clone(s), false));
+            }
+            return Err(StorageError::Conflict(describe_conflict(&s.meta, &meta)));
+        }
+        let rel = format!("series/{}", meta.key.rel_dir().display());
+        let dir = self.root.join(&rel);
+        fsio::create_dir_durable(&dir).map_err(|e| StorageError::io(rel.clone(), e))?;
+        let meta = Arc::new(meta);
+        let snap = Snapshot::empty(Arc::clone(&meta));
+        fsio::write_atomic(&dir, series::MANIFEST_NAME, &[&snap.to_manifest().encode()])
+            .map_err(|e| StorageError::io(format!("{rel}/MANIFEST"), e))?;
+        let series = Arc::new(Series::new(Arc::clone(&meta), dir, rel, self.opts.clone(), snap));
+        map.insert(meta.key.clone(), Arc::clone(&series));
+        Ok((series, true))
+    }
+
+    pub fn get(&self, key: &SeriesKey) -> Result<Arc<Series>> {
+        self.series
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+            .ok_or_else(|| StorageError::NotFound(format!("{} series {key} is not registered", key.kind().as_str())))
+    }
+
+    /// Every series, ordered by key.
+    pub fn list(&self) -> Vec<Arc<Series>> {
+        self.series.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    pub fn list_kind(&self, kind: SeriesKind) -> Vec<Arc<Series>> {
+        self.list().into_iter().filter(|s| s.meta.key.kind() == kind).collect()
+    }
+
+    /// Deletes a series and its data. The directory is renamed into `trash/` (atomic),
+    /// then removed; open readers keep their mappings until they finish.
+    pub fn delete(&self, key: &SeriesKey) -> Result<()> {
+        let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
+        let series = map.get(key).cloned().ok_or_else(|| {
+            StorageError::NotFound(format!("{} series {key} is not registered", key.kind().as_str()))
+        })?;
+        series.with_write_lock(|| -> Result<()> {
+            let trash = self.root.join("trash");
+            fsio::create_dir_durable(&trash).map_err(|e| StorageError::io("trash", e))?;
+            let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
+            let target = trash.join(format!("{}-{n}", std::process::id()));
+            fs::rename(series.dir.as_path(), &target).map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
+            if let Some(parent) = series.dir.parent() {
+                fsio::fsync_dir(parent).map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
+            }
+            let _ = fs::remove_dir_all(&target);
+            Ok(())
+        })?;
+        map.remove(key);
+        Ok(())
+    }
+
+    /// Total bytes of live chunks and sidecars.
+    pub fn bytes(&self) -> u64 {
+        self.list().iter().map(|s| s.snapshot().bytes()).sum()
+    }
+
+    /// Re-reads one series from disk after an admin action changed its files.
+    pub fn reload(&self, key: &SeriesKey) -> Result<RecoveryNotes> {
+        let series = self.get(key)?;
+        series.with_write_lock(|| {
+            let (fresh, notes) = recover::open_series(series.dir.to_path_buf(), series.rel_dir.to_string(), &self.opts)?;
+            series.install(recover::snapshot_from_manifest(&series, fresh.snapshot().to_manifest()));
+            Ok(notes)
+        })
+    }
+}
+
+fn check_meta(meta: &SeriesMeta) -> Result<()> {
+    if meta.timeframe_ms <= 0 {
+        return Err(StorageError::InvalidArgument("timeframe_ms must be a positive integer".into()));
+    }
+    if meta.price_scale <= 0 || meta.volume_scale <= 0 {
+        return Err(StorageError::InvalidArgument("price_scale and volume_scale must be positive integers".into()));
+    }
+    Ok(())
+}
+
+fn describe_conflict(have: &SeriesMeta, want: &SeriesMeta) -> String {
+    let mut diffs = Vec::new();
+    if have.timeframe_ms != want.timeframe_ms {
+        diffs.push(format!("timeframe_ms {} (requested {})", have.timeframe_ms, want.timeframe_ms));
+    }
+    if have.price_scale != want.price_scale {
+        diffs.push(format!("price_scale {} (requested {})", have.price_scale, want.price_scale));
+    }
+    if have.volume_scale != want.volume_scale {
+        diffs.push(format!("volume_scale {} (requested {})", have.volume_scale, want.volume_scale));
+    }
+    if have.value_type != want.value_type {
+        diffs.push(format!("value_type {} (requested {})", have.value_type.as_str(), want.value_type.as_str()));
+    }
+    format!("series {} already exists with {}; delete it first to change its metadata", have.key, diffs.join(", "))
+}
+
+/// Finds series directories: `kline/<s>/<tf>` and `scalar/<s>/<tf>/<c>/<n>`.
+fn collect_series_dirs(dir: &Path, parts: &mut Vec<String>, out: &mut Vec<(Vec<String>, PathBuf)>) -> std::io::Result<()> {
+    let depth = match parts.first().map(String::as_str) {
+        Some("kline") => 3,
+        Some("scalar") => 5,
+        Some(_) => return Ok(()),
+        None => 0,
+    };
+    if depth > 0 && parts.len() == depth {
+        out.push((parts.clone(), dir.to_path_buf()));
+        return Ok(());
+    }
+    let mut names: Vec<_> = fs::read_dir(dir)?.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).collect();
+    names.sort_by_key(|e| e.file_name());
+    for e in names {
+        parts.push(e.file_name().to_string_lossy().to_string());
+        collect_series_dirs(&e.path(), parts, out)?;
+        parts.pop();
+    }
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Opening a series directory: recovery after a crash, and rebuilding a manifest
+//! from chunk headers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::StoreOptions;
+use super::chunk::{FileKind, MappedChunk, data_file_name, parse_data_file_name};
+use super::error::{Result, StorageError};
+use super::format::{ChunkEntry, FLAG_FULL, Manifest, STATE_LIVE, STATE_OBSOLETE, SidecarRef};
+use super::fsio::{self, TEMP_PREFIX};
+use super::series::{MANIFEST_NAME, Series, live_map};
+use super::snapshot::Snapshot;
+use crate::record::SeriesMeta;
+
+/// What recovery did or found in one series directory.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RecoveryNotes {
+    /// Series directory relative to the store root.
+    pub series: String,
+    pub temp_files_removed: usize,
+    /// Files of writes that never committed (generation at or past the manifest's next).
+    pub uncommitted_removed: usize,
+    /// Superseded files the manifest marked obsolete.
+    pub obsolete_removed: usize,
+    /// Why the manifest was rebuilt from chunk headers, if it was.
+    pub manifest_rebuilt: Option<String>,
+    /// Files the manifest does not account for, left alone for an operator (relative paths).
+    pub unknown_files: Vec<String>,
+    /// Chunk files that failed verification during a rebuild (relative paths).
+    pub corrupt_files: Vec<String>,
+}
+
+impl RecoveryNotes {
+    pub fn is_quiet(&self) -> bool {
+        self.temp_files_removed == 0
+            && self.uncommitted_removed == 0
+            && self.obsolete_removed == 0
+            && self.manifest_rebuilt.is_none()
+            && self.unknown_files.is_empty()
+            && self.corrupt_files.is_empty()
+    }
+}
+
+/// Opens the series in `dir`, recovering from any crash left-overs.
+pub(crate) fn open_series(dir: PathBuf, rel: String, opts: &StoreOptions) -> Result<(Series, RecoveryNotes)> {
+    let mut notes = RecoveryNotes { series: rel.clone(), ..Default::default() };
+    notes.temp_files_removed = fsio::remove_temp_files(&dir).map_err(|e| StorageError::io(rel.clone(), e))?;
+    let manifest = match read_manifest(&dir, &rel) {
+        Ok(m) => m,
+        Err(reason) => {
+            let (m, corrupt) = rebuild_manifest(&dir, &rel, opts, None)?;
+            fsio::write_atomic(&dir, MANIFEST_NAME, &[&m.encode()])
+                .map_err(|e| StorageError::io(format!("{rel}/{MANIFEST_NAME}"), e))?;
+            notes.manifest_rebuilt = Some(reason);
+            notes.corrupt_files = corrupt;
+            m
+        }
+    };
+    sweep(&dir, &rel, &manifest, &mut notes).map_err(|e| StorageError::io(rel.clone(), e))?;
+    let series = series_from_manifest(dir, rel, opts, manifest);
+    Ok((series, notes))
+}
+
+pub(crate) fn series_from_manifest(dir: PathBuf, rel: String, opts: &StoreOptions, m: Manifest) -> Series {
+    let meta = Arc::new(m.meta.clone());
+    let series = Series::new(Arc::clone(&meta), dir, rel, opts.clone(), Snapshot::empty(Arc::clone(&meta)));
+    series.install(snapshot_from_manifest(&series, m));
+    series
+}
+
+pub(crate) fn snapshot_from_manifest(series: &Series, m: Manifest) -> Snapshot {
+    let live = live_map(series, &m.entries);
+    let obsolete = m.entries.into_iter().filter(|e| e.state == STATE_OBSOLETE).collect();
+    Snapshot { meta: Arc::clone(&series.meta), version: m.version, next_generation: m.next_generation, live, obsolete }
+}
+
+/// Reads and checks `MANIFEST`; the error is a reason for a rebuild.
+pub fn read_manifest(dir: &Path, rel: &str) -> Result<Manifest, String> {
+    let bytes = fs::read(dir.join(MANIFEST_NAME)).map_err(|e| format!("{rel}/{MANIFEST_NAME}: {e}"))?;
+    Manifest::decode(&bytes).map_err(|e| format!("{rel}/{MANIFEST_NAME}: {e}"))
+}
+
+/// Removes files that the manifest proves are garbage; reports the ones it cannot place.
+fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std::io::Result<()> {
+    let live: HashSet<(i32, u64)> =
+        m.entries.iter().filter(|e| e.state == STATE_LIVE).map(|e| (e.month, e.generation)).collect();
+    let obsolete: HashSet<(i32, u64)> =
+        m.entries.iter().filter(|e| e.state == STATE_OBSOLETE).map(|e| (e.month, e.generation)).collect();
+    let mut removed_any = false;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name == MANIFEST_NAME {
+            continue;
+        }
+        match parse_data_file_name(&name) {
+            Some((_, g, _)) if g >= m.next_generation => {
+                fs::remove_file(entry.path())?;
+                notes.uncommitted_removed += 1;
+                removed_any = true;
+            }
+            Some((month, g, _)) if obsolete.contains(&(month, g)) => {
+                fs::remove_file(entry.path())?;
+                notes.obsolete_removed += 1;
+                removed_any = true;
+            }
+            Some((month, g, _)) if live.contains(&(month, g)) => {}
+            _ if entry.file_type()?.is_dir() => {}
+            _ => notes.unknown_files.push(format!("{rel}/{name}")),
+        }
+    }
+    if removed_any {
+        fsio::fsync_dir(dir)?;
+    }
+    notes.unknown_files.sort();
+    Ok(())
+}
+
+/// Rebuilds a manifest from the chunk headers in `dir`. Returns it with the chunk
+/// files that failed verification (left out). Per month the newest full chunk and the
+/// deltas after it are live; an incomplete last write is left out whole.
+pub fn rebuild_manifest(
+    dir: &Path,
+    rel: &str,
+    opts: &StoreOptions,
+    meta_hint: Option<&SeriesMeta>,
+) -> Result<(Manifest, Vec<String>)> {
+    let mut chunks = Vec::new();
+    let mut corrupt = Vec::new();
+    let mut max_gen = 0;
+    for entry in fs::read_dir(dir).map_err(|e| StorageError::io(rel, e))? {
+        let entry = entry.map_err(|e| StorageError::io(rel, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some((month, g, FileKind::Chunk)) = parse_data_file_name(&name) else { continue };
+        max_gen = max_gen.max(g);
+        let file_rel = format!("{rel}/{name}");
+        match MappedChunk::open_verified(&entry.path(), &file_rel, None) {
+            Ok(c) if c.header.month == month && c.header.generation == g => chunks.push(c.header),
+            _ => corrupt.push(file_rel),
+        }
+    }
+    let meta = match (chunks.iter().max_by_key(|h| h.generation), meta_hint) {
+        (_, Some(m)) => m.clone(),
+        (Some(h), None) => h.meta.clone(),
+        (None, None) => {
+            return Err(StorageError::corrupted(
+                format!("{rel}/{MANIFEST_NAME}"),
+                "the manifest is unreadable and no chunk is left to rebuild it from",
+            ));
+        }
+    };
+    chunks.retain(|h| h.meta == meta);
+    // Writes are serialized per series, so only the newest write can be incomplete.
+    if let Some(w) = chunks.iter().map(|h| h.write_version).max() {
+        let present = chunks.iter().filter(|h| h.write_version == w).count() as u32;
+        let expected = chunks.iter().find(|h| h.write_version == w).map_or(0, |h| h.write_chunks);
+        if present < expected {
+            chunks.retain(|h| h.write_version != w);
+        }
+    }
+    let mut by_month: BTreeMap<i32, Vec<_>> = BTreeMap::new();
+    for h in chunks {
+        by_month.entry(h.month).or_default().push(h);
+    }
+    let mut entries = Vec::new();
+    let mut version = 0;
+    for (_, mut hs) in by_month {
+        hs.sort_by_key(|h| h.generation);
+        let base = hs.iter().rposition(|h| h.flags & FLAG_FULL != 0).unwrap_or(0);
+        let mut last_ts = i64::MIN;
+        for h in &hs[base..] {
+            if h.first_ts <= last_ts {
+                continue;
+            }
+            last_ts = h.last_ts;
+            version = version.max(h.write_version);
+            let side = |kind| sidecar_ref(dir, h.month, h.generation, kind);
+            entries.push(ChunkEntry {
+                month: h.month,
+                flags: h.flags,
+                generation: h.generation,
+                rows: h.rows,
+                first_ts: h.first_ts,
+                last_ts: h.last_ts,
+                file_len: h.file_len(),
+                checksum: h.body_xxh3,
+                write_version: h.write_version,
+                zonemap: if opts.zonemap_block_rows.is_some() { side(FileKind::ZoneMap) } else { SidecarRef::default() },
+                vindex: if opts.value_index { side(FileKind::ValueIndex) } else { SidecarRef::default() },
+                state: STATE_LIVE,
+            });
+        }
+    }
+    let manifest = Manifest { meta, version, next_generation: max_gen + 1, entries };
+    Ok((manifest, corrupt))
+}
+
+/// Checksum and length of a sidecar file as it is now (absent: zero).
+fn sidecar_ref(dir: &Path, month: i32, generation: u64, kind: FileKind) -> SidecarRef {
+    match fs::read(dir.join(data_file_name(month, generation, kind))) {
+        Ok(b) if !b.is_empty() => SidecarRef { len: b.len() as u64, xxh3: xxh3_64(&b) },
+        _ => SidecarRef::default(),
+    }
+}
+
+/// True when `name` is a temp file left by an interrupted publish.
+pub fn is_temp(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX)
+}

@@ -1,0 +1,458 @@
+//! One series: its directory, its current snapshot, and its single-writer write path.
+//!
+//! A write sorts the request, splits it by month, and per month either appends a
+//! delta chunk (all new rows after the month's last ts) or rewrites the month
+//! copy-on-write (replacements, out-of-order rows, or too many deltas). New files are
+//! published first; the manifest rename is the commit point; superseded files are
+//! unlinked once no snapshot refers to them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::StoreOptions;
+use super::chunk::{ChunkRef, FileKind, data_file_name};
+use super::error::{Result, StorageError};
+use super::format::{
+    ChunkEntry, ChunkHeader, FLAG_FULL, STATE_LIVE, STATE_OBSOLETE, SidecarRef, build_chunk,
+};
+use super::fsio;
+use super::sidecar;
+use super::snapshot::Snapshot;
+use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN};
+
+/// Name of the manifest file in a series directory.
+pub const MANIFEST_NAME: &str = "MANIFEST";
+
+/// Column-major rows to write: `cols[0]` is `ts`, then the record's other fields in
+/// schema order (kline: open, high, low, close, volume; scalar: value bits).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteBatch {
+    pub cols: Vec<Vec<i64>>,
+}
+
+impl WriteBatch {
+    pub fn with_capacity(ncols: usize, rows: usize) -> WriteBatch {
+        WriteBatch { cols: (0..ncols).map(|_| Vec::with_capacity(rows)).collect() }
+    }
+    pub fn len(&self) -> usize {
+        self.cols.first().map_or(0, Vec::len)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a committed write did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WriteReport {
+    pub written: u64,
+    pub inserted: u64,
+    pub replaced: u64,
+    /// Months touched, `YYYY-MM`, ascending.
+    pub months: Vec<String>,
+    pub version: u64,
+}
+
+/// A registered series.
+#[derive(Debug)]
+pub struct Series {
+    pub meta: Arc<SeriesMeta>,
+    pub(crate) dir: Arc<PathBuf>,
+    pub(crate) rel_dir: Arc<str>,
+    pub(crate) opts: StoreOptions,
+    write_lock: Mutex<()>,
+    current: RwLock<Arc<Snapshot>>,
+}
+
+/// One month's share of a write, planned before any file is written.
+struct MonthPlan {
+    month: i32,
+    generation: u64,
+    full: bool,
+    cols: Vec<Vec<i64>>,
+    inserted: u64,
+    replaced: u64,
+}
+
+impl Series {
+    pub(crate) fn new(meta: Arc<SeriesMeta>, dir: PathBuf, rel_dir: String, opts: StoreOptions, snap: Snapshot) -> Series {
+        Series {
+            meta,
+            dir: Arc::new(dir),
+            rel_dir: rel_dir.into(),
+            opts,
+            write_lock: Mutex::new(()),
+            current: RwLock::new(Arc::new(snap)),
+        }
+    }
+
+    /// The current committed state. Cheap: an `Arc` clone under a read lock.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn version(&self) -> u64 {
+        self.snapshot().version
+    }
+
+    /// Directory of the series relative to the store root.
+    pub fn rel_dir(&self) -> &str {
+        &self.rel_dir
+    }
+
+    pub(crate) fn chunk_ref(&self, entry: ChunkEntry) -> Arc<ChunkRef> {
+        Arc::new(ChunkRef::new(entry, Arc::clone(&self.dir), Arc::clone(&self.rel_dir)))
+    }
+
+    /// Writes `batch` (any order; upsert) as one all-or-nothing commit.
+    pub fn write(&self, mut batch: WriteBatch, expected_version: Option<u64>) -> Result<WriteReport> {
+        check_shape(&self.meta, &batch)?;
+        check_ts_bounds(&batch.cols[0])?;
+        sort_and_check_duplicates(&mut batch)?;
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = self.snapshot();
+        check_expected(&snap, expected_version)?;
+        if batch.is_empty() {
+            return Ok(WriteReport { version: snap.version, ..WriteReport::default() });
+        }
+        let mut next_gen = snap.next_generation;
+        let mut plans = Vec::new();
+        for (month, range) in month_groups(&batch.cols[0]) {
+            let new: Vec<&[i64]> = batch.cols.iter().map(|c| &c[range.clone()]).collect();
+            plans.push(self.plan_month(&snap, month, &new, next_gen)?);
+            next_gen += 1;
+        }
+        self.commit(&snap, plans, next_gen)
+    }
+
+    /// Merges every month that has more than one live chunk into one chunk.
+    /// Returns the months compacted.
+    pub fn compact(&self) -> Result<Vec<String>> {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let snap = self.snapshot();
+        let mut next_gen = snap.next_generation;
+        let mut plans = Vec::new();
+        for (&month, chunks) in &snap.live {
+            if chunks.len() > 1 {
+                let none: Vec<&[i64]> = vec![&[]; self.meta.key.kind().ncols()];
+                plans.push(self.merge_month(&snap, month, &none, next_gen)?);
+                next_gen += 1;
+            }
+        }
+        if plans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let months = plans.iter().map(|p| MonthPartition(p.month).to_string()).collect();
+        self.commit_inner(&snap, plans, next_gen, false)?;
+        Ok(months)
+    }
+
+    fn plan_month(&self, snap: &Snapshot, month: i32, new: &[&[i64]], generation: u64) -> Result<MonthPlan> {
+        let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
+        let appends = existing.last().is_none_or(|c| new[0][0] > c.entry.last_ts);
+        if appends && existing.len() < self.opts.max_chunks_per_month {
+            let n = new[0].len() as u64;
+            return Ok(MonthPlan {
+                month,
+                generation,
+                full: existing.is_empty(),
+                cols: new.iter().map(|c| c.to_vec()).collect(),
+                inserted: n,
+                replaced: 0,
+            });
+        }
+        self.merge_month(snap, month, new, generation)
+    }
+
+    /// Copy-on-write rewrite of `month`: existing rows merged with `new` (new wins).
+    fn merge_month(&self, snap: &Snapshot, month: i32, new: &[&[i64]], generation: u64) -> Result<MonthPlan> {
+        let ncols = new.len();
+        let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
+        let mapped = existing.iter().map(|c| c.map()).collect::<Result<Vec<_>>>()?;
+        let old_rows: usize = mapped.iter().map(|m| m.rows()).sum();
+        let mut cols: Vec<Vec<i64>> = (0..ncols).map(|_| Vec::with_capacity(old_rows + new[0].len())).collect();
+        let (mut replaced, mut j) = (0u64, 0usize);
+        let new_ts = new[0];
+        for m in &mapped {
+            let ts = m.ts();
+            for r in 0..ts.len() {
+                while j < new_ts.len() && new_ts[j] < ts[r] {
+                    push_row(&mut cols, new, j);
+                    j += 1;
+                }
+                if j < new_ts.len() && new_ts[j] == ts[r] {
+                    push_row(&mut cols, new, j);
+                    j += 1;
+                    replaced += 1;
+                } else {
+                    for (c, out) in cols.iter_mut().enumerate() {
+                        out.push(m.col(c)[r]);
+                    }
+                }
+            }
+        }
+        while j < new_ts.len() {
+            push_row(&mut cols, new, j);
+            j += 1;
+        }
+        let inserted = new_ts.len() as u64 - replaced;
+        Ok(MonthPlan { month, generation, full: true, cols, inserted, replaced })
+    }
+
+    fn commit(&self, snap: &Snapshot, plans: Vec<MonthPlan>, next_gen: u64) -> Result<WriteReport> {
+        let report = WriteReport {
+            written: plans.iter().map(|p| p.inserted + p.replaced).sum(),
+            inserted: plans.iter().map(|p| p.inserted).sum(),
+            replaced: plans.iter().map(|p| p.replaced).sum(),
+            months: plans.iter().map(|p| MonthPartition(p.month).to_string()).collect(),
+            version: snap.version + 1,
+        };
+        self.commit_inner(snap, plans, next_gen, true)?;
+        Ok(report)
+    }
+
+    /// Publishes the planned chunks, commits the manifest, swaps the snapshot.
+    fn commit_inner(&self, snap: &Snapshot, plans: Vec<MonthPlan>, next_gen: u64, bump: bool) -> Result<()> {
+        let version = if bump { snap.version + 1 } else { snap.version };
+        let write_chunks = plans.len() as u32;
+        let entries = match self.publish_chunks(&plans, version, write_chunks) {
+            Ok(e) => e,
+            Err(e) => {
+                self.remove_unpublished(&plans);
+                return Err(e);
+            }
+        };
+        let mut live = snap.live.clone();
+        let mut superseded = Vec::new();
+        for (plan, entry) in plans.iter().zip(entries) {
+            let list = live.entry(plan.month).or_default();
+            if plan.full {
+                superseded.append(list);
+            }
+            list.push(self.chunk_ref(entry));
+        }
+        let mut obsolete: Vec<ChunkEntry> =
+            snap.obsolete.iter().filter(|e| self.file_exists(e)).cloned().collect();
+        obsolete.extend(superseded.iter().map(|c| ChunkEntry { state: STATE_OBSOLETE, ..c.entry.clone() }));
+        let next = Snapshot { meta: Arc::clone(&self.meta), version, next_generation: next_gen, live, obsolete };
+        let manifest = next.to_manifest().encode();
+        if let Err(e) = fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&manifest]) {
+            self.remove_unpublished(&plans);
+            return Err(StorageError::io(format!("{}/{MANIFEST_NAME}", self.rel_dir), e));
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        for c in superseded {
+            c.mark_obsolete();
+        }
+        Ok(())
+    }
+
+    fn file_exists(&self, e: &ChunkEntry) -> bool {
+        self.dir.join(data_file_name(e.month, e.generation, FileKind::Chunk)).exists()
+    }
+
+    /// Writes every planned chunk (and its sidecars), fsyncs the directory, and
+    /// returns the manifest entries. Two threads share the work: most of a large
+    /// write's time is checksumming and fsync, which overlap well.
+    fn publish_chunks(&self, plans: &[MonthPlan], version: u64, write_chunks: u32) -> Result<Vec<ChunkEntry>> {
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<ChunkEntry>>>> = Mutex::new((0..plans.len()).map(|_| None).collect());
+        let workers = plans.len().clamp(1, self.opts.write_threads.max(1));
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= plans.len() {
+                            break;
+                        }
+                        let r = self.publish_one(&plans[i], version, write_chunks);
+                        let failed = r.is_err();
+                        results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                        if failed {
+                            next.store(plans.len(), Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        let mut entries = Vec::with_capacity(plans.len());
+        for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            match r {
+                Some(r) => entries.push(r?),
+                None => return Err(StorageError::InvalidArgument("write aborted".into())),
+            }
+        }
+        fsio::fsync_dir(&self.dir).map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
+        Ok(entries)
+    }
+
+    fn publish_one(&self, plan: &MonthPlan, version: u64, write_chunks: u32) -> Result<ChunkEntry> {
+        let header = ChunkHeader {
+            meta: (*self.meta).clone(),
+            ncols: plan.cols.len(),
+            rows: 0,
+            first_ts: 0,
+            last_ts: 0,
+            month: plan.month,
+            flags: if plan.full { FLAG_FULL } else { 0 },
+            generation: plan.generation,
+            write_version: version,
+            write_chunks,
+            body_xxh3: 0,
+            stride: 0,
+        };
+        let cols: Vec<&[i64]> = plan.cols.iter().map(Vec::as_slice).collect();
+        let file = build_chunk(header, &cols);
+        let h = ChunkHeader::decode(&file).map_err(|d| StorageError::corrupted("(new chunk)", d))?;
+        let sidecars = sidecar::build(&self.meta, &cols, &self.opts);
+        let write = |kind: FileKind, bytes: &[u8]| -> Result<()> {
+            let name = data_file_name(plan.month, plan.generation, kind);
+            fsio::write_file_synced(&self.dir, &name, &[bytes])
+                .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))
+        };
+        write(FileKind::Chunk, &file)?;
+        let mut zonemap = SidecarRef::default();
+        let mut vindex = SidecarRef::default();
+        if let Some(z) = &sidecars.zonemap {
+            write(FileKind::ZoneMap, z)?;
+            zonemap = SidecarRef { len: z.len() as u64, xxh3: xxhash_rust::xxh3::xxh3_64(z) };
+        }
+        if let Some(v) = &sidecars.vindex {
+            write(FileKind::ValueIndex, v)?;
+            vindex = SidecarRef { len: v.len() as u64, xxh3: xxhash_rust::xxh3::xxh3_64(v) };
+        }
+        Ok(ChunkEntry {
+            month: plan.month,
+            flags: h.flags,
+            generation: plan.generation,
+            rows: h.rows,
+            first_ts: h.first_ts,
+            last_ts: h.last_ts,
+            file_len: file.len() as u64,
+            checksum: h.body_xxh3,
+            write_version: version,
+            zonemap,
+            vindex,
+            state: STATE_LIVE,
+        })
+    }
+
+    /// Best-effort removal of files of a write that did not commit.
+    fn remove_unpublished(&self, plans: &[MonthPlan]) {
+        for p in plans {
+            for kind in [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex] {
+                let _ = std::fs::remove_file(self.dir.join(data_file_name(p.month, p.generation, kind)));
+            }
+        }
+        let _ = fsio::fsync_dir(&self.dir);
+    }
+
+    /// Replaces the current snapshot after an admin action rewrote the manifest.
+    pub(crate) fn install(&self, snap: Snapshot) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+    }
+
+    /// Holds the writer lock while `f` runs (admin actions that rewrite the manifest).
+    pub(crate) fn with_write_lock<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+}
+
+fn push_row(cols: &mut [Vec<i64>], src: &[&[i64]], j: usize) {
+    for (c, out) in cols.iter_mut().enumerate() {
+        out.push(src[c][j]);
+    }
+}
+
+fn check_shape(meta: &SeriesMeta, batch: &WriteBatch) -> Result<()> {
+    let ncols = meta.key.kind().ncols();
+    if batch.cols.len() != ncols {
+        return Err(StorageError::InvalidArgument(format!(
+            "a {} write needs {ncols} columns, got {}",
+            meta.key.kind().as_str(),
+            batch.cols.len()
+        )));
+    }
+    let n = batch.len();
+    if batch.cols.iter().any(|c| c.len() != n) {
+        return Err(StorageError::InvalidArgument("columns have different lengths".into()));
+    }
+    Ok(())
+}
+
+fn check_ts_bounds(ts: &[i64]) -> Result<()> {
+    if let Some(i) = ts.iter().position(|t| !(TS_MIN..=TS_MAX).contains(t)) {
+        return Err(StorageError::InvalidArgument(format!(
+            "record {i}: ts {} is outside the supported range {TS_MIN}..={TS_MAX} (years 1000 to 9999, in milliseconds)",
+            ts[i]
+        )));
+    }
+    Ok(())
+}
+
+fn check_expected(snap: &Snapshot, expected: Option<u64>) -> Result<()> {
+    match expected {
+        Some(v) if v != snap.version => Err(StorageError::PreconditionFailed(format!(
+            "expected version {v}, but the series is at version {}",
+            snap.version
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Sorts all columns by `ts` and refuses a `ts` repeated inside the request, naming
+/// the first record (in request order) that repeats an earlier one.
+pub fn sort_and_check_duplicates(batch: &mut WriteBatch) -> Result<()> {
+    let ts = &batch.cols[0];
+    if ts.windows(2).all(|w| w[0] < w[1]) {
+        return Ok(());
+    }
+    let mut perm: Vec<u32> = (0..ts.len() as u32).collect();
+    perm.sort_by_key(|&i| ts[i as usize]);
+    let dup = perm
+        .windows(2)
+        .filter(|w| ts[w[0] as usize] == ts[w[1] as usize])
+        .map(|w| w[0].max(w[1]) as usize)
+        .min();
+    if let Some(i) = dup {
+        let first = (0..i).find(|&k| ts[k] == ts[i]).unwrap_or(0);
+        return Err(StorageError::Unprocessable(format!(
+            "record {i}: ts {} repeats record {first} of the same request",
+            ts[i]
+        )));
+    }
+    for col in batch.cols.iter_mut() {
+        *col = perm.iter().map(|&i| col[i as usize]).collect();
+    }
+    Ok(())
+}
+
+/// Splits sorted timestamps into runs of one month each.
+pub fn month_groups(ts: &[i64]) -> Vec<(i32, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < ts.len() {
+        let month = MonthPartition::from_ts(ts[start]);
+        let end_ts = month.end_ts();
+        let len = ts[start..].partition_point(|&t| t <= end_ts);
+        out.push((month.0, start..start + len));
+        start += len;
+    }
+    out
+}
+
+/// Groups manifest entries into the live map of a snapshot.
+pub(crate) fn live_map(series: &Series, entries: &[ChunkEntry]) -> BTreeMap<i32, Vec<Arc<ChunkRef>>> {
+    let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.state == STATE_LIVE) {
+        live.entry(e.month).or_default().push(series.chunk_ref(e.clone()));
+    }
+    for v in live.values_mut() {
+        v.sort_by_key(|c| c.entry.generation);
+    }
+    live
+}

@@ -1,0 +1,225 @@
+//! Zone-map and value-index sidecars of scalar chunks (layouts in `docs/storage-format.md`).
+//!
+//! Both are derived data: built with the chunk, published with it, listed in the
+//! manifest with their checksums, and always rebuildable from the chunk. A missing or
+//! corrupt sidecar never changes an answer; queries fall back to scanning.
+
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::StoreOptions;
+use super::format::{align_up, get_u32, get_u64, put_u32, put_u64};
+use super::mmap::MappedFile;
+use crate::record::{SeriesKind, SeriesMeta, ValueType};
+
+pub const ZONEMAP_MAGIC: &[u8; 8] = b"FASTKZMP";
+pub const VINDEX_MAGIC: &[u8; 8] = b"FASTKVIX";
+const ZONEMAP_HEADER_LEN: usize = 64;
+const ZONE_LEN: usize = 40;
+const VINDEX_HEADER_LEN: usize = 64;
+
+/// Sidecar bytes built for one chunk.
+#[derive(Debug, Default)]
+pub struct Sidecars {
+    pub zonemap: Option<Vec<u8>>,
+    pub vindex: Option<Vec<u8>>,
+}
+
+/// Builds the sidecars of a chunk with columns `cols` (scalar series only).
+pub fn build(meta: &SeriesMeta, cols: &[&[i64]], opts: &StoreOptions) -> Sidecars {
+    if meta.key.kind() != SeriesKind::Scalar {
+        return Sidecars::default();
+    }
+    let (ts, values) = (cols[0], cols[1]);
+    Sidecars {
+        zonemap: opts.zonemap_block_rows.map(|b| build_zonemap(meta.value_type, ts, values, b)),
+        vindex: opts.value_index.then(|| build_vindex(meta.value_type, values)),
+    }
+}
+
+/// Min and max of a block in the series' value order (f64 compares as f64, NaN skipped).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Zone {
+    pub min: i64,
+    pub max: i64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// Count of NaN rows (f64 only); NaN rows never match.
+    pub nan_count: u32,
+    /// True when the block has no comparable value (all NaN).
+    pub empty: bool,
+}
+
+fn f64_of(bits: i64) -> f64 {
+    f64::from_bits(bits as u64)
+}
+
+pub fn build_zonemap(vt: ValueType, ts: &[i64], values: &[i64], block_rows: usize) -> Vec<u8> {
+    let block_rows = block_rows.max(1);
+    let nblocks = values.len().div_ceil(block_rows);
+    let mut b = vec![0u8; ZONEMAP_HEADER_LEN + nblocks * ZONE_LEN + 8];
+    b[0..8].copy_from_slice(ZONEMAP_MAGIC);
+    put_u32(&mut b, 8, 1);
+    b[12] = vt.code();
+    put_u32(&mut b, 16, block_rows as u32);
+    put_u64(&mut b, 24, values.len() as u64);
+    put_u64(&mut b, 32, nblocks as u64);
+    for k in 0..nblocks {
+        let r = k * block_rows..((k + 1) * block_rows).min(values.len());
+        let (min, max, nan) = block_min_max(vt, &values[r.clone()]);
+        let at = ZONEMAP_HEADER_LEN + k * ZONE_LEN;
+        put_u64(&mut b, at, min as u64);
+        put_u64(&mut b, at + 8, max as u64);
+        put_u64(&mut b, at + 16, ts[r.start] as u64);
+        put_u64(&mut b, at + 24, ts[r.end - 1] as u64);
+        put_u32(&mut b, at + 32, nan);
+    }
+    let end = b.len() - 8;
+    let sum = xxh3_64(&b[..end]);
+    put_u64(&mut b, end, sum);
+    b
+}
+
+/// (min, max, nan_count) of a block; for f64 the bounds are f64 bits, and an all-NaN
+/// block reports min = +inf, max = -inf so no comparison can select it.
+fn block_min_max(vt: ValueType, v: &[i64]) -> (i64, i64, u32) {
+    match vt {
+        ValueType::I64 => (*v.iter().min().unwrap_or(&0), *v.iter().max().unwrap_or(&0), 0),
+        ValueType::F64 => {
+            let (mut lo, mut hi, mut nan) = (f64::INFINITY, f64::NEG_INFINITY, 0u32);
+            for &x in v {
+                let x = f64_of(x);
+                if x.is_nan() {
+                    nan += 1;
+                } else {
+                    lo = lo.min(x);
+                    hi = hi.max(x);
+                }
+            }
+            (lo.to_bits() as i64, hi.to_bits() as i64, nan)
+        }
+    }
+}
+
+/// A verified zone map.
+#[derive(Debug)]
+pub struct ZoneMap {
+    pub block_rows: usize,
+    pub rows: usize,
+    pub zones: Vec<Zone>,
+}
+
+impl ZoneMap {
+    pub fn parse(b: &[u8], vt: ValueType, expected_xxh3: u64) -> Result<ZoneMap, String> {
+        if b.len() < ZONEMAP_HEADER_LEN + 8 || &b[0..8] != ZONEMAP_MAGIC {
+            return Err("not a zone map".into());
+        }
+        if xxh3_64(b) != expected_xxh3 || get_u64(b, b.len() - 8) != xxh3_64(&b[..b.len() - 8]) {
+            return Err("zone map checksum mismatch".into());
+        }
+        if b[12] != vt.code() {
+            return Err("zone map value type disagrees with the series".into());
+        }
+        let block_rows = get_u32(b, 16) as usize;
+        let rows = get_u64(b, 24) as usize;
+        let nblocks = get_u64(b, 32) as usize;
+        if block_rows == 0 || nblocks != rows.div_ceil(block_rows) || b.len() != ZONEMAP_HEADER_LEN + nblocks * ZONE_LEN + 8
+        {
+            return Err("zone map size is inconsistent".into());
+        }
+        let zones = (0..nblocks)
+            .map(|k| {
+                let at = ZONEMAP_HEADER_LEN + k * ZONE_LEN;
+                let (min, max) = (get_u64(b, at) as i64, get_u64(b, at + 8) as i64);
+                let empty = vt == ValueType::F64 && f64_of(min) > f64_of(max);
+                Zone {
+                    min,
+                    max,
+                    first_ts: get_u64(b, at + 16) as i64,
+                    last_ts: get_u64(b, at + 24) as i64,
+                    nan_count: get_u32(b, at + 32),
+                    empty,
+                }
+            })
+            .collect();
+        Ok(ZoneMap { block_rows, rows, zones })
+    }
+}
+
+pub fn build_vindex(vt: ValueType, values: &[i64]) -> Vec<u8> {
+    let mut pos: Vec<u32> = (0..values.len() as u32).collect();
+    match vt {
+        ValueType::I64 => pos.sort_by_key(|&i| values[i as usize]),
+        ValueType::F64 => {
+            pos.retain(|&i| !f64_of(values[i as usize]).is_nan());
+            pos.sort_by(|&a, &b| f64_of(values[a as usize]).total_cmp(&f64_of(values[b as usize])));
+        }
+    }
+    let n = pos.len();
+    let values_at = VINDEX_HEADER_LEN;
+    let pos_at = values_at + align_up(n * 8);
+    let len = pos_at + align_up(n * 4) + 64;
+    let mut b = vec![0u8; len];
+    b[0..8].copy_from_slice(VINDEX_MAGIC);
+    put_u32(&mut b, 8, 1);
+    b[12] = vt.code();
+    put_u64(&mut b, 16, n as u64);
+    put_u64(&mut b, 24, values.len() as u64);
+    put_u64(&mut b, 32, values_at as u64);
+    put_u64(&mut b, 40, pos_at as u64);
+    for (k, &i) in pos.iter().enumerate() {
+        put_u64(&mut b, values_at + 8 * k, values[i as usize] as u64);
+        put_u32(&mut b, pos_at + 4 * k, i);
+    }
+    let end = len - 8;
+    let sum = xxh3_64(&b[..end]);
+    put_u64(&mut b, end, sum);
+    b
+}
+
+/// A verified value index over a mapped sidecar: values sorted ascending (NaN left
+/// out) with the chunk row of each.
+#[derive(Debug)]
+pub struct ValueIndex {
+    file: Arc<MappedFile>,
+    pub entries: usize,
+    pub chunk_rows: usize,
+    values_at: usize,
+    pos_at: usize,
+}
+
+impl ValueIndex {
+    pub fn open(file: Arc<MappedFile>, vt: ValueType, expected_xxh3: u64) -> Result<ValueIndex, String> {
+        let b = file.bytes();
+        if b.len() < VINDEX_HEADER_LEN + 64 || &b[0..8] != VINDEX_MAGIC {
+            return Err("not a value index".into());
+        }
+        if xxh3_64(b) != expected_xxh3 || get_u64(b, b.len() - 8) != xxh3_64(&b[..b.len() - 8]) {
+            return Err("value index checksum mismatch".into());
+        }
+        if b[12] != vt.code() {
+            return Err("value index value type disagrees with the series".into());
+        }
+        let entries = get_u64(b, 16) as usize;
+        let chunk_rows = get_u64(b, 24) as usize;
+        let values_at = get_u64(b, 32) as usize;
+        let pos_at = get_u64(b, 40) as usize;
+        if values_at != VINDEX_HEADER_LEN
+            || pos_at != values_at + align_up(entries * 8)
+            || b.len() != pos_at + align_up(entries * 4) + 64
+        {
+            return Err("value index size is inconsistent".into());
+        }
+        Ok(ValueIndex { file, entries, chunk_rows, values_at, pos_at })
+    }
+
+    /// Sorted values as raw i64 (f64 bits for f64 series).
+    pub fn values(&self) -> &[i64] {
+        self.file.i64s(self.values_at, self.entries)
+    }
+
+    pub fn position(&self, k: usize) -> u32 {
+        get_u32(self.file.bytes(), self.pos_at + 4 * k)
+    }
+}

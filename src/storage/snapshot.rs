@@ -1,0 +1,200 @@
+//! An immutable view of one series at one version, and the reads made from it.
+//!
+//! Readers clone an `Arc<Snapshot>` and never block writers: a write builds a new
+//! snapshot and swaps it in. Superseded chunk files stay on disk until the last
+//! snapshot that lists them is dropped.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::chunk::{ChunkRef, MappedChunk};
+use super::error::Result;
+use super::format::{ChunkEntry, Manifest, STATE_LIVE};
+use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
+
+/// One committed state of a series.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub meta: Arc<SeriesMeta>,
+    pub version: u64,
+    pub next_generation: u64,
+    /// Live chunks by month, ascending generation. Within a month, chunks are disjoint
+    /// and ascending in `ts` (a delta is only ever written past the month's last ts).
+    pub live: BTreeMap<i32, Vec<Arc<ChunkRef>>>,
+    /// Superseded entries still listed in the manifest until their files are gone.
+    pub obsolete: Vec<ChunkEntry>,
+}
+
+/// Rows `start..end` of one verified chunk: a zero-copy view.
+#[derive(Debug, Clone)]
+pub struct ChunkSlice {
+    pub chunk: Arc<MappedChunk>,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl ChunkSlice {
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+    pub fn ts(&self) -> &[i64] {
+        &self.chunk.ts()[self.start..self.end]
+    }
+    pub fn col(&self, i: usize) -> &[i64] {
+        &self.chunk.col(i)[self.start..self.end]
+    }
+    pub fn col_f64(&self, i: usize) -> &[f64] {
+        &self.chunk.col_f64(i)[self.start..self.end]
+    }
+    /// Rows `a..b` of this slice (relative offsets).
+    pub fn sub(&self, a: usize, b: usize) -> ChunkSlice {
+        ChunkSlice { chunk: Arc::clone(&self.chunk), start: self.start + a, end: self.start + b }
+    }
+}
+
+impl Snapshot {
+    pub fn empty(meta: Arc<SeriesMeta>) -> Snapshot {
+        Snapshot { meta, version: 0, next_generation: 1, live: BTreeMap::new(), obsolete: Vec::new() }
+    }
+
+    pub fn chunks(&self) -> impl DoubleEndedIterator<Item = &Arc<ChunkRef>> {
+        self.live.values().flatten()
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.chunks().map(|c| c.entry.rows).sum()
+    }
+
+    /// Bytes of chunk files plus sidecars.
+    pub fn bytes(&self) -> u64 {
+        self.chunks().map(|c| c.entry.file_len + c.entry.zonemap.len + c.entry.vindex.len).sum()
+    }
+
+    pub fn first_ts(&self) -> Option<i64> {
+        self.chunks().next().map(|c| c.entry.first_ts)
+    }
+
+    pub fn last_ts(&self) -> Option<i64> {
+        self.chunks().next_back().map(|c| c.entry.last_ts)
+    }
+
+    /// The manifest this snapshot was committed as.
+    pub fn to_manifest(&self) -> Manifest {
+        let mut entries: Vec<ChunkEntry> = self.chunks().map(|c| c.entry.clone()).collect();
+        entries.extend(self.obsolete.iter().cloned());
+        Manifest {
+            meta: (*self.meta).clone(),
+            version: self.version,
+            next_generation: self.next_generation,
+            entries,
+        }
+    }
+
+    /// Live chunks that may hold rows of `range`, in `ts` order.
+    pub fn plan(&self, range: TsRange) -> Vec<Arc<ChunkRef>> {
+        if range.is_empty() {
+            return Vec::new();
+        }
+        let lo = MonthPartition::from_ts(range.lo().clamp(TS_MIN, TS_MAX)).0;
+        let hi = MonthPartition::from_ts(range.hi().clamp(TS_MIN, TS_MAX)).0;
+        if lo > hi {
+            return Vec::new();
+        }
+        self.live
+            .range(lo..=hi)
+            .flat_map(|(_, v)| v.iter())
+            .filter(|c| c.entry.last_ts >= range.lo() && c.entry.first_ts <= range.hi())
+            .cloned()
+            .collect()
+    }
+
+    /// Lazily mapped slices covering `range`, ascending. Chunks are mapped (and
+    /// verified) only as the iterator reaches them, so a stream starts at once.
+    pub fn range(&self, range: TsRange) -> RangeIter {
+        RangeIter { chunks: self.plan(range).into_iter(), range }
+    }
+
+    /// The last `n` rows of `range`, ascending.
+    pub fn latest(&self, range: TsRange, n: usize) -> Result<Vec<ChunkSlice>> {
+        let mut out = Vec::new();
+        let mut need = n;
+        for c in self.plan(range).iter().rev() {
+            if need == 0 {
+                break;
+            }
+            let s = slice_of(&c.map()?, range);
+            if s.is_empty() {
+                continue;
+            }
+            let take = need.min(s.len());
+            out.push(s.sub(s.len() - take, s.len()));
+            need -= take;
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Row at exactly `ts`, if stored.
+    pub fn at(&self, ts: i64) -> Result<Option<ChunkSlice>> {
+        for s in self.range(TsRange::new(Some(ts), Some(ts))) {
+            let s = s?;
+            if !s.is_empty() {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counts the rows in `range` (exact; maps only the boundary chunks).
+    pub fn count(&self, range: TsRange) -> Result<u64> {
+        let mut n = 0;
+        for c in self.plan(range) {
+            if range.contains(c.entry.first_ts) && range.contains(c.entry.last_ts) {
+                n += c.entry.rows;
+            } else {
+                n += slice_of(&c.map()?, range).len() as u64;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// The rows of `chunk` inside `range`.
+pub fn slice_of(chunk: &Arc<MappedChunk>, range: TsRange) -> ChunkSlice {
+    let ts = chunk.ts();
+    let start = if range.lo() <= chunk.header.first_ts { 0 } else { ts.partition_point(|&t| t < range.lo()) };
+    let end = if range.hi() >= chunk.header.last_ts { ts.len() } else { ts.partition_point(|&t| t <= range.hi()) };
+    ChunkSlice { chunk: Arc::clone(chunk), start, end: end.max(start) }
+}
+
+/// Iterator of [`ChunkSlice`]s for a range; see [`Snapshot::range`].
+pub struct RangeIter {
+    chunks: std::vec::IntoIter<Arc<ChunkRef>>,
+    range: TsRange,
+}
+
+impl Iterator for RangeIter {
+    type Item = Result<ChunkSlice>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let c = self.chunks.next()?;
+            match c.map() {
+                Err(e) => return Some(Err(e)),
+                Ok(m) => {
+                    let s = slice_of(&m, self.range);
+                    if !s.is_empty() {
+                        return Some(Ok(s));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// True when `e` is a live entry.
+pub fn is_live(e: &ChunkEntry) -> bool {
+    e.state == STATE_LIVE
+}
