@@ -8,7 +8,27 @@
 //! - [`record`]: record types, names, timestamps and month partitions (validated once).
 //! - [`storage`]: the engine: chunk and manifest formats, mmap, crash-safe publication,
 //!   recovery, zero-copy Arrow batches, sidecars. Knows nothing of HTTP, gRPC or SQLite.
+//! - [`registry`]: the SQLite control plane (series catalog, datasets, features, factors).
+//! - [`query`]: the command and query layer every front end calls; predicate queries.
+//! - [`admin`]: validate, scrub, repair, rebuild-manifest, compact.
+//! - [`error`]: the one client-facing error kind, mapped once to HTTP and once to gRPC.
+//! - [`metrics`]: Prometheus counters and histograms.
+//! - [`config`]: layered configuration (defaults < TOML < `FASTK__SECTION__KEY`).
+//! - [`http`]: the axum JSON API, OpenAPI document and offline docs (a thin adapter).
+//! - [`flight`]: the Arrow Flight service (a thin adapter).
+//! - [`server`]: runs both listeners over one engine; graceful shutdown.
+//! - [`cli`]: the `fastk` command line.
 #![deny(unsafe_code)]
 
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod flight;
+pub mod http;
+pub mod metrics;
+pub mod query;
 pub mod record;
+pub mod registry;
+pub mod server;
 pub mod storage;

@@ -53,7 +53,9 @@ impl KlineRecord {
 }
 
 /// Value type of a scalar series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueType {
     #[default]
@@ -84,7 +86,19 @@ impl ValueType {
 }
 
 /// Kind of a series.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SeriesKind {
     Kline,
@@ -126,7 +140,9 @@ impl std::str::FromStr for SeriesKind {
         match s {
             "kline" => Ok(SeriesKind::Kline),
             "scalar" => Ok(SeriesKind::Scalar),
-            other => Err(format!("unknown series kind {other:?}: expected \"kline\" or \"scalar\"")),
+            other => Err(format!(
+                "unknown series kind {other:?}: expected \"kline\" or \"scalar\""
+            )),
         }
     }
 }
@@ -146,7 +162,11 @@ pub struct Name(String);
 
 impl Name {
     pub fn parse(field: &'static str, s: &str) -> Result<Self, NameError> {
-        let err = |reason| NameError { field, value: s.chars().take(80).collect(), reason };
+        let err = |reason| NameError {
+            field,
+            value: s.chars().take(80).collect(),
+            reason,
+        };
         if s.is_empty() {
             return Err(err("must not be empty"));
         }
@@ -156,7 +176,10 @@ impl Name {
         if s == "." || s == ".." {
             return Err(err("must not be \".\" or \"..\""));
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        {
             return Err(err("may only contain A-Z a-z 0-9 . _ -"));
         }
         Ok(Name(s.to_string()))
@@ -172,14 +195,21 @@ pub struct Timeframe(String);
 
 impl Timeframe {
     pub fn parse(s: &str) -> Result<Self, NameError> {
-        let err = |reason| NameError { field: "timeframe", value: s.chars().take(80).collect(), reason };
+        let err = |reason| NameError {
+            field: "timeframe",
+            value: s.chars().take(80).collect(),
+            reason,
+        };
         if s.is_empty() {
             return Err(err("must not be empty"));
         }
         if s.len() > 16 {
             return Err(err("must be at most 16 characters"));
         }
-        if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return Err(err("may only contain A-Z a-z 0-9 _ - (e.g. 1m, 1h, 1d)"));
         }
         Ok(Timeframe(s.to_string()))
@@ -221,15 +251,31 @@ pub fn standard_timeframe_ms(tf: &str) -> Option<i64> {
 /// Identity of a series. Its fields are validated names, so its directory is safe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SeriesKey {
-    Kline { symbol: Name, timeframe: Timeframe },
-    Scalar { symbol: Name, timeframe: Timeframe, category: Name, name: Name },
+    Kline {
+        symbol: Name,
+        timeframe: Timeframe,
+    },
+    Scalar {
+        symbol: Name,
+        timeframe: Timeframe,
+        category: Name,
+        name: Name,
+    },
 }
 
 impl SeriesKey {
     pub fn kline(symbol: &str, timeframe: &str) -> Result<Self, NameError> {
-        Ok(SeriesKey::Kline { symbol: Name::parse("symbol", symbol)?, timeframe: Timeframe::parse(timeframe)? })
+        Ok(SeriesKey::Kline {
+            symbol: Name::parse("symbol", symbol)?,
+            timeframe: Timeframe::parse(timeframe)?,
+        })
     }
-    pub fn scalar(symbol: &str, timeframe: &str, category: &str, name: &str) -> Result<Self, NameError> {
+    pub fn scalar(
+        symbol: &str,
+        timeframe: &str,
+        category: &str,
+        name: &str,
+    ) -> Result<Self, NameError> {
         Ok(SeriesKey::Scalar {
             symbol: Name::parse("symbol", symbol)?,
             timeframe: Timeframe::parse(timeframe)?,
@@ -258,7 +304,9 @@ impl SeriesKey {
     }
     pub fn timeframe(&self) -> &str {
         match self {
-            SeriesKey::Kline { timeframe, .. } | SeriesKey::Scalar { timeframe, .. } => timeframe.as_str(),
+            SeriesKey::Kline { timeframe, .. } | SeriesKey::Scalar { timeframe, .. } => {
+                timeframe.as_str()
+            }
         }
     }
     pub fn category(&self) -> Option<&str> {
@@ -275,7 +323,11 @@ impl SeriesKey {
     }
     /// Path parts: `["kline", symbol, timeframe]` or `["scalar", symbol, timeframe, category, name]`.
     pub fn parts(&self) -> Vec<String> {
-        let mut v = vec![self.kind().as_str().to_string(), self.symbol().to_string(), self.timeframe().to_string()];
+        let mut v = vec![
+            self.kind().as_str().to_string(),
+            self.symbol().to_string(),
+            self.timeframe().to_string(),
+        ];
         if let SeriesKey::Scalar { category, name, .. } = self {
             v.push(category.as_str().to_string());
             v.push(name.as_str().to_string());
@@ -423,13 +475,27 @@ mod tests {
 
     #[test]
     fn months_round_trip_across_boundaries() {
-        for ts in [0, -1, 1_704_067_199_999, 1_704_067_200_000, TS_MIN, TS_MAX, 951_782_400_000] {
+        for ts in [
+            0,
+            -1,
+            1_704_067_199_999,
+            1_704_067_200_000,
+            TS_MIN,
+            TS_MAX,
+            951_782_400_000,
+        ] {
             let m = MonthPartition::from_ts(ts);
             assert!(m.start_ts() <= ts && ts <= m.end_ts(), "{ts} in {m}");
             assert_eq!(MonthPartition::parse(&m.to_string()), Some(m));
         }
-        assert_eq!(MonthPartition::from_ts(1_704_067_200_000).to_string(), "2024-01");
-        assert_eq!(MonthPartition::from_ts(1_704_067_199_999).to_string(), "2023-12");
+        assert_eq!(
+            MonthPartition::from_ts(1_704_067_200_000).to_string(),
+            "2024-01"
+        );
+        assert_eq!(
+            MonthPartition::from_ts(1_704_067_199_999).to_string(),
+            "2023-12"
+        );
         assert_eq!(MonthPartition::from_ts(-1).to_string(), "1969-12");
         assert_eq!(format_ts(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
     }
@@ -451,7 +517,14 @@ mod tests {
 
     #[test]
     fn ohlc_rules() {
-        let ok = KlineRecord { ts: 0, open: 10, high: 12, low: 9, close: 11, volume: 0 };
+        let ok = KlineRecord {
+            ts: 0,
+            open: 10,
+            high: 12,
+            low: 9,
+            close: 11,
+            volume: 0,
+        };
         assert!(ok.check().is_ok());
         assert!(KlineRecord { high: 10, ..ok }.check().is_err());
         assert!(KlineRecord { low: 11, ..ok }.check().is_err());

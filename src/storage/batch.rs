@@ -37,8 +37,14 @@ pub fn series_metadata(meta: &SeriesMeta) -> HashMap<String, String> {
             m.insert("fastk.volume_scale".into(), meta.volume_scale.to_string());
         }
         SeriesKind::Scalar => {
-            m.insert("fastk.category".into(), meta.key.category().unwrap_or_default().into());
-            m.insert("fastk.name".into(), meta.key.name().unwrap_or_default().into());
+            m.insert(
+                "fastk.category".into(),
+                meta.key.category().unwrap_or_default().into(),
+            );
+            m.insert(
+                "fastk.name".into(),
+                meta.key.name().unwrap_or_default().into(),
+            );
             m.insert("fastk.value_type".into(), meta.value_type.as_str().into());
         }
     }
@@ -46,7 +52,11 @@ pub fn series_metadata(meta: &SeriesMeta) -> HashMap<String, String> {
 }
 
 pub fn ts_field() -> Field {
-    Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false)
+    Field::new(
+        "ts",
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        false,
+    )
 }
 
 /// Which stored columns a read returns, and how; builds the batches.
@@ -68,7 +78,11 @@ impl Projection {
 
     /// `columns` selects a subset of the kline columns (ts is always included; order
     /// follows storage order). Scalar series always return ts and value.
-    pub fn new(meta: &SeriesMeta, columns: Option<&[String]>, format: PriceFormat) -> Result<Projection, String> {
+    pub fn new(
+        meta: &SeriesMeta,
+        columns: Option<&[String]>,
+        format: PriceFormat,
+    ) -> Result<Projection, String> {
         let mut fields = vec![ts_field()];
         let mut cols = vec![0];
         let mut scales = vec![None];
@@ -77,7 +91,9 @@ impl Projection {
                 if let Some(req) = columns {
                     for c in req {
                         if c != "ts" && !KLINE_COLUMNS.contains(&c.as_str()) {
-                            return Err(format!("unknown column {c:?}: expected ts, open, high, low, close, volume"));
+                            return Err(format!(
+                                "unknown column {c:?}: expected ts, open, high, low, close, volume"
+                            ));
                         }
                     }
                 }
@@ -86,7 +102,11 @@ impl Projection {
                         continue;
                     }
                     cols.push(i + 1);
-                    let scale = if *name == "volume" { meta.volume_scale } else { meta.price_scale };
+                    let scale = if *name == "volume" {
+                        meta.volume_scale
+                    } else {
+                        meta.price_scale
+                    };
                     match format {
                         PriceFormat::Raw => {
                             fields.push(Field::new(*name, DataType::Int64, false));
@@ -103,7 +123,9 @@ impl Projection {
                 if let Some(req) = columns
                     && let Some(c) = req.iter().find(|c| *c != "ts" && *c != "value")
                 {
-                    return Err(format!("unknown column {c:?}: a scalar series has ts and value"));
+                    return Err(format!(
+                        "unknown column {c:?}: a scalar series has ts and value"
+                    ));
                 }
                 let dt = match meta.value_type {
                     ValueType::I64 => DataType::Int64,
@@ -115,7 +137,12 @@ impl Projection {
             }
         }
         let schema = Arc::new(Schema::new_with_metadata(fields, series_metadata(meta)));
-        Ok(Projection { cols, scales, value_type: meta.value_type, schema })
+        Ok(Projection {
+            cols,
+            scales,
+            value_type: meta.value_type,
+            schema,
+        })
     }
 
     /// A record batch over `slice`: raw columns are zero-copy slices of the mapping.
@@ -129,25 +156,39 @@ impl Projection {
             .map(|(&c, scale)| -> ArrayRef {
                 if c == 0 {
                     let buf = ScalarBuffer::new(slice.chunk.buffer(0, s, e), 0, len);
-                    return Arc::new(TimestampMillisecondArray::new(buf, None).with_timezone("UTC"));
+                    return Arc::new(
+                        TimestampMillisecondArray::new(buf, None).with_timezone("UTC"),
+                    );
                 }
                 if let Some(scale) = scale {
-                    return Arc::new(Float64Array::from_iter_values(slice.col(c).iter().map(|&v| v as f64 / scale)));
+                    return Arc::new(Float64Array::from_iter_values(
+                        slice.col(c).iter().map(|&v| v as f64 / scale),
+                    ));
                 }
                 let buf = slice.chunk.buffer(c, s, e);
-                match (self.schema.field(self.cols.iter().position(|&x| x == c).unwrap_or(0)).data_type(), self.value_type)
-                {
-                    (DataType::Float64, ValueType::F64) => Arc::new(Float64Array::new(ScalarBuffer::new(buf, 0, len), None)),
+                match (
+                    self.schema
+                        .field(self.cols.iter().position(|&x| x == c).unwrap_or(0))
+                        .data_type(),
+                    self.value_type,
+                ) {
+                    (DataType::Float64, ValueType::F64) => {
+                        Arc::new(Float64Array::new(ScalarBuffer::new(buf, 0, len), None))
+                    }
                     _ => Arc::new(Int64Array::new(ScalarBuffer::new(buf, 0, len), None)),
                 }
             })
             .collect();
-        RecordBatch::try_new(Arc::clone(&self.schema), arrays).expect("projection matches its schema")
+        RecordBatch::try_new(Arc::clone(&self.schema), arrays)
+            .expect("projection matches its schema")
     }
 
     /// Batches of at most `max_rows` rows over `slice`.
     pub fn batches(&self, slice: &ChunkSlice, max_rows: usize) -> Vec<RecordBatch> {
         let max_rows = max_rows.max(1);
-        (0..slice.len()).step_by(max_rows).map(|a| self.batch(&slice.sub(a, (a + max_rows).min(slice.len())))).collect()
+        (0..slice.len())
+            .step_by(max_rows)
+            .map(|a| self.batch(&slice.sub(a, (a + max_rows).min(slice.len()))))
+            .collect()
     }
 }

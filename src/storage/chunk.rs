@@ -32,7 +32,11 @@ impl FileKind {
 
 /// `2024-01.g000000000000002a.chunk` and its sidecars `.zmap`, `.vidx`.
 pub fn data_file_name(month: i32, generation: u64, kind: FileKind) -> String {
-    format!("{}.g{generation:016x}.{}", MonthPartition(month), kind.ext())
+    format!(
+        "{}.g{generation:016x}.{}",
+        MonthPartition(month),
+        kind.ext()
+    )
 }
 
 /// Parses a name made by [`data_file_name`].
@@ -64,13 +68,22 @@ impl MappedChunk {
     /// Maps `path`, checks the header, the length and the body checksum, and (when
     /// given) that the header agrees with the manifest entry. `rel` names the file in
     /// errors.
-    pub fn open_verified(path: &Path, rel: &str, entry: Option<&ChunkEntry>) -> Result<MappedChunk> {
+    pub fn open_verified(
+        path: &Path,
+        rel: &str,
+        entry: Option<&ChunkEntry>,
+    ) -> Result<MappedChunk> {
         let file = MappedFile::open(path).map_err(|e| StorageError::io(rel, e))?;
-        let header = ChunkHeader::decode(file.bytes()).map_err(|d| StorageError::corrupted(rel, d))?;
+        let header =
+            ChunkHeader::decode(file.bytes()).map_err(|d| StorageError::corrupted(rel, d))?;
         if file.len() as u64 != header.file_len() {
             return Err(StorageError::corrupted(
                 rel,
-                format!("file is {} bytes, header implies {}", file.len(), header.file_len()),
+                format!(
+                    "file is {} bytes, header implies {}",
+                    file.len(),
+                    header.file_len()
+                ),
             ));
         }
         if xxh3_64(&file.bytes()[super::format::CHUNK_HEADER_LEN..]) != header.body_xxh3 {
@@ -84,7 +97,10 @@ impl MappedChunk {
                 && e.generation == header.generation
                 && e.month == header.month;
             if !agrees {
-                return Err(StorageError::corrupted(rel, "chunk header disagrees with the manifest entry"));
+                return Err(StorageError::corrupted(
+                    rel,
+                    "chunk header disagrees with the manifest entry",
+                ));
             }
         }
         Ok(MappedChunk { file, header })
@@ -110,7 +126,8 @@ impl MappedChunk {
 
     /// Zero-copy Arrow buffer over rows `start..end` of column `i`.
     pub fn buffer(&self, i: usize, start: usize, end: usize) -> Buffer {
-        self.file.buffer(self.header.column_offset(i) + start * 8, (end - start) * 8)
+        self.file
+            .buffer(self.header.column_offset(i) + start * 8, (end - start) * 8)
     }
 }
 
@@ -122,12 +139,20 @@ pub struct ChunkRef {
     dir: Arc<PathBuf>,
     rel_dir: Arc<str>,
     mapped: OnceLock<Arc<MappedChunk>>,
+    sidecars: SidecarCache,
     obsolete: AtomicBool,
 }
 
 impl ChunkRef {
     pub fn new(entry: ChunkEntry, dir: Arc<PathBuf>, rel_dir: Arc<str>) -> ChunkRef {
-        ChunkRef { entry, dir, rel_dir, mapped: OnceLock::new(), obsolete: AtomicBool::new(false) }
+        ChunkRef {
+            entry,
+            dir,
+            rel_dir,
+            mapped: OnceLock::new(),
+            sidecars: SidecarCache::default(),
+            obsolete: AtomicBool::new(false),
+        }
     }
 
     pub fn file_name(&self, kind: FileKind) -> String {
@@ -183,6 +208,58 @@ mod tests {
         assert_eq!(n, "2024-01.g000000000000002a.zmap");
         assert_eq!(parse_data_file_name(&n), Some((648, 42, FileKind::ZoneMap)));
         assert_eq!(parse_data_file_name("MANIFEST"), None);
-        assert_eq!(parse_data_file_name("2024-13.g000000000000002a.chunk"), None);
+        assert_eq!(
+            parse_data_file_name("2024-13.g000000000000002a.chunk"),
+            None
+        );
+    }
+}
+
+/// Sidecars of a chunk, verified against the manifest's checksums on first use.
+#[derive(Debug, Default)]
+pub struct SidecarCache {
+    zonemap: OnceLock<Arc<super::sidecar::ZoneMap>>,
+    vindex: OnceLock<Arc<super::sidecar::ValueIndex>>,
+}
+
+impl ChunkRef {
+    /// The chunk's zone map, or why it cannot be used (absent, unreadable, corrupt).
+    pub fn zonemap(
+        &self,
+        vt: crate::record::ValueType,
+    ) -> Result<Arc<super::sidecar::ZoneMap>, String> {
+        if let Some(z) = self.sidecars.zonemap.get() {
+            return Ok(Arc::clone(z));
+        }
+        if !self.entry.zonemap.present() {
+            return Err("no zone map".into());
+        }
+        let bytes = std::fs::read(self.path(FileKind::ZoneMap)).map_err(|e| e.to_string())?;
+        let z = super::sidecar::ZoneMap::parse(&bytes, vt, self.entry.zonemap.xxh3)?;
+        if z.rows as u64 != self.entry.rows {
+            return Err("zone map row count disagrees with the chunk".into());
+        }
+        Ok(Arc::clone(
+            self.sidecars.zonemap.get_or_init(|| Arc::new(z)),
+        ))
+    }
+
+    /// The chunk's value index, or why it cannot be used.
+    pub fn vindex(
+        &self,
+        vt: crate::record::ValueType,
+    ) -> Result<Arc<super::sidecar::ValueIndex>, String> {
+        if let Some(v) = self.sidecars.vindex.get() {
+            return Ok(Arc::clone(v));
+        }
+        if !self.entry.vindex.present() {
+            return Err("no value index".into());
+        }
+        let file = MappedFile::open(&self.path(FileKind::ValueIndex)).map_err(|e| e.to_string())?;
+        let v = super::sidecar::ValueIndex::open(file, vt, self.entry.vindex.xxh3)?;
+        if v.chunk_rows as u64 != self.entry.rows {
+            return Err("value index row count disagrees with the chunk".into());
+        }
+        Ok(Arc::clone(self.sidecars.vindex.get_or_init(|| Arc::new(v))))
     }
 }

@@ -37,10 +37,16 @@ pub enum StorageError {
 
 impl StorageError {
     pub fn io(file: impl Into<String>, source: io::Error) -> Self {
-        StorageError::Io { file: file.into(), source }
+        StorageError::Io {
+            file: file.into(),
+            source,
+        }
     }
     pub fn corrupted(file: impl Into<String>, detail: impl Into<String>) -> Self {
-        StorageError::Corrupted { file: file.into(), detail: detail.into() }
+        StorageError::Corrupted {
+            file: file.into(),
+            detail: detail.into(),
+        }
     }
     /// True when the underlying cause is a full disk (ENOSPC) or quota (EDQUOT).
     pub fn is_no_space(&self) -> bool {

@@ -66,7 +66,8 @@ fn get_str(b: &[u8], at: usize, cap: usize) -> Result<(String, usize), String> {
     if len > cap {
         return Err(format!("string length {len} exceeds {cap}"));
     }
-    let s = std::str::from_utf8(&b[at + 1..at + 1 + len]).map_err(|_| "string is not UTF-8".to_string())?;
+    let s = std::str::from_utf8(&b[at + 1..at + 1 + len])
+        .map_err(|_| "string is not UTF-8".to_string())?;
     Ok((s.to_string(), at + 1 + cap))
 }
 
@@ -124,10 +125,22 @@ struct MetaOffsets {
     key: usize,
 }
 
-const CHUNK_META: MetaOffsets =
-    MetaOffsets { kind: 10, value_type: 11, timeframe_ms: 72, price_scale: 80, volume_scale: 88, key: 112 };
-const MANIFEST_META: MetaOffsets =
-    MetaOffsets { kind: 56, value_type: 57, timeframe_ms: 32, price_scale: 40, volume_scale: 48, key: 64 };
+const CHUNK_META: MetaOffsets = MetaOffsets {
+    kind: 10,
+    value_type: 11,
+    timeframe_ms: 72,
+    price_scale: 80,
+    volume_scale: 88,
+    key: 112,
+};
+const MANIFEST_META: MetaOffsets = MetaOffsets {
+    kind: 56,
+    value_type: 57,
+    timeframe_ms: 32,
+    price_scale: 40,
+    volume_scale: 48,
+    key: 64,
+};
 
 /// The decoded fixed header of a chunk file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,7 +197,10 @@ impl ChunkHeader {
     /// Decodes and checks a header; the body checksum is checked separately.
     pub fn decode(b: &[u8]) -> Result<ChunkHeader, String> {
         if b.len() < CHUNK_HEADER_LEN {
-            return Err(format!("file is {} bytes, shorter than a chunk header", b.len()));
+            return Err(format!(
+                "file is {} bytes, shorter than a chunk header",
+                b.len()
+            ));
         }
         if &b[0..8] != CHUNK_MAGIC {
             return Err("bad magic".into());
@@ -212,9 +228,14 @@ impl ChunkHeader {
             meta,
         };
         if h.ncols != h.meta.key.kind().ncols() {
-            return Err(format!("{} columns for a {} series", h.ncols, h.meta.key.kind().as_str()));
+            return Err(format!(
+                "{} columns for a {} series",
+                h.ncols,
+                h.meta.key.kind().as_str()
+            ));
         }
-        if h.rows == 0 || h.stride != align_up(h.rows as usize * 8) as u64 || h.first_ts > h.last_ts {
+        if h.rows == 0 || h.stride != align_up(h.rows as usize * 8) as u64 || h.first_ts > h.last_ts
+        {
             return Err("inconsistent row count, stride or ts bounds".into());
         }
         Ok(h)
@@ -357,13 +378,24 @@ impl Manifest {
                     file_len: get_u64(b, at + 40),
                     checksum: get_u64(b, at + 48),
                     write_version: get_u64(b, at + 56),
-                    zonemap: SidecarRef { xxh3: get_u64(b, at + 64), len: get_u64(b, at + 72) },
-                    vindex: SidecarRef { xxh3: get_u64(b, at + 80), len: get_u64(b, at + 88) },
+                    zonemap: SidecarRef {
+                        xxh3: get_u64(b, at + 64),
+                        len: get_u64(b, at + 72),
+                    },
+                    vindex: SidecarRef {
+                        xxh3: get_u64(b, at + 80),
+                        len: get_u64(b, at + 88),
+                    },
                     state: b[at + 96],
                 }
             })
             .collect();
-        Ok(Manifest { meta, version: get_u64(b, 16), next_generation: get_u64(b, 24), entries })
+        Ok(Manifest {
+            meta,
+            version: get_u64(b, 16),
+            next_generation: get_u64(b, 24),
+            entries,
+        })
     }
 }
 
@@ -402,7 +434,10 @@ mod tests {
         let file = build_chunk(h, &[&ts, &v]);
         assert_eq!(file.len(), CHUNK_HEADER_LEN + 2 * 64);
         let back = ChunkHeader::decode(&file).unwrap();
-        assert_eq!((back.rows, back.first_ts, back.last_ts, back.generation), (3, 10, 30, 7));
+        assert_eq!(
+            (back.rows, back.first_ts, back.last_ts, back.generation),
+            (3, 10, 30, 7)
+        );
         assert_eq!(back.meta, meta());
         assert_eq!(back.body_xxh3, xxh3_64(&file[CHUNK_HEADER_LEN..]));
         let mut bad = file.clone();

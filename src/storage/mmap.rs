@@ -81,14 +81,26 @@ impl MappedFile {
     /// mapping: no bytes are copied, and the mapping lives as long as the buffer.
     pub fn buffer(self: &Arc<Self>, offset: usize, len: usize) -> Buffer {
         self.checked_range(offset, len);
-        Buffer::from(bytes::Bytes::from_owner(MapSlice { map: Arc::clone(self), offset, len }))
+        Buffer::from(bytes::Bytes::from_owner(MapSlice {
+            map: Arc::clone(self),
+            offset,
+            len,
+        }))
     }
 
     fn checked_range(&self, offset: usize, len: usize) -> &[u8] {
         let end = offset.checked_add(len).expect("mapped range overflows");
-        assert!(end <= self.map.len(), "mapped range {offset}..{end} beyond {}", self.map.len());
+        assert!(
+            end <= self.map.len(),
+            "mapped range {offset}..{end} beyond {}",
+            self.map.len()
+        );
         let bytes = &self.map[offset..end];
-        assert_eq!(bytes.as_ptr() as usize % 8, 0, "mapped range at {offset} is not 8-byte aligned");
+        assert_eq!(
+            bytes.as_ptr() as usize % 8,
+            0,
+            "mapped range at {offset} is not 8-byte aligned"
+        );
         bytes
     }
 }

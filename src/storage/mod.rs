@@ -37,7 +37,10 @@ pub use snapshot::{ChunkSlice, Snapshot};
 use crate::record::{SeriesKey, SeriesKind, SeriesMeta};
 
 // Chunk files store little-endian integers that are mapped and read in place.
-const _: () = assert!(cfg!(target_endian = "little"), "FastK stores little-endian data and maps it in place");
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "FastK stores little-endian data and maps it in place"
+);
 
 /// Tunables of the engine (see `[storage]` in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +57,12 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { max_chunks_per_month: 8, zonemap_block_rows: Some(4096), value_index: true, write_threads: 2 }
+        StoreOptions {
+            max_chunks_per_month: 8,
+            zonemap_block_rows: Some(4096),
+            value_index: true,
+            write_threads: 2,
+        }
     }
 }
 
@@ -81,7 +89,12 @@ impl Store {
             move |e| StorageError::io(what, e)
         };
         fsio::create_dir_durable(&root.join("series")).map_err(io("series"))?;
-        let lock = File::options().create(true).truncate(false).write(true).open(root.join("LOCK")).map_err(io("LOCK"))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("LOCK"))
+            .map_err(io("LOCK"))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => return Err(StorageError::Locked),
@@ -126,7 +139,9 @@ impl Store {
                     }
                     map.insert(key, Arc::new(series));
                 }
-                Ok(_) => self.unopenable.push((rel, "manifest names a different series".into())),
+                Ok(_) => self
+                    .unopenable
+                    .push((rel, "manifest names a different series".into())),
                 Err(e) => self.unopenable.push((rel, e.to_string())),
             }
         }
@@ -170,7 +185,13 @@ impl Store {
         let snap = Snapshot::empty(Arc::clone(&meta));
         fsio::write_atomic(&dir, series::MANIFEST_NAME, &[&snap.to_manifest().encode()])
             .map_err(|e| StorageError::io(format!("{rel}/MANIFEST"), e))?;
-        let series = Arc::new(Series::new(Arc::clone(&meta), dir, rel, self.opts.clone(), snap));
+        let series = Arc::new(Series::new(
+            Arc::clone(&meta),
+            dir,
+            rel,
+            self.opts.clone(),
+            snap,
+        ));
         map.insert(meta.key.clone(), Arc::clone(&series));
         Ok((series, true))
     }
@@ -181,16 +202,29 @@ impl Store {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
             .cloned()
-            .ok_or_else(|| StorageError::NotFound(format!("{} series {key} is not registered", key.kind().as_str())))
+            .ok_or_else(|| {
+                StorageError::NotFound(format!(
+                    "{} series {key} is not registered",
+                    key.kind().as_str()
+                ))
+            })
     }
 
     /// Every series, ordered by key.
     pub fn list(&self) -> Vec<Arc<Series>> {
-        self.series.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.series
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn list_kind(&self, kind: SeriesKind) -> Vec<Arc<Series>> {
-        self.list().into_iter().filter(|s| s.meta.key.kind() == kind).collect()
+        self.list()
+            .into_iter()
+            .filter(|s| s.meta.key.kind() == kind)
+            .collect()
     }
 
     /// Deletes a series and its data. The directory is renamed into `trash/` (atomic),
@@ -198,16 +232,21 @@ impl Store {
     pub fn delete(&self, key: &SeriesKey) -> Result<()> {
         let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
         let series = map.get(key).cloned().ok_or_else(|| {
-            StorageError::NotFound(format!("{} series {key} is not registered", key.kind().as_str()))
+            StorageError::NotFound(format!(
+                "{} series {key} is not registered",
+                key.kind().as_str()
+            ))
         })?;
         series.with_write_lock(|| -> Result<()> {
             let trash = self.root.join("trash");
             fsio::create_dir_durable(&trash).map_err(|e| StorageError::io("trash", e))?;
             let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
             let target = trash.join(format!("{}-{n}", std::process::id()));
-            fs::rename(series.dir.as_path(), &target).map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
+            fs::rename(series.dir.as_path(), &target)
+                .map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
             if let Some(parent) = series.dir.parent() {
-                fsio::fsync_dir(parent).map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
+                fsio::fsync_dir(parent)
+                    .map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
             }
             let _ = fs::remove_dir_all(&target);
             Ok(())
@@ -225,8 +264,15 @@ impl Store {
     pub fn reload(&self, key: &SeriesKey) -> Result<RecoveryNotes> {
         let series = self.get(key)?;
         series.with_write_lock(|| {
-            let (fresh, notes) = recover::open_series(series.dir.to_path_buf(), series.rel_dir.to_string(), &self.opts)?;
-            series.install(recover::snapshot_from_manifest(&series, fresh.snapshot().to_manifest()));
+            let (fresh, notes) = recover::open_series(
+                series.dir.to_path_buf(),
+                series.rel_dir.to_string(),
+                &self.opts,
+            )?;
+            series.install(recover::snapshot_from_manifest(
+                &series,
+                fresh.snapshot().to_manifest(),
+            ));
             Ok(notes)
         })
     }
@@ -234,10 +280,14 @@ impl Store {
 
 fn check_meta(meta: &SeriesMeta) -> Result<()> {
     if meta.timeframe_ms <= 0 {
-        return Err(StorageError::InvalidArgument("timeframe_ms must be a positive integer".into()));
+        return Err(StorageError::InvalidArgument(
+            "timeframe_ms must be a positive integer".into(),
+        ));
     }
     if meta.price_scale <= 0 || meta.volume_scale <= 0 {
-        return Err(StorageError::InvalidArgument("price_scale and volume_scale must be positive integers".into()));
+        return Err(StorageError::InvalidArgument(
+            "price_scale and volume_scale must be positive integers".into(),
+        ));
     }
     Ok(())
 }
@@ -245,22 +295,43 @@ fn check_meta(meta: &SeriesMeta) -> Result<()> {
 fn describe_conflict(have: &SeriesMeta, want: &SeriesMeta) -> String {
     let mut diffs = Vec::new();
     if have.timeframe_ms != want.timeframe_ms {
-        diffs.push(format!("timeframe_ms {} (requested {})", have.timeframe_ms, want.timeframe_ms));
+        diffs.push(format!(
+            "timeframe_ms {} (requested {})",
+            have.timeframe_ms, want.timeframe_ms
+        ));
     }
     if have.price_scale != want.price_scale {
-        diffs.push(format!("price_scale {} (requested {})", have.price_scale, want.price_scale));
+        diffs.push(format!(
+            "price_scale {} (requested {})",
+            have.price_scale, want.price_scale
+        ));
     }
     if have.volume_scale != want.volume_scale {
-        diffs.push(format!("volume_scale {} (requested {})", have.volume_scale, want.volume_scale));
+        diffs.push(format!(
+            "volume_scale {} (requested {})",
+            have.volume_scale, want.volume_scale
+        ));
     }
     if have.value_type != want.value_type {
-        diffs.push(format!("value_type {} (requested {})", have.value_type.as_str(), want.value_type.as_str()));
+        diffs.push(format!(
+            "value_type {} (requested {})",
+            have.value_type.as_str(),
+            want.value_type.as_str()
+        ));
     }
-    format!("series {} already exists with {}; delete it first to change its metadata", have.key, diffs.join(", "))
+    format!(
+        "series {} already exists with {}; delete it first to change its metadata",
+        have.key,
+        diffs.join(", ")
+    )
 }
 
 /// Finds series directories: `kline/<s>/<tf>` and `scalar/<s>/<tf>/<c>/<n>`.
-fn collect_series_dirs(dir: &Path, parts: &mut Vec<String>, out: &mut Vec<(Vec<String>, PathBuf)>) -> std::io::Result<()> {
+fn collect_series_dirs(
+    dir: &Path,
+    parts: &mut Vec<String>,
+    out: &mut Vec<(Vec<String>, PathBuf)>,
+) -> std::io::Result<()> {
     let depth = match parts.first().map(String::as_str) {
         Some("kline") => 3,
         Some("scalar") => 5,
@@ -271,7 +342,10 @@ fn collect_series_dirs(dir: &Path, parts: &mut Vec<String>, out: &mut Vec<(Vec<S
         out.push((parts.clone(), dir.to_path_buf()));
         return Ok(());
     }
-    let mut names: Vec<_> = fs::read_dir(dir)?.filter_map(|e| e.ok()).filter(|e| e.path().is_dir()).collect();
+    let mut names: Vec<_> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .collect();
     names.sort_by_key(|e| e.file_name());
     for e in names {
         parts.push(e.file_name().to_string_lossy().to_string());

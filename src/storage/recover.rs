@@ -48,9 +48,17 @@ impl RecoveryNotes {
 }
 
 /// Opens the series in `dir`, recovering from any crash left-overs.
-pub(crate) fn open_series(dir: PathBuf, rel: String, opts: &StoreOptions) -> Result<(Series, RecoveryNotes)> {
-    let mut notes = RecoveryNotes { series: rel.clone(), ..Default::default() };
-    notes.temp_files_removed = fsio::remove_temp_files(&dir).map_err(|e| StorageError::io(rel.clone(), e))?;
+pub(crate) fn open_series(
+    dir: PathBuf,
+    rel: String,
+    opts: &StoreOptions,
+) -> Result<(Series, RecoveryNotes)> {
+    let mut notes = RecoveryNotes {
+        series: rel.clone(),
+        ..Default::default()
+    };
+    notes.temp_files_removed =
+        fsio::remove_temp_files(&dir).map_err(|e| StorageError::io(rel.clone(), e))?;
     let manifest = match read_manifest(&dir, &rel) {
         Ok(m) => m,
         Err(reason) => {
@@ -67,31 +75,61 @@ pub(crate) fn open_series(dir: PathBuf, rel: String, opts: &StoreOptions) -> Res
     Ok((series, notes))
 }
 
-pub(crate) fn series_from_manifest(dir: PathBuf, rel: String, opts: &StoreOptions, m: Manifest) -> Series {
+pub(crate) fn series_from_manifest(
+    dir: PathBuf,
+    rel: String,
+    opts: &StoreOptions,
+    m: Manifest,
+) -> Series {
     let meta = Arc::new(m.meta.clone());
-    let series = Series::new(Arc::clone(&meta), dir, rel, opts.clone(), Snapshot::empty(Arc::clone(&meta)));
+    let series = Series::new(
+        Arc::clone(&meta),
+        dir,
+        rel,
+        opts.clone(),
+        Snapshot::empty(Arc::clone(&meta)),
+    );
     series.install(snapshot_from_manifest(&series, m));
     series
 }
 
-pub(crate) fn snapshot_from_manifest(series: &Series, m: Manifest) -> Snapshot {
+pub fn snapshot_from_manifest(series: &Series, m: Manifest) -> Snapshot {
     let live = live_map(series, &m.entries);
-    let obsolete = m.entries.into_iter().filter(|e| e.state == STATE_OBSOLETE).collect();
-    Snapshot { meta: Arc::clone(&series.meta), version: m.version, next_generation: m.next_generation, live, obsolete }
+    let obsolete = m
+        .entries
+        .into_iter()
+        .filter(|e| e.state == STATE_OBSOLETE)
+        .collect();
+    Snapshot {
+        meta: Arc::clone(&series.meta),
+        version: m.version,
+        next_generation: m.next_generation,
+        live,
+        obsolete,
+    }
 }
 
 /// Reads and checks `MANIFEST`; the error is a reason for a rebuild.
 pub fn read_manifest(dir: &Path, rel: &str) -> Result<Manifest, String> {
-    let bytes = fs::read(dir.join(MANIFEST_NAME)).map_err(|e| format!("{rel}/{MANIFEST_NAME}: {e}"))?;
+    let bytes =
+        fs::read(dir.join(MANIFEST_NAME)).map_err(|e| format!("{rel}/{MANIFEST_NAME}: {e}"))?;
     Manifest::decode(&bytes).map_err(|e| format!("{rel}/{MANIFEST_NAME}: {e}"))
 }
 
 /// Removes files that the manifest proves are garbage; reports the ones it cannot place.
 fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std::io::Result<()> {
-    let live: HashSet<(i32, u64)> =
-        m.entries.iter().filter(|e| e.state == STATE_LIVE).map(|e| (e.month, e.generation)).collect();
-    let obsolete: HashSet<(i32, u64)> =
-        m.entries.iter().filter(|e| e.state == STATE_OBSOLETE).map(|e| (e.month, e.generation)).collect();
+    let live: HashSet<(i32, u64)> = m
+        .entries
+        .iter()
+        .filter(|e| e.state == STATE_LIVE)
+        .map(|e| (e.month, e.generation))
+        .collect();
+    let obsolete: HashSet<(i32, u64)> = m
+        .entries
+        .iter()
+        .filter(|e| e.state == STATE_OBSOLETE)
+        .map(|e| (e.month, e.generation))
+        .collect();
     let mut removed_any = false;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -137,7 +175,9 @@ pub fn rebuild_manifest(
     for entry in fs::read_dir(dir).map_err(|e| StorageError::io(rel, e))? {
         let entry = entry.map_err(|e| StorageError::io(rel, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some((month, g, FileKind::Chunk)) = parse_data_file_name(&name) else { continue };
+        let Some((month, g, FileKind::Chunk)) = parse_data_file_name(&name) else {
+            continue;
+        };
         max_gen = max_gen.max(g);
         let file_rel = format!("{rel}/{name}");
         match MappedChunk::open_verified(&entry.path(), &file_rel, None) {
@@ -159,7 +199,10 @@ pub fn rebuild_manifest(
     // Writes are serialized per series, so only the newest write can be incomplete.
     if let Some(w) = chunks.iter().map(|h| h.write_version).max() {
         let present = chunks.iter().filter(|h| h.write_version == w).count() as u32;
-        let expected = chunks.iter().find(|h| h.write_version == w).map_or(0, |h| h.write_chunks);
+        let expected = chunks
+            .iter()
+            .find(|h| h.write_version == w)
+            .map_or(0, |h| h.write_chunks);
         if present < expected {
             chunks.retain(|h| h.write_version != w);
         }
@@ -172,7 +215,10 @@ pub fn rebuild_manifest(
     let mut version = 0;
     for (_, mut hs) in by_month {
         hs.sort_by_key(|h| h.generation);
-        let base = hs.iter().rposition(|h| h.flags & FLAG_FULL != 0).unwrap_or(0);
+        let base = hs
+            .iter()
+            .rposition(|h| h.flags & FLAG_FULL != 0)
+            .unwrap_or(0);
         let mut last_ts = i64::MIN;
         for h in &hs[base..] {
             if h.first_ts <= last_ts {
@@ -191,20 +237,36 @@ pub fn rebuild_manifest(
                 file_len: h.file_len(),
                 checksum: h.body_xxh3,
                 write_version: h.write_version,
-                zonemap: if opts.zonemap_block_rows.is_some() { side(FileKind::ZoneMap) } else { SidecarRef::default() },
-                vindex: if opts.value_index { side(FileKind::ValueIndex) } else { SidecarRef::default() },
+                zonemap: if opts.zonemap_block_rows.is_some() {
+                    side(FileKind::ZoneMap)
+                } else {
+                    SidecarRef::default()
+                },
+                vindex: if opts.value_index {
+                    side(FileKind::ValueIndex)
+                } else {
+                    SidecarRef::default()
+                },
                 state: STATE_LIVE,
             });
         }
     }
-    let manifest = Manifest { meta, version, next_generation: max_gen + 1, entries };
+    let manifest = Manifest {
+        meta,
+        version,
+        next_generation: max_gen + 1,
+        entries,
+    };
     Ok((manifest, corrupt))
 }
 
 /// Checksum and length of a sidecar file as it is now (absent: zero).
 fn sidecar_ref(dir: &Path, month: i32, generation: u64, kind: FileKind) -> SidecarRef {
     match fs::read(dir.join(data_file_name(month, generation, kind))) {
-        Ok(b) if !b.is_empty() => SidecarRef { len: b.len() as u64, xxh3: xxh3_64(&b) },
+        Ok(b) if !b.is_empty() => SidecarRef {
+            len: b.len() as u64,
+            xxh3: xxh3_64(&b),
+        },
         _ => SidecarRef::default(),
     }
 }

@@ -34,7 +34,9 @@ pub struct WriteBatch {
 
 impl WriteBatch {
     pub fn with_capacity(ncols: usize, rows: usize) -> WriteBatch {
-        WriteBatch { cols: (0..ncols).map(|_| Vec::with_capacity(rows)).collect() }
+        WriteBatch {
+            cols: (0..ncols).map(|_| Vec::with_capacity(rows)).collect(),
+        }
     }
     pub fn len(&self) -> usize {
         self.cols.first().map_or(0, Vec::len)
@@ -77,7 +79,13 @@ struct MonthPlan {
 }
 
 impl Series {
-    pub(crate) fn new(meta: Arc<SeriesMeta>, dir: PathBuf, rel_dir: String, opts: StoreOptions, snap: Snapshot) -> Series {
+    pub(crate) fn new(
+        meta: Arc<SeriesMeta>,
+        dir: PathBuf,
+        rel_dir: String,
+        opts: StoreOptions,
+        snap: Snapshot,
+    ) -> Series {
         Series {
             meta,
             dir: Arc::new(dir),
@@ -103,11 +111,19 @@ impl Series {
     }
 
     pub(crate) fn chunk_ref(&self, entry: ChunkEntry) -> Arc<ChunkRef> {
-        Arc::new(ChunkRef::new(entry, Arc::clone(&self.dir), Arc::clone(&self.rel_dir)))
+        Arc::new(ChunkRef::new(
+            entry,
+            Arc::clone(&self.dir),
+            Arc::clone(&self.rel_dir),
+        ))
     }
 
     /// Writes `batch` (any order; upsert) as one all-or-nothing commit.
-    pub fn write(&self, mut batch: WriteBatch, expected_version: Option<u64>) -> Result<WriteReport> {
+    pub fn write(
+        &self,
+        mut batch: WriteBatch,
+        expected_version: Option<u64>,
+    ) -> Result<WriteReport> {
         check_shape(&self.meta, &batch)?;
         check_ts_bounds(&batch.cols[0])?;
         sort_and_check_duplicates(&mut batch)?;
@@ -115,7 +131,10 @@ impl Series {
         let snap = self.snapshot();
         check_expected(&snap, expected_version)?;
         if batch.is_empty() {
-            return Ok(WriteReport { version: snap.version, ..WriteReport::default() });
+            return Ok(WriteReport {
+                version: snap.version,
+                ..WriteReport::default()
+            });
         }
         let mut next_gen = snap.next_generation;
         let mut plans = Vec::new();
@@ -144,12 +163,21 @@ impl Series {
         if plans.is_empty() {
             return Ok(Vec::new());
         }
-        let months = plans.iter().map(|p| MonthPartition(p.month).to_string()).collect();
+        let months = plans
+            .iter()
+            .map(|p| MonthPartition(p.month).to_string())
+            .collect();
         self.commit_inner(&snap, plans, next_gen, false)?;
         Ok(months)
     }
 
-    fn plan_month(&self, snap: &Snapshot, month: i32, new: &[&[i64]], generation: u64) -> Result<MonthPlan> {
+    fn plan_month(
+        &self,
+        snap: &Snapshot,
+        month: i32,
+        new: &[&[i64]],
+        generation: u64,
+    ) -> Result<MonthPlan> {
         let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
         let appends = existing.last().is_none_or(|c| new[0][0] > c.entry.last_ts);
         if appends && existing.len() < self.opts.max_chunks_per_month {
@@ -167,12 +195,23 @@ impl Series {
     }
 
     /// Copy-on-write rewrite of `month`: existing rows merged with `new` (new wins).
-    fn merge_month(&self, snap: &Snapshot, month: i32, new: &[&[i64]], generation: u64) -> Result<MonthPlan> {
+    fn merge_month(
+        &self,
+        snap: &Snapshot,
+        month: i32,
+        new: &[&[i64]],
+        generation: u64,
+    ) -> Result<MonthPlan> {
         let ncols = new.len();
         let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
-        let mapped = existing.iter().map(|c| c.map()).collect::<Result<Vec<_>>>()?;
+        let mapped = existing
+            .iter()
+            .map(|c| c.map())
+            .collect::<Result<Vec<_>>>()?;
         let old_rows: usize = mapped.iter().map(|m| m.rows()).sum();
-        let mut cols: Vec<Vec<i64>> = (0..ncols).map(|_| Vec::with_capacity(old_rows + new[0].len())).collect();
+        let mut cols: Vec<Vec<i64>> = (0..ncols)
+            .map(|_| Vec::with_capacity(old_rows + new[0].len()))
+            .collect();
         let (mut replaced, mut j) = (0u64, 0usize);
         let new_ts = new[0];
         for m in &mapped {
@@ -198,7 +237,14 @@ impl Series {
             j += 1;
         }
         let inserted = new_ts.len() as u64 - replaced;
-        Ok(MonthPlan { month, generation, full: true, cols, inserted, replaced })
+        Ok(MonthPlan {
+            month,
+            generation,
+            full: true,
+            cols,
+            inserted,
+            replaced,
+        })
     }
 
     fn commit(&self, snap: &Snapshot, plans: Vec<MonthPlan>, next_gen: u64) -> Result<WriteReport> {
@@ -206,7 +252,10 @@ impl Series {
             written: plans.iter().map(|p| p.inserted + p.replaced).sum(),
             inserted: plans.iter().map(|p| p.inserted).sum(),
             replaced: plans.iter().map(|p| p.replaced).sum(),
-            months: plans.iter().map(|p| MonthPartition(p.month).to_string()).collect(),
+            months: plans
+                .iter()
+                .map(|p| MonthPartition(p.month).to_string())
+                .collect(),
             version: snap.version + 1,
         };
         self.commit_inner(snap, plans, next_gen, true)?;
@@ -214,7 +263,13 @@ impl Series {
     }
 
     /// Publishes the planned chunks, commits the manifest, swaps the snapshot.
-    fn commit_inner(&self, snap: &Snapshot, plans: Vec<MonthPlan>, next_gen: u64, bump: bool) -> Result<()> {
+    fn commit_inner(
+        &self,
+        snap: &Snapshot,
+        plans: Vec<MonthPlan>,
+        next_gen: u64,
+        bump: bool,
+    ) -> Result<()> {
         let version = if bump { snap.version + 1 } else { snap.version };
         let write_chunks = plans.len() as u32;
         let entries = match self.publish_chunks(&plans, version, write_chunks) {
@@ -233,14 +288,30 @@ impl Series {
             }
             list.push(self.chunk_ref(entry));
         }
-        let mut obsolete: Vec<ChunkEntry> =
-            snap.obsolete.iter().filter(|e| self.file_exists(e)).cloned().collect();
-        obsolete.extend(superseded.iter().map(|c| ChunkEntry { state: STATE_OBSOLETE, ..c.entry.clone() }));
-        let next = Snapshot { meta: Arc::clone(&self.meta), version, next_generation: next_gen, live, obsolete };
+        let mut obsolete: Vec<ChunkEntry> = snap
+            .obsolete
+            .iter()
+            .filter(|e| self.file_exists(e))
+            .cloned()
+            .collect();
+        obsolete.extend(superseded.iter().map(|c| ChunkEntry {
+            state: STATE_OBSOLETE,
+            ..c.entry.clone()
+        }));
+        let next = Snapshot {
+            meta: Arc::clone(&self.meta),
+            version,
+            next_generation: next_gen,
+            live,
+            obsolete,
+        };
         let manifest = next.to_manifest().encode();
         if let Err(e) = fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&manifest]) {
             self.remove_unpublished(&plans);
-            return Err(StorageError::io(format!("{}/{MANIFEST_NAME}", self.rel_dir), e));
+            return Err(StorageError::io(
+                format!("{}/{MANIFEST_NAME}", self.rel_dir),
+                e,
+            ));
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         for c in superseded {
@@ -250,15 +321,23 @@ impl Series {
     }
 
     fn file_exists(&self, e: &ChunkEntry) -> bool {
-        self.dir.join(data_file_name(e.month, e.generation, FileKind::Chunk)).exists()
+        self.dir
+            .join(data_file_name(e.month, e.generation, FileKind::Chunk))
+            .exists()
     }
 
     /// Writes every planned chunk (and its sidecars), fsyncs the directory, and
     /// returns the manifest entries. Two threads share the work: most of a large
     /// write's time is checksumming and fsync, which overlap well.
-    fn publish_chunks(&self, plans: &[MonthPlan], version: u64, write_chunks: u32) -> Result<Vec<ChunkEntry>> {
+    fn publish_chunks(
+        &self,
+        plans: &[MonthPlan],
+        version: u64,
+        write_chunks: u32,
+    ) -> Result<Vec<ChunkEntry>> {
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<ChunkEntry>>>> = Mutex::new((0..plans.len()).map(|_| None).collect());
+        let results: Mutex<Vec<Option<Result<ChunkEntry>>>> =
+            Mutex::new((0..plans.len()).map(|_| None).collect());
         let workers = plans.len().clamp(1, self.opts.write_threads.max(1));
         std::thread::scope(|s| {
             for _ in 0..workers {
@@ -306,7 +385,8 @@ impl Series {
         };
         let cols: Vec<&[i64]> = plan.cols.iter().map(Vec::as_slice).collect();
         let file = build_chunk(header, &cols);
-        let h = ChunkHeader::decode(&file).map_err(|d| StorageError::corrupted("(new chunk)", d))?;
+        let h =
+            ChunkHeader::decode(&file).map_err(|d| StorageError::corrupted("(new chunk)", d))?;
         let sidecars = sidecar::build(&self.meta, &cols, &self.opts);
         let write = |kind: FileKind, bytes: &[u8]| -> Result<()> {
             let name = data_file_name(plan.month, plan.generation, kind);
@@ -318,11 +398,17 @@ impl Series {
         let mut vindex = SidecarRef::default();
         if let Some(z) = &sidecars.zonemap {
             write(FileKind::ZoneMap, z)?;
-            zonemap = SidecarRef { len: z.len() as u64, xxh3: xxhash_rust::xxh3::xxh3_64(z) };
+            zonemap = SidecarRef {
+                len: z.len() as u64,
+                xxh3: xxhash_rust::xxh3::xxh3_64(z),
+            };
         }
         if let Some(v) = &sidecars.vindex {
             write(FileKind::ValueIndex, v)?;
-            vindex = SidecarRef { len: v.len() as u64, xxh3: xxhash_rust::xxh3::xxh3_64(v) };
+            vindex = SidecarRef {
+                len: v.len() as u64,
+                xxh3: xxhash_rust::xxh3::xxh3_64(v),
+            };
         }
         Ok(ChunkEntry {
             month: plan.month,
@@ -344,19 +430,23 @@ impl Series {
     fn remove_unpublished(&self, plans: &[MonthPlan]) {
         for p in plans {
             for kind in [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex] {
-                let _ = std::fs::remove_file(self.dir.join(data_file_name(p.month, p.generation, kind)));
+                let _ = std::fs::remove_file(self.dir.join(data_file_name(
+                    p.month,
+                    p.generation,
+                    kind,
+                )));
             }
         }
         let _ = fsio::fsync_dir(&self.dir);
     }
 
     /// Replaces the current snapshot after an admin action rewrote the manifest.
-    pub(crate) fn install(&self, snap: Snapshot) {
+    pub fn install(&self, snap: Snapshot) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
     }
 
     /// Holds the writer lock while `f` runs (admin actions that rewrite the manifest).
-    pub(crate) fn with_write_lock<T>(&self, f: impl FnOnce() -> T) -> T {
+    pub fn with_write_lock<T>(&self, f: impl FnOnce() -> T) -> T {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         f()
     }
@@ -379,7 +469,9 @@ fn check_shape(meta: &SeriesMeta, batch: &WriteBatch) -> Result<()> {
     }
     let n = batch.len();
     if batch.cols.iter().any(|c| c.len() != n) {
-        return Err(StorageError::InvalidArgument("columns have different lengths".into()));
+        return Err(StorageError::InvalidArgument(
+            "columns have different lengths".into(),
+        ));
     }
     Ok(())
 }
@@ -446,13 +538,34 @@ pub fn month_groups(ts: &[i64]) -> Vec<(i32, std::ops::Range<usize>)> {
 }
 
 /// Groups manifest entries into the live map of a snapshot.
-pub(crate) fn live_map(series: &Series, entries: &[ChunkEntry]) -> BTreeMap<i32, Vec<Arc<ChunkRef>>> {
+pub(crate) fn live_map(
+    series: &Series,
+    entries: &[ChunkEntry],
+) -> BTreeMap<i32, Vec<Arc<ChunkRef>>> {
     let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.state == STATE_LIVE) {
-        live.entry(e.month).or_default().push(series.chunk_ref(e.clone()));
+        live.entry(e.month)
+            .or_default()
+            .push(series.chunk_ref(e.clone()));
     }
     for v in live.values_mut() {
         v.sort_by_key(|c| c.entry.generation);
     }
     live
+}
+
+impl Series {
+    /// Commits `manifest` as this series' new state (admin repairs). The caller holds
+    /// the writer lock through [`Series::with_write_lock`].
+    pub fn commit_manifest(&self, manifest: super::format::Manifest) -> Result<()> {
+        fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&manifest.encode()])
+            .map_err(|e| StorageError::io(format!("{}/{MANIFEST_NAME}", self.rel_dir), e))?;
+        self.install(super::recover::snapshot_from_manifest(self, manifest));
+        Ok(())
+    }
+
+    /// Absolute directory of the series.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
 }

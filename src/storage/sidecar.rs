@@ -33,8 +33,12 @@ pub fn build(meta: &SeriesMeta, cols: &[&[i64]], opts: &StoreOptions) -> Sidecar
     }
     let (ts, values) = (cols[0], cols[1]);
     Sidecars {
-        zonemap: opts.zonemap_block_rows.map(|b| build_zonemap(meta.value_type, ts, values, b)),
-        vindex: opts.value_index.then(|| build_vindex(meta.value_type, values)),
+        zonemap: opts
+            .zonemap_block_rows
+            .map(|b| build_zonemap(meta.value_type, ts, values, b)),
+        vindex: opts
+            .value_index
+            .then(|| build_vindex(meta.value_type, values)),
     }
 }
 
@@ -85,7 +89,11 @@ pub fn build_zonemap(vt: ValueType, ts: &[i64], values: &[i64], block_rows: usiz
 /// block reports min = +inf, max = -inf so no comparison can select it.
 fn block_min_max(vt: ValueType, v: &[i64]) -> (i64, i64, u32) {
     match vt {
-        ValueType::I64 => (*v.iter().min().unwrap_or(&0), *v.iter().max().unwrap_or(&0), 0),
+        ValueType::I64 => (
+            *v.iter().min().unwrap_or(&0),
+            *v.iter().max().unwrap_or(&0),
+            0,
+        ),
         ValueType::F64 => {
             let (mut lo, mut hi, mut nan) = (f64::INFINITY, f64::NEG_INFINITY, 0u32);
             for &x in v {
@@ -124,7 +132,9 @@ impl ZoneMap {
         let block_rows = get_u32(b, 16) as usize;
         let rows = get_u64(b, 24) as usize;
         let nblocks = get_u64(b, 32) as usize;
-        if block_rows == 0 || nblocks != rows.div_ceil(block_rows) || b.len() != ZONEMAP_HEADER_LEN + nblocks * ZONE_LEN + 8
+        if block_rows == 0
+            || nblocks != rows.div_ceil(block_rows)
+            || b.len() != ZONEMAP_HEADER_LEN + nblocks * ZONE_LEN + 8
         {
             return Err("zone map size is inconsistent".into());
         }
@@ -143,7 +153,11 @@ impl ZoneMap {
                 }
             })
             .collect();
-        Ok(ZoneMap { block_rows, rows, zones })
+        Ok(ZoneMap {
+            block_rows,
+            rows,
+            zones,
+        })
     }
 }
 
@@ -190,7 +204,11 @@ pub struct ValueIndex {
 }
 
 impl ValueIndex {
-    pub fn open(file: Arc<MappedFile>, vt: ValueType, expected_xxh3: u64) -> Result<ValueIndex, String> {
+    pub fn open(
+        file: Arc<MappedFile>,
+        vt: ValueType,
+        expected_xxh3: u64,
+    ) -> Result<ValueIndex, String> {
         let b = file.bytes();
         if b.len() < VINDEX_HEADER_LEN + 64 || &b[0..8] != VINDEX_MAGIC {
             return Err("not a value index".into());
@@ -211,7 +229,13 @@ impl ValueIndex {
         {
             return Err("value index size is inconsistent".into());
         }
-        Ok(ValueIndex { file, entries, chunk_rows, values_at, pos_at })
+        Ok(ValueIndex {
+            file,
+            entries,
+            chunk_rows,
+            values_at,
+            pos_at,
+        })
     }
 
     /// Sorted values as raw i64 (f64 bits for f64 series).

@@ -51,13 +51,23 @@ impl ChunkSlice {
     }
     /// Rows `a..b` of this slice (relative offsets).
     pub fn sub(&self, a: usize, b: usize) -> ChunkSlice {
-        ChunkSlice { chunk: Arc::clone(&self.chunk), start: self.start + a, end: self.start + b }
+        ChunkSlice {
+            chunk: Arc::clone(&self.chunk),
+            start: self.start + a,
+            end: self.start + b,
+        }
     }
 }
 
 impl Snapshot {
     pub fn empty(meta: Arc<SeriesMeta>) -> Snapshot {
-        Snapshot { meta, version: 0, next_generation: 1, live: BTreeMap::new(), obsolete: Vec::new() }
+        Snapshot {
+            meta,
+            version: 0,
+            next_generation: 1,
+            live: BTreeMap::new(),
+            obsolete: Vec::new(),
+        }
     }
 
     pub fn chunks(&self) -> impl DoubleEndedIterator<Item = &Arc<ChunkRef>> {
@@ -70,7 +80,9 @@ impl Snapshot {
 
     /// Bytes of chunk files plus sidecars.
     pub fn bytes(&self) -> u64 {
-        self.chunks().map(|c| c.entry.file_len + c.entry.zonemap.len + c.entry.vindex.len).sum()
+        self.chunks()
+            .map(|c| c.entry.file_len + c.entry.zonemap.len + c.entry.vindex.len)
+            .sum()
     }
 
     pub fn first_ts(&self) -> Option<i64> {
@@ -114,7 +126,10 @@ impl Snapshot {
     /// Lazily mapped slices covering `range`, ascending. Chunks are mapped (and
     /// verified) only as the iterator reaches them, so a stream starts at once.
     pub fn range(&self, range: TsRange) -> RangeIter {
-        RangeIter { chunks: self.plan(range).into_iter(), range }
+        RangeIter {
+            chunks: self.plan(range).into_iter(),
+            range,
+        }
     }
 
     /// The last `n` rows of `range`, ascending.
@@ -165,9 +180,21 @@ impl Snapshot {
 /// The rows of `chunk` inside `range`.
 pub fn slice_of(chunk: &Arc<MappedChunk>, range: TsRange) -> ChunkSlice {
     let ts = chunk.ts();
-    let start = if range.lo() <= chunk.header.first_ts { 0 } else { ts.partition_point(|&t| t < range.lo()) };
-    let end = if range.hi() >= chunk.header.last_ts { ts.len() } else { ts.partition_point(|&t| t <= range.hi()) };
-    ChunkSlice { chunk: Arc::clone(chunk), start, end: end.max(start) }
+    let start = if range.lo() <= chunk.header.first_ts {
+        0
+    } else {
+        ts.partition_point(|&t| t < range.lo())
+    };
+    let end = if range.hi() >= chunk.header.last_ts {
+        ts.len()
+    } else {
+        ts.partition_point(|&t| t <= range.hi())
+    };
+    ChunkSlice {
+        chunk: Arc::clone(chunk),
+        start,
+        end: end.max(start),
+    }
 }
 
 /// Iterator of [`ChunkSlice`]s for a range; see [`Snapshot::range`].

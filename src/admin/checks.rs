@@ -1,0 +1,359 @@
+//! `validate` and `scrub`: read-only checks that produce findings.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Read;
+
+use super::series_label;
+use crate::query::Engine;
+use crate::query::types::{AdminReport, Finding};
+use crate::record::{MonthPartition, SeriesKind, SeriesMeta};
+use crate::storage::Series;
+use crate::storage::chunk::{FileKind, MappedChunk, parse_data_file_name};
+use crate::storage::format::{CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, STATE_OBSOLETE};
+use crate::storage::mmap::MappedFile;
+use crate::storage::recover::{is_temp, read_manifest};
+use crate::storage::series::MANIFEST_NAME;
+use crate::storage::sidecar::{ValueIndex, ZoneMap};
+
+/// Builds a finding.
+pub(super) fn finding(
+    series: Option<&str>,
+    month: Option<i32>,
+    file: Option<String>,
+    kind: &str,
+    detail: impl Into<String>,
+    suggested: &str,
+) -> Finding {
+    Finding {
+        series: series.map(String::from),
+        month: month.map(|m| MonthPartition(m).to_string()),
+        file,
+        kind: kind.into(),
+        detail: detail.into(),
+        suggested_action: suggested.into(),
+    }
+}
+
+pub(super) fn validate(
+    engine: &Engine,
+    selected: &[std::sync::Arc<Series>],
+    all: bool,
+    report: &mut AdminReport,
+) {
+    if all {
+        store_checks(engine, report);
+    }
+    for s in selected {
+        check_series(s, report.deep, report);
+    }
+}
+
+/// Checks that span the store: unopenable directories and the registry catalog.
+fn store_checks(engine: &Engine, report: &mut AdminReport) {
+    for (dir, why) in engine.store.unopenable() {
+        report.findings.push(finding(
+            None,
+            None,
+            Some(dir.clone()),
+            "series_unopenable",
+            why,
+            "repair (quarantines the directory)",
+        ));
+    }
+    match engine.registry.integrity_check() {
+        Ok(problems) if !problems.is_empty() => report.findings.push(finding(
+            None,
+            None,
+            Some(crate::query::REGISTRY_FILE.into()),
+            "registry_corrupt",
+            problems.join("; "),
+            "restore the registry from a backup; series are rebuilt from storage by repair",
+        )),
+        Err(e) => report.findings.push(finding(
+            None,
+            None,
+            Some(crate::query::REGISTRY_FILE.into()),
+            "registry_corrupt",
+            e.to_string(),
+            "restore the registry from a backup; series are rebuilt from storage by repair",
+        )),
+        Ok(_) => {}
+    }
+    let truth: Vec<SeriesMeta> = engine
+        .store
+        .list()
+        .iter()
+        .map(|s| (*s.meta).clone())
+        .collect();
+    if let Ok(rec) = engine.registry.reconcile(&truth, true) {
+        for k in rec.added {
+            report.findings.push(finding(
+                Some(&k),
+                None,
+                None,
+                "registry_missing_series",
+                "storage has the series, the registry catalog does not",
+                "repair (re-catalogs from storage)",
+            ));
+        }
+        for k in rec.removed {
+            report.findings.push(finding(
+                Some(&k),
+                None,
+                None,
+                "registry_extra_series",
+                "the registry catalogs a series storage does not have",
+                "repair (re-catalogs from storage)",
+            ));
+        }
+        for k in rec.updated {
+            report.findings.push(finding(
+                Some(&k),
+                None,
+                None,
+                "registry_mismatch",
+                "registry metadata differs from the series manifest",
+                "repair (re-catalogs from storage)",
+            ));
+        }
+    }
+}
+
+/// Checks one series; `deep` verifies every checksum.
+pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
+    let label = series_label(&s.meta.key);
+    let label = label.as_str();
+    let rel = s.rel_dir().to_string();
+    if let Err(why) = read_manifest(s.dir(), &rel) {
+        report.findings.push(finding(
+            Some(label),
+            None,
+            Some(format!("{rel}/{MANIFEST_NAME}")),
+            "manifest_corrupt",
+            why,
+            "rebuild-manifest",
+        ));
+    }
+    let snap = s.snapshot();
+    let mut known: HashSet<(i32, u64)> = snap
+        .obsolete
+        .iter()
+        .map(|e| (e.month, e.generation))
+        .collect();
+    for (&month, chunks) in &snap.live {
+        let mut prev_last = i64::MIN;
+        let m = MonthPartition(month);
+        for c in chunks {
+            known.insert((month, c.entry.generation));
+            report.chunks_checked += 1;
+            let file = c.rel_path(FileKind::Chunk);
+            if let Some((kind, detail)) =
+                check_chunk(&c.path(FileKind::Chunk), &file, &c.entry, deep, report)
+            {
+                let suggested = match kind {
+                    "chunk_missing" => {
+                        "repair (drops the entry); restore the month from a backup or re-import it"
+                    }
+                    _ => "repair (quarantines the file and drops the entry); re-import the month",
+                };
+                report.findings.push(finding(
+                    Some(label),
+                    Some(month),
+                    Some(file.clone()),
+                    kind,
+                    detail,
+                    suggested,
+                ));
+            }
+            if c.entry.first_ts <= prev_last {
+                report.findings.push(finding(
+                    Some(label),
+                    Some(month),
+                    Some(file.clone()),
+                    "partition_overlap",
+                    "chunk overlaps the previous chunk of its month",
+                    "compact, or repair",
+                ));
+            }
+            if c.entry.first_ts < m.start_ts() || c.entry.last_ts > m.end_ts() {
+                report.findings.push(finding(
+                    Some(label),
+                    Some(month),
+                    Some(file),
+                    "chunk_outside_month",
+                    "chunk rows fall outside its month",
+                    "repair (quarantines the file)",
+                ));
+            }
+            prev_last = c.entry.last_ts;
+            if s.meta.key.kind() == SeriesKind::Scalar {
+                check_sidecars(s, c, deep, label, report);
+            }
+        }
+    }
+    check_directory(s, &known, label, report);
+}
+
+/// Returns (finding kind, detail) when the chunk is not right.
+fn check_chunk(
+    path: &std::path::Path,
+    rel: &str,
+    e: &ChunkEntry,
+    deep: bool,
+    report: &mut AdminReport,
+) -> Option<(&'static str, String)> {
+    let md = match fs::metadata(path) {
+        Ok(md) => md,
+        Err(err) => return Some(("chunk_missing", format!("cannot stat the chunk: {err}"))),
+    };
+    if md.len() != e.file_len {
+        return Some((
+            "chunk_corrupt",
+            format!(
+                "file is {} bytes, the manifest says {}",
+                md.len(),
+                e.file_len
+            ),
+        ));
+    }
+    if deep {
+        report.bytes_checked += md.len();
+        return match MappedChunk::open_verified(path, rel, Some(e)) {
+            Err(err) => Some(("chunk_corrupt", err.to_string())),
+            Ok(m) => {
+                let ts = m.ts();
+                if ts.windows(2).any(|w| w[0] >= w[1]) {
+                    Some(("chunk_out_of_order", "ts is not strictly ascending".into()))
+                } else {
+                    None
+                }
+            }
+        };
+    }
+    let mut head = vec![0u8; CHUNK_HEADER_LEN];
+    let read = fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
+    if let Err(err) = read {
+        return Some(("chunk_corrupt", format!("cannot read the header: {err}")));
+    }
+    match ChunkHeader::decode(&head) {
+        Err(d) => Some(("chunk_corrupt", d)),
+        Ok(h) if h.body_xxh3 != e.checksum || h.rows != e.rows || h.generation != e.generation => {
+            Some((
+                "chunk_corrupt",
+                "chunk header disagrees with the manifest entry".into(),
+            ))
+        }
+        Ok(_) => None,
+    }
+}
+
+fn check_sidecars(
+    s: &Series,
+    c: &crate::storage::chunk::ChunkRef,
+    deep: bool,
+    label: &str,
+    report: &mut AdminReport,
+) {
+    let vt = s.meta.value_type;
+    let month = Some(c.entry.month);
+    let wanted = [
+        (
+            FileKind::ZoneMap,
+            c.entry.zonemap,
+            s.opts.zonemap_block_rows.is_some(),
+        ),
+        (FileKind::ValueIndex, c.entry.vindex, s.opts.value_index),
+    ];
+    for (kind, sref, enabled) in wanted {
+        let rel = c.rel_path(kind);
+        if !sref.present() {
+            if enabled {
+                report.findings.push(finding(
+                    Some(label),
+                    month,
+                    Some(rel),
+                    "sidecar_missing",
+                    "the chunk has no sidecar of this kind",
+                    "repair (rebuilds it from the chunk)",
+                ));
+            }
+            continue;
+        }
+        let problem = match fs::read(c.path(kind)) {
+            Err(e) => Some(("sidecar_missing", e.to_string())),
+            Ok(b) if b.len() as u64 != sref.len => Some((
+                "sidecar_corrupt",
+                format!("{} bytes, the manifest says {}", b.len(), sref.len),
+            )),
+            Ok(b) if deep => {
+                report.bytes_checked += b.len() as u64;
+                let parsed = match kind {
+                    FileKind::ZoneMap => ZoneMap::parse(&b, vt, sref.xxh3).map(|_| ()),
+                    _ => MappedFile::open(&c.path(kind))
+                        .map_err(|e| e.to_string())
+                        .and_then(|f| ValueIndex::open(f, vt, sref.xxh3).map(|_| ())),
+                };
+                parsed.err().map(|e| ("sidecar_corrupt", e))
+            }
+            Ok(_) => None,
+        };
+        if let Some((k, detail)) = problem {
+            report.findings.push(finding(
+                Some(label),
+                month,
+                Some(rel),
+                k,
+                detail,
+                "repair (rebuilds it from the chunk)",
+            ));
+        }
+    }
+}
+
+/// Temp files and files the manifest does not account for.
+fn check_directory(s: &Series, known: &HashSet<(i32, u64)>, label: &str, report: &mut AdminReport) {
+    let Ok(entries) = fs::read_dir(s.dir()) else {
+        return;
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    let obsolete: HashSet<(i32, u64)> = s
+        .snapshot()
+        .obsolete
+        .iter()
+        .filter(|e| e.state == STATE_OBSOLETE)
+        .map(|e| (e.month, e.generation))
+        .collect();
+    for name in names {
+        let rel = format!("{}/{name}", s.rel_dir());
+        if name == MANIFEST_NAME {
+            continue;
+        }
+        if is_temp(&name) {
+            report.findings.push(finding(
+                Some(label),
+                None,
+                Some(rel),
+                "temp_file",
+                "left-over temp file of an interrupted write",
+                "repair (deletes it); it is also removed on the next open",
+            ));
+            continue;
+        }
+        match parse_data_file_name(&name) {
+            Some((m, g, _)) if known.contains(&(m, g)) || obsolete.contains(&(m, g)) => {}
+            _ => report.findings.push(finding(
+                Some(label),
+                None,
+                Some(rel),
+                "unknown_file",
+                "file is not listed in the manifest",
+                "repair (moves it to quarantine/)",
+            )),
+        }
+    }
+}

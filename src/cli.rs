@@ -1,0 +1,291 @@
+//! Command line: `fastk` (serve with defaults), `fastk serve`, `fastk admin`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::query::Engine;
+use crate::query::types::{AdminReport, AdminRequest, SeriesSelector};
+use crate::record::SeriesKind;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fastk",
+    version,
+    about = "Local store and query server for market time series"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve HTTP and Arrow Flight (the default with no arguments).
+    Serve {
+        /// TOML config file; environment FASTK__SECTION__KEY overrides it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Offline administration of a data root (refuses while a server holds it).
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Check manifests, chunks, sidecars and the registry (add --deep for checksums).
+    Validate(AdminArgs),
+    /// Re-read and verify every byte; changes nothing.
+    Scrub(AdminArgs),
+    /// Fix what validate finds. Dry run unless --apply.
+    Repair(AdminArgs),
+    /// Rebuild manifests from chunk headers. Dry run unless --apply.
+    RebuildManifest(AdminArgs),
+    /// Merge delta chunks into one chunk per month. Dry run unless --apply.
+    Compact(AdminArgs),
+    /// Every series with rows, bytes, versions and partitions.
+    Inventory(RootArgs),
+    /// Health as /health reports it.
+    Health(RootArgs),
+}
+
+#[derive(Debug, Args)]
+struct RootArgs {
+    /// Data root (the server's storage.root).
+    #[arg(long, default_value = "./data")]
+    root: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    #[arg(long, default_value = "./data")]
+    root: PathBuf,
+    /// Only series of this kind (kline or scalar).
+    #[arg(long)]
+    kind: Option<SeriesKind>,
+    #[arg(long)]
+    symbol: Option<String>,
+    #[arg(long)]
+    timeframe: Option<String>,
+    #[arg(long)]
+    category: Option<String>,
+    #[arg(long)]
+    name: Option<String>,
+    /// Verify every checksum (validate).
+    #[arg(long)]
+    deep: bool,
+    /// Make the changes (repair, rebuild-manifest, compact default to a dry run).
+    #[arg(long)]
+    apply: bool,
+    /// Print the JSON report instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(None),
+        Some(Command::Serve { config }) => serve(config),
+        Some(Command::Admin { action }) => admin(action),
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn serve(config_file: Option<PathBuf>) -> ExitCode {
+    let config = match Config::from_env(config_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fastk: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fastk: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::server::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("fastk: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_offline(root: PathBuf) -> Result<std::sync::Arc<Engine>, ExitCode> {
+    let mut config = Config::default();
+    config.storage.root = root;
+    init_logging(&Config {
+        log: crate::config::LogConfig {
+            level: "warn".into(),
+            ..Default::default()
+        },
+        ..Config::default()
+    });
+    Engine::open(config).map_err(|e| {
+        if e.kind == crate::error::ErrorKind::Unavailable {
+            eprintln!(
+                "fastk: {}; stop the server or use its /v1/admin endpoints instead",
+                e.message
+            );
+        } else {
+            eprintln!("fastk: {}", e.message);
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn admin(cmd: AdminCommand) -> ExitCode {
+    let (action, args) = match cmd {
+        AdminCommand::Inventory(r) => {
+            return print_json(open_offline(r.root).map(|e| serde_json::to_value(e.inventory())));
+        }
+        AdminCommand::Health(r) => {
+            return print_json(open_offline(r.root).map(|e| serde_json::to_value(e.health())));
+        }
+        AdminCommand::Validate(a) => ("validate", a),
+        AdminCommand::Scrub(a) => ("scrub", a),
+        AdminCommand::Repair(a) => ("repair", a),
+        AdminCommand::RebuildManifest(a) => ("rebuild-manifest", a),
+        AdminCommand::Compact(a) => ("compact", a),
+    };
+    let engine = match open_offline(args.root.clone()) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let selector = SeriesSelector {
+        kind: args.kind,
+        symbol: args.symbol.clone(),
+        timeframe: args.timeframe.clone(),
+        category: args.category.clone(),
+        name: args.name.clone(),
+    };
+    let any = selector != SeriesSelector::default();
+    let req = AdminRequest {
+        series: any.then_some(selector),
+        dry_run: Some(matches!(action, "repair" | "rebuild-manifest" | "compact") && !args.apply),
+        deep: Some(args.deep),
+    };
+    eprintln!(
+        "fastk: {action} over {} series ...",
+        engine.store.list().len()
+    );
+    let report = match engine.admin(action, &req) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fastk: {}", e.message);
+            return ExitCode::from(2);
+        }
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print_table(&report);
+    }
+    if report.clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_json(v: Result<serde_json::Result<serde_json::Value>, ExitCode>) -> ExitCode {
+    match v {
+        Ok(Ok(v)) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("fastk: {e}");
+            ExitCode::FAILURE
+        }
+        Err(code) => code,
+    }
+}
+
+/// A readable report: findings, then actions, then a summary line.
+fn print_table(r: &AdminReport) {
+    if !r.findings.is_empty() {
+        println!(
+            "{:<24} {:<28} {:<8} {}",
+            "FINDING", "SERIES", "MONTH", "FILE / DETAIL / SUGGESTED"
+        );
+        for f in &r.findings {
+            println!(
+                "{:<24} {:<28} {:<8} {}\n{:>62}{}\n{:>62}-> {}",
+                f.kind,
+                f.series.as_deref().unwrap_or("-"),
+                f.month.as_deref().unwrap_or("-"),
+                f.file.as_deref().unwrap_or("-"),
+                "",
+                f.detail,
+                "",
+                f.suggested_action
+            );
+        }
+    }
+    if !r.actions.is_empty() {
+        println!(
+            "{:<24} {:<28} {}",
+            if r.dry_run { "WOULD DO" } else { "DONE" },
+            "SERIES",
+            "FILE / DETAIL"
+        );
+        for a in &r.actions {
+            println!(
+                "{:<24} {:<28} {} {}",
+                a.action,
+                a.series.as_deref().unwrap_or("-"),
+                a.file.as_deref().unwrap_or(""),
+                a.detail
+            );
+        }
+    }
+    println!(
+        "{}: {} series, {} chunks, {} bytes checked, {} findings, {} actions{} in {} ms",
+        r.action,
+        r.series_checked,
+        r.chunks_checked,
+        r.bytes_checked,
+        r.findings.len(),
+        r.actions.len(),
+        if r.dry_run {
+            " (dry run: pass --apply to make them)"
+        } else {
+            ""
+        },
+        r.duration_ms
+    );
+}

@@ -1,0 +1,310 @@
+//! Configuration: defaults < TOML file < environment (`FASTK__SECTION__KEY`).
+//!
+//! Every key is named, has a default, and is validated at load; unknown keys in the
+//! file or the environment are errors, so a typo never silently falls back.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::storage::StoreOptions;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub flight: FlightConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub root: PathBuf,
+    pub max_chunks_per_month: usize,
+    pub zonemap_block_rows: usize,
+    pub value_index: bool,
+    pub write_threads: usize,
+    pub low_disk_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            root: PathBuf::from("./data"),
+            max_chunks_per_month: 8,
+            zonemap_block_rows: 4096,
+            value_index: true,
+            write_threads: 2,
+            low_disk_bytes: 1 << 30,
+        }
+    }
+}
+
+impl StorageConfig {
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            max_chunks_per_month: self.max_chunks_per_month,
+            zonemap_block_rows: (self.zonemap_block_rows > 0).then_some(self.zonemap_block_rows),
+            value_index: self.value_index,
+            write_threads: self.write_threads,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub addr: String,
+    pub max_body_bytes: usize,
+    pub default_limit: usize,
+    pub max_limit: usize,
+    pub max_latest: usize,
+    pub cors_origins: Vec<String>,
+    pub gzip: bool,
+    pub request_timeout_s: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            addr: "127.0.0.1:8080".into(),
+            max_body_bytes: 64 << 20,
+            default_limit: 10_000,
+            max_limit: 100_000,
+            max_latest: 100_000,
+            cors_origins: Vec::new(),
+            gzip: true,
+            request_timeout_s: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlightConfig {
+    pub addr: String,
+    pub max_batch_rows: usize,
+    pub max_concurrent_streams: usize,
+    pub max_message_bytes: usize,
+}
+
+impl Default for FlightConfig {
+    fn default() -> Self {
+        FlightConfig {
+            addr: "127.0.0.1:8815".into(),
+            max_batch_rows: 65_536,
+            max_concurrent_streams: 64,
+            max_message_bytes: 256 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub token: String,
+    pub protect_reads: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded; the message names the key and the fix.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults, then `file` (if any), then `FASTK__SECTION__KEY` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut merged =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError(e.to_string()))?;
+        let defaults = merged.clone();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+            let table: toml::Table = toml::from_str(&text)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            merge(&mut merged, table);
+        }
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("FASTK__") else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                return Err(ConfigError(format!("{k}: expected FASTK__SECTION__KEY")));
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let default = defaults.get(&section).and_then(|s| s.get(&key));
+            let value = env_value(&v, default);
+            let Some(toml::Value::Table(t)) = merged.get_mut(&section) else {
+                return Err(ConfigError(format!("{k}: unknown section [{section}]")));
+            };
+            if !t.contains_key(&key) {
+                return Err(ConfigError(format!(
+                    "{k}: unknown key {key} in [{section}]"
+                )));
+            }
+            t.insert(key, value);
+        }
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e| ConfigError(format!("{e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads with the process environment.
+    pub fn from_env(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load(file, std::env::vars())
+    }
+
+    /// Checks every limit and address; errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("{k}: {why}")));
+        if self.http.addr.parse::<SocketAddr>().is_err() {
+            return bad(
+                "http.addr",
+                "must be host:port with an IP address, e.g. 127.0.0.1:8080",
+            );
+        }
+        if self.flight.addr.parse::<SocketAddr>().is_err() {
+            return bad(
+                "flight.addr",
+                "must be host:port with an IP address, e.g. 127.0.0.1:8815",
+            );
+        }
+        if self.storage.root.as_os_str().is_empty() {
+            return bad("storage.root", "must not be empty");
+        }
+        if self.storage.max_chunks_per_month < 1 || self.storage.max_chunks_per_month > 1024 {
+            return bad("storage.max_chunks_per_month", "must be between 1 and 1024");
+        }
+        if self.storage.zonemap_block_rows > 1 << 24 {
+            return bad(
+                "storage.zonemap_block_rows",
+                "must be at most 16777216 (0 disables zone maps)",
+            );
+        }
+        if !(1..=64).contains(&self.storage.write_threads) {
+            return bad("storage.write_threads", "must be between 1 and 64");
+        }
+        if self.http.max_body_bytes < 1024 {
+            return bad("http.max_body_bytes", "must be at least 1024");
+        }
+        if self.http.max_limit == 0
+            || self.http.default_limit == 0
+            || self.http.default_limit > self.http.max_limit
+        {
+            return bad(
+                "http.default_limit",
+                "must be positive and at most http.max_limit",
+            );
+        }
+        if self.http.max_latest == 0 {
+            return bad("http.max_latest", "must be positive");
+        }
+        if !(1..=1 << 20).contains(&self.flight.max_batch_rows) {
+            return bad("flight.max_batch_rows", "must be between 1 and 1048576");
+        }
+        if self.flight.max_concurrent_streams == 0 {
+            return bad("flight.max_concurrent_streams", "must be positive");
+        }
+        if self.flight.max_message_bytes < 4 << 20 {
+            return bad("flight.max_message_bytes", "must be at least 4194304");
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return bad("log.format", "must be \"text\" or \"json\"");
+        }
+        Ok(())
+    }
+}
+
+fn merge(into: &mut toml::Table, from: toml::Table) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Environment values are strings; give them the type of the default they replace.
+fn env_value(raw: &str, default: Option<&toml::Value>) -> toml::Value {
+    match default {
+        Some(toml::Value::String(_)) | None => toml::Value::String(raw.to_string()),
+        Some(toml::Value::Array(_)) if !raw.trim_start().starts_with('[') => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.into()))
+                .collect(),
+        ),
+        Some(_) => toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_overrides_and_types() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("FASTK__HTTP__ADDR", "0.0.0.0:9000"),
+                ("FASTK__AUTH__PROTECT_READS", "true"),
+                ("FASTK__FLIGHT__MAX_BATCH_ROWS", "1024"),
+                ("FASTK__HTTP__CORS_ORIGINS", "http://a, http://b"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http.addr, "0.0.0.0:9000");
+        assert!(c.auth.protect_reads);
+        assert_eq!(c.flight.max_batch_rows, 1024);
+        assert_eq!(c.http.cors_origins, vec!["http://a", "http://b"]);
+    }
+
+    #[test]
+    fn unknown_and_invalid_keys_are_errors() {
+        assert!(Config::load(None, env(&[("FASTK__HTTP__ADRR", "x")])).is_err());
+        assert!(Config::load(None, env(&[("FASTK__NOPE__X", "1")])).is_err());
+        assert!(Config::load(None, env(&[("FASTK__HTTP__ADDR", "localhost")])).is_err());
+        assert!(Config::load(None, env(&[("FASTK__FLIGHT__MAX_BATCH_ROWS", "0")])).is_err());
+        assert!(Config::load(None, env(&[("FASTK__HTTP__MAX_LIMIT", "abc")])).is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! Process metrics in the Prometheus text exposition format.
+//!
+//! Counters are atomics bumped on the hot paths; per-route HTTP latencies are kept in
+//! fixed-bucket histograms keyed by (method, route template, status).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+pub const LATENCY_BUCKETS_S: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; LATENCY_BUCKETS_S.len()],
+    count: u64,
+    sum_s: f64,
+}
+
+/// Gauges computed at scrape time by the caller.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub store_bytes: u64,
+    pub store_rows: u64,
+    pub series: u64,
+    /// 0 ok, 1 degraded, 2 failing.
+    pub health_status: u8,
+    pub uptime_s: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub rows_read: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub writes_committed: AtomicU64,
+    pub flight_streams_open: AtomicI64,
+    pub flight_streams_total: AtomicU64,
+    pub flight_rows_sent: AtomicU64,
+    pub flight_bytes_sent: AtomicU64,
+    http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    flight_calls: Mutex<BTreeMap<(String, String), u64>>,
+}
+
+impl Metrics {
+    pub fn add_read(&self, rows: u64, bytes: u64) {
+        self.rows_read.fetch_add(rows, Ordering::Relaxed);
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn add_written(&self, rows: u64, bytes: u64) {
+        self.rows_written.fetch_add(rows, Ordering::Relaxed);
+        self.bytes_written.fetch_add(bytes, Ordering::Relaxed);
+        self.writes_committed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records one HTTP request. `route` is the route template (`/v1/kline/{symbol}/{timeframe}`).
+    pub fn observe_http(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let mut map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let h = map
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default();
+        h.count += 1;
+        h.sum_s += seconds;
+        for (i, &b) in LATENCY_BUCKETS_S.iter().enumerate() {
+            if seconds <= b {
+                h.buckets[i] += 1;
+            }
+        }
+    }
+
+    /// Records one Flight RPC by method and gRPC code name.
+    pub fn observe_flight(&self, method: &str, code: &str) {
+        let mut map = self.flight_calls.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((method.to_string(), code.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        counter(
+            &mut out,
+            "fastk_rows_read_total",
+            "Rows returned by reads (HTTP and Flight).",
+            ld(&self.rows_read),
+        );
+        counter(
+            &mut out,
+            "fastk_bytes_read_total",
+            "Bytes of stored columns returned by reads.",
+            ld(&self.bytes_read),
+        );
+        counter(
+            &mut out,
+            "fastk_rows_written_total",
+            "Rows committed by writes.",
+            ld(&self.rows_written),
+        );
+        counter(
+            &mut out,
+            "fastk_bytes_written_total",
+            "Bytes of record data committed by writes.",
+            ld(&self.bytes_written),
+        );
+        counter(
+            &mut out,
+            "fastk_writes_total",
+            "Committed write requests.",
+            ld(&self.writes_committed),
+        );
+        gauge(
+            &mut out,
+            "fastk_flight_streams_open",
+            "Flight DoGet/DoPut streams in progress.",
+            self.flight_streams_open.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "fastk_flight_streams_total",
+            "Flight DoGet/DoPut streams started.",
+            ld(&self.flight_streams_total),
+        );
+        counter(
+            &mut out,
+            "fastk_flight_rows_sent_total",
+            "Rows sent by Flight DoGet.",
+            ld(&self.flight_rows_sent),
+        );
+        counter(
+            &mut out,
+            "fastk_flight_bytes_sent_total",
+            "Arrow buffer bytes sent by Flight DoGet.",
+            ld(&self.flight_bytes_sent),
+        );
+        gauge(
+            &mut out,
+            "fastk_store_bytes",
+            "Bytes of chunk files and sidecars on disk.",
+            g.store_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_store_rows",
+            "Rows stored across all series.",
+            g.store_rows as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_series",
+            "Registered series.",
+            g.series as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_health_status",
+            "0 ok, 1 degraded, 2 failing.",
+            g.health_status as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_uptime_seconds",
+            "Seconds since the server started.",
+            g.uptime_s as i64,
+        );
+        self.render_http(&mut out);
+        let calls = self.flight_calls.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP fastk_flight_requests_total Flight RPCs by method and gRPC code."
+        );
+        let _ = writeln!(out, "# TYPE fastk_flight_requests_total counter");
+        for ((method, code), n) in calls.iter() {
+            let _ = writeln!(
+                out,
+                "fastk_flight_requests_total{{method=\"{method}\",code=\"{code}\"}} {n}"
+            );
+        }
+        out
+    }
+
+    fn render_http(&self, out: &mut String) {
+        let map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP fastk_http_requests_total HTTP requests by method, route and status."
+        );
+        let _ = writeln!(out, "# TYPE fastk_http_requests_total counter");
+        for ((m, r, s), h) in map.iter() {
+            let _ = writeln!(
+                out,
+                "fastk_http_requests_total{{method=\"{m}\",route=\"{r}\",status=\"{s}\"}} {}",
+                h.count
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP fastk_http_request_duration_seconds HTTP request latency by method, route and status."
+        );
+        let _ = writeln!(out, "# TYPE fastk_http_request_duration_seconds histogram");
+        for ((m, r, s), h) in map.iter() {
+            let labels = format!("method=\"{m}\",route=\"{r}\",status=\"{s}\"");
+            for (i, b) in LATENCY_BUCKETS_S.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "fastk_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    h.buckets[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "fastk_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "fastk_http_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum_s
+            );
+            let _ = writeln!(
+                out,
+                "fastk_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+    }
+}

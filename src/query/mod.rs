@@ -1,0 +1,542 @@
+//! The command and query layer: one implementation of every operation, called by the
+//! HTTP and Flight adapters (which only translate wire formats) and by the CLI.
+
+pub mod predicate;
+pub mod types;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::{Gauges, Metrics};
+use crate::record::{
+    KlineRecord, MonthPartition, SeriesKey, SeriesKind, SeriesMeta, TsRange, ValueType,
+};
+use crate::registry::{Dataset, Definition, DefinitionKind, Registry, RegistryError};
+use crate::storage::{ChunkSlice, Series, Store, WriteBatch};
+use types::*;
+
+/// Name of the registry database inside the data root.
+pub const REGISTRY_FILE: &str = "registry.sqlite";
+
+/// Rows of one read, as zero-copy slices of the mapped chunks.
+#[derive(Debug)]
+pub struct ReadPage {
+    pub meta: Arc<SeriesMeta>,
+    pub slices: Vec<ChunkSlice>,
+    /// Where the next page starts when `limit` cut the result short.
+    pub next_start_ts: Option<i64>,
+    pub rows: usize,
+}
+
+/// A lazily mapped sequence of slices for streaming (Flight DoGet).
+pub type SliceStream = Box<dyn Iterator<Item = crate::storage::Result<ChunkSlice>> + Send>;
+
+/// Cached health inputs; `/health` never scans.
+#[derive(Debug, Default)]
+struct HealthState {
+    validation_findings: Vec<String>,
+    last_validation_ts: Option<i64>,
+    open_issues: Vec<String>,
+}
+
+/// The engine: storage, registry, metrics and configuration behind one API.
+#[derive(Debug)]
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub registry: Registry,
+    pub metrics: Metrics,
+    started: Instant,
+    health: Mutex<HealthState>,
+}
+
+impl From<RegistryError> for Error {
+    fn from(e: RegistryError) -> Error {
+        match e {
+            RegistryError::Conflict(m) => Error::conflict(m),
+            e => Error::internal(e),
+        }
+    }
+}
+
+impl Engine {
+    /// Opens the store and registry under `config.storage.root`, recovering both.
+    pub fn open(config: Config) -> Result<Arc<Engine>> {
+        let root = config.storage.root.clone();
+        let store = Store::open(&root, config.storage.store_options())?;
+        let registry = Registry::open(&root.join(REGISTRY_FILE))?;
+        let truth: Vec<SeriesMeta> = store.list().iter().map(|s| (*s.meta).clone()).collect();
+        let rec = registry.reconcile(&truth, false)?;
+        if !rec.is_empty() {
+            tracing::warn!(?rec, "registry catalog reconciled with storage");
+        }
+        let mut issues = Vec::new();
+        for n in store.recovery() {
+            tracing::info!(notes = ?n, "recovery");
+            for f in &n.unknown_files {
+                issues.push(format!("unknown file {f} (run admin repair)"));
+            }
+            for f in &n.corrupt_files {
+                issues.push(format!("corrupt chunk {f} (run admin repair)"));
+            }
+        }
+        for (dir, why) in store.unopenable() {
+            issues.push(format!("series directory {dir} could not be opened: {why}"));
+        }
+        let health = HealthState {
+            open_issues: issues,
+            ..Default::default()
+        };
+        Ok(Arc::new(Engine {
+            config: Arc::new(config),
+            store,
+            registry,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            health: Mutex::new(health),
+        }))
+    }
+
+    pub fn series(&self, key: &SeriesKey) -> Result<Arc<Series>> {
+        Ok(self.store.get(key)?)
+    }
+
+    pub fn register_kline(&self, r: &RegisterKline) -> Result<(SeriesInfo, bool)> {
+        let key = SeriesKey::kline(&r.symbol, &r.timeframe)?;
+        let timeframe_ms = resolve_timeframe_ms(&r.timeframe, r.timeframe_ms)?;
+        if r.price_scale <= 0 || r.volume_scale <= 0 {
+            return Err(Error::invalid(
+                "price_scale and volume_scale must be positive integers (e.g. 100 for cents)",
+            ));
+        }
+        self.register(SeriesMeta {
+            key,
+            timeframe_ms,
+            price_scale: r.price_scale,
+            volume_scale: r.volume_scale,
+            value_type: ValueType::I64,
+        })
+    }
+
+    pub fn register_scalar(&self, r: &RegisterScalar) -> Result<(SeriesInfo, bool)> {
+        let key = SeriesKey::scalar(&r.symbol, &r.timeframe, &r.category, &r.name)?;
+        let timeframe_ms = resolve_timeframe_ms(&r.timeframe, r.timeframe_ms)?;
+        self.register(SeriesMeta {
+            key,
+            timeframe_ms,
+            price_scale: 1,
+            volume_scale: 1,
+            value_type: r.value_type.unwrap_or_default(),
+        })
+    }
+
+    fn register(&self, meta: SeriesMeta) -> Result<(SeriesInfo, bool)> {
+        let (series, created) = self.store.register(meta)?;
+        if created && let Err(e) = self.registry.upsert_series(&series.meta) {
+            // Storage is the source of truth; the catalog is reconciled on the next open.
+            tracing::error!(error = %e, "registry catalog update failed");
+        }
+        Ok((series_info(&series, false), created))
+    }
+
+    pub fn list_series(&self, kind: SeriesKind) -> Vec<SeriesInfo> {
+        self.store
+            .list_kind(kind)
+            .iter()
+            .map(|s| series_info(s, false))
+            .collect()
+    }
+
+    /// Metadata, statistics and partitions of one series.
+    pub fn series_info(&self, key: &SeriesKey) -> Result<SeriesInfo> {
+        let s = self.series(key)?;
+        Ok(series_info(&s, true))
+    }
+
+    pub fn delete_series(&self, key: &SeriesKey) -> Result<()> {
+        self.store.delete(key)?;
+        if let Err(e) = self.registry.remove_series(key) {
+            tracing::error!(error = %e, "registry catalog update failed");
+        }
+        Ok(())
+    }
+
+    /// Writes kline records (OHLC rules checked first; all-or-nothing).
+    pub fn write_kline(
+        &self,
+        key: &SeriesKey,
+        records: &[KlineRecord],
+        expected: Option<u64>,
+    ) -> Result<WriteResponse> {
+        let mut b = WriteBatch::with_capacity(6, records.len());
+        for r in records {
+            for (c, v) in [r.ts, r.open, r.high, r.low, r.close, r.volume]
+                .into_iter()
+                .enumerate()
+            {
+                b.cols[c].push(v);
+            }
+        }
+        self.write(key, b, expected)
+    }
+
+    /// Writes a column-major batch (kline: ts, open, high, low, close, volume; scalar:
+    /// ts, value bits). Kline rows are checked against the OHLC rules first.
+    pub fn write(
+        &self,
+        key: &SeriesKey,
+        batch: WriteBatch,
+        expected: Option<u64>,
+    ) -> Result<WriteResponse> {
+        let series = self.series(key)?;
+        if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
+            check_ohlc(&batch)?;
+        }
+        let ncols = batch.cols.len() as u64;
+        let r = series.write(batch, expected)?;
+        if r.written > 0 {
+            self.metrics.add_written(r.written, r.written * ncols * 8);
+        }
+        Ok(WriteResponse {
+            written: r.written,
+            inserted: r.inserted,
+            replaced: r.replaced,
+            months: r.months,
+            version: r.version,
+        })
+    }
+
+    /// Rows of `range`, at most `limit`, with the ts where the next page starts.
+    pub fn read(&self, key: &SeriesKey, range: TsRange, limit: usize) -> Result<ReadPage> {
+        let series = self.series(key)?;
+        let snap = series.snapshot();
+        let mut slices = Vec::new();
+        let mut rows = 0;
+        let mut next_start_ts = None;
+        for s in snap.range(range) {
+            let s = s?;
+            if rows == limit {
+                next_start_ts = s.ts().first().copied();
+                break;
+            }
+            let take = (limit - rows).min(s.len());
+            if take < s.len() {
+                next_start_ts = Some(s.ts()[take]);
+            }
+            rows += take;
+            slices.push(s.sub(0, take));
+            if next_start_ts.is_some() {
+                break;
+            }
+        }
+        self.count_read(&series, rows);
+        Ok(ReadPage {
+            meta: Arc::clone(&series.meta),
+            slices,
+            next_start_ts,
+            rows,
+        })
+    }
+
+    /// The last `n` rows of `range`, ascending.
+    pub fn latest(&self, key: &SeriesKey, range: TsRange, n: usize) -> Result<ReadPage> {
+        let series = self.series(key)?;
+        let slices = series.snapshot().latest(range, n)?;
+        let rows = slices.iter().map(ChunkSlice::len).sum();
+        self.count_read(&series, rows);
+        Ok(ReadPage {
+            meta: Arc::clone(&series.meta),
+            slices,
+            next_start_ts: None,
+            rows,
+        })
+    }
+
+    /// A lazy stream of the slices of `range` (or its last `latest` rows) for Flight.
+    /// Chunks are mapped as the stream reaches them, so memory stays flat.
+    pub fn stream(
+        &self,
+        key: &SeriesKey,
+        range: TsRange,
+        latest: Option<usize>,
+    ) -> Result<(Arc<SeriesMeta>, SliceStream)> {
+        let series = self.series(key)?;
+        let snap = series.snapshot();
+        let stream: SliceStream = match latest {
+            Some(n) => Box::new(snap.latest(range, n)?.into_iter().map(Ok)),
+            None => Box::new(snap.range(range)),
+        };
+        Ok((Arc::clone(&series.meta), stream))
+    }
+
+    /// Exact row count of `range` (for FlightInfo `total_records`).
+    pub fn count(&self, key: &SeriesKey, range: TsRange, latest: Option<usize>) -> Result<u64> {
+        let n = self.series(key)?.snapshot().count(range)?;
+        Ok(latest.map_or(n, |l| n.min(l as u64)))
+    }
+
+    fn count_read(&self, series: &Series, rows: usize) {
+        let ncols = series.meta.key.kind().ncols() as u64;
+        self.metrics.add_read(rows as u64, rows as u64 * ncols * 8);
+    }
+
+    /// Runs a predicate query over a scalar series.
+    pub fn query(
+        &self,
+        key: &SeriesKey,
+        req: &QueryRequest,
+        limit: usize,
+    ) -> Result<QueryResponse> {
+        let series = self.series(key)?;
+        if key.kind() != SeriesKind::Scalar {
+            return Err(Error::invalid("predicate queries apply to scalar series"));
+        }
+        let range = TsRange::new(req.start_ts, req.end_ts);
+        let pred = predicate::Compiled::new(&req.predicate, series.meta.value_type)?;
+        let strategy = req.strategy.unwrap_or_default();
+        let mut out = predicate::Matches::default();
+        let stats = predicate::run(
+            &series.snapshot(),
+            range,
+            &pred,
+            strategy,
+            Some(limit),
+            &mut out,
+        )?;
+        let values = req.return_values.unwrap_or(false).then(|| {
+            out.values
+                .iter()
+                .map(|&bits| match series.meta.value_type {
+                    ValueType::I64 => serde_json::Value::from(bits),
+                    ValueType::F64 => serde_json::Number::from_f64(f64::from_bits(bits as u64))
+                        .map_or(serde_json::Value::Null, serde_json::Value::Number),
+                })
+                .collect()
+        });
+        self.metrics
+            .add_read(out.ts.len() as u64, out.ts.len() as u64 * 16);
+        Ok(QueryResponse {
+            timestamps: out.ts,
+            values,
+            next_start_ts: out.next_start_ts,
+            stats,
+        })
+    }
+
+    /// Runs an admin action (`validate`, `scrub`, `repair`, `rebuild-manifest`, `compact`).
+    pub fn admin(&self, action: &str, req: &AdminRequest) -> Result<AdminReport> {
+        let report = crate::admin::run(self, action, req)?;
+        if action == "validate" || action == "scrub" {
+            let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            h.validation_findings = report
+                .findings
+                .iter()
+                .map(|f| format!("{}: {}", f.kind, f.detail))
+                .collect();
+            h.last_validation_ts = Some(now_ms());
+            h.open_issues.clear();
+        } else if action == "repair" && !report.dry_run {
+            let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            h.open_issues.clear();
+            h.validation_findings.clear();
+        }
+        Ok(report)
+    }
+
+    /// Cached health: cheap enough for a dashboard to poll.
+    pub fn health(&self) -> Health {
+        let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut details: Vec<String> = h
+            .open_issues
+            .iter()
+            .chain(&h.validation_findings)
+            .cloned()
+            .collect();
+        let root = &self.config.storage.root;
+        let disk_free = fs4::available_space(root).ok();
+        let serving = root.join("series").is_dir();
+        if !serving {
+            details.push("the data root is not accessible".into());
+        }
+        if let Some(free) = disk_free
+            && free < self.config.storage.low_disk_bytes
+        {
+            details.push(format!("low disk space: {free} bytes free"));
+        }
+        let status = if !serving {
+            "failing"
+        } else if details.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        };
+        let series = self.store.list();
+        Health {
+            status: status.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_s: self.started.elapsed().as_secs(),
+            series: series.len() as u64,
+            issues: details.len() as u64,
+            store_bytes: series.iter().map(|s| s.snapshot().bytes()).sum(),
+            disk_free_bytes: disk_free,
+            last_validation_ts: h.last_validation_ts,
+            details,
+        }
+    }
+
+    pub fn inventory(&self) -> Inventory {
+        let series: Vec<SeriesInfo> = self
+            .store
+            .list()
+            .iter()
+            .map(|s| series_info(s, true))
+            .collect();
+        Inventory {
+            total_rows: series.iter().map(|s| s.rows).sum(),
+            total_bytes: series.iter().map(|s| s.bytes).sum(),
+            series,
+        }
+    }
+
+    /// Prometheus exposition of every metric.
+    pub fn metrics_text(&self) -> String {
+        let health = self.health();
+        let series = self.store.list();
+        let g = Gauges {
+            store_bytes: health.store_bytes,
+            store_rows: series.iter().map(|s| s.snapshot().rows()).sum(),
+            series: series.len() as u64,
+            health_status: match health.status.as_str() {
+                "ok" => 0,
+                "degraded" => 1,
+                _ => 2,
+            },
+            uptime_s: health.uptime_s,
+        };
+        self.metrics.render(&g)
+    }
+
+    pub fn put_dataset(&self, d: &Dataset) -> Result<bool> {
+        check_registry_name("name", &d.name)?;
+        check_registry_name("version", &d.version)?;
+        if let (Some(a), Some(b)) = (d.start_ts, d.end_ts)
+            && a > b
+        {
+            return Err(Error::invalid("start_ts must not be after end_ts"));
+        }
+        Ok(self.registry.put_dataset(d)?)
+    }
+
+    pub fn list_datasets(&self, name: Option<&str>) -> Result<Vec<Dataset>> {
+        Ok(self.registry.list_datasets(name)?)
+    }
+
+    pub fn put_definition(&self, kind: DefinitionKind, d: &Definition) -> Result<bool> {
+        check_registry_name("name", &d.name)?;
+        check_registry_name("version", &d.version)?;
+        if !d.symbol.is_empty() || !d.series_name.is_empty() {
+            SeriesKey::scalar(&d.symbol, &d.timeframe, &d.category, &d.series_name)?;
+        }
+        Ok(self.registry.put_definition(kind, d)?)
+    }
+
+    pub fn list_definitions(
+        &self,
+        kind: DefinitionKind,
+        name: Option<&str>,
+    ) -> Result<Vec<Definition>> {
+        Ok(self.registry.list_definitions(kind, name)?)
+    }
+}
+
+fn check_registry_name(field: &'static str, v: &str) -> Result<()> {
+    crate::record::Name::parse(field, v)?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `timeframe_ms` from the request, or implied by a standard timeframe name.
+pub fn resolve_timeframe_ms(timeframe: &str, given: Option<i64>) -> Result<i64> {
+    let standard = crate::record::standard_timeframe_ms(timeframe);
+    match (given, standard) {
+        (Some(ms), _) if ms <= 0 => Err(Error::invalid("timeframe_ms must be a positive integer")),
+        (Some(ms), Some(std_ms)) if ms != std_ms => Err(Error::invalid(format!(
+            "timeframe {timeframe} means {std_ms} ms; omit timeframe_ms or use a non-standard timeframe name"
+        ))),
+        (Some(ms), _) => Ok(ms),
+        (None, Some(ms)) => Ok(ms),
+        (None, None) => Err(Error::invalid(format!(
+            "timeframe_ms is required for the non-standard timeframe {timeframe:?} (standard: 1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 1w)"
+        ))),
+    }
+}
+
+/// Refuses the first kline row that breaks the OHLC rules, naming its request index.
+fn check_ohlc(b: &WriteBatch) -> Result<()> {
+    for i in 0..b.len() {
+        let r = KlineRecord {
+            ts: b.cols[0][i],
+            open: b.cols[1][i],
+            high: b.cols[2][i],
+            low: b.cols[3][i],
+            close: b.cols[4][i],
+            volume: b.cols[5][i],
+        };
+        if let Err(why) = r.check() {
+            return Err(Error::new(
+                ErrorKind::Unprocessable,
+                format!("record {i} (ts {}): {why}", r.ts),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Metadata and statistics of a series from its current snapshot.
+pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
+    let snap = s.snapshot();
+    let m = &s.meta;
+    let kline = m.key.kind() == SeriesKind::Kline;
+    let partitions = with_partitions.then(|| {
+        snap.live
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(month, chunks)| PartitionInfo {
+                month: MonthPartition(*month).to_string(),
+                rows: chunks.iter().map(|c| c.entry.rows).sum(),
+                bytes: chunks
+                    .iter()
+                    .map(|c| c.entry.file_len + c.entry.zonemap.len + c.entry.vindex.len)
+                    .sum(),
+                chunks: chunks.len(),
+                first_ts: chunks.first().map_or(0, |c| c.entry.first_ts),
+                last_ts: chunks.last().map_or(0, |c| c.entry.last_ts),
+            })
+            .collect()
+    });
+    SeriesInfo {
+        kind: m.key.kind(),
+        symbol: m.key.symbol().into(),
+        timeframe: m.key.timeframe().into(),
+        category: m.key.category().map(String::from),
+        name: m.key.name().map(String::from),
+        timeframe_ms: m.timeframe_ms,
+        price_scale: kline.then_some(m.price_scale),
+        volume_scale: kline.then_some(m.volume_scale),
+        value_type: (!kline).then_some(m.value_type),
+        rows: snap.rows(),
+        first_ts: snap.first_ts(),
+        last_ts: snap.last_ts(),
+        bytes: snap.bytes(),
+        version: snap.version,
+        partitions,
+    }
+}

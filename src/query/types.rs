@@ -1,0 +1,297 @@
+//! Request and response bodies shared by the HTTP and Flight front ends.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::record::{SeriesKind, ValueType};
+
+/// Register a kline series.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"symbol": "BTCUSDT", "timeframe": "1m", "price_scale": 100, "volume_scale": 1000}))]
+pub struct RegisterKline {
+    pub symbol: String,
+    pub timeframe: String,
+    /// Required unless `timeframe` is a standard name (1s 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 1w).
+    #[serde(default)]
+    pub timeframe_ms: Option<i64>,
+    /// Prices are stored as integers: real price = integer / price_scale.
+    pub price_scale: i64,
+    /// Volume is stored as an integer: real volume = integer / volume_scale.
+    pub volume_scale: i64,
+}
+
+/// Register a scalar series.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"symbol": "BTCUSDT", "timeframe": "1m", "category": "indicator", "name": "rsi_14", "value_type": "f64"}))]
+pub struct RegisterScalar {
+    pub symbol: String,
+    pub timeframe: String,
+    #[serde(default)]
+    pub timeframe_ms: Option<i64>,
+    pub category: String,
+    pub name: String,
+    /// `i64` (default) or `f64`.
+    #[serde(default)]
+    pub value_type: Option<ValueType>,
+}
+
+/// One UTC month of a series.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"month": "2024-01", "rows": 44640, "bytes": 2143232, "chunks": 1, "first_ts": 1704067200000_i64, "last_ts": 1706745540000_i64}))]
+pub struct PartitionInfo {
+    pub month: String,
+    pub rows: u64,
+    pub bytes: u64,
+    pub chunks: usize,
+    pub first_ts: i64,
+    pub last_ts: i64,
+}
+
+/// A series' metadata and statistics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m", "timeframe_ms": 60000, "price_scale": 100, "volume_scale": 1000, "rows": 525600, "first_ts": 1704067200000_i64, "last_ts": 1735689540000_i64, "bytes": 25231360, "version": 12}))]
+pub struct SeriesInfo {
+    pub kind: SeriesKind,
+    pub symbol: String,
+    pub timeframe: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub timeframe_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_scale: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_scale: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<ValueType>,
+    pub rows: u64,
+    pub first_ts: Option<i64>,
+    pub last_ts: Option<i64>,
+    /// Bytes on disk: chunk files and sidecars.
+    pub bytes: u64,
+    pub version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<Vec<PartitionInfo>>,
+}
+
+/// Result of a committed write.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"written": 2, "inserted": 1, "replaced": 1, "months": ["2024-01"], "version": 7}))]
+pub struct WriteResponse {
+    pub written: u64,
+    pub inserted: u64,
+    pub replaced: u64,
+    pub months: Vec<String>,
+    pub version: u64,
+}
+
+/// A value predicate on a scalar series. Numbers must be integers for i64 series.
+/// On f64 series NaN never matches any predicate (not even `ne` or `not_in`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[schema(example = json!({"op": "gt", "value": 70}))]
+pub enum Predicate {
+    Eq {
+        #[schema(value_type = f64)]
+        value: serde_json::Number,
+    },
+    Ne {
+        #[schema(value_type = f64)]
+        value: serde_json::Number,
+    },
+    Gt {
+        #[schema(value_type = f64)]
+        value: serde_json::Number,
+    },
+    Gte {
+        #[schema(value_type = f64)]
+        value: serde_json::Number,
+    },
+    Lt {
+        #[schema(value_type = f64)]
+        value: serde_json::Number,
+    },
+    Lte {
+        #[schema(value_type = f64)]
+        value: serde_json::Number,
+    },
+    Between {
+        #[schema(value_type = f64)]
+        min: serde_json::Number,
+        #[schema(value_type = f64)]
+        max: serde_json::Number,
+        /// Both ends included (default true); false excludes both.
+        #[serde(default = "yes")]
+        inclusive: bool,
+    },
+    In {
+        #[schema(value_type = Vec<f64>)]
+        values: Vec<serde_json::Number>,
+    },
+    NotIn {
+        #[schema(value_type = Vec<f64>)]
+        values: Vec<serde_json::Number>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How a predicate query finds its rows. `auto` picks by a cost rule; the others force
+/// a strategy (for tests and benchmarks; a missing sidecar still falls back to scan).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    Auto,
+    Scan,
+    Zonemap,
+    ValueIndex,
+}
+
+/// A predicate query over a scalar series.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"start_ts": 1704067200000_i64, "predicate": {"op": "gt", "value": 70}, "return_values": true, "limit": 1000}))]
+pub struct QueryRequest {
+    #[serde(default)]
+    pub start_ts: Option<i64>,
+    #[serde(default)]
+    pub end_ts: Option<i64>,
+    pub predicate: Predicate,
+    #[serde(default)]
+    pub return_values: Option<bool>,
+    /// Defaults to http.default_limit; capped by http.max_limit. `next_start_ts` pages on.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub strategy: Option<Strategy>,
+}
+
+/// How much work a predicate query did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct QueryStats {
+    pub chunks_total: u64,
+    pub chunks_pruned: u64,
+    pub blocks_total: u64,
+    pub blocks_pruned: u64,
+    pub rows_checked: u64,
+    pub rows_matched: u64,
+    /// `value_index`, `zonemap`, `scan`, or `mixed` when chunks differed.
+    pub index_used: String,
+    /// Chunks whose sidecar was missing or corrupt, answered by scanning instead.
+    pub sidecar_fallbacks: u64,
+}
+
+/// Result of a predicate query.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"timestamps": [1704067260000_i64], "values": [71.2], "next_start_ts": null, "stats": {"chunks_total": 12, "chunks_pruned": 11, "blocks_total": 132, "blocks_pruned": 131, "rows_checked": 4096, "rows_matched": 1, "index_used": "zonemap", "sidecar_fallbacks": 0}}))]
+pub struct QueryResponse {
+    pub timestamps: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<f64>>)]
+    pub values: Option<Vec<serde_json::Value>>,
+    pub next_start_ts: Option<i64>,
+    pub stats: QueryStats,
+}
+
+/// Selects series for an admin action; omitted fields match everything.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesSelector {
+    #[serde(default)]
+    pub kind: Option<SeriesKind>,
+    #[serde(default)]
+    pub symbol: Option<String>,
+    #[serde(default)]
+    pub timeframe: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Body of every admin action.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"series": {"symbol": "BTCUSDT"}, "dry_run": true, "deep": true}))]
+pub struct AdminRequest {
+    #[serde(default)]
+    pub series: Option<SeriesSelector>,
+    /// Report what would be done without changing anything (repair, compact, rebuild-manifest).
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+    /// Verify every checksum (validate); scrub always does.
+    #[serde(default)]
+    pub deep: Option<bool>,
+}
+
+/// One problem an admin action found.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Finding {
+    /// Series path (`kline/BTCUSDT/1m`), if the finding belongs to one.
+    pub series: Option<String>,
+    pub month: Option<String>,
+    /// File relative to the data root.
+    pub file: Option<String>,
+    /// Machine-readable finding kind (see docs/operations.md for the runbook).
+    pub kind: String,
+    pub detail: String,
+    pub suggested_action: String,
+}
+
+/// One change an admin action made (or, in a dry run, would make).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct ActionTaken {
+    pub series: Option<String>,
+    pub file: Option<String>,
+    pub action: String,
+    pub detail: String,
+}
+
+/// Report of an admin action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct AdminReport {
+    pub action: String,
+    pub dry_run: bool,
+    pub deep: bool,
+    pub series_checked: u64,
+    pub chunks_checked: u64,
+    pub bytes_checked: u64,
+    pub findings: Vec<Finding>,
+    pub actions: Vec<ActionTaken>,
+    /// True when no finding remains.
+    pub clean: bool,
+    pub duration_ms: u64,
+}
+
+/// `/health`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+#[schema(example = json!({"status": "ok", "version": "0.1.0", "uptime_s": 42, "series": 3, "issues": 0, "store_bytes": 1048576, "disk_free_bytes": 53687091200_u64, "details": []}))]
+pub struct Health {
+    /// `ok`, `degraded` or `failing`.
+    pub status: String,
+    pub version: String,
+    pub uptime_s: u64,
+    pub series: u64,
+    /// Open findings from the last validation, recovery and disk checks.
+    pub issues: u64,
+    pub store_bytes: u64,
+    pub disk_free_bytes: Option<u64>,
+    /// Milliseconds since the epoch of the last validation, if any ran.
+    pub last_validation_ts: Option<i64>,
+    /// One line per open issue.
+    pub details: Vec<String>,
+}
+
+/// `/inventory`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Inventory {
+    pub series: Vec<SeriesInfo>,
+    pub total_rows: u64,
+    pub total_bytes: u64,
+}

@@ -1,0 +1,429 @@
+//! The SQLite control plane: the series catalog and the dataset, feature and factor
+//! registries.
+//!
+//! One source of truth per fact: series *data and metadata* belong to storage (each
+//! series directory's manifest); the `series` table is a catalog rebuilt from storage
+//! by [`Registry::reconcile`] on every open and by `repair`. Datasets, features and
+//! factors live only here.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::record::{SeriesKey, SeriesMeta, ValueType};
+
+/// Registry failures. Messages never carry file paths.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("registry database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("registry database is corrupt: {0}")]
+    Corrupted(String),
+}
+
+/// A dataset manifest: where a body of data came from and what it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "binance-spot-1m", "version": "2024-06", "source": "binance", "market": "spot", "start_ts": 1704067200000_i64, "end_ts": 1719791999999_i64, "checksum": "xxh3:9f2c41d07a3b5e11", "status": "active", "description": "1m bars of the top 10 pairs"}))]
+pub struct Dataset {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub source: String,
+    #[serde(default)]
+    pub market: String,
+    #[serde(default)]
+    pub start_ts: Option<i64>,
+    #[serde(default)]
+    pub end_ts: Option<i64>,
+    #[serde(default)]
+    pub checksum: String,
+    #[serde(default = "default_status")]
+    pub status: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A feature or factor definition: how a scalar series was produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "rsi_14", "version": "1", "input_dataset": "binance-spot-1m", "symbol": "BTCUSDT", "timeframe": "1m", "category": "indicator", "series_name": "rsi_14", "config_hash": "sha256:5d41402a", "code_version": "git:1a2b3c4", "status": "active", "description": "Wilder RSI over 14 bars"}))]
+pub struct Definition {
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub input_dataset: String,
+    /// Series key the definition's output is stored under.
+    #[serde(default)]
+    pub symbol: String,
+    #[serde(default)]
+    pub timeframe: String,
+    #[serde(default)]
+    pub category: String,
+    #[serde(default)]
+    pub series_name: String,
+    #[serde(default)]
+    pub config_hash: String,
+    #[serde(default)]
+    pub code_version: String,
+    #[serde(default = "default_status")]
+    pub status: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_status() -> String {
+    "active".into()
+}
+
+/// Which definition table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefinitionKind {
+    Feature,
+    Factor,
+}
+
+impl DefinitionKind {
+    fn table(self) -> &'static str {
+        match self {
+            DefinitionKind::Feature => "features",
+            DefinitionKind::Factor => "factors",
+        }
+    }
+}
+
+/// What [`Registry::reconcile`] changed to match storage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub updated: Vec<String>,
+}
+
+impl ReconcileReport {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.updated.is_empty()
+    }
+}
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE series (
+    kind TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
+    category TEXT NOT NULL DEFAULT '', name TEXT NOT NULL DEFAULT '',
+    timeframe_ms INTEGER NOT NULL, price_scale INTEGER NOT NULL, volume_scale INTEGER NOT NULL,
+    value_type TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    PRIMARY KEY (kind, symbol, timeframe, category, name));
+CREATE TABLE datasets (
+    name TEXT NOT NULL, version TEXT NOT NULL, source TEXT NOT NULL, market TEXT NOT NULL,
+    start_ts INTEGER, end_ts INTEGER, checksum TEXT NOT NULL, status TEXT NOT NULL, description TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    PRIMARY KEY (name, version));
+CREATE TABLE features (
+    name TEXT NOT NULL, version TEXT NOT NULL, input_dataset TEXT NOT NULL, symbol TEXT NOT NULL,
+    timeframe TEXT NOT NULL, category TEXT NOT NULL, series_name TEXT NOT NULL, config_hash TEXT NOT NULL,
+    code_version TEXT NOT NULL, status TEXT NOT NULL, description TEXT NOT NULL,
+    created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+    PRIMARY KEY (name, version));
+CREATE TABLE factors AS SELECT * FROM features WHERE 0;
+CREATE UNIQUE INDEX factors_key ON factors (name, version);
+"#];
+
+/// The registry database (one SQLite file inside the data root, WAL mode).
+pub struct Registry {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Registry")
+    }
+}
+
+impl Registry {
+    /// Opens or creates the database and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Registry, RegistryError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if check != "ok" {
+            return Err(RegistryError::Corrupted(check));
+        }
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Registry {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs SQLite's integrity check; returns the problems found (empty: clean).
+    pub fn integrity_check(&self) -> Result<Vec<String>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().filter(|r| r != "ok").collect())
+    }
+
+    pub fn upsert_series(&self, meta: &SeriesMeta) -> Result<(), RegistryError> {
+        let k = &meta.key;
+        self.conn().execute(
+            "INSERT INTO series (kind, symbol, timeframe, category, name, timeframe_ms, price_scale, volume_scale, value_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT DO UPDATE SET timeframe_ms = excluded.timeframe_ms, price_scale = excluded.price_scale,
+               volume_scale = excluded.volume_scale, value_type = excluded.value_type",
+            params![
+                k.kind().as_str(),
+                k.symbol(),
+                k.timeframe(),
+                k.category().unwrap_or(""),
+                k.name().unwrap_or(""),
+                meta.timeframe_ms,
+                meta.price_scale,
+                meta.volume_scale,
+                meta.value_type.as_str()
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_series(&self, k: &SeriesKey) -> Result<(), RegistryError> {
+        self.conn().execute(
+            "DELETE FROM series WHERE kind = ?1 AND symbol = ?2 AND timeframe = ?3 AND category = ?4 AND name = ?5",
+            params![k.kind().as_str(), k.symbol(), k.timeframe(), k.category().unwrap_or(""), k.name().unwrap_or("")],
+        )?;
+        Ok(())
+    }
+
+    /// Every catalogued series; rows that no longer parse are reported as `Err` strings.
+    pub fn list_series(&self) -> Result<Vec<Result<SeriesMeta, String>>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT kind, symbol, timeframe, category, name, timeframe_ms, price_scale, volume_scale, value_type
+             FROM series ORDER BY kind, symbol, timeframe, category, name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, String>(8)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (kind, s, tf, c, n, tf_ms, ps, vs, vt) = row?;
+            let key = match kind.as_str() {
+                "kline" => SeriesKey::kline(&s, &tf).map_err(|e| e.to_string()),
+                "scalar" => SeriesKey::scalar(&s, &tf, &c, &n).map_err(|e| e.to_string()),
+                other => Err(format!("unknown kind {other:?}")),
+            };
+            let value_type = if vt == "f64" {
+                ValueType::F64
+            } else {
+                ValueType::I64
+            };
+            out.push(key.map(|key| SeriesMeta {
+                key,
+                timeframe_ms: tf_ms,
+                price_scale: ps,
+                volume_scale: vs,
+                value_type,
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Makes the catalog equal to `truth` (the series storage holds). With `dry_run`
+    /// only reports what would change.
+    pub fn reconcile(
+        &self,
+        truth: &[SeriesMeta],
+        dry_run: bool,
+    ) -> Result<ReconcileReport, RegistryError> {
+        let mut report = ReconcileReport::default();
+        let have = self.list_series()?;
+        let valid: Vec<&SeriesMeta> = have.iter().filter_map(|r| r.as_ref().ok()).collect();
+        for m in truth {
+            match valid.iter().find(|h| h.key == m.key) {
+                None => report.added.push(m.key.to_string()),
+                Some(h) if *h != m => report.updated.push(m.key.to_string()),
+                Some(_) => {}
+            }
+        }
+        for h in &valid {
+            if !truth.iter().any(|m| m.key == h.key) {
+                report.removed.push(h.key.to_string());
+            }
+        }
+        let invalid = have.iter().filter(|r| r.is_err()).count();
+        if dry_run || (report.is_empty() && invalid == 0) {
+            return Ok(report);
+        }
+        {
+            let conn = self.conn();
+            conn.execute("DELETE FROM series", [])?;
+        }
+        for m in truth {
+            self.upsert_series(m)?;
+        }
+        Ok(report)
+    }
+
+    /// Creates a dataset; `Ok(false)` when an identical one exists; `Conflict` when
+    /// `(name, version)` exists with different fields.
+    pub fn put_dataset(&self, d: &Dataset) -> Result<bool, RegistryError> {
+        if let Some(existing) = self.get_dataset(&d.name, &d.version)? {
+            return if existing == *d {
+                Ok(false)
+            } else {
+                Err(RegistryError::Conflict(format!(
+                    "dataset {} version {} exists with different fields; register a new version instead",
+                    d.name, d.version
+                )))
+            };
+        }
+        self.conn().execute(
+            "INSERT INTO datasets (name, version, source, market, start_ts, end_ts, checksum, status, description)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![d.name, d.version, d.source, d.market, d.start_ts, d.end_ts, d.checksum, d.status, d.description],
+        )?;
+        Ok(true)
+    }
+
+    pub fn get_dataset(&self, name: &str, version: &str) -> Result<Option<Dataset>, RegistryError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT name, version, source, market, start_ts, end_ts, checksum, status, description
+                 FROM datasets WHERE name = ?1 AND version = ?2",
+                params![name, version],
+                dataset_row,
+            )
+            .optional()?)
+    }
+
+    pub fn list_datasets(&self, name: Option<&str>) -> Result<Vec<Dataset>, RegistryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, version, source, market, start_ts, end_ts, checksum, status, description
+             FROM datasets WHERE ?1 IS NULL OR name = ?1 ORDER BY name, version",
+        )?;
+        let rows = stmt
+            .query_map(params![name], dataset_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// As [`Registry::put_dataset`], for feature and factor definitions.
+    pub fn put_definition(
+        &self,
+        kind: DefinitionKind,
+        d: &Definition,
+    ) -> Result<bool, RegistryError> {
+        let existing = self
+            .list_definitions(kind, Some(&d.name))?
+            .into_iter()
+            .find(|e| e.version == d.version);
+        if let Some(existing) = existing {
+            return if existing == *d {
+                Ok(false)
+            } else {
+                Err(RegistryError::Conflict(format!(
+                    "{} {} version {} exists with different fields; register a new version instead",
+                    &kind.table()[..kind.table().len() - 1],
+                    d.name,
+                    d.version
+                )))
+            };
+        }
+        let sql = format!(
+            "INSERT INTO {} (name, version, input_dataset, symbol, timeframe, category, series_name, config_hash,
+             code_version, status, description) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            kind.table()
+        );
+        self.conn().execute(
+            &sql,
+            params![
+                d.name,
+                d.version,
+                d.input_dataset,
+                d.symbol,
+                d.timeframe,
+                d.category,
+                d.series_name,
+                d.config_hash,
+                d.code_version,
+                d.status,
+                d.description
+            ],
+        )?;
+        Ok(true)
+    }
+
+    pub fn list_definitions(
+        &self,
+        kind: DefinitionKind,
+        name: Option<&str>,
+    ) -> Result<Vec<Definition>, RegistryError> {
+        let conn = self.conn();
+        let sql = format!(
+            "SELECT name, version, input_dataset, symbol, timeframe, category, series_name, config_hash, code_version,
+             status, description FROM {} WHERE ?1 IS NULL OR name = ?1 ORDER BY name, version",
+            kind.table()
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(params![name], |r| {
+                Ok(Definition {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    input_dataset: r.get(2)?,
+                    symbol: r.get(3)?,
+                    timeframe: r.get(4)?,
+                    category: r.get(5)?,
+                    series_name: r.get(6)?,
+                    config_hash: r.get(7)?,
+                    code_version: r.get(8)?,
+                    status: r.get(9)?,
+                    description: r.get(10)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+fn dataset_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Dataset> {
+    Ok(Dataset {
+        name: r.get(0)?,
+        version: r.get(1)?,
+        source: r.get(2)?,
+        market: r.get(3)?,
+        start_ts: r.get(4)?,
+        end_ts: r.get(5)?,
+        checksum: r.get(6)?,
+        status: r.get(7)?,
+        description: r.get(8)?,
+    })
+}

@@ -1,0 +1,143 @@
+//! Runs the HTTP and Flight listeners over one engine, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::query::Engine;
+
+/// A running server: its bound addresses, the engine, and a way to stop it.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub flight_addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, and waits for both listeners.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Waits until both listeners have stopped (after [`Running::stop_handle`] fired).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// A sender that stops the server when `true` is sent.
+    pub fn stop_handle(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Error starting the server; the message is for the operator.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// Opens the engine and binds both listeners (port 0 picks a free port; the bound
+/// address is logged and returned).
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let http_addr: SocketAddr = config
+        .http
+        .addr
+        .parse()
+        .map_err(|e| StartError(format!("http.addr: {e}")))?;
+    let flight_addr: SocketAddr = config
+        .flight
+        .addr
+        .parse()
+        .map_err(|e| StartError(format!("flight.addr: {e}")))?;
+    let engine = tokio::task::spawn_blocking(move || Engine::open(config))
+        .await
+        .map_err(|e| StartError(e.to_string()))?
+        .map_err(|e| StartError(format!("cannot open the store: {}", e.message)))?;
+    let http = TcpListener::bind(http_addr)
+        .await
+        .map_err(|e| StartError(format!("cannot bind HTTP on {http_addr}: {e}")))?;
+    let flight = TcpListener::bind(flight_addr)
+        .await
+        .map_err(|e| StartError(format!("cannot bind Flight on {flight_addr}: {e}")))?;
+    let http_addr = http.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let flight_addr = flight.local_addr().map_err(|e| StartError(e.to_string()))?;
+    tracing::info!("http listening on {http_addr}");
+    tracing::info!("flight listening on {flight_addr}");
+    let (stop, stop_rx) = watch::channel(false);
+    let router = crate::http::router(Arc::clone(&engine));
+    let mut rx = stop_rx.clone();
+    let http_task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(http, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+    let mut rx = stop_rx;
+    let flight_engine = Arc::clone(&engine);
+    let flight_task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::flight::serve(flight_engine, flight, shutdown).await {
+            tracing::error!(error = %e, "flight server failed");
+        }
+    });
+    Ok(Running {
+        http_addr,
+        flight_addr,
+        engine,
+        stop,
+        tasks: vec![http_task, flight_task],
+    })
+}
+
+/// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let running = start(config).await?;
+    let stop = running.stop_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop.send(true);
+    });
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
