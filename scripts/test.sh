@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# The whole FastK test suite: the one test command of the README.
+#
+#   bash scripts/test.sh
+#
+# Runs, in order: cargo fmt --check, cargo clippy (warnings are errors), cargo test,
+# cargo bench --no-run, then the Python suite (tests/python) in a venv at .venv
+# against the debug binary. On a fresh machine it also installs what the ops checks
+# need (docker-compose from apt, when running as root). Every step runs even when an
+# earlier one failed, so one run shows every problem; the exit status is non-zero if
+# any step failed.
+#
+# Environment:
+#   FASTK_TEST_LONG=1   long modes (more iterations, bigger data), passed through to
+#                       cargo test and pytest.
+#   PYTHON              interpreter for the venv (default: python3.11, else python3).
+#   PYTEST_ARGS         extra arguments for pytest (e.g. "-k flight -x").
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export FASTK_TEST_LONG="${FASTK_TEST_LONG:-0}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
+
+failed=()
+passed=()
+started_at=$SECONDS
+
+section() {
+    printf '\n==============================================================\n'
+    printf '== %s\n' "$*"
+    printf '==============================================================\n'
+}
+
+# step NAME COMMAND...: runs a command under a header and records the outcome.
+step() {
+    local name="$1"
+    shift
+    section "$name"
+    local t0=$SECONDS
+    "$@"
+    local rc=$?
+    if [ "$rc" -eq 0 ]; then
+        passed+=("$name")
+        printf -- '-- ok: %s (%ss)\n' "$name" $((SECONDS - t0))
+    else
+        failed+=("$name (exit $rc)")
+        printf -- '-- FAILED: %s (exit %s)\n' "$name" "$rc"
+    fi
+    return 0
+}
+
+install_docker_compose() {
+    if command -v docker-compose >/dev/null 2>&1; then
+        echo "docker-compose present: $(docker-compose version --short 2>/dev/null || echo '?')"
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "docker-compose missing and not root: the compose checks will skip"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "docker-compose missing and apt-get unavailable: the compose checks will skip"
+        return 0
+    fi
+    echo "installing docker-compose from apt"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get update -qq; then
+        echo "apt-get update failed: the compose checks will skip"
+        return 0
+    fi
+    if ! apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; then
+        echo "apt-get install docker-compose failed: the compose checks will skip"
+        return 0
+    fi
+    echo "installed: $(docker-compose version --short 2>/dev/null || echo docker-compose)"
+}
+
+python_env() {
+    local py="${PYTHON:-}"
+    if [ -z "$py" ]; then
+        if command -v python3.11 >/dev/null 2>&1; then py=python3.11; else py=python3; fi
+    fi
+    if [ ! -x .venv/bin/python ]; then
+        echo "creating .venv with $py ($("$py" --version 2>&1))"
+        "$py" -m venv .venv || return 1
+        .venv/bin/python -m pip install --quiet --upgrade pip || return 1
+    fi
+    # Pinned versions; when they are already installed pip does not touch the network.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        -r tests/python/requirements.txt || return 1
+    .venv/bin/python -c 'import pyarrow, polars, schemathesis, openapi_python_client; print("pyarrow", pyarrow.__version__, "| polars", polars.__version__)'
+}
+
+run_pytest() {
+    # Exit 5 means pytest collected no test: that is a broken suite, not a pass.
+    # shellcheck disable=SC2086
+    .venv/bin/python -m pytest tests/python ${PYTEST_ARGS:-}
+    local rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "pytest collected no tests: tests/python is broken"
+        return 1
+    fi
+    return "$rc"
+}
+
+echo "FastK test suite: $(git rev-parse --short HEAD 2>/dev/null || echo 'no git') on $(nproc) cores, FASTK_TEST_LONG=$FASTK_TEST_LONG"
+cargo --version
+rustc --version
+
+step "cargo fmt --check" cargo fmt --all --check
+step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
+step "cargo test" cargo test
+step "cargo bench --no-run" cargo bench --no-run
+step "tools for the ops checks (docker-compose)" install_docker_compose
+step "python venv (.venv) and pinned requirements" python_env
+step "cargo build (debug binary for the Python suite)" cargo build --bin fastk
+if [[ " ${failed[*]:-} " == *"python venv"* || " ${failed[*]:-} " == *"cargo build"* ]]; then
+    # Running the suite against a stale binary or a half-installed venv would mislead.
+    section "pytest tests/python"
+    echo "not run: the Python environment or the debug binary could not be built"
+    failed+=("pytest tests/python (not run)")
+else
+    step "pytest tests/python" run_pytest
+fi
+
+section "summary ($((SECONDS - started_at))s)"
+for s in "${passed[@]}"; do printf 'ok       %s\n' "$s"; done
+for s in "${failed[@]:-}"; do [ -n "$s" ] && printf 'FAILED   %s\n' "$s"; done
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "test.sh: ${#failed[@]} step(s) failed"
+    exit 1
+fi
+echo "test.sh: every step passed"
