@@ -1,0 +1,219 @@
+//! Crash test: a child process writing in a loop is killed with SIGKILL at random
+//! points, again and again. After each kill the store is reopened: every acknowledged
+//! write is present, the write in flight is either wholly there or wholly absent,
+//! nothing half-written is visible, no temp file survives recovery, and a deep
+//! validation is clean.
+//!
+//! Quick by default (a handful of kills); `FASTK_TEST_LONG=1` runs many more.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fastk::config::Config;
+use fastk::query::Engine;
+use fastk::query::types::AdminRequest;
+use fastk::record::{SeriesKey, SeriesMeta, TsRange, ValueType};
+use fastk::storage::{Store, StoreOptions, WriteBatch};
+
+const MINUTE: i64 = 60_000;
+/// Each write `i` appends in its own window of this many minutes (about 2 weeks), so
+/// appends cross month boundaries regularly.
+const WINDOW: i64 = 20_000;
+const BASE_TS: i64 = 1_700_000_000_000;
+
+fn meta() -> SeriesMeta {
+    SeriesMeta {
+        key: SeriesKey::scalar("CRASH", "1m", "signal", "s").unwrap(),
+        timeframe_ms: MINUTE,
+        price_scale: 1,
+        volume_scale: 1,
+        value_type: ValueType::I64,
+    }
+}
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        max_chunks_per_month: 4,
+        zonemap_block_rows: Some(64),
+        ..StoreOptions::default()
+    }
+}
+
+/// Deterministic xorshift so parent and child agree on write `i` without talking.
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
+/// The rows of write number `i` (1-based): mostly appends, every fourth rewrites a
+/// stretch of an earlier write (a copy-on-write month rewrite), shuffled.
+fn write_rows(i: u64) -> Vec<(i64, i64)> {
+    let mut r = rng(i);
+    let n = 1 + (r() % 3000) as i64;
+    let window = if i % 4 == 0 && i > 1 {
+        1 + r() % (i - 1)
+    } else {
+        i
+    };
+    let start = BASE_TS + window as i64 * WINDOW * MINUTE + (r() % 1000) as i64 * MINUTE;
+    let mut rows: Vec<(i64, i64)> = (0..n)
+        .map(|k| (start + k * MINUTE, (i as i64) << 32 | k))
+        .collect();
+    for k in (1..rows.len()).rev() {
+        rows.swap(k, (r() % (k as u64 + 1)) as usize);
+    }
+    rows
+}
+
+fn model_after(v: u64) -> BTreeMap<i64, i64> {
+    let mut m = BTreeMap::new();
+    for i in 1..=v {
+        m.extend(write_rows(i));
+    }
+    m
+}
+
+/// The child: opens the store and writes forever, printing each acknowledged version.
+#[test]
+#[ignore = "run by crash_kill_loop as a child process"]
+fn crash_child() {
+    let Ok(root) = std::env::var("FASTK_CRASH_ROOT") else {
+        return;
+    };
+    let store = Store::open(&root, opts()).unwrap();
+    let (series, _) = store.register(meta()).unwrap();
+    loop {
+        let i = series.version() + 1;
+        let rows = write_rows(i);
+        let mut b = WriteBatch::with_capacity(2, rows.len());
+        for (ts, v) in rows {
+            b.cols[0].push(ts);
+            b.cols[1].push(v);
+        }
+        let r = series.write(b, Some(i - 1)).unwrap();
+        println!("ack {}", r.version);
+    }
+}
+
+#[test]
+fn crash_kill_loop() {
+    let kills = if std::env::var("FASTK_TEST_LONG").is_ok() {
+        60
+    } else {
+        6
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut r = rng(42);
+    let mut last_acked = 0u64;
+    for round in 0..kills {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("FASTK_CRASH_ROOT", dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // Read acknowledgements on a thread; kill after a random number of them
+        // (zero means: kill before the first acknowledgement, mid-write).
+        let target = r() % 12;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(v) = line.strip_prefix("ack ") {
+                    let _ = tx.send(v.trim().parse::<u64>().unwrap());
+                }
+            }
+        });
+        let mut acked_this_round = 0;
+        while acked_this_round < target {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(v) => {
+                    last_acked = last_acked.max(v);
+                    acked_this_round += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        std::thread::sleep(Duration::from_micros(r() % 20_000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        while let Ok(v) = rx.try_recv() {
+            last_acked = last_acked.max(v);
+        }
+        verify(dir.path(), last_acked, round);
+    }
+    assert!(last_acked > 0, "the child never acknowledged a write");
+}
+
+fn verify(root: &std::path::Path, last_acked: u64, round: u32) {
+    let store = Store::open(root, opts()).unwrap();
+    let series = store
+        .get(&meta().key)
+        .unwrap_or_else(|_| panic!("round {round}: series missing"));
+    let v = series.version();
+    assert!(
+        v == last_acked || v == last_acked + 1,
+        "round {round}: version {v}, last acknowledged {last_acked}"
+    );
+    let want = model_after(v);
+    let snap = series.snapshot();
+    let mut got = BTreeMap::new();
+    for s in snap.range(TsRange::all()) {
+        let s = s.unwrap();
+        got.extend(s.ts().iter().copied().zip(s.col(1).iter().copied()));
+    }
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "round {round}: row count at version {v}"
+    );
+    assert!(
+        got == want,
+        "round {round}: contents differ from the model at version {v}"
+    );
+    for e in std::fs::read_dir(series.dir()).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(
+            !name.starts_with(".tmp-"),
+            "round {round}: temp file {name} survived recovery"
+        );
+    }
+    drop(snap);
+    drop(series);
+    drop(store);
+    let mut config = Config::default();
+    config.storage.root = root.to_path_buf();
+    config.storage.max_chunks_per_month = 4;
+    config.storage.zonemap_block_rows = 64;
+    let engine = Engine::open(config).unwrap();
+    let report = engine
+        .admin(
+            "validate",
+            &AdminRequest {
+                deep: Some(true),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        report.clean,
+        "round {round}: validate found {:#?}",
+        report.findings
+    );
+}
