@@ -1,0 +1,198 @@
+//! The `FlightService` implementation: authorization, admission and metrics around
+//! the handlers in the sibling modules, which only translate to and from the engine.
+
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::StreamExt;
+use futures::stream::{self, BoxStream};
+use tokio::sync::Semaphore;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::auth::{self, Access};
+use super::error::code_name;
+use super::streams::admit;
+use super::ticket::ReadCommand;
+use super::{actions, doget, doput, info};
+use crate::query::Engine;
+
+type Stream<T> = BoxStream<'static, Result<T, Status>>;
+
+/// FastK's Flight service over one engine.
+#[derive(Debug)]
+pub struct FlightSvc {
+    engine: Arc<Engine>,
+    /// One permit per DoGet/DoPut stream in progress.
+    streams: Arc<Semaphore>,
+}
+
+impl FlightSvc {
+    pub fn new(engine: Arc<Engine>) -> FlightSvc {
+        let permits = engine.config.flight.max_concurrent_streams;
+        FlightSvc {
+            engine,
+            streams: Arc::new(Semaphore::new(permits)),
+        }
+    }
+
+    fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<(), Status> {
+        auth::check(&self.engine.config.auth, req.metadata(), access)
+    }
+
+    /// Counts a call that has ended by its gRPC code, and passes its result on.
+    fn observed<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
+        let code = r.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.engine.metrics.observe_flight(method, code_name(code));
+        r
+    }
+
+    /// Counts a call refused before its stream was admitted; an admitted stream is
+    /// counted by its guard when it ends.
+    fn refused<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
+        if let Err(e) = &r {
+            self.engine.metrics.observe_flight(method, code_name(e.code()));
+        }
+        r
+    }
+
+    async fn get(&self, req: Request<Ticket>) -> Result<Stream<FlightData>, Status> {
+        let admitted = self.authorize(&req, Access::Read).and_then(|()| {
+            let cmd = ReadCommand::parse(&req.get_ref().ticket)?;
+            Ok((cmd, admit(&self.engine, &self.streams, "DoGet")?))
+        });
+        let (cmd, guard) = self.refused("DoGet", admitted)?;
+        doget::do_get(Arc::clone(&self.engine), cmd, Arc::clone(&guard)).inspect_err(|e| {
+            guard.finish(e.code());
+        })
+    }
+
+    async fn put(&self, req: Request<Streaming<FlightData>>) -> Result<Stream<PutResult>, Status> {
+        let admitted = self
+            .authorize(&req, Access::Write)
+            .and_then(|()| admit(&self.engine, &self.streams, "DoPut"));
+        let guard = self.refused("DoPut", admitted)?;
+        let r = doput::do_put(Arc::clone(&self.engine), req.into_inner()).await;
+        guard.finish(r.as_ref().map_or_else(Status::code, |_| Code::Ok));
+        let put = r?;
+        Ok(stream::once(async move { Ok(put) }).boxed())
+    }
+
+    async fn action(&self, req: Request<Action>) -> Result<Stream<arrow_flight::Result>, Status> {
+        let name = req.get_ref().r#type.clone();
+        self.authorize(&req, actions::access(&name)?)?;
+        let body = actions::run(Arc::clone(&self.engine), &name, &req.get_ref().body).await?;
+        Ok(stream::once(async move { Ok(arrow_flight::Result { body }) }).boxed())
+    }
+}
+
+#[tonic::async_trait]
+impl FlightService for FlightSvc {
+    type HandshakeStream = Stream<HandshakeResponse>;
+    type ListFlightsStream = Stream<FlightInfo>;
+    type DoGetStream = Stream<FlightData>;
+    type DoPutStream = Stream<PutResult>;
+    type DoExchangeStream = Stream<FlightData>;
+    type DoActionStream = Stream<arrow_flight::Result>;
+    type ListActionsStream = Stream<ActionType>;
+
+    /// Authentication is bearer metadata on every call, so the handshake has nothing
+    /// to negotiate; it succeeds for clients that always perform one.
+    async fn handshake(
+        &self,
+        _req: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: Default::default(),
+        };
+        let r = Ok(Response::new(stream::once(async { Ok(reply) }).boxed()));
+        self.observed("Handshake", r)
+    }
+
+    async fn list_flights(
+        &self,
+        req: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let r = self.authorize(&req, Access::Read).and_then(|()| {
+            let infos = info::list(&self.engine, &req.get_ref().expression)?;
+            Ok(Response::new(stream::iter(infos.into_iter().map(Ok)).boxed()))
+        });
+        self.observed("ListFlights", r)
+    }
+
+    async fn get_flight_info(
+        &self,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let r = match self.authorize(&req, Access::Read) {
+            Ok(()) => info::flight_info(Arc::clone(&self.engine), req.into_inner())
+                .await
+                .map(Response::new),
+            Err(e) => Err(e),
+        };
+        self.observed("GetFlightInfo", r)
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _req: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        let r = Err(Status::unimplemented(
+            "PollFlightInfo is not supported: GetFlightInfo answers at once",
+        ));
+        self.observed("PollFlightInfo", r)
+    }
+
+    async fn get_schema(
+        &self,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let r = self
+            .authorize(&req, Access::Read)
+            .and_then(|()| info::schema(&self.engine, req.get_ref()))
+            .map(Response::new);
+        self.observed("GetSchema", r)
+    }
+
+    async fn do_get(&self, req: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        self.get(req).await.map(Response::new)
+    }
+
+    async fn do_put(
+        &self,
+        req: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.put(req).await.map(Response::new)
+    }
+
+    async fn do_exchange(
+        &self,
+        _req: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let r = Err(Status::unimplemented(
+            "DoExchange is not supported: use DoGet to read and DoPut to write",
+        ));
+        self.observed("DoExchange", r)
+    }
+
+    async fn do_action(
+        &self,
+        req: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let r = self.action(req).await.map(Response::new);
+        self.observed("DoAction", r)
+    }
+
+    async fn list_actions(
+        &self,
+        _req: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let list = actions::list().into_iter().map(Ok);
+        let r = Ok(Response::new(stream::iter(list).boxed()));
+        self.observed("ListActions", r)
+    }
+}
