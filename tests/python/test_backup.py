@@ -87,6 +87,9 @@ class Writer(threading.Thread):
         try:
             while not self.stop.is_set():
                 self.write_once()
+                # Short random pauses leave the backup windows to finish a series in;
+                # without them a series could change faster than it can be copied.
+                self.stop.wait(self.rng.uniform(0, 0.03))
         except Exception as e:  # reported by the test, not lost in the thread
             self.error = repr(e)
 
@@ -148,6 +151,29 @@ def run_backup(root: Path, dest: Path, *extra: str) -> subprocess.CompletedProce
     )
 
 
+def check_backup(dest: Path, summary: dict, writers: dict[str, Writer], rows_before: dict):
+    """The backup validates clean and holds one acknowledged version of every series."""
+    check = run_fastk("admin", "validate", "--deep", "--json", "--root", str(dest))
+    assert check.returncode == 0, f"validate found problems in the backup:\n{check.stdout}"
+    assert json.loads(check.stdout)["findings"] == []
+    inv = inventory(dest)
+    assert set(inv) == set(writers), inv.keys()
+    for name, w in writers.items():
+        got = inv[name]
+        by_version = w.rows_by_version()
+        assert got["version"] in by_version, (
+            f"{name}: the backup holds version {got['version']}, which no write acknowledged"
+        )
+        assert got["rows"] == by_version[got["version"]], (
+            f"{name}: {got['rows']} rows at version {got['version']}, "
+            f"but that write left {by_version[got['version']]}"
+        )
+        assert got["rows"] >= rows_before[name], (name, got["rows"], rows_before[name])
+        entry = next(s for s in summary["series"] if s["series"] == f"series/{name}")
+        assert (entry["version"], entry["rows"]) == (got["version"], got["rows"])
+    return inv
+
+
 @pytest.mark.parametrize("mode", ["copy", "link"])
 def test_backup_of_a_live_store_is_consistent(start_server, unique_name, tmp_path, mode):
     # Two chunks per month at most: nearly every write rewrites its month and unlinks
@@ -165,53 +191,46 @@ def test_backup_of_a_live_store_is_consistent(start_server, unique_name, tmp_pat
             w.write_once()
     rows_before = {k: w.rows_by_version()[w.log[-1][0]] for k, w in writers.items()}
 
+    # Up to three backups while the writers run, until one had to start a series over
+    # because a write superseded a file under it (almost always the first).
+    backups = []
     for w in writers.values():
         w.start()
-    dest = tmp_path / "backup"
-    started = time.monotonic()
     try:
-        # The pause before each file widens the window in which writes supersede files
-        # the backup has not copied yet.
-        extra = ["--json", "--throttle-ms", "20"] + (["--link"] if mode == "link" else [])
-        result = run_backup(server.root, dest, *extra)
+        for i in range(3):
+            dest = tmp_path / f"backup-{i}"
+            started = time.monotonic()
+            # The pause before each file widens the window in which writes supersede
+            # files the backup has not copied yet.
+            extra = ["--json", "--throttle-ms", "20"] + (["--link"] if mode == "link" else [])
+            result = run_backup(server.root, dest, *extra)
+            assert result.returncode == 0, f"backup failed:\n{result.stdout}\n{result.stderr}"
+            summary = json.loads(result.stdout)
+            backups.append((dest, summary, started, time.monotonic()))
+            if summary["restarts"] > 0:
+                break
     finally:
-        finished = time.monotonic()
         for w in writers.values():
             w.stop.set()
         for w in writers.values():
             w.join(timeout=120)
-    assert result.returncode == 0, f"backup failed:\n{result.stdout}\n{result.stderr}"
     for name, w in writers.items():
         assert w.error is None, f"writer of {name} failed: {w.error}"
-        during = [v for v, _, _, at in w.log if started <= at <= finished]
-        assert during, f"no write to {name} was acknowledged while the backup ran"
-    summary = json.loads(result.stdout)
-    assert summary["registry"] is True
-    assert {s["series"] for s in summary["series"]} == {f"series/{k}" for k in writers}
-    if mode == "link":
-        assert summary["linked"] > 0, summary
-
-    check = run_fastk("admin", "validate", "--deep", "--json", "--root", str(dest))
-    assert check.returncode == 0, f"validate found problems in the backup:\n{check.stdout}"
-    assert json.loads(check.stdout)["findings"] == []
-
-    inv = inventory(dest)
-    assert set(inv) == set(writers), inv.keys()
-    for name, w in writers.items():
-        got = inv[name]
-        by_version = w.rows_by_version()
-        assert got["version"] in by_version, (
-            f"{name}: the backup holds version {got['version']}, which no write acknowledged"
-        )
-        assert got["rows"] == by_version[got["version"]], (
-            f"{name}: {got['rows']} rows at version {got['version']}, "
-            f"but that write left {by_version[got['version']]}"
-        )
-        assert got["rows"] >= rows_before[name], (name, got["rows"], rows_before[name])
-        entry = next(s for s in summary["series"] if s["series"] == f"series/{name}")
-        assert (entry["version"], entry["rows"]) == (got["version"], got["rows"])
+    assert any(s["restarts"] > 0 for _, s, _, _ in backups), (
+        "no backup ever had to start a series over: the concurrent path went untested"
+    )
+    for dest, summary, started, finished in backups:
+        for name, w in writers.items():
+            during = [v for v, _, _, at in w.log if started <= at <= finished]
+            assert during, f"no write to {name} was acknowledged while {dest.name} ran"
+        assert summary["registry"] is True
+        assert {s["series"] for s in summary["series"]} == {f"series/{k}" for k in writers}
+        if mode == "link":
+            assert summary["linked"] > 0, summary
+        inv = check_backup(dest, summary, writers, rows_before)
 
     # Restore: a server opened on the backup serves exactly the records of that version.
+    dest = backups[-1][0]
     restored = start_server(f"restored-{mode}", {"FASTK__STORAGE__ROOT": str(dest)})
     version = inv[f"kline/{symbol}/1m"]["version"]
     want = kline.content_at(version)

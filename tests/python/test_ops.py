@@ -22,9 +22,11 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow.flight as flight
 import pytest
 import requests
 
+from conftest import BINARY
 from fastk_testlib import REPO_ROOT, expect_ok, make_klines, register_kline
 
 DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
@@ -188,7 +190,6 @@ def exercise(server, symbol: str) -> None:
     path = f"{server.http_url}/v1/kline/{symbol}/1m"
     expect_ok(s.post(f"{path}/records", json={"records": make_klines(50)}, timeout=30))
     expect_ok(s.get(f"{path}/records", params={"limit": 10}, timeout=30))
-    flight = pytest.importorskip("pyarrow.flight")
     client = flight.connect(server.flight_uri)
     try:
         list(client.list_flights())
@@ -295,8 +296,6 @@ def test_operations_runbook_covers_every_finding_kind():
 
 def test_operations_doc_matches_the_cli():
     text = OPERATIONS.read_text()
-    from conftest import BINARY
-
     r = subprocess.run([str(BINARY), "admin", "--help"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     commands = re.findall(r"^\s{2}([a-z][a-z-]+)\s{2,}", r.stdout, re.M)
@@ -393,7 +392,6 @@ def test_docker_image_serves_health_and_flight():
         logs = subprocess.run([docker, "logs", name], capture_output=True, text=True)
         assert health is not None, f"/health never answered:\n{logs.stdout}{logs.stderr}"
         assert health["status"] in ("ok", "degraded"), health
-        flight = pytest.importorskip("pyarrow.flight")
         client = flight.connect(f"grpc://{grpc}")
         assert list(client.list_flights()) == []
         client.close()
