@@ -28,8 +28,13 @@ from fastk_testlib import (
 )
 
 
-def read_all_pages(s, url: str, limit: int, **params) -> tuple[list[dict], int]:
-    """Follows `next_start_ts` until it is null; returns the records and page count."""
+def read_all_pages(s, url: str, limit: int, page_rows: int | None = None,
+                   **params) -> tuple[list[dict], int]:
+    """Follows `next_start_ts` until it is null; returns the records and page count.
+
+    Every page but the last must hold `page_rows` records (`limit` unless the server
+    caps it lower)."""
+    page_rows = page_rows or limit
     out, pages, start = [], 0, params.pop("start_ts", None)
     while True:
         q = dict(params, limit=limit)
@@ -38,13 +43,13 @@ def read_all_pages(s, url: str, limit: int, **params) -> tuple[list[dict], int]:
         body = expect_ok(s.get(url, params=q, timeout=30))
         assert set(body) >= {"records", "next_start_ts"}, body
         pages += 1
-        assert len(body["records"]) <= limit
+        assert len(body["records"]) <= page_rows
         out.extend(body["records"])
         start = body["next_start_ts"]
         if start is None:
             return out, pages
         # A page that says there is more must be full, and paging must move forward.
-        assert len(body["records"]) == limit, body
+        assert len(body["records"]) == page_rows, body
         assert start > body["records"][-1]["ts"], body
         assert pages < 10_000, "paging does not terminate"
 
@@ -418,3 +423,23 @@ def test_inventory_and_health_fields(http, unique_name):
     assert isinstance(health["version"], str) and health["version"]
     assert health["series"] >= len(inv["series"]) >= 1
     assert health["uptime_s"] >= 0 and health["issues"] == 0
+
+
+def test_limit_defaults_and_cap(start_server, unique_name):
+    """`limit` defaults to http.default_limit and is capped by http.max_limit; a
+    capped page says where the next one starts."""
+    srv = start_server("limits", {"FASTK__HTTP__DEFAULT_LIMIT": "20",
+                                  "FASTK__HTTP__MAX_LIMIT": "50"})
+    sym = unique_name("LIM")
+    records = make_klines(120)
+    with requests.Session() as s:
+        expect_ok(register_kline(s, srv.http_url, sym), 201)
+        url = srv.http_url + kline_path(sym) + "/records"
+        expect_ok(s.post(url, json={"records": records}, timeout=30))
+        page = expect_ok(s.get(url, timeout=30))
+        assert page["records"] == records[:20]
+        assert page["next_start_ts"] is not None
+        page = expect_ok(s.get(url, params={"limit": 1_000_000}, timeout=30))
+        assert page["records"] == records[:50]
+        got, pages = read_all_pages(s, url, limit=1_000_000, page_rows=50)
+        assert got == records and pages == 3
