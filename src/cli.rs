@@ -1,4 +1,5 @@
-//! Command line: `fastk` (serve with defaults), `fastk serve`, `fastk admin`.
+//! Command line: `fastk` (serve with defaults), `fastk serve`, `fastk admin`,
+//! `fastk import`, `fastk export`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,16 @@ enum Command {
     Admin {
         #[command(subcommand)]
         action: AdminCommand,
+    },
+    /// Load CSV, Parquet or Arrow IPC files into a series as ONE all-or-nothing write.
+    Import {
+        #[command(subcommand)]
+        what: crate::transfer::cmd::ImportCommand,
+    },
+    /// Write a range of a series to CSV, Parquet or Arrow IPC (streamed, flat memory).
+    Export {
+        #[command(subcommand)]
+        what: crate::transfer::cmd::ExportCommand,
     },
 }
 
@@ -94,6 +105,8 @@ pub fn main() -> ExitCode {
         None => serve(None),
         Some(Command::Serve { config }) => serve(config),
         Some(Command::Admin { action }) => admin(action),
+        Some(Command::Import { what }) => crate::transfer::cmd::run_import(what),
+        Some(Command::Export { what }) => crate::transfer::cmd::run_export(what),
     }
 }
 

@@ -17,6 +17,8 @@
 //! - [`http`]: the axum JSON API, OpenAPI document and offline docs (a thin adapter).
 //! - [`flight`]: the Arrow Flight service (a thin adapter).
 //! - [`server`]: runs both listeners over one engine; graceful shutdown.
+//! - [`transfer`]: `fastk import` / `fastk export`: CSV, Parquet and Arrow IPC files in
+//!   and out, as one all-or-nothing write (a client of [`query`], never of chunk files).
 //! - [`cli`]: the `fastk` command line.
 #![deny(unsafe_code)]
 
@@ -32,3 +34,4 @@ pub mod record;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod transfer;

@@ -1,0 +1,211 @@
+//! Import and export through a running server's Arrow Flight endpoint.
+//!
+//! This is the safe way to load data while a server runs: the server keeps the store
+//! lock, and the whole import travels as ONE DoPut stream, which the server commits as
+//! one all-or-nothing write (see the contract's DoPut). The series' scales come from
+//! GetSchema's `fastk.*` metadata, so real prices convert exactly as they would
+//! locally. The CLI is synchronous; a small current-thread runtime drives tonic.
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
+use arrow_schema::{DataType, SchemaRef};
+use futures::{StreamExt, TryStreamExt};
+
+use super::{Result, TransferError};
+use crate::query::types::WriteResponse;
+use crate::record::{SeriesKey, SeriesKind, SeriesMeta, TsRange, ValueType};
+use crate::storage::WriteBatch;
+use crate::storage::batch::Projection;
+
+/// Rows per DoPut batch (the contract's default DoGet batch size).
+const PUT_BATCH_ROWS: usize = 65_536;
+/// Largest message accepted from the server.
+const MAX_DECODE_BYTES: usize = 256 << 20;
+
+/// A connected Flight client.
+pub struct FlightRemote {
+    rt: tokio::runtime::Runtime,
+    client: FlightClient,
+    addr: String,
+}
+
+impl FlightRemote {
+    /// Connects to `addr` (`host:port` or `http://host:port`), sending `token` as a
+    /// bearer token on every call when given.
+    pub fn connect(addr: &str, token: Option<&str>) -> Result<FlightRemote> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| TransferError::Remote(format!("cannot start a runtime: {e}")))?;
+        let url = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        let channel = rt
+            .block_on(async {
+                tonic::transport::Endpoint::from_shared(url.clone())?
+                    .connect()
+                    .await
+            })
+            .map_err(|e| {
+                TransferError::Remote(format!("cannot reach the Flight server at {url}: {e}"))
+            })?;
+        let inner = FlightServiceClient::new(channel)
+            .max_decoding_message_size(MAX_DECODE_BYTES)
+            .max_encoding_message_size(MAX_DECODE_BYTES);
+        let mut client = FlightClient::new_from_inner(inner);
+        if let Some(t) = token.filter(|t| !t.is_empty()) {
+            client
+                .add_header("authorization", &format!("Bearer {t}"))
+                .map_err(|e| TransferError::Remote(format!("bad token: {e}")))?;
+        }
+        Ok(FlightRemote {
+            rt,
+            client,
+            addr: addr.to_string(),
+        })
+    }
+
+    /// The series' metadata, from GetSchema's `fastk.*` schema metadata.
+    pub fn series_meta(&mut self, key: &SeriesKey) -> Result<SeriesMeta> {
+        let cmd = ticket_json(key, TsRange::all(), "raw");
+        let schema = self
+            .rt
+            .block_on(self.client.get_schema(FlightDescriptor::new_cmd(cmd)))
+            .map_err(|e| self.error(e, key))?;
+        let md = schema.metadata();
+        let num = |k: &str| md.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(1);
+        let value_type = match schema.field_with_name("value").map(|f| f.data_type()) {
+            Ok(DataType::Float64) => ValueType::F64,
+            _ => ValueType::I64,
+        };
+        Ok(SeriesMeta {
+            key: key.clone(),
+            timeframe_ms: num("fastk.timeframe_ms"),
+            price_scale: num("fastk.price_scale"),
+            volume_scale: num("fastk.volume_scale"),
+            value_type,
+        })
+    }
+
+    /// Sends every row as one DoPut stream (one write) and returns the server's answer.
+    pub fn put(&mut self, meta: &SeriesMeta, batch: WriteBatch) -> Result<WriteResponse> {
+        let schema = Projection::all(meta).schema;
+        let cols = Arc::new(batch);
+        let n = cols.len();
+        let f64_value = meta.value_type == ValueType::F64 && meta.key.kind() == SeriesKind::Scalar;
+        let batches = (0..n.max(1)).step_by(PUT_BATCH_ROWS).map(move |a| {
+            let b = (a + PUT_BATCH_ROWS).min(n);
+            Ok(to_record_batch(&schema, &cols, a..b, f64_value))
+        });
+        let descriptor = FlightDescriptor::new_path(meta.key.parts());
+        let stream = FlightDataEncoderBuilder::new()
+            .with_flight_descriptor(Some(descriptor))
+            .build(futures::stream::iter(batches));
+        let key = meta.key.clone();
+        let results = self.rt.block_on(async {
+            let results = self.client.do_put(stream).await?;
+            results.try_collect::<Vec<_>>().await
+        });
+        let results = results.map_err(|e| self.error(e, &key))?;
+        let md = results
+            .first()
+            .map(|r| r.app_metadata.clone())
+            .unwrap_or_default();
+        serde_json::from_slice(&md).map_err(|e| {
+            TransferError::Remote(format!(
+                "the server's DoPut answer is not a write response: {e}"
+            ))
+        })
+    }
+
+    /// Streams `range` of a series (raw prices) batch by batch into `each`.
+    pub fn get(
+        &mut self,
+        key: &SeriesKey,
+        range: TsRange,
+        mut each: impl FnMut(&RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let ticket = Ticket::new(ticket_json(key, range, "raw"));
+        let mut stream = self
+            .rt
+            .block_on(self.client.do_get(ticket))
+            .map_err(|e| self.error(e, key))?;
+        while let Some(b) = self.rt.block_on(stream.next()) {
+            each(&b.map_err(|e| self.error(e, key))?)?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, e: FlightError, key: &SeriesKey) -> TransferError {
+        match e {
+            FlightError::Tonic(s) if s.code() == tonic::Code::NotFound => {
+                TransferError::Remote(format!(
+                    "series {key} does not exist on the server at {}; register it first \
+                 (POST /v1/{}/series) or import with --root while the server is stopped",
+                    self.addr,
+                    key.kind().as_str()
+                ))
+            }
+            FlightError::Tonic(s) => TransferError::Remote(format!(
+                "the Flight server at {} refused: {} ({:?})",
+                self.addr,
+                s.message(),
+                s.code()
+            )),
+            e => TransferError::Remote(format!("Flight error from {}: {e}", self.addr)),
+        }
+    }
+}
+
+/// The contract's ticket / command JSON for a series and range.
+fn ticket_json(key: &SeriesKey, range: TsRange, price_format: &str) -> String {
+    let mut v = serde_json::json!({
+        "kind": key.kind().as_str(),
+        "symbol": key.symbol(),
+        "timeframe": key.timeframe(),
+    });
+    if let (Some(c), Some(n)) = (key.category(), key.name()) {
+        v["category"] = c.into();
+        v["name"] = n.into();
+    }
+    if key.kind() == SeriesKind::Kline {
+        v["price_format"] = price_format.into();
+    }
+    if let Some(s) = range.start {
+        v["start_ts"] = s.into();
+    }
+    if let Some(e) = range.end {
+        v["end_ts"] = e.into();
+    }
+    v.to_string()
+}
+
+/// Rows `r` of `cols` in the read schema (ts as timestamp[ms, UTC], raw integers).
+fn to_record_batch(
+    schema: &SchemaRef,
+    cols: &WriteBatch,
+    r: std::ops::Range<usize>,
+    f64_value: bool,
+) -> RecordBatch {
+    let mut arrays: Vec<ArrayRef> = vec![Arc::new(
+        TimestampMillisecondArray::from(cols.cols[0][r.clone()].to_vec()).with_timezone("UTC"),
+    )];
+    for c in &cols.cols[1..] {
+        let part = &c[r.clone()];
+        arrays.push(if f64_value {
+            Arc::new(Float64Array::from_iter_values(
+                part.iter().map(|&b| f64::from_bits(b as u64)),
+            ))
+        } else {
+            Arc::new(Int64Array::from(part.to_vec()))
+        });
+    }
+    RecordBatch::try_new(Arc::clone(schema), arrays).expect("columns match the read schema")
+}

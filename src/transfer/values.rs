@@ -1,0 +1,303 @@
+//! Real numbers to the series' stored integers.
+//!
+//! The rounding rule: `real × scale` is rounded to the nearest integer, halves away
+//! from zero (`0.125` at scale 100 is 13, `-0.125` is -13). Decimal text is converted
+//! exactly (no binary floating point in between), so `42000.125` at scale 100 is always
+//! 4200013. Floats (Parquet or Arrow float columns) are multiplied in f64 and rounded
+//! with `f64::round`, which rounds halves away from zero too.
+//!
+//! A value is refused when it cannot be represented: NaN or infinity (except in f64
+//! scalar series, which store them as they are), a result outside i64, and, with
+//! `strict`, any value the rounding would change: decimal text with a nonzero digit
+//! finer than the scale, or a float farther than 1e-9 (relative) from an integer after
+//! scaling (floats carry binary noise, so an exact test would refuse `0.1 × 10`).
+
+/// How one value column is converted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRule {
+    /// Real value times `scale`, rounded (kline prices and volume; i64 scalars use 1).
+    Scaled { scale: i64, strict: bool },
+    /// Already the stored integer; a fraction is refused.
+    Raw,
+    /// An f64 scalar: stored as the IEEE bits of the parsed value.
+    F64Bits,
+}
+
+/// Why a value was refused; ends up in the rejects file.
+pub type ValueError = &'static str;
+
+const TOO_BIG: ValueError = "value out of the 64-bit integer range after scaling";
+const NOT_NUMBER: ValueError = "not a number";
+const INEXACT: ValueError = "value has more precision than the series' scale (--strict-scale)";
+
+impl ValueRule {
+    /// Converts one text field.
+    #[inline]
+    pub fn parse_text(self, s: &[u8]) -> Result<i64, ValueError> {
+        match self {
+            ValueRule::Scaled { scale, strict } => match parse_decimal(s) {
+                Some(d) => d.scale(scale, strict),
+                None => self.from_f64(parse_f64(s).ok_or(NOT_NUMBER)?),
+            },
+            ValueRule::Raw => match parse_decimal(s) {
+                Some(d) => d.scale(1, true).map_err(|_| "raw values must be integers"),
+                None => Err(NOT_NUMBER),
+            },
+            ValueRule::F64Bits => Ok(parse_f64(s).ok_or(NOT_NUMBER)?.to_bits() as i64),
+        }
+    }
+
+    /// Converts one float value (from a Parquet or Arrow float column).
+    #[inline]
+    pub fn from_f64(self, v: f64) -> Result<i64, ValueError> {
+        let scale = match self {
+            ValueRule::F64Bits => return Ok(v.to_bits() as i64),
+            ValueRule::Raw => 1,
+            ValueRule::Scaled { scale, .. } => scale,
+        };
+        if !v.is_finite() {
+            return Err("NaN or infinite values cannot be stored as fixed-point integers");
+        }
+        let x = v * scale as f64;
+        let r = x.round();
+        // 2^63 is exactly representable; anything at or beyond it overflows i64.
+        if !(-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&r) {
+            return Err(TOO_BIG);
+        }
+        let strict = matches!(
+            self,
+            ValueRule::Raw | ValueRule::Scaled { strict: true, .. }
+        );
+        if strict && (x - r).abs() > 1e-9 * x.abs().max(1.0) {
+            return Err(if self == ValueRule::Raw {
+                "raw values must be integers"
+            } else {
+                INEXACT
+            });
+        }
+        Ok(r as i64)
+    }
+
+    /// Converts one integer value (from a Parquet or Arrow integer column).
+    #[inline]
+    pub fn from_i64(self, v: i64) -> Result<i64, ValueError> {
+        match self {
+            ValueRule::Scaled { scale, .. } => v.checked_mul(scale).ok_or(TOO_BIG),
+            ValueRule::Raw => Ok(v),
+            ValueRule::F64Bits => Ok((v as f64).to_bits() as i64),
+        }
+    }
+
+    /// Converts an Arrow decimal (`mantissa × 10^-digits`) exactly.
+    pub fn from_decimal(self, mantissa: i128, digits: i8) -> Result<i64, ValueError> {
+        if self == ValueRule::F64Bits {
+            return Ok((mantissa as f64 / 10f64.powi(digits as i32)).to_bits() as i64);
+        }
+        let d = if digits >= 0 {
+            Decimal {
+                mantissa,
+                frac_digits: digits as u32,
+            }
+        } else {
+            let m = mantissa.checked_mul(10i128.checked_pow(-digits as u32).ok_or(TOO_BIG)?);
+            Decimal {
+                mantissa: m.ok_or(TOO_BIG)?,
+                frac_digits: 0,
+            }
+        };
+        match self {
+            ValueRule::Scaled { scale, strict } => d.scale(scale, strict),
+            _ => d.scale(1, true).map_err(|_| "raw values must be integers"),
+        }
+    }
+}
+
+/// An exact decimal: `mantissa / 10^frac_digits`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decimal {
+    pub mantissa: i128,
+    pub frac_digits: u32,
+}
+
+impl Decimal {
+    /// `self × scale`, rounded half away from zero.
+    #[inline]
+    pub fn scale(self, scale: i64, strict: bool) -> Result<i64, ValueError> {
+        // The common case (a price with a few decimals) fits i64 arithmetic, which is
+        // several times faster than the i128 division of the general path.
+        if self.frac_digits <= 18
+            && let Ok(m) = i64::try_from(self.mantissa)
+            && let Some(num) = m.checked_mul(scale)
+        {
+            return round_div(
+                num as i128,
+                POW10[self.frac_digits as usize] as i128,
+                strict,
+            );
+        }
+        let num = self.mantissa.checked_mul(scale as i128).ok_or(TOO_BIG)?;
+        let den = 10i128.checked_pow(self.frac_digits).ok_or(TOO_BIG)?;
+        round_div(num, den, strict)
+    }
+}
+
+/// Powers of ten that fit in i64.
+const POW10: [i64; 19] = {
+    let mut t = [1i64; 19];
+    let mut i = 1;
+    while i < 19 {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
+/// `num / den` rounded half away from zero, as i64.
+#[inline]
+fn round_div(num: i128, den: i128, strict: bool) -> Result<i64, ValueError> {
+    if den == 1 {
+        return i64::try_from(num).map_err(|_| TOO_BIG);
+    }
+    let (q, r) = if let (Ok(n), Ok(d)) = (i64::try_from(num), i64::try_from(den)) {
+        ((n / d) as i128, (n % d) as i128)
+    } else {
+        (num / den, num % den)
+    };
+    if r != 0 && strict {
+        return Err(INEXACT);
+    }
+    // Round half away from zero: a remainder of at least half a step moves one step
+    // away from zero.
+    let v = if r.abs() * 2 >= den {
+        q + num.signum()
+    } else {
+        q
+    };
+    i64::try_from(v).map_err(|_| TOO_BIG)
+}
+
+/// Parses `[+-]digits[.digits]` exactly. Returns `None` for anything else (exponents,
+/// `nan`, more than 36 significant digits), which callers retry as an f64.
+#[inline]
+pub fn parse_decimal(s: &[u8]) -> Option<Decimal> {
+    let s = super::timestamps::trim(s);
+    let (neg, body) = match s.first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if body.is_empty() || body.len() > 36 {
+        return None;
+    }
+    // Most fields fit in u64 with no fraction; accumulate there and widen once.
+    let mut m: u128 = 0;
+    let mut frac_digits = 0u32;
+    let mut seen_dot = false;
+    let mut any_digit = false;
+    for &b in body {
+        let d = b.wrapping_sub(b'0');
+        if d <= 9 {
+            m = m * 10 + d as u128;
+            frac_digits += u32::from(seen_dot);
+            any_digit = true;
+        } else if b == b'.' && !seen_dot {
+            seen_dot = true;
+        } else {
+            return None;
+        }
+    }
+    if !any_digit {
+        return None;
+    }
+    let m = m as i128;
+    Some(Decimal {
+        mantissa: if neg { -m } else { m },
+        frac_digits,
+    })
+}
+
+/// Parses any float text Rust accepts (`1e-3`, `NaN`, `inf`), after trimming.
+pub fn parse_f64(s: &[u8]) -> Option<f64> {
+    std::str::from_utf8(super::timestamps::trim(s))
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: ValueRule = ValueRule::Scaled {
+        scale: 100,
+        strict: false,
+    };
+    const STRICT: ValueRule = ValueRule::Scaled {
+        scale: 100,
+        strict: true,
+    };
+
+    #[test]
+    fn rounding_is_half_away_from_zero_and_exact_for_text() {
+        assert_eq!(P.parse_text(b"42000.12"), Ok(4_200_012));
+        assert_eq!(P.parse_text(b"42000.125"), Ok(4_200_013));
+        assert_eq!(P.parse_text(b"-42000.125"), Ok(-4_200_013));
+        assert_eq!(P.parse_text(b"0.124999"), Ok(12));
+        assert_eq!(P.parse_text(b"0.005"), Ok(1));
+        assert_eq!(P.parse_text(b"7"), Ok(700));
+        assert_eq!(P.parse_text(b"1e2"), Ok(10_000), "exponents go through f64");
+        assert_eq!(P.parse_text(b" \"1.5\" "), Ok(150));
+        assert_eq!(
+            ValueRule::Scaled {
+                scale: 3,
+                strict: false
+            }
+            .parse_text(b"0.5"),
+            Ok(2)
+        );
+        // 1.005 is 1.00499999999999989... in binary; text avoids that trap.
+        assert_eq!(P.parse_text(b"1.005"), Ok(101));
+        assert_eq!(P.from_f64(0.125), Ok(13));
+        assert_eq!(P.from_f64(-0.125), Ok(-13));
+    }
+
+    #[test]
+    fn unrepresentable_values_are_refused() {
+        assert!(P.parse_text(b"nan").is_err());
+        assert!(P.parse_text(b"inf").is_err());
+        assert!(P.parse_text(b"").is_err());
+        assert!(P.parse_text(b"1.2.3").is_err());
+        assert!(P.parse_text(b"abc").is_err());
+        assert!(
+            P.parse_text(b"92233720368547758.08").is_err(),
+            "overflows after scaling"
+        );
+        assert!(P.from_f64(1e17).is_err());
+        assert!(STRICT.parse_text(b"0.125").is_err());
+        assert_eq!(STRICT.parse_text(b"0.120"), Ok(12));
+        assert_eq!(
+            STRICT.from_f64(0.1 + 0.2),
+            Ok(30),
+            "binary noise is tolerated"
+        );
+        assert!(STRICT.from_f64(0.125).is_err());
+        assert!(ValueRule::Raw.parse_text(b"1.5").is_err());
+        assert_eq!(ValueRule::Raw.parse_text(b"-15"), Ok(-15));
+    }
+
+    #[test]
+    fn f64_scalars_keep_their_bits() {
+        let nan = ValueRule::F64Bits.parse_text(b"NaN").unwrap();
+        assert!(f64::from_bits(nan as u64).is_nan());
+        assert_eq!(
+            ValueRule::F64Bits.parse_text(b"0.1"),
+            Ok(0.1f64.to_bits() as i64)
+        );
+        assert_eq!(
+            ValueRule::F64Bits.from_decimal(15, 1),
+            Ok(1.5f64.to_bits() as i64)
+        );
+        assert_eq!(P.from_decimal(12_345, 3), Ok(1235));
+        assert_eq!(P.from_i64(3), Ok(300));
+    }
+}
