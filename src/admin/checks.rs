@@ -173,7 +173,7 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
                     Some(file.clone()),
                     "partition_overlap",
                     "chunk overlaps the previous chunk of its month",
-                    "compact, or repair",
+                    "repair (quarantines the later, overlapping chunk); re-import its rows",
                 ));
             }
             if c.entry.first_ts < m.start_ts() || c.entry.last_ts > m.end_ts() {
@@ -183,7 +183,7 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
                     Some(file),
                     "chunk_outside_month",
                     "chunk rows fall outside its month",
-                    "repair (quarantines the file)",
+                    "repair (quarantines the chunk); re-import its rows",
                 ));
             }
             prev_last = c.entry.last_ts;

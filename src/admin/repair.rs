@@ -132,6 +132,8 @@ fn repair_series(
     let mut changed = false;
     let mut dropped = false;
     let mut kept = Vec::with_capacity(manifest.entries.len());
+    let mut prev_last: std::collections::HashMap<i32, i64> = std::collections::HashMap::new();
+    manifest.entries.sort_by_key(|e| (e.month, e.generation));
     for mut e in std::mem::take(&mut manifest.entries) {
         if e.state != STATE_LIVE {
             kept.push(e);
@@ -140,8 +142,18 @@ fn repair_series(
         let name = crate::storage::chunk::data_file_name(e.month, e.generation, FileKind::Chunk);
         let file_rel = format!("{rel}/{name}");
         let path = s.dir().join(&name);
-        match MappedChunk::open_verified(&path, &file_rel, Some(&e)) {
+        let verified = MappedChunk::open_verified(&path, &file_rel, Some(&e)).and_then(|c| {
+            match misplaced(&c, e.month, prev_last.get(&e.month).copied()) {
+                Some(why) => Err(crate::storage::StorageError::corrupted(
+                    file_rel.clone(),
+                    why,
+                )),
+                None => Ok(c),
+            }
+        });
+        match verified {
             Ok(chunk) => {
+                prev_last.insert(e.month, e.last_ts);
                 if s.meta.key.kind() == SeriesKind::Scalar
                     && fix_sidecars(s, &chunk, &mut e, dry, &label, report)?
                 {
@@ -191,6 +203,22 @@ fn repair_series(
         s.commit_manifest(manifest)?;
     }
     Ok(())
+}
+
+/// Why a verified chunk still cannot be served: rows outside its month, ts not
+/// strictly ascending, or overlapping the previous chunk of the month.
+fn misplaced(c: &MappedChunk, month: i32, prev_last: Option<i64>) -> Option<String> {
+    let m = crate::record::MonthPartition(month);
+    if c.header.first_ts < m.start_ts() || c.header.last_ts > m.end_ts() {
+        return Some("rows fall outside the chunk's month".into());
+    }
+    if c.ts().windows(2).any(|w| w[0] >= w[1]) {
+        return Some("ts is not strictly ascending".into());
+    }
+    if prev_last.is_some_and(|p| c.header.first_ts <= p) {
+        return Some("overlaps the previous chunk of its month".into());
+    }
+    None
 }
 
 /// Rebuilds missing or corrupt sidecars of a verified chunk; true when `e` changed.

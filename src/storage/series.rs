@@ -306,12 +306,26 @@ impl Series {
             obsolete,
         };
         let manifest = next.to_manifest().encode();
-        if let Err(e) = fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&manifest]) {
+        let manifest_rel = format!("{}/{MANIFEST_NAME}", self.rel_dir);
+        if let Err(e) = fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&manifest]) {
             self.remove_unpublished(&plans);
-            return Err(StorageError::io(
-                format!("{}/{MANIFEST_NAME}", self.rel_dir),
-                e,
-            ));
+            return Err(StorageError::io(manifest_rel, e));
+        }
+        if let Err(e) = fsio::fsync_dir(&self.dir) {
+            // The new manifest is already renamed into place but its durability is
+            // unknown. Put the previous manifest back so the refusal we are about to send
+            // stays true; only if that also fails does the new state stand (and stay
+            // served, since its chunks are on disk).
+            let old = snap.to_manifest().encode();
+            if fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&old]).is_ok() {
+                self.remove_unpublished(&plans);
+            } else {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                for c in superseded {
+                    c.mark_obsolete();
+                }
+            }
+            return Err(StorageError::io(manifest_rel, e));
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         for c in superseded {
