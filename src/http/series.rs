@@ -1,0 +1,187 @@
+//! What kline and scalar handlers share: limits, ranges, reads, writes, deletes.
+//! The handlers in [`super::kline`] and [`super::scalar`] only build the key.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::error::AppError;
+use super::extract::{blocking, parse_json};
+use super::json;
+use super::types::{KlineWrite, LatestParams, ReadParams, ScalarRecordIn, ScalarWrite};
+use crate::config::HttpConfig;
+use crate::error::Error;
+use crate::query::Engine;
+use crate::query::types::{SeriesInfo, WriteResponse};
+use crate::record::{SeriesKey, TsRange, ValueType};
+use crate::storage::WriteBatch;
+
+/// The page size of a read: `limit` or `http.default_limit`, silently capped at
+/// `http.max_limit` (the client pages on with `next_start_ts`); 0 is refused.
+pub fn page_limit(cfg: &HttpConfig, limit: Option<u64>) -> Result<usize, AppError> {
+    match limit {
+        None => Ok(cfg.default_limit),
+        Some(0) => Err(AppError::invalid(
+            "limit must be at least 1 (omit it for the default page size)",
+        )),
+        Some(n) => Ok(usize::try_from(n).map_or(cfg.max_limit, |n| n.min(cfg.max_limit))),
+    }
+}
+
+/// An inclusive range; `start_ts` after `end_ts` is a client mistake, not an empty read.
+pub fn ts_range(start_ts: Option<i64>, end_ts: Option<i64>) -> Result<TsRange, AppError> {
+    if let (Some(a), Some(b)) = (start_ts, end_ts)
+        && a > b
+    {
+        return Err(AppError::invalid(format!(
+            "start_ts ({a}) must not be after end_ts ({b}); both ends are inclusive"
+        )));
+    }
+    Ok(TsRange::new(start_ts, end_ts))
+}
+
+/// A JSON body that is already serialized.
+pub fn json_bytes(bytes: Vec<u8>) -> Response {
+    let mut resp = bytes.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// `GET .../records`: one page, serialized from the mapped chunks on a blocking thread.
+pub async fn read(
+    engine: Arc<Engine>,
+    key: SeriesKey,
+    p: ReadParams,
+) -> Result<Response, AppError> {
+    let limit = page_limit(&engine.config.http, p.limit)?;
+    let range = ts_range(p.start_ts, p.end_ts)?;
+    let bytes = blocking(move || {
+        let page = engine.read(&key, range, limit)?;
+        json::page(&page).map_err(Error::internal)
+    })
+    .await?;
+    Ok(json_bytes(bytes))
+}
+
+/// `GET .../latest`: the last `n` records of the range (default 1), ascending.
+pub async fn latest(
+    engine: Arc<Engine>,
+    key: SeriesKey,
+    p: LatestParams,
+) -> Result<Response, AppError> {
+    let max = engine.config.http.max_latest;
+    let n = match p.n {
+        None => 1,
+        Some(n) if n >= 1 && n <= max as u64 => n as usize,
+        Some(n) => {
+            return Err(AppError::invalid(format!(
+                "n must be between 1 and {max} (http.max_latest), got {n}"
+            )));
+        }
+    };
+    let range = ts_range(p.start_ts, p.end_ts)?;
+    let bytes = blocking(move || {
+        let page = engine.latest(&key, range, n)?;
+        json::page(&page).map_err(Error::internal)
+    })
+    .await?;
+    Ok(json_bytes(bytes))
+}
+
+/// `GET` of one series: metadata, statistics and partitions.
+pub async fn info(engine: Arc<Engine>, key: SeriesKey) -> Result<Json<SeriesInfo>, AppError> {
+    blocking(move || engine.series_info(&key)).await.map(Json)
+}
+
+/// `DELETE` of one series and its data.
+pub async fn delete(engine: Arc<Engine>, key: SeriesKey) -> Result<StatusCode, AppError> {
+    blocking(move || engine.delete_series(&key)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// 201 when the registration created the series, 200 when an identical one existed.
+pub fn registered((info, created): (SeriesInfo, bool)) -> (StatusCode, Json<SeriesInfo>) {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(info))
+}
+
+/// Builds the column-major batch of a scalar write from the values' JSON text:
+/// integers for `i64` series; any number for `f64` series (stored as its bits, parsed
+/// with correct rounding), where `null` stores NaN so a read page can be written back.
+pub fn scalar_batch(records: &[ScalarRecordIn<'_>], vt: ValueType) -> Result<WriteBatch, Error> {
+    let mut b = WriteBatch::with_capacity(2, records.len());
+    for (i, r) in records.iter().enumerate() {
+        let text = r.value.get();
+        let bits = match vt {
+            ValueType::I64 => text.parse::<i64>().map_err(|_| {
+                Error::invalid(format!(
+                    "record {i}: value {} is not a 64-bit integer; this series stores i64 values",
+                    clip(text)
+                ))
+            })?,
+            ValueType::F64 if text == "null" => f64::NAN.to_bits() as i64,
+            ValueType::F64 => match text.as_bytes().first() {
+                Some(b'-' | b'0'..=b'9') => text.parse::<f64>().map_err(|_| {
+                    Error::invalid(format!("record {i}: value {} is not a number", clip(text)))
+                })?,
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "record {i}: value {} must be a number or null",
+                        clip(text)
+                    )));
+                }
+            }
+            .to_bits() as i64,
+        };
+        b.cols[0].push(r.ts);
+        b.cols[1].push(bits);
+    }
+    Ok(b)
+}
+
+/// At most 40 characters of client text for an error message.
+fn clip(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+/// `POST .../records` of a kline series: parsed and written on a blocking thread.
+pub async fn write_kline(
+    engine: Arc<Engine>,
+    key: SeriesKey,
+    body: Bytes,
+    expected: Option<u64>,
+) -> Result<Json<WriteResponse>, AppError> {
+    blocking(move || {
+        let w: KlineWrite = parse_json(&body)?;
+        engine.write_kline(&key, &w.records, expected)
+    })
+    .await
+    .map(Json)
+}
+
+/// `POST .../records` of a scalar series: parsed and written on a blocking thread.
+pub async fn write_scalar(
+    engine: Arc<Engine>,
+    key: SeriesKey,
+    body: Bytes,
+    expected: Option<u64>,
+) -> Result<Json<WriteResponse>, AppError> {
+    blocking(move || {
+        let w: ScalarWrite<'_> = parse_json(&body)?;
+        let vt = engine.series(&key)?.meta.value_type;
+        let batch = scalar_batch(&w.records, vt)?;
+        engine.write(&key, batch, expected)
+    })
+    .await
+    .map(Json)
+}

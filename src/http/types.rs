@@ -1,0 +1,181 @@
+//! Bodies and parameters that exist only on the HTTP surface. Shared bodies live in
+//! [`crate::query::types`]; read responses are written by [`super::json`] straight
+//! from the mapped columns, and the page types here describe them in the document.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::record::KlineRecord;
+use crate::registry::{Dataset, Definition};
+
+/// Path of a kline series. Names are checked again by the engine; the patterns let
+/// generated clients and fuzzers know the shape up front.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct KlinePath {
+    /// Symbol: `[A-Za-z0-9._-]{1,64}`, not `.` or `..`.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "BTCUSDT")]
+    pub symbol: String,
+    /// Timeframe: `[0-9]+[smhdwM]` or `[A-Za-z0-9_-]{1,16}`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,16}$", example = "1m")]
+    pub timeframe: String,
+}
+
+/// Path of a scalar series.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ScalarPath {
+    /// Symbol: `[A-Za-z0-9._-]{1,64}`, not `.` or `..`.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "BTCUSDT")]
+    pub symbol: String,
+    /// Timeframe: `[0-9]+[smhdwM]` or `[A-Za-z0-9_-]{1,16}`.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,16}$", example = "1m")]
+    pub timeframe: String,
+    /// Category (the caller's convention, e.g. `indicator`): `[A-Za-z0-9._-]{1,64}`.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "indicator")]
+    pub category: String,
+    /// Series name: `[A-Za-z0-9._-]{1,64}`, not `.` or `..`.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "rsi_14")]
+    pub name: String,
+}
+
+/// Range and page size of a records read.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ReadParams {
+    /// First timestamp (ms since the epoch, UTC), inclusive; omitted: from the first record.
+    #[param(example = 1704067200000_i64)]
+    pub start_ts: Option<i64>,
+    /// Last timestamp (ms since the epoch, UTC), inclusive; omitted: to the last record.
+    #[param(example = 1704153599999_i64)]
+    pub end_ts: Option<i64>,
+    /// Maximum records returned (default `http.default_limit`, 10000). Larger values are
+    /// capped at `http.max_limit` (100000) without an error; `next_start_ts` pages on.
+    #[param(minimum = 1, example = 1000)]
+    pub limit: Option<u64>,
+}
+
+/// How many of the latest records to return, optionally within a range.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LatestParams {
+    /// Number of records, 1 to `http.max_latest` (100000); default 1.
+    #[param(minimum = 1, example = 100)]
+    pub n: Option<u64>,
+    /// Only records at or after this timestamp count.
+    #[param(example = 1704067200000_i64)]
+    pub start_ts: Option<i64>,
+    /// Only records at or before this timestamp count.
+    #[param(example = 1704153599999_i64)]
+    pub end_ts: Option<i64>,
+}
+
+/// Headers of a write, for the document; [`super::extract::IfMatch`] parses them.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct WriteHeaders {
+    /// Expected series version (its `version` from a GET), e.g. `"7"`; the quotes may be
+    /// omitted. When the series is at another version the write is refused with 412.
+    #[serde(rename = "If-Match")]
+    #[param(value_type = String, required = false, pattern = r#"^("[0-9]{1,19}"|[0-9]{1,19})$"#, example = "\"7\"")]
+    pub if_match: Option<String>,
+}
+
+/// Optional name filter of a registry listing.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NameFilter {
+    /// Only entries with exactly this name.
+    #[param(example = "binance-spot-1m")]
+    pub name: Option<String>,
+}
+
+/// Records to write to a kline series.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"records": [{"ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250}]}))]
+pub struct KlineWrite {
+    /// Any order; a `ts` may appear once per request; a stored `ts` is replaced.
+    pub records: Vec<KlineRecord>,
+}
+
+/// One scalar record as written.
+// The value is kept as its JSON text so `f64` values parse with correct rounding and
+// `i64` values are never routed through a float.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"ts": 1704067200000_i64, "value": 71.25}))]
+pub struct ScalarRecordIn<'a> {
+    /// Milliseconds since the Unix epoch, UTC.
+    pub ts: i64,
+    /// An integer for `i64` series; any number for `f64` series, where `null` stores NaN.
+    #[serde(borrow)]
+    #[schema(value_type = Option<f64>, required = true)]
+    pub value: &'a RawValue,
+}
+
+/// Records to write to a scalar series.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"records": [{"ts": 1704067200000_i64, "value": 71.25}, {"ts": 1704067260000_i64, "value": 69.5}]}))]
+pub struct ScalarWrite<'a> {
+    /// Any order; a `ts` may appear once per request; a stored `ts` is replaced.
+    #[serde(borrow)]
+    pub records: Vec<ScalarRecordIn<'a>>,
+}
+
+/// A page of kline records, ascending by `ts`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"records": [{"ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250}], "next_start_ts": 1704067260000_i64}))]
+pub struct KlinePage {
+    pub records: Vec<KlineRecord>,
+    /// Where the next page starts (pass it as `start_ts`); `null` when this page is the last.
+    #[schema(required = true)]
+    pub next_start_ts: Option<i64>,
+}
+
+/// One scalar record as read.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"ts": 1704067200000_i64, "value": 71.25}))]
+pub struct ScalarRecord {
+    /// Milliseconds since the Unix epoch, UTC.
+    pub ts: i64,
+    /// An integer for `i64` series; a number for `f64` series, `null` for NaN and infinities.
+    #[schema(required = true)]
+    pub value: Option<f64>,
+}
+
+/// A page of scalar records, ascending by `ts`.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"records": [{"ts": 1704067200000_i64, "value": 71.25}], "next_start_ts": null}))]
+pub struct ScalarPage {
+    pub records: Vec<ScalarRecord>,
+    /// Where the next page starts (pass it as `start_ts`); `null` when this page is the last.
+    #[schema(required = true)]
+    pub next_start_ts: Option<i64>,
+}
+
+/// Series of one kind.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"series": [{"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m", "timeframe_ms": 60000, "price_scale": 100, "volume_scale": 1000, "rows": 525600, "first_ts": 1704067200000_i64, "last_ts": 1735689540000_i64, "bytes": 25231360, "version": 12}]}))]
+pub struct SeriesList {
+    pub series: Vec<crate::query::types::SeriesInfo>,
+}
+
+/// Registered datasets, ascending by name and version.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"datasets": [{"name": "binance-spot-1m", "version": "2024-06", "source": "binance", "market": "spot", "start_ts": 1704067200000_i64, "end_ts": 1719791999999_i64, "checksum": "xxh3:9f2c41d07a3b5e11", "status": "active", "description": "1m bars of the top 10 pairs"}]}))]
+pub struct DatasetList {
+    pub datasets: Vec<Dataset>,
+}
+
+/// Registered feature or factor definitions, ascending by name and version.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"definitions": [{"name": "rsi_14", "version": "1", "input_dataset": "binance-spot-1m", "symbol": "BTCUSDT", "timeframe": "1m", "category": "indicator", "series_name": "rsi_14", "config_hash": "sha256:5d41402a", "code_version": "git:1a2b3c4", "status": "active", "description": "Wilder RSI over 14 bars"}]}))]
+pub struct DefinitionList {
+    pub definitions: Vec<Definition>,
+}

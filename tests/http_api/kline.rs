@@ -1,0 +1,293 @@
+//! Kline series: registration, writes, reads, paging, latest, If-Match, delete.
+
+use serde_json::{Value, json};
+
+use crate::common::{JAN_2024_MS, MINUTE_MS, app, app_with, klines};
+
+const SERIES: &str = "/v1/kline/BTCUSDT/1m";
+
+#[tokio::test]
+async fn registration_is_created_then_identical_then_conflicting() {
+    let app = app();
+    let body =
+        json!({"symbol": "BTCUSDT", "timeframe": "1m", "price_scale": 100, "volume_scale": 1000});
+    let created = app.post("/v1/kline/series", &body).await.expect(201);
+    assert_eq!(created["kind"], "kline");
+    assert_eq!(created["timeframe_ms"], 60_000);
+    assert_eq!(created["price_scale"], 100);
+    assert_eq!(created["rows"], 0);
+    let again = app.post("/v1/kline/series", &body).await.expect(200);
+    assert_eq!(again, created);
+    let differs =
+        json!({"symbol": "BTCUSDT", "timeframe": "1m", "price_scale": 10, "volume_scale": 1000});
+    app.post("/v1/kline/series", &differs)
+        .await
+        .expect_error(409, "conflict");
+    // A non-standard timeframe needs timeframe_ms.
+    let custom =
+        json!({"symbol": "BTCUSDT", "timeframe": "7m", "price_scale": 1, "volume_scale": 1});
+    app.post("/v1/kline/series", &custom)
+        .await
+        .expect_error(400, "invalid_argument");
+    let list = app.get("/v1/kline/series").await.expect(200);
+    let series = list["series"].as_array().unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!(series[0]["symbol"], "BTCUSDT");
+}
+
+#[tokio::test]
+async fn write_then_read_round_trips_every_value() {
+    let app = app();
+    app.register_kline("BTCUSDT").await;
+    let records = klines(100);
+    let mut shuffled = records.clone();
+    shuffled.reverse();
+    let w = app
+        .post(&format!("{SERIES}/records"), &json!({"records": shuffled}))
+        .await
+        .expect(200);
+    assert_eq!(w["written"], 100);
+    assert_eq!(w["inserted"], 100);
+    assert_eq!(w["replaced"], 0);
+    assert_eq!(w["months"], json!(["2024-01"]));
+    let page = app.get(&format!("{SERIES}/records")).await.expect(200);
+    assert_eq!(page["records"], Value::Array(records.clone()));
+    assert_eq!(page["next_start_ts"], Value::Null);
+    // Re-writing two stored records replaces them (upsert).
+    let mut changed = records[10].clone();
+    changed["volume"] = json!(5);
+    let w2 = app
+        .post(
+            &format!("{SERIES}/records"),
+            &json!({"records": [changed, records[11]]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        (w2["inserted"].as_u64(), w2["replaced"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert!(w2["version"].as_u64() > w["version"].as_u64());
+    let ts = records[10]["ts"].as_i64().unwrap();
+    let one = app
+        .get(&format!("{SERIES}/records?start_ts={ts}&end_ts={ts}"))
+        .await
+        .expect(200);
+    assert_eq!(one["records"], json!([changed]));
+    let info = app.get(SERIES).await.expect(200);
+    assert_eq!(info["rows"], 100);
+    assert_eq!(info["version"], w2["version"]);
+    assert_eq!(info["first_ts"], JAN_2024_MS);
+    assert_eq!(info["partitions"][0]["month"], "2024-01");
+    assert_eq!(info["partitions"][0]["rows"], 100);
+}
+
+#[tokio::test]
+async fn paging_with_next_start_ts_returns_the_full_set() {
+    let app = app();
+    app.register_kline("BTCUSDT").await;
+    // 3000 bars from Jan 31 cross into February: pages span two partitions.
+    let records: Vec<Value> = klines(3000)
+        .into_iter()
+        .map(|mut r| {
+            r["ts"] = json!(r["ts"].as_i64().unwrap() + 30 * 1440 * MINUTE_MS);
+            r
+        })
+        .collect();
+    app.post(&format!("{SERIES}/records"), &json!({"records": records}))
+        .await
+        .expect(200);
+    let mut got = Vec::new();
+    let mut start = String::new();
+    let mut pages = 0;
+    loop {
+        let page = app
+            .get(&format!("{SERIES}/records?limit=700{start}"))
+            .await
+            .expect(200);
+        pages += 1;
+        let rows = page["records"].as_array().unwrap();
+        assert!(rows.len() <= 700);
+        got.extend(rows.iter().cloned());
+        match page["next_start_ts"].as_i64() {
+            Some(next) => start = format!("&start_ts={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 5);
+    assert_eq!(got, records);
+    // A bounded range pages the same way and stops at end_ts.
+    let end = records[1499]["ts"].as_i64().unwrap();
+    let first = app
+        .get(&format!("{SERIES}/records?end_ts={end}&limit=1000"))
+        .await
+        .expect(200);
+    let next = first["next_start_ts"].as_i64().unwrap();
+    assert_eq!(next, records[1000]["ts"].as_i64().unwrap());
+    let second = app
+        .get(&format!(
+            "{SERIES}/records?start_ts={next}&end_ts={end}&limit=1000"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(second["records"].as_array().unwrap().len(), 500);
+    assert_eq!(second["next_start_ts"], Value::Null);
+}
+
+#[tokio::test]
+async fn limit_defaults_and_is_capped_by_config() {
+    let app = app_with(|c| {
+        c.http.default_limit = 20;
+        c.http.max_limit = 50;
+    });
+    app.register_kline("BTCUSDT").await;
+    app.post(
+        &format!("{SERIES}/records"),
+        &json!({"records": klines(80)}),
+    )
+    .await
+    .expect(200);
+    let default = app.get(&format!("{SERIES}/records")).await.expect(200);
+    assert_eq!(default["records"].as_array().unwrap().len(), 20);
+    let capped = app
+        .get(&format!("{SERIES}/records?limit=1000000"))
+        .await
+        .expect(200);
+    assert_eq!(capped["records"].as_array().unwrap().len(), 50);
+    assert_eq!(capped["next_start_ts"], JAN_2024_MS + 50 * MINUTE_MS);
+    app.get(&format!("{SERIES}/records?limit=0"))
+        .await
+        .expect_error(400, "invalid_argument");
+}
+
+#[tokio::test]
+async fn latest_returns_the_last_n_ascending() {
+    let app = app_with(|c| c.http.max_latest = 100);
+    app.register_kline("BTCUSDT").await;
+    let records = klines(30);
+    app.post(&format!("{SERIES}/records"), &json!({"records": records}))
+        .await
+        .expect(200);
+    let three = app.get(&format!("{SERIES}/latest?n=3")).await.expect(200);
+    assert_eq!(three["records"], json!(records[27..]));
+    assert_eq!(three["next_start_ts"], Value::Null);
+    let one = app.get(&format!("{SERIES}/latest")).await.expect(200);
+    assert_eq!(one["records"], json!(records[29..]));
+    let end = records[9]["ts"].as_i64().unwrap();
+    let in_range = app
+        .get(&format!("{SERIES}/latest?n=2&end_ts={end}"))
+        .await
+        .expect(200);
+    assert_eq!(in_range["records"], json!(records[8..10]));
+    for bad in ["n=0", "n=101", "n=-1", "n=x"] {
+        app.get(&format!("{SERIES}/latest?{bad}"))
+            .await
+            .expect_error(400, "invalid_argument");
+    }
+}
+
+#[tokio::test]
+async fn if_match_guards_the_write() {
+    let app = app();
+    app.register_kline("BTCUSDT").await;
+    let records = klines(4);
+    let url = format!("{SERIES}/records");
+    let w = app
+        .post(&url, &json!({"records": records[..2]}))
+        .await
+        .expect(200);
+    let version = w["version"].as_u64().unwrap();
+    let stale = format!("\"{}\"", version + 5);
+    let msg = app
+        .post_with(
+            &url,
+            &[("if-match", &stale)],
+            &json!({"records": records[2..3]}),
+        )
+        .await
+        .expect_error(412, "precondition_failed");
+    assert!(msg.contains(&version.to_string()), "{msg}");
+    assert_eq!(
+        app.get(SERIES).await.expect(200)["rows"],
+        2,
+        "412 wrote nothing"
+    );
+    let quoted = format!("\"{version}\"");
+    let w2 = app
+        .post_with(
+            &url,
+            &[("if-match", &quoted)],
+            &json!({"records": records[2..3]}),
+        )
+        .await
+        .expect(200);
+    let unquoted = w2["version"].to_string();
+    app.post_with(
+        &url,
+        &[("if-match", &unquoted)],
+        &json!({"records": records[3..]}),
+    )
+    .await
+    .expect(200);
+    for bad in ["W/\"1\"", "*", "abc", "\"1", "-1"] {
+        app.post_with(&url, &[("if-match", bad)], &json!({"records": []}))
+            .await
+            .expect_error(400, "invalid_argument");
+    }
+    assert_eq!(app.get(SERIES).await.expect(200)["rows"], 4);
+}
+
+#[tokio::test]
+async fn duplicate_ts_and_ohlc_violations_are_422_naming_the_index() {
+    let app = app();
+    app.register_kline("BTCUSDT").await;
+    let records = klines(5);
+    let url = format!("{SERIES}/records");
+    let mut dup = records.clone();
+    dup.push(records[1].clone());
+    let msg = app
+        .post(&url, &json!({"records": dup}))
+        .await
+        .expect_error(422, "unprocessable");
+    assert!(msg.contains("record 5"), "{msg}");
+    let mut bad = records.clone();
+    bad[3]["low"] = json!(bad[3]["high"].as_i64().unwrap() + 1);
+    let msg = app
+        .post(&url, &json!({"records": bad}))
+        .await
+        .expect_error(422, "unprocessable");
+    assert!(msg.contains("record 3"), "{msg}");
+    let mut negative = records.clone();
+    negative[2]["volume"] = json!(-1);
+    let msg = app
+        .post(&url, &json!({"records": negative}))
+        .await
+        .expect_error(422, "unprocessable");
+    assert!(msg.contains("record 2") && msg.contains("volume"), "{msg}");
+    assert_eq!(
+        app.get(SERIES).await.expect(200)["rows"],
+        0,
+        "rejected writes are invisible"
+    );
+}
+
+#[tokio::test]
+async fn delete_removes_the_series_and_its_data() {
+    let app = app();
+    app.register_kline("BTCUSDT").await;
+    app.post(&format!("{SERIES}/records"), &json!({"records": klines(3)}))
+        .await
+        .expect(200);
+    let r = app.delete(SERIES).await;
+    assert_eq!(r.status.as_u16(), 204);
+    assert!(r.body.is_empty());
+    app.get(SERIES).await.expect_error(404, "not_found");
+    app.get(&format!("{SERIES}/records"))
+        .await
+        .expect_error(404, "not_found");
+    app.delete(SERIES).await.expect_error(404, "not_found");
+    let list = app.get("/v1/kline/series").await.expect(200);
+    assert_eq!(list["series"], json!([]));
+    // The key can be registered again, empty.
+    assert_eq!(app.register_kline("BTCUSDT").await["rows"], 0);
+}

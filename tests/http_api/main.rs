@@ -1,0 +1,11 @@
+//! The HTTP API through the router (`oneshot`, no socket) and once through a real
+//! server on port 0: every endpoint of the contract and every documented error.
+
+mod admin_registry;
+mod auth;
+mod common;
+mod errors;
+mod kline;
+mod scalar;
+mod server;
+mod system;
