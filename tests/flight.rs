@@ -133,7 +133,11 @@ async fn latest_columns_and_float64_prices() {
     .await
     .unwrap();
     assert_eq!(
-        float[0].schema().field_with_name("open").unwrap().data_type(),
+        float[0]
+            .schema()
+            .field_with_name("open")
+            .unwrap()
+            .data_type(),
         &DataType::Float64
     );
     let open: Vec<f64> = want[1].iter().map(|&v| v as f64 / 100.0).collect();
@@ -189,41 +193,70 @@ async fn scalar_series_and_predicates_match_a_naive_filter() {
         .await
         .unwrap();
     assert_eq!(
-        all[0].schema().field_with_name("value").unwrap().data_type(),
+        all[0]
+            .schema()
+            .field_with_name("value")
+            .unwrap()
+            .data_type(),
         &DataType::Int64
     );
     assert_eq!(all[0].schema().metadata()["fastk.kind"], "scalar");
-    assert_eq!(col_i64(&all, "ts"), ri.iter().map(|r| r.0).collect::<Vec<_>>());
-    assert_eq!(col_i64(&all, "value"), ri.iter().map(|r| r.1).collect::<Vec<_>>());
+    assert_eq!(
+        col_i64(&all, "ts"),
+        ri.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        col_i64(&all, "value"),
+        ri.iter().map(|r| r.1).collect::<Vec<_>>()
+    );
     let all = get(&mut fx.client, scalar_ticket("rsi", json!({})))
         .await
         .unwrap();
     assert_eq!(
-        all[0].schema().field_with_name("value").unwrap().data_type(),
+        all[0]
+            .schema()
+            .field_with_name("value")
+            .unwrap()
+            .data_type(),
         &DataType::Float64
     );
-    assert_eq!(col_i64(&all, "value"), rf.iter().map(|r| r.1).collect::<Vec<_>>());
+    assert_eq!(
+        col_i64(&all, "value"),
+        rf.iter().map(|r| r.1).collect::<Vec<_>>()
+    );
 
     let naive_i = |f: &dyn Fn(i64) -> bool| -> Vec<(i64, i64)> {
         ri.iter().copied().filter(|r| f(r.1)).collect()
     };
     for strategy in ["auto", "scan", "zonemap", "value_index"] {
         let pred = json!({"predicate": {"op": "gte", "value": 90}, "strategy": strategy});
-        let got = get(&mut fx.client, scalar_ticket("score", pred)).await.unwrap();
+        let got = get(&mut fx.client, scalar_ticket("score", pred))
+            .await
+            .unwrap();
         let want = naive_i(&|v| v >= 90);
-        assert_eq!(col_i64(&got, "ts"), want.iter().map(|r| r.0).collect::<Vec<_>>());
-        assert_eq!(col_i64(&got, "value"), want.iter().map(|r| r.1).collect::<Vec<_>>());
+        assert_eq!(
+            col_i64(&got, "ts"),
+            want.iter().map(|r| r.0).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            col_i64(&got, "value"),
+            want.iter().map(|r| r.1).collect::<Vec<_>>()
+        );
     }
     // Every row matches: batches still respect max_batch_rows.
     let pred = json!({"predicate": {"op": "gte", "value": 0}});
-    let got = get(&mut fx.client, scalar_ticket("score", pred)).await.unwrap();
+    let got = get(&mut fx.client, scalar_ticket("score", pred))
+        .await
+        .unwrap();
     assert_eq!(got.iter().map(|b| b.num_rows()).sum::<usize>(), ri.len());
     assert!(got.iter().all(|b| b.num_rows() <= 1000));
 
     let (a, b) = (ri[1000].0, ri[20_000].0);
     let pred = json!({"predicate": {"op": "in", "values": [3, 50, 99]}, "start_ts": a,
                       "end_ts": b, "latest": 5, "return_values": false});
-    let got = get(&mut fx.client, scalar_ticket("score", pred)).await.unwrap();
+    let got = get(&mut fx.client, scalar_ticket("score", pred))
+        .await
+        .unwrap();
     assert_eq!(got[0].schema().fields().len(), 1, "ts only");
     let want: Vec<i64> = ri[1000..=20_000]
         .iter()
@@ -233,7 +266,9 @@ async fn scalar_series_and_predicates_match_a_naive_filter() {
     assert_eq!(col_i64(&got, "ts"), want[want.len() - 5..].to_vec());
 
     let pred = json!({"predicate": {"op": "between", "min": -10.5, "max": 20.25}});
-    let got = get(&mut fx.client, scalar_ticket("rsi", pred)).await.unwrap();
+    let got = get(&mut fx.client, scalar_ticket("rsi", pred))
+        .await
+        .unwrap();
     let want: Vec<i64> = rf
         .iter()
         .filter(|r| (-10.5..=20.25).contains(&f64::from_bits(r.1 as u64)))
@@ -313,7 +348,10 @@ async fn flight_info_schema_and_list_flights() {
             .find(|i| i.flight_descriptor.as_ref().unwrap().path == p)
             .unwrap_or_else(|| panic!("{p:?} listed"))
     };
-    assert_eq!(by_path(&["kline", "BTCUSDT", "5m"]).total_records, rows.len() as i64);
+    assert_eq!(
+        by_path(&["kline", "BTCUSDT", "5m"]).total_records,
+        rows.len() as i64
+    );
     assert_eq!(
         by_path(&["scalar", "BTCUSDT", "1m", "indicator", "rsi"]).total_records,
         500
@@ -322,16 +360,36 @@ async fn flight_info_schema_and_list_flights() {
         by_path(&["scalar", "ETHUSDT", "1m", "indicator", "score"]).total_records,
         0
     );
+    // An empty series still sends its schema, so clients learn the column types.
+    let empty = json!({"kind": "scalar", "symbol": "ETHUSDT", "timeframe": "1m",
+                       "category": "indicator", "name": "score"});
+    let mut s = fx.client.do_get(ticket(empty)).await.unwrap();
+    assert!(s.next().await.is_none());
+    let schema = s.schema().expect("schema sent without rows");
+    assert_eq!(schema.field(1).data_type(), &DataType::Int64);
+
     let count = |mut c: arrow_flight::FlightClient, e: &'static str| async move {
         let s = c.list_flights(list(e)).await?;
         s.try_collect::<Vec<_>>().await.map(|v| v.len())
     };
     let addr = fx.running.flight_addr;
-    assert_eq!(count(client(addr).await, r#"{"kind":"scalar"}"#).await.unwrap(), 2);
-    assert_eq!(count(client(addr).await, r#"{"symbol":"BTCUSDT"}"#).await.unwrap(), 2);
+    assert_eq!(
+        count(client(addr).await, r#"{"kind":"scalar"}"#)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        count(client(addr).await, r#"{"symbol":"BTCUSDT"}"#)
+            .await
+            .unwrap(),
+        2
+    );
     let both = r#"{"kind":"kline","symbol":"ETHUSDT"}"#;
     assert_eq!(count(client(addr).await, both).await.unwrap(), 0);
-    let bad = count(client(addr).await, r#"{"sym":"X"}"#).await.unwrap_err();
+    let bad = count(client(addr).await, r#"{"sym":"X"}"#)
+        .await
+        .unwrap_err();
     assert_eq!(code(&bad), Code::InvalidArgument);
     fx.shutdown().await;
 }
@@ -347,9 +405,18 @@ async fn bad_tickets_and_unknown_series_get_the_right_codes() {
     for (t, needle) in [
         (kline_ticket(json!({"limit": 5})), "limit"),
         (kline_ticket(json!({"price_format": "decimal"})), "decimal"),
-        (kline_ticket(json!({"start_ts": 5, "end_ts": 1})), "start_ts"),
-        (json!({"kind": "kline", "symbol": "a/b", "timeframe": "5m"}), "symbol"),
-        (json!({"kind": "bars", "symbol": "A", "timeframe": "5m"}), "bars"),
+        (
+            kline_ticket(json!({"start_ts": 5, "end_ts": 1})),
+            "start_ts",
+        ),
+        (
+            json!({"kind": "kline", "symbol": "a/b", "timeframe": "5m"}),
+            "symbol",
+        ),
+        (
+            json!({"kind": "bars", "symbol": "A", "timeframe": "5m"}),
+            "bars",
+        ),
     ] {
         let err = get(&mut fx.client, t).await.unwrap_err();
         assert_eq!(code(&err), Code::InvalidArgument, "{needle}");

@@ -136,7 +136,10 @@ pub fn ticket(v: serde_json::Value) -> Ticket {
 }
 
 /// DoGet of `v`, all batches.
-pub async fn get(client: &mut FlightClient, v: serde_json::Value) -> Result<Vec<RecordBatch>, FlightError> {
+pub async fn get(
+    client: &mut FlightClient,
+    v: serde_json::Value,
+) -> Result<Vec<RecordBatch>, FlightError> {
     client.do_get(ticket(v)).await?.try_collect().await
 }
 

@@ -31,7 +31,11 @@ fn ts_field() -> Field {
 /// Record batches of `rows` in the read schema, `per` rows each.
 fn kline_batches(rows: &[KlineRecord], per: usize) -> Vec<RecordBatch> {
     let mut fields = vec![ts_field()];
-    fields.extend(KLINE_NAMES[1..].iter().map(|n| Field::new(*n, DataType::Int64, false)));
+    fields.extend(
+        KLINE_NAMES[1..]
+            .iter()
+            .map(|n| Field::new(*n, DataType::Int64, false)),
+    );
     let schema = Arc::new(Schema::new(fields));
     rows.chunks(per)
         .map(|part| {
@@ -74,16 +78,30 @@ async fn put_200k_rows_then_read_them_back() {
     let mut fx = Fixture::start(|_| {}).await;
     let key = fx.kline_series("BTCUSDT", "1m");
     let rows = klines(JAN_2024, 200_000, MINUTE, 5);
-    let results = put(&mut fx.client, Some(key.parts()), None, kline_batches(&rows, 65_536))
-        .await
-        .unwrap();
+    let results = put(
+        &mut fx.client,
+        Some(key.parts()),
+        None,
+        kline_batches(&rows, 65_536),
+    )
+    .await
+    .unwrap();
     let r = response(&results);
-    assert_eq!((r.written, r.inserted, r.replaced, r.version), (200_000, 200_000, 0, 1));
-    assert_eq!(r.months, ["2024-01", "2024-02", "2024-03", "2024-04", "2024-05"]);
+    assert_eq!(
+        (r.written, r.inserted, r.replaced, r.version),
+        (200_000, 200_000, 0, 1)
+    );
+    assert_eq!(
+        r.months,
+        ["2024-01", "2024-02", "2024-03", "2024-04", "2024-05"]
+    );
 
-    let back = get(&mut fx.client, json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m"}))
-        .await
-        .unwrap();
+    let back = get(
+        &mut fx.client,
+        json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m"}),
+    )
+    .await
+    .unwrap();
     let want = kline_cols(&rows);
     for (i, name) in KLINE_NAMES.iter().enumerate() {
         assert_eq!(col_i64(&back, name), want[i], "column {name}");
@@ -92,7 +110,10 @@ async fn put_200k_rows_then_read_them_back() {
     // A second stream upserts: ts as plain int64, columns in another order.
     let changed: Vec<KlineRecord> = rows[..10]
         .iter()
-        .map(|r| KlineRecord { volume: r.volume + 1, ..*r })
+        .map(|r| KlineRecord {
+            volume: r.volume + 1,
+            ..*r
+        })
         .collect();
     let cols = kline_cols(&changed);
     let schema = Schema::new(
@@ -107,8 +128,15 @@ async fn put_200k_rows_then_read_them_back() {
         .collect();
     let batch = RecordBatch::try_new(Arc::new(schema), arrays).unwrap();
     let meta = json!({"expected_version": 1});
-    let r = response(&put(&mut fx.client, Some(key.parts()), Some(meta), vec![batch]).await.unwrap());
-    assert_eq!((r.written, r.inserted, r.replaced, r.version), (10, 0, 10, 2));
+    let r = response(
+        &put(&mut fx.client, Some(key.parts()), Some(meta), vec![batch])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (r.written, r.inserted, r.replaced, r.version),
+        (10, 0, 10, 2)
+    );
     let head = get(
         &mut fx.client,
         json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m", "end_ts": rows[9].ts}),
@@ -137,7 +165,11 @@ async fn scalar_put_and_version_mismatch_changes_nothing() {
         ],
     )
     .unwrap();
-    let r = response(&put(&mut fx.client, Some(key.parts()), None, vec![batch.clone()]).await.unwrap());
+    let r = response(
+        &put(&mut fx.client, Some(key.parts()), None, vec![batch.clone()])
+            .await
+            .unwrap(),
+    );
     assert_eq!(r.version, 1);
     let back = get(
         &mut fx.client,
@@ -148,9 +180,14 @@ async fn scalar_put_and_version_mismatch_changes_nothing() {
     assert_eq!(col_i64(&back, "ts"), ts);
     assert_eq!(col_f64(&back, "value"), values);
 
-    let err = put(&mut fx.client, Some(key.parts()), Some(json!({"expected_version": 7})), vec![batch])
-        .await
-        .unwrap_err();
+    let err = put(
+        &mut fx.client,
+        Some(key.parts()),
+        Some(json!({"expected_version": 7})),
+        vec![batch],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(&err), Code::FailedPrecondition);
     let info = fx.engine().series_info(&key).unwrap();
     assert_eq!((info.version, info.rows), (1, 1000), "nothing changed");
@@ -168,7 +205,12 @@ async fn bad_puts_are_refused_naming_the_field() {
     let good = kline_batches(&klines(JAN_2024, 10, MINUTE, 1), 10).remove(0);
     let mut cases: Vec<(RecordBatch, &str)> = Vec::new();
     // open as float64.
-    let mut fields: Vec<Field> = good.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     let mut arrays = good.columns().to_vec();
     fields[1] = Field::new("open", DataType::Float64, false);
     arrays[1] = Arc::new(Float64Array::from(vec![1.0; 10]));
@@ -176,52 +218,98 @@ async fn bad_puts_are_refused_naming_the_field() {
     // volume missing.
     cases.push((good.project(&[0, 1, 2, 3, 4]).unwrap(), "volume"));
     // an extra column.
-    let mut fields: Vec<Field> = good.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     let mut arrays = good.columns().to_vec();
     fields.push(Field::new("vwap", DataType::Int64, false));
     arrays.push(Arc::new(Int64Array::from(vec![1; 10])));
     cases.push((kline_batch_with(fields, arrays), "vwap"));
     // a null close.
-    let mut fields: Vec<Field> = good.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     let mut arrays = good.columns().to_vec();
     fields[4] = Field::new("close", DataType::Int64, true);
-    arrays[4] = Arc::new(Int64Array::from(vec![Some(1); 9].into_iter().chain([None]).collect::<Vec<_>>()));
+    arrays[4] = Arc::new(Int64Array::from(
+        vec![Some(1); 9]
+            .into_iter()
+            .chain([None])
+            .collect::<Vec<_>>(),
+    ));
     cases.push((kline_batch_with(fields, arrays), "close"));
     // ts in seconds.
-    let mut fields: Vec<Field> = good.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = good
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     let mut arrays = good.columns().to_vec();
     fields[0] = Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), false);
     arrays[0] = Arc::new(arrow_array::TimestampSecondArray::from(vec![1; 10]));
     cases.push((kline_batch_with(fields, arrays), "ts"));
     for (batch, field) in cases {
-        let err = put(&mut fx.client, Some(key.parts()), None, vec![batch]).await.unwrap_err();
+        let err = put(&mut fx.client, Some(key.parts()), None, vec![batch])
+            .await
+            .unwrap_err();
         assert_eq!(code(&err), Code::InvalidArgument, "{field}");
         assert!(message(&err).contains(field), "{field}: {}", message(&err));
     }
     // OHLC violations are unprocessable: InvalidArgument on the wire, with the code in metadata.
     let mut bad = klines(JAN_2024, 5, MINUTE, 1);
     bad[3].low = bad[3].high + 1;
-    let err = put(&mut fx.client, Some(key.parts()), None, kline_batches(&bad, 5)).await.unwrap_err();
+    let err = put(
+        &mut fx.client,
+        Some(key.parts()),
+        None,
+        kline_batches(&bad, 5),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(&err), Code::InvalidArgument);
     assert!(message(&err).contains("record 3"), "{}", message(&err));
     if let FlightError::Tonic(s) = &err {
-        assert_eq!(s.metadata().get("fastk-error-code").unwrap(), "unprocessable");
+        assert_eq!(
+            s.metadata().get("fastk-error-code").unwrap(),
+            "unprocessable"
+        );
     }
 
     let unknown = SeriesKey::kline("NOPE", "1m").unwrap().parts();
-    let err = put(&mut fx.client, Some(unknown), None, vec![good.clone()]).await.unwrap_err();
+    let err = put(&mut fx.client, Some(unknown), None, vec![good.clone()])
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Code::NotFound);
-    let err = put(&mut fx.client, None, None, vec![good.clone()]).await.unwrap_err();
+    let err = put(&mut fx.client, None, None, vec![good.clone()])
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Code::InvalidArgument);
     assert!(message(&err).contains("PATH descriptor"));
     let meta = json!({"expected": 1});
-    let err = put(&mut fx.client, Some(key.parts()), Some(meta), vec![good]).await.unwrap_err();
+    let err = put(&mut fx.client, Some(key.parts()), Some(meta), vec![good])
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Code::InvalidArgument);
-    assert_eq!(fx.engine().series_info(&key).unwrap().rows, 0, "nothing was written");
+    assert_eq!(
+        fx.engine().series_info(&key).unwrap().rows,
+        0,
+        "nothing was written"
+    );
     fx.shutdown().await;
 }
 
-async fn action(client: &mut FlightClient, name: &str, body: &str) -> Result<Vec<Bytes>, FlightError> {
+async fn action(
+    client: &mut FlightClient,
+    name: &str,
+    body: &str,
+) -> Result<Vec<Bytes>, FlightError> {
     client
         .do_action(Action::new(name, body.to_string()))
         .await?
@@ -243,7 +331,15 @@ async fn actions_answer_with_the_http_json_bodies() {
         .try_collect()
         .await
         .unwrap();
-    let want = ["health", "inventory", "validate", "scrub", "repair", "rebuild-manifest", "compact"];
+    let want = [
+        "health",
+        "inventory",
+        "validate",
+        "scrub",
+        "repair",
+        "rebuild-manifest",
+        "compact",
+    ];
     assert_eq!(names, want);
 
     let body = action(&mut fx.client, "health", "").await.unwrap();
@@ -252,18 +348,24 @@ async fn actions_answer_with_the_http_json_bodies() {
     let body = action(&mut fx.client, "inventory", "{}").await.unwrap();
     let inv: Inventory = serde_json::from_slice(&body[0]).unwrap();
     assert_eq!((inv.series.len(), inv.total_rows), (1, 100));
-    let body = action(&mut fx.client, "validate", r#"{"deep": true}"#).await.unwrap();
+    let body = action(&mut fx.client, "validate", r#"{"deep": true}"#)
+        .await
+        .unwrap();
     let report: AdminReport = serde_json::from_slice(&body[0]).unwrap();
     assert_eq!(report.action, "validate");
     assert!(report.clean && report.deep);
     assert_eq!(report.series_checked, 1);
-    let body = action(&mut fx.client, "compact", r#"{"dry_run": true}"#).await.unwrap();
+    let body = action(&mut fx.client, "compact", r#"{"dry_run": true}"#)
+        .await
+        .unwrap();
     let report: AdminReport = serde_json::from_slice(&body[0]).unwrap();
     assert!(report.dry_run);
 
     let err = action(&mut fx.client, "explode", "").await.unwrap_err();
     assert_eq!(code(&err), Code::InvalidArgument);
-    let err = action(&mut fx.client, "validate", r#"{"deeep": true}"#).await.unwrap_err();
+    let err = action(&mut fx.client, "validate", r#"{"deeep": true}"#)
+        .await
+        .unwrap_err();
     assert_eq!(code(&err), Code::InvalidArgument);
     assert!(message(&err).contains("deeep"));
     fx.shutdown().await;
@@ -282,20 +384,43 @@ async fn bearer_token_guards_writes_admin_and_protected_reads() {
 
     let err = get(&mut fx.client, read.clone()).await.unwrap_err();
     assert_eq!(code(&err), Code::Unauthenticated);
-    let err = put(&mut fx.client, Some(key.parts()), None, kline_batches(&rows, 50)).await.unwrap_err();
+    let err = put(
+        &mut fx.client,
+        Some(key.parts()),
+        None,
+        kline_batches(&rows, 50),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(code(&err), Code::Unauthenticated);
     let err = action(&mut fx.client, "validate", "").await.unwrap_err();
     assert_eq!(code(&err), Code::Unauthenticated);
     let err = fx.client.list_flights(Bytes::new()).await.err().unwrap();
     assert_eq!(code(&err), Code::Unauthenticated);
-    assert!(action(&mut fx.client, "health", "").await.is_ok(), "health is open");
+    assert!(
+        action(&mut fx.client, "health", "").await.is_ok(),
+        "health is open"
+    );
 
-    fx.client.add_header("authorization", "Bearer wrong").unwrap();
+    fx.client
+        .add_header("authorization", "Bearer wrong")
+        .unwrap();
     let err = get(&mut fx.client, read.clone()).await.unwrap_err();
     assert_eq!(code(&err), Code::Unauthenticated);
 
-    fx.client.add_header("authorization", "Bearer s3cret").unwrap();
-    let r = response(&put(&mut fx.client, Some(key.parts()), None, kline_batches(&rows, 50)).await.unwrap());
+    fx.client
+        .add_header("authorization", "Bearer s3cret")
+        .unwrap();
+    let r = response(
+        &put(
+            &mut fx.client,
+            Some(key.parts()),
+            None,
+            kline_batches(&rows, 50),
+        )
+        .await
+        .unwrap(),
+    );
     assert_eq!(r.written, 50);
     let back = get(&mut fx.client, read).await.unwrap();
     assert_eq!(col_i64(&back, "ts").len(), 50);

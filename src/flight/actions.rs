@@ -90,7 +90,9 @@ pub async fn run(engine: Arc<Engine>, action: &str, body: &[u8]) -> Result<Bytes
         "health" | "inventory" => {
             if !blank {
                 serde_json::from_slice::<NoBody>(body).map_err(|e| {
-                    invalid(format!("action {action:?} takes an empty body or {{}}: {e}"))
+                    invalid(format!(
+                        "action {action:?} takes an empty body or {{}}: {e}"
+                    ))
                 })?;
             }
             let name = action.to_string();

@@ -148,7 +148,11 @@ fn produce_matches(engine: &Engine, cmd: &ReadCommand, pred: &Compiled, mut sink
         Ok(s) => s.snapshot(),
         Err(e) => return send_error(&sink.tx, e),
     };
-    let strategy = cmd.predicate.as_ref().map(|p| p.strategy).unwrap_or_default();
+    let strategy = cmd
+        .predicate
+        .as_ref()
+        .map(|p| p.strategy)
+        .unwrap_or_default();
     let stats = match cmd.latest {
         None => run_into(&snap, cmd.range, pred, strategy, &mut sink),
         Some(n) => {
@@ -208,8 +212,9 @@ impl BatchSink {
         }
         let ts = std::mem::take(&mut self.ts);
         let values = std::mem::take(&mut self.values);
-        let mut cols: Vec<ArrayRef> =
-            vec![Arc::new(TimestampMillisecondArray::from(ts).with_timezone("UTC"))];
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(
+            TimestampMillisecondArray::from(ts).with_timezone("UTC"),
+        )];
         if self.schema.fields().len() == 2 {
             cols.push(match self.value_type {
                 ValueType::I64 => Arc::new(Int64Array::from(values)),

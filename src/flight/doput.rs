@@ -246,7 +246,9 @@ impl Columns {
         if self.batch.len() + batch.num_rows() > PUT_ROWS_MAX {
             return Err(status(Error::new(
                 ErrorKind::PayloadTooLarge,
-                format!("one DoPut stream may carry at most {PUT_ROWS_MAX} rows; split the upload into several streams"),
+                format!(
+                    "one DoPut stream may carry at most {PUT_ROWS_MAX} rows; split the upload into several streams"
+                ),
             )));
         }
         for (c, &i) in positions.iter().enumerate() {
@@ -259,9 +261,9 @@ impl Columns {
             }
             let out = &mut self.batch.cols[c];
             match array.data_type() {
-                DataType::Timestamp(..) => out.extend_from_slice(
-                    array.as_primitive::<TimestampMillisecondType>().values(),
-                ),
+                DataType::Timestamp(..) => {
+                    out.extend_from_slice(array.as_primitive::<TimestampMillisecondType>().values())
+                }
                 DataType::Float64 => out.extend(
                     array
                         .as_primitive::<Float64Type>()

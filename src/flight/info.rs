@@ -42,11 +42,9 @@ pub async fn flight_info(engine: Arc<Engine>, d: FlightDescriptor) -> Result<Fli
     let total_records = match cmd.predicate {
         Some(_) => -1,
         // Counting maps (and so verifies) the boundary chunks: keep it off the runtime.
-        None => tokio::task::spawn_blocking(move || {
-            engine.count(&cmd.key, cmd.range, cmd.latest)
-        })
-        .await
-        .map_err(internal)?? as i64,
+        None => tokio::task::spawn_blocking(move || engine.count(&cmd.key, cmd.range, cmd.latest))
+            .await
+            .map_err(internal)?? as i64,
     };
     build_info(&schema, d, ticket, total_records)
 }

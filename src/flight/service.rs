@@ -54,7 +54,9 @@ impl FlightSvc {
     /// counted by its guard when it ends.
     fn refused<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
         if let Err(e) = &r {
-            self.engine.metrics.observe_flight(method, code_name(e.code()));
+            self.engine
+                .metrics
+                .observe_flight(method, code_name(e.code()));
         }
         r
     }
@@ -119,7 +121,9 @@ impl FlightService for FlightSvc {
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let r = self.authorize(&req, Access::Read).and_then(|()| {
             let infos = info::list(&self.engine, &req.get_ref().expression)?;
-            Ok(Response::new(stream::iter(infos.into_iter().map(Ok)).boxed()))
+            Ok(Response::new(
+                stream::iter(infos.into_iter().map(Ok)).boxed(),
+            ))
         });
         self.observed("ListFlights", r)
     }

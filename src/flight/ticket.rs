@@ -103,8 +103,8 @@ impl ReadCommand {
         let text = std::str::from_utf8(bytes).map_err(|_| {
             invalid("the ticket must be UTF-8 JSON, e.g. {\"kind\":\"kline\",\"symbol\":\"BTCUSDT\",\"timeframe\":\"1m\"}")
         })?;
-        let wire: Wire = serde_json::from_str(text)
-            .map_err(|e| invalid(format!("invalid ticket JSON: {e}")))?;
+        let wire: Wire =
+            serde_json::from_str(text).map_err(|e| invalid(format!("invalid ticket JSON: {e}")))?;
         let cmd = match wire {
             Wire::Kline(t) => ReadCommand {
                 key: SeriesKey::kline(&t.symbol, &t.timeframe).map_err(name_error)?,
@@ -234,7 +234,10 @@ mod tests {
     use super::*;
 
     fn err(s: &str) -> String {
-        ReadCommand::parse(s.as_bytes()).unwrap_err().message().to_string()
+        ReadCommand::parse(s.as_bytes())
+            .unwrap_err()
+            .message()
+            .to_string()
     }
 
     #[test]
@@ -259,7 +262,9 @@ mod tests {
     #[test]
     fn rejects_with_clear_messages() {
         assert!(err("not json").contains("invalid ticket JSON"));
-        assert!(err(r#"{"kind":"kline","symbol":"A","timeframe":"1m","bogus":1}"#).contains("bogus"));
+        assert!(
+            err(r#"{"kind":"kline","symbol":"A","timeframe":"1m","bogus":1}"#).contains("bogus")
+        );
         assert!(err(r#"{"kind":"candle","symbol":"A","timeframe":"1m"}"#).contains("candle"));
         assert!(err(r#"{"kind":"kline","symbol":"../x","timeframe":"1m"}"#).contains("symbol"));
         assert!(
