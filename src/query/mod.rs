@@ -66,13 +66,13 @@ impl Engine {
     pub fn open(config: Config) -> Result<Arc<Engine>> {
         let root = config.storage.root.clone();
         let store = Store::open(&root, config.storage.store_options())?;
-        let registry = Registry::open(&root.join(REGISTRY_FILE))?;
+        let mut issues = Vec::new();
+        let registry = open_registry(&root, &mut issues)?;
         let truth: Vec<SeriesMeta> = store.list().iter().map(|s| (*s.meta).clone()).collect();
         let rec = registry.reconcile(&truth, false)?;
         if !rec.is_empty() {
             tracing::warn!(?rec, "registry catalog reconciled with storage");
         }
-        let mut issues = Vec::new();
         for n in store.recovery() {
             tracing::info!(notes = ?n, "recovery");
             for f in &n.unknown_files {
@@ -448,6 +448,34 @@ impl Engine {
         name: Option<&str>,
     ) -> Result<Vec<Definition>> {
         Ok(self.registry.list_definitions(kind, name)?)
+    }
+}
+
+/// Opens the registry; a corrupt database is moved to `quarantine/` and recreated (the
+/// series catalog is rebuilt from storage right after; datasets, features and factors
+/// must then be restored from a backup, which `issues` records for `/health`).
+fn open_registry(root: &std::path::Path, issues: &mut Vec<String>) -> Result<Registry> {
+    let path = root.join(REGISTRY_FILE);
+    match Registry::open(&path) {
+        Ok(r) => Ok(r),
+        Err(e @ (RegistryError::Corrupted(_) | RegistryError::Sqlite(_))) if path.exists() => {
+            let dir = root.join("quarantine").join(now_ms().to_string());
+            std::fs::create_dir_all(&dir).map_err(Error::internal)?;
+            for ext in ["", "-wal", "-shm"] {
+                let from = root.join(format!("{REGISTRY_FILE}{ext}"));
+                if from.exists() {
+                    std::fs::rename(&from, dir.join(format!("{REGISTRY_FILE}{ext}")))
+                        .map_err(Error::internal)?;
+                }
+            }
+            tracing::error!(error = %e, "registry database unreadable; quarantined and recreated");
+            issues.push(format!(
+                "registry_corrupt: the registry database was unreadable ({e}); it was moved to quarantine/ and \
+                 recreated; series were re-catalogued from storage, datasets/features/factors need a restore"
+            ));
+            Ok(Registry::open(&path)?)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -162,7 +162,7 @@ fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std:
 
 /// Rebuilds a manifest from the chunk headers in `dir`. Returns it with the chunk
 /// files that failed verification (left out). Per month the newest full chunk and the
-/// deltas after it are live; an incomplete last write is left out whole.
+/// deltas after it are live.
 pub fn rebuild_manifest(
     dir: &Path,
     rel: &str,
@@ -196,15 +196,15 @@ pub fn rebuild_manifest(
         }
     };
     chunks.retain(|h| h.meta == meta);
-    // Writes are serialized per series, so only the newest write can be incomplete.
+    // A write records how many chunks it published. Writes are serialized, so only the
+    // newest one can have lost its commit; but chunks also go missing later (repair
+    // quarantines them), so a short count is logged, not acted on: a rebuild keeps every
+    // verified chunk rather than drop acknowledged rows.
     if let Some(w) = chunks.iter().map(|h| h.write_version).max() {
         let present = chunks.iter().filter(|h| h.write_version == w).count() as u32;
-        let expected = chunks
-            .iter()
-            .find(|h| h.write_version == w)
-            .map_or(0, |h| h.write_chunks);
+        let expected = chunks.iter().find(|h| h.write_version == w).map_or(0, |h| h.write_chunks);
         if present < expected {
-            chunks.retain(|h| h.write_version != w);
+            tracing::warn!(series = rel, write_version = w, present, expected, "rebuild: newest write has missing chunks");
         }
     }
     let mut by_month: BTreeMap<i32, Vec<_>> = BTreeMap::new();
