@@ -294,12 +294,12 @@ async fn flight_info_schema_and_list_flights() {
         .unwrap();
     assert_eq!(info.total_records, 2000);
     assert_eq!(info.total_bytes, 2000 * 6 * 8);
-    let ticket = info.endpoint[0].ticket.clone().unwrap();
-    assert_eq!(ticket.ticket.as_ref(), cmd.as_bytes());
+    let endpoint_ticket = info.endpoint[0].ticket.clone().unwrap();
+    assert_eq!(endpoint_ticket.ticket.as_ref(), cmd.as_bytes());
     let schema = info.clone().try_decode_schema().unwrap();
     let batches: Vec<_> = fx
         .client
-        .do_get(ticket)
+        .do_get(endpoint_ticket)
         .await
         .unwrap()
         .try_collect()
@@ -542,4 +542,60 @@ fn raw_batches_point_into_the_chunk_mapping() {
     }
     assert_eq!(seen_rows, 28_991);
     assert!(checked >= 6 * 8);
+}
+
+/// The first file under `dir` (recursively) whose name starts with `prefix` and ends
+/// with `suffix`.
+fn find_file(dir: &std::path::Path, prefix: &str, suffix: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            if let Some(found) = find_file(&path, prefix, suffix) {
+                return Some(found);
+            }
+        } else if name.starts_with(prefix) && name.ends_with(suffix) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// A chunk that fails its checksum in the middle of a range: the rows before it are
+/// delivered, then the stream ends with DataLoss, and the message names no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_mid_stream_ends_with_data_loss() {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::PermissionsExt;
+
+    let mut fx = Fixture::start(|c| c.flight.max_batch_rows = 1000).await;
+    let key = fx.kline_series("BTCUSDT", "1m");
+    fx.write_klines(&key, &klines(JAN_2024, 5000, MINUTE, 1));
+    let feb = JAN_2024 + 31 * 24 * 60 * MINUTE;
+    fx.write_klines(&key, &klines(feb, 5000, MINUTE, 2));
+    let root = fx.engine().store.root().to_path_buf();
+    let chunk = find_file(&root, "2024-02", ".chunk").expect("February chunk on disk");
+    std::fs::set_permissions(&chunk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&chunk)
+        .unwrap();
+    f.seek(SeekFrom::End(-8)).unwrap();
+    f.write_all(&[0xA5; 8]).unwrap();
+    drop(f);
+
+    let t = json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m"});
+    let mut stream = fx.client.do_get(ticket(t)).await.unwrap();
+    let mut rows = 0;
+    let err = loop {
+        match stream.next().await {
+            Some(Ok(b)) => rows += b.num_rows(),
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without reporting the corruption"),
+        }
+    };
+    assert_eq!(rows, 5000, "January was delivered before the bad chunk");
+    assert_eq!(code(&err), Code::DataLoss);
+    assert!(!message(&err).contains("2024-02"), "{}", message(&err));
+    fx.shutdown().await;
 }
