@@ -125,11 +125,12 @@ fn error_response(status: StatusCode, kind: ErrorKind, message: String) -> Respo
     resp
 }
 
-/// The contract's kind for an HTTP status produced outside the handlers.
+/// The contract's kind for an HTTP status produced outside the handlers. A 405 (the
+/// route exists, the method does not) is the client's mistake: `invalid_argument`.
 fn kind_for_status(status: StatusCode) -> ErrorKind {
     match status.as_u16() {
         401 => ErrorKind::Unauthorized,
-        404 | 405 => ErrorKind::NotFound,
+        404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict,
         412 => ErrorKind::PreconditionFailed,
         413 => ErrorKind::PayloadTooLarge,

@@ -144,7 +144,7 @@ async fn unknown_series_route_and_method() {
     let r = app
         .send(Method::PUT, "/v1/kline/series", &[], Body::empty())
         .await;
-    r.expect_error(405, "not_found");
+    r.expect_error(405, "invalid_argument");
     let allow = r.headers["allow"].to_str().unwrap();
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
 }
