@@ -252,30 +252,25 @@ fn print_json(v: Result<serde_json::Result<serde_json::Value>, ExitCode>) -> Exi
 fn print_table(r: &AdminReport) {
     if !r.findings.is_empty() {
         println!(
-            "{:<24} {:<28} {:<8} {}",
-            "FINDING", "SERIES", "MONTH", "FILE / DETAIL / SUGGESTED"
+            "{:<24} {:<28} {:<8} FILE / DETAIL / SUGGESTED",
+            "FINDING", "SERIES", "MONTH"
         );
+        let pad = " ".repeat(62);
         for f in &r.findings {
             println!(
-                "{:<24} {:<28} {:<8} {}\n{:>62}{}\n{:>62}-> {}",
+                "{:<24} {:<28} {:<8} {}\n{pad}{}\n{pad}-> {}",
                 f.kind,
                 f.series.as_deref().unwrap_or("-"),
                 f.month.as_deref().unwrap_or("-"),
                 f.file.as_deref().unwrap_or("-"),
-                "",
                 f.detail,
-                "",
                 f.suggested_action
             );
         }
     }
     if !r.actions.is_empty() {
-        println!(
-            "{:<24} {:<28} {}",
-            if r.dry_run { "WOULD DO" } else { "DONE" },
-            "SERIES",
-            "FILE / DETAIL"
-        );
+        let head = if r.dry_run { "WOULD DO" } else { "DONE" };
+        println!("{head:<24} {:<28} FILE / DETAIL", "SERIES");
         for a in &r.actions {
             println!(
                 "{:<24} {:<28} {} {}",

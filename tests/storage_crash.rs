@@ -57,7 +57,7 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 fn write_rows(i: u64) -> Vec<(i64, i64)> {
     let mut r = rng(i);
     let n = 1 + (r() % 3000) as i64;
-    let window = if i % 4 == 0 && i > 1 {
+    let window = if i.is_multiple_of(4) && i > 1 {
         1 + r() % (i - 1)
     } else {
         i

@@ -234,7 +234,7 @@ fn fix_sidecars(
     let dir = s.dir();
     let zname = crate::storage::chunk::data_file_name(e.month, e.generation, FileKind::ZoneMap);
     let vname = crate::storage::chunk::data_file_name(e.month, e.generation, FileKind::ValueIndex);
-    let z_ok = !s.opts.zonemap_block_rows.is_some()
+    let z_ok = s.opts.zonemap_block_rows.is_none()
         || (e.zonemap.present()
             && fs::read(dir.join(&zname))
                 .is_ok_and(|b| ZoneMap::parse(&b, vt, e.zonemap.xxh3).is_ok()));

@@ -140,8 +140,8 @@ impl<T: Val> Pred<T> {
             Pred::Cmp(Op::Lte, v) => x <= *v,
             Pred::Between(a, b, true) => x >= *a && x <= *b,
             Pred::Between(a, b, false) => x > *a && x < *b,
-            Pred::In(vs) => vs.iter().any(|v| *v == x),
-            Pred::NotIn(vs) => !vs.iter().any(|v| *v == x),
+            Pred::In(vs) => vs.contains(&x),
+            Pred::NotIn(vs) => !vs.contains(&x),
         }
     }
 

@@ -215,13 +215,12 @@ impl Series {
         let (mut replaced, mut j) = (0u64, 0usize);
         let new_ts = new[0];
         for m in &mapped {
-            let ts = m.ts();
-            for r in 0..ts.len() {
-                while j < new_ts.len() && new_ts[j] < ts[r] {
+            for (r, &t) in m.ts().iter().enumerate() {
+                while j < new_ts.len() && new_ts[j] < t {
                     push_row(&mut cols, new, j);
                     j += 1;
                 }
-                if j < new_ts.len() && new_ts[j] == ts[r] {
+                if j < new_ts.len() && new_ts[j] == t {
                     push_row(&mut cols, new, j);
                     j += 1;
                     replaced += 1;
