@@ -248,11 +248,7 @@ fn every_timestamp_form_is_understood() {
     let t = JAN_1_2024;
     // Epoch units are detected per file, so each unit has its own file.
     let files = [
-        write(
-            dir.path(),
-            "s.csv",
-            &format!("ts,value\n{}\n", format!("{},1", t / 1000)),
-        ),
+        write(dir.path(), "s.csv", &format!("ts,value\n{},1\n", t / 1000)),
         write(dir.path(), "ms.csv", &format!("ts,value\n{},2\n", t + MIN)),
         write(
             dir.path(),

@@ -123,7 +123,8 @@ fn temp_path(path: &Path) -> PathBuf {
 
 enum Sink {
     Csv(std::io::BufWriter<std::fs::File>),
-    Batches(BatchWriter),
+    /// Boxed: a Parquet writer is large and there is one per export.
+    Batches(Box<BatchWriter>),
 }
 
 /// The open output file and what each raw batch must become in it.
@@ -162,10 +163,10 @@ impl Output {
                     .map_err(|e| TransferError::io(&opts.output, e))?;
                 Sink::Csv(w)
             }
-            _ => Sink::Batches(
+            _ => Sink::Batches(Box::new(
                 BatchWriter::new(format, file, Arc::clone(&schema))
                     .map_err(|e| TransferError::decode(&opts.output, e))?,
-            ),
+            )),
         };
         Ok(Output {
             sink,

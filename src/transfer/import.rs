@@ -87,47 +87,19 @@ pub fn import(opts: &ImportOptions) -> Result<ImportSummary> {
         opts.ts_unit,
         opts.overrides.clone(),
     );
-    let rejects_file = opts.skip_invalid.then(|| {
-        opts.rejects.clone().unwrap_or_else(|| {
-            let mut p = opts.files[0].clone().into_os_string();
-            p.push(".rejects.csv");
-            PathBuf::from(p)
-        })
-    });
+    let rejects_file = opts.skip_invalid.then(|| rejects_path(opts));
     let names = opts.files.iter().map(|p| p.display().to_string()).collect();
-    let ncols = meta.key.kind().ncols();
-    let mut sink = RowSink::new(ncols, names, rejects_file.as_deref())?;
-    let total: u64 = opts
-        .files
-        .iter()
-        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .sum();
-    let mut progress = Progress::new("import", total, opts.quiet);
-    let mut flow = Flow::Go;
-    for (i, (path, format)) in opts.files.iter().zip(&formats).enumerate() {
-        let file = i as u32;
-        flow = match format {
-            FileFormat::Csv => read_csv(path, file, &opts.csv, &spec, &mut sink, &mut progress)?,
-            FileFormat::Parquet => {
-                super::arrow_files::read_parquet(path, file, &spec, &mut sink, &mut progress)?
-            }
-            FileFormat::Arrow => {
-                super::arrow_files::read_ipc(path, file, &spec, &mut sink, &mut progress)?
-            }
-        };
-        if flow == Flow::Stop {
-            break;
-        }
-    }
+    let mut sink = RowSink::new(meta.key.kind().ncols(), names, rejects_file.as_deref())?;
+    let mut progress = Progress::new("import", total_bytes(&opts.files), opts.quiet);
+    let mut flow = read_inputs(opts, &formats, &spec, &mut sink, &mut progress)?;
     if flow == Flow::Go {
         progress.phase("checking for duplicate timestamps");
         flow = sink.finish()?;
     }
     if flow == Flow::Stop {
         progress.finish();
-        return Err(TransferError::BadRows(std::mem::take(
-            &mut sink.first_rejects,
-        )));
+        let first = std::mem::take(&mut sink.first_rejects);
+        return Err(TransferError::BadRows(first));
     }
     let (rows_read, rejected) = (sink.rows_read, sink.rejected);
     let batch = std::mem::take(&mut sink.batch);
@@ -162,9 +134,48 @@ pub fn import(opts: &ImportOptions) -> Result<ImportSummary> {
         version: resp.version,
         seconds,
         rows_per_s: rows_read as f64 / seconds.max(1e-9),
-        rejects_file: rejects_file.filter(|_| rejected > 0 || opts.skip_invalid),
+        rejects_file,
         dry_run: opts.dry_run,
     })
+}
+
+/// Reads every input into the sink, in order, until done or told to stop.
+fn read_inputs(
+    opts: &ImportOptions,
+    formats: &[FileFormat],
+    spec: &RowSpec,
+    sink: &mut RowSink,
+    progress: &mut Progress,
+) -> Result<Flow> {
+    use super::arrow_files::{read_ipc, read_parquet};
+    for (i, (path, format)) in opts.files.iter().zip(formats).enumerate() {
+        let file = i as u32;
+        let flow = match format {
+            FileFormat::Csv => read_csv(path, file, &opts.csv, spec, sink, progress)?,
+            FileFormat::Parquet => read_parquet(path, file, spec, sink, progress)?,
+            FileFormat::Arrow => read_ipc(path, file, spec, sink, progress)?,
+        };
+        if flow == Flow::Stop {
+            return Ok(Flow::Stop);
+        }
+    }
+    Ok(Flow::Go)
+}
+
+/// `--rejects`, or `<first input>.rejects.csv`.
+fn rejects_path(opts: &ImportOptions) -> PathBuf {
+    opts.rejects.clone().unwrap_or_else(|| {
+        let mut p = opts.files[0].clone().into_os_string();
+        p.push(".rejects.csv");
+        PathBuf::from(p)
+    })
+}
+
+fn total_bytes(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum()
 }
 
 /// The format of each input, checked before anything is opened.
@@ -216,7 +227,7 @@ pub fn open_root(root: &Path, create: bool) -> Result<Arc<Engine>> {
         if e.kind == ErrorKind::Unavailable {
             TransferError::Usage(format!(
                 "the data root {} is held by another process (a running server?): \
-                 import through the server with --flight HOST:PORT instead, or stop it first",
+                 go through the server with --flight HOST:PORT instead, or stop it first",
                 root.display()
             ))
         } else {

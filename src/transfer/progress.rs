@@ -75,13 +75,13 @@ impl Progress {
             Mode::Plain { last } => {
                 if last.elapsed() >= PLAIN_INTERVAL {
                     *last = Instant::now();
-                    let pct = if self.total == 0 {
-                        100
-                    } else {
-                        self.done * 100 / self.total
+                    // An export through Flight does not know its total up front.
+                    let pct = match self.total {
+                        0 => String::new(),
+                        t => format!(", {}% done", (self.done * 100 / t).min(100)),
                     };
                     eprintln!(
-                        "fastk {}: {} rows, {pct}% done, {} rows/s",
+                        "fastk {}: {} rows{pct}, {} rows/s",
                         self.verb,
                         human(self.rows),
                         human(rate as u64)

@@ -60,8 +60,9 @@ impl ValueRule {
         }
         let x = v * scale as f64;
         let r = x.round();
-        // 2^63 is exactly representable; anything at or beyond it overflows i64.
-        if !(-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&r) {
+        // `i64::MAX as f64` is exactly 2^63 (the nearest double); anything at or
+        // beyond it overflows i64, while -2^63 itself fits.
+        if !(i64::MIN as f64..i64::MAX as f64).contains(&r) {
             return Err(TOO_BIG);
         }
         let strict = matches!(
