@@ -212,7 +212,11 @@ fn admin(cmd: AdminCommand) -> ExitCode {
         "fastk: {action} over {} series ...",
         engine.store.list().len()
     );
-    let report = match engine.admin(action, &req) {
+    let bar = admin_progress(action);
+    let report = engine.admin_with_progress(action, &req, &|done, total, series| {
+        bar(done, total, series)
+    });
+    let report = match report {
         Ok(r) => r,
         Err(e) => {
             eprintln!("fastk: {}", e.message);
@@ -231,6 +235,37 @@ fn admin(cmd: AdminCommand) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Progress for a long admin action: a bar on a terminal, a plain line every few
+/// seconds otherwise (logs, CI).
+fn admin_progress(action: &'static str) -> impl Fn(usize, usize, &str) + Sync {
+    use std::io::IsTerminal;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} series {msg}")
+        {
+            b.set_style(style);
+        }
+        b.set_prefix(action);
+        b
+    });
+    let last = std::sync::Mutex::new(std::time::Instant::now());
+    move |done, total, series| match &bar {
+        Some(b) => {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+            b.set_message(series.to_string());
+        }
+        None => {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if done == 0 || last.elapsed() >= std::time::Duration::from_secs(5) {
+                eprintln!("fastk: {action}: {done}/{total} series, now {series}");
+                *last = std::time::Instant::now();
+            }
+        }
     }
 }
 

@@ -40,11 +40,13 @@ pub(super) fn validate(
     selected: &[std::sync::Arc<Series>],
     all: bool,
     report: &mut AdminReport,
+    progress: super::Progress<'_>,
 ) {
     if all {
         store_checks(engine, report);
     }
-    for s in selected {
+    for (i, s) in selected.iter().enumerate() {
+        progress(i, selected.len(), s.rel_dir());
         check_series(s, report.deep, report);
     }
 }

@@ -21,8 +21,21 @@ pub use checks::check_series;
 /// The admin actions, in the names the wire uses.
 pub const ACTIONS: [&str; 5] = ["validate", "scrub", "repair", "rebuild-manifest", "compact"];
 
+/// Reports progress of a long action: `(series done, series total, current series)`.
+pub type Progress<'a> = &'a (dyn Fn(usize, usize, &str) + Sync);
+
 /// Runs `action` over the series `req.series` selects.
 pub fn run(engine: &Engine, action: &str, req: &AdminRequest) -> Result<AdminReport> {
+    run_with_progress(engine, action, req, &|_, _, _| {})
+}
+
+/// As [`run`], calling `progress` before each series (the CLI draws a bar with it).
+pub fn run_with_progress(
+    engine: &Engine,
+    action: &str,
+    req: &AdminRequest,
+    progress: Progress<'_>,
+) -> Result<AdminReport> {
     let started = Instant::now();
     let selected = select(engine, req.series.as_ref());
     let all = req.series.is_none();
@@ -39,10 +52,10 @@ pub fn run(engine: &Engine, action: &str, req: &AdminRequest) -> Result<AdminRep
         duration_ms: 0,
     };
     match action {
-        "validate" | "scrub" => checks::validate(engine, &selected, all, &mut report),
-        "repair" => repair::repair(engine, &selected, all, &mut report)?,
-        "rebuild-manifest" => repair::rebuild_manifests(engine, &selected, &mut report)?,
-        "compact" => repair::compact(&selected, &mut report)?,
+        "validate" | "scrub" => checks::validate(engine, &selected, all, &mut report, progress),
+        "repair" => repair::repair(engine, &selected, all, &mut report, progress)?,
+        "rebuild-manifest" => repair::rebuild_manifests(engine, &selected, &mut report, progress)?,
+        "compact" => repair::compact(&selected, &mut report, progress)?,
         other => {
             return Err(Error::invalid(format!(
                 "unknown admin action {other:?}; expected one of {}",

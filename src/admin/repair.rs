@@ -53,6 +53,7 @@ pub(super) fn repair(
     selected: &[Arc<Series>],
     all: bool,
     report: &mut AdminReport,
+    progress: super::Progress<'_>,
 ) -> Result<()> {
     let stamp = now_ms();
     let root = engine.store.root().to_path_buf();
@@ -85,7 +86,8 @@ pub(super) fn repair(
             ));
         }
     }
-    for s in selected {
+    for (i, s) in selected.iter().enumerate() {
+        progress(i, selected.len(), s.rel_dir());
         s.with_write_lock(|| repair_series(&root, stamp, s, dry, report))
             .map_err(Error::from)?;
     }
@@ -328,9 +330,11 @@ pub(super) fn rebuild_manifests(
     engine: &Engine,
     selected: &[Arc<Series>],
     report: &mut AdminReport,
+    progress: super::Progress<'_>,
 ) -> Result<()> {
     let _ = engine;
-    for s in selected {
+    for (i, s) in selected.iter().enumerate() {
+        progress(i, selected.len(), s.rel_dir());
         let label = series_label(&s.meta.key);
         let rel = s.rel_dir().to_string();
         let result = s.with_write_lock(|| -> crate::storage::Result<(Manifest, Vec<String>)> {
@@ -366,8 +370,13 @@ pub(super) fn rebuild_manifests(
     Ok(())
 }
 
-pub(super) fn compact(selected: &[Arc<Series>], report: &mut AdminReport) -> Result<()> {
-    for s in selected {
+pub(super) fn compact(
+    selected: &[Arc<Series>],
+    report: &mut AdminReport,
+    progress: super::Progress<'_>,
+) -> Result<()> {
+    for (i, s) in selected.iter().enumerate() {
+        progress(i, selected.len(), s.rel_dir());
         let label = series_label(&s.meta.key);
         if report.dry_run {
             let snap = s.snapshot();

@@ -327,7 +327,17 @@ impl Engine {
 
     /// Runs an admin action (`validate`, `scrub`, `repair`, `rebuild-manifest`, `compact`).
     pub fn admin(&self, action: &str, req: &AdminRequest) -> Result<AdminReport> {
-        let report = crate::admin::run(self, action, req)?;
+        self.admin_with_progress(action, req, &|_, _, _| {})
+    }
+
+    /// As [`Engine::admin`], reporting progress per series (for the CLI).
+    pub fn admin_with_progress(
+        &self,
+        action: &str,
+        req: &AdminRequest,
+        progress: crate::admin::Progress<'_>,
+    ) -> Result<AdminReport> {
+        let report = crate::admin::run_with_progress(self, action, req, progress)?;
         if action == "validate" || action == "scrub" {
             let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
             h.validation_findings = report

@@ -220,7 +220,7 @@ pub struct SeriesSelector {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"series": {"symbol": "BTCUSDT"}, "dry_run": true, "deep": true}))]
 pub struct AdminRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "selector_object")]
     pub series: Option<SeriesSelector>,
     /// Report what would be done without changing anything (repair, compact, rebuild-manifest).
     #[serde(default)]
@@ -294,4 +294,48 @@ pub struct Inventory {
     pub series: Vec<SeriesInfo>,
     pub total_rows: u64,
     pub total_bytes: u64,
+}
+
+/// Accepts a selector only as a JSON object (or null). Serde would also take an array
+/// of field values, and `[null, null]` would then silently select every series, which
+/// is not what anyone sending an array to a repair endpoint means.
+fn selector_object<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SeriesSelector>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        Some(_) => Err(D::Error::custom(
+            "series must be an object such as {\"symbol\": \"BTCUSDT\"}",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_selector_must_be_an_object() {
+        let ok: AdminRequest =
+            serde_json::from_str(r#"{"series": {"symbol": "BTCUSDT"}}"#).unwrap();
+        assert_eq!(ok.series.unwrap().symbol.as_deref(), Some("BTCUSDT"));
+        let none: AdminRequest = serde_json::from_str(r#"{"series": null}"#).unwrap();
+        assert!(none.series.is_none());
+        assert!(serde_json::from_str::<AdminRequest>(r#"{"series": [null, null]}"#).is_err());
+        assert!(serde_json::from_str::<AdminRequest>(r#"{"series": {"nope": 1}}"#).is_err());
+    }
+
+    #[test]
+    fn predicate_numbers_round_trip_exactly() {
+        let p: Predicate =
+            serde_json::from_str(r#"{"op": "gt", "value": 0.30000000000000004}"#).unwrap();
+        let Predicate::Gt { value } = p else {
+            panic!("wrong op")
+        };
+        assert_eq!(value.as_f64(), Some(0.30000000000000004));
+    }
 }
