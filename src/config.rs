@@ -90,6 +90,7 @@ pub struct FlightConfig {
     pub max_batch_rows: usize,
     pub max_concurrent_streams: usize,
     pub max_message_bytes: usize,
+    pub max_put_rows: usize,
 }
 
 impl Default for FlightConfig {
@@ -99,6 +100,7 @@ impl Default for FlightConfig {
             max_batch_rows: 65_536,
             max_concurrent_streams: 64,
             max_message_bytes: 256 << 20,
+            max_put_rows: 50_000_000,
         }
     }
 }
@@ -232,6 +234,9 @@ impl Config {
         }
         if self.flight.max_message_bytes < 4 << 20 {
             return bad("flight.max_message_bytes", "must be at least 4194304");
+        }
+        if self.flight.max_put_rows == 0 {
+            return bad("flight.max_put_rows", "must be positive");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "must be \"text\" or \"json\"");

@@ -32,8 +32,6 @@ use crate::storage::WriteBatch;
 use crate::storage::batch::KLINE_COLUMNS;
 
 /// The most rows one DoPut stream may carry (about 2.4 GB of kline columns held in
-/// memory until the commit). Larger uploads are split into several streams.
-pub const PUT_ROWS_MAX: usize = 50_000_000;
 
 /// The app_metadata a DoPut message may carry.
 #[derive(Debug, Deserialize)]
@@ -56,7 +54,7 @@ pub async fn do_put(
     let seen: Arc<Mutex<Vec<Bytes>>> = Arc::default();
     let raw = metadata_filtered(first, input, Arc::clone(&seen));
     let mut decoder = FlightDataDecoder::new(raw);
-    let mut cols = Columns::new(&meta);
+    let mut cols = Columns::new(&meta, engine.config.flight.max_put_rows);
     while let Some(msg) = decoder.next().await {
         match msg.map_err(decode_status)?.payload {
             DecodedPayload::Schema(schema) => cols.plan(&schema)?,
@@ -146,6 +144,8 @@ struct Columns {
     /// For each stored column, its index in the incoming schema.
     positions: Option<Vec<usize>>,
     batch: WriteBatch,
+    /// Most rows one stream may carry (`flight.max_put_rows`).
+    rows_max: usize,
 }
 
 /// What the incoming type of a stored column may be.
@@ -178,7 +178,7 @@ impl Expected {
 }
 
 impl Columns {
-    fn new(meta: &SeriesMeta) -> Columns {
+    fn new(meta: &SeriesMeta, rows_max: usize) -> Columns {
         let (names, types) = match meta.key.kind() {
             SeriesKind::Kline => {
                 let mut names = vec!["ts"];
@@ -201,6 +201,7 @@ impl Columns {
             types,
             positions: None,
             batch,
+            rows_max,
         }
     }
 
@@ -238,16 +239,17 @@ impl Columns {
         Ok(())
     }
 
-    /// Appends one batch's rows, refusing nulls and going past [`PUT_ROWS_MAX`].
+    /// Appends one batch's rows, refusing nulls and going past `flight.max_put_rows`.
     fn append(&mut self, batch: &RecordBatch) -> Result<(), Status> {
         let Some(positions) = &self.positions else {
             return Err(invalid("DoPut record batch arrived before its schema"));
         };
-        if self.batch.len() + batch.num_rows() > PUT_ROWS_MAX {
+        if self.batch.len() + batch.num_rows() > self.rows_max {
             return Err(status(Error::new(
                 ErrorKind::PayloadTooLarge,
                 format!(
-                    "one DoPut stream may carry at most {PUT_ROWS_MAX} rows; split the upload into several streams"
+                    "one DoPut stream may carry at most {} rows (flight.max_put_rows); split the upload into several streams",
+                    self.rows_max
                 ),
             )));
         }
