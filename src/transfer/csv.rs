@@ -73,7 +73,7 @@ pub fn read_csv(
         let rows_before = sink.rows_read;
         while start < filled {
             let rest = &buf[start..filled];
-            let (line, used) = match rest.iter().position(|&b| b == b'\n') {
+            let (line, used) = match memchr::memchr(b'\n', rest) {
                 Some(i) => (&rest[..i], i + 1),
                 None if eof => (rest, rest.len()),
                 None => break,
@@ -183,20 +183,21 @@ fn sniff_delimiter(line: &[u8]) -> u8 {
 }
 
 /// Splits `line` into at most `need` field ranges. Quotes are honoured only when the
-/// line has one (the fast loop bails out to the quote-aware one).
+/// line has one (the fast path bails out to the quote-aware loop).
 #[inline]
 fn split(line: &[u8], delim: u8, need: usize, out: &mut Vec<(usize, usize)>) {
     out.clear();
     let mut s = 0;
-    for (i, &b) in line.iter().enumerate() {
-        if b == delim {
-            out.push((s, i));
-            s = i + 1;
-            if out.len() == need {
-                return;
-            }
-        } else if b == b'"' {
+    // memchr2 finds the next delimiter or quote with SIMD instead of a byte loop.
+    while let Some(i) = memchr::memchr2(delim, b'"', &line[s..]) {
+        let i = s + i;
+        if line[i] == b'"' {
             return split_quoted(line, delim, need, out);
+        }
+        out.push((s, i));
+        s = i + 1;
+        if out.len() == need {
+            return;
         }
     }
     out.push((s, line.len()));

@@ -103,10 +103,7 @@ impl RowSpec {
         use crate::record::{SeriesKind, ValueType};
         use values::ValueRule;
         let scaled = |scale| match prices {
-            PriceMode::Real => ValueRule::Scaled {
-                scale,
-                strict: strict_scale,
-            },
+            PriceMode::Real => ValueRule::scaled(scale, strict_scale),
             PriceMode::Raw => ValueRule::Raw,
         };
         let kind = meta.key.kind();

@@ -16,7 +16,9 @@
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ValueRule {
     /// Real value times `scale`, rounded (kline prices and volume; i64 scalars use 1).
-    Scaled { scale: i64, strict: bool },
+    /// `exp` is k when `scale` is 10^k (else `u32::MAX`): decimal text with at most k
+    /// fraction digits then scales by one multiplication, with no division.
+    Scaled { scale: i64, exp: u32, strict: bool },
     /// Already the stored integer; a fraction is refused.
     Raw,
     /// An f64 scalar: stored as the IEEE bits of the parsed value.
@@ -31,11 +33,22 @@ const NOT_NUMBER: ValueError = "not a number";
 const INEXACT: ValueError = "value has more precision than the series' scale (--strict-scale)";
 
 impl ValueRule {
+    /// The rule for real values at `scale`.
+    pub fn scaled(scale: i64, strict: bool) -> ValueRule {
+        let exp = (0..19)
+            .find(|&k| POW10[k as usize] == scale)
+            .unwrap_or(u32::MAX);
+        ValueRule::Scaled { scale, exp, strict }
+    }
+
     /// Converts one text field.
     #[inline]
     pub fn parse_text(self, s: &[u8]) -> Result<i64, ValueError> {
         match self {
-            ValueRule::Scaled { scale, strict } => match parse_decimal(s) {
+            ValueRule::Scaled { scale, exp, strict } => match parse_decimal(s) {
+                Some(d) if exp < 19 && d.frac_digits <= exp => {
+                    d.scale_exact(POW10[(exp - d.frac_digits) as usize])
+                }
                 Some(d) => d.scale(scale, strict),
                 None => self.from_f64(parse_f64(s).ok_or(NOT_NUMBER)?),
             },
@@ -107,7 +120,7 @@ impl ValueRule {
             }
         };
         match self {
-            ValueRule::Scaled { scale, strict } => d.scale(scale, strict),
+            ValueRule::Scaled { scale, strict, .. } => d.scale(scale, strict),
             _ => d.scale(1, true).map_err(|_| "raw values must be integers"),
         }
     }
@@ -121,6 +134,13 @@ pub struct Decimal {
 }
 
 impl Decimal {
+    /// `self × factor` when that is an integer by construction (no rounding).
+    #[inline]
+    pub fn scale_exact(self, factor: i64) -> Result<i64, ValueError> {
+        let v = self.mantissa.checked_mul(factor as i128).ok_or(TOO_BIG)?;
+        i64::try_from(v).map_err(|_| TOO_BIG)
+    }
+
     /// `self × scale`, rounded half away from zero.
     #[inline]
     pub fn scale(self, scale: i64, strict: bool) -> Result<i64, ValueError> {
@@ -190,21 +210,38 @@ pub fn parse_decimal(s: &[u8]) -> Option<Decimal> {
     if body.is_empty() || body.len() > 36 {
         return None;
     }
-    // Most fields fit in u64 with no fraction; accumulate there and widen once.
+    // Up to 19 digits fit u64, which is cheaper to accumulate than u128.
     let mut m: u128 = 0;
     let mut frac_digits = 0u32;
     let mut seen_dot = false;
     let mut any_digit = false;
-    for &b in body {
-        let d = b.wrapping_sub(b'0');
-        if d <= 9 {
-            m = m * 10 + d as u128;
-            frac_digits += u32::from(seen_dot);
-            any_digit = true;
-        } else if b == b'.' && !seen_dot {
-            seen_dot = true;
-        } else {
-            return None;
+    if body.len() <= 19 {
+        let mut m64: u64 = 0;
+        for &b in body {
+            let d = b.wrapping_sub(b'0');
+            if d <= 9 {
+                m64 = m64 * 10 + d as u64;
+                frac_digits += u32::from(seen_dot);
+                any_digit = true;
+            } else if b == b'.' && !seen_dot {
+                seen_dot = true;
+            } else {
+                return None;
+            }
+        }
+        m = m64 as u128;
+    } else {
+        for &b in body {
+            let d = b.wrapping_sub(b'0');
+            if d <= 9 {
+                m = m * 10 + d as u128;
+                frac_digits += u32::from(seen_dot);
+                any_digit = true;
+            } else if b == b'.' && !seen_dot {
+                seen_dot = true;
+            } else {
+                return None;
+            }
         }
     }
     if !any_digit {
@@ -231,10 +268,12 @@ mod tests {
 
     const P: ValueRule = ValueRule::Scaled {
         scale: 100,
+        exp: 2,
         strict: false,
     };
     const STRICT: ValueRule = ValueRule::Scaled {
         scale: 100,
+        exp: 2,
         strict: true,
     };
 
@@ -248,14 +287,17 @@ mod tests {
         assert_eq!(P.parse_text(b"7"), Ok(700));
         assert_eq!(P.parse_text(b"1e2"), Ok(10_000), "exponents go through f64");
         assert_eq!(P.parse_text(b" \"1.5\" "), Ok(150));
+        assert_eq!(ValueRule::scaled(3, false).parse_text(b"0.5"), Ok(2));
+        assert_eq!(ValueRule::scaled(100, false), P);
         assert_eq!(
-            ValueRule::Scaled {
-                scale: 3,
-                strict: false
-            }
-            .parse_text(b"0.5"),
-            Ok(2)
+            ValueRule::scaled(1000, false).parse_text(b"12.3456"),
+            Ok(12_346)
         );
+        assert_eq!(
+            ValueRule::scaled(1000, false).parse_text(b"-12.3"),
+            Ok(-12_300)
+        );
+        assert_eq!(P.parse_text(b"123456789012345678.9"), Err(TOO_BIG));
         // 1.005 is 1.00499999999999989... in binary; text avoids that trap.
         assert_eq!(P.parse_text(b"1.005"), Ok(101));
         assert_eq!(P.from_f64(0.125), Ok(13));
