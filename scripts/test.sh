@@ -83,7 +83,6 @@ python_env() {
     if [ ! -x .venv/bin/python ]; then
         echo "creating .venv with $py ($("$py" --version 2>&1))"
         "$py" -m venv .venv || return 1
-        .venv/bin/python -m pip install --quiet --upgrade pip || return 1
     fi
     # Pinned versions; when they are already installed pip does not touch the network.
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
