@@ -1,0 +1,13 @@
+"""FastK comparison benchmark: the same data, the same machine, the same run.
+
+Layout:
+- `dataset`: the deterministic synthetic dataset (seeded random walks, uniform scalar)
+- `timing`: clocks, percentiles, time-boxed loops
+- `procs`: starting and stopping the servers this harness owns (loopback only)
+- `systems`: one adapter per system (FastK over Flight and HTTP, ArcticDB, DuckDB,
+  Polars, PostgreSQL, ROAPI, the in-memory Flight ceiling), all with the same methods
+- `ceiling_server`: the minimal pyarrow.flight server holding the batches in RAM
+- `workloads`: the six workloads plus the HTTP load and Flight transport runs
+- `report`: results.json, PNG charts and the tables of docs/benchmarks.md
+- `__main__`: `python -m fastk_bench [--quick]`, the driver
+"""

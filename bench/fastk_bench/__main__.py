@@ -1,0 +1,297 @@
+"""`python -m fastk_bench [--quick]`: the comparison benchmark driver.
+
+Normally started by `bash scripts/bench.sh`, which builds FastK, prepares the venv and
+PostgreSQL, and runs the Rust harnesses first. Writes `results.json` to `--out`, PNG
+charts to `--charts`, and, with `--docs`, fills the result blocks of
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.feather as feather
+
+from . import dataset, procs, report, systems, timing, workloads
+from .workloads import log
+
+REPO = pathlib.Path(__file__).resolve().parent.parent.parent
+
+
+def machine() -> dict:
+    cpu = "?"
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = 0
+    for line in pathlib.Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            mem = int(line.split()[1]) * 1024
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem / 2**30, 1),
+            "kernel": platform.release(), "os": _os_name(), "python": platform.python_version(),
+            "loadavg_start": os.getloadavg()}
+
+
+def _os_name() -> str:
+    try:
+        for line in pathlib.Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def rust_results(rust_dir: pathlib.Path | None, quick: bool, reps: int) -> dict:
+    """The existing Rust harnesses' output (run by scripts/bench.sh), plus their DuckDB peer."""
+    out: dict = {"quick": quick}
+    if rust_dir is None:
+        return out
+    st = rust_dir / "rust_storage.txt"
+    if st.exists():
+        keep = ("ingest", "range", "memcpy", "ratio", "latest", "fastk storage")
+        out["storage_lines"] = [ln.rstrip() for ln in st.read_text().splitlines()
+                                if any(k in ln for k in keep) and "Running" not in ln]
+    pj = rust_dir / "predicate.json"
+    raw = REPO / "target/bench-data/scalar.bin"
+    if pj.exists():
+        pred = json.loads(pj.read_text())
+        out["predicate"] = pred
+        if raw.exists():
+            try:
+                duckdb_peer(pred, raw, reps)
+            except Exception as e:  # noqa: BLE001
+                out["predicate_duckdb_error"] = f"{type(e).__name__}: {e}"
+    for name in ("rust_flight.json",):
+        if (rust_dir / name).exists():
+            out_key = name.removesuffix(".json")
+            out[out_key] = json.loads((rust_dir / name).read_text())
+    return out
+
+
+def duckdb_peer(pred: dict, raw: pathlib.Path, reps: int) -> None:
+    """DuckDB over Parquet on the predicate harness's own data and predicates.
+
+    The same measurement as scripts/bench_predicate_duckdb.py, which calls
+    `execute(...).arrow()` and so no longer runs on DuckDB 2 (see docs/benchmarks.md).
+    """
+    import duckdb
+    import pyarrow.parquet as pq
+
+    data = np.fromfile(raw, dtype="<i8").reshape(-1, 2)
+    table = pa.table({"ts": pa.array(data[:, 0]).cast(pa.timestamp("ms", tz="UTC")), "value": pa.array(data[:, 1])})
+    path = raw.with_suffix(".parquet")
+    pq.write_table(table, path)
+    con = duckdb.connect()
+    for r in pred["results"]:
+        q = f"SELECT ts FROM read_parquet('{path}') WHERE value BETWEEN {r['min']} AND {r['max']}"
+        n = con.sql(q).to_arrow_table().num_rows
+        assert n == r["matches"], f"DuckDB found {n} rows, FastK {r['matches']}"
+        times, _ = timing.repeat(lambda: con.sql(q).to_arrow_table(), reps)
+        r["duckdb_ms"] = statistics.median(times) * 1e3
+
+
+def rust_client(binary: pathlib.Path, fastk_addr: str, ceiling_addr: str, ds: dataset.Dataset, reps: int) -> dict:
+    """The Rust arrow-flight client (benches/flight_ceiling.rs) against FastK and the Rust ceiling."""
+    start, end = ds.spec.year_range
+    tickets = {
+        "year": {"kind": "kline", "symbol": ds.symbols[0], "timeframe": "1m", "start_ts": start, "end_ts": end},
+        "scalar": {"kind": "scalar", **systems.SCALAR_KEY},
+    }
+    specs = [f"{k}={json.dumps(t)}" for k, t in tickets.items()]
+    # Alternate rounds (FastK, ceiling, FastK, ceiling, ...) so load on the shared
+    # machine falls on both; per ticket, the median of the round medians and the best time.
+    rounds: dict = {"fastk": [], "ceiling": []}
+    for _ in range(3):
+        for who, addr in (("fastk", fastk_addr), ("ceiling", ceiling_addr)):
+            p = subprocess.run([str(binary), "client", addr, str(reps), *specs], capture_output=True, text=True,
+                               timeout=600)
+            if p.returncode != 0:
+                return {"error": p.stderr[-500:]}
+            rounds[who].append(json.loads(p.stdout.strip().splitlines()[-1]))
+    got = {who: {k: {"rows": rs[0][k]["rows"], "bytes": rs[0][k]["bytes"],
+                     "median_s": statistics.median(r[k]["median_s"] for r in rs),
+                     "best_s": min(r[k]["best_s"] for r in rs)} for k in tickets}
+           for who, rs in rounds.items()}
+    labels = {"year": "1 year of 1m bars", "scalar": f"whole scalar series ({ds.scalar.num_rows:,} rows)"}
+    out = {}
+    for k in tickets:
+        f, c = got["fastk"][k], got["ceiling"][k]
+        assert f["rows"] == c["rows"], (f, c)
+        out[k] = {"label": labels[k], "rows": f["rows"], "bytes": f["bytes"], "fastk_s": f["median_s"],
+                  "ceiling_s": c["median_s"], "fastk_best_s": f["best_s"], "ceiling_best_s": c["best_s"]}
+        log(f"  {k}: FastK {f['median_s'] * 1e3:.1f} ms, ceiling {c['median_s'] * 1e3:.1f} ms")
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(prog="fastk_bench")
+    ap.add_argument("--quick", action="store_true", help="small data, few repetitions (about 2 minutes)")
+    ap.add_argument("--out", type=pathlib.Path, required=True, help="directory for results.json and logs")
+    ap.add_argument("--charts", type=pathlib.Path, help="directory for the PNG charts (default: --out)")
+    ap.add_argument("--docs", type=pathlib.Path, help="fill the result blocks of this Markdown file")
+    ap.add_argument("--fastk-bin", type=pathlib.Path, default=REPO / "target/release/fastk")
+    ap.add_argument("--ceiling-bin", type=pathlib.Path,
+                    help="the benches/flight_ceiling.rs executable (Rust in-memory server and client)")
+    ap.add_argument("--work", type=pathlib.Path, help="scratch directory for the systems' data")
+    ap.add_argument("--rust-results", type=pathlib.Path, help="where scripts/bench.sh left the Rust harness output")
+    ap.add_argument("--skip", default="", help="comma-separated labels to leave out (e.g. ROAPI,PostgreSQL)")
+    args = ap.parse_args()
+    q = args.quick
+    spec = dataset.QUICK if q else dataset.FULL
+    P = dict(  # noqa: N806 - the run's parameters, recorded in results.json
+        year_reps=3 if q else 15,
+        day_ranges=300 if q else 10_000,
+        day_budget_s=3 if q else 30,
+        latest_n=300 if q else 5_000,
+        latest_budget_s=2 if q else 10,
+        predicate_reps=3 if q else 5,
+        selectivities=[0.01, 1.0, 10.0],
+        flight_reps=2 if q else 5,
+        wrk_s=2 if q else 10,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    charts_dir = args.charts or args.out
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="fastk-bench-"))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    os.chmod(work, 0o755)  # the postgres user must reach its data directory inside
+    logs = args.out
+    t_run = time.time()
+    results: dict = {"mode": "quick" if q else "full", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "machine": machine(), "params": P, "skipped": {}}
+    fastk_version = subprocess.run([str(args.fastk_bin), "--version"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    versions = {"fastk": f"{fastk_version} ({commit})", "pyarrow": pa.__version__, "numpy": np.__version__}
+
+    try:
+        log(f"generating dataset ({'quick' if q else 'full'})")
+        gen_s, ds = timing.timed(lambda: dataset.generate(spec))
+        results["dataset"] = {"symbols": ds.symbols, "kline_rows": ds.kline_rows,
+                              "bars_per_symbol": spec.bars_per_symbol, "scalar_rows": ds.scalar.num_rows,
+                              "kline_range_ms": [spec.start_ms, spec.end_ms], "year_range_ms": list(spec.year_range),
+                              "seed": dataset.SEED, "generate_s": gen_s}
+        log(f"  {ds.kline_rows:,} bars + {ds.scalar.num_rows:,} scalar rows in {gen_s:.1f} s")
+        results["memcpy"] = workloads.memcpy(128 if q else 512)
+        log(f"memcpy: {results['memcpy']['gb_s']:.2f} GB/s")
+
+        # --- FastK: the Flight-loaded store serves every read workload; the HTTP-loaded
+        # store exists only to time JSON ingest, and is stopped right after.
+        fk = procs.FastK(args.fastk_bin, work / "fastk-flight", logs / "fastk.log")
+        fastk_flight = systems.FastKFlight(fk, fastk_version)
+        fastk_http_reads = systems.FastKHttp(fk, fastk_version)
+        ingest_systems: list[systems.System] = [fastk_flight]
+        fk2 = procs.FastK(args.fastk_bin, work / "fastk-http", logs / "fastk-http.log")
+        ingest_systems.append(systems.FastKHttp(fk2, fastk_version))
+
+        peers: list[systems.System] = []
+        if "ArcticDB" not in skip:
+            peers.append(systems.Arctic(work / "arcticdb"))
+        duck = systems.DuckDB(work / "duckdb") if "DuckDB" not in skip else None
+        polars = systems.Polars(work / "polars")
+        peers += [s for s in (duck, polars) if s]
+        pg = None
+        if "PostgreSQL" not in skip:
+            bindir = procs.find_pg_bindir()
+            if bindir is None:
+                results["skipped"]["PostgreSQL"] = "no initdb under /usr/lib/postgresql (apt install postgresql-15)"
+            else:
+                try:
+                    pg = systems.Postgres(procs.Postgres(bindir, work / "pg" / "data", logs / "postgres.log"))
+                    peers.append(pg)
+                except Exception as e:  # noqa: BLE001
+                    results["skipped"]["PostgreSQL"] = f"could not start: {e}"
+        ingest_systems += peers
+        for s in ingest_systems:
+            try:
+                versions[s.label] = s.version()
+            except Exception as e:  # noqa: BLE001
+                versions[s.label] = f"? ({e})"
+        results["ingest"] = workloads.ingest(ingest_systems, ds)
+        results["disk_fastk_http"] = workloads.disk([ingest_systems[1]], ds)
+        fk2.stop()
+
+        # --- The read-only systems: the RAM Flight ceiling and ROAPI over Polars' Parquet.
+        ram = work / "ram"
+        (ram / "kline").mkdir(parents=True)
+        for s in ds.symbols:
+            feather.write_feather(ds.kline[s], ram / "kline" / f"{s}.arrow", compression="uncompressed")
+        feather.write_feather(ds.scalar, ram / "scalar.arrow", compression="uncompressed")
+        ceilings: list[systems.System] = [systems.FlightCeiling(ram, logs / "ceiling-pyarrow.log", python=sys.executable)]
+        if args.ceiling_bin:
+            try:
+                ceilings.append(systems.FlightCeiling(ram, logs / "ceiling-rust.log", rust_bin=args.ceiling_bin))
+            except Exception as e:  # noqa: BLE001
+                results["skipped"]["Flight ceiling (Rust, RAM)"] = f"could not start: {e}"
+        else:
+            results["skipped"]["Flight ceiling (Rust, RAM)"] = "no --ceiling-bin given"
+        readers: list[systems.System] = [fastk_flight, fastk_http_reads, *ceilings] + peers
+        if "ROAPI" not in skip:
+            roapi_bin = shutil.which("roapi") or str(pathlib.Path(sys.executable).parent / "roapi")
+            if not pathlib.Path(roapi_bin).exists():
+                results["skipped"]["ROAPI"] = "the roapi wheel did not install a roapi binary"
+            else:
+                try:
+                    log("starting ROAPI (loads the Parquet files into memory)")
+                    ro = systems.Roapi(roapi_bin, polars.root, ds, logs / "roapi.log")
+                    results["roapi_startup_s"] = ro.startup_s
+                    versions[ro.label] = ro.version()
+                    readers.append(ro)
+                except Exception as e:  # noqa: BLE001
+                    results["skipped"]["ROAPI"] = f"could not start: {e}"
+        for c in ceilings:
+            versions[c.label] = c.version()
+        results["versions"] = versions
+
+        results["year_to_polars"] = workloads.year_to_polars(readers, ds, P["year_reps"])
+        results["day_ranges"] = workloads.day_range_latency(readers, ds, P["day_ranges"], P["day_budget_s"])
+        results["latest"] = workloads.latest_latency(readers, ds, P["latest_n"], P["latest_budget_s"])
+        pred_systems = [s for s in readers if s not in ceilings]
+        results["predicate"] = workloads.predicates(pred_systems, ds, P["selectivities"], P["predicate_reps"])
+        results["flight_scalar"] = workloads.flight_transport([fastk_flight, *ceilings], ds, P["flight_reps"])
+        rust_ceiling = next((c for c in ceilings if "Rust" in c.label), None)
+        if rust_ceiling is not None:
+            results["rust_flight"] = rust_client(args.ceiling_bin, fk.flight, rust_ceiling.addr, ds, P["flight_reps"])
+        results["disk"] = workloads.disk([fastk_flight] + peers, ds)
+        results["http_load"] = workloads.http_load(fk.http, ds, P["wrk_s"]) if shutil.which("wrk") else None
+        if results["http_load"] is None:
+            results["skipped"]["wrk"] = "wrk not installed (apt install wrk): no HTTP load figures"
+        for s in readers:
+            s.close()
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+
+    results["rust"] = rust_results(args.rust_results, q, P["predicate_reps"])
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["wall_s"] = time.time() - t_run
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    log(f"results: {args.out / 'results.json'}")
+    for p in report.charts(results, charts_dir):
+        log(f"chart: {p}")
+    (args.out / "tables.md").write_text(report.all_tables(results))
+    if args.docs:
+        args.docs.write_text(report.fill_markdown(args.docs.read_text(), results))
+        log(f"filled {args.docs}")
+    log(f"done in {results['wall_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

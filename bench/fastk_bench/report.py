@@ -1,0 +1,340 @@
+"""results.json -> PNG charts and the Markdown tables of docs/benchmarks.md.
+
+Every ratio is written so that above 1 means FastK is ahead: for times it is
+(best peer's time / FastK's time), for rates (FastK's rate / best peer's rate), for
+bytes on disk (best peer's bytes / FastK's bytes). "Best peer" is the best of
+ArcticDB, DuckDB, Polars, PostgreSQL and ROAPI; FastK's HTTP front end and the
+in-memory Flight ceiling are shown beside them but never count as peers.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+FASTK = "FastK Flight"
+HTTP = "FastK HTTP"
+CEILINGS = ("Flight ceiling (pyarrow, RAM)", "Flight ceiling (Rust, RAM)")
+NOT_PEERS = {FASTK, HTTP, *CEILINGS}
+COLORS = {FASTK: "#d62728", HTTP: "#ff9896", CEILINGS[0]: "#7f7f7f", CEILINGS[1]: "#bcbcbc"}
+
+
+def ok(d: dict) -> dict:
+    """Only the systems that produced a result (no error entry)."""
+    return {k: v for k, v in d.items() if isinstance(v, dict) and "error" not in v}
+
+
+def best_peer(d: dict, key: str, lower_is_better: bool) -> tuple[str | None, float | None]:
+    peers = {k: v[key] for k, v in ok(d).items() if k not in NOT_PEERS and v.get(key) is not None}
+    if not peers:
+        return None, None
+    k = (min if lower_is_better else max)(peers, key=peers.get)
+    return k, peers[k]
+
+
+def ceiling(d: dict) -> dict:
+    """The faster of the in-memory Flight servers, as seen by the same client."""
+    got = [v for k, v in ok(d).items() if k in CEILINGS]
+    return min(got, key=lambda v: v["median_s"]) if got else {}
+
+
+def ratio(fastk: float | None, peer: float | None, lower_is_better: bool) -> str:
+    if not fastk or not peer:
+        return "n/a"
+    r = peer / fastk if lower_is_better else fastk / peer
+    return f"**{r:.2f}x**" if r >= 1 else f"{r:.2f}x"
+
+
+def fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, int):
+        return f"{v:,}"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if 0 < abs(v) < 1:
+        return f"{v:.3g}"
+    return f"{v:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def errors_note(d: dict) -> str:
+    bad = {k: v["error"] for k, v in d.items() if isinstance(v, dict) and "error" in v}
+    return "".join(f"\n\n{k}: failed ({e})" for k, e in bad.items())
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def t_ingest(r: dict) -> str:
+    d = r["ingest"]
+    rows = []
+    for k, v in ok(d).items():
+        rows.append([k, v["kline_rows_per_s"] / 1e6, v["kline_s"],
+                     v.get("scalar_rows_per_s", 0) / 1e6 if v.get("scalar_rows_per_s") else None,
+                     v.get("scalar_s"), v.get("prep_s")])
+    peer, best = best_peer(d, "kline_rows_per_s", False)
+    speer, sbest = best_peer(d, "scalar_rows_per_s", False)
+    f = ok(d).get(FASTK, {})
+    h = ok(d).get(HTTP, {})
+    out = table(["system", "kline M rows/s", "kline s", "scalar M rows/s", "scalar s", "untimed prep s"], rows)
+    out += (f"\n\nFastK (Flight DoPut) vs best peer: kline {ratio(f.get('kline_rows_per_s'), best, False)} "
+            f"(best: {peer}), scalar {ratio(f.get('scalar_rows_per_s'), sbest, False)} (best: {speer}). "
+            f"FastK HTTP JSON vs best peer: kline {ratio(h.get('kline_rows_per_s'), best, False)}.")
+    if r.get("roapi_startup_s") is not None:
+        out += (f" ROAPI has no write path (read-only); it loaded the Polars Parquet files into memory "
+                f"at start-up in {r['roapi_startup_s']:.1f} s.")
+    return out + errors_note(d)
+
+
+def t_year(r: dict) -> str:
+    d = r["year_to_polars"]
+    ceil = ceiling(d).get("median_s")
+    rows = [[k, v["median_s"] * 1e3, v["best_s"] * 1e3, v["rows_per_s"] / 1e6, v["gb_s"],
+             f"{ceil / v['median_s'] * 100:.0f}%" if ceil else "n/a"] for k, v in ok(d).items()]
+    peer, best = best_peer(d, "median_s", True)
+    f = ok(d).get(FASTK, {}).get("median_s")
+    out = table(["system", "median ms", "best ms", "M rows/s", "GB/s", "of ceiling"], rows)
+    out += f"\n\nFastK vs best peer ({peer}): {ratio(f, best, True)}."
+    if f and ceil:
+        out += (f" FastK reaches {ceil / f * 100:.0f}% of the in-memory Flight ceiling (the faster of the two "
+                f"in-memory servers; \"of ceiling\" above uses the same one).")
+    return out + errors_note(d)
+
+
+def t_latency(d: dict) -> str:
+    rows = [[k, v["p50_ms"], v["p99_ms"], v["mean_ms"], v["ops_per_s"], f"{v['n']}/{v['planned']}"]
+            for k, v in ok(d).items()]
+    peer, best = best_peer(d, "p50_ms", True)
+    _, best99 = best_peer(d, "p99_ms", True)
+    f = ok(d).get(FASTK, {})
+    out = table(["system", "p50 ms", "p99 ms", "mean ms", "queries/s", "ran"], rows)
+    out += (f"\n\nFastK vs best peer: p50 {ratio(f.get('p50_ms'), best, True)} (best: {peer}), "
+            f"p99 {ratio(f.get('p99_ms'), best99, True)}.")
+    return out + errors_note(d)
+
+
+def t_predicate(r: dict) -> str:
+    d = r["predicate"]
+    sels = list(d)
+    labels = []
+    for s in sels:
+        for k in d[s]["systems"]:
+            if k not in labels:
+                labels.append(k)
+    rows = []
+    for k in labels:
+        row = [k]
+        for s in sels:
+            v = d[s]["systems"].get(k)
+            row.append(v["median_ms"] if v and "error" not in v else "n/a")
+        rows.append(row)
+    ratio_row = ["FastK vs best peer"]
+    for s in sels:
+        peer, best = best_peer(d[s]["systems"], "median_ms", True)
+        f = ok(d[s]["systems"]).get(FASTK, {}).get("median_ms")
+        ratio_row.append(f"{ratio(f, best, True)} ({peer})")
+    rows.append(ratio_row)
+    head = ["system"] + [f"{s}%: {d[s]['matches']:,} rows, ms" for s in sels]
+    return table(head, rows) + "".join(errors_note(d[s]["systems"]) for s in sels)
+
+
+def t_disk(r: dict) -> str:
+    d = r["disk"]
+    rows = [[k, v["kline_bytes_per_row"], v["kline_bytes"] / 1e6, v["scalar_bytes_per_row"],
+             v["scalar_bytes"] / 1e6] for k, v in ok(d).items()]
+    peer, best = best_peer(d, "kline_bytes_per_row", True)
+    speer, sbest = best_peer(d, "scalar_bytes_per_row", True)
+    f = ok(d).get(FASTK, {})
+    out = table(["system", "kline B/row", "kline MB", "scalar B/row", "scalar MB"], rows)
+    out += (f"\n\nRaw data: 48 B per bar, 16 B per scalar row. FastK vs best peer: kline "
+            f"{ratio(f.get('kline_bytes_per_row'), best, True)} ({peer}), scalar "
+            f"{ratio(f.get('scalar_bytes_per_row'), sbest, True)} ({speer}).")
+    return out + errors_note(d)
+
+
+def t_http(r: dict) -> str:
+    d = r.get("http_load") or {}
+    rows = [[k, v["connections"], v["requests_per_s"], v["p50_ms"], v["p99_ms"], v["transfer_per_s"], v["non_2xx"]]
+            for k, v in d.items()]
+    out = table(["request", "connections", "requests/s", "p50 ms", "p99 ms", "transfer/s", "non-2xx"], rows)
+    h = ok(r["ingest"]).get(HTTP)
+    if h:
+        out += (f"\n\nJSON writes, 10,000-record bodies, one connection, sequential: "
+                f"{h['kline_rows_per_s'] / 1e6:.2f} M kline rows/s"
+                + (f", {h['scalar_rows_per_s'] / 1e6:.2f} M scalar rows/s" if h.get("scalar_rows_per_s") else "")
+                + ".")
+    return out
+
+
+def t_flight(r: dict) -> str:
+    rows = []
+    y = ok(r["year_to_polars"])
+    s = ok(r.get("flight_scalar") or {})
+    for label, d, ceil in [("1 year of 1m bars (527,040 rows, 25 MB)", y, ceiling(y)),
+                           (f"whole scalar series ({r['dataset']['scalar_rows']:,} rows)", s, ceiling(s))]:
+        f = d.get(FASTK)
+        if f and ceil:
+            rows.append([label, "pyarrow read_all + pl.from_arrow", f["median_s"] * 1e3, f["rows_per_s"] / 1e6,
+                         f["gb_s"], ceil["gb_s"], f"{ceil['median_s'] / f['median_s'] * 100:.0f}%"])
+    for k, v in (r.get("rust_flight") or {}).items():
+        if isinstance(v, dict) and "fastk_s" in v:
+            rows.append([v.get("label", k), "Rust arrow-flight client", v["fastk_s"] * 1e3, v["rows"] / v["fastk_s"] / 1e6,
+                         v["bytes"] / v["fastk_s"] / 1e9, v["bytes"] / v["ceiling_s"] / 1e9,
+                         f"{v['ceiling_s'] / v['fastk_s'] * 100:.0f}%"])
+    out = table(["DoGet of", "client", "FastK ms", "M rows/s", "FastK GB/s", "ceiling GB/s", "FastK / ceiling"], rows)
+    f = ok(r["ingest"]).get(FASTK)
+    if f:
+        out += (f"\n\nDoPut (pyarrow, one stream per series, 65,536-row batches): "
+                f"{f['kline_rows_per_s'] / 1e6:.2f} M kline rows/s, "
+                f"{f['scalar_rows_per_s'] / 1e6:.2f} M scalar rows/s.")
+    return out
+
+
+def t_rust(r: dict) -> str:
+    rs = r.get("rust") or {}
+    out = []
+    if rs.get("storage_lines"):
+        out.append("`cargo bench --bench storage`" + (" (quick mode)" if rs.get("quick") else "") + ":\n\n```text\n"
+                   + "\n".join(rs["storage_lines"]) + "\n```")
+    pred = rs.get("predicate")
+    if pred:
+        rows = [[str(p["selectivity_pct"]), p["matches"], p["scan_ms"], p["zonemap_ms"], p["value_index_ms"], p["auto_ms"],
+                 p.get("duckdb_ms"), f"{p['scan_ms'] / p['auto_ms']:.0f}x",
+                 f"{p['duckdb_ms'] / p['auto_ms']:.1f}x" if p.get("duckdb_ms") else "n/a"] for p in pred["results"]]
+        out.append(f"`cargo bench --bench predicate` ({pred['rows']:,} rows, in process, ts only) with DuckDB over "
+                   "Parquet on the same data and predicates:\n\n"
+                   + table(["select %", "matches", "scan ms", "zonemap ms", "index ms", "auto ms", "DuckDB ms",
+                            "scan/auto", "DuckDB/auto"], rows))
+    return "\n\n".join(out) if out else "(not run)"
+
+
+def t_limits(r: dict) -> str:
+    m = r.get("memcpy") or {}
+    return f"memcpy (numpy copy of {m.get('bytes', 0) >> 20} MiB): {fmt(m.get('gb_s'))} GB/s."
+
+
+SECTIONS = {
+    "limits": t_limits, "ingest": t_ingest, "year": t_year,
+    "day_ranges": lambda r: t_latency(r["day_ranges"]), "latest": lambda r: t_latency(r["latest"]),
+    "predicate": t_predicate, "disk": t_disk, "http": t_http, "flight": t_flight, "rust": t_rust,
+}
+
+
+def fill_markdown(text: str, r: dict) -> str:
+    """Replaces each `<!-- bench:NAME -->...<!-- /bench:NAME -->` block with its table."""
+    for name, fn in SECTIONS.items():
+        begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+        i, j = text.find(begin), text.find(end)
+        if i < 0 or j < 0:
+            continue
+        try:
+            body = fn(r)
+        except Exception as e:  # noqa: BLE001 - a missing workload leaves a note, not a crash
+            body = f"(no result: {type(e).__name__}: {e})"
+        text = text[: i + len(begin)] + "\n" + body + "\n" + text[j:]
+    return text
+
+
+def all_tables(r: dict) -> str:
+    return "\n\n".join(f"## {name}\n\n{fill_markdown(f'<!-- bench:{name} --><!-- /bench:{name} -->', r)}"
+                       for name in SECTIONS)
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _color(label: str) -> str:
+    return COLORS.get(label, "#1f77b4")
+
+
+def _barh(ax, d: dict, key: str, scale: float, xlabel: str, title: str, log: bool = False):
+    items = [(k, v[key] * scale) for k, v in ok(d).items() if v.get(key)]
+    items.sort(key=lambda kv: kv[1])
+    ax.barh([k for k, _ in items], [v for _, v in items], color=[_color(k) for k, _ in items])
+    for i, (_, v) in enumerate(items):
+        ax.text(v, i, f" {v:,.3g}", va="center", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    if log:
+        ax.set_xscale("log")
+
+
+def charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+
+    def save(fig, name):
+        p = out / name
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    _barh(axes[0], r["ingest"], "kline_rows_per_s", 1e-6, "M rows/s (higher is better)",
+          f"1. Bulk ingest, kline ({r['dataset']['kline_rows']:,} rows)", log=True)
+    _barh(axes[1], r["ingest"], "scalar_rows_per_s", 1e-6, "M rows/s (higher is better)",
+          f"1. Bulk ingest, scalar ({r['dataset']['scalar_rows']:,} rows)", log=True)
+    save(fig, "ingest.png")
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    _barh(ax, r["year_to_polars"], "median_s", 1e3, "ms, median (lower is better)",
+          "2. One symbol, one year of 1m bars into a Polars DataFrame", log=True)
+    save(fig, "year_to_polars.png")
+
+    for key, name, title in [("day_ranges", "day_ranges.png", "3. Random one-day ranges (1,440 bars) into Polars"),
+                             ("latest", "latest.png", "4. Latest 100 bars into Polars")]:
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+        _barh(axes[0], r[key], "p50_ms", 1, "p50 ms (lower is better)", title, log=True)
+        _barh(axes[1], r[key], "p99_ms", 1, "p99 ms (lower is better)", title, log=True)
+        save(fig, name)
+
+    sels = list(r["predicate"])
+    labels = []
+    for s in sels:
+        for k, v in ok(r["predicate"][s]["systems"]).items():
+            if k not in labels:
+                labels.append(k)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(1, len(labels))
+    for i, k in enumerate(labels):
+        ys = [ok(r["predicate"][s]["systems"]).get(k, {}).get("median_ms") or 0 for s in sels]
+        ax.bar([j + i * width for j in range(len(sels))], ys, width, label=k, color=_color(k) if k in COLORS else None)
+    ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(sels))])
+    ax.set_xticklabels([f"{s}% ({r['predicate'][s]['matches']:,} rows)" for s in sels])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms, median (lower is better)")
+    ax.set_title(f"5. Scalar predicate on {r['dataset']['scalar_rows']:,} rows, matching ts into the client", fontsize=10)
+    ax.legend(fontsize=8)
+    save(fig, "predicate.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    _barh(axes[0], r["disk"], "kline_bytes_per_row", 1, "bytes per bar (lower is better; raw 48)", "6. Disk, kline")
+    _barh(axes[1], r["disk"], "scalar_bytes_per_row", 1, "bytes per row (lower is better; raw 16)", "6. Disk, scalar")
+    save(fig, "disk.png")
+    return made
+
+
+def main() -> int:
+    import sys
+
+    r = json.loads(pathlib.Path(sys.argv[1]).read_text())
+    print(all_tables(r))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

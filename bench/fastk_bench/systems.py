@@ -1,0 +1,622 @@
+"""One adapter per system, all with the same methods, so every workload runs the
+same calls everywhere:
+
+- `ingest(ds)` loads the whole dataset through the system's native bulk path and
+  returns `{"kline_s", "scalar_s"}` (rows are the dataset's; preparation that only
+  exists because the source is Arrow, such as building a pandas frame or JSON bodies,
+  happens before the clock starts and is reported separately as `prep_s`);
+- `read_range(symbol, start_ms, end_ms)` returns a Polars DataFrame of the bars;
+- `latest(symbol, n)` returns a Polars DataFrame of the last n bars, ascending;
+- `predicate(lo, hi)` returns the number of matching rows, fetched into the client
+  as an Arrow/Polars column of timestamps;
+- `disk()` returns bytes held on disk for the kline and the scalar data.
+
+A method a system cannot serve raises `NotImplementedError` and is reported as n/a.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import pathlib
+import re
+import subprocess
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.flight as flight
+
+from . import procs
+from .dataset import Dataset
+
+BATCH_ROWS = 65_536
+
+
+def dt(ms_: int) -> datetime:
+    return datetime.fromtimestamp(ms_ / 1000, tz=timezone.utc)
+
+
+def tstz(ms_: int) -> str:
+    """A DuckDB TIMESTAMPTZ literal for epoch milliseconds."""
+    return f"TIMESTAMPTZ '{dt(ms_).isoformat(sep=' ', timespec='milliseconds')}'"
+
+
+def fsync_files(paths: list[pathlib.Path]) -> None:
+    """Makes written files durable, as FastK is before it acknowledges a write."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for d in {p.parent for p in paths}:
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def du(path: pathlib.Path) -> int:
+    """Bytes allocated on disk under `path` (like `du -s --block-size=1`)."""
+    if path.is_file():
+        return path.stat().st_blocks * 512
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+class System:
+    name = "?"
+    # The row label in tables and charts.
+    label = "?"
+    # Peers compete; the FastK HTTP front end and the ceiling are reported beside them.
+    peer = True
+    # Shown next to the name in tables: how the client reaches the system.
+    via = ""
+
+    def version(self) -> str:
+        return "?"
+
+    def ingest(self, ds: Dataset) -> dict:
+        raise NotImplementedError
+
+    def read_range(self, symbol: str, start: int, end: int) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def latest(self, symbol: str, n: int) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def predicate(self, lo: int, hi: int) -> int:
+        raise NotImplementedError
+
+    def scalar_all(self) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def disk(self) -> dict:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- FastK
+
+
+class HttpClient:
+    """A keep-alive HTTP/1.1 connection (what a tuned Python client would use)."""
+
+    def __init__(self, addr: str):
+        host, port = addr.rsplit(":", 1)
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=600)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
+        headers = {"content-type": "application/json"} if body is not None else {}
+        self.conn.request(method, path, body=body, headers=headers)
+        r = self.conn.getresponse()
+        data = r.read()
+        if r.status >= 300:
+            raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
+        return data
+
+    def json(self, method: str, path: str, obj=None):
+        return json.loads(self.request(method, path, None if obj is None else json.dumps(obj).encode()))
+
+
+def register_fastk(http: HttpClient, ds: Dataset) -> None:
+    for s in ds.symbols:
+        http.json("POST", "/v1/kline/series",
+                  {"symbol": s, "timeframe": "1m", "price_scale": 100, "volume_scale": 1})
+    http.json("POST", "/v1/scalar/series",
+              {"symbol": "BENCH", "timeframe": "1m", "category": "feature", "name": "uniform",
+               "value_type": "i64"})
+
+
+SCALAR_PATH = ("scalar", "BENCH", "1m", "feature", "uniform")
+SCALAR_KEY = {"symbol": "BENCH", "timeframe": "1m", "category": "feature", "name": "uniform"}
+
+
+class FastKFlight(System):
+    name = "FastK"
+    label = "FastK Flight"
+    peer = False
+    via = "Arrow Flight"
+
+    def __init__(self, server: procs.FastK, fastk_version: str):
+        self.server = server
+        self._version = fastk_version
+        self.client = flight.connect(f"grpc://{server.flight}")
+        self.http = HttpClient(server.http)
+
+    def version(self) -> str:
+        return self._version
+
+    def _put(self, path: tuple, table: pa.Table) -> dict:
+        writer, reader = self.client.do_put(flight.FlightDescriptor.for_path(*path), table.schema)
+        writer.write_table(table, max_chunksize=BATCH_ROWS)
+        writer.done_writing()
+        reply = json.loads(reader.read().to_pybytes())
+        writer.close()
+        return reply
+
+    def ingest(self, ds: Dataset) -> dict:
+        register_fastk(self.http, ds)
+        t = time.perf_counter()
+        for s in ds.symbols:
+            r = self._put(("kline", s, "1m"), ds.kline[s])
+            assert r["written"] == ds.kline[s].num_rows, r
+        kline_s = time.perf_counter() - t
+        t = time.perf_counter()
+        r = self._put(SCALAR_PATH, ds.scalar)
+        assert r["written"] == ds.scalar.num_rows, r
+        return {"kline_s": kline_s, "scalar_s": time.perf_counter() - t, "prep_s": 0.0}
+
+    def _get(self, ticket: dict) -> pa.Table:
+        return self.client.do_get(flight.Ticket(json.dumps(ticket).encode())).read_all()
+
+    def read_range(self, symbol, start, end):
+        return pl.from_arrow(self._get({"kind": "kline", "symbol": symbol, "timeframe": "1m",
+                                        "start_ts": start, "end_ts": end}))
+
+    def latest(self, symbol, n):
+        return pl.from_arrow(self._get({"kind": "kline", "symbol": symbol, "timeframe": "1m", "latest": n}))
+
+    def predicate(self, lo, hi):
+        t = self._get({"kind": "scalar", "timeframe": "1m", **SCALAR_KEY,
+                       "predicate": {"op": "between", "min": lo, "max": hi}, "return_values": False})
+        return t.num_rows
+
+    def scalar_all(self):
+        return pl.from_arrow(self._get({"kind": "scalar", **SCALAR_KEY}))
+
+    def disk(self):
+        inv = self.http.json("GET", "/inventory")
+        k = sum(s["bytes"] for s in inv["series"] if s["kind"] == "kline")
+        sc = sum(s["bytes"] for s in inv["series"] if s["kind"] == "scalar")
+        return {"kline_bytes": k, "scalar_bytes": sc, "root_du_bytes": du(self.server.root),
+                "inventory_total_bytes": inv.get("total_bytes")}
+
+
+def json_bodies(table: pa.Table, rows_per_body: int) -> list[bytes]:
+    """`{"records": [...]}` bodies of `rows_per_body` records, ts as epoch ms."""
+    df = pl.from_arrow(table).with_columns(pl.col("ts").dt.epoch("ms"))
+    lines = df.write_ndjson().encode().splitlines()
+    return [b'{"records":[' + b",".join(lines[i:i + rows_per_body]) + b"]}"
+            for i in range(0, len(lines), rows_per_body)]
+
+
+class FastKHttp(System):
+    name = "FastK"
+    label = "FastK HTTP"
+    peer = False
+    via = "HTTP JSON"
+
+    def __init__(self, server: procs.FastK, fastk_version: str, rows_per_body: int = 10_000):
+        self.server = server
+        self._version = fastk_version
+        self.http = HttpClient(server.http)
+        self.rows_per_body = rows_per_body
+
+    def version(self) -> str:
+        return self._version
+
+    def ingest(self, ds: Dataset, scalar: bool = True) -> dict:
+        """Sequential POSTs of pre-encoded 10,000-record bodies on one connection."""
+        register_fastk(self.http, ds)
+        prep = 0.0
+        kline_s = 0.0
+        for s in ds.symbols:
+            t = time.perf_counter()
+            bodies = json_bodies(ds.kline[s], self.rows_per_body)
+            prep += time.perf_counter() - t
+            t = time.perf_counter()
+            for b in bodies:
+                self.http.request("POST", f"/v1/kline/{s}/1m/records", b)
+            kline_s += time.perf_counter() - t
+            body_bytes = sum(len(b) for b in bodies)
+        out = {"kline_s": kline_s, "prep_s": prep, "body_bytes_last_symbol": body_bytes}
+        if scalar:
+            t = time.perf_counter()
+            bodies = json_bodies(ds.scalar, self.rows_per_body)
+            out["prep_s"] += time.perf_counter() - t
+            path = "/v1/scalar/BENCH/1m/feature/uniform/records"
+            t = time.perf_counter()
+            for b in bodies:
+                self.http.request("POST", path, b)
+            out["scalar_s"] = time.perf_counter() - t
+        return out
+
+    def read_range(self, symbol, start, end):
+        frames = []
+        cursor = start
+        while cursor is not None:
+            r = self.http.json("GET", f"/v1/kline/{symbol}/1m/records?start_ts={cursor}&end_ts={end}&limit=100000")
+            frames.append(pl.DataFrame(r["records"]))
+            cursor = r["next_start_ts"]
+        return pl.concat(frames)
+
+    def latest(self, symbol, n):
+        return pl.DataFrame(self.http.json("GET", f"/v1/kline/{symbol}/1m/latest?n={n}")["records"])
+
+    def predicate(self, lo, hi):
+        path = "/v1/scalar/BENCH/1m/feature/uniform/query"
+        body = {"predicate": {"op": "between", "min": lo, "max": hi}, "limit": 100_000}
+        n = 0
+        while True:
+            r = self.http.json("POST", path, body)
+            n += len(pl.Series("ts", r["timestamps"], dtype=pl.Int64))
+            if r["next_start_ts"] is None:
+                return n
+            body["start_ts"] = r["next_start_ts"]
+
+
+# --------------------------------------------------------------------------- ceiling
+
+
+class FlightCeiling(System):
+    """The same pyarrow client against a server that only hands out RAM batches.
+
+    Two servers play this part: `ceiling_server.py` (pyarrow.flight, C++) and
+    `benches/flight_ceiling.rs` (the Rust crates FastK itself uses, with FastK's
+    HTTP/2 windows and message limits). The faster of the two is the ceiling.
+    """
+
+    name = "Flight ceiling"
+    label = "Flight ceiling (pyarrow, RAM)"
+    peer = False
+
+    def __init__(self, data: pathlib.Path, log: pathlib.Path, python: str | None = None,
+                 rust_bin: pathlib.Path | None = None):
+        if rust_bin is not None:
+            self.label = "Flight ceiling (Rust, RAM)"
+            self._version = "arrow-flight (Rust), see Cargo.lock"
+            proc = procs.start_process([str(rust_bin), "serve", str(data)], log)
+            deadline = time.time() + 300
+            self.addr = None
+            while self.addr is None and time.time() < deadline:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"flight_ceiling exited: {log.read_text()[-1000:]}")
+                m = re.search(r"ceiling listening on (\S+)", log.read_text(errors="replace"))
+                self.addr = m.group(1) if m else None
+                time.sleep(0.05)
+            if self.addr is None:
+                raise RuntimeError("flight_ceiling did not log its address")
+        else:
+            self._version = f"pyarrow {pa.__version__}"
+            port = procs.free_port()
+            proc = procs.start_process([python, "-m", "fastk_bench.ceiling_server", str(port), str(data)], log,
+                                       env={**os.environ, "PYTHONPATH": str(pathlib.Path(__file__).parent.parent)})
+            procs.wait_port(port, 300, proc)
+            self.addr = f"127.0.0.1:{port}"
+        self.client = flight.connect(f"grpc://{self.addr}")
+
+    def version(self) -> str:
+        return self._version
+
+    def _get(self, ticket: dict) -> pa.Table:
+        return self.client.do_get(flight.Ticket(json.dumps(ticket).encode())).read_all()
+
+    def read_range(self, symbol, start, end):
+        return pl.from_arrow(self._get({"kind": "kline", "symbol": symbol, "start_ts": start, "end_ts": end}))
+
+    def latest(self, symbol, n):
+        return pl.from_arrow(self._get({"kind": "kline", "symbol": symbol, "latest": n}))
+
+    def scalar_all(self):
+        return pl.from_arrow(self._get({"kind": "scalar"}))
+
+
+# --------------------------------------------------------------------------- ArcticDB
+
+
+class Arctic(System):
+    name = "ArcticDB"
+    label = "ArcticDB"
+    via = "LMDB, Polars output"
+
+    def __init__(self, root: pathlib.Path):
+        import arcticdb as adb
+
+        self.adb = adb
+        self.root = root
+        (root / "kline").mkdir(parents=True, exist_ok=True)
+        (root / "scalar").mkdir(parents=True, exist_ok=True)
+        self.kline_lib = adb.Arctic(f"lmdb://{root / 'kline'}?map_size=16GB").get_library("kline", create_if_missing=True)
+        self.scalar_lib = adb.Arctic(f"lmdb://{root / 'scalar'}?map_size=16GB").get_library("scalar", create_if_missing=True)
+
+    def version(self) -> str:
+        return self.adb.__version__
+
+    @staticmethod
+    def _frame(table: pa.Table):
+        import pandas as pd
+
+        df = table.drop_columns(["ts"]).to_pandas()
+        df.index = pd.DatetimeIndex(table.column("ts").cast(pa.int64()).to_numpy().astype("datetime64[ms]")
+                                    .astype("datetime64[ns]"), name="ts")
+        return df
+
+    def ingest(self, ds):
+        t = time.perf_counter()
+        frames = {s: self._frame(ds.kline[s]) for s in ds.symbols}
+        scalar = self._frame(ds.scalar)
+        prep = time.perf_counter() - t
+        t = time.perf_counter()
+        for s, df in frames.items():
+            self.kline_lib.write(s, df)
+        kline_s = time.perf_counter() - t
+        t = time.perf_counter()
+        self.scalar_lib.write("uniform", scalar)
+        return {"kline_s": kline_s, "scalar_s": time.perf_counter() - t, "prep_s": prep}
+
+    @staticmethod
+    def _naive(ms_: int):
+        import pandas as pd
+
+        return pd.Timestamp(ms_, unit="ms")
+
+    def read_range(self, symbol, start, end):
+        return self.kline_lib.read(symbol, date_range=(self._naive(start), self._naive(end)),
+                                   output_format="polars").data
+
+    def latest(self, symbol, n):
+        return self.kline_lib.tail(symbol, n, output_format="polars").data
+
+    def predicate(self, lo, hi):
+        q = self.adb.QueryBuilder()
+        q = q[(q["value"] >= lo) & (q["value"] <= hi)]
+        return len(self.scalar_lib.read("uniform", query_builder=q, columns=[], output_format="pyarrow").data)
+
+    def disk(self):
+        return {"kline_bytes": du(self.root / "kline"), "scalar_bytes": du(self.root / "scalar")}
+
+
+# --------------------------------------------------------------------------- Parquet peers
+
+
+class DuckDB(System):
+    name = "DuckDB"
+    label = "DuckDB"
+    via = "Parquet files"
+
+    def __init__(self, root: pathlib.Path):
+        import duckdb
+
+        self.duckdb = duckdb
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        # Cache Parquet footers between queries, as a long-lived DuckDB process would.
+        self.con.execute("SET parquet_metadata_cache = true")
+
+    def version(self) -> str:
+        return self.duckdb.__version__
+
+    def path(self, name: str) -> str:
+        return str(self.root / f"{name}.parquet")
+
+    def ingest(self, ds):
+        t = time.perf_counter()
+        for s in ds.symbols:
+            self.con.register("src", ds.kline[s])
+            self.con.execute(f"COPY src TO '{self.path(s)}' (FORMAT parquet)")
+        fsync_files([pathlib.Path(self.path(s)) for s in ds.symbols])
+        kline_s = time.perf_counter() - t
+        t = time.perf_counter()
+        self.con.register("src", ds.scalar)
+        self.con.execute(f"COPY src TO '{self.path('scalar')}' (FORMAT parquet)")
+        self.con.unregister("src")
+        fsync_files([pathlib.Path(self.path("scalar"))])
+        return {"kline_s": kline_s, "scalar_s": time.perf_counter() - t, "prep_s": 0.0}
+
+    def read_range(self, symbol, start, end):
+        # con.sql(...) rather than execute(...): DuckDB 2 copies DB-API results once more.
+        return self.con.sql(f"SELECT * FROM read_parquet('{self.path(symbol)}') "
+                            f"WHERE ts BETWEEN {tstz(start)} AND {tstz(end)}").pl()
+
+    def latest(self, symbol, n):
+        return self.con.sql(
+            f"SELECT * FROM (SELECT * FROM read_parquet('{self.path(symbol)}') ORDER BY ts DESC LIMIT {n}) ORDER BY ts"
+        ).pl()
+
+    def predicate(self, lo, hi):
+        return self.con.sql(
+            f"SELECT ts FROM read_parquet('{self.path('scalar')}') WHERE value BETWEEN {lo} AND {hi}"
+        ).to_arrow_table().num_rows
+
+    def disk(self):
+        k = sum(du(p) for p in self.root.glob("*.parquet") if p.stem != "scalar")
+        return {"kline_bytes": k, "scalar_bytes": du(pathlib.Path(self.path("scalar")))}
+
+
+class Polars(System):
+    name = "Polars"
+    label = "Polars"
+    via = "scan_parquet"
+
+    def __init__(self, root: pathlib.Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def version(self) -> str:
+        return pl.__version__
+
+    def path(self, name: str) -> pathlib.Path:
+        return self.root / f"{name}.parquet"
+
+    def ingest(self, ds):
+        t = time.perf_counter()
+        for s in ds.symbols:
+            pl.from_arrow(ds.kline[s]).write_parquet(self.path(s))
+        fsync_files([self.path(s) for s in ds.symbols])
+        kline_s = time.perf_counter() - t
+        t = time.perf_counter()
+        pl.from_arrow(ds.scalar).write_parquet(self.path("scalar"))
+        fsync_files([self.path("scalar")])
+        return {"kline_s": kline_s, "scalar_s": time.perf_counter() - t, "prep_s": 0.0}
+
+    def read_range(self, symbol, start, end):
+        return pl.scan_parquet(self.path(symbol)).filter(pl.col("ts").is_between(dt(start), dt(end))).collect()
+
+    def latest(self, symbol, n):
+        # The file is sorted by ts, so its tail is the latest bars.
+        return pl.scan_parquet(self.path(symbol)).tail(n).collect()
+
+    def predicate(self, lo, hi):
+        return pl.scan_parquet(self.path("scalar")).filter(pl.col("value").is_between(lo, hi)).select("ts").collect().height
+
+    def disk(self):
+        k = sum(du(p) for p in self.root.glob("*.parquet") if p.stem != "scalar")
+        return {"kline_bytes": k, "scalar_bytes": du(self.path("scalar"))}
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+class Postgres(System):
+    name = "PostgreSQL"
+    label = "PostgreSQL"
+    via = "ADBC (COPY in, Arrow out)"
+
+    def __init__(self, server: procs.Postgres):
+        import adbc_driver_postgresql
+        import adbc_driver_postgresql.dbapi as pg
+
+        self.server = server
+        self.driver_version = adbc_driver_postgresql.__version__
+        self.conn = pg.connect(server.uri, autocommit=True)
+        self.cur = self.conn.cursor()
+
+    def version(self) -> str:
+        self.cur.execute("SELECT current_setting('server_version')")
+        return f"{self.cur.fetchone()[0]} (adbc-driver-postgresql {self.driver_version})"
+
+    def ingest(self, ds):
+        t = time.perf_counter()
+        frames = []
+        for s in ds.symbols:
+            k = ds.kline[s]
+            frames.append(k.set_column(0, "ts", k.column("ts").cast(pa.int64()))
+                          .add_column(0, "symbol", pa.array([s] * k.num_rows, pa.string())))
+        scalar = ds.scalar.set_column(0, "ts", ds.scalar.column("ts").cast(pa.int64()))
+        prep = time.perf_counter() - t
+        t = time.perf_counter()
+        # adbc_ingest is the driver's COPY ... FROM STDIN (binary) bulk path.
+        for i, f in enumerate(frames):
+            self.cur.adbc_ingest("kline", f, mode="create" if i == 0 else "append")
+        self.cur.execute("ALTER TABLE kline ADD PRIMARY KEY (symbol, ts)")
+        self.cur.execute("VACUUM ANALYZE kline")
+        kline_s = time.perf_counter() - t
+        t = time.perf_counter()
+        self.cur.adbc_ingest("scalar", scalar, mode="create")
+        self.cur.execute("ALTER TABLE scalar ADD PRIMARY KEY (ts)")
+        self.cur.execute("CREATE INDEX scalar_value ON scalar (value)")
+        self.cur.execute("VACUUM ANALYZE scalar")
+        return {"kline_s": kline_s, "scalar_s": time.perf_counter() - t, "prep_s": prep}
+
+    def read_range(self, symbol, start, end):
+        self.cur.execute("SELECT ts, open, high, low, close, volume FROM kline "
+                         "WHERE symbol = $1 AND ts BETWEEN $2 AND $3 ORDER BY ts", (symbol, start, end))
+        return pl.from_arrow(self.cur.fetch_arrow_table())
+
+    def latest(self, symbol, n):
+        self.cur.execute("SELECT * FROM (SELECT ts, open, high, low, close, volume FROM kline WHERE symbol = $1 "
+                         "ORDER BY ts DESC LIMIT $2) s ORDER BY ts", (symbol, n))
+        return pl.from_arrow(self.cur.fetch_arrow_table())
+
+    def predicate(self, lo, hi):
+        self.cur.execute("SELECT ts FROM scalar WHERE value BETWEEN $1 AND $2", (lo, hi))
+        return self.cur.fetch_arrow_table().num_rows
+
+    def disk(self):
+        self.cur.execute("SELECT pg_total_relation_size('kline'), pg_total_relation_size('scalar')")
+        k, s = self.cur.fetchone()
+        return {"kline_bytes": int(k), "scalar_bytes": int(s)}
+
+    def close(self):
+        self.cur.close()
+        self.conn.close()
+
+
+# --------------------------------------------------------------------------- ROAPI
+
+
+class Roapi(System):
+    name = "ROAPI"
+    label = "ROAPI"
+    via = "Flight SQL (ADBC)"
+
+    def __init__(self, binary: str, parquet_dir: pathlib.Path, ds: Dataset, log: pathlib.Path):
+        import adbc_driver_flightsql
+        import adbc_driver_flightsql.dbapi as fsql
+
+        self.binary = binary
+        self.driver_version = adbc_driver_flightsql.__version__
+        self.port = procs.free_port()
+        tables = [f"{s.lower()}={parquet_dir / (s + '.parquet')}" for s in ds.symbols]
+        tables.append(f"scalar={parquet_dir / 'scalar.parquet'}")
+        argv = [binary, "--addr-http", f"127.0.0.1:{procs.free_port()}",
+                "--addr-postgres", f"127.0.0.1:{procs.free_port()}",
+                "--addr-flight-sql", f"127.0.0.1:{self.port}"]
+        for t in tables:
+            argv += ["-t", t]
+        t0 = time.perf_counter()
+        proc = procs.start_process(argv, log)
+        procs.wait_port(self.port, 600, proc)
+        self.startup_s = time.perf_counter() - t0
+        self.conn = fsql.connect(f"grpc://127.0.0.1:{self.port}")
+        self.cur = self.conn.cursor()
+
+    def version(self) -> str:
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout.strip()
+        return f"{out.split()[-1] if out else '?'} (adbc-driver-flightsql {self.driver_version})"
+
+    def _sql(self, q: str) -> pa.Table:
+        self.cur.execute(q)
+        return self.cur.fetch_arrow_table()
+
+    def read_range(self, symbol, start, end):
+        return pl.from_arrow(self._sql(
+            f"SELECT * FROM {symbol.lower()} WHERE ts BETWEEN to_timestamp_millis({start}) "
+            f"AND to_timestamp_millis({end})"))
+
+    def latest(self, symbol, n):
+        return pl.from_arrow(self._sql(
+            f"SELECT * FROM (SELECT * FROM {symbol.lower()} ORDER BY ts DESC LIMIT {n}) ORDER BY ts"))
+
+    def predicate(self, lo, hi):
+        return self._sql(f"SELECT ts FROM scalar WHERE value BETWEEN {lo} AND {hi}").num_rows
+
+    def close(self):
+        self.cur.close()
+        self.conn.close()

@@ -1,0 +1,284 @@
+"""The workloads. Each takes the systems that can run it and returns plain dicts
+(keyed by system label) that go straight into results.json.
+
+Every system answers the same requests in the same order, and results are checked
+(row counts, matches) so that a fast wrong answer cannot win.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import time
+
+import numpy as np
+import polars as pl
+
+from . import timing
+from .dataset import Dataset, day_ranges, predicate_bounds
+from .systems import System
+
+KLINE_ROW_BYTES = 48  # ts + OHLCV, 6 x int64: the Arrow data size of one bar
+SCALAR_ROW_BYTES = 16
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def attempt(results: dict, label: str, fn):
+    """Runs one system's part of a workload; an error is recorded, not fatal."""
+    try:
+        results[label] = fn()
+    except NotImplementedError:
+        pass
+    except Exception as e:  # noqa: BLE001 - one broken peer must not sink the run
+        log(f"  {label}: FAILED {type(e).__name__}: {e}")
+        results[label] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+
+
+def memcpy(size_mb: int = 512, reps: int = 5) -> dict:
+    """The machine's copy bandwidth: numpy copy of a large array (bytes copied / s)."""
+    src = np.ones(size_mb << 20, dtype=np.uint8)
+    dst = np.empty_like(src)
+    times, _ = timing.repeat(lambda: np.copyto(dst, src), reps)
+    return {"bytes": src.nbytes, "best_s": min(times), "gb_s": src.nbytes / min(times) / 1e9}
+
+
+def ingest(systems: list[System], ds: Dataset) -> dict:
+    out: dict = {}
+    for s in systems:
+        log(f"ingest: {s.label}")
+
+        def run(s=s):
+            r = s.ingest(ds)
+            r["kline_rows"] = ds.kline_rows
+            r["scalar_rows"] = ds.scalar.num_rows
+            r["kline_rows_per_s"] = ds.kline_rows / r["kline_s"]
+            if r.get("scalar_s"):
+                r["scalar_rows_per_s"] = ds.scalar.num_rows / r["scalar_s"]
+                r["total_rows_per_s"] = (ds.kline_rows + ds.scalar.num_rows) / (r["kline_s"] + r["scalar_s"])
+            log(f"  {s.label}: kline {r['kline_rows_per_s'] / 1e6:.2f} M rows/s"
+                + (f", scalar {r['scalar_rows_per_s'] / 1e6:.2f} M rows/s" if r.get("scalar_s") else ""))
+            return r
+
+        attempt(out, s.label, run)
+    return out
+
+
+def interleaved(systems: list[System], warm, call, reps: int) -> dict:
+    """Times `call(s)` for every system, round robin: rep 1 of each, then rep 2 of each...
+
+    The machine is shared, so load comes and goes; interleaving spreads it over all
+    systems instead of penalizing whichever ran during a busy minute. `warm(s)` runs
+    once per system first (and checks the result). A system that fails is recorded
+    with its error and left out of later rounds.
+    """
+    out: dict = {}
+    live = []
+    for s in systems:
+        try:
+            warm(s)
+            live.append(s)
+            out[s.label] = []
+        except NotImplementedError:
+            pass
+        except Exception as e:  # noqa: BLE001
+            log(f"  {s.label}: FAILED {type(e).__name__}: {e}")
+            out[s.label] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    for _ in range(reps):
+        for s in list(live):
+            try:
+                t = time.perf_counter()
+                call(s)
+                out[s.label].append(time.perf_counter() - t)
+            except Exception as e:  # noqa: BLE001
+                log(f"  {s.label}: FAILED {type(e).__name__}: {e}")
+                out[s.label] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+                live.remove(s)
+    return out
+
+
+def _times_summary(times: list[float]) -> dict:
+    med = statistics.median(times)
+    return {"reps": len(times), "median_s": med, "best_s": min(times), "p99_ms": timing.pct(times, 99) * 1e3}
+
+
+def year_to_polars(systems: list[System], ds: Dataset, reps: int) -> dict:
+    """Workload 2: one symbol, one year of 1m bars into a Polars DataFrame."""
+    symbol = ds.symbols[0]
+    start, end = ds.spec.year_range
+    expected = (end - start) // 60_000 + 1
+
+    def warm(s):
+        df = s.read_range(symbol, start, end)
+        assert isinstance(df, pl.DataFrame)
+        assert df.height == expected, f"{df.height} rows, expected {expected}"
+
+    log("year -> polars: all systems, interleaved")
+    raw = interleaved(systems, warm, lambda s: s.read_range(symbol, start, end), reps)
+    out: dict = {}
+    for label, times in raw.items():
+        if isinstance(times, dict):
+            out[label] = times
+            continue
+        r = _times_summary(times)
+        r.update(rows=expected, rows_per_s=expected / r["median_s"],
+                 gb_s=expected * KLINE_ROW_BYTES / r["median_s"] / 1e9,
+                 best_gb_s=expected * KLINE_ROW_BYTES / r["best_s"] / 1e9)
+        log(f"  {label}: median {r['median_s'] * 1e3:.1f} ms ({r['gb_s']:.2f} GB/s), best {r['best_s'] * 1e3:.1f} ms")
+        out[label] = r
+    return out
+
+
+def day_range_latency(systems: list[System], ds: Dataset, n: int, budget_s: float) -> dict:
+    """Workload 3: random one-day ranges (1440 bars), one request at a time."""
+    ranges = day_ranges(ds, n)
+    out: dict = {}
+    for s in systems:
+        log(f"day ranges: {s.label}")
+
+        def run(s=s):
+            sym, a, b = ranges[0]
+            assert s.read_range(sym, a, b).height == 1440
+            for q in ranges[:20]:  # warm-up: open files, fill caches
+                s.read_range(*q)
+            r = timing.latency_loop(lambda q: s.read_range(*q), ranges, budget_s)
+            log(f"  {s.label}: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms ({r['n']}/{n})")
+            return r
+
+        attempt(out, s.label, run)
+    return out
+
+
+def latest_latency(systems: list[System], ds: Dataset, n: int, budget_s: float) -> dict:
+    """Workload 4: the latest 100 bars of a symbol, round robin over the symbols."""
+    symbols = [ds.symbols[i % len(ds.symbols)] for i in range(n)]
+    last_ts = ds.spec.end_ms
+    out: dict = {}
+    for s in systems:
+        log(f"latest 100: {s.label}")
+
+        def run(s=s):
+            df = s.latest(symbols[0], 100)
+            assert df.height == 100
+            last = df[-1, 0]
+            last_ms = last if isinstance(last, int) else int(last.timestamp() * 1000)
+            assert last_ms == last_ts, f"last bar {last} is not the series' last"
+            for sym in symbols[:20]:
+                s.latest(sym, 100)
+            r = timing.latency_loop(lambda sym: s.latest(sym, 100), symbols, budget_s)
+            log(f"  {s.label}: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms ({r['n']}/{n})")
+            return r
+
+        attempt(out, s.label, run)
+    return out
+
+
+def predicates(systems: list[System], ds: Dataset, selectivities: list[float], reps: int) -> dict:
+    """Workload 5: `value BETWEEN lo AND hi` on the scalar series, ts fetched to the client."""
+    out: dict = {}
+    rows = ds.scalar.num_rows
+    values = ds.scalar.column("value").to_numpy()
+    for sel in selectivities:
+        lo, hi = predicate_bounds(sel)
+        expected = int(np.count_nonzero((values >= lo) & (values <= hi)))
+
+        def warm(s, lo=lo, hi=hi, expected=expected):
+            got = s.predicate(lo, hi)
+            assert got == expected, f"{got} matches, expected {expected}"
+
+        log(f"predicate {sel}%: all systems, interleaved")
+        raw = interleaved(systems, warm, lambda s, lo=lo, hi=hi: s.predicate(lo, hi), reps)
+        per: dict = {}
+        for label, times in raw.items():
+            if isinstance(times, dict):
+                per[label] = times
+                continue
+            r = _times_summary(times)
+            per[label] = {"reps": r["reps"], "median_ms": r["median_s"] * 1e3, "best_ms": r["best_s"] * 1e3,
+                          "p99_ms": r["p99_ms"], "rows_scanned_per_s": rows / r["median_s"]}
+            log(f"  {label}: median {r['median_s'] * 1e3:.2f} ms")
+        out[str(sel)] = {"min": lo, "max": hi, "matches": expected, "systems": per}
+    return out
+
+
+def flight_transport(systems: list[System], ds: Dataset, reps: int) -> dict:
+    """Issue 4: the whole scalar series over DoGet into Polars, FastK vs the ceilings."""
+    n = ds.scalar.num_rows
+
+    def warm(s):
+        assert s.scalar_all().height == n
+
+    log("DoGet whole scalar series: interleaved")
+    raw = interleaved(systems, warm, lambda s: s.scalar_all(), reps)
+    out: dict = {}
+    for label, times in raw.items():
+        if isinstance(times, dict):
+            out[label] = times
+            continue
+        r = _times_summary(times)
+        r.update(rows=n, rows_per_s=n / r["median_s"], gb_s=n * SCALAR_ROW_BYTES / r["median_s"] / 1e9,
+                 best_gb_s=n * SCALAR_ROW_BYTES / r["best_s"] / 1e9)
+        log(f"  {label}: median {r['median_s'] * 1e3:.1f} ms, best {r['best_s'] * 1e3:.1f} ms")
+        out[label] = r
+    return out
+
+
+def disk(systems: list[System], ds: Dataset) -> dict:
+    out: dict = {}
+    for s in systems:
+        def run(s=s):
+            d = s.disk()
+            d["kline_bytes_per_row"] = d["kline_bytes"] / ds.kline_rows
+            d["scalar_bytes_per_row"] = d["scalar_bytes"] / ds.scalar.num_rows
+            return d
+
+        attempt(out, s.label, run)
+    return out
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+def _wrk_ms(text: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+
+def wrk(url: str, threads: int, connections: int, seconds: int) -> dict:
+    """`wrk --latency` against one URL; requests/s and the latency percentiles."""
+    p = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+                       capture_output=True, text=True, timeout=seconds + 60)
+    text = p.stdout
+    out = {"threads": threads, "connections": connections, "seconds": seconds}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["requests_per_s"] = float(m.group(1)) if m else None
+    for pc in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pc}%\s+(\S+)", text, re.M)
+        out[f"p{pc}_ms"] = _wrk_ms(m.group(1)) if m else None
+    m = re.search(r"Transfer/sec:\s+(\S+)", text)
+    out["transfer_per_s"] = m.group(1) if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"(\d+) requests in", text)
+    out["requests"] = int(m.group(1)) if m else None
+    return out
+
+
+def http_load(http_addr: str, ds: Dataset, seconds: int) -> dict:
+    sym = ds.symbols[0]
+    start = ds.spec.year_range[0]
+    end = start + 9_999 * 60_000
+    base = f"http://{http_addr}/v1/kline/{sym}/1m"
+    out = {}
+    for name, url in [("latest_100", f"{base}/latest?n=100"),
+                      ("range_10000", f"{base}/records?start_ts={start}&end_ts={end}&limit=10000")]:
+        for conns in (1, 16):
+            log(f"wrk {name} c={conns}")
+            r = wrk(url, threads=min(2, conns), connections=conns, seconds=seconds)
+            log(f"  {r['requests_per_s']} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+            out[f"{name}_c{conns}"] = r
+    return out
