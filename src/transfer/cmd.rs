@@ -74,13 +74,16 @@ pub enum ValueTypeArg {
 
 #[derive(Debug, Args)]
 pub struct ImportKline {
+    /// Series symbol, e.g. BTCUSDT.
     #[arg(long)]
     symbol: String,
+    /// Series timeframe, e.g. 1m.
     #[arg(long)]
     timeframe: String,
     /// Registers the series when missing (with --volume-scale): real price × scale is stored.
     #[arg(long, requires = "volume_scale")]
     price_scale: Option<i64>,
+    /// Registers the series when missing (with --price-scale): real volume × scale is stored.
     #[arg(long, requires = "price_scale")]
     volume_scale: Option<i64>,
     /// Needed to register a non-standard timeframe.
@@ -103,17 +106,22 @@ pub struct ImportKline {
 
 #[derive(Debug, Args)]
 pub struct ImportScalar {
+    /// Series symbol, e.g. BTCUSDT.
     #[arg(long)]
     symbol: String,
+    /// Series timeframe, e.g. 1m.
     #[arg(long)]
     timeframe: String,
+    /// Scalar series category, e.g. indicator.
     #[arg(long)]
     category: String,
+    /// Scalar series name, e.g. rsi_14.
     #[arg(long)]
     name: String,
     /// Registers the series with this value type when it is missing.
     #[arg(long)]
     value_type: Option<ValueTypeArg>,
+    /// Needed to register a non-standard timeframe.
     #[arg(long)]
     timeframe_ms: Option<i64>,
     /// Column of the value (a header name or a 1-based position).
@@ -173,8 +181,10 @@ pub struct ImportCommon {
 
 #[derive(Debug, Args)]
 pub struct ExportKline {
+    /// Series symbol, e.g. BTCUSDT.
     #[arg(long)]
     symbol: String,
+    /// Series timeframe, e.g. 1m.
     #[arg(long)]
     timeframe: String,
     #[command(flatten)]
@@ -183,12 +193,16 @@ pub struct ExportKline {
 
 #[derive(Debug, Args)]
 pub struct ExportScalar {
+    /// Series symbol, e.g. BTCUSDT.
     #[arg(long)]
     symbol: String,
+    /// Series timeframe, e.g. 1m.
     #[arg(long)]
     timeframe: String,
+    /// Scalar series category, e.g. indicator.
     #[arg(long)]
     category: String,
+    /// Scalar series name, e.g. rsi_14.
     #[arg(long)]
     name: String,
     #[command(flatten)]
@@ -366,12 +380,15 @@ fn print_import_summary(opts: &ImportOptions, s: &super::ImportSummary) {
     if let Some(f) = s.rejects_file.as_ref().filter(|_| s.rejected > 0) {
         println!("  rejects with reasons: {}", f.display());
     }
-    if !s.months.is_empty() {
-        println!(
-            "  months touched: {} (series version {})",
-            s.months.join(", "),
-            s.version
-        );
+    // Years of bars touch dozens of months; past a handful, the span says enough.
+    let months = match s.months.as_slice() {
+        [] => None,
+        m if m.len() <= 6 => Some(m.join(", ")),
+        [first, .., last] => Some(format!("{} months, {first} to {last}", s.months.len())),
+        _ => None,
+    };
+    if let Some(m) = months {
+        println!("  months touched: {m} (series version {})", s.version);
     }
 }
 
