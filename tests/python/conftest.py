@@ -195,9 +195,17 @@ def start_server(tmp_path_factory) -> Iterator[Callable[..., FastkServer]]:
 
 @pytest.fixture(scope="session")
 def server(start_server) -> FastkServer:
-    """The shared server for most tests: fresh data root, ports 0, 2 MiB body limit."""
+    """The shared server for most tests: fresh data root, ports 0, 2 MiB body limit.
+
+    The low-disk threshold is off so that /health says "ok" on a nearly full test
+    machine too (the tests check health's fields, not the machine's disk).
+    """
     return start_server(
-        "main", {"FASTK__HTTP__MAX_BODY_BYTES": str(SESSION_MAX_BODY_BYTES)}
+        "main",
+        {
+            "FASTK__HTTP__MAX_BODY_BYTES": str(SESSION_MAX_BODY_BYTES),
+            "FASTK__STORAGE__LOW_DISK_BYTES": "0",
+        },
     )
 
 

@@ -9,6 +9,7 @@ import re
 import select
 from urllib.parse import urlsplit
 
+import pytest
 import requests
 
 from fastk_testlib import (
@@ -110,6 +111,11 @@ def test_write_read_round_trip_with_paging(http, unique_name):
     assert pages == 5  # 700 * 4 + 200
     assert got == records  # ascending, every field exact
 
+    # Large JSON answers are gzipped for clients that accept it.
+    r = http.get(url, headers={"Accept-Encoding": "gzip"}, timeout=30)
+    assert r.headers.get("content-encoding") == "gzip", r.headers
+    assert r.json()["records"] == records
+
     # Inclusive at both ends.
     lo, hi = records[100]["ts"], records[199]["ts"]
     body = expect_ok(http.get(url, params={"start_ts": lo, "end_ts": hi}, timeout=30))
@@ -209,6 +215,13 @@ def test_400_for_malformed_requests(http, unique_name):
                 "invalid_argument")
     check_error(http.get(url, params={"start_ts": "yesterday"}, timeout=30), 400,
                 "invalid_argument")
+    # An i64 scalar series refuses a fractional value (wrong type, not a rounding).
+    expect_ok(register_scalar(http, base, sym, "signal", "side", "i64"), 201)
+    surl = base + scalar_path(sym, "1m", "signal", "side") + "/records"
+    check_error(http.post(surl, json={"records": [{"ts": rec["ts"], "value": 1.5}]},
+                          timeout=30), 400, "invalid_argument")
+    # Unknown routes get the contract's error body too.
+    check_error(http.get(base + "/v1/nothing-here", timeout=30), 404, "not_found")
 
 
 def test_404_for_unknown_series_and_after_delete(http, unique_name):
@@ -328,6 +341,9 @@ def test_401_when_a_token_is_configured(auth_server, unique_name):
     wrong = {"Authorization": f"Bearer {AUTH_TOKEN}x"}
     sym = unique_name("AUTH")
     with requests.Session() as s:
+        # One connection per request: connection reuse after a rejection has its own
+        # test below, so a failure there does not hide what this one checks.
+        s.headers["Connection"] = "close"
         check_error(register_kline(s, base, sym), 401, "unauthorized")
         check_error(register_kline(s, base, sym, headers=wrong), 401, "unauthorized")
         check_error(register_kline(s, base, sym, headers={"Authorization": AUTH_TOKEN}), 401,
@@ -348,6 +364,55 @@ def test_401_when_a_token_is_configured(auth_server, unique_name):
         for path in ("/health", "/metrics", "/openapi.json", "/docs"):
             assert s.get(base + path, timeout=30).status_code == 200, path
         expect_ok(s.post(base + "/v1/admin/validate", json={}, headers=good, timeout=30))
+
+
+def _next_request_on_same_connection(conn: http.client.HTTPConnection, first) -> None:
+    """After `first` (a response read in full), the connection must either be marked
+    `Connection: close` or serve another request."""
+    if (first.getheader("connection") or "").lower() == "close":
+        return
+    try:
+        conn.request("GET", "/health")
+        second = conn.getresponse()
+        second.read()
+    except (ConnectionError, http.client.HTTPException) as e:
+        raise AssertionError(
+            f"after a {first.status} the server closed the keep-alive connection without "
+            f"`Connection: close`; the client's next request failed: {e!r}") from e
+    assert second.status == 200
+
+
+EARLY_REJECTION_XFAIL = pytest.mark.xfail(
+    strict=True,
+    reason="server bug: responses sent before the request body is read (401, 405, "
+    "unknown route, 413) close the connection without `Connection: close`; fix in "
+    "src/http (drain the body or set Connection: close), then drop this marker",
+)
+
+
+@EARLY_REJECTION_XFAIL
+@pytest.mark.parametrize("case", ["401", "405", "unknown-route"])
+def test_connection_survives_early_rejection(case, server, auth_server):
+    """A rejection sent before the request body was read must not leave the client a
+    dead keep-alive connection. Seen with requests: the POST after a 401 on a pooled
+    connection failed with "Remote end closed connection without response"."""
+    target = auth_server if case == "401" else server
+    method, path = {"401": ("POST", "/v1/kline/series"),
+                    "405": ("PUT", "/v1/kline/series"),
+                    "unknown-route": ("POST", "/v1/nothing-here")}[case]
+    u = urlsplit(target.http_url)
+    body = json.dumps({"symbol": "KA", "timeframe": "1m", "price_scale": 1,
+                       "volume_scale": 1}) + " " * (256 * 1024)
+    for _ in range(3):
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            first = conn.getresponse()
+            first.read()
+            assert first.status == int(case) if case.isdigit() else first.status == 404
+            _next_request_on_same_connection(conn, first)
+        finally:
+            conn.close()
 
 
 def test_protect_reads(protected_reads_server, unique_name):
@@ -391,7 +456,7 @@ def test_metrics_count_requests(http, unique_name):
     reads = [v for labels, v in samples if 'method="GET"' in labels and "records" in labels]
     assert reads and max(reads) >= 3, samples
     written = _metric_samples(text, "fastk_rows_written_total")
-    assert written and written[0][1] >= 50, written
+    assert written and sum(v for _, v in written) >= 50, written
     assert "fastk_http_request_duration_seconds_bucket" in text
 
 
