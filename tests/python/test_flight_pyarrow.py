@@ -444,3 +444,24 @@ def test_flight_auth(auth_server, unique_name):
         assert c.do_get(kline_ticket(sym)).read_all().num_rows == 10
     finally:
         c.close()
+
+
+def test_flight_protect_reads(protected_reads_server, unique_name):
+    sym = unique_name("FPR")
+    token = [(b"authorization", f"Bearer {AUTH_TOKEN}".encode())]
+    with requests.Session() as s:
+        headers = {"Authorization": f"Bearer {AUTH_TOKEN}"}
+        expect_ok(register_kline(s, protected_reads_server.http_url, sym, headers=headers),
+                  201)
+    c = flight.connect(protected_reads_server.flight_uri)
+    try:
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            c.do_get(kline_ticket(sym)).read_all()
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            list(c.list_flights())
+        opts = flight.FlightCallOptions(headers=token)
+        assert c.do_get(kline_ticket(sym), options=opts).read_all().num_rows == 0
+        paths = [tuple(fi.descriptor.path) for fi in c.list_flights(options=opts)]
+        assert (b"kline", sym.encode(), b"1m") in paths
+    finally:
+        c.close()

@@ -220,6 +220,12 @@ def test_400_for_malformed_requests(http, unique_name):
     surl = base + scalar_path(sym, "1m", "signal", "side") + "/records"
     check_error(http.post(surl, json={"records": [{"ts": rec["ts"], "value": 1.5}]},
                           timeout=30), 400, "invalid_argument")
+    check_error(http.get(base + kline_path(sym) + "/latest", params={"n": -1}, timeout=30),
+                400, "invalid_argument")
+    # "1M" is a valid timeframe name but not a standard one: it needs timeframe_ms.
+    body = {"symbol": sym, "timeframe": "1M", "price_scale": 1, "volume_scale": 1}
+    check_error(http.post(base + "/v1/kline/series", json=body, timeout=30), 400,
+                "invalid_argument")
     # Unknown routes get the contract's error body too.
     check_error(http.get(base + "/v1/nothing-here", timeout=30), 404, "not_found")
 
@@ -241,6 +247,12 @@ def test_404_for_unknown_series_and_after_delete(http, unique_name):
     check_error(http.get(http.base + kline_path(sym), timeout=30), 404, "not_found")
     inv = expect_ok(http.get(http.base + "/inventory", timeout=30))
     assert not any(s["symbol"] == sym for s in inv["series"])
+
+    # The key is free again, with nothing left of the old series' data.
+    info = expect_ok(register_kline(http, http.base, sym, price_scale=10), 201)
+    assert info["rows"] == 0 and info["price_scale"] == 10
+    url = http.base + kline_path(sym) + "/records"
+    assert expect_ok(http.get(url, timeout=30))["records"] == []
 
 
 def test_scalar_round_trip_and_predicate_query(http, unique_name):
