@@ -46,6 +46,10 @@ pub struct TargetArgs {
     /// A running server's Arrow Flight address (host:port): the safe way while it runs.
     #[arg(long)]
     flight: Option<String>,
+    /// A running server's HTTP address (http://host:port): registers a missing series,
+    /// and carries an import as one JSON request when --flight is not given.
+    #[arg(long, conflicts_with = "root")]
+    server: Option<String>,
     /// Bearer token for the server when it has auth.token set (default: $FASTK_TOKEN).
     #[arg(long)]
     token: Option<String>,
@@ -53,15 +57,16 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     fn destination(&self) -> Destination {
-        match &self.flight {
-            Some(addr) => Destination::Flight {
-                addr: addr.clone(),
-                token: self
-                    .token
-                    .clone()
-                    .or_else(|| std::env::var("FASTK_TOKEN").ok()),
-            },
-            None => Destination::Root(self.root.clone()),
+        if self.flight.is_none() && self.server.is_none() {
+            return Destination::Root(self.root.clone());
+        }
+        Destination::Server {
+            flight: self.flight.clone(),
+            http: self.server.clone(),
+            token: self
+                .token
+                .clone()
+                .or_else(|| std::env::var("FASTK_TOKEN").ok()),
         }
     }
 }

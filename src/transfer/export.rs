@@ -67,7 +67,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportSummary> {
     let tmp = temp_path(&opts.output);
     let result = match &opts.source {
         Destination::Root(root) => {
-            let engine = super::import::open_root(root, false)?;
+            let engine = super::dest::open_root(root, false)?;
             let total = engine.count(&opts.key, opts.range, None)?;
             let (meta, stream) = engine.stream(&opts.key, opts.range, None)?;
             let proj = Projection::all(&meta);
@@ -75,9 +75,18 @@ pub fn export(opts: &ExportOptions) -> Result<ExportSummary> {
             let rows = stream_local(stream, &proj, &mut out);
             rows.and_then(|()| out.finish())
         }
-        Destination::Flight { addr, token } => {
+        Destination::Server { flight: None, .. } => Err(TransferError::Usage(
+            "an export from a running server needs its Flight address: --flight HOST:PORT".into(),
+        )),
+        Destination::Server {
+            flight: Some(addr),
+            token,
+            ..
+        } => {
             let mut remote = FlightRemote::connect(addr, token.as_deref())?;
-            let meta = remote.series_meta(&opts.key)?;
+            let meta = remote.series_meta(&opts.key)?.ok_or_else(|| {
+                TransferError::Usage(format!("series {} does not exist on the server", opts.key))
+            })?;
             let mut out = Output::create(&tmp, format, &meta, opts, 0)?;
             remote
                 .get(&opts.key, opts.range, |b| out.write(b))

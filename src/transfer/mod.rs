@@ -18,8 +18,9 @@
 //! - [`sink`]: collects checked rows, rejects bad ones, finds duplicates.
 //! - [`csv`]: the hand-rolled CSV reader (byte-level, no per-field allocation).
 //! - [`arrow_files`]: Parquet and Arrow IPC readers and writers.
-//! - [`import`], [`export`]: the two commands, over a [`Destination`].
-//! - [`remote`]: the Arrow Flight client for a running server.
+//! - [`import`], [`export`]: the two commands; [`dest`]: a data root or a server.
+//! - [`remote`], [`http_client`]: a running server through Flight (the data) and HTTP
+//!   (registration, and a one-request fallback).
 //! - [`progress`]: a progress bar on a terminal, periodic lines otherwise.
 //! - [`cmd`]: the `fastk import` / `fastk export` flags and printed summaries.
 //!
@@ -30,7 +31,9 @@ pub mod arrow_files;
 pub mod cmd;
 pub mod columns;
 pub mod csv;
+pub mod dest;
 pub mod export;
+pub mod http_client;
 pub mod import;
 pub mod progress;
 pub mod remote;
@@ -130,8 +133,14 @@ impl RowSpec {
 pub enum Destination {
     /// A data root opened directly (takes the store lock; refused while a server runs).
     Root(PathBuf),
-    /// A running server's Arrow Flight endpoint, `host:port` or `http://host:port`.
-    Flight { addr: String, token: Option<String> },
+    /// A running server: its Arrow Flight endpoint (`host:port`) carries the data; its
+    /// HTTP API (`http://host:port`) registers missing series, and carries the data as
+    /// one JSON request when no Flight address is given.
+    Server {
+        flight: Option<String>,
+        http: Option<String>,
+        token: Option<String>,
+    },
 }
 
 /// Everything an import or export can fail with. Messages say what to do about it.

@@ -72,26 +72,31 @@ impl FlightRemote {
         })
     }
 
-    /// The series' metadata, from GetSchema's `fastk.*` schema metadata.
-    pub fn series_meta(&mut self, key: &SeriesKey) -> Result<SeriesMeta> {
+    /// The series' metadata, from GetSchema's `fastk.*` schema metadata, or `None`
+    /// when the server does not have the series.
+    pub fn series_meta(&mut self, key: &SeriesKey) -> Result<Option<SeriesMeta>> {
         let cmd = ticket_json(key, TsRange::all(), "raw");
-        let schema = self
+        let schema = match self
             .rt
             .block_on(self.client.get_schema(FlightDescriptor::new_cmd(cmd)))
-            .map_err(|e| self.error(e, key))?;
+        {
+            Ok(s) => s,
+            Err(FlightError::Tonic(s)) if s.code() == tonic::Code::NotFound => return Ok(None),
+            Err(e) => return Err(self.error(e, key)),
+        };
         let md = schema.metadata();
         let num = |k: &str| md.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(1);
         let value_type = match schema.field_with_name("value").map(|f| f.data_type()) {
             Ok(DataType::Float64) => ValueType::F64,
             _ => ValueType::I64,
         };
-        Ok(SeriesMeta {
+        Ok(Some(SeriesMeta {
             key: key.clone(),
             timeframe_ms: num("fastk.timeframe_ms"),
             price_scale: num("fastk.price_scale"),
             volume_scale: num("fastk.volume_scale"),
             value_type,
-        })
+        }))
     }
 
     /// Sends every row as one DoPut stream (one write) and returns the server's answer.

@@ -185,6 +185,53 @@ def test_import_through_flight_while_the_server_runs(server, unique_name, tmp_pa
     assert back["close"].to_list() == data["close"]
 
 
+def test_server_registration_and_the_http_fallback(server, unique_name, tmp_path: Path) -> None:
+    data = bars(500)
+    src = tmp_path / "in.csv"
+    pl.DataFrame(data).write_csv(src)
+    reg = ("--price-scale", "100", "--volume-scale", "1000")
+
+    # Flight alone cannot register a missing series; the error says what to add.
+    sym = unique_name("REG")
+    p = fastk(
+        "import", "kline", "--symbol", sym, "--timeframe", "1m", *reg, "-q",
+        "--flight", server.flight_addr, str(src), check=False,
+    )
+    assert p.returncode == 2 and "--server" in p.stderr, p.stderr
+    # With --server the import registers it over HTTP and writes over Flight.
+    fastk(
+        "import", "kline", "--symbol", sym, "--timeframe", "1m", *reg, "-q",
+        "--flight", server.flight_addr, "--server", server.http_url, str(src),
+    )
+    with requests.Session() as s:
+        info = s.get(f"{server.http_url}/v1/kline/{sym}/1m", timeout=30).json()
+    assert (info["price_scale"], info["volume_scale"], info["rows"]) == (100, 1000, 500)
+
+    # Without --flight the rows travel as ONE JSON write request.
+    sym2 = unique_name("HTTP")
+    out = fastk(
+        "import", "kline", "--symbol", sym2, "--timeframe", "1m", *reg, "-q", "--json",
+        "--server", server.http_url, str(src),
+    ).stdout
+    assert '"rows_written": 500' in out, out
+    with requests.Session() as s:
+        recs = s.get(f"{server.http_url}/v1/kline/{sym2}/1m/records", timeout=30).json()["records"]
+    assert [r["open"] for r in recs] == [round(o * 100) for o in data["open"]]
+
+    # A body over the server's limit (2 MiB here) is refused whole, not split.
+    big = tmp_path / "big.csv"
+    pl.DataFrame(bars(40_000)).write_csv(big)
+    p = fastk(
+        "import", "kline", "--symbol", sym2, "--timeframe", "1m", "-q",
+        "--server", server.http_url, str(big), check=False,
+    )
+    # (The server may answer 413 or reset the connection mid-body; either way the
+    # message points to Flight.)
+    assert p.returncode == 2 and "--flight" in p.stderr, p.stderr
+    with requests.Session() as s:
+        assert s.get(f"{server.http_url}/v1/kline/{sym2}/1m", timeout=30).json()["rows"] == 500
+
+
 def peak_rss_bytes(*args: str) -> tuple[int, subprocess.CompletedProcess]:
     """Runs fastk in a fresh Python whose only child it is; returns its peak RSS."""
     code = (
