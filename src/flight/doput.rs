@@ -31,8 +31,6 @@ use crate::record::{SeriesKey, SeriesKind, SeriesMeta, ValueType};
 use crate::storage::WriteBatch;
 use crate::storage::batch::KLINE_COLUMNS;
 
-/// The most rows one DoPut stream may carry (about 2.4 GB of kline columns held in
-
 /// The app_metadata a DoPut message may carry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -202,9 +202,18 @@ pub fn rebuild_manifest(
     // verified chunk rather than drop acknowledged rows.
     if let Some(w) = chunks.iter().map(|h| h.write_version).max() {
         let present = chunks.iter().filter(|h| h.write_version == w).count() as u32;
-        let expected = chunks.iter().find(|h| h.write_version == w).map_or(0, |h| h.write_chunks);
+        let expected = chunks
+            .iter()
+            .find(|h| h.write_version == w)
+            .map_or(0, |h| h.write_chunks);
         if present < expected {
-            tracing::warn!(series = rel, write_version = w, present, expected, "rebuild: newest write has missing chunks");
+            tracing::warn!(
+                series = rel,
+                write_version = w,
+                present,
+                expected,
+                "rebuild: newest write has missing chunks"
+            );
         }
     }
     let mut by_month: BTreeMap<i32, Vec<_>> = BTreeMap::new();

@@ -53,7 +53,7 @@ async fn scalar_registration_and_listing() {
 async fn f64_values_round_trip_exactly_and_nan_reads_as_null() {
     let app = app();
     app.register_scalar("BTCUSDT", "rsi_14", "f64").await;
-    let values: [f64; 5] = [71.25, -0.1, 1e-300, 123456789.123456789, 3.0];
+    let values: [f64; 5] = [71.25, -0.1, 1e-300, 123_456_789.123_456_78, 3.0];
     let mut records: Vec<Value> = values
         .iter()
         .enumerate()
