@@ -176,9 +176,15 @@ def main() -> int:
     results: dict = {"mode": "quick" if q else "full", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      "machine": machine(), "params": P, "skipped": {}}
     fastk_version = subprocess.run([str(args.fastk_bin), "--version"], capture_output=True, text=True).stdout.strip()
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
                             text=True).stdout.strip()
-    versions = {"fastk": f"{fastk_version} ({commit})", "pyarrow": pa.__version__, "numpy": np.__version__}
+    import matplotlib
+    import polars as pl
+
+    wrk_v = subprocess.run(["wrk", "--version"], capture_output=True, text=True) if shutil.which("wrk") else None
+    versions = {"fastk": f"{fastk_version} ({commit})", "pyarrow": pa.__version__, "polars (client)": pl.__version__,
+                "numpy": np.__version__, "matplotlib": matplotlib.__version__,
+                "wrk": (wrk_v.stdout + wrk_v.stderr).split("Copyright")[0].strip() if wrk_v else "not installed"}
 
     try:
         log(f"generating dataset ({'quick' if q else 'full'})")
@@ -230,9 +236,11 @@ def main() -> int:
         # --- The read-only systems: the RAM Flight ceiling and ROAPI over Polars' Parquet.
         ram = work / "ram"
         (ram / "kline").mkdir(parents=True)
+        # Batches of one 31-day month of 1m bars, the largest batch FastK sends here.
         for s in ds.symbols:
-            feather.write_feather(ds.kline[s], ram / "kline" / f"{s}.arrow", compression="uncompressed")
-        feather.write_feather(ds.scalar, ram / "scalar.arrow", compression="uncompressed")
+            feather.write_feather(ds.kline[s], ram / "kline" / f"{s}.arrow", compression="uncompressed",
+                                  chunksize=44_640)
+        feather.write_feather(ds.scalar, ram / "scalar.arrow", compression="uncompressed", chunksize=44_640)
         ceilings: list[systems.System] = [systems.FlightCeiling(ram, logs / "ceiling-pyarrow.log", python=sys.executable)]
         if args.ceiling_bin:
             try:

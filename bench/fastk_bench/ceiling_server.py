@@ -2,7 +2,8 @@
 
 `python -m fastk_bench.ceiling_server PORT DATA_DIR` loads `DATA_DIR/kline/*.arrow`
 and `DATA_DIR/scalar.arrow` (Arrow IPC files the driver writes) into memory, cut into
-batches of 65,536 rows like FastK's default, and answers the same JSON tickets as
+batches of 44,640 rows (FastK sends one batch per month chunk of 1m data, at most
+31 x 1440 rows), and answers the same JSON tickets as
 FastK (`kind`, `symbol`, `start_ts`, `end_ts`, `latest`) with zero-copy slices of
 those batches. It does no storage work at all, so its DoGet rate is the transport's
 (gRPC + Arrow IPC over loopback + the pyarrow client) ceiling on this machine.
@@ -18,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.flight as flight
 
-BATCH_ROWS = 65_536
+BATCH_ROWS = 44_640  # the same batch sizes as FastK's month chunks of 1m bars
 
 
 class Ceiling(flight.FlightServerBase):

@@ -21,7 +21,9 @@ FASTK = "FastK Flight"
 HTTP = "FastK HTTP"
 CEILINGS = ("Flight ceiling (pyarrow, RAM)", "Flight ceiling (Rust, RAM)")
 NOT_PEERS = {FASTK, HTTP, *CEILINGS}
-COLORS = {FASTK: "#d62728", HTTP: "#ff9896", CEILINGS[0]: "#7f7f7f", CEILINGS[1]: "#bcbcbc"}
+COLORS = {FASTK: "#d62728", HTTP: "#ff9896", CEILINGS[0]: "#7f7f7f", CEILINGS[1]: "#bcbcbc",
+          "ArcticDB": "#1f77b4", "DuckDB": "#ff7f0e", "Polars": "#2ca02c", "PostgreSQL": "#9467bd",
+          "ROAPI": "#8c564b"}
 
 
 def ok(d: dict) -> dict:
@@ -226,7 +228,28 @@ def t_limits(r: dict) -> str:
     return f"memcpy (numpy copy of {m.get('bytes', 0) >> 20} MiB): {fmt(m.get('gb_s'))} GB/s."
 
 
+def t_machine(r: dict) -> str:
+    m = r["machine"]
+    d = r["dataset"]
+    rows = [["CPU", f"{m['cpu']} ({m['nproc']} cores visible)"], ["memory", f"{m['memory_gib']} GiB"],
+            ["OS, kernel", f"{m['os']}, Linux {m['kernel']}"], ["Python", m["python"]],
+            ["load average at start / end", f"{m['loadavg_start'][0]:.1f} / {m.get('loadavg_end', [0])[0]:.1f}"],
+            ["run", f"{r['mode']} mode, {r['started']}, {r.get('wall_s', 0) / 60:.1f} min for the driver"],
+            ["dataset", f"{len(d['symbols'])} symbols x {d['bars_per_symbol']:,} 1m bars = {d['kline_rows']:,} bars; "
+                        f"{d['scalar_rows']:,} scalar rows; seed {d['seed']}"]]
+    return table(["", ""], rows)
+
+
+def t_versions(r: dict) -> str:
+    rows = [[k, v] for k, v in r.get("versions", {}).items() if k not in (FASTK, HTTP)]
+    out = table(["component", "version"], rows)
+    if r.get("skipped"):
+        out += "\n\nSkipped: " + "; ".join(f"{k}: {v}" for k, v in r["skipped"].items()) + "."
+    return out
+
+
 SECTIONS = {
+    "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
     "day_ranges": lambda r: t_latency(r["day_ranges"]), "latest": lambda r: t_latency(r["latest"]),
     "predicate": t_predicate, "disk": t_disk, "http": t_http, "flight": t_flight, "rust": t_rust,
@@ -270,6 +293,15 @@ def _barh(ax, d: dict, key: str, scale: float, xlabel: str, title: str, log: boo
     ax.set_title(title, fontsize=10)
     if log:
         ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log axes labelled 0.1, 1, 10 ... rather than 10^k, without crowded minor labels."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
@@ -298,8 +330,8 @@ def charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
     for key, name, title in [("day_ranges", "day_ranges.png", "3. Random one-day ranges (1,440 bars) into Polars"),
                              ("latest", "latest.png", "4. Latest 100 bars into Polars")]:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-        _barh(axes[0], r[key], "p50_ms", 1, "p50 ms (lower is better)", title, log=True)
-        _barh(axes[1], r[key], "p99_ms", 1, "p99 ms (lower is better)", title, log=True)
+        _barh(axes[0], r[key], "p50_ms", 1, "p50 ms (lower is better)", f"{title}: p50", log=True)
+        _barh(axes[1], r[key], "p99_ms", 1, "p99 ms (lower is better)", f"{title}: p99", log=True)
         save(fig, name)
 
     sels = list(r["predicate"])
@@ -312,10 +344,11 @@ def charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
     width = 0.8 / max(1, len(labels))
     for i, k in enumerate(labels):
         ys = [ok(r["predicate"][s]["systems"]).get(k, {}).get("median_ms") or 0 for s in sels]
-        ax.bar([j + i * width for j in range(len(sels))], ys, width, label=k, color=_color(k) if k in COLORS else None)
+        ax.bar([j + i * width for j in range(len(sels))], ys, width, label=k, color=_color(k))
     ax.set_xticks([j + width * (len(labels) - 1) / 2 for j in range(len(sels))])
     ax.set_xticklabels([f"{s}% ({r['predicate'][s]['matches']:,} rows)" for s in sels])
     ax.set_yscale("log")
+    _plain_log_ticks(ax.yaxis)
     ax.set_ylabel("ms, median (lower is better)")
     ax.set_title(f"5. Scalar predicate on {r['dataset']['scalar_rows']:,} rows, matching ts into the client", fontsize=10)
     ax.legend(fontsize=8)
@@ -329,10 +362,15 @@ def charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
 
 
 def main() -> int:
+    """`python -m fastk_bench.report RESULTS.json [DOC.md]`: print the tables, or fill DOC.md."""
     import sys
 
     r = json.loads(pathlib.Path(sys.argv[1]).read_text())
-    print(all_tables(r))
+    if len(sys.argv) > 2:
+        doc = pathlib.Path(sys.argv[2])
+        doc.write_text(fill_markdown(doc.read_text(), r))
+    else:
+        print(all_tables(r))
     return 0
 
 

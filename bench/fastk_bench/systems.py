@@ -45,6 +45,20 @@ def tstz(ms_: int) -> str:
     return f"TIMESTAMPTZ '{dt(ms_).isoformat(sep=' ', timespec='milliseconds')}'"
 
 
+def cargo_lock_versions(names: list[str]) -> str:
+    """`name version` of the given crates as Cargo.lock pins them."""
+    lock = pathlib.Path(__file__).resolve().parents[2] / "Cargo.lock"
+    found = {}
+    try:
+        for block in lock.read_text().split("[[package]]"):
+            m = re.search(r'name = "([^"]+)"\s+version = "([^"]+)"', block)
+            if m and m.group(1) in names:
+                found[m.group(1)] = m.group(2)
+    except OSError:
+        pass
+    return ", ".join(f"{n} {found.get(n, '?')}" for n in names)
+
+
 def fsync_files(paths: list[pathlib.Path]) -> None:
     """Makes written files durable, as FastK is before it acknowledges a write."""
     for path in paths:
@@ -298,7 +312,7 @@ class FlightCeiling(System):
                  rust_bin: pathlib.Path | None = None):
         if rust_bin is not None:
             self.label = "Flight ceiling (Rust, RAM)"
-            self._version = "arrow-flight (Rust), see Cargo.lock"
+            self._version = cargo_lock_versions(["arrow-flight", "tonic"])
             proc = procs.start_process([str(rust_bin), "serve", str(data)], log)
             deadline = time.time() + 300
             self.addr = None
