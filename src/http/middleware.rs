@@ -117,3 +117,69 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
         .collect();
     Some(base.allow_origin(list))
 }
+
+/// Most bytes drained from a request body nobody read before the connection is given
+/// up instead.
+const DRAIN_MAX_BYTES: usize = 8 << 20;
+
+/// Keeps keep-alive connections usable after a rejection sent before the body was read
+/// (401 from auth, 404 and 405 from routing, 413 from the body limit).
+///
+/// The story: hyper cannot reuse a connection whose request body is still unread, so it
+/// closed such connections after the response without saying so, and a pooled client
+/// (requests) then failed its *next* request with "Remote end closed connection without
+/// response". Now a body the handler never touched is drained (up to a bound) so the
+/// connection stays open, and when that is not possible the response says
+/// `Connection: close` so the client does not reuse it.
+pub async fn drain_unread_body(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let slot = Arc::new(std::sync::Mutex::new(Some(body)));
+    let lazy = axum::body::Body::from_stream(LazyBody {
+        slot: Arc::clone(&slot),
+        inner: None,
+    });
+    let mut resp = next.run(Request::from_parts(parts, lazy)).await;
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) {
+        return resp;
+    }
+    let untouched = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let drained = match untouched {
+        Some(body) => axum::body::to_bytes(body, DRAIN_MAX_BYTES).await.is_ok(),
+        None => resp.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+    };
+    if !drained {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+/// A body that takes the real one out of `slot` only when first polled, so the
+/// middleware can tell afterwards whether anyone read it.
+struct LazyBody {
+    slot: Arc<std::sync::Mutex<Option<axum::body::Body>>>,
+    inner: Option<axum::body::BodyDataStream>,
+}
+
+impl futures::Stream for LazyBody {
+    type Item = Result<bytes::Bytes, axum::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.inner.is_none() {
+            let body = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            match body {
+                Some(b) => self.inner = Some(b.into_data_stream()),
+                None => return std::task::Poll::Ready(None),
+            }
+        }
+        match self.inner.as_mut() {
+            Some(s) => std::pin::Pin::new(s).poll_next(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}

@@ -112,7 +112,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
             Arc::clone(&engine),
             middleware::track,
         ))
-        .layer(axum::middleware::from_fn(error::json_errors));
+        .layer(axum::middleware::from_fn(error::json_errors))
+        .layer(axum::middleware::from_fn(middleware::drain_unread_body));
     let app = middleware::outer_layers(app, cfg);
     app.with_state(engine)
 }

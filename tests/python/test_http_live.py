@@ -394,15 +394,6 @@ def _next_request_on_same_connection(conn: http.client.HTTPConnection, first) ->
     assert second.status == 200
 
 
-EARLY_REJECTION_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="server bug: responses sent before the request body is read (401, 405, "
-    "unknown route, 413) close the connection without `Connection: close`; fix in "
-    "src/http (drain the body or set Connection: close), then drop this marker",
-)
-
-
-@EARLY_REJECTION_XFAIL
 @pytest.mark.parametrize("case", ["401", "405", "unknown-route"])
 def test_connection_survives_early_rejection(case, server, auth_server):
     """A rejection sent before the request body was read must not leave the client a
