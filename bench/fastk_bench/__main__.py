@@ -100,7 +100,7 @@ def duckdb_peer(pred: dict, raw: pathlib.Path, reps: int) -> None:
         q = f"SELECT ts FROM read_parquet('{path}') WHERE value BETWEEN {r['min']} AND {r['max']}"
         n = con.sql(q).to_arrow_table().num_rows
         assert n == r["matches"], f"DuckDB found {n} rows, FastK {r['matches']}"
-        times, _ = timing.repeat(lambda: con.sql(q).to_arrow_table(), reps)
+        times, _ = timing.repeat(lambda q=q: con.sql(q).to_arrow_table(), reps)
         r["duckdb_ms"] = statistics.median(times) * 1e3
 
 

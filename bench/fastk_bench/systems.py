@@ -25,7 +25,6 @@ import subprocess
 import time
 from datetime import datetime, timezone
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
