@@ -37,7 +37,7 @@ def main() -> int:
         n = 0
         for _ in range(5):
             t = time.perf_counter()
-            n = len(con.execute(q).arrow())
+            n = con.sql(q).to_arrow_table().num_rows
             times.append((time.perf_counter() - t) * 1e3)
         d = statistics.median(times)
         assert n == r["matches"], f"DuckDB found {n} rows, FastK {r['matches']}"
