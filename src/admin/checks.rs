@@ -10,7 +10,7 @@ use crate::query::types::{AdminReport, Finding};
 use crate::record::{MonthPartition, SeriesKind, SeriesMeta};
 use crate::storage::Series;
 use crate::storage::chunk::{FileKind, MappedChunk, parse_data_file_name};
-use crate::storage::format::{CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, STATE_OBSOLETE};
+use crate::storage::format::{CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader};
 use crate::storage::mmap::MappedFile;
 use crate::storage::recover::{is_temp, read_manifest};
 use crate::storage::series::MANIFEST_NAME;
@@ -323,13 +323,6 @@ fn check_directory(s: &Series, known: &HashSet<(i32, u64)>, label: &str, report:
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     names.sort();
-    let obsolete: HashSet<(i32, u64)> = s
-        .snapshot()
-        .obsolete
-        .iter()
-        .filter(|e| e.state == STATE_OBSOLETE)
-        .map(|e| (e.month, e.generation))
-        .collect();
     for name in names {
         let rel = format!("{}/{name}", s.rel_dir());
         if name == MANIFEST_NAME {
@@ -347,7 +340,7 @@ fn check_directory(s: &Series, known: &HashSet<(i32, u64)>, label: &str, report:
             continue;
         }
         match parse_data_file_name(&name) {
-            Some((m, g, _)) if known.contains(&(m, g)) || obsolete.contains(&(m, g)) => {}
+            Some((m, g, _)) if known.contains(&(m, g)) => {}
             _ => report.findings.push(finding(
                 Some(label),
                 None,

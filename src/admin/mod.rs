@@ -54,7 +54,7 @@ pub fn run_with_progress(
     match action {
         "validate" | "scrub" => checks::validate(engine, &selected, all, &mut report, progress),
         "repair" => repair::repair(engine, &selected, all, &mut report, progress)?,
-        "rebuild-manifest" => repair::rebuild_manifests(engine, &selected, &mut report, progress)?,
+        "rebuild-manifest" => repair::rebuild_manifests(&selected, &mut report, progress)?,
         "compact" => repair::compact(&selected, &mut report, progress)?,
         other => {
             return Err(Error::invalid(format!(

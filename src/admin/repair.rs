@@ -103,9 +103,6 @@ pub(super) fn repair(
     report.findings = after.findings;
     report.chunks_checked = after.chunks_checked;
     report.bytes_checked = after.bytes_checked;
-    if dry {
-        report.findings.retain(|_| true);
-    }
     Ok(())
 }
 
@@ -327,12 +324,10 @@ fn sweep_directory(
 }
 
 pub(super) fn rebuild_manifests(
-    engine: &Engine,
     selected: &[Arc<Series>],
     report: &mut AdminReport,
     progress: super::Progress<'_>,
 ) -> Result<()> {
-    let _ = engine;
     for (i, s) in selected.iter().enumerate() {
         progress(i, selected.len(), s.rel_dir());
         let label = series_label(&s.meta.key);
