@@ -204,7 +204,7 @@ fn check(
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: if std::env::var("FASTK_TEST_LONG").is_ok() { 400 } else { 40 },
+        cases: if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") { 400 } else { 40 },
         ..ProptestConfig::default()
     })]
 

@@ -241,7 +241,7 @@ fn verify(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_under_concurrent_http_and_flight_writes() {
-    let rounds = if std::env::var("FASTK_TEST_LONG").is_ok() {
+    let rounds = if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") {
         15
     } else {
         3

@@ -160,7 +160,7 @@ fn apply(store: &Store, meta: &SeriesMeta, model: &mut BTreeMap<i64, i64>, rows:
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: if std::env::var("FASTK_TEST_LONG").is_ok() { 512 } else { 48 },
+        cases: if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") { 512 } else { 48 },
         ..ProptestConfig::default()
     })]
 
