@@ -464,3 +464,39 @@ fn delete_then_reregister_starts_empty() {
     assert_eq!(read_ts(&e, &key).unwrap(), Vec::<i64>::new());
     assert_eq!(e.series(&key).unwrap().version(), 0);
 }
+
+/// A write's new chunk and sidecar files are written in place under their final
+/// names (no manifest refers to them until the commit), so a crash can leave a
+/// partial file of an uncommitted generation: reopening removes it and the series
+/// reads exactly as committed.
+#[test]
+fn partial_files_of_an_uncommitted_write_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sdir, before) = {
+        let e = engine(dir.path());
+        let key = kline(&e);
+        e.write_kline(&key, &bars(JAN_2024, 50_000), None).unwrap();
+        let sdir = e.series(&key).unwrap().dir().to_path_buf();
+        (sdir, read_ts(&e, &key).unwrap())
+    };
+    let partial = [
+        "2024-02.g000000000000ffff.chunk",
+        "2024-03.g0000000000010000.chunk",
+        "2024-03.g0000000000010000.vidx",
+    ];
+    for name in partial {
+        fs::write(sdir.join(name), vec![0xA5u8; 700]).unwrap();
+    }
+    let e = engine(dir.path());
+    let key = SeriesKey::kline("BTCUSDT", "1m").unwrap();
+    for name in partial {
+        assert!(!sdir.join(name).exists(), "{name} survived the reopen");
+    }
+    assert_eq!(read_ts(&e, &key).unwrap(), before);
+    let deep = AdminRequest {
+        deep: Some(true),
+        ..Default::default()
+    };
+    let v = e.admin("validate", &deep).unwrap();
+    assert!(v.clean, "{:#?}", v.findings);
+}

@@ -77,7 +77,7 @@ class FastK:
             FASTK__STORAGE__ROOT=str(root),
             FASTK__HTTP__ADDR="127.0.0.1:0",
             FASTK__FLIGHT__ADDR="127.0.0.1:0",
-            FASTK__LOG__LEVEL="warn,fastk::server=info",
+            FASTK__LOG__LEVEL=os.environ.get("FASTK_BENCH_LOG", "warn,fastk::server=info"),
         )
         self.root = root
         self.proc = start_process([str(binary)], log, env)

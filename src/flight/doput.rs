@@ -53,6 +53,7 @@ pub async fn do_put(
     let raw = metadata_filtered(first, input, Arc::clone(&seen));
     let mut decoder = FlightDataDecoder::new(raw);
     let mut cols = Columns::new(&meta, engine.config.flight.max_put_rows);
+    let started = std::time::Instant::now();
     while let Some(msg) = decoder.next().await {
         match msg.map_err(decode_status)?.payload {
             DecodedPayload::Schema(schema) => cols.plan(&schema)?,
@@ -62,10 +63,18 @@ pub async fn do_put(
     }
     let expected = expected_version(&seen.lock().unwrap_or_else(|p| p.into_inner()))?;
     let batch = cols.finish()?;
+    let received = started.elapsed();
+    let rows = batch.len();
     let write_engine = Arc::clone(&engine);
     let response = tokio::task::spawn_blocking(move || write_engine.write(&key, batch, expected))
         .await
         .map_err(internal)??;
+    tracing::debug!(
+        rows,
+        receive_ms = received.as_secs_f64() * 1e3,
+        write_ms = (started.elapsed() - received).as_secs_f64() * 1e3,
+        "DoPut committed"
+    );
     let body = serde_json::to_vec(&response).map_err(internal)?;
     Ok(PutResult {
         app_metadata: body.into(),

@@ -44,6 +44,9 @@ pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 /// one window per round trip; a few MiB lets a large batch go out in one flight.
 const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+/// Largest HTTP/2 frame a client may send us (the protocol default is 16 KiB). Bigger
+/// DATA frames mean fewer, larger socket reads on DoPut.
+const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// The tonic service with FastK's message limits: decoding (DoPut batches) and
 /// encoding (DoGet batches) both allow `flight.max_message_bytes`.
@@ -70,6 +73,7 @@ pub async fn serve(
     let server = Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .add_service(service(engine))
         .serve_with_incoming_shutdown(incoming, signal);
     let drain_deadline = async move {

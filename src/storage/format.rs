@@ -243,23 +243,74 @@ impl ChunkHeader {
 }
 
 /// Builds a complete chunk file (header + column-major body) from columns of equal length.
-pub fn build_chunk(mut header: ChunkHeader, cols: &[&[i64]]) -> Vec<u8> {
-    let rows = cols[0].len();
-    debug_assert!(cols.iter().all(|c| c.len() == rows));
-    let stride = align_up(rows * 8);
-    header.rows = rows as u64;
-    header.ncols = cols.len();
-    header.stride = stride as u64;
-    header.first_ts = cols[0][0];
-    header.last_ts = cols[0][rows - 1];
-    let mut buf = vec![0u8; CHUNK_HEADER_LEN + cols.len() * stride];
-    for (i, col) in cols.iter().enumerate() {
-        let at = CHUNK_HEADER_LEN + i * stride;
-        buf[at..at + rows * 8].copy_from_slice(bytemuck::cast_slice(col));
+pub fn build_chunk(header: ChunkHeader, cols: &[&[i64]]) -> Vec<u8> {
+    let parts = ChunkParts::new(header, cols);
+    parts.slices().concat()
+}
+
+/// Zero bytes that pad a column up to [`COLUMN_ALIGN`].
+static PADDING: [u8; COLUMN_ALIGN] = [0; COLUMN_ALIGN];
+
+/// A chunk file as a list of borrowed byte runs (header, then each column and its
+/// padding), so the write path can hand the caller's columns to `write(2)` without
+/// assembling the file in memory first. The body checksum is computed over the same
+/// runs in order, which gives the same xxh3 as hashing the assembled body.
+pub struct ChunkParts<'a> {
+    pub header: ChunkHeader,
+    header_bytes: [u8; CHUNK_HEADER_LEN],
+    cols: &'a [&'a [i64]],
+    pad: usize,
+}
+
+impl<'a> ChunkParts<'a> {
+    /// Fills in the header's rows, stride, ts bounds and body checksum from `cols`
+    /// (at least one row, every column the same length).
+    pub fn new(mut header: ChunkHeader, cols: &'a [&'a [i64]]) -> ChunkParts<'a> {
+        let rows = cols[0].len();
+        debug_assert!(cols.iter().all(|c| c.len() == rows));
+        let stride = align_up(rows * 8);
+        header.rows = rows as u64;
+        header.ncols = cols.len();
+        header.stride = stride as u64;
+        header.first_ts = cols[0][0];
+        header.last_ts = cols[0][rows - 1];
+        let pad = stride - rows * 8;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for col in cols {
+            hasher.update(bytemuck::cast_slice(col));
+            hasher.update(&PADDING[..pad]);
+        }
+        header.body_xxh3 = hasher.digest();
+        let header_bytes = header.encode();
+        ChunkParts {
+            header,
+            header_bytes,
+            cols,
+            pad,
+        }
     }
-    header.body_xxh3 = xxh3_64(&buf[CHUNK_HEADER_LEN..]);
-    buf[..CHUNK_HEADER_LEN].copy_from_slice(&header.encode());
-    buf
+
+    /// Length of the whole file.
+    pub fn len(&self) -> usize {
+        CHUNK_HEADER_LEN + self.cols.len() * self.header.stride as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The byte runs of the file, in order.
+    pub fn slices(&self) -> Vec<&[u8]> {
+        let mut out = Vec::with_capacity(1 + 2 * self.cols.len());
+        out.push(&self.header_bytes[..]);
+        for col in self.cols {
+            out.push(bytemuck::cast_slice(col));
+            if self.pad > 0 {
+                out.push(&PADDING[..self.pad]);
+            }
+        }
+        out
+    }
 }
 
 /// Manifest fixed-part length (the entries follow).

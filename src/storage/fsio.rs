@@ -2,6 +2,8 @@
 //!
 //! A published file is never modified again. Temp files start with [`TEMP_PREFIX`]
 //! and are removed on open; a crash therefore leaves at most stray temp files.
+//! Files no manifest can refer to yet (a write's new chunks) skip the temp name:
+//! see [`write_unreferenced_synced`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -33,6 +35,32 @@ pub fn write_file_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `dir/name` in place (created or truncated) and fsyncs it, for a file that no
+/// committed manifest refers to yet: the chunk and sidecar files of a write in
+/// progress, whose generation is at or past the manifest's `next_generation`. Such a
+/// file joins the store only when a manifest naming it is committed, after this fsync
+/// and a directory fsync, so a crash can leave at most a partial file of an
+/// uncommitted generation, which recovery removes; a rename would add nothing but a
+/// second directory operation per file. On error the file is removed.
+pub fn write_unreferenced_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<()> {
+    let path = dir.join(name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        for p in parts {
+            f.write_all(p)?;
+        }
+        f.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&path);
     }
     result
 }

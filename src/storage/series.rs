@@ -6,6 +6,7 @@
 //! published first; the manifest rename is the commit point; superseded files are
 //! unlinked once no snapshot refers to them.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +16,7 @@ use super::StoreOptions;
 use super::chunk::{ChunkRef, FileKind, data_file_name};
 use super::error::{Result, StorageError};
 use super::format::{
-    ChunkEntry, ChunkHeader, FLAG_FULL, STATE_LIVE, STATE_OBSOLETE, SidecarRef, build_chunk,
+    ChunkEntry, ChunkHeader, ChunkParts, FLAG_FULL, STATE_LIVE, STATE_OBSOLETE, SidecarRef,
 };
 use super::fsio;
 use super::sidecar;
@@ -68,12 +69,13 @@ pub struct Series {
     current: RwLock<Arc<Snapshot>>,
 }
 
-/// One month's share of a write, planned before any file is written.
-struct MonthPlan {
+/// One month's share of a write, planned before any file is written. An append
+/// borrows its rows from the request; a rewrite owns the merged month.
+struct MonthPlan<'a> {
     month: i32,
     generation: u64,
     full: bool,
-    cols: Vec<Vec<i64>>,
+    cols: Vec<Cow<'a, [i64]>>,
     inserted: u64,
     replaced: u64,
 }
@@ -171,13 +173,13 @@ impl Series {
         Ok(months)
     }
 
-    fn plan_month(
+    fn plan_month<'a>(
         &self,
         snap: &Snapshot,
         month: i32,
-        new: &[&[i64]],
+        new: &[&'a [i64]],
         generation: u64,
-    ) -> Result<MonthPlan> {
+    ) -> Result<MonthPlan<'a>> {
         let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
         let appends = existing.last().is_none_or(|c| new[0][0] > c.entry.last_ts);
         if appends && existing.len() < self.opts.max_chunks_per_month {
@@ -186,7 +188,7 @@ impl Series {
                 month,
                 generation,
                 full: existing.is_empty(),
-                cols: new.iter().map(|c| c.to_vec()).collect(),
+                cols: new.iter().map(|&c| Cow::Borrowed(c)).collect(),
                 inserted: n,
                 replaced: 0,
             });
@@ -201,7 +203,7 @@ impl Series {
         month: i32,
         new: &[&[i64]],
         generation: u64,
-    ) -> Result<MonthPlan> {
+    ) -> Result<MonthPlan<'static>> {
         let ncols = new.len();
         let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
         let mapped = existing
@@ -240,7 +242,7 @@ impl Series {
             month,
             generation,
             full: true,
-            cols,
+            cols: cols.into_iter().map(Cow::Owned).collect(),
             inserted,
             replaced,
         })
@@ -396,28 +398,27 @@ impl Series {
             body_xxh3: 0,
             stride: 0,
         };
-        let cols: Vec<&[i64]> = plan.cols.iter().map(Vec::as_slice).collect();
-        let file = build_chunk(header, &cols);
-        let h =
-            ChunkHeader::decode(&file).map_err(|d| StorageError::corrupted("(new chunk)", d))?;
+        let cols: Vec<&[i64]> = plan.cols.iter().map(|c| &**c).collect();
+        let file = ChunkParts::new(header, &cols);
+        let h = &file.header;
         let sidecars = sidecar::build(&self.meta, &cols, &self.opts);
-        let write = |kind: FileKind, bytes: &[u8]| -> Result<()> {
+        let write = |kind: FileKind, bytes: &[&[u8]]| -> Result<()> {
             let name = data_file_name(plan.month, plan.generation, kind);
-            fsio::write_file_synced(&self.dir, &name, &[bytes])
+            fsio::write_unreferenced_synced(&self.dir, &name, bytes)
                 .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))
         };
-        write(FileKind::Chunk, &file)?;
+        write(FileKind::Chunk, &file.slices())?;
         let mut zonemap = SidecarRef::default();
         let mut vindex = SidecarRef::default();
         if let Some(z) = &sidecars.zonemap {
-            write(FileKind::ZoneMap, z)?;
+            write(FileKind::ZoneMap, &[z])?;
             zonemap = SidecarRef {
                 len: z.len() as u64,
                 xxh3: xxhash_rust::xxh3::xxh3_64(z),
             };
         }
         if let Some(v) = &sidecars.vindex {
-            write(FileKind::ValueIndex, v)?;
+            write(FileKind::ValueIndex, &[v])?;
             vindex = SidecarRef {
                 len: v.len() as u64,
                 xxh3: xxhash_rust::xxh3::xxh3_64(v),

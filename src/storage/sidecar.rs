@@ -59,6 +59,12 @@ fn f64_of(bits: i64) -> f64 {
     f64::from_bits(bits as u64)
 }
 
+/// An i64 whose order is `f64::total_cmp` of the f64 with these bits (the same
+/// transform `total_cmp` applies), so f64 values sort as plain integers.
+fn f64_order_key(bits: i64) -> i64 {
+    bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+}
+
 pub fn build_zonemap(vt: ValueType, ts: &[i64], values: &[i64], block_rows: usize) -> Vec<u8> {
     let block_rows = block_rows.max(1);
     let nblocks = values.len().div_ceil(block_rows);
@@ -162,15 +168,23 @@ impl ZoneMap {
 }
 
 pub fn build_vindex(vt: ValueType, values: &[i64]) -> Vec<u8> {
-    let mut pos: Vec<u32> = (0..values.len() as u32).collect();
-    match vt {
-        ValueType::I64 => pos.sort_by_key(|&i| values[i as usize]),
-        ValueType::F64 => {
-            pos.retain(|&i| !f64_of(values[i as usize]).is_nan());
-            pos.sort_by(|&a, &b| f64_of(values[a as usize]).total_cmp(&f64_of(values[b as usize])));
-        }
-    }
-    let n = pos.len();
+    // (key, row) pairs in row order, radix-sorted by key: the sort is stable, so equal
+    // values keep row order, as the format requires.
+    let pairs: Vec<(u64, u32)> = match vt {
+        ValueType::I64 => values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (unsigned_order_key(v), i as u32))
+            .collect(),
+        ValueType::F64 => values
+            .iter()
+            .enumerate()
+            .filter(|&(_, &v)| !f64_of(v).is_nan())
+            .map(|(i, &v)| (unsigned_order_key(f64_order_key(v)), i as u32))
+            .collect(),
+    };
+    let pairs = radix_sort(pairs);
+    let n = pairs.len();
     let values_at = VINDEX_HEADER_LEN;
     let pos_at = values_at + align_up(n * 8);
     let len = pos_at + align_up(n * 4) + 64;
@@ -182,7 +196,7 @@ pub fn build_vindex(vt: ValueType, values: &[i64]) -> Vec<u8> {
     put_u64(&mut b, 24, values.len() as u64);
     put_u64(&mut b, 32, values_at as u64);
     put_u64(&mut b, 40, pos_at as u64);
-    for (k, &i) in pos.iter().enumerate() {
+    for (k, &(_, i)) in pairs.iter().enumerate() {
         put_u64(&mut b, values_at + 8 * k, values[i as usize] as u64);
         put_u32(&mut b, pos_at + 4 * k, i);
     }
@@ -190,6 +204,41 @@ pub fn build_vindex(vt: ValueType, values: &[i64]) -> Vec<u8> {
     let sum = xxh3_64(&b[..end]);
     put_u64(&mut b, end, sum);
     b
+}
+
+/// The u64 whose unsigned order is the signed order of `v`.
+fn unsigned_order_key(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+/// Stable LSD radix sort of `(key, row)` pairs by key, one byte per pass; a pass whose
+/// byte is the same for every key (the high bytes of small values) is skipped.
+fn radix_sort(mut pairs: Vec<(u64, u32)>) -> Vec<(u64, u32)> {
+    let mut counts = [[0usize; 256]; 8];
+    for &(k, _) in &pairs {
+        for (d, c) in counts.iter_mut().enumerate() {
+            c[((k >> (8 * d)) & 0xff) as usize] += 1;
+        }
+    }
+    let mut scratch = vec![(0u64, 0u32); pairs.len()];
+    for (d, count) in counts.iter().enumerate() {
+        if count.contains(&pairs.len()) {
+            continue;
+        }
+        let mut next = [0usize; 256];
+        let mut at = 0;
+        for (b, &c) in count.iter().enumerate() {
+            next[b] = at;
+            at += c;
+        }
+        for &p in &pairs {
+            let b = ((p.0 >> (8 * d)) & 0xff) as usize;
+            scratch[next[b]] = p;
+            next[b] += 1;
+        }
+        std::mem::swap(&mut pairs, &mut scratch);
+    }
+    pairs
 }
 
 /// A verified value index over a mapped sidecar: values sorted ascending (NaN left
@@ -245,5 +294,81 @@ impl ValueIndex {
 
     pub fn position(&self, k: usize) -> u32 {
         get_u32(self.file.bytes(), self.pos_at + 4 * k)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The index order the format defines: a stable sort of rows by value
+    /// (`f64::total_cmp` for f64, NaN rows left out).
+    fn reference(vt: ValueType, values: &[i64]) -> Vec<u32> {
+        let mut pos: Vec<u32> = (0..values.len() as u32).collect();
+        match vt {
+            ValueType::I64 => pos.sort_by_key(|&i| values[i as usize]),
+            ValueType::F64 => {
+                pos.retain(|&i| !f64_of(values[i as usize]).is_nan());
+                pos.sort_by(|&a, &b| {
+                    f64_of(values[a as usize]).total_cmp(&f64_of(values[b as usize]))
+                });
+            }
+        }
+        pos
+    }
+
+    fn index_positions(vt: ValueType, values: &[i64]) -> Vec<u32> {
+        let b = build_vindex(vt, values);
+        let n = get_u64(&b, 16) as usize;
+        let pos_at = get_u64(&b, 40) as usize;
+        (0..n).map(|k| get_u32(&b, pos_at + 4 * k)).collect()
+    }
+
+    #[test]
+    fn radix_order_equals_a_stable_sort_for_i64() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut values: Vec<i64> = (0..5000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 97) as i64 - 48
+            })
+            .collect();
+        values.extend([i64::MIN, i64::MAX, 0, -1, 1, i64::MIN, 1 << 40, -(1 << 40)]);
+        assert_eq!(
+            index_positions(ValueType::I64, &values),
+            reference(ValueType::I64, &values)
+        );
+        let constant = vec![7i64; 100];
+        assert_eq!(
+            index_positions(ValueType::I64, &constant),
+            (0..100).collect::<Vec<u32>>()
+        );
+        assert!(index_positions(ValueType::I64, &[]).is_empty());
+    }
+
+    #[test]
+    fn radix_order_equals_total_cmp_for_f64_and_drops_nan() {
+        let floats = [
+            1.5,
+            -0.0,
+            0.0,
+            f64::NAN,
+            -1.5,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1.5,
+            -f64::NAN,
+            f64::MIN_POSITIVE,
+            -f64::MIN_POSITIVE,
+            1e300,
+            -1e300,
+            0.0,
+        ];
+        let values: Vec<i64> = floats.iter().map(|f| f.to_bits() as i64).collect();
+        let got = index_positions(ValueType::F64, &values);
+        assert_eq!(got, reference(ValueType::F64, &values));
+        assert_eq!(got.len(), floats.len() - 2, "both NaNs are left out");
     }
 }
