@@ -205,6 +205,9 @@ def main() -> int:
         ingest_systems: list[systems.System] = [fastk_flight]
         fk2 = procs.FastK(args.fastk_bin, work / "fastk-http", logs / "fastk-http.log")
         ingest_systems.append(systems.FastKHttp(fk2, fastk_version))
+        # A third, fresh store times the concurrent bulk load (kline only), then stops.
+        fk3 = procs.FastK(args.fastk_bin, work / "fastk-concurrent", logs / "fastk-concurrent.log")
+        ingest_systems.append(systems.FastKFlightConcurrent(fk3, fastk_version))
 
         peers: list[systems.System] = []
         if "ArcticDB" not in skip:
@@ -232,6 +235,7 @@ def main() -> int:
         results["ingest"] = workloads.ingest(ingest_systems, ds)
         results["disk_fastk_http"] = workloads.disk([ingest_systems[1]], ds)
         fk2.stop()
+        fk3.stop()
 
         # --- The read-only systems: the RAM Flight ceiling and ROAPI over Polars' Parquet.
         ram = work / "ram"

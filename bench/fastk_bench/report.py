@@ -18,10 +18,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 FASTK = "FastK Flight"
+FASTK_CONCURRENT = "FastK Flight, 3 streams"
 HTTP = "FastK HTTP"
 CEILINGS = ("Flight ceiling (pyarrow, RAM)", "Flight ceiling (Rust, RAM)")
-NOT_PEERS = {FASTK, HTTP, *CEILINGS}
-COLORS = {FASTK: "#d62728", HTTP: "#ff9896", CEILINGS[0]: "#7f7f7f", CEILINGS[1]: "#bcbcbc",
+NOT_PEERS = {FASTK, FASTK_CONCURRENT, HTTP, *CEILINGS}
+COLORS = {FASTK: "#d62728", FASTK_CONCURRENT: "#e377c2", HTTP: "#ff9896", CEILINGS[0]: "#7f7f7f", CEILINGS[1]: "#bcbcbc",
           "ArcticDB": "#1f77b4", "DuckDB": "#ff7f0e", "Polars": "#2ca02c", "PostgreSQL": "#9467bd",
           "ROAPI": "#8c564b"}
 
@@ -91,10 +92,15 @@ def t_ingest(r: dict) -> str:
     speer, sbest = best_peer(d, "scalar_rows_per_s", False)
     f = ok(d).get(FASTK, {})
     h = ok(d).get(HTTP, {})
+    c = ok(d).get(FASTK_CONCURRENT, {})
     out = table(["system", "kline M rows/s", "kline s", "scalar M rows/s", "scalar s", "untimed prep s"], rows)
     out += (f"\n\nFastK (Flight DoPut) vs best peer: kline {ratio(f.get('kline_rows_per_s'), best, False)} "
             f"(best: {peer}), scalar {ratio(f.get('scalar_rows_per_s'), sbest, False)} (best: {speer}). "
             f"FastK HTTP JSON vs best peer: kline {ratio(h.get('kline_rows_per_s'), best, False)}.")
+    if c:
+        out += (f" FastK with 3 concurrent DoPut streams (kline only; the scalar data is one series): "
+                f"{c['kline_rows_per_s'] / 1e6:.2f} M rows/s, {ratio(c.get('kline_rows_per_s'), best, False)} "
+                f"of the best peer.")
     if r.get("roapi_startup_s") is not None:
         out += (f" ROAPI has no write path (read-only); it loaded the Polars Parquet files into memory "
                 f"at start-up in {r['roapi_startup_s']:.1f} s.")

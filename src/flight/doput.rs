@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_descriptor::DescriptorType;
@@ -150,7 +150,11 @@ struct Columns {
     types: Vec<Expected>,
     /// For each stored column, its index in the incoming schema.
     positions: Option<Vec<usize>>,
-    batch: WriteBatch,
+    /// The incoming arrays of each stored column, kept as received (their buffers are
+    /// the gRPC messages' own memory) and copied once, into exactly sized columns, when
+    /// the stream ends.
+    arrays: Vec<Vec<ArrayRef>>,
+    rows: usize,
     /// Most rows one stream may carry (`flight.max_put_rows`).
     rows_max: usize,
 }
@@ -202,12 +206,13 @@ impl Columns {
                 (vec!["ts", "value"], vec![Expected::Ts, value])
             }
         };
-        let batch = WriteBatch::with_capacity(names.len(), 0);
+        let arrays = vec![Vec::new(); names.len()];
         Columns {
             names,
             types,
             positions: None,
-            batch,
+            arrays,
+            rows: 0,
             rows_max,
         }
     }
@@ -251,7 +256,7 @@ impl Columns {
         let Some(positions) = &self.positions else {
             return Err(invalid("DoPut record batch arrived before its schema"));
         };
-        if self.batch.len() + batch.num_rows() > self.rows_max {
+        if self.rows + batch.num_rows() > self.rows_max {
             return Err(status(Error::new(
                 ErrorKind::PayloadTooLarge,
                 format!(
@@ -268,21 +273,11 @@ impl Columns {
                     self.names[c]
                 )));
             }
-            let out = &mut self.batch.cols[c];
-            match array.data_type() {
-                DataType::Timestamp(..) => {
-                    out.extend_from_slice(array.as_primitive::<TimestampMillisecondType>().values())
-                }
-                DataType::Float64 => out.extend(
-                    array
-                        .as_primitive::<Float64Type>()
-                        .values()
-                        .iter()
-                        .map(|v| v.to_bits() as i64),
-                ),
-                _ => out.extend_from_slice(array.as_primitive::<Int64Type>().values()),
-            }
         }
+        for (c, &i) in positions.iter().enumerate() {
+            self.arrays[c].push(Arc::clone(batch.column(i)));
+        }
+        self.rows += batch.num_rows();
         Ok(())
     }
 
@@ -292,6 +287,24 @@ impl Columns {
                 "the DoPut stream carried no Arrow schema; send at least the schema message",
             ));
         }
-        Ok(self.batch)
+        let mut batch = WriteBatch::with_capacity(self.names.len(), self.rows);
+        for (out, arrays) in batch.cols.iter_mut().zip(&self.arrays) {
+            for array in arrays {
+                match array.data_type() {
+                    DataType::Timestamp(..) => out.extend_from_slice(
+                        array.as_primitive::<TimestampMillisecondType>().values(),
+                    ),
+                    DataType::Float64 => out.extend(
+                        array
+                            .as_primitive::<Float64Type>()
+                            .values()
+                            .iter()
+                            .map(|v| v.to_bits() as i64),
+                    ),
+                    _ => out.extend_from_slice(array.as_primitive::<Int64Type>().values()),
+                }
+            }
+        }
+        Ok(batch)
     }
 }
