@@ -57,19 +57,22 @@ pub fn slice_batches<'a>(
         .map(move |a| projection.batch(&slice.sub(a, (a + max_rows).min(slice.len()))))
 }
 
-/// Starts the stream for `cmd`. Errors known before the first byte (unknown series,
-/// bad columns or predicate) are returned as the call's status.
-pub fn do_get(
+/// The record batches of a DoGet, counted in the metrics as they leave.
+pub type BatchStream = BoxStream<'static, Result<RecordBatch, FlightError>>;
+
+/// Starts the producer for `cmd` and returns the response schema and its batches.
+/// Errors known before the first byte (unknown series, bad columns or predicate) are
+/// returned as the call's status. The producer holds `guard` until it is done.
+pub fn start(
     engine: Arc<Engine>,
     cmd: ReadCommand,
-    guard: Arc<StreamGuard>,
-) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+    guard: &Arc<StreamGuard>,
+) -> Result<(SchemaRef, BatchStream), Status> {
     let meta = Arc::clone(&engine.series(&cmd.key)?.meta);
     let schema = cmd.schema(&meta)?;
-    let cfg = &engine.config.flight;
-    let (max_rows, max_bytes) = (cfg.max_batch_rows, cfg.max_message_bytes);
+    let max_rows = engine.config.flight.max_batch_rows;
     let (tx, rx) = mpsc::channel::<BatchResult>(CHANNEL_BATCHES);
-    let producer_guard = Arc::clone(&guard);
+    let producer_guard = Arc::clone(guard);
     let producer_engine = Arc::clone(&engine);
     match &cmd.predicate {
         None => {
@@ -94,6 +97,19 @@ pub fn do_get(
         }
         b
     });
+    Ok((schema, batches.boxed()))
+}
+
+/// The DoGet stream as `FlightData` messages, for the generated tonic service (the
+/// server itself answers DoGet through [`super::wire`], which sends the same
+/// messages without copying column data).
+pub fn do_get(
+    engine: Arc<Engine>,
+    cmd: ReadCommand,
+    guard: Arc<StreamGuard>,
+) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
+    let max_bytes = engine.config.flight.max_message_bytes;
+    let (schema, batches) = start(engine, cmd, &guard)?;
     let encoded = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_max_flight_data_size(max_bytes)

@@ -3,6 +3,7 @@
 //! - [`ticket`]: the JSON ticket / descriptor grammar, parsed once into a read command.
 //! - [`service`]: the `FlightService` impl: auth, stream admission, metrics.
 //! - [`doget`]: range, latest-N and predicate streams from chunk memory.
+//! - [`wire`]: DoGet's gRPC response built from zero-copy column chunks.
 //! - [`doput`]: one client stream = one all-or-nothing write.
 //! - [`info`]: GetFlightInfo, GetSchema, ListFlights.
 //! - [`actions`]: DoAction / ListActions (health, inventory, admin).
@@ -22,6 +23,7 @@ pub mod info;
 pub mod service;
 pub mod streams;
 pub mod ticket;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,13 +50,17 @@ const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 /// DATA frames mean fewer, larger socket reads on DoPut.
 const MAX_FRAME_BYTES: u32 = 1 << 20;
 
-/// The tonic service with FastK's message limits: decoding (DoPut batches) and
-/// encoding (DoGet batches) both allow `flight.max_message_bytes`.
-pub fn service(engine: Arc<Engine>) -> FlightServiceServer<FlightSvc> {
+/// The Flight service with FastK's message limits: decoding (DoPut batches) and
+/// encoding (DoGet batches) both allow `flight.max_message_bytes`. DoGet is answered
+/// by [`wire`] without copying column data; every other method by the generated
+/// tonic server.
+pub fn service(engine: Arc<Engine>) -> wire::FlightRoutes {
     let max = engine.config.flight.max_message_bytes;
-    FlightServiceServer::new(FlightSvc::new(engine))
+    let svc = Arc::new(FlightSvc::new(engine));
+    let generated = FlightServiceServer::from_arc(Arc::clone(&svc))
         .max_decoding_message_size(max)
-        .max_encoding_message_size(max)
+        .max_encoding_message_size(max);
+    wire::FlightRoutes::new(svc, generated)
 }
 
 /// Serves Flight on `listener` until `shutdown` resolves, then lets running calls

@@ -39,6 +39,14 @@ impl FlightSvc {
         }
     }
 
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub(crate) fn streams(&self) -> &Arc<Semaphore> {
+        &self.streams
+    }
+
     fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<(), Status> {
         auth::check(&self.engine.config.auth, req.metadata(), access)
     }
@@ -52,7 +60,7 @@ impl FlightSvc {
 
     /// Counts a call refused before its stream was admitted; an admitted stream is
     /// counted by its guard when it ends.
-    fn refused<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
+    pub(crate) fn refused<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
         if let Err(e) = &r {
             self.engine
                 .metrics
