@@ -494,3 +494,49 @@ async fn dropped_streams_are_released_and_the_limit_holds() {
     assert!(text.contains(r#"fastk_flight_requests_total{method="DoGet",code="Unavailable"} 1"#));
     fx.shutdown().await;
 }
+
+/// The server answers DoGet through `flight::wire` (column bytes straight from the
+/// mapping); the generated tonic service keeps an arrow-flight `FlightDataEncoder`
+/// path for the same calls. Both must send the same batches, predicates included.
+#[tokio::test]
+async fn zero_copy_and_generated_doget_send_the_same_batches() {
+    let mut fx = Fixture::start(|c| c.flight.max_batch_rows = 700).await;
+    let (_key, rows) = write_btc(&fx);
+    let skey = fx.scalar_series("ETHUSDT", "rsi", ValueType::I64);
+    let scalars: Vec<(i64, i64)> = (0..3000i64)
+        .map(|i| (JAN_2024 + i * MINUTE, (i * 7919) % 97))
+        .collect();
+    fx.write_scalars(&skey, &scalars);
+
+    // The generated service alone, on its own port, over the same engine.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = arrow_flight::flight_service_server::FlightServiceServer::new(
+        fastk::flight::FlightSvc::new(Arc::clone(&fx.running.engine)),
+    );
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let mut generated = client(addr).await;
+
+    let (a, b) = (rows[100].ts, rows[rows.len() - 100].ts);
+    for t in [
+        kline_ticket(json!({})),
+        kline_ticket(json!({"start_ts": a, "end_ts": b})),
+        kline_ticket(json!({"latest": 1234, "columns": ["close", "volume"]})),
+        scalar_ticket(
+            "rsi",
+            json!({"predicate": {"op": "between", "min": 20, "max": 55}}),
+        ),
+    ] {
+        let wire = get(&mut fx.client, t.clone()).await.unwrap();
+        let gen_ = get(&mut generated, t.clone()).await.unwrap();
+        let rows: usize = wire.iter().map(|b| b.num_rows()).sum();
+        assert!(rows > 700, "{t}: {rows} rows, more than one batch");
+        assert_eq!(wire, gen_, "{t}");
+    }
+    server.abort();
+    fx.shutdown().await;
+}

@@ -100,22 +100,21 @@ pub fn start(
     Ok((schema, batches.boxed()))
 }
 
-/// The DoGet stream as `FlightData` messages, for the generated tonic service (the
-/// server itself answers DoGet through [`super::wire`], which sends the same
-/// messages without copying column data).
-pub fn do_get(
-    engine: Arc<Engine>,
-    cmd: ReadCommand,
+/// The DoGet stream as `FlightData` messages through arrow-flight's encoder, for the
+/// generated tonic service (the server itself answers DoGet through [`super::wire`],
+/// which sends the same messages without copying column data).
+pub fn encode(
+    schema: SchemaRef,
+    batches: BatchStream,
+    max_bytes: usize,
     guard: Arc<StreamGuard>,
-) -> Result<BoxStream<'static, Result<FlightData, Status>>, Status> {
-    let max_bytes = engine.config.flight.max_message_bytes;
-    let (schema, batches) = start(engine, cmd, &guard)?;
+) -> BoxStream<'static, Result<FlightData, Status>> {
     let encoded = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_max_flight_data_size(max_bytes)
         .build(batches)
         .map(|r| r.map_err(Status::from));
-    Ok(Guarded::new(encoded.boxed(), guard).boxed())
+    Guarded::new(encoded.boxed(), guard).boxed()
 }
 
 fn count_sent(engine: &Engine, b: &RecordBatch) {

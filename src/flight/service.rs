@@ -8,14 +8,16 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
+use arrow_schema::SchemaRef;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use tokio::sync::Semaphore;
+use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::{self, Access};
 use super::error::code_name;
-use super::streams::admit;
+use super::streams::{StreamGuard, admit};
 use super::ticket::ReadCommand;
 use super::{actions, doget, doput, info};
 use crate::query::Engine;
@@ -43,10 +45,6 @@ impl FlightSvc {
         &self.engine
     }
 
-    pub(crate) fn streams(&self) -> &Arc<Semaphore> {
-        &self.streams
-    }
-
     fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<(), Status> {
         auth::check(&self.engine.config.auth, req.metadata(), access)
     }
@@ -60,7 +58,7 @@ impl FlightSvc {
 
     /// Counts a call refused before its stream was admitted; an admitted stream is
     /// counted by its guard when it ends.
-    pub(crate) fn refused<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
+    fn refused<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
         if let Err(e) = &r {
             self.engine
                 .metrics
@@ -69,15 +67,30 @@ impl FlightSvc {
         r
     }
 
-    async fn get(&self, req: Request<Ticket>) -> Result<Stream<FlightData>, Status> {
-        let admitted = self.authorize(&req, Access::Read).and_then(|()| {
-            let cmd = ReadCommand::parse(&req.get_ref().ticket)?;
-            Ok((cmd, admit(&self.engine, &self.streams, "DoGet")?))
-        });
+    /// Admits a DoGet and starts its producer: auth, ticket, stream limit, then the
+    /// schema and batches. Refusals are counted in the metrics here; the returned guard
+    /// records how the stream ends. Shared by the wire path ([`super::wire`], which the
+    /// server uses) and the generated service's `do_get`.
+    pub(crate) fn open_get(
+        &self,
+        metadata: &MetadataMap,
+        ticket: &[u8],
+    ) -> Result<(SchemaRef, doget::BatchStream, Arc<StreamGuard>), Status> {
+        let admitted =
+            auth::check(&self.engine.config.auth, metadata, Access::Read).and_then(|()| {
+                let cmd = ReadCommand::parse(ticket)?;
+                Ok((cmd, admit(&self.engine, &self.streams, "DoGet")?))
+            });
         let (cmd, guard) = self.refused("DoGet", admitted)?;
-        doget::do_get(Arc::clone(&self.engine), cmd, Arc::clone(&guard)).inspect_err(|e| {
-            guard.finish(e.code());
-        })
+        let (schema, batches) = doget::start(Arc::clone(&self.engine), cmd, &guard)
+            .inspect_err(|e| guard.finish(e.code()))?;
+        Ok((schema, batches, guard))
+    }
+
+    async fn get(&self, req: Request<Ticket>) -> Result<Stream<FlightData>, Status> {
+        let (schema, batches, guard) = self.open_get(req.metadata(), &req.get_ref().ticket)?;
+        let max_bytes = self.engine.config.flight.max_message_bytes;
+        Ok(doget::encode(schema, batches, max_bytes, guard))
     }
 
     async fn put(&self, req: Request<Streaming<FlightData>>) -> Result<Stream<PutResult>, Status> {

@@ -35,11 +35,9 @@ use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 
-use super::auth::{self, Access};
-use super::doget::{self, BatchStream};
+use super::doget::BatchStream;
 use super::service::FlightSvc;
-use super::streams::{Guarded, admit};
-use super::ticket::ReadCommand;
+use super::streams::Guarded;
 
 /// The gRPC path of DoGet.
 pub const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
@@ -109,21 +107,14 @@ async fn do_get(svc: Arc<FlightSvc>, req: http::Request<Body>) -> http::Response
 
 async fn start(svc: &FlightSvc, req: http::Request<Body>) -> Result<Body, Status> {
     let (parts, body) = req.into_parts();
-    let ticket = read_ticket(&parts.headers, body).await;
-    let engine = svc.engine();
-    let admitted = ticket.and_then(|ticket| {
-        let metadata = MetadataMap::from_headers(parts.headers);
-        auth::check(&engine.config.auth, &metadata, Access::Read)?;
-        let cmd = ReadCommand::parse(&ticket.ticket)?;
-        Ok((cmd, admit(engine, svc.streams(), "DoGet")?))
-    });
-    let (cmd, guard) = svc.refused("DoGet", admitted)?;
-    let max_bytes = engine.config.flight.max_message_bytes;
-    let (schema, batches) =
-        doget::start(Arc::clone(engine), cmd, &guard).inspect_err(|e| guard.finish(e.code()))?;
+    let ticket = read_ticket(&parts.headers, body).await?;
+    let metadata = MetadataMap::from_headers(parts.headers);
+    let (schema, batches, guard) = svc.open_get(&metadata, &ticket.ticket)?;
+    let max_bytes = svc.engine().config.flight.max_message_bytes;
     let messages = encode(&schema, batches, max_bytes).boxed();
-    let guarded = Guarded::new(messages, guard);
-    Ok(Body::new(StreamBody::new(with_trailers(guarded))))
+    Ok(Body::new(StreamBody::new(with_trailers(Guarded::new(
+        messages, guard,
+    )))))
 }
 
 /// The request's single length-prefixed `Ticket` message.
