@@ -173,8 +173,8 @@ class FastKFlight(System):
     def version(self) -> str:
         return self._version
 
-    def _put(self, path: tuple, table: pa.Table) -> dict:
-        writer, reader = self.client.do_put(flight.FlightDescriptor.for_path(*path), table.schema)
+    def _put(self, path: tuple, table: pa.Table, client: flight.FlightClient | None = None) -> dict:
+        writer, reader = (client or self.client).do_put(flight.FlightDescriptor.for_path(*path), table.schema)
         writer.write_table(table, max_chunksize=BATCH_ROWS)
         writer.done_writing()
         reply = json.loads(reader.read().to_pybytes())
@@ -238,12 +238,7 @@ class FastKFlightConcurrent(FastKFlight):
 
         def put(item):
             i, s = item
-            c = clients[i % self.streams]
-            writer, reader = c.do_put(flight.FlightDescriptor.for_path("kline", s, "1m"), ds.kline[s].schema)
-            writer.write_table(ds.kline[s], max_chunksize=BATCH_ROWS)
-            writer.done_writing()
-            reply = json.loads(reader.read().to_pybytes())
-            writer.close()
+            reply = self._put(("kline", s, "1m"), ds.kline[s], clients[i % self.streams])
             assert reply["written"] == ds.kline[s].num_rows, reply
 
         t = time.perf_counter()
