@@ -58,7 +58,7 @@ impl FlightSvc {
 
     /// Counts a call refused before its stream was admitted; an admitted stream is
     /// counted by its guard when it ends.
-    fn refused<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
+    pub(crate) fn refused<T>(&self, method: &str, r: Result<T, Status>) -> Result<T, Status> {
         if let Err(e) = &r {
             self.engine
                 .metrics

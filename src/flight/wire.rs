@@ -107,7 +107,7 @@ async fn do_get(svc: Arc<FlightSvc>, req: http::Request<Body>) -> http::Response
 
 async fn start(svc: &FlightSvc, req: http::Request<Body>) -> Result<Body, Status> {
     let (parts, body) = req.into_parts();
-    let ticket = read_ticket(&parts.headers, body).await?;
+    let ticket = svc.refused("DoGet", read_ticket(&parts.headers, body).await)?;
     let metadata = MetadataMap::from_headers(parts.headers);
     let (schema, batches, guard) = svc.open_get(&metadata, &ticket.ticket)?;
     let max_bytes = svc.engine().config.flight.max_message_bytes;

@@ -20,23 +20,13 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// of files, before anything that depends on them is committed.
 pub fn write_file_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<()> {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!("{TEMP_PREFIX}{}-{n}-{name}", std::process::id()));
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        // Reserving the space first turns a full disk into one early, clean error.
-        f.set_len(total as u64)?;
-        for p in parts {
-            f.write_all(p)?;
-        }
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, dir.join(name))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let tmp = format!("{TEMP_PREFIX}{}-{n}-{name}", std::process::id());
+    write_unreferenced_synced(dir, &tmp, parts)?;
+    let renamed = fs::rename(dir.join(&tmp), dir.join(name));
+    if renamed.is_err() {
+        let _ = fs::remove_file(dir.join(&tmp));
     }
-    result
+    renamed
 }
 
 /// Writes `dir/name` in place (created or truncated) and fsyncs it, for a file that no
