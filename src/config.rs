@@ -28,6 +28,7 @@ pub struct StorageConfig {
     pub zonemap_block_rows: usize,
     pub value_index: bool,
     pub write_threads: usize,
+    pub sync_threads: usize,
     pub low_disk_bytes: u64,
 }
 
@@ -39,6 +40,7 @@ impl Default for StorageConfig {
             zonemap_block_rows: 4096,
             value_index: true,
             write_threads: 2,
+            sync_threads: 8,
             low_disk_bytes: 1 << 30,
         }
     }
@@ -51,6 +53,7 @@ impl StorageConfig {
             zonemap_block_rows: (self.zonemap_block_rows > 0).then_some(self.zonemap_block_rows),
             value_index: self.value_index,
             write_threads: self.write_threads,
+            sync_threads: self.sync_threads,
         }
     }
 }
@@ -210,6 +213,9 @@ impl Config {
         }
         if !(1..=64).contains(&self.storage.write_threads) {
             return bad("storage.write_threads", "must be between 1 and 64");
+        }
+        if !(1..=64).contains(&self.storage.sync_threads) {
+            return bad("storage.sync_threads", "must be between 1 and 64");
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");

@@ -9,6 +9,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 /// Prefix of every temp file; recovery deletes files that carry it.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -37,6 +39,18 @@ pub fn write_file_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<
 /// uncommitted generation, which recovery removes; a rename would add nothing but a
 /// second directory operation per file. On error the file is removed.
 pub fn write_unreferenced_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<()> {
+    let f = write_unreferenced(dir, name, parts)?;
+    let synced = f.sync_all();
+    if synced.is_err() {
+        let _ = fs::remove_file(dir.join(name));
+    }
+    synced
+}
+
+/// [`write_unreferenced_synced`] without the fsync: the open file is returned so the
+/// caller can fsync it later, typically on a [`SyncPool`], before anything names it.
+/// On error the file is removed.
+pub fn write_unreferenced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<File> {
     let path = dir.join(name);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -47,12 +61,84 @@ pub fn write_unreferenced_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io:
         for p in parts {
             f.write_all(p)?;
         }
-        f.sync_all()
+        Ok(f)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&path);
     }
     result
+}
+
+/// Files waiting in a [`SyncPool`] before a writer blocks; also bounds open descriptors.
+const SYNC_QUEUE: usize = 64;
+
+/// fsyncs files on several threads while the caller goes on writing the next ones.
+///
+/// One fsync waits for its own writeback and the device flush, so fsyncing the many
+/// files of a multi-month write one after another serialises that latency; with
+/// several in flight the device works on them together. A write of 457 one-month
+/// scalar chunks (1,371 files) spent 0.45 s of its 0.66 s in sequential fsyncs.
+/// [`SyncPool::run`] returns only after every queued file is fsynced (or one failed),
+/// so the caller's later directory fsync and manifest commit still come strictly after.
+pub struct SyncPool {
+    tx: SyncSender<(File, String)>,
+    failed: Arc<Mutex<Option<(String, io::Error)>>>,
+}
+
+impl SyncPool {
+    /// Runs `f` with a pool of `threads` syncers and waits for them to drain. Returns
+    /// `f`'s value and the first fsync failure, with the name it was queued under.
+    pub fn run<T>(
+        threads: usize,
+        f: impl FnOnce(&SyncPool) -> T,
+    ) -> (T, Result<(), (String, io::Error)>) {
+        let (tx, rx) = sync_channel::<(File, String)>(SYNC_QUEUE);
+        let rx = Mutex::new(rx);
+        let failed = Arc::new(Mutex::new(None));
+        let out = std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                let rx = &rx;
+                let failed = Arc::clone(&failed);
+                s.spawn(move || {
+                    loop {
+                        // The lock is held only while taking the next file.
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((file, name)) = next else { break };
+                        if let Err(e) = file.sync_all() {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert((name, e));
+                        }
+                    }
+                });
+            }
+            let pool = SyncPool {
+                tx,
+                failed: Arc::clone(&failed),
+            };
+            f(&pool)
+            // `pool` (the only sender) drops here, so the syncers drain the queue and
+            // stop; the scope joins them before returning.
+        });
+        let failure = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        (out, failure.map_or(Ok(()), Err))
+    }
+
+    /// Queues `file` (known to the caller as `name`) for fsync; blocks while the queue
+    /// is full. After a failure the caller may stop early: see [`SyncPool::failed`].
+    pub fn push(&self, file: File, name: String) {
+        // The receiver lives until the scope ends, after every sender is gone.
+        let _ = self.tx.send((file, name));
+    }
+
+    /// Whether an fsync has failed already (the write will be refused anyway).
+    pub fn failed(&self) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
 }
 
 /// Writes one file and makes its directory entry durable: the commit primitive.
@@ -99,4 +185,55 @@ pub fn remove_temp_files(dir: &Path) -> io::Result<usize> {
         fsync_dir(dir)?;
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_pool_fsyncs_every_queued_file_before_returning() {
+        let dir = tempfile::tempdir().unwrap();
+        let (written, synced) = SyncPool::run(3, |pool| {
+            for i in 0..200 {
+                let name = format!("f{i}");
+                let f = write_unreferenced(dir.path(), &name, &[b"abc", &[i as u8]]).unwrap();
+                pool.push(f, name);
+            }
+            200
+        });
+        assert_eq!(written, 200);
+        assert!(synced.is_ok());
+        for i in 0..200 {
+            let bytes = fs::read(dir.path().join(format!("f{i}"))).unwrap();
+            assert_eq!(bytes, [b'a', b'b', b'c', i as u8]);
+        }
+    }
+
+    #[test]
+    fn sync_pool_reports_the_first_failed_fsync_by_name() {
+        // fsync of a character device such as /dev/null fails with EINVAL.
+        let Ok(null) = OpenOptions::new().write(true).open("/dev/null") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let ((), synced) = SyncPool::run(2, |pool| {
+            let ok = write_unreferenced(dir.path(), "fine", &[b"x"]).unwrap();
+            pool.push(ok, "fine".into());
+            pool.push(null, "null".into());
+        });
+        let (name, e) = synced.unwrap_err();
+        assert_eq!(name, "null");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_failed_in_place_write_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A name under a missing subdirectory cannot be created.
+        assert!(write_unreferenced(dir.path(), "missing/f", &[b"x"]).is_err());
+        assert!(!dir.path().join("missing/f").exists());
+        write_unreferenced_synced(dir.path(), "ok", &[b"ab", b"cd"]).unwrap();
+        assert_eq!(fs::read(dir.path().join("ok")).unwrap(), b"abcd");
+    }
 }

@@ -53,6 +53,8 @@ pub struct StoreOptions {
     pub value_index: bool,
     /// Threads that publish the chunks of one write.
     pub write_threads: usize,
+    /// Threads that fsync a write's new files while the writers go on.
+    pub sync_threads: usize,
 }
 
 impl Default for StoreOptions {
@@ -62,6 +64,7 @@ impl Default for StoreOptions {
             zonemap_block_rows: Some(4096),
             value_index: true,
             write_threads: 2,
+            sync_threads: 8,
         }
     }
 }

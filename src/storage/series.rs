@@ -341,9 +341,11 @@ impl Series {
             .exists()
     }
 
-    /// Writes every planned chunk (and its sidecars), fsyncs the directory, and
-    /// returns the manifest entries. Two threads share the work: most of a large
-    /// write's time is checksumming and fsync, which overlap well.
+    /// Writes every planned chunk (and its sidecars), fsyncs them and the directory, and
+    /// returns the manifest entries. `write_threads` threads build and write the files
+    /// (checksums, sidecars, copies into the page cache); `sync_threads` more fsync
+    /// them meanwhile, so the fsyncs of a many-month write wait on the device together
+    /// instead of one after another. Every file is fsynced before this returns.
     fn publish_chunks(
         &self,
         plans: &[MonthPlan],
@@ -354,36 +356,50 @@ impl Series {
         let results: Mutex<Vec<Option<Result<ChunkEntry>>>> =
             Mutex::new((0..plans.len()).map(|_| None).collect());
         let workers = plans.len().clamp(1, self.opts.write_threads.max(1));
-        std::thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= plans.len() {
-                            break;
+        let ((), synced) = fsio::SyncPool::run(self.opts.sync_threads, |pool| {
+            std::thread::scope(|s| {
+                for _ in 0..workers {
+                    s.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= plans.len() || pool.failed() {
+                                break;
+                            }
+                            let r = self.publish_one(&plans[i], version, write_chunks, pool);
+                            let failed = r.is_err();
+                            results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                            if failed {
+                                next.store(plans.len(), Ordering::Relaxed);
+                            }
                         }
-                        let r = self.publish_one(&plans[i], version, write_chunks);
-                        let failed = r.is_err();
-                        results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
-                        if failed {
-                            next.store(plans.len(), Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
+                    });
+                }
+            })
         });
         let mut entries = Vec::with_capacity(plans.len());
         for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
             match r {
                 Some(r) => entries.push(r?),
-                None => return Err(StorageError::InvalidArgument("write aborted".into())),
+                None if synced.is_ok() => {
+                    return Err(StorageError::InvalidArgument("write aborted".into()));
+                }
+                None => break,
             }
         }
+        synced.map_err(|(name, e)| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
         fsio::fsync_dir(&self.dir).map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
         Ok(entries)
     }
 
-    fn publish_one(&self, plan: &MonthPlan, version: u64, write_chunks: u32) -> Result<ChunkEntry> {
+    /// Builds and writes one month's chunk and sidecars, queueing each file on `pool`
+    /// for its fsync.
+    fn publish_one(
+        &self,
+        plan: &MonthPlan,
+        version: u64,
+        write_chunks: u32,
+        pool: &fsio::SyncPool,
+    ) -> Result<ChunkEntry> {
         let header = ChunkHeader {
             meta: (*self.meta).clone(),
             ncols: plan.cols.len(),
@@ -404,8 +420,10 @@ impl Series {
         let sidecars = sidecar::build(&self.meta, &cols, &self.opts);
         let write = |kind: FileKind, bytes: &[&[u8]]| -> Result<()> {
             let name = data_file_name(plan.month, plan.generation, kind);
-            fsio::write_unreferenced_synced(&self.dir, &name, bytes)
-                .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))
+            let file = fsio::write_unreferenced(&self.dir, &name, bytes)
+                .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
+            pool.push(file, name);
+            Ok(())
         };
         write(FileKind::Chunk, &file.slices())?;
         let mut zonemap = SidecarRef::default();
