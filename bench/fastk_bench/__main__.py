@@ -153,7 +153,8 @@ def main() -> int:
     q = args.quick
     spec = dataset.QUICK if q else dataset.FULL
     P = dict(  # noqa: N806 - the run's parameters, recorded in results.json
-        year_reps=3 if q else 15,
+        year_reps=3 if q else 25,
+        ingest_loads=3,  # median of this many loads for the contenders (workloads.ingest)
         day_ranges=300 if q else 10_000,
         day_budget_s=3 if q else 30,
         latest_n=300 if q else 5_000,
@@ -232,7 +233,35 @@ def main() -> int:
                 versions[s.label] = s.version()
             except Exception as e:  # noqa: BLE001
                 versions[s.label] = f"? ({e})"
-        results["ingest"] = workloads.ingest(ingest_systems, ds)
+        # More loads of the contenders, each into a new empty store removed right after.
+        n_fresh = iter(range(1_000_000))
+
+        def scratch(name: str) -> pathlib.Path:
+            return work / "ingest-repeats" / f"{name}-{next(n_fresh)}"
+
+        def fastk_fresh(cls):
+            def make():
+                d = scratch("fastk")
+                server = procs.FastK(args.fastk_bin, d, logs / "fastk-repeats.log")
+
+                def cleanup():
+                    server.stop()
+                    shutil.rmtree(d, ignore_errors=True)
+                return cls(server, fastk_version), cleanup
+            return make
+
+        def peer_fresh(cls, name):
+            def make():
+                d = scratch(name)
+                return cls(d), lambda: shutil.rmtree(d, ignore_errors=True)
+            return make
+
+        fresh = {systems.FastKFlight.label: fastk_fresh(systems.FastKFlight),
+                 systems.FastKFlightConcurrent.label: fastk_fresh(systems.FastKFlightConcurrent)}
+        for cls, name in ((systems.Arctic, "arcticdb"), (systems.DuckDB, "duckdb"), (systems.Polars, "polars")):
+            if cls.label not in skip:
+                fresh[cls.label] = peer_fresh(cls, name)
+        results["ingest"] = workloads.ingest(ingest_systems, ds, fresh, repeats=P["ingest_loads"])
         results["disk_fastk_http"] = workloads.disk([ingest_systems[1]], ds)
         fk2.stop()
         fk3.stop()

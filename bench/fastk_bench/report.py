@@ -101,6 +101,12 @@ def t_ingest(r: dict) -> str:
         out += (f" FastK with 3 concurrent DoPut streams (kline only; the scalar data is one series): "
                 f"{c['kline_rows_per_s'] / 1e6:.2f} M rows/s, {ratio(c.get('kline_rows_per_s'), best, False)} "
                 f"of the best peer.")
+    repeated = [k for k, v in ok(d).items() if v.get("loads", 1) > 1]
+    once = [k for k in ok(d) if k not in repeated]
+    if repeated:
+        n = max(ok(d)[k]["loads"] for k in repeated)
+        out += (f" Figures for {', '.join(repeated)} are the median of {n} loads, each into a new empty store "
+                f"(the first one is the store the read workloads use); {', '.join(once) or 'the rest'} loaded once.")
     if r.get("roapi_startup_s") is not None:
         out += (f" ROAPI has no write path (read-only); it loaded the Polars Parquet files into memory "
                 f"at start-up in {r['roapi_startup_s']:.1f} s.")
