@@ -51,9 +51,9 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
 
     The first load goes into the store the read workloads then use. For a system in
     `fresh` (label -> callable returning a new instance on an empty store, and a
-    cleanup), `repeats - 1` more loads run round robin over those systems, each into a
-    new empty store that is removed right after, and the system's figure is the median
-    load. One load on this shared machine moves by up to 2x from run to run, which
+    function that stops it), `repeats - 1` more loads run round robin over those
+    systems, each into a new empty store (the caller removes them all afterwards), and
+    the system's figure is the median load. One load on this shared machine moves by up to 2x from run to run, which
     would decide the ranking by chance; the slow loads (HTTP, PostgreSQL) run once.
     """
     out: dict = {}
