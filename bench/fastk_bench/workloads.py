@@ -7,6 +7,7 @@ Every system answers the same requests in the same order, and results are checke
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -55,17 +56,21 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
     systems, each into a new empty store (the caller removes them all afterwards), and
     the system's figure is the median load. One load on this shared machine moves by up to 2x from run to run, which
     would decide the ranking by chance; the slow loads (HTTP, PostgreSQL) run once.
+    Every load starts after an (untimed) `sync`, so none pays for the writeback of the
+    gigabytes the loads before it left dirty in the page cache.
     """
     out: dict = {}
     fresh = fresh or {}
     for s in systems:
         log(f"ingest: {s.label}")
+        os.sync()  # untimed: every load starts with no dirty pages left by the one before
         attempt(out, s.label, lambda s=s: _rates(s.ingest(ds), ds, s.label))
     runs = {k: [out[k]] for k in fresh if k in out and "error" not in out[k]}
     for rep in range(1, repeats):
         for label in list(runs):
             def again(label=label):
                 system, cleanup = fresh[label]()
+                os.sync()
                 try:
                     return _rates(system.ingest(ds), ds, f"{label} (load {rep + 1})")
                 finally:
