@@ -61,10 +61,17 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
     """
     out: dict = {}
     fresh = fresh or {}
-    for s in systems:
+
+    def load(s: System) -> None:
         log(f"ingest: {s.label}")
         os.sync()  # untimed: every load starts with no dirty pages left by the one before
         attempt(out, s.label, lambda s=s: _rates(s.ingest(ds), ds, s.label))
+
+    # The contenders' loads all come first; the slow once-only loads (PostgreSQL's is
+    # followed by a checkpoint that writes for a minute) must not overlap them.
+    for s in systems:
+        if s.label in fresh:
+            load(s)
     runs = {k: [out[k]] for k in fresh if k in out and "error" not in out[k]}
     for rep in range(1, repeats):
         for label in list(runs):
@@ -91,7 +98,10 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
         out[label] = _rates(med, ds, None)
         log(f"  {label}: median of {len(rs)} loads: kline {out[label]['kline_rows_per_s'] / 1e6:.2f} M rows/s"
             + (f", scalar {out[label]['scalar_rows_per_s'] / 1e6:.2f} M rows/s" if med.get("scalar_s") else ""))
-    return out
+    for s in systems:
+        if s.label not in fresh:
+            load(s)
+    return {s.label: out[s.label] for s in systems if s.label in out}
 
 
 def _rates(r: dict, ds: Dataset, label: str | None) -> dict:
