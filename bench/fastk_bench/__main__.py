@@ -9,6 +9,7 @@ docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import pathlib
@@ -234,7 +235,7 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001
                 versions[s.label] = f"? ({e})"
         # More loads of the contenders, each into a new empty store (all removed after the last).
-        n_fresh = iter(range(1_000_000))
+        n_fresh = itertools.count()
 
         def scratch(name: str) -> pathlib.Path:
             return work / "ingest-repeats" / f"{name}-{next(n_fresh)}"
@@ -243,7 +244,6 @@ def main() -> int:
             def make():
                 d = scratch("fastk")
                 server = procs.FastK(args.fastk_bin, d, logs / "fastk-repeats.log")
-
                 return cls(server, fastk_version), server.stop
             return make
 

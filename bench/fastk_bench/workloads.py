@@ -54,10 +54,10 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
     `fresh` (label -> callable returning a new instance on an empty store, and a
     function that stops it), `repeats - 1` more loads run round robin over those
     systems, each into a new empty store (the caller removes them all afterwards), and
-    the system's figure is the median load. One load on this shared machine moves by up to 2x from run to run, which
-    would decide the ranking by chance; the slow loads (HTTP, PostgreSQL) run once.
-    Every load starts after an (untimed) `sync`, so none pays for the writeback of the
-    gigabytes the loads before it left dirty in the page cache.
+    the system's figure is the median load. One load on this shared machine moves by up
+    to 2x from run to run, which would decide the ranking by chance; the slow loads
+    (HTTP, PostgreSQL) run once, after the others. Every load starts after an untimed
+    `sync`, so none pays for the writeback of what the loads before it left dirty.
     """
     out: dict = {}
     fresh = fresh or {}
@@ -95,26 +95,23 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
         for k in ("kline_s", "scalar_s"):
             if rs[0].get(k):
                 med[k] = statistics.median(x[k] for x in rs)
-        out[label] = _rates(med, ds, None)
-        log(f"  {label}: median of {len(rs)} loads: kline {out[label]['kline_rows_per_s'] / 1e6:.2f} M rows/s"
-            + (f", scalar {out[label]['scalar_rows_per_s'] / 1e6:.2f} M rows/s" if med.get("scalar_s") else ""))
+        out[label] = _rates(med, ds, f"{label}: median of {len(rs)} loads")
     for s in systems:
         if s.label not in fresh:
             load(s)
     return {s.label: out[s.label] for s in systems if s.label in out}
 
 
-def _rates(r: dict, ds: Dataset, label: str | None) -> dict:
-    """Adds row counts and rows/s to one load's timings (and logs them under `label`)."""
+def _rates(r: dict, ds: Dataset, label: str) -> dict:
+    """Adds row counts and rows/s to one load's timings and logs them under `label`."""
     r["kline_rows"] = ds.kline_rows
     r["scalar_rows"] = ds.scalar.num_rows
     r["kline_rows_per_s"] = ds.kline_rows / r["kline_s"]
     if r.get("scalar_s"):
         r["scalar_rows_per_s"] = ds.scalar.num_rows / r["scalar_s"]
         r["total_rows_per_s"] = (ds.kline_rows + ds.scalar.num_rows) / (r["kline_s"] + r["scalar_s"])
-    if label:
-        log(f"  {label}: kline {r['kline_rows_per_s'] / 1e6:.2f} M rows/s"
-            + (f", scalar {r['scalar_rows_per_s'] / 1e6:.2f} M rows/s" if r.get("scalar_s") else ""))
+    log(f"  {label}: kline {r['kline_rows_per_s'] / 1e6:.2f} M rows/s"
+        + (f", scalar {r['scalar_rows_per_s'] / 1e6:.2f} M rows/s" if r.get("scalar_s") else ""))
     return r
 
 
