@@ -30,6 +30,7 @@ pub struct StorageConfig {
     pub write_threads: usize,
     pub sync_threads: usize,
     pub low_disk_bytes: u64,
+    pub max_write_rows: usize,
 }
 
 impl Default for StorageConfig {
@@ -42,6 +43,7 @@ impl Default for StorageConfig {
             write_threads: 2,
             sync_threads: 8,
             low_disk_bytes: 1 << 30,
+            max_write_rows: 50_000_000,
         }
     }
 }
@@ -54,6 +56,7 @@ impl StorageConfig {
             value_index: self.value_index,
             write_threads: self.write_threads,
             sync_threads: self.sync_threads,
+            max_write_rows: self.max_write_rows,
         }
     }
 }
@@ -216,6 +219,12 @@ impl Config {
         }
         if !(1..=64).contains(&self.storage.sync_threads) {
             return bad("storage.sync_threads", "must be between 1 and 64");
+        }
+        if !(1..=u32::MAX as usize).contains(&self.storage.max_write_rows) {
+            return bad(
+                "storage.max_write_rows",
+                "must be between 1 and 4294967295 (a chunk's row count is a u32)",
+            );
         }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");

@@ -111,6 +111,7 @@ impl From<StorageError> for Error {
             StorageError::Conflict(m) => Error::conflict(m),
             StorageError::PreconditionFailed(m) => Error::new(ErrorKind::PreconditionFailed, m),
             StorageError::Unprocessable(m) => Error::unprocessable(m),
+            StorageError::PayloadTooLarge(m) => Error::new(ErrorKind::PayloadTooLarge, m),
             StorageError::Corrupted { file, detail } => {
                 tracing::error!(file = %file, detail = %detail, "corrupted data");
                 Error::new(

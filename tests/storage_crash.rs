@@ -4,6 +4,11 @@
 //! nothing half-written is visible, no temp file survives recovery, and a deep
 //! validation is clean.
 //!
+//! Meanwhile a second thread of the child churns another series: register, write,
+//! write through a handle of a deleted incarnation (must be refused NotFound), delete,
+//! over and over. After each kill that series is either absent or holds exactly one
+//! whole write of one incarnation, and validation is still clean.
+//!
 //! Quick by default (a handful of kills); `FASTK_TEST_LONG=1` runs many more.
 
 use std::collections::BTreeMap;
@@ -80,6 +85,39 @@ fn model_after(v: u64) -> BTreeMap<i64, i64> {
     m
 }
 
+fn churn_meta() -> SeriesMeta {
+    SeriesMeta {
+        key: SeriesKey::scalar("CHURN", "1m", "signal", "s").unwrap(),
+        ..meta()
+    }
+}
+
+/// Rows of churn write `n`: always `CHURN_ROWS` rows over two months, value `n`.
+const CHURN_ROWS: i64 = 500;
+fn churn_batch(n: i64) -> WriteBatch {
+    let ts: Vec<i64> = (0..CHURN_ROWS).map(|k| BASE_TS + k * 97 * MINUTE).collect();
+    WriteBatch {
+        cols: vec![ts, vec![n; CHURN_ROWS as usize]],
+    }
+}
+
+/// The churning thread of the child: see the module comment. Prints `VIOLATION` when
+/// a stale handle is not refused.
+fn churn(store: &Store) {
+    for n in 1.. {
+        let (old, _) = store.register(churn_meta()).unwrap();
+        old.write(churn_batch(n), None).unwrap();
+        store.delete(&churn_meta().key).unwrap();
+        let (new, _) = store.register(churn_meta()).unwrap();
+        match old.write(churn_batch(-n), None) {
+            Err(fastk::storage::StorageError::NotFound(_)) => {}
+            other => println!("VIOLATION stale write: {other:?}"),
+        }
+        new.write(churn_batch(n), None).unwrap();
+        store.delete(&churn_meta().key).unwrap();
+    }
+}
+
 /// The child: opens the store and writes forever, printing each acknowledged version.
 #[test]
 #[ignore = "run by crash_kill_loop as a child process"]
@@ -87,7 +125,8 @@ fn crash_child() {
     let Ok(root) = std::env::var("FASTK_CRASH_ROOT") else {
         return;
     };
-    let store = Store::open(&root, opts()).unwrap();
+    let store: &'static Store = Box::leak(Box::new(Store::open(&root, opts()).unwrap()));
+    std::thread::spawn(|| churn(store));
     let (series, _) = store.register(meta()).unwrap();
     loop {
         let i = series.version() + 1;
@@ -138,6 +177,7 @@ fn crash_kill_loop() {
             // it once made a round look like it had lost a write (version two past the
             // last acknowledgement seen).
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                assert!(!line.contains("VIOLATION"), "{line}");
                 if let Some((_, v)) = line.rsplit_once("ack ") {
                     let _ = tx.send(v.trim().parse::<u64>().unwrap());
                 }
@@ -191,6 +231,21 @@ fn verify(root: &std::path::Path, last_acked: u64, round: u32) {
         got == want,
         "round {round}: contents differ from the model at version {v}"
     );
+    if let Ok(churn) = store.get(&churn_meta().key) {
+        let snap = churn.snapshot();
+        let mut values = Vec::new();
+        for s in snap.range(TsRange::all()) {
+            values.extend_from_slice(s.unwrap().col(1));
+        }
+        assert!(
+            values.is_empty()
+                || (values.len() == CHURN_ROWS as usize
+                    && values[0] > 0
+                    && values.iter().all(|&v| v == values[0])),
+            "round {round}: the churned series holds {} rows, not one whole write",
+            values.len()
+        );
+    }
     for e in std::fs::read_dir(series.dir()).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().to_string();
         assert!(

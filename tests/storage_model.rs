@@ -1,13 +1,15 @@
 //! Property test: the engine against a naive `BTreeMap` model.
 //!
 //! Random interleavings of writes (in and out of order, replacements, month
-//! boundaries, several series), compactions and reopens; after every step every read
-//! (range, sub-range, latest-N, at) equals the model.
+//! boundaries, several series), compactions, deletes, re-registrations, writes
+//! through a handle that outlived a delete and re-registration, and reopens; after
+//! every step every read (range, sub-range, latest-N, at) equals the model. A
+//! threaded test races writers against deletes, re-registrations and compactions.
 
 use std::collections::BTreeMap;
 
 use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, TsRange, ValueType};
-use fastk::storage::{Store, StoreOptions, WriteBatch};
+use fastk::storage::{StorageError, Store, StoreOptions, WriteBatch};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -18,6 +20,18 @@ enum Op {
     },
     Compact {
         series: usize,
+    },
+    Delete {
+        series: usize,
+    },
+    Register {
+        series: usize,
+    },
+    /// Takes a handle, deletes and re-registers the series, then writes through the
+    /// old handle: refused NotFound, the new series stays empty.
+    StaleWrite {
+        series: usize,
+        rows: Vec<(i64, i64)>,
     },
     Reopen,
 }
@@ -35,6 +49,10 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         6 => (0..3usize, prop::collection::vec((ts_strategy(), any::<i64>()), 1..60))
             .prop_map(|(series, rows)| Op::Write { series, rows }),
         1 => (0..3usize).prop_map(|series| Op::Compact { series }),
+        1 => (0..3usize).prop_map(|series| Op::Delete { series }),
+        1 => (0..3usize).prop_map(|series| Op::Register { series }),
+        1 => (0..3usize, prop::collection::vec((ts_strategy(), any::<i64>()), 1..20))
+            .prop_map(|(series, rows)| Op::StaleWrite { series, rows }),
         1 => Just(Op::Reopen),
     ]
 }
@@ -93,10 +111,18 @@ fn model_rows(meta: &SeriesMeta, model: &BTreeMap<i64, i64>, range: TsRange) -> 
 fn check(
     store: &Store,
     metas: &[SeriesMeta],
-    models: &[BTreeMap<i64, i64>],
+    models: &[Option<BTreeMap<i64, i64>>],
     probe: (i64, i64, usize),
 ) {
     for (meta, model) in metas.iter().zip(models) {
+        let Some(model) = model else {
+            assert!(
+                matches!(store.get(&meta.key), Err(StorageError::NotFound(_))),
+                "{} was deleted",
+                meta.key
+            );
+            continue;
+        };
         assert_eq!(
             read_all(store, meta, TsRange::all()),
             model_rows(meta, model, TsRange::all()),
@@ -128,7 +154,7 @@ fn check(
     }
 }
 
-fn apply(store: &Store, meta: &SeriesMeta, model: &mut BTreeMap<i64, i64>, rows: &[(i64, i64)]) {
+fn batch(meta: &SeriesMeta, rows: &[(i64, i64)]) -> WriteBatch {
     let mut b = WriteBatch::with_capacity(meta.key.kind().ncols(), rows.len());
     for &(ts, v) in rows {
         b.cols[0].push(ts);
@@ -136,6 +162,11 @@ fn apply(store: &Store, meta: &SeriesMeta, model: &mut BTreeMap<i64, i64>, rows:
             b.cols[c + 1].push(x);
         }
     }
+    b
+}
+
+fn apply(store: &Store, meta: &SeriesMeta, model: &mut BTreeMap<i64, i64>, rows: &[(i64, i64)]) {
+    let b = batch(meta, rows);
     let mut seen = std::collections::HashSet::new();
     let has_dup = rows.iter().any(|(ts, _)| !seen.insert(*ts));
     let series = store.get(&meta.key).unwrap();
@@ -173,14 +204,41 @@ proptest! {
         for m in &metas {
             store.register(m.clone()).unwrap();
         }
-        let mut models = vec![BTreeMap::new(); metas.len()];
+        let mut models = vec![Some(BTreeMap::new()); metas.len()];
         for op in &ops {
             match op {
-                Op::Write { series, rows } => apply(&store, &metas[*series], &mut models[*series], rows),
-                Op::Compact { series } => {
-                    let s = store.get(&metas[*series].key).unwrap();
-                    s.compact().unwrap();
-                    prop_assert!(s.snapshot().live.values().all(|c| c.len() == 1));
+                Op::Write { series, rows } => match &mut models[*series] {
+                    Some(model) => apply(&store, &metas[*series], model, rows),
+                    None => prop_assert!(store.get(&metas[*series].key).is_err()),
+                },
+                Op::Compact { series } => match store.get(&metas[*series].key) {
+                    Ok(s) => {
+                        s.compact().unwrap();
+                        prop_assert!(s.snapshot().live.values().all(|c| c.len() == 1));
+                    }
+                    Err(_) => prop_assert!(models[*series].is_none()),
+                },
+                Op::Delete { series } => {
+                    let r = store.delete(&metas[*series].key);
+                    prop_assert_eq!(r.is_ok(), models[*series].is_some());
+                    models[*series] = None;
+                }
+                Op::Register { series } => {
+                    let (_, created) = store.register(metas[*series].clone()).unwrap();
+                    prop_assert_eq!(created, models[*series].is_none());
+                    models[*series].get_or_insert_with(BTreeMap::new);
+                }
+                Op::StaleWrite { series, rows } => {
+                    let meta = &metas[*series];
+                    let (old, _) = store.register(meta.clone()).unwrap();
+                    store.delete(&meta.key).unwrap();
+                    let (new, created) = store.register(meta.clone()).unwrap();
+                    prop_assert!(created);
+                    let r = old.write(batch(meta, rows), None);
+                    prop_assert!(matches!(r, Err(StorageError::NotFound(_))), "{:?}", r);
+                    prop_assert!(old.compact().is_err());
+                    prop_assert_eq!(new.version(), 0);
+                    models[*series] = Some(BTreeMap::new());
                 }
                 Op::Reopen => {
                     drop(store);
@@ -194,4 +252,81 @@ proptest! {
         let store = Store::open(dir.path(), opts).unwrap();
         check(&store, &metas, &models, probe);
     }
+}
+
+/// Writers race deletes, re-registrations and compactions on other threads. Every
+/// write either commits to the incarnation whose handle it used or fails NotFound;
+/// at the end (and after a reopen) the last incarnation holds exactly the rows
+/// acknowledged to it.
+#[test]
+fn writers_racing_delete_reregister_and_compact() {
+    let rounds = if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") { 400 } else { 40 };
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions { max_chunks_per_month: 3, ..StoreOptions::default() };
+    let meta = metas().remove(1);
+    let store = std::sync::Arc::new(Store::open(dir.path(), opts.clone()).unwrap());
+    let (first, _) = store.register(meta.clone()).unwrap();
+    type Acked = Vec<(std::sync::Arc<fastk::storage::Series>, Vec<(i64, i64)>)>;
+    let acked: std::sync::Mutex<Acked> = std::sync::Mutex::new(Vec::new());
+    let mut incarnations = vec![first];
+    std::thread::scope(|s| {
+        for w in 0..2i64 {
+            let (store, meta, acked) = (&store, &meta, &acked);
+            s.spawn(move || {
+                for i in 0..rounds as i64 {
+                    let Ok(series) = store.get(&meta.key) else { continue };
+                    // Rows unique per writer and round, spread over three months.
+                    let rows: Vec<(i64, i64)> = (0..30)
+                        .map(|k| (MonthPartition(648 + (k % 3) as i32).start_ts() + (w * 100_000 + i * 100 + k) * MINUTE, i))
+                        .collect();
+                    match series.write(batch(meta, &rows), None) {
+                        Ok(_) => acked.lock().unwrap().push((series, rows)),
+                        Err(StorageError::NotFound(m)) => assert!(m.contains("deleted"), "{m}"),
+                        Err(e) => panic!("unexpected error {e}"),
+                    }
+                }
+            });
+        }
+        for i in 0..rounds {
+            match i % 4 {
+                0 | 2 => {
+                    let _ = store.get(&meta.key).map(|s| s.compact());
+                }
+                1 => {
+                    let _ = store.delete(&meta.key);
+                }
+                _ => {
+                    let (s, created) = store.register(meta.clone()).unwrap();
+                    if created {
+                        incarnations.push(s);
+                    }
+                }
+            }
+        }
+        let (s, created) = store.register(meta.clone()).unwrap();
+        if created {
+            incarnations.push(s);
+        }
+    });
+    let last = incarnations.last().unwrap();
+    let mut want = BTreeMap::new();
+    for (s, rows) in acked.lock().unwrap().iter() {
+        if std::sync::Arc::ptr_eq(s, last) {
+            want.extend(rows.iter().copied());
+        }
+    }
+    let mut models = vec![None, Some(want), None];
+    let metas3 = metas();
+    let only = |store: &Store, models: &[Option<BTreeMap<i64, i64>>]| {
+        check(store, &metas3[1..2], &models[1..2], (0, 0, 5));
+    };
+    only(&store, &models);
+    drop(incarnations);
+    acked.lock().unwrap().clear();
+    drop(std::sync::Arc::try_unwrap(store).expect("no other owner"));
+    let store = Store::open(dir.path(), opts).unwrap();
+    assert!(store.unopenable().is_empty());
+    assert!(store.recovery().iter().all(|n| n.unknown_files.is_empty() && n.corrupt_files.is_empty()));
+    only(&store, &models);
+    models.clear();
 }

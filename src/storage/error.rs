@@ -21,6 +21,9 @@ pub enum StorageError {
     /// An expected version did not match.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// The request is over a size limit (`storage.max_write_rows`).
+    #[error("{0}")]
+    PayloadTooLarge(String),
     /// Well-formed but semantically refused records (duplicate ts, OHLC violation).
     #[error("{0}")]
     Unprocessable(String),

@@ -4,13 +4,23 @@
 //! and are removed on open; a crash therefore leaves at most stray temp files.
 //! Files no manifest can refer to yet (a write's new chunks) skip the temp name:
 //! see [`write_unreferenced_synced`].
+//!
+//! Every primitive passes through a [`failpoints`] check first, so tests can make any
+//! single write, fsync, rename, directory fsync, directory creation or thread spawn
+//! fail and watch the caller's error branch.
+
+#[doc(hidden)]
+pub mod failpoints;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::thread::{Scope, ScopedJoinHandle};
+
+use failpoints::Op;
 
 /// Prefix of every temp file; recovery deletes files that carry it.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -24,7 +34,7 @@ pub fn write_file_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = format!("{TEMP_PREFIX}{}-{n}-{name}", std::process::id());
     write_unreferenced_synced(dir, &tmp, parts)?;
-    let renamed = fs::rename(dir.join(&tmp), dir.join(name));
+    let renamed = rename(&dir.join(&tmp), &dir.join(name));
     if renamed.is_err() {
         let _ = fs::remove_file(dir.join(&tmp));
     }
@@ -40,7 +50,7 @@ pub fn write_file_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<
 /// second directory operation per file. On error the file is removed.
 pub fn write_unreferenced_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<()> {
     let f = write_unreferenced(dir, name, parts)?;
-    let synced = f.sync_all();
+    let synced = sync_file(&f, &dir.join(name));
     if synced.is_err() {
         let _ = fs::remove_file(dir.join(name));
     }
@@ -58,6 +68,7 @@ pub fn write_unreferenced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result
             .create(true)
             .truncate(true)
             .open(&path)?;
+        failpoints::check(&path, Op::Write)?;
         for p in parts {
             f.write_all(p)?;
         }
@@ -80,56 +91,79 @@ const SYNC_QUEUE: usize = 64;
 /// scalar chunks (1,371 files) spent 0.45 s of its 0.66 s in sequential fsyncs.
 /// [`SyncPool::run`] returns only after every queued file is fsynced (or one failed),
 /// so the caller's later directory fsync and manifest commit still come strictly after.
-pub struct SyncPool {
-    tx: SyncSender<(File, String)>,
-    failed: Arc<Mutex<Option<(String, io::Error)>>>,
+///
+/// With no syncer thread (asked for none, or none could be spawned) [`SyncPool::push`]
+/// fsyncs on the caller's thread: a small write spawns nothing, and a process out of
+/// threads still writes, only slower.
+pub struct SyncPool<'a> {
+    tx: Option<SyncSender<(File, String)>>,
+    dir: &'a Path,
+    failed: &'a Mutex<Option<(String, io::Error)>>,
 }
 
-impl SyncPool {
-    /// Runs `f` with a pool of `threads` syncers and waits for them to drain. Returns
-    /// `f`'s value and the first fsync failure, with the name it was queued under.
+impl SyncPool<'_> {
+    /// Runs `f` with a pool of up to `threads` syncers for files in `dir` and waits for
+    /// them to drain. Returns `f`'s value and the first fsync failure, with the name
+    /// it was queued under. `threads == 0` fsyncs inline.
     pub fn run<T>(
+        dir: &Path,
         threads: usize,
         f: impl FnOnce(&SyncPool) -> T,
     ) -> (T, Result<(), (String, io::Error)>) {
-        let (tx, rx) = sync_channel::<(File, String)>(SYNC_QUEUE);
-        let rx = Mutex::new(rx);
-        let failed = Arc::new(Mutex::new(None));
-        let out = std::thread::scope(|s| {
-            for _ in 0..threads.max(1) {
-                let rx = &rx;
-                let failed = Arc::clone(&failed);
-                s.spawn(move || {
+        let failed = Mutex::new(None);
+        let out = if threads == 0 {
+            f(&SyncPool {
+                tx: None,
+                dir,
+                failed: &failed,
+            })
+        } else {
+            let (tx, rx) = sync_channel::<(File, String)>(SYNC_QUEUE);
+            let rx = Mutex::new(rx);
+            std::thread::scope(|s| {
+                let syncer = || {
                     loop {
                         // The lock is held only while taking the next file.
                         let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
                         let Ok((file, name)) = next else { break };
-                        if let Err(e) = file.sync_all() {
-                            failed
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .get_or_insert((name, e));
-                        }
+                        record(&failed, &name, sync_file(&file, &dir.join(&name)));
                     }
-                });
-            }
-            let pool = SyncPool {
-                tx,
-                failed: Arc::clone(&failed),
-            };
-            f(&pool)
-            // `pool` (the only sender) drops here, so the syncers drain the queue and
-            // stop; the scope joins them before returning.
-        });
-        let failure = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+                };
+                let mut spawned = 0;
+                for _ in 0..threads {
+                    if spawn_scoped(s, dir, "fastk-sync", syncer).is_err() {
+                        break;
+                    }
+                    spawned += 1;
+                }
+                let pool = SyncPool {
+                    tx: (spawned > 0).then_some(tx),
+                    dir,
+                    failed: &failed,
+                };
+                f(&pool)
+                // `pool` (the only sender) drops here, so the syncers drain the queue
+                // and stop; the scope joins them before returning.
+            })
+        };
+        let failure = failed.into_inner().unwrap_or_else(|p| p.into_inner());
         (out, failure.map_or(Ok(()), Err))
     }
 
-    /// Queues `file` (known to the caller as `name`) for fsync; blocks while the queue
-    /// is full. After a failure the caller may stop early: see [`SyncPool::failed`].
+    /// Queues `file` (known to the caller as `name`, in the pool's directory) for
+    /// fsync; blocks while the queue is full. After a failure the caller may stop
+    /// early: see [`SyncPool::failed`].
     pub fn push(&self, file: File, name: String) {
-        // The receiver lives until the scope ends, after every sender is gone.
-        let _ = self.tx.send((file, name));
+        match &self.tx {
+            // The receiver lives until the scope ends, after every sender is gone.
+            Some(tx) => {
+                let _ = tx.send((file, name));
+            }
+            None => {
+                let r = sync_file(&file, &self.dir.join(&name));
+                record(self.failed, &name, r);
+            }
+        }
     }
 
     /// Whether an fsync has failed already (the write will be refused anyway).
@@ -141,6 +175,51 @@ impl SyncPool {
     }
 }
 
+fn record(failed: &Mutex<Option<(String, io::Error)>>, name: &str, r: io::Result<()>) {
+    if let Err(e) = r {
+        failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(|| (name.to_string(), e));
+    }
+}
+
+/// Spawns a named helper thread in `scope` for work on `dir`. A failure (the process
+/// is out of threads or memory) is returned, never a panic: callers go on with the
+/// threads they have, down to their own.
+pub fn spawn_scoped<'scope, 'env, F>(
+    scope: &'scope Scope<'scope, 'env>,
+    dir: &Path,
+    name: &str,
+    f: F,
+) -> io::Result<ScopedJoinHandle<'scope, ()>>
+where
+    F: FnOnce() + Send + 'scope,
+{
+    let spawned = failpoints::check(dir, Op::Spawn).and_then(|()| {
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn_scoped(scope, f)
+    });
+    if let Err(e) = &spawned {
+        tracing::warn!(thread = name, error = %e, "could not spawn a helper thread; going on with fewer");
+    }
+    spawned
+}
+
+/// fsyncs one file (`path` names it for the failpoints).
+fn sync_file(file: &File, path: &Path) -> io::Result<()> {
+    failpoints::check(path, Op::Fsync)?;
+    file.sync_all()
+}
+
+/// Renames `from` to `to` (files or directories; not durable until the directory of
+/// `to` is fsynced).
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    failpoints::check(to, Op::Rename)?;
+    fs::rename(from, to)
+}
+
 /// Writes one file and makes its directory entry durable: the commit primitive.
 pub fn write_atomic(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<()> {
     write_file_synced(dir, name, parts)?;
@@ -149,6 +228,7 @@ pub fn write_atomic(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<()> {
 
 /// Makes renames, creations and unlinks inside `dir` durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    failpoints::check(dir, Op::DirFsync)?;
     File::open(dir)?.sync_all()
 }
 
@@ -160,6 +240,7 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
     if let Some(parent) = dir.parent() {
         create_dir_durable(parent)?;
     }
+    failpoints::check(dir, Op::CreateDir)?;
     match fs::create_dir(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
@@ -194,7 +275,7 @@ mod tests {
     #[test]
     fn sync_pool_fsyncs_every_queued_file_before_returning() {
         let dir = tempfile::tempdir().unwrap();
-        let (written, synced) = SyncPool::run(3, |pool| {
+        let (written, synced) = SyncPool::run(dir.path(), 3, |pool| {
             for i in 0..200 {
                 let name = format!("f{i}");
                 let f = write_unreferenced(dir.path(), &name, &[b"abc", &[i as u8]]).unwrap();
@@ -217,7 +298,7 @@ mod tests {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let ((), synced) = SyncPool::run(2, |pool| {
+        let ((), synced) = SyncPool::run(dir.path(), 2, |pool| {
             let ok = write_unreferenced(dir.path(), "fine", &[b"x"]).unwrap();
             pool.push(ok, "fine".into());
             pool.push(null, "null".into());
@@ -225,6 +306,32 @@ mod tests {
         let (name, e) = synced.unwrap_err();
         assert_eq!(name, "null");
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    /// A pool whose syncers cannot be spawned (or that was asked for none) fsyncs on
+    /// the caller's thread instead of queueing forever, and still reports a failure.
+    #[test]
+    fn sync_pool_without_threads_fsyncs_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let spawn = failpoints::arm(dir.path(), Op::Spawn, 1);
+        let ((), synced) = SyncPool::run(dir.path(), 2, |pool| {
+            for i in 0..(SYNC_QUEUE + 10) {
+                let name = format!("f{i}");
+                pool.push(write_unreferenced(dir.path(), &name, &[b"x"]).unwrap(), name);
+            }
+        });
+        assert!(spawn.fired());
+        assert!(synced.is_ok());
+        let fsync = failpoints::arm(dir.path(), Op::Fsync, 3);
+        let ((), synced) = SyncPool::run(dir.path(), 0, |pool| {
+            for i in 0..5 {
+                let name = format!("g{i}");
+                pool.push(write_unreferenced(dir.path(), &name, &[b"x"]).unwrap(), name);
+                assert_eq!(pool.failed(), i >= 2);
+            }
+        });
+        assert!(fsync.fired());
+        assert_eq!(synced.unwrap_err().0, "g2");
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! <root>/LOCK                               OS file lock: one process per store
 //! <root>/series/kline/<symbol>/<timeframe>/MANIFEST, <YYYY-MM>.g<gen>.chunk
 //! <root>/series/scalar/<symbol>/<timeframe>/<category>/<name>/...  (+ .zmap, .vidx)
-//! <root>/trash/                             deleted series, emptied on open
+//! <root>/trash/                             deleted series and half-made
+//!                                           registrations, emptied on open
 //! ```
 
 pub mod batch;
@@ -55,6 +56,8 @@ pub struct StoreOptions {
     pub write_threads: usize,
     /// Threads that fsync a write's new files while the writers go on.
     pub sync_threads: usize,
+    /// Most rows one write may carry, whatever the front end (HTTP, Flight, import).
+    pub max_write_rows: usize,
 }
 
 impl Default for StoreOptions {
@@ -65,6 +68,7 @@ impl Default for StoreOptions {
             value_index: true,
             write_threads: 2,
             sync_threads: 8,
+            max_write_rows: 50_000_000,
         }
     }
 }
@@ -172,10 +176,16 @@ impl Store {
 
     /// Registers a series. Returns it and whether it was created (false: an identical
     /// one exists). Different metadata under the same key is a `Conflict`.
+    ///
+    /// The directory is made complete (with its first `MANIFEST`) under `trash/` and
+    /// renamed into place, so a registration that fails, or a crash during one,
+    /// leaves nothing behind in `series/`.
     pub fn register(&self, meta: SeriesMeta) -> Result<(Arc<Series>, bool)> {
         check_meta(&meta)?;
         let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get(&meta.key) {
+        // A series whose delete is between its rename and its removal from the map is
+        // already gone: register anew.
+        if let Some(s) = map.get(&meta.key).filter(|s| !s.is_deleted()) {
             if *s.meta == meta {
                 return Ok((Arc::clone(s), false));
             }
@@ -183,11 +193,9 @@ impl Store {
         }
         let rel = format!("series/{}", meta.key.rel_dir().display());
         let dir = self.root.join(&rel);
-        fsio::create_dir_durable(&dir).map_err(|e| StorageError::io(rel.clone(), e))?;
         let meta = Arc::new(meta);
         let snap = Snapshot::empty(Arc::clone(&meta));
-        fsio::write_atomic(&dir, series::MANIFEST_NAME, &[&snap.to_manifest().encode()])
-            .map_err(|e| StorageError::io(format!("{rel}/MANIFEST"), e))?;
+        self.create_series_dir(&dir, &rel, &snap.to_manifest().encode())?;
         let series = Arc::new(Series::new(
             Arc::clone(&meta),
             dir,
@@ -197,6 +205,37 @@ impl Store {
         ));
         map.insert(meta.key.clone(), Arc::clone(&series));
         Ok((series, true))
+    }
+
+    /// Builds a series directory holding `manifest` in `trash/` and renames it to
+    /// `dir`; on failure removes whatever it made.
+    fn create_series_dir(&self, dir: &Path, rel: &str, manifest: &[u8]) -> Result<()> {
+        let trash = self.root.join("trash");
+        let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let staging = trash.join(format!("new-{}-{n}", std::process::id()));
+        let parent = dir.parent().unwrap_or(&self.root);
+        let made = (|| -> Result<()> {
+            fsio::create_dir_durable(&staging).map_err(|e| StorageError::io("trash", e))?;
+            fsio::write_atomic(&staging, series::MANIFEST_NAME, &[manifest])
+                .map_err(|e| StorageError::io(format!("{rel}/MANIFEST"), e))?;
+            fsio::create_dir_durable(parent).map_err(|e| StorageError::io(rel, e))?;
+            fsio::rename(&staging, dir).map_err(|e| StorageError::io(rel, e))?;
+            Ok(())
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        if let Err(e) = fsio::fsync_dir(parent) {
+            // The new directory is in place but may not be durable: take it back out
+            // so the refusal stays true.
+            if fs::rename(dir, &staging).is_ok() {
+                let _ = fs::remove_dir_all(&staging);
+                let _ = fsio::fsync_dir(parent);
+            }
+            return Err(StorageError::io(rel, e));
+        }
+        Ok(())
     }
 
     pub fn get(&self, key: &SeriesKey) -> Result<Arc<Series>> {
@@ -232,30 +271,35 @@ impl Store {
 
     /// Deletes a series and its data. The directory is renamed into `trash/` (atomic),
     /// then removed; open readers keep their mappings until they finish.
+    ///
+    /// The directory moves and the handle is marked deleted in one hold of the series'
+    /// writer lock, so a write that holds the handle but not yet the lock fails
+    /// `NotFound` and writes nothing, even if the key is registered again meanwhile. The store's
+    /// map is not locked while waiting for a write in flight.
     pub fn delete(&self, key: &SeriesKey) -> Result<()> {
-        let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
-        let series = map.get(key).cloned().ok_or_else(|| {
-            StorageError::NotFound(format!(
-                "{} series {key} is not registered",
-                key.kind().as_str()
-            ))
-        })?;
-        series.with_write_lock(|| -> Result<()> {
-            let trash = self.root.join("trash");
-            fsio::create_dir_durable(&trash).map_err(|e| StorageError::io("trash", e))?;
-            let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
-            let target = trash.join(format!("{}-{n}", std::process::id()));
-            fs::rename(series.dir.as_path(), &target)
-                .map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
-            if let Some(parent) = series.dir.parent() {
-                fsio::fsync_dir(parent)
-                    .map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
+        let series = self.get(key)?;
+        let guard = series.lock_live()?;
+        let trash = self.root.join("trash");
+        fsio::create_dir_durable(&trash).map_err(|e| StorageError::io("trash", e))?;
+        let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let target = trash.join(format!("{}-{n}", std::process::id()));
+        fsio::rename(series.dir.as_path(), &target)
+            .map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
+        series.mark_deleted(&guard);
+        {
+            let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
+            if map.get(key).is_some_and(|s| Arc::ptr_eq(s, &series)) {
+                map.remove(key);
             }
-            let _ = fs::remove_dir_all(&target);
-            Ok(())
-        })?;
-        map.remove(key);
-        Ok(())
+        }
+        drop(guard);
+        let synced = series
+            .dir
+            .parent()
+            .map_or(Ok(()), fsio::fsync_dir)
+            .map_err(|e| StorageError::io(series.rel_dir.to_string(), e));
+        let _ = fs::remove_dir_all(&target);
+        synced
     }
 
     /// Total bytes of live chunks and sidecars.

@@ -5,12 +5,20 @@
 //! copy-on-write (replacements, out-of-order rows, or too many deltas). New files are
 //! published first; the manifest rename is the commit point; superseded files are
 //! unlinked once no snapshot refers to them.
+//!
+//! A `Series` value is one incarnation of its key: once [`Store::delete`] has marked it
+//! deleted (under the writer lock, before the directory moves), every writer that
+//! still holds the old handle fails `NotFound` at the lock and writes nothing, so it
+//! can never publish into the directory of a newer series registered under the same
+//! key.
+//!
+//! [`Store::delete`]: super::Store::delete
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use super::StoreOptions;
 use super::chunk::{ChunkRef, FileKind, data_file_name};
@@ -18,7 +26,7 @@ use super::error::{Result, StorageError};
 use super::format::{
     ChunkEntry, ChunkHeader, ChunkParts, FLAG_FULL, STATE_LIVE, STATE_OBSOLETE, SidecarRef,
 };
-use super::fsio;
+use super::fsio::{self, failpoints};
 use super::sidecar;
 use super::snapshot::Snapshot;
 use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN};
@@ -66,6 +74,9 @@ pub struct Series {
     pub(crate) rel_dir: Arc<str>,
     pub(crate) opts: StoreOptions,
     write_lock: Mutex<()>,
+    /// Set by `Store::delete` under `write_lock`: this incarnation is gone, and its
+    /// directory path may already belong to a newer one.
+    deleted: AtomicBool,
     current: RwLock<Arc<Snapshot>>,
 }
 
@@ -94,6 +105,7 @@ impl Series {
             rel_dir: rel_dir.into(),
             opts,
             write_lock: Mutex::new(()),
+            deleted: AtomicBool::new(false),
             current: RwLock::new(Arc::new(snap)),
         }
     }
@@ -120,6 +132,34 @@ impl Series {
         ))
     }
 
+    /// Whether [`Store::delete`](super::Store::delete) removed this incarnation.
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::SeqCst)
+    }
+
+    /// Marks this incarnation deleted. The caller holds the writer lock (the guard of
+    /// [`Series::lock_live`]), so no write is between its check and its commit.
+    pub(crate) fn mark_deleted(&self, _guard: &MutexGuard<'_, ()>) {
+        self.deleted.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes the writer lock of a series that still exists: every path that changes
+    /// the directory (write, compact, admin commits, delete) goes through here, so a
+    /// handle that outlived a delete can never write into a re-registered directory.
+    pub(crate) fn lock_live(&self) -> Result<MutexGuard<'_, ()>> {
+        failpoints::check(&self.dir, failpoints::Op::Lock)
+            .map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
+        let guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.is_deleted() {
+            return Err(StorageError::NotFound(format!(
+                "{} series {} was deleted while the write was in flight; nothing was written",
+                self.meta.key.kind().as_str(),
+                self.meta.key
+            )));
+        }
+        Ok(guard)
+    }
+
     /// Writes `batch` (any order; upsert) as one all-or-nothing commit.
     pub fn write(
         &self,
@@ -127,9 +167,10 @@ impl Series {
         expected_version: Option<u64>,
     ) -> Result<WriteReport> {
         check_shape(&self.meta, &batch)?;
+        check_row_limit(batch.len(), self.opts.max_write_rows)?;
         check_ts_bounds(&batch.cols[0])?;
         sort_and_check_duplicates(&mut batch)?;
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.lock_live()?;
         let snap = self.snapshot();
         check_expected(&snap, expected_version)?;
         if batch.is_empty() {
@@ -151,7 +192,7 @@ impl Series {
     /// Merges every month that has more than one live chunk into one chunk.
     /// Returns the months compacted.
     pub fn compact(&self) -> Result<Vec<String>> {
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = self.lock_live()?;
         let snap = self.snapshot();
         let mut next_gen = snap.next_generation;
         let mut plans = Vec::new();
@@ -264,6 +305,7 @@ impl Series {
     }
 
     /// Publishes the planned chunks, commits the manifest, swaps the snapshot.
+    /// The caller holds the writer lock of a live series ([`Series::lock_live`]).
     fn commit_inner(
         &self,
         snap: &Snapshot,
@@ -271,8 +313,9 @@ impl Series {
         next_gen: u64,
         bump: bool,
     ) -> Result<()> {
+        assert_plans(snap, &plans, next_gen);
         let version = if bump { snap.version + 1 } else { snap.version };
-        let write_chunks = plans.len() as u32;
+        let write_chunks = u32::try_from(plans.len()).expect("a write touches < 2^32 months");
         let entries = match self.publish_chunks(&plans, version, write_chunks) {
             Ok(e) => e,
             Err(e) => {
@@ -280,6 +323,7 @@ impl Series {
                 return Err(e);
             }
         };
+        assert_entries(&plans, &entries, version);
         let mut live = snap.live.clone();
         let mut superseded = Vec::new();
         for (plan, entry) in plans.iter().zip(entries) {
@@ -306,6 +350,7 @@ impl Series {
             live,
             obsolete,
         };
+        assert_next(snap, &next, bump);
         let manifest = next.to_manifest().encode();
         let manifest_rel = format!("{}/{MANIFEST_NAME}", self.rel_dir);
         if let Err(e) = fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&manifest]) {
@@ -313,19 +358,7 @@ impl Series {
             return Err(StorageError::io(manifest_rel, e));
         }
         if let Err(e) = fsio::fsync_dir(&self.dir) {
-            // The new manifest is already renamed into place but its durability is
-            // unknown. Put the previous manifest back so the refusal we are about to send
-            // stays true; only if that also fails does the new state stand (and stay
-            // served, since its chunks are on disk).
-            let old = snap.to_manifest().encode();
-            if fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&old]).is_ok() {
-                self.remove_unpublished(&plans);
-            } else {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-                for c in superseded {
-                    c.mark_obsolete();
-                }
-            }
+            self.roll_back_commit(snap, next, &plans, superseded);
             return Err(StorageError::io(manifest_rel, e));
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
@@ -335,6 +368,41 @@ impl Series {
         Ok(())
     }
 
+    /// The new manifest is renamed into place but the directory fsync failed, so its
+    /// durability is unknown and the write is about to be refused. Puts the previous
+    /// manifest back so the refusal is true. What is served afterwards is always what
+    /// `MANIFEST` says now:
+    ///
+    /// * the old manifest is back and durable: the old state, the new files removed;
+    /// * the old manifest is back but its directory fsync failed too: the old state,
+    ///   the new files left for recovery (they are past its `next_generation`, and
+    ///   are needed if the new manifest turns out to be the durable one);
+    /// * the old manifest could not be put back: the new state is served (the write's
+    ///   outcome is unknown, as after a timeout), and the chunks it superseded are not
+    ///   unlinked, in case the old manifest is the one a crash brings back.
+    fn roll_back_commit(
+        &self,
+        snap: &Snapshot,
+        next: Snapshot,
+        plans: &[MonthPlan],
+        superseded: Vec<Arc<ChunkRef>>,
+    ) {
+        let old = snap.to_manifest().encode();
+        match fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&old]) {
+            Ok(()) => {
+                if fsio::fsync_dir(&self.dir).is_ok() {
+                    self.remove_unpublished(plans);
+                }
+            }
+            Err(e) => {
+                tracing::error!(series = %self.rel_dir, error = %e,
+                    "could not restore the previous manifest after a failed directory fsync; serving the new one");
+                drop(superseded);
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+            }
+        }
+    }
+
     fn file_exists(&self, e: &ChunkEntry) -> bool {
         self.dir
             .join(data_file_name(e.month, e.generation, FileKind::Chunk))
@@ -342,53 +410,78 @@ impl Series {
     }
 
     /// Writes every planned chunk (and its sidecars), fsyncs them and the directory, and
-    /// returns the manifest entries. `write_threads` threads build and write the files
-    /// (checksums, sidecars, copies into the page cache); `sync_threads` more fsync
-    /// them meanwhile, so the fsyncs of a many-month write wait on the device together
-    /// instead of one after another. Every file is fsynced before this returns.
+    /// returns the manifest entries. `write_threads` threads (the caller's among them)
+    /// build and write the files (checksums, sidecars, copies into the page cache);
+    /// `sync_threads` more fsync them meanwhile, so the fsyncs of a many-month write
+    /// wait on the device together instead of one after another. A one-month write
+    /// spawns no thread at all. Every file is fsynced before this returns.
     fn publish_chunks(
         &self,
         plans: &[MonthPlan],
         version: u64,
         write_chunks: u32,
     ) -> Result<Vec<ChunkEntry>> {
+        let sync_threads = if plans.len() > 1 {
+            self.opts.sync_threads
+        } else {
+            0
+        };
+        let (results, synced) = fsio::SyncPool::run(&self.dir, sync_threads, |pool| {
+            self.publish_all(plans, version, write_chunks, pool)
+        });
+        let mut entries = Vec::with_capacity(plans.len());
+        for r in results.into_iter().flatten() {
+            entries.push(r?);
+        }
+        synced.map_err(|(name, e)| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
+        // Every plan has its entry unless a failure stopped the workers, and that
+        // failure was returned above.
+        assert_eq!(entries.len(), plans.len(), "a chunk of the write went missing");
+        fsio::fsync_dir(&self.dir).map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
+        Ok(entries)
+    }
+
+    /// Runs [`Series::publish_one`] for every plan on the caller's thread and up to
+    /// `write_threads - 1` helpers; stops at the first failure. A helper that cannot
+    /// be spawned only costs parallelism.
+    fn publish_all(
+        &self,
+        plans: &[MonthPlan],
+        version: u64,
+        write_chunks: u32,
+        pool: &fsio::SyncPool<'_>,
+    ) -> Vec<Option<Result<ChunkEntry>>> {
         let next = AtomicUsize::new(0);
         let results: Mutex<Vec<Option<Result<ChunkEntry>>>> =
             Mutex::new((0..plans.len()).map(|_| None).collect());
-        let workers = plans.len().clamp(1, self.opts.write_threads.max(1));
-        let ((), synced) = fsio::SyncPool::run(self.opts.sync_threads, |pool| {
-            std::thread::scope(|s| {
-                for _ in 0..workers {
-                    s.spawn(|| {
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            if i >= plans.len() || pool.failed() {
-                                break;
-                            }
-                            let r = self.publish_one(&plans[i], version, write_chunks, pool);
-                            let failed = r.is_err();
-                            results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
-                            if failed {
-                                next.store(plans.len(), Ordering::Relaxed);
-                            }
-                        }
-                    });
+        let work = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= plans.len() || pool.failed() {
+                    break;
                 }
-            })
-        });
-        let mut entries = Vec::with_capacity(plans.len());
-        for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            match r {
-                Some(r) => entries.push(r?),
-                None if synced.is_ok() => {
-                    return Err(StorageError::InvalidArgument("write aborted".into()));
+                let r = self.publish_one(&plans[i], version, write_chunks, pool);
+                let failed = r.is_err();
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                if failed {
+                    next.store(plans.len(), Ordering::Relaxed);
                 }
-                None => break,
             }
+        };
+        let helpers = plans.len().min(self.opts.write_threads.max(1)) - 1;
+        if helpers == 0 {
+            work();
+        } else {
+            std::thread::scope(|s| {
+                for _ in 0..helpers {
+                    if fsio::spawn_scoped(s, &self.dir, "fastk-write", work).is_err() {
+                        break;
+                    }
+                }
+                work();
+            });
         }
-        synced.map_err(|(name, e)| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
-        fsio::fsync_dir(&self.dir).map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
-        Ok(entries)
+        results.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Builds and writes one month's chunk and sidecars, queueing each file on `pool`
@@ -398,7 +491,7 @@ impl Series {
         plan: &MonthPlan,
         version: u64,
         write_chunks: u32,
-        pool: &fsio::SyncPool,
+        pool: &fsio::SyncPool<'_>,
     ) -> Result<ChunkEntry> {
         let header = ChunkHeader {
             meta: (*self.meta).clone(),
@@ -478,8 +571,9 @@ impl Series {
     }
 
     /// Holds the writer lock while `f` runs (admin actions that rewrite the manifest).
-    pub fn with_write_lock<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+    /// Fails `NotFound` without running `f` when the series was deleted meanwhile.
+    pub fn with_write_lock<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let _guard = self.lock_live()?;
         f()
     }
 }
@@ -504,6 +598,16 @@ fn check_shape(meta: &SeriesMeta, batch: &WriteBatch) -> Result<()> {
         return Err(StorageError::InvalidArgument(
             "columns have different lengths".into(),
         ));
+    }
+    Ok(())
+}
+
+/// Refuses a write of more rows than `storage.max_write_rows`, whatever the front end.
+fn check_row_limit(rows: usize, max: usize) -> Result<()> {
+    if rows > max {
+        return Err(StorageError::PayloadTooLarge(format!(
+            "a write may carry at most {max} rows (storage.max_write_rows), this one has {rows}; split it into several writes"
+        )));
     }
     Ok(())
 }
@@ -590,6 +694,11 @@ impl Series {
     /// Commits `manifest` as this series' new state (admin repairs). The caller holds
     /// the writer lock through [`Series::with_write_lock`].
     pub fn commit_manifest(&self, manifest: super::format::Manifest) -> Result<()> {
+        // The lock is held by the caller; a deleted incarnation never writes again.
+        assert!(
+            !self.is_deleted(),
+            "commit_manifest on a deleted series (take the lock with with_write_lock)"
+        );
         fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&manifest.encode()])
             .map_err(|e| StorageError::io(format!("{}/{MANIFEST_NAME}", self.rel_dir), e))?;
         self.install(super::recover::snapshot_from_manifest(self, manifest));
@@ -599,5 +708,68 @@ impl Series {
     /// Absolute directory of the series.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
+    }
+}
+
+/// Commit-point assertions on the plans (cheap, on in release builds too): months
+/// strictly ascending within a write, generations ascending from the snapshot's
+/// `next_generation` and below the new one, row counts that fit the format's `u32`.
+fn assert_plans(snap: &Snapshot, plans: &[MonthPlan], next_gen: u64) {
+    assert!(!plans.is_empty(), "a commit publishes at least one chunk");
+    assert!(
+        plans.windows(2).all(|w| w[0].month < w[1].month),
+        "months of one write must be strictly ascending"
+    );
+    assert!(
+        plans.windows(2).all(|w| w[0].generation < w[1].generation),
+        "generations of one write must be strictly ascending"
+    );
+    assert!(
+        plans[0].generation >= snap.next_generation,
+        "a new chunk reuses generation {} below next_generation {}",
+        plans[0].generation,
+        snap.next_generation
+    );
+    assert!(
+        plans[plans.len() - 1].generation < next_gen,
+        "a new chunk's generation is not below the new next_generation"
+    );
+    for p in plans {
+        let rows = p.cols[0].len();
+        assert!(rows > 0, "an empty chunk was planned");
+        assert!(u32::try_from(rows).is_ok(), "a chunk's rows must fit u32");
+        assert!(p.cols.iter().all(|c| c.len() == rows), "ragged columns");
+    }
+}
+
+/// The entries written match their plans: month, generation, rows, version.
+fn assert_entries(plans: &[MonthPlan], entries: &[ChunkEntry], version: u64) {
+    assert_eq!(plans.len(), entries.len(), "one entry per plan");
+    for (p, e) in plans.iter().zip(entries) {
+        assert_eq!((e.month, e.generation), (p.month, p.generation), "entry/plan");
+        assert_eq!(e.rows, p.cols[0].len() as u64, "entry rows match the plan");
+        assert_eq!(e.write_version, version, "entry write_version");
+        assert_eq!(e.flags & FLAG_FULL != 0, p.full, "entry full flag");
+    }
+}
+
+/// The new snapshot follows the old one: version up by exactly one (by zero for a
+/// compaction), every generation below `next_generation`, months' chunks in
+/// generation order.
+fn assert_next(prev: &Snapshot, next: &Snapshot, bump: bool) {
+    assert_eq!(next.version, prev.version + u64::from(bump), "version step");
+    assert!(next.next_generation > prev.next_generation, "next_generation grows");
+    for chunks in next.live.values() {
+        assert!(
+            chunks
+                .windows(2)
+                .all(|w| w[0].entry.generation < w[1].entry.generation)
+        );
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.entry.generation < next.next_generation),
+            "a live chunk at or past next_generation"
+        );
     }
 }

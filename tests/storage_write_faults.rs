@@ -1,0 +1,325 @@
+//! The write path under injected faults and races, at the library level: every
+//! failure branch of a commit and of a registration (through `fsio::failpoints`), a
+//! write racing a delete and re-registration, thread-spawn failures, and the storage
+//! row limit.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::Arc;
+
+use fastk::error::{Error, ErrorKind};
+use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, TsRange, ValueType};
+use fastk::storage::fsio::failpoints::{self, Op};
+use fastk::storage::{StorageError, Store, StoreOptions, WriteBatch};
+
+const MINUTE: i64 = 60_000;
+
+fn meta() -> SeriesMeta {
+    SeriesMeta {
+        key: SeriesKey::scalar("BTCUSDT", "1m", "feature", "f").unwrap(),
+        timeframe_ms: MINUTE,
+        price_scale: 1,
+        volume_scale: 1,
+        value_type: ValueType::I64,
+    }
+}
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        zonemap_block_rows: Some(16),
+        write_threads: 2,
+        sync_threads: 2,
+        ..StoreOptions::default()
+    }
+}
+
+fn month_ts(m: i32, minute: i64) -> i64 {
+    MonthPartition(648 + m).start_ts() + minute * MINUTE
+}
+
+fn batch(rows: &[(i64, i64)]) -> WriteBatch {
+    WriteBatch {
+        cols: vec![
+            rows.iter().map(|r| r.0).collect(),
+            rows.iter().map(|r| r.1).collect(),
+        ],
+    }
+}
+
+fn read(store: &Store) -> BTreeMap<i64, i64> {
+    let snap = store.get(&meta().key).unwrap().snapshot();
+    let mut out = BTreeMap::new();
+    for s in snap.range(TsRange::all()) {
+        let s = s.unwrap();
+        out.extend(s.ts().iter().copied().zip(s.col(1).iter().copied()));
+    }
+    out
+}
+
+/// What `admin validate` checks of the storage, without the registry: the store
+/// opens with no unopenable series and no unknown or corrupt file, every chunk
+/// verifies, and the series directory holds exactly the manifest and its live files.
+fn assert_clean(store: &Store) {
+    assert!(store.unopenable().is_empty(), "{:?}", store.unopenable());
+    for n in store.recovery() {
+        assert!(n.unknown_files.is_empty(), "{n:?}");
+        assert!(n.corrupt_files.is_empty(), "{n:?}");
+        assert!(n.manifest_rebuilt.is_none(), "{n:?}");
+    }
+    for s in store.list() {
+        let snap = s.snapshot();
+        for c in snap.chunks() {
+            c.map().expect("every live chunk verifies");
+        }
+        let mut files: Vec<String> = fs::read_dir(s.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        files.retain(|f| f != "MANIFEST");
+        files.sort();
+        let live: Vec<String> = snap
+            .chunks()
+            .map(|c| format!("{}.g{:016x}.", MonthPartition(c.entry.month), c.entry.generation))
+            .collect();
+        for f in &files {
+            assert!(live.iter().any(|l| f.starts_with(l)), "stray file {f}");
+        }
+    }
+}
+
+/// The base state: two months, then a write touching a new month, appending to one
+/// and rewriting another (a replacement), so every kind of file of a commit is made.
+fn base_rows() -> Vec<(i64, i64)> {
+    (0..40).map(|i| (month_ts(0, i), i)).chain((0..40).map(|i| (month_ts(1, i), 100 + i))).collect()
+}
+fn next_rows() -> Vec<(i64, i64)> {
+    vec![(month_ts(0, 5), -5), (month_ts(1, 50), 150), (month_ts(2, 1), 201), (month_ts(2, 2), 202)]
+}
+
+/// One commit with `op`'s `nth` call failing. Returns whether the point struck.
+fn commit_with_fault(points: &[(Op, u64)]) -> (bool, Result<(), StorageError>, BTreeMap<i64, i64>, BTreeMap<i64, i64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (s, _) = store.register(meta()).unwrap();
+    s.write(batch(&base_rows()), None).unwrap();
+    let before = read(&store);
+    let version = s.version();
+    let armed: Vec<_> = points.iter().map(|&(op, n)| failpoints::arm(dir.path(), op, n)).collect();
+    let r = s.write(batch(&next_rows()), None).map(|_| ());
+    let fired = armed.iter().any(|a| a.fired());
+    drop(armed);
+    let mut after = before.clone();
+    after.extend(next_rows());
+    if r.is_err() {
+        assert!(fired, "a write failed with no fault injected: {r:?}");
+    }
+    let served = read(&store);
+    if served == before {
+        assert_eq!(s.version(), version, "a refused write keeps the version");
+    } else {
+        assert_eq!(s.version(), version + 1);
+    }
+    drop(s);
+    drop(store);
+    let reopened = Store::open(dir.path(), opts()).unwrap();
+    assert_clean(&reopened);
+    let durable = read(&reopened);
+    assert_eq!(served, durable, "what was served is what a reopen finds");
+    // The store takes the same write afterwards.
+    let s = reopened.get(&meta().key).unwrap();
+    s.write(batch(&next_rows()), None).unwrap();
+    assert_eq!(read(&reopened), after);
+    let want = if r.is_ok() { after } else { before };
+    (fired, r, served, want)
+}
+
+/// Every fsync, rename, directory fsync and file write of a commit (chunk, sidecars,
+/// manifest temp file, manifest rename, both directory fsyncs) fails in turn: the
+/// write is refused, the store serves exactly the previous state, a reopen finds the
+/// same, and the directory is clean. A thread that cannot be spawned costs only
+/// parallelism: the write succeeds. The directory fsync after the manifest rename
+/// is the branch that puts the previous manifest back.
+#[test]
+fn every_failure_point_of_a_commit_leaves_the_previous_state() {
+    let mut struck = BTreeMap::new();
+    for op in Op::FAILABLE {
+        for nth in 1.. {
+            let (fired, r, served, want) = commit_with_fault(&[(op, nth)]);
+            if !fired {
+                assert!(r.is_ok());
+                break;
+            }
+            *struck.entry(format!("{op:?}")).or_insert(0) += 1;
+            if op == Op::Spawn {
+                assert!(r.is_ok(), "a spawn failure must not fail the write: {r:?}");
+            } else {
+                assert!(r.is_err(), "{op:?} #{nth} struck but the write succeeded");
+            }
+            assert_eq!(served, want, "{op:?} #{nth}");
+        }
+    }
+    // The loop reached every kind of operation a commit makes.
+    for op in ["Write", "Fsync", "Rename", "DirFsync", "Spawn"] {
+        assert!(struck.get(op).is_some_and(|&n| n > 0), "{op} never struck: {struck:?}");
+    }
+    // Three months of scalar files (chunk, zone map, value index) plus the manifest.
+    assert_eq!(struck["Write"], 10, "{struck:?}");
+    assert_eq!(struck["Fsync"], 10, "{struck:?}");
+    assert_eq!(struck["DirFsync"], 2, "{struck:?}");
+}
+
+/// The rollback after a failed post-rename directory fsync can fail too. If the old
+/// manifest was renamed back but its directory fsync failed, the old state is served
+/// (and found again on reopen); if it could not be renamed back, the new state is
+/// served, and a reopen finds the same: what is served always matches `MANIFEST`.
+#[test]
+fn a_failed_rollback_serves_exactly_what_the_manifest_says() {
+    // The commit's 2nd directory fsync fails, then the rollback's (the 3rd).
+    let (_, r, served, _) = commit_with_fault(&[(Op::DirFsync, 2), (Op::DirFsync, 3)]);
+    assert!(r.is_err());
+    let mut before: BTreeMap<i64, i64> = base_rows().into_iter().collect();
+    assert_eq!(served, before);
+    // The commit's directory fsync fails, then the rollback's rename (the 2nd).
+    let (_, r, served, _) = commit_with_fault(&[(Op::DirFsync, 2), (Op::Rename, 2)]);
+    assert!(r.is_err());
+    before.extend(next_rows());
+    assert_eq!(served, before);
+}
+
+/// A one-month write does its work on the caller's thread: it spawns nothing.
+#[test]
+fn a_one_month_write_spawns_no_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (s, _) = store.register(meta()).unwrap();
+    let spawn = failpoints::arm(dir.path(), Op::Spawn, 1);
+    s.write(batch(&[(month_ts(0, 1), 1), (month_ts(0, 2), 2)]), None).unwrap();
+    assert!(!spawn.fired(), "a one-month write spawned a thread");
+    s.write(batch(&next_rows()), None).unwrap();
+    assert!(spawn.fired(), "a many-month write uses helper threads");
+}
+
+/// Defect 6: a registration that failed on a full disk left an empty series
+/// directory, which made /health degraded (an unopenable series) after a restart.
+/// Now every failure point of a registration leaves no directory, the reopened store
+/// is clean, and the same registration succeeds afterwards.
+#[test]
+fn a_failed_registration_leaves_nothing_behind() {
+    let mut cases = 0;
+    for op in [Op::CreateDir, Op::Write, Op::Fsync, Op::Rename, Op::DirFsync] {
+        for nth in 1.. {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), opts()).unwrap();
+            let armed = failpoints::arm(dir.path(), op, nth);
+            let r = store.register(meta());
+            let fired = armed.fired();
+            drop(armed);
+            if !fired {
+                assert!(r.is_ok());
+                break;
+            }
+            cases += 1;
+            assert!(r.is_err(), "{op:?} #{nth}");
+            assert!(store.list().is_empty());
+            assert!(
+                !dir.path().join("series/scalar/BTCUSDT/1m/feature/f").exists(),
+                "{op:?} #{nth} left the series directory"
+            );
+            drop(store);
+            let store = Store::open(dir.path(), opts()).unwrap();
+            assert!(store.unopenable().is_empty(), "{op:?} #{nth}: {:?}", store.unopenable());
+            assert!(store.list().is_empty());
+            let (s, created) = store.register(meta()).unwrap();
+            assert!(created);
+            s.write(batch(&[(month_ts(0, 1), 1)]), None).unwrap();
+            assert_clean(&store);
+        }
+    }
+    assert!(cases >= 5, "only {cases} failure points reached");
+}
+
+/// Defect 2: a write that held the series handle while the series was deleted,
+/// re-registered and written to went on into the directory that by then belonged to
+/// the new series: its DoPut was acknowledged but invisible, and after a restart the
+/// deleted data was back, the new series' acknowledged row gone, and reads of a
+/// month failed as corrupted. (A looser race got Internal "file not found".) Now the
+/// writer, parked just before the writer lock, fails NotFound and writes nothing.
+#[test]
+fn a_write_in_flight_across_delete_and_reregister_fails_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (old, _) = store.register(meta()).unwrap();
+    old.write(batch(&base_rows()), None).unwrap();
+    let sdir = old.dir().to_path_buf();
+    let (armed, gate) = failpoints::pause(&sdir, Op::Lock);
+    let stale = Arc::clone(&old);
+    let big: Vec<(i64, i64)> = (0..20_000).map(|i| (month_ts(0, 0) + i * MINUTE, i)).collect();
+    let writer = std::thread::spawn(move || stale.write(batch(&big), None));
+    gate.wait_reached();
+    store.delete(&meta().key).unwrap();
+    let (new, created) = store.register(meta()).unwrap();
+    assert!(created && !Arc::ptr_eq(&new, &old));
+    let one = [(month_ts(3, 7), 77)];
+    assert_eq!(new.write(batch(&one), None).unwrap().version, 1);
+    gate.release();
+    let r = writer.join().unwrap();
+    drop(armed);
+    match r {
+        Err(StorageError::NotFound(m)) => assert!(m.contains("deleted"), "{m}"),
+        other => panic!("the stale write must fail NotFound, got {other:?}"),
+    }
+    assert_eq!(Error::from(old.compact().unwrap_err()).kind, ErrorKind::NotFound);
+    assert!(old.with_write_lock(|| Ok(())).is_err(), "admin commits refuse too");
+    let want: BTreeMap<i64, i64> = one.into_iter().collect();
+    assert_eq!(read(&store), want);
+    drop((old, new));
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_clean(&store);
+    assert_eq!(read(&store), want, "after a restart: exactly the acknowledged row");
+    assert_eq!(store.get(&meta().key).unwrap().version(), 1);
+    assert!(sdir.is_dir());
+}
+
+/// The looser race: the handle outlives a delete with no re-registration. The
+/// write got Internal (file not found); now NotFound, and nothing is created.
+#[test]
+fn a_write_through_a_deleted_handle_is_not_found_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (s, _) = store.register(meta()).unwrap();
+    store.delete(&meta().key).unwrap();
+    let e = s.write(batch(&base_rows()), None).unwrap_err();
+    assert_eq!(Error::from(e).kind, ErrorKind::NotFound);
+    assert!(!s.dir().exists());
+    assert!(store.delete(&meta().key).is_err());
+}
+
+/// "Storage writes get a row limit of their own, whatever the front end": a local
+/// `fastk import` had none. Over the limit is PayloadTooLarge (413) and changes
+/// nothing; at the limit it is written.
+#[test]
+fn storage_refuses_a_write_over_max_write_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions { max_write_rows: 10, ..opts() }).unwrap();
+    let (s, _) = store.register(meta()).unwrap();
+    let rows: Vec<(i64, i64)> = (0..11).map(|i| (month_ts(0, i), i)).collect();
+    let e = s.write(batch(&rows), None).unwrap_err();
+    assert!(matches!(e, StorageError::PayloadTooLarge(_)), "{e:?}");
+    assert!(e.to_string().contains("storage.max_write_rows"));
+    assert_eq!(Error::from(e).kind, ErrorKind::PayloadTooLarge);
+    assert_eq!(s.version(), 0);
+    assert_eq!(s.write(batch(&rows[..10]), None).unwrap().written, 10);
+}
+
+/// Failpoints are scoped to a directory: one armed under another root never strikes.
+#[test]
+fn failpoints_strike_only_under_their_scope() {
+    let other = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let armed = failpoints::arm(other.path(), Op::Fsync, 1);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (s, _) = store.register(meta()).unwrap();
+    s.write(batch(&base_rows()), None).unwrap();
+    assert!(!armed.fired());
+}
