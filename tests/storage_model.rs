@@ -260,9 +260,16 @@ proptest! {
 /// acknowledged to it.
 #[test]
 fn writers_racing_delete_reregister_and_compact() {
-    let rounds = if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") { 400 } else { 40 };
+    let rounds = if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") {
+        400
+    } else {
+        40
+    };
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions { max_chunks_per_month: 3, ..StoreOptions::default() };
+    let opts = StoreOptions {
+        max_chunks_per_month: 3,
+        ..StoreOptions::default()
+    };
     let meta = metas().remove(1);
     let store = std::sync::Arc::new(Store::open(dir.path(), opts.clone()).unwrap());
     let (first, _) = store.register(meta.clone()).unwrap();
@@ -274,10 +281,18 @@ fn writers_racing_delete_reregister_and_compact() {
             let (store, meta, acked) = (&store, &meta, &acked);
             s.spawn(move || {
                 for i in 0..rounds as i64 {
-                    let Ok(series) = store.get(&meta.key) else { continue };
+                    let Ok(series) = store.get(&meta.key) else {
+                        continue;
+                    };
                     // Rows unique per writer and round, spread over three months.
                     let rows: Vec<(i64, i64)> = (0..30)
-                        .map(|k| (MonthPartition(648 + (k % 3) as i32).start_ts() + (w * 100_000 + i * 100 + k) * MINUTE, i))
+                        .map(|k| {
+                            (
+                                MonthPartition(648 + (k % 3) as i32).start_ts()
+                                    + (w * 100_000 + i * 100 + k) * MINUTE,
+                                i,
+                            )
+                        })
                         .collect();
                     match series.write(batch(meta, &rows), None) {
                         Ok(_) => acked.lock().unwrap().push((series, rows)),
@@ -326,7 +341,12 @@ fn writers_racing_delete_reregister_and_compact() {
     drop(std::sync::Arc::try_unwrap(store).expect("no other owner"));
     let store = Store::open(dir.path(), opts).unwrap();
     assert!(store.unopenable().is_empty());
-    assert!(store.recovery().iter().all(|n| n.unknown_files.is_empty() && n.corrupt_files.is_empty()));
+    assert!(
+        store
+            .recovery()
+            .iter()
+            .all(|n| n.unknown_files.is_empty() && n.corrupt_files.is_empty())
+    );
     only(&store, &models);
     models.clear();
 }

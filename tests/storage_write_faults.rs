@@ -79,7 +79,13 @@ fn assert_clean(store: &Store) {
         files.sort();
         let live: Vec<String> = snap
             .chunks()
-            .map(|c| format!("{}.g{:016x}.", MonthPartition(c.entry.month), c.entry.generation))
+            .map(|c| {
+                format!(
+                    "{}.g{:016x}.",
+                    MonthPartition(c.entry.month),
+                    c.entry.generation
+                )
+            })
             .collect();
         for f in &files {
             assert!(live.iter().any(|l| f.starts_with(l)), "stray file {f}");
@@ -90,21 +96,39 @@ fn assert_clean(store: &Store) {
 /// The base state: two months, then a write touching a new month, appending to one
 /// and rewriting another (a replacement), so every kind of file of a commit is made.
 fn base_rows() -> Vec<(i64, i64)> {
-    (0..40).map(|i| (month_ts(0, i), i)).chain((0..40).map(|i| (month_ts(1, i), 100 + i))).collect()
+    (0..40)
+        .map(|i| (month_ts(0, i), i))
+        .chain((0..40).map(|i| (month_ts(1, i), 100 + i)))
+        .collect()
 }
 fn next_rows() -> Vec<(i64, i64)> {
-    vec![(month_ts(0, 5), -5), (month_ts(1, 50), 150), (month_ts(2, 1), 201), (month_ts(2, 2), 202)]
+    vec![
+        (month_ts(0, 5), -5),
+        (month_ts(1, 50), 150),
+        (month_ts(2, 1), 201),
+        (month_ts(2, 2), 202),
+    ]
 }
 
 /// One commit with `op`'s `nth` call failing. Returns whether the point struck.
-fn commit_with_fault(points: &[(Op, u64)]) -> (bool, Result<(), StorageError>, BTreeMap<i64, i64>, BTreeMap<i64, i64>) {
+fn commit_with_fault(
+    points: &[(Op, u64)],
+) -> (
+    bool,
+    Result<(), StorageError>,
+    BTreeMap<i64, i64>,
+    BTreeMap<i64, i64>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
     let (s, _) = store.register(meta()).unwrap();
     s.write(batch(&base_rows()), None).unwrap();
     let before = read(&store);
     let version = s.version();
-    let armed: Vec<_> = points.iter().map(|&(op, n)| failpoints::arm(dir.path(), op, n)).collect();
+    let armed: Vec<_> = points
+        .iter()
+        .map(|&(op, n)| failpoints::arm(dir.path(), op, n))
+        .collect();
     let r = s.write(batch(&next_rows()), None).map(|_| ());
     let fired = armed.iter().any(|a| a.fired());
     drop(armed);
@@ -160,7 +184,10 @@ fn every_failure_point_of_a_commit_leaves_the_previous_state() {
     }
     // The loop reached every kind of operation a commit makes.
     for op in ["Write", "Fsync", "Rename", "DirFsync", "Spawn"] {
-        assert!(struck.get(op).is_some_and(|&n| n > 0), "{op} never struck: {struck:?}");
+        assert!(
+            struck.get(op).is_some_and(|&n| n > 0),
+            "{op} never struck: {struck:?}"
+        );
     }
     // Three months of scalar files (chunk, zone map, value index) plus the manifest.
     assert_eq!(struck["Write"], 10, "{struck:?}");
@@ -193,7 +220,8 @@ fn a_one_month_write_spawns_no_thread() {
     let store = Store::open(dir.path(), opts()).unwrap();
     let (s, _) = store.register(meta()).unwrap();
     let spawn = failpoints::arm(dir.path(), Op::Spawn, 1);
-    s.write(batch(&[(month_ts(0, 1), 1), (month_ts(0, 2), 2)]), None).unwrap();
+    s.write(batch(&[(month_ts(0, 1), 1), (month_ts(0, 2), 2)]), None)
+        .unwrap();
     assert!(!spawn.fired(), "a one-month write spawned a thread");
     s.write(batch(&next_rows()), None).unwrap();
     assert!(spawn.fired(), "a many-month write uses helper threads");
@@ -206,7 +234,13 @@ fn a_one_month_write_spawns_no_thread() {
 #[test]
 fn a_failed_registration_leaves_nothing_behind() {
     let mut cases = 0;
-    for op in [Op::CreateDir, Op::Write, Op::Fsync, Op::Rename, Op::DirFsync] {
+    for op in [
+        Op::CreateDir,
+        Op::Write,
+        Op::Fsync,
+        Op::Rename,
+        Op::DirFsync,
+    ] {
         for nth in 1.. {
             let dir = tempfile::tempdir().unwrap();
             let store = Store::open(dir.path(), opts()).unwrap();
@@ -222,12 +256,18 @@ fn a_failed_registration_leaves_nothing_behind() {
             assert!(r.is_err(), "{op:?} #{nth}");
             assert!(store.list().is_empty());
             assert!(
-                !dir.path().join("series/scalar/BTCUSDT/1m/feature/f").exists(),
+                !dir.path()
+                    .join("series/scalar/BTCUSDT/1m/feature/f")
+                    .exists(),
                 "{op:?} #{nth} left the series directory"
             );
             drop(store);
             let store = Store::open(dir.path(), opts()).unwrap();
-            assert!(store.unopenable().is_empty(), "{op:?} #{nth}: {:?}", store.unopenable());
+            assert!(
+                store.unopenable().is_empty(),
+                "{op:?} #{nth}: {:?}",
+                store.unopenable()
+            );
             assert!(store.list().is_empty());
             let (s, created) = store.register(meta()).unwrap();
             assert!(created);
@@ -253,7 +293,9 @@ fn a_write_in_flight_across_delete_and_reregister_fails_not_found() {
     let sdir = old.dir().to_path_buf();
     let (armed, gate) = failpoints::pause(&sdir, Op::Lock);
     let stale = Arc::clone(&old);
-    let big: Vec<(i64, i64)> = (0..20_000).map(|i| (month_ts(0, 0) + i * MINUTE, i)).collect();
+    let big: Vec<(i64, i64)> = (0..20_000)
+        .map(|i| (month_ts(0, 0) + i * MINUTE, i))
+        .collect();
     let writer = std::thread::spawn(move || stale.write(batch(&big), None));
     gate.wait_reached();
     store.delete(&meta().key).unwrap();
@@ -268,15 +310,25 @@ fn a_write_in_flight_across_delete_and_reregister_fails_not_found() {
         Err(StorageError::NotFound(m)) => assert!(m.contains("deleted"), "{m}"),
         other => panic!("the stale write must fail NotFound, got {other:?}"),
     }
-    assert_eq!(Error::from(old.compact().unwrap_err()).kind, ErrorKind::NotFound);
-    assert!(old.with_write_lock(|| Ok(())).is_err(), "admin commits refuse too");
+    assert_eq!(
+        Error::from(old.compact().unwrap_err()).kind,
+        ErrorKind::NotFound
+    );
+    assert!(
+        old.with_write_lock(|| Ok(())).is_err(),
+        "admin commits refuse too"
+    );
     let want: BTreeMap<i64, i64> = one.into_iter().collect();
     assert_eq!(read(&store), want);
     drop((old, new));
     drop(store);
     let store = Store::open(dir.path(), opts()).unwrap();
     assert_clean(&store);
-    assert_eq!(read(&store), want, "after a restart: exactly the acknowledged row");
+    assert_eq!(
+        read(&store),
+        want,
+        "after a restart: exactly the acknowledged row"
+    );
     assert_eq!(store.get(&meta().key).unwrap().version(), 1);
     assert!(sdir.is_dir());
 }
@@ -301,7 +353,14 @@ fn a_write_through_a_deleted_handle_is_not_found_and_creates_nothing() {
 #[test]
 fn storage_refuses_a_write_over_max_write_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), StoreOptions { max_write_rows: 10, ..opts() }).unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            max_write_rows: 10,
+            ..opts()
+        },
+    )
+    .unwrap();
     let (s, _) = store.register(meta()).unwrap();
     let rows: Vec<(i64, i64)> = (0..11).map(|i| (month_ts(0, i), i)).collect();
     let e = s.write(batch(&rows), None).unwrap_err();

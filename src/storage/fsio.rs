@@ -317,7 +317,10 @@ mod tests {
         let ((), synced) = SyncPool::run(dir.path(), 2, |pool| {
             for i in 0..(SYNC_QUEUE + 10) {
                 let name = format!("f{i}");
-                pool.push(write_unreferenced(dir.path(), &name, &[b"x"]).unwrap(), name);
+                pool.push(
+                    write_unreferenced(dir.path(), &name, &[b"x"]).unwrap(),
+                    name,
+                );
             }
         });
         assert!(spawn.fired());
@@ -326,7 +329,10 @@ mod tests {
         let ((), synced) = SyncPool::run(dir.path(), 0, |pool| {
             for i in 0..5 {
                 let name = format!("g{i}");
-                pool.push(write_unreferenced(dir.path(), &name, &[b"x"]).unwrap(), name);
+                pool.push(
+                    write_unreferenced(dir.path(), &name, &[b"x"]).unwrap(),
+                    name,
+                );
                 assert_eq!(pool.failed(), i >= 2);
             }
         });

@@ -436,7 +436,11 @@ impl Series {
         synced.map_err(|(name, e)| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
         // Every plan has its entry unless a failure stopped the workers, and that
         // failure was returned above.
-        assert_eq!(entries.len(), plans.len(), "a chunk of the write went missing");
+        assert_eq!(
+            entries.len(),
+            plans.len(),
+            "a chunk of the write went missing"
+        );
         fsio::fsync_dir(&self.dir).map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
         Ok(entries)
     }
@@ -694,11 +698,14 @@ impl Series {
     /// Commits `manifest` as this series' new state (admin repairs). The caller holds
     /// the writer lock through [`Series::with_write_lock`].
     pub fn commit_manifest(&self, manifest: super::format::Manifest) -> Result<()> {
-        // The lock is held by the caller; a deleted incarnation never writes again.
-        assert!(
-            !self.is_deleted(),
-            "commit_manifest on a deleted series (take the lock with with_write_lock)"
-        );
+        // The caller holds the lock (with_write_lock refuses a deleted series); this
+        // check keeps a caller that forgot it from writing into a newer incarnation.
+        if self.is_deleted() {
+            return Err(StorageError::NotFound(format!(
+                "series {} was deleted while the write was in flight; nothing was written",
+                self.meta.key
+            )));
+        }
         fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&manifest.encode()])
             .map_err(|e| StorageError::io(format!("{}/{MANIFEST_NAME}", self.rel_dir), e))?;
         self.install(super::recover::snapshot_from_manifest(self, manifest));
@@ -746,7 +753,11 @@ fn assert_plans(snap: &Snapshot, plans: &[MonthPlan], next_gen: u64) {
 fn assert_entries(plans: &[MonthPlan], entries: &[ChunkEntry], version: u64) {
     assert_eq!(plans.len(), entries.len(), "one entry per plan");
     for (p, e) in plans.iter().zip(entries) {
-        assert_eq!((e.month, e.generation), (p.month, p.generation), "entry/plan");
+        assert_eq!(
+            (e.month, e.generation),
+            (p.month, p.generation),
+            "entry/plan"
+        );
         assert_eq!(e.rows, p.cols[0].len() as u64, "entry rows match the plan");
         assert_eq!(e.write_version, version, "entry write_version");
         assert_eq!(e.flags & FLAG_FULL != 0, p.full, "entry full flag");
@@ -758,7 +769,10 @@ fn assert_entries(plans: &[MonthPlan], entries: &[ChunkEntry], version: u64) {
 /// generation order.
 fn assert_next(prev: &Snapshot, next: &Snapshot, bump: bool) {
     assert_eq!(next.version, prev.version + u64::from(bump), "version step");
-    assert!(next.next_generation > prev.next_generation, "next_generation grows");
+    assert!(
+        next.next_generation > prev.next_generation,
+        "next_generation grows"
+    );
     for chunks in next.live.values() {
         assert!(
             chunks
