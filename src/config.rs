@@ -30,6 +30,8 @@ pub struct StorageConfig {
     pub write_threads: usize,
     pub sync_threads: usize,
     pub low_disk_bytes: u64,
+    pub max_mapped_files: usize,
+    pub zonemap_cache_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -42,6 +44,8 @@ impl Default for StorageConfig {
             write_threads: 2,
             sync_threads: 8,
             low_disk_bytes: 1 << 30,
+            max_mapped_files: crate::storage::mapcache::DEFAULT_MAX_MAPPED_FILES,
+            zonemap_cache_bytes: crate::storage::mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
         }
     }
 }
@@ -54,6 +58,9 @@ impl StorageConfig {
             value_index: self.value_index,
             write_threads: self.write_threads,
             sync_threads: self.sync_threads,
+            max_mapped_files: self.max_mapped_files,
+            zonemap_cache_bytes: self.zonemap_cache_bytes,
+            ..StoreOptions::default()
         }
     }
 }
@@ -217,6 +224,14 @@ impl Config {
         if !(1..=64).contains(&self.storage.sync_threads) {
             return bad("storage.sync_threads", "must be between 1 and 64");
         }
+        let map_limit = max_mapped_files_limit();
+        if !(1..=map_limit).contains(&self.storage.max_mapped_files) {
+            return Err(ConfigError(format!(
+                "storage.max_mapped_files: must be between 1 and {map_limit} (three quarters \
+                 of the kernel's vm.max_map_count; the rest is for thread stacks, the \
+                 allocator and libraries)"
+            )));
+        }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");
         }
@@ -249,6 +264,16 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The largest `storage.max_mapped_files` allowed: three quarters of the kernel's
+/// `vm.max_map_count` where it can be read (Linux), else of its default, 65530.
+pub fn max_mapped_files_limit() -> usize {
+    let kernel = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(65_530);
+    kernel / 4 * 3
 }
 
 fn merge(into: &mut toml::Table, from: toml::Table) {
@@ -317,5 +342,8 @@ mod tests {
         assert!(Config::load(None, env(&[("FASTK__HTTP__ADDR", "localhost")])).is_err());
         assert!(Config::load(None, env(&[("FASTK__FLIGHT__MAX_BATCH_ROWS", "0")])).is_err());
         assert!(Config::load(None, env(&[("FASTK__HTTP__MAX_LIMIT", "abc")])).is_err());
+        assert!(Config::load(None, env(&[("FASTK__STORAGE__MAX_MAPPED_FILES", "0")])).is_err());
+        let over = (max_mapped_files_limit() + 1).to_string();
+        assert!(Config::load(None, env(&[("FASTK__STORAGE__MAX_MAPPED_FILES", &over)])).is_err());
     }
 }
