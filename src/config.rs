@@ -31,6 +31,8 @@ pub struct StorageConfig {
     pub sync_threads: usize,
     pub low_disk_bytes: u64,
     pub max_write_rows: usize,
+    pub max_mapped_files: usize,
+    pub zonemap_cache_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -44,6 +46,8 @@ impl Default for StorageConfig {
             sync_threads: 8,
             low_disk_bytes: 1 << 30,
             max_write_rows: 50_000_000,
+            max_mapped_files: crate::storage::mapcache::DEFAULT_MAX_MAPPED_FILES,
+            zonemap_cache_bytes: crate::storage::mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
         }
     }
 }
@@ -57,6 +61,9 @@ impl StorageConfig {
             write_threads: self.write_threads,
             sync_threads: self.sync_threads,
             max_write_rows: self.max_write_rows,
+            max_mapped_files: self.max_mapped_files,
+            zonemap_cache_bytes: self.zonemap_cache_bytes,
+            ..StoreOptions::default()
         }
     }
 }
@@ -226,6 +233,14 @@ impl Config {
                 "must be between 1 and 4294967295 (a chunk's row count is a u32)",
             );
         }
+        let map_limit = max_mapped_files_limit();
+        if !(1..=map_limit).contains(&self.storage.max_mapped_files) {
+            return Err(ConfigError(format!(
+                "storage.max_mapped_files: must be between 1 and {map_limit} (three quarters \
+                 of the kernel's vm.max_map_count; the rest is for thread stacks, the \
+                 allocator and libraries)"
+            )));
+        }
         if self.http.max_body_bytes < 1024 {
             return bad("http.max_body_bytes", "must be at least 1024");
         }
@@ -258,6 +273,16 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The largest `storage.max_mapped_files` allowed: three quarters of the kernel's
+/// `vm.max_map_count` where it can be read (Linux), else of its default, 65530.
+pub fn max_mapped_files_limit() -> usize {
+    let kernel = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(65_530);
+    kernel / 4 * 3
 }
 
 fn merge(into: &mut toml::Table, from: toml::Table) {
@@ -326,5 +351,8 @@ mod tests {
         assert!(Config::load(None, env(&[("FASTK__HTTP__ADDR", "localhost")])).is_err());
         assert!(Config::load(None, env(&[("FASTK__FLIGHT__MAX_BATCH_ROWS", "0")])).is_err());
         assert!(Config::load(None, env(&[("FASTK__HTTP__MAX_LIMIT", "abc")])).is_err());
+        assert!(Config::load(None, env(&[("FASTK__STORAGE__MAX_MAPPED_FILES", "0")])).is_err());
+        let over = (max_mapped_files_limit() + 1).to_string();
+        assert!(Config::load(None, env(&[("FASTK__STORAGE__MAX_MAPPED_FILES", &over)])).is_err());
     }
 }

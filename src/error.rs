@@ -120,6 +120,7 @@ impl From<StorageError> for Error {
                      Run `fastk admin validate` and see docs/operations.md",
                 )
             }
+            StorageError::Unavailable(m) => Error::new(ErrorKind::Unavailable, m),
             StorageError::Locked => Error::new(
                 ErrorKind::Unavailable,
                 "the store is locked by another process",

@@ -29,6 +29,8 @@ pub struct Gauges {
     /// 0 ok, 1 degraded, 2 failing.
     pub health_status: u8,
     pub uptime_s: u64,
+    /// The store's mapping cache (None where no store is open).
+    pub maps: Option<crate::storage::mapcache::MapStats>,
 }
 
 #[derive(Debug, Default)]
@@ -177,6 +179,38 @@ impl Metrics {
             "Seconds since the server started.",
             g.uptime_s as i64,
         );
+        if let Some(m) = &g.maps {
+            gauge(
+                &mut out,
+                "fastk_mapped_files",
+                "Data files mapped now (cached or held by reads in progress).",
+                m.live as i64,
+            );
+            gauge(
+                &mut out,
+                "fastk_mapped_files_in_use",
+                "Mapped files held by reads in progress (not evictable).",
+                m.in_use as i64,
+            );
+            gauge(
+                &mut out,
+                "fastk_mapped_files_max",
+                "The mapping budget, storage.max_mapped_files.",
+                m.max as i64,
+            );
+            counter(
+                &mut out,
+                "fastk_map_failures_total",
+                "Reads refused a mapping (budget exhausted or kernel refusal).",
+                m.failures_total,
+            );
+            gauge(
+                &mut out,
+                "fastk_zonemap_cache_bytes",
+                "Bytes of parsed zone maps cached.",
+                m.zonemap_bytes as i64,
+            );
+        }
         self.render_http(&mut out);
         let calls = self.flight_calls.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(

@@ -375,6 +375,8 @@ impl Engine {
         {
             details.push(format!("low disk space: {free} bytes free"));
         }
+        let maps = self.store.options().map_cache.stats();
+        details.extend(mapping_issues(&maps));
         let status = if !serving {
             "failing"
         } else if details.is_empty() {
@@ -391,6 +393,8 @@ impl Engine {
             issues: details.len() as u64,
             store_bytes: series.iter().map(|s| s.snapshot().bytes()).sum(),
             disk_free_bytes: disk_free,
+            mapped_files: maps.live as u64,
+            max_mapped_files: maps.max as u64,
             last_validation_ts: h.last_validation_ts,
             details,
         }
@@ -424,6 +428,7 @@ impl Engine {
                 _ => 2,
             },
             uptime_s: health.uptime_s,
+            maps: Some(self.store.options().map_cache.stats()),
         };
         self.metrics.render(&g)
     }
@@ -459,6 +464,23 @@ impl Engine {
     ) -> Result<Vec<Definition>> {
         Ok(self.registry.list_definitions(kind, name)?)
     }
+}
+
+/// Why the mapping budget makes `/health` degraded, if it does: reads in progress
+/// hold 90% of it or more, or a mapping failed recently (until one succeeds again).
+fn mapping_issues(m: &crate::storage::mapcache::MapStats) -> Vec<String> {
+    let mut out = Vec::new();
+    if m.near_budget() {
+        out.push(format!(
+            "mapped files near the budget: {} of {} held by reads in progress \
+             (storage.max_mapped_files); further reads may be refused with 503",
+            m.in_use, m.max
+        ));
+    }
+    if let Some((ago_s, why)) = &m.recent_failure {
+        out.push(format!("a read could not map a data file {ago_s} s ago: {why}"));
+    }
+    out
 }
 
 /// Opens the registry; a corrupt database is moved to `quarantine/` and recreated (the

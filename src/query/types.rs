@@ -271,7 +271,7 @@ pub struct AdminReport {
 
 /// `/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
-#[schema(example = json!({"status": "ok", "version": "0.1.0", "uptime_s": 42, "series": 3, "issues": 0, "store_bytes": 1048576, "disk_free_bytes": 53687091200_u64, "details": []}))]
+#[schema(example = json!({"status": "ok", "version": "0.1.0", "uptime_s": 42, "series": 3, "issues": 0, "store_bytes": 1048576, "disk_free_bytes": 53687091200_u64, "mapped_files": 120, "max_mapped_files": 16384, "details": []}))]
 pub struct Health {
     /// `ok`, `degraded` or `failing`.
     pub status: String,
@@ -282,6 +282,12 @@ pub struct Health {
     pub issues: u64,
     pub store_bytes: u64,
     pub disk_free_bytes: Option<u64>,
+    /// Data files mapped right now (cached or held by reads in progress).
+    #[serde(default)]
+    pub mapped_files: u64,
+    /// The mapping budget, `storage.max_mapped_files`.
+    #[serde(default)]
+    pub max_mapped_files: u64,
     /// Milliseconds since the epoch of the last validation, if any ran.
     pub last_validation_ts: Option<i64>,
     /// One line per open issue.

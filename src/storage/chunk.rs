@@ -2,18 +2,20 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use arrow_buffer::Buffer;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::error::{Result, StorageError};
 use super::format::{ChunkEntry, ChunkHeader};
-use super::mmap::MappedFile;
-use crate::record::MonthPartition;
+use super::mapcache::MapCache;
+use super::mmap::{FileIdentity, MappedFile};
+use super::sidecar::{ValueIndex, ZoneMap};
+use crate::record::{MonthPartition, ValueType};
 
 /// What a file in a series directory is, judged by its name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileKind {
     Chunk,
     ZoneMap,
@@ -67,13 +69,25 @@ pub struct MappedChunk {
 impl MappedChunk {
     /// Maps `path`, checks the header, the length and the body checksum, and (when
     /// given) that the header agrees with the manifest entry. `rel` names the file in
-    /// errors.
+    /// errors. The mapping counts against no budget: for admin's one-off checks.
     pub fn open_verified(
         path: &Path,
         rel: &str,
         entry: Option<&ChunkEntry>,
     ) -> Result<MappedChunk> {
         let file = MappedFile::open(path).map_err(|e| StorageError::io(rel, e))?;
+        MappedChunk::verify(file, rel, entry, None)
+    }
+
+    /// Checks a mapped chunk: header, length, agreement with `entry`, and the body
+    /// checksum, unless `verified` is the identity of this very file when its checksum
+    /// was last verified in this process (see [`ChunkRef::map`] for why that is sound).
+    pub fn verify(
+        file: Arc<MappedFile>,
+        rel: &str,
+        entry: Option<&ChunkEntry>,
+        verified: Option<FileIdentity>,
+    ) -> Result<MappedChunk> {
         let header =
             ChunkHeader::decode(file.bytes()).map_err(|d| StorageError::corrupted(rel, d))?;
         if file.len() as u64 != header.file_len() {
@@ -86,7 +100,9 @@ impl MappedChunk {
                 ),
             ));
         }
-        if xxh3_64(&file.bytes()[super::format::CHUNK_HEADER_LEN..]) != header.body_xxh3 {
+        let known = verified.is_some() && verified == file.identity();
+        if !known && xxh3_64(&file.bytes()[super::format::CHUNK_HEADER_LEN..]) != header.body_xxh3
+        {
             return Err(StorageError::corrupted(rel, "body checksum mismatch"));
         }
         if let Some(e) = entry {
@@ -129,28 +145,66 @@ impl MappedChunk {
         self.file
             .buffer(self.header.column_offset(i) + start * 8, (end - start) * 8)
     }
+
+    /// A chunk over any file, with a made-up empty header (the cache's unit tests).
+    #[cfg(test)]
+    pub(crate) fn unchecked_for_tests(file: Arc<MappedFile>) -> MappedChunk {
+        let key = crate::record::SeriesKey::kline("T", "1h").expect("valid key");
+        MappedChunk {
+            file,
+            header: ChunkHeader {
+                meta: crate::record::SeriesMeta {
+                    key,
+                    timeframe_ms: 3_600_000,
+                    price_scale: 1,
+                    volume_scale: 1,
+                    value_type: ValueType::I64,
+                },
+                ncols: 6,
+                rows: 0,
+                first_ts: 0,
+                last_ts: 0,
+                month: 0,
+                flags: 0,
+                generation: 1,
+                write_version: 1,
+                write_chunks: 1,
+                body_xxh3: 0,
+                stride: 0,
+            },
+        }
+    }
 }
 
-/// The manifest's handle on one chunk: its entry, and a lazily verified mapping that
-/// is shared by every reader in the process.
+/// The manifest's handle on one chunk: its entry, and access to its verified mapping
+/// and sidecars through the store's bounded [`MapCache`].
 #[derive(Debug)]
 pub struct ChunkRef {
     pub entry: ChunkEntry,
     dir: Arc<PathBuf>,
     rel_dir: Arc<str>,
-    mapped: OnceLock<Arc<MappedChunk>>,
-    sidecars: SidecarCache,
+    /// Key of this chunk in `cache`.
+    id: u64,
+    cache: Arc<MapCache>,
+    /// Identity of the chunk file when its checksum was last verified in this process.
+    verified: Mutex<Option<FileIdentity>>,
     obsolete: AtomicBool,
 }
 
 impl ChunkRef {
-    pub fn new(entry: ChunkEntry, dir: Arc<PathBuf>, rel_dir: Arc<str>) -> ChunkRef {
+    pub fn new(
+        entry: ChunkEntry,
+        dir: Arc<PathBuf>,
+        rel_dir: Arc<str>,
+        cache: Arc<MapCache>,
+    ) -> ChunkRef {
         ChunkRef {
             entry,
             dir,
             rel_dir,
-            mapped: OnceLock::new(),
-            sidecars: SidecarCache::default(),
+            id: cache.next_id(),
+            cache,
+            verified: Mutex::new(None),
             obsolete: AtomicBool::new(false),
         }
     }
@@ -168,18 +222,68 @@ impl ChunkRef {
         format!("{}/{}", self.rel_dir, self.file_name(kind))
     }
 
-    /// The verified mapping; the first call in the process maps and checks the file.
+    /// The verified mapping, from the store's cache or mapped now (at the budget, the
+    /// least recently used idle mapping is released first; when every mapping is held
+    /// by a read in progress this is `Unavailable`).
+    ///
+    /// The first mapping in the process verifies the body checksum. A later one, after
+    /// the cache released the file, skips that pass when the file's identity (device,
+    /// inode, length, mtime, ctime) equals the one recorded at verification, and still
+    /// checks the header, the length and the manifest entry. That is sound because a
+    /// published file is never modified, only unlinked, and its name carries a
+    /// generation that the manifest issues once; a file replaced by rename is another
+    /// inode, and a write or truncation in place moves the ctime, which no process can
+    /// set back; either way the identity differs and the checksum is verified again.
+    /// `admin validate --deep` always re-reads every checksum from disk.
     pub fn map(&self) -> Result<Arc<MappedChunk>> {
-        if let Some(m) = self.mapped.get() {
-            return Ok(Arc::clone(m));
+        self.cache.chunk(self.id, |slot| {
+            let rel = self.rel_path(FileKind::Chunk);
+            let file = MappedFile::open_in(&self.path(FileKind::Chunk), slot)
+                .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
+            let known = *self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            let identity = file.identity();
+            let m = MappedChunk::verify(file, &rel, Some(&self.entry), known)?;
+            *self.verified.lock().unwrap_or_else(|p| p.into_inner()) = identity;
+            Ok(m)
+        })
+    }
+
+    /// The chunk's zone map, or why it cannot be used (absent, unreadable, corrupt).
+    pub fn zonemap(&self, vt: ValueType) -> Result<Arc<ZoneMap>, String> {
+        if !self.entry.zonemap.present() {
+            return Err("no zone map".into());
         }
-        let m = MappedChunk::open_verified(
-            &self.path(FileKind::Chunk),
-            &self.rel_path(FileKind::Chunk),
-            Some(&self.entry),
-        )?;
-        // Two readers may race to verify; either result is the same file.
-        Ok(Arc::clone(self.mapped.get_or_init(|| Arc::new(m))))
+        self.cache.zonemap(self.id, || {
+            let bytes = std::fs::read(self.path(FileKind::ZoneMap)).map_err(|e| e.to_string())?;
+            let z = ZoneMap::parse(&bytes, vt, self.entry.zonemap.xxh3)?;
+            if z.rows as u64 != self.entry.rows {
+                return Err("zone map row count disagrees with the chunk".into());
+            }
+            Ok(z)
+        })
+    }
+
+    /// The chunk's value index, or why it cannot be used. A value index is a mapping
+    /// and counts against the budget like a chunk; its checksum is verified on every
+    /// mapping (the decoder owns that check).
+    pub fn vindex(&self, vt: ValueType) -> Result<Arc<ValueIndex>, String> {
+        if !self.entry.vindex.present() {
+            return Err("no value index".into());
+        }
+        self.cache.vindex(self.id, |slot| {
+            let rel = self.rel_path(FileKind::ValueIndex);
+            let file = MappedFile::open_in(&self.path(FileKind::ValueIndex), slot)
+                .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
+            let v = ValueIndex::open(file, vt, self.entry.vindex.xxh3)
+                .map_err(|d| StorageError::corrupted(rel.as_str(), d))?;
+            if v.chunk_rows as u64 != self.entry.rows {
+                return Err(StorageError::corrupted(
+                    rel,
+                    "value index row count disagrees with the chunk",
+                ));
+            }
+            Ok(v)
+        })
     }
 
     /// The chunk was superseded: its files go when the last reader lets go of it.
@@ -190,6 +294,9 @@ impl ChunkRef {
 
 impl Drop for ChunkRef {
     fn drop(&mut self) {
+        // No snapshot lists this chunk any more: its cached mappings go now, so an
+        // unlinked file's space is not held until it ages out of the cache.
+        self.cache.forget(self.id);
         if self.obsolete.load(Ordering::Acquire) {
             for kind in [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex] {
                 let _ = std::fs::remove_file(self.path(kind));
@@ -212,54 +319,5 @@ mod tests {
             parse_data_file_name("2024-13.g000000000000002a.chunk"),
             None
         );
-    }
-}
-
-/// Sidecars of a chunk, verified against the manifest's checksums on first use.
-#[derive(Debug, Default)]
-pub struct SidecarCache {
-    zonemap: OnceLock<Arc<super::sidecar::ZoneMap>>,
-    vindex: OnceLock<Arc<super::sidecar::ValueIndex>>,
-}
-
-impl ChunkRef {
-    /// The chunk's zone map, or why it cannot be used (absent, unreadable, corrupt).
-    pub fn zonemap(
-        &self,
-        vt: crate::record::ValueType,
-    ) -> Result<Arc<super::sidecar::ZoneMap>, String> {
-        if let Some(z) = self.sidecars.zonemap.get() {
-            return Ok(Arc::clone(z));
-        }
-        if !self.entry.zonemap.present() {
-            return Err("no zone map".into());
-        }
-        let bytes = std::fs::read(self.path(FileKind::ZoneMap)).map_err(|e| e.to_string())?;
-        let z = super::sidecar::ZoneMap::parse(&bytes, vt, self.entry.zonemap.xxh3)?;
-        if z.rows as u64 != self.entry.rows {
-            return Err("zone map row count disagrees with the chunk".into());
-        }
-        Ok(Arc::clone(
-            self.sidecars.zonemap.get_or_init(|| Arc::new(z)),
-        ))
-    }
-
-    /// The chunk's value index, or why it cannot be used.
-    pub fn vindex(
-        &self,
-        vt: crate::record::ValueType,
-    ) -> Result<Arc<super::sidecar::ValueIndex>, String> {
-        if let Some(v) = self.sidecars.vindex.get() {
-            return Ok(Arc::clone(v));
-        }
-        if !self.entry.vindex.present() {
-            return Err("no value index".into());
-        }
-        let file = MappedFile::open(&self.path(FileKind::ValueIndex)).map_err(|e| e.to_string())?;
-        let v = super::sidecar::ValueIndex::open(file, vt, self.entry.vindex.xxh3)?;
-        if v.chunk_rows as u64 != self.entry.rows {
-            return Err("value index row count disagrees with the chunk".into());
-        }
-        Ok(Arc::clone(self.sidecars.vindex.get_or_init(|| Arc::new(v))))
     }
 }

@@ -33,6 +33,11 @@ pub enum StorageError {
     /// Another process holds the store's lock.
     #[error("the store at this root is locked by another process (is a server running?)")]
     Locked,
+    /// A resource the read needs is exhausted for now (every slot of the mapping
+    /// budget in use, or the kernel refused a mapping); retrying later can succeed.
+    /// The message is client-safe: it names the limit, never a path.
+    #[error("{0}")]
+    Unavailable(String),
     /// The file system said no. `file` is relative to the root.
     #[error("i/o error on {file}: {source}")]
     Io { file: String, source: io::Error },
@@ -49,6 +54,23 @@ impl StorageError {
         StorageError::Corrupted {
             file: file.into(),
             detail: detail.into(),
+        }
+    }
+    /// An error from opening or mapping a published file on the read path. Running out
+    /// of mappings, memory or descriptors (ENOMEM, EAGAIN, EMFILE, ENFILE) is
+    /// `Unavailable`: the file is fine and a retry can succeed; anything else is `Io`.
+    pub fn map_failed(file: impl Into<String>, source: io::Error) -> Self {
+        let file = file.into();
+        match source.raw_os_error() {
+            Some(12 | 11 | 24 | 23) => {
+                tracing::warn!(%file, error = %source, "the kernel refused a mapping");
+                StorageError::Unavailable(format!(
+                    "the server cannot map another data file right now ({source}); retry \
+                     later. Operators: see storage.max_mapped_files and vm.max_map_count \
+                     in docs/operations.md"
+                ))
+            }
+            _ => StorageError::io(file, source),
         }
     }
     /// True when the underlying cause is a full disk (ENOSPC) or quota (EDQUOT).

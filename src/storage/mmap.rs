@@ -6,35 +6,130 @@
 //!    renamed over; it is only ever unlinked, which leaves existing mappings valid;
 //! 2. every view is bounds-checked against the mapping and alignment-checked before
 //!    a typed slice is made;
-//! 3. checksums are verified (by the caller, once per mapping) before any bytes are
-//!    handed out as data.
+//! 3. checksums are verified (by the caller) before any bytes are handed out as data:
+//!    on the first mapping of a file in the process, and again on a later mapping
+//!    unless the file's [`FileIdentity`] proves it is the very file verified before.
+//!
+//! A mapping can carry a [`Slot`] of a store's mapping budget (`storage::mapcache`): the
+//! slot is taken before the file is mapped and given back when the mapping is dropped,
+//! so the budget counts every live mapping exactly, including one that only an Arrow
+//! buffer of an in-flight batch still holds.
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow_buffer::Buffer;
 use memmap2::{Mmap, MmapOptions};
+
+/// One unit of a mapping budget, held by a live mapping and returned when it drops.
+#[derive(Debug)]
+pub struct Slot {
+    live: Arc<AtomicUsize>,
+}
+
+impl Slot {
+    /// Takes a slot of `live` if fewer than `max` are taken.
+    pub fn try_take(live: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        live.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Slot {
+            live: Arc::clone(live),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What identifies the file behind a mapping: device, inode, length, and the
+/// modification and status-change times, as `fstat` on the mapped descriptor saw them.
+/// Any write, truncation or attribute change of an inode moves its `ctime`, which no
+/// process can set back, and a file renamed into place is another inode; so an equal
+/// identity means the same, unchanged file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileIdentity {
+    #[cfg(unix)]
+    fn of(file: &File) -> Option<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = file.metadata().ok()?;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Some(FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Without inode numbers and ctime there is no proof of sameness: always verify.
+    #[cfg(not(unix))]
+    fn of(_file: &File) -> Option<FileIdentity> {
+        None
+    }
+}
 
 /// A read-only mapping of a whole file.
 #[derive(Debug)]
 pub struct MappedFile {
     map: Mmap,
+    identity: Option<FileIdentity>,
+    /// The budget slot this mapping occupies (none for admin's one-off mappings).
+    _slot: Option<Slot>,
 }
 
 impl MappedFile {
-    /// Maps `path` read-only. Empty files map to an empty view.
+    /// Maps `path` read-only, outside any budget (admin checks map one file at a time
+    /// and drop it). Empty files map to an empty view.
     pub fn open(path: &Path) -> io::Result<Arc<MappedFile>> {
+        MappedFile::open_with(path, None)
+    }
+
+    /// Maps `path` read-only, occupying `slot` until the mapping is dropped.
+    pub fn open_in(path: &Path, slot: Slot) -> io::Result<Arc<MappedFile>> {
+        MappedFile::open_with(path, Some(slot))
+    }
+
+    fn open_with(path: &Path, slot: Option<Slot>) -> io::Result<Arc<MappedFile>> {
         let file = File::open(path)?;
+        let identity = FileIdentity::of(&file);
         // SAFETY: published files are immutable (invariant 1 of this module): nothing in
         // FastK writes, truncates or renames over them after publication, so the mapped
         // bytes cannot change under the references this mapping hands out. A process
         // outside FastK modifying the data root is outside the contract; checksums catch
         // what it leaves behind.
         let map = unsafe { MmapOptions::new().map(&file)? };
-        Ok(Arc::new(MappedFile { map }))
+        // The descriptor closes here: a mapping needs no open file, so the number of
+        // descriptors a reader holds does not grow with the mappings.
+        drop(file);
+        Ok(Arc::new(MappedFile {
+            map,
+            identity,
+            _slot: slot,
+        }))
+    }
+
+    /// The identity of the mapped file when it was mapped (None where the platform
+    /// cannot tell).
+    pub fn identity(&self) -> Option<FileIdentity> {
+        self.identity
     }
 
     /// The whole mapping.

@@ -18,6 +18,7 @@ pub mod chunk;
 pub mod error;
 pub mod format;
 pub mod fsio;
+pub mod mapcache;
 pub mod mmap;
 pub mod recover;
 pub mod series;
@@ -58,6 +59,13 @@ pub struct StoreOptions {
     pub sync_threads: usize,
     /// Most rows one write may carry, whatever the front end (HTTP, Flight, import).
     pub max_write_rows: usize,
+    /// Live mappings (chunk files and value indexes) the store may hold at once.
+    pub max_mapped_files: usize,
+    /// Bytes of parsed zone maps the store keeps cached.
+    pub zonemap_cache_bytes: usize,
+    /// The store's mapping and zone-map cache. `Store::open` installs a fresh one sized
+    /// by the two keys above, so every open store has its own.
+    pub map_cache: Arc<mapcache::MapCache>,
 }
 
 impl Default for StoreOptions {
@@ -69,6 +77,12 @@ impl Default for StoreOptions {
             write_threads: 2,
             sync_threads: 8,
             max_write_rows: 50_000_000,
+            max_mapped_files: mapcache::DEFAULT_MAX_MAPPED_FILES,
+            zonemap_cache_bytes: mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
+            map_cache: mapcache::MapCache::new(
+                mapcache::DEFAULT_MAX_MAPPED_FILES,
+                mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
+            ),
         }
     }
 }
@@ -89,7 +103,8 @@ static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Store {
     /// Opens (creating if needed) the store at `root`, recovering every series.
-    pub fn open(root: impl AsRef<Path>, opts: StoreOptions) -> Result<Store> {
+    pub fn open(root: impl AsRef<Path>, mut opts: StoreOptions) -> Result<Store> {
+        opts.map_cache = mapcache::MapCache::new(opts.max_mapped_files, opts.zonemap_cache_bytes);
         let root = root.as_ref().to_path_buf();
         let io = |what: &str| {
             let what = what.to_string();

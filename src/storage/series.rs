@@ -129,6 +129,7 @@ impl Series {
             entry,
             Arc::clone(&self.dir),
             Arc::clone(&self.rel_dir),
+            Arc::clone(&self.opts.map_cache),
         ))
     }
 
