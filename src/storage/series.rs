@@ -71,7 +71,7 @@ pub struct Series {
 
 /// One month's share of a write, planned before any file is written. An append
 /// borrows its rows from the request; a rewrite owns the merged month.
-struct MonthPlan<'a> {
+pub(super) struct MonthPlan<'a> {
     month: i32,
     generation: u64,
     full: bool,
@@ -197,7 +197,7 @@ impl Series {
     }
 
     /// Copy-on-write rewrite of `month`: existing rows merged with `new` (new wins).
-    fn merge_month(
+    pub(super) fn merge_month(
         &self,
         snap: &Snapshot,
         month: i32,
@@ -264,7 +264,7 @@ impl Series {
     }
 
     /// Publishes the planned chunks, commits the manifest, swaps the snapshot.
-    fn commit_inner(
+    pub(super) fn commit_inner(
         &self,
         snap: &Snapshot,
         plans: Vec<MonthPlan>,
@@ -472,12 +472,12 @@ impl Series {
         let _ = fsio::fsync_dir(&self.dir);
     }
 
-    /// Replaces the current snapshot after an admin action rewrote the manifest.
-    pub fn install(&self, snap: Snapshot) {
+    /// Replaces the current snapshot after recovery or maintenance committed a manifest.
+    pub(crate) fn install(&self, snap: Snapshot) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
     }
 
-    /// Holds the writer lock while `f` runs (admin actions that rewrite the manifest).
+    /// Holds the writer lock while `f` runs (maintenance that rewrites the manifest).
     pub fn with_write_lock<T>(&self, f: impl FnOnce() -> T) -> T {
         let _guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         f()
@@ -587,15 +587,6 @@ pub(crate) fn live_map(
 }
 
 impl Series {
-    /// Commits `manifest` as this series' new state (admin repairs). The caller holds
-    /// the writer lock through [`Series::with_write_lock`].
-    pub fn commit_manifest(&self, manifest: super::format::Manifest) -> Result<()> {
-        fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&manifest.encode()])
-            .map_err(|e| StorageError::io(format!("{}/{MANIFEST_NAME}", self.rel_dir), e))?;
-        self.install(super::recover::snapshot_from_manifest(self, manifest));
-        Ok(())
-    }
-
     /// Absolute directory of the series.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
