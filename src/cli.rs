@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::admin::{AdminAction, AdminReport, AdminRequest, SeriesSelector};
 use crate::config::Config;
 use crate::query::Engine;
-use crate::query::types::{AdminReport, AdminRequest, SeriesSelector};
 use crate::record::SeriesKind;
 
 #[derive(Debug, Parser)]
@@ -185,11 +185,11 @@ fn admin(cmd: AdminCommand) -> ExitCode {
         AdminCommand::Health(r) => {
             return print_json(open_offline(r.root).map(|e| serde_json::to_value(e.health())));
         }
-        AdminCommand::Validate(a) => ("validate", a),
-        AdminCommand::Scrub(a) => ("scrub", a),
-        AdminCommand::Repair(a) => ("repair", a),
-        AdminCommand::RebuildManifest(a) => ("rebuild-manifest", a),
-        AdminCommand::Compact(a) => ("compact", a),
+        AdminCommand::Validate(a) => (AdminAction::Validate, a),
+        AdminCommand::Scrub(a) => (AdminAction::Scrub, a),
+        AdminCommand::Repair(a) => (AdminAction::Repair, a),
+        AdminCommand::RebuildManifest(a) => (AdminAction::RebuildManifest, a),
+        AdminCommand::Compact(a) => (AdminAction::Compact, a),
     };
     let engine = match open_offline(args.root.clone()) {
         Ok(e) => e,
@@ -205,7 +205,7 @@ fn admin(cmd: AdminCommand) -> ExitCode {
     let any = selector != SeriesSelector::default();
     let req = AdminRequest {
         series: any.then_some(selector),
-        dry_run: Some(matches!(action, "repair" | "rebuild-manifest" | "compact") && !args.apply),
+        dry_run: Some(action.changes_the_store() && !args.apply),
         deep: Some(args.deep),
     };
     eprintln!(
@@ -240,7 +240,7 @@ fn admin(cmd: AdminCommand) -> ExitCode {
 
 /// Progress for a long admin action: a bar on a terminal, a plain line every few
 /// seconds otherwise (logs, CI).
-fn admin_progress(action: &'static str) -> impl Fn(usize, usize, &str) + Sync {
+fn admin_progress(action: AdminAction) -> impl Fn(usize, usize, &str) + Sync {
     use std::io::IsTerminal;
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -249,7 +249,7 @@ fn admin_progress(action: &'static str) -> impl Fn(usize, usize, &str) + Sync {
         {
             b.set_style(style);
         }
-        b.set_prefix(action);
+        b.set_prefix(action.as_str());
         b
     });
     let last = std::sync::Mutex::new(std::time::Instant::now());

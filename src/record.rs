@@ -217,10 +217,6 @@ impl Timeframe {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-    /// The implied `timeframe_ms` for the contract's standard names.
-    pub fn standard_ms(&self) -> Option<i64> {
-        standard_timeframe_ms(&self.0)
-    }
 }
 
 /// Milliseconds implied by the contract's standard timeframe names.

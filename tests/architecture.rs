@@ -1,7 +1,8 @@
 //! Architecture invariants that a reviewer should not have to remember:
 //! storage knows nothing of HTTP, gRPC or SQLite; `unsafe` lives only in the mmap
 //! module and every block says why it is sound; front ends do not touch storage
-//! internals directly.
+//! internals directly; admin changes the store only through storage operations and
+//! does not depend on the query layer that calls it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -114,7 +115,9 @@ fn front_ends_do_not_reach_into_storage_internals() {
         for f in rust_files(&path) {
             for (n, line) in code_lines(&f) {
                 assert!(
-                    !line.contains("storage::fsio") && !line.contains("storage::recover"),
+                    !line.contains("storage::fsio")
+                        && !line.contains("storage::recover")
+                        && !line.contains("storage::maintain"),
                     "{}:{n}: front ends must not reach into storage internals",
                     f.display()
                 );
@@ -133,5 +136,60 @@ fn lib_rs_opens_with_a_module_map_naming_every_module() {
             lib.contains(&format!("[`{name}`]")),
             "module {name} missing from the lib.rs layout map"
         );
+    }
+}
+
+/// Admin used to write manifests and sidecars itself (through `fsio`, `recover` and
+/// `Series::commit_manifest`), bumping versions by hand, committing without the write
+/// path's rollback and renaming a rebuilt sidecar over its published name. Every such
+/// write is now a storage operation (`storage::maintain`); admin decides and reports.
+/// It also called back into `query::Engine`, which calls admin: the circle is gone.
+#[test]
+fn admin_changes_the_store_only_through_storage_operations() {
+    let files = rust_files(&src().join("admin"));
+    assert!(files.len() >= 4, "admin module not found");
+    let banned = [
+        // The layer that calls admin.
+        (
+            "crate::query",
+            "admin must not depend on query (query calls admin)",
+        ),
+        (
+            "query::",
+            "admin must not depend on query (query calls admin)",
+        ),
+        // Storage internals that write.
+        ("storage::fsio", "file writes belong to storage"),
+        (
+            "storage::recover",
+            "manifest rebuilds belong to storage::maintain",
+        ),
+        (
+            ".encode(",
+            "encoding a manifest or chunk belongs to storage",
+        ),
+        ("commit_inner", "commits belong to storage"),
+        ("commit_manifest", "commits belong to storage"),
+        (".install(", "installing a snapshot belongs to storage"),
+        // Direct file-system changes.
+        ("fs::write", "file writes belong to storage"),
+        ("fs::rename", "renames belong to storage"),
+        ("fs::remove", "unlinks belong to storage"),
+        ("fs::create_dir", "directories belong to storage"),
+        ("fs::hard_link", "links belong to storage"),
+        ("File::create", "file writes belong to storage"),
+        ("OpenOptions", "file writes belong to storage"),
+        ("set_len", "file writes belong to storage"),
+    ];
+    for f in files {
+        for (n, line) in code_lines(&f) {
+            for (what, why) in banned {
+                assert!(
+                    !line.contains(what),
+                    "{}:{n} uses {what}: {why}",
+                    f.display()
+                );
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use fastk::admin::AdminAction;
 use fastk::config::Config;
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
@@ -114,7 +115,7 @@ fn full_disk_fails_the_write_cleanly_and_writes_resume_when_space_returns() {
     );
     let v = e
         .admin(
-            "validate",
+            AdminAction::Validate,
             &AdminRequest {
                 deep: Some(true),
                 ..Default::default()
@@ -156,13 +157,19 @@ fn truncated_files_are_detected_and_handled() {
         e.read(&key, TsRange::all(), 10).unwrap_err().kind,
         ErrorKind::Corrupted
     );
-    let v = e.admin("validate", &AdminRequest::default()).unwrap();
+    let v = e
+        .admin(AdminAction::Validate, &AdminRequest::default())
+        .unwrap();
     assert!(
         v.findings.iter().any(|f| f.kind == "chunk_corrupt"),
         "{:#?}",
         v.findings
     );
-    assert!(e.admin("repair", &AdminRequest::default()).unwrap().clean);
+    assert!(
+        e.admin(AdminAction::Repair, &AdminRequest::default())
+            .unwrap()
+            .clean
+    );
     assert_eq!(
         stored(&e, &key).len(),
         50_000 - 44_640,
@@ -227,7 +234,11 @@ fn corrupt_registry_is_quarantined_and_rebuilt_from_storage() {
         "catalog rebuilt from storage"
     );
     assert!(fs::read_dir(dir.path().join("quarantine")).unwrap().count() >= 1);
-    assert!(e.admin("validate", &AdminRequest::default()).unwrap().clean);
+    assert!(
+        e.admin(AdminAction::Validate, &AdminRequest::default())
+            .unwrap()
+            .clean
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ use arrow_array::{Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use fastk::admin::AdminAction;
 use fastk::config::Config;
 use fastk::query::Engine;
 use fastk::query::types::AdminRequest;
@@ -218,7 +219,7 @@ fn verify(
     }
     let report = e
         .admin(
-            "validate",
+            AdminAction::Validate,
             &AdminRequest {
                 deep: Some(true),
                 ..Default::default()

@@ -16,6 +16,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use fastk::admin::AdminAction;
 use fastk::config::Config;
 use fastk::query::Engine;
 use fastk::query::types::AdminRequest;
@@ -263,7 +264,7 @@ fn verify(root: &std::path::Path, last_acked: u64, round: u32) {
     let engine = Engine::open(config).unwrap();
     let report = engine
         .admin(
-            "validate",
+            AdminAction::Validate,
             &AdminRequest {
                 deep: Some(true),
                 ..Default::default()

@@ -4,6 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fastk::admin::AdminAction;
 use fastk::config::Config;
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
@@ -109,7 +110,7 @@ fn flipped_chunk_byte_reads_as_corrupted_never_wrong_data() {
     assert_eq!(latest, Err(ErrorKind::Corrupted));
     let report = e
         .admin(
-            "validate",
+            AdminAction::Validate,
             &AdminRequest {
                 deep: Some(true),
                 ..Default::default()
@@ -120,7 +121,9 @@ fn flipped_chunk_byte_reads_as_corrupted_never_wrong_data() {
         report.findings.iter().any(|f| f.kind == "chunk_corrupt"
             && f.file.as_deref().is_some_and(|p| p.ends_with(".chunk")))
     );
-    let repaired = e.admin("repair", &AdminRequest::default()).unwrap();
+    let repaired = e
+        .admin(AdminAction::Repair, &AdminRequest::default())
+        .unwrap();
     assert!(
         repaired
             .actions
@@ -183,7 +186,7 @@ fn flipped_manifest_is_rebuilt_from_chunk_headers() {
     assert_eq!(e.series(&key).unwrap().version(), 3);
     assert!(
         e.admin(
-            "validate",
+            AdminAction::Validate,
             &AdminRequest {
                 deep: Some(true),
                 ..Default::default()
@@ -371,7 +374,7 @@ fn sidecar_faults_fall_back_to_scan_and_are_repaired() {
     }
     let v = e2
         .admin(
-            "validate",
+            AdminAction::Validate,
             &AdminRequest {
                 deep: Some(true),
                 ..Default::default()
@@ -388,7 +391,9 @@ fn sidecar_faults_fall_back_to_scan_and_are_repaired() {
         "{:#?}",
         v.findings
     );
-    let r = e2.admin("repair", &AdminRequest::default()).unwrap();
+    let r = e2
+        .admin(AdminAction::Repair, &AdminRequest::default())
+        .unwrap();
     assert!(r.clean, "{:#?}", r.findings);
     assert!(
         r.actions
@@ -414,14 +419,16 @@ fn stray_temp_and_missing_files_are_found_and_repaired() {
     fs::write(sdir.join("stray.bin"), b"hello").unwrap();
     fs::write(sdir.join(".tmp-1-2-x.chunk"), b"partial").unwrap();
     fs::remove_file(&files_with(&sdir, "chunk")[1]).unwrap();
-    let v = e.admin("validate", &AdminRequest::default()).unwrap();
+    let v = e
+        .admin(AdminAction::Validate, &AdminRequest::default())
+        .unwrap();
     let kinds: Vec<&str> = v.findings.iter().map(|f| f.kind.as_str()).collect();
     for k in ["unknown_file", "temp_file", "chunk_missing"] {
         assert!(kinds.contains(&k), "{k} not in {kinds:?}");
     }
     let dry = e
         .admin(
-            "repair",
+            AdminAction::Repair,
             &AdminRequest {
                 dry_run: Some(true),
                 ..Default::default()
@@ -432,7 +439,9 @@ fn stray_temp_and_missing_files_are_found_and_repaired() {
         !dry.clean && sdir.join("stray.bin").exists(),
         "a dry run changes nothing"
     );
-    let r = e.admin("repair", &AdminRequest::default()).unwrap();
+    let r = e
+        .admin(AdminAction::Repair, &AdminRequest::default())
+        .unwrap();
     assert!(r.clean, "{:#?}", r.findings);
     assert!(!sdir.join("stray.bin").exists());
     assert!(
@@ -441,7 +450,7 @@ fn stray_temp_and_missing_files_are_found_and_repaired() {
     );
     assert!(
         e.admin(
-            "validate",
+            AdminAction::Validate,
             &AdminRequest {
                 deep: Some(true),
                 ..Default::default()
@@ -497,6 +506,6 @@ fn partial_files_of_an_uncommitted_write_are_removed_on_open() {
         deep: Some(true),
         ..Default::default()
     };
-    let v = e.admin("validate", &deep).unwrap();
+    let v = e.admin(AdminAction::Validate, &deep).unwrap();
     assert!(v.clean, "{:#?}", v.findings);
 }

@@ -4,15 +4,16 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Read;
 
+use super::repair::Scope;
+use super::report::{AdminReport, Finding};
 use super::series_label;
-use crate::query::Engine;
-use crate::query::types::{AdminReport, Finding};
 use crate::record::{MonthPartition, SeriesKind, SeriesMeta};
+use crate::registry::REGISTRY_FILE;
 use crate::storage::Series;
 use crate::storage::chunk::{FileKind, MappedChunk, parse_data_file_name};
 use crate::storage::format::{CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader};
+use crate::storage::maintain::is_temp;
 use crate::storage::mmap::MappedFile;
-use crate::storage::recover::{is_temp, read_manifest};
 use crate::storage::series::MANIFEST_NAME;
 use crate::storage::sidecar::{ValueIndex, ZoneMap};
 
@@ -35,16 +36,11 @@ pub(super) fn finding(
     }
 }
 
-pub(super) fn validate(
-    engine: &Engine,
-    selected: &[std::sync::Arc<Series>],
-    all: bool,
-    report: &mut AdminReport,
-    progress: super::Progress<'_>,
-) {
-    if all {
-        store_checks(engine, report);
+pub(super) fn validate(scope: &Scope<'_>, report: &mut AdminReport, progress: super::Progress<'_>) {
+    if scope.all {
+        store_checks(scope, report);
     }
+    let selected = scope.selected;
     for (i, s) in selected.iter().enumerate() {
         progress(i, selected.len(), s.rel_dir());
         check_series(s, report.deep, report);
@@ -52,8 +48,8 @@ pub(super) fn validate(
 }
 
 /// Checks that span the store: unopenable directories and the registry catalog.
-fn store_checks(engine: &Engine, report: &mut AdminReport) {
-    for (dir, why) in engine.store.unopenable() {
+fn store_checks(scope: &Scope<'_>, report: &mut AdminReport) {
+    for (dir, why) in scope.store.unopenable() {
         report.findings.push(finding(
             None,
             None,
@@ -63,11 +59,11 @@ fn store_checks(engine: &Engine, report: &mut AdminReport) {
             "repair (quarantines the directory)",
         ));
     }
-    match engine.registry.integrity_check() {
+    match scope.registry.integrity_check() {
         Ok(problems) if !problems.is_empty() => report.findings.push(finding(
             None,
             None,
-            Some(crate::query::REGISTRY_FILE.into()),
+            Some(REGISTRY_FILE.into()),
             "registry_corrupt",
             problems.join("; "),
             "restore the registry from a backup; series are rebuilt from storage by repair",
@@ -75,20 +71,20 @@ fn store_checks(engine: &Engine, report: &mut AdminReport) {
         Err(e) => report.findings.push(finding(
             None,
             None,
-            Some(crate::query::REGISTRY_FILE.into()),
+            Some(REGISTRY_FILE.into()),
             "registry_corrupt",
             e.to_string(),
             "restore the registry from a backup; series are rebuilt from storage by repair",
         )),
         Ok(_) => {}
     }
-    let truth: Vec<SeriesMeta> = engine
+    let truth: Vec<SeriesMeta> = scope
         .store
         .list()
         .iter()
         .map(|s| (*s.meta).clone())
         .collect();
-    if let Ok(rec) = engine.registry.reconcile(&truth, true) {
+    if let Ok(rec) = scope.registry.reconcile(&truth, true) {
         for k in rec.added {
             report.findings.push(finding(
                 Some(&k),
@@ -127,7 +123,7 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
     let label = series_label(&s.meta.key);
     let label = label.as_str();
     let rel = s.rel_dir().to_string();
-    if let Err(why) = read_manifest(s.dir(), &rel) {
+    if let Err(why) = s.manifest_on_disk() {
         report.findings.push(finding(
             Some(label),
             None,

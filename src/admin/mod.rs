@@ -4,45 +4,47 @@
 //! HTTP `POST /v1/admin/{action}` endpoints and the Flight actions. Every finding names
 //! the series, month and file (relative to the data root) and suggests an action;
 //! `repair` quarantines instead of deleting, so nothing an operator may need is lost.
+//!
+//! Admin decides what to run and writes the report; every change to a manifest, chunk
+//! or sidecar is a storage operation (`storage::maintain`, `Series::compact`). Admin
+//! takes the store and the registry it works on, not the query engine, which calls it.
 
+mod action;
 mod checks;
 mod repair;
+pub mod report;
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::error::{Error, Result};
-use crate::query::Engine;
-use crate::query::types::{AdminReport, AdminRequest, SeriesSelector};
+use crate::error::Result;
 use crate::record::SeriesKey;
-use crate::storage::Series;
+use crate::registry::Registry;
+use crate::storage::{Series, Store};
 
+pub use action::{AdminAction, ECHO_CHARS_MAX, echo};
 pub use checks::check_series;
-
-/// The admin actions, in the names the wire uses.
-pub const ACTIONS: [&str; 5] = ["validate", "scrub", "repair", "rebuild-manifest", "compact"];
+pub use report::{ActionTaken, AdminReport, AdminRequest, Finding, SeriesSelector};
 
 /// Reports progress of a long action: `(series done, series total, current series)`.
 pub type Progress<'a> = &'a (dyn Fn(usize, usize, &str) + Sync);
 
-/// Runs `action` over the series `req.series` selects.
-pub fn run(engine: &Engine, action: &str, req: &AdminRequest) -> Result<AdminReport> {
-    run_with_progress(engine, action, req, &|_, _, _| {})
-}
-
-/// As [`run`], calling `progress` before each series (the CLI draws a bar with it).
-pub fn run_with_progress(
-    engine: &Engine,
-    action: &str,
+/// Runs `action` over the series of `store` that `req.series` selects, calling
+/// `progress` before each series (the CLI draws a bar with it).
+pub fn run(
+    store: &Store,
+    registry: &Registry,
+    action: AdminAction,
     req: &AdminRequest,
     progress: Progress<'_>,
 ) -> Result<AdminReport> {
     let started = Instant::now();
-    let selected = select(engine, req.series.as_ref());
+    let selected = select(store, req.series.as_ref());
     let all = req.series.is_none();
     let mut report = AdminReport {
-        action: action.to_string(),
+        action: action.as_str().to_string(),
         dry_run: req.dry_run.unwrap_or(false),
-        deep: req.deep.unwrap_or(false) || action == "scrub",
+        deep: req.deep.unwrap_or(false) || action == AdminAction::Scrub,
         series_checked: selected.len() as u64,
         chunks_checked: 0,
         bytes_checked: 0,
@@ -51,26 +53,29 @@ pub fn run_with_progress(
         clean: true,
         duration_ms: 0,
     };
+    let scope = repair::Scope {
+        store,
+        registry,
+        selected: &selected,
+        all,
+    };
     match action {
-        "validate" | "scrub" => checks::validate(engine, &selected, all, &mut report, progress),
-        "repair" => repair::repair(engine, &selected, all, &mut report, progress)?,
-        "rebuild-manifest" => repair::rebuild_manifests(&selected, &mut report, progress)?,
-        "compact" => repair::compact(&selected, &mut report, progress)?,
-        other => {
-            return Err(Error::invalid(format!(
-                "unknown admin action {other:?}; expected one of {}",
-                ACTIONS.join(", ")
-            )));
+        AdminAction::Validate | AdminAction::Scrub => {
+            checks::validate(&scope, &mut report, progress)
         }
+        AdminAction::Repair => repair::repair(&scope, &mut report, progress)?,
+        AdminAction::RebuildManifest => {
+            repair::rebuild_manifests(&selected, &mut report, progress)?
+        }
+        AdminAction::Compact => repair::compact(&selected, &mut report, progress)?,
     }
     report.clean = report.findings.is_empty();
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }
 
-fn select(engine: &Engine, sel: Option<&SeriesSelector>) -> Vec<std::sync::Arc<Series>> {
-    engine
-        .store
+fn select(store: &Store, sel: Option<&SeriesSelector>) -> Vec<Arc<Series>> {
+    store
         .list()
         .into_iter()
         .filter(|s| sel.is_none_or(|sel| matches(&s.meta.key, sel)))

@@ -105,9 +105,9 @@ impl FlightSvc {
     }
 
     async fn action(&self, req: Request<Action>) -> Result<Stream<arrow_flight::Result>, Status> {
-        let name = req.get_ref().r#type.clone();
-        self.authorize(&req, actions::access(&name)?)?;
-        let body = actions::run(Arc::clone(&self.engine), &name, &req.get_ref().body).await?;
+        let action = actions::FlightAction::parse(&req.get_ref().r#type)?;
+        self.authorize(&req, action.access())?;
+        let body = actions::run(Arc::clone(&self.engine), action, &req.get_ref().body).await?;
         Ok(stream::once(async move { Ok(arrow_flight::Result { body }) }).boxed())
     }
 }

@@ -101,6 +101,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
     // layer added is the outermost.
     let app = api
         .merge(docs)
+        // Not an operation of its own: answers any other admin action name with a 400.
+        .route("/v1/admin/{action}", axum::routing::post(admin::by_name))
         .fallback(error::not_found)
         .layer(Extension(doc_json))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))

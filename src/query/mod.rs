@@ -7,6 +7,7 @@ pub mod types;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::admin::AdminAction;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::{Gauges, Metrics};
@@ -17,8 +18,7 @@ use crate::registry::{Dataset, Definition, DefinitionKind, Registry, RegistryErr
 use crate::storage::{ChunkSlice, Series, Store, WriteBatch};
 use types::*;
 
-/// Name of the registry database inside the data root.
-pub const REGISTRY_FILE: &str = "registry.sqlite";
+pub use crate::registry::REGISTRY_FILE;
 
 /// Rows of one read, as zero-copy slices of the mapped chunks.
 #[derive(Debug)]
@@ -325,32 +325,36 @@ impl Engine {
         })
     }
 
-    /// Runs an admin action (`validate`, `scrub`, `repair`, `rebuild-manifest`, `compact`).
-    pub fn admin(&self, action: &str, req: &AdminRequest) -> Result<AdminReport> {
+    /// Runs an admin action over the store and registry.
+    pub fn admin(&self, action: AdminAction, req: &AdminRequest) -> Result<AdminReport> {
         self.admin_with_progress(action, req, &|_, _, _| {})
     }
 
-    /// As [`Engine::admin`], reporting progress per series (for the CLI).
+    /// As [`Engine::admin`], reporting progress per series (for the CLI). A validation
+    /// refreshes the findings `/health` reports; an applied repair clears them.
     pub fn admin_with_progress(
         &self,
-        action: &str,
+        action: AdminAction,
         req: &AdminRequest,
         progress: crate::admin::Progress<'_>,
     ) -> Result<AdminReport> {
-        let report = crate::admin::run_with_progress(self, action, req, progress)?;
-        if action == "validate" || action == "scrub" {
-            let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-            h.validation_findings = report
-                .findings
-                .iter()
-                .map(|f| format!("{}: {}", f.kind, f.detail))
-                .collect();
-            h.last_validation_ts = Some(now_ms());
-            h.open_issues.clear();
-        } else if action == "repair" && !report.dry_run {
-            let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-            h.open_issues.clear();
-            h.validation_findings.clear();
+        let report = crate::admin::run(&self.store, &self.registry, action, req, progress)?;
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        match action {
+            AdminAction::Validate | AdminAction::Scrub => {
+                h.validation_findings = report
+                    .findings
+                    .iter()
+                    .map(|f| format!("{}: {}", f.kind, f.detail))
+                    .collect();
+                h.last_validation_ts = Some(now_ms());
+                h.open_issues.clear();
+            }
+            AdminAction::Repair if !report.dry_run => {
+                h.open_issues.clear();
+                h.validation_findings.clear();
+            }
+            AdminAction::Repair | AdminAction::RebuildManifest | AdminAction::Compact => {}
         }
         Ok(report)
     }

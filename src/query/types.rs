@@ -5,6 +5,10 @@ use utoipa::ToSchema;
 
 use crate::record::{SeriesKind, ValueType};
 
+// The admin bodies live with admin (which must not depend on `query`); they are part of
+// the same wire, so they are re-exported here under their old paths.
+pub use crate::admin::report::{ActionTaken, AdminReport, AdminRequest, Finding, SeriesSelector};
+
 /// Register a kline series.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -199,76 +203,6 @@ pub struct QueryResponse {
     pub stats: QueryStats,
 }
 
-/// Selects series for an admin action; omitted fields match everything.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SeriesSelector {
-    #[serde(default)]
-    pub kind: Option<SeriesKind>,
-    #[serde(default)]
-    pub symbol: Option<String>,
-    #[serde(default)]
-    pub timeframe: Option<String>,
-    #[serde(default)]
-    pub category: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-}
-
-/// Body of every admin action.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[schema(example = json!({"series": {"symbol": "BTCUSDT"}, "dry_run": true, "deep": true}))]
-pub struct AdminRequest {
-    #[serde(default, deserialize_with = "selector_object")]
-    pub series: Option<SeriesSelector>,
-    /// Report what would be done without changing anything (repair, compact, rebuild-manifest).
-    #[serde(default)]
-    pub dry_run: Option<bool>,
-    /// Verify every checksum (validate); scrub always does.
-    #[serde(default)]
-    pub deep: Option<bool>,
-}
-
-/// One problem an admin action found.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-pub struct Finding {
-    /// Series path (`kline/BTCUSDT/1m`), if the finding belongs to one.
-    pub series: Option<String>,
-    pub month: Option<String>,
-    /// File relative to the data root.
-    pub file: Option<String>,
-    /// Machine-readable finding kind (see docs/operations.md for the runbook).
-    pub kind: String,
-    pub detail: String,
-    pub suggested_action: String,
-}
-
-/// One change an admin action made (or, in a dry run, would make).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-pub struct ActionTaken {
-    pub series: Option<String>,
-    pub file: Option<String>,
-    pub action: String,
-    pub detail: String,
-}
-
-/// Report of an admin action.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-pub struct AdminReport {
-    pub action: String,
-    pub dry_run: bool,
-    pub deep: bool,
-    pub series_checked: u64,
-    pub chunks_checked: u64,
-    pub bytes_checked: u64,
-    pub findings: Vec<Finding>,
-    pub actions: Vec<ActionTaken>,
-    /// True when no finding remains.
-    pub clean: bool,
-    pub duration_ms: u64,
-}
-
 /// `/health`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 #[schema(example = json!({"status": "ok", "version": "0.1.0", "uptime_s": 42, "series": 3, "issues": 0, "store_bytes": 1048576, "disk_free_bytes": 53687091200_u64, "mapped_files": 120, "max_mapped_files": 16384, "details": []}))]
@@ -302,38 +236,9 @@ pub struct Inventory {
     pub total_bytes: u64,
 }
 
-/// Accepts a selector only as a JSON object (or null). Serde would also take an array
-/// of field values, and `[null, null]` would then silently select every series, which
-/// is not what anyone sending an array to a repair endpoint means.
-fn selector_object<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<SeriesSelector>, D::Error> {
-    use serde::de::Error;
-    match Option::<serde_json::Value>::deserialize(d)? {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v @ serde_json::Value::Object(_)) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(D::Error::custom),
-        Some(_) => Err(D::Error::custom(
-            "series must be an object such as {\"symbol\": \"BTCUSDT\"}",
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn admin_selector_must_be_an_object() {
-        let ok: AdminRequest =
-            serde_json::from_str(r#"{"series": {"symbol": "BTCUSDT"}}"#).unwrap();
-        assert_eq!(ok.series.unwrap().symbol.as_deref(), Some("BTCUSDT"));
-        let none: AdminRequest = serde_json::from_str(r#"{"series": null}"#).unwrap();
-        assert!(none.series.is_none());
-        assert!(serde_json::from_str::<AdminRequest>(r#"{"series": [null, null]}"#).is_err());
-        assert!(serde_json::from_str::<AdminRequest>(r#"{"series": {"nope": 1}}"#).is_err());
-    }
 
     #[test]
     fn predicate_numbers_round_trip_exactly() {

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::{SeriesKey, SeriesMeta, ValueType};
 
+/// Name of the registry database inside the data root.
+pub const REGISTRY_FILE: &str = "registry.sqlite";
+
 /// Registry failures. Messages never carry file paths.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {

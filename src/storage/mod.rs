@@ -19,6 +19,7 @@ pub mod error;
 pub mod format;
 pub mod fsio;
 pub mod mapcache;
+pub mod maintain;
 pub mod mmap;
 pub mod recover;
 pub mod series;
@@ -320,23 +321,6 @@ impl Store {
     /// Total bytes of live chunks and sidecars.
     pub fn bytes(&self) -> u64 {
         self.list().iter().map(|s| s.snapshot().bytes()).sum()
-    }
-
-    /// Re-reads one series from disk after an admin action changed its files.
-    pub fn reload(&self, key: &SeriesKey) -> Result<RecoveryNotes> {
-        let series = self.get(key)?;
-        series.with_write_lock(|| {
-            let (fresh, notes) = recover::open_series(
-                series.dir.to_path_buf(),
-                series.rel_dir.to_string(),
-                &self.opts,
-            )?;
-            series.install(recover::snapshot_from_manifest(
-                &series,
-                fresh.snapshot().to_manifest(),
-            ));
-            Ok(notes)
-        })
     }
 }
 

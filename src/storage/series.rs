@@ -82,7 +82,7 @@ pub struct Series {
 
 /// One month's share of a write, planned before any file is written. An append
 /// borrows its rows from the request; a rewrite owns the merged month.
-struct MonthPlan<'a> {
+pub(super) struct MonthPlan<'a> {
     month: i32,
     generation: u64,
     full: bool,
@@ -239,7 +239,7 @@ impl Series {
     }
 
     /// Copy-on-write rewrite of `month`: existing rows merged with `new` (new wins).
-    fn merge_month(
+    pub(super) fn merge_month(
         &self,
         snap: &Snapshot,
         month: i32,
@@ -307,7 +307,7 @@ impl Series {
 
     /// Publishes the planned chunks, commits the manifest, swaps the snapshot.
     /// The caller holds the writer lock of a live series ([`Series::lock_live`]).
-    fn commit_inner(
+    pub(super) fn commit_inner(
         &self,
         snap: &Snapshot,
         plans: Vec<MonthPlan>,
@@ -570,8 +570,8 @@ impl Series {
         let _ = fsio::fsync_dir(&self.dir);
     }
 
-    /// Replaces the current snapshot after an admin action rewrote the manifest.
-    pub fn install(&self, snap: Snapshot) {
+    /// Replaces the current snapshot after recovery or maintenance committed a manifest.
+    pub(crate) fn install(&self, snap: Snapshot) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
     }
 
@@ -696,23 +696,6 @@ pub(crate) fn live_map(
 }
 
 impl Series {
-    /// Commits `manifest` as this series' new state (admin repairs). The caller holds
-    /// the writer lock through [`Series::with_write_lock`].
-    pub fn commit_manifest(&self, manifest: super::format::Manifest) -> Result<()> {
-        // The caller holds the lock (with_write_lock refuses a deleted series); this
-        // check keeps a caller that forgot it from writing into a newer incarnation.
-        if self.is_deleted() {
-            return Err(StorageError::NotFound(format!(
-                "series {} was deleted while the write was in flight; nothing was written",
-                self.meta.key
-            )));
-        }
-        fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&manifest.encode()])
-            .map_err(|e| StorageError::io(format!("{}/{MANIFEST_NAME}", self.rel_dir), e))?;
-        self.install(super::recover::snapshot_from_manifest(self, manifest));
-        Ok(())
-    }
-
     /// Absolute directory of the series.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir

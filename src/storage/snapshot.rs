@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::chunk::{ChunkRef, MappedChunk};
 use super::error::Result;
-use super::format::{ChunkEntry, Manifest, STATE_LIVE};
+use super::format::{ChunkEntry, Manifest};
 use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
 
 /// One committed state of a series.
@@ -219,9 +219,4 @@ impl Iterator for RangeIter {
             }
         }
     }
-}
-
-/// True when `e` is a live entry.
-pub fn is_live(e: &ChunkEntry) -> bool {
-    e.state == STATE_LIVE
 }

@@ -138,9 +138,10 @@ async fn unknown_series_route_and_method() {
     app.get("/no/such/route")
         .await
         .expect_error(404, "not_found");
+    // An unknown admin action is a bad argument (the message lists the actions).
     app.post("/v1/admin/explode", &json!({}))
         .await
-        .expect_error(404, "not_found");
+        .expect_error(400, "invalid_argument");
     let r = app
         .send(Method::PUT, "/v1/kline/series", &[], Body::empty())
         .await;
