@@ -235,7 +235,14 @@ proptest! {
                     let (new, created) = store.register(meta.clone()).unwrap();
                     prop_assert!(created);
                     let r = old.write(batch(meta, rows), None);
-                    prop_assert!(matches!(r, Err(StorageError::NotFound(_))), "{:?}", r);
+                    let mut seen = std::collections::HashSet::new();
+                    let has_dup = rows.iter().any(|(ts, _)| !seen.insert(*ts));
+                    // A malformed request is refused before the lock; any other fails there.
+                    if has_dup {
+                        prop_assert!(matches!(r, Err(StorageError::Unprocessable(_))), "{:?}", r);
+                    } else {
+                        prop_assert!(matches!(r, Err(StorageError::NotFound(_))), "{:?}", r);
+                    }
                     prop_assert!(old.compact().is_err());
                     prop_assert_eq!(new.version(), 0);
                     models[*series] = Some(BTreeMap::new());
