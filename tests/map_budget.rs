@@ -189,7 +189,11 @@ fn read_everything(f: &Fixture, round: usize) {
     let e = &f.e;
     let want: Vec<Kline> = f.big_rows.values().copied().collect();
     // Range reads, paged (a page of 90 rows holds about 30 chunks at once).
-    assert_eq!(read_all(e, &f.big, 90), want, "round {round}: paged range read");
+    assert_eq!(
+        read_all(e, &f.big, 90),
+        want,
+        "round {round}: paged range read"
+    );
 
     // The streaming path (Flight DoGet): slices become zero-copy batches one by one.
     let (meta, stream) = e.stream(&f.big, TsRange::all(), None).unwrap();
@@ -218,14 +222,20 @@ fn read_everything(f: &Fixture, round: usize) {
 
     for (key, rows) in &f.smalls {
         let got = e.read(key, TsRange::all(), 10_000).unwrap();
-        assert_eq!(rows_of(&got.slices), rows.values().copied().collect::<Vec<_>>());
+        assert_eq!(
+            rows_of(&got.slices),
+            rows.values().copied().collect::<Vec<_>>()
+        );
     }
     assert_within_budget(e, "small series");
 
     // Predicate queries with every strategy: value indexes are mappings in the budget,
     // zone maps are heap in theirs; neither may make an answer fall back or differ.
     let preds = [
-        (Predicate::Eq { value: 7.into() }, (|v| v == 7) as fn(i64) -> bool),
+        (
+            Predicate::Eq { value: 7.into() },
+            (|v| v == 7) as fn(i64) -> bool,
+        ),
         (
             Predicate::Gte { value: 45.into() },
             (|v| v >= 45) as fn(i64) -> bool,
@@ -286,7 +296,12 @@ async fn get(e: &Arc<Engine>, uri: &str) -> (u16, Value) {
 fn more_chunks_than_the_budget_read_correctly_twice_and_a_full_budget_is_503() {
     let f = fixture();
     let e = &f.e;
-    let chunks: usize = e.store.list().iter().map(|s| s.snapshot().chunks().count()).sum();
+    let chunks: usize = e
+        .store
+        .list()
+        .iter()
+        .map(|s| s.snapshot().chunks().count())
+        .sum();
     assert!(
         chunks > BUDGET * 10,
         "the store must hold many more chunks ({chunks}) than the budget"
@@ -334,7 +349,10 @@ fn more_chunks_than_the_budget_read_correctly_twice_and_a_full_budget_is_503() {
 
     // The next chunk of the same stream, and any other series, cannot be mapped.
     let err = stream.next().unwrap().unwrap_err();
-    assert!(err.to_string().contains("storage.max_mapped_files"), "{err}");
+    assert!(
+        err.to_string().contains("storage.max_mapped_files"),
+        "{err}"
+    );
     let err = e.read(&f.smalls[3].0, TsRange::all(), 10).unwrap_err();
     assert_eq!(err.kind, ErrorKind::Unavailable, "{err:?}");
     assert!(err.message.contains("storage.max_mapped_files"));
@@ -354,7 +372,11 @@ fn more_chunks_than_the_budget_read_correctly_twice_and_a_full_budget_is_503() {
     assert_eq!(e.store.options().map_cache.stats().in_use, 0);
     read_everything(&f, 2);
     let (status, body) = rt.block_on(get(e, "/health"));
-    assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ok")),
+        "{body}"
+    );
     assert!(body["mapped_files"].as_u64().unwrap() <= BUDGET as u64);
 }
 

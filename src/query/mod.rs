@@ -482,7 +482,9 @@ fn mapping_issues(m: &crate::storage::mapcache::MapStats) -> Vec<String> {
         ));
     }
     if let Some((ago_s, why)) = &m.recent_failure {
-        out.push(format!("a read could not map a data file {ago_s} s ago: {why}"));
+        out.push(format!(
+            "a read could not map a data file {ago_s} s ago: {why}"
+        ));
     }
     out
 }

@@ -101,8 +101,7 @@ impl MappedChunk {
             ));
         }
         let known = verified.is_some() && verified == file.identity();
-        if !known && xxh3_64(&file.bytes()[super::format::CHUNK_HEADER_LEN..]) != header.body_xxh3
-        {
+        if !known && xxh3_64(&file.bytes()[super::format::CHUNK_HEADER_LEN..]) != header.body_xxh3 {
             return Err(StorageError::corrupted(rel, "body checksum mismatch"));
         }
         if let Some(e) = entry {

@@ -485,7 +485,9 @@ mod tests {
             .map(|i| cache.chunk(i as u64, load(&paths[i])).unwrap())
             .collect();
         let err = cache.chunk(3, load(&paths[3])).unwrap_err();
-        assert!(matches!(err, StorageError::Unavailable(ref m) if m.contains("storage.max_mapped_files")));
+        assert!(
+            matches!(err, StorageError::Unavailable(ref m) if m.contains("storage.max_mapped_files"))
+        );
         let s = cache.stats();
         assert_eq!((s.live, s.in_use, s.failures_total), (3, 3, 1));
         assert!(s.near_budget() && s.recent_failure.is_some());
