@@ -3,9 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
-use std::process::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use fastk::admin::AdminAction;
 use fastk::config::Config;
@@ -13,7 +15,7 @@ use fastk::error::ErrorKind;
 use fastk::query::Engine;
 use fastk::query::types::{AdminRequest, RegisterKline};
 use fastk::record::{KlineRecord, SeriesKey, TsRange};
-use fastk::registry::Dataset;
+use fastk::registry::{Access, Dataset};
 
 const MINUTE: i64 = 60_000;
 const JAN_2024: i64 = 1_704_067_200_000;
@@ -72,22 +74,30 @@ impl Drop for Mount {
     }
 }
 
-#[test]
-fn full_disk_fails_the_write_cleanly_and_writes_resume_when_space_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let mnt = dir.path().join("small");
+/// Mounts a `size`-byte tmpfs under `dir`; `None` (the test skips) where mounting is
+/// not permitted.
+fn small_disk(dir: &Path, size: &str) -> Option<(PathBuf, Mount)> {
+    let mnt = dir.join("small");
     fs::create_dir(&mnt).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=6m", "tmpfs"])
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
         .arg(&mnt)
         .status();
     if !mounted.is_ok_and(|s| s.success()) {
         eprintln!(
             "SKIPPED full_disk test: cannot mount a small tmpfs here (needs root and mount permission)"
         );
-        return;
+        return None;
     }
-    let _guard = Mount(mnt.clone());
+    Some((mnt.clone(), Mount(mnt)))
+}
+
+#[test]
+fn full_disk_fails_the_write_cleanly_and_writes_resume_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mnt, _guard)) = small_disk(dir.path(), "6m") else {
+        return;
+    };
     let filler = mnt.join("filler");
     fs::write(&filler, vec![1u8; 2 << 20]).unwrap();
     let root = mnt.join("data");
@@ -290,4 +300,213 @@ fn concurrent_expected_version_writers_exactly_one_wins_per_version() {
         n,
         "every winning write is stored, no lost update"
     );
+}
+
+/// Writes `path` until the disk has no byte left.
+fn fill_disk(path: &Path) {
+    let mut f = fs::File::create(path).unwrap();
+    let block = vec![7u8; 64 << 10];
+    loop {
+        match f.write(&block) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(28), "ENOSPC expected, got {e}");
+                break;
+            }
+        }
+    }
+    // The last partial block may have left a few bytes; single ones take them too.
+    while f.write(&[7u8]).is_ok_and(|n| n == 1) {}
+}
+
+fn dataset(name: &str) -> Dataset {
+    Dataset {
+        name: name.into(),
+        version: "1".into(),
+        source: String::new(),
+        market: String::new(),
+        start_ts: None,
+        end_ts: None,
+        checksum: String::new(),
+        status: "active".into(),
+        description: String::new(),
+    }
+}
+
+/// A `fastk serve` process on `root`, ports chosen by the OS.
+struct Served {
+    child: Child,
+    http: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(root: &Path) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fastk"))
+        .arg("serve")
+        .env("FASTK__STORAGE__ROOT", root)
+        .env("FASTK__STORAGE__LOW_DISK_BYTES", "0")
+        .env("FASTK__HTTP__ADDR", "127.0.0.1:0")
+        .env("FASTK__FLIGHT__ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let addr = line
+                .split("http listening on ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next());
+            let _ = tx.send(addr.map(String::from).ok_or(line));
+        }
+    });
+    let mut log = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(http)) => return Served { child, http },
+            Ok(Err(line)) => log.push(line),
+            Err(_) => panic!(
+                "the server did not start on a full disk:\n{}",
+                log.join("\n")
+            ),
+        }
+    }
+}
+
+/// One HTTP/1.1 request over a plain socket; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+/// The story (issue defect 6): a disk filled up; writes rightly got 503 and nothing
+/// was written. But the server then refused to start: SQLite could not open the
+/// registry ("database or disk is full": in WAL mode even a read needs a `-shm` file
+/// sized on disk), and `Engine::open` failed (a generic SQLite error there was even
+/// taken for corruption, quarantining a healthy registry). Now the server starts with
+/// the registry read-only, serves every committed series, says why it is degraded,
+/// refuses registry writes with 503 (not 500), and recovers by itself once space
+/// returns.
+#[test]
+fn a_full_disk_at_start_serves_every_series_read_only_and_recovers_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((mnt, _guard)) = small_disk(dir.path(), "6m") else {
+        return;
+    };
+    let root = mnt.join("data");
+    let filler = mnt.join("filler");
+    let e = engine(&root);
+    let key = kline(&e);
+    e.write_kline(&key, &bars(JAN_2024 - 2000 * MINUTE, 4000, 1), None)
+        .unwrap();
+    assert!(e.put_dataset(&dataset("d1")).unwrap());
+    let model = stored(&e, &key);
+    assert_eq!(model.len(), 4000);
+    // A clean shutdown: SQLite checkpoints its WAL and removes the -wal and -shm files,
+    // so the next open has to create and size them.
+    drop(e);
+    fill_disk(&filler);
+
+    // A real server starts on the full disk and serves.
+    {
+        let s = serve(&root);
+        let (status, body) = http(&s.http, "GET", "/health", "");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("\"degraded\""), "{body}");
+        assert!(body.contains("disk full: writes refused"), "{body}");
+        let (status, body) = http(
+            &s.http,
+            "GET",
+            "/v1/kline/ETHUSDT/1m/records?limit=5000",
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body.matches("\"ts\"").count(), 4000);
+        let (status, body) = http(
+            &s.http,
+            "POST",
+            "/v1/datasets",
+            r#"{"name": "d2", "version": "1"}"#,
+        );
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("\"unavailable\""), "{body}");
+    }
+
+    // The engine, in process: the same, checked in detail.
+    let e = engine(&root);
+    assert_eq!(e.registry.access(), Access::ReadOnly);
+    assert_eq!(stored(&e, &key), model, "every committed row is readable");
+    let h = e.health();
+    assert_eq!(h.status, "degraded");
+    assert!(
+        h.details
+            .iter()
+            .any(|d| d.starts_with("registry read-only: disk full: writes refused")),
+        "{:?}",
+        h.details
+    );
+    assert_eq!(e.list_datasets(None).unwrap(), vec![dataset("d1")]);
+    assert!(
+        !e.put_dataset(&dataset("d1")).unwrap(),
+        "an identical entry needs no write"
+    );
+    let err = e.put_dataset(&dataset("d2")).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{}", err.message);
+    assert!(err.message.contains("read-only"), "{}", err.message);
+    let more = bars(JAN_2024 + 2000 * MINUTE, 20_000, 2);
+    let err = e.write_kline(&key, &more, None).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{}", err.message);
+
+    // Space returns: the registry becomes writable again without a restart.
+    fs::remove_file(&filler).unwrap();
+    assert!(e.put_dataset(&dataset("d2")).unwrap());
+    assert_eq!(e.registry.access(), Access::ReadWrite);
+    assert_eq!(e.health().status, "ok", "{:?}", e.health().details);
+    e.write_kline(&key, &more, None).unwrap();
+
+    // The disk fills while the registry is writable: SQLITE_FULL is a 503 too.
+    fill_disk(&filler);
+    let err = e.put_dataset(&dataset("d3")).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{}", err.message);
+    assert!(err.message.contains("disk is full"), "{}", err.message);
+    fs::remove_file(&filler).unwrap();
+    drop(e);
+
+    let e = engine(&root);
+    assert_eq!(e.registry.access(), Access::ReadWrite);
+    assert_eq!(stored(&e, &key).len(), 4000 + 20_000);
+    let names: Vec<String> = e
+        .list_datasets(None)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["d1", "d2"]);
+    assert_eq!(e.health().status, "ok");
 }

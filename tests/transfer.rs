@@ -669,3 +669,52 @@ fn the_library_api_imports_without_the_cli() {
         [10, 20, 5, 15, 10]
     );
 }
+
+/// pandas' `DataFrame.to_csv()` writes a `DatetimeIndex` as an unnamed first column
+/// (header `,open,high,low,close,volume`), which is how most downloaded market data
+/// comes; a tz-aware index is written with `+00:00`. The import used to stop with "no column for ts" unless the user passed
+/// `--ts-column 1`. Now an unnamed first column whose values parse as timestamps is
+/// `ts`, and the summary says so; one that does not parse is still refused, with the
+/// hint, and nothing is registered.
+#[test]
+fn a_pandas_to_csv_file_with_an_unnamed_index_column_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let input = write(
+        dir.path(),
+        "pandas.csv",
+        ",open,high,low,close,volume\n\
+         2024-01-01 00:00:00,42000.5,42010.0,41990.0,42005.25,1.5\n\
+         2024-01-01 00:01:00+00:00,42005.25,42020.0,42000.0,42019.0,0.25\n",
+    );
+    let out = ok(import_kline(&root, &[&input], &[]));
+    assert!(out.contains("using unnamed first column as ts"), "{out}");
+    let cols = rows(&root, &kline());
+    assert_eq!(cols[0], vec![JAN_1_2024, JAN_1_2024 + MIN]);
+    assert_eq!(cols[1], vec![4_200_050, 4_200_525]);
+    assert_eq!(cols[5], vec![1_500, 250]);
+
+    // A default RangeIndex (`to_csv()` of a frame with a named time column) keeps
+    // finding ts by name and says nothing about the unnamed column.
+    let root2 = dir.path().join("data2");
+    let ranged = write(
+        dir.path(),
+        "ranged.csv",
+        ",timestamp,open,high,low,close,volume\n0,2024-01-01T00:00:00Z,1,2,1,1,1\n",
+    );
+    let out = ok(import_kline(&root2, &[&ranged], &[]));
+    assert!(!out.contains("unnamed first column"), "{out}");
+    assert_eq!(rows(&root2, &kline())[0], vec![JAN_1_2024]);
+
+    let root3 = dir.path().join("data3");
+    let labels = write(
+        dir.path(),
+        "labels.csv",
+        ",open,high,low,close,volume\nfirst,1,2,1,1,1\n",
+    );
+    let out = import_kline(&root3, &[&labels], &[]);
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "a usage error: {text}");
+    assert!(text.contains("--ts-column"), "{text}");
+    assert_eq!(version(&root3, &kline()), None);
+}

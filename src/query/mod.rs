@@ -1,6 +1,7 @@
 //! The command and query layer: one implementation of every operation, called by the
 //! HTTP and Flight adapters (which only translate wire formats) and by the CLI.
 
+mod catalog;
 pub mod predicate;
 pub mod types;
 
@@ -56,6 +57,9 @@ impl From<RegistryError> for Error {
     fn from(e: RegistryError) -> Error {
         match e {
             RegistryError::Conflict(m) => Error::conflict(m),
+            // A full disk (or a registry opened read-only because of one) is a
+            // condition to retry after, not a server fault.
+            RegistryError::Unavailable(m) => Error::new(ErrorKind::Unavailable, m),
             e => Error::internal(e),
         }
     }
@@ -67,12 +71,8 @@ impl Engine {
         let root = config.storage.root.clone();
         let store = Store::open(&root, config.storage.store_options())?;
         let mut issues = Vec::new();
-        let registry = open_registry(&root, &mut issues)?;
-        let truth: Vec<SeriesMeta> = store.list().iter().map(|s| (*s.meta).clone()).collect();
-        let rec = registry.reconcile(&truth, false)?;
-        if !rec.is_empty() {
-            tracing::warn!(?rec, "registry catalog reconciled with storage");
-        }
+        let registry = catalog::open_registry(&root, &mut issues)?;
+        catalog::reconcile_on_open(&store, &registry)?;
         for n in store.recovery() {
             tracing::info!(notes = ?n, "recovery");
             for f in &n.unknown_files {
@@ -133,6 +133,7 @@ impl Engine {
     }
 
     fn register(&self, meta: SeriesMeta) -> Result<(SeriesInfo, bool)> {
+        self.recover_registry(true);
         let (series, created) = self.store.register(meta)?;
         if created && let Err(e) = self.registry.upsert_series(&series.meta) {
             // Storage is the source of truth; the catalog is reconciled on the next open.
@@ -374,6 +375,7 @@ impl Engine {
         if !serving {
             details.push("the data root is not accessible".into());
         }
+        details.extend(self.registry_issue());
         if let Some(free) = disk_free
             && free < self.config.storage.low_disk_bytes
         {
@@ -445,6 +447,7 @@ impl Engine {
         {
             return Err(Error::invalid("start_ts must not be after end_ts"));
         }
+        self.recover_registry(true);
         Ok(self.registry.put_dataset(d)?)
     }
 
@@ -458,6 +461,7 @@ impl Engine {
         if !d.symbol.is_empty() || !d.series_name.is_empty() {
             SeriesKey::scalar(&d.symbol, &d.timeframe, &d.category, &d.series_name)?;
         }
+        self.recover_registry(true);
         Ok(self.registry.put_definition(kind, d)?)
     }
 
@@ -487,34 +491,6 @@ fn mapping_issues(m: &crate::storage::mapcache::MapStats) -> Vec<String> {
         ));
     }
     out
-}
-
-/// Opens the registry; a corrupt database is moved to `quarantine/` and recreated (the
-/// series catalog is rebuilt from storage right after; datasets, features and factors
-/// must then be restored from a backup, which `issues` records for `/health`).
-fn open_registry(root: &std::path::Path, issues: &mut Vec<String>) -> Result<Registry> {
-    let path = root.join(REGISTRY_FILE);
-    match Registry::open(&path) {
-        Ok(r) => Ok(r),
-        Err(e @ (RegistryError::Corrupted(_) | RegistryError::Sqlite(_))) if path.exists() => {
-            let dir = root.join("quarantine").join(now_ms().to_string());
-            std::fs::create_dir_all(&dir).map_err(Error::internal)?;
-            for ext in ["", "-wal", "-shm"] {
-                let from = root.join(format!("{REGISTRY_FILE}{ext}"));
-                if from.exists() {
-                    std::fs::rename(&from, dir.join(format!("{REGISTRY_FILE}{ext}")))
-                        .map_err(Error::internal)?;
-                }
-            }
-            tracing::error!(error = %e, "registry database unreadable; quarantined and recreated");
-            issues.push(format!(
-                "registry_corrupt: the registry database was unreadable ({e}); it was moved to quarantine/ and \
-                 recreated; series were re-catalogued from storage, datasets/features/factors need a restore"
-            ));
-            Ok(Registry::open(&path)?)
-        }
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn check_registry_name(field: &'static str, v: &str) -> Result<()> {

@@ -6,10 +6,16 @@
 //! by [`Registry::reconcile`] on every open and by `repair`. Datasets, features and
 //! factors live only here.
 
-use std::path::Path;
+mod access;
+
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+pub use access::Access;
 use serde::{Deserialize, Serialize};
 
 use crate::record::{SeriesKey, SeriesMeta, ValueType};
@@ -26,6 +32,11 @@ pub enum RegistryError {
     Sqlite(#[from] rusqlite::Error),
     #[error("registry database is corrupt: {0}")]
     Corrupted(String),
+    /// The registry cannot record a change now: the disk is full, or the registry was
+    /// opened read-only because the disk was full at start. Nothing was written. The
+    /// message is meant for the client (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// A dataset manifest: where a body of data came from and what it covers.
@@ -136,8 +147,19 @@ CREATE UNIQUE INDEX factors_key ON factors (name, version);
 "#];
 
 /// The registry database (one SQLite file inside the data root, WAL mode).
+///
+/// On a full disk SQLite cannot even open the database read-write (WAL mode has to
+/// size its `-shm` file), so the registry also opens read-only, or, failing that,
+/// offline ([`Access`]); it then refuses changes with [`RegistryError::Unavailable`]
+/// and goes back to read-write by itself once space returns ([`Registry::try_recover`]).
 pub struct Registry {
+    path: PathBuf,
     conn: Mutex<Connection>,
+    access: AtomicU8,
+    /// The `series` catalog may disagree with storage: a catalog write failed (or was
+    /// refused) since the last successful reconcile.
+    catalog_stale: AtomicBool,
+    last_recovery_attempt: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -147,26 +169,155 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// Opens or creates the database and applies pending migrations.
+    /// Opens or creates the database read-write and applies pending migrations. A
+    /// failure for lack of space (or a read-only file system) is
+    /// [`RegistryError::Unavailable`]: the caller may then use
+    /// [`Registry::open_degraded`] rather than treat the database as damaged.
     pub fn open(path: &Path) -> Result<Registry, RegistryError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-        if check != "ok" {
-            return Err(RegistryError::Corrupted(check));
+        let conn = access::open_read_write(path, &MIGRATIONS)?;
+        Ok(Registry::with(path, conn, Access::ReadWrite))
+    }
+
+    /// Opens the database without writing to it, for a disk too full to open it
+    /// read-write: read-only when SQLite can, otherwise offline (every call is
+    /// refused until space returns). Never fails for lack of space.
+    pub fn open_degraded(path: &Path) -> Result<Registry, RegistryError> {
+        match access::open_read_only(path, MIGRATIONS.len()) {
+            Ok(conn) => Ok(Registry::with(path, conn, Access::ReadOnly)),
+            Err(e) => {
+                tracing::error!(error = %e, "registry cannot be opened even read-only; it is offline until space returns");
+                let conn = Connection::open_in_memory()?;
+                Ok(Registry::with(path, conn, Access::Offline))
+            }
         }
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(Registry {
+    }
+
+    fn with(path: &Path, conn: Connection, access: Access) -> Registry {
+        Registry {
+            path: path.to_path_buf(),
             conn: Mutex::new(conn),
-        })
+            access: AtomicU8::new(access as u8),
+            catalog_stale: AtomicBool::new(access != Access::ReadWrite),
+            last_recovery_attempt: Mutex::new(None),
+        }
+    }
+
+    /// How the database is open now.
+    pub fn access(&self) -> Access {
+        Access::from_u8(self.access.load(Ordering::Acquire))
+    }
+
+    /// Whether the series catalog may disagree with storage (a catalog write failed).
+    pub fn catalog_stale(&self) -> bool {
+        self.catalog_stale.load(Ordering::Acquire)
+    }
+
+    /// Why `/health` should say `degraded` because of the registry, if it should.
+    pub fn health_issue(&self) -> Option<String> {
+        match self.access() {
+            Access::Offline => Some(
+                "registry offline: disk full: writes refused; the registry could not be opened at \
+                 start, so datasets, features and factors are unavailable until space is freed \
+                 (series are served from storage)"
+                    .into(),
+            ),
+            Access::ReadOnly => Some(
+                "registry read-only: disk full: writes refused; registrations of datasets, features \
+                 and factors are refused until space is freed (series are served from storage)"
+                    .into(),
+            ),
+            Access::ReadWrite if self.catalog_stale() => Some(
+                "registry catalog stale: disk full: writes refused; the series catalog is \
+                 reconciled with storage when space returns"
+                    .into(),
+            ),
+            Access::ReadWrite => None,
+        }
+    }
+
+    /// Brings a degraded registry back: reopens it read-write and reconciles a stale
+    /// catalog with `truth()` (the series storage holds). Without `force`, at most one
+    /// attempt per [`access::RETRY_INTERVAL`] (for `/health`, polled by dashboards).
+    /// Returns whether the registry is healthy afterwards.
+    pub fn try_recover(&self, truth: impl FnOnce() -> Vec<SeriesMeta>, force: bool) -> bool {
+        if self.access() == Access::ReadWrite && !self.catalog_stale() {
+            return true;
+        }
+        {
+            let mut last = self
+                .last_recovery_attempt
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if !force && last.is_some_and(|t| t.elapsed() < access::RETRY_INTERVAL) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        if self.access() != Access::ReadWrite {
+            match access::open_read_write(&self.path, &MIGRATIONS) {
+                Ok(conn) => {
+                    *self.conn() = conn;
+                    self.access
+                        .store(Access::ReadWrite as u8, Ordering::Release);
+                    tracing::warn!("registry is writable again");
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "registry still cannot be opened read-write");
+                    return false;
+                }
+            }
+        }
+        match self.reconcile(&truth(), false) {
+            Ok(rec) => {
+                if !rec.is_empty() {
+                    tracing::warn!(?rec, "registry catalog reconciled with storage");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "registry catalog still cannot be reconciled");
+                false
+            }
+        }
+    }
+
+    /// Runs a read. Offline: refused.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, RegistryError> {
+        if self.access() == Access::Offline {
+            return Err(RegistryError::Unavailable(access::OFFLINE.into()));
+        }
+        let conn = self.conn();
+        f(&*conn).map_err(|e| access::classify(e, &self.path))
+    }
+
+    /// Runs a change. Read-only or offline: refused before SQLite is asked.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, RegistryError> {
+        match self.access() {
+            Access::ReadWrite => {}
+            Access::ReadOnly => return Err(RegistryError::Unavailable(access::READ_ONLY.into())),
+            Access::Offline => return Err(RegistryError::Unavailable(access::OFFLINE.into())),
+        }
+        let conn = self.conn();
+        f(&*conn).map_err(|e| access::classify(e, &self.path))
+    }
+
+    /// A catalog change: on failure the catalog is marked stale (storage stays the
+    /// truth; the next reconcile repairs it).
+    fn write_catalog<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, RegistryError> {
+        let r = self.write(f);
+        if r.is_err() {
+            self.catalog_stale.store(true, Ordering::Release);
+        }
+        r
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -175,90 +326,36 @@ impl Registry {
 
     /// Runs SQLite's integrity check; returns the problems found (empty: clean).
     pub fn integrity_check(&self) -> Result<Vec<String>, RegistryError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("PRAGMA integrity_check")?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = self.read(|conn| {
+            let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+            stmt.query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         Ok(rows.into_iter().filter(|r| r != "ok").collect())
     }
 
     pub fn upsert_series(&self, meta: &SeriesMeta) -> Result<(), RegistryError> {
-        let k = &meta.key;
-        self.conn().execute(
-            "INSERT INTO series (kind, symbol, timeframe, category, name, timeframe_ms, price_scale, volume_scale, value_type)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT DO UPDATE SET timeframe_ms = excluded.timeframe_ms, price_scale = excluded.price_scale,
-               volume_scale = excluded.volume_scale, value_type = excluded.value_type",
-            params![
-                k.kind().as_str(),
-                k.symbol(),
-                k.timeframe(),
-                k.category().unwrap_or(""),
-                k.name().unwrap_or(""),
-                meta.timeframe_ms,
-                meta.price_scale,
-                meta.volume_scale,
-                meta.value_type.as_str()
-            ],
-        )?;
-        Ok(())
+        self.write_catalog(|conn| upsert_series(conn, meta))
     }
 
     pub fn remove_series(&self, k: &SeriesKey) -> Result<(), RegistryError> {
-        self.conn().execute(
-            "DELETE FROM series WHERE kind = ?1 AND symbol = ?2 AND timeframe = ?3 AND category = ?4 AND name = ?5",
-            params![k.kind().as_str(), k.symbol(), k.timeframe(), k.category().unwrap_or(""), k.name().unwrap_or("")],
-        )?;
+        self.write_catalog(|conn| {
+            conn.execute(
+                "DELETE FROM series WHERE kind = ?1 AND symbol = ?2 AND timeframe = ?3 AND category = ?4 AND name = ?5",
+                params![k.kind().as_str(), k.symbol(), k.timeframe(), k.category().unwrap_or(""), k.name().unwrap_or("")],
+            )
+        })?;
         Ok(())
     }
 
     /// Every catalogued series; rows that no longer parse are reported as `Err` strings.
     pub fn list_series(&self) -> Result<Vec<Result<SeriesMeta, String>>, RegistryError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT kind, symbol, timeframe, category, name, timeframe_ms, price_scale, volume_scale, value_type
-             FROM series ORDER BY kind, symbol, timeframe, category, name",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, i64>(7)?,
-                r.get::<_, String>(8)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (kind, s, tf, c, n, tf_ms, ps, vs, vt) = row?;
-            let key = match kind.as_str() {
-                "kline" => SeriesKey::kline(&s, &tf).map_err(|e| e.to_string()),
-                "scalar" => SeriesKey::scalar(&s, &tf, &c, &n).map_err(|e| e.to_string()),
-                other => Err(format!("unknown kind {other:?}")),
-            };
-            let value_type = if vt == "f64" {
-                ValueType::F64
-            } else {
-                ValueType::I64
-            };
-            out.push(key.map(|key| SeriesMeta {
-                key,
-                timeframe_ms: tf_ms,
-                price_scale: ps,
-                volume_scale: vs,
-                value_type,
-            }));
-        }
-        Ok(out)
+        self.read(list_series)
     }
 
-    /// Makes the catalog equal to `truth` (the series storage holds). With `dry_run`
-    /// only reports what would change.
+    /// Makes the catalog equal to `truth` (the series storage holds), in one
+    /// transaction. With `dry_run` only reports what would change. A catalog that
+    /// already agrees needs no write, so this succeeds on a read-only registry too.
     pub fn reconcile(
         &self,
         truth: &[SeriesMeta],
@@ -280,16 +377,20 @@ impl Registry {
             }
         }
         let invalid = have.iter().filter(|r| r.is_err()).count();
-        if dry_run || (report.is_empty() && invalid == 0) {
+        if dry_run {
             return Ok(report);
         }
-        {
-            let conn = self.conn();
-            conn.execute("DELETE FROM series", [])?;
+        if !report.is_empty() || invalid > 0 {
+            self.write_catalog(|conn| {
+                let tx = conn.unchecked_transaction()?;
+                tx.execute("DELETE FROM series", [])?;
+                for m in truth {
+                    upsert_series(&tx, m)?;
+                }
+                tx.commit()
+            })?;
         }
-        for m in truth {
-            self.upsert_series(m)?;
-        }
+        self.catalog_stale.store(false, Ordering::Release);
         Ok(report)
     }
 
@@ -306,36 +407,37 @@ impl Registry {
                 )))
             };
         }
-        self.conn().execute(
-            "INSERT INTO datasets (name, version, source, market, start_ts, end_ts, checksum, status, description)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![d.name, d.version, d.source, d.market, d.start_ts, d.end_ts, d.checksum, d.status, d.description],
-        )?;
+        self.write(|conn| {
+            conn.execute(
+                "INSERT INTO datasets (name, version, source, market, start_ts, end_ts, checksum, status, description)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![d.name, d.version, d.source, d.market, d.start_ts, d.end_ts, d.checksum, d.status, d.description],
+            )
+        })?;
         Ok(true)
     }
 
     pub fn get_dataset(&self, name: &str, version: &str) -> Result<Option<Dataset>, RegistryError> {
-        let conn = self.conn();
-        Ok(conn
-            .query_row(
+        self.read(|conn| {
+            conn.query_row(
                 "SELECT name, version, source, market, start_ts, end_ts, checksum, status, description
                  FROM datasets WHERE name = ?1 AND version = ?2",
                 params![name, version],
                 dataset_row,
             )
-            .optional()?)
+            .optional()
+        })
     }
 
     pub fn list_datasets(&self, name: Option<&str>) -> Result<Vec<Dataset>, RegistryError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT name, version, source, market, start_ts, end_ts, checksum, status, description
-             FROM datasets WHERE ?1 IS NULL OR name = ?1 ORDER BY name, version",
-        )?;
-        let rows = stmt
-            .query_map(params![name], dataset_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT name, version, source, market, start_ts, end_ts, checksum, status, description
+                 FROM datasets WHERE ?1 IS NULL OR name = ?1 ORDER BY name, version",
+            )?;
+            stmt.query_map(params![name], dataset_row)?
+                .collect::<Result<Vec<_>, _>>()
+        })
     }
 
     /// As [`Registry::put_dataset`], for feature and factor definitions.
@@ -365,22 +467,24 @@ impl Registry {
              code_version, status, description) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             kind.table()
         );
-        self.conn().execute(
-            &sql,
-            params![
-                d.name,
-                d.version,
-                d.input_dataset,
-                d.symbol,
-                d.timeframe,
-                d.category,
-                d.series_name,
-                d.config_hash,
-                d.code_version,
-                d.status,
-                d.description
-            ],
-        )?;
+        self.write(|conn| {
+            conn.execute(
+                &sql,
+                params![
+                    d.name,
+                    d.version,
+                    d.input_dataset,
+                    d.symbol,
+                    d.timeframe,
+                    d.category,
+                    d.series_name,
+                    d.config_hash,
+                    d.code_version,
+                    d.status,
+                    d.description
+                ],
+            )
+        })?;
         Ok(true)
     }
 
@@ -389,15 +493,14 @@ impl Registry {
         kind: DefinitionKind,
         name: Option<&str>,
     ) -> Result<Vec<Definition>, RegistryError> {
-        let conn = self.conn();
         let sql = format!(
             "SELECT name, version, input_dataset, symbol, timeframe, category, series_name, config_hash, code_version,
              status, description FROM {} WHERE ?1 IS NULL OR name = ?1 ORDER BY name, version",
             kind.table()
         );
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt
-            .query_map(params![name], |r| {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(&sql)?;
+            stmt.query_map(params![name], |r| {
                 Ok(Definition {
                     name: r.get(0)?,
                     version: r.get(1)?,
@@ -412,9 +515,73 @@ impl Registry {
                     description: r.get(10)?,
                 })
             })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+            .collect::<Result<Vec<_>, _>>()
+        })
     }
+}
+
+fn upsert_series(conn: &Connection, meta: &SeriesMeta) -> rusqlite::Result<()> {
+    let k = &meta.key;
+    conn.execute(
+        "INSERT INTO series (kind, symbol, timeframe, category, name, timeframe_ms, price_scale, volume_scale, value_type)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT DO UPDATE SET timeframe_ms = excluded.timeframe_ms, price_scale = excluded.price_scale,
+           volume_scale = excluded.volume_scale, value_type = excluded.value_type",
+        params![
+            k.kind().as_str(),
+            k.symbol(),
+            k.timeframe(),
+            k.category().unwrap_or(""),
+            k.name().unwrap_or(""),
+            meta.timeframe_ms,
+            meta.price_scale,
+            meta.volume_scale,
+            meta.value_type.as_str()
+        ],
+    )?;
+    Ok(())
+}
+
+fn list_series(conn: &Connection) -> rusqlite::Result<Vec<Result<SeriesMeta, String>>> {
+    let mut stmt = conn.prepare(
+        "SELECT kind, symbol, timeframe, category, name, timeframe_ms, price_scale, volume_scale, value_type
+         FROM series ORDER BY kind, symbol, timeframe, category, name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, i64>(7)?,
+            r.get::<_, String>(8)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, s, tf, c, n, tf_ms, ps, vs, vt) = row?;
+        let key = match kind.as_str() {
+            "kline" => SeriesKey::kline(&s, &tf).map_err(|e| e.to_string()),
+            "scalar" => SeriesKey::scalar(&s, &tf, &c, &n).map_err(|e| e.to_string()),
+            other => Err(format!("unknown kind {other:?}")),
+        };
+        let value_type = if vt == "f64" {
+            ValueType::F64
+        } else {
+            ValueType::I64
+        };
+        out.push(key.map(|key| SeriesMeta {
+            key,
+            timeframe_ms: tf_ms,
+            price_scale: ps,
+            volume_scale: vs,
+            value_type,
+        }));
+    }
+    Ok(out)
 }
 
 fn dataset_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Dataset> {

@@ -5,12 +5,14 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::record::{SeriesKey, SeriesKind, SeriesMeta, ValueType};
+use crate::record::{MonthPartition, SeriesKey, SeriesKind, SeriesMeta, TS_MAX, TS_MIN, ValueType};
 
 /// Magic of a chunk file.
-pub const CHUNK_MAGIC: &[u8; 8] = b"FASTKCHK";
+pub const CHUNK_MAGIC: &[u8; MAGIC_LEN] = b"FASTKCHK";
 /// Magic of a manifest.
-pub const MANIFEST_MAGIC: &[u8; 8] = b"FASTKMAN";
+pub const MANIFEST_MAGIC: &[u8; MAGIC_LEN] = b"FASTKMAN";
+/// Length of every magic (chunk, manifest, sidecars).
+pub const MAGIC_LEN: usize = 8;
 /// Current on-disk format version of both.
 pub const FORMAT_VERSION: u16 = 1;
 /// Chunk header size; the first column starts here.
@@ -20,13 +22,133 @@ pub const COLUMN_ALIGN: usize = 64;
 /// Chunk flag: this chunk holds the whole month and supersedes every older-generation
 /// chunk of the same month.
 pub const FLAG_FULL: u32 = 1;
+/// Every flag bit version 1 defines; any other bit set means the bytes are not ours.
+const FLAGS_KNOWN: u32 = FLAG_FULL;
+/// Most rows of one chunk: a value index stores row positions as `u32`.
+pub const CHUNK_ROWS_MAX: u64 = u32::MAX as u64;
 
+const U8_LEN: usize = 1;
+const U16_LEN: usize = 2;
+const U32_LEN: usize = 4;
+const U64_LEN: usize = 8;
+
+// Series key block: four length-prefixed strings, each in a fixed-size field (a u8
+// length, then `cap` bytes, zero padded). The caps are the name limits of
+// `record.rs`, so every valid key fits by construction.
+const SYMBOL_CAP: usize = 64;
+const TIMEFRAME_CAP: usize = 16;
+const CATEGORY_CAP: usize = 64;
+const NAME_CAP: usize = 64;
 /// Bytes used by the series key block (symbol 1+64, timeframe 1+16, category 1+64, name 1+64).
-pub const KEY_BLOCK_LEN: usize = 212;
+pub const KEY_BLOCK_LEN: usize = (U8_LEN + SYMBOL_CAP)
+    + (U8_LEN + TIMEFRAME_CAP)
+    + (U8_LEN + CATEGORY_CAP)
+    + (U8_LEN + NAME_CAP);
+
+// Chunk header layout (docs/storage-format.md, "Chunk file"). Each offset is the
+// previous field's offset plus that field's length, so a size is written once; the
+// assertions after the list pin every offset to the documented table, which format
+// version 1 may never move.
+const CHUNK_MAGIC_OFFSET: usize = 0;
+const CHUNK_VERSION_OFFSET: usize = CHUNK_MAGIC_OFFSET + MAGIC_LEN;
+const CHUNK_KIND_OFFSET: usize = CHUNK_VERSION_OFFSET + U16_LEN;
+const CHUNK_VALUE_TYPE_OFFSET: usize = CHUNK_KIND_OFFSET + U8_LEN;
+const CHUNK_NCOLS_OFFSET: usize = CHUNK_VALUE_TYPE_OFFSET + U8_LEN;
+const CHUNK_RESERVED_A_LEN: usize = 2;
+const CHUNK_ROWS_OFFSET: usize = CHUNK_NCOLS_OFFSET + U16_LEN + CHUNK_RESERVED_A_LEN;
+const CHUNK_FIRST_TS_OFFSET: usize = CHUNK_ROWS_OFFSET + U64_LEN;
+const CHUNK_LAST_TS_OFFSET: usize = CHUNK_FIRST_TS_OFFSET + U64_LEN;
+const CHUNK_MONTH_OFFSET: usize = CHUNK_LAST_TS_OFFSET + U64_LEN;
+const CHUNK_FLAGS_OFFSET: usize = CHUNK_MONTH_OFFSET + U32_LEN;
+const CHUNK_GENERATION_OFFSET: usize = CHUNK_FLAGS_OFFSET + U32_LEN;
+const CHUNK_WRITE_VERSION_OFFSET: usize = CHUNK_GENERATION_OFFSET + U64_LEN;
+const CHUNK_WRITE_CHUNKS_OFFSET: usize = CHUNK_WRITE_VERSION_OFFSET + U64_LEN;
+const CHUNK_RESERVED_B_LEN: usize = 4;
+const CHUNK_TIMEFRAME_MS_OFFSET: usize = CHUNK_WRITE_CHUNKS_OFFSET + U32_LEN + CHUNK_RESERVED_B_LEN;
+const CHUNK_PRICE_SCALE_OFFSET: usize = CHUNK_TIMEFRAME_MS_OFFSET + U64_LEN;
+const CHUNK_VOLUME_SCALE_OFFSET: usize = CHUNK_PRICE_SCALE_OFFSET + U64_LEN;
+const CHUNK_BODY_XXH3_OFFSET: usize = CHUNK_VOLUME_SCALE_OFFSET + U64_LEN;
+const CHUNK_STRIDE_OFFSET: usize = CHUNK_BODY_XXH3_OFFSET + U64_LEN;
+const CHUNK_KEY_OFFSET: usize = CHUNK_STRIDE_OFFSET + U64_LEN;
+/// The header checksum is the last field; everything before it is covered.
+const CHUNK_HEADER_XXH3_OFFSET: usize = CHUNK_HEADER_LEN - U64_LEN;
+
+const _: () = {
+    assert!(CHUNK_VERSION_OFFSET == 8);
+    assert!(CHUNK_KIND_OFFSET == 10 && CHUNK_VALUE_TYPE_OFFSET == 11);
+    assert!(CHUNK_NCOLS_OFFSET == 12 && CHUNK_ROWS_OFFSET == 16);
+    assert!(CHUNK_FIRST_TS_OFFSET == 24 && CHUNK_LAST_TS_OFFSET == 32);
+    assert!(CHUNK_MONTH_OFFSET == 40 && CHUNK_FLAGS_OFFSET == 44);
+    assert!(CHUNK_GENERATION_OFFSET == 48 && CHUNK_WRITE_VERSION_OFFSET == 56);
+    assert!(CHUNK_WRITE_CHUNKS_OFFSET == 64 && CHUNK_TIMEFRAME_MS_OFFSET == 72);
+    assert!(CHUNK_PRICE_SCALE_OFFSET == 80 && CHUNK_VOLUME_SCALE_OFFSET == 88);
+    assert!(CHUNK_BODY_XXH3_OFFSET == 96 && CHUNK_STRIDE_OFFSET == 104);
+    assert!(CHUNK_KEY_OFFSET == 112 && KEY_BLOCK_LEN == 212);
+    assert!(CHUNK_KEY_OFFSET + KEY_BLOCK_LEN <= CHUNK_HEADER_XXH3_OFFSET);
+    assert!(CHUNK_HEADER_XXH3_OFFSET == 504);
+    assert!(CHUNK_HEADER_LEN % COLUMN_ALIGN == 0);
+};
+
+// Manifest layout (docs/storage-format.md, "Manifest"): a fixed part, N entries, and
+// a trailing checksum of everything before it.
+const MANIFEST_MAGIC_OFFSET: usize = 0;
+const MANIFEST_VERSION_OFFSET: usize = MANIFEST_MAGIC_OFFSET + MAGIC_LEN;
+const MANIFEST_COUNT_OFFSET: usize = MANIFEST_VERSION_OFFSET + U32_LEN;
+const MANIFEST_SERIES_VERSION_OFFSET: usize = MANIFEST_COUNT_OFFSET + U32_LEN;
+const MANIFEST_NEXT_GENERATION_OFFSET: usize = MANIFEST_SERIES_VERSION_OFFSET + U64_LEN;
+const MANIFEST_TIMEFRAME_MS_OFFSET: usize = MANIFEST_NEXT_GENERATION_OFFSET + U64_LEN;
+const MANIFEST_PRICE_SCALE_OFFSET: usize = MANIFEST_TIMEFRAME_MS_OFFSET + U64_LEN;
+const MANIFEST_VOLUME_SCALE_OFFSET: usize = MANIFEST_PRICE_SCALE_OFFSET + U64_LEN;
+const MANIFEST_KIND_OFFSET: usize = MANIFEST_VOLUME_SCALE_OFFSET + U64_LEN;
+const MANIFEST_VALUE_TYPE_OFFSET: usize = MANIFEST_KIND_OFFSET + U8_LEN;
+const MANIFEST_RESERVED_A_LEN: usize = 6;
+const MANIFEST_KEY_OFFSET: usize = MANIFEST_VALUE_TYPE_OFFSET + U8_LEN + MANIFEST_RESERVED_A_LEN;
+const MANIFEST_RESERVED_B_LEN: usize = 12;
+/// Manifest fixed-part length (the entries follow).
+pub const MANIFEST_HEADER_LEN: usize =
+    MANIFEST_KEY_OFFSET + KEY_BLOCK_LEN + MANIFEST_RESERVED_B_LEN;
+/// Bytes of the trailing checksum.
+const MANIFEST_TRAILER_LEN: usize = U64_LEN;
+
+// Manifest entry layout, relative to the entry's start.
+const ENTRY_MONTH_OFFSET: usize = 0;
+const ENTRY_FLAGS_OFFSET: usize = ENTRY_MONTH_OFFSET + U32_LEN;
+const ENTRY_GENERATION_OFFSET: usize = ENTRY_FLAGS_OFFSET + U32_LEN;
+const ENTRY_ROWS_OFFSET: usize = ENTRY_GENERATION_OFFSET + U64_LEN;
+const ENTRY_FIRST_TS_OFFSET: usize = ENTRY_ROWS_OFFSET + U64_LEN;
+const ENTRY_LAST_TS_OFFSET: usize = ENTRY_FIRST_TS_OFFSET + U64_LEN;
+const ENTRY_FILE_LEN_OFFSET: usize = ENTRY_LAST_TS_OFFSET + U64_LEN;
+const ENTRY_CHECKSUM_OFFSET: usize = ENTRY_FILE_LEN_OFFSET + U64_LEN;
+const ENTRY_WRITE_VERSION_OFFSET: usize = ENTRY_CHECKSUM_OFFSET + U64_LEN;
+const ENTRY_ZONEMAP_XXH3_OFFSET: usize = ENTRY_WRITE_VERSION_OFFSET + U64_LEN;
+const ENTRY_ZONEMAP_LEN_OFFSET: usize = ENTRY_ZONEMAP_XXH3_OFFSET + U64_LEN;
+const ENTRY_VINDEX_XXH3_OFFSET: usize = ENTRY_ZONEMAP_LEN_OFFSET + U64_LEN;
+const ENTRY_VINDEX_LEN_OFFSET: usize = ENTRY_VINDEX_XXH3_OFFSET + U64_LEN;
+const ENTRY_STATE_OFFSET: usize = ENTRY_VINDEX_LEN_OFFSET + U64_LEN;
+const ENTRY_RESERVED_LEN: usize = 31;
+/// Bytes per manifest entry.
+pub const MANIFEST_ENTRY_LEN: usize = ENTRY_STATE_OFFSET + U8_LEN + ENTRY_RESERVED_LEN;
+
+const _: () = {
+    assert!(MANIFEST_VERSION_OFFSET == 8 && MANIFEST_COUNT_OFFSET == 12);
+    assert!(MANIFEST_SERIES_VERSION_OFFSET == 16 && MANIFEST_NEXT_GENERATION_OFFSET == 24);
+    assert!(MANIFEST_TIMEFRAME_MS_OFFSET == 32 && MANIFEST_PRICE_SCALE_OFFSET == 40);
+    assert!(MANIFEST_VOLUME_SCALE_OFFSET == 48 && MANIFEST_KIND_OFFSET == 56);
+    assert!(MANIFEST_VALUE_TYPE_OFFSET == 57 && MANIFEST_KEY_OFFSET == 64);
+    assert!(MANIFEST_HEADER_LEN == 288);
+    assert!(ENTRY_ROWS_OFFSET == 16 && ENTRY_FILE_LEN_OFFSET == 40);
+    assert!(ENTRY_ZONEMAP_XXH3_OFFSET == 64 && ENTRY_VINDEX_LEN_OFFSET == 88);
+    assert!(ENTRY_STATE_OFFSET == 96 && MANIFEST_ENTRY_LEN == 128);
+};
 
 /// Rounds `n` up to a multiple of [`COLUMN_ALIGN`].
 pub fn align_up(n: usize) -> usize {
     n.div_ceil(COLUMN_ALIGN) * COLUMN_ALIGN
+}
+
+/// [`align_up`] for lengths read from disk: `None` instead of an overflow.
+pub(crate) fn checked_align_up(n: usize) -> Option<usize> {
+    n.div_ceil(COLUMN_ALIGN).checked_mul(COLUMN_ALIGN)
 }
 
 pub(crate) fn put_u16(b: &mut [u8], at: usize, v: u16) {
@@ -54,37 +176,54 @@ pub(crate) fn get_i64(b: &[u8], at: usize) -> i64 {
     i64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
+/// Writes `s` as a u8 length and `cap` bytes at `at`; returns the offset after the
+/// field. Checked in release builds too: a string longer than its field would either
+/// be cut short or spill into the next field, and both would corrupt the key.
 fn put_str(b: &mut [u8], at: usize, cap: usize, s: &str) -> usize {
-    debug_assert!(s.len() <= cap);
+    assert!(
+        cap <= u8::MAX as usize && s.len() <= cap,
+        "format: a {}-byte string does not fit its {cap}-byte key field \
+         (names are validated to fit before they reach storage)",
+        s.len()
+    );
+    assert!(
+        at + U8_LEN + cap <= b.len(),
+        "format: a key field at {at} overruns its {}-byte block",
+        b.len()
+    );
     b[at] = s.len() as u8;
-    b[at + 1..at + 1 + s.len()].copy_from_slice(s.as_bytes());
-    at + 1 + cap
+    b[at + U8_LEN..at + U8_LEN + s.len()].copy_from_slice(s.as_bytes());
+    at + U8_LEN + cap
 }
 
 fn get_str(b: &[u8], at: usize, cap: usize) -> Result<(String, usize), String> {
+    if at + U8_LEN + cap > b.len() {
+        return Err("key block is truncated".into());
+    }
     let len = b[at] as usize;
     if len > cap {
         return Err(format!("string length {len} exceeds {cap}"));
     }
-    let s = std::str::from_utf8(&b[at + 1..at + 1 + len])
+    let s = std::str::from_utf8(&b[at + U8_LEN..at + U8_LEN + len])
         .map_err(|_| "string is not UTF-8".to_string())?;
-    Ok((s.to_string(), at + 1 + cap))
+    Ok((s.to_string(), at + U8_LEN + cap))
 }
 
 /// Writes the key block (kind and value type are stored elsewhere).
 pub fn encode_key(b: &mut [u8], key: &SeriesKey) {
-    let at = put_str(b, 0, 64, key.symbol());
-    let at = put_str(b, at, 16, key.timeframe());
-    let at = put_str(b, at, 64, key.category().unwrap_or(""));
-    put_str(b, at, 64, key.name().unwrap_or(""));
+    let at = put_str(b, 0, SYMBOL_CAP, key.symbol());
+    let at = put_str(b, at, TIMEFRAME_CAP, key.timeframe());
+    let at = put_str(b, at, CATEGORY_CAP, key.category().unwrap_or(""));
+    let end = put_str(b, at, NAME_CAP, key.name().unwrap_or(""));
+    debug_assert_eq!(end, KEY_BLOCK_LEN);
 }
 
 /// Reads and re-validates the key block.
 pub fn decode_key(b: &[u8], kind: SeriesKind) -> Result<SeriesKey, String> {
-    let (symbol, at) = get_str(b, 0, 64)?;
-    let (timeframe, at) = get_str(b, at, 16)?;
-    let (category, at) = get_str(b, at, 64)?;
-    let (name, _) = get_str(b, at, 64)?;
+    let (symbol, at) = get_str(b, 0, SYMBOL_CAP)?;
+    let (timeframe, at) = get_str(b, at, TIMEFRAME_CAP)?;
+    let (category, at) = get_str(b, at, CATEGORY_CAP)?;
+    let (name, _) = get_str(b, at, NAME_CAP)?;
     let key = match kind {
         SeriesKind::Kline => SeriesKey::kline(&symbol, &timeframe),
         SeriesKind::Scalar => SeriesKey::scalar(&symbol, &timeframe, &category, &name),
@@ -106,13 +245,23 @@ fn decode_meta_fields(b: &[u8], at: MetaOffsets) -> Result<SeriesMeta, String> {
     let kind = SeriesKind::from_code(b[at.kind]).ok_or("unknown series kind")?;
     let value_type = ValueType::from_code(b[at.value_type]).ok_or("unknown value type")?;
     let key = decode_key(&b[at.key..at.key + KEY_BLOCK_LEN], kind)?;
-    Ok(SeriesMeta {
+    let meta = SeriesMeta {
         key,
         timeframe_ms: get_i64(b, at.timeframe_ms),
         price_scale: get_i64(b, at.price_scale),
         volume_scale: get_i64(b, at.volume_scale),
         value_type,
-    })
+    };
+    check_meta(&meta)?;
+    Ok(meta)
+}
+
+/// What registration guarantees of any stored series' metadata.
+fn check_meta(meta: &SeriesMeta) -> Result<(), String> {
+    if meta.timeframe_ms <= 0 || meta.price_scale <= 0 || meta.volume_scale <= 0 {
+        return Err("timeframe_ms and scales must be positive".into());
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy)]
@@ -126,21 +275,56 @@ struct MetaOffsets {
 }
 
 const CHUNK_META: MetaOffsets = MetaOffsets {
-    kind: 10,
-    value_type: 11,
-    timeframe_ms: 72,
-    price_scale: 80,
-    volume_scale: 88,
-    key: 112,
+    kind: CHUNK_KIND_OFFSET,
+    value_type: CHUNK_VALUE_TYPE_OFFSET,
+    timeframe_ms: CHUNK_TIMEFRAME_MS_OFFSET,
+    price_scale: CHUNK_PRICE_SCALE_OFFSET,
+    volume_scale: CHUNK_VOLUME_SCALE_OFFSET,
+    key: CHUNK_KEY_OFFSET,
 };
 const MANIFEST_META: MetaOffsets = MetaOffsets {
-    kind: 56,
-    value_type: 57,
-    timeframe_ms: 32,
-    price_scale: 40,
-    volume_scale: 48,
-    key: 64,
+    kind: MANIFEST_KIND_OFFSET,
+    value_type: MANIFEST_VALUE_TYPE_OFFSET,
+    timeframe_ms: MANIFEST_TIMEFRAME_MS_OFFSET,
+    price_scale: MANIFEST_PRICE_SCALE_OFFSET,
+    volume_scale: MANIFEST_VOLUME_SCALE_OFFSET,
+    key: MANIFEST_KEY_OFFSET,
 };
+
+/// Checks what every chunk (and every manifest entry of one) satisfies: rows in
+/// `1..=CHUNK_ROWS_MAX`, ts bounds ordered, inside the supported range and inside
+/// `month`, and only known flag bits.
+fn check_chunk_fields(
+    rows: u64,
+    first_ts: i64,
+    last_ts: i64,
+    month: i32,
+    flags: u32,
+) -> Result<(), String> {
+    if rows == 0 || rows > CHUNK_ROWS_MAX {
+        return Err(format!("row count {rows} is outside 1..={CHUNK_ROWS_MAX}"));
+    }
+    if first_ts > last_ts || first_ts < TS_MIN || last_ts > TS_MAX {
+        return Err(format!(
+            "ts bounds {first_ts}..={last_ts} are out of order or range"
+        ));
+    }
+    if MonthPartition::from_ts(first_ts).0 != month || MonthPartition::from_ts(last_ts).0 != month {
+        return Err(format!(
+            "ts bounds {first_ts}..={last_ts} are not inside month {month}"
+        ));
+    }
+    if flags & !FLAGS_KNOWN != 0 {
+        return Err(format!("unknown chunk flags {flags:#x}"));
+    }
+    Ok(())
+}
+
+/// Bytes between column starts for `rows` rows (`rows` already checked against
+/// [`CHUNK_ROWS_MAX`], so the product cannot overflow).
+fn stride_of(rows: u64) -> u64 {
+    align_up(rows as usize * U64_LEN) as u64
+}
 
 /// The decoded fixed header of a chunk file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,28 +357,57 @@ impl ChunkHeader {
         CHUNK_HEADER_LEN + i * self.stride as usize
     }
 
+    /// What every header satisfies, on both sides of the disk: `encode` refuses to
+    /// write a header that fails it and `decode` refuses to return one.
+    pub fn validate(&self) -> Result<(), String> {
+        check_meta(&self.meta)?;
+        if self.ncols != self.meta.key.kind().ncols() {
+            return Err(format!(
+                "{} columns for a {} series",
+                self.ncols,
+                self.meta.key.kind().as_str()
+            ));
+        }
+        check_chunk_fields(
+            self.rows,
+            self.first_ts,
+            self.last_ts,
+            self.month,
+            self.flags,
+        )?;
+        if self.stride != stride_of(self.rows) {
+            return Err("inconsistent row count, stride or ts bounds".into());
+        }
+        Ok(())
+    }
+
     pub fn encode(&self) -> [u8; CHUNK_HEADER_LEN] {
+        if let Err(why) = self.validate() {
+            panic!("format: refusing to encode an invalid chunk header: {why}");
+        }
         let mut b = [0u8; CHUNK_HEADER_LEN];
-        b[0..8].copy_from_slice(CHUNK_MAGIC);
-        put_u16(&mut b, 8, FORMAT_VERSION);
-        put_u16(&mut b, 12, self.ncols as u16);
-        put_u64(&mut b, 16, self.rows);
-        put_i64(&mut b, 24, self.first_ts);
-        put_i64(&mut b, 32, self.last_ts);
-        put_u32(&mut b, 40, self.month as u32);
-        put_u32(&mut b, 44, self.flags);
-        put_u64(&mut b, 48, self.generation);
-        put_u64(&mut b, 56, self.write_version);
-        put_u32(&mut b, 64, self.write_chunks);
-        put_u64(&mut b, 96, self.body_xxh3);
-        put_u64(&mut b, 104, self.stride);
+        b[CHUNK_MAGIC_OFFSET..CHUNK_MAGIC_OFFSET + MAGIC_LEN].copy_from_slice(CHUNK_MAGIC);
+        put_u16(&mut b, CHUNK_VERSION_OFFSET, FORMAT_VERSION);
+        put_u16(&mut b, CHUNK_NCOLS_OFFSET, self.ncols as u16);
+        put_u64(&mut b, CHUNK_ROWS_OFFSET, self.rows);
+        put_i64(&mut b, CHUNK_FIRST_TS_OFFSET, self.first_ts);
+        put_i64(&mut b, CHUNK_LAST_TS_OFFSET, self.last_ts);
+        put_u32(&mut b, CHUNK_MONTH_OFFSET, self.month as u32);
+        put_u32(&mut b, CHUNK_FLAGS_OFFSET, self.flags);
+        put_u64(&mut b, CHUNK_GENERATION_OFFSET, self.generation);
+        put_u64(&mut b, CHUNK_WRITE_VERSION_OFFSET, self.write_version);
+        put_u32(&mut b, CHUNK_WRITE_CHUNKS_OFFSET, self.write_chunks);
+        put_u64(&mut b, CHUNK_BODY_XXH3_OFFSET, self.body_xxh3);
+        put_u64(&mut b, CHUNK_STRIDE_OFFSET, self.stride);
         encode_meta_fields(&mut b, &self.meta, CHUNK_META);
-        let sum = xxh3_64(&b[..CHUNK_HEADER_LEN - 8]);
-        put_u64(&mut b, CHUNK_HEADER_LEN - 8, sum);
+        let sum = xxh3_64(&b[..CHUNK_HEADER_XXH3_OFFSET]);
+        put_u64(&mut b, CHUNK_HEADER_XXH3_OFFSET, sum);
         b
     }
 
-    /// Decodes and checks a header; the body checksum is checked separately.
+    /// Decodes and checks a header; the body checksum is checked separately. Any
+    /// bytes give a header that passes [`ChunkHeader::validate`] or an error, never a
+    /// panic (`tests/fuzz_decoders.rs`).
     pub fn decode(b: &[u8]) -> Result<ChunkHeader, String> {
         if b.len() < CHUNK_HEADER_LEN {
             return Err(format!(
@@ -202,42 +415,32 @@ impl ChunkHeader {
                 b.len()
             ));
         }
-        if &b[0..8] != CHUNK_MAGIC {
+        if &b[CHUNK_MAGIC_OFFSET..CHUNK_MAGIC_OFFSET + MAGIC_LEN] != CHUNK_MAGIC {
             return Err("bad magic".into());
         }
-        if get_u64(b, CHUNK_HEADER_LEN - 8) != xxh3_64(&b[..CHUNK_HEADER_LEN - 8]) {
+        if get_u64(b, CHUNK_HEADER_XXH3_OFFSET) != xxh3_64(&b[..CHUNK_HEADER_XXH3_OFFSET]) {
             return Err("header checksum mismatch".into());
         }
-        let version = get_u16(b, 8);
+        let version = get_u16(b, CHUNK_VERSION_OFFSET);
         if version != FORMAT_VERSION {
             return Err(format!("unsupported chunk format version {version}"));
         }
         let meta = decode_meta_fields(b, CHUNK_META)?;
         let h = ChunkHeader {
-            ncols: get_u16(b, 12) as usize,
-            rows: get_u64(b, 16),
-            first_ts: get_i64(b, 24),
-            last_ts: get_i64(b, 32),
-            month: get_u32(b, 40) as i32,
-            flags: get_u32(b, 44),
-            generation: get_u64(b, 48),
-            write_version: get_u64(b, 56),
-            write_chunks: get_u32(b, 64),
-            body_xxh3: get_u64(b, 96),
-            stride: get_u64(b, 104),
+            ncols: get_u16(b, CHUNK_NCOLS_OFFSET) as usize,
+            rows: get_u64(b, CHUNK_ROWS_OFFSET),
+            first_ts: get_i64(b, CHUNK_FIRST_TS_OFFSET),
+            last_ts: get_i64(b, CHUNK_LAST_TS_OFFSET),
+            month: get_u32(b, CHUNK_MONTH_OFFSET) as i32,
+            flags: get_u32(b, CHUNK_FLAGS_OFFSET),
+            generation: get_u64(b, CHUNK_GENERATION_OFFSET),
+            write_version: get_u64(b, CHUNK_WRITE_VERSION_OFFSET),
+            write_chunks: get_u32(b, CHUNK_WRITE_CHUNKS_OFFSET),
+            body_xxh3: get_u64(b, CHUNK_BODY_XXH3_OFFSET),
+            stride: get_u64(b, CHUNK_STRIDE_OFFSET),
             meta,
         };
-        if h.ncols != h.meta.key.kind().ncols() {
-            return Err(format!(
-                "{} columns for a {} series",
-                h.ncols,
-                h.meta.key.kind().as_str()
-            ));
-        }
-        if h.rows == 0 || h.stride != align_up(h.rows as usize * 8) as u64 || h.first_ts > h.last_ts
-        {
-            return Err("inconsistent row count, stride or ts bounds".into());
-        }
+        h.validate()?;
         Ok(h)
     }
 }
@@ -267,14 +470,24 @@ impl<'a> ChunkParts<'a> {
     /// (at least one row, every column the same length).
     pub fn new(mut header: ChunkHeader, cols: &'a [&'a [i64]]) -> ChunkParts<'a> {
         let rows = cols[0].len();
-        debug_assert!(cols.iter().all(|c| c.len() == rows));
-        let stride = align_up(rows * 8);
+        // Checked in release too: a short column would be padded with the next
+        // column's bytes under a checksum that matches them. (`encode` below checks
+        // the rest: row count, ts order and month, column count for the kind.)
+        assert!(
+            cols.iter().all(|c| c.len() == rows),
+            "format: the columns of a chunk differ in length"
+        );
+        assert!(
+            rows > 0 && rows as u64 <= CHUNK_ROWS_MAX,
+            "format: a chunk holds 1..={CHUNK_ROWS_MAX} rows, not {rows}"
+        );
+        let stride = align_up(rows * U64_LEN);
         header.rows = rows as u64;
         header.ncols = cols.len();
         header.stride = stride as u64;
         header.first_ts = cols[0][0];
         header.last_ts = cols[0][rows - 1];
-        let pad = stride - rows * 8;
+        let pad = stride - rows * U64_LEN;
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         for col in cols {
             hasher.update(bytemuck::cast_slice(col));
@@ -312,11 +525,6 @@ impl<'a> ChunkParts<'a> {
         out
     }
 }
-
-/// Manifest fixed-part length (the entries follow).
-pub const MANIFEST_HEADER_LEN: usize = 288;
-/// Bytes per manifest entry.
-pub const MANIFEST_ENTRY_LEN: usize = 128;
 
 /// Entry state: the chunk is part of the series.
 pub const STATE_LIVE: u8 = 0;
@@ -364,55 +572,101 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// What every manifest satisfies, on both sides of the disk: each entry obeys the
+    /// chunk rules, names a file of the length its rows imply, has a known state and a
+    /// generation below `next_generation` (recovery deletes files at or past it).
+    pub fn validate(&self) -> Result<(), String> {
+        check_meta(&self.meta)?;
+        if self.entries.len() > u32::MAX as usize {
+            return Err("more entries than the count field holds".into());
+        }
+        let ncols = self.meta.key.kind().ncols() as u64;
+        for (i, e) in self.entries.iter().enumerate() {
+            let bad = |why: String| Err(format!("entry {i} (generation {}): {why}", e.generation));
+            if let Err(why) = check_chunk_fields(e.rows, e.first_ts, e.last_ts, e.month, e.flags) {
+                return bad(why);
+            }
+            if e.file_len != CHUNK_HEADER_LEN as u64 + ncols * stride_of(e.rows) {
+                return bad(format!(
+                    "file_len {} disagrees with {} rows",
+                    e.file_len, e.rows
+                ));
+            }
+            if e.state != STATE_LIVE && e.state != STATE_OBSOLETE {
+                return bad(format!("unknown state {}", e.state));
+            }
+            if e.generation >= self.next_generation {
+                return bad(format!(
+                    "not below next_generation {}",
+                    self.next_generation
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn encode(&self) -> Vec<u8> {
+        if let Err(why) = self.validate() {
+            panic!("format: refusing to encode an invalid manifest: {why}");
+        }
         let n = self.entries.len();
-        let mut b = vec![0u8; MANIFEST_HEADER_LEN + n * MANIFEST_ENTRY_LEN + 8];
-        b[0..8].copy_from_slice(MANIFEST_MAGIC);
-        put_u32(&mut b, 8, FORMAT_VERSION as u32);
-        put_u32(&mut b, 12, n as u32);
-        put_u64(&mut b, 16, self.version);
-        put_u64(&mut b, 24, self.next_generation);
+        let mut b = vec![0u8; MANIFEST_HEADER_LEN + n * MANIFEST_ENTRY_LEN + MANIFEST_TRAILER_LEN];
+        b[MANIFEST_MAGIC_OFFSET..MANIFEST_MAGIC_OFFSET + MAGIC_LEN].copy_from_slice(MANIFEST_MAGIC);
+        put_u32(&mut b, MANIFEST_VERSION_OFFSET, FORMAT_VERSION as u32);
+        put_u32(&mut b, MANIFEST_COUNT_OFFSET, n as u32);
+        put_u64(&mut b, MANIFEST_SERIES_VERSION_OFFSET, self.version);
+        put_u64(
+            &mut b,
+            MANIFEST_NEXT_GENERATION_OFFSET,
+            self.next_generation,
+        );
         encode_meta_fields(&mut b, &self.meta, MANIFEST_META);
         for (i, e) in self.entries.iter().enumerate() {
             let at = MANIFEST_HEADER_LEN + i * MANIFEST_ENTRY_LEN;
-            put_u32(&mut b, at, e.month as u32);
-            put_u32(&mut b, at + 4, e.flags);
-            put_u64(&mut b, at + 8, e.generation);
-            put_u64(&mut b, at + 16, e.rows);
-            put_i64(&mut b, at + 24, e.first_ts);
-            put_i64(&mut b, at + 32, e.last_ts);
-            put_u64(&mut b, at + 40, e.file_len);
-            put_u64(&mut b, at + 48, e.checksum);
-            put_u64(&mut b, at + 56, e.write_version);
-            put_u64(&mut b, at + 64, e.zonemap.xxh3);
-            put_u64(&mut b, at + 72, e.zonemap.len);
-            put_u64(&mut b, at + 80, e.vindex.xxh3);
-            put_u64(&mut b, at + 88, e.vindex.len);
-            b[at + 96] = e.state;
+            put_u32(&mut b, at + ENTRY_MONTH_OFFSET, e.month as u32);
+            put_u32(&mut b, at + ENTRY_FLAGS_OFFSET, e.flags);
+            put_u64(&mut b, at + ENTRY_GENERATION_OFFSET, e.generation);
+            put_u64(&mut b, at + ENTRY_ROWS_OFFSET, e.rows);
+            put_i64(&mut b, at + ENTRY_FIRST_TS_OFFSET, e.first_ts);
+            put_i64(&mut b, at + ENTRY_LAST_TS_OFFSET, e.last_ts);
+            put_u64(&mut b, at + ENTRY_FILE_LEN_OFFSET, e.file_len);
+            put_u64(&mut b, at + ENTRY_CHECKSUM_OFFSET, e.checksum);
+            put_u64(&mut b, at + ENTRY_WRITE_VERSION_OFFSET, e.write_version);
+            put_u64(&mut b, at + ENTRY_ZONEMAP_XXH3_OFFSET, e.zonemap.xxh3);
+            put_u64(&mut b, at + ENTRY_ZONEMAP_LEN_OFFSET, e.zonemap.len);
+            put_u64(&mut b, at + ENTRY_VINDEX_XXH3_OFFSET, e.vindex.xxh3);
+            put_u64(&mut b, at + ENTRY_VINDEX_LEN_OFFSET, e.vindex.len);
+            b[at + ENTRY_STATE_OFFSET] = e.state;
         }
-        let body_end = b.len() - 8;
+        let body_end = b.len() - MANIFEST_TRAILER_LEN;
         let sum = xxh3_64(&b[..body_end]);
         put_u64(&mut b, body_end, sum);
         b
     }
 
+    /// Decodes and checks a manifest. Any bytes give a manifest that passes
+    /// [`Manifest::validate`] or an error, never a panic (`tests/fuzz_decoders.rs`).
     pub fn decode(b: &[u8]) -> Result<Manifest, String> {
-        if b.len() < MANIFEST_HEADER_LEN + 8 {
+        if b.len() < MANIFEST_HEADER_LEN + MANIFEST_TRAILER_LEN {
             return Err(format!("manifest is {} bytes, too short", b.len()));
         }
-        if &b[0..8] != MANIFEST_MAGIC {
+        if &b[MANIFEST_MAGIC_OFFSET..MANIFEST_MAGIC_OFFSET + MAGIC_LEN] != MANIFEST_MAGIC {
             return Err("bad manifest magic".into());
         }
-        let body_end = b.len() - 8;
+        let body_end = b.len() - MANIFEST_TRAILER_LEN;
         if get_u64(b, body_end) != xxh3_64(&b[..body_end]) {
             return Err("manifest checksum mismatch".into());
         }
-        let version = get_u32(b, 8);
+        let version = get_u32(b, MANIFEST_VERSION_OFFSET);
         if version != FORMAT_VERSION as u32 {
             return Err(format!("unsupported manifest format version {version}"));
         }
-        let n = get_u32(b, 12) as usize;
-        if b.len() != MANIFEST_HEADER_LEN + n * MANIFEST_ENTRY_LEN + 8 {
+        // A u32 count times 128 fits in a 64-bit usize: no overflow before the check.
+        let n = get_u32(b, MANIFEST_COUNT_OFFSET) as usize;
+        if b.len() as u64
+            != (MANIFEST_HEADER_LEN + MANIFEST_TRAILER_LEN) as u64
+                + n as u64 * MANIFEST_ENTRY_LEN as u64
+        {
             return Err("manifest length disagrees with its entry count".into());
         }
         let meta = decode_meta_fields(b, MANIFEST_META)?;
@@ -420,33 +674,35 @@ impl Manifest {
             .map(|i| {
                 let at = MANIFEST_HEADER_LEN + i * MANIFEST_ENTRY_LEN;
                 ChunkEntry {
-                    month: get_u32(b, at) as i32,
-                    flags: get_u32(b, at + 4),
-                    generation: get_u64(b, at + 8),
-                    rows: get_u64(b, at + 16),
-                    first_ts: get_i64(b, at + 24),
-                    last_ts: get_i64(b, at + 32),
-                    file_len: get_u64(b, at + 40),
-                    checksum: get_u64(b, at + 48),
-                    write_version: get_u64(b, at + 56),
+                    month: get_u32(b, at + ENTRY_MONTH_OFFSET) as i32,
+                    flags: get_u32(b, at + ENTRY_FLAGS_OFFSET),
+                    generation: get_u64(b, at + ENTRY_GENERATION_OFFSET),
+                    rows: get_u64(b, at + ENTRY_ROWS_OFFSET),
+                    first_ts: get_i64(b, at + ENTRY_FIRST_TS_OFFSET),
+                    last_ts: get_i64(b, at + ENTRY_LAST_TS_OFFSET),
+                    file_len: get_u64(b, at + ENTRY_FILE_LEN_OFFSET),
+                    checksum: get_u64(b, at + ENTRY_CHECKSUM_OFFSET),
+                    write_version: get_u64(b, at + ENTRY_WRITE_VERSION_OFFSET),
                     zonemap: SidecarRef {
-                        xxh3: get_u64(b, at + 64),
-                        len: get_u64(b, at + 72),
+                        xxh3: get_u64(b, at + ENTRY_ZONEMAP_XXH3_OFFSET),
+                        len: get_u64(b, at + ENTRY_ZONEMAP_LEN_OFFSET),
                     },
                     vindex: SidecarRef {
-                        xxh3: get_u64(b, at + 80),
-                        len: get_u64(b, at + 88),
+                        xxh3: get_u64(b, at + ENTRY_VINDEX_XXH3_OFFSET),
+                        len: get_u64(b, at + ENTRY_VINDEX_LEN_OFFSET),
                     },
-                    state: b[at + 96],
+                    state: b[at + ENTRY_STATE_OFFSET],
                 }
             })
             .collect();
-        Ok(Manifest {
+        let m = Manifest {
             meta,
-            version: get_u64(b, 16),
-            next_generation: get_u64(b, 24),
+            version: get_u64(b, MANIFEST_SERIES_VERSION_OFFSET),
+            next_generation: get_u64(b, MANIFEST_NEXT_GENERATION_OFFSET),
             entries,
-        })
+        };
+        m.validate()?;
+        Ok(m)
     }
 }
 
@@ -464,9 +720,11 @@ mod tests {
         }
     }
 
+    const JAN_2024: i64 = 1_704_067_200_000;
+
     #[test]
     fn chunk_header_round_trips_and_detects_flips() {
-        let ts = [10i64, 20, 30];
+        let ts = [JAN_2024 + 10, JAN_2024 + 20, JAN_2024 + 30];
         let v = [1i64, 2, 3];
         let h = ChunkHeader {
             meta: meta(),
@@ -474,7 +732,7 @@ mod tests {
             rows: 0,
             first_ts: 0,
             last_ts: 0,
-            month: 5,
+            month: MonthPartition::from_ts(JAN_2024).0,
             flags: FLAG_FULL,
             generation: 7,
             write_version: 3,
@@ -487,7 +745,7 @@ mod tests {
         let back = ChunkHeader::decode(&file).unwrap();
         assert_eq!(
             (back.rows, back.first_ts, back.last_ts, back.generation),
-            (3, 10, 30, 7)
+            (3, JAN_2024 + 10, JAN_2024 + 30, 7)
         );
         assert_eq!(back.meta, meta());
         assert_eq!(back.body_xxh3, xxh3_64(&file[CHUNK_HEADER_LEN..]));
@@ -503,12 +761,12 @@ mod tests {
             version: 9,
             next_generation: 12,
             entries: vec![ChunkEntry {
-                month: 600,
+                month: MonthPartition::from_ts(JAN_2024).0,
                 flags: FLAG_FULL,
                 generation: 11,
                 rows: 3,
-                first_ts: 1,
-                last_ts: 3,
+                first_ts: JAN_2024 + 1,
+                last_ts: JAN_2024 + 3,
                 file_len: 640,
                 checksum: 42,
                 write_version: 9,
@@ -524,5 +782,41 @@ mod tests {
             bad[i] ^= 0x40;
             assert!(Manifest::decode(&bad).is_err(), "flip at {i} undetected");
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit its 16-byte key field")]
+    fn put_str_refuses_a_string_longer_than_its_field_in_release_too() {
+        // The story: `put_str` only debug-asserted the length, so a release build would
+        // have written a length byte the field cannot hold and spilled the string's
+        // bytes into the next field. Keys are validated long before they get here; the
+        // assertion makes the format code not depend on that.
+        let mut b = [0u8; KEY_BLOCK_LEN];
+        put_str(&mut b, 65, TIMEFRAME_CAP, "this-is-longer-than-16");
+    }
+
+    #[test]
+    #[should_panic(expected = "refusing to encode an invalid manifest")]
+    fn manifest_encoder_asserts_generation_below_next() {
+        let m = Manifest {
+            meta: meta(),
+            version: 1,
+            next_generation: 3,
+            entries: vec![ChunkEntry {
+                month: MonthPartition::from_ts(JAN_2024).0,
+                flags: 0,
+                generation: 3,
+                rows: 1,
+                first_ts: JAN_2024,
+                last_ts: JAN_2024,
+                file_len: 512 + 2 * 64,
+                checksum: 0,
+                write_version: 1,
+                zonemap: SidecarRef::default(),
+                vindex: SidecarRef::default(),
+                state: STATE_LIVE,
+            }],
+        };
+        m.encode();
     }
 }

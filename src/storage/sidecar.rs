@@ -9,7 +9,9 @@ use std::sync::Arc;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::StoreOptions;
-use super::format::{align_up, get_u32, get_u64, put_u32, put_u64};
+use super::format::{
+    CHUNK_ROWS_MAX, align_up, checked_align_up, get_u32, get_u64, put_u32, put_u64,
+};
 use super::mmap::MappedFile;
 use crate::record::{SeriesKind, SeriesMeta, ValueType};
 
@@ -66,7 +68,12 @@ fn f64_order_key(bits: i64) -> i64 {
 }
 
 pub fn build_zonemap(vt: ValueType, ts: &[i64], values: &[i64], block_rows: usize) -> Vec<u8> {
-    let block_rows = block_rows.max(1);
+    // The decoder's rules, asserted where the bytes are made (release builds too).
+    assert!(
+        values.len() as u64 <= CHUNK_ROWS_MAX && ts.len() == values.len(),
+        "sidecar: a zone map covers one chunk's equal-length columns"
+    );
+    let block_rows = block_rows.clamp(1, u32::MAX as usize);
     let nblocks = values.len().div_ceil(block_rows);
     let mut b = vec![0u8; ZONEMAP_HEADER_LEN + nblocks * ZONE_LEN + 8];
     b[0..8].copy_from_slice(ZONEMAP_MAGIC);
@@ -125,6 +132,10 @@ pub struct ZoneMap {
 }
 
 impl ZoneMap {
+    /// Verifies and decodes a zone map. Any bytes give a zone map whose sizes agree
+    /// (`zones.len() == ceil(rows / block_rows)`, rows within a chunk's limit) or an
+    /// error, never a panic: every length read from the file is checked before it is
+    /// used in arithmetic (`tests/fuzz_decoders.rs`).
     pub fn parse(b: &[u8], vt: ValueType, expected_xxh3: u64) -> Result<ZoneMap, String> {
         if b.len() < ZONEMAP_HEADER_LEN + 8 || &b[0..8] != ZONEMAP_MAGIC {
             return Err("not a zone map".into());
@@ -136,12 +147,14 @@ impl ZoneMap {
             return Err("zone map value type disagrees with the series".into());
         }
         let block_rows = get_u32(b, 16) as usize;
-        let rows = get_u64(b, 24) as usize;
-        let nblocks = get_u64(b, 32) as usize;
-        if block_rows == 0
-            || nblocks != rows.div_ceil(block_rows)
-            || b.len() != ZONEMAP_HEADER_LEN + nblocks * ZONE_LEN + 8
-        {
+        let rows = get_u64(b, 24);
+        let nblocks = get_u64(b, 32);
+        if block_rows == 0 || rows > CHUNK_ROWS_MAX || nblocks != rows.div_ceil(block_rows as u64) {
+            return Err("zone map size is inconsistent".into());
+        }
+        // rows <= u32::MAX bounds nblocks, so the length arithmetic cannot overflow.
+        let (rows, nblocks) = (rows as usize, nblocks as usize);
+        if b.len() != ZONEMAP_HEADER_LEN + nblocks * ZONE_LEN + 8 {
             return Err("zone map size is inconsistent".into());
         }
         let zones = (0..nblocks)
@@ -168,6 +181,12 @@ impl ZoneMap {
 }
 
 pub fn build_vindex(vt: ValueType, values: &[i64]) -> Vec<u8> {
+    // Row positions are u32: a chunk never holds more rows (asserted in release too).
+    assert!(
+        values.len() as u64 <= CHUNK_ROWS_MAX,
+        "sidecar: {} rows do not fit a value index",
+        values.len()
+    );
     // (key, row) pairs in row order, radix-sorted by key: the sort is stable, so equal
     // values keep row order, as the format requires.
     let pairs: Vec<(u64, u32)> = match vt {
@@ -253,6 +272,10 @@ pub struct ValueIndex {
 }
 
 impl ValueIndex {
+    /// Verifies a mapped value index. Any bytes give an index whose sizes agree and
+    /// whose every row position lies inside the chunk, or an error, never a panic
+    /// (`tests/fuzz_decoders.rs`): a position past the chunk would index out of
+    /// bounds in the predicate scan.
     pub fn open(
         file: Arc<MappedFile>,
         vt: ValueType,
@@ -268,15 +291,36 @@ impl ValueIndex {
         if b[12] != vt.code() {
             return Err("value index value type disagrees with the series".into());
         }
-        let entries = get_u64(b, 16) as usize;
-        let chunk_rows = get_u64(b, 24) as usize;
-        let values_at = get_u64(b, 32) as usize;
-        let pos_at = get_u64(b, 40) as usize;
-        if values_at != VINDEX_HEADER_LEN
-            || pos_at != values_at + align_up(entries * 8)
-            || b.len() != pos_at + align_up(entries * 4) + 64
+        let entries = get_u64(b, 16);
+        let chunk_rows = get_u64(b, 24);
+        let values_at = get_u64(b, 32);
+        let pos_at = get_u64(b, 40);
+        if chunk_rows > CHUNK_ROWS_MAX
+            || entries > chunk_rows
+            || values_at != VINDEX_HEADER_LEN as u64
         {
             return Err("value index size is inconsistent".into());
+        }
+        // entries <= u32::MAX: the products below fit in usize on 64-bit targets, and
+        // the checked forms keep that true elsewhere.
+        let (entries, chunk_rows, values_at) =
+            (entries as usize, chunk_rows as usize, values_at as usize);
+        let values_end = entries
+            .checked_mul(8)
+            .and_then(checked_align_up)
+            .and_then(|n| n.checked_add(values_at));
+        let file_len = entries
+            .checked_mul(4)
+            .and_then(checked_align_up)
+            .zip(values_end)
+            .and_then(|(p, v)| p.checked_add(v))
+            .and_then(|n| n.checked_add(64));
+        if values_end != Some(pos_at as usize) || file_len != Some(b.len()) {
+            return Err("value index size is inconsistent".into());
+        }
+        let pos_at = pos_at as usize;
+        if (0..entries).any(|k| get_u32(b, pos_at + 4 * k) as usize >= chunk_rows) {
+            return Err("value index names a row outside its chunk".into());
         }
         Ok(ValueIndex {
             file,

@@ -382,6 +382,9 @@ fn print_import_summary(opts: &ImportOptions, s: &super::ImportSummary) {
         "  rows read {}, written {} (inserted {}, replaced {}), rejected {}",
         s.rows_read, s.rows_written, s.inserted, s.replaced, s.rejected
     );
+    for n in &s.notes {
+        println!("  note: {n}");
+    }
     if let Some(f) = s.rejects_file.as_ref().filter(|_| s.rejected > 0) {
         println!("  rejects with reasons: {}", f.display());
     }

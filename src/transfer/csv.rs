@@ -8,8 +8,10 @@
 //! Supported: a header line or none (detected, or `--header` / `--no-header`), the
 //! delimiters `,` `;` tab and `|` (detected from the first line, or `--delimiter`),
 //! `\n` or `\r\n` line ends, a UTF-8 byte-order mark, blank lines (skipped), double-
-//! quoted fields (a delimiter inside quotes does not split). Not supported: a quoted
-//! field spanning lines (market data never needs one).
+//! quoted fields (a delimiter inside quotes does not split), and the header pandas'
+//! `to_csv()` writes for a `DatetimeIndex` (an empty first cell: that column is `ts`
+//! when it holds timestamps). Not supported: a quoted field spanning lines (market
+//! data never needs one).
 
 use std::io::Read;
 use std::path::Path;
@@ -39,9 +41,17 @@ struct Plan {
     /// Fields a line must have (the largest mapped index + 1).
     need: usize,
     unit: Option<TsUnit>,
+    /// `ts` was taken from an unnamed first header cell; the first data line must
+    /// confirm that the column holds timestamps.
+    unnamed_ts_pending: bool,
 }
 
+/// What the import summary says about an unnamed first column taken as `ts`.
+pub const UNNAMED_TS_NOTE: &str = "using unnamed first column as ts";
+
 /// Reads one CSV file into `sink`. Returns `Flow::Stop` when the sink says so.
+/// Choices the reader made on its own (e.g. an unnamed first column taken as `ts`)
+/// are added to `notes` for the import summary.
 pub fn read_csv(
     path: &Path,
     file: u32,
@@ -49,6 +59,7 @@ pub fn read_csv(
     spec: &RowSpec,
     sink: &mut RowSink,
     progress: &mut Progress,
+    notes: &mut Vec<String>,
 ) -> Result<Flow> {
     let io = |e| TransferError::io(path, e);
     let mut f = std::fs::File::open(path).map_err(io)?;
@@ -98,6 +109,11 @@ pub fn read_csv(
                 }
             }
             let p = plan.as_mut().expect("the plan is set by the first line");
+            if p.unnamed_ts_pending {
+                confirm_unnamed_ts(line, p)
+                    .map_err(|m| TransferError::Usage(format!("{}: {m}", path.display())))?;
+                notes.push(format!("{}: {UNNAMED_TS_NOTE}", path.display()));
+            }
             if convert_line(line, line_no, file, p, spec, sink, &mut ranges)? == Flow::Stop {
                 return Ok(Flow::Stop);
             }
@@ -153,21 +169,64 @@ fn first_line(line: &[u8], opts: &CsvOptions, spec: &RowSpec) -> Result<(Plan, b
                 .is_none_or(|f| parse_ts(f.as_bytes(), spec.ts_unit).is_err())
     });
     let names = is_header.then_some(fields.as_slice());
-    let idx = columns::resolve(
-        spec.kind,
-        names,
-        fields.len(),
-        &spec.overrides,
-        spec.series_name.as_deref(),
-    )?;
+    let resolve = |names: Option<&[String]>| {
+        columns::resolve(
+            spec.kind,
+            names,
+            fields.len(),
+            &spec.overrides,
+            spec.series_name.as_deref(),
+        )
+    };
+    let (idx, unnamed_ts_pending) = match resolve(names) {
+        Ok(idx) => (idx, false),
+        Err(why) => match unnamed_first_as_ts(&fields, is_header, spec) {
+            // pandas' `to_csv()` leaves the index column's header cell empty; that
+            // column is `ts` if the first data line agrees (checked there).
+            Some(renamed) => (
+                resolve(Some(renamed.as_slice())).map_err(|_| why.clone())?,
+                true,
+            ),
+            None => return Err(why),
+        },
+    };
     let need = idx.iter().max().map_or(0, |m| m + 1);
     let plan = Plan {
         delim,
         idx,
         need,
         unit: spec.ts_unit,
+        unnamed_ts_pending,
     };
     Ok((plan, is_header))
+}
+
+/// The header with an empty first cell renamed `ts`, when that is the way to find a
+/// `ts` column: a header whose first cell is empty (what pandas writes for an
+/// unnamed index) and no `--ts-column` given.
+fn unnamed_first_as_ts(fields: &[String], is_header: bool, spec: &RowSpec) -> Option<Vec<String>> {
+    let first = fields.first()?;
+    let overridden = spec.overrides.pairs.iter().any(|(f, _)| *f == "ts");
+    if !is_header || overridden || !first.trim_matches('"').trim().is_empty() {
+        return None;
+    }
+    let mut renamed = fields.to_vec();
+    renamed[0] = "ts".into();
+    Some(renamed)
+}
+
+/// Checks that the first data line's unnamed first column parses as a timestamp.
+fn confirm_unnamed_ts(line: &[u8], plan: &mut Plan) -> Result<(), String> {
+    plan.unnamed_ts_pending = false;
+    let mut ranges = Vec::new();
+    split(line, plan.delim, plan.need, &mut ranges);
+    let (a, b) = ranges[0];
+    parse_ts(&line[a..b], plan.unit).map(|_| ()).map_err(|why| {
+        format!(
+            "no column for ts: the header names none, and the unnamed first column does not \
+             hold timestamps (first value: {why}); name it with --ts-column NAME_OR_POSITION"
+        )
+    })
 }
 
 /// The most frequent of `,` `;` tab `|` in the line; `,` when none occurs.

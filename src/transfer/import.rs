@@ -63,6 +63,9 @@ pub struct ImportSummary {
     pub rows_per_s: f64,
     pub rejects_file: Option<PathBuf>,
     pub dry_run: bool,
+    /// Choices the import made on its own that the user should know about (e.g.
+    /// "<file>: using unnamed first column as ts").
+    pub notes: Vec<String>,
 }
 
 /// Runs an import. On `Err`, nothing was written.
@@ -82,7 +85,8 @@ pub fn import(opts: &ImportOptions) -> Result<ImportSummary> {
     let names = opts.files.iter().map(|p| p.display().to_string()).collect();
     let mut sink = RowSink::new(meta.key.kind().ncols(), names, rejects_file.as_deref())?;
     let mut progress = Progress::new("import", total_bytes(&opts.files), opts.quiet);
-    let mut flow = read_inputs(opts, &formats, &spec, &mut sink, &mut progress)?;
+    let mut notes = Vec::new();
+    let mut flow = read_inputs(opts, &formats, &spec, &mut sink, &mut progress, &mut notes)?;
     if flow == Flow::Go {
         progress.phase("checking for duplicate timestamps");
         flow = sink.finish()?;
@@ -124,6 +128,7 @@ pub fn import(opts: &ImportOptions) -> Result<ImportSummary> {
         rows_per_s: rows_read as f64 / seconds.max(1e-9),
         rejects_file,
         dry_run: opts.dry_run,
+        notes,
     })
 }
 
@@ -134,12 +139,13 @@ fn read_inputs(
     spec: &RowSpec,
     sink: &mut RowSink,
     progress: &mut Progress,
+    notes: &mut Vec<String>,
 ) -> Result<Flow> {
     use super::arrow_files::{read_ipc, read_parquet};
     for (i, (path, format)) in opts.files.iter().zip(formats).enumerate() {
         let file = i as u32;
         let flow = match format {
-            FileFormat::Csv => read_csv(path, file, &opts.csv, spec, sink, progress)?,
+            FileFormat::Csv => read_csv(path, file, &opts.csv, spec, sink, progress, notes)?,
             FileFormat::Parquet => read_parquet(path, file, spec, sink, progress)?,
             FileFormat::Arrow => read_ipc(path, file, spec, sink, progress)?,
         };

@@ -1,0 +1,496 @@
+//! Structured fuzzing of every on-disk decoder, and golden encodings of format v1.
+//!
+//! The decoders (chunk header, manifest, zone map, value index) read bytes that a
+//! crash, a full disk, a bad disk or another program may have left behind. Whatever
+//! the bytes, each must return an error or a value that passes its own validation;
+//! a panic would turn one damaged file into a dead server. The story that made this
+//! a test: lengths read from disk were multiplied before they were checked, so a
+//! checksum-valid file with a huge row or entry count overflowed (a panic in debug
+//! builds, a wrapped length in release).
+//!
+//! Inputs are arbitrary bytes, and valid encodings under mutation (bit flips,
+//! truncations, extensions, edits of the length and count fields), optionally
+//! "resealed" (the checksum recomputed after the mutation) so the structural checks
+//! behind the checksum are reached too. Quick by default (256 cases per property);
+//! `FASTK_TEST_LONG=1` runs 20,000.
+//!
+//! The golden tests pin the byte layout: the encodings below were captured from the
+//! format code before its offsets were renamed, and any change to them is a change of
+//! the on-disk format (`UPDATE_GOLDEN=1` rewrites the files; only for a new version).
+
+use std::path::PathBuf;
+
+use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, ValueType};
+use fastk::storage::format::{
+    CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, FLAG_FULL, Manifest, STATE_LIVE, STATE_OBSOLETE,
+    SidecarRef, align_up, build_chunk,
+};
+use fastk::storage::mmap::MappedFile;
+use fastk::storage::sidecar::{ValueIndex, ZoneMap, build_vindex, build_zonemap};
+use proptest::prelude::*;
+use xxhash_rust::xxh3::xxh3_64;
+
+const JAN_2024: i64 = 1_704_067_200_000;
+const MINUTE: i64 = 60_000;
+
+fn long() -> bool {
+    std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1")
+}
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: if long() { 20_000 } else { 256 },
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+fn scalar_meta() -> SeriesMeta {
+    SeriesMeta {
+        key: SeriesKey::scalar("BTCUSDT", "1m", "indicator", "rsi_14").unwrap(),
+        timeframe_ms: MINUTE,
+        price_scale: 1,
+        volume_scale: 1,
+        value_type: ValueType::F64,
+    }
+}
+
+fn kline_meta() -> SeriesMeta {
+    SeriesMeta {
+        key: SeriesKey::kline("ETHUSDT", "1h").unwrap(),
+        timeframe_ms: 60 * MINUTE,
+        price_scale: 100,
+        volume_scale: 1000,
+        value_type: ValueType::I64,
+    }
+}
+
+fn header(meta: SeriesMeta, generation: u64) -> ChunkHeader {
+    ChunkHeader {
+        meta,
+        ncols: 0,
+        rows: 0,
+        first_ts: 0,
+        last_ts: 0,
+        month: MonthPartition::from_ts(JAN_2024).0,
+        flags: FLAG_FULL,
+        generation,
+        write_version: 3,
+        write_chunks: 1,
+        body_xxh3: 0,
+        stride: 0,
+    }
+}
+
+fn scalar_chunk() -> Vec<u8> {
+    let ts: Vec<i64> = (0..3).map(|i| JAN_2024 + i * MINUTE).collect();
+    let v: Vec<i64> = [1.5f64, -2.0, 3.25]
+        .iter()
+        .map(|f| f.to_bits() as i64)
+        .collect();
+    build_chunk(header(scalar_meta(), 7), &[&ts, &v])
+}
+
+fn kline_chunk() -> Vec<u8> {
+    let ts: Vec<i64> = (0..5).map(|i| JAN_2024 + i * 60 * MINUTE).collect();
+    let col = |base: i64| (0..5).map(|i| base + i).collect::<Vec<i64>>();
+    let (o, h, l, c, v) = (col(100), col(110), col(90), col(105), col(1));
+    build_chunk(header(kline_meta(), 2), &[&ts, &o, &h, &l, &c, &v])
+}
+
+fn entry(generation: u64, state: u8, zonemap: SidecarRef, vindex: SidecarRef) -> ChunkEntry {
+    ChunkEntry {
+        month: MonthPartition::from_ts(JAN_2024).0,
+        flags: FLAG_FULL,
+        generation,
+        rows: 3,
+        first_ts: JAN_2024,
+        last_ts: JAN_2024 + 2 * MINUTE,
+        file_len: (CHUNK_HEADER_LEN + 2 * 64) as u64,
+        checksum: 0x1234_5678_9abc_def0,
+        write_version: 9,
+        zonemap,
+        vindex,
+        state,
+    }
+}
+
+fn manifest() -> Manifest {
+    Manifest {
+        meta: scalar_meta(),
+        version: 9,
+        next_generation: 12,
+        entries: vec![
+            entry(
+                11,
+                STATE_LIVE,
+                SidecarRef { len: 112, xxh3: 5 },
+                SidecarRef { len: 192, xxh3: 6 },
+            ),
+            entry(
+                4,
+                STATE_OBSOLETE,
+                SidecarRef::default(),
+                SidecarRef::default(),
+            ),
+        ],
+    }
+}
+
+fn zonemap_values() -> (Vec<i64>, Vec<i64>) {
+    let ts: Vec<i64> = (0..10).map(|i| JAN_2024 + i * MINUTE).collect();
+    let v: Vec<i64> = [3.0, f64::NAN, -1.0, 7.5, 2.0, 2.0, f64::NAN, 0.0, 9.0, -4.0]
+        .iter()
+        .map(|f| f.to_bits() as i64)
+        .collect();
+    (ts, v)
+}
+
+fn zonemap() -> Vec<u8> {
+    let (ts, v) = zonemap_values();
+    build_zonemap(ValueType::F64, &ts, &v, 4)
+}
+
+fn vindex() -> Vec<u8> {
+    let (_, v) = zonemap_values();
+    build_vindex(ValueType::F64, &v)
+}
+
+// ---------------------------------------------------------------- golden encodings
+
+fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("golden")
+        .join(name)
+}
+
+fn check_golden(name: &str, bytes: &[u8]) {
+    let path = golden_path(name);
+    if std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        return;
+    }
+    let want = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(want.len(), bytes.len(), "{name}: length changed");
+    if let Some(at) = (0..want.len()).find(|&i| want[i] != bytes[i]) {
+        panic!(
+            "{name}: byte {at} changed ({:#04x} -> {:#04x}): the on-disk format v1 moved",
+            want[at], bytes[at]
+        );
+    }
+}
+
+#[test]
+fn golden_encodings_of_format_v1_are_unchanged() {
+    check_golden("chunk_scalar_v1.bin", &scalar_chunk());
+    check_golden("chunk_kline_v1.bin", &kline_chunk());
+    check_golden("manifest_v1.bin", &manifest().encode());
+    check_golden("zonemap_v1.bin", &zonemap());
+    check_golden("vindex_v1.bin", &vindex());
+}
+
+#[test]
+fn valid_encodings_decode() {
+    let h = ChunkHeader::decode(&scalar_chunk()).unwrap();
+    assert_eq!((h.rows, h.ncols, h.generation), (3, 2, 7));
+    let h = ChunkHeader::decode(&kline_chunk()).unwrap();
+    assert_eq!((h.rows, h.ncols, h.meta), (5, 6, kline_meta()));
+    assert_eq!(Manifest::decode(&manifest().encode()).unwrap(), manifest());
+    let z = zonemap();
+    let zm = ZoneMap::parse(&z, ValueType::F64, xxh3_64(&z)).unwrap();
+    assert_eq!((zm.rows, zm.block_rows, zm.zones.len()), (10, 4, 3));
+    let v = vindex();
+    let (ok, _dir) = open_vindex(&v, ValueType::F64);
+    let vi = ok.unwrap();
+    assert_eq!((vi.entries, vi.chunk_rows), (8, 10));
+}
+
+// ---------------------------------------------------------------- the checks
+
+/// A decoded header must pass its own validation and survive a round trip (so the
+/// encoder's assertions hold for anything the decoder accepts).
+fn check_chunk(b: &[u8]) {
+    if let Ok(h) = ChunkHeader::decode(b) {
+        h.validate().expect("a decoded header validates");
+        assert!(h.rows >= 1 && h.rows <= u32::MAX as u64);
+        assert_eq!(h.stride, align_up(h.rows as usize * 8) as u64);
+        assert!(h.first_ts <= h.last_ts);
+        assert_eq!(ChunkHeader::decode(&h.encode()).unwrap(), h);
+    }
+}
+
+fn check_manifest(b: &[u8]) {
+    if let Ok(m) = Manifest::decode(b) {
+        m.validate().expect("a decoded manifest validates");
+        assert_eq!(Manifest::decode(&m.encode()).unwrap(), m);
+    }
+}
+
+fn check_zonemap(b: &[u8], vt: ValueType) {
+    if let Ok(z) = ZoneMap::parse(b, vt, xxh3_64(b)) {
+        assert!(z.block_rows > 0);
+        assert!(z.rows <= u32::MAX as usize);
+        assert_eq!(z.zones.len(), z.rows.div_ceil(z.block_rows));
+    }
+}
+
+fn open_vindex(b: &[u8], vt: ValueType) -> (Result<ValueIndex, String>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.vidx");
+    std::fs::write(&path, b).unwrap();
+    let file = MappedFile::open(&path).unwrap();
+    (ValueIndex::open(file, vt, xxh3_64(b)), dir)
+}
+
+fn check_vindex(b: &[u8], vt: ValueType) {
+    let (r, _dir) = open_vindex(b, vt);
+    if let Ok(v) = r {
+        assert!(v.entries <= v.chunk_rows);
+        assert!(v.chunk_rows <= u32::MAX as usize);
+        let values = v.values();
+        assert_eq!(values.len(), v.entries);
+        for k in 0..v.entries {
+            assert!((v.position(k) as usize) < v.chunk_rows);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- mutations
+
+/// One edit of a valid encoding.
+#[derive(Debug, Clone)]
+enum Mutation {
+    Flip {
+        at: usize,
+        bit: u8,
+    },
+    Byte {
+        at: usize,
+        value: u8,
+    },
+    Truncate {
+        len: usize,
+    },
+    Extend {
+        bytes: Vec<u8>,
+    },
+    /// Overwrites a length or count field (`field` picks one of the format's).
+    Field {
+        field: usize,
+        value: u64,
+    },
+}
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let interesting = prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(2),
+        Just(64),
+        Just(u32::MAX as u64),
+        Just(u32::MAX as u64 + 1),
+        Just(1 << 61),
+        Just(u64::MAX),
+        Just(u64::MAX / 8),
+        Just(u64::MAX / 40 + 1),
+        any::<u64>(),
+        0u64..100_000,
+    ];
+    prop_oneof![
+        (any::<usize>(), 0u8..8).prop_map(|(at, bit)| Mutation::Flip { at, bit }),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, value)| Mutation::Byte { at, value }),
+        any::<usize>().prop_map(|len| Mutation::Truncate { len }),
+        prop::collection::vec(any::<u8>(), 1..200).prop_map(|bytes| Mutation::Extend { bytes }),
+        (any::<usize>(), interesting).prop_map(|(field, value)| Mutation::Field { field, value }),
+    ]
+}
+
+/// Length and count fields of each layout: (offset, width in bytes).
+const CHUNK_FIELDS: &[(usize, usize)] = &[
+    (8, 2),
+    (10, 1),
+    (11, 1),
+    (12, 2),
+    (16, 8),
+    (24, 8),
+    (32, 8),
+    (40, 4),
+    (44, 4),
+    (104, 8),
+    (112, 1),
+    (177, 1),
+    (194, 1),
+    (259, 1),
+];
+const MANIFEST_FIELDS: &[(usize, usize)] = &[
+    (12, 4),
+    (24, 8),
+    (56, 1),
+    (64, 1),
+    (288, 4),
+    (288 + 16, 8),
+    (288 + 24, 8),
+    (288 + 32, 8),
+    (288 + 40, 8),
+    (288 + 96, 1),
+    (288 + 128 + 8, 8),
+];
+const ZONEMAP_FIELDS: &[(usize, usize)] = &[(12, 1), (16, 4), (24, 8), (32, 8), (64 + 32, 4)];
+const VINDEX_FIELDS: &[(usize, usize)] = &[(12, 1), (16, 8), (24, 8), (32, 8), (40, 8), (128, 4)];
+
+fn apply(mut b: Vec<u8>, muts: &[Mutation], fields: &[(usize, usize)]) -> Vec<u8> {
+    for m in muts {
+        match m {
+            Mutation::Flip { at, bit } if !b.is_empty() => {
+                let i = at % b.len();
+                b[i] ^= 1 << bit;
+            }
+            Mutation::Byte { at, value } if !b.is_empty() => {
+                let i = at % b.len();
+                b[i] = *value;
+            }
+            Mutation::Truncate { len } => {
+                let n = len % (b.len() + 1);
+                b.truncate(n);
+            }
+            Mutation::Extend { bytes } => b.extend_from_slice(bytes),
+            Mutation::Field { field, value } => {
+                let (at, width) = fields[field % fields.len()];
+                if at + width <= b.len() {
+                    b[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+                }
+            }
+            _ => {}
+        }
+    }
+    b
+}
+
+/// Recomputes a trailing xxh3-64 over everything before it (manifest and sidecars).
+fn reseal_trailer(b: &mut [u8]) {
+    if b.len() >= 8 {
+        let end = b.len() - 8;
+        let sum = xxh3_64(&b[..end]);
+        b[end..].copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
+/// Recomputes the chunk header checksum at 504 over bytes 0..504.
+fn reseal_header(b: &mut [u8]) {
+    if b.len() >= CHUNK_HEADER_LEN {
+        let sum = xxh3_64(&b[..CHUNK_HEADER_LEN - 8]);
+        b[CHUNK_HEADER_LEN - 8..CHUNK_HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
+    }
+}
+
+fn mutations() -> impl Strategy<Value = (Vec<Mutation>, bool)> {
+    (prop::collection::vec(mutation(), 1..5), any::<bool>())
+}
+
+fn value_type() -> impl Strategy<Value = ValueType> {
+    prop_oneof![Just(ValueType::I64), Just(ValueType::F64)]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn chunk_header_never_panics_on_arbitrary_bytes(
+        b in prop::collection::vec(any::<u8>(), 0..1200),
+        magic in any::<bool>(),
+    ) {
+        let mut b = b;
+        if magic && b.len() >= CHUNK_HEADER_LEN {
+            b[..8].copy_from_slice(b"FASTKCHK");
+            reseal_header(&mut b);
+        }
+        check_chunk(&b);
+    }
+
+    #[test]
+    fn chunk_header_never_panics_on_mutations(
+        (muts, reseal) in mutations(),
+        kline in any::<bool>(),
+    ) {
+        let base = if kline { kline_chunk() } else { scalar_chunk() };
+        let mut b = apply(base, &muts, CHUNK_FIELDS);
+        if reseal {
+            reseal_header(&mut b);
+        }
+        check_chunk(&b);
+    }
+
+    #[test]
+    fn manifest_never_panics_on_arbitrary_bytes(
+        b in prop::collection::vec(any::<u8>(), 0..1200),
+        magic in any::<bool>(),
+    ) {
+        let mut b = b;
+        if magic && b.len() >= 8 {
+            b[..8].copy_from_slice(b"FASTKMAN");
+            reseal_trailer(&mut b);
+        }
+        check_manifest(&b);
+    }
+
+    #[test]
+    fn manifest_never_panics_on_mutations((muts, reseal) in mutations()) {
+        let mut b = apply(manifest().encode(), &muts, MANIFEST_FIELDS);
+        if reseal {
+            reseal_trailer(&mut b);
+        }
+        check_manifest(&b);
+    }
+
+    #[test]
+    fn zone_map_never_panics_on_arbitrary_bytes(
+        b in prop::collection::vec(any::<u8>(), 0..600),
+        vt in value_type(),
+    ) {
+        let mut b = b;
+        if b.len() >= 8 {
+            b[..8].copy_from_slice(b"FASTKZMP");
+            reseal_trailer(&mut b);
+        }
+        check_zonemap(&b, vt);
+    }
+
+    #[test]
+    fn zone_map_never_panics_on_mutations(
+        (muts, reseal) in mutations(),
+        vt in value_type(),
+    ) {
+        let mut b = apply(zonemap(), &muts, ZONEMAP_FIELDS);
+        if reseal {
+            reseal_trailer(&mut b);
+        }
+        check_zonemap(&b, vt);
+    }
+
+    #[test]
+    fn value_index_never_panics_on_arbitrary_bytes(
+        b in prop::collection::vec(any::<u8>(), 0..600),
+        vt in value_type(),
+    ) {
+        let mut b = b;
+        if b.len() >= 8 {
+            b[..8].copy_from_slice(b"FASTKVIX");
+            reseal_trailer(&mut b);
+        }
+        check_vindex(&b, vt);
+    }
+
+    #[test]
+    fn value_index_never_panics_on_mutations(
+        (muts, reseal) in mutations(),
+        vt in value_type(),
+    ) {
+        let mut b = apply(vindex(), &muts, VINDEX_FIELDS);
+        if reseal {
+            reseal_trailer(&mut b);
+        }
+        check_vindex(&b, vt);
+    }
+}
