@@ -5,7 +5,7 @@
 //!
 //! - **Cap** (`flight.max_connections`): every connection holds a semaphore permit
 //!   until it closes. A connection accepted past the cap is closed at once, so the
-//!   client fails fast (`Unavailable`) instead of waiting in the kernel's backlog,
+//!   client fails fast (a connection error) instead of waiting in the kernel's backlog,
 //!   and the connections already open keep being served.
 //! - **Idle timeout** (`flight.idle_timeout_s`): a connection with no call in progress
 //!   for that long is closed. Calls are counted by the route
@@ -13,6 +13,7 @@
 //!   dropped, through the [`ConnInfo`] tonic puts into every request's extensions.
 //!   Bytes are not activity: HTTP/2 keep-alive pings flow on idle connections too.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;

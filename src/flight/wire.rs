@@ -94,8 +94,11 @@ impl tower::Service<http::Request<Body>> for FlightRoutes {
         match call {
             None => routed,
             Some(call) => Box::pin(async move {
-                let res = routed.await?;
-                Ok(res.map(|b| CallBody::wrap(b, call)))
+                let res = match routed.await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                };
+                Ok::<_, Infallible>(res.map(|b| CallBody::wrap(b, call)))
             }),
         }
     }
@@ -106,18 +109,23 @@ impl FlightRoutes {
         &mut self,
         req: http::Request<Body>,
     ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
-        match req.uri().path() {
-            DO_GET_PATH => {
+        let path = req.uri().path();
+        let (get, put) = (path == DO_GET_PATH, path == DO_PUT_PATH);
+        match (get, put) {
+            (true, _) => {
                 let svc = Arc::clone(&self.svc);
                 Box::pin(async move { Ok(do_get(svc, req).await) })
             }
-            DO_PUT_PATH => {
+            (_, true) => {
                 let (mut parts, body) = req.into_parts();
                 let (body, end) = super::putbody::watch(body);
                 parts.extensions.insert(end);
-                Box::pin(self.generated.call(http::Request::from_parts(parts, body)))
+                Box::pin(tower::Service::call(
+                    &mut self.generated,
+                    http::Request::from_parts(parts, body),
+                ))
             }
-            _ => Box::pin(self.generated.call(req)),
+            _ => Box::pin(tower::Service::call(&mut self.generated, req)),
         }
     }
 }

@@ -21,8 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The budget counts in units of this many bytes (one semaphore permit each), so a
-/// single reservation of up to 4 TiB fits the semaphore's `u32` argument.
+/// The budget counts in units of this many bytes (one semaphore permit each); at most
+/// `u32::MAX` units (4 TiB), so any reservation fits the semaphore's `u32` argument.
 const UNIT_BYTES: u64 = 1024;
 
 /// How much memory an HTTP record POST holds per byte of its body: the body itself,
@@ -56,7 +56,7 @@ impl WriteBudget {
     pub fn new(limit_bytes: u64, wait: Duration) -> Arc<WriteBudget> {
         let limit_units = limit_bytes
             .div_ceil(UNIT_BYTES)
-            .clamp(1, Semaphore::MAX_PERMITS as u64);
+            .clamp(1, u64::from(u32::MAX));
         Arc::new(WriteBudget {
             units: Arc::new(Semaphore::new(limit_units as usize)),
             limit_units,
