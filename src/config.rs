@@ -33,6 +33,12 @@ pub struct StorageConfig {
     pub max_write_rows: usize,
     pub max_mapped_files: usize,
     pub zonemap_cache_bytes: usize,
+    /// Most bytes all in-flight writes (HTTP record POSTs, DoPut streams) may hold in
+    /// memory together (`src/query/budget.rs`).
+    pub max_inflight_write_bytes: u64,
+    /// How long a write waits for room in that budget before it is refused (503 /
+    /// Unavailable, retry).
+    pub write_budget_wait_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -48,6 +54,8 @@ impl Default for StorageConfig {
             max_write_rows: 50_000_000,
             max_mapped_files: crate::storage::mapcache::DEFAULT_MAX_MAPPED_FILES,
             zonemap_cache_bytes: crate::storage::mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
+            max_inflight_write_bytes: 1 << 30,
+            write_budget_wait_ms: 2_000,
         }
     }
 }
@@ -101,9 +109,26 @@ impl Default for HttpConfig {
 pub struct FlightConfig {
     pub addr: String,
     pub max_batch_rows: usize,
-    pub max_concurrent_streams: usize,
     pub max_message_bytes: usize,
     pub max_put_rows: usize,
+    /// DoGet streams served at once (the name predates the separate DoPut pool).
+    pub max_concurrent_streams: usize,
+    /// DoPut streams served at once, a pool of their own so stalled readers cannot
+    /// starve writers.
+    pub max_put_streams: usize,
+    /// A DoGet whose client accepts no message, or a DoPut whose client sends none, for
+    /// this long is ended and its slot freed.
+    pub stall_timeout_s: u64,
+    /// HTTP/2 PING interval on every Flight connection (0: off).
+    pub keepalive_interval_s: u64,
+    /// A connection that does not answer a PING within this long is closed.
+    pub keepalive_timeout_s: u64,
+    /// A connection with no call in progress for this long is closed (0: never).
+    pub idle_timeout_s: u64,
+    /// Flight connections open at once; further ones are closed at accept.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams (calls) one connection may open.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for FlightConfig {
@@ -114,6 +139,13 @@ impl Default for FlightConfig {
             max_concurrent_streams: 64,
             max_message_bytes: 256 << 20,
             max_put_rows: 50_000_000,
+            max_put_streams: 16,
+            stall_timeout_s: 30,
+            keepalive_interval_s: 30,
+            keepalive_timeout_s: 10,
+            idle_timeout_s: 300,
+            max_connections: 256,
+            max_streams_per_connection: 128,
         }
     }
 }
@@ -267,6 +299,42 @@ impl Config {
         }
         if self.flight.max_put_rows == 0 {
             return bad("flight.max_put_rows", "must be positive");
+        }
+        if self.flight.max_put_streams == 0 {
+            return bad("flight.max_put_streams", "must be positive");
+        }
+        if !(1..=86_400).contains(&self.flight.stall_timeout_s) {
+            return bad("flight.stall_timeout_s", "must be between 1 and 86400");
+        }
+        if self.flight.keepalive_interval_s > 86_400 {
+            return bad(
+                "flight.keepalive_interval_s",
+                "must be at most 86400 (0 turns keep-alive pings off)",
+            );
+        }
+        if !(1..=3_600).contains(&self.flight.keepalive_timeout_s) {
+            return bad("flight.keepalive_timeout_s", "must be between 1 and 3600");
+        }
+        if self.flight.idle_timeout_s > 7 * 86_400 {
+            return bad(
+                "flight.idle_timeout_s",
+                "must be at most 604800 (0 keeps idle connections open)",
+            );
+        }
+        if self.flight.max_connections == 0 {
+            return bad("flight.max_connections", "must be positive");
+        }
+        if self.flight.max_streams_per_connection == 0 {
+            return bad("flight.max_streams_per_connection", "must be positive");
+        }
+        if self.storage.max_inflight_write_bytes < 1 << 20 {
+            return bad(
+                "storage.max_inflight_write_bytes",
+                "must be at least 1048576 (1 MiB)",
+            );
+        }
+        if self.storage.write_budget_wait_ms > 600_000 {
+            return bad("storage.write_budget_wait_ms", "must be at most 600000");
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "must be \"text\" or \"json\"");

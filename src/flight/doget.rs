@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use super::streams::{Guarded, StreamGuard};
+use super::streams::{StreamGuard, Watched};
 use super::ticket::ReadCommand;
 use crate::error::Error;
 use crate::query::Engine;
@@ -108,13 +108,14 @@ pub fn encode(
     batches: BatchStream,
     max_bytes: usize,
     guard: Arc<StreamGuard>,
+    stall: Duration,
 ) -> BoxStream<'static, Result<FlightData, Status>> {
     let encoded = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .with_max_flight_data_size(max_bytes)
         .build(batches)
         .map(|r| r.map_err(Status::from));
-    Guarded::new(encoded.boxed(), guard).boxed()
+    Watched::new(encoded.boxed(), guard, stall).boxed()
 }
 
 fn count_sent(engine: &Engine, b: &RecordBatch) {

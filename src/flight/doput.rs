@@ -8,8 +8,17 @@
 //! ends, so an error anywhere leaves the series untouched. The optional
 //! `{"expected_version": N}` may ride in the app_metadata of any message (the schema
 //! message for Rust clients, a metadata-only message for pyarrow's `write_metadata`).
+//!
+//! The write starts only when the client ended the stream normally (half-close,
+//! [`super::putbody`]); a cancel, a reset, an expired deadline or a broken connection
+//! writes nothing. Every received batch first reserves its memory in the engine's
+//! write budget ([`crate::query::budget`]), and a client that sends no message for
+//! `flight.stall_timeout_s` is dropped, so a stalled upload gives its slot and its
+//! memory back.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
@@ -25,8 +34,10 @@ use serde::Deserialize;
 use tonic::{Status, Streaming};
 
 use super::error::{internal, invalid, status};
+use super::putbody::BodyEnd;
 use crate::error::{Error, ErrorKind};
 use crate::query::Engine;
+use crate::query::budget::PUT_EXPANSION;
 use crate::record::{SeriesKey, SeriesKind, SeriesMeta, ValueType};
 use crate::storage::WriteBatch;
 use crate::storage::batch::KLINE_COLUMNS;
@@ -39,12 +50,15 @@ struct PutMetadata {
     expected_version: Option<u64>,
 }
 
-/// Reads the whole stream, then commits it; returns the one PutResult.
+/// Reads the whole stream, then commits it if the client ended it normally; returns
+/// the one PutResult. `end` is the route's handle on how the request body ended.
 pub async fn do_put(
     engine: Arc<Engine>,
     mut input: Streaming<FlightData>,
+    end: Option<BodyEnd>,
 ) -> Result<PutResult, Status> {
-    let first = input.message().await?.ok_or_else(|| {
+    let stall = Duration::from_secs(engine.config.flight.stall_timeout_s);
+    let first = within(stall, input.message()).await??.ok_or_else(|| {
         invalid("empty DoPut stream: the first message must carry a PATH descriptor")
     })?;
     let key = series_key(first.flight_descriptor.as_ref())?;
@@ -53,12 +67,33 @@ pub async fn do_put(
     let raw = metadata_filtered(first, input, Arc::clone(&seen));
     let mut decoder = FlightDataDecoder::new(raw);
     let mut cols = Columns::new(&meta, engine.config.flight.max_put_rows);
+    let mut held = engine.write_budget.empty();
     let started = std::time::Instant::now();
-    while let Some(msg) = decoder.next().await {
+    while let Some(msg) = within(stall, decoder.next()).await? {
         match msg.map_err(decode_status)?.payload {
             DecodedPayload::Schema(schema) => cols.plan(&schema)?,
-            DecodedPayload::RecordBatch(batch) => cols.append(&batch)?,
+            DecodedPayload::RecordBatch(batch) => {
+                let bytes = batch.num_rows() as u64 * cols.names.len() as u64 * 8;
+                held.grow(bytes * PUT_EXPANSION).await.map_err(status)?;
+                cols.append(&batch)?;
+            }
             DecodedPayload::None => {}
+        }
+    }
+    // tonic ends the message stream on a client's cancel as if it had half-closed;
+    // only the raw body knows which it was.
+    match end {
+        Some(end) if end.ended_cleanly() => {}
+        Some(_) => {
+            return Err(Status::cancelled(
+                "the DoPut stream was cancelled or broken before the client ended it; nothing was written",
+            ));
+        }
+        None => {
+            return Err(internal(
+                "DoPut reached the handler without its end-of-stream watch; \
+                 serve Flight through fastk::flight::service",
+            ));
         }
     }
     let expected = expected_version(&seen.lock().unwrap_or_else(|p| p.into_inner()))?;
@@ -66,9 +101,14 @@ pub async fn do_put(
     let received = started.elapsed();
     let rows = batch.len();
     let write_engine = Arc::clone(&engine);
-    let response = tokio::task::spawn_blocking(move || write_engine.write(&key, batch, expected))
-        .await
-        .map_err(internal)??;
+    // The reservation moves into the write, so the memory stays counted until the
+    // write is done, even if the call is dropped meanwhile.
+    let response = tokio::task::spawn_blocking(move || {
+        let _held = held;
+        write_engine.write(&key, batch, expected)
+    })
+    .await
+    .map_err(internal)??;
     tracing::debug!(
         rows,
         receive_ms = received.as_secs_f64() * 1e3,
@@ -78,6 +118,16 @@ pub async fn do_put(
     let body = serde_json::to_vec(&response).map_err(internal)?;
     Ok(PutResult {
         app_metadata: body.into(),
+    })
+}
+
+/// `next` unless the client sends nothing for `stall`: then `DeadlineExceeded`.
+async fn within<T>(stall: Duration, next: impl Future<Output = T>) -> Result<T, Status> {
+    tokio::time::timeout(stall, next).await.map_err(|_| {
+        Status::deadline_exceeded(format!(
+            "the client sent no DoPut message for {} s (flight.stall_timeout_s); nothing was written",
+            stall.as_secs()
+        ))
     })
 }
 

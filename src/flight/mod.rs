@@ -5,9 +5,11 @@
 //! - [`doget`]: range, latest-N and predicate streams from chunk memory.
 //! - [`wire`]: DoGet's gRPC response built from zero-copy column chunks.
 //! - [`doput`]: one client stream = one all-or-nothing write.
+//! - [`putbody`]: how a DoPut request stream ended (only a clean end commits).
 //! - [`info`]: GetFlightInfo, GetSchema, ListFlights.
 //! - [`actions`]: DoAction / ListActions (health, inventory, admin).
-//! - [`streams`]: the concurrent-stream limit and the open-stream gauge.
+//! - [`streams`]: the DoGet and DoPut stream pools, the stall watchdog, the gauge.
+//! - [`conn`]: the connection cap and the idle-connection timeout.
 //! - [`auth`]: bearer-token metadata checks.
 //! - [`error`]: engine errors mapped to gRPC codes, once.
 //!
@@ -16,10 +18,12 @@
 
 pub mod actions;
 pub mod auth;
+pub mod conn;
 pub mod doget;
 pub mod doput;
 pub mod error;
 pub mod info;
+pub mod putbody;
 pub mod service;
 pub mod streams;
 pub mod ticket;
@@ -32,7 +36,6 @@ use std::time::Duration;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::query::Engine;
 
@@ -64,7 +67,9 @@ pub fn service(engine: Arc<Engine>) -> wire::FlightRoutes {
 }
 
 /// Serves Flight on `listener` until `shutdown` resolves, then lets running calls
-/// finish for at most [`SHUTDOWN_DRAIN`].
+/// finish for at most [`SHUTDOWN_DRAIN`]. Connections are capped and closed when idle
+/// ([`conn`]); HTTP/2 keep-alive pings find dead peers; each connection may open at
+/// most `flight.max_streams_per_connection` calls at once.
 pub async fn serve(
     engine: Arc<Engine>,
     listener: TcpListener,
@@ -75,12 +80,17 @@ pub async fn serve(
         shutdown.await;
         let _ = stopping_tx.send(());
     };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let f = &engine.config.flight;
+    let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+    let incoming = conn::incoming(listener, f.max_connections, secs(f.idle_timeout_s));
     let server = Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .add_service(service(engine))
+        .http2_keepalive_interval(secs(f.keepalive_interval_s))
+        .http2_keepalive_timeout(secs(f.keepalive_timeout_s))
+        .max_concurrent_streams(f.max_streams_per_connection)
+        .add_service(service(Arc::clone(&engine)))
         .serve_with_incoming_shutdown(incoming, signal);
     let drain_deadline = async move {
         if stopping_rx.await.is_ok() {

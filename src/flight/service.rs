@@ -11,13 +11,13 @@ use arrow_flight::{
 use arrow_schema::SchemaRef;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
-use tokio::sync::Semaphore;
 use tonic::metadata::MetadataMap;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::auth::{self, Access};
 use super::error::code_name;
-use super::streams::{StreamGuard, admit};
+use super::putbody::BodyEnd;
+use super::streams::{Pool, Pools, StreamGuard, admit};
 use super::ticket::ReadCommand;
 use super::{actions, doget, doput, info};
 use crate::query::Engine;
@@ -28,16 +28,15 @@ type Stream<T> = BoxStream<'static, Result<T, Status>>;
 #[derive(Debug)]
 pub struct FlightSvc {
     engine: Arc<Engine>,
-    /// One permit per DoGet/DoPut stream in progress.
-    streams: Arc<Semaphore>,
+    /// One permit per stream in progress: DoGet and DoPut from separate pools.
+    pools: Pools,
 }
 
 impl FlightSvc {
     pub fn new(engine: Arc<Engine>) -> FlightSvc {
-        let permits = engine.config.flight.max_concurrent_streams;
         FlightSvc {
+            pools: Pools::new(&engine),
             engine,
-            streams: Arc::new(Semaphore::new(permits)),
         }
     }
 
@@ -79,7 +78,7 @@ impl FlightSvc {
         let admitted =
             auth::check(&self.engine.config.auth, metadata, Access::Read).and_then(|()| {
                 let cmd = ReadCommand::parse(ticket)?;
-                Ok((cmd, admit(&self.engine, &self.streams, "DoGet")?))
+                Ok((cmd, admit(&self.engine, &self.pools, Pool::Get, "DoGet")?))
             });
         let (cmd, guard) = self.refused("DoGet", admitted)?;
         let (schema, batches) = doget::start(Arc::clone(&self.engine), cmd, &guard)
@@ -89,16 +88,24 @@ impl FlightSvc {
 
     async fn get(&self, req: Request<Ticket>) -> Result<Stream<FlightData>, Status> {
         let (schema, batches, guard) = self.open_get(req.metadata(), &req.get_ref().ticket)?;
-        let max_bytes = self.engine.config.flight.max_message_bytes;
-        Ok(doget::encode(schema, batches, max_bytes, guard))
+        let flight = &self.engine.config.flight;
+        let stall = std::time::Duration::from_secs(flight.stall_timeout_s);
+        Ok(doget::encode(
+            schema,
+            batches,
+            flight.max_message_bytes,
+            guard,
+            stall,
+        ))
     }
 
     async fn put(&self, req: Request<Streaming<FlightData>>) -> Result<Stream<PutResult>, Status> {
         let admitted = self
             .authorize(&req, Access::Write)
-            .and_then(|()| admit(&self.engine, &self.streams, "DoPut"));
+            .and_then(|()| admit(&self.engine, &self.pools, Pool::Put, "DoPut"));
         let guard = self.refused("DoPut", admitted)?;
-        let r = doput::do_put(Arc::clone(&self.engine), req.into_inner()).await;
+        let end = req.extensions().get::<BodyEnd>().cloned();
+        let r = doput::do_put(Arc::clone(&self.engine), req.into_inner(), end).await;
         guard.finish(r.as_ref().map_or_else(Status::code, |_| Code::Ok));
         let put = r?;
         Ok(stream::once(async move { Ok(put) }).boxed())

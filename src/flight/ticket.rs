@@ -166,6 +166,13 @@ impl ReadCommand {
         if self.range.is_empty() {
             return Err(invalid("start_ts must not be after end_ts"));
         }
+        // HTTP refuses `latest?n=0` (400); a ticket asking for the last 0 rows is the
+        // same mistake, not an empty read, so the two front ends agree.
+        if self.latest == Some(0) {
+            return Err(invalid(
+                "latest must be at least 1 (omit it to read the whole range)",
+            ));
+        }
         if self.predicate.is_some() && self.latest.is_some_and(|n| n > LATEST_MATCHES_MAX) {
             return Err(invalid(format!(
                 "latest with a predicate keeps the matches in memory: at most {LATEST_MATCHES_MAX}"

@@ -16,6 +16,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arrow_array::{Array, RecordBatch};
 use arrow_buffer::Buffer;
@@ -36,11 +37,14 @@ use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 
 use super::doget::BatchStream;
+use super::conn::{CallBody, ConnInfo};
 use super::service::FlightSvc;
-use super::streams::Guarded;
+use super::streams::Watched;
 
 /// The gRPC path of DoGet.
 pub const DO_GET_PATH: &str = "/arrow.flight.protocol.FlightService/DoGet";
+/// The gRPC path of DoPut, whose body is watched for a clean end ([`super::putbody`]).
+pub const DO_PUT_PATH: &str = "/arrow.flight.protocol.FlightService/DoPut";
 
 /// Largest DoGet request body accepted (a ticket is a small JSON document).
 const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -80,11 +84,48 @@ impl tower::Service<http::Request<Body>> for FlightRoutes {
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        if req.uri().path() == DO_GET_PATH {
-            let svc = Arc::clone(&self.svc);
-            Box::pin(async move { Ok(do_get(svc, req).await) })
-        } else {
-            Box::pin(self.generated.call(req))
+        // The call counts as activity on its connection (the idle timeout) from now
+        // until its response body is dropped.
+        let call = req
+            .extensions()
+            .get::<ConnInfo>()
+            .map(|c| c.activity.begin());
+        let routed = self.route(req);
+        match call {
+            None => routed,
+            Some(call) => Box::pin(async move {
+                let res = match routed.await {
+                    Ok(res) => res,
+                    Err(never) => match never {},
+                };
+                Ok::<_, Infallible>(res.map(|b| CallBody::wrap(b, call)))
+            }),
+        }
+    }
+}
+
+impl FlightRoutes {
+    fn route(
+        &mut self,
+        req: http::Request<Body>,
+    ) -> BoxFuture<'static, Result<http::Response<Body>, Infallible>> {
+        let path = req.uri().path();
+        let (get, put) = (path == DO_GET_PATH, path == DO_PUT_PATH);
+        match (get, put) {
+            (true, _) => {
+                let svc = Arc::clone(&self.svc);
+                Box::pin(async move { Ok(do_get(svc, req).await) })
+            }
+            (_, true) => {
+                let (mut parts, body) = req.into_parts();
+                let (body, end) = super::putbody::watch(body);
+                parts.extensions.insert(end);
+                Box::pin(tower::Service::call(
+                    &mut self.generated,
+                    http::Request::from_parts(parts, body),
+                ))
+            }
+            _ => Box::pin(tower::Service::call(&mut self.generated, req)),
         }
     }
 }
@@ -110,10 +151,11 @@ async fn start(svc: &FlightSvc, req: http::Request<Body>) -> Result<Body, Status
     let ticket = svc.refused("DoGet", read_ticket(&parts.headers, body).await)?;
     let metadata = MetadataMap::from_headers(parts.headers);
     let (schema, batches, guard) = svc.open_get(&metadata, &ticket.ticket)?;
-    let max_bytes = svc.engine().config.flight.max_message_bytes;
-    let messages = encode(&schema, batches, max_bytes).boxed();
-    Ok(Body::new(StreamBody::new(with_trailers(Guarded::new(
-        messages, guard,
+    let flight = &svc.engine().config.flight;
+    let stall = Duration::from_secs(flight.stall_timeout_s);
+    let messages = encode(&schema, batches, flight.max_message_bytes).boxed();
+    Ok(Body::new(StreamBody::new(with_trailers(Watched::new(
+        messages, guard, stall,
     )))))
 }
 

@@ -13,7 +13,7 @@ use axum::response::Response;
 use super::auth::{ReadAccess, WriteAccess};
 use super::error::{AppError, ErrorBody};
 use super::extract::{BodyBytes, IfMatch, JsonBody, PathParams, QueryParams, blocking};
-use super::series;
+use super::series::{self, WriteReservation};
 use super::types::{
     KlinePage, KlinePath, KlineWrite, LatestParams, ReadParams, SeriesList, WriteHeaders,
 };
@@ -117,9 +117,10 @@ pub async fn write(
     _: WriteAccess,
     PathParams(p): PathParams<KlinePath>,
     IfMatch(expected): IfMatch,
+    WriteReservation(held): WriteReservation,
     BodyBytes(body): BodyBytes,
 ) -> Result<Json<WriteResponse>, AppError> {
-    series::write_kline(engine, key(&p)?, body, expected).await
+    series::write_kline(engine, key(&p)?, body, expected, held).await
 }
 
 /// Read kline records

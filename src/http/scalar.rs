@@ -14,7 +14,7 @@ use axum::response::Response;
 use super::auth::{ReadAccess, WriteAccess};
 use super::error::{AppError, ErrorBody};
 use super::extract::{BodyBytes, IfMatch, JsonBody, PathParams, QueryParams, blocking};
-use super::series;
+use super::series::{self, WriteReservation};
 use super::types::{
     LatestParams, ReadParams, ScalarPage, ScalarPath, ScalarWrite, SeriesList, WriteHeaders,
 };
@@ -124,9 +124,10 @@ pub async fn write(
     _: WriteAccess,
     PathParams(p): PathParams<ScalarPath>,
     IfMatch(expected): IfMatch,
+    WriteReservation(held): WriteReservation,
     BodyBytes(body): BodyBytes,
 ) -> Result<Json<WriteResponse>, AppError> {
-    series::write_scalar(engine, key(&p)?, body, expected).await
+    series::write_scalar(engine, key(&p)?, body, expected, held).await
 }
 
 /// Read scalar records

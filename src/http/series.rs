@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -15,6 +17,7 @@ use super::types::{KlineWrite, LatestParams, ReadParams, ScalarRecordIn, ScalarW
 use crate::config::HttpConfig;
 use crate::error::Error;
 use crate::query::Engine;
+use crate::query::budget::{HTTP_BODY_EXPANSION, Reservation};
 use crate::query::types::{SeriesInfo, WriteResponse};
 use crate::record::{SeriesKey, TsRange, ValueType};
 use crate::storage::WriteBatch;
@@ -154,14 +157,45 @@ fn clip(text: &str) -> String {
     text.chars().take(40).collect()
 }
 
-/// `POST .../records` of a kline series: parsed and written on a blocking thread.
+/// A record POST's share of the in-flight write budget, reserved before its body is
+/// read: `Content-Length` (or, without one, `http.max_body_bytes`) times
+/// [`HTTP_BODY_EXPANSION`]. A full budget waits up to `storage.write_budget_wait_ms`,
+/// then answers 503 `unavailable` (retry); a body that could never fit, 413.
+pub struct WriteReservation(pub Reservation);
+
+impl FromRequestParts<Arc<Engine>> for WriteReservation {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        engine: &Arc<Engine>,
+    ) -> Result<Self, AppError> {
+        let max = engine.config.http.max_body_bytes as u64;
+        let len = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(max, |n| n.min(max));
+        let held = engine
+            .write_budget
+            .reserve(len.saturating_mul(HTTP_BODY_EXPANSION))
+            .await?;
+        Ok(WriteReservation(held))
+    }
+}
+
+/// `POST .../records` of a kline series: parsed and written on a blocking thread,
+/// which holds the request's budget reservation until the write is done.
 pub async fn write_kline(
     engine: Arc<Engine>,
     key: SeriesKey,
     body: Bytes,
     expected: Option<u64>,
+    held: Reservation,
 ) -> Result<Json<WriteResponse>, AppError> {
     blocking(move || {
+        let _held = held;
         let w: KlineWrite = parse_json(&body)?;
         engine.write_kline(&key, &w.records, expected)
     })
@@ -169,14 +203,16 @@ pub async fn write_kline(
     .map(Json)
 }
 
-/// `POST .../records` of a scalar series: parsed and written on a blocking thread.
+/// `POST .../records` of a scalar series: as [`write_kline`].
 pub async fn write_scalar(
     engine: Arc<Engine>,
     key: SeriesKey,
     body: Bytes,
     expected: Option<u64>,
+    held: Reservation,
 ) -> Result<Json<WriteResponse>, AppError> {
     blocking(move || {
+        let _held = held;
         let w: ScalarWrite<'_> = parse_json(&body)?;
         let vt = engine.series(&key)?.meta.value_type;
         let batch = scalar_batch(&w.records, vt)?;

@@ -2,6 +2,7 @@
 //! HTTP and Flight adapters (which only translate wire formats) and by the CLI.
 
 mod catalog;
+pub mod budget;
 pub mod predicate;
 pub mod types;
 
@@ -49,6 +50,8 @@ pub struct Engine {
     pub store: Store,
     pub registry: Registry,
     pub metrics: Metrics,
+    /// The memory budget every in-flight write reserves from ([`budget`]).
+    pub write_budget: Arc<budget::WriteBudget>,
     started: Instant,
     health: Mutex<HealthState>,
 }
@@ -89,7 +92,12 @@ impl Engine {
             open_issues: issues,
             ..Default::default()
         };
+        let write_budget = budget::WriteBudget::new(
+            config.storage.max_inflight_write_bytes,
+            std::time::Duration::from_millis(config.storage.write_budget_wait_ms),
+        );
         Ok(Arc::new(Engine {
+            write_budget,
             config: Arc::new(config),
             store,
             registry,
