@@ -102,6 +102,8 @@ def test_unauthenticated_uploads_get_401_without_the_body_being_read(start_serve
             s.close()
     assert statuses == [401] * n, f"statuses other than 401: {set(statuses)}"
     grown = during - before
+    print(f"{n} uploads: {pushed / MIB:.1f} MiB pushed, RSS {before / MIB:.1f} MiB before, "
+          f"{during / MIB:.1f} MiB with the connections open")
     assert pushed > 20 * MIB, f"only {pushed} bytes pushed: the test did not load the server"
     assert grown < pushed / 4, (
         f"server RSS grew by {grown / MIB:.1f} MiB while {pushed / MIB:.1f} MiB were "
