@@ -351,7 +351,10 @@ mod tests {
             ("FASTK__HTTP__MAX_CONNECTIONS", "0"),
             ("FASTK__HTTP__MAX_DRAIN_BYTES", "1073741824"),
         ] {
-            assert!(Config::load(None, env(&[(k, v)])).is_err(), "{k}={v} accepted");
+            assert!(
+                Config::load(None, env(&[(k, v)])).is_err(),
+                "{k}={v} accepted"
+            );
         }
     }
 }

@@ -538,7 +538,9 @@ mod tests {
         assert!(msg.len() < 200, "{} bytes: {}", msg.len(), &msg[..200]);
         assert!(msg.contains("(100000 bytes)"), "{msg}");
         assert!(msg.starts_with("invalid name \"x/x/"), "{msg}");
-        let msg = Timeframe::parse(&"é".repeat(10_000)).unwrap_err().to_string();
+        let msg = Timeframe::parse(&"é".repeat(10_000))
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("... (20000 bytes)"), "{msg}");
         assert_eq!(echo("BTC"), "\"BTC\"");
         assert_eq!(echo(&"a".repeat(64)), format!("{:?}", "a".repeat(64)));

@@ -236,11 +236,17 @@ mod tests {
         let msg = format!("invalid JSON request body: unknown field `{field}`, expected `records`");
         let clipped = clip_message(&msg);
         assert!(clipped.len() < 300, "{clipped}");
-        assert!(clipped.contains("... (100000 bytes)`, expected `records`"), "{clipped}");
+        assert!(
+            clipped.contains("... (100000 bytes)`, expected `records`"),
+            "{clipped}"
+        );
         assert_eq!(clip_message("short `name` stays"), "short `name` stays");
         let plain = "é".repeat(5_000);
         let clipped = clip_message(&plain);
         assert!(clipped.len() < MESSAGE_MAX_BYTES + 64, "{}", clipped.len());
-        assert!(clipped.ends_with("(message of 10000 bytes cut)"), "{clipped}");
+        assert!(
+            clipped.ends_with("(message of 10000 bytes cut)"),
+            "{clipped}"
+        );
     }
 }

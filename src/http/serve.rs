@@ -281,7 +281,10 @@ impl Connection {
             let call = router.clone().oneshot(req);
             async move {
                 let resp = call.await?;
-                Ok::<_, Infallible>(resp.map(|body| TrackedBody { body, _guard: guard }))
+                Ok::<_, Infallible>(resp.map(|body| TrackedBody {
+                    body,
+                    _guard: guard,
+                }))
             }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -408,7 +411,10 @@ mod tests {
         *busy.idle_since.lock().unwrap() = Instant::now() - Duration::from_secs(60);
         assert!(conns.evict_oldest_idle());
         assert!(old.evicted.load(Ordering::Acquire));
-        assert!(!busy.evicted.load(Ordering::Acquire), "a busy connection is never displaced");
+        assert!(
+            !busy.evicted.load(Ordering::Acquire),
+            "a busy connection is never displaced"
+        );
         assert!(conns.evict_oldest_idle());
         assert!(young.evicted.load(Ordering::Acquire));
         assert!(!conns.evict_oldest_idle(), "only the busy one is left");

@@ -142,7 +142,11 @@ async fn rejections_come_before_the_body_and_close_the_connection() {
         let mut s = connect(&running).await;
         post_head(&mut s, path, huge, extra).await;
         let r = read_response(&mut s).await;
-        assert_eq!((r.status, r.code().as_str()), (status, code), "{path} {r:?}");
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{path} {r:?}"
+        );
         assert!(r.closes(), "{path}: no Connection: close: {r:?}");
         assert!(closed_by_server(&mut s, BOUND).await, "{path}: left open");
     }
@@ -214,8 +218,14 @@ async fn slowloris_connections_are_closed_after_the_header_timeout() {
         closed_by_server(&mut trickle, BOUND).await
     });
     assert!(trickled.await.unwrap_or(false), "a trickling head was held");
-    assert!(closed_by_server(&mut quiet, BOUND).await, "a partial head was held");
-    assert!(closed_by_server(&mut silent, BOUND).await, "a silent connection was held");
+    assert!(
+        closed_by_server(&mut quiet, BOUND).await,
+        "a partial head was held"
+    );
+    assert!(
+        closed_by_server(&mut silent, BOUND).await,
+        "a silent connection was held"
+    );
     running.shutdown().await;
 }
 
@@ -231,7 +241,10 @@ async fn idle_keep_alive_connections_are_closed() {
     let r = read_response(&mut s).await;
     assert_eq!(r.status, 200);
     assert!(!r.closes());
-    assert!(closed_by_server(&mut s, BOUND).await, "an idle connection was held");
+    assert!(
+        closed_by_server(&mut s, BOUND).await,
+        "an idle connection was held"
+    );
     running.shutdown().await;
 }
 
