@@ -87,6 +87,15 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     pub gzip: bool,
     pub request_timeout_s: u64,
+    /// Seconds a connection may take to send a request's headers (slowloris bound).
+    pub header_read_timeout_s: u64,
+    /// Seconds a connection with no request in flight is kept open.
+    pub keep_alive_idle_s: u64,
+    /// Connections served at once; further ones first displace the oldest idle one.
+    pub max_connections: usize,
+    /// Most bytes of an unread request body drained after an early rejection to keep
+    /// the connection; a larger remainder closes it instead.
+    pub max_drain_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -100,6 +109,10 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             gzip: true,
             request_timeout_s: 120,
+            header_read_timeout_s: 10,
+            keep_alive_idle_s: 60,
+            max_connections: 1024,
+            max_drain_bytes: 64 << 10,
         }
     }
 }
@@ -288,6 +301,21 @@ impl Config {
         if self.http.max_latest == 0 {
             return bad("http.max_latest", "must be positive");
         }
+        if !(1..=3600).contains(&self.http.header_read_timeout_s) {
+            return bad("http.header_read_timeout_s", "must be between 1 and 3600");
+        }
+        if !(1..=86_400).contains(&self.http.keep_alive_idle_s) {
+            return bad("http.keep_alive_idle_s", "must be between 1 and 86400");
+        }
+        if !(1..=1 << 20).contains(&self.http.max_connections) {
+            return bad("http.max_connections", "must be between 1 and 1048576");
+        }
+        if self.http.max_drain_bytes > self.http.max_body_bytes {
+            return bad(
+                "http.max_drain_bytes",
+                "must be at most http.max_body_bytes (0 never drains)",
+            );
+        }
         if !(1..=1 << 20).contains(&self.flight.max_batch_rows) {
             return bad("flight.max_batch_rows", "must be between 1 and 1048576");
         }
@@ -422,5 +450,16 @@ mod tests {
         assert!(Config::load(None, env(&[("FASTK__STORAGE__MAX_MAPPED_FILES", "0")])).is_err());
         let over = (max_mapped_files_limit() + 1).to_string();
         assert!(Config::load(None, env(&[("FASTK__STORAGE__MAX_MAPPED_FILES", &over)])).is_err());
+        for (k, v) in [
+            ("FASTK__HTTP__HEADER_READ_TIMEOUT_S", "0"),
+            ("FASTK__HTTP__KEEP_ALIVE_IDLE_S", "0"),
+            ("FASTK__HTTP__MAX_CONNECTIONS", "0"),
+            ("FASTK__HTTP__MAX_DRAIN_BYTES", "1073741824"),
+        ] {
+            assert!(
+                Config::load(None, env(&[(k, v)])).is_err(),
+                "{k}={v} accepted"
+            );
+        }
     }
 }

@@ -149,11 +149,27 @@ impl std::str::FromStr for SeriesKind {
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {field} {value:?}: {reason}")]
+#[error("invalid {field} {}: {reason}", echo(.value))]
 pub struct NameError {
     pub field: &'static str,
+    /// The refused value; messages show only a prefix of it (see [`echo`]).
     pub value: String,
     pub reason: &'static str,
+}
+
+/// Characters of a client-supplied value an error message repeats.
+pub const ECHO_MAX_CHARS: usize = 64;
+
+/// `value` quoted for an error message: whole when it is short, else its first
+/// [`ECHO_MAX_CHARS`] characters and its length in bytes.
+///
+/// The story: a refused name was echoed whole, so a 100 KB action name came back in a
+/// 100 KB message, which overflowed the client's metadata limit and hid the error.
+pub fn echo(value: &str) -> String {
+    match value.char_indices().nth(ECHO_MAX_CHARS) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &value[..cut], value.len()),
+    }
 }
 
 /// A validated symbol, category or name: `[A-Za-z0-9._-]{1,64}`, not `.` or `..`.
@@ -164,7 +180,7 @@ impl Name {
     pub fn parse(field: &'static str, s: &str) -> Result<Self, NameError> {
         let err = |reason| NameError {
             field,
-            value: s.chars().take(80).collect(),
+            value: s.to_string(),
             reason,
         };
         if s.is_empty() {
@@ -197,7 +213,7 @@ impl Timeframe {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let err = |reason| NameError {
             field: "timeframe",
-            value: s.chars().take(80).collect(),
+            value: s.to_string(),
             reason,
         };
         if s.is_empty() {
@@ -509,6 +525,21 @@ mod tests {
         assert!(Timeframe::parse(&"1".repeat(17)).is_err());
         assert_eq!(standard_timeframe_ms("1h"), Some(3_600_000));
         assert_eq!(standard_timeframe_ms("7m"), None);
+    }
+
+    #[test]
+    fn refused_names_are_echoed_short() {
+        let huge = "x/".repeat(50_000);
+        let msg = Name::parse("name", &huge).unwrap_err().to_string();
+        assert!(msg.len() < 200, "{} bytes: {}", msg.len(), &msg[..200]);
+        assert!(msg.contains("(100000 bytes)"), "{msg}");
+        assert!(msg.starts_with("invalid name \"x/x/"), "{msg}");
+        let msg = Timeframe::parse(&"é".repeat(10_000))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("... (20000 bytes)"), "{msg}");
+        assert_eq!(echo("BTC"), "\"BTC\"");
+        assert_eq!(echo(&"a".repeat(64)), format!("{:?}", "a".repeat(64)));
     }
 
     #[test]

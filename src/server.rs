@@ -75,19 +75,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     tracing::info!("flight listening on {flight_addr}");
     let (stop, stop_rx) = watch::channel(false);
     let router = crate::http::router(Arc::clone(&engine));
-    let mut rx = stop_rx.clone();
-    let http_task = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(http, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "http server failed");
-        }
-    });
+    let limits = crate::http::serve::Limits::from_config(&engine.config.http);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout_s = limits.header_read_timeout.as_secs(),
+        keep_alive_idle_s = limits.keep_alive_idle.as_secs(),
+        "http connection limits"
+    );
+    let http_task = tokio::spawn(crate::http::serve::serve(
+        http,
+        router,
+        limits,
+        stop_rx.clone(),
+    ));
     let mut rx = stop_rx;
     let flight_engine = Arc::clone(&engine);
     let flight_task = tokio::spawn(async move {

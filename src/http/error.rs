@@ -94,7 +94,7 @@ impl IntoResponse for AppError {
         let kind = self.0.kind;
         let status =
             StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = error_response(status, kind, self.0.message);
+        let mut resp = error_response(status, kind, clip_message(&self.0.message));
         if kind == ErrorKind::Unauthorized {
             // RFC 6750: a 401 names the scheme the client should use.
             resp.headers_mut().insert(
@@ -104,6 +104,41 @@ impl IntoResponse for AppError {
         }
         resp
     }
+}
+
+/// Longest error message sent, in bytes; longer ones are cut (their length is said).
+pub const MESSAGE_MAX_BYTES: usize = 1024;
+
+/// `message` with client-supplied text kept short: every `` `quoted` `` span longer
+/// than [`crate::record::ECHO_MAX_CHARS`] characters (serde names unknown fields and
+/// variants that way) is cut to a prefix and its length, and the whole message to
+/// [`MESSAGE_MAX_BYTES`]. Handlers already echo names through
+/// [`crate::record::echo`]; this is the net for messages built by libraries.
+pub fn clip_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MESSAGE_MAX_BYTES + 32));
+    let mut parts = message.split('`');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('`');
+        let quoted = i % 2 == 0;
+        match part.char_indices().nth(crate::record::ECHO_MAX_CHARS) {
+            Some((cut, _)) if quoted => {
+                out.push_str(&part[..cut]);
+                out.push_str(&format!("... ({} bytes)", part.len()));
+            }
+            _ => out.push_str(part),
+        }
+    }
+    if out.len() <= MESSAGE_MAX_BYTES {
+        return out;
+    }
+    let mut cut = MESSAGE_MAX_BYTES;
+    while !out.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... (message of {} bytes cut)", &out[..cut], out.len())
 }
 
 /// A response with the contract's error body.
@@ -189,4 +224,29 @@ pub async fn not_found() -> AppError {
         ErrorKind::NotFound,
         message_for_status(StatusCode::NOT_FOUND),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_client_text_is_clipped_in_messages() {
+        let field = "f".repeat(100_000);
+        let msg = format!("invalid JSON request body: unknown field `{field}`, expected `records`");
+        let clipped = clip_message(&msg);
+        assert!(clipped.len() < 300, "{clipped}");
+        assert!(
+            clipped.contains("... (100000 bytes)`, expected `records`"),
+            "{clipped}"
+        );
+        assert_eq!(clip_message("short `name` stays"), "short `name` stays");
+        let plain = "é".repeat(5_000);
+        let clipped = clip_message(&plain);
+        assert!(clipped.len() < MESSAGE_MAX_BYTES + 64, "{}", clipped.len());
+        assert!(
+            clipped.ends_with("(message of 10000 bytes cut)"),
+            "{clipped}"
+        );
+    }
 }

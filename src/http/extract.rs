@@ -63,18 +63,22 @@ impl<T: DeserializeOwned + Default> FromRequest<Arc<Engine>> for OptionalJsonBod
 async fn read_body(req: Request, state: &Arc<Engine>) -> Result<Bytes, AppError> {
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(
-                ErrorKind::PayloadTooLarge,
-                format!(
-                    "request body exceeds the limit of {} bytes (http.max_body_bytes); \
-                     split the write into smaller requests",
-                    state.config.http.max_body_bytes
-                ),
-            )
+            too_large(state.config.http.max_body_bytes)
         } else {
             AppError::invalid(format!("could not read the request body: {rejection}"))
         }
     })
+}
+
+/// The 413 for a body over `http.max_body_bytes`, declared or counted.
+pub fn too_large(limit: usize) -> AppError {
+    AppError::new(
+        ErrorKind::PayloadTooLarge,
+        format!(
+            "request body exceeds the limit of {limit} bytes (http.max_body_bytes); \
+             split the write into smaller requests"
+        ),
+    )
 }
 
 /// Parses JSON with serde's message (it names the field, line and column).

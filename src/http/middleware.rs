@@ -1,5 +1,5 @@
 //! Cross-cutting layers: per-route metrics, read timeouts, request ids and tracing,
-//! CORS and gzip.
+//! CORS and gzip, and the request-body rules of early rejections ([`body_rules`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,48 +118,118 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     Some(base.allow_origin(list))
 }
 
-/// Most bytes drained from a request body nobody read before the connection is given
-/// up instead.
-const DRAIN_MAX_BYTES: usize = 8 << 20;
+/// How long the unread remainder of a small body may take to arrive when it is drained
+/// to keep the connection; a slower client gets `Connection: close` instead.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Keeps keep-alive connections usable after a rejection sent before the body was read
-/// (401 from auth, 404 and 405 from routing, 413 from the body limit).
+/// Answers on the request head what can be answered there, and decides what happens to
+/// a body the handler did not read.
 ///
-/// The story: hyper cannot reuse a connection whose request body is still unread, so it
-/// closed such connections after the response without saying so, and a pooled client
-/// (requests) then failed its *next* request with "Remote end closed connection without
-/// response". Now a body the handler never touched is drained (up to a bound) so the
-/// connection stays open, and when that is not possible the response says
-/// `Connection: close` so the client does not reuse it.
-pub async fn drain_unread_body(req: Request, next: Next) -> Response {
+/// The story: a previous fix kept keep-alive connections usable after a rejection sent
+/// before the body was read (401 from auth, 404 and 405 from routing) by draining up to
+/// 8 MiB of the unread body. That drain is what let unauthenticated clients pin memory:
+/// 250 connections streaming large bodies to a token-protected server held 2 GB until
+/// each got its 401, and a declared `Content-Length` over the limit was read up to the
+/// limit before the 413. Now:
+///
+/// - a declared `Content-Length` over `http.max_body_bytes` is a 413 at once;
+/// - a body nobody read is drained only when what is left of it is at most
+///   `http.max_drain_bytes` (declared, or counted for a chunked body) and arrives within
+///   [`DRAIN_TIMEOUT`]; the bytes are counted and dropped, never buffered;
+/// - otherwise, and when a handler stopped reading midway (a chunked body over the
+///   limit), the response says `Connection: close` and the connection is closed without
+///   reading further, so the client knows not to reuse it.
+pub async fn body_rules(State(engine): State<Arc<Engine>>, req: Request, next: Next) -> Response {
+    let cfg = &engine.config.http;
+    let declared = declared_length(&req);
+    if declared.is_some_and(|n| n > cfg.max_body_bytes as u64) {
+        let mut resp = super::extract::too_large(cfg.max_body_bytes).into_response();
+        close(&mut resp);
+        return resp;
+    }
     let (parts, body) = req.into_parts();
-    let slot = Arc::new(std::sync::Mutex::new(Some(body)));
+    let state = Arc::new(BodyState {
+        untouched: std::sync::Mutex::new(Some(body)),
+        finished: std::sync::atomic::AtomicBool::new(false),
+    });
     let lazy = axum::body::Body::from_stream(LazyBody {
-        slot: Arc::clone(&slot),
+        state: Arc::clone(&state),
         inner: None,
     });
     let mut resp = next.run(Request::from_parts(parts, lazy)).await;
-    if !(resp.status().is_client_error() || resp.status().is_server_error()) {
-        return resp;
-    }
-    let untouched = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    let drained = match untouched {
-        Some(body) => axum::body::to_bytes(body, DRAIN_MAX_BYTES).await.is_ok(),
-        None => resp.status() != axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+    let untouched = state
+        .untouched
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let keep = match untouched {
+        Some(body) if declared.is_none_or(|n| n <= cfg.max_drain_bytes as u64) => {
+            drain(body, cfg.max_drain_bytes).await
+        }
+        Some(_) => false,
+        None => state.finished.load(std::sync::atomic::Ordering::Acquire),
     };
-    if !drained {
-        resp.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            HeaderValue::from_static("close"),
-        );
+    if !keep {
+        close(&mut resp);
     }
     resp
 }
 
-/// A body that takes the real one out of `slot` only when first polled, so the
-/// middleware can tell afterwards whether anyone read it.
+/// The request's `Content-Length`, when it has a valid one (hyper refuses invalid ones).
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Reads and drops at most `max_bytes` of `body` within [`DRAIN_TIMEOUT`]; true when
+/// the body ended within both bounds.
+async fn drain(body: axum::body::Body, max_bytes: usize) -> bool {
+    use http_body_util::BodyExt as _;
+    if http_body::Body::is_end_stream(&body) {
+        return true;
+    }
+    let mut body = body;
+    let counted = async move {
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len());
+                if seen > max_bytes {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIMEOUT, counted)
+        .await
+        .unwrap_or(false)
+}
+
+/// Marks the response as the connection's last.
+fn close(resp: &mut Response) {
+    resp.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        HeaderValue::from_static("close"),
+    );
+}
+
+/// The request body as the middleware saw it: still untouched, or taken and whether
+/// it was read to its end.
+struct BodyState {
+    untouched: std::sync::Mutex<Option<axum::body::Body>>,
+    finished: std::sync::atomic::AtomicBool,
+}
+
+/// A body that takes the real one out of `state` only when first polled, so the
+/// middleware can tell afterwards whether anyone read it, and how far.
 struct LazyBody {
-    slot: Arc<std::sync::Mutex<Option<axum::body::Body>>>,
+    state: Arc<BodyState>,
     inner: Option<axum::body::BodyDataStream>,
 }
 
@@ -171,15 +241,26 @@ impl futures::Stream for LazyBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         if self.inner.is_none() {
-            let body = self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let body = self
+                .state
+                .untouched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             match body {
                 Some(b) => self.inner = Some(b.into_data_stream()),
                 None => return std::task::Poll::Ready(None),
             }
         }
-        match self.inner.as_mut() {
+        let polled = match self.inner.as_mut() {
             Some(s) => std::pin::Pin::new(s).poll_next(cx),
             None => std::task::Poll::Ready(None),
+        };
+        if let std::task::Poll::Ready(None) = polled {
+            self.state
+                .finished
+                .store(true, std::sync::atomic::Ordering::Release);
         }
+        polled
     }
 }

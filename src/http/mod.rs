@@ -12,7 +12,9 @@
 //! - [`json`]: read pages serialized straight from the mapped columns.
 //! - [`types`]: HTTP-only bodies and parameters.
 //! - [`openapi`]: the document's info, security scheme and shared error responses.
-//! - [`middleware`]: metrics, read timeouts, request ids, tracing, CORS, gzip.
+//! - [`middleware`]: metrics, read timeouts, request ids, tracing, CORS, gzip, and
+//!   the early-rejection rules (413 on a declared length, drain or close).
+//! - [`serve`]: the accept loop: header read and idle timeouts, the connection cap.
 //!
 //! Architecture invariant: handlers translate the wire format and call the engine;
 //! no storage or registry logic lives here.
@@ -28,6 +30,7 @@ pub mod openapi;
 pub mod registries;
 pub mod scalar;
 pub mod series;
+pub mod serve;
 pub mod system;
 pub mod types;
 
@@ -115,7 +118,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
             middleware::track,
         ))
         .layer(axum::middleware::from_fn(error::json_errors))
-        .layer(axum::middleware::from_fn(middleware::drain_unread_body));
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&engine),
+            middleware::body_rules,
+        ));
     let app = middleware::outer_layers(app, cfg);
     app.with_state(engine)
 }

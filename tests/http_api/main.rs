@@ -5,6 +5,7 @@ mod admin_registry;
 mod auth;
 mod common;
 mod errors;
+mod hostile;
 mod kline;
 mod scalar;
 mod server;

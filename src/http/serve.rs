@@ -1,0 +1,422 @@
+//! The HTTP accept loop: hyper-util's connection builder with the limits that
+//! `axum::serve` lacks.
+//!
+//! - **Header read timeout** (`http.header_read_timeout_s`): a connection that has not
+//!   sent a whole request head in that time is closed (hyper's HTTP/1 timer; for a
+//!   connection that never completes a first request, HTTP/2 included, our own check).
+//! - **Idle keep-alive timeout** (`http.keep_alive_idle_s`): a connection with no
+//!   request in flight for that long is shut down gracefully.
+//! - **Connection cap** (`http.max_connections`, clamped below the open-file limit):
+//!   each connection holds a semaphore permit. When all are taken, the accept loop
+//!   closes the connection that has been idle longest (no request in flight: an idle
+//!   keep-alive connection or one still sending its headers) and hands its permit to
+//!   the new one, so `/health` stays answerable while slow or idle clients fill the
+//!   cap. Only when every connection is busy with a request does a new one wait.
+//!
+//! Graceful shutdown stops accepting, lets in-flight requests finish and closes idle
+//! connections.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tower::ServiceExt as _;
+
+use crate::config::HttpConfig;
+
+/// File descriptors kept out of `http.max_connections` for the store, SQLite, Flight
+/// and the listeners.
+const FD_RESERVE: u64 = 256;
+
+/// How often a connection waiting for a permit at the cap retries displacing an idle
+/// one (a busy connection becomes idle without telling the accept loop).
+const CAP_RETRY: Duration = Duration::from_millis(100);
+
+/// The limits one listener serves with.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub keep_alive_idle: Duration,
+    pub max_connections: usize,
+}
+
+impl Limits {
+    /// The configured limits, with the connection cap clamped below the process's
+    /// open-file limit (each connection is a descriptor; running out of them stalls
+    /// every listener and every file open of the store).
+    pub fn from_config(cfg: &HttpConfig) -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(cfg.header_read_timeout_s),
+            keep_alive_idle: Duration::from_secs(cfg.keep_alive_idle_s),
+            max_connections: clamp_to_fd_limit(cfg.max_connections, open_file_limit()),
+        }
+    }
+}
+
+/// `configured`, or less when the open-file limit would be reached first (logged).
+pub fn clamp_to_fd_limit(configured: usize, fd_limit: Option<u64>) -> usize {
+    let Some(limit) = fd_limit else {
+        return configured;
+    };
+    let usable = usize::try_from(limit.saturating_sub(FD_RESERVE) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if configured > usable {
+        tracing::warn!(
+            configured,
+            fd_limit = limit,
+            using = usable,
+            "http.max_connections is above half the open-file limit (minus {FD_RESERVE} \
+             reserved); lowering it. Raise `ulimit -n` to serve more connections"
+        );
+        return usable;
+    }
+    configured
+}
+
+/// The soft `RLIMIT_NOFILE`, when the platform reports one.
+fn open_file_limit() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::resource::{Resource, getrlimit};
+        getrlimit(Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _)| soft)
+            .filter(|&soft| soft != nix::sys::resource::RLIM_INFINITY)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Serves `router` on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let conns = Arc::new(Conns::default());
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let builder = Arc::new(builder(&limits));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning on the error.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(CAP_RETRY).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let Some(permit) = acquire(&permits, &conns, &mut stop).await else {
+            break;
+        };
+        let conn = Connection {
+            slot: conns.register(),
+            conns: Arc::clone(&conns),
+            _permit: permit,
+        };
+        let builder = Arc::clone(&builder);
+        let router = router.clone();
+        let stop = stop.clone();
+        tokio::spawn(conn.run(builder, stream, peer, router, limits, stop));
+    }
+    drop(listener);
+    // Graceful shutdown: every connection task holds a permit until it ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
+}
+
+/// Resolves when the server is told to stop (or its stop handle is gone). The
+/// `watch::Ref` is dropped inside, so callers' futures stay `Send`.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn builder(limits: &Limits) -> Builder<TokioExecutor> {
+    let mut b = Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.keep_alive_idle / 2)
+        .keep_alive_timeout(limits.header_read_timeout);
+    b
+}
+
+/// A permit for a new connection: a free one, or the one of the connection idle
+/// longest, which is closed for it. `None` when the server stops meanwhile.
+async fn acquire(
+    permits: &Arc<Semaphore>,
+    conns: &Conns,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        if let Ok(p) = Arc::clone(permits).try_acquire_owned() {
+            return Some(p);
+        }
+        conns.evict_oldest_idle();
+        tokio::select! {
+            p = Arc::clone(permits).acquire_owned() => return p.ok(),
+            _ = tokio::time::sleep(CAP_RETRY) => {}
+            () = stopped(stop) => return None,
+        }
+    }
+}
+
+/// The live connections, so the accept loop can pick one to displace.
+#[derive(Default)]
+struct Conns {
+    next_id: AtomicU64,
+    slots: Mutex<HashMap<u64, Arc<Slot>>>,
+}
+
+/// What the accept loop and the timers know of one connection.
+struct Slot {
+    id: u64,
+    /// Requests whose response has not been sent in full.
+    in_flight: AtomicUsize,
+    /// Requests started on this connection.
+    requests: AtomicU64,
+    /// When the connection last became idle (accept time before its first request).
+    idle_since: Mutex<Instant>,
+    evicted: AtomicBool,
+    evict: Notify,
+}
+
+impl Slot {
+    fn idle_since(&self) -> Instant {
+        *self.idle_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Conns {
+    fn register(&self) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
+        });
+        self.lock().insert(slot.id, Arc::clone(&slot));
+        slot
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tells the connection idle longest to close; false when every one is busy.
+    fn evict_oldest_idle(&self) -> bool {
+        let slots = self.lock();
+        let victim = slots
+            .values()
+            .filter(|s| s.in_flight.load(Ordering::Acquire) == 0)
+            .filter(|s| !s.evicted.load(Ordering::Acquire))
+            .min_by_key(|s| s.idle_since());
+        match victim {
+            Some(s) => {
+                s.evicted.store(true, Ordering::Release);
+                s.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One accepted connection: its slot (removed on drop) and its permit.
+struct Connection {
+    slot: Arc<Slot>,
+    conns: Arc<Conns>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.conns.lock().remove(&self.slot.id);
+    }
+}
+
+impl Connection {
+    async fn run(
+        self,
+        builder: Arc<Builder<TokioExecutor>>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        router: Router,
+        limits: Limits,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let slot = Arc::clone(&self.slot);
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let guard = InFlight::start(Arc::clone(&slot));
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let call = router.clone().oneshot(req);
+            async move {
+                let resp = call.await?;
+                Ok::<_, Infallible>(resp.map(|body| TrackedBody {
+                    body,
+                    _guard: guard,
+                }))
+            }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let mut closing = false;
+        loop {
+            let deadline = self.idle_deadline(&limits);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "http connection ended with an error");
+                    }
+                    return;
+                }
+                // Displaced at the cap: close at once, unless a request started since
+                // it was chosen (then finish that one and close).
+                _ = self.slot.evict.notified(), if !closing => {
+                    if self.slot.in_flight.load(Ordering::Acquire) == 0 {
+                        return;
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = stopped(&mut stop), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                _ = tokio::time::sleep_until(deadline), if !closing => {
+                    // The connection may have been busy meanwhile: look again.
+                    if self.idle_deadline(&limits) > Instant::now() {
+                        continue;
+                    }
+                    if self.slot.requests.load(Ordering::Acquire) == 0 {
+                        // Never sent a whole request (e.g. a partial HTTP/2 preface,
+                        // which hyper's HTTP/1 header timer does not cover).
+                        return;
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+
+    /// When this connection, if still idle then, is closed: the header read timeout
+    /// before its first request, the keep-alive idle timeout after.
+    fn idle_deadline(&self, limits: &Limits) -> Instant {
+        let since = self.slot.idle_since();
+        if self.slot.in_flight.load(Ordering::Acquire) > 0 {
+            return Instant::now() + limits.keep_alive_idle;
+        }
+        if self.slot.requests.load(Ordering::Acquire) == 0 {
+            return since + limits.header_read_timeout;
+        }
+        since + limits.keep_alive_idle
+    }
+}
+
+/// Marks a request in flight on its connection until the response body is dropped
+/// (sent in full, or abandoned).
+struct InFlight(Arc<Slot>);
+
+impl InFlight {
+    fn start(slot: Arc<Slot>) -> InFlight {
+        slot.requests.fetch_add(1, Ordering::AcqRel);
+        slot.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(slot)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+struct TrackedBody {
+    body: Body,
+    _guard: InFlight,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_stays_below_the_open_file_limit() {
+        assert_eq!(clamp_to_fd_limit(1024, None), 1024);
+        assert_eq!(clamp_to_fd_limit(1024, Some(65_536)), 1024);
+        assert_eq!(clamp_to_fd_limit(1024, Some(1024)), 384);
+        assert_eq!(clamp_to_fd_limit(1024, Some(100)), 1);
+    }
+
+    #[tokio::test]
+    async fn the_longest_idle_connection_is_displaced_first() {
+        let conns = Conns::default();
+        let old = conns.register();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let busy = conns.register();
+        let young = conns.register();
+        let _guard = InFlight::start(Arc::clone(&busy));
+        *busy.idle_since.lock().unwrap() = Instant::now() - Duration::from_secs(60);
+        assert!(conns.evict_oldest_idle());
+        assert!(old.evicted.load(Ordering::Acquire));
+        assert!(
+            !busy.evicted.load(Ordering::Acquire),
+            "a busy connection is never displaced"
+        );
+        assert!(conns.evict_oldest_idle());
+        assert!(young.evicted.load(Ordering::Acquire));
+        assert!(!conns.evict_oldest_idle(), "only the busy one is left");
+    }
+}
