@@ -110,15 +110,14 @@ fn next_rows() -> Vec<(i64, i64)> {
     ]
 }
 
-/// One commit with `op`'s `nth` call failing. Returns whether the point struck.
-fn commit_with_fault(
-    points: &[(Op, u64)],
-) -> (
-    bool,
-    Result<(), StorageError>,
-    BTreeMap<i64, i64>,
-    BTreeMap<i64, i64>,
-) {
+/// Rows of a series, by ts.
+type Rows = BTreeMap<i64, i64>;
+
+/// One commit with the given points armed (each `(op, nth)`: the nth call of `op`
+/// fails). Returns whether a point struck, the write's result, what the store served
+/// afterwards (checked equal to what a reopen finds), and the state the result
+/// promises (previous on error, previous plus the write on success).
+fn commit_with_fault(points: &[(Op, u64)]) -> (bool, Result<(), StorageError>, Rows, Rows) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
     let (s, _) = store.register(meta()).unwrap();
