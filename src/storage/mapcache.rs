@@ -424,7 +424,7 @@ mod tests {
     fn chunk_file(dir: &std::path::Path, i: usize) -> std::path::PathBuf {
         let p = dir.join(format!("f{i}"));
         let mut f = std::fs::File::create(&p).unwrap();
-        f.write_all(&vec![i as u8; 64]).unwrap();
+        f.write_all(&[i as u8; 64]).unwrap();
         p
     }
 
