@@ -308,7 +308,13 @@ impl Connection {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
+                // Shutdown: an idle connection (even one halfway through a request
+                // head, which hyper's graceful shutdown would wait on) is closed at
+                // once; one with a request in flight finishes it first.
                 () = stopped(&mut stop), if !closing => {
+                    if self.slot.in_flight.load(Ordering::Acquire) == 0 {
+                        return;
+                    }
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }

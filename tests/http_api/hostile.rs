@@ -128,19 +128,34 @@ async fn post_head(s: &mut TcpStream, path: &str, length: u64, extra: &str) {
 #[tokio::test]
 async fn rejections_come_before_the_body_and_close_the_connection() {
     let (running, _dir) = server(|c| c.auth.token = TOKEN.into()).await;
+    // Under http.max_body_bytes (64 MiB) but far over http.max_drain_bytes.
+    let large = 32u64 << 20;
     let huge = 10u64 << 30;
     let auth = format!("Authorization: Bearer {TOKEN}\r\n");
     let cases = [
-        ("/v1/kline/series", "", 401, "unauthorized"),
-        ("/v1/kline/BTC/1m/records", "", 401, "unauthorized"),
-        ("/v1/no-such-route", "", 404, "not_found"),
-        ("/health", "", 405, "invalid_argument"),
-        ("/v1/kline/series", auth.as_str(), 413, "payload_too_large"),
-        ("/v1/no-such-route", auth.as_str(), 413, "payload_too_large"),
+        ("/v1/kline/series", large, "", 401, "unauthorized"),
+        ("/v1/kline/BTC/1m/records", large, "", 401, "unauthorized"),
+        ("/v1/no-such-route", large, "", 404, "not_found"),
+        ("/health", large, "", 405, "invalid_argument"),
+        ("/v1/kline/series", huge, "", 413, "payload_too_large"),
+        (
+            "/v1/kline/series",
+            huge,
+            auth.as_str(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "/v1/no-such-route",
+            huge,
+            auth.as_str(),
+            413,
+            "payload_too_large",
+        ),
     ];
-    for (path, extra, status, code) in cases {
+    for (path, length, extra, status, code) in cases {
         let mut s = connect(&running).await;
-        post_head(&mut s, path, huge, extra).await;
+        post_head(&mut s, path, length, extra).await;
         let r = read_response(&mut s).await;
         assert_eq!(
             (r.status, r.code().as_str()),
