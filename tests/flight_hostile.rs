@@ -153,9 +153,15 @@ async fn a_cancelled_or_timed_out_put_writes_nothing() {
     let put = open_put(addr, msgs.clone(), None).await;
     assert!(eventually(|| engine.write_budget.used_bytes() >= put_bytes(50_000)).await);
     put.call.abort();
-    assert!(eventually(|| engine.write_budget.used_bytes() == 0 && streams_open(&engine) == 0).await);
+    assert!(
+        eventually(|| engine.write_budget.used_bytes() == 0 && streams_open(&engine) == 0).await
+    );
     let info = engine.series_info(&key).unwrap();
-    assert_eq!((info.rows, info.version), (0, 0), "a cancelled DoPut wrote rows");
+    assert_eq!(
+        (info.rows, info.version),
+        (0, 0),
+        "a cancelled DoPut wrote rows"
+    );
 
     // 2. The client's deadline expires while it keeps the stream open: the request
     // carries grpc-timeout and the client gives up at the same moment.
@@ -169,9 +175,15 @@ async fn a_cancelled_or_timed_out_put_writes_nothing() {
             "{status:?}"
         );
     }
-    assert!(eventually(|| engine.write_budget.used_bytes() == 0 && streams_open(&engine) == 0).await);
+    assert!(
+        eventually(|| engine.write_budget.used_bytes() == 0 && streams_open(&engine) == 0).await
+    );
     let info = engine.series_info(&key).unwrap();
-    assert_eq!((info.rows, info.version), (0, 0), "a timed-out DoPut wrote rows");
+    assert_eq!(
+        (info.rows, info.version),
+        (0, 0),
+        "a timed-out DoPut wrote rows"
+    );
 
     // 3. The same messages, half-closed normally, are one write.
     let put = open_put(addr, msgs, None).await;
@@ -202,7 +214,9 @@ async fn stalled_readers_are_ended_and_never_starve_writers() {
     let engine = Arc::clone(&fx.running.engine);
     let skey = fx.scalar_series("ETHUSDT", "score", ValueType::I64);
     let n = 200_000;
-    let scalars: Vec<(i64, i64)> = (0..n as i64).map(|i| (JAN_2024 + i * MINUTE, i % 97)).collect();
+    let scalars: Vec<(i64, i64)> = (0..n as i64)
+        .map(|i| (JAN_2024 + i * MINUTE, i % 97))
+        .collect();
     fx.write_scalars(&skey, &scalars);
     let t = json!({"kind": "scalar", "symbol": "ETHUSDT", "timeframe": "1m", "category": "indicator", "name": "score"});
 
@@ -223,11 +237,17 @@ async fn stalled_readers_are_ended_and_never_starve_writers() {
     let msgs = put_messages(&kkey, &klines(JAN_2024, 1000, MINUTE, 2), 1000).await;
     let put = open_put(addr, msgs, None).await;
     drop(put._tx);
-    put.call.await.unwrap().expect("DoPut beside a full DoGet pool");
+    put.call
+        .await
+        .unwrap()
+        .expect("DoPut beside a full DoGet pool");
     assert_eq!(engine.series_info(&kkey).unwrap().rows, 1000);
 
     // After the stall timeout the stalled streams are ended and their slots freed.
-    assert!(eventually(|| streams_open(&engine) == 0).await, "stalled streams still hold their slots");
+    assert!(
+        eventually(|| streams_open(&engine) == 0).await,
+        "stalled streams still hold their slots"
+    );
     let all = get(&mut other, t.clone()).await.unwrap();
     assert_eq!(all.iter().map(|b| b.num_rows()).sum::<usize>(), n);
 
@@ -244,7 +264,10 @@ async fn stalled_readers_are_ended_and_never_starve_writers() {
         assert!(status.message().contains("stall_timeout_s"));
     }
     let text = engine.metrics_text();
-    assert!(text.contains(r#"fastk_flight_requests_total{method="DoGet",code="DeadlineExceeded"} 3"#), "{text}");
+    assert!(
+        text.contains(r#"fastk_flight_requests_total{method="DoGet",code="DeadlineExceeded"} 3"#),
+        "{text}"
+    );
     fx.shutdown().await;
 }
 
@@ -294,17 +317,36 @@ async fn a_burst_over_the_write_budget_is_refused_cleanly_while_reads_go_on() {
     assert!(body.len() > 800_000);
     let web = reqwest::Client::new();
     let url = format!("{http}/v1/kline/ETHUSDT/1m/records");
-    let resp = web.post(&url).body(body.clone()).header("content-type", "application/json").send().await.unwrap();
+    let resp = web
+        .post(&url)
+        .body(body.clone())
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 503);
     let err: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["code"], "unavailable");
 
     // Reads go on meanwhile, on both front ends.
-    let read = get(&mut fx.client, json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m"})).await.unwrap();
+    let read = get(
+        &mut fx.client,
+        json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m"}),
+    )
+    .await
+    .unwrap();
     assert_eq!(read.iter().map(|b| b.num_rows()).sum::<usize>(), 5000);
-    let resp = web.get(format!("{http}/v1/kline/BTCUSDT/1m/latest?n=3")).send().await.unwrap();
+    let resp = web
+        .get(format!("{http}/v1/kline/BTCUSDT/1m/latest?n=3"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(engine.series_info(&eth).unwrap().rows, 0, "nothing of the burst is stored");
+    assert_eq!(
+        engine.series_info(&eth).unwrap().rows,
+        0,
+        "nothing of the burst is stored"
+    );
 
     // The held upload is cancelled: its memory returns and nothing of it is stored.
     hold.call.abort();
@@ -314,8 +356,17 @@ async fn a_burst_over_the_write_budget_is_refused_cleanly_while_reads_go_on() {
     // With room again, the same writes succeed.
     let put = open_put(addr, burst_msgs, None).await;
     drop(put._tx);
-    put.call.await.unwrap().expect("DoPut with room in the budget");
-    let resp = web.post(&url).body(body).header("content-type", "application/json").send().await.unwrap();
+    put.call
+        .await
+        .unwrap()
+        .expect("DoPut with room in the budget");
+    let resp = web
+        .post(&url)
+        .body(body)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     // One upload larger than the whole budget can never fit: ResourceExhausted at once.
     let big = klines(JAN_2024, 100_000, MINUTE, 6);
@@ -324,7 +375,10 @@ async fn a_burst_over_the_write_budget_is_refused_cleanly_while_reads_go_on() {
     let status = put.call.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(engine.series_info(&eth).unwrap().rows, 30_000);
-    assert!(eventually(|| engine.write_budget.used_bytes() == 0).await, "budget leaked");
+    assert!(
+        eventually(|| engine.write_budget.used_bytes() == 0).await,
+        "budget leaked"
+    );
     fx.shutdown().await;
 }
 
@@ -353,12 +407,22 @@ async fn connections_past_the_cap_are_refused_and_health_answers() {
     let health = reqwest::get(format!("http://{}/health", fx.running.http_addr))
         .await
         .unwrap();
-    assert_eq!(health.status(), 200, "/health answers while the Flight cap is hit");
-    second.list_actions(Empty {}).await.expect("open connections are still served");
+    assert_eq!(
+        health.status(),
+        200,
+        "/health answers while the Flight cap is hit"
+    );
+    second
+        .list_actions(Empty {})
+        .await
+        .expect("open connections are still served");
 
     // A closed connection gives its slot back.
     drop(second);
-    assert!(served_eventually(addr).await, "the closed connection's slot never came back");
+    assert!(
+        served_eventually(addr).await,
+        "the closed connection's slot never came back"
+    );
     fx.shutdown().await;
 }
 
@@ -373,7 +437,10 @@ async fn idle_connections_are_closed() {
         c.flight.idle_timeout_s = 1;
     })
     .await;
-    assert!(served_eventually(fx.running.flight_addr).await, "the idle connection was never closed");
+    assert!(
+        served_eventually(fx.running.flight_addr).await,
+        "the idle connection was never closed"
+    );
     fx.shutdown().await;
 }
 
@@ -420,11 +487,18 @@ async fn latest_zero_is_invalid_on_both_front_ends() {
         assert_eq!(code(&err), Code::InvalidArgument, "{t}");
     }
     // latest: 1 still reads the last row.
-    let one = get(&mut fx.client, json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m", "latest": 1})).await.unwrap();
+    let one = get(
+        &mut fx.client,
+        json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m", "latest": 1}),
+    )
+    .await
+    .unwrap();
     assert_eq!(one.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 
     let http = format!("http://{}", fx.running.http_addr);
-    let resp = reqwest::get(format!("{http}/v1/kline/BTCUSDT/1m/latest?n=0")).await.unwrap();
+    let resp = reqwest::get(format!("{http}/v1/kline/BTCUSDT/1m/latest?n=0"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let err: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["code"], "invalid_argument");

@@ -244,7 +244,12 @@ pub fn incoming(
     })
 }
 
-fn accepted(io: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit, idle: Option<Duration>) -> Conn {
+fn accepted(
+    io: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    idle: Option<Duration>,
+) -> Conn {
     if let Err(e) = io.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY on a Flight connection");
     }

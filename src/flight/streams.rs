@@ -90,7 +90,9 @@ pub fn admit(
         Err(TryAcquireError::NoPermits) | Err(TryAcquireError::Closed) => {
             return Err(status(Error::new(
                 ErrorKind::Unavailable,
-                format!("too many concurrent Flight {method} streams ({key} = {size}); retry shortly"),
+                format!(
+                    "too many concurrent Flight {method} streams ({key} = {size}); retry shortly"
+                ),
             )));
         }
     };

@@ -36,8 +36,8 @@ use tonic::body::Body;
 use tonic::metadata::MetadataMap;
 use tonic::server::NamedService;
 
-use super::doget::BatchStream;
 use super::conn::{CallBody, ConnInfo};
+use super::doget::BatchStream;
 use super::service::FlightSvc;
 use super::streams::Watched;
 

@@ -166,10 +166,7 @@ pub struct WriteReservation(pub Reservation);
 impl FromRequestParts<Arc<Engine>> for WriteReservation {
     type Rejection = AppError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        engine: &Arc<Engine>,
-    ) -> Result<Self, AppError> {
+    async fn from_request_parts(parts: &mut Parts, engine: &Arc<Engine>) -> Result<Self, AppError> {
         let max = engine.config.http.max_body_bytes as u64;
         let len = parts
             .headers

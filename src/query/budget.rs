@@ -170,7 +170,8 @@ mod tests {
         let slow = WriteBudget::new(10 * UNIT_BYTES, Duration::from_secs(600));
         let held = slow.reserve(8 * UNIT_BYTES).await.unwrap();
         let s2 = Arc::clone(&slow);
-        let waiter = tokio::spawn(async move { s2.reserve(5 * UNIT_BYTES).await.map(|r| r.bytes()) });
+        let waiter =
+            tokio::spawn(async move { s2.reserve(5 * UNIT_BYTES).await.map(|r| r.bytes()) });
         tokio::task::yield_now().await;
         drop(held);
         assert_eq!(waiter.await.unwrap().unwrap(), 5 * UNIT_BYTES);
