@@ -54,7 +54,7 @@ impl Default for StorageConfig {
             max_write_rows: 50_000_000,
             max_mapped_files: crate::storage::mapcache::DEFAULT_MAX_MAPPED_FILES,
             zonemap_cache_bytes: crate::storage::mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
-            max_inflight_write_bytes: 1 << 30,
+            max_inflight_write_bytes: 4 << 30,
             write_budget_wait_ms: 2_000,
         }
     }
