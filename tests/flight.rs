@@ -3,7 +3,6 @@
 //! ListFlights; error codes; and stream release on disconnect. Zero copy and
 //! corruption are in `flight_chunks.rs`.
 
-#[path = "flight_common.rs"]
 mod common;
 
 use std::sync::Arc;

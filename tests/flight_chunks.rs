@@ -1,7 +1,6 @@
 //! Flight reads straight from chunk memory: the batches DoGet sends are slices of the
 //! mapped chunk files, and a chunk that fails its checksum ends a stream with DataLoss.
 
-#[path = "flight_common.rs"]
 mod common;
 
 use common::*;

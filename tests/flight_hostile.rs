@@ -2,7 +2,6 @@
 //! readers that stop reading, bursts of writes over the memory budget, too many or idle
 //! connections, and `latest: 0`. Each test opens with the story of its bug.
 
-#[path = "flight_common.rs"]
 mod common;
 
 use std::net::SocketAddr;

@@ -2,7 +2,6 @@
 //! one all-or-nothing write, schema checks, expected versions), DoAction and
 //! ListActions, and bearer-token auth.
 
-#[path = "flight_common.rs"]
 mod common;
 
 use std::sync::Arc;

@@ -1,6 +1,9 @@
 //! Operational faults at the engine level: a full disk, truncated files, a corrupt
 //! registry, and concurrent expected-version writers.
 
+mod common;
+
+use common::{JAN_2024, MINUTE};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,21 +13,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fastk::admin::AdminAction;
-use fastk::config::Config;
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
-use fastk::query::types::{AdminRequest, RegisterKline};
+use fastk::query::types::AdminRequest;
 use fastk::record::{KlineRecord, SeriesKey, TsRange};
 use fastk::registry::{Access, Dataset};
 
-const MINUTE: i64 = 60_000;
-const JAN_2024: i64 = 1_704_067_200_000;
-
 fn engine(root: &Path) -> Arc<Engine> {
-    let mut c = Config::default();
-    c.storage.root = root.to_path_buf();
-    c.storage.low_disk_bytes = 0;
-    Engine::open(c).unwrap()
+    common::engine_with(root, |c| {
+        c.storage.low_disk_bytes = 0;
+    })
 }
 
 fn bars(start: i64, n: i64, tag: i64) -> Vec<KlineRecord> {
@@ -41,15 +39,7 @@ fn bars(start: i64, n: i64, tag: i64) -> Vec<KlineRecord> {
 }
 
 fn kline(e: &Engine) -> SeriesKey {
-    let r = RegisterKline {
-        symbol: "ETHUSDT".into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
-        price_scale: 100,
-        volume_scale: 1,
-    };
-    e.register_kline(&r).unwrap();
-    SeriesKey::kline("ETHUSDT", "1m").unwrap()
+    common::register_kline(e, "ETHUSDT")
 }
 
 fn stored(e: &Engine, key: &SeriesKey) -> BTreeMap<i64, i64> {
@@ -123,15 +113,7 @@ fn full_disk_fails_the_write_cleanly_and_writes_resume_when_space_returns() {
         model,
         "acknowledged writes are intact after ENOSPC"
     );
-    let v = e
-        .admin(
-            AdminAction::Validate,
-            &AdminRequest {
-                deep: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let v = common::validate_deep(&e);
     assert!(v.clean, "{:#?}", v.findings);
     fs::remove_file(&filler).unwrap();
     let more = bars(JAN_2024 - 1000 * MINUTE, 1000, 7);

@@ -5,6 +5,8 @@
 //!
 //! Quick by default (3 kills); `FASTK_TEST_LONG=1` runs 15.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -16,10 +18,8 @@ use arrow_array::{Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use fastk::admin::AdminAction;
 use fastk::config::Config;
 use fastk::query::Engine;
-use fastk::query::types::AdminRequest;
 use fastk::record::{SeriesKey, TsRange};
 use futures::TryStreamExt;
 
@@ -217,15 +217,7 @@ fn verify(
             );
         }
     }
-    let report = e
-        .admin(
-            AdminAction::Validate,
-            &AdminRequest {
-                deep: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let report = common::validate_deep(&e);
     assert!(report.clean, "round {round}: {:#?}", report.findings);
     for s in e.store.list() {
         for f in std::fs::read_dir(s.dir()).unwrap() {

@@ -1,11 +1,13 @@
 //! Corruption, bad input, zero copy, locking and admin repair, at the library level.
 
+mod common;
+
+use common::{JAN_2024, MINUTE};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fastk::admin::AdminAction;
-use fastk::config::Config;
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
 use fastk::query::types::{
@@ -15,14 +17,10 @@ use fastk::record::{KlineRecord, SeriesKey, TsRange, ValueType};
 use fastk::storage::batch::Projection;
 use fastk::storage::{StorageError, Store, StoreOptions, WriteBatch};
 
-const MINUTE: i64 = 60_000;
-const JAN_2024: i64 = 1_704_067_200_000;
-
 fn engine(root: &Path) -> Arc<Engine> {
-    let mut c = Config::default();
-    c.storage.root = root.to_path_buf();
-    c.storage.zonemap_block_rows = 256;
-    Engine::open(c).unwrap()
+    common::engine_with(root, |c| {
+        c.storage.zonemap_block_rows = 256;
+    })
 }
 
 fn bars(start: i64, n: i64) -> Vec<KlineRecord> {
@@ -42,15 +40,7 @@ fn bars(start: i64, n: i64) -> Vec<KlineRecord> {
 }
 
 fn kline(e: &Engine) -> SeriesKey {
-    let r = RegisterKline {
-        symbol: "BTCUSDT".into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
-        price_scale: 100,
-        volume_scale: 1,
-    };
-    e.register_kline(&r).unwrap();
-    SeriesKey::kline("BTCUSDT", "1m").unwrap()
+    common::register_kline(e, "BTCUSDT")
 }
 
 fn scalar(e: &Engine, vt: ValueType) -> SeriesKey {
@@ -108,15 +98,7 @@ fn flipped_chunk_byte_reads_as_corrupted_never_wrong_data() {
         .map(|_| ())
         .map_err(|e| e.kind);
     assert_eq!(latest, Err(ErrorKind::Corrupted));
-    let report = e
-        .admin(
-            AdminAction::Validate,
-            &AdminRequest {
-                deep: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let report = common::validate_deep(&e);
     assert!(
         report.findings.iter().any(|f| f.kind == "chunk_corrupt"
             && f.file.as_deref().is_some_and(|p| p.ends_with(".chunk")))
@@ -184,17 +166,7 @@ fn flipped_manifest_is_rebuilt_from_chunk_headers() {
     let e = engine(dir.path());
     assert_eq!(read_ts(&e, &key).unwrap(), want);
     assert_eq!(e.series(&key).unwrap().version(), 3);
-    assert!(
-        e.admin(
-            AdminAction::Validate,
-            &AdminRequest {
-                deep: Some(true),
-                ..Default::default()
-            }
-        )
-        .unwrap()
-        .clean
-    );
+    assert!(common::validate_deep(&e).clean);
 }
 
 #[test]
@@ -372,15 +344,7 @@ fn sidecar_faults_fall_back_to_scan_and_are_repaired() {
         );
         assert_eq!(r.stats.index_used, "scan");
     }
-    let v = e2
-        .admin(
-            AdminAction::Validate,
-            &AdminRequest {
-                deep: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let v = common::validate_deep(&e2);
     assert!(
         v.findings.iter().any(|f| f.kind == "sidecar_corrupt"),
         "{:#?}",
@@ -448,17 +412,7 @@ fn stray_temp_and_missing_files_are_found_and_repaired() {
         series.version() > version,
         "dropping data bumps the version"
     );
-    assert!(
-        e.admin(
-            AdminAction::Validate,
-            &AdminRequest {
-                deep: Some(true),
-                ..Default::default()
-            }
-        )
-        .unwrap()
-        .clean
-    );
+    assert!(common::validate_deep(&e).clean);
 }
 
 #[test]

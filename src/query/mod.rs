@@ -1,8 +1,8 @@
 //! The command and query layer: one implementation of every operation, called by the
 //! HTTP and Flight adapters (which only translate wire formats) and by the CLI.
 
-mod catalog;
 pub mod budget;
+mod catalog;
 pub mod predicate;
 pub mod types;
 

@@ -174,7 +174,7 @@ impl Registry {
     /// [`RegistryError::Unavailable`]: the caller may then use
     /// [`Registry::open_degraded`] rather than treat the database as damaged.
     pub fn open(path: &Path) -> Result<Registry, RegistryError> {
-        let conn = access::open_read_write(path, &MIGRATIONS)?;
+        let conn = access::open_read_write(path, MIGRATIONS)?;
         Ok(Registry::with(path, conn, Access::ReadWrite))
     }
 
@@ -254,7 +254,7 @@ impl Registry {
             *last = Some(Instant::now());
         }
         if self.access() != Access::ReadWrite {
-            match access::open_read_write(&self.path, &MIGRATIONS) {
+            match access::open_read_write(&self.path, MIGRATIONS) {
                 Ok(conn) => {
                     *self.conn() = conn;
                     self.access
@@ -290,7 +290,7 @@ impl Registry {
             return Err(RegistryError::Unavailable(access::OFFLINE.into()));
         }
         let conn = self.conn();
-        f(&*conn).map_err(|e| access::classify(e, &self.path))
+        f(&conn).map_err(|e| access::classify(e, &self.path))
     }
 
     /// Runs a change. Read-only or offline: refused before SQLite is asked.
@@ -304,7 +304,7 @@ impl Registry {
             Access::Offline => return Err(RegistryError::Unavailable(access::OFFLINE.into())),
         }
         let conn = self.conn();
-        f(&*conn).map_err(|e| access::classify(e, &self.path))
+        f(&conn).map_err(|e| access::classify(e, &self.path))
     }
 
     /// A catalog change: on failure the catalog is marked stale (storage stays the

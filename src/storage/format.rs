@@ -86,7 +86,7 @@ const _: () = {
     assert!(CHUNK_KEY_OFFSET == 112 && KEY_BLOCK_LEN == 212);
     assert!(CHUNK_KEY_OFFSET + KEY_BLOCK_LEN <= CHUNK_HEADER_XXH3_OFFSET);
     assert!(CHUNK_HEADER_XXH3_OFFSET == 504);
-    assert!(CHUNK_HEADER_LEN % COLUMN_ALIGN == 0);
+    assert!(CHUNK_HEADER_LEN.is_multiple_of(COLUMN_ALIGN));
 };
 
 // Manifest layout (docs/storage-format.md, "Manifest"): a fixed part, N entries, and

@@ -1,7 +1,6 @@
 //! Shared fixture for the Flight tests: a real server on port 0 over a temporary data
 //! root, a tonic-based `FlightClient` with a raised decode limit, and data builders.
-//! Included by `tests/flight.rs` and `tests/flight_put.rs` with `#[path]`.
-#![allow(dead_code)]
+//! Part of the shared test module `tests/common` (used by the `tests/flight*.rs` binaries).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
@@ -17,9 +16,7 @@ use fastk::server::{Running, start};
 use futures::TryStreamExt;
 use tonic::transport::Channel;
 
-/// 2024-01-01T00:00:00Z.
-pub const JAN_2024: i64 = 1_704_067_200_000;
-pub const MINUTE: i64 = 60_000;
+pub use super::{JAN_2024, MINUTE};
 
 /// A server on port 0 and a client connected to it.
 pub struct Fixture {
