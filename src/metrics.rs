@@ -31,6 +31,10 @@ pub struct Gauges {
     pub uptime_s: u64,
     /// The store's mapping cache (None where no store is open).
     pub maps: Option<crate::storage::mapcache::MapStats>,
+    /// Bytes reserved by in-flight writes, and the budget
+    /// (`storage.max_inflight_write_bytes`).
+    pub write_budget_used_bytes: u64,
+    pub write_budget_limit_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -211,6 +215,18 @@ impl Metrics {
                 m.zonemap_bytes as i64,
             );
         }
+        gauge(
+            &mut out,
+            "fastk_write_budget_used_bytes",
+            "Bytes reserved by in-flight writes (HTTP record POSTs, DoPut streams).",
+            g.write_budget_used_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_write_budget_limit_bytes",
+            "The in-flight write budget, storage.max_inflight_write_bytes.",
+            g.write_budget_limit_bytes as i64,
+        );
         self.render_http(&mut out);
         let calls = self.flight_calls.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(

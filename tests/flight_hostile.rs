@@ -292,6 +292,15 @@ async fn a_burst_over_the_write_budget_is_refused_cleanly_while_reads_go_on() {
     let hold_rows = klines(JAN_2024 + 10_000 * MINUTE, 60_000, MINUTE, 4);
     let hold = open_put(addr, put_messages(&btc, &hold_rows, 20_000).await, None).await;
     assert!(eventually(|| engine.write_budget.used_bytes() >= put_bytes(60_000)).await);
+    let metrics = engine.metrics_text();
+    assert!(
+        metrics.contains("fastk_write_budget_limit_bytes 8388608"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("fastk_write_budget_used_bytes 0\n"),
+        "the held upload's reservation shows in /metrics"
+    );
 
     // A burst of uploads of 30,000 rows each (2.7 MiB, more than is left): refused.
     let burst_rows = klines(JAN_2024, 30_000, MINUTE, 5);
@@ -350,6 +359,11 @@ async fn a_burst_over_the_write_budget_is_refused_cleanly_while_reads_go_on() {
     // The held upload is cancelled: its memory returns and nothing of it is stored.
     hold.call.abort();
     assert!(eventually(|| engine.write_budget.used_bytes() == 0).await);
+    assert!(
+        engine
+            .metrics_text()
+            .contains("fastk_write_budget_used_bytes 0\n")
+    );
     assert_eq!(engine.series_info(&btc).unwrap().rows, 5000);
 
     // With room again, the same writes succeed.

@@ -443,6 +443,8 @@ impl Engine {
             },
             uptime_s: health.uptime_s,
             maps: Some(self.store.options().map_cache.stats()),
+            write_budget_used_bytes: self.write_budget.used_bytes(),
+            write_budget_limit_bytes: self.write_budget.limit_bytes(),
         };
         self.metrics.render(&g)
     }
