@@ -261,12 +261,13 @@ proptest! {
     }
 }
 
-/// Writers race deletes, re-registrations and compactions on other threads. Every
+/// Writers race deletes, re-registrations, compactions, repairs and manifest rebuilds
+/// on other threads. Every
 /// write either commits to the incarnation whose handle it used or fails NotFound;
 /// at the end (and after a reopen) the last incarnation holds exactly the rows
 /// acknowledged to it.
 #[test]
-fn writers_racing_delete_reregister_and_compact() {
+fn writers_racing_delete_reregister_compact_and_repair() {
     let rounds = if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") {
         400
     } else {
@@ -309,13 +310,32 @@ fn writers_racing_delete_reregister_and_compact() {
                 }
             });
         }
+        // Maintenance against in-flight writes: each must either run on the live
+        // incarnation or find it deleted, and never lose an acknowledged row.
+        let maintained = |r: Result<(), StorageError>| match r {
+            Ok(()) | Err(StorageError::NotFound(_)) => {}
+            Err(e) => panic!("maintenance racing writes failed: {e}"),
+        };
         for i in 0..rounds {
-            match i % 4 {
-                0 | 2 => {
-                    let _ = store.get(&meta.key).map(|s| s.compact());
+            match i % 6 {
+                0 | 4 => {
+                    if let Ok(s) = store.get(&meta.key) {
+                        maintained(s.compact().map(drop));
+                    }
                 }
                 1 => {
                     let _ = store.delete(&meta.key);
+                }
+                2 => {
+                    if let Ok(s) = store.get(&meta.key) {
+                        let q = fastk::storage::maintain::Quarantine::new(&store);
+                        maintained(s.repair(&q, false).map(drop));
+                    }
+                }
+                3 => {
+                    if let Ok(s) = store.get(&meta.key) {
+                        maintained(s.rebuild_manifest(false).map(drop));
+                    }
                 }
                 _ => {
                     let (s, created) = store.register(meta.clone()).unwrap();
