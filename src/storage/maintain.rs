@@ -19,7 +19,7 @@ use super::error::{Result, StorageError};
 use super::format::{ChunkEntry, Manifest, STATE_LIVE};
 use super::mmap::MappedFile;
 use super::recover::{read_manifest, rebuild_manifest, snapshot_from_manifest};
-use super::series::{MANIFEST_NAME, MonthPlan, Series};
+use super::series::{MANIFEST_NAME, MonthPlan, OnDisk, Series};
 use super::sidecar::{ValueIndex, ZoneMap};
 use super::snapshot::Snapshot;
 use super::{Store, fsio};
@@ -394,19 +394,17 @@ impl Series {
         let base = self.snapshot();
         let manifest = self.successor(&base, m);
         let version = manifest.version;
-        let rel = format!("{}/{MANIFEST_NAME}", self.rel_dir);
-        fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&manifest.encode()])
-            .map_err(|e| StorageError::io(rel.clone(), e))?;
-        if let Err(e) = fsio::fsync_dir(&self.dir) {
-            let old = base.to_manifest().encode();
-            if fsio::write_atomic(&self.dir, MANIFEST_NAME, &[&old]).is_err() {
-                // Neither state is known to be durable; serve the one on disk now.
+        match self.publish_manifest(&base.to_manifest(), &manifest) {
+            Ok(()) => {
                 self.install(snapshot_from_manifest(self, manifest));
+                Ok(version)
             }
-            return Err(StorageError::io(rel, e));
+            Err((e, OnDisk::Next)) => {
+                self.install(snapshot_from_manifest(self, manifest));
+                Err(e)
+            }
+            Err((e, OnDisk::Previous { .. })) => Err(e),
         }
-        self.install(snapshot_from_manifest(self, manifest));
-        Ok(version)
     }
 }
 

@@ -66,6 +66,15 @@ pub struct WriteReport {
     pub version: u64,
 }
 
+/// Which manifest is on disk after a failed [`Series::publish_manifest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnDisk {
+    /// The state before the commit (`durable`: known to have reached the disk).
+    Previous { durable: bool },
+    /// The new state: it must be served, though the commit was refused.
+    Next,
+}
+
 /// A registered series.
 #[derive(Debug)]
 pub struct Series {
@@ -352,54 +361,64 @@ impl Series {
             obsolete,
         };
         assert_next(snap, &next, bump);
-        let manifest = next.to_manifest().encode();
-        let manifest_rel = format!("{}/{MANIFEST_NAME}", self.rel_dir);
-        if let Err(e) = fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&manifest]) {
-            self.remove_unpublished(&plans);
-            return Err(StorageError::io(manifest_rel, e));
+        match self.publish_manifest(&snap.to_manifest(), &next.to_manifest()) {
+            Ok(()) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                for c in superseded {
+                    c.mark_obsolete();
+                }
+                Ok(())
+            }
+            Err((e, OnDisk::Previous { durable: true })) => {
+                self.remove_unpublished(&plans);
+                Err(e)
+            }
+            // The new files stay for recovery: they are past the previous manifest's
+            // `next_generation`, and needed if the new manifest is the durable one.
+            Err((e, OnDisk::Previous { durable: false })) => Err(e),
+            Err((e, OnDisk::Next)) => {
+                // The chunks the write superseded are not unlinked, in case the old
+                // manifest is the one a crash brings back.
+                drop(superseded);
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                Err(e)
+            }
         }
-        if let Err(e) = fsio::fsync_dir(&self.dir) {
-            self.roll_back_commit(snap, next, &plans, superseded);
-            return Err(StorageError::io(manifest_rel, e));
-        }
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-        for c in superseded {
-            c.mark_obsolete();
-        }
-        Ok(())
     }
 
-    /// The new manifest is renamed into place but the directory fsync failed, so its
-    /// durability is unknown and the write is about to be refused. Puts the previous
-    /// manifest back so the refusal is true. What is served afterwards is always what
-    /// `MANIFEST` says now:
+    /// Publishes `next` as the series' `MANIFEST` (temp, fsync, rename, directory
+    /// fsync): the commit point of writes and of maintenance alike. On failure it says
+    /// which manifest is on disk now, and the caller serves exactly that one:
     ///
-    /// * the old manifest is back and durable: the old state, the new files removed;
-    /// * the old manifest is back but its directory fsync failed too: the old state,
-    ///   the new files left for recovery (they are past its `next_generation`, and
-    ///   are needed if the new manifest turns out to be the durable one);
-    /// * the old manifest could not be put back: the new state is served (the write's
-    ///   outcome is unknown, as after a timeout), and the chunks it superseded are not
-    ///   unlinked, in case the old manifest is the one a crash brings back.
-    fn roll_back_commit(
+    /// * writing or renaming the new manifest failed: the previous one is untouched;
+    /// * the directory fsync after the rename failed, so the new manifest's
+    ///   durability is unknown and the commit is about to be refused: the previous
+    ///   manifest is put back so the refusal is true (`durable` says whether that put
+    ///   back reached the disk too);
+    /// * the previous manifest could not be put back: the new one is on disk and must
+    ///   be served (the outcome is unknown to the client, as after a timeout).
+    pub(super) fn publish_manifest(
         &self,
-        snap: &Snapshot,
-        next: Snapshot,
-        plans: &[MonthPlan],
-        superseded: Vec<Arc<ChunkRef>>,
-    ) {
-        let old = snap.to_manifest().encode();
-        match fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&old]) {
+        previous: &super::format::Manifest,
+        next: &super::format::Manifest,
+    ) -> std::result::Result<(), (StorageError, OnDisk)> {
+        let rel = format!("{}/{MANIFEST_NAME}", self.rel_dir);
+        if let Err(e) = fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&next.encode()]) {
+            return Err((StorageError::io(rel, e), OnDisk::Previous { durable: true }));
+        }
+        let Err(e) = fsio::fsync_dir(&self.dir) else {
+            return Ok(());
+        };
+        let err = StorageError::io(rel, e);
+        match fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&previous.encode()]) {
             Ok(()) => {
-                if fsio::fsync_dir(&self.dir).is_ok() {
-                    self.remove_unpublished(plans);
-                }
+                let durable = fsio::fsync_dir(&self.dir).is_ok();
+                Err((err, OnDisk::Previous { durable }))
             }
             Err(e) => {
                 tracing::error!(series = %self.rel_dir, error = %e,
                     "could not restore the previous manifest after a failed directory fsync; serving the new one");
-                drop(superseded);
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                Err((err, OnDisk::Next))
             }
         }
     }
