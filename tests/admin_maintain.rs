@@ -3,6 +3,8 @@
 //! a repair on a full disk is `unavailable` and changes nothing; an unknown action
 //! name, however long, is `invalid_argument` with a short message on both front ends.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -64,16 +66,6 @@ fn stored(e: &Engine, key: &SeriesKey) -> BTreeMap<i64, i64> {
         .collect()
 }
 
-fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    v.sort();
-    v
-}
-
 /// Flips one byte in place (same file, same size: no new blocks needed).
 fn flip(path: &Path, at: u64) {
     use std::io::{Read, Seek, SeekFrom};
@@ -113,13 +105,13 @@ fn sidecar_repair_writes_a_new_generation_and_leaves_the_published_file_alone() 
     let want = stored(&e, &key);
     let series = e.series(&key).unwrap();
     let sdir = series.dir().to_path_buf();
-    let zmap = files_with(&sdir, "zmap").remove(0);
+    let zmap = common::files_with(&sdir, "zmap").remove(0);
     flip(&zmap, fs::metadata(&zmap).unwrap().len() / 2);
     let damaged = fs::read(&zmap).unwrap();
     let inode = fs::metadata(&zmap).unwrap().ino();
     let old_files: Vec<PathBuf> = ["chunk", "zmap", "vidx"]
         .iter()
-        .flat_map(|x| files_with(&sdir, x))
+        .flat_map(|x| common::files_with(&sdir, x))
         .collect();
     let version = series.version();
     let found = e.admin(AdminAction::Validate, &deep()).unwrap();
@@ -225,7 +217,7 @@ fn repair_on_a_full_disk_is_unavailable_and_changes_nothing() {
     let want = stored(&e, &key);
     let series = e.series(&key).unwrap();
     let sdir = series.dir().to_path_buf();
-    let zmap = files_with(&sdir, "zmap").remove(0);
+    let zmap = common::files_with(&sdir, "zmap").remove(0);
     flip(&zmap, fs::metadata(&zmap).unwrap().len() / 2);
     let version = series.version();
     let listing = |d: &Path| -> Vec<String> {

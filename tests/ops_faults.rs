@@ -6,9 +6,9 @@ mod common;
 use common::{JAN_2024, MINUTE};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -316,53 +316,9 @@ fn dataset(name: &str) -> Dataset {
     }
 }
 
-/// A `fastk serve` process on `root`, ports chosen by the OS.
-struct Served {
-    child: Child,
-    http: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(root: &Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fastk"))
-        .arg("serve")
-        .env("FASTK__STORAGE__ROOT", root)
-        .env("FASTK__STORAGE__LOW_DISK_BYTES", "0")
-        .env("FASTK__HTTP__ADDR", "127.0.0.1:0")
-        .env("FASTK__FLIGHT__ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let addr = line
-                .split("http listening on ")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next());
-            let _ = tx.send(addr.map(String::from).ok_or(line));
-        }
-    });
-    let mut log = Vec::new();
-    loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Ok(http)) => return Served { child, http },
-            Ok(Err(line)) => log.push(line),
-            Err(_) => panic!(
-                "the server did not start on a full disk:\n{}",
-                log.join("\n")
-            ),
-        }
-    }
+/// A real server on `root` (low-disk warnings off, so only the full disk shows).
+fn serve(root: &Path) -> common::ServerProcess {
+    common::spawn_server(root, &[("FASTK__STORAGE__LOW_DISK_BYTES", "0")])
 }
 
 /// One HTTP/1.1 request over a plain socket; returns (status, body).

@@ -8,9 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,54 +28,8 @@ const FLIGHT_ROWS: i64 = 3000;
 const HTTP_WINDOW: i64 = 1000;
 const FLIGHT_WINDOW: i64 = 5000;
 
-struct Server {
-    child: Child,
-    http: String,
-    flight: String,
-}
-
-fn spawn_server(root: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fastk"))
-        .arg("serve")
-        .env("FASTK__STORAGE__ROOT", root)
-        .env("FASTK__HTTP__ADDR", "127.0.0.1:0")
-        .env("FASTK__FLIGHT__ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep draining so the server never blocks on a full pipe.
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            for kind in ["http", "flight"] {
-                if let Some(rest) = line.split(&format!("{kind} listening on ")).nth(1) {
-                    let _ = tx.send((
-                        kind,
-                        rest.split_whitespace().next().unwrap_or("").to_string(),
-                    ));
-                }
-            }
-        }
-    });
-    let (mut http, mut flight) = (String::new(), String::new());
-    while http.is_empty() || flight.is_empty() {
-        let (kind, addr) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server logs its addresses");
-        if kind == "http" {
-            http = addr
-        } else {
-            flight = addr
-        }
-    }
-    Server {
-        child,
-        http,
-        flight,
-    }
+fn spawn_server(root: &Path) -> common::ServerProcess {
+    common::spawn_server(root, &[])
 }
 
 fn kline_body(i: i64) -> serde_json::Value {

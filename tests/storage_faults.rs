@@ -4,7 +4,7 @@ mod common;
 
 use common::{JAN_2024, MINUTE};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use fastk::admin::AdminAction;
@@ -56,16 +56,6 @@ fn scalar(e: &Engine, vt: ValueType) -> SeriesKey {
     SeriesKey::scalar("BTCUSDT", "1m", "indicator", "rsi").unwrap()
 }
 
-fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    v.sort();
-    v
-}
-
 fn flip(path: &Path, at: usize) {
     let mut b = fs::read(path).unwrap();
     let at = at.min(b.len() - 1);
@@ -88,7 +78,7 @@ fn flipped_chunk_byte_reads_as_corrupted_never_wrong_data() {
         e.write_kline(&key, &bars(JAN_2024, 5000), None).unwrap();
         dir_series = e.series(&key).unwrap().dir().to_path_buf();
     }
-    let chunk = &files_with(&dir_series, "chunk")[0];
+    let chunk = &common::files_with(&dir_series, "chunk")[0];
     flip(chunk, 512 + 8 * 1234 + 3);
     let e = engine(dir.path());
     let key = SeriesKey::kline("BTCUSDT", "1m").unwrap();
@@ -129,7 +119,7 @@ fn flipped_chunk_header_is_corrupted() {
     e.write_kline(&key, &bars(JAN_2024, 100), None).unwrap();
     let sdir = e.series(&key).unwrap().dir().to_path_buf();
     drop(e);
-    flip(&files_with(&sdir, "chunk")[0], 20);
+    flip(&common::files_with(&sdir, "chunk")[0], 20);
     let e = engine(dir.path());
     assert_eq!(read_ts(&e, &key), Err(ErrorKind::Corrupted));
 }
@@ -325,10 +315,10 @@ fn sidecar_faults_fall_back_to_scan_and_are_repaired() {
     let scan = e.query(&key, &req(Strategy::Scan), 1_000_000).unwrap();
     assert!(!scan.timestamps.is_empty());
     let sdir = e.series(&key).unwrap().dir().to_path_buf();
-    for z in files_with(&sdir, "zmap") {
+    for z in common::files_with(&sdir, "zmap") {
         flip(&z, 100);
     }
-    for v in files_with(&sdir, "vidx") {
+    for v in common::files_with(&sdir, "vidx") {
         fs::remove_file(v).unwrap();
     }
     let e2 = {
@@ -382,7 +372,7 @@ fn stray_temp_and_missing_files_are_found_and_repaired() {
     let version = series.version();
     fs::write(sdir.join("stray.bin"), b"hello").unwrap();
     fs::write(sdir.join(".tmp-1-2-x.chunk"), b"partial").unwrap();
-    fs::remove_file(&files_with(&sdir, "chunk")[1]).unwrap();
+    fs::remove_file(&common::files_with(&sdir, "chunk")[1]).unwrap();
     let v = e
         .admin(AdminAction::Validate, &AdminRequest::default())
         .unwrap();

@@ -57,3 +57,80 @@ pub fn validate_deep(e: &Engine) -> AdminReport {
     )
     .unwrap()
 }
+
+/// Files of `dir` whose extension is `ext` (`chunk`, `zmap`, `vidx`), sorted by name.
+pub fn files_with(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A `fastk serve` child process on free ports; killed (and reaped) when dropped.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    /// `IP:port` of the HTTP and Flight listeners, as the server logged them.
+    pub http: String,
+    pub flight: String,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the built `fastk serve` over `root` with `env` set (on top of ports 0), and
+/// waits for both listeners' addresses in its log. The log is drained for the life of
+/// the process so the server never blocks on a full pipe; if the addresses do not come
+/// within a minute the test fails with the lines the server logged.
+pub fn spawn_server(root: &Path, env: &[(&str, &str)]) -> ServerProcess {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fastk"))
+        .arg("serve")
+        .env("FASTK__STORAGE__ROOT", root)
+        .env("FASTK__HTTP__ADDR", "127.0.0.1:0")
+        .env("FASTK__FLIGHT__ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut http, mut flight, mut log) = (String::new(), String::new(), Vec::new());
+    while http.is_empty() || flight.is_empty() {
+        let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(60)) else {
+            panic!("the server did not start:\n{}", log.join("\n"));
+        };
+        let addr = |kind: &str| {
+            line.split(&format!("{kind} listening on "))
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .map(String::from)
+        };
+        if let Some(a) = addr("http") {
+            http = a;
+        } else if let Some(a) = addr("flight") {
+            flight = a;
+        } else {
+            log.push(line);
+        }
+    }
+    ServerProcess {
+        child,
+        http,
+        flight,
+    }
+}
