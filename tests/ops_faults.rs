@@ -185,17 +185,7 @@ fn corrupt_registry_is_quarantined_and_rebuilt_from_storage() {
     let e = engine(dir.path());
     let key = kline(&e);
     e.write_kline(&key, &bars(JAN_2024, 100, 0), None).unwrap();
-    let d = Dataset {
-        name: "d".into(),
-        version: "1".into(),
-        source: String::new(),
-        market: String::new(),
-        start_ts: None,
-        end_ts: None,
-        checksum: String::new(),
-        status: "active".into(),
-        description: String::new(),
-    };
+    let d = dataset("d");
     assert!(e.put_dataset(&d).unwrap());
     drop(e);
     let reg = dir.path().join("registry.sqlite");
