@@ -18,6 +18,7 @@ pub struct Config {
     pub flight: FlightConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    pub sql: SqlConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +160,45 @@ impl Default for FlightConfig {
             idle_timeout_s: 300,
             max_connections: 256,
             max_streams_per_connection: 128,
+        }
+    }
+}
+
+/// SQL (HTTP `POST /v1/sql` and Flight SQL): what one query, and all of them
+/// together, may take. A query over a limit ends with a clear error, never an
+/// out-of-memory kill (docs/sql.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlConfig {
+    /// Queries running at once; more are refused with 503 / Unavailable (retry).
+    pub max_concurrent_queries: usize,
+    /// Memory one query's operators (sorts, joins, aggregates) may reserve.
+    pub memory_per_query_bytes: usize,
+    /// Memory every running query together may reserve.
+    pub memory_total_bytes: usize,
+    /// A query still running this long after it started is cancelled.
+    pub query_timeout_s: u64,
+    /// Longest SQL text accepted.
+    pub max_query_bytes: usize,
+    /// Prepared statements (Flight SQL) kept at once; the least recently used is closed.
+    pub max_prepared_statements: usize,
+    /// A prepared statement unused this long is closed.
+    pub prepared_idle_s: u64,
+    /// Partitions a query's plan runs in (0: one per core).
+    pub target_partitions: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            max_concurrent_queries: 16,
+            memory_per_query_bytes: 1 << 30,
+            memory_total_bytes: 4 << 30,
+            query_timeout_s: 300,
+            max_query_bytes: 1 << 20,
+            max_prepared_statements: 1024,
+            prepared_idle_s: 3600,
+            target_partitions: 0,
         }
     }
 }
@@ -363,6 +403,43 @@ impl Config {
         }
         if self.storage.write_budget_wait_ms > 600_000 {
             return bad("storage.write_budget_wait_ms", "must be at most 600000");
+        }
+        let q = &self.sql;
+        if !(1..=4096).contains(&q.max_concurrent_queries) {
+            return bad("sql.max_concurrent_queries", "must be between 1 and 4096");
+        }
+        if q.memory_per_query_bytes < 16 << 20 {
+            return bad(
+                "sql.memory_per_query_bytes",
+                "must be at least 16777216 (16 MiB)",
+            );
+        }
+        if q.memory_total_bytes < q.memory_per_query_bytes {
+            return bad(
+                "sql.memory_total_bytes",
+                "must be at least sql.memory_per_query_bytes",
+            );
+        }
+        if !(1..=86_400).contains(&q.query_timeout_s) {
+            return bad("sql.query_timeout_s", "must be between 1 and 86400");
+        }
+        if !(64..=64 << 20).contains(&q.max_query_bytes) {
+            return bad("sql.max_query_bytes", "must be between 64 and 67108864");
+        }
+        if !(1..=1 << 20).contains(&q.max_prepared_statements) {
+            return bad(
+                "sql.max_prepared_statements",
+                "must be between 1 and 1048576",
+            );
+        }
+        if !(1..=7 * 86_400).contains(&q.prepared_idle_s) {
+            return bad("sql.prepared_idle_s", "must be between 1 and 604800");
+        }
+        if q.target_partitions > 1024 {
+            return bad(
+                "sql.target_partitions",
+                "must be at most 1024 (0: one per core)",
+            );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "must be \"text\" or \"json\"");

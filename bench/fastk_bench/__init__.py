@@ -5,9 +5,11 @@ Layout:
 - `timing`: clocks, percentiles, time-boxed loops
 - `procs`: starting and stopping the servers this harness owns (loopback only)
 - `systems`: one adapter per system (FastK over Flight and HTTP, ArcticDB, DuckDB,
-  Polars, PostgreSQL, ROAPI, the in-memory Flight ceiling), all with the same methods
+  Polars, PostgreSQL, ROAPI, the in-memory Flight ceiling, FastK's SQL clients),
+  all with the same methods
 - `ceiling_server`: the minimal pyarrow.flight server holding the batches in RAM
-- `workloads`: the six workloads plus the HTTP load and Flight transport runs
+- `workloads`: the six workloads, the HTTP load and Flight transport runs, and the
+  three SQL workloads (SQL vs native reads, a 1h resample against DuckDB and ROAPI)
 - `report`: results.json, PNG charts and the tables of docs/benchmarks.md
 - `__main__`: `python -m fastk_bench [--quick]`, the driver
 """

@@ -138,6 +138,18 @@ def rust_client(binary: pathlib.Path, fastk_addr: str, ceiling_addr: str, ds: da
     return out
 
 
+def fastk_sql(fk: procs.FastK, fastk_version: str, results: dict) -> list:
+    """FastK's SQL clients (ADBC, pyarrow.flight, HTTP Arrow stream); a client that
+    cannot connect is recorded as skipped."""
+    out = []
+    for mode, label in systems.FastKSql.LABELS.items():
+        try:
+            out.append(systems.FastKSql(fk, fastk_version, mode))
+        except Exception as e:  # noqa: BLE001
+            results["skipped"][label] = f"could not connect: {type(e).__name__}: {e}"
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="fastk_bench")
     ap.add_argument("--quick", action="store_true", help="small data, few repetitions (about 2 minutes)")
@@ -164,6 +176,9 @@ def main() -> int:
         selectivities=[0.01, 1.0, 10.0],
         flight_reps=2 if q else 5,
         wrk_s=2 if q else 10,
+        sql_year_reps=3 if q else 25,
+        sql_resample_reps=3 if q else 10,
+        sql_predicate_reps=5 if q else 15,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     charts_dir = args.charts or args.out
@@ -311,6 +326,17 @@ def main() -> int:
         rust_ceiling = next((c for c in ceilings if "Rust" in c.label), None)
         if rust_ceiling is not None:
             results["rust_flight"] = rust_client(args.ceiling_bin, fk.flight, rust_ceiling.addr, ds, P["flight_reps"])
+        sql_ways = fastk_sql(fk, fastk_version, results)
+        if sql_ways:
+            versions["FastK SQL"] = sql_ways[0].version()
+            results["sql_year"] = workloads.sql_year(fastk_flight, sql_ways, ds, P["sql_year_reps"])
+            adbc = next((w for w in sql_ways if w.mode == "adbc"), sql_ways[0])
+            roapi = next((s for s in readers if isinstance(s, systems.Roapi)), None)
+            results["sql_resample"] = workloads.sql_resample(adbc, duck, roapi, ds, P["sql_resample_reps"])
+            results["sql_predicate"] = workloads.sql_predicate(fastk_flight, sql_ways, ds, P["selectivities"],
+                                                               P["sql_predicate_reps"])
+        for w in sql_ways:
+            w.close()
         results["disk"] = workloads.disk([fastk_flight] + peers, ds)
         results["http_load"] = workloads.http_load(fk.http, ds, P["wrk_s"]) if shutil.which("wrk") else None
         if results["http_load"] is None:

@@ -5,6 +5,11 @@ Every ratio is written so that above 1 means FastK is ahead: for times it is
 bytes on disk (best peer's bytes / FastK's bytes). "Best peer" is the best of
 ArcticDB, DuckDB, Polars, PostgreSQL and ROAPI; FastK's HTTP front end and the
 in-memory Flight ceiling are shown beside them but never count as peers.
+
+The SQL tables compare FastK's SQL with FastK's native calls and state their own
+ratios: SQL throughput as a share of the native DoGet's (sql_year), each system's time
+over FastK's (sql_resample: above 1, FastK is faster), SQL time over native time
+(sql_predicate: below 1.2 is the target).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ CEILINGS = ("Flight ceiling (pyarrow, RAM)", "Flight ceiling (Rust, RAM)")
 NOT_PEERS = {FASTK, FASTK_CONCURRENT, HTTP, *CEILINGS}
 COLORS = {FASTK: "#d62728", FASTK_CONCURRENT: "#e377c2", HTTP: "#ff9896", CEILINGS[0]: "#7f7f7f", CEILINGS[1]: "#bcbcbc",
           "ArcticDB": "#1f77b4", "DuckDB": "#ff7f0e", "Polars": "#2ca02c", "PostgreSQL": "#9467bd",
-          "ROAPI": "#8c564b"}
+          "ROAPI": "#8c564b", "FastK Flight SQL (ADBC)": "#d62728"}
 
 
 def ok(d: dict) -> dict:
@@ -260,11 +265,86 @@ def t_versions(r: dict) -> str:
     return out
 
 
+# --------------------------------------------------------------------------- SQL
+
+SQL_YEAR_TARGET = 0.90  # SQL throughput / native DoGet throughput, at least
+SQL_PREDICATE_TARGET = 1.20  # SQL time / native time, at most
+
+
+def _verdict(ok_: bool | None) -> str:
+    return "n/a" if ok_ is None else ("met" if ok_ else "**not met**")
+
+
+def t_sql_year(r: dict) -> str:
+    d = r["sql_year"]
+    sysd = d["systems"]
+    rows = [[k, v["median_s"] * 1e3, v["best_s"] * 1e3, v["rows_per_s"] / 1e6, v["mb_s"],
+             f"{v['of_native'] * 100:.0f}%" if v.get("of_native") else "n/a"] for k, v in ok(sysd).items()]
+    out = table(["way", "median ms", "best ms", "M rows/s", "MB/s", "throughput vs native"], rows)
+    sql = {k: v for k, v in ok(sysd).items() if "SQL" in k and "Flight" in k and v.get("of_native")}
+    if sql:
+        parts = [f"{k} {v['of_native'] * 100:.0f}% ({_verdict(v['of_native'] >= SQL_YEAR_TARGET)})"
+                 for k, v in sql.items()]
+        out += (f"\n\n{d['rows']:,} bars as Arrow tables; throughput of SQL as a share of the native DoGet's "
+                f"(native median / SQL median; target at least {SQL_YEAR_TARGET:.0%}): " + "; ".join(parts) + ".")
+    unordered = [k for k, v in ok(sysd).items() if v.get("ordered") is False]
+    if unordered:
+        out += f" Answered out of ts order (no ORDER BY was asked): {', '.join(unordered)}."
+    return out + errors_note(sysd)
+
+
+def t_sql_resample(r: dict) -> str:
+    d = r["sql_resample"]
+    sysd = d["systems"]
+    rows = [[k, v["median_ms"], v["best_ms"], v["input_rows_per_s"] / 1e6,
+             f"{v['vs_fastk']:.2f}x" if v.get("vs_fastk") else "n/a"] for k, v in ok(sysd).items()]
+    out = table(["system", "median ms", "best ms", "M input bars/s", "time vs FastK"], rows)
+    got = {k: v["median_ms"] for k, v in ok(sysd).items()}
+    fastk = next((k for k in got if k.startswith("FastK")), None)
+    if fastk and len(got) > 1:
+        first = min(got, key=got.get)
+        others = {k: v for k, v in got.items() if k != fastk}
+        peer = min(others, key=others.get)
+        out += (f"\n\n{d['bars']:,} 1m bars into {d['buckets']:,} 1h buckets, every answer checked against numpy "
+                f"before timing. FastK vs fastest peer ({peer}): {ratio(got[fastk], others[peer], True)}; "
+                f"fastest: {first} (target FastK first: {_verdict(first == fastk)}).")
+    return out + errors_note(sysd)
+
+
+def t_sql_predicate(r: dict) -> str:
+    d = r["sql_predicate"]
+    sels = d["selectivities"]
+    labels = []
+    for s in sels.values():
+        for k in s["systems"]:
+            if k not in labels:
+                labels.append(k)
+    rows = []
+    for k in labels:
+        row = [k]
+        for s in sels.values():
+            v = s["systems"].get(k)
+            if not v or "error" in v:
+                row.append("n/a")
+            elif v.get("vs_native") and not k.startswith("FastK DoGet"):
+                over = v["vs_native"]
+                row.append(f"{fmt(v['median_ms'])} ({over:.2f}x{'' if over <= SQL_PREDICATE_TARGET else ', over'})")
+            else:
+                row.append(v["median_ms"])
+        rows.append(row)
+    head = ["way"] + [f"{s}%: {v['matches']:,} rows, ms (SQL / native)" for s, v in sels.items()]
+    out = table(head, rows)
+    out += (f"\n\nTable `{d['table']}`; in brackets, SQL median time / native median time (target at most "
+            f"{SQL_PREDICATE_TARGET:.1f}x; \"over\" marks a miss).")
+    return out + "".join(errors_note(s["systems"]) for s in sels.values())
+
+
 SECTIONS = {
     "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
     "day_ranges": lambda r: t_latency(r["day_ranges"]), "latest": lambda r: t_latency(r["latest"]),
     "predicate": t_predicate, "disk": t_disk, "http": t_http, "flight": t_flight, "rust": t_rust,
+    "sql_year": t_sql_year, "sql_resample": t_sql_resample, "sql_predicate": t_sql_predicate,
 }
 
 
@@ -370,6 +450,13 @@ def charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
     _barh(axes[0], r["disk"], "kline_bytes_per_row", 1, "bytes per bar (lower is better; raw 48)", "6. Disk, kline")
     _barh(axes[1], r["disk"], "scalar_bytes_per_row", 1, "bytes per row (lower is better; raw 16)", "6. Disk, scalar")
     save(fig, "disk.png")
+
+    res = r.get("sql_resample") or {}
+    if ok(res.get("systems") or {}):
+        fig, ax = plt.subplots(figsize=(8, 3))
+        _barh(ax, res["systems"], "median_ms", 1, "ms, median (lower is better)",
+              f"SQL: one year of 1m bars to {res['buckets']:,} 1h OHLCV buckets")
+        save(fig, "sql_resample.png")
     return made
 
 

@@ -9,7 +9,9 @@ same calls everywhere:
 - `latest(symbol, n)` returns a Polars DataFrame of the last n bars, ascending;
 - `predicate(lo, hi)` returns the number of matching rows, fetched into the client
   as an Arrow/Polars column of timestamps;
-- `disk()` returns bytes held on disk for the kline and the scalar data.
+- `disk()` returns bytes held on disk for the kline and the scalar data;
+- `sql(query)` runs one SQL statement and returns the answer as an Arrow table
+  (the SQL workloads: FastK's SQL front ends, DuckDB, ROAPI).
 
 A method a system cannot serve raises `NotImplementedError` and is reported as n/a.
 """
@@ -116,6 +118,9 @@ class System:
         raise NotImplementedError
 
     def disk(self) -> dict:
+        raise NotImplementedError
+
+    def sql(self, query: str) -> pa.Table:
         raise NotImplementedError
 
     def close(self) -> None:
@@ -324,6 +329,106 @@ class FastKHttp(System):
             body["start_ts"] = r["next_start_ts"]
 
 
+# --------------------------------------------------------------------------- FastK SQL
+
+
+FLIGHT_SQL_TYPE = "type.googleapis.com/arrow.flight.protocol.sql."
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _pb_bytes(field: int, data: bytes) -> bytes:
+    """A length-delimited protobuf field (strings, bytes, messages)."""
+    return _varint(field << 3 | 2) + _varint(len(data)) + data
+
+
+def statement_query(query: str) -> bytes:
+    """A Flight SQL CommandStatementQuery as google.protobuf.Any (what every Flight SQL
+    client sends; built by hand, as pyarrow ships no Flight SQL client)."""
+    body = _pb_bytes(1, query.encode())
+    return _pb_bytes(1, (FLIGHT_SQL_TYPE + "CommandStatementQuery").encode()) + _pb_bytes(2, body)
+
+
+class FastKSql(System):
+    """FastK's SQL front ends (DataFusion over the store), one client per instance.
+
+    - `adbc`: `adbc_driver_flightsql` DB-API, `execute` + `fetch_arrow_table` (the
+      driver prepares every statement: CreatePreparedStatement, GetFlightInfo, DoGet);
+    - `flight`: plain `pyarrow.flight`, CommandStatementQuery by hand: GetFlightInfo,
+      then DoGet of each endpoint, `read_all()`;
+    - `http`: `POST /v1/sql` on a keep-alive connection with
+      `Accept: application/vnd.apache.arrow.stream`, read with `pa.ipc.open_stream`.
+
+    Not peers: the SQL workloads compare them with FastK's own native DoGet.
+    """
+
+    name = "FastK"
+    peer = False
+    LABELS = {"adbc": "FastK Flight SQL (ADBC)", "flight": "FastK Flight SQL (pyarrow.flight)",
+              "http": "FastK HTTP /v1/sql (Arrow stream)"}
+    VIA = {"adbc": "Flight SQL, adbc-driver-flightsql", "flight": "Flight SQL, pyarrow.flight",
+           "http": "HTTP, Arrow IPC stream"}
+
+    def __init__(self, server: procs.FastK, fastk_version: str, mode: str):
+        self.server = server
+        self.mode = mode
+        self.label = self.LABELS[mode]
+        self.via = self.VIA[mode]
+        self._version = fastk_version
+        if mode == "adbc":
+            import adbc_driver_flightsql
+            import adbc_driver_flightsql.dbapi as fsql
+
+            self.driver_version = adbc_driver_flightsql.__version__
+            # FastK has no transactions; autocommit=True keeps DB-API from asking.
+            self.conn = fsql.connect(f"grpc://{server.flight}", autocommit=True)
+            self.cur = self.conn.cursor()
+        elif mode == "flight":
+            self.client = flight.connect(f"grpc://{server.flight}")
+        else:
+            host, port = server.http.rsplit(":", 1)
+            self.http = http.client.HTTPConnection(host, int(port), timeout=600)
+
+    def version(self) -> str:
+        extra = f" (adbc-driver-flightsql {self.driver_version})" if self.mode == "adbc" else ""
+        return f"{cargo_lock_versions(['datafusion'])}{extra}"
+
+    def sql(self, query):
+        if self.mode == "adbc":
+            self.cur.execute(query)
+            return self.cur.fetch_arrow_table()
+        if self.mode == "flight":
+            info = self.client.get_flight_info(flight.FlightDescriptor.for_command(statement_query(query)))
+            parts = [self.client.do_get(ep.ticket).read_all() for ep in info.endpoints]
+            return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        self.http.request("POST", "/v1/sql", body=json.dumps({"query": query}).encode(),
+                          headers={"content-type": "application/json", "accept": ARROW_STREAM})
+        r = self.http.getresponse()
+        data = r.read()
+        if r.status >= 300:
+            raise RuntimeError(f"POST /v1/sql: {r.status} {data[:300]!r}")
+        return pa.ipc.open_stream(data).read_all()
+
+    def close(self):
+        if self.mode == "adbc":
+            self.cur.close()
+            self.conn.close()
+        elif self.mode == "flight":
+            self.client.close()
+        else:
+            self.http.close()
+
+
 # --------------------------------------------------------------------------- ceiling
 
 
@@ -503,6 +608,9 @@ class DuckDB(System):
         k = sum(du(p) for p in self.root.glob("*.parquet") if p.stem != "scalar")
         return {"kline_bytes": k, "scalar_bytes": du(pathlib.Path(self.path("scalar")))}
 
+    def sql(self, query):
+        return self.con.sql(query).to_arrow_table()
+
 
 class Polars(System):
     name = "Polars"
@@ -661,6 +769,9 @@ class Roapi(System):
 
     def predicate(self, lo, hi):
         return self._sql(f"SELECT ts FROM scalar WHERE value BETWEEN {lo} AND {hi}").num_rows
+
+    def sql(self, query):
+        return self._sql(query)
 
     def close(self):
         self.cur.close()

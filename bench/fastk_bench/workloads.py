@@ -330,3 +330,233 @@ def http_load(http_addr: str, ds: Dataset, seconds: int) -> dict:
             log(f"  {r['requests_per_s']} req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
             out[f"{name}_c{conns}"] = r
     return out
+
+
+# --------------------------------------------------------------------------- SQL
+
+
+class Way:
+    """One way of asking a question (a system and a client path), for `interleaved`."""
+
+    def __init__(self, label: str, run):
+        self.label = label
+        self.run = run
+
+
+def iso(ms_: int) -> str:
+    """A UTC timestamp literal ('2024-01-01T00:00:00.000Z') that FastK's SQL pushes into the scan."""
+    return "'" + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms_ // 1000)) + f".{ms_ % 1000:03d}Z'"
+
+
+def _ts_ms(col) -> list[int]:
+    """A timestamp column of any unit as epoch milliseconds."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_timestamp(col.type):
+        col = pc.cast(col, pa.timestamp("ms", tz=col.type.tz)).cast(pa.int64())
+    return col.to_numpy()
+
+
+def _ordered(ts) -> bool:
+    return bool(np.all(np.diff(ts) > 0))
+
+
+def sql_year(fastk, sql_ways: list[System], ds: Dataset, reps: int) -> dict:
+    """SQL 1: one symbol, one year of 1m bars through SQL vs FastK's native DoGet.
+
+    Every way returns an Arrow table in the client (no Polars conversion): the native
+    JSON ticket over DoGet, then `SELECT ts, open, ... FROM kline_raw WHERE symbol = ..
+    AND timeframe = '1m' AND ts >= .. AND ts < ..` through each SQL client. The warm-up
+    checks every column against the dataset. Throughput is rows (and 48 B of Arrow data
+    per bar) per second of the median; `of_native` is native time / SQL time, i.e. the
+    SQL path's throughput as a fraction of the native DoGet's (target: at least 0.9).
+    """
+    import pyarrow as pa
+
+    symbol = ds.symbols[0]
+    start, end = ds.spec.year_range  # inclusive
+    src = ds.kline[symbol]
+    ts_all = src.column("ts").cast(pa.int64()).to_numpy()
+    lo, hi = np.searchsorted(ts_all, start), np.searchsorted(ts_all, end, side="right")
+    want = src.slice(lo, hi - lo)
+    expected = want.num_rows
+    ticket = {"kind": "kline", "symbol": symbol, "timeframe": "1m", "start_ts": start, "end_ts": end}
+    query = (f"SELECT ts, open, high, low, close, volume FROM kline_raw WHERE symbol = '{symbol}' "
+             f"AND timeframe = '1m' AND ts >= {iso(start)} AND ts < {iso(end + 60_000)}")
+    ways = [Way("FastK DoGet (native ticket)", lambda: fastk._get(ticket))]
+    ways += [Way(s.label, lambda s=s: s.sql(query)) for s in sql_ways]
+    ordered: dict = {}
+
+    def warm(w):
+        t = w.run()
+        assert t.num_rows == expected, f"{t.num_rows} rows, expected {expected}"
+        ts = _ts_ms(t.column(0))
+        ordered[w.label] = _ordered(ts)
+        if not ordered[w.label]:  # no ORDER BY in the query: compare as a set of rows
+            t = t.take(np.argsort(ts, kind="stable"))
+            ts = _ts_ms(t.column(0))
+        assert np.array_equal(ts, ts_all[lo:hi]), "timestamps differ"
+        for i, c in enumerate(("open", "high", "low", "close", "volume"), start=1):
+            assert np.array_equal(t.column(i).to_numpy(), want.column(c).to_numpy()), f"{c} differs"
+
+    log(f"SQL year: {expected:,} bars, native DoGet vs SQL, interleaved")
+    raw = interleaved(ways, warm, lambda w: w.run(), reps)
+    out: dict = {"query": query, "rows": expected, "systems": {}}
+    native = raw.get(ways[0].label)
+    native_s = statistics.median(native) if isinstance(native, list) and native else None
+    for label, times in raw.items():
+        if isinstance(times, dict):
+            out["systems"][label] = times
+            continue
+        r = _times_summary(times)
+        r.update(rows=expected, rows_per_s=expected / r["median_s"],
+                 mb_s=expected * KLINE_ROW_BYTES / r["median_s"] / 1e6,
+                 best_mb_s=expected * KLINE_ROW_BYTES / r["best_s"] / 1e6,
+                 ordered=ordered.get(label),
+                 of_native=native_s / r["median_s"] if native_s else None)
+        log(f"  {label}: median {r['median_s'] * 1e3:.1f} ms ({r['mb_s']:.0f} MB/s)"
+            + (f", {r['of_native'] * 100:.0f}% of native" if r["of_native"] else ""))
+        out["systems"][label] = r
+    return out
+
+
+HOUR_MS = 3_600_000
+
+
+def resample_queries(symbol: str, start: int, end_excl: int, duck_path: str | None) -> dict:
+    """The 1m -> 1h OHLCV resample in each dialect: bucket, first open, max high, min low,
+    last close, sum volume, on the stored int64 values, `ts` in [start, end_excl)."""
+    datafusion = ("SELECT date_bin(INTERVAL '1 hour', ts) AS bucket, first_value(open ORDER BY ts) AS open, "
+                  "max(high) AS high, min(low) AS low, last_value(close ORDER BY ts) AS close, "
+                  "sum(volume) AS volume FROM {table} WHERE {where} GROUP BY 1 ORDER BY 1")
+    q = {
+        "fastk": datafusion.format(table="kline_raw", where=(
+            f"symbol = '{symbol}' AND timeframe = '1m' AND ts >= {iso(start)} AND ts < {iso(end_excl)}")),
+        "roapi": datafusion.format(table=symbol.lower(), where=(
+            f"ts >= to_timestamp_millis({start}) AND ts < to_timestamp_millis({end_excl})")),
+    }
+    if duck_path:
+        from .systems import tstz
+
+        # DuckDB: time_bucket is date_bin; arg_min/arg_max(x, ts) are first/last by ts;
+        # sum(BIGINT) is HUGEINT in DuckDB, cast back to BIGINT like the others.
+        q["duckdb"] = ("SELECT time_bucket(INTERVAL 1 hour, ts) AS bucket, arg_min(open, ts) AS open, "
+                       "max(high) AS high, min(low) AS low, arg_max(close, ts) AS close, "
+                       f"sum(volume)::BIGINT AS volume FROM read_parquet('{duck_path}') "
+                       f"WHERE ts >= {tstz(start)} AND ts < {tstz(end_excl)} GROUP BY 1 ORDER BY 1")
+    return q
+
+
+def _hourly(table, start: int, end_excl: int) -> dict:
+    """The expected 1h OHLCV of 1m bars in [start, end_excl), computed in numpy."""
+    import pyarrow as pa
+
+    ts = table.column("ts").cast(pa.int64()).to_numpy()
+    keep = (ts >= start) & (ts < end_excl)
+    ts = ts[keep]
+    cols = {c: table.column(c).to_numpy()[keep] for c in ("open", "high", "low", "close", "volume")}
+    order = np.argsort(ts, kind="stable")
+    ts = ts[order]
+    cols = {c: v[order] for c, v in cols.items()}
+    bucket = ts - ts % HOUR_MS
+    first = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
+    last = np.r_[first[1:] - 1, len(ts) - 1]
+    return {"bucket": bucket[first], "open": cols["open"][first], "high": np.maximum.reduceat(cols["high"], first),
+            "low": np.minimum.reduceat(cols["low"], first), "close": cols["close"][last],
+            "volume": np.add.reduceat(cols["volume"], first)}
+
+
+def sql_resample(fastk_sql: System, duck: System | None, roapi: System | None, ds: Dataset, reps: int) -> dict:
+    """SQL 2: one year of 1m bars of one symbol resampled to 1h OHLCV by SQL.
+
+    FastK (Flight SQL via ADBC, table kline_raw), DuckDB over its own Parquet file of the
+    symbol, ROAPI (Flight SQL via ADBC, its in-memory copy of Polars' Parquet file), the
+    same semantics in each dialect (see `resample_queries`), answers as Arrow tables.
+    The warm-up checks every system's buckets and values against numpy's (the values
+    are int64 everywhere, so they must match exactly; compared with a 1e-9 relative
+    tolerance in case a system answers floats). `vs_fastk` is system time / FastK time:
+    above 1, FastK is faster (target: FastK first).
+    """
+    symbol = ds.symbols[0]
+    start, end = ds.spec.year_range
+    end_excl = end + 60_000
+    want = _hourly(ds.kline[symbol], start, end_excl)
+    queries = resample_queries(symbol, start, end_excl, duck.path(symbol) if duck is not None else None)
+    ways = [Way(fastk_sql.label, lambda: fastk_sql.sql(queries["fastk"]))]
+    if duck is not None:
+        ways.append(Way(duck.label, lambda: duck.sql(queries["duckdb"])))
+    if roapi is not None:
+        ways.append(Way(roapi.label, lambda: roapi.sql(queries["roapi"])))
+
+    def warm(w):
+        t = w.run()
+        n = len(want["bucket"])
+        assert t.num_rows == n, f"{t.num_rows} buckets, expected {n}"
+        assert np.array_equal(_ts_ms(t.column(0)), want["bucket"]), "bucket timestamps differ"
+        for i, c in enumerate(("open", "high", "low", "close", "volume"), start=1):
+            got = np.asarray(t.column(i).to_numpy(), dtype=np.float64)
+            assert np.allclose(got, want[c].astype(np.float64), rtol=1e-9, atol=0), f"{c} differs"
+
+    log(f"SQL resample 1m -> 1h ({len(want['bucket']):,} buckets): interleaved")
+    raw = interleaved(ways, warm, lambda w: w.run(), reps)
+    out: dict = {"buckets": int(len(want["bucket"])), "bars": (end_excl - start) // 60_000,
+                 "queries": queries, "systems": {}}
+    fk = raw.get(fastk_sql.label)
+    fk_s = statistics.median(fk) if isinstance(fk, list) and fk else None
+    for label, times in raw.items():
+        if isinstance(times, dict):
+            out["systems"][label] = times
+            continue
+        r = _times_summary(times)
+        r.update(median_ms=r["median_s"] * 1e3, best_ms=r["best_s"] * 1e3,
+                 input_rows_per_s=out["bars"] / r["median_s"],
+                 vs_fastk=r["median_s"] / fk_s if fk_s else None)
+        log(f"  {label}: median {r['median_ms']:.1f} ms, best {r['best_ms']:.1f} ms")
+        out["systems"][label] = r
+    return out
+
+
+def sql_predicate(fastk, sql_ways: list[System], ds: Dataset, selectivities: list[float], reps: int) -> dict:
+    """SQL 3: workload 5's value range on the scalar series through SQL vs native.
+
+    Native: FastK's DoGet predicate ticket exactly as workload 5 calls it (matching ts
+    only). SQL: `SELECT ts FROM scalar_i64 (or scalar, by the series' value type) WHERE
+    symbol = .. AND timeframe = .. AND category = .. AND name = .. AND value BETWEEN lo
+    AND hi`. `vs_native` is SQL time / native time (target: at most 1.2).
+    """
+    import pyarrow as pa
+
+    from .systems import SCALAR_KEY
+
+    table = "scalar_i64" if pa.types.is_integer(ds.scalar.schema.field("value").type) else "scalar"
+    keys = " AND ".join(f"{k} = '{v}'" for k, v in {"timeframe": "1m", **SCALAR_KEY}.items())
+    values = ds.scalar.column("value").to_numpy()
+    out: dict = {"table": table, "selectivities": {}}
+    for sel in selectivities:
+        lo, hi = predicate_bounds(sel)
+        expected = int(np.count_nonzero((values >= lo) & (values <= hi)))
+        query = f"SELECT ts FROM {table} WHERE {keys} AND value BETWEEN {lo} AND {hi}"
+        ways = [Way("FastK DoGet (native predicate)", lambda lo=lo, hi=hi: fastk.predicate(lo, hi))]
+        ways += [Way(s.label, lambda s=s, q=query: s.sql(q).num_rows) for s in sql_ways]
+
+        def warm(w, expected=expected):
+            got = w.run()
+            assert got == expected, f"{got} matches, expected {expected}"
+
+        log(f"SQL predicate {sel}%: native vs SQL, interleaved")
+        raw = interleaved(ways, warm, lambda w: w.run(), reps)
+        native = raw.get(ways[0].label)
+        native_s = statistics.median(native) if isinstance(native, list) and native else None
+        per: dict = {}
+        for label, times in raw.items():
+            if isinstance(times, dict):
+                per[label] = times
+                continue
+            r = _times_summary(times)
+            per[label] = {"reps": r["reps"], "median_ms": r["median_s"] * 1e3, "best_ms": r["best_s"] * 1e3,
+                          "p99_ms": r["p99_ms"], "vs_native": r["median_s"] / native_s if native_s else None}
+            log(f"  {label}: median {r['median_s'] * 1e3:.2f} ms")
+        out["selectivities"][str(sel)] = {"min": lo, "max": hi, "matches": expected, "query": query,
+                                          "systems": per}
+    return out

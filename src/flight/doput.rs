@@ -50,17 +50,26 @@ struct PutMetadata {
     expected_version: Option<u64>,
 }
 
-/// Reads the whole stream, then commits it if the client ended it normally; returns
-/// the one PutResult. `end` is the route's handle on how the request body ended.
+/// The first message of a DoPut stream (it names what the stream is for).
+pub async fn first_message(
+    engine: &Engine,
+    input: &mut Streaming<FlightData>,
+) -> Result<FlightData, Status> {
+    let stall = Duration::from_secs(engine.config.flight.stall_timeout_s);
+    within(stall, input.message()).await??.ok_or_else(|| {
+        invalid("empty DoPut stream: the first message must carry a PATH descriptor")
+    })
+}
+
+/// Reads the rest of the stream after `first`, then commits it if the client ended
+/// it normally.
 pub async fn do_put(
     engine: Arc<Engine>,
-    mut input: Streaming<FlightData>,
+    first: FlightData,
+    input: Streaming<FlightData>,
     end: Option<BodyEnd>,
 ) -> Result<PutResult, Status> {
     let stall = Duration::from_secs(engine.config.flight.stall_timeout_s);
-    let first = within(stall, input.message()).await??.ok_or_else(|| {
-        invalid("empty DoPut stream: the first message must carry a PATH descriptor")
-    })?;
     let key = series_key(first.flight_descriptor.as_ref())?;
     let meta = Arc::clone(&engine.series(&key)?.meta);
     let seen: Arc<Mutex<Vec<Bytes>>> = Arc::default();

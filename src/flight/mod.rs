@@ -7,6 +7,8 @@
 //! - [`doput`]: one client stream = one all-or-nothing write.
 //! - [`putbody`]: how a DoPut request stream ended (only a clean end commits).
 //! - [`info`]: GetFlightInfo, GetSchema, ListFlights.
+//! - [`sql`]: Arrow Flight SQL (statements, prepared statements, metadata) next to
+//!   the JSON tickets.
 //! - [`actions`]: DoAction / ListActions (health, inventory, admin).
 //! - [`streams`]: the DoGet and DoPut stream pools, the stall watchdog, the gauge.
 //! - [`conn`]: the connection cap and the idle-connection timeout.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod info;
 pub mod putbody;
 pub mod service;
+pub mod sql;
 pub mod streams;
 pub mod ticket;
 pub mod wire;

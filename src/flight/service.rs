@@ -19,7 +19,7 @@ use super::error::code_name;
 use super::putbody::BodyEnd;
 use super::streams::{Pool, Pools, StreamGuard, admit};
 use super::ticket::ReadCommand;
-use super::{actions, doget, doput, info};
+use super::{actions, doget, doput, info, sql};
 use crate::query::Engine;
 
 type Stream<T> = BoxStream<'static, Result<T, Status>>;
@@ -30,12 +30,15 @@ pub struct FlightSvc {
     engine: Arc<Engine>,
     /// One permit per stream in progress: DoGet and DoPut from separate pools.
     pools: Pools,
+    /// Flight SQL prepared statements ([`super::sql`]).
+    prepared: super::sql::Prepared,
 }
 
 impl FlightSvc {
     pub fn new(engine: Arc<Engine>) -> FlightSvc {
         FlightSvc {
             pools: Pools::new(&engine),
+            prepared: super::sql::Prepared::default(),
             engine,
         }
     }
@@ -70,24 +73,32 @@ impl FlightSvc {
     /// schema and batches. Refusals are counted in the metrics here; the returned guard
     /// records how the stream ends. Shared by the wire path ([`super::wire`], which the
     /// server uses) and the generated service's `do_get`.
-    pub(crate) fn open_get(
+    /// A Flight SQL ticket (a protobuf `Any`) runs its query; any other ticket is a
+    /// JSON read command.
+    pub(crate) async fn open_get(
         &self,
         metadata: &MetadataMap,
         ticket: &[u8],
     ) -> Result<(SchemaRef, doget::BatchStream, Arc<StreamGuard>), Status> {
         let admitted =
             auth::check(&self.engine.config.auth, metadata, Access::Read).and_then(|()| {
-                let cmd = ReadCommand::parse(ticket)?;
+                let cmd = match sql::command(ticket) {
+                    Some(c) => Err(c),
+                    None => Ok(ReadCommand::parse(ticket)?),
+                };
                 Ok((cmd, admit(&self.engine, &self.pools, Pool::Get, "DoGet")?))
             });
         let (cmd, guard) = self.refused("DoGet", admitted)?;
-        let (schema, batches) = doget::start(Arc::clone(&self.engine), cmd, &guard)
-            .inspect_err(|e| guard.finish(e.code()))?;
+        let started = match cmd {
+            Ok(cmd) => doget::start(Arc::clone(&self.engine), cmd, &guard),
+            Err(sql_cmd) => sql::do_get(&self.engine, &self.prepared, sql_cmd).await,
+        };
+        let (schema, batches) = started.inspect_err(|e| guard.finish(e.code()))?;
         Ok((schema, batches, guard))
     }
 
     async fn get(&self, req: Request<Ticket>) -> Result<Stream<FlightData>, Status> {
-        let (schema, batches, guard) = self.open_get(req.metadata(), &req.get_ref().ticket)?;
+        let (schema, batches, guard) = self.open_get(req.metadata(), &req.get_ref().ticket).await?;
         let flight = &self.engine.config.flight;
         let stall = std::time::Duration::from_secs(flight.stall_timeout_s);
         Ok(doget::encode(
@@ -105,13 +116,33 @@ impl FlightSvc {
             .and_then(|()| admit(&self.engine, &self.pools, Pool::Put, "DoPut"));
         let guard = self.refused("DoPut", admitted)?;
         let end = req.extensions().get::<BodyEnd>().cloned();
-        let r = doput::do_put(Arc::clone(&self.engine), req.into_inner(), end).await;
+        let mut input = req.into_inner();
+        let r = match doput::first_message(&self.engine, &mut input).await {
+            Err(e) => Err(e),
+            Ok(first) => match first
+                .flight_descriptor
+                .as_ref()
+                .and_then(|d| sql::command(&d.cmd))
+            {
+                Some(cmd) => sql::do_put(&self.prepared, cmd, first, input).await,
+                None => doput::do_put(Arc::clone(&self.engine), first, input, end).await,
+            },
+        };
         guard.finish(r.as_ref().map_or_else(Status::code, |_| Code::Ok));
         let put = r?;
         Ok(stream::once(async move { Ok(put) }).boxed())
     }
 
     async fn action(&self, req: Request<Action>) -> Result<Stream<arrow_flight::Result>, Status> {
+        if sql::is_action(&req.get_ref().r#type) {
+            self.authorize(&req, Access::Read)?;
+            let a = req.get_ref();
+            let bodies = sql::do_action(&self.engine, &self.prepared, &a.r#type, &a.body).await?;
+            let results = bodies
+                .into_iter()
+                .map(|body| Ok(arrow_flight::Result { body }));
+            return Ok(stream::iter(results).boxed());
+        }
         let action = actions::FlightAction::parse(&req.get_ref().r#type)?;
         self.authorize(&req, action.access())?;
         let body = actions::run(Arc::clone(&self.engine), action, &req.get_ref().body).await?;
@@ -161,9 +192,13 @@ impl FlightService for FlightSvc {
         req: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let r = match self.authorize(&req, Access::Read) {
-            Ok(()) => info::flight_info(Arc::clone(&self.engine), req.into_inner())
-                .await
-                .map(Response::new),
+            Ok(()) => match sql_descriptor(req.get_ref()) {
+                Some(cmd) => {
+                    sql::flight_info(&self.engine, &self.prepared, cmd, req.into_inner()).await
+                }
+                None => info::flight_info(Arc::clone(&self.engine), req.into_inner()).await,
+            }
+            .map(Response::new),
             Err(e) => Err(e),
         };
         self.observed("GetFlightInfo", r)
@@ -183,10 +218,16 @@ impl FlightService for FlightSvc {
         &self,
         req: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let r = self
-            .authorize(&req, Access::Read)
-            .and_then(|()| info::schema(&self.engine, req.get_ref()))
-            .map(Response::new);
+        let r = match self.authorize(&req, Access::Read) {
+            Err(e) => Err(e),
+            Ok(()) => match sql_descriptor(req.get_ref()) {
+                Some(cmd) => sql::flight_info(&self.engine, &self.prepared, cmd, req.into_inner())
+                    .await
+                    .map(|i| SchemaResult { schema: i.schema }),
+                None => info::schema(&self.engine, req.get_ref()),
+            },
+        }
+        .map(Response::new);
         self.observed("GetSchema", r)
     }
 
@@ -223,8 +264,25 @@ impl FlightService for FlightSvc {
         &self,
         _req: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let list = actions::list().into_iter().map(Ok);
+        let sql_actions = [
+            sql::CREATE_PREPARED_STATEMENT,
+            sql::CLOSE_PREPARED_STATEMENT,
+        ]
+        .into_iter()
+        .map(|t| ActionType {
+            r#type: t.into(),
+            description: "Flight SQL prepared statements (docs/sql.md)".into(),
+        });
+        let list = actions::list().into_iter().chain(sql_actions).map(Ok);
         let r = Ok(Response::new(stream::iter(list).boxed()));
         self.observed("ListActions", r)
     }
+}
+
+/// The Flight SQL command of a CMD descriptor, if it holds one.
+fn sql_descriptor(d: &FlightDescriptor) -> Option<arrow_flight::sql::Command> {
+    use arrow_flight::flight_descriptor::DescriptorType;
+    (DescriptorType::try_from(d.r#type) == Ok(DescriptorType::Cmd))
+        .then(|| sql::command(&d.cmd))
+        .flatten()
 }

@@ -22,7 +22,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_buffer::Buffer;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{FlightData, SchemaAsIpc, Ticket};
-use arrow_ipc::writer::IpcWriteOptions;
+use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
 use arrow_schema::{ArrowError, DataType, Schema};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -150,7 +150,7 @@ async fn start(svc: &FlightSvc, req: http::Request<Body>) -> Result<Body, Status
     let (parts, body) = req.into_parts();
     let ticket = svc.refused("DoGet", read_ticket(&parts.headers, body).await)?;
     let metadata = MetadataMap::from_headers(parts.headers);
-    let (schema, batches, guard) = svc.open_get(&metadata, &ticket.ticket)?;
+    let (schema, batches, guard) = svc.open_get(&metadata, &ticket.ticket).await?;
     let flight = &svc.engine().config.flight;
     let stall = Duration::from_secs(flight.stall_timeout_s);
     let messages = encode(&schema, batches, flight.max_message_bytes).boxed();
@@ -223,25 +223,99 @@ fn status_trailers(status: &Status) -> HeaderMap {
 }
 
 /// The schema message, then each batch as one or more messages of at most about
-/// `max_bytes` of column data; every item is one message's body chunks.
+/// `max_bytes` of column data; every item is one message's body chunks. Batches of
+/// null-free 8-byte columns (every range read) go out without copying; any other
+/// batch (SQL answers with strings, nulls, dictionaries) through arrow-ipc's encoder.
 pub fn encode(
     schema: &Schema,
     batches: BatchStream,
     max_bytes: usize,
 ) -> impl Stream<Item = Result<Vec<Bytes>, Status>> + Send + 'static {
-    let schema_msg: FlightData = SchemaAsIpc::new(schema, &IpcWriteOptions::default()).into();
+    let opts = IpcWriteOptions::default();
+    let schema_msg: FlightData = SchemaAsIpc::new(schema, &opts).into();
     let first = stream::once(async move { Ok(vec![prost_message(&schema_msg)]) });
+    let mut general = GeneralEncoder {
+        generator: IpcDataGenerator::default(),
+        tracker: DictionaryTracker::new(false),
+        compression: IpcWriteContext::default(),
+        opts,
+    };
     let rest = batches.flat_map(move |b| {
         let msgs: Vec<Result<Vec<Bytes>, Status>> = match b {
-            Ok(batch) => match batch_messages(&batch, max_bytes) {
-                Ok(m) => m.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(Status::internal(format!("encoding a batch: {e}")))],
-            },
+            Ok(batch) => {
+                let encoded = if zero_copy(&batch) {
+                    batch_messages(&batch, max_bytes)
+                } else {
+                    general.messages(&batch, max_bytes)
+                };
+                match encoded {
+                    Ok(m) => m.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(Status::internal(format!("encoding a batch: {e}")))],
+                }
+            }
             Err(e) => vec![Err(Status::from(e))],
         };
         stream::iter(msgs)
     });
     first.chain(rest)
+}
+
+/// Whether every column of `batch` is a null-free 8-byte column (sent without copy).
+fn zero_copy(batch: &RecordBatch) -> bool {
+    batch.columns().iter().all(|a| {
+        matches!(
+            a.data_type(),
+            DataType::Int64 | DataType::Float64 | DataType::Timestamp(..)
+        ) && a.null_count() == 0
+    })
+}
+
+/// arrow-ipc's encoder for batches the zero-copy path does not take; it keeps the
+/// stream's dictionary state.
+struct GeneralEncoder {
+    generator: IpcDataGenerator,
+    tracker: DictionaryTracker,
+    compression: IpcWriteContext,
+    opts: IpcWriteOptions,
+}
+
+impl GeneralEncoder {
+    /// `batch` as dictionary messages then record batch messages, split so each
+    /// holds about `max_bytes` at most.
+    fn messages(
+        &mut self,
+        batch: &RecordBatch,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<Bytes>>, ArrowError> {
+        let n = batch.num_rows();
+        let bytes: usize = batch
+            .columns()
+            .iter()
+            .map(|a| a.get_buffer_memory_size())
+            .sum();
+        let per_row = (bytes / n.max(1)).max(1);
+        let rows_per_msg = (max_bytes.saturating_sub(4096) / per_row).max(1);
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            let len = rows_per_msg.min(n - at);
+            let part = batch.slice(at, len);
+            let (dicts, data) = self.generator.encode(
+                &part,
+                &mut self.tracker,
+                &self.opts,
+                &mut self.compression,
+            )?;
+            for d in dicts {
+                out.push(vec![prost_message(&FlightData::from(d))]);
+            }
+            out.push(vec![prost_message(&FlightData::from(data))]);
+            at += len;
+            if at >= n {
+                return Ok(out);
+            }
+        }
+    }
 }
 
 /// A protobuf message with its gRPC length prefix, copied (small messages only).

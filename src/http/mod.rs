@@ -9,6 +9,7 @@
 //! - [`auth`]: bearer-token extractors (constant-time comparison).
 //! - [`kline`], [`scalar`], [`admin`], [`registries`], [`system`]: handlers, each
 //!   annotated with its OpenAPI operation; [`series`] holds what kline and scalar share.
+//! - [`sql`]: `POST /v1/sql`, JSON or Arrow IPC answers.
 //! - [`json`]: read pages serialized straight from the mapped columns.
 //! - [`types`]: HTTP-only bodies and parameters.
 //! - [`openapi`]: the document's info, security scheme and shared error responses.
@@ -31,6 +32,7 @@ pub mod registries;
 pub mod scalar;
 pub mod series;
 pub mod serve;
+pub mod sql;
 pub mod system;
 pub mod types;
 
@@ -68,6 +70,7 @@ fn api_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(scalar::write, scalar::read))
         .routes(routes!(scalar::latest))
         .routes(routes!(scalar::query))
+        .routes(routes!(sql::query))
         .routes(routes!(admin::validate))
         .routes(routes!(admin::scrub))
         .routes(routes!(admin::repair))

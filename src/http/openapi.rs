@@ -31,6 +31,7 @@ use super::error::{ErrorBody, ErrorCode, ErrorDetail};
     tags(
         (name = "kline", description = "OHLCV series keyed by symbol and timeframe."),
         (name = "scalar", description = "One-value series keyed by symbol, timeframe, category and name."),
+        (name = "sql", description = "Read-only SQL over every series and the registry (docs/sql.md)."),
         (name = "admin", description = "Integrity checks and maintenance."),
         (name = "registry", description = "Dataset manifests, feature and factor definitions."),
         (name = "system", description = "Health, inventory, metrics and this document."),

@@ -4,6 +4,7 @@
 pub mod budget;
 mod catalog;
 pub mod predicate;
+pub mod sql;
 pub mod types;
 
 use std::sync::{Arc, Mutex};
@@ -52,6 +53,8 @@ pub struct Engine {
     pub metrics: Metrics,
     /// The memory budget every in-flight write reserves from ([`budget`]).
     pub write_budget: Arc<budget::WriteBudget>,
+    /// SQL admission permits and the memory budget all queries share ([`sql`]).
+    pub sql: sql::SqlState,
     started: Instant,
     health: Mutex<HealthState>,
 }
@@ -98,6 +101,7 @@ impl Engine {
         );
         Ok(Arc::new(Engine {
             write_budget,
+            sql: sql::SqlState::new(&config.sql),
             config: Arc::new(config),
             store,
             registry,

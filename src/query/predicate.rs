@@ -117,6 +117,14 @@ fn compile<T: Val>(p: &Predicate) -> Result<Pred<T>> {
 }
 
 impl Compiled {
+    /// Whether a stored value (raw bits: i64, or f64 bits) matches.
+    pub fn matches_bits(&self, bits: i64) -> bool {
+        match self {
+            Compiled::I64(p) => p.matches(bits),
+            Compiled::F64(p) => p.matches(f64::from_bits(bits as u64)),
+        }
+    }
+
     pub fn new(p: &Predicate, vt: ValueType) -> Result<Compiled> {
         Ok(match vt {
             ValueType::I64 => Compiled::I64(compile(p)?),

@@ -9,4 +9,5 @@ mod hostile;
 mod kline;
 mod scalar;
 mod server;
+mod sql;
 mod system;

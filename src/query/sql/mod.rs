@@ -1,0 +1,413 @@
+//! SQL over the store on Apache DataFusion (docs/sql.md).
+//!
+//! - [`tables`]: the tables of catalog `fastk`, schema `public`, bound to one engine.
+//! - [`scan`]: the table scan, the store's range / latest-N / predicate reads as a plan
+//!   node, with its pruning figures.
+//! - [`filters`]: which WHERE conjuncts the store answers exactly.
+//! - [`pool`]: per-query and total memory limits.
+//!
+//! Every query runs in a session of its own over the shared tables, holds one of
+//! `sql.max_concurrent_queries` permits from planning until its stream is dropped,
+//! and ends with a clear error when it outgrows `sql.memory_per_query_bytes`, the
+//! shared `sql.memory_total_bytes` or `sql.query_timeout_s`. SQL is read-only: DDL,
+//! DML and statements such as SET are refused at planning.
+
+pub mod filters;
+pub mod pool;
+pub mod scan;
+pub mod tables;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::SqlConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::query::Engine;
+pub use scan::{ScanExec, ScanSummary};
+
+/// The catalog and schema every table lives in.
+pub const CATALOG: &str = "fastk";
+pub const SCHEMA: &str = "public";
+
+/// What all queries share: admission permits and the memory budget.
+#[derive(Debug)]
+pub struct SqlState {
+    permits: Arc<Semaphore>,
+    memory: Arc<pool::Total>,
+}
+
+impl SqlState {
+    pub fn new(cfg: &SqlConfig) -> SqlState {
+        SqlState {
+            permits: Arc::new(Semaphore::new(cfg.max_concurrent_queries)),
+            memory: pool::Total::new(cfg.memory_total_bytes),
+        }
+    }
+
+    /// Bytes held by running queries' operators.
+    pub fn memory_used(&self) -> usize {
+        self.memory.used()
+    }
+
+    /// Queries running now.
+    pub fn running(&self, cfg: &SqlConfig) -> usize {
+        cfg.max_concurrent_queries
+            .saturating_sub(self.permits.available_permits())
+    }
+}
+
+/// A query's session: the tables over `engine`, its own memory pool, no spilling.
+pub fn session(engine: &Arc<Engine>) -> Result<SessionContext> {
+    let cfg = &engine.config.sql;
+    let pool = pool::QueryPool::new(cfg.memory_per_query_bytes, Arc::clone(&engine.sql.memory));
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()
+        .map_err(df_error)?;
+    let partitions = match cfg.target_partitions {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true)
+        .with_target_partitions(partitions);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    let catalog = MemoryCatalogProvider::new();
+    catalog
+        .register_schema(SCHEMA, Arc::new(tables::PublicSchema::new(engine)))
+        .map_err(df_error)?;
+    ctx.register_catalog(CATALOG, Arc::new(catalog));
+    Ok(ctx)
+}
+
+/// Read-only: no DDL, no DML, no SET or transactions.
+fn options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// An engine error for a DataFusion one. Planning and evaluation errors are the
+/// client's (400 with the engine's message); limits are 413; storage errors keep
+/// their own kind.
+pub fn df_error(e: DataFusionError) -> Error {
+    let root = e.find_root();
+    match root {
+        DataFusionError::External(inner) => {
+            if let Some(ours) = inner.downcast_ref::<Error>() {
+                return ours.clone();
+            }
+            Error::invalid(root.strip_backtrace())
+        }
+        DataFusionError::ResourcesExhausted(m) => Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the query ran out of memory: {m}"),
+        ),
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => Error::internal(root),
+        DataFusionError::ExecutionJoin(_) => Error::internal(root),
+        _ => {
+            let m = root.strip_backtrace();
+            let ro = m.contains("not supported")
+                && (m.contains("DDL") || m.contains("DML") || m.contains("Statement"));
+            if ro {
+                Error::invalid(format!(
+                    "{m}; SQL is read-only: write with POST /v1/kline/{{symbol}}/{{timeframe}}/records, \
+                     POST /v1/scalar/.../records or Flight DoPut, register series with POST /v1/kline or /v1/scalar"
+                ))
+            } else {
+                Error::invalid(m)
+            }
+        }
+    }
+}
+
+/// A planned query holding its admission permit; see [`plan`].
+pub struct Planned {
+    pub schema: SchemaRef,
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: SessionContext,
+    permit: OwnedSemaphorePermit,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Planned")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+fn timed_out(timeout: Duration) -> Error {
+    Error::new(
+        ErrorKind::PayloadTooLarge,
+        format!(
+            "the query ran longer than sql.query_timeout_s ({} s) and was cancelled; \
+             narrow it with WHERE on symbol and ts, or add a LIMIT",
+            timeout.as_secs()
+        ),
+    )
+}
+
+/// Plans `query` with positional `params` ($1, $2, ...): admission, parsing, logical
+/// and physical planning, all within the query timeout.
+pub async fn plan(engine: &Arc<Engine>, query: &str, params: Vec<ScalarValue>) -> Result<Planned> {
+    let cfg = &engine.config.sql;
+    check_text(cfg, query)?;
+    let permit = Arc::clone(&engine.sql.permits)
+        .try_acquire_owned()
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "sql.max_concurrent_queries ({}) queries are running; retry shortly",
+                    cfg.max_concurrent_queries
+                ),
+            )
+        })?;
+    let timeout = Duration::from_secs(cfg.query_timeout_s);
+    let deadline = Instant::now() + timeout;
+    let ctx = session(engine)?;
+    let planning = async {
+        let mut df = ctx
+            .sql_with_options(query, options())
+            .await
+            .map_err(df_error)?;
+        if !params.is_empty() {
+            df = df.with_param_values(params).map_err(df_error)?;
+        }
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let plan = df.create_physical_plan().await.map_err(df_error)?;
+        Ok::<_, Error>((schema, cooperative(plan)?))
+    };
+    let (schema, plan) = tokio::time::timeout(timeout, planning)
+        .await
+        .map_err(|_| timed_out(timeout))??;
+    // The physical plan's schema is what the batches carry; names and types agree
+    // with the logical one.
+    debug_assert_eq!(schema.fields().len(), plan.schema().fields().len());
+    Ok(Planned {
+        schema: plan.schema(),
+        plan,
+        ctx,
+        permit,
+        deadline,
+        timeout,
+    })
+}
+
+/// Wraps every node of `plan` so it yields to the runtime after a budget of batches.
+/// Without it an operator that makes batches in a tight loop (a cross join under an
+/// aggregate) would never return to the scheduler, so neither the query timeout nor
+/// a dropped client could stop it.
+fn cooperative(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::physical_plan::coop::CooperativeExec;
+    plan.transform_up(|node| {
+        if node.downcast_ref::<CooperativeExec>().is_some() {
+            return Ok(Transformed::no(node));
+        }
+        let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
+        Ok(Transformed::yes(wrapped))
+    })
+    .map(|t| t.data)
+    .map_err(df_error)
+}
+
+fn check_text(cfg: &SqlConfig, query: &str) -> Result<()> {
+    if query.len() > cfg.max_query_bytes {
+        return Err(Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "the query text is {} bytes; sql.max_query_bytes is {}",
+                query.len(),
+                cfg.max_query_bytes
+            ),
+        ));
+    }
+    if query.trim().is_empty() {
+        return Err(Error::invalid("the query is empty"));
+    }
+    Ok(())
+}
+
+/// The result schema and the parameter types of `query`, without running it (Flight
+/// SQL prepared statements). Parameters are named `$1`, `$2`, ...; an unknown type is
+/// `Null`.
+pub async fn describe(engine: &Arc<Engine>, query: &str) -> Result<(SchemaRef, SchemaRef)> {
+    check_text(&engine.config.sql, query)?;
+    let ctx = session(engine)?;
+    let df = ctx
+        .sql_with_options(query, options())
+        .await
+        .map_err(df_error)?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let types = df.logical_plan().get_parameter_types().map_err(df_error)?;
+    let mut names: Vec<&String> = types.keys().collect();
+    names.sort_by_key(|n| {
+        n.trim_start_matches('$')
+            .parse::<usize>()
+            .unwrap_or(usize::MAX)
+    });
+    let fields: Vec<Field> = names
+        .into_iter()
+        .map(|n| {
+            let dt = types[n].clone().unwrap_or(DataType::Null);
+            Field::new(n.as_str(), dt, true)
+        })
+        .collect();
+    Ok((schema, Arc::new(Schema::new(fields))))
+}
+
+impl Planned {
+    /// Runs the plan: batches as they are produced, ending in an error at the deadline.
+    /// Dropping the stream cancels the query and frees its permit and memory.
+    pub fn execute(self) -> Result<SqlStream> {
+        let inner =
+            execute_stream(Arc::clone(&self.plan), self.ctx.task_ctx()).map_err(df_error)?;
+        Ok(SqlStream {
+            schema: self.schema,
+            inner,
+            sleep: Box::pin(tokio::time::sleep_until(self.deadline.into())),
+            timeout: self.timeout,
+            plan: self.plan,
+            done: false,
+            _permit: self.permit,
+        })
+    }
+}
+
+/// The scans' figures of an executed plan, summed.
+pub fn plan_stats(plan: &Arc<dyn ExecutionPlan>) -> ScanSummary {
+    let mut out = ScanSummary {
+        index_used: "none".into(),
+        ..ScanSummary::default()
+    };
+    let mut stack = vec![Arc::clone(plan)];
+    while let Some(p) = stack.pop() {
+        if let Some(scan) = p.downcast_ref::<ScanExec>() {
+            out.add(&scan.stats.summary());
+        }
+        stack.extend(p.children().into_iter().cloned());
+    }
+    out
+}
+
+/// A running query's batches.
+pub struct SqlStream {
+    pub schema: SchemaRef,
+    inner: SendableRecordBatchStream,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    plan: Arc<dyn ExecutionPlan>,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl SqlStream {
+    /// What the scans did so far (complete once the stream has ended).
+    pub fn stats(&self) -> ScanSummary {
+        plan_stats(&self.plan)
+    }
+}
+
+impl Stream for SqlStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            self.done = true;
+            return Poll::Ready(Some(Err(timed_out(self.timeout))));
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.done = true;
+                Poll::Ready(Some(Err(df_error(e))))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            other => other.map(|o| o.map(|r| r.map_err(df_error))),
+        }
+    }
+}
+
+/// A whole answer in memory (HTTP JSON and tests).
+#[derive(Debug)]
+pub struct SqlAnswer {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    pub stats: ScanSummary,
+}
+
+impl SqlAnswer {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Runs `query` to the end, refusing answers over `max_rows` rows (the stream is
+/// dropped, cancelling the query, as soon as the limit is passed).
+pub async fn collect(
+    engine: &Arc<Engine>,
+    query: &str,
+    params: Vec<ScalarValue>,
+    max_rows: Option<usize>,
+) -> Result<SqlAnswer> {
+    let mut stream = plan(engine, query, params).await?.execute()?;
+    let mut batches = Vec::new();
+    let mut rows = 0usize;
+    while let Some(b) = stream.next().await {
+        let b = b?;
+        rows += b.num_rows();
+        if let Some(max) = max_rows
+            && rows > max
+        {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "the answer has more than {max} rows (http.max_limit), too many for JSON; \
+                     add a LIMIT, or ask for Arrow (Accept: application/vnd.apache.arrow.stream) \
+                     or use Flight SQL, which stream any size"
+                ),
+            ));
+        }
+        batches.push(b);
+    }
+    Ok(SqlAnswer {
+        schema: Arc::clone(&stream.schema),
+        stats: stream.stats(),
+        batches,
+    })
+}

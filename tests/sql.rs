@@ -1,0 +1,452 @@
+//! SQL over the engine (no sockets): pushdown visible in plans and in the scans'
+//! figures, answers equal to the native reads on random series, the zero-copy scan,
+//! limits, cancellation and the read-only rule. HTTP and Flight SQL have their own
+//! tests (`tests/http_api/sql.rs`, `tests/flight_sql.rs`).
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+use common::*;
+use datafusion::common::ScalarValue;
+use fastk::error::ErrorKind;
+use fastk::query::Engine;
+use fastk::query::sql;
+use fastk::query::types::RegisterScalar;
+use fastk::record::{KlineRecord, SeriesKey, TsRange, ValueType};
+use fastk::storage::WriteBatch;
+use proptest::prelude::*;
+
+const DAY: i64 = 86_400_000;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn bars(from: i64, n: usize, step: i64, seed: i64) -> Vec<KlineRecord> {
+    (0..n as i64)
+        .map(|i| {
+            let p = 10_000 + (i * 7 + seed) % 500;
+            KlineRecord {
+                ts: from + i * step,
+                open: p,
+                high: p + 9,
+                low: p - 9,
+                close: p + 3,
+                volume: 1 + i % 13,
+            }
+        })
+        .collect()
+}
+
+fn scalar(e: &Engine, symbol: &str, name: &str, vt: ValueType) -> SeriesKey {
+    e.register_scalar(&RegisterScalar {
+        symbol: symbol.into(),
+        timeframe: "1m".into(),
+        timeframe_ms: None,
+        category: "factor".into(),
+        name: name.into(),
+        value_type: Some(vt),
+    })
+    .unwrap();
+    SeriesKey::scalar(symbol, "1m", "factor", name).unwrap()
+}
+
+fn write_values(e: &Engine, key: &SeriesKey, ts: &[i64], bits: &[i64]) {
+    let mut b = WriteBatch::with_capacity(2, ts.len());
+    b.cols[0].extend_from_slice(ts);
+    b.cols[1].extend_from_slice(bits);
+    e.write(key, b, None).unwrap();
+}
+
+/// Three kline series over three months and two scalar series; returns the engine.
+fn dataset(dir: &std::path::Path) -> Arc<Engine> {
+    let e = engine_with(dir, |c| c.storage.zonemap_block_rows = 256);
+    for (i, sym) in ["AAA", "BBB", "CCC"].iter().enumerate() {
+        let key = register_kline(&e, sym);
+        // 90 days of 10-minute bars: three monthly partitions.
+        e.write_kline(&key, &bars(JAN_2024, 90 * 144, 10 * MINUTE, i as i64), None)
+            .unwrap();
+    }
+    let f = scalar(&e, "AAA", "momentum", ValueType::F64);
+    let ts: Vec<i64> = (0..20_000).map(|i| JAN_2024 + i * MINUTE).collect();
+    let vals: Vec<i64> = (0..20_000)
+        .map(|i| (((i * 37) % 1000) as f64 / 100.0).to_bits() as i64)
+        .collect();
+    write_values(&e, &f, &ts, &vals);
+    let g = scalar(&e, "AAA", "signal", ValueType::I64);
+    let ivals: Vec<i64> = (0..20_000).map(|i| (i * 13) % 97).collect();
+    write_values(&e, &g, &ts, &ivals);
+    e
+}
+
+fn run(e: &Arc<Engine>, q: &str) -> sql::SqlAnswer {
+    rt().block_on(sql::collect(e, q, Vec::new(), None))
+        .unwrap_or_else(|err| panic!("{q}: {err}"))
+}
+
+fn explain(e: &Arc<Engine>, q: &str) -> String {
+    let a = run(e, &format!("EXPLAIN {q}"));
+    let mut out = String::new();
+    for b in &a.batches {
+        let plans = b.column(1).as_string::<i32>();
+        for i in 0..b.num_rows() {
+            out.push_str(plans.value(i));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn i64s(a: &sql::SqlAnswer, col: usize) -> Vec<i64> {
+    a.batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(col);
+            match c.data_type() {
+                arrow_schema::DataType::Timestamp(..) => c
+                    .as_primitive::<TimestampMillisecondType>()
+                    .values()
+                    .to_vec(),
+                _ => c.as_primitive::<Int64Type>().values().to_vec(),
+            }
+        })
+        .collect()
+}
+
+fn f64s(a: &sql::SqlAnswer, col: usize) -> Vec<f64> {
+    a.batches
+        .iter()
+        .flat_map(|b| {
+            b.column(col)
+                .as_primitive::<Float64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn key_and_ts_conditions_are_pushed_and_prune_months() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    let (lo, hi) = (JAN_2024 + 40 * DAY, JAN_2024 + 41 * DAY);
+    let q = format!(
+        "SELECT ts, close FROM kline WHERE symbol = 'BBB' AND timeframe = '1m' \
+         AND ts >= to_timestamp_millis({lo}) AND ts < to_timestamp_millis({hi}) ORDER BY ts"
+    );
+    let plan = explain(&e, &q);
+    assert!(
+        plan.contains("FastkScan: table=kline, series=1 of 3"),
+        "{plan}"
+    );
+    assert!(plan.contains(&format!("ts=[{lo}, {}]", hi - 1)), "{plan}");
+    assert!(
+        !plan.contains("FilterExec"),
+        "every condition is exact: {plan}"
+    );
+    assert!(
+        !plan.contains("SortExec"),
+        "one series is already in ts order: {plan}"
+    );
+    let a = run(&e, &q);
+    assert_eq!(a.rows(), 144);
+    assert_eq!(i64s(&a, 0)[0], lo);
+    let s = &a.stats;
+    assert_eq!((s.series_total, s.series_selected), (3, 1));
+    assert!(s.chunks_pruned >= 2, "other months are not read: {s:?}");
+    assert_eq!(s.rows_scanned, 144, "only the range is read: {s:?}");
+    // The scaled price equals the stored integer over the scale.
+    let native = e
+        .read(
+            &SeriesKey::kline("BBB", "1m").unwrap(),
+            TsRange::new(Some(lo), Some(hi - 1)),
+            1000,
+        )
+        .unwrap();
+    let closes: Vec<f64> = native
+        .slices
+        .iter()
+        .flat_map(|s| {
+            s.col(4)
+                .iter()
+                .map(|&v| v as f64 / 100.0)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(f64s(&a, 1), closes);
+}
+
+#[test]
+fn order_by_ts_desc_limit_is_the_latest_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    let q = "SELECT ts, open FROM kline_raw WHERE symbol = 'CCC' AND timeframe = '1m' ORDER BY ts DESC LIMIT 5";
+    let plan = explain(&e, q);
+    assert!(plan.contains("order=ts desc (latest)"), "{plan}");
+    assert!(plan.contains("limit=5"), "{plan}");
+    assert!(!plan.contains("SortExec"), "{plan}");
+    let a = run(&e, q);
+    let latest = e
+        .latest(&SeriesKey::kline("CCC", "1m").unwrap(), TsRange::all(), 5)
+        .unwrap();
+    let mut want: Vec<i64> = latest.slices.iter().flat_map(|s| s.ts().to_vec()).collect();
+    want.reverse();
+    assert_eq!(i64s(&a, 0), want);
+    assert_eq!(a.stats.rows_out, 5, "the scan stopped at the limit");
+    assert!(
+        a.stats.rows_scanned < 1000,
+        "only the last chunk is read: {:?}",
+        a.stats
+    );
+}
+
+#[test]
+fn value_conditions_use_the_zone_maps_and_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    let q = "SELECT ts, value FROM scalar WHERE name = 'momentum' AND value >= 9.98";
+    let plan = explain(&e, q);
+    assert!(plan.contains("value: "), "{plan}");
+    assert!(!plan.contains("FilterExec"), "{plan}");
+    let a = run(&e, q);
+    let want = (0..20_000).filter(|i| (i * 37) % 1000 >= 998).count();
+    assert_eq!(a.rows(), want);
+    assert!(f64s(&a, 1).iter().all(|v| *v >= 9.98));
+    assert_ne!(a.stats.index_used, "none", "{:?}", a.stats);
+    // Two conditions on value: both exact, the second checked row by row.
+    let a = run(
+        &e,
+        "SELECT count(*) FROM scalar_i64 WHERE name = 'signal' AND value BETWEEN 10 AND 20 AND value <> 15",
+    );
+    let want = (0..20_000i64)
+        .filter(|i| {
+            let v = (i * 13) % 97;
+            (10..=20).contains(&v) && v != 15
+        })
+        .count() as i64;
+    assert_eq!(i64s(&a, 0), vec![want]);
+}
+
+#[test]
+fn raw_columns_are_the_chunk_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    let key = SeriesKey::kline("AAA", "1m").unwrap();
+    let native = e.read(&key, TsRange::all(), 10).unwrap();
+    let a = run(
+        &e,
+        "SELECT ts, open FROM kline_raw WHERE symbol = 'AAA' AND timeframe = '1m' LIMIT 10",
+    );
+    let b: &RecordBatch = &a.batches[0];
+    let ts = b.column(0).as_primitive::<TimestampMillisecondType>();
+    let open = b.column(1).as_primitive::<Int64Type>();
+    assert_eq!(
+        ts.values().as_ptr(),
+        native.slices[0].ts().as_ptr(),
+        "ts was copied"
+    );
+    assert_eq!(
+        open.values().as_ptr(),
+        native.slices[0].col(1).as_ptr(),
+        "open was copied"
+    );
+}
+
+#[test]
+fn catalog_tables_list_series_and_registry_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    let a = run(
+        &e,
+        "SELECT symbol, rows FROM series WHERE kind = 'kline' ORDER BY symbol",
+    );
+    assert_eq!(a.rows(), 3);
+    assert_eq!(i64s(&a, 1), vec![90 * 144; 3]);
+    let a = run(&e, "SELECT count(*) FROM datasets");
+    assert_eq!(i64s(&a, 0), vec![0]);
+    let a = run(
+        &e,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name",
+    );
+    assert_eq!(a.rows(), 8);
+}
+
+#[test]
+fn parameters_bind_positionally() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    let a = rt()
+        .block_on(sql::collect(
+            &e,
+            "SELECT count(*) FROM kline WHERE symbol = $1 AND ts < to_timestamp_millis($2)",
+            vec![
+                ScalarValue::Utf8(Some("AAA".into())),
+                ScalarValue::Int64(Some(JAN_2024 + DAY)),
+            ],
+            None,
+        ))
+        .unwrap();
+    assert_eq!(i64s(&a, 0), vec![144]);
+}
+
+#[test]
+fn bad_sql_and_writes_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    let r = rt();
+    for (q, needle) in [
+        ("SELEC 1", "SELEC"),
+        ("SELECT nope FROM kline", "nope"),
+        ("SELECT * FROM missing_table", "missing_table"),
+        (
+            "INSERT INTO kline VALUES ('A','1m',0,1,1,1,1,1)",
+            "read-only",
+        ),
+        ("CREATE TABLE t (a INT)", "read-only"),
+        ("DROP TABLE kline", "read-only"),
+        ("SET datafusion.execution.batch_size = 1", "read-only"),
+        ("", "empty"),
+    ] {
+        let err = r
+            .block_on(sql::collect(&e, q, Vec::new(), None))
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{q}: {err}");
+        assert!(err.message.contains(needle), "{q}: {}", err.message);
+    }
+}
+
+#[test]
+fn memory_time_and_concurrency_limits_end_queries_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let e = dataset(&root);
+    drop(e);
+    let e = engine_with(&root, |c| {
+        c.sql.memory_per_query_bytes = 16 << 20;
+        c.sql.memory_total_bytes = 16 << 20;
+        c.sql.query_timeout_s = 2;
+        c.sql.max_concurrent_queries = 1;
+    });
+    let r = rt();
+    // An unbounded sort of a cross join needs far more than 16 MiB.
+    let err = r
+        .block_on(sql::collect(
+            &e,
+            "SELECT a.ts, b.close FROM kline a, kline b WHERE a.symbol = 'AAA' AND b.symbol = 'BBB' ORDER BY a.close + b.close",
+            Vec::new(),
+            None,
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PayloadTooLarge, "{err}");
+    assert!(err.message.contains("memory"), "{}", err.message);
+    // The failed query's tasks are aborted asynchronously; its memory comes back
+    // once they are gone (bounded wait, not a timing assertion).
+    let mut waited = 0;
+    while e.sql.memory_used() != 0 && waited < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += 1;
+    }
+    assert_eq!(
+        e.sql.memory_used(),
+        0,
+        "the failed query gave its memory back"
+    );
+    // A query that runs past the timeout is cancelled.
+    let err = r
+        .block_on(sql::collect(
+            &e,
+            "SELECT count(*) FROM kline a, kline b, kline c",
+            Vec::new(),
+            None,
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PayloadTooLarge, "{err}");
+    assert!(
+        err.message.contains("sql.query_timeout_s"),
+        "{}",
+        err.message
+    );
+    // One query at a time: a second is refused while the first holds its permit.
+    let held = r.block_on(sql::plan(&e, "SELECT 1", Vec::new())).unwrap();
+    let err = r
+        .block_on(sql::plan(&e, "SELECT 2", Vec::new()))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unavailable, "{err}");
+    drop(held);
+    r.block_on(sql::collect(&e, "SELECT 3", Vec::new(), None))
+        .unwrap();
+    // Dropping a running stream (a client gone) cancels the query and frees the slot.
+    r.block_on(async {
+        use futures::StreamExt;
+        let mut s = sql::plan(&e, "SELECT ts FROM kline", Vec::new())
+            .await
+            .unwrap()
+            .execute()
+            .unwrap();
+        s.next().await.unwrap().unwrap();
+        drop(s);
+        sql::collect(&e, "SELECT 4", Vec::new(), None)
+            .await
+            .unwrap();
+    });
+}
+
+/// One random series history: months, appended deltas and replaced rows.
+fn history() -> impl Strategy<Value = Vec<(i64, usize, i64)>> {
+    // (start offset in days, rows, seed) per write; rows are hourly.
+    prop::collection::vec((0i64..100, 1usize..300, 0i64..1000), 1..6)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// Whatever the write history, SQL answers equal the native reads: whole series,
+    /// a range, the latest N and a value predicate.
+    #[test]
+    fn sql_equals_native_reads(writes in history(), lo_day in 0i64..100, span in 1i64..60, n in 1usize..50) {
+        let dir = tempfile::tempdir().unwrap();
+        let e = engine_with(dir.path(), |c| c.storage.zonemap_block_rows = 64);
+        let key = register_kline(&e, "PROP");
+        let f = scalar(&e, "PROP", "x", ValueType::F64);
+        for (day, rows, seed) in &writes {
+            let b = bars(JAN_2024 + day * DAY, *rows, 3_600_000, *seed);
+            e.write_kline(&key, &b, None).unwrap();
+            let ts: Vec<i64> = b.iter().map(|r| r.ts).collect();
+            let v: Vec<i64> = b.iter().map(|r| ((r.close % 100) as f64 / 10.0).to_bits() as i64).collect();
+            write_values(&e, &f, &ts, &v);
+        }
+        let (lo, hi) = (JAN_2024 + lo_day * DAY, JAN_2024 + (lo_day + span) * DAY);
+        let native = |r: TsRange| -> Vec<(i64, i64)> {
+            e.read(&key, r, usize::MAX).unwrap().slices.iter()
+                .flat_map(|s| s.ts().iter().copied().zip(s.col(4).iter().copied()).collect::<Vec<_>>())
+                .collect()
+        };
+        let pairs = |a: &sql::SqlAnswer| -> Vec<(i64, i64)> { i64s(a, 0).into_iter().zip(i64s(a, 1)).collect() };
+        let all = run(&e, "SELECT ts, close FROM kline_raw WHERE symbol = 'PROP' ORDER BY ts");
+        prop_assert_eq!(pairs(&all), native(TsRange::all()));
+        let ranged = run(&e, &format!(
+            "SELECT ts, close FROM kline_raw WHERE symbol = 'PROP' AND ts BETWEEN to_timestamp_millis({lo}) AND to_timestamp_millis({hi}) ORDER BY ts"));
+        prop_assert_eq!(pairs(&ranged), native(TsRange::new(Some(lo), Some(hi))));
+        let latest = run(&e, &format!("SELECT ts, close FROM kline_raw WHERE symbol = 'PROP' ORDER BY ts DESC LIMIT {n}"));
+        let mut want = native(TsRange::all());
+        want.reverse();
+        want.truncate(n);
+        prop_assert_eq!(pairs(&latest), want);
+        let m = run(&e, "SELECT ts FROM scalar WHERE symbol = 'PROP' AND value > 5.0 ORDER BY ts");
+        let got = i64s(&m, 0);
+        let q = fastk::query::types::QueryRequest {
+            predicate: serde_json::from_value(serde_json::json!({"op": "gt", "value": 5.0})).unwrap(),
+            start_ts: None, end_ts: None, limit: None, return_values: None, strategy: None,
+        };
+        let want = e.query(&f, &q, usize::MAX).unwrap().timestamps;
+        prop_assert_eq!(got, want);
+    }
+}
