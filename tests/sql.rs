@@ -201,6 +201,20 @@ fn order_by_ts_desc_limit_is_the_latest_path() {
     want.reverse();
     assert_eq!(i64s(&a, 0), want);
     assert_eq!(a.stats.rows_out, 5, "the scan stopped at the limit");
+    // Ascending: the scan's own order; the LIMIT must still reach it (a leaf that
+    // claimed to pass limits through to children once lost it).
+    let q = "SELECT ts FROM kline WHERE symbol = 'CCC' ORDER BY ts LIMIT 7";
+    let plan = explain(&e, q);
+    assert!(plan.contains("limit=7"), "{plan}");
+    let a = run(&e, q);
+    assert_eq!(
+        i64s(&a, 0),
+        (0..7)
+            .map(|i| JAN_2024 + i * 10 * MINUTE)
+            .collect::<Vec<_>>()
+    );
+    let a = run(&e, "SELECT ts FROM kline LIMIT 3");
+    assert_eq!(a.rows(), 3);
     assert!(
         a.stats.rows_scanned < 1000,
         "only the last chunk is read: {:?}",

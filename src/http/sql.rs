@@ -20,7 +20,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::auth::ReadAccess;
@@ -49,6 +49,7 @@ pub struct SqlRequest {
 
 /// One result column.
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"name": "close", "type": "Float64"}))]
 pub struct SqlColumn {
     pub name: String,
     /// The Arrow type, e.g. `Int64`, `Float64`, `Utf8`, `Timestamp(ms, "UTC")`.

@@ -92,7 +92,9 @@ def scaled(bar: dict, col: str, price_scale: int, volume_scale: int) -> float:
 
 
 def ts_ms(table: pa.Table, col: str = "ts") -> list[int]:
-    return table.column(col).cast(pa.int64()).to_pylist()
+    """Epoch milliseconds of a timestamp column of any unit (date_bin answers in ns)."""
+    column = table.column(col)
+    return column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64()).to_pylist()
 
 
 def hourly(bars: list[dict]) -> list[dict]:

@@ -44,6 +44,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SortOrderPushdownResult,
 };
+use serde_json::json;
 use tokio::sync::mpsc::Sender;
 
 use super::filters::{KEY_COLUMNS, ScanFilter};
@@ -82,6 +83,7 @@ pub struct ScanStats {
 
 /// A plain copy of [`ScanStats`], summed over the scans of a query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"series_total": 12, "series_selected": 1, "chunks_total": 24, "chunks_pruned": 23, "blocks_total": 0, "blocks_pruned": 0, "rows_scanned": 60, "rows_out": 60, "index_used": "none"}))]
 pub struct ScanSummary {
     pub series_total: u64,
     pub series_selected: u64,
@@ -388,10 +390,6 @@ impl ExecutionPlan for ScanExec {
                 "FastkScan has no children".into(),
             ))
         }
-    }
-
-    fn supports_limit_pushdown(&self) -> bool {
-        true
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
