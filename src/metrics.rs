@@ -35,6 +35,9 @@ pub struct Gauges {
     /// (`storage.max_inflight_write_bytes`).
     pub write_budget_used_bytes: u64,
     pub write_budget_limit_bytes: u64,
+    /// SQL: memory reserved by running queries, and how many run.
+    pub sql_memory_used_bytes: u64,
+    pub sql_queries_running: u64,
 }
 
 #[derive(Debug, Default)]
@@ -226,6 +229,18 @@ impl Metrics {
             "fastk_write_budget_limit_bytes",
             "The in-flight write budget, storage.max_inflight_write_bytes.",
             g.write_budget_limit_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_sql_memory_used_bytes",
+            "Bytes reserved by running SQL queries (of sql.memory_total_bytes).",
+            g.sql_memory_used_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_sql_queries_running",
+            "SQL queries running (of sql.max_concurrent_queries).",
+            g.sql_queries_running as i64,
         );
         self.render_http(&mut out);
         let calls = self.flight_calls.lock().unwrap_or_else(|p| p.into_inner());

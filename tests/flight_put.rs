@@ -338,6 +338,9 @@ async fn actions_answer_with_the_http_json_bodies() {
         "repair",
         "rebuild-manifest",
         "compact",
+        // Flight SQL's prepared statements share the action namespace (docs/sql.md).
+        "CreatePreparedStatement",
+        "ClosePreparedStatement",
     ];
     assert_eq!(names, want);
 

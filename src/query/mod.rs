@@ -449,6 +449,8 @@ impl Engine {
             maps: Some(self.store.options().map_cache.stats()),
             write_budget_used_bytes: self.write_budget.used_bytes(),
             write_budget_limit_bytes: self.write_budget.limit_bytes(),
+            sql_memory_used_bytes: self.sql.memory_used() as u64,
+            sql_queries_running: self.sql.running(&self.config.sql) as u64,
         };
         self.metrics.render(&g)
     }

@@ -119,3 +119,26 @@ async fn errors_name_the_problem() {
         .await
         .expect_error(400, "invalid_argument");
 }
+
+#[tokio::test]
+async fn reads_protection_and_metrics_cover_sql() {
+    let app = app_with(|c| {
+        c.auth.token = "tok".into();
+        c.auth.protect_reads = true;
+    });
+    app.post("/v1/sql", &json!({"query": "SELECT 1"}))
+        .await
+        .expect_error(401, "unauthorized");
+    let r = app
+        .post_with(
+            "/v1/sql",
+            &[("authorization", "Bearer tok")],
+            &json!({"query": "SELECT 1 AS one"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r["rows"], json!([[1]]));
+    let m = app.get("/metrics").await.text();
+    assert!(m.contains("fastk_sql_memory_used_bytes 0"), "{m}");
+    assert!(m.contains("fastk_sql_queries_running 0"), "{m}");
+}

@@ -44,7 +44,6 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SortOrderPushdownResult,
 };
-use serde_json::json;
 use tokio::sync::mpsc::Sender;
 
 use super::filters::{KEY_COLUMNS, ScanFilter};
