@@ -225,7 +225,7 @@ fn table_types_batch() -> Result<RecordBatch, Status> {
 /// The schema of a metadata command's answer.
 fn metadata_schema(cmd: &Command) -> Option<Result<SchemaRef, Status>> {
     Some(Ok(match cmd {
-        Command::CommandGetCatalogs(c) => c.clone().into_builder().schema(),
+        Command::CommandGetCatalogs(c) => (*c).into_builder().schema(),
         Command::CommandGetDbSchemas(c) => c.clone().into_builder().schema(),
         Command::CommandGetTables(c) => c.clone().into_builder().schema(),
         Command::CommandGetTableTypes(_) => return Some(table_types_batch().map(|b| b.schema())),

@@ -301,7 +301,7 @@ impl CatalogTable {
         let cols: Vec<ArrayRef> = match self.name {
             "series" => {
                 let mut list = e.store.list();
-                list.sort_by(|a, b| a.meta.key.to_string().cmp(&b.meta.key.to_string()));
+                list.sort_by_key(|a| a.meta.key.to_string());
                 let infos: Vec<_> = list
                     .iter()
                     .map(|s| crate::query::series_info(s, false))
