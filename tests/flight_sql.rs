@@ -208,3 +208,37 @@ async fn updates_bad_sql_and_missing_tokens_are_refused() {
     assert_eq!(b[0].column(0).as_primitive::<Int64Type>().value(0), 42);
     f.shutdown().await;
 }
+
+/// A client that walks away from a DoGet cancels its query: the slot it held
+/// (`sql.max_concurrent_queries`) comes back, and a runaway cross join stops.
+#[tokio::test]
+async fn a_dropped_doget_cancels_its_query_and_frees_its_slot() {
+    let f = Fixture::start(|c| c.sql.max_concurrent_queries = 1).await;
+    let key = f.kline_series("BTC", "1m");
+    f.write_klines(&key, &klines(JAN_2024, 3_000, MINUTE, 0));
+    let mut c = sql_client(&f).await;
+    let info = c
+        .execute("SELECT a.ts, b.close FROM kline a, kline b".into(), None)
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = c.do_get(ticket).await.unwrap();
+    let first = stream.try_next().await.unwrap().expect("a first batch");
+    assert!(first.num_rows() > 0);
+    // The running query holds the only slot.
+    let e = code(c.execute("SELECT 1".into(), None).await.unwrap_err());
+    assert!(e.contains("sql.max_concurrent_queries"), "{e}");
+    drop(stream);
+    // The server sees the reset, drops the answer and with it the query (bounded wait).
+    let mut freed = false;
+    for _ in 0..100 {
+        if c.execute("SELECT 1".into(), None).await.is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(freed, "the cancelled query still holds its slot");
+    assert_eq!(f.engine().sql.memory_used(), 0);
+    f.shutdown().await;
+}

@@ -124,7 +124,7 @@ impl FlightSvc {
                 .as_ref()
                 .and_then(|d| sql::command(&d.cmd))
             {
-                Some(cmd) => sql::do_put(&self.prepared, cmd, first, input).await,
+                Some(cmd) => sql::do_put(&self.prepared, cmd, first, input, end).await,
                 None => doput::do_put(Arc::clone(&self.engine), first, input, end).await,
             },
         };

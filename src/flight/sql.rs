@@ -423,6 +423,7 @@ pub async fn do_put(
     cmd: Command,
     first: FlightData,
     rest: impl futures::Stream<Item = Result<FlightData, Status>> + Send + 'static,
+    end: Option<super::putbody::BodyEnd>,
 ) -> Result<PutResult, Status> {
     let p: CommandPreparedStatementQuery = match cmd {
         Command::CommandPreparedStatementQuery(p) => p,
@@ -435,6 +436,13 @@ pub async fn do_put(
         .try_collect()
         .await
         .map_err(|e| invalid(format!("the parameters could not be decoded: {e}")))?;
+    // As for writes: a stream the client cancelled binds nothing (tonic reports a
+    // cancel as a clean end; only the raw body knows).
+    if end.is_some_and(|e| !e.ended_cleanly()) {
+        return Err(Status::cancelled(
+            "the DoPut stream was cancelled before the client ended it; nothing was bound",
+        ));
+    }
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows > MAX_PARAM_ROWS {
         return Err(status(Error::new(
