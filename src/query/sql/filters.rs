@@ -71,6 +71,9 @@ impl ScanFilter {
                 Pushed::Value(c) => f.value.push(c),
             }
         }
+        // DataFusion rewrites `BETWEEN a AND b` into `>= a` and `<= b`; one range
+        // lets the engine use the value index, two half-open bounds do not.
+        f.value = merge_bounds(std::mem::take(&mut f.value));
         // The most selective kind of predicate drives the engine (an equality or a
         // range can use the value index; `<>` and NOT IN cannot).
         f.value.sort_by_key(|c| match c {
@@ -114,6 +117,43 @@ impl ScanFilter {
                 .iter()
                 .any(|k| k.as_ref().is_some_and(BTreeSet::is_empty))
     }
+}
+
+/// Folds the tightest inclusive lower and upper bounds of the same type into one
+/// `Between`. Integer bounds are made inclusive (`> a` is `>= a + 1`); an exclusive
+/// float bound is left as it is.
+fn merge_bounds(preds: Vec<Compiled>) -> Vec<Compiled> {
+    let mut out = Vec::new();
+    let (mut ilo, mut ihi): (Option<i64>, Option<i64>) = (None, None);
+    let (mut flo, mut fhi): (Option<f64>, Option<f64>) = (None, None);
+    for p in preds {
+        match p {
+            Compiled::I64(Pred::Cmp(Op::Gte, v)) => ilo = Some(ilo.map_or(v, |x| x.max(v))),
+            Compiled::I64(Pred::Cmp(Op::Gt, v)) if v < i64::MAX => {
+                ilo = Some(ilo.map_or(v + 1, |x| x.max(v + 1)))
+            }
+            Compiled::I64(Pred::Cmp(Op::Lte, v)) => ihi = Some(ihi.map_or(v, |x| x.min(v))),
+            Compiled::I64(Pred::Cmp(Op::Lt, v)) if v > i64::MIN => {
+                ihi = Some(ihi.map_or(v - 1, |x| x.min(v - 1)))
+            }
+            Compiled::F64(Pred::Cmp(Op::Gte, v)) => flo = Some(flo.map_or(v, |x| x.max(v))),
+            Compiled::F64(Pred::Cmp(Op::Lte, v)) => fhi = Some(fhi.map_or(v, |x| x.min(v))),
+            other => out.push(other),
+        }
+    }
+    match (ilo, ihi) {
+        (Some(a), Some(b)) => out.push(Compiled::I64(between(a, b))),
+        (Some(a), None) => out.push(Compiled::I64(Pred::Cmp(Op::Gte, a))),
+        (None, Some(b)) => out.push(Compiled::I64(Pred::Cmp(Op::Lte, b))),
+        (None, None) => {}
+    }
+    match (flo, fhi) {
+        (Some(a), Some(b)) => out.push(Compiled::F64(between(a, b))),
+        (Some(a), None) => out.push(Compiled::F64(Pred::Cmp(Op::Gte, a))),
+        (None, Some(b)) => out.push(Compiled::F64(Pred::Cmp(Op::Lte, b))),
+        (None, None) => {}
+    }
+    out
 }
 
 fn rank<T>(p: &Pred<T>) -> u8 {
@@ -416,6 +456,32 @@ mod tests {
         let k = SeriesKey::scalar("BTC", "1h", "ind", "rsi").unwrap();
         assert!(f.admits(&k));
         assert!(!f.admits(&SeriesKey::scalar("ETH", "1h", "ind", "rsi").unwrap()));
+    }
+
+    #[test]
+    fn two_bounds_become_one_range_for_the_index() {
+        let i64_table = Pushable {
+            keys: 4,
+            value: Some(ValueType::I64),
+        };
+        let f = ScanFilter::new(
+            &[
+                col("value").gt_eq(lit(100_i64)),
+                col("value").lt_eq(lit(200_i64)),
+                col("value").gt(lit(150_i64)),
+            ],
+            i64_table,
+        );
+        assert_eq!(f.value, vec![Compiled::I64(Pred::Between(151, 200, true))]);
+        let f = ScanFilter::new(
+            &[col("value").gt_eq(lit(5.0)), col("value").lt_eq(lit(1.0))],
+            SCALAR,
+        );
+        assert_eq!(
+            f.value,
+            vec![Compiled::F64(Pred::In(Vec::new()))],
+            "an empty range"
+        );
     }
 
     #[test]
