@@ -318,7 +318,8 @@ impl GeneralEncoder {
     }
 }
 
-/// A protobuf message with its gRPC length prefix, copied (small messages only).
+/// A protobuf message with its gRPC length prefix, copied: the schema message, and
+/// the batches the zero-copy path does not take (arrow-ipc has copied them already).
 fn prost_message(m: &FlightData) -> Bytes {
     let len = m.encoded_len();
     let mut b = BytesMut::with_capacity(5 + len);
