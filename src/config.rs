@@ -85,6 +85,8 @@ pub struct HttpConfig {
     pub default_limit: usize,
     pub max_limit: usize,
     pub max_latest: usize,
+    /// Series one HTTP batch read may name (or `"*"` may match).
+    pub max_batch_series: usize,
     pub cors_origins: Vec<String>,
     pub gzip: bool,
     pub request_timeout_s: u64,
@@ -107,6 +109,7 @@ impl Default for HttpConfig {
             default_limit: 10_000,
             max_limit: 100_000,
             max_latest: 100_000,
+            max_batch_series: 100,
             cors_origins: Vec::new(),
             gzip: true,
             request_timeout_s: 120,
@@ -127,6 +130,8 @@ pub struct FlightConfig {
     pub max_put_rows: usize,
     /// DoGet streams served at once (the name predates the separate DoPut pool).
     pub max_concurrent_streams: usize,
+    /// Series one many-series ticket may name (or `"*"` may match).
+    pub max_series_per_ticket: usize,
     /// DoPut streams served at once, a pool of their own so stalled readers cannot
     /// starve writers.
     pub max_put_streams: usize,
@@ -151,6 +156,7 @@ impl Default for FlightConfig {
             addr: "127.0.0.1:8815".into(),
             max_batch_rows: 65_536,
             max_concurrent_streams: 64,
+            max_series_per_ticket: 100_000,
             max_message_bytes: 256 << 20,
             max_put_rows: 50_000_000,
             max_put_streams: 16,
@@ -337,6 +343,12 @@ impl Config {
                 "http.default_limit",
                 "must be positive and at most http.max_limit",
             );
+        }
+        if self.http.max_batch_series == 0 {
+            return bad("http.max_batch_series", "must be positive");
+        }
+        if self.flight.max_series_per_ticket == 0 {
+            return bad("flight.max_series_per_ticket", "must be positive");
         }
         if self.http.max_latest == 0 {
             return bad("http.max_latest", "must be positive");

@@ -333,6 +333,7 @@ async fn actions_answer_with_the_http_json_bodies() {
     let want = [
         "health",
         "inventory",
+        "coverage",
         "validate",
         "scrub",
         "repair",

@@ -1,9 +1,17 @@
-"""`python -m fastk_bench [--quick]`: the comparison benchmark driver.
+"""`python -m fastk_bench [--quick] [--only resample,asof,coverage]`: the comparison
+benchmark driver.
 
 Normally started by `bash scripts/bench.sh`, which builds FastK, prepares the venv and
 PostgreSQL, and runs the Rust harnesses first. Writes `results.json` to `--out`, PNG
 charts to `--charts`, and, with `--docs`, fills the result blocks of
 docs/benchmarks.md.
+
+`--only` runs just the named market-query workloads (`market` names all three) after
+loading only what they need (one symbol of the kline dataset into FastK, ArcticDB,
+DuckDB and Polars; PostgreSQL only for `asof`), and writes `results-only.json`,
+`tables-only.md` and their charts to `--out`; it never touches `--docs`. For example:
+
+    PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --quick --only market --out /tmp/fastk-market
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from . import dataset, procs, report, systems, timing, workloads
+from . import dataset, market, procs, report, systems, timing, workloads
 from .workloads import log
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -150,6 +158,132 @@ def fastk_sql(fk: procs.FastK, fastk_version: str, results: dict) -> list:
     return out
 
 
+def market_params(q: bool) -> dict:
+    """The market-query workloads' parameters (market.py), recorded in results.json."""
+    return dict(
+        market_resample_reps=3 if q else 15,
+        asof_series=200 if q else 2_000,
+        asof_days=2 if q else 3,
+        asof_reps=3 if q else 15,
+        asof_budget_s=10 if q else 60,
+        coverage_years=2 if q else 10,
+        coverage_holes=50 if q else 500,
+        coverage_reps=10 if q else 50,
+        coverage_peer_reps=2 if q else 5,
+    )
+
+
+def fastk_maker(binary: pathlib.Path, fastk_version: str, root: pathlib.Path, log_path: pathlib.Path):
+    """A factory for the as-of workload's own FastK store: (Flight, HTTP, stop)."""
+    def make():
+        server = procs.FastK(binary, root, log_path)
+        try:
+            return systems.FastKFlight(server, fastk_version), systems.FastKHttp(server, fastk_version), server.stop
+        except Exception:
+            server.stop()
+            raise
+    return make
+
+
+def parse_only(text: str) -> set[str]:
+    which = set()
+    for w in (x.strip() for x in text.split(",")):
+        if not w:
+            continue
+        if w == "market":
+            which.update(market.WORKLOADS)
+        elif w in market.WORKLOADS:
+            which.add(w)
+        else:
+            raise SystemExit(f"--only: unknown workload {w!r} (known: market, {', '.join(market.WORKLOADS)})")
+    return which
+
+
+def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
+    """`--only`: the selected market workloads, with only the loads they need."""
+    q = args.quick
+    spec = dataset.QUICK if q else dataset.FULL
+    work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="fastk-bench-"))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    os.chmod(work, 0o755)  # the postgres user must reach its data directory inside
+    logs = args.out
+    t_run = time.time()
+    results: dict = {"mode": ("quick" if q else "full") + f", only {','.join(sorted(which))}",
+                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "machine": machine(), "params": P, "skipped": {}}
+    fastk_version = subprocess.run([str(args.fastk_bin), "--version"], capture_output=True,
+                                   text=True).stdout.strip() if args.fastk_bin.exists() else "?"
+    versions: dict = {"fastk": fastk_version, "pyarrow": pa.__version__}
+    results["versions"] = versions
+    fastk_flight = fastk_http = arctic = duck = polars = pg = None
+    try:
+        log(f"generating dataset ({'quick' if q else 'full'})")
+        ds = dataset.generate(spec)
+        s0 = ds.symbols[0]
+        results["dataset"] = {"symbols": ds.symbols, "kline_rows": ds.kline_rows,
+                              "bars_per_symbol": spec.bars_per_symbol, "scalar_rows": ds.scalar.num_rows,
+                              "seed": dataset.SEED}
+        # What the resample needs: one symbol's bars (and a token scalar series, which
+        # the adapters' ingest writes too) in FastK, ArcticDB, DuckDB and Polars.
+        one = dataset.Dataset(spec=spec, symbols=[s0], kline={s0: ds.kline[s0]}, scalar=ds.scalar.slice(0, 1440))
+        try:
+            fk = procs.FastK(args.fastk_bin, work / "fastk-flight", logs / "fastk.log")
+            fastk_flight = systems.FastKFlight(fk, fastk_version)
+            fastk_http = systems.FastKHttp(fk, fastk_version)
+        except Exception as e:  # noqa: BLE001
+            results["skipped"]["FastK"] = f"could not start: {type(e).__name__}: {e}"
+            log(f"FastK: could not start ({e}); its measurements will be recorded as failed")
+        if "ArcticDB" not in skip:
+            arctic = systems.Arctic(work / "arcticdb")
+        if "DuckDB" not in skip:
+            duck = systems.DuckDB(work / "duckdb")
+        if "Polars" not in skip:
+            polars = systems.Polars(work / "polars")
+        if "asof" in which and "PostgreSQL" not in skip:
+            bindir = procs.find_pg_bindir()
+            if bindir is None:
+                results["skipped"]["PostgreSQL"] = "no initdb under /usr/lib/postgresql (apt install postgresql-15)"
+            else:
+                try:
+                    pg = systems.Postgres(procs.Postgres(bindir, work / "pg" / "data", logs / "postgres.log"))
+                except Exception as e:  # noqa: BLE001
+                    results["skipped"]["PostgreSQL"] = f"could not start: {e}"
+        for sy in (fastk_flight, arctic, duck, polars):
+            if sy is None:
+                continue
+            if sy is not fastk_flight:
+                versions[sy.label] = sy.version()
+            if "resample" in which:
+                log(f"loading {s0} into {sy.label}")
+                r: dict = {}
+                workloads.attempt(r, sy.label, lambda sy=sy: sy.ingest(one))
+                if "error" in r.get(sy.label, {}):
+                    results["skipped"][f"{sy.label} load"] = r[sy.label]["error"]
+        if pg is not None:
+            versions[pg.label] = pg.version()
+        market.run(which, results, P, ds=ds, fastk_flight=fastk_flight, fastk_http=fastk_http,
+                   make_fastk=fastk_maker(args.fastk_bin, fastk_version, work / "fastk-xs", logs / "fastk-xs.log")
+                   if args.fastk_bin.exists() else None,
+                   arctic=arctic, duck=duck, polars=polars, pg=pg)
+        if pg is not None:
+            pg.close()
+    finally:
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["wall_s"] = time.time() - t_run
+    (args.out / "results-only.json").write_text(json.dumps(results, indent=1, default=str))
+    names = [f"market_{w}" for w in market.WORKLOADS if w in which]
+    (args.out / "tables-only.md").write_text(report.all_tables(results, names))
+    for p in report.market_charts(results, args.charts or args.out):
+        log(f"chart: {p}")
+    log(f"results: {args.out / 'results-only.json'}, tables: {args.out / 'tables-only.md'}")
+    log(f"done in {results['wall_s']:.0f} s")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(prog="fastk_bench")
     ap.add_argument("--quick", action="store_true", help="small data, few repetitions (about 2 minutes)")
@@ -162,7 +296,11 @@ def main() -> int:
     ap.add_argument("--work", type=pathlib.Path, help="scratch directory for the systems' data")
     ap.add_argument("--rust-results", type=pathlib.Path, help="where scripts/bench.sh left the Rust harness output")
     ap.add_argument("--skip", default="", help="comma-separated labels to leave out (e.g. ROAPI,PostgreSQL)")
+    ap.add_argument("--only", default="",
+                    help="run only these market-query workloads: resample, asof, coverage, or market for all three "
+                         "(loads only what they need; writes results-only.json and tables-only.md, not --docs)")
     args = ap.parse_args()
+    only = parse_only(args.only)
     q = args.quick
     spec = dataset.QUICK if q else dataset.FULL
     P = dict(  # noqa: N806 - the run's parameters, recorded in results.json
@@ -179,10 +317,13 @@ def main() -> int:
         sql_year_reps=3 if q else 25,
         sql_resample_reps=3 if q else 10,
         sql_predicate_reps=5 if q else 15,
+        **market_params(q),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     charts_dir = args.charts or args.out
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if only:
+        return run_only(args, P, only, skip)
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="fastk-bench-"))
     if work.exists():
         shutil.rmtree(work)
@@ -341,6 +482,18 @@ def main() -> int:
         results["http_load"] = workloads.http_load(fk.http, ds, P["wrk_s"]) if shutil.which("wrk") else None
         if results["http_load"] is None:
             results["skipped"]["wrk"] = "wrk not installed (apt install wrk): no HTTP load figures"
+        # The market queries come last: coverage adds a series to the Flight-loaded
+        # store (after its bytes were counted above), and the as-of cross section runs
+        # on a FastK store of its own, so `symbols: "*"` is exactly its series.
+        try:
+            market_http = systems.FastKHttp(fk, fastk_version)  # a fresh connection
+        except Exception as e:  # noqa: BLE001
+            market_http = None
+            results["skipped"]["FastK HTTP (market queries)"] = f"could not connect: {e}"
+        market.run(market.WORKLOADS, results, P, ds=ds, fastk_flight=fastk_flight, fastk_http=market_http,
+                   make_fastk=fastk_maker(args.fastk_bin, fastk_version, work / "fastk-xs", logs / "fastk-xs.log"),
+                   arctic=next((p for p in peers if isinstance(p, systems.Arctic)), None),
+                   duck=duck, polars=polars, pg=pg)
         for s in readers:
             s.close()
     finally:

@@ -10,6 +10,12 @@ The SQL tables compare FastK's SQL with FastK's native calls and state their own
 ratios: SQL throughput as a share of the native DoGet's (sql_year), each system's time
 over FastK's (sql_resample: above 1, FastK is faster), SQL time over native time
 (sql_predicate: below 1.2 is the target).
+
+The market-query tables (market_resample, market_asof, market_coverage; see
+`market.py`) give each way's median and best time and "time vs FastK" (its median /
+FastK Flight's; above 1, FastK is faster), and a goal line: FastK first for the
+resample and the as-of cross section, under 10 ms warm for coverage. Every way whose
+label does not start with "FastK" is a peer there.
 """
 
 from __future__ import annotations
@@ -339,18 +345,132 @@ def t_sql_predicate(r: dict) -> str:
     return out + "".join(errors_note(s["systems"]) for s in sels.values())
 
 
+# --------------------------------------------------------------------------- market queries
+
+
+def _is_fastk(label: str) -> bool:
+    return label.startswith("FastK")
+
+
+def _first_line(sysd: dict, key: str = "median_ms", headline: str = FASTK) -> str:
+    """`FastK vs fastest peer (X): ratio; fastest: Y (target FastK first: met)`."""
+    got = {k: v[key] for k, v in ok(sysd).items() if v.get(key) is not None}
+    peers = {k: v for k, v in got.items() if not _is_fastk(k)}
+    if headline not in got or not peers:
+        return f"{headline} vs fastest peer: n/a (target FastK first: n/a)."
+    peer = min(peers, key=peers.get)
+    others = [k for k in got if _is_fastk(k) and k != headline]
+    extra = "".join(f"; {k} vs it: {ratio(got[k], peers[peer], True)}" for k in others)
+    first = min(got, key=got.get)
+    return (f"{headline} vs fastest peer ({peer}): {ratio(got[headline], peers[peer], True)}{extra}; fastest: "
+            f"{first} (target FastK first: {_verdict(got[headline] < peers[peer])}).")
+
+
+def t_market_resample(r: dict) -> str:
+    d = r["market_resample"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    tfs = list(d["targets"])
+    labels: list[str] = []
+    for tf in tfs:
+        for k in d["targets"][tf]["systems"]:
+            if k not in labels:
+                labels.append(k)
+    rows = []
+    for k in labels:
+        row = [k]
+        for tf in tfs:
+            v = d["targets"][tf]["systems"].get(k)
+            if v and "error" not in v:
+                row += [v["median_ms"], v["best_ms"], f"{v['vs_fastk']:.2f}x" if v.get("vs_fastk") else "n/a"]
+            else:
+                row += ["n/a", "n/a", "n/a"]
+        rows.append(row)
+    head = ["system"]
+    for tf in tfs:
+        n = d["targets"][tf]["buckets"]
+        head += [f"{tf} ({n:,} buckets) median ms", f"{tf} best ms", f"{tf} time vs FastK"]
+    out = table(head, rows)
+    out += (f"\n\n{d['bars']:,} 1m bars of {d['symbol']} (calendar 2024) resampled on read, every answer checked "
+            f"against numpy before timing; median of {_reps(d['targets'][tfs[0]]['systems'])} interleaved rounds.")
+    for tf in tfs:
+        out += f" {tf}: " + _first_line(d["targets"][tf]["systems"])
+    failed: dict = {}
+    for tf in tfs:
+        for k, v in d["targets"][tf]["systems"].items():
+            if isinstance(v, dict) and "error" in v:
+                failed.setdefault(k, {})[tf] = v["error"]
+    for k, per in failed.items():
+        errs = set(per.values())
+        out += (f"\n\n{k}: failed ({next(iter(errs))})" if len(errs) == 1 and len(per) == len(tfs) else
+                "".join(f"\n\n{k}, {tf}: failed ({e})" for tf, e in per.items()))
+    return out
+
+
+def _n(k: int, unit: str) -> str:
+    return f"{k:,} {unit}" + ("" if k == 1 else "s")
+
+
+def _reps(sysd: dict) -> str:
+    reps = sorted({v["reps"] for v in ok(sysd).values() if "reps" in v})
+    return "/".join(str(x) for x in reps) if reps else "n/a"
+
+
+def t_market_asof(r: dict) -> str:
+    d = r["market_asof"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    sysd = d["systems"]
+    rows = [[k, v["median_ms"], v["best_ms"], v["p99_ms"], v["reps"],
+             f"{v['vs_fastk']:.2f}x" if v.get("vs_fastk") else "n/a", d["setup_s"].get(k.split(" (")[0])]
+            for k, v in ok(sysd).items()]
+    out = table(["system", "median ms", "best ms", "p99 ms", "rounds", "time vs FastK", "load s (untimed)"], rows)
+    n = d["notes"]
+    out += (f"\n\n{d['series']:,} series of 1m bars over {_n(n['days'], 'day')} ({d['bars']:,} bars); the last bar at or "
+            f"before T = {d['as_of']} of each: {d['answered']:,} answers (series listed after T, left out: "
+            f"{n['listed_after']}; stopped hours before T: {n['stopped_before']}; with a hole at T: "
+            f"{n['hole_at_as_of']}), "
+            f"every answer checked before timing. " + _first_line(sysd))
+    return out + errors_note(sysd)
+
+
+def t_market_coverage(r: dict) -> str:
+    d = r["market_coverage"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    both = {**d["systems"], **d.get("peers", {})}
+    rows = [[k, v["median_ms"], v["best_ms"], v["p99_ms"], v["reps"],
+             f"{v['vs_fastk']:.2f}x" if v.get("vs_fastk") else "n/a"] for k, v in ok(both).items()]
+    out = table(["way", "median ms", "best ms", "p99 ms", "calls", "time vs FastK HTTP"], rows)
+    n = d["notes"]
+    out += (f"\n\n{_n(n['years'], 'year')} of 1m bars ({d['expected']:,} grid points, {d['present']:,} bars, "
+            f"{d['gap_count']:,} gaps); FastK warm: one checked warm-up, then the median of the calls; the peers' "
+            f"gap queries (lag/diff over their Parquet file) are shown for context and checked too.")
+    h = ok(d["systems"]).get(HTTP)
+    target = d.get("target_ms", 10.0)
+    out += (f" FastK HTTP coverage: {fmt(h['median_ms'])} ms median (target under {target:g} ms: "
+            f"{_verdict(h['median_ms'] < target)})." if h else f" FastK HTTP coverage: n/a (target under {target:g} ms: n/a).")
+    return out + errors_note(both)
+
+
+MARKET_SECTIONS = ("market_resample", "market_asof", "market_coverage")
+
 SECTIONS = {
     "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
     "day_ranges": lambda r: t_latency(r["day_ranges"]), "latest": lambda r: t_latency(r["latest"]),
     "predicate": t_predicate, "disk": t_disk, "http": t_http, "flight": t_flight, "rust": t_rust,
     "sql_year": t_sql_year, "sql_resample": t_sql_resample, "sql_predicate": t_sql_predicate,
+    "market_resample": t_market_resample, "market_asof": t_market_asof, "market_coverage": t_market_coverage,
 }
 
 
-def fill_markdown(text: str, r: dict) -> str:
-    """Replaces each `<!-- bench:NAME -->...<!-- /bench:NAME -->` block with its table."""
+def fill_markdown(text: str, r: dict, names=None) -> str:
+    """Replaces each `<!-- bench:NAME -->...<!-- /bench:NAME -->` block with its table
+    (only the blocks in `names`, when given)."""
     for name, fn in SECTIONS.items():
+        if names is not None and name not in names:
+            continue
         begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
         i, j = text.find(begin), text.find(end)
         if i < 0 or j < 0:
@@ -363,16 +483,22 @@ def fill_markdown(text: str, r: dict) -> str:
     return text
 
 
-def all_tables(r: dict) -> str:
+def all_tables(r: dict, names=None) -> str:
     return "\n\n".join(f"## {name}\n\n{fill_markdown(f'<!-- bench:{name} --><!-- /bench:{name} -->', r)}"
-                       for name in SECTIONS)
+                       for name in SECTIONS if names is None or name in names)
 
 
 # --------------------------------------------------------------------------- charts
 
 
 def _color(label: str) -> str:
-    return COLORS.get(label, "#1f77b4")
+    if label in COLORS:
+        return COLORS[label]
+    # Variants ("PostgreSQL (LATERAL)", "FastK HTTP (20 batches of 100)") take their system's colour.
+    for k in sorted(COLORS, key=len, reverse=True):
+        if label.startswith(k + " "):
+            return COLORS[k]
+    return "#1f77b4"
 
 
 def _barh(ax, d: dict, key: str, scale: float, xlabel: str, title: str, log: bool = False):
@@ -457,6 +583,43 @@ def charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
         _barh(ax, res["systems"], "median_ms", 1, "ms, median (lower is better)",
               f"SQL: one year of 1m bars to {res['buckets']:,} 1h OHLCV buckets")
         save(fig, "sql_resample.png")
+    return made + market_charts(r, out)
+
+
+def market_charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
+    """The market-query charts, for whichever of those workloads ran."""
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+
+    def save(fig, name):
+        p = out / name
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+
+    res = r.get("market_resample") or {}
+    tfs = list(res.get("targets") or {})
+    if tfs and any(ok(res["targets"][tf]["systems"]) for tf in tfs):
+        fig, axes = plt.subplots(1, len(tfs), figsize=(6 * len(tfs), 3.5), squeeze=False)
+        for ax, tf in zip(axes[0], tfs):
+            _barh(ax, res["targets"][tf]["systems"], "median_ms", 1, "ms, median (lower is better)",
+                  f"Resample {res['bars']:,} 1m bars to {tf} ({res['targets'][tf]['buckets']:,} buckets)", log=True)
+        save(fig, "market_resample.png")
+    a = r.get("market_asof") or {}
+    if ok(a.get("systems") or {}):
+        fig, ax = plt.subplots(figsize=(8, 4))
+        _barh(ax, a["systems"], "median_ms", 1, "ms, median (lower is better)",
+              f"As-of cross section: last bar at or before T of {a['series']:,} series", log=True)
+        save(fig, "market_asof.png")
+    c = r.get("market_coverage") or {}
+    both = {**(c.get("systems") or {}), **(c.get("peers") or {})}
+    if ok(both):
+        fig, ax = plt.subplots(figsize=(8, 3))
+        _barh(ax, both, "median_ms", 1, "ms, median (lower is better)",
+              f"Coverage and gaps of {c['expected']:,} 1m grid points", log=True)
+        ax.axvline(c.get("target_ms", 10.0), color="#d62728", linestyle="--", linewidth=1)
+        save(fig, "market_coverage.png")
     return made
 
 

@@ -11,7 +11,13 @@ same calls everywhere:
   as an Arrow/Polars column of timestamps;
 - `disk()` returns bytes held on disk for the kline and the scalar data;
 - `sql(query)` runs one SQL statement and returns the answer as an Arrow table
-  (the SQL workloads: FastK's SQL front ends, DuckDB, ROAPI).
+  (the SQL workloads: FastK's SQL front ends, DuckDB, ROAPI);
+- the market-query workloads (`market.py`, docs/market-queries.md):
+  `resample(symbol, start_ms, end_ms, timeframe)` returns OHLCV buckets (an Arrow
+  table or a Polars DataFrame); `asof_load(xs)` stores a `dataset.CrossSection`
+  (setup, returns seconds) and `asof(t, variant)` returns the last bar at or before
+  `t` of every series, with a `symbol` column; `coverage_load(gs)` stores a
+  `dataset.GapSeries` and `gaps(symbol)` answers its coverage with a query.
 
 A method a system cannot serve raises `NotImplementedError` and is reported as n/a.
 """
@@ -123,6 +129,21 @@ class System:
     def sql(self, query: str) -> pa.Table:
         raise NotImplementedError
 
+    def resample(self, symbol: str, start: int, end: int, timeframe: str):
+        raise NotImplementedError
+
+    def asof_load(self, xs) -> float:
+        raise NotImplementedError
+
+    def asof(self, t: int, variant: str | None = None):
+        raise NotImplementedError
+
+    def coverage_load(self, gs) -> float:
+        raise NotImplementedError
+
+    def gaps(self, symbol: str) -> dict:
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -139,9 +160,15 @@ class HttpClient:
 
     def request(self, method: str, path: str, body: bytes | None = None) -> bytes:
         headers = {"content-type": "application/json"} if body is not None else {}
-        self.conn.request(method, path, body=body, headers=headers)
-        r = self.conn.getresponse()
-        data = r.read()
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            r = self.conn.getresponse()
+            data = r.read()
+        except (http.client.HTTPException, OSError):
+            # A dropped or half-read connection must not break the next request (which
+            # reconnects): close it, and let the caller record this failure.
+            self.conn.close()
+            raise
         if r.status >= 300:
             raise RuntimeError(f"{method} {path}: {r.status} {data[:300]!r}")
         return data
@@ -222,6 +249,63 @@ class FastKFlight(System):
         sc = sum(s["bytes"] for s in inv["series"] if s["kind"] == "scalar")
         return {"kline_bytes": k, "scalar_bytes": sc, "root_du_bytes": du(self.server.root),
                 "inventory_total_bytes": inv.get("total_bytes")}
+
+    # --- market queries (docs/market-queries.md)
+
+    # A deadline, so that a server stuck on one of these reads fails the measurement
+    # instead of stalling the run.
+    MARKET_CALL = flight.FlightCallOptions(timeout=120)
+
+    def _get_market(self, ticket: dict) -> pa.Table:
+        return self.client.do_get(flight.Ticket(json.dumps(ticket).encode()), self.MARKET_CALL).read_all()
+
+    def resample(self, symbol: str, start: int, end: int, timeframe: str) -> pa.Table:
+        """1m bars of [start, end] resampled on read: one ticket, the stream into a Table."""
+        return self._get_market({"kind": "kline", "symbol": symbol, "timeframe": "1m", "start_ts": start,
+                                 "end_ts": end, "resample": {"timeframe": timeframe}})
+
+    def asof_all(self, t: int) -> pa.Table:
+        """The last bar at or before `t` of every 1m series: one ticket, `symbols: "*"`."""
+        return self._get_market({"kind": "kline", "symbols": "*", "timeframe": "1m", "as_of": t})
+
+    def coverage(self, symbol: str) -> dict:
+        """Flight action `coverage` (JSON body and JSON answer)."""
+        body = json.dumps({"kind": "kline", "symbol": symbol, "timeframe": "1m"}).encode()
+        results = list(self.client.do_action(flight.Action("coverage", body), self.MARKET_CALL))
+        if not results:
+            raise RuntimeError("action coverage returned no result")
+        return json.loads(results[0].body.to_pybytes())
+
+    def load_series(self, series, streams: int = 3) -> float:
+        """Registers and writes extra 1m kline series (`(symbol, table)` pairs) through
+        the harness's write path: `POST /v1/kline/series`, then one DoPut each, on
+        `streams` connections at once. Setup, not a measurement; returns seconds."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        series = list(series)
+        streams = max(1, min(streams, len(series)))
+        t = time.perf_counter()
+        clients = [(flight.connect(f"grpc://{self.server.flight}"), HttpClient(self.server.http))
+                   for _ in range(streams)]
+
+        def work(k: int) -> None:
+            # Worker k owns its connections (http.client is not thread-safe) and every
+            # streams-th series.
+            fc, hc = clients[k]
+            for symbol, table in series[k::streams]:
+                hc.json("POST", "/v1/kline/series",
+                        {"symbol": symbol, "timeframe": "1m", "price_scale": 100, "volume_scale": 1})
+                reply = self._put(("kline", symbol, "1m"), table, fc)
+                assert reply["written"] == table.num_rows, reply
+
+        try:
+            with ThreadPoolExecutor(streams) as ex:
+                list(ex.map(work, range(streams)))
+        finally:
+            for fc, hc in clients:
+                fc.close()
+                hc.conn.close()
+        return time.perf_counter() - t
 
 
 class FastKFlightConcurrent(FastKFlight):
@@ -327,6 +411,35 @@ class FastKHttp(System):
             if r["next_start_ts"] is None:
                 return n
             body["start_ts"] = r["next_start_ts"]
+
+    # --- market queries (docs/market-queries.md)
+
+    def resample(self, symbol: str, start: int, end: int, timeframe: str) -> pl.DataFrame:
+        """`GET .../records?resample=..&limit=100000`, paged by `next_start_ts`, into Polars."""
+        frames = []
+        cursor = start
+        while cursor is not None:
+            r = self.http.json("GET", f"/v1/kline/{symbol}/1m/records?start_ts={cursor}&end_ts={end}"
+                                      f"&resample={timeframe}&limit=100000")
+            frames.append(pl.DataFrame(r["records"]))
+            cursor = r["next_start_ts"]
+        return pl.concat(frames) if len(frames) > 1 else frames[0]
+
+    def coverage(self, symbol: str) -> dict:
+        return self.http.json("GET", f"/v1/kline/{symbol}/1m/coverage")
+
+    def asof_batches(self, symbols: list[str], t: int, per: int = 100) -> pl.DataFrame:
+        """`POST /v1/kline/batch` with `as_of`, `per` symbols a request (the default cap
+        `http.max_batch_series`), one request after the other, into one DataFrame."""
+        rows = []
+        for i in range(0, len(symbols), per):
+            r = self.http.json("POST", "/v1/kline/batch",
+                               {"timeframe": "1m", "symbols": symbols[i:i + per], "as_of": t})
+            for s in r["series"]:
+                for rec in s["records"]:  # one at most per series; none when it has no bar by t
+                    rec["symbol"] = s["symbol"]
+                    rows.append(rec)
+        return pl.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------- FastK SQL
@@ -549,6 +662,48 @@ class Arctic(System):
     def disk(self):
         return {"kline_bytes": du(self.root / "kline"), "scalar_bytes": du(self.root / "scalar")}
 
+    # --- market queries
+
+    # pandas offset aliases, which ArcticDB's resample takes
+    RULES = {"s": "s", "m": "min", "h": "h", "d": "D"}
+    OHLCV_AGG = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    ASOF_HOW = ("read_batch of every symbol with one QueryBuilder().date_range((None, T)).tail(1), "
+                "pyarrow output, the one-row tables concatenated with a symbol column")
+
+    def resample(self, symbol, start, end, timeframe):
+        q = self.adb.QueryBuilder().resample(timeframe[:-1] + self.RULES[timeframe[-1]]).agg(self.OHLCV_AGG)
+        return self.kline_lib.read(symbol, date_range=(self._naive(start), self._naive(end)), query_builder=q,
+                                   output_format="pyarrow").data
+
+    def asof_load(self, xs):
+        from arcticdb.version_store.library import WritePayload
+
+        (self.root / "xs").mkdir(parents=True, exist_ok=True)
+        self.xs_lib = self.adb.Arctic(f"lmdb://{self.root / 'xs'}?map_size=8GB").get_library(
+            "xs", create_if_missing=True)
+        self.xs_symbols = list(xs.symbols)
+        t = time.perf_counter()
+        payloads = [WritePayload(s, self._frame(xs.series(i))) for i, s in enumerate(xs.symbols)]
+        for r in self.xs_lib.write_batch(payloads):
+            if not hasattr(r, "version"):
+                raise RuntimeError(f"write_batch: {r}")
+        return time.perf_counter() - t
+
+    def asof(self, t, variant=None):
+        # lib.tail(symbol, 1) cannot stop at T; the QueryBuilder's date_range then tail
+        # clauses can, and read_batch runs them for every symbol in one call.
+        q = self.adb.QueryBuilder().date_range((None, self._naive(t))).tail(1)
+        items = self.xs_lib.read_batch(self.xs_symbols, query_builder=q, output_format="pyarrow")
+        parts, names = [], []
+        for s, it in zip(self.xs_symbols, items):
+            data = getattr(it, "data", None)
+            if data is None:
+                raise RuntimeError(f"read_batch {s}: {it}")
+            if data.num_rows:
+                parts.append(data)
+                names.append(s)
+        return pa.concat_tables(parts).add_column(0, "symbol", pa.array(names, pa.string()))
+
 
 # --------------------------------------------------------------------------- Parquet peers
 
@@ -611,6 +766,62 @@ class DuckDB(System):
     def sql(self, query):
         return self.con.sql(query).to_arrow_table()
 
+    # --- market queries
+
+    INTERVALS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+    # ts::TIMESTAMP (UTC wall time, as the session's TimeZone is UTC): time_bucket of a
+    # TIMESTAMPTZ by days goes through the time-zone calendar, about 3x slower for 1d
+    # here, with the same buckets.
+    RESAMPLE = ("SELECT time_bucket(INTERVAL '{interval}', ts::TIMESTAMP) AS bucket, arg_min(open, ts) AS open, "
+                "max(high) AS high, min(low) AS low, arg_max(close, ts) AS close, sum(volume)::BIGINT AS volume "
+                "FROM read_parquet('{path}') WHERE ts BETWEEN {start} AND {end} GROUP BY 1 ORDER BY 1")
+    ASOF = {
+        "distinct_on": ("SELECT DISTINCT ON (symbol) symbol, ts, open, high, low, close, volume "
+                        "FROM read_parquet('{path}') WHERE ts <= {t} ORDER BY symbol, ts DESC"),
+        "arg_max": ("SELECT symbol, max(ts) AS ts, arg_max(open, ts) AS open, arg_max(high, ts) AS high, "
+                    "arg_max(low, ts) AS low, arg_max(close, ts) AS close, arg_max(volume, ts) AS volume "
+                    "FROM read_parquet('{path}') WHERE ts <= {t} GROUP BY symbol ORDER BY symbol"),
+    }
+    GAPS = ("SELECT p + {tf} AS start_ts, t - {tf} AS end_ts, (t - p) // {tf} - 1 AS missing FROM "
+            "(SELECT epoch_ms(ts) AS t, lag(epoch_ms(ts)) OVER (ORDER BY ts) AS p FROM read_parquet('{path}')) "
+            "WHERE t - p > {tf} ORDER BY start_ts")
+    GAP_STATS = "SELECT count(*), epoch_ms(min(ts)), epoch_ms(max(ts)) FROM read_parquet('{path}')"
+
+    def market_path(self, name: str) -> str:
+        (self.root / "market").mkdir(parents=True, exist_ok=True)
+        return str(self.root / "market" / f"{name}.parquet")
+
+    def _copy(self, table: pa.Table, path: str) -> float:
+        t = time.perf_counter()
+        self.con.register("src", table)
+        self.con.execute(f"COPY src TO '{path}' (FORMAT parquet)")
+        self.con.unregister("src")
+        return time.perf_counter() - t
+
+    def resample(self, symbol, start, end, timeframe):
+        interval = f"{timeframe[:-1]} {self.INTERVALS[timeframe[-1]]}"
+        return self.con.sql(self.RESAMPLE.format(interval=interval, path=self.path(symbol), start=tstz(start),
+                                                 end=tstz(end))).to_arrow_table()
+
+    def asof_load(self, xs):
+        # One file with every series, sorted by symbol then ts, as DuckDB writes it.
+        return self._copy(xs.table, self.market_path("xs"))
+
+    def asof(self, t, variant=None):
+        q = self.ASOF[variant or "distinct_on"].format(path=self.market_path("xs"), t=tstz(t))
+        return self.con.sql(q).to_arrow_table()
+
+    def coverage_load(self, gs):
+        return self._copy(gs.table, self.market_path(gs.symbol))
+
+    def gaps(self, symbol, timeframe_ms: int = 60_000):
+        path = self.market_path(symbol)
+        # DuckDB 2 relations have no fetchone() (nothing is kept between calls).
+        n, first, last = self.con.sql(self.GAP_STATS.format(path=path)).fetchall()[0]
+        g = self.con.sql(self.GAPS.format(path=path, tf=timeframe_ms)).to_arrow_table()
+        return {"present": n, "start_ts": first, "end_ts": last, "expected": (last - first) // timeframe_ms + 1,
+                "gaps": g}
+
 
 class Polars(System):
     name = "Polars"
@@ -651,6 +862,52 @@ class Polars(System):
     def disk(self):
         k = sum(du(p) for p in self.root.glob("*.parquet") if p.stem != "scalar")
         return {"kline_bytes": k, "scalar_bytes": du(self.path("scalar"))}
+
+    # --- market queries
+
+    RESAMPLE_HOW = ("scan_parquet(...).filter(ts in range).group_by_dynamic('ts', every=..).agg(first open, "
+                    "max high, min low, last close, sum volume).collect()")
+    ASOF_HOW = ("scan_parquet(one file).filter(ts <= T).group_by('symbol', maintain_order=True).last().collect() "
+                "(the file is sorted by symbol, then ts)")
+    GAPS_HOW = ("scan_parquet(...): ts.dt.epoch('ms'), diff against shift(1) > 1 minute (the file is sorted by ts), "
+                "plus len/min/max, one collect_all")
+
+    def market_path(self, name: str) -> pathlib.Path:
+        (self.root / "market").mkdir(parents=True, exist_ok=True)
+        return self.root / "market" / f"{name}.parquet"
+
+    def resample(self, symbol, start, end, timeframe):
+        every = timeframe[:-1] + ("mo" if timeframe[-1] == "M" else timeframe[-1])  # Polars: 1m is a minute
+        return (pl.scan_parquet(self.path(symbol)).filter(pl.col("ts").is_between(dt(start), dt(end)))
+                .group_by_dynamic("ts", every=every)
+                .agg(pl.col("open").first(), pl.col("high").max(), pl.col("low").min(), pl.col("close").last(),
+                     pl.col("volume").sum())
+                .collect())
+
+    def asof_load(self, xs):
+        t = time.perf_counter()
+        pl.from_arrow(xs.table).write_parquet(self.market_path("xs"))
+        return time.perf_counter() - t
+
+    def asof(self, t, variant=None):
+        return (pl.scan_parquet(self.market_path("xs")).filter(pl.col("ts") <= dt(t))
+                .group_by("symbol", maintain_order=True).last().collect())
+
+    def coverage_load(self, gs):
+        t = time.perf_counter()
+        pl.from_arrow(gs.table).write_parquet(self.market_path(gs.symbol))
+        return time.perf_counter() - t
+
+    def gaps(self, symbol, timeframe_ms: int = 60_000):
+        lf = pl.scan_parquet(self.market_path(symbol)).select(pl.col("ts").dt.epoch("ms").alias("t"))
+        t, p = pl.col("t"), pl.col("p")
+        g = (lf.with_columns(p=t.shift(1)).filter((t - p) > timeframe_ms)
+             .select(start_ts=p + timeframe_ms, end_ts=t - timeframe_ms, missing=(t - p) // timeframe_ms - 1))
+        s = lf.select(n=pl.len(), first=t.min(), last=t.max())
+        gaps, stats = pl.collect_all([g, s])
+        first, last = stats["first"][0], stats["last"][0]
+        return {"present": stats["n"][0], "start_ts": first, "end_ts": last,
+                "expected": (last - first) // timeframe_ms + 1, "gaps": gaps}
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -715,6 +972,38 @@ class Postgres(System):
         self.cur.execute("SELECT pg_total_relation_size('kline'), pg_total_relation_size('scalar')")
         k, s = self.cur.fetchone()
         return {"kline_bytes": int(k), "scalar_bytes": int(s)}
+
+    # --- market queries
+
+    ASOF = {
+        "distinct_on": ("SELECT DISTINCT ON (symbol) symbol, ts, open, high, low, close, volume FROM kline_xs "
+                        "WHERE ts <= $1 ORDER BY symbol, ts DESC"),
+        # One index probe per symbol (a loose index scan), from a table of the symbols.
+        "lateral": ("SELECT s.symbol, k.ts, k.open, k.high, k.low, k.close, k.volume FROM kline_xs_symbols s "
+                    "CROSS JOIN LATERAL (SELECT ts, open, high, low, close, volume FROM kline_xs "
+                    "WHERE symbol = s.symbol AND ts <= $1 ORDER BY ts DESC LIMIT 1) k ORDER BY s.symbol"),
+    }
+
+    def asof_load(self, xs):
+        """Table `kline_xs(symbol, ts bigint, ...)` with primary key (symbol, ts), and
+        `kline_xs_symbols` (the listing a LATERAL query walks); then a CHECKPOINT, so
+        the load's writes do not land in the timed queries."""
+        tab = xs.table.set_column(1, "ts", xs.table.column("ts").cast(pa.int64()))
+        t = time.perf_counter()
+        self.cur.execute("DROP TABLE IF EXISTS kline_xs")
+        self.cur.execute("DROP TABLE IF EXISTS kline_xs_symbols")
+        self.cur.adbc_ingest("kline_xs", tab, mode="create")
+        self.cur.execute("ALTER TABLE kline_xs ADD PRIMARY KEY (symbol, ts)")
+        self.cur.execute("CREATE TABLE kline_xs_symbols AS SELECT DISTINCT symbol FROM kline_xs")
+        self.cur.execute("ALTER TABLE kline_xs_symbols ADD PRIMARY KEY (symbol)")
+        self.cur.execute("VACUUM ANALYZE kline_xs")
+        self.cur.execute("VACUUM ANALYZE kline_xs_symbols")
+        self.cur.execute("CHECKPOINT")
+        return time.perf_counter() - t
+
+    def asof(self, t, variant=None):
+        self.cur.execute(self.ASOF[variant or "distinct_on"], (t,))
+        return self.cur.fetch_arrow_table()
 
     def close(self):
         self.cur.close()

@@ -115,13 +115,15 @@ def _rates(r: dict, ds: Dataset, label: str) -> dict:
     return r
 
 
-def interleaved(systems: list[System], warm, call, reps: int) -> dict:
+def interleaved(systems: list[System], warm, call, reps: int, budget_s: float | None = None,
+                min_reps: int = 3) -> dict:
     """Times `call(s)` for every system, round robin: rep 1 of each, then rep 2 of each...
 
     The machine is shared, so load comes and goes; interleaving spreads it over all
     systems instead of penalizing whichever ran during a busy minute. `warm(s)` runs
     once per system first (and checks the result). A system that fails is recorded
-    with its error and left out of later rounds.
+    with its error and left out of later rounds. With `budget_s`, no round starts once
+    the timed rounds have taken that long and `min_reps` rounds are done.
     """
     out: dict = {}
     live = []
@@ -135,7 +137,11 @@ def interleaved(systems: list[System], warm, call, reps: int) -> dict:
         except Exception as e:  # noqa: BLE001
             log(f"  {s.label}: FAILED {type(e).__name__}: {e}")
             out[s.label] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-    for _ in range(reps):
+    t_rounds = time.perf_counter()
+    for rep in range(reps):
+        if budget_s is not None and rep >= min_reps and time.perf_counter() - t_rounds > budget_s:
+            log(f"  time budget of {budget_s:.0f} s spent after {rep} rounds")
+            break
         for s in list(live):
             try:
                 t = time.perf_counter()

@@ -12,17 +12,21 @@ use super::auth::Access;
 use super::error::{internal, invalid};
 use crate::admin::{AdminAction, AdminRequest, echo};
 use crate::query::Engine;
+use crate::query::market::spec::CoverageRequest;
+use crate::record::{SeriesKey, SeriesKind};
 
 /// A DoAction type, parsed once from the request's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlightAction {
     Health,
     Inventory,
+    /// Coverage and gaps of one series.
+    Coverage,
     Admin(AdminAction),
 }
 
 /// Every action: its name and what it does (who may call it: [`FlightAction::access`]).
-pub const ACTIONS: [(&str, &str); 7] = [
+pub const ACTIONS: [(&str, &str); 8] = [
     (
         "health",
         "Server health as GET /health: {status, version, uptime_s, series, issues, ...}. Body: empty.",
@@ -30,6 +34,10 @@ pub const ACTIONS: [(&str, &str); 7] = [
     (
         "inventory",
         "Every series with rows, first/last ts, bytes, version and partitions, as GET /inventory. Body: empty.",
+    ),
+    (
+        "coverage",
+        "Expected and present bars, gaps and the last complete run of one series, as GET .../coverage. Body: {kind, symbol, timeframe, category?, name?, start_ts?, end_ts?, calendar?, complete_n?, max_gaps?}.",
     ),
     (
         "validate",
@@ -61,6 +69,7 @@ impl FlightAction {
         match name {
             "health" => Ok(FlightAction::Health),
             "inventory" => Ok(FlightAction::Inventory),
+            "coverage" => Ok(FlightAction::Coverage),
             _ => name.parse().map(FlightAction::Admin).map_err(|_| {
                 let names: Vec<&str> = ACTIONS.iter().map(|(n, _)| *n).collect();
                 invalid(format!(
@@ -76,6 +85,7 @@ impl FlightAction {
         match self {
             FlightAction::Health => "health",
             FlightAction::Inventory => "inventory",
+            FlightAction::Coverage => "coverage",
             FlightAction::Admin(a) => a.as_str(),
         }
     }
@@ -84,7 +94,7 @@ impl FlightAction {
     pub fn access(self) -> Access {
         match self {
             FlightAction::Health => Access::Open,
-            FlightAction::Inventory => Access::Read,
+            FlightAction::Inventory | FlightAction::Coverage => Access::Read,
             FlightAction::Admin(_) => Access::Write,
         }
     }
@@ -106,6 +116,57 @@ pub fn list() -> Vec<ActionType> {
 #[serde(deny_unknown_fields)]
 struct NoBody {}
 
+/// Body of the `coverage` action: the series, then the coverage request's fields.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CoverageBody {
+    kind: SeriesKind,
+    symbol: String,
+    timeframe: String,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    start_ts: Option<i64>,
+    #[serde(default)]
+    end_ts: Option<i64>,
+    #[serde(default)]
+    calendar: Option<String>,
+    #[serde(default)]
+    complete_n: Option<u64>,
+    #[serde(default)]
+    max_gaps: Option<usize>,
+    #[serde(skip)]
+    request: CoverageRequest,
+}
+
+impl CoverageBody {
+    /// The series key; moves the request fields into `request`.
+    fn key(&mut self) -> Result<SeriesKey, Status> {
+        self.request = CoverageRequest {
+            start_ts: self.start_ts,
+            end_ts: self.end_ts,
+            calendar: self.calendar.take(),
+            complete_n: self.complete_n,
+            max_gaps: self.max_gaps,
+        };
+        let key = match (self.kind, &self.category, &self.name) {
+            (SeriesKind::Kline, None, None) => SeriesKey::kline(&self.symbol, &self.timeframe),
+            (SeriesKind::Scalar, Some(c), Some(n)) => {
+                SeriesKey::scalar(&self.symbol, &self.timeframe, c, n)
+            }
+            (SeriesKind::Kline, _, _) => {
+                return Err(invalid("a kline series has no category or name"));
+            }
+            (SeriesKind::Scalar, _, _) => {
+                return Err(invalid("a scalar series needs category and name"));
+            }
+        };
+        key.map_err(|e| invalid(e.to_string()))
+    }
+}
+
 /// Runs `action` (already authorized) and returns its JSON result body.
 pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Result<Bytes, Status> {
     let blank = body.iter().all(u8::is_ascii_whitespace);
@@ -124,6 +185,19 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
             .await
             .map_err(internal)?
             .map_err(internal)?
+        }
+        FlightAction::Coverage => {
+            let mut body: CoverageBody = serde_json::from_slice(body).map_err(|e| {
+                invalid(format!(
+                    "action \"coverage\" takes JSON like {{\"kind\": \"kline\", \"symbol\": \"BTCUSDT\", \"timeframe\": \"1m\", \"calendar\": \"weekdays\"}}: {e}"
+                ))
+            })?;
+            let key = body.key()?;
+            let req = body.request;
+            let report = tokio::task::spawn_blocking(move || engine.coverage(&key, &req))
+                .await
+                .map_err(internal)??;
+            serde_json::to_vec(&report).map_err(internal)?
         }
         FlightAction::Admin(admin) => {
             let req: AdminRequest = if blank {

@@ -13,12 +13,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow_array::types::Int32Type;
+use arrow_array::{
+    ArrayRef, DictionaryArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray,
+};
 use arrow_buffer::{Buffer, ScalarBuffer};
 use arrow_flight::FlightData;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
@@ -26,13 +30,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::streams::{StreamGuard, Watched};
-use super::ticket::ReadCommand;
+use super::ticket::{GetCommand, PredicateQuery, ReadCommand, Target};
 use crate::error::Error;
 use crate::query::Engine;
 use crate::query::predicate::{Compiled, Sink, run_into};
 use crate::record::ValueType;
-use crate::storage::ChunkSlice;
 use crate::storage::batch::Projection;
+use crate::storage::{ChunkSlice, Series};
 
 /// Batches buffered between the producer and the encoder. Two keep the encoder busy
 /// while the producer maps the next chunk, and bound memory to a few batches.
@@ -61,36 +65,42 @@ pub fn slice_batches<'a>(
 pub type BatchStream = BoxStream<'static, Result<RecordBatch, FlightError>>;
 
 /// Starts the producer for `cmd` and returns the response schema and its batches.
-/// Errors known before the first byte (unknown series, bad columns or predicate) are
-/// returned as the call's status. The producer holds `guard` until it is done.
+/// Errors known before the first byte (unknown series, bad columns, resample or
+/// predicate) are returned as the call's status. The producer holds `guard` until it
+/// is done.
 pub fn start(
     engine: Arc<Engine>,
-    cmd: ReadCommand,
+    cmd: GetCommand,
     guard: &Arc<StreamGuard>,
 ) -> Result<(SchemaRef, BatchStream), Status> {
-    let meta = Arc::clone(&engine.series(&cmd.key)?.meta);
-    let schema = cmd.schema(&meta)?;
     let max_rows = engine.config.flight.max_batch_rows;
     let (tx, rx) = mpsc::channel::<BatchResult>(CHANNEL_BATCHES);
     let producer_guard = Arc::clone(guard);
     let producer_engine = Arc::clone(&engine);
-    match &cmd.predicate {
-        None => {
-            let projection = cmd.projection(&meta)?;
+    let schema = match cmd {
+        GetCommand::Aligned { key, body } => {
+            let plan = engine.aligned(&key, &body)?;
+            let schema = Arc::clone(&plan.schema);
             tokio::task::spawn_blocking(move || {
                 let _guard = producer_guard;
-                produce_range(&producer_engine, &cmd, &projection, max_rows, &tx);
+                let r = plan.run(max_rows, None, &mut |b| tx.blocking_send(Ok(b)).is_ok());
+                if let Err(e) = r {
+                    send_error(&tx, e);
+                }
             });
+            schema
         }
-        Some(p) => {
-            let compiled = Compiled::new(&p.predicate, meta.value_type)?;
-            let sink = BatchSink::new(Arc::clone(&schema), meta.value_type, max_rows, tx);
+        GetCommand::Read(cmd) => {
+            let plan = ReadPlan::new(&engine, cmd)?;
+            let schema = Arc::clone(&plan.schema);
+            let mut out = Out::new(tx, plan.symbols.clone());
             tokio::task::spawn_blocking(move || {
                 let _guard = producer_guard;
-                produce_matches(&producer_engine, &cmd, &compiled, sink);
+                plan.produce(&producer_engine, max_rows, &mut out);
             });
+            schema
         }
-    }
+    };
     let batches = ReceiverStream::new(rx).map(move |b| {
         if let Ok(b) = &b {
             count_sent(&engine, b);
@@ -98,6 +108,216 @@ pub fn start(
         b
     });
     Ok((schema, batches.boxed()))
+}
+
+/// A read resolved against the store: its series, the stream's schema and, for many
+/// series, the `symbol` column's dictionary.
+pub struct ReadPlan {
+    pub cmd: ReadCommand,
+    pub series: Vec<Arc<Series>>,
+    pub schema: SchemaRef,
+    symbols: Option<Symbols>,
+    /// Per series, the compiled predicate (predicate reads only).
+    compiled: Vec<Compiled>,
+}
+
+/// The `symbol` column of a many-series stream.
+#[derive(Clone)]
+struct Symbols {
+    schema: SchemaRef,
+    dict: ArrayRef,
+}
+
+impl ReadPlan {
+    /// Resolves the series and checks the read against each, so a bad request fails
+    /// before the first byte.
+    pub fn new(engine: &Engine, cmd: ReadCommand) -> Result<ReadPlan, Status> {
+        let series = match &cmd.target {
+            Target::One(key) => vec![engine.series(key)?],
+            Target::Many(sel) => {
+                let all = engine.select(sel, engine.config.flight.max_series_per_ticket)?;
+                if all.is_empty() {
+                    return Err(Status::not_found(format!(
+                        "no {} series of timeframe {} match symbols \"*\"",
+                        sel.kind.as_str(),
+                        crate::record::echo(&sel.timeframe)
+                    )));
+                }
+                all
+            }
+        };
+        let mut schema = cmd.schema(&series[0].meta)?;
+        let mut compiled = Vec::new();
+        for s in &series {
+            let this = cmd.schema(&s.meta)?;
+            debug_assert_eq!(this.fields().len(), schema.fields().len());
+            if let Some(p) = &cmd.predicate {
+                compiled.push(Compiled::new(&p.predicate, s.meta.value_type)?);
+            }
+        }
+        let symbols = match &cmd.target {
+            Target::One(_) => None,
+            Target::Many(_) => {
+                let names: Vec<&str> = series.iter().map(|s| s.meta.key.symbol()).collect();
+                let many = many_schema(&schema, &series);
+                schema = Arc::clone(&many);
+                Some(Symbols {
+                    schema: many,
+                    dict: Arc::new(StringArray::from(names)),
+                })
+            }
+        };
+        Ok(ReadPlan {
+            cmd,
+            series,
+            schema,
+            symbols,
+            compiled,
+        })
+    }
+
+    /// Sends every series' batches in symbol order; stops at the first error or when
+    /// the receiver is gone.
+    fn produce(&self, engine: &Engine, max_rows: usize, out: &mut Out) {
+        for (i, series) in self.series.iter().enumerate() {
+            out.symbol = i as i32;
+            let ok = match &self.cmd.predicate {
+                None => engine
+                    .read_into(series, &self.cmd.spec, max_rows, None, &mut |b| out.send(b))
+                    .map(|_| ()),
+                Some(p) => {
+                    let schema = match self.cmd.schema(&series.meta) {
+                        Ok(s) => s,
+                        Err(e) => return out.error_status(e),
+                    };
+                    let mut sink = BatchSink::new(schema, series.meta.value_type, max_rows, out);
+                    produce_matches(series, &self.cmd, p, &self.compiled[i], &mut sink)
+                }
+            };
+            if let Err(e) = ok {
+                return out.error(e);
+            }
+            if !out.open {
+                return;
+            }
+        }
+        out.flush();
+    }
+}
+
+/// The schema of a many-series stream: `symbol` first, then the columns of one
+/// series; per-series metadata that differs between the series is left out.
+fn many_schema(one: &Schema, series: &[Arc<Series>]) -> SchemaRef {
+    let mut fields = vec![Field::new(
+        "symbol",
+        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        false,
+    )];
+    fields.extend(one.fields().iter().map(|f| f.as_ref().clone()));
+    let mut md = one.metadata().clone();
+    md.remove("fastk.symbol");
+    let first = &series[0].meta;
+    if series.iter().any(|s| {
+        s.meta.price_scale != first.price_scale || s.meta.volume_scale != first.volume_scale
+    }) {
+        md.remove("fastk.price_scale");
+        md.remove("fastk.volume_scale");
+    }
+    md.insert("fastk.series".into(), series.len().to_string());
+    Arc::new(Schema::new_with_metadata(fields, md))
+}
+
+/// Batches smaller than this are merged before they are sent in a many-series
+/// stream, so a cross section of 2,000 series is a few messages, not 2,000.
+const COALESCE_ROWS: usize = 4096;
+
+/// The sending end of a DoGet: adds the `symbol` column of a many-series stream and
+/// merges its small batches; remembers when the receiver is gone.
+struct Out {
+    tx: mpsc::Sender<BatchResult>,
+    symbols: Option<Symbols>,
+    /// Index of the current series in the dictionary.
+    symbol: i32,
+    held: Vec<RecordBatch>,
+    held_rows: usize,
+    open: bool,
+}
+
+impl Out {
+    fn new(tx: mpsc::Sender<BatchResult>, symbols: Option<Symbols>) -> Out {
+        Out {
+            tx,
+            symbols,
+            symbol: 0,
+            held: Vec::new(),
+            held_rows: 0,
+            open: true,
+        }
+    }
+
+    /// Sends (or holds) one batch of the current series; false once the receiver is gone.
+    fn send(&mut self, batch: RecordBatch) -> bool {
+        let Some(sym) = &self.symbols else {
+            self.open = self.open && self.tx.blocking_send(Ok(batch)).is_ok();
+            return self.open;
+        };
+        let n = batch.num_rows();
+        let keys = Int32Array::from(vec![self.symbol; n]);
+        let column: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
+            keys,
+            Arc::clone(&sym.dict),
+        ));
+        let mut cols = vec![column];
+        cols.extend(batch.columns().iter().cloned());
+        let batch = match RecordBatch::try_new(Arc::clone(&sym.schema), cols) {
+            Ok(b) => b,
+            Err(e) => {
+                self.error(Error::internal(format!("many-series batch: {e}")));
+                return false;
+            }
+        };
+        if n >= COALESCE_ROWS {
+            return self.flush() && self.forward(batch);
+        }
+        self.held_rows += n;
+        self.held.push(batch);
+        if self.held_rows >= COALESCE_ROWS {
+            return self.flush();
+        }
+        self.open
+    }
+
+    fn forward(&mut self, batch: RecordBatch) -> bool {
+        self.open = self.open && self.tx.blocking_send(Ok(batch)).is_ok();
+        self.open
+    }
+
+    /// Sends the held batches as one.
+    fn flush(&mut self) -> bool {
+        if self.held.is_empty() {
+            return self.open;
+        }
+        let held = std::mem::take(&mut self.held);
+        self.held_rows = 0;
+        let schema = held[0].schema();
+        match arrow_select::concat::concat_batches(&schema, &held) {
+            Ok(b) => self.forward(b),
+            Err(e) => {
+                self.error(Error::internal(format!("merging batches: {e}")));
+                false
+            }
+        }
+    }
+
+    fn error(&mut self, e: Error) {
+        self.error_status(Status::from(e));
+    }
+
+    fn error_status(&mut self, s: Status) {
+        self.flush();
+        let _ = self.tx.blocking_send(Err(FlightError::Tonic(Box::new(s))));
+        self.open = false;
+    }
 }
 
 /// The DoGet stream as `FlightData` messages through arrow-flight's encoder, for the
@@ -131,67 +351,34 @@ fn send_error(tx: &mpsc::Sender<BatchResult>, e: Error) {
     let _ = tx.blocking_send(Err(FlightError::Tonic(Box::new(Status::from(e)))));
 }
 
-/// Sends the batches of a plain range or latest-N read; returns when done, on the
-/// first storage error, or as soon as the receiver is gone.
-fn produce_range(
-    engine: &Engine,
+/// Runs the predicate over one series, streaming matches as they are found (or,
+/// with `latest`, keeping only the last ones and sending them at the end).
+fn produce_matches(
+    series: &Series,
     cmd: &ReadCommand,
-    projection: &Projection,
-    max_rows: usize,
-    tx: &mpsc::Sender<BatchResult>,
-) {
-    let slices = match engine.stream(&cmd.key, cmd.range, cmd.latest) {
-        Ok((_, s)) => s,
-        Err(e) => return send_error(tx, e),
-    };
-    for slice in slices {
-        let slice = match slice {
-            Ok(s) => s,
-            Err(e) => return send_error(tx, e.into()),
-        };
-        for batch in slice_batches(projection, &slice, max_rows) {
-            if tx.blocking_send(Ok(batch)).is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Runs the predicate, streaming matches as they are found (or, with `latest`,
-/// keeping only the last ones and sending them at the end).
-fn produce_matches(engine: &Engine, cmd: &ReadCommand, pred: &Compiled, mut sink: BatchSink) {
-    let snap = match engine.series(&cmd.key) {
-        Ok(s) => s.snapshot(),
-        Err(e) => return send_error(&sink.tx, e),
-    };
-    let strategy = cmd
-        .predicate
-        .as_ref()
-        .map(|p| p.strategy)
-        .unwrap_or_default();
-    let stats = match cmd.latest {
-        None => run_into(&snap, cmd.range, pred, strategy, &mut sink),
+    p: &PredicateQuery,
+    pred: &Compiled,
+    sink: &mut BatchSink<'_>,
+) -> crate::error::Result<()> {
+    let snap = series.snapshot();
+    let range = cmd.spec.range;
+    let stats = match cmd.spec.latest {
+        None => run_into(&snap, range, pred, p.strategy, sink)?,
         Some(n) => {
             let mut last = LastMatches::new(n);
-            let stats = run_into(&snap, cmd.range, pred, strategy, &mut last);
-            if stats.is_ok() {
-                last.drain_into(&mut sink);
-            }
+            let stats = run_into(&snap, range, pred, p.strategy, &mut last)?;
+            last.drain_into(sink);
             stats
         }
     };
-    match stats {
-        Ok(stats) => {
-            tracing::debug!(series = %cmd.key, ?stats, "flight predicate stream");
-            sink.flush();
-        }
-        Err(e) => send_error(&sink.tx, e),
-    }
+    tracing::debug!(series = %series.meta.key, ?stats, "flight predicate stream");
+    sink.flush();
+    Ok(())
 }
 
 /// A predicate sink that turns matches into record batches and sends them.
-struct BatchSink {
-    tx: mpsc::Sender<BatchResult>,
+struct BatchSink<'a> {
+    out: &'a mut Out,
     schema: SchemaRef,
     value_type: ValueType,
     max_rows: usize,
@@ -201,15 +388,15 @@ struct BatchSink {
     open: bool,
 }
 
-impl BatchSink {
+impl<'a> BatchSink<'a> {
     fn new(
         schema: SchemaRef,
         value_type: ValueType,
         max_rows: usize,
-        tx: mpsc::Sender<BatchResult>,
-    ) -> BatchSink {
+        out: &'a mut Out,
+    ) -> BatchSink<'a> {
         BatchSink {
-            tx,
+            out,
             schema,
             value_type,
             max_rows: max_rows.max(1),
@@ -244,13 +431,19 @@ impl BatchSink {
                 }
             });
         }
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), cols).map_err(FlightError::from);
-        self.open = self.tx.blocking_send(batch).is_ok();
+        self.open = match RecordBatch::try_new(Arc::clone(&self.schema), cols) {
+            Ok(batch) => self.out.send(batch),
+            Err(e) => {
+                self.out
+                    .error(Error::internal(format!("predicate batch: {e}")));
+                false
+            }
+        };
         self.open
     }
 }
 
-impl Sink for BatchSink {
+impl Sink for BatchSink<'_> {
     fn push(&mut self, ts: &[i64], values: &[i64]) -> bool {
         let mut i = 0;
         while i < ts.len() {
@@ -283,7 +476,7 @@ impl LastMatches {
         }
     }
 
-    fn drain_into(self, sink: &mut BatchSink) {
+    fn drain_into(self, sink: &mut BatchSink<'_>) {
         let (ts, values): (Vec<i64>, Vec<i64>) = self.ring.into_iter().unzip();
         sink.push(&ts, &values);
     }

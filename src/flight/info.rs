@@ -7,15 +7,17 @@ use arrow_flight::{
     flight_descriptor::DescriptorType,
 };
 use arrow_ipc::writer::IpcWriteOptions;
-use arrow_schema::Schema;
+use arrow_schema::{DataType, Schema};
 use bytes::Bytes;
 use serde::Deserialize;
 use tonic::Status;
 
+use super::doget::ReadPlan;
 use super::error::{internal, invalid};
-use super::ticket::{ReadCommand, whole_series_ticket};
+use super::ticket::{GetCommand, Target, whole_series_ticket};
 use crate::query::Engine;
 use crate::record::SeriesKind;
+use crate::storage::Series;
 use crate::storage::batch::Projection;
 
 /// ListFlights criteria: both fields optional; empty criteria lists every series.
@@ -28,32 +30,75 @@ struct ListCriteria {
     symbol: Option<String>,
 }
 
-/// FlightInfo for a descriptor: its schema, one endpoint whose ticket DoGet accepts
-/// (the cmd itself, or the whole-series ticket for a path), and the exact row count
-/// (-1 for predicate tickets, whose count is only known by running them).
+/// The most endpoints a many-series FlightInfo lists; past it, each endpoint covers a
+/// contiguous group of symbols.
+pub const MAX_ENDPOINTS: usize = 64;
+
+/// FlightInfo for a descriptor: its schema, endpoints whose tickets DoGet accepts
+/// (the cmd itself, the whole-series ticket for a path, or for many series one
+/// ticket per series or group of series), and the exact row count (-1 for predicate
+/// and resample reads, whose count is only known by running them).
 pub async fn flight_info(engine: Arc<Engine>, d: FlightDescriptor) -> Result<FlightInfo, Status> {
-    let cmd = ReadCommand::from_descriptor(&d)?;
-    let meta = Arc::clone(&engine.series(&cmd.key)?.meta);
-    let schema = cmd.schema(&meta)?;
-    let ticket = match DescriptorType::try_from(d.r#type) {
-        Ok(DescriptorType::Cmd) => d.cmd.clone(),
-        _ => whole_series_ticket(&cmd.key),
-    };
-    let total_records = match cmd.predicate {
-        Some(_) => -1,
-        // Counting maps (and so verifies) the boundary chunks: keep it off the runtime.
-        None => tokio::task::spawn_blocking(move || engine.count(&cmd.key, cmd.range, cmd.latest))
-            .await
-            .map_err(internal)?? as i64,
-    };
-    build_info(&schema, d, ticket, total_records)
+    let cmd = GetCommand::from_descriptor(&d)?;
+    let is_cmd = matches!(DescriptorType::try_from(d.r#type), Ok(DescriptorType::Cmd));
+    // Resolving and counting map (and so verify) chunks: keep it off the runtime.
+    tokio::task::spawn_blocking(move || {
+        let (schema, tickets, total) = match cmd {
+            GetCommand::Aligned { key, body } => {
+                let plan = engine.aligned(&key, &body)?;
+                let n = engine.count(&key, plan.range, None)? as i64;
+                (Arc::clone(&plan.schema), vec![d.cmd.clone()], n)
+            }
+            GetCommand::Read(cmd) => {
+                let plan = ReadPlan::new(&engine, cmd)?;
+                let spec = &plan.cmd.spec;
+                let total = if plan.cmd.predicate.is_some() || spec.resample.is_some() {
+                    -1
+                } else {
+                    let mut n = 0;
+                    for s in &plan.series {
+                        n += engine.count(&s.meta.key, spec.range, spec.latest)?;
+                    }
+                    n as i64
+                };
+                let tickets = match &plan.cmd.target {
+                    _ if !is_cmd => vec![whole_series_ticket(&plan.series[0].meta.key)],
+                    Target::One(_) => vec![d.cmd.clone()],
+                    Target::Many(_) => group_tickets(&d.cmd, &plan.series)?,
+                };
+                (Arc::clone(&plan.schema), tickets, total)
+            }
+        };
+        build_info(&schema, d, tickets, total)
+    })
+    .await
+    .map_err(internal)?
+}
+
+/// One ticket per series, or per contiguous group past [`MAX_ENDPOINTS`] series: the
+/// original command with `symbols` set to the group.
+fn group_tickets(cmd: &[u8], series: &[Arc<Series>]) -> Result<Vec<Bytes>, Status> {
+    let base: serde_json::Value = serde_json::from_slice(cmd).map_err(internal)?;
+    // At most MAX_ENDPOINTS groups whose sizes differ by one at most.
+    let n = series.len();
+    let groups = n.min(MAX_ENDPOINTS);
+    (0..groups)
+        .map(|g| &series[g * n / groups..(g + 1) * n / groups])
+        .map(|group| {
+            let mut t = base.clone();
+            let names: Vec<&str> = group.iter().map(|s| s.meta.key.symbol()).collect();
+            t["symbols"] = serde_json::json!(names);
+            Ok(Bytes::from(t.to_string()))
+        })
+        .collect()
 }
 
 /// The schema DoGet would send for a descriptor.
 pub fn schema(engine: &Engine, d: &FlightDescriptor) -> Result<SchemaResult, Status> {
-    let cmd = ReadCommand::from_descriptor(d)?;
-    let meta = Arc::clone(&engine.series(&cmd.key)?.meta);
-    let schema = cmd.schema(&meta)?;
+    let schema = match GetCommand::from_descriptor(d)? {
+        GetCommand::Aligned { key, body } => Arc::clone(&engine.aligned(&key, &body)?.schema),
+        GetCommand::Read(cmd) => ReadPlan::new(engine, cmd)?.schema,
+    };
     SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
         .try_into()
         .map_err(internal)
@@ -73,7 +118,7 @@ pub fn list(engine: &Engine, criteria: &[u8]) -> Result<Vec<FlightInfo>, Status>
             let rows = s.snapshot().rows() as i64;
             let descriptor = FlightDescriptor::new_path(key.parts());
             let schema = Projection::all(&s.meta).schema;
-            build_info(&schema, descriptor, whole_series_ticket(key), rows)
+            build_info(&schema, descriptor, vec![whole_series_ticket(key)], rows)
         })
         .collect()
 }
@@ -92,20 +137,33 @@ fn parse_criteria(bytes: &[u8]) -> Result<ListCriteria, Status> {
 fn build_info(
     schema: &Schema,
     descriptor: FlightDescriptor,
-    ticket: Bytes,
+    tickets: Vec<Bytes>,
     total_records: i64,
 ) -> Result<FlightInfo, Status> {
-    // Every column is 8 bytes wide, so the Arrow size of the result is known exactly.
+    // Columns are 8 bytes wide (the dictionary keys of `symbol` 4), so the Arrow size
+    // of the result is known up to the dictionary.
+    let width: i64 = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(..) => 4,
+            DataType::Boolean => 1,
+            _ => 8,
+        })
+        .sum();
     let total_bytes = match total_records {
-        n if n >= 0 => n * schema.fields().len() as i64 * 8,
+        n if n >= 0 => n * width,
         _ => -1,
     };
-    Ok(FlightInfo::new()
+    let mut info = FlightInfo::new()
         .try_with_schema(schema)
         .map_err(internal)?
         .with_descriptor(descriptor)
-        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
         .with_total_records(total_records)
         .with_total_bytes(total_bytes)
-        .with_ordered(true))
+        .with_ordered(true);
+    for t in tickets {
+        info = info.with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(t)));
+    }
+    Ok(info)
 }

@@ -18,7 +18,7 @@ use super::auth::{self, Access};
 use super::error::code_name;
 use super::putbody::BodyEnd;
 use super::streams::{Pool, Pools, StreamGuard, admit};
-use super::ticket::ReadCommand;
+use super::ticket::GetCommand;
 use super::{actions, doget, doput, info, sql};
 use crate::query::Engine;
 
@@ -84,7 +84,7 @@ impl FlightSvc {
             auth::check(&self.engine.config.auth, metadata, Access::Read).and_then(|()| {
                 let cmd = match sql::command(ticket) {
                     Some(c) => Err(c),
-                    None => Ok(ReadCommand::parse(ticket)?),
+                    None => Ok(GetCommand::parse(ticket)?),
                 };
                 Ok((cmd, admit(&self.engine, &self.pools, Pool::Get, "DoGet")?))
             });

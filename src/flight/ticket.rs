@@ -15,26 +15,34 @@ use serde::Deserialize;
 use tonic::Status;
 
 use super::error::invalid;
+use crate::query::market::spec::{
+    Agg, AlignedBody, AsOf, Join, PriceFormatName, Resample, ScalarRef, Symbols,
+};
+use crate::query::market::{ReadArgs, ReadSpec, Selection};
 use crate::query::types::{Predicate, Strategy};
-use crate::record::{SeriesKey, SeriesMeta, TsRange};
+use crate::record::{SeriesKey, SeriesKind, SeriesMeta, TsRange};
 use crate::storage::batch::{PriceFormat, Projection, series_metadata, ts_field};
 
 /// The most matches a predicate ticket with `latest` keeps in memory while it scans
 /// for the last ones (16 bytes each, so 16 MiB).
 pub const LATEST_MATCHES_MAX: usize = 1 << 20;
 
-/// The contract's two ticket shapes, told apart by `kind`.
+/// The contract's ticket shapes, told apart by `kind`.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum Wire {
     Kline(KlineTicket),
     Scalar(ScalarTicket),
+    Aligned(AlignedTicket),
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KlineTicket {
-    symbol: String,
+    #[serde(default)]
+    symbol: Option<String>,
+    #[serde(default)]
+    symbols: Option<Symbols>,
     timeframe: String,
     #[serde(default)]
     start_ts: Option<i64>,
@@ -43,22 +51,22 @@ struct KlineTicket {
     #[serde(default)]
     latest: Option<usize>,
     #[serde(default)]
+    as_of: Option<AsOf>,
+    #[serde(default)]
     columns: Option<Vec<String>>,
     #[serde(default)]
-    price_format: Option<WirePriceFormat>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum WirePriceFormat {
-    Raw,
-    Float64,
+    price_format: Option<PriceFormatName>,
+    #[serde(default)]
+    resample: Option<Resample>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScalarTicket {
-    symbol: String,
+    #[serde(default)]
+    symbol: Option<String>,
+    #[serde(default)]
+    symbols: Option<Symbols>,
     timeframe: String,
     category: String,
     name: String,
@@ -69,11 +77,35 @@ struct ScalarTicket {
     #[serde(default)]
     latest: Option<usize>,
     #[serde(default)]
+    as_of: Option<AsOf>,
+    #[serde(default)]
     predicate: Option<Predicate>,
     #[serde(default)]
     return_values: Option<bool>,
     #[serde(default)]
     strategy: Option<Strategy>,
+    #[serde(default)]
+    resample: Option<Resample>,
+    #[serde(default)]
+    agg: Option<Agg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlignedTicket {
+    symbol: String,
+    timeframe: String,
+    scalars: Vec<ScalarRef>,
+    #[serde(default)]
+    start_ts: Option<i64>,
+    #[serde(default)]
+    end_ts: Option<i64>,
+    #[serde(default)]
+    join: Option<Join>,
+    #[serde(default)]
+    tolerance_ms: Option<i64>,
+    #[serde(default)]
+    price_format: Option<PriceFormatName>,
 }
 
 /// A predicate query carried by a scalar ticket.
@@ -85,52 +117,155 @@ pub struct PredicateQuery {
     pub strategy: Strategy,
 }
 
+/// Which series a read covers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    One(SeriesKey),
+    /// Several series: the result has a leading `symbol` column.
+    Many(Selection),
+}
+
 /// A validated read: which series, which rows, and how to shape them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadCommand {
-    pub key: SeriesKey,
-    pub range: TsRange,
-    /// Only the last `n` rows (or matches) of the range.
-    pub latest: Option<usize>,
-    pub columns: Option<Vec<String>>,
-    pub price_format: PriceFormat,
+    pub target: Target,
+    pub spec: ReadSpec,
     pub predicate: Option<PredicateQuery>,
 }
 
-impl ReadCommand {
+/// Any DoGet command of the JSON grammar.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GetCommand {
+    Read(ReadCommand),
+    /// The aligned backtest view of one kline series.
+    Aligned {
+        key: SeriesKey,
+        body: AlignedBody,
+    },
+}
+
+/// `symbol` or `symbols`, exactly one of them.
+fn target(
+    symbol: Option<String>,
+    symbols: Option<Symbols>,
+    one: impl Fn(&str) -> Result<SeriesKey, Status>,
+    many: impl Fn(Symbols) -> Selection,
+) -> Result<Target, Status> {
+    match (symbol, symbols) {
+        (Some(s), None) => Ok(Target::One(one(&s)?)),
+        (None, Some(list)) => Ok(Target::Many(many(list))),
+        (Some(_), Some(_)) => Err(invalid(
+            "give either symbol (one series) or symbols (a list or \"*\"), not both",
+        )),
+        (None, None) => Err(invalid(
+            "the ticket names no series: give symbol, or symbols (a list or \"*\")",
+        )),
+    }
+}
+
+impl GetCommand {
     /// Parses a ticket or descriptor `cmd`.
-    pub fn parse(bytes: &[u8]) -> Result<ReadCommand, Status> {
+    pub fn parse(bytes: &[u8]) -> Result<GetCommand, Status> {
         let text = std::str::from_utf8(bytes).map_err(|_| {
             invalid("the ticket must be UTF-8 JSON, e.g. {\"kind\":\"kline\",\"symbol\":\"BTCUSDT\",\"timeframe\":\"1m\"}")
         })?;
         let wire: Wire =
             serde_json::from_str(text).map_err(|e| invalid(format!("invalid ticket JSON: {e}")))?;
         let cmd = match wire {
-            Wire::Kline(t) => ReadCommand {
-                key: SeriesKey::kline(&t.symbol, &t.timeframe).map_err(name_error)?,
-                range: TsRange::new(t.start_ts, t.end_ts),
-                latest: t.latest,
-                columns: t.columns,
-                price_format: match t.price_format {
-                    Some(WirePriceFormat::Float64) => PriceFormat::Float64,
-                    Some(WirePriceFormat::Raw) | None => PriceFormat::Raw,
-                },
-                predicate: None,
-            },
-            Wire::Scalar(t) => ReadCommand {
-                key: SeriesKey::scalar(&t.symbol, &t.timeframe, &t.category, &t.name)
-                    .map_err(name_error)?,
-                range: TsRange::new(t.start_ts, t.end_ts),
-                latest: t.latest,
-                columns: None,
-                price_format: PriceFormat::Raw,
-                predicate: predicate_query(t.predicate, t.return_values, t.strategy)?,
-            },
+            Wire::Kline(t) => {
+                let tf = t.timeframe.clone();
+                ReadCommand {
+                    target: target(
+                        t.symbol,
+                        t.symbols,
+                        |s| SeriesKey::kline(s, &tf).map_err(name_error),
+                        |symbols| Selection {
+                            kind: SeriesKind::Kline,
+                            timeframe: tf.clone(),
+                            scalar: None,
+                            symbols,
+                        },
+                    )?,
+                    spec: ReadSpec::new(ReadArgs {
+                        start_ts: t.start_ts,
+                        end_ts: t.end_ts,
+                        latest: t.latest,
+                        as_of: t.as_of,
+                        columns: t.columns,
+                        price_format: t.price_format.unwrap_or_default().into(),
+                        resample: t.resample,
+                        agg: None,
+                    })
+                    .map_err(Status::from)?,
+                    predicate: None,
+                }
+            }
+            Wire::Scalar(t) => {
+                let (tf, c, n) = (t.timeframe.clone(), t.category.clone(), t.name.clone());
+                let predicate = predicate_query(t.predicate, t.return_values, t.strategy)?;
+                if predicate.is_some() && t.resample.is_some() {
+                    return Err(invalid(
+                        "a predicate and resample do not combine: filter the resampled values in SQL instead",
+                    ));
+                }
+                ReadCommand {
+                    target: target(
+                        t.symbol,
+                        t.symbols,
+                        |s| SeriesKey::scalar(s, &tf, &c, &n).map_err(name_error),
+                        |symbols| Selection {
+                            kind: SeriesKind::Scalar,
+                            timeframe: tf.clone(),
+                            scalar: Some((c.clone(), n.clone())),
+                            symbols,
+                        },
+                    )?,
+                    spec: ReadSpec::new(ReadArgs {
+                        start_ts: t.start_ts,
+                        end_ts: t.end_ts,
+                        latest: t.latest,
+                        as_of: t.as_of,
+                        columns: None,
+                        price_format: PriceFormat::Raw,
+                        resample: t.resample,
+                        agg: t.agg,
+                    })
+                    .map_err(Status::from)?,
+                    predicate,
+                }
+            }
+            Wire::Aligned(t) => {
+                return Ok(GetCommand::Aligned {
+                    key: SeriesKey::kline(&t.symbol, &t.timeframe).map_err(name_error)?,
+                    body: AlignedBody {
+                        scalars: t.scalars,
+                        start_ts: t.start_ts,
+                        end_ts: t.end_ts,
+                        join: t.join,
+                        tolerance_ms: t.tolerance_ms,
+                        price_format: t.price_format,
+                        limit: None,
+                    },
+                });
+            }
         };
         cmd.check()?;
-        Ok(cmd)
+        Ok(GetCommand::Read(cmd))
     }
 
+    /// Parses a CMD descriptor as a ticket, or a PATH descriptor as a whole series.
+    pub fn from_descriptor(d: &FlightDescriptor) -> Result<GetCommand, Status> {
+        match DescriptorType::try_from(d.r#type) {
+            Ok(DescriptorType::Cmd) => GetCommand::parse(&d.cmd),
+            Ok(DescriptorType::Path) => ReadCommand::from_path(&d.path).map(GetCommand::Read),
+            _ => Err(invalid(
+                "the descriptor must be a CMD (JSON ticket) or a PATH ([kind, symbol, timeframe, ...])",
+            )),
+        }
+    }
+}
+
+impl ReadCommand {
     /// A read of a whole series, named by a path descriptor.
     pub fn from_path(path: &[String]) -> Result<ReadCommand, Status> {
         let parts: Vec<&str> = path.iter().map(String::as_str).collect();
@@ -142,38 +277,20 @@ impl ReadCommand {
     /// A read of every row of `key`, raw.
     pub fn whole(key: SeriesKey) -> ReadCommand {
         ReadCommand {
-            key,
-            range: TsRange::all(),
-            latest: None,
-            columns: None,
-            price_format: PriceFormat::Raw,
+            target: Target::One(key),
+            spec: ReadSpec {
+                range: TsRange::all(),
+                latest: None,
+                columns: None,
+                price_format: PriceFormat::Raw,
+                resample: None,
+            },
             predicate: None,
         }
     }
 
-    /// Parses a CMD descriptor as a ticket, or a PATH descriptor as a whole series.
-    pub fn from_descriptor(d: &FlightDescriptor) -> Result<ReadCommand, Status> {
-        match DescriptorType::try_from(d.r#type) {
-            Ok(DescriptorType::Cmd) => ReadCommand::parse(&d.cmd),
-            Ok(DescriptorType::Path) => ReadCommand::from_path(&d.path),
-            _ => Err(invalid(
-                "the descriptor must be a CMD (JSON ticket) or a PATH ([kind, symbol, timeframe, ...])",
-            )),
-        }
-    }
-
     fn check(&self) -> Result<(), Status> {
-        if self.range.is_empty() {
-            return Err(invalid("start_ts must not be after end_ts"));
-        }
-        // HTTP refuses `latest?n=0` (400); a ticket asking for the last 0 rows is the
-        // same mistake, not an empty read, so the two front ends agree.
-        if self.latest == Some(0) {
-            return Err(invalid(
-                "latest must be at least 1 (omit it to read the whole range)",
-            ));
-        }
-        if self.predicate.is_some() && self.latest.is_some_and(|n| n > LATEST_MATCHES_MAX) {
+        if self.predicate.is_some() && self.spec.latest.is_some_and(|n| n > LATEST_MATCHES_MAX) {
             return Err(invalid(format!(
                 "latest with a predicate keeps the matches in memory: at most {LATEST_MATCHES_MAX}"
             )));
@@ -183,13 +300,13 @@ impl ReadCommand {
 
     /// The projection of a plain (non-predicate) read of a series with `meta`.
     pub fn projection(&self, meta: &SeriesMeta) -> Result<Projection, Status> {
-        Projection::new(meta, self.columns.as_deref(), self.price_format).map_err(invalid)
+        Projection::new(meta, self.spec.columns.as_deref(), self.spec.price_format).map_err(invalid)
     }
 
-    /// The schema this command's stream carries.
+    /// The schema one series' part of this command's stream carries.
     pub fn schema(&self, meta: &SeriesMeta) -> Result<SchemaRef, Status> {
         match &self.predicate {
-            None => Ok(self.projection(meta)?.schema),
+            None => Ok(self.spec.schema(meta)?),
             Some(p) if p.return_values => Ok(Projection::all(meta).schema),
             Some(_) => Ok(Arc::new(Schema::new_with_metadata(
                 vec![ts_field()],
@@ -214,7 +331,7 @@ pub fn whole_series_ticket(key: &SeriesKey) -> Bytes {
     Bytes::from(v.to_string())
 }
 
-fn predicate_query(
+pub(crate) fn predicate_query(
     predicate: Option<Predicate>,
     return_values: Option<bool>,
     strategy: Option<Strategy>,
@@ -241,29 +358,54 @@ mod tests {
     use super::*;
 
     fn err(s: &str) -> String {
-        ReadCommand::parse(s.as_bytes())
+        GetCommand::parse(s.as_bytes())
             .unwrap_err()
             .message()
             .to_string()
     }
 
+    fn read(s: &[u8]) -> ReadCommand {
+        match GetCommand::parse(s).unwrap() {
+            GetCommand::Read(r) => r,
+            other => panic!("not a read: {other:?}"),
+        }
+    }
+
     #[test]
     fn parses_both_kinds() {
-        let k = ReadCommand::parse(
+        let k = read(
             br#"{"kind":"kline","symbol":"BTCUSDT","timeframe":"1m","start_ts":5,"latest":3,"columns":["close"],"price_format":"float64"}"#,
-        )
-        .unwrap();
-        assert_eq!(k.key, SeriesKey::kline("BTCUSDT", "1m").unwrap());
-        assert_eq!(k.range, TsRange::new(Some(5), None));
-        assert_eq!(k.latest, Some(3));
-        assert_eq!(k.price_format, PriceFormat::Float64);
-        let s = ReadCommand::parse(
+        );
+        assert_eq!(
+            k.target,
+            Target::One(SeriesKey::kline("BTCUSDT", "1m").unwrap())
+        );
+        assert_eq!(k.spec.range, TsRange::new(Some(5), None));
+        assert_eq!(k.spec.latest, Some(3));
+        assert_eq!(k.spec.price_format, PriceFormat::Float64);
+        let s = read(
             br#"{"kind":"scalar","symbol":"X","timeframe":"1h","category":"indicator","name":"rsi","predicate":{"op":"gt","value":70}}"#,
-        )
-        .unwrap();
+        );
         let p = s.predicate.unwrap();
         assert!(p.return_values);
         assert_eq!(p.strategy, Strategy::Auto);
+    }
+
+    #[test]
+    fn parses_many_series_as_of_resample_and_aligned() {
+        let m = read(br#"{"kind":"kline","symbols":"*","timeframe":"1m","as_of":100}"#);
+        assert!(matches!(&m.target, Target::Many(s) if s.symbols == Symbols::All("*".into())));
+        assert_eq!(m.spec.range, TsRange::new(None, Some(100)));
+        assert_eq!(m.spec.latest, Some(1));
+        let r = read(
+            br#"{"kind":"scalar","symbols":["A","B"],"timeframe":"1m","category":"c","name":"n","resample":{"timeframe":"1h","fill":"prev"},"agg":"mean"}"#,
+        );
+        assert_eq!(r.spec.resample.as_ref().unwrap().1, Some(Agg::Mean));
+        let a = GetCommand::parse(
+            br#"{"kind":"aligned","symbol":"A","timeframe":"1m","scalars":[{"category":"c","name":"n"}],"join":"asof","tolerance_ms":5}"#,
+        )
+        .unwrap();
+        assert!(matches!(a, GetCommand::Aligned { body, .. } if body.join == Some(Join::Asof)));
     }
 
     #[test]
@@ -282,8 +424,21 @@ mod tests {
             err(r#"{"kind":"scalar","symbol":"A","timeframe":"1m","category":"c","name":"n","return_values":false}"#)
                 .contains("predicate")
         );
+        assert!(err(r#"{"kind":"kline","timeframe":"1m"}"#).contains("symbols"));
         assert!(
-            ReadCommand::parse(&[0xff, 0xfe])
+            err(r#"{"kind":"kline","symbol":"A","symbols":["B"],"timeframe":"1m"}"#)
+                .contains("not both")
+        );
+        assert!(
+            err(r#"{"kind":"kline","symbol":"A","timeframe":"1m","as_of":5,"latest":2}"#)
+                .contains("as_of")
+        );
+        assert!(
+            err(r#"{"kind":"kline","symbol":"A","timeframe":"1m","resample":{"timeframe":"1y"}}"#)
+                .contains("resample timeframe")
+        );
+        assert!(
+            GetCommand::parse(&[0xff, 0xfe])
                 .unwrap_err()
                 .message()
                 .contains("UTF-8")
@@ -293,7 +448,6 @@ mod tests {
     #[test]
     fn whole_series_ticket_round_trips() {
         let key = SeriesKey::scalar("A", "1m", "c", "n").unwrap();
-        let cmd = ReadCommand::parse(&whole_series_ticket(&key)).unwrap();
-        assert_eq!(cmd, ReadCommand::whole(key));
+        assert_eq!(read(&whole_series_ticket(&key)), ReadCommand::whole(key));
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use arrow_array::{Array, RecordBatch};
 use arrow_buffer::Buffer;
 use arrow_flight::flight_service_server::FlightServiceServer;
-use arrow_flight::{FlightData, SchemaAsIpc, Ticket};
+use arrow_flight::{FlightData, Ticket};
 use arrow_ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteContext, IpcWriteOptions};
 use arrow_schema::{ArrowError, DataType, Schema};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -232,14 +232,19 @@ pub fn encode(
     max_bytes: usize,
 ) -> impl Stream<Item = Result<Vec<Bytes>, Status>> + Send + 'static {
     let opts = IpcWriteOptions::default();
-    let schema_msg: FlightData = SchemaAsIpc::new(schema, &opts).into();
-    let first = stream::once(async move { Ok(vec![prost_message(&schema_msg)]) });
     let mut general = GeneralEncoder {
         generator: IpcDataGenerator::default(),
         tracker: DictionaryTracker::new(false),
         compression: IpcWriteContext::default(),
         opts,
     };
+    // The schema goes through the stream's dictionary tracker, which gives each
+    // dictionary field (the `symbol` of a many-series read) the id its batches use.
+    let schema_msg: FlightData = general
+        .generator
+        .schema_to_bytes_with_dictionary_tracker(schema, &mut general.tracker, &general.opts)
+        .into();
+    let first = stream::once(async move { Ok(vec![prost_message(&schema_msg)]) });
     let rest = batches.flat_map(move |b| {
         let msgs: Vec<Result<Vec<Bytes>, Status>> = match b {
             Ok(batch) => {

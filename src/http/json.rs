@@ -8,6 +8,10 @@
 
 use std::io;
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
 use serde_json::ser::{CompactFormatter, Formatter};
 
 use crate::query::ReadPage;
@@ -111,6 +115,116 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) -> io::Result<()> {
     } else {
         out.extend_from_slice(b"null");
         Ok(())
+    }
+}
+
+/// Serializes record batches as `{"records": [...], "next_start_ts": ...}` (resampled
+/// and aligned reads): one object per row keyed by the column names, int64 and
+/// timestamps as integers, floats in shortest form, booleans, and nulls as `null`.
+pub fn batches_page(batches: &[RecordBatch], next_start_ts: Option<i64>) -> io::Result<Vec<u8>> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let cols = batches.first().map_or(1, RecordBatch::num_columns);
+    let mut out = Vec::with_capacity(48 + rows * cols * 16);
+    out.extend_from_slice(b"{\"records\":");
+    records(&mut out, batches)?;
+    out.extend_from_slice(b",\"next_start_ts\":");
+    write_opt_i64(&mut out, next_start_ts)?;
+    out.push(b'}');
+    Ok(out)
+}
+
+/// One series of a batch read.
+pub struct SeriesPart {
+    pub symbol: String,
+    pub batches: Vec<RecordBatch>,
+    pub next_start_ts: Option<i64>,
+}
+
+/// Serializes a batch read: `{"series": [{"symbol", "records", "next_start_ts"}]}`.
+pub fn series_page(parts: &[SeriesPart]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"{\"series\":[");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"symbol\":");
+        serde_json::to_writer(&mut out, &p.symbol)?;
+        out.extend_from_slice(b",\"records\":");
+        records(&mut out, &p.batches)?;
+        out.extend_from_slice(b",\"next_start_ts\":");
+        write_opt_i64(&mut out, p.next_start_ts)?;
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
+}
+
+fn write_opt_i64(out: &mut Vec<u8>, v: Option<i64>) -> io::Result<()> {
+    match v {
+        Some(ts) => CompactFormatter.write_i64(out, ts),
+        None => {
+            out.extend_from_slice(b"null");
+            Ok(())
+        }
+    }
+}
+
+/// A JSON array with one object per row of `batches`.
+fn records(out: &mut Vec<u8>, batches: &[RecordBatch]) -> io::Result<()> {
+    out.push(b'[');
+    let mut first = true;
+    for b in batches {
+        // `"name":` of every column, escaped once per batch.
+        let keys: Vec<Vec<u8>> = b
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                let mut k = serde_json::to_vec(f.name())?;
+                k.push(b':');
+                Ok(k)
+            })
+            .collect::<io::Result<_>>()?;
+        for row in 0..b.num_rows() {
+            sep(out, &mut first);
+            out.push(b'{');
+            for (c, (key, col)) in keys.iter().zip(b.columns()).enumerate() {
+                if c > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(key);
+                value(out, col.as_ref(), row)?;
+            }
+            out.push(b'}');
+        }
+    }
+    out.push(b']');
+    Ok(())
+}
+
+/// One cell as JSON.
+fn value(out: &mut Vec<u8>, col: &dyn Array, row: usize) -> io::Result<()> {
+    if col.is_null(row) {
+        out.extend_from_slice(b"null");
+        return Ok(());
+    }
+    let f = &mut CompactFormatter;
+    match col.data_type() {
+        DataType::Int64 => f.write_i64(out, col.as_primitive::<Int64Type>().value(row)),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => f.write_i64(
+            out,
+            col.as_primitive::<TimestampMillisecondType>().value(row),
+        ),
+        DataType::Float64 => write_f64(out, col.as_primitive::<Float64Type>().value(row)),
+        DataType::Boolean => {
+            let v = col.as_boolean().value(row);
+            out.extend_from_slice(if v { b"true" } else { b"false" });
+            Ok(())
+        }
+        other => Err(io::Error::other(format!(
+            "no JSON form for a {other} column"
+        ))),
     }
 }
 

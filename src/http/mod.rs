@@ -9,6 +9,7 @@
 //! - [`auth`]: bearer-token extractors (constant-time comparison).
 //! - [`kline`], [`scalar`], [`admin`], [`registries`], [`system`]: handlers, each
 //!   annotated with its OpenAPI operation; [`series`] holds what kline and scalar share.
+//! - [`market`]: batch reads of many series, the aligned view, coverage and gaps.
 //! - [`sql`]: `POST /v1/sql`, JSON or Arrow IPC answers.
 //! - [`json`]: read pages serialized straight from the mapped columns.
 //! - [`types`]: HTTP-only bodies and parameters.
@@ -26,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod json;
 pub mod kline;
+pub mod market;
 pub mod middleware;
 pub mod openapi;
 pub mod registries;
@@ -65,10 +67,15 @@ fn api_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(kline::get, kline::delete))
         .routes(routes!(kline::write, kline::read))
         .routes(routes!(kline::latest))
+        .routes(routes!(market::kline_batch))
+        .routes(routes!(market::aligned))
+        .routes(routes!(market::kline_coverage))
         .routes(routes!(scalar::register, scalar::list))
         .routes(routes!(scalar::get, scalar::delete))
         .routes(routes!(scalar::write, scalar::read))
         .routes(routes!(scalar::latest))
+        .routes(routes!(market::scalar_batch))
+        .routes(routes!(market::scalar_coverage))
         .routes(routes!(scalar::query))
         .routes(routes!(sql::query))
         .routes(routes!(admin::validate))

@@ -18,6 +18,8 @@ use crate::config::HttpConfig;
 use crate::error::Error;
 use crate::query::Engine;
 use crate::query::budget::{HTTP_BODY_EXPANSION, Reservation};
+use crate::query::market::spec::Resample;
+use crate::query::market::{ReadArgs, ReadSpec};
 use crate::query::types::{SeriesInfo, WriteResponse};
 use crate::record::{SeriesKey, TsRange, ValueType};
 use crate::storage::WriteBatch;
@@ -64,6 +66,32 @@ pub async fn read(
 ) -> Result<Response, AppError> {
     let limit = page_limit(&engine.config.http, p.limit)?;
     let range = ts_range(p.start_ts, p.end_ts)?;
+    if let Some(timeframe) = p.resample {
+        let spec = ReadSpec::new(ReadArgs {
+            start_ts: p.start_ts,
+            end_ts: p.end_ts,
+            resample: Some(Resample {
+                timeframe,
+                offset_ms: p.offset_ms,
+                fill: p.fill,
+                agg: None,
+            }),
+            agg: p.agg,
+            ..ReadArgs::default()
+        })?;
+        let bytes = blocking(move || {
+            let series = engine.series(&key)?;
+            let (batches, next) = engine.read_page(&series, &spec, limit)?;
+            json::batches_page(&batches, next).map_err(Error::internal)
+        })
+        .await?;
+        return Ok(json_bytes(bytes));
+    }
+    if p.offset_ms.is_some() || p.fill.is_some() || p.agg.is_some() {
+        return Err(AppError::invalid(
+            "offset_ms, fill and agg apply together with resample (e.g. ?resample=1h&fill=prev)",
+        ));
+    }
     let bytes = blocking(move || {
         let page = engine.read(&key, range, limit)?;
         json::page(&page).map_err(Error::internal)

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::query::market::spec::{Agg, AsOf, Fill, Resample, Symbols};
 use crate::record::KlineRecord;
 use crate::registry::{Dataset, Definition};
 
@@ -55,6 +56,127 @@ pub struct ReadParams {
     /// capped at `http.max_limit` (100000) without an error; `next_start_ts` pages on.
     #[param(minimum = 1, example = 1000)]
     pub limit: Option<u64>,
+    /// Resample on read to this timeframe (`5m`, `1h`, `1d`, `1w` from Monday, `1M`
+    /// calendar months; a whole multiple of the stored one). Each record then carries
+    /// `complete`, `limit` counts buckets, and `fill=null` gives null values.
+    #[param(example = "1h")]
+    pub resample: Option<String>,
+    /// With `resample`: shifts every bucket boundary (e.g. -7200000: days from 22:00 UTC).
+    #[param(example = 0)]
+    pub offset_ms: Option<i64>,
+    /// With `resample`: `none` (default) leaves empty buckets out, `prev` repeats the
+    /// previous close with volume 0, `null` emits nulls.
+    pub fill: Option<Fill>,
+    /// With `resample`, scalar series only: `last` (default), `first`, `min`, `max`,
+    /// `mean`, `sum` or `count`.
+    pub agg: Option<Agg>,
+}
+
+/// Range, calendar and limits of a coverage question.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CoverageParams {
+    /// First timestamp examined (default: the series' first bar).
+    #[param(example = 1704067200000_i64)]
+    pub start_ts: Option<i64>,
+    /// Last timestamp examined (default: the series' last bar).
+    #[param(example = 1735689540000_i64)]
+    pub end_ts: Option<i64>,
+    /// `24x7` (default), `weekdays` (no bars expected Saturday and Sunday UTC), or
+    /// seven `0`/`1` from Monday to Sunday such as `1111110`.
+    #[param(example = "weekdays")]
+    pub calendar: Option<String>,
+    /// Length of the run of consecutive present bars `last_complete_ts` looks for (default 1).
+    #[param(minimum = 1, example = 500)]
+    pub complete_n: Option<u64>,
+    /// Gaps listed at most (default 1000, at most 100000); `gap_count` has them all.
+    #[param(minimum = 0, maximum = 100000, example = 1000)]
+    pub max_gaps: Option<usize>,
+}
+
+/// A read of many kline series in one request.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"timeframe": "1m", "symbols": ["BTCUSDT", "ETHUSDT"], "start_ts": 1704067200000_i64, "resample": {"timeframe": "1h"}}))]
+pub struct KlineBatchRead {
+    pub timeframe: String,
+    /// A list of symbols, or `"*"` for every series of the timeframe (at most `http.max_batch_series`).
+    pub symbols: Symbols,
+    #[serde(default)]
+    pub start_ts: Option<i64>,
+    #[serde(default)]
+    pub end_ts: Option<i64>,
+    /// Records per series (default `http.default_limit`); the whole answer holds at most `http.max_limit`.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// Only the last n records (or buckets) of each series.
+    #[serde(default)]
+    pub latest: Option<u64>,
+    /// The last record of each series at or before this ts (or `"now"`).
+    #[serde(default)]
+    pub as_of: Option<AsOf>,
+    #[serde(default)]
+    pub resample: Option<Resample>,
+    /// Kline columns to return (`ts` always comes first).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+}
+
+/// A read of many scalar series (one category and name) in one request.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"timeframe": "1m", "category": "indicator", "name": "rsi_14", "symbols": "*", "as_of": 1704153540000_i64}))]
+pub struct ScalarBatchRead {
+    pub timeframe: String,
+    pub category: String,
+    pub name: String,
+    /// A list of symbols, or `"*"` for every series of the timeframe, category and name.
+    pub symbols: Symbols,
+    #[serde(default)]
+    pub start_ts: Option<i64>,
+    #[serde(default)]
+    pub end_ts: Option<i64>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub latest: Option<u64>,
+    #[serde(default)]
+    pub as_of: Option<AsOf>,
+    #[serde(default)]
+    pub resample: Option<Resample>,
+    /// With `resample`: the aggregation (may also be given inside `resample`).
+    #[serde(default)]
+    pub agg: Option<Agg>,
+}
+
+/// One series of a batch read.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"symbol": "BTCUSDT", "records": [{"ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250}], "next_start_ts": null}))]
+pub struct SeriesRecords {
+    pub symbol: String,
+    /// Records as a single-series read returns them (with `complete` when resampled).
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<serde_json::Value>,
+    #[schema(required = true)]
+    pub next_start_ts: Option<i64>,
+}
+
+/// A batch read's answer, in symbol order.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"series": [{"symbol": "BTCUSDT", "records": [{"ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250, "complete": true}], "next_start_ts": null}]}))]
+pub struct BatchPage {
+    pub series: Vec<SeriesRecords>,
+}
+
+/// A page of the aligned view: kline columns, then one `category.name` per scalar.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"records": [{"ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250, "indicator.rsi_14": 55.2}], "next_start_ts": null}))]
+pub struct AlignedPage {
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<serde_json::Value>,
+    #[schema(required = true)]
+    pub next_start_ts: Option<i64>,
 }
 
 /// How many of the latest records to return, optionally within a range.
@@ -128,11 +250,33 @@ pub struct ScalarWrite<'a> {
     pub records: Vec<ScalarRecordIn<'a>>,
 }
 
+/// One kline record as read. Values are null only in a resampled read with
+/// `fill=null`; `complete` is present only in resampled reads.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({"ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250}))]
+pub struct KlineRecordRead {
+    /// Milliseconds since the Unix epoch, UTC (a resampled bucket: its start).
+    pub ts: i64,
+    #[schema(required = true)]
+    pub open: Option<i64>,
+    #[schema(required = true)]
+    pub high: Option<i64>,
+    #[schema(required = true)]
+    pub low: Option<i64>,
+    #[schema(required = true)]
+    pub close: Option<i64>,
+    #[schema(required = true)]
+    pub volume: Option<i64>,
+    /// Resampled reads: false only for the bucket holding the series' last bar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
+}
+
 /// A page of kline records, ascending by `ts`.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[schema(example = json!({"records": [{"ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250}], "next_start_ts": 1704067260000_i64}))]
 pub struct KlinePage {
-    pub records: Vec<KlineRecord>,
+    pub records: Vec<KlineRecordRead>,
     /// Where the next page starts (pass it as `start_ts`); `null` when this page is the last.
     #[schema(required = true)]
     pub next_start_ts: Option<i64>,
@@ -147,6 +291,9 @@ pub struct ScalarRecord {
     /// An integer for `i64` series; a number for `f64` series, `null` for NaN and infinities.
     #[schema(required = true)]
     pub value: Option<f64>,
+    /// Resampled reads: false only for the bucket holding the series' last value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete: Option<bool>,
 }
 
 /// A page of scalar records, ascending by `ts`.

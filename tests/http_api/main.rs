@@ -7,6 +7,7 @@ mod common;
 mod errors;
 mod hostile;
 mod kline;
+mod market;
 mod scalar;
 mod server;
 mod sql;
