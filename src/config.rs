@@ -132,6 +132,9 @@ pub struct FlightConfig {
     pub max_concurrent_streams: usize,
     /// Series one many-series ticket may name (or `"*"` may match).
     pub max_series_per_ticket: usize,
+    /// A Unix domain socket path on which Flight (and Flight SQL) is served too, for
+    /// clients on the same host (`grpc+unix://`); empty: off.
+    pub unix_socket: String,
     /// DoPut streams served at once, a pool of their own so stalled readers cannot
     /// starve writers.
     pub max_put_streams: usize,
@@ -157,6 +160,7 @@ impl Default for FlightConfig {
             max_batch_rows: 65_536,
             max_concurrent_streams: 64,
             max_series_per_ticket: 100_000,
+            unix_socket: String::new(),
             max_message_bytes: 256 << 20,
             max_put_rows: 50_000_000,
             max_put_streams: 16,

@@ -73,6 +73,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let flight_addr = flight.local_addr().map_err(|e| StartError(e.to_string()))?;
     tracing::info!("http listening on {http_addr}");
     tracing::info!("flight listening on {flight_addr}");
+    let mut listeners = vec![crate::flight::conn::Listener::Tcp(flight)];
+    let socket = engine.config.flight.unix_socket.clone();
+    if !socket.is_empty() {
+        let unix = bind_unix(&socket)?;
+        tracing::info!("flight listening on unix socket {socket}");
+        listeners.push(crate::flight::conn::Listener::Unix(unix));
+    }
     let (stop, stop_rx) = watch::channel(false);
     let router = crate::http::router(Arc::clone(&engine));
     let limits = crate::http::serve::Limits::from_config(&engine.config.http);
@@ -94,8 +101,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         let shutdown = async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        if let Err(e) = crate::flight::serve(flight_engine, flight, shutdown).await {
+        if let Err(e) = crate::flight::serve(flight_engine, listeners, shutdown).await {
             tracing::error!(error = %e, "flight server failed");
+        }
+        if !socket.is_empty() {
+            // The socket file outlives its listener; a clean stop leaves none behind.
+            let _ = std::fs::remove_file(&socket);
         }
     });
     Ok(Running {
@@ -105,6 +116,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop,
         tasks: vec![http_task, flight_task],
     })
+}
+
+/// Binds the Flight Unix socket at `path`. A socket file left by a server that is no
+/// longer running (nothing accepts on it) is replaced; a live one, or any other
+/// kind of file, is an error rather than something to remove.
+fn bind_unix(path: &str) -> Result<tokio::net::UnixListener, StartError> {
+    use std::os::unix::fs::FileTypeExt;
+    let err =
+        |e: std::io::Error| StartError(format!("cannot bind the Flight unix socket {path}: {e}"));
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if !m.file_type().is_socket() {
+            return Err(StartError(format!(
+                "flight.unix_socket {path} exists and is not a socket; remove it or choose another path"
+            )));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(StartError(format!(
+                "flight.unix_socket {path} is in use by a running server"
+            )));
+        }
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    tokio::net::UnixListener::bind(path).map_err(err)
 }
 
 /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.

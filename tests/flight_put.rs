@@ -334,6 +334,7 @@ async fn actions_answer_with_the_http_json_bodies() {
         "health",
         "inventory",
         "coverage",
+        "delete-range",
         "validate",
         "scrub",
         "repair",

@@ -219,21 +219,21 @@ fn model_resample(m: &ModelRead<'_>) -> Vec<Row> {
         }
         return out;
     }
-    // With a fill: from the bucket of `start` when the series has a bar before it
-    // (seeded by that bar's bucket), else from the first bucket; to the last bucket.
+    // With a fill: from the bucket of `start` when the series has a bar before `start`,
+    // else from the first bucket; to the last bucket.
     let last = *aggregated.keys().next_back().unwrap();
     let mut prev: Option<Vec<i64>> = None;
     let mut at = *aggregated.keys().next().unwrap();
     if let Some(s) = m.start {
-        let gs = bucket(s);
-        if let Some((&t, _)) = m.stored.range(..gs).next_back() {
+        // Seeded by the bucket of the last bar before `start`, over its rows before it.
+        if let Some((&t, _)) = m.stored.range(..s).next_back() {
             let rows: Vec<(i64, Vec<i64>)> = m
                 .stored
-                .range(bucket(t)..gs)
+                .range(bucket(t)..s)
                 .map(|(&ts, v)| (ts, v.clone()))
                 .collect();
             prev = Some(model_agg(m.kline, m.vt, m.agg, &rows));
-            at = gs;
+            at = bucket(s);
         }
     }
     while at <= last {
@@ -575,6 +575,19 @@ fn bad_resamples_say_what_to_change() {
                 ..ReadArgs::default()
             },
             "resample",
+        ),
+        (
+            ReadArgs {
+                latest: Some(fastk::query::market::LATEST_BUCKETS_MAX + 1),
+                resample: Some(Resample {
+                    timeframe: "1h".into(),
+                    offset_ms: None,
+                    fill: None,
+                    agg: None,
+                }),
+                ..ReadArgs::default()
+            },
+            "at most",
         ),
     ] {
         let e = ReadSpec::new(args).unwrap_err();

@@ -1,7 +1,8 @@
 //! Property test: the engine against a naive `BTreeMap` model.
 //!
 //! Random interleavings of writes (in and out of order, replacements, month
-//! boundaries, several series), compactions, deletes, re-registrations, writes
+//! boundaries, several series), compactions, range deletes (whole and cut months,
+//! with the version check), deletes, re-registrations, writes
 //! through a handle that outlived a delete and re-registration, and reopens; after
 //! every step every read (range, sub-range, latest-N, at) equals the model. A
 //! threaded test races writers against deletes, re-registrations and compactions.
@@ -34,6 +35,12 @@ enum Op {
         rows: Vec<(i64, i64)>,
     },
     Reopen,
+    /// Deletes the rows of a range (either end may be open), whole months or parts.
+    DeleteRange {
+        series: usize,
+        start: Option<i64>,
+        end: Option<i64>,
+    },
 }
 
 const MINUTE: i64 = 60_000;
@@ -54,6 +61,12 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => (0..3usize, prop::collection::vec((ts_strategy(), any::<i64>()), 1..20))
             .prop_map(|(series, rows)| Op::StaleWrite { series, rows }),
         1 => Just(Op::Reopen),
+        2 => (0..3usize, prop::option::of(ts_strategy()), prop::option::of(ts_strategy()))
+            .prop_map(|(series, a, b)| match (a, b) {
+                (Some(a), Some(b)) => Op::DeleteRange { series, start: Some(a.min(b)), end: Some(a.max(b)) },
+                (None, None) => Op::DeleteRange { series, start: a, end: Some(0) },
+                (a, b) => Op::DeleteRange { series, start: a, end: b },
+            }),
     ]
 }
 
@@ -246,6 +259,27 @@ proptest! {
                     prop_assert!(old.compact().is_err());
                     prop_assert_eq!(new.version(), 0);
                     models[*series] = Some(BTreeMap::new());
+                }
+                Op::DeleteRange { series, start, end } => {
+                    let range = TsRange::new(*start, *end);
+                    match (store.get(&metas[*series].key), &mut models[*series]) {
+                        (Ok(s), Some(model)) => {
+                            let before = s.version();
+                            let gone: Vec<i64> = model.keys().copied().filter(|t| range.contains(*t)).collect();
+                            let r = s.delete_range(range, Some(before)).unwrap();
+                            prop_assert_eq!(r.deleted, gone.len() as u64);
+                            prop_assert_eq!(r.version, before + u64::from(!gone.is_empty()));
+                            for t in gone {
+                                model.remove(&t);
+                            }
+                            // A stale If-Match deletes nothing.
+                            if r.deleted > 0 {
+                                prop_assert!(s.delete_range(TsRange::all(), Some(before)).is_err());
+                            }
+                        }
+                        (Err(_), None) => {}
+                        (got, want) => prop_assert!(false, "series presence {:?} vs model {:?}", got.is_ok(), want.is_some()),
+                    }
                 }
                 Op::Reopen => {
                     drop(store);

@@ -194,6 +194,62 @@ fn every_failure_point_of_a_commit_leaves_the_previous_state() {
     assert_eq!(struck["DirFsync"], 2, "{struck:?}");
 }
 
+/// A range delete under every failure point of its commit: month 0 is cut (a
+/// rewrite), month 1 dropped whole. Refused: the store serves exactly the previous
+/// rows, and a reopen finds the same and a clean directory; then the same delete
+/// succeeds and removes exactly the range.
+#[test]
+fn every_failure_point_of_a_range_delete_leaves_the_previous_state() {
+    let range = TsRange::new(Some(month_ts(0, 30)), Some(month_ts(1, 59)));
+    let mut struck = 0;
+    for op in Op::FAILABLE {
+        for nth in 1.. {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(dir.path(), opts()).unwrap();
+            let (s, _) = store.register(meta()).unwrap();
+            s.write(batch(&base_rows()), None).unwrap();
+            let before = read(&store);
+            let version = s.version();
+            let armed = failpoints::arm(dir.path(), op, nth);
+            let r = s.delete_range(range, Some(version));
+            let fired = armed.fired();
+            drop(armed);
+            let mut after = before.clone();
+            after.retain(|t, _| !range.contains(*t));
+            let served = read(&store);
+            match &r {
+                Ok(rep) => {
+                    assert_eq!(rep.deleted, 50, "10 rows of month 0, 40 of month 1");
+                    assert_eq!(rep.months, ["2024-01", "2024-02"]);
+                    assert_eq!(served, after);
+                    assert_eq!(s.version(), version + 1);
+                }
+                Err(_) => {
+                    assert!(fired, "a delete failed with no fault: {r:?}");
+                    assert_eq!(served, before, "{op:?} #{nth}");
+                    assert_eq!(s.version(), version);
+                }
+            }
+            drop(s);
+            drop(store);
+            let reopened = Store::open(dir.path(), opts()).unwrap();
+            assert_clean(&reopened);
+            assert_eq!(read(&reopened), served, "served is durable ({op:?} #{nth})");
+            let s = reopened.get(&meta().key).unwrap();
+            s.delete_range(range, None).unwrap();
+            assert_eq!(read(&reopened), after);
+            if !fired {
+                break;
+            }
+            struck += 1;
+        }
+    }
+    assert!(
+        struck >= 6,
+        "the faults reached the delete's commit: {struck}"
+    );
+}
+
 /// The rollback after a failed post-rename directory fsync can fail too. If the old
 /// manifest was renamed back but its directory fsync failed, the old state is served
 /// (and found again on reopen); if it could not be renamed back, the new state is

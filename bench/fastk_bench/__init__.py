@@ -8,10 +8,12 @@ Layout:
   Polars, PostgreSQL, ROAPI, the in-memory Flight ceiling, FastK's SQL clients),
   all with the same methods
 - `ceiling_server`: the minimal pyarrow.flight server holding the batches in RAM
-- `workloads`: the six workloads, the HTTP load and Flight transport runs, and the
-  three SQL workloads (SQL vs native reads, a 1h resample against DuckDB and ROAPI)
+- `workloads`: the six workloads, the HTTP load and Flight transport runs, the
+  three SQL workloads (SQL vs native reads, a 1h resample against DuckDB and ROAPI),
+  and `colocated` (workload 2's year over FastK's Flight Unix socket, loopback TCP
+  and ArcticDB in process)
 - `market`: the market-query workloads (resample on read, the as-of cross section of
   thousands of series, coverage and gaps), docs/market-queries.md
 - `report`: results.json, PNG charts and the tables of docs/benchmarks.md
-- `__main__`: `python -m fastk_bench [--quick] [--only market]`, the driver
+- `__main__`: `python -m fastk_bench [--quick] [--only market,colocated]`, the driver
 """

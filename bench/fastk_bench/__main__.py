@@ -1,17 +1,21 @@
-"""`python -m fastk_bench [--quick] [--only resample,asof,coverage]`: the comparison
-benchmark driver.
+"""`python -m fastk_bench [--quick] [--only resample,asof,coverage,colocated]`: the
+comparison benchmark driver.
 
 Normally started by `bash scripts/bench.sh`, which builds FastK, prepares the venv and
 PostgreSQL, and runs the Rust harnesses first. Writes `results.json` to `--out`, PNG
 charts to `--charts`, and, with `--docs`, fills the result blocks of
 docs/benchmarks.md.
 
-`--only` runs just the named market-query workloads (`market` names all three) after
-loading only what they need (one symbol of the kline dataset into FastK, ArcticDB,
-DuckDB and Polars; PostgreSQL only for `asof`), and writes `results-only.json`,
-`tables-only.md` and their charts to `--out`; it never touches `--docs`. For example:
+`--only` runs just the named workloads: the market queries (`market` names all three)
+and `colocated` (one year of 1m bars into Polars over FastK's Flight Unix socket,
+over loopback TCP Flight and from ArcticDB in process), after loading only what they
+need (one symbol of the kline dataset into FastK, ArcticDB, DuckDB and Polars for the
+market queries, into FastK and ArcticDB only for `colocated`; PostgreSQL only for
+`asof`), and writes `results-only.json`, `tables-only.md` and their charts to `--out`;
+it never touches `--docs`. For example:
 
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --quick --only market --out /tmp/fastk-market
+    PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --only colocated --out /tmp/fastk-colocated
 """
 
 from __future__ import annotations
@@ -185,6 +189,9 @@ def fastk_maker(binary: pathlib.Path, fastk_version: str, root: pathlib.Path, lo
     return make
 
 
+ONLY_WORKLOADS = (*market.WORKLOADS, "colocated")
+
+
 def parse_only(text: str) -> set[str]:
     which = set()
     for w in (x.strip() for x in text.split(",")):
@@ -192,15 +199,15 @@ def parse_only(text: str) -> set[str]:
             continue
         if w == "market":
             which.update(market.WORKLOADS)
-        elif w in market.WORKLOADS:
+        elif w in ONLY_WORKLOADS:
             which.add(w)
         else:
-            raise SystemExit(f"--only: unknown workload {w!r} (known: market, {', '.join(market.WORKLOADS)})")
+            raise SystemExit(f"--only: unknown workload {w!r} (known: market, {', '.join(ONLY_WORKLOADS)})")
     return which
 
 
 def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
-    """`--only`: the selected market workloads, with only the loads they need."""
+    """`--only`: the selected market and colocated workloads, with only the loads they need."""
     q = args.quick
     spec = dataset.QUICK if q else dataset.FULL
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="fastk-bench-"))
@@ -217,7 +224,8 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
                                    text=True).stdout.strip() if args.fastk_bin.exists() else "?"
     versions: dict = {"fastk": fastk_version, "pyarrow": pa.__version__}
     results["versions"] = versions
-    fastk_flight = fastk_http = arctic = duck = polars = pg = None
+    fastk_flight = fastk_http = arctic = duck = polars = pg = fk = None
+    market_which = which & set(market.WORKLOADS)
     try:
         log(f"generating dataset ({'quick' if q else 'full'})")
         ds = dataset.generate(spec)
@@ -226,7 +234,8 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
                               "bars_per_symbol": spec.bars_per_symbol, "scalar_rows": ds.scalar.num_rows,
                               "seed": dataset.SEED}
         # What the resample needs: one symbol's bars (and a token scalar series, which
-        # the adapters' ingest writes too) in FastK, ArcticDB, DuckDB and Polars.
+        # the adapters' ingest writes too) in FastK, ArcticDB, DuckDB and Polars; the
+        # colocated read, the same in FastK and ArcticDB.
         one = dataset.Dataset(spec=spec, symbols=[s0], kline={s0: ds.kline[s0]}, scalar=ds.scalar.slice(0, 1440))
         try:
             fk = procs.FastK(args.fastk_bin, work / "fastk-flight", logs / "fastk.log")
@@ -235,11 +244,11 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
         except Exception as e:  # noqa: BLE001
             results["skipped"]["FastK"] = f"could not start: {type(e).__name__}: {e}"
             log(f"FastK: could not start ({e}); its measurements will be recorded as failed")
-        if "ArcticDB" not in skip:
+        if "ArcticDB" not in skip and (market_which or "colocated" in which):
             arctic = systems.Arctic(work / "arcticdb")
-        if "DuckDB" not in skip:
+        if "DuckDB" not in skip and market_which:
             duck = systems.DuckDB(work / "duckdb")
-        if "Polars" not in skip:
+        if "Polars" not in skip and market_which:
             polars = systems.Polars(work / "polars")
         if "asof" in which and "PostgreSQL" not in skip:
             bindir = procs.find_pg_bindir()
@@ -255,7 +264,7 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
                 continue
             if sy is not fastk_flight:
                 versions[sy.label] = sy.version()
-            if "resample" in which:
+            if "resample" in which or ("colocated" in which and sy in (fastk_flight, arctic)):
                 log(f"loading {s0} into {sy.label}")
                 r: dict = {}
                 workloads.attempt(r, sy.label, lambda sy=sy: sy.ingest(one))
@@ -263,10 +272,14 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
                     results["skipped"][f"{sy.label} load"] = r[sy.label]["error"]
         if pg is not None:
             versions[pg.label] = pg.version()
-        market.run(which, results, P, ds=ds, fastk_flight=fastk_flight, fastk_http=fastk_http,
-                   make_fastk=fastk_maker(args.fastk_bin, fastk_version, work / "fastk-xs", logs / "fastk-xs.log")
-                   if args.fastk_bin.exists() else None,
-                   arctic=arctic, duck=duck, polars=polars, pg=pg)
+        if "colocated" in which:
+            results["colocated"] = market.guarded("colocated", lambda: workloads.colocated(
+                fk, fastk_flight, arctic, ds, P["colocated_reps"], fastk_version))
+        if market_which:
+            market.run(market_which, results, P, ds=ds, fastk_flight=fastk_flight, fastk_http=fastk_http,
+                       make_fastk=fastk_maker(args.fastk_bin, fastk_version, work / "fastk-xs",
+                                              logs / "fastk-xs.log") if args.fastk_bin.exists() else None,
+                       arctic=arctic, duck=duck, polars=polars, pg=pg)
         if pg is not None:
             pg.close()
     finally:
@@ -275,9 +288,10 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     results["machine"]["loadavg_end"] = os.getloadavg()
     results["wall_s"] = time.time() - t_run
     (args.out / "results-only.json").write_text(json.dumps(results, indent=1, default=str))
-    names = [f"market_{w}" for w in market.WORKLOADS if w in which]
+    names = [f"market_{w}" for w in market.WORKLOADS if w in which] + (["colocated"] if "colocated" in which else [])
     (args.out / "tables-only.md").write_text(report.all_tables(results, names))
-    for p in report.market_charts(results, args.charts or args.out):
+    for p in report.market_charts(results, args.charts or args.out) + report.colocated_charts(
+            results, args.charts or args.out):
         log(f"chart: {p}")
     log(f"results: {args.out / 'results-only.json'}, tables: {args.out / 'tables-only.md'}")
     log(f"done in {results['wall_s']:.0f} s")
@@ -297,7 +311,7 @@ def main() -> int:
     ap.add_argument("--rust-results", type=pathlib.Path, help="where scripts/bench.sh left the Rust harness output")
     ap.add_argument("--skip", default="", help="comma-separated labels to leave out (e.g. ROAPI,PostgreSQL)")
     ap.add_argument("--only", default="",
-                    help="run only these market-query workloads: resample, asof, coverage, or market for all three "
+                    help="run only these workloads: resample, asof, coverage (or market for all three), colocated "
                          "(loads only what they need; writes results-only.json and tables-only.md, not --docs)")
     args = ap.parse_args()
     only = parse_only(args.only)
@@ -305,6 +319,7 @@ def main() -> int:
     spec = dataset.QUICK if q else dataset.FULL
     P = dict(  # noqa: N806 - the run's parameters, recorded in results.json
         year_reps=3 if q else 25,
+        colocated_reps=3 if q else 25,
         ingest_loads=3,  # median of this many loads for the contenders (workloads.ingest)
         day_ranges=300 if q else 10_000,
         day_budget_s=3 if q else 30,
@@ -459,6 +474,10 @@ def main() -> int:
         results["versions"] = versions
 
         results["year_to_polars"] = workloads.year_to_polars(readers, ds, P["year_reps"])
+        # The same year over FastK's Unix socket, loopback TCP and ArcticDB in process.
+        results["colocated"] = market.guarded("colocated", lambda: workloads.colocated(
+            fk, fastk_flight, next((p for p in peers if isinstance(p, systems.Arctic)), None), ds,
+            P["colocated_reps"], fastk_version))
         results["day_ranges"] = workloads.day_range_latency(readers, ds, P["day_ranges"], P["day_budget_s"])
         results["latest"] = workloads.latest_latency(readers, ds, P["latest_n"], P["latest_budget_s"])
         pred_systems = [s for s in readers if s not in ceilings]

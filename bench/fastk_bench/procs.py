@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable
 
@@ -69,34 +70,87 @@ def start_process(argv: list[str], log: pathlib.Path, env: dict | None = None) -
 
 
 class FastK:
-    """A `fastk` server on free loopback ports over a data root."""
+    """A `fastk` server on free loopback ports over a data root.
 
-    def __init__(self, binary: pathlib.Path, root: pathlib.Path, log: pathlib.Path):
+    It also serves Flight on a Unix domain socket (`flight.unix_socket`) in a short
+    directory of its own under the temp dir (AF_UNIX paths are limited to 108 bytes),
+    removed when the server stops; `unix_socket` is that path once the server logged
+    it, else None (`unix_error` says why: a fastk binary without the key is started
+    again without it, so the other workloads still run).
+    """
+
+    def __init__(self, binary: pathlib.Path, root: pathlib.Path, log: pathlib.Path, unix_socket: bool = True):
+        self.root = root
+        self.unix_socket: str | None = None
+        self.unix_error: str | None = None
+        sock = _socket_path() if unix_socket else None
+        try:
+            self._start(binary, log, sock)
+        except RuntimeError as e:
+            text = log.read_text(errors="replace") if log.exists() else ""
+            if sock is None or not ("unix_socket" in text or "unix socket" in text):
+                raise
+            # An older fastk refuses the unknown key: run it without the socket.
+            self.unix_error = f"fastk did not start with flight.unix_socket: {str(e)[-300:]}"
+            print(f"  warning: {self.unix_error}; started again without it", file=sys.stderr)
+            self._start(binary, log, None)
+
+    def _start(self, binary: pathlib.Path, log: pathlib.Path, sock: str | None) -> None:
         env = dict(os.environ)
         env.update(
-            FASTK__STORAGE__ROOT=str(root),
+            FASTK__STORAGE__ROOT=str(self.root),
             FASTK__HTTP__ADDR="127.0.0.1:0",
             FASTK__FLIGHT__ADDR="127.0.0.1:0",
             FASTK__LOG__LEVEL=os.environ.get("FASTK_BENCH_LOG", "warn,fastk::server=info"),
         )
-        self.root = root
+        if sock is not None:
+            env["FASTK__FLIGHT__UNIX_SOCKET"] = sock
+        else:
+            env.pop("FASTK__FLIGHT__UNIX_SOCKET", None)
         self.proc = start_process([str(binary)], log, env)
         deadline = time.time() + 60
         self.http = self.flight = None
-        while time.time() < deadline and not (self.http and self.flight):
+        unix = None
+        tcp_at = None
+        # The Unix socket is bound and logged right after the TCP listeners; a few
+        # seconds after those without it, the server is taken as serving TCP only.
+        while time.time() < deadline and not (self.http and self.flight and (sock is None or unix)):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"fastk exited: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"fastk exited: {log.read_text(errors='replace')[-2000:]}")
             text = log.read_text(errors="replace")
             h = re.search(r"http listening on (\S+)", text)
-            g = re.search(r"flight listening on (\S+)", text)
+            g = re.search(r"flight listening on (?!unix socket )(\S+)", text)
+            u = re.search(r"flight listening on unix socket (\S+)", text)
             self.http = h.group(1) if h else None
             self.flight = g.group(1) if g else None
+            unix = u.group(1) if u else None
+            if self.http and self.flight and tcp_at is None:
+                tcp_at = time.time()
+            if tcp_at is not None and time.time() - tcp_at > 5:
+                break
             time.sleep(0.05)
         if not (self.http and self.flight):
             raise RuntimeError("fastk did not log its listeners")
+        if sock is not None:
+            if unix:
+                self.unix_socket = sock
+            else:
+                self.unix_error = f"fastk did not log a Flight listener on the unix socket {sock}"
 
     def stop(self) -> None:
         _terminate(self.proc)
+
+
+def _socket_path() -> str:
+    """A fresh, short socket path (`/tmp/fkXXXXXXXX/flight.sock`), its directory
+    removed by `stop_all` after the server that uses it has stopped."""
+    base = tempfile.gettempdir()
+    if len(base) > 40:  # a long TMPDIR could push the path over AF_UNIX's 108 bytes
+        base = "/tmp"
+    d = tempfile.mkdtemp(prefix="fk", dir=base)
+    # Registered before the server, so stop_all (last in, first out) stops the server first.
+    OWNED.append(lambda: shutil.rmtree(d, ignore_errors=True))
+    return os.path.join(d, "flight.sock")
 
 
 class Postgres:

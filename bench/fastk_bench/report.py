@@ -16,6 +16,12 @@ The market-query tables (market_resample, market_asof, market_coverage; see
 FastK Flight's; above 1, FastK is faster), and a goal line: FastK first for the
 resample and the as-of cross section, under 10 ms warm for coverage. Every way whose
 label does not start with "FastK" is a peer there.
+
+The colocated table (`colocated`, workloads.colocated) gives one year of 1m bars into
+Polars over FastK's Flight Unix socket, over loopback TCP Flight and from ArcticDB in
+process, with "time vs socket" (a way's median / the socket's; above 1, the socket is
+faster), the socket's ratios to the other two, and the goal line: FastK over the
+socket first.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ CEILINGS = ("Flight ceiling (pyarrow, RAM)", "Flight ceiling (Rust, RAM)")
 NOT_PEERS = {FASTK, FASTK_CONCURRENT, HTTP, *CEILINGS}
 COLORS = {FASTK: "#d62728", FASTK_CONCURRENT: "#e377c2", HTTP: "#ff9896", CEILINGS[0]: "#7f7f7f", CEILINGS[1]: "#bcbcbc",
           "ArcticDB": "#1f77b4", "DuckDB": "#ff7f0e", "Polars": "#2ca02c", "PostgreSQL": "#9467bd",
-          "ROAPI": "#8c564b", "FastK Flight SQL (ADBC)": "#d62728"}
+          "ROAPI": "#8c564b", "FastK Flight SQL (ADBC)": "#d62728", "FastK Flight (Unix socket)": "#8b0000"}
 
 
 def ok(d: dict) -> dict:
@@ -453,6 +459,36 @@ def t_market_coverage(r: dict) -> str:
     return out + errors_note(both)
 
 
+# --------------------------------------------------------------------------- colocated
+
+COLOCATED_UNIX = "FastK Flight (Unix socket)"
+COLOCATED_TCP = "FastK Flight (loopback TCP)"
+COLOCATED_ARCTIC = "ArcticDB"
+
+
+def t_colocated(r: dict) -> str:
+    d = r["colocated"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    sysd = d["systems"]
+    rows = [[k, v["median_ms"], v["best_ms"], v["p99_ms"], v["rows_per_s"] / 1e6, v["gb_s"],
+             f"{v['vs_socket']:.2f}x" if v.get("vs_socket") else "n/a"] for k, v in ok(sysd).items()]
+    out = table(["way", "median ms", "best ms", "p99 ms", "M rows/s", "GB/s", "time vs socket"], rows)
+    got = {k: v["median_ms"] for k, v in ok(sysd).items()}
+    sock, tcp, arctic = got.get(COLOCATED_UNIX), got.get(COLOCATED_TCP), got.get(COLOCATED_ARCTIC)
+    out += (f"\n\n{d['rows']:,} 1m bars of {d['symbol']} (calendar 2024, {d['bytes'] / 1e6:.0f} MB of Arrow data) "
+            f"into a Polars DataFrame, every answer checked against the dataset before timing; median of "
+            f"{_reps(sysd)} interleaved rounds. FastK over the socket vs loopback TCP: {ratio(sock, tcp, True)}; "
+            f"vs ArcticDB (in process): {ratio(sock, arctic, True)}; FastK over loopback TCP vs ArcticDB: "
+            f"{ratio(tcp, arctic, True)}.")
+    if sock is not None and len(got) > 1:
+        first = min(got, key=got.get)
+        out += f" Fastest: {first} (target FastK over the socket first: {_verdict(first == COLOCATED_UNIX)})."
+    else:
+        out += " Fastest: n/a (target FastK over the socket first: n/a)."
+    return out + errors_note(sysd)
+
+
 MARKET_SECTIONS = ("market_resample", "market_asof", "market_coverage")
 
 SECTIONS = {
@@ -462,6 +498,7 @@ SECTIONS = {
     "predicate": t_predicate, "disk": t_disk, "http": t_http, "flight": t_flight, "rust": t_rust,
     "sql_year": t_sql_year, "sql_resample": t_sql_resample, "sql_predicate": t_sql_predicate,
     "market_resample": t_market_resample, "market_asof": t_market_asof, "market_coverage": t_market_coverage,
+    "colocated": t_colocated,
 }
 
 
@@ -583,7 +620,23 @@ def charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
         _barh(ax, res["systems"], "median_ms", 1, "ms, median (lower is better)",
               f"SQL: one year of 1m bars to {res['buckets']:,} 1h OHLCV buckets")
         save(fig, "sql_resample.png")
-    return made + market_charts(r, out)
+    return made + market_charts(r, out) + colocated_charts(r, out)
+
+
+def colocated_charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
+    """The colocated chart, when that workload ran."""
+    c = r.get("colocated") or {}
+    if not ok(c.get("systems") or {}):
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 3))
+    _barh(ax, c["systems"], "median_ms", 1, "ms, median (lower is better)",
+          f"One year of 1m bars ({c['rows']:,}) into Polars: Unix socket, loopback TCP, in process")
+    p = out / "colocated.png"
+    fig.tight_layout()
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return [p]
 
 
 def market_charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:

@@ -7,6 +7,7 @@ Every system answers the same requests in the same order, and results are checke
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -183,6 +184,105 @@ def year_to_polars(systems: list[System], ds: Dataset, reps: int) -> dict:
                  best_gb_s=expected * KLINE_ROW_BYTES / r["best_s"] / 1e9)
         log(f"  {label}: median {r['median_s'] * 1e3:.1f} ms ({r['gb_s']:.2f} GB/s), best {r['best_s'] * 1e3:.1f} ms")
         out[label] = r
+    return out
+
+
+COLOCATED_UNIX = "FastK Flight (Unix socket)"
+COLOCATED_TCP = "FastK Flight (loopback TCP)"
+COLOCATED_ARCTIC = "ArcticDB"
+
+
+def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Dataset, reps: int,
+              fastk_version: str) -> dict:
+    """Colocated: workload 2's year of 1m bars of one symbol into Polars, three ways.
+
+    FastK over its Flight Unix domain socket (`grpc+unix://`, pyarrow.flight with
+    `grpc.default_authority=localhost`), FastK over loopback TCP Flight (the same
+    server, store and ticket, `fastk_tcp`'s connection) and ArcticDB read in process
+    (`read(date_range=..., output_format="polars")`), interleaved round by round.
+    `server` is the `procs.FastK` that `fastk_tcp` talks to (None when it did not
+    start). The warm-up checks every way's row count and every OHLCV column against
+    the dataset (and `ts`, where the answer has such a column). `vs_socket` is a
+    way's median / the socket's median: above 1, FastK over the socket is faster.
+    A way that cannot connect or fails is recorded with its error; the rest run.
+    """
+    import pyarrow as pa
+
+    from . import systems as sysmod
+
+    symbol = ds.symbols[0]
+    start, end = ds.spec.year_range  # inclusive
+    src = ds.kline[symbol]
+    ts_all = src.column("ts").cast(pa.int64()).to_numpy()
+    lo, hi = np.searchsorted(ts_all, start), np.searchsorted(ts_all, end, side="right")
+    want = {c: src.column(c).to_numpy()[lo:hi] for c in ("open", "high", "low", "close", "volume")}
+    want_ts = ts_all[lo:hi]
+    expected = int(hi - lo)
+    out: dict = {"symbol": symbol, "start_ts": start, "end_ts": end, "rows": expected,
+                 "bytes": expected * KLINE_ROW_BYTES, "socket": None, "how": {}, "systems": {}}
+    ticket = {"kind": "kline", "symbol": symbol, "timeframe": "1m", "start_ts": start, "end_ts": end}
+    ways: list[Way] = []
+    failed: dict = {}
+    unix = None
+    if server is None or fastk_tcp is None:
+        failed[COLOCATED_UNIX] = failed[COLOCATED_TCP] = {"error": "FastK is not running (see skipped)"}
+    else:
+        try:
+            unix = sysmod.FastKFlightUnix(server, fastk_version)
+            out["socket"] = server.unix_socket
+            ways.append(Way(COLOCATED_UNIX, lambda: unix.read_range(symbol, start, end)))
+            out["how"][COLOCATED_UNIX] = (f"pyarrow.flight.connect('grpc+unix://{server.unix_socket}', "
+                                          "generic_options=[('grpc.default_authority', 'localhost')]); DoGet "
+                                          + json.dumps(ticket) + ", read_all(), pl.from_arrow")
+        except Exception as e:  # noqa: BLE001 - a failed row, not a failed run
+            log(f"  {COLOCATED_UNIX}: FAILED {type(e).__name__}: {e}")
+            failed[COLOCATED_UNIX] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        ways.append(Way(COLOCATED_TCP, lambda: fastk_tcp.read_range(symbol, start, end)))
+        out["how"][COLOCATED_TCP] = (f"pyarrow.flight.connect('grpc://{server.flight}'); DoGet "
+                                     + json.dumps(ticket) + ", read_all(), pl.from_arrow")
+    if arctic is None:
+        failed[COLOCATED_ARCTIC] = {"error": "ArcticDB is not loaded (skipped)"}
+    else:
+        ways.append(Way(COLOCATED_ARCTIC, lambda: arctic.read_range(symbol, start, end)))
+        out["how"][COLOCATED_ARCTIC] = ("in process: Library.read(symbol, date_range=(start, end), "
+                                        "output_format='polars') from LMDB")
+
+    def warm(w):
+        df = w.run()
+        assert isinstance(df, pl.DataFrame), f"{type(df).__name__}, not a Polars DataFrame"
+        assert df.height == expected, f"{df.height} rows, expected {expected}"
+        for c, v in want.items():
+            assert c in df.columns, f"no {c} column in {df.columns}"
+            assert np.array_equal(df[c].to_numpy(), v), f"{c} differs"
+        if "ts" in df.columns:
+            assert np.array_equal(_ts_ms(df["ts"].to_arrow()), want_ts), "ts differs"
+
+    log(f"colocated: {expected:,} bars into Polars over the Unix socket, loopback TCP and in process, interleaved")
+    try:
+        raw = interleaved(ways, warm, lambda w: w.run(), reps)
+    finally:
+        if unix is not None:
+            try:
+                unix.close()
+            except Exception:  # noqa: BLE001
+                pass
+    raw = {**failed, **raw}
+    sock = raw.get(COLOCATED_UNIX)
+    sock_s = statistics.median(sock) if isinstance(sock, list) and sock else None
+    for label in (COLOCATED_UNIX, COLOCATED_TCP, COLOCATED_ARCTIC):
+        times = raw.get(label)
+        if times is None:
+            continue
+        if isinstance(times, dict) or not times:
+            out["systems"][label] = times if isinstance(times, dict) else {"error": "no timed call"}
+            continue
+        r = _times_summary(times)
+        r.update(median_ms=r["median_s"] * 1e3, best_ms=r["best_s"] * 1e3, rows=expected,
+                 rows_per_s=expected / r["median_s"], gb_s=expected * KLINE_ROW_BYTES / r["median_s"] / 1e9,
+                 best_gb_s=expected * KLINE_ROW_BYTES / r["best_s"] / 1e9,
+                 vs_socket=r["median_s"] / sock_s if sock_s else None)
+        log(f"  {label}: median {r['median_ms']:.1f} ms ({r['gb_s']:.2f} GB/s), best {r['best_ms']:.1f} ms")
+        out["systems"][label] = r
     return out
 
 

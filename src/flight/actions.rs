@@ -22,11 +22,13 @@ pub enum FlightAction {
     Inventory,
     /// Coverage and gaps of one series.
     Coverage,
+    /// The rows of a range of one series, deleted.
+    DeleteRange,
     Admin(AdminAction),
 }
 
 /// Every action: its name and what it does (who may call it: [`FlightAction::access`]).
-pub const ACTIONS: [(&str, &str); 8] = [
+pub const ACTIONS: [(&str, &str); 9] = [
     (
         "health",
         "Server health as GET /health: {status, version, uptime_s, series, issues, ...}. Body: empty.",
@@ -38,6 +40,10 @@ pub const ACTIONS: [(&str, &str); 8] = [
     (
         "coverage",
         "Expected and present bars, gaps and the last complete run of one series, as GET .../coverage. Body: {kind, symbol, timeframe, category?, name?, start_ts?, end_ts?, calendar?, complete_n?, max_gaps?}.",
+    ),
+    (
+        "delete-range",
+        "Delete the rows of [start_ts, end_ts] of one series, all-or-nothing, as DELETE .../records. Body: {kind, symbol, timeframe, category?, name?, start_ts?, end_ts?, expected_version?}.",
     ),
     (
         "validate",
@@ -70,6 +76,7 @@ impl FlightAction {
             "health" => Ok(FlightAction::Health),
             "inventory" => Ok(FlightAction::Inventory),
             "coverage" => Ok(FlightAction::Coverage),
+            "delete-range" => Ok(FlightAction::DeleteRange),
             _ => name.parse().map(FlightAction::Admin).map_err(|_| {
                 let names: Vec<&str> = ACTIONS.iter().map(|(n, _)| *n).collect();
                 invalid(format!(
@@ -86,6 +93,7 @@ impl FlightAction {
             FlightAction::Health => "health",
             FlightAction::Inventory => "inventory",
             FlightAction::Coverage => "coverage",
+            FlightAction::DeleteRange => "delete-range",
             FlightAction::Admin(a) => a.as_str(),
         }
     }
@@ -95,7 +103,7 @@ impl FlightAction {
         match self {
             FlightAction::Health => Access::Open,
             FlightAction::Inventory | FlightAction::Coverage => Access::Read,
-            FlightAction::Admin(_) => Access::Write,
+            FlightAction::Admin(_) | FlightAction::DeleteRange => Access::Write,
         }
     }
 }
@@ -151,20 +159,54 @@ impl CoverageBody {
             complete_n: self.complete_n,
             max_gaps: self.max_gaps,
         };
-        let key = match (self.kind, &self.category, &self.name) {
-            (SeriesKind::Kline, None, None) => SeriesKey::kline(&self.symbol, &self.timeframe),
-            (SeriesKind::Scalar, Some(c), Some(n)) => {
-                SeriesKey::scalar(&self.symbol, &self.timeframe, c, n)
-            }
-            (SeriesKind::Kline, _, _) => {
-                return Err(invalid("a kline series has no category or name"));
-            }
-            (SeriesKind::Scalar, _, _) => {
-                return Err(invalid("a scalar series needs category and name"));
-            }
-        };
-        key.map_err(|e| invalid(e.to_string()))
+        series_key(
+            self.kind,
+            &self.symbol,
+            &self.timeframe,
+            &self.category,
+            &self.name,
+        )
     }
+}
+
+/// The series an action body names.
+fn series_key(
+    kind: SeriesKind,
+    symbol: &str,
+    timeframe: &str,
+    category: &Option<String>,
+    name: &Option<String>,
+) -> Result<SeriesKey, Status> {
+    let key = match (kind, category, name) {
+        (SeriesKind::Kline, None, None) => SeriesKey::kline(symbol, timeframe),
+        (SeriesKind::Scalar, Some(c), Some(n)) => SeriesKey::scalar(symbol, timeframe, c, n),
+        (SeriesKind::Kline, _, _) => {
+            return Err(invalid("a kline series has no category or name"));
+        }
+        (SeriesKind::Scalar, _, _) => {
+            return Err(invalid("a scalar series needs category and name"));
+        }
+    };
+    key.map_err(|e| invalid(e.to_string()))
+}
+
+/// Body of the `delete-range` action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteRangeBody {
+    kind: SeriesKind,
+    symbol: String,
+    timeframe: String,
+    #[serde(default)]
+    category: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    start_ts: Option<i64>,
+    #[serde(default)]
+    end_ts: Option<i64>,
+    #[serde(default)]
+    expected_version: Option<u64>,
 }
 
 /// Runs `action` (already authorized) and returns its JSON result body.
@@ -198,6 +240,26 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
                 .await
                 .map_err(internal)??;
             serde_json::to_vec(&report).map_err(internal)?
+        }
+        FlightAction::DeleteRange => {
+            let body: DeleteRangeBody = serde_json::from_slice(body).map_err(|e| {
+                invalid(format!(
+                    "action \"delete-range\" takes JSON like {{\"kind\": \"kline\", \"symbol\": \"BTCUSDT\", \"timeframe\": \"1m\", \"end_ts\": 1704067199999}}: {e}"
+                ))
+            })?;
+            let key = series_key(
+                body.kind,
+                &body.symbol,
+                &body.timeframe,
+                &body.category,
+                &body.name,
+            )?;
+            let r = tokio::task::spawn_blocking(move || {
+                engine.delete_range(&key, body.start_ts, body.end_ts, body.expected_version)
+            })
+            .await
+            .map_err(internal)??;
+            serde_json::to_vec(&r).map_err(internal)?
         }
         FlightAction::Admin(admin) => {
             let req: AdminRequest = if blank {

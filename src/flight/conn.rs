@@ -12,6 +12,9 @@
 //!   ([`super::wire::FlightRoutes`]), from the request until its response body is
 //!   dropped, through the [`ConnInfo`] tonic puts into every request's extensions.
 //!   Bytes are not activity: HTTP/2 keep-alive pings flow on idle connections too.
+//!
+//! Connections come from a TCP listener and, when `flight.unix_socket` is set, a Unix
+//! domain socket too ([`Listener`]); both share the one cap.
 
 use std::future::Future;
 use std::io;
@@ -23,11 +26,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::Stream;
 use futures::task::AtomicWaker;
+use futures::{Stream, StreamExt};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tonic::Status;
@@ -126,10 +129,42 @@ impl HttpBody for CallBody {
     }
 }
 
-/// An accepted Flight connection: the TCP stream, its slot under the cap, and its
-/// idle timer.
+/// Where Flight connections are accepted.
+pub enum Listener {
+    Tcp(TcpListener),
+    /// A Unix domain socket (`flight.unix_socket`), for clients on the same host.
+    Unix(UnixListener),
+}
+
+/// The transport of one connection.
+enum Io {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<(Io, Option<SocketAddr>)> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Io::Tcp(s), Some(a))),
+            Listener::Unix(l) => l.accept().await.map(|(s, _)| (Io::Unix(s), None)),
+        }
+    }
+}
+
+/// Delegates a poll to the transport.
+macro_rules! io_poll {
+    ($self:ident, $s:ident => $e:expr) => {
+        match &mut $self.io {
+            Io::Tcp($s) => $e,
+            Io::Unix($s) => $e,
+        }
+    };
+}
+
+/// An accepted Flight connection: the stream, its slot under the cap, and its idle
+/// timer.
 pub struct Conn {
-    io: TcpStream,
+    io: Io,
     info: ConnInfo,
     idle: Option<Duration>,
     timer: Pin<Box<Sleep>>,
@@ -170,7 +205,8 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.io).poll_read(cx, buf) {
+        let read = io_poll!(self, s => Pin::new(s).poll_read(cx, buf));
+        match read {
             Poll::Pending if self.idled_out(cx) => {
                 tracing::debug!(peer = ?self.info.tcp.remote_addr, "closing an idle Flight connection (flight.idle_timeout_s)");
                 // End of stream: the HTTP/2 connection ends, and with it this slot.
@@ -187,7 +223,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        io_poll!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -195,67 +231,84 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        io_poll!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.io {
+            Io::Tcp(s) => s.is_write_vectored(),
+            Io::Unix(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        io_poll!(self, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        io_poll!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 }
 
-/// The connections accepted on `listener`, at most `max` open at once; each closes
-/// after `idle` without a call (`None`: never).
+/// The connections accepted on every listener, at most `max` open at once in all;
+/// each closes after `idle` without a call (`None`: never).
 pub fn incoming(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     max: usize,
     idle: Option<Duration>,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
     let slots = Arc::new(Semaphore::new(max));
-    let state = (listener, slots, None::<Instant>);
-    futures::stream::unfold(state, move |(listener, slots, mut warned)| async move {
-        loop {
-            let (io, peer) = match listener.accept().await {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Flight accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+    let streams = listeners.into_iter().map(move |listener| {
+        let state = (listener, Arc::clone(&slots), None::<Instant>);
+        futures::stream::unfold(state, move |(listener, slots, mut warned)| async move {
+            loop {
+                let (io, peer) = match listener.accept().await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Flight accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    if warned.is_none_or(|t| t.elapsed() >= REFUSED_LOG_INTERVAL) {
+                        warned = Some(Instant::now());
+                        tracing::warn!(
+                            ?peer,
+                            max,
+                            "Flight connection refused: flight.max_connections reached"
+                        );
+                    }
+                    drop(io);
                     continue;
-                }
-            };
-            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-                if warned.is_none_or(|t| t.elapsed() >= REFUSED_LOG_INTERVAL) {
-                    warned = Some(Instant::now());
-                    tracing::warn!(%peer, max, "Flight connection refused: flight.max_connections reached");
-                }
-                drop(io);
-                continue;
-            };
-            let conn = accepted(io, peer, slot, idle);
-            return Some((Ok(conn), (listener, slots, warned)));
-        }
-    })
+                };
+                let conn = accepted(io, peer, slot, idle);
+                return Some((Ok(conn), (listener, slots, warned)));
+            }
+        })
+        .boxed()
+    });
+    futures::stream::select_all(streams)
 }
 
 fn accepted(
-    io: TcpStream,
-    peer: SocketAddr,
+    io: Io,
+    peer: Option<SocketAddr>,
     slot: OwnedSemaphorePermit,
     idle: Option<Duration>,
 ) -> Conn {
-    if let Err(e) = io.set_nodelay(true) {
-        tracing::debug!(error = %e, "TCP_NODELAY on a Flight connection");
-    }
+    let local_addr = match &io {
+        Io::Tcp(s) => {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY on a Flight connection");
+            }
+            s.local_addr().ok()
+        }
+        Io::Unix(_) => None,
+    };
     let tcp = TcpConnectInfo {
-        local_addr: io.local_addr().ok(),
-        remote_addr: Some(peer),
+        local_addr,
+        remote_addr: peer,
     };
     Conn {
         io,

@@ -37,7 +37,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use tokio::net::TcpListener;
 use tonic::transport::Server;
 
 use crate::query::Engine;
@@ -75,7 +74,7 @@ pub fn service(engine: Arc<Engine>) -> wire::FlightRoutes {
 /// most `flight.max_streams_per_connection` calls at once.
 pub async fn serve(
     engine: Arc<Engine>,
-    listener: TcpListener,
+    listeners: Vec<conn::Listener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -85,7 +84,7 @@ pub async fn serve(
     };
     let f = &engine.config.flight;
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-    let incoming = conn::incoming(listener, f.max_connections, secs(f.idle_timeout_s));
+    let incoming = conn::incoming(listeners, f.max_connections, secs(f.idle_timeout_s));
     let server = Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)

@@ -15,10 +15,11 @@ use super::error::{AppError, ErrorBody};
 use super::extract::{BodyBytes, IfMatch, JsonBody, PathParams, QueryParams, blocking};
 use super::series::{self, WriteReservation};
 use super::types::{
-    KlinePage, KlinePath, KlineWrite, LatestParams, ReadParams, SeriesList, WriteHeaders,
+    DeleteRangeParams, KlinePage, KlinePath, KlineWrite, LatestParams, ReadParams, SeriesList,
+    WriteHeaders,
 };
 use crate::query::Engine;
-use crate::query::types::{RegisterKline, SeriesInfo, WriteResponse};
+use crate::query::types::{DeleteRangeResponse, RegisterKline, SeriesInfo, WriteResponse};
 use crate::record::{SeriesKey, SeriesKind};
 
 fn key(p: &KlinePath) -> Result<SeriesKey, AppError> {
@@ -160,4 +161,28 @@ pub async fn latest(
     QueryParams(q): QueryParams<LatestParams>,
 ) -> Result<Response, AppError> {
     series::latest(engine, key(&p)?, q).await
+}
+
+/// Delete the records of a range
+///
+/// Removes every record with `start_ts <= ts <= end_ts` (at least one bound) as one
+/// all-or-nothing, crash-safe commit: months the range covers are dropped whole, a
+/// month it cuts is rewritten. With `If-Match: "<version>"` it applies only at that
+/// version. Deleting nothing commits nothing (`deleted` 0, version unchanged).
+#[utoipa::path(delete, path = "/v1/kline/{symbol}/{timeframe}/records", tag = "kline", operation_id = "delete_kline_records",
+    params(KlinePath, DeleteRangeParams, WriteHeaders),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The rows are gone, durably.", body = DeleteRangeResponse),
+        (status = 404, description = "`not_found`: no such series.", body = ErrorBody),
+        (status = 412, description = "`precondition_failed`: the series is not at the If-Match version; nothing was deleted.", body = ErrorBody),
+    ))]
+pub async fn delete_records(
+    State(engine): State<Arc<Engine>>,
+    _: WriteAccess,
+    PathParams(p): PathParams<KlinePath>,
+    QueryParams(q): QueryParams<DeleteRangeParams>,
+    IfMatch(expected): IfMatch,
+) -> Result<Json<DeleteRangeResponse>, AppError> {
+    series::delete_range(engine, key(&p)?, q, expected).await
 }

@@ -16,10 +16,13 @@ use super::error::{AppError, ErrorBody};
 use super::extract::{BodyBytes, IfMatch, JsonBody, PathParams, QueryParams, blocking};
 use super::series::{self, WriteReservation};
 use super::types::{
-    LatestParams, ReadParams, ScalarPage, ScalarPath, ScalarWrite, SeriesList, WriteHeaders,
+    DeleteRangeParams, LatestParams, ReadParams, ScalarPage, ScalarPath, ScalarWrite, SeriesList,
+    WriteHeaders,
 };
 use crate::query::Engine;
-use crate::query::types::{QueryRequest, QueryResponse, RegisterScalar, SeriesInfo, WriteResponse};
+use crate::query::types::{
+    DeleteRangeResponse, QueryRequest, QueryResponse, RegisterScalar, SeriesInfo, WriteResponse,
+};
 use crate::record::{SeriesKey, SeriesKind};
 
 fn key(p: &ScalarPath) -> Result<SeriesKey, AppError> {
@@ -195,4 +198,28 @@ pub async fn query(
     blocking(move || engine.query(&key, &req, limit))
         .await
         .map(Json)
+}
+
+/// Delete the records of a range
+///
+/// Removes every record with `start_ts <= ts <= end_ts` (at least one bound) as one
+/// all-or-nothing, crash-safe commit: months the range covers are dropped whole, a
+/// month it cuts is rewritten. With `If-Match: "<version>"` it applies only at that
+/// version. Deleting nothing commits nothing (`deleted` 0, version unchanged).
+#[utoipa::path(delete, path = "/v1/scalar/{symbol}/{timeframe}/{category}/{name}/records", tag = "scalar", operation_id = "delete_scalar_records",
+    params(ScalarPath, DeleteRangeParams, WriteHeaders),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The rows are gone, durably.", body = DeleteRangeResponse),
+        (status = 404, description = "`not_found`: no such series.", body = ErrorBody),
+        (status = 412, description = "`precondition_failed`: the series is not at the If-Match version; nothing was deleted.", body = ErrorBody),
+    ))]
+pub async fn delete_records(
+    State(engine): State<Arc<Engine>>,
+    _: WriteAccess,
+    PathParams(p): PathParams<ScalarPath>,
+    QueryParams(q): QueryParams<DeleteRangeParams>,
+    IfMatch(expected): IfMatch,
+) -> Result<Json<DeleteRangeResponse>, AppError> {
+    series::delete_range(engine, key(&p)?, q, expected).await
 }

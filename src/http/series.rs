@@ -13,14 +13,16 @@ use axum::response::{IntoResponse, Response};
 use super::error::AppError;
 use super::extract::{blocking, parse_json};
 use super::json;
-use super::types::{KlineWrite, LatestParams, ReadParams, ScalarRecordIn, ScalarWrite};
+use super::types::{
+    DeleteRangeParams, KlineWrite, LatestParams, ReadParams, ScalarRecordIn, ScalarWrite,
+};
 use crate::config::HttpConfig;
 use crate::error::Error;
 use crate::query::Engine;
 use crate::query::budget::{HTTP_BODY_EXPANSION, Reservation};
 use crate::query::market::spec::Resample;
 use crate::query::market::{ReadArgs, ReadSpec};
-use crate::query::types::{SeriesInfo, WriteResponse};
+use crate::query::types::{DeleteRangeResponse, SeriesInfo, WriteResponse};
 use crate::record::{SeriesKey, TsRange, ValueType};
 use crate::storage::WriteBatch;
 
@@ -134,6 +136,18 @@ pub async fn info(engine: Arc<Engine>, key: SeriesKey) -> Result<Json<SeriesInfo
 pub async fn delete(engine: Arc<Engine>, key: SeriesKey) -> Result<StatusCode, AppError> {
     blocking(move || engine.delete_series(&key)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE .../records`: the rows of a range, all-or-nothing, `If-Match` honoured.
+pub async fn delete_range(
+    engine: Arc<Engine>,
+    key: SeriesKey,
+    p: DeleteRangeParams,
+    expected: Option<u64>,
+) -> Result<Json<DeleteRangeResponse>, AppError> {
+    blocking(move || engine.delete_range(&key, p.start_ts, p.end_ts, expected))
+        .await
+        .map(Json)
 }
 
 /// 201 when the registration created the series, 200 when an identical one existed.

@@ -72,6 +72,19 @@ pub struct ReadParams {
     pub agg: Option<Agg>,
 }
 
+/// The range of a range delete: at least one bound.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteRangeParams {
+    /// First timestamp deleted (ms since the epoch, UTC), inclusive; omitted: from the first record.
+    #[param(example = 1704067200000_i64)]
+    pub start_ts: Option<i64>,
+    /// Last timestamp deleted, inclusive; omitted: to the last record.
+    #[param(example = 1704153599999_i64)]
+    pub end_ts: Option<i64>,
+}
+
 /// Range, calendar and limits of a coverage question.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

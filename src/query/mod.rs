@@ -222,6 +222,36 @@ impl Engine {
         })
     }
 
+    /// Deletes the rows of `[start_ts, end_ts]` (at least one bound) all-or-nothing,
+    /// at `expected` version when given.
+    pub fn delete_range(
+        &self,
+        key: &SeriesKey,
+        start_ts: Option<i64>,
+        end_ts: Option<i64>,
+        expected: Option<u64>,
+    ) -> Result<DeleteRangeResponse> {
+        if start_ts.is_none() && end_ts.is_none() {
+            return Err(Error::invalid(
+                "a range delete needs start_ts, end_ts or both (to delete every row, delete the series)",
+            ));
+        }
+        if let (Some(a), Some(b)) = (start_ts, end_ts)
+            && a > b
+        {
+            return Err(Error::invalid(format!(
+                "start_ts ({a}) must not be after end_ts ({b}); both ends are inclusive"
+            )));
+        }
+        let series = self.series(key)?;
+        let r = series.delete_range(TsRange::new(start_ts, end_ts), expected)?;
+        Ok(DeleteRangeResponse {
+            deleted: r.deleted,
+            months: r.months,
+            version: r.version,
+        })
+    }
+
     /// Rows of `range`, at most `limit`, with the ts where the next page starts.
     pub fn read(&self, key: &SeriesKey, range: TsRange, limit: usize) -> Result<ReadPage> {
         let series = self.series(key)?;

@@ -92,6 +92,17 @@ pub struct WriteResponse {
     pub version: u64,
 }
 
+/// Result of a committed range delete.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"deleted": 1440, "months": ["2024-01"], "version": 8}))]
+pub struct DeleteRangeResponse {
+    /// Rows removed (0: nothing matched, nothing was committed, the version is unchanged).
+    pub deleted: u64,
+    /// Months dropped or rewritten, `YYYY-MM`, ascending.
+    pub months: Vec<String>,
+    pub version: u64,
+}
+
 /// A value predicate on a scalar series. Numbers must be integers for i64 series.
 /// On f64 series NaN never matches any predicate (not even `ne` or `not_in`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, ToSchema)]

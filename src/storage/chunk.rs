@@ -59,6 +59,16 @@ pub fn parse_data_file_name(name: &str) -> Option<(i32, u64, FileKind)> {
     Some((month.0, generation, kind))
 }
 
+/// At most one cached run per this many rows of a chunk ([`ChunkRef::runs`]).
+pub const RUNS_PER_ROWS: usize = 64;
+
+/// Rows of a chunk whose `ts` are `first_ts + k * step`, `k < rows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Run {
+    pub first_ts: i64,
+    pub rows: u64,
+}
+
 /// A chunk file mapped into memory whose checksum has been verified.
 #[derive(Debug)]
 pub struct MappedChunk {
@@ -188,6 +198,9 @@ pub struct ChunkRef {
     /// Identity of the chunk file when its checksum was last verified in this process.
     verified: Mutex<Option<FileIdentity>>,
     obsolete: AtomicBool,
+    /// The chunk's gapless runs for one step (see [`ChunkRef::runs`]): found on first
+    /// use and kept, the chunk being immutable.
+    runs: std::sync::OnceLock<(i64, Option<Arc<[Run]>>)>,
 }
 
 impl ChunkRef {
@@ -205,7 +218,46 @@ impl ChunkRef {
             cache,
             verified: Mutex::new(None),
             obsolete: AtomicBool::new(false),
+            runs: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The maximal runs of rows whose `ts` go up by exactly `step` (a run of one row
+    /// is a row whose neighbours are not `step` away), in order. Kept only when there
+    /// are at most `rows / RUNS_PER_ROWS + 1` of them, so the cache costs a fraction of
+    /// the chunk; `None` for a chunk more broken than that. Maps (and verifies) the
+    /// chunk the first time only.
+    pub fn runs(&self, step: i64) -> Result<Option<Arc<[Run]>>> {
+        if let Some((s, r)) = self.runs.get()
+            && *s == step
+        {
+            return Ok(r.clone());
+        }
+        let m = self.map()?;
+        let ts = m.ts();
+        let max = ts.len() / RUNS_PER_ROWS + 1;
+        let mut out = Vec::new();
+        let mut start = 0;
+        for i in 1..=ts.len() {
+            if i == ts.len() || ts[i] - ts[i - 1] != step {
+                out.push(Run {
+                    first_ts: ts[start],
+                    rows: (i - start) as u64,
+                });
+                if out.len() > max {
+                    break;
+                }
+                start = i;
+            }
+        }
+        let runs: Option<Arc<[Run]>> = (out.len() <= max).then(|| out.into());
+        debug_assert!(
+            runs.as_ref()
+                .is_none_or(|r| r.iter().map(|x| x.rows).sum::<u64>() == ts.len() as u64)
+        );
+        // A racing reader may have set it first; either answer is the same.
+        let _ = self.runs.set((step, runs.clone()));
+        Ok(runs)
     }
 
     pub fn file_name(&self, kind: FileKind) -> String {

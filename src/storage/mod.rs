@@ -34,7 +34,7 @@ use std::sync::{Arc, RwLock};
 
 pub use error::{Result, StorageError};
 pub use recover::RecoveryNotes;
-pub use series::{Series, WriteBatch, WriteReport};
+pub use series::{DeleteReport, Series, WriteBatch, WriteReport};
 pub use snapshot::{ChunkSlice, Snapshot};
 
 use crate::record::{SeriesKey, SeriesKind, SeriesMeta};

@@ -29,7 +29,7 @@ use super::format::{
 use super::fsio::{self, failpoints};
 use super::sidecar;
 use super::snapshot::Snapshot;
-use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN};
+use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
 
 /// Name of the manifest file in a series directory.
 pub const MANIFEST_NAME: &str = "MANIFEST";
@@ -62,6 +62,15 @@ pub struct WriteReport {
     pub inserted: u64,
     pub replaced: u64,
     /// Months touched, `YYYY-MM`, ascending.
+    pub months: Vec<String>,
+    pub version: u64,
+}
+
+/// What a range delete removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeleteReport {
+    pub deleted: u64,
+    /// Months touched (dropped or rewritten), `YYYY-MM`, ascending.
     pub months: Vec<String>,
     pub version: u64,
 }
@@ -224,6 +233,100 @@ impl Series {
         Ok(months)
     }
 
+    /// Deletes the rows of `range` as one all-or-nothing commit: a month the range
+    /// covers whole is dropped (its chunks become obsolete and are unlinked once no
+    /// reader holds them), a month it cuts is rewritten without those rows. Deleting
+    /// nothing commits nothing and keeps the version.
+    pub fn delete_range(
+        &self,
+        range: TsRange,
+        expected_version: Option<u64>,
+    ) -> Result<DeleteReport> {
+        let _guard = self.lock_live()?;
+        let snap = self.snapshot();
+        check_expected(&snap, expected_version)?;
+        let mut next_gen = snap.next_generation;
+        let (mut plans, mut dropped, mut months) = (Vec::new(), Vec::new(), Vec::new());
+        let mut deleted = 0u64;
+        for (&month, chunks) in &snap.live {
+            let inside = |c: &Arc<ChunkRef>| {
+                range.contains(c.entry.first_ts) && range.contains(c.entry.last_ts)
+            };
+            let touches = |c: &&Arc<ChunkRef>| {
+                c.entry.last_ts >= range.lo() && c.entry.first_ts <= range.hi()
+            };
+            if !chunks.iter().any(|c| touches(&c)) {
+                continue;
+            }
+            if chunks.iter().all(inside) {
+                deleted += chunks.iter().map(|c| c.entry.rows).sum::<u64>();
+                dropped.push(month);
+            } else {
+                let (plan, removed) = self.month_without(&snap, month, range, next_gen)?;
+                if removed == 0 {
+                    continue;
+                }
+                deleted += removed;
+                plans.push(plan);
+                next_gen += 1;
+            }
+            months.push(MonthPartition(month).to_string());
+        }
+        if deleted == 0 {
+            return Ok(DeleteReport {
+                version: snap.version,
+                ..DeleteReport::default()
+            });
+        }
+        if plans.is_empty() {
+            // Every commit moves next_generation on, including one that only drops.
+            next_gen += 1;
+        }
+        self.commit_dropping(&snap, plans, &dropped, next_gen, true)?;
+        Ok(DeleteReport {
+            deleted,
+            months,
+            version: snap.version + 1,
+        })
+    }
+
+    /// `month` rewritten without the rows of `range`; also returns how many went.
+    fn month_without(
+        &self,
+        snap: &Snapshot,
+        month: i32,
+        range: TsRange,
+        generation: u64,
+    ) -> Result<(MonthPlan<'static>, u64)> {
+        let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
+        let mapped = existing
+            .iter()
+            .map(|c| c.map())
+            .collect::<Result<Vec<_>>>()?;
+        let ncols = self.meta.key.kind().ncols();
+        let old_rows: usize = mapped.iter().map(|m| m.rows()).sum();
+        let mut cols: Vec<Vec<i64>> = (0..ncols).map(|_| Vec::with_capacity(old_rows)).collect();
+        for m in &mapped {
+            for (r, &t) in m.ts().iter().enumerate() {
+                if !range.contains(t) {
+                    for (c, out) in cols.iter_mut().enumerate() {
+                        out.push(m.col(c)[r]);
+                    }
+                }
+            }
+        }
+        let removed = (old_rows - cols[0].len()) as u64;
+        let plan = MonthPlan {
+            month,
+            generation,
+            full: true,
+            cols: cols.into_iter().map(Cow::Owned).collect(),
+            inserted: 0,
+            replaced: 0,
+        };
+        Ok((plan, removed))
+    }
+
     fn plan_month<'a>(
         &self,
         snap: &Snapshot,
@@ -323,7 +426,20 @@ impl Series {
         next_gen: u64,
         bump: bool,
     ) -> Result<()> {
-        assert_plans(snap, &plans, next_gen);
+        self.commit_dropping(snap, plans, &[], next_gen, bump)
+    }
+
+    /// As [`Series::commit_inner`], also dropping the months `dropped` whole (their
+    /// chunks become obsolete like superseded ones).
+    fn commit_dropping(
+        &self,
+        snap: &Snapshot,
+        plans: Vec<MonthPlan>,
+        dropped: &[i32],
+        next_gen: u64,
+        bump: bool,
+    ) -> Result<()> {
+        assert_plans(snap, &plans, dropped, next_gen);
         let version = if bump { snap.version + 1 } else { snap.version };
         let write_chunks = u32::try_from(plans.len()).expect("a write touches < 2^32 months");
         let entries = match self.publish_chunks(&plans, version, write_chunks) {
@@ -336,6 +452,10 @@ impl Series {
         assert_entries(&plans, &entries, version);
         let mut live = snap.live.clone();
         let mut superseded = Vec::new();
+        for month in dropped {
+            let mut gone = live.remove(month).expect("a dropped month is live");
+            superseded.append(&mut gone);
+        }
         for (plan, entry) in plans.iter().zip(entries) {
             let list = live.entry(plan.month).or_default();
             if plan.full {
@@ -492,7 +612,10 @@ impl Series {
                 }
             }
         };
-        let helpers = plans.len().min(self.opts.write_threads.max(1)) - 1;
+        let helpers = plans
+            .len()
+            .min(self.opts.write_threads.max(1))
+            .saturating_sub(1);
         if helpers == 0 {
             work();
         } else {
@@ -724,8 +847,25 @@ impl Series {
 /// Commit-point assertions on the plans (cheap, on in release builds too): months
 /// strictly ascending within a write, generations ascending from the snapshot's
 /// `next_generation` and below the new one, row counts that fit the format's `u32`.
-fn assert_plans(snap: &Snapshot, plans: &[MonthPlan], next_gen: u64) {
-    assert!(!plans.is_empty(), "a commit publishes at least one chunk");
+fn assert_plans(snap: &Snapshot, plans: &[MonthPlan], dropped: &[i32], next_gen: u64) {
+    assert!(
+        !plans.is_empty() || !dropped.is_empty(),
+        "a commit publishes a chunk or drops a month"
+    );
+    assert!(
+        dropped.windows(2).all(|w| w[0] < w[1]),
+        "dropped months must be strictly ascending"
+    );
+    assert!(
+        dropped
+            .iter()
+            .all(|m| snap.live.contains_key(m) && plans.iter().all(|p| p.month != *m)),
+        "a dropped month must be live and not rewritten by the same commit"
+    );
+    if plans.is_empty() {
+        assert!(next_gen > snap.next_generation, "next_generation grows");
+        return;
+    }
     assert!(
         plans.windows(2).all(|w| w[0].month < w[1].month),
         "months of one write must be strictly ascending"

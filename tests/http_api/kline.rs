@@ -291,3 +291,78 @@ async fn delete_removes_the_series_and_its_data() {
     // The key can be registered again, empty.
     assert_eq!(app.register_kline("BTCUSDT").await["rows"], 0);
 }
+
+#[tokio::test]
+async fn range_delete_removes_exactly_the_range_with_the_version_check() {
+    let app = app();
+    app.register_kline("BTCUSDT").await;
+    // 31 days of hourly-spaced minutes across January into February: two months.
+    let records: Vec<Value> = klines(800)
+        .into_iter()
+        .map(|mut r| {
+            let i = (r["ts"].as_i64().unwrap() - JAN_2024_MS) / MINUTE_MS;
+            r["ts"] = json!(JAN_2024_MS + i * 60 * MINUTE_MS);
+            r
+        })
+        .collect();
+    let w = app
+        .post(&format!("{SERIES}/records"), &json!({"records": records}))
+        .await
+        .expect(200);
+    let version = w["version"].as_i64().unwrap();
+    let feb = 1_706_745_600_000_i64;
+    // A stale If-Match deletes nothing.
+    let stale = app
+        .send(
+            axum::http::Method::DELETE,
+            &format!("{SERIES}/records?start_ts={feb}"),
+            &[("If-Match", "\"999\"")],
+            axum::body::Body::empty(),
+        )
+        .await;
+    stale.expect_error(412, "precondition_failed");
+    let cut = JAN_2024_MS + 100 * 60 * MINUTE_MS;
+    let r = app
+        .send(
+            axum::http::Method::DELETE,
+            &format!("{SERIES}/records?start_ts={cut}"),
+            &[("If-Match", &format!("\"{version}\""))],
+            axum::body::Body::empty(),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r["deleted"], 700);
+    assert_eq!(r["months"], json!(["2024-01", "2024-02"]));
+    assert_eq!(r["version"], version + 1);
+    let page = app
+        .get(&format!("{SERIES}/records?limit=1000"))
+        .await
+        .expect(200);
+    let ts: Vec<i64> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ts"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ts.len(), 100);
+    assert!(ts.iter().all(|&t| t < cut));
+    // Nothing left to delete: 0, same version.
+    let again = app
+        .delete(&format!("{SERIES}/records?start_ts={cut}"))
+        .await
+        .expect(200);
+    assert_eq!(
+        (again["deleted"].as_i64(), again["version"].as_i64()),
+        (Some(0), Some(version + 1))
+    );
+    for (uri, says) in [
+        (format!("{SERIES}/records"), "start_ts"),
+        (format!("{SERIES}/records?start_ts=9&end_ts=1"), "after"),
+    ] {
+        let msg = app.delete(&uri).await.expect_error(400, "invalid_argument");
+        assert!(msg.contains(says), "{uri}: {msg}");
+    }
+    app.delete("/v1/kline/NOPE/1m/records?end_ts=5")
+        .await
+        .expect_error(404, "not_found");
+}

@@ -1,6 +1,10 @@
 //! Coverage and gaps: which bars of a series' grid are stored, from the timestamps
 //! alone, in one pass that takes whole runs of consecutive bars at a time.
 //!
+//! A chunk's runs of consecutive bars (rows one timeframe apart) are found once per
+//! process and kept with the chunk (`ChunkRef::runs`, bounded to one run per 64 rows),
+//! so a warm answer costs one step per run, plus a scan of the chunks the range cuts.
+//!
 //! The grid is `anchor + k * tf` (the anchor is the series' first bar); a calendar
 //! excludes the grid points that start on some weekdays. A gap is a maximal run of
 //! missing included grid points between two present ones (or a range end), so an
@@ -189,6 +193,18 @@ impl Pass {
         }
     }
 
+    /// `n` rows from `b0` to `bl`, every grid point between them present.
+    fn unbroken(&mut self, b0: i64, bl: i64, n: u64) {
+        let c = self.g.count(b0, bl);
+        debug_assert!(c <= n);
+        self.extra += n - c;
+        if c > 0 {
+            let first = self.g.next_included(b0, bl).expect("counted");
+            let last = self.g.prev_included(bl, b0).expect("counted");
+            self.present_run(first, last, c);
+        }
+    }
+
     fn block(&mut self, ts: &[i64]) {
         let (b0, bl) = (ts[0], ts[ts.len() - 1]);
         let tf = self.g.tf;
@@ -198,13 +214,7 @@ impl Pass {
                 .zip(ts)
                 .fold(true, |ok, (b, a)| ok & (b - a == tf));
         if unbroken {
-            let c = self.g.count(b0, bl);
-            self.extra += ts.len() as u64 - c;
-            if c > 0 {
-                let first = self.g.next_included(b0, bl).expect("counted");
-                let last = self.g.prev_included(bl, b0).expect("counted");
-                self.present_run(first, last, c);
-            }
+            self.unbroken(b0, bl, ts.len() as u64);
             return;
         }
         for &t in ts {
@@ -275,8 +285,26 @@ pub fn run(snap: &Snapshot, tf: i64, req: &CoverageRequest) -> Result<Coverage> 
         gap_count: 0,
         last_run: None,
     };
-    for s in snap.range(TsRange::new(Some(lo), Some(hi))) {
-        let s = s?;
+    let range = TsRange::new(Some(lo), Some(hi));
+    for c in snap.plan(range) {
+        let e = &c.entry;
+        // A chunk inside the range is answered from its runs of consecutive bars
+        // (found once per process): a run on the grid counts as one unbroken stretch,
+        // a run off it as extra rows.
+        if range.contains(e.first_ts)
+            && range.contains(e.last_ts)
+            && let Some(runs) = c.runs(tf)?
+        {
+            for r in runs.iter() {
+                if g.on_grid(r.first_ts) {
+                    pass.unbroken(r.first_ts, r.first_ts + (r.rows as i64 - 1) * tf, r.rows);
+                } else {
+                    pass.extra += r.rows;
+                }
+            }
+            continue;
+        }
+        let s = crate::storage::snapshot::slice_of(&c.map()?, range);
         for block in s.ts().chunks(BLOCK) {
             pass.block(block);
         }

@@ -26,6 +26,10 @@ use crate::storage::batch::{PriceFormat, Projection};
 use resample::ResamplePlan;
 use spec::{Agg, AsOf, Coverage, CoverageRequest, Resample, Symbols};
 
+/// The most buckets `latest` may ask of a resampled read: they are held in memory
+/// until the window is complete (about 64 MiB at this bound).
+pub const LATEST_BUCKETS_MAX: usize = 1 << 20;
+
 /// One read applied to each series of a request: which rows, in which shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadSpec {
@@ -91,6 +95,11 @@ impl ReadSpec {
         };
         if let Some(r) = &a.resample {
             grid::Grid::parse(&r.timeframe, r.offset_ms.unwrap_or(0))?;
+            if a.latest.is_some_and(|n| n > LATEST_BUCKETS_MAX) {
+                return Err(Error::invalid(format!(
+                    "latest with resample keeps the buckets in memory: at most {LATEST_BUCKETS_MAX} (page through the range with start_ts instead)"
+                )));
+            }
         }
         Ok(ReadSpec {
             range,

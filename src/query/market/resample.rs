@@ -484,10 +484,13 @@ impl<'a> Resampler<'a> {
     }
 }
 
-/// The values of the last bucket before `grid_start`, when the series has a bar
-/// before it: what `fill: "prev"` carries into the range.
-fn seed_values(snap: &Snapshot, plan: &ResamplePlan, grid_start: i64) -> Result<Option<[i64; 5]>> {
-    let before = snap.latest(TsRange::new(None, Some(grid_start - 1)), 1)?;
+/// What `fill: "prev"` carries into a range starting at `start`, when the series has
+/// a bar before it: the aggregate of that bar's bucket over its rows before `start`
+/// (for klines, that bar's close). Seeding from the rows before `start`, not before
+/// the first bucket, is what makes a read paged through `next_start_ts` equal the
+/// whole read when `start` cuts a bucket.
+fn seed_values(snap: &Snapshot, plan: &ResamplePlan, start: i64) -> Result<Option<[i64; 5]>> {
+    let before = snap.latest(TsRange::new(None, Some(start - 1)), 1)?;
     let Some(last) = before.first() else {
         return Ok(None);
     };
@@ -502,7 +505,7 @@ fn seed_values(snap: &Snapshot, plan: &ResamplePlan, grid_start: i64) -> Result<
     let mut got = None;
     let mut sink = |_: RecordBatch| true;
     let mut r = Resampler::new(plan, &shape, i64::MAX, usize::MAX, None, &mut sink);
-    for s in snap.range(TsRange::new(Some(bucket), Some(grid_start - 1))) {
+    for s in snap.range(TsRange::new(Some(bucket), Some(start - 1))) {
         r.feed(&s?)?;
     }
     if let Some((_, _, acc)) = r.cur {
@@ -528,11 +531,9 @@ pub fn run(
     let mut r = Resampler::new(plan, shape, series_last, max_rows, limit, sink);
     if plan.fill != Fill::None
         && let Some(start) = range.start
+        && let Some(prev) = seed_values(snap, plan, start)?
     {
-        let grid_start = plan.grid.bucket(start);
-        if let Some(prev) = seed_values(snap, plan, grid_start)? {
-            r.seed(grid_start, prev);
-        }
+        r.seed(plan.grid.bucket(start), prev);
     }
     let mut rows = 0u64;
     for s in snap.range(range) {
