@@ -78,6 +78,7 @@ fn run(csv: &Path, dry_run: bool) -> f64 {
             timeframe_ms: None,
             price_scale: 100,
             volume_scale: 1000,
+            retention_ms: None,
         })),
         files: vec![csv.to_path_buf()],
         format: None,

@@ -44,6 +44,7 @@ fn main() {
         category: "feature".into(),
         name: "uniform".into(),
         value_type: Some(ValueType::I64),
+        retention_ms: None,
     };
     engine.register_scalar(&reg).unwrap();
     let key = SeriesKey::scalar("BENCH", "1m", "feature", "uniform").unwrap();

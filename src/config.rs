@@ -40,6 +40,11 @@ pub struct StorageConfig {
     /// How long a write waits for room in that budget before it is refused (503 /
     /// Unavailable, retry).
     pub write_budget_wait_ms: u64,
+    /// Default retention of series registered without their own `retention_ms`:
+    /// months entirely older than `now - retention_ms` are dropped (0: keep forever).
+    pub retention_ms: u64,
+    /// Seconds between two passes of the retention task.
+    pub retention_interval_s: u64,
 }
 
 impl Default for StorageConfig {
@@ -57,6 +62,8 @@ impl Default for StorageConfig {
             zonemap_cache_bytes: crate::storage::mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
             max_inflight_write_bytes: 4 << 30,
             write_budget_wait_ms: 2_000,
+            retention_ms: 0,
+            retention_interval_s: 600,
         }
     }
 }
@@ -347,6 +354,12 @@ impl Config {
                 "http.default_limit",
                 "must be positive and at most http.max_limit",
             );
+        }
+        if self.storage.retention_interval_s == 0 {
+            return bad("storage.retention_interval_s", "must be positive");
+        }
+        if self.storage.retention_ms > i64::MAX as u64 {
+            return bad("storage.retention_ms", "must fit a signed 64-bit integer");
         }
         if self.http.max_batch_series == 0 {
             return bad("http.max_batch_series", "must be positive");

@@ -95,6 +95,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         limits,
         stop_rx.clone(),
     ));
+    let retention_task = tokio::spawn(retention_loop(Arc::clone(&engine), stop_rx.clone()));
     let mut rx = stop_rx;
     let flight_engine = Arc::clone(&engine);
     let flight_task = tokio::spawn(async move {
@@ -114,8 +115,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         flight_addr,
         engine,
         stop,
-        tasks: vec![http_task, flight_task],
+        tasks: vec![http_task, flight_task, retention_task],
     })
+}
+
+/// Runs a retention pass every `storage.retention_interval_s` (the first one right
+/// after the start) until the server stops. Each pass runs on a blocking thread.
+async fn retention_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let every = std::time::Duration::from_secs(engine.config.storage.retention_interval_s);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let e = Arc::clone(&engine);
+        let pass = tokio::task::spawn_blocking(move || e.enforce_retention(crate::query::now_ms()));
+        if let Err(e) = pass.await {
+            tracing::error!(error = %e, "retention pass failed");
+        }
+    }
 }
 
 /// Binds the Flight Unix socket at `path`. A socket file left by a server that is no

@@ -36,6 +36,7 @@ fn seed(root: &Path) -> std::path::PathBuf {
         timeframe_ms: None,
         price_scale: 100,
         volume_scale: 1,
+        retention_ms: None,
     };
     e.register_kline(&r).unwrap();
     let key = SeriesKey::kline("SOLUSDT", "1h").unwrap();

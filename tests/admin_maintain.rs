@@ -42,6 +42,7 @@ fn scalar(e: &Engine) -> SeriesKey {
         category: "indicator".into(),
         name: "rsi".into(),
         value_type: None,
+        retention_ms: None,
     };
     e.register_scalar(&r).unwrap();
     SeriesKey::scalar("BTCUSDT", "1m", "indicator", "rsi").unwrap()

@@ -23,6 +23,7 @@ fn raw_batches_point_into_the_chunk_mapping() {
         timeframe_ms: None,
         price_scale: 100,
         volume_scale: 1000,
+        retention_ms: None,
     };
     engine.register_kline(&reg).unwrap();
     let key = SeriesKey::kline("BTCUSDT", "1m").unwrap();

@@ -120,6 +120,9 @@ fn manifest() -> Manifest {
         meta: scalar_meta(),
         version: 9,
         next_generation: 12,
+        // Zero: the golden v1 encoding below holds zeros here, so a store written
+        // before retention existed reads as "keep forever".
+        retention_ms: 0,
         entries: vec![
             entry(
                 11,

@@ -76,6 +76,7 @@ fn register_kline(e: &Engine, symbol: &str, timeframe: &str) -> SeriesKey {
         timeframe_ms: None,
         price_scale: 100,
         volume_scale: 1,
+        retention_ms: None,
     })
     .unwrap();
     SeriesKey::kline(symbol, timeframe).unwrap()
@@ -119,6 +120,7 @@ fn fixture() -> Fixture {
         category: "signal".into(),
         name: "x".into(),
         value_type: Some(ValueType::I64),
+        retention_ms: None,
     })
     .unwrap();
     let scalar = SeriesKey::scalar("BIG", "1d", "signal", "x").unwrap();

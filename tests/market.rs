@@ -61,6 +61,7 @@ fn scalar_series(e: &Engine, symbol: &str, name: &str, vt: ValueType) -> SeriesK
         category: "ind".into(),
         name: name.into(),
         value_type: Some(vt),
+        retention_ms: None,
     })
     .unwrap();
     SeriesKey::scalar(symbol, "1m", "ind", name).unwrap()
@@ -533,6 +534,7 @@ fn bad_resamples_say_what_to_change() {
         timeframe_ms: None,
         price_scale: 100,
         volume_scale: 1,
+        retention_ms: None,
     })
     .unwrap();
     let key = SeriesKey::kline("AAA", "5m").unwrap();

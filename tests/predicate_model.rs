@@ -124,6 +124,7 @@ fn setup(
         category: "signal".into(),
         name: "x".into(),
         value_type: Some(vt),
+        retention_ms: None,
     };
     e.register_scalar(&r).unwrap();
     let key = SeriesKey::scalar("S", "1h", "signal", "x").unwrap();

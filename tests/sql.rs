@@ -54,6 +54,7 @@ fn scalar(e: &Engine, symbol: &str, name: &str, vt: ValueType) -> SeriesKey {
         category: "factor".into(),
         name: name.into(),
         value_type: Some(vt),
+        retention_ms: None,
     })
     .unwrap();
     SeriesKey::scalar(symbol, "1m", "factor", name).unwrap()

@@ -51,6 +51,7 @@ fn scalar(e: &Engine, vt: ValueType) -> SeriesKey {
         category: "indicator".into(),
         name: "rsi".into(),
         value_type: Some(vt),
+        retention_ms: None,
     };
     e.register_scalar(&r).unwrap();
     SeriesKey::scalar("BTCUSDT", "1m", "indicator", "rsi").unwrap()
@@ -176,6 +177,7 @@ fn bad_input_is_refused_and_changes_nothing() {
             timeframe_ms: None,
             price_scale: 1,
             volume_scale: 1,
+            retention_ms: None,
         };
         assert_eq!(
             e.register_kline(&r).unwrap_err().kind,
@@ -218,6 +220,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         timeframe_ms: None,
         price_scale: 1000,
         volume_scale: 1,
+        retention_ms: None,
     };
     assert_eq!(e.register_kline(&r).unwrap_err().kind, ErrorKind::Conflict);
     let r = RegisterKline {
@@ -226,6 +229,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         timeframe_ms: None,
         price_scale: 1,
         volume_scale: 1,
+        retention_ms: None,
     };
     assert_eq!(
         e.register_kline(&r).unwrap_err().kind,

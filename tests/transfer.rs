@@ -646,6 +646,7 @@ fn the_library_api_imports_without_the_cli() {
             timeframe_ms: None,
             price_scale: 10,
             volume_scale: 1,
+            retention_ms: None,
         })),
         files: vec![input],
         format: None,

@@ -124,30 +124,45 @@ impl Engine {
                 "price_scale and volume_scale must be positive integers (e.g. 100 for cents)",
             ));
         }
-        self.register(SeriesMeta {
-            key,
-            timeframe_ms,
-            price_scale: r.price_scale,
-            volume_scale: r.volume_scale,
-            value_type: ValueType::I64,
-        })
+        self.register(
+            SeriesMeta {
+                key,
+                timeframe_ms,
+                price_scale: r.price_scale,
+                volume_scale: r.volume_scale,
+                value_type: ValueType::I64,
+            },
+            r.retention_ms,
+        )
     }
 
     pub fn register_scalar(&self, r: &RegisterScalar) -> Result<(SeriesInfo, bool)> {
         let key = SeriesKey::scalar(&r.symbol, &r.timeframe, &r.category, &r.name)?;
         let timeframe_ms = resolve_timeframe_ms(&r.timeframe, r.timeframe_ms)?;
-        self.register(SeriesMeta {
-            key,
-            timeframe_ms,
-            price_scale: 1,
-            volume_scale: 1,
-            value_type: r.value_type.unwrap_or_default(),
-        })
+        self.register(
+            SeriesMeta {
+                key,
+                timeframe_ms,
+                price_scale: 1,
+                volume_scale: 1,
+                value_type: r.value_type.unwrap_or_default(),
+            },
+            r.retention_ms,
+        )
     }
 
-    fn register(&self, meta: SeriesMeta) -> Result<(SeriesInfo, bool)> {
+    /// Registers `meta` (idempotent), then sets its retention when one is given.
+    fn register(&self, meta: SeriesMeta, retention_ms: Option<i64>) -> Result<(SeriesInfo, bool)> {
+        if retention_ms.is_some_and(|r| r < 0) {
+            return Err(Error::invalid(
+                "retention_ms must be 0 (keep forever) or a positive number of milliseconds",
+            ));
+        }
         self.recover_registry(true);
         let (series, created) = self.store.register(meta)?;
+        if let Some(r) = retention_ms {
+            series.set_retention(r)?;
+        }
         if created && let Err(e) = self.registry.upsert_series(&series.meta) {
             // Storage is the source of truth; the catalog is reconciled on the next open.
             tracing::error!(error = %e, "registry catalog update failed");
@@ -250,6 +265,48 @@ impl Engine {
             months: r.months,
             version: r.version,
         })
+    }
+
+    /// One pass of retention at `now`: every series whose retention (its own, else
+    /// `storage.retention_ms`) is set loses the months entirely older than
+    /// `now - retention`, whole months only, each series in one commit. A series
+    /// deleted meanwhile is skipped; another failure is logged and the pass goes on.
+    pub fn enforce_retention(&self, now: i64) -> RetentionReport {
+        let default = i64::try_from(self.config.storage.retention_ms).unwrap_or(i64::MAX);
+        let mut report = RetentionReport::default();
+        for series in self.store.list() {
+            let snap = series.snapshot();
+            let keep = if snap.retention_ms > 0 {
+                snap.retention_ms
+            } else {
+                default
+            };
+            let Some(first) = snap.first_ts() else {
+                continue;
+            };
+            if keep == 0 {
+                continue;
+            }
+            // The first month that still holds data younger than the cutoff stays.
+            let boundary = MonthPartition::from_ts(now.saturating_sub(keep)).start_ts();
+            if first >= boundary {
+                continue;
+            }
+            match series.delete_range(TsRange::new(None, Some(boundary - 1)), None) {
+                Ok(r) if r.deleted > 0 => {
+                    tracing::info!(series = %series.meta.key, rows = r.deleted, months = ?r.months, "retention dropped months");
+                    report.series += 1;
+                    report.months += r.months.len() as u64;
+                    report.rows += r.deleted;
+                }
+                Ok(_) => {}
+                Err(crate::storage::StorageError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::error!(series = %series.meta.key, error = %e, "retention pass failed for a series");
+                }
+            }
+        }
+        report
     }
 
     /// Rows of `range`, at most `limit`, with the ts where the next page starts.
@@ -626,6 +683,7 @@ pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
         last_ts: snap.last_ts(),
         bytes: snap.bytes(),
         version: snap.version,
+        retention_ms: snap.retention_ms,
         partitions,
     }
 }

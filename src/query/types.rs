@@ -23,6 +23,11 @@ pub struct RegisterKline {
     pub price_scale: i64,
     /// Volume is stored as an integer: real volume = integer / volume_scale.
     pub volume_scale: i64,
+    /// Months entirely older than `now - retention_ms` are dropped in the background;
+    /// 0 keeps everything; absent: `storage.retention_ms`. Registering again with
+    /// another value changes it.
+    #[serde(default)]
+    pub retention_ms: Option<i64>,
 }
 
 /// Register a scalar series.
@@ -39,6 +44,9 @@ pub struct RegisterScalar {
     /// `i64` (default) or `f64`.
     #[serde(default)]
     pub value_type: Option<ValueType>,
+    /// As for kline series.
+    #[serde(default)]
+    pub retention_ms: Option<i64>,
 }
 
 /// One UTC month of a series.
@@ -77,6 +85,9 @@ pub struct SeriesInfo {
     /// Bytes on disk: chunk files and sidecars.
     pub bytes: u64,
     pub version: u64,
+    /// The series' own retention in ms; 0: none of its own (`storage.retention_ms` applies).
+    #[serde(default)]
+    pub retention_ms: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions: Option<Vec<PartitionInfo>>,
 }
@@ -90,6 +101,15 @@ pub struct WriteResponse {
     pub replaced: u64,
     pub months: Vec<String>,
     pub version: u64,
+}
+
+/// What one pass of the retention task dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Series that lost months.
+    pub series: u64,
+    pub months: u64,
+    pub rows: u64,
 }
 
 /// Result of a committed range delete.

@@ -103,10 +103,13 @@ const MANIFEST_KIND_OFFSET: usize = MANIFEST_VOLUME_SCALE_OFFSET + U64_LEN;
 const MANIFEST_VALUE_TYPE_OFFSET: usize = MANIFEST_KIND_OFFSET + U8_LEN;
 const MANIFEST_RESERVED_A_LEN: usize = 6;
 const MANIFEST_KEY_OFFSET: usize = MANIFEST_VALUE_TYPE_OFFSET + U8_LEN + MANIFEST_RESERVED_A_LEN;
-const MANIFEST_RESERVED_B_LEN: usize = 12;
+/// The series' retention in ms (0: keep forever). Version 1 stores hold zeros here
+/// (these bytes were reserved), so they read as "keep forever".
+const MANIFEST_RETENTION_MS_OFFSET: usize = MANIFEST_KEY_OFFSET + KEY_BLOCK_LEN;
+const MANIFEST_RESERVED_B_LEN: usize = 4;
 /// Manifest fixed-part length (the entries follow).
 pub const MANIFEST_HEADER_LEN: usize =
-    MANIFEST_KEY_OFFSET + KEY_BLOCK_LEN + MANIFEST_RESERVED_B_LEN;
+    MANIFEST_RETENTION_MS_OFFSET + U64_LEN + MANIFEST_RESERVED_B_LEN;
 /// Bytes of the trailing checksum.
 const MANIFEST_TRAILER_LEN: usize = U64_LEN;
 
@@ -135,7 +138,7 @@ const _: () = {
     assert!(MANIFEST_TIMEFRAME_MS_OFFSET == 32 && MANIFEST_PRICE_SCALE_OFFSET == 40);
     assert!(MANIFEST_VOLUME_SCALE_OFFSET == 48 && MANIFEST_KIND_OFFSET == 56);
     assert!(MANIFEST_VALUE_TYPE_OFFSET == 57 && MANIFEST_KEY_OFFSET == 64);
-    assert!(MANIFEST_HEADER_LEN == 288);
+    assert!(MANIFEST_RETENTION_MS_OFFSET == 276 && MANIFEST_HEADER_LEN == 288);
     assert!(ENTRY_ROWS_OFFSET == 16 && ENTRY_FILE_LEN_OFFSET == 40);
     assert!(ENTRY_ZONEMAP_XXH3_OFFSET == 64 && ENTRY_VINDEX_LEN_OFFSET == 88);
     assert!(ENTRY_STATE_OFFSET == 96 && MANIFEST_ENTRY_LEN == 128);
@@ -568,6 +571,8 @@ pub struct Manifest {
     pub meta: SeriesMeta,
     pub version: u64,
     pub next_generation: u64,
+    /// Months entirely older than `now - retention_ms` are dropped (0: keep forever).
+    pub retention_ms: i64,
     pub entries: Vec<ChunkEntry>,
 }
 
@@ -577,6 +582,9 @@ impl Manifest {
     /// generation below `next_generation` (recovery deletes files at or past it).
     pub fn validate(&self) -> Result<(), String> {
         check_meta(&self.meta)?;
+        if self.retention_ms < 0 {
+            return Err(format!("negative retention_ms {}", self.retention_ms));
+        }
         if self.entries.len() > u32::MAX as usize {
             return Err("more entries than the count field holds".into());
         }
@@ -621,6 +629,7 @@ impl Manifest {
             self.next_generation,
         );
         encode_meta_fields(&mut b, &self.meta, MANIFEST_META);
+        put_i64(&mut b, MANIFEST_RETENTION_MS_OFFSET, self.retention_ms);
         for (i, e) in self.entries.iter().enumerate() {
             let at = MANIFEST_HEADER_LEN + i * MANIFEST_ENTRY_LEN;
             put_u32(&mut b, at + ENTRY_MONTH_OFFSET, e.month as u32);
@@ -698,6 +707,7 @@ impl Manifest {
         let m = Manifest {
             meta,
             version: get_u64(b, MANIFEST_SERIES_VERSION_OFFSET),
+            retention_ms: get_i64(b, MANIFEST_RETENTION_MS_OFFSET),
             next_generation: get_u64(b, MANIFEST_NEXT_GENERATION_OFFSET),
             entries,
         };
@@ -760,6 +770,7 @@ mod tests {
             meta: meta(),
             version: 9,
             next_generation: 12,
+            retention_ms: 0,
             entries: vec![ChunkEntry {
                 month: MonthPartition::from_ts(JAN_2024).0,
                 flags: FLAG_FULL,
@@ -802,6 +813,7 @@ mod tests {
             meta: meta(),
             version: 1,
             next_generation: 3,
+            retention_ms: 0,
             entries: vec![ChunkEntry {
                 month: MonthPartition::from_ts(JAN_2024).0,
                 flags: 0,

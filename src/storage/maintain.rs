@@ -372,6 +372,7 @@ impl Series {
         let changed = live(&m.entries) != live(&base.to_manifest().entries);
         m.version = base.version.max(m.version) + u64::from(changed);
         m.next_generation = base.next_generation.max(m.next_generation);
+        m.retention_ms = base.retention_ms;
         let listed: HashSet<(i32, u64)> =
             m.entries.iter().map(|e| (e.month, e.generation)).collect();
         for e in &base.obsolete {

@@ -104,6 +104,7 @@ pub fn snapshot_from_manifest(series: &Series, m: Manifest) -> Snapshot {
         meta: Arc::clone(&series.meta),
         version: m.version,
         next_generation: m.next_generation,
+        retention_ms: m.retention_ms,
         live,
         obsolete,
     }
@@ -260,10 +261,12 @@ pub fn rebuild_manifest(
             });
         }
     }
+    // A rebuilt manifest cannot know the retention; the caller keeps the one it had.
     let manifest = Manifest {
         meta,
         version,
         next_generation: max_gen + 1,
+        retention_ms: 0,
         entries,
     };
     Ok((manifest, corrupt))

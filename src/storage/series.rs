@@ -290,6 +290,36 @@ impl Series {
         })
     }
 
+    /// Sets the retention (0: keep forever) by publishing the manifest again with it;
+    /// the rows and the version are unchanged. Returns whether it changed.
+    pub fn set_retention(&self, retention_ms: i64) -> Result<bool> {
+        assert!(retention_ms >= 0, "a retention is not negative");
+        let _guard = self.lock_live()?;
+        let snap = self.snapshot();
+        if snap.retention_ms == retention_ms {
+            return Ok(false);
+        }
+        let next = Snapshot {
+            meta: Arc::clone(&snap.meta),
+            version: snap.version,
+            next_generation: snap.next_generation,
+            retention_ms,
+            live: snap.live.clone(),
+            obsolete: snap.obsolete.clone(),
+        };
+        match self.publish_manifest(&snap.to_manifest(), &next.to_manifest()) {
+            Ok(()) => {
+                self.install(next);
+                Ok(true)
+            }
+            Err((e, OnDisk::Next)) => {
+                self.install(next);
+                Err(e)
+            }
+            Err((e, OnDisk::Previous { .. })) => Err(e),
+        }
+    }
+
     /// `month` rewritten without the rows of `range`; also returns how many went.
     fn month_without(
         &self,
@@ -477,6 +507,7 @@ impl Series {
             meta: Arc::clone(&self.meta),
             version,
             next_generation: next_gen,
+            retention_ms: snap.retention_ms,
             live,
             obsolete,
         };

@@ -18,6 +18,9 @@ pub struct Snapshot {
     pub meta: Arc<SeriesMeta>,
     pub version: u64,
     pub next_generation: u64,
+    /// Months entirely older than `now - retention_ms` are dropped (0: keep forever,
+    /// or the store's default).
+    pub retention_ms: i64,
     /// Live chunks by month, ascending generation. Within a month, chunks are disjoint
     /// and ascending in `ts` (a delta is only ever written past the month's last ts).
     pub live: BTreeMap<i32, Vec<Arc<ChunkRef>>>,
@@ -65,6 +68,7 @@ impl Snapshot {
             meta,
             version: 0,
             next_generation: 1,
+            retention_ms: 0,
             live: BTreeMap::new(),
             obsolete: Vec::new(),
         }
@@ -101,6 +105,7 @@ impl Snapshot {
             meta: (*self.meta).clone(),
             version: self.version,
             next_generation: self.next_generation,
+            retention_ms: self.retention_ms,
             entries,
         }
     }

@@ -283,6 +283,7 @@ fn import_kline_options(a: ImportKline) -> Result<(ImportOptions, bool), Transfe
             timeframe_ms: a.timeframe_ms,
             price_scale: p,
             volume_scale: v,
+            retention_ms: None,
         })
     });
     let cols = [
@@ -309,6 +310,7 @@ fn import_scalar_options(a: ImportScalar) -> Result<(ImportOptions, bool), Trans
                 ValueTypeArg::I64 => ValueType::I64,
                 ValueTypeArg::F64 => ValueType::F64,
             }),
+            retention_ms: None,
         })
     });
     common_options(key, register, a.common, &[("value", a.value_column)])

@@ -60,6 +60,7 @@ impl Fixture {
             timeframe_ms: None,
             price_scale: 100,
             volume_scale: 1000,
+            retention_ms: None,
         };
         self.engine().register_kline(&r).expect("register kline");
         SeriesKey::kline(symbol, timeframe).expect("key")
@@ -73,6 +74,7 @@ impl Fixture {
             category: "indicator".into(),
             name: name.into(),
             value_type: Some(vt),
+            retention_ms: None,
         };
         self.engine().register_scalar(&r).expect("register scalar");
         SeriesKey::scalar(symbol, "1m", "indicator", name).expect("key")

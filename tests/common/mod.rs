@@ -41,6 +41,7 @@ pub fn register_kline(e: &Engine, symbol: &str) -> SeriesKey {
         timeframe_ms: None,
         price_scale: 100,
         volume_scale: 1,
+        retention_ms: None,
     };
     e.register_kline(&r).unwrap();
     SeriesKey::kline(symbol, "1m").unwrap()

@@ -366,3 +366,30 @@ async fn range_delete_removes_exactly_the_range_with_the_version_check() {
         .await
         .expect_error(404, "not_found");
 }
+
+#[tokio::test]
+async fn registration_takes_and_changes_a_retention() {
+    let app = app();
+    let body = json!({"symbol": "RET", "timeframe": "1m", "price_scale": 100,
+        "volume_scale": 1, "retention_ms": 86_400_000});
+    let info = app.post("/v1/kline/series", &body).await.expect(201);
+    assert_eq!(info["retention_ms"], 86_400_000);
+    let mut again = body.clone();
+    again["retention_ms"] = json!(0);
+    let info = app.post("/v1/kline/series", &again).await.expect(200);
+    assert_eq!(
+        info["retention_ms"], 0,
+        "registering again changes the retention"
+    );
+    assert_eq!(
+        app.get("/v1/kline/RET/1m").await.expect(200)["retention_ms"],
+        0
+    );
+    let mut bad = body.clone();
+    bad["retention_ms"] = json!(-5);
+    let msg = app
+        .post("/v1/kline/series", &bad)
+        .await
+        .expect_error(400, "invalid_argument");
+    assert!(msg.contains("retention_ms"), "{msg}");
+}
