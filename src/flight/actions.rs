@@ -145,27 +145,26 @@ struct CoverageBody {
     complete_n: Option<u64>,
     #[serde(default)]
     max_gaps: Option<usize>,
-    #[serde(skip)]
-    request: CoverageRequest,
 }
 
 impl CoverageBody {
-    /// The series key; moves the request fields into `request`.
-    fn key(&mut self) -> Result<SeriesKey, Status> {
-        self.request = CoverageRequest {
-            start_ts: self.start_ts,
-            end_ts: self.end_ts,
-            calendar: self.calendar.take(),
-            complete_n: self.complete_n,
-            max_gaps: self.max_gaps,
-        };
-        series_key(
+    /// The series and the coverage question.
+    fn into_parts(self) -> Result<(SeriesKey, CoverageRequest), Status> {
+        let key = series_key(
             self.kind,
             &self.symbol,
             &self.timeframe,
             &self.category,
             &self.name,
-        )
+        )?;
+        let req = CoverageRequest {
+            start_ts: self.start_ts,
+            end_ts: self.end_ts,
+            calendar: self.calendar,
+            complete_n: self.complete_n,
+            max_gaps: self.max_gaps,
+        };
+        Ok((key, req))
     }
 }
 
@@ -229,13 +228,12 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
             .map_err(internal)?
         }
         FlightAction::Coverage => {
-            let mut body: CoverageBody = serde_json::from_slice(body).map_err(|e| {
+            let body: CoverageBody = serde_json::from_slice(body).map_err(|e| {
                 invalid(format!(
                     "action \"coverage\" takes JSON like {{\"kind\": \"kline\", \"symbol\": \"BTCUSDT\", \"timeframe\": \"1m\", \"calendar\": \"weekdays\"}}: {e}"
                 ))
             })?;
-            let key = body.key()?;
-            let req = body.request;
+            let (key, req) = body.into_parts()?;
             let report = tokio::task::spawn_blocking(move || engine.coverage(&key, &req))
                 .await
                 .map_err(internal)??;

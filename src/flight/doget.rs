@@ -149,8 +149,15 @@ impl ReadPlan {
         let mut schema = cmd.schema(&series[0].meta)?;
         let mut compiled = Vec::new();
         for s in &series {
-            let this = cmd.schema(&s.meta)?;
-            debug_assert_eq!(this.fields().len(), schema.fields().len());
+            // Every series must take the read (a resample that fits its timeframe, its
+            // columns), and all share one schema but for their metadata.
+            let fields = cmd.schema(&s.meta)?.fields().clone();
+            if fields != *schema.fields() {
+                return Err(Status::invalid_argument(format!(
+                    "series {} does not have the columns of series {}: read them separately",
+                    s.meta.key, series[0].meta.key
+                )));
+            }
             if let Some(p) = &cmd.predicate {
                 compiled.push(Compiled::new(&p.predicate, s.meta.value_type)?);
             }

@@ -261,19 +261,14 @@ impl Engine {
             None => {
                 let projection = Projection::new(meta, spec.columns.as_deref(), spec.price_format)
                     .map_err(Error::invalid)?;
-                let slices = match spec.latest {
-                    Some(n) => snap.latest(spec.range, n)?,
-                    None => Vec::new(),
+                let slices: super::SliceStream = match spec.latest {
+                    Some(n) => Box::new(snap.latest(spec.range, n)?.into_iter().map(Ok)),
+                    None => Box::new(snap.range(spec.range)),
                 };
                 let mut rows = 0usize;
                 let mut next = None;
-                let mut iter: Box<dyn Iterator<Item = crate::storage::Result<_>>> =
-                    match spec.latest {
-                        Some(_) => Box::new(slices.into_iter().map(Ok)),
-                        None => Box::new(snap.range(spec.range)),
-                    };
-                'slices: for s in &mut iter {
-                    let s: crate::storage::ChunkSlice = s?;
+                'slices: for s in slices {
+                    let s = s?;
                     for a in (0..s.len()).step_by(max_rows) {
                         let mut b = (a + max_rows).min(s.len());
                         if let Some(l) = limit {
