@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::auth::ReadAccess;
 use super::error::AppError;
-use super::extract::blocking;
+use super::extract::{QueryParams, blocking};
 use crate::query::Engine;
-use crate::query::types::{Health, Inventory};
+use crate::query::types::{Health, Inventory, InventoryQuery};
 
 /// Content type of the Prometheus text exposition format.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -42,15 +42,20 @@ pub async fn health(State(engine): State<Arc<Engine>>) -> Result<Response, AppEr
 
 /// Inventory of every series
 ///
-/// Kind, key, rows, first and last `ts`, bytes, version and monthly partitions.
+/// Kind, key, rows, first and last `ts`, bytes, version and monthly partitions. With
+/// no parameters, every series; `kind` and `symbol` filter, `partitions=false` leaves
+/// the partitions out, and `limit` with `after` pages through a large store in key
+/// order (`next_after` is the next page's `after`).
 #[utoipa::path(get, path = "/inventory", tag = "system", operation_id = "inventory",
+    params(InventoryQuery),
     security((), ("bearer" = [])),
-    responses((status = 200, description = "Every series with its partitions, and totals.", body = Inventory)))]
+    responses((status = 200, description = "The selected series (with partitions unless asked not to), and totals.", body = Inventory)))]
 pub async fn inventory(
     State(engine): State<Arc<Engine>>,
     _: ReadAccess,
+    QueryParams(q): QueryParams<InventoryQuery>,
 ) -> Result<Json<Inventory>, AppError> {
-    blocking(move || Ok(engine.inventory())).await.map(Json)
+    blocking(move || engine.inventory_page(&q)).await.map(Json)
 }
 
 /// Prometheus metrics

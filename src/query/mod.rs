@@ -507,17 +507,54 @@ impl Engine {
     }
 
     pub fn inventory(&self) -> Inventory {
-        let series: Vec<SeriesInfo> = self
+        self.inventory_page(&InventoryQuery::default())
+            .expect("the default inventory takes no input")
+    }
+
+    /// The series `q` selects, ascending by key, at most `q.limit` of them after
+    /// `q.after`, with or without partitions; totals cover every selected series.
+    pub fn inventory_page(&self, q: &InventoryQuery) -> Result<Inventory> {
+        if q.limit == Some(0) {
+            return Err(Error::invalid(
+                "limit must be at least 1 (omit it for every series)",
+            ));
+        }
+        let mut all: Vec<Arc<Series>> = self
             .store
             .list()
-            .iter()
-            .map(|s| series_info(s, true))
+            .into_iter()
+            .filter(|s| q.kind.is_none_or(|k| k == s.meta.key.kind()))
+            .filter(|s| q.symbol.as_deref().is_none_or(|x| x == s.meta.key.symbol()))
             .collect();
-        Inventory {
-            total_rows: series.iter().map(|s| s.rows).sum(),
-            total_bytes: series.iter().map(|s| s.bytes).sum(),
-            series,
+        let (mut total_rows, mut total_bytes) = (0, 0);
+        for s in &all {
+            let snap = s.snapshot();
+            total_rows += snap.rows();
+            total_bytes += snap.bytes();
         }
+        let mut keyed: Vec<(String, Arc<Series>)> =
+            all.drain(..).map(|s| (s.meta.key.to_string(), s)).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let start = q
+            .after
+            .as_deref()
+            .map_or(0, |a| keyed.partition_point(|(k, _)| k.as_str() <= a));
+        let end = q
+            .limit
+            .map_or(keyed.len(), |l| (start + l).min(keyed.len()));
+        let with_partitions = q.partitions.unwrap_or(true);
+        let page = &keyed[start..end];
+        Ok(Inventory {
+            series: page
+                .iter()
+                .map(|(_, s)| series_info(s, with_partitions))
+                .collect(),
+            total_rows,
+            total_bytes,
+            next_after: (end < keyed.len() && q.limit.is_some())
+                .then(|| page.last().map(|(k, _)| k.clone()))
+                .flatten(),
+        })
     }
 
     /// Prometheus exposition of every metric.

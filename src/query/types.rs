@@ -263,8 +263,33 @@ pub struct Health {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Inventory {
     pub series: Vec<SeriesInfo>,
+    /// Rows and bytes of every series the filters select, not only this page's.
     pub total_rows: u64,
     pub total_bytes: u64,
+    /// With `limit`: the key to pass as `after` for the next page; absent on the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
+}
+
+/// Which series `/inventory` lists (every one by default, with partitions).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct InventoryQuery {
+    /// Only series of this kind.
+    pub kind: Option<SeriesKind>,
+    /// Only series of this symbol.
+    #[param(example = "BTCUSDT")]
+    pub symbol: Option<String>,
+    /// Include each series' monthly partitions (default true; false keeps a large
+    /// inventory small).
+    pub partitions: Option<bool>,
+    /// At most this many series (ascending by key); `next_after` pages on.
+    #[param(minimum = 1, example = 1000)]
+    pub limit: Option<usize>,
+    /// Only series whose key (`kind/symbol/timeframe[/category/name]`) sorts after this.
+    #[param(example = "kline/BTCUSDT/1m")]
+    pub after: Option<String>,
 }
 
 #[cfg(test)]

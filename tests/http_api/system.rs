@@ -205,3 +205,46 @@ async fn cors_and_gzip_follow_the_config() {
         .await;
     assert_eq!(r.headers["access-control-allow-origin"], "*");
 }
+
+#[tokio::test]
+async fn inventory_filters_and_pages_in_key_order() {
+    let app = crate::common::app();
+    for sym in ["CCC", "AAA", "BBB"] {
+        app.register_kline(sym).await;
+    }
+    app.register_scalar("AAA", "rsi", "f64").await;
+    let all = app.get("/inventory").await.expect(200);
+    assert_eq!(
+        all["series"].as_array().unwrap().len(),
+        4,
+        "every series by default"
+    );
+    assert!(all.get("next_after").is_none());
+    let mut seen = Vec::new();
+    let mut after = String::new();
+    loop {
+        let uri = if after.is_empty() {
+            "/inventory?kind=kline&limit=2&partitions=false".to_string()
+        } else {
+            format!("/inventory?kind=kline&limit=2&partitions=false&after={after}")
+        };
+        let page = app.get(&uri).await.expect(200);
+        for s in page["series"].as_array().unwrap() {
+            assert!(s.get("partitions").is_none());
+            seen.push(s["symbol"].as_str().unwrap().to_string());
+        }
+        match page["next_after"].as_str() {
+            Some(a) => after = a.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["AAA", "BBB", "CCC"]);
+    let aaa = app.get("/inventory?symbol=AAA").await.expect(200);
+    assert_eq!(aaa["series"].as_array().unwrap().len(), 2);
+    app.get("/inventory?limit=0")
+        .await
+        .expect_error(400, "invalid_argument");
+    app.get("/inventory?kind=candle")
+        .await
+        .expect_error(400, "invalid_argument");
+}
