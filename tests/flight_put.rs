@@ -352,6 +352,28 @@ async fn actions_answer_with_the_http_json_bodies() {
     let body = action(&mut fx.client, "inventory", "{}").await.unwrap();
     let inv: Inventory = serde_json::from_slice(&body[0]).unwrap();
     assert_eq!((inv.series.len(), inv.total_rows), (1, 100));
+    let body = action(&mut fx.client, "inventory", r#"{"kind": "scalar"}"#)
+        .await
+        .unwrap();
+    let inv: Inventory = serde_json::from_slice(&body[0]).unwrap();
+    assert_eq!(
+        (inv.series.len(), inv.total_rows),
+        (0, 0),
+        "the kind filter"
+    );
+    let body = action(
+        &mut fx.client,
+        "inventory",
+        r#"{"partitions": false, "limit": 1}"#,
+    )
+    .await
+    .unwrap();
+    let inv: Inventory = serde_json::from_slice(&body[0]).unwrap();
+    assert!(inv.series[0].partitions.is_none() && inv.next_after.is_none());
+    let err = action(&mut fx.client, "inventory", r#"{"bogus": 1}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), tonic::Code::InvalidArgument);
     let body = action(&mut fx.client, "validate", r#"{"deep": true}"#)
         .await
         .unwrap();

@@ -13,6 +13,7 @@ use super::error::{internal, invalid};
 use crate::admin::{AdminAction, AdminRequest, echo};
 use crate::query::Engine;
 use crate::query::market::spec::CoverageRequest;
+use crate::query::types::InventoryQuery;
 use crate::record::{SeriesKey, SeriesKind};
 
 /// A DoAction type, parsed once from the request's name.
@@ -35,7 +36,7 @@ pub const ACTIONS: [(&str, &str); 9] = [
     ),
     (
         "inventory",
-        "Every series with rows, first/last ts, bytes, version and partitions, as GET /inventory. Body: empty.",
+        "Every series with rows, first/last ts, bytes, version and partitions, as GET /inventory. Body: empty, or {kind?, symbol?, partitions?, limit?, after?}.",
     ),
     (
         "coverage",
@@ -213,19 +214,31 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
     let blank = body.iter().all(u8::is_ascii_whitespace);
     let name = action.as_str();
     let json = match action {
-        FlightAction::Health | FlightAction::Inventory => {
+        FlightAction::Health => {
             if !blank {
                 serde_json::from_slice::<NoBody>(body).map_err(|e| {
                     invalid(format!("action {name:?} takes an empty body or {{}}: {e}"))
                 })?;
             }
-            tokio::task::spawn_blocking(move || match action {
-                FlightAction::Health => serde_json::to_vec(&engine.health()),
-                _ => serde_json::to_vec(&engine.inventory()),
-            })
-            .await
-            .map_err(internal)?
-            .map_err(internal)?
+            let h = tokio::task::spawn_blocking(move || engine.health())
+                .await
+                .map_err(internal)?;
+            serde_json::to_vec(&h).map_err(internal)?
+        }
+        FlightAction::Inventory => {
+            let q: InventoryQuery = if blank {
+                InventoryQuery::default()
+            } else {
+                serde_json::from_slice(body).map_err(|e| {
+                    invalid(format!(
+                        "action \"inventory\" takes an empty body or {{\"kind\"?, \"symbol\"?, \"partitions\"?, \"limit\"?, \"after\"?}}: {e}"
+                    ))
+                })?
+            };
+            let inv = tokio::task::spawn_blocking(move || engine.inventory_page(&q))
+                .await
+                .map_err(internal)??;
+            serde_json::to_vec(&inv).map_err(internal)?
         }
         FlightAction::Coverage => {
             let body: CoverageBody = serde_json::from_slice(body).map_err(|e| {
