@@ -364,11 +364,7 @@ impl Engine {
         latest: Option<usize>,
     ) -> Result<(Arc<SeriesMeta>, SliceStream)> {
         let series = self.series(key)?;
-        let snap = series.snapshot();
-        let stream: SliceStream = match latest {
-            Some(n) => Box::new(snap.latest(range, n)?.into_iter().map(Ok)),
-            None => Box::new(snap.range(range)),
-        };
+        let stream = slice_stream(&series.snapshot(), range, latest)?;
         Ok((Arc::clone(&series.meta), stream))
     }
 
@@ -637,6 +633,18 @@ fn mapping_issues(m: &crate::storage::mapcache::MapStats) -> Vec<String> {
 fn check_registry_name(field: &'static str, v: &str) -> Result<()> {
     crate::record::Name::parse(field, v)?;
     Ok(())
+}
+
+/// The slices of `range` of `snap` (or its last `latest` rows), mapped lazily.
+fn slice_stream(
+    snap: &crate::storage::Snapshot,
+    range: TsRange,
+    latest: Option<usize>,
+) -> Result<SliceStream> {
+    Ok(match latest {
+        Some(n) => Box::new(snap.latest(range, n)?.into_iter().map(Ok)),
+        None => Box::new(snap.range(range)),
+    })
 }
 
 /// Milliseconds since the Unix epoch, now.

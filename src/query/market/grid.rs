@@ -131,14 +131,6 @@ impl Grid {
             }
         }
     }
-
-    /// The nominal width in ms (months count 30 days), for schema metadata.
-    pub fn nominal_ms(&self) -> i64 {
-        match self.width {
-            Width::Fixed { ms, .. } => ms,
-            Width::Months(n) => n * 30 * DAY_MS,
-        }
-    }
 }
 
 /// Months since January of year 0.

@@ -241,19 +241,17 @@ impl Engine {
         let meta = &series.meta;
         let snap = series.snapshot();
         let max_rows = max_rows.max(1);
-        let (next, _rows) = match spec.plan(meta)? {
+        let next = match spec.plan(meta)? {
             Some(plan) => {
                 let shape = plan.shape(meta, spec.columns.as_deref(), spec.price_format)?;
                 match spec.latest {
                     Some(n) => {
-                        let (batches, rows) =
-                            resample::latest(&snap, spec.range, &plan, &shape, n)?;
-                        for b in batches {
+                        for b in resample::latest(&snap, spec.range, &plan, &shape, n)? {
                             if !sink(b) {
                                 break;
                             }
                         }
-                        (None, rows)
+                        None
                     }
                     None => resample::run(&snap, spec.range, &plan, &shape, max_rows, limit, sink)?,
                 }
@@ -261,10 +259,7 @@ impl Engine {
             None => {
                 let projection = Projection::new(meta, spec.columns.as_deref(), spec.price_format)
                     .map_err(Error::invalid)?;
-                let slices: super::SliceStream = match spec.latest {
-                    Some(n) => Box::new(snap.latest(spec.range, n)?.into_iter().map(Ok)),
-                    None => Box::new(snap.range(spec.range)),
-                };
+                let slices = super::slice_stream(&snap, spec.range, spec.latest)?;
                 let mut rows = 0usize;
                 let mut next = None;
                 'slices: for s in slices {
@@ -284,7 +279,7 @@ impl Engine {
                         }
                     }
                 }
-                (next, rows as u64)
+                next
             }
         };
         Ok(next)

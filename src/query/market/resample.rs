@@ -524,9 +524,9 @@ pub fn run(
     max_rows: usize,
     limit: Option<usize>,
     sink: &mut dyn FnMut(RecordBatch) -> bool,
-) -> Result<(Option<i64>, u64)> {
+) -> Result<Option<i64>> {
     let Some(series_last) = snap.last_ts() else {
-        return Ok((None, 0));
+        return Ok(None);
     };
     let mut r = Resampler::new(plan, shape, series_last, max_rows, limit, sink);
     if plan.fill != Fill::None
@@ -535,16 +535,13 @@ pub fn run(
     {
         r.seed(plan.grid.bucket(start), prev);
     }
-    let mut rows = 0u64;
     for s in snap.range(range) {
-        let s = s?;
-        rows += s.len() as u64;
-        r.feed(&s)?;
+        r.feed(&s?)?;
         if r.stopped() {
             break;
         }
     }
-    Ok((r.finish_all()?, rows))
+    r.finish_all()
 }
 
 /// The last `n` buckets of `range`, ascending: resamples a window of the last `n`
@@ -555,14 +552,13 @@ pub fn latest(
     plan: &ResamplePlan,
     shape: &Shape,
     n: usize,
-) -> Result<(Vec<RecordBatch>, u64)> {
+) -> Result<Vec<RecordBatch>> {
     let Some(last) = snap.latest(range, 1)?.first().map(|s| s.ts()[0]) else {
-        return Ok((Vec::new(), 0));
+        return Ok(Vec::new());
     };
     let first = snap.first_ts().unwrap_or(last);
     let end_bucket = plan.grid.bucket(last);
     let mut k = n as i64;
-    let mut scanned = 0;
     loop {
         let ws = plan.grid.back(end_bucket, k - 1);
         let window_start = ws.max(range.lo());
@@ -579,7 +575,7 @@ pub fn latest(
             true
         };
         let window = TsRange::new(Some(window_start), range.end);
-        let (_, rows) = run(
+        run(
             snap,
             window,
             plan,
@@ -588,7 +584,6 @@ pub fn latest(
             None,
             &mut sink,
         )?;
-        scanned += rows;
         if held >= n || whole {
             let mut out: Vec<RecordBatch> = kept.into();
             let mut skip = held.saturating_sub(n);
@@ -598,7 +593,7 @@ pub fn latest(
                 skip -= cut;
             }
             out.retain(|b| b.num_rows() > 0);
-            return Ok((out, scanned));
+            return Ok(out);
         }
         k = k.saturating_mul(2);
     }

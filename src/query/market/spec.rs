@@ -4,8 +4,6 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::error::{Error, Result};
-
 /// Resample on read: the target timeframe, an optional offset and how empty buckets
 /// are filled. Scalar reads may put `agg` here (or next to `resample`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
@@ -51,42 +49,6 @@ pub enum Agg {
     Mean,
     Sum,
     Count,
-}
-
-impl Agg {
-    pub fn parse(s: &str) -> Result<Agg> {
-        Ok(match s {
-            "last" => Agg::Last,
-            "first" => Agg::First,
-            "min" => Agg::Min,
-            "max" => Agg::Max,
-            "mean" => Agg::Mean,
-            "sum" => Agg::Sum,
-            "count" => Agg::Count,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "unknown agg {}: expected last, first, min, max, mean, sum or count",
-                    crate::record::echo(s)
-                )));
-            }
-        })
-    }
-}
-
-impl Fill {
-    pub fn parse(s: &str) -> Result<Fill> {
-        Ok(match s {
-            "none" => Fill::None,
-            "prev" => Fill::Prev,
-            "null" => Fill::Null,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "unknown fill {}: expected none, prev or null",
-                    crate::record::echo(s)
-                )));
-            }
-        })
-    }
 }
 
 /// Which symbols a many-series read covers: a list, or `"*"` for every series of the
