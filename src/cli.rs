@@ -191,6 +191,11 @@ fn admin(cmd: AdminCommand) -> ExitCode {
         AdminCommand::RebuildManifest(a) => (AdminAction::RebuildManifest, a),
         AdminCommand::Compact(a) => (AdminAction::Compact, a),
     };
+    if action == AdminAction::Repair
+        && let Err(code) = repair_log(&args.root, args.apply)
+    {
+        return code;
+    }
     let engine = match open_offline(args.root.clone()) {
         Ok(e) => e,
         Err(code) => return code,
@@ -235,6 +240,47 @@ fn admin(cmd: AdminCommand) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// `admin repair`'s first step: a write-ahead log record that is corrupt in the middle
+/// of the log stops every open, so it is cut here, before the store opens (with
+/// `--apply`; a dry run says what would be cut). That record and every later one are
+/// lost, and the report says how many bytes.
+fn repair_log(root: &std::path::Path, apply: bool) -> Result<(), ExitCode> {
+    use crate::storage::wal;
+    let dir = root.join(wal::WAL_DIR);
+    let corrupt = match wal::scan(&dir, false) {
+        Ok(Ok(_)) => return Ok(()),
+        Ok(Err(c)) => c,
+        Err(e) => {
+            eprintln!("fastk: reading the write-ahead log: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    let at = format!(
+        "{}/{} at byte {} ({})",
+        wal::WAL_DIR,
+        corrupt.segment,
+        corrupt.offset,
+        corrupt.detail
+    );
+    if !apply {
+        eprintln!(
+            "fastk: the write-ahead log is corrupt in {at}; `--apply` cuts it there (that record and every later one are lost)"
+        );
+        return Err(ExitCode::from(1));
+    }
+    match wal::cut_at_corruption(root) {
+        Ok(Some((_, bytes))) => {
+            eprintln!("fastk: cut the write-ahead log in {at}: {bytes} bytes of records dropped");
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(e) => {
+            eprintln!("fastk: cutting the write-ahead log: {e}");
+            Err(ExitCode::from(2))
+        }
     }
 }
 

@@ -45,6 +45,24 @@ pub struct StorageConfig {
     pub retention_ms: u64,
     /// Seconds between two passes of the retention task.
     pub retention_interval_s: u64,
+    /// A write-ahead log segment past this many bytes is closed and a new one started.
+    pub wal_segment_bytes: u64,
+    /// Most bytes of one log record (one write); a larger many-series write is refused.
+    pub wal_max_record_bytes: usize,
+    /// Microseconds the log's committer waits for more writes before each sync (0: the
+    /// sync in progress is the window).
+    pub wal_group_window_us: u64,
+    /// Single-series writes of more rows than this skip the log (bulk loads are written
+    /// as chunk files directly).
+    pub wal_direct_rows: usize,
+    /// Past this many bytes of log, the series holding its oldest segments are folded.
+    pub wal_max_bytes: u64,
+    /// A series' log rows are folded into chunk files once this many wait in memory...
+    pub fold_rows: u64,
+    /// ... or once the oldest of them has waited this many seconds.
+    pub fold_age_s: u64,
+    /// Past this many bytes of unfolded rows in memory, every series is folded.
+    pub fold_memory_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -64,6 +82,14 @@ impl Default for StorageConfig {
             write_budget_wait_ms: 2_000,
             retention_ms: 0,
             retention_interval_s: 600,
+            wal_segment_bytes: 64 << 20,
+            wal_max_record_bytes: 256 << 20,
+            wal_group_window_us: 0,
+            wal_direct_rows: 8192,
+            wal_max_bytes: 1 << 30,
+            fold_rows: 8192,
+            fold_age_s: 600,
+            fold_memory_bytes: 512 << 20,
         }
     }
 }
@@ -79,6 +105,17 @@ impl StorageConfig {
             max_write_rows: self.max_write_rows,
             max_mapped_files: self.max_mapped_files,
             zonemap_cache_bytes: self.zonemap_cache_bytes,
+            wal: crate::storage::wal::WalOptions {
+                segment_bytes: self.wal_segment_bytes,
+                max_record_bytes: self.wal_max_record_bytes,
+                group_window: std::time::Duration::from_micros(self.wal_group_window_us),
+                direct_rows: self.wal_direct_rows,
+                fold_rows: self.fold_rows,
+                fold_age: std::time::Duration::from_secs(self.fold_age_s),
+                max_log_bytes: self.wal_max_bytes,
+                memory_bytes: self.fold_memory_bytes,
+                ..crate::storage::wal::WalOptions::default()
+            },
             ..StoreOptions::default()
         }
     }
@@ -353,6 +390,33 @@ impl Config {
             return bad(
                 "http.default_limit",
                 "must be positive and at most http.max_limit",
+            );
+        }
+        if self.storage.wal_segment_bytes < 1 << 20 {
+            return bad("storage.wal_segment_bytes", "must be at least 1048576");
+        }
+        if !(1 << 20..=1 << 31).contains(&self.storage.wal_max_record_bytes) {
+            return bad(
+                "storage.wal_max_record_bytes",
+                "must be between 1048576 and 2147483648",
+            );
+        }
+        if self.storage.wal_group_window_us > 100_000 {
+            return bad(
+                "storage.wal_group_window_us",
+                "must be at most 100000 (0.1 s)",
+            );
+        }
+        if self.storage.fold_rows == 0 || self.storage.fold_rows > u32::MAX as u64 {
+            return bad("storage.fold_rows", "must be between 1 and 4294967295");
+        }
+        if self.storage.fold_age_s == 0 || self.storage.fold_age_s > 86_400 {
+            return bad("storage.fold_age_s", "must be between 1 and 86400");
+        }
+        if self.storage.wal_max_bytes < self.storage.wal_segment_bytes {
+            return bad(
+                "storage.wal_max_bytes",
+                "must be at least storage.wal_segment_bytes",
             );
         }
         if self.storage.retention_interval_s == 0 {

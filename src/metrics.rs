@@ -38,6 +38,10 @@ pub struct Gauges {
     /// SQL: memory reserved by running queries, and how many run.
     pub sql_memory_used_bytes: u64,
     pub sql_queries_running: u64,
+    /// The write-ahead log and the fold (None where no store is open).
+    pub wal: Option<crate::storage::WalStats>,
+    /// Chunk and sidecar files of every series.
+    pub store_files: u64,
 }
 
 #[derive(Debug, Default)]
@@ -242,6 +246,56 @@ impl Metrics {
             "SQL queries running (of sql.max_concurrent_queries).",
             g.sql_queries_running as i64,
         );
+        gauge(
+            &mut out,
+            "fastk_store_files",
+            "Chunk and sidecar files of every series.",
+            g.store_files as i64,
+        );
+        if let Some(w) = &g.wal {
+            gauge(
+                &mut out,
+                "fastk_wal_bytes",
+                "Bytes of write-ahead log on disk.",
+                w.bytes as i64,
+            );
+            gauge(
+                &mut out,
+                "fastk_wal_segments",
+                "Segments of the write-ahead log.",
+                w.segments as i64,
+            );
+            gauge(
+                &mut out,
+                "fastk_wal_unfolded_rows",
+                "Rows in the log and in memory, not yet folded into chunk files.",
+                w.unfolded_rows as i64,
+            );
+            gauge(
+                &mut out,
+                "fastk_wal_unfolded_bytes",
+                "Bytes of those rows in memory.",
+                w.unfolded_bytes as i64,
+            );
+            gauge(
+                &mut out,
+                "fastk_wal_fold_lag_ms",
+                "Age of the oldest unfolded row (0: nothing waits).",
+                w.fold_lag_ms as i64,
+            );
+            counter(
+                &mut out,
+                "fastk_wal_syncs_total",
+                "Syncs of the write-ahead log.",
+                w.syncs,
+            );
+            counter(
+                &mut out,
+                "fastk_wal_records_total",
+                "Writes made durable by the write-ahead log (records / syncs is the group-commit factor).",
+                w.records,
+            );
+        }
         self.render_http(&mut out);
         let calls = self.flight_calls.lock().unwrap_or_else(|p| p.into_inner());
         let _ = writeln!(

@@ -1,4 +1,6 @@
-//! Structured fuzzing of every on-disk decoder, and golden encodings of format v1.
+//! Structured fuzzing of every on-disk decoder (write-ahead log records included), and
+//! golden encodings of format v1 (chunks, sidecars, and the v1 manifest, which still
+//! decodes) and of the version 2 manifest.
 //!
 //! The decoders (chunk header, manifest, zone map, value index) read bytes that a
 //! crash, a full disk, a bad disk or another program may have left behind. Whatever
@@ -21,12 +23,14 @@
 use std::path::PathBuf;
 
 use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, ValueType};
+use fastk::storage::WriteBatch;
 use fastk::storage::format::{
     CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, FLAG_FULL, Manifest, STATE_LIVE, STATE_OBSOLETE,
     SidecarRef, align_up, build_chunk,
 };
 use fastk::storage::mmap::MappedFile;
 use fastk::storage::sidecar::{ValueIndex, ZoneMap, build_vindex, build_zonemap};
+use fastk::storage::wal::{RecordError, decode_record, encode_record};
 use proptest::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -79,6 +83,7 @@ fn header(meta: SeriesMeta, generation: u64) -> ChunkHeader {
         write_chunks: 1,
         body_xxh3: 0,
         stride: 0,
+        wal_lsn: 0,
     }
 }
 
@@ -123,6 +128,8 @@ fn manifest() -> Manifest {
         // Zero: the golden v1 encoding below holds zeros here, so a store written
         // before retention existed reads as "keep forever".
         retention_ms: 0,
+        // Zero: what every v1 manifest decodes to (no log position).
+        wal_lsn: 0,
         entries: vec![
             entry(
                 11,
@@ -189,9 +196,88 @@ fn check_golden(name: &str, bytes: &[u8]) {
 fn golden_encodings_of_format_v1_are_unchanged() {
     check_golden("chunk_scalar_v1.bin", &scalar_chunk());
     check_golden("chunk_kline_v1.bin", &kline_chunk());
-    check_golden("manifest_v1.bin", &manifest().encode());
+    check_golden("manifest_v2.bin", &manifest_v2().encode());
     check_golden("zonemap_v1.bin", &zonemap());
     check_golden("vindex_v1.bin", &vindex());
+}
+
+/// A version 1 manifest (written before the write-ahead log) still decodes, as
+/// `wal_lsn` 0, and is written back as version 2 with the same content.
+#[test]
+fn manifest_v1_decodes_and_upgrades() {
+    let v1 = std::fs::read(golden_path("manifest_v1.bin")).unwrap();
+    let m = Manifest::decode(&v1).unwrap();
+    assert_eq!(m, manifest());
+    let v2 = m.encode();
+    assert_eq!(u32::from_le_bytes(v2[8..12].try_into().unwrap()), 2);
+    assert_eq!(
+        v2.len(),
+        v1.len() + 16,
+        "version 2 adds 16 bytes to the fixed part"
+    );
+    assert_eq!(Manifest::decode(&v2).unwrap(), m);
+}
+
+fn manifest_v2() -> Manifest {
+    Manifest {
+        retention_ms: 86_400_000,
+        wal_lsn: 0x0102_0304_0506_0708,
+        ..manifest()
+    }
+}
+
+fn wal_record() -> Vec<u8> {
+    let k = SeriesKey::kline("BTCUSDT", "1m").unwrap();
+    let s = SeriesKey::scalar("ETHUSDT", "1h", "feature", "rsi_14").unwrap();
+    let kb = WriteBatch {
+        cols: (0..6)
+            .map(|c| vec![JAN_2024 + c, JAN_2024 + MINUTE + c])
+            .collect(),
+    };
+    let sb = WriteBatch {
+        cols: vec![vec![JAN_2024], vec![7]],
+    };
+    encode_record(42, &[(&k, &kb), (&s, &sb)])
+}
+
+#[test]
+fn wal_records_round_trip() {
+    let b = wal_record();
+    let (r, len) = decode_record(&b).unwrap();
+    assert_eq!(len, b.len());
+    assert_eq!(r.lsn, 42);
+    assert_eq!(r.entries.len(), 2);
+    assert_eq!(r.entries[1].1.cols, vec![vec![JAN_2024], vec![7]]);
+    // A torn tail is "short", a flipped byte "bad".
+    assert_eq!(
+        decode_record(&b[..b.len() - 1]).unwrap_err(),
+        RecordError::Short
+    );
+    let mut flipped = b.clone();
+    flipped[30] ^= 1;
+    assert!(matches!(decode_record(&flipped), Err(RecordError::Bad(_))));
+}
+
+fn check_wal(b: &[u8]) {
+    if let Ok((r, len)) = decode_record(b) {
+        assert!(len <= b.len());
+        let entries: Vec<(&SeriesKey, &WriteBatch)> =
+            r.entries.iter().map(|(k, b)| (k, b)).collect();
+        assert_eq!(encode_record(r.lsn, &entries), b[..len].to_vec());
+    }
+}
+
+/// Recomputes a record's checksum after a mutation, so the payload checks are reached.
+fn reseal_record(b: &mut [u8]) {
+    if b.len() < 24 {
+        return;
+    }
+    let n = (u32::from_le_bytes(b[4..8].try_into().unwrap()) as usize).min(b.len() - 24);
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&b[..16]);
+    h.update(&b[24..24 + n]);
+    let sum = h.digest();
+    b[16..24].copy_from_slice(&sum.to_le_bytes());
 }
 
 #[test]
@@ -327,18 +413,33 @@ const CHUNK_FIELDS: &[(usize, usize)] = &[
     (194, 1),
     (259, 1),
 ];
+// Version 2: the wal_lsn at 288, entries from 304.
 const MANIFEST_FIELDS: &[(usize, usize)] = &[
+    (8, 4),
     (12, 4),
     (24, 8),
     (56, 1),
     (64, 1),
-    (288, 4),
-    (288 + 16, 8),
-    (288 + 24, 8),
-    (288 + 32, 8),
-    (288 + 40, 8),
-    (288 + 96, 1),
-    (288 + 128 + 8, 8),
+    (288, 8),
+    (304, 4),
+    (304 + 16, 8),
+    (304 + 24, 8),
+    (304 + 32, 8),
+    (304 + 40, 8),
+    (304 + 96, 1),
+    (304 + 128 + 8, 8),
+];
+// magic, payload length, lsn; the entry count; the first entry's kind, symbol length,
+// ncols and row count (kline "BTCUSDT" "1m").
+const WAL_FIELDS: &[(usize, usize)] = &[
+    (0, 4),
+    (4, 4),
+    (8, 8),
+    (24, 4),
+    (28, 1),
+    (29, 1),
+    (29 + 8 + 3, 1),
+    (29 + 8 + 3 + 1, 4),
 ];
 const ZONEMAP_FIELDS: &[(usize, usize)] = &[(12, 1), (16, 4), (24, 8), (32, 8), (64 + 32, 4)];
 const VINDEX_FIELDS: &[(usize, usize)] = &[(12, 1), (16, 8), (24, 8), (32, 8), (40, 8), (128, 4)];
@@ -445,6 +546,28 @@ proptest! {
             reseal_trailer(&mut b);
         }
         check_manifest(&b);
+    }
+
+    #[test]
+    fn wal_record_never_panics_on_arbitrary_bytes(
+        b in prop::collection::vec(any::<u8>(), 0..600),
+        magic in any::<bool>(),
+    ) {
+        let mut b = b;
+        if magic && b.len() >= 4 {
+            b[..4].copy_from_slice(b"FKWR");
+            reseal_record(&mut b);
+        }
+        check_wal(&b);
+    }
+
+    #[test]
+    fn wal_record_never_panics_on_mutations((muts, reseal) in mutations()) {
+        let mut b = apply(wal_record(), &muts, WAL_FIELDS);
+        if reseal {
+            reseal_record(&mut b);
+        }
+        check_wal(&b);
     }
 
     #[test]

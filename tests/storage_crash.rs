@@ -277,3 +277,173 @@ fn verify(root: &std::path::Path, last_acked: u64, round: u32) {
         report.findings
     );
 }
+
+// ------------------------------------------------- the write-ahead log under SIGKILL
+
+/// Series of the logged kill loop; every write `i` puts one row (ts `i` minutes past
+/// `BASE_TS`, value `i`) into each of them, as one many-series write through the log.
+const LOGGED_SERIES: usize = 24;
+
+fn logged_meta(k: usize) -> SeriesMeta {
+    SeriesMeta {
+        key: SeriesKey::scalar(&format!("S{k:03}"), "1m", "signal", "s").unwrap(),
+        ..meta()
+    }
+}
+
+/// Small fold thresholds, so folds into chunk files (and the dropping of log segments)
+/// race the kills too.
+fn logged_opts() -> StoreOptions {
+    let mut o = opts();
+    o.wal.fold_rows = 7;
+    o.wal.fold_age = Duration::from_millis(20);
+    o.wal.fold_interval = Duration::from_millis(5);
+    o.wal.segment_bytes = 16 << 10;
+    o
+}
+
+/// The child of the logged loop: tiny many-series writes forever, each acknowledged
+/// write printed; a second thread writes one-row single-series writes to its own
+/// series through the log, checking versions.
+#[test]
+#[ignore = "run by crash_kill_loop_logged_many_series as a child process"]
+fn crash_child_logged() {
+    let Ok(root) = std::env::var("FASTK_CRASH_WAL_ROOT") else {
+        return;
+    };
+    let store: &'static Store = Box::leak(Box::new(Store::open(&root, logged_opts()).unwrap()));
+    let series: Vec<_> = (0..LOGGED_SERIES)
+        .map(|k| store.register(logged_meta(k)).unwrap().0)
+        .collect();
+    let (solo, _) = store.register(meta()).unwrap();
+    std::thread::spawn(move || {
+        loop {
+            let v = solo.version();
+            let b = WriteBatch {
+                cols: vec![vec![BASE_TS + v as i64 * MINUTE], vec![v as i64 + 1]],
+            };
+            match store.write(&solo, b, Some(v)) {
+                Ok(r) if r.version == v + 1 => {}
+                other => println!("VIOLATION solo write: {other:?}"),
+            }
+        }
+    });
+    loop {
+        let i = series[0].version() + 1;
+        let entries = series
+            .iter()
+            .map(|s| {
+                let b = WriteBatch {
+                    cols: vec![vec![BASE_TS + i as i64 * MINUTE], vec![i as i64]],
+                };
+                (std::sync::Arc::clone(s), b)
+            })
+            .collect();
+        let reports = store.write_many(entries).unwrap();
+        if reports.iter().any(|r| r.version != i) {
+            println!("VIOLATION versions {reports:?} for write {i}");
+        }
+        println!("ack {i}");
+    }
+}
+
+/// SIGKILL during tiny many-series writes through the log, with folds racing: every
+/// acknowledged write is in every series, the write in flight is in all of them or
+/// in none, and the log replays to exactly that state.
+#[test]
+fn crash_kill_loop_logged_many_series() {
+    let kills = if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") {
+        60
+    } else {
+        6
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut r = rng(7);
+    let mut last_acked = 0u64;
+    for round in 0..kills {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash_child_logged",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("FASTK_CRASH_WAL_ROOT", dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let target = r() % 400;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                assert!(!line.contains("VIOLATION"), "{line}");
+                if let Some((_, v)) = line.rsplit_once("ack ") {
+                    let _ = tx.send(v.trim().parse::<u64>().unwrap());
+                }
+            }
+        });
+        let mut seen = 0;
+        while seen < target {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(v) => {
+                    last_acked = last_acked.max(v);
+                    seen += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        std::thread::sleep(Duration::from_micros(r() % 5_000));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        while let Ok(v) = rx.try_recv() {
+            last_acked = last_acked.max(v);
+        }
+        let store = Store::open(dir.path(), logged_opts()).unwrap();
+        let mut versions = Vec::new();
+        for k in 0..LOGGED_SERIES {
+            let s = store
+                .get(&logged_meta(k).key)
+                .unwrap_or_else(|_| panic!("round {round}: series {k} missing"));
+            let v = s.version();
+            let mut got = Vec::new();
+            for sl in s.snapshot().range(TsRange::all()) {
+                let sl = sl.unwrap();
+                got.extend(sl.ts().iter().copied().zip(sl.col(1).iter().copied()));
+            }
+            let want: Vec<(i64, i64)> = (1..=v as i64).map(|i| (BASE_TS + i * MINUTE, i)).collect();
+            assert!(
+                got == want,
+                "round {round}: series {k} at version {v} holds {} rows",
+                got.len()
+            );
+            versions.push(v);
+        }
+        assert!(
+            versions.iter().all(|&v| v == versions[0]),
+            "round {round}: a many-series write is torn: versions {versions:?}"
+        );
+        assert!(
+            versions[0] == last_acked || versions[0] == last_acked + 1,
+            "round {round}: version {}, last acknowledged {last_acked}",
+            versions[0]
+        );
+        let solo = store.get(&meta().key).unwrap();
+        let v = solo.version() as i64;
+        let mut got = Vec::new();
+        for sl in solo.snapshot().range(TsRange::all()) {
+            got.extend_from_slice(sl.unwrap().col(1));
+        }
+        assert_eq!(
+            got,
+            (1..=v).collect::<Vec<_>>(),
+            "round {round}: the solo series"
+        );
+        store.abandon();
+    }
+    assert!(last_acked > 0, "the child never acknowledged a write");
+}

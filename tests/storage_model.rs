@@ -1,7 +1,9 @@
 //! Property test: the engine against a naive `BTreeMap` model.
 //!
 //! Random interleavings of writes (in and out of order, replacements, month
-//! boundaries, several series), compactions, range deletes (whole and cut months,
+//! boundaries, several series; through the write-ahead log or as chunk files
+//! directly), many-series writes, folds of the log, crashes (the log replayed on the
+//! next open), compactions, range deletes (whole and cut months,
 //! with the version check), deletes, re-registrations, writes
 //! through a handle that outlived a delete and re-registration, and reopens; after
 //! every step every read (range, sub-range, latest-N, at) equals the model. A
@@ -18,7 +20,17 @@ enum Op {
     Write {
         series: usize,
         rows: Vec<(i64, i64)>,
+        /// Through the write-ahead log (`Store::write`) or as chunk files directly.
+        logged: bool,
     },
+    /// One all-or-nothing write to several series through the log.
+    WriteMany {
+        rows: Vec<(usize, Vec<(i64, i64)>)>,
+    },
+    /// Folds every series' log rows into chunk files.
+    Fold,
+    /// Drops the store as a crash would (nothing folded) and opens it again.
+    Crash,
     Compact {
         series: usize,
     },
@@ -53,8 +65,12 @@ fn ts_strategy() -> impl Strategy<Value = i64> {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..3usize, prop::collection::vec((ts_strategy(), any::<i64>()), 1..60))
-            .prop_map(|(series, rows)| Op::Write { series, rows }),
+        6 => (0..3usize, prop::collection::vec((ts_strategy(), any::<i64>()), 1..60), any::<bool>())
+            .prop_map(|(series, rows, logged)| Op::Write { series, rows, logged }),
+        2 => prop::collection::vec((0..3usize, prop::collection::vec((ts_strategy(), any::<i64>()), 1..8)), 1..4)
+            .prop_map(|rows| Op::WriteMany { rows }),
+        1 => Just(Op::Fold),
+        1 => Just(Op::Crash),
         1 => (0..3usize).prop_map(|series| Op::Compact { series }),
         1 => (0..3usize).prop_map(|series| Op::Delete { series }),
         1 => (0..3usize).prop_map(|series| Op::Register { series }),
@@ -178,13 +194,24 @@ fn batch(meta: &SeriesMeta, rows: &[(i64, i64)]) -> WriteBatch {
     b
 }
 
-fn apply(store: &Store, meta: &SeriesMeta, model: &mut BTreeMap<i64, i64>, rows: &[(i64, i64)]) {
+fn apply(
+    store: &Store,
+    meta: &SeriesMeta,
+    model: &mut BTreeMap<i64, i64>,
+    rows: &[(i64, i64)],
+    logged: bool,
+) {
     let b = batch(meta, rows);
     let mut seen = std::collections::HashSet::new();
     let has_dup = rows.iter().any(|(ts, _)| !seen.insert(*ts));
     let series = store.get(&meta.key).unwrap();
     let before = series.version();
-    match series.write(b, None) {
+    let r = if logged {
+        store.write(&series, b, None)
+    } else {
+        series.write(b, None)
+    };
+    match r {
         Ok(r) => {
             assert!(!has_dup, "a request with a repeated ts must be refused");
             let replaced = rows.iter().filter(|(ts, _)| model.contains_key(ts)).count() as u64;
@@ -220,10 +247,59 @@ proptest! {
         let mut models = vec![Some(BTreeMap::new()); metas.len()];
         for op in &ops {
             match op {
-                Op::Write { series, rows } => match &mut models[*series] {
-                    Some(model) => apply(&store, &metas[*series], model, rows),
+                Op::Write { series, rows, logged } => match &mut models[*series] {
+                    Some(model) => apply(&store, &metas[*series], model, rows, *logged),
                     None => prop_assert!(store.get(&metas[*series].key).is_err()),
                 },
+                Op::WriteMany { rows } => {
+                    // One batch per series (the first one named wins), live series only.
+                    let mut entries = Vec::new();
+                    let mut named = std::collections::BTreeSet::new();
+                    for (i, r) in rows {
+                        if models[*i].is_some() && named.insert(*i) {
+                            entries.push((*i, r.clone()));
+                        }
+                    }
+                    let dup = entries.iter().any(|(_, r)| {
+                        let mut seen = std::collections::HashSet::new();
+                        r.iter().any(|(ts, _)| !seen.insert(*ts))
+                    });
+                    let before: Vec<u64> = entries.iter().map(|(i, _)| store.get(&metas[*i].key).unwrap().version()).collect();
+                    let batches = entries
+                        .iter()
+                        .map(|(i, r)| (store.get(&metas[*i].key).unwrap(), batch(&metas[*i], r)))
+                        .collect();
+                    match store.write_many(batches) {
+                        Ok(reports) => {
+                            prop_assert!(!dup);
+                            for (((i, r), rep), v) in entries.iter().zip(reports).zip(before) {
+                                prop_assert_eq!(rep.version, v + 1);
+                                prop_assert_eq!(rep.written, r.len() as u64);
+                                let model = models[*i].as_mut().unwrap();
+                                for &(ts, val) in r {
+                                    model.insert(ts, val);
+                                }
+                            }
+                        }
+                        Err(StorageError::Unprocessable(_)) => {
+                            prop_assert!(dup);
+                            for ((i, _), v) in entries.iter().zip(before) {
+                                prop_assert_eq!(store.get(&metas[*i].key).unwrap().version(), v, "a refused write changes nothing");
+                            }
+                        }
+                        Err(e) => prop_assert!(false, "unexpected error {}", e),
+                    }
+                }
+                Op::Fold => {
+                    let r = store.fold_all();
+                    prop_assert_eq!(r.failed, 0);
+                    prop_assert_eq!(store.wal_stats().unfolded_rows, 0);
+                }
+                Op::Crash => {
+                    store.abandon();
+                    store = Store::open(dir.path(), opts.clone()).unwrap();
+                    prop_assert!(store.recovery().iter().all(|n| n.unknown_files.is_empty()));
+                }
                 Op::Compact { series } => match store.get(&metas[*series].key) {
                     Ok(s) => {
                         s.compact().unwrap();

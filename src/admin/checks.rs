@@ -134,15 +134,22 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
         ));
     }
     let snap = s.snapshot();
+    // Rows in memory (write-ahead log, not yet folded) have no file to check; the file
+    // chunks an in-memory rewrite superseded are still the manifest's.
     let mut known: HashSet<(i32, u64)> = snap
         .obsolete
         .iter()
         .map(|e| (e.month, e.generation))
+        .chain(
+            snap.superseded
+                .iter()
+                .map(|c| (c.entry.month, c.entry.generation)),
+        )
         .collect();
     for (&month, chunks) in &snap.live {
         let mut prev_last = i64::MIN;
         let m = MonthPartition(month);
-        for c in chunks {
+        for c in chunks.iter().filter(|c| !c.is_memory()) {
             known.insert((month, c.entry.generation));
             report.chunks_checked += 1;
             let file = c.rel_path(FileKind::Chunk);

@@ -1,6 +1,10 @@
 //! DoPut: one client stream is one all-or-nothing write.
 //!
 //! The first message names the series with a PATH descriptor (the series must exist).
+//! `["kline", "*", timeframe]` or `["scalar", "*", timeframe, category, name]` names
+//! many series at once: the batches then carry a `symbol` column (utf8, large utf8 or
+//! a dictionary of them), every symbol's series must exist, and the whole stream is one
+//! all-or-nothing write of all of them (`Engine::write_many`, one log record).
 //! Batches come in the read schema (`ts` as timestamp[ms] or int64, raw int64 prices,
 //! scalar `value` as the series' value type); columns are matched by name, in any
 //! order. Every batch is checked and copied into one column-major
@@ -38,7 +42,7 @@ use super::putbody::BodyEnd;
 use crate::error::{Error, ErrorKind};
 use crate::query::Engine;
 use crate::query::budget::PUT_EXPANSION;
-use crate::record::{SeriesKey, SeriesKind, SeriesMeta, ValueType};
+use crate::record::{SeriesKey, SeriesKind, ValueType};
 use crate::storage::WriteBatch;
 use crate::storage::batch::KLINE_COLUMNS;
 
@@ -70,12 +74,23 @@ pub async fn do_put(
     end: Option<BodyEnd>,
 ) -> Result<PutResult, Status> {
     let stall = Duration::from_secs(engine.config.flight.stall_timeout_s);
-    let key = series_key(first.flight_descriptor.as_ref())?;
-    let meta = Arc::clone(&engine.series(&key)?.meta);
+    let target = put_target(first.flight_descriptor.as_ref())?;
+    let mut cols = match &target {
+        Target::One(key) => {
+            let meta = Arc::clone(&engine.series(key)?.meta);
+            Columns::new(
+                meta.key.kind(),
+                Some(meta.value_type),
+                engine.config.flight.max_put_rows,
+            )
+        }
+        Target::Many(template) => {
+            Columns::new(template.kind(), None, engine.config.flight.max_put_rows)
+        }
+    };
     let seen: Arc<Mutex<Vec<Bytes>>> = Arc::default();
     let raw = metadata_filtered(first, input, Arc::clone(&seen));
     let mut decoder = FlightDataDecoder::new(raw);
-    let mut cols = Columns::new(&meta, engine.config.flight.max_put_rows);
     let mut held = engine.write_budget.empty();
     let started = std::time::Instant::now();
     while let Some(msg) = within(stall, decoder.next()).await? {
@@ -106,25 +121,62 @@ pub async fn do_put(
         }
     }
     let expected = expected_version(&seen.lock().unwrap_or_else(|p| p.into_inner()))?;
-    let batch = cols.finish()?;
     let received = started.elapsed();
-    let rows = batch.len();
+    let rows = cols.rows;
     let write_engine = Arc::clone(&engine);
     // The reservation moves into the write, so the memory stays counted until the
     // write is done, even if the call is dropped meanwhile.
-    let response = tokio::task::spawn_blocking(move || {
-        let _held = held;
-        write_engine.write(&key, batch, expected)
-    })
-    .await
-    .map_err(internal)??;
+    let body = match target {
+        Target::One(key) => {
+            let batch = cols.finish()?;
+            let response = tokio::task::spawn_blocking(move || {
+                let _held = held;
+                write_engine.write(&key, batch, expected)
+            })
+            .await
+            .map_err(internal)??;
+            serde_json::to_vec(&response).map_err(internal)?
+        }
+        Target::Many(template) => {
+            if expected.is_some() {
+                return Err(invalid(
+                    "expected_version applies to one series; a many-series DoPut takes none",
+                ));
+            }
+            let value_f64 = cols.value_f64;
+            let entries = cols.finish_many(&template)?;
+            let response = tokio::task::spawn_blocking(move || {
+                let _held = held;
+                for (key, _) in &entries {
+                    let vt = write_engine
+                        .series(key)
+                        .map_err(|e| {
+                            Error::new(e.kind, format!("symbol {}: {}", key.symbol(), e.message))
+                        })?
+                        .meta
+                        .value_type;
+                    if key.kind() == SeriesKind::Scalar && (vt == ValueType::F64) != value_f64 {
+                        return Err(Error::invalid(format!(
+                            "symbol {}: the series stores {} values but the value column is {}",
+                            key.symbol(),
+                            vt.as_str(),
+                            if value_f64 { "float64" } else { "int64" }
+                        )));
+                    }
+                }
+                write_engine.write_many(entries)
+            })
+            .await
+            .map_err(internal)??;
+            serde_json::to_vec(&response).map_err(internal)?
+        }
+    };
     tracing::debug!(
         rows,
         receive_ms = received.as_secs_f64() * 1e3,
         write_ms = (started.elapsed() - received).as_secs_f64() * 1e3,
         "DoPut committed"
     );
-    let body = serde_json::to_vec(&response).map_err(internal)?;
     Ok(PutResult {
         app_metadata: body.into(),
     })
@@ -140,17 +192,51 @@ async fn within<T>(stall: Duration, next: impl Future<Output = T>) -> Result<T, 
     })
 }
 
+/// What a DoPut writes: one series, or many of one timeframe (and category, name).
+enum Target {
+    One(SeriesKey),
+    /// The key of a placeholder symbol: every field but the symbol applies to all.
+    Many(SeriesKey),
+}
+
+/// Placeholder symbol of [`Target::Many`]'s template key (never written).
+const TEMPLATE_SYMBOL: &str = "_";
+
 /// The series a DoPut targets, from the first message's PATH descriptor.
-fn series_key(d: Option<&arrow_flight::FlightDescriptor>) -> Result<SeriesKey, Status> {
+fn put_target(d: Option<&arrow_flight::FlightDescriptor>) -> Result<Target, Status> {
     let Some(d) = d.filter(|d| d.r#type == DescriptorType::Path as i32) else {
         return Err(invalid(
             "DoPut needs a PATH descriptor on its first message: [\"kline\", symbol, timeframe] \
-             or [\"scalar\", symbol, timeframe, category, name]",
+             or [\"scalar\", symbol, timeframe, category, name] (symbol \"*\": many series, \
+             with a symbol column)",
         ));
     };
-    let parts: Vec<&str> = d.path.iter().map(String::as_str).collect();
-    SeriesKey::from_parts(&parts)
-        .map_err(|e| invalid(format!("invalid descriptor path {:?}: {e}", d.path)))
+    let mut parts: Vec<&str> = d.path.iter().map(String::as_str).collect();
+    let many = parts.get(1) == Some(&"*");
+    if many {
+        parts[1] = TEMPLATE_SYMBOL;
+    }
+    let key = SeriesKey::from_parts(&parts)
+        .map_err(|e| invalid(format!("invalid descriptor path {:?}: {e}", d.path)))?;
+    Ok(if many {
+        Target::Many(key)
+    } else {
+        Target::One(key)
+    })
+}
+
+/// The key of `symbol` in the many-series write `template`.
+fn key_for(template: &SeriesKey, symbol: &str) -> Result<SeriesKey, Status> {
+    let k = match template {
+        SeriesKey::Kline { timeframe, .. } => SeriesKey::kline(symbol, timeframe.as_str()),
+        SeriesKey::Scalar {
+            timeframe,
+            category,
+            name,
+            ..
+        } => SeriesKey::scalar(symbol, timeframe.as_str(), category.as_str(), name.as_str()),
+    };
+    k.map_err(|e| invalid(format!("symbol {symbol:?}: {e}")))
 }
 
 /// The raw stream with metadata-only messages (empty IPC header) taken out, since the
@@ -216,6 +302,12 @@ struct Columns {
     rows: usize,
     /// Most rows one stream may carry (`flight.max_put_rows`).
     rows_max: usize,
+    /// A many-series stream: where its `symbol` column is, and its arrays.
+    many: bool,
+    symbol_pos: Option<usize>,
+    symbols: Vec<ArrayRef>,
+    /// Whether the incoming scalar `value` column is float64 (else int64).
+    value_f64: bool,
 }
 
 /// What the incoming type of a stored column may be.
@@ -224,6 +316,8 @@ enum Expected {
     Ts,
     Int64,
     Float64,
+    /// A many-series scalar value: int64 or float64, each series checked at the end.
+    Number,
 }
 
 impl Expected {
@@ -235,6 +329,7 @@ impl Expected {
             ),
             Expected::Int64 => *dt == DataType::Int64,
             Expected::Float64 => *dt == DataType::Float64,
+            Expected::Number => matches!(dt, DataType::Int64 | DataType::Float64),
         }
     }
 
@@ -243,13 +338,16 @@ impl Expected {
             Expected::Ts => "timestamp[ms] or int64 (milliseconds since the epoch, UTC)",
             Expected::Int64 => "int64 (raw fixed-point integers: real value × scale)",
             Expected::Float64 => "float64 (this series' value_type is f64)",
+            Expected::Number => "int64 or float64 (the series' value_type)",
         }
     }
 }
 
 impl Columns {
-    fn new(meta: &SeriesMeta, rows_max: usize) -> Columns {
-        let (names, types) = match meta.key.kind() {
+    /// Columns of a series of `kind`; `value_type` is `None` for a many-series stream
+    /// (which also takes a `symbol` column).
+    fn new(kind: SeriesKind, value_type: Option<ValueType>, rows_max: usize) -> Columns {
+        let (names, types) = match kind {
             SeriesKind::Kline => {
                 let mut names = vec!["ts"];
                 names.extend(KLINE_COLUMNS);
@@ -258,9 +356,10 @@ impl Columns {
                 (names, types)
             }
             SeriesKind::Scalar => {
-                let value = match meta.value_type {
-                    ValueType::I64 => Expected::Int64,
-                    ValueType::F64 => Expected::Float64,
+                let value = match value_type {
+                    Some(ValueType::I64) => Expected::Int64,
+                    Some(ValueType::F64) => Expected::Float64,
+                    None => Expected::Number,
                 };
                 (vec!["ts", "value"], vec![Expected::Ts, value])
             }
@@ -273,13 +372,39 @@ impl Columns {
             arrays,
             rows: 0,
             rows_max,
+            many: value_type.is_none(),
+            symbol_pos: None,
+            symbols: Vec::new(),
+            value_f64: value_type == Some(ValueType::F64),
         }
     }
 
     /// Checks the incoming schema and notes where each stored column is.
     fn plan(&mut self, schema: &Schema) -> Result<(), Status> {
-        let expected = self.names.join(", ");
+        let mut expected = self.names.join(", ");
+        if self.many {
+            expected.push_str(", symbol");
+            let Ok(i) = schema.index_of("symbol") else {
+                return Err(invalid(format!(
+                    "missing column \"symbol\": a many-series DoPut takes {expected}"
+                )));
+            };
+            let dt = schema.field(i).data_type();
+            let text = |t: &DataType| {
+                matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            };
+            let ok = text(dt) || matches!(dt, DataType::Dictionary(_, v) if text(v));
+            if !ok {
+                return Err(invalid(format!(
+                    "column \"symbol\" has type {dt}; expected utf8 (or a dictionary of utf8)"
+                )));
+            }
+            self.symbol_pos = Some(i);
+        }
         for (i, f) in schema.fields().iter().enumerate() {
+            if self.many && f.name() == "symbol" {
+                continue;
+            }
             if !self.names.contains(&f.name().as_str()) {
                 return Err(invalid(format!(
                     "unexpected column {:?}: this series takes {expected}",
@@ -303,6 +428,9 @@ impl Columns {
                     "column {name:?} has type {dt}; expected {}",
                     ty.describe()
                 )));
+            }
+            if name == &"value" {
+                self.value_f64 = *dt == DataType::Float64;
             }
             positions.push(i);
         }
@@ -333,11 +461,50 @@ impl Columns {
                 )));
             }
         }
+        if let Some(i) = self.symbol_pos {
+            if batch.column(i).null_count() > 0 {
+                return Err(invalid("column \"symbol\" contains nulls"));
+            }
+            self.symbols.push(Arc::clone(batch.column(i)));
+        }
         for (c, &i) in positions.iter().enumerate() {
             self.arrays[c].push(Arc::clone(batch.column(i)));
         }
         self.rows += batch.num_rows();
         Ok(())
+    }
+
+    /// The rows of a many-series stream, one batch per symbol in the order symbols
+    /// first appear.
+    fn finish_many(mut self, template: &SeriesKey) -> Result<Vec<(SeriesKey, WriteBatch)>, Status> {
+        let symbols = std::mem::take(&mut self.symbols);
+        let ncols = self.names.len();
+        let all = self.finish()?;
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let mut out: Vec<(SeriesKey, WriteBatch)> = Vec::new();
+        let mut row = 0usize;
+        for array in &symbols {
+            let text = arrow_cast::cast(array, &DataType::Utf8).map_err(|e| {
+                invalid(format!("column \"symbol\" could not be read as text: {e}"))
+            })?;
+            for s in text.as_string::<i32>().iter() {
+                let s = s.unwrap_or_default();
+                let j = match index.get(s) {
+                    Some(&j) => j,
+                    None => {
+                        out.push((key_for(template, s)?, WriteBatch::with_capacity(ncols, 1)));
+                        index.insert(s.to_string(), out.len() - 1);
+                        out.len() - 1
+                    }
+                };
+                for (c, col) in all.cols.iter().enumerate() {
+                    out[j].1.cols[c].push(col[row]);
+                }
+                row += 1;
+            }
+        }
+        assert_eq!(row, all.len(), "one symbol per row");
+        Ok(out)
     }
 
     fn finish(self) -> Result<WriteBatch, Status> {

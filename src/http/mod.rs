@@ -10,6 +10,7 @@
 //! - [`kline`], [`scalar`], [`admin`], [`registries`], [`system`]: handlers, each
 //!   annotated with its OpenAPI operation; [`series`] holds what kline and scalar share.
 //! - [`market`]: batch reads of many series, the aligned view, coverage and gaps.
+//! - [`many`]: writes of many series in one request (one all-or-nothing unit).
 //! - [`sql`]: `POST /v1/sql`, JSON or Arrow IPC answers.
 //! - [`json`]: read pages serialized straight from the mapped columns.
 //! - [`types`]: HTTP-only bodies and parameters.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod extract;
 pub mod json;
 pub mod kline;
+pub mod many;
 pub mod market;
 pub mod middleware;
 pub mod openapi;
@@ -67,6 +69,8 @@ fn api_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(kline::get, kline::delete))
         .routes(routes!(kline::write, kline::read, kline::delete_records))
         .routes(routes!(kline::latest))
+        .routes(routes!(many::write_kline))
+        .routes(routes!(many::write_scalar))
         .routes(routes!(market::kline_batch))
         .routes(routes!(market::aligned))
         .routes(routes!(market::kline_coverage))

@@ -166,32 +166,35 @@ pub fn registered((info, created): (SeriesInfo, bool)) -> (StatusCode, Json<Seri
 pub fn scalar_batch(records: &[ScalarRecordIn<'_>], vt: ValueType) -> Result<WriteBatch, Error> {
     let mut b = WriteBatch::with_capacity(2, records.len());
     for (i, r) in records.iter().enumerate() {
-        let text = r.value.get();
-        let bits = match vt {
-            ValueType::I64 => text.parse::<i64>().map_err(|_| {
-                Error::invalid(format!(
-                    "record {i}: value {} is not a 64-bit integer; this series stores i64 values",
-                    clip(text)
-                ))
-            })?,
-            ValueType::F64 if text == "null" => f64::NAN.to_bits() as i64,
-            ValueType::F64 => match text.as_bytes().first() {
-                Some(b'-' | b'0'..=b'9') => text.parse::<f64>().map_err(|_| {
-                    Error::invalid(format!("record {i}: value {} is not a number", clip(text)))
-                })?,
-                _ => {
-                    return Err(Error::invalid(format!(
-                        "record {i}: value {} must be a number or null",
-                        clip(text)
-                    )));
-                }
-            }
-            .to_bits() as i64,
-        };
         b.cols[0].push(r.ts);
-        b.cols[1].push(bits);
+        b.cols[1].push(scalar_value_bits(i, r.value.get(), vt)?);
     }
     Ok(b)
+}
+
+/// The stored bits of record `i`'s value `text` (its JSON text) for a series of `vt`.
+pub fn scalar_value_bits(i: usize, text: &str, vt: ValueType) -> Result<i64, Error> {
+    Ok(match vt {
+        ValueType::I64 => text.parse::<i64>().map_err(|_| {
+            Error::invalid(format!(
+                "record {i}: value {} is not a 64-bit integer; this series stores i64 values",
+                clip(text)
+            ))
+        })?,
+        ValueType::F64 if text == "null" => f64::NAN.to_bits() as i64,
+        ValueType::F64 => match text.as_bytes().first() {
+            Some(b'-' | b'0'..=b'9') => text.parse::<f64>().map_err(|_| {
+                Error::invalid(format!("record {i}: value {} is not a number", clip(text)))
+            })?,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "record {i}: value {} must be a number or null",
+                    clip(text)
+                )));
+            }
+        }
+        .to_bits() as i64,
+    })
 }
 
 /// At most 40 characters of client text for an error message.

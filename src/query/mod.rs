@@ -224,7 +224,7 @@ impl Engine {
             check_ohlc(&batch)?;
         }
         let ncols = batch.cols.len() as u64;
-        let r = series.write(batch, expected)?;
+        let r = self.store.write(&series, batch, expected)?;
         if r.written > 0 {
             self.metrics.add_written(r.written, r.written * ncols * 8);
         }
@@ -235,6 +235,52 @@ impl Engine {
             months: r.months,
             version: r.version,
         })
+    }
+
+    /// Writes rows of many series as one all-or-nothing unit (one log record, one
+    /// sync): `entries` in the order the request first named each series, one batch
+    /// per series. Every series must exist; kline rows are checked against the OHLC
+    /// rules first. An error names the series it is about.
+    pub fn write_many(&self, entries: Vec<(SeriesKey, WriteBatch)>) -> Result<ManyWriteResponse> {
+        let mut resolved = Vec::with_capacity(entries.len());
+        let mut rows = 0u64;
+        let mut cells = 0u64;
+        for (key, batch) in entries {
+            let named =
+                |e: Error| Error::new(e.kind, format!("symbol {}: {}", key.symbol(), e.message));
+            let series = self.series(&key).map_err(named)?;
+            if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
+                check_ohlc(&batch).map_err(named)?;
+            }
+            rows += batch.len() as u64;
+            cells += (batch.len() * batch.cols.len()) as u64;
+            resolved.push((series, batch));
+        }
+        let symbols: Vec<String> = resolved
+            .iter()
+            .map(|(s, _)| s.meta.key.symbol().to_string())
+            .collect();
+        let reports = self.store.write_many(resolved)?;
+        let mut out = ManyWriteResponse {
+            written: 0,
+            inserted: 0,
+            replaced: 0,
+            series: Vec::with_capacity(reports.len()),
+        };
+        for (symbol, r) in symbols.into_iter().zip(reports) {
+            out.written += r.written;
+            out.inserted += r.inserted;
+            out.replaced += r.replaced;
+            out.series.push(SeriesVersion {
+                symbol,
+                version: r.version,
+            });
+        }
+        debug_assert_eq!(out.written, rows, "every row of the write is counted once");
+        if out.written > 0 {
+            self.metrics.add_written(out.written, cells * 8);
+        }
+        Ok(out)
     }
 
     /// Deletes the rows of `[start_ts, end_ts]` (at least one bound) all-or-nothing,
@@ -435,6 +481,17 @@ impl Engine {
         req: &AdminRequest,
         progress: crate::admin::Progress<'_>,
     ) -> Result<AdminReport> {
+        // Every action works on chunk files: what the write-ahead log holds in memory is
+        // folded into them first, so validation checks every acknowledged row and
+        // compaction merges it. A series that cannot be folded is left as it is (its
+        // rows stay in the log) and the action goes on.
+        let folded = self.store.fold_all();
+        if folded.failed > 0 {
+            tracing::warn!(
+                failed = folded.failed,
+                "admin: some series could not be folded first"
+            );
+        }
         let report = crate::admin::run(&self.store, &self.registry, action, req, progress)?;
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
         match action {
@@ -522,11 +579,12 @@ impl Engine {
             .filter(|s| q.kind.is_none_or(|k| k == s.meta.key.kind()))
             .filter(|s| q.symbol.as_deref().is_none_or(|x| x == s.meta.key.symbol()))
             .collect();
-        let (mut total_rows, mut total_bytes) = (0, 0);
+        let (mut total_rows, mut total_bytes, mut total_files) = (0, 0, 0);
         for s in &all {
             let snap = s.snapshot();
             total_rows += snap.rows();
             total_bytes += snap.bytes();
+            total_files += files_of(&snap);
         }
         let mut keyed: Vec<(String, Arc<Series>)> =
             all.drain(..).map(|s| (s.meta.key.to_string(), s)).collect();
@@ -540,7 +598,17 @@ impl Engine {
             .map_or(keyed.len(), |l| (start + l).min(keyed.len()));
         let with_partitions = q.partitions.unwrap_or(true);
         let page = &keyed[start..end];
+        let w = self.store.wal_stats();
         Ok(Inventory {
+            log: LogInfo {
+                bytes: w.bytes,
+                segments: w.segments,
+                unfolded_series: w.unfolded_series,
+                unfolded_rows: w.unfolded_rows,
+                unfolded_bytes: w.unfolded_bytes,
+                fold_lag_ms: w.fold_lag_ms,
+            },
+            total_files,
             series: page
                 .iter()
                 .map(|(_, s)| series_info(s, with_partitions))
@@ -572,6 +640,8 @@ impl Engine {
             write_budget_limit_bytes: self.write_budget.limit_bytes(),
             sql_memory_used_bytes: self.sql.memory_used() as u64,
             sql_queries_running: self.sql.running(&self.config.sql) as u64,
+            wal: Some(self.store.wal_stats()),
+            store_files: series.iter().map(|s| files_of(&s.snapshot())).sum(),
         };
         self.metrics.render(&g)
     }
@@ -729,6 +799,16 @@ pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
         bytes: snap.bytes(),
         version: snap.version,
         retention_ms: snap.retention_ms,
+        files: files_of(&snap),
+        unfolded_rows: snap.unfolded.map_or(0, |u| u.rows),
         partitions,
     }
+}
+
+/// Chunk and sidecar files a series' live chunks have on disk.
+fn files_of(snap: &crate::storage::Snapshot) -> u64 {
+    snap.chunks()
+        .filter(|c| !c.is_memory())
+        .map(|c| 1 + u64::from(c.entry.zonemap.present()) + u64::from(c.entry.vindex.present()))
+        .sum()
 }

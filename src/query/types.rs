@@ -88,6 +88,13 @@ pub struct SeriesInfo {
     /// The series' own retention in ms; 0: none of its own (`storage.retention_ms` applies).
     #[serde(default)]
     pub retention_ms: i64,
+    /// Chunk and sidecar files on disk.
+    #[serde(default)]
+    pub files: u64,
+    /// Rows written through the log and not yet folded into chunk files (readable;
+    /// counted in `rows`, not in `bytes`).
+    #[serde(default)]
+    pub unfolded_rows: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions: Option<Vec<PartitionInfo>>,
 }
@@ -101,6 +108,25 @@ pub struct WriteResponse {
     pub replaced: u64,
     pub months: Vec<String>,
     pub version: u64,
+}
+
+/// One series of a many-series write and the version it is at after it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"symbol": "BTCUSDT", "version": 8}))]
+pub struct SeriesVersion {
+    pub symbol: String,
+    pub version: u64,
+}
+
+/// Result of a committed many-series write (one all-or-nothing unit).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"written": 2, "inserted": 2, "replaced": 0, "series": [{"symbol": "BTCUSDT", "version": 8}, {"symbol": "ETHUSDT", "version": 5}]}))]
+pub struct ManyWriteResponse {
+    pub written: u64,
+    pub inserted: u64,
+    pub replaced: u64,
+    /// Every series written, in the order of first appearance in the request.
+    pub series: Vec<SeriesVersion>,
 }
 
 /// What one pass of the retention task dropped.
@@ -263,12 +289,33 @@ pub struct Health {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Inventory {
     pub series: Vec<SeriesInfo>,
-    /// Rows and bytes of every series the filters select, not only this page's.
+    /// Rows, bytes and files of every series the filters select, not only this page's.
     pub total_rows: u64,
     pub total_bytes: u64,
+    #[serde(default)]
+    pub total_files: u64,
+    /// The write-ahead log, store-wide.
+    #[serde(default)]
+    pub log: LogInfo,
     /// With `limit`: the key to pass as `after` for the next page; absent on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<String>,
+}
+
+/// The write-ahead log's size and what waits in memory to be folded into chunk files.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"bytes": 1048576, "segments": 2, "unfolded_series": 2000, "unfolded_rows": 24000, "unfolded_bytes": 3200000, "fold_lag_ms": 41000}))]
+pub struct LogInfo {
+    /// Bytes of log segments on disk.
+    pub bytes: u64,
+    pub segments: u64,
+    /// Series holding rows that are only in the log (and in memory).
+    pub unfolded_series: u64,
+    pub unfolded_rows: u64,
+    /// Bytes of those rows in memory, laid out as chunk files.
+    pub unfolded_bytes: u64,
+    /// Age of the oldest unfolded row in milliseconds (0: nothing waits).
+    pub fold_lag_ms: u64,
 }
 
 /// Which series `/inventory` lists (every one by default, with partitions).

@@ -155,6 +155,19 @@ impl MappedChunk {
             .buffer(self.header.column_offset(i) + start * 8, (end - start) * 8)
     }
 
+    /// A chunk held in memory, laid out byte for byte as its file would be: rows the
+    /// write-ahead log made durable and no chunk file holds yet. `header`'s rows,
+    /// bounds and checksum are filled in from `cols` (at least one row).
+    pub fn in_memory(header: ChunkHeader, cols: &[&[i64]]) -> MappedChunk {
+        let parts = super::format::ChunkParts::new(header, cols);
+        let file = MappedFile::from_parts(&parts.slices());
+        debug_assert_eq!(file.len(), parts.len());
+        MappedChunk {
+            file,
+            header: parts.header,
+        }
+    }
+
     /// A chunk over any file, with a made-up empty header (the cache's unit tests).
     #[cfg(test)]
     pub(crate) fn unchecked_for_tests(file: Arc<MappedFile>) -> MappedChunk {
@@ -180,6 +193,7 @@ impl MappedChunk {
                 write_chunks: 1,
                 body_xxh3: 0,
                 stride: 0,
+                wal_lsn: 0,
             },
         }
     }
@@ -201,6 +215,10 @@ pub struct ChunkRef {
     /// The chunk's gapless runs for one step (see [`ChunkRef::runs`]): found on first
     /// use and kept, the chunk being immutable.
     runs: std::sync::OnceLock<(i64, Option<Arc<[Run]>>)>,
+    /// Set for a chunk that lives in memory only (rows of the write-ahead log not yet
+    /// folded into a file): reads take it from here, and it has no file, no sidecars
+    /// and no place in any manifest.
+    memory: Option<Arc<MappedChunk>>,
 }
 
 impl ChunkRef {
@@ -219,7 +237,41 @@ impl ChunkRef {
             verified: Mutex::new(None),
             obsolete: AtomicBool::new(false),
             runs: std::sync::OnceLock::new(),
+            memory: None,
         }
+    }
+
+    /// A chunk held in memory (see [`MappedChunk::in_memory`]); its entry describes it
+    /// as its file would be, with no sidecars.
+    pub fn in_memory(
+        chunk: MappedChunk,
+        dir: Arc<PathBuf>,
+        rel_dir: Arc<str>,
+        cache: Arc<MapCache>,
+    ) -> ChunkRef {
+        let h = &chunk.header;
+        let entry = ChunkEntry {
+            month: h.month,
+            flags: h.flags,
+            generation: h.generation,
+            rows: h.rows,
+            first_ts: h.first_ts,
+            last_ts: h.last_ts,
+            file_len: h.file_len(),
+            checksum: h.body_xxh3,
+            write_version: h.write_version,
+            zonemap: super::format::SidecarRef::default(),
+            vindex: super::format::SidecarRef::default(),
+            state: super::format::STATE_LIVE,
+        };
+        let mut c = ChunkRef::new(entry, dir, rel_dir, cache);
+        c.memory = Some(Arc::new(chunk));
+        c
+    }
+
+    /// Whether this chunk lives in memory only (not yet folded into a file).
+    pub fn is_memory(&self) -> bool {
+        self.memory.is_some()
     }
 
     /// The maximal runs of rows whose `ts` go up by exactly `step` (a run of one row
@@ -287,6 +339,9 @@ impl ChunkRef {
     /// set back; either way the identity differs and the checksum is verified again.
     /// `admin validate --deep` always re-reads every checksum from disk.
     pub fn map(&self) -> Result<Arc<MappedChunk>> {
+        if let Some(m) = &self.memory {
+            return Ok(Arc::clone(m));
+        }
         self.cache.chunk(self.id, |slot| {
             let rel = self.rel_path(FileKind::Chunk);
             let file = MappedFile::open_in(&self.path(FileKind::Chunk), slot)
@@ -339,6 +394,10 @@ impl ChunkRef {
 
     /// The chunk was superseded: its files go when the last reader lets go of it.
     pub fn mark_obsolete(&self) {
+        assert!(
+            !self.is_memory(),
+            "a chunk in memory has no files to remove"
+        );
         self.obsolete.store(true, Ordering::Release);
     }
 }

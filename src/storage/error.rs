@@ -73,6 +73,41 @@ impl StorageError {
             _ => StorageError::io(file, source),
         }
     }
+    /// The error with `what: ` in front of a client-facing message (which series of a
+    /// many-series write it is about).
+    pub fn about(self, what: &str) -> StorageError {
+        let pre = |m: String| format!("{what}: {m}");
+        match self {
+            StorageError::InvalidArgument(m) => StorageError::InvalidArgument(pre(m)),
+            StorageError::NotFound(m) => StorageError::NotFound(pre(m)),
+            StorageError::PayloadTooLarge(m) => StorageError::PayloadTooLarge(pre(m)),
+            StorageError::Unprocessable(m) => StorageError::Unprocessable(pre(m)),
+            StorageError::PreconditionFailed(m) => StorageError::PreconditionFailed(pre(m)),
+            other => other,
+        }
+    }
+    /// The same error again, for answering several waiters with one failure (an I/O
+    /// error keeps its kind, OS code and message).
+    pub fn clone_kind(&self) -> StorageError {
+        match self {
+            StorageError::InvalidArgument(m) => StorageError::InvalidArgument(m.clone()),
+            StorageError::NotFound(m) => StorageError::NotFound(m.clone()),
+            StorageError::Conflict(m) => StorageError::Conflict(m.clone()),
+            StorageError::PreconditionFailed(m) => StorageError::PreconditionFailed(m.clone()),
+            StorageError::PayloadTooLarge(m) => StorageError::PayloadTooLarge(m.clone()),
+            StorageError::Unprocessable(m) => StorageError::Unprocessable(m.clone()),
+            StorageError::Corrupted { file, detail } => StorageError::corrupted(file, detail),
+            StorageError::Locked => StorageError::Locked,
+            StorageError::Unavailable(m) => StorageError::Unavailable(m.clone()),
+            StorageError::Io { file, source } => {
+                let source = match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                };
+                StorageError::io(file.clone(), source)
+            }
+        }
+    }
     /// True when the underlying cause is a full disk (ENOSPC) or quota (EDQUOT).
     pub fn is_no_space(&self) -> bool {
         match self {

@@ -13,8 +13,14 @@ pub const CHUNK_MAGIC: &[u8; MAGIC_LEN] = b"FASTKCHK";
 pub const MANIFEST_MAGIC: &[u8; MAGIC_LEN] = b"FASTKMAN";
 /// Length of every magic (chunk, manifest, sidecars).
 pub const MAGIC_LEN: usize = 8;
-/// Current on-disk format version of both.
+/// On-disk format version of chunk files (unchanged since version 1).
 pub const FORMAT_VERSION: u16 = 1;
+/// Format version of the manifests this code writes. Version 2 adds the write-ahead
+/// log position (`wal_lsn`) after the fixed part of version 1; version 1 manifests
+/// still decode (as `wal_lsn` 0) and are rewritten as version 2 on their next commit.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+/// The first manifest format, still read.
+pub const MANIFEST_FORMAT_V1: u32 = 1;
 /// Chunk header size; the first column starts here.
 pub const CHUNK_HEADER_LEN: usize = 512;
 /// Every column starts on this boundary (relative to the file, hence to the mapping).
@@ -70,6 +76,10 @@ const CHUNK_VOLUME_SCALE_OFFSET: usize = CHUNK_PRICE_SCALE_OFFSET + U64_LEN;
 const CHUNK_BODY_XXH3_OFFSET: usize = CHUNK_VOLUME_SCALE_OFFSET + U64_LEN;
 const CHUNK_STRIDE_OFFSET: usize = CHUNK_BODY_XXH3_OFFSET + U64_LEN;
 const CHUNK_KEY_OFFSET: usize = CHUNK_STRIDE_OFFSET + U64_LEN;
+/// The series' write-ahead log position when the chunk was written (every record up to
+/// it is in the series' chunks): lets a manifest rebuilt from chunk headers know where
+/// replay starts. Reserved and zero in the first chunks (no log then).
+const CHUNK_WAL_LSN_OFFSET: usize = CHUNK_KEY_OFFSET + KEY_BLOCK_LEN;
 /// The header checksum is the last field; everything before it is covered.
 const CHUNK_HEADER_XXH3_OFFSET: usize = CHUNK_HEADER_LEN - U64_LEN;
 
@@ -84,7 +94,9 @@ const _: () = {
     assert!(CHUNK_PRICE_SCALE_OFFSET == 80 && CHUNK_VOLUME_SCALE_OFFSET == 88);
     assert!(CHUNK_BODY_XXH3_OFFSET == 96 && CHUNK_STRIDE_OFFSET == 104);
     assert!(CHUNK_KEY_OFFSET == 112 && KEY_BLOCK_LEN == 212);
-    assert!(CHUNK_KEY_OFFSET + KEY_BLOCK_LEN <= CHUNK_HEADER_XXH3_OFFSET);
+    assert!(
+        CHUNK_WAL_LSN_OFFSET == 324 && CHUNK_WAL_LSN_OFFSET + U64_LEN <= CHUNK_HEADER_XXH3_OFFSET
+    );
     assert!(CHUNK_HEADER_XXH3_OFFSET == 504);
     assert!(CHUNK_HEADER_LEN.is_multiple_of(COLUMN_ALIGN));
 };
@@ -107,9 +119,14 @@ const MANIFEST_KEY_OFFSET: usize = MANIFEST_VALUE_TYPE_OFFSET + U8_LEN + MANIFES
 /// (these bytes were reserved), so they read as "keep forever".
 const MANIFEST_RETENTION_MS_OFFSET: usize = MANIFEST_KEY_OFFSET + KEY_BLOCK_LEN;
 const MANIFEST_RESERVED_B_LEN: usize = 4;
-/// Manifest fixed-part length (the entries follow).
-pub const MANIFEST_HEADER_LEN: usize =
+/// Fixed-part length of a version 1 manifest (the entries follow).
+pub const MANIFEST_HEADER_LEN_V1: usize =
     MANIFEST_RETENTION_MS_OFFSET + U64_LEN + MANIFEST_RESERVED_B_LEN;
+/// Version 2: the last write-ahead log record folded into this manifest (0: none).
+const MANIFEST_WAL_LSN_OFFSET: usize = MANIFEST_HEADER_LEN_V1;
+const MANIFEST_RESERVED_C_LEN: usize = 8;
+/// Fixed-part length of a version 2 manifest (the entries follow).
+pub const MANIFEST_HEADER_LEN: usize = MANIFEST_WAL_LSN_OFFSET + U64_LEN + MANIFEST_RESERVED_C_LEN;
 /// Bytes of the trailing checksum.
 const MANIFEST_TRAILER_LEN: usize = U64_LEN;
 
@@ -138,7 +155,8 @@ const _: () = {
     assert!(MANIFEST_TIMEFRAME_MS_OFFSET == 32 && MANIFEST_PRICE_SCALE_OFFSET == 40);
     assert!(MANIFEST_VOLUME_SCALE_OFFSET == 48 && MANIFEST_KIND_OFFSET == 56);
     assert!(MANIFEST_VALUE_TYPE_OFFSET == 57 && MANIFEST_KEY_OFFSET == 64);
-    assert!(MANIFEST_RETENTION_MS_OFFSET == 276 && MANIFEST_HEADER_LEN == 288);
+    assert!(MANIFEST_RETENTION_MS_OFFSET == 276 && MANIFEST_HEADER_LEN_V1 == 288);
+    assert!(MANIFEST_WAL_LSN_OFFSET == 288 && MANIFEST_HEADER_LEN == 304);
     assert!(ENTRY_ROWS_OFFSET == 16 && ENTRY_FILE_LEN_OFFSET == 40);
     assert!(ENTRY_ZONEMAP_XXH3_OFFSET == 64 && ENTRY_VINDEX_LEN_OFFSET == 88);
     assert!(ENTRY_STATE_OFFSET == 96 && MANIFEST_ENTRY_LEN == 128);
@@ -348,6 +366,8 @@ pub struct ChunkHeader {
     pub body_xxh3: u64,
     /// Bytes between the starts of consecutive columns.
     pub stride: u64,
+    /// The series' write-ahead log position when this chunk was written (0: none).
+    pub wal_lsn: u64,
 }
 
 impl ChunkHeader {
@@ -402,6 +422,7 @@ impl ChunkHeader {
         put_u32(&mut b, CHUNK_WRITE_CHUNKS_OFFSET, self.write_chunks);
         put_u64(&mut b, CHUNK_BODY_XXH3_OFFSET, self.body_xxh3);
         put_u64(&mut b, CHUNK_STRIDE_OFFSET, self.stride);
+        put_u64(&mut b, CHUNK_WAL_LSN_OFFSET, self.wal_lsn);
         encode_meta_fields(&mut b, &self.meta, CHUNK_META);
         let sum = xxh3_64(&b[..CHUNK_HEADER_XXH3_OFFSET]);
         put_u64(&mut b, CHUNK_HEADER_XXH3_OFFSET, sum);
@@ -441,6 +462,7 @@ impl ChunkHeader {
             write_chunks: get_u32(b, CHUNK_WRITE_CHUNKS_OFFSET),
             body_xxh3: get_u64(b, CHUNK_BODY_XXH3_OFFSET),
             stride: get_u64(b, CHUNK_STRIDE_OFFSET),
+            wal_lsn: get_u64(b, CHUNK_WAL_LSN_OFFSET),
             meta,
         };
         h.validate()?;
@@ -573,6 +595,9 @@ pub struct Manifest {
     pub next_generation: u64,
     /// Months entirely older than `now - retention_ms` are dropped (0: keep forever).
     pub retention_ms: i64,
+    /// Every write-ahead log record up to this one is in the chunks listed here; replay
+    /// on open applies only later records (0: none, and every version 1 manifest).
+    pub wal_lsn: u64,
     pub entries: Vec<ChunkEntry>,
 }
 
@@ -620,7 +645,7 @@ impl Manifest {
         let n = self.entries.len();
         let mut b = vec![0u8; MANIFEST_HEADER_LEN + n * MANIFEST_ENTRY_LEN + MANIFEST_TRAILER_LEN];
         b[MANIFEST_MAGIC_OFFSET..MANIFEST_MAGIC_OFFSET + MAGIC_LEN].copy_from_slice(MANIFEST_MAGIC);
-        put_u32(&mut b, MANIFEST_VERSION_OFFSET, FORMAT_VERSION as u32);
+        put_u32(&mut b, MANIFEST_VERSION_OFFSET, MANIFEST_FORMAT_VERSION);
         put_u32(&mut b, MANIFEST_COUNT_OFFSET, n as u32);
         put_u64(&mut b, MANIFEST_SERIES_VERSION_OFFSET, self.version);
         put_u64(
@@ -630,6 +655,7 @@ impl Manifest {
         );
         encode_meta_fields(&mut b, &self.meta, MANIFEST_META);
         put_i64(&mut b, MANIFEST_RETENTION_MS_OFFSET, self.retention_ms);
+        put_u64(&mut b, MANIFEST_WAL_LSN_OFFSET, self.wal_lsn);
         for (i, e) in self.entries.iter().enumerate() {
             let at = MANIFEST_HEADER_LEN + i * MANIFEST_ENTRY_LEN;
             put_u32(&mut b, at + ENTRY_MONTH_OFFSET, e.month as u32);
@@ -656,7 +682,7 @@ impl Manifest {
     /// Decodes and checks a manifest. Any bytes give a manifest that passes
     /// [`Manifest::validate`] or an error, never a panic (`tests/fuzz_decoders.rs`).
     pub fn decode(b: &[u8]) -> Result<Manifest, String> {
-        if b.len() < MANIFEST_HEADER_LEN + MANIFEST_TRAILER_LEN {
+        if b.len() < MANIFEST_HEADER_LEN_V1 + MANIFEST_TRAILER_LEN {
             return Err(format!("manifest is {} bytes, too short", b.len()));
         }
         if &b[MANIFEST_MAGIC_OFFSET..MANIFEST_MAGIC_OFFSET + MAGIC_LEN] != MANIFEST_MAGIC {
@@ -667,21 +693,22 @@ impl Manifest {
             return Err("manifest checksum mismatch".into());
         }
         let version = get_u32(b, MANIFEST_VERSION_OFFSET);
-        if version != FORMAT_VERSION as u32 {
-            return Err(format!("unsupported manifest format version {version}"));
-        }
+        let header_len = match version {
+            MANIFEST_FORMAT_V1 => MANIFEST_HEADER_LEN_V1,
+            MANIFEST_FORMAT_VERSION => MANIFEST_HEADER_LEN,
+            _ => return Err(format!("unsupported manifest format version {version}")),
+        };
         // A u32 count times 128 fits in a 64-bit usize: no overflow before the check.
         let n = get_u32(b, MANIFEST_COUNT_OFFSET) as usize;
         if b.len() as u64
-            != (MANIFEST_HEADER_LEN + MANIFEST_TRAILER_LEN) as u64
-                + n as u64 * MANIFEST_ENTRY_LEN as u64
+            != (header_len + MANIFEST_TRAILER_LEN) as u64 + n as u64 * MANIFEST_ENTRY_LEN as u64
         {
             return Err("manifest length disagrees with its entry count".into());
         }
         let meta = decode_meta_fields(b, MANIFEST_META)?;
         let entries = (0..n)
             .map(|i| {
-                let at = MANIFEST_HEADER_LEN + i * MANIFEST_ENTRY_LEN;
+                let at = header_len + i * MANIFEST_ENTRY_LEN;
                 ChunkEntry {
                     month: get_u32(b, at + ENTRY_MONTH_OFFSET) as i32,
                     flags: get_u32(b, at + ENTRY_FLAGS_OFFSET),
@@ -709,6 +736,11 @@ impl Manifest {
             version: get_u64(b, MANIFEST_SERIES_VERSION_OFFSET),
             retention_ms: get_i64(b, MANIFEST_RETENTION_MS_OFFSET),
             next_generation: get_u64(b, MANIFEST_NEXT_GENERATION_OFFSET),
+            wal_lsn: if version == MANIFEST_FORMAT_V1 {
+                0
+            } else {
+                get_u64(b, MANIFEST_WAL_LSN_OFFSET)
+            },
             entries,
         };
         m.validate()?;
@@ -749,6 +781,7 @@ mod tests {
             write_chunks: 1,
             body_xxh3: 0,
             stride: 0,
+            wal_lsn: 0,
         };
         let file = build_chunk(h, &[&ts, &v]);
         assert_eq!(file.len(), CHUNK_HEADER_LEN + 2 * 64);
@@ -771,6 +804,7 @@ mod tests {
             version: 9,
             next_generation: 12,
             retention_ms: 0,
+            wal_lsn: 77,
             entries: vec![ChunkEntry {
                 month: MonthPartition::from_ts(JAN_2024).0,
                 flags: FLAG_FULL,
@@ -814,6 +848,7 @@ mod tests {
             version: 1,
             next_generation: 3,
             retention_ms: 0,
+            wal_lsn: 0,
             entries: vec![ChunkEntry {
                 month: MonthPartition::from_ts(JAN_2024).0,
                 flags: 0,

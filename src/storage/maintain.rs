@@ -373,6 +373,7 @@ impl Series {
         m.version = base.version.max(m.version) + u64::from(changed);
         m.next_generation = base.next_generation.max(m.next_generation);
         m.retention_ms = base.retention_ms;
+        m.wal_lsn = base.wal_lsn.max(m.wal_lsn);
         let listed: HashSet<(i32, u64)> =
             m.entries.iter().map(|e| (e.month, e.generation)).collect();
         for e in &base.obsolete {
@@ -395,7 +396,7 @@ impl Series {
         let base = self.snapshot();
         let manifest = self.successor(&base, m);
         let version = manifest.version;
-        match self.publish_manifest(&base.to_manifest(), &manifest) {
+        match self.publish_manifest(&manifest) {
             Ok(()) => {
                 self.install(snapshot_from_manifest(self, manifest));
                 Ok(version)

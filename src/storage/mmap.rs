@@ -86,10 +86,30 @@ impl FileIdentity {
     }
 }
 
-/// A read-only mapping of a whole file.
+/// What a [`MappedFile`] reads: a file's mapping, or bytes held in memory laid out
+/// exactly like one (a chunk whose rows are in the write-ahead log and not yet in a
+/// file: see `storage::wal`).
+#[derive(Debug)]
+enum Backing {
+    Map(Mmap),
+    /// 64-byte aligned (an Arrow buffer), immutable once built.
+    Memory(Buffer),
+}
+
+impl std::ops::Deref for Backing {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Backing::Map(m) => m,
+            Backing::Memory(b) => b.as_slice(),
+        }
+    }
+}
+
+/// A read-only mapping of a whole file (or of bytes in memory laid out like one).
 #[derive(Debug)]
 pub struct MappedFile {
-    map: Mmap,
+    map: Backing,
     identity: Option<FileIdentity>,
     /// The budget slot this mapping occupies (none for admin's one-off mappings).
     _slot: Option<Slot>,
@@ -120,10 +140,31 @@ impl MappedFile {
         // descriptors a reader holds does not grow with the mappings.
         drop(file);
         Ok(Arc::new(MappedFile {
-            map,
+            map: Backing::Map(map),
             identity,
             _slot: slot,
         }))
+    }
+
+    /// Bytes in memory read like a mapped file: no file, no identity, no budget slot.
+    /// The runs of `parts` are copied once, in order, into a 64-byte aligned buffer, so
+    /// every column offset that is aligned in a file is aligned here too.
+    pub fn from_parts(parts: &[&[u8]]) -> Arc<MappedFile> {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let mut buf = arrow_buffer::MutableBuffer::new(len);
+        for p in parts {
+            buf.extend_from_slice(p);
+        }
+        Arc::new(MappedFile {
+            map: Backing::Memory(buf.into()),
+            identity: None,
+            _slot: None,
+        })
+    }
+
+    /// Whether this is bytes in memory rather than a file's mapping.
+    pub fn is_memory(&self) -> bool {
+        matches!(self.map, Backing::Memory(_))
     }
 
     /// The identity of the mapped file when it was mapped (None where the platform
@@ -176,6 +217,9 @@ impl MappedFile {
     /// mapping: no bytes are copied, and the mapping lives as long as the buffer.
     pub fn buffer(self: &Arc<Self>, offset: usize, len: usize) -> Buffer {
         self.checked_range(offset, len);
+        if let Backing::Memory(b) = &self.map {
+            return b.slice_with_length(offset, len);
+        }
         Buffer::from(bytes::Bytes::from_owner(MapSlice {
             map: Arc::clone(self),
             offset,

@@ -9,6 +9,7 @@
 //! <root>/LOCK                               OS file lock: one process per store
 //! <root>/series/kline/<symbol>/<timeframe>/MANIFEST, <YYYY-MM>.g<gen>.chunk
 //! <root>/series/scalar/<symbol>/<timeframe>/<category>/<name>/...  (+ .zmap, .vidx)
+//! <root>/wal/<lsn>.wal                    the write-ahead log (see `wal`)
 //! <root>/trash/                             deleted series and half-made
 //!                                           registrations, emptied on open
 //! ```
@@ -25,6 +26,7 @@ pub mod recover;
 pub mod series;
 pub mod sidecar;
 pub mod snapshot;
+pub mod wal;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -64,6 +66,8 @@ pub struct StoreOptions {
     pub max_mapped_files: usize,
     /// Bytes of parsed zone maps the store keeps cached.
     pub zonemap_cache_bytes: usize,
+    /// The write-ahead log and the fold (see `wal`).
+    pub wal: wal::WalOptions,
     /// The store's mapping and zone-map cache. `Store::open` installs a fresh one sized
     /// by the two keys above, so every open store has its own.
     pub map_cache: Arc<mapcache::MapCache>,
@@ -80,6 +84,7 @@ impl Default for StoreOptions {
             max_write_rows: 50_000_000,
             max_mapped_files: mapcache::DEFAULT_MAX_MAPPED_FILES,
             zonemap_cache_bytes: mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
+            wal: wal::WalOptions::default(),
             map_cache: mapcache::MapCache::new(
                 mapcache::DEFAULT_MAX_MAPPED_FILES,
                 mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
@@ -94,13 +99,62 @@ pub struct Store {
     root: PathBuf,
     opts: StoreOptions,
     _lock: File,
-    series: RwLock<BTreeMap<SeriesKey, Arc<Series>>>,
+    series: Arc<RwLock<SeriesMap>>,
     recovery: Vec<RecoveryNotes>,
+    /// What replaying the write-ahead log did on open.
+    wal_recovery: WalRecovery,
+    /// The log every small write goes through (group commit).
+    wal: Arc<wal::Wal>,
+    /// The committer and the background fold; joined on drop.
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Set by [`Store::abandon`]: drop folds nothing, as if the process died.
+    abandoned: std::sync::atomic::AtomicBool,
     /// Series directories that could not be opened (relative path, reason).
     unopenable: Vec<(String, String)>,
 }
 
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+type SeriesMap = BTreeMap<SeriesKey, Arc<Series>>;
+
+/// What replaying the write-ahead log did when the store was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalRecovery {
+    /// Records applied (not yet in their series' manifests).
+    pub records: u64,
+    /// Rows those records held.
+    pub rows: u64,
+    /// Records skipped: their series is gone, or already holds them.
+    pub skipped: u64,
+    /// A torn record cut off the end of the log: (segment, offset, bytes).
+    pub cut_tail: Option<(String, u64, u64)>,
+}
+
+/// The log's figures for `/inventory` and `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalStats {
+    pub bytes: u64,
+    pub segments: u64,
+    pub committed_lsn: u64,
+    /// Rows and bytes in memory waiting to be folded, over every series.
+    pub unfolded_rows: u64,
+    pub unfolded_bytes: u64,
+    /// Series holding unfolded rows.
+    pub unfolded_series: u64,
+    /// Age of the oldest unfolded row, in milliseconds (the fold lag).
+    pub fold_lag_ms: u64,
+    /// Syncs of the log since open, and the records they made durable.
+    pub syncs: u64,
+    pub records: u64,
+}
+
+/// What one fold pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FoldReport {
+    pub series: u64,
+    pub failed: u64,
+    pub segments_removed: u64,
+}
 
 impl Store {
     /// Opens (creating if needed) the store at `root`, recovering every series.
@@ -128,48 +182,159 @@ impl Store {
             fs::remove_dir_all(&trash).map_err(io("trash"))?;
             fsio::fsync_dir(&root).map_err(io("."))?;
         }
-        let mut store = Store {
+        let mut recovery = Vec::new();
+        let mut unopenable = Vec::new();
+        let map = load_all(&root, &opts, &mut recovery, &mut unopenable)?;
+        let (wal, wal_recovery) = replay(&root, &opts, &map)?;
+        let store = Store {
             root,
             opts,
             _lock: lock,
-            series: RwLock::new(BTreeMap::new()),
-            recovery: Vec::new(),
-            unopenable: Vec::new(),
+            series: Arc::new(RwLock::new(map)),
+            recovery,
+            unopenable,
+            wal_recovery,
+            wal: Arc::new(wal),
+            threads: std::sync::Mutex::new(Vec::new()),
+            abandoned: std::sync::atomic::AtomicBool::new(false),
         };
-        store.load_all()?;
+        store.start_threads()?;
         Ok(store)
     }
 
-    fn load_all(&mut self) -> Result<()> {
-        let mut dirs = Vec::new();
-        collect_series_dirs(&self.root.join("series"), &mut Vec::new(), &mut dirs)
-            .map_err(|e| StorageError::io("series", e))?;
-        let mut map = BTreeMap::new();
-        for (parts, dir) in dirs {
-            let rel = format!("series/{}", parts.join("/"));
-            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-            let key = match SeriesKey::from_parts(&refs) {
-                Ok(k) => k,
-                Err(e) => {
-                    self.unopenable.push((rel, e));
-                    continue;
-                }
-            };
-            match recover::open_series(dir, rel.clone(), &self.opts) {
-                Ok((series, notes)) if series.meta.key == key => {
-                    if !notes.is_quiet() {
-                        self.recovery.push(notes);
+    fn start_threads(&self) -> Result<()> {
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| StorageError::io("wal", e))
+        };
+        let w = Arc::clone(&self.wal);
+        let committer = spawn("fastk-wal", Box::new(move || w.run()))?;
+        let w = Arc::clone(&self.wal);
+        let map = Arc::clone(&self.series);
+        let folder = spawn(
+            "fastk-fold",
+            Box::new(move || {
+                while !w.is_stopping() {
+                    w.wait_fold(w.opts.fold_interval);
+                    if w.is_stopping() {
+                        break;
                     }
-                    map.insert(key, Arc::new(series));
+                    fold_pass(&map, &w, false);
                 }
-                Ok(_) => self
-                    .unopenable
-                    .push((rel, "manifest names a different series".into())),
-                Err(e) => self.unopenable.push((rel, e.to_string())),
+            }),
+        );
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        threads.push(committer);
+        match folder {
+            Ok(f) => threads.push(f),
+            Err(e) => {
+                drop(threads);
+                self.wal.stop();
+                return Err(e);
             }
         }
-        *self.series.write().unwrap_or_else(|p| p.into_inner()) = map;
         Ok(())
+    }
+
+    /// Closes the store the way a crash would: the threads stop, and nothing held in
+    /// memory is folded, so the next open replays the log. For crash tests.
+    #[doc(hidden)]
+    pub fn abandon(self) {
+        self.abandoned.store(true, Ordering::SeqCst);
+        drop(self);
+    }
+
+    /// What replaying the write-ahead log did on open.
+    pub fn wal_recovery(&self) -> &WalRecovery {
+        &self.wal_recovery
+    }
+
+    /// The log's size and what waits in memory to be folded.
+    pub fn wal_stats(&self) -> WalStats {
+        let mut st = WalStats {
+            bytes: self.wal.bytes(),
+            segments: self.wal.segments() as u64,
+            committed_lsn: self.wal.committed_lsn(),
+            syncs: self.wal.sync_counts().0,
+            records: self.wal.sync_counts().1,
+            ..WalStats::default()
+        };
+        let mut oldest: Option<std::time::Instant> = None;
+        for s in self.list() {
+            if let Some(u) = s.snapshot().unfolded {
+                st.unfolded_rows += u.rows;
+                st.unfolded_bytes += u.bytes;
+                st.unfolded_series += 1;
+                oldest = Some(oldest.map_or(u.since, |o| o.min(u.since)));
+            }
+        }
+        st.fold_lag_ms = oldest.map_or(0, |o| o.elapsed().as_millis() as u64);
+        st
+    }
+
+    /// Folds every series' memory rows into chunk files now and drops the log segments
+    /// that no longer hold anything unfolded (`admin compact`, shutdown, tests).
+    pub fn fold_all(&self) -> FoldReport {
+        fold_pass(&self.series, &self.wal, true)
+    }
+
+    /// Writes `batch` to one series (any order; upsert) as one all-or-nothing write,
+    /// at `expected` version when given. Up to `storage.wal_direct_rows` rows go
+    /// through the write-ahead log (group commit); larger writes are written as chunk
+    /// files directly, after the series' memory rows are folded.
+    pub fn write(
+        &self,
+        series: &Arc<Series>,
+        mut batch: WriteBatch,
+        expected: Option<u64>,
+    ) -> Result<WriteReport> {
+        if batch.len() > self.opts.wal.direct_rows {
+            return series.write(batch, expected);
+        }
+        series.prepare(&mut batch)?;
+        let mut r = self
+            .wal
+            .submit(vec![(Arc::clone(series), batch, expected)])?;
+        Ok(r.pop().expect("one report per series"))
+    }
+
+    /// Writes rows of many series as one all-or-nothing write: one log record, one
+    /// sync, every series' new state installed together. A series may appear once.
+    pub fn write_many(&self, entries: Vec<(Arc<Series>, WriteBatch)>) -> Result<Vec<WriteReport>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut rows = 0usize;
+        let mut bytes = wal::RECORD_HEADER_LEN;
+        let mut prepared = Vec::with_capacity(entries.len());
+        if entries.len() > wal::MAX_RECORD_ENTRIES {
+            return Err(StorageError::PayloadTooLarge(format!(
+                "a write may name at most {} series, this one names {}",
+                wal::MAX_RECORD_ENTRIES,
+                entries.len()
+            )));
+        }
+        for (series, mut batch) in entries {
+            if !seen.insert(Arc::as_ptr(&series) as usize) {
+                return Err(StorageError::InvalidArgument(format!(
+                    "series {} appears twice in one write",
+                    series.meta.key
+                )));
+            }
+            series
+                .prepare(&mut batch)
+                .map_err(|e| e.about(&format!("symbol {}", series.meta.key.symbol())))?;
+            rows += batch.len();
+            bytes += 4 * 64 + batch.cols.len() * batch.len() * 8;
+            prepared.push((series, batch, None));
+        }
+        if rows > self.opts.max_write_rows || bytes > self.opts.wal.max_record_bytes {
+            return Err(StorageError::PayloadTooLarge(format!(
+                "a many-series write may carry at most {} rows (storage.max_write_rows) and {} bytes of rows (storage.wal_max_record_bytes); this one has {rows} rows, about {bytes} bytes: split it",
+                self.opts.max_write_rows, self.opts.wal.max_record_bytes
+            )));
+        }
+        self.wal.submit(prepared)
     }
 
     pub fn root(&self) -> &Path {
@@ -210,7 +375,10 @@ impl Store {
         let rel = format!("series/{}", meta.key.rel_dir().display());
         let dir = self.root.join(&rel);
         let meta = Arc::new(meta);
-        let snap = Snapshot::empty(Arc::clone(&meta));
+        let mut snap = Snapshot::empty(Arc::clone(&meta));
+        // Log records of an earlier series under this key (deleted) are all at or
+        // before the committed lsn: replay must not apply them to this one.
+        snap.wal_lsn = self.wal.committed_lsn();
         self.create_series_dir(&dir, &rel, &snap.to_manifest().encode())?;
         let series = Arc::new(Series::new(
             Arc::clone(&meta),
@@ -322,6 +490,192 @@ impl Store {
     pub fn bytes(&self) -> u64 {
         self.list().iter().map(|s| s.snapshot().bytes()).sum()
     }
+}
+
+impl Drop for Store {
+    /// Stops the committer (queued writes are finished first) and the fold, then folds
+    /// what is left in memory, so a clean restart has no log to replay.
+    fn drop(&mut self) {
+        self.wal.stop();
+        for t in self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = t.join();
+        }
+        if self.abandoned.load(Ordering::SeqCst) {
+            return;
+        }
+        let r = fold_pass(&self.series, &self.wal, true);
+        if r.failed > 0 {
+            tracing::warn!(
+                failed = r.failed,
+                "some series could not be folded at close; the log keeps their rows"
+            );
+        }
+    }
+}
+
+fn load_all(
+    root: &Path,
+    opts: &StoreOptions,
+    recovery: &mut Vec<RecoveryNotes>,
+    unopenable: &mut Vec<(String, String)>,
+) -> Result<SeriesMap> {
+    let mut dirs = Vec::new();
+    collect_series_dirs(&root.join("series"), &mut Vec::new(), &mut dirs)
+        .map_err(|e| StorageError::io("series", e))?;
+    let mut map = BTreeMap::new();
+    for (parts, dir) in dirs {
+        let rel = format!("series/{}", parts.join("/"));
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let key = match SeriesKey::from_parts(&refs) {
+            Ok(k) => k,
+            Err(e) => {
+                unopenable.push((rel, e));
+                continue;
+            }
+        };
+        match recover::open_series(dir, rel.clone(), opts) {
+            Ok((series, notes)) if series.meta.key == key => {
+                if !notes.is_quiet() {
+                    recovery.push(notes);
+                }
+                map.insert(key, Arc::new(series));
+            }
+            Ok(_) => unopenable.push((rel, "manifest names a different series".into())),
+            Err(e) => unopenable.push((rel, e.to_string())),
+        }
+    }
+    Ok(map)
+}
+
+/// Reads the log, cuts a torn tail, applies every record a series' manifest does not
+/// hold yet, and opens the log for appending after the highest lsn seen anywhere.
+fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal, WalRecovery)> {
+    let dir = root.join(wal::WAL_DIR);
+    let scan = match wal::scan(&dir, true)? {
+        Ok(s) => s,
+        Err(c) => {
+            return Err(StorageError::corrupted(
+                format!("{}/{}", wal::WAL_DIR, c.segment),
+                format!(
+                    "write-ahead log record at byte {} is corrupt ({}) and valid records follow it; \
+                     `fastk admin repair` cuts the log there (that record and every later one are lost: \
+                     see docs/operations.md, \"Write-ahead log\")",
+                    c.offset, c.detail
+                ),
+            ));
+        }
+    };
+    let mut rec = WalRecovery {
+        cut_tail: scan.cut_tail.clone(),
+        ..WalRecovery::default()
+    };
+    if let Some((seg, at, n)) = &scan.cut_tail {
+        tracing::warn!(segment = %seg, offset = at, bytes = n, "cut a torn record off the end of the write-ahead log");
+    }
+    let now = std::time::Instant::now();
+    let mut last = map
+        .values()
+        .map(|s| s.snapshot().wal_lsn)
+        .max()
+        .unwrap_or(0);
+    for r in &scan.records {
+        last = last.max(r.lsn);
+        for (key, batch) in &r.entries {
+            let Some(series) = map.get(key) else {
+                rec.skipped += 1;
+                continue;
+            };
+            let guard = series.lock_live()?;
+            let snap = series.snapshot();
+            if r.lsn <= snap.wal_lsn {
+                rec.skipped += 1;
+                continue;
+            }
+            let sorted = batch.cols[0].windows(2).all(|w| w[0] < w[1]);
+            if !sorted || batch.is_empty() {
+                return Err(StorageError::corrupted(
+                    wal::WAL_DIR,
+                    format!("record {} holds rows of {key} that are not sorted", r.lsn),
+                ));
+            }
+            let mut b = batch.clone();
+            series.prepare(&mut b).map_err(|e| {
+                StorageError::corrupted(wal::WAL_DIR, format!("record {}: {e}", r.lsn))
+            })?;
+            let (next, _) = series.apply_logged(&snap, &b, r.lsn, now)?;
+            series.install_logged(&guard, Arc::new(next));
+            rec.records += 1;
+            rec.rows += batch.len() as u64;
+        }
+    }
+    if rec.records > 0 {
+        tracing::info!(
+            records = rec.records,
+            rows = rec.rows,
+            "replayed the write-ahead log"
+        );
+    }
+    let wal = wal::Wal::open(&dir, opts.wal.clone(), last, &scan.segments)?;
+    Ok((wal, rec))
+}
+
+/// One pass of the background fold: folds each series whose memory rows passed a
+/// threshold (rows, age, the memory budget, or records in a closed segment when the
+/// log is over its size), every series with `all`, then removes the segments nothing
+/// unfolded needs.
+fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
+    let committed = w.committed_lsn();
+    let list: Vec<Arc<Series>> = map
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let o = &w.opts;
+    let mut report = FoldReport::default();
+    let memory: u64 = list
+        .iter()
+        .filter_map(|s| s.snapshot().unfolded.map(|u| u.bytes))
+        .sum();
+    let over_memory = memory > o.memory_bytes;
+    let open_first = w.open_segment_first();
+    let over_log = w.bytes() > o.max_log_bytes;
+    let mut keep_from = committed + 1;
+    for s in &list {
+        let Some(u) = s.snapshot().unfolded else {
+            continue;
+        };
+        let due = all
+            || over_memory
+            || u.rows >= o.fold_rows
+            || u.since.elapsed() >= o.fold_age
+            || (over_log && u.first_lsn < open_first);
+        if due {
+            match s.fold() {
+                Ok(_) => report.series += 1,
+                Err(StorageError::NotFound(_)) => {}
+                Err(e) => {
+                    report.failed += 1;
+                    tracing::error!(series = %s.meta.key, error = %e, "fold failed; the rows stay in the log and in memory");
+                }
+            }
+        }
+        if let Some(u) = s.snapshot().unfolded
+            && !s.is_deleted()
+        {
+            keep_from = keep_from.min(u.first_lsn);
+        }
+    }
+    match w.remove_folded(keep_from) {
+        Ok(n) => report.segments_removed = n as u64,
+        Err(e) => tracing::error!(error = %e, "could not remove a folded log segment"),
+    }
+    report
 }
 
 fn check_meta(meta: &SeriesMeta) -> Result<()> {

@@ -107,6 +107,9 @@ pub fn snapshot_from_manifest(series: &Series, m: Manifest) -> Snapshot {
         retention_ms: m.retention_ms,
         live,
         obsolete,
+        wal_lsn: m.wal_lsn,
+        unfolded: None,
+        superseded: Vec::new(),
     }
 }
 
@@ -217,6 +220,9 @@ pub fn rebuild_manifest(
             );
         }
     }
+    // Every chunk records how far the series had folded the log when it was written:
+    // replay resumes after the furthest any of them reached.
+    let wal_lsn = chunks.iter().map(|h| h.wal_lsn).max().unwrap_or(0);
     let mut by_month: BTreeMap<i32, Vec<_>> = BTreeMap::new();
     for h in chunks {
         by_month.entry(h.month).or_default().push(h);
@@ -267,6 +273,7 @@ pub fn rebuild_manifest(
         version,
         next_generation: max_gen + 1,
         retention_ms: 0,
+        wal_lsn,
         entries,
     };
     Ok((manifest, corrupt))

@@ -96,6 +96,9 @@ pub struct Series {
     /// directory path may already belong to a newer one.
     deleted: AtomicBool,
     current: RwLock<Arc<Snapshot>>,
+    /// The manifest as last published: what a failed commit puts back. It differs from
+    /// `current` while log rows wait in memory to be folded.
+    on_disk: Mutex<super::format::Manifest>,
 }
 
 /// One month's share of a write, planned before any file is written. An append
@@ -124,6 +127,7 @@ impl Series {
             opts,
             write_lock: Mutex::new(()),
             deleted: AtomicBool::new(false),
+            on_disk: Mutex::new(snap.to_manifest()),
             current: RwLock::new(Arc::new(snap)),
         }
     }
@@ -179,17 +183,248 @@ impl Series {
         Ok(guard)
     }
 
-    /// Writes `batch` (any order; upsert) as one all-or-nothing commit.
+    /// Takes the writer lock of a live series and folds what the log left in memory,
+    /// so the state is exactly its manifest: every path that commits a manifest itself
+    /// (direct writes, compaction, deletes, retention, admin) starts here.
+    pub(crate) fn lock_folded(&self) -> Result<MutexGuard<'_, ()>> {
+        let guard = self.lock_live()?;
+        self.fold_locked(&guard)?;
+        Ok(guard)
+    }
+
+    /// Folds the rows held in memory into chunk files now (see [`Series::fold_locked`]).
+    /// Returns whether there was anything to fold.
+    pub fn fold(&self) -> Result<bool> {
+        let guard = self.lock_live()?;
+        self.fold_locked(&guard)
+    }
+
+    /// Folds the rows that write-ahead log records put in memory into chunk files, in
+    /// one commit whose manifest also records the log position they reach (from then
+    /// on the log may drop those records). Per month: an in-memory rewrite of the month
+    /// becomes a full chunk; appended rows become a delta chunk, or the month is merged
+    /// into one chunk when it already has `max_chunks_per_month` files. The version is
+    /// unchanged: each logged write already counted. The caller holds the writer lock.
+    fn fold_locked(&self, _guard: &MutexGuard<'_, ()>) -> Result<bool> {
+        let snap = self.snapshot();
+        if snap.unfolded.is_none() {
+            return Ok(false);
+        }
+        let ncols = self.meta.key.kind().ncols();
+        // The state on disk: the file chunks, with those an in-memory rewrite
+        // superseded put back where the manifest still has them.
+        let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
+        let mut memory = Vec::new();
+        for (&month, chunks) in &snap.live {
+            for c in chunks {
+                if c.is_memory() {
+                    memory.push((month, c.map()?, c.entry.flags & FLAG_FULL != 0));
+                } else {
+                    live.entry(month).or_default().push(Arc::clone(c));
+                }
+            }
+        }
+        for c in &snap.superseded {
+            live.entry(c.entry.month).or_default().push(Arc::clone(c));
+        }
+        for v in live.values_mut() {
+            v.sort_by_key(|c| c.entry.generation);
+        }
+        let base = Snapshot {
+            meta: Arc::clone(&snap.meta),
+            version: snap.version,
+            next_generation: snap.next_generation,
+            retention_ms: snap.retention_ms,
+            live,
+            obsolete: snap.obsolete.clone(),
+            wal_lsn: snap.wal_lsn,
+            unfolded: None,
+            superseded: Vec::new(),
+        };
+        let mut next_gen = base.next_generation;
+        let mut plans = Vec::with_capacity(memory.len());
+        for (month, m, full) in &memory {
+            let cols: Vec<&[i64]> = (0..ncols).map(|i| m.col(i)).collect();
+            let files = base.live.get(month).map_or(0, Vec::len);
+            let plan = if *full || files == 0 {
+                MonthPlan {
+                    month: *month,
+                    generation: next_gen,
+                    full: true,
+                    cols: cols.iter().map(|&c| Cow::Borrowed(c)).collect(),
+                    inserted: 0,
+                    replaced: 0,
+                }
+            } else if files >= self.opts.max_chunks_per_month {
+                self.merge_month(&base, *month, &cols, next_gen)?
+            } else {
+                MonthPlan {
+                    month: *month,
+                    generation: next_gen,
+                    full: false,
+                    cols: cols.iter().map(|&c| Cow::Borrowed(c)).collect(),
+                    inserted: 0,
+                    replaced: 0,
+                }
+            };
+            plans.push(plan);
+            next_gen += 1;
+        }
+        assert!(
+            !plans.is_empty(),
+            "a series with unfolded rows holds a chunk in memory"
+        );
+        self.commit_dropping(&base, plans, &[], next_gen, false)?;
+        Ok(true)
+    }
+
+    /// The state after one logged write, applied at log position `lsn` at `now`:
+    /// `batch` (sorted, unique, checked by the caller) goes into in-memory chunks laid
+    /// out as files, at most one per month, always the month's last chunk. Rows past
+    /// the month's last `ts` are appended (to its in-memory chunk, or as a new one
+    /// after its files); anything else rewrites the month in memory as one full chunk,
+    /// and its file chunks wait in `superseded` for the fold. Readers see the result
+    /// as soon as it is installed; nothing touches the disk here. The caller holds
+    /// the writer lock, and the log record is durable before the result is installed.
+    pub(super) fn apply_logged(
+        &self,
+        snap: &Snapshot,
+        batch: &WriteBatch,
+        lsn: u64,
+        now: std::time::Instant,
+    ) -> Result<(Snapshot, WriteReport)> {
+        assert!(!batch.is_empty(), "an empty write is not logged");
+        assert!(lsn > snap.wal_lsn, "log records apply in order");
+        let ncols = self.meta.key.kind().ncols();
+        let version = snap.version + 1;
+        let mut live = snap.live.clone();
+        let mut superseded = snap.superseded.clone();
+        let mut report = WriteReport {
+            version,
+            ..WriteReport::default()
+        };
+        for (month, range) in month_groups(&batch.cols[0]) {
+            let new: Vec<&[i64]> = batch.cols.iter().map(|c| &c[range.clone()]).collect();
+            let n = new[0].len() as u64;
+            let list = live.get(&month).map_or(&[][..], Vec::as_slice);
+            let last = list.last();
+            let appends = last.is_none_or(|c| new[0][0] > c.entry.last_ts);
+            let (cols, full, inserted, replaced, drop_last, supersede): (
+                Vec<Cow<[i64]>>,
+                _,
+                _,
+                _,
+                _,
+                _,
+            ) = match last {
+                Some(c) if appends && c.is_memory() => {
+                    let m = c.map()?;
+                    let cols = (0..ncols)
+                        .map(|i| Cow::Owned([m.col(i), new[i]].concat()))
+                        .collect();
+                    (cols, c.entry.flags & FLAG_FULL != 0, n, 0, true, false)
+                }
+                _ if appends => (
+                    new.iter().map(|&c| Cow::Borrowed(c)).collect(),
+                    list.is_empty(),
+                    n,
+                    0,
+                    false,
+                    false,
+                ),
+                _ => {
+                    let plan = self.merge_month(snap, month, &new, 0)?;
+                    (plan.cols, true, plan.inserted, plan.replaced, false, true)
+                }
+            };
+            let list = live.entry(month).or_default();
+            if supersede {
+                superseded.extend(list.drain(..).filter(|c| !c.is_memory()));
+            } else if drop_last {
+                list.pop();
+            }
+            let header = ChunkHeader {
+                meta: (*self.meta).clone(),
+                ncols,
+                rows: 0,
+                first_ts: 0,
+                last_ts: 0,
+                month,
+                flags: if full { FLAG_FULL } else { 0 },
+                generation: 0,
+                write_version: version,
+                write_chunks: 1,
+                body_xxh3: 0,
+                stride: 0,
+                wal_lsn: lsn,
+            };
+            let refs: Vec<&[i64]> = cols.iter().map(|c| &**c).collect();
+            let chunk = super::chunk::MappedChunk::in_memory(header, &refs);
+            list.push(Arc::new(ChunkRef::in_memory(
+                chunk,
+                Arc::clone(&self.dir),
+                Arc::clone(&self.rel_dir),
+                Arc::clone(&self.opts.map_cache),
+            )));
+            report.inserted += inserted;
+            report.replaced += replaced;
+            report.months.push(MonthPartition(month).to_string());
+        }
+        report.written = report.inserted + report.replaced;
+        let (mut rows, mut bytes) = (0, 0);
+        for c in live.values().flatten().filter(|c| c.is_memory()) {
+            rows += c.entry.rows;
+            bytes += c.entry.file_len;
+        }
+        let unfolded = super::snapshot::Unfolded {
+            first_lsn: snap.unfolded.map_or(lsn, |u| u.first_lsn),
+            since: snap.unfolded.map_or(now, |u| u.since),
+            rows,
+            bytes,
+        };
+        let next = Snapshot {
+            meta: Arc::clone(&snap.meta),
+            version,
+            next_generation: snap.next_generation,
+            retention_ms: snap.retention_ms,
+            live,
+            obsolete: snap.obsolete.clone(),
+            wal_lsn: lsn,
+            unfolded: Some(unfolded),
+            superseded,
+        };
+        Ok((next, report))
+    }
+
+    /// Checks a write's expected version against `snap` (the group commit checks each
+    /// write against the state the writes before it in the group leave).
+    pub(super) fn check_expected(snap: &Snapshot, expected: Option<u64>) -> Result<()> {
+        check_expected(snap, expected)
+    }
+
+    /// Installs a state made by [`Series::apply_logged`] once its log record is durable.
+    pub(super) fn install_logged(&self, _guard: &MutexGuard<'_, ()>, snap: Arc<Snapshot>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = snap;
+    }
+
+    /// Checks a write's shape, size and timestamps and sorts it by `ts` (refusing a
+    /// `ts` repeated inside it): what every write path does before anything else.
+    pub fn prepare(&self, batch: &mut WriteBatch) -> Result<()> {
+        check_shape(&self.meta, batch)?;
+        check_row_limit(batch.len(), self.opts.max_write_rows)?;
+        check_ts_bounds(&batch.cols[0])?;
+        sort_and_check_duplicates(batch)
+    }
+
+    /// Writes `batch` (any order; upsert) as one all-or-nothing commit of chunk files,
+    /// bypassing the write-ahead log (bulk writes; [`super::Store::write`] routes).
     pub fn write(
         &self,
         mut batch: WriteBatch,
         expected_version: Option<u64>,
     ) -> Result<WriteReport> {
-        check_shape(&self.meta, &batch)?;
-        check_row_limit(batch.len(), self.opts.max_write_rows)?;
-        check_ts_bounds(&batch.cols[0])?;
-        sort_and_check_duplicates(&mut batch)?;
-        let _guard = self.lock_live()?;
+        self.prepare(&mut batch)?;
+        let _guard = self.lock_folded()?;
         let snap = self.snapshot();
         check_expected(&snap, expected_version)?;
         if batch.is_empty() {
@@ -211,7 +446,7 @@ impl Series {
     /// Merges every month that has more than one live chunk into one chunk.
     /// Returns the months compacted.
     pub fn compact(&self) -> Result<Vec<String>> {
-        let _guard = self.lock_live()?;
+        let _guard = self.lock_folded()?;
         let snap = self.snapshot();
         let mut next_gen = snap.next_generation;
         let mut plans = Vec::new();
@@ -242,7 +477,7 @@ impl Series {
         range: TsRange,
         expected_version: Option<u64>,
     ) -> Result<DeleteReport> {
-        let _guard = self.lock_live()?;
+        let _guard = self.lock_folded()?;
         let snap = self.snapshot();
         check_expected(&snap, expected_version)?;
         let mut next_gen = snap.next_generation;
@@ -294,7 +529,7 @@ impl Series {
     /// the rows and the version are unchanged. Returns whether it changed.
     pub fn set_retention(&self, retention_ms: i64) -> Result<bool> {
         assert!(retention_ms >= 0, "a retention is not negative");
-        let _guard = self.lock_live()?;
+        let _guard = self.lock_folded()?;
         let snap = self.snapshot();
         if snap.retention_ms == retention_ms {
             return Ok(false);
@@ -306,8 +541,11 @@ impl Series {
             retention_ms,
             live: snap.live.clone(),
             obsolete: snap.obsolete.clone(),
+            wal_lsn: snap.wal_lsn,
+            unfolded: None,
+            superseded: Vec::new(),
         };
-        match self.publish_manifest(&snap.to_manifest(), &next.to_manifest()) {
+        match self.publish_manifest(&next.to_manifest()) {
             Ok(()) => {
                 self.install(next);
                 Ok(true)
@@ -472,7 +710,7 @@ impl Series {
         assert_plans(snap, &plans, dropped, next_gen);
         let version = if bump { snap.version + 1 } else { snap.version };
         let write_chunks = u32::try_from(plans.len()).expect("a write touches < 2^32 months");
-        let entries = match self.publish_chunks(&plans, version, write_chunks) {
+        let entries = match self.publish_chunks(&plans, (version, snap.wal_lsn), write_chunks) {
             Ok(e) => e,
             Err(e) => {
                 self.remove_unpublished(&plans);
@@ -510,9 +748,12 @@ impl Series {
             retention_ms: snap.retention_ms,
             live,
             obsolete,
+            wal_lsn: snap.wal_lsn,
+            unfolded: None,
+            superseded: Vec::new(),
         };
         assert_next(snap, &next, bump);
-        match self.publish_manifest(&snap.to_manifest(), &next.to_manifest()) {
+        match self.publish_manifest(&next.to_manifest()) {
             Ok(()) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
                 for c in superseded {
@@ -549,6 +790,18 @@ impl Series {
     /// * the previous manifest could not be put back: the new one is on disk and must
     ///   be served (the outcome is unknown to the client, as after a timeout).
     pub(super) fn publish_manifest(
+        &self,
+        next: &super::format::Manifest,
+    ) -> std::result::Result<(), (StorageError, OnDisk)> {
+        let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.publish_manifest_over(&on_disk, next);
+        if matches!(r, Ok(()) | Err((_, OnDisk::Next))) {
+            *on_disk = next.clone();
+        }
+        r
+    }
+
+    fn publish_manifest_over(
         &self,
         previous: &super::format::Manifest,
         next: &super::format::Manifest,
@@ -589,7 +842,7 @@ impl Series {
     fn publish_chunks(
         &self,
         plans: &[MonthPlan],
-        version: u64,
+        (version, wal_lsn): (u64, u64),
         write_chunks: u32,
     ) -> Result<Vec<ChunkEntry>> {
         let sync_threads = if plans.len() > 1 {
@@ -598,7 +851,7 @@ impl Series {
             0
         };
         let (results, synced) = fsio::SyncPool::run(&self.dir, sync_threads, |pool| {
-            self.publish_all(plans, version, write_chunks, pool)
+            self.publish_all(plans, (version, wal_lsn), write_chunks, pool)
         });
         let mut entries = Vec::with_capacity(plans.len());
         for r in results.into_iter().flatten() {
@@ -622,7 +875,7 @@ impl Series {
     fn publish_all(
         &self,
         plans: &[MonthPlan],
-        version: u64,
+        (version, wal_lsn): (u64, u64),
         write_chunks: u32,
         pool: &fsio::SyncPool<'_>,
     ) -> Vec<Option<Result<ChunkEntry>>> {
@@ -635,7 +888,7 @@ impl Series {
                 if i >= plans.len() || pool.failed() {
                     break;
                 }
-                let r = self.publish_one(&plans[i], version, write_chunks, pool);
+                let r = self.publish_one(&plans[i], (version, wal_lsn), write_chunks, pool);
                 let failed = r.is_err();
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
                 if failed {
@@ -667,7 +920,7 @@ impl Series {
     fn publish_one(
         &self,
         plan: &MonthPlan,
-        version: u64,
+        (version, wal_lsn): (u64, u64),
         write_chunks: u32,
         pool: &fsio::SyncPool<'_>,
     ) -> Result<ChunkEntry> {
@@ -684,6 +937,7 @@ impl Series {
             write_chunks,
             body_xxh3: 0,
             stride: 0,
+            wal_lsn,
         };
         let cols: Vec<&[i64]> = plan.cols.iter().map(|c| &**c).collect();
         let file = ChunkParts::new(header, &cols);
@@ -745,13 +999,14 @@ impl Series {
 
     /// Replaces the current snapshot after recovery or maintenance committed a manifest.
     pub(crate) fn install(&self, snap: Snapshot) {
+        *self.on_disk.lock().unwrap_or_else(|p| p.into_inner()) = snap.to_manifest();
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
     }
 
     /// Holds the writer lock while `f` runs (admin actions that rewrite the manifest).
     /// Fails `NotFound` without running `f` when the series was deleted meanwhile.
     pub fn with_write_lock<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let _guard = self.lock_live()?;
+        let _guard = self.lock_folded()?;
         f()
     }
 }

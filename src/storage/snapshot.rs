@@ -26,6 +26,29 @@ pub struct Snapshot {
     pub live: BTreeMap<i32, Vec<Arc<ChunkRef>>>,
     /// Superseded entries still listed in the manifest until their files are gone.
     pub obsolete: Vec<ChunkEntry>,
+    /// The last write-ahead log record applied to this state (0: none). Equal to the
+    /// manifest's `wal_lsn` when nothing is waiting to be folded.
+    pub wal_lsn: u64,
+    /// Rows applied from the log and not yet folded into chunk files (`None`: this
+    /// state is exactly the manifest on disk).
+    pub unfolded: Option<Unfolded>,
+    /// File chunks that an in-memory rewrite of their month took out of `live`: still
+    /// live in the manifest on disk until the next fold lists them obsolete.
+    pub superseded: Vec<Arc<ChunkRef>>,
+}
+
+/// What a series holds in memory only, waiting to be folded into chunk files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unfolded {
+    /// The first log record not in the manifest: the log keeps every record from
+    /// here on until this series is folded.
+    pub first_lsn: u64,
+    /// When that record was applied (the fold's age threshold counts from here).
+    pub since: std::time::Instant,
+    /// Rows of the in-memory chunks (the fold's size threshold).
+    pub rows: u64,
+    /// Bytes of the in-memory chunks, laid out as files.
+    pub bytes: u64,
 }
 
 /// Rows `start..end` of one verified chunk: a zero-copy view.
@@ -71,6 +94,9 @@ impl Snapshot {
             retention_ms: 0,
             live: BTreeMap::new(),
             obsolete: Vec::new(),
+            wal_lsn: 0,
+            unfolded: None,
+            superseded: Vec::new(),
         }
     }
 
@@ -82,9 +108,11 @@ impl Snapshot {
         self.chunks().map(|c| c.entry.rows).sum()
     }
 
-    /// Bytes of chunk files plus sidecars.
+    /// Bytes of chunk files plus sidecars (rows held in memory only are not counted:
+    /// see [`Snapshot::unfolded`]).
     pub fn bytes(&self) -> u64 {
         self.chunks()
+            .filter(|c| !c.is_memory())
             .map(|c| c.entry.file_len + c.entry.zonemap.len + c.entry.vindex.len)
             .sum()
     }
@@ -97,8 +125,15 @@ impl Snapshot {
         self.chunks().next_back().map(|c| c.entry.last_ts)
     }
 
-    /// The manifest this snapshot was committed as.
+    /// The manifest this snapshot was committed as. Only a state with nothing in
+    /// memory is a manifest: every commit path folds first.
     pub fn to_manifest(&self) -> Manifest {
+        assert!(
+            self.unfolded.is_none()
+                && self.superseded.is_empty()
+                && self.chunks().all(|c| !c.is_memory()),
+            "a snapshot holding unfolded log rows is not a manifest"
+        );
         let mut entries: Vec<ChunkEntry> = self.chunks().map(|c| c.entry.clone()).collect();
         entries.extend(self.obsolete.iter().cloned());
         Manifest {
@@ -106,6 +141,7 @@ impl Snapshot {
             version: self.version,
             next_generation: self.next_generation,
             retention_ms: self.retention_ms,
+            wal_lsn: self.wal_lsn,
             entries,
         }
     }

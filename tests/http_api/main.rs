@@ -7,6 +7,7 @@ mod common;
 mod errors;
 mod hostile;
 mod kline;
+mod many;
 mod market;
 mod scalar;
 mod server;

@@ -1,0 +1,199 @@
+//! Many series in one write: `POST /v1/kline/records` and `POST /v1/scalar/records`
+//! carry rows of many symbols of one timeframe (and, for scalars, one category and
+//! name), committed as one all-or-nothing unit through the write-ahead log: the write
+//! a feed handler makes once a minute for every symbol.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use super::auth::WriteAccess;
+use super::error::{AppError, ErrorBody};
+use super::extract::{BodyBytes, blocking, parse_json};
+use super::series::{WriteReservation, scalar_value_bits};
+use crate::error::Error;
+use crate::query::Engine;
+use crate::query::types::ManyWriteResponse;
+use crate::record::SeriesKey;
+use crate::storage::WriteBatch;
+
+/// One kline record of a many-series write.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"symbol": "BTCUSDT", "ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250}))]
+pub struct KlineSymbolRecord {
+    pub symbol: String,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub ts: i64,
+    pub open: i64,
+    pub high: i64,
+    pub low: i64,
+    pub close: i64,
+    pub volume: i64,
+}
+
+/// Kline records of many symbols of one timeframe, written as one unit.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"timeframe": "1m", "records": [
+    {"symbol": "BTCUSDT", "ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250},
+    {"symbol": "ETHUSDT", "ts": 1704067200000_i64, "open": 228000, "high": 228500, "low": 227900, "close": 228200, "volume": 9100}]}))]
+pub struct KlineManyWrite {
+    pub timeframe: String,
+    /// Any order; a (symbol, ts) may appear once; a stored ts is replaced.
+    pub records: Vec<KlineSymbolRecord>,
+}
+
+/// One scalar record of a many-series write.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"symbol": "BTCUSDT", "ts": 1704067200000_i64, "value": 71.25}))]
+pub struct ScalarSymbolRecordIn<'a> {
+    pub symbol: String,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub ts: i64,
+    /// An integer for `i64` series; any number for `f64` series, where `null` stores NaN.
+    #[serde(borrow)]
+    #[schema(value_type = Option<f64>, required = true)]
+    pub value: &'a RawValue,
+}
+
+/// Scalar records of many symbols of one (timeframe, category, name), written as one unit.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"timeframe": "1m", "category": "indicator", "name": "rsi_14", "records": [
+    {"symbol": "BTCUSDT", "ts": 1704067200000_i64, "value": 71.25},
+    {"symbol": "ETHUSDT", "ts": 1704067200000_i64, "value": 48.5}]}))]
+pub struct ScalarManyWrite<'a> {
+    pub timeframe: String,
+    pub category: String,
+    pub name: String,
+    /// Any order; a (symbol, ts) may appear once; a stored ts is replaced.
+    #[serde(borrow)]
+    pub records: Vec<ScalarSymbolRecordIn<'a>>,
+}
+
+/// Groups rows by symbol in the order symbols first appear; `key` makes (and checks)
+/// each symbol's series key once.
+struct Groups {
+    index: HashMap<String, usize>,
+    out: Vec<(SeriesKey, WriteBatch)>,
+}
+
+impl Groups {
+    fn new() -> Groups {
+        Groups {
+            index: HashMap::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn batch(
+        &mut self,
+        symbol: &str,
+        ncols: usize,
+        key: impl FnOnce(&str) -> Result<SeriesKey, Error>,
+    ) -> Result<&mut WriteBatch, Error> {
+        let i = match self.index.get(symbol) {
+            Some(&i) => i,
+            None => {
+                let k = key(symbol)?;
+                self.out.push((k, WriteBatch::with_capacity(ncols, 1)));
+                self.index.insert(symbol.to_string(), self.out.len() - 1);
+                self.out.len() - 1
+            }
+        };
+        Ok(&mut self.out[i].1)
+    }
+}
+
+/// Write kline records of many symbols
+///
+/// One all-or-nothing write of rows of many series of one timeframe: every named series
+/// must exist; on any error nothing is written. The whole request is one record of the
+/// write-ahead log, durable before the answer.
+#[utoipa::path(post, path = "/v1/kline/records", tag = "kline", operation_id = "write_kline_many",
+    request_body = KlineManyWrite,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Every record of every series is durable.", body = ManyWriteResponse),
+        (status = 404, description = "`not_found`: a named series does not exist (the message names it); nothing was written.", body = ErrorBody),
+        (status = 422, description = "`unprocessable`: a (symbol, ts) repeats or a record breaks the OHLC rules; nothing was written.", body = ErrorBody),
+    ))]
+pub async fn write_kline(
+    State(engine): State<Arc<Engine>>,
+    _: WriteAccess,
+    WriteReservation(held): WriteReservation,
+    BodyBytes(body): BodyBytes,
+) -> Result<Json<ManyWriteResponse>, AppError> {
+    blocking(move || {
+        let _held = held;
+        let w: KlineManyWrite = parse_json(&body)?;
+        let mut g = Groups::new();
+        for r in &w.records {
+            let b = g.batch(&r.symbol, 6, |s| Ok(SeriesKey::kline(s, &w.timeframe)?))?;
+            for (c, v) in [r.ts, r.open, r.high, r.low, r.close, r.volume]
+                .into_iter()
+                .enumerate()
+            {
+                b.cols[c].push(v);
+            }
+        }
+        engine.write_many(g.out)
+    })
+    .await
+    .map(Json)
+}
+
+/// Write scalar records of many symbols
+///
+/// As `POST /v1/kline/records`, for the scalar series (symbol, timeframe, category,
+/// name) of every symbol named.
+#[utoipa::path(post, path = "/v1/scalar/records", tag = "scalar", operation_id = "write_scalar_many",
+    request_body = ScalarManyWrite,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Every record of every series is durable.", body = ManyWriteResponse),
+        (status = 404, description = "`not_found`: a named series does not exist (the message names it); nothing was written.", body = ErrorBody),
+        (status = 422, description = "`unprocessable`: a (symbol, ts) repeats; nothing was written.", body = ErrorBody),
+    ))]
+pub async fn write_scalar(
+    State(engine): State<Arc<Engine>>,
+    _: WriteAccess,
+    WriteReservation(held): WriteReservation,
+    BodyBytes(body): BodyBytes,
+) -> Result<Json<ManyWriteResponse>, AppError> {
+    blocking(move || {
+        let _held = held;
+        let w: ScalarManyWrite<'_> = parse_json(&body)?;
+        let mut g = Groups::new();
+        let mut types = Vec::new();
+        for (i, r) in w.records.iter().enumerate() {
+            let n = g.out.len();
+            let b = g.batch(&r.symbol, 2, |s| {
+                Ok(SeriesKey::scalar(s, &w.timeframe, &w.category, &w.name)?)
+            })?;
+            b.cols[0].push(r.ts);
+            let j = g.index[r.symbol.as_str()];
+            if j == n {
+                let key = &g.out[j].0;
+                let vt = engine
+                    .series(key)
+                    .map_err(|e| Error::new(e.kind, format!("symbol {}: {}", r.symbol, e.message)))?
+                    .meta
+                    .value_type;
+                types.push(vt);
+            }
+            let bits = scalar_value_bits(i, r.value.get(), types[j])?;
+            g.out[j].1.cols[1].push(bits);
+        }
+        engine.write_many(g.out)
+    })
+    .await
+    .map(Json)
+}

@@ -1,0 +1,873 @@
+//! The store's write-ahead log: small writes, to one series or to thousands, are made
+//! durable here many at a time (group commit), applied to in-memory chunks that
+//! readers see at once, and folded into chunk files later by size and age.
+//!
+//! ```text
+//! <root>/wal/<first lsn, 16 hex digits>.wal    segments, in lsn order
+//!
+//! record = header, payload
+//!   header (RECORD_HEADER_LEN bytes):
+//!     magic      u32  "FKWR"
+//!     payload    u32  payload length in bytes
+//!     lsn        u64  log sequence number: the previous record's plus one
+//!     xxh3       u64  of the first 16 header bytes and the payload
+//!   payload:
+//!     entries    u32
+//!     per entry:
+//!       kind     u8   0 kline, 1 scalar
+//!       parts    (u8 length, bytes) for symbol, timeframe (and category, name)
+//!       ncols    u8
+//!       rows     u32
+//!       columns  ncols x rows x i64 (ts first), column after column
+//! ```
+//!
+//! One record is one write, all-or-nothing: a many-series write is one record. Every
+//! integer is little-endian. Invariants:
+//!
+//! 1. A write is acknowledged only after its record and every record before it are on
+//!    disk (`fdatasync` of the segment); the in-memory state is installed after that
+//!    sync, so no reader sees a row that a crash could take back.
+//! 2. Record lsns are consecutive across segments; a segment is named by its first.
+//! 3. A series' manifest records the last lsn folded into its chunks (`wal_lsn`);
+//!    replay applies exactly the later records, so replay is idempotent.
+//! 4. A segment is removed only when every series holding rows of its records in
+//!    memory has folded them ([`Wal::remove_folded`]).
+//!
+//! On open, a record that is cut short or fails its checksum at the end of the last
+//! segment (a crash mid-append) is cut off, with a note. One followed by valid records
+//! is corruption in the middle: the open fails with a clear error, and
+//! `fastk admin repair` cuts the log there, reporting what it dropped.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use xxhash_rust::xxh3::Xxh3;
+
+use super::error::{Result, StorageError};
+use super::fsio::{self, failpoints};
+use super::series::{Series, WriteBatch, WriteReport};
+use super::snapshot::Snapshot;
+use crate::record::{SeriesKey, SeriesKind};
+
+/// Directory of the log under the store root.
+pub const WAL_DIR: &str = "wal";
+/// Extension of a segment file.
+pub const SEGMENT_EXT: &str = "wal";
+const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"FKWR");
+
+const U8_LEN: usize = 1;
+const U32_LEN: usize = 4;
+const U64_LEN: usize = 8;
+const MAGIC_OFFSET: usize = 0;
+const PAYLOAD_LEN_OFFSET: usize = MAGIC_OFFSET + U32_LEN;
+const LSN_OFFSET: usize = PAYLOAD_LEN_OFFSET + U32_LEN;
+const XXH3_OFFSET: usize = LSN_OFFSET + U64_LEN;
+/// Bytes of a record header.
+pub const RECORD_HEADER_LEN: usize = XXH3_OFFSET + U64_LEN;
+const _: () = assert!(RECORD_HEADER_LEN == 24);
+/// Most entries (series) one record may hold.
+pub const MAX_RECORD_ENTRIES: usize = 1 << 20;
+
+/// Tunables of the log and the fold (see `[storage]` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalOptions {
+    /// A segment past this size is closed and a new one started.
+    pub segment_bytes: u64,
+    /// Most bytes of one record (one write); a larger many-series write is refused.
+    pub max_record_bytes: usize,
+    /// How long the committer waits for more writes before a sync (0: none; the
+    /// sync in progress is the window, and writes arriving meanwhile share the next).
+    pub group_window: Duration,
+    /// A single-series write of more rows than this skips the log: it is written as
+    /// chunk files directly (bulk loads), after the series' memory rows are folded.
+    pub direct_rows: usize,
+    /// A series is folded once this many rows wait in memory.
+    pub fold_rows: u64,
+    /// ... or once its oldest unfolded row has waited this long.
+    pub fold_age: Duration,
+    /// Past this many bytes of log, every series holding the oldest segment is folded.
+    pub max_log_bytes: u64,
+    /// Past this many bytes of rows in memory, every series is folded.
+    pub memory_bytes: u64,
+    /// How often the background fold looks at the series.
+    pub fold_interval: Duration,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            max_record_bytes: 256 << 20,
+            group_window: Duration::ZERO,
+            direct_rows: 8192,
+            fold_rows: 8192,
+            fold_age: Duration::from_secs(600),
+            max_log_bytes: 1 << 30,
+            memory_bytes: 512 << 20,
+            fold_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- records
+
+/// Why bytes at an offset are not a whole valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    /// Fewer bytes than the header or its payload length: a torn append.
+    Short,
+    /// The bytes are there but wrong (magic, checksum, or the payload's structure).
+    Bad(String),
+}
+
+/// One decoded record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub lsn: u64,
+    pub entries: Vec<(SeriesKey, WriteBatch)>,
+}
+
+/// Encodes one record. The columns of each batch must have equal lengths.
+pub fn encode_record(lsn: u64, entries: &[(&SeriesKey, &WriteBatch)]) -> Vec<u8> {
+    let payload_len: usize = U32_LEN
+        + entries
+            .iter()
+            .map(|(k, b)| {
+                U8_LEN
+                    + k.parts()[1..]
+                        .iter()
+                        .map(|p| U8_LEN + p.len())
+                        .sum::<usize>()
+                    + U8_LEN
+                    + U32_LEN
+                    + b.cols.len() * b.len() * U64_LEN
+            })
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(RECORD_HEADER_LEN + payload_len);
+    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
+    out.extend_from_slice(
+        &u32::try_from(payload_len)
+            .expect("record fits u32")
+            .to_le_bytes(),
+    );
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&[0; U64_LEN]);
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    for (key, batch) in entries {
+        out.push(key.kind().code());
+        for p in &key.parts()[1..] {
+            out.push(u8::try_from(p.len()).expect("names are at most 64 bytes"));
+            out.extend_from_slice(p.as_bytes());
+        }
+        out.push(u8::try_from(batch.cols.len()).expect("a handful of columns"));
+        out.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+        for c in &batch.cols {
+            assert_eq!(c.len(), batch.len(), "wal: ragged columns");
+            out.extend_from_slice(bytemuck::cast_slice(c));
+        }
+    }
+    assert_eq!(
+        out.len(),
+        RECORD_HEADER_LEN + payload_len,
+        "wal: record length"
+    );
+    let sum = record_checksum(&out[..XXH3_OFFSET], &out[RECORD_HEADER_LEN..]);
+    out[XXH3_OFFSET..RECORD_HEADER_LEN].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
+fn record_checksum(head: &[u8], payload: &[u8]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(head);
+    h.update(payload);
+    h.digest()
+}
+
+fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + U32_LEN].try_into().expect("4 bytes"))
+}
+
+fn get_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + U64_LEN].try_into().expect("8 bytes"))
+}
+
+/// Decodes the record at the start of `b`; returns it and its length. Any bytes give
+/// a record or an error, never a panic (`tests/fuzz_decoders.rs`).
+pub fn decode_record(b: &[u8]) -> std::result::Result<(Record, usize), RecordError> {
+    if b.len() < RECORD_HEADER_LEN {
+        return Err(RecordError::Short);
+    }
+    if get_u32(b, MAGIC_OFFSET) != RECORD_MAGIC {
+        return Err(RecordError::Bad("bad record magic".into()));
+    }
+    let len = get_u32(b, PAYLOAD_LEN_OFFSET) as usize;
+    let Some(payload) = b.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + len) else {
+        return Err(RecordError::Short);
+    };
+    if record_checksum(&b[..XXH3_OFFSET], payload) != get_u64(b, XXH3_OFFSET) {
+        return Err(RecordError::Bad("record checksum mismatch".into()));
+    }
+    let lsn = get_u64(b, LSN_OFFSET);
+    let entries = decode_payload(payload).map_err(RecordError::Bad)?;
+    Ok((Record { lsn, entries }, RECORD_HEADER_LEN + len))
+}
+
+fn decode_payload(p: &[u8]) -> std::result::Result<Vec<(SeriesKey, WriteBatch)>, String> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> std::result::Result<&[u8], String> {
+        let s = p
+            .get(at..at.checked_add(n).ok_or("length overflows")?)
+            .ok_or("payload ends inside an entry")?;
+        at += n;
+        Ok(s)
+    };
+    let count = u32::from_le_bytes(take(U32_LEN)?.try_into().expect("4 bytes")) as usize;
+    if count > MAX_RECORD_ENTRIES {
+        return Err(format!("{count} entries, more than {MAX_RECORD_ENTRIES}"));
+    }
+    let mut entries = Vec::new();
+    for _ in 0..count {
+        let kind = SeriesKind::from_code(take(U8_LEN)?[0]).ok_or("unknown series kind")?;
+        // symbol and timeframe, and for a scalar its category and name
+        let nparts = match kind {
+            SeriesKind::Kline => 2,
+            SeriesKind::Scalar => 4,
+        };
+        let mut parts = vec![kind.as_str().to_string()];
+        for _ in 0..nparts {
+            let n = take(U8_LEN)?[0] as usize;
+            let s = std::str::from_utf8(take(n)?).map_err(|_| "a name is not UTF-8")?;
+            parts.push(s.to_string());
+        }
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        let key = SeriesKey::from_parts(&refs)?;
+        let ncols = take(U8_LEN)?[0] as usize;
+        if ncols != kind.ncols() {
+            return Err(format!("{ncols} columns for a {} series", kind.as_str()));
+        }
+        let rows = u32::from_le_bytes(take(U32_LEN)?.try_into().expect("4 bytes")) as usize;
+        let mut batch = WriteBatch::with_capacity(0, 0);
+        for _ in 0..ncols {
+            let bytes = take(rows.checked_mul(U64_LEN).ok_or("rows overflow")?)?;
+            batch.cols.push(
+                bytes
+                    .chunks_exact(U64_LEN)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect(),
+            );
+        }
+        entries.push((key, batch));
+    }
+    if at != p.len() {
+        return Err("bytes after the last entry".into());
+    }
+    Ok(entries)
+}
+
+/// `wal/<lsn>.wal`.
+pub fn segment_name(first_lsn: u64) -> String {
+    format!("{first_lsn:016x}.{SEGMENT_EXT}")
+}
+
+fn parse_segment_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(&format!(".{SEGMENT_EXT}"))?;
+    if stem.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(stem, 16).ok()
+}
+
+// ---------------------------------------------------------------- reading the log
+
+/// What reading the log on open found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub records: Vec<Record>,
+    /// Segments, ascending: (first lsn, last lsn or first - 1 when empty, bytes).
+    pub segments: Vec<(u64, u64, u64)>,
+    /// A torn tail cut off the last segment: (segment, offset, bytes cut).
+    pub cut_tail: Option<(String, u64, u64)>,
+}
+
+/// A record in the middle of the log that is not valid: where, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    pub segment: String,
+    pub offset: u64,
+    pub detail: String,
+}
+
+/// Segment files in `dir`, ascending by first lsn.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    match fs::read_dir(dir) {
+        Ok(rd) => {
+            for e in rd {
+                let e = e?;
+                if let Some(lsn) = parse_segment_name(&e.file_name().to_string_lossy()) {
+                    out.push((lsn, e.path()));
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether any valid record starts in `b` (after a bad one: then the bad one is in the
+/// middle, not a torn tail).
+fn any_valid_record(b: &[u8]) -> bool {
+    let magic = RECORD_MAGIC.to_le_bytes();
+    (0..b.len().saturating_sub(RECORD_HEADER_LEN - 1))
+        .filter(|&i| b[i..i + U32_LEN] == magic)
+        .any(|i| decode_record(&b[i..]).is_ok())
+}
+
+/// Reads every segment. A bad record with nothing valid after it in the last non-empty
+/// segment is a torn tail: with `cut`, the segment is truncated there (and synced).
+/// Any other bad record, or a break in the lsn sequence, is `Err(Corrupt)`.
+pub fn scan(dir: &Path, cut: bool) -> Result<std::result::Result<Scan, Corrupt>> {
+    let io_err = |what: &str, e| StorageError::io(format!("{WAL_DIR}/{what}"), e);
+    let segments = list_segments(dir).map_err(|e| io_err("", e))?;
+    let mut scan = Scan::default();
+    let last_nonempty = segments
+        .iter()
+        .rposition(|(_, p)| fs::metadata(p).is_ok_and(|m| m.len() > 0));
+    let mut expect: Option<u64> = None;
+    for (i, (first, path)) in segments.iter().enumerate() {
+        let name = segment_name(*first);
+        let bytes = fs::read(path).map_err(|e| io_err(&name, e))?;
+        let corrupt = |offset: usize, detail: String| Corrupt {
+            segment: name.clone(),
+            offset: offset as u64,
+            detail,
+        };
+        if let Some(e) = expect
+            && *first != e
+        {
+            return Ok(Err(corrupt(
+                0,
+                format!("segment starts at lsn {first}, the previous one ended before {e}"),
+            )));
+        }
+        let mut at = 0usize;
+        let mut next = *first;
+        while at < bytes.len() {
+            match decode_record(&bytes[at..]) {
+                Ok((r, len)) => {
+                    if r.lsn != next {
+                        return Ok(Err(corrupt(
+                            at,
+                            format!("record lsn {} where {next} was expected", r.lsn),
+                        )));
+                    }
+                    next += 1;
+                    at += len;
+                    scan.records.push(r);
+                }
+                Err(e) => {
+                    let torn = Some(i) == last_nonempty && !any_valid_record(&bytes[at + 1..]);
+                    if !torn {
+                        let why = match e {
+                            RecordError::Short => "record cut short".to_string(),
+                            RecordError::Bad(w) => w,
+                        };
+                        return Ok(Err(corrupt(at, why)));
+                    }
+                    let cut_bytes = (bytes.len() - at) as u64;
+                    if cut {
+                        let f = OpenOptions::new()
+                            .write(true)
+                            .open(path)
+                            .map_err(|e| io_err(&name, e))?;
+                        f.set_len(at as u64).map_err(|e| io_err(&name, e))?;
+                        f.sync_all().map_err(|e| io_err(&name, e))?;
+                    }
+                    scan.cut_tail = Some((name.clone(), at as u64, cut_bytes));
+                    break;
+                }
+            }
+        }
+        scan.segments.push((*first, next - 1, at as u64));
+        // An empty segment (opened, never written) says nothing of what follows.
+        if at > 0 {
+            expect = Some(next);
+        }
+    }
+    Ok(Ok(scan))
+}
+
+/// Cuts the log at its first corrupt record: that segment is truncated there and every
+/// later segment removed (`admin repair`). Returns what was cut, or `None` when the
+/// log reads whole. The store must be closed.
+pub fn cut_at_corruption(root: &Path) -> Result<Option<(Corrupt, u64)>> {
+    let dir = root.join(WAL_DIR);
+    let Err(c) = scan(&dir, false)? else {
+        return Ok(None);
+    };
+    let io_err = |what: String, e| StorageError::io(format!("{WAL_DIR}/{what}"), e);
+    let mut dropped = 0u64;
+    for (first, path) in list_segments(&dir).map_err(|e| io_err(String::new(), e))? {
+        let name = segment_name(first);
+        let len = fs::metadata(&path)
+            .map_err(|e| io_err(name.clone(), e))?
+            .len();
+        if name == c.segment {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| io_err(name.clone(), e))?;
+            f.set_len(c.offset).map_err(|e| io_err(name.clone(), e))?;
+            f.sync_all().map_err(|e| io_err(name.clone(), e))?;
+            dropped += len - c.offset;
+        } else if name > c.segment {
+            fs::remove_file(&path).map_err(|e| io_err(name.clone(), e))?;
+            dropped += len;
+        }
+    }
+    fsio::fsync_dir(&dir).map_err(|e| io_err(String::new(), e))?;
+    Ok(Some((c, dropped)))
+}
+
+// ---------------------------------------------------------------- the live log
+
+/// One write waiting for the committer: its series and rows (sorted and checked), the
+/// versions it expects, and where its outcome goes.
+struct Request {
+    entries: Vec<(Arc<Series>, WriteBatch, Option<u64>)>,
+    reply: mpsc::SyncSender<Result<Vec<WriteReport>>>,
+}
+
+/// One write checked and applied in memory, not yet durable: the new state of each of
+/// its series (by index in the group) and its reports.
+type Planned = (Vec<(usize, Snapshot)>, Vec<WriteReport>);
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Request>,
+    stop: bool,
+}
+
+/// The open segment and the closed ones still held.
+struct LogFile {
+    file: File,
+    /// First lsn of the open segment (its name).
+    first: u64,
+    /// Bytes of the open segment.
+    len: u64,
+    /// Closed segments: (first lsn, last lsn, bytes).
+    closed: VecDeque<(u64, u64, u64)>,
+}
+
+/// The live log: a queue of writes, one committer thread that logs them in groups,
+/// and the segments.
+pub struct Wal {
+    dir: PathBuf,
+    pub(super) opts: WalOptions,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    log: Mutex<LogFile>,
+    /// The last lsn on disk (assigned and synced).
+    committed: AtomicU64,
+    /// Bytes of all segments.
+    bytes: AtomicU64,
+    /// Syncs of the log since open, and records they made durable (group commit
+    /// makes the first smaller than the second under concurrent writes).
+    syncs: AtomicU64,
+    records: AtomicU64,
+    /// Set when a failed sync could not be undone: the log refuses writes until the
+    /// store is reopened (replay then decides what is durable).
+    poisoned: Mutex<Option<String>>,
+    /// Pokes the fold thread (a series crossed a threshold).
+    pub(super) fold_wake: (Mutex<bool>, Condvar),
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.dir)
+            .field("committed", &self.committed)
+            .finish()
+    }
+}
+
+impl Wal {
+    /// Opens the log for appending after `last_lsn` (the highest lsn any record or
+    /// manifest holds): a new segment starts at `last_lsn + 1`. `segments` are the
+    /// ones [`scan`] found.
+    pub fn open(
+        dir: &Path,
+        opts: WalOptions,
+        last_lsn: u64,
+        segments: &[(u64, u64, u64)],
+    ) -> Result<Wal> {
+        let io_err = |what: String, e| StorageError::io(format!("{WAL_DIR}/{what}"), e);
+        fsio::create_dir_durable(dir).map_err(|e| io_err(String::new(), e))?;
+        let first = last_lsn + 1;
+        let mut closed: VecDeque<(u64, u64, u64)> = segments.iter().copied().collect();
+        // An empty segment named `first` (left by an open that wrote nothing) is reused.
+        if closed.back().is_some_and(|s| s.0 == first) {
+            closed.pop_back();
+        }
+        let name = segment_name(first);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(&name))
+            .map_err(|e| io_err(name.clone(), e))?;
+        let len = file.metadata().map_err(|e| io_err(name.clone(), e))?.len();
+        assert_eq!(len, 0, "wal: the new segment is empty");
+        fsio::fsync_dir(dir).map_err(|e| io_err(String::new(), e))?;
+        let bytes = closed.iter().map(|s| s.2).sum();
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            opts,
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            log: Mutex::new(LogFile {
+                file,
+                first,
+                len: 0,
+                closed,
+            }),
+            committed: AtomicU64::new(last_lsn),
+            bytes: AtomicU64::new(bytes),
+            syncs: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            poisoned: Mutex::new(None),
+            fold_wake: (Mutex::new(false), Condvar::new()),
+        })
+    }
+
+    /// The last lsn on disk.
+    pub fn committed_lsn(&self) -> u64 {
+        self.committed.load(Ordering::SeqCst)
+    }
+
+    /// (syncs, records) since open.
+    pub fn sync_counts(&self) -> (u64, u64) {
+        (
+            self.syncs.load(Ordering::Relaxed),
+            self.records.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Bytes of log on disk.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// First lsn of the open segment: records before it are in closed segments.
+    pub fn open_segment_first(&self) -> u64 {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).first
+    }
+
+    /// Segments on disk, the open one included.
+    pub fn segments(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed
+            .len()
+            + 1
+    }
+
+    /// First lsn of the oldest segment.
+    pub fn oldest_lsn(&self) -> u64 {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.closed.front().map_or(log.first, |s| s.0)
+    }
+
+    /// Logs one write of one or many series as one record and waits until it is
+    /// durable and applied. Batches are sorted and checked by the caller; a series may
+    /// appear once.
+    pub fn submit(
+        &self,
+        entries: Vec<(Arc<Series>, WriteBatch, Option<u64>)>,
+    ) -> Result<Vec<WriteReport>> {
+        if let Some(why) = self
+            .poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(StorageError::Unavailable(why));
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if q.stop {
+                return Err(StorageError::Unavailable("the store is closing".into()));
+            }
+            q.pending.push(Request { entries, reply: tx });
+        }
+        self.wake.notify_one();
+        rx.recv().unwrap_or_else(|_| {
+            Err(StorageError::Unavailable(
+                "the log's committer stopped before answering".into(),
+            ))
+        })
+    }
+
+    /// Asks the committer to finish the queued writes and stop.
+    pub fn stop(&self) {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+        self.wake.notify_all();
+        *self.fold_wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.fold_wake.1.notify_all();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner()).stop
+    }
+
+    /// The committer: takes every queued write, logs them with one sync, installs their
+    /// states and answers, until [`Wal::stop`] and an empty queue.
+    pub fn run(&self) {
+        loop {
+            let mut group = {
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                while q.pending.is_empty() && !q.stop {
+                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+                if q.pending.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            if !self.opts.group_window.is_zero() {
+                std::thread::sleep(self.opts.group_window);
+                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                group.append(&mut q.pending);
+            }
+            self.commit_group(group);
+        }
+    }
+
+    /// Logs a group of writes with one sync. Each write is checked (series alive,
+    /// expected versions) against the state the writes before it leave; a refused one
+    /// is answered at once and logs nothing. The series' writer locks are held from the
+    /// check to the install, so no other commit interleaves.
+    fn commit_group(&self, group: Vec<Request>) {
+        let now = Instant::now();
+        // Distinct series of the group, locked in key order (other paths hold one lock
+        // at a time, so this order cannot deadlock).
+        let mut all: Vec<&Arc<Series>> = group
+            .iter()
+            .flat_map(|r| r.entries.iter().map(|e| &e.0))
+            .collect();
+        all.sort_by(|a, b| {
+            a.meta
+                .key
+                .cmp(&b.meta.key)
+                .then((Arc::as_ptr(a) as usize).cmp(&(Arc::as_ptr(b) as usize)))
+        });
+        all.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        let mut guards = Vec::with_capacity(all.len());
+        let mut states: Vec<Option<Arc<Snapshot>>> = Vec::with_capacity(all.len());
+        let mut dead: Vec<Option<StorageError>> = Vec::with_capacity(all.len());
+        for s in &all {
+            match s.lock_live() {
+                Ok(g) => {
+                    guards.push(Some(g));
+                    states.push(Some(s.snapshot()));
+                    dead.push(None);
+                }
+                Err(e) => {
+                    guards.push(None);
+                    states.push(None);
+                    dead.push(Some(e));
+                }
+            }
+        }
+        let index = |s: &Arc<Series>| {
+            all.iter()
+                .position(|x| Arc::ptr_eq(x, s))
+                .expect("every series of the group is listed")
+        };
+        let mut lsn = self.committed_lsn();
+        let mut buf = Vec::new();
+        let mut outcomes: Vec<Option<Result<Vec<WriteReport>>>> = Vec::with_capacity(group.len());
+        let mut changed = vec![false; all.len()];
+        for req in &group {
+            let attempt = (|| -> Result<Planned> {
+                let mut next = Vec::with_capacity(req.entries.len());
+                let mut reports = Vec::with_capacity(req.entries.len());
+                for (s, batch, expected) in &req.entries {
+                    let i = index(s);
+                    if let Some(e) = &dead[i] {
+                        return Err(e.clone_kind());
+                    }
+                    let snap = states[i].as_ref().expect("a live series has a state");
+                    Series::check_expected(snap, *expected)?;
+                    if batch.is_empty() {
+                        reports.push(WriteReport {
+                            version: snap.version,
+                            ..WriteReport::default()
+                        });
+                        continue;
+                    }
+                    let (state, report) = s.apply_logged(snap, batch, lsn + 1, now)?;
+                    next.push((i, state));
+                    reports.push(report);
+                }
+                Ok((next, reports))
+            })();
+            match attempt {
+                Ok((next, reports)) if next.is_empty() => outcomes.push(Some(Ok(reports))),
+                Ok((next, reports)) => {
+                    lsn += 1;
+                    let entries: Vec<(&SeriesKey, &WriteBatch)> = req
+                        .entries
+                        .iter()
+                        .filter(|e| !e.1.is_empty())
+                        .map(|e| (&e.0.meta.key, &e.1))
+                        .collect();
+                    buf.extend_from_slice(&encode_record(lsn, &entries));
+                    for (i, state) in next {
+                        states[i] = Some(Arc::new(state));
+                        changed[i] = true;
+                    }
+                    outcomes.push(Some(Ok(reports)));
+                }
+                Err(e) => outcomes.push(Some(Err(e))),
+            }
+        }
+        let synced = if buf.is_empty() {
+            Ok(())
+        } else {
+            self.append(&buf, self.committed_lsn() + 1, lsn)
+        };
+        match synced {
+            Ok(()) => {
+                for (i, s) in all.iter().enumerate() {
+                    if changed[i]
+                        && let (Some(g), Some(state)) = (&guards[i], &states[i])
+                    {
+                        s.install_logged(g, Arc::clone(state));
+                    }
+                }
+                self.committed.store(lsn, Ordering::SeqCst);
+            }
+            Err(e) => {
+                for o in outcomes.iter_mut() {
+                    if matches!(o, Some(Ok(r)) if r.iter().any(|r| r.written > 0)) {
+                        *o = Some(Err(e.clone_kind()));
+                    }
+                }
+            }
+        }
+        drop(guards);
+        let mut poke = false;
+        for s in all.iter() {
+            if let Some(u) = s.snapshot().unfolded {
+                poke |= u.rows >= self.opts.fold_rows;
+            }
+        }
+        poke |= self.bytes() > self.opts.max_log_bytes;
+        if poke {
+            *self.fold_wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.fold_wake.1.notify_all();
+        }
+        for (req, o) in group.into_iter().zip(outcomes) {
+            let _ = req.reply.send(o.expect("every write has an outcome"));
+        }
+    }
+
+    /// Appends the records `first..=last` (already encoded in `buf`) and syncs. A new
+    /// segment is started first when the open one is full. On a failed write or sync
+    /// the segment is cut back to where it was, so the refusal is true; if even that
+    /// fails the log is poisoned.
+    fn append(&self, buf: &[u8], first: u64, last: u64) -> Result<()> {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let io_err = |name: String, e| StorageError::io(format!("{WAL_DIR}/{name}"), e);
+        if log.len > 0 && log.len + buf.len() as u64 > self.opts.segment_bytes {
+            let name = segment_name(first);
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(&name))
+                .map_err(|e| io_err(name.clone(), e))?;
+            fsio::fsync_dir(&self.dir).map_err(|e| io_err(String::new(), e))?;
+            let old = (log.first, first - 1, log.len);
+            log.closed.push_back(old);
+            log.file = file;
+            log.first = first;
+            log.len = 0;
+        }
+        let name = segment_name(log.first);
+        let path = self.dir.join(&name);
+        let wrote = failpoints::check(&path, failpoints::Op::Write)
+            .and_then(|()| log.file.write_all(buf))
+            .and_then(|()| failpoints::check(&path, failpoints::Op::Fsync))
+            .and_then(|()| log.file.sync_data());
+        match wrote {
+            Ok(()) => {
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                self.records.fetch_add(last + 1 - first, Ordering::Relaxed);
+                log.len += buf.len() as u64;
+                self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                debug_assert_eq!(
+                    log.file.metadata().map(|m| m.len()).ok(),
+                    Some(log.len),
+                    "wal: segment length"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let back = log.len;
+                let undone = log.file.set_len(back).and_then(|()| log.file.sync_all());
+                if let Err(u) = undone {
+                    let why = format!(
+                        "the write-ahead log could not be synced ({e}) nor cut back ({u}); writes are refused until the server restarts"
+                    );
+                    tracing::error!("{why}");
+                    *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                }
+                Err(io_err(name, e))
+            }
+        }
+    }
+
+    /// Removes the closed segments whose records are all folded: `keep_from` is the
+    /// first lsn some series still holds in memory only (or past the last committed).
+    pub fn remove_folded(&self, keep_from: u64) -> Result<usize> {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut removed = 0;
+        while let Some(&(first, last, len)) = log.closed.front() {
+            if last >= keep_from {
+                break;
+            }
+            let name = segment_name(first);
+            fs::remove_file(self.dir.join(&name))
+                .map_err(|e| StorageError::io(format!("{WAL_DIR}/{name}"), e))?;
+            log.closed.pop_front();
+            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            removed += 1;
+        }
+        if removed > 0 {
+            let _ = fsio::fsync_dir(&self.dir);
+        }
+        Ok(removed)
+    }
+
+    /// Waits for a poke from the committer or `timeout`, whichever comes first.
+    pub(super) fn wait_fold(&self, timeout: Duration) {
+        let (m, c) = &self.fold_wake;
+        let mut poked = m.lock().unwrap_or_else(|p| p.into_inner());
+        if !*poked {
+            poked = c
+                .wait_timeout(poked, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *poked = false;
+    }
+}

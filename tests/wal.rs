@@ -1,0 +1,330 @@
+//! The write-ahead log: logged writes are visible at once and survive a crash through
+//! replay; concurrent writes share syncs; a torn tail is cut, a corrupt record in the
+//! middle stops the open until `admin repair` cuts the log; a failed sync writes
+//! nothing; the fold keeps the files of a month bounded whatever the write pattern.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, TsRange, ValueType};
+use fastk::storage::fsio::failpoints::{self, Op};
+use fastk::storage::wal::{self, WAL_DIR};
+use fastk::storage::{Series, StorageError, Store, StoreOptions, WriteBatch};
+
+const MINUTE: i64 = 60_000;
+const JAN_2024: i64 = 1_704_067_200_000;
+
+fn meta(symbol: &str) -> SeriesMeta {
+    SeriesMeta {
+        key: SeriesKey::scalar(symbol, "1m", "signal", "s").unwrap(),
+        timeframe_ms: MINUTE,
+        price_scale: 1,
+        volume_scale: 1,
+        value_type: ValueType::I64,
+    }
+}
+
+/// Thresholds that never fold by themselves: the tests fold when they mean to.
+fn opts() -> StoreOptions {
+    let mut o = StoreOptions::default();
+    o.wal.fold_rows = u64::MAX;
+    o.wal.fold_age = Duration::from_secs(3600);
+    o.wal.max_log_bytes = u64::MAX;
+    o.wal.memory_bytes = u64::MAX;
+    o
+}
+
+fn one(ts: i64, v: i64) -> WriteBatch {
+    WriteBatch {
+        cols: vec![vec![ts], vec![v]],
+    }
+}
+
+fn rows(s: &Series) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for sl in s.snapshot().range(TsRange::all()) {
+        let sl = sl.unwrap();
+        out.extend(sl.ts().iter().copied().zip(sl.col(1).iter().copied()));
+    }
+    out
+}
+
+fn chunk_files(s: &Series) -> usize {
+    std::fs::read_dir(s.dir())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".chunk")
+        })
+        .count()
+}
+
+fn last_segment(root: &std::path::Path) -> std::path::PathBuf {
+    let segs = wal::list_segments(&root.join(WAL_DIR)).unwrap();
+    segs.iter()
+        .rev()
+        .find(|(_, p)| std::fs::metadata(p).unwrap().len() > 0)
+        .expect("a segment with records")
+        .1
+        .clone()
+}
+
+#[test]
+fn logged_writes_are_visible_at_once_and_replayed_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let series: Vec<_> = (0..20)
+        .map(|k| store.register(meta(&format!("S{k}"))).unwrap().0)
+        .collect();
+    for i in 0..30i64 {
+        for (k, s) in series.iter().enumerate() {
+            // Appends, and every seventh write replaces an earlier row.
+            let ts = if i % 7 == 6 {
+                JAN_2024 + (i - 3) * MINUTE
+            } else {
+                JAN_2024 + i * MINUTE
+            };
+            let r = store.write(s, one(ts, i * 100 + k as i64), None).unwrap();
+            assert_eq!(r.version, i as u64 + 1);
+        }
+    }
+    let want: Vec<Vec<(i64, i64)>> = series.iter().map(|s| rows(s)).collect();
+    assert_eq!(want[0].len(), 30 - 4);
+    assert_eq!(
+        want[3][3],
+        (JAN_2024 + 3 * MINUTE, 600 + 3),
+        "the replacement is read back"
+    );
+    // Nothing was written as chunk files: the rows are in the log and in memory.
+    assert!(series.iter().all(|s| chunk_files(s) == 0));
+    let st = store.wal_stats();
+    assert_eq!((st.unfolded_series, st.unfolded_rows), (20, 20 * 26));
+    drop(series);
+    store.abandon();
+
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(store.wal_recovery().records, 600);
+    for (k, w) in want.iter().enumerate() {
+        let s = store.get(&meta(&format!("S{k}")).key).unwrap();
+        assert_eq!(&rows(&s), w, "series {k} after replay");
+        assert_eq!(s.version(), 30);
+    }
+    // Folding writes them out; the log segments before the open one go.
+    let r = store.fold_all();
+    assert_eq!((r.series, r.failed), (20, 0));
+    assert_eq!(store.wal_stats().unfolded_rows, 0);
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        store.wal_recovery().records,
+        0,
+        "folded records are not replayed"
+    );
+    for (k, w) in want.iter().enumerate() {
+        let s = store.get(&meta(&format!("S{k}")).key).unwrap();
+        assert_eq!(&rows(&s), w, "series {k} after the fold");
+        assert_eq!(s.version(), 30);
+        assert!(chunk_files(&s) >= 1);
+    }
+    let _ = store.fold_all();
+    assert_eq!(
+        store.wal_stats().segments,
+        1,
+        "only the open segment is left"
+    );
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_a_corrupt_middle_stops_the_open_until_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (s, _) = store.register(meta("T")).unwrap();
+    for i in 0..10 {
+        store
+            .write(&s, one(JAN_2024 + i * MINUTE, i), None)
+            .unwrap();
+    }
+    drop(s);
+    store.abandon();
+    // A crash mid-append leaves half a record.
+    let seg = last_segment(dir.path());
+    let whole = std::fs::read(&seg).unwrap();
+    let record_len = whole.len() / 10;
+    let mut torn = whole.clone();
+    torn.extend_from_slice(&whole[..record_len / 2]);
+    std::fs::write(&seg, &torn).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let cut = store
+        .wal_recovery()
+        .cut_tail
+        .clone()
+        .expect("the torn tail is cut");
+    assert_eq!(cut.2, (record_len / 2) as u64);
+    let s = store.get(&meta("T").key).unwrap();
+    assert_eq!(rows(&s).len(), 10);
+    drop(s);
+    store.abandon();
+    assert_eq!(
+        std::fs::read(&seg).unwrap(),
+        whole,
+        "cut back to the last whole record"
+    );
+
+    // A flipped byte in record 4 with valid records after it is not a torn tail.
+    let mut bad = whole.clone();
+    bad[4 * record_len + 30] ^= 0x40;
+    std::fs::write(&seg, &bad).unwrap();
+    let err = Store::open(dir.path(), opts()).unwrap_err();
+    match &err {
+        StorageError::Corrupted { file, detail } => {
+            assert!(file.starts_with("wal/"), "{file}");
+            assert!(detail.contains("admin repair"), "{detail}");
+        }
+        other => panic!("expected Corrupted, got {other}"),
+    }
+    let (c, dropped) = wal::cut_at_corruption(dir.path()).unwrap().expect("a cut");
+    assert_eq!(c.offset, (4 * record_len) as u64);
+    assert_eq!(dropped, (6 * record_len) as u64);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let s = store.get(&meta("T").key).unwrap();
+    assert_eq!(
+        rows(&s),
+        (0..4)
+            .map(|i| (JAN_2024 + i * MINUTE, i))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(s.version(), 4);
+}
+
+#[test]
+fn a_failed_log_write_or_sync_writes_nothing_and_the_next_write_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (s, _) = store.register(meta("F")).unwrap();
+    store.write(&s, one(JAN_2024, 1), None).unwrap();
+    for op in [Op::Write, Op::Fsync] {
+        let armed = failpoints::arm(&dir.path().join(WAL_DIR), op, 1);
+        let err = store
+            .write(&s, one(JAN_2024 + MINUTE, 2), None)
+            .unwrap_err();
+        assert!(armed.fired());
+        assert!(matches!(err, StorageError::Io { .. }), "{err}");
+        assert_eq!(
+            rows(&s),
+            vec![(JAN_2024, 1)],
+            "{op:?}: the refused write is not visible"
+        );
+        assert_eq!(s.version(), 1);
+    }
+    store.write(&s, one(JAN_2024 + MINUTE, 2), None).unwrap();
+    drop(s);
+    store.abandon();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let s = store.get(&meta("F").key).unwrap();
+    assert_eq!(rows(&s), vec![(JAN_2024, 1), (JAN_2024 + MINUTE, 2)]);
+    assert_eq!(s.version(), 2);
+}
+
+#[test]
+fn concurrent_writes_share_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), opts()).unwrap());
+    let series: Vec<_> = (0..8)
+        .map(|k| store.register(meta(&format!("C{k}"))).unwrap().0)
+        .collect();
+    let writes = 200i64;
+    std::thread::scope(|sc| {
+        for s in &series {
+            let store = Arc::clone(&store);
+            sc.spawn(move || {
+                for i in 0..writes {
+                    store.write(s, one(JAN_2024 + i * MINUTE, i), None).unwrap();
+                }
+            });
+        }
+    });
+    let st = store.wal_stats();
+    assert_eq!(st.records, 8 * writes as u64);
+    assert!(
+        st.syncs < st.records,
+        "{} syncs for {} records: no write shared a sync",
+        st.syncs,
+        st.records
+    );
+    for s in &series {
+        assert_eq!(rows(s).len(), writes as usize);
+    }
+}
+
+#[test]
+fn a_many_series_write_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let a = store.register(meta("A")).unwrap().0;
+    let b = store.register(meta("B")).unwrap().0;
+    // B's rows repeat a ts: the whole write is refused, A included.
+    let bad = WriteBatch {
+        cols: vec![vec![JAN_2024, JAN_2024], vec![1, 2]],
+    };
+    let err = store
+        .write_many(vec![
+            (Arc::clone(&a), one(JAN_2024, 1)),
+            (Arc::clone(&b), bad),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, StorageError::Unprocessable(_)), "{err}");
+    assert!(rows(&a).is_empty() && rows(&b).is_empty());
+    // A series named twice is refused too.
+    assert!(
+        store
+            .write_many(vec![
+                (Arc::clone(&a), one(JAN_2024, 1)),
+                (Arc::clone(&a), one(JAN_2024 + MINUTE, 1))
+            ])
+            .is_err()
+    );
+    let r = store
+        .write_many(vec![
+            (Arc::clone(&a), one(JAN_2024, 1)),
+            (Arc::clone(&b), one(JAN_2024, 2)),
+        ])
+        .unwrap();
+    assert_eq!((r[0].version, r[1].version), (1, 1));
+    // A deleted series fails the whole write.
+    store.delete(&meta("B").key).unwrap();
+    let err = store
+        .write_many(vec![
+            (Arc::clone(&a), one(JAN_2024 + MINUTE, 3)),
+            (Arc::clone(&b), one(JAN_2024 + MINUTE, 4)),
+        ])
+        .unwrap_err();
+    assert!(matches!(err, StorageError::NotFound(_)), "{err}");
+    assert_eq!(rows(&a), vec![(JAN_2024, 1)]);
+}
+
+#[test]
+fn folds_keep_the_files_of_a_month_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.max_chunks_per_month = 4;
+    o.wal.fold_rows = 5;
+    o.wal.fold_interval = Duration::from_millis(1);
+    let store = Store::open(dir.path(), o).unwrap();
+    let (s, _) = store.register(meta("B")).unwrap();
+    let month = MonthPartition::from_ts(JAN_2024);
+    for i in 0..600 {
+        store
+            .write(&s, one(JAN_2024 + i * MINUTE, i), None)
+            .unwrap();
+        let files = chunk_files(&s);
+        // Superseded files go once no reader maps them; a few may linger a moment.
+        assert!(files <= 4 + 4, "write {i}: {files} chunk files in {month}");
+    }
+    let _ = store.fold_all();
+    assert!(s.snapshot().live.values().all(|c| c.len() <= 4));
+    assert_eq!(rows(&s).len(), 600);
+    assert!(store.wal_stats().records >= 600);
+}
