@@ -10,21 +10,54 @@ Why the copy is consistent without stopping the server (docs/operations.md has m
   sidecars) is written under a temp name, fsynced and renamed into place, and never
   modified afterwards; superseded files are only unlinked. Generations only grow, so
   within one series directory a name always means the same bytes.
-* A series' ``MANIFEST`` is replaced atomically by rename and is the commit point: the
-  set of files it lists as live *is* the committed state of that series.
+* A series' ``MANIFEST`` is replaced atomically by rename and is the commit point for
+  the rows in chunk files: the set of files it lists as live *is* the folded state of
+  that series, and its ``wal_lsn`` (manifest format version 2) says which records of
+  the write-ahead log are already folded into those files.
+* Small writes are durable first in the store-wide write-ahead log
+  (``wal/<first lsn, 16 hex digits>.wal`` segments, records with consecutive lsns) and
+  folded into chunk files later. On open the server replays, for each series, the
+  records with an lsn above its manifest's ``wal_lsn``. Segments are only appended to,
+  a segment is deleted only once every series has folded all of its records (and every
+  older segment goes with it or before it), and folding only moves a manifest's
+  ``wal_lsn`` forward.
 
-So, per series, the script reads the MANIFEST bytes once, copies (or hard-links) every
-file that manifest lists as live, and writes those same MANIFEST bytes last. If a listed
-file vanished meanwhile (a concurrent write or compaction superseded and unlinked it),
-that series starts over from its newer MANIFEST, keeping the files already copied that
-are still listed. Each series therefore lands exactly at one committed version.
+So the script copies the log FIRST: every ``wal/*.wal`` segment, in lsn order, with
+the bytes present at that moment (the open segment may be growing; a record cut off
+at its end is a torn tail, which the server cuts off when it opens the backup). The
+log is always copied, never hard-linked: the open segment keeps changing. A segment
+that vanishes before it is copied was folded by every series, as were the segments
+before it, so those are dropped from the copy and the copy goes on with the next one.
+Then, per series, the script reads the MANIFEST bytes once, copies (or hard-links)
+every file that manifest lists as live, and writes those same MANIFEST bytes last. If
+a listed file vanished meanwhile (a concurrent write, fold or compaction superseded and
+unlinked it), that series starts over from its newer MANIFEST, keeping the files
+already copied that are still listed. Because the manifest is read after the log was
+copied, any record the copied manifest does not hold yet (lsn above its ``wal_lsn``)
+was either in the log when it was copied, or committed after that copy (then it is
+simply not in the backup): each series therefore lands exactly at one committed
+version, its folded rows plus the log records replayed on open. Last, if a copied
+manifest's ``wal_lsn`` is at or past the copied log's last record (a fold or a
+registration after the log was copied), the last copied segment is copied again whole,
+with any newer ones: the restored server starts its log after the highest lsn it sees,
+and a log that stopped short of that would show a gap in lsns at its next open. Adding
+an unbroken stretch of later records keeps every series at one committed version.
 ``registry.sqlite`` (SQLite in WAL mode) is copied with SQLite's online backup API,
 which yields a transactionally consistent snapshot. Storage is the source of truth for
 the series catalog: the server reconciles the registry with storage when it opens, so
 a series created or deleted during the backup cannot leave the copy inconsistent.
 
 Different series are captured at slightly different moments (each at a committed
-version); a write is all-or-nothing per series, so no write is ever half in the backup.
+version); a write is all-or-nothing per series, so no write is ever half in one
+series. A many-series write (``POST /v1/kline/records``, a Flight DoPut with symbol
+``*``) is one log record for all of its series, but it is not all-or-nothing across
+the backup: if it commits while the backup runs, after the log was copied, the series
+whose manifests were copied after a fold of that record hold it and the others do not.
+A many-series write acknowledged before the backup started is in every series.
+
+The summary's per-series ``version`` and ``rows`` are those of the copied MANIFEST
+(the folded state); the rows still only in the copied log come on top when the backup
+is opened (``fastk admin inventory --root NEW_DIR`` shows the replayed state).
 
 The backup is assembled in ``NEW_DIR.partial-<pid>`` and renamed to ``NEW_DIR`` only when
 complete. Verify it with ``fastk admin validate --deep --root NEW_DIR``.
@@ -46,10 +79,19 @@ import time
 MANIFEST_NAME = "MANIFEST"
 REGISTRY_FILE = "registry.sqlite"
 MANIFEST_MAGIC = b"FASTKMAN"
-MANIFEST_FORMAT_VERSION = 1
-MANIFEST_HEADER_LEN = 288
+# Manifest format version -> length of its fixed part (the entries follow). Version 2
+# (the write-ahead log) appended wal_lsn u64 at 288 and 8 reserved bytes.
+MANIFEST_HEADER_LENS = {1: 288, 2: 304}
+MANIFEST_WAL_LSN_OFFSET = 288
 MANIFEST_ENTRY_LEN = 128
+MANIFEST_TRAILER_LEN = 8
 STATE_LIVE = 0
+# The write-ahead log (src/storage/wal.rs): <root>/wal/<first lsn, 16 hex digits>.wal.
+WAL_DIR = "wal"
+WAL_SEGMENT_EXT = ".wal"
+# A log record's header: magic "FKWR", payload length u32, lsn u64, xxh3 u64.
+WAL_RECORD_MAGIC = b"FKWR"
+WAL_RECORD_HEADER_LEN = 24
 # Depth of a series directory below <root>/series, by kind (see src/storage/mod.rs).
 SERIES_DEPTH = {"kline": 3, "scalar": 5}
 # A series whose MANIFEST keeps changing under us is retried this many times.
@@ -82,26 +124,38 @@ def data_file_name(month: int, generation: int, ext: str) -> str:
     return f"{month_name(month)}.g{generation:016x}.{ext}"
 
 
-def parse_manifest(data: bytes, where: str) -> tuple[int, int, list[tuple[str, int]]]:
-    """Returns (series version, rows, [(file name, expected length)]) of the live entries.
+def parse_manifest(data: bytes, where: str) -> tuple[int, int, list[tuple[str, int]], int]:
+    """Returns (series version, rows, [(file name, expected length)], wal_lsn) of the
+    live entries.
 
     Layout (src/storage/format.rs Manifest::encode): magic at 0, format version u32 at
-    8, entry count u32 at 12, version u64 at 16; entries of 128 bytes from offset 288;
-    in an entry: month i32 at +0, generation u64 at +8, rows u64 at +16, chunk file
-    length u64 at +40,
-    zone-map length u64 at +72, value-index length u64 at +88, state u8 at +96.
+    8, entry count u32 at 12, version u64 at 16; the fixed part is 288 bytes in format
+    version 1 and 304 in version 2, which adds wal_lsn u64 at 288 (the last log record
+    folded into the listed chunks; 0 for version 1) and 8 reserved bytes; entries of
+    128 bytes follow the fixed part, then an 8-byte xxh3-64 trailer over everything
+    before it. In an entry: month i32 at +0, generation u64 at +8, rows u64 at +16,
+    chunk file length u64 at +40, zone-map length u64 at +72, value-index length u64
+    at +88, state u8 at +96.
     """
-    if len(data) < MANIFEST_HEADER_LEN + 8 or data[:8] != MANIFEST_MAGIC:
+    if len(data) < 16 or data[:8] != MANIFEST_MAGIC:
         raise BackupError(f"{where}: not a FastK manifest (run fastk admin validate)")
     fmt_version, count, version = struct.unpack_from("<IIQ", data, 8)
-    if fmt_version != MANIFEST_FORMAT_VERSION:
-        raise BackupError(f"{where}: manifest format version {fmt_version} is not supported")
-    if len(data) != MANIFEST_HEADER_LEN + count * MANIFEST_ENTRY_LEN + 8:
+    header_len = MANIFEST_HEADER_LENS.get(fmt_version)
+    if header_len is None:
+        supported = ", ".join(str(v) for v in sorted(MANIFEST_HEADER_LENS))
+        raise BackupError(
+            f"{where}: manifest format version {fmt_version} is not supported"
+            f" (this script reads versions {supported}; use the script of the server's release)"
+        )
+    if len(data) != header_len + count * MANIFEST_ENTRY_LEN + MANIFEST_TRAILER_LEN:
         raise BackupError(f"{where}: manifest length disagrees with its entry count")
+    wal_lsn = 0
+    if fmt_version >= 2:
+        (wal_lsn,) = struct.unpack_from("<Q", data, MANIFEST_WAL_LSN_OFFSET)
     files = []
     rows = 0
     for i in range(count):
-        at = MANIFEST_HEADER_LEN + i * MANIFEST_ENTRY_LEN
+        at = header_len + i * MANIFEST_ENTRY_LEN
         (month,) = struct.unpack_from("<i", data, at)
         (generation,) = struct.unpack_from("<Q", data, at + 8)
         (entry_rows,) = struct.unpack_from("<Q", data, at + 16)
@@ -116,7 +170,7 @@ def parse_manifest(data: bytes, where: str) -> tuple[int, int, list[tuple[str, i
             files.append((data_file_name(month, generation, "zmap"), zmap_len))
         if vidx_len > 0:
             files.append((data_file_name(month, generation, "vidx"), vidx_len))
-    return version, rows, files
+    return version, rows, files, wal_lsn
 
 
 def fsync_path(path: str) -> None:
@@ -220,7 +274,7 @@ def backup_series(rel: str, src_dir: str, dst_dir: str, copier: Copier, max_atte
                 raise NoManifest(f"{rel} has no {MANIFEST_NAME}; left out of the backup")
             time.sleep(0.01)
             continue
-        version, rows, files = parse_manifest(manifest, f"{rel}/{MANIFEST_NAME}")
+        version, rows, files, wal_lsn = parse_manifest(manifest, f"{rel}/{MANIFEST_NAME}")
         try:
             for name, length in files:
                 if placed.get(name) == length:
@@ -252,6 +306,7 @@ def backup_series(rel: str, src_dir: str, dst_dir: str, copier: Copier, max_atte
             "series": rel,
             "version": version,
             "rows": rows,
+            "wal_lsn": wal_lsn,
             "files": len(files),
             "bytes": sum(length for _, length in files),
             "restarts": restarts,
@@ -259,6 +314,154 @@ def backup_series(rel: str, src_dir: str, dst_dir: str, copier: Copier, max_atte
     raise BackupError(
         f"{rel}: still changing after {max_attempts} attempts; retry when writes are quieter"
     )
+
+
+def wal_segments(wal_dir: str) -> list[str]:
+    """Names of the log's segment files, ascending by first lsn (the fixed-width hex
+    name sorts as the number does); anything else in the directory is left out."""
+    try:
+        names = os.listdir(wal_dir)
+    except FileNotFoundError:
+        return []  # a store written before the log existed, or that never logged
+    out = []
+    for name in names:
+        stem, ext = os.path.splitext(name)
+        if ext != WAL_SEGMENT_EXT or len(stem) != 16:
+            continue
+        try:
+            int(stem, 16)
+        except ValueError:
+            continue
+        out.append(name)
+    return sorted(out)
+
+
+def copy_growing(src: str, dst: str) -> int:
+    """Copies the bytes `src` holds now (it may be growing) and syncs; returns how many.
+    Raises FileNotFoundError when `src` is gone."""
+    copied = 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while True:
+            block = fin.read(1 << 20)
+            if not block:
+                break
+            fout.write(block)
+            copied += len(block)
+        fout.flush()
+        os.fsync(fout.fileno())
+    return copied
+
+
+def backup_wal(root: str, dest: str, copier: Copier) -> dict:
+    """Copies every write-ahead log segment into dest/wal, in lsn order; returns what
+    was copied. Must run before any series is copied (see the module docstring)."""
+    src_dir = os.path.join(root, WAL_DIR)
+    dst_dir = os.path.join(dest, WAL_DIR)
+    names = wal_segments(src_dir)
+    copied: list[tuple[str, int]] = []
+    dropped = 0
+    if names:
+        os.makedirs(dst_dir, exist_ok=True)
+    for name in names:
+        if copier.throttle_s:
+            time.sleep(copier.throttle_s)
+        dst = os.path.join(dst_dir, name)
+        try:
+            n = copy_growing(os.path.join(src_dir, name), dst)
+        except FileNotFoundError:
+            # Removed meanwhile: every series folded its records, and the segments
+            # before it are removed with it or earlier, so their copies are not needed
+            # either (keeping them would leave a gap in the copied log's lsns).
+            if os.path.lexists(dst):
+                os.unlink(dst)
+            for old, _ in copied:
+                os.unlink(os.path.join(dst_dir, old))
+            dropped += len(copied) + 1
+            copied.clear()
+            continue
+        copied.append((name, n))
+    if names:
+        fsync_path(dst_dir)
+    copier.files += len(copied)
+    copier.bytes += sum(n for _, n in copied)
+    return {
+        "segments": len(copied),
+        "bytes": sum(n for _, n in copied),
+        "first": copied[0][0] if copied else None,
+        "last": copied[-1][0] if copied else None,
+        "last_bytes": copied[-1][1] if copied else 0,
+        "dropped": dropped,
+        "topped_up": False,
+    }
+
+
+def last_whole_lsn(wal_dir: str) -> int | None:
+    """The lsn of the last record whose header and payload are all present in the
+    segments of `wal_dir` (checksums are not checked: the server does that when it
+    opens the copy); None when there is no record."""
+    last = None
+    for name in wal_segments(wal_dir):
+        with open(os.path.join(wal_dir, name), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            at = 0
+            while at + WAL_RECORD_HEADER_LEN <= size:
+                f.seek(at)
+                head = f.read(WAL_RECORD_HEADER_LEN)
+                if len(head) < WAL_RECORD_HEADER_LEN or head[:4] != WAL_RECORD_MAGIC:
+                    break
+                payload_len, lsn = struct.unpack_from("<IQ", head, 4)
+                end = at + WAL_RECORD_HEADER_LEN + payload_len
+                if end > size:
+                    break
+                last = lsn
+                at = end
+    return last
+
+
+def top_up_wal(root: str, dest: str, copier: Copier, wal: dict) -> bool:
+    """Copies the last copied segment again, whole, and every newer one, so that the
+    copied log reaches past every copied manifest's wal_lsn. False (nothing changed)
+    when the last copied segment or a newer one vanished meanwhile.
+
+    Why: the server starts its new segment after the highest lsn any manifest or record
+    holds. A copied manifest that folded records newer than the copied log (or a series
+    registered after the log was copied) would leave a gap in lsns between the copied
+    segments and the one the restored server starts, which its next open reads as a
+    corrupt log until those segments are folded away. Records added here keep every
+    series consistent: each series gets its copied manifest plus the later records of
+    an unbroken stretch of the log, i.e. one committed version.
+    """
+    src_dir = os.path.join(root, WAL_DIR)
+    dst_dir = os.path.join(dest, WAL_DIR)
+    have = wal_segments(dst_dir)
+    if not have:
+        return False
+    last = have[-1]
+    names = [n for n in wal_segments(src_dir) if n >= last]
+    if not names or names[0] != last:
+        return False
+    copied: list[tuple[str, int]] = []
+    try:
+        for name in names:
+            n = copy_growing(os.path.join(src_dir, name), os.path.join(dst_dir, name + ".topup"))
+            copied.append((name, n))
+    except FileNotFoundError:
+        for name, _ in copied:
+            os.unlink(os.path.join(dst_dir, name + ".topup"))
+        tmp = os.path.join(dst_dir, names[len(copied)] + ".topup")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        return False
+    for name, _ in copied:
+        os.replace(os.path.join(dst_dir, name + ".topup"), os.path.join(dst_dir, name))
+    fsync_path(dst_dir)
+    copier.files += len(copied) - 1
+    copier.bytes += sum(n for _, n in copied) - wal["last_bytes"]
+    wal["segments"] += len(copied) - 1
+    wal["bytes"] += sum(n for _, n in copied) - wal["last_bytes"]
+    wal["last"] = copied[-1][0]
+    wal["last_bytes"] = copied[-1][1]
+    return True
 
 
 def backup_registry(root: str, dest: str) -> bool:
@@ -301,6 +504,15 @@ def run(args) -> dict:
     copier = Copier(args.link, args.throttle_ms / 1000.0)
     try:
         registry = backup_registry(root, staging)
+        # The log before any manifest: a record a copied manifest does not hold yet is
+        # then in the copied log, or committed after it (module docstring).
+        wal = backup_wal(root, staging, copier)
+        if not args.json and wal["segments"]:
+            print(
+                f"{WAL_DIR}: {wal['segments']} segments, {wal['bytes']} bytes"
+                f" ({wal['first']} .. {wal['last']})",
+                file=sys.stderr,
+            )
         series = []
         skipped = []
         for rel, src_dir in series_dirs(root):
@@ -316,11 +528,28 @@ def run(args) -> dict:
                 series.append(done)
                 if not args.json:
                     print(
-                        f"{done['series']}: version {done['version']}, {done['rows']} rows,"
-                        f" {done['files']} files"
+                        f"{done['series']}: folded version {done['version']},"
+                        f" {done['rows']} rows, {done['files']} files, wal_lsn {done['wal_lsn']}"
                         + (f", {done['restarts']} restarts" if done["restarts"] else ""),
                         file=sys.stderr,
                     )
+        # Every copied manifest's wal_lsn must be within the copied log (top_up_wal).
+        wal_dst = os.path.join(staging, WAL_DIR)
+        highest = max((s["wal_lsn"] for s in series), default=0)
+        if wal["segments"]:
+            last = last_whole_lsn(wal_dst)
+            # `>=`: the last whole-looking record may still fail its checksum (copied
+            # mid-append), and then the server cuts it.
+            if last is None or highest >= last:
+                wal["topped_up"] = top_up_wal(root, staging, copier, wal)
+                last = last_whole_lsn(wal_dst)
+            if last is None or highest > last:
+                print(
+                    f"fastk-backup: warning: a copied manifest folded log record {highest},"
+                    f" past the copied log (last record {last}); open the backup once with"
+                    " `fastk admin validate --deep --root DEST` before relying on it",
+                    file=sys.stderr,
+                )
         fsync_tree(staging)
         os.rename(staging, dest)
         fsync_path(parent)
@@ -331,6 +560,7 @@ def run(args) -> dict:
         "root": root,
         "dest": dest,
         "registry": registry,
+        "wal": wal,
         "series": series,
         "skipped": skipped,
         "files": copier.files,
@@ -382,6 +612,7 @@ def main(argv=None) -> int:
             f"backup of {summary['root']} in {summary['dest']}: {len(summary['series'])} series,"
             f" {summary['files']} files, {summary['bytes']} bytes,"
             f" registry {'copied' if summary['registry'] else 'absent'},"
+            f" log {summary['wal']['segments']} segments ({summary['wal']['bytes']} bytes),"
             f" {summary['restarts']} restarts, {summary['duration_s']} s"
         )
     return 0

@@ -328,3 +328,45 @@ fn folds_keep_the_files_of_a_month_bounded() {
     assert_eq!(rows(&s).len(), 600);
     assert!(store.wal_stats().records >= 600);
 }
+
+/// A manifest ahead of the log's last record (here: a series registered after the last
+/// record, then a copy of the log taken before the later writes, as a backup does)
+/// does not leave a hole in the lsn sequence that the next open would call corrupt.
+#[test]
+fn manifests_ahead_of_the_log_start_it_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (a, _) = store.register(meta("A")).unwrap();
+    for i in 0..3 {
+        store
+            .write(&a, one(JAN_2024 + i * MINUTE, i), None)
+            .unwrap();
+    }
+    let early_log = dir.path().join("early-wal");
+    std::fs::create_dir(&early_log).unwrap();
+    for (first, p) in wal::list_segments(&dir.path().join(WAL_DIR)).unwrap() {
+        std::fs::copy(&p, early_log.join(wal::segment_name(first))).unwrap();
+    }
+    for i in 3..5 {
+        store
+            .write(&a, one(JAN_2024 + i * MINUTE, i), None)
+            .unwrap();
+    }
+    drop(a);
+    let _ = store.fold_all();
+    store.register(meta("B")).unwrap();
+    store.abandon();
+    // The log as it was after three writes; the manifests as they are now (A folded at 5).
+    std::fs::remove_dir_all(dir.path().join(WAL_DIR)).unwrap();
+    std::fs::rename(&early_log, dir.path().join(WAL_DIR)).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let b = store.get(&meta("B").key).unwrap();
+    store.write(&b, one(JAN_2024, 9), None).unwrap();
+    drop(b);
+    store.abandon();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let a = store.get(&meta("A").key).unwrap();
+    assert_eq!(rows(&a).len(), 5);
+    let b = store.get(&meta("B").key).unwrap();
+    assert_eq!(rows(&b), vec![(JAN_2024, 9)]);
+}

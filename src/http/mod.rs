@@ -71,6 +71,8 @@ fn api_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(kline::latest))
         .routes(routes!(many::write_kline))
         .routes(routes!(many::write_scalar))
+        .routes(routes!(many::register_kline))
+        .routes(routes!(many::register_scalar))
         .routes(routes!(market::kline_batch))
         .routes(routes!(market::aligned))
         .routes(routes!(market::kline_coverage))

@@ -76,7 +76,15 @@ impl Engine {
     /// Opens the store and registry under `config.storage.root`, recovering both.
     pub fn open(config: Config) -> Result<Arc<Engine>> {
         let root = config.storage.root.clone();
-        let store = Store::open(&root, config.storage.store_options())?;
+        // An open that fails on corrupt data says which file and why (the operator is
+        // reading this, not a client); the write-ahead log's message names the repair.
+        let store = Store::open(&root, config.storage.store_options()).map_err(|e| match e {
+            crate::storage::StorageError::Corrupted { file, detail } => Error::new(
+                ErrorKind::Corrupted,
+                format!("the store cannot open: {file}: {detail}"),
+            ),
+            e => Error::from(e),
+        })?;
         let mut issues = Vec::new();
         let registry = catalog::open_registry(&root, &mut issues)?;
         catalog::reconcile_on_open(&store, &registry)?;
@@ -117,38 +125,47 @@ impl Engine {
     }
 
     pub fn register_kline(&self, r: &RegisterKline) -> Result<(SeriesInfo, bool)> {
-        let key = SeriesKey::kline(&r.symbol, &r.timeframe)?;
-        let timeframe_ms = resolve_timeframe_ms(&r.timeframe, r.timeframe_ms)?;
-        if r.price_scale <= 0 || r.volume_scale <= 0 {
-            return Err(Error::invalid(
-                "price_scale and volume_scale must be positive integers (e.g. 100 for cents)",
-            ));
-        }
-        self.register(
-            SeriesMeta {
-                key,
-                timeframe_ms,
-                price_scale: r.price_scale,
-                volume_scale: r.volume_scale,
-                value_type: ValueType::I64,
-            },
-            r.retention_ms,
-        )
+        self.register(kline_meta(r)?, r.retention_ms)
     }
 
     pub fn register_scalar(&self, r: &RegisterScalar) -> Result<(SeriesInfo, bool)> {
-        let key = SeriesKey::scalar(&r.symbol, &r.timeframe, &r.category, &r.name)?;
-        let timeframe_ms = resolve_timeframe_ms(&r.timeframe, r.timeframe_ms)?;
-        self.register(
-            SeriesMeta {
-                key,
-                timeframe_ms,
-                price_scale: 1,
-                volume_scale: 1,
-                value_type: r.value_type.unwrap_or_default(),
-            },
-            r.retention_ms,
-        )
+        self.register(scalar_meta(r)?, r.retention_ms)
+    }
+
+    /// Registers many series in one all-or-nothing batch (at most
+    /// [`MAX_REGISTER_BATCH`]): each is checked as a single registration is, then the
+    /// store makes them together (`Store::register_many`) and the catalog records them
+    /// in one transaction. An error names the series (its index in the request).
+    pub fn register_many(
+        &self,
+        metas: Vec<(SeriesMeta, Option<i64>)>,
+    ) -> Result<RegisterManyResponse> {
+        if metas.len() > MAX_REGISTER_BATCH {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "one request may register at most {MAX_REGISTER_BATCH} series, this one has {}; split it",
+                    metas.len()
+                ),
+            ));
+        }
+        self.recover_registry(true);
+        let done = self.store.register_many(metas)?;
+        let created: Vec<SeriesMeta> = done
+            .iter()
+            .filter(|(_, c)| *c)
+            .map(|(s, _)| (*s.meta).clone())
+            .collect();
+        if !created.is_empty()
+            && let Err(e) = self.registry.upsert_many(&created)
+        {
+            // Storage is the source of truth; the catalog is reconciled on the next open.
+            tracing::error!(error = %e, "registry catalog update failed");
+        }
+        Ok(RegisterManyResponse {
+            created: created.len() as u64,
+            existing: (done.len() - created.len()) as u64,
+        })
     }
 
     /// Registers `meta` (idempotent), then sets its retention when one is given.
@@ -803,6 +820,40 @@ pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
         unfolded_rows: snap.unfolded.map_or(0, |u| u.rows),
         partitions,
     }
+}
+
+/// Most series one batch registration may carry.
+pub const MAX_REGISTER_BATCH: usize = 100_000;
+
+/// The metadata a kline registration asks for, checked.
+pub fn kline_meta(r: &RegisterKline) -> Result<SeriesMeta> {
+    let key = SeriesKey::kline(&r.symbol, &r.timeframe)?;
+    let timeframe_ms = resolve_timeframe_ms(&r.timeframe, r.timeframe_ms)?;
+    if r.price_scale <= 0 || r.volume_scale <= 0 {
+        return Err(Error::invalid(
+            "price_scale and volume_scale must be positive integers (e.g. 100 for cents)",
+        ));
+    }
+    Ok(SeriesMeta {
+        key,
+        timeframe_ms,
+        price_scale: r.price_scale,
+        volume_scale: r.volume_scale,
+        value_type: ValueType::I64,
+    })
+}
+
+/// The metadata a scalar registration asks for, checked.
+pub fn scalar_meta(r: &RegisterScalar) -> Result<SeriesMeta> {
+    let key = SeriesKey::scalar(&r.symbol, &r.timeframe, &r.category, &r.name)?;
+    let timeframe_ms = resolve_timeframe_ms(&r.timeframe, r.timeframe_ms)?;
+    Ok(SeriesMeta {
+        key,
+        timeframe_ms,
+        price_scale: 1,
+        volume_scale: 1,
+        value_type: r.value_type.unwrap_or_default(),
+    })
 }
 
 /// Chunk and sidecar files a series' live chunks have on disk.

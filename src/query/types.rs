@@ -110,6 +110,32 @@ pub struct WriteResponse {
     pub version: u64,
 }
 
+/// Register many kline series in one request.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"series": [{"symbol": "BTCUSDT", "timeframe": "1m", "price_scale": 100, "volume_scale": 1000}, {"symbol": "ETHUSDT", "timeframe": "1m", "price_scale": 100, "volume_scale": 1000}]}))]
+pub struct RegisterKlineMany {
+    pub series: Vec<RegisterKline>,
+}
+
+/// Register many scalar series in one request.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"series": [{"symbol": "BTCUSDT", "timeframe": "1m", "category": "indicator", "name": "rsi_14", "value_type": "f64"}]}))]
+pub struct RegisterScalarMany {
+    pub series: Vec<RegisterScalar>,
+}
+
+/// What a batch registration did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"created": 9998, "existing": 2}))]
+pub struct RegisterManyResponse {
+    /// Series made by this request.
+    pub created: u64,
+    /// Series that already existed with identical metadata (left as they were).
+    pub existing: u64,
+}
+
 /// One series of a many-series write and the version it is at after it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 #[schema(example = json!({"symbol": "BTCUSDT", "version": 8}))]

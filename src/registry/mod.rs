@@ -338,6 +338,20 @@ impl Registry {
         self.write_catalog(|conn| upsert_series(conn, meta))
     }
 
+    /// Catalogs many series in one transaction (a batch registration).
+    pub fn upsert_many(&self, metas: &[SeriesMeta]) -> Result<(), RegistryError> {
+        self.write_catalog(|conn| {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            for m in metas {
+                if let Err(e) = upsert_series(conn, m) {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            }
+            conn.execute_batch("COMMIT")
+        })
+    }
+
     pub fn remove_series(&self, k: &SeriesKey) -> Result<(), RegistryError> {
         self.write_catalog(|conn| {
             conn.execute(

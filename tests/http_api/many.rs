@@ -161,3 +161,71 @@ async fn scalar_many_write_parses_each_series_value_type() {
     let a = app.get("/v1/scalar/AAA/1m/indicator/rsi").await.expect(200);
     assert_eq!(a["rows"], 2);
 }
+
+#[tokio::test]
+async fn batch_registration_is_all_or_nothing_and_idempotent() {
+    let app = app();
+    app.register_kline("AAA").await;
+    let body = |syms: &[&str], scale: i64| {
+        json!({"series": syms.iter().map(|s| json!({"symbol": s, "timeframe": "1m",
+            "price_scale": scale, "volume_scale": 1000})).collect::<Vec<_>>()})
+    };
+    let syms: Vec<String> = (0..300).map(|i| format!("S{i:04}")).collect();
+    let refs: Vec<&str> = syms.iter().map(String::as_str).chain(["AAA"]).collect();
+    let r = app
+        .post("/v1/kline/series/many", &body(&refs, 100))
+        .await
+        .expect(200);
+    assert_eq!(
+        (r["created"].as_u64(), r["existing"].as_u64()),
+        (Some(300), Some(1))
+    );
+    let r = app
+        .post("/v1/kline/series/many", &body(&refs, 100))
+        .await
+        .expect(200);
+    assert_eq!(
+        (r["created"].as_u64(), r["existing"].as_u64()),
+        (Some(0), Some(301))
+    );
+    let list = app.get("/v1/kline/series").await.expect(200);
+    assert_eq!(list["series"].as_array().unwrap().len(), 301);
+    // Every new series takes writes at once.
+    app.post(
+        "/v1/kline/records",
+        &json!({"timeframe": "1m", "records": [bar("S0299", 0)]}),
+    )
+    .await
+    .expect(200);
+    // A conflict (AAA with another scale) fails the whole batch: NEW0 is not made.
+    let msg = app
+        .post("/v1/kline/series/many", &body(&["NEW0", "AAA"], 7))
+        .await
+        .expect_error(409, "conflict");
+    assert!(msg.contains("AAA"), "{msg}");
+    app.get("/v1/kline/NEW0/1m")
+        .await
+        .expect_error(404, "not_found");
+    // A bad name names its index; a key twice is refused.
+    let msg = app
+        .post("/v1/kline/series/many", &body(&["OK1", "a/b"], 100))
+        .await
+        .expect_error(400, "invalid_argument");
+    assert!(msg.contains("series 1"), "{msg}");
+    app.post("/v1/kline/series/many", &body(&["DUP", "DUP"], 100))
+        .await
+        .expect_error(400, "invalid_argument");
+    app.get("/v1/kline/OK1/1m")
+        .await
+        .expect_error(404, "not_found");
+    // Scalars, with a retention.
+    let r = app
+        .post("/v1/scalar/series/many", &json!({"series": [
+            {"symbol": "AAA", "timeframe": "1m", "category": "indicator", "name": "rsi", "value_type": "f64", "retention_ms": 86400000},
+            {"symbol": "BBB", "timeframe": "1m", "category": "indicator", "name": "rsi"}]}))
+        .await
+        .expect(200);
+    assert_eq!(r["created"], 2);
+    let a = app.get("/v1/scalar/AAA/1m/indicator/rsi").await.expect(200);
+    assert_eq!(a["retention_ms"], 86400000);
+}
