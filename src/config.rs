@@ -63,6 +63,14 @@ pub struct StorageConfig {
     pub fold_age_s: u64,
     /// Past this many bytes of unfolded rows in memory, every series is folded.
     pub fold_memory_bytes: u64,
+    /// Codec of sealed months: "pco" (pcodec per column) or "none" (raw, as before).
+    pub compression: String,
+    /// A month is sealed (and compressed) once it ended this many seconds ago.
+    pub compress_after_s: u64,
+    /// Seconds between two background passes that compress sealed months.
+    pub compress_interval_s: u64,
+    /// Bytes of decompressed compressed months kept in memory for reads.
+    pub decompressed_cache_bytes: usize,
 }
 
 impl Default for StorageConfig {
@@ -90,6 +98,10 @@ impl Default for StorageConfig {
             fold_rows: 8192,
             fold_age_s: 600,
             fold_memory_bytes: 512 << 20,
+            compression: "pco".into(),
+            compress_after_s: 3 * 86_400,
+            compress_interval_s: 3_600,
+            decompressed_cache_bytes: crate::storage::mapcache::DEFAULT_DECOMPRESSED_CACHE_BYTES,
         }
     }
 }
@@ -116,6 +128,10 @@ impl StorageConfig {
                 memory_bytes: self.fold_memory_bytes,
                 ..crate::storage::wal::WalOptions::default()
             },
+            decompressed_cache_bytes: self.decompressed_cache_bytes,
+            compress_after_ms: (self.compression == "pco").then(|| {
+                i64::try_from(self.compress_after_s.saturating_mul(1000)).unwrap_or(i64::MAX)
+            }),
             ..StoreOptions::default()
         }
     }
@@ -418,6 +434,12 @@ impl Config {
                 "storage.wal_max_bytes",
                 "must be at least storage.wal_segment_bytes",
             );
+        }
+        if !matches!(self.storage.compression.as_str(), "pco" | "none") {
+            return bad("storage.compression", "must be \"pco\" or \"none\"");
+        }
+        if self.storage.compress_interval_s == 0 {
+            return bad("storage.compress_interval_s", "must be positive");
         }
         if self.storage.retention_interval_s == 0 {
             return bad("storage.retention_interval_s", "must be positive");

@@ -96,6 +96,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         stop_rx.clone(),
     ));
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&engine), stop_rx.clone()));
+    let compress_task = tokio::spawn(compress_loop(Arc::clone(&engine), stop_rx.clone()));
     let mut rx = stop_rx;
     let flight_engine = Arc::clone(&engine);
     let flight_task = tokio::spawn(async move {
@@ -115,7 +116,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         flight_addr,
         engine,
         stop,
-        tasks: vec![http_task, flight_task, retention_task],
+        tasks: vec![http_task, flight_task, retention_task, compress_task],
     })
 }
 
@@ -134,6 +135,28 @@ async fn retention_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         let pass = tokio::task::spawn_blocking(move || e.enforce_retention(crate::query::now_ms()));
         if let Err(e) = pass.await {
             tracing::error!(error = %e, "retention pass failed");
+        }
+    }
+}
+
+/// Compresses sealed months every `storage.compress_interval_s` (the first pass one
+/// interval after the start, so a restart does not begin with a burst of rewrites).
+async fn compress_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    if engine.config.storage.compression == "none" {
+        return;
+    }
+    let every = std::time::Duration::from_secs(engine.config.storage.compress_interval_s);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let e = Arc::clone(&engine);
+        let pass = tokio::task::spawn_blocking(move || e.compress_sealed(crate::query::now_ms()));
+        if let Err(e) = pass.await {
+            tracing::error!(error = %e, "compression pass failed");
         }
     }
 }

@@ -150,6 +150,17 @@ pub(super) fn compact(
                     format!("{} would merge {} chunks", MonthPartition(*m), chunks.len()),
                 ));
             }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            for m in s.sealed_uncompressed(now) {
+                report.actions.push(action(
+                    Some(&label),
+                    None,
+                    "compress_month",
+                    format!("{} would be compressed", MonthPartition(m)),
+                ));
+            }
             continue;
         }
         for month in s.compact()? {
@@ -158,6 +169,18 @@ pub(super) fn compact(
                 None,
                 "compact_month",
                 format!("{month} merged into one chunk"),
+            ));
+        }
+        // Sealed months are compressed too (storage.compression, compress_after_s).
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        for month in s.compress_sealed(now)? {
+            report.actions.push(action(
+                Some(&label),
+                None,
+                "compress_month",
+                format!("{month} compressed"),
             ));
         }
     }

@@ -372,6 +372,27 @@ impl Engine {
         report
     }
 
+    /// One pass of sealed-month compression at `now`: every series' months that ended
+    /// more than `storage.compress_after_s` ago become one compressed chunk each. A
+    /// series deleted meanwhile is skipped; another failure is logged and the pass goes
+    /// on. Returns the months compressed.
+    pub fn compress_sealed(&self, now: i64) -> u64 {
+        let mut months = 0;
+        for series in self.store.list() {
+            match series.compress_sealed(now) {
+                Ok(m) => months += m.len() as u64,
+                Err(crate::storage::StorageError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::error!(series = %series.meta.key, error = %e, "compressing sealed months failed");
+                }
+            }
+        }
+        if months > 0 {
+            tracing::info!(months, "compressed sealed months");
+        }
+        months
+    }
+
     /// Rows of `range`, at most `limit`, with the ts where the next page starts.
     pub fn read(&self, key: &SeriesKey, range: TsRange, limit: usize) -> Result<ReadPage> {
         let series = self.series(key)?;

@@ -116,6 +116,8 @@ impl MappedChunk {
         }
         if let Some(e) = entry {
             let agrees = e.checksum == header.body_xxh3
+                && e.file_len == header.file_len()
+                && e.flags == header.flags
                 && e.rows == header.rows
                 && e.first_ts == header.first_ts
                 && e.last_ts == header.last_ts
@@ -127,6 +129,15 @@ impl MappedChunk {
                     "chunk header disagrees with the manifest entry",
                 ));
             }
+        }
+        if header.is_compressed() {
+            let image =
+                super::codec::image(&header, &file.bytes()[super::format::CHUNK_HEADER_LEN..])
+                    .map_err(|d| StorageError::corrupted(rel, format!("compressed body: {d}")))?;
+            return Ok(MappedChunk {
+                file: file.replaced_by(image),
+                header,
+            });
         }
         Ok(MappedChunk { file, header })
     }
@@ -194,6 +205,7 @@ impl MappedChunk {
                 body_xxh3: 0,
                 stride: 0,
                 wal_lsn: 0,
+                body_len: 0,
             },
         }
     }

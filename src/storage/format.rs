@@ -28,8 +28,13 @@ pub const COLUMN_ALIGN: usize = 64;
 /// Chunk flag: this chunk holds the whole month and supersedes every older-generation
 /// chunk of the same month.
 pub const FLAG_FULL: u32 = 1;
-/// Every flag bit version 1 defines; any other bit set means the bytes are not ours.
-const FLAGS_KNOWN: u32 = FLAG_FULL;
+/// Chunk flag: the body is compressed (`storage::codec`): `body_len` bytes of
+/// per-column pcodec streams instead of `ncols * stride` raw bytes. Readers decompress
+/// it once into memory laid out as the raw body. Binaries before it refuse the file
+/// (an unknown flag), so they never misread one.
+pub const FLAG_COMPRESSED: u32 = 2;
+/// Every flag bit defined; any other bit set means the bytes are not ours.
+const FLAGS_KNOWN: u32 = FLAG_FULL | FLAG_COMPRESSED;
 /// Most rows of one chunk: a value index stores row positions as `u32`.
 pub const CHUNK_ROWS_MAX: u64 = u32::MAX as u64;
 
@@ -80,6 +85,8 @@ const CHUNK_KEY_OFFSET: usize = CHUNK_STRIDE_OFFSET + U64_LEN;
 /// it is in the series' chunks): lets a manifest rebuilt from chunk headers know where
 /// replay starts. Reserved and zero in the first chunks (no log then).
 const CHUNK_WAL_LSN_OFFSET: usize = CHUNK_KEY_OFFSET + KEY_BLOCK_LEN;
+/// Bytes of a compressed body (0 for a raw one). Reserved and zero before.
+const CHUNK_BODY_LEN_OFFSET: usize = CHUNK_WAL_LSN_OFFSET + U64_LEN;
 /// The header checksum is the last field; everything before it is covered.
 const CHUNK_HEADER_XXH3_OFFSET: usize = CHUNK_HEADER_LEN - U64_LEN;
 
@@ -94,9 +101,8 @@ const _: () = {
     assert!(CHUNK_PRICE_SCALE_OFFSET == 80 && CHUNK_VOLUME_SCALE_OFFSET == 88);
     assert!(CHUNK_BODY_XXH3_OFFSET == 96 && CHUNK_STRIDE_OFFSET == 104);
     assert!(CHUNK_KEY_OFFSET == 112 && KEY_BLOCK_LEN == 212);
-    assert!(
-        CHUNK_WAL_LSN_OFFSET == 324 && CHUNK_WAL_LSN_OFFSET + U64_LEN <= CHUNK_HEADER_XXH3_OFFSET
-    );
+    assert!(CHUNK_WAL_LSN_OFFSET == 324 && CHUNK_BODY_LEN_OFFSET == 332);
+    assert!(CHUNK_BODY_LEN_OFFSET + U64_LEN <= CHUNK_HEADER_XXH3_OFFSET);
     assert!(CHUNK_HEADER_XXH3_OFFSET == 504);
     assert!(CHUNK_HEADER_LEN.is_multiple_of(COLUMN_ALIGN));
 };
@@ -341,6 +347,13 @@ fn check_chunk_fields(
     Ok(())
 }
 
+/// The largest compressed body a chunk may declare: twice the raw body plus a page per
+/// column (pcodec's overhead on incompressible data is far below it), so a corrupt
+/// length cannot make a reader allocate or read without bound.
+pub fn max_compressed_body(ncols: u64, rows: u64) -> u64 {
+    2 * ncols * stride_of(rows.min(CHUNK_ROWS_MAX)) + ncols * 4096
+}
+
 /// Bytes between column starts for `rows` rows (`rows` already checked against
 /// [`CHUNK_ROWS_MAX`], so the product cannot overflow).
 fn stride_of(rows: u64) -> u64 {
@@ -368,12 +381,26 @@ pub struct ChunkHeader {
     pub stride: u64,
     /// The series' write-ahead log position when this chunk was written (0: none).
     pub wal_lsn: u64,
+    /// Bytes of the compressed body ([`FLAG_COMPRESSED`]); 0 for a raw body.
+    pub body_len: u64,
 }
 
 impl ChunkHeader {
     /// Total file length implied by the header.
     pub fn file_len(&self) -> u64 {
+        if self.is_compressed() {
+            CHUNK_HEADER_LEN as u64 + self.body_len
+        } else {
+            self.raw_len()
+        }
+    }
+    /// Length of the raw layout (the file of a raw chunk; the in-memory image of a
+    /// compressed one).
+    pub fn raw_len(&self) -> u64 {
         CHUNK_HEADER_LEN as u64 + self.ncols as u64 * self.stride
+    }
+    pub fn is_compressed(&self) -> bool {
+        self.flags & FLAG_COMPRESSED != 0
     }
     /// Byte offset of column `i`.
     pub fn column_offset(&self, i: usize) -> usize {
@@ -401,6 +428,14 @@ impl ChunkHeader {
         if self.stride != stride_of(self.rows) {
             return Err("inconsistent row count, stride or ts bounds".into());
         }
+        match (self.is_compressed(), self.body_len) {
+            (false, 0) => {}
+            (false, _) => return Err("a raw chunk with a compressed body length".into()),
+            (true, n) if n == 0 || n > max_compressed_body(self.ncols as u64, self.rows) => {
+                return Err(format!("compressed body length {n} out of range"));
+            }
+            (true, _) => {}
+        }
         Ok(())
     }
 
@@ -423,6 +458,7 @@ impl ChunkHeader {
         put_u64(&mut b, CHUNK_BODY_XXH3_OFFSET, self.body_xxh3);
         put_u64(&mut b, CHUNK_STRIDE_OFFSET, self.stride);
         put_u64(&mut b, CHUNK_WAL_LSN_OFFSET, self.wal_lsn);
+        put_u64(&mut b, CHUNK_BODY_LEN_OFFSET, self.body_len);
         encode_meta_fields(&mut b, &self.meta, CHUNK_META);
         let sum = xxh3_64(&b[..CHUNK_HEADER_XXH3_OFFSET]);
         put_u64(&mut b, CHUNK_HEADER_XXH3_OFFSET, sum);
@@ -463,6 +499,7 @@ impl ChunkHeader {
             body_xxh3: get_u64(b, CHUNK_BODY_XXH3_OFFSET),
             stride: get_u64(b, CHUNK_STRIDE_OFFSET),
             wal_lsn: get_u64(b, CHUNK_WAL_LSN_OFFSET),
+            body_len: get_u64(b, CHUNK_BODY_LEN_OFFSET),
             meta,
         };
         h.validate()?;
@@ -619,7 +656,12 @@ impl Manifest {
             if let Err(why) = check_chunk_fields(e.rows, e.first_ts, e.last_ts, e.month, e.flags) {
                 return bad(why);
             }
-            if e.file_len != CHUNK_HEADER_LEN as u64 + ncols * stride_of(e.rows) {
+            let compressed = e.flags & FLAG_COMPRESSED != 0;
+            let body = e.file_len.saturating_sub(CHUNK_HEADER_LEN as u64);
+            if compressed && (body == 0 || body > max_compressed_body(ncols, e.rows)) {
+                return bad(format!("compressed file_len {} out of range", e.file_len));
+            }
+            if !compressed && e.file_len != CHUNK_HEADER_LEN as u64 + ncols * stride_of(e.rows) {
                 return bad(format!(
                     "file_len {} disagrees with {} rows",
                     e.file_len, e.rows
@@ -782,6 +824,7 @@ mod tests {
             body_xxh3: 0,
             stride: 0,
             wal_lsn: 0,
+            body_len: 0,
         };
         let file = build_chunk(h, &[&ts, &v]);
         assert_eq!(file.len(), CHUNK_HEADER_LEN + 2 * 64);

@@ -14,6 +14,9 @@
 //!   free nothing). When every mapping is in use, the read fails `Unavailable`, naming
 //!   the key: a retry can succeed once readers finish.
 //! * Zone maps are evicted by bytes, in use or not (a reader's `Arc` keeps its copy).
+//! * A compressed chunk is cached as its decompressed image (heap memory, one slot):
+//!   past `storage.decompressed_cache_bytes` of images, the least recently used idle
+//!   ones are dropped (decompressed again on their next read).
 //! * A chunk whose [`ChunkRef`](super::chunk::ChunkRef) is dropped (superseded and no
 //!   longer in any snapshot, or its series deleted) is forgotten at once, so the
 //!   mapping of an unlinked file does not hold its disk space until it ages out.
@@ -37,6 +40,8 @@ use super::sidecar::{ValueIndex, Zone, ZoneMap};
 pub const DEFAULT_MAX_MAPPED_FILES: usize = 16_384;
 /// Default of `storage.zonemap_cache_bytes`.
 pub const DEFAULT_ZONEMAP_CACHE_BYTES: usize = 64 << 20;
+/// Default of `storage.decompressed_cache_bytes`.
+pub const DEFAULT_DECOMPRESSED_CACHE_BYTES: usize = 1 << 30;
 /// How long a mapping failure keeps `/health` degraded unless a mapping succeeds.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -149,6 +154,9 @@ pub struct MapStats {
     pub max: usize,
     pub zonemap_bytes: usize,
     pub zonemap_max_bytes: usize,
+    /// Bytes of decompressed images of compressed chunks in the cache, and the budget.
+    pub decompressed_bytes: usize,
+    pub decompressed_max_bytes: usize,
     /// Mappings refused since the store opened (budget exhausted or kernel refusal).
     pub failures_total: u64,
     /// The last failure, if no mapping succeeded since and it is younger than
@@ -167,6 +175,7 @@ impl MapStats {
 pub struct MapCache {
     max_mapped: usize,
     zonemap_max_bytes: usize,
+    decompressed_max_bytes: usize,
     live: Arc<AtomicUsize>,
     peak: AtomicUsize,
     maps: Mutex<Lru<Mapping>>,
@@ -203,9 +212,23 @@ impl MapCache {
     /// A cache of at most `max_mapped_files` mappings (at least one) and
     /// `zonemap_cache_bytes` of zone maps (0: zone maps are parsed on every use).
     pub fn new(max_mapped_files: usize, zonemap_cache_bytes: usize) -> Arc<MapCache> {
+        MapCache::with_decompressed(
+            max_mapped_files,
+            zonemap_cache_bytes,
+            DEFAULT_DECOMPRESSED_CACHE_BYTES,
+        )
+    }
+
+    /// As [`MapCache::new`], with at most `decompressed_bytes` of decompressed images.
+    pub fn with_decompressed(
+        max_mapped_files: usize,
+        zonemap_cache_bytes: usize,
+        decompressed_bytes: usize,
+    ) -> Arc<MapCache> {
         Arc::new(MapCache {
             max_mapped: max_mapped_files.max(1),
             zonemap_max_bytes: zonemap_cache_bytes,
+            decompressed_max_bytes: decompressed_bytes,
             live: Arc::new(AtomicUsize::new(0)),
             peak: AtomicUsize::new(0),
             maps: Mutex::new(Lru::new()),
@@ -248,10 +271,44 @@ impl MapCache {
         let fresh = Arc::new(self.observe(load(slot))?);
         let (got, loser) = self.install(key, Mapping::Chunk(Arc::clone(&fresh)));
         drop(loser);
+        if fresh.file.is_memory() {
+            self.trim_decompressed();
+        }
         match got {
             Mapping::Chunk(c) => Ok(c),
             Mapping::Index(_) => Ok(fresh),
         }
+    }
+
+    /// Bytes of decompressed images in the cache.
+    fn decompressed_bytes(maps: &Lru<Mapping>) -> usize {
+        maps.values()
+            .map(|m| match m {
+                Mapping::Chunk(c) if c.file.is_memory() => c.file.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Drops the least recently used idle images while they are over their budget
+    /// (images held by reads in progress stay: dropping them would free nothing).
+    fn trim_decompressed(&self) {
+        let mut evicted = Vec::new();
+        {
+            let mut maps = lock(&self.maps);
+            let mut bytes = Self::decompressed_bytes(&maps);
+            while bytes > self.decompressed_max_bytes {
+                let victim = maps.pop_oldest_where(|m| {
+                    m.idle() && matches!(m, Mapping::Chunk(c) if c.file.is_memory())
+                });
+                let Some(Mapping::Chunk(c)) = victim else {
+                    break;
+                };
+                bytes -= c.file.len();
+                evicted.push(c);
+            }
+        }
+        drop(evicted);
     }
 
     /// The verified value index of chunk `id`; an error is a reason to scan instead.
@@ -331,9 +388,13 @@ impl MapCache {
     }
 
     pub fn stats(&self) -> MapStats {
-        let (idle, cached) = {
+        let (idle, cached, decompressed_bytes) = {
             let maps = lock(&self.maps);
-            (maps.values().filter(|m| m.idle()).count(), maps.len())
+            (
+                maps.values().filter(|m| m.idle()).count(),
+                maps.len(),
+                Self::decompressed_bytes(&maps),
+            )
         };
         let (zonemap_bytes, recent_failure) = (lock(&self.zonemaps).bytes, self.recent_failure());
         let live = self.live();
@@ -345,6 +406,8 @@ impl MapCache {
             max: self.max_mapped,
             zonemap_bytes,
             zonemap_max_bytes: self.zonemap_max_bytes,
+            decompressed_bytes,
+            decompressed_max_bytes: self.decompressed_max_bytes,
             failures_total: self.failures_total.load(Ordering::Relaxed),
             recent_failure,
         }

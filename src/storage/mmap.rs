@@ -162,6 +162,18 @@ impl MappedFile {
         })
     }
 
+    /// `image` in memory in place of this mapping, which is unmapped now: the budget
+    /// slot moves to the image when nothing else holds the mapping (a compressed chunk
+    /// read through its decompressed image; see `storage::codec`).
+    pub fn replaced_by(self: Arc<Self>, image: Buffer) -> Arc<MappedFile> {
+        let slot = Arc::try_unwrap(self).ok().and_then(|m| m._slot);
+        Arc::new(MappedFile {
+            map: Backing::Memory(image),
+            identity: None,
+            _slot: slot,
+        })
+    }
+
     /// Whether this is bytes in memory rather than a file's mapping.
     pub fn is_memory(&self) -> bool {
         matches!(self.map, Backing::Memory(_))

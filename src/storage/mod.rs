@@ -16,6 +16,7 @@
 
 pub mod batch;
 pub mod chunk;
+pub mod codec;
 pub mod error;
 pub mod format;
 pub mod fsio;
@@ -68,6 +69,10 @@ pub struct StoreOptions {
     pub zonemap_cache_bytes: usize,
     /// The write-ahead log and the fold (see `wal`).
     pub wal: wal::WalOptions,
+    /// Bytes of decompressed images of compressed chunks the cache may keep.
+    pub decompressed_cache_bytes: usize,
+    /// Months that ended more than this long ago (ms) are compressed (`None`: never).
+    pub compress_after_ms: Option<i64>,
     /// The store's mapping and zone-map cache. `Store::open` installs a fresh one sized
     /// by the two keys above, so every open store has its own.
     pub map_cache: Arc<mapcache::MapCache>,
@@ -85,6 +90,8 @@ impl Default for StoreOptions {
             max_mapped_files: mapcache::DEFAULT_MAX_MAPPED_FILES,
             zonemap_cache_bytes: mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
             wal: wal::WalOptions::default(),
+            decompressed_cache_bytes: mapcache::DEFAULT_DECOMPRESSED_CACHE_BYTES,
+            compress_after_ms: None,
             map_cache: mapcache::MapCache::new(
                 mapcache::DEFAULT_MAX_MAPPED_FILES,
                 mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
@@ -159,7 +166,11 @@ pub struct FoldReport {
 impl Store {
     /// Opens (creating if needed) the store at `root`, recovering every series.
     pub fn open(root: impl AsRef<Path>, mut opts: StoreOptions) -> Result<Store> {
-        opts.map_cache = mapcache::MapCache::new(opts.max_mapped_files, opts.zonemap_cache_bytes);
+        opts.map_cache = mapcache::MapCache::with_decompressed(
+            opts.max_mapped_files,
+            opts.zonemap_cache_bytes,
+            opts.decompressed_cache_bytes,
+        );
         let root = root.as_ref().to_path_buf();
         let io = |what: &str| {
             let what = what.to_string();

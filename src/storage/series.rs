@@ -24,7 +24,8 @@ use super::StoreOptions;
 use super::chunk::{ChunkRef, FileKind, data_file_name};
 use super::error::{Result, StorageError};
 use super::format::{
-    ChunkEntry, ChunkHeader, ChunkParts, FLAG_FULL, STATE_LIVE, STATE_OBSOLETE, SidecarRef,
+    ChunkEntry, ChunkHeader, ChunkParts, FLAG_COMPRESSED, FLAG_FULL, STATE_LIVE, STATE_OBSOLETE,
+    SidecarRef,
 };
 use super::fsio::{self, failpoints};
 use super::sidecar;
@@ -110,6 +111,8 @@ pub(super) struct MonthPlan<'a> {
     cols: Vec<Cow<'a, [i64]>>,
     inserted: u64,
     replaced: u64,
+    /// Written compressed (a sealed month, see `storage::codec`).
+    compressed: bool,
 }
 
 impl Series {
@@ -254,6 +257,7 @@ impl Series {
                     cols: cols.iter().map(|&c| Cow::Borrowed(c)).collect(),
                     inserted: 0,
                     replaced: 0,
+                    compressed: false,
                 }
             } else if files >= self.opts.max_chunks_per_month {
                 self.merge_month(&base, *month, &cols, next_gen)?
@@ -265,6 +269,7 @@ impl Series {
                     cols: cols.iter().map(|&c| Cow::Borrowed(c)).collect(),
                     inserted: 0,
                     replaced: 0,
+                    compressed: false,
                 }
             };
             plans.push(plan);
@@ -357,6 +362,7 @@ impl Series {
                 body_xxh3: 0,
                 stride: 0,
                 wal_lsn: lsn,
+                body_len: 0,
             };
             let refs: Vec<&[i64]> = cols.iter().map(|c| &**c).collect();
             let chunk = super::chunk::MappedChunk::in_memory(header, &refs);
@@ -466,6 +472,50 @@ impl Series {
             .collect();
         self.commit_inner(&snap, plans, next_gen, false)?;
         Ok(months)
+    }
+
+    /// Months of this series that ended more than `storage.compress_after` before
+    /// `now_ms` and are not yet one compressed chunk (nothing when compression is off).
+    pub fn sealed_uncompressed(&self, now_ms: i64) -> Vec<i32> {
+        let Some(after) = self.opts.compress_after_ms else {
+            return Vec::new();
+        };
+        let snap = self.snapshot();
+        snap.live
+            .iter()
+            .filter(|(m, _)| MonthPartition(**m).end_ts() < now_ms.saturating_sub(after))
+            .filter(|(_, c)| !(c.len() == 1 && c[0].entry.flags & FLAG_COMPRESSED != 0))
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    /// Rewrites each sealed month (see [`Series::sealed_uncompressed`]) as one
+    /// compressed chunk with fresh sidecars, in one commit that keeps the version (the
+    /// rows are the same). Returns the months compressed.
+    pub fn compress_sealed(&self, now_ms: i64) -> Result<Vec<String>> {
+        if self.sealed_uncompressed(now_ms).is_empty() {
+            return Ok(Vec::new());
+        }
+        let _guard = self.lock_folded()?;
+        let months = self.sealed_uncompressed(now_ms);
+        if months.is_empty() {
+            return Ok(Vec::new());
+        }
+        let snap = self.snapshot();
+        let none: Vec<&[i64]> = vec![&[]; self.meta.key.kind().ncols()];
+        let mut next_gen = snap.next_generation;
+        let mut plans = Vec::with_capacity(months.len());
+        for &month in &months {
+            let mut plan = self.merge_month(&snap, month, &none, next_gen)?;
+            plan.compressed = true;
+            plans.push(plan);
+            next_gen += 1;
+        }
+        self.commit_inner(&snap, plans, next_gen, false)?;
+        Ok(months
+            .iter()
+            .map(|m| MonthPartition(*m).to_string())
+            .collect())
     }
 
     /// Deletes the rows of `range` as one all-or-nothing commit: a month the range
@@ -591,6 +641,7 @@ impl Series {
             cols: cols.into_iter().map(Cow::Owned).collect(),
             inserted: 0,
             replaced: 0,
+            compressed: false,
         };
         Ok((plan, removed))
     }
@@ -613,6 +664,7 @@ impl Series {
                 cols: new.iter().map(|&c| Cow::Borrowed(c)).collect(),
                 inserted: n,
                 replaced: 0,
+                compressed: false,
             });
         }
         self.merge_month(snap, month, new, generation)
@@ -667,6 +719,7 @@ impl Series {
             cols: cols.into_iter().map(Cow::Owned).collect(),
             inserted,
             replaced,
+            compressed: false,
         })
     }
 
@@ -938,10 +991,24 @@ impl Series {
             body_xxh3: 0,
             stride: 0,
             wal_lsn,
+            body_len: 0,
         };
         let cols: Vec<&[i64]> = plan.cols.iter().map(|c| &**c).collect();
-        let file = ChunkParts::new(header, &cols);
-        let h = &file.header;
+        let raw = ChunkParts::new(header, &cols);
+        // A compressed chunk: the same header (rows, stride, ts bounds) flagged, with
+        // the compressed body's length and checksum, then that body.
+        let compressed = plan.compressed.then(|| {
+            let mut h = raw.header.clone();
+            let body = super::codec::compress(&h, &cols);
+            h.flags |= FLAG_COMPRESSED;
+            h.body_len = body.len() as u64;
+            h.body_xxh3 = xxhash_rust::xxh3::xxh3_64(&body);
+            (h.encode(), h, body)
+        });
+        let (h, slices, file_len) = match &compressed {
+            Some((bytes, h, body)) => (h, vec![&bytes[..], &body[..]], h.file_len()),
+            None => (&raw.header, raw.slices(), raw.len() as u64),
+        };
         let sidecars = sidecar::build(&self.meta, &cols, &self.opts);
         let write = |kind: FileKind, bytes: &[&[u8]]| -> Result<()> {
             let name = data_file_name(plan.month, plan.generation, kind);
@@ -950,7 +1017,7 @@ impl Series {
             pool.push(file, name);
             Ok(())
         };
-        write(FileKind::Chunk, &file.slices())?;
+        write(FileKind::Chunk, &slices)?;
         let mut zonemap = SidecarRef::default();
         let mut vindex = SidecarRef::default();
         if let Some(z) = &sidecars.zonemap {
@@ -974,7 +1041,7 @@ impl Series {
             rows: h.rows,
             first_ts: h.first_ts,
             last_ts: h.last_ts,
-            file_len: file.len() as u64,
+            file_len,
             checksum: h.body_xxh3,
             write_version: version,
             zonemap,

@@ -1,0 +1,197 @@
+//! Compression of sealed months: each column of a chunk compressed on its own with
+//! pcodec (`pco`), which finds the delta order (none, delta, delta-of-delta) and the
+//! bit widths per page by itself: regular timestamps shrink to almost nothing, prices
+//! that move by ticks to a few bits. f64 scalar values are compressed as floats. The
+//! comparison with zstd, lz4 and Parquet that chose it is in `docs/benchmarks.md`.
+//!
+//! ```text
+//! compressed body = one record per column, in column order:
+//!   codec  u8   0: pco i64, 1: pco f64 (the i64 bits of an f64 column)
+//!   len    u32  bytes of the stream
+//!   stream len bytes (a standalone pco file)
+//! ```
+//!
+//! A compressed chunk is read by decompressing it once into memory laid out exactly as
+//! the raw chunk file (header, then each column at its stride), so every reader works
+//! on it unchanged and zero-copy from there ([`image`]).
+
+use arrow_buffer::{Buffer, MutableBuffer};
+
+use super::format::{CHUNK_HEADER_LEN, ChunkHeader, max_compressed_body};
+use crate::record::{SeriesKind, ValueType};
+
+const CODEC_I64: u8 = 0;
+const CODEC_F64: u8 = 1;
+const CODEC_LEN: usize = 1;
+const STREAM_LEN_LEN: usize = 4;
+
+/// Whether column `i` of a chunk of this header holds f64 bits.
+fn is_f64(h: &ChunkHeader, i: usize) -> bool {
+    h.meta.key.kind() == SeriesKind::Scalar && h.meta.value_type == ValueType::F64 && i == 1
+}
+
+/// Compresses the columns of a chunk of `h` (rows and meta set).
+pub fn compress(h: &ChunkHeader, cols: &[&[i64]]) -> Vec<u8> {
+    let config = pco::ChunkConfig::default();
+    let mut out = Vec::new();
+    for (i, col) in cols.iter().enumerate() {
+        let (codec, stream) = if is_f64(h, i) {
+            let floats: &[f64] = bytemuck::cast_slice(col);
+            (CODEC_F64, pco::standalone::simple_compress(floats, &config))
+        } else {
+            (CODEC_I64, pco::standalone::simple_compress(col, &config))
+        };
+        // pco refuses only an invalid config, and this one is its default.
+        let stream = stream.expect("pco compresses any numbers with its default config");
+        out.push(codec);
+        out.extend_from_slice(&(stream.len() as u32).to_le_bytes());
+        out.extend_from_slice(&stream);
+    }
+    assert!(
+        (out.len() as u64) <= max_compressed_body(cols.len() as u64, h.rows),
+        "codec: a compressed body past its bound"
+    );
+    out
+}
+
+/// Decompresses `body` (a compressed chunk of header `h`) into the raw layout: a
+/// 64-byte aligned buffer of `h.raw_len()` bytes, `h`'s columns at their offsets. Any
+/// bytes give an image or an error, never a panic (`tests/fuzz_decoders.rs`).
+pub fn image(h: &ChunkHeader, body: &[u8]) -> Result<Buffer, String> {
+    let rows = h.rows as usize;
+    let len = usize::try_from(h.raw_len()).map_err(|_| "chunk too large")?;
+    let mut buf = MutableBuffer::from_len_zeroed(len);
+    {
+        let words: &mut [i64] = buf.typed_data_mut();
+        let mut at = 0usize;
+        for i in 0..h.ncols {
+            let codec = *body.get(at).ok_or("compressed body ends before a column")?;
+            at += CODEC_LEN;
+            let n = body
+                .get(at..at + STREAM_LEN_LEN)
+                .ok_or("compressed body ends inside a column header")?;
+            let n = u32::from_le_bytes(n.try_into().expect("4 bytes")) as usize;
+            at += STREAM_LEN_LEN;
+            let stream = body
+                .get(at..at.checked_add(n).ok_or("length overflows")?)
+                .ok_or("compressed body ends inside a column")?;
+            at += n;
+            let start = h.column_offset(i) / 8;
+            let dst = &mut words[start..start + rows];
+            let done = match (codec, is_f64(h, i)) {
+                (CODEC_I64, false) => pco::standalone::simple_decompress_into(stream, dst),
+                (CODEC_F64, true) => pco::standalone::simple_decompress_into::<f64>(
+                    stream,
+                    bytemuck::cast_slice_mut(dst),
+                ),
+                _ => return Err(format!("column {i}: unexpected codec {codec}")),
+            }
+            .map_err(|e| format!("column {i}: {e}"))?;
+            if done.n_processed != rows || !done.finished {
+                return Err(format!(
+                    "column {i}: {} values where the header says {rows}",
+                    done.n_processed
+                ));
+            }
+        }
+        if at != body.len() {
+            return Err("bytes after the last column".into());
+        }
+    }
+    debug_assert_eq!(buf.len(), CHUNK_HEADER_LEN + h.ncols * h.stride as usize);
+    Ok(buf.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{MonthPartition, SeriesKey, SeriesMeta};
+
+    fn header(kind: SeriesKind, vt: ValueType, rows: u64) -> ChunkHeader {
+        let key = match kind {
+            SeriesKind::Kline => SeriesKey::kline("T", "1m").unwrap(),
+            SeriesKind::Scalar => SeriesKey::scalar("T", "1m", "c", "n").unwrap(),
+        };
+        ChunkHeader {
+            meta: SeriesMeta {
+                key,
+                timeframe_ms: 60_000,
+                price_scale: 100,
+                volume_scale: 1,
+                value_type: vt,
+            },
+            ncols: kind.ncols(),
+            rows,
+            first_ts: 0,
+            last_ts: 0,
+            month: MonthPartition::from_ts(1_704_067_200_000).0,
+            flags: 0,
+            generation: 1,
+            write_version: 1,
+            write_chunks: 1,
+            body_xxh3: 0,
+            stride: super::super::format::align_up(rows as usize * 8) as u64,
+            wal_lsn: 0,
+            body_len: 0,
+        }
+    }
+
+    #[test]
+    fn columns_round_trip_bit_for_bit() {
+        let rows = 44_640u64;
+        let ts: Vec<i64> = (0..rows as i64)
+            .map(|i| 1_704_067_200_000 + i * 60_000)
+            .collect();
+        let mut p = 4_200_000i64;
+        let mut cols = vec![ts];
+        for c in 0..5 {
+            cols.push(
+                (0..rows as i64)
+                    .map(|i| {
+                        p += (i * 7919 + c) % 11 - 5;
+                        p
+                    })
+                    .collect(),
+            );
+        }
+        let h = header(SeriesKind::Kline, ValueType::I64, rows);
+        let refs: Vec<&[i64]> = cols.iter().map(Vec::as_slice).collect();
+        let body = compress(&h, &refs);
+        assert!(
+            body.len() < (rows as usize * 48) / 4,
+            "{} bytes",
+            body.len()
+        );
+        let img = image(&h, &body).unwrap();
+        let words: &[i64] = img.typed_data();
+        for (i, c) in cols.iter().enumerate() {
+            let start = h.column_offset(i) / 8;
+            assert_eq!(
+                &words[start..start + rows as usize],
+                c.as_slice(),
+                "column {i}"
+            );
+        }
+        // f64 values, NaN payloads included, come back bit for bit.
+        let h = header(SeriesKind::Scalar, ValueType::F64, 5);
+        let v: Vec<i64> = [1.5, f64::NAN, -0.0, f64::INFINITY, 1e-300]
+            .iter()
+            .map(|f| f.to_bits() as i64)
+            .chain([0x7ff8_0000_0000_1234])
+            .take(5)
+            .collect();
+        let ts: Vec<i64> = (0..5).map(|i| 1_704_067_200_000 + i).collect();
+        let body = compress(&h, &[&ts, &v]);
+        let img = image(&h, &body).unwrap();
+        let words: &[i64] = img.typed_data();
+        let start = h.column_offset(1) / 8;
+        assert_eq!(&words[start..start + 5], v.as_slice());
+        // Truncations and bad codecs are errors.
+        for cut in [0, 1, 5, body.len() / 2, body.len() - 1] {
+            assert!(image(&h, &body[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = body.clone();
+        bad[0] = 9;
+        assert!(image(&h, &bad).is_err());
+    }
+}
