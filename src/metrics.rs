@@ -42,6 +42,10 @@ pub struct Gauges {
     pub wal: Option<crate::storage::WalStats>,
     /// Chunk and sidecar files of every series.
     pub store_files: u64,
+    /// What `store_bytes` would be with every chunk uncompressed.
+    pub store_raw_bytes: u64,
+    /// Bytes of decompressed images cached for reads of compressed months.
+    pub decompressed_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -251,6 +255,18 @@ impl Metrics {
             "fastk_store_files",
             "Chunk and sidecar files of every series.",
             g.store_files as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_store_raw_bytes",
+            "What fastk_store_bytes would be with every chunk uncompressed.",
+            g.store_raw_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_decompressed_cache_bytes",
+            "Bytes of decompressed compressed months cached for reads (storage.decompressed_cache_bytes).",
+            g.decompressed_bytes as i64,
         );
         if let Some(w) = &g.wal {
             gauge(

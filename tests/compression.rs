@@ -238,3 +238,28 @@ fn a_damaged_compressed_body_is_an_error_not_a_panic() {
         "{err} ({month})"
     );
 }
+
+/// `/inventory` and the series' metadata report bytes on disk and what they would be
+/// raw: equal before compression, the raw figure larger after.
+#[test]
+fn inventory_reports_raw_and_compressed_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.storage.root = dir.path().to_path_buf();
+    config.storage.compress_after_s = 0;
+    let engine = Engine::open(config).unwrap();
+    let (k, _) = engine.store.register(kline_meta()).unwrap();
+    k.write(klines(50_000), None).unwrap();
+    let inv = engine.inventory();
+    assert_eq!(inv.total_bytes, inv.total_raw_bytes);
+    assert!(engine.compress_sealed(i64::MAX / 2) >= 1);
+    let inv = engine.inventory();
+    assert!(
+        inv.total_bytes * 3 < inv.total_raw_bytes,
+        "{} vs {}",
+        inv.total_bytes,
+        inv.total_raw_bytes
+    );
+    assert_eq!(inv.series[0].raw_bytes, inv.total_raw_bytes);
+    assert!(engine.metrics_text().contains("fastk_store_raw_bytes"));
+}

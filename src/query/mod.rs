@@ -617,12 +617,13 @@ impl Engine {
             .filter(|s| q.kind.is_none_or(|k| k == s.meta.key.kind()))
             .filter(|s| q.symbol.as_deref().is_none_or(|x| x == s.meta.key.symbol()))
             .collect();
-        let (mut total_rows, mut total_bytes, mut total_files) = (0, 0, 0);
+        let (mut total_rows, mut total_bytes, mut total_files, mut total_raw_bytes) = (0, 0, 0, 0);
         for s in &all {
             let snap = s.snapshot();
             total_rows += snap.rows();
             total_bytes += snap.bytes();
             total_files += files_of(&snap);
+            total_raw_bytes += snap.raw_bytes();
         }
         let mut keyed: Vec<(String, Arc<Series>)> =
             all.drain(..).map(|s| (s.meta.key.to_string(), s)).collect();
@@ -647,6 +648,7 @@ impl Engine {
                 fold_lag_ms: w.fold_lag_ms,
             },
             total_files,
+            total_raw_bytes,
             series: page
                 .iter()
                 .map(|(_, s)| series_info(s, with_partitions))
@@ -680,6 +682,8 @@ impl Engine {
             sql_queries_running: self.sql.running(&self.config.sql) as u64,
             wal: Some(self.store.wal_stats()),
             store_files: series.iter().map(|s| files_of(&s.snapshot())).sum(),
+            store_raw_bytes: series.iter().map(|s| s.snapshot().raw_bytes()).sum(),
+            decompressed_bytes: self.store.options().map_cache.stats().decompressed_bytes as u64,
         };
         self.metrics.render(&g)
     }
@@ -838,6 +842,7 @@ pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
         version: snap.version,
         retention_ms: snap.retention_ms,
         files: files_of(&snap),
+        raw_bytes: snap.raw_bytes(),
         unfolded_rows: snap.unfolded.map_or(0, |u| u.rows),
         partitions,
     }

@@ -91,6 +91,10 @@ pub struct SeriesInfo {
     /// Chunk and sidecar files on disk.
     #[serde(default)]
     pub files: u64,
+    /// What `bytes` would be with every chunk stored uncompressed (equal to `bytes`
+    /// when nothing is compressed).
+    #[serde(default)]
+    pub raw_bytes: u64,
     /// Rows written through the log and not yet folded into chunk files (readable;
     /// counted in `rows`, not in `bytes`).
     #[serde(default)]
@@ -320,6 +324,9 @@ pub struct Inventory {
     pub total_bytes: u64,
     #[serde(default)]
     pub total_files: u64,
+    /// `total_bytes` with every chunk uncompressed.
+    #[serde(default)]
+    pub total_raw_bytes: u64,
     /// The write-ahead log, store-wide.
     #[serde(default)]
     pub log: LogInfo,

@@ -356,7 +356,7 @@ pub fn max_compressed_body(ncols: u64, rows: u64) -> u64 {
 
 /// Bytes between column starts for `rows` rows (`rows` already checked against
 /// [`CHUNK_ROWS_MAX`], so the product cannot overflow).
-fn stride_of(rows: u64) -> u64 {
+pub fn stride_of(rows: u64) -> u64 {
     align_up(rows as usize * U64_LEN) as u64
 }
 
@@ -622,6 +622,14 @@ pub struct ChunkEntry {
     pub zonemap: SidecarRef,
     pub vindex: SidecarRef,
     pub state: u8,
+}
+
+impl ChunkEntry {
+    /// Bytes of the chunk in the raw layout (its file if raw; its decompressed image if
+    /// compressed): what it would cost on disk uncompressed.
+    pub fn raw_len(&self, ncols: usize) -> u64 {
+        CHUNK_HEADER_LEN as u64 + ncols as u64 * stride_of(self.rows.min(CHUNK_ROWS_MAX))
+    }
 }
 
 /// A decoded manifest.

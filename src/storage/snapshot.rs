@@ -117,6 +117,15 @@ impl Snapshot {
             .sum()
     }
 
+    /// What [`Snapshot::bytes`] would be with every chunk stored raw (uncompressed).
+    pub fn raw_bytes(&self) -> u64 {
+        let ncols = self.meta.key.kind().ncols();
+        self.chunks()
+            .filter(|c| !c.is_memory())
+            .map(|c| c.entry.raw_len(ncols) + c.entry.zonemap.len + c.entry.vindex.len)
+            .sum()
+    }
+
     pub fn first_ts(&self) -> Option<i64> {
         self.chunks().next().map(|c| c.entry.first_ts)
     }
