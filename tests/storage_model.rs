@@ -3,7 +3,7 @@
 //! Random interleavings of writes (in and out of order, replacements, month
 //! boundaries, several series; through the write-ahead log or as chunk files
 //! directly), many-series writes, folds of the log, crashes (the log replayed on the
-//! next open), compactions, range deletes (whole and cut months,
+//! next open), compressions of sealed months, compactions, range deletes (whole and cut months,
 //! with the version check), deletes, re-registrations, writes
 //! through a handle that outlived a delete and re-registration, and reopens; after
 //! every step every read (range, sub-range, latest-N, at) equals the model. A
@@ -29,6 +29,11 @@ enum Op {
     },
     /// Folds every series' log rows into chunk files.
     Fold,
+    /// Compresses every sealed month of a series (all of them: the test's clock is far
+    /// in the future).
+    Compress {
+        series: usize,
+    },
     /// Drops the store as a crash would (nothing folded) and opens it again.
     Crash,
     Compact {
@@ -70,6 +75,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         2 => prop::collection::vec((0..3usize, prop::collection::vec((ts_strategy(), any::<i64>()), 1..8)), 1..4)
             .prop_map(|rows| Op::WriteMany { rows }),
         1 => Just(Op::Fold),
+        1 => (0..3usize).prop_map(|series| Op::Compress { series }),
         1 => Just(Op::Crash),
         1 => (0..3usize).prop_map(|series| Op::Compact { series }),
         1 => (0..3usize).prop_map(|series| Op::Delete { series }),
@@ -238,7 +244,12 @@ proptest! {
     #[test]
     fn engine_matches_btreemap_model(ops in prop::collection::vec(op_strategy(), 1..25), probe in (ts_strategy(), ts_strategy(), 0usize..120)) {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions { max_chunks_per_month: 3, zonemap_block_rows: Some(16), ..StoreOptions::default() };
+        let opts = StoreOptions {
+            max_chunks_per_month: 3,
+            zonemap_block_rows: Some(16),
+            compress_after_ms: Some(0),
+            ..StoreOptions::default()
+        };
         let metas = metas();
         let mut store = Store::open(dir.path(), opts.clone()).unwrap();
         for m in &metas {
@@ -290,6 +301,15 @@ proptest! {
                         Err(e) => prop_assert!(false, "unexpected error {}", e),
                     }
                 }
+                Op::Compress { series } => match store.get(&metas[*series].key) {
+                    Ok(s) => {
+                        let before = s.version();
+                        s.compress_sealed(i64::MAX / 2).unwrap();
+                        prop_assert_eq!(s.version(), before, "compression keeps the version");
+                        prop_assert!(s.sealed_uncompressed(i64::MAX / 2).is_empty());
+                    }
+                    Err(_) => prop_assert!(models[*series].is_none()),
+                },
                 Op::Fold => {
                     let r = store.fold_all();
                     prop_assert_eq!(r.failed, 0);
