@@ -423,6 +423,9 @@ impl Config {
                 "must be at most 100000 (0.1 s)",
             );
         }
+        if self.storage.wal_direct_rows > 1 << 20 {
+            return bad("storage.wal_direct_rows", "must be at most 1048576");
+        }
         if self.storage.fold_rows == 0 || self.storage.fold_rows > u32::MAX as u64 {
             return bad("storage.fold_rows", "must be between 1 and 4294967295");
         }

@@ -244,12 +244,14 @@ proptest! {
     #[test]
     fn engine_matches_btreemap_model(ops in prop::collection::vec(op_strategy(), 1..25), probe in (ts_strategy(), ts_strategy(), 0usize..120)) {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions {
+        let mut opts = StoreOptions {
             max_chunks_per_month: 3,
             zonemap_block_rows: Some(16),
             compress_after_ms: Some(0),
             ..StoreOptions::default()
         };
+        // Small in-memory chunks, so a month often holds several.
+        opts.wal.memory_chunk_rows = 8;
         let metas = metas();
         let mut store = Store::open(dir.path(), opts.clone()).unwrap();
         for m in &metas {

@@ -574,6 +574,9 @@ impl Engine {
         }
         let maps = self.store.options().map_cache.stats();
         details.extend(mapping_issues(&maps));
+        if let Some(why) = self.store.wal_poisoned() {
+            details.push(why);
+        }
         let status = if !serving {
             "failing"
         } else if details.is_empty() {

@@ -2,7 +2,7 @@
 //! pcodec (`pco`), which finds the delta order (none, delta, delta-of-delta) and the
 //! bit widths per page by itself: regular timestamps shrink to almost nothing, prices
 //! that move by ticks to a few bits. f64 scalar values are compressed as floats. The
-//! comparison with zstd, lz4 and Parquet that chose it is in `docs/benchmarks.md`.
+//! sizes it reaches beside Parquet and ArcticDB are measured in `docs/benchmarks.md`.
 //!
 //! ```text
 //! compressed body = one record per column, in column order:
@@ -12,8 +12,9 @@
 //! ```
 //!
 //! A compressed chunk is read by decompressing it once into memory laid out exactly as
-//! the raw chunk file (header, then each column at its stride), so every reader works
-//! on it unchanged and zero-copy from there ([`image`]).
+//! the raw chunk file (the header's 512 bytes, left zero: the decoded header is kept
+//! beside the image; then each column at its stride), so every reader works on it
+//! unchanged and zero-copy from there ([`image`]).
 
 use arrow_buffer::{Buffer, MutableBuffer};
 

@@ -262,6 +262,11 @@ impl Store {
         &self.wal_recovery
     }
 
+    /// Why the write-ahead log refuses writes, if it does (for `/health`).
+    pub fn wal_poisoned(&self) -> Option<String> {
+        self.wal.poisoned()
+    }
+
     /// The log's size and what waits in memory to be folded.
     pub fn wal_stats(&self) -> WalStats {
         let mut st = WalStats {
@@ -301,7 +306,8 @@ impl Store {
         mut batch: WriteBatch,
         expected: Option<u64>,
     ) -> Result<WriteReport> {
-        if batch.len() > self.opts.wal.direct_rows {
+        let bytes = wal::RECORD_HEADER_LEN + 512 + batch.cols.len() * batch.len() * 8;
+        if batch.len() > self.opts.wal.direct_rows || bytes > self.opts.wal.max_record_bytes {
             return series.write(batch, expected);
         }
         series.prepare(&mut batch)?;
@@ -775,7 +781,7 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
                 format!("{}/{}", wal::WAL_DIR, c.segment),
                 format!(
                     "write-ahead log record at byte {} is corrupt ({}) and valid records follow it; \
-                     `fastk admin repair` cuts the log there (that record and every later one are lost: \
+                     `fastk admin repair --apply` cuts the log there (that record and every later one are lost: \
                      see docs/operations.md, \"Write-ahead log\")",
                     c.offset, c.detail
                 ),

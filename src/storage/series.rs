@@ -217,13 +217,23 @@ impl Series {
         // The state on disk: the file chunks, with those an in-memory rewrite
         // superseded put back where the manifest still has them.
         let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
-        let mut memory = Vec::new();
+        // Per month, the rows of its in-memory chunks (they are its last chunks, in
+        // order) concatenated, and whether the first of them rewrote the month.
+        let mut memory: Vec<(i32, Vec<Vec<i64>>, bool)> = Vec::new();
         for (&month, chunks) in &snap.live {
             for c in chunks {
-                if c.is_memory() {
-                    memory.push((month, c.map()?, c.entry.flags & FLAG_FULL != 0));
-                } else {
+                if !c.is_memory() {
                     live.entry(month).or_default().push(Arc::clone(c));
+                    continue;
+                }
+                let m = c.map()?;
+                if memory.last().is_none_or(|(mo, _, _)| *mo != month) {
+                    let full = c.entry.flags & FLAG_FULL != 0;
+                    memory.push((month, vec![Vec::new(); ncols], full));
+                }
+                let (_, cols, _) = memory.last_mut().expect("pushed above");
+                for (i, out) in cols.iter_mut().enumerate() {
+                    out.extend_from_slice(m.col(i));
                 }
             }
         }
@@ -247,7 +257,7 @@ impl Series {
         let mut next_gen = base.next_generation;
         let mut plans = Vec::with_capacity(memory.len());
         for (month, m, full) in &memory {
-            let cols: Vec<&[i64]> = (0..ncols).map(|i| m.col(i)).collect();
+            let cols: Vec<&[i64]> = m.iter().map(Vec::as_slice).collect();
             let files = base.live.get(month).map_or(0, Vec::len);
             let plan = if *full || files == 0 {
                 MonthPlan {
@@ -285,7 +295,7 @@ impl Series {
 
     /// The state after one logged write, applied at log position `lsn` at `now`:
     /// `batch` (sorted, unique, checked by the caller) goes into in-memory chunks laid
-    /// out as files, at most one per month, always the month's last chunk. Rows past
+    /// out as files, always the month's last chunks. Rows past
     /// the month's last `ts` are appended (to its in-memory chunk, or as a new one
     /// after its files); anything else rewrites the month in memory as one full chunk,
     /// and its file chunks wait in `superseded` for the fold. Readers see the result
@@ -322,7 +332,11 @@ impl Series {
                 _,
                 _,
             ) = match last {
-                Some(c) if appends && c.is_memory() => {
+                Some(c)
+                    if appends
+                        && c.is_memory()
+                        && c.entry.rows + n <= self.opts.wal.memory_chunk_rows =>
+                {
                     let m = c.map()?;
                     let cols = (0..ncols)
                         .map(|i| Cow::Owned([m.col(i), new[i]].concat()))

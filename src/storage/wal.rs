@@ -14,7 +14,7 @@
 //!   payload:
 //!     entries    u32
 //!     per entry:
-//!       kind     u8   0 kline, 1 scalar
+//!       kind     u8   the series kind's code (1 kline, 2 scalar)
 //!       parts    (u8 length, bytes) for symbol, timeframe (and category, name)
 //!       ncols    u8
 //!       rows     u32
@@ -96,6 +96,10 @@ pub struct WalOptions {
     pub memory_bytes: u64,
     /// How often the background fold looks at the series.
     pub fold_interval: Duration,
+    /// Most rows of one in-memory chunk: an append to a month's last in-memory chunk
+    /// copies it, so past this size a new one starts instead, which bounds the copy a
+    /// tiny write makes (a month's in-memory chunks are concatenated by the fold).
+    pub memory_chunk_rows: u64,
 }
 
 impl Default for WalOptions {
@@ -110,6 +114,7 @@ impl Default for WalOptions {
             max_log_bytes: 1 << 30,
             memory_bytes: 512 << 20,
             fold_interval: Duration::from_secs(1),
+            memory_chunk_rows: 256,
         }
     }
 }
@@ -408,6 +413,18 @@ pub fn scan(dir: &Path, cut: bool) -> Result<std::result::Result<Scan, Corrupt>>
 /// later segment removed (`admin repair`). Returns what was cut, or `None` when the
 /// log reads whole. The store must be closed.
 pub fn cut_at_corruption(root: &Path) -> Result<Option<(Corrupt, u64)>> {
+    // The store's lock, so a running server's log is never cut under it.
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("LOCK"))
+        .map_err(|e| StorageError::io("LOCK", e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(StorageError::Locked),
+        Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("LOCK", e)),
+    }
     let dir = root.join(WAL_DIR);
     let Err(c) = scan(&dir, false)? else {
         return Ok(None);
@@ -557,6 +574,14 @@ impl Wal {
             self.syncs.load(Ordering::Relaxed),
             self.records.load(Ordering::Relaxed),
         )
+    }
+
+    /// Why the log refuses writes (a sync failed and could not be undone), if it does.
+    pub fn poisoned(&self) -> Option<String> {
+        self.poisoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Bytes of log on disk.
