@@ -6,8 +6,10 @@ PostgreSQL, and runs the Rust harnesses first. Writes `results.json` to `--out`,
 charts to `--charts`, and, with `--docs`, fills the result blocks of
 docs/benchmarks.md.
 
-`--only` runs just the named workloads: the market queries (`market` names all three)
-and `colocated` (one year of 1m bars into Polars over FastK's Flight Unix socket,
+`--only` runs just the named workloads: the market queries (`market` names all three),
+the feed workloads (`feeds` names all three: `feed`, `feed_many`, `many_series`, see
+feeds.py; each starts FastK stores of its own and runs its peers, SQLite and DuckDB,
+in process) and `colocated` (one year of 1m bars into Polars over FastK's Flight Unix socket,
 over loopback TCP Flight and from ArcticDB in process), after loading only what they
 need (one symbol of the kline dataset into FastK, ArcticDB, DuckDB and Polars for the
 market queries, into FastK and ArcticDB only for `colocated`; PostgreSQL only for
@@ -16,6 +18,7 @@ it never touches `--docs`. For example:
 
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --quick --only market --out /tmp/fastk-market
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --only colocated --out /tmp/fastk-colocated
+    PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --quick --only feed,feed_many --out /tmp/fastk-feeds
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from . import dataset, market, procs, report, systems, timing, workloads
+from . import compression, dataset, feeds, market, procs, report, systems, timing, workloads
 from .workloads import log
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -189,7 +192,11 @@ def fastk_maker(binary: pathlib.Path, fastk_version: str, root: pathlib.Path, lo
     return make
 
 
-ONLY_WORKLOADS = (*market.WORKLOADS, "colocated")
+class _Done(Exception):
+    """Ends run_only's work early (only feed workloads selected) through its finally."""
+
+
+ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", *feeds.WORKLOADS, *compression.WORKLOADS)
 
 
 def parse_only(text: str) -> set[str]:
@@ -199,15 +206,17 @@ def parse_only(text: str) -> set[str]:
             continue
         if w == "market":
             which.update(market.WORKLOADS)
+        elif w == "feeds":
+            which.update(feeds.WORKLOADS)
         elif w in ONLY_WORKLOADS:
             which.add(w)
         else:
-            raise SystemExit(f"--only: unknown workload {w!r} (known: market, {', '.join(ONLY_WORKLOADS)})")
+            raise SystemExit(f"--only: unknown workload {w!r} (known: market, feeds, {', '.join(ONLY_WORKLOADS)})")
     return which
 
 
 def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
-    """`--only`: the selected market and colocated workloads, with only the loads they need."""
+    """`--only`: the selected market, colocated and feed workloads, with only the loads they need."""
     q = args.quick
     spec = dataset.QUICK if q else dataset.FULL
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="fastk-bench-"))
@@ -226,7 +235,21 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     results["versions"] = versions
     fastk_flight = fastk_http = arctic = duck = polars = pg = fk = None
     market_which = which & set(market.WORKLOADS)
+    feeds_which = which & set(feeds.WORKLOADS)
     try:
+        if feeds_which:
+            versions.update(feeds.versions())
+        if "compression" in which:
+            # Its own stores (FastK with and without compression, Parquet, ArcticDB)
+            # and its own copy of the first symbol's 2024 bars (compression.py).
+            results["compression"] = market.guarded("compression", lambda: compression.run(
+                results, P, binary=args.fastk_bin, work=work / "compression", logs=logs, quick=q, spec=spec))
+        if not (market_which or "colocated" in which):
+            # Only feed workloads: no market dataset, no shared FastK store (each feed
+            # workload starts stores of its own).
+            if feeds_which:
+                feeds.run(feeds_which, results, P, binary=args.fastk_bin, work=work / "feeds", logs=logs, quick=q)
+            raise _Done
         log(f"generating dataset ({'quick' if q else 'full'})")
         ds = dataset.generate(spec)
         s0 = ds.symbols[0]
@@ -282,16 +305,26 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
                        arctic=arctic, duck=duck, polars=polars, pg=pg)
         if pg is not None:
             pg.close()
+        if feeds_which:
+            feeds.run(feeds_which, results, P, binary=args.fastk_bin, work=work / "feeds", logs=logs, quick=q)
+    except _Done:
+        pass
     finally:
         procs.stop_all()
+        t_rm = time.time()
         shutil.rmtree(work, ignore_errors=True)
+        log(f"removed the work directory in {time.time() - t_rm:.0f} s")
     results["machine"]["loadavg_end"] = os.getloadavg()
     results["wall_s"] = time.time() - t_run
     (args.out / "results-only.json").write_text(json.dumps(results, indent=1, default=str))
     names = [f"market_{w}" for w in market.WORKLOADS if w in which] + (["colocated"] if "colocated" in which else [])
+    names += [w for w in feeds.WORKLOADS if w in which]
+    names += [w for w in compression.WORKLOADS if w in which]
+    if feeds_which:
+        names += ["versions"]
     (args.out / "tables-only.md").write_text(report.all_tables(results, names))
     for p in report.market_charts(results, args.charts or args.out) + report.colocated_charts(
-            results, args.charts or args.out):
+            results, args.charts or args.out) + report.feeds_charts(results, args.charts or args.out):
         log(f"chart: {p}")
     log(f"results: {args.out / 'results-only.json'}, tables: {args.out / 'tables-only.md'}")
     log(f"done in {results['wall_s']:.0f} s")
@@ -311,8 +344,9 @@ def main() -> int:
     ap.add_argument("--rust-results", type=pathlib.Path, help="where scripts/bench.sh left the Rust harness output")
     ap.add_argument("--skip", default="", help="comma-separated labels to leave out (e.g. ROAPI,PostgreSQL)")
     ap.add_argument("--only", default="",
-                    help="run only these workloads: resample, asof, coverage (or market for all three), colocated "
-                         "(loads only what they need; writes results-only.json and tables-only.md, not --docs)")
+                    help="run only these workloads: resample, asof, coverage (or market for all three), colocated, "
+                         "feed, feed_many, many_series (or feeds for all three), compression (loads only what they need; writes "
+                         "results-only.json and tables-only.md, not --docs)")
     args = ap.parse_args()
     only = parse_only(args.only)
     q = args.quick
@@ -333,6 +367,7 @@ def main() -> int:
         sql_resample_reps=3 if q else 10,
         sql_predicate_reps=5 if q else 15,
         **market_params(q),
+        **feeds.params(q),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     charts_dir = args.charts or args.out

@@ -22,6 +22,13 @@ Polars over FastK's Flight Unix socket, over loopback TCP Flight and from Arctic
 process, with "time vs socket" (a way's median / the socket's; above 1, the socket is
 faster), the socket's ratios to the other two, and the goal line: FastK over the
 socket first.
+
+The feed tables (`feed`, `feed_many`, `many_series`, see `feeds.py`) give each way's
+writes/s (or rows/s) and latency percentiles, the load, disk and restart figures of a
+store of many series, what was checked, and a goal line per target: FastK's
+single-bar writes at least 10,000/s with p99 under 10 ms, above SQLite and at least
+10x DuckDB; a many-series write of one minute of 2,000 bars under 5 ms (median and
+p99).
 """
 
 from __future__ import annotations
@@ -489,6 +496,263 @@ def t_colocated(r: dict) -> str:
     return out + errors_note(sysd)
 
 
+# --------------------------------------------------------------------------- feeds
+
+
+def _how(d: dict) -> str:
+    how = d.get("how") or {}
+    return "".join(f"\n- {k}: {v}" for k, v in how.items())
+
+
+def _checked(d: dict) -> str:
+    got = {k: v["checked"] for k, v in (d.get("systems") or {}).items() if isinstance(v, dict) and v.get("checked")}
+    return "".join(f"\n- {k}: {v}" for k, v in got.items())
+
+
+def _fsync_note(d: dict) -> str:
+    f = d.get("fdatasync")
+    if not f:
+        return ""
+    return (f" fdatasync on the work volume (100 B appended, {f['n']} times): p50 {fmt(f['p50_ms'])} ms, "
+            f"p99 {fmt(f['p99_ms'])} ms.")
+
+
+def t_feed(r: dict) -> str:
+    d = r["feed"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    sysd = d["systems"]
+    rows = []
+    # A way whose check failed keeps its row (marked), beside the error note below.
+    shown = {k: v for k, v in sysd.items() if isinstance(v, dict) and v.get("writes_per_s") is not None}
+    for k, v in shown.items():
+        bad = v.get("non_2xx", 0) + v.get("socket_errors", 0) if "non_2xx" in v else v.get("errors", 0)
+        k = k + (" (check failed)" if "error" in v else "")
+        rows.append([k, v["writes_per_s"], v.get("p50_ms"), v.get("p90_ms"), v.get("p99_ms"), v.get("max_ms"),
+                     v.get("writes"), bad])
+    out = table(["system", "writes/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "writes", "non-2xx / errors"], rows)
+    f = ok(sysd).get("FastK HTTP")
+    t = d["targets"]
+    sqlite = {k: v for k, v in ok(sysd).items() if k.startswith("SQLite")}
+    best_sqlite = max(sqlite, key=lambda k: sqlite[k]["writes_per_s"]) if sqlite else None
+    duck = ok(sysd).get("DuckDB")
+    out += (f"\n\n{d['series']:,} kline 1m series; every write is one 1m bar of one series, durable before the "
+            f"answer; {d['seconds']} s timed after a {d['warmup_s']} s warm-up.")
+    out += _fsync_note(d)
+    if f:
+        ws, p99 = f["writes_per_s"], f["p99_ms"]
+        vs_sq = ws / sqlite[best_sqlite]["writes_per_s"] if best_sqlite else None
+        vs_dk = ws / duck["writes_per_s"] if duck else None
+        out += (f" Targets: FastK at least {t['writes_per_s']:,} writes/s: {ws:,.0f} "
+                f"({_verdict(ws >= t['writes_per_s'])}); p99 under {t['p99_ms']:g} ms: {fmt(p99)} ms "
+                f"({_verdict(p99 is not None and p99 < t['p99_ms'])}); above SQLite: "
+                + (f"{vs_sq:.2f}x {best_sqlite} ({_verdict(vs_sq > 1)})" if vs_sq else "n/a")
+                + f"; at least {t['vs_duckdb']:g}x DuckDB: "
+                + (f"{vs_dk:.1f}x ({_verdict(vs_dk >= t['vs_duckdb'])})" if vs_dk else "n/a") + ".")
+        reg = f.get("registration") or {}
+        if reg:
+            out += f" Registration of the {reg['series']:,} series: {reg['s']:.2f} s ({reg['method']})."
+    else:
+        out += " Targets: n/a (FastK failed)."
+    out += "\n\nHow:" + _how(d)
+    if _checked(d):
+        out += "\n\nChecked:" + _checked(d)
+    return out + errors_note(sysd)
+
+
+def t_feed_many(r: dict) -> str:
+    d = r["feed_many"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    sysd = d["systems"]
+    rows = [[k, v["median_ms"], v["p99_ms"], v["best_ms"], v["max_ms"], v["rows_per_s"] / 1e6, v["writes"]]
+            for k, v in ok(sysd).items()]
+    out = table(["way", "median ms", "p99 ms", "best ms", "max ms", "M rows/s", "writes timed"], rows)
+    target = d.get("target_ms", 5.0)
+    out += (f"\n\nEach write: one minute of all {d['series']:,} series ({d['rows_per_write']:,} bars) as one "
+            f"all-or-nothing write, durable before the answer; {d['minutes']} timed writes one after the other "
+            f"after {d['warmup_minutes']} untimed ones.")
+    for k in ("FastK HTTP", "FastK Flight"):
+        v = ok(sysd).get(k)
+        if v:
+            out += (f" {k}: median {fmt(v['median_ms'])} ms, p99 {fmt(v['p99_ms'])} ms (target under {target:g} ms: "
+                    f"{_verdict(v['median_ms'] < target and v['p99_ms'] < target)}).")
+        else:
+            out += f" {k}: n/a (target under {target:g} ms: n/a)."
+    fl = ok(sysd).get("FastK Flight") or {}
+    if fl.get("server_write_ms") is not None:
+        out += (f" FastK's own share of a DoPut (medians from its debug log): receiving {fmt(fl['server_receive_ms'])} "
+                f"ms, writing (log record, sync, in-memory chunks of {d['series']:,} series) "
+                f"{fmt(fl['server_write_ms'])} ms.")
+    out += _fsync_note(d)
+    if d.get("http_body_bytes"):
+        out += f" HTTP body: {d['http_body_bytes'] / 1e3:.0f} kB of JSON per minute."
+    reg = d.get("registration") or {}
+    if reg:
+        out += f" Registration of the {reg['series']:,} series: {reg['s']:.2f} s ({reg['method']})."
+    out += "\n\nHow:" + _how(d)
+    if d.get("checked") or _checked(d):
+        out += "\n\nChecked:" + (f"\n- FastK: {d['checked']}" if d.get("checked") else "") + _checked(d)
+    return out + errors_note(sysd)
+
+
+def t_many_series(r: dict) -> str:
+    d = r["many_series"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    sysd = d["systems"]
+    rows = []
+    shown = {k: v for k, v in sysd.items() if isinstance(v, dict) and v.get("load_s") is not None}
+    for k, v in shown.items():
+        reg = v.get("registration") or {}
+        k = k + (" (failed after loading)" if "error" in v else "")
+        rows.append([k, reg.get("s"), v["load_s"], v.get("until_folded_s"), v["rows_per_s"] / 1e6, v.get("files"),
+                     v["du_bytes"] / 1e9 if v.get("du_bytes") is not None else None, v.get("inventory_total_files"),
+                     v["inventory_total_bytes"] / 1e9 if v.get("inventory_total_bytes") is not None else None,
+                     v.get("restart_s")])
+    out = table(["way", "register s", "load s", "load + fold s", "M rows/s", "files on disk", "GB on disk (du)",
+                 "inventory total_files", "inventory total GB", "restart s"], rows)
+    out += (f"\n\n{d['series']:,} series x {d['rows_per_series']:,} 1h bars (one year) = {d['rows']:,} rows "
+            f"({d['rows'] * 48 / 1e9:.2f} GB of raw int64 data). Load s: from the first write to the last "
+            f"acknowledgement; load + fold s: until the write-ahead log is folded into chunk files (inventory "
+            f"log.unfolded_rows 0); restart s: from spawning the server on the loaded store until /health answers "
+            f"200 (page cache warm). Generating all the series' tables costs {d['generate_s']:.2f} s and is inside "
+            f"every load time.")
+    if d.get("note"):
+        out += f" Note: {d['note']}."
+    regs = {v["registration"]["method"] for v in ok(sysd).values() if v.get("registration")}
+    if regs:
+        out += " Registration: " + "; ".join(sorted(regs)) + "."
+    out += "\n\nHow:" + _how(d)
+    if _checked(d):
+        out += "\n\nChecked:" + _checked(d)
+    return out + errors_note(sysd)
+
+
+def feeds_charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:
+    """The feed charts, for whichever of those workloads ran."""
+    made = []
+    f = (r.get("feed") or {}).get("systems") or {}
+    if ok(f):
+        out.mkdir(parents=True, exist_ok=True)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 3.5))
+        _barh(axes[0], f, "writes_per_s", 1, "writes/s (higher is better)", "One 1m bar per write, 8 writers",
+              log=True)
+        _barh(axes[1], f, "p99_ms", 1, "p99 ms (lower is better)", "One 1m bar per write: p99 latency", log=True)
+        p = out / "feed.png"
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+    m = (r.get("feed_many") or {}).get("systems") or {}
+    if ok(m):
+        out.mkdir(parents=True, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(8, 3))
+        _barh(ax, m, "median_ms", 1, "ms, median (lower is better)",
+              f"One minute of {r['feed_many']['series']:,} bars as one write", log=True)
+        ax.axvline(r["feed_many"].get("target_ms", 5.0), color="#d62728", linestyle="--", linewidth=1)
+        p = out / "feed_many.png"
+        fig.tight_layout()
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        made.append(p)
+    return made
+
+
+# --------------------------------------------------------------------------- compression
+
+
+def t_compression(r: dict) -> str:
+    d = r["compression"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    n = d["rows"]
+    out = []
+    for key, what in (("codecs_kline", f"{n:,} 1m bars of {d['symbol']} (calendar 2024), columns ts, open, high, "
+                                        f"low, close, volume as int64"),
+                      ("codecs_scalar", f"{d['scalar_rows']:,} rows of the scalar dataset, columns ts, value "
+                                        f"(int64)")):
+        c = d.get(key)
+        if not c:
+            continue
+        rows = [[k, v["bytes_per_row"], f"{v['ratio']:.1f}x", v["compress_mb_s"], v["decompress_mb_s"]]
+                for k, v in c["codecs"].items()]
+        out.append(f"Codecs on {what} (sum over columns; speed in MB of raw column bytes/s, best of 3):\n\n"
+                   + table(["codec", "bytes/row", "ratio", "compress MB/s", "decompress MB/s"], rows))
+    b, a, ref = d["fastk_before"], d["fastk_after"], d.get("fastk_reference") or {}
+    kb, ka = b["per_kind"].get("kline", {}), a["per_kind"].get("kline", {})
+    sb, sa = b["per_kind"].get("scalar", {}), a["per_kind"].get("scalar", {})
+    fk_k, fk_s = ka.get("bytes"), sa.get("bytes")
+    disk_rows = [
+        ["FastK before compact (inventory bytes)", kb.get("bytes"), sb.get("bytes")],
+        ["FastK raw equivalent (inventory raw_bytes, after)", ka.get("raw_bytes"), sa.get("raw_bytes")],
+        ["FastK after compact (inventory bytes)", fk_k, fk_s],
+    ]
+    suf = a.get("by_kind_suffix") or {}
+    if "scalar *.chunk" in suf:
+        disk_rows.append(["FastK after compact, .chunk files only (scalar without its .vidx value index)",
+                          suf.get("kline *.chunk"), suf.get("scalar *.chunk")])
+    peers = d.get("peers") or {}
+    for k, v in peers.items():
+        if "error" not in v:
+            disk_rows.append([k, v["kline_bytes"], v["scalar_bytes"]])
+    rows = [[w, kb_ / n if kb_ is not None else None, sb_ / d["scalar_rows"] if sb_ is not None else None,
+             f"{fk_k / kb_:.2f}x" if fk_k and kb_ else "n/a"] for w, kb_, sb_ in disk_rows]
+    out.append("On disk, bytes per row:\n\n" + table(["store", "kline bytes/bar", "scalar bytes/row",
+                                                       "FastK compressed / this (kline)"], rows))
+    du_line = (f"Whole compressed store directory (apparent size, like `du -sb`, bars and scalar series plus "
+               f"metadata): {b['root_apparent_bytes']:,} B before compact, {a['root_apparent_bytes']:,} B after "
+               f"({b['root_apparent_bytes'] / max(a['root_apparent_bytes'], 1):.1f}x); inventory total_bytes "
+               f"{fmt(b.get('total_bytes'))} -> {fmt(a.get('total_bytes'))}, total_raw_bytes "
+               f"{fmt(a.get('total_raw_bytes'))}. Compact: {d['compact']['seconds']:.2f} s, actions "
+               f"{d['compact']['action_kinds']}.")
+    sb_, sa_ = b.get("by_kind_suffix") or {}, a.get("by_kind_suffix") or {}
+    if sb_:
+        du_line += " Series files by kind and suffix (apparent bytes, before -> after): " + ", ".join(
+            f"{k} {v:,} -> {sa_.get(k, 0):,}" for k, v in sb_.items()) + "."
+    verdicts = []
+    for k, v in peers.items():
+        if "error" in v:
+            verdicts.append(f"{k}: failed ({v['error']})")
+        elif fk_k is not None:
+            verdicts.append(f"FastK compressed ≤ {k} (bars): {_verdict(fk_k <= v['kline_bytes'])} "
+                            f"({fk_k / n:.2f} vs {v['kline_bytes'] / n:.2f} B/bar)"
+                            + (f"; scalar: {_verdict(fk_s <= v['scalar_bytes'])} ({fk_s / d['scalar_rows']:.2f} vs "
+                               f"{v['scalar_bytes'] / d['scalar_rows']:.2f} B/row)" if fk_s is not None else ""))
+    out.append(du_line + "\n\n" + "\n".join(f"- {x}" for x in verdicts))
+    reads = d.get("reads") or {}
+    rows = [[k, v["reps"], v["median_ms"], v["best_ms"], v["rows_per_s"] / 1e6, v["gb_s"],
+             f"{v['vs_uncompressed']:.2f}"] for k, v in reads.items()]
+    out.append(f"One year ({n:,} bars, {d.get('arrow_bytes', 0) / 1e6:.0f} MB of Arrow) into Polars over Flight "
+               f"(loopback TCP), median of the reps:\n\n"
+               + table(["read", "reps", "median ms", "best ms", "M rows/s", "GB/s", "throughput vs uncompressed"],
+                       rows))
+    warm = reads.get("compressed warm (repeat reads)")
+    cold = reads.get("compressed cold (first read: decompress)")
+    if warm:
+        out.append(f"- Target compressed warm ≥ 80% of uncompressed throughput: "
+                   f"{_verdict(warm['vs_uncompressed'] >= 0.8)} ({warm['vs_uncompressed'] * 100:.0f}%)"
+                   + (f"; cold (decompressing): {cold['vs_uncompressed'] * 100:.0f}% (no target)" if cold else ""))
+    how = [
+        "Codecs: python zstandard (level 3), lz4.frame (default), pcodec.standalone.simple_compress (default "
+        "ChunkConfig) on each int64 column separately; delta + zstd: ts delta of delta, other columns delta; "
+        "best of 3 timings",
+        "FastK: two stores loaded alike over Flight DoPut (the bars and the scalar rows): reference with "
+        "storage.compression = none, compressed store with compress_after_s = 0 (background pass at 1 day, so "
+        "nothing compresses before POST /v1/admin/compact {\"dry_run\": false}); sizes from "
+        "/inventory?partitions=false",
+        "Parquet: Polars write_parquet(compression='zstd'), default level, file size; ArcticDB: LMDB library "
+        "directory allocated bytes (as the disk workload)",
+        f"Reads: FastK Flight DoGet of the year into Polars (as workloads.year_to_polars), uncompressed vs "
+        f"compressed before compact interleaved; cold = first read right after compact plus the first read after "
+        f"each of {d.get('cold_restarts')} server restarts (OS page cache warm, FastK decompressed cache empty); "
+        f"warm interleaved with the reference store",
+    ]
+    out.append("How:\n" + "".join(f"\n- {x}" for x in how))
+    chk = d.get("checked") or {}
+    out.append("Checked:\n" + "".join(f"\n- {k}: {v}" for k, v in chk.items()))
+    return "\n\n".join(out)
+
 MARKET_SECTIONS = ("market_resample", "market_asof", "market_coverage")
 
 SECTIONS = {
@@ -499,6 +763,8 @@ SECTIONS = {
     "sql_year": t_sql_year, "sql_resample": t_sql_resample, "sql_predicate": t_sql_predicate,
     "market_resample": t_market_resample, "market_asof": t_market_asof, "market_coverage": t_market_coverage,
     "colocated": t_colocated,
+    "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series,
+    "compression": t_compression,
 }
 
 
