@@ -63,6 +63,9 @@ pub struct StorageConfig {
     pub fold_age_s: u64,
     /// Past this many bytes of unfolded rows in memory, every series is folded.
     pub fold_memory_bytes: u64,
+    /// Series one fold pass folds at once: each fold waits on its own fsyncs, so a
+    /// pass over thousands of series (after a many-series write) shares the device.
+    pub fold_threads: usize,
     /// Codec of sealed months: "pco" (pcodec per column) or "none" (raw, as before).
     pub compression: String,
     /// A month is sealed (and compressed) once it ended this many seconds ago.
@@ -98,6 +101,7 @@ impl Default for StorageConfig {
             fold_rows: 8192,
             fold_age_s: 600,
             fold_memory_bytes: 512 << 20,
+            fold_threads: 4,
             compression: "pco".into(),
             compress_after_s: 3 * 86_400,
             compress_interval_s: 3_600,
@@ -126,6 +130,7 @@ impl StorageConfig {
                 fold_age: std::time::Duration::from_secs(self.fold_age_s),
                 max_log_bytes: self.wal_max_bytes,
                 memory_bytes: self.fold_memory_bytes,
+                fold_threads: self.fold_threads,
                 ..crate::storage::wal::WalOptions::default()
             },
             decompressed_cache_bytes: self.decompressed_cache_bytes,
@@ -428,6 +433,9 @@ impl Config {
         }
         if self.storage.fold_rows == 0 || self.storage.fold_rows > u32::MAX as u64 {
             return bad("storage.fold_rows", "must be between 1 and 4294967295");
+        }
+        if !(1..=64).contains(&self.storage.fold_threads) {
+            return bad("storage.fold_threads", "must be between 1 and 64");
         }
         if self.storage.fold_age_s == 0 || self.storage.fold_age_s > 86_400 {
             return bad("storage.fold_age_s", "must be between 1 and 86400");

@@ -390,6 +390,55 @@ async fn flight_info_schema_and_list_flights() {
         .await
         .unwrap_err();
     assert_eq!(code(&bad), Code::InvalidArgument);
+    let bad = count(client(addr).await, r#"{"limit":0}"#)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&bad), Code::InvalidArgument);
+
+    // Pages of `limit` in key order (the key as text, as /inventory), each starting
+    // after the last key of the one before, list every series exactly once.
+    let paths = |infos: &[arrow_flight::FlightInfo]| -> Vec<String> {
+        infos
+            .iter()
+            .map(|i| i.flight_descriptor.as_ref().unwrap().path.join("/"))
+            .collect()
+    };
+    let mut all = paths(&infos);
+    all.sort();
+    assert_eq!(paths(&infos), all, "ListFlights lists in key order");
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut crit = json!({"limit": 2});
+        if let Some(a) = &after {
+            crit["after"] = json!(a);
+        }
+        let page: Vec<_> = client(addr)
+            .await
+            .list_flights(bytes::Bytes::from(crit.to_string()))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(page.len() <= 2);
+        if page.is_empty() {
+            break;
+        }
+        // A page's schema is the one GetSchema of its path gives.
+        for i in &page {
+            let want = fx
+                .client
+                .get_schema(i.flight_descriptor.clone().unwrap())
+                .await
+                .unwrap();
+            let got: Schema = i.clone().try_decode_schema().unwrap();
+            assert_eq!(got, want);
+        }
+        after = paths(&page).last().cloned();
+        paged.extend(paths(&page));
+    }
+    assert_eq!(paged, all);
     fx.shutdown().await;
 }
 

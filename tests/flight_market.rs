@@ -15,6 +15,7 @@ use bytes::Bytes;
 use common::*;
 use fastk::query::market::spec::{Coverage, CoverageRequest, Resample};
 use fastk::query::market::{ReadArgs, ReadSpec};
+use fastk::record::{SeriesKey, ValueType};
 use futures::TryStreamExt;
 use serde_json::json;
 use tonic::Code;
@@ -279,5 +280,88 @@ async fn bad_market_tickets_are_invalid_argument_or_not_found() {
         .err()
         .unwrap();
     assert_eq!(code(&err), Code::InvalidArgument);
+    fx.shutdown().await;
+}
+
+/// A cross section (`latest: 1` or `as_of` over many series) takes a path of its own:
+/// one row per series gathered into columns, from each chunk's kept last row when the
+/// chunk ends inside the range. Every shape of it (every column raw, float64 prices
+/// with a subset of columns, as-of inside a chunk and at a chunk's end, a staleness
+/// bound that leaves series out, f64 scalars), cold and then warm, equals what the
+/// per-series reads answer, value for value and in symbol order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_sections_equal_the_per_series_reads_cold_and_warm() {
+    let mut fx = with_series().await;
+    let f64s: Vec<SeriesKey> = SYMBOLS
+        .iter()
+        .map(|s| fx.scalar_series(s, "score", ValueType::F64))
+        .collect();
+    for (i, k) in f64s.iter().enumerate() {
+        let rows: Vec<(i64, i64)> = (0..300 + 40 * i as i64)
+            .map(|r| {
+                (
+                    JAN_2024 + r * MINUTE,
+                    ((r as f64) * 0.25 - i as f64).to_bits() as i64,
+                )
+            })
+            .collect();
+        fx.write_scalars(k, &rows);
+    }
+    let mut sorted = SYMBOLS.to_vec();
+    sorted.sort();
+    // Chunks hold 700 bars (written in parts of 700): one as-of inside the first chunk,
+    // one exactly at its last bar.
+    let chunk_end = JAN_2024 + 699 * MINUTE;
+    let shapes = [
+        json!({"kind": "kline", "timeframe": "1m", "latest": 1}),
+        json!({"kind": "kline", "timeframe": "1m", "latest": 1, "price_format": "float64",
+               "columns": ["close", "volume"]}),
+        json!({"kind": "kline", "timeframe": "1m", "as_of": JAN_2024 + 30 * MINUTE + 1}),
+        json!({"kind": "kline", "timeframe": "1m", "as_of": chunk_end}),
+        // Only series with a bar in the last 100 minutes before the as-of time.
+        json!({"kind": "kline", "timeframe": "1m", "as_of": JAN_2024 + 1500 * MINUTE,
+               "start_ts": JAN_2024 + 1400 * MINUTE}),
+        json!({"kind": "scalar", "timeframe": "1m", "category": "indicator", "name": "score",
+               "latest": 1}),
+        json!({"kind": "scalar", "timeframe": "1m", "category": "indicator", "name": "score",
+               "as_of": JAN_2024 + 310 * MINUTE}),
+    ];
+    for round in ["cold", "warm"] {
+        for shape in &shapes {
+            let mut many = shape.clone();
+            many["symbols"] = json!("*");
+            let got = get(&mut fx.client, many).await.unwrap();
+            let schema = got[0].schema();
+            let mut want_rows: Vec<(String, Vec<i64>)> = Vec::new();
+            for sym in &sorted {
+                let mut one = shape.clone();
+                one["symbol"] = json!(sym);
+                let b = get(&mut fx.client, one).await.unwrap();
+                let n: usize = b.iter().map(RecordBatch::num_rows).sum();
+                assert!(n <= 1, "{round} {shape}: {sym} answered {n} rows");
+                if n == 1 {
+                    let row = schema.fields()[1..]
+                        .iter()
+                        .map(|f| col_i64(&b, f.name())[0])
+                        .collect();
+                    want_rows.push((sym.to_string(), row));
+                }
+            }
+            let syms: Vec<String> = symbol_ts(&got).into_iter().map(|(s, _)| s).collect();
+            let got_rows: Vec<(String, Vec<i64>)> = syms
+                .into_iter()
+                .enumerate()
+                .map(|(r, s)| {
+                    let row = schema.fields()[1..]
+                        .iter()
+                        .map(|f| col_i64(&got, f.name())[r])
+                        .collect();
+                    (s, row)
+                })
+                .collect();
+            assert_eq!(got_rows, want_rows, "{round} {shape}");
+            assert!(!want_rows.is_empty(), "{round} {shape}: some series answer");
+        }
+    }
     fx.shutdown().await;
 }

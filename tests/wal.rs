@@ -370,3 +370,69 @@ fn manifests_ahead_of_the_log_start_it_afresh() {
     let b = store.get(&meta("B").key).unwrap();
     assert_eq!(rows(&b), vec![(JAN_2024, 9)]);
 }
+
+/// A fold pass folds many series at once (`fold_threads`): every series is folded
+/// exactly once, one whose fold fails keeps its rows in memory and in the log (the
+/// segments holding them stay) while the others go on, and a reopen, which opens the
+/// series directories on several threads, finds every row.
+#[test]
+fn a_fold_pass_folds_many_series_at_once_and_a_failed_fold_loses_nothing() {
+    const SERIES: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.wal.fold_threads = 6;
+    o.wal.segment_bytes = 1 << 20;
+    let store = Store::open(dir.path(), o.clone()).unwrap();
+    let all: Vec<Arc<Series>> = (0..SERIES)
+        .map(|i| store.register(meta(&format!("P{i:03}"))).unwrap().0)
+        .collect();
+    for m in 0..3 {
+        let writes = all
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Arc::clone(s), one(JAN_2024 + m * MINUTE, i as i64 * 10 + m)))
+            .collect();
+        store.write_many(writes).unwrap();
+    }
+    assert_eq!(store.wal_stats().unfolded_series, SERIES as u64);
+    // The first fsync under one series' directory fails: its fold is refused.
+    let sick = &all[SERIES / 2];
+    let armed = failpoints::arm(sick.dir(), Op::Fsync, 1);
+    let r = store.fold_all();
+    assert!(armed.fired());
+    drop(armed);
+    assert_eq!((r.series, r.failed), (SERIES as u64 - 1, 1), "{r:?}");
+    let w = store.wal_stats();
+    assert_eq!((w.unfolded_series, w.unfolded_rows), (1, 3));
+    assert!(
+        w.segments >= 1 && w.bytes > 0,
+        "the log keeps the sick series' rows"
+    );
+    for (i, s) in all.iter().enumerate() {
+        let want: Vec<(i64, i64)> = (0..3)
+            .map(|m| (JAN_2024 + m * MINUTE, i as i64 * 10 + m))
+            .collect();
+        assert_eq!(rows(s), want, "series {i} after the pass");
+        let files = chunk_files(s);
+        if Arc::ptr_eq(s, sick) {
+            assert_eq!(files, 0, "the failed fold left no file");
+        } else {
+            assert_eq!(files, 1, "series {i}: one fold, one file");
+        }
+    }
+    // Crash with the sick series unfolded: replay puts its rows back.
+    drop(all);
+    store.abandon();
+    let store = Store::open(dir.path(), o).unwrap();
+    assert_eq!(store.list().len(), SERIES);
+    for i in 0..SERIES {
+        let s = store.get(&meta(&format!("P{i:03}")).key).unwrap();
+        let want: Vec<(i64, i64)> = (0..3)
+            .map(|m| (JAN_2024 + m * MINUTE, i as i64 * 10 + m))
+            .collect();
+        assert_eq!(rows(&s), want, "series {i} after the reopen");
+    }
+    let r = store.fold_all();
+    assert_eq!((r.series, r.failed), (1, 0));
+    assert_eq!(store.wal_stats().unfolded_series, 0);
+}

@@ -64,7 +64,7 @@ from .dataset import MINUTE_MS, TS_TYPE, ms
 from .systems import HttpClient, du
 from .workloads import _wrk_ms, log
 
-WORKLOADS = ("feed", "feed_many", "many_series")
+WORKLOADS = ("feed", "feed_many", "many_series", "series_100k")
 
 FASTK_HTTP = "FastK HTTP"
 FASTK_FLIGHT = "FastK Flight"
@@ -103,6 +103,8 @@ def params(q: bool) -> dict:
         feed_many_minutes=10 if q else 50,
         feed_many_warmup=2,
         many_series=1_000 if q else 10_000,
+        scale_series=5_000 if q else 100_000,
+        scale_hours=int(os.environ.get("FASTK_BENCH_SCALE_HOURS", 744)),
     )
 
 
@@ -827,12 +829,14 @@ def year_table(tpl: dict, i: int) -> pa.Table:
                      "low": tpl["low"] + off, "close": tpl["close"] + off, "volume": tpl["volume"] + i % 1000})
 
 
-def slice_table(tpl: dict, first: int, count: int, dictionary: bool = True) -> pa.Table:
-    """Series first .. first+count-1, one after the other, with a symbol column."""
+def slice_table(tpl: dict, first: int, count: int, dictionary: bool = True, name=None) -> pa.Table:
+    """Series first .. first+count-1, one after the other, with a symbol column (named
+    by `name`, many_symbol by default)."""
+    name = name or many_symbol
     parts = [year_table(tpl, i) for i in range(first, first + count)]
     t = pa.concat_tables(parts)
-    names = pa.array([many_symbol(i) for i in range(first, first + count)])
-    idx = pa.array(np.repeat(np.arange(count, dtype=np.int32), YEAR_HOURS))
+    names = pa.array([name(i) for i in range(first, first + count)])
+    idx = pa.array(np.repeat(np.arange(count, dtype=np.int32), len(tpl["close"])))
     sym = pa.DictionaryArray.from_arrays(idx, names) if dictionary else names.take(idx)
     return t.add_column(0, "symbol", sym)
 
@@ -870,6 +874,49 @@ def _wait_folded(hc: HttpClient, limit_s: float = 900) -> tuple[float | None, di
         time.sleep(0.2)
 
 
+class _LogWatch:
+    """Samples the store's write-ahead log (`/inventory?limit=1`, on a connection of its
+    own) every 0.5 s while a load and its fold run: the peaks of its bytes, segments and
+    unfolded rows and bytes."""
+
+    KEYS = ("bytes", "segments", "unfolded_rows", "unfolded_bytes")
+
+    def __init__(self, addr: str):
+        self.hc = HttpClient(addr)
+        self.peak = {k: 0 for k in self.KEYS}
+        self.samples = 0
+        self.stop_ev = threading.Event()
+        self.th = threading.Thread(target=self._run, daemon=True)
+        self.th.start()
+
+    def _run(self):
+        while not self.stop_ev.wait(0.5):
+            try:
+                lg = self.hc.json("GET", "/inventory?partitions=false&kind=kline&limit=1").get("log") or {}
+            except Exception:  # noqa: BLE001 - a missed sample, not a failure
+                continue
+            self.samples += 1
+            for k in self.KEYS:
+                self.peak[k] = max(self.peak[k], lg.get(k, 0))
+
+    def stop(self) -> dict:
+        self.stop_ev.set()
+        self.th.join()
+        self.hc.conn.close()
+        return {**self.peak, "samples": self.samples}
+
+
+def _peak_rss(pid: int) -> int | None:
+    """The process's peak resident set (VmHWM), in bytes."""
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def _many_fastk(binary, root: pathlib.Path, logs: pathlib.Path, name: str, tpl: dict, n: int, how: str) -> dict:
     server = procs.FastK(binary, root, logs / f"fastk-{name}.log", unix_socket=False)
     res: dict = {"how": how}
@@ -898,14 +945,24 @@ def _many_fastk(binary, root: pathlib.Path, logs: pathlib.Path, name: str, tpl: 
                     rows += reply["written"]
                 return rows
 
+        watch = _LogWatch(server.http)
         t = time.perf_counter()
-        with ThreadPoolExecutor(MANY_THREADS) as ex:
-            rows = sum(ex.map(work, range(MANY_THREADS)))
+        try:
+            with ThreadPoolExecutor(MANY_THREADS) as ex:
+                rows = sum(ex.map(work, range(MANY_THREADS)))
+        except BaseException:
+            watch.stop()
+            raise
         res["load_s"] = time.perf_counter() - t
         assert rows == n * YEAR_HOURS, f"{rows} rows acknowledged, expected {n * YEAR_HOURS}"
         res["rows_per_s"] = rows / res["load_s"]
         log(f"  load: {res['load_s']:.1f} s ({res['rows_per_s'] / 1e6:.2f} M rows/s)")
         fold_s, lg = _wait_folded(hc)
+        res["log_peak"] = watch.stop()
+        res["peak_rss_bytes"] = _peak_rss(server.proc.pid)
+        log(f"  log peak: {res['log_peak']['bytes'] / 1e9:.2f} GB in {res['log_peak']['segments']} segments, "
+            f"{res['log_peak']['unfolded_rows']:,} unfolded rows ({res['log_peak']['unfolded_bytes'] / 1e9:.2f} GB "
+            f"in memory); server peak RSS {(res['peak_rss_bytes'] or 0) / 1e9:.2f} GB")
         res["fold_wait_s"] = fold_s
         res["until_folded_s"] = res["load_s"] + fold_s if fold_s is not None else None
         res["log_after"] = lg
@@ -1021,6 +1078,193 @@ def many_series(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P:
     return out
 
 
+# --------------------------------------------------------------------------- series_100k
+
+SCALE_PREFIX = "S"
+SCALE_SLICE = 1_000  # series per many-series DoPut
+SCALE_PAGE = 1_000  # series per /inventory page
+CROSS_SECTION_TARGET_MS = 100.0
+RESTART_TARGET_S = 5.0
+
+
+def scale_symbol(i: int) -> str:
+    return f"{SCALE_PREFIX}{i:06d}"
+
+
+def _vm(pid: int, key: str) -> int | None:
+    """A `/proc/<pid>/status` figure (VmRSS, VmHWM), in bytes."""
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _metric(hc: HttpClient, name: str) -> float | None:
+    for line in hc.request("GET", "/metrics").decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _timed_n(call, n: int) -> tuple[dict, object]:
+    """`call` once untimed (warm-up), then `n` timed calls: latency figures and the last answer."""
+    out = call()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        out = call()
+        times.append(time.perf_counter() - t)
+    return _lat(times), out
+
+
+def series_100k(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: dict) -> dict:
+    """A store of very many series: registration and load the fastest documented way
+    (one `POST /v1/kline/series/many`, many-series DoPuts through the log), files and
+    bytes, restart time, RSS after the open and after reading every series once, and
+    the latency of what an operator or a cross-sectional strategy asks of the whole
+    store: /health, an /inventory page and the whole /inventory, ListFlights, the
+    latest bar of every series in one Flight ticket and the as-of cross section."""
+    n, hours = P["scale_series"], P["scale_hours"]
+    root = work / "fastk-100k"
+    work.mkdir(parents=True, exist_ok=True)
+    full = _year_template()
+    if hours > YEAR_HOURS:
+        raise ValueError(f"scale_hours {hours} is more than a year ({YEAR_HOURS})")
+    tpl = {k: v[:hours] for k, v in full.items()}
+    out: dict = {"series": n, "rows_per_series": hours, "rows": n * hours,
+                 "how": (f"{n:,} kline 1h series of {hours:,} bars each (from 2023-01-01). Registration: "
+                         f"POST /v1/kline/series/many (all series in one request). Load: many-series DoPut "
+                         f"[\"kline\", \"*\", \"1h\"] of {SCALE_SLICE:,} series each (dictionary symbol column) "
+                         f"on {MANY_THREADS} client threads, then until the log is folded. Restart: stop "
+                         "(SIGTERM), start, until /health answers 200, page cache warm. Latencies: one warm-up "
+                         "call, then timed calls on one keep-alive connection (HTTP) or one Flight client; "
+                         "cross section = DoGet {\"kind\": \"kline\", \"symbols\": \"*\", \"timeframe\": \"1h\", "
+                         "\"latest\": 1} read into a pyarrow Table; as-of likewise with \"as_of\" at the last "
+                         "hour. Every series read once: GetFlightInfo of the whole-store ticket, its endpoints "
+                         "pulled on 4 threads, batches counted and dropped. RSS from /proc (VmRSS).")}
+    server = procs.FastK(binary, root, logs / "fastk-100k.log", unix_socket=False)
+    again = None
+    try:
+        hc = HttpClient(server.http)
+        out["registration"] = register_kline(hc, [scale_symbol(i) for i in range(n)], "1h", chunk=n)
+        clients = [flight.connect(f"grpc://{server.flight}") for _ in range(MANY_THREADS)]
+        os.sync()
+        log(f"series_100k: loading {n:,} series x {hours:,} bars")
+
+        def work_(k: int) -> int:
+            rows = 0
+            for first in range(k * SCALE_SLICE, n, MANY_THREADS * SCALE_SLICE):
+                cnt = min(SCALE_SLICE, n - first)
+                reply = _put(clients[k], ("kline", "*", "1h"), slice_table(tpl, first, cnt, name=scale_symbol))
+                assert reply["written"] == cnt * hours, str(reply)[:300]
+                rows += reply["written"]
+            return rows
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(MANY_THREADS) as ex:
+            rows = sum(ex.map(work_, range(MANY_THREADS)))
+        out["load_s"] = time.perf_counter() - t
+        assert rows == n * hours, f"{rows} rows acknowledged, expected {n * hours}"
+        fold_s, _ = _wait_folded(hc, limit_s=1800)
+        out["fold_wait_s"] = fold_s
+        out["peak_rss_load_bytes"] = _vm(server.proc.pid, "VmHWM")
+        log(f"  load {out['load_s']:.1f} s, folded {fold_s} s later; peak RSS "
+            f"{(out['peak_rss_load_bytes'] or 0) / 1e9:.2f} GB")
+        for c in clients:
+            c.close()
+        os.sync()
+        out["files"] = _files(root)
+        out["du_bytes"] = du(root)
+        log(f"  on disk: {out['files']:,} files, {out['du_bytes'] / 1e9:.2f} GB")
+        hc.conn.close()
+        server.stop()
+        again = Restarted(binary, root, logs / "fastk-100k-restart.log")
+        out["restart_s"] = again.ready_s
+        out["health_after_restart"] = {k: again.health.get(k) for k in ("status", "series")}
+        out["rss_open_bytes"] = _vm(again.proc.pid, "VmRSS")
+        log(f"  restart: /health 200 after {again.ready_s:.2f} s; RSS {out['rss_open_bytes'] / 1e6:.0f} MB")
+        hc = HttpClient(again.http)
+        fc = flight.connect(f"grpc://{again.flight}")
+        lat: dict = {}
+        lat["/health"], _ = _timed_n(lambda: hc.request("GET", "/health"), 50)
+        lat[f"/inventory page ({SCALE_PAGE:,} series)"], page = _timed_n(
+            lambda: hc.request("GET", f"/inventory?partitions=false&limit={SCALE_PAGE}"), 20)
+        out["inventory_page_bytes"] = len(page)
+        pj = json.loads(page)
+        assert len(pj["series"]) == SCALE_PAGE and pj.get("next_after"), "an /inventory page"
+        lat["/inventory, every series"], whole = _timed_n(lambda: hc.request("GET", "/inventory?partitions=false"), 3)
+        out["inventory_whole_bytes"] = len(whole)
+        wj = json.loads(whole)
+        assert len(wj["series"]) == n and wj["total_rows"] == n * hours, \
+            f"/inventory: {len(wj['series'])} series, {wj['total_rows']} rows"
+        lat["ListFlights, every series"], infos = _timed_n(lambda: list(fc.list_flights()), 3)
+        assert len(infos) == n, f"ListFlights listed {len(infos)} flights, expected {n}"
+        last_ts = ms(2023) + (hours - 1) * HOUR_MS
+        xs = {"kind": "kline", "symbols": "*", "timeframe": "1h", "latest": 1}
+        lat["cross section, latest bar of every series (DoGet)"], tab = _timed_n(
+            lambda: fc.do_get(flight.Ticket(json.dumps(xs).encode())).read_all(), 10)
+        want_close = tpl["close"][-1] + (np.arange(n, dtype=np.int64) * 7919) % 1_000_000
+        sym = tab.column("symbol").cast(pa.string()).to_pylist()
+        assert tab.num_rows == n and sym == [scale_symbol(i) for i in range(n)], f"cross section: {tab.num_rows} rows"
+        assert np.array_equal(tab.column("close").to_numpy(), want_close), "cross section: close differs"
+        asof = {"kind": "kline", "symbols": "*", "timeframe": "1h", "as_of": last_ts + 30 * MINUTE_MS}
+        lat["as-of cross section (DoGet)"], tab2 = _timed_n(
+            lambda: fc.do_get(flight.Ticket(json.dumps(asof).encode())).read_all(), 10)
+        assert tab2.num_rows == n and np.array_equal(tab2.column("close").to_numpy(), want_close), "as-of"
+        out["latency"] = lat
+        out["rss_before_read_bytes"] = _vm(again.proc.pid, "VmRSS")
+        whole_ticket = {"kind": "kline", "symbols": "*", "timeframe": "1h"}
+        t = time.perf_counter()
+        info = fc.get_flight_info(flight.FlightDescriptor.for_command(json.dumps(whole_ticket).encode()))
+
+        def pull(ep) -> int:
+            c = flight.connect(f"grpc://{again.flight}")
+            try:
+                rd = c.do_get(ep.ticket)
+                cnt = 0
+                while True:
+                    try:
+                        b = rd.read_chunk().data
+                    except StopIteration:
+                        return cnt
+                    cnt += b.num_rows
+            finally:
+                c.close()
+
+        with ThreadPoolExecutor(4) as ex:
+            read_rows = sum(ex.map(pull, info.endpoints))
+        out["read_all_s"] = time.perf_counter() - t
+        out["read_all_endpoints"] = len(info.endpoints)
+        assert read_rows == n * hours, f"read {read_rows} rows of every series, expected {n * hours}"
+        out["rss_after_read_bytes"] = _vm(again.proc.pid, "VmRSS")
+        out["peak_rss_serving_bytes"] = _vm(again.proc.pid, "VmHWM")
+        out["mapped_files_max"] = _metric(hc, "fastk_mapped_files_max")
+        out["mapped_files"] = _metric(hc, "fastk_mapped_files")
+        log(f"  every series read once in {out['read_all_s']:.1f} s over {len(info.endpoints)} endpoints; "
+            f"RSS {out['rss_after_read_bytes'] / 1e6:.0f} MB")
+        for k, v in lat.items():
+            log(f"  {k}: p50 {v['p50_ms']:.2f} ms, max {v['max_ms']:.2f} ms")
+        out["checked"] = (f"/inventory: {n:,} series and {n * hours:,} rows; ListFlights: {n:,} flights; the "
+                          f"latest-bar and as-of cross sections: {n:,} rows in symbol order with every close "
+                          f"as generated; every series read once: {n * hours:,} rows")
+        out["goals"] = {
+            "restart under 5 s": out["restart_s"] < RESTART_TARGET_S,
+            "cross section under 100 ms": lat["cross section, latest bar of every series (DoGet)"]["p50_ms"]
+            < CROSS_SECTION_TARGET_MS,
+        }
+        fc.close()
+        hc.conn.close()
+        return out
+    finally:
+        if again is not None:
+            again.stop()
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- driver
 
 
@@ -1050,3 +1294,6 @@ def run(which, results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Pa
     if "many_series" in which:
         results["many_series"] = guarded("many_series", lambda: many_series(binary, work / "many-series", logs, P,
                                                                             quick))
+        shutil.rmtree(work / "many-series", ignore_errors=True)
+    if "series_100k" in which:
+        results["series_100k"] = guarded("series_100k", lambda: series_100k(binary, work / "series-100k", logs, P))

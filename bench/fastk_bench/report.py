@@ -620,6 +620,14 @@ def t_many_series(r: dict) -> str:
             f"every load time.")
     if d.get("note"):
         out += f" Note: {d['note']}."
+    for k, v in shown.items():
+        pk = v.get("log_peak")
+        if pk:
+            out += (f" {k}: write-ahead log at most {pk['bytes'] / 1e9:.2f} GB in {pk['segments']} segments, "
+                    f"at most {pk['unfolded_rows']:,} rows ({pk['unfolded_bytes'] / 1e9:.2f} GB) waiting in memory "
+                    f"to be folded (sampled every 0.5 s)"
+                    + (f"; server peak RSS {v['peak_rss_bytes'] / 1e9:.2f} GB" if v.get("peak_rss_bytes") else "")
+                    + ".")
     regs = {v["registration"]["method"] for v in ok(sysd).values() if v.get("registration")}
     if regs:
         out += " Registration: " + "; ".join(sorted(regs)) + "."
@@ -755,6 +763,43 @@ def t_compression(r: dict) -> str:
 
 MARKET_SECTIONS = ("market_resample", "market_asof", "market_coverage")
 
+def t_series_100k(r: dict) -> str:
+    d = r["series_100k"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    gb = lambda b: f"{b / 1e9:.2f} GB" if b is not None else "n/a"  # noqa: E731
+    mb = lambda b: f"{b / 1e6:.0f} MB" if b is not None else "n/a"  # noqa: E731
+    reg = d.get("registration") or {}
+    rows = [
+        ["register every series (one request)", f"{reg.get('s', 0):.2f} s"],
+        ["load (many-series DoPuts)", f"{d['load_s']:.1f} s ({d['rows'] / d['load_s'] / 1e6:.2f} M rows/s)"],
+        ["then until the log is folded", f"{d['fold_wait_s']:.1f} s" if d.get("fold_wait_s") is not None
+         else "not within 30 min"],
+        ["files / bytes on disk (du)", f"{d['files']:,} / {gb(d['du_bytes'])}"],
+        ["restart (spawn to /health 200)", f"{d['restart_s']:.2f} s"],
+        ["RSS after the open / before reading / after reading every series once",
+         f"{mb(d.get('rss_open_bytes'))} / {mb(d.get('rss_before_read_bytes'))} / "
+         f"{mb(d.get('rss_after_read_bytes'))}"],
+        ["read every series once (GetFlightInfo endpoints on 4 threads)",
+         f"{d['read_all_s']:.1f} s over {d['read_all_endpoints']} endpoints"],
+        ["/inventory page / whole, bytes", f"{d['inventory_page_bytes']:,} / {d['inventory_whole_bytes']:,}"],
+    ]
+    out = table(["what", "figure"], rows)
+    lat = d.get("latency") or {}
+    out += "\n\n" + table(["request", "calls", "p50 ms", "p90 ms", "max ms"],
+                          [[k, v["n"], v["p50_ms"], v["p90_ms"], v["max_ms"]] for k, v in lat.items()])
+    out += (f"\n\n{d['series']:,} series x {d['rows_per_series']:,} 1h bars = {d['rows']:,} rows. "
+            f"Mapping budget fastk_mapped_files_max {d.get('mapped_files_max')}, mapped after the reads "
+            f"{d.get('mapped_files')}.")
+    goals = d.get("goals") or {}
+    if goals:
+        out += "\n\n" + "\n".join(f"- {k}: {'met' if v else '**not met**'}" for k, v in goals.items())
+    out += "\n\nHow: " + d.get("how", "")
+    if d.get("checked"):
+        out += "\n\nChecked: " + d["checked"]
+    return out
+
+
 SECTIONS = {
     "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
@@ -763,7 +808,7 @@ SECTIONS = {
     "sql_year": t_sql_year, "sql_resample": t_sql_resample, "sql_predicate": t_sql_predicate,
     "market_resample": t_market_resample, "market_asof": t_market_asof, "market_coverage": t_market_coverage,
     "colocated": t_colocated,
-    "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series,
+    "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series, "series_100k": t_series_100k,
     "compression": t_compression,
 }
 

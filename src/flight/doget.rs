@@ -35,7 +35,7 @@ use crate::error::Error;
 use crate::query::Engine;
 use crate::query::predicate::{Compiled, Sink, run_into};
 use crate::record::ValueType;
-use crate::storage::batch::Projection;
+use crate::storage::batch::{Projection, column_scale};
 use crate::storage::{ChunkSlice, Series};
 
 /// Batches buffered between the producer and the encoder. Two keep the encoder busy
@@ -148,11 +148,17 @@ impl ReadPlan {
         };
         let mut schema = cmd.schema(&series[0].meta)?;
         let mut compiled = Vec::new();
+        let first = &series[0].meta;
         for s in &series {
             // Every series must take the read (a resample that fits its timeframe, its
-            // columns), and all share one schema but for their metadata.
-            let fields = cmd.schema(&s.meta)?.fields().clone();
-            if fields != *schema.fields() {
+            // columns), and all share one schema but for their metadata. A series of
+            // the first one's kind, value type and timeframe takes it as the first did
+            // (the fields depend on nothing else), so a cross section of 100,000
+            // series builds one schema, not 100,000.
+            let same = s.meta.key.kind() == first.key.kind()
+                && s.meta.value_type == first.value_type
+                && s.meta.timeframe_ms == first.timeframe_ms;
+            if !same && *cmd.schema(&s.meta)?.fields() != *schema.fields() {
                 return Err(Status::invalid_argument(format!(
                     "series {} does not have the columns of series {}: read them separately",
                     s.meta.key, series[0].meta.key
@@ -186,6 +192,14 @@ impl ReadPlan {
     /// Sends every series' batches in symbol order; stops at the first error or when
     /// the receiver is gone.
     fn produce(&self, engine: &Engine, max_rows: usize, out: &mut Out) {
+        let spec = &self.cmd.spec;
+        if self.symbols.is_some()
+            && self.cmd.predicate.is_none()
+            && spec.resample.is_none()
+            && spec.latest == Some(1)
+        {
+            return self.produce_last_rows(out);
+        }
         for (i, series) in self.series.iter().enumerate() {
             out.symbol = i as i32;
             let ok = match &self.cmd.predicate {
@@ -210,6 +224,91 @@ impl ReadPlan {
         }
         out.flush();
     }
+}
+
+impl ReadPlan {
+    /// A cross section (`latest: 1`, or `as_of`, over many series): one row per series,
+    /// gathered straight into columns of up to [`CROSS_SECTION_ROWS`] rows with no
+    /// batch per series. A series whose last chunk ends inside the range answers from
+    /// that chunk's kept last row, so a warm cross section maps no file: what it costs
+    /// per series is a snapshot and a few values.
+    fn produce_last_rows(&self, out: &mut Out) {
+        let spec = &self.cmd.spec;
+        // The stream's columns after `symbol`, with the stored column behind each.
+        let fields: Vec<DataType> = self
+            .schema
+            .fields()
+            .iter()
+            .skip(1)
+            .map(|f| f.data_type().clone())
+            .collect();
+        let cols = match Projection::new(
+            &self.series[0].meta,
+            spec.columns.as_deref(),
+            spec.price_format,
+        ) {
+            Ok(p) => p.cols,
+            Err(e) => return out.error(Error::invalid(e)),
+        };
+        assert_eq!(cols.len(), fields.len(), "one stored column per field");
+        let mut keys: Vec<i32> = Vec::new();
+        // Float64 columns hold the bits of their values.
+        let mut values: Vec<Vec<i64>> = vec![Vec::new(); cols.len()];
+        for (i, series) in self.series.iter().enumerate() {
+            let meta = &series.meta;
+            let found = series.snapshot().with_last_row(spec.range, |row| {
+                for (k, &c) in cols.iter().enumerate() {
+                    values[k].push(match column_scale(meta, c, spec.price_format) {
+                        Some(scale) => (row[c] as f64 / scale).to_bits() as i64,
+                        None => row[c],
+                    });
+                }
+            });
+            match found {
+                Ok(Some(())) => keys.push(i as i32),
+                Ok(None) => {}
+                Err(e) => return out.error(e.into()),
+            }
+            if keys.len() == CROSS_SECTION_ROWS {
+                let arrays = take_columns(&fields, &mut values);
+                if !out.send_rows(std::mem::take(&mut keys), arrays) {
+                    return;
+                }
+            }
+        }
+        if !keys.is_empty() {
+            let arrays = take_columns(&fields, &mut values);
+            if !out.send_rows(keys, arrays) {
+                return;
+            }
+        }
+        out.flush();
+    }
+}
+
+/// Rows per message of a cross section (one row per series).
+const CROSS_SECTION_ROWS: usize = 65_536;
+
+/// The gathered values as Arrow arrays of the stream's types, leaving `values` empty.
+fn take_columns(fields: &[DataType], values: &mut [Vec<i64>]) -> Vec<ArrayRef> {
+    fields
+        .iter()
+        .zip(values.iter_mut())
+        .map(|(dt, v)| -> ArrayRef {
+            let len = v.len();
+            let buf = Buffer::from_vec(std::mem::take(v));
+            match dt {
+                DataType::Timestamp(_, tz) => Arc::new(
+                    TimestampMillisecondArray::new(ScalarBuffer::new(buf, 0, len), None)
+                        .with_timezone_opt(tz.clone()),
+                ),
+                DataType::Float64 => {
+                    Arc::new(Float64Array::new(ScalarBuffer::new(buf, 0, len), None))
+                }
+                _ => Arc::new(Int64Array::new(ScalarBuffer::new(buf, 0, len), None)),
+            }
+        })
+        .collect()
 }
 
 /// The schema of a many-series stream: `symbol` first, then the columns of one
@@ -269,17 +368,10 @@ impl Out {
             return self.open;
         };
         let n = batch.num_rows();
-        let keys = Int32Array::from(vec![self.symbol; n]);
-        let column: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
-            keys,
-            Arc::clone(&sym.dict),
-        ));
-        let mut cols = vec![column];
-        cols.extend(batch.columns().iter().cloned());
-        let batch = match RecordBatch::try_new(Arc::clone(&sym.schema), cols) {
+        let batch = match keyed(sym, vec![self.symbol; n], batch.columns().to_vec()) {
             Ok(b) => b,
             Err(e) => {
-                self.error(Error::internal(format!("many-series batch: {e}")));
+                self.error(e);
                 return false;
             }
         };
@@ -292,6 +384,23 @@ impl Out {
             return self.flush();
         }
         self.open
+    }
+
+    /// Sends rows of many series as one batch: row r is of series `keys[r]`.
+    fn send_rows(&mut self, keys: Vec<i32>, columns: Vec<ArrayRef>) -> bool {
+        let Some(sym) = &self.symbols else {
+            self.error(Error::internal(
+                "rows of many series in a one-series stream",
+            ));
+            return false;
+        };
+        match keyed(sym, keys, columns) {
+            Ok(b) => self.flush() && self.forward(b),
+            Err(e) => {
+                self.error(e);
+                false
+            }
+        }
     }
 
     fn forward(&mut self, batch: RecordBatch) -> bool {
@@ -325,6 +434,18 @@ impl Out {
         let _ = self.tx.blocking_send(Err(FlightError::Tonic(Box::new(s))));
         self.open = false;
     }
+}
+
+/// A batch of the many-series schema: the `symbol` column of `keys`, then `columns`.
+fn keyed(sym: &Symbols, keys: Vec<i32>, columns: Vec<ArrayRef>) -> Result<RecordBatch, Error> {
+    let column: ArrayRef = Arc::new(DictionaryArray::<Int32Type>::new(
+        Int32Array::from(keys),
+        Arc::clone(&sym.dict),
+    ));
+    let mut cols = vec![column];
+    cols.extend(columns);
+    RecordBatch::try_new(Arc::clone(&sym.schema), cols)
+        .map_err(|e| Error::internal(format!("many-series batch: {e}")))
 }
 
 /// The DoGet stream as `FlightData` messages through arrow-flight's encoder, for the

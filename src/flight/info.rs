@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, SchemaAsIpc, SchemaResult, Ticket,
+    FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, SchemaResult, Ticket,
     flight_descriptor::DescriptorType,
 };
 use arrow_ipc::writer::IpcWriteOptions;
-use arrow_schema::{DataType, Schema};
+use arrow_schema::{DataType, Schema, SchemaRef};
 use bytes::Bytes;
 use serde::Deserialize;
 use tonic::Status;
@@ -20,14 +20,25 @@ use crate::record::SeriesKind;
 use crate::storage::Series;
 use crate::storage::batch::Projection;
 
-/// ListFlights criteria: both fields optional; empty criteria lists every series.
+/// ListFlights criteria: every field optional; empty criteria lists every series.
+/// The fields are those of `/inventory`, so a store of 100,000 series is listed the
+/// same way over HTTP and Flight, in pages if the client wants them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListCriteria {
+    /// Only series of this kind.
     #[serde(default)]
     kind: Option<SeriesKind>,
+    /// Only series of this symbol.
     #[serde(default)]
     symbol: Option<String>,
+    /// At most this many flights (at least 1), in key order.
+    #[serde(default)]
+    limit: Option<usize>,
+    /// Only series whose key sorts after this one (the last key of the previous page,
+    /// as `/inventory`'s `next_after`).
+    #[serde(default)]
+    after: Option<String>,
 }
 
 /// The most endpoints a many-series FlightInfo lists; past it, each endpoint covers a
@@ -69,7 +80,7 @@ pub async fn flight_info(engine: Arc<Engine>, d: FlightDescriptor) -> Result<Fli
                 (Arc::clone(&plan.schema), tickets, total)
             }
         };
-        build_info(&schema, d, tickets, total)
+        build_info(&schema, d, tickets, total, None)
     })
     .await
     .map_err(internal)?
@@ -104,23 +115,59 @@ pub fn schema(engine: &Engine, d: &FlightDescriptor) -> Result<SchemaResult, Sta
         .map_err(internal)
 }
 
-/// One FlightInfo per series matching the criteria, ordered by series key.
-pub fn list(engine: &Engine, criteria: &[u8]) -> Result<Vec<FlightInfo>, Status> {
+/// One FlightInfo per series matching the criteria, ordered by key (the series key
+/// as text, as `/inventory` orders and pages). The infos are built as the stream is
+/// read, not all at once, and a schema is encoded once for a run of series that share
+/// it (every kline series of one price and volume scale), so listing 100,000 series
+/// holds one list of keys, not 100,000 encoded infos.
+pub fn list(
+    engine: &Engine,
+    criteria: &[u8],
+) -> Result<impl Iterator<Item = Result<FlightInfo, Status>> + Send + 'static, Status> {
     let c = parse_criteria(criteria)?;
-    let mut series = engine.store.list();
-    series.sort_by(|a, b| a.meta.key.cmp(&b.meta.key));
-    series
-        .iter()
+    if c.limit == Some(0) {
+        return Err(invalid("ListFlights criteria: limit must be at least 1"));
+    }
+    let mut series: Vec<(String, Arc<Series>)> = engine
+        .store
+        .list()
+        .into_iter()
         .filter(|s| c.kind.is_none_or(|k| k == s.meta.key.kind()))
         .filter(|s| c.symbol.as_deref().is_none_or(|x| x == s.meta.key.symbol()))
-        .map(|s| {
-            let key = &s.meta.key;
-            let rows = s.snapshot().rows() as i64;
-            let descriptor = FlightDescriptor::new_path(key.parts());
-            let schema = Projection::all(&s.meta).schema;
-            build_info(&schema, descriptor, vec![whole_series_ticket(key)], rows)
-        })
-        .collect()
+        .map(|s| (s.meta.key.to_string(), s))
+        .collect();
+    series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let start = c
+        .after
+        .as_deref()
+        .map_or(0, |a| series.partition_point(|(k, _)| k.as_str() <= a));
+    let end = c
+        .limit
+        .map_or(series.len(), |l| start.saturating_add(l).min(series.len()));
+    series.truncate(end);
+    series.drain(..start);
+    let mut last: Option<(SchemaRef, Bytes)> = None;
+    Ok(series.into_iter().map(move |(_, s)| {
+        let key = &s.meta.key;
+        let schema = Projection::all(&s.meta).schema;
+        let ipc = match &last {
+            Some((prev, ipc)) if **prev == *schema => ipc.clone(),
+            _ => {
+                let ipc = encode_schema(&schema)?;
+                last = Some((Arc::clone(&schema), ipc.clone()));
+                ipc
+            }
+        };
+        let rows = s.snapshot().rows() as i64;
+        let descriptor = FlightDescriptor::new_path(key.parts());
+        build_info(
+            &schema,
+            descriptor,
+            vec![whole_series_ticket(key)],
+            rows,
+            Some(ipc),
+        )
+    }))
 }
 
 fn parse_criteria(bytes: &[u8]) -> Result<ListCriteria, Status> {
@@ -134,11 +181,21 @@ fn parse_criteria(bytes: &[u8]) -> Result<ListCriteria, Status> {
     })
 }
 
+/// The schema as the IPC message a FlightInfo carries.
+fn encode_schema(schema: &Schema) -> Result<Bytes, Status> {
+    let IpcMessage(ipc) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(internal)?;
+    Ok(ipc)
+}
+
+/// A FlightInfo of `schema` (encoded here unless the caller has it encoded already).
 fn build_info(
     schema: &Schema,
     descriptor: FlightDescriptor,
     tickets: Vec<Bytes>,
     total_records: i64,
+    encoded: Option<Bytes>,
 ) -> Result<FlightInfo, Status> {
     // Columns are 8 bytes wide (the dictionary keys of `symbol` 4), so the Arrow size
     // of the result is known up to the dictionary.
@@ -156,12 +213,14 @@ fn build_info(
         _ => -1,
     };
     let mut info = FlightInfo::new()
-        .try_with_schema(schema)
-        .map_err(internal)?
         .with_descriptor(descriptor)
         .with_total_records(total_records)
         .with_total_bytes(total_bytes)
         .with_ordered(true);
+    info.schema = match encoded {
+        Some(ipc) => ipc,
+        None => encode_schema(schema)?,
+    };
     for t in tickets {
         info = info.with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(t)));
     }

@@ -180,9 +180,7 @@ impl FlightService for FlightSvc {
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
         let r = self.authorize(&req, Access::Read).and_then(|()| {
             let infos = info::list(&self.engine, &req.get_ref().expression)?;
-            Ok(Response::new(
-                stream::iter(infos.into_iter().map(Ok)).boxed(),
-            ))
+            Ok(Response::new(stream::iter(infos).boxed()))
         });
         self.observed("ListFlights", r)
     }

@@ -70,6 +70,22 @@ pub struct Projection {
     pub schema: SchemaRef,
 }
 
+/// What stored column `col` of a series is divided by when sent in `format` (`None`:
+/// sent as stored): kline prices by the price scale and volume by the volume scale
+/// with `price_format: float64`.
+pub fn column_scale(meta: &SeriesMeta, col: usize, format: PriceFormat) -> Option<f64> {
+    match (meta.key.kind(), format) {
+        (SeriesKind::Kline, PriceFormat::Float64) if col > 0 => {
+            Some(if KLINE_COLUMNS[col - 1] == "volume" {
+                meta.volume_scale as f64
+            } else {
+                meta.price_scale as f64
+            })
+        }
+        _ => None,
+    }
+}
+
 impl Projection {
     /// Every column of the series, raw.
     pub fn all(meta: &SeriesMeta) -> Projection {
@@ -102,21 +118,13 @@ impl Projection {
                         continue;
                     }
                     cols.push(i + 1);
-                    let scale = if *name == "volume" {
-                        meta.volume_scale
-                    } else {
-                        meta.price_scale
+                    let scale = column_scale(meta, i + 1, format);
+                    let dt = match scale {
+                        None => DataType::Int64,
+                        Some(_) => DataType::Float64,
                     };
-                    match format {
-                        PriceFormat::Raw => {
-                            fields.push(Field::new(*name, DataType::Int64, false));
-                            scales.push(None);
-                        }
-                        PriceFormat::Float64 => {
-                            fields.push(Field::new(*name, DataType::Float64, false));
-                            scales.push(Some(scale as f64));
-                        }
-                    }
+                    fields.push(Field::new(*name, dt, false));
+                    scales.push(scale);
                 }
             }
             SeriesKind::Scalar => {

@@ -227,6 +227,9 @@ pub struct ChunkRef {
     /// The chunk's gapless runs for one step (see [`ChunkRef::runs`]): found on first
     /// use and kept, the chunk being immutable.
     runs: std::sync::OnceLock<(i64, Option<Arc<[Run]>>)>,
+    /// The chunk's last row, every column (see [`ChunkRef::last_row`]): read on first
+    /// use and kept, the chunk being immutable; `ncols` values.
+    last: std::sync::OnceLock<Box<[i64]>>,
     /// Set for a chunk that lives in memory only (rows of the write-ahead log not yet
     /// folded into a file): reads take it from here, and it has no file, no sidecars
     /// and no place in any manifest.
@@ -249,6 +252,7 @@ impl ChunkRef {
             verified: Mutex::new(None),
             obsolete: AtomicBool::new(false),
             runs: std::sync::OnceLock::new(),
+            last: std::sync::OnceLock::new(),
             memory: None,
         }
     }
@@ -279,6 +283,25 @@ impl ChunkRef {
         let mut c = ChunkRef::new(entry, dir, rel_dir, cache);
         c.memory = Some(Arc::new(chunk));
         c
+    }
+
+    /// The chunk's last row, every column (`ts` first): read once and kept, so a cross
+    /// section of many series (`latest: 1`, `as_of`) maps no file once warm. The cache
+    /// costs `ncols` values per chunk asked, a fraction of the chunk's own entry.
+    pub fn last_row(&self) -> Result<&[i64]> {
+        if let Some(row) = self.last.get() {
+            return Ok(row);
+        }
+        let m = self.map()?;
+        let n = m.rows();
+        // The format allows no empty chunk; the decoder checked it.
+        assert!(n > 0, "a chunk holds at least one row");
+        let row: Box<[i64]> = (0..m.header.ncols).map(|i| m.col(i)[n - 1]).collect();
+        assert_eq!(
+            row[0], self.entry.last_ts,
+            "a chunk ends at its entry's last_ts"
+        );
+        Ok(self.last.get_or_init(|| row))
     }
 
     /// Whether this chunk lives in memory only (not yet folded into a file).

@@ -32,7 +32,7 @@ pub mod wal;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use error::{Result, StorageError};
@@ -121,6 +121,9 @@ pub struct Store {
 }
 
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Most threads that open series directories at start (at most one per core).
+const OPEN_THREADS_MAX: usize = 8;
 
 type SeriesMap = BTreeMap<SeriesKey, Arc<Series>>;
 
@@ -745,26 +748,69 @@ fn load_all(
     let mut dirs = Vec::new();
     collect_series_dirs(&root.join("series"), &mut Vec::new(), &mut dirs)
         .map_err(|e| StorageError::io("series", e))?;
-    let mut map = BTreeMap::new();
-    for (parts, dir) in dirs {
-        let rel = format!("series/{}", parts.join("/"));
-        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-        let key = match SeriesKey::from_parts(&refs) {
-            Ok(k) => k,
-            Err(e) => {
-                unopenable.push((rel, e));
-                continue;
+    // Each directory is opened on its own (a listing, the manifest, the recovery
+    // sweep), so a store of 100,000 series opens on several threads: the reads of
+    // one wait on the disk while another decodes. Outcomes keep the listing's order.
+    let next = AtomicUsize::new(0);
+    let open_some = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some((parts, dir)) = dirs.get(i) else {
+                return done;
+            };
+            let rel = format!("series/{}", parts.join("/"));
+            let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+            let outcome = match SeriesKey::from_parts(&refs) {
+                Err(e) => Err((rel, e)),
+                Ok(key) => match recover::open_series(dir.clone(), rel.clone(), opts) {
+                    Ok((series, notes)) if series.meta.key == key => Ok((key, series, notes)),
+                    Ok(_) => Err((rel, "manifest names a different series".into())),
+                    Err(e) => Err((rel, e.to_string())),
+                },
+            };
+            done.push((i, outcome));
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, OPEN_THREADS_MAX)
+        .min(dirs.len().max(1));
+    let mut outcomes = std::thread::scope(|scope| {
+        // A helper that cannot be spawned only costs parallelism.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| {
+                std::thread::Builder::new()
+                    .name("fastk-open".into())
+                    .spawn_scoped(scope, open_some)
+                    .ok()
+            })
+            .collect();
+        let mut all = open_some();
+        for h in helpers {
+            match h.join() {
+                Ok(done) => all.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
             }
-        };
-        match recover::open_series(dir, rel.clone(), opts) {
-            Ok((series, notes)) if series.meta.key == key => {
+        }
+        all
+    });
+    outcomes.sort_unstable_by_key(|(i, _)| *i);
+    assert_eq!(
+        outcomes.len(),
+        dirs.len(),
+        "every series directory was opened once"
+    );
+    let mut map = BTreeMap::new();
+    for (_, outcome) in outcomes {
+        match outcome {
+            Ok((key, series, notes)) => {
                 if !notes.is_quiet() {
                     recovery.push(notes);
                 }
                 map.insert(key, Arc::new(series));
             }
-            Ok(_) => unopenable.push((rel, "manifest names a different series".into())),
-            Err(e) => unopenable.push((rel, e.to_string())),
+            Err(bad) => unopenable.push(bad),
         }
     }
     Ok(map)
@@ -875,7 +921,6 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
         .cloned()
         .collect();
     let o = &w.opts;
-    let mut report = FoldReport::default();
     let memory: u64 = list
         .iter()
         .filter_map(|s| s.snapshot().unfolded.map(|u| u.bytes))
@@ -883,32 +928,63 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
     let over_memory = memory > o.memory_bytes;
     let open_first = w.open_segment_first();
     let over_log = w.bytes() > o.max_log_bytes;
+    let due: Vec<&Arc<Series>> = list
+        .iter()
+        .filter(|s| {
+            s.snapshot().unfolded.is_some_and(|u| {
+                all || over_memory
+                    || u.rows >= o.fold_rows
+                    || u.since.elapsed() >= o.fold_age
+                    || (over_log && u.first_lsn < open_first)
+            })
+        })
+        .collect();
+    // A fold is one small commit that waits on the disk (a chunk file, the directory and
+    // the manifest fsynced): `fold_threads` of them at once share the device's queue, so
+    // a pass over many series (the minute after a feed wrote every symbol) costs about
+    // one fold time per `fold_threads` series instead of one per series.
+    let next = AtomicUsize::new(0);
+    let folded = AtomicU64::new(0);
+    let failed = AtomicU64::new(0);
+    let fold_some = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(s) = due.get(i) else { break };
+            match s.fold() {
+                Ok(_) => folded.fetch_add(1, Ordering::Relaxed),
+                Err(StorageError::NotFound(_)) => 0,
+                Err(e) => {
+                    tracing::error!(series = %s.meta.key, error = %e, "fold failed; the rows stay in the log and in memory");
+                    failed.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+        }
+    };
+    let helpers = o.fold_threads.max(1).min(due.len()).saturating_sub(1);
+    std::thread::scope(|scope| {
+        for _ in 0..helpers {
+            // A helper that cannot be spawned only costs parallelism: the caller's own
+            // loop below takes every series the helpers do not.
+            let _ = std::thread::Builder::new()
+                .name("fastk-fold-helper".into())
+                .spawn_scoped(scope, fold_some);
+        }
+        fold_some();
+    });
+    debug_assert!(next.load(Ordering::Relaxed) >= due.len());
     let mut keep_from = committed + 1;
     for s in &list {
-        let Some(u) = s.snapshot().unfolded else {
-            continue;
-        };
-        let due = all
-            || over_memory
-            || u.rows >= o.fold_rows
-            || u.since.elapsed() >= o.fold_age
-            || (over_log && u.first_lsn < open_first);
-        if due {
-            match s.fold() {
-                Ok(_) => report.series += 1,
-                Err(StorageError::NotFound(_)) => {}
-                Err(e) => {
-                    report.failed += 1;
-                    tracing::error!(series = %s.meta.key, error = %e, "fold failed; the rows stay in the log and in memory");
-                }
-            }
-        }
         if let Some(u) = s.snapshot().unfolded
             && !s.is_deleted()
         {
             keep_from = keep_from.min(u.first_lsn);
         }
     }
+    let mut report = FoldReport {
+        series: folded.into_inner(),
+        failed: failed.into_inner(),
+        segments_removed: 0,
+    };
     match w.remove_folded(keep_from) {
         Ok(n) => report.segments_removed = n as u64,
         Err(e) => tracing::error!(error = %e, "could not remove a folded log segment"),

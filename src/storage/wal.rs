@@ -96,6 +96,8 @@ pub struct WalOptions {
     pub memory_bytes: u64,
     /// How often the background fold looks at the series.
     pub fold_interval: Duration,
+    /// Series one fold pass folds at once (each fold waits on a few fsyncs).
+    pub fold_threads: usize,
     /// Most rows of one in-memory chunk: an append to a month's last in-memory chunk
     /// copies it, so past this size a new one starts instead, which bounds the copy a
     /// tiny write makes (a month's in-memory chunks are concatenated by the fold).
@@ -114,6 +116,7 @@ impl Default for WalOptions {
             max_log_bytes: 1 << 30,
             memory_bytes: 512 << 20,
             fold_interval: Duration::from_secs(1),
+            fold_threads: 4,
             memory_chunk_rows: 256,
         }
     }
@@ -712,9 +715,16 @@ impl Wal {
                 }
             }
         }
+        // Position of each series in `all`, by identity (a many-series write names
+        // thousands: a scan per entry would be quadratic).
+        let positions: std::collections::HashMap<usize, usize> = all
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Arc::as_ptr(s) as usize, i))
+            .collect();
         let index = |s: &Arc<Series>| {
-            all.iter()
-                .position(|x| Arc::ptr_eq(x, s))
+            *positions
+                .get(&(Arc::as_ptr(s) as usize))
                 .expect("every series of the group is listed")
         };
         let mut lsn = self.committed_lsn();
