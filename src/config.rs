@@ -19,6 +19,19 @@ pub struct Config {
     pub auth: AuthConfig,
     pub log: LogConfig,
     pub sql: SqlConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Symbol-sharded nodes (`src/cluster.rs`, docs/scale-out.md): both empty, the
+/// default, means one node that serves every series it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This node's name in the map.
+    pub node: String,
+    /// The shard map as JSON text, the same on every node: `{"nodes": {name: flight
+    /// URI}, "ranges": [{"from", "node"}]}`.
+    pub shard_map: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -368,6 +381,11 @@ impl Config {
                 "flight.addr",
                 "must be host:port with an IP address, e.g. 127.0.0.1:8815",
             );
+        }
+        if let Err(why) =
+            crate::cluster::Cluster::parse(&self.cluster.node, &self.cluster.shard_map)
+        {
+            return Err(ConfigError(why));
         }
         if self.storage.root.as_os_str().is_empty() {
             return bad("storage.root", "must not be empty");

@@ -17,6 +17,7 @@
 //! - [`http`]: the axum JSON API, OpenAPI document and offline docs (a thin adapter).
 //! - [`flight`]: the Arrow Flight service (a thin adapter).
 //! - [`server`]: runs both listeners over one engine; graceful shutdown.
+//! - [`cluster`]: the static shard map of symbol-sharded nodes (who owns a symbol).
 //! - [`transfer`]: `fastk import` / `fastk export`: CSV, Parquet and Arrow IPC files in
 //!   and out, as one all-or-nothing write (a client of [`query`], never of chunk files).
 //! - [`cli`]: the `fastk` command line.
@@ -24,6 +25,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod flight;

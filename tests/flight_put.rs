@@ -335,6 +335,7 @@ async fn actions_answer_with_the_http_json_bodies() {
         "inventory",
         "coverage",
         "delete-range",
+        "shard-map",
         "validate",
         "scrub",
         "repair",
@@ -345,6 +346,11 @@ async fn actions_answer_with_the_http_json_bodies() {
         "ClosePreparedStatement",
     ];
     assert_eq!(names, want);
+
+    // Outside a cluster the shard map names no node.
+    let body = action(&mut fx.client, "shard-map", "").await.unwrap();
+    let map: serde_json::Value = serde_json::from_slice(&body[0]).unwrap();
+    assert_eq!(map, serde_json::json!({"node": null}));
 
     let body = action(&mut fx.client, "health", "").await.unwrap();
     let health: Health = serde_json::from_slice(&body[0]).unwrap();

@@ -436,3 +436,70 @@ fn a_fold_pass_folds_many_series_at_once_and_a_failed_fold_loses_nothing() {
     assert_eq!((r.series, r.failed), (1, 0));
     assert_eq!(store.wal_stats().unfolded_series, 0);
 }
+
+/// The log's hard limits hold under writes faster than the fold: with the log over
+/// twice `max_log_bytes` in closed segments the committer makes writers wait for the
+/// fold (never growing the log further), and when the fold cannot catch up within
+/// `full_wait` the writes are refused as unavailable, writing nothing, and go through
+/// again once it has.
+#[test]
+fn writes_wait_for_the_fold_when_the_log_is_over_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts();
+    o.wal.segment_bytes = 4 << 10;
+    o.wal.max_log_bytes = 8 << 10;
+    o.wal.fold_interval = Duration::from_secs(3600);
+    o.wal.full_wait = Duration::from_millis(300);
+    let store = Store::open(dir.path(), o).unwrap();
+    let series: Vec<Arc<Series>> = (0..4)
+        .map(|i| store.register(meta(&format!("L{i}"))).unwrap().0)
+        .collect();
+    // Closed segments may hold twice max_log_bytes, plus the segment being closed.
+    let bound = 2 * (8 << 10) + (4 << 10) + 1024;
+    let mut peak = 0;
+    for n in 0..400i64 {
+        let s = &series[(n % 4) as usize];
+        store.write(s, one(JAN_2024 + n * MINUTE, n), None).unwrap();
+        peak = peak.max(store.wal_stats().bytes);
+    }
+    assert!(
+        peak <= bound,
+        "the log reached {peak} bytes (bound {bound})"
+    );
+    for (i, s) in series.iter().enumerate() {
+        assert_eq!(rows(s).len(), 100, "series {i}");
+    }
+    // A fold that cannot finish (series 0's, parked at its first fsync) keeps the
+    // closed segments holding series 0's record: the log stays over its limits, so a
+    // write to another series is refused after `full_wait`, and is not visible.
+    let (s0, s1) = (&series[0], &series[1]);
+    let (armed, gate) = failpoints::pause(s0.dir(), Op::Fsync);
+    store
+        .write(s0, one(JAN_2024 + 500 * MINUTE, 1), None)
+        .unwrap();
+    let before = rows(s1).len();
+    let mut refused = None;
+    for n in 0..5_000i64 {
+        match store.write(s1, one(JAN_2024 + (1_000 + n) * MINUTE, n), None) {
+            Ok(_) => {}
+            Err(StorageError::Unavailable(why)) => {
+                refused = Some(why);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let why = refused.expect("a write is refused while the fold is held");
+    assert!(why.contains("over its limits"), "{why}");
+    gate.wait_reached();
+    let accepted = rows(s1).len() - before;
+    assert!(accepted > 0);
+    gate.release();
+    drop(armed);
+    // The fold goes on; the next write waits for it and succeeds.
+    store
+        .write(s1, one(JAN_2024 + 100_000 * MINUTE, 1), None)
+        .unwrap();
+    assert_eq!(rows(s1).len(), before + accepted + 1);
+    assert_eq!(rows(s0).len(), 101);
+}

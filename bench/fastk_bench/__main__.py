@@ -7,9 +7,10 @@ charts to `--charts`, and, with `--docs`, fills the result blocks of
 docs/benchmarks.md.
 
 `--only` runs just the named workloads: the market queries (`market` names all three),
-the feed workloads (`feeds` names all three: `feed`, `feed_many`, `many_series`, see
-feeds.py; each starts FastK stores of its own and runs its peers, SQLite and DuckDB,
-in process) and `colocated` (one year of 1m bars into Polars over FastK's Flight Unix socket,
+the feed workloads (`feeds` names all four: `feed`, `feed_many`, `many_series` and
+`series_100k`, see feeds.py; each starts FastK stores of its own and runs its peers,
+SQLite and DuckDB, in process), `shards` (1, 2 and 3 FastK nodes sharing a shard map
+on loopback, see shards.py) and `colocated` (one year of 1m bars into Polars over FastK's Flight Unix socket,
 over loopback TCP Flight and from ArcticDB in process), after loading only what they
 need (one symbol of the kline dataset into FastK, ArcticDB, DuckDB and Polars for the
 market queries, into FastK and ArcticDB only for `colocated`; PostgreSQL only for
@@ -40,7 +41,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from . import compression, dataset, feeds, market, procs, report, systems, timing, workloads
+from . import compression, dataset, feeds, market, procs, report, shards, systems, timing, workloads
 from .workloads import log
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -196,7 +197,7 @@ class _Done(Exception):
     """Ends run_only's work early (only feed workloads selected) through its finally."""
 
 
-ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", *feeds.WORKLOADS, *compression.WORKLOADS)
+ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", *feeds.WORKLOADS, *compression.WORKLOADS, *shards.WORKLOADS)
 
 
 def parse_only(text: str) -> set[str]:
@@ -244,6 +245,9 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
             # and its own copy of the first symbol's 2024 bars (compression.py).
             results["compression"] = market.guarded("compression", lambda: compression.run(
                 results, P, binary=args.fastk_bin, work=work / "compression", logs=logs, quick=q, spec=spec))
+        if "shards" in which:
+            results["shards"] = market.guarded("shards", lambda: shards.run(
+                results, P, binary=args.fastk_bin, work=work / "shards", logs=logs))
         if not (market_which or "colocated" in which):
             # Only feed workloads: no market dataset, no shared FastK store (each feed
             # workload starts stores of its own).
@@ -320,6 +324,7 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     names = [f"market_{w}" for w in market.WORKLOADS if w in which] + (["colocated"] if "colocated" in which else [])
     names += [w for w in feeds.WORKLOADS if w in which]
     names += [w for w in compression.WORKLOADS if w in which]
+    names += [w for w in shards.WORKLOADS if w in which]
     if feeds_which:
         names += ["versions"]
     (args.out / "tables-only.md").write_text(report.all_tables(results, names))
@@ -368,6 +373,7 @@ def main() -> int:
         sql_predicate_reps=5 if q else 15,
         **market_params(q),
         **feeds.params(q),
+        **shards.params(q),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     charts_dir = args.charts or args.out

@@ -800,6 +800,23 @@ def t_series_100k(r: dict) -> str:
     return out
 
 
+def t_shards(r: dict) -> str:
+    d = r["shards"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    rows = []
+    for name, by in d["layouts"].items():
+        one = by.get("1") or by.get(1)
+        for k, v in by.items():
+            rows.append([name, k, v["rows"], v["median_ms"], v["best_ms"], v["gb_s"],
+                         one["median_ms"] / v["median_ms"] if one else None])
+    out = table(["read", "nodes", "rows", "median ms", "best ms", "GB/s", "vs one node"], rows)
+    out += "\n\nHow: " + d.get("how", "")
+    if d.get("checked"):
+        out += "\n\nChecked: " + d["checked"]
+    return out
+
+
 SECTIONS = {
     "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
@@ -808,7 +825,7 @@ SECTIONS = {
     "sql_year": t_sql_year, "sql_resample": t_sql_resample, "sql_predicate": t_sql_predicate,
     "market_resample": t_market_resample, "market_asof": t_market_asof, "market_coverage": t_market_coverage,
     "colocated": t_colocated,
-    "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series, "series_100k": t_series_100k,
+    "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series, "series_100k": t_series_100k, "shards": t_shards,
     "compression": t_compression,
 }
 

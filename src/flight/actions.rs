@@ -25,11 +25,13 @@ pub enum FlightAction {
     Coverage,
     /// The rows of a range of one series, deleted.
     DeleteRange,
+    /// The cluster's shard map, for clients that route writes to the owners.
+    ShardMap,
     Admin(AdminAction),
 }
 
 /// Every action: its name and what it does (who may call it: [`FlightAction::access`]).
-pub const ACTIONS: [(&str, &str); 9] = [
+pub const ACTIONS: [(&str, &str); 10] = [
     (
         "health",
         "Server health as GET /health: {status, version, uptime_s, series, issues, ...}. Body: empty.",
@@ -45,6 +47,10 @@ pub const ACTIONS: [(&str, &str); 9] = [
     (
         "delete-range",
         "Delete the rows of [start_ts, end_ts] of one series, all-or-nothing, as DELETE .../records. Body: {kind, symbol, timeframe, category?, name?, start_ts?, end_ts?, expected_version?}.",
+    ),
+    (
+        "shard-map",
+        "The cluster's shard map {node, nodes: {name: flight URI}, ranges: [{from, node}]} (docs/scale-out.md): write a symbol to the node owning it. A node outside a cluster answers {node: null}. Body: empty.",
     ),
     (
         "validate",
@@ -78,6 +84,7 @@ impl FlightAction {
             "inventory" => Ok(FlightAction::Inventory),
             "coverage" => Ok(FlightAction::Coverage),
             "delete-range" => Ok(FlightAction::DeleteRange),
+            "shard-map" => Ok(FlightAction::ShardMap),
             _ => name.parse().map(FlightAction::Admin).map_err(|_| {
                 let names: Vec<&str> = ACTIONS.iter().map(|(n, _)| *n).collect();
                 invalid(format!(
@@ -95,6 +102,7 @@ impl FlightAction {
             FlightAction::Inventory => "inventory",
             FlightAction::Coverage => "coverage",
             FlightAction::DeleteRange => "delete-range",
+            FlightAction::ShardMap => "shard-map",
             FlightAction::Admin(a) => a.as_str(),
         }
     }
@@ -103,7 +111,9 @@ impl FlightAction {
     pub fn access(self) -> Access {
         match self {
             FlightAction::Health => Access::Open,
-            FlightAction::Inventory | FlightAction::Coverage => Access::Read,
+            FlightAction::Inventory | FlightAction::Coverage | FlightAction::ShardMap => {
+                Access::Read
+            }
             FlightAction::Admin(_) | FlightAction::DeleteRange => Access::Write,
         }
     }
@@ -224,6 +234,24 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
                 .await
                 .map_err(internal)?;
             serde_json::to_vec(&h).map_err(internal)?
+        }
+        FlightAction::ShardMap => {
+            if !blank {
+                serde_json::from_slice::<NoBody>(body).map_err(|e| {
+                    invalid(format!("action {name:?} takes an empty body or {{}}: {e}"))
+                })?;
+            }
+            let c = &engine.config.cluster;
+            let map = crate::cluster::Cluster::parse(&c.node, &c.shard_map).map_err(internal)?;
+            let v = match &map {
+                None => serde_json::json!({"node": null}),
+                Some(m) => serde_json::json!({
+                    "node": m.me(),
+                    "nodes": m.map().nodes,
+                    "ranges": m.map().ranges,
+                }),
+            };
+            serde_json::to_vec(&v).map_err(internal)?
         }
         FlightAction::Inventory => {
             let q: InventoryQuery = if blank {

@@ -1,21 +1,28 @@
 //! GetFlightInfo, GetSchema and ListFlights: what can be read, and in which shape.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{
-    FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, SchemaAsIpc, SchemaResult, Ticket,
-    flight_descriptor::DescriptorType,
+    FlightDescriptor, FlightEndpoint, FlightInfo, IpcMessage, Location, SchemaAsIpc, SchemaResult,
+    Ticket, flight_descriptor::DescriptorType,
 };
 use arrow_ipc::writer::IpcWriteOptions;
 use arrow_schema::{DataType, Schema, SchemaRef};
 use bytes::Bytes;
 use serde::Deserialize;
+use tonic::Request;
 use tonic::Status;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::Channel;
 
 use super::doget::ReadPlan;
 use super::error::{internal, invalid};
-use super::ticket::{GetCommand, Target, whole_series_ticket};
+use super::ticket::{GetCommand, ReadCommand, Target, whole_series_ticket};
+use crate::cluster::Cluster;
 use crate::query::Engine;
+use crate::query::market::spec::Symbols;
 use crate::record::SeriesKind;
 use crate::storage::Series;
 use crate::storage::batch::Projection;
@@ -84,6 +91,190 @@ pub async fn flight_info(engine: Arc<Engine>, d: FlightDescriptor) -> Result<Fli
     })
     .await
     .map_err(internal)?
+}
+
+/// The metadata key a node sets on the GetFlightInfo it sends another node of its
+/// cluster: the receiver answers for its own series only, so a fan-out never fans out
+/// again (both nodes read the same map, but a stale one must not loop).
+pub const FORWARDED: &str = "fastk-forwarded";
+
+/// How long a node waits to connect to another node of its cluster, and for its answer.
+const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// GetFlightInfo on a node of a cluster (`cluster.shard_map`): a many-series command
+/// is split by owner (`"*"` goes to every node owning a range), each owner answers
+/// its part (this node locally, the others by GetFlightInfo with `symbols` narrowed to
+/// a run of theirs), and the parts are merged in symbol order into one FlightInfo
+/// (`ordered` is false only for `"*"` when a node owns ranges apart) whose remote
+/// endpoints carry their owner's location: a client pulls every owner in parallel and
+/// no data passes through this node. A single-series command or PATH goes to its
+/// owner. Outside a cluster, or for a call another node forwarded, it is
+/// [`flight_info`].
+pub async fn routed_flight_info(
+    engine: Arc<Engine>,
+    cluster: Option<Arc<Cluster>>,
+    req: Request<FlightDescriptor>,
+) -> Result<FlightInfo, Status> {
+    let forwarded = req.metadata().contains_key(FORWARDED);
+    let auth = req.metadata().get("authorization").cloned();
+    let d = req.into_inner();
+    let Some(cluster) = cluster.filter(|_| !forwarded) else {
+        return flight_info(engine, d).await;
+    };
+    let (every, parts): (bool, Vec<(String, FlightDescriptor)>) =
+        match GetCommand::from_descriptor(&d)? {
+            GetCommand::Read(ReadCommand {
+                target: Target::Many(sel),
+                ..
+            }) => match &sel.symbols {
+                Symbols::All(_) => (
+                    true,
+                    cluster
+                        .owners_in_order()
+                        .into_iter()
+                        .map(|n| (n.to_string(), d.clone()))
+                        .collect(),
+                ),
+                Symbols::List(list) => {
+                    let base: serde_json::Value =
+                        serde_json::from_slice(&d.cmd).map_err(internal)?;
+                    let parts = cluster
+                        .split(list)
+                        .into_iter()
+                        .map(|(node, syms)| {
+                            let mut cmd = base.clone();
+                            cmd["symbols"] = serde_json::json!(syms);
+                            (node.to_string(), FlightDescriptor::new_cmd(cmd.to_string()))
+                        })
+                        .collect();
+                    (false, parts)
+                }
+            },
+            GetCommand::Read(ReadCommand {
+                target: Target::One(key),
+                ..
+            })
+            | GetCommand::Aligned { key, .. } => (
+                false,
+                vec![(cluster.owner(key.symbol()).to_string(), d.clone())],
+            ),
+        };
+    if let [(node, _)] = parts.as_slice()
+        && cluster.is_me(node)
+    {
+        return flight_info(engine, d).await;
+    }
+    let calls = parts.into_iter().map(|(node, desc)| {
+        let engine = Arc::clone(&engine);
+        let cluster = Arc::clone(&cluster);
+        let auth = auth.clone();
+        async move {
+            let info = if cluster.is_me(&node) {
+                flight_info(engine, desc).await
+            } else {
+                remote_info(&cluster, &node, desc, auth).await
+            };
+            info.map(|i| (node, i))
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    // A list is cut into runs of one range each, so its parts are in symbol order;
+    // "*" is one part per node, in order only when each node owns one run of ranges.
+    let ordered = !every || cluster.contiguous();
+    let mut info = merge_parts(&cluster, d, answers, every)?;
+    info.ordered = ordered;
+    Ok(info)
+}
+
+/// GetFlightInfo of `d` on `node`, forwarded with the client's bearer token.
+async fn remote_info(
+    cluster: &Cluster,
+    node: &str,
+    d: FlightDescriptor,
+    auth: Option<MetadataValue<Ascii>>,
+) -> Result<FlightInfo, Status> {
+    let uri = cluster
+        .uri(node)
+        .ok_or_else(|| internal(format!("node {node} is not in the shard map")))?;
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Status::unavailable(format!("shard node {node} ({uri}) did not answer: {e}"))
+    };
+    let host = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let channel = Channel::from_shared(format!("http://{host}"))
+        .map_err(|e| unavailable(&e))?
+        .connect_timeout(REMOTE_CONNECT_TIMEOUT)
+        .timeout(REMOTE_TIMEOUT)
+        .connect()
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let mut req = Request::new(d);
+    if let Some(a) = auth {
+        req.metadata_mut().insert("authorization", a);
+    }
+    let me = MetadataValue::try_from(cluster.me()).map_err(internal)?;
+    req.metadata_mut().insert(FORWARDED, me);
+    client
+        .get_flight_info(req)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// One FlightInfo from the owners' answers, in the order of the parts: endpoints of other nodes located on them, counts summed (-1 if any part's
+/// is), every part's columns equal. For `"*"` (`every`), a node holding none of the
+/// series (NotFound) is left out; NotFound only when every node says so.
+fn merge_parts(
+    cluster: &Cluster,
+    d: FlightDescriptor,
+    answers: Vec<Result<(String, FlightInfo), Status>>,
+    every: bool,
+) -> Result<FlightInfo, Status> {
+    let mut parts = Vec::new();
+    let mut not_found = None;
+    for a in answers {
+        match a {
+            Ok(p) => parts.push(p),
+            Err(e) if every && e.code() == tonic::Code::NotFound => {
+                not_found.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((_, first)) = parts.first() else {
+        return Err(not_found.unwrap_or_else(|| Status::not_found("no series match")));
+    };
+    let schema = first.clone().try_decode_schema().map_err(internal)?;
+    let mut out = FlightInfo::new().with_descriptor(d).with_ordered(true);
+    out.schema = first.schema.clone();
+    let (mut records, mut bytes) = (0i64, 0i64);
+    for (node, info) in parts {
+        let fields = info.clone().try_decode_schema().map_err(internal)?;
+        if fields.fields() != schema.fields() {
+            return Err(Status::invalid_argument(format!(
+                "the series on node {node} do not have the columns of the others: read them separately"
+            )));
+        }
+        let add = |sum: i64, n: i64| if sum < 0 || n < 0 { -1 } else { sum + n };
+        records = add(records, info.total_records);
+        bytes = add(bytes, info.total_bytes);
+        let location = (!cluster.is_me(&node))
+            .then(|| cluster.uri(&node))
+            .flatten();
+        for mut e in info.endpoint {
+            if let Some(uri) = location
+                && e.location.is_empty()
+            {
+                e.location.push(Location {
+                    uri: uri.to_string(),
+                });
+            }
+            out.endpoint.push(e);
+        }
+    }
+    out.total_records = records;
+    out.total_bytes = bytes;
+    Ok(out)
 }
 
 /// One ticket per series, or per contiguous group past [`MAX_ENDPOINTS`] series: the

@@ -20,6 +20,7 @@ use super::putbody::BodyEnd;
 use super::streams::{Pool, Pools, StreamGuard, admit};
 use super::ticket::GetCommand;
 use super::{actions, doget, doput, info, sql};
+use crate::cluster::Cluster;
 use crate::query::Engine;
 
 type Stream<T> = BoxStream<'static, Result<T, Status>>;
@@ -32,13 +33,25 @@ pub struct FlightSvc {
     pools: Pools,
     /// Flight SQL prepared statements ([`super::sql`]).
     prepared: super::sql::Prepared,
+    /// The shard map when this node is one of a cluster (`cluster.*`): GetFlightInfo
+    /// then locates each part of a many-series read on its owner.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl FlightSvc {
     pub fn new(engine: Arc<Engine>) -> FlightSvc {
+        let c = &engine.config.cluster;
+        // Config::validate refused a bad map before the server started.
+        let cluster = Cluster::parse(&c.node, &c.shard_map)
+            .unwrap_or_else(|why| {
+                tracing::error!(%why, "cluster.shard_map is not usable; serving as a single node");
+                None
+            })
+            .map(Arc::new);
         FlightSvc {
             pools: Pools::new(&engine),
             prepared: super::sql::Prepared::default(),
+            cluster,
             engine,
         }
     }
@@ -194,7 +207,10 @@ impl FlightService for FlightSvc {
                 Some(cmd) => {
                     sql::flight_info(&self.engine, &self.prepared, cmd, req.into_inner()).await
                 }
-                None => info::flight_info(Arc::clone(&self.engine), req.into_inner()).await,
+                None => {
+                    info::routed_flight_info(Arc::clone(&self.engine), self.cluster.clone(), req)
+                        .await
+                }
             }
             .map(Response::new),
             Err(e) => Err(e),

@@ -377,17 +377,24 @@ impl Registry {
     ) -> Result<ReconcileReport, RegistryError> {
         let mut report = ReconcileReport::default();
         let have = self.list_series()?;
-        let valid: Vec<&SeriesMeta> = have.iter().filter_map(|r| r.as_ref().ok()).collect();
+        // By key, so a store of 100,000 series reconciles in n log n, not n squared.
+        let valid: std::collections::BTreeMap<&SeriesKey, &SeriesMeta> = have
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|m| (&m.key, m))
+            .collect();
+        let truth_keys: std::collections::BTreeSet<&SeriesKey> =
+            truth.iter().map(|m| &m.key).collect();
         for m in truth {
-            match valid.iter().find(|h| h.key == m.key) {
+            match valid.get(&m.key) {
                 None => report.added.push(m.key.to_string()),
                 Some(h) if *h != m => report.updated.push(m.key.to_string()),
                 Some(_) => {}
             }
         }
-        for h in &valid {
-            if !truth.iter().any(|m| m.key == h.key) {
-                report.removed.push(h.key.to_string());
+        for (key, _) in &valid {
+            if !truth_keys.contains(key) {
+                report.removed.push(key.to_string());
             }
         }
         let invalid = have.iter().filter(|r| r.is_err()).count();

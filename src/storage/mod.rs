@@ -926,6 +926,10 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
         .filter_map(|s| s.snapshot().unfolded.map(|u| u.bytes))
         .sum();
     let over_memory = memory > o.memory_bytes;
+    if memory > o.memory_bytes.saturating_mul(2) {
+        // Writers wait until this pass has folded every series (below).
+        w.set_behind(true);
+    }
     let open_first = w.open_segment_first();
     let over_log = w.bytes() > o.max_log_bytes;
     let due: Vec<&Arc<Series>> = list
@@ -985,6 +989,11 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
         failed: failed.into_inner(),
         segments_removed: 0,
     };
+    if over_memory {
+        // Every series was due: what is left in memory is what arrived meanwhile (or
+        // what a failed fold kept, which the next pass counts again).
+        w.set_behind(false);
+    }
     match w.remove_folded(keep_from) {
         Ok(n) => report.segments_removed = n as u64,
         Err(e) => tracing::error!(error = %e, "could not remove a folded log segment"),

@@ -96,6 +96,10 @@ pub struct WalOptions {
     pub memory_bytes: u64,
     /// How often the background fold looks at the series.
     pub fold_interval: Duration,
+    /// How long queued writes wait for the fold while the log is over its limits
+    /// (twice `max_log_bytes`, or rows in memory past twice `memory_bytes`) before
+    /// they are refused as unavailable (retry).
+    pub full_wait: Duration,
     /// Series one fold pass folds at once (each fold waits on a few fsyncs).
     pub fold_threads: usize,
     /// Most rows of one in-memory chunk: an append to a month's last in-memory chunk
@@ -116,6 +120,7 @@ impl Default for WalOptions {
             max_log_bytes: 1 << 30,
             memory_bytes: 512 << 20,
             fold_interval: Duration::from_secs(1),
+            full_wait: Duration::from_secs(30),
             fold_threads: 4,
             memory_chunk_rows: 256,
         }
@@ -507,6 +512,11 @@ pub struct Wal {
     poisoned: Mutex<Option<String>>,
     /// Pokes the fold thread (a series crossed a threshold).
     pub(super) fold_wake: (Mutex<bool>, Condvar),
+    /// Set by the fold pass while the rows waiting in memory are past twice
+    /// `memory_bytes`: the committer then holds new writes until the fold has caught
+    /// up ([`Wal::over_limits`]), so a sustained many-series load cannot grow memory
+    /// and the log without bound.
+    behind: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Wal {
@@ -563,6 +573,7 @@ impl Wal {
             records: AtomicU64::new(0),
             poisoned: Mutex::new(None),
             fold_wake: (Mutex::new(false), Condvar::new()),
+            behind: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -675,8 +686,51 @@ impl Wal {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
                 group.append(&mut q.pending);
             }
+            if !self.wait_for_room() {
+                let why = "the write-ahead log is over its limits (twice storage.wal_max_bytes in closed \
+                           segments, or rows in memory past twice storage.fold_memory_bytes) and the fold \
+                           has not caught up; retry";
+                for req in group {
+                    let _ = req.reply.send(Err(StorageError::Unavailable(why.into())));
+                }
+                continue;
+            }
             self.commit_group(group);
         }
+    }
+
+    /// Whether the log is over its hard limits: more than twice `max_log_bytes` in
+    /// closed segments (which folds can always free; the open one cannot be dropped),
+    /// or (as the last fold pass found) rows in memory past twice `memory_bytes`. The
+    /// soft limits make the fold fold; these make writers wait for it.
+    pub fn over_limits(&self) -> bool {
+        if self.behind.load(Ordering::SeqCst) {
+            return true;
+        }
+        let open = self.log.lock().unwrap_or_else(|p| p.into_inner()).len;
+        self.bytes().saturating_sub(open) > self.opts.max_log_bytes.saturating_mul(2)
+    }
+
+    /// Set by the fold pass: whether the rows waiting in memory are past twice
+    /// `memory_bytes`.
+    pub(super) fn set_behind(&self, behind: bool) {
+        self.behind.store(behind, Ordering::SeqCst);
+    }
+
+    /// Waits, poking the fold, while the log is over its limits: false when
+    /// `full_wait` passed and it still is (the group is refused). A closing store
+    /// commits what is queued whatever the limits: its close folds everything.
+    fn wait_for_room(&self) -> bool {
+        let deadline = Instant::now() + self.opts.full_wait;
+        while self.over_limits() && !self.is_stopping() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            *self.fold_wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.fold_wake.1.notify_all();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
     }
 
     /// Logs a group of writes with one sync. Each write is checked (series alive,

@@ -1,0 +1,277 @@
+//! A static shard map: which node of a cluster of FastK servers owns a symbol, and
+//! where clients reach it (docs/scale-out.md, "Symbol-sharded nodes").
+//!
+//! Each node is an ordinary FastK server with its own store; every series of a symbol
+//! lives on the node that owns the symbol. The map is the same JSON on every node
+//! (`cluster.shard_map`), and `cluster.node` names the node itself:
+//!
+//! ```json
+//! {"nodes": {"a": "grpc://10.0.0.1:8815", "b": "grpc://10.0.0.2:8815"},
+//!  "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}]}
+//! ```
+//!
+//! The owner of a symbol is the range with the greatest `from <= symbol` (byte order,
+//! as symbols are sorted everywhere else), so contiguous symbols stay on one node and
+//! a many-series answer stays in symbol order across nodes. What the map is used for
+//! is in `flight::info` (GetFlightInfo endpoints located on the owners) and the
+//! `shard-map` action (clients route their writes with it).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Most nodes a map may name: a map is read on every GetFlightInfo of many series,
+/// and each node is one call of the fan-out.
+pub const MAX_NODES: usize = 64;
+/// Most ranges a map may hold.
+pub const MAX_RANGES: usize = 4096;
+
+/// The map as configured (and as the `shard-map` action answers it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardMapJson {
+    /// Node name -> the Flight URI clients reach it at (`grpc://host:port` or
+    /// `grpc+tcp://host:port`).
+    pub nodes: BTreeMap<String, String>,
+    /// Symbol ranges, ascending by `from`; the first starts at "".
+    pub ranges: Vec<RangeJson>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeJson {
+    /// First symbol of the range (inclusive); the range ends where the next begins.
+    pub from: String,
+    /// The node owning the range.
+    pub node: String,
+}
+
+/// A validated shard map, seen from one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// This node's name (a key of `map.nodes`).
+    me: String,
+    /// The map, validated: ranges strictly ascending from "", every node named.
+    map: ShardMapJson,
+}
+
+impl Cluster {
+    /// `None` when both keys are empty (no cluster: every series is local); the map
+    /// otherwise, or why it is not usable.
+    pub fn parse(node: &str, shard_map: &str) -> Result<Option<Cluster>, String> {
+        match (node.is_empty(), shard_map.trim().is_empty()) {
+            (true, true) => return Ok(None),
+            (false, true) => {
+                return Err("cluster.node is set: cluster.shard_map must be too".into());
+            }
+            (true, false) => {
+                return Err("cluster.shard_map is set: cluster.node must name this node".into());
+            }
+            (false, false) => {}
+        }
+        let map: ShardMapJson = serde_json::from_str(shard_map).map_err(|e| {
+            format!(
+                "cluster.shard_map must be JSON like {{\"nodes\": {{\"a\": \"grpc://host:port\"}}, \"ranges\": [{{\"from\": \"\", \"node\": \"a\"}}]}}: {e}"
+            )
+        })?;
+        if map.nodes.is_empty() || map.nodes.len() > MAX_NODES {
+            return Err(format!("cluster.shard_map: 1 to {MAX_NODES} nodes"));
+        }
+        for (name, uri) in &map.nodes {
+            let rest = uri
+                .strip_prefix("grpc://")
+                .or_else(|| uri.strip_prefix("grpc+tcp://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+                return Err(format!(
+                    "cluster.shard_map: node {name:?} has URI {uri:?}; expected grpc://host:port"
+                ));
+            }
+        }
+        if map.ranges.is_empty() || map.ranges.len() > MAX_RANGES {
+            return Err(format!("cluster.shard_map: 1 to {MAX_RANGES} ranges"));
+        }
+        if !map.ranges[0].from.is_empty() {
+            return Err("cluster.shard_map: the first range must start at \"\"".into());
+        }
+        for w in map.ranges.windows(2) {
+            if w[0].from >= w[1].from {
+                return Err(format!(
+                    "cluster.shard_map: ranges must ascend strictly by from ({:?} then {:?})",
+                    w[0].from, w[1].from
+                ));
+            }
+        }
+        if let Some(r) = map.ranges.iter().find(|r| !map.nodes.contains_key(&r.node)) {
+            return Err(format!(
+                "cluster.shard_map: range {:?} names node {:?}, which is not in nodes",
+                r.from, r.node
+            ));
+        }
+        if !map.nodes.contains_key(node) {
+            return Err(format!(
+                "cluster.node {node:?} is not a node of cluster.shard_map"
+            ));
+        }
+        Ok(Some(Cluster {
+            me: node.to_string(),
+            map,
+        }))
+    }
+
+    /// This node's name.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The node owning `symbol`: the range with the greatest `from <= symbol`.
+    pub fn owner(&self, symbol: &str) -> &str {
+        let i = self
+            .map
+            .ranges
+            .partition_point(|r| r.from.as_str() <= symbol);
+        // The first range starts at "", which every symbol is at or after.
+        debug_assert!(i >= 1);
+        &self.map.ranges[i.max(1) - 1].node
+    }
+
+    /// Whether `node` is this node.
+    pub fn is_me(&self, node: &str) -> bool {
+        node == self.me
+    }
+
+    /// The Flight URI of `node`, as clients reach it.
+    pub fn uri(&self, node: &str) -> Option<&str> {
+        self.map.nodes.get(node).map(String::as_str)
+    }
+
+    /// Every node owning a range, in the order of their first range (symbol order).
+    pub fn owners_in_order(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for r in &self.map.ranges {
+            if !out.contains(&r.node.as_str()) {
+                out.push(&r.node);
+            }
+        }
+        out
+    }
+
+    /// `symbols` sorted (as a many-series read orders them) and cut into runs of
+    /// consecutive symbols of one range, each with its owner, in symbol order: the
+    /// parts' answers put one after the other are in symbol order.
+    pub fn split<'a>(&self, symbols: &'a [String]) -> Vec<(&str, Vec<&'a str>)> {
+        let mut sorted: Vec<&'a str> = symbols.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        let range_of = |s: &str| self.map.ranges.partition_point(|r| r.from.as_str() <= s);
+        let mut parts: Vec<(usize, Vec<&'a str>)> = Vec::new();
+        for s in sorted {
+            let r = range_of(s);
+            match parts.last_mut() {
+                Some((last, v)) if *last == r => v.push(s),
+                _ => parts.push((r, vec![s])),
+            }
+        }
+        parts
+            .into_iter()
+            .map(|(r, v)| (self.map.ranges[r.max(1) - 1].node.as_str(), v))
+            .collect()
+    }
+
+    /// Whether every node owns one run of consecutive ranges: then the answers of the
+    /// nodes in [`Cluster::owners_in_order`] put one after the other are in symbol
+    /// order, for `"*"` too.
+    pub fn contiguous(&self) -> bool {
+        let mut seen: Vec<&str> = Vec::new();
+        for r in &self.map.ranges {
+            if seen.last() != Some(&r.node.as_str()) {
+                if seen.contains(&r.node.as_str()) {
+                    return false;
+                }
+                seen.push(&r.node);
+            }
+        }
+        true
+    }
+
+    /// The map as configured.
+    pub fn map(&self) -> &ShardMapJson {
+        &self.map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAP: &str = r#"{"nodes": {"a": "grpc://127.0.0.1:1", "b": "grpc+tcp://127.0.0.1:2"},
+        "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}, {"from": "T", "node": "a"}]}"#;
+
+    #[test]
+    fn owner_is_the_range_with_the_greatest_from_at_or_below() {
+        let c = Cluster::parse("a", MAP).unwrap().unwrap();
+        for (s, want) in [
+            ("", "a"),
+            ("AAA", "a"),
+            ("LZZZ", "a"),
+            ("M", "b"),
+            ("MA", "b"),
+            ("SZZ", "b"),
+            ("T", "a"),
+            ("ZZZ", "a"),
+            ("m", "a"),
+        ] {
+            assert_eq!(c.owner(s), want, "{s}");
+        }
+        assert_eq!(c.owners_in_order(), ["a", "b"]);
+        let syms: Vec<String> = ["N", "A", "U", "O"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            c.split(&syms),
+            vec![("a", vec!["A"]), ("b", vec!["N", "O"]), ("a", vec!["U"])]
+        );
+        assert!(!c.contiguous(), "a owns two ranges with b's between them");
+        let two = r#"{"nodes": {"a": "grpc://h:1", "b": "grpc://h:2"},
+            "ranges": [{"from": "", "node": "a"}, {"from": "F", "node": "a"}, {"from": "M", "node": "b"}]}"#;
+        assert!(Cluster::parse("b", two).unwrap().unwrap().contiguous());
+        assert!(c.is_me("a") && !c.is_me("b"));
+        assert_eq!(c.uri("b"), Some("grpc+tcp://127.0.0.1:2"));
+    }
+
+    #[test]
+    fn bad_maps_are_refused_with_the_reason() {
+        assert_eq!(Cluster::parse("", ""), Ok(None));
+        for (node, map, needle) in [
+            ("a", "", "shard_map must be"),
+            ("", MAP, "cluster.node must"),
+            ("c", MAP, "not a node"),
+            ("a", "{", "JSON"),
+            ("a", r#"{"nodes": {}, "ranges": []}"#, "nodes"),
+            (
+                "a",
+                r#"{"nodes": {"a": "http://x:1"}, "ranges": [{"from": "", "node": "a"}]}"#,
+                "grpc://",
+            ),
+            (
+                "a",
+                r#"{"nodes": {"a": "grpc://x:1"}, "ranges": [{"from": "B", "node": "a"}]}"#,
+                "start at",
+            ),
+            (
+                "a",
+                r#"{"nodes": {"a": "grpc://x:1"}, "ranges": [{"from": "", "node": "a"}, {"from": "", "node": "a"}]}"#,
+                "ascend",
+            ),
+            (
+                "a",
+                r#"{"nodes": {"a": "grpc://x:1"}, "ranges": [{"from": "", "node": "z"}]}"#,
+                "not in nodes",
+            ),
+            (
+                "a",
+                r#"{"nodes": {"a": "grpc://x:1"}, "ranges": [{"from": "", "node": "a"}], "epoch": 1}"#,
+                "JSON",
+            ),
+        ] {
+            let e = Cluster::parse(node, map).unwrap_err();
+            assert!(e.contains(needle), "{node} {map}: {e}");
+        }
+    }
+}
