@@ -392,7 +392,7 @@ impl Registry {
                 Some(_) => {}
             }
         }
-        for (key, _) in &valid {
+        for key in valid.keys() {
             if !truth_keys.contains(key) {
                 report.removed.push(key.to_string());
             }
