@@ -503,3 +503,26 @@ fn writes_wait_for_the_fold_when_the_log_is_over_its_limits() {
     assert_eq!(rows(s1).len(), before + accepted + 1);
     assert_eq!(rows(s0).len(), 101);
 }
+
+/// Open lists each series directory once: the temp files of an unpublished write are
+/// removed (and reported) by that one sweep, next to the uncommitted chunks.
+#[test]
+fn an_open_removes_temp_files_and_reports_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (s, _) = store.register(meta("T")).unwrap();
+    store.write(&s, one(JAN_2024, 1), None).unwrap();
+    let sdir = s.dir().to_path_buf();
+    drop(s);
+    drop(store);
+    std::fs::write(sdir.join(".tmp-7-8-x.chunk"), b"partial").unwrap();
+    std::fs::write(sdir.join(".tmp-MANIFEST-9"), b"partial").unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let notes: Vec<_> = store.recovery().to_vec();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].temp_files_removed, 2);
+    assert!(notes[0].unknown_files.is_empty(), "{notes:?}");
+    assert!(!sdir.join(".tmp-7-8-x.chunk").exists());
+    let s = store.get(&meta("T").key).unwrap();
+    assert_eq!(rows(&s), vec![(JAN_2024, 1)]);
+}

@@ -628,6 +628,13 @@ def t_many_series(r: dict) -> str:
                     f"to be folded (sampled every 0.5 s)"
                     + (f"; server peak RSS {v['peak_rss_bytes'] / 1e9:.2f} GB" if v.get("peak_rss_bytes") else "")
                     + ".")
+    for k, v in shown.items():
+        if v.get("du_bytes_compressed") is not None:
+            out += (f" {k}, after `POST /v1/admin/compact` ({v['compact_s']:.1f} s; the background pass does the "
+                    f"same once a month is `storage.compress_after_s` old): {v['files_compressed']:,} files, "
+                    f"{v['du_bytes_compressed'] / 1e9:.2f} GB on disk (du), inventory total_bytes "
+                    f"{v['inventory_total_bytes_compressed'] / 1e9:.2f} GB: "
+                    f"{v['inventory_total_bytes_compressed'] / d['rows']:.2f} B per bar.")
     regs = {v["registration"]["method"] for v in ok(sysd).values() if v.get("registration")}
     if regs:
         out += " Registration: " + "; ".join(sorted(regs)) + "."

@@ -76,6 +76,7 @@ impl Engine {
     /// Opens the store and registry under `config.storage.root`, recovering both.
     pub fn open(config: Config) -> Result<Arc<Engine>> {
         let root = config.storage.root.clone();
+        let started = std::time::Instant::now();
         // An open that fails on corrupt data says which file and why (the operator is
         // reading this, not a client); the write-ahead log's message names the repair.
         let store = Store::open(&root, config.storage.store_options()).map_err(|e| match e {
@@ -85,9 +86,18 @@ impl Engine {
             ),
             e => Error::from(e),
         })?;
+        let store_ms = started.elapsed().as_millis() as u64;
         let mut issues = Vec::new();
         let registry = catalog::open_registry(&root, &mut issues)?;
         catalog::reconcile_on_open(&store, &registry)?;
+        // What a restart costs, and where (docs/operations.md, "After a crash").
+        tracing::info!(
+            series = store.list().len(),
+            store_ms,
+            registry_ms = started.elapsed().as_millis() as u64 - store_ms,
+            replayed_records = store.wal_recovery().records,
+            "store opened"
+        );
         for n in store.recovery() {
             tracing::info!(notes = ?n, "recovery");
             for f in &n.unknown_files {

@@ -57,8 +57,9 @@ pub(crate) fn open_series(
         series: rel.clone(),
         ..Default::default()
     };
-    notes.temp_files_removed =
-        fsio::remove_temp_files(&dir).map_err(|e| StorageError::io(rel.clone(), e))?;
+    // Temp files (unpublished writes) are removed by the sweep below, in the one
+    // listing of the directory an open makes: neither the manifest nor a rebuild
+    // reads them.
     let manifest = match read_manifest(&dir, &rel) {
         Ok(m) => m,
         Err(reason) => {
@@ -120,7 +121,8 @@ pub fn read_manifest(dir: &Path, rel: &str) -> Result<Manifest, String> {
     Manifest::decode(&bytes).map_err(|e| format!("{rel}/{MANIFEST_NAME}: {e}"))
 }
 
-/// Removes files that the manifest proves are garbage; reports the ones it cannot place.
+/// Removes temp files and the files the manifest proves are garbage; reports the ones
+/// it cannot place.
 fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std::io::Result<()> {
     let live: HashSet<(i32, u64)> = m
         .entries
@@ -139,6 +141,12 @@ fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std:
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
         if name == MANIFEST_NAME {
+            continue;
+        }
+        if name.starts_with(TEMP_PREFIX) {
+            fs::remove_file(entry.path())?;
+            notes.temp_files_removed += 1;
+            removed_any = true;
             continue;
         }
         match parse_data_file_name(&name) {
