@@ -21,8 +21,8 @@ use super::doget::ReadPlan;
 use super::error::{internal, invalid};
 use super::ticket::{GetCommand, ReadCommand, Target, whole_series_ticket};
 use crate::cluster::Cluster;
-use crate::query::Engine;
 use crate::query::market::spec::Symbols;
+use crate::query::{Engine, page_bounds};
 use crate::record::SeriesKind;
 use crate::storage::Series;
 use crate::storage::batch::Projection;
@@ -328,15 +328,9 @@ pub fn list(
         .map(|s| (s.meta.key.to_string(), s))
         .collect();
     series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let start = c
-        .after
-        .as_deref()
-        .map_or(0, |a| series.partition_point(|(k, _)| k.as_str() <= a));
-    let end = c
-        .limit
-        .map_or(series.len(), |l| start.saturating_add(l).min(series.len()));
-    series.truncate(end);
-    series.drain(..start);
+    let page = page_bounds(&series, c.after.as_deref(), c.limit);
+    series.truncate(page.end);
+    series.drain(..page.start);
     let mut last: Option<(SchemaRef, Bytes)> = None;
     Ok(series.into_iter().map(move |(_, s)| {
         let key = &s.meta.key;

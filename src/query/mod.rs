@@ -641,13 +641,7 @@ impl Engine {
         let mut keyed: Vec<(String, Arc<Series>)> =
             all.drain(..).map(|s| (s.meta.key.to_string(), s)).collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        let start = q
-            .after
-            .as_deref()
-            .map_or(0, |a| keyed.partition_point(|(k, _)| k.as_str() <= a));
-        let end = q
-            .limit
-            .map_or(keyed.len(), |l| (start + l).min(keyed.len()));
+        let std::ops::Range { start, end } = page_bounds(&keyed, q.after.as_deref(), q.limit);
         let with_partitions = q.partitions.unwrap_or(true);
         let page = &keyed[start..end];
         let w = self.store.wal_stats();
@@ -770,6 +764,19 @@ fn slice_stream(
         Some(n) => Box::new(snap.latest(range, n)?.into_iter().map(Ok)),
         None => Box::new(snap.range(range)),
     })
+}
+
+/// The page of `sorted` (ascending by its key text) that starts after the key `after`
+/// and holds at most `limit` entries, as an index range: how `/inventory`, its Flight
+/// action and ListFlights page a store of many series.
+pub fn page_bounds<T>(
+    sorted: &[(String, T)],
+    after: Option<&str>,
+    limit: Option<usize>,
+) -> std::ops::Range<usize> {
+    let start = after.map_or(0, |a| sorted.partition_point(|(k, _)| k.as_str() <= a));
+    let end = limit.map_or(sorted.len(), |l| start.saturating_add(l).min(sorted.len()));
+    start..end
 }
 
 /// Milliseconds since the Unix epoch, now.
