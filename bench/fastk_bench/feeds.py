@@ -258,21 +258,24 @@ def _records(hc: HttpClient, symbol: str, timeframe: str, start: int, end: int) 
 
 
 class Restarted:
-    """A fastk started again on an existing root, on fixed free loopback ports (the same
-    environment as procs.FastK, without the Unix socket), timed from the spawn until
-    `GET /health` answers 200 (polled every 5 ms on a fresh connection)."""
+    """A fastk started on a root (again, or new), on fixed free loopback ports (the same
+    environment as procs.FastK, without the Unix socket; `flight_port` and `env_extra`
+    when given, as a node of a shard map needs), timed from the spawn until `GET
+    /health` answers 200 (polled every 5 ms on a fresh connection)."""
 
-    def __init__(self, binary: pathlib.Path, root: pathlib.Path, log_path: pathlib.Path, timeout_s: float = 900):
+    def __init__(self, binary: pathlib.Path, root: pathlib.Path, log_path: pathlib.Path, timeout_s: float = 900,
+                 flight_port: int | None = None, env_extra: dict | None = None):
         self.root = root
+        fp = flight_port or procs.free_port()
         hp = procs.free_port()
-        fp = procs.free_port()
-        while fp == hp:
-            fp = procs.free_port()
+        while hp == fp:
+            hp = procs.free_port()
         self.http, self.flight = f"127.0.0.1:{hp}", f"127.0.0.1:{fp}"
         env = dict(os.environ)
         env.update(FASTK__STORAGE__ROOT=str(root), FASTK__HTTP__ADDR=self.http, FASTK__FLIGHT__ADDR=self.flight,
                    FASTK__LOG__LEVEL=os.environ.get("FASTK_BENCH_LOG", "warn,fastk::server=info"))
         env.pop("FASTK__FLIGHT__UNIX_SOCKET", None)
+        env.update(env_extra or {})
         t = time.perf_counter()
         self.proc = procs.start_process([str(binary)], log_path, env)
         deadline = t + timeout_s
@@ -906,11 +909,11 @@ class _LogWatch:
         return {**self.peak, "samples": self.samples}
 
 
-def _peak_rss(pid: int) -> int | None:
-    """The process's peak resident set (VmHWM), in bytes."""
+def _vm(pid: int, key: str) -> int | None:
+    """A `/proc/<pid>/status` figure (VmRSS, VmHWM), in bytes."""
     try:
         for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -961,7 +964,7 @@ def _many_fastk(binary, root: pathlib.Path, logs: pathlib.Path, name: str, tpl: 
         # storage.fold_age_s after their write); the clean stop below folds them.
         fold_s, lg = _wait_folded(hc, limit_s=120)
         res["log_peak"] = watch.stop()
-        res["peak_rss_bytes"] = _peak_rss(server.proc.pid)
+        res["peak_rss_bytes"] = _vm(server.proc.pid, "VmHWM")
         log(f"  log peak: {res['log_peak']['bytes'] / 1e9:.2f} GB in {res['log_peak']['segments']} segments, "
             f"{res['log_peak']['unfolded_rows']:,} unfolded rows ({res['log_peak']['unfolded_bytes'] / 1e9:.2f} GB "
             f"in memory); server peak RSS {(res['peak_rss_bytes'] or 0) / 1e9:.2f} GB")
@@ -1104,17 +1107,6 @@ RESTART_TARGET_S = 5.0
 
 def scale_symbol(i: int) -> str:
     return f"{SCALE_PREFIX}{i:06d}"
-
-
-def _vm(pid: int, key: str) -> int | None:
-    """A `/proc/<pid>/status` figure (VmRSS, VmHWM), in bytes."""
-    try:
-        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _metric(hc: HttpClient, name: str) -> float | None:

@@ -694,7 +694,7 @@ def t_compression(r: dict) -> str:
                 for k, v in c["codecs"].items()]
         out.append(f"Codecs on {what} (sum over columns; speed in MB of raw column bytes/s, best of 3):\n\n"
                    + table(["codec", "bytes/row", "ratio", "compress MB/s", "decompress MB/s"], rows))
-    b, a, ref = d["fastk_before"], d["fastk_after"], d.get("fastk_reference") or {}
+    b, a = d["fastk_before"], d["fastk_after"]
     kb, ka = b["per_kind"].get("kline", {}), a["per_kind"].get("kline", {})
     sb, sa = b["per_kind"].get("scalar", {}), a["per_kind"].get("scalar", {})
     fk_k, fk_s = ka.get("bytes"), sa.get("bytes")

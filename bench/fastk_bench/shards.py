@@ -26,7 +26,6 @@ import pathlib
 import shutil
 import statistics
 import time
-import http.client
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -36,6 +35,7 @@ import pyarrow.flight as flight
 
 from . import procs
 from .dataset import MINUTE_MS, TS_TYPE, ms
+from .feeds import Restarted
 from .systems import HttpClient
 from .workloads import log
 
@@ -46,38 +46,6 @@ PULL_THREADS = 6
 
 def params(q: bool) -> dict:
     return dict(shard_symbols=6 if q else 12, shard_bars=(30 if q else 365) * 1440, shard_reps=3 if q else 9)
-
-
-class Node:
-    """A fastk on fixed loopback ports with extra environment, up once /health is 200."""
-
-    def __init__(self, binary: pathlib.Path, root: pathlib.Path, log_path: pathlib.Path, flight_port: int,
-                 env_extra: dict):
-        self.http = f"127.0.0.1:{procs.free_port()}"
-        self.flight = f"127.0.0.1:{flight_port}"
-        env = dict(os.environ)
-        env.update(FASTK__STORAGE__ROOT=str(root), FASTK__HTTP__ADDR=self.http, FASTK__FLIGHT__ADDR=self.flight,
-                   FASTK__LOG__LEVEL=os.environ.get("FASTK_BENCH_LOG", "warn"), **env_extra)
-        env.pop("FASTK__FLIGHT__UNIX_SOCKET", None)
-        self.proc = procs.start_process([str(binary)], log_path, env)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fastk exited: {log_path.read_text(errors='replace')[-1000:]}")
-            try:
-                c = http.client.HTTPConnection(*self.http.split(":"), timeout=2)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    c.close()
-                    return
-                c.close()
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("fastk did not answer /health within 120 s")
-
-    def stop(self) -> None:
-        procs._terminate(self.proc)
 
 
 def _symbols(n: int) -> list[str]:
@@ -95,7 +63,7 @@ def _table(n_bars: int, i: int) -> pa.Table:
                      "volume": rng.integers(0, 10_000, n_bars, dtype=np.int64)})
 
 
-def _load(node: Node, syms: list[str], tables: dict) -> None:
+def _load(node: Restarted, syms: list[str], tables: dict) -> None:
     hc = HttpClient(node.http)
     for s in syms:
         hc.request("POST", "/v1/kline/series", json.dumps({"symbol": s, "timeframe": "1m", "price_scale": 100,
@@ -149,7 +117,7 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
                          f"the first node, then every endpoint pulled on {PULL_THREADS} threads at its location, "
                          f"read into pyarrow Tables; the cross section likewise with \"latest\": 1. Median of "
                          f"{reps} reps, layouts interleaved.")}
-    nodes: dict[int, list[Node]] = {}
+    nodes: dict[int, list[Restarted]] = {}
     try:
         for k in LAYOUTS:
             ports = [procs.free_port() for _ in range(k)]
@@ -164,7 +132,7 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
                 e = dict(env)
                 if k > 1:
                     e["FASTK__CLUSTER__NODE"] = names[j]
-                node = Node(binary, root, logs / f"fastk-shards-{k}-{names[j]}.log", ports[j], e)
+                node = Restarted(binary, root, logs / f"fastk-shards-{k}-{names[j]}.log", 120, ports[j], e)
                 nodes[k].append(node)
                 _load(node, syms[j * per:(j + 1) * per], tables)
             log(f"shards: {k} node(s) loaded")
