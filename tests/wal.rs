@@ -526,3 +526,67 @@ fn an_open_removes_temp_files_and_reports_them() {
     let s = store.get(&meta("T").key).unwrap();
     assert_eq!(rows(&s), vec![(JAN_2024, 1)]);
 }
+
+/// The story: the hard memory limit (twice `storage.fold_memory_bytes`) was checked
+/// once per fold pass, so the rows that arrived between two passes took memory past
+/// it (1.16 GB against a 1.07 GB bound in the 100,000-series benchmark). The store now
+/// counts the bytes waiting in memory as each series swaps states, and the committer
+/// checks that count before every group: with the fold held, memory stops within one
+/// write of the limit and the writes past it are refused, writing nothing.
+#[test]
+fn the_memory_hard_limit_holds_per_write_while_the_fold_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget: u64 = 32 << 10;
+    let mut o = opts();
+    o.wal.memory_bytes = budget;
+    o.wal.fold_threads = 1;
+    o.wal.full_wait = Duration::from_millis(300);
+    let store = Store::open(dir.path(), o).unwrap();
+    let (s0, _) = store.register(meta("M0")).unwrap();
+    let (s1, _) = store.register(meta("M1")).unwrap();
+    // Series M0's fold parks at its first fsync; with one fold thread the pass that
+    // the budget triggers folds M0 first, so nothing leaves memory while it is held.
+    let (armed, gate) = failpoints::pause(s0.dir(), Op::Fsync);
+    store.write(&s0, one(JAN_2024, 1), None).unwrap();
+    let mut peak = 0;
+    let mut refused = None;
+    let mut accepted = 0usize;
+    for n in 0..20_000i64 {
+        match store.write(&s1, one(JAN_2024 + n * MINUTE, n), None) {
+            Ok(_) => accepted += 1,
+            Err(StorageError::Unavailable(why)) => {
+                refused = Some(why);
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+        peak = peak.max(store.wal_stats().unfolded_bytes);
+    }
+    let why = refused.expect("a write is refused once memory is past twice the budget");
+    assert!(why.contains("over its limits"), "{why}");
+    // One write adds at most a new in-memory chunk (its header and one row) past the
+    // check that let it in.
+    let one_write = 4 << 10;
+    assert!(
+        peak <= 2 * budget + one_write,
+        "rows in memory reached {peak} bytes (hard limit {})",
+        2 * budget
+    );
+    assert!(peak > budget, "the budget was reached ({peak} bytes)");
+    assert_eq!(
+        rows(&s1).len(),
+        accepted,
+        "the refused write is not visible"
+    );
+    gate.wait_reached();
+    gate.release();
+    drop(armed);
+    // The fold goes on and brings memory back under the limit; writes go through.
+    store
+        .write(&s1, one(JAN_2024 + 30_000 * MINUTE, 1), None)
+        .unwrap();
+    assert_eq!(rows(&s1).len(), accepted + 1);
+    assert_eq!(rows(&s0).len(), 1);
+    store.fold_all();
+    assert_eq!(store.wal_stats().unfolded_bytes, 0);
+}

@@ -76,6 +76,11 @@ pub struct StoreOptions {
     /// The store's mapping and zone-map cache. `Store::open` installs a fresh one sized
     /// by the two keys above, so every open store has its own.
     pub map_cache: Arc<mapcache::MapCache>,
+    /// Bytes of rows waiting in memory to be folded, over every series of the store.
+    /// The committer checks it before every group (the hard memory limit holds per
+    /// write, not per fold pass) and the fold pass reads it without visiting every
+    /// series. `Store::open` installs a fresh one.
+    pub unfolded_bytes: Arc<wal::UnfoldedBytes>,
 }
 
 impl Default for StoreOptions {
@@ -96,6 +101,7 @@ impl Default for StoreOptions {
                 mapcache::DEFAULT_MAX_MAPPED_FILES,
                 mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
             ),
+            unfolded_bytes: Arc::default(),
         }
     }
 }
@@ -174,6 +180,7 @@ impl Store {
             opts.zonemap_cache_bytes,
             opts.decompressed_cache_bytes,
         );
+        opts.unfolded_bytes = Arc::default();
         let root = root.as_ref().to_path_buf();
         let io = |what: &str| {
             let what = what.to_string();
@@ -904,7 +911,13 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
         tracing::info!(log_end = ?log_end, last, "the manifests are ahead of the log: folded and started the log afresh");
         segments.clear();
     }
-    let wal = wal::Wal::open(&dir, opts.wal.clone(), last, &segments)?;
+    let wal = wal::Wal::open(
+        &dir,
+        opts.wal.clone(),
+        Arc::clone(&opts.unfolded_bytes),
+        last,
+        &segments,
+    )?;
     Ok((wal, rec))
 }
 
@@ -921,15 +934,9 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
         .cloned()
         .collect();
     let o = &w.opts;
-    let memory: u64 = list
-        .iter()
-        .filter_map(|s| s.snapshot().unfolded.map(|u| u.bytes))
-        .sum();
-    let over_memory = memory > o.memory_bytes;
-    if memory > o.memory_bytes.saturating_mul(2) {
-        // Writers wait until this pass has folded every series (below).
-        w.set_behind(true);
-    }
+    // Past the soft limit every series is folded; past the hard one (twice it) the
+    // committer is already holding writers until this pass brings it back under.
+    let over_memory = w.unfolded_bytes() > o.memory_bytes;
     let open_first = w.open_segment_first();
     let over_log = w.bytes() > o.max_log_bytes;
     let due: Vec<&Arc<Series>> = list
@@ -989,11 +996,6 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
         failed: failed.into_inner(),
         segments_removed: 0,
     };
-    if over_memory {
-        // Every series was due: what is left in memory is what arrived meanwhile (or
-        // what a failed fold kept, which the next pass counts again).
-        w.set_behind(false);
-    }
     match w.remove_folded(keep_from) {
         Ok(n) => report.segments_removed = n as u64,
         Err(e) => tracing::error!(error = %e, "could not remove a folded log segment"),

@@ -123,7 +123,7 @@ impl Series {
         opts: StoreOptions,
         snap: Snapshot,
     ) -> Series {
-        Series {
+        let series = Series {
             meta,
             dir: Arc::new(dir),
             rel_dir: rel_dir.into(),
@@ -132,7 +132,26 @@ impl Series {
             deleted: AtomicBool::new(false),
             on_disk: Mutex::new(snap.to_manifest()),
             current: RwLock::new(Arc::new(snap)),
-        }
+        };
+        series.account_unfolded(unfolded_bytes(&series.snapshot()), 0);
+        series
+    }
+
+    /// Swaps in the series' next state: the one place that does, so the store-wide
+    /// count of bytes waiting in memory (`StoreOptions::unfolded_bytes`) moves by
+    /// exactly what this series' state changed.
+    fn set_current(&self, next: Arc<Snapshot>) {
+        let added = unfolded_bytes(&next);
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let prev = std::mem::replace(&mut *current, next);
+        // Under the state's lock: two swaps of one series count in the order they
+        // swapped, so the store's count never dips below this series' share.
+        self.account_unfolded(added, unfolded_bytes(&prev));
+        drop(current);
+    }
+
+    fn account_unfolded(&self, added: u64, removed: u64) {
+        self.opts.unfolded_bytes.shift(added, removed);
     }
 
     /// The current committed state. Cheap: an `Arc` clone under a read lock.
@@ -424,7 +443,7 @@ impl Series {
 
     /// Installs a state made by [`Series::apply_logged`] once its log record is durable.
     pub(super) fn install_logged(&self, _guard: &MutexGuard<'_, ()>, snap: Arc<Snapshot>) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = snap;
+        self.set_current(snap);
     }
 
     /// Checks a write's shape, size and timestamps and sorts it by `ts` (refusing a
@@ -822,7 +841,7 @@ impl Series {
         assert_next(snap, &next, bump);
         match self.publish_manifest(&next.to_manifest()) {
             Ok(()) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                self.set_current(Arc::new(next));
                 for c in superseded {
                     c.mark_obsolete();
                 }
@@ -839,7 +858,7 @@ impl Series {
                 // The chunks the write superseded are not unlinked, in case the old
                 // manifest is the one a crash brings back.
                 drop(superseded);
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                self.set_current(Arc::new(next));
                 Err(e)
             }
         }
@@ -1081,7 +1100,7 @@ impl Series {
     /// Replaces the current snapshot after recovery or maintenance committed a manifest.
     pub(crate) fn install(&self, snap: Snapshot) {
         *self.on_disk.lock().unwrap_or_else(|p| p.into_inner()) = snap.to_manifest();
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+        self.set_current(Arc::new(snap));
     }
 
     /// Holds the writer lock while `f` runs (admin actions that rewrite the manifest).
@@ -1090,6 +1109,20 @@ impl Series {
         let _guard = self.lock_folded()?;
         f()
     }
+}
+
+/// A series that goes (deleted, or its store closed) takes its rows in memory out of
+/// the store's count.
+impl Drop for Series {
+    fn drop(&mut self) {
+        let held = unfolded_bytes(&self.snapshot());
+        self.account_unfolded(0, held);
+    }
+}
+
+/// Bytes of a state's rows waiting in memory to be folded.
+fn unfolded_bytes(snap: &Snapshot) -> u64 {
+    snap.unfolded.as_ref().map_or(0, |u| u.bytes)
 }
 
 fn push_row(cols: &mut [Vec<i64>], src: &[&[i64]], j: usize) {

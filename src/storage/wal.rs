@@ -127,6 +127,40 @@ impl Default for WalOptions {
     }
 }
 
+/// Bytes of rows waiting in memory to be folded, over every series of a store. Each
+/// series moves it by exactly the change of its own state (`Series::set_current`, the
+/// one place a state is swapped, and its drop), so it is the sum of their shares
+/// without visiting them: the committer checks it before every group.
+#[derive(Debug, Default)]
+pub struct UnfoldedBytes(AtomicU64);
+
+impl UnfoldedBytes {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// One series' share moved from `removed` to `added` bytes.
+    pub(super) fn shift(&self, added: u64, removed: u64) {
+        if added >= removed {
+            self.0.fetch_add(added - removed, Ordering::SeqCst);
+        } else {
+            let before = self.0.fetch_sub(removed - added, Ordering::SeqCst);
+            assert!(
+                before >= removed - added,
+                "unfolded bytes: the store's count holds every series' share"
+            );
+        }
+    }
+}
+
+/// One count per open store: compared by identity, like the map cache.
+impl PartialEq for UnfoldedBytes {
+    fn eq(&self, other: &UnfoldedBytes) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+impl Eq for UnfoldedBytes {}
+
 // ---------------------------------------------------------------- records
 
 /// Why bytes at an offset are not a whole valid record.
@@ -512,11 +546,11 @@ pub struct Wal {
     poisoned: Mutex<Option<String>>,
     /// Pokes the fold thread (a series crossed a threshold).
     pub(super) fold_wake: (Mutex<bool>, Condvar),
-    /// Set by the fold pass while the rows waiting in memory are past twice
-    /// `memory_bytes`: the committer then holds new writes until the fold has caught
-    /// up ([`Wal::over_limits`]), so a sustained many-series load cannot grow memory
-    /// and the log without bound.
-    behind: std::sync::atomic::AtomicBool,
+    /// Bytes of rows waiting in memory over every series (`StoreOptions::unfolded_bytes`,
+    /// kept by the series as they swap states). Past twice `memory_bytes` the committer
+    /// holds new writes until the fold has caught up ([`Wal::over_limits`]), so a
+    /// sustained many-series load cannot grow memory and the log without bound.
+    unfolded: Arc<UnfoldedBytes>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -535,6 +569,7 @@ impl Wal {
     pub fn open(
         dir: &Path,
         opts: WalOptions,
+        unfolded: Arc<UnfoldedBytes>,
         last_lsn: u64,
         segments: &[(u64, u64, u64)],
     ) -> Result<Wal> {
@@ -573,7 +608,7 @@ impl Wal {
             records: AtomicU64::new(0),
             poisoned: Mutex::new(None),
             fold_wake: (Mutex::new(false), Condvar::new()),
-            behind: std::sync::atomic::AtomicBool::new(false),
+            unfolded,
         })
     }
 
@@ -701,20 +736,21 @@ impl Wal {
 
     /// Whether the log is over its hard limits: more than twice `max_log_bytes` in
     /// closed segments (which folds can always free; the open one cannot be dropped),
-    /// or (as the last fold pass found) rows in memory past twice `memory_bytes`. The
-    /// soft limits make the fold fold; these make writers wait for it.
+    /// or rows in memory past twice `memory_bytes`. The soft limits make the fold fold;
+    /// these make writers wait for it. Checked before every group, so rows in memory
+    /// pass the hard limit by at most one group (itself bounded by
+    /// `storage.max_inflight_write_bytes`).
     pub fn over_limits(&self) -> bool {
-        if self.behind.load(Ordering::SeqCst) {
+        if self.unfolded_bytes() > self.opts.memory_bytes.saturating_mul(2) {
             return true;
         }
         let open = self.log.lock().unwrap_or_else(|p| p.into_inner()).len;
         self.bytes().saturating_sub(open) > self.opts.max_log_bytes.saturating_mul(2)
     }
 
-    /// Set by the fold pass: whether the rows waiting in memory are past twice
-    /// `memory_bytes`.
-    pub(super) fn set_behind(&self, behind: bool) {
-        self.behind.store(behind, Ordering::SeqCst);
+    /// Bytes of rows waiting in memory to be folded, over every series.
+    pub fn unfolded_bytes(&self) -> u64 {
+        self.unfolded.get()
     }
 
     /// Waits, poking the fold, while the log is over its limits: false when
@@ -861,6 +897,7 @@ impl Wal {
             }
         }
         poke |= self.bytes() > self.opts.max_log_bytes;
+        poke |= self.unfolded_bytes() > self.opts.memory_bytes;
         if poke {
             *self.fold_wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
             self.fold_wake.1.notify_all();
