@@ -63,6 +63,18 @@ enum AdminCommand {
     Inventory(RootArgs),
     /// Health as /health reports it.
     Health(RootArgs),
+    /// Publish every series once to an object store for read replicas (folds the log
+    /// first); a running server does this every replica.publish_interval_s.
+    Publish(PublishArgs),
+}
+
+#[derive(Debug, Args)]
+struct PublishArgs {
+    #[arg(long, default_value = "./data")]
+    root: PathBuf,
+    /// Object store URL, as replica.publish_to (file:///dir).
+    #[arg(long)]
+    to: String,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +189,60 @@ fn open_offline(root: PathBuf) -> Result<std::sync::Arc<Engine>, ExitCode> {
     })
 }
 
+/// `fastk admin publish`: one publication pass of a stopped primary. Objects left
+/// unreferenced are not deleted (they are younger than `replica.gc_grace_s` for this
+/// process); manifests of deleted series are.
+fn publish(p: PublishArgs) -> ExitCode {
+    let bucket = match crate::replica::Bucket::open(&p.to) {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("fastk: --to: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    let engine = match open_offline(p.root) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
+    let folded = engine.store.fold_all();
+    if folded.failed > 0 {
+        eprintln!(
+            "fastk: {} series could not be folded; their log rows are not published",
+            folded.failed
+        );
+    }
+    let c = &engine.config.replica;
+    let grace = std::time::Duration::from_secs(c.gc_grace_s);
+    let publisher = crate::replica::Publisher::new(bucket, grace, c.concurrency);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fastk: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(publisher.publish_once(&engine)) {
+        Ok(r) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "published": r.published, "unchanged": r.unchanged, "deleted": r.deleted,
+                    "objects_put": r.objects_put, "bytes_put": r.bytes_put, "failed": r.failed,
+                })
+            );
+            if r.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(why) => {
+            eprintln!("fastk: {why}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn admin(cmd: AdminCommand) -> ExitCode {
     let (action, args) = match cmd {
         AdminCommand::Inventory(r) => {
@@ -185,6 +251,7 @@ fn admin(cmd: AdminCommand) -> ExitCode {
         AdminCommand::Health(r) => {
             return print_json(open_offline(r.root).map(|e| serde_json::to_value(e.health())));
         }
+        AdminCommand::Publish(p) => return publish(p),
         AdminCommand::Validate(a) => (AdminAction::Validate, a),
         AdminCommand::Scrub(a) => (AdminAction::Scrub, a),
         AdminCommand::Repair(a) => (AdminAction::Repair, a),

@@ -20,6 +20,43 @@ pub struct Config {
     pub log: LogConfig,
     pub sql: SqlConfig,
     pub cluster: ClusterConfig,
+    pub replica: ReplicaConfig,
+}
+
+/// Read replicas through object storage (`src/replica`, docs/scale-out.md section 2).
+/// A primary publishes with `publish_to`; a replica follows with `follow_from` and
+/// refuses every write. Both empty, the default: neither.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaConfig {
+    /// Object store URL this primary publishes its sealed files and manifests to
+    /// (`file:///srv/fastk-objects`; `s3://`, `gs://`, `az://` need a build with the
+    /// `object_store` crate's cloud features).
+    pub publish_to: String,
+    /// Seconds between two publication passes.
+    pub publish_interval_s: u64,
+    /// Seconds an object stays in the store after no published manifest names it
+    /// (a replica that read the older manifest can still fetch it).
+    pub gc_grace_s: u64,
+    /// Object store URL this node follows as a read-only replica.
+    pub follow_from: String,
+    /// Seconds between two polls of the followed store.
+    pub poll_interval_s: u64,
+    /// Series published or followed at once (each its own sequence of object calls).
+    pub concurrency: usize,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            publish_to: String::new(),
+            publish_interval_s: 30,
+            gc_grace_s: 3_600,
+            follow_from: String::new(),
+            poll_interval_s: 10,
+            concurrency: 8,
+        }
+    }
 }
 
 /// Symbol-sharded nodes (`src/cluster.rs`, docs/scale-out.md): both empty, the
@@ -390,6 +427,7 @@ impl Config {
         if self.storage.root.as_os_str().is_empty() {
             return bad("storage.root", "must not be empty");
         }
+        self.replica.validate()?;
         if self.storage.max_chunks_per_month < 1 || self.storage.max_chunks_per_month > 1024 {
             return bad("storage.max_chunks_per_month", "must be between 1 and 1024");
         }
@@ -682,5 +720,40 @@ mod tests {
                 "{k}={v} accepted"
             );
         }
+    }
+}
+
+impl ReplicaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("replica.{k}: {why}")));
+        for (k, url) in [
+            ("publish_to", &self.publish_to),
+            ("follow_from", &self.follow_from),
+        ] {
+            if !url.is_empty()
+                && let Err(why) = crate::replica::check_url(url)
+            {
+                return Err(ConfigError(format!("replica.{k}: {why}")));
+            }
+        }
+        if !self.publish_to.is_empty() && !self.follow_from.is_empty() {
+            return bad(
+                "follow_from",
+                "a replica publishes nothing: set publish_to or follow_from, not both",
+            );
+        }
+        if !(1..=86_400).contains(&self.publish_interval_s) {
+            return bad("publish_interval_s", "must be between 1 and 86400");
+        }
+        if !(1..=86_400).contains(&self.poll_interval_s) {
+            return bad("poll_interval_s", "must be between 1 and 86400");
+        }
+        if self.gc_grace_s > 30 * 86_400 {
+            return bad("gc_grace_s", "must be at most 2592000 (30 days)");
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return bad("concurrency", "must be between 1 and 64");
+        }
+        Ok(())
     }
 }

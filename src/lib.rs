@@ -17,6 +17,8 @@
 //! - [`http`]: the axum JSON API, OpenAPI document and offline docs (a thin adapter).
 //! - [`flight`]: the Arrow Flight service (a thin adapter).
 //! - [`server`]: runs both listeners over one engine; graceful shutdown.
+//! - [`replica`]: read replicas through object storage: publishing sealed files and
+//!   manifests (`object_store`), following them into a read-only node's own root.
 //! - [`cluster`]: the static shard map of symbol-sharded nodes (who owns a symbol).
 //! - [`transfer`]: `fastk import` / `fastk export`: CSV, Parquet and Arrow IPC files in
 //!   and out, as one all-or-nothing write (a client of [`query`], never of chunk files).
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod query;
 pub mod record;
 pub mod registry;
+pub mod replica;
 pub mod server;
 pub mod storage;
 pub mod transfer;

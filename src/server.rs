@@ -97,6 +97,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     ));
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&engine), stop_rx.clone()));
     let compress_task = tokio::spawn(compress_loop(Arc::clone(&engine), stop_rx.clone()));
+    let replica_task = tokio::spawn(replica_loop(Arc::clone(&engine), stop_rx.clone()));
     let mut rx = stop_rx;
     let flight_engine = Arc::clone(&engine);
     let flight_task = tokio::spawn(async move {
@@ -116,7 +117,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         flight_addr,
         engine,
         stop,
-        tasks: vec![http_task, flight_task, retention_task, compress_task],
+        tasks: vec![
+            http_task,
+            flight_task,
+            retention_task,
+            compress_task,
+            replica_task,
+        ],
     })
 }
 
@@ -157,6 +164,59 @@ async fn compress_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         let pass = tokio::task::spawn_blocking(move || e.compress_sealed(crate::query::now_ms()));
         if let Err(e) = pass.await {
             tracing::error!(error = %e, "compression pass failed");
+        }
+    }
+}
+
+/// Publishes to `replica.publish_to` every `publish_interval_s`, or follows
+/// `replica.follow_from` every `poll_interval_s` (first pass at once), until the
+/// server stops; neither when both are empty (src/replica, docs/scale-out.md).
+async fn replica_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let c = engine.config.replica.clone();
+    let (url, every) = match (c.publish_to.is_empty(), c.follow_from.is_empty()) {
+        (false, _) => (c.publish_to.clone(), c.publish_interval_s),
+        (true, false) => (c.follow_from.clone(), c.poll_interval_s),
+        (true, true) => return,
+    };
+    let bucket = match crate::replica::Bucket::open(&url) {
+        Ok(b) => b,
+        Err(why) => {
+            tracing::error!(error = %why, "replica: cannot open the object store");
+            return;
+        }
+    };
+    let grace = std::time::Duration::from_secs(c.gc_grace_s);
+    let publisher = crate::replica::Publisher::new(bucket.clone(), grace, c.concurrency);
+    let follower = crate::replica::Follower::new(bucket, c.concurrency);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if !c.publish_to.is_empty() {
+            match publisher.publish_once(&engine).await {
+                Ok(r) if r.published + r.deleted + r.failed > 0 => {
+                    tracing::info!(report = ?r, "replica: published")
+                }
+                Ok(_) => {}
+                Err(why) => tracing::warn!(error = %why, "replica: publication pass failed"),
+            }
+            continue;
+        }
+        match follower.poll_once(&engine).await {
+            Ok(r) => {
+                if r.changed_catalog()
+                    && let Err(e) = engine.reconcile_catalog()
+                {
+                    tracing::warn!(error = %e.message, "replica: catalog reconcile failed");
+                }
+                if r.applied + r.deleted + r.failed > 0 {
+                    tracing::info!(report = ?r, "replica: followed");
+                }
+            }
+            Err(why) => tracing::warn!(error = %why, "replica: poll failed"),
         }
     }
 }

@@ -126,6 +126,41 @@ fn front_ends_do_not_reach_into_storage_internals() {
     }
 }
 
+/// Replicas sit above storage and below the servers: `object_store` appears only in
+/// `src/replica` (and the config check that calls it), storage never sees it, and the
+/// replica module does not depend on the query layer, the front ends or SQLite: it
+/// works on a `Store` and is driven by `server`.
+#[test]
+fn object_storage_stays_in_the_replica_module() {
+    for f in rust_files(&src()) {
+        let in_replica = f.starts_with(src().join("replica"));
+        for (n, line) in code_lines(&f) {
+            if line.contains("object_store") {
+                assert!(
+                    in_replica,
+                    "{}:{n}: object storage belongs to src/replica",
+                    f.display()
+                );
+            }
+            if in_replica {
+                for banned in [
+                    "crate::query",
+                    "crate::http",
+                    "crate::flight",
+                    "rusqlite",
+                    "crate::registry",
+                ] {
+                    assert!(
+                        !line.contains(banned),
+                        "{}:{n}: the replica module must not use {banned}",
+                        f.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn lib_rs_opens_with_a_module_map_naming_every_module() {
     let lib = fs::read_to_string(src().join("lib.rs")).unwrap();

@@ -72,6 +72,12 @@ impl From<RegistryError> for Error {
     }
 }
 
+impl AsRef<Store> for Engine {
+    fn as_ref(&self) -> &Store {
+        &self.store
+    }
+}
+
 impl Engine {
     /// Opens the store and registry under `config.storage.root`, recovering both.
     pub fn open(config: Config) -> Result<Arc<Engine>> {
@@ -130,6 +136,31 @@ impl Engine {
         }))
     }
 
+    /// Whether this node follows a primary (`replica.follow_from`): read-only.
+    pub fn is_replica(&self) -> bool {
+        !self.config.replica.follow_from.is_empty()
+    }
+
+    /// Refuses a change on a read replica: `precondition_failed` (HTTP 412, gRPC
+    /// `FailedPrecondition`): the node is not in a state that allows writes, and
+    /// retrying here cannot help (docs/scale-out.md, "Read replicas").
+    pub fn check_writable(&self) -> Result<()> {
+        if self.is_replica() {
+            return Err(Error::new(
+                ErrorKind::PreconditionFailed,
+                "this node is a read-only replica (replica.follow_from is set): writes, \
+                 registrations, deletes and admin changes go to the primary it follows",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes the registry's series catalog match storage (a replica, after following
+    /// created or deleted series).
+    pub fn reconcile_catalog(&self) -> Result<()> {
+        catalog::reconcile_on_open(&self.store, &self.registry)
+    }
+
     pub fn series(&self, key: &SeriesKey) -> Result<Arc<Series>> {
         Ok(self.store.get(key)?)
     }
@@ -150,6 +181,7 @@ impl Engine {
         &self,
         metas: Vec<(SeriesMeta, Option<i64>)>,
     ) -> Result<RegisterManyResponse> {
+        self.check_writable()?;
         if metas.len() > MAX_REGISTER_BATCH {
             return Err(Error::new(
                 ErrorKind::PayloadTooLarge,
@@ -180,6 +212,7 @@ impl Engine {
 
     /// Registers `meta` (idempotent), then sets its retention when one is given.
     fn register(&self, meta: SeriesMeta, retention_ms: Option<i64>) -> Result<(SeriesInfo, bool)> {
+        self.check_writable()?;
         if retention_ms.is_some_and(|r| r < 0) {
             return Err(Error::invalid(
                 "retention_ms must be 0 (keep forever) or a positive number of milliseconds",
@@ -212,6 +245,7 @@ impl Engine {
     }
 
     pub fn delete_series(&self, key: &SeriesKey) -> Result<()> {
+        self.check_writable()?;
         self.store.delete(key)?;
         if let Err(e) = self.registry.remove_series(key) {
             tracing::error!(error = %e, "registry catalog update failed");
@@ -226,6 +260,7 @@ impl Engine {
         records: &[KlineRecord],
         expected: Option<u64>,
     ) -> Result<WriteResponse> {
+        self.check_writable()?;
         let mut b = WriteBatch::with_capacity(6, records.len());
         for r in records {
             for (c, v) in [r.ts, r.open, r.high, r.low, r.close, r.volume]
@@ -246,6 +281,7 @@ impl Engine {
         batch: WriteBatch,
         expected: Option<u64>,
     ) -> Result<WriteResponse> {
+        self.check_writable()?;
         let series = self.series(key)?;
         if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
             check_ohlc(&batch)?;
@@ -269,6 +305,7 @@ impl Engine {
     /// per series. Every series must exist; kline rows are checked against the OHLC
     /// rules first. An error names the series it is about.
     pub fn write_many(&self, entries: Vec<(SeriesKey, WriteBatch)>) -> Result<ManyWriteResponse> {
+        self.check_writable()?;
         let mut resolved = Vec::with_capacity(entries.len());
         let mut rows = 0u64;
         let mut cells = 0u64;
@@ -319,6 +356,7 @@ impl Engine {
         end_ts: Option<i64>,
         expected: Option<u64>,
     ) -> Result<DeleteRangeResponse> {
+        self.check_writable()?;
         if start_ts.is_none() && end_ts.is_none() {
             return Err(Error::invalid(
                 "a range delete needs start_ts, end_ts or both (to delete every row, delete the series)",
@@ -345,6 +383,10 @@ impl Engine {
     /// `now - retention`, whole months only, each series in one commit. A series
     /// deleted meanwhile is skipped; another failure is logged and the pass goes on.
     pub fn enforce_retention(&self, now: i64) -> RetentionReport {
+        // A replica changes only by following its primary.
+        if self.is_replica() {
+            return RetentionReport::default();
+        }
         let default = i64::try_from(self.config.storage.retention_ms).unwrap_or(i64::MAX);
         let mut report = RetentionReport::default();
         for series in self.store.list() {
@@ -387,6 +429,10 @@ impl Engine {
     /// series deleted meanwhile is skipped; another failure is logged and the pass goes
     /// on. Returns the months compressed.
     pub fn compress_sealed(&self, now: i64) -> u64 {
+        // A replica changes only by following its primary.
+        if self.is_replica() {
+            return 0;
+        }
         let mut months = 0;
         for series in self.store.list() {
             match series.compress_sealed(now) {
@@ -529,6 +575,9 @@ impl Engine {
         req: &AdminRequest,
         progress: crate::admin::Progress<'_>,
     ) -> Result<AdminReport> {
+        if !matches!(action, AdminAction::Validate | AdminAction::Scrub) {
+            self.check_writable()?;
+        }
         // Every action works on chunk files: what the write-ahead log holds in memory is
         // folded into them first, so validation checks every acknowledged row and
         // compaction merges it. A series that cannot be folded is left as it is (its
@@ -696,6 +745,7 @@ impl Engine {
     }
 
     pub fn put_dataset(&self, d: &Dataset) -> Result<bool> {
+        self.check_writable()?;
         check_registry_name("name", &d.name)?;
         check_registry_name("version", &d.version)?;
         if let (Some(a), Some(b)) = (d.start_ts, d.end_ts)
@@ -712,6 +762,7 @@ impl Engine {
     }
 
     pub fn put_definition(&self, kind: DefinitionKind, d: &Definition) -> Result<bool> {
+        self.check_writable()?;
         check_registry_name("name", &d.name)?;
         check_registry_name("version", &d.version)?;
         if !d.symbol.is_empty() || !d.series_name.is_empty() {

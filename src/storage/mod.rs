@@ -18,6 +18,7 @@ pub mod batch;
 pub mod chunk;
 pub mod codec;
 pub mod error;
+pub mod follow;
 pub mod format;
 pub mod fsio;
 pub mod maintain;

@@ -1103,6 +1103,102 @@ impl Series {
         self.set_current(Arc::new(snap));
     }
 
+    /// The manifest on disk and the current snapshot, taken together under the writer
+    /// lock (a replica publisher's consistent state). The snapshot holds a `ChunkRef`
+    /// of every file the manifest lists as live (its live chunks, and those an
+    /// in-memory rewrite of the log superseded), so none of them is unlinked while
+    /// the caller copies it. Rows only in the log are not in the manifest.
+    pub fn published(&self) -> Result<(super::format::Manifest, Arc<Snapshot>)> {
+        let _guard = self.lock_live()?;
+        let m = self
+            .on_disk
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Ok((m, self.snapshot()))
+    }
+
+    /// Replica side (`super::follow`): commits the primary's manifest `next`, whose
+    /// new live files are already written, verified and fsynced in this directory,
+    /// with this store's `wal_lsn`, and swaps the snapshot. `next` must continue this
+    /// series (`follow::continues`): an entry live here is reused (its mapping and
+    /// verified identity survive), a new one has a generation at or past the current
+    /// `next_generation`, so before this commit recovery treats it as uncommitted.
+    /// Chunks no longer live are listed obsolete and unlinked once unread.
+    pub(super) fn apply_followed(&self, next: super::format::Manifest, wal_lsn: u64) -> Result<()> {
+        let _guard = self.lock_live()?;
+        let snap = self.snapshot();
+        if !super::follow::continues(&snap, &next) {
+            return Err(StorageError::Conflict(format!(
+                "{}: the manifest does not continue the local series",
+                self.rel_dir
+            )));
+        }
+        let mut old: std::collections::HashMap<(i32, u64), Arc<ChunkRef>> = snap
+            .live
+            .values()
+            .flatten()
+            .map(|c| ((c.entry.month, c.entry.generation), Arc::clone(c)))
+            .collect();
+        let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
+        for e in next.entries.iter().filter(|e| e.state == STATE_LIVE) {
+            let c = match old.remove(&(e.month, e.generation)) {
+                Some(c) => c,
+                None if self.file_exists(e) => self.chunk_ref(e.clone()),
+                None => {
+                    return Err(StorageError::NotFound(format!(
+                        "{}: a file of the followed manifest is missing",
+                        self.rel_dir
+                    )));
+                }
+            };
+            live.entry(e.month).or_default().push(c);
+        }
+        for v in live.values_mut() {
+            v.sort_by_key(|c| c.entry.generation);
+        }
+        let superseded: Vec<Arc<ChunkRef>> = old.into_values().filter(|c| !c.is_memory()).collect();
+        let mut obsolete: Vec<ChunkEntry> = snap
+            .obsolete
+            .iter()
+            .filter(|e| self.file_exists(e))
+            .cloned()
+            .collect();
+        obsolete.extend(superseded.iter().map(|c| ChunkEntry {
+            state: STATE_OBSOLETE,
+            ..c.entry.clone()
+        }));
+        let state = Snapshot {
+            meta: Arc::clone(&self.meta),
+            version: next.version,
+            next_generation: next.next_generation,
+            retention_ms: next.retention_ms,
+            live,
+            obsolete,
+            wal_lsn,
+            unfolded: None,
+            superseded: Vec::new(),
+        };
+        let manifest = state.to_manifest();
+        manifest.validate().map_err(|why| {
+            StorageError::corrupted(format!("{}/{MANIFEST_NAME}", self.rel_dir), why)
+        })?;
+        match self.publish_manifest(&manifest) {
+            Ok(()) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+                for c in superseded {
+                    c.mark_obsolete();
+                }
+                Ok(())
+            }
+            Err((e, OnDisk::Next)) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+                Err(e)
+            }
+            Err((e, OnDisk::Previous { .. })) => Err(e),
+        }
+    }
+
     /// Holds the writer lock while `f` runs (admin actions that rewrite the manifest).
     /// Fails `NotFound` without running `f` when the series was deleted meanwhile.
     pub fn with_write_lock<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {

@@ -1,0 +1,288 @@
+//! The replica's side: following a publication into the local store.
+//!
+//! Each poll lists `manifests/` (one listing, whatever the number of series) and
+//! fetches only the manifests whose object changed since it last applied them
+//! (e_tag). For each: decode it (every rule of the manifest format, its checksum
+//! first), ask storage where its missing files go (`Store::follow_target`), fetch
+//! each, check it against the manifest (`check_file`) and write it (temp, fsync,
+//! rename), then commit the manifest locally (`Store::commit_followed`), which swaps
+//! the series' snapshot. Any failure leaves the series at its previous state and is
+//! retried on the next poll; nothing unchecked is ever served. A local series whose
+//! manifest object is gone is deleted. Nothing happens before the publisher's marker
+//! exists, so a wrong or empty URL never empties a replica.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+
+use super::Bucket;
+use crate::record::SeriesKey;
+use crate::storage::Store;
+use crate::storage::follow::{FollowTarget, check_file};
+use crate::storage::format::Manifest;
+use crate::storage::fsio;
+
+/// What one poll did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowReport {
+    /// The publisher's marker was found (otherwise nothing else was done).
+    pub marker: bool,
+    /// Manifest objects listed.
+    pub listed: u64,
+    /// Series whose manifest was committed here (`created` of them new here).
+    pub applied: u64,
+    pub created: u64,
+    /// Fetched manifests that were already this series' state.
+    pub current: u64,
+    /// Local series deleted because their manifest object is gone.
+    pub deleted: u64,
+    /// Series whose apply failed (logged; the old state is kept and served).
+    pub failed: u64,
+    /// Data objects fetched and their bytes.
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl FollowReport {
+    /// Whether the set of series changed (the registry's catalog follows).
+    pub fn changed_catalog(&self) -> bool {
+        self.created > 0 || self.deleted > 0
+    }
+}
+
+/// Follows one bucket into one store. Keep one per process: it remembers the e_tag
+/// of each manifest it applied.
+#[derive(Debug)]
+pub struct Follower {
+    bucket: Bucket,
+    concurrency: usize,
+    applied: Mutex<HashMap<SeriesKey, String>>,
+}
+
+enum Applied {
+    Current,
+    Committed {
+        created: bool,
+        objects: u64,
+        bytes: u64,
+    },
+}
+
+impl Follower {
+    pub fn new(bucket: Bucket, concurrency: usize) -> Follower {
+        Follower {
+            bucket,
+            concurrency: concurrency.max(1),
+            applied: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, String>> {
+        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One poll (see the module notes). An error is a failed listing: nothing applied.
+    pub async fn poll_once<S>(&self, owner: &Arc<S>) -> Result<FollowReport, String>
+    where
+        S: AsRef<Store> + Send + Sync + 'static,
+    {
+        let mut report = FollowReport::default();
+        match self.bucket.store.head(&self.bucket.marker()).await {
+            Ok(_) => report.marker = true,
+            Err(object_store::Error::NotFound { .. }) => return Ok(report),
+            Err(e) => return Err(format!("cannot read the publication marker: {e}")),
+        }
+        let listed: Vec<_> = self
+            .bucket
+            .store
+            .list(Some(&self.bucket.manifests()))
+            .try_collect()
+            .await
+            .map_err(|e| format!("cannot list manifests: {e}"))?;
+        let mut remote: BTreeMap<SeriesKey, (Path, String)> = BTreeMap::new();
+        for m in listed {
+            if let Some(key) = self.bucket.key_of_manifest(&m.location) {
+                let tag = m.e_tag.clone().unwrap_or_else(|| {
+                    format!(
+                        "{}-{}",
+                        m.size,
+                        m.last_modified.timestamp_nanos_opt().unwrap_or(0)
+                    )
+                });
+                remote.insert(key, (m.location, tag));
+            }
+        }
+        report.listed = remote.len() as u64;
+        let changed: Vec<_> = {
+            let seen = self.applied();
+            remote
+                .iter()
+                .filter(|(k, (_, tag))| seen.get(*k) != Some(tag))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let outcomes: Vec<_> = futures::stream::iter(changed)
+            .map(|(key, (location, tag))| async move {
+                let r = self.apply(owner, &key, &location).await;
+                (key, tag, r)
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        for (key, tag, r) in outcomes {
+            match r {
+                Ok(a) => {
+                    match a {
+                        Applied::Current => report.current += 1,
+                        Applied::Committed {
+                            created,
+                            objects,
+                            bytes,
+                        } => {
+                            report.applied += 1;
+                            report.created += created as u64;
+                            report.objects += objects;
+                            report.bytes += bytes;
+                        }
+                    }
+                    self.applied().insert(key, tag);
+                }
+                Err(why) => {
+                    tracing::warn!(series = %key, error = %why, "replica apply failed; the previous state is kept, retried next poll");
+                    report.failed += 1;
+                }
+            }
+        }
+        report.deleted = self.delete_unpublished(owner, &remote).await;
+        Ok(report)
+    }
+
+    /// Fetches, checks and commits one series' manifest.
+    async fn apply<S>(
+        &self,
+        owner: &Arc<S>,
+        key: &SeriesKey,
+        location: &Path,
+    ) -> Result<Applied, String>
+    where
+        S: AsRef<Store> + Send + Sync + 'static,
+    {
+        let bytes = get(&self.bucket, location).await?;
+        let m = Manifest::decode(&bytes).map_err(|why| format!("manifest refused: {why}"))?;
+        if m.meta.key != *key {
+            return Err(format!(
+                "the manifest at {location} names series {}",
+                m.meta.key
+            ));
+        }
+        let o = Arc::clone(owner);
+        let m2 = m.clone();
+        let target =
+            blocking(move || (*o).as_ref().follow_target(&m2).map_err(|e| e.to_string())).await?;
+        let Some((dir, needed)) = target.work() else {
+            return Ok(Applied::Current);
+        };
+        let (dir, needed) = (dir.clone(), needed.to_vec());
+        let created = matches!(target, FollowTarget::Create { .. });
+        let fetched = self.fetch_all(key, &m, &dir, &needed).await;
+        let o = Arc::clone(owner);
+        let committed = match fetched {
+            Ok(done) => {
+                blocking(move || {
+                    fsio::fsync_dir(&dir).map_err(|e| e.to_string())?;
+                    (*o).as_ref()
+                        .commit_followed(target, m)
+                        .map_err(|e| e.to_string())?;
+                    Ok(done)
+                })
+                .await
+            }
+            Err(e) => {
+                target.abandon();
+                Err(e)
+            }
+        };
+        let (objects, bytes) = committed?;
+        Ok(Applied::Committed {
+            created,
+            objects,
+            bytes,
+        })
+    }
+
+    /// Fetches every needed file, checks it and writes it into `dir`.
+    async fn fetch_all(
+        &self,
+        key: &SeriesKey,
+        m: &Manifest,
+        dir: &std::path::Path,
+        needed: &[crate::storage::follow::DataFile],
+    ) -> Result<(u64, u64), String> {
+        let (mut objects, mut bytes) = (0, 0);
+        for f in needed {
+            let body = get(&self.bucket, &self.bucket.data(key, f)).await?;
+            check_file(&m.meta, f, &body).map_err(|why| format!("object refused: {why}"))?;
+            bytes += body.len() as u64;
+            objects += 1;
+            let (dir, name) = (dir.to_path_buf(), f.name.clone());
+            blocking(move || {
+                fsio::write_file_synced(&dir, &name, &[&body]).map_err(|e| e.to_string())
+            })
+            .await?;
+        }
+        Ok((objects, bytes))
+    }
+
+    /// Deletes local series whose manifest object is gone from the listing.
+    async fn delete_unpublished<S>(
+        &self,
+        owner: &Arc<S>,
+        remote: &BTreeMap<SeriesKey, (Path, String)>,
+    ) -> u64
+    where
+        S: AsRef<Store> + Send + Sync + 'static,
+    {
+        let gone: Vec<SeriesKey> = (**owner)
+            .as_ref()
+            .list()
+            .iter()
+            .map(|s| s.meta.key.clone())
+            .filter(|k| !remote.contains_key(k))
+            .collect();
+        let mut deleted = 0;
+        for key in gone {
+            let o = Arc::clone(owner);
+            let k = key.clone();
+            match blocking(move || (*o).as_ref().delete(&k).map_err(|e| e.to_string())).await {
+                Ok(()) => {
+                    deleted += 1;
+                    self.applied().remove(&key);
+                }
+                Err(why) => {
+                    tracing::warn!(series = %key, error = %why, "replica could not delete a series")
+                }
+            }
+        }
+        deleted
+    }
+}
+
+async fn get(bucket: &Bucket, path: &Path) -> Result<bytes::Bytes, String> {
+    let r = bucket
+        .store
+        .get(path)
+        .await
+        .map_err(|e| format!("{path}: {e}"))?;
+    r.bytes().await.map_err(|e| format!("{path}: {e}"))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())?
+}

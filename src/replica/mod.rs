@@ -1,0 +1,120 @@
+//! Read replicas through object storage (docs/scale-out.md, section 2).
+//!
+//! A primary publishes (`publish`): per series, the data files its on-disk manifest
+//! lists as live, then that manifest. A replica follows (`follow`): it lists the
+//! manifests, fetches the files it lacks, checks them and commits each manifest
+//! locally through `storage::follow`. Storage never sees an object store; this module
+//! sits above it and below the servers (tests/architecture.rs).
+//!
+//! Object layout under the URL's path (`<key>` is the series directory below
+//! `series/`, e.g. `kline/BTCUSDT/1m`):
+//! ```text
+//! FASTK-PUBLICATION                        marker: a publisher has written here
+//! manifests/<key>/MANIFEST                 the series' manifest, overwritten (commit point)
+//! data/<key>/<YYYY-MM>.g<gen>.<ext>.<xxh3> data files, put once, named by content
+//! ```
+//! A data object's name carries its checksum, so a delete and re-registration, which
+//! restarts generations, never reuses a name for other bytes.
+
+pub mod follow;
+pub mod publish;
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::path::Path;
+
+use crate::record::SeriesKey;
+use crate::storage::follow::DataFile;
+
+pub use follow::{FollowReport, Follower};
+pub use publish::{PublishReport, Publisher};
+
+/// Object a publisher writes first: followers act on nothing without it, so a
+/// mistyped URL (an empty location) never deletes a replica's series.
+pub const MARKER: &str = "FASTK-PUBLICATION";
+const MANIFESTS: &str = "manifests";
+const DATA: &str = "data";
+const MANIFEST_OBJECT: &str = "MANIFEST";
+
+/// Checks a `replica.*` URL: parsed, and its scheme built into this binary.
+pub fn check_url(url: &str) -> Result<(), String> {
+    Bucket::open(url).map(|_| ())
+}
+
+/// An object store and the path inside it that holds one publication.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+}
+
+impl Bucket {
+    /// Opens `url` (`file:///dir`; cloud schemes need the crate's cloud features).
+    pub fn open(url: &str) -> Result<Bucket, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        if parsed.scheme() == "memory" {
+            return Err("memory:// is one process's store; use file:// to share it".into());
+        }
+        let (store, prefix) = object_store::parse_url(&parsed).map_err(|e| {
+            format!(
+                "{url:?}: {e} (this build has the file:// backend; s3, gs and az need \
+                 object_store's aws, gcp, azure features)"
+            )
+        })?;
+        Ok(Bucket {
+            store: Arc::from(store),
+            prefix,
+        })
+    }
+
+    /// A bucket on an existing store (tests wrap one to inject failures).
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path) -> Bucket {
+        Bucket { store, prefix }
+    }
+
+    pub fn marker(&self) -> Path {
+        self.prefix.clone().join(MARKER)
+    }
+
+    pub fn manifests(&self) -> Path {
+        self.prefix.clone().join(MANIFESTS)
+    }
+
+    pub fn manifest(&self, key: &SeriesKey) -> Path {
+        let mut p = self.manifests();
+        for part in key.parts() {
+            p = p.join(part.as_str());
+        }
+        p.join(MANIFEST_OBJECT)
+    }
+
+    /// The folder of a series' data objects.
+    pub fn data_dir(&self, key: &SeriesKey) -> Path {
+        let mut p = self.prefix.clone().join(DATA);
+        for part in key.parts() {
+            p = p.join(part.as_str());
+        }
+        p
+    }
+
+    /// A data file's object: its name on disk and its checksum.
+    pub fn data(&self, key: &SeriesKey, f: &DataFile) -> Path {
+        self.data_dir(key)
+            .join(format!("{}.{:016x}", f.name, f.xxh3).as_str())
+    }
+
+    /// The series a listed manifest object belongs to (`None`: not a manifest).
+    pub fn key_of_manifest(&self, location: &Path) -> Option<SeriesKey> {
+        let parts: Vec<String> = location
+            .prefix_match(&self.manifests())?
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        let (last, key) = parts.split_last()?;
+        if last != MANIFEST_OBJECT {
+            return None;
+        }
+        let refs: Vec<&str> = key.iter().map(String::as_str).collect();
+        SeriesKey::from_parts(&refs).ok()
+    }
+}

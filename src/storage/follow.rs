@@ -1,0 +1,269 @@
+//! A read replica's side of storage: installing manifests of another store (the
+//! primary) whose data files a follower copied in (docs/scale-out.md, section 2).
+//!
+//! Storage knows only files: the follower (`crate::replica`) fetches objects, checks
+//! each one with [`check_file`] against the manifest, writes it where
+//! [`Store::follow_target`] says (temp, fsync, rename, then one directory fsync) and
+//! calls [`Store::commit_followed`]. Until that commit nothing the follower wrote is
+//! visible: files of an existing series carry generations at or past its
+//! `next_generation` (recovery deletes them after a crash), and a new series is built
+//! under `trash/` (emptied on open) and renamed into place whole, as `register` does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::chunk::{FileKind, data_file_name};
+use super::error::{Result, StorageError};
+use super::format::{CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, Manifest, STATE_LIVE};
+use super::series::MANIFEST_NAME;
+use super::snapshot::Snapshot;
+use super::{Store, TRASH_COUNTER, fsio, recover};
+use crate::record::{SeriesKey, SeriesMeta};
+
+/// One data file a manifest lists as live: its name in the series directory, its
+/// kind, the entry that describes it and the checksum that names its object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    pub name: String,
+    pub kind: FileKind,
+    pub entry: ChunkEntry,
+    /// The chunk's body xxh3, or the sidecar's xxh3 (as the manifest records them).
+    pub xxh3: u64,
+    pub len: u64,
+}
+
+/// Every file the live entries of `m` name: the chunk, then its zone map and value
+/// index when the entry records them.
+pub fn live_files(m: &Manifest) -> Vec<DataFile> {
+    let mut out = Vec::new();
+    for e in m.entries.iter().filter(|e| e.state == STATE_LIVE) {
+        let file = |kind, xxh3, len| DataFile {
+            name: data_file_name(e.month, e.generation, kind),
+            kind,
+            entry: e.clone(),
+            xxh3,
+            len,
+        };
+        out.push(file(FileKind::Chunk, e.checksum, e.file_len));
+        if e.zonemap.present() {
+            out.push(file(FileKind::ZoneMap, e.zonemap.xxh3, e.zonemap.len));
+        }
+        if e.vindex.present() {
+            out.push(file(FileKind::ValueIndex, e.vindex.xxh3, e.vindex.len));
+        }
+    }
+    out
+}
+
+/// Checks the bytes of a fetched file against the manifest that lists it: a chunk's
+/// header (its own checksum), length, body checksum, series and every field of its
+/// entry; a sidecar's length and xxh3. A file that fails is never written.
+pub fn check_file(meta: &SeriesMeta, f: &DataFile, bytes: &[u8]) -> Result<(), String> {
+    if bytes.len() as u64 != f.len {
+        return Err(format!(
+            "{}: {} bytes, the manifest says {}",
+            f.name,
+            bytes.len(),
+            f.len
+        ));
+    }
+    if f.kind != FileKind::Chunk {
+        return match xxh3_64(bytes) == f.xxh3 {
+            true => Ok(()),
+            false => Err(format!("{}: checksum mismatch", f.name)),
+        };
+    }
+    let h = ChunkHeader::decode(bytes).map_err(|why| format!("{}: {why}", f.name))?;
+    let e = &f.entry;
+    if h.file_len() != f.len || xxh3_64(&bytes[CHUNK_HEADER_LEN..]) != h.body_xxh3 {
+        return Err(format!("{}: body checksum mismatch", f.name));
+    }
+    let agrees = h.meta == *meta
+        && e.checksum == h.body_xxh3
+        && e.flags == h.flags
+        && e.rows == h.rows
+        && e.first_ts == h.first_ts
+        && e.last_ts == h.last_ts
+        && e.generation == h.generation
+        && e.month == h.month;
+    match agrees {
+        true => Ok(()),
+        false => Err(format!("{}: header disagrees with the manifest", f.name)),
+    }
+}
+
+/// Whether `next` continues the series whose state is `snap`: the same metadata, a
+/// version not below it, and every live entry either live here unchanged or of a
+/// generation at or past `snap.next_generation` (generations only grow within one
+/// incarnation of a key; a delete and re-registration restarts them, so such a
+/// manifest is a new series and replaces this one).
+pub fn continues(snap: &Snapshot, next: &Manifest) -> bool {
+    if *snap.meta != next.meta || next.version < snap.version {
+        return false;
+    }
+    let here: std::collections::HashMap<(i32, u64), &ChunkEntry> = snap
+        .chunks()
+        .map(|c| ((c.entry.month, c.entry.generation), &c.entry))
+        .collect();
+    next.entries
+        .iter()
+        .filter(|e| e.state == STATE_LIVE)
+        .all(|e| match here.get(&(e.month, e.generation)) {
+            Some(mine) => *mine == e,
+            None => e.generation >= snap.next_generation,
+        })
+}
+
+/// Whether `next` describes exactly the state of `snap` (nothing to apply).
+fn same_state(snap: &Snapshot, next: &Manifest) -> bool {
+    let live: Vec<&ChunkEntry> = next
+        .entries
+        .iter()
+        .filter(|e| e.state == STATE_LIVE)
+        .collect();
+    *snap.meta == next.meta
+        && snap.version == next.version
+        && snap.next_generation == next.next_generation
+        && snap.retention_ms == next.retention_ms
+        && snap.chunks().count() == live.len()
+        && continues(snap, next)
+}
+
+/// What applying a followed manifest takes.
+#[derive(Debug)]
+pub enum FollowTarget {
+    /// The local series is at this state already.
+    Current,
+    /// Write `needed` into `dir` (the series' own directory), then commit.
+    Update {
+        key: SeriesKey,
+        dir: PathBuf,
+        needed: Vec<DataFile>,
+    },
+    /// A series new here (or a new incarnation, `replaces`): write every live file
+    /// into `dir`, a staging directory under `trash/`, then commit.
+    Create {
+        key: SeriesKey,
+        dir: PathBuf,
+        needed: Vec<DataFile>,
+        replaces: bool,
+    },
+}
+
+impl FollowTarget {
+    /// The directory to write into and the files to write there.
+    pub fn work(&self) -> Option<(&PathBuf, &[DataFile])> {
+        match self {
+            FollowTarget::Current => None,
+            FollowTarget::Update { dir, needed, .. } | FollowTarget::Create { dir, needed, .. } => {
+                Some((dir, needed))
+            }
+        }
+    }
+
+    /// Removes a staging directory after a failed apply (an update's files are left
+    /// to recovery and to the next attempt, which overwrites them).
+    pub fn abandon(&self) {
+        if let FollowTarget::Create { dir, .. } = self {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Store {
+    /// Decides how the manifest `m` of a primary applies here (see [`FollowTarget`]).
+    pub fn follow_target(&self, m: &Manifest) -> Result<FollowTarget> {
+        m.validate().map_err(StorageError::InvalidArgument)?;
+        let key = m.meta.key.clone();
+        let files = live_files(m);
+        if let Ok(series) = self.get(&key) {
+            let snap = series.snapshot();
+            if same_state(&snap, m) {
+                return Ok(FollowTarget::Current);
+            }
+            if continues(&snap, m) {
+                let have: std::collections::HashSet<(i32, u64)> = snap
+                    .chunks()
+                    .map(|c| (c.entry.month, c.entry.generation))
+                    .collect();
+                let needed = files
+                    .into_iter()
+                    .filter(|f| !have.contains(&(f.entry.month, f.entry.generation)))
+                    .collect();
+                return Ok(FollowTarget::Update {
+                    key,
+                    dir: series.dir().to_path_buf(),
+                    needed,
+                });
+            }
+        }
+        let replaces = self.get(&key).is_ok();
+        let trash = self.root.join("trash");
+        fsio::create_dir_durable(&trash).map_err(|e| StorageError::io("trash", e))?;
+        let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = trash.join(format!("follow-{}-{n}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| StorageError::io("trash", e))?;
+        Ok(FollowTarget::Create {
+            key,
+            dir,
+            needed: files,
+            replaces,
+        })
+    }
+
+    /// Commits a followed manifest once every file of `target` is written and the
+    /// directory fsynced: the local `MANIFEST` (this store's `wal_lsn`, obsolete
+    /// entries of its own) is the replica's commit point, as on the primary.
+    pub fn commit_followed(&self, target: FollowTarget, m: Manifest) -> Result<()> {
+        let lsn = self.wal.committed_lsn();
+        match target {
+            FollowTarget::Current => Ok(()),
+            FollowTarget::Update { key, .. } => self.get(&key)?.apply_followed(m, lsn),
+            FollowTarget::Create {
+                key, dir, replaces, ..
+            } => {
+                let r = self.place_followed(&key, &dir, m, lsn, replaces);
+                if r.is_err() {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                r
+            }
+        }
+    }
+
+    /// Writes the manifest into the staging directory, moves it into place (deleting
+    /// an older incarnation first) and opens it as a series.
+    fn place_followed(
+        &self,
+        key: &SeriesKey,
+        staging: &std::path::Path,
+        mut m: Manifest,
+        lsn: u64,
+        replaces: bool,
+    ) -> Result<()> {
+        let rel = format!("series/{}", key.rel_dir().display());
+        m.entries.retain(|e| e.state == STATE_LIVE);
+        m.wal_lsn = lsn;
+        fsio::write_atomic(staging, MANIFEST_NAME, &[&m.encode()])
+            .map_err(|e| StorageError::io(format!("{rel}/{MANIFEST_NAME}"), e))?;
+        fsio::fsync_dir(staging).map_err(|e| StorageError::io(rel.clone(), e))?;
+        if replaces {
+            match self.delete(key) {
+                Ok(()) | Err(StorageError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let dir = self.root.join(&rel);
+        let parent = dir.parent().unwrap_or(&self.root).to_path_buf();
+        fsio::create_dir_durable(&parent).map_err(|e| StorageError::io(rel.clone(), e))?;
+        fsio::rename(staging, &dir).map_err(|e| StorageError::io(rel.clone(), e))?;
+        fsio::fsync_dir(&parent).map_err(|e| StorageError::io(rel.clone(), e))?;
+        let (series, _notes) = recover::open_series(dir, rel, &self.opts)?;
+        let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(key.clone(), Arc::new(series));
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+"""A read replica through object storage, live (docs/scale-out.md, "Read replicas"):
+two `fastk serve` processes on port 0 share a `file://` bucket. The primary publishes
+every second (its log folded every second), the replica polls every second.
+
+- After writes through HTTP (klines over two months, a scalar), the replica reaches
+  the primary's versions and every Flight read (each series, a many-series ticket, a
+  cross section) equals the primary's.
+- A range delete and a series delete on the primary reach the replica too.
+- The replica refuses writes: HTTP 412 `precondition_failed`, Flight
+  FailedPrecondition (the `delete-range` action), naming the read-only replica.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pyarrow.flight as flight
+import pytest
+import requests
+
+from fastk_testlib import (
+    check_error,
+    expect_ok,
+    kline_path,
+    make_klines,
+    make_scalars,
+    register_kline,
+    register_scalar,
+    scalar_path,
+)
+
+SYMBOLS = ["ADA", "BTC", "ETH", "SOL"]
+
+
+@pytest.fixture(scope="module")
+def pair(start_server, tmp_path_factory):
+    bucket = tmp_path_factory.mktemp("bucket")
+    url = f"file://{bucket}"
+    primary = start_server("primary", {
+        "FASTK__REPLICA__PUBLISH_TO": url,
+        "FASTK__REPLICA__PUBLISH_INTERVAL_S": "1",
+        "FASTK__REPLICA__GC_GRACE_S": "0",
+        "FASTK__STORAGE__FOLD_AGE_S": "1",
+    })
+    replica = start_server("replica", {
+        "FASTK__REPLICA__FOLLOW_FROM": url,
+        "FASTK__REPLICA__POLL_INTERVAL_S": "1",
+    })
+    return primary, replica
+
+
+def versions(base: str) -> dict[str, int]:
+    inv = requests.get(base + "/inventory?partitions=false", timeout=30).json()
+    return {f"{x['kind']}/{x['symbol']}/{x.get('name')}": x["version"] for x in inv["series"]}
+
+
+def wait_caught_up(primary, replica, timeout_s: float = 60.0) -> dict[str, int]:
+    """Until the primary has folded everything and the replica has its versions."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        inv = requests.get(primary.http_url + "/inventory?partitions=false", timeout=30).json()
+        folded = all(x.get("unfolded_rows", 0) == 0 for x in inv["series"])
+        want = versions(primary.http_url)
+        if folded and versions(replica.http_url) == want:
+            return want
+        assert time.monotonic() < deadline, (
+            f"replica did not catch up: {versions(replica.http_url)} vs {want}\n{replica.log_tail(30)}"
+        )
+        time.sleep(0.3)
+
+
+def read(uri: str, cmd: dict):
+    c = flight.connect(uri)
+    try:
+        return c.do_get(flight.Ticket(json.dumps(cmd).encode())).read_all()
+    finally:
+        c.close()
+
+
+def same_reads(primary, replica) -> None:
+    cmds = [{"kind": "kline", "symbol": s, "timeframe": "1m"} for s in SYMBOLS]
+    cmds += [
+        {"kind": "kline", "symbols": "*", "timeframe": "1m"},
+        {"kind": "kline", "symbols": "*", "timeframe": "1m", "latest": 1},
+        {"kind": "scalar", "symbol": "BTC", "timeframe": "1m", "category": "feature", "name": "x"},
+    ]
+    for cmd in cmds:
+        want = read(primary.flight_uri, cmd)
+        got = read(replica.flight_uri, cmd)
+        assert got.equals(want), f"replica differs for {cmd}"
+
+
+def test_replica_follows_and_refuses_writes(pair):
+    primary, replica = pair
+    s = requests.Session()
+    for i, sym in enumerate(SYMBOLS):
+        expect_ok(register_kline(s, primary.http_url, sym), 201)
+        # Two small writes (through the log) across a month boundary.
+        for part in range(2):
+            bars = make_klines(1500, start_ts=1_706_659_200_000 + part * 1500 * 60_000, seed=i)
+            expect_ok(s.post(primary.http_url + kline_path(sym) + "/records", json={"records": bars}, timeout=30))
+    expect_ok(register_scalar(s, primary.http_url, "BTC", "feature", "x"), 201)
+    expect_ok(s.post(primary.http_url + scalar_path("BTC", "1m", "feature", "x") + "/records",
+                     json={"records": make_scalars(3000)}, timeout=30))
+    got = wait_caught_up(primary, replica)
+    assert len(got) == len(SYMBOLS) + 1
+    same_reads(primary, replica)
+
+    # A range delete and a series delete follow.
+    expect_ok(s.delete(primary.http_url + kline_path("ETH") + "/records",
+                       params={"start_ts": 1_706_659_200_000, "end_ts": 1_706_659_200_000 + 600 * 60_000}, timeout=30))
+    expect_ok(s.delete(primary.http_url + kline_path("SOL"), timeout=30), 200, 204)
+    got = wait_caught_up(primary, replica)
+    assert "kline/SOL/None" not in got
+    SYMBOLS.remove("SOL")
+    same_reads(primary, replica)
+
+    # Writes to the replica are refused, over HTTP and Flight.
+    bars = make_klines(5, start_ts=1_800_000_000_000)
+    msg = check_error(s.post(replica.http_url + kline_path("BTC") + "/records", json={"records": bars}, timeout=30),
+                      412, "precondition_failed")
+    assert "read-only replica" in msg
+    check_error(register_kline(s, replica.http_url, "NEW"), 412, "precondition_failed")
+    c = flight.connect(replica.flight_uri)
+    body = json.dumps({"kind": "kline", "symbol": "BTC", "timeframe": "1m", "end_ts": 1_706_659_200_000}).encode()
+    with pytest.raises(flight.FlightError) as e:
+        list(c.do_action(flight.Action("delete-range", body)))
+    assert "read-only replica" in str(e.value)
+    c.close()
+    same_reads(primary, replica)

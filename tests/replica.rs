@@ -1,0 +1,480 @@
+//! Read replicas through object storage (src/replica, docs/scale-out.md section 2), on
+//! real files: a primary publishes to a `file://` bucket (object_store's
+//! LocalFileSystem) and a replica engine follows it into its own root.
+//!
+//! - every series (direct and logged-then-folded writes, several months, compressed
+//!   sealed months, a scalar with zone maps and value indexes) reads identically on
+//!   the replica; later writes, a range delete, a series delete and a delete plus
+//!   re-registration are caught up exactly;
+//! - a publication cut after its data objects (no new manifest) changes nothing, and
+//!   a corrupt data object or manifest is refused, the old state still served, then
+//!   applied once the object is good;
+//! - the replica refuses every change with `precondition_failed`;
+//! - (ignored, run by hand) publish and catch-up times of 100 series x a month.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{JAN_2024, MINUTE, engine_with, register_kline};
+use fastk::admin::AdminAction;
+use fastk::error::ErrorKind;
+use fastk::query::Engine;
+use fastk::query::types::{AdminRequest, RegisterScalar};
+use fastk::record::{KlineRecord, SeriesKey, TsRange, ValueType};
+use fastk::replica::{Bucket, Follower, Publisher};
+use fastk::storage::WriteBatch;
+use fastk::storage::follow::live_files;
+
+const DAY: i64 = 86_400_000;
+
+struct Pair {
+    _tmp: tempfile::TempDir,
+    bucket_dir: PathBuf,
+    primary: Arc<Engine>,
+    replica: Arc<Engine>,
+    publisher: Publisher,
+    follower: Follower,
+}
+
+fn pair() -> Pair {
+    let tmp = tempfile::tempdir().unwrap();
+    let bucket_dir = tmp.path().join("bucket");
+    std::fs::create_dir_all(&bucket_dir).unwrap();
+    let url = format!("file://{}", bucket_dir.display());
+    let primary = engine_with(&tmp.path().join("primary"), |c| {
+        c.replica.publish_to = url.clone();
+    });
+    let replica = engine_with(&tmp.path().join("replica"), |c| {
+        c.replica.follow_from = url.clone();
+    });
+    Pair {
+        publisher: Publisher::new(Bucket::open(&url).unwrap(), Duration::ZERO, 4),
+        follower: Follower::new(Bucket::open(&url).unwrap(), 4),
+        _tmp: tmp,
+        bucket_dir,
+        primary,
+        replica,
+    }
+}
+
+impl Pair {
+    async fn publish(&self) -> fastk::replica::PublishReport {
+        let r = self.publisher.publish_once(&self.primary).await.unwrap();
+        assert_eq!(r.failed, 0, "{r:?}");
+        r
+    }
+
+    async fn follow(&self) -> fastk::replica::FollowReport {
+        let r = self.follower.poll_once(&self.replica).await.unwrap();
+        if r.changed_catalog() {
+            self.replica.reconcile_catalog().unwrap();
+        }
+        r
+    }
+
+    /// The file under the bucket directory that holds `object`.
+    fn object_file(&self, object: &object_store::path::Path) -> PathBuf {
+        Path::new("/").join(object.as_ref())
+    }
+}
+
+fn bars(from: i64, n: i64, seed: i64) -> Vec<KlineRecord> {
+    (0..n)
+        .map(|i| {
+            let p = 10_000 + (i * 7 + seed) % 500;
+            KlineRecord {
+                ts: from + i * MINUTE,
+                open: p,
+                high: p + 5,
+                low: p - 5,
+                close: p + 1,
+                volume: i + seed,
+            }
+        })
+        .collect()
+}
+
+fn scalar_key() -> SeriesKey {
+    SeriesKey::scalar("BTCUSDT", "1m", "feature", "x").unwrap()
+}
+
+fn scalar_batch(from: i64, n: i64) -> WriteBatch {
+    let mut b = WriteBatch::with_capacity(2, n as usize);
+    for i in 0..n {
+        b.cols[0].push(from + i * MINUTE);
+        b.cols[1].push(((i % 977) as f64 * 0.25 - 40.0).to_bits() as i64);
+    }
+    b
+}
+
+/// Loads the primary: BTCUSDT written directly (3 months, then compressed as sealed),
+/// ETHUSDT through the log in small writes (folded), and an f64 scalar with sidecars.
+fn load(p: &Engine) {
+    let btc = register_kline(p, "BTCUSDT");
+    let eth = register_kline(p, "ETHUSDT");
+    p.register_scalar(&RegisterScalar {
+        symbol: "BTCUSDT".into(),
+        timeframe: "1m".into(),
+        timeframe_ms: None,
+        category: "feature".into(),
+        name: "x".into(),
+        value_type: Some(ValueType::F64),
+        retention_ms: None,
+    })
+    .unwrap();
+    p.write_kline(&btc, &bars(JAN_2024, 90 * 1440, 1), None)
+        .unwrap();
+    assert!(
+        p.compress_sealed(fastk::query::now_ms()) >= 3,
+        "sealed months compressed"
+    );
+    for i in 0..10 {
+        let from = JAN_2024 + 40 * DAY + i * 200 * MINUTE;
+        p.write_kline(&eth, &bars(from, 200, i), None).unwrap();
+    }
+    p.write(&scalar_key(), scalar_batch(JAN_2024, 50_000), None)
+        .unwrap();
+    p.store.fold_all();
+}
+
+/// Every column of every row of `key`, and the last 7 rows.
+fn rows(e: &Engine, key: &SeriesKey) -> (Vec<Vec<i64>>, Vec<Vec<i64>>) {
+    let collect = |slices: &[fastk::storage::ChunkSlice]| {
+        let ncols = key.kind().ncols();
+        let mut cols = vec![Vec::new(); ncols];
+        for s in slices {
+            for (i, c) in cols.iter_mut().enumerate() {
+                c.extend_from_slice(s.col(i));
+            }
+        }
+        cols
+    };
+    let all = e.read(key, TsRange::all(), usize::MAX).unwrap();
+    assert!(all.next_start_ts.is_none());
+    let last = e.latest(key, TsRange::all(), 7).unwrap();
+    (collect(&all.slices), collect(&last.slices))
+}
+
+/// The replica serves exactly what the primary's manifests hold.
+fn assert_same(p: &Engine, r: &Engine) {
+    let keys: Vec<SeriesKey> = p.store.list().iter().map(|s| s.meta.key.clone()).collect();
+    let theirs: Vec<SeriesKey> = r.store.list().iter().map(|s| s.meta.key.clone()).collect();
+    assert_eq!(keys, theirs, "the same series");
+    for k in &keys {
+        assert_eq!(rows(p, k), rows(r, k), "rows of {k}");
+        assert_eq!(
+            p.series_info(k).unwrap(),
+            r.series_info(k).unwrap(),
+            "info of {k}"
+        );
+    }
+    assert_eq!(p.inventory().series, r.inventory().series, "inventory rows");
+    let listed = |e: &Engine| {
+        use fastk::record::SeriesKind;
+        let mut v: Vec<String> = [SeriesKind::Kline, SeriesKind::Scalar]
+            .into_iter()
+            .flat_map(|k| e.list_series(k))
+            .map(|s| format!("{}/{}/{:?}", s.symbol, s.timeframe, s.name))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(listed(p), listed(r));
+    let report = common::validate_deep(r);
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_follows_writes_deletes_and_reregistrations_exactly() {
+    let t = pair();
+    // Nothing published yet: the replica does nothing (no marker).
+    let r = t.follow().await;
+    assert!(!r.marker);
+    load(&t.primary);
+    let first = t.publish().await;
+    assert_eq!(first.published, 3);
+    assert!(first.objects_put > 10, "{first:?}");
+    let r = t.follow().await;
+    assert_eq!((r.applied, r.created, r.failed), (3, 3, 0), "{r:?}");
+    assert_same(&t.primary, &t.replica);
+
+    // Nothing changed: no object put, nothing fetched.
+    let again = t.publish().await;
+    assert_eq!(
+        (again.published, again.unchanged, again.objects_put),
+        (0, 3, 0)
+    );
+    let r = t.follow().await;
+    assert_eq!((r.applied, r.objects), (0, 0));
+
+    // Rows still only in the log are not published; folded, they are.
+    let btc = SeriesKey::kline("BTCUSDT", "1m").unwrap();
+    let eth = SeriesKey::kline("ETHUSDT", "1m").unwrap();
+    let before = rows(&t.replica, &eth);
+    t.primary
+        .write_kline(&eth, &bars(JAN_2024 + 80 * DAY, 30, 9), None)
+        .unwrap();
+    t.publish().await;
+    t.follow().await;
+    assert_eq!(
+        rows(&t.replica, &eth),
+        before,
+        "unfolded rows are not published"
+    );
+    t.primary.store.fold_all();
+    // A new month on BTCUSDT (a delta past its compressed months), a range delete
+    // inside a compressed month, a series deleted.
+    t.primary
+        .write_kline(&btc, &bars(JAN_2024 + 95 * DAY, 500, 3), None)
+        .unwrap();
+    t.primary
+        .delete_range(
+            &btc,
+            Some(JAN_2024 + 10 * DAY),
+            Some(JAN_2024 + 12 * DAY),
+            None,
+        )
+        .unwrap();
+    t.primary.delete_series(&scalar_key()).unwrap();
+    let second = t.publish().await;
+    assert_eq!((second.published, second.deleted), (2, 1), "{second:?}");
+    let r = t.follow().await;
+    assert_eq!((r.applied, r.deleted, r.failed), (2, 1, 0), "{r:?}");
+    assert_same(&t.primary, &t.replica);
+
+    // Deleted and registered again under the same key: generations restart, the
+    // replica replaces its copy.
+    t.primary.delete_series(&eth).unwrap();
+    register_kline(&t.primary, "ETHUSDT");
+    t.primary
+        .write_kline(&eth, &bars(JAN_2024, 20_000, 5), None)
+        .unwrap();
+    t.publish().await;
+    let r = t.follow().await;
+    assert_eq!((r.applied, r.created, r.failed), (1, 1, 0), "{r:?}");
+    assert_same(&t.primary, &t.replica);
+
+    // Superseded objects went after the (zero) grace period: what is left in the
+    // bucket is exactly what the published manifests name.
+    t.publish().await;
+    let mut named = std::collections::BTreeSet::new();
+    let bucket = Bucket::open(&format!("file://{}", t.bucket_dir.display())).unwrap();
+    for s in t.primary.store.list() {
+        let (m, _pin) = s.published().unwrap();
+        for f in live_files(&m) {
+            named.insert(t.object_file(&bucket.data(&s.meta.key, &f)));
+        }
+    }
+    let on_disk: std::collections::BTreeSet<PathBuf> = walk(&t.bucket_dir.join("data"));
+    assert_eq!(on_disk, named, "the bucket holds the live objects only");
+
+    // A restarted replica serves the same (its manifests and files are its own).
+    let root = t.replica.config.storage.root.clone();
+    drop(t.follower);
+    let Ok(replica) = Arc::try_unwrap(t.replica) else {
+        panic!("the replica engine is still shared")
+    };
+    drop(replica);
+    let reopened = engine_with(&root, |c| c.replica.follow_from = "file:///unused".into());
+    assert_same(&t.primary, &reopened);
+}
+
+fn walk(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    let mut out = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.insert(p);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_publication_or_a_corrupt_object_keeps_the_old_state() {
+    let t = pair();
+    load(&t.primary);
+    t.publish().await;
+    t.follow().await;
+    assert_same(&t.primary, &t.replica);
+    let btc = SeriesKey::kline("BTCUSDT", "1m").unwrap();
+    let served = rows(&t.replica, &btc);
+    let series = t.primary.series(&btc).unwrap();
+    let (old, _) = series.published().unwrap();
+
+    // New rows: a rewrite of March and a new month.
+    t.primary
+        .write_kline(&btc, &bars(JAN_2024 + 70 * DAY, 40 * 1440, 8), None)
+        .unwrap();
+    let (new, _pin) = series.published().unwrap();
+    let bucket = Bucket::open(&format!("file://{}", t.bucket_dir.display())).unwrap();
+    let fresh: Vec<_> = live_files(&new)
+        .into_iter()
+        .filter(|f| !live_files(&old).contains(f))
+        .collect();
+    assert!(!fresh.is_empty());
+
+    // 1. Interrupted: the data objects are in the bucket, the manifest is not.
+    for f in &fresh {
+        let to = t.object_file(&bucket.data(&btc, f));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(series.dir().join(&f.name), &to).unwrap();
+    }
+    let r = t.follow().await;
+    assert_eq!((r.applied, r.failed), (0, 0), "{r:?}");
+    assert_eq!(rows(&t.replica, &btc), served);
+
+    // 2. The manifest published, one of its new data objects corrupt: refused, the
+    //    old state still served, and again on the next poll.
+    t.publish().await;
+    let victim = t.object_file(&bucket.data(&btc, &fresh[0]));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x40;
+    std::fs::write(&victim, &bytes).unwrap();
+    for _ in 0..2 {
+        let r = t.follow().await;
+        assert_eq!((r.applied, r.failed), (0, 1), "{r:?}");
+        assert_eq!(rows(&t.replica, &btc), served);
+        assert_eq!(t.replica.series(&btc).unwrap().version(), old.version);
+    }
+
+    // 3. A corrupt manifest object: refused too.
+    bytes[at] ^= 0x40;
+    std::fs::write(&victim, &bytes).unwrap();
+    let manifest = t.object_file(&bucket.manifest(&btc));
+    let good = std::fs::read(&manifest).unwrap();
+    let mut bad = good.clone();
+    bad[40] ^= 1;
+    std::fs::write(&manifest, &bad).unwrap();
+    let r = t.follow().await;
+    assert_eq!((r.applied, r.failed), (0, 1), "{r:?}");
+    assert_eq!(rows(&t.replica, &btc), served);
+
+    // Repaired: caught up exactly.
+    std::fs::write(&manifest, &good).unwrap();
+    let r = t.follow().await;
+    assert_eq!((r.applied, r.failed), (1, 0), "{r:?}");
+    assert_same(&t.primary, &t.replica);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replica_refuses_every_change() {
+    let t = pair();
+    load(&t.primary);
+    t.publish().await;
+    t.follow().await;
+    let r = &t.replica;
+    let btc = SeriesKey::kline("BTCUSDT", "1m").unwrap();
+    let refused = |e: fastk::error::Error| {
+        assert_eq!(e.kind, ErrorKind::PreconditionFailed, "{e:?}");
+        assert!(e.message.contains("read-only replica"), "{}", e.message);
+    };
+    refused(
+        r.write_kline(&btc, &bars(JAN_2024, 1, 0), None)
+            .unwrap_err(),
+    );
+    refused(
+        r.write(&scalar_key(), scalar_batch(JAN_2024, 1), None)
+            .unwrap_err(),
+    );
+    refused(r.delete_range(&btc, None, None, None).unwrap_err());
+    refused(r.delete_series(&btc).unwrap_err());
+    refused(
+        r.register_kline(&fastk::query::types::RegisterKline {
+            symbol: "NEWUSDT".into(),
+            timeframe: "1m".into(),
+            timeframe_ms: None,
+            price_scale: 100,
+            volume_scale: 1,
+            retention_ms: None,
+        })
+        .unwrap_err(),
+    );
+    for action in [
+        AdminAction::Compact,
+        AdminAction::Repair,
+        AdminAction::RebuildManifest,
+    ] {
+        refused(r.admin(action, &AdminRequest::default()).unwrap_err());
+    }
+    assert!(
+        r.admin(AdminAction::Validate, &AdminRequest::default())
+            .is_ok()
+    );
+    assert_eq!(r.enforce_retention(i64::MAX / 2).series, 0);
+    assert_same(&t.primary, r);
+}
+
+/// Publish and catch-up times on this machine (docs/scale-out.md quotes them):
+/// `cargo test --test replica measure -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_publish_and_catch_up() {
+    let series: i64 = std::env::var("FASTK_REPLICA_SERIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let t = pair();
+    let month = 31 * 1440;
+    for i in 0..series {
+        let k = register_kline(&t.primary, &format!("S{i:04}USDT"));
+        t.primary
+            .write_kline(&k, &bars(JAN_2024, month, i), None)
+            .unwrap();
+    }
+    let compressed = t.primary.compress_sealed(fastk::query::now_ms());
+    let bytes = t.primary.store.bytes();
+    let clock = std::time::Instant::now();
+    let p = t.publish().await;
+    let publish = clock.elapsed();
+    let clock = std::time::Instant::now();
+    let f = t.follow().await;
+    let follow = clock.elapsed();
+    let clock = std::time::Instant::now();
+    let idle_p = t.publish().await;
+    let idle_publish = clock.elapsed();
+    let clock = std::time::Instant::now();
+    let idle_f = t.follow().await;
+    let idle_follow = clock.elapsed();
+    // One more day on every series (a delta each), published and followed.
+    for i in 0..series {
+        let k = SeriesKey::kline(&format!("S{i:04}USDT"), "1m").unwrap();
+        t.primary
+            .write_kline(&k, &bars(JAN_2024 + 31 * DAY, 1440, i), None)
+            .unwrap();
+    }
+    // Small writes go through the log: published once folded.
+    t.primary.store.fold_all();
+    let clock = std::time::Instant::now();
+    let dp = t.publish().await;
+    let delta_publish = clock.elapsed();
+    let clock = std::time::Instant::now();
+    let df = t.follow().await;
+    let delta_follow = clock.elapsed();
+    assert_eq!(f.applied as i64, series);
+    assert_eq!(df.applied as i64, series);
+    assert_same(&t.primary, &t.replica);
+    println!(
+        "series={series} rows/series={month} compressed_months={compressed} stored_bytes={bytes}\n\
+         full publish: {publish:?} ({} objects, {} bytes)\n\
+         full catch-up: {follow:?} ({} objects, {} bytes)\n\
+         idle publish: {idle_publish:?} (unchanged {}); idle poll: {idle_follow:?} (listed {})\n\
+         one-day delta publish: {delta_publish:?} ({} objects, {} bytes); catch-up: {delta_follow:?} ({} objects, {} bytes)",
+        p.objects_put,
+        p.bytes_put,
+        f.objects,
+        f.bytes,
+        idle_p.unchanged,
+        idle_f.listed,
+        dp.objects_put,
+        dp.bytes_put,
+        df.objects,
+        df.bytes
+    );
+}
