@@ -20,6 +20,7 @@ pub mod codec;
 pub mod error;
 pub mod format;
 pub mod fsio;
+pub mod locate;
 pub mod maintain;
 pub mod mapcache;
 pub mod mmap;
