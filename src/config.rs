@@ -266,6 +266,8 @@ pub struct FlightConfig {
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams (calls) one connection may open.
     pub max_streams_per_connection: u32,
+    /// Chunks one `local-read` plan may span (its parts are at most this many).
+    pub max_local_parts: usize,
 }
 
 impl Default for FlightConfig {
@@ -285,6 +287,7 @@ impl Default for FlightConfig {
             idle_timeout_s: 300,
             max_connections: 256,
             max_streams_per_connection: 128,
+            max_local_parts: 10_000,
         }
     }
 }
@@ -549,6 +552,9 @@ impl Config {
         }
         if self.flight.max_put_rows == 0 {
             return bad("flight.max_put_rows", "must be positive");
+        }
+        if !(1..=1_000_000).contains(&self.flight.max_local_parts) {
+            return bad("flight.max_local_parts", "must be between 1 and 1000000");
         }
         if self.flight.max_put_streams == 0 {
             return bad("flight.max_put_streams", "must be positive");

@@ -336,6 +336,7 @@ async fn actions_answer_with_the_http_json_bodies() {
         "coverage",
         "delete-range",
         "shard-map",
+        "local-read",
         "validate",
         "scrub",
         "repair",

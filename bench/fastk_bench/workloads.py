@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import statistics
 import subprocess
@@ -187,16 +188,30 @@ def year_to_polars(systems: list[System], ds: Dataset, reps: int) -> dict:
     return out
 
 
+COLOCATED_LOCAL = "FastK local mapping (Unix socket)"
 COLOCATED_UNIX = "FastK Flight (Unix socket)"
 COLOCATED_TCP = "FastK Flight (loopback TCP)"
 COLOCATED_ARCTIC = "ArcticDB"
 
 
+def _fastk_local():
+    """The repository's co-located client (clients/python/fastk_local.py)."""
+    import importlib
+    import sys
+
+    path = str(pathlib.Path(__file__).resolve().parents[2] / "clients" / "python")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module("fastk_local")
+
+
 def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Dataset, reps: int,
               fastk_version: str) -> dict:
-    """Colocated: workload 2's year of 1m bars of one symbol into Polars, three ways.
+    """Colocated: workload 2's year of 1m bars of one symbol into Polars, four ways.
 
-    FastK over its Flight Unix domain socket (`grpc+unix://`, pyarrow.flight with
+    FastK's local mapping (the `local-read` action on the Unix socket, then
+    clients/python/fastk_local.py maps the planned chunk files: no byte copied
+    between the page cache and the table), FastK over its Flight Unix domain socket (`grpc+unix://`, pyarrow.flight with
     `grpc.default_authority=localhost`), FastK over loopback TCP Flight (the same
     server, store and ticket, `fastk_tcp`'s connection) and ArcticDB read in process
     (`read(date_range=..., output_format="polars")`), interleaved round by round.
@@ -224,9 +239,24 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
     ways: list[Way] = []
     failed: dict = {}
     unix = None
+    local = None
     if server is None or fastk_tcp is None:
-        failed[COLOCATED_UNIX] = failed[COLOCATED_TCP] = {"error": "FastK is not running (see skipped)"}
+        failed[COLOCATED_LOCAL] = failed[COLOCATED_UNIX] = failed[COLOCATED_TCP] = {
+            "error": "FastK is not running (see skipped)"}
     else:
+        try:
+            if not server.unix_socket:
+                raise RuntimeError(server.unix_error or "fastk serves no Flight unix socket")
+            fk_local = _fastk_local()
+            local = fk_local.connect(server.unix_socket)
+            ways.append(Way(COLOCATED_LOCAL, lambda: fk_local.read_polars(local, ticket)))
+            out["how"][COLOCATED_LOCAL] = ("fastk_local.read_polars(fastk_local.connect(socket), "
+                                           + json.dumps(ticket) + "): DoAction local-read, pa.memory_map "
+                                           "of each planned chunk file, pa.Array.from_buffers, "
+                                           "pl.from_arrow(rechunk=False)")
+        except Exception as e:  # noqa: BLE001 - a failed row, not a failed run
+            log(f"  {COLOCATED_LOCAL}: FAILED {type(e).__name__}: {e}")
+            failed[COLOCATED_LOCAL] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
         try:
             unix = sysmod.FastKFlightUnix(server, fastk_version)
             out["socket"] = server.unix_socket
@@ -257,19 +287,20 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
         if "ts" in df.columns:
             assert np.array_equal(_ts_ms(df["ts"].to_arrow()), want_ts), "ts differs"
 
-    log(f"colocated: {expected:,} bars into Polars over the Unix socket, loopback TCP and in process, interleaved")
+    log(f"colocated: {expected:,} bars into Polars by local mapping, over the Unix socket, loopback TCP and in process, interleaved")
     try:
         raw = interleaved(ways, warm, lambda w: w.run(), reps)
     finally:
-        if unix is not None:
-            try:
-                unix.close()
-            except Exception:  # noqa: BLE001
-                pass
+        for c in (unix, local):
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001
+                    pass
     raw = {**failed, **raw}
     sock = raw.get(COLOCATED_UNIX)
     sock_s = statistics.median(sock) if isinstance(sock, list) and sock else None
-    for label in (COLOCATED_UNIX, COLOCATED_TCP, COLOCATED_ARCTIC):
+    for label in (COLOCATED_LOCAL, COLOCATED_UNIX, COLOCATED_TCP, COLOCATED_ARCTIC):
         times = raw.get(label)
         if times is None:
             continue

@@ -27,11 +27,14 @@ pub enum FlightAction {
     DeleteRange,
     /// The cluster's shard map, for clients that route writes to the owners.
     ShardMap,
+    /// A co-located client's read plan (answered on the Unix socket only, by
+    /// [`super::local`]).
+    LocalRead,
     Admin(AdminAction),
 }
 
 /// Every action: its name and what it does (who may call it: [`FlightAction::access`]).
-pub const ACTIONS: [(&str, &str); 10] = [
+pub const ACTIONS: [(&str, &str); 11] = [
     (
         "health",
         "Server health as GET /health: {status, version, uptime_s, series, issues, ...}. Body: empty.",
@@ -51,6 +54,10 @@ pub const ACTIONS: [(&str, &str); 10] = [
     (
         "shard-map",
         "The cluster's shard map {node, nodes: {name: flight URI}, ranges: [{from, node}]} (docs/scale-out.md): write a symbol to the node owning it. A node outside a cluster answers {node: null}. Body: empty.",
+    ),
+    (
+        "local-read",
+        "Unix socket only: the plan of a zero-copy read of one series by a client on this host: the raw chunk files to map (paths, byte offsets, rows) and DoGet tickets for the rest, then the schema. Body: a single-series kline or scalar ticket (range, latest, columns).",
     ),
     (
         "validate",
@@ -85,6 +92,7 @@ impl FlightAction {
             "coverage" => Ok(FlightAction::Coverage),
             "delete-range" => Ok(FlightAction::DeleteRange),
             "shard-map" => Ok(FlightAction::ShardMap),
+            super::local::LOCAL_READ => Ok(FlightAction::LocalRead),
             _ => name.parse().map(FlightAction::Admin).map_err(|_| {
                 let names: Vec<&str> = ACTIONS.iter().map(|(n, _)| *n).collect();
                 invalid(format!(
@@ -103,6 +111,7 @@ impl FlightAction {
             FlightAction::Coverage => "coverage",
             FlightAction::DeleteRange => "delete-range",
             FlightAction::ShardMap => "shard-map",
+            FlightAction::LocalRead => super::local::LOCAL_READ,
             FlightAction::Admin(a) => a.as_str(),
         }
     }
@@ -111,9 +120,10 @@ impl FlightAction {
     pub fn access(self) -> Access {
         match self {
             FlightAction::Health => Access::Open,
-            FlightAction::Inventory | FlightAction::Coverage | FlightAction::ShardMap => {
-                Access::Read
-            }
+            FlightAction::Inventory
+            | FlightAction::Coverage
+            | FlightAction::ShardMap
+            | FlightAction::LocalRead => Access::Read,
             FlightAction::Admin(_) | FlightAction::DeleteRange => Access::Write,
         }
     }
@@ -234,6 +244,10 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
                 .await
                 .map_err(internal)?;
             serde_json::to_vec(&h).map_err(internal)?
+        }
+        // The service answers it itself when the connection is a Unix socket one.
+        FlightAction::LocalRead => {
+            return Err(Status::failed_precondition(super::local::TCP_REFUSED));
         }
         FlightAction::ShardMap => {
             if !blank {

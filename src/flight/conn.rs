@@ -95,6 +95,9 @@ impl Drop for CallGuard {
 pub struct ConnInfo {
     pub tcp: TcpConnectInfo,
     pub activity: Arc<Activity>,
+    /// Accepted on the Unix socket listener: the peer is on this host, so it may be
+    /// told paths (the `local-read` action).
+    pub unix: bool,
 }
 
 /// A response body that counts as a call in progress until it is dropped.
@@ -306,6 +309,7 @@ fn accepted(
         }
         Io::Unix(_) => None,
     };
+    let unix = matches!(io, Io::Unix(_));
     let tcp = TcpConnectInfo {
         local_addr,
         remote_addr: peer,
@@ -315,6 +319,7 @@ fn accepted(
         info: ConnInfo {
             tcp,
             activity: Activity::new(),
+            unix,
         },
         idle,
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),

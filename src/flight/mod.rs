@@ -10,6 +10,8 @@
 //! - [`sql`]: Arrow Flight SQL (statements, prepared statements, metadata) next to
 //!   the JSON tickets.
 //! - [`actions`]: DoAction / ListActions (health, inventory, admin).
+//! - [`local`]: the `local-read` action: a co-located client's plan of chunk files to
+//!   map (Unix socket only).
 //! - [`streams`]: the DoGet and DoPut stream pools, the stall watchdog, the gauge.
 //! - [`conn`]: the connection cap and the idle-connection timeout.
 //! - [`auth`]: bearer-token metadata checks.
@@ -25,6 +27,7 @@ pub mod doget;
 pub mod doput;
 pub mod error;
 pub mod info;
+pub mod local;
 pub mod putbody;
 pub mod service;
 pub mod sql;

@@ -158,6 +158,20 @@ impl FlightSvc {
         }
         let action = actions::FlightAction::parse(&req.get_ref().r#type)?;
         self.authorize(&req, action.access())?;
+        if action == actions::FlightAction::LocalRead {
+            let unix = req
+                .extensions()
+                .get::<super::conn::ConnInfo>()
+                .is_some_and(|c| c.unix);
+            if !unix {
+                return Err(Status::failed_precondition(super::local::TCP_REFUSED));
+            }
+            let bodies = super::local::run(Arc::clone(&self.engine), &req.get_ref().body).await?;
+            let results = bodies
+                .into_iter()
+                .map(|body| Ok(arrow_flight::Result { body }));
+            return Ok(stream::iter(results).boxed());
+        }
         let body = actions::run(Arc::clone(&self.engine), action, &req.get_ref().body).await?;
         Ok(stream::once(async move { Ok(arrow_flight::Result { body }) }).boxed())
     }

@@ -3,6 +3,7 @@
 
 pub mod budget;
 mod catalog;
+pub mod local;
 pub mod market;
 pub mod predicate;
 pub mod sql;

@@ -21,6 +21,7 @@ pub mod error;
 pub mod follow;
 pub mod format;
 pub mod fsio;
+pub mod locate;
 pub mod maintain;
 pub mod mapcache;
 pub mod mmap;
