@@ -328,7 +328,13 @@ fn a_compressed_scalar_month_keeps_its_value_index_small() {
         };
         let (f, _) = store.register(meta).unwrap();
         let ts = (0..rows as i64).map(|i| JAN_2024 + i * MINUTE).collect();
-        f.write(WriteBatch { cols: vec![ts, values] }, None).unwrap();
+        f.write(
+            WriteBatch {
+                cols: vec![ts, values],
+            },
+            None,
+        )
+        .unwrap();
         assert_eq!(f.compress_sealed(i64::MAX / 2).unwrap(), vec!["2024-01"]);
         let snap = f.snapshot();
         let chunks: Vec<_> = snap.chunks().collect();
@@ -340,7 +346,10 @@ fn a_compressed_scalar_month_keeps_its_value_index_small() {
         assert_eq!(e.vindex.len as usize, 64 + fences * 8 + rows * 2 + 8);
         assert_eq!(e.vindex.len, 94_944);
         let ix = chunks[0].vindex(vt).unwrap();
-        assert_eq!((ix.version(), ix.entries, ix.fences().len()), (2, rows, fences));
+        assert_eq!(
+            (ix.version(), ix.entries, ix.fences().len()),
+            (2, rows, fences)
+        );
         let per_row = |b: u64| b as f64 / rows as f64;
         let total = e.file_len + e.zonemap.len + e.vindex.len;
         eprintln!(

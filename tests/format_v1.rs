@@ -238,14 +238,17 @@ fn vidx_versions(root: &Path) -> Vec<u32> {
 /// scan of the rows the fixture was made from; the value index must answer the ones
 /// it can.
 fn predicates_answer_like_a_scan(engine: &Engine) {
-    let cases: Vec<(SeriesKey, ValueType, Vec<i64>, Vec<i64>)> = [("f", ValueType::F64, f64_rows()), ("n", ValueType::I64, i64_rows())]
-        .into_iter()
-        .map(|(name, vt, b)| {
-            let mut cols = b.cols.into_iter();
-            let (ts, v) = (cols.next().unwrap(), cols.next().unwrap());
-            (scalar_meta(name, vt).key, vt, ts, v)
-        })
-        .collect();
+    let cases: Vec<(SeriesKey, ValueType, Vec<i64>, Vec<i64>)> = [
+        ("f", ValueType::F64, f64_rows()),
+        ("n", ValueType::I64, i64_rows()),
+    ]
+    .into_iter()
+    .map(|(name, vt, b)| {
+        let mut cols = b.cols.into_iter();
+        let (ts, v) = (cols.next().unwrap(), cols.next().unwrap());
+        (scalar_meta(name, vt).key, vt, ts, v)
+    })
+    .collect();
     for (key, vt, ts, v) in cases {
         let x = |b: i64| match vt {
             ValueType::F64 => f64::from_bits(b as u64),
@@ -261,17 +264,31 @@ fn predicates_answer_like_a_scan(engine: &Engine) {
             (Predicate::Gte { value: num(20.0) }, Box::new(|a| a >= 20.0)),
             (Predicate::Lt { value: num(0.5) }, Box::new(|a| a < 0.5)),
             (
-                Predicate::Between { min: num(3.0), max: num(4.0), inclusive: true },
+                Predicate::Between {
+                    min: num(3.0),
+                    max: num(4.0),
+                    inclusive: true,
+                },
                 Box::new(|a| (3.0..=4.0).contains(&a)),
             ),
             (
-                Predicate::In { values: vec![num(-49.0), num(14.0), num(23.0)] },
+                Predicate::In {
+                    values: vec![num(-49.0), num(14.0), num(23.0)],
+                },
                 Box::new(|a| [-49.0, 14.0, 23.0].contains(&a)),
             ),
         ];
         for (p, matches) in preds {
-            let want: Vec<i64> = (0..ts.len()).filter(|&i| matches(x(v[i]))).map(|i| ts[i]).collect();
-            for strategy in [Strategy::ValueIndex, Strategy::Auto, Strategy::Zonemap, Strategy::Scan] {
+            let want: Vec<i64> = (0..ts.len())
+                .filter(|&i| matches(x(v[i])))
+                .map(|i| ts[i])
+                .collect();
+            for strategy in [
+                Strategy::ValueIndex,
+                Strategy::Auto,
+                Strategy::Zonemap,
+                Strategy::Scan,
+            ] {
                 let req = QueryRequest {
                     start_ts: None,
                     end_ts: None,
@@ -299,7 +316,10 @@ fn version_1_value_indexes_answer_and_are_rewritten_as_version_2() {
     let dir = tempfile::tempdir().unwrap();
     copy_dir(&fixture(), dir.path());
     let before = vidx_versions(dir.path());
-    assert!(before.len() >= 4 && before.iter().all(|&v| v == 1), "{before:?}");
+    assert!(
+        before.len() >= 4 && before.iter().all(|&v| v == 1),
+        "{before:?}"
+    );
     let mut config = Config::default();
     config.storage.root = dir.path().to_path_buf();
     config.storage.compress_after_s = 0;
@@ -307,7 +327,10 @@ fn version_1_value_indexes_answer_and_are_rewritten_as_version_2() {
     predicates_answer_like_a_scan(&engine);
     assert!(engine.compress_sealed(i64::MAX / 2) > 0);
     let after = vidx_versions(dir.path());
-    assert!(after.len() >= 4 && after.iter().all(|&v| v == 2), "{after:?}");
+    assert!(
+        after.len() >= 4 && after.iter().all(|&v| v == 2),
+        "{after:?}"
+    );
     predicates_answer_like_a_scan(&engine);
 }
 

@@ -350,7 +350,10 @@ fn value_index_v2_validation_rejects_inconsistent_bytes() {
     let pos_at = 64 + 2 * 8;
     let err = |r: Result<(), String>| r.expect_err("must be refused");
     assert!(err(edit(pos_at + 2, &10u16.to_le_bytes())).contains("outside its chunk"));
-    assert!(edit(pos_at + 2, &9u16.to_le_bytes()).is_ok(), "row 9 is inside");
+    assert!(
+        edit(pos_at + 2, &9u16.to_le_bytes()).is_ok(),
+        "row 9 is inside"
+    );
     assert!(err(edit(40, &3u64.to_le_bytes())).contains("fences"));
     assert!(err(edit(40, &1u64.to_le_bytes())).contains("fences"));
     assert!(err(edit(32, &0u64.to_le_bytes())).contains("fences"));

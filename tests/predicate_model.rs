@@ -268,13 +268,15 @@ fn verify(
 }
 
 fn layout() -> impl Strategy<Value = Layout> {
-    (prop_oneof![4 => Just(DENSE), 1 => Just(MONTHLY)], any::<bool>()).prop_map(
-        |(spacing, compress)| Layout {
+    (
+        prop_oneof![4 => Just(DENSE), 1 => Just(MONTHLY)],
+        any::<bool>(),
+    )
+        .prop_map(|(spacing, compress)| Layout {
             timeframe: "1h",
             spacing,
             compress,
-        },
-    )
+        })
 }
 
 proptest! {

@@ -75,7 +75,9 @@ pub fn fence_count(entries: u64, k: u64) -> u64 {
 /// Length of a version 2 index file (the formula `tests/compression.rs` checks).
 pub fn v2_file_len(entries: usize, rows: usize) -> usize {
     let fences = fence_count(entries as u64, VINDEX_FENCE_EVERY as u64) as usize;
-    HEADER_LEN + fences * 8 + (entries * position_width(rows as u64)).next_multiple_of(8)
+    HEADER_LEN
+        + fences * 8
+        + (entries * position_width(rows as u64)).next_multiple_of(8)
         + CHECKSUM_LEN
 }
 
@@ -553,7 +555,10 @@ mod tests {
         let sorted: Vec<i64> = order.iter().map(|&i| values[i as usize]).collect();
         for b in [build_vindex(vt, values), build_vindex_v1(vt, values)] {
             let ix = ValueIndex::open(MappedFile::from_parts(&[&b]), vt, xxh3_64(&b)).unwrap();
-            assert!(ix.lookup(&[1]).is_none() || values.len() == 1, "another column");
+            assert!(
+                ix.lookup(&[1]).is_none() || values.len() == 1,
+                "another column"
+            );
             let look = ix.lookup(values).unwrap();
             for &v in probes {
                 for le in [false, true] {
@@ -564,7 +569,12 @@ mod tests {
                         ValueType::F64 => f64_of(x) < f64_of(v),
                     };
                     let want = sorted.partition_point(|&x| below(x));
-                    assert_eq!(look.partition_point(below), want, "v{} {v} {le}", ix.version());
+                    assert_eq!(
+                        look.partition_point(below),
+                        want,
+                        "v{} {v} {le}",
+                        ix.version()
+                    );
                     let (lo, hi) = ix.bounds(below);
                     assert!(lo <= want && want <= hi && hi - lo < VINDEX_FENCE_EVERY);
                 }
@@ -577,7 +587,10 @@ mod tests {
         for rows in [0usize, 1, 63, 64, 65, 1000, 65_536, 70_001] {
             let mut r = xorshift(rows as u64 + 1);
             let values: Vec<i64> = (0..rows).map(|_| (r() % 3000) as i64 - 1500).collect();
-            let probes: Vec<i64> = (-1502..1502).step_by(7).chain([i64::MIN, i64::MAX]).collect();
+            let probes: Vec<i64> = (-1502..1502)
+                .step_by(7)
+                .chain([i64::MIN, i64::MAX])
+                .collect();
             check_lookups(ValueType::I64, &values, &probes);
             let b = build_vindex(ValueType::I64, &values);
             assert_eq!(b.len(), v2_file_len(rows, rows));
@@ -590,7 +603,15 @@ mod tests {
     #[test]
     fn f64_lookups_handle_nan_zeros_and_infinities() {
         let mut r = xorshift(7);
-        let special = [f64::NAN, -0.0, 0.0, f64::INFINITY, f64::NEG_INFINITY, 1.5, -1.5];
+        let special = [
+            f64::NAN,
+            -0.0,
+            0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1.5,
+            -1.5,
+        ];
         let values: Vec<i64> = (0..5000)
             .map(|i| {
                 let x = if i % 5 == 0 {
@@ -601,16 +622,24 @@ mod tests {
                 x.to_bits() as i64
             })
             .collect();
-        let probes: Vec<i64> = [-0.0, 0.0, 1.5, -13.0, 13.0, f64::INFINITY, f64::NEG_INFINITY]
-            .into_iter()
-            .chain((0..200).map(|i| i as f64 / 8.0 - 12.0))
-            .map(|f| f.to_bits() as i64)
-            .collect();
+        let probes: Vec<i64> = [
+            -0.0,
+            0.0,
+            1.5,
+            -13.0,
+            13.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ]
+        .into_iter()
+        .chain((0..200).map(|i| i as f64 / 8.0 - 12.0))
+        .map(|f| f.to_bits() as i64)
+        .collect();
         check_lookups(ValueType::F64, &values, &probes);
         let all_nan = vec![f64::NAN.to_bits() as i64; 100];
         let b = build_vindex(ValueType::F64, &all_nan);
-        let ix = ValueIndex::open(MappedFile::from_parts(&[&b]), ValueType::F64, xxh3_64(&b))
-            .unwrap();
+        let ix =
+            ValueIndex::open(MappedFile::from_parts(&[&b]), ValueType::F64, xxh3_64(&b)).unwrap();
         assert_eq!((ix.entries, ix.fences().len(), ix.chunk_rows), (0, 0, 100));
     }
 }
