@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use fastk::admin::AdminAction;
 use fastk::config::Config;
 use fastk::query::Engine;
-use fastk::query::types::AdminRequest;
+use fastk::query::types::{AdminRequest, Predicate, QueryRequest, Strategy};
 use fastk::record::{SeriesKey, SeriesMeta, TsRange, ValueType};
-use fastk::storage::format::Manifest;
+use fastk::storage::chunk::{FileKind, data_file_name};
+use fastk::storage::format::{ChunkHeader, Manifest, SidecarRef};
+use fastk::storage::sidecar::build_vindex_v1;
 use fastk::storage::{Store, StoreOptions, WriteBatch};
 
 const MINUTE: i64 = 60_000;
@@ -214,9 +216,127 @@ fn a_version_1_store_opens_reads_and_upgrades() {
     );
 }
 
+/// The version (bytes 8..12) of every value index under `root`.
+fn vidx_versions(root: &Path) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.join("series")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "vidx") {
+                let b = std::fs::read(&p).unwrap();
+                out.push(u32::from_le_bytes(b[8..12].try_into().unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Predicates on both scalar series, each forced through every strategy, against a
+/// scan of the rows the fixture was made from; the value index must answer the ones
+/// it can.
+fn predicates_answer_like_a_scan(engine: &Engine) {
+    let cases: Vec<(SeriesKey, ValueType, Vec<i64>, Vec<i64>)> = [
+        ("f", ValueType::F64, f64_rows()),
+        ("n", ValueType::I64, i64_rows()),
+    ]
+    .into_iter()
+    .map(|(name, vt, b)| {
+        let mut cols = b.cols.into_iter();
+        let (ts, v) = (cols.next().unwrap(), cols.next().unwrap());
+        (scalar_meta(name, vt).key, vt, ts, v)
+    })
+    .collect();
+    for (key, vt, ts, v) in cases {
+        let x = |b: i64| match vt {
+            ValueType::F64 => f64::from_bits(b as u64),
+            ValueType::I64 => b as f64,
+        };
+        let num = |f: f64| match vt {
+            ValueType::F64 => serde_json::Number::from_f64(f).unwrap(),
+            ValueType::I64 => serde_json::Number::from(f as i64),
+        };
+        type Check = Box<dyn Fn(f64) -> bool>;
+        let preds: Vec<(Predicate, Check)> = vec![
+            (Predicate::Eq { value: num(12.0) }, Box::new(|a| a == 12.0)),
+            (Predicate::Gte { value: num(20.0) }, Box::new(|a| a >= 20.0)),
+            (Predicate::Lt { value: num(0.5) }, Box::new(|a| a < 0.5)),
+            (
+                Predicate::Between {
+                    min: num(3.0),
+                    max: num(4.0),
+                    inclusive: true,
+                },
+                Box::new(|a| (3.0..=4.0).contains(&a)),
+            ),
+            (
+                Predicate::In {
+                    values: vec![num(-49.0), num(14.0), num(23.0)],
+                },
+                Box::new(|a| [-49.0, 14.0, 23.0].contains(&a)),
+            ),
+        ];
+        for (p, matches) in preds {
+            let want: Vec<i64> = (0..ts.len())
+                .filter(|&i| matches(x(v[i])))
+                .map(|i| ts[i])
+                .collect();
+            for strategy in [
+                Strategy::ValueIndex,
+                Strategy::Auto,
+                Strategy::Zonemap,
+                Strategy::Scan,
+            ] {
+                let req = QueryRequest {
+                    start_ts: None,
+                    end_ts: None,
+                    predicate: p.clone(),
+                    return_values: Some(false),
+                    limit: None,
+                    strategy: Some(strategy),
+                };
+                let r = engine.query(&key, &req, usize::MAX).unwrap();
+                assert_eq!(r.timestamps, want, "{key} {p:?} {strategy:?}");
+                assert_eq!(r.stats.sidecar_fallbacks, 0);
+                if strategy == Strategy::ValueIndex {
+                    assert_eq!(r.stats.index_used, "value_index", "{key} {p:?}");
+                }
+            }
+        }
+    }
+}
+
+/// The fixture's value indexes are version 1 (every sorted value beside u32
+/// positions): they answer predicates as they did, and a month rewritten (here by
+/// compression) gets a version 2 index that answers the same.
+#[test]
+fn version_1_value_indexes_answer_and_are_rewritten_as_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(), dir.path());
+    let before = vidx_versions(dir.path());
+    assert!(
+        before.len() >= 4 && before.iter().all(|&v| v == 1),
+        "{before:?}"
+    );
+    let mut config = Config::default();
+    config.storage.root = dir.path().to_path_buf();
+    config.storage.compress_after_s = 0;
+    let engine = Engine::open(config).unwrap();
+    predicates_answer_like_a_scan(&engine);
+    assert!(engine.compress_sealed(i64::MAX / 2) > 0);
+    let after = vidx_versions(dir.path());
+    assert!(
+        after.len() >= 4 && after.iter().all(|&v| v == 2),
+        "{after:?}"
+    );
+    predicates_answer_like_a_scan(&engine);
+}
+
 /// Remakes `tests/fixtures/store_v1`: writes the series as chunk files with today's
-/// code (chunks and sidecars are unchanged since version 1), then rewrites each
-/// manifest in the version 1 layout (no `wal_lsn`).
+/// code (chunks and zone maps are unchanged since version 1), then rewrites each value
+/// index and each manifest in the version 1 layout (every sorted value; no `wal_lsn`).
 #[test]
 #[ignore = "remakes the committed fixture"]
 fn make_v1_fixture() {
@@ -242,7 +362,24 @@ fn make_v1_fixture() {
     drop(store);
     for d in dirs {
         let path = d.join("MANIFEST");
-        let m = Manifest::decode(&std::fs::read(&path).unwrap()).unwrap();
+        let mut m = Manifest::decode(&std::fs::read(&path).unwrap()).unwrap();
+        // Value indexes in the version 1 layout (today's code writes version 2).
+        for e in m.entries.iter_mut().filter(|e| e.vindex.present()) {
+            let name = |kind| data_file_name(e.month, e.generation, kind);
+            let chunk = std::fs::read(d.join(name(FileKind::Chunk))).unwrap();
+            let h = ChunkHeader::decode(&chunk).unwrap();
+            let at = h.column_offset(1);
+            let values: Vec<i64> = chunk[at..at + 8 * h.rows as usize]
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            let v1 = build_vindex_v1(h.meta.value_type, &values);
+            std::fs::write(d.join(name(FileKind::ValueIndex)), &v1).unwrap();
+            e.vindex = SidecarRef {
+                xxh3: xxhash_rust::xxh3::xxh3_64(&v1),
+                len: v1.len() as u64,
+            };
+        }
         let v2 = m.encode();
         // v1: the same bytes without the 16 of wal_lsn and its reserve at 288..304,
         // version 1, and the trailing checksum recomputed.

@@ -29,7 +29,9 @@ use fastk::storage::format::{
     SidecarRef, align_up, build_chunk,
 };
 use fastk::storage::mmap::MappedFile;
-use fastk::storage::sidecar::{ValueIndex, ZoneMap, build_vindex, build_zonemap};
+use fastk::storage::sidecar::{
+    ValueIndex, ZoneMap, build_vindex, build_vindex_v1, build_zonemap, fence_count,
+};
 use fastk::storage::wal::{RecordError, decode_record, encode_record};
 use proptest::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
@@ -162,7 +164,14 @@ fn zonemap() -> Vec<u8> {
     build_zonemap(ValueType::F64, &ts, &v, 4)
 }
 
+/// A version 1 value index (what stores written before version 2 hold).
 fn vindex() -> Vec<u8> {
+    let (_, v) = zonemap_values();
+    build_vindex_v1(ValueType::F64, &v)
+}
+
+/// A version 2 value index (what FastK writes): 8 entries, fences 2, u16 positions.
+fn vindex_v2() -> Vec<u8> {
     let (_, v) = zonemap_values();
     build_vindex(ValueType::F64, &v)
 }
@@ -200,6 +209,7 @@ fn golden_encodings_of_format_v1_are_unchanged() {
     check_golden("manifest_v2.bin", &manifest_v2().encode());
     check_golden("zonemap_v1.bin", &zonemap());
     check_golden("vindex_v1.bin", &vindex());
+    check_golden("vindex_v2.bin", &vindex_v2());
 }
 
 /// A version 1 manifest (written before the write-ahead log) still decodes, as
@@ -316,7 +326,45 @@ fn valid_encodings_decode() {
     let v = vindex();
     let (ok, _dir) = open_vindex(&v, ValueType::F64);
     let vi = ok.unwrap();
-    assert_eq!((vi.entries, vi.chunk_rows), (8, 10));
+    assert_eq!((vi.entries, vi.chunk_rows, vi.version()), (8, 10, 1));
+    let v = vindex_v2();
+    let (ok, _dir) = open_vindex(&v, ValueType::F64);
+    let vi = ok.unwrap();
+    assert_eq!((vi.entries, vi.chunk_rows, vi.version()), (8, 10, 2));
+    assert_eq!(vi.fences().len(), 2);
+    // Header 64, two fences, 8 u16 positions (16 bytes), checksum.
+    assert_eq!(v.len(), 64 + 2 * 8 + 16 + 8);
+}
+
+/// Version 2 validation refuses what a checksum cannot: a row position past the
+/// chunk, fences that do not fit the entry count or do not ascend, a position width
+/// other than the row count's.
+#[test]
+fn value_index_v2_validation_rejects_inconsistent_bytes() {
+    let edit = |at: usize, bytes: &[u8]| {
+        let mut b = vindex_v2();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        reseal_trailer(&mut b);
+        open_vindex(&b, ValueType::F64).0.map(|_| ())
+    };
+    let pos_at = 64 + 2 * 8;
+    let err = |r: Result<(), String>| r.expect_err("must be refused");
+    assert!(err(edit(pos_at + 2, &10u16.to_le_bytes())).contains("outside its chunk"));
+    assert!(
+        edit(pos_at + 2, &9u16.to_le_bytes()).is_ok(),
+        "row 9 is inside"
+    );
+    assert!(err(edit(40, &3u64.to_le_bytes())).contains("fences"));
+    assert!(err(edit(40, &1u64.to_le_bytes())).contains("fences"));
+    assert!(err(edit(32, &0u64.to_le_bytes())).contains("fences"));
+    // Fence interval 4 needs ceil(8 / 4) + 1 = 3 fences, not 2.
+    assert!(err(edit(32, &4u64.to_le_bytes())).contains("fences"));
+    assert_eq!(fence_count(8, 4), 3);
+    assert!(err(edit(13, &[4])).contains("width"));
+    // Fences out of order, or NaN.
+    assert!(err(edit(64, &9.5f64.to_bits().to_le_bytes())).contains("ascending"));
+    assert!(err(edit(64, &f64::NAN.to_bits().to_le_bytes())).contains("ascending"));
+    assert!(err(edit(8, &3u32.to_le_bytes())).contains("version 3"));
 }
 
 // ---------------------------------------------------------------- the checks
@@ -361,8 +409,21 @@ fn check_vindex(b: &[u8], vt: ValueType) {
     if let Ok(v) = r {
         assert!(v.entries <= v.chunk_rows);
         assert!(v.chunk_rows <= u32::MAX as usize);
-        let values = v.values();
-        assert_eq!(values.len(), v.entries);
+        let fences = v.fences();
+        match v.version() {
+            1 => assert_eq!(fences.len(), v.entries),
+            _ => {
+                let k = v.fence_every() as u64;
+                assert_eq!(fences.len() as u64, fence_count(v.entries as u64, k));
+                match vt {
+                    ValueType::I64 => assert!(fences.is_sorted()),
+                    ValueType::F64 => assert!(fences.windows(2).all(|w| {
+                        let (a, b) = (f64::from_bits(w[0] as u64), f64::from_bits(w[1] as u64));
+                        a.total_cmp(&b).is_le() && !a.is_nan() && !b.is_nan()
+                    })),
+                }
+            }
+        }
         for k in 0..v.entries {
             assert!((v.position(k) as usize) < v.chunk_rows);
         }
@@ -466,6 +527,17 @@ const WAL_FIELDS: &[(usize, usize)] = &[
 ];
 const ZONEMAP_FIELDS: &[(usize, usize)] = &[(12, 1), (16, 4), (24, 8), (32, 8), (64 + 32, 4)];
 const VINDEX_FIELDS: &[(usize, usize)] = &[(12, 1), (16, 8), (24, 8), (32, 8), (40, 8), (128, 4)];
+const VINDEX_V2_FIELDS: &[(usize, usize)] = &[
+    (12, 1),
+    (13, 1),
+    (16, 8),
+    (24, 8),
+    (32, 8),
+    (40, 8),
+    (48, 8),
+    (64, 8),
+    (80, 2),
+];
 
 fn apply(mut b: Vec<u8>, muts: &[Mutation], fields: &[(usize, usize)]) -> Vec<u8> {
     for m in muts {
@@ -648,6 +720,32 @@ proptest! {
         vt in value_type(),
     ) {
         let mut b = apply(vindex(), &muts, VINDEX_FIELDS);
+        if reseal {
+            reseal_trailer(&mut b);
+        }
+        check_vindex(&b, vt);
+    }
+
+    #[test]
+    fn value_index_v2_never_panics_on_arbitrary_bytes(
+        b in prop::collection::vec(any::<u8>(), 0..600),
+        vt in value_type(),
+    ) {
+        let mut b = b;
+        if b.len() >= 12 {
+            b[..8].copy_from_slice(b"FASTKVIX");
+            b[8..12].copy_from_slice(&2u32.to_le_bytes());
+            reseal_trailer(&mut b);
+        }
+        check_vindex(&b, vt);
+    }
+
+    #[test]
+    fn value_index_v2_never_panics_on_mutations(
+        (muts, reseal) in mutations(),
+        vt in value_type(),
+    ) {
+        let mut b = apply(vindex_v2(), &muts, VINDEX_V2_FIELDS);
         if reseal {
             reseal_trailer(&mut b);
         }

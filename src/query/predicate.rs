@@ -9,12 +9,13 @@
 //! NaN (f64 series) never matches any predicate, `ne` and `not_in` included.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use super::types::{Predicate, QueryStats, Strategy};
 use crate::error::{Error, Result};
 use crate::record::{TsRange, ValueType};
-use crate::storage::chunk::ChunkRef;
-use crate::storage::sidecar::{ValueIndex, ZoneMap};
+use crate::storage::chunk::{ChunkRef, FileKind};
+use crate::storage::sidecar::{Lookup, ValueIndex, ZoneMap};
 use crate::storage::snapshot::{Snapshot, slice_of};
 
 /// The index is used when it predicts at most 1/`INDEX_SELECTIVITY_DIV` of the rows in
@@ -184,13 +185,15 @@ impl<T: Val> Pred<T> {
         }
     }
 
-    /// Index ranges `[lo, hi)` of the sorted values that match, or `None` when the
-    /// predicate is not a value range (`ne`, `not_in`).
-    fn index_ranges(&self, sorted: &[i64]) -> Option<Vec<(usize, usize)>> {
-        let lb = |v: T| sorted.partition_point(|&b| T::from_bits(b) < v);
-        let ub = |v: T| sorted.partition_point(|&b| T::from_bits(b) <= v);
-        let n = sorted.len();
-        let r = match self {
+    /// Index ranges `[lo, hi)` of the sorted values that may match, or `None` when the
+    /// predicate is not a value range (`ne`, `not_in`). `pp(v, le)` counts the sorted
+    /// values `< v` (`<= v` when `le`); every range starts at one such count and ends
+    /// at another, so the same shape serves exact counts and fence bounds. Ranges may be
+    /// empty or repeated (see [`exact_ranges`]).
+    fn index_ranges(&self, n: usize, pp: impl Fn(T, bool) -> usize) -> Option<Vec<(usize, usize)>> {
+        let lb = |v: T| pp(v, false);
+        let ub = |v: T| pp(v, true);
+        Some(match self {
             Pred::Cmp(Op::Eq, v) => vec![(lb(*v), ub(*v))],
             Pred::Cmp(Op::Gt, v) => vec![(ub(*v), n)],
             Pred::Cmp(Op::Gte, v) => vec![(lb(*v), n)],
@@ -198,20 +201,55 @@ impl<T: Val> Pred<T> {
             Pred::Cmp(Op::Lte, v) => vec![(0, ub(*v))],
             Pred::Between(a, b, true) => vec![(lb(*a), ub(*b))],
             Pred::Between(a, b, false) => vec![(ub(*a), lb(*b))],
-            Pred::In(vs) => {
-                let mut seen = Vec::new();
-                for v in vs {
-                    let r = (lb(*v), ub(*v));
-                    if r.0 < r.1 && seen.last() != Some(&r) {
-                        seen.push(r);
-                    }
-                }
-                seen
-            }
+            Pred::In(vs) => vs.iter().map(|v| (lb(*v), ub(*v))).collect(),
             Pred::Cmp(Op::Ne, _) | Pred::NotIn(_) => return None,
-        };
-        Some(r.into_iter().filter(|(a, b)| a < b).collect())
+        })
     }
+
+    /// Whether the index alone (its fences, no chunk body) proves that no value of the
+    /// chunk matches.
+    /// Whether the predicate is a range (or ranges) of values, which an index answers.
+    fn is_range(&self) -> bool {
+        !matches!(self, Pred::Cmp(Op::Ne, _) | Pred::NotIn(_))
+    }
+
+    fn index_rules_out(&self, ix: &ValueIndex) -> bool {
+        let bound = |hi: bool| {
+            move |v: T, le: bool| {
+                let (lo_n, hi_n) = ix.bounds(|b| below(T::from_bits(b), v, le));
+                if hi { hi_n } else { lo_n }
+            }
+        };
+        // Each range's start is at least its low bound and its end at most its high one.
+        match (
+            self.index_ranges(ix.entries, bound(false)),
+            self.index_ranges(ix.entries, bound(true)),
+        ) {
+            (Some(lo), Some(hi)) => lo.iter().zip(&hi).all(|(a, b)| a.0 >= b.1),
+            _ => false,
+        }
+    }
+
+    /// The exact matching ranges of the sorted entries, non-empty and distinct.
+    fn exact_ranges(&self, look: &Lookup) -> Option<Vec<(usize, usize)>> {
+        let n = look.entries();
+        let ranges = self.index_ranges(n, |v, le| {
+            look.partition_point(|b| below(T::from_bits(b), v, le))
+        })?;
+        let mut out: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+        for r in ranges.into_iter().filter(|(a, b)| a < b) {
+            // `in` lists are sorted, so a repeated value gives the previous range again.
+            if out.last() != Some(&r) {
+                out.push(r);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// `x < v`, or `x <= v` when `le`: true for a prefix of the sorted values.
+fn below<T: Val>(x: T, v: T, le: bool) -> bool {
+    if le { x <= v } else { x < v }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,6 +358,30 @@ fn chunk<T: Val>(
     st: &mut QueryStats,
     used: &mut BTreeSet<&'static str>,
 ) -> Result<bool> {
+    let zonemap_allowed = matches!(
+        strategy,
+        Strategy::Auto | Strategy::Zonemap | Strategy::ValueIndex
+    );
+    let ix = (matches!(strategy, Strategy::Auto | Strategy::ValueIndex) && p.is_range())
+        .then(|| load_vindex(c, vt, st))
+        .flatten();
+    // The sidecars first: a chunk they rule out is neither mapped nor, when
+    // compressed, decompressed.
+    let mut zm = None;
+    if let Some(ix) = &ix {
+        if p.index_rules_out(ix) {
+            used.insert("value_index");
+            st.chunks_pruned += 1;
+            return Ok(true);
+        }
+    } else if zonemap_allowed {
+        zm = load_zonemap(c, vt, st);
+        if zm.as_ref().is_some_and(|z| zones_rule_out(z, p, range, st)) {
+            used.insert("zonemap");
+            st.chunks_pruned += 1;
+            return Ok(true);
+        }
+    }
     let m = c.map()?;
     let s = slice_of(&m, range);
     if s.is_empty() {
@@ -327,50 +389,89 @@ fn chunk<T: Val>(
         return Ok(true);
     }
     let (ts, vals) = (m.ts(), m.col(1));
-    if matches!(strategy, Strategy::Auto | Strategy::ValueIndex) {
-        match c.vindex(vt) {
-            Ok(ix) => {
-                if let Some(ranges) = p.index_ranges(ix.values()) {
-                    let hits: usize = ranges.iter().map(|(a, b)| b - a).sum();
-                    if strategy == Strategy::ValueIndex || hits * INDEX_SELECTIVITY_DIV <= s.len() {
-                        used.insert("value_index");
-                        if hits == 0 {
-                            st.chunks_pruned += 1;
-                            return Ok(true);
-                        }
-                        return Ok(emit_from_index(
-                            &ix, &ranges, s.start, s.end, ts, vals, sink, st,
-                        ));
+    if let Some(ix) = &ix {
+        // A version 2 index reads the chunk's value column to place its bounds.
+        match ix.lookup(vals).and_then(|look| p.exact_ranges(&look)) {
+            Some(ranges) => {
+                let hits: usize = ranges.iter().map(|(a, b)| b - a).sum();
+                if strategy == Strategy::ValueIndex || hits * INDEX_SELECTIVITY_DIV <= s.len() {
+                    used.insert("value_index");
+                    if hits == 0 {
+                        st.chunks_pruned += 1;
+                        return Ok(true);
                     }
+                    return Ok(emit_from_index(
+                        ix, &ranges, s.start, s.end, ts, vals, sink, st,
+                    ));
                 }
             }
-            Err(why) => {
-                if c.entry.vindex.present() {
-                    tracing::warn!(chunk = %c.rel_path(crate::storage::chunk::FileKind::ValueIndex), %why, "value index unusable; scanning");
-                    st.sidecar_fallbacks += 1;
-                }
+            None => {
+                tracing::warn!(chunk = %c.rel_path(FileKind::ValueIndex), "value index disagrees with its chunk; scanning");
+                st.sidecar_fallbacks += 1;
             }
+        }
+        if zonemap_allowed {
+            zm = load_zonemap(c, vt, st);
         }
     }
-    if matches!(
-        strategy,
-        Strategy::Auto | Strategy::Zonemap | Strategy::ValueIndex
-    ) {
-        match c.zonemap(vt) {
-            Ok(z) => {
-                used.insert("zonemap");
-                return Ok(emit_with_zonemap(&z, p, s.start, s.end, ts, vals, sink, st));
-            }
-            Err(why) => {
-                if c.entry.zonemap.present() {
-                    tracing::warn!(chunk = %c.rel_path(crate::storage::chunk::FileKind::ZoneMap), %why, "zone map unusable; scanning");
-                    st.sidecar_fallbacks += 1;
-                }
-            }
-        }
+    if let Some(z) = zm {
+        used.insert("zonemap");
+        return Ok(emit_with_zonemap(&z, p, s.start, s.end, ts, vals, sink, st));
     }
     used.insert("scan");
     Ok(scan(p, s.start, s.end, ts, vals, sink, st))
+}
+
+/// The chunk's value index, or `None` (a present but unusable one is logged and
+/// counted as a fallback).
+fn load_vindex(c: &ChunkRef, vt: ValueType, st: &mut QueryStats) -> Option<Arc<ValueIndex>> {
+    c.vindex(vt)
+        .inspect_err(|why| {
+            if c.entry.vindex.present() {
+                tracing::warn!(chunk = %c.rel_path(FileKind::ValueIndex), %why, "value index unusable; scanning");
+                st.sidecar_fallbacks += 1;
+            }
+        })
+        .ok()
+}
+
+/// The chunk's zone map, or `None` (as [`load_vindex`]).
+fn load_zonemap(c: &ChunkRef, vt: ValueType, st: &mut QueryStats) -> Option<Arc<ZoneMap>> {
+    c.zonemap(vt)
+        .inspect_err(|why| {
+            if c.entry.zonemap.present() {
+                tracing::warn!(chunk = %c.rel_path(FileKind::ZoneMap), %why, "zone map unusable; scanning");
+                st.sidecar_fallbacks += 1;
+            }
+        })
+        .ok()
+}
+
+/// Whether no block of `z` whose ts bounds meet `range` can hold a match (counted as
+/// pruned blocks): decided from the zone map alone, before the chunk is mapped.
+fn zones_rule_out<T: Val>(z: &ZoneMap, p: &Pred<T>, range: TsRange, st: &mut QueryStats) -> bool {
+    let mut blocks = 0u64;
+    for zone in &z.zones {
+        if zone.last_ts < range.lo() || zone.first_ts > range.hi() {
+            continue;
+        }
+        blocks += 1;
+        let verdict = if zone.empty {
+            Verdict::None
+        } else {
+            p.zone_verdict(
+                T::from_bits(zone.min),
+                T::from_bits(zone.max),
+                zone.nan_count == 0,
+            )
+        };
+        if verdict != Verdict::None {
+            return false;
+        }
+    }
+    st.blocks_total += blocks;
+    st.blocks_pruned += blocks;
+    true
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -386,11 +487,7 @@ fn emit_from_index(
 ) -> bool {
     let mut pos: Vec<u32> = Vec::new();
     for &(lo, hi) in ranges {
-        pos.extend(
-            (lo..hi)
-                .map(|k| ix.position(k))
-                .filter(|&p| (p as usize) >= a && (p as usize) < b),
-        );
+        ix.positions_into(lo, hi, a, b, &mut pos);
     }
     pos.sort_unstable();
     st.rows_checked += pos.len() as u64;

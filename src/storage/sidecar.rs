@@ -4,22 +4,22 @@
 //! manifest with their checksums, and always rebuildable from the chunk. A missing or
 //! corrupt sidecar never changes an answer; queries fall back to scanning.
 
-use std::sync::Arc;
-
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::StoreOptions;
-use super::format::{
-    CHUNK_ROWS_MAX, align_up, checked_align_up, get_u32, get_u64, put_u32, put_u64,
-};
-use super::mmap::MappedFile;
+use super::format::{CHUNK_ROWS_MAX, get_u32, get_u64, put_u32, put_u64};
 use crate::record::{SeriesKind, SeriesMeta, ValueType};
 
+mod vindex;
+pub use vindex::{
+    Lookup, VINDEX_FENCE_EVERY, VINDEX_MAGIC, VINDEX_U16_ROWS_MAX, VINDEX_V1, VINDEX_VERSION,
+    ValueIndex, build_vindex, build_vindex_v1, fence_count, position_width, sorted_rows,
+    v2_file_len,
+};
+
 pub const ZONEMAP_MAGIC: &[u8; 8] = b"FASTKZMP";
-pub const VINDEX_MAGIC: &[u8; 8] = b"FASTKVIX";
 const ZONEMAP_HEADER_LEN: usize = 64;
 const ZONE_LEN: usize = 40;
-const VINDEX_HEADER_LEN: usize = 64;
 
 /// Sidecar bytes built for one chunk.
 #[derive(Debug, Default)]
@@ -177,242 +177,5 @@ impl ZoneMap {
             rows,
             zones,
         })
-    }
-}
-
-pub fn build_vindex(vt: ValueType, values: &[i64]) -> Vec<u8> {
-    // Row positions are u32: a chunk never holds more rows (asserted in release too).
-    assert!(
-        values.len() as u64 <= CHUNK_ROWS_MAX,
-        "sidecar: {} rows do not fit a value index",
-        values.len()
-    );
-    // (key, row) pairs in row order, radix-sorted by key: the sort is stable, so equal
-    // values keep row order, as the format requires.
-    let pairs: Vec<(u64, u32)> = match vt {
-        ValueType::I64 => values
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (unsigned_order_key(v), i as u32))
-            .collect(),
-        ValueType::F64 => values
-            .iter()
-            .enumerate()
-            .filter(|&(_, &v)| !f64_of(v).is_nan())
-            .map(|(i, &v)| (unsigned_order_key(f64_order_key(v)), i as u32))
-            .collect(),
-    };
-    let pairs = radix_sort(pairs);
-    let n = pairs.len();
-    let values_at = VINDEX_HEADER_LEN;
-    let pos_at = values_at + align_up(n * 8);
-    let len = pos_at + align_up(n * 4) + 64;
-    let mut b = vec![0u8; len];
-    b[0..8].copy_from_slice(VINDEX_MAGIC);
-    put_u32(&mut b, 8, 1);
-    b[12] = vt.code();
-    put_u64(&mut b, 16, n as u64);
-    put_u64(&mut b, 24, values.len() as u64);
-    put_u64(&mut b, 32, values_at as u64);
-    put_u64(&mut b, 40, pos_at as u64);
-    for (k, &(_, i)) in pairs.iter().enumerate() {
-        put_u64(&mut b, values_at + 8 * k, values[i as usize] as u64);
-        put_u32(&mut b, pos_at + 4 * k, i);
-    }
-    let end = len - 8;
-    let sum = xxh3_64(&b[..end]);
-    put_u64(&mut b, end, sum);
-    b
-}
-
-/// The u64 whose unsigned order is the signed order of `v`.
-fn unsigned_order_key(v: i64) -> u64 {
-    (v as u64) ^ (1 << 63)
-}
-
-/// Stable LSD radix sort of `(key, row)` pairs by key, one byte per pass; a pass whose
-/// byte is the same for every key (the high bytes of small values) is skipped.
-fn radix_sort(mut pairs: Vec<(u64, u32)>) -> Vec<(u64, u32)> {
-    let mut counts = [[0usize; 256]; 8];
-    for &(k, _) in &pairs {
-        for (d, c) in counts.iter_mut().enumerate() {
-            c[((k >> (8 * d)) & 0xff) as usize] += 1;
-        }
-    }
-    let mut scratch = vec![(0u64, 0u32); pairs.len()];
-    for (d, count) in counts.iter().enumerate() {
-        if count.contains(&pairs.len()) {
-            continue;
-        }
-        let mut next = [0usize; 256];
-        let mut at = 0;
-        for (b, &c) in count.iter().enumerate() {
-            next[b] = at;
-            at += c;
-        }
-        for &p in &pairs {
-            let b = ((p.0 >> (8 * d)) & 0xff) as usize;
-            scratch[next[b]] = p;
-            next[b] += 1;
-        }
-        std::mem::swap(&mut pairs, &mut scratch);
-    }
-    pairs
-}
-
-/// A verified value index over a mapped sidecar: values sorted ascending (NaN left
-/// out) with the chunk row of each.
-#[derive(Debug)]
-pub struct ValueIndex {
-    file: Arc<MappedFile>,
-    pub entries: usize,
-    pub chunk_rows: usize,
-    values_at: usize,
-    pos_at: usize,
-}
-
-impl ValueIndex {
-    /// Verifies a mapped value index. Any bytes give an index whose sizes agree and
-    /// whose every row position lies inside the chunk, or an error, never a panic
-    /// (`tests/fuzz_decoders.rs`): a position past the chunk would index out of
-    /// bounds in the predicate scan.
-    pub fn open(
-        file: Arc<MappedFile>,
-        vt: ValueType,
-        expected_xxh3: u64,
-    ) -> Result<ValueIndex, String> {
-        let b = file.bytes();
-        if b.len() < VINDEX_HEADER_LEN + 64 || &b[0..8] != VINDEX_MAGIC {
-            return Err("not a value index".into());
-        }
-        if xxh3_64(b) != expected_xxh3 || get_u64(b, b.len() - 8) != xxh3_64(&b[..b.len() - 8]) {
-            return Err("value index checksum mismatch".into());
-        }
-        if b[12] != vt.code() {
-            return Err("value index value type disagrees with the series".into());
-        }
-        let entries = get_u64(b, 16);
-        let chunk_rows = get_u64(b, 24);
-        let values_at = get_u64(b, 32);
-        let pos_at = get_u64(b, 40);
-        if chunk_rows > CHUNK_ROWS_MAX
-            || entries > chunk_rows
-            || values_at != VINDEX_HEADER_LEN as u64
-        {
-            return Err("value index size is inconsistent".into());
-        }
-        // entries <= u32::MAX: the products below fit in usize on 64-bit targets, and
-        // the checked forms keep that true elsewhere.
-        let (entries, chunk_rows, values_at) =
-            (entries as usize, chunk_rows as usize, values_at as usize);
-        let values_end = entries
-            .checked_mul(8)
-            .and_then(checked_align_up)
-            .and_then(|n| n.checked_add(values_at));
-        let file_len = entries
-            .checked_mul(4)
-            .and_then(checked_align_up)
-            .zip(values_end)
-            .and_then(|(p, v)| p.checked_add(v))
-            .and_then(|n| n.checked_add(64));
-        if values_end != Some(pos_at as usize) || file_len != Some(b.len()) {
-            return Err("value index size is inconsistent".into());
-        }
-        let pos_at = pos_at as usize;
-        if (0..entries).any(|k| get_u32(b, pos_at + 4 * k) as usize >= chunk_rows) {
-            return Err("value index names a row outside its chunk".into());
-        }
-        Ok(ValueIndex {
-            file,
-            entries,
-            chunk_rows,
-            values_at,
-            pos_at,
-        })
-    }
-
-    /// Sorted values as raw i64 (f64 bits for f64 series).
-    pub fn values(&self) -> &[i64] {
-        self.file.i64s(self.values_at, self.entries)
-    }
-
-    pub fn position(&self, k: usize) -> u32 {
-        get_u32(self.file.bytes(), self.pos_at + 4 * k)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The index order the format defines: a stable sort of rows by value
-    /// (`f64::total_cmp` for f64, NaN rows left out).
-    fn reference(vt: ValueType, values: &[i64]) -> Vec<u32> {
-        let mut pos: Vec<u32> = (0..values.len() as u32).collect();
-        match vt {
-            ValueType::I64 => pos.sort_by_key(|&i| values[i as usize]),
-            ValueType::F64 => {
-                pos.retain(|&i| !f64_of(values[i as usize]).is_nan());
-                pos.sort_by(|&a, &b| {
-                    f64_of(values[a as usize]).total_cmp(&f64_of(values[b as usize]))
-                });
-            }
-        }
-        pos
-    }
-
-    fn index_positions(vt: ValueType, values: &[i64]) -> Vec<u32> {
-        let b = build_vindex(vt, values);
-        let n = get_u64(&b, 16) as usize;
-        let pos_at = get_u64(&b, 40) as usize;
-        (0..n).map(|k| get_u32(&b, pos_at + 4 * k)).collect()
-    }
-
-    #[test]
-    fn radix_order_equals_a_stable_sort_for_i64() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut values: Vec<i64> = (0..5000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % 97) as i64 - 48
-            })
-            .collect();
-        values.extend([i64::MIN, i64::MAX, 0, -1, 1, i64::MIN, 1 << 40, -(1 << 40)]);
-        assert_eq!(
-            index_positions(ValueType::I64, &values),
-            reference(ValueType::I64, &values)
-        );
-        let constant = vec![7i64; 100];
-        assert_eq!(
-            index_positions(ValueType::I64, &constant),
-            (0..100).collect::<Vec<u32>>()
-        );
-        assert!(index_positions(ValueType::I64, &[]).is_empty());
-    }
-
-    #[test]
-    fn radix_order_equals_total_cmp_for_f64_and_drops_nan() {
-        let floats = [
-            1.5,
-            -0.0,
-            0.0,
-            f64::NAN,
-            -1.5,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            1.5,
-            -f64::NAN,
-            f64::MIN_POSITIVE,
-            -f64::MIN_POSITIVE,
-            1e300,
-            -1e300,
-            0.0,
-        ];
-        let values: Vec<i64> = floats.iter().map(|f| f.to_bits() as i64).collect();
-        let got = index_positions(ValueType::F64, &values);
-        assert_eq!(got, reference(ValueType::F64, &values));
-        assert_eq!(got.len(), floats.len() - 2, "both NaNs are left out");
     }
 }
