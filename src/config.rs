@@ -675,6 +675,41 @@ fn env_value(raw: &str, default: Option<&toml::Value>) -> toml::Value {
     }
 }
 
+impl ReplicaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("replica.{k}: {why}")));
+        for (k, url) in [
+            ("publish_to", &self.publish_to),
+            ("follow_from", &self.follow_from),
+        ] {
+            if !url.is_empty()
+                && let Err(why) = crate::replica::check_url(url)
+            {
+                return Err(ConfigError(format!("replica.{k}: {why}")));
+            }
+        }
+        if !self.publish_to.is_empty() && !self.follow_from.is_empty() {
+            return bad(
+                "follow_from",
+                "a replica publishes nothing: set publish_to or follow_from, not both",
+            );
+        }
+        if !(1..=86_400).contains(&self.publish_interval_s) {
+            return bad("publish_interval_s", "must be between 1 and 86400");
+        }
+        if !(1..=86_400).contains(&self.poll_interval_s) {
+            return bad("poll_interval_s", "must be between 1 and 86400");
+        }
+        if self.gc_grace_s > 30 * 86_400 {
+            return bad("gc_grace_s", "must be at most 2592000 (30 days)");
+        }
+        if !(1..=64).contains(&self.concurrency) {
+            return bad("concurrency", "must be between 1 and 64");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,40 +761,5 @@ mod tests {
                 "{k}={v} accepted"
             );
         }
-    }
-}
-
-impl ReplicaConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |k: &str, why: &str| Err(ConfigError(format!("replica.{k}: {why}")));
-        for (k, url) in [
-            ("publish_to", &self.publish_to),
-            ("follow_from", &self.follow_from),
-        ] {
-            if !url.is_empty()
-                && let Err(why) = crate::replica::check_url(url)
-            {
-                return Err(ConfigError(format!("replica.{k}: {why}")));
-            }
-        }
-        if !self.publish_to.is_empty() && !self.follow_from.is_empty() {
-            return bad(
-                "follow_from",
-                "a replica publishes nothing: set publish_to or follow_from, not both",
-            );
-        }
-        if !(1..=86_400).contains(&self.publish_interval_s) {
-            return bad("publish_interval_s", "must be between 1 and 86400");
-        }
-        if !(1..=86_400).contains(&self.poll_interval_s) {
-            return bad("poll_interval_s", "must be between 1 and 86400");
-        }
-        if self.gc_grace_s > 30 * 86_400 {
-            return bad("gc_grace_s", "must be at most 2592000 (30 days)");
-        }
-        if !(1..=64).contains(&self.concurrency) {
-            return bad("concurrency", "must be between 1 and 64");
-        }
-        Ok(())
     }
 }
