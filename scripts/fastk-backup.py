@@ -81,7 +81,8 @@ REGISTRY_FILE = "registry.sqlite"
 MANIFEST_MAGIC = b"FASTKMAN"
 # Manifest format version -> length of its fixed part (the entries follow). Version 2
 # (the write-ahead log) appended wal_lsn u64 at 288 and 8 reserved bytes.
-MANIFEST_HEADER_LENS = {1: 288, 2: 304}
+# Version 3 is version 2's layout with packed entries (see parse_manifest).
+MANIFEST_HEADER_LENS = {1: 288, 2: 304, 3: 304}
 MANIFEST_WAL_LSN_OFFSET = 288
 MANIFEST_ENTRY_LEN = 128
 MANIFEST_TRAILER_LEN = 8
@@ -124,6 +125,11 @@ def data_file_name(month: int, generation: int, ext: str) -> str:
     return f"{month_name(month)}.g{generation:016x}.{ext}"
 
 
+def pack_file_name(generation: int) -> str:
+    """The name src/storage/pack.rs pack_file_name gives a pack file."""
+    return f"pack.g{generation:016x}.pack"
+
+
 def parse_manifest(data: bytes, where: str) -> tuple[int, int, list[tuple[str, int]], int]:
     """Returns (series version, rows, [(file name, expected length)], wal_lsn) of the
     live entries.
@@ -135,7 +141,9 @@ def parse_manifest(data: bytes, where: str) -> tuple[int, int, list[tuple[str, i
     128 bytes follow the fixed part, then an 8-byte xxh3-64 trailer over everything
     before it. In an entry: month i32 at +0, generation u64 at +8, rows u64 at +16,
     chunk file length u64 at +40, zone-map length u64 at +72, value-index length u64
-    at +88, state u8 at +96.
+    at +88, state u8 at +96. Version 3 (packs, src/storage/pack.rs) adds the pack
+    generation u64 at +97 (0: the chunk is its own file) and the pack's length u64 at
+    +113: a packed entry's chunk and sidecars are all in that one pack file.
     """
     if len(data) < 16 or data[:8] != MANIFEST_MAGIC:
         raise BackupError(f"{where}: not a FastK manifest (run fastk admin validate)")
@@ -165,6 +173,12 @@ def parse_manifest(data: bytes, where: str) -> tuple[int, int, list[tuple[str, i
         if data[at + 96] != STATE_LIVE:
             continue
         rows += entry_rows
+        pack = struct.unpack_from("<Q", data, at + 97)[0] if fmt_version >= 3 else 0
+        if pack:
+            (pack_len,) = struct.unpack_from("<Q", data, at + 113)
+            if (pack_file_name(pack), pack_len) not in files:
+                files.append((pack_file_name(pack), pack_len))
+            continue
         files.append((data_file_name(month, generation, "chunk"), chunk_len))
         if zmap_len > 0:
             files.append((data_file_name(month, generation, "zmap"), zmap_len))

@@ -124,6 +124,9 @@ pub struct StorageConfig {
     pub compress_interval_s: u64,
     /// Bytes of decompressed compressed months kept in memory for reads.
     pub decompressed_cache_bytes: usize,
+    /// Sealed compressed months of small chunks are gathered into pack files of at most
+    /// this many bytes by the compression pass (0: never pack).
+    pub pack_target_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -156,6 +159,7 @@ impl Default for StorageConfig {
             compress_after_s: 3 * 86_400,
             compress_interval_s: 3_600,
             decompressed_cache_bytes: crate::storage::mapcache::DEFAULT_DECOMPRESSED_CACHE_BYTES,
+            pack_target_bytes: crate::storage::pack::DEFAULT_PACK_TARGET_BYTES,
         }
     }
 }
@@ -187,6 +191,7 @@ impl StorageConfig {
             compress_after_ms: (self.compression == "pco").then(|| {
                 i64::try_from(self.compress_after_s.saturating_mul(1000)).unwrap_or(i64::MAX)
             }),
+            pack_target_bytes: self.pack_target_bytes,
             ..StoreOptions::default()
         }
     }
@@ -507,6 +512,12 @@ impl Config {
         }
         if !matches!(self.storage.compression.as_str(), "pco" | "none") {
             return bad("storage.compression", "must be \"pco\" or \"none\"");
+        }
+        if self.storage.pack_target_bytes > crate::storage::pack::MAX_PACK_TARGET_BYTES {
+            return bad(
+                "storage.pack_target_bytes",
+                "must be at most 1073741824 (a pack is built in memory; 0 turns packing off)",
+            );
         }
         if self.storage.compress_interval_s == 0 {
             return bad("storage.compress_interval_s", "must be positive");

@@ -25,10 +25,11 @@ use std::path::PathBuf;
 use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, ValueType};
 use fastk::storage::WriteBatch;
 use fastk::storage::format::{
-    CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, FLAG_FULL, Manifest, STATE_LIVE, STATE_OBSOLETE,
-    SidecarRef, align_up, build_chunk,
+    CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, FLAG_FULL, Manifest, PackLoc, STATE_LIVE,
+    STATE_OBSOLETE, SidecarRef, align_up, build_chunk,
 };
 use fastk::storage::mmap::MappedFile;
+use fastk::storage::pack::{PackEntry, PackIndex};
 use fastk::storage::sidecar::{
     ValueIndex, ZoneMap, build_vindex, build_vindex_v1, build_zonemap, fence_count,
 };
@@ -120,6 +121,7 @@ fn entry(generation: u64, state: u8, zonemap: SidecarRef, vindex: SidecarRef) ->
         zonemap,
         vindex,
         state,
+        pack: PackLoc::NONE,
     }
 }
 
@@ -207,6 +209,8 @@ fn golden_encodings_of_format_v1_are_unchanged() {
     check_golden("chunk_scalar_v1.bin", &scalar_chunk());
     check_golden("chunk_kline_v1.bin", &kline_chunk());
     check_golden("manifest_v2.bin", &manifest_v2().encode());
+    check_golden("manifest_v3.bin", &manifest_v3().encode());
+    check_golden("pack_index_v1.bin", &pack_index().encode());
     check_golden("zonemap_v1.bin", &zonemap());
     check_golden("vindex_v1.bin", &vindex());
     check_golden("vindex_v2.bin", &vindex_v2());
@@ -367,7 +371,76 @@ fn value_index_v2_validation_rejects_inconsistent_bytes() {
     assert!(err(edit(8, &3u32.to_le_bytes())).contains("version 3"));
 }
 
+/// A version 3 manifest: the version 2 one with a packed entry (pack generation 10,
+/// its image at 128 of a 1,152-byte pack).
+fn manifest_v3() -> Manifest {
+    let mut m = manifest_v2();
+    m.entries[0].pack = PackLoc {
+        generation: 10,
+        offset: 128,
+        len: 1152,
+    };
+    m
+}
+
+/// The index of a pack of two chunks, sidecars after the first.
+fn pack_index() -> PackIndex {
+    let first = PackEntry {
+        month: MonthPartition::from_ts(JAN_2024).0,
+        generation: 5,
+        offset: PackIndex::data_start(2),
+        chunk_len: 640,
+        zonemap: SidecarRef { len: 112, xxh3: 5 },
+        vindex: SidecarRef { len: 192, xxh3: 6 },
+    };
+    let second = PackEntry {
+        month: first.month + 1,
+        generation: 6,
+        offset: align_up(first.end() as usize) as u64,
+        chunk_len: 700,
+        zonemap: SidecarRef::default(),
+        vindex: SidecarRef::default(),
+    };
+    PackIndex {
+        generation: 7,
+        entries: vec![first, second],
+    }
+}
+
+/// The length of the pack [`pack_index`] describes.
+fn pack_len() -> u64 {
+    align_up(pack_index().entries[1].end() as usize) as u64
+}
+
+#[test]
+fn version_3_manifests_and_pack_indexes_round_trip() {
+    let m = manifest_v3();
+    let b = m.encode();
+    assert_eq!(u32::from_le_bytes(b[8..12].try_into().unwrap()), 3);
+    assert_eq!(Manifest::decode(&b).unwrap(), m);
+    // Without a packed entry a manifest is still written as version 2.
+    assert_eq!(
+        u32::from_le_bytes(manifest_v2().encode()[8..12].try_into().unwrap()),
+        2
+    );
+    let ix = pack_index();
+    assert_eq!(PackIndex::decode(&ix.encode(), pack_len()).unwrap(), ix);
+}
+
 // ---------------------------------------------------------------- the checks
+
+/// A decoded pack index lists aligned, ascending, non-overlapping entries inside the
+/// file, and survives a round trip.
+fn check_pack(b: &[u8], file_len: u64) {
+    if let Ok(ix) = PackIndex::decode(b, file_len) {
+        let mut free = PackIndex::data_start(ix.entries.len());
+        for e in &ix.entries {
+            assert!(e.offset >= free && e.offset % 64 == 0 && e.end() <= file_len);
+            free = e.end();
+        }
+        assert_eq!(PackIndex::decode(&ix.encode(), file_len).unwrap(), ix);
+    }
+}
 
 /// A decoded header must pass its own validation and survive a round trip (so the
 /// encoder's assertions hold for anything the decoder accepts).
@@ -525,6 +598,27 @@ const WAL_FIELDS: &[(usize, usize)] = &[
     (29 + 8 + 3, 1),
     (29 + 8 + 3 + 1, 4),
 ];
+// The count, generation, and the first entry's offset, lengths.
+const PACK_FIELDS: &[(usize, usize)] = &[
+    (8, 4),
+    (12, 4),
+    (16, 8),
+    (24 + 16, 8),
+    (24 + 24, 8),
+    (24 + 32, 8),
+    (24 + 48, 8),
+    (24 + 64 + 16, 8),
+];
+// Version 3: the first entry's pack generation, offset and length.
+const MANIFEST_V3_FIELDS: &[(usize, usize)] = &[
+    (8, 4),
+    (12, 4),
+    (24, 8),
+    (304 + 40, 8),
+    (304 + 97, 8),
+    (304 + 105, 8),
+    (304 + 113, 8),
+];
 const ZONEMAP_FIELDS: &[(usize, usize)] = &[(12, 1), (16, 4), (24, 8), (32, 8), (64 + 32, 4)];
 const VINDEX_FIELDS: &[(usize, usize)] = &[(12, 1), (16, 8), (24, 8), (32, 8), (40, 8), (128, 4)];
 const VINDEX_V2_FIELDS: &[(usize, usize)] = &[
@@ -637,6 +731,50 @@ proptest! {
     #[test]
     fn manifest_never_panics_on_mutations((muts, reseal) in mutations()) {
         let mut b = apply(manifest().encode(), &muts, MANIFEST_FIELDS);
+        if reseal {
+            reseal_trailer(&mut b);
+        }
+        check_manifest(&b);
+    }
+
+    #[test]
+    fn pack_index_never_panics_on_arbitrary_bytes(
+        b in prop::collection::vec(any::<u8>(), 0..600),
+        magic in any::<bool>(),
+        file_len in prop_oneof![Just(u64::MAX), 0u64..1_000_000, Just(1u64 << 62)],
+    ) {
+        let mut b = b;
+        if magic && b.len() >= 32 {
+            b[..8].copy_from_slice(b"FASTKPAK");
+            // A count that fits the bytes, then the checksum over header and index.
+            let n = ((b.len() - 32) / 64).max(1) as u32;
+            b[12..16].copy_from_slice(&n.to_le_bytes());
+            let end = 24 + n as usize * 64;
+            if end + 8 <= b.len() {
+                let sum = xxh3_64(&b[..end]);
+                b[end..end + 8].copy_from_slice(&sum.to_le_bytes());
+            }
+        }
+        check_pack(&b, file_len);
+    }
+
+    #[test]
+    fn pack_index_never_panics_on_mutations((muts, reseal) in mutations(), grow in 0u64..4096) {
+        let mut b = apply(pack_index().encode(), &muts, PACK_FIELDS);
+        if reseal && b.len() >= 24 {
+            let n = u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize;
+            let end = 24 + n.min(1 << 20) * 64;
+            if end + 8 <= b.len() {
+                let sum = xxh3_64(&b[..end]);
+                b[end..end + 8].copy_from_slice(&sum.to_le_bytes());
+            }
+        }
+        check_pack(&b, pack_len() + grow);
+    }
+
+    #[test]
+    fn manifest_v3_never_panics_on_mutations((muts, reseal) in mutations()) {
+        let mut b = apply(manifest_v3().encode(), &muts, MANIFEST_V3_FIELDS);
         if reseal {
             reseal_trailer(&mut b);
         }

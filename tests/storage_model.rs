@@ -3,8 +3,10 @@
 //! Random interleavings of writes (in and out of order, replacements, month
 //! boundaries, several series; through the write-ahead log or as chunk files
 //! directly), many-series writes, folds of the log, crashes (the log replayed on the
-//! next open), compressions of sealed months, compactions, range deletes (whole and cut months,
-//! with the version check), deletes, re-registrations, writes
+//! next open), compressions of sealed months, pack passes (sealed months gathered
+//! into pack files, with a small size target so a series holds several packs),
+//! compactions, range deletes (whole and cut months, with the version check; an open
+//! start is what retention does), deletes, re-registrations, writes
 //! through a handle that outlived a delete and re-registration, and reopens; after
 //! every step every read (range, sub-range, latest-N, at) equals the model. A
 //! threaded test races writers against deletes, re-registrations and compactions.
@@ -32,6 +34,10 @@ enum Op {
     /// Compresses every sealed month of a series (all of them: the test's clock is far
     /// in the future).
     Compress {
+        series: usize,
+    },
+    /// Compresses the sealed months of a series and packs them (`Series::pack_sealed`).
+    Pack {
         series: usize,
     },
     /// Drops the store as a crash would (nothing folded) and opens it again.
@@ -76,6 +82,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|rows| Op::WriteMany { rows }),
         1 => Just(Op::Fold),
         1 => (0..3usize).prop_map(|series| Op::Compress { series }),
+        2 => (0..3usize).prop_map(|series| Op::Pack { series }),
         1 => Just(Op::Crash),
         1 => (0..3usize).prop_map(|series| Op::Compact { series }),
         1 => (0..3usize).prop_map(|series| Op::Delete { series }),
@@ -248,6 +255,8 @@ proptest! {
             max_chunks_per_month: 3,
             zonemap_block_rows: Some(16),
             compress_after_ms: Some(0),
+            // A few months per pack, so passes split, rewrite and retire packs.
+            pack_target_bytes: 4096,
             ..StoreOptions::default()
         };
         // Small in-memory chunks, so a month often holds several.
@@ -309,6 +318,16 @@ proptest! {
                         s.compress_sealed(i64::MAX / 2).unwrap();
                         prop_assert_eq!(s.version(), before, "compression keeps the version");
                         prop_assert!(s.sealed_uncompressed(i64::MAX / 2).is_empty());
+                    }
+                    Err(_) => prop_assert!(models[*series].is_none()),
+                },
+                Op::Pack { series } => match store.get(&metas[*series].key) {
+                    Ok(s) => {
+                        let before = s.version();
+                        s.compress_sealed(i64::MAX / 2).unwrap();
+                        s.pack_sealed(i64::MAX / 2).unwrap();
+                        prop_assert_eq!(s.version(), before, "packing keeps the version");
+                        prop_assert!(s.pack_groups(&s.snapshot(), i64::MAX / 2).is_empty());
                     }
                     Err(_) => prop_assert!(models[*series].is_none()),
                 },

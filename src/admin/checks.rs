@@ -10,10 +10,11 @@ use super::series_label;
 use crate::record::{MonthPartition, SeriesKind, SeriesMeta};
 use crate::registry::REGISTRY_FILE;
 use crate::storage::Series;
-use crate::storage::chunk::{FileKind, MappedChunk, parse_data_file_name};
+use crate::storage::chunk::{FileKind, MappedChunk, open_entry_verified, parse_data_file_name};
 use crate::storage::format::{CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader};
 use crate::storage::maintain::is_temp;
 use crate::storage::mmap::MappedFile;
+use crate::storage::pack::parse_pack_file_name;
 use crate::storage::series::MANIFEST_NAME;
 use crate::storage::sidecar::{ValueIndex, ZoneMap};
 
@@ -146,6 +147,16 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
                 .map(|c| (c.entry.month, c.entry.generation)),
         )
         .collect();
+    // A packed chunk's file is its pack; obsolete packed entries keep their pack listed
+    // until it is unlinked.
+    let packs: HashSet<u64> = snap
+        .obsolete
+        .iter()
+        .map(|e| e.pack.generation)
+        .chain(snap.chunks().map(|c| c.entry.pack.generation))
+        .chain(snap.superseded.iter().map(|c| c.entry.pack.generation))
+        .filter(|&g| g != 0)
+        .collect();
     for (&month, chunks) in &snap.live {
         let mut prev_last = i64::MIN;
         let m = MonthPartition(month);
@@ -153,9 +164,12 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
             known.insert((month, c.entry.generation));
             report.chunks_checked += 1;
             let file = c.rel_path(FileKind::Chunk);
-            if let Some((kind, detail)) =
+            let problem = if c.is_packed() {
+                check_packed_chunk(s, c, deep, report)
+            } else {
                 check_chunk(&c.path(FileKind::Chunk), &file, &c.entry, deep, report)
-            {
+            };
+            if let Some((kind, detail)) = problem {
                 let suggested = match kind {
                     "chunk_missing" => {
                         "repair (drops the entry); restore the month from a backup or re-import it"
@@ -197,7 +211,63 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
             }
         }
     }
-    check_directory(s, &known, label, report);
+    check_directory(s, (&known, &packs), label, report);
+}
+
+/// [`check_chunk`] for a chunk in a pack: its range of the pack is read (a short pack
+/// is a missing chunk), its header checked against the entry, and with `deep` the
+/// body checksum, the decompression and the `ts` order.
+fn check_packed_chunk(
+    s: &Series,
+    c: &crate::storage::chunk::ChunkRef,
+    deep: bool,
+    report: &mut AdminReport,
+) -> Option<(&'static str, String)> {
+    match fs::metadata(c.path(FileKind::Chunk)) {
+        Err(err) => return Some(("chunk_missing", format!("cannot stat the pack: {err}"))),
+        Ok(md) if md.len() != c.entry.pack.len => {
+            let detail = format!(
+                "pack is {} bytes, the manifest says {}",
+                md.len(),
+                c.entry.pack.len
+            );
+            return Some(("chunk_corrupt", detail));
+        }
+        Ok(_) => {}
+    }
+    let bytes = match c.read_stored(FileKind::Chunk) {
+        Ok(b) => b,
+        Err(err) => {
+            return Some((
+                "chunk_corrupt",
+                format!("cannot read the chunk from its pack: {err}"),
+            ));
+        }
+    };
+    if !deep {
+        return match ChunkHeader::decode(&bytes) {
+            Err(d) => Some(("chunk_corrupt", d)),
+            Ok(h)
+                if h.body_xxh3 != c.entry.checksum
+                    || h.rows != c.entry.rows
+                    || h.generation != c.entry.generation =>
+            {
+                Some((
+                    "chunk_corrupt",
+                    "chunk header disagrees with the manifest entry".into(),
+                ))
+            }
+            Ok(_) => None,
+        };
+    }
+    report.bytes_checked += bytes.len() as u64;
+    match open_entry_verified(s.dir(), s.rel_dir(), &c.entry) {
+        Err(err) => Some(("chunk_corrupt", err.to_string())),
+        Ok(m) if m.ts().windows(2).any(|w| w[0] >= w[1]) => {
+            Some(("chunk_out_of_order", "ts is not strictly ascending".into()))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// Returns (finding kind, detail) when the chunk is not right.
@@ -285,7 +355,7 @@ fn check_sidecars(
             }
             continue;
         }
-        let problem = match fs::read(c.path(kind)) {
+        let problem = match c.read_stored(kind) {
             Err(e) => Some(("sidecar_missing", e.to_string())),
             Ok(b) if b.len() as u64 != sref.len => Some((
                 "sidecar_corrupt",
@@ -295,9 +365,7 @@ fn check_sidecars(
                 report.bytes_checked += b.len() as u64;
                 let parsed = match kind {
                     FileKind::ZoneMap => ZoneMap::parse(&b, vt, sref.xxh3).map(|_| ()),
-                    _ => MappedFile::open(&c.path(kind))
-                        .map_err(|e| e.to_string())
-                        .and_then(|f| ValueIndex::open(f, vt, sref.xxh3).map(|_| ())),
+                    _ => ValueIndex::open(MappedFile::from_parts(&[&b]), vt, sref.xxh3).map(|_| ()),
                 };
                 parsed.err().map(|e| ("sidecar_corrupt", e))
             }
@@ -317,7 +385,12 @@ fn check_sidecars(
 }
 
 /// Temp files and files the manifest does not account for.
-fn check_directory(s: &Series, known: &HashSet<(i32, u64)>, label: &str, report: &mut AdminReport) {
+fn check_directory(
+    s: &Series,
+    (known, packs): (&HashSet<(i32, u64)>, &HashSet<u64>),
+    label: &str,
+    report: &mut AdminReport,
+) {
     let Ok(entries) = fs::read_dir(s.dir()) else {
         return;
     };
@@ -340,6 +413,9 @@ fn check_directory(s: &Series, known: &HashSet<(i32, u64)>, label: &str, report:
                 "left-over temp file of an interrupted write",
                 "repair (deletes it); it is also removed on the next open",
             ));
+            continue;
+        }
+        if parse_pack_file_name(&name).is_some_and(|g| packs.contains(&g)) {
             continue;
         }
         match parse_data_file_name(&name) {

@@ -161,6 +161,15 @@ pub(super) fn compact(
                     format!("{} would be compressed", MonthPartition(m)),
                 ));
             }
+            // What a pack pass would do now (months compressed by this run may join).
+            for group in s.pack_groups(&snap, now) {
+                report.actions.push(action(
+                    Some(&label),
+                    None,
+                    "pack_months",
+                    format!("{} months would be packed into one file", group.len()),
+                ));
+            }
             continue;
         }
         for month in s.compact()? {
@@ -181,6 +190,16 @@ pub(super) fn compact(
                 None,
                 "compress_month",
                 format!("{month} compressed"),
+            ));
+        }
+        // Then the sealed compressed months of small chunks are packed (pack_target_bytes).
+        let packed = s.pack_sealed(now)?;
+        if !packed.is_empty() {
+            report.actions.push(action(
+                Some(&label),
+                None,
+                "pack_months",
+                format!("{} packed into one file per group", packed.join(", ")),
             ));
         }
     }

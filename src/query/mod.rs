@@ -428,13 +428,14 @@ impl Engine {
     /// One pass of sealed-month compression at `now`: every series' months that ended
     /// more than `storage.compress_after_s` ago become one compressed chunk each. A
     /// series deleted meanwhile is skipped; another failure is logged and the pass goes
-    /// on. Returns the months compressed.
+    /// on. Then the pack pass gathers each series' small sealed months into pack files
+    /// (`storage::pack`). Returns the months compressed.
     pub fn compress_sealed(&self, now: i64) -> u64 {
         // A replica changes only by following its primary.
         if self.is_replica() {
             return 0;
         }
-        let mut months = 0;
+        let (mut months, mut packed) = (0, 0);
         for series in self.store.list() {
             match series.compress_sealed(now) {
                 Ok(m) => months += m.len() as u64,
@@ -443,6 +444,17 @@ impl Engine {
                     tracing::error!(series = %series.meta.key, error = %e, "compressing sealed months failed");
                 }
             }
+            // Then small sealed months are packed (storage.pack_target_bytes).
+            match series.pack_sealed(now) {
+                Ok(m) => packed += m.len() as u64,
+                Err(crate::storage::StorageError::NotFound(_)) => {}
+                Err(e) => {
+                    tracing::error!(series = %series.meta.key, error = %e, "packing sealed months failed");
+                }
+            }
+        }
+        if packed > 0 {
+            tracing::info!(months = packed, "packed sealed months");
         }
         if months > 0 {
             tracing::info!(months, "compressed sealed months");
@@ -956,8 +968,13 @@ pub fn scalar_meta(r: &RegisterScalar) -> Result<SeriesMeta> {
 
 /// Chunk and sidecar files a series' live chunks have on disk.
 fn files_of(snap: &crate::storage::Snapshot) -> u64 {
+    // A pack holds several chunks and their sidecars: one file, counted once.
+    let mut packs = std::collections::HashSet::new();
     snap.chunks()
         .filter(|c| !c.is_memory())
-        .map(|c| 1 + u64::from(c.entry.zonemap.present()) + u64::from(c.entry.vindex.present()))
+        .map(|c| match c.entry.pack.is_packed() {
+            true => u64::from(packs.insert(c.entry.pack.generation)),
+            false => 1 + u64::from(c.entry.zonemap.present()) + u64::from(c.entry.vindex.present()),
+        })
         .sum()
 }

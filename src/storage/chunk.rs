@@ -11,6 +11,7 @@ use super::error::{Result, StorageError};
 use super::format::{ChunkEntry, ChunkHeader};
 use super::mapcache::MapCache;
 use super::mmap::{FileIdentity, MappedFile};
+use super::pack::{PackFile, pack_file_name, read_packed};
 use super::sidecar::{ValueIndex, ZoneMap};
 use crate::record::{MonthPartition, ValueType};
 
@@ -234,15 +235,27 @@ pub struct ChunkRef {
     /// folded into a file): reads take it from here, and it has no file, no sidecars
     /// and no place in any manifest.
     memory: Option<Arc<MappedChunk>>,
+    /// The pack holding this chunk (`entry.pack` is set), shared by every handle of
+    /// the series on the same pack: it decides when the pack file goes.
+    pack: Option<Arc<PackFile>>,
 }
 
 impl ChunkRef {
+    /// A handle on a file chunk; `pack` is the shared handle of its pack when
+    /// `entry.pack` is set (and must be given then).
     pub fn new(
         entry: ChunkEntry,
         dir: Arc<PathBuf>,
         rel_dir: Arc<str>,
         cache: Arc<MapCache>,
+        pack: Option<Arc<PackFile>>,
     ) -> ChunkRef {
+        assert_eq!(
+            entry.pack.is_packed(),
+            pack.as_ref()
+                .is_some_and(|p| p.generation == entry.pack.generation),
+            "a packed chunk's handle holds its pack"
+        );
         ChunkRef {
             entry,
             dir,
@@ -254,6 +267,7 @@ impl ChunkRef {
             runs: std::sync::OnceLock::new(),
             last: std::sync::OnceLock::new(),
             memory: None,
+            pack,
         }
     }
 
@@ -279,8 +293,9 @@ impl ChunkRef {
             zonemap: super::format::SidecarRef::default(),
             vindex: super::format::SidecarRef::default(),
             state: super::format::STATE_LIVE,
+            pack: super::format::PackLoc::NONE,
         };
-        let mut c = ChunkRef::new(entry, dir, rel_dir, cache);
+        let mut c = ChunkRef::new(entry, dir, rel_dir, cache, None);
         c.memory = Some(Arc::new(chunk));
         c
     }
@@ -347,8 +362,20 @@ impl ChunkRef {
         Ok(runs)
     }
 
+    /// The name of the file holding `kind` of this chunk: its own file, or its pack.
     pub fn file_name(&self, kind: FileKind) -> String {
-        data_file_name(self.entry.month, self.entry.generation, kind)
+        entry_file_name(&self.entry, kind)
+    }
+
+    /// Whether the chunk lives in a pack.
+    pub fn is_packed(&self) -> bool {
+        self.entry.pack.is_packed()
+    }
+
+    /// The stored bytes of `kind` (the chunk as written, compressed or not, or a
+    /// sidecar), from its own file or its place in the pack. Not verified.
+    pub fn read_stored(&self, kind: FileKind) -> std::io::Result<Vec<u8>> {
+        read_stored(&self.dir, &self.entry, kind)
     }
 
     pub fn path(&self, kind: FileKind) -> PathBuf {
@@ -379,6 +406,15 @@ impl ChunkRef {
         }
         self.cache.chunk(self.id, |slot| {
             let rel = self.rel_path(FileKind::Chunk);
+            if self.is_packed() {
+                // A packed chunk is read into memory (it is small: packing takes only
+                // small chunks) and verified every time: it has no identity of its own.
+                let bytes = self
+                    .read_stored(FileKind::Chunk)
+                    .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
+                let file = MappedFile::from_parts_in(&[&bytes], slot);
+                return MappedChunk::verify(file, &rel, Some(&self.entry), None);
+            }
             let file = MappedFile::open_in(&self.path(FileKind::Chunk), slot)
                 .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
             let known = *self.verified.lock().unwrap_or_else(|p| p.into_inner());
@@ -395,7 +431,9 @@ impl ChunkRef {
             return Err("no zone map".into());
         }
         self.cache.zonemap(self.id, || {
-            let bytes = std::fs::read(self.path(FileKind::ZoneMap)).map_err(|e| e.to_string())?;
+            let bytes = self
+                .read_stored(FileKind::ZoneMap)
+                .map_err(|e| e.to_string())?;
             let z = ZoneMap::parse(&bytes, vt, self.entry.zonemap.xxh3)?;
             if z.rows as u64 != self.entry.rows {
                 return Err("zone map row count disagrees with the chunk".into());
@@ -413,8 +451,15 @@ impl ChunkRef {
         }
         self.cache.vindex(self.id, |slot| {
             let rel = self.rel_path(FileKind::ValueIndex);
-            let file = MappedFile::open_in(&self.path(FileKind::ValueIndex), slot)
-                .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
+            let file = if self.is_packed() {
+                let bytes = self
+                    .read_stored(FileKind::ValueIndex)
+                    .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
+                MappedFile::from_parts_in(&[&bytes], slot)
+            } else {
+                MappedFile::open_in(&self.path(FileKind::ValueIndex), slot)
+                    .map_err(|e| StorageError::map_failed(rel.as_str(), e))?
+            };
             let v = ValueIndex::open(file, vt, self.entry.vindex.xxh3)
                 .map_err(|d| StorageError::corrupted(rel.as_str(), d))?;
             if v.chunk_rows as u64 != self.entry.rows {
@@ -442,12 +487,61 @@ impl Drop for ChunkRef {
         // No snapshot lists this chunk any more: its cached mappings go now, so an
         // unlinked file's space is not held until it ages out of the cache.
         self.cache.forget(self.id);
-        if self.obsolete.load(Ordering::Acquire) {
+        let obsolete = self.obsolete.load(Ordering::Acquire);
+        if let Some(pack) = &self.pack {
+            // The pack goes with its last handle, only if every chunk of it was
+            // superseded (see `PackFile`).
+            if !obsolete {
+                pack.pin();
+            }
+            return;
+        }
+        if obsolete {
             for kind in [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex] {
                 let _ = std::fs::remove_file(self.path(kind));
             }
         }
     }
+}
+
+/// The stored bytes of `kind` of `entry` in the series directory `dir`: its own file,
+/// or its range of the pack. Not verified.
+pub fn read_stored(dir: &Path, entry: &ChunkEntry, kind: FileKind) -> std::io::Result<Vec<u8>> {
+    if entry.pack.is_packed() {
+        return read_packed(
+            &dir.join(pack_file_name(entry.pack.generation)),
+            entry,
+            kind,
+        );
+    }
+    std::fs::read(dir.join(data_file_name(entry.month, entry.generation, kind)))
+}
+
+/// Opens and verifies the chunk of `entry` in `dir` (file or pack) outside any budget
+/// (admin's one-off checks). `rel_dir` names the series in errors.
+pub fn open_entry_verified(dir: &Path, rel_dir: &str, entry: &ChunkEntry) -> Result<MappedChunk> {
+    if entry.pack.is_packed() {
+        let rel = format!("{rel_dir}/{}", pack_file_name(entry.pack.generation));
+        let bytes = read_stored(dir, entry, FileKind::Chunk)
+            .map_err(|e| StorageError::io(rel.as_str(), e))?;
+        return MappedChunk::verify(MappedFile::from_parts(&[&bytes]), &rel, Some(entry), None);
+    }
+    let name = data_file_name(entry.month, entry.generation, FileKind::Chunk);
+    MappedChunk::open_verified(&dir.join(&name), &format!("{rel_dir}/{name}"), Some(entry))
+}
+
+/// The name of the file holding `kind` of `entry`: its own file, or its pack.
+pub fn entry_file_name(entry: &ChunkEntry, kind: FileKind) -> String {
+    if entry.pack.is_packed() {
+        pack_file_name(entry.pack.generation)
+    } else {
+        data_file_name(entry.month, entry.generation, kind)
+    }
+}
+
+/// Whether the file holding `entry` (its chunk file, or its pack) exists.
+pub fn entry_file_exists(dir: &Path, entry: &ChunkEntry) -> bool {
+    dir.join(entry_file_name(entry, FileKind::Chunk)).exists()
 }
 
 #[cfg(test)]

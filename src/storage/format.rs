@@ -21,6 +21,11 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const MANIFEST_FORMAT_VERSION: u32 = 2;
 /// The first manifest format, still read.
 pub const MANIFEST_FORMAT_V1: u32 = 1;
+/// Version 2's layout, with the pack location of packed entries (`storage::pack`) in
+/// what were reserved entry bytes. Written only by a manifest that lists a packed
+/// entry, so a store without packs stays readable by binaries that know version 2;
+/// a binary before packs refuses a version 3 manifest rather than miss its packs.
+pub const MANIFEST_FORMAT_V3: u32 = 3;
 /// Chunk header size; the first column starts here.
 pub const CHUNK_HEADER_LEN: usize = 512;
 /// Every column starts on this boundary (relative to the file, hence to the mapping).
@@ -151,9 +156,15 @@ const ENTRY_ZONEMAP_LEN_OFFSET: usize = ENTRY_ZONEMAP_XXH3_OFFSET + U64_LEN;
 const ENTRY_VINDEX_XXH3_OFFSET: usize = ENTRY_ZONEMAP_LEN_OFFSET + U64_LEN;
 const ENTRY_VINDEX_LEN_OFFSET: usize = ENTRY_VINDEX_XXH3_OFFSET + U64_LEN;
 const ENTRY_STATE_OFFSET: usize = ENTRY_VINDEX_LEN_OFFSET + U64_LEN;
-const ENTRY_RESERVED_LEN: usize = 31;
+/// Version 3: generation of the pack holding this chunk (0: its own file).
+const ENTRY_PACK_GENERATION_OFFSET: usize = ENTRY_STATE_OFFSET + U8_LEN;
+/// Version 3: offset of the chunk's image inside its pack.
+const ENTRY_PACK_OFFSET_OFFSET: usize = ENTRY_PACK_GENERATION_OFFSET + U64_LEN;
+/// Version 3: length of the whole pack file (what a backup or a check expects).
+const ENTRY_PACK_LEN_OFFSET: usize = ENTRY_PACK_OFFSET_OFFSET + U64_LEN;
+const ENTRY_RESERVED_LEN: usize = 7;
 /// Bytes per manifest entry.
-pub const MANIFEST_ENTRY_LEN: usize = ENTRY_STATE_OFFSET + U8_LEN + ENTRY_RESERVED_LEN;
+pub const MANIFEST_ENTRY_LEN: usize = ENTRY_PACK_LEN_OFFSET + U64_LEN + ENTRY_RESERVED_LEN;
 
 const _: () = {
     assert!(MANIFEST_VERSION_OFFSET == 8 && MANIFEST_COUNT_OFFSET == 12);
@@ -166,6 +177,8 @@ const _: () = {
     assert!(ENTRY_ROWS_OFFSET == 16 && ENTRY_FILE_LEN_OFFSET == 40);
     assert!(ENTRY_ZONEMAP_XXH3_OFFSET == 64 && ENTRY_VINDEX_LEN_OFFSET == 88);
     assert!(ENTRY_STATE_OFFSET == 96 && MANIFEST_ENTRY_LEN == 128);
+    assert!(ENTRY_PACK_GENERATION_OFFSET == 97 && ENTRY_PACK_OFFSET_OFFSET == 105);
+    assert!(ENTRY_PACK_LEN_OFFSET == 113);
 };
 
 /// Rounds `n` up to a multiple of [`COLUMN_ALIGN`].
@@ -606,6 +619,28 @@ impl SidecarRef {
     }
 }
 
+/// Where a packed chunk lives: the pack's generation, the offset of the chunk's image
+/// in it (its sidecars follow it, see `storage::pack`) and the pack's whole length.
+/// Generation 0: the chunk is its own file (every entry before version 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PackLoc {
+    pub generation: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl PackLoc {
+    /// An ordinary chunk file.
+    pub const NONE: PackLoc = PackLoc {
+        generation: 0,
+        offset: 0,
+        len: 0,
+    };
+    pub fn is_packed(&self) -> bool {
+        self.generation != 0
+    }
+}
+
 /// One chunk as the manifest records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkEntry {
@@ -622,6 +657,8 @@ pub struct ChunkEntry {
     pub zonemap: SidecarRef,
     pub vindex: SidecarRef,
     pub state: u8,
+    /// Set when the chunk lives in a pack rather than its own files.
+    pub pack: PackLoc,
 }
 
 impl ChunkEntry {
@@ -630,6 +667,16 @@ impl ChunkEntry {
     pub fn raw_len(&self, ncols: usize) -> u64 {
         CHUNK_HEADER_LEN as u64 + ncols as u64 * stride_of(self.rows.min(CHUNK_ROWS_MAX))
     }
+}
+
+/// One past the last byte of a packed entry's data in its pack (image, then each
+/// sidecar at the next [`COLUMN_ALIGN`] boundary; `storage::pack`), or `None` on
+/// overflow (a corrupt entry).
+pub fn packed_end(e: &ChunkEntry) -> Option<u64> {
+    let align = |n: u64| n.checked_next_multiple_of(COLUMN_ALIGN as u64);
+    let z = align(e.pack.offset.checked_add(e.file_len)?)?;
+    let v = align(z.checked_add(e.zonemap.len)?)?;
+    v.checked_add(e.vindex.len)
 }
 
 /// A decoded manifest.
@@ -684,6 +731,19 @@ impl Manifest {
                     self.next_generation
                 ));
             }
+            if e.pack.is_packed() {
+                if e.pack.generation >= self.next_generation || e.pack.generation == e.generation {
+                    return bad(format!("bad pack generation {}", e.pack.generation));
+                }
+                if !(e.pack.offset as usize).is_multiple_of(COLUMN_ALIGN) || e.pack.offset == 0 {
+                    return bad(format!("bad pack offset {}", e.pack.offset));
+                }
+                if packed_end(e).is_none_or(|end| end > e.pack.len) {
+                    return bad(format!("does not fit its {}-byte pack", e.pack.len));
+                }
+            } else if e.pack != PackLoc::NONE {
+                return bad("a pack offset without a pack".into());
+            }
         }
         Ok(())
     }
@@ -695,7 +755,13 @@ impl Manifest {
         let n = self.entries.len();
         let mut b = vec![0u8; MANIFEST_HEADER_LEN + n * MANIFEST_ENTRY_LEN + MANIFEST_TRAILER_LEN];
         b[MANIFEST_MAGIC_OFFSET..MANIFEST_MAGIC_OFFSET + MAGIC_LEN].copy_from_slice(MANIFEST_MAGIC);
-        put_u32(&mut b, MANIFEST_VERSION_OFFSET, MANIFEST_FORMAT_VERSION);
+        let packed = self.entries.iter().any(|e| e.pack.is_packed());
+        let version = if packed {
+            MANIFEST_FORMAT_V3
+        } else {
+            MANIFEST_FORMAT_VERSION
+        };
+        put_u32(&mut b, MANIFEST_VERSION_OFFSET, version);
         put_u32(&mut b, MANIFEST_COUNT_OFFSET, n as u32);
         put_u64(&mut b, MANIFEST_SERIES_VERSION_OFFSET, self.version);
         put_u64(
@@ -722,6 +788,9 @@ impl Manifest {
             put_u64(&mut b, at + ENTRY_VINDEX_XXH3_OFFSET, e.vindex.xxh3);
             put_u64(&mut b, at + ENTRY_VINDEX_LEN_OFFSET, e.vindex.len);
             b[at + ENTRY_STATE_OFFSET] = e.state;
+            put_u64(&mut b, at + ENTRY_PACK_GENERATION_OFFSET, e.pack.generation);
+            put_u64(&mut b, at + ENTRY_PACK_OFFSET_OFFSET, e.pack.offset);
+            put_u64(&mut b, at + ENTRY_PACK_LEN_OFFSET, e.pack.len);
         }
         let body_end = b.len() - MANIFEST_TRAILER_LEN;
         let sum = xxh3_64(&b[..body_end]);
@@ -745,7 +814,7 @@ impl Manifest {
         let version = get_u32(b, MANIFEST_VERSION_OFFSET);
         let header_len = match version {
             MANIFEST_FORMAT_V1 => MANIFEST_HEADER_LEN_V1,
-            MANIFEST_FORMAT_VERSION => MANIFEST_HEADER_LEN,
+            MANIFEST_FORMAT_VERSION | MANIFEST_FORMAT_V3 => MANIFEST_HEADER_LEN,
             _ => return Err(format!("unsupported manifest format version {version}")),
         };
         // A u32 count times 128 fits in a 64-bit usize: no overflow before the check.
@@ -778,6 +847,16 @@ impl Manifest {
                         len: get_u64(b, at + ENTRY_VINDEX_LEN_OFFSET),
                     },
                     state: b[at + ENTRY_STATE_OFFSET],
+                    // Reserved (zero) before version 3; not trusted there.
+                    pack: if version == MANIFEST_FORMAT_V3 {
+                        PackLoc {
+                            generation: get_u64(b, at + ENTRY_PACK_GENERATION_OFFSET),
+                            offset: get_u64(b, at + ENTRY_PACK_OFFSET_OFFSET),
+                            len: get_u64(b, at + ENTRY_PACK_LEN_OFFSET),
+                        }
+                    } else {
+                        PackLoc::NONE
+                    },
                 }
             })
             .collect();
@@ -869,6 +948,7 @@ mod tests {
                 zonemap: SidecarRef { len: 10, xxh3: 5 },
                 vindex: SidecarRef::default(),
                 state: STATE_LIVE,
+                pack: PackLoc::NONE,
             }],
         };
         let b = m.encode();
@@ -913,6 +993,7 @@ mod tests {
                 zonemap: SidecarRef::default(),
                 vindex: SidecarRef::default(),
                 state: STATE_LIVE,
+                pack: PackLoc::NONE,
             }],
         };
         m.encode();

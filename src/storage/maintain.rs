@@ -14,10 +14,14 @@ use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::path::PathBuf;
 
-use super::chunk::{FileKind, MappedChunk, data_file_name, parse_data_file_name};
+use super::chunk::{
+    FileKind, MappedChunk, data_file_name, entry_file_exists, entry_file_name, open_entry_verified,
+    parse_data_file_name, read_stored,
+};
 use super::error::{Result, StorageError};
 use super::format::{ChunkEntry, Manifest, STATE_LIVE};
 use super::mmap::MappedFile;
+use super::pack::parse_pack_file_name;
 use super::recover::{read_manifest, rebuild_manifest, snapshot_from_manifest};
 use super::series::{MANIFEST_NAME, MonthPlan, OnDisk, Series};
 use super::sidecar::{ValueIndex, ZoneMap};
@@ -164,7 +168,9 @@ impl Series {
         }
         // The dropped chunks are out of the committed manifest, so a crash from here on
         // leaves them as unknown files, which the next open reports and repair moves.
-        for e in &verdict.dropped {
+        // A pack is shared: it is quarantined by the sweep below once no entry of the
+        // committed manifest references it.
+        for e in verdict.dropped.iter().filter(|e| !e.pack.is_packed()) {
             for kind in [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex] {
                 let name = data_file_name(e.month, e.generation, kind);
                 if self.dir.join(&name).exists() {
@@ -189,23 +195,20 @@ impl Series {
                 kept.push(e);
                 continue;
             }
-            let name = data_file_name(e.month, e.generation, FileKind::Chunk);
-            let file_rel = format!("{}/{name}", self.rel_dir);
-            let path = self.dir.join(&name);
-            let verified =
-                MappedChunk::open_verified(&path, &file_rel, Some(&e)).and_then(
-                    |c| match misplaced(&c, e.month, prev_last.get(&e.month).copied()) {
-                        Some(why) => Err(StorageError::corrupted(file_rel.clone(), why)),
-                        None => Ok(c),
-                    },
-                );
+            let file_rel = format!("{}/{}", self.rel_dir, entry_file_name(&e, FileKind::Chunk));
+            let verified = open_entry_verified(&self.dir, &self.rel_dir, &e).and_then(|c| {
+                match misplaced(&c, e.month, prev_last.get(&e.month).copied()) {
+                    Some(why) => Err(StorageError::corrupted(file_rel.clone(), why)),
+                    None => Ok(c),
+                }
+            });
             match verified {
                 Ok(_) => {
                     prev_last.insert(e.month, e.last_ts);
                     for kind in self.bad_sidecars(&e) {
                         verdict.stale_sidecars.insert(e.month);
                         changes.push(Change::new(
-                            Some(format!("{}/{}", self.rel_dir, data_file_name(e.month, e.generation, kind))),
+                            Some(format!("{}/{}", self.rel_dir, entry_file_name(&e, kind))),
                             "rebuild_sidecar",
                             format!(
                                 "rebuilt from the verified chunk: {} is rewritten under a new generation",
@@ -216,7 +219,7 @@ impl Series {
                     kept.push(e);
                 }
                 Err(err) => {
-                    let what = if path.exists() {
+                    let what = if entry_file_exists(&self.dir, &e) {
                         "quarantine_chunk"
                     } else {
                         "drop_missing_chunk"
@@ -241,15 +244,16 @@ impl Series {
             return Vec::new();
         }
         let vt = self.meta.value_type;
-        let path = |kind| self.dir.join(data_file_name(e.month, e.generation, kind));
+        let read = |kind| read_stored(&self.dir, e, kind);
         let z_ok = self.opts.zonemap_block_rows.is_none()
             || (e.zonemap.present()
-                && fs::read(path(FileKind::ZoneMap))
+                && read(FileKind::ZoneMap)
                     .is_ok_and(|b| ZoneMap::parse(&b, vt, e.zonemap.xxh3).is_ok()));
         let v_ok = !self.opts.value_index
             || (e.vindex.present()
-                && MappedFile::open(&path(FileKind::ValueIndex))
-                    .is_ok_and(|f| ValueIndex::open(f, vt, e.vindex.xxh3).is_ok()));
+                && read(FileKind::ValueIndex).is_ok_and(|b| {
+                    ValueIndex::open(MappedFile::from_parts(&[&b]), vt, e.vindex.xxh3).is_ok()
+                }));
         [(z_ok, FileKind::ZoneMap), (v_ok, FileKind::ValueIndex)]
             .into_iter()
             .filter(|(ok, _)| !ok)
@@ -287,8 +291,13 @@ impl Series {
         dry_run: bool,
         changes: &mut Vec<Change>,
     ) -> Result<()> {
-        let known: HashSet<(i32, u64)> =
-            m.entries.iter().map(|e| (e.month, e.generation)).collect();
+        let known: HashSet<(i32, u64)> = m
+            .entries
+            .iter()
+            .filter(|e| !e.pack.is_packed())
+            .map(|e| (e.month, e.generation))
+            .collect();
+        let packs: HashSet<u64> = m.entries.iter().map(|e| e.pack.generation).collect();
         let Ok(entries) = fs::read_dir(self.dir.as_path()) else {
             return Ok(());
         };
@@ -315,7 +324,8 @@ impl Series {
                 continue;
             }
             let placed = parse_data_file_name(&name)
-                .is_some_and(|(mo, g, _)| known.contains(&(mo, g)) || skip.contains(&(mo, g)));
+                .is_some_and(|(mo, g, _)| known.contains(&(mo, g)) || skip.contains(&(mo, g)))
+                || parse_pack_file_name(&name).is_some_and(|g| packs.contains(&g));
             if !placed {
                 if !dry_run {
                     q.take(&rel)?;
@@ -377,10 +387,7 @@ impl Series {
         let listed: HashSet<(i32, u64)> =
             m.entries.iter().map(|e| (e.month, e.generation)).collect();
         for e in &base.obsolete {
-            let exists = self
-                .dir
-                .join(data_file_name(e.month, e.generation, FileKind::Chunk))
-                .exists();
+            let exists = entry_file_exists(&self.dir, e);
             if exists && !listed.contains(&(e.month, e.generation)) {
                 m.entries.push(e.clone());
             }

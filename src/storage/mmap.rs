@@ -162,6 +162,16 @@ impl MappedFile {
         })
     }
 
+    /// As [`MappedFile::from_parts`], occupying `slot` like a mapping (a chunk read
+    /// from a pack: bytes in memory that count against the same budget).
+    pub fn from_parts_in(parts: &[&[u8]], slot: Slot) -> Arc<MappedFile> {
+        let mut m = MappedFile::from_parts(parts);
+        if let Some(inner) = Arc::get_mut(&mut m) {
+            inner._slot = Some(slot);
+        }
+        m
+    }
+
     /// `image` in memory in place of this mapping, which is unmapped now: the budget
     /// slot moves to the image when nothing else holds the mapping (a compressed chunk
     /// read through its decompressed image; see `storage::codec`).

@@ -25,6 +25,8 @@ pub mod locate;
 pub mod maintain;
 pub mod mapcache;
 pub mod mmap;
+pub mod pack;
+mod packer;
 pub mod recover;
 pub mod series;
 pub mod sidecar;
@@ -75,6 +77,9 @@ pub struct StoreOptions {
     pub decompressed_cache_bytes: usize,
     /// Months that ended more than this long ago (ms) are compressed (`None`: never).
     pub compress_after_ms: Option<i64>,
+    /// Sealed compressed months whose chunks are small are gathered into pack files
+    /// of at most this many bytes (`storage::pack`; 0: never packed).
+    pub pack_target_bytes: u64,
     /// The store's mapping and zone-map cache. `Store::open` installs a fresh one sized
     /// by the two keys above, so every open store has its own.
     pub map_cache: Arc<mapcache::MapCache>,
@@ -99,6 +104,7 @@ impl Default for StoreOptions {
             wal: wal::WalOptions::default(),
             decompressed_cache_bytes: mapcache::DEFAULT_DECOMPRESSED_CACHE_BYTES,
             compress_after_ms: None,
+            pack_target_bytes: pack::DEFAULT_PACK_TARGET_BYTES,
             map_cache: mapcache::MapCache::new(
                 mapcache::DEFAULT_MAX_MAPPED_FILES,
                 mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,

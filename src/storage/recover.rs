@@ -12,8 +12,11 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::StoreOptions;
 use super::chunk::{FileKind, MappedChunk, data_file_name, parse_data_file_name};
 use super::error::{Result, StorageError};
-use super::format::{ChunkEntry, FLAG_FULL, Manifest, STATE_LIVE, STATE_OBSOLETE, SidecarRef};
+use super::format::{
+    ChunkEntry, ChunkHeader, FLAG_FULL, Manifest, PackLoc, STATE_LIVE, STATE_OBSOLETE, SidecarRef,
+};
 use super::fsio::{self, TEMP_PREFIX};
+use super::pack::{self, parse_pack_file_name};
 use super::series::{MANIFEST_NAME, Series, live_map};
 use super::snapshot::Snapshot;
 use crate::record::SeriesMeta;
@@ -124,17 +127,20 @@ pub fn read_manifest(dir: &Path, rel: &str) -> Result<Manifest, String> {
 /// Removes temp files and the files the manifest proves are garbage; reports the ones
 /// it cannot place.
 fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std::io::Result<()> {
-    let live: HashSet<(i32, u64)> = m
+    // A packed entry names its pack, not a chunk file.
+    let files = |state: u8| -> HashSet<(i32, u64)> {
+        m.entries
+            .iter()
+            .filter(|e| e.state == state && !e.pack.is_packed())
+            .map(|e| (e.month, e.generation))
+            .collect()
+    };
+    let (live, obsolete) = (files(STATE_LIVE), files(STATE_OBSOLETE));
+    let live_packs: HashSet<u64> = m
         .entries
         .iter()
-        .filter(|e| e.state == STATE_LIVE)
-        .map(|e| (e.month, e.generation))
-        .collect();
-    let obsolete: HashSet<(i32, u64)> = m
-        .entries
-        .iter()
-        .filter(|e| e.state == STATE_OBSOLETE)
-        .map(|e| (e.month, e.generation))
+        .filter(|e| e.state == STATE_LIVE && e.pack.is_packed())
+        .map(|e| e.pack.generation)
         .collect();
     let mut removed_any = false;
     for entry in fs::read_dir(dir)? {
@@ -147,6 +153,21 @@ fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std:
             fs::remove_file(entry.path())?;
             notes.temp_files_removed += 1;
             removed_any = true;
+            continue;
+        }
+        if let Some(g) = parse_pack_file_name(&name) {
+            // A pack no live entry references is garbage whatever its generation: an
+            // uncommitted pack (at or past next_generation) or one whose chunks were
+            // all superseded.
+            if !live_packs.contains(&g) {
+                fs::remove_file(entry.path())?;
+                if g >= m.next_generation {
+                    notes.uncommitted_removed += 1;
+                } else {
+                    notes.obsolete_removed += 1;
+                }
+                removed_any = true;
+            }
             continue;
         }
         match parse_data_file_name(&name) {
@@ -181,25 +202,46 @@ pub fn rebuild_manifest(
     opts: &StoreOptions,
     meta_hint: Option<&SeriesMeta>,
 ) -> Result<(Manifest, Vec<String>)> {
-    let mut chunks = Vec::new();
+    let mut chunks: Vec<Found> = Vec::new();
     let mut corrupt = Vec::new();
     let mut max_gen = 0;
     for entry in fs::read_dir(dir).map_err(|e| StorageError::io(rel, e))? {
         let entry = entry.map_err(|e| StorageError::io(rel, e))?;
         let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(g) = parse_pack_file_name(&name) {
+            max_gen = max_gen.max(g);
+            let found = packed_headers(&entry.path(), g, &format!("{rel}/{name}"));
+            if let Ok(f) = &found {
+                max_gen = f
+                    .iter()
+                    .map(|f| f.header.generation)
+                    .fold(max_gen, u64::max);
+            }
+            match found {
+                Ok(f) => chunks.extend(f),
+                Err(why) => {
+                    tracing::warn!(pack = %format!("{rel}/{name}"), %why, "rebuild: pack left out");
+                    corrupt.push(format!("{rel}/{name}"));
+                }
+            }
+            continue;
+        }
         let Some((month, g, FileKind::Chunk)) = parse_data_file_name(&name) else {
             continue;
         };
         max_gen = max_gen.max(g);
         let file_rel = format!("{rel}/{name}");
         match MappedChunk::open_verified(&entry.path(), &file_rel, None) {
-            Ok(c) if c.header.month == month && c.header.generation == g => chunks.push(c.header),
+            Ok(c) if c.header.month == month && c.header.generation == g => chunks.push(Found {
+                header: c.header,
+                packed: None,
+            }),
             _ => corrupt.push(file_rel),
         }
     }
-    let meta = match (chunks.iter().max_by_key(|h| h.generation), meta_hint) {
+    let meta = match (chunks.iter().max_by_key(|f| f.header.generation), meta_hint) {
         (_, Some(m)) => m.clone(),
-        (Some(h), None) => h.meta.clone(),
+        (Some(f), None) => f.header.meta.clone(),
         (None, None) => {
             return Err(StorageError::corrupted(
                 format!("{rel}/{MANIFEST_NAME}"),
@@ -207,7 +249,12 @@ pub fn rebuild_manifest(
             ));
         }
     };
-    chunks.retain(|h| h.meta == meta);
+    chunks.retain(|f| f.header.meta == meta);
+    let packed: std::collections::HashMap<u64, (PackLoc, SidecarRef, SidecarRef)> = chunks
+        .iter()
+        .filter_map(|f| f.packed.map(|p| (f.header.generation, p)))
+        .collect();
+    let chunks: Vec<ChunkHeader> = chunks.into_iter().map(|f| f.header).collect();
     // A write records how many chunks it published. Writes are serialized, so only the
     // newest one can have lost its commit; but chunks also go missing later (repair
     // quarantines them), so a short count is logged, not acted on: a rebuild keeps every
@@ -251,6 +298,24 @@ pub fn rebuild_manifest(
             last_ts = h.last_ts;
             version = version.max(h.write_version);
             let side = |kind| sidecar_ref(dir, h.month, h.generation, kind);
+            if let Some(&(pack, zonemap, vindex)) = packed.get(&h.generation) {
+                entries.push(ChunkEntry {
+                    month: h.month,
+                    flags: h.flags,
+                    generation: h.generation,
+                    rows: h.rows,
+                    first_ts: h.first_ts,
+                    last_ts: h.last_ts,
+                    file_len: h.file_len(),
+                    checksum: h.body_xxh3,
+                    write_version: h.write_version,
+                    zonemap,
+                    vindex,
+                    state: STATE_LIVE,
+                    pack,
+                });
+                continue;
+            }
             entries.push(ChunkEntry {
                 month: h.month,
                 flags: h.flags,
@@ -272,6 +337,7 @@ pub fn rebuild_manifest(
                     SidecarRef::default()
                 },
                 state: STATE_LIVE,
+                pack: PackLoc::NONE,
             });
         }
     }
@@ -285,6 +351,58 @@ pub fn rebuild_manifest(
         entries,
     };
     Ok((manifest, corrupt))
+}
+
+/// A verified chunk found on disk by a rebuild; `packed` when it lives in a pack
+/// (its location and the sidecars the pack's index lists).
+struct Found {
+    header: ChunkHeader,
+    packed: Option<(PackLoc, SidecarRef, SidecarRef)>,
+}
+
+/// The verified chunks of the pack at `path` (generation `g`), from its own index:
+/// a pack whose index or any chunk fails its checks is left out whole (its months
+/// fall back to the chunk files they were packed from, if those still exist).
+fn packed_headers(path: &Path, g: u64, rel: &str) -> Result<Vec<Found>, String> {
+    let index = pack::read_index(path)?;
+    let pack_len = fs::metadata(path).map_err(|e| e.to_string())?.len();
+    if index.generation != g {
+        return Err("pack generation disagrees with its name".into());
+    }
+    let mut out = Vec::with_capacity(index.entries.len());
+    for e in &index.entries {
+        let bytes = pack::read_at(path, e.offset, e.chunk_len).map_err(|e| e.to_string())?;
+        let file = super::mmap::MappedFile::from_parts(&[&bytes]);
+        let c = MappedChunk::verify(file, rel, None, None).map_err(|e| e.to_string())?;
+        if c.header.month != e.month || c.header.generation != e.generation {
+            return Err("pack index disagrees with a chunk header".into());
+        }
+        for (sref, at) in [
+            (
+                e.zonemap,
+                pack::sidecar_offsets(e.offset, e.chunk_len, e.zonemap.len).0,
+            ),
+            (
+                e.vindex,
+                pack::sidecar_offsets(e.offset, e.chunk_len, e.zonemap.len).1,
+            ),
+        ] {
+            let b = pack::read_at(path, at, sref.len).map_err(|e| e.to_string())?;
+            if sref.present() && xxh3_64(&b) != sref.xxh3 {
+                return Err("a sidecar in the pack fails its checksum".into());
+            }
+        }
+        let loc = PackLoc {
+            generation: g,
+            offset: e.offset,
+            len: pack_len,
+        };
+        out.push(Found {
+            header: c.header,
+            packed: Some((loc, e.zonemap, e.vindex)),
+        });
+    }
+    Ok(out)
 }
 
 /// Checksum and length of a sidecar file as it is now (absent: zero).

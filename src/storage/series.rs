@@ -100,6 +100,8 @@ pub struct Series {
     /// The manifest as last published: what a failed commit puts back. It differs from
     /// `current` while log rows wait in memory to be folded.
     on_disk: Mutex<super::format::Manifest>,
+    /// The pack files the chunk handles of this series share (see `pack::PackFile`).
+    packs: Mutex<std::collections::HashMap<u64, std::sync::Weak<super::pack::PackFile>>>,
 }
 
 /// One month's share of a write, planned before any file is written. An append
@@ -132,6 +134,7 @@ impl Series {
             deleted: AtomicBool::new(false),
             on_disk: Mutex::new(snap.to_manifest()),
             current: RwLock::new(Arc::new(snap)),
+            packs: Mutex::new(Default::default()),
         };
         series.account_unfolded(unfolded_bytes(&series.snapshot()), 0);
         series
@@ -169,12 +172,30 @@ impl Series {
     }
 
     pub(crate) fn chunk_ref(&self, entry: ChunkEntry) -> Arc<ChunkRef> {
+        let pack = entry
+            .pack
+            .is_packed()
+            .then(|| self.pack_handle(entry.pack.generation));
         Arc::new(ChunkRef::new(
             entry,
             Arc::clone(&self.dir),
             Arc::clone(&self.rel_dir),
             Arc::clone(&self.opts.map_cache),
+            pack,
         ))
+    }
+
+    /// The shared handle of pack `generation`: the live one, or a new one.
+    fn pack_handle(&self, generation: u64) -> Arc<super::pack::PackFile> {
+        let mut packs = self.packs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = packs.get(&generation).and_then(std::sync::Weak::upgrade) {
+            return p;
+        }
+        packs.retain(|_, w| w.strong_count() > 0);
+        let path = self.dir.join(super::pack::pack_file_name(generation));
+        let p = Arc::new(super::pack::PackFile::new(generation, path));
+        packs.insert(generation, Arc::downgrade(&p));
+        p
     }
 
     /// Whether [`Store::delete`](super::Store::delete) removed this incarnation.
@@ -839,6 +860,19 @@ impl Series {
             superseded: Vec::new(),
         };
         assert_next(snap, &next, bump);
+        self.publish_next(next, superseded, || self.remove_unpublished(&plans))
+    }
+
+    /// The commit point shared by writes, compression and packing: publishes `next`'s
+    /// manifest and installs it; the chunks it `superseded` are marked obsolete. When
+    /// the previous manifest is durably back, `remove_new` removes the files the
+    /// commit wrote (they are past its `next_generation`, recovery would too).
+    pub(super) fn publish_next(
+        &self,
+        next: Snapshot,
+        superseded: Vec<Arc<ChunkRef>>,
+        remove_new: impl FnOnce(),
+    ) -> Result<()> {
         match self.publish_manifest(&next.to_manifest()) {
             Ok(()) => {
                 self.set_current(Arc::new(next));
@@ -848,7 +882,7 @@ impl Series {
                 Ok(())
             }
             Err((e, OnDisk::Previous { durable: true })) => {
-                self.remove_unpublished(&plans);
+                remove_new();
                 Err(e)
             }
             // The new files stay for recovery: they are past the previous manifest's
@@ -913,10 +947,8 @@ impl Series {
         }
     }
 
-    fn file_exists(&self, e: &ChunkEntry) -> bool {
-        self.dir
-            .join(data_file_name(e.month, e.generation, FileKind::Chunk))
-            .exists()
+    pub(super) fn file_exists(&self, e: &ChunkEntry) -> bool {
+        super::chunk::entry_file_exists(&self.dir, e)
     }
 
     /// Writes every planned chunk (and its sidecars), fsyncs them and the directory, and
@@ -1080,6 +1112,7 @@ impl Series {
             zonemap,
             vindex,
             state: STATE_LIVE,
+            pack: super::format::PackLoc::NONE,
         })
     }
 
@@ -1406,7 +1439,7 @@ fn assert_entries(plans: &[MonthPlan], entries: &[ChunkEntry], version: u64) {
 /// The new snapshot follows the old one: version up by exactly one (by zero for a
 /// compaction), every generation below `next_generation`, months' chunks in
 /// generation order.
-fn assert_next(prev: &Snapshot, next: &Snapshot, bump: bool) {
+pub(super) fn assert_next(prev: &Snapshot, next: &Snapshot, bump: bool) {
     assert_eq!(next.version, prev.version + u64::from(bump), "version step");
     assert!(
         next.next_generation > prev.next_generation,

@@ -1,0 +1,378 @@
+//! Pack files: a series of coarse sealed months is gathered into few files by the
+//! sealed-month pass; reads (range, latest, as-of, predicates through the sidecars)
+//! are the same before and after packing and after a reopen; a later pass adding
+//! months writes a new pack and the old one goes; writes, deletes and retention into
+//! packed months; a deep validation is clean; a damaged pack is an error, not a panic;
+//! admin's rebuild-manifest finds the packed chunks from the pack's own index.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fastk::admin::AdminAction;
+use fastk::config::Config;
+use fastk::query::Engine;
+use fastk::query::types::{AdminRequest, Predicate, QueryRequest, RegisterScalar, Strategy};
+use fastk::record::{SeriesKey, SeriesMeta, TsRange, ValueType};
+use fastk::storage::format::FLAG_COMPRESSED;
+use fastk::storage::{Store, StoreOptions, WriteBatch};
+
+const HOUR: i64 = 3_600_000;
+/// 2022-01-01T00:00:00Z.
+const JAN_2022: i64 = 1_640_995_200_000;
+
+fn opts() -> StoreOptions {
+    StoreOptions {
+        compress_after_ms: Some(0),
+        ..StoreOptions::default()
+    }
+}
+
+fn kline_meta() -> SeriesMeta {
+    SeriesMeta {
+        key: SeriesKey::kline("BTCUSDT", "1h").unwrap(),
+        timeframe_ms: HOUR,
+        price_scale: 100,
+        volume_scale: 1000,
+        value_type: ValueType::I64,
+    }
+}
+
+/// `hours` 1h bars from `from`: a deterministic walk.
+fn klines(from: i64, hours: i64) -> WriteBatch {
+    let mut b = WriteBatch::with_capacity(6, hours as usize);
+    for i in 0..hours {
+        let t = from + i * HOUR;
+        let open = 4_000_000 + (t / HOUR) % 977;
+        let close = open + (t / HOUR) % 13 - 6;
+        let row = [
+            t,
+            open,
+            open.max(close) + 3,
+            open.min(close) - 2,
+            close,
+            1 + i % 71,
+        ];
+        for (c, v) in row.into_iter().enumerate() {
+            b.cols[c].push(v);
+        }
+    }
+    b
+}
+
+fn read_all(snap: &fastk::storage::Snapshot, range: TsRange) -> Vec<Vec<i64>> {
+    let mut cols = vec![Vec::new(); snap.meta.key.kind().ncols()];
+    for sl in snap.range(range) {
+        let sl = sl.unwrap();
+        for (c, out) in cols.iter_mut().enumerate() {
+            out.extend_from_slice(sl.col(c));
+        }
+    }
+    cols
+}
+
+/// Range, latest-3 and an as-of of a series, as plain values.
+fn reads(
+    store: &Store,
+    key: &SeriesKey,
+) -> (Vec<Vec<i64>>, Vec<Vec<i64>>, Vec<i64>, Vec<Vec<i64>>) {
+    let snap = store.get(key).unwrap().snapshot();
+    let all = read_all(&snap, TsRange::all());
+    let part = read_all(
+        &snap,
+        TsRange::new(Some(JAN_2022 + 1000 * HOUR), Some(JAN_2022 + 9000 * HOUR)),
+    );
+    let latest = snap
+        .latest(TsRange::all(), 3)
+        .unwrap()
+        .iter()
+        .flat_map(|s| s.ts().to_vec())
+        .collect();
+    let at = snap
+        .at(JAN_2022 + 4321 * HOUR)
+        .unwrap()
+        .map(|s| (0..key.kind().ncols()).map(|c| s.col(c).to_vec()).collect());
+    (all, part, latest, at.unwrap_or_default())
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn two_years_of_hourly_bars_pack_into_one_file_and_read_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (k, _) = store.register(kline_meta()).unwrap();
+    // Two years of 1h bars, one write per month (24 chunk files).
+    for m in 0..24 {
+        let from = JAN_2022 + m * 730 * HOUR;
+        k.write(klines(from, 730), None).unwrap();
+    }
+    let series_dir = k.dir().to_path_buf();
+    let before = reads(&store, &kline_meta().key);
+    assert!(files_in(&series_dir).len() > 24);
+    let version = k.version();
+
+    k.compress_sealed(i64::MAX / 2).unwrap();
+    let months = k.pack_sealed(i64::MAX / 2).unwrap();
+    assert!(months.len() >= 24, "{months:?}");
+    assert_eq!(k.version(), version, "packing keeps the version");
+    let files = files_in(&series_dir);
+    assert_eq!(files.len(), 2, "MANIFEST and one pack: {files:?}");
+    assert!(files.iter().any(|f| f.ends_with(".pack")), "{files:?}");
+    let snap = k.snapshot();
+    assert!(
+        snap.chunks()
+            .all(|c| c.is_packed() && c.entry.flags & FLAG_COMPRESSED != 0)
+    );
+    drop(snap);
+    assert_eq!(reads(&store, &kline_meta().key), before);
+    // A second pass has nothing to do.
+    assert!(k.pack_sealed(i64::MAX / 2).unwrap().is_empty());
+
+    // Reopen: the same rows, the same files.
+    drop(k);
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert!(
+        store.recovery().iter().all(|n| n.is_quiet()),
+        "{:?}",
+        store.recovery()
+    );
+    assert_eq!(reads(&store, &kline_meta().key), before);
+    assert_eq!(files_in(&series_dir), files);
+}
+
+#[test]
+fn a_later_month_rewrites_the_pack_and_the_old_one_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (k, _) = store.register(kline_meta()).unwrap();
+    k.write(klines(JAN_2022, 3 * 730), None).unwrap();
+    k.compress_sealed(i64::MAX / 2).unwrap();
+    k.pack_sealed(i64::MAX / 2).unwrap();
+    let first: Vec<String> = files_in(k.dir())
+        .into_iter()
+        .filter(|f| f.ends_with(".pack"))
+        .collect();
+    assert_eq!(first.len(), 1);
+
+    // A new month, and a write into a packed month (a raw chunk after the packed one).
+    k.write(klines(JAN_2022 + 3 * 730 * HOUR, 730), None)
+        .unwrap();
+    let mut fix = klines(JAN_2022 + 5 * HOUR, 1);
+    fix.cols[4][0] += 1;
+    fix.cols[2][0] += 1;
+    k.write(fix, None).unwrap();
+    let want = reads(&store, &kline_meta().key);
+    k.compress_sealed(i64::MAX / 2).unwrap();
+    k.pack_sealed(i64::MAX / 2).unwrap();
+    let files = files_in(k.dir());
+    let packs: Vec<&String> = files.iter().filter(|f| f.ends_with(".pack")).collect();
+    assert_eq!(packs.len(), 1, "{files:?}");
+    assert_ne!(packs[0], &first[0], "copy-on-write: a new pack");
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(reads(&store, &kline_meta().key), want);
+
+    // A range delete of a whole packed month and a cut of another.
+    k.delete_range(
+        TsRange::new(Some(JAN_2022 + 700 * HOUR), Some(JAN_2022 + 2000 * HOUR)),
+        None,
+    )
+    .unwrap();
+    let want = reads(&store, &kline_meta().key);
+    assert_eq!(
+        want.0[0]
+            .iter()
+            .filter(|&&t| t >= JAN_2022 + 700 * HOUR && t <= JAN_2022 + 2000 * HOUR)
+            .count(),
+        0
+    );
+    k.compress_sealed(i64::MAX / 2).unwrap();
+    k.pack_sealed(i64::MAX / 2).unwrap();
+    assert_eq!(reads(&store, &kline_meta().key), want);
+    drop(k);
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(reads(&store, &kline_meta().key), want);
+    let k = store.get(&kline_meta().key).unwrap();
+    assert!(files_in(k.dir()).len() <= 3, "{:?}", files_in(k.dir()));
+}
+
+#[test]
+fn a_small_target_makes_several_packs_and_zero_turns_packing_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            pack_target_bytes: 4 << 10,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let (k, _) = store.register(kline_meta()).unwrap();
+    k.write(klines(JAN_2022, 24 * 730), None).unwrap();
+    let want = reads(&store, &kline_meta().key);
+    k.compress_sealed(i64::MAX / 2).unwrap();
+    k.pack_sealed(i64::MAX / 2).unwrap();
+    let files = files_in(k.dir());
+    let packs = files.iter().filter(|f| f.ends_with(".pack")).count();
+    assert!(packs >= 2, "{files:?}");
+    for f in files.iter().filter(|f| f.ends_with(".pack")) {
+        let len = std::fs::metadata(k.dir().join(f)).unwrap().len();
+        assert!(len <= 4 << 10, "{f}: {len} bytes");
+    }
+    assert_eq!(reads(&store, &kline_meta().key), want);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            pack_target_bytes: 0,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let (k, _) = store.register(kline_meta()).unwrap();
+    k.write(klines(JAN_2022, 3 * 730), None).unwrap();
+    k.compress_sealed(i64::MAX / 2).unwrap();
+    assert!(k.pack_sealed(i64::MAX / 2).unwrap().is_empty());
+    assert!(files_in(k.dir()).iter().all(|f| !f.ends_with(".pack")));
+}
+
+fn engine(root: &Path) -> Arc<Engine> {
+    let mut c = Config::default();
+    c.storage.root = root.to_path_buf();
+    c.storage.compress_after_s = 0;
+    c.storage.zonemap_block_rows = 64;
+    Engine::open(c).unwrap()
+}
+
+fn scalar_key() -> SeriesKey {
+    SeriesKey::scalar("S", "1h", "signal", "x").unwrap()
+}
+
+fn predicates(e: &Engine) -> Vec<(Vec<i64>, u64)> {
+    let preds = [
+        Predicate::Gt {
+            value: serde_json::Number::from_f64(40.0).unwrap(),
+        },
+        Predicate::Eq {
+            value: serde_json::Number::from_f64(7.0).unwrap(),
+        },
+    ];
+    let mut out = Vec::new();
+    for p in preds {
+        for strategy in [Strategy::Scan, Strategy::Zonemap, Strategy::ValueIndex] {
+            let req = QueryRequest {
+                start_ts: None,
+                end_ts: None,
+                predicate: p.clone(),
+                return_values: Some(true),
+                limit: None,
+                strategy: Some(strategy),
+            };
+            let r = e.query(&scalar_key(), &req, usize::MAX).unwrap();
+            out.push((r.timestamps, r.stats.sidecar_fallbacks));
+        }
+    }
+    out
+}
+
+#[test]
+fn scalar_predicates_use_the_sidecars_in_the_pack_and_validate_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    e.register_scalar(&RegisterScalar {
+        symbol: "S".into(),
+        timeframe: "1h".into(),
+        timeframe_ms: None,
+        category: "signal".into(),
+        name: "x".into(),
+        value_type: Some(ValueType::F64),
+        retention_ms: None,
+    })
+    .unwrap();
+    let n = 12 * 730;
+    let mut b = WriteBatch::with_capacity(2, n);
+    for i in 0..n as i64 {
+        let v = if i % 11 == 0 {
+            7.0
+        } else {
+            ((i as f64) * 0.01).sin() * 50.0
+        };
+        b.cols[0].push(JAN_2022 + i * HOUR);
+        b.cols[1].push(v.to_bits() as i64);
+    }
+    e.write(&scalar_key(), b, None).unwrap();
+    e.store.fold_all();
+    let want = predicates(&e);
+    assert!(want.iter().all(|(ts, fb)| !ts.is_empty() && *fb == 0));
+    assert!(e.compress_sealed(i64::MAX / 2) > 0);
+    let s = e.store.get(&scalar_key()).unwrap();
+    let files = files_in(s.dir());
+    assert_eq!(files.len(), 2, "MANIFEST and one pack: {files:?}");
+    for c in s.snapshot().chunks() {
+        assert!(c.is_packed());
+        assert!(c.zonemap(ValueType::F64).is_ok());
+        assert!(c.vindex(ValueType::F64).is_ok());
+    }
+    assert_eq!(predicates(&e), want, "same answers, no sidecar fallback");
+    let inv = e.inventory();
+    assert_eq!(inv.series[0].files, 1, "a pack is one file");
+
+    let deep = AdminRequest {
+        deep: Some(true),
+        ..Default::default()
+    };
+    let report = e.admin(AdminAction::Validate, &deep).unwrap();
+    assert!(report.clean, "{:#?}", report.findings);
+    drop(s);
+    drop(e);
+    let e = engine(dir.path());
+    assert_eq!(predicates(&e), want);
+
+    // rebuild-manifest reads the pack's own index: the same rows come back.
+    let report = e
+        .admin(AdminAction::RebuildManifest, &AdminRequest::default())
+        .unwrap();
+    assert!(report.clean || report.findings.is_empty(), "{report:#?}");
+    assert_eq!(predicates(&e), want);
+    let s = e.store.get(&scalar_key()).unwrap();
+    assert!(s.snapshot().chunks().all(|c| c.is_packed()));
+}
+
+#[test]
+fn a_damaged_pack_is_an_error_and_deep_validate_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (k, _) = store.register(kline_meta()).unwrap();
+    k.write(klines(JAN_2022, 4 * 730), None).unwrap();
+    k.compress_sealed(i64::MAX / 2).unwrap();
+    k.pack_sealed(i64::MAX / 2).unwrap();
+    let c = k.snapshot().chunks().next().unwrap().clone();
+    let path = c.path(fastk::storage::chunk::FileKind::Chunk);
+    let at = (c.entry.pack.offset + c.entry.file_len - 3) as usize;
+    drop(c);
+    drop(k);
+    drop(store);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at] ^= 0x5a;
+    std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let k = store.get(&kline_meta().key).unwrap();
+    let err = k
+        .snapshot()
+        .range(TsRange::all())
+        .find_map(|r| r.err())
+        .expect("an error");
+    assert!(
+        matches!(err, fastk::storage::StorageError::Corrupted { .. }),
+        "{err}"
+    );
+}
