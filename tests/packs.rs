@@ -70,11 +70,10 @@ fn read_all(snap: &fastk::storage::Snapshot, range: TsRange) -> Vec<Vec<i64>> {
     cols
 }
 
-/// Range, latest-3 and an as-of of a series, as plain values.
-fn reads(
-    store: &Store,
-    key: &SeriesKey,
-) -> (Vec<Vec<i64>>, Vec<Vec<i64>>, Vec<i64>, Vec<Vec<i64>>) {
+/// Range, sub-range, latest-3 and an as-of of a series, as plain values.
+type Reads = (Vec<Vec<i64>>, Vec<Vec<i64>>, Vec<i64>, Vec<Vec<i64>>);
+
+fn reads(store: &Store, key: &SeriesKey) -> Reads {
     let snap = store.get(key).unwrap().snapshot();
     let all = read_all(&snap, TsRange::all());
     let part = read_all(
@@ -189,7 +188,7 @@ fn a_later_month_rewrites_the_pack_and_the_old_one_goes() {
     assert_eq!(
         want.0[0]
             .iter()
-            .filter(|&&t| t >= JAN_2022 + 700 * HOUR && t <= JAN_2022 + 2000 * HOUR)
+            .filter(|&&t| (JAN_2022 + 700 * HOUR..=JAN_2022 + 2000 * HOUR).contains(&t))
             .count(),
         0
     );

@@ -1216,20 +1216,9 @@ impl Series {
         manifest.validate().map_err(|why| {
             StorageError::corrupted(format!("{}/{MANIFEST_NAME}", self.rel_dir), why)
         })?;
-        match self.publish_manifest(&manifest) {
-            Ok(()) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
-                for c in superseded {
-                    c.mark_obsolete();
-                }
-                Ok(())
-            }
-            Err((e, OnDisk::Next)) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
-                Err(e)
-            }
-            Err((e, OnDisk::Previous { .. })) => Err(e),
-        }
+        // The followed files stay when the previous manifest is back: they are past its
+        // `next_generation`, so recovery removes them, and the next poll fetches again.
+        self.publish_next(state, superseded, || {})
     }
 
     /// Holds the writer lock while `f` runs (admin actions that rewrite the manifest).
