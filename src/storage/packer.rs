@@ -23,8 +23,8 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::chunk::{ChunkRef, FileKind};
 use super::error::{Result, StorageError};
 use super::format::{
-    CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, FLAG_COMPRESSED, PackLoc, STATE_LIVE,
-    STATE_OBSOLETE, SidecarRef, align_up,
+    CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, FLAG_COMPRESSED, PackLoc, STATE_LIVE, SidecarRef,
+    align_up,
 };
 use super::fsio;
 use super::pack::{PackEntry, PackIndex, pack_file_name};
@@ -131,16 +131,7 @@ impl Series {
             remove_new(&written);
             return Err(e);
         }
-        let mut obsolete: Vec<ChunkEntry> = snap
-            .obsolete
-            .iter()
-            .filter(|e| self.file_exists(e))
-            .cloned()
-            .collect();
-        obsolete.extend(superseded.iter().map(|c: &Arc<ChunkRef>| ChunkEntry {
-            state: STATE_OBSOLETE,
-            ..c.entry.clone()
-        }));
+        let obsolete = self.next_obsolete(&snap, &superseded);
         let next = Snapshot {
             meta: Arc::clone(&self.meta),
             version: snap.version,

@@ -298,24 +298,24 @@ pub fn rebuild_manifest(
             last_ts = h.last_ts;
             version = version.max(h.write_version);
             let side = |kind| sidecar_ref(dir, h.month, h.generation, kind);
-            if let Some(&(pack, zonemap, vindex)) = packed.get(&h.generation) {
-                entries.push(ChunkEntry {
-                    month: h.month,
-                    flags: h.flags,
-                    generation: h.generation,
-                    rows: h.rows,
-                    first_ts: h.first_ts,
-                    last_ts: h.last_ts,
-                    file_len: h.file_len(),
-                    checksum: h.body_xxh3,
-                    write_version: h.write_version,
-                    zonemap,
-                    vindex,
-                    state: STATE_LIVE,
-                    pack,
-                });
-                continue;
-            }
+            // A packed chunk's sidecars are the ones its pack lists; a chunk file's are
+            // the files beside it, when the store keeps them.
+            let (pack, zonemap, vindex) = match packed.get(&h.generation) {
+                Some(&found) => found,
+                None => (
+                    PackLoc::NONE,
+                    if opts.zonemap_block_rows.is_some() {
+                        side(FileKind::ZoneMap)
+                    } else {
+                        SidecarRef::default()
+                    },
+                    if opts.value_index {
+                        side(FileKind::ValueIndex)
+                    } else {
+                        SidecarRef::default()
+                    },
+                ),
+            };
             entries.push(ChunkEntry {
                 month: h.month,
                 flags: h.flags,
@@ -326,18 +326,10 @@ pub fn rebuild_manifest(
                 file_len: h.file_len(),
                 checksum: h.body_xxh3,
                 write_version: h.write_version,
-                zonemap: if opts.zonemap_block_rows.is_some() {
-                    side(FileKind::ZoneMap)
-                } else {
-                    SidecarRef::default()
-                },
-                vindex: if opts.value_index {
-                    side(FileKind::ValueIndex)
-                } else {
-                    SidecarRef::default()
-                },
+                zonemap,
+                vindex,
                 state: STATE_LIVE,
-                pack: PackLoc::NONE,
+                pack,
             });
         }
     }

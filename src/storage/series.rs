@@ -838,16 +838,7 @@ impl Series {
             }
             list.push(self.chunk_ref(entry));
         }
-        let mut obsolete: Vec<ChunkEntry> = snap
-            .obsolete
-            .iter()
-            .filter(|e| self.file_exists(e))
-            .cloned()
-            .collect();
-        obsolete.extend(superseded.iter().map(|c| ChunkEntry {
-            state: STATE_OBSOLETE,
-            ..c.entry.clone()
-        }));
+        let obsolete = self.next_obsolete(snap, &superseded);
         let next = Snapshot {
             meta: Arc::clone(&self.meta),
             version,
@@ -949,6 +940,26 @@ impl Series {
 
     pub(super) fn file_exists(&self, e: &ChunkEntry) -> bool {
         super::chunk::entry_file_exists(&self.dir, e)
+    }
+
+    /// The obsolete entries of the state after a commit: those of `snap` whose files
+    /// are still there (recovery deletes the rest), then the chunks it `superseded`.
+    pub(super) fn next_obsolete(
+        &self,
+        snap: &Snapshot,
+        superseded: &[Arc<ChunkRef>],
+    ) -> Vec<ChunkEntry> {
+        let mut obsolete: Vec<ChunkEntry> = snap
+            .obsolete
+            .iter()
+            .filter(|e| self.file_exists(e))
+            .cloned()
+            .collect();
+        obsolete.extend(superseded.iter().map(|c| ChunkEntry {
+            state: STATE_OBSOLETE,
+            ..c.entry.clone()
+        }));
+        obsolete
     }
 
     /// Writes every planned chunk (and its sidecars), fsyncs them and the directory, and
@@ -1191,16 +1202,7 @@ impl Series {
             v.sort_by_key(|c| c.entry.generation);
         }
         let superseded: Vec<Arc<ChunkRef>> = old.into_values().filter(|c| !c.is_memory()).collect();
-        let mut obsolete: Vec<ChunkEntry> = snap
-            .obsolete
-            .iter()
-            .filter(|e| self.file_exists(e))
-            .cloned()
-            .collect();
-        obsolete.extend(superseded.iter().map(|c| ChunkEntry {
-            state: STATE_OBSOLETE,
-            ..c.entry.clone()
-        }));
+        let obsolete = self.next_obsolete(&snap, &superseded);
         let state = Snapshot {
             meta: Arc::clone(&self.meta),
             version: next.version,
