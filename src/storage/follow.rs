@@ -18,34 +18,47 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::chunk::{FileKind, data_file_name};
 use super::error::{Result, StorageError};
 use super::format::{CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader, Manifest, STATE_LIVE};
+use super::pack::{PackIndex, pack_file_name, packed_range};
 use super::series::MANIFEST_NAME;
 use super::snapshot::Snapshot;
 use super::{Store, TRASH_COUNTER, fsio, recover};
 use crate::record::{SeriesKey, SeriesMeta};
 
 /// One data file a manifest lists as live: its name in the series directory, its
-/// kind, the entry that describes it and the checksum that names its object.
+/// kind, the entry that describes it and the checksum that names its object. A pack
+/// file is one data file for all the entries it holds (`packed`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataFile {
     pub name: String,
     pub kind: FileKind,
+    /// The entry of a chunk or sidecar file; a pack's first entry.
     pub entry: ChunkEntry,
-    /// The chunk's body xxh3, or the sidecar's xxh3 (as the manifest records them).
+    /// The chunk's body xxh3, or the sidecar's xxh3 (as the manifest records them); for
+    /// a pack, the xxh3 of the checksums of everything it holds, so the object's name
+    /// still changes with its content.
     pub xxh3: u64,
     pub len: u64,
+    /// The live entries a pack holds, in the manifest's order (empty: not a pack).
+    pub packed: Vec<ChunkEntry>,
 }
 
 /// Every file the live entries of `m` name: the chunk, then its zone map and value
-/// index when the entry records them.
+/// index when the entry records them; each pack once, for all its entries.
 pub fn live_files(m: &Manifest) -> Vec<DataFile> {
     let mut out = Vec::new();
+    let mut packs: std::collections::BTreeMap<u64, Vec<ChunkEntry>> = Default::default();
     for e in m.entries.iter().filter(|e| e.state == STATE_LIVE) {
+        if e.pack.is_packed() {
+            packs.entry(e.pack.generation).or_default().push(e.clone());
+            continue;
+        }
         let file = |kind, xxh3, len| DataFile {
             name: data_file_name(e.month, e.generation, kind),
             kind,
             entry: e.clone(),
             xxh3,
             len,
+            packed: Vec::new(),
         };
         out.push(file(FileKind::Chunk, e.checksum, e.file_len));
         if e.zonemap.present() {
@@ -55,12 +68,29 @@ pub fn live_files(m: &Manifest) -> Vec<DataFile> {
             out.push(file(FileKind::ValueIndex, e.vindex.xxh3, e.vindex.len));
         }
     }
+    for (generation, packed) in packs {
+        let sums: Vec<u8> = packed
+            .iter()
+            .flat_map(|e| [e.checksum, e.zonemap.xxh3, e.vindex.xxh3])
+            .flat_map(u64::to_le_bytes)
+            .collect();
+        out.push(DataFile {
+            name: pack_file_name(generation),
+            kind: FileKind::Chunk,
+            entry: packed[0].clone(),
+            xxh3: xxh3_64(&sums),
+            len: packed[0].pack.len,
+            packed,
+        });
+    }
     out
 }
 
 /// Checks the bytes of a fetched file against the manifest that lists it: a chunk's
 /// header (its own checksum), length, body checksum, series and every field of its
-/// entry; a sidecar's length and xxh3. A file that fails is never written.
+/// entry; a sidecar's length and xxh3; a pack's length and index, then each chunk and
+/// sidecar it holds for the manifest as if it were its own file. A file that fails is
+/// never written.
 pub fn check_file(meta: &SeriesMeta, f: &DataFile, bytes: &[u8]) -> Result<(), String> {
     if bytes.len() as u64 != f.len {
         return Err(format!(
@@ -70,16 +100,43 @@ pub fn check_file(meta: &SeriesMeta, f: &DataFile, bytes: &[u8]) -> Result<(), S
             f.len
         ));
     }
+    if !f.packed.is_empty() {
+        PackIndex::decode(bytes, f.len).map_err(|why| format!("{}: {why}", f.name))?;
+        for e in &f.packed {
+            let slice = |kind| {
+                let (at, len) = packed_range(e, kind);
+                usize::try_from(at)
+                    .ok()
+                    .zip(usize::try_from(len).ok())
+                    .and_then(|(at, len)| bytes.get(at..at.checked_add(len)?))
+                    .ok_or_else(|| format!("{}: an entry lies outside the pack", f.name))
+            };
+            check_chunk(meta, &f.name, e, slice(FileKind::Chunk)?)?;
+            for (kind, side) in [
+                (FileKind::ZoneMap, e.zonemap),
+                (FileKind::ValueIndex, e.vindex),
+            ] {
+                if side.present() && xxh3_64(slice(kind)?) != side.xxh3 {
+                    return Err(format!("{}: sidecar checksum mismatch", f.name));
+                }
+            }
+        }
+        return Ok(());
+    }
     if f.kind != FileKind::Chunk {
         return match xxh3_64(bytes) == f.xxh3 {
             true => Ok(()),
             false => Err(format!("{}: checksum mismatch", f.name)),
         };
     }
-    let h = ChunkHeader::decode(bytes).map_err(|why| format!("{}: {why}", f.name))?;
-    let e = &f.entry;
-    if h.file_len() != f.len || xxh3_64(&bytes[CHUNK_HEADER_LEN..]) != h.body_xxh3 {
-        return Err(format!("{}: body checksum mismatch", f.name));
+    check_chunk(meta, &f.name, &f.entry, bytes)
+}
+
+/// A chunk image (its own file, or its range of a pack) against its manifest entry.
+fn check_chunk(meta: &SeriesMeta, name: &str, e: &ChunkEntry, bytes: &[u8]) -> Result<(), String> {
+    let h = ChunkHeader::decode(bytes).map_err(|why| format!("{name}: {why}"))?;
+    if h.file_len() != bytes.len() as u64 || xxh3_64(&bytes[CHUNK_HEADER_LEN..]) != h.body_xxh3 {
+        return Err(format!("{name}: body checksum mismatch"));
     }
     let agrees = h.meta == *meta
         && e.checksum == h.body_xxh3
@@ -91,7 +148,7 @@ pub fn check_file(meta: &SeriesMeta, f: &DataFile, bytes: &[u8]) -> Result<(), S
         && e.month == h.month;
     match agrees {
         true => Ok(()),
-        false => Err(format!("{}: header disagrees with the manifest", f.name)),
+        false => Err(format!("{name}: header disagrees with the manifest")),
     }
 }
 
