@@ -469,8 +469,8 @@ def test_backup_reads_manifest_format_1_and_2(start_server, tmp_path):
     assert files and all((again / kline / name).stat().st_size == n for name, n in files)
     v1 = (again / "series/scalar/ETHUSDT/1h/feature/n/MANIFEST").read_bytes()
     assert backup.parse_manifest(v1, "v1")[1] == 100 and backup.parse_manifest(v1, "v1")[3] == 0
-    with pytest.raises(backup.BackupError, match="format version 3 is not supported"):
-        backup.parse_manifest(data[:8] + struct.pack("<I", 3) + data[12:], "v3")
+    with pytest.raises(backup.BackupError, match="format version 4 is not supported"):
+        backup.parse_manifest(data[:8] + struct.pack("<I", 4) + data[12:], "v4")
     # A version 2 manifest cut to the version 1 length (or the other way round).
     with pytest.raises(backup.BackupError, match="length disagrees"):
         backup.parse_manifest(data[:288] + data[304:], "short")
