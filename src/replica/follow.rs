@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
@@ -95,25 +95,16 @@ impl Follower {
             Err(object_store::Error::NotFound { .. }) => return Ok(report),
             Err(e) => return Err(format!("cannot read the publication marker: {e}")),
         }
-        let listed: Vec<_> = self
-            .bucket
-            .store
-            .list(Some(&self.bucket.manifests()))
-            .try_collect()
-            .await
-            .map_err(|e| format!("cannot list manifests: {e}"))?;
         let mut remote: BTreeMap<SeriesKey, (Path, String)> = BTreeMap::new();
-        for m in listed {
-            if let Some(key) = self.bucket.key_of_manifest(&m.location) {
-                let tag = m.e_tag.clone().unwrap_or_else(|| {
-                    format!(
-                        "{}-{}",
-                        m.size,
-                        m.last_modified.timestamp_nanos_opt().unwrap_or(0)
-                    )
-                });
-                remote.insert(key, (m.location, tag));
-            }
+        for (key, m) in self.bucket.list_manifests().await? {
+            let tag = m.e_tag.clone().unwrap_or_else(|| {
+                format!(
+                    "{}-{}",
+                    m.size,
+                    m.last_modified.timestamp_nanos_opt().unwrap_or(0)
+                )
+            });
+            remote.insert(key, (m.location, tag));
         }
         report.listed = remote.len() as u64;
         let changed: Vec<_> = {

@@ -81,6 +81,24 @@ impl Bucket {
         self.prefix.clone().join(MANIFESTS)
     }
 
+    /// Every published manifest object, with the series key its location names
+    /// (objects that name none are left out): one listing of `manifests/`.
+    pub async fn list_manifests(
+        &self,
+    ) -> Result<Vec<(SeriesKey, object_store::ObjectMeta)>, String> {
+        use futures::TryStreamExt;
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&self.manifests()))
+            .try_collect()
+            .await
+            .map_err(|e| format!("cannot list the published manifests: {e}"))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|m| Some((self.key_of_manifest(&m.location)?, m)))
+            .collect())
+    }
+
     pub fn manifest(&self, key: &SeriesKey) -> Path {
         let mut p = self.manifests();
         for part in key.parts() {

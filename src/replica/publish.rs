@@ -203,18 +203,8 @@ impl Publisher {
     /// Deletes the manifest object of every published series the store no longer
     /// holds (a replica then deletes its copy); dooms its data objects.
     async fn unpublish_deleted(&self, store: &Store) -> Result<u64, String> {
-        let listed: Vec<_> = self
-            .bucket
-            .store
-            .list(Some(&self.bucket.manifests()))
-            .try_collect()
-            .await
-            .map_err(|e| format!("cannot list published manifests: {e}"))?;
         let mut deleted = 0;
-        for meta in listed {
-            let Some(key) = self.bucket.key_of_manifest(&meta.location) else {
-                continue;
-            };
+        for (key, meta) in self.bucket.list_manifests().await? {
             if store.get(&key).is_ok() {
                 continue;
             }
