@@ -334,6 +334,20 @@ impl SeriesKey {
         }
     }
     /// Path parts: `["kline", symbol, timeframe]` or `["scalar", symbol, timeframe, category, name]`.
+    /// The names after the kind, borrowed: symbol, timeframe, then category and name
+    /// for a scalar series (what [`SeriesKey::parts`] lists after the kind, with no
+    /// allocation: the write-ahead log encodes thousands of keys per record).
+    pub fn name_parts(&self) -> impl Iterator<Item = &str> {
+        [
+            Some(self.symbol()),
+            Some(self.timeframe()),
+            self.category(),
+            self.name(),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     pub fn parts(&self) -> Vec<String> {
         let mut v = vec![
             self.kind().as_str().to_string(),

@@ -590,3 +590,99 @@ fn the_memory_hard_limit_holds_per_write_while_the_fold_is_held() {
     store.fold_all();
     assert_eq!(store.wal_stats().unfolded_bytes, 0);
 }
+
+#[test]
+fn a_large_many_series_write_applied_in_two_halves_is_all_or_nothing() {
+    // At least `PARALLEL_APPLY_ENTRIES` series: the committer applies the first half
+    // and the apply helper the second, which must fail the whole write just as well.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let series: Vec<Arc<Series>> = (0..600)
+        .map(|i| store.register(meta(&format!("S{i:03}"))).unwrap().0)
+        .collect();
+    let minute = |m: i64, skip: Option<usize>| -> Vec<(Arc<Series>, WriteBatch)> {
+        series
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .map(|(i, s)| (Arc::clone(s), one(JAN_2024 + m * MINUTE, i as i64 * 10 + m)))
+            .collect()
+    };
+    let r = store.write_many(minute(0, None)).unwrap();
+    assert_eq!(r.len(), 600);
+    assert!(r.iter().all(|r| r.version == 1 && r.inserted == 1));
+    for (i, s) in series.iter().enumerate() {
+        assert_eq!(rows(s), vec![(JAN_2024, i as i64 * 10)], "series {i}");
+    }
+    // A series of the helper's half is gone: nothing of the write is visible.
+    store.delete(&meta("S450").key).unwrap();
+    let err = store.write_many(minute(1, None)).unwrap_err();
+    assert!(matches!(err, StorageError::NotFound(_)), "{err}");
+    for i in [0, 299, 300, 599] {
+        assert_eq!(rows(&series[i]).len(), 1, "series {i} kept only minute 0");
+        assert_eq!(series[i].version(), 1);
+    }
+    // Without it the write goes through, every report in the order of the entries.
+    let r = store.write_many(minute(1, Some(450))).unwrap();
+    assert_eq!(r.len(), 599);
+    assert!(r.iter().all(|r| r.version == 2 && r.inserted == 1));
+    assert_eq!(
+        rows(&series[599]),
+        vec![(JAN_2024, 5990), (JAN_2024 + MINUTE, 5991)]
+    );
+    // And it replays after a crash.
+    store.abandon();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let s = store.get(&meta("S599").key).unwrap();
+    assert_eq!(rows(&s), vec![(JAN_2024, 5990), (JAN_2024 + MINUTE, 5991)]);
+}
+
+#[test]
+fn one_row_appends_keep_few_small_chunks_in_memory() {
+    // Each append merges the month's last in-memory chunks no larger than what it
+    // adds (a binary counter): a few chunks of at most `memory_chunk_rows`, every row
+    // in order, and no copy of the whole month per write.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let s = store.register(meta("A")).unwrap().0;
+    let cap = StoreOptions::default().wal.memory_chunk_rows;
+    let n = 1000i64;
+    let month = MonthPartition::from_ts(JAN_2024).0;
+    for m in 0..n {
+        store
+            .write(&s, one(JAN_2024 + m * MINUTE, m), None)
+            .unwrap();
+        let snap = s.snapshot();
+        let chunks = &snap.live[&month];
+        assert!(chunks.iter().all(|c| c.is_memory() && c.entry.rows <= cap));
+        let full = (m as u64 + 1) / cap;
+        let bound = full as usize + (cap.ilog2() as usize + 1);
+        assert!(
+            chunks.len() <= bound,
+            "{} chunks in memory after {} appends (bound {bound})",
+            chunks.len(),
+            m + 1
+        );
+        assert_eq!(
+            chunks.iter().map(|c| c.entry.rows).sum::<u64>(),
+            m as u64 + 1
+        );
+    }
+    let want: Vec<(i64, i64)> = (0..n).map(|m| (JAN_2024 + m * MINUTE, m)).collect();
+    assert_eq!(rows(&s), want);
+    // A replacement inside the month rewrites it in memory as one chunk.
+    store
+        .write(&s, one(JAN_2024 + 5 * MINUTE, -5), None)
+        .unwrap();
+    assert_eq!(s.snapshot().live[&month].len(), 1);
+    let mut want = want;
+    want[5].1 = -5;
+    assert_eq!(rows(&s), want);
+    // The fold writes what memory held.
+    store.fold_all();
+    assert_eq!(rows(&s), want);
+    drop(s);
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(rows(&store.get(&meta("A").key).unwrap()), want);
+}

@@ -147,7 +147,12 @@ pub async fn do_put(
             let entries = cols.finish_many(&template)?;
             let response = tokio::task::spawn_blocking(move || {
                 let _held = held;
-                for (key, _) in &entries {
+                // Scalar series: the value column's type must be the series' (klines
+                // are all int64; `write_many` resolves and checks them).
+                for (key, _) in entries
+                    .iter()
+                    .filter(|(k, _)| k.kind() == SeriesKind::Scalar)
+                {
                     let vt = write_engine
                         .series(key)
                         .map_err(|e| {
@@ -155,7 +160,7 @@ pub async fn do_put(
                         })?
                         .meta
                         .value_type;
-                    if key.kind() == SeriesKind::Scalar && (vt == ValueType::F64) != value_f64 {
+                    if (vt == ValueType::F64) != value_f64 {
                         return Err(Error::invalid(format!(
                             "symbol {}: the series stores {} values but the value column is {}",
                             key.symbol(),

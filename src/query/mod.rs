@@ -310,10 +310,11 @@ impl Engine {
         let mut resolved = Vec::with_capacity(entries.len());
         let mut rows = 0u64;
         let mut cells = 0u64;
-        for (key, batch) in entries {
+        let found = self.store.get_many(entries.iter().map(|(k, _)| k));
+        for ((key, batch), series) in entries.into_iter().zip(found) {
             let named =
                 |e: Error| Error::new(e.kind, format!("symbol {}: {}", key.symbol(), e.message));
-            let series = self.series(&key).map_err(named)?;
+            let series = series.map_err(|e| named(e.into()))?;
             if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
                 check_ohlc(&batch).map_err(named)?;
             }

@@ -171,12 +171,57 @@ impl MappedChunk {
     /// write-ahead log made durable and no chunk file holds yet. `header`'s rows,
     /// bounds and checksum are filled in from `cols` (at least one row).
     pub fn in_memory(header: ChunkHeader, cols: &[&[i64]]) -> MappedChunk {
-        let parts = super::format::ChunkParts::new(header, cols);
-        let file = MappedFile::from_parts(&parts.slices());
-        debug_assert_eq!(file.len(), parts.len());
+        MappedChunk::in_memory_joined(header, &[cols])
+    }
+
+    /// As [`MappedChunk::in_memory`], column `i` being the concatenation of column
+    /// `i` of every piece, in order (each piece one slice per column): in-memory
+    /// chunks merged with an append's rows are built in one buffer, with one
+    /// allocation, one copy of each value and one checksum pass (a many-series write
+    /// does this for thousands of series). The bytes are those
+    /// [`super::format::ChunkParts`] would write for the concatenated columns.
+    pub fn in_memory_joined(mut header: ChunkHeader, pieces: &[&[&[i64]]]) -> MappedChunk {
+        use super::format::{CHUNK_HEADER_LEN, CHUNK_ROWS_MAX, stride_of};
+        let ncols = pieces.first().map_or(0, |p| p.len());
+        // Checked in release too: a short column would shift the next one under a
+        // checksum that matches it.
+        assert!(
+            ncols > 0
+                && pieces
+                    .iter()
+                    .all(|p| p.len() == ncols && p.iter().all(|c| c.len() == p[0].len())),
+            "chunk: the columns of a chunk differ in length"
+        );
+        let rows: usize = pieces.iter().map(|p| p[0].len()).sum();
+        assert!(
+            rows > 0 && rows as u64 <= CHUNK_ROWS_MAX,
+            "chunk: a chunk holds 1..={CHUNK_ROWS_MAX} rows, not {rows}"
+        );
+        let stride = stride_of(rows as u64) as usize;
+        let pad = stride - rows * std::mem::size_of::<i64>();
+        let len = CHUNK_HEADER_LEN + ncols * stride;
+        let mut buf = arrow_buffer::MutableBuffer::new(len);
+        buf.extend_zeros(CHUNK_HEADER_LEN);
+        for i in 0..ncols {
+            for p in pieces {
+                buf.extend_from_slice(p[i]);
+            }
+            buf.extend_zeros(pad);
+        }
+        assert_eq!(buf.len(), len, "chunk: image length");
+        let mut ts = pieces.iter().map(|p| p[0]).filter(|c| !c.is_empty());
+        header.rows = rows as u64;
+        header.ncols = ncols;
+        header.stride = stride as u64;
+        header.first_ts = ts.clone().next().map_or(0, |c| c[0]);
+        header.last_ts = ts.next_back().map_or(0, |c| c[c.len() - 1]);
+        header.body_xxh3 = xxh3_64(&buf.as_slice()[CHUNK_HEADER_LEN..]);
+        // Validates the header (row count, ts bounds, month, columns for the kind).
+        let encoded = header.encode();
+        buf.as_slice_mut()[..CHUNK_HEADER_LEN].copy_from_slice(&encoded);
         MappedChunk {
-            file,
-            header: parts.header,
+            file: MappedFile::from_memory(buf.into()),
+            header,
         }
     }
 
@@ -485,7 +530,12 @@ impl ChunkRef {
 impl Drop for ChunkRef {
     fn drop(&mut self) {
         // No snapshot lists this chunk any more: its cached mappings go now, so an
-        // unlinked file's space is not held until it ages out of the cache.
+        // unlinked file's space is not held until it ages out of the cache. A chunk
+        // in memory was never cached (`map` returns it; it has no sidecars), and a
+        // many-series write drops thousands of them: it skips the cache's locks.
+        if self.memory.is_some() {
+            return;
+        }
         self.cache.forget(self.id);
         let obsolete = self.obsolete.load(Ordering::Acquire);
         if let Some(pack) = &self.pack {
@@ -547,6 +597,56 @@ pub fn entry_file_exists(dir: &Path, entry: &ChunkEntry) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An in-memory chunk joined from pieces is byte for byte the file
+    /// `ChunkParts` writes for the concatenated columns, and verifies as one.
+    #[test]
+    fn a_joined_memory_chunk_is_the_file_of_its_columns() {
+        let meta = crate::record::SeriesMeta {
+            key: crate::record::SeriesKey::scalar("T", "1m", "c", "n").expect("valid key"),
+            timeframe_ms: 60_000,
+            price_scale: 1,
+            volume_scale: 1,
+            value_type: ValueType::I64,
+        };
+        let t0 = 1_704_067_200_000_i64;
+        let ts: Vec<i64> = (0..13).map(|i| t0 + i * 60_000).collect();
+        let v: Vec<i64> = (0..13).map(|i| i * i - 7).collect();
+        let header = ChunkHeader {
+            meta,
+            ncols: 2,
+            rows: 0,
+            first_ts: 0,
+            last_ts: 0,
+            month: MonthPartition::from_ts(t0).0,
+            flags: super::super::format::FLAG_FULL,
+            generation: 0,
+            write_version: 3,
+            write_chunks: 1,
+            body_xxh3: 0,
+            stride: 0,
+            wal_lsn: 9,
+            body_len: 0,
+        };
+        let cols: [&[i64]; 2] = [&ts, &v];
+        let whole = super::super::format::ChunkParts::new(header.clone(), &cols);
+        let want: Vec<u8> = whole.slices().concat();
+        for cuts in [vec![13], vec![1, 12], vec![8, 4, 1], vec![1, 1, 1, 10]] {
+            let (mut at, mut pieces) = (0, Vec::new());
+            for n in cuts {
+                pieces.push([&ts[at..at + n], &v[at..at + n]]);
+                at += n;
+            }
+            let refs: Vec<&[&[i64]]> = pieces.iter().map(|p| &p[..]).collect();
+            let m = MappedChunk::in_memory_joined(header.clone(), &refs);
+            assert_eq!(m.file.bytes(), &want[..]);
+            assert_eq!(m.header.body_xxh3, whole.header.body_xxh3);
+            assert_eq!((m.col(0), m.col(1)), (&ts[..], &v[..]));
+            let again = MappedChunk::verify(Arc::clone(&m.file), "t", None, None)
+                .expect("verifies as a file");
+            assert_eq!(again.header.rows, 13);
+        }
+    }
 
     #[test]
     fn file_names_round_trip() {

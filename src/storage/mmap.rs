@@ -162,6 +162,16 @@ impl MappedFile {
         })
     }
 
+    /// `image` (built by the caller, 64-byte aligned as every Arrow buffer) as a file
+    /// held in memory: an in-memory chunk built in place, with no copy.
+    pub fn from_memory(image: Buffer) -> Arc<MappedFile> {
+        Arc::new(MappedFile {
+            map: Backing::Memory(image),
+            identity: None,
+            _slot: None,
+        })
+    }
+
     /// As [`MappedFile::from_parts`], occupying `slot` like a mapping (a chunk read
     /// from a pack: bytes in memory that count against the same budget).
     pub fn from_parts_in(parts: &[&[u8]], slot: Slot) -> Arc<MappedFile> {

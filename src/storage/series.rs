@@ -143,7 +143,9 @@ impl Series {
     /// Swaps in the series' next state: the one place that does, so the store-wide
     /// count of bytes waiting in memory (`StoreOptions::unfolded_bytes`) moves by
     /// exactly what this series' state changed.
-    fn set_current(&self, next: Arc<Snapshot>) {
+    /// Installs `next` and returns the state it replaced (the caller drops it, maybe
+    /// later: the group commit answers its writers first).
+    fn set_current(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         let added = unfolded_bytes(&next);
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         let prev = std::mem::replace(&mut *current, next);
@@ -151,6 +153,7 @@ impl Series {
         // swapped, so the store's count never dips below this series' share.
         self.account_unfolded(added, unfolded_bytes(&prev));
         drop(current);
+        prev
     }
 
     fn account_unfolded(&self, added: u64, removed: u64) {
@@ -364,43 +367,47 @@ impl Series {
             let list = live.get(&month).map_or(&[][..], Vec::as_slice);
             let last = list.last();
             let appends = last.is_none_or(|c| new[0][0] > c.entry.last_ts);
-            let (cols, full, inserted, replaced, drop_last, supersede): (
-                Vec<Cow<[i64]>>,
-                _,
-                _,
-                _,
-                _,
-                _,
-            ) = match last {
-                Some(c)
-                    if appends
-                        && c.is_memory()
-                        && c.entry.rows + n <= self.opts.wal.memory_chunk_rows =>
-                {
-                    let m = c.map()?;
-                    let cols = (0..ncols)
-                        .map(|i| Cow::Owned([m.col(i), new[i]].concat()))
-                        .collect();
-                    (cols, c.entry.flags & FLAG_FULL != 0, n, 0, true, false)
+            // An append merges the month's last in-memory chunks that are not larger
+            // than what it adds so far (a binary counter: the tail's sizes halve
+            // going right, so a month holds O(log memory_chunk_rows) small chunks past
+            // its full ones, and each row is copied O(log) times, not once per write).
+            // The merged chunks (`heads`, oldest first) and the new rows become one.
+            let mut merge = 0;
+            if appends {
+                let mut acc = n;
+                for c in list.iter().rev() {
+                    if !c.is_memory()
+                        || c.entry.rows > acc
+                        || acc + c.entry.rows > self.opts.wal.memory_chunk_rows
+                    {
+                        break;
+                    }
+                    acc += c.entry.rows;
+                    merge += 1;
                 }
-                _ if appends => (
-                    new.iter().map(|&c| Cow::Borrowed(c)).collect(),
-                    list.is_empty(),
-                    n,
-                    0,
-                    false,
-                    false,
-                ),
-                _ => {
+            }
+            let heads: Vec<Arc<super::chunk::MappedChunk>> = list[list.len() - merge..]
+                .iter()
+                .map(|c| c.map())
+                .collect::<Result<_>>()?;
+            let (cols, full, inserted, replaced, supersede): (Vec<Cow<[i64]>>, _, _, _, _) =
+                if appends {
+                    // A month's first chunk is full (it holds the whole month); merged
+                    // chunks keep the flag of the oldest of them.
+                    let full = heads
+                        .first()
+                        .map_or(list.is_empty(), |m| m.header.flags & FLAG_FULL != 0);
+                    let cols = new.iter().map(|&c| Cow::Borrowed(c)).collect();
+                    (cols, full, n, 0, false)
+                } else {
                     let plan = self.merge_month(snap, month, &new, 0)?;
-                    (plan.cols, true, plan.inserted, plan.replaced, false, true)
-                }
-            };
+                    (plan.cols, true, plan.inserted, plan.replaced, true)
+                };
             let list = live.entry(month).or_default();
             if supersede {
                 superseded.extend(list.drain(..).filter(|c| !c.is_memory()));
-            } else if drop_last {
-                list.pop();
+            } else {
+                list.truncate(list.len() - merge);
             }
             let header = ChunkHeader {
                 meta: (*self.meta).clone(),
@@ -418,8 +425,14 @@ impl Series {
                 wal_lsn: lsn,
                 body_len: 0,
             };
+            let head_cols: Vec<Vec<&[i64]>> = heads
+                .iter()
+                .map(|m| (0..ncols).map(|i| m.col(i)).collect())
+                .collect();
+            let mut pieces: Vec<&[&[i64]]> = head_cols.iter().map(Vec::as_slice).collect();
             let refs: Vec<&[i64]> = cols.iter().map(|c| &**c).collect();
-            let chunk = super::chunk::MappedChunk::in_memory(header, &refs);
+            pieces.push(&refs);
+            let chunk = super::chunk::MappedChunk::in_memory_joined(header, &pieces);
             list.push(Arc::new(ChunkRef::in_memory(
                 chunk,
                 Arc::clone(&self.dir),
@@ -463,8 +476,13 @@ impl Series {
     }
 
     /// Installs a state made by [`Series::apply_logged`] once its log record is durable.
-    pub(super) fn install_logged(&self, _guard: &MutexGuard<'_, ()>, snap: Arc<Snapshot>) {
-        self.set_current(snap);
+    /// Returns the state it replaced, for the caller to drop.
+    pub(super) fn install_logged(
+        &self,
+        _guard: &MutexGuard<'_, ()>,
+        snap: Arc<Snapshot>,
+    ) -> Arc<Snapshot> {
+        self.set_current(snap)
     }
 
     /// Checks a write's shape, size and timestamps and sorts it by `ts` (refusing a

@@ -186,10 +186,7 @@ pub fn encode_record(lsn: u64, entries: &[(&SeriesKey, &WriteBatch)]) -> Vec<u8>
             .iter()
             .map(|(k, b)| {
                 U8_LEN
-                    + k.parts()[1..]
-                        .iter()
-                        .map(|p| U8_LEN + p.len())
-                        .sum::<usize>()
+                    + k.name_parts().map(|p| U8_LEN + p.len()).sum::<usize>()
                     + U8_LEN
                     + U32_LEN
                     + b.cols.len() * b.len() * U64_LEN
@@ -207,7 +204,7 @@ pub fn encode_record(lsn: u64, entries: &[(&SeriesKey, &WriteBatch)]) -> Vec<u8>
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (key, batch) in entries {
         out.push(key.kind().code());
-        for p in &key.parts()[1..] {
+        for p in key.name_parts() {
             out.push(u8::try_from(p.len()).expect("names are at most 64 bytes"));
             out.extend_from_slice(p.as_bytes());
         }
@@ -500,13 +497,73 @@ pub fn cut_at_corruption(root: &Path) -> Result<Option<(Corrupt, u64)>> {
 /// One write waiting for the committer: its series and rows (sorted and checked), the
 /// versions it expects, and where its outcome goes.
 struct Request {
-    entries: Vec<(Arc<Series>, WriteBatch, Option<u64>)>,
+    /// Shared with the apply helper while it applies part of a many-series write.
+    entries: Arc<Vec<Entry>>,
     reply: mpsc::SyncSender<Result<Vec<WriteReport>>>,
 }
+
+/// One series of a write: its rows (sorted and checked) and the version it expects.
+type Entry = (Arc<Series>, WriteBatch, Option<u64>);
+
+/// One entry checked and applied in memory, not yet durable: the series' new state
+/// (none for an empty batch) and its report.
+type Applied = (Option<Snapshot>, WriteReport);
 
 /// One write checked and applied in memory, not yet durable: the new state of each of
 /// its series (by index in the group) and its reports.
 type Planned = (Vec<(usize, Snapshot)>, Vec<WriteReport>);
+
+/// A write that names at least this many series is applied in memory by the
+/// committer and the apply helper together, half each (each entry is independent:
+/// a series appears once in a write). Below it, handing over costs more than it saves.
+const PARALLEL_APPLY_ENTRIES: usize = 256;
+
+/// The second half of a many-series write, for the apply helper: the entries from
+/// `from` on, with the state (or the error) of each one's series, in order.
+struct ApplyJob {
+    entries: Arc<Vec<Entry>>,
+    from: usize,
+    states: Vec<std::result::Result<Arc<Snapshot>, StorageError>>,
+    lsn: u64,
+    now: Instant,
+    reply: mpsc::SyncSender<Vec<Result<Applied>>>,
+}
+
+impl ApplyJob {
+    fn run(self) {
+        let out = self.entries[self.from..]
+            .iter()
+            .zip(&self.states)
+            .map(|((s, batch, expected), st)| {
+                apply_entry(s, st.as_ref(), batch, *expected, self.lsn, self.now)
+            })
+            .collect();
+        let _ = self.reply.send(out);
+    }
+}
+
+/// Checks one entry of a write against its series' state (`Err`: why the series
+/// cannot be written) and applies it in memory at `lsn`.
+fn apply_entry(
+    s: &Series,
+    state: std::result::Result<&Arc<Snapshot>, &StorageError>,
+    batch: &WriteBatch,
+    expected: Option<u64>,
+    lsn: u64,
+    now: Instant,
+) -> Result<Applied> {
+    let snap = state.map_err(StorageError::clone_kind)?;
+    Series::check_expected(snap, expected)?;
+    if batch.is_empty() {
+        let report = WriteReport {
+            version: snap.version,
+            ..WriteReport::default()
+        };
+        return Ok((None, report));
+    }
+    let (state, report) = s.apply_logged(snap, batch, lsn, now)?;
+    Ok((Some(state), report))
+}
 
 #[derive(Default)]
 struct Queue {
@@ -680,7 +737,10 @@ impl Wal {
             if q.stop {
                 return Err(StorageError::Unavailable("the store is closing".into()));
             }
-            q.pending.push(Request { entries, reply: tx });
+            q.pending.push(Request {
+                entries: Arc::new(entries),
+                reply: tx,
+            });
         }
         self.wake.notify_one();
         rx.recv().unwrap_or_else(|_| {
@@ -705,6 +765,33 @@ impl Wal {
     /// The committer: takes every queued write, logs them with one sync, installs their
     /// states and answers, until [`Wal::stop`] and an empty queue.
     pub fn run(&self) {
+        // The apply helper lives as long as the committer (it is no thread per write):
+        // it applies the second half of a many-series write while the committer
+        // applies the first. Without a second core, or if it cannot be spawned, the
+        // committer applies everything itself.
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        std::thread::scope(|scope| {
+            let helper = (cores > 1)
+                .then(|| {
+                    let (tx, rx) = mpsc::channel::<ApplyJob>();
+                    std::thread::Builder::new()
+                        .name("fastk-wal-apply".into())
+                        .spawn_scoped(scope, move || {
+                            while let Ok(job) = rx.recv() {
+                                job.run();
+                            }
+                        })
+                        .ok()
+                        .map(|_| tx)
+                })
+                .flatten();
+            self.run_with(helper.as_ref());
+            // Dropping the sender ends the helper; the scope joins it.
+            drop(helper);
+        });
+    }
+
+    fn run_with(&self, helper: Option<&mpsc::Sender<ApplyJob>>) {
         loop {
             let mut group = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -730,7 +817,7 @@ impl Wal {
                 }
                 continue;
             }
-            self.commit_group(group);
+            self.commit_group(group, helper);
         }
     }
 
@@ -773,20 +860,18 @@ impl Wal {
     /// expected versions) against the state the writes before it leave; a refused one
     /// is answered at once and logs nothing. The series' writer locks are held from the
     /// check to the install, so no other commit interleaves.
-    fn commit_group(&self, group: Vec<Request>) {
+    fn commit_group(&self, group: Vec<Request>, helper: Option<&mpsc::Sender<ApplyJob>>) {
         let now = Instant::now();
-        // Distinct series of the group, locked in key order (other paths hold one lock
-        // at a time, so this order cannot deadlock).
+        // Distinct series of the group, locked in address order (only the committer
+        // holds more than one series lock, and other paths hold one at a time, so any
+        // fixed order cannot deadlock; addresses sort without comparing key strings,
+        // which cost a many-series write of thousands of symbols a fraction of its
+        // time).
         let mut all: Vec<&Arc<Series>> = group
             .iter()
             .flat_map(|r| r.entries.iter().map(|e| &e.0))
             .collect();
-        all.sort_by(|a, b| {
-            a.meta
-                .key
-                .cmp(&b.meta.key)
-                .then((Arc::as_ptr(a) as usize).cmp(&(Arc::as_ptr(b) as usize)))
-        });
+        all.sort_unstable_by_key(|s| Arc::as_ptr(s) as usize);
         all.dedup_by(|a, b| Arc::ptr_eq(a, b));
         let mut guards = Vec::with_capacity(all.len());
         let mut states: Vec<Option<Arc<Snapshot>>> = Vec::with_capacity(all.len());
@@ -822,27 +907,70 @@ impl Wal {
         let mut outcomes: Vec<Option<Result<Vec<WriteReport>>>> = Vec::with_capacity(group.len());
         let mut changed = vec![false; all.len()];
         for req in &group {
+            let state_of = |s: &Arc<Series>| {
+                let i = index(s);
+                match &dead[i] {
+                    Some(e) => Err(e),
+                    None => Ok(states[i].as_ref().expect("a live series has a state")),
+                }
+            };
+            let n = req.entries.len();
+            // The helper takes the second half of a large write (owned: the entries
+            // are shared, each series' state is an `Arc`).
+            let mut split = n;
+            let mut pending = None;
+            if n >= PARALLEL_APPLY_ENTRIES
+                && let Some(helper) = helper
+            {
+                let from = n / 2;
+                let (tx, rx) = mpsc::sync_channel(1);
+                let job = ApplyJob {
+                    entries: Arc::clone(&req.entries),
+                    from,
+                    states: req.entries[from..]
+                        .iter()
+                        .map(|e| {
+                            state_of(&e.0)
+                                .map(Arc::clone)
+                                .map_err(StorageError::clone_kind)
+                        })
+                        .collect(),
+                    lsn: lsn + 1,
+                    now,
+                    reply: tx,
+                };
+                if helper.send(job).is_ok() {
+                    split = from;
+                    pending = Some(rx);
+                }
+            }
+            let mut applied: Vec<Result<Applied>> = req.entries[..split]
+                .iter()
+                .map(|(s, batch, expected)| {
+                    apply_entry(s, state_of(s), batch, *expected, lsn + 1, now)
+                })
+                .collect();
+            if let Some(rx) = pending {
+                match rx.recv() {
+                    Ok(rest) => applied.extend(rest),
+                    // The helper panicked (an assertion): this write is refused;
+                    // later ones find the channel closed and apply on this thread.
+                    Err(_) => applied.push(Err(StorageError::Unavailable(
+                        "the log's apply helper stopped while applying this write".into(),
+                    ))),
+                }
+            }
             let attempt = (|| -> Result<Planned> {
-                let mut next = Vec::with_capacity(req.entries.len());
-                let mut reports = Vec::with_capacity(req.entries.len());
-                for (s, batch, expected) in &req.entries {
-                    let i = index(s);
-                    if let Some(e) = &dead[i] {
-                        return Err(e.clone_kind());
+                let mut next = Vec::with_capacity(n);
+                let mut reports = Vec::with_capacity(n);
+                for (r, (s, _, _)) in applied.into_iter().zip(req.entries.iter()) {
+                    let (state, report) = r?;
+                    if let Some(state) = state {
+                        next.push((index(s), state));
                     }
-                    let snap = states[i].as_ref().expect("a live series has a state");
-                    Series::check_expected(snap, *expected)?;
-                    if batch.is_empty() {
-                        reports.push(WriteReport {
-                            version: snap.version,
-                            ..WriteReport::default()
-                        });
-                        continue;
-                    }
-                    let (state, report) = s.apply_logged(snap, batch, lsn + 1, now)?;
-                    next.push((i, state));
                     reports.push(report);
                 }
+                assert_eq!(reports.len(), n, "one report per entry of a write");
                 Ok((next, reports))
             })();
             match attempt {
@@ -870,13 +998,17 @@ impl Wal {
         } else {
             self.append(&buf, self.committed_lsn() + 1, lsn)
         };
+        // The states the group replaced: dropped once the writers are answered (a
+        // many-series write replaces thousands, and freeing them is not the writers'
+        // wait).
+        let mut replaced = Vec::new();
         match synced {
             Ok(()) => {
                 for (i, s) in all.iter().enumerate() {
                     if changed[i]
                         && let (Some(g), Some(state)) = (&guards[i], &states[i])
                     {
-                        s.install_logged(g, Arc::clone(state));
+                        replaced.push(s.install_logged(g, Arc::clone(state)));
                     }
                 }
                 self.committed.store(lsn, Ordering::SeqCst);
@@ -890,9 +1022,12 @@ impl Wal {
             }
         }
         drop(guards);
+        // The states just installed (a refused group installed none: nothing to poke).
         let mut poke = false;
-        for s in all.iter() {
-            if let Some(u) = s.snapshot().unfolded {
+        for (i, state) in states.iter().enumerate() {
+            if changed[i]
+                && let Some(u) = state.as_ref().and_then(|s| s.unfolded)
+            {
                 poke |= u.rows >= self.opts.fold_rows;
             }
         }
@@ -905,6 +1040,7 @@ impl Wal {
         for (req, o) in group.into_iter().zip(outcomes) {
             let _ = req.reply.send(o.expect("every write has an outcome"));
         }
+        drop(replaced);
     }
 
     /// Appends the records `first..=last` (already encoded in `buf`) and syncs. A new
