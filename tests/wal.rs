@@ -686,3 +686,36 @@ fn one_row_appends_keep_few_small_chunks_in_memory() {
     let store = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(rows(&store.get(&meta("A").key).unwrap()), want);
 }
+
+#[test]
+fn a_superseded_chunk_of_a_deleted_series_never_unlinks_a_newer_incarnations_file() {
+    // A reader holds a superseded chunk of a series that is then deleted and
+    // registered again: the new incarnation's generations start again at 1, so its
+    // first chunk has the old one's name. The old handle's last drop must not unlink it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let old = store.register(meta("A")).unwrap().0;
+    old.write(one(JAN_2024, 1), None).unwrap();
+    let reader = old.snapshot();
+    // Rewrites the month: generation 1 is superseded, still held by `reader`.
+    old.write(one(JAN_2024, 2), None).unwrap();
+    store.delete(&meta("A").key).unwrap();
+    let new = store.register(meta("A")).unwrap().0;
+    new.write(one(JAN_2024 + MINUTE, 7), None).unwrap();
+    assert_eq!(chunk_files(&new), 1);
+    drop(reader);
+    drop(old);
+    assert_eq!(
+        chunk_files(&new),
+        1,
+        "the new incarnation's chunk file is still there"
+    );
+    assert_eq!(rows(&new), vec![(JAN_2024 + MINUTE, 7)]);
+    drop(new);
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(
+        rows(&store.get(&meta("A").key).unwrap()),
+        vec![(JAN_2024 + MINUTE, 7)]
+    );
+}

@@ -257,6 +257,34 @@ impl MappedChunk {
     }
 }
 
+/// One incarnation of a series directory. Once [`Store::delete`](super::Store::delete)
+/// ends it, the directory's path may belong to a newer series of the same key, whose
+/// generations start again at 1: a handle that unlinks a file by path (a superseded
+/// chunk, an unused pack) does so only while its incarnation is current, and holds
+/// the read side across the unlink, so ending it (the write side) never interleaves.
+#[derive(Debug, Default)]
+pub struct Incarnation(std::sync::RwLock<bool>);
+
+impl Incarnation {
+    /// Ends this incarnation (its directory was moved away): no handle of it unlinks
+    /// anything from now on.
+    pub fn end(&self) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+
+    /// Removes `paths` (errors ignored: a missing file is already gone) unless the
+    /// incarnation ended.
+    pub fn unlink(&self, paths: impl IntoIterator<Item = PathBuf>) {
+        let ended = self.0.read().unwrap_or_else(|p| p.into_inner());
+        if *ended {
+            return;
+        }
+        for p in paths {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// The manifest's handle on one chunk: its entry, and access to its verified mapping
 /// and sidecars through the store's bounded [`MapCache`].
 #[derive(Debug)]
@@ -270,6 +298,10 @@ pub struct ChunkRef {
     /// Identity of the chunk file when its checksum was last verified in this process.
     verified: Mutex<Option<FileIdentity>>,
     obsolete: AtomicBool,
+    /// The series incarnation whose directory holds the file: an obsolete chunk's
+    /// files are unlinked only while it is current (`None`: unlinked by path, for
+    /// handles made outside a series).
+    incarnation: Option<Arc<Incarnation>>,
     /// The chunk's gapless runs for one step (see [`ChunkRef::runs`]): found on first
     /// use and kept, the chunk being immutable.
     runs: std::sync::OnceLock<(i64, Option<Arc<[Run]>>)>,
@@ -309,11 +341,18 @@ impl ChunkRef {
             cache,
             verified: Mutex::new(None),
             obsolete: AtomicBool::new(false),
+            incarnation: None,
             runs: std::sync::OnceLock::new(),
             last: std::sync::OnceLock::new(),
             memory: None,
             pack,
         }
+    }
+
+    /// This handle's files belong to `incarnation` (see [`Incarnation`]).
+    pub(crate) fn of_incarnation(mut self, incarnation: Arc<Incarnation>) -> ChunkRef {
+        self.incarnation = Some(incarnation);
+        self
     }
 
     /// A chunk held in memory (see [`MappedChunk::in_memory`]); its entry describes it
@@ -547,8 +586,15 @@ impl Drop for ChunkRef {
             return;
         }
         if obsolete {
-            for kind in [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex] {
-                let _ = std::fs::remove_file(self.path(kind));
+            let paths = [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex]
+                .map(|kind| self.path(kind));
+            match &self.incarnation {
+                Some(i) => i.unlink(paths),
+                None => {
+                    for p in paths {
+                        let _ = std::fs::remove_file(p);
+                    }
+                }
             }
         }
     }

@@ -25,6 +25,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -302,6 +303,9 @@ pub struct PackFile {
     pub generation: u64,
     pub path: PathBuf,
     pinned: AtomicBool,
+    /// The series incarnation whose directory holds the pack: an unused pack is
+    /// unlinked only while it is current (see `chunk::Incarnation`).
+    incarnation: Option<Arc<super::chunk::Incarnation>>,
 }
 
 impl PackFile {
@@ -310,7 +314,14 @@ impl PackFile {
             generation,
             path,
             pinned: AtomicBool::new(false),
+            incarnation: None,
         }
+    }
+
+    /// This pack belongs to `incarnation`.
+    pub(crate) fn of_incarnation(mut self, incarnation: Arc<super::chunk::Incarnation>) -> Self {
+        self.incarnation = Some(incarnation);
+        self
     }
 
     /// A live chunk's handle went away: keep the file.
@@ -322,7 +333,12 @@ impl PackFile {
 impl Drop for PackFile {
     fn drop(&mut self) {
         if !self.pinned.load(Ordering::Acquire) {
-            let _ = std::fs::remove_file(&self.path);
+            match &self.incarnation {
+                Some(i) => i.unlink([self.path.clone()]),
+                None => {
+                    let _ = std::fs::remove_file(&self.path);
+                }
+            }
         }
     }
 }

@@ -96,6 +96,9 @@ pub struct Series {
     /// Set by `Store::delete` under `write_lock`: this incarnation is gone, and its
     /// directory path may already belong to a newer one.
     deleted: AtomicBool,
+    /// Shared by the chunk and pack handles of this incarnation, ended with it, so a
+    /// superseded file's last reader never unlinks a newer incarnation's file.
+    incarnation: Arc<super::chunk::Incarnation>,
     current: RwLock<Arc<Snapshot>>,
     /// The manifest as last published: what a failed commit puts back. It differs from
     /// `current` while log rows wait in memory to be folded.
@@ -132,6 +135,7 @@ impl Series {
             opts,
             write_lock: Mutex::new(()),
             deleted: AtomicBool::new(false),
+            incarnation: Arc::default(),
             on_disk: Mutex::new(snap.to_manifest()),
             current: RwLock::new(Arc::new(snap)),
             packs: Mutex::new(Default::default()),
@@ -179,13 +183,16 @@ impl Series {
             .pack
             .is_packed()
             .then(|| self.pack_handle(entry.pack.generation));
-        Arc::new(ChunkRef::new(
-            entry,
-            Arc::clone(&self.dir),
-            Arc::clone(&self.rel_dir),
-            Arc::clone(&self.opts.map_cache),
-            pack,
-        ))
+        Arc::new(
+            ChunkRef::new(
+                entry,
+                Arc::clone(&self.dir),
+                Arc::clone(&self.rel_dir),
+                Arc::clone(&self.opts.map_cache),
+                pack,
+            )
+            .of_incarnation(Arc::clone(&self.incarnation)),
+        )
     }
 
     /// The shared handle of pack `generation`: the live one, or a new one.
@@ -196,7 +203,10 @@ impl Series {
         }
         packs.retain(|_, w| w.strong_count() > 0);
         let path = self.dir.join(super::pack::pack_file_name(generation));
-        let p = Arc::new(super::pack::PackFile::new(generation, path));
+        let p = Arc::new(
+            super::pack::PackFile::new(generation, path)
+                .of_incarnation(Arc::clone(&self.incarnation)),
+        );
         packs.insert(generation, Arc::downgrade(&p));
         p
     }
@@ -209,6 +219,7 @@ impl Series {
     /// Marks this incarnation deleted. The caller holds the writer lock (the guard of
     /// [`Series::lock_live`]), so no write is between its check and its commit.
     pub(crate) fn mark_deleted(&self, _guard: &MutexGuard<'_, ()>) {
+        self.incarnation.end();
         self.deleted.store(true, Ordering::SeqCst);
     }
 
