@@ -454,6 +454,28 @@ impl MonthPartition {
     }
 }
 
+impl MonthPartition {
+    /// `YYYY-MM` as a `String`, without the formatting machinery (a many-series write
+    /// labels a month for each of thousands of series). Equals `to_string()` for the
+    /// years the store accepts (0000-9999).
+    pub fn label(&self) -> String {
+        let (y, m) = self.year_month();
+        if !(0..=9999).contains(&y) {
+            return self.to_string();
+        }
+        let (y, m) = (y as u32, m);
+        let digit = |d: u32| char::from(b'0' + d as u8);
+        let mut out = String::with_capacity(7);
+        for d in [y / 1000, y / 100 % 10, y / 10 % 10, y % 10] {
+            out.push(digit(d));
+        }
+        out.push('-');
+        out.push(digit(m / 10));
+        out.push(digit(m % 10));
+        out
+    }
+}
+
 impl fmt::Display for MonthPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (y, m) = self.year_month();
@@ -498,6 +520,16 @@ pub fn format_ts(ts: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_month_label_is_its_display() {
+        for m in [
+            -23_641, -1, 0, 11, 12, 648, 659, 1_000, 96_011, 96_012, -30_000,
+        ] {
+            let p = MonthPartition(m);
+            assert_eq!(p.label(), p.to_string(), "month {m}");
+        }
+    }
 
     #[test]
     fn months_round_trip_across_boundaries() {

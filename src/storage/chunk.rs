@@ -379,9 +379,24 @@ impl ChunkRef {
             state: super::format::STATE_LIVE,
             pack: super::format::PackLoc::NONE,
         };
-        let mut c = ChunkRef::new(entry, dir, rel_dir, cache, None);
-        c.memory = Some(Arc::new(chunk));
-        c
+        // Not `ChunkRef::new`: a chunk in memory is never in the cache (`map` returns
+        // it, it has no sidecars, its drop skips `forget`), so it takes no cache id;
+        // the apply helper and the committer build thousands at once and would
+        // contend on the cache's id counter.
+        ChunkRef {
+            entry,
+            dir,
+            rel_dir,
+            id: 0,
+            cache,
+            verified: Mutex::new(None),
+            obsolete: AtomicBool::new(false),
+            incarnation: None,
+            runs: std::sync::OnceLock::new(),
+            last: std::sync::OnceLock::new(),
+            memory: Some(Arc::new(chunk)),
+            pack: None,
+        }
     }
 
     /// The chunk's last row, every column (`ts` first): read once and kept, so a cross

@@ -452,7 +452,7 @@ impl Series {
             )));
             report.inserted += inserted;
             report.replaced += replaced;
-            report.months.push(MonthPartition(month).to_string());
+            report.months.push(MonthPartition(month).label());
         }
         report.written = report.inserted + report.replaced;
         let (mut rows, mut bytes) = (0, 0);
