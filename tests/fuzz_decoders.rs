@@ -74,7 +74,7 @@ fn kline_meta() -> SeriesMeta {
 
 fn header(meta: SeriesMeta, generation: u64) -> ChunkHeader {
     ChunkHeader {
-        meta,
+        meta: std::sync::Arc::new(meta),
         ncols: 0,
         rows: 0,
         first_ts: 0,
@@ -322,7 +322,7 @@ fn valid_encodings_decode() {
     let h = ChunkHeader::decode(&scalar_chunk()).unwrap();
     assert_eq!((h.rows, h.ncols, h.generation), (3, 2, 7));
     let h = ChunkHeader::decode(&kline_chunk()).unwrap();
-    assert_eq!((h.rows, h.ncols, h.meta), (5, 6, kline_meta()));
+    assert_eq!((h.rows, h.ncols, &*h.meta), (5, 6, &kline_meta()));
     assert_eq!(Manifest::decode(&manifest().encode()).unwrap(), manifest());
     let z = zonemap();
     let zm = ZoneMap::parse(&z, ValueType::F64, xxh3_64(&z)).unwrap();

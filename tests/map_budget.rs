@@ -93,6 +93,8 @@ fn fixture() -> Fixture {
     // Room for a few zone maps only, so they are evicted too.
     c.storage.zonemap_cache_bytes = 4096;
     c.storage.zonemap_block_rows = 2;
+    // Thousands of chunk files, as the budget is about (writes pack nothing).
+    c.storage.pack_target_bytes = 0;
     let e = Engine::open(c).unwrap();
 
     // One series spanning thousands of months, written in four big writes.

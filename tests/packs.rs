@@ -375,3 +375,146 @@ fn a_damaged_pack_is_an_error_and_deep_validate_names_it() {
         "{err}"
     );
 }
+
+/// A write of many months at once (a bulk load of history) writes its raw months into
+/// pack files within the target instead of three files per scalar month; the packed
+/// chunks are mapped from the pack and read zero-copy, equal the rows written, answer
+/// predicates through their sidecars, survive a reopen, take later writes and a
+/// rewrite, and the pack goes once the sealed-month pass has superseded every month.
+#[test]
+fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::default();
+    c.storage.root = dir.path().to_path_buf();
+    c.storage.zonemap_block_rows = 64;
+    // About ten months of 1h scalar rows (730 rows, ~14 KiB with sidecars) per pack.
+    c.storage.pack_target_bytes = 160 << 10;
+    let e = Engine::open(c).unwrap();
+    e.register_scalar(&RegisterScalar {
+        symbol: "S".into(),
+        timeframe: "1h".into(),
+        timeframe_ms: None,
+        category: "signal".into(),
+        name: "x".into(),
+        value_type: Some(ValueType::F64),
+        retention_ms: None,
+    })
+    .unwrap();
+    let n = 36 * 730 + 17;
+    let mut b = WriteBatch::with_capacity(2, n);
+    for i in 0..n as i64 {
+        let v = match i % 11 {
+            0 => 7.0,
+            5 => f64::NAN,
+            _ => ((i as f64) * 0.01).sin() * 50.0,
+        };
+        b.cols[0].push(JAN_2022 + i * HOUR);
+        b.cols[1].push(v.to_bits() as i64);
+    }
+    let rows = b.clone();
+    let r = e.write(&scalar_key(), b, None).unwrap();
+    assert_eq!(r.written, n as u64);
+    let s = e.store.get(&scalar_key()).unwrap();
+    let files = files_in(s.dir());
+    let packs: Vec<&String> = files.iter().filter(|f| f.ends_with(".pack")).collect();
+    assert_eq!(
+        files.len(),
+        packs.len() + 1,
+        "a manifest and packs only: {files:?}"
+    );
+    assert!((4..=6).contains(&packs.len()), "{files:?}");
+    for p in &packs {
+        let len = std::fs::metadata(s.dir().join(p)).unwrap().len();
+        assert!(len <= 160 << 10, "{p}: {len} bytes over the target");
+    }
+    let snap = s.snapshot();
+    assert_eq!(snap.chunks().count(), 36, "one chunk per month");
+    for c in snap.chunks() {
+        assert!(c.is_packed());
+        let m = c.map().unwrap();
+        assert!(!m.header.is_compressed());
+        assert!(
+            !m.file.is_memory(),
+            "a raw packed chunk is a mapping, not a copy"
+        );
+        assert_eq!(m.file.len() as u64, c.entry.file_len);
+    }
+    drop(snap);
+    let all = read_all(&s.snapshot(), TsRange::all());
+    assert_eq!(all, rows.cols, "the packs hold exactly the rows written");
+    let want = predicates(&e);
+    assert!(want.iter().all(|(ts, fb)| !ts.is_empty() && *fb == 0));
+    let deep = AdminRequest {
+        deep: Some(true),
+        ..Default::default()
+    };
+    let report = e.admin(AdminAction::Validate, &deep).unwrap();
+    assert!(report.clean, "{:#?}", report.findings);
+    assert_eq!(e.inventory().series[0].files as usize, packs.len());
+
+    // Reopen: the same rows and answers from the same files.
+    drop(s);
+    drop(e);
+    let e = engine(dir.path());
+    let s = e.store.get(&scalar_key()).unwrap();
+    assert_eq!(read_all(&s.snapshot(), TsRange::all()), rows.cols);
+    assert_eq!(predicates(&e), want);
+    assert_eq!(files_in(s.dir()), files);
+
+    // A replacement inside a packed month and an append after the last: a rewritten
+    // month and a delta, two months of one write, so one more (small) pack; the old
+    // packs stay for their other months.
+    let mut fix = WriteBatch::with_capacity(2, 2);
+    for (t, v) in [
+        (JAN_2022 + 40 * HOUR, 7.0f64),
+        (JAN_2022 + n as i64 * HOUR, 1.5),
+    ] {
+        fix.cols[0].push(t);
+        fix.cols[1].push(v.to_bits() as i64);
+    }
+    s.write(fix, None).unwrap();
+    let after = read_all(&s.snapshot(), TsRange::all());
+    assert_eq!(after[0].len(), n + 1);
+    assert_eq!(after[1][40], 7.0f64.to_bits() as i64);
+    let now = files_in(s.dir());
+    assert!(packs.iter().all(|p| now.contains(p)), "{now:?}");
+    assert_eq!(
+        now.iter().filter(|f| f.ends_with(".pack")).count(),
+        packs.len() + 1,
+        "{now:?}"
+    );
+
+    // The sealed-month pass compresses and repacks every month: the raw packs go.
+    assert!(e.compress_sealed(i64::MAX / 2) > 0);
+    assert_eq!(read_all(&s.snapshot(), TsRange::all()), after);
+    let now = files_in(s.dir());
+    assert!(
+        packs.iter().all(|p| !now.contains(p)),
+        "superseded raw packs are unlinked: {now:?}"
+    );
+    let report = e.admin(AdminAction::Validate, &deep).unwrap();
+    assert!(report.clean, "{:#?}", report.findings);
+}
+
+/// With packing off, a many-month write keeps a file per month (and sidecar).
+#[test]
+fn a_bulk_write_with_packing_off_writes_a_file_per_month() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            pack_target_bytes: 0,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let (k, _) = store.register(kline_meta()).unwrap();
+    k.write(klines(JAN_2022, 3 * 730), None).unwrap();
+    let files = files_in(k.dir());
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".chunk")).count(),
+        4,
+        "{files:?}"
+    );
+    assert!(files.iter().all(|f| !f.ends_with(".pack")));
+}

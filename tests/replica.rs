@@ -196,7 +196,8 @@ async fn a_replica_follows_writes_deletes_and_reregistrations_exactly() {
     load(&t.primary);
     let first = t.publish().await;
     assert_eq!(first.published, 3);
-    assert!(first.objects_put > 10, "{first:?}");
+    // Each series' data (a pack or chunk files) and its manifest.
+    assert!(first.objects_put >= 2 * first.published, "{first:?}");
     let r = t.follow().await;
     assert_eq!((r.applied, r.created, r.failed), (3, 3, 0), "{r:?}");
     assert_same(&t.primary, &t.replica);
@@ -313,9 +314,11 @@ async fn an_interrupted_publication_or_a_corrupt_object_keeps_the_old_state() {
         .unwrap();
     let (new, _pin) = series.published().unwrap();
     let bucket = Bucket::open(&format!("file://{}", t.bucket_dir.display())).unwrap();
+    // Files of new names only: a pack of the old state that still holds live months
+    // is listed again (with fewer entries) but not fetched again.
     let fresh: Vec<_> = live_files(&new)
         .into_iter()
-        .filter(|f| !live_files(&old).contains(f))
+        .filter(|f| !live_files(&old).iter().any(|o| o.name == f.name))
         .collect();
     assert!(!fresh.is_empty());
 

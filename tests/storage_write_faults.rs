@@ -33,6 +33,15 @@ fn opts() -> StoreOptions {
     }
 }
 
+/// [`opts`] with packing off: a commit of several months writes a chunk file (and
+/// sidecars) per month instead of one pack.
+fn opts_files() -> StoreOptions {
+    StoreOptions {
+        pack_target_bytes: 0,
+        ..opts()
+    }
+}
+
 fn month_ts(m: i32, minute: i64) -> i64 {
     MonthPartition(648 + m).start_ts() + minute * MINUTE
 }
@@ -77,14 +86,20 @@ fn assert_clean(store: &Store) {
             .collect();
         files.retain(|f| f != "MANIFEST");
         files.sort();
+        // A chunk's own files share its name up to the kind; a packed chunk lives in
+        // its pack.
         let live: Vec<String> = snap
             .chunks()
             .map(|c| {
-                format!(
-                    "{}.g{:016x}.",
-                    MonthPartition(c.entry.month),
-                    c.entry.generation
-                )
+                if c.is_packed() {
+                    format!("pack.g{:016x}.pack", c.entry.pack.generation)
+                } else {
+                    format!(
+                        "{}.g{:016x}.",
+                        MonthPartition(c.entry.month),
+                        c.entry.generation
+                    )
+                }
             })
             .collect();
         for f in &files {
@@ -117,7 +132,10 @@ type Rows = BTreeMap<i64, i64>;
 /// fails). Returns whether a point struck, the write's result, what the store served
 /// afterwards (checked equal to what a reopen finds), and the state the result
 /// promises (previous on error, previous plus the write on success).
-fn commit_with_fault(points: &[(Op, u64)]) -> (bool, Result<(), StorageError>, Rows, Rows) {
+fn commit_with_fault(
+    points: &[(Op, u64)],
+    opts: fn() -> StoreOptions,
+) -> (bool, Result<(), StorageError>, Rows, Rows) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
     let (s, _) = store.register(meta()).unwrap();
@@ -161,13 +179,29 @@ fn commit_with_fault(points: &[(Op, u64)]) -> (bool, Result<(), StorageError>, R
 /// write is refused, the store serves exactly the previous state, a reopen finds the
 /// same, and the directory is clean. A thread that cannot be spawned costs only
 /// parallelism: the write succeeds. The directory fsync after the manifest rename
-/// is the branch that puts the previous manifest back.
+/// is the branch that puts the previous manifest back. Run with packing off (a file
+/// per month and sidecar) and on (the three months in one pack).
 #[test]
 fn every_failure_point_of_a_commit_leaves_the_previous_state() {
+    let struck = failure_points_of_a_commit(opts_files);
+    // Three months of scalar files (chunk, zone map, value index) plus the manifest.
+    assert_eq!(struck["Write"], 10, "{struck:?}");
+    assert_eq!(struck["Fsync"], 10, "{struck:?}");
+    assert_eq!(struck["DirFsync"], 2, "{struck:?}");
+    let struck = failure_points_of_a_commit(opts);
+    // One pack holding the three months and their sidecars, plus the manifest.
+    assert_eq!(struck["Write"], 2, "{struck:?}");
+    assert_eq!(struck["Fsync"], 2, "{struck:?}");
+    assert_eq!(struck["DirFsync"], 2, "{struck:?}");
+}
+
+/// Every failure point of the commit of `next_rows` over `base_rows`, each checked;
+/// how many times each kind of operation struck.
+fn failure_points_of_a_commit(opts: fn() -> StoreOptions) -> BTreeMap<String, usize> {
     let mut struck = BTreeMap::new();
     for op in Op::FAILABLE {
         for nth in 1.. {
-            let (fired, r, served, want) = commit_with_fault(&[(op, nth)]);
+            let (fired, r, served, want) = commit_with_fault(&[(op, nth)], opts);
             if !fired {
                 assert!(r.is_ok());
                 break;
@@ -188,10 +222,7 @@ fn every_failure_point_of_a_commit_leaves_the_previous_state() {
             "{op} never struck: {struck:?}"
         );
     }
-    // Three months of scalar files (chunk, zone map, value index) plus the manifest.
-    assert_eq!(struck["Write"], 10, "{struck:?}");
-    assert_eq!(struck["Fsync"], 10, "{struck:?}");
-    assert_eq!(struck["DirFsync"], 2, "{struck:?}");
+    struck
 }
 
 /// A range delete under every failure point of its commit: month 0 is cut (a
@@ -257,12 +288,12 @@ fn every_failure_point_of_a_range_delete_leaves_the_previous_state() {
 #[test]
 fn a_failed_rollback_serves_exactly_what_the_manifest_says() {
     // The commit's 2nd directory fsync fails, then the rollback's (the 3rd).
-    let (_, r, served, _) = commit_with_fault(&[(Op::DirFsync, 2), (Op::DirFsync, 3)]);
+    let (_, r, served, _) = commit_with_fault(&[(Op::DirFsync, 2), (Op::DirFsync, 3)], opts);
     assert!(r.is_err());
     let mut before: BTreeMap<i64, i64> = base_rows().into_iter().collect();
     assert_eq!(served, before);
     // The commit's directory fsync fails, then the rollback's rename (the 2nd).
-    let (_, r, served, _) = commit_with_fault(&[(Op::DirFsync, 2), (Op::Rename, 2)]);
+    let (_, r, served, _) = commit_with_fault(&[(Op::DirFsync, 2), (Op::Rename, 2)], opts);
     assert!(r.is_err());
     before.extend(next_rows());
     assert_eq!(served, before);

@@ -10,7 +10,8 @@ docs/benchmarks.md.
 the feed workloads (`feeds` names all four: `feed`, `feed_many`, `many_series` and
 `series_100k`, see feeds.py; each starts FastK stores of its own and runs its peers,
 SQLite and DuckDB, in process), `shards` (1, 2 and 3 FastK nodes sharing a shard map
-on loopback, see shards.py) and `colocated` (one year of 1m bars into Polars over FastK's Flight Unix socket,
+on loopback, see shards.py), `ingest` (workload 1, bulk ingest, against ArcticDB, DuckDB and
+Polars, the median of `ingest_loads` loads each) and `colocated` (one year of 1m bars into Polars over FastK's Flight Unix socket,
 over loopback TCP Flight and from ArcticDB in process), after loading only what they
 need (one symbol of the kline dataset into FastK, ArcticDB, DuckDB and Polars for the
 market queries, into FastK and ArcticDB only for `colocated`; PostgreSQL only for
@@ -193,11 +194,59 @@ def fastk_maker(binary: pathlib.Path, fastk_version: str, root: pathlib.Path, lo
     return make
 
 
+def ingest_only(args, P: dict, results: dict, skip: set[str], fastk_version: str, work: pathlib.Path,
+                logs: pathlib.Path) -> dict:
+    """`--only ingest`: workload 1 (bulk ingest) alone, the way the full run measures it:
+    the full dataset, FastK over Flight (one stream, and three for the bars) against
+    ArcticDB, DuckDB and Polars, each loaded `ingest_loads` times into new empty stores
+    (the median is reported), every load after an untimed `sync`. The stores are removed
+    only after the last load (removing files right before a load taxes the next file
+    creations on this volume: see the full run)."""
+    spec = dataset.QUICK if args.quick else dataset.FULL
+    log(f"ingest: generating dataset ({'quick' if args.quick else 'full'})")
+    ds = dataset.generate(spec)
+    results["dataset"] = {"symbols": ds.symbols, "kline_rows": ds.kline_rows,
+                          "bars_per_symbol": spec.bars_per_symbol, "scalar_rows": ds.scalar.num_rows,
+                          "seed": dataset.SEED}
+    n_fresh = itertools.count()
+
+    def fastk_fresh(cls):
+        def make():
+            server = procs.FastK(args.fastk_bin, work / f"fastk-{next(n_fresh)}", logs / "fastk-ingest.log")
+            return cls(server, fastk_version), server.stop
+        return make
+
+    def peer_fresh(cls, name):
+        def make():
+            return cls(work / f"{name}-{next(n_fresh)}"), lambda: None
+        return make
+
+    fresh = {systems.FastKFlight.label: fastk_fresh(systems.FastKFlight),
+             systems.FastKFlightConcurrent.label: fastk_fresh(systems.FastKFlightConcurrent)}
+    for cls, name in ((systems.Arctic, "arcticdb"), (systems.DuckDB, "duckdb"), (systems.Polars, "polars")):
+        if cls.label not in skip:
+            fresh[cls.label] = peer_fresh(cls, name)
+    first = []
+    stops = []
+    for label, make in fresh.items():
+        system, stop = make()
+        first.append(system)
+        stops.append(stop)
+        results["versions"][label] = system.version()
+    try:
+        return workloads.ingest(first, ds, fresh, repeats=P["ingest_loads"])
+    finally:
+        for stop in stops:
+            stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 class _Done(Exception):
     """Ends run_only's work early (only feed workloads selected) through its finally."""
 
 
-ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", *feeds.WORKLOADS, *compression.WORKLOADS, *shards.WORKLOADS)
+ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", "ingest", *feeds.WORKLOADS, *compression.WORKLOADS,
+                  *shards.WORKLOADS)
 
 
 def parse_only(text: str) -> set[str]:
@@ -248,6 +297,9 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
         if "shards" in which:
             results["shards"] = market.guarded("shards", lambda: shards.run(
                 results, P, binary=args.fastk_bin, work=work / "shards", logs=logs))
+        if "ingest" in which:
+            results["ingest"] = market.guarded("ingest", lambda: ingest_only(
+                args, P, results, skip, fastk_version, work / "ingest", logs))
         if not (market_which or "colocated" in which):
             # Only feed workloads: no market dataset, no shared FastK store (each feed
             # workload starts stores of its own).
@@ -322,6 +374,7 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     results["wall_s"] = time.time() - t_run
     (args.out / "results-only.json").write_text(json.dumps(results, indent=1, default=str))
     names = [f"market_{w}" for w in market.WORKLOADS if w in which] + (["colocated"] if "colocated" in which else [])
+    names += ["ingest"] if "ingest" in which else []
     names += [w for w in feeds.WORKLOADS if w in which]
     names += [w for w in compression.WORKLOADS if w in which]
     names += [w for w in shards.WORKLOADS if w in which]
@@ -349,7 +402,7 @@ def main() -> int:
     ap.add_argument("--rust-results", type=pathlib.Path, help="where scripts/bench.sh left the Rust harness output")
     ap.add_argument("--skip", default="", help="comma-separated labels to leave out (e.g. ROAPI,PostgreSQL)")
     ap.add_argument("--only", default="",
-                    help="run only these workloads: resample, asof, coverage (or market for all three), colocated, "
+                    help="run only these workloads: resample, asof, coverage (or market for all three), colocated, ingest, "
                          "feed, feed_many, many_series (or feeds for all three), compression (loads only what they need; writes "
                          "results-only.json and tables-only.md, not --docs)")
     args = ap.parse_args()

@@ -74,7 +74,9 @@ def _file_columns(part: dict, schema: pa.Schema) -> list[pa.Array]:
         mm.close()
     if whole.size != part["file_len"]:
         raise PlanChanged(f"{part['path']}: {whole.size} bytes, planned {part['file_len']}")
-    checksum = int.from_bytes(whole.slice(_CHECKSUM_AT, _U64).to_pybytes(), "little")
+    # A chunk in a pack: its header starts at `image_offset` (0 for a chunk file).
+    at = part.get("image_offset", 0) + _CHECKSUM_AT
+    checksum = int.from_bytes(whole.slice(at, _U64).to_pybytes(), "little")
     if checksum != part["checksum"]:
         raise PlanChanged(f"{part['path']}: not the file planned")
     rows = part["rows"]

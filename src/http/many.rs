@@ -3,6 +3,7 @@
 //! name), committed as one all-or-nothing unit through the write-ahead log: the write
 //! a feed handler makes once a minute for every symbol.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -29,8 +30,12 @@ use crate::storage::WriteBatch;
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"symbol": "BTCUSDT", "ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250}))]
-pub struct KlineSymbolRecord {
-    pub symbol: String,
+pub struct KlineSymbolRecord<'a> {
+    // Borrowed from the request body when it has no escapes (a write of thousands of
+    // symbols allocates none for them).
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub symbol: Cow<'a, str>,
     /// Milliseconds since the Unix epoch, UTC.
     pub ts: i64,
     pub open: i64,
@@ -46,10 +51,11 @@ pub struct KlineSymbolRecord {
 #[schema(example = json!({"timeframe": "1m", "records": [
     {"symbol": "BTCUSDT", "ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250},
     {"symbol": "ETHUSDT", "ts": 1704067200000_i64, "open": 228000, "high": 228500, "low": 227900, "close": 228200, "volume": 9100}]}))]
-pub struct KlineManyWrite {
+pub struct KlineManyWrite<'a> {
     pub timeframe: String,
     /// Any order; a (symbol, ts) may appear once; a stored ts is replaced.
-    pub records: Vec<KlineSymbolRecord>,
+    #[serde(borrow)]
+    pub records: Vec<KlineSymbolRecord<'a>>,
 }
 
 /// One scalar record of a many-series write.
@@ -57,7 +63,9 @@ pub struct KlineManyWrite {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"symbol": "BTCUSDT", "ts": 1704067200000_i64, "value": 71.25}))]
 pub struct ScalarSymbolRecordIn<'a> {
-    pub symbol: String,
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub symbol: Cow<'a, str>,
     /// Milliseconds since the Unix epoch, UTC.
     pub ts: i64,
     /// An integer for `i64` series; any number for `f64` series, where `null` stores NaN.
@@ -83,13 +91,14 @@ pub struct ScalarManyWrite<'a> {
 
 /// Groups rows by symbol in the order symbols first appear; `key` makes (and checks)
 /// each symbol's series key once.
-struct Groups {
-    index: HashMap<String, usize>,
+struct Groups<'a> {
+    /// Symbols borrowed from the parsed request.
+    index: HashMap<&'a str, usize>,
     out: Vec<(SeriesKey, WriteBatch)>,
 }
 
-impl Groups {
-    fn new() -> Groups {
+impl<'a> Groups<'a> {
+    fn new() -> Groups<'a> {
         Groups {
             index: HashMap::new(),
             out: Vec::new(),
@@ -98,7 +107,7 @@ impl Groups {
 
     fn batch(
         &mut self,
-        symbol: &str,
+        symbol: &'a str,
         ncols: usize,
         key: impl FnOnce(&str) -> Result<SeriesKey, Error>,
     ) -> Result<&mut WriteBatch, Error> {
@@ -107,7 +116,7 @@ impl Groups {
             None => {
                 let k = key(symbol)?;
                 self.out.push((k, WriteBatch::with_capacity(ncols, 1)));
-                self.index.insert(symbol.to_string(), self.out.len() - 1);
+                self.index.insert(symbol, self.out.len() - 1);
                 self.out.len() - 1
             }
         };
@@ -182,7 +191,7 @@ pub async fn write_scalar(
                 Ok(SeriesKey::scalar(s, &w.timeframe, &w.category, &w.name)?)
             })?;
             b.cols[0].push(r.ts);
-            let j = g.index[r.symbol.as_str()];
+            let j = g.index[&*r.symbol];
             if j == n {
                 let key = &g.out[j].0;
                 let vt = engine

@@ -24,10 +24,13 @@ pub enum LocalPart {
     /// 8 bytes from `offsets[i]` of the file at `path`.
     File {
         path: String,
-        /// The file's length and body checksum (header bytes 96..104), to tell that
-        /// the file opened is the one planned.
+        /// The file's length and the chunk's body checksum (bytes 96..104 of its
+        /// header), to tell that the file opened is the one planned.
         file_len: u64,
         checksum: u64,
+        /// Where the chunk's header starts in the file: 0 for a chunk file, its place
+        /// in a pack (the checksum is read there).
+        image_offset: u64,
         offsets: Vec<u64>,
         rows: u64,
         first_ts: i64,
@@ -121,6 +124,7 @@ fn merge_parts(located: Vec<Located>, cols: &[usize]) -> Result<Vec<LocalPart>> 
                 path,
                 file_len,
                 checksum,
+                image_offset,
                 ..
             } => {
                 let path = path
@@ -134,6 +138,7 @@ fn merge_parts(located: Vec<Located>, cols: &[usize]) -> Result<Vec<LocalPart>> 
                     path: path.to_owned(),
                     file_len: *file_len,
                     checksum: *checksum,
+                    image_offset: *image_offset,
                     offsets,
                     rows: l.rows,
                     first_ts: l.first_ts,
@@ -176,6 +181,7 @@ mod tests {
             path: "/s/2024-01.g0000000000000001.chunk".into(),
             file_len: 512 + 6 * 128,
             checksum: 9,
+            image_offset: 0,
             ts_offset: 512 + 3 * 8,
             stride: 128,
         };
@@ -201,6 +207,7 @@ mod tests {
                     path: "/s/2024-01.g0000000000000001.chunk".into(),
                     file_len: 512 + 6 * 128,
                     checksum: 9,
+                    image_offset: 0,
                     offsets: vec![536, 536 + 4 * 128, 536 + 5 * 128],
                     rows: 13,
                     first_ts: 15,

@@ -296,7 +296,7 @@ impl Engine {
             written: r.written,
             inserted: r.inserted,
             replaced: r.replaced,
-            months: r.months,
+            months: r.months.iter().map(MonthPartition::label).collect(),
             version: r.version,
         })
     }

@@ -232,13 +232,13 @@ impl MappedChunk {
         MappedChunk {
             file,
             header: ChunkHeader {
-                meta: crate::record::SeriesMeta {
+                meta: Arc::new(crate::record::SeriesMeta {
                     key,
                     timeframe_ms: 3_600_000,
                     price_scale: 1,
                     volume_scale: 1,
                     value_type: ValueType::I64,
-                },
+                }),
                 ncols: 6,
                 rows: 0,
                 first_ts: 0,
@@ -272,11 +272,12 @@ impl Incarnation {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = true;
     }
 
-    /// Removes `paths` (errors ignored: a missing file is already gone) unless the
-    /// incarnation ended.
-    pub fn unlink(&self, paths: impl IntoIterator<Item = PathBuf>) {
-        let ended = self.0.read().unwrap_or_else(|p| p.into_inner());
-        if *ended {
+    /// Removes `paths` (errors ignored: a missing file is already gone) unless
+    /// `incarnation` ended; with no incarnation (a handle made outside a series),
+    /// always.
+    pub fn unlink(incarnation: Option<&Incarnation>, paths: impl IntoIterator<Item = PathBuf>) {
+        let ended = incarnation.map(|i| i.0.read().unwrap_or_else(|p| p.into_inner()));
+        if ended.as_deref() == Some(&true) {
             return;
         }
         for p in paths {
@@ -333,11 +334,23 @@ impl ChunkRef {
                 .is_some_and(|p| p.generation == entry.pack.generation),
             "a packed chunk's handle holds its pack"
         );
+        let id = cache.next_id();
+        ChunkRef::with_id(entry, dir, rel_dir, cache, pack, id)
+    }
+
+    fn with_id(
+        entry: ChunkEntry,
+        dir: Arc<PathBuf>,
+        rel_dir: Arc<str>,
+        cache: Arc<MapCache>,
+        pack: Option<Arc<PackFile>>,
+        id: u64,
+    ) -> ChunkRef {
         ChunkRef {
             entry,
             dir,
             rel_dir,
-            id: cache.next_id(),
+            id,
             cache,
             verified: Mutex::new(None),
             obsolete: AtomicBool::new(false),
@@ -364,39 +377,19 @@ impl ChunkRef {
         cache: Arc<MapCache>,
     ) -> ChunkRef {
         let h = &chunk.header;
-        let entry = ChunkEntry {
-            month: h.month,
-            flags: h.flags,
-            generation: h.generation,
-            rows: h.rows,
-            first_ts: h.first_ts,
-            last_ts: h.last_ts,
-            file_len: h.file_len(),
-            checksum: h.body_xxh3,
-            write_version: h.write_version,
-            zonemap: super::format::SidecarRef::default(),
-            vindex: super::format::SidecarRef::default(),
-            state: super::format::STATE_LIVE,
-            pack: super::format::PackLoc::NONE,
-        };
+        let entry = ChunkEntry::live(
+            h,
+            super::format::SidecarRef::default(),
+            super::format::SidecarRef::default(),
+            super::format::PackLoc::NONE,
+        );
         // Not `ChunkRef::new`: a chunk in memory is never in the cache (`map` returns
         // it, it has no sidecars, its drop skips `forget`), so it takes no cache id;
         // the apply helper and the committer build thousands at once and would
         // contend on the cache's id counter.
-        ChunkRef {
-            entry,
-            dir,
-            rel_dir,
-            id: 0,
-            cache,
-            verified: Mutex::new(None),
-            obsolete: AtomicBool::new(false),
-            incarnation: None,
-            runs: std::sync::OnceLock::new(),
-            last: std::sync::OnceLock::new(),
-            memory: Some(Arc::new(chunk)),
-            pack: None,
-        }
+        let mut c = ChunkRef::with_id(entry, dir, rel_dir, cache, None, 0);
+        c.memory = Some(Arc::new(chunk));
+        c
     }
 
     /// The chunk's last row, every column (`ts` first): read once and kept, so a cross
@@ -505,17 +498,16 @@ impl ChunkRef {
         }
         self.cache.chunk(self.id, |slot| {
             let rel = self.rel_path(FileKind::Chunk);
-            if self.is_packed() {
-                // A packed chunk is read into memory (it is small: packing takes only
-                // small chunks) and verified every time: it has no identity of its own.
-                let bytes = self
-                    .read_stored(FileKind::Chunk)
-                    .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
-                let file = MappedFile::from_parts_in(&[&bytes], slot);
-                return MappedChunk::verify(file, &rel, Some(&self.entry), None);
+            // A packed chunk maps its image's range of the pack (the months a bulk
+            // write packed are raw and read zero-copy like files); the pack's identity
+            // stands for the range, which is as immutable as the pack.
+            let file = if self.is_packed() {
+                let (at, len) = super::pack::packed_range(&self.entry, FileKind::Chunk);
+                MappedFile::open_range_in(&self.path(FileKind::Chunk), at, len, slot)
+            } else {
+                MappedFile::open_in(&self.path(FileKind::Chunk), slot)
             }
-            let file = MappedFile::open_in(&self.path(FileKind::Chunk), slot)
-                .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
+            .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
             let known = *self.verified.lock().unwrap_or_else(|p| p.into_inner());
             let identity = file.identity();
             let m = MappedChunk::verify(file, &rel, Some(&self.entry), known)?;
@@ -603,14 +595,7 @@ impl Drop for ChunkRef {
         if obsolete {
             let paths = [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex]
                 .map(|kind| self.path(kind));
-            match &self.incarnation {
-                Some(i) => i.unlink(paths),
-                None => {
-                    for p in paths {
-                        let _ = std::fs::remove_file(p);
-                    }
-                }
-            }
+            Incarnation::unlink(self.incarnation.as_deref(), paths);
         }
     }
 }
@@ -674,7 +659,7 @@ mod tests {
         let ts: Vec<i64> = (0..13).map(|i| t0 + i * 60_000).collect();
         let v: Vec<i64> = (0..13).map(|i| i * i - 7).collect();
         let header = ChunkHeader {
-            meta,
+            meta: Arc::new(meta),
             ncols: 2,
             rows: 0,
             first_ts: 0,

@@ -114,13 +114,13 @@ mod tests {
             SeriesKind::Scalar => SeriesKey::scalar("T", "1m", "c", "n").unwrap(),
         };
         ChunkHeader {
-            meta: SeriesMeta {
+            meta: std::sync::Arc::new(SeriesMeta {
                 key,
                 timeframe_ms: 60_000,
                 price_scale: 100,
                 volume_scale: 1,
                 value_type: vt,
-            },
+            }),
             ncols: kind.ncols(),
             rows,
             first_ts: 0,

@@ -3,6 +3,8 @@
 //! Every integer is little-endian. Both layouts end their fixed part with an xxh3-64
 //! checksum so a torn or flipped header is detected before any field is trusted.
 
+use std::sync::Arc;
+
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::record::{MonthPartition, SeriesKey, SeriesKind, SeriesMeta, TS_MAX, TS_MIN, ValueType};
@@ -376,7 +378,9 @@ pub fn stride_of(rows: u64) -> u64 {
 /// The decoded fixed header of a chunk file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkHeader {
-    pub meta: SeriesMeta,
+    /// Shared with the series (`Arc`): the log builds a header for every series of a
+    /// many-series write, and a copy of the key's strings per chunk costs allocations.
+    pub meta: Arc<SeriesMeta>,
     pub ncols: usize,
     pub rows: u64,
     pub first_ts: i64,
@@ -498,7 +502,7 @@ impl ChunkHeader {
         if version != FORMAT_VERSION {
             return Err(format!("unsupported chunk format version {version}"));
         }
-        let meta = decode_meta_fields(b, CHUNK_META)?;
+        let meta = Arc::new(decode_meta_fields(b, CHUNK_META)?);
         let h = ChunkHeader {
             ncols: get_u16(b, CHUNK_NCOLS_OFFSET) as usize,
             rows: get_u64(b, CHUNK_ROWS_OFFSET),
@@ -662,6 +666,27 @@ pub struct ChunkEntry {
 }
 
 impl ChunkEntry {
+    /// The live entry of the chunk whose header is `h`, with its sidecars, stored at
+    /// `pack` ([`PackLoc::NONE`]: its own file): every field the header has is taken
+    /// from it, so the two agree by construction.
+    pub fn live(h: &ChunkHeader, zonemap: SidecarRef, vindex: SidecarRef, pack: PackLoc) -> Self {
+        ChunkEntry {
+            month: h.month,
+            flags: h.flags,
+            generation: h.generation,
+            rows: h.rows,
+            first_ts: h.first_ts,
+            last_ts: h.last_ts,
+            file_len: h.file_len(),
+            checksum: h.body_xxh3,
+            write_version: h.write_version,
+            zonemap,
+            vindex,
+            state: STATE_LIVE,
+            pack,
+        }
+    }
+
     /// Bytes of the chunk in the raw layout (its file if raw; its decompressed image if
     /// compressed): what it would cost on disk uncompressed.
     pub fn raw_len(&self, ncols: usize) -> u64 {
@@ -898,7 +923,7 @@ mod tests {
         let ts = [JAN_2024 + 10, JAN_2024 + 20, JAN_2024 + 30];
         let v = [1i64, 2, 3];
         let h = ChunkHeader {
-            meta: meta(),
+            meta: Arc::new(meta()),
             ncols: 2,
             rows: 0,
             first_ts: 0,
@@ -920,7 +945,7 @@ mod tests {
             (back.rows, back.first_ts, back.last_ts, back.generation),
             (3, JAN_2024 + 10, JAN_2024 + 30, 7)
         );
-        assert_eq!(back.meta, meta());
+        assert_eq!(*back.meta, meta());
         assert_eq!(back.body_xxh3, xxh3_64(&file[CHUNK_HEADER_LEN..]));
         let mut bad = file.clone();
         bad[20] ^= 1;

@@ -26,11 +26,14 @@ pub enum Place {
     /// byte `col_offset(i)` of this file.
     File {
         path: PathBuf,
-        /// Length and body checksum of the file, so a reader can tell it opened the
-        /// very file planned (a name is reused only by a series registered again
-        /// under the same key).
+        /// Length of the file and body checksum of the chunk, so a reader can tell it
+        /// opened the very file planned (a name is reused only by a series registered
+        /// again under the same key).
         file_len: u64,
         checksum: u64,
+        /// Where the chunk's image (its header) starts in the file: 0 for a chunk
+        /// file, the image's offset for a chunk in a pack.
+        image_offset: u64,
         /// First byte of the first selected row of column 0 (`ts`).
         ts_offset: u64,
         /// Bytes from one column's start to the next.
@@ -124,12 +127,20 @@ fn locate_one(c: &Arc<ChunkRef>, range: TsRange, last: Option<usize>) -> Result<
     } else if h.is_compressed() {
         Place::Compressed
     } else {
+        // A raw chunk in a pack is handed out like a file: the pack, and the image's
+        // place in it.
+        let (file_len, image_offset) = if c.is_packed() {
+            (c.entry.pack.len, c.entry.pack.offset)
+        } else {
+            (h.file_len(), 0)
+        };
         Place::File {
             path: std::path::absolute(c.path(FileKind::Chunk))
                 .unwrap_or_else(|_| c.path(FileKind::Chunk)),
-            file_len: h.file_len(),
+            file_len,
             checksum: h.body_xxh3,
-            ts_offset: CHUNK_HEADER_LEN as u64 + s.start as u64 * VALUE_BYTES,
+            image_offset,
+            ts_offset: image_offset + CHUNK_HEADER_LEN as u64 + s.start as u64 * VALUE_BYTES,
             stride: h.stride,
         }
     };

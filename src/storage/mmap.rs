@@ -146,6 +146,44 @@ impl MappedFile {
         }))
     }
 
+    /// Maps bytes `offset..offset + len` of `path` read-only (a chunk image inside a
+    /// pack file), occupying `slot`: the view reads exactly like a file of its own of
+    /// `len` bytes. The range must lie inside the file (checked against its length
+    /// first: a mapping past the end would fault on access); `offset` need not be
+    /// page aligned, and a range at a [`COLUMN_ALIGN`](super::format::COLUMN_ALIGN)
+    /// offset keeps its columns aligned as in a file of its own. The identity is the
+    /// whole file's.
+    pub fn open_range_in(
+        path: &Path,
+        offset: u64,
+        len: u64,
+        slot: Slot,
+    ) -> io::Result<Arc<MappedFile>> {
+        let file = File::open(path)?;
+        let identity = FileIdentity::of(&file);
+        let file_len = file.metadata()?.len();
+        let in_file = offset.checked_add(len).is_some_and(|end| end <= file_len);
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|_| in_file)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("range {offset}+{len} lies past the end of a {file_len}-byte file"),
+                )
+            })?;
+        // SAFETY: as in `open_with`: the file is published and immutable (invariant 1),
+        // and the range was checked against its length just above, so every mapped
+        // byte is backed by the file.
+        let map = unsafe { MmapOptions::new().offset(offset).len(len).map(&file)? };
+        drop(file);
+        Ok(Arc::new(MappedFile {
+            map: Backing::Map(map),
+            identity,
+            _slot: Some(slot),
+        }))
+    }
+
     /// Bytes in memory read like a mapped file: no file, no identity, no budget slot.
     /// The runs of `parts` are copied once, in order, into a 64-byte aligned buffer, so
     /// every column offset that is aligned in a file is aligned here too.

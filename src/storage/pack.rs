@@ -333,12 +333,7 @@ impl PackFile {
 impl Drop for PackFile {
     fn drop(&mut self) {
         if !self.pinned.load(Ordering::Acquire) {
-            match &self.incarnation {
-                Some(i) => i.unlink([self.path.clone()]),
-                None => {
-                    let _ = std::fs::remove_file(&self.path);
-                }
-            }
+            super::chunk::Incarnation::unlink(self.incarnation.as_deref(), [self.path.clone()]);
         }
     }
 }

@@ -241,7 +241,7 @@ pub fn rebuild_manifest(
     }
     let meta = match (chunks.iter().max_by_key(|f| f.header.generation), meta_hint) {
         (_, Some(m)) => m.clone(),
-        (Some(f), None) => f.header.meta.clone(),
+        (Some(f), None) => (*f.header.meta).clone(),
         (None, None) => {
             return Err(StorageError::corrupted(
                 format!("{rel}/{MANIFEST_NAME}"),
@@ -249,7 +249,7 @@ pub fn rebuild_manifest(
             ));
         }
     };
-    chunks.retain(|f| f.header.meta == meta);
+    chunks.retain(|f| *f.header.meta == meta);
     let packed: std::collections::HashMap<u64, (PackLoc, SidecarRef, SidecarRef)> = chunks
         .iter()
         .filter_map(|f| f.packed.map(|p| (f.header.generation, p)))
@@ -316,21 +316,7 @@ pub fn rebuild_manifest(
                     },
                 ),
             };
-            entries.push(ChunkEntry {
-                month: h.month,
-                flags: h.flags,
-                generation: h.generation,
-                rows: h.rows,
-                first_ts: h.first_ts,
-                last_ts: h.last_ts,
-                file_len: h.file_len(),
-                checksum: h.body_xxh3,
-                write_version: h.write_version,
-                zonemap,
-                vindex,
-                state: STATE_LIVE,
-                pack,
-            });
+            entries.push(ChunkEntry::live(h, zonemap, vindex, pack));
         }
     }
     // A rebuilt manifest cannot know the retention; the caller keeps the one it had.

@@ -24,10 +24,11 @@ use super::StoreOptions;
 use super::chunk::{ChunkRef, FileKind, data_file_name};
 use super::error::{Result, StorageError};
 use super::format::{
-    ChunkEntry, ChunkHeader, ChunkParts, FLAG_COMPRESSED, FLAG_FULL, STATE_LIVE, STATE_OBSOLETE,
-    SidecarRef,
+    CHUNK_HEADER_LEN, COLUMN_ALIGN, ChunkEntry, ChunkHeader, ChunkParts, FLAG_COMPRESSED,
+    FLAG_FULL, STATE_LIVE, STATE_OBSOLETE, SidecarRef, align_up, stride_of,
 };
 use super::fsio::{self, failpoints};
+use super::pack::{PackEntry, PackIndex, pack_file_name};
 use super::sidecar;
 use super::snapshot::Snapshot;
 use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
@@ -62,8 +63,9 @@ pub struct WriteReport {
     pub written: u64,
     pub inserted: u64,
     pub replaced: u64,
-    /// Months touched, `YYYY-MM`, ascending.
-    pub months: Vec<String>,
+    /// Months touched, ascending (labelled `YYYY-MM` in answers; the label is made
+    /// only where it is shown: a many-series write answers without it).
+    pub months: Vec<MonthPartition>,
     pub version: u64,
 }
 
@@ -118,6 +120,105 @@ pub(super) struct MonthPlan<'a> {
     replaced: u64,
     /// Written compressed (a sealed month, see `storage::codec`).
     compressed: bool,
+}
+
+/// A run of a commit's plans written as one pack file (`Series::write_packs`).
+pub(super) struct WritePack {
+    /// The plans it holds (two or more, consecutive).
+    plans: std::ops::Range<usize>,
+    /// The pack's generation: past every chunk generation of the commit.
+    generation: u64,
+}
+
+/// What one writer thread takes at a time: one month's own files, or a whole pack.
+#[derive(Debug, Clone, Copy)]
+enum WriteUnit {
+    File(usize),
+    Pack(usize),
+}
+
+/// The units of a commit of `plans` plans of which `packs` form packs, in plan order.
+fn write_units(plans: usize, packs: &[WritePack]) -> Vec<WriteUnit> {
+    let mut units = Vec::with_capacity(plans);
+    let mut k = 0;
+    let mut i = 0;
+    while i < plans {
+        if let Some(pack) = packs.get(k).filter(|p| p.plans.start == i) {
+            units.push(WriteUnit::Pack(k));
+            i = pack.plans.end;
+            k += 1;
+        } else {
+            units.push(WriteUnit::File(i));
+            i += 1;
+        }
+    }
+    assert_eq!(k, packs.len(), "every pack of a write is a unit");
+    units
+}
+
+/// One month's chunk as built for writing: its bytes (borrowing the plan's columns)
+/// and sidecars.
+struct BuiltChunk<'p> {
+    month: i32,
+    raw: ChunkParts<'p>,
+    /// The encoded header, header and body of the compressed form, when written so.
+    compressed: Option<([u8; CHUNK_HEADER_LEN], ChunkHeader, Vec<u8>)>,
+    sidecars: sidecar::Sidecars,
+    version: u64,
+}
+
+impl BuiltChunk<'_> {
+    fn header(&self) -> &ChunkHeader {
+        self.compressed.as_ref().map_or(&self.raw.header, |c| &c.1)
+    }
+
+    fn file_len(&self) -> u64 {
+        self.header().file_len()
+    }
+
+    /// The chunk's bytes, in order.
+    fn slices(&self) -> Vec<&[u8]> {
+        match &self.compressed {
+            Some((bytes, _, body)) => vec![&bytes[..], &body[..]],
+            None => self.raw.slices(),
+        }
+    }
+
+    /// The manifest entry of the chunk, stored at `pack`.
+    fn entry(&self, pack: super::format::PackLoc) -> ChunkEntry {
+        let side = |b: &Option<Vec<u8>>| b.as_deref().map_or_else(SidecarRef::default, sidecar_ref);
+        let e = ChunkEntry::live(
+            self.header(),
+            side(&self.sidecars.zonemap),
+            side(&self.sidecars.vindex),
+            pack,
+        );
+        debug_assert_eq!((e.month, e.write_version), (self.month, self.version));
+        e
+    }
+}
+
+/// The manifest's record of sidecar `bytes`.
+fn sidecar_ref(bytes: &[u8]) -> SidecarRef {
+    SidecarRef {
+        len: bytes.len() as u64,
+        xxh3: xxhash_rust::xxh3::xxh3_64(bytes),
+    }
+}
+
+/// Zeros for the padding between the aligned parts of a pack.
+static PAD: [u8; COLUMN_ALIGN] = [0; COLUMN_ALIGN];
+
+/// Appends to `runs` the padding from `at` up to `to`, then `run`, and moves `at` to
+/// its end. Parts are laid out in ascending offsets, at most one alignment apart.
+fn put_at<'b>(runs: &mut Vec<&'b [u8]>, at: &mut u64, run: &'b [u8], to: u64) {
+    assert!(
+        to >= *at && to - *at < COLUMN_ALIGN as u64,
+        "pack parts ascend and are at most one alignment apart"
+    );
+    runs.push(&PAD[..(to - *at) as usize]);
+    runs.push(run);
+    *at = to + run.len() as u64;
 }
 
 impl Series {
@@ -421,7 +522,7 @@ impl Series {
                 list.truncate(list.len() - merge);
             }
             let header = ChunkHeader {
-                meta: (*self.meta).clone(),
+                meta: Arc::clone(&self.meta),
                 ncols,
                 rows: 0,
                 first_ts: 0,
@@ -452,7 +553,7 @@ impl Series {
             )));
             report.inserted += inserted;
             report.replaced += replaced;
-            report.months.push(MonthPartition(month).label());
+            report.months.push(MonthPartition(month));
         }
         report.written = report.inserted + report.replaced;
         let (mut rows, mut bytes) = (0, 0);
@@ -811,10 +912,7 @@ impl Series {
             written: plans.iter().map(|p| p.inserted + p.replaced).sum(),
             inserted: plans.iter().map(|p| p.inserted).sum(),
             replaced: plans.iter().map(|p| p.replaced).sum(),
-            months: plans
-                .iter()
-                .map(|p| MonthPartition(p.month).to_string())
-                .collect(),
+            months: plans.iter().map(|p| MonthPartition(p.month)).collect(),
             version: snap.version + 1,
         };
         self.commit_inner(snap, plans, next_gen, true)?;
@@ -843,13 +941,17 @@ impl Series {
         next_gen: u64,
         bump: bool,
     ) -> Result<()> {
+        let packs = self.write_packs(&plans, next_gen);
+        let next_gen = next_gen + packs.len() as u64;
         assert_plans(snap, &plans, dropped, next_gen);
+        assert_packs(&plans, &packs, next_gen);
         let version = if bump { snap.version + 1 } else { snap.version };
         let write_chunks = u32::try_from(plans.len()).expect("a write touches < 2^32 months");
-        let entries = match self.publish_chunks(&plans, (version, snap.wal_lsn), write_chunks) {
+        let layout = (&plans[..], &packs[..]);
+        let entries = match self.publish_chunks(layout, (version, snap.wal_lsn), write_chunks) {
             Ok(e) => e,
             Err(e) => {
-                self.remove_unpublished(&plans);
+                self.remove_unpublished(layout);
                 return Err(e);
             }
         };
@@ -880,7 +982,57 @@ impl Series {
             superseded: Vec::new(),
         };
         assert_next(snap, &next, bump);
-        self.publish_next(next, superseded, || self.remove_unpublished(&plans))
+        self.publish_next(next, superseded, || self.remove_unpublished(layout))
+    }
+
+    /// Which runs of `plans` a commit writes as one pack file each (generations from
+    /// `next_gen` on, after every chunk's): consecutive raw months, greedily, while
+    /// the pack stays within `storage.pack_target_bytes` (0: never), at least two
+    /// months per pack. A bulk write of years thus creates a few files instead of one
+    /// per month (three for a scalar month, with its sidecars): on a filesystem that
+    /// has deleted many files, creating one costs up to half a millisecond. Compressed
+    /// plans (the sealed-month pass) stay files: the pack pass gathers those by its
+    /// own rules (`storage::packer`).
+    fn write_packs(&self, plans: &[MonthPlan], next_gen: u64) -> Vec<WritePack> {
+        let target = self.opts.pack_target_bytes;
+        let mut out = Vec::new();
+        if target == 0 || plans.len() < 2 {
+            return out;
+        }
+        let ncols = self.meta.key.kind().ncols();
+        let size = |p: &MonthPlan| {
+            let rows = p.cols[0].len();
+            let chunk = CHUNK_HEADER_LEN as u64 + ncols as u64 * stride_of(rows as u64);
+            // Each of the three parts starts aligned: at most one alignment's padding
+            // after each.
+            chunk + sidecar::max_len(&self.meta, rows, &self.opts) + 3 * COLUMN_ALIGN as u64
+        };
+        let close = |run: std::ops::Range<usize>, out: &mut Vec<WritePack>| {
+            if run.len() >= 2 {
+                let generation = next_gen + out.len() as u64;
+                out.push(WritePack {
+                    plans: run,
+                    generation,
+                });
+            }
+        };
+        let (mut start, mut bytes) = (0, 0u64);
+        for (i, p) in plans.iter().enumerate() {
+            let n = size(p);
+            let fits = |count: usize, bytes: u64| PackIndex::data_start(count) + bytes <= target;
+            if p.compressed || !fits(1, n) {
+                close(start..i, &mut out);
+                (start, bytes) = (i + 1, 0);
+                continue;
+            }
+            if !fits(i - start + 1, bytes + n) {
+                close(start..i, &mut out);
+                (start, bytes) = (i, 0);
+            }
+            bytes += n;
+        }
+        close(start..plans.len(), &mut out);
+        out
     }
 
     /// The commit point shared by writes, compression and packing: publishes `next`'s
@@ -991,29 +1143,32 @@ impl Series {
         obsolete
     }
 
-    /// Writes every planned chunk (and its sidecars), fsyncs them and the directory, and
-    /// returns the manifest entries. `write_threads` threads (the caller's among them)
-    /// build and write the files (checksums, sidecars, copies into the page cache);
-    /// `sync_threads` more fsync them meanwhile, so the fsyncs of a many-month write
-    /// wait on the device together instead of one after another. A one-month write
-    /// spawns no thread at all. Every file is fsynced before this returns.
+    /// Writes every planned chunk (and its sidecars), as files of their own or into the
+    /// write's `packs`, fsyncs them and the directory, and returns the manifest
+    /// entries, in plan order. `write_threads` threads (the caller's among them) build
+    /// and write the files (checksums, sidecars, copies into the page cache), a pack
+    /// or a file's month at a time; `sync_threads` more fsync them meanwhile, so the
+    /// fsyncs of a many-month write wait on the device together instead of one after
+    /// another. A one-month write spawns no thread at all. Every file is fsynced
+    /// before this returns.
     fn publish_chunks(
         &self,
-        plans: &[MonthPlan],
+        layout: (&[MonthPlan], &[WritePack]),
         (version, wal_lsn): (u64, u64),
         write_chunks: u32,
     ) -> Result<Vec<ChunkEntry>> {
+        let plans = layout.0;
         let sync_threads = if plans.len() > 1 {
             self.opts.sync_threads
         } else {
             0
         };
         let (results, synced) = fsio::SyncPool::run(&self.dir, sync_threads, |pool| {
-            self.publish_all(plans, (version, wal_lsn), write_chunks, pool)
+            self.publish_all(layout, (version, wal_lsn), write_chunks, pool)
         });
         let mut entries = Vec::with_capacity(plans.len());
-        for r in results.into_iter().flatten() {
-            entries.push(r?);
+        for r in results {
+            entries.extend(r?);
         }
         synced.map_err(|(name, e)| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
         // Every plan has its entry unless a failure stopped the workers, and that
@@ -1027,34 +1182,42 @@ impl Series {
         Ok(entries)
     }
 
-    /// Runs [`Series::publish_one`] for every plan on the caller's thread and up to
-    /// `write_threads - 1` helpers; stops at the first failure. A helper that cannot
-    /// be spawned only costs parallelism.
+    /// Runs the write's units (a pack, or one month's files) on the caller's thread
+    /// and up to `write_threads - 1` helpers; stops at the first failure. Each unit's
+    /// entries come back in its place, so the concatenation is in plan order. A helper
+    /// that cannot be spawned only costs parallelism.
     fn publish_all(
         &self,
-        plans: &[MonthPlan],
+        (plans, packs): (&[MonthPlan], &[WritePack]),
         (version, wal_lsn): (u64, u64),
         write_chunks: u32,
         pool: &fsio::SyncPool<'_>,
-    ) -> Vec<Option<Result<ChunkEntry>>> {
+    ) -> Vec<Result<Vec<ChunkEntry>>> {
+        let units = write_units(plans.len(), packs);
         let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<ChunkEntry>>>> =
-            Mutex::new((0..plans.len()).map(|_| None).collect());
+        let results: Mutex<Vec<Option<Result<Vec<ChunkEntry>>>>> =
+            Mutex::new((0..units.len()).map(|_| None).collect());
+        let stamp = (version, wal_lsn, write_chunks);
         let work = || {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= plans.len() || pool.failed() {
+                if i >= units.len() || pool.failed() {
                     break;
                 }
-                let r = self.publish_one(&plans[i], (version, wal_lsn), write_chunks, pool);
+                let r = match units[i] {
+                    WriteUnit::File(p) => self.publish_one(&plans[p], stamp, pool).map(|e| vec![e]),
+                    WriteUnit::Pack(k) => {
+                        self.publish_pack(&plans[packs[k].plans.clone()], &packs[k], stamp, pool)
+                    }
+                };
                 let failed = r.is_err();
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
                 if failed {
-                    next.store(plans.len(), Ordering::Relaxed);
+                    next.store(units.len(), Ordering::Relaxed);
                 }
             }
         };
-        let helpers = plans
+        let helpers = units
             .len()
             .min(self.opts.write_threads.max(1))
             .saturating_sub(1);
@@ -1070,20 +1233,25 @@ impl Series {
                 work();
             });
         }
-        results.into_inner().unwrap_or_else(|p| p.into_inner())
+        // Units after a failure never ran: the failure comes first in unit order or
+        // is among the results, and the caller stops at it.
+        results
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .into_iter()
+            .map_while(|r| r)
+            .collect()
     }
 
-    /// Builds and writes one month's chunk and sidecars, queueing each file on `pool`
-    /// for its fsync.
-    fn publish_one(
+    /// One month's chunk (raw or compressed) and its sidecars, built from its plan.
+    fn build_chunk<'p>(
         &self,
-        plan: &MonthPlan,
-        (version, wal_lsn): (u64, u64),
-        write_chunks: u32,
-        pool: &fsio::SyncPool<'_>,
-    ) -> Result<ChunkEntry> {
+        plan: &'p MonthPlan,
+        (version, wal_lsn, write_chunks): (u64, u64, u32),
+        cols: &'p [&'p [i64]],
+    ) -> BuiltChunk<'p> {
         let header = ChunkHeader {
-            meta: (*self.meta).clone(),
+            meta: Arc::clone(&self.meta),
             ncols: plan.cols.len(),
             rows: 0,
             first_ts: 0,
@@ -1098,23 +1266,36 @@ impl Series {
             wal_lsn,
             body_len: 0,
         };
-        let cols: Vec<&[i64]> = plan.cols.iter().map(|c| &**c).collect();
-        let raw = ChunkParts::new(header, &cols);
+        let raw = ChunkParts::new(header, cols);
         // A compressed chunk: the same header (rows, stride, ts bounds) flagged, with
         // the compressed body's length and checksum, then that body.
         let compressed = plan.compressed.then(|| {
             let mut h = raw.header.clone();
-            let body = super::codec::compress(&h, &cols);
+            let body = super::codec::compress(&h, cols);
             h.flags |= FLAG_COMPRESSED;
             h.body_len = body.len() as u64;
             h.body_xxh3 = xxhash_rust::xxh3::xxh3_64(&body);
             (h.encode(), h, body)
         });
-        let (h, slices, file_len) = match &compressed {
-            Some((bytes, h, body)) => (h, vec![&bytes[..], &body[..]], h.file_len()),
-            None => (&raw.header, raw.slices(), raw.len() as u64),
-        };
-        let sidecars = sidecar::build(&self.meta, &cols, &self.opts);
+        BuiltChunk {
+            month: plan.month,
+            raw,
+            compressed,
+            sidecars: sidecar::build(&self.meta, cols, &self.opts),
+            version,
+        }
+    }
+
+    /// Builds and writes one month's chunk and sidecars as files of their own,
+    /// queueing each file on `pool` for its fsync.
+    fn publish_one(
+        &self,
+        plan: &MonthPlan,
+        stamp: (u64, u64, u32),
+        pool: &fsio::SyncPool<'_>,
+    ) -> Result<ChunkEntry> {
+        let cols: Vec<&[i64]> = plan.cols.iter().map(|c| &**c).collect();
+        let built = self.build_chunk(plan, stamp, &cols);
         let write = |kind: FileKind, bytes: &[&[u8]]| -> Result<()> {
             let name = data_file_name(plan.month, plan.generation, kind);
             let file = fsio::write_unreferenced(&self.dir, &name, bytes)
@@ -1122,42 +1303,101 @@ impl Series {
             pool.push(file, name);
             Ok(())
         };
-        write(FileKind::Chunk, &slices)?;
-        let mut zonemap = SidecarRef::default();
-        let mut vindex = SidecarRef::default();
-        if let Some(z) = &sidecars.zonemap {
+        write(FileKind::Chunk, &built.slices())?;
+        if let Some(z) = &built.sidecars.zonemap {
             write(FileKind::ZoneMap, &[z])?;
-            zonemap = SidecarRef {
-                len: z.len() as u64,
-                xxh3: xxhash_rust::xxh3::xxh3_64(z),
-            };
         }
-        if let Some(v) = &sidecars.vindex {
+        if let Some(v) = &built.sidecars.vindex {
             write(FileKind::ValueIndex, &[v])?;
-            vindex = SidecarRef {
-                len: v.len() as u64,
-                xxh3: xxhash_rust::xxh3::xxh3_64(v),
-            };
         }
-        Ok(ChunkEntry {
-            month: plan.month,
-            flags: h.flags,
-            generation: plan.generation,
-            rows: h.rows,
-            first_ts: h.first_ts,
-            last_ts: h.last_ts,
-            file_len,
-            checksum: h.body_xxh3,
-            write_version: version,
-            zonemap,
-            vindex,
-            state: STATE_LIVE,
-            pack: super::format::PackLoc::NONE,
-        })
+        Ok(built.entry(super::format::PackLoc::NONE))
+    }
+
+    /// Builds the months of `plans` (one [`WritePack`]) and writes them as one pack
+    /// file (layout in `storage::pack`): the index, then each chunk image and its
+    /// sidecars at the next aligned offsets, in one sequential write. The pack is
+    /// queued on `pool` for its fsync. Returns the packed entries, in plan order.
+    fn publish_pack(
+        &self,
+        plans: &[MonthPlan],
+        pack: &WritePack,
+        stamp: (u64, u64, u32),
+        pool: &fsio::SyncPool<'_>,
+    ) -> Result<Vec<ChunkEntry>> {
+        let cols: Vec<Vec<&[i64]>> = plans
+            .iter()
+            .map(|p| p.cols.iter().map(|c| &**c).collect())
+            .collect();
+        let built: Vec<BuiltChunk> = plans
+            .iter()
+            .zip(&cols)
+            .map(|(p, c)| self.build_chunk(p, stamp, c))
+            .collect();
+        let mut index = PackIndex {
+            generation: pack.generation,
+            entries: Vec::with_capacity(built.len()),
+        };
+        let mut offset = PackIndex::data_start(built.len());
+        for (b, p) in built.iter().zip(plans) {
+            let e = PackEntry {
+                month: p.month,
+                generation: p.generation,
+                offset,
+                chunk_len: b.file_len(),
+                zonemap: b
+                    .sidecars
+                    .zonemap
+                    .as_deref()
+                    .map_or_else(Default::default, sidecar_ref),
+                vindex: b
+                    .sidecars
+                    .vindex
+                    .as_deref()
+                    .map_or_else(Default::default, sidecar_ref),
+            };
+            offset = align_up(e.end() as usize) as u64;
+            index.entries.push(e);
+        }
+        let pack_len = offset;
+        let head = index.encode();
+        // The runs of the file in order, each after the padding up to its offset.
+        let mut runs: Vec<&[u8]> = Vec::with_capacity(2 + built.len() * 16);
+        let mut at = 0u64;
+        put_at(&mut runs, &mut at, &head, 0);
+        for (b, e) in built.iter().zip(&index.entries) {
+            let (z, v) = super::pack::sidecar_offsets(e.offset, e.chunk_len, e.zonemap.len);
+            let mut to = e.offset;
+            for run in b.slices() {
+                put_at(&mut runs, &mut at, run, to);
+                to += run.len() as u64;
+            }
+            if let Some(zm) = &b.sidecars.zonemap {
+                put_at(&mut runs, &mut at, zm, z);
+            }
+            if let Some(vi) = &b.sidecars.vindex {
+                put_at(&mut runs, &mut at, vi, v);
+            }
+        }
+        put_at(&mut runs, &mut at, &[], pack_len);
+        assert_eq!(at, pack_len, "a pack ends where its index says");
+        let name = pack_file_name(pack.generation);
+        let file = fsio::write_unreferenced(&self.dir, &name, &runs)
+            .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
+        pool.push(file, name);
+        let loc = |offset| super::format::PackLoc {
+            generation: pack.generation,
+            offset,
+            len: pack_len,
+        };
+        Ok(built
+            .iter()
+            .zip(&index.entries)
+            .map(|(b, e)| b.entry(loc(e.offset)))
+            .collect())
     }
 
     /// Best-effort removal of files of a write that did not commit.
-    fn remove_unpublished(&self, plans: &[MonthPlan]) {
+    fn remove_unpublished(&self, (plans, packs): (&[MonthPlan], &[WritePack])) {
         for p in plans {
             for kind in [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex] {
                 let _ = std::fs::remove_file(self.dir.join(data_file_name(
@@ -1166,6 +1406,9 @@ impl Series {
                     kind,
                 )));
             }
+        }
+        for pack in packs {
+            let _ = std::fs::remove_file(self.dir.join(pack_file_name(pack.generation)));
         }
         let _ = fsio::fsync_dir(&self.dir);
     }
@@ -1438,6 +1681,33 @@ fn assert_plans(snap: &Snapshot, plans: &[MonthPlan], dropped: &[i32], next_gen:
         assert!(rows > 0, "an empty chunk was planned");
         assert!(u32::try_from(rows).is_ok(), "a chunk's rows must fit u32");
         assert!(p.cols.iter().all(|c| c.len() == rows), "ragged columns");
+    }
+}
+
+/// The packs of a commit: ascending, disjoint runs of two or more raw plans, with
+/// generations past every plan's and below the new `next_generation`.
+fn assert_packs(plans: &[MonthPlan], packs: &[WritePack], next_gen: u64) {
+    let last_plan = plans.last().map_or(0, |p| p.generation);
+    for (k, pack) in packs.iter().enumerate() {
+        assert!(
+            pack.plans.len() >= 2 && pack.plans.end <= plans.len(),
+            "a pack holds two or more of the commit's plans"
+        );
+        assert!(
+            plans[pack.plans.clone()].iter().all(|p| !p.compressed),
+            "a write packs raw chunks only"
+        );
+        assert!(
+            pack.generation > last_plan && pack.generation < next_gen,
+            "a pack's generation follows its chunks' and precedes next_generation"
+        );
+        if k > 0 {
+            assert!(
+                packs[k - 1].plans.end <= pack.plans.start
+                    && packs[k - 1].generation < pack.generation,
+                "packs of a write ascend and do not overlap"
+            );
+        }
     }
 }
 

@@ -67,6 +67,28 @@ fn f64_order_key(bits: i64) -> i64 {
     bits ^ ((((bits >> 63) as u64) >> 1) as i64)
 }
 
+/// Bytes of the zone map of a chunk of `rows` rows in blocks of `block_rows`.
+pub fn zonemap_len(rows: usize, block_rows: usize) -> usize {
+    let nblocks = rows.div_ceil(block_rows.clamp(1, u32::MAX as usize));
+    ZONEMAP_HEADER_LEN + nblocks * ZONE_LEN + 8
+}
+
+/// At most how many sidecar bytes [`build`] makes for a chunk of `rows` rows (exact
+/// for i64 values; f64 NaN rows make the value index smaller): what a write reserves
+/// for them when it sizes its packs.
+pub fn max_len(meta: &SeriesMeta, rows: usize, opts: &StoreOptions) -> u64 {
+    if meta.key.kind() != SeriesKind::Scalar {
+        return 0;
+    }
+    let zonemap = opts.zonemap_block_rows.map_or(0, |b| zonemap_len(rows, b));
+    let vindex = if opts.value_index {
+        v2_file_len(rows, rows)
+    } else {
+        0
+    };
+    (zonemap + vindex) as u64
+}
+
 pub fn build_zonemap(vt: ValueType, ts: &[i64], values: &[i64], block_rows: usize) -> Vec<u8> {
     // The decoder's rules, asserted where the bytes are made (release builds too).
     assert!(
@@ -75,7 +97,7 @@ pub fn build_zonemap(vt: ValueType, ts: &[i64], values: &[i64], block_rows: usiz
     );
     let block_rows = block_rows.clamp(1, u32::MAX as usize);
     let nblocks = values.len().div_ceil(block_rows);
-    let mut b = vec![0u8; ZONEMAP_HEADER_LEN + nblocks * ZONE_LEN + 8];
+    let mut b = vec![0u8; zonemap_len(values.len(), block_rows)];
     b[0..8].copy_from_slice(ZONEMAP_MAGIC);
     put_u32(&mut b, 8, 1);
     b[12] = vt.code();

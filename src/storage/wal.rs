@@ -529,6 +529,15 @@ struct ApplyJob {
     reply: mpsc::SyncSender<Vec<Result<Applied>>>,
 }
 
+/// What the apply helper does between groups: half of a large write, or dropping the
+/// states a group replaced, which the committer hands over so it can take the next
+/// group at once (a many-series write replaces thousands of states, and freeing them
+/// is a fair share of a group's time).
+enum HelperJob {
+    Apply(ApplyJob),
+    Drop(Vec<Arc<Snapshot>>),
+}
+
 impl ApplyJob {
     fn run(self) {
         let out = self.entries[self.from..]
@@ -773,12 +782,15 @@ impl Wal {
         std::thread::scope(|scope| {
             let helper = (cores > 1)
                 .then(|| {
-                    let (tx, rx) = mpsc::channel::<ApplyJob>();
+                    let (tx, rx) = mpsc::channel::<HelperJob>();
                     std::thread::Builder::new()
                         .name("fastk-wal-apply".into())
                         .spawn_scoped(scope, move || {
                             while let Ok(job) = rx.recv() {
-                                job.run();
+                                match job {
+                                    HelperJob::Apply(job) => job.run(),
+                                    HelperJob::Drop(states) => drop(states),
+                                }
                             }
                         })
                         .ok()
@@ -791,7 +803,7 @@ impl Wal {
         });
     }
 
-    fn run_with(&self, helper: Option<&mpsc::Sender<ApplyJob>>) {
+    fn run_with(&self, helper: Option<&mpsc::Sender<HelperJob>>) {
         loop {
             let mut group = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -860,7 +872,7 @@ impl Wal {
     /// expected versions) against the state the writes before it leave; a refused one
     /// is answered at once and logs nothing. The series' writer locks are held from the
     /// check to the install, so no other commit interleaves.
-    fn commit_group(&self, group: Vec<Request>, helper: Option<&mpsc::Sender<ApplyJob>>) {
+    fn commit_group(&self, group: Vec<Request>, helper: Option<&mpsc::Sender<HelperJob>>) {
         let now = Instant::now();
         // Distinct series of the group, locked in address order (only the committer
         // holds more than one series lock, and other paths hold one at a time, so any
@@ -939,7 +951,7 @@ impl Wal {
                     now,
                     reply: tx,
                 };
-                if helper.send(job).is_ok() {
+                if helper.send(HelperJob::Apply(job)).is_ok() {
                     split = from;
                     pending = Some(rx);
                 }
@@ -1040,7 +1052,11 @@ impl Wal {
         for (req, o) in group.into_iter().zip(outcomes) {
             let _ = req.reply.send(o.expect("every write has an outcome"));
         }
-        drop(replaced);
+        // Freed by the helper while this thread takes the next group (here, without
+        // one, or if it is gone: a failed send hands the states back to be dropped).
+        if let Some(h) = helper.filter(|_| replaced.len() >= PARALLEL_APPLY_ENTRIES) {
+            let _ = h.send(HelperJob::Drop(replaced));
+        }
     }
 
     /// Appends the records `first..=last` (already encoded in `buf`) and syncs. A new

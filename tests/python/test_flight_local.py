@@ -114,8 +114,15 @@ def test_a_year_of_raw_files_is_mapped_without_a_copy(local):
     plan, _ = fastk_local.plan(unix, base)
     assert plan["rows"] == YEAR_ROWS and len(plan["parts"]) == 12
     assert plan["columns"] == ["ts", "open", "high", "low", "close", "volume"]
+    # The year came in one write, so its months were written into one pack file:
+    # every part maps the pack, at its month's image.
     part = plan["parts"][1]
-    assert os.path.isabs(part["path"]) and part["path"].endswith(".chunk")
+    assert os.path.isabs(part["path"]) and part["path"].endswith(".pack")
+    assert {p["path"] for p in plan["parts"]} == {part["path"]}
+    assert part["image_offset"] > 0 and part["file_len"] == os.path.getsize(part["path"])
+    with open(part["path"], "rb") as f:
+        f.seek(part["image_offset"] + 96)
+        assert int.from_bytes(f.read(8), "little") == part["checksum"]
     # ts of the first selected row of the cut range is at the planned offset.
     cut, _ = fastk_local.plan(unix, {**base, "start_ts": feb_15, "end_ts": apr_10})
     with open(cut["parts"][0]["path"], "rb") as f:
@@ -205,7 +212,11 @@ def test_a_file_unlinked_after_the_plan_is_planned_again(local, monkeypatch):
     srv, unix, tcp = local
     with requests.Session() as s:
         expect_ok(register_kline(s, srv.http_url, "LOCR"), 201)
-    put(tcp, ["kline", "LOCR", "1m"], klines(2 * 29 * 1440, JAN_1_2024_MS, seed=6))
+    # January and February in two writes: a chunk file each (one write of both
+    # months would pack them, and the pack outlives a rewrite of one month).
+    rows = klines(2 * 29 * 1440, JAN_1_2024_MS, seed=6)
+    put(tcp, ["kline", "LOCR", "1m"], rows.slice(0, 31 * 1440))
+    put(tcp, ["kline", "LOCR", "1m"], rows.slice(31 * 1440))
     ticket = {"kind": "kline", "symbol": "LOCR", "timeframe": "1m"}
     held = fastk_local.read_table(unix, ticket)
     held_want = doget(unix, ticket)
