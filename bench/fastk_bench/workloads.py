@@ -252,7 +252,8 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
             ways.append(Way(COLOCATED_LOCAL, lambda: fk_local.read_polars(local, ticket)))
             out["how"][COLOCATED_LOCAL] = ("fastk_local.read_polars(fastk_local.connect(socket), "
                                            + json.dumps(ticket) + "): DoAction local-read, pa.memory_map "
-                                           "of each planned chunk file, pa.Array.from_buffers, "
+                                           "of each planned file once (the year, written in one DoPut, is "
+                                           "one pack file), pa.Array.from_buffers, "
                                            "pl.from_arrow(rechunk=False)")
         except Exception as e:  # noqa: BLE001 - a failed row, not a failed run
             log(f"  {COLOCATED_LOCAL}: FAILED {type(e).__name__}: {e}")

@@ -61,17 +61,27 @@ def plan(client: flight.FlightClient, ticket: dict, options=None) -> tuple[dict,
     return p, schema
 
 
-def _file_columns(part: dict, schema: pa.Schema) -> list[pa.Array]:
+def _mapped(path: str, maps: dict) -> pa.Buffer:
+    """The whole file at `path` mapped read-only, once per read: the months of a bulk
+    write share one pack file, and its parts share its mapping."""
+    whole = maps.get(path)
+    if whole is None:
+        try:
+            mm = pa.memory_map(path, "r")
+        except FileNotFoundError as e:
+            raise PlanChanged(str(e)) from e
+        try:
+            whole = mm.read_buffer()
+        finally:
+            # The buffers keep the mapping alive after the file is closed.
+            mm.close()
+        maps[path] = whole
+    return whole
+
+
+def _file_columns(part: dict, schema: pa.Schema, maps: dict) -> list[pa.Array]:
     """The columns of a file part, as arrays over the mapped file (no copy)."""
-    try:
-        mm = pa.memory_map(part["path"], "r")
-    except FileNotFoundError as e:
-        raise PlanChanged(str(e)) from e
-    try:
-        whole = mm.read_buffer()
-    finally:
-        # The buffers keep the mapping alive after the file is closed.
-        mm.close()
+    whole = _mapped(part["path"], maps)
     if whole.size != part["file_len"]:
         raise PlanChanged(f"{part['path']}: {whole.size} bytes, planned {part['file_len']}")
     # A chunk in a pack: its header starts at `image_offset` (0 for a chunk file).
@@ -98,9 +108,10 @@ def _ticket_columns(client, part: dict, schema: pa.Schema, options) -> list[list
 def _read_once(client, ticket: dict, options) -> pa.Table:
     p, schema = plan(client, ticket, options)
     chunks: list[list[pa.Array]] = [[] for _ in schema]
+    maps: dict = {}
     for part in p["parts"]:
         if part["type"] == "file":
-            for col, arr in zip(chunks, _file_columns(part, schema)):
+            for col, arr in zip(chunks, _file_columns(part, schema, maps)):
                 col.append(arr)
         else:
             for col, arrs in zip(chunks, _ticket_columns(client, part, schema, options)):
