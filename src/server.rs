@@ -178,34 +178,56 @@ async fn replica_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         (true, false) => (c.follow_from.clone(), c.poll_interval_s),
         (true, true) => return,
     };
-    let bucket = match crate::replica::Bucket::open(&url) {
-        Ok(b) => b,
-        Err(why) => {
-            tracing::error!(error = %why, "replica: cannot open the object store");
-            return;
-        }
+    let role = if c.publish_to.is_empty() {
+        "follower"
+    } else {
+        "publisher"
     };
     let grace = std::time::Duration::from_secs(c.gc_grace_s);
-    let publisher = crate::replica::Publisher::new(bucket.clone(), grace, c.concurrency);
-    let follower = crate::replica::Follower::new(bucket, c.concurrency);
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(every));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Opened at the first pass, and again at every pass until it opens: a store that
+    // cannot be opened is a failed pass /health reports, not a silent stop.
+    let mut workers = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if !c.publish_to.is_empty() {
-            match publisher.publish_once(&engine).await {
-                Ok(r) if r.published + r.deleted + r.failed > 0 => {
-                    tracing::info!(report = ?r, "replica: published")
+        if workers.is_none() {
+            match crate::replica::Bucket::open(&url) {
+                Ok(bucket) => {
+                    workers = Some((
+                        crate::replica::Publisher::new(bucket.clone(), grace, c.concurrency),
+                        crate::replica::Follower::new(bucket, c.concurrency),
+                    ));
                 }
-                Ok(_) => {}
-                Err(why) => tracing::warn!(error = %why, "replica: publication pass failed"),
+                Err(why) => {
+                    tracing::error!(error = %why, "replica: cannot open the object store");
+                    let why = format!("cannot open the object store: {why}");
+                    engine.note_replica_pass(role, crate::query::now_ms(), Err(why));
+                    continue;
+                }
             }
+        }
+        let (publisher, follower) = workers.as_ref().expect("opened above");
+        if !c.publish_to.is_empty() {
+            let outcome = match publisher.publish_once(&engine).await {
+                Ok(r) => {
+                    if r.published + r.deleted + r.failed > 0 {
+                        tracing::info!(report = ?r, "replica: published");
+                    }
+                    Ok(r.failed)
+                }
+                Err(why) => {
+                    tracing::warn!(error = %why, "replica: publication pass failed");
+                    Err(why)
+                }
+            };
+            engine.note_replica_pass(role, crate::query::now_ms(), outcome);
             continue;
         }
-        match follower.poll_once(&engine).await {
+        let outcome = match follower.poll_once(&engine).await {
             Ok(r) => {
                 if r.changed_catalog()
                     && let Err(e) = engine.reconcile_catalog()
@@ -215,9 +237,14 @@ async fn replica_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
                 if r.applied + r.deleted + r.failed > 0 {
                     tracing::info!(report = ?r, "replica: followed");
                 }
+                Ok(r.failed)
             }
-            Err(why) => tracing::warn!(error = %why, "replica: poll failed"),
-        }
+            Err(why) => {
+                tracing::warn!(error = %why, "replica: poll failed");
+                Err(why)
+            }
+        };
+        engine.note_replica_pass(role, crate::query::now_ms(), outcome);
     }
 }
 

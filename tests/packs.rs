@@ -518,3 +518,59 @@ fn a_bulk_write_with_packing_off_writes_a_file_per_month() {
     );
     assert!(files.iter().all(|f| !f.ends_with(".pack")));
 }
+
+/// A raw pack cut short after it was written (a bad copy, a full disk elsewhere) is an
+/// error for the months past the cut, never a fault of the process: the range a
+/// packed chunk maps is checked against the file's length before it is mapped (a
+/// mapping past the end would raise SIGBUS when read). The months before the cut
+/// still read.
+#[test]
+fn a_truncated_raw_pack_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let (k, _) = store.register(kline_meta()).unwrap();
+    k.write(klines(JAN_2022, 6 * 730), None).unwrap();
+    let snap = k.snapshot();
+    let chunks: Vec<_> = snap.chunks().cloned().collect();
+    assert!(
+        chunks.iter().all(|c| c.is_packed()),
+        "one write of six months: a pack"
+    );
+    let path = chunks[0].path(fastk::storage::chunk::FileKind::Chunk);
+    let last = chunks.last().unwrap();
+    // Cut inside the last month's image.
+    let cut = last.entry.pack.offset + last.entry.file_len / 2;
+    let first_month = read_all(&snap, TsRange::new(None, Some(chunks[0].entry.last_ts)));
+    drop((snap, chunks));
+    drop(k);
+    drop(store);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.set_len(cut).unwrap();
+    drop(f);
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let k = store.get(&kline_meta().key).unwrap();
+    let snap = k.snapshot();
+    let results: Vec<_> = snap.range(TsRange::all()).collect();
+    assert!(
+        results.iter().any(|r| r.is_err()),
+        "the cut month is an error"
+    );
+    let last = snap.chunks().last().unwrap().clone();
+    assert!(last.map().is_err(), "mapping past the end is refused");
+    let ts_cut = last.entry.first_ts;
+    assert_eq!(
+        read_all(&snap, TsRange::new(None, Some(ts_cut - 1)))[0].len(),
+        snap.chunks()
+            .filter(|c| c.entry.last_ts < ts_cut)
+            .map(|c| c.entry.rows as usize)
+            .sum::<usize>(),
+        "the months before the cut still read"
+    );
+    assert_eq!(
+        read_all(
+            &snap,
+            TsRange::new(None, Some(first_month[0][first_month[0].len() - 1]))
+        ),
+        first_month
+    );
+}

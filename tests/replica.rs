@@ -481,3 +481,58 @@ async fn measure_publish_and_catch_up() {
         df.bytes
     );
 }
+
+/// `/health` of a replicating node: no section before the first pass; a completed
+/// pass is "ok"; series that failed in a pass, or three failed passes in a row, make
+/// it degraded and say why; the next completed pass clears both.
+#[test]
+fn health_reports_replication_passes_and_degrades_on_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with(dir.path(), |_| {});
+    assert!(e.health().replica.is_none());
+    let t0 = 1_800_000_000_000;
+    e.note_replica_pass("follower", t0, Ok(0));
+    let h = e.health();
+    let r = h.replica.clone().unwrap();
+    assert_eq!(
+        (r.role.as_str(), r.passes, r.last_ok_ts),
+        ("follower", 1, Some(t0))
+    );
+    assert_eq!(h.status, "ok", "{:?}", h.details);
+
+    e.note_replica_pass("follower", t0 + 1000, Ok(2));
+    let h = e.health();
+    assert_eq!(h.status, "degraded");
+    assert!(
+        h.details.iter().any(|d| d.contains("2 series failed")),
+        "{:?}",
+        h.details
+    );
+
+    for n in 1..=3 {
+        e.note_replica_pass(
+            "follower",
+            t0 + 2000,
+            Err("listing: connection refused".into()),
+        );
+        let h = e.health();
+        let r = h.replica.clone().unwrap();
+        assert_eq!(r.failed_passes, n);
+        assert_eq!(
+            r.last_ok_ts,
+            Some(t0 + 1000),
+            "a failed pass keeps the last success"
+        );
+        assert_eq!(
+            h.details.iter().any(|d| d.contains("connection refused")),
+            n >= fastk::query::REPLICA_FAILED_PASSES_DEGRADED,
+            "{n}: {:?}",
+            h.details
+        );
+    }
+    e.note_replica_pass("follower", t0 + 3000, Ok(0));
+    let h = e.health();
+    let r = h.replica.unwrap();
+    assert_eq!((r.failed_passes, r.last_error, r.passes), (0, None, 6));
+    assert_eq!(h.status, "ok", "{:?}", h.details);
+}

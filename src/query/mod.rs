@@ -44,7 +44,13 @@ struct HealthState {
     validation_findings: Vec<String>,
     last_validation_ts: Option<i64>,
     open_issues: Vec<String>,
+    /// The replication loop's last passes (none until its first pass ends).
+    replica: Option<ReplicaHealth>,
 }
+
+/// Consecutive failed replication passes past which `/health` is degraded: one
+/// failure is a blip of the object store, three in a row is an outage.
+pub const REPLICA_FAILED_PASSES_DEGRADED: u64 = 3;
 
 /// The engine: storage, registry, metrics and configuration behind one API.
 #[derive(Debug)]
@@ -624,6 +630,36 @@ impl Engine {
         Ok(report)
     }
 
+    /// Notes the outcome of one replication pass (`replica.publish_to` or
+    /// `replica.follow_from`) at `now_ms`: `Ok` with the series whose publication or
+    /// apply failed in an otherwise completed pass, `Err` when the pass itself failed
+    /// (the object store could not be listed or written). `/health` reports it.
+    pub fn note_replica_pass(
+        &self,
+        role: &str,
+        now_ms: i64,
+        outcome: std::result::Result<u64, String>,
+    ) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let r = h.replica.get_or_insert_with(|| ReplicaHealth {
+            role: role.to_string(),
+            ..ReplicaHealth::default()
+        });
+        r.passes += 1;
+        match outcome {
+            Ok(failed_series) => {
+                r.last_ok_ts = Some(now_ms);
+                r.failed_passes = 0;
+                r.last_failed_series = failed_series;
+                r.last_error = None;
+            }
+            Err(why) => {
+                r.failed_passes += 1;
+                r.last_error = Some(why);
+            }
+        }
+    }
+
     /// Cached health: cheap enough for a dashboard to poll.
     pub fn health(&self) -> Health {
         let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
@@ -650,6 +686,28 @@ impl Engine {
         if let Some(why) = self.store.wal_poisoned() {
             details.push(why);
         }
+        let replica = h.replica.clone().map(|mut r| {
+            r.since_ok_s = r
+                .last_ok_ts
+                .map(|t| (now_ms().saturating_sub(t) / 1000).max(0) as u64);
+            r
+        });
+        if let Some(r) = &replica {
+            if r.failed_passes >= REPLICA_FAILED_PASSES_DEGRADED {
+                details.push(format!(
+                    "replication ({}): the last {} passes failed: {}",
+                    r.role,
+                    r.failed_passes,
+                    r.last_error.as_deref().unwrap_or("?")
+                ));
+            }
+            if r.last_failed_series > 0 {
+                details.push(format!(
+                    "replication ({}): {} series failed in the last pass (their previous state is kept; see the log)",
+                    r.role, r.last_failed_series
+                ));
+            }
+        }
         let status = if !serving {
             "failing"
         } else if details.is_empty() {
@@ -669,6 +727,7 @@ impl Engine {
             mapped_files: maps.live as u64,
             max_mapped_files: maps.max as u64,
             last_validation_ts: h.last_validation_ts,
+            replica,
             details,
         }
     }

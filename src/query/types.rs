@@ -311,8 +311,37 @@ pub struct Health {
     pub max_mapped_files: u64,
     /// Milliseconds since the epoch of the last validation, if any ran.
     pub last_validation_ts: Option<i64>,
+    /// Read replication (`replica.publish_to` or `replica.follow_from`), once its
+    /// first pass has ended; absent on a node that neither publishes nor follows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaHealth>,
     /// One line per open issue.
     pub details: Vec<String>,
+}
+
+/// The replication passes of this node, in `/health` (docs/scale-out.md, "Read
+/// replicas"). A follower serves what it had at its last successful pass, so
+/// `since_ok_s` bounds how far it trails the publications it can see; the primary's
+/// own `publish_interval_s` (and `storage.fold_age_s`) come on top.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"role": "follower", "passes": 120, "last_ok_ts": 1704067200000_i64, "since_ok_s": 4, "failed_passes": 0, "last_failed_series": 0, "last_error": null}))]
+pub struct ReplicaHealth {
+    /// `publisher` or `follower`.
+    pub role: String,
+    /// Passes since the server started.
+    pub passes: u64,
+    /// Milliseconds since the epoch when the last pass completed.
+    pub last_ok_ts: Option<i64>,
+    /// Seconds since then.
+    pub since_ok_s: Option<u64>,
+    /// Passes in a row that failed as a whole (object store unreachable); 3 or more
+    /// make `/health` degraded.
+    pub failed_passes: u64,
+    /// Series whose publication or apply failed in the last completed pass (their
+    /// previous state is kept); above 0 makes `/health` degraded.
+    pub last_failed_series: u64,
+    /// Why the last pass failed, while `failed_passes` is above 0.
+    pub last_error: Option<String>,
 }
 
 /// `/inventory`.

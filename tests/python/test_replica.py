@@ -130,3 +130,16 @@ def test_replica_follows_and_refuses_writes(pair):
         list(c.do_action(flight.Action("delete-range", body)))
     c.close()
     same_reads(primary, replica)
+
+
+def test_health_reports_each_nodes_replication(pair, server):
+    primary, replica = pair
+    for node, role in ((primary, "publisher"), (replica, "follower")):
+        h = requests.get(node.http_url + "/health", timeout=30).json()
+        r = h["replica"]
+        assert r["role"] == role
+        assert r["passes"] >= 1 and r["failed_passes"] == 0 and r["last_error"] is None
+        assert r["last_ok_ts"] > 0 and 0 <= r["since_ok_s"] <= 30
+        assert not any("replication" in d for d in h["details"]), h["details"]
+    # A node that neither publishes nor follows has no replica section.
+    assert "replica" not in requests.get(server.http_url + "/health", timeout=30).json()
