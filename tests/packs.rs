@@ -252,6 +252,20 @@ fn engine(root: &Path) -> Arc<Engine> {
     Engine::open(c).unwrap()
 }
 
+/// Registers [`scalar_key`], an f64 series.
+fn register_scalar(e: &Engine) {
+    e.register_scalar(&RegisterScalar {
+        symbol: "S".into(),
+        timeframe: "1h".into(),
+        timeframe_ms: None,
+        category: "signal".into(),
+        name: "x".into(),
+        value_type: Some(ValueType::F64),
+        retention_ms: None,
+    })
+    .unwrap();
+}
+
 fn scalar_key() -> SeriesKey {
     SeriesKey::scalar("S", "1h", "signal", "x").unwrap()
 }
@@ -287,16 +301,7 @@ fn predicates(e: &Engine) -> Vec<(Vec<i64>, u64)> {
 fn scalar_predicates_use_the_sidecars_in_the_pack_and_validate_is_clean() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine(dir.path());
-    e.register_scalar(&RegisterScalar {
-        symbol: "S".into(),
-        timeframe: "1h".into(),
-        timeframe_ms: None,
-        category: "signal".into(),
-        name: "x".into(),
-        value_type: Some(ValueType::F64),
-        retention_ms: None,
-    })
-    .unwrap();
+    register_scalar(&e);
     let n = 12 * 730;
     let mut b = WriteBatch::with_capacity(2, n);
     for i in 0..n as i64 {
@@ -390,16 +395,7 @@ fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
     // About ten months of 1h scalar rows (730 rows, ~14 KiB with sidecars) per pack.
     c.storage.pack_target_bytes = 160 << 10;
     let e = Engine::open(c).unwrap();
-    e.register_scalar(&RegisterScalar {
-        symbol: "S".into(),
-        timeframe: "1h".into(),
-        timeframe_ms: None,
-        category: "signal".into(),
-        name: "x".into(),
-        value_type: Some(ValueType::F64),
-        retention_ms: None,
-    })
-    .unwrap();
+    register_scalar(&e);
     let n = 36 * 730 + 17;
     let mut b = WriteBatch::with_capacity(2, n);
     for i in 0..n as i64 {

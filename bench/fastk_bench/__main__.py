@@ -194,6 +194,34 @@ def fastk_maker(binary: pathlib.Path, fastk_version: str, root: pathlib.Path, lo
     return make
 
 
+def fresh_makers(args, skip: set[str], fastk_version: str, root: pathlib.Path, fastk_log: pathlib.Path) -> dict:
+    """Workload 1's contenders, label -> a callable that makes one on a new empty store
+    under `root` and returns it with the function that stops it: FastK over Flight (one
+    stream and three), and ArcticDB, DuckDB and Polars unless skipped."""
+    n_fresh = itertools.count()
+
+    def scratch(name: str) -> pathlib.Path:
+        return root / f"{name}-{next(n_fresh)}"
+
+    def fastk_fresh(cls):
+        def make():
+            server = procs.FastK(args.fastk_bin, scratch("fastk"), fastk_log)
+            return cls(server, fastk_version), server.stop
+        return make
+
+    def peer_fresh(cls, name):
+        def make():
+            return cls(scratch(name)), lambda: None
+        return make
+
+    fresh = {systems.FastKFlight.label: fastk_fresh(systems.FastKFlight),
+             systems.FastKFlightConcurrent.label: fastk_fresh(systems.FastKFlightConcurrent)}
+    for cls, name in ((systems.Arctic, "arcticdb"), (systems.DuckDB, "duckdb"), (systems.Polars, "polars")):
+        if cls.label not in skip:
+            fresh[cls.label] = peer_fresh(cls, name)
+    return fresh
+
+
 def ingest_only(args, P: dict, results: dict, skip: set[str], fastk_version: str, work: pathlib.Path,
                 logs: pathlib.Path) -> dict:
     """`--only ingest`: workload 1 (bulk ingest) alone, the way the full run measures it:
@@ -208,24 +236,7 @@ def ingest_only(args, P: dict, results: dict, skip: set[str], fastk_version: str
     results["dataset"] = {"symbols": ds.symbols, "kline_rows": ds.kline_rows,
                           "bars_per_symbol": spec.bars_per_symbol, "scalar_rows": ds.scalar.num_rows,
                           "seed": dataset.SEED}
-    n_fresh = itertools.count()
-
-    def fastk_fresh(cls):
-        def make():
-            server = procs.FastK(args.fastk_bin, work / f"fastk-{next(n_fresh)}", logs / "fastk-ingest.log")
-            return cls(server, fastk_version), server.stop
-        return make
-
-    def peer_fresh(cls, name):
-        def make():
-            return cls(work / f"{name}-{next(n_fresh)}"), lambda: None
-        return make
-
-    fresh = {systems.FastKFlight.label: fastk_fresh(systems.FastKFlight),
-             systems.FastKFlightConcurrent.label: fastk_fresh(systems.FastKFlightConcurrent)}
-    for cls, name in ((systems.Arctic, "arcticdb"), (systems.DuckDB, "duckdb"), (systems.Polars, "polars")):
-        if cls.label not in skip:
-            fresh[cls.label] = peer_fresh(cls, name)
+    fresh = fresh_makers(args, skip, fastk_version, work, logs / "fastk-ingest.log")
     first = []
     stops = []
     for label, make in fresh.items():
@@ -500,29 +511,7 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001
                 versions[s.label] = f"? ({e})"
         # More loads of the contenders, each into a new empty store (all removed after the last).
-        n_fresh = itertools.count()
-
-        def scratch(name: str) -> pathlib.Path:
-            return work / "ingest-repeats" / f"{name}-{next(n_fresh)}"
-
-        def fastk_fresh(cls):
-            def make():
-                d = scratch("fastk")
-                server = procs.FastK(args.fastk_bin, d, logs / "fastk-repeats.log")
-                return cls(server, fastk_version), server.stop
-            return make
-
-        def peer_fresh(cls, name):
-            def make():
-                d = scratch(name)
-                return cls(d), lambda: None
-            return make
-
-        fresh = {systems.FastKFlight.label: fastk_fresh(systems.FastKFlight),
-                 systems.FastKFlightConcurrent.label: fastk_fresh(systems.FastKFlightConcurrent)}
-        for cls, name in ((systems.Arctic, "arcticdb"), (systems.DuckDB, "duckdb"), (systems.Polars, "polars")):
-            if cls.label not in skip:
-                fresh[cls.label] = peer_fresh(cls, name)
+        fresh = fresh_makers(args, skip, fastk_version, work / "ingest-repeats", logs / "fastk-repeats.log")
         results["ingest"] = workloads.ingest(ingest_systems, ds, fresh, repeats=P["ingest_loads"])
         # The extra stores go only now: deleting one right before the next load would make
         # that load pay for it (ext4 without a journal, as here, skips inodes deleted in
