@@ -46,6 +46,10 @@ pub struct Gauges {
     pub store_raw_bytes: u64,
     /// Bytes of decompressed images cached for reads of compressed months.
     pub decompressed_bytes: u64,
+    /// Read replication, once its first pass ended (None on a node that neither
+    /// publishes nor follows): seconds since the last completed pass (None before
+    /// one completed), failed passes in a row, series failed in the last pass.
+    pub replica: Option<(Option<u64>, u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +272,28 @@ impl Metrics {
             "Bytes of decompressed compressed months cached for reads (storage.decompressed_cache_bytes).",
             g.decompressed_bytes as i64,
         );
+        if let Some((since_ok_s, failed_passes, failed_series)) = g.replica {
+            if let Some(s) = since_ok_s {
+                gauge(
+                    &mut out,
+                    "fastk_replica_seconds_since_ok",
+                    "Seconds since this node's last completed replication pass (a follower's own share of its lag).",
+                    s as i64,
+                );
+            }
+            gauge(
+                &mut out,
+                "fastk_replica_failed_passes",
+                "Replication passes in a row that failed as a whole (3 or more: /health degraded).",
+                failed_passes as i64,
+            );
+            gauge(
+                &mut out,
+                "fastk_replica_failed_series",
+                "Series whose publication or apply failed in the last completed replication pass.",
+                failed_series as i64,
+            );
+        }
         if let Some(w) = &g.wal {
             gauge(
                 &mut out,

@@ -813,6 +813,10 @@ impl Engine {
             store_files: series.iter().map(|s| files_of(&s.snapshot())).sum(),
             store_raw_bytes: series.iter().map(|s| s.snapshot().raw_bytes()).sum(),
             decompressed_bytes: self.store.options().map_cache.stats().decompressed_bytes as u64,
+            replica: health
+                .replica
+                .as_ref()
+                .map(|r| (r.since_ok_s, r.failed_passes, r.last_failed_series)),
         };
         self.metrics.render(&g)
     }

@@ -141,5 +141,10 @@ def test_health_reports_each_nodes_replication(pair, server):
         assert r["passes"] >= 1 and r["failed_passes"] == 0 and r["last_error"] is None
         assert r["last_ok_ts"] > 0 and 0 <= r["since_ok_s"] <= 30
         assert not any("replication" in d for d in h["details"]), h["details"]
-    # A node that neither publishes nor follows has no replica section.
+        text = requests.get(node.http_url + "/metrics", timeout=30).text
+        assert "\nfastk_replica_failed_passes 0\n" in text
+        assert "\nfastk_replica_failed_series 0\n" in text
+        assert "\nfastk_replica_seconds_since_ok " in text
+    # A node that neither publishes nor follows has no replica section, nor gauges.
     assert "replica" not in requests.get(server.http_url + "/health", timeout=30).json()
+    assert "fastk_replica_" not in requests.get(server.http_url + "/metrics", timeout=30).text
