@@ -159,21 +159,15 @@ fn write_units(plans: usize, packs: &[WritePack]) -> Vec<WriteUnit> {
 /// One month's chunk as built for writing: its bytes (borrowing the plan's columns)
 /// and sidecars.
 struct BuiltChunk<'p> {
-    month: i32,
     raw: ChunkParts<'p>,
     /// The encoded header, header and body of the compressed form, when written so.
     compressed: Option<([u8; CHUNK_HEADER_LEN], ChunkHeader, Vec<u8>)>,
     sidecars: sidecar::Sidecars,
-    version: u64,
 }
 
 impl BuiltChunk<'_> {
     fn header(&self) -> &ChunkHeader {
         self.compressed.as_ref().map_or(&self.raw.header, |c| &c.1)
-    }
-
-    fn file_len(&self) -> u64 {
-        self.header().file_len()
     }
 
     /// The chunk's bytes, in order.
@@ -187,14 +181,12 @@ impl BuiltChunk<'_> {
     /// The manifest entry of the chunk, stored at `pack`.
     fn entry(&self, pack: super::format::PackLoc) -> ChunkEntry {
         let side = |b: &Option<Vec<u8>>| b.as_deref().map_or_else(SidecarRef::default, sidecar_ref);
-        let e = ChunkEntry::live(
+        ChunkEntry::live(
             self.header(),
             side(&self.sidecars.zonemap),
             side(&self.sidecars.vindex),
             pack,
-        );
-        debug_assert_eq!((e.month, e.write_version), (self.month, self.version));
-        e
+        )
     }
 }
 
@@ -1016,10 +1008,10 @@ impl Series {
                 });
             }
         };
+        let fits = |count: usize, bytes: u64| PackIndex::data_start(count) + bytes <= target;
         let (mut start, mut bytes) = (0, 0u64);
         for (i, p) in plans.iter().enumerate() {
             let n = size(p);
-            let fits = |count: usize, bytes: u64| PackIndex::data_start(count) + bytes <= target;
             if p.compressed || !fits(1, n) {
                 close(start..i, &mut out);
                 (start, bytes) = (i + 1, 0);
@@ -1278,11 +1270,9 @@ impl Series {
             (h.encode(), h, body)
         });
         BuiltChunk {
-            month: plan.month,
             raw,
             compressed,
             sidecars: sidecar::build(&self.meta, cols, &self.opts),
-            version,
         }
     }
 
@@ -1337,23 +1327,20 @@ impl Series {
             generation: pack.generation,
             entries: Vec::with_capacity(built.len()),
         };
+        // The manifest entries (sidecar checksums made once), placed below.
+        let mut entries: Vec<ChunkEntry> = built
+            .iter()
+            .map(|b| b.entry(super::format::PackLoc::NONE))
+            .collect();
         let mut offset = PackIndex::data_start(built.len());
-        for (b, p) in built.iter().zip(plans) {
+        for c in &entries {
             let e = PackEntry {
-                month: p.month,
-                generation: p.generation,
+                month: c.month,
+                generation: c.generation,
                 offset,
-                chunk_len: b.file_len(),
-                zonemap: b
-                    .sidecars
-                    .zonemap
-                    .as_deref()
-                    .map_or_else(Default::default, sidecar_ref),
-                vindex: b
-                    .sidecars
-                    .vindex
-                    .as_deref()
-                    .map_or_else(Default::default, sidecar_ref),
+                chunk_len: c.file_len,
+                zonemap: c.zonemap,
+                vindex: c.vindex,
             };
             offset = align_up(e.end() as usize) as u64;
             index.entries.push(e);
@@ -1384,16 +1371,14 @@ impl Series {
         let file = fsio::write_unreferenced(&self.dir, &name, &runs)
             .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
         pool.push(file, name);
-        let loc = |offset| super::format::PackLoc {
-            generation: pack.generation,
-            offset,
-            len: pack_len,
-        };
-        Ok(built
-            .iter()
-            .zip(&index.entries)
-            .map(|(b, e)| b.entry(loc(e.offset)))
-            .collect())
+        for (c, e) in entries.iter_mut().zip(&index.entries) {
+            c.pack = super::format::PackLoc {
+                generation: pack.generation,
+                offset: e.offset,
+                len: pack_len,
+            };
+        }
+        Ok(entries)
     }
 
     /// Best-effort removal of files of a write that did not commit.
