@@ -115,8 +115,8 @@ impl Series {
                     .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
                 written.push(name);
                 for entry in entries {
-                    let old = live.insert(entry.month, vec![self.chunk_ref(entry)]);
-                    superseded.extend(old.expect("a packed month is live"));
+                    let old = live.insert(entry.month, Arc::new(vec![self.chunk_ref(entry)]));
+                    superseded.extend(old.expect("a packed month is live").iter().cloned());
                 }
             }
             fsio::fsync_dir(&self.dir).map_err(|e| StorageError::io(self.rel_dir.to_string(), e))

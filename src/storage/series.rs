@@ -50,7 +50,7 @@ impl WriteBatch {
         }
     }
     pub fn len(&self) -> usize {
-        self.cols.first().map_or(0, Vec::len)
+        self.cols.first().map_or(0, |l| l.len())
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -213,6 +213,13 @@ fn put_at<'b>(runs: &mut Vec<&'b [u8]>, at: &mut u64, run: &'b [u8], to: u64) {
     *at = to + run.len() as u64;
 }
 
+/// Rows and bytes (laid out as files) of the in-memory chunks of one month's list.
+fn memory_totals(list: &[Arc<ChunkRef>]) -> (u64, u64) {
+    list.iter()
+        .filter(|c| c.is_memory())
+        .fold((0, 0), |(r, b), c| (r + c.entry.rows, b + c.entry.file_len))
+}
+
 impl Series {
     pub(crate) fn new(
         meta: Arc<SeriesMeta>,
@@ -368,7 +375,7 @@ impl Series {
         // order) concatenated, and whether the first of them rewrote the month.
         let mut memory: Vec<(i32, Vec<Vec<i64>>, bool)> = Vec::new();
         for (&month, chunks) in &snap.live {
-            for c in chunks {
+            for c in chunks.iter() {
                 if !c.is_memory() {
                     live.entry(month).or_default().push(Arc::clone(c));
                     continue;
@@ -395,7 +402,7 @@ impl Series {
             version: snap.version,
             next_generation: snap.next_generation,
             retention_ms: snap.retention_ms,
-            live,
+            live: super::snapshot::month_lists(live),
             obsolete: snap.obsolete.clone(),
             wal_lsn: snap.wal_lsn,
             unfolded: None,
@@ -405,7 +412,7 @@ impl Series {
         let mut plans = Vec::with_capacity(memory.len());
         for (month, m, full) in &memory {
             let cols: Vec<&[i64]> = m.iter().map(Vec::as_slice).collect();
-            let files = base.live.get(month).map_or(0, Vec::len);
+            let files = base.live.get(month).map_or(0, |l| l.len());
             let plan = if *full || files == 0 {
                 MonthPlan {
                     month: *month,
@@ -465,10 +472,16 @@ impl Series {
             version,
             ..WriteReport::default()
         };
+        // Rows and bytes of the in-memory chunks (`snap.unfolded`'s totals: none when
+        // the state is exactly the manifest), kept up to date month by month.
+        let (mut rows, mut bytes) = snap.unfolded.map_or((0, 0), |u| (u.rows, u.bytes));
         for (month, range) in month_groups(&batch.cols[0]) {
             let new: Vec<&[i64]> = batch.cols.iter().map(|c| &c[range.clone()]).collect();
             let n = new[0].len() as u64;
-            let list = live.get(&month).map_or(&[][..], Vec::as_slice);
+            // This month's list as the state before the write has it (shared: the
+            // new state gets a new list, built once below).
+            let old_list = live.get(&month).cloned().unwrap_or_default();
+            let list = old_list.as_slice();
             let last = list.last();
             let appends = last.is_none_or(|c| new[0][0] > c.entry.last_ts);
             // An append merges the month's last in-memory chunks that are not larger
@@ -507,12 +520,16 @@ impl Series {
                     let plan = self.merge_month(snap, month, &new, 0)?;
                     (plan.cols, true, plan.inserted, plan.replaced, true)
                 };
-            let list = live.entry(month).or_default();
-            if supersede {
-                superseded.extend(list.drain(..).filter(|c| !c.is_memory()));
+            // What leaves the month's list: the merged heads of an append (all in
+            // memory), or the whole list of a rewrite (its files stay listed in the
+            // manifest until the next fold, as superseded).
+            let (kept, gone) = if supersede {
+                superseded.extend(list.iter().filter(|c| !c.is_memory()).cloned());
+                (&[][..], list)
             } else {
-                list.truncate(list.len() - merge);
-            }
+                list.split_at(list.len() - merge)
+            };
+            let before = memory_totals(gone);
             let header = ChunkHeader {
                 meta: Arc::clone(&self.meta),
                 ncols,
@@ -537,22 +554,32 @@ impl Series {
             let refs: Vec<&[i64]> = cols.iter().map(|c| &**c).collect();
             pieces.push(&refs);
             let chunk = super::chunk::MappedChunk::in_memory_joined(header, &pieces);
-            list.push(Arc::new(ChunkRef::in_memory(
+            let chunk = Arc::new(ChunkRef::in_memory(
                 chunk,
                 Arc::clone(&self.dir),
                 Arc::clone(&self.rel_dir),
                 Arc::clone(&self.opts.map_cache),
-            )));
+            ));
+            // Only this month's in-memory chunks changed: the totals move by what left
+            // and what came (a series with years of months is not walked per write).
+            rows = rows - before.0 + chunk.entry.rows;
+            bytes = bytes - before.1 + chunk.entry.file_len;
+            let mut next_list = Vec::with_capacity(kept.len() + 1);
+            next_list.extend(kept.iter().cloned());
+            next_list.push(chunk);
+            live.insert(month, Arc::new(next_list));
             report.inserted += inserted;
             report.replaced += replaced;
             report.months.push(MonthPartition(month));
         }
         report.written = report.inserted + report.replaced;
-        let (mut rows, mut bytes) = (0, 0);
-        for c in live.values().flatten().filter(|c| c.is_memory()) {
-            rows += c.entry.rows;
-            bytes += c.entry.file_len;
-        }
+        debug_assert_eq!(
+            (rows, bytes),
+            live.values()
+                .map(|l| memory_totals(l))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+            "the unfolded totals are those of the in-memory chunks"
+        );
         let unfolded = super::snapshot::Unfolded {
             first_lsn: snap.unfolded.map_or(lsn, |u| u.first_lsn),
             since: snap.unfolded.map_or(now, |u| u.since),
@@ -792,7 +819,7 @@ impl Series {
         range: TsRange,
         generation: u64,
     ) -> Result<(MonthPlan<'static>, u64)> {
-        let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
+        let existing = snap.live.get(&month).map_or(&[][..], |l| l.as_slice());
         let mapped = existing
             .iter()
             .map(|c| c.map())
@@ -829,7 +856,7 @@ impl Series {
         new: &[&'a [i64]],
         generation: u64,
     ) -> Result<MonthPlan<'a>> {
-        let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
+        let existing = snap.live.get(&month).map_or(&[][..], |l| l.as_slice());
         let appends = existing.last().is_none_or(|c| new[0][0] > c.entry.last_ts);
         if appends && existing.len() < self.opts.max_chunks_per_month {
             let n = new[0].len() as u64;
@@ -855,7 +882,7 @@ impl Series {
         generation: u64,
     ) -> Result<MonthPlan<'static>> {
         let ncols = new.len();
-        let existing = snap.live.get(&month).map_or(&[][..], Vec::as_slice);
+        let existing = snap.live.get(&month).map_or(&[][..], |l| l.as_slice());
         let mapped = existing
             .iter()
             .map(|c| c.map())
@@ -951,11 +978,11 @@ impl Series {
         let mut live = snap.live.clone();
         let mut superseded = Vec::new();
         for month in dropped {
-            let mut gone = live.remove(month).expect("a dropped month is live");
-            superseded.append(&mut gone);
+            let gone = live.remove(month).expect("a dropped month is live");
+            superseded.extend(gone.iter().cloned());
         }
         for (plan, entry) in plans.iter().zip(entries) {
-            let list = live.entry(plan.month).or_default();
+            let list = Arc::make_mut(live.entry(plan.month).or_default());
             if plan.full {
                 superseded.append(list);
             }
@@ -1438,7 +1465,7 @@ impl Series {
         let mut old: std::collections::HashMap<(i32, u64), Arc<ChunkRef>> = snap
             .live
             .values()
-            .flatten()
+            .flat_map(|l| l.iter())
             .map(|c| ((c.entry.month, c.entry.generation), Arc::clone(c)))
             .collect();
         let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
@@ -1465,7 +1492,7 @@ impl Series {
             version: next.version,
             next_generation: next.next_generation,
             retention_ms: next.retention_ms,
-            live,
+            live: super::snapshot::month_lists(live),
             obsolete,
             wal_lsn,
             unfolded: None,
@@ -1601,7 +1628,7 @@ pub fn month_groups(ts: &[i64]) -> Vec<(i32, std::ops::Range<usize>)> {
 pub(crate) fn live_map(
     series: &Series,
     entries: &[ChunkEntry],
-) -> BTreeMap<i32, Vec<Arc<ChunkRef>>> {
+) -> BTreeMap<i32, super::snapshot::MonthChunks> {
     let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.state == STATE_LIVE) {
         live.entry(e.month)
@@ -1611,7 +1638,7 @@ pub(crate) fn live_map(
     for v in live.values_mut() {
         v.sort_by_key(|c| c.entry.generation);
     }
-    live
+    super::snapshot::month_lists(live)
 }
 
 impl Series {

@@ -12,6 +12,15 @@ use super::error::Result;
 use super::format::{ChunkEntry, Manifest};
 use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
 
+/// One month's live chunks, shared between states (see [`Snapshot::live`]); a writer
+/// changes it with `Arc::make_mut`, which copies it only if another state holds it.
+pub type MonthChunks = Arc<Vec<Arc<ChunkRef>>>;
+
+/// `live` of a [`Snapshot`] from lists built month by month.
+pub fn month_lists(lists: BTreeMap<i32, Vec<Arc<ChunkRef>>>) -> BTreeMap<i32, MonthChunks> {
+    lists.into_iter().map(|(m, l)| (m, Arc::new(l))).collect()
+}
+
 /// One committed state of a series.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -23,7 +32,10 @@ pub struct Snapshot {
     pub retention_ms: i64,
     /// Live chunks by month, ascending generation. Within a month, chunks are disjoint
     /// and ascending in `ts` (a delta is only ever written past the month's last ts).
-    pub live: BTreeMap<i32, Vec<Arc<ChunkRef>>>,
+    /// Each month's list is shared (`Arc`) between the states that did not change it:
+    /// a write makes a new state, and copying the lists of every month of a series
+    /// with years of history on every one-bar append would cost more than the append.
+    pub live: BTreeMap<i32, MonthChunks>,
     /// Superseded entries still listed in the manifest until their files are gone.
     pub obsolete: Vec<ChunkEntry>,
     /// The last write-ahead log record applied to this state (0: none). Equal to the
@@ -101,7 +113,7 @@ impl Snapshot {
     }
 
     pub fn chunks(&self) -> impl DoubleEndedIterator<Item = &Arc<ChunkRef>> {
-        self.live.values().flatten()
+        self.live.values().flat_map(|l| l.iter())
     }
 
     pub fn rows(&self) -> u64 {

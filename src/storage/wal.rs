@@ -529,13 +529,24 @@ struct ApplyJob {
     reply: mpsc::SyncSender<Vec<Result<Applied>>>,
 }
 
-/// What the apply helper does between groups: half of a large write, or dropping the
-/// states a group replaced, which the committer hands over so it can take the next
-/// group at once (a many-series write replaces thousands of states, and freeing them
-/// is a fair share of a group's time).
+/// What a helper thread does: the apply helper applies half of a large write; the
+/// reaper frees what a group leaves behind, which the committer hands over so it can
+/// take the next group at once (a many-series write replaces thousands of states, and
+/// freeing them costs about as much as applying them).
 enum HelperJob {
     Apply(ApplyJob),
-    Drop(Vec<Arc<Snapshot>>),
+    /// The states a group replaced, and its writes' entries (thousands of row
+    /// batches for a many-series write).
+    Drop(Vec<Arc<Snapshot>>, Vec<Arc<Vec<Entry>>>),
+}
+
+/// The committer's helper threads (none without a second core, or if one could not
+/// be spawned: the committer then does their work itself).
+struct Helpers {
+    /// Applies the second half of a large write while the committer applies the first.
+    apply: Option<mpsc::Sender<HelperJob>>,
+    /// Frees the states a large group replaced, after its writers are answered.
+    reap: Option<mpsc::Sender<HelperJob>>,
 }
 
 impl ApplyJob {
@@ -780,30 +791,34 @@ impl Wal {
         // committer applies everything itself.
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         std::thread::scope(|scope| {
-            let helper = (cores > 1)
-                .then(|| {
-                    let (tx, rx) = mpsc::channel::<HelperJob>();
-                    std::thread::Builder::new()
-                        .name("fastk-wal-apply".into())
-                        .spawn_scoped(scope, move || {
-                            while let Ok(job) = rx.recv() {
-                                match job {
-                                    HelperJob::Apply(job) => job.run(),
-                                    HelperJob::Drop(states) => drop(states),
-                                }
+            let spawn = |name: &str| {
+                let (tx, rx) = mpsc::channel::<HelperJob>();
+                std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn_scoped(scope, move || {
+                        while let Ok(job) = rx.recv() {
+                            match job {
+                                HelperJob::Apply(job) => job.run(),
+                                HelperJob::Drop(states, entries) => drop((states, entries)),
                             }
-                        })
-                        .ok()
-                        .map(|_| tx)
-                })
-                .flatten();
-            self.run_with(helper.as_ref());
-            // Dropping the sender ends the helper; the scope joins it.
-            drop(helper);
+                        }
+                    })
+                    .ok()
+                    .map(|_| tx)
+            };
+            // Two threads, so that freeing what one group leaves never delays the
+            // apply of the next.
+            let helpers = Helpers {
+                apply: (cores > 1).then(|| spawn("fastk-wal-apply")).flatten(),
+                reap: (cores > 1).then(|| spawn("fastk-wal-reap")).flatten(),
+            };
+            self.run_with(&helpers);
+            // Dropping the senders ends the helpers; the scope joins them.
+            drop(helpers);
         });
     }
 
-    fn run_with(&self, helper: Option<&mpsc::Sender<HelperJob>>) {
+    fn run_with(&self, helpers: &Helpers) {
         loop {
             let mut group = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -829,7 +844,7 @@ impl Wal {
                 }
                 continue;
             }
-            self.commit_group(group, helper);
+            self.commit_group(group, helpers);
         }
     }
 
@@ -872,7 +887,8 @@ impl Wal {
     /// expected versions) against the state the writes before it leave; a refused one
     /// is answered at once and logs nothing. The series' writer locks are held from the
     /// check to the install, so no other commit interleaves.
-    fn commit_group(&self, group: Vec<Request>, helper: Option<&mpsc::Sender<HelperJob>>) {
+    fn commit_group(&self, group: Vec<Request>, helpers: &Helpers) {
+        let helper = helpers.apply.as_ref();
         let now = Instant::now();
         // Distinct series of the group, locked in address order (only the committer
         // holds more than one series lock, and other paths hold one at a time, so any
@@ -1049,13 +1065,19 @@ impl Wal {
             *self.fold_wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
             self.fold_wake.1.notify_all();
         }
+        let mut entries = Vec::with_capacity(group.len());
         for (req, o) in group.into_iter().zip(outcomes) {
             let _ = req.reply.send(o.expect("every write has an outcome"));
+            entries.push(req.entries);
         }
-        // Freed by the helper while this thread takes the next group (here, without
-        // one, or if it is gone: a failed send hands the states back to be dropped).
-        if let Some(h) = helper.filter(|_| replaced.len() >= PARALLEL_APPLY_ENTRIES) {
-            let _ = h.send(HelperJob::Drop(replaced));
+        // Freed by the reaper while this thread takes the next group (here, without
+        // one, or if it is gone: a failed send hands them back to be dropped).
+        if let Some(h) = helpers
+            .reap
+            .as_ref()
+            .filter(|_| replaced.len() >= PARALLEL_APPLY_ENTRIES)
+        {
+            let _ = h.send(HelperJob::Drop(replaced, entries));
         }
     }
 
