@@ -386,7 +386,7 @@ impl Series {
         m.wal_lsn = base.wal_lsn.max(m.wal_lsn);
         let listed: HashSet<(i32, u64)> =
             m.entries.iter().map(|e| (e.month, e.generation)).collect();
-        for e in &base.obsolete {
+        for e in base.obsolete.iter() {
             let exists = entry_file_exists(&self.dir, e);
             if exists && !listed.contains(&(e.month, e.generation)) {
                 m.entries.push(e.clone());

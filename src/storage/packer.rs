@@ -138,7 +138,7 @@ impl Series {
             next_generation: next_gen,
             retention_ms: snap.retention_ms,
             live,
-            obsolete,
+            obsolete: Arc::new(obsolete),
             wal_lsn: snap.wal_lsn,
             unfolded: None,
             superseded: Vec::new(),

@@ -103,7 +103,8 @@ pub fn snapshot_from_manifest(series: &Series, m: Manifest) -> Snapshot {
         .entries
         .into_iter()
         .filter(|e| e.state == STATE_OBSOLETE)
-        .collect();
+        .collect::<Vec<_>>()
+        .into();
     Snapshot {
         meta: Arc::clone(&series.meta),
         version: m.version,

@@ -982,7 +982,7 @@ impl Series {
             superseded.extend(gone.iter().cloned());
         }
         for (plan, entry) in plans.iter().zip(entries) {
-            let list = Arc::make_mut(live.entry(plan.month).or_default());
+            let list = Arc::make_mut(live.get_or_default_mut(plan.month));
             if plan.full {
                 superseded.append(list);
             }
@@ -995,7 +995,7 @@ impl Series {
             next_generation: next_gen,
             retention_ms: snap.retention_ms,
             live,
-            obsolete,
+            obsolete: Arc::new(obsolete),
             wal_lsn: snap.wal_lsn,
             unfolded: None,
             superseded: Vec::new(),
@@ -1493,7 +1493,7 @@ impl Series {
             next_generation: next.next_generation,
             retention_ms: next.retention_ms,
             live: super::snapshot::month_lists(live),
-            obsolete,
+            obsolete: Arc::new(obsolete),
             wal_lsn,
             unfolded: None,
             superseded: Vec::new(),
@@ -1625,10 +1625,7 @@ pub fn month_groups(ts: &[i64]) -> Vec<(i32, std::ops::Range<usize>)> {
 }
 
 /// Groups manifest entries into the live map of a snapshot.
-pub(crate) fn live_map(
-    series: &Series,
-    entries: &[ChunkEntry],
-) -> BTreeMap<i32, super::snapshot::MonthChunks> {
+pub(crate) fn live_map(series: &Series, entries: &[ChunkEntry]) -> super::snapshot::MonthMap {
     let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
     for e in entries.iter().filter(|e| e.state == STATE_LIVE) {
         live.entry(e.month)

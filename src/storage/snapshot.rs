@@ -17,8 +17,155 @@ use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
 pub type MonthChunks = Arc<Vec<Arc<ChunkRef>>>;
 
 /// `live` of a [`Snapshot`] from lists built month by month.
-pub fn month_lists(lists: BTreeMap<i32, Vec<Arc<ChunkRef>>>) -> BTreeMap<i32, MonthChunks> {
-    lists.into_iter().map(|(m, l)| (m, Arc::new(l))).collect()
+pub fn month_lists(lists: BTreeMap<i32, Vec<Arc<ChunkRef>>>) -> MonthMap {
+    let mut map = MonthMap::default();
+    let mut lists: Vec<(i32, MonthChunks)> =
+        lists.into_iter().map(|(m, l)| (m, Arc::new(l))).collect();
+    let split = lists.len().saturating_sub(RECENT_MONTHS_KEPT);
+    map.recent = lists.split_off(split).into_iter().collect();
+    map.old = Arc::new(lists.into_iter().collect());
+    map.check();
+    map
+}
+
+/// Months [`MonthMap::recent`] keeps after it spills the older ones.
+const RECENT_MONTHS_KEPT: usize = 2;
+/// Months [`MonthMap::recent`] may hold before it spills (see there).
+const RECENT_MONTHS_MAX: usize = 6;
+
+/// A series' live chunks by month, in two levels: every write makes a new state with
+/// its own map, and a write almost always touches only the latest month or two. The
+/// older months sit in one shared map that a new state takes by reference count, so
+/// an append costs the same whatever the history of the series (with one map, each
+/// write paid a reference count per month of history, twice: on clone and on drop).
+#[derive(Debug, Clone, Default)]
+pub struct MonthMap {
+    /// The older months, shared by the states that did not change one of them (a
+    /// rewrite of an old month, a compaction or retention copies it once).
+    old: Arc<BTreeMap<i32, MonthChunks>>,
+    /// The latest months, each after every month of `old`; at most
+    /// `RECENT_MONTHS_MAX` after an insert (the oldest are spilled into `old` then,
+    /// once a new month begins, not once a write).
+    recent: BTreeMap<i32, MonthChunks>,
+}
+
+impl MonthMap {
+    /// The invariant the two levels keep: every month of `old` before every month of
+    /// `recent` (so iteration is `old` then `recent`, in order).
+    fn check(&self) {
+        debug_assert!(
+            match (self.old.keys().next_back(), self.recent.keys().next()) {
+                (Some(a), Some(b)) => a < b,
+                _ => true,
+            },
+            "every old month is before every recent month"
+        );
+    }
+
+    /// Whether month `m` belongs in `old` (it is not after `old`'s last month).
+    fn in_old(&self, m: i32) -> bool {
+        self.old.keys().next_back().is_some_and(|&last| m <= last)
+    }
+
+    pub fn get(&self, m: &i32) -> Option<&MonthChunks> {
+        self.recent.get(m).or_else(|| self.old.get(m))
+    }
+
+    pub fn contains_key(&self, m: &i32) -> bool {
+        self.get(m).is_some()
+    }
+
+    pub fn len(&self) -> usize {
+        self.old.len() + self.recent.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> MonthIter<'_> {
+        self.old.iter().chain(self.recent.iter())
+    }
+
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &MonthChunks> {
+        self.iter().map(|(_, v)| v)
+    }
+
+    pub fn range(
+        &self,
+        r: std::ops::RangeInclusive<i32>,
+    ) -> impl DoubleEndedIterator<Item = (&i32, &MonthChunks)> {
+        self.old.range(r.clone()).chain(self.recent.range(r))
+    }
+
+    pub fn insert(&mut self, m: i32, v: MonthChunks) -> Option<MonthChunks> {
+        let old = if self.in_old(m) {
+            Arc::make_mut(&mut self.old).insert(m, v)
+        } else {
+            self.recent.insert(m, v)
+        };
+        self.spill();
+        self.check();
+        old
+    }
+
+    pub fn remove(&mut self, m: &i32) -> Option<MonthChunks> {
+        if self.in_old(*m) {
+            Arc::make_mut(&mut self.old).remove(m)
+        } else {
+            self.recent.remove(m)
+        }
+    }
+
+    /// Month `m`'s list, made empty if absent (`BTreeMap::entry(m).or_default()`).
+    pub fn get_or_default_mut(&mut self, m: i32) -> &mut MonthChunks {
+        if self.in_old(m) {
+            Arc::make_mut(&mut self.old).entry(m).or_default()
+        } else {
+            self.recent.entry(m).or_default()
+        }
+    }
+
+    /// Moves the oldest recent months into `old` once `recent` holds more than
+    /// `RECENT_MONTHS_MAX`, keeping `RECENT_MONTHS_KEPT`.
+    fn spill(&mut self) {
+        if self.recent.len() <= RECENT_MONTHS_MAX {
+            return;
+        }
+        let keep_from = *self
+            .recent
+            .keys()
+            .nth(self.recent.len() - RECENT_MONTHS_KEPT)
+            .expect("recent holds more than it keeps");
+        let kept = self.recent.split_off(&keep_from);
+        let spilled = std::mem::replace(&mut self.recent, kept);
+        Arc::make_mut(&mut self.old).extend(spilled);
+        assert!(
+            self.recent.len() == RECENT_MONTHS_KEPT,
+            "recent keeps its months"
+        );
+    }
+}
+
+/// The months of a [`MonthMap`] in order.
+pub type MonthIter<'a> = std::iter::Chain<
+    std::collections::btree_map::Iter<'a, i32, MonthChunks>,
+    std::collections::btree_map::Iter<'a, i32, MonthChunks>,
+>;
+
+impl<'a> IntoIterator for &'a MonthMap {
+    type Item = (&'a i32, &'a MonthChunks);
+    type IntoIter = MonthIter<'a>;
+    fn into_iter(self) -> MonthIter<'a> {
+        self.iter()
+    }
+}
+
+impl std::ops::Index<&i32> for MonthMap {
+    type Output = MonthChunks;
+    fn index(&self, m: &i32) -> &MonthChunks {
+        self.get(m).expect("a month of the map")
+    }
 }
 
 /// One committed state of a series.
@@ -35,9 +182,11 @@ pub struct Snapshot {
     /// Each month's list is shared (`Arc`) between the states that did not change it:
     /// a write makes a new state, and copying the lists of every month of a series
     /// with years of history on every one-bar append would cost more than the append.
-    pub live: BTreeMap<i32, MonthChunks>,
-    /// Superseded entries still listed in the manifest until their files are gone.
-    pub obsolete: Vec<ChunkEntry>,
+    pub live: MonthMap,
+    /// Superseded entries still listed in the manifest until their files are gone;
+    /// shared by the states that did not change them (a log write makes a new state
+    /// and leaves them to the next fold or compaction).
+    pub obsolete: Arc<Vec<ChunkEntry>>,
     /// The last write-ahead log record applied to this state (0: none). Equal to the
     /// manifest's `wal_lsn` when nothing is waiting to be folded.
     pub wal_lsn: u64,
@@ -104,8 +253,8 @@ impl Snapshot {
             version: 0,
             next_generation: 1,
             retention_ms: 0,
-            live: BTreeMap::new(),
-            obsolete: Vec::new(),
+            live: MonthMap::default(),
+            obsolete: Arc::default(),
             wal_lsn: 0,
             unfolded: None,
             superseded: Vec::new(),
@@ -323,5 +472,83 @@ impl Iterator for RangeIter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two-level map answers as one ordered map (a `BTreeMap` model) under
+    /// inserts, removes and in-place edits anywhere, with `recent` bounded, and a
+    /// clone shares `old` until one of its months changes.
+    #[test]
+    fn month_map_matches_an_ordered_map() {
+        let mut model: BTreeMap<i32, MonthChunks> = BTreeMap::new();
+        let mut map = MonthMap::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for step in 0..4_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly the latest months (a feed), sometimes anywhere (history).
+            let m = if x.is_multiple_of(4) {
+                (x >> 8) as i32 % 200
+            } else {
+                step / 20 + (x >> 8) as i32 % 3
+            };
+            match (x >> 4) % 5 {
+                0..=2 => {
+                    let v: MonthChunks = Arc::new(Vec::new());
+                    let a = map.insert(m, Arc::clone(&v)).map(|o| Arc::as_ptr(&o));
+                    let b = model.insert(m, v).map(|o| Arc::as_ptr(&o));
+                    assert_eq!(a, b);
+                }
+                3 => {
+                    let a = map.remove(&m).map(|o| Arc::as_ptr(&o));
+                    let b = model.remove(&m).map(|o| Arc::as_ptr(&o));
+                    assert_eq!(a, b);
+                }
+                _ => {
+                    let v = Arc::clone(map.get_or_default_mut(m));
+                    let w = model.entry(m).or_insert_with(|| Arc::clone(&v));
+                    assert!(Arc::ptr_eq(&v, w) || (v.is_empty() && w.is_empty()));
+                    *w = Arc::clone(&v);
+                }
+            }
+            assert!(map.recent.len() <= RECENT_MONTHS_MAX + 1);
+            map.check();
+            let got: Vec<(i32, *const Vec<Arc<ChunkRef>>)> =
+                map.iter().map(|(k, v)| (*k, Arc::as_ptr(v))).collect();
+            let want: Vec<(i32, *const Vec<Arc<ChunkRef>>)> =
+                model.iter().map(|(k, v)| (*k, Arc::as_ptr(v))).collect();
+            assert_eq!(got, want, "step {step}");
+            assert_eq!(map.len(), model.len());
+            let (lo, hi) = (m - 5, m + 5);
+            let r: Vec<i32> = map.range(lo..=hi).rev().map(|(k, _)| *k).collect();
+            let w: Vec<i32> = model.range(lo..=hi).rev().map(|(k, _)| *k).collect();
+            assert_eq!(r, w);
+        }
+        // A store's map (36 months, as recovery builds it) shares its older months
+        // with a clone, and appends to the latest month do not copy them.
+        let lists: BTreeMap<i32, Vec<Arc<ChunkRef>>> = (0..36).map(|m| (m, Vec::new())).collect();
+        let map = month_lists(lists);
+        assert_eq!((map.old.len(), map.recent.len()), (34, 2));
+        let mut next = map.clone();
+        for _ in 0..100 {
+            next = next.clone();
+            next.insert(35, Arc::new(Vec::new()));
+            assert!(
+                Arc::ptr_eq(&next.old, &map.old),
+                "an append copies no old month"
+            );
+        }
+        // Every new month past the limit spills into `old`: copied once, not per write.
+        for m in 36..36 + RECENT_MONTHS_MAX as i32 {
+            next.insert(m, Arc::new(Vec::new()));
+        }
+        assert!(!Arc::ptr_eq(&next.old, &map.old));
+        assert!(next.recent.len() <= RECENT_MONTHS_MAX);
+        assert_eq!(next.len(), 36 + RECENT_MONTHS_MAX);
     }
 }
