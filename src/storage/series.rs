@@ -50,7 +50,7 @@ impl WriteBatch {
         }
     }
     pub fn len(&self) -> usize {
-        self.cols.first().map_or(0, |l| l.len())
+        self.cols.first().map_or(0, Vec::len)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
