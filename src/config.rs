@@ -127,6 +127,9 @@ pub struct StorageConfig {
     /// Sealed compressed months of small chunks are gathered into pack files of at most
     /// this many bytes by the compression pass (0: never pack).
     pub pack_target_bytes: u64,
+    /// Chunk and pack files of a write at least this large bypass the page cache
+    /// (`O_DIRECT`; 0: never).
+    pub direct_write_min_bytes: u64,
 }
 
 impl Default for StorageConfig {
@@ -160,6 +163,7 @@ impl Default for StorageConfig {
             compress_interval_s: 3_600,
             decompressed_cache_bytes: crate::storage::mapcache::DEFAULT_DECOMPRESSED_CACHE_BYTES,
             pack_target_bytes: crate::storage::pack::DEFAULT_PACK_TARGET_BYTES,
+            direct_write_min_bytes: crate::storage::DEFAULT_DIRECT_WRITE_MIN_BYTES,
         }
     }
 }
@@ -192,6 +196,7 @@ impl StorageConfig {
                 i64::try_from(self.compress_after_s.saturating_mul(1000)).unwrap_or(i64::MAX)
             }),
             pack_target_bytes: self.pack_target_bytes,
+            direct_write_min_bytes: self.direct_write_min_bytes,
             ..StoreOptions::default()
         }
     }

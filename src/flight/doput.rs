@@ -128,10 +128,12 @@ pub async fn do_put(
     // write is done, even if the call is dropped meanwhile.
     let body = match target {
         Target::One(key) => {
-            let batch = cols.finish()?;
+            // The received arrays are written in place, not copied into one batch:
+            // a bulk load then takes no second copy of its size in fresh memory.
+            let arrays = cols.into_arrays()?;
             let response = tokio::task::spawn_blocking(move || {
                 let _held = held;
-                write_engine.write(&key, batch, expected)
+                write_engine.write_pieces(&key, &pieces_of(&arrays), expected)
             })
             .await
             .map_err(internal)??;
@@ -512,6 +514,17 @@ impl Columns {
         Ok(out)
     }
 
+    /// The received arrays of each stored column (one per batch, in order), once the
+    /// schema was seen.
+    fn into_arrays(self) -> Result<Vec<Vec<ArrayRef>>, Status> {
+        if self.positions.is_none() {
+            return Err(invalid(
+                "the DoPut stream carried no Arrow schema; send at least the schema message",
+            ));
+        }
+        Ok(self.arrays)
+    }
+
     fn finish(self) -> Result<WriteBatch, Status> {
         if self.positions.is_none() {
             return Err(invalid(
@@ -538,4 +551,30 @@ impl Columns {
         }
         Ok(batch)
     }
+}
+
+/// The rows of `arrays` (per stored column, one array per received batch) as pieces
+/// of the write, one per batch: each column's values in place, float64 values by
+/// their bits (as stored).
+fn pieces_of(arrays: &[Vec<ArrayRef>]) -> Vec<Vec<&[i64]>> {
+    let batches = arrays.first().map_or(0, Vec::len);
+    (0..batches)
+        .map(|k| {
+            arrays
+                .iter()
+                .map(|col| {
+                    let a = &col[k];
+                    match a.data_type() {
+                        DataType::Timestamp(..) => {
+                            &a.as_primitive::<TimestampMillisecondType>().values()[..]
+                        }
+                        DataType::Float64 => {
+                            bytemuck::cast_slice(&a.as_primitive::<Float64Type>().values()[..])
+                        }
+                        _ => &a.as_primitive::<Int64Type>().values()[..],
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }

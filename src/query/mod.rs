@@ -307,6 +307,38 @@ impl Engine {
         })
     }
 
+    /// [`Engine::write`] of rows given in pieces (a DoPut's received batches, each the
+    /// series' columns at one length), read in place where they are in order
+    /// (`Store::write_pieces`).
+    pub fn write_pieces(
+        &self,
+        key: &SeriesKey,
+        pieces: &[Vec<&[i64]>],
+        expected: Option<u64>,
+    ) -> Result<WriteResponse> {
+        self.check_writable()?;
+        let series = self.series(key)?;
+        if key.kind() == SeriesKind::Kline {
+            let mut first = 0;
+            for p in pieces {
+                check_ohlc_cols(p, first)?;
+                first += p.first().map_or(0, |c| c.len());
+            }
+        }
+        let ncols = key.kind().ncols() as u64;
+        let r = self.store.write_pieces(&series, pieces, expected)?;
+        if r.written > 0 {
+            self.metrics.add_written(r.written, r.written * ncols * 8);
+        }
+        Ok(WriteResponse {
+            written: r.written,
+            inserted: r.inserted,
+            replaced: r.replaced,
+            months: r.months.iter().map(MonthPartition::label).collect(),
+            version: r.version,
+        })
+    }
+
     /// Writes rows of many series as one all-or-nothing unit (one log record, one
     /// sync): `entries` in the order the request first named each series, one batch
     /// per series. Every series must exist; kline rows are checked against the OHLC
@@ -932,19 +964,28 @@ pub fn resolve_timeframe_ms(timeframe: &str, given: Option<i64>) -> Result<i64> 
 
 /// Refuses the first kline row that breaks the OHLC rules, naming its request index.
 fn check_ohlc(b: &WriteBatch) -> Result<()> {
-    for i in 0..b.len() {
+    let cols: Vec<&[i64]> = b.cols.iter().map(|c| &c[..]).collect();
+    check_ohlc_cols(&cols, 0)
+}
+
+/// [`check_ohlc`] over kline columns whose first row is record `first` of the write.
+fn check_ohlc_cols(cols: &[&[i64]], first: usize) -> Result<()> {
+    let [ts, open, high, low, close, volume] = cols else {
+        return Ok(());
+    };
+    for i in 0..ts.len() {
         let r = KlineRecord {
-            ts: b.cols[0][i],
-            open: b.cols[1][i],
-            high: b.cols[2][i],
-            low: b.cols[3][i],
-            close: b.cols[4][i],
-            volume: b.cols[5][i],
+            ts: ts[i],
+            open: open[i],
+            high: high[i],
+            low: low[i],
+            close: close[i],
+            volume: volume[i],
         };
         if let Err(why) = r.check() {
             return Err(Error::new(
                 ErrorKind::Unprocessable,
-                format!("record {i} (ts {}): {why}", r.ts),
+                format!("record {} (ts {}): {why}", first + i, r.ts),
             ));
         }
     }

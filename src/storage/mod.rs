@@ -80,6 +80,9 @@ pub struct StoreOptions {
     /// Sealed compressed months whose chunks are small are gathered into pack files
     /// of at most this many bytes (`storage::pack`; 0: never packed).
     pub pack_target_bytes: u64,
+    /// Chunk and pack files of a write at least this large are written around the
+    /// page cache (`O_DIRECT`, `fsio::write_unreferenced_sized`; 0: never).
+    pub direct_write_min_bytes: u64,
     /// The store's mapping and zone-map cache. `Store::open` installs a fresh one sized
     /// by the two keys above, so every open store has its own.
     pub map_cache: Arc<mapcache::MapCache>,
@@ -105,6 +108,7 @@ impl Default for StoreOptions {
             decompressed_cache_bytes: mapcache::DEFAULT_DECOMPRESSED_CACHE_BYTES,
             compress_after_ms: None,
             pack_target_bytes: pack::DEFAULT_PACK_TARGET_BYTES,
+            direct_write_min_bytes: DEFAULT_DIRECT_WRITE_MIN_BYTES,
             map_cache: mapcache::MapCache::new(
                 mapcache::DEFAULT_MAX_MAPPED_FILES,
                 mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
@@ -113,6 +117,11 @@ impl Default for StoreOptions {
         }
     }
 }
+
+/// Default of `storage.direct_write_min_bytes`: above a month of 1m bars (2.1 MB), so
+/// the fold of a live month stays in the page cache for its readers, and below a
+/// pack of a bulk load (`storage.pack_target_bytes`, 32 MiB).
+pub const DEFAULT_DIRECT_WRITE_MIN_BYTES: u64 = 8 << 20;
 
 /// An open store. One process at a time holds it (an OS file lock on `<root>/LOCK`).
 #[derive(Debug)]
@@ -333,6 +342,45 @@ impl Store {
             .wal
             .submit(vec![(Arc::clone(series), batch, expected)])?;
         Ok(r.pop().expect("one report per series"))
+    }
+
+    /// Writes rows given in pieces (each piece: the series' columns, equal lengths) as
+    /// one all-or-nothing write. A bulk write whose timestamps increase across the
+    /// pieces is written from them in place ([`Series::write_pieces`]); anything else
+    /// (a small write for the log, rows out of order, ragged pieces) is gathered into
+    /// one batch and goes through [`Store::write`], which checks and sorts it.
+    pub fn write_pieces(
+        &self,
+        series: &Arc<Series>,
+        pieces: &[Vec<&[i64]>],
+        expected: Option<u64>,
+    ) -> Result<WriteReport> {
+        let ncols = series.meta.key.kind().ncols();
+        let rows: usize = pieces
+            .iter()
+            .map(|p| p.first().map_or(0, |c| c.len()))
+            .sum();
+        if rows > self.opts.wal.direct_rows && series::pieces_in_order(ncols, pieces) {
+            return series.write_pieces(pieces, expected);
+        }
+        let width = pieces.iter().map(Vec::len).max().unwrap_or(ncols);
+        let mut batch = WriteBatch::with_capacity(width, rows);
+        for p in pieces {
+            let n = p.first().map_or(0, |c| c.len());
+            for (c, out) in batch.cols.iter_mut().enumerate() {
+                match p.get(c) {
+                    Some(col) => out.extend_from_slice(col),
+                    // A missing column is refused by the shape check below.
+                    None => out.extend(std::iter::repeat_n(0, n)),
+                }
+            }
+            if p.iter().any(|c| c.len() != n) {
+                return Err(StorageError::InvalidArgument(
+                    "columns have different lengths".into(),
+                ));
+            }
+        }
+        self.write(series, batch, expected)
     }
 
     /// Writes rows of many series as one all-or-nothing write: one log record, one

@@ -116,10 +116,50 @@ pub(super) struct MonthPlan<'a> {
     generation: u64,
     full: bool,
     cols: Vec<Cow<'a, [i64]>>,
+    /// A month that spans pieces of a write ([`Series::write_pieces`]): each column's
+    /// runs, in order, with `cols` empty. The runs are joined only when the chunk is
+    /// built, into a writer thread's reused buffer ([`MonthPlan::columns`]), so a
+    /// bulk load never holds a second copy of its rows.
+    split: Vec<Vec<&'a [i64]>>,
     inserted: u64,
     replaced: u64,
     /// Written compressed (a sealed month, see `storage::codec`).
     compressed: bool,
+}
+
+impl MonthPlan<'_> {
+    fn rows(&self) -> usize {
+        match self.split.first() {
+            Some(runs) => runs.iter().map(|r| r.len()).sum(),
+            None => self.cols[0].len(),
+        }
+    }
+
+    fn ncols(&self) -> usize {
+        if self.split.is_empty() {
+            self.cols.len()
+        } else {
+            self.split.len()
+        }
+    }
+
+    /// The month's columns; a split month's runs are joined into `scratch`, whose
+    /// buffers keep their capacity from one month to the next.
+    fn columns<'s>(&'s self, scratch: &'s mut Vec<Vec<i64>>) -> Vec<&'s [i64]> {
+        if self.split.is_empty() {
+            return self.cols.iter().map(|c| &**c).collect();
+        }
+        scratch.resize_with(self.split.len(), Vec::new);
+        for (out, runs) in scratch.iter_mut().zip(&self.split) {
+            out.clear();
+            for r in runs {
+                out.extend_from_slice(r);
+            }
+        }
+        let cols: Vec<&[i64]> = scratch[..self.split.len()].iter().map(|c| &c[..]).collect();
+        debug_assert!(cols.iter().all(|c| c.len() == self.rows()));
+        cols
+    }
 }
 
 /// A run of a commit's plans written as one pack file (`Series::write_packs`).
@@ -129,6 +169,10 @@ pub(super) struct WritePack {
     /// The pack's generation: past every chunk generation of the commit.
     generation: u64,
 }
+
+/// A writer thread's buffers for joining split months: per month of a unit, per
+/// column (see [`MonthPlan::columns`]).
+type Scratch = Vec<Vec<Vec<i64>>>;
 
 /// What one writer thread takes at a time: one month's own files, or a whole pack.
 #[derive(Debug, Clone, Copy)]
@@ -415,6 +459,7 @@ impl Series {
             let files = base.live.get(month).map_or(0, |l| l.len());
             let plan = if *full || files == 0 {
                 MonthPlan {
+                    split: Vec::new(),
                     month: *month,
                     generation: next_gen,
                     full: true,
@@ -427,6 +472,7 @@ impl Series {
                 self.merge_month(&base, *month, &cols, next_gen)?
             } else {
                 MonthPlan {
+                    split: Vec::new(),
                     month: *month,
                     generation: next_gen,
                     full: false,
@@ -518,6 +564,7 @@ impl Series {
                     (cols, full, n, 0, false)
                 } else {
                     let plan = self.merge_month(snap, month, &new, 0)?;
+                    debug_assert!(plan.split.is_empty(), "a merged month owns its rows");
                     (plan.cols, true, plan.inserted, plan.replaced, true)
                 };
             // What leaves the month's list: the merged heads of an append (all in
@@ -647,6 +694,103 @@ impl Series {
         for (month, range) in month_groups(&batch.cols[0]) {
             let new: Vec<&[i64]> = batch.cols.iter().map(|c| &c[range.clone()]).collect();
             plans.push(self.plan_month(&snap, month, &new, next_gen)?);
+            next_gen += 1;
+        }
+        self.commit(&snap, plans, next_gen)
+    }
+
+    /// Writes rows given in pieces (a DoPut's received batches, read in place) as
+    /// one all-or-nothing commit, like [`Series::write`] but without gathering them
+    /// into one batch first: a month inside one piece is written from that piece's
+    /// memory, a month that spans pieces is joined (at most a month's rows). The
+    /// caller ([`super::Store::write_pieces`]) checked that every piece has the
+    /// series' columns at equal lengths and that the timestamps increase strictly
+    /// across all of them; anything else goes through [`Series::write`].
+    pub fn write_pieces(
+        &self,
+        pieces: &[Vec<&[i64]>],
+        expected_version: Option<u64>,
+    ) -> Result<WriteReport> {
+        let ncols = self.meta.key.kind().ncols();
+        debug_assert!(
+            pieces_in_order(ncols, pieces),
+            "pieces checked by the caller"
+        );
+        let rows: usize = pieces.iter().map(|p| p[0].len()).sum();
+        check_row_limit(rows, self.opts.max_write_rows)?;
+        let mut at = 0;
+        for p in pieces {
+            check_ts_bounds(p[0]).map_err(|e| match e {
+                StorageError::InvalidArgument(m) if at > 0 => {
+                    StorageError::InvalidArgument(format!("{m} (piece starting at record {at})"))
+                }
+                e => e,
+            })?;
+            at += p[0].len();
+        }
+        let _guard = self.lock_folded()?;
+        let snap = self.snapshot();
+        check_expected(&snap, expected_version)?;
+        if rows == 0 {
+            return Ok(WriteReport {
+                version: snap.version,
+                ..WriteReport::default()
+            });
+        }
+        // Each month's runs, in order: (piece, rows of that piece).
+        type Runs = Vec<(usize, std::ops::Range<usize>)>;
+        let mut months: Vec<(i32, Runs)> = Vec::new();
+        for (k, p) in pieces.iter().enumerate() {
+            for (month, range) in month_groups(p[0]) {
+                match months.last_mut() {
+                    Some((m, runs)) if *m == month => runs.push((k, range)),
+                    _ => months.push((month, vec![(k, range)])),
+                }
+            }
+        }
+        let mut next_gen = snap.next_generation;
+        let mut plans = Vec::with_capacity(months.len());
+        for (month, runs) in &months {
+            let (k0, r0) = &runs[0];
+            let plan = if runs.len() == 1 {
+                let new: Vec<&[i64]> = pieces[*k0].iter().map(|c| &c[r0.clone()]).collect();
+                self.plan_month(&snap, *month, &new, next_gen)?
+            } else if self.appends_as_chunk(&snap, *month, pieces[*k0][0][r0.start]) {
+                // A month across pieces, new or appended to: its runs stay in place
+                // until a writer thread builds its chunk.
+                let split: Vec<Vec<&[i64]>> = (0..ncols)
+                    .map(|c| {
+                        runs.iter()
+                            .map(|(k, r)| &pieces[*k][c][r.clone()])
+                            .collect()
+                    })
+                    .collect();
+                let n: usize = runs.iter().map(|(_, r)| r.len()).sum();
+                let existing = snap.live.get(month).map_or(0, |l| l.len());
+                MonthPlan {
+                    month: *month,
+                    generation: next_gen,
+                    full: existing == 0,
+                    cols: Vec::new(),
+                    split,
+                    inserted: n as u64,
+                    replaced: 0,
+                    compressed: false,
+                }
+            } else {
+                // A rewrite of the month merges from one joined copy of the new rows.
+                let joined: Vec<Vec<i64>> = (0..ncols)
+                    .map(|c| {
+                        runs.iter()
+                            .flat_map(|(k, r)| &pieces[*k][c][r.clone()])
+                            .copied()
+                            .collect()
+                    })
+                    .collect();
+                let new: Vec<&[i64]> = joined.iter().map(|c| &c[..]).collect();
+                self.merge_month(&snap, *month, &new, next_gen)?
+            };
+            plans.push(plan);
             next_gen += 1;
         }
         self.commit(&snap, plans, next_gen)
@@ -838,6 +982,7 @@ impl Series {
         }
         let removed = (old_rows - cols[0].len()) as u64;
         let plan = MonthPlan {
+            split: Vec::new(),
             month,
             generation,
             full: true,
@@ -849,6 +994,15 @@ impl Series {
         Ok((plan, removed))
     }
 
+    /// Whether rows of `month` from `first_ts` on go into a chunk of their own (the
+    /// month is new, or they come after its last row and it has room for a chunk),
+    /// rather than a rewrite of the month.
+    fn appends_as_chunk(&self, snap: &Snapshot, month: i32, first_ts: i64) -> bool {
+        let existing = snap.live.get(&month).map_or(&[][..], |l| l.as_slice());
+        existing.last().is_none_or(|c| first_ts > c.entry.last_ts)
+            && existing.len() < self.opts.max_chunks_per_month
+    }
+
     fn plan_month<'a>(
         &self,
         snap: &Snapshot,
@@ -856,11 +1010,11 @@ impl Series {
         new: &[&'a [i64]],
         generation: u64,
     ) -> Result<MonthPlan<'a>> {
-        let existing = snap.live.get(&month).map_or(&[][..], |l| l.as_slice());
-        let appends = existing.last().is_none_or(|c| new[0][0] > c.entry.last_ts);
-        if appends && existing.len() < self.opts.max_chunks_per_month {
+        if self.appends_as_chunk(snap, month, new[0][0]) {
+            let existing = snap.live.get(&month).map_or(&[][..], |l| l.as_slice());
             let n = new[0].len() as u64;
             return Ok(MonthPlan {
+                split: Vec::new(),
                 month,
                 generation,
                 full: existing.is_empty(),
@@ -916,6 +1070,7 @@ impl Series {
         }
         let inserted = new_ts.len() as u64 - replaced;
         Ok(MonthPlan {
+            split: Vec::new(),
             month,
             generation,
             full: true,
@@ -1020,7 +1175,7 @@ impl Series {
         }
         let ncols = self.meta.key.kind().ncols();
         let size = |p: &MonthPlan| {
-            let rows = p.cols[0].len();
+            let rows = p.rows();
             let chunk = CHUNK_HEADER_LEN as u64 + ncols as u64 * stride_of(rows as u64);
             // Each of the three parts starts aligned: at most one alignment's padding
             // after each.
@@ -1218,16 +1373,24 @@ impl Series {
             Mutex::new((0..units.len()).map(|_| None).collect());
         let stamp = (version, wal_lsn, write_chunks);
         let work = || {
+            // This thread's buffers for split months, reused from unit to unit.
+            let mut scratch = Scratch::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= units.len() || pool.failed() {
                     break;
                 }
                 let r = match units[i] {
-                    WriteUnit::File(p) => self.publish_one(&plans[p], stamp, pool).map(|e| vec![e]),
-                    WriteUnit::Pack(k) => {
-                        self.publish_pack(&plans[packs[k].plans.clone()], &packs[k], stamp, pool)
-                    }
+                    WriteUnit::File(p) => self
+                        .publish_one(&plans[p], stamp, pool, &mut scratch)
+                        .map(|e| vec![e]),
+                    WriteUnit::Pack(k) => self.publish_pack(
+                        &plans[packs[k].plans.clone()],
+                        &packs[k],
+                        stamp,
+                        pool,
+                        &mut scratch,
+                    ),
                 };
                 let failed = r.is_err();
                 results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
@@ -1271,7 +1434,7 @@ impl Series {
     ) -> BuiltChunk<'p> {
         let header = ChunkHeader {
             meta: Arc::clone(&self.meta),
-            ncols: plan.cols.len(),
+            ncols: cols.len(),
             rows: 0,
             first_ts: 0,
             last_ts: 0,
@@ -1310,12 +1473,15 @@ impl Series {
         plan: &MonthPlan,
         stamp: (u64, u64, u32),
         pool: &fsio::SyncPool<'_>,
+        scratch: &mut Scratch,
     ) -> Result<ChunkEntry> {
-        let cols: Vec<&[i64]> = plan.cols.iter().map(|c| &**c).collect();
+        scratch.resize_with(1, Vec::new);
+        let cols = plan.columns(&mut scratch[0]);
         let built = self.build_chunk(plan, stamp, &cols);
         let write = |kind: FileKind, bytes: &[&[u8]]| -> Result<()> {
             let name = data_file_name(plan.month, plan.generation, kind);
-            let file = fsio::write_unreferenced(&self.dir, &name, bytes)
+            let direct = self.opts.direct_write_min_bytes;
+            let file = fsio::write_unreferenced_sized(&self.dir, &name, bytes, direct)
                 .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
             pool.push(file, name);
             Ok(())
@@ -1340,10 +1506,13 @@ impl Series {
         pack: &WritePack,
         stamp: (u64, u64, u32),
         pool: &fsio::SyncPool<'_>,
+        scratch: &mut Scratch,
     ) -> Result<Vec<ChunkEntry>> {
+        scratch.resize_with(plans.len(), Vec::new);
         let cols: Vec<Vec<&[i64]>> = plans
             .iter()
-            .map(|p| p.cols.iter().map(|c| &**c).collect())
+            .zip(scratch.iter_mut())
+            .map(|(p, s)| p.columns(s))
             .collect();
         let built: Vec<BuiltChunk> = plans
             .iter()
@@ -1395,7 +1564,8 @@ impl Series {
         put_at(&mut runs, &mut at, &[], pack_len);
         assert_eq!(at, pack_len, "a pack ends where its index says");
         let name = pack_file_name(pack.generation);
-        let file = fsio::write_unreferenced(&self.dir, &name, &runs)
+        let direct = self.opts.direct_write_min_bytes;
+        let file = fsio::write_unreferenced_sized(&self.dir, &name, &runs, direct)
             .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
         pool.push(file, name);
         for (c, e) in entries.iter_mut().zip(&index.entries) {
@@ -1610,6 +1780,27 @@ pub fn sort_and_check_duplicates(batch: &mut WriteBatch) -> Result<()> {
     Ok(())
 }
 
+/// Whether `pieces` can be written in place by [`Series::write_pieces`]: each has
+/// `ncols` columns of one length, and the timestamps (column 0) increase strictly
+/// within and across pieces.
+pub fn pieces_in_order(ncols: usize, pieces: &[Vec<&[i64]>]) -> bool {
+    let mut last: Option<i64> = None;
+    for p in pieces {
+        if p.len() != ncols || p.iter().any(|c| c.len() != p[0].len()) {
+            return false;
+        }
+        let ts = p[0];
+        let (Some(&first), Some(&end)) = (ts.first(), ts.last()) else {
+            continue;
+        };
+        if last.is_some_and(|l| l >= first) || !ts.windows(2).all(|w| w[0] < w[1]) {
+            return false;
+        }
+        last = Some(end);
+    }
+    true
+}
+
 /// Splits sorted timestamps into runs of one month each.
 pub fn month_groups(ts: &[i64]) -> Vec<(i32, std::ops::Range<usize>)> {
     let mut out = Vec::new();
@@ -1686,10 +1877,20 @@ fn assert_plans(snap: &Snapshot, plans: &[MonthPlan], dropped: &[i32], next_gen:
         "a new chunk's generation is not below the new next_generation"
     );
     for p in plans {
-        let rows = p.cols[0].len();
+        let rows = p.rows();
         assert!(rows > 0, "an empty chunk was planned");
         assert!(u32::try_from(rows).is_ok(), "a chunk's rows must fit u32");
         assert!(p.cols.iter().all(|c| c.len() == rows), "ragged columns");
+        assert!(
+            p.split
+                .iter()
+                .all(|runs| runs.iter().map(|r| r.len()).sum::<usize>() == rows),
+            "ragged split columns"
+        );
+        assert!(
+            p.split.is_empty() || (p.cols.is_empty() && p.split.len() == p.ncols()),
+            "a split month keeps its rows in its runs only"
+        );
     }
 }
 
@@ -1729,7 +1930,7 @@ fn assert_entries(plans: &[MonthPlan], entries: &[ChunkEntry], version: u64) {
             (p.month, p.generation),
             "entry/plan"
         );
-        assert_eq!(e.rows, p.cols[0].len() as u64, "entry rows match the plan");
+        assert_eq!(e.rows, p.rows() as u64, "entry rows match the plan");
         assert_eq!(e.write_version, version, "entry write_version");
         assert_eq!(e.flags & FLAG_FULL != 0, p.full, "entry full flag");
     }
