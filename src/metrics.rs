@@ -48,8 +48,9 @@ pub struct Gauges {
     pub decompressed_bytes: u64,
     /// Read replication, once its first pass ended (None on a node that neither
     /// publishes nor follows): seconds since the last completed pass (None before
-    /// one completed), failed passes in a row, series failed in the last pass.
-    pub replica: Option<(Option<u64>, u64, u64)>,
+    /// one completed), failed passes in a row, series failed in the last pass, and a
+    /// follower's lag behind the primary's publications (None before one applied).
+    pub replica: Option<(Option<u64>, u64, u64, Option<u64>)>,
 }
 
 #[derive(Debug, Default)]
@@ -272,7 +273,15 @@ impl Metrics {
             "Bytes of decompressed compressed months cached for reads (storage.decompressed_cache_bytes).",
             g.decompressed_bytes as i64,
         );
-        if let Some((since_ok_s, failed_passes, failed_series)) = g.replica {
+        if let Some((since_ok_s, failed_passes, failed_series, lag_s)) = g.replica {
+            if let Some(lag) = lag_s {
+                gauge(
+                    &mut out,
+                    "fastk_replica_lag_seconds",
+                    "A follower's lag: seconds since the start of the primary's last complete publication pass that this node holds whole (writes committed on the primary before it are here).",
+                    lag as i64,
+                );
+            }
             if let Some(s) = since_ok_s {
                 gauge(
                     &mut out,

@@ -237,6 +237,11 @@ async fn replica_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
                 if r.applied + r.deleted + r.failed > 0 {
                     tracing::info!(report = ?r, "replica: followed");
                 }
+                if r.failed == 0
+                    && let Some(t) = r.published_ms
+                {
+                    engine.note_replica_published(t);
+                }
                 Ok(r.failed)
             }
             Err(why) => {

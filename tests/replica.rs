@@ -296,6 +296,54 @@ fn walk(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
     out
 }
 
+/// The replica's lag is measured from the primary's publication passes: a follower
+/// that applied a complete pass whole reports that pass's start (the primary's clock)
+/// as `published_ts`; nothing before a complete pass; a failed apply does not move it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_is_measured_from_the_primarys_last_complete_pass() {
+    let t = pair();
+    load(&t.primary);
+    let r = t.follow().await;
+    assert_eq!(r.published_ms, None, "nothing published: no pass record");
+    let before = fastk::query::now_ms();
+    t.publish().await;
+    let after = fastk::query::now_ms();
+    let r = t.follow().await;
+    let started = r.published_ms.expect("a complete pass left its record");
+    assert!(
+        (before..=after).contains(&started),
+        "{before} <= {started} <= {after}"
+    );
+    assert_eq!(r.failed, 0);
+    t.replica.note_replica_published(started);
+    let h = t.replica.health().replica.unwrap();
+    assert_eq!(h.published_ts, Some(started));
+    assert!(h.lag_s.unwrap() <= 5, "{h:?}");
+    // The metric reports it.
+    let metrics = t.replica.metrics_text();
+    assert!(
+        metrics.contains("fastk_replica_lag_seconds "),
+        "{}",
+        &metrics[..metrics.len().min(400)]
+    );
+    // A later pass moves it forward; an older record never moves it back.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    t.publish().await;
+    let r = t.follow().await;
+    let second = r.published_ms.unwrap();
+    assert!(second > started);
+    t.replica.note_replica_published(second);
+    t.replica.note_replica_published(started);
+    assert_eq!(
+        t.replica.health().replica.unwrap().published_ts,
+        Some(second)
+    );
+    // The record is the pass object, written after the manifests of its pass.
+    let pass = t.bucket_dir.join(fastk::replica::PASS);
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(pass).unwrap()).unwrap();
+    assert_eq!(body["started_ms"].as_i64(), Some(second));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_publication_or_a_corrupt_object_keeps_the_old_state() {
     let t = pair();

@@ -692,6 +692,18 @@ impl Engine {
         }
     }
 
+    /// Notes that this follower applied, whole, every manifest of the primary's pass
+    /// that began at `started_ms` (the primary's clock): `/health`'s `published_ts`
+    /// and `lag_s`, and `fastk_replica_lag_seconds`. A later pass never moves it back.
+    pub fn note_replica_published(&self, started_ms: i64) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let r = h.replica.get_or_insert_with(|| ReplicaHealth {
+            role: "follower".to_string(),
+            ..ReplicaHealth::default()
+        });
+        r.published_ts = Some(r.published_ts.map_or(started_ms, |t| t.max(started_ms)));
+    }
+
     /// Cached health: cheap enough for a dashboard to poll.
     pub fn health(&self) -> Health {
         let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
@@ -719,9 +731,13 @@ impl Engine {
             details.push(why);
         }
         let replica = h.replica.clone().map(|mut r| {
+            let now = now_ms();
             r.since_ok_s = r
                 .last_ok_ts
-                .map(|t| (now_ms().saturating_sub(t) / 1000).max(0) as u64);
+                .map(|t| (now.saturating_sub(t) / 1000).max(0) as u64);
+            r.lag_s = r
+                .published_ts
+                .map(|t| (now.saturating_sub(t) / 1000).max(0) as u64);
             r
         });
         if let Some(r) = &replica {
@@ -848,7 +864,7 @@ impl Engine {
             replica: health
                 .replica
                 .as_ref()
-                .map(|r| (r.since_ok_s, r.failed_passes, r.last_failed_series)),
+                .map(|r| (r.since_ok_s, r.failed_passes, r.last_failed_series, r.lag_s)),
         };
         self.metrics.render(&g)
     }

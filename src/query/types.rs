@@ -324,7 +324,7 @@ pub struct Health {
 /// `since_ok_s` bounds how far it trails the publications it can see; the primary's
 /// own `publish_interval_s` (and `storage.fold_age_s`) come on top.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
-#[schema(example = json!({"role": "follower", "passes": 120, "last_ok_ts": 1704067200000_i64, "since_ok_s": 4, "failed_passes": 0, "last_failed_series": 0, "last_error": null}))]
+#[schema(example = json!({"role": "follower", "passes": 120, "last_ok_ts": 1704067200000_i64, "since_ok_s": 4, "failed_passes": 0, "last_failed_series": 0, "last_error": null, "published_ts": 1704067170000_i64, "lag_s": 34}))]
 pub struct ReplicaHealth {
     /// `publisher` or `follower`.
     pub role: String,
@@ -342,6 +342,16 @@ pub struct ReplicaHealth {
     pub last_failed_series: u64,
     /// Why the last pass failed, while `failed_passes` is above 0.
     pub last_error: Option<String>,
+    /// A follower: the primary's clock (ms since the epoch) at the start of its last
+    /// complete publication pass that this node has applied whole. Every write the
+    /// primary committed to a manifest before it is here (writes still in the
+    /// primary's log are not published until folded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_ts: Option<i64>,
+    /// Seconds from `published_ts` to now: the follower's lag behind the primary's
+    /// publications (clocks synchronized, e.g. NTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_s: Option<u64>,
 }
 
 /// `/inventory`.

@@ -44,6 +44,10 @@ pub struct FollowReport {
     /// Data objects fetched and their bytes.
     pub objects: u64,
     pub bytes: u64,
+    /// The primary's `started_ms` of its last complete pass, read before the listing
+    /// (`replica::PASS`; `None` before a publisher completed one). When `failed` is 0
+    /// this replica now holds every write the primary committed before it.
+    pub published_ms: Option<i64>,
 }
 
 impl FollowReport {
@@ -95,6 +99,19 @@ impl Follower {
             Err(object_store::Error::NotFound { .. }) => return Ok(report),
             Err(e) => return Err(format!("cannot read the publication marker: {e}")),
         }
+        report.published_ms = match self.bucket.store.get(&self.bucket.pass()).await {
+            Ok(r) => {
+                let body = r
+                    .bytes()
+                    .await
+                    .map_err(|e| format!("cannot read the pass record: {e}"))?;
+                let record: super::PassRecord = serde_json::from_slice(&body)
+                    .map_err(|e| format!("the pass record is not valid: {e}"))?;
+                Some(record.started_ms)
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(format!("cannot read the pass record: {e}")),
+        };
         let mut remote: BTreeMap<SeriesKey, (Path, String)> = BTreeMap::new();
         for (key, m) in self.bucket.list_manifests().await? {
             let tag = m.e_tag.clone().unwrap_or_else(|| {

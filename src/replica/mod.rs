@@ -10,6 +10,8 @@
 //! `series/`, e.g. `kline/BTCUSDT/1m`):
 //! ```text
 //! FASTK-PUBLICATION                        marker: a publisher has written here
+//! FASTK-PUBLICATION-PASS                   {"started_ms": T}: every manifest committed
+//!                                          on the primary before T is published
 //! manifests/<key>/MANIFEST                 the series' manifest, overwritten (commit point)
 //! data/<key>/<YYYY-MM>.g<gen>.<ext>.<xxh3> data files, put once, named by content
 //! ```
@@ -33,9 +35,21 @@ pub use publish::{PublishReport, Publisher};
 /// Object a publisher writes first: followers act on nothing without it, so a
 /// mistyped URL (an empty location) never deletes a replica's series.
 pub const MARKER: &str = "FASTK-PUBLICATION";
+/// Object a publisher overwrites after each pass in which every series was published:
+/// `{"started_ms": T}`, T the primary's clock when the pass began. A follower that read
+/// it before listing, and then applied every listed manifest, holds every write the
+/// primary had committed to a manifest before T: its lag is `now - T`.
+pub const PASS: &str = "FASTK-PUBLICATION-PASS";
 const MANIFESTS: &str = "manifests";
 const DATA: &str = "data";
 const MANIFEST_OBJECT: &str = "MANIFEST";
+
+/// The body of the [`PASS`] object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PassRecord {
+    /// Milliseconds since the epoch (the primary's clock) when the pass began.
+    pub started_ms: i64,
+}
 
 /// Checks a `replica.*` URL: parsed, and its scheme built into this binary.
 pub fn check_url(url: &str) -> Result<(), String> {
@@ -75,6 +89,10 @@ impl Bucket {
 
     pub fn marker(&self) -> Path {
         self.prefix.clone().join(MARKER)
+    }
+
+    pub fn pass(&self) -> Path {
+        self.prefix.clone().join(PASS)
     }
 
     pub fn manifests(&self) -> Path {

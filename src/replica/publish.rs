@@ -90,6 +90,11 @@ impl Publisher {
         S: AsRef<Store> + Send + Sync + 'static,
     {
         let store: &Store = (**owner).as_ref();
+        // Taken before any series is visited: each is published as its manifest
+        // stands when visited, so everything committed before this is covered.
+        let started_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         if !self.state().marker {
             let body = PutPayload::from_static(b"{\"format\": 1}\n");
             self.bucket
@@ -125,6 +130,15 @@ impl Publisher {
         }
         report.deleted = self.unpublish_deleted(store).await?;
         report.objects_removed = self.collect_garbage().await;
+        if report.failed == 0 {
+            let record = super::PassRecord { started_ms };
+            let body = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+            self.bucket
+                .store
+                .put(&self.bucket.pass(), PutPayload::from(body))
+                .await
+                .map_err(|e| format!("cannot write the pass record: {e}"))?;
+        }
         Ok(report)
     }
 
