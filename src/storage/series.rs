@@ -521,8 +521,19 @@ impl Series {
         // Rows and bytes of the in-memory chunks (`snap.unfolded`'s totals: none when
         // the state is exactly the manifest), kept up to date month by month.
         let (mut rows, mut bytes) = snap.unfolded.map_or((0, 0), |u| (u.rows, u.bytes));
-        for (month, range) in month_groups(&batch.cols[0]) {
-            let new: Vec<&[i64]> = batch.cols.iter().map(|c| &c[range.clone()]).collect();
+        // Column slices live in fixed arrays, not vectors: a many-series write applies
+        // thousands of series per group, and each allocation here is paid twice (the
+        // reaper frees what the apply helper allocated).
+        assert!(
+            ncols <= MAX_NCOLS,
+            "a series has at most {MAX_NCOLS} columns"
+        );
+        for (month, range) in MonthRuns::new(&batch.cols[0]) {
+            let mut new_cols: [&[i64]; MAX_NCOLS] = [&[]; MAX_NCOLS];
+            for (slot, c) in new_cols.iter_mut().zip(&batch.cols) {
+                *slot = &c[range.clone()];
+            }
+            let new = &new_cols[..ncols];
             let n = new[0].len() as u64;
             // This month's list as the state before the write has it (shared: the
             // new state gets a new list, built once below).
@@ -553,20 +564,26 @@ impl Series {
                 .iter()
                 .map(|c| c.map())
                 .collect::<Result<_>>()?;
-            let (cols, full, inserted, replaced, supersede): (Vec<Cow<[i64]>>, _, _, _, _) =
-                if appends {
-                    // A month's first chunk is full (it holds the whole month); merged
-                    // chunks keep the flag of the oldest of them.
-                    let full = heads
-                        .first()
-                        .map_or(list.is_empty(), |m| m.header.flags & FLAG_FULL != 0);
-                    let cols = new.iter().map(|&c| Cow::Borrowed(c)).collect();
-                    (cols, full, n, 0, false)
-                } else {
-                    let plan = self.merge_month(snap, month, &new, 0)?;
-                    debug_assert!(plan.split.is_empty(), "a merged month owns its rows");
-                    (plan.cols, true, plan.inserted, plan.replaced, true)
-                };
+            let (merged, full, inserted, replaced, supersede) = if appends {
+                // A month's first chunk is full (it holds the whole month); merged
+                // chunks keep the flag of the oldest of them.
+                let full = heads
+                    .first()
+                    .map_or(list.is_empty(), |m| m.header.flags & FLAG_FULL != 0);
+                (None, full, n, 0, false)
+            } else {
+                let plan = self.merge_month(snap, month, new, 0)?;
+                debug_assert!(plan.split.is_empty(), "a merged month owns its rows");
+                let (i, r) = (plan.inserted, plan.replaced);
+                (Some(plan), true, i, r, true)
+            };
+            // The rows the new chunk adds: the write's, or the merged month.
+            let mut add_cols = new_cols;
+            if let Some(plan) = &merged {
+                for (slot, c) in add_cols.iter_mut().zip(&plan.cols) {
+                    *slot = c;
+                }
+            }
             // What leaves the month's list: the merged heads of an append (all in
             // memory), or the whole list of a rewrite (its files stay listed in the
             // manifest until the next fold, as superseded).
@@ -593,13 +610,13 @@ impl Series {
                 wal_lsn: lsn,
                 body_len: 0,
             };
-            let head_cols: Vec<Vec<&[i64]>> = heads
+            let head_cols: Vec<[&[i64]; MAX_NCOLS]> = heads
                 .iter()
-                .map(|m| (0..ncols).map(|i| m.col(i)).collect())
+                .map(|m| std::array::from_fn(|i| if i < ncols { m.col(i) } else { &[] }))
                 .collect();
-            let mut pieces: Vec<&[&[i64]]> = head_cols.iter().map(Vec::as_slice).collect();
-            let refs: Vec<&[i64]> = cols.iter().map(|c| &**c).collect();
-            pieces.push(&refs);
+            let mut pieces: Vec<&[&[i64]]> = Vec::with_capacity(head_cols.len() + 1);
+            pieces.extend(head_cols.iter().map(|c| &c[..ncols]));
+            pieces.push(&add_cols[..ncols]);
             let chunk = super::chunk::MappedChunk::in_memory_joined(header, &pieces);
             let chunk = Arc::new(ChunkRef::in_memory(
                 chunk,
@@ -1801,6 +1818,42 @@ pub fn pieces_in_order(ncols: usize, pieces: &[Vec<&[i64]>]) -> bool {
     true
 }
 
+/// Most columns of a series (a kline's ts, open, high, low, close, volume).
+const MAX_NCOLS: usize = 6;
+const _: () = assert!(MAX_NCOLS == 1 + crate::storage::batch::KLINE_COLUMNS.len());
+
+/// [`month_groups`] as an iterator: the runs of one month each of sorted timestamps,
+/// without a vector (the log's apply visits thousands of one-row batches per group).
+struct MonthRuns<'a> {
+    ts: &'a [i64],
+    start: usize,
+}
+
+impl<'a> MonthRuns<'a> {
+    fn new(ts: &'a [i64]) -> MonthRuns<'a> {
+        MonthRuns { ts, start: 0 }
+    }
+}
+
+impl Iterator for MonthRuns<'_> {
+    type Item = (i32, std::ops::Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = self.start;
+        let &first = self.ts.get(start)?;
+        let month = MonthPartition::from_ts(first);
+        let end_ts = month.end_ts();
+        // One probe settles the common case: the rest of the batch is in this month.
+        let len = if self.ts[self.ts.len() - 1] <= end_ts {
+            self.ts.len() - start
+        } else {
+            self.ts[start..].partition_point(|&t| t <= end_ts)
+        };
+        self.start = start + len;
+        Some((month.0, start..start + len))
+    }
+}
+
 /// Splits sorted timestamps into runs of one month each.
 pub fn month_groups(ts: &[i64]) -> Vec<(i32, std::ops::Range<usize>)> {
     let mut out = Vec::new();
@@ -1957,5 +2010,42 @@ pub(super) fn assert_next(prev: &Snapshot, next: &Snapshot, bump: bool) {
                 .all(|c| c.entry.generation < next.next_generation),
             "a live chunk at or past next_generation"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The iterator the log's apply uses splits exactly as `month_groups` does:
+    /// one month, several, month ends on the first and the last row, empty.
+    #[test]
+    fn month_runs_match_month_groups() {
+        const DAY: i64 = 86_400_000;
+        // 2024-01-01T00:00:00Z.
+        let jan = 1_704_067_200_000i64;
+        let mut cases: Vec<Vec<i64>> = vec![
+            vec![],
+            vec![jan],
+            vec![jan - 1, jan],
+            (0..100).map(|i| jan + i * 60_000).collect(),
+            (0..400).map(|i| jan + i * DAY / 3).collect(),
+        ];
+        // Pseudo-random sorted runs over two years.
+        let mut x = 7u64;
+        for _ in 0..50 {
+            let mut ts = Vec::new();
+            let mut t = jan;
+            for _ in 0..(x % 300) {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                t += 1 + (x >> 33) as i64 % (40 * DAY);
+                ts.push(t);
+            }
+            cases.push(ts);
+        }
+        for ts in &cases {
+            let runs: Vec<_> = MonthRuns::new(ts).collect();
+            assert_eq!(runs, month_groups(ts), "{ts:?}");
+        }
     }
 }
