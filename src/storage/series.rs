@@ -723,7 +723,7 @@ impl Series {
     /// caller ([`super::Store::write_pieces`]) checked that every piece has the
     /// series' columns at equal lengths and that the timestamps increase strictly
     /// across all of them; anything else goes through [`Series::write`].
-    pub fn write_pieces(
+    pub(crate) fn write_pieces(
         &self,
         pieces: &[Vec<&[i64]>],
         expected_version: Option<u64>,
