@@ -295,16 +295,21 @@ impl Engine {
         }
         let ncols = batch.cols.len() as u64;
         let r = self.store.write(&series, batch, expected)?;
+        Ok(self.written(r, ncols))
+    }
+
+    /// Counts a write's rows and bytes in the metrics and answers it.
+    fn written(&self, r: crate::storage::WriteReport, ncols: u64) -> WriteResponse {
         if r.written > 0 {
             self.metrics.add_written(r.written, r.written * ncols * 8);
         }
-        Ok(WriteResponse {
+        WriteResponse {
             written: r.written,
             inserted: r.inserted,
             replaced: r.replaced,
             months: r.months.iter().map(MonthPartition::label).collect(),
             version: r.version,
-        })
+        }
     }
 
     /// [`Engine::write`] of rows given in pieces (a DoPut's received batches, each the
@@ -327,16 +332,7 @@ impl Engine {
         }
         let ncols = key.kind().ncols() as u64;
         let r = self.store.write_pieces(&series, pieces, expected)?;
-        if r.written > 0 {
-            self.metrics.add_written(r.written, r.written * ncols * 8);
-        }
-        Ok(WriteResponse {
-            written: r.written,
-            inserted: r.inserted,
-            replaced: r.replaced,
-            months: r.months.iter().map(MonthPartition::label).collect(),
-            version: r.version,
-        })
+        Ok(self.written(r, ncols))
     }
 
     /// Writes rows of many series as one all-or-nothing unit (one log record, one
