@@ -42,6 +42,15 @@ fn opts_files() -> StoreOptions {
     }
 }
 
+/// [`opts`] with every chunk and pack file written around the page cache
+/// (`O_DIRECT`, where the filesystem takes it).
+fn opts_direct() -> StoreOptions {
+    StoreOptions {
+        direct_write_min_bytes: 1,
+        ..opts()
+    }
+}
+
 fn month_ts(m: i32, minute: i64) -> i64 {
     MonthPartition(648 + m).start_ts() + minute * MINUTE
 }
@@ -180,7 +189,8 @@ fn commit_with_fault(
 /// same, and the directory is clean. A thread that cannot be spawned costs only
 /// parallelism: the write succeeds. The directory fsync after the manifest rename
 /// is the branch that puts the previous manifest back. Run with packing off (a file
-/// per month and sidecar) and on (the three months in one pack).
+/// per month and sidecar) and on (the three months in one pack), and with the pack
+/// written around the page cache.
 #[test]
 fn every_failure_point_of_a_commit_leaves_the_previous_state() {
     let struck = failure_points_of_a_commit(opts_files);
@@ -193,6 +203,8 @@ fn every_failure_point_of_a_commit_leaves_the_previous_state() {
     assert_eq!(struck["Write"], 2, "{struck:?}");
     assert_eq!(struck["Fsync"], 2, "{struck:?}");
     assert_eq!(struck["DirFsync"], 2, "{struck:?}");
+    // The same with the pack written through O_DIRECT.
+    assert_eq!(failure_points_of_a_commit(opts_direct), struck);
 }
 
 /// Every failure point of the commit of `next_rows` over `base_rows`, each checked;
