@@ -159,6 +159,13 @@ fn pieces_out_of_order_or_ragged_get_the_checked_path() {
     // Ragged columns are refused.
     let ragged: Vec<Vec<&[i64]>> = vec![vec![&b.cols[0][..10_000], &b.cols[1][..9_999]]];
     assert!(store.write_pieces(&t, &ragged, None).is_err());
+    // A piece missing a column is refused, not filled in.
+    let short: Vec<Vec<&[i64]>> = vec![
+        b.cols.iter().map(|c| &c[..100]).collect(),
+        vec![&b.cols[0][100..200]],
+    ];
+    let e = store.write_pieces(&t, &short, None).unwrap_err();
+    assert!(e.to_string().contains("columns"), "{e}");
     assert_eq!(t.version(), 0, "nothing written");
     assert!(read(&t)[0].is_empty());
 }

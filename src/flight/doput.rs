@@ -517,20 +517,22 @@ impl Columns {
     /// The received arrays of each stored column (one per batch, in order), once the
     /// schema was seen.
     fn into_arrays(self) -> Result<Vec<Vec<ArrayRef>>, Status> {
-        if self.positions.is_none() {
-            return Err(invalid(
-                "the DoPut stream carried no Arrow schema; send at least the schema message",
-            ));
-        }
+        self.planned()?;
         Ok(self.arrays)
     }
 
-    fn finish(self) -> Result<WriteBatch, Status> {
-        if self.positions.is_none() {
-            return Err(invalid(
+    /// Refuses a stream that ended without its schema.
+    fn planned(&self) -> Result<(), Status> {
+        match self.positions {
+            Some(_) => Ok(()),
+            None => Err(invalid(
                 "the DoPut stream carried no Arrow schema; send at least the schema message",
-            ));
+            )),
         }
+    }
+
+    fn finish(self) -> Result<WriteBatch, Status> {
+        self.planned()?;
         let mut batch = WriteBatch::with_capacity(self.names.len(), self.rows);
         for (out, arrays) in batch.cols.iter_mut().zip(&self.arrays) {
             for array in arrays {

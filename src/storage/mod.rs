@@ -347,8 +347,9 @@ impl Store {
     /// Writes rows given in pieces (each piece: the series' columns, equal lengths) as
     /// one all-or-nothing write. A bulk write whose timestamps increase across the
     /// pieces is written from them in place ([`Series::write_pieces`]); anything else
-    /// (a small write for the log, rows out of order, ragged pieces) is gathered into
-    /// one batch and goes through [`Store::write`], which checks and sorts it.
+    /// (a small write for the log, rows out of order) is gathered into one batch and
+    /// goes through [`Store::write`], which checks and sorts it. Ragged pieces are
+    /// refused.
     pub fn write_pieces(
         &self,
         series: &Arc<Series>,
@@ -356,28 +357,25 @@ impl Store {
         expected: Option<u64>,
     ) -> Result<WriteReport> {
         let ncols = series.meta.key.kind().ncols();
-        let rows: usize = pieces
+        if let Some(p) = pieces
             .iter()
-            .map(|p| p.first().map_or(0, |c| c.len()))
-            .sum();
-        if rows > self.opts.wal.direct_rows && series::pieces_in_order(ncols, pieces) {
+            .find(|p| p.len() != ncols || p.iter().any(|c| c.len() != p[0].len()))
+        {
+            return Err(StorageError::InvalidArgument(format!(
+                "a {} write needs {ncols} columns of one length, got {} of lengths {:?}",
+                series.meta.key.kind().as_str(),
+                p.len(),
+                p.iter().map(|c| c.len()).collect::<Vec<_>>()
+            )));
+        }
+        let rows: usize = pieces.iter().map(|p| p[0].len()).sum();
+        if rows > self.opts.wal.direct_rows && series::pieces_in_order(pieces) {
             return series.write_pieces(pieces, expected);
         }
-        let width = pieces.iter().map(Vec::len).max().unwrap_or(ncols);
-        let mut batch = WriteBatch::with_capacity(width, rows);
+        let mut batch = WriteBatch::with_capacity(ncols, rows);
         for p in pieces {
-            let n = p.first().map_or(0, |c| c.len());
-            for (c, out) in batch.cols.iter_mut().enumerate() {
-                match p.get(c) {
-                    Some(col) => out.extend_from_slice(col),
-                    // A missing column is refused by the shape check below.
-                    None => out.extend(std::iter::repeat_n(0, n)),
-                }
-            }
-            if p.iter().any(|c| c.len() != n) {
-                return Err(StorageError::InvalidArgument(
-                    "columns have different lengths".into(),
-                ));
+            for (out, col) in batch.cols.iter_mut().zip(p) {
+                out.extend_from_slice(col);
             }
         }
         self.write(series, batch, expected)

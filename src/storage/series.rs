@@ -730,7 +730,10 @@ impl Series {
     ) -> Result<WriteReport> {
         let ncols = self.meta.key.kind().ncols();
         debug_assert!(
-            pieces_in_order(ncols, pieces),
+            pieces_in_order(pieces)
+                && pieces
+                    .iter()
+                    .all(|p| p.len() == ncols && p.iter().all(|c| c.len() == p[0].len())),
             "pieces checked by the caller"
         );
         let rows: usize = pieces.iter().map(|p| p[0].len()).sum();
@@ -1797,15 +1800,12 @@ pub fn sort_and_check_duplicates(batch: &mut WriteBatch) -> Result<()> {
     Ok(())
 }
 
-/// Whether `pieces` can be written in place by [`Series::write_pieces`]: each has
-/// `ncols` columns of one length, and the timestamps (column 0) increase strictly
+/// Whether the pieces of a write (their shapes already checked) can be written in
+/// place by [`Series::write_pieces`]: the timestamps (column 0) increase strictly
 /// within and across pieces.
-pub fn pieces_in_order(ncols: usize, pieces: &[Vec<&[i64]>]) -> bool {
+pub fn pieces_in_order(pieces: &[Vec<&[i64]>]) -> bool {
     let mut last: Option<i64> = None;
     for p in pieces {
-        if p.len() != ncols || p.iter().any(|c| c.len() != p[0].len()) {
-            return false;
-        }
         let ts = p[0];
         let (Some(&first), Some(&end)) = (ts.first(), ts.last()) else {
             continue;
