@@ -342,6 +342,10 @@ async fn the_lag_is_measured_from_the_primarys_last_complete_pass() {
     let pass = t.bucket_dir.join(fastk::replica::PASS);
     let body: serde_json::Value = serde_json::from_slice(&std::fs::read(pass).unwrap()).unwrap();
     assert_eq!(body["started_ms"].as_i64(), Some(second));
+    // A damaged record costs the measurement, not the poll.
+    std::fs::write(t.bucket_dir.join(fastk::replica::PASS), b"not json").unwrap();
+    let r = t.follow().await;
+    assert_eq!((r.marker, r.failed, r.published_ms), (true, 0, None));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

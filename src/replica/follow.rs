@@ -105,9 +105,15 @@ impl Follower {
                     .bytes()
                     .await
                     .map_err(|e| format!("cannot read the pass record: {e}"))?;
-                let record: super::PassRecord = serde_json::from_slice(&body)
-                    .map_err(|e| format!("the pass record is not valid: {e}"))?;
-                Some(record.started_ms)
+                // The record only measures the lag: a bad one costs the metric, not
+                // the poll.
+                match serde_json::from_slice::<super::PassRecord>(&body) {
+                    Ok(record) => Some(record.started_ms),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "replica: the pass record is not valid; lag not measured");
+                        None
+                    }
+                }
             }
             Err(object_store::Error::NotFound { .. }) => None,
             Err(e) => return Err(format!("cannot read the pass record: {e}")),
