@@ -719,3 +719,67 @@ fn a_superseded_chunk_of_a_deleted_series_never_unlinks_a_newer_incarnations_fil
         vec![(JAN_2024 + MINUTE, 7)]
     );
 }
+
+#[test]
+fn an_appends_only_group_synced_while_it_applies_logs_only_what_applied() {
+    // Appends with no expected version are synced while they apply (wal invariant 5).
+    // A write refused after its record was sent must leave no record behind: its
+    // record is cut off, and the group is applied and logged again.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let series: Vec<Arc<Series>> = ["A", "B", "C"]
+        .iter()
+        .map(|s| store.register(meta(s)).unwrap().0)
+        .collect();
+    let minute = |m: i64| -> Vec<(Arc<Series>, WriteBatch)> {
+        series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Arc::clone(s), one(JAN_2024 + m * MINUTE, i as i64 * 10 + m)))
+            .collect()
+    };
+    store.write_many(minute(0)).unwrap();
+    let bytes_one = store.wal_stats().bytes;
+    // B's apply fails once: the overlapped record is cut off and the write goes
+    // through on the second, sequential apply, logged once.
+    let once = failpoints::arm(series[1].dir(), Op::Apply, 1);
+    let r = store.write_many(minute(1)).unwrap();
+    assert!(once.fired(), "the overlapped apply was refused");
+    assert!(r.iter().all(|r| r.version == 2 && r.inserted == 1));
+    let st = store.wal_stats();
+    assert_eq!(
+        (st.records, st.committed_lsn),
+        (2, 2),
+        "one record per write"
+    );
+    assert_eq!(
+        st.bytes,
+        2 * bytes_one,
+        "the cut record left no bytes behind"
+    );
+    // Refused both times: nothing is visible and nothing is logged.
+    let first = failpoints::arm(series[2].dir(), Op::Apply, 1);
+    let second = failpoints::arm(series[2].dir(), Op::Apply, 2);
+    let err = store.write_many(minute(2)).unwrap_err();
+    assert!(first.fired() && second.fired());
+    assert!(matches!(err, StorageError::Io { .. }), "{err}");
+    assert_eq!(store.wal_stats().records, 2);
+    assert_eq!(store.wal_stats().bytes, 2 * bytes_one);
+    for (i, s) in series.iter().enumerate() {
+        assert_eq!(rows(s).len(), 2, "series {i}: minute 2 was refused");
+        assert_eq!(s.version(), 2);
+    }
+    // The log replays to exactly the acknowledged writes, and takes the next one.
+    drop(series);
+    store.abandon();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    // Two writes of three series each: six entries replayed, none twice.
+    let rec = store.wal_recovery();
+    assert_eq!((rec.records, rec.rows, rec.skipped), (6, 6, 0));
+    let b = store.get(&meta("B").key).unwrap();
+    assert_eq!(rows(&b), vec![(JAN_2024, 10), (JAN_2024 + MINUTE, 11)]);
+    store
+        .write(&b, one(JAN_2024 + 2 * MINUTE, 12), None)
+        .unwrap();
+    assert_eq!(b.version(), 3);
+}

@@ -93,14 +93,14 @@ pub struct ScalarManyWrite<'a> {
 /// each symbol's series key once.
 struct Groups<'a> {
     /// Symbols borrowed from the parsed request.
-    index: HashMap<&'a str, usize>,
+    index: HashMap<&'a str, usize, foldhash::fast::RandomState>,
     out: Vec<(SeriesKey, WriteBatch)>,
 }
 
 impl<'a> Groups<'a> {
     fn new() -> Groups<'a> {
         Groups {
-            index: HashMap::new(),
+            index: HashMap::default(),
             out: Vec::new(),
         }
     }

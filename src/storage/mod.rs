@@ -148,7 +148,47 @@ static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Most threads that open series directories at start (at most one per core).
 const OPEN_THREADS_MAX: usize = 8;
 
-type SeriesMap = BTreeMap<SeriesKey, Arc<Series>>;
+/// The open series by key: ordered (listings, `/inventory`, the fold pass walk it in
+/// key order) and hashed (every read and write finds its series by key, and a
+/// many-series write finds thousands: a lookup in the ordered map compares whole keys
+/// about log2(n) times, the hashed one hashes the key once). Both hold the same
+/// entries: they change only through `insert` and `remove`.
+#[derive(Debug, Default)]
+struct SeriesMap {
+    ordered: BTreeMap<SeriesKey, Arc<Series>>,
+    hashed: std::collections::HashMap<SeriesKey, Arc<Series>, foldhash::fast::RandomState>,
+}
+
+impl SeriesMap {
+    fn get(&self, key: &SeriesKey) -> Option<&Arc<Series>> {
+        self.hashed.get(key)
+    }
+
+    fn insert(&mut self, key: SeriesKey, series: Arc<Series>) {
+        self.hashed.insert(key.clone(), Arc::clone(&series));
+        self.ordered.insert(key, series);
+        debug_assert_eq!(
+            self.hashed.len(),
+            self.ordered.len(),
+            "series map: both indexes"
+        );
+    }
+
+    fn remove(&mut self, key: &SeriesKey) {
+        self.hashed.remove(key);
+        self.ordered.remove(key);
+        debug_assert_eq!(
+            self.hashed.len(),
+            self.ordered.len(),
+            "series map: both indexes"
+        );
+    }
+
+    /// The series in key order.
+    fn values(&self) -> impl Iterator<Item = &Arc<Series>> {
+        self.ordered.values()
+    }
+}
 
 /// What replaying the write-ahead log did when the store was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -384,7 +424,8 @@ impl Store {
     /// Writes rows of many series as one all-or-nothing write: one log record, one
     /// sync, every series' new state installed together. A series may appear once.
     pub fn write_many(&self, entries: Vec<(Arc<Series>, WriteBatch)>) -> Result<Vec<WriteReport>> {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<usize, foldhash::fast::RandomState> =
+            std::collections::HashSet::with_capacity_and_hasher(entries.len(), Default::default());
         let mut rows = 0usize;
         let mut bytes = wal::RECORD_HEADER_LEN;
         let mut prepared = Vec::with_capacity(entries.len());
@@ -881,7 +922,7 @@ fn load_all(
         dirs.len(),
         "every series directory was opened once"
     );
-    let mut map = BTreeMap::new();
+    let mut map = SeriesMap::default();
     for (_, outcome) in outcomes {
         match outcome {
             Ok((key, series, notes)) => {

@@ -510,6 +510,8 @@ impl Series {
     ) -> Result<(Snapshot, WriteReport)> {
         assert!(!batch.is_empty(), "an empty write is not logged");
         assert!(lsn > snap.wal_lsn, "log records apply in order");
+        failpoints::check(&self.dir, failpoints::Op::Apply)
+            .map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
         let ncols = self.meta.key.kind().ncols();
         let version = snap.version + 1;
         let mut live = snap.live.clone();

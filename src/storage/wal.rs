@@ -32,6 +32,11 @@
 //!    replay applies exactly the later records, so replay is idempotent.
 //! 4. A segment is removed only when every series holding rows of its records in
 //!    memory has folded them ([`Wal::remove_folded`]).
+//! 5. A group of writes that can only append (no expected version, every row after
+//!    its series' last) is written and synced by the sync helper while the committer
+//!    applies it in memory ([`Wal::commit_group`]); should such a write still be
+//!    refused, its records are cut off the log again before anything is answered, and
+//!    the group is applied and logged again one write after the other, as any group.
 //!
 //! On open, a record that is cut short or fails its checksum at the end of the last
 //! segment (a crash mid-append) is cut off, with a note. One followed by valid records
@@ -535,6 +540,8 @@ struct ApplyJob {
 /// freeing them costs about as much as applying them).
 enum HelperJob {
     Apply(ApplyJob),
+    /// A group's records to append and sync while the group applies.
+    Sync(SyncJob),
     /// The states a group replaced, and its writes' entries (thousands of row
     /// batches for a many-series write).
     Drop(Vec<Arc<Snapshot>>, Vec<Arc<Vec<Entry>>>),
@@ -547,6 +554,27 @@ struct Helpers {
     apply: Option<mpsc::Sender<HelperJob>>,
     /// Frees the states a large group replaced, after its writers are answered.
     reap: Option<mpsc::Sender<HelperJob>>,
+    /// Appends and syncs the records of an appends-only group while the committer
+    /// applies it (the sync is disk time, not CPU: it overlaps on one core too).
+    sync: Option<mpsc::Sender<HelperJob>>,
+}
+
+/// The records of a group, for the sync helper: `buf` holds records `first..=last`.
+struct SyncJob {
+    buf: Vec<u8>,
+    first: u64,
+    last: u64,
+    reply: mpsc::SyncSender<Result<()>>,
+}
+
+/// A sync under way on the sync helper, and what undoing it takes.
+struct PendingSync {
+    reply: mpsc::Receiver<Result<()>>,
+    /// The open segment's length before the records (they never start a segment).
+    len_before: u64,
+    bytes: u64,
+    first: u64,
+    last: u64,
 }
 
 impl ApplyJob {
@@ -583,6 +611,54 @@ fn apply_entry(
     }
     let (state, report) = s.apply_logged(snap, batch, lsn, now)?;
     Ok((Some(state), report))
+}
+
+/// The log record of write `req` at `lsn`: its non-empty entries.
+fn record_of(req: &Request, lsn: u64) -> Vec<u8> {
+    let entries: Vec<(&SeriesKey, &WriteBatch)> = req
+        .entries
+        .iter()
+        .filter(|e| !e.1.is_empty())
+        .map(|e| (&e.0.meta.key, &e.1))
+        .collect();
+    encode_record(lsn, &entries)
+}
+
+/// Whether every write of `group` can only succeed once applied, so its record may be
+/// synced while it applies: no entry expects a version, every series is alive, and
+/// every entry's rows come after its series' last row, as the writes before it in the
+/// group leave it (an append never reads a file, so nothing it does can fail). `states`
+/// and `dead` are the group's series by `index`.
+fn appends_only(
+    group: &[Request],
+    states: &[Option<Arc<Snapshot>>],
+    dead: &[Option<StorageError>],
+    index: impl Fn(&Arc<Series>) -> usize,
+) -> bool {
+    // The last ts of each series, as the group's writes so far leave it.
+    let mut last: Vec<Option<Option<i64>>> = vec![None; states.len()];
+    for req in group {
+        for (s, batch, expected) in req.entries.iter() {
+            let i = index(s);
+            if expected.is_some() || dead[i].is_some() {
+                return false;
+            }
+            let Some(&first) = batch.cols.first().and_then(|ts| ts.first()) else {
+                continue;
+            };
+            let before = *last[i].get_or_insert_with(|| {
+                states[i]
+                    .as_ref()
+                    .expect("a live series has a state")
+                    .last_ts()
+            });
+            if before.is_some_and(|b| first <= b) {
+                return false;
+            }
+            last[i] = Some(batch.cols[0].last().copied());
+        }
+    }
+    true
 }
 
 #[derive(Default)]
@@ -800,6 +876,10 @@ impl Wal {
                             match job {
                                 HelperJob::Apply(job) => job.run(),
                                 HelperJob::Drop(states, entries) => drop((states, entries)),
+                                HelperJob::Sync(job) => {
+                                    let synced = self.append(&job.buf, job.first, job.last);
+                                    let _ = job.reply.send(synced);
+                                }
                             }
                         }
                     })
@@ -811,6 +891,7 @@ impl Wal {
             let helpers = Helpers {
                 apply: (cores > 1).then(|| spawn("fastk-wal-apply")).flatten(),
                 reap: (cores > 1).then(|| spawn("fastk-wal-reap")).flatten(),
+                sync: spawn("fastk-wal-sync"),
             };
             self.run_with(&helpers);
             // Dropping the senders ends the helpers; the scope joins them.
@@ -920,7 +1001,7 @@ impl Wal {
         }
         // Position of each series in `all`, by identity (a many-series write names
         // thousands: a scan per entry would be quadratic).
-        let positions: std::collections::HashMap<usize, usize> = all
+        let positions: std::collections::HashMap<usize, usize, foldhash::fast::RandomState> = all
             .iter()
             .enumerate()
             .map(|(i, s)| (Arc::as_ptr(s) as usize, i))
@@ -930,102 +1011,150 @@ impl Wal {
                 .get(&(Arc::as_ptr(s) as usize))
                 .expect("every series of the group is listed")
         };
-        let mut lsn = self.committed_lsn();
-        let mut buf = Vec::new();
-        let mut outcomes: Vec<Option<Result<Vec<WriteReport>>>> = Vec::with_capacity(group.len());
+        let locked_at = Instant::now();
+        // An appends-only group is logged while it applies (invariant 5): its records
+        // go to the sync helper now, and the apply below must log exactly them.
+        let mut try_overlap = helpers.sync.is_some()
+            && appends_only(&group, &states, &dead, |s: &Arc<Series>| index(s));
         let mut changed = vec![false; all.len()];
-        for req in &group {
-            let state_of = |s: &Arc<Series>| {
-                let i = index(s);
-                match &dead[i] {
-                    Some(e) => Err(e),
-                    None => Ok(states[i].as_ref().expect("a live series has a state")),
+        // Phase times of the group, for the debug event at its end.
+        let mut applied_at;
+        let (mut outcomes, lsn, log_bytes, synced) = loop {
+            let mut lsn = self.committed_lsn();
+            let mut buf = Vec::new();
+            let mut outcomes: Vec<Option<Result<Vec<WriteReport>>>> =
+                Vec::with_capacity(group.len());
+            let overlap = if try_overlap {
+                self.start_sync(&group, lsn, helpers)
+            } else {
+                None
+            };
+            for req in &group {
+                let state_of = |s: &Arc<Series>| {
+                    let i = index(s);
+                    match &dead[i] {
+                        Some(e) => Err(e),
+                        None => Ok(states[i].as_ref().expect("a live series has a state")),
+                    }
+                };
+                let n = req.entries.len();
+                // The helper takes the second half of a large write (owned: the entries
+                // are shared, each series' state is an `Arc`).
+                let mut split = n;
+                let mut pending = None;
+                if n >= PARALLEL_APPLY_ENTRIES
+                    && let Some(helper) = helper
+                {
+                    let from = n / 2;
+                    let (tx, rx) = mpsc::sync_channel(1);
+                    let job = ApplyJob {
+                        entries: Arc::clone(&req.entries),
+                        from,
+                        states: req.entries[from..]
+                            .iter()
+                            .map(|e| {
+                                state_of(&e.0)
+                                    .map(Arc::clone)
+                                    .map_err(StorageError::clone_kind)
+                            })
+                            .collect(),
+                        lsn: lsn + 1,
+                        now,
+                        reply: tx,
+                    };
+                    if helper.send(HelperJob::Apply(job)).is_ok() {
+                        split = from;
+                        pending = Some(rx);
+                    }
+                }
+                let mut applied: Vec<Result<Applied>> = req.entries[..split]
+                    .iter()
+                    .map(|(s, batch, expected)| {
+                        apply_entry(s, state_of(s), batch, *expected, lsn + 1, now)
+                    })
+                    .collect();
+                if let Some(rx) = pending {
+                    match rx.recv() {
+                        Ok(rest) => applied.extend(rest),
+                        // The helper panicked (an assertion): this write is refused;
+                        // later ones find the channel closed and apply on this thread.
+                        Err(_) => applied.push(Err(StorageError::Unavailable(
+                            "the log's apply helper stopped while applying this write".into(),
+                        ))),
+                    }
+                }
+                let attempt = (|| -> Result<Planned> {
+                    let mut next = Vec::with_capacity(n);
+                    let mut reports = Vec::with_capacity(n);
+                    for (r, (s, _, _)) in applied.into_iter().zip(req.entries.iter()) {
+                        let (state, report) = r?;
+                        if let Some(state) = state {
+                            next.push((index(s), state));
+                        }
+                        reports.push(report);
+                    }
+                    assert_eq!(reports.len(), n, "one report per entry of a write");
+                    Ok((next, reports))
+                })();
+                match attempt {
+                    Ok((next, reports)) if next.is_empty() => outcomes.push(Some(Ok(reports))),
+                    Ok((next, reports)) => {
+                        lsn += 1;
+                        // An overlapped sync has the records already.
+                        if overlap.is_none() {
+                            buf.extend_from_slice(&record_of(req, lsn));
+                        }
+                        for (i, state) in next {
+                            states[i] = Some(Arc::new(state));
+                            changed[i] = true;
+                        }
+                        outcomes.push(Some(Ok(reports)));
+                    }
+                    Err(e) => outcomes.push(Some(Err(e))),
+                }
+            }
+            applied_at = Instant::now();
+            let logged = overlap.as_ref().map_or(buf.len() as u64, |p| p.bytes);
+            let synced = match overlap {
+                None if buf.is_empty() => Ok(()),
+                None => self.append(&buf, self.committed_lsn() + 1, lsn),
+                Some(p) => {
+                    let synced = p.reply.recv().unwrap_or_else(|_| {
+                        Err(StorageError::Unavailable(
+                            "the log's sync helper stopped while syncing this group".into(),
+                        ))
+                    });
+                    assert!(
+                        lsn <= p.last,
+                        "wal: an overlapped group applies no write it did not log"
+                    );
+                    if lsn == p.last || synced.is_err() {
+                        // Every write logged applied (or the sync failed, which
+                        // refuses every write that would have written, as always).
+                        synced
+                    } else {
+                        // A write of the group was refused after all: its record must
+                        // not stay in the log. Cut the group's records off, then apply
+                        // and log the group again, one write after the other.
+                        match self.undo_append(&p) {
+                            Ok(()) => {
+                                for (i, s) in all.iter().enumerate() {
+                                    if dead[i].is_none() {
+                                        states[i] = Some(s.snapshot());
+                                    }
+                                    changed[i] = false;
+                                }
+                                try_overlap = false;
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                 }
             };
-            let n = req.entries.len();
-            // The helper takes the second half of a large write (owned: the entries
-            // are shared, each series' state is an `Arc`).
-            let mut split = n;
-            let mut pending = None;
-            if n >= PARALLEL_APPLY_ENTRIES
-                && let Some(helper) = helper
-            {
-                let from = n / 2;
-                let (tx, rx) = mpsc::sync_channel(1);
-                let job = ApplyJob {
-                    entries: Arc::clone(&req.entries),
-                    from,
-                    states: req.entries[from..]
-                        .iter()
-                        .map(|e| {
-                            state_of(&e.0)
-                                .map(Arc::clone)
-                                .map_err(StorageError::clone_kind)
-                        })
-                        .collect(),
-                    lsn: lsn + 1,
-                    now,
-                    reply: tx,
-                };
-                if helper.send(HelperJob::Apply(job)).is_ok() {
-                    split = from;
-                    pending = Some(rx);
-                }
-            }
-            let mut applied: Vec<Result<Applied>> = req.entries[..split]
-                .iter()
-                .map(|(s, batch, expected)| {
-                    apply_entry(s, state_of(s), batch, *expected, lsn + 1, now)
-                })
-                .collect();
-            if let Some(rx) = pending {
-                match rx.recv() {
-                    Ok(rest) => applied.extend(rest),
-                    // The helper panicked (an assertion): this write is refused;
-                    // later ones find the channel closed and apply on this thread.
-                    Err(_) => applied.push(Err(StorageError::Unavailable(
-                        "the log's apply helper stopped while applying this write".into(),
-                    ))),
-                }
-            }
-            let attempt = (|| -> Result<Planned> {
-                let mut next = Vec::with_capacity(n);
-                let mut reports = Vec::with_capacity(n);
-                for (r, (s, _, _)) in applied.into_iter().zip(req.entries.iter()) {
-                    let (state, report) = r?;
-                    if let Some(state) = state {
-                        next.push((index(s), state));
-                    }
-                    reports.push(report);
-                }
-                assert_eq!(reports.len(), n, "one report per entry of a write");
-                Ok((next, reports))
-            })();
-            match attempt {
-                Ok((next, reports)) if next.is_empty() => outcomes.push(Some(Ok(reports))),
-                Ok((next, reports)) => {
-                    lsn += 1;
-                    let entries: Vec<(&SeriesKey, &WriteBatch)> = req
-                        .entries
-                        .iter()
-                        .filter(|e| !e.1.is_empty())
-                        .map(|e| (&e.0.meta.key, &e.1))
-                        .collect();
-                    buf.extend_from_slice(&encode_record(lsn, &entries));
-                    for (i, state) in next {
-                        states[i] = Some(Arc::new(state));
-                        changed[i] = true;
-                    }
-                    outcomes.push(Some(Ok(reports)));
-                }
-                Err(e) => outcomes.push(Some(Err(e))),
-            }
-        }
-        let synced = if buf.is_empty() {
-            Ok(())
-        } else {
-            self.append(&buf, self.committed_lsn() + 1, lsn)
+            break (outcomes, lsn, logged, synced);
         };
+        let synced_at = Instant::now();
         // The states the group replaced: dropped once the writers are answered (a
         // many-series write replaces thousands, and freeing them is not the writers'
         // wait).
@@ -1065,11 +1194,24 @@ impl Wal {
             *self.fold_wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
             self.fold_wake.1.notify_all();
         }
-        let mut entries = Vec::with_capacity(group.len());
+        let installed_at = Instant::now();
+        let (writes, series) = (group.len(), all.len());
+        drop(all);
+        let mut entries = Vec::with_capacity(writes);
         for (req, o) in group.into_iter().zip(outcomes) {
             let _ = req.reply.send(o.expect("every write has an outcome"));
             entries.push(req.entries);
         }
+        tracing::debug!(
+            writes,
+            series,
+            log_bytes,
+            lock_us = (locked_at - now).as_micros() as u64,
+            apply_us = (applied_at - locked_at).as_micros() as u64,
+            sync_us = (synced_at - applied_at).as_micros() as u64,
+            install_us = (installed_at - synced_at).as_micros() as u64,
+            "wal: group committed"
+        );
         // Freed by the reaper while this thread takes the next group (here, without
         // one, or if it is gone: a failed send hands them back to be dropped).
         if let Some(h) = helpers
@@ -1078,6 +1220,85 @@ impl Wal {
             .filter(|_| replaced.len() >= PARALLEL_APPLY_ENTRIES)
         {
             let _ = h.send(HelperJob::Drop(replaced, entries));
+        }
+    }
+
+    /// Hands the records of an appends-only `group` (lsns from `committed + 1`) to the
+    /// sync helper. None when there is nothing to log, no helper, or the records
+    /// would start a new segment (an overlapped append stays undoable by cutting the
+    /// open segment back).
+    fn start_sync(
+        &self,
+        group: &[Request],
+        committed: u64,
+        helpers: &Helpers,
+    ) -> Option<PendingSync> {
+        let helper = helpers.sync.as_ref()?;
+        let mut buf = Vec::new();
+        let mut lsn = committed;
+        for req in group
+            .iter()
+            .filter(|r| r.entries.iter().any(|e| !e.1.is_empty()))
+        {
+            lsn += 1;
+            buf.extend_from_slice(&record_of(req, lsn));
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        let len_before = self.log.lock().unwrap_or_else(|p| p.into_inner()).len;
+        if len_before > 0 && len_before + buf.len() as u64 > self.opts.segment_bytes {
+            return None;
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let bytes = buf.len() as u64;
+        let job = SyncJob {
+            buf,
+            first: committed + 1,
+            last: lsn,
+            reply: tx,
+        };
+        helper.send(HelperJob::Sync(job)).ok()?;
+        Some(PendingSync {
+            reply: rx,
+            len_before,
+            bytes,
+            first: committed + 1,
+            last: lsn,
+        })
+    }
+
+    /// Cuts the records of an overlapped sync off the open segment again, durably (a
+    /// write of the group was refused). If that fails the log is poisoned: a record
+    /// of a refused write would otherwise be replayed.
+    fn undo_append(&self, p: &PendingSync) -> Result<()> {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(
+            log.len,
+            p.len_before + p.bytes,
+            "wal: an undone append is the last of the open segment"
+        );
+        let name = segment_name(log.first);
+        match log
+            .file
+            .set_len(p.len_before)
+            .and_then(|()| log.file.sync_all())
+        {
+            Ok(()) => {
+                log.len = p.len_before;
+                self.bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+                self.records
+                    .fetch_sub(p.last + 1 - p.first, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!(
+                    "records of a refused write could not be cut off the write-ahead log ({e}); writes are refused until the server restarts"
+                );
+                tracing::error!("{why}");
+                *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                Err(StorageError::io(format!("{WAL_DIR}/{name}"), e))
+            }
         }
     }
 

@@ -31,6 +31,10 @@ pub enum Op {
     /// Taking a series' writer lock (write, compact, admin commits); only [`pause`]
     /// makes sense here.
     Lock,
+    /// Applying a logged write to a series in memory: never fails by itself for an
+    /// append, so this is how a test makes the log's overlapped sync undo its records
+    /// (see `storage::wal`, invariant 5). Not in [`Op::FAILABLE`]: no file operation.
+    Apply,
 }
 
 impl Op {
