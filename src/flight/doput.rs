@@ -482,26 +482,63 @@ impl Columns {
     }
 
     /// The rows of a many-series stream, one batch per symbol in the order symbols
-    /// first appear.
+    /// first appear. A dictionary-encoded `symbol` column (what a feed handler's
+    /// minute table usually is) is read through its dictionary: each distinct value is
+    /// looked up once per batch, not once per row, and no symbol is copied.
     fn finish_many(mut self, template: &SeriesKey) -> Result<Vec<(SeriesKey, WriteBatch)>, Status> {
         let symbols = std::mem::take(&mut self.symbols);
         let ncols = self.names.len();
         let all = self.finish()?;
-        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let as_text = |a: &ArrayRef| {
+            arrow_cast::cast(a, &DataType::Utf8)
+                .map_err(|e| invalid(format!("column \"symbol\" could not be read as text: {e}")))
+        };
+        // Per received batch: its symbols as text, and for a dictionary the row's
+        // index into them (else row i is text i).
+        let mut texts: Vec<(ArrayRef, Option<Vec<usize>>)> = Vec::with_capacity(symbols.len());
+        for array in &symbols {
+            texts.push(match array.as_any_dictionary_opt() {
+                Some(d) => (as_text(d.values())?, Some(d.normalized_keys())),
+                None => (as_text(array)?, None),
+            });
+        }
+        // Symbols borrowed from `texts`; a many-series write names thousands.
+        let mut index: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> =
+            Default::default();
         let mut out: Vec<(SeriesKey, WriteBatch)> = Vec::new();
         let mut row = 0usize;
-        for array in &symbols {
-            let text = arrow_cast::cast(array, &DataType::Utf8).map_err(|e| {
-                invalid(format!("column \"symbol\" could not be read as text: {e}"))
-            })?;
-            for s in text.as_string::<i32>().iter() {
-                let s = s.unwrap_or_default();
-                let j = match index.get(s) {
-                    Some(&j) => j,
+        for (text, keys) in &texts {
+            let text = text.as_string::<i32>();
+            let n = keys.as_ref().map_or(text.len(), Vec::len);
+            // The series of each distinct text value, found once.
+            let mut of_value: Vec<Option<usize>> = vec![None; text.len()];
+            for r in 0..n {
+                let v = match keys {
+                    Some(keys) => keys[r],
+                    None => r,
+                };
+                if v >= text.len() {
+                    return Err(invalid(
+                        "column \"symbol\": a dictionary key points past its values",
+                    ));
+                }
+                let j = match of_value[v] {
+                    Some(j) => j,
                     None => {
-                        out.push((key_for(template, s)?, WriteBatch::with_capacity(ncols, 1)));
-                        index.insert(s.to_string(), out.len() - 1);
-                        out.len() - 1
+                        let s = text.value(v);
+                        let j = match index.get(s) {
+                            Some(&j) => j,
+                            None => {
+                                out.push((
+                                    key_for(template, s)?,
+                                    WriteBatch::with_capacity(ncols, 1),
+                                ));
+                                index.insert(s, out.len() - 1);
+                                out.len() - 1
+                            }
+                        };
+                        of_value[v] = Some(j);
+                        j
                     }
                 };
                 for (c, col) in all.cols.iter().enumerate() {
@@ -579,4 +616,87 @@ fn pieces_of(arrays: &[Vec<ArrayRef>]) -> Vec<Vec<&[i64]>> {
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{DictionaryArray, Int64Array, StringArray, types::Int32Type};
+    use arrow_schema::Field;
+
+    /// A many-series scalar batch: `symbols` as given (dictionary or plain), `ts` and
+    /// `value` columns.
+    fn batch(symbols: ArrayRef, ts: &[i64], value: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("symbol", symbols.data_type().clone(), false),
+            Field::new("ts", DataType::Int64, false),
+            Field::new("value", DataType::Int64, false),
+        ]));
+        let cols: Vec<ArrayRef> = vec![
+            symbols,
+            Arc::new(Int64Array::from(ts.to_vec())),
+            Arc::new(Int64Array::from(value.to_vec())),
+        ];
+        RecordBatch::try_new(schema, cols).unwrap()
+    }
+
+    fn dict(values: &[&str], keys: &[i32]) -> ArrayRef {
+        let keys = arrow_array::Int32Array::from(keys.to_vec());
+        let values: ArrayRef = Arc::new(StringArray::from(values.to_vec()));
+        Arc::new(DictionaryArray::<Int32Type>::try_new(keys, values).unwrap())
+    }
+
+    /// A series' symbol, `ts` and `value` columns.
+    type Group = (String, Vec<i64>, Vec<i64>);
+
+    fn finish(batches: &[RecordBatch]) -> Result<Vec<Group>, Status> {
+        let template = SeriesKey::scalar("X", "1m", "signal", "s").unwrap();
+        let mut cols = Columns::new(SeriesKind::Scalar, None, 1_000);
+        cols.plan(&batches[0].schema())?;
+        for b in batches {
+            cols.append(b)?;
+        }
+        Ok(cols
+            .finish_many(&template)?
+            .into_iter()
+            .map(|(k, b)| (k.symbol().to_string(), b.cols[0].clone(), b.cols[1].clone()))
+            .collect())
+    }
+
+    #[test]
+    fn symbols_group_rows_alike_through_a_dictionary_or_as_text() {
+        // Two batches with different dictionaries (one with a value no row uses), the
+        // same symbols as plain text: the same groups, in the order symbols first
+        // appear, each row in its own series.
+        let by_dict = finish(&[
+            batch(
+                dict(&["B", "A", "UNUSED"], &[1, 0, 1]),
+                &[1, 2, 3],
+                &[10, 20, 30],
+            ),
+            batch(dict(&["C", "A"], &[1, 0, 0]), &[4, 5, 6], &[40, 50, 60]),
+        ])
+        .unwrap();
+        let text = |v: &[&str]| -> ArrayRef { Arc::new(StringArray::from(v.to_vec())) };
+        let by_text = finish(&[
+            batch(text(&["A", "B", "A"]), &[1, 2, 3], &[10, 20, 30]),
+            batch(text(&["A", "C", "C"]), &[4, 5, 6], &[40, 50, 60]),
+        ])
+        .unwrap();
+        let want = vec![
+            ("A".to_string(), vec![1, 3, 4], vec![10, 30, 40]),
+            ("B".to_string(), vec![2], vec![20]),
+            ("C".to_string(), vec![5, 6], vec![50, 60]),
+        ];
+        assert_eq!(by_dict, want);
+        assert_eq!(by_text, want);
+    }
+
+    #[test]
+    fn a_bad_symbol_is_refused_by_name_through_a_dictionary_too() {
+        let err =
+            finish(&[batch(dict(&["OK", "no/slash"], &[0, 1]), &[1, 2], &[1, 2])]).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("no/slash"), "{}", err.message());
+    }
 }
