@@ -1144,6 +1144,8 @@ impl Series {
         let version = if bump { snap.version + 1 } else { snap.version };
         let write_chunks = u32::try_from(plans.len()).expect("a write touches < 2^32 months");
         let layout = (&plans[..], &packs[..]);
+        // Phase times, for the debug event at the end.
+        let started = std::time::Instant::now();
         let entries = match self.publish_chunks(layout, (version, snap.wal_lsn), write_chunks) {
             Ok(e) => e,
             Err(e) => {
@@ -1178,7 +1180,17 @@ impl Series {
             superseded: Vec::new(),
         };
         assert_next(snap, &next, bump);
-        self.publish_next(next, superseded, || self.remove_unpublished(layout))
+        let published = std::time::Instant::now();
+        let r = self.publish_next(next, superseded, || self.remove_unpublished(layout));
+        tracing::debug!(
+            series = %self.meta.key,
+            months = plans.len(),
+            packs = packs.len(),
+            files_ms = (published - started).as_secs_f64() * 1e3,
+            manifest_ms = published.elapsed().as_secs_f64() * 1e3,
+            "storage: commit"
+        );
+        r
     }
 
     /// Which runs of `plans` a commit writes as one pack file each (generations from
