@@ -197,7 +197,8 @@ def fastk_maker(binary: pathlib.Path, fastk_version: str, root: pathlib.Path, lo
 def fresh_makers(args, skip: set[str], fastk_version: str, root: pathlib.Path, fastk_log: pathlib.Path) -> dict:
     """Workload 1's contenders, label -> a callable that makes one on a new empty store
     under `root` and returns it with the function that stops it: FastK over Flight (one
-    stream and three), and ArcticDB, DuckDB and Polars unless skipped."""
+    stream and three), and ArcticDB, DuckDB and Polars unless skipped. Each FastK server
+    logs to `fastk_log` with its store's name added (`fastk-ingest-fastk-3.log`)."""
     n_fresh = itertools.count()
 
     def scratch(name: str) -> pathlib.Path:
@@ -205,7 +206,12 @@ def fresh_makers(args, skip: set[str], fastk_version: str, root: pathlib.Path, f
 
     def fastk_fresh(cls):
         def make():
-            server = procs.FastK(args.fastk_bin, scratch("fastk"), fastk_log)
+            # A log of its own per server: the first servers keep running (and
+            # logging) while the later loads start theirs, and `procs.FastK` finds a
+            # server's addresses in its log.
+            root_dir = scratch("fastk")
+            log_path = fastk_log.with_name(f"{fastk_log.stem}-{root_dir.name}{fastk_log.suffix}")
+            server = procs.FastK(args.fastk_bin, root_dir, log_path)
             return cls(server, fastk_version), server.stop
         return make
 
