@@ -722,14 +722,14 @@ fn a_superseded_chunk_of_a_deleted_series_never_unlinks_a_newer_incarnations_fil
 
 #[test]
 fn an_appends_only_group_synced_while_it_applies_logs_only_what_applied() {
-    // Appends with no expected version are synced while they apply (wal invariant 5).
-    // A write refused after its record was sent must leave no record behind: its
-    // record is cut off, and the group is applied and logged again.
+    // Appends with no expected version, over at least 256 series, are synced while
+    // they apply (wal invariant 5). A write refused after its record was sent must
+    // leave no record behind: its record is cut off, and the group is applied and
+    // logged again.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
-    let series: Vec<Arc<Series>> = ["A", "B", "C"]
-        .iter()
-        .map(|s| store.register(meta(s)).unwrap().0)
+    let series: Vec<Arc<Series>> = (0..300)
+        .map(|i| store.register(meta(&format!("S{i:03}"))).unwrap().0)
         .collect();
     let minute = |m: i64| -> Vec<(Arc<Series>, WriteBatch)> {
         series
@@ -740,7 +740,7 @@ fn an_appends_only_group_synced_while_it_applies_logs_only_what_applied() {
     };
     store.write_many(minute(0)).unwrap();
     let bytes_one = store.wal_stats().bytes;
-    // B's apply fails once: the overlapped record is cut off and the write goes
+    // S001's apply fails once: the overlapped record is cut off and the write goes
     // through on the second, sequential apply, logged once.
     let once = failpoints::arm(series[1].dir(), Op::Apply, 1);
     let r = store.write_many(minute(1)).unwrap();
@@ -773,10 +773,10 @@ fn an_appends_only_group_synced_while_it_applies_logs_only_what_applied() {
     drop(series);
     store.abandon();
     let store = Store::open(dir.path(), opts()).unwrap();
-    // Two writes of three series each: six entries replayed, none twice.
+    // Two writes of 300 series each: 600 entries replayed, none twice.
     let rec = store.wal_recovery();
-    assert_eq!((rec.records, rec.rows, rec.skipped), (6, 6, 0));
-    let b = store.get(&meta("B").key).unwrap();
+    assert_eq!((rec.records, rec.rows, rec.skipped), (600, 600, 0));
+    let b = store.get(&meta("S001").key).unwrap();
     assert_eq!(rows(&b), vec![(JAN_2024, 10), (JAN_2024 + MINUTE, 11)]);
     store
         .write(&b, one(JAN_2024 + 2 * MINUTE, 12), None)
