@@ -1127,9 +1127,14 @@ impl Wal {
                 None => self.append(&buf, self.committed_lsn() + 1, lsn),
                 Some(p) => {
                     let synced = p.reply.recv().unwrap_or_else(|_| {
-                        Err(StorageError::Unavailable(
-                            "the log's sync helper stopped while syncing this group".into(),
-                        ))
+                        // The helper panicked (an assertion) part-way through an
+                        // append that nothing cut back: refuse writes until a reopen,
+                        // whose replay decides what is on disk.
+                        let why = "the log's sync helper stopped while syncing a group; writes are refused until the server restarts".to_string();
+                        tracing::error!("{why}");
+                        *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(why.clone());
+                        Err(StorageError::Unavailable(why))
                     });
                     assert!(
                         lsn <= p.last,
