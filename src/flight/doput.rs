@@ -509,20 +509,20 @@ impl Columns {
         let mut row = 0usize;
         for (text, keys) in &texts {
             let text = text.as_string::<i32>();
+            // A dictionary's rows name their values by key: each distinct value's
+            // series is found once. Plain text is looked up row by row.
+            let mut of_value: Vec<Option<usize>> =
+                vec![None; keys.as_ref().map_or(0, |_| text.len())];
             let n = keys.as_ref().map_or(text.len(), Vec::len);
-            // The series of each distinct text value, found once.
-            let mut of_value: Vec<Option<usize>> = vec![None; text.len()];
             for r in 0..n {
-                let v = match keys {
-                    Some(keys) => keys[r],
-                    None => r,
-                };
+                let v = keys.as_ref().map_or(r, |k| k[r]);
                 if v >= text.len() {
                     return Err(invalid(
                         "column \"symbol\": a dictionary key points past its values",
                     ));
                 }
-                let j = match of_value[v] {
+                let known = of_value.get(v).copied().flatten();
+                let j = match known {
                     Some(j) => j,
                     None => {
                         let s = text.value(v);
@@ -537,7 +537,9 @@ impl Columns {
                                 out.len() - 1
                             }
                         };
-                        of_value[v] = Some(j);
+                        if let Some(slot) = of_value.get_mut(v) {
+                            *slot = Some(j);
+                        }
                         j
                     }
                 };

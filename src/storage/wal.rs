@@ -1019,9 +1019,9 @@ impl Wal {
         let locked_at = Instant::now();
         // An appends-only group is logged while it applies (invariant 5): its records
         // go to the sync helper now, and the apply below must log exactly them.
-        let entries: usize = group.iter().map(|r| r.entries.len()).sum();
+        let named: usize = group.iter().map(|r| r.entries.len()).sum();
         let mut try_overlap = helpers.sync.is_some()
-            && entries >= OVERLAP_SYNC_ENTRIES
+            && named >= OVERLAP_SYNC_ENTRIES
             && appends_only(&group, &states, &dead, |s: &Arc<Series>| index(s));
         let mut changed = vec![false; all.len()];
         // Phase times of the group, for the debug event at its end.
