@@ -639,9 +639,9 @@ fn a_large_many_series_write_applied_in_two_halves_is_all_or_nothing() {
 
 #[test]
 fn one_row_appends_keep_few_small_chunks_in_memory() {
-    // Each append merges the month's last in-memory chunks no larger than what it
-    // adds (a binary counter): a few chunks of at most `memory_chunk_rows`, every row
-    // in order, and no copy of the whole month per write.
+    // Each append merges some of the month's last in-memory chunks (a binary
+    // counter): a few chunks of at most `memory_chunk_rows`, every row in order, and
+    // no copy of the whole month per write.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
     let s = store.register(meta("A")).unwrap().0;
@@ -685,6 +685,69 @@ fn one_row_appends_keep_few_small_chunks_in_memory() {
     drop(store);
     let store = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(rows(&store.get(&meta("A").key).unwrap()), want);
+}
+
+#[test]
+fn series_fed_in_lockstep_merge_their_tails_at_different_writes() {
+    // A feed's minute: every series gets one bar per write. Each series merges its
+    // in-memory tail as a binary counter, but on its own phase, so no write pays for
+    // all the series' large merges at once (the 16th, 32nd... write of a month used
+    // to copy every series' whole tail). Measured from outside: the rows of each
+    // series' newest chunk after a write are what that write copied for it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let n = 512;
+    let series: Vec<_> = (0..n)
+        .map(|k| store.register(meta(&format!("L{k}"))).unwrap().0)
+        .collect();
+    let month = MonthPartition::from_ts(JAN_2024).0;
+    let cap = StoreOptions::default().wal.memory_chunk_rows;
+    let writes = 128i64;
+    let mut copied = Vec::new();
+    for m in 0..writes {
+        let entries = series
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                (
+                    Arc::clone(s),
+                    one(JAN_2024 + m * MINUTE, k as i64 * 1000 + m),
+                )
+            })
+            .collect();
+        store.write_many(entries).unwrap();
+        let mut rows_copied = 0u64;
+        for s in &series {
+            let snap = s.snapshot();
+            let list = &snap.live[&month];
+            let newest = list.last().unwrap().entry.rows;
+            // A merge copies the newest chunk's rows; a plain append copies one row.
+            rows_copied += newest;
+            assert!(list.iter().all(|c| c.is_memory() && c.entry.rows <= cap));
+            assert!(
+                list.len() <= cap.ilog2() as usize + 2,
+                "{} chunks",
+                list.len()
+            );
+            assert_eq!(list.iter().map(|c| c.entry.rows).sum::<u64>(), m as u64 + 1);
+        }
+        copied.push(rows_copied);
+    }
+    let total: u64 = copied.iter().sum();
+    let mean = total as f64 / writes as f64;
+    let worst = *copied.iter().max().unwrap() as f64;
+    // In lockstep the 128th write alone copies 128 rows per series, 28 times the mean.
+    assert!(
+        worst <= 3.0 * mean,
+        "the worst write copied {worst} rows, the mean is {mean:.1}: merges in lockstep"
+    );
+    // And every row reads back in order.
+    for (k, s) in series.iter().enumerate().step_by(97) {
+        let want: Vec<(i64, i64)> = (0..writes)
+            .map(|m| (JAN_2024 + m * MINUTE, k as i64 * 1000 + m))
+            .collect();
+        assert_eq!(rows(s), want);
+    }
 }
 
 #[test]

@@ -107,6 +107,11 @@ pub struct Series {
     on_disk: Mutex<super::format::Manifest>,
     /// The pack files the chunk handles of this series share (see `pack::PackFile`).
     packs: Mutex<std::collections::HashMap<u64, std::sync::Weak<super::pack::PackFile>>>,
+    /// Where this series' one-row appends sit on the merge schedule of its in-memory
+    /// tail (a hash of its directory): series that all get a row each minute merge
+    /// their tails at different writes, not all at the 16th, 32nd... one together
+    /// (see [`Series::apply_logged`]).
+    merge_phase: u64,
 }
 
 /// One month's share of a write, planned before any file is written. An append
@@ -275,7 +280,7 @@ impl Series {
         let series = Series {
             meta,
             dir: Arc::new(dir),
-            rel_dir: rel_dir.into(),
+            rel_dir: rel_dir.as_str().into(),
             opts,
             write_lock: Mutex::new(()),
             deleted: AtomicBool::new(false),
@@ -283,6 +288,7 @@ impl Series {
             on_disk: Mutex::new(snap.to_manifest()),
             current: RwLock::new(Arc::new(snap)),
             packs: Mutex::new(Default::default()),
+            merge_phase: xxhash_rust::xxh3::xxh3_64(rel_dir.as_bytes()),
         };
         series.account_unfolded(unfolded_bytes(&series.snapshot()), 0);
         series
@@ -493,6 +499,62 @@ impl Series {
         Ok(true)
     }
 
+    /// How many of a month's last chunks (`list`) an append of `n` rows merges with
+    /// its rows: the trailing in-memory chunks, as long as the merged chunk stays
+    /// within `memory_chunk_rows`, chosen as a binary counter.
+    ///
+    /// A write of several rows counts in sizes: it merges a chunk no larger than what
+    /// it has gathered so far. A one-row append (a live feed's bar) counts in rows,
+    /// offset by the series' `merge_phase`: the tail's rows sit at positions
+    /// `phase + 0, phase + 1, ...` and a chunk is merged when the merged rows end on a
+    /// multiple of their span rounded up to a power of two, so its chunks are aligned
+    /// blocks of that position. Both bound the chunks and the copies alike, but the
+    /// offset spreads the merges of many series fed in lockstep over the writes: with
+    /// sizes alone, 2,000 symbols that get a bar each minute all copy their 16-row
+    /// tails at the 16th write, their 32-row tails at the 32nd, and so on (the spikes
+    /// of a many-series write's latency); with the phase, a write merges the same
+    /// number of rows on average and about as many every time.
+    fn tail_merge(&self, list: &[Arc<ChunkRef>], n: u64) -> usize {
+        let cap = self.opts.wal.memory_chunk_rows;
+        let tail: &[Arc<ChunkRef>] = {
+            let files = list
+                .iter()
+                .rposition(|c| !c.is_memory())
+                .map_or(0, |i| i + 1);
+            &list[files..]
+        };
+        let mut merge = 0;
+        let mut acc = n;
+        if n == 1 {
+            let held: u64 = tail.iter().map(|c| c.entry.rows).sum();
+            // The position past the new row, and where the merged run starts.
+            let end = self.merge_phase.wrapping_add(held + 1);
+            let mut start = end.wrapping_sub(1);
+            for c in tail.iter().rev() {
+                if acc + c.entry.rows > cap {
+                    break;
+                }
+                start = start.wrapping_sub(c.entry.rows);
+                let span = end.wrapping_sub(start);
+                if end & (span.next_power_of_two() - 1) != 0 {
+                    break;
+                }
+                acc += c.entry.rows;
+                merge += 1;
+            }
+        } else {
+            for c in tail.iter().rev() {
+                if c.entry.rows > acc || acc + c.entry.rows > cap {
+                    break;
+                }
+                acc += c.entry.rows;
+                merge += 1;
+            }
+        }
+        debug_assert!(acc <= cap.max(n), "a merged chunk stays within the cap");
+        merge
+    }
+
     /// The state after one logged write, applied at log position `lsn` at `now`:
     /// `batch` (sorted, unique, checked by the caller) goes into in-memory chunks laid
     /// out as files, always the month's last chunks. Rows past
@@ -543,25 +605,12 @@ impl Series {
             let list = old_list.as_slice();
             let last = list.last();
             let appends = last.is_none_or(|c| new[0][0] > c.entry.last_ts);
-            // An append merges the month's last in-memory chunks that are not larger
-            // than what it adds so far (a binary counter: the tail's sizes halve
-            // going right, so a month holds O(log memory_chunk_rows) small chunks past
-            // its full ones, and each row is copied O(log) times, not once per write).
-            // The merged chunks (`heads`, oldest first) and the new rows become one.
-            let mut merge = 0;
-            if appends {
-                let mut acc = n;
-                for c in list.iter().rev() {
-                    if !c.is_memory()
-                        || c.entry.rows > acc
-                        || acc + c.entry.rows > self.opts.wal.memory_chunk_rows
-                    {
-                        break;
-                    }
-                    acc += c.entry.rows;
-                    merge += 1;
-                }
-            }
+            // An append merges the month's last in-memory chunks into one with the new
+            // rows, a binary counter: the tail's sizes halve going right, so a month
+            // holds O(log memory_chunk_rows) small chunks past its full ones, and each
+            // row is copied O(log) times, not once per write. The merged chunks
+            // (`heads`, oldest first) and the new rows become one.
+            let merge = if appends { self.tail_merge(list, n) } else { 0 };
             let heads: Vec<Arc<super::chunk::MappedChunk>> = list[list.len() - merge..]
                 .iter()
                 .map(|c| c.map())
