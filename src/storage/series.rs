@@ -110,7 +110,7 @@ pub struct Series {
     /// Where this series' one-row appends sit on the merge schedule of its in-memory
     /// tail (a hash of its directory): series that all get a row each minute merge
     /// their tails at different writes, not all at the 16th, 32nd... one together
-    /// (see [`Series::apply_logged`]).
+    /// (see [`Series::tail_merge`]).
     merge_phase: u64,
 }
 
@@ -605,11 +605,11 @@ impl Series {
             let list = old_list.as_slice();
             let last = list.last();
             let appends = last.is_none_or(|c| new[0][0] > c.entry.last_ts);
-            // An append merges the month's last in-memory chunks into one with the new
-            // rows, a binary counter: the tail's sizes halve going right, so a month
-            // holds O(log memory_chunk_rows) small chunks past its full ones, and each
-            // row is copied O(log) times, not once per write. The merged chunks
-            // (`heads`, oldest first) and the new rows become one.
+            // An append merges some of the month's last in-memory chunks into one with
+            // the new rows, a binary counter (`tail_merge`): a month holds
+            // O(log memory_chunk_rows) small chunks past its full ones, and each row is
+            // copied O(log) times, not once per write. The merged chunks (`heads`,
+            // oldest first) and the new rows become one.
             let merge = if appends { self.tail_merge(list, n) } else { 0 };
             let heads: Vec<Arc<super::chunk::MappedChunk>> = list[list.len() - merge..]
                 .iter()
