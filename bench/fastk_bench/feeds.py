@@ -18,7 +18,8 @@ and what a store of very many series costs.
 - `feed_many`: the same 2,000 series; each write is one minute of all 2,000 bars as
   ONE many-series write, sequential: `POST /v1/kline/records` (JSON body built before
   the clock) and one Flight DoPut `["kline", "*", "1m"]` with a dictionary `symbol`
-  column. Median and p99 latency (target under 5 ms), rows/s. Peers: SQLite (one
+  column. Median and p99 latency (target under 5 ms), rows/s, and for FastK the log
+  committer's apply and sync wait per write (its debug log). Peers: SQLite (one
   transaction of 2,000 rows, executemany), DuckDB (one transaction, INSERT .. SELECT
   from an Arrow table). Checked: every answer's counts, every series' rows, one series
   read back.
@@ -679,6 +680,16 @@ def _timed_minutes(call, items: list, warm: int) -> list[float]:
     return times
 
 
+def _committer(groups: list[tuple[str, str, str]]) -> dict:
+    """The committer's apply (the 2,000 series' new states, on two threads) and the
+    wait for the log's sync after it (0 when the sync, overlapped with the apply, was
+    done first), over the timed writes: medians and maxima in ms."""
+    apply = [int(g[1]) / 1e3 for g in groups]
+    sync = [int(g[2]) / 1e3 for g in groups]
+    return {"apply_median_ms": statistics.median(apply), "apply_max_ms": max(apply),
+            "sync_wait_median_ms": statistics.median(sync), "sync_wait_max_ms": max(sync)}
+
+
 def feed_many(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: dict) -> dict:
     n, minutes, warm = FEED_SERIES, P["feed_many_minutes"], P["feed_many_warmup"]
     total = warm + minutes
@@ -704,10 +715,12 @@ def feed_many(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: d
 
     def fastk() -> dict:
         # The DoPut handler logs each commit's receive and write times at debug level:
-        # the server's own share of each timed DoPut (read from the log afterwards).
+        # the server's own share of each timed DoPut (read from the log afterwards); the
+        # log's committer logs its phases per group (one group per write here), which
+        # say where a slow write spent its time.
         level = os.environ.get("FASTK_BENCH_LOG", "warn,fastk::server=info")
         saved = os.environ.get("FASTK_BENCH_LOG")
-        os.environ["FASTK_BENCH_LOG"] = level + ",fastk::flight::doput=debug"
+        os.environ["FASTK_BENCH_LOG"] = level + ",fastk::flight::doput=debug,fastk::storage::wal=debug"
         log_path = logs / "fastk-feed-many.log"
         try:
             server = procs.FastK(binary, work / "fastk-feed-many", log_path, unix_socket=False)
@@ -791,6 +804,14 @@ def feed_many(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: d
                 res[label] = {**res.get(label, {}), **_err(e)}
         finally:
             server.stop()
+        # Read once the server has stopped: its log is written behind, and the last
+        # groups may not be in the file while it runs.
+        groups = re.findall(r"group committed writes=(\d+) .*?apply_us=(\d+) sync_us=(\d+)",
+                            log_path.read_text(errors="replace"))
+        if len(groups) == 2 * total and all(g[0] == "1" for g in groups):
+            for label, part in ((FASTK_HTTP, groups[warm:total]), (FASTK_FLIGHT, groups[total + warm:])):
+                if label in res and "error" not in res[label]:
+                    res[label]["committer"] = _committer(part)
         return res
 
     out["systems"].update(fastk())

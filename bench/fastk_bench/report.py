@@ -590,6 +590,12 @@ def t_feed_many(r: dict) -> str:
         out += (f" FastK's own share of a DoPut (medians from its debug log): receiving {fmt(fl['server_receive_ms'])} "
                 f"ms, writing (log record, sync, in-memory chunks of {d['series']:,} series) "
                 f"{fmt(fl['server_write_ms'])} ms.")
+    for k in ("FastK HTTP", "FastK Flight"):
+        c = (ok(sysd).get(k) or {}).get("committer")
+        if c:
+            out += (f" {k}, the log's committer per write (its debug log): apply median {fmt(c['apply_median_ms'])} "
+                    f"ms, slowest {fmt(c['apply_max_ms'])} ms; waiting for the sync after it: median "
+                    f"{fmt(c['sync_wait_median_ms'])} ms, longest {fmt(c['sync_wait_max_ms'])} ms.")
     out += _fsync_note(d)
     if d.get("http_body_bytes"):
         out += f" HTTP body: {d['http_body_bytes'] / 1e3:.0f} kB of JSON per minute."
