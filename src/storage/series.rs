@@ -513,7 +513,10 @@ impl Series {
     /// sizes alone, 2,000 symbols that get a bar each minute all copy their 16-row
     /// tails at the 16th write, their 32-row tails at the 32nd, and so on (the spikes
     /// of a many-series write's latency); with the phase, a write merges the same
-    /// number of rows on average and about as many every time.
+    /// number of rows on average and about as many every time. Finding the position
+    /// walks the month's in-memory chunks: at most `storage.fold_rows` rows (the fold
+    /// folds a series there), so `fold_rows / memory_chunk_rows` full chunks and a few
+    /// smaller ones; a live feed folds after `storage.fold_age_s` and holds a handful.
     fn tail_merge(&self, list: &[Arc<ChunkRef>], n: u64) -> usize {
         let cap = self.opts.wal.memory_chunk_rows;
         let tail: &[Arc<ChunkRef>] = {
