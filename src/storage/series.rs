@@ -507,8 +507,9 @@ impl Series {
     /// it has gathered so far. A one-row append (a live feed's bar) counts in rows,
     /// offset by the series' `merge_phase`: the tail's rows sit at positions
     /// `phase + 0, phase + 1, ...` and a chunk is merged when the merged rows end on a
-    /// multiple of their span rounded up to a power of two, so its chunks are aligned
-    /// blocks of that position. Both bound the chunks and the copies alike, but the
+    /// multiple of their span rounded up to a power of two, so past the first (the rows
+    /// up to the phase's next boundary) its chunks are aligned blocks of that position.
+    /// Both bound the chunks and the copies alike, but the
     /// offset spreads the merges of many series fed in lockstep over the writes: with
     /// sizes alone, 2,000 symbols that get a bar each minute all copy their 16-row
     /// tails at the 16th write, their 32-row tails at the 32nd, and so on (the spikes
