@@ -288,14 +288,28 @@ impl Incarnation {
 
 /// The manifest's handle on one chunk: its entry, and access to its verified mapping
 /// and sidecars through the store's bounded [`MapCache`].
+///
+/// `repr(C)`, `memory` then `entry`: what an append reads of each chunk of a month's
+/// tail (whether it is in memory, its rows, last `ts` and length) sits next to the
+/// reference count it takes, in one cache line (see [`ChunkEntry`]).
 #[derive(Debug)]
+#[repr(C)]
 pub struct ChunkRef {
+    /// Set for a chunk that lives in memory only (rows of the write-ahead log not yet
+    /// folded into a file): reads take it from here, and it has no file, no sidecars
+    /// and no place in any manifest.
+    memory: Option<Arc<MappedChunk>>,
     pub entry: ChunkEntry,
     dir: Arc<PathBuf>,
     rel_dir: Arc<str>,
     /// Key of this chunk in `cache`.
     id: u64,
-    cache: Arc<MapCache>,
+    /// The store's mapping cache, for a file chunk; none for a chunk in memory, which
+    /// is never cached. The cache is one for the whole store: a many-series write
+    /// builds thousands of in-memory chunks on two threads and the reaper drops them
+    /// on a third, and a reference count on one shared line per chunk made every core
+    /// wait for the others.
+    cache: Option<Arc<MapCache>>,
     /// Identity of the chunk file when its checksum was last verified in this process.
     verified: Mutex<Option<FileIdentity>>,
     obsolete: AtomicBool,
@@ -309,10 +323,6 @@ pub struct ChunkRef {
     /// The chunk's last row, every column (see [`ChunkRef::last_row`]): read on first
     /// use and kept, the chunk being immutable; `ncols` values.
     last: std::sync::OnceLock<Box<[i64]>>,
-    /// Set for a chunk that lives in memory only (rows of the write-ahead log not yet
-    /// folded into a file): reads take it from here, and it has no file, no sidecars
-    /// and no place in any manifest.
-    memory: Option<Arc<MappedChunk>>,
     /// The pack holding this chunk (`entry.pack` is set), shared by every handle of
     /// the series on the same pack: it decides when the pack file goes.
     pack: Option<Arc<PackFile>>,
@@ -335,14 +345,14 @@ impl ChunkRef {
             "a packed chunk's handle holds its pack"
         );
         let id = cache.next_id();
-        ChunkRef::with_id(entry, dir, rel_dir, cache, pack, id)
+        ChunkRef::with_id(entry, dir, rel_dir, Some(cache), pack, id)
     }
 
     fn with_id(
         entry: ChunkEntry,
         dir: Arc<PathBuf>,
         rel_dir: Arc<str>,
-        cache: Arc<MapCache>,
+        cache: Option<Arc<MapCache>>,
         pack: Option<Arc<PackFile>>,
         id: u64,
     ) -> ChunkRef {
@@ -370,12 +380,7 @@ impl ChunkRef {
 
     /// A chunk held in memory (see [`MappedChunk::in_memory`]); its entry describes it
     /// as its file would be, with no sidecars.
-    pub fn in_memory(
-        chunk: MappedChunk,
-        dir: Arc<PathBuf>,
-        rel_dir: Arc<str>,
-        cache: Arc<MapCache>,
-    ) -> ChunkRef {
+    pub fn in_memory(chunk: MappedChunk, dir: Arc<PathBuf>, rel_dir: Arc<str>) -> ChunkRef {
         let h = &chunk.header;
         let entry = ChunkEntry::live(
             h,
@@ -386,8 +391,8 @@ impl ChunkRef {
         // Not `ChunkRef::new`: a chunk in memory is never in the cache (`map` returns
         // it, it has no sidecars, its drop skips `forget`), so it takes no cache id;
         // the apply helper and the committer build thousands at once and would
-        // contend on the cache's id counter.
-        let mut c = ChunkRef::with_id(entry, dir, rel_dir, cache, None, 0);
+        // contend on the cache's id counter (and on its reference count).
+        let mut c = ChunkRef::with_id(entry, dir, rel_dir, None, None, 0);
         c.memory = Some(Arc::new(chunk));
         c
     }
@@ -496,7 +501,7 @@ impl ChunkRef {
         if let Some(m) = &self.memory {
             return Ok(Arc::clone(m));
         }
-        self.cache.chunk(self.id, |slot| {
+        self.cache().chunk(self.id, |slot| {
             let rel = self.rel_path(FileKind::Chunk);
             // A packed chunk maps its image's range of the pack (the months a bulk
             // write packed are raw and read zero-copy like files); the pack's identity
@@ -516,12 +521,20 @@ impl ChunkRef {
         })
     }
 
+    /// The mapping cache of a file chunk (a chunk in memory returns before it needs
+    /// one: it has no file and no sidecars).
+    fn cache(&self) -> &MapCache {
+        self.cache
+            .as_deref()
+            .expect("a chunk with a file has the store's mapping cache")
+    }
+
     /// The chunk's zone map, or why it cannot be used (absent, unreadable, corrupt).
     pub fn zonemap(&self, vt: ValueType) -> Result<Arc<ZoneMap>, String> {
         if !self.entry.zonemap.present() {
             return Err("no zone map".into());
         }
-        self.cache.zonemap(self.id, || {
+        self.cache().zonemap(self.id, || {
             let bytes = self
                 .read_stored(FileKind::ZoneMap)
                 .map_err(|e| e.to_string())?;
@@ -540,7 +553,7 @@ impl ChunkRef {
         if !self.entry.vindex.present() {
             return Err("no value index".into());
         }
-        self.cache.vindex(self.id, |slot| {
+        self.cache().vindex(self.id, |slot| {
             let rel = self.rel_path(FileKind::ValueIndex);
             let file = if self.is_packed() {
                 let bytes = self
@@ -582,7 +595,7 @@ impl Drop for ChunkRef {
         if self.memory.is_some() {
             return;
         }
-        self.cache.forget(self.id);
+        self.cache().forget(self.id);
         let obsolete = self.obsolete.load(Ordering::Acquire);
         if let Some(pack) = &self.pack {
             // The pack goes with its last handle, only if every chunk of it was

@@ -645,16 +645,23 @@ impl PackLoc {
     }
 }
 
-/// One chunk as the manifest records it.
+/// One chunk as the manifest records it (its encoding is [`Manifest::encode`]'s; the
+/// order of the fields here is only their place in memory).
+///
+/// The fields an append reads from every chunk of a month's tail come first, in
+/// declaration order (`repr(C)`), so that with [`super::chunk::ChunkRef`]'s own first
+/// field and its reference count they share one cache line: a many-series write walks
+/// the tails of thousands of series, and each line it misses is paid per series.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(C)]
 pub struct ChunkEntry {
+    pub rows: u64,
+    pub last_ts: i64,
+    pub file_len: u64,
+    pub first_ts: i64,
     pub month: i32,
     pub flags: u32,
     pub generation: u64,
-    pub rows: u64,
-    pub first_ts: i64,
-    pub last_ts: i64,
-    pub file_len: u64,
     /// xxh3-64 of the chunk body, equal to the header's `body_xxh3`.
     pub checksum: u64,
     pub write_version: u64,

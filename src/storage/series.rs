@@ -263,6 +263,12 @@ fn put_at<'b>(runs: &mut Vec<&'b [u8]>, at: &mut u64, run: &'b [u8], to: u64) {
 }
 
 /// Rows and bytes (laid out as files) of the in-memory chunks of one month's list.
+/// The pieces an append joins into one in-memory chunk (the merged chunks of the
+/// month's tail, then the new rows), on the stack up to a tail's usual length: a
+/// many-series write appends to thousands of series, and a vector here was one more
+/// allocation per series, freed by another thread.
+type Pieces<T> = smallvec::SmallVec<[T; 8]>;
+
 fn memory_totals(list: &[Arc<ChunkRef>]) -> (u64, u64) {
     list.iter()
         .filter(|c| c.is_memory())
@@ -615,7 +621,7 @@ impl Series {
             // copied O(log) times, not once per write. The merged chunks (`heads`,
             // oldest first) and the new rows become one.
             let merge = if appends { self.tail_merge(list, n) } else { 0 };
-            let heads: Vec<Arc<super::chunk::MappedChunk>> = list[list.len() - merge..]
+            let heads: Pieces<Arc<super::chunk::MappedChunk>> = list[list.len() - merge..]
                 .iter()
                 .map(|c| c.map())
                 .collect::<Result<_>>()?;
@@ -665,11 +671,11 @@ impl Series {
                 wal_lsn: lsn,
                 body_len: 0,
             };
-            let head_cols: Vec<[&[i64]; MAX_NCOLS]> = heads
+            let head_cols: Pieces<[&[i64]; MAX_NCOLS]> = heads
                 .iter()
                 .map(|m| std::array::from_fn(|i| if i < ncols { m.col(i) } else { &[] }))
                 .collect();
-            let mut pieces: Vec<&[&[i64]]> = Vec::with_capacity(head_cols.len() + 1);
+            let mut pieces: Pieces<&[&[i64]]> = Pieces::new();
             pieces.extend(head_cols.iter().map(|c| &c[..ncols]));
             pieces.push(&add_cols[..ncols]);
             let chunk = super::chunk::MappedChunk::in_memory_joined(header, &pieces);
@@ -677,7 +683,6 @@ impl Series {
                 chunk,
                 Arc::clone(&self.dir),
                 Arc::clone(&self.rel_dir),
-                Arc::clone(&self.opts.map_cache),
             ));
             // Only this month's in-memory chunks changed: the totals move by what left
             // and what came (a series with years of months is not walked per write).

@@ -43,10 +43,11 @@ pub struct MonthMap {
     /// The older months, shared by the states that did not change one of them (a
     /// rewrite of an old month, a compaction or retention copies it once).
     old: Arc<BTreeMap<i32, MonthChunks>>,
-    /// The latest months, each after every month of `old`; at most
+    /// The latest months, each after every month of `old`, ascending; at most
     /// `RECENT_MONTHS_MAX` after an insert (the oldest are spilled into `old` then,
-    /// once a new month begins, not once a write).
-    recent: BTreeMap<i32, MonthChunks>,
+    /// once a new month begins, not once a write). Inline, not a tree: every write
+    /// clones this map, and a many-series write does it for thousands of series.
+    recent: RecentMonths,
 }
 
 impl MonthMap {
@@ -54,12 +55,24 @@ impl MonthMap {
     /// `recent` (so iteration is `old` then `recent`, in order).
     fn check(&self) {
         debug_assert!(
-            match (self.old.keys().next_back(), self.recent.keys().next()) {
+            match (
+                self.old.keys().next_back(),
+                self.recent.first().map(|(m, _)| m)
+            ) {
                 (Some(a), Some(b)) => a < b,
                 _ => true,
             },
             "every old month is before every recent month"
         );
+        debug_assert!(
+            self.recent.windows(2).all(|w| w[0].0 < w[1].0),
+            "the recent months ascend"
+        );
+    }
+
+    /// Where month `m` is in `recent`, if there.
+    fn recent_at(&self, m: i32) -> Option<usize> {
+        self.recent.binary_search_by_key(&m, |e| e.0).ok()
     }
 
     /// Whether month `m` belongs in `old` (it is not after `old`'s last month).
@@ -68,7 +81,9 @@ impl MonthMap {
     }
 
     pub fn get(&self, m: &i32) -> Option<&MonthChunks> {
-        self.recent.get(m).or_else(|| self.old.get(m))
+        self.recent_at(*m)
+            .map(|i| &self.recent[i].1)
+            .or_else(|| self.old.get(m))
     }
 
     pub fn contains_key(&self, m: &i32) -> bool {
@@ -84,7 +99,9 @@ impl MonthMap {
     }
 
     pub fn iter(&self) -> MonthIter<'_> {
-        self.old.iter().chain(self.recent.iter())
+        self.old
+            .iter()
+            .chain(self.recent.iter().map(pair as PairOf<'_>))
     }
 
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &MonthChunks> {
@@ -95,14 +112,25 @@ impl MonthMap {
         &self,
         r: std::ops::RangeInclusive<i32>,
     ) -> impl DoubleEndedIterator<Item = (&i32, &MonthChunks)> {
-        self.old.range(r.clone()).chain(self.recent.range(r))
+        self.old.range(r.clone()).chain(
+            self.recent
+                .iter()
+                .filter(move |(m, _)| r.contains(m))
+                .map(pair as PairOf<'_>),
+        )
     }
 
     pub fn insert(&mut self, m: i32, v: MonthChunks) -> Option<MonthChunks> {
         let old = if self.in_old(m) {
             Arc::make_mut(&mut self.old).insert(m, v)
         } else {
-            self.recent.insert(m, v)
+            match self.recent.binary_search_by_key(&m, |e| e.0) {
+                Ok(i) => Some(std::mem::replace(&mut self.recent[i].1, v)),
+                Err(i) => {
+                    self.recent.insert(i, (m, v));
+                    None
+                }
+            }
         };
         self.spill();
         self.check();
@@ -113,7 +141,7 @@ impl MonthMap {
         if self.in_old(*m) {
             Arc::make_mut(&mut self.old).remove(m)
         } else {
-            self.recent.remove(m)
+            self.recent_at(*m).map(|i| self.recent.remove(i).1)
         }
     }
 
@@ -122,7 +150,14 @@ impl MonthMap {
         if self.in_old(m) {
             Arc::make_mut(&mut self.old).entry(m).or_default()
         } else {
-            self.recent.entry(m).or_default()
+            let i = match self.recent.binary_search_by_key(&m, |e| e.0) {
+                Ok(i) => i,
+                Err(i) => {
+                    self.recent.insert(i, (m, MonthChunks::default()));
+                    i
+                }
+            };
+            &mut self.recent[i].1
         }
     }
 
@@ -132,14 +167,8 @@ impl MonthMap {
         if self.recent.len() <= RECENT_MONTHS_MAX {
             return;
         }
-        let keep_from = *self
-            .recent
-            .keys()
-            .nth(self.recent.len() - RECENT_MONTHS_KEPT)
-            .expect("recent holds more than it keeps");
-        let kept = self.recent.split_off(&keep_from);
-        let spilled = std::mem::replace(&mut self.recent, kept);
-        Arc::make_mut(&mut self.old).extend(spilled);
+        let spill = self.recent.len() - RECENT_MONTHS_KEPT;
+        Arc::make_mut(&mut self.old).extend(self.recent.drain(..spill));
         assert!(
             self.recent.len() == RECENT_MONTHS_KEPT,
             "recent keeps its months"
@@ -147,10 +176,20 @@ impl MonthMap {
     }
 }
 
+/// [`MonthMap::recent`]: room for the months it holds before it spills.
+type RecentMonths = smallvec::SmallVec<[(i32, MonthChunks); RECENT_MONTHS_MAX + 1]>;
+
+/// A recent month as the map's iterators give it.
+type PairOf<'a> = fn(&'a (i32, MonthChunks)) -> (&'a i32, &'a MonthChunks);
+
+fn pair(e: &(i32, MonthChunks)) -> (&i32, &MonthChunks) {
+    (&e.0, &e.1)
+}
+
 /// The months of a [`MonthMap`] in order.
 pub type MonthIter<'a> = std::iter::Chain<
     std::collections::btree_map::Iter<'a, i32, MonthChunks>,
-    std::collections::btree_map::Iter<'a, i32, MonthChunks>,
+    std::iter::Map<std::slice::Iter<'a, (i32, MonthChunks)>, PairOf<'a>>,
 >;
 
 impl<'a> IntoIterator for &'a MonthMap {
