@@ -282,7 +282,7 @@ fn verify(root: &std::path::Path, last_acked: u64, round: u32) {
 
 /// Series of the logged kill loop; every write `i` puts one row (ts `i` minutes past
 /// `BASE_TS`, value `i`) into each of them, as one many-series write through the log.
-/// At least 256, so a write is applied in two halves and, when the solo writer's
+/// At least 256, so a write is applied by two threads and, when the solo writer's
 /// write is not in its group, its record is synced while it applies (the log's
 /// invariant 5): kills land in that overlap too.
 const LOGGED_SERIES: usize = 256;

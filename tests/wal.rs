@@ -592,9 +592,10 @@ fn the_memory_hard_limit_holds_per_write_while_the_fold_is_held() {
 }
 
 #[test]
-fn a_large_many_series_write_applied_in_two_halves_is_all_or_nothing() {
-    // At least `PARALLEL_APPLY_ENTRIES` series: the committer applies the first half
-    // and the apply helper the second, which must fail the whole write just as well.
+fn a_large_many_series_write_applied_by_two_threads_is_all_or_nothing() {
+    // At least `PARALLEL_APPLY_ENTRIES` series: the committer and the apply helper
+    // claim blocks of 64 entries in turn, and a failure in any block must fail the
+    // whole write, with the first failure in entry order.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
     let series: Vec<Arc<Series>> = (0..600)
@@ -614,17 +615,28 @@ fn a_large_many_series_write_applied_in_two_halves_is_all_or_nothing() {
     for (i, s) in series.iter().enumerate() {
         assert_eq!(rows(s), vec![(JAN_2024, i as i64 * 10)], "series {i}");
     }
-    // A series of the helper's half is gone: nothing of the write is visible.
+    // Two series in different blocks are gone: nothing of the write is visible, and
+    // the error names the first of them in the write's order, whichever thread
+    // applied its block.
     store.delete(&meta("S450").key).unwrap();
+    store.delete(&meta("S070").key).unwrap();
     let err = store.write_many(minute(1, None)).unwrap_err();
     assert!(matches!(err, StorageError::NotFound(_)), "{err}");
+    assert!(err.to_string().contains("S070"), "{err}");
+    let without_070 = |m| {
+        let mut w = minute(m, Some(450));
+        w.remove(70);
+        w
+    };
+    let err = store.write_many(minute(1, Some(70))).unwrap_err();
+    assert!(err.to_string().contains("S450"), "{err}");
     for i in [0, 299, 300, 599] {
         assert_eq!(rows(&series[i]).len(), 1, "series {i} kept only minute 0");
         assert_eq!(series[i].version(), 1);
     }
-    // Without it the write goes through, every report in the order of the entries.
-    let r = store.write_many(minute(1, Some(450))).unwrap();
-    assert_eq!(r.len(), 599);
+    // Without them the write goes through, every report in the order of the entries.
+    let r = store.write_many(without_070(1)).unwrap();
+    assert_eq!(r.len(), 598);
     assert!(r.iter().all(|r| r.version == 2 && r.inserted == 1));
     assert_eq!(
         rows(&series[599]),
