@@ -680,14 +680,23 @@ def _timed_minutes(call, items: list, warm: int) -> list[float]:
     return times
 
 
-def _committer(groups: list[tuple[str, str, str]]) -> dict:
+def _committer(groups: list[dict[str, int]]) -> dict:
     """The committer's apply (the 2,000 series' new states, on two threads) and the
     wait for the log's sync after it (0 when the sync, overlapped with the apply, was
-    done first), over the timed writes: medians and maxima in ms."""
-    apply = [int(g[1]) / 1e3 for g in groups]
-    sync = [int(g[2]) / 1e3 for g in groups]
-    return {"apply_median_ms": statistics.median(apply), "apply_max_ms": max(apply),
-            "sync_wait_median_ms": statistics.median(sync), "sync_wait_max_ms": max(sync)}
+    done first), over the timed writes: medians and maxima in ms. With the blocks the
+    apply helper took of each write (a server that logs them): their median, and the
+    writes whose split was 5 or more blocks from even, where two fixed halves would
+    have waited for the slower thread."""
+    apply = [g["apply_us"] / 1e3 for g in groups]
+    sync = [g["sync_us"] / 1e3 for g in groups]
+    out = {"apply_median_ms": statistics.median(apply), "apply_max_ms": max(apply),
+           "sync_wait_median_ms": statistics.median(sync), "sync_wait_max_ms": max(sync)}
+    split = [(g["helper_blocks"], g["blocks"]) for g in groups if g.get("blocks")]
+    if split:
+        out["helper_blocks_median"] = statistics.median(h for h, _ in split)
+        out["blocks"] = split[0][1]
+        out["uneven_writes"] = sum(1 for h, b in split if abs(2 * h - b) >= 10)
+    return out
 
 
 def feed_many(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: dict) -> dict:
@@ -806,9 +815,10 @@ def feed_many(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: d
             server.stop()
         # Read once the server has stopped: its log is written behind, and the last
         # groups may not be in the file while it runs.
-        groups = re.findall(r"group committed writes=(\d+) .*?apply_us=(\d+) sync_us=(\d+)",
-                            log_path.read_text(errors="replace"))
-        if len(groups) == 2 * total and all(g[0] == "1" for g in groups):
+        groups = [{k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+                  for line in log_path.read_text(errors="replace").splitlines()
+                  if "group committed" in line]
+        if len(groups) == 2 * total and all(g.get("writes") == 1 for g in groups):
             for label, part in ((FASTK_HTTP, groups[warm:total]), (FASTK_FLIGHT, groups[total + warm:])):
                 if label in res and "error" not in res[label]:
                     res[label]["committer"] = _committer(part)

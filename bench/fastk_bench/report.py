@@ -596,6 +596,9 @@ def t_feed_many(r: dict) -> str:
             out += (f" {k}, the log's committer per write (its debug log): apply median {fmt(c['apply_median_ms'])} "
                     f"ms, slowest {fmt(c['apply_max_ms'])} ms; waiting for the sync after it: median "
                     f"{fmt(c['sync_wait_median_ms'])} ms, longest {fmt(c['sync_wait_max_ms'])} ms.")
+            if c.get("blocks"):
+                out += (f" The apply helper took {c['helper_blocks_median']:g} of {c['blocks']} blocks at the median; "
+                        f"{c['uneven_writes']} of {d['minutes']} writes were split 5 or more blocks from even.")
     out += _fsync_note(d)
     if d.get("http_body_bytes"):
         out += f" HTTP body: {d['http_body_bytes'] / 1e3:.0f} kB of JSON per minute."
