@@ -262,13 +262,13 @@ fn put_at<'b>(runs: &mut Vec<&'b [u8]>, at: &mut u64, run: &'b [u8], to: u64) {
     *at = to + run.len() as u64;
 }
 
-/// Rows and bytes (laid out as files) of the in-memory chunks of one month's list.
 /// The pieces an append joins into one in-memory chunk (the merged chunks of the
 /// month's tail, then the new rows), on the stack up to a tail's usual length: a
 /// many-series write appends to thousands of series, and a vector here was one more
 /// allocation per series, freed by another thread.
 type Pieces<T> = smallvec::SmallVec<[T; 8]>;
 
+/// Rows and bytes (laid out as files) of the in-memory chunks of one month's list.
 fn memory_totals(list: &[Arc<ChunkRef>]) -> (u64, u64) {
     list.iter()
         .filter(|c| c.is_memory())

@@ -150,13 +150,13 @@ impl MonthMap {
         if self.in_old(m) {
             Arc::make_mut(&mut self.old).entry(m).or_default()
         } else {
-            let i = match self.recent.binary_search_by_key(&m, |e| e.0) {
-                Ok(i) => i,
-                Err(i) => {
+            let i = self
+                .recent
+                .binary_search_by_key(&m, |e| e.0)
+                .unwrap_or_else(|i| {
                     self.recent.insert(i, (m, MonthChunks::default()));
                     i
-                }
-            };
+                });
             &mut self.recent[i].1
         }
     }

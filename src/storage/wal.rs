@@ -1159,9 +1159,8 @@ impl Wal {
                 let n = req.entries.len();
                 // A large write is applied by the committer and the helper together,
                 // block by block (the entries are shared, each series' state an `Arc`).
-                let shared = (n >= PARALLEL_APPLY_ENTRIES)
-                    .then_some(helper)
-                    .flatten()
+                let shared = helper
+                    .filter(|_| n >= PARALLEL_APPLY_ENTRIES)
                     .and_then(|helper| {
                         let job = Arc::new(SharedApply::new(
                             Arc::clone(&req.entries),
