@@ -101,12 +101,13 @@ fn main() {
     let batch_rows = 1_000_000.min(total);
     let batches: Vec<WriteBatch> = (0..total)
         .step_by(batch_rows)
-        .map(|lo| WriteBatch {
-            cols: data
-                .cols
-                .iter()
-                .map(|c| c[lo..(lo + batch_rows).min(total)].to_vec())
-                .collect(),
+        .map(|lo| {
+            WriteBatch::from_cols(
+                data.cols
+                    .iter()
+                    .map(|c| c[lo..(lo + batch_rows).min(total)].to_vec())
+                    .collect(),
+            )
         })
         .collect();
     drop(data);

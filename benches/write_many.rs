@@ -47,16 +47,14 @@ fn main() {
             .enumerate()
             .map(|(i, s)| {
                 let p = 1_000 + i as i64 + m as i64;
-                let b = WriteBatch {
-                    cols: vec![
-                        vec![START + m as i64 * MINUTE],
-                        vec![p],
-                        vec![p + 2],
-                        vec![p - 2],
-                        vec![p + 1],
-                        vec![10 + m as i64],
-                    ],
-                };
+                let b = WriteBatch::from_cols(vec![
+                    vec![START + m as i64 * MINUTE],
+                    vec![p],
+                    vec![p + 2],
+                    vec![p - 2],
+                    vec![p + 1],
+                    vec![10 + m as i64],
+                ]);
                 (Arc::clone(s), b)
             })
             .collect()

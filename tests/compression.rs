@@ -83,9 +83,7 @@ fn scalars(n: i64) -> WriteBatch {
             .to_bits() as i64
         })
         .collect();
-    WriteBatch {
-        cols: vec![(0..n).map(|i| JAN_2024 + i * MINUTE).collect(), v],
-    }
+    WriteBatch::from_cols(vec![(0..n).map(|i| JAN_2024 + i * MINUTE).collect(), v])
 }
 
 fn read_all(store: &Store, key: &SeriesKey) -> Vec<Vec<i64>> {
@@ -328,13 +326,8 @@ fn a_compressed_scalar_month_keeps_its_value_index_small() {
         };
         let (f, _) = store.register(meta).unwrap();
         let ts = (0..rows as i64).map(|i| JAN_2024 + i * MINUTE).collect();
-        f.write(
-            WriteBatch {
-                cols: vec![ts, values],
-            },
-            None,
-        )
-        .unwrap();
+        f.write(WriteBatch::from_cols(vec![ts, values]), None)
+            .unwrap();
         assert_eq!(f.compress_sealed(i64::MAX / 2).unwrap(), vec!["2024-01"]);
         let snap = f.snapshot();
         let chunks: Vec<_> = snap.chunks().collect();

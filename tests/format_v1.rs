@@ -83,16 +83,14 @@ fn f64_rows() -> WriteBatch {
             .to_bits() as i64
         })
         .collect();
-    WriteBatch { cols: vec![ts, v] }
+    WriteBatch::from_cols(vec![ts, v])
 }
 
 fn i64_rows() -> WriteBatch {
-    WriteBatch {
-        cols: vec![
-            (0..100).map(|i| START + i * 7 * HOUR).collect(),
-            (0..100).map(|i| i * i - 50).collect(),
-        ],
-    }
+    WriteBatch::from_cols(vec![
+        (0..100).map(|i| START + i * 7 * HOUR).collect(),
+        (0..100).map(|i| i * i - 50).collect(),
+    ])
 }
 
 /// Every row of the fixture, per series (what it was made from).
@@ -169,7 +167,7 @@ fn a_version_1_store_opens_reads_and_upgrades() {
         store.recovery()
     );
     for (key, want) in expected() {
-        assert_eq!(read_all(&store, &key), want.cols, "{key}");
+        assert_eq!(read_all(&store, &key), want.to_vecs(), "{key}");
     }
     let k = store.get(&kline_meta().key).unwrap();
     assert_eq!(k.snapshot().live.len(), 3, "three months");
@@ -246,7 +244,7 @@ fn predicates_answer_like_a_scan(engine: &Engine) {
     .map(|(name, vt, b)| {
         let mut cols = b.cols.into_iter();
         let (ts, v) = (cols.next().unwrap(), cols.next().unwrap());
-        (scalar_meta(name, vt).key, vt, ts, v)
+        (scalar_meta(name, vt).key, vt, ts.into_vec(), v.into_vec())
     })
     .collect();
     for (key, vt, ts, v) in cases {

@@ -266,14 +266,12 @@ fn compressed_kline() -> (ChunkHeader, Vec<u8>) {
 fn wal_record() -> Vec<u8> {
     let k = SeriesKey::kline("BTCUSDT", "1m").unwrap();
     let s = SeriesKey::scalar("ETHUSDT", "1h", "feature", "rsi_14").unwrap();
-    let kb = WriteBatch {
-        cols: (0..6)
+    let kb = WriteBatch::from_cols(
+        (0..6)
             .map(|c| vec![JAN_2024 + c, JAN_2024 + MINUTE + c])
             .collect(),
-    };
-    let sb = WriteBatch {
-        cols: vec![vec![JAN_2024], vec![7]],
-    };
+    );
+    let sb = WriteBatch::from_cols(vec![vec![JAN_2024], vec![7]]);
     encode_record(42, &[(&k, &kb), (&s, &sb)])
 }
 
@@ -284,7 +282,10 @@ fn wal_records_round_trip() {
     assert_eq!(len, b.len());
     assert_eq!(r.lsn, 42);
     assert_eq!(r.entries.len(), 2);
-    assert_eq!(r.entries[1].1.cols, vec![vec![JAN_2024], vec![7]]);
+    assert_eq!(
+        r.entries[1].1,
+        WriteBatch::from_cols(vec![vec![JAN_2024], vec![7]])
+    );
     // A torn tail is "short", a flipped byte "bad".
     assert_eq!(
         decode_record(&b[..b.len() - 1]).unwrap_err(),

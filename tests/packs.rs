@@ -437,7 +437,11 @@ fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
     }
     drop(snap);
     let all = read_all(&s.snapshot(), TsRange::all());
-    assert_eq!(all, rows.cols, "the packs hold exactly the rows written");
+    assert_eq!(
+        all,
+        rows.to_vecs(),
+        "the packs hold exactly the rows written"
+    );
     let want = predicates(&e);
     assert!(want.iter().all(|(ts, fb)| !ts.is_empty() && *fb == 0));
     let deep = AdminRequest {
@@ -453,7 +457,7 @@ fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
     drop(e);
     let e = engine(dir.path());
     let s = e.store.get(&scalar_key()).unwrap();
-    assert_eq!(read_all(&s.snapshot(), TsRange::all()), rows.cols);
+    assert_eq!(read_all(&s.snapshot(), TsRange::all()), rows.to_vecs());
     assert_eq!(predicates(&e), want);
     assert_eq!(files_in(s.dir()), files);
 

@@ -97,9 +97,7 @@ fn churn_meta() -> SeriesMeta {
 const CHURN_ROWS: i64 = 500;
 fn churn_batch(n: i64) -> WriteBatch {
     let ts: Vec<i64> = (0..CHURN_ROWS).map(|k| BASE_TS + k * 97 * MINUTE).collect();
-    WriteBatch {
-        cols: vec![ts, vec![n; CHURN_ROWS as usize]],
-    }
+    WriteBatch::from_cols(vec![ts, vec![n; CHURN_ROWS as usize]])
 }
 
 /// The churning thread of the child: see the module comment. Prints `VIOLATION` when
@@ -325,9 +323,8 @@ fn crash_child_logged() {
     std::thread::spawn(move || {
         loop {
             let v = solo.version();
-            let b = WriteBatch {
-                cols: vec![vec![BASE_TS + v as i64 * MINUTE], vec![v as i64 + 1]],
-            };
+            let b =
+                WriteBatch::from_cols(vec![vec![BASE_TS + v as i64 * MINUTE], vec![v as i64 + 1]]);
             match store.write(&solo, b, Some(v)) {
                 Ok(r) if r.version == v + 1 => {}
                 other => println!("VIOLATION solo write: {other:?}"),
@@ -342,9 +339,8 @@ fn crash_child_logged() {
         let entries = series
             .iter()
             .map(|s| {
-                let b = WriteBatch {
-                    cols: vec![vec![BASE_TS + i as i64 * MINUTE], vec![i as i64]],
-                };
+                let b =
+                    WriteBatch::from_cols(vec![vec![BASE_TS + i as i64 * MINUTE], vec![i as i64]]);
                 (std::sync::Arc::clone(s), b)
             })
             .collect();

@@ -56,12 +56,10 @@ fn month_ts(m: i32, minute: i64) -> i64 {
 }
 
 fn batch(rows: &[(i64, i64)]) -> WriteBatch {
-    WriteBatch {
-        cols: vec![
-            rows.iter().map(|r| r.0).collect(),
-            rows.iter().map(|r| r.1).collect(),
-        ],
-    }
+    WriteBatch::from_cols(vec![
+        rows.iter().map(|r| r.0).collect(),
+        rows.iter().map(|r| r.1).collect(),
+    ])
 }
 
 fn read(store: &Store) -> BTreeMap<i64, i64> {

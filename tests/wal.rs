@@ -35,9 +35,7 @@ fn opts() -> StoreOptions {
 }
 
 fn one(ts: i64, v: i64) -> WriteBatch {
-    WriteBatch {
-        cols: vec![vec![ts], vec![v]],
-    }
+    WriteBatch::from_cols(vec![vec![ts], vec![v]])
 }
 
 fn rows(s: &Series) -> Vec<(i64, i64)> {
@@ -266,9 +264,7 @@ fn a_many_series_write_is_all_or_nothing() {
     let a = store.register(meta("A")).unwrap().0;
     let b = store.register(meta("B")).unwrap().0;
     // B's rows repeat a ts: the whole write is refused, A included.
-    let bad = WriteBatch {
-        cols: vec![vec![JAN_2024, JAN_2024], vec![1, 2]],
-    };
+    let bad = WriteBatch::from_cols(vec![vec![JAN_2024, JAN_2024], vec![1, 2]]);
     let err = store
         .write_many(vec![
             (Arc::clone(&a), one(JAN_2024, 1)),

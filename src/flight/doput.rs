@@ -661,7 +661,13 @@ mod tests {
         Ok(cols
             .finish_many(&template)?
             .into_iter()
-            .map(|(k, b)| (k.symbol().to_string(), b.cols[0].clone(), b.cols[1].clone()))
+            .map(|(k, b)| {
+                (
+                    k.symbol().to_string(),
+                    b.cols[0].to_vec(),
+                    b.cols[1].to_vec(),
+                )
+            })
             .collect())
     }
 
