@@ -108,6 +108,11 @@ def params(q: bool) -> dict:
         # index grows to four times its cost (docs/benchmarks.md, feed_many).
         feed_many_minutes=10 if q else 50,
         feed_many_warmup=2,
+        # Idle milliseconds before each write of feed_many, outside the clock (0: back
+        # to back). A feed handler writes once a minute, to caches gone cold meanwhile;
+        # FASTK_BENCH_FEED_MANY_GAP_MS=20 measures that (docs/benchmarks.md, night of
+        # 2026-11-25).
+        feed_many_gap_ms=float(os.environ.get("FASTK_BENCH_FEED_MANY_GAP_MS", 0)),
         many_series=1_000 if q else 10_000,
         scale_series=5_000 if q else 100_000,
         scale_hours=int(os.environ.get("FASTK_BENCH_SCALE_HOURS", 744)),
@@ -661,10 +666,11 @@ def feed(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: dict) 
 # --------------------------------------------------------------------------- feed_many
 
 
-def _timed_minutes(call, items: list, warm: int) -> list[float]:
+def _timed_minutes(call, items: list, warm: int, gap_s: float = 0.0) -> list[float]:
     """Times `call` on each item after `warm` untimed ones, with the harness's own
     garbage collector collected first and paused meanwhile (as `timeit` does), so a
-    pause of the Python client is not counted against the system it drives."""
+    pause of the Python client is not counted against the system it drives. With
+    `gap_s`, every timed call follows that long an idle sleep (off the clock)."""
     for it in items[:warm]:
         call(it)
     times = []
@@ -672,6 +678,8 @@ def _timed_minutes(call, items: list, warm: int) -> list[float]:
     gc.disable()
     try:
         for it in items[warm:]:
+            if gap_s > 0:
+                time.sleep(gap_s)
             t = time.perf_counter()
             call(it)
             times.append(time.perf_counter() - t)
@@ -701,11 +709,12 @@ def _committer(groups: list[dict[str, int]]) -> dict:
 
 def feed_many(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: dict) -> dict:
     n, minutes, warm = FEED_SERIES, P["feed_many_minutes"], P["feed_many_warmup"]
+    gap_s = P.get("feed_many_gap_ms", 0) / 1e3
     total = warm + minutes
     http_base, flight_base = ms(2024, 3, 1), ms(2024, 4, 1)
     work.mkdir(parents=True, exist_ok=True)
     out: dict = {"series": n, "minutes": minutes, "warmup_minutes": warm, "rows_per_write": n,
-                 "target_ms": FEED_MANY_TARGET_MS, "systems": {}, "how": {}}
+                 "target_ms": FEED_MANY_TARGET_MS, "gap_ms": gap_s * 1e3, "systems": {}, "how": {}}
     out["how"] = {
         FASTK_HTTP: (f'POST /v1/kline/records {{"timeframe": "1m", "records": [{n:,} x {{symbol, ts, open, high, '
                      'low, close, volume}]} (JSON encoded before the clock), one request per minute on one '
@@ -758,7 +767,7 @@ def feed_many(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: d
                 answers.append(data)
 
             log(f"feed_many: FastK HTTP, {warm} + {minutes} minutes of {n:,} bars, one request each")
-            times = _timed_minutes(post, bodies, warm)
+            times = _timed_minutes(post, bodies, warm, gap_s)
             r = _lat(times)
             r.update(rows_per_s=n * len(times) / sum(times), writes=len(times))
             res[FASTK_HTTP] = r
@@ -773,7 +782,8 @@ def feed_many(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: d
             replies = []
             log(f"feed_many: FastK Flight, {warm} + {minutes} DoPuts of {n:,} rows")
             try:
-                times = _timed_minutes(lambda t: replies.append(_put_raw(fc, ("kline", "*", "1m"), t)), tables, warm)
+                times = _timed_minutes(lambda t: replies.append(_put_raw(fc, ("kline", "*", "1m"), t)), tables, warm,
+                                       gap_s)
             finally:
                 fc.close()
             r = _lat(times)
@@ -829,7 +839,7 @@ def feed_many(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: d
     def peer(label, w, rows_or_tables, call) -> dict:
         try:
             log(f"feed_many: {label}, {warm} + {minutes} minutes of {n:,} rows, one transaction each")
-            times = _timed_minutes(call, rows_or_tables, warm)
+            times = _timed_minutes(call, rows_or_tables, warm, gap_s)
             r = _lat(times)
             r.update(rows_per_s=n * len(times) / sum(times), writes=len(times))
             log(f"  {label}: median {r['median_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "

@@ -575,9 +575,10 @@ def t_feed_many(r: dict) -> str:
             for k, v in ok(sysd).items()]
     out = table(["way", "median ms", "p99 ms", "best ms", "max ms", "M rows/s", "writes timed"], rows)
     target = d.get("target_ms", 5.0)
+    gap = f", each after {d['gap_ms']:g} ms idle (off the clock)" if d.get("gap_ms") else ""
     out += (f"\n\nEach write: one minute of all {d['series']:,} series ({d['rows_per_write']:,} bars) as one "
             f"all-or-nothing write, durable before the answer; {d['minutes']} timed writes one after the other "
-            f"after {d['warmup_minutes']} untimed ones.")
+            f"after {d['warmup_minutes']} untimed ones{gap}.")
     for k in ("FastK HTTP", "FastK Flight"):
         v = ok(sysd).get(k)
         if v:
