@@ -41,7 +41,7 @@ pub const MANIFEST_NAME: &str = "MANIFEST";
 /// One column of a [`WriteBatch`]. A row sits inline: a many-series write carries one
 /// row of each of thousands of series, and a vector per column would be six or seven
 /// allocations per series and request, made by the handler and freed by the log's
-/// reaper on another thread (about half of what the reaper frees).
+/// reaper on another thread (a large share of what the reaper frees).
 pub type Column = SmallVec<[i64; 1]>;
 
 /// Column-major rows to write: `cols[0]` is `ts`, then the record's other fields in
