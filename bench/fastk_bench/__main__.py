@@ -21,6 +21,10 @@ it never touches `--docs`. For example:
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --quick --only market --out /tmp/fastk-market
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --only colocated --out /tmp/fastk-colocated
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --quick --only feed,feed_many --out /tmp/fastk-feeds
+
+`FASTK_BENCH_FEED_MANY_GAP_MS=20` makes every system idle that long before each timed
+write of `feed_many`, off the clock: a feed handler writes once a minute, to caches
+gone cold meanwhile (0, the default, writes back to back).
 """
 
 from __future__ import annotations
