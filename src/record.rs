@@ -205,9 +205,42 @@ impl Name {
     }
 }
 
-/// A validated timeframe: `[0-9]+[smhdwM]` or `[A-Za-z0-9_-]{1,16}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Timeframe(String);
+/// Most bytes of a timeframe's name.
+pub const TIMEFRAME_MAX_LEN: usize = 16;
+
+/// A validated timeframe: `[0-9]+[smhdwM]` or `[A-Za-z0-9_-]{1,16}`. Held inline (the
+/// bytes, zero-padded, and their length): every series key has one, and a
+/// many-series write parses a key per series, thousands per request, each a heap
+/// allocation if it were a `String`. Compared, ordered and hashed as its text.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Timeframe {
+    len: u8,
+    bytes: [u8; TIMEFRAME_MAX_LEN],
+}
+
+impl std::fmt::Debug for Timeframe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::hash::Hash for Timeframe {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialOrd for Timeframe {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Timeframe {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
 
 impl Timeframe {
     pub fn parse(s: &str) -> Result<Self, NameError> {
@@ -219,7 +252,7 @@ impl Timeframe {
         if s.is_empty() {
             return Err(err("must not be empty"));
         }
-        if s.len() > 16 {
+        if s.len() > TIMEFRAME_MAX_LEN {
             return Err(err("must be at most 16 characters"));
         }
         if !s
@@ -228,10 +261,16 @@ impl Timeframe {
         {
             return Err(err("may only contain A-Z a-z 0-9 _ - (e.g. 1m, 1h, 1d)"));
         }
-        Ok(Timeframe(s.to_string()))
+        let mut bytes = [0; TIMEFRAME_MAX_LEN];
+        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Ok(Timeframe {
+            len: s.len() as u8,
+            bytes,
+        })
     }
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Parsed from ASCII only: always valid UTF-8.
+        std::str::from_utf8(&self.bytes[..self.len as usize]).expect("a timeframe is ASCII")
     }
 }
 
@@ -312,6 +351,13 @@ impl SeriesKey {
     pub fn symbol(&self) -> &str {
         match self {
             SeriesKey::Kline { symbol, .. } | SeriesKey::Scalar { symbol, .. } => symbol.as_str(),
+        }
+    }
+    /// The symbol, moved out of a key that is done with (a many-series write answers
+    /// with the symbol of each of its thousands of series, from the keys it parsed).
+    pub fn into_symbol(self) -> String {
+        match self {
+            SeriesKey::Kline { symbol, .. } | SeriesKey::Scalar { symbol, .. } => symbol.0,
         }
     }
     pub fn timeframe(&self) -> &str {
@@ -520,6 +566,29 @@ pub fn format_ts(ts: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A timeframe held inline reads, compares, orders and hashes as its text, up to
+    /// the longest name allowed; one byte more is refused.
+    #[test]
+    fn a_timeframe_behaves_as_its_text() {
+        use std::hash::{BuildHasher, RandomState};
+        let longest = "a".repeat(TIMEFRAME_MAX_LEN);
+        let names = ["1m", "15m", "1h", "1M", "w_-9", longest.as_str()];
+        let parsed: Vec<Timeframe> = names.iter().map(|n| Timeframe::parse(n).unwrap()).collect();
+        let hasher = RandomState::new();
+        for (a, ta) in names.iter().zip(&parsed) {
+            assert_eq!(ta.as_str(), *a);
+            assert_eq!(format!("{ta:?}"), format!("{a:?}"));
+            assert_eq!(hasher.hash_one(ta), hasher.hash_one(*a));
+            for (b, tb) in names.iter().zip(&parsed) {
+                assert_eq!(ta.cmp(tb), a.cmp(b), "{a} against {b}");
+                assert_eq!(ta == tb, a == b);
+            }
+        }
+        let err = Timeframe::parse(&"a".repeat(TIMEFRAME_MAX_LEN + 1)).unwrap_err();
+        assert_eq!(err.reason, "must be at most 16 characters");
+        assert!(Timeframe::parse("").is_err() && Timeframe::parse("1 m").is_err());
+    }
 
     #[test]
     fn a_month_label_is_its_display() {

@@ -342,6 +342,9 @@ impl Engine {
     pub fn write_many(&self, entries: Vec<(SeriesKey, WriteBatch)>) -> Result<ManyWriteResponse> {
         self.check_writable()?;
         let mut resolved = Vec::with_capacity(entries.len());
+        // The answer names each series by the symbol of the key the request parsed
+        // (equal to the stored key's: it found the series), moved, not copied.
+        let mut keys = Vec::with_capacity(entries.len());
         let mut rows = 0u64;
         let mut cells = 0u64;
         let found = self.store.get_many(entries.iter().map(|(k, _)| k));
@@ -352,14 +355,13 @@ impl Engine {
             if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
                 check_ohlc(&batch).map_err(named)?;
             }
+            debug_assert_eq!(series.meta.key, key, "a series is found by its key");
             rows += batch.len() as u64;
             cells += (batch.len() * batch.cols.len()) as u64;
             resolved.push((series, batch));
+            keys.push(key);
         }
-        let symbols: Vec<String> = resolved
-            .iter()
-            .map(|(s, _)| s.meta.key.symbol().to_string())
-            .collect();
+        let symbols = keys.into_iter().map(SeriesKey::into_symbol);
         let reports = self.store.write_many(resolved)?;
         let mut out = ManyWriteResponse {
             written: 0,
@@ -367,7 +369,7 @@ impl Engine {
             replaced: 0,
             series: Vec::with_capacity(reports.len()),
         };
-        for (symbol, r) in symbols.into_iter().zip(reports) {
+        for (symbol, r) in symbols.zip(reports) {
             out.written += r.written;
             out.inserted += r.inserted;
             out.replaced += r.replaced;

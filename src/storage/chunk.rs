@@ -220,7 +220,7 @@ impl MappedChunk {
         let encoded = header.encode();
         buf.as_slice_mut()[..CHUNK_HEADER_LEN].copy_from_slice(&encoded);
         MappedChunk {
-            file: MappedFile::from_memory(buf.into()),
+            file: MappedFile::from_memory(buf),
             header,
         }
     }

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use arrow_buffer::Buffer;
+use arrow_buffer::{Buffer, MutableBuffer};
 use memmap2::{Mmap, MmapOptions};
 
 /// One unit of a mapping budget, held by a live mapping and returned when it drops.
@@ -94,6 +94,11 @@ enum Backing {
     Map(Mmap),
     /// 64-byte aligned (an Arrow buffer), immutable once built.
     Memory(Buffer),
+    /// As `Memory`, owned by this mapping alone: an in-memory chunk's image, built for
+    /// each series of each logged write (thousands per many-series write), has no
+    /// `Buffer` and so no reference-counted allocation of its own; readers get views
+    /// through the mapping's `Arc`, as of a file's mapping.
+    Owned(MutableBuffer),
 }
 
 impl std::ops::Deref for Backing {
@@ -102,6 +107,7 @@ impl std::ops::Deref for Backing {
         match self {
             Backing::Map(m) => m,
             Backing::Memory(b) => b.as_slice(),
+            Backing::Owned(b) => b.as_slice(),
         }
     }
 }
@@ -202,9 +208,9 @@ impl MappedFile {
 
     /// `image` (built by the caller, 64-byte aligned as every Arrow buffer) as a file
     /// held in memory: an in-memory chunk built in place, with no copy.
-    pub fn from_memory(image: Buffer) -> Arc<MappedFile> {
+    pub fn from_memory(image: MutableBuffer) -> Arc<MappedFile> {
         Arc::new(MappedFile {
-            map: Backing::Memory(image),
+            map: Backing::Owned(image),
             identity: None,
             _slot: None,
         })
@@ -234,7 +240,7 @@ impl MappedFile {
 
     /// Whether this is bytes in memory rather than a file's mapping.
     pub fn is_memory(&self) -> bool {
-        matches!(self.map, Backing::Memory(_))
+        matches!(self.map, Backing::Memory(_) | Backing::Owned(_))
     }
 
     /// The identity of the mapped file when it was mapped (None where the platform

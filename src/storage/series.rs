@@ -85,8 +85,9 @@ pub struct WriteReport {
     pub inserted: u64,
     pub replaced: u64,
     /// Months touched, ascending (labelled `YYYY-MM` in answers; the label is made
-    /// only where it is shown: a many-series write answers without it).
-    pub months: Vec<MonthPartition>,
+    /// only where it is shown: a many-series write answers without it). Two sit
+    /// inline: a many-series write makes a report per series, mostly of one month.
+    pub months: SmallVec<[MonthPartition; 2]>,
     pub version: u64,
 }
 
