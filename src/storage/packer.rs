@@ -115,7 +115,10 @@ impl Series {
                     .map_err(|e| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
                 written.push(name);
                 for entry in entries {
-                    let old = live.insert(entry.month, Arc::new(vec![self.chunk_ref(entry)]));
+                    let old = live.insert(
+                        entry.month,
+                        Arc::new(smallvec::smallvec![self.chunk_ref(entry)]),
+                    );
                     superseded.extend(old.expect("a packed month is live").iter().cloned());
                 }
             }

@@ -710,7 +710,7 @@ impl Series {
             // and what came (a series with years of months is not walked per write).
             rows = rows - before.0 + chunk.entry.rows;
             bytes = bytes - before.1 + chunk.entry.file_len;
-            let mut next_list = Vec::with_capacity(kept.len() + 1);
+            let mut next_list = super::snapshot::ChunkList::with_capacity(kept.len() + 1);
             next_list.extend(kept.iter().cloned());
             next_list.push(chunk);
             live.insert(month, Arc::new(next_list));
@@ -1243,7 +1243,7 @@ impl Series {
         for (plan, entry) in plans.iter().zip(entries) {
             let list = Arc::make_mut(live.get_or_default_mut(plan.month));
             if plan.full {
-                superseded.append(list);
+                superseded.extend(list.drain(..));
             }
             list.push(self.chunk_ref(entry));
         }

@@ -12,15 +12,25 @@ use super::error::Result;
 use super::format::{ChunkEntry, Manifest};
 use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
 
+/// Chunks of one month's list held inline: a month's files and its in-memory tail
+/// are a handful, and a logged write makes a new list for every series it names
+/// (thousands in a many-series write), one allocation each instead of two.
+pub const MONTH_CHUNKS_INLINE: usize = 8;
+
+/// The chunks of one month, oldest first.
+pub type ChunkList = smallvec::SmallVec<[Arc<ChunkRef>; MONTH_CHUNKS_INLINE]>;
+
 /// One month's live chunks, shared between states (see [`Snapshot::live`]); a writer
 /// changes it with `Arc::make_mut`, which copies it only if another state holds it.
-pub type MonthChunks = Arc<Vec<Arc<ChunkRef>>>;
+pub type MonthChunks = Arc<ChunkList>;
 
 /// `live` of a [`Snapshot`] from lists built month by month.
 pub fn month_lists(lists: BTreeMap<i32, Vec<Arc<ChunkRef>>>) -> MonthMap {
     let mut map = MonthMap::default();
-    let mut lists: Vec<(i32, MonthChunks)> =
-        lists.into_iter().map(|(m, l)| (m, Arc::new(l))).collect();
+    let mut lists: Vec<(i32, MonthChunks)> = lists
+        .into_iter()
+        .map(|(m, l)| (m, Arc::new(ChunkList::from_vec(l))))
+        .collect();
     let split = lists.len().saturating_sub(RECENT_MONTHS_KEPT);
     map.recent = lists.split_off(split).into_iter().collect();
     map.old = Arc::new(lists.into_iter().collect());
@@ -538,7 +548,7 @@ mod tests {
             };
             match (x >> 4) % 5 {
                 0..=2 => {
-                    let v: MonthChunks = Arc::new(Vec::new());
+                    let v: MonthChunks = Arc::new(ChunkList::new());
                     let a = map.insert(m, Arc::clone(&v)).map(|o| Arc::as_ptr(&o));
                     let b = model.insert(m, v).map(|o| Arc::as_ptr(&o));
                     assert_eq!(a, b);
@@ -557,9 +567,9 @@ mod tests {
             }
             assert!(map.recent.len() <= RECENT_MONTHS_MAX + 1);
             map.check();
-            let got: Vec<(i32, *const Vec<Arc<ChunkRef>>)> =
+            let got: Vec<(i32, *const ChunkList)> =
                 map.iter().map(|(k, v)| (*k, Arc::as_ptr(v))).collect();
-            let want: Vec<(i32, *const Vec<Arc<ChunkRef>>)> =
+            let want: Vec<(i32, *const ChunkList)> =
                 model.iter().map(|(k, v)| (*k, Arc::as_ptr(v))).collect();
             assert_eq!(got, want, "step {step}");
             assert_eq!(map.len(), model.len());
@@ -576,7 +586,7 @@ mod tests {
         let mut next = map.clone();
         for _ in 0..100 {
             next = next.clone();
-            next.insert(35, Arc::new(Vec::new()));
+            next.insert(35, Arc::new(ChunkList::new()));
             assert!(
                 Arc::ptr_eq(&next.old, &map.old),
                 "an append copies no old month"
@@ -584,7 +594,7 @@ mod tests {
         }
         // Every new month past the limit spills into `old`: copied once, not per write.
         for m in 36..36 + RECENT_MONTHS_MAX as i32 {
-            next.insert(m, Arc::new(Vec::new()));
+            next.insert(m, Arc::new(ChunkList::new()));
         }
         assert!(!Arc::ptr_eq(&next.old, &map.old));
         assert!(next.recent.len() <= RECENT_MONTHS_MAX);
