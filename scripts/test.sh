@@ -22,6 +22,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export FASTK_TEST_LONG="${FASTK_TEST_LONG:-0}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 
+# A fresh clone (no target/ yet, as in CI) builds everything once: incremental caches
+# would only cost disk (a large share of a debug build's target/) and time.
+# A developer's tree that already has target/ keeps incremental builds.
+if [ ! -d target ] && [ -z "${CARGO_INCREMENTAL:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 failed=()
 passed=()
 started_at=$SECONDS
@@ -107,6 +114,10 @@ echo "FastK test suite: $(git rev-parse --short HEAD 2>/dev/null || echo 'no git
 cargo --version
 rustc --version
 
+# The disk the run starts with: a test that needs room (the registry, the Python venv)
+# fails differently on a full disk, and this line says so at once.
+section "disk"
+df -h . 2>/dev/null | tail -n 1 | awk '{print "free on this file system: " $4 " of " $2}'
 step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings" cargo clippy --all-targets -- -D warnings
 step "cargo test" cargo test
