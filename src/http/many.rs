@@ -97,11 +97,18 @@ struct Groups<'a> {
     out: Vec<(SeriesKey, WriteBatch)>,
 }
 
+/// Series a write's groups are sized for up front: a minute of every symbol (a few
+/// thousand) never regrows the list or its index (each regrowth moves every inline
+/// batch), while a write of many rows of few symbols does not reserve one slot per row.
+const GROUPS_PRESIZED: usize = 8192;
+
 impl<'a> Groups<'a> {
-    fn new() -> Groups<'a> {
+    /// Groups for a write of `records` records.
+    fn new(records: usize) -> Groups<'a> {
+        let n = records.min(GROUPS_PRESIZED);
         Groups {
-            index: HashMap::default(),
-            out: Vec::new(),
+            index: HashMap::with_capacity_and_hasher(n, Default::default()),
+            out: Vec::with_capacity(n),
         }
     }
 
@@ -146,7 +153,7 @@ pub async fn write_kline(
     blocking(move || {
         let _held = held;
         let w: KlineManyWrite = parse_json(&body)?;
-        let mut g = Groups::new();
+        let mut g = Groups::new(w.records.len());
         for r in &w.records {
             let b = g.batch(&r.symbol, 6, |s| Ok(SeriesKey::kline(s, &w.timeframe)?))?;
             for (c, v) in [r.ts, r.open, r.high, r.low, r.close, r.volume]
@@ -183,7 +190,7 @@ pub async fn write_scalar(
     blocking(move || {
         let _held = held;
         let w: ScalarManyWrite<'_> = parse_json(&body)?;
-        let mut g = Groups::new();
+        let mut g = Groups::new(w.records.len());
         let mut types = Vec::new();
         for (i, r) in w.records.iter().enumerate() {
             let n = g.out.len();
