@@ -111,25 +111,10 @@ fn admin_cli_refuses_while_the_store_is_held() {
     seed(dir.path());
     let mut c = Config::default();
     c.storage.root = dir.path().to_path_buf();
-    // The story: this open failed once with "locked by another process" right after
-    // `seed` dropped its engine. The other test of this binary spawns `fastk` processes
-    // meanwhile, and a child between its fork and its exec holds a copy of every open
-    // descriptor, the store's LOCK file of `seed` included (close-on-exec closes it
-    // only at the exec), so the lock outlives the drop by that window. Retry briefly.
-    let mut held = None;
-    for _ in 0..100 {
-        match Engine::open(c.clone()) {
-            Ok(e) => {
-                held = Some(e);
-                break;
-            }
-            Err(e) if e.message.contains("locked by another process") => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-    }
-    let _held = held.expect("the store's lock is released once seed's engine is gone");
+    // `seed` dropped its engine a moment ago while the other test of this binary may be
+    // spawning `fastk`; the open waits out a child's copy of the lock
+    // (`fastk::storage::LOCK_WAIT`).
+    let _held = Engine::open(c).expect("the store's lock is released once seed's engine is gone");
     let out = fastk(&["admin", "validate"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     assert!(

@@ -123,6 +123,51 @@ impl Default for StoreOptions {
 /// pack of a bulk load (`storage.pack_target_bytes`, 32 MiB).
 pub const DEFAULT_DIRECT_WRITE_MIN_BYTES: u64 = 8 << 20;
 
+/// How long [`lock_root`] keeps trying a `LOCK` that another descriptor holds before
+/// it answers [`StorageError::Locked`].
+///
+/// Why wait at all: a lock this process released a moment ago can still be held for
+/// it. An OS file lock belongs to the open file, and a child process spawned by any
+/// thread of this process holds a copy of every open descriptor between its fork and
+/// its exec (close-on-exec closes them only at the exec). A store dropped and opened
+/// again in one process (a library user, a test, `fastk import` followed by a read)
+/// while another thread spawns a process would otherwise be refused for that window,
+/// which lasts microseconds on an idle host and tens of milliseconds on a loaded one.
+/// A store held by another server stays refused: after this wait.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The longest sleep between two tries of the lock: the first tries come quickly
+/// (the window is usually short), later ones less often.
+const LOCK_RETRY_MAX: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Takes the store's OS file lock on `<root>/LOCK` (creating the file), trying again
+/// for up to [`LOCK_WAIT`] while another descriptor holds it. The lock is held as long
+/// as the returned file is open.
+pub(crate) fn lock_root(root: &Path) -> Result<File> {
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join("LOCK"))
+        .map_err(|e| StorageError::io("LOCK", e))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("LOCK", e)),
+            Err(fs::TryLockError::WouldBlock) => {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(StorageError::Locked);
+                }
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(LOCK_RETRY_MAX);
+            }
+        }
+    }
+}
+
 /// An open store. One process at a time holds it (an OS file lock on `<root>/LOCK`).
 #[derive(Debug)]
 pub struct Store {
@@ -244,17 +289,7 @@ impl Store {
             move |e| StorageError::io(what, e)
         };
         fsio::create_dir_durable(&root.join("series")).map_err(io("series"))?;
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join("LOCK"))
-            .map_err(io("LOCK"))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(StorageError::Locked),
-            Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("LOCK", e)),
-        }
+        let lock = lock_root(&root)?;
         let trash = root.join("trash");
         if trash.exists() {
             fs::remove_dir_all(&trash).map_err(io("trash"))?;

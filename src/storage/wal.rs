@@ -458,17 +458,7 @@ pub fn scan(dir: &Path, cut: bool) -> Result<std::result::Result<Scan, Corrupt>>
 /// log reads whole. The store must be closed.
 pub fn cut_at_corruption(root: &Path) -> Result<Option<(Corrupt, u64)>> {
     // The store's lock, so a running server's log is never cut under it.
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(root.join("LOCK"))
-        .map_err(|e| StorageError::io("LOCK", e))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(fs::TryLockError::WouldBlock) => return Err(StorageError::Locked),
-        Err(fs::TryLockError::Error(e)) => return Err(StorageError::io("LOCK", e)),
-    }
+    let _lock = super::lock_root(root)?;
     let dir = root.join(WAL_DIR);
     let Err(c) = scan(&dir, false)? else {
         return Ok(None);
