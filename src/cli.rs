@@ -146,8 +146,11 @@ fn serve(config_file: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logging(&config);
+    // SQL evaluates expressions on these threads, one frame per level of nesting
+    // (query::sql::guard bounds the levels; this holds the deepest it allows).
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(crate::query::sql::guard::WORKER_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,
@@ -428,6 +431,13 @@ fn print_table(r: &AdminReport) {
                 a.detail
             );
         }
+    }
+    if r.log_unfolded_rows > 0 {
+        println!(
+            "{} rows of {} series are only in the write-ahead log (durable; a fold or \
+             `admin compact` writes them into chunk files)",
+            r.log_unfolded_rows, r.log_unfolded_series
+        );
     }
     println!(
         "{}: {} series, {} chunks, {} bytes checked, {} findings, {} actions{} in {} ms",

@@ -324,6 +324,23 @@ pub struct SqlConfig {
     pub prepared_idle_s: u64,
     /// Partitions a query's plan runs in (0: one per core).
     pub target_partitions: usize,
+    /// Operators and keywords in one query's text (identifiers, literals, commas and
+    /// parentheses are free): bounds how deep a tree the parser can build.
+    pub max_query_operators: usize,
+    /// How deeply a parsed query may nest: each link of an operator chain, function
+    /// around its argument, subquery, set operation, common table expression and
+    /// joined table counts one level.
+    pub max_query_depth: usize,
+    /// Expressions in one parsed query.
+    pub max_query_nodes: usize,
+    /// What one call of a function that makes more than it reads (`repeat`, `lpad`,
+    /// `range`, `array_repeat`, ...) may produce for one batch, estimated before it
+    /// runs and charged to the query's memory while it runs.
+    pub max_function_output_bytes: usize,
+    /// The process's resident anonymous memory above which new queries are refused
+    /// and the running query holding the most memory is cancelled (0: four fifths of
+    /// the host's memory, or of the cgroup's limit when one is set).
+    pub process_memory_limit_bytes: u64,
 }
 
 impl Default for SqlConfig {
@@ -337,6 +354,11 @@ impl Default for SqlConfig {
             max_prepared_statements: 1024,
             prepared_idle_s: 3600,
             target_partitions: 0,
+            max_query_operators: 20_000,
+            max_query_depth: 256,
+            max_query_nodes: 100_000,
+            max_function_output_bytes: 256 << 20,
+            process_memory_limit_bytes: 0,
         }
     }
 }
@@ -439,6 +461,15 @@ impl Config {
         }
         if self.storage.root.as_os_str().is_empty() {
             return bad("storage.root", "must not be empty");
+        }
+        if let Ok(m) = std::fs::metadata(&self.storage.root)
+            && !m.is_dir()
+        {
+            return Err(ConfigError(format!(
+                "storage.root: {} exists and is not a directory; point it at a directory \
+                 (it is made if missing)",
+                self.storage.root.display()
+            )));
         }
         self.replica.validate()?;
         if self.storage.max_chunks_per_month < 1 || self.storage.max_chunks_per_month > 1024 {
@@ -645,11 +676,65 @@ impl Config {
                 "must be at most 1024 (0: one per core)",
             );
         }
+        // The planner thread's stack (query::sql::guard::PLANNER_STACK_BYTES) is sized
+        // for these maxima: the drop of a chain of 20,000 links, DataFusion's planning
+        // of 512 levels.
+        if !(16..=20_000).contains(&q.max_query_operators) {
+            return bad("sql.max_query_operators", "must be between 16 and 20000");
+        }
+        if !(8..=512).contains(&q.max_query_depth) {
+            return bad("sql.max_query_depth", "must be between 8 and 512");
+        }
+        if !(16..=1_000_000).contains(&q.max_query_nodes) {
+            return bad("sql.max_query_nodes", "must be between 16 and 1000000");
+        }
+        if q.max_function_output_bytes < 1 << 20
+            || q.max_function_output_bytes > q.memory_per_query_bytes
+        {
+            return bad(
+                "sql.max_function_output_bytes",
+                "must be at least 1048576 (1 MiB) and at most sql.memory_per_query_bytes",
+            );
+        }
+        if q.process_memory_limit_bytes != 0 && q.process_memory_limit_bytes < 64 << 20 {
+            return bad(
+                "sql.process_memory_limit_bytes",
+                "must be 0 (automatic) or at least 67108864 (64 MiB)",
+            );
+        }
+        if let Err(why) = check_log_level(&self.log.level) {
+            return bad("log.level", &why);
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad("log.format", "must be \"text\" or \"json\"");
         }
         Ok(())
     }
+}
+
+/// `log.level` as the tracing filter reads it, refused where the filter would only
+/// warn and go on: a directive that does not parse, or a bare word that is neither a
+/// level nor a module path (`verbose`, `inf`), which the filter would take for a target.
+fn check_log_level(level: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let is_level = |w: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(w.trim()));
+    for d in level.split(',').filter(|d| !d.trim().is_empty()) {
+        let d = d.trim();
+        let ok = match d.rsplit_once('=') {
+            Some((_, l)) => is_level(l),
+            None => is_level(d) || d.contains("::") || d.contains('['),
+        };
+        if !ok {
+            return Err(format!(
+                "{d:?} is not a level (off, error, warn, info, debug, trace) or a \
+                 target=level directive"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map(drop)
+        .map_err(|e| format!("{level:?} is not a tracing filter: {e}"))
 }
 
 /// The largest `storage.max_mapped_files` allowed: three quarters of the kernel's

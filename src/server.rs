@@ -98,6 +98,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&engine), stop_rx.clone()));
     let compress_task = tokio::spawn(compress_loop(Arc::clone(&engine), stop_rx.clone()));
     let replica_task = tokio::spawn(replica_loop(Arc::clone(&engine), stop_rx.clone()));
+    let sql_guard_task = tokio::spawn(crate::query::sql::watch::watch(
+        Arc::clone(&engine.sql.running),
+        stop_rx.clone(),
+    ));
+    tracing::info!(
+        limit = engine.sql.running.limit(),
+        "sql: process memory guard (sql.process_memory_limit_bytes)"
+    );
     let mut rx = stop_rx;
     let flight_engine = Arc::clone(&engine);
     let flight_task = tokio::spawn(async move {
@@ -123,6 +131,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             retention_task,
             compress_task,
             replica_task,
+            sql_guard_task,
         ],
     })
 }
@@ -217,7 +226,7 @@ async fn replica_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
                     if r.published + r.deleted + r.failed > 0 {
                         tracing::info!(report = ?r, "replica: published");
                     }
-                    Ok(r.failed)
+                    Ok((r.failed, r.first_failure))
                 }
                 Err(why) => {
                     tracing::warn!(error = %why, "replica: publication pass failed");
@@ -242,7 +251,7 @@ async fn replica_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
                 {
                     engine.note_replica_published(t);
                 }
-                Ok(r.failed)
+                Ok((r.failed, r.first_failure))
             }
             Err(why) => {
                 tracing::warn!(error = %why, "replica: poll failed");

@@ -460,3 +460,131 @@ async fn bearer_token_guards_writes_admin_and_protected_reads() {
     assert!(action(&mut fx.client, "validate", "").await.is_ok());
     fx.shutdown().await;
 }
+
+/// Sends `first`, waits until the server holds it (the stream is open and bound to
+/// its series), runs `between`, then sends `rest` and ends the stream: the PutResult
+/// or the error.
+async fn put_with_pause(
+    fx: &mut Fixture,
+    path: Vec<String>,
+    first: RecordBatch,
+    rest: RecordBatch,
+    between: impl FnOnce(&fastk::query::Engine),
+) -> Result<Vec<PutResult>, FlightError> {
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<RecordBatch, FlightError>>();
+    let data = FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(path)))
+        .build(rx);
+    let mut client = fastk_client(fx).await;
+    let call =
+        tokio::spawn(async move { client.do_put(data).await?.try_collect::<Vec<_>>().await });
+    tx.unbounded_send(Ok(first)).unwrap();
+    let held = std::time::Instant::now();
+    while fx.engine().write_budget.used_bytes() == 0 {
+        assert!(
+            held.elapsed() < std::time::Duration::from_secs(60),
+            "the first batch never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    between(fx.engine());
+    tx.unbounded_send(Ok(rest)).unwrap();
+    drop(tx);
+    call.await.unwrap()
+}
+
+async fn fastk_client(fx: &Fixture) -> FlightClient {
+    common::flight::client(fx.running.flight_addr).await
+}
+
+fn register_race(e: &fastk::query::Engine, symbol: &str, price_scale: i64) {
+    e.register_kline(&fastk::query::types::RegisterKline {
+        symbol: symbol.into(),
+        timeframe: "1m".into(),
+        timeframe_ms: None,
+        price_scale,
+        volume_scale: 1000,
+        retention_ms: None,
+    })
+    .expect("register");
+}
+
+/// Story: a DoPut to RACE2 (price scale 100) was acknowledged after RACE2 had been
+/// deleted and registered again with price scale 10000 while the stream was sent,
+/// and every row landed in the new series, its prices read 100 times too small. A
+/// write stream is now bound to the series that existed when it opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_never_lands_in_a_series_registered_again_while_it_streams() {
+    let mut fx = Fixture::start(|_| {}).await;
+    let rows = klines(JAN_2024, 2_000, MINUTE, 7);
+    let b = kline_batches(&rows, 1_000);
+    // One series.
+    let key = fx.kline_series("RACE2", "1m");
+    let path = vec!["kline".to_string(), "RACE2".into(), "1m".into()];
+    let k = key.clone();
+    let err = put_with_pause(&mut fx, path, b[0].clone(), b[1].clone(), move |e| {
+        e.delete_series(&k).unwrap();
+        register_race(e, "RACE2", 10_000);
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, FlightError::Tonic(s) if s.code() == Code::NotFound && s.message().contains("deleted")),
+        "{err:?}"
+    );
+    let series = fx.engine().series(&key).unwrap();
+    assert_eq!(series.meta.price_scale, 10_000);
+    assert_eq!(
+        series.snapshot().rows(),
+        0,
+        "nothing of the old stream landed in the new series"
+    );
+    // Many series ("*"): the re-registered symbol fails the whole write.
+    fx.kline_series("RACEA", "1m");
+    let key_b = fx.kline_series("RACEB", "1m");
+    let many = |symbol: &str| {
+        let mut fields = vec![Field::new("symbol", DataType::Utf8, false), ts_field()];
+        fields.extend(
+            KLINE_NAMES[1..]
+                .iter()
+                .map(|n| Field::new(*n, DataType::Int64, false)),
+        );
+        let cols = kline_cols(&rows[..10]);
+        let mut arrays: Vec<ArrayRef> = vec![
+            Arc::new(arrow_array::StringArray::from(vec![symbol; 10])),
+            Arc::new(TimestampMillisecondArray::from(cols[0].clone()).with_timezone("UTC")),
+        ];
+        arrays.extend(
+            cols[1..]
+                .iter()
+                .map(|c| Arc::new(Int64Array::from(c.clone())) as ArrayRef),
+        );
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
+    };
+    let path = vec!["kline".to_string(), "*".into(), "1m".into()];
+    let kb = key_b.clone();
+    let err = put_with_pause(&mut fx, path, many("RACEA"), many("RACEB"), move |e| {
+        e.delete_series(&kb).unwrap();
+        register_race(e, "RACEB", 10_000);
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, FlightError::Tonic(s) if s.code() == Code::NotFound && s.message().contains("RACEB")),
+        "{err:?}"
+    );
+    for k in [SeriesKey::kline("RACEA", "1m").unwrap(), key_b] {
+        assert_eq!(
+            fx.engine().series(&k).unwrap().snapshot().rows(),
+            0,
+            "{k}: all or nothing"
+        );
+    }
+    // Unraced, the same streams write.
+    let path = vec!["kline".to_string(), "RACE2".into(), "1m".into()];
+    let ok = put_with_pause(&mut fx, path, b[0].clone(), b[1].clone(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(response(&ok).written, 2_000);
+    fx.shutdown().await;
+}

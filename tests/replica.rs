@@ -543,7 +543,7 @@ fn health_reports_replication_passes_and_degrades_on_failures() {
     let e = engine_with(dir.path(), |_| {});
     assert!(e.health().replica.is_none());
     let t0 = 1_800_000_000_000;
-    e.note_replica_pass("follower", t0, Ok(0));
+    e.note_replica_pass("follower", t0, Ok((0, None)));
     let h = e.health();
     let r = h.replica.clone().unwrap();
     assert_eq!(
@@ -552,9 +552,21 @@ fn health_reports_replication_passes_and_degrades_on_failures() {
     );
     assert_eq!(h.status, "ok", "{:?}", h.details);
 
-    e.note_replica_pass("follower", t0 + 1000, Ok(2));
+    e.note_replica_pass(
+        "follower",
+        t0 + 1000,
+        Ok((
+            2,
+            Some("kline BTC/1m: the manifest object does not decode".into()),
+        )),
+    );
     let h = e.health();
     assert_eq!(h.status, "degraded");
+    assert_eq!(
+        h.replica.as_ref().and_then(|r| r.last_error.as_deref()),
+        Some("kline BTC/1m: the manifest object does not decode"),
+        "the failed series' reason is shown"
+    );
     assert!(
         h.details.iter().any(|d| d.contains("2 series failed")),
         "{:?}",
@@ -582,7 +594,7 @@ fn health_reports_replication_passes_and_degrades_on_failures() {
             h.details
         );
     }
-    e.note_replica_pass("follower", t0 + 3000, Ok(0));
+    e.note_replica_pass("follower", t0 + 3000, Ok((0, None)));
     let h = e.health();
     let r = h.replica.unwrap();
     assert_eq!((r.failed_passes, r.last_error, r.passes), (0, None, 6));

@@ -45,6 +45,10 @@ pub(super) fn validate(scope: &Scope<'_>, report: &mut AdminReport, progress: su
     for (i, s) in selected.iter().enumerate() {
         progress(i, selected.len(), s.rel_dir());
         check_series(s, report.deep, report);
+        if let Some(u) = s.snapshot().unfolded {
+            report.log_unfolded_rows += u.rows;
+            report.log_unfolded_series += 1;
+        }
     }
 }
 

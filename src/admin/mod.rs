@@ -48,6 +48,8 @@ pub fn run(
         series_checked: selected.len() as u64,
         chunks_checked: 0,
         bytes_checked: 0,
+        log_unfolded_rows: 0,
+        log_unfolded_series: 0,
         findings: Vec::new(),
         actions: Vec::new(),
         clean: true,

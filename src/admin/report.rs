@@ -70,6 +70,12 @@ pub struct AdminReport {
     pub series_checked: u64,
     pub chunks_checked: u64,
     pub bytes_checked: u64,
+    /// Rows of the checked series still only in the write-ahead log (durable, not yet
+    /// folded into chunk files), and the series that have any.
+    #[serde(default)]
+    pub log_unfolded_rows: u64,
+    #[serde(default)]
+    pub log_unfolded_series: u64,
     pub findings: Vec<Finding>,
     pub actions: Vec<ActionTaken>,
     /// True when no finding remains.

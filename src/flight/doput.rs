@@ -75,9 +75,16 @@ pub async fn do_put(
 ) -> Result<PutResult, Status> {
     let stall = Duration::from_secs(engine.config.flight.stall_timeout_s);
     let target = put_target(first.flight_descriptor.as_ref())?;
+    // The stream is bound to the series that exist now: one delete and registration
+    // again while it is sent must not receive its rows (they were scaled for the old).
+    let since = crate::storage::series::registration_stamp();
+    let bound = match &target {
+        Target::One(key) => Some(engine.series(key)?),
+        Target::Many(_) => None,
+    };
     let mut cols = match &target {
-        Target::One(key) => {
-            let meta = Arc::clone(&engine.series(key)?.meta);
+        Target::One(_) => {
+            let meta = Arc::clone(&bound.as_ref().expect("one series is resolved").meta);
             Columns::new(
                 meta.key.kind(),
                 Some(meta.value_type),
@@ -127,13 +134,14 @@ pub async fn do_put(
     // The reservation moves into the write, so the memory stays counted until the
     // write is done, even if the call is dropped meanwhile.
     let body = match target {
-        Target::One(key) => {
+        Target::One(_) => {
             // The received arrays are written in place, not copied into one batch:
             // a bulk load then takes no second copy of its size in fresh memory.
             let arrays = cols.into_arrays()?;
+            let series = bound.expect("one series is resolved");
             let response = tokio::task::spawn_blocking(move || {
                 let _held = held;
-                write_engine.write_pieces(&key, &pieces_of(&arrays), expected)
+                write_engine.write_pieces_to(&series, &pieces_of(&arrays), expected)
             })
             .await
             .map_err(internal)??;
@@ -156,7 +164,7 @@ pub async fn do_put(
                     .filter(|(k, _)| k.kind() == SeriesKind::Scalar)
                 {
                     let vt = write_engine
-                        .series(key)
+                        .series_since(key, since)
                         .map_err(|e| {
                             Error::new(e.kind, format!("symbol {}: {}", key.symbol(), e.message))
                         })?
@@ -171,7 +179,7 @@ pub async fn do_put(
                         )));
                     }
                 }
-                write_engine.write_many(entries)
+                write_engine.write_many_since(entries, since)
             })
             .await
             .map_err(internal)??;

@@ -118,10 +118,10 @@ pub async fn write(
     _: WriteAccess,
     PathParams(p): PathParams<KlinePath>,
     IfMatch(expected): IfMatch,
-    WriteReservation(held): WriteReservation,
+    WriteReservation(held, since): WriteReservation,
     BodyBytes(body): BodyBytes,
 ) -> Result<Json<WriteResponse>, AppError> {
-    series::write_kline(engine, key(&p)?, body, expected, held).await
+    series::write_kline(engine, key(&p)?, body, expected, held, since).await
 }
 
 /// Read kline records

@@ -147,7 +147,7 @@ impl<'a> Groups<'a> {
 pub async fn write_kline(
     State(engine): State<Arc<Engine>>,
     _: WriteAccess,
-    WriteReservation(held): WriteReservation,
+    WriteReservation(held, since): WriteReservation,
     BodyBytes(body): BodyBytes,
 ) -> Result<Json<ManyWriteResponse>, AppError> {
     blocking(move || {
@@ -163,7 +163,7 @@ pub async fn write_kline(
                 b.cols[c].push(v);
             }
         }
-        engine.write_many(g.out)
+        engine.write_many_since(g.out, since)
     })
     .await
     .map(Json)
@@ -184,7 +184,7 @@ pub async fn write_kline(
 pub async fn write_scalar(
     State(engine): State<Arc<Engine>>,
     _: WriteAccess,
-    WriteReservation(held): WriteReservation,
+    WriteReservation(held, since): WriteReservation,
     BodyBytes(body): BodyBytes,
 ) -> Result<Json<ManyWriteResponse>, AppError> {
     blocking(move || {
@@ -202,7 +202,7 @@ pub async fn write_scalar(
             if j == n {
                 let key = &g.out[j].0;
                 let vt = engine
-                    .series(key)
+                    .series_since(key, since)
                     .map_err(|e| Error::new(e.kind, format!("symbol {}: {}", r.symbol, e.message)))?
                     .meta
                     .value_type;
@@ -211,7 +211,7 @@ pub async fn write_scalar(
             let bits = scalar_value_bits(i, r.value.get(), types[j])?;
             g.out[j].1.cols[1].push(bits);
         }
-        engine.write_many(g.out)
+        engine.write_many_since(g.out, since)
     })
     .await
     .map(Json)

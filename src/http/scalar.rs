@@ -127,10 +127,10 @@ pub async fn write(
     _: WriteAccess,
     PathParams(p): PathParams<ScalarPath>,
     IfMatch(expected): IfMatch,
-    WriteReservation(held): WriteReservation,
+    WriteReservation(held, since): WriteReservation,
     BodyBytes(body): BodyBytes,
 ) -> Result<Json<WriteResponse>, AppError> {
-    series::write_scalar(engine, key(&p)?, body, expected, held).await
+    series::write_scalar(engine, key(&p)?, body, expected, held, since).await
 }
 
 /// Read scalar records

@@ -206,7 +206,7 @@ fn clip(text: &str) -> String {
 /// read: `Content-Length` (or, without one, `http.max_body_bytes`) times
 /// [`HTTP_BODY_EXPANSION`]. A full budget waits up to `storage.write_budget_wait_ms`,
 /// then answers 503 `unavailable` (retry); a body that could never fit, 413.
-pub struct WriteReservation(pub Reservation);
+pub struct WriteReservation(pub Reservation, pub u64);
 
 impl FromRequestParts<Arc<Engine>> for WriteReservation {
     type Rejection = AppError;
@@ -223,7 +223,10 @@ impl FromRequestParts<Arc<Engine>> for WriteReservation {
             .write_budget
             .reserve(len.saturating_mul(HTTP_BODY_EXPANSION))
             .await?;
-        Ok(WriteReservation(held))
+        // Taken as the request arrives, before its body: the write is bound to the
+        // series that exist now (`Engine::series_since`).
+        let since = crate::storage::series::registration_stamp();
+        Ok(WriteReservation(held, since))
     }
 }
 
@@ -235,11 +238,12 @@ pub async fn write_kline(
     body: Bytes,
     expected: Option<u64>,
     held: Reservation,
+    since: u64,
 ) -> Result<Json<WriteResponse>, AppError> {
     blocking(move || {
         let _held = held;
         let w: KlineWrite = parse_json(&body)?;
-        engine.write_kline(&key, &w.records, expected)
+        engine.write_kline_since(&key, &w.records, expected, since)
     })
     .await
     .map(Json)
@@ -252,13 +256,14 @@ pub async fn write_scalar(
     body: Bytes,
     expected: Option<u64>,
     held: Reservation,
+    since: u64,
 ) -> Result<Json<WriteResponse>, AppError> {
     blocking(move || {
         let _held = held;
         let w: ScalarWrite<'_> = parse_json(&body)?;
-        let vt = engine.series(&key)?.meta.value_type;
+        let vt = engine.series_since(&key, since)?.meta.value_type;
         let batch = scalar_batch(&w.records, vt)?;
-        engine.write(&key, batch, expected)
+        engine.write_since(&key, batch, expected, since)
     })
     .await
     .map(Json)

@@ -172,6 +172,25 @@ impl Engine {
         Ok(self.store.get(key)?)
     }
 
+    /// The series of `key` as it was when a write began at `since`
+    /// ([`crate::storage::series::registration_stamp`]; `u64::MAX`: any). A series
+    /// deleted and registered again after that is not the one the write was for: the
+    /// write fails `not_found` and writes nothing.
+    pub fn series_since(&self, key: &SeriesKey, since: u64) -> Result<Arc<Series>> {
+        let series = self.series(key)?;
+        if series.born() > since {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{} series {key} was deleted and registered again after this write began; \
+                     nothing was written",
+                    key.kind().as_str()
+                ),
+            ));
+        }
+        Ok(series)
+    }
+
     pub fn register_kline(&self, r: &RegisterKline) -> Result<(SeriesInfo, bool)> {
         self.register(kline_meta(r)?, r.retention_ms)
     }
@@ -267,6 +286,17 @@ impl Engine {
         records: &[KlineRecord],
         expected: Option<u64>,
     ) -> Result<WriteResponse> {
+        self.write_kline_since(key, records, expected, u64::MAX)
+    }
+
+    /// [`Engine::write_kline`] for a write that began at `since` ([`Engine::series_since`]).
+    pub fn write_kline_since(
+        &self,
+        key: &SeriesKey,
+        records: &[KlineRecord],
+        expected: Option<u64>,
+        since: u64,
+    ) -> Result<WriteResponse> {
         self.check_writable()?;
         let mut b = WriteBatch::with_capacity(6, records.len());
         for r in records {
@@ -277,7 +307,7 @@ impl Engine {
                 b.cols[c].push(v);
             }
         }
-        self.write(key, b, expected)
+        self.write_since(key, b, expected, since)
     }
 
     /// Writes a column-major batch (kline: ts, open, high, low, close, volume; scalar:
@@ -288,8 +318,19 @@ impl Engine {
         batch: WriteBatch,
         expected: Option<u64>,
     ) -> Result<WriteResponse> {
+        self.write_since(key, batch, expected, u64::MAX)
+    }
+
+    /// [`Engine::write`] for a write that began at `since` ([`Engine::series_since`]).
+    pub fn write_since(
+        &self,
+        key: &SeriesKey,
+        batch: WriteBatch,
+        expected: Option<u64>,
+        since: u64,
+    ) -> Result<WriteResponse> {
         self.check_writable()?;
-        let series = self.series(key)?;
+        let series = self.series_since(key, since)?;
         if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
             check_ohlc(&batch)?;
         }
@@ -321,8 +362,21 @@ impl Engine {
         pieces: &[Vec<&[i64]>],
         expected: Option<u64>,
     ) -> Result<WriteResponse> {
-        self.check_writable()?;
         let series = self.series(key)?;
+        self.write_pieces_to(&series, pieces, expected)
+    }
+
+    /// [`Engine::write_pieces`] to the incarnation `series`, resolved when the write
+    /// began (a DoPut stream's open): if it was deleted since, the write fails
+    /// `not_found` and writes nothing, even when the key was registered again.
+    pub fn write_pieces_to(
+        &self,
+        series: &Arc<Series>,
+        pieces: &[Vec<&[i64]>],
+        expected: Option<u64>,
+    ) -> Result<WriteResponse> {
+        self.check_writable()?;
+        let key = &series.meta.key;
         if key.kind() == SeriesKind::Kline {
             let mut first = 0;
             for p in pieces {
@@ -331,7 +385,7 @@ impl Engine {
             }
         }
         let ncols = key.kind().ncols() as u64;
-        let r = self.store.write_pieces(&series, pieces, expected)?;
+        let r = self.store.write_pieces(series, pieces, expected)?;
         Ok(self.written(r, ncols))
     }
 
@@ -340,6 +394,15 @@ impl Engine {
     /// per series. Every series must exist; kline rows are checked against the OHLC
     /// rules first. An error names the series it is about.
     pub fn write_many(&self, entries: Vec<(SeriesKey, WriteBatch)>) -> Result<ManyWriteResponse> {
+        self.write_many_since(entries, u64::MAX)
+    }
+
+    /// [`Engine::write_many`] for a write that began at `since` ([`Engine::series_since`]).
+    pub fn write_many_since(
+        &self,
+        entries: Vec<(SeriesKey, WriteBatch)>,
+        since: u64,
+    ) -> Result<ManyWriteResponse> {
         self.check_writable()?;
         let mut resolved = Vec::with_capacity(entries.len());
         // The answer names each series by the symbol of the key the request parsed
@@ -352,6 +415,13 @@ impl Engine {
             let named =
                 |e: Error| Error::new(e.kind, format!("symbol {}: {}", key.symbol(), e.message));
             let series = series.map_err(|e| named(e.into()))?;
+            if series.born() > since {
+                return Err(named(Error::new(
+                    ErrorKind::NotFound,
+                    "the series was deleted and registered again after this write began; \
+                     nothing was written",
+                )));
+            }
             if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
                 check_ohlc(&batch).map_err(named)?;
             }
@@ -661,14 +731,15 @@ impl Engine {
     }
 
     /// Notes the outcome of one replication pass (`replica.publish_to` or
-    /// `replica.follow_from`) at `now_ms`: `Ok` with the series whose publication or
-    /// apply failed in an otherwise completed pass, `Err` when the pass itself failed
-    /// (the object store could not be listed or written). `/health` reports it.
+    /// `replica.follow_from`) at `now_ms`: `Ok` with the count of series whose
+    /// publication or apply failed in an otherwise completed pass and the first one's
+    /// reason, `Err` when the pass itself failed (the object store could not be listed
+    /// or written). `/health` reports it: `last_error` is the reason either way.
     pub fn note_replica_pass(
         &self,
         role: &str,
         now_ms: i64,
-        outcome: std::result::Result<u64, String>,
+        outcome: std::result::Result<(u64, Option<String>), String>,
     ) {
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let r = h.replica.get_or_insert_with(|| ReplicaHealth {
@@ -677,11 +748,11 @@ impl Engine {
         });
         r.passes += 1;
         match outcome {
-            Ok(failed_series) => {
+            Ok((failed_series, first_failure)) => {
                 r.last_ok_ts = Some(now_ms);
                 r.failed_passes = 0;
                 r.last_failed_series = failed_series;
-                r.last_error = None;
+                r.last_error = first_failure.filter(|_| failed_series > 0);
             }
             Err(why) => {
                 r.failed_passes += 1;

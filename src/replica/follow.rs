@@ -41,6 +41,8 @@ pub struct FollowReport {
     pub deleted: u64,
     /// Series whose apply failed (logged; the old state is kept and served).
     pub failed: u64,
+    /// The first of those failures, "series: reason" (`/health`'s `last_error`).
+    pub first_failure: Option<String>,
     /// Data objects fetched and their bytes.
     pub objects: u64,
     pub bytes: u64,
@@ -167,6 +169,9 @@ impl Follower {
                 Err(why) => {
                     tracing::warn!(series = %key, error = %why, "replica apply failed; the previous state is kept, retried next poll");
                     report.failed += 1;
+                    report
+                        .first_failure
+                        .get_or_insert_with(|| format!("{key}: {why}"));
                 }
             }
         }

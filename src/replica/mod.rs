@@ -113,7 +113,16 @@ impl Bucket {
             .map_err(|e| format!("cannot list the published manifests: {e}"))?;
         Ok(listed
             .into_iter()
-            .filter_map(|m| Some((self.key_of_manifest(&m.location)?, m)))
+            .filter_map(|m| match self.key_of_manifest(&m.location) {
+                Some(key) => Some((key, m)),
+                None => {
+                    tracing::warn!(
+                        object = %m.location,
+                        "replica: an object under the manifests prefix names no valid series; skipped"
+                    );
+                    None
+                }
+            })
             .collect())
     }
 

@@ -41,6 +41,8 @@ pub struct PublishReport {
     pub objects_removed: u64,
     /// Series that failed this pass (logged; retried on the next).
     pub failed: u64,
+    /// The first of those failures, "series: reason" (`/health`'s `last_error`).
+    pub first_failure: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +127,9 @@ impl Publisher {
                 Err(why) => {
                     tracing::warn!(series = %key, error = %why, "publication failed; retried next pass");
                     report.failed += 1;
+                    report
+                        .first_failure
+                        .get_or_insert_with(|| format!("{key}: {why}"));
                 }
             }
         }

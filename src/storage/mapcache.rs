@@ -425,8 +425,11 @@ impl MapCache {
             if victim.is_none() {
                 let msg = format!(
                     "all {} file mappings allowed by storage.max_mapped_files are held by \
-                     reads in progress; retry shortly, or raise storage.max_mapped_files \
-                     (keep it well below the kernel's vm.max_map_count)",
+                     reads in progress. If other reads hold them, a retry succeeds once they \
+                     end; a request that by itself reads more files at once than \
+                     storage.max_mapped_files never will: narrow it (fewer series, a shorter \
+                     range) or raise storage.max_mapped_files (keep it well below the kernel's \
+                     vm.max_map_count)",
                     self.max_mapped
                 );
                 self.note_failure(&msg);

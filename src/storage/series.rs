@@ -123,6 +123,10 @@ pub struct Series {
     /// Shared by the chunk and pack handles of this incarnation, ended with it, so a
     /// superseded file's last reader never unlinks a newer incarnation's file.
     incarnation: Arc<super::chunk::Incarnation>,
+    /// When this incarnation was made, on the process-wide count of series made
+    /// ([`registration_stamp`]): a write that began at stamp `s` may only land in a
+    /// series with `born <= s`, never in one registered after it began.
+    born: u64,
     current: RwLock<Arc<Snapshot>>,
     /// The manifest as last published: what a failed commit puts back. It differs from
     /// `current` while log rows wait in memory to be folded.
@@ -297,7 +301,22 @@ fn memory_totals(list: &[Arc<ChunkRef>]) -> (u64, u64) {
         .fold((0, 0), |(r, b), c| (r + c.entry.rows, b + c.entry.file_len))
 }
 
+/// Series made (opened or registered) by this process so far.
+static SERIES_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The count of series made so far: taken when a write begins (a request arrives, a
+/// DoPut stream opens), it tells the series that existed then from any registered
+/// after ([`Series::born`]).
+pub fn registration_stamp() -> u64 {
+    SERIES_MADE.load(Ordering::SeqCst)
+}
+
 impl Series {
+    /// This incarnation's place on the count of [`registration_stamp`].
+    pub fn born(&self) -> u64 {
+        self.born
+    }
+
     pub(crate) fn new(
         meta: Arc<SeriesMeta>,
         dir: PathBuf,
@@ -313,6 +332,7 @@ impl Series {
             write_lock: Mutex::new(()),
             deleted: AtomicBool::new(false),
             incarnation: Arc::default(),
+            born: SERIES_MADE.fetch_add(1, Ordering::SeqCst) + 1,
             on_disk: Mutex::new(snap.to_manifest()),
             current: RwLock::new(Arc::new(snap)),
             packs: Mutex::new(Default::default()),

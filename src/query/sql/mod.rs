@@ -5,17 +5,26 @@
 //!   node, with its pruning figures.
 //! - [`filters`]: which WHERE conjuncts the store answers exactly.
 //! - [`pool`]: per-query and total memory limits.
+//! - [`guard`]: the query's shape (operators, depth, expressions) bounded before
+//!   DataFusion sees it, and the big-stack thread it is planned on.
+//! - [`funcs`]: functions that make more than they read, bounded before they run.
+//! - [`watch`]: the process-wide memory guard that refuses and cancels queries.
 //!
 //! Every query runs in a session of its own over the shared tables, holds one of
 //! `sql.max_concurrent_queries` permits from planning until its stream is dropped,
 //! and ends with a clear error when it outgrows `sql.memory_per_query_bytes`, the
-//! shared `sql.memory_total_bytes` or `sql.query_timeout_s`. SQL is read-only: DDL,
-//! DML and statements such as SET are refused at planning.
+//! shared `sql.memory_total_bytes`, `sql.max_function_output_bytes` or
+//! `sql.query_timeout_s`, or when the process passes `sql.process_memory_limit_bytes`
+//! while it holds the most memory. SQL is read-only: DDL, DML and statements such as
+//! SET are refused at planning.
 
 pub mod filters;
+pub mod funcs;
+pub mod guard;
 pub mod pool;
 pub mod scan;
 pub mod tables;
+pub mod watch;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,10 +37,14 @@ use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -49,6 +62,8 @@ pub const SCHEMA: &str = "public";
 pub struct SqlState {
     permits: Arc<Semaphore>,
     memory: Arc<pool::Total>,
+    /// Running queries, for the process-wide memory guard ([`watch`]).
+    pub running: Arc<watch::Running>,
 }
 
 impl SqlState {
@@ -56,6 +71,7 @@ impl SqlState {
         SqlState {
             permits: Arc::new(Semaphore::new(cfg.max_concurrent_queries)),
             memory: pool::Total::new(cfg.memory_total_bytes),
+            running: watch::Running::new(watch::resolve_limit(cfg.process_memory_limit_bytes)),
         }
     }
 
@@ -71,12 +87,17 @@ impl SqlState {
     }
 }
 
-/// A query's session: the tables over `engine`, its own memory pool, no spilling.
-pub fn session(engine: &Arc<Engine>) -> Result<SessionContext> {
+/// A query's session: the tables over `engine`, its own memory pool (returned too, for
+/// the memory guard), no spilling, and the functions of [`funcs::CAPPED`] bounded.
+pub fn session(engine: &Arc<Engine>) -> Result<(SessionContext, Arc<pool::QueryPool>)> {
     let cfg = &engine.config.sql;
-    let pool = pool::QueryPool::new(cfg.memory_per_query_bytes, Arc::clone(&engine.sql.memory));
+    let pool = Arc::new(pool::QueryPool::new(
+        cfg.memory_per_query_bytes,
+        Arc::clone(&engine.sql.memory),
+    ));
+    let shared: Arc<dyn MemoryPool> = Arc::clone(&pool) as Arc<dyn MemoryPool>;
     let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(pool))
+        .with_memory_pool(Arc::clone(&shared))
         .with_disk_manager_builder(
             DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
         )
@@ -102,7 +123,8 @@ pub fn session(engine: &Arc<Engine>) -> Result<SessionContext> {
         .register_schema(SCHEMA, Arc::new(tables::PublicSchema::new(engine)))
         .map_err(df_error)?;
     ctx.register_catalog(CATALOG, Arc::new(catalog));
-    Ok(ctx)
+    funcs::install(&ctx, &shared, cfg.max_function_output_bytes);
+    Ok((ctx, pool))
 }
 
 /// Read-only: no DDL, no DML, no SET or transactions.
@@ -153,6 +175,7 @@ pub struct Planned {
     plan: Arc<dyn ExecutionPlan>,
     ctx: SessionContext,
     permit: OwnedSemaphorePermit,
+    ticket: watch::Ticket,
     deadline: Instant,
     timeout: Duration,
 }
@@ -176,12 +199,80 @@ fn timed_out(timeout: Duration) -> Error {
     )
 }
 
-/// Plans `query` with positional `params` ($1, $2, ...): admission, parsing, logical
-/// and physical planning, all within the query timeout.
+/// Plans `query` with positional `params` ($1, $2, ...): admission, parsing, the
+/// shape's limits, logical and physical planning, all on a planner thread
+/// ([`guard::on_planner`]) and within the query timeout.
 pub async fn plan(engine: &Arc<Engine>, query: &str, params: Vec<ScalarValue>) -> Result<Planned> {
     let cfg = &engine.config.sql;
     check_text(cfg, query)?;
-    let permit = Arc::clone(&engine.sql.permits)
+    let permit = admit(engine)?;
+    let timeout = Duration::from_secs(cfg.query_timeout_s);
+    let deadline = Instant::now() + timeout;
+    let (ctx, pool) = session(engine)?;
+    let ticket = engine.sql.running.admit(pool).map_err(|resident| {
+        Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the server holds {resident} bytes of memory, more than \
+                 sql.process_memory_limit_bytes ({}); queries are refused until it is back under; retry shortly",
+                engine.sql.running.limit()
+            ),
+        )
+    })?;
+    let handle = tokio::runtime::Handle::current();
+    let (sql, planning_ctx, cfg_owned) = (query.to_owned(), ctx.clone(), cfg.clone());
+    // The permit rides with the planner thread, so a planning that outlives its
+    // timeout still counts against sql.max_concurrent_queries until it ends.
+    let work = guard::on_planner(move || {
+        let plan = handle.block_on(async move {
+            let (statement, shape) = parse_checked(&cfg_owned, &sql)?;
+            let rows = datafusion::common::config::ConfigNonZeroUsize::try_new(
+                shape.batch_rows(cfg_owned.max_function_output_bytes),
+            )
+            .map_err(df_error)?;
+            planning_ctx
+                .state_ref()
+                .write()
+                .config_mut()
+                .options_mut()
+                .execution
+                .batch_size = rows;
+            let state = planning_ctx.state();
+            let logical = state.statement_to_plan(statement).await.map_err(df_error)?;
+            options().verify_plan(&logical).map_err(df_error)?;
+            let mut df = planning_ctx
+                .execute_logical_plan(logical)
+                .await
+                .map_err(df_error)?;
+            if !params.is_empty() {
+                df = df.with_param_values(params).map_err(df_error)?;
+            }
+            let plan = df.create_physical_plan().await.map_err(df_error)?;
+            cooperative(plan)
+        });
+        (plan, permit)
+    });
+    let (plan, permit) = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| timed_out(timeout))??;
+    // The physical plan's schema is what the batches carry (and what Flight SQL
+    // announces), so it is the answer's schema.
+    let plan = plan?;
+    Ok(Planned {
+        schema: plan.schema(),
+        plan,
+        ctx,
+        permit,
+        ticket,
+        deadline,
+        timeout,
+    })
+}
+
+/// One of `sql.max_concurrent_queries` permits, or 503.
+fn admit(engine: &Arc<Engine>) -> Result<OwnedSemaphorePermit> {
+    let cfg = &engine.config.sql;
+    Arc::clone(&engine.sql.permits)
         .try_acquire_owned()
         .map_err(|_| {
             Error::new(
@@ -191,34 +282,33 @@ pub async fn plan(engine: &Arc<Engine>, query: &str, params: Vec<ScalarValue>) -
                     cfg.max_concurrent_queries
                 ),
             )
-        })?;
-    let timeout = Duration::from_secs(cfg.query_timeout_s);
-    let deadline = Instant::now() + timeout;
-    let ctx = session(engine)?;
-    let planning = async {
-        let mut df = ctx
-            .sql_with_options(query, options())
-            .await
-            .map_err(df_error)?;
-        if !params.is_empty() {
-            df = df.with_param_values(params).map_err(df_error)?;
-        }
-        let plan = df.create_physical_plan().await.map_err(df_error)?;
-        cooperative(plan)
-    };
-    // The physical plan's schema is what the batches carry (and what Flight SQL
-    // announces), so it is the answer's schema.
-    let plan = tokio::time::timeout(timeout, planning)
-        .await
-        .map_err(|_| timed_out(timeout))??;
-    Ok(Planned {
-        schema: plan.schema(),
-        plan,
-        ctx,
-        permit,
-        deadline,
-        timeout,
-    })
+        })
+}
+
+/// Tokenizes, counts the operators (gate 1 of [`guard`]), parses (gate 2) and checks
+/// the shape (gate 3) of one statement. Runs on a planner thread: a refused tree is
+/// dropped there.
+fn parse_checked(cfg: &SqlConfig, sql: &str) -> Result<(DfStatement, guard::Shape)> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| Error::invalid(format!("SQL error: {e}")))?;
+    guard::count_operators(cfg, &tokens)?;
+    let mut statements = DFParserBuilder::new(tokens)
+        .with_dialect(&dialect)
+        .build()
+        .map_err(df_error)?
+        .parse_statements()
+        .map_err(df_error)?;
+    if statements.len() != 1 {
+        return Err(Error::invalid(format!(
+            "one SQL statement per query, this text has {}",
+            statements.len()
+        )));
+    }
+    let statement = statements.pop_front().expect("one statement");
+    let shape = guard::check_shape(cfg, &statement)?;
+    Ok((statement, shape))
 }
 
 /// Wraps every node of `plan` so it yields to the runtime after a budget of batches.
@@ -261,13 +351,29 @@ fn check_text(cfg: &SqlConfig, query: &str) -> Result<()> {
 /// `Null`.
 pub async fn describe(engine: &Arc<Engine>, query: &str) -> Result<(SchemaRef, SchemaRef)> {
     check_text(&engine.config.sql, query)?;
-    let ctx = session(engine)?;
-    let df = ctx
-        .sql_with_options(query, options())
+    let permit = admit(engine)?;
+    let (ctx, _pool) = session(engine)?;
+    let handle = tokio::runtime::Handle::current();
+    let (sql, cfg) = (query.to_owned(), engine.config.sql.clone());
+    let timeout = Duration::from_secs(cfg.query_timeout_s);
+    let work = guard::on_planner(move || {
+        let _permit = permit;
+        handle.block_on(async move {
+            let (statement, _) = parse_checked(&cfg, &sql)?;
+            let logical = ctx
+                .state()
+                .statement_to_plan(statement)
+                .await
+                .map_err(df_error)?;
+            options().verify_plan(&logical).map_err(df_error)?;
+            let schema: SchemaRef = Arc::new(logical.schema().as_arrow().clone());
+            let types = logical.get_parameter_types().map_err(df_error)?;
+            Ok::<_, Error>((schema, types))
+        })
+    });
+    let (schema, types) = tokio::time::timeout(timeout, work)
         .await
-        .map_err(df_error)?;
-    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let types = df.logical_plan().get_parameter_types().map_err(df_error)?;
+        .map_err(|_| timed_out(timeout))???;
     let mut names: Vec<&String> = types.keys().collect();
     names.sort_by_key(|n| {
         n.trim_start_matches('$')
@@ -298,6 +404,7 @@ impl Planned {
             plan: self.plan,
             done: false,
             _permit: self.permit,
+            ticket: self.ticket,
         })
     }
 }
@@ -327,6 +434,7 @@ pub struct SqlStream {
     plan: Arc<dyn ExecutionPlan>,
     done: bool,
     _permit: OwnedSemaphorePermit,
+    ticket: watch::Ticket,
 }
 
 impl SqlStream {
@@ -346,6 +454,15 @@ impl Stream for SqlStream {
         if self.sleep.as_mut().poll(cx).is_ready() {
             self.done = true;
             return Poll::Ready(Some(Err(timed_out(self.timeout))));
+        }
+        if self.ticket.entry.poll_cancelled(cx.waker()) {
+            self.done = true;
+            return Poll::Ready(Some(Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                "the query was cancelled: the server's memory passed \
+                 sql.process_memory_limit_bytes and this query held the most of it; \
+                 narrow it with WHERE on symbol and ts, aggregate more, or add a LIMIT",
+            ))));
         }
         match self.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Err(e))) => {
