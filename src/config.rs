@@ -335,12 +335,22 @@ pub struct SqlConfig {
     pub max_query_nodes: usize,
     /// What one call of a function that makes more than it reads (`repeat`, `lpad`,
     /// `range`, `array_repeat`, ...) may produce for one batch, estimated before it
-    /// runs and charged to the query's memory while it runs.
+    /// runs and charged to the query's memory while it runs (the smaller of this and
+    /// `memory_per_query_bytes` applies).
     pub max_function_output_bytes: usize,
     /// The process's resident anonymous memory above which new queries are refused
     /// and the running query holding the most memory is cancelled (0: four fifths of
     /// the host's memory, or of the cgroup's limit when one is set).
     pub process_memory_limit_bytes: u64,
+}
+
+impl SqlConfig {
+    /// What one function call may make: `max_function_output_bytes`, or the query's
+    /// whole memory when that is smaller.
+    pub fn function_output_cap(&self) -> usize {
+        self.max_function_output_bytes
+            .min(self.memory_per_query_bytes)
+    }
 }
 
 impl Default for SqlConfig {
@@ -688,12 +698,10 @@ impl Config {
         if !(16..=1_000_000).contains(&q.max_query_nodes) {
             return bad("sql.max_query_nodes", "must be between 16 and 1000000");
         }
-        if q.max_function_output_bytes < 1 << 20
-            || q.max_function_output_bytes > q.memory_per_query_bytes
-        {
+        if q.max_function_output_bytes < 1 << 20 {
             return bad(
                 "sql.max_function_output_bytes",
-                "must be at least 1048576 (1 MiB) and at most sql.memory_per_query_bytes",
+                "must be at least 1048576 (1 MiB)",
             );
         }
         if q.process_memory_limit_bytes != 0 && q.process_memory_limit_bytes < 64 << 20 {

@@ -268,7 +268,8 @@ fn estimate(name: &str, args: &[ColumnarValue], rows: usize) -> Result<u128> {
 fn too_big(name: &str, bytes: u128, rows: usize, max: usize) -> DataFusionError {
     DataFusionError::ResourcesExhausted(format!(
         "{name}() would make about {bytes} bytes for {rows} rows, more than \
-         sql.max_function_output_bytes ({max} bytes); ask for less per row"
+         what one call may make ({max} bytes: sql.max_function_output_bytes, at most \
+         sql.memory_per_query_bytes); ask for less per row"
     ))
 }
 

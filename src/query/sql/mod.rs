@@ -123,7 +123,7 @@ pub fn session(engine: &Arc<Engine>) -> Result<(SessionContext, Arc<pool::QueryP
         .register_schema(SCHEMA, Arc::new(tables::PublicSchema::new(engine)))
         .map_err(df_error)?;
     ctx.register_catalog(CATALOG, Arc::new(catalog));
-    funcs::install(&ctx, &shared, cfg.max_function_output_bytes);
+    funcs::install(&ctx, &shared, cfg.function_output_cap());
     Ok((ctx, pool))
 }
 
@@ -227,7 +227,7 @@ pub async fn plan(engine: &Arc<Engine>, query: &str, params: Vec<ScalarValue>) -
         let plan = handle.block_on(async move {
             let (statement, shape) = parse_checked(&cfg_owned, &sql)?;
             let rows = datafusion::common::config::ConfigNonZeroUsize::try_new(
-                shape.batch_rows(cfg_owned.max_function_output_bytes),
+                shape.batch_rows(cfg_owned.function_output_cap()),
             )
             .map_err(df_error)?;
             planning_ctx
