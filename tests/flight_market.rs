@@ -246,11 +246,6 @@ async fn bad_market_tickets_are_invalid_argument_or_not_found() {
             "NOPE",
         ),
         (
-            json!({"kind": "kline", "symbols": "*", "timeframe": "5m"}),
-            Code::NotFound,
-            "5m",
-        ),
-        (
             json!({"kind": "kline", "symbol": "BTC", "timeframe": "1m", "resample": {"timeframe": "90s"}}),
             Code::InvalidArgument,
             "multiple",
@@ -363,5 +358,49 @@ async fn cross_sections_equal_the_per_series_reads_cold_and_warm() {
             assert!(!want_rows.is_empty(), "{round} {shape}: some series answer");
         }
     }
+    fx.shutdown().await;
+}
+
+/// Story: `"symbols": "*"` over a timeframe with no series answered NotFound, where a
+/// selection is a filter and matching nothing is an answer: now it is an empty stream
+/// in the columns a series of that kind would have, and a FlightInfo with no endpoint
+/// and 0 records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_star_selection_matching_nothing_is_an_empty_answer() {
+    let mut fx = with_series().await;
+    for t in [
+        json!({"kind": "kline", "symbols": "*", "timeframe": "5m"}),
+        json!({"kind": "kline", "symbols": "*", "timeframe": "5m", "latest": 1}),
+        json!({"kind": "kline", "symbols": "*", "timeframe": "5m", "price_format": "float64"}),
+        json!({"kind": "scalar", "symbols": "*", "timeframe": "1m", "category": "indicator", "name": "none"}),
+        json!({"kind": "kline", "symbols": "*", "timeframe": "5m", "resample": {"timeframe": "1h"}}),
+    ] {
+        let batches = get(&mut fx.client, t.clone()).await.unwrap();
+        assert_eq!(
+            batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            0,
+            "{t}"
+        );
+        let d = FlightDescriptor::new_cmd(t.to_string());
+        let info = fx.client.get_flight_info(d.clone()).await.unwrap();
+        assert!(info.endpoint.is_empty(), "{t}");
+        let schema = info.try_decode_schema().unwrap();
+        assert_eq!(schema.field(0).name(), "symbol", "{t}");
+        assert_eq!(schema.field(1).name(), "ts", "{t}");
+        assert!(schema.fields().len() >= 3, "{t}");
+        let served = fx.client.get_schema(d).await.unwrap();
+        assert_eq!(served.fields(), schema.fields(), "{t}");
+    }
+    // The series that exist are unaffected.
+    let some = get(
+        &mut fx.client,
+        json!({"kind": "kline", "symbols": "*", "timeframe": "1m", "latest": 1}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        some.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        SYMBOLS.len()
+    );
     fx.shutdown().await;
 }

@@ -33,8 +33,9 @@ use super::streams::{StreamGuard, Watched};
 use super::ticket::{GetCommand, PredicateQuery, ReadCommand, Target};
 use crate::error::Error;
 use crate::query::Engine;
+use crate::query::market::Selection;
 use crate::query::predicate::{Compiled, Sink, run_into};
-use crate::record::ValueType;
+use crate::record::{SeriesMeta, ValueType};
 use crate::storage::batch::{Projection, column_scale};
 use crate::storage::{ChunkSlice, Series};
 
@@ -137,11 +138,19 @@ impl ReadPlan {
             Target::Many(sel) => {
                 let all = engine.select(sel, engine.config.flight.max_series_per_ticket)?;
                 if all.is_empty() {
-                    return Err(Status::not_found(format!(
-                        "no {} series of timeframe {} match symbols \"*\"",
-                        sel.kind.as_str(),
-                        crate::record::echo(&sel.timeframe)
-                    )));
+                    let placeholder = placeholder_meta(sel)?;
+                    let one = cmd.schema(&placeholder)?;
+                    let schema = many_schema(&one, &[]);
+                    return Ok(ReadPlan {
+                        cmd,
+                        series: Vec::new(),
+                        schema: Arc::clone(&schema),
+                        symbols: Some(Symbols {
+                            schema,
+                            dict: Arc::new(StringArray::from(Vec::<&str>::new())),
+                        }),
+                        compiled: Vec::new(),
+                    });
                 }
                 all
             }
@@ -192,6 +201,11 @@ impl ReadPlan {
     /// Sends every series' batches in symbol order; stops at the first error or when
     /// the receiver is gone.
     fn produce(&self, engine: &Engine, max_rows: usize, out: &mut Out) {
+        if self.series.is_empty() {
+            // `"symbols": "*"` matching nothing: the schema and no rows.
+            out.flush();
+            return;
+        }
         let spec = &self.cmd.spec;
         if self.symbols.is_some()
             && self.cmd.predicate.is_none()
@@ -322,15 +336,32 @@ fn many_schema(one: &Schema, series: &[Arc<Series>]) -> SchemaRef {
     fields.extend(one.fields().iter().map(|f| f.as_ref().clone()));
     let mut md = one.metadata().clone();
     md.remove("fastk.symbol");
-    let first = &series[0].meta;
-    if series.iter().any(|s| {
-        s.meta.price_scale != first.price_scale || s.meta.volume_scale != first.volume_scale
-    }) {
+    let mixed = series.first().is_none_or(|first| {
+        series.iter().any(|s| {
+            s.meta.price_scale != first.meta.price_scale
+                || s.meta.volume_scale != first.meta.volume_scale
+        })
+    });
+    if mixed {
         md.remove("fastk.price_scale");
         md.remove("fastk.volume_scale");
     }
     md.insert("fastk.series".into(), series.len().to_string());
     Arc::new(Schema::new_with_metadata(fields, md))
+}
+
+/// The columns of a selection that matches no series: a series of its kind and
+/// timeframe with unit scales (a scalar's values as int64, the default value type).
+/// Only its schema is used, for an empty stream.
+fn placeholder_meta(sel: &Selection) -> Result<SeriesMeta, Status> {
+    let key = sel.key("_")?;
+    Ok(SeriesMeta {
+        key,
+        timeframe_ms: crate::record::standard_timeframe_ms(&sel.timeframe).unwrap_or(60_000),
+        price_scale: 1,
+        volume_scale: 1,
+        value_type: ValueType::default(),
+    })
 }
 
 /// Batches smaller than this are merged before they are sent in a many-series

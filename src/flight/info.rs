@@ -223,7 +223,8 @@ async fn remote_info(
 
 /// One FlightInfo from the owners' answers, in the order of the parts: endpoints of other nodes located on them, counts summed (-1 if any part's
 /// is), every part's columns equal. For `"*"` (`every`), a node holding none of the
-/// series (NotFound) is left out; NotFound only when every node says so.
+/// series (no endpoint, or NotFound from an older node) is left out; when no node
+/// holds any, the answer is the first node's empty one (no endpoint, 0 records).
 fn merge_parts(
     cluster: &Cluster,
     d: FlightDescriptor,
@@ -231,15 +232,24 @@ fn merge_parts(
     every: bool,
 ) -> Result<FlightInfo, Status> {
     let mut parts = Vec::new();
+    let mut empty = None;
     let mut not_found = None;
     for a in answers {
         match a {
+            Ok(p) if every && p.1.endpoint.is_empty() => {
+                empty.get_or_insert(p);
+            }
             Ok(p) => parts.push(p),
             Err(e) if every && e.code() == tonic::Code::NotFound => {
                 not_found.get_or_insert(e);
             }
             Err(e) => return Err(e),
         }
+    }
+    if parts.is_empty()
+        && let Some((_, info)) = empty
+    {
+        return Ok(info.with_descriptor(d));
     }
     let Some((_, first)) = parts.first() else {
         return Err(not_found.unwrap_or_else(|| Status::not_found("no series match")));
