@@ -79,6 +79,7 @@ fn run(csv: &Path, dry_run: bool) -> f64 {
             price_scale: 100,
             volume_scale: 1000,
             retention_ms: None,
+            irregular: None,
         })),
         files: vec![csv.to_path_buf()],
         format: None,

@@ -39,6 +39,7 @@ fn seed(root: &Path) -> std::path::PathBuf {
         price_scale: 100,
         volume_scale: 1,
         retention_ms: None,
+        irregular: None,
     };
     e.register_kline(&r).unwrap();
     let key = SeriesKey::kline("SOLUSDT", "1h").unwrap();

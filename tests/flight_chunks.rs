@@ -24,6 +24,7 @@ fn raw_batches_point_into_the_chunk_mapping() {
         price_scale: 100,
         volume_scale: 1000,
         retention_ms: None,
+        irregular: None,
     };
     engine.register_kline(&reg).unwrap();
     let key = SeriesKey::kline("BTCUSDT", "1m").unwrap();

@@ -505,6 +505,7 @@ fn register_race(e: &fastk::query::Engine, symbol: &str, price_scale: i64) {
         price_scale,
         volume_scale: 1000,
         retention_ms: None,
+        irregular: None,
     })
     .expect("register");
 }

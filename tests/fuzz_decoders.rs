@@ -133,6 +133,9 @@ fn manifest() -> Manifest {
         // Zero: the golden v1 encoding below holds zeros here, so a store written
         // before retention existed reads as "keep forever".
         retention_ms: 0,
+        // False: these bytes were reserved zero in v1 and v2, so an older store's
+        // series are regular (bars on the timeframe's grid).
+        irregular: false,
         // Zero: what every v1 manifest decodes to (no log position).
         wal_lsn: 0,
         entries: vec![
@@ -214,6 +217,20 @@ fn golden_encodings_of_format_v1_are_unchanged() {
     check_golden("zonemap_v1.bin", &zonemap());
     check_golden("vindex_v1.bin", &vindex());
     check_golden("vindex_v2.bin", &vindex_v2());
+}
+
+/// The irregular flag (bit 0 of the u32 at byte 284, reserved zero before) round-trips,
+/// and a manifest without it encodes exactly as before (the goldens above).
+#[test]
+fn the_irregular_flag_round_trips_in_bytes_that_were_reserved() {
+    let mut m = manifest_v3();
+    m.irregular = true;
+    let bytes = m.encode();
+    assert_eq!(u32::from_le_bytes(bytes[284..288].try_into().unwrap()), 1);
+    assert_eq!(Manifest::decode(&bytes).unwrap(), m);
+    let plain = manifest_v3().encode();
+    assert_eq!(&plain[284..288], &[0, 0, 0, 0]);
+    assert_eq!(bytes.len(), plain.len());
 }
 
 /// A version 1 manifest (written before the write-ahead log) still decodes, as

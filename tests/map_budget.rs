@@ -80,6 +80,7 @@ fn register_kline(e: &Engine, symbol: &str, timeframe: &str) -> SeriesKey {
         price_scale: 100,
         volume_scale: 1,
         retention_ms: None,
+        irregular: None,
     })
     .unwrap();
     SeriesKey::kline(symbol, timeframe).unwrap()

@@ -535,6 +535,7 @@ fn bad_resamples_say_what_to_change() {
         price_scale: 100,
         volume_scale: 1,
         retention_ms: None,
+        irregular: None,
     })
     .unwrap();
     let key = SeriesKey::kline("AAA", "5m").unwrap();
@@ -931,7 +932,18 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let e = engine_with(dir.path(), |_| {});
-        let key = register_kline(&e, "AAA");
+        // Irregular: the model puts bars off the grid, which a regular series refuses.
+        e.register_kline(&fastk::query::types::RegisterKline {
+            symbol: "AAA".into(),
+            timeframe: "1m".into(),
+            timeframe_ms: None,
+            price_scale: 1,
+            volume_scale: 1,
+            retention_ms: None,
+            irregular: Some(true),
+        })
+        .unwrap();
+        let key = SeriesKey::kline("AAA", "1m").unwrap();
         let base = JAN_2024 + 20 * DAY;
         // Dense series (long unbroken runs, the fast path) with holes punched in, or
         // the sparse random ones; plus a few bars off the grid.

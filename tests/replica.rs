@@ -448,6 +448,7 @@ async fn the_replica_refuses_every_change() {
             price_scale: 100,
             volume_scale: 1,
             retention_ms: None,
+            irregular: None,
         })
         .unwrap_err(),
     );

@@ -23,6 +23,7 @@ fn register(e: &Engine, symbol: &str, retention_ms: Option<i64>) -> SeriesKey {
         price_scale: 100,
         volume_scale: 1,
         retention_ms,
+        irregular: None,
     })
     .unwrap();
     SeriesKey::kline(symbol, "1h").unwrap()
@@ -96,6 +97,7 @@ fn retention_drops_whole_months_by_the_series_or_the_default_and_persists() {
                 price_scale: 100,
                 volume_scale: 1,
                 retention_ms: Some(-1),
+                irregular: None,
             })
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
@@ -120,6 +122,7 @@ fn retention_drops_whole_months_by_the_series_or_the_default_and_persists() {
             price_scale: 100,
             volume_scale: 1,
             retention_ms: Some(0),
+            irregular: None,
         })
         .unwrap();
     assert!(!created);

@@ -181,6 +181,7 @@ fn bad_input_is_refused_and_changes_nothing() {
             price_scale: 1,
             volume_scale: 1,
             retention_ms: None,
+            irregular: None,
         };
         assert_eq!(
             e.register_kline(&r).unwrap_err().kind,
@@ -224,6 +225,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         price_scale: 1000,
         volume_scale: 1,
         retention_ms: None,
+        irregular: None,
     };
     assert_eq!(e.register_kline(&r).unwrap_err().kind, ErrorKind::Conflict);
     let r = RegisterKline {
@@ -233,6 +235,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         price_scale: 1,
         volume_scale: 1,
         retention_ms: None,
+        irregular: None,
     };
     assert_eq!(
         e.register_kline(&r).unwrap_err().kind,

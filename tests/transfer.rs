@@ -647,6 +647,7 @@ fn the_library_api_imports_without_the_cli() {
             price_scale: 10,
             volume_scale: 1,
             retention_ms: None,
+            irregular: None,
         })),
         files: vec![input],
         format: None,

@@ -245,7 +245,13 @@ pub async fn register_kline(
             .series
             .iter()
             .enumerate()
-            .map(|(i, r)| Ok((kline_meta(r).map_err(|e| nth(i, e))?, r.retention_ms)))
+            .map(|(i, r)| {
+                let settings = crate::storage::Settings {
+                    retention_ms: r.retention_ms,
+                    irregular: r.irregular,
+                };
+                Ok((kline_meta(r).map_err(|e| nth(i, e))?, settings))
+            })
             .collect::<Result<Vec<_>, Error>>()?;
         engine.register_many(metas)
     })
@@ -273,7 +279,13 @@ pub async fn register_scalar(
             .series
             .iter()
             .enumerate()
-            .map(|(i, r)| Ok((scalar_meta(r).map_err(|e| nth(i, e))?, r.retention_ms)))
+            .map(|(i, r)| {
+                let settings = crate::storage::Settings {
+                    retention_ms: r.retention_ms,
+                    irregular: None,
+                };
+                Ok((scalar_meta(r).map_err(|e| nth(i, e))?, settings))
+            })
             .collect::<Result<Vec<_>, Error>>()?;
         engine.register_many(metas)
     })

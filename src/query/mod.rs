@@ -192,11 +192,23 @@ impl Engine {
     }
 
     pub fn register_kline(&self, r: &RegisterKline) -> Result<(SeriesInfo, bool)> {
-        self.register(kline_meta(r)?, r.retention_ms)
+        self.register(
+            kline_meta(r)?,
+            crate::storage::Settings {
+                retention_ms: r.retention_ms,
+                irregular: r.irregular,
+            },
+        )
     }
 
     pub fn register_scalar(&self, r: &RegisterScalar) -> Result<(SeriesInfo, bool)> {
-        self.register(scalar_meta(r)?, r.retention_ms)
+        self.register(
+            scalar_meta(r)?,
+            crate::storage::Settings {
+                retention_ms: r.retention_ms,
+                irregular: None,
+            },
+        )
     }
 
     /// Registers many series in one all-or-nothing batch (at most
@@ -205,7 +217,7 @@ impl Engine {
     /// in one transaction. An error names the series (its index in the request).
     pub fn register_many(
         &self,
-        metas: Vec<(SeriesMeta, Option<i64>)>,
+        metas: Vec<(SeriesMeta, crate::storage::Settings)>,
     ) -> Result<RegisterManyResponse> {
         self.check_writable()?;
         if metas.len() > MAX_REGISTER_BATCH {
@@ -236,18 +248,22 @@ impl Engine {
         })
     }
 
-    /// Registers `meta` (idempotent), then sets its retention when one is given.
-    fn register(&self, meta: SeriesMeta, retention_ms: Option<i64>) -> Result<(SeriesInfo, bool)> {
+    /// Registers `meta` (idempotent), then sets the settings given (retention, grid).
+    fn register(
+        &self,
+        meta: SeriesMeta,
+        settings: crate::storage::Settings,
+    ) -> Result<(SeriesInfo, bool)> {
         self.check_writable()?;
-        if retention_ms.is_some_and(|r| r < 0) {
+        if settings.retention_ms.is_some_and(|r| r < 0) {
             return Err(Error::invalid(
                 "retention_ms must be 0 (keep forever) or a positive number of milliseconds",
             ));
         }
         self.recover_registry(true);
         let (series, created) = self.store.register(meta)?;
-        if let Some(r) = retention_ms {
-            series.set_retention(r)?;
+        if settings != crate::storage::Settings::default() {
+            series.set_settings(settings.retention_ms, settings.irregular)?;
         }
         if created && let Err(e) = self.registry.upsert_series(&series.meta) {
             // Storage is the source of truth; the catalog is reconciled on the next open.
@@ -333,6 +349,7 @@ impl Engine {
         let series = self.series_since(key, since)?;
         if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
             check_ohlc(&batch)?;
+            check_grid(&series, [&batch.cols[0][..]])?;
         }
         let ncols = batch.cols.len() as u64;
         let r = self.store.write(&series, batch, expected)?;
@@ -383,6 +400,7 @@ impl Engine {
                 check_ohlc_cols(p, first)?;
                 first += p.first().map_or(0, |c| c.len());
             }
+            check_grid(series, pieces.iter().filter_map(|p| p.first().copied()))?;
         }
         let ncols = key.kind().ncols() as u64;
         let r = self.store.write_pieces(series, pieces, expected)?;
@@ -424,6 +442,7 @@ impl Engine {
             }
             if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
                 check_ohlc(&batch).map_err(named)?;
+                check_grid(&series, [&batch.cols[0][..]]).map_err(named)?;
             }
             debug_assert_eq!(series.meta.key, key, "a series is found by its key");
             rows += batch.len() as u64;
@@ -1053,6 +1072,44 @@ fn check_ohlc(b: &WriteBatch) -> Result<()> {
     check_ohlc_cols(&cols, 0)
 }
 
+/// Refuses a kline bar off the series' grid, `anchor + k * timeframe_ms`: the anchor is
+/// the series' first stored bar, or the write's first bar when the series is empty
+/// (the coverage grid is the same). A series registered `"irregular": true` takes any
+/// `ts`. `ts` is the write's `ts` column, in pieces, in record order.
+fn check_grid<'a>(series: &Series, ts: impl IntoIterator<Item = &'a [i64]>) -> Result<()> {
+    let snap = series.snapshot();
+    if snap.irregular {
+        return Ok(());
+    }
+    let tf = series.meta.timeframe_ms;
+    let mut anchor = snap.first_ts();
+    drop(snap);
+    let mut record = 0usize;
+    for piece in ts {
+        for &t in piece {
+            if !(crate::record::TS_MIN..=crate::record::TS_MAX).contains(&t) {
+                // The store refuses it as out of range (invalid_argument).
+                record += 1;
+                continue;
+            }
+            let a = *anchor.get_or_insert(t);
+            if (t as i128 - a as i128).rem_euclid(tf as i128) != 0 {
+                return Err(Error::new(
+                    ErrorKind::Unprocessable,
+                    format!(
+                        "record {record} (ts {t}): off the grid of this {} series, whose bars \
+                         sit at {a} + k * {tf} ms; register the series with \"irregular\": true \
+                         to store bars at any ts",
+                        series.meta.key.timeframe()
+                    ),
+                ));
+            }
+            record += 1;
+        }
+    }
+    Ok(())
+}
+
 /// [`check_ohlc`] over kline columns whose first row is record `first` of the write.
 fn check_ohlc_cols(cols: &[&[i64]], first: usize) -> Result<()> {
     let [ts, open, high, low, close, volume] = cols else {
@@ -1115,6 +1172,7 @@ pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
         bytes: snap.bytes(),
         version: snap.version,
         retention_ms: snap.retention_ms,
+        irregular: kline.then_some(snap.irregular),
         files: files_of(&snap),
         raw_bytes: snap.raw_bytes(),
         unfolded_rows: snap.unfolded.map_or(0, |u| u.rows),

@@ -28,6 +28,12 @@ pub struct RegisterKline {
     /// another value changes it.
     #[serde(default)]
     pub retention_ms: Option<i64>,
+    /// Bars may sit at any `ts`. By default (false) every bar of a series sits on its
+    /// timeframe's grid: `first bar + k * timeframe_ms`; a write with a bar off it is
+    /// 422. Registering again with another value changes it; absent leaves it as is
+    /// (false for a new series).
+    #[serde(default)]
+    pub irregular: Option<bool>,
 }
 
 /// Register a scalar series.
@@ -88,6 +94,10 @@ pub struct SeriesInfo {
     /// The series' own retention in ms; 0: none of its own (`storage.retention_ms` applies).
     #[serde(default)]
     pub retention_ms: i64,
+    /// Kline only: bars may sit off the timeframe's grid (registered with
+    /// `"irregular": true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub irregular: Option<bool>,
     /// Chunk and sidecar files on disk.
     #[serde(default)]
     pub files: u64,

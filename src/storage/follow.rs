@@ -185,6 +185,7 @@ fn same_state(snap: &Snapshot, next: &Manifest) -> bool {
         && snap.version == next.version
         && snap.next_generation == next.next_generation
         && snap.retention_ms == next.retention_ms
+        && snap.irregular == next.irregular
         && snap.chunks().count() == live.len()
         && continues(snap, next)
 }

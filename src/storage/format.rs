@@ -131,10 +131,14 @@ const MANIFEST_KEY_OFFSET: usize = MANIFEST_VALUE_TYPE_OFFSET + U8_LEN + MANIFES
 /// The series' retention in ms (0: keep forever). Version 1 stores hold zeros here
 /// (these bytes were reserved), so they read as "keep forever".
 const MANIFEST_RETENTION_MS_OFFSET: usize = MANIFEST_KEY_OFFSET + KEY_BLOCK_LEN;
-const MANIFEST_RESERVED_B_LEN: usize = 4;
+/// The series' settings flags ([`SERIES_IRREGULAR`]). Reserved and zero before, so
+/// older stores read as "no flag set".
+const MANIFEST_SERIES_FLAGS_OFFSET: usize = MANIFEST_RETENTION_MS_OFFSET + U64_LEN;
 /// Fixed-part length of a version 1 manifest (the entries follow).
-pub const MANIFEST_HEADER_LEN_V1: usize =
-    MANIFEST_RETENTION_MS_OFFSET + U64_LEN + MANIFEST_RESERVED_B_LEN;
+pub const MANIFEST_HEADER_LEN_V1: usize = MANIFEST_SERIES_FLAGS_OFFSET + U32_LEN;
+/// Series flag: a kline series whose bars may sit at any `ts`, off the grid of its
+/// timeframe (registered with `"irregular": true`).
+pub const SERIES_IRREGULAR: u32 = 1;
 /// Version 2: the last write-ahead log record folded into this manifest (0: none).
 const MANIFEST_WAL_LSN_OFFSET: usize = MANIFEST_HEADER_LEN_V1;
 const MANIFEST_RESERVED_C_LEN: usize = 8;
@@ -719,6 +723,8 @@ pub struct Manifest {
     pub next_generation: u64,
     /// Months entirely older than `now - retention_ms` are dropped (0: keep forever).
     pub retention_ms: i64,
+    /// Kline bars may sit off the timeframe's grid ([`SERIES_IRREGULAR`]).
+    pub irregular: bool,
     /// Every write-ahead log record up to this one is in the chunks listed here; replay
     /// on open applies only later records (0: none, and every version 1 manifest).
     pub wal_lsn: u64,
@@ -803,6 +809,8 @@ impl Manifest {
         );
         encode_meta_fields(&mut b, &self.meta, MANIFEST_META);
         put_i64(&mut b, MANIFEST_RETENTION_MS_OFFSET, self.retention_ms);
+        let flags = if self.irregular { SERIES_IRREGULAR } else { 0 };
+        put_u32(&mut b, MANIFEST_SERIES_FLAGS_OFFSET, flags);
         put_u64(&mut b, MANIFEST_WAL_LSN_OFFSET, self.wal_lsn);
         for (i, e) in self.entries.iter().enumerate() {
             let at = MANIFEST_HEADER_LEN + i * MANIFEST_ENTRY_LEN;
@@ -896,6 +904,7 @@ impl Manifest {
             meta,
             version: get_u64(b, MANIFEST_SERIES_VERSION_OFFSET),
             retention_ms: get_i64(b, MANIFEST_RETENTION_MS_OFFSET),
+            irregular: get_u32(b, MANIFEST_SERIES_FLAGS_OFFSET) & SERIES_IRREGULAR != 0,
             next_generation: get_u64(b, MANIFEST_NEXT_GENERATION_OFFSET),
             wal_lsn: if version == MANIFEST_FORMAT_V1 {
                 0
@@ -966,6 +975,7 @@ mod tests {
             version: 9,
             next_generation: 12,
             retention_ms: 0,
+            irregular: false,
             wal_lsn: 77,
             entries: vec![ChunkEntry {
                 month: MonthPartition::from_ts(JAN_2024).0,
@@ -1011,6 +1021,7 @@ mod tests {
             version: 1,
             next_generation: 3,
             retention_ms: 0,
+            irregular: false,
             wal_lsn: 0,
             entries: vec![ChunkEntry {
                 month: MonthPartition::from_ts(JAN_2024).0,

@@ -383,6 +383,7 @@ impl Series {
         m.version = base.version.max(m.version) + u64::from(changed);
         m.next_generation = base.next_generation.max(m.next_generation);
         m.retention_ms = base.retention_ms;
+        m.irregular = base.irregular;
         m.wal_lsn = base.wal_lsn.max(m.wal_lsn);
         let listed: HashSet<(i32, u64)> =
             m.entries.iter().map(|e| (e.month, e.generation)).collect();

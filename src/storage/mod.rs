@@ -42,6 +42,16 @@ use std::sync::{Arc, RwLock};
 pub use error::{Result, StorageError};
 pub use recover::RecoveryNotes;
 pub use series::{DeleteReport, Series, WriteBatch, WriteReport};
+
+/// The settings a registration may give besides the metadata; `None` leaves a setting
+/// as it is (a new series: retention 0, regular).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Retention in ms (0: keep forever).
+    pub retention_ms: Option<i64>,
+    /// Kline bars may sit off the timeframe's grid.
+    pub irregular: Option<bool>,
+}
 pub use snapshot::{ChunkSlice, Snapshot};
 
 use crate::record::{SeriesKey, SeriesKind, SeriesMeta};
@@ -558,12 +568,12 @@ impl Store {
     /// round of serial ones each. A key given twice is refused.
     pub fn register_many(
         &self,
-        metas: Vec<(SeriesMeta, Option<i64>)>,
+        metas: Vec<(SeriesMeta, Settings)>,
     ) -> Result<Vec<(Arc<Series>, bool)>> {
         let mut seen = std::collections::HashSet::new();
-        for (m, r) in &metas {
+        for (m, settings) in &metas {
             check_meta(m)?;
-            if r.is_some_and(|r| r < 0) {
+            if settings.retention_ms.is_some_and(|r| r < 0) {
                 return Err(StorageError::InvalidArgument(
                     "retention_ms must be 0 (keep forever) or a positive number of milliseconds"
                         .into(),
@@ -597,10 +607,11 @@ impl Store {
         let snaps: Vec<Snapshot> = new
             .iter()
             .map(|&i| {
-                let (m, r) = &metas[i];
+                let (m, settings) = &metas[i];
                 let mut snap = Snapshot::empty(Arc::new(m.clone()));
                 snap.wal_lsn = committed;
-                snap.retention_ms = r.unwrap_or(0);
+                snap.retention_ms = settings.retention_ms.unwrap_or(0);
+                snap.irregular = settings.irregular.unwrap_or(false);
                 snap
             })
             .collect();
@@ -719,9 +730,9 @@ impl Store {
             .into_iter()
             .map(|o| o.expect("every series is registered or existed"))
             .collect();
-        for ((s, created), (_, r)) in out.iter().zip(&metas) {
-            if let (false, Some(r)) = (created, r) {
-                s.set_retention(*r)?;
+        for ((s, created), (_, settings)) in out.iter().zip(&metas) {
+            if !created && *settings != Settings::default() {
+                s.set_settings(settings.retention_ms, settings.irregular)?;
             }
         }
         Ok(out)

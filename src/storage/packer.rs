@@ -140,6 +140,7 @@ impl Series {
             version: snap.version,
             next_generation: next_gen,
             retention_ms: snap.retention_ms,
+            irregular: snap.irregular,
             live,
             obsolete: Arc::new(obsolete),
             wal_lsn: snap.wal_lsn,

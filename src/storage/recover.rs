@@ -110,6 +110,7 @@ pub fn snapshot_from_manifest(series: &Series, m: Manifest) -> Snapshot {
         version: m.version,
         next_generation: m.next_generation,
         retention_ms: m.retention_ms,
+        irregular: m.irregular,
         live,
         obsolete,
         wal_lsn: m.wal_lsn,
@@ -326,6 +327,7 @@ pub fn rebuild_manifest(
         version,
         next_generation: max_gen + 1,
         retention_ms: 0,
+        irregular: false,
         wal_lsn,
         entries,
     };

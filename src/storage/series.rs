@@ -500,6 +500,7 @@ impl Series {
             version: snap.version,
             next_generation: snap.next_generation,
             retention_ms: snap.retention_ms,
+            irregular: snap.irregular,
             live: super::snapshot::month_lists(live),
             obsolete: snap.obsolete.clone(),
             wal_lsn: snap.wal_lsn,
@@ -757,6 +758,7 @@ impl Series {
             version,
             next_generation: snap.next_generation,
             retention_ms: snap.retention_ms,
+            irregular: snap.irregular,
             live,
             obsolete: snap.obsolete.clone(),
             wal_lsn: lsn,
@@ -1048,9 +1050,25 @@ impl Series {
     /// the rows and the version are unchanged. Returns whether it changed.
     pub fn set_retention(&self, retention_ms: i64) -> Result<bool> {
         assert!(retention_ms >= 0, "a retention is not negative");
+        self.set_settings(Some(retention_ms), None)
+    }
+
+    /// Sets the series' settings given (retention, whether kline bars may sit off the
+    /// timeframe's grid) by publishing the manifest again with them; the rows and the
+    /// version are unchanged. Returns whether anything changed.
+    pub fn set_settings(&self, retention_ms: Option<i64>, irregular: Option<bool>) -> Result<bool> {
+        assert!(
+            retention_ms.is_none_or(|r| r >= 0),
+            "a retention is not negative"
+        );
+        if retention_ms.is_none() && irregular.is_none() {
+            return Ok(false);
+        }
         let _guard = self.lock_folded()?;
         let snap = self.snapshot();
-        if snap.retention_ms == retention_ms {
+        let retention_ms = retention_ms.unwrap_or(snap.retention_ms);
+        let irregular = irregular.unwrap_or(snap.irregular);
+        if snap.retention_ms == retention_ms && snap.irregular == irregular {
             return Ok(false);
         }
         let next = Snapshot {
@@ -1058,6 +1076,7 @@ impl Series {
             version: snap.version,
             next_generation: snap.next_generation,
             retention_ms,
+            irregular,
             live: snap.live.clone(),
             obsolete: snap.obsolete.clone(),
             wal_lsn: snap.wal_lsn,
@@ -1273,6 +1292,7 @@ impl Series {
             version,
             next_generation: next_gen,
             retention_ms: snap.retention_ms,
+            irregular: snap.irregular,
             live,
             obsolete: Arc::new(obsolete),
             wal_lsn: snap.wal_lsn,
@@ -1796,6 +1816,7 @@ impl Series {
             version: next.version,
             next_generation: next.next_generation,
             retention_ms: next.retention_ms,
+            irregular: next.irregular,
             live: super::snapshot::month_lists(live),
             obsolete: Arc::new(obsolete),
             wal_lsn,

@@ -226,6 +226,8 @@ pub struct Snapshot {
     /// Months entirely older than `now - retention_ms` are dropped (0: keep forever,
     /// or the store's default).
     pub retention_ms: i64,
+    /// Kline bars may sit off the timeframe's grid (`format::SERIES_IRREGULAR`).
+    pub irregular: bool,
     /// Live chunks by month, ascending generation. Within a month, chunks are disjoint
     /// and ascending in `ts` (a delta is only ever written past the month's last ts).
     /// Each month's list is shared (`Arc`) between the states that did not change it:
@@ -302,6 +304,7 @@ impl Snapshot {
             version: 0,
             next_generation: 1,
             retention_ms: 0,
+            irregular: false,
             live: MonthMap::default(),
             obsolete: Arc::default(),
             wal_lsn: 0,
@@ -360,6 +363,7 @@ impl Snapshot {
             version: self.version,
             next_generation: self.next_generation,
             retention_ms: self.retention_ms,
+            irregular: self.irregular,
             wal_lsn: self.wal_lsn,
             entries,
         }

@@ -94,6 +94,10 @@ pub struct ImportKline {
     /// Needed to register a non-standard timeframe.
     #[arg(long)]
     timeframe_ms: Option<i64>,
+    /// Registers the series (with the scales) as irregular: bars at any ts, not only on
+    /// the timeframe's grid.
+    #[arg(long, requires = "price_scale")]
+    irregular: bool,
     /// Column of open (a header name or a 1-based position); likewise below.
     #[arg(long)]
     open_column: Option<String>,
@@ -284,6 +288,7 @@ fn import_kline_options(a: ImportKline) -> Result<(ImportOptions, bool), Transfe
             price_scale: p,
             volume_scale: v,
             retention_ms: None,
+            irregular: a.irregular.then_some(true),
         })
     });
     let cols = [

@@ -61,6 +61,7 @@ impl Fixture {
             price_scale: 100,
             volume_scale: 1000,
             retention_ms: None,
+            irregular: None,
         };
         self.engine().register_kline(&r).expect("register kline");
         SeriesKey::kline(symbol, timeframe).expect("key")

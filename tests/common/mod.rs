@@ -42,6 +42,7 @@ pub fn register_kline(e: &Engine, symbol: &str) -> SeriesKey {
         price_scale: 100,
         volume_scale: 1,
         retention_ms: None,
+        irregular: None,
     };
     e.register_kline(&r).unwrap();
     SeriesKey::kline(symbol, "1m").unwrap()

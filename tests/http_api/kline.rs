@@ -393,3 +393,71 @@ async fn registration_takes_and_changes_a_retention() {
         .expect_error(400, "invalid_argument");
     assert!(msg.contains("retention_ms"), "{msg}");
 }
+
+/// Story: a bar at `ts + 1 ms` on a 1m series was stored, a bar no exchange makes and
+/// every resample and coverage then had to explain. Bars now sit on the series' grid
+/// (its first bar + k * timeframe_ms) unless it is registered `"irregular": true`.
+#[tokio::test]
+async fn bars_off_the_timeframes_grid_are_refused_unless_the_series_is_irregular() {
+    let app = app();
+    app.register_kline("GRID").await;
+    let path = "/v1/kline/GRID/1m/records";
+    app.post(path, &json!({"records": klines(10)}))
+        .await
+        .expect(200);
+    let mut off = klines(12);
+    off[11]["ts"] = json!(off[11]["ts"].as_i64().unwrap() + 1);
+    let m = app
+        .post(path, &json!({"records": off[10..]}))
+        .await
+        .expect_error(422, "unprocessable");
+    assert!(m.contains("record 1") && m.contains("irregular"), "{m}");
+    // Nothing of the refused write was stored.
+    let r = app.get(&format!("{path}?limit=100")).await.expect(200);
+    assert_eq!(r["records"].as_array().map(Vec::len), Some(10));
+    // An empty series takes its grid from the write's first bar: hourly bars at :30.
+    app.register_kline("HALF").await;
+    let half: Vec<Value> = (0..3)
+        .map(|i| {
+            let mut b = klines(1)[0].clone();
+            b["ts"] = json!(JAN_2024_MS + 30 * MINUTE_MS + i * MINUTE_MS);
+            b
+        })
+        .collect();
+    app.post("/v1/kline/HALF/1m/records", &json!({"records": half}))
+        .await
+        .expect(200);
+    // Many series: the symbol is named, nothing is written.
+    let many = json!({"timeframe": "1m", "records": [
+        {"symbol": "HALF", "ts": JAN_2024_MS + 60 * MINUTE_MS, "open": 1, "high": 1, "low": 1, "close": 1, "volume": 1},
+        {"symbol": "GRID", "ts": JAN_2024_MS + 3, "open": 1, "high": 1, "low": 1, "close": 1, "volume": 1},
+    ]});
+    let m = app
+        .post("/v1/kline/records", &many)
+        .await
+        .expect_error(422, "unprocessable");
+    assert!(m.contains("GRID"), "{m}");
+    // Registered again as irregular, the same bars are stored; the info says so.
+    let r = app
+        .post(
+            "/v1/kline/series",
+            &json!({"symbol": "GRID", "timeframe": "1m", "price_scale": 100, "volume_scale": 1000, "irregular": true}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r["irregular"], json!(true), "{r}");
+    app.post(path, &json!({"records": off[10..]}))
+        .await
+        .expect(200);
+    let r = app.get(&format!("{path}?limit=100")).await.expect(200);
+    assert_eq!(r["records"].as_array().map(Vec::len), Some(12));
+    // Registering again without the field leaves it as it is.
+    let r = app
+        .post(
+            "/v1/kline/series",
+            &json!({"symbol": "GRID", "timeframe": "1m", "price_scale": 100, "volume_scale": 1000}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r["irregular"], json!(true), "{r}");
+}

@@ -1190,7 +1190,16 @@ def cov(api):
         missing.update(first + k * MINUTE_MS for k in range(n))
     ts = sorted([t for t in minutes(FRI, TUE) if weekday(t) < 5 and t not in missing]
                 + [SAT_BAR, OFF_GRID])
-    new_kline(api, "COV", "1m", walk_bars(ts, seed=71))
+    # Irregular: the off-grid bar is part of what coverage must handle; a regular
+    # series refuses it (422).
+    body = {"symbol": "COV", "timeframe": "1m", "price_scale": 100, "volume_scale": 1000}
+    expect_ok(api.post(api.base + "/v1/kline/series", json=body, timeout=30), 201)
+    r = api.post(api.base + kline_path("COV") + "/records",
+                 json={"records": walk_bars(ts, seed=71)}, timeout=60)
+    assert "off the grid" in check_error(r, 422, "unprocessable")
+    r = api.post(api.base + "/v1/kline/series", json={**body, "irregular": True}, timeout=30)
+    assert expect_ok(r)["irregular"] is True
+    write_klines(api, "COV", "1m", walk_bars(ts, seed=71))
     vals = [{"ts": t, "value": k % 5} for k, t in enumerate(ts) if t != OFF_GRID]
     new_scalar(api, "COV", "1m", "metric", "q", "i64", vals[::3])
     return {"ts": ts, "scalar_ts": [v["ts"] for v in vals[::3]]}
