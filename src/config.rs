@@ -871,4 +871,59 @@ mod tests {
             );
         }
     }
+
+    /// Story: `log.level = "verbose"` started the server with a warning (the filter
+    /// took the word for a target), and a `storage.root` that is a file failed the
+    /// start with "internal error". Both now stop the start, saying what is wrong.
+    #[test]
+    fn a_bad_log_level_and_a_root_that_is_a_file_stop_the_start() {
+        for bad in ["verbose", "inf", "info,fastk=loud", "fastk=debug,warning"] {
+            let e = Config::load(None, env(&[("FASTK__LOG__LEVEL", bad)])).unwrap_err();
+            assert!(e.to_string().contains("log.level"), "{bad}: {e}");
+        }
+        for good in [
+            "warn",
+            "INFO",
+            "fastk=debug,tower_http=info",
+            "fastk::query=trace",
+        ] {
+            Config::load(None, env(&[("FASTK__LOG__LEVEL", good)])).unwrap();
+        }
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let root = file.path().to_str().unwrap();
+        let e = Config::load(None, env(&[("FASTK__STORAGE__ROOT", root)])).unwrap_err();
+        assert!(
+            e.to_string().contains("storage.root") && e.to_string().contains("not a directory"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sql_shape_and_memory_keys_are_bounded() {
+        for (k, v) in [
+            ("FASTK__SQL__MAX_QUERY_DEPTH", "513"),
+            ("FASTK__SQL__MAX_QUERY_OPERATORS", "20001"),
+            ("FASTK__SQL__MAX_QUERY_NODES", "0"),
+            ("FASTK__SQL__MAX_FUNCTION_OUTPUT_BYTES", "1000"),
+            ("FASTK__SQL__PROCESS_MEMORY_LIMIT_BYTES", "1000"),
+        ] {
+            assert!(
+                Config::load(None, env(&[(k, v)])).is_err(),
+                "{k}={v} accepted"
+            );
+        }
+        let c = Config::load(
+            None,
+            env(&[(
+                "FASTK__SQL__MEMORY_PER_QUERY_BYTES",
+                &(64u64 << 20).to_string(),
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.sql.function_output_cap(),
+            64 << 20,
+            "the query's memory caps a call"
+        );
+    }
 }

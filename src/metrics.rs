@@ -38,6 +38,13 @@ pub struct Gauges {
     /// SQL: memory reserved by running queries, and how many run.
     pub sql_memory_used_bytes: u64,
     pub sql_queries_running: u64,
+    /// SQL's process-wide memory guard (`query::sql::watch`): the process's resident
+    /// anonymous bytes at the last reading, the limit (0: off), and the queries it
+    /// cancelled and refused since start.
+    pub sql_guard_resident_bytes: u64,
+    pub sql_guard_limit_bytes: u64,
+    pub sql_guard_cancelled: u64,
+    pub sql_guard_refused: u64,
     /// The write-ahead log and the fold (None where no store is open).
     pub wal: Option<crate::storage::WalStats>,
     /// Chunk and sidecar files of every series.
@@ -254,6 +261,30 @@ impl Metrics {
             "fastk_sql_queries_running",
             "SQL queries running (of sql.max_concurrent_queries).",
             g.sql_queries_running as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_process_resident_anon_bytes",
+            "Resident anonymous memory of the process at the SQL memory guard's last reading.",
+            g.sql_guard_resident_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_sql_process_memory_limit_bytes",
+            "sql.process_memory_limit_bytes as resolved (0: the guard is off).",
+            g.sql_guard_limit_bytes as i64,
+        );
+        counter(
+            &mut out,
+            "fastk_sql_guard_cancelled_total",
+            "SQL queries cancelled because the process passed sql.process_memory_limit_bytes.",
+            g.sql_guard_cancelled,
+        );
+        counter(
+            &mut out,
+            "fastk_sql_guard_refused_total",
+            "SQL queries refused (503) while the process was over sql.process_memory_limit_bytes.",
+            g.sql_guard_refused,
         );
         gauge(
             &mut out,

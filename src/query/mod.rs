@@ -945,6 +945,18 @@ impl Engine {
             write_budget_limit_bytes: self.write_budget.limit_bytes(),
             sql_memory_used_bytes: self.sql.memory_used() as u64,
             sql_queries_running: self.sql.running(&self.config.sql) as u64,
+            sql_guard_resident_bytes: self.sql.running.resident(),
+            sql_guard_limit_bytes: self.sql.running.limit(),
+            sql_guard_cancelled: self
+                .sql
+                .running
+                .cancelled
+                .load(std::sync::atomic::Ordering::Relaxed),
+            sql_guard_refused: self
+                .sql
+                .running
+                .refused
+                .load(std::sync::atomic::Ordering::Relaxed),
             wal: Some(self.store.wal_stats()),
             store_files: series.iter().map(|s| files_of(&s.snapshot())).sum(),
             store_raw_bytes: series.iter().map(|s| s.snapshot().raw_bytes()).sum(),

@@ -279,6 +279,11 @@ def test_past_the_process_limit_the_largest_query_is_cancelled(start_server):
     assert r.json()["rows"] == [[42]]
     srv.assert_alive()
     assert "process_memory_limit_bytes" in srv.log_text()
+    metrics = requests.get(srv.http_url + "/metrics", timeout=30).text
+    cancelled = [line for line in metrics.splitlines()
+                 if line.startswith("fastk_sql_guard_cancelled_total ")]
+    assert cancelled and int(cancelled[0].split()[1]) >= 1, metrics[:2000]
+    assert f"fastk_sql_process_memory_limit_bytes {640 * MIB}" in metrics
 
 
 def test_an_http_write_never_lands_in_a_series_registered_again_while_it_uploads(server):
