@@ -95,7 +95,16 @@ python_env() {
     # Pinned versions; when they are already installed pip does not touch the network.
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
         -r tests/python/requirements.txt || return 1
+    # The client package (clients/python), as a user installs it; test_client_package.py
+    # imports it from here. Its build backend (setuptools) comes from PyPI on a fresh
+    # machine, then from pip's cache.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check ./clients/python || return 1
+    # pip builds in the source tree: leave no build/ or egg-info behind.
+    rm -rf clients/python/build clients/python/fastk.egg-info
     .venv/bin/python -c 'import pyarrow, polars, schemathesis, openapi_python_client; print("pyarrow", pyarrow.__version__, "| polars", polars.__version__)'
+    # The package's own code is typed: mypy --strict, a few seconds.
+    .venv/bin/python -m mypy --strict --no-error-summary clients/python/fastk || return 1
+    echo "mypy --strict clients/python/fastk: ok"
 }
 
 run_pytest() {
