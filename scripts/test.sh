@@ -7,7 +7,8 @@
 # cargo build --benches --bin fastk (the benches compile and link, and the debug
 # binary for the Python suite), then the Python suite (tests/python) in a venv at
 # .venv against that binary. On a fresh machine it also installs what the ops checks
-# need (docker-compose from apt, when running as root). Every step runs even when an
+# need (docker-compose from apt, when running as root) and the console test's browser
+# (chromium and chromium-driver from apt, likewise). Every step runs even when an
 # earlier one failed, so one run shows every problem; the exit status is non-zero if
 # any step failed.
 #
@@ -83,6 +84,34 @@ install_docker_compose() {
     echo "installed: $(docker-compose version --short 2>/dev/null || echo docker-compose)"
 }
 
+install_chromium() {
+    # For tests/python/test_console.py (headless Chromium through Selenium); without
+    # them that test reports itself SKIPPED, never passed.
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+        echo "chromium present: $(chromium --version 2>/dev/null | head -n 1 || echo '?')"
+        return 0
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "chromium or chromedriver missing and not root: the console test will skip"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "chromium or chromedriver missing and apt-get unavailable: the console test will skip"
+        return 0
+    fi
+    echo "installing chromium and chromium-driver from apt"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get update -qq; then
+        echo "apt-get update failed: the console test will skip"
+        return 0
+    fi
+    if ! apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; then
+        echo "apt-get install chromium chromium-driver failed: the console test will skip"
+        return 0
+    fi
+    echo "installed: $(chromium --version 2>/dev/null | head -n 1 || echo chromium)"
+}
+
 python_env() {
     local py="${PYTHON:-}"
     if [ -z "$py" ]; then
@@ -139,6 +168,7 @@ step "cargo test" cargo test
 # without dev-dependencies and rebuilds the crates they touch).
 step "cargo build --benches --bin fastk (benches build; debug binary)" cargo build --benches --bin fastk
 step "tools for the ops checks (docker-compose)" install_docker_compose
+step "browser for the console test (chromium)" install_chromium
 step "python venv (.venv) and pinned requirements" python_env
 if [[ " ${failed[*]:-} " == *"python venv"* || " ${failed[*]:-} " == *"cargo build"* ]]; then
     # Running the suite against a stale binary or a half-installed venv would mislead.

@@ -12,6 +12,7 @@
 //! - [`market`]: batch reads of many series, the aligned view, coverage and gaps.
 //! - [`many`]: writes of many series in one request (one all-or-nothing unit).
 //! - [`sql`]: `POST /v1/sql`, JSON or Arrow IPC answers.
+//! - [`console`]: the web console at `/console`, static and embedded (docs/console.md).
 //! - [`json`]: read pages serialized straight from the mapped columns.
 //! - [`types`]: HTTP-only bodies and parameters.
 //! - [`openapi`]: the document's info, security scheme and shared error responses.
@@ -24,6 +25,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod json;
@@ -120,6 +122,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
     // layer added is the outermost.
     let app = api
         .merge(docs)
+        .merge(console::routes())
         // Not an operation of its own: answers any other admin action name with a 400.
         .route("/v1/admin/{action}", axum::routing::post(admin::by_name))
         .fallback(error::not_found)
