@@ -473,6 +473,8 @@ COLOCATED_LOCAL = "FastK local mapping (Unix socket)"
 COLOCATED_UNIX = "FastK Flight (Unix socket)"
 COLOCATED_TCP = "FastK Flight (loopback TCP)"
 COLOCATED_ARCTIC = "ArcticDB"
+COLOCATED_PKG_TCP = "FastK package (fastk.read, loopback TCP)"
+COLOCATED_PKG_LOCAL = "FastK package (fastk.read local=True, Unix socket)"
 
 
 def t_colocated(r: dict) -> str:
@@ -493,6 +495,11 @@ def t_colocated(r: dict) -> str:
             f"FastK over the socket vs loopback TCP: {ratio(sock, tcp, True)}; "
             f"vs ArcticDB: {ratio(sock, arctic, True)}; FastK over loopback TCP vs ArcticDB: "
             f"{ratio(tcp, arctic, True)}.")
+    pkg_tcp, pkg_local = got.get(COLOCATED_PKG_TCP), got.get(COLOCATED_PKG_LOCAL)
+    if pkg_tcp is not None or pkg_local is not None:
+        out += (f" The client package over its raw way (target: no cost, within the rounds' noise): "
+                f"fastk.read over loopback TCP vs raw pyarrow.flight: {ratio(pkg_tcp, tcp, True)}; "
+                f"fastk.read local=True vs fastk_local: {ratio(pkg_local, local, True)}.")
     fastk_local = COLOCATED_LOCAL if local is not None else COLOCATED_UNIX
     if got.get(fastk_local) is not None and len(got) > 1:
         first = min(got, key=got.get)

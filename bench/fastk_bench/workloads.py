@@ -192,6 +192,21 @@ COLOCATED_LOCAL = "FastK local mapping (Unix socket)"
 COLOCATED_UNIX = "FastK Flight (Unix socket)"
 COLOCATED_TCP = "FastK Flight (loopback TCP)"
 COLOCATED_ARCTIC = "ArcticDB"
+COLOCATED_PKG_TCP = "FastK package (fastk.read, loopback TCP)"
+COLOCATED_PKG_LOCAL = "FastK package (fastk.read local=True, Unix socket)"
+COLOCATED_ORDER = (COLOCATED_LOCAL, COLOCATED_PKG_LOCAL, COLOCATED_UNIX, COLOCATED_TCP,
+                   COLOCATED_PKG_TCP, COLOCATED_ARCTIC)
+
+
+def _fastk_package():
+    """The repository's client package (clients/python/fastk), as a checkout has it."""
+    import importlib
+    import sys
+
+    path = str(pathlib.Path(__file__).resolve().parents[2] / "clients" / "python")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    return importlib.import_module("fastk")
 
 
 def _fastk_local():
@@ -207,7 +222,12 @@ def _fastk_local():
 
 def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Dataset, reps: int,
               fastk_version: str) -> dict:
-    """Colocated: workload 2's year of 1m bars of one symbol into Polars, four ways.
+    """Colocated: workload 2's year of 1m bars of one symbol into Polars, six ways.
+
+    The two ways of the client package (clients/python, `fastk.read(..., to="polars")`
+    over loopback TCP, and with `local=True` over the Unix socket) sit beside the raw
+    ways they wrap, in the same interleaved rounds: the package must cost nothing over
+    raw `pyarrow.flight` and `fastk_local`.
 
     FastK's local mapping (the `local-read` action on the Unix socket, then
     clients/python/fastk_local.py maps the planned chunk files: no byte copied
@@ -271,6 +291,23 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
         ways.append(Way(COLOCATED_TCP, lambda: fastk_tcp.read_range(symbol, start, end)))
         out["how"][COLOCATED_TCP] = (f"pyarrow.flight.connect('grpc://{server.flight}'); DoGet "
                                      + json.dumps(ticket) + ", read_all(), pl.from_arrow")
+        try:
+            pkg = _fastk_package()
+            pkg_tcp = pkg.connect(f"grpc://{server.flight}")
+            ways.append(Way(COLOCATED_PKG_TCP, lambda: pkg_tcp.read(
+                "kline", symbol, "1m", start=start, end=end, to="polars")))
+            out["how"][COLOCATED_PKG_TCP] = (f"fastk.connect('grpc://{server.flight}').read('kline', "
+                                             f"{symbol!r}, '1m', start={start}, end={end}, to='polars')")
+            if server.unix_socket:
+                pkg_unix = pkg.connect(f"grpc+unix://{server.unix_socket}")
+                ways.append(Way(COLOCATED_PKG_LOCAL, lambda: pkg_unix.read(
+                    "kline", symbol, "1m", start=start, end=end, to="polars", local=True)))
+                out["how"][COLOCATED_PKG_LOCAL] = (f"fastk.connect('grpc+unix://{server.unix_socket}')"
+                                                   f".read('kline', {symbol!r}, '1m', start={start}, "
+                                                   f"end={end}, to='polars', local=True)")
+        except Exception as e:  # noqa: BLE001 - a failed row, not a failed run
+            log(f"  FastK package: FAILED {type(e).__name__}: {e}")
+            failed[COLOCATED_PKG_TCP] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     if arctic is None:
         failed[COLOCATED_ARCTIC] = {"error": "ArcticDB is not loaded (skipped)"}
     else:
@@ -301,7 +338,7 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
     raw = {**failed, **raw}
     sock = raw.get(COLOCATED_UNIX)
     sock_s = statistics.median(sock) if isinstance(sock, list) and sock else None
-    for label in (COLOCATED_LOCAL, COLOCATED_UNIX, COLOCATED_TCP, COLOCATED_ARCTIC):
+    for label in COLOCATED_ORDER:
         times = raw.get(label)
         if times is None:
             continue
