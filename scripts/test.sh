@@ -58,58 +58,52 @@ step() {
     return 0
 }
 
+# apt_install WHO PACKAGE...: installs Debian packages that the tests of WHO need,
+# when running as root with apt-get. It never fails the run: without the packages
+# those tests report themselves skipped, never passed. Returns 1 when nothing was
+# installed, so the caller prints its "installed" line only on success.
+apt_install() {
+    local who="$1"
+    shift
+    if [ "$(id -u)" != 0 ]; then
+        echo "$* missing and not root: $who will skip"
+        return 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "$* missing and apt-get unavailable: $who will skip"
+        return 1
+    fi
+    echo "installing $* from apt"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get update -qq; then
+        echo "apt-get update failed: $who will skip"
+        return 1
+    fi
+    if ! apt-get install -y -qq --no-install-recommends "$@" >/dev/null; then
+        echo "apt-get install $* failed: $who will skip"
+        return 1
+    fi
+}
+
 install_docker_compose() {
     if command -v docker-compose >/dev/null 2>&1; then
         echo "docker-compose present: $(docker-compose version --short 2>/dev/null || echo '?')"
         return 0
     fi
-    if [ "$(id -u)" != 0 ]; then
-        echo "docker-compose missing and not root: the compose checks will skip"
-        return 0
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "docker-compose missing and apt-get unavailable: the compose checks will skip"
-        return 0
-    fi
-    echo "installing docker-compose from apt"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get update -qq; then
-        echo "apt-get update failed: the compose checks will skip"
-        return 0
-    fi
-    if ! apt-get install -y -qq --no-install-recommends docker-compose >/dev/null; then
-        echo "apt-get install docker-compose failed: the compose checks will skip"
-        return 0
-    fi
-    echo "installed: $(docker-compose version --short 2>/dev/null || echo docker-compose)"
+    apt_install "the compose checks" docker-compose &&
+        echo "installed: $(docker-compose version --short 2>/dev/null || echo docker-compose)"
+    return 0
 }
 
 install_chromium() {
-    # For tests/python/test_console.py (headless Chromium through Selenium); without
-    # them that test reports itself SKIPPED, never passed.
+    # For tests/python/test_console.py (headless Chromium through Selenium).
     if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
         echo "chromium present: $(chromium --version 2>/dev/null | head -n 1 || echo '?')"
         return 0
     fi
-    if [ "$(id -u)" != 0 ]; then
-        echo "chromium or chromedriver missing and not root: the console test will skip"
-        return 0
-    fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "chromium or chromedriver missing and apt-get unavailable: the console test will skip"
-        return 0
-    fi
-    echo "installing chromium and chromium-driver from apt"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get update -qq; then
-        echo "apt-get update failed: the console test will skip"
-        return 0
-    fi
-    if ! apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null; then
-        echo "apt-get install chromium chromium-driver failed: the console test will skip"
-        return 0
-    fi
-    echo "installed: $(chromium --version 2>/dev/null | head -n 1 || echo chromium)"
+    apt_install "the console test" chromium chromium-driver &&
+        echo "installed: $(chromium --version 2>/dev/null | head -n 1 || echo chromium)"
+    return 0
 }
 
 python_env() {
