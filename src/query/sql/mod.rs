@@ -225,21 +225,7 @@ pub async fn plan(engine: &Arc<Engine>, query: &str, params: Vec<ScalarValue>) -
     // timeout still counts against sql.max_concurrent_queries until it ends.
     let work = guard::on_planner(move || {
         let plan = handle.block_on(async move {
-            let (statement, shape) = parse_checked(&cfg_owned, &sql)?;
-            let rows = datafusion::common::config::ConfigNonZeroUsize::try_new(
-                shape.batch_rows(cfg_owned.function_output_cap()),
-            )
-            .map_err(df_error)?;
-            planning_ctx
-                .state_ref()
-                .write()
-                .config_mut()
-                .options_mut()
-                .execution
-                .batch_size = rows;
-            let state = planning_ctx.state();
-            let logical = state.statement_to_plan(statement).await.map_err(df_error)?;
-            options().verify_plan(&logical).map_err(df_error)?;
+            let logical = logical_plan(&planning_ctx, &cfg_owned, &sql).await?;
             let mut df = planning_ctx
                 .execute_logical_plan(logical)
                 .await
@@ -283,6 +269,34 @@ fn admit(engine: &Arc<Engine>) -> Result<OwnedSemaphorePermit> {
                 ),
             )
         })
+}
+
+/// The read-only logical plan of `sql` in `ctx`, through the gates of [`guard`]; a query
+/// with a long literal gets smaller batches ([`guard::Shape::batch_rows`]). Runs on a
+/// planner thread.
+async fn logical_plan(
+    ctx: &SessionContext,
+    cfg: &SqlConfig,
+    sql: &str,
+) -> Result<datafusion::logical_expr::LogicalPlan> {
+    let (statement, shape) = parse_checked(cfg, sql)?;
+    let rows = datafusion::common::config::ConfigNonZeroUsize::try_new(
+        shape.batch_rows(cfg.function_output_cap()),
+    )
+    .map_err(df_error)?;
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .execution
+        .batch_size = rows;
+    let logical = ctx
+        .state()
+        .statement_to_plan(statement)
+        .await
+        .map_err(df_error)?;
+    options().verify_plan(&logical).map_err(df_error)?;
+    Ok(logical)
 }
 
 /// Tokenizes, counts the operators (gate 1 of [`guard`]), parses (gate 2) and checks
@@ -359,13 +373,7 @@ pub async fn describe(engine: &Arc<Engine>, query: &str) -> Result<(SchemaRef, S
     let work = guard::on_planner(move || {
         let _permit = permit;
         handle.block_on(async move {
-            let (statement, _) = parse_checked(&cfg, &sql)?;
-            let logical = ctx
-                .state()
-                .statement_to_plan(statement)
-                .await
-                .map_err(df_error)?;
-            options().verify_plan(&logical).map_err(df_error)?;
+            let logical = logical_plan(&ctx, &cfg, &sql).await?;
             let schema: SchemaRef = Arc::new(logical.schema().as_arrow().clone());
             let types = logical.get_parameter_types().map_err(df_error)?;
             Ok::<_, Error>((schema, types))
