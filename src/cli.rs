@@ -1,5 +1,5 @@
 //! Command line: `fastk` (serve with defaults), `fastk serve`, `fastk admin`,
-//! `fastk import`, `fastk export`.
+//! `fastk import`, `fastk export`, `fastk token`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +44,11 @@ enum Command {
     Export {
         #[command(subcommand)]
         what: crate::transfer::cmd::ExportCommand,
+    },
+    /// Scoped tokens in the tokens file (`auth.tokens_file`): create, list.
+    Token {
+        #[command(subcommand)]
+        action: crate::auth::cmd::TokenCommand,
     },
 }
 
@@ -119,6 +124,7 @@ pub fn main() -> ExitCode {
         Some(Command::Admin { action }) => admin(action),
         Some(Command::Import { what }) => crate::transfer::cmd::run_import(what),
         Some(Command::Export { what }) => crate::transfer::cmd::run_export(what),
+        Some(Command::Token { action }) => crate::auth::cmd::run(action),
     }
 }
 

@@ -17,6 +17,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub flight: FlightConfig,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
     pub log: LogConfig,
     pub sql: SqlConfig,
     pub cluster: ClusterConfig,
@@ -373,11 +374,83 @@ impl Default for SqlConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// Who may call (`src/auth`, docs/operations.md "Security").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
+    /// One token with every scope, named `default` (empty: none).
     pub token: String,
+    /// Reads need a token with the `read` scope too.
     pub protect_reads: bool,
+    /// A TOML file of `[[token]]` entries (SHA-256, scopes, symbol patterns), re-read
+    /// when it changes (empty: none).
+    pub tokens_file: String,
+    /// Seconds a session token from Flight's Handshake stays valid.
+    pub session_ttl_s: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token: String::new(),
+            protect_reads: false,
+            tokens_file: String::new(),
+            session_ttl_s: 3600,
+        }
+    }
+}
+
+/// TLS on the HTTP and Flight TCP listeners (`src/tls.rs`). Empty `cert_path`: off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_path: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: String,
+    /// PEM CA certificates: set, clients must present a certificate signed by one.
+    pub client_ca_path: String,
+    /// Seconds between two looks at the three files; a change is loaded for new
+    /// connections.
+    pub reload_interval_s: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_path: String::new(),
+            key_path: String::new(),
+            client_ca_path: String::new(),
+            reload_interval_s: 2,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// True when the listeners speak TLS.
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |k: &str, why: &str| Err(ConfigError(format!("tls.{k}: {why}")));
+        if self.cert_path.is_empty() != self.key_path.is_empty() {
+            return bad(
+                "key_path",
+                "set cert_path and key_path together (both empty: TLS off)",
+            );
+        }
+        if !self.enabled() && !self.client_ca_path.is_empty() {
+            return bad(
+                "client_ca_path",
+                "mutual TLS needs TLS: set cert_path and key_path too",
+            );
+        }
+        if !(1..=3600).contains(&self.reload_interval_s) {
+            return bad("reload_interval_s", "must be between 1 and 3600");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -482,6 +555,13 @@ impl Config {
             )));
         }
         self.replica.validate()?;
+        self.tls.validate()?;
+        if !(1..=30 * 86_400).contains(&self.auth.session_ttl_s) {
+            return bad(
+                "auth.session_ttl_s",
+                "must be between 1 and 2592000 (30 days)",
+            );
+        }
         if self.storage.max_chunks_per_month < 1 || self.storage.max_chunks_per_month > 1024 {
             return bad("storage.max_chunks_per_month", "must be between 1 and 1024");
         }
@@ -896,6 +976,44 @@ mod tests {
             e.to_string().contains("storage.root") && e.to_string().contains("not a directory"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tls_and_auth_keys_are_checked() {
+        for pairs in [
+            &[("FASTK__TLS__CERT_PATH", "c.pem")][..],
+            &[("FASTK__TLS__KEY_PATH", "k.pem")][..],
+            &[("FASTK__TLS__CLIENT_CA_PATH", "ca.pem")][..],
+            &[
+                ("FASTK__TLS__CERT_PATH", "c.pem"),
+                ("FASTK__TLS__KEY_PATH", "k.pem"),
+                ("FASTK__TLS__RELOAD_INTERVAL_S", "0"),
+            ][..],
+            &[("FASTK__AUTH__SESSION_TTL_S", "0")][..],
+        ] {
+            let e = Config::load(None, env(pairs)).expect_err("refused");
+            let key = pairs.last().expect("a pair").0;
+            let named = key
+                .trim_start_matches("FASTK__")
+                .to_lowercase()
+                .replace("__", ".");
+            assert!(
+                e.to_string().contains(&named) || e.to_string().contains("tls."),
+                "{pairs:?}: {e}"
+            );
+        }
+        let c = Config::load(
+            None,
+            env(&[
+                ("FASTK__TLS__CERT_PATH", "c.pem"),
+                ("FASTK__TLS__KEY_PATH", "k.pem"),
+                ("FASTK__AUTH__TOKENS_FILE", "tokens.toml"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.tls.enabled());
+        assert_eq!(c.tls.reload_interval_s, 2);
+        assert_eq!(c.auth.session_ttl_s, 3600);
     }
 
     #[test]

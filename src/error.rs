@@ -15,6 +15,8 @@ use crate::storage::StorageError;
 pub enum ErrorKind {
     InvalidArgument,
     Unauthorized,
+    /// A known token outside its scopes or symbols (403, gRPC PermissionDenied).
+    Forbidden,
     NotFound,
     Conflict,
     PreconditionFailed,
@@ -31,6 +33,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidArgument => "invalid_argument",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
             ErrorKind::PreconditionFailed => "precondition_failed",
@@ -47,6 +50,7 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidArgument => 400,
             ErrorKind::Unauthorized => 401,
+            ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::Conflict => 409,
             ErrorKind::PreconditionFailed => 412,

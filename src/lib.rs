@@ -22,10 +22,14 @@
 //! - [`cluster`]: the static shard map of symbol-sharded nodes (who owns a symbol).
 //! - [`transfer`]: `fastk import` / `fastk export`: CSV, Parquet and Arrow IPC files in
 //!   and out, as one all-or-nothing write (a client of [`query`], never of chunk files).
+//! - [`auth`]: bearer tokens with scopes and symbol patterns, Handshake sessions, the
+//!   brute-force throttle (shared by both front ends).
+//! - [`tls`]: TLS for both listeners, certificates re-read when they change.
 //! - [`cli`]: the `fastk` command line.
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -39,4 +43,5 @@ pub mod registry;
 pub mod replica;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transfer;

@@ -58,6 +58,11 @@ pub struct Gauges {
     /// one completed), failed passes in a row, series failed in the last pass, and a
     /// follower's lag behind the primary's publications (None before one applied).
     pub replica: Option<(Option<u64>, u64, u64, Option<u64>)>,
+    /// Calls refused for a missing or unknown token, refused for scope or symbols,
+    /// and failures answered late by the brute-force throttle.
+    pub auth: (u64, u64, u64),
+    /// TLS certificate reloads and failed reloads (None with TLS off).
+    pub tls: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -280,6 +285,34 @@ impl Metrics {
             "SQL queries cancelled because the process passed sql.process_memory_limit_bytes.",
             g.sql_guard_cancelled,
         );
+        let (unauthorized, forbidden, throttled) = g.auth;
+        let _ = writeln!(
+            out,
+            "# HELP fastk_auth_failures_total Calls refused: a missing or unknown token (unauthorized), or a token outside its scopes or symbols (forbidden).\n\
+             # TYPE fastk_auth_failures_total counter\n\
+             fastk_auth_failures_total{{reason=\"unauthorized\"}} {unauthorized}\n\
+             fastk_auth_failures_total{{reason=\"forbidden\"}} {forbidden}"
+        );
+        counter(
+            &mut out,
+            "fastk_auth_throttled_total",
+            "Failed authentications answered after a delay because their address kept failing.",
+            throttled,
+        );
+        if let Some((reloads, errors)) = g.tls {
+            counter(
+                &mut out,
+                "fastk_tls_reloads_total",
+                "TLS certificate files loaded again after they changed.",
+                reloads,
+            );
+            counter(
+                &mut out,
+                "fastk_tls_reload_errors_total",
+                "TLS certificate files that changed but did not load (the previous ones stay).",
+                errors,
+            );
+        }
         counter(
             &mut out,
             "fastk_sql_guard_refused_total",

@@ -59,10 +59,16 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .addr
         .parse()
         .map_err(|e| StartError(format!("flight.addr: {e}")))?;
+    // Certificates and tokens before the store: a mistake in them is found at once.
+    let tls = crate::tls::Tls::load(&config.tls).map_err(StartError)?;
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await
         .map_err(|e| StartError(e.to_string()))?
         .map_err(|e| StartError(format!("cannot open the store: {}", e.message)))?;
+    engine.auth.load().map_err(|e| StartError(e.message))?;
+    if let Some(t) = &tls {
+        let _ = engine.tls.set(Arc::clone(t));
+    }
     let http = TcpListener::bind(http_addr)
         .await
         .map_err(|e| StartError(format!("cannot bind HTTP on {http_addr}: {e}")))?;
@@ -71,8 +77,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot bind Flight on {flight_addr}: {e}")))?;
     let http_addr = http.local_addr().map_err(|e| StartError(e.to_string()))?;
     let flight_addr = flight.local_addr().map_err(|e| StartError(e.to_string()))?;
-    tracing::info!("http listening on {http_addr}");
-    tracing::info!("flight listening on {flight_addr}");
+    let on = tls.is_some();
+    tracing::info!(tls = on, "http listening on {http_addr}");
+    tracing::info!(tls = on, "flight listening on {flight_addr}");
+    if let Some(t) = &tls {
+        tracing::info!(mutual = t.mutual(), "TLS on both listeners (tls.*)");
+    }
+    if engine.auth.enabled() {
+        tracing::info!(
+            protect_reads = engine.config.auth.protect_reads,
+            tokens_file = !engine.config.auth.tokens_file.is_empty(),
+            "tokens required (auth.*)"
+        );
+    }
     let mut listeners = vec![crate::flight::conn::Listener::Tcp(flight)];
     let socket = engine.config.flight.unix_socket.clone();
     if !socket.is_empty() {
@@ -93,8 +110,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         http,
         router,
         limits,
+        tls.clone(),
         stop_rx.clone(),
     ));
+    let auth_task = tokio::spawn(crate::auth::watch(
+        Arc::clone(&engine.auth),
+        stop_rx.clone(),
+    ));
+    let tls_task = tokio::spawn({
+        let tls = tls.clone();
+        let interval = std::time::Duration::from_secs(engine.config.tls.reload_interval_s);
+        let stop = stop_rx.clone();
+        async move {
+            if let Some(t) = tls {
+                crate::tls::watch(t, interval, stop).await;
+            }
+        }
+    });
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&engine), stop_rx.clone()));
     let compress_task = tokio::spawn(compress_loop(Arc::clone(&engine), stop_rx.clone()));
     let replica_task = tokio::spawn(replica_loop(Arc::clone(&engine), stop_rx.clone()));
@@ -132,6 +164,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             compress_task,
             replica_task,
             sql_guard_task,
+            auth_task,
+            tls_task,
         ],
     })
 }

@@ -228,3 +228,27 @@ fn admin_changes_the_store_only_through_storage_operations() {
         }
     }
 }
+
+/// Tokens are compared (and hashed) in one place: `src/auth`. A front end that
+/// compared a header with a secret itself could forget the constant-time comparison
+/// or the throttle.
+#[test]
+fn secrets_are_compared_only_in_the_auth_module() {
+    let auth = src().join("auth");
+    let mut seen = 0;
+    for f in rust_files(&src()) {
+        for (n, line) in code_lines(&f) {
+            if line.contains("ct_eq") || line.contains("Sha256") {
+                if f.starts_with(&auth) {
+                    seen += 1;
+                } else {
+                    panic!(
+                        "{}:{n}: token comparison and hashing belong to src/auth",
+                        f.display()
+                    );
+                }
+            }
+        }
+    }
+    assert!(seen >= 2, "expected src/auth to hash and compare tokens");
+}

@@ -14,6 +14,8 @@ Layout:
   and ArcticDB in process)
 - `market`: the market-query workloads (resample on read, the as-of cross section of
   thousands of series, coverage and gaps), docs/market-queries.md
+- `tls`: workload 2's year into Polars over plain Flight and over Flight with TLS, one
+  store served plain and with TLS in turn (`--only tls`), reporting TLS / plain
 - `report`: results.json, PNG charts and the tables of docs/benchmarks.md
-- `__main__`: `python -m fastk_bench [--quick] [--only market,colocated]`, the driver
+- `__main__`: `python -m fastk_bench [--quick] [--only market,colocated,tls]`, the driver
 """

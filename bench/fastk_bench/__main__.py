@@ -1,4 +1,4 @@
-"""`python -m fastk_bench [--quick] [--only resample,asof,coverage,colocated]`: the
+"""`python -m fastk_bench [--quick] [--only resample,asof,coverage,colocated,tls]`: the
 comparison benchmark driver.
 
 Normally started by `bash scripts/bench.sh`, which builds FastK, prepares the venv and
@@ -16,11 +16,18 @@ over loopback TCP Flight and from ArcticDB in process), after loading only what 
 need (one symbol of the kline dataset into FastK, ArcticDB, DuckDB and Polars for the
 market queries, into FastK and ArcticDB only for `colocated`; PostgreSQL only for
 `asof`), and writes `results-only.json`, `tables-only.md` and their charts to `--out`;
-it never touches `--docs`. For example:
+it never touches `--docs`. `tls` (tls.py) reads workload 2's year into Polars over
+plain Flight and over Flight with TLS from one FastK store (the server started plain,
+then with `[tls]`, round after round; certificates made with `openssl` in the work
+directory) and reports TLS / plain. For example:
 
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --quick --only market --out /tmp/fastk-market
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --only colocated --out /tmp/fastk-colocated
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --quick --only feed,feed_many --out /tmp/fastk-feeds
+    PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --only tls --out /tmp/fastk-tls
+
+These need the release binary (`cargo build --release`, as scripts/bench.sh does first)
+and the venv of bench/requirements.txt.
 
 `FASTK_BENCH_FEED_MANY_GAP_MS=20` makes every system idle that long before each timed
 write of `feed_many`, off the clock: a feed handler writes once a minute, to caches
@@ -46,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from . import compression, dataset, feeds, market, procs, report, shards, systems, timing, workloads
+from . import compression, dataset, feeds, market, procs, report, shards, systems, timing, tls, workloads
 from .workloads import log
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -267,7 +274,7 @@ class _Done(Exception):
 
 
 ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", "ingest", *feeds.WORKLOADS, *compression.WORKLOADS,
-                  *shards.WORKLOADS)
+                  *shards.WORKLOADS, *tls.WORKLOADS)
 
 
 def parse_only(text: str) -> set[str]:
@@ -318,6 +325,10 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
         if "shards" in which:
             results["shards"] = market.guarded("shards", lambda: shards.run(
                 results, P, binary=args.fastk_bin, work=work / "shards", logs=logs))
+        if "tls" in which:
+            # One store of its own, served plain and with TLS in turn (tls.py).
+            results["tls"] = market.guarded("tls", lambda: tls.run(
+                results, P, binary=args.fastk_bin, work=work / "tls", logs=logs, spec=spec))
         if "ingest" in which:
             results["ingest"] = market.guarded("ingest", lambda: ingest_only(
                 args, P, results, skip, fastk_version, work / "ingest", logs))
@@ -399,6 +410,7 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     names += [w for w in feeds.WORKLOADS if w in which]
     names += [w for w in compression.WORKLOADS if w in which]
     names += [w for w in shards.WORKLOADS if w in which]
+    names += [w for w in tls.WORKLOADS if w in which]
     if feeds_which:
         names += ["versions"]
     (args.out / "tables-only.md").write_text(report.all_tables(results, names))
@@ -424,8 +436,8 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma-separated labels to leave out (e.g. ROAPI,PostgreSQL)")
     ap.add_argument("--only", default="",
                     help="run only these workloads: resample, asof, coverage (or market for all three), colocated, ingest, "
-                         "feed, feed_many, many_series (or feeds for all three), compression (loads only what they need; writes "
-                         "results-only.json and tables-only.md, not --docs)")
+                         "feed, feed_many, many_series (or feeds for all three), compression, shards, tls (loads only what "
+                         "they need; writes results-only.json and tables-only.md, not --docs)")
     args = ap.parse_args()
     only = parse_only(args.only)
     q = args.quick
@@ -448,6 +460,7 @@ def main() -> int:
         **market_params(q),
         **feeds.params(q),
         **shards.params(q),
+        **tls.params(q),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     charts_dir = args.charts or args.out

@@ -52,6 +52,7 @@ import pathlib
 import re
 import shutil
 import sqlite3
+import ssl
 import statistics
 import subprocess
 import threading
@@ -279,10 +280,14 @@ class Restarted:
     """A fastk started on a root (again, or new), on fixed free loopback ports (the same
     environment as procs.FastK, without the Unix socket; `flight_port` and `env_extra`
     when given, as a node of a shard map needs), timed from the spawn until `GET
-    /health` answers 200 (polled every 5 ms on a fresh connection)."""
+    /health` answers 200 (polled every 5 ms on a fresh connection). With `ssl_context`
+    (a server started with `[tls]`, as the `tls` workload does) `/health` is asked over
+    HTTPS with that context, so a server that is up but not serving that certificate
+    is never taken as ready."""
 
     def __init__(self, binary: pathlib.Path, root: pathlib.Path, log_path: pathlib.Path, timeout_s: float = 900,
-                 flight_port: int | None = None, env_extra: dict | None = None):
+                 flight_port: int | None = None, env_extra: dict | None = None,
+                 ssl_context: ssl.SSLContext | None = None):
         self.root = root
         fp = flight_port or procs.free_port()
         hp = procs.free_port()
@@ -303,7 +308,10 @@ class Restarted:
                 raise RuntimeError(f"fastk exited with {self.proc.returncode} on restart: "
                                    f"{log_path.read_text(errors='replace')[-1000:]}")
             try:
-                c = http.client.HTTPConnection("127.0.0.1", hp, timeout=5)
+                if ssl_context is None:
+                    c = http.client.HTTPConnection("127.0.0.1", hp, timeout=5)
+                else:
+                    c = http.client.HTTPSConnection("127.0.0.1", hp, timeout=5, context=ssl_context)
                 c.request("GET", "/health")
                 r = c.getresponse()
                 body = r.read()

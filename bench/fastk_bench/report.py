@@ -30,6 +30,10 @@ single-bar writes at least 10,000/s with p99 under 10 ms, above SQLite and at le
 10x DuckDB; a many-series write of one minute of 2,000 bars under 5 ms (the issue's
 figure, read at the median as every other latency target that names no percentile),
 with the stricter bar of the p99 under 5 ms too given its own verdict beside it.
+
+The TLS table (`tls`, see `tls.py`) gives the year into Polars over plain Flight and
+over Flight with TLS from the same store, with "time vs plain" (above 1, TLS is
+slower by that factor), the ratio per round, and what a new connection costs each way.
 """
 
 from __future__ import annotations
@@ -848,6 +852,31 @@ def t_shards(r: dict) -> str:
     return out
 
 
+def t_tls(r: dict) -> str:
+    """The `tls` workload (tls.py): the year into Polars over plain Flight and over TLS."""
+    d = r["tls"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    sysd = d["systems"]
+    plain = sysd.get("FastK Flight (plain)", {})
+    rows = []
+    for k, v in ok(sysd).items():
+        vs = v["median_s"] / plain["median_s"] if plain.get("median_s") else None
+        rows.append([k, v["median_ms"], v["best_ms"], v["p99_ms"], v["gb_s"], v.get("connect_ms"),
+                     f"{vs:.3f}x" if vs else "n/a"])
+    out = table(["way", "median ms", "best ms", "p99 ms", "GB/s", "new connection ms", "time vs plain"], rows)
+    out += (f"\n\n{d['rows']:,} 1m bars of {d['symbol']} ({d['bytes'] / 1e6:.0f} MB of Arrow data) into a "
+            f"Polars DataFrame; {d['rounds']} rounds of {d['reps']} timed reads per way, every answer checked. "
+            f"TLS / plain: {fmt(d.get('tls_vs_plain'), 3)} (medians), {fmt(d.get('tls_vs_plain_best'), 3)} "
+            f"(best times); per round: "
+            + (", ".join(f"{x:.3f}" for x in d.get("tls_vs_plain_rounds") or []) or "n/a")
+            + f". A new connection through its first call, TLS / plain: {fmt(d.get('connect_tls_vs_plain'), 2)}.")
+    out += "\n\nHow:" + _how(d)
+    if d.get("checked"):
+        out += "\n\nChecked: " + d["checked"]
+    return out + errors_note(sysd)
+
+
 SECTIONS = {
     "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
@@ -857,7 +886,7 @@ SECTIONS = {
     "market_resample": t_market_resample, "market_asof": t_market_asof, "market_coverage": t_market_coverage,
     "colocated": t_colocated,
     "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series, "series_100k": t_series_100k, "shards": t_shards,
-    "compression": t_compression,
+    "compression": t_compression, "tls": t_tls,
 }
 
 

@@ -124,7 +124,8 @@ impl FlightAction {
             | FlightAction::Coverage
             | FlightAction::ShardMap
             | FlightAction::LocalRead => Access::Read,
-            FlightAction::Admin(_) | FlightAction::DeleteRange => Access::Write,
+            FlightAction::DeleteRange => Access::Write,
+            FlightAction::Admin(_) => Access::Admin,
         }
     }
 }
@@ -343,7 +344,8 @@ mod tests {
             assert_eq!(FlightAction::parse(name).unwrap().as_str(), name);
         }
         let validate = FlightAction::parse("validate").unwrap();
-        assert!(matches!(validate.access(), Access::Write));
+        assert!(matches!(validate.access(), Access::Admin));
+        assert!(matches!(FlightAction::DeleteRange.access(), Access::Write));
         assert!(matches!(FlightAction::Health.access(), Access::Open));
         let err = FlightAction::parse(&"x".repeat(100_000)).unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);

@@ -1,103 +1,103 @@
-//! Bearer-token checks on gRPC metadata, with the same rules as HTTP.
+//! Tokens and scopes on gRPC metadata ([`crate::auth`] decides; this file reads the
+//! call). `authorization: Bearer <token>` carries a token or a Handshake session.
 //!
-//! When `auth.token` is empty every call is allowed. Otherwise writes (DoPut) and the
-//! admin actions always need `authorization: Bearer <token>`, reads need it when
-//! `auth.protect_reads` is set, and the `health` action and ListActions never do.
+//! What each call needs: ListActions, Handshake and the `health` action nothing; DoGet,
+//! GetFlightInfo, GetSchema, ListFlights, Flight SQL and the read actions `read` (when
+//! `auth.protect_reads` is set); DoPut and `delete-range` `write`; the admin actions
+//! `admin`. A token limited to symbols must name allowed ones ([`check_symbols`],
+//! [`check_body_symbol`]); calls that name none (listings, admin) refuse it.
 
-use subtle::ConstantTimeEq;
+use std::net::IpAddr;
+
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
-use super::error::status;
-use crate::config::AuthConfig;
-use crate::error::{Error, ErrorKind};
+use super::conn::ConnInfo;
+use super::ticket::{GetCommand, Target};
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::query::Engine;
 
-/// What a call does, which decides whether it needs the token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Never needs a token (health, ListActions).
-    Open,
-    /// Needs the token when `auth.protect_reads` is set.
-    Read,
-    /// Always needs the token when one is configured (DoPut, admin actions).
-    Write,
+pub use crate::auth::Access;
+
+/// The client address of a call, for the brute-force throttle.
+pub fn peer(extensions: &tonic::Extensions) -> Option<IpAddr> {
+    extensions
+        .get::<ConnInfo>()
+        .and_then(|c| c.tcp.remote_addr)
+        .map(|a| a.ip())
 }
 
-/// Checks the `authorization` metadata of a call needing `access`.
-pub fn check(auth: &AuthConfig, metadata: &MetadataMap, access: Access) -> Result<(), Status> {
-    let needed = match access {
-        Access::Open => false,
-        Access::Read => auth.protect_reads,
-        Access::Write => true,
-    };
-    if auth.token.is_empty() || !needed {
+/// Who the call runs as, if it may make a call needing `access`.
+pub async fn authorize(
+    engine: &Engine,
+    metadata: &MetadataMap,
+    peer: Option<IpAddr>,
+    access: Access,
+) -> Result<Principal, Status> {
+    let header = metadata
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    Ok(engine.auth.authorize(header, peer, access).await?)
+}
+
+/// The audit line of an accepted write, delete or admin call, once every check of it
+/// passed: the token's name, the scope and the method (never a secret).
+pub fn audit(p: &Principal, access: Access, method: &str) {
+    if matches!(access, Access::Write | Access::Admin) {
+        tracing::info!(
+            target: "fastk::audit",
+            token = p.name(),
+            scope = if access == Access::Admin { "admin" } else { "write" },
+            method,
+            "accepted"
+        );
+    }
+}
+
+/// `forbidden` unless every series of `cmd` is within the principal's symbols.
+pub fn check_symbols(engine: &Engine, p: &Principal, cmd: &GetCommand) -> Result<(), Status> {
+    if !p.limited() {
         return Ok(());
     }
-    let presented = metadata
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer);
-    let Some(presented) = presented else {
-        return Err(unauthenticated(
-            "this call needs the metadata `authorization: Bearer <token>`",
-        ));
+    let checked = match cmd {
+        GetCommand::Read(r) => match &r.target {
+            Target::One(key) => p.check_symbol(key.symbol()),
+            Target::Many(sel) => sel.symbols.check(p),
+        },
+        GetCommand::Aligned { key, .. } => p.check_symbol(key.symbol()),
     };
-    // Constant-time comparison, so the response time says nothing about how many
-    // leading bytes of a guess were right.
-    if bool::from(presented.as_bytes().ct_eq(auth.token.as_bytes())) {
-        Ok(())
-    } else {
-        Err(unauthenticated("the bearer token is not valid"))
-    }
+    checked.map_err(|e| refused(engine, e))
 }
 
-/// The token of a `Bearer <token>` header value (the scheme is case-insensitive).
-fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// `forbidden` unless the JSON `body` of an action names a `symbol` within the
+/// principal's patterns (an action naming none refuses a symbol-limited token).
+pub fn check_body_symbol(
+    engine: &Engine,
+    p: &Principal,
+    body: &[u8],
+    what: &str,
+) -> Result<(), Status> {
+    if !p.limited() {
+        return Ok(());
+    }
+    let symbol = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("symbol").and_then(|s| s.as_str().map(str::to_owned)));
+    let checked = match symbol {
+        Some(s) => p.check_symbol(&s),
+        None => p.check_every_symbol(what),
+    };
+    checked.map_err(|e| refused(engine, e))
 }
 
-fn unauthenticated(message: &str) -> Status {
-    status(Error::new(ErrorKind::Unauthorized, message))
+/// `forbidden` for a symbol-limited principal: the call names no symbols.
+pub fn check_unlimited(engine: &Engine, p: &Principal, what: &str) -> Result<(), Status> {
+    p.check_every_symbol(what).map_err(|e| refused(engine, e))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn md(value: Option<&str>) -> MetadataMap {
-        let mut m = MetadataMap::new();
-        if let Some(v) = value {
-            m.insert("authorization", v.parse().expect("ascii"));
-        }
-        m
-    }
-
-    #[test]
-    fn rules_follow_the_config() {
-        let off = AuthConfig::default();
-        assert!(check(&off, &md(None), Access::Write).is_ok());
-        let on = AuthConfig {
-            token: "s3cret".into(),
-            protect_reads: false,
-        };
-        assert!(check(&on, &md(None), Access::Read).is_ok());
-        assert!(check(&on, &md(None), Access::Open).is_ok());
-        let missing = check(&on, &md(None), Access::Write).unwrap_err();
-        assert_eq!(missing.code(), tonic::Code::Unauthenticated);
-        let wrong = check(&on, &md(Some("Bearer nope")), Access::Write).unwrap_err();
-        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
-        assert!(check(&on, &md(Some("Bearer s3cret")), Access::Write).is_ok());
-        assert!(check(&on, &md(Some("bearer  s3cret ")), Access::Write).is_ok());
-        assert!(check(&on, &md(Some("Basic s3cret")), Access::Write).is_err());
-        let reads = AuthConfig {
-            protect_reads: true,
-            ..on
-        };
-        assert!(check(&reads, &md(None), Access::Read).is_err());
-        assert!(check(&reads, &md(None), Access::Open).is_ok());
-    }
+/// Counts a refusal for `/metrics` and makes it a status.
+pub fn refused(engine: &Engine, e: Error) -> Status {
+    engine.auth.note_forbidden(&e);
+    Status::from(e)
 }

@@ -142,6 +142,8 @@ pub enum Listener {
 /// The transport of one connection.
 enum Io {
     Tcp(TcpStream),
+    /// TCP under TLS (`[tls]`): the handshake is done before tonic sees it.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     Unix(UnixStream),
 }
 
@@ -159,6 +161,7 @@ macro_rules! io_poll {
     ($self:ident, $s:ident => $e:expr) => {
         match &mut $self.io {
             Io::Tcp($s) => $e,
+            Io::Tls($s) => $e,
             Io::Unix($s) => $e,
         }
     };
@@ -240,6 +243,7 @@ impl AsyncWrite for Conn {
     fn is_write_vectored(&self) -> bool {
         match &self.io {
             Io::Tcp(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
             Io::Unix(s) => s.is_write_vectored(),
         }
     }
@@ -254,11 +258,16 @@ impl AsyncWrite for Conn {
 }
 
 /// The connections accepted on every listener, at most `max` open at once in all;
-/// each closes after `idle` without a call (`None`: never).
+/// each closes after `idle` without a call (`None`: never). With `tls`, a TCP
+/// connection is handed on once its TLS handshake is done (each handshake on a task of
+/// its own, so a slow client delays no other; one that takes longer than
+/// [`crate::tls::HANDSHAKE_TIMEOUT`] or fails is dropped, and a plain-text client never
+/// gets an answer in clear).
 pub fn incoming(
     listeners: Vec<Listener>,
     max: usize,
     idle: Option<Duration>,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> impl Stream<Item = io::Result<Conn>> + Send + 'static {
     let slots = Arc::new(Semaphore::new(max));
     let streams = listeners.into_iter().map(move |listener| {
@@ -285,13 +294,83 @@ pub fn incoming(
                     drop(io);
                     continue;
                 };
-                let conn = accepted(io, peer, slot, idle);
-                return Some((Ok(conn), (listener, slots, warned)));
+                return Some(((io, peer, slot), (listener, slots, warned)));
             }
         })
         .boxed()
     });
-    futures::stream::select_all(streams)
+    let accepted_raw = futures::stream::select_all(streams);
+    let Some(tls) = tls else {
+        return accepted_raw
+            .map(move |(io, peer, slot)| Ok(accepted(io, peer, slot, idle)))
+            .boxed();
+    };
+    // Handshakes run on their own tasks; finished connections come through a channel.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Conn>(64);
+    tokio::spawn(async move {
+        let mut accepted_raw = std::pin::pin!(accepted_raw);
+        loop {
+            let next = tokio::select! {
+                n = accepted_raw.next() => n,
+                () = tx.closed() => None,
+            };
+            let Some((io, peer, slot)) = next else {
+                return;
+            };
+            let tcp = match io {
+                Io::Tcp(s) => s,
+                other => {
+                    let _ = tx.send(accepted(other, peer, slot, idle)).await;
+                    continue;
+                }
+            };
+            let acceptor = tls.acceptor(crate::tls::Side::Flight);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let local = tcp.local_addr().ok();
+                let _ = tcp.set_nodelay(true);
+                match tokio::time::timeout(crate::tls::HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(s)) => {
+                        let conn = accepted_tls(Io::Tls(Box::new(s)), local, peer, slot, idle);
+                        let _ = tx.send(conn).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(?peer, error = %e, "Flight TLS handshake failed");
+                    }
+                    Err(_) => tracing::debug!(?peer, "Flight TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(Ok)
+        .boxed()
+}
+
+/// A connection whose TLS handshake is done.
+fn accepted_tls(
+    io: Io,
+    local_addr: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    slot: OwnedSemaphorePermit,
+    idle: Option<Duration>,
+) -> Conn {
+    Conn {
+        io,
+        info: ConnInfo {
+            tcp: TcpConnectInfo {
+                local_addr,
+                remote_addr: peer,
+            },
+            activity: Activity::new(),
+            unix: false,
+        },
+        idle,
+        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        _slot: slot,
+    }
 }
 
 fn accepted(
@@ -307,7 +386,7 @@ fn accepted(
             }
             s.local_addr().ok()
         }
-        Io::Unix(_) => None,
+        Io::Tls(_) | Io::Unix(_) => None,
     };
     let unix = matches!(io, Io::Unix(_));
     let tcp = TcpConnectInfo {

@@ -67,8 +67,10 @@ pub async fn first_message(
 
 /// Reads the rest of the stream after `first`, then commits it if the client ended
 /// it normally.
+/// `principal` has the write scope; a many-series stream must name only its symbols.
 pub async fn do_put(
     engine: Arc<Engine>,
+    principal: crate::auth::Principal,
     first: FlightData,
     input: Streaming<FlightData>,
     end: Option<BodyEnd>,
@@ -155,6 +157,14 @@ pub async fn do_put(
             }
             let value_f64 = cols.value_f64;
             let entries = cols.finish_many(&template)?;
+            if principal.limited() {
+                for (key, _) in &entries {
+                    principal
+                        .check_symbol(key.symbol())
+                        .map_err(|e| super::auth::refused(&engine, e))?;
+                }
+            }
+            super::auth::audit(&principal, super::auth::Access::Write, "DoPut");
             let response = tokio::task::spawn_blocking(move || {
                 let _held = held;
                 // Scalar series: the value column's type must be the series' (klines

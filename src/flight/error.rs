@@ -18,6 +18,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
     match kind {
         ErrorKind::InvalidArgument | ErrorKind::Unprocessable => Code::InvalidArgument,
         ErrorKind::Unauthorized => Code::Unauthenticated,
+        ErrorKind::Forbidden => Code::PermissionDenied,
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::Conflict => Code::AlreadyExists,
         ErrorKind::PreconditionFailed => Code::FailedPrecondition,
@@ -85,6 +86,7 @@ mod tests {
         let table = [
             (ErrorKind::InvalidArgument, Code::InvalidArgument),
             (ErrorKind::Unauthorized, Code::Unauthenticated),
+            (ErrorKind::Forbidden, Code::PermissionDenied),
             (ErrorKind::NotFound, Code::NotFound),
             (ErrorKind::Conflict, Code::AlreadyExists),
             (ErrorKind::PreconditionFailed, Code::FailedPrecondition),

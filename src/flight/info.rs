@@ -173,7 +173,7 @@ pub async fn routed_flight_info(
             let info = if cluster.is_me(&node) {
                 flight_info(engine, desc).await
             } else {
-                remote_info(&cluster, &node, desc, auth).await
+                remote_info(&cluster, &node, desc, auth, engine.tls.get().cloned()).await
             };
             info.map(|i| (node, i))
         }
@@ -187,12 +187,15 @@ pub async fn routed_flight_info(
     Ok(info)
 }
 
-/// GetFlightInfo of `d` on `node`, forwarded with the client's bearer token.
+/// GetFlightInfo of `d` on `node`, forwarded with the client's bearer token; over TLS
+/// when this node's listeners use it (or the node's URI says `grpc+tls://`), trusting
+/// the same CA and presenting this node's certificate.
 async fn remote_info(
     cluster: &Cluster,
     node: &str,
     d: FlightDescriptor,
     auth: Option<MetadataValue<Ascii>>,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> Result<FlightInfo, Status> {
     let uri = cluster
         .uri(node)
@@ -201,8 +204,15 @@ async fn remote_info(
         Status::unavailable(format!("shard node {node} ({uri}) did not answer: {e}"))
     };
     let host = uri.split_once("://").map_or(uri, |(_, rest)| rest);
-    let channel = Channel::from_shared(format!("http://{host}"))
-        .map_err(|e| unavailable(&e))?
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint =
+        Channel::from_shared(format!("{scheme}://{host}")).map_err(|e| unavailable(&e))?;
+    if let Some(t) = &tls {
+        endpoint = endpoint
+            .tls_config(t.client())
+            .map_err(|e| unavailable(&e))?;
+    }
+    let channel = endpoint
         .connect_timeout(REMOTE_CONNECT_TIMEOUT)
         .timeout(REMOTE_TIMEOUT)
         .connect()

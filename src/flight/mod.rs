@@ -87,7 +87,8 @@ pub async fn serve(
     };
     let f = &engine.config.flight;
     let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-    let incoming = conn::incoming(listeners, f.max_connections, secs(f.idle_timeout_s));
+    let tls = engine.tls.get().cloned();
+    let incoming = conn::incoming(listeners, f.max_connections, secs(f.idle_timeout_s), tls);
     let server = Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)

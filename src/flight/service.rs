@@ -20,6 +20,7 @@ use super::putbody::BodyEnd;
 use super::streams::{Pool, Pools, StreamGuard, admit};
 use super::ticket::GetCommand;
 use super::{actions, doget, doput, info, sql};
+use crate::auth::Principal;
 use crate::cluster::Cluster;
 use crate::query::Engine;
 
@@ -60,8 +61,9 @@ impl FlightSvc {
         &self.engine
     }
 
-    fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<(), Status> {
-        auth::check(&self.engine.config.auth, req.metadata(), access)
+    async fn authorize<T>(&self, req: &Request<T>, access: Access) -> Result<Principal, Status> {
+        let peer = auth::peer(req.extensions());
+        auth::authorize(&self.engine, req.metadata(), peer, access).await
     }
 
     /// Counts a call that has ended by its gRPC code, and passes its result on.
@@ -91,27 +93,36 @@ impl FlightSvc {
     pub(crate) async fn open_get(
         &self,
         metadata: &MetadataMap,
+        peer: Option<std::net::IpAddr>,
         ticket: &[u8],
     ) -> Result<(SchemaRef, doget::BatchStream, Arc<StreamGuard>), Status> {
-        let admitted =
-            auth::check(&self.engine.config.auth, metadata, Access::Read).and_then(|()| {
-                let cmd = match sql::command(ticket) {
-                    Some(c) => Err(c),
-                    None => Ok(GetCommand::parse(ticket)?),
-                };
-                Ok((cmd, admit(&self.engine, &self.pools, Pool::Get, "DoGet")?))
-            });
-        let (cmd, guard) = self.refused("DoGet", admitted)?;
+        let principal = auth::authorize(&self.engine, metadata, peer, Access::Read).await;
+        let admitted = principal.and_then(|principal| {
+            let cmd = match sql::command(ticket) {
+                Some(c) => Err(c),
+                None => {
+                    let cmd = GetCommand::parse(ticket)?;
+                    auth::check_symbols(&self.engine, &principal, &cmd)?;
+                    Ok(cmd)
+                }
+            };
+            let guard = admit(&self.engine, &self.pools, Pool::Get, "DoGet")?;
+            Ok((cmd, guard, principal))
+        });
+        let (cmd, guard, principal) = self.refused("DoGet", admitted)?;
         let started = match cmd {
             Ok(cmd) => doget::start(Arc::clone(&self.engine), cmd, &guard),
-            Err(sql_cmd) => sql::do_get(&self.engine, &self.prepared, sql_cmd).await,
+            Err(sql_cmd) => sql::do_get(&self.engine, &principal, &self.prepared, sql_cmd).await,
         };
         let (schema, batches) = started.inspect_err(|e| guard.finish(e.code()))?;
         Ok((schema, batches, guard))
     }
 
     async fn get(&self, req: Request<Ticket>) -> Result<Stream<FlightData>, Status> {
-        let (schema, batches, guard) = self.open_get(req.metadata(), &req.get_ref().ticket).await?;
+        let peer = auth::peer(req.extensions());
+        let (schema, batches, guard) = self
+            .open_get(req.metadata(), peer, &req.get_ref().ticket)
+            .await?;
         let flight = &self.engine.config.flight;
         let stall = std::time::Duration::from_secs(flight.stall_timeout_s);
         Ok(doget::encode(
@@ -124,11 +135,17 @@ impl FlightSvc {
     }
 
     async fn put(&self, req: Request<Streaming<FlightData>>) -> Result<Stream<PutResult>, Status> {
-        let admitted = self
-            .authorize(&req, Access::Write)
-            .and_then(|()| admit(&self.engine, &self.pools, Pool::Put, "DoPut"));
+        // A valid token first (when tokens are configured): the scope depends on the
+        // descriptor, which is in the first message.
+        let authenticated = match self.engine.auth.enabled() {
+            true => self.authorize(&req, Access::Token).await.map(drop),
+            false => Ok(()),
+        };
+        let admitted =
+            authenticated.and_then(|()| admit(&self.engine, &self.pools, Pool::Put, "DoPut"));
         let guard = self.refused("DoPut", admitted)?;
         let end = req.extensions().get::<BodyEnd>().cloned();
+        let (metadata, peer) = (req.metadata().clone(), auth::peer(req.extensions()));
         let mut input = req.into_inner();
         let r = match doput::first_message(&self.engine, &mut input).await {
             Err(e) => Err(e),
@@ -137,8 +154,12 @@ impl FlightSvc {
                 .as_ref()
                 .and_then(|d| sql::command(&d.cmd))
             {
+                // Binding a prepared statement's parameters is part of a read.
                 Some(cmd) => sql::do_put(&self.prepared, cmd, first, input, end).await,
-                None => doput::do_put(Arc::clone(&self.engine), first, input, end).await,
+                None => match self.put_access(&metadata, peer, &first).await {
+                    Ok(p) => doput::do_put(Arc::clone(&self.engine), p, first, input, end).await,
+                    Err(e) => Err(e),
+                },
             },
         };
         guard.finish(r.as_ref().map_or_else(Status::code, |_| Code::Ok));
@@ -146,9 +167,32 @@ impl FlightSvc {
         Ok(stream::once(async move { Ok(put) }).boxed())
     }
 
+    /// The write scope, and the descriptor's symbol within the token's patterns (a
+    /// many-series `"*"` stream's rows are checked as they are grouped by symbol).
+    async fn put_access(
+        &self,
+        metadata: &MetadataMap,
+        peer: Option<std::net::IpAddr>,
+        first: &FlightData,
+    ) -> Result<Principal, Status> {
+        let p = auth::authorize(&self.engine, metadata, peer, Access::Write).await?;
+        let symbol = first
+            .flight_descriptor
+            .as_ref()
+            .and_then(|d| d.path.get(1))
+            .map(String::as_str);
+        // A many-series stream is audited once its rows' symbols passed (doput).
+        if let Some(s) = symbol.filter(|s| *s != "*") {
+            p.check_symbol(s)
+                .map_err(|e| auth::refused(&self.engine, e))?;
+            auth::audit(&p, Access::Write, "DoPut");
+        }
+        Ok(p)
+    }
+
     async fn action(&self, req: Request<Action>) -> Result<Stream<arrow_flight::Result>, Status> {
         if sql::is_action(&req.get_ref().r#type) {
-            self.authorize(&req, Access::Read)?;
+            self.authorize(&req, Access::Read).await?;
             let a = req.get_ref();
             let bodies = sql::do_action(&self.engine, &self.prepared, &a.r#type, &a.body).await?;
             let results = bodies
@@ -157,7 +201,23 @@ impl FlightSvc {
             return Ok(stream::iter(results).boxed());
         }
         let action = actions::FlightAction::parse(&req.get_ref().r#type)?;
-        self.authorize(&req, action.access())?;
+        let p = self.authorize(&req, action.access()).await?;
+        match action {
+            actions::FlightAction::Health | actions::FlightAction::ShardMap => {}
+            actions::FlightAction::Coverage
+            | actions::FlightAction::DeleteRange
+            | actions::FlightAction::LocalRead => {
+                auth::check_body_symbol(&self.engine, &p, &req.get_ref().body, action.as_str())?;
+            }
+            actions::FlightAction::Inventory | actions::FlightAction::Admin(_) => {
+                auth::check_unlimited(
+                    &self.engine,
+                    &p,
+                    &format!("the {} action", action.as_str()),
+                )?;
+            }
+        }
+        auth::audit(&p, action.access(), action.as_str());
         if action == actions::FlightAction::LocalRead {
             let unix = req
                 .extensions()
@@ -187,17 +247,41 @@ impl FlightService for FlightSvc {
     type DoActionStream = Stream<arrow_flight::Result>;
     type ListActionsStream = Stream<ActionType>;
 
-    /// Authentication is bearer metadata on every call, so the handshake has nothing
-    /// to negotiate; it succeeds for clients that always perform one.
+    /// Basic credentials (`authorization: Basic base64(name:token)`) for a session
+    /// bearer token, sent back as the `authorization` header and the payload, as
+    /// pyarrow's `authenticate_basic_token` and ADBC's username/password expect. Without
+    /// any token configured it succeeds with nothing to hand out.
     async fn handshake(
         &self,
-        _req: Request<Streaming<HandshakeRequest>>,
+        req: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let reply = HandshakeResponse {
-            protocol_version: 0,
-            payload: Default::default(),
+        let header = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+        let peer = auth::peer(req.extensions());
+        let r = match self.engine.auth.handshake(header, peer).await {
+            Err(e) => Err(Status::from(e)),
+            Ok(session) => {
+                let reply = HandshakeResponse {
+                    protocol_version: 0,
+                    payload: session.clone().into_bytes().into(),
+                };
+                let mut res = Response::new(stream::once(async { Ok(reply) }).boxed());
+                if !session.is_empty() {
+                    let value = format!("Bearer {session}")
+                        .parse()
+                        .map_err(|_| Status::internal("a session token is not ASCII"));
+                    match value {
+                        Ok(v) => {
+                            res.metadata_mut().insert("authorization", v);
+                        }
+                        Err(e) => return self.observed("Handshake", Err(e)),
+                    }
+                }
+                Ok(res)
+            }
         };
-        let r = Ok(Response::new(stream::once(async { Ok(reply) }).boxed()));
         self.observed("Handshake", r)
     }
 
@@ -205,7 +289,8 @@ impl FlightService for FlightSvc {
         &self,
         req: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let r = self.authorize(&req, Access::Read).and_then(|()| {
+        let r = self.authorize(&req, Access::Read).await.and_then(|p| {
+            auth::check_unlimited(&self.engine, &p, "ListFlights")?;
             let infos = info::list(&self.engine, &req.get_ref().expression)?;
             Ok(Response::new(stream::iter(infos).boxed()))
         });
@@ -216,10 +301,10 @@ impl FlightService for FlightSvc {
         &self,
         req: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let r = match self.authorize(&req, Access::Read) {
-            Ok(()) => match sql_descriptor(req.get_ref()) {
+        let r = match self.descriptor_access(&req).await {
+            Ok(p) => match sql_descriptor(req.get_ref()) {
                 Some(cmd) => {
-                    sql::flight_info(&self.engine, &self.prepared, cmd, req.into_inner()).await
+                    sql::flight_info(&self.engine, &p, &self.prepared, cmd, req.into_inner()).await
                 }
                 None => {
                     info::routed_flight_info(Arc::clone(&self.engine), self.cluster.clone(), req)
@@ -246,12 +331,14 @@ impl FlightService for FlightSvc {
         &self,
         req: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let r = match self.authorize(&req, Access::Read) {
+        let r = match self.descriptor_access(&req).await {
             Err(e) => Err(e),
-            Ok(()) => match sql_descriptor(req.get_ref()) {
-                Some(cmd) => sql::flight_info(&self.engine, &self.prepared, cmd, req.into_inner())
-                    .await
-                    .map(|i| SchemaResult { schema: i.schema }),
+            Ok(p) => match sql_descriptor(req.get_ref()) {
+                Some(cmd) => {
+                    sql::flight_info(&self.engine, &p, &self.prepared, cmd, req.into_inner())
+                        .await
+                        .map(|i| SchemaResult { schema: i.schema })
+                }
                 None => info::schema(&self.engine, req.get_ref()),
             },
         }
@@ -304,6 +391,24 @@ impl FlightService for FlightSvc {
         let list = actions::list().into_iter().chain(sql_actions).map(Ok);
         let r = Ok(Response::new(stream::iter(list).boxed()));
         self.observed("ListActions", r)
+    }
+}
+
+impl FlightSvc {
+    /// The read scope, and the series a (non-SQL) descriptor names within the token's
+    /// symbols. A descriptor that does not parse is left to the handler's own error.
+    async fn descriptor_access(
+        &self,
+        req: &Request<FlightDescriptor>,
+    ) -> Result<Principal, Status> {
+        let p = self.authorize(req, Access::Read).await?;
+        if p.limited()
+            && sql_descriptor(req.get_ref()).is_none()
+            && let Ok(cmd) = GetCommand::from_descriptor(req.get_ref())
+        {
+            auth::check_symbols(&self.engine, &p, &cmd)?;
+        }
+        Ok(p)
     }
 }
 

@@ -284,6 +284,7 @@ fn internal_status(what: &str) -> Status {
 /// GetFlightInfo for a Flight SQL command.
 pub async fn flight_info(
     engine: &Arc<Engine>,
+    principal: &crate::auth::Principal,
     prepared: &Prepared,
     cmd: Command,
     descriptor: FlightDescriptor,
@@ -295,7 +296,11 @@ pub async fn flight_info(
             }
             // The schema DoGet will send: the physical plan's (nullability included;
             // ADBC's driver rejects a stream whose schema differs from this one).
-            let schema = Arc::clone(&sql::plan(engine, &q.query, Vec::new()).await?.schema);
+            let schema = Arc::clone(
+                &sql::plan_as(engine, principal, &q.query, Vec::new())
+                    .await?
+                    .schema,
+            );
             let ticket = TicketStatementQuery {
                 statement_handle: Bytes::from(q.query.into_bytes()),
             };
@@ -303,7 +308,11 @@ pub async fn flight_info(
         }
         Command::CommandPreparedStatementQuery(p) => {
             let (query, params) = prepared.get(&p.prepared_statement_handle)?;
-            let schema = Arc::clone(&sql::plan(engine, &query, params).await?.schema);
+            let schema = Arc::clone(
+                &sql::plan_as(engine, principal, &query, params)
+                    .await?
+                    .schema,
+            );
             info(&schema, ticket_for(p.as_any()), descriptor)
         }
         cmd => match metadata_schema(&cmd) {
@@ -332,6 +341,7 @@ fn unsupported(cmd: &Command) -> Status {
 /// DoGet for a Flight SQL ticket: the schema and the batches.
 pub async fn do_get(
     engine: &Arc<Engine>,
+    principal: &crate::auth::Principal,
     prepared: &Prepared,
     cmd: Command,
 ) -> Result<(SchemaRef, BatchStream), Status> {
@@ -351,7 +361,9 @@ pub async fn do_get(
             return Ok((schema, stream::once(async move { Ok(batch) }).boxed()));
         }
     };
-    let running = sql::plan(engine, &query, params).await?.execute()?;
+    let running = sql::plan_as(engine, principal, &query, params)
+        .await?
+        .execute()?;
     let schema = Arc::clone(&running.schema);
     let batches = running
         .map(|b| b.map_err(|e| FlightError::Tonic(Box::new(status(e)))))

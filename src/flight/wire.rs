@@ -150,7 +150,12 @@ async fn start(svc: &FlightSvc, req: http::Request<Body>) -> Result<Body, Status
     let (parts, body) = req.into_parts();
     let ticket = svc.refused("DoGet", read_ticket(&parts.headers, body).await)?;
     let metadata = MetadataMap::from_headers(parts.headers);
-    let (schema, batches, guard) = svc.open_get(&metadata, &ticket.ticket).await?;
+    let peer = parts
+        .extensions
+        .get::<super::conn::ConnInfo>()
+        .and_then(|c| c.tcp.remote_addr)
+        .map(|a| a.ip());
+    let (schema, batches, guard) = svc.open_get(&metadata, peer, &ticket.ticket).await?;
     let flight = &svc.engine().config.flight;
     let stall = Duration::from_secs(flight.stall_timeout_s);
     let messages = encode(&schema, batches, flight.max_message_bytes).boxed();

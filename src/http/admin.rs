@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 
-use super::auth::WriteAccess;
+use super::auth::AdminAccess;
 use super::error::AppError;
 use super::extract::{OptionalJsonBody, PathParams, blocking};
 use crate::admin::{AdminAction, AdminReport, AdminRequest};
@@ -27,7 +27,7 @@ async fn run(
 /// It is not in the OpenAPI document, having no operation of its own.
 pub async fn by_name(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    _: AdminAccess,
     PathParams(name): PathParams<String>,
     OptionalJsonBody(req): OptionalJsonBody<AdminRequest>,
 ) -> Result<Json<AdminReport>, AppError> {
@@ -45,7 +45,7 @@ pub async fn by_name(
     responses((status = 200, description = "The report: each finding, and `clean` when there is none.", body = AdminReport)))]
 pub async fn validate(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    _: AdminAccess,
     OptionalJsonBody(req): OptionalJsonBody<AdminRequest>,
 ) -> Result<Json<AdminReport>, AppError> {
     run(engine, AdminAction::Validate, req).await
@@ -60,7 +60,7 @@ pub async fn validate(
     responses((status = 200, description = "The report: each finding, and `clean` when there is none.", body = AdminReport)))]
 pub async fn scrub(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    _: AdminAccess,
     OptionalJsonBody(req): OptionalJsonBody<AdminRequest>,
 ) -> Result<Json<AdminReport>, AppError> {
     run(engine, AdminAction::Scrub, req).await
@@ -76,7 +76,7 @@ pub async fn scrub(
     responses((status = 200, description = "The report: each finding and each action taken (or, in a dry run, planned).", body = AdminReport)))]
 pub async fn repair(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    _: AdminAccess,
     OptionalJsonBody(req): OptionalJsonBody<AdminRequest>,
 ) -> Result<Json<AdminReport>, AppError> {
     run(engine, AdminAction::Repair, req).await
@@ -92,7 +92,7 @@ pub async fn repair(
     responses((status = 200, description = "The report: each finding and each action taken (or, in a dry run, planned).", body = AdminReport)))]
 pub async fn rebuild_manifest(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    _: AdminAccess,
     OptionalJsonBody(req): OptionalJsonBody<AdminRequest>,
 ) -> Result<Json<AdminReport>, AppError> {
     run(engine, AdminAction::RebuildManifest, req).await
@@ -107,7 +107,7 @@ pub async fn rebuild_manifest(
     responses((status = 200, description = "The report: each action taken (or, in a dry run, planned).", body = AdminReport)))]
 pub async fn compact(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    _: AdminAccess,
     OptionalJsonBody(req): OptionalJsonBody<AdminRequest>,
 ) -> Result<Json<AdminReport>, AppError> {
     run(engine, AdminAction::Compact, req).await

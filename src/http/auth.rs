@@ -1,100 +1,189 @@
-//! Bearer-token auth as extractors: a handler that changes state takes
-//! [`WriteAccess`], one that reads takes [`ReadAccess`]. `/health`, `/metrics`,
-//! `/openapi.json` and `/docs` take neither, so they never need a token.
+//! Tokens and scopes as extractors ([`crate::auth`] decides; this file reads the
+//! request). A handler takes the extractor of the scope it needs:
 //!
-//! The extractors run before the body is read, so an unauthenticated client cannot
-//! make the server buffer a large body.
+//! - [`ReadAccess`], [`WriteAccess`]: the `read` or `write` scope; a token limited to
+//!   some symbols must name an allowed one in the route's `{symbol}` (a route without
+//!   one refuses such a token).
+//! - [`ReadSymbols`], [`WriteSymbols`]: the scope only; the handler checks each symbol
+//!   its body names against [`Principal::check_symbol`].
+//! - [`AdminAccess`]: the `admin` scope, never a symbol-limited token.
+//!
+//! `/health`, `/metrics`, `/openapi.json`, `/docs` and the console's assets take none,
+//! so they never need a token. The extractors run before the body is read, so an
+//! unauthenticated client cannot make the server buffer a large body. Every accepted
+//! write, delete and admin request is logged (target `fastk::audit`) with the token's
+//! name, never its secret.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use subtle::ConstantTimeEq;
 
 use super::error::AppError;
-use crate::error::ErrorKind;
+use crate::auth::{Access, Principal};
 use crate::query::Engine;
 
-/// Proof that the request may write, delete or run admin actions.
-#[derive(Debug, Clone, Copy)]
-pub struct WriteAccess;
+/// How a route holds a symbol-limited token to its symbols.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Symbols {
+    /// By the route's `{symbol}`; without one the token is refused.
+    Path,
+    /// By the handler, from the body.
+    Handler,
+}
 
-/// Proof that the request may read (always, unless `auth.protect_reads` is set).
-#[derive(Debug, Clone, Copy)]
-pub struct ReadAccess;
+async fn principal(
+    parts: &mut Parts,
+    engine: &Engine,
+    access: Access,
+    symbols: Symbols,
+) -> Result<Principal, AppError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let p = engine.auth.authorize(header, peer, access).await?;
+    if p.limited() && symbols == Symbols::Path {
+        let params = RawPathParams::from_request_parts(parts, &())
+            .await
+            .map_err(|_| AppError::invalid("the request path could not be read"))?;
+        let symbol = params.iter().find(|(k, _)| *k == "symbol").map(|(_, v)| v);
+        let checked = match symbol {
+            Some(s) => p.check_symbol(s),
+            None => p.check_every_symbol("this route"),
+        };
+        checked.inspect_err(|e| engine.auth.note_forbidden(e))?;
+    }
+    // A handler that checks symbols itself logs once they passed.
+    if symbols == Symbols::Path {
+        audit(&p, access, parts.method.as_str(), parts.uri.path());
+    }
+    Ok(p)
+}
 
-impl FromRequestParts<Arc<Engine>> for WriteAccess {
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<Engine>) -> Result<Self, AppError> {
-        check_bearer(&parts.headers, &state.config.auth.token).map(|()| WriteAccess)
+/// The audit line of an accepted write, delete or admin request: the token's name,
+/// the scope, the method and path (no query string, no secret).
+fn audit(p: &Principal, access: Access, method: &str, path: &str) {
+    if matches!(access, Access::Write | Access::Admin) {
+        tracing::info!(
+            target: "fastk::audit",
+            token = p.name(),
+            scope = if access == Access::Admin { "admin" } else { "write" },
+            method,
+            path,
+            "accepted"
+        );
     }
 }
 
-impl FromRequestParts<Arc<Engine>> for ReadAccess {
-    type Rejection = AppError;
+macro_rules! extractor {
+    ($(#[$doc:meta])* $name:ident, $access:expr, $symbols:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Principal);
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<Engine>) -> Result<Self, AppError> {
-        if !state.config.auth.protect_reads {
-            return Ok(ReadAccess);
+        impl FromRequestParts<Arc<Engine>> for $name {
+            type Rejection = AppError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &Arc<Engine>,
+            ) -> Result<Self, AppError> {
+                principal(parts, state, $access, $symbols).await.map($name)
+            }
         }
-        check_bearer(&parts.headers, &state.config.auth.token).map(|()| ReadAccess)
+    };
+}
+
+/// The `write` scope; the handler checks the symbols its body names
+/// ([`WriteSymbols::check`], which also writes the audit line).
+#[derive(Debug, Clone)]
+pub struct WriteSymbols {
+    pub principal: Principal,
+    method: String,
+    path: String,
+}
+
+impl FromRequestParts<Arc<Engine>> for WriteSymbols {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<Engine>) -> Result<Self, AppError> {
+        let principal = principal(parts, state, Access::Write, Symbols::Handler).await?;
+        Ok(WriteSymbols {
+            principal,
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_string(),
+        })
     }
 }
 
-/// Accepts the request when no token is configured or when it carries
-/// `Authorization: Bearer <token>`. The comparison is constant-time so the response
-/// time does not reveal how much of a guessed token was right.
-pub fn check_bearer(headers: &HeaderMap, token: &str) -> Result<(), AppError> {
-    if token.is_empty() {
+extractor!(
+    /// The `read` scope (when `auth.protect_reads` is set), held to the path's symbol.
+    ReadAccess,
+    Access::Read,
+    Symbols::Path
+);
+extractor!(
+    /// The `write` scope, held to the path's symbol.
+    WriteAccess,
+    Access::Write,
+    Symbols::Path
+);
+extractor!(
+    /// The `read` scope; the handler checks the symbols its body names.
+    ReadSymbols,
+    Access::Read,
+    Symbols::Handler
+);
+extractor!(
+    /// The `admin` scope, for a token not limited to symbols.
+    AdminAccess,
+    Access::Admin,
+    Symbols::Path
+);
+
+impl ReadSymbols {
+    /// `forbidden` unless every symbol is within the token's patterns.
+    pub fn check<'a>(
+        &self,
+        engine: &Engine,
+        symbols: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), crate::error::Error> {
+        check_all(&self.0, engine, symbols)
+    }
+}
+
+impl WriteSymbols {
+    /// `forbidden` unless every symbol is within the token's patterns; the audit line
+    /// once they are.
+    pub fn check<'a>(
+        &self,
+        engine: &Engine,
+        symbols: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), crate::error::Error> {
+        check_all(&self.principal, engine, symbols)?;
+        audit(&self.principal, Access::Write, &self.method, &self.path);
+        Ok(())
+    }
+}
+
+fn check_all<'a>(
+    p: &Principal,
+    engine: &Engine,
+    symbols: impl IntoIterator<Item = &'a str>,
+) -> Result<(), crate::error::Error> {
+    if !p.limited() {
         return Ok(());
     }
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Err(AppError::new(
-            ErrorKind::Unauthorized,
-            "this server requires a token: send `Authorization: Bearer <token>`",
-        ));
-    };
-    let given = value
-        .as_bytes()
-        .split_at_checked(7)
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
-        .map(|(_, rest)| rest.trim_ascii());
-    match given {
-        Some(given) if bool::from(given.ct_eq(token.as_bytes())) => Ok(()),
-        Some(_) => Err(AppError::new(
-            ErrorKind::Unauthorized,
-            "the bearer token is not valid for this server",
-        )),
-        None => Err(AppError::new(
-            ErrorKind::Unauthorized,
-            "the Authorization header must use the Bearer scheme: `Authorization: Bearer <token>`",
-        )),
+    for s in symbols {
+        p.check_symbol(s)
+            .inspect_err(|e| engine.auth.note_forbidden(e))?;
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::HeaderValue;
-
-    fn headers(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
-        h
-    }
-
-    #[test]
-    fn bearer_rules() {
-        assert!(check_bearer(&HeaderMap::new(), "").is_ok());
-        assert!(check_bearer(&HeaderMap::new(), "s3cret").is_err());
-        assert!(check_bearer(&headers("Bearer s3cret"), "s3cret").is_ok());
-        assert!(check_bearer(&headers("bearer s3cret"), "s3cret").is_ok());
-        assert!(check_bearer(&headers("Bearer s3cre"), "s3cret").is_err());
-        assert!(check_bearer(&headers("Bearer s3cretX"), "s3cret").is_err());
-        assert!(check_bearer(&headers("Basic s3cret"), "s3cret").is_err());
-        assert!(check_bearer(&headers("Bearer"), "s3cret").is_err());
-    }
+    Ok(())
 }

@@ -37,6 +37,7 @@ pub struct ErrorDetail {
 pub enum ErrorCode {
     InvalidArgument,
     Unauthorized,
+    Forbidden,
     NotFound,
     Conflict,
     PreconditionFailed,
@@ -52,6 +53,7 @@ impl From<ErrorKind> for ErrorCode {
         match k {
             ErrorKind::InvalidArgument => ErrorCode::InvalidArgument,
             ErrorKind::Unauthorized => ErrorCode::Unauthorized,
+            ErrorKind::Forbidden => ErrorCode::Forbidden,
             ErrorKind::NotFound => ErrorCode::NotFound,
             ErrorKind::Conflict => ErrorCode::Conflict,
             ErrorKind::PreconditionFailed => ErrorCode::PreconditionFailed,
@@ -165,6 +167,7 @@ fn error_response(status: StatusCode, kind: ErrorKind, message: String) -> Respo
 fn kind_for_status(status: StatusCode) -> ErrorKind {
     match status.as_u16() {
         401 => ErrorKind::Unauthorized,
+        403 => ErrorKind::Forbidden,
         404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict,
         412 => ErrorKind::PreconditionFailed,

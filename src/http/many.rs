@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::auth::WriteAccess;
+use super::auth::WriteSymbols;
 use super::error::{AppError, ErrorBody};
 use super::extract::{BodyBytes, JsonBody, blocking, parse_json};
 use super::series::{WriteReservation, scalar_value_bits};
@@ -146,13 +146,14 @@ impl<'a> Groups<'a> {
     ))]
 pub async fn write_kline(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    access: WriteSymbols,
     WriteReservation(held, since): WriteReservation,
     BodyBytes(body): BodyBytes,
 ) -> Result<Json<ManyWriteResponse>, AppError> {
     blocking(move || {
         let _held = held;
         let w: KlineManyWrite = parse_json(&body)?;
+        access.check(&engine, w.records.iter().map(|r| &*r.symbol))?;
         let mut g = Groups::new(w.records.len());
         for r in &w.records {
             let b = g.batch(&r.symbol, 6, |s| Ok(SeriesKey::kline(s, &w.timeframe)?))?;
@@ -183,13 +184,14 @@ pub async fn write_kline(
     ))]
 pub async fn write_scalar(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    access: WriteSymbols,
     WriteReservation(held, since): WriteReservation,
     BodyBytes(body): BodyBytes,
 ) -> Result<Json<ManyWriteResponse>, AppError> {
     blocking(move || {
         let _held = held;
         let w: ScalarManyWrite<'_> = parse_json(&body)?;
+        access.check(&engine, w.records.iter().map(|r| &*r.symbol))?;
         let mut g = Groups::new(w.records.len());
         let mut types = Vec::new();
         for (i, r) in w.records.iter().enumerate() {
@@ -237,9 +239,10 @@ fn nth(i: usize, e: Error) -> Error {
     ))]
 pub async fn register_kline(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    access: WriteSymbols,
     JsonBody(req): JsonBody<RegisterKlineMany>,
 ) -> Result<Json<RegisterManyResponse>, AppError> {
+    access.check(&engine, req.series.iter().map(|r| r.symbol.as_str()))?;
     blocking(move || {
         let metas = req
             .series
@@ -271,9 +274,10 @@ pub async fn register_kline(
     ))]
 pub async fn register_scalar(
     State(engine): State<Arc<Engine>>,
-    _: WriteAccess,
+    access: WriteSymbols,
     JsonBody(req): JsonBody<RegisterScalarMany>,
 ) -> Result<Json<RegisterManyResponse>, AppError> {
+    access.check(&engine, req.series.iter().map(|r| r.symbol.as_str()))?;
     blocking(move || {
         let metas = req
             .series

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 
-use super::auth::ReadAccess;
+use super::auth::{ReadAccess, ReadSymbols};
 use super::error::{AppError, ErrorBody};
 use super::extract::{JsonBody, PathParams, QueryParams, blocking};
 use super::json::{self, SeriesPart};
@@ -40,7 +40,7 @@ use crate::storage::batch::PriceFormat;
     ))]
 pub async fn kline_batch(
     State(engine): State<Arc<Engine>>,
-    _: ReadAccess,
+    access: ReadSymbols,
     JsonBody(req): JsonBody<KlineBatchRead>,
 ) -> Result<Response, AppError> {
     let sel = Selection {
@@ -49,6 +49,9 @@ pub async fn kline_batch(
         scalar: None,
         symbols: req.symbols,
     };
+    sel.symbols
+        .check(&access.0)
+        .inspect_err(|e| engine.auth.note_forbidden(e))?;
     let args = ReadArgs {
         start_ts: req.start_ts,
         end_ts: req.end_ts,
@@ -74,7 +77,7 @@ pub async fn kline_batch(
     ))]
 pub async fn scalar_batch(
     State(engine): State<Arc<Engine>>,
-    _: ReadAccess,
+    access: ReadSymbols,
     JsonBody(req): JsonBody<ScalarBatchRead>,
 ) -> Result<Response, AppError> {
     let sel = Selection {
@@ -83,6 +86,9 @@ pub async fn scalar_batch(
         scalar: Some((req.category, req.name)),
         symbols: req.symbols,
     };
+    sel.symbols
+        .check(&access.0)
+        .inspect_err(|e| engine.auth.note_forbidden(e))?;
     let args = ReadArgs {
         start_ts: req.start_ts,
         end_ts: req.end_ts,

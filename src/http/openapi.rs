@@ -24,8 +24,11 @@ use super::error::{ErrorBody, ErrorCode, ErrorDetail};
             and scalar series in memory-mapped column chunks.\n\nTimestamps (`ts`) are \
             milliseconds since the Unix epoch, UTC; ranges are inclusive at both ends. \
             Every error has the body `{\"error\": {\"code\", \"message\"}}`. When the server \
-            has a token configured, writes, deletes and admin actions need \
-            `Authorization: Bearer <token>`, and so do reads when `auth.protect_reads` is set.",
+            has tokens configured (`auth.token`, `auth.tokens_file`), writes, registration \
+            and deletes need `Authorization: Bearer <token>` with the `write` scope, admin \
+            actions the `admin` scope, and reads the `read` scope when `auth.protect_reads` \
+            is set; a token limited to symbol patterns must name allowed symbols \
+            (docs/operations.md, \"Security\").",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     tags(
@@ -52,9 +55,11 @@ pub fn finish(doc: &mut OpenApi) {
             HttpBuilder::new()
                 .scheme(HttpAuthScheme::Bearer)
                 .description(Some(
-                    "The server's `auth.token`. Needed only when the server has one \
-                     configured: then for writes, deletes and admin actions, and for reads \
-                     when `auth.protect_reads` is set.",
+                    "A token of the tokens file (`auth.tokens_file`), the server's \
+                     `auth.token`, or a Flight Handshake session. Needed only when the server \
+                     has tokens configured: then with the `write` scope for writes, \
+                     registration and deletes, `admin` for admin actions, and `read` for \
+                     reads when `auth.protect_reads` is set.",
                 ))
                 .build(),
         ),
@@ -103,7 +108,12 @@ fn add_common_errors(op: &mut Operation) {
         add(
             "401",
             "`unauthorized`: the server has a token configured and the request did not \
-             carry it as `Authorization: Bearer <token>`.",
+             carry a valid one as `Authorization: Bearer <token>`.",
+        );
+        add(
+            "403",
+            "`forbidden`: the token is valid but lacks the scope this call needs, or is \
+             limited to symbol patterns the request goes outside of.",
         );
     }
     if has_body {

@@ -34,12 +34,14 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 use crate::config::HttpConfig;
+use crate::tls::Tls;
 
 /// File descriptors kept out of `http.max_connections` for the store, SQLite, Flight
 /// and the listeners.
@@ -107,11 +109,12 @@ fn open_file_limit() -> Option<u64> {
     }
 }
 
-/// Serves `router` on `listener` until `stop` turns true.
+/// Serves `router` on `listener` until `stop` turns true; HTTPS only with `tls`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let conns = Arc::new(Conns::default());
@@ -141,12 +144,72 @@ pub async fn serve(
         let builder = Arc::clone(&builder);
         let router = router.clone();
         let stop = stop.clone();
-        tokio::spawn(conn.run(builder, stream, peer, router, limits, stop));
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let Some(io) = secure(stream, peer, tls.as_deref(), &limits).await else {
+                return;
+            };
+            conn.run(builder, io, peer, router, limits, stop).await;
+        });
     }
     drop(listener);
     // Graceful shutdown: every connection task holds a permit until it ends.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = permits.acquire_many(all).await;
+}
+
+/// A connection's byte stream: plain TCP, or TCP under TLS.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// What a plain-text HTTP request to the HTTPS port is told before it is closed.
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\
+Connection: close\r\nContent-Length: 72\r\n\r\n\
+This server speaks HTTPS only (tls.cert_path is set): use https:// URLs\n";
+
+/// The stream to serve: `stream` itself without TLS; with it, the stream after a TLS
+/// handshake (within the header read timeout). A client that speaks plain HTTP gets a
+/// plain 400 saying to use HTTPS, and nothing else; a failed handshake, nothing.
+async fn secure(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&Tls>,
+    limits: &Limits,
+) -> Option<Box<dyn Transport>> {
+    let Some(tls) = tls else {
+        return Some(Box::new(stream));
+    };
+    let deadline = limits
+        .header_read_timeout
+        .min(crate::tls::HANDSHAKE_TIMEOUT);
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    // 0x16: a TLS handshake record. Anything else is not TLS; a letter is most likely
+    // an HTTP method.
+    if first[0] != 0x16 {
+        if first[0].is_ascii_uppercase() {
+            let mut stream = stream;
+            let _ = tokio::time::timeout(deadline, stream.write_all(PLAIN_TO_TLS)).await;
+            let _ = stream.shutdown().await;
+        }
+        tracing::debug!(%peer, "plain-text connection to the HTTPS listener refused");
+        return None;
+    }
+    let acceptor = tls.acceptor(crate::tls::Side::Http);
+    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Some(Box::new(s)),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "HTTPS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "HTTPS handshake timed out");
+            None
+        }
+    }
 }
 
 /// Resolves when the server is told to stop (or its stop handle is gone). The
@@ -267,7 +330,7 @@ impl Connection {
     async fn run(
         self,
         builder: Arc<Builder<TokioExecutor>>,
-        stream: TcpStream,
+        stream: Box<dyn Transport>,
         peer: SocketAddr,
         router: Router,
         limits: Limits,

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::auth::ReadAccess;
+use super::auth::ReadSymbols;
 use super::error::{AppError, ErrorBody};
 use super::extract::JsonBody;
 use crate::error::Error;
@@ -95,7 +95,7 @@ pub struct SqlResponse {
     ))]
 pub async fn query(
     State(engine): State<Arc<Engine>>,
-    _: ReadAccess,
+    ReadSymbols(principal): ReadSymbols,
     headers: HeaderMap,
     JsonBody(req): JsonBody<SqlRequest>,
 ) -> Result<Response, AppError> {
@@ -106,7 +106,9 @@ pub async fn query(
         .map(|(i, v)| param(i, v))
         .collect::<Result<Vec<_>, Error>>()?;
     if wants_arrow(&headers) {
-        let stream = sql::plan(&engine, &req.query, params).await?.execute()?;
+        let stream = sql::plan_as(&engine, &principal, &req.query, params)
+            .await?
+            .execute()?;
         let schema = Arc::clone(&stream.schema);
         let body = ipc_stream(schema, stream.map(|b| b.map_err(std::io::Error::other)));
         let mut res = Body::from_stream(body).into_response();
@@ -115,7 +117,7 @@ pub async fn query(
         return Ok(res);
     }
     let max = engine.config.http.max_limit;
-    let answer = sql::collect(&engine, &req.query, params, Some(max)).await?;
+    let answer = sql::collect_as(&engine, &principal, &req.query, params, Some(max)).await?;
     Ok(Json(to_json(&answer.schema, &answer.batches, answer.stats)?).into_response())
 }
 

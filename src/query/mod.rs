@@ -63,6 +63,10 @@ pub struct Engine {
     pub write_budget: Arc<budget::WriteBudget>,
     /// SQL admission permits and the memory budget all queries share ([`sql`]).
     pub sql: sql::SqlState,
+    /// Tokens, scopes and sessions every front end authorizes calls with.
+    pub auth: Arc<crate::auth::Authority>,
+    /// The listeners' TLS, once the server has loaded it (for `/metrics`).
+    pub tls: std::sync::OnceLock<Arc<crate::tls::Tls>>,
     started: Instant,
     health: Mutex<HealthState>,
 }
@@ -134,6 +138,8 @@ impl Engine {
         Ok(Arc::new(Engine {
             write_budget,
             sql: sql::SqlState::new(&config.sql),
+            auth: Arc::new(crate::auth::Authority::new(&config.auth)),
+            tls: std::sync::OnceLock::new(),
             config: Arc::new(config),
             store,
             registry,
@@ -965,6 +971,17 @@ impl Engine {
                 .replica
                 .as_ref()
                 .map(|r| (r.since_ok_s, r.failed_passes, r.last_failed_series, r.lag_s)),
+            auth: {
+                let c = &self.auth.counters;
+                let ld =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                (ld(&c.unauthorized), ld(&c.forbidden), ld(&c.throttled))
+            },
+            tls: self.tls.get().map(|t| {
+                let ld =
+                    |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+                (ld(&t.reloads), ld(&t.reload_errors))
+            }),
         };
         self.metrics.render(&g)
     }

@@ -8,6 +8,9 @@ SQL. Registration has no Flight call, so it goes over the HTTP API (`http_url`).
 from __future__ import annotations
 
 import json
+import os
+import ssl
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -49,16 +52,48 @@ def connect(
     http_url: str | None = None,
     timeout: float | None = None,
     generic_options: Sequence[tuple[str, Any]] = (),
+    cert_chain: str | bytes | None = None,
+    private_key: str | bytes | None = None,
 ) -> Client:
     """A client of the FastK server at `url`: `grpc://host:port` (plaintext),
     `grpc+tls://host:port` (with `tls_root_certs`, PEM) or `grpc+unix:///path/to/socket`
     (the server's `flight.unix_socket`, which also allows co-located reads).
 
     `token` is sent as `authorization: Bearer <token>` on every call. `http_url`
-    (`http://host:8080`) is only needed for registering series, which the server
-    serves over HTTP. `timeout` (seconds) bounds every Flight call."""
+    (`http://host:8080`, or `https://` when the server has TLS on) is only needed for
+    registering series, which the server serves over HTTP; its calls trust
+    `tls_root_certs` too. `cert_chain` and `private_key` (PEM) are this client's
+    certificate for a server with mutual TLS (`tls.client_ca_path`), on both
+    protocols. `timeout` (seconds) bounds every Flight call."""
     return Client(url, token, tls_root_certs, http_url=http_url, timeout=timeout,
-                  generic_options=generic_options)
+                  generic_options=generic_options, cert_chain=cert_chain,
+                  private_key=private_key)
+
+
+def _pem(v: str | bytes) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _ssl_context(
+    roots: str | bytes | None, chain: str | bytes | None, key: str | bytes | None
+) -> ssl.SSLContext | None:
+    """The TLS context of HTTP calls: the given roots (else the system's) and, for
+    mutual TLS, the client certificate (written to a private temporary file only for
+    as long as `ssl` takes to load it)."""
+    if roots is None and chain is None:
+        return None
+    ctx = ssl.create_default_context(cadata=_pem(roots) if roots is not None else None)
+    if chain is not None:
+        if key is None:
+            raise error("invalid_argument", "cert_chain needs private_key")
+        fd, path = tempfile.mkstemp(suffix=".pem")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(_pem(chain).rstrip() + "\n" + _pem(key))
+            ctx.load_cert_chain(path)
+        finally:
+            os.unlink(path)
+    return ctx
 
 
 def _unwrap(exc: BaseException) -> FastKError:
@@ -78,6 +113,8 @@ class Client:
         http_url: str | None = None,
         timeout: float | None = None,
         generic_options: Sequence[tuple[str, Any]] = (),
+        cert_chain: str | bytes | None = None,
+        private_key: str | bytes | None = None,
     ) -> None:
         self.url = url
         self.is_unix = url.startswith("grpc+unix://")
@@ -92,6 +129,12 @@ class Client:
         kwargs: dict[str, Any] = {"generic_options": options}
         if tls_root_certs is not None:
             kwargs["tls_root_certs"] = tls_root_certs
+        if cert_chain is not None or private_key is not None:
+            if cert_chain is None or private_key is None:
+                raise error("invalid_argument", "give cert_chain and private_key together")
+            kwargs["cert_chain"] = cert_chain
+            kwargs["private_key"] = private_key
+        self._ssl = _ssl_context(tls_root_certs, cert_chain, private_key)
         try:
             self._flight = flight.connect(url, **kwargs)
         except Exception as e:
@@ -163,7 +206,9 @@ class Client:
         if self._token:
             req.add_header("authorization", f"Bearer {self._token}")
         try:
-            with urllib.request.urlopen(req, timeout=self._timeout or 60) as resp:
+            with urllib.request.urlopen(
+                req, timeout=self._timeout or 60, context=self._ssl
+            ) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             raise from_http_error(e.code, e.read()) from None

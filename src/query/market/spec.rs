@@ -62,6 +62,17 @@ pub enum Symbols {
     All(String),
 }
 
+impl Symbols {
+    /// `forbidden` unless `p` may read every symbol this names (`"*"`: only a token
+    /// not limited to symbols).
+    pub fn check(&self, p: &crate::auth::Principal) -> crate::error::Result<()> {
+        match self {
+            Symbols::List(list) => list.iter().try_for_each(|s| p.check_symbol(s)),
+            Symbols::All(_) => p.check_every_symbol("symbols \"*\""),
+        }
+    }
+}
+
 /// A point in time for an as-of read: milliseconds since the epoch, or `"now"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]

@@ -26,6 +26,7 @@ pub mod scan;
 pub mod tables;
 pub mod watch;
 
+use crate::auth::Principal;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -89,7 +90,10 @@ impl SqlState {
 
 /// A query's session: the tables over `engine`, its own memory pool (returned too, for
 /// the memory guard), no spilling, and the functions of [`funcs::CAPPED`] bounded.
-pub fn session(engine: &Arc<Engine>) -> Result<(SessionContext, Arc<pool::QueryPool>)> {
+pub fn session(
+    engine: &Arc<Engine>,
+    principal: &Principal,
+) -> Result<(SessionContext, Arc<pool::QueryPool>)> {
     let cfg = &engine.config.sql;
     let pool = Arc::new(pool::QueryPool::new(
         cfg.memory_per_query_bytes,
@@ -111,7 +115,8 @@ pub fn session(engine: &Arc<Engine>) -> Result<(SessionContext, Arc<pool::QueryP
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true)
-        .with_target_partitions(partitions);
+        .with_target_partitions(partitions)
+        .with_extension(Arc::new(principal.clone()));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
@@ -203,12 +208,23 @@ fn timed_out(timeout: Duration) -> Error {
 /// shape's limits, logical and physical planning, all on a planner thread
 /// ([`guard::on_planner`]) and within the query timeout.
 pub async fn plan(engine: &Arc<Engine>, query: &str, params: Vec<ScalarValue>) -> Result<Planned> {
+    plan_as(engine, &Principal::anonymous(), query, params).await
+}
+
+/// [`plan`] for `principal`: a scan of a series whose symbol is outside its patterns
+/// refuses the query (`forbidden`) rather than leave rows out.
+pub async fn plan_as(
+    engine: &Arc<Engine>,
+    principal: &Principal,
+    query: &str,
+    params: Vec<ScalarValue>,
+) -> Result<Planned> {
     let cfg = &engine.config.sql;
     check_text(cfg, query)?;
     let permit = admit(engine)?;
     let timeout = Duration::from_secs(cfg.query_timeout_s);
     let deadline = Instant::now() + timeout;
-    let (ctx, pool) = session(engine)?;
+    let (ctx, pool) = session(engine, principal)?;
     let ticket = engine.sql.running.admit(pool).map_err(|resident| {
         Error::new(
             ErrorKind::Unavailable,
@@ -366,7 +382,7 @@ fn check_text(cfg: &SqlConfig, query: &str) -> Result<()> {
 pub async fn describe(engine: &Arc<Engine>, query: &str) -> Result<(SchemaRef, SchemaRef)> {
     check_text(&engine.config.sql, query)?;
     let permit = admit(engine)?;
-    let (ctx, _pool) = session(engine)?;
+    let (ctx, _pool) = session(engine, &Principal::anonymous())?;
     let handle = tokio::runtime::Handle::current();
     let (sql, cfg) = (query.to_owned(), engine.config.sql.clone());
     let timeout = Duration::from_secs(cfg.query_timeout_s);
@@ -508,7 +524,18 @@ pub async fn collect(
     params: Vec<ScalarValue>,
     max_rows: Option<usize>,
 ) -> Result<SqlAnswer> {
-    let mut stream = plan(engine, query, params).await?.execute()?;
+    collect_as(engine, &Principal::anonymous(), query, params, max_rows).await
+}
+
+/// [`collect`] for `principal` (see [`plan_as`]).
+pub async fn collect_as(
+    engine: &Arc<Engine>,
+    principal: &Principal,
+    query: &str,
+    params: Vec<ScalarValue>,
+    max_rows: Option<usize>,
+) -> Result<SqlAnswer> {
+    let mut stream = plan_as(engine, principal, query, params).await?.execute()?;
     let mut batches = Vec::new();
     let mut rows = 0usize;
     while let Some(b) = stream.next().await {

@@ -4,6 +4,7 @@
 //! (`series`, `datasets`, `features`, `factors`) are built from the in-memory catalog
 //! and the registry when a query scans them.
 
+use crate::auth::Principal;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -242,6 +243,13 @@ impl TableProvider for DataTableProvider {
             .filter(|s| filter.admits(&s.meta.key))
             .map(|s| s.snapshot())
             .collect();
+        if let Some(p) = state.config().get_extension::<Principal>() {
+            for s in &selected {
+                p.check_symbol(s.meta.key.symbol())
+                    .inspect_err(|e| self.engine.auth.note_forbidden(e))
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            }
+        }
         selected.sort_by(|a, b| {
             let k = |s: &crate::storage::snapshot::Snapshot| {
                 (
@@ -444,6 +452,20 @@ impl TableProvider for CatalogTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(p) = state.config().get_extension::<Principal>() {
+            let checked = match self.name {
+                "series" => self
+                    .engine
+                    .store
+                    .list()
+                    .iter()
+                    .try_for_each(|s| p.check_symbol(s.meta.key.symbol())),
+                other => p.check_every_symbol(&format!("the {other} table")),
+            };
+            checked
+                .inspect_err(|e| self.engine.auth.note_forbidden(e))
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
         let batch = self.batch()?;
         let mem = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
         mem.scan(state, projection, filters, limit).await
