@@ -106,6 +106,17 @@ install_chromium() {
     return 0
 }
 
+install_openssl() {
+    # For tests/python/test_security.py and the tls bench: certificates made by the tests.
+    if command -v openssl >/dev/null 2>&1; then
+        echo "openssl present: $(openssl version 2>/dev/null || echo '?')"
+        return 0
+    fi
+    apt_install "the TLS tests" openssl &&
+        echo "installed: $(openssl version 2>/dev/null || echo openssl)"
+    return 0
+}
+
 python_env() {
     local py="${PYTHON:-}"
     if [ -z "$py" ]; then
@@ -163,6 +174,7 @@ step "cargo test" cargo test
 step "cargo build --benches --bin fastk (benches build; debug binary)" cargo build --benches --bin fastk
 step "tools for the ops checks (docker-compose)" install_docker_compose
 step "browser for the console test (chromium)" install_chromium
+step "openssl for the TLS tests" install_openssl
 step "python venv (.venv) and pinned requirements" python_env
 if [[ " ${failed[*]:-} " == *"python venv"* || " ${failed[*]:-} " == *"cargo build"* ]]; then
     # Running the suite against a stale binary or a half-installed venv would mislead.

@@ -31,7 +31,7 @@ pub const MAX_RANGES: usize = 4096;
 #[serde(deny_unknown_fields)]
 pub struct ShardMapJson {
     /// Node name -> the Flight URI clients reach it at (`grpc://host:port` or
-    /// `grpc+tcp://host:port`).
+    /// `grpc+tcp://host:port`, `grpc+tls://host:port`).
     pub nodes: BTreeMap<String, String>,
     /// Symbol ranges, ascending by `from`; the first starts at "".
     pub ranges: Vec<RangeJson>,
@@ -80,10 +80,12 @@ impl Cluster {
         for (name, uri) in &map.nodes {
             let rest = uri
                 .strip_prefix("grpc://")
-                .or_else(|| uri.strip_prefix("grpc+tcp://"));
+                .or_else(|| uri.strip_prefix("grpc+tcp://"))
+                .or_else(|| uri.strip_prefix("grpc+tls://"));
             if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
                 return Err(format!(
-                    "cluster.shard_map: node {name:?} has URI {uri:?}; expected grpc://host:port"
+                    "cluster.shard_map: node {name:?} has URI {uri:?}; expected grpc://host:port \
+                     (grpc+tls://host:port for nodes with [tls] on)"
                 ));
             }
         }
@@ -202,7 +204,7 @@ impl Cluster {
 mod tests {
     use super::*;
 
-    const MAP: &str = r#"{"nodes": {"a": "grpc://127.0.0.1:1", "b": "grpc+tcp://127.0.0.1:2"},
+    const MAP: &str = r#"{"nodes": {"a": "grpc://127.0.0.1:1", "b": "grpc+tls://127.0.0.1:2"},
         "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}, {"from": "T", "node": "a"}]}"#;
 
     #[test]
@@ -232,7 +234,7 @@ mod tests {
             "ranges": [{"from": "", "node": "a"}, {"from": "F", "node": "a"}, {"from": "M", "node": "b"}]}"#;
         assert!(Cluster::parse("b", two).unwrap().unwrap().contiguous());
         assert!(c.is_me("a") && !c.is_me("b"));
-        assert_eq!(c.uri("b"), Some("grpc+tcp://127.0.0.1:2"));
+        assert_eq!(c.uri("b"), Some("grpc+tls://127.0.0.1:2"));
     }
 
     #[test]

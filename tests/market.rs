@@ -30,7 +30,7 @@ const HOUR: i64 = 60 * MINUTE;
 const DAY: i64 = 24 * HOUR;
 
 fn cases() -> u32 {
-    if std::env::var_os("FASTK_TEST_LONG").is_some() {
+    if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") {
         256
     } else {
         24
@@ -1005,7 +1005,7 @@ fn coverage_of_ten_years_is_one_pass() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_with(dir.path(), |_| {});
     let key = register_kline(&e, "AAA");
-    let years = if std::env::var_os("FASTK_TEST_LONG").is_some() {
+    let years = if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") {
         10
     } else {
         1

@@ -144,8 +144,15 @@ pub fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((m.modified().ok()?, m.len()))
 }
 
-/// A token name: 1 to 64 of `A-Z a-z 0-9 _ . -`.
+/// A token name: 1 to 64 of `A-Z a-z 0-9 _ . -`, not one of the names the server
+/// gives itself (`default` for `auth.token`, `anonymous`).
 pub fn check_name(name: &str) -> Result<(), String> {
+    if name == super::DEFAULT_TOKEN_NAME || name == super::ANONYMOUS {
+        return Err(format!(
+            "token name {name:?} is reserved (`default` is auth.token, `anonymous` a call \
+             without a token); pick another"
+        ));
+    }
     let ok = (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -364,6 +371,7 @@ mod tests {
         let again = create(&path, "ci", &[Scope::Read], None).unwrap_err();
         assert_eq!(again.kind, crate::error::ErrorKind::Conflict);
         assert!(create(&path, "bad name", &[Scope::Read], None).is_err());
+        assert!(create(&path, "default", &[Scope::Read], None).is_err());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

@@ -204,6 +204,12 @@ async fn remote_info(
         Status::unavailable(format!("shard node {node} ({uri}) did not answer: {e}"))
     };
     let host = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    if uri.starts_with("grpc+tls://") && tls.is_none() {
+        return Err(Status::unavailable(format!(
+            "shard node {node} ({uri}) speaks TLS and this node has no [tls] to reach it with: \
+             give every node of the cluster the same tls.* settings"
+        )));
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint =
         Channel::from_shared(format!("{scheme}://{host}")).map_err(|e| unavailable(&e))?;

@@ -1556,6 +1556,73 @@ def test_refused_writes_leave_no_accepted_audit_line(tls_server, market, tokens)
 
 
 # ---------------------------------------------------------------------------
+# Shards over mutual TLS
+
+
+_NODE_EXT = _SERVER_EXT.replace("extendedKeyUsage = serverAuth",
+                                "extendedKeyUsage = serverAuth, clientAuth")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_shards_forward_over_mutual_tls(tmp_path_factory, pki, tokens):
+    """Two nodes of a shard map under mutual TLS: a many-series GetFlightInfo asked of
+    node a is forwarded to node b over TLS (b refuses any client without a certificate
+    of the CA, so the forward presents a's), and the endpoints are located on b."""
+    d = pki.dir
+    _make_leaf(d, "node", "fastk-node", "ca", 4001, _NODE_EXT)
+    ports = {"a": _free_port(), "b": _free_port()}
+    shard_map = {"nodes": {n: f"grpc+tls://127.0.0.1:{p}" for n, p in ports.items()},
+                 "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}]}
+    nodes: dict[str, TlsServer] = {}
+    try:
+        for name, port in ports.items():
+            workdir = tmp_path_factory.mktemp(f"shard-tls-{name}")
+            tokens_file = workdir / "tokens.toml"
+            write_tokens_file(tokens_file, _token_entries(tokens))
+            srv = TlsServer(workdir, pki, tokens_file, mutual=True)
+            srv.extra_env.update({"FASTK__CLUSTER__NODE": name,
+                                  "FASTK__CLUSTER__SHARD_MAP": json.dumps(shard_map),
+                                  "FASTK__FLIGHT__ADDR": f"127.0.0.1:{port}"})
+            srv.install_cert(d / "node.crt", d / "node.key")
+            srv.start()
+            nodes[name] = srv
+        bars = make_klines(20, seed=31)
+        for sym, owner in (("ADA", "a"), ("XRP", "b")):
+            srv = nodes[owner]
+            with srv.session(tokens["full"]) as s:
+                register(s, srv.http_url, sym, tokens["full"])
+                w = expect_ok(s.post(srv.http_url + kline_path(sym) + "/records",
+                                     json={"records": bars}, timeout=TIMEOUT))
+                assert w["written"] == len(bars)
+        c = nodes["a"].flight_client()
+        try:
+            cmd = {"kind": "kline", "symbols": "*", "timeframe": "1m"}
+            info = c.get_flight_info(
+                flight.FlightDescriptor.for_command(json.dumps(cmd).encode()),
+                flight_opts(tokens["full"]))
+        finally:
+            c.close()
+        located = {e.locations[0].uri.decode() for e in info.endpoints if e.locations}
+        assert located == {shard_map["nodes"]["b"]}, info.endpoints
+        assert info.total_records == 2 * len(bars)
+        # The forward was TLS with a's certificate: b logged no failed handshake and
+        # answered; a plain client is refused by b.
+        plain = flight.connect(f"grpc://127.0.0.1:{ports['b']}")
+        with pytest.raises(flight.FlightError):
+            list(plain.list_actions())
+        plain.close()
+    finally:
+        for srv in nodes.values():
+            if srv.proc is not None and srv.proc.poll() is None:
+                stop_cleanly(srv)
+
+
+# ---------------------------------------------------------------------------
 # The client package over TLS
 
 

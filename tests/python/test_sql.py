@@ -189,6 +189,31 @@ def test_adbc_parameters(conn, data):
         assert t.column("value").to_pylist() == [r["value"] for r in want]
 
 
+def test_adbc_qmark_placeholders(conn, data, http, server):
+    """ADBC's DB-API style (`paramstyle == "qmark"`): `?` bound in order, over Flight SQL
+    and `/v1/sql`; a `?` in a string literal stays text; mixing styles is refused."""
+    import adbc_driver_flightsql.dbapi as dbapi
+    assert dbapi.paramstyle == "qmark"
+    a, bars = data["a"], data["a_bars"]
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) AS n, max(ts) AS last, '?' AS q FROM kline "
+                    "WHERE symbol = ? AND timeframe = ?", parameters=(a, "1m"))
+        t = cur.fetch_arrow_table()
+        assert t.column("n").to_pylist() == [len(bars)]
+        assert ts_ms(t, "last") == [bars[-1]["ts"]]
+        assert t.column("q").to_pylist() == ["?"]
+    r = http.post(f"{server.http_url}/v1/sql", json={
+        "query": "SELECT count(*) AS n FROM kline WHERE symbol = ? AND timeframe = ?",
+        "params": [a, "1m"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == [[len(bars)]]
+    r = http.post(f"{server.http_url}/v1/sql", json={
+        "query": "SELECT count(*) FROM kline WHERE symbol = ? AND timeframe = $2",
+        "params": [a, "1m"]})
+    assert r.status_code == 400, r.text
+    assert "not both" in r.json()["error"]["message"]
+
+
 def test_adbc_aggregates_and_resample(conn, data):
     a, bars = data["a"], data["a_bars"]
     ps, vs = data["scales"][a]

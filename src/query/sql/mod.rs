@@ -7,6 +7,7 @@
 //! - [`pool`]: per-query and total memory limits.
 //! - [`guard`]: the query's shape (operators, depth, expressions) bounded before
 //!   DataFusion sees it, and the big-stack thread it is planned on.
+//! - [`placeholders`]: `?` parameters (ADBC's and JDBC's style) numbered as `$1`, ...
 //! - [`funcs`]: functions that make more than they read, bounded before they run.
 //! - [`watch`]: the process-wide memory guard that refuses and cancels queries.
 //!
@@ -21,12 +22,12 @@
 pub mod filters;
 pub mod funcs;
 pub mod guard;
+pub mod placeholders;
 pub mod pool;
 pub mod scan;
 pub mod tables;
 pub mod watch;
 
-use crate::auth::Principal;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -49,6 +50,7 @@ use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::auth::Principal;
 use crate::config::SqlConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::query::Engine;
@@ -320,10 +322,11 @@ async fn logical_plan(
 /// dropped there.
 fn parse_checked(cfg: &SqlConfig, sql: &str) -> Result<(DfStatement, guard::Shape)> {
     let dialect = GenericDialect {};
-    let tokens = Tokenizer::new(&dialect, sql)
+    let mut tokens = Tokenizer::new(&dialect, sql)
         .tokenize_with_location()
         .map_err(|e| Error::invalid(format!("SQL error: {e}")))?;
     guard::count_operators(cfg, &tokens)?;
+    placeholders::positional(&mut tokens)?;
     let mut statements = DFParserBuilder::new(tokens)
         .with_dialect(&dialect)
         .build()
