@@ -235,6 +235,82 @@ impl Tls {
     }
 }
 
+/// What a client (`fastk import`/`export` against a server with `[tls]`) trusts and
+/// presents: PEM files of the CA and, for mutual TLS, its certificate and key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl ClientFiles {
+    fn read(p: &Path, what: &str) -> Result<Vec<u8>, String> {
+        std::fs::read(p).map_err(|e| format!("{what} {}: {e}", name(p)))
+    }
+
+    /// The PEM of the CA, and of the certificate and key when both are given.
+    #[allow(clippy::type_complexity)]
+    fn pems(&self) -> Result<(Option<Vec<u8>>, Option<(Vec<u8>, Vec<u8>)>), String> {
+        let ca = self
+            .ca
+            .as_deref()
+            .map(|p| Self::read(p, "--ca-cert"))
+            .transpose()?;
+        let identity = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((
+                Self::read(c, "--client-cert")?,
+                Self::read(k, "--client-key")?,
+            )),
+            (None, None) => None,
+            _ => return Err("give --client-cert and --client-key together".into()),
+        };
+        Ok((ca, identity))
+    }
+
+    /// tonic's TLS for a Flight client.
+    pub fn tonic(&self) -> Result<tonic::transport::ClientTlsConfig, String> {
+        let (ca, identity) = self.pems()?;
+        let ca =
+            ca.ok_or("a grpc+tls:// server needs --ca-cert (the CA that signed its certificate)")?;
+        let mut c = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        if let Some((cert, key)) = identity {
+            c = c.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        Ok(c)
+    }
+
+    /// rustls's configuration for an HTTPS client.
+    pub fn rustls(&self) -> Result<rustls::ClientConfig, String> {
+        let (ca, identity) = self.pems()?;
+        let ca =
+            ca.ok_or("an https:// server needs --ca-cert (the CA that signed its certificate)")?;
+        let mut roots = RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&ca) {
+            roots
+                .add(c.map_err(|e| format!("--ca-cert: {e}"))?)
+                .map_err(|e| format!("--ca-cert: {e}"))?;
+        }
+        let b = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        match identity {
+            None => Ok(b.with_no_client_auth()),
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(&cert)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("--client-cert: {e}"))?;
+                let key = PrivateKeyDer::from_pem_slice(&key)
+                    .map_err(|e| format!("--client-key: {e}"))?;
+                b.with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("--client-cert with --client-key: {e}"))
+            }
+        }
+    }
+}
+
 /// A file's name for messages (not its directory: no machine paths in errors).
 fn name(p: &Path) -> String {
     p.file_name()

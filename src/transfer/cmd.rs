@@ -53,6 +53,16 @@ pub struct TargetArgs {
     /// Bearer token for the server when it has auth.token set (default: $FASTK_TOKEN).
     #[arg(long)]
     token: Option<String>,
+    /// For a server with TLS on (grpc+tls:// and https:// addresses): the PEM file of
+    /// the CA that signed its certificate.
+    #[arg(long, conflicts_with = "root")]
+    ca_cert: Option<PathBuf>,
+    /// For a server with mutual TLS: this client's PEM certificate (with --client-key).
+    #[arg(long, requires = "client_key", conflicts_with = "root")]
+    client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, requires = "client_cert", conflicts_with = "root")]
+    client_key: Option<PathBuf>,
 }
 
 impl TargetArgs {
@@ -67,6 +77,11 @@ impl TargetArgs {
                 .token
                 .clone()
                 .or_else(|| std::env::var("FASTK_TOKEN").ok()),
+            tls: crate::tls::ClientFiles {
+                ca: self.ca_cert.clone(),
+                cert: self.client_cert.clone(),
+                key: self.client_key.clone(),
+            },
         }
     }
 }

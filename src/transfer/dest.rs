@@ -44,13 +44,14 @@ impl Dest {
                 flight,
                 http,
                 token,
+                tls,
             } => Ok(Dest::Server {
                 flight: match flight {
-                    Some(a) => Some(Box::new(FlightRemote::connect(a, token.as_deref())?)),
+                    Some(a) => Some(Box::new(FlightRemote::connect(a, token.as_deref(), tls)?)),
                     None => None,
                 },
                 http: match http {
-                    Some(u) => Some(HttpRemote::new(u, token.as_deref())?),
+                    Some(u) => Some(HttpRemote::new(u, token.as_deref(), tls)?),
                     None => None,
                 },
             }),

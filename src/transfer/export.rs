@@ -81,9 +81,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportSummary> {
         Destination::Server {
             flight: Some(addr),
             token,
+            tls,
             ..
         } => {
-            let mut remote = FlightRemote::connect(addr, token.as_deref())?;
+            let mut remote = FlightRemote::connect(addr, token.as_deref(), tls)?;
             let meta = remote.series_meta(&opts.key)?.ok_or_else(|| {
                 TransferError::Usage(format!("series {} does not exist on the server", opts.key))
             })?;

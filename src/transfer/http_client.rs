@@ -21,20 +21,35 @@ pub struct HttpRemote {
 }
 
 impl HttpRemote {
-    /// `base` is `http://host:port` (a bare `host:port` gets `http://`).
-    pub fn new(base: &str, token: Option<&str>) -> Result<HttpRemote> {
+    /// `base` is `http://host:port` or `https://host:port` (trusting `tls.ca`); a bare
+    /// `host:port` gets `http://`, or `https://` when a CA is given.
+    pub fn new(
+        base: &str,
+        token: Option<&str>,
+        tls: &crate::tls::ClientFiles,
+    ) -> Result<HttpRemote> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| TransferError::Remote(format!("cannot start a runtime: {e}")))?;
         let base = if base.contains("://") {
             base.trim_end_matches('/').to_string()
+        } else if tls.ca.is_some() {
+            format!("https://{}", base.trim_end_matches('/'))
         } else {
             format!("http://{}", base.trim_end_matches('/'))
         };
+        let mut builder = reqwest::Client::builder();
+        if base.starts_with("https://") {
+            builder =
+                builder.tls_backend_preconfigured(tls.rustls().map_err(TransferError::Usage)?);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| TransferError::Remote(format!("cannot make an HTTP client: {e}")))?;
         Ok(HttpRemote {
             rt,
-            client: reqwest::Client::new(),
+            client,
             base,
             token: token.filter(|t| !t.is_empty()).map(String::from),
         })

@@ -140,6 +140,8 @@ pub enum Destination {
         flight: Option<String>,
         http: Option<String>,
         token: Option<String>,
+        /// For a server with `[tls]`: the CA to trust (and a client certificate).
+        tls: crate::tls::ClientFiles,
     },
 }
 

@@ -35,23 +35,35 @@ pub struct FlightRemote {
 }
 
 impl FlightRemote {
-    /// Connects to `addr` (`host:port` or `http://host:port`), sending `token` as a
-    /// bearer token on every call when given.
-    pub fn connect(addr: &str, token: Option<&str>) -> Result<FlightRemote> {
+    /// Connects to `addr` (`host:port`, `http://host:port`, or `grpc+tls://host:port`
+    /// / `https://host:port` for a server with TLS, trusting `tls.ca`), sending `token`
+    /// as a bearer token on every call when given.
+    pub fn connect(
+        addr: &str,
+        token: Option<&str>,
+        tls: &crate::tls::ClientFiles,
+    ) -> Result<FlightRemote> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| TransferError::Remote(format!("cannot start a runtime: {e}")))?;
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
+        let (host, secure) = match addr.split_once("://") {
+            Some(("grpc+tls" | "https", rest)) => (rest, true),
+            Some((_, rest)) => (rest, tls.ca.is_some()),
+            None => (addr, tls.ca.is_some()),
+        };
+        let url = format!("{}://{host}", if secure { "https" } else { "http" });
+        let tls_config = match secure {
+            true => Some(tls.tonic().map_err(TransferError::Usage)?),
+            false => None,
         };
         let channel = rt
             .block_on(async {
-                tonic::transport::Endpoint::from_shared(url.clone())?
-                    .connect()
-                    .await
+                let mut e = tonic::transport::Endpoint::from_shared(url.clone())?;
+                if let Some(c) = tls_config {
+                    e = e.tls_config(c)?;
+                }
+                e.connect().await
             })
             .map_err(|e| {
                 TransferError::Remote(format!("cannot reach the Flight server at {url}: {e}"))
