@@ -15,7 +15,10 @@ use crate::storage::WriteBatch;
 /// A client of one server's HTTP API.
 pub struct HttpRemote {
     rt: tokio::runtime::Runtime,
+    /// Plain HTTP.
     client: reqwest::Client,
+    /// HTTPS (`--ca-cert`): the client TLS configuration ([`super::https`]).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     base: String,
     token: Option<String>,
 }
@@ -39,17 +42,16 @@ impl HttpRemote {
         } else {
             format!("http://{}", base.trim_end_matches('/'))
         };
-        let mut builder = reqwest::Client::builder();
-        if base.starts_with("https://") {
-            builder =
-                builder.tls_backend_preconfigured(tls.rustls().map_err(TransferError::Usage)?);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| TransferError::Remote(format!("cannot make an HTTP client: {e}")))?;
+        let tls = match base.starts_with("https://") {
+            true => Some(std::sync::Arc::new(
+                tls.rustls().map_err(TransferError::Usage)?,
+            )),
+            false => None,
+        };
         Ok(HttpRemote {
             rt,
-            client,
+            tls,
+            client: reqwest::Client::new(),
             base,
             token: token.filter(|t| !t.is_empty()).map(String::from),
         })
@@ -98,6 +100,22 @@ impl HttpRemote {
     fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Result<String> {
         let url = format!("{}{path}", self.base);
         let body_bytes = body.as_ref().map_or(0, String::len);
+        if let Some(tls) = &self.tls {
+            let mut headers = vec![("content-type", "application/json".to_string())];
+            if let Some(t) = &self.token {
+                headers.push(("authorization", format!("Bearer {t}")));
+            }
+            let answer = self.rt.block_on(super::https::request(
+                std::sync::Arc::clone(tls),
+                method.as_str(),
+                &url,
+                &headers,
+                body,
+            ));
+            let (status, text) = answer
+                .map_err(|e| TransferError::Remote(format!("request to {url} failed: {e}")))?;
+            return answered(status, text);
+        }
         let mut req = self.client.request(method, &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
@@ -126,20 +144,25 @@ impl HttpRemote {
             let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
             TransferError::Remote(format!("request to {url} failed: {e}{cause}{hint}"))
         })?;
-        if (200..300).contains(&status) {
-            return Ok(text);
-        }
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(String::from))
-            .unwrap_or(text);
-        let hint = if status == 413 {
-            " (the whole import is one request; import through --flight HOST:PORT instead)"
-        } else {
-            ""
-        };
-        Err(TransferError::Remote(format!("{status}: {message}{hint}")))
+        answered(status, text)
     }
+}
+
+/// The body of a 2xx answer, else the error it carries.
+fn answered(status: u16, text: String) -> Result<String> {
+    if (200..300).contains(&status) {
+        return Ok(text);
+    }
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(String::from))
+        .unwrap_or(text);
+    let hint = if status == 413 {
+        " (the whole import is one request; import through --flight HOST:PORT instead)"
+    } else {
+        ""
+    };
+    Err(TransferError::Remote(format!("{status}: {message}{hint}")))
 }
 
 /// `{"records": [...]}` for the contract's write endpoints, built without a value

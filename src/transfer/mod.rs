@@ -20,7 +20,8 @@
 //! - [`arrow_files`]: Parquet and Arrow IPC readers and writers.
 //! - [`import`], [`export`]: the two commands; [`dest`]: a data root or a server.
 //! - [`remote`], [`http_client`]: a running server through Flight (the data) and HTTP
-//!   (registration, and a one-request fallback).
+//!   (registration, and a one-request fallback); [`https`]: one request over TLS for a
+//!   server with `[tls]`.
 //! - [`progress`]: a progress bar on a terminal, periodic lines otherwise.
 //! - [`cmd`]: the `fastk import` / `fastk export` flags and printed summaries.
 //!
@@ -34,6 +35,7 @@ pub mod csv;
 pub mod dest;
 pub mod export;
 pub mod http_client;
+pub mod https;
 pub mod import;
 pub mod progress;
 pub mod remote;
