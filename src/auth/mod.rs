@@ -157,6 +157,22 @@ impl Principal {
             .map_or_else(|| "*".into(), |p| p.join(","))
     }
 
+    /// The audit line of an accepted write, delete or admin call, once every check of
+    /// it passed: the token's name, the scope, the method and (HTTP) the path without
+    /// its query string. Never a secret.
+    pub fn audit(&self, access: Access, method: &str, path: Option<&str>) {
+        if matches!(access, Access::Write | Access::Admin) {
+            tracing::info!(
+                target: "fastk::audit",
+                token = self.name(),
+                scope = if access == Access::Admin { "admin" } else { "write" },
+                method,
+                path,
+                "accepted"
+            );
+        }
+    }
+
     fn require(&self, scope: Scope) -> Result<(), Error> {
         if self.0.scopes.has(scope) {
             return Ok(());

@@ -41,18 +41,9 @@ pub async fn authorize(
     Ok(engine.auth.authorize(header, peer, access).await?)
 }
 
-/// The audit line of an accepted write, delete or admin call, once every check of it
-/// passed: the token's name, the scope and the method (never a secret).
+/// The audit line of an accepted call ([`Principal::audit`]).
 pub fn audit(p: &Principal, access: Access, method: &str) {
-    if matches!(access, Access::Write | Access::Admin) {
-        tracing::info!(
-            target: "fastk::audit",
-            token = p.name(),
-            scope = if access == Access::Admin { "admin" } else { "write" },
-            method,
-            "accepted"
-        );
-    }
+    p.audit(access, method, None);
 }
 
 /// `forbidden` unless every series of `cmd` is within the principal's symbols.

@@ -67,19 +67,9 @@ async fn principal(
     Ok(p)
 }
 
-/// The audit line of an accepted write, delete or admin request: the token's name,
-/// the scope, the method and path (no query string, no secret).
+/// The audit line of an accepted request ([`Principal::audit`]).
 fn audit(p: &Principal, access: Access, method: &str, path: &str) {
-    if matches!(access, Access::Write | Access::Admin) {
-        tracing::info!(
-            target: "fastk::audit",
-            token = p.name(),
-            scope = if access == Access::Admin { "admin" } else { "write" },
-            method,
-            path,
-            "accepted"
-        );
-    }
+    p.audit(access, method, Some(path));
 }
 
 macro_rules! extractor {

@@ -121,7 +121,7 @@ class FastkServer:
         last = None
         while time.monotonic() < deadline:
             try:
-                r = requests.get(f"{self.http_url}/health", timeout=5)
+                r = self._get_health()
                 if r.status_code == 200:
                     return
                 last = f"HTTP {r.status_code}: {r.text[:200]}"
@@ -132,6 +132,10 @@ class FastkServer:
             time.sleep(0.05)
         self.kill()
         pytest.fail(f"/health never answered 200 (last: {last}):\n{self.log_tail()}")
+
+    def _get_health(self) -> requests.Response:
+        """One GET /health for the start-up wait (a TLS server overrides it)."""
+        return requests.get(f"{self.http_url}/health", timeout=5)
 
     def stop(self) -> int:
         """SIGTERM, then wait; returns the exit status (kills on timeout)."""
