@@ -8,7 +8,10 @@
 # bench/requirements.txt; PostgreSQL and wrk from apt when missing (as root); the Rust
 # harnesses (cargo bench --bench storage / predicate / flight_ceiling); then the Python
 # driver (python -m fastk_bench), which generates the dataset, loads it into every
-# system, runs every workload and writes results.json and the charts.
+# system, runs every workload and group the page reports (the reads, SQL, market
+# queries, colocated, compression, shards, TLS and the feed workloads), checks the
+# checksum of every timed answer (a wrong one fails the run: exit status 1) and writes
+# one results.json and the charts. About 40 minutes for a full run on 2 cores.
 #
 # Outputs: bench/results/<full|quick>/results.json, tables.md and logs. A full run also
 # rewrites the charts in docs/benchmarks/ and the result blocks of docs/benchmarks.md;

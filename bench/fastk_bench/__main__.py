@@ -6,6 +6,15 @@ PostgreSQL, and runs the Rust harnesses first. Writes `results.json` to `--out`,
 charts to `--charts`, and, with `--docs`, fills the result blocks of
 docs/benchmarks.md.
 
+Without `--only`, the run holds every group the page reports: the read and SQL
+workloads, the market queries, colocated, then (each on stores of its own, after the
+shared stores stop) compression, shards, tls and the feed workloads. A group that
+fails is recorded with its error under its key. The checksum of every timed answer
+is compared with the expected one (checks.py): a mismatch stops the run, is recorded
+as `answer_mismatch`, and the exit status is 1. DuckDB runs twice, over Parquet
+files and as a database (`DuckDB (table)`, primary keys), and chDB (in-process
+ClickHouse) joins the reads and market queries.
+
 `--only` runs just the named workloads: the market queries (`market` names all three),
 the feed workloads (`feeds` names all four: `feed`, `feed_many`, `many_series` and
 `series_100k`, see feeds.py; each starts FastK stores of its own and runs its peers,
@@ -53,7 +62,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from . import compression, dataset, feeds, market, procs, report, shards, systems, timing, tls, workloads
+from . import checks, compression, dataset, feeds, market, procs, report, shards, systems, timing, tls, workloads
 from .workloads import log
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -151,6 +160,12 @@ def rust_client(binary: pathlib.Path, fastk_addr: str, ceiling_addr: str, ds: da
             if p.returncode != 0:
                 return {"error": p.stderr[-500:]}
             rounds[who].append(json.loads(p.stdout.strip().splitlines()[-1]))
+    # Every round's answer: the rows the client received, against the dataset's.
+    want_rows = {"year": (end - start) // 60_000 + 1, "scalar": ds.scalar.num_rows}
+    for who, rs in rounds.items():
+        for r in rs:
+            for k in tickets:
+                checks.expect("rust_flight", f"{who} {k}", r[k]["rows"], want_rows[k])
     got = {who: {k: {"rows": rs[0][k]["rows"], "bytes": rs[0][k]["bytes"],
                      "median_s": statistics.median(r[k]["median_s"] for r in rs),
                      "best_s": min(r[k]["best_s"] for r in rs)} for k in tickets}
@@ -188,13 +203,30 @@ def market_params(q: bool) -> dict:
         asof_budget_s=10 if q else 60,
         coverage_years=2 if q else 10,
         coverage_holes=50 if q else 500,
-        coverage_reps=10 if q else 50,
-        coverage_peer_reps=2 if q else 5,
+        # Every system the same repetitions, warm and cold (a cold call follows a FastK
+        # restart or a peer's reopen).
+        coverage_reps=5 if q else 20,
+        coverage_cold_reps=2 if q else 5,
     )
 
 
+def database_peers(work: pathlib.Path, skip: set[str], results: dict) -> list:
+    """DuckDB as a database (native tables with primary keys) and chDB (in-process
+    ClickHouse, MergeTree), unless skipped; one that cannot start is recorded as skipped."""
+    out = []
+    for cls, name in ((systems.DuckDBTable, "duckdb-table"), (systems.ChDB, "chdb")):
+        if cls.label in skip:
+            continue
+        try:
+            out.append(cls(work / name))
+        except Exception as e:  # noqa: BLE001
+            results["skipped"][cls.label] = f"could not start: {type(e).__name__}: {e}"
+    return out
+
+
 def fastk_maker(binary: pathlib.Path, fastk_version: str, root: pathlib.Path, log_path: pathlib.Path):
-    """A factory for the as-of workload's own FastK store: (Flight, HTTP, stop)."""
+    """A factory for a market workload's own FastK store (as-of, coverage): (Flight,
+    HTTP, stop). Called again after a stop, it restarts a server on the same root."""
     def make():
         server = procs.FastK(binary, root, log_path)
         try:
@@ -312,8 +344,10 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     versions: dict = {"fastk": fastk_version, "pyarrow": pa.__version__}
     results["versions"] = versions
     fastk_flight = fastk_http = arctic = duck = polars = pg = fk = None
+    extra: list = []
     market_which = which & set(market.WORKLOADS)
     feeds_which = which & set(feeds.WORKLOADS)
+    mismatch = None
     try:
         if feeds_which:
             versions.update(feeds.versions())
@@ -361,6 +395,8 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
             duck = systems.DuckDB(work / "duckdb")
         if "Polars" not in skip and market_which:
             polars = systems.Polars(work / "polars")
+        if market_which:
+            extra = database_peers(work, skip, results)
         if "asof" in which and "PostgreSQL" not in skip:
             bindir = procs.find_pg_bindir()
             if bindir is None:
@@ -370,7 +406,7 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
                     pg = systems.Postgres(procs.Postgres(bindir, work / "pg" / "data", logs / "postgres.log"))
                 except Exception as e:  # noqa: BLE001
                     results["skipped"]["PostgreSQL"] = f"could not start: {e}"
-        for sy in (fastk_flight, arctic, duck, polars):
+        for sy in (fastk_flight, arctic, duck, *extra, polars):
             if sy is None:
                 continue
             if sy is not fastk_flight:
@@ -387,21 +423,30 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
             results["colocated"] = market.guarded("colocated", lambda: workloads.colocated(
                 fk, fastk_flight, arctic, ds, P["colocated_reps"], fastk_version))
         if market_which:
+            have = args.fastk_bin.exists()
             market.run(market_which, results, P, ds=ds, fastk_flight=fastk_flight, fastk_http=fastk_http,
                        make_fastk=fastk_maker(args.fastk_bin, fastk_version, work / "fastk-xs",
-                                              logs / "fastk-xs.log") if args.fastk_bin.exists() else None,
-                       arctic=arctic, duck=duck, polars=polars, pg=pg)
+                                              logs / "fastk-xs.log") if have else None,
+                       make_fastk_coverage=fastk_maker(args.fastk_bin, fastk_version, work / "fastk-coverage",
+                                                       logs / "fastk-coverage.log") if have else None,
+                       arctic=arctic, duck=duck, polars=polars, pg=pg, extra=extra)
+        for sy in extra:
+            sy.close()
         if pg is not None:
             pg.close()
         if feeds_which:
             feeds.run(feeds_which, results, P, binary=args.fastk_bin, work=work / "feeds", logs=logs, quick=q)
     except _Done:
         pass
+    except checks.Mismatch as e:
+        mismatch = results["answer_mismatch"] = str(e)
+        log(f"ANSWER MISMATCH: {mismatch}")
     finally:
         procs.stop_all()
         t_rm = time.time()
         shutil.rmtree(work, ignore_errors=True)
         log(f"removed the work directory in {time.time() - t_rm:.0f} s")
+    results["checked"] = dict(checks.COUNTS)
     results["machine"]["loadavg_end"] = os.getloadavg()
     results["wall_s"] = time.time() - t_run
     (args.out / "results-only.json").write_text(json.dumps(results, indent=1, default=str))
@@ -419,6 +464,9 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
         log(f"chart: {p}")
     log(f"results: {args.out / 'results-only.json'}, tables: {args.out / 'tables-only.md'}")
     log(f"done in {results['wall_s']:.0f} s")
+    if mismatch:
+        log(f"FAILED: a timed answer was wrong: {mismatch}")
+        return 1
     return 0
 
 
@@ -476,6 +524,7 @@ def main() -> int:
     t_run = time.time()
     results: dict = {"mode": "quick" if q else "full", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      "machine": machine(), "params": P, "skipped": {}}
+    mismatch = None
     fastk_version = subprocess.run([str(args.fastk_bin), "--version"], capture_output=True, text=True).stdout.strip()
     commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
                             text=True).stdout.strip()
@@ -515,7 +564,10 @@ def main() -> int:
             peers.append(systems.Arctic(work / "arcticdb"))
         duck = systems.DuckDB(work / "duckdb") if "DuckDB" not in skip else None
         polars = systems.Polars(work / "polars")
-        peers += [s for s in (duck, polars) if s]
+        extra = database_peers(work, skip, results)  # DuckDB (table), chDB
+        duck_table = next((p for p in extra if isinstance(p, systems.DuckDBTable)), None)
+        peers += [s for s in (duck, duck_table, polars) if s]
+        peers += [p for p in extra if p is not duck_table]
         pg = None
         if "PostgreSQL" not in skip:
             bindir = procs.find_pg_bindir()
@@ -598,7 +650,8 @@ def main() -> int:
             results["sql_year"] = workloads.sql_year(fastk_flight, sql_ways, ds, P["sql_year_reps"])
             adbc = next((w for w in sql_ways if w.mode == "adbc"), sql_ways[0])
             roapi = next((s for s in readers if isinstance(s, systems.Roapi)), None)
-            results["sql_resample"] = workloads.sql_resample(adbc, duck, roapi, ds, P["sql_resample_reps"])
+            results["sql_resample"] = workloads.sql_resample(adbc, [duck, duck_table], roapi, ds,
+                                                             P["sql_resample_reps"])
             results["sql_predicate"] = workloads.sql_predicate(fastk_flight, sql_ways, ds, P["selectivities"],
                                                                P["sql_predicate_reps"])
         for w in sql_ways:
@@ -617,13 +670,26 @@ def main() -> int:
             results["skipped"]["FastK HTTP (market queries)"] = f"could not connect: {e}"
         market.run(market.WORKLOADS, results, P, ds=ds, fastk_flight=fastk_flight, fastk_http=market_http,
                    make_fastk=fastk_maker(args.fastk_bin, fastk_version, work / "fastk-xs", logs / "fastk-xs.log"),
+                   make_fastk_coverage=fastk_maker(args.fastk_bin, fastk_version, work / "fastk-coverage",
+                                                   logs / "fastk-coverage.log"),
                    arctic=next((p for p in peers if isinstance(p, systems.Arctic)), None),
-                   duck=duck, polars=polars, pg=pg)
+                   duck=duck, polars=polars, pg=pg, extra=extra)
         for s in readers:
             s.close()
+        # The self-contained groups start stores of their own: the shared stores and
+        # servers go first, so that none of them holds memory or a core meanwhile.
+        procs.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        groups(args, P, results, work, logs, spec)
+    except checks.Mismatch as e:
+        mismatch = str(e)
+        results["answer_mismatch"] = mismatch
+        log(f"ANSWER MISMATCH: {mismatch}")
     finally:
         procs.stop_all()
         shutil.rmtree(work, ignore_errors=True)
+    results["checked"] = dict(checks.COUNTS)
 
     results["rust"] = rust_results(args.rust_results, q, P["predicate_reps"])
     results["machine"]["loadavg_end"] = os.getloadavg()
@@ -637,7 +703,42 @@ def main() -> int:
         args.docs.write_text(report.fill_markdown(args.docs.read_text(), results))
         log(f"filled {args.docs}")
     log(f"done in {results['wall_s']:.0f} s")
+    if mismatch:
+        log(f"FAILED: a timed answer was wrong: {mismatch}")
+        return 1
     return 0
+
+
+def groups(args, P: dict, results: dict, work: pathlib.Path, logs: pathlib.Path, spec: dataset.Spec) -> None:
+    """The full run's self-contained groups, each on stores of its own, in the order
+    of `--only`: compression, shards, tls, then the feed workloads (feeds.py). Each
+    is guarded: a group that fails is recorded with its error under its key (and the
+    group's wall time under `group_wall_s`), and the next one runs."""
+    q = args.quick
+    walls = results.setdefault("group_wall_s", {})
+
+    def timed(key: str, fn) -> None:
+        t = time.time()
+        results[key] = market.guarded(key, fn)
+        walls[key] = time.time() - t
+        procs.stop_all()  # whatever the group left running
+
+    timed("compression", lambda: compression.run(results, P, binary=args.fastk_bin, work=work / "compression",
+                                                 logs=logs, quick=q, spec=spec))
+    timed("shards", lambda: shards.run(results, P, binary=args.fastk_bin, work=work / "shards", logs=logs))
+    timed("tls", lambda: tls.run(results, P, binary=args.fastk_bin, work=work / "tls", logs=logs, spec=spec))
+    results.setdefault("versions", {}).update(feeds.versions())
+    t = time.time()
+    try:
+        feeds.run(set(feeds.WORKLOADS), results, P, binary=args.fastk_bin, work=work / "feeds", logs=logs, quick=q)
+    except checks.Mismatch:
+        raise
+    except Exception as e:  # noqa: BLE001 - feeds.run guards each workload; this is a bug in it
+        for w in feeds.WORKLOADS:
+            results.setdefault(w, {"error": f"{type(e).__name__}: {str(e)[:300]}"})
+    walls["feeds"] = time.time() - t
+    for w in feeds.WORKLOADS:  # a workload feeds.run did not record is a failure, not a gap
+        results.setdefault(w, {"error": "not run (see the log)"})
 
 
 if __name__ == "__main__":

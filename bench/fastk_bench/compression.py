@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from . import dataset, procs, systems
+from . import checks, dataset, procs, systems
 from .workloads import log
 
 WORKLOADS = ("compression",)
@@ -250,14 +250,21 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
         def read(s):
             return s.read_range(s0, start, end)
 
+        want = checks.kline_digest(year, start, end, ("close", "volume"))
+
+        def check(label, answer):
+            """Every timed answer, after its clock stopped: rows, sums of close and volume."""
+            checks.expect("compression", label, checks.digest(answer, ("close", "volume")), want)
+
         times: dict = {"uncompressed (reference store)": [], "compressed store, before compact": []}
         for _ in range(2):
             read(ref), read(pco)
         for _ in range(reps):
             for label, s in (("uncompressed (reference store)", ref), ("compressed store, before compact", pco)):
                 t = time.perf_counter()
-                read(s)
+                df = read(s)
                 times[label].append(time.perf_counter() - t)
+                check(label, df)
 
         log("compression: POST /v1/admin/compact")
         t = time.perf_counter()
@@ -277,6 +284,7 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
         t = time.perf_counter()
         got = pco._get(ticket)
         cold.append(time.perf_counter() - t)
+        check("compressed cold (first read after compact)", got)
         assert got.equals(before_tbl), "rows after compact differ from rows before"
         assert pco._get(sticket).equals(before_scalar), "scalar rows after compact differ"
         assert _checksums(got) == sums_before
@@ -289,6 +297,7 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
             t = time.perf_counter()
             got = pco._get(ticket)
             cold.append(time.perf_counter() - t)
+            check("compressed cold (first read after a restart)", got)
             assert got.equals(before_tbl), "rows after restart differ from rows before"
         times["compressed cold (first read: decompress)"] = cold
         out["fastk_after_restart"] = fastk_sizes(pco)
@@ -300,11 +309,15 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
         for _ in range(reps):
             for label, s in ((ref_label2, ref), (warm_label, pco)):
                 t = time.perf_counter()
-                read(s)
+                df = read(s)
                 times[label].append(time.perf_counter() - t)
+                check(label, df)
         got = pco._get(ticket)
         assert got.equals(before_tbl), "warm rows differ"
-        out["checked"] = {
+        out["checked"] = checks.COUNTS.get("compression", 0)
+        out["checked_how"] = {
+            "timed": "every timed read (warm, cold, both stores): row count and the sums of close and volume "
+                     "against the dataset, after its clock stopped",
             "rows": f"the year read back after compact (cold, after {cold_restarts} restarts and warm) equals the "
                     f"Arrow table read before compact ({n:,} rows, {before_tbl.num_columns} columns; per-column "
                     f"count/sum/weighted-sum checksums equal too); the scalar series equals too",

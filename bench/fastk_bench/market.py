@@ -17,10 +17,14 @@ every store for, without SQL.
   ts) (`DISTINCT ON`, and a LATERAL probe per symbol). Target: FastK first.
 - `coverage`: coverage and gaps of ten years of 1m bars with holes
   (`dataset.gap_series`): FastK `GET /v1/kline/{symbol}/1m/coverage` (and the Flight
-  action), warm, the median of repeated calls after one warm-up; target under 10 ms.
-  DuckDB and Polars answer the same question with a lag/diff query for context.
+  action) on a store of its own; DuckDB (Parquet and table), Polars and chDB answer
+  the same question with a lag/diff query. Cold (the first call after a FastK
+  restart, or after a peer reopens its connection) and warm, the same repetitions
+  for every system; target under 10 ms warm.
 
-Every answer is checked against numpy before it is timed. A FastK call that fails
+DuckDB as a database (`DuckDBTable`) and chDB join every market query as peers.
+Every answer is checked against numpy before it is timed, and every timed answer's
+checksum after its clock stopped (checks.py). A FastK call that fails
 (a server without these reads, an error status) is recorded as a failed measurement
 and the run goes on; so is a failing peer.
 """
@@ -36,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import polars as pl
 
-from . import dataset
+from . import checks, dataset
 from .dataset import MINUTE_MS, CrossSection, Dataset, GapSeries
 from .workloads import Way, _times_summary, _ts_ms, interleaved, log
 
@@ -54,6 +58,8 @@ def guarded(name: str, fn) -> dict:
     """One whole workload; a bug or a missing dependency is recorded, not fatal."""
     try:
         return fn()
+    except checks.Mismatch:
+        raise  # a wrong answer fails the run
     except Exception as e:  # noqa: BLE001 - the rest of the run must go on
         log(f"{name}: FAILED {type(e).__name__}: {e}")
         return _err(e)
@@ -146,7 +152,7 @@ def summarize(raw: dict, headline: str = FASTK, per_s: int | None = None) -> dic
             out[label] = times if isinstance(times, dict) else {"error": "no timed call"}
             continue
         r = _times_summary(times)
-        r.update(median_ms=r["median_s"] * 1e3, best_ms=r["best_s"] * 1e3,
+        r.update(median_ms=r["median_s"] * 1e3, best_ms=r["best_s"] * 1e3, checked=len(times),
                  vs_fastk=r["median_s"] / head_s if head_s else None)
         if per_s:
             r["input_rows_per_s"] = per_s / r["median_s"]
@@ -170,8 +176,18 @@ def resample(ways_systems: list, ds: Dataset, reps: int, targets=("1h", "1d")) -
     for tf in targets:
         want = dataset.ohlcv_buckets(ds.kline[symbol], start, end + MINUTE_MS, dataset.bucket_width_ms(tf))
         ways = [Way(s.label, lambda s=s, tf=tf: s.resample(symbol, start, end, tf)) for s in sysl]
+        want_digest = (len(want["ts"]), int(want["close"].sum()), int(want["volume"].sum()))
+
+        def check(w, answer, want_digest=want_digest):
+            checks.expect("market_resample", w.label, checks.digest(answer, ("close", "volume")), want_digest)
+
+        def warm(w, want=want, check=check):
+            answer = w.run()
+            check_buckets(answer, want)
+            check(w, answer)
+
         log(f"market resample 1m -> {tf}: {bars:,} bars into {len(want['ts']):,} buckets, interleaved")
-        raw = interleaved(ways, lambda w, want=want: check_buckets(w.run(), want), lambda w: w.run(), reps)
+        raw = interleaved(ways, warm, lambda w: w.run(), reps, check=check)
         out["targets"][tf] = {"buckets": int(len(want["ts"])), "systems": summarize(raw, per_s=bars)}
     return out
 
@@ -189,11 +205,26 @@ def _resample_how(s, symbol: str, start: int, end: int) -> str:
         return ("read(symbol, date_range=.., query_builder=QueryBuilder().resample('<tf>').agg({open: first, "
                 "high: max, low: min, close: last, volume: sum}), output_format='pyarrow')")
     if isinstance(s, systems.DuckDB):
-        return systems.DuckDB.RESAMPLE.format(interval="<tf>", path="<symbol>.parquet", start="..", end="..") \
-            + "; to_arrow_table()"
-    if isinstance(s, systems.Polars):
-        return systems.Polars.RESAMPLE_HOW
-    return "?"
+        return systems.DuckDB.RESAMPLE.format(interval="<tf>", src=_duck_src(s, "<symbol>"), start="..",
+                                              end="..") + "; to_arrow_table()"
+    return getattr(s, "RESAMPLE_HOW", "?")
+
+
+def _duck_src(p, name: str) -> str:
+    """A DuckDB adapter's FROM clause for `name`, with the file name only (no machine path)."""
+    from . import systems
+
+    if isinstance(p, systems.DuckDBTable):
+        return p.src(name)
+    return f"read_parquet('{name}.parquet')"
+
+
+def _duck_market_src(p, name: str) -> str:
+    from . import systems
+
+    if isinstance(p, systems.DuckDBTable):
+        return p.market_src(name)
+    return f"read_parquet('{name}.parquet')"
 
 
 # --------------------------------------------------------------------------- as-of
@@ -251,7 +282,7 @@ def asof(xs: CrossSection, make_fastk, peers: list, reps: int, budget_s: float) 
             elif isinstance(p, systems.DuckDB):
                 for variant, label in (("distinct_on", p.label), ("arg_max", f"{p.label} (arg_max)")):
                     ways.append(Way(label, lambda p=p, v=variant: p.asof(t_as_of, v)))
-                    out["queries"][label] = systems.DuckDB.ASOF[variant].format(path="xs.parquet",
+                    out["queries"][label] = systems.DuckDB.ASOF[variant].format(src=_duck_market_src(p, "xs"),
                                                                                t=systems.tstz(t_as_of))
             elif isinstance(p, systems.Polars):
                 ways.append(Way(p.label, lambda p=p: p.asof(t_as_of)))
@@ -260,10 +291,22 @@ def asof(xs: CrossSection, make_fastk, peers: list, reps: int, budget_s: float) 
                 for variant, label in (("distinct_on", p.label), ("lateral", f"{p.label} (LATERAL)")):
                     ways.append(Way(label, lambda p=p, v=variant: p.asof(t_as_of, v)))
                     out["queries"][label] = systems.Postgres.ASOF[variant]
+            else:
+                ways.append(Way(p.label, lambda p=p: p.asof(t_as_of)))
+                out["how"][p.label] = getattr(p, "ASOF_HOW", "?")
         os.sync()  # untimed: the loads' dirty pages are written before the first timed call
         log(f"as-of cross section at {t_as_of} over {len(xs.symbols):,} series: interleaved")
-        raw = interleaved(ways, lambda w: check_asof(w.run(), xs.expected), lambda w: w.run(), reps,
-                          budget_s=budget_s)
+        want_digest = checks.digest(xs.expected, ("close", "volume"))
+
+        def check(w, answer):
+            checks.expect("market_asof", w.label, checks.digest(answer, ("close", "volume")), want_digest)
+
+        def warm(w):
+            answer = w.run()
+            check_asof(answer, xs.expected)
+            check(w, answer)
+
+        raw = interleaved(ways, warm, lambda w: w.run(), reps, budget_s=budget_s, check=check)
         out["systems"].update(summarize(raw))
     finally:
         if stop is not None:
@@ -277,54 +320,123 @@ def asof(xs: CrossSection, make_fastk, peers: list, reps: int, budget_s: float) 
 # --------------------------------------------------------------------------- coverage
 
 
-def coverage(gs: GapSeries, fastk_flight, fastk_http, peers: list, reps: int, peer_reps: int) -> dict:
-    """Coverage and gaps of one long series: FastK warm (one checked warm-up, then the
-    median of `reps` calls), and the peers' gap queries for context."""
+def coverage(gs: GapSeries, make_fastk, peers: list, reps: int, cold_reps: int) -> dict:
+    """Coverage and gaps of one long series, cold and warm, every way alike.
+
+    FastK answers from a store of its own holding only this series (`make_fastk()`
+    starts a server on it and returns (FastKFlight, FastKHttp, stop); called again, it
+    restarts the server on the same root): `GET .../coverage` and the Flight action.
+    The peers (DuckDB over Parquet and as a table, Polars, chDB) answer the same
+    question with a lag/diff query.
+
+    Warm: one checked warm-up per way, then `reps` timed calls of every way,
+    interleaved round by round. Cold: `cold_reps` rounds; in each, every FastK way's
+    call is the first after a restart of its server (a new server on the same store,
+    fresh connections), and every peer's call the first after `reopen()` (a fresh
+    connection, database or session: no cached footers, catalog or parts; Polars keeps
+    no state between calls, so its cold call is a plain call). The page cache stays
+    warm for everyone. Every timed answer is checked (present bars and gap count for
+    FastK, present bars and gaps listed for the peers)."""
     ref = gs.coverage
     out: dict = {"symbol": gs.symbol, "notes": gs.notes, "expected": ref["expected"], "present": ref["present"],
-                 "gap_count": ref["gap_count"], "target_ms": COVERAGE_TARGET_MS, "setup_s": {}, "how": {},
-                 "systems": {}, "peers": {}}
-    ways: list[Way] = []
-    if fastk_flight is None:
-        out["systems"][FASTK_HTTP] = {"error": "FastK did not start"}
+                 "gap_count": ref["gap_count"], "target_ms": COVERAGE_TARGET_MS, "reps": reps, "cold_reps": cold_reps,
+                 "setup_s": {}, "how": {}, "warm": {}, "cold": {}, "systems": {}, "peers": {}}
+    want = (ref["present"], ref["gap_count"])
+
+    def fastk_digest(ans: dict) -> tuple:
+        return ans.get("present"), ans.get("gap_count")
+
+    def peer_digest(ans: dict) -> tuple:
+        return int(ans["present"]), checks.rows(ans["gaps"])
+
+    fastk_ways: dict = {}  # label -> (how to call it on (flight, http))
+    label_action = f"{FASTK} (action coverage)"
+    fk = None
+    if make_fastk is None:
+        out["warm"][FASTK_HTTP] = out["cold"][FASTK_HTTP] = {"error": "no FastK binary to start"}
     else:
-        log(f"coverage: loading {gs.table.num_rows:,} bars of {gs.symbol} into FastK")
+        log(f"coverage: loading {gs.table.num_rows:,} bars of {gs.symbol} into a FastK store of its own")
         try:
-            out["setup_s"]["FastK"] = fastk_flight.load_series([(gs.symbol, gs.table)], streams=1)
-            if fastk_http is not None:
-                ways.append(Way(FASTK_HTTP, lambda: fastk_http.coverage(gs.symbol)))
-                out["how"][FASTK_HTTP] = (f"GET /v1/kline/{gs.symbol}/1m/coverage on a keep-alive connection, "
-                                          "JSON parsed")
-            label = f"{FASTK} (action coverage)"
-            ways.append(Way(label, lambda: fastk_flight.coverage(gs.symbol)))
-            out["how"][label] = "DoAction coverage {kind, symbol, timeframe}, JSON result parsed"
+            fk = make_fastk()
+            out["setup_s"]["FastK"] = fk[0].load_series([(gs.symbol, gs.table)], streams=1)
+            fastk_ways = {FASTK_HTTP: lambda fl, http: http.coverage(gs.symbol),
+                          label_action: lambda fl, http: fl.coverage(gs.symbol)}
+            out["how"][FASTK_HTTP] = (f"GET /v1/kline/{gs.symbol}/1m/coverage on a keep-alive connection, "
+                                      "JSON parsed")
+            out["how"][label_action] = "DoAction coverage {kind, symbol, timeframe}, JSON result parsed"
         except Exception as e:  # noqa: BLE001
             log(f"  FastK: FAILED {type(e).__name__}: {e}")
-            out["systems"][FASTK_HTTP] = _err(e)
-    if ways:
-        log(f"coverage of {ref['expected']:,} grid points, {ref['gap_count']:,} gaps: FastK, warm")
-        raw = interleaved(ways, lambda w: check_coverage(w.run(), ref), lambda w: w.run(), reps)
-        out["systems"].update(summarize(raw, headline=FASTK_HTTP))
-    pways: list[Way] = []
+            out["warm"][FASTK_HTTP] = out["cold"][FASTK_HTTP] = _err(e)
+    live_peers = []
     for p in peers:
         if p is None:
             continue
         try:
             out["setup_s"][p.label] = p.coverage_load(gs)
+            live_peers.append(p)
+            out["how"][p.label] = _gaps_how(p)
         except Exception as e:  # noqa: BLE001
-            out["peers"][p.label] = _err(e)
-            continue
-        pways.append(Way(p.label, lambda p=p: p.gaps(gs.symbol)))
-        out["how"][p.label] = _gaps_how(p)
-    if pways:
-        os.sync()
-        log("coverage: the peers' gap queries, interleaved")
-        raw = interleaved(pways, lambda w: check_gaps(w.run(), ref), lambda w: w.run(), peer_reps)
-        out["peers"].update(summarize(raw, headline=""))
-        head = out["systems"].get(FASTK_HTTP, {})
-        for v in out["peers"].values():
-            if isinstance(v, dict) and "median_s" in v and head.get("median_s"):
-                v["vs_fastk"] = v["median_s"] / head["median_s"]
+            out["warm"][p.label] = out["cold"][p.label] = _err(e)
+    os.sync()
+
+    def check(label: str, ans) -> None:
+        got = fastk_digest(ans) if label in fastk_ways else peer_digest(ans)
+        checks.expect("market_coverage", label, got, want)
+
+    def full_check(label: str, ans) -> None:
+        (check_coverage if label in fastk_ways else check_gaps)(ans, ref)
+        check(label, ans)
+
+    # Warm: FastK's running server and the peers' open connections.
+    ways = [Way(label, lambda f=f: f(fk[0], fk[1])) for label, f in fastk_ways.items()]
+    ways += [Way(p.label, lambda p=p: p.gaps(gs.symbol)) for p in live_peers]
+    log(f"coverage of {ref['expected']:,} grid points, {ref['gap_count']:,} gaps: warm, every way interleaved")
+    raw = interleaved(ways, lambda w: full_check(w.label, w.run()), lambda w: w.run(), reps,
+                      check=lambda w, ans: check(w.label, ans))
+    out["warm"].update(summarize(raw, headline=FASTK_HTTP))
+    if fk is not None:
+        fk[2]()
+    # Cold: the first call after a restart (FastK) or a reopen (peers), round by round.
+    log(f"coverage: cold, {cold_reps} rounds (a FastK restart per FastK way, a reopen per peer)")
+    cold: dict = {w.label: [] for w in ways}
+    for _ in range(cold_reps):
+        for label, f in fastk_ways.items():
+            if isinstance(cold.get(label), dict):
+                continue
+            try:
+                fl, http, stop = make_fastk()
+            except Exception as e:  # noqa: BLE001
+                cold[label] = _err(e)
+                continue
+            try:
+                t = time.perf_counter()
+                ans = f(fl, http)
+                cold[label].append(time.perf_counter() - t)
+                check(label, ans)
+            except checks.Mismatch:
+                raise
+            except Exception as e:  # noqa: BLE001
+                cold[label] = _err(e)
+            finally:
+                stop()
+        for p in live_peers:
+            if isinstance(cold.get(p.label), dict):
+                continue
+            try:
+                if hasattr(p, "reopen"):
+                    p.reopen()
+                t = time.perf_counter()
+                ans = p.gaps(gs.symbol)
+                cold[p.label].append(time.perf_counter() - t)
+                check(p.label, ans)
+            except checks.Mismatch:
+                raise
+            except Exception as e:  # noqa: BLE001
+                cold[p.label] = _err(e)
+    out["cold"].update(summarize(cold, headline=FASTK_HTTP))
+    # The earlier layout: FastK's warm ways under "systems", the peers' under "peers".
+    out["systems"] = {k: v for k, v in out["warm"].items() if k in fastk_ways or k == FASTK_HTTP}
+    out["peers"] = {k: v for k, v in out["warm"].items() if k not in out["systems"]}
     return out
 
 
@@ -332,10 +444,9 @@ def _gaps_how(p) -> str:
     from . import systems
 
     if isinstance(p, systems.DuckDB):
-        return (systems.DuckDB.GAP_STATS + "; " + systems.DuckDB.GAPS).format(path="<symbol>.parquet", tf=MINUTE_MS)
-    if isinstance(p, systems.Polars):
-        return systems.Polars.GAPS_HOW
-    return "?"
+        return (systems.DuckDB.GAP_STATS + "; " + systems.DuckDB.GAPS).format(src=_duck_market_src(p, "<symbol>"),
+                                                                             tf=MINUTE_MS)
+    return getattr(p, "GAPS_HOW", "?")
 
 
 # --------------------------------------------------------------------------- driver
@@ -345,13 +456,16 @@ WORKLOADS = ("resample", "asof", "coverage")
 
 
 def run(which, results: dict, P: dict, *, ds: Dataset, fastk_flight, fastk_http, make_fastk, arctic, duck,
-        polars, pg) -> None:
+        polars, pg, extra=(), make_fastk_coverage=None) -> None:
     """Runs the selected market workloads into `results` (keys `market_resample`,
-    `market_asof`, `market_coverage`). Coverage writes one more series into the store
-    of `fastk_flight`, so the caller runs this after measuring that store's bytes."""
+    `market_asof`, `market_coverage`). `extra` are more peers (DuckDB as a table,
+    chDB) that join every market query; `make_fastk` and `make_fastk_coverage` start
+    (and restart) the FastK stores of the as-of and the coverage workloads."""
+    extra = [p for p in extra if p is not None]
     if "resample" in which:
         results["market_resample"] = guarded("market resample", lambda: resample(
-            [fastk_flight, fastk_http, arctic, duck, polars], ds, P["market_resample_reps"]))
+            [fastk_flight, fastk_http, arctic, duck, *[p for p in extra if hasattr(p, "resample")], polars], ds,
+            P["market_resample_reps"]))
         for tf in (results["market_resample"].get("targets") or {}).values():
             for label, sy in ((FASTK, fastk_flight), (FASTK_HTTP, fastk_http)):
                 if sy is None:  # FastK did not start: a failed measurement, not a missing row
@@ -361,14 +475,14 @@ def run(which, results: dict, P: dict, *, ds: Dataset, fastk_flight, fastk_http,
             t = time.perf_counter()
             xs = dataset.cross_section(P["asof_series"], P["asof_days"])
             log(f"as-of dataset: {xs.notes} in {time.perf_counter() - t:.1f} s")
-            return asof(xs, make_fastk, [arctic, duck, polars, pg], P["asof_reps"], P["asof_budget_s"])
+            return asof(xs, make_fastk, [arctic, duck, *extra, polars, pg], P["asof_reps"], P["asof_budget_s"])
 
         results["market_asof"] = guarded("market as-of", run_asof)
     if "coverage" in which:
         def run_coverage():
             gs = dataset.gap_series(P["coverage_years"], P["coverage_holes"])
             log(f"coverage dataset: {gs.notes}")
-            return coverage(gs, fastk_flight, fastk_http, [duck, polars], P["coverage_reps"],
-                            P["coverage_peer_reps"])
+            return coverage(gs, make_fastk_coverage, [duck, *extra, polars], P["coverage_reps"],
+                            P["coverage_cold_reps"])
 
         results["market_coverage"] = guarded("market coverage", run_coverage)

@@ -10,6 +10,8 @@ same calls everywhere:
 - `predicate(lo, hi)` returns the number of matching rows, fetched into the client
   as an Arrow/Polars column of timestamps;
 - `disk()` returns bytes held on disk for the kline and the scalar data;
+- `stored_rows()` returns the (kline, scalar) rows the system holds, read back after
+  every load (the ingest workload's check);
 - `sql(query)` runs one SQL statement and returns the answer as an Arrow table
   (the SQL workloads: FastK's SQL front ends, DuckDB, ROAPI);
 - the market-query workloads (`market.py`, docs/market-queries.md):
@@ -20,6 +22,11 @@ same calls everywhere:
   `dataset.GapSeries` and `gaps(symbol)` answers its coverage with a query.
 
 A method a system cannot serve raises `NotImplementedError` and is reported as n/a.
+
+DuckDB appears twice: over Parquet files (`DuckDB`) and as a database with primary
+keys (`DuckDBTable`); chDB (`ChDB`, in-process ClickHouse, MergeTree tables) is a peer
+of the reads and market queries. Those three have `reopen()`, the fresh connection of
+the cold coverage call.
 """
 
 from __future__ import annotations
@@ -126,6 +133,10 @@ class System:
     def disk(self) -> dict:
         raise NotImplementedError
 
+    def stored_rows(self) -> tuple[int, int]:
+        """(kline rows, scalar rows) the system holds: the ingest workload's check."""
+        raise NotImplementedError
+
     def sql(self, query: str) -> pa.Table:
         raise NotImplementedError
 
@@ -151,8 +162,30 @@ class System:
 # --------------------------------------------------------------------------- FastK
 
 
+def drop_if_closed(conn: http.client.HTTPConnection) -> None:
+    """Closes a keep-alive connection the server has closed meanwhile, so that the next
+    request opens a new one (as urllib3 and requests check before reusing a pooled
+    connection): FastK closes a connection idle for `http.keep_alive_idle_s` (60 s by
+    default), and writing a request into it would end in RemoteDisconnected. A socket
+    that is readable while no request is in flight has seen the server's FIN (or
+    stray bytes, which would break the next answer as well)."""
+    import select
+
+    sock = conn.sock
+    if sock is None:
+        return
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        readable = [sock]
+    if readable:
+        conn.close()
+
+
 class HttpClient:
-    """A keep-alive HTTP/1.1 connection (what a tuned Python client would use)."""
+    """A keep-alive HTTP/1.1 connection (what a tuned Python client would use), that
+    checks before each request that the server has not closed it, as pooled clients
+    do (`drop_if_closed`)."""
 
     def __init__(self, addr: str):
         host, port = addr.rsplit(":", 1)
@@ -165,6 +198,7 @@ class HttpClient:
         # fresh connection, as HTTP clients do (RFC 9110, 9.2.2).
         for attempt in (1, 2):
             try:
+                drop_if_closed(self.conn)
                 self.conn.request(method, path, body=body, headers=headers)
                 r = self.conn.getresponse()
                 data = r.read()
@@ -193,6 +227,11 @@ def register_fastk(http: HttpClient, ds: Dataset) -> None:
     http.json("POST", "/v1/scalar/series",
               {"symbol": "BENCH", "timeframe": "1m", "category": "feature", "name": "uniform",
                "value_type": "i64"})
+
+
+def fastk_stored_rows(http: HttpClient) -> tuple[int, int]:
+    inv = http.json("GET", "/inventory?partitions=false")
+    return tuple(sum(x.get("rows", 0) for x in inv["series"] if x["kind"] == k) for k in ("kline", "scalar"))
 
 
 SCALAR_PATH = ("scalar", "BENCH", "1m", "feature", "uniform")
@@ -251,6 +290,9 @@ class FastKFlight(System):
 
     def scalar_all(self):
         return pl.from_arrow(self._get({"kind": "scalar", **SCALAR_KEY}))
+
+    def stored_rows(self):
+        return fastk_stored_rows(self.http)
 
     def disk(self):
         inv = self.http.json("GET", "/inventory")
@@ -429,6 +471,9 @@ class FastKHttp(System):
             out["scalar_s"] = time.perf_counter() - t
         return out
 
+    def stored_rows(self):
+        return fastk_stored_rows(self.http)
+
     def read_range(self, symbol, start, end):
         frames = []
         cursor = start
@@ -564,6 +609,7 @@ class FastKSql(System):
             info = self.client.get_flight_info(flight.FlightDescriptor.for_command(statement_query(query)))
             parts = [self.client.do_get(ep.ticket).read_all() for ep in info.endpoints]
             return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+        drop_if_closed(self.http)
         self.http.request("POST", "/v1/sql", body=json.dumps({"query": query}).encode(),
                           headers={"content-type": "application/json", "accept": ARROW_STREAM})
         r = self.http.getresponse()
@@ -702,6 +748,10 @@ class Arctic(System):
     def disk(self):
         return {"kline_bytes": du(self.root / "kline"), "scalar_bytes": du(self.root / "scalar")}
 
+    def stored_rows(self):
+        k = sum(self.kline_lib.get_description(s).row_count for s in self.kline_lib.list_symbols())
+        return k, self.scalar_lib.get_description("uniform").row_count
+
     # --- market queries
 
     # pandas offset aliases, which ArcticDB's resample takes
@@ -770,6 +820,21 @@ class DuckDB(System):
     def path(self, name: str) -> str:
         return str(self.root / f"{name}.parquet")
 
+    def src(self, name: str) -> str:
+        """What a query reads a symbol's bars (or `scalar`) from: its Parquet file."""
+        return f"read_parquet('{self.path(name)}')"
+
+    def market_src(self, name: str) -> str:
+        """What a market query reads the cross section (`xs`) or a coverage series from."""
+        return f"read_parquet('{self.market_path(name)}')"
+
+    def reopen(self) -> None:
+        """A fresh connection (the cold coverage call): no cached Parquet footers."""
+        self.con.close()
+        self.con = self.duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        self.con.execute("SET parquet_metadata_cache = true")
+
     def ingest(self, ds):
         t = time.perf_counter()
         for s in ds.symbols:
@@ -786,22 +851,27 @@ class DuckDB(System):
 
     def read_range(self, symbol, start, end):
         # con.sql(...) rather than execute(...): DuckDB 2 copies DB-API results once more.
-        return self.con.sql(f"SELECT * FROM read_parquet('{self.path(symbol)}') "
+        return self.con.sql(f"SELECT * FROM {self.src(symbol)} "
                             f"WHERE ts BETWEEN {tstz(start)} AND {tstz(end)}").pl()
 
     def latest(self, symbol, n):
         return self.con.sql(
-            f"SELECT * FROM (SELECT * FROM read_parquet('{self.path(symbol)}') ORDER BY ts DESC LIMIT {n}) ORDER BY ts"
+            f"SELECT * FROM (SELECT * FROM {self.src(symbol)} ORDER BY ts DESC LIMIT {n}) ORDER BY ts"
         ).pl()
 
     def predicate(self, lo, hi):
         return self.con.sql(
-            f"SELECT ts FROM read_parquet('{self.path('scalar')}') WHERE value BETWEEN {lo} AND {hi}"
+            f"SELECT ts FROM {self.src('scalar')} WHERE value BETWEEN {lo} AND {hi}"
         ).to_arrow_table().num_rows
 
     def disk(self):
         k = sum(du(p) for p in self.root.glob("*.parquet") if p.stem != "scalar")
         return {"kline_bytes": k, "scalar_bytes": du(pathlib.Path(self.path("scalar")))}
+
+    def stored_rows(self):
+        files = [str(p) for p in self.root.glob("*.parquet") if p.stem != "scalar"]
+        k = self.con.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchall()[0][0]
+        return k, self.con.sql(f"SELECT count(*) FROM {self.src('scalar')}").fetchall()[0][0]
 
     def sql(self, query):
         return self.con.sql(query).to_arrow_table()
@@ -814,18 +884,18 @@ class DuckDB(System):
     # here, with the same buckets.
     RESAMPLE = ("SELECT time_bucket(INTERVAL '{interval}', ts::TIMESTAMP) AS bucket, arg_min(open, ts) AS open, "
                 "max(high) AS high, min(low) AS low, arg_max(close, ts) AS close, sum(volume)::BIGINT AS volume "
-                "FROM read_parquet('{path}') WHERE ts BETWEEN {start} AND {end} GROUP BY 1 ORDER BY 1")
+                "FROM {src} WHERE ts BETWEEN {start} AND {end} GROUP BY 1 ORDER BY 1")
     ASOF = {
         "distinct_on": ("SELECT DISTINCT ON (symbol) symbol, ts, open, high, low, close, volume "
-                        "FROM read_parquet('{path}') WHERE ts <= {t} ORDER BY symbol, ts DESC"),
+                        "FROM {src} WHERE ts <= {t} ORDER BY symbol, ts DESC"),
         "arg_max": ("SELECT symbol, max(ts) AS ts, arg_max(open, ts) AS open, arg_max(high, ts) AS high, "
                     "arg_max(low, ts) AS low, arg_max(close, ts) AS close, arg_max(volume, ts) AS volume "
-                    "FROM read_parquet('{path}') WHERE ts <= {t} GROUP BY symbol ORDER BY symbol"),
+                    "FROM {src} WHERE ts <= {t} GROUP BY symbol ORDER BY symbol"),
     }
     GAPS = ("SELECT p + {tf} AS start_ts, t - {tf} AS end_ts, (t - p) // {tf} - 1 AS missing FROM "
-            "(SELECT epoch_ms(ts) AS t, lag(epoch_ms(ts)) OVER (ORDER BY ts) AS p FROM read_parquet('{path}')) "
+            "(SELECT epoch_ms(ts) AS t, lag(epoch_ms(ts)) OVER (ORDER BY ts) AS p FROM {src}) "
             "WHERE t - p > {tf} ORDER BY start_ts")
-    GAP_STATS = "SELECT count(*), epoch_ms(min(ts)), epoch_ms(max(ts)) FROM read_parquet('{path}')"
+    GAP_STATS = "SELECT count(*), epoch_ms(min(ts)), epoch_ms(max(ts)) FROM {src}"
 
     def market_path(self, name: str) -> str:
         (self.root / "market").mkdir(parents=True, exist_ok=True)
@@ -840,7 +910,7 @@ class DuckDB(System):
 
     def resample(self, symbol, start, end, timeframe):
         interval = f"{timeframe[:-1]} {self.INTERVALS[timeframe[-1]]}"
-        return self.con.sql(self.RESAMPLE.format(interval=interval, path=self.path(symbol), start=tstz(start),
+        return self.con.sql(self.RESAMPLE.format(interval=interval, src=self.src(symbol), start=tstz(start),
                                                  end=tstz(end))).to_arrow_table()
 
     def asof_load(self, xs):
@@ -848,19 +918,115 @@ class DuckDB(System):
         return self._copy(xs.table, self.market_path("xs"))
 
     def asof(self, t, variant=None):
-        q = self.ASOF[variant or "distinct_on"].format(path=self.market_path("xs"), t=tstz(t))
+        q = self.ASOF[variant or "distinct_on"].format(src=self.market_src("xs"), t=tstz(t))
         return self.con.sql(q).to_arrow_table()
 
     def coverage_load(self, gs):
         return self._copy(gs.table, self.market_path(gs.symbol))
 
     def gaps(self, symbol, timeframe_ms: int = 60_000):
-        path = self.market_path(symbol)
+        src = self.market_src(symbol)
         # DuckDB 2 relations have no fetchone() (nothing is kept between calls).
-        n, first, last = self.con.sql(self.GAP_STATS.format(path=path)).fetchall()[0]
-        g = self.con.sql(self.GAPS.format(path=path, tf=timeframe_ms)).to_arrow_table()
+        n, first, last = self.con.sql(self.GAP_STATS.format(src=src)).fetchall()[0]
+        g = self.con.sql(self.GAPS.format(src=src, tf=timeframe_ms)).to_arrow_table()
         return {"present": n, "start_ts": first, "end_ts": last, "expected": (last - first) // timeframe_ms + 1,
                 "gaps": g}
+
+
+class DuckDBTable(DuckDB):
+    """DuckDB as a database: native tables in one database file, loaded from the
+    dataset's Arrow tables, with the keys a practitioner would declare: `kline`
+    PRIMARY KEY (symbol, ts) (an ART index; rows inserted in key order, so the zone
+    maps of `symbol` and `ts` prune a symbol's and a range's row groups), `scalar`
+    PRIMARY KEY (ts). No index on `scalar.value`: DuckDB's ART serves point lookups,
+    not the wide value ranges of the predicate workload, which scan the column. The
+    market tables likewise: `xs` PRIMARY KEY (symbol, ts), a coverage series PRIMARY
+    KEY (ts). Every load ends with a CHECKPOINT (durable in the file)."""
+
+    label = "DuckDB (table)"
+    via = "native table, PRIMARY KEY (symbol, ts)"
+    KLINE_DDL = ("CREATE TABLE kline (symbol VARCHAR NOT NULL, ts TIMESTAMPTZ NOT NULL, open BIGINT NOT NULL, "
+                 "high BIGINT NOT NULL, low BIGINT NOT NULL, close BIGINT NOT NULL, volume BIGINT NOT NULL, "
+                 "PRIMARY KEY (symbol, ts))")
+    SCALAR_DDL = "CREATE TABLE scalar (ts TIMESTAMPTZ NOT NULL PRIMARY KEY, value BIGINT NOT NULL)"
+
+    def __init__(self, root: pathlib.Path):
+        import duckdb
+
+        self.duckdb = duckdb
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.db = root / "bench.duckdb"
+        self.sizes: dict = {}
+        self._connect()
+
+    def _connect(self) -> None:
+        self.con = self.duckdb.connect(str(self.db))
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    def reopen(self) -> None:
+        """Closes the database and opens it again (the cold coverage call)."""
+        self.con.close()
+        self._connect()
+
+    def src(self, name: str) -> str:
+        if name == "scalar":
+            return "scalar"
+        return f"(SELECT ts, open, high, low, close, volume FROM kline WHERE symbol = '{name}')"
+
+    def market_src(self, name: str) -> str:
+        return "xs" if name == "xs" else f'"cov_{name}"'
+
+    def path(self, name: str) -> str:
+        raise NotImplementedError("a DuckDB table has no file per symbol")
+
+    def ingest(self, ds):
+        t = time.perf_counter()
+        self.con.execute(self.KLINE_DDL)
+        for s in ds.symbols:
+            self.con.register("src", ds.kline[s])
+            self.con.execute(f"INSERT INTO kline SELECT '{s}', ts, open, high, low, close, volume FROM src")
+            self.con.unregister("src")
+        self.con.execute("CHECKPOINT")
+        kline_s = time.perf_counter() - t
+        self.sizes["kline_bytes"] = du(self.db)
+        t = time.perf_counter()
+        self.con.execute(self.SCALAR_DDL)
+        self.con.register("src", ds.scalar)
+        self.con.execute("INSERT INTO scalar SELECT ts, value FROM src")
+        self.con.unregister("src")
+        self.con.execute("CHECKPOINT")
+        scalar_s = time.perf_counter() - t
+        self.sizes["scalar_bytes"] = du(self.db) - self.sizes["kline_bytes"]
+        return {"kline_s": kline_s, "scalar_s": scalar_s, "prep_s": 0.0}
+
+    def disk(self):
+        """The database file after the kline load's CHECKPOINT, and what the scalar
+        load added to it (one file holds both tables)."""
+        return dict(self.sizes, file_bytes=du(self.db))
+
+    def stored_rows(self):
+        return tuple(self.con.sql(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in ("kline", "scalar"))
+
+    def _table(self, name: str, table: pa.Table, key: str) -> float:
+        cols = ", ".join(f'"{f.name}"' for f in table.schema)
+        t = time.perf_counter()
+        self.con.register("src", table)
+        # The Arrow schema's types, a dictionary-encoded symbol (an ENUM here) as VARCHAR.
+        types = {r[0]: ("VARCHAR" if r[1].startswith("ENUM") else r[1])
+                 for r in self.con.execute("DESCRIBE SELECT * FROM src").fetchall()}
+        ddl = ", ".join(f'"{c}" {types[c]} NOT NULL' for c in table.column_names)
+        self.con.execute(f"CREATE TABLE {name} ({ddl}, PRIMARY KEY ({key}))")
+        self.con.execute(f"INSERT INTO {name} SELECT {cols} FROM src ORDER BY {key}")
+        self.con.unregister("src")
+        self.con.execute("CHECKPOINT")
+        return time.perf_counter() - t
+
+    def asof_load(self, xs):
+        return self._table("xs", xs.table, "symbol, ts")
+
+    def coverage_load(self, gs):
+        return self._table(self.market_src(gs.symbol), gs.table, "ts")
 
 
 class Polars(System):
@@ -902,6 +1068,11 @@ class Polars(System):
     def disk(self):
         k = sum(du(p) for p in self.root.glob("*.parquet") if p.stem != "scalar")
         return {"kline_bytes": k, "scalar_bytes": du(self.path("scalar"))}
+
+    def stored_rows(self):
+        k = sum(pl.scan_parquet(p).select(pl.len()).collect().item() for p in self.root.glob("*.parquet")
+                if p.stem != "scalar")
+        return k, pl.scan_parquet(self.path("scalar")).select(pl.len()).collect().item()
 
     # --- market queries
 
@@ -948,6 +1119,152 @@ class Polars(System):
         first, last = stats["first"][0], stats["last"][0]
         return {"present": stats["n"][0], "start_ts": first, "end_ts": last,
                 "expected": (last - first) // timeframe_ms + 1, "gaps": gaps}
+
+
+
+# --------------------------------------------------------------------------- chDB
+
+
+def ch_ms(ms_: int) -> str:
+    """A ClickHouse DateTime64(3, 'UTC') literal for epoch milliseconds."""
+    return f"fromUnixTimestamp64Milli(toInt64({ms_}), 'UTC')"
+
+
+class ChDB(System):
+    """chDB: ClickHouse in process, a session (a database directory) of its own.
+
+    Tables are MergeTree, sorted by their key, loaded from the dataset's Arrow tables
+    through the `Python()` table function; every read returns Arrow (`ArrowTable`).
+    `kline` ORDER BY (symbol, ts), `scalar` ORDER BY ts, the cross section ORDER BY
+    (symbol, ts), a coverage series ORDER BY ts. Inserts fsync their parts
+    (`fsync_after_insert`, `fsync_part_directory`), as every other system's load is
+    durable before its clock stops.
+    """
+
+    name = "chDB"
+    label = "chDB"
+    via = "in-process ClickHouse, MergeTree ORDER BY (symbol, ts)"
+    SETTINGS = "SETTINGS fsync_after_insert = 1, fsync_part_directory = 1"
+    OHLCV = ("open Int64, high Int64, low Int64, close Int64, volume Int64")
+    # toStartOfInterval answers DateTime (seconds), which Arrow output turns into uint32.
+    RESAMPLE = ("SELECT toDateTime64(toStartOfInterval(ts, INTERVAL {interval}), 3, 'UTC') AS bucket, "
+                "argMin(open, ts) AS open, "
+                "max(high) AS high, min(low) AS low, argMax(close, ts) AS close, sum(volume) AS volume "
+                "FROM kline WHERE symbol = '{symbol}' AND ts BETWEEN {start} AND {end} GROUP BY bucket "
+                "ORDER BY bucket")
+    ASOF = ("SELECT symbol, max(ts) AS ts, argMax(open, ts) AS open, argMax(high, ts) AS high, "
+            "argMax(low, ts) AS low, argMax(close, ts) AS close, argMax(volume, ts) AS volume "
+            "FROM xs WHERE ts <= {t} GROUP BY symbol ORDER BY symbol "
+            # `ts` in WHERE and argMax is the column, not the alias of max(ts).
+            "SETTINGS prefer_column_name_to_alias = 1")
+    GAPS = ("SELECT p + {tf} AS start_ts, t - {tf} AS end_ts, intDiv(t - p, {tf}) - 1 AS missing FROM "
+            "(SELECT toUnixTimestamp64Milli(ts) AS t, lagInFrame(toUnixTimestamp64Milli(ts), 1, toInt64(-1)) "
+            "OVER (ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS p FROM {table}) "
+            "WHERE p >= 0 AND t - p > {tf} ORDER BY start_ts")
+    GAP_STATS = "SELECT count(), toUnixTimestamp64Milli(min(ts)), toUnixTimestamp64Milli(max(ts)) FROM {table}"
+    INTERVALS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+    def __init__(self, root: pathlib.Path):
+        import chdb
+        from chdb import session
+
+        self.chdb = chdb
+        self.session_mod = session
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.sess = session.Session(str(root / "chdb"))
+
+    def version(self) -> str:
+        engine = self._q("SELECT version() AS v").column(0)[0].as_py()
+        return f"{self.chdb.__version__} (ClickHouse {engine})"
+
+    def reopen(self) -> None:
+        """Closes the session and opens its directory again (the cold coverage call)."""
+        self.sess.close()
+        self.sess = self.session_mod.Session(str(self.root / "chdb"))
+
+    def _q(self, sql: str) -> pa.Table:
+        return self.sess.query(sql, "ArrowTable")
+
+    def _create(self, name: str, columns: str, order: str) -> None:
+        self.sess.query(f"DROP TABLE IF EXISTS {name}")
+        self.sess.query(f"CREATE TABLE {name} ({columns}) ENGINE = MergeTree ORDER BY ({order}) {self.SETTINGS}")
+
+    def ingest(self, ds):
+        t = time.perf_counter()
+        self._create("kline", f"symbol LowCardinality(String), ts DateTime64(3, 'UTC'), {self.OHLCV}", "symbol, ts")
+        for s in ds.symbols:
+            src = ds.kline[s]  # noqa: F841 - read by the Python() table function
+            self.sess.query(f"INSERT INTO kline SELECT '{s}', ts, open, high, low, close, volume FROM Python(src)")
+        kline_s = time.perf_counter() - t
+        t = time.perf_counter()
+        self._create("scalar", "ts DateTime64(3, 'UTC'), value Int64", "ts")
+        src = ds.scalar  # noqa: F841
+        self.sess.query("INSERT INTO scalar SELECT ts, value FROM Python(src)")
+        return {"kline_s": kline_s, "scalar_s": time.perf_counter() - t, "prep_s": 0.0}
+
+    def read_range(self, symbol, start, end):
+        return pl.from_arrow(self._q(
+            f"SELECT ts, open, high, low, close, volume FROM kline WHERE symbol = '{symbol}' "
+            f"AND ts BETWEEN {ch_ms(start)} AND {ch_ms(end)} ORDER BY ts"))
+
+    def latest(self, symbol, n):
+        return pl.from_arrow(self._q(
+            f"SELECT * FROM (SELECT ts, open, high, low, close, volume FROM kline WHERE symbol = '{symbol}' "
+            f"ORDER BY ts DESC LIMIT {n}) ORDER BY ts"))
+
+    def predicate(self, lo, hi):
+        return self._q(f"SELECT ts FROM scalar WHERE value BETWEEN {lo} AND {hi}").num_rows
+
+    def stored_rows(self):
+        return tuple(int(self._q(f"SELECT count() AS n FROM {t}").column(0)[0].as_py()) for t in ("kline", "scalar"))
+
+    def disk(self):
+        t = self._q("SELECT table, sum(bytes_on_disk) AS b FROM system.parts WHERE active "
+                    "AND database = currentDatabase() GROUP BY table").to_pylist()
+        by = {r["table"]: int(r["b"]) for r in t}
+        return {"kline_bytes": by.get("kline", 0), "scalar_bytes": by.get("scalar", 0),
+                "root_du_bytes": du(self.root)}
+
+    # --- market queries
+
+    RESAMPLE_HOW = RESAMPLE.format(interval="<tf>", symbol="<symbol>", start="..", end="..") + " (ArrowTable)"
+    ASOF_HOW = ASOF.format(t="T") + " (ArrowTable)"
+    GAPS_HOW = GAP_STATS.format(table="<series>") + "; " + GAPS.format(table="<series>", tf=60_000)
+
+    def resample(self, symbol, start, end, timeframe):
+        interval = f"{timeframe[:-1]} {self.INTERVALS[timeframe[-1]]}"
+        return self._q(self.RESAMPLE.format(interval=interval, symbol=symbol, start=ch_ms(start), end=ch_ms(end)))
+
+    def _load(self, name: str, table: pa.Table, columns: str, order: str) -> float:
+        t = time.perf_counter()
+        self._create(name, columns, order)
+        src = table  # noqa: F841 - read by the Python() table function
+        self.sess.query(f"INSERT INTO {name} SELECT * FROM Python(src)")
+        return time.perf_counter() - t
+
+    def asof_load(self, xs):
+        return self._load("xs", xs.table, f"symbol LowCardinality(String), ts DateTime64(3, 'UTC'), {self.OHLCV}",
+                          "symbol, ts")
+
+    def asof(self, t, variant=None):
+        return self._q(self.ASOF.format(t=ch_ms(t)))
+
+    def coverage_load(self, gs):
+        return self._load(f"cov_{gs.symbol}", gs.table, f"ts DateTime64(3, 'UTC'), {self.OHLCV}", "ts")
+
+    def gaps(self, symbol, timeframe_ms: int = 60_000):
+        table = f"cov_{symbol}"
+        n, first, last = self._q(self.GAP_STATS.format(table=table)).to_pylist()[0].values()
+        g = self._q(self.GAPS.format(table=table, tf=timeframe_ms))
+        return {"present": n, "start_ts": first, "end_ts": last, "expected": (last - first) // timeframe_ms + 1,
+                "gaps": g}
+
+    def close(self):
+        try:
+            self.sess.close()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -1007,6 +1324,10 @@ class Postgres(System):
     def predicate(self, lo, hi):
         self.cur.execute("SELECT ts FROM scalar WHERE value BETWEEN $1 AND $2", (lo, hi))
         return self.cur.fetch_arrow_table().num_rows
+
+    def stored_rows(self):
+        self.cur.execute("SELECT (SELECT count(*) FROM kline), (SELECT count(*) FROM scalar)")
+        return tuple(int(x) for x in self.cur.fetchone())
 
     def disk(self):
         self.cur.execute("SELECT pg_total_relation_size('kline'), pg_total_relation_size('scalar')")

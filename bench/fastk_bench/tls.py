@@ -52,7 +52,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.flight as flight
 
-from . import dataset, systems
+from . import checks, dataset, systems
 from .feeds import Restarted
 from .workloads import KLINE_ROW_BYTES, _times_summary, log
 
@@ -199,12 +199,17 @@ def _phase(label: str, server: Restarted, certs: Certs, ticket: bytes, want: Exp
             return pl.from_arrow(client.do_get(flight.Ticket(ticket)).read_all())
 
         check(read(), want, every_column=True)  # untimed: the first read maps and verifies
+        checks.count("tls")
         times = []
         for _ in range(reps):
             t = time.perf_counter()
             df = read()
             times.append(time.perf_counter() - t)
-            check(df, want)  # every timed answer, off the clock
+            try:
+                check(df, want)  # every timed answer, off the clock
+            except AssertionError as e:
+                raise checks.Mismatch(f"tls: {label}: {e}") from e
+            checks.count("tls")
     finally:
         client.close()
     # A subchannel pool of its own per channel, so no new channel can ride on a
@@ -283,6 +288,8 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
                     continue
                 try:
                     got = _phase(label, server, certs, ticket, want, reps, connects)
+                except checks.Mismatch:
+                    raise
                 except Exception as e:  # noqa: BLE001
                     failed[label] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
                     log(f"  {label}: FAILED {type(e).__name__}: {e}")
@@ -322,7 +329,8 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
         if p.get("connect_ms") and t.get("connect_ms"):
             out["connect_tls_vs_plain"] = t["connect_ms"] / p["connect_ms"]
         log(f"tls: TLS / plain {out['tls_vs_plain']:.3f} (best {out['tls_vs_plain_best']:.3f})")
-    out["checked"] = (f"every answer, untimed and timed: {want.rows:,} rows, sum of close {want.close_sum:,}, "
+    out["checked"] = checks.COUNTS.get("tls", 0)
+    out["checked_how"] = (f"every answer, untimed and timed: {want.rows:,} rows, sum of close {want.close_sum:,}, "
                       "first and last ts as in the dataset; the untimed read of each start every column; on "
                       "each TLS start /health over HTTPS verified with the run's CA, and a plain grpc:// call "
                       "refused")

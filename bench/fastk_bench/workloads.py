@@ -2,7 +2,8 @@
 (keyed by system label) that go straight into results.json.
 
 Every system answers the same requests in the same order, and results are checked
-(row counts, matches) so that a fast wrong answer cannot win.
+so that a fast wrong answer cannot win: the untimed warm-up in full, and every timed
+answer by its checksum after its clock stopped (checks.py; a mismatch fails the run).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 import numpy as np
 import polars as pl
 
-from . import timing
+from . import checks, timing
 from .dataset import Dataset, day_ranges, predicate_bounds
 from .systems import System
 
@@ -36,6 +37,8 @@ def attempt(results: dict, label: str, fn):
         results[label] = fn()
     except NotImplementedError:
         pass
+    except checks.Mismatch:
+        raise  # a wrong answer fails the run
     except Exception as e:  # noqa: BLE001 - one broken peer must not sink the run
         log(f"  {label}: FAILED {type(e).__name__}: {e}")
         results[label] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
@@ -67,7 +70,7 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
     def load(s: System) -> None:
         log(f"ingest: {s.label}")
         os.sync()  # untimed: every load starts with no dirty pages left by the one before
-        attempt(out, s.label, lambda s=s: _rates(s.ingest(ds), ds, s.label))
+        attempt(out, s.label, lambda s=s: _stored(s, ds, _rates(s.ingest(ds), ds, s.label)))
 
     # The contenders' loads all come first; the slow once-only loads (PostgreSQL's is
     # followed by a checkpoint that writes for a minute) must not overlap them.
@@ -81,7 +84,7 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
                 system, cleanup = fresh[label]()
                 os.sync()
                 try:
-                    return _rates(system.ingest(ds), ds, f"{label} (load {rep + 1})")
+                    return _stored(system, ds, _rates(system.ingest(ds), ds, f"{label} (load {rep + 1})"))
                 finally:
                     cleanup()
             r: dict = {}
@@ -93,6 +96,7 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
     for label, rs in runs.items():
         med = dict(rs[0])
         med["loads"] = len(rs)
+        med["checked"] = sum(x.get("checked", 0) for x in rs)
         med["runs"] = [{k: x.get(k) for k in ("kline_s", "scalar_s")} for x in rs]
         for k in ("kline_s", "scalar_s"):
             if rs[0].get(k):
@@ -102,6 +106,19 @@ def ingest(systems: list[System], ds: Dataset, fresh: dict | None = None, repeat
         if s.label not in fresh:
             load(s)
     return {s.label: out[s.label] for s in systems if s.label in out}
+
+
+def _stored(s: System, ds: Dataset, r: dict) -> dict:
+    """Checks, off the clock, that a load stored every row it was given (a load of the
+    kline only, such as FastK's 3 streams, holds no scalar rows); returns `r`."""
+    try:
+        got = s.stored_rows()
+    except NotImplementedError:
+        return r
+    want = (ds.kline_rows, ds.scalar.num_rows if r.get("scalar_s") else 0)
+    checks.expect("ingest", s.label, tuple(int(x) for x in got), want)
+    r["checked"] = r.get("checked", 0) + 1
+    return r
 
 
 def _rates(r: dict, ds: Dataset, label: str) -> dict:
@@ -118,7 +135,7 @@ def _rates(r: dict, ds: Dataset, label: str) -> dict:
 
 
 def interleaved(systems: list[System], warm, call, reps: int, budget_s: float | None = None,
-                min_reps: int = 3) -> dict:
+                min_reps: int = 3, check=None) -> dict:
     """Times `call(s)` for every system, round robin: rep 1 of each, then rep 2 of each...
 
     The machine is shared, so load comes and goes; interleaving spreads it over all
@@ -126,6 +143,9 @@ def interleaved(systems: list[System], warm, call, reps: int, budget_s: float | 
     once per system first (and checks the result). A system that fails is recorded
     with its error and left out of later rounds. With `budget_s`, no round starts once
     the timed rounds have taken that long and `min_reps` rounds are done.
+
+    `check(s, answer)`, when given, runs on every timed answer after its clock stopped
+    (checks.expect: a mismatch raises checks.Mismatch, which fails the run).
     """
     out: dict = {}
     live = []
@@ -136,6 +156,8 @@ def interleaved(systems: list[System], warm, call, reps: int, budget_s: float | 
             out[s.label] = []
         except NotImplementedError:
             pass
+        except checks.Mismatch:
+            raise
         except Exception as e:  # noqa: BLE001
             log(f"  {s.label}: FAILED {type(e).__name__}: {e}")
             out[s.label] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
@@ -147,8 +169,12 @@ def interleaved(systems: list[System], warm, call, reps: int, budget_s: float | 
         for s in list(live):
             try:
                 t = time.perf_counter()
-                call(s)
+                answer = call(s)
                 out[s.label].append(time.perf_counter() - t)
+                if check is not None:
+                    check(s, answer)
+            except checks.Mismatch:
+                raise
             except Exception as e:  # noqa: BLE001
                 log(f"  {s.label}: FAILED {type(e).__name__}: {e}")
                 out[s.label] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
@@ -166,14 +192,19 @@ def year_to_polars(systems: list[System], ds: Dataset, reps: int) -> dict:
     symbol = ds.symbols[0]
     start, end = ds.spec.year_range
     expected = (end - start) // 60_000 + 1
+    want = checks.kline_digest(ds.kline[symbol], start, end, ("close", "volume"))
 
     def warm(s):
         df = s.read_range(symbol, start, end)
         assert isinstance(df, pl.DataFrame)
         assert df.height == expected, f"{df.height} rows, expected {expected}"
+        check(s, df)
+
+    def check(s, df):
+        checks.expect("year_to_polars", s.label, checks.digest(df, ("close", "volume")), want)
 
     log("year -> polars: all systems, interleaved")
-    raw = interleaved(systems, warm, lambda s: s.read_range(symbol, start, end), reps)
+    raw = interleaved(systems, warm, lambda s: s.read_range(symbol, start, end), reps, check=check)
     out: dict = {}
     for label, times in raw.items():
         if isinstance(times, dict):
@@ -182,7 +213,7 @@ def year_to_polars(systems: list[System], ds: Dataset, reps: int) -> dict:
         r = _times_summary(times)
         r.update(rows=expected, rows_per_s=expected / r["median_s"],
                  gb_s=expected * KLINE_ROW_BYTES / r["median_s"] / 1e9,
-                 best_gb_s=expected * KLINE_ROW_BYTES / r["best_s"] / 1e9)
+                 best_gb_s=expected * KLINE_ROW_BYTES / r["best_s"] / 1e9, checked=len(times))
         log(f"  {label}: median {r['median_s'] * 1e3:.1f} ms ({r['gb_s']:.2f} GB/s), best {r['best_s'] * 1e3:.1f} ms")
         out[label] = r
     return out
@@ -236,7 +267,9 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
     server, store and ticket, `fastk_tcp`'s connection) and ArcticDB read in process
     (`read(date_range=..., output_format="polars")`), interleaved round by round.
     `server` is the `procs.FastK` that `fastk_tcp` talks to (None when it did not
-    start). The warm-up checks every way's row count and every OHLCV column against
+    start). Every way's timed call is the read plus `touch`, which reads every value
+    returned (sums of the OHLCV columns, min and max of ts): a mapped file is paid for
+    as a decompressed one is; the touch's result is checked on every repetition. The warm-up checks every way's row count and every OHLCV column against
     the dataset (and `ts`, where the answer has such a column). `vs_socket` is a
     way's median / the socket's median: above 1, FastK over the socket is faster.
     A way that cannot connect or fails is recorded with its error; the rest run.
@@ -315,6 +348,13 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
         out["how"][COLOCATED_ARCTIC] = ("in process: Library.read(symbol, date_range=(start, end), "
                                         "output_format='polars') from LMDB")
 
+    want_touch = {"rows": expected, **{c: int(v.sum(dtype=np.int64)) for c, v in want.items()},
+                  "ts_min": int(want_ts[0]), "ts_max": int(want_ts[-1])}
+
+    def check(w, got: dict):
+        # A way whose frame has no ts column (ArcticDB's index) has no ts figures to compare.
+        checks.expect("colocated", w.label, got, {k: want_touch[k] for k in got})
+
     def warm(w):
         df = w.run()
         assert isinstance(df, pl.DataFrame), f"{type(df).__name__}, not a Polars DataFrame"
@@ -324,10 +364,14 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
             assert np.array_equal(df[c].to_numpy(), v), f"{c} differs"
         if "ts" in df.columns:
             assert np.array_equal(_ts_ms(df["ts"].to_arrow()), want_ts), "ts differs"
+        check(w, touch(df))
 
     log(f"colocated: {expected:,} bars into Polars by local mapping, over the Unix socket, loopback TCP and in process, interleaved")
     try:
-        raw = interleaved(ways, warm, lambda w: w.run(), reps)
+        # Timed: the read and `touch`, which reads every value returned, so a way that
+        # only maps files pays for the pages it never faulted in, as a decompressing
+        # reader (ArcticDB) pays for every byte.
+        raw = interleaved(ways, warm, lambda w: touch(w.run()), reps, check=check)
     finally:
         for c in (unix, local):
             if c is not None:
@@ -336,6 +380,11 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
                 except Exception:  # noqa: BLE001
                     pass
     raw = {**failed, **raw}
+    if server is not None and server.unix_socket:
+        # No machine path in results.json: the socket lives in a fresh temp directory.
+        shown = "<tmp>/flight.sock"
+        out["socket"] = shown if out["socket"] else None
+        out["how"] = {k: v.replace(server.unix_socket, shown) for k, v in out["how"].items()}
     sock = raw.get(COLOCATED_UNIX)
     sock_s = statistics.median(sock) if isinstance(sock, list) and sock else None
     for label in COLOCATED_ORDER:
@@ -346,7 +395,7 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
             out["systems"][label] = times if isinstance(times, dict) else {"error": "no timed call"}
             continue
         r = _times_summary(times)
-        r.update(median_ms=r["median_s"] * 1e3, best_ms=r["best_s"] * 1e3, rows=expected,
+        r.update(median_ms=r["median_s"] * 1e3, best_ms=r["best_s"] * 1e3, rows=expected, checked=len(times),
                  rows_per_s=expected / r["median_s"], gb_s=expected * KLINE_ROW_BYTES / r["median_s"] / 1e9,
                  best_gb_s=expected * KLINE_ROW_BYTES / r["best_s"] / 1e9,
                  vs_socket=r["median_s"] / sock_s if sock_s else None)
@@ -355,19 +404,49 @@ def colocated(server, fastk_tcp: System | None, arctic: System | None, ds: Datas
     return out
 
 
+def _epoch_ms(x) -> int:
+    """A Polars datetime scalar (naive is UTC) as epoch milliseconds."""
+    import datetime as _dt
+
+    if isinstance(x, int):  # a ts column of plain epoch milliseconds
+        return x
+    if x.tzinfo is None:
+        x = x.replace(tzinfo=_dt.timezone.utc)
+    return int(x.timestamp()) * 1000 + x.microsecond // 1000
+
+
+def touch(df: pl.DataFrame) -> dict:
+    """Reads every value of a bar frame: the row count, the sum of each OHLCV column
+    and the first and last ts (min and max, which read every ts). Timed with the read
+    in the colocated workload; its result is the answer's checksum."""
+    aggs = [pl.len().alias("rows"), *(pl.col(c).sum() for c in ("open", "high", "low", "close", "volume"))]
+    has_ts = "ts" in df.columns
+    if has_ts:
+        aggs += [pl.col("ts").min().alias("ts_min"), pl.col("ts").max().alias("ts_max")]
+    row = df.select(aggs).row(0, named=True)
+    out = {k: int(v) for k, v in row.items() if not k.startswith("ts_")}
+    if has_ts:
+        out["ts_min"], out["ts_max"] = _epoch_ms(row["ts_min"]), _epoch_ms(row["ts_max"])
+    return out
+
+
 def day_range_latency(systems: list[System], ds: Dataset, n: int, budget_s: float) -> dict:
     """Workload 3: random one-day ranges (1440 bars), one request at a time."""
     ranges = day_ranges(ds, n)
+    prefix = checks.Prefix(ds.kline)
     out: dict = {}
     for s in systems:
         log(f"day ranges: {s.label}")
 
         def run(s=s):
+            def check(q, df):
+                checks.expect("day_ranges", s.label, checks.digest(df), prefix.window(*q))
+
             sym, a, b = ranges[0]
             assert s.read_range(sym, a, b).height == 1440
             for q in ranges[:20]:  # warm-up: open files, fill caches
-                s.read_range(*q)
-            r = timing.latency_loop(lambda q: s.read_range(*q), ranges, budget_s)
+                check(q, s.read_range(*q))
+            r = timing.latency_loop(lambda q: s.read_range(*q), ranges, budget_s, check)
             log(f"  {s.label}: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms ({r['n']}/{n})")
             return r
 
@@ -379,19 +458,23 @@ def latest_latency(systems: list[System], ds: Dataset, n: int, budget_s: float) 
     """Workload 4: the latest 100 bars of a symbol, round robin over the symbols."""
     symbols = [ds.symbols[i % len(ds.symbols)] for i in range(n)]
     last_ts = ds.spec.end_ms
+    prefix = checks.Prefix(ds.kline)
     out: dict = {}
     for s in systems:
         log(f"latest 100: {s.label}")
 
         def run(s=s):
+            def check(sym, df):
+                checks.expect("latest", s.label, checks.digest(df), prefix.last(sym, 100))
+
             df = s.latest(symbols[0], 100)
             assert df.height == 100
             last = df[-1, 0]
             last_ms = last if isinstance(last, int) else int(last.timestamp() * 1000)
             assert last_ms == last_ts, f"last bar {last} is not the series' last"
             for sym in symbols[:20]:
-                s.latest(sym, 100)
-            r = timing.latency_loop(lambda sym: s.latest(sym, 100), symbols, budget_s)
+                check(sym, s.latest(sym, 100))
+            r = timing.latency_loop(lambda sym: s.latest(sym, 100), symbols, budget_s, check)
             log(f"  {s.label}: p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms ({r['n']}/{n})")
             return r
 
@@ -412,8 +495,11 @@ def predicates(systems: list[System], ds: Dataset, selectivities: list[float], r
             got = s.predicate(lo, hi)
             assert got == expected, f"{got} matches, expected {expected}"
 
+        def check(s, got, expected=expected):
+            checks.expect("predicate", s.label, got, expected)
+
         log(f"predicate {sel}%: all systems, interleaved")
-        raw = interleaved(systems, warm, lambda s, lo=lo, hi=hi: s.predicate(lo, hi), reps)
+        raw = interleaved(systems, warm, lambda s, lo=lo, hi=hi: s.predicate(lo, hi), reps, check=check)
         per: dict = {}
         for label, times in raw.items():
             if isinstance(times, dict):
@@ -421,7 +507,7 @@ def predicates(systems: list[System], ds: Dataset, selectivities: list[float], r
                 continue
             r = _times_summary(times)
             per[label] = {"reps": r["reps"], "median_ms": r["median_s"] * 1e3, "best_ms": r["best_s"] * 1e3,
-                          "p99_ms": r["p99_ms"], "rows_scanned_per_s": rows / r["median_s"]}
+                          "p99_ms": r["p99_ms"], "rows_scanned_per_s": rows / r["median_s"], "checked": len(times)}
             log(f"  {label}: median {r['median_s'] * 1e3:.2f} ms")
         out[str(sel)] = {"min": lo, "max": hi, "matches": expected, "systems": per}
     return out
@@ -430,12 +516,18 @@ def predicates(systems: list[System], ds: Dataset, selectivities: list[float], r
 def flight_transport(systems: list[System], ds: Dataset, reps: int) -> dict:
     """Issue 4: the whole scalar series over DoGet into Polars, FastK vs the ceilings."""
     n = ds.scalar.num_rows
+    want = (n, checks.window(ds.scalar.column("value").to_numpy(), 0, n))
+
+    def check(s, df):
+        checks.expect("flight_scalar", s.label, checks.digest(df, ("value",)), want)
 
     def warm(s):
-        assert s.scalar_all().height == n
+        df = s.scalar_all()
+        assert df.height == n
+        check(s, df)
 
     log("DoGet whole scalar series: interleaved")
-    raw = interleaved(systems, warm, lambda s: s.scalar_all(), reps)
+    raw = interleaved(systems, warm, lambda s: s.scalar_all(), reps, check=check)
     out: dict = {}
     for label, times in raw.items():
         if isinstance(times, dict):
@@ -443,7 +535,7 @@ def flight_transport(systems: list[System], ds: Dataset, reps: int) -> dict:
             continue
         r = _times_summary(times)
         r.update(rows=n, rows_per_s=n / r["median_s"], gb_s=n * SCALAR_ROW_BYTES / r["median_s"] / 1e9,
-                 best_gb_s=n * SCALAR_ROW_BYTES / r["best_s"] / 1e9)
+                 best_gb_s=n * SCALAR_ROW_BYTES / r["best_s"] / 1e9, checked=len(times))
         log(f"  {label}: median {r['median_s'] * 1e3:.1f} ms, best {r['best_s'] * 1e3:.1f} ms")
         out[label] = r
     return out
@@ -575,8 +667,13 @@ def sql_year(fastk, sql_ways: list[System], ds: Dataset, reps: int) -> dict:
         for i, c in enumerate(("open", "high", "low", "close", "volume"), start=1):
             assert np.array_equal(t.column(i).to_numpy(), want.column(c).to_numpy()), f"{c} differs"
 
+    want_digest = checks.kline_digest(src, start, end, ("close", "volume"))
+
+    def check(w, t):
+        checks.expect("sql_year", w.label, checks.digest(t, ("close", "volume")), want_digest)
+
     log(f"SQL year: {expected:,} bars, native DoGet vs SQL, interleaved")
-    raw = interleaved(ways, warm, lambda w: w.run(), reps)
+    raw = interleaved(ways, warm, lambda w: w.run(), reps, check=check)
     out: dict = {"query": query, "rows": expected, "systems": {}}
     native = raw.get(ways[0].label)
     native_s = statistics.median(native) if isinstance(native, list) and native else None
@@ -588,7 +685,7 @@ def sql_year(fastk, sql_ways: list[System], ds: Dataset, reps: int) -> dict:
         r.update(rows=expected, rows_per_s=expected / r["median_s"],
                  mb_s=expected * KLINE_ROW_BYTES / r["median_s"] / 1e6,
                  best_mb_s=expected * KLINE_ROW_BYTES / r["best_s"] / 1e6,
-                 ordered=ordered.get(label),
+                 ordered=ordered.get(label), checked=len(times),
                  of_native=native_s / r["median_s"] if native_s else None)
         log(f"  {label}: median {r['median_s'] * 1e3:.1f} ms ({r['mb_s']:.0f} MB/s)"
             + (f", {r['of_native'] * 100:.0f}% of native" if r["of_native"] else ""))
@@ -599,9 +696,11 @@ def sql_year(fastk, sql_ways: list[System], ds: Dataset, reps: int) -> dict:
 HOUR_MS = 3_600_000
 
 
-def resample_queries(symbol: str, start: int, end_excl: int, duck_path: str | None) -> dict:
+def resample_queries(symbol: str, start: int, end_excl: int, duck_srcs: dict | None = None) -> dict:
     """The 1m -> 1h OHLCV resample in each dialect: bucket, first open, max high, min low,
-    last close, sum volume, on the stored int64 values, `ts` in [start, end_excl)."""
+    last close, sum volume, on the stored int64 values, `ts` in [start, end_excl).
+    `duck_srcs` maps a key of the answer (`duckdb`, `duckdb_table`) to the FROM clause
+    of a DuckDB adapter (its Parquet file, or its table)."""
     datafusion = ("SELECT date_bin(INTERVAL '1 hour', ts) AS bucket, first_value(open ORDER BY ts) AS open, "
                   "max(high) AS high, min(low) AS low, last_value(close ORDER BY ts) AS close, "
                   "sum(volume) AS volume FROM {table} WHERE {where} GROUP BY 1 ORDER BY 1")
@@ -611,15 +710,15 @@ def resample_queries(symbol: str, start: int, end_excl: int, duck_path: str | No
         "roapi": datafusion.format(table=symbol.lower(), where=(
             f"ts >= to_timestamp_millis({start}) AND ts < to_timestamp_millis({end_excl})")),
     }
-    if duck_path:
-        from .systems import tstz
+    from .systems import tstz
 
+    for key, src in (duck_srcs or {}).items():
         # DuckDB: time_bucket is date_bin; arg_min/arg_max(x, ts) are first/last by ts;
         # sum(BIGINT) is HUGEINT in DuckDB, cast back to BIGINT like the others.
-        q["duckdb"] = ("SELECT time_bucket(INTERVAL 1 hour, ts) AS bucket, arg_min(open, ts) AS open, "
-                       "max(high) AS high, min(low) AS low, arg_max(close, ts) AS close, "
-                       f"sum(volume)::BIGINT AS volume FROM read_parquet('{duck_path}') "
-                       f"WHERE ts >= {tstz(start)} AND ts < {tstz(end_excl)} GROUP BY 1 ORDER BY 1")
+        q[key] = ("SELECT time_bucket(INTERVAL 1 hour, ts) AS bucket, arg_min(open, ts) AS open, "
+                  "max(high) AS high, min(low) AS low, arg_max(close, ts) AS close, "
+                  f"sum(volume)::BIGINT AS volume FROM {src} "
+                  f"WHERE ts >= {tstz(start)} AND ts < {tstz(end_excl)} GROUP BY 1 ORDER BY 1")
     return q
 
 
@@ -642,11 +741,11 @@ def _hourly(table, start: int, end_excl: int) -> dict:
             "volume": np.add.reduceat(cols["volume"], first)}
 
 
-def sql_resample(fastk_sql: System, duck: System | None, roapi: System | None, ds: Dataset, reps: int) -> dict:
+def sql_resample(fastk_sql: System, ducks: list, roapi: System | None, ds: Dataset, reps: int) -> dict:
     """SQL 2: one year of 1m bars of one symbol resampled to 1h OHLCV by SQL.
 
     FastK (Flight SQL via ADBC, table kline_raw), DuckDB over its own Parquet file of the
-    symbol, ROAPI (Flight SQL via ADBC, its in-memory copy of Polars' Parquet file), the
+    symbol and DuckDB over its native table (`ducks`: the adapters present), ROAPI (Flight SQL via ADBC, its in-memory copy of Polars' Parquet file), the
     same semantics in each dialect (see `resample_queries`), answers as Arrow tables.
     The warm-up checks every system's buckets and values against numpy's (the values
     are int64 everywhere, so they must match exactly; compared with a 1e-9 relative
@@ -657,10 +756,13 @@ def sql_resample(fastk_sql: System, duck: System | None, roapi: System | None, d
     start, end = ds.spec.year_range
     end_excl = end + 60_000
     want = _hourly(ds.kline[symbol], start, end_excl)
-    queries = resample_queries(symbol, start, end_excl, duck.path(symbol) if duck is not None else None)
+    from .systems import DuckDBTable
+
+    ducks = {("duckdb_table" if isinstance(d, DuckDBTable) else "duckdb"): d for d in ducks if d is not None}
+    queries = resample_queries(symbol, start, end_excl, {k: d.src(symbol) for k, d in ducks.items()})
     ways = [Way(fastk_sql.label, lambda: fastk_sql.sql(queries["fastk"]))]
-    if duck is not None:
-        ways.append(Way(duck.label, lambda: duck.sql(queries["duckdb"])))
+    for key, d in ducks.items():
+        ways.append(Way(d.label, lambda d=d, key=key: d.sql(queries[key])))
     if roapi is not None:
         ways.append(Way(roapi.label, lambda: roapi.sql(queries["roapi"])))
 
@@ -673,10 +775,15 @@ def sql_resample(fastk_sql: System, duck: System | None, roapi: System | None, d
             got = np.asarray(t.column(i).to_numpy(), dtype=np.float64)
             assert np.allclose(got, want[c].astype(np.float64), rtol=1e-9, atol=0), f"{c} differs"
 
+    want_digest = (len(want["bucket"]), int(want["close"].sum()), int(want["volume"].sum()))
+
+    def check(w, t):
+        checks.expect("sql_resample", w.label, checks.digest(t, ("close", "volume")), want_digest)
+
     log(f"SQL resample 1m -> 1h ({len(want['bucket']):,} buckets): interleaved")
-    raw = interleaved(ways, warm, lambda w: w.run(), reps)
+    raw = interleaved(ways, warm, lambda w: w.run(), reps, check=check)
     out: dict = {"buckets": int(len(want["bucket"])), "bars": (end_excl - start) // 60_000,
-                 "queries": queries, "systems": {}}
+                 "queries": {k: _no_paths(q, ducks.values()) for k, q in queries.items()}, "systems": {}}
     fk = raw.get(fastk_sql.label)
     fk_s = statistics.median(fk) if isinstance(fk, list) and fk else None
     for label, times in raw.items():
@@ -685,11 +792,18 @@ def sql_resample(fastk_sql: System, duck: System | None, roapi: System | None, d
             continue
         r = _times_summary(times)
         r.update(median_ms=r["median_s"] * 1e3, best_ms=r["best_s"] * 1e3,
-                 input_rows_per_s=out["bars"] / r["median_s"],
+                 input_rows_per_s=out["bars"] / r["median_s"], checked=len(times),
                  vs_fastk=r["median_s"] / fk_s if fk_s else None)
         log(f"  {label}: median {r['median_ms']:.1f} ms, best {r['best_ms']:.1f} ms")
         out["systems"][label] = r
     return out
+
+
+def _no_paths(query: str, ducks) -> str:
+    """A query as recorded in results.json: no machine path (a Parquet file by its name)."""
+    for d in ducks:
+        query = query.replace(f"{d.root}/", "")
+    return query
 
 
 def sql_predicate(fastk, sql_ways: list[System], ds: Dataset, selectivities: list[float], reps: int) -> dict:
@@ -719,8 +833,11 @@ def sql_predicate(fastk, sql_ways: list[System], ds: Dataset, selectivities: lis
             got = w.run()
             assert got == expected, f"{got} matches, expected {expected}"
 
+        def check(w, got, expected=expected):
+            checks.expect("sql_predicate", w.label, got, expected)
+
         log(f"SQL predicate {sel}%: native vs SQL, interleaved")
-        raw = interleaved(ways, warm, lambda w: w.run(), reps)
+        raw = interleaved(ways, warm, lambda w: w.run(), reps, check=check)
         native = raw.get(ways[0].label)
         native_s = statistics.median(native) if isinstance(native, list) and native else None
         per: dict = {}
@@ -730,7 +847,8 @@ def sql_predicate(fastk, sql_ways: list[System], ds: Dataset, selectivities: lis
                 continue
             r = _times_summary(times)
             per[label] = {"reps": r["reps"], "median_ms": r["median_s"] * 1e3, "best_ms": r["best_s"] * 1e3,
-                          "p99_ms": r["p99_ms"], "vs_native": r["median_s"] / native_s if native_s else None}
+                          "p99_ms": r["p99_ms"], "vs_native": r["median_s"] / native_s if native_s else None,
+                          "checked": len(times)}
             log(f"  {label}: median {r['median_s'] * 1e3:.2f} ms")
         out["selectivities"][str(sel)] = {"min": lo, "max": hi, "matches": expected, "query": query,
                                           "systems": per}
