@@ -1,6 +1,7 @@
 //! Command line: `fastk` (serve with defaults), `fastk serve`, `fastk admin`,
 //! `fastk import`, `fastk export`, `fastk token`.
 
+use crate::sync::LockExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -324,37 +325,21 @@ fn admin(cmd: AdminCommand) -> ExitCode {
 /// `--apply`; a dry run says what would be cut). That record and every later one are
 /// lost, and the report says how many bytes.
 fn repair_log(root: &std::path::Path, apply: bool) -> Result<(), ExitCode> {
-    use crate::storage::wal;
-    let dir = root.join(wal::WAL_DIR);
-    let corrupt = match wal::scan(&dir, false) {
-        Ok(Ok(_)) => return Ok(()),
-        Ok(Err(c)) => c,
-        Err(e) => {
-            eprintln!("fastk: reading the write-ahead log: {e}");
-            return Err(ExitCode::from(2));
+    use crate::storage::wal::{LogRepair, repair_log};
+    match repair_log(root, apply) {
+        Ok(LogRepair::Clean) => Ok(()),
+        Ok(LogRepair::Corrupt { at }) => {
+            eprintln!(
+                "fastk: the write-ahead log is corrupt in {at}; `--apply` cuts it there (that record and every later one are lost)"
+            );
+            Err(ExitCode::from(1))
         }
-    };
-    let at = format!(
-        "{}/{} at byte {} ({})",
-        wal::WAL_DIR,
-        corrupt.segment,
-        corrupt.offset,
-        corrupt.detail
-    );
-    if !apply {
-        eprintln!(
-            "fastk: the write-ahead log is corrupt in {at}; `--apply` cuts it there (that record and every later one are lost)"
-        );
-        return Err(ExitCode::from(1));
-    }
-    match wal::cut_at_corruption(root) {
-        Ok(Some((_, bytes))) => {
+        Ok(LogRepair::Cut { at, bytes }) => {
             eprintln!("fastk: cut the write-ahead log in {at}: {bytes} bytes of records dropped");
             Ok(())
         }
-        Ok(None) => Ok(()),
         Err(e) => {
-            eprintln!("fastk: cutting the write-ahead log: {e}");
+            eprintln!("fastk: repairing the write-ahead log: {e}");
             Err(ExitCode::from(2))
         }
     }
@@ -382,7 +367,7 @@ fn admin_progress(action: AdminAction) -> impl Fn(usize, usize, &str) + Sync {
             b.set_message(series.to_string());
         }
         None => {
-            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = last.locked();
             if done == 0 || last.elapsed() >= std::time::Duration::from_secs(5) {
                 eprintln!("fastk: {action}: {done}/{total} series, now {series}");
                 *last = std::time::Instant::now();

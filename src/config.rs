@@ -134,37 +134,42 @@ pub struct StorageConfig {
 }
 
 impl Default for StorageConfig {
+    /// The storage engine's own defaults (`StoreOptions`, `WalOptions`), said once
+    /// there; only what the engine has no default for (the root, the background
+    /// tasks' schedules, the write budget, codecs by name) is set here.
     fn default() -> Self {
+        let store = StoreOptions::default();
+        let wal = &store.wal;
         StorageConfig {
             root: PathBuf::from("./data"),
-            max_chunks_per_month: 8,
-            zonemap_block_rows: 4096,
-            value_index: true,
-            write_threads: 2,
-            sync_threads: 8,
+            max_chunks_per_month: store.max_chunks_per_month,
+            zonemap_block_rows: store.zonemap_block_rows.unwrap_or(0),
+            value_index: store.value_index,
+            write_threads: store.write_threads,
+            sync_threads: store.sync_threads,
             low_disk_bytes: 1 << 30,
-            max_write_rows: 50_000_000,
-            max_mapped_files: crate::storage::mapcache::DEFAULT_MAX_MAPPED_FILES,
-            zonemap_cache_bytes: crate::storage::mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
+            max_write_rows: store.max_write_rows,
+            max_mapped_files: store.max_mapped_files,
+            zonemap_cache_bytes: store.zonemap_cache_bytes,
             max_inflight_write_bytes: 4 << 30,
             write_budget_wait_ms: 2_000,
             retention_ms: 0,
             retention_interval_s: 600,
-            wal_segment_bytes: 64 << 20,
-            wal_max_record_bytes: 256 << 20,
-            wal_group_window_us: 0,
-            wal_direct_rows: 8192,
-            wal_max_bytes: 1 << 30,
-            fold_rows: 8192,
-            fold_age_s: 600,
-            fold_memory_bytes: 512 << 20,
-            fold_threads: 4,
+            wal_segment_bytes: wal.segment_bytes,
+            wal_max_record_bytes: wal.max_record_bytes,
+            wal_group_window_us: wal.group_window.as_micros() as u64,
+            wal_direct_rows: wal.direct_rows,
+            wal_max_bytes: wal.max_log_bytes,
+            fold_rows: wal.fold_rows,
+            fold_age_s: wal.fold_age.as_secs(),
+            fold_memory_bytes: wal.memory_bytes,
+            fold_threads: wal.fold_threads,
             compression: "pco".into(),
             compress_after_s: 3 * 86_400,
             compress_interval_s: 3_600,
-            decompressed_cache_bytes: crate::storage::mapcache::DEFAULT_DECOMPRESSED_CACHE_BYTES,
-            pack_target_bytes: crate::storage::pack::DEFAULT_PACK_TARGET_BYTES,
-            direct_write_min_bytes: crate::storage::DEFAULT_DIRECT_WRITE_MIN_BYTES,
+            decompressed_cache_bytes: store.decompressed_cache_bytes,
+            pack_target_bytes: store.pack_target_bytes,
+            direct_write_min_bytes: store.direct_write_min_bytes,
         }
     }
 }
@@ -216,9 +221,11 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     pub gzip: bool,
     pub request_timeout_s: u64,
-    /// Seconds a connection may take to send a request's headers (slowloris bound).
+    /// Seconds a new connection may take to send its first request's headers
+    /// (slowloris bound).
     pub header_read_timeout_s: u64,
-    /// Seconds a connection with no request in flight is kept open.
+    /// Seconds a connection with no request in flight is kept open after its last
+    /// response (silent, or halfway through its next request head).
     pub keep_alive_idle_s: u64,
     /// Connections served at once; further ones first displace the oldest idle one.
     pub max_connections: usize,
@@ -523,6 +530,10 @@ impl Config {
     }
 
     /// Checks every limit and address; errors name the key.
+    ///
+    /// Long on purpose: one independent check per key, in the order of the reference
+    /// in docs/operations.md, each two to eight lines with its own message; the first
+    /// failing key is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |k: &str, why: &str| Err(ConfigError(format!("{k}: {why}")));
         if self.http.addr.parse::<SocketAddr>().is_err() {

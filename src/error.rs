@@ -5,12 +5,12 @@
 //! sees: for 4xx it says what was wrong and how to fix it; for 5xx it never contains
 //! paths or internals (those go to the log).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::record::NameError;
 use crate::storage::StorageError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     InvalidArgument,
@@ -28,6 +28,21 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in the order the contract lists their codes.
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::NotFound,
+        ErrorKind::Conflict,
+        ErrorKind::PreconditionFailed,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::Unprocessable,
+        ErrorKind::Corrupted,
+        ErrorKind::Unavailable,
+        ErrorKind::Internal,
+    ];
+
     /// The contract's `error.code` string.
     pub fn code(self) -> &'static str {
         match self {

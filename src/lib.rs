@@ -26,6 +26,7 @@
 //!   brute-force throttle (shared by both front ends).
 //! - [`tls`]: TLS for both listeners, certificates re-read when they change.
 //! - [`cli`]: the `fastk` command line.
+//! - [`sync`]: the one lock policy (a poisoned lock is recovered).
 #![deny(unsafe_code)]
 
 pub mod admin;
@@ -43,5 +44,6 @@ pub mod registry;
 pub mod replica;
 pub mod server;
 pub mod storage;
+pub mod sync;
 pub mod tls;
 pub mod transfer;

@@ -8,7 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     // Transparent huge pages off for this process, as for most databases: a DoPut's
     // fresh buffers would otherwise fault in as zeroed 2 MiB pages, which cost more
-    // than the write itself (measured in docs/benchmarks.md). Chunk mappings are file
+    // than the write itself (measured: docs/benchmarks/journal/). Chunk mappings are file
     // backed and unaffected. Best effort: a kernel without the prctl changes nothing.
     #[cfg(target_os = "linux")]
     let _ = nix::sys::prctl::set_thp_disable(true);

@@ -3,6 +3,7 @@
 //! Counters are atomics bumped on the hot paths; per-route HTTP latencies are kept in
 //! fixed-bucket histograms keyed by (method, route template, status).
 
+use crate::sync::LockExt;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -94,7 +95,7 @@ impl Metrics {
 
     /// Records one HTTP request. `route` is the route template (`/v1/kline/{symbol}/{timeframe}`).
     pub fn observe_http(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let mut map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.http.locked();
         let h = map
             .entry((method.to_string(), route.to_string(), status))
             .or_default();
@@ -109,12 +110,16 @@ impl Metrics {
 
     /// Records one Flight RPC by method and gRPC code name.
     pub fn observe_flight(&self, method: &str, code: &str) {
-        let mut map = self.flight_calls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.flight_calls.locked();
         *map.entry((method.to_string(), code.to_string()))
             .or_default() += 1;
     }
 
     /// Renders every metric in the Prometheus text format.
+    ///
+    /// Long on purpose: one statement per exported family, in the order `/metrics`
+    /// prints them, each independent of the others; split, the exposition's order
+    /// would be spread over several functions.
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
@@ -412,7 +417,7 @@ impl Metrics {
             );
         }
         self.render_http(&mut out);
-        let calls = self.flight_calls.lock().unwrap_or_else(|p| p.into_inner());
+        let calls = self.flight_calls.locked();
         let _ = writeln!(
             out,
             "# HELP fastk_flight_requests_total Flight RPCs by method and gRPC code."
@@ -428,7 +433,7 @@ impl Metrics {
     }
 
     fn render_http(&self, out: &mut String) {
-        let map = self.http.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.http.locked();
         let _ = writeln!(
             out,
             "# HELP fastk_http_requests_total HTTP requests by method, route and status."

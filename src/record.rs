@@ -17,9 +17,8 @@ pub const TS_MAX: i64 = 253_402_300_799_999;
 
 /// One OHLCV bar. Prices and volume are fixed-point integers (real = int / scale).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"ts": 1704067200000_i64, "open": 4200000, "high": 4210000, "low": 4195000, "close": 4205000, "volume": 1250}))]
 pub struct KlineRecord {
     /// Milliseconds since the Unix epoch, UTC.
     pub ts: i64,
@@ -53,9 +52,7 @@ impl KlineRecord {
 }
 
 /// Value type of a scalar series.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ValueType {
     #[default]
@@ -86,19 +83,7 @@ impl ValueType {
 }
 
 /// Kind of a series.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SeriesKind {
     Kline,
@@ -352,6 +337,17 @@ impl SeriesKey {
         match self {
             SeriesKey::Kline { symbol, .. } | SeriesKey::Scalar { symbol, .. } => symbol.as_str(),
         }
+    }
+    /// The key of the same kind, timeframe (and scalar category and name) for
+    /// `symbol`: how a many-series write names each of its series.
+    pub fn with_symbol(&self, symbol: &str) -> Result<Self, NameError> {
+        let mut k = self.clone();
+        match &mut k {
+            SeriesKey::Kline { symbol: s, .. } | SeriesKey::Scalar { symbol: s, .. } => {
+                *s = Name::parse("symbol", symbol)?;
+            }
+        }
+        Ok(k)
     }
     /// The symbol, moved out of a key that is done with (a many-series write answers
     /// with the symbol of each of its thousands of series, from the keys it parsed).

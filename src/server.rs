@@ -48,6 +48,9 @@ pub struct StartError(pub String);
 
 /// Opens the engine and binds both listeners (port 0 picks a free port; the bound
 /// address is logged and returned).
+///
+/// Long on purpose: the start-up order (config, engine, TLS, both listeners, the
+/// background tasks, the shutdown wiring) is read top to bottom as one sequence.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let http_addr: SocketAddr = config
         .http

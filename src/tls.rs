@@ -14,6 +14,7 @@
 //! (shards) use TLS too, trusting the same CA file and presenting this node's
 //! certificate ([`Tls::client`]).
 
+use crate::sync::{LockExt, RwLockExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -87,8 +88,8 @@ impl Tls {
         };
         let stamp = tls.stamps();
         let loaded = tls.build()?;
-        *tls.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
-        *tls.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+        *tls.current.write_now() = loaded;
+        *tls.stamp.locked() = stamp;
         Ok(Some(Arc::new(tls)))
     }
 
@@ -99,7 +100,7 @@ impl Tls {
 
     /// The acceptor for a new connection on `side`, with the current certificate.
     pub fn acceptor(&self, side: Side) -> TlsAcceptor {
-        let l = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let l = self.current.read_now();
         TlsAcceptor::from(Arc::clone(match side {
             Side::Http => &l.http,
             Side::Flight => &l.flight,
@@ -110,7 +111,7 @@ impl Tls {
     /// one, the certificates of this node's own chain) and presents this node's
     /// certificate, so mutual TLS between nodes works with one CA.
     pub fn client(&self) -> tonic::transport::ClientTlsConfig {
-        let l = self.current.read().unwrap_or_else(|p| p.into_inner());
+        let l = self.current.read_now();
         tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(l.trust.clone()))
             .identity(tonic::transport::Identity::from_pem(
@@ -215,7 +216,7 @@ impl Tls {
     pub fn reload_if_changed(&self) {
         let now = self.stamps();
         {
-            let mut seen = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = self.stamp.locked();
             if *seen == now {
                 return;
             }
@@ -223,7 +224,7 @@ impl Tls {
         }
         match self.build() {
             Ok(loaded) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+                *self.current.write_now() = loaded;
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("TLS certificate files changed: new connections use them");
             }
@@ -352,12 +353,7 @@ mod tests {
     }
 
     fn served_cert(t: &Tls) -> Vec<u8> {
-        t.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .identity
-            .0
-            .clone()
+        t.current.read_now().identity.0.clone()
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! `fastk admin ... --root DIR`: exit codes, the readable table, JSON, dry runs, and
 //! the polite refusal while another process holds the store.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::{HOUR, JAN_2024, engine_with, kline_registration};
 use fastk::config::Config;
 use fastk::query::Engine;
-use fastk::query::types::RegisterKline;
 use fastk::record::{KlineRecord, SeriesKey};
 
 fn fastk(args: &[&str], root: &Path) -> Output {
@@ -27,25 +29,14 @@ fn text(o: &Output) -> String {
 }
 
 fn seed(root: &Path) -> std::path::PathBuf {
-    let mut c = Config::default();
-    c.storage.root = root.to_path_buf();
     // A file per month (no packed write): the test damages one chunk file.
-    c.storage.pack_target_bytes = 0;
-    let e = Engine::open(c).unwrap();
-    let r = RegisterKline {
-        symbol: "SOLUSDT".into(),
-        timeframe: "1h".into(),
-        timeframe_ms: None,
-        price_scale: 100,
-        volume_scale: 1,
-        retention_ms: None,
-        irregular: None,
-    };
+    let e = engine_with(root, |c| c.storage.pack_target_bytes = 0);
+    let r = kline_registration("SOLUSDT", "1h");
     e.register_kline(&r).unwrap();
     let key = SeriesKey::kline("SOLUSDT", "1h").unwrap();
     let rows: Vec<KlineRecord> = (0..2000)
         .map(|i| KlineRecord {
-            ts: 1_704_067_200_000 + i * 3_600_000,
+            ts: JAN_2024 + i * HOUR,
             open: 10,
             high: 12,
             low: 9,

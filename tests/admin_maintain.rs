@@ -15,35 +15,20 @@ use std::sync::Arc;
 
 use arrow_flight::Action;
 use arrow_flight::error::FlightError;
+use common::{JAN_2024, MINUTE, engine_with, scalar_registration, validate_deep};
 use fastk::admin::{AdminAction, AdminRequest, SeriesSelector};
-use fastk::config::Config;
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
-use fastk::query::types::RegisterScalar;
 use fastk::record::{SeriesKey, TsRange};
 use fastk::storage::WriteBatch;
 use futures::TryStreamExt;
 
-const MINUTE: i64 = 60_000;
-const JAN_2024: i64 = 1_704_067_200_000;
-
 fn engine(root: &Path) -> Arc<Engine> {
-    let mut c = Config::default();
-    c.storage.root = root.to_path_buf();
-    c.storage.low_disk_bytes = 0;
-    Engine::open(c).unwrap()
+    engine_with(root, |c| c.storage.low_disk_bytes = 0)
 }
 
 fn scalar(e: &Engine) -> SeriesKey {
-    let r = RegisterScalar {
-        symbol: "BTCUSDT".into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
-        category: "indicator".into(),
-        name: "rsi".into(),
-        value_type: None,
-        retention_ms: None,
-    };
+    let r = scalar_registration("BTCUSDT", "1m", "indicator", "rsi", None);
     e.register_scalar(&r).unwrap();
     SeriesKey::scalar("BTCUSDT", "1m", "indicator", "rsi").unwrap()
 }
@@ -83,13 +68,6 @@ fn flip(path: &Path, at: u64) {
     f.sync_all().unwrap();
 }
 
-fn deep() -> AdminRequest {
-    AdminRequest {
-        deep: Some(true),
-        ..Default::default()
-    }
-}
-
 /// Repair used to rebuild a damaged sidecar by writing a temp file and renaming it
 /// over the sidecar's published name, while readers could still hold the old file
 /// (the mmap module's first invariant: a published file is never modified, only
@@ -115,7 +93,7 @@ fn sidecar_repair_writes_a_new_generation_and_leaves_the_published_file_alone() 
         .flat_map(|x| common::files_with(&sdir, x))
         .collect();
     let version = series.version();
-    let found = e.admin(AdminAction::Validate, &deep()).unwrap();
+    let found = validate_deep(&e);
     assert!(
         found.findings.iter().any(|f| f.kind == "sidecar_corrupt"),
         "{:#?}",
@@ -147,14 +125,14 @@ fn sidecar_repair_writes_a_new_generation_and_leaves_the_published_file_alone() 
     for f in &old_files {
         assert!(!f.exists(), "{} outlived its last reader", f.display());
     }
-    assert!(e.admin(AdminAction::Validate, &deep()).unwrap().clean);
+    assert!(validate_deep(&e).clean);
     assert_eq!(stored(&e, &key), want);
     drop(series);
     drop(e);
     let e = engine(dir.path());
     assert_eq!(stored(&e, &key), want, "and after a reopen");
     assert_eq!(e.series(&key).unwrap().version(), version + 1);
-    assert!(e.admin(AdminAction::Validate, &deep()).unwrap().clean);
+    assert!(validate_deep(&e).clean);
 }
 
 /// Unmounts the tmpfs when the test ends, however it ends.
@@ -268,11 +246,9 @@ fn repair_on_a_full_disk_is_unavailable_and_changes_nothing() {
 #[tokio::test]
 async fn unknown_action_names_are_invalid_argument_with_a_short_message() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    config.http.addr = "127.0.0.1:0".into();
-    config.flight.addr = "127.0.0.1:0".into();
-    let running = fastk::server::start(config).await.unwrap();
+    let running = fastk::server::start(common::server_config(dir.path(), |_| {}))
+        .await
+        .unwrap();
     let long = "a".repeat(100 << 10);
 
     let mut client = {
@@ -331,7 +307,7 @@ fn validate_reports_the_rows_still_only_in_the_log() {
     write_month(&e, &key, 5);
     let series_dir = e.series(&key).unwrap().dir().to_path_buf();
     let armed = failpoints::arm(&series_dir, Op::Fsync, 1);
-    let r = common::validate_deep(&e);
+    let r = validate_deep(&e);
     assert!(armed.fired(), "the fold before the validation failed");
     drop(armed);
     assert_eq!(
@@ -340,7 +316,7 @@ fn validate_reports_the_rows_still_only_in_the_log() {
         "{r:?}"
     );
     assert!(r.clean, "rows in the log are durable, not a finding: {r:?}");
-    let r = common::validate_deep(&e);
+    let r = validate_deep(&e);
     assert_eq!(
         (r.log_unfolded_rows, r.log_unfolded_series),
         (0, 0),

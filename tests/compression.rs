@@ -3,42 +3,25 @@
 //! sidecars still usable, surviving a reopen and a deep validation, taking writes
 //! again, and failing cleanly when a compressed body is damaged.
 
-use fastk::admin::AdminAction;
-use fastk::config::Config;
-use fastk::query::Engine;
-use fastk::query::types::AdminRequest;
-use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, TsRange, ValueType};
+mod common;
+
+use common::{
+    JAN_2024, MINUTE, engine_with, first_read_error, kline_meta, read_cols, scalar_meta, store_opts,
+};
+use fastk::record::{MonthPartition, SeriesMeta, ValueType};
 use fastk::storage::format::FLAG_COMPRESSED;
 use fastk::storage::{StorageError, Store, StoreOptions, WriteBatch};
 
-const MINUTE: i64 = 60_000;
-const JAN_2024: i64 = 1_704_067_200_000;
-
 fn opts() -> StoreOptions {
-    StoreOptions {
-        compress_after_ms: Some(0),
-        ..StoreOptions::default()
-    }
+    store_opts(|o| o.compress_after_ms = Some(0))
 }
 
-fn kline_meta() -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::kline("BTCUSDT", "1m").unwrap(),
-        timeframe_ms: MINUTE,
-        price_scale: 100,
-        volume_scale: 1000,
-        value_type: ValueType::I64,
-    }
+fn kline() -> SeriesMeta {
+    kline_meta("BTCUSDT", "1m")
 }
 
-fn scalar_meta() -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::scalar("BTCUSDT", "1m", "feature", "x").unwrap(),
-        timeframe_ms: MINUTE,
-        price_scale: 1,
-        volume_scale: 1,
-        value_type: ValueType::F64,
-    }
+fn scalar() -> SeriesMeta {
+    scalar_meta("BTCUSDT", "1m", "feature", "x", ValueType::F64)
 }
 
 /// Two months and a bit of 1m bars: a random walk of prices in ticks.
@@ -86,30 +69,18 @@ fn scalars(n: i64) -> WriteBatch {
     WriteBatch::from_cols(vec![(0..n).map(|i| JAN_2024 + i * MINUTE).collect(), v])
 }
 
-fn read_all(store: &Store, key: &SeriesKey) -> Vec<Vec<i64>> {
-    let s = store.get(key).unwrap();
-    let mut cols = vec![Vec::new(); key.kind().ncols()];
-    for sl in s.snapshot().range(TsRange::all()) {
-        let sl = sl.unwrap();
-        for (c, out) in cols.iter_mut().enumerate() {
-            out.extend_from_slice(sl.col(c));
-        }
-    }
-    cols
-}
-
 #[test]
 fn sealed_months_compress_read_back_and_take_writes() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
-    let (f, _) = store.register(scalar_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
+    let (f, _) = store.register(scalar()).unwrap();
     let n = 70_000;
     k.write(klines(n), None).unwrap();
     f.write(scalars(n), None).unwrap();
     let raw_bytes = k.snapshot().bytes();
-    let want_k = read_all(&store, &kline_meta().key);
-    let want_f = read_all(&store, &scalar_meta().key);
+    let want_k = read_cols(&store, &kline().key);
+    let want_f = read_cols(&store, &scalar().key);
     let version = k.version();
 
     let months = k.compress_sealed(i64::MAX / 2).unwrap();
@@ -126,9 +97,9 @@ fn sealed_months_compress_read_back_and_take_writes() {
         packed * 3 < raw_bytes,
         "{packed} bytes compressed, {raw_bytes} raw"
     );
-    assert_eq!(read_all(&store, &kline_meta().key), want_k);
+    assert_eq!(read_cols(&store, &kline().key), want_k);
     assert_eq!(
-        read_all(&store, &scalar_meta().key),
+        read_cols(&store, &scalar().key),
         want_f,
         "f64 bits, NaN included"
     );
@@ -155,31 +126,20 @@ fn sealed_months_compress_read_back_and_take_writes() {
         b.cols[c].push(v);
     }
     k.write(b, None).unwrap();
-    let after = read_all(&store, &kline_meta().key);
+    let after = read_cols(&store, &kline().key);
     assert_eq!(after[0].len(), want_k[0].len() + 1);
     assert_eq!(after[4][10], 6);
     k.compress_sealed(i64::MAX / 2).unwrap();
-    assert_eq!(read_all(&store, &kline_meta().key), after);
+    assert_eq!(read_cols(&store, &kline().key), after);
     drop((k, f));
     drop(store);
 
     // Reopen: same rows; a deep validation is clean.
     let store = Store::open(dir.path(), opts()).unwrap();
-    assert_eq!(read_all(&store, &kline_meta().key), after);
-    assert_eq!(read_all(&store, &scalar_meta().key), want_f);
+    assert_eq!(read_cols(&store, &kline().key), after);
+    assert_eq!(read_cols(&store, &scalar().key), want_f);
     drop(store);
-    let mut config = Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    let engine = Engine::open(config).unwrap();
-    let report = engine
-        .admin(
-            AdminAction::Validate,
-            &AdminRequest {
-                deep: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let report = common::validate_deep(&engine_with(dir.path(), |_| {}));
     assert!(report.clean, "{:#?}", report.findings);
 }
 
@@ -195,13 +155,13 @@ fn the_decompressed_cache_keeps_to_its_budget() {
         },
     )
     .unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     // Six months of 1m bars: each decompressed month is about 2 MiB.
     k.write(klines(6 * 31 * 1440), None).unwrap();
-    let want = read_all(&store, &kline_meta().key);
+    let want = read_cols(&store, &kline().key);
     k.compress_sealed(i64::MAX / 2).unwrap();
     for _ in 0..2 {
-        assert_eq!(read_all(&store, &kline_meta().key), want);
+        assert_eq!(read_cols(&store, &kline().key), want);
         let st = store.options().map_cache.stats();
         assert!(st.decompressed_bytes <= budget, "{st:?}");
     }
@@ -211,7 +171,7 @@ fn the_decompressed_cache_keeps_to_its_budget() {
 fn a_damaged_compressed_body_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     k.write(klines(2000), None).unwrap();
     k.compress_sealed(i64::MAX / 2).unwrap();
     let c = k.snapshot().chunks().next().unwrap().clone();
@@ -225,12 +185,8 @@ fn a_damaged_compressed_body_is_an_error_not_a_panic() {
     bytes[at] ^= 0x55;
     std::fs::write(&path, &bytes).unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
-    let k = store.get(&kline_meta().key).unwrap();
-    let err = k
-        .snapshot()
-        .range(TsRange::all())
-        .find_map(|r| r.err())
-        .expect("an error");
+    let k = store.get(&kline().key).unwrap();
+    let err = first_read_error(&k);
     assert!(
         matches!(err, StorageError::Corrupted { .. }),
         "{err} ({month})"
@@ -242,11 +198,8 @@ fn a_damaged_compressed_body_is_an_error_not_a_panic() {
 #[test]
 fn inventory_reports_raw_and_compressed_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    config.storage.compress_after_s = 0;
-    let engine = Engine::open(config).unwrap();
-    let (k, _) = engine.store.register(kline_meta()).unwrap();
+    let engine = engine_with(dir.path(), |c| c.storage.compress_after_s = 0);
+    let (k, _) = engine.store.register(kline()).unwrap();
     k.write(klines(50_000), None).unwrap();
     let inv = engine.inventory();
     assert_eq!(inv.total_bytes, inv.total_raw_bytes);
@@ -322,7 +275,7 @@ fn a_compressed_scalar_month_keeps_its_value_index_small() {
         let store = Store::open(dir.path(), opts()).unwrap();
         let meta = SeriesMeta {
             value_type: vt,
-            ..scalar_meta()
+            ..scalar()
         };
         let (f, _) = store.register(meta).unwrap();
         let ts = (0..rows as i64).map(|i| JAN_2024 + i * MINUTE).collect();

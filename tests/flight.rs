@@ -296,28 +296,14 @@ async fn flight_info_schema_and_list_flights() {
     let endpoint_ticket = info.endpoint[0].ticket.clone().unwrap();
     assert_eq!(endpoint_ticket.ticket.as_ref(), cmd.as_bytes());
     let schema = info.clone().try_decode_schema().unwrap();
-    let batches: Vec<_> = fx
-        .client
-        .do_get(endpoint_ticket)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let batches = fetch(&mut fx.client, endpoint_ticket).await;
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2000);
     assert_eq!(batches[0].schema().as_ref(), &schema);
 
     let path = FlightDescriptor::new_path(key.parts());
     let info = fx.client.get_flight_info(path).await.unwrap();
     assert_eq!(info.total_records, rows.len() as i64);
-    let whole: Vec<_> = fx
-        .client
-        .do_get(info.endpoint[0].ticket.clone().unwrap())
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
+    let whole = fetch(&mut fx.client, info.endpoint[0].ticket.clone().unwrap()).await;
     assert_eq!(col_i64(&whole, "ts").len(), rows.len());
 
     let cmd = kline_ticket(json!({"columns": ["high"], "price_format": "float64"})).to_string();

@@ -14,17 +14,10 @@ use tonic::Code;
 #[test]
 fn raw_batches_point_into_the_chunk_mapping() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = fastk::config::Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    let engine = fastk::query::Engine::open(config).unwrap();
+    let engine = engine_with(dir.path(), |_| {});
     let reg = fastk::query::types::RegisterKline {
-        symbol: "BTCUSDT".into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
-        price_scale: 100,
         volume_scale: 1000,
-        retention_ms: None,
-        irregular: None,
+        ..kline_registration("BTCUSDT", "1m")
     };
     engine.register_kline(&reg).unwrap();
     let key = SeriesKey::kline("BTCUSDT", "1m").unwrap();
@@ -40,7 +33,9 @@ fn raw_batches_point_into_the_chunk_mapping() {
         let slice = slice.unwrap();
         let map = slice.chunk.file.address_range();
         let mut offset = 0;
-        for batch in fastk::flight::doget::slice_batches(&projection, &slice, 4096) {
+        // The batches `Engine::read_into` cuts from a slice: at most 4096 rows each.
+        let steps = (0..slice.len()).step_by(4096);
+        for batch in steps.map(|a| projection.batch(&slice.sub(a, (a + 4096).min(slice.len())))) {
             assert!(batch.num_rows() <= 4096);
             for (c, array) in batch.columns().iter().enumerate() {
                 let data = array.to_data();

@@ -141,14 +141,7 @@ async fn flight_info_endpoints_cover_the_result() {
     let mut union = Vec::new();
     for e in &info.endpoint {
         let t = e.ticket.clone().unwrap();
-        let part: Vec<RecordBatch> = fx
-            .client
-            .do_get(t)
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap();
+        let part = fetch(&mut fx.client, t).await;
         union.extend(symbol_ts(&part));
     }
     assert_eq!(union, symbol_ts(&whole));

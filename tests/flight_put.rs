@@ -193,6 +193,17 @@ async fn scalar_put_and_version_mismatch_changes_nothing() {
     fx.shutdown().await;
 }
 
+/// The fields and columns of `b`, to change one and rebuild with [`kline_batch_with`].
+fn parts(b: &RecordBatch) -> (Vec<Field>, Vec<ArrayRef>) {
+    let fields = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    (fields, b.columns().to_vec())
+}
+
 fn kline_batch_with(fields: Vec<Field>, arrays: Vec<ArrayRef>) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap()
 }
@@ -204,37 +215,19 @@ async fn bad_puts_are_refused_naming_the_field() {
     let good = kline_batches(&klines(JAN_2024, 10, MINUTE, 1), 10).remove(0);
     let mut cases: Vec<(RecordBatch, &str)> = Vec::new();
     // open as float64.
-    let mut fields: Vec<Field> = good
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut arrays = good.columns().to_vec();
+    let (mut fields, mut arrays) = parts(&good);
     fields[1] = Field::new("open", DataType::Float64, false);
     arrays[1] = Arc::new(Float64Array::from(vec![1.0; 10]));
     cases.push((kline_batch_with(fields, arrays), "open"));
     // volume missing.
     cases.push((good.project(&[0, 1, 2, 3, 4]).unwrap(), "volume"));
     // an extra column.
-    let mut fields: Vec<Field> = good
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut arrays = good.columns().to_vec();
+    let (mut fields, mut arrays) = parts(&good);
     fields.push(Field::new("vwap", DataType::Int64, false));
     arrays.push(Arc::new(Int64Array::from(vec![1; 10])));
     cases.push((kline_batch_with(fields, arrays), "vwap"));
     // a null close.
-    let mut fields: Vec<Field> = good
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut arrays = good.columns().to_vec();
+    let (mut fields, mut arrays) = parts(&good);
     fields[4] = Field::new("close", DataType::Int64, true);
     arrays[4] = Arc::new(Int64Array::from(
         vec![Some(1); 9]
@@ -244,13 +237,7 @@ async fn bad_puts_are_refused_naming_the_field() {
     ));
     cases.push((kline_batch_with(fields, arrays), "close"));
     // ts in seconds.
-    let mut fields: Vec<Field> = good
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    let mut arrays = good.columns().to_vec();
+    let (mut fields, mut arrays) = parts(&good);
     fields[0] = Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), false);
     arrays[0] = Arc::new(arrow_array::TimestampSecondArray::from(vec![1; 10]));
     cases.push((kline_batch_with(fields, arrays), "ts"));
@@ -499,13 +486,9 @@ async fn fastk_client(fx: &Fixture) -> FlightClient {
 
 fn register_race(e: &fastk::query::Engine, symbol: &str, price_scale: i64) {
     e.register_kline(&fastk::query::types::RegisterKline {
-        symbol: symbol.into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
         price_scale,
         volume_scale: 1000,
-        retention_ms: None,
-        irregular: None,
+        ..kline_registration(symbol, "1m")
     })
     .expect("register");
 }

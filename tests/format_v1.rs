@@ -9,18 +9,17 @@
 
 use std::path::{Path, PathBuf};
 
-use fastk::admin::AdminAction;
-use fastk::config::Config;
+mod common;
+
+use common::{HOUR, engine_with, files_under, kline_meta, read_cols, scalar_meta, validate_deep};
 use fastk::query::Engine;
-use fastk::query::types::{AdminRequest, Predicate, QueryRequest, Strategy};
-use fastk::record::{SeriesKey, SeriesMeta, TsRange, ValueType};
+use fastk::query::types::{Predicate, QueryRequest, Strategy};
+use fastk::record::{SeriesKey, SeriesMeta, ValueType};
 use fastk::storage::chunk::{FileKind, data_file_name};
 use fastk::storage::format::{ChunkHeader, Manifest, SidecarRef};
 use fastk::storage::sidecar::build_vindex_v1;
 use fastk::storage::{Store, StoreOptions, WriteBatch};
 
-const MINUTE: i64 = 60_000;
-const HOUR: i64 = 60 * MINUTE;
 /// 2023-12-31 20:00 UTC: the kline rows cross into January and February.
 const START: i64 = 1_704_052_800_000;
 
@@ -28,24 +27,12 @@ fn fixture() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store_v1")
 }
 
-fn kline_meta() -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::kline("BTCUSDT", "1h").unwrap(),
-        timeframe_ms: HOUR,
-        price_scale: 100,
-        volume_scale: 1000,
-        value_type: ValueType::I64,
-    }
+fn kline() -> SeriesMeta {
+    kline_meta("BTCUSDT", "1h")
 }
 
-fn scalar_meta(name: &str, vt: ValueType) -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::scalar("ETHUSDT", "1h", "feature", name).unwrap(),
-        timeframe_ms: HOUR,
-        price_scale: 1,
-        volume_scale: 1,
-        value_type: vt,
-    }
+fn scalar(name: &str, vt: ValueType) -> SeriesMeta {
+    scalar_meta("ETHUSDT", "1h", "feature", name, vt)
 }
 
 /// Kline rows `range` (hours from START).
@@ -101,23 +88,10 @@ fn expected() -> Vec<(SeriesKey, WriteBatch)> {
         c.extend(m);
     }
     vec![
-        (kline_meta().key, k),
-        (scalar_meta("f", ValueType::F64).key, f64_rows()),
-        (scalar_meta("n", ValueType::I64).key, i64_rows()),
+        (kline().key, k),
+        (scalar("f", ValueType::F64).key, f64_rows()),
+        (scalar("n", ValueType::I64).key, i64_rows()),
     ]
-}
-
-fn read_all(store: &Store, key: &SeriesKey) -> Vec<Vec<i64>> {
-    let s = store.get(key).unwrap();
-    let ncols = key.kind().ncols();
-    let mut cols = vec![Vec::new(); ncols];
-    for sl in s.snapshot().range(TsRange::all()) {
-        let sl = sl.unwrap();
-        for (c, out) in cols.iter_mut().enumerate() {
-            out.extend_from_slice(sl.col(c));
-        }
-    }
-    cols
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -133,21 +107,20 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The version (bytes 8..12) of every file under `root`'s series whose name `is`.
+fn versions(root: &Path, is: impl Fn(&Path) -> bool) -> Vec<u32> {
+    files_under(&root.join("series"))
+        .iter()
+        .filter(|p| is(p))
+        .map(|p| {
+            let b = std::fs::read(p).unwrap();
+            u32::from_le_bytes(b[8..12].try_into().unwrap())
+        })
+        .collect()
+}
+
 fn manifest_versions(root: &Path) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.join("series")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.file_name().unwrap() == "MANIFEST" {
-                let b = std::fs::read(&p).unwrap();
-                out.push(u32::from_le_bytes(b[8..12].try_into().unwrap()));
-            }
-        }
-    }
-    out
+    versions(root, |p| p.file_name().unwrap() == "MANIFEST")
 }
 
 #[test]
@@ -167,9 +140,9 @@ fn a_version_1_store_opens_reads_and_upgrades() {
         store.recovery()
     );
     for (key, want) in expected() {
-        assert_eq!(read_all(&store, &key), want.to_vecs(), "{key}");
+        assert_eq!(read_cols(&store, &key), want.to_vecs(), "{key}");
     }
-    let k = store.get(&kline_meta().key).unwrap();
+    let k = store.get(&kline().key).unwrap();
     assert_eq!(k.snapshot().live.len(), 3, "three months");
     assert!(
         k.snapshot().live.values().any(|c| c.len() == 2),
@@ -179,29 +152,19 @@ fn a_version_1_store_opens_reads_and_upgrades() {
     drop(store);
 
     // Validation (deep), a predicate query on the sidecars, and SQL all work.
-    let mut config = Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    let engine = Engine::open(config.clone()).unwrap();
-    let report = engine
-        .admin(
-            AdminAction::Validate,
-            &AdminRequest {
-                deep: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let engine = engine_with(dir.path(), |_| {});
+    let report = validate_deep(&engine);
     assert!(report.clean, "{:#?}", report.findings);
     // A write: through the log, then folded at close; manifests become version 2.
     let mut b = WriteBatch::with_capacity(2, 1);
     b.cols[0].push(START + 2000 * HOUR);
     b.cols[1].push(1.5f64.to_bits() as i64);
     engine
-        .write(&scalar_meta("f", ValueType::F64).key, b, None)
+        .write(&scalar("f", ValueType::F64).key, b, None)
         .unwrap();
     drop(engine);
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let f = read_all(&store, &scalar_meta("f", ValueType::F64).key);
+    let f = read_cols(&store, &scalar("f", ValueType::F64).key);
     assert_eq!(f[0].len(), 901);
     assert_eq!(*f[1].last().unwrap(), 1.5f64.to_bits() as i64);
     drop(store);
@@ -216,20 +179,7 @@ fn a_version_1_store_opens_reads_and_upgrades() {
 
 /// The version (bytes 8..12) of every value index under `root`.
 fn vidx_versions(root: &Path) -> Vec<u32> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.join("series")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "vidx") {
-                let b = std::fs::read(&p).unwrap();
-                out.push(u32::from_le_bytes(b[8..12].try_into().unwrap()));
-            }
-        }
-    }
-    out
+    versions(root, |p| p.extension().is_some_and(|x| x == "vidx"))
 }
 
 /// Predicates on both scalar series, each forced through every strategy, against a
@@ -244,7 +194,7 @@ fn predicates_answer_like_a_scan(engine: &Engine) {
     .map(|(name, vt, b)| {
         let mut cols = b.cols.into_iter();
         let (ts, v) = (cols.next().unwrap(), cols.next().unwrap());
-        (scalar_meta(name, vt).key, vt, ts.into_vec(), v.into_vec())
+        (scalar(name, vt).key, vt, ts.into_vec(), v.into_vec())
     })
     .collect();
     for (key, vt, ts, v) in cases {
@@ -318,13 +268,12 @@ fn version_1_value_indexes_answer_and_are_rewritten_as_version_2() {
         before.len() >= 4 && before.iter().all(|&v| v == 1),
         "{before:?}"
     );
-    let mut config = Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    config.storage.compress_after_s = 0;
-    // Packing would move the rewritten indexes into pack files; this test reads them
-    // as files (tests/packs.rs covers predicates over packed sidecars).
-    config.storage.pack_target_bytes = 0;
-    let engine = Engine::open(config).unwrap();
+    let engine = engine_with(dir.path(), |c| {
+        c.storage.compress_after_s = 0;
+        // Packing would move the rewritten indexes into pack files; this test reads
+        // them as files (tests/packs.rs covers predicates over packed sidecars).
+        c.storage.pack_target_bytes = 0;
+    });
     predicates_answer_like_a_scan(&engine);
     assert!(engine.compress_sealed(i64::MAX / 2) > 0);
     let after = vidx_versions(dir.path());
@@ -347,12 +296,12 @@ fn make_v1_fixture() {
     let root = fixture();
     let _ = std::fs::remove_dir_all(&root);
     let store = Store::open(&root, StoreOptions::default()).unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     k.write(kline_rows(0..700), None).unwrap();
     k.write(kline_rows(700..1000), None).unwrap();
-    let (f, _) = store.register(scalar_meta("f", ValueType::F64)).unwrap();
+    let (f, _) = store.register(scalar("f", ValueType::F64)).unwrap();
     f.write(f64_rows(), None).unwrap();
-    let (n, _) = store.register(scalar_meta("n", ValueType::I64)).unwrap();
+    let (n, _) = store.register(scalar("n", ValueType::I64)).unwrap();
     n.write(i64_rows(), None).unwrap();
     let dirs = [
         k.dir().to_path_buf(),

@@ -20,8 +20,11 @@
 //! format code before its offsets were renamed, and any change to them is a change of
 //! the on-disk format (`UPDATE_GOLDEN=1` rewrites the files; only for a new version).
 
+mod common;
+
 use std::path::PathBuf;
 
+use common::{JAN_2024, MINUTE, kline_meta, scalar_meta};
 use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, ValueType};
 use fastk::storage::WriteBatch;
 use fastk::storage::format::{
@@ -37,9 +40,6 @@ use fastk::storage::wal::{RecordError, decode_record, encode_record};
 use proptest::prelude::*;
 use xxhash_rust::xxh3::xxh3_64;
 
-const JAN_2024: i64 = 1_704_067_200_000;
-const MINUTE: i64 = 60_000;
-
 fn long() -> bool {
     std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1")
 }
@@ -52,24 +52,13 @@ fn config() -> ProptestConfig {
     }
 }
 
-fn scalar_meta() -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::scalar("BTCUSDT", "1m", "indicator", "rsi_14").unwrap(),
-        timeframe_ms: MINUTE,
-        price_scale: 1,
-        volume_scale: 1,
-        value_type: ValueType::F64,
-    }
+/// The series of the golden encodings: their metadata is part of the bytes.
+fn scalar() -> SeriesMeta {
+    scalar_meta("BTCUSDT", "1m", "indicator", "rsi_14", ValueType::F64)
 }
 
-fn kline_meta() -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::kline("ETHUSDT", "1h").unwrap(),
-        timeframe_ms: 60 * MINUTE,
-        price_scale: 100,
-        volume_scale: 1000,
-        value_type: ValueType::I64,
-    }
+fn kline() -> SeriesMeta {
+    kline_meta("ETHUSDT", "1h")
 }
 
 fn header(meta: SeriesMeta, generation: u64) -> ChunkHeader {
@@ -97,14 +86,14 @@ fn scalar_chunk() -> Vec<u8> {
         .iter()
         .map(|f| f.to_bits() as i64)
         .collect();
-    build_chunk(header(scalar_meta(), 7), &[&ts, &v])
+    build_chunk(header(scalar(), 7), &[&ts, &v])
 }
 
 fn kline_chunk() -> Vec<u8> {
     let ts: Vec<i64> = (0..5).map(|i| JAN_2024 + i * 60 * MINUTE).collect();
     let col = |base: i64| (0..5).map(|i| base + i).collect::<Vec<i64>>();
     let (o, h, l, c, v) = (col(100), col(110), col(90), col(105), col(1));
-    build_chunk(header(kline_meta(), 2), &[&ts, &o, &h, &l, &c, &v])
+    build_chunk(header(kline(), 2), &[&ts, &o, &h, &l, &c, &v])
 }
 
 fn entry(generation: u64, state: u8, zonemap: SidecarRef, vindex: SidecarRef) -> ChunkEntry {
@@ -127,7 +116,7 @@ fn entry(generation: u64, state: u8, zonemap: SidecarRef, vindex: SidecarRef) ->
 
 fn manifest() -> Manifest {
     Manifest {
-        meta: scalar_meta(),
+        meta: scalar(),
         version: 9,
         next_generation: 12,
         // Zero: the golden v1 encoding below holds zeros here, so a store written
@@ -340,7 +329,7 @@ fn valid_encodings_decode() {
     let h = ChunkHeader::decode(&scalar_chunk()).unwrap();
     assert_eq!((h.rows, h.ncols, h.generation), (3, 2, 7));
     let h = ChunkHeader::decode(&kline_chunk()).unwrap();
-    assert_eq!((h.rows, h.ncols, &*h.meta), (5, 6, &kline_meta()));
+    assert_eq!((h.rows, h.ncols, &*h.meta), (5, 6, &kline()));
     assert_eq!(Manifest::decode(&manifest().encode()).unwrap(), manifest());
     let z = zonemap();
     let zm = ZoneMap::parse(&z, ValueType::F64, xxh3_64(&z)).unwrap();

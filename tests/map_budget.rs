@@ -13,15 +13,17 @@
 //!
 //! `FASTK_TEST_LONG=1` makes the big series 2,500 months long (quick default: 700).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::Request;
-use fastk::config::Config;
+use common::{DAY, HOUR, JAN_2024, engine_with, kline_registration, scalar_registration};
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
-use fastk::query::types::{Predicate, QueryRequest, RegisterKline, RegisterScalar, Strategy};
+use fastk::query::types::{Predicate, QueryRequest, Strategy};
 use fastk::record::{SeriesKey, TsRange, ValueType};
 use fastk::storage::batch::Projection;
 use fastk::storage::{ChunkSlice, WriteBatch};
@@ -29,8 +31,6 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 const BUDGET: usize = 64;
-const DAY: i64 = 86_400_000;
-const HOUR: i64 = 3_600_000;
 /// Rows of the big series are 10 days apart: about three per month, one chunk each month.
 const STEP: i64 = 10 * DAY;
 
@@ -73,30 +73,21 @@ fn write_klines(e: &Engine, key: &SeriesKey, rows: &[Kline]) {
 }
 
 fn register_kline(e: &Engine, symbol: &str, timeframe: &str) -> SeriesKey {
-    e.register_kline(&RegisterKline {
-        symbol: symbol.into(),
-        timeframe: timeframe.into(),
-        timeframe_ms: None,
-        price_scale: 100,
-        volume_scale: 1,
-        retention_ms: None,
-        irregular: None,
-    })
-    .unwrap();
+    e.register_kline(&kline_registration(symbol, timeframe))
+        .unwrap();
     SeriesKey::kline(symbol, timeframe).unwrap()
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Config::default();
-    c.storage.root = dir.path().to_path_buf();
-    c.storage.max_mapped_files = BUDGET;
-    // Room for a few zone maps only, so they are evicted too.
-    c.storage.zonemap_cache_bytes = 4096;
-    c.storage.zonemap_block_rows = 2;
-    // Thousands of chunk files, as the budget is about (writes pack nothing).
-    c.storage.pack_target_bytes = 0;
-    let e = Engine::open(c).unwrap();
+    let e = engine_with(dir.path(), |c| {
+        c.storage.max_mapped_files = BUDGET;
+        // Room for a few zone maps only, so they are evicted too.
+        c.storage.zonemap_cache_bytes = 4096;
+        c.storage.zonemap_block_rows = 2;
+        // Thousands of chunk files, as the budget is about (writes pack nothing).
+        c.storage.pack_target_bytes = 0;
+    });
 
     // One series spanning thousands of months, written in four big writes.
     let big = register_kline(&e, "BIG", "1d");
@@ -112,22 +103,20 @@ fn fixture() -> Fixture {
     for i in 0..16 {
         let key = register_kline(&e, &format!("S{i:02}"), "1h");
         let rows: Vec<Kline> = (0..12i64)
-            .map(|k| kline_row(1_704_067_200_000 + k * 15 * DAY + i * HOUR, k + i))
+            .map(|k| kline_row(JAN_2024 + k * 15 * DAY + i * HOUR, k + i))
             .collect();
         write_klines(&e, &key, &rows);
         smalls.push((key, rows.iter().map(|r| (r[0], *r)).collect()));
     }
 
     // A scalar series over 300 months for predicate queries (zone maps, value indexes).
-    e.register_scalar(&RegisterScalar {
-        symbol: "BIG".into(),
-        timeframe: "1d".into(),
-        timeframe_ms: None,
-        category: "signal".into(),
-        name: "x".into(),
-        value_type: Some(ValueType::I64),
-        retention_ms: None,
-    })
+    e.register_scalar(&scalar_registration(
+        "BIG",
+        "1d",
+        "signal",
+        "x",
+        Some(ValueType::I64),
+    ))
     .unwrap();
     let scalar = SeriesKey::scalar("BIG", "1d", "signal", "x").unwrap();
     let scalar_rows: Vec<(i64, i64)> = (0..912).map(|k| (k * STEP, (k * 37) % 50)).collect();

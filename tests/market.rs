@@ -21,13 +21,9 @@ use fastk::query::market::spec::{
     Agg, AlignedBody, AsOf, CoverageRequest, Fill, Join, Resample, ScalarRef, Symbols,
 };
 use fastk::query::market::{ReadArgs, ReadSpec, Selection};
-use fastk::query::types::RegisterScalar;
 use fastk::record::{KlineRecord, MonthPartition, SeriesKey, SeriesKind, ValueType};
 use fastk::storage::WriteBatch;
 use proptest::prelude::*;
-
-const HOUR: i64 = 60 * MINUTE;
-const DAY: i64 = 24 * HOUR;
 
 fn cases() -> u32 {
     if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") {
@@ -54,16 +50,8 @@ fn bar(ts: i64, seed: i64) -> KlineRecord {
 }
 
 fn scalar_series(e: &Engine, symbol: &str, name: &str, vt: ValueType) -> SeriesKey {
-    e.register_scalar(&RegisterScalar {
-        symbol: symbol.into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
-        category: "ind".into(),
-        name: name.into(),
-        value_type: Some(vt),
-        retention_ms: None,
-    })
-    .unwrap();
+    e.register_scalar(&scalar_registration(symbol, "1m", "ind", name, Some(vt)))
+        .unwrap();
     SeriesKey::scalar(symbol, "1m", "ind", name).unwrap()
 }
 
@@ -528,16 +516,7 @@ fn latest_buckets_equal_the_tail_of_the_whole_read() {
 fn bad_resamples_say_what_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let e = engine_with(dir.path(), |_| {});
-    e.register_kline(&fastk::query::types::RegisterKline {
-        symbol: "AAA".into(),
-        timeframe: "5m".into(),
-        timeframe_ms: None,
-        price_scale: 100,
-        volume_scale: 1,
-        retention_ms: None,
-        irregular: None,
-    })
-    .unwrap();
+    e.register_kline(&kline_registration("AAA", "5m")).unwrap();
     let key = SeriesKey::kline("AAA", "5m").unwrap();
     let series = e.series(&key).unwrap();
     let err = |s: ReadSpec| {
@@ -934,13 +913,9 @@ proptest! {
         let e = engine_with(dir.path(), |_| {});
         // Irregular: the model puts bars off the grid, which a regular series refuses.
         e.register_kline(&fastk::query::types::RegisterKline {
-            symbol: "AAA".into(),
-            timeframe: "1m".into(),
-            timeframe_ms: None,
             price_scale: 1,
-            volume_scale: 1,
-            retention_ms: None,
             irregular: Some(true),
+            ..kline_registration("AAA", "1m")
         })
         .unwrap();
         let key = SeriesKey::kline("AAA", "1m").unwrap();

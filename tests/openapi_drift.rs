@@ -5,12 +5,12 @@
 //! on: every response has a description, every schema an example, operation ids are
 //! unique, and every error response uses the contract's error body.
 
+mod common;
+
 use std::path::PathBuf;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use fastk::config::Config;
-use fastk::query::Engine;
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -21,9 +21,7 @@ fn committed_path() -> PathBuf {
 /// The document exactly as a running router serves it.
 async fn served() -> String {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    let engine = Engine::open(config).unwrap();
+    let engine = common::engine_with(dir.path(), |_| {});
     let resp = fastk::http::router(engine)
         .oneshot(Request::get("/openapi.json").body(Body::empty()).unwrap())
         .await

@@ -3,34 +3,29 @@
 //! found again on reopen, with a clean directory; a pack written whole or in part
 //! whose manifest never committed is removed on open and nothing is lost.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, TsRange, ValueType};
+use common::{HOUR, assert_clean, read_values, scalar_meta, store_opts};
+use fastk::record::{MonthPartition, SeriesMeta, ValueType};
 use fastk::storage::fsio::failpoints::{self, Op};
 use fastk::storage::pack::parse_pack_file_name;
 use fastk::storage::{Store, StoreOptions, WriteBatch};
 
-const MINUTE: i64 = 60_000;
 const NOW: i64 = i64::MAX / 2;
 
 fn meta() -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::scalar("BTCUSDT", "1h", "feature", "f").unwrap(),
-        timeframe_ms: 60 * MINUTE,
-        price_scale: 1,
-        volume_scale: 1,
-        value_type: ValueType::I64,
-    }
+    scalar_meta("BTCUSDT", "1h", "feature", "f", ValueType::I64)
 }
 
 fn opts() -> StoreOptions {
-    StoreOptions {
-        zonemap_block_rows: Some(16),
-        compress_after_ms: Some(0),
-        ..StoreOptions::default()
-    }
+    store_opts(|o| {
+        o.zonemap_block_rows = Some(16);
+        o.compress_after_ms = Some(0);
+    })
 }
 
 /// Four months of hourly rows, compressed: ready to pack.
@@ -40,7 +35,7 @@ fn setup(root: &Path) -> Store {
     let mut b = WriteBatch::with_capacity(2, 0);
     for m in 0..4 {
         for h in 0..200 {
-            b.cols[0].push(MonthPartition(648 + m).start_ts() + h * 60 * MINUTE);
+            b.cols[0].push(MonthPartition(648 + m).start_ts() + h * HOUR);
             b.cols[1].push(m as i64 * 1000 + h % 37);
         }
     }
@@ -50,46 +45,7 @@ fn setup(root: &Path) -> Store {
 }
 
 fn read(store: &Store) -> BTreeMap<i64, i64> {
-    let snap = store.get(&meta().key).unwrap().snapshot();
-    let mut out = BTreeMap::new();
-    for s in snap.range(TsRange::all()) {
-        let s = s.unwrap();
-        out.extend(s.ts().iter().copied().zip(s.col(1).iter().copied()));
-    }
-    out
-}
-
-/// The store opened without findings, every live chunk verifies, and the series
-/// directory holds the manifest and exactly the files its live entries name.
-fn assert_clean(store: &Store) {
-    assert!(store.unopenable().is_empty(), "{:?}", store.unopenable());
-    for n in store.recovery() {
-        assert!(n.unknown_files.is_empty(), "{n:?}");
-        assert!(n.corrupt_files.is_empty(), "{n:?}");
-        assert!(n.manifest_rebuilt.is_none(), "{n:?}");
-    }
-    let s = store.get(&meta().key).unwrap();
-    let snap = s.snapshot();
-    let mut want: Vec<String> = vec!["MANIFEST".into()];
-    for c in snap.chunks() {
-        c.map().expect("every live chunk verifies");
-        let name = c.file_name(fastk::storage::chunk::FileKind::Chunk);
-        if c.is_packed() {
-            want.push(name);
-        } else {
-            want.push(name.clone());
-            want.push(name.replace(".chunk", ".zmap"));
-            want.push(name.replace(".chunk", ".vidx"));
-        }
-    }
-    want.sort();
-    want.dedup();
-    let mut files: Vec<String> = fs::read_dir(s.dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
-    files.sort();
-    assert_eq!(files, want);
+    read_values(store, &meta().key)
 }
 
 /// Every write, fsync, rename and directory fsync of a pack commit fails in turn:

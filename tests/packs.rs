@@ -8,33 +8,28 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+
+use common::{
+    HOUR, engine_with, first_read_error, kline_meta, scalar_registration, snapshot_cols,
+    store_opts, validate_deep,
+};
 use fastk::admin::AdminAction;
-use fastk::config::Config;
 use fastk::query::Engine;
-use fastk::query::types::{AdminRequest, Predicate, QueryRequest, RegisterScalar, Strategy};
+use fastk::query::types::{AdminRequest, Predicate, QueryRequest, Strategy};
 use fastk::record::{SeriesKey, SeriesMeta, TsRange, ValueType};
 use fastk::storage::format::FLAG_COMPRESSED;
 use fastk::storage::{Store, StoreOptions, WriteBatch};
 
-const HOUR: i64 = 3_600_000;
 /// 2022-01-01T00:00:00Z.
 const JAN_2022: i64 = 1_640_995_200_000;
 
 fn opts() -> StoreOptions {
-    StoreOptions {
-        compress_after_ms: Some(0),
-        ..StoreOptions::default()
-    }
+    store_opts(|o| o.compress_after_ms = Some(0))
 }
 
-fn kline_meta() -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::kline("BTCUSDT", "1h").unwrap(),
-        timeframe_ms: HOUR,
-        price_scale: 100,
-        volume_scale: 1000,
-        value_type: ValueType::I64,
-    }
+fn kline() -> SeriesMeta {
+    kline_meta("BTCUSDT", "1h")
 }
 
 /// `hours` 1h bars from `from`: a deterministic walk.
@@ -59,24 +54,13 @@ fn klines(from: i64, hours: i64) -> WriteBatch {
     b
 }
 
-fn read_all(snap: &fastk::storage::Snapshot, range: TsRange) -> Vec<Vec<i64>> {
-    let mut cols = vec![Vec::new(); snap.meta.key.kind().ncols()];
-    for sl in snap.range(range) {
-        let sl = sl.unwrap();
-        for (c, out) in cols.iter_mut().enumerate() {
-            out.extend_from_slice(sl.col(c));
-        }
-    }
-    cols
-}
-
 /// Range, sub-range, latest-3 and an as-of of a series, as plain values.
 type Reads = (Vec<Vec<i64>>, Vec<Vec<i64>>, Vec<i64>, Vec<Vec<i64>>);
 
 fn reads(store: &Store, key: &SeriesKey) -> Reads {
     let snap = store.get(key).unwrap().snapshot();
-    let all = read_all(&snap, TsRange::all());
-    let part = read_all(
+    let all = snapshot_cols(&snap, TsRange::all());
+    let part = snapshot_cols(
         &snap,
         TsRange::new(Some(JAN_2022 + 1000 * HOUR), Some(JAN_2022 + 9000 * HOUR)),
     );
@@ -106,14 +90,14 @@ fn files_in(dir: &Path) -> Vec<String> {
 fn two_years_of_hourly_bars_pack_into_one_file_and_read_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     // Two years of 1h bars, one write per month (24 chunk files).
     for m in 0..24 {
         let from = JAN_2022 + m * 730 * HOUR;
         k.write(klines(from, 730), None).unwrap();
     }
     let series_dir = k.dir().to_path_buf();
-    let before = reads(&store, &kline_meta().key);
+    let before = reads(&store, &kline().key);
     assert!(files_in(&series_dir).len() > 24);
     let version = k.version();
 
@@ -130,7 +114,7 @@ fn two_years_of_hourly_bars_pack_into_one_file_and_read_the_same() {
             .all(|c| c.is_packed() && c.entry.flags & FLAG_COMPRESSED != 0)
     );
     drop(snap);
-    assert_eq!(reads(&store, &kline_meta().key), before);
+    assert_eq!(reads(&store, &kline().key), before);
     // A second pass has nothing to do.
     assert!(k.pack_sealed(i64::MAX / 2).unwrap().is_empty());
 
@@ -143,7 +127,7 @@ fn two_years_of_hourly_bars_pack_into_one_file_and_read_the_same() {
         "{:?}",
         store.recovery()
     );
-    assert_eq!(reads(&store, &kline_meta().key), before);
+    assert_eq!(reads(&store, &kline().key), before);
     assert_eq!(files_in(&series_dir), files);
 }
 
@@ -151,7 +135,7 @@ fn two_years_of_hourly_bars_pack_into_one_file_and_read_the_same() {
 fn a_later_month_rewrites_the_pack_and_the_old_one_goes() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     k.write(klines(JAN_2022, 3 * 730), None).unwrap();
     k.compress_sealed(i64::MAX / 2).unwrap();
     k.pack_sealed(i64::MAX / 2).unwrap();
@@ -168,7 +152,7 @@ fn a_later_month_rewrites_the_pack_and_the_old_one_goes() {
     fix.cols[4][0] += 1;
     fix.cols[2][0] += 1;
     k.write(fix, None).unwrap();
-    let want = reads(&store, &kline_meta().key);
+    let want = reads(&store, &kline().key);
     k.compress_sealed(i64::MAX / 2).unwrap();
     k.pack_sealed(i64::MAX / 2).unwrap();
     let files = files_in(k.dir());
@@ -176,7 +160,7 @@ fn a_later_month_rewrites_the_pack_and_the_old_one_goes() {
     assert_eq!(packs.len(), 1, "{files:?}");
     assert_ne!(packs[0], &first[0], "copy-on-write: a new pack");
     assert_eq!(files.len(), 2, "{files:?}");
-    assert_eq!(reads(&store, &kline_meta().key), want);
+    assert_eq!(reads(&store, &kline().key), want);
 
     // A range delete of a whole packed month and a cut of another.
     k.delete_range(
@@ -184,7 +168,7 @@ fn a_later_month_rewrites_the_pack_and_the_old_one_goes() {
         None,
     )
     .unwrap();
-    let want = reads(&store, &kline_meta().key);
+    let want = reads(&store, &kline().key);
     assert_eq!(
         want.0[0]
             .iter()
@@ -194,12 +178,12 @@ fn a_later_month_rewrites_the_pack_and_the_old_one_goes() {
     );
     k.compress_sealed(i64::MAX / 2).unwrap();
     k.pack_sealed(i64::MAX / 2).unwrap();
-    assert_eq!(reads(&store, &kline_meta().key), want);
+    assert_eq!(reads(&store, &kline().key), want);
     drop(k);
     drop(store);
     let store = Store::open(dir.path(), opts()).unwrap();
-    assert_eq!(reads(&store, &kline_meta().key), want);
-    let k = store.get(&kline_meta().key).unwrap();
+    assert_eq!(reads(&store, &kline().key), want);
+    let k = store.get(&kline().key).unwrap();
     assert!(files_in(k.dir()).len() <= 3, "{:?}", files_in(k.dir()));
 }
 
@@ -214,9 +198,9 @@ fn a_small_target_makes_several_packs_and_zero_turns_packing_off() {
         },
     )
     .unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     k.write(klines(JAN_2022, 24 * 730), None).unwrap();
-    let want = reads(&store, &kline_meta().key);
+    let want = reads(&store, &kline().key);
     k.compress_sealed(i64::MAX / 2).unwrap();
     k.pack_sealed(i64::MAX / 2).unwrap();
     let files = files_in(k.dir());
@@ -226,7 +210,7 @@ fn a_small_target_makes_several_packs_and_zero_turns_packing_off() {
         let len = std::fs::metadata(k.dir().join(f)).unwrap().len();
         assert!(len <= 4 << 10, "{f}: {len} bytes");
     }
-    assert_eq!(reads(&store, &kline_meta().key), want);
+    assert_eq!(reads(&store, &kline().key), want);
 
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(
@@ -237,7 +221,7 @@ fn a_small_target_makes_several_packs_and_zero_turns_packing_off() {
         },
     )
     .unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     k.write(klines(JAN_2022, 3 * 730), None).unwrap();
     k.compress_sealed(i64::MAX / 2).unwrap();
     assert!(k.pack_sealed(i64::MAX / 2).unwrap().is_empty());
@@ -245,24 +229,21 @@ fn a_small_target_makes_several_packs_and_zero_turns_packing_off() {
 }
 
 fn engine(root: &Path) -> Arc<Engine> {
-    let mut c = Config::default();
-    c.storage.root = root.to_path_buf();
-    c.storage.compress_after_s = 0;
-    c.storage.zonemap_block_rows = 64;
-    Engine::open(c).unwrap()
+    engine_with(root, |c| {
+        c.storage.compress_after_s = 0;
+        c.storage.zonemap_block_rows = 64;
+    })
 }
 
 /// Registers [`scalar_key`], an f64 series.
 fn register_scalar(e: &Engine) {
-    e.register_scalar(&RegisterScalar {
-        symbol: "S".into(),
-        timeframe: "1h".into(),
-        timeframe_ms: None,
-        category: "signal".into(),
-        name: "x".into(),
-        value_type: Some(ValueType::F64),
-        retention_ms: None,
-    })
+    e.register_scalar(&scalar_registration(
+        "S",
+        "1h",
+        "signal",
+        "x",
+        Some(ValueType::F64),
+    ))
     .unwrap();
 }
 
@@ -330,11 +311,7 @@ fn scalar_predicates_use_the_sidecars_in_the_pack_and_validate_is_clean() {
     let inv = e.inventory();
     assert_eq!(inv.series[0].files, 1, "a pack is one file");
 
-    let deep = AdminRequest {
-        deep: Some(true),
-        ..Default::default()
-    };
-    let report = e.admin(AdminAction::Validate, &deep).unwrap();
+    let report = validate_deep(&e);
     assert!(report.clean, "{:#?}", report.findings);
     drop(s);
     drop(e);
@@ -355,7 +332,7 @@ fn scalar_predicates_use_the_sidecars_in_the_pack_and_validate_is_clean() {
 fn a_damaged_pack_is_an_error_and_deep_validate_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     k.write(klines(JAN_2022, 4 * 730), None).unwrap();
     k.compress_sealed(i64::MAX / 2).unwrap();
     k.pack_sealed(i64::MAX / 2).unwrap();
@@ -369,12 +346,8 @@ fn a_damaged_pack_is_an_error_and_deep_validate_names_it() {
     bytes[at] ^= 0x5a;
     std::fs::write(&path, &bytes).unwrap();
     let store = Store::open(dir.path(), opts()).unwrap();
-    let k = store.get(&kline_meta().key).unwrap();
-    let err = k
-        .snapshot()
-        .range(TsRange::all())
-        .find_map(|r| r.err())
-        .expect("an error");
+    let k = store.get(&kline().key).unwrap();
+    let err = first_read_error(&k);
     assert!(
         matches!(err, fastk::storage::StorageError::Corrupted { .. }),
         "{err}"
@@ -389,12 +362,11 @@ fn a_damaged_pack_is_an_error_and_deep_validate_names_it() {
 #[test]
 fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Config::default();
-    c.storage.root = dir.path().to_path_buf();
-    c.storage.zonemap_block_rows = 64;
-    // About ten months of 1h scalar rows (730 rows, ~14 KiB with sidecars) per pack.
-    c.storage.pack_target_bytes = 160 << 10;
-    let e = Engine::open(c).unwrap();
+    let e = engine_with(dir.path(), |c| {
+        c.storage.zonemap_block_rows = 64;
+        // About ten months of 1h scalar rows (730 rows, ~14 KiB with sidecars) per pack.
+        c.storage.pack_target_bytes = 160 << 10;
+    });
     register_scalar(&e);
     let n = 36 * 730 + 17;
     let mut b = WriteBatch::with_capacity(2, n);
@@ -436,7 +408,7 @@ fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
         assert_eq!(m.file.len() as u64, c.entry.file_len);
     }
     drop(snap);
-    let all = read_all(&s.snapshot(), TsRange::all());
+    let all = snapshot_cols(&s.snapshot(), TsRange::all());
     assert_eq!(
         all,
         rows.to_vecs(),
@@ -444,11 +416,7 @@ fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
     );
     let want = predicates(&e);
     assert!(want.iter().all(|(ts, fb)| !ts.is_empty() && *fb == 0));
-    let deep = AdminRequest {
-        deep: Some(true),
-        ..Default::default()
-    };
-    let report = e.admin(AdminAction::Validate, &deep).unwrap();
+    let report = validate_deep(&e);
     assert!(report.clean, "{:#?}", report.findings);
     assert_eq!(e.inventory().series[0].files as usize, packs.len());
 
@@ -457,7 +425,7 @@ fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
     drop(e);
     let e = engine(dir.path());
     let s = e.store.get(&scalar_key()).unwrap();
-    assert_eq!(read_all(&s.snapshot(), TsRange::all()), rows.to_vecs());
+    assert_eq!(snapshot_cols(&s.snapshot(), TsRange::all()), rows.to_vecs());
     assert_eq!(predicates(&e), want);
     assert_eq!(files_in(s.dir()), files);
 
@@ -473,7 +441,7 @@ fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
         fix.cols[1].push(v.to_bits() as i64);
     }
     s.write(fix, None).unwrap();
-    let after = read_all(&s.snapshot(), TsRange::all());
+    let after = snapshot_cols(&s.snapshot(), TsRange::all());
     assert_eq!(after[0].len(), n + 1);
     assert_eq!(after[1][40], 7.0f64.to_bits() as i64);
     let now = files_in(s.dir());
@@ -486,13 +454,13 @@ fn a_bulk_write_of_many_months_is_a_few_raw_packs_read_in_place() {
 
     // The sealed-month pass compresses and repacks every month: the raw packs go.
     assert!(e.compress_sealed(i64::MAX / 2) > 0);
-    assert_eq!(read_all(&s.snapshot(), TsRange::all()), after);
+    assert_eq!(snapshot_cols(&s.snapshot(), TsRange::all()), after);
     let now = files_in(s.dir());
     assert!(
         packs.iter().all(|p| !now.contains(p)),
         "superseded raw packs are unlinked: {now:?}"
     );
-    let report = e.admin(AdminAction::Validate, &deep).unwrap();
+    let report = validate_deep(&e);
     assert!(report.clean, "{:#?}", report.findings);
 }
 
@@ -508,7 +476,7 @@ fn a_bulk_write_with_packing_off_writes_a_file_per_month() {
         },
     )
     .unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     k.write(klines(JAN_2022, 3 * 730), None).unwrap();
     let files = files_in(k.dir());
     assert_eq!(
@@ -528,7 +496,7 @@ fn a_bulk_write_with_packing_off_writes_a_file_per_month() {
 fn a_truncated_raw_pack_is_an_error_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let (k, _) = store.register(kline_meta()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
     k.write(klines(JAN_2022, 6 * 730), None).unwrap();
     let snap = k.snapshot();
     let chunks: Vec<_> = snap.chunks().cloned().collect();
@@ -540,7 +508,7 @@ fn a_truncated_raw_pack_is_an_error_not_a_crash() {
     let last = chunks.last().unwrap();
     // Cut inside the last month's image.
     let cut = last.entry.pack.offset + last.entry.file_len / 2;
-    let first_month = read_all(&snap, TsRange::new(None, Some(chunks[0].entry.last_ts)));
+    let first_month = snapshot_cols(&snap, TsRange::new(None, Some(chunks[0].entry.last_ts)));
     drop((snap, chunks));
     drop(k);
     drop(store);
@@ -548,7 +516,7 @@ fn a_truncated_raw_pack_is_an_error_not_a_crash() {
     f.set_len(cut).unwrap();
     drop(f);
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
-    let k = store.get(&kline_meta().key).unwrap();
+    let k = store.get(&kline().key).unwrap();
     let snap = k.snapshot();
     let results: Vec<_> = snap.range(TsRange::all()).collect();
     assert!(
@@ -559,7 +527,7 @@ fn a_truncated_raw_pack_is_an_error_not_a_crash() {
     assert!(last.map().is_err(), "mapping past the end is refused");
     let ts_cut = last.entry.first_ts;
     assert_eq!(
-        read_all(&snap, TsRange::new(None, Some(ts_cut - 1)))[0].len(),
+        snapshot_cols(&snap, TsRange::new(None, Some(ts_cut - 1)))[0].len(),
         snap.chunks()
             .filter(|c| c.entry.last_ts < ts_cut)
             .map(|c| c.entry.rows as usize)
@@ -567,7 +535,7 @@ fn a_truncated_raw_pack_is_an_error_not_a_crash() {
         "the months before the cut still read"
     );
     assert_eq!(
-        read_all(
+        snapshot_cols(
             &snap,
             TsRange::new(None, Some(first_month[0][first_month[0].len() - 1]))
         ),

@@ -4,18 +4,17 @@
 //! in months of many rows or of a single row; and a chunk of more than 65,536 rows
 //! (u32 positions in the value index) checked the same way.
 
+mod common;
+
 use std::sync::Arc;
 
-use fastk::config::Config;
+use common::{JAN_2024, MINUTE, engine_with, files_under, scalar_registration};
 use fastk::query::Engine;
-use fastk::query::types::{Predicate, QueryRequest, RegisterScalar, Strategy as Plan};
+use fastk::query::types::{Predicate, QueryRequest, Strategy as Plan};
 use fastk::record::{SeriesKey, ValueType};
 use fastk::storage::WriteBatch;
 use proptest::prelude::*;
 use serde_json::Number;
-
-const MINUTE: i64 = 60_000;
-const JAN_2024: i64 = 1_704_067_200_000;
 
 /// Values drawn from a small pool so equality predicates hit, with plateaus and runs.
 fn values(vt: ValueType) -> impl Strategy<Value = Vec<f64>> {
@@ -137,23 +136,14 @@ fn setup(
     layout: Layout,
 ) -> (tempfile::TempDir, Arc<Engine>, SeriesKey) {
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Config::default();
-    c.storage.root = dir.path().to_path_buf();
-    c.storage.zonemap_block_rows = block_rows;
-    c.storage.compress_after_s = 0;
-    // Every write straight to chunk files, which carry sidecars (logged rows wait in
-    // memory without them and are scanned).
-    c.storage.wal_direct_rows = 0;
-    let e = Engine::open(c).unwrap();
-    let r = RegisterScalar {
-        symbol: "S".into(),
-        timeframe: layout.timeframe.into(),
-        timeframe_ms: None,
-        category: "signal".into(),
-        name: "x".into(),
-        value_type: Some(vt),
-        retention_ms: None,
-    };
+    let e = engine_with(dir.path(), |c| {
+        c.storage.zonemap_block_rows = block_rows;
+        c.storage.compress_after_s = 0;
+        // Every write straight to chunk files, which carry sidecars (logged rows wait
+        // in memory without them and are scanned).
+        c.storage.wal_direct_rows = 0;
+    });
+    let r = scalar_registration("S", layout.timeframe, "signal", "x", Some(vt));
     e.register_scalar(&r).unwrap();
     let key = SeriesKey::scalar("S", layout.timeframe, "signal", "x").unwrap();
     // Two writes so months hold a base chunk and a delta (one for a long series, so its
@@ -371,17 +361,11 @@ fn a_chunk_over_65536_rows_answers_like_a_scan() {
 /// The position width (byte 13) of every version 2 value index under `root`.
 fn vidx_widths(root: &std::path::Path) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "vidx") {
-                let b = std::fs::read(&p).unwrap();
-                assert_eq!(b[8], 2, "written as version 2");
-                out.push(b[13]);
-            }
+    for p in files_under(root) {
+        if p.extension().is_some_and(|x| x == "vidx") {
+            let b = std::fs::read(&p).unwrap();
+            assert_eq!(b[8], 2, "written as version 2");
+            out.push(b[13]);
         }
     }
     out

@@ -18,17 +18,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{JAN_2024, MINUTE, engine_with, register_kline};
+use common::{
+    DAY, JAN_2024, MINUTE, engine_with, kline_registration, register_kline, scalar_registration,
+};
 use fastk::admin::AdminAction;
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
-use fastk::query::types::{AdminRequest, RegisterScalar};
+use fastk::query::types::AdminRequest;
 use fastk::record::{KlineRecord, SeriesKey, TsRange, ValueType};
 use fastk::replica::{Bucket, Follower, Publisher};
 use fastk::storage::WriteBatch;
 use fastk::storage::follow::live_files;
-
-const DAY: i64 = 86_400_000;
 
 struct Pair {
     _tmp: tempfile::TempDir,
@@ -115,15 +115,13 @@ fn scalar_batch(from: i64, n: i64) -> WriteBatch {
 fn load(p: &Engine) {
     let btc = register_kline(p, "BTCUSDT");
     let eth = register_kline(p, "ETHUSDT");
-    p.register_scalar(&RegisterScalar {
-        symbol: "BTCUSDT".into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
-        category: "feature".into(),
-        name: "x".into(),
-        value_type: Some(ValueType::F64),
-        retention_ms: None,
-    })
+    p.register_scalar(&scalar_registration(
+        "BTCUSDT",
+        "1m",
+        "feature",
+        "x",
+        Some(ValueType::F64),
+    ))
     .unwrap();
     p.write_kline(&btc, &bars(JAN_2024, 90 * 1440, 1), None)
         .unwrap();
@@ -441,16 +439,8 @@ async fn the_replica_refuses_every_change() {
     refused(r.delete_range(&btc, None, None, None).unwrap_err());
     refused(r.delete_series(&btc).unwrap_err());
     refused(
-        r.register_kline(&fastk::query::types::RegisterKline {
-            symbol: "NEWUSDT".into(),
-            timeframe: "1m".into(),
-            timeframe_ms: None,
-            price_scale: 100,
-            volume_scale: 1,
-            retention_ms: None,
-            irregular: None,
-        })
-        .unwrap_err(),
+        r.register_kline(&kline_registration("NEWUSDT", "1m"))
+            .unwrap_err(),
     );
     for action in [
         AdminAction::Compact,

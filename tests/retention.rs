@@ -12,18 +12,10 @@ use fastk::query::Engine;
 use fastk::query::types::RegisterKline;
 use fastk::record::{KlineRecord, MonthPartition, SeriesKey, TsRange};
 
-const HOUR: i64 = 60 * MINUTE;
-const DAY: i64 = 24 * HOUR;
-
 fn register(e: &Engine, symbol: &str, retention_ms: Option<i64>) -> SeriesKey {
     e.register_kline(&RegisterKline {
-        symbol: symbol.into(),
-        timeframe: "1h".into(),
-        timeframe_ms: None,
-        price_scale: 100,
-        volume_scale: 1,
         retention_ms,
-        irregular: None,
+        ..kline_registration(symbol, "1h")
     })
     .unwrap();
     SeriesKey::kline(symbol, "1h").unwrap()
@@ -91,13 +83,8 @@ fn retention_drops_whole_months_by_the_series_or_the_default_and_persists() {
         // Refused: a negative retention.
         let err = e
             .register_kline(&RegisterKline {
-                symbol: "BAD".into(),
-                timeframe: "1h".into(),
-                timeframe_ms: None,
-                price_scale: 100,
-                volume_scale: 1,
                 retention_ms: Some(-1),
-                irregular: None,
+                ..kline_registration("BAD", "1h")
             })
             .unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
@@ -116,13 +103,8 @@ fn retention_drops_whole_months_by_the_series_or_the_default_and_persists() {
     // Registering again with retention 0 keeps everything from now on (200, not 409).
     let (info, created) = e
         .register_kline(&RegisterKline {
-            symbol: "OWN".into(),
-            timeframe: "1h".into(),
-            timeframe_ms: None,
-            price_scale: 100,
-            volume_scale: 1,
             retention_ms: Some(0),
-            irregular: None,
+            ..kline_registration("OWN", "1h")
         })
         .unwrap();
     assert!(!created);

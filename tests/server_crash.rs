@@ -16,12 +16,11 @@ use arrow_array::{Int64Array, RecordBatch, TimestampMillisecondArray};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::{FlightClient, FlightDescriptor};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use fastk::config::Config;
+use common::{MINUTE, engine_with};
 use fastk::query::Engine;
 use fastk::record::{SeriesKey, TsRange};
 use futures::TryStreamExt;
 
-const MINUTE: i64 = 60_000;
 const BASE: i64 = 1_600_000_000_000;
 const HTTP_ROWS: i64 = 400;
 const FLIGHT_ROWS: i64 = 3000;
@@ -136,9 +135,7 @@ fn verify(
     flight_acked: &BTreeSet<i64>,
     round: usize,
 ) -> (i64, i64) {
-    let mut c = Config::default();
-    c.storage.root = root.to_path_buf();
-    let e = Engine::open(c).unwrap();
+    let e = engine_with(root, |_| {});
     let kw = windows(
         &e,
         &SeriesKey::kline("CRASH", "1m").unwrap(),

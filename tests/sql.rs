@@ -15,12 +15,9 @@ use datafusion::common::ScalarValue;
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
 use fastk::query::sql;
-use fastk::query::types::RegisterScalar;
 use fastk::record::{KlineRecord, SeriesKey, TsRange, ValueType};
 use fastk::storage::WriteBatch;
 use proptest::prelude::*;
-
-const DAY: i64 = 86_400_000;
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -47,16 +44,8 @@ fn bars(from: i64, n: usize, step: i64, seed: i64) -> Vec<KlineRecord> {
 }
 
 fn scalar(e: &Engine, symbol: &str, name: &str, vt: ValueType) -> SeriesKey {
-    e.register_scalar(&RegisterScalar {
-        symbol: symbol.into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
-        category: "factor".into(),
-        name: name.into(),
-        value_type: Some(vt),
-        retention_ms: None,
-    })
-    .unwrap();
+    e.register_scalar(&scalar_registration(symbol, "1m", "factor", name, Some(vt)))
+        .unwrap();
     SeriesKey::scalar(symbol, "1m", "factor", name).unwrap()
 }
 

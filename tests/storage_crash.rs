@@ -13,38 +13,30 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fastk::admin::AdminAction;
-use fastk::config::Config;
-use fastk::query::Engine;
-use fastk::query::types::AdminRequest;
+mod common;
+
+use common::{MINUTE, engine_with, scalar_meta, series_rows, store_opts, validate_deep};
 use fastk::record::{SeriesKey, SeriesMeta, TsRange, ValueType};
 use fastk::storage::{Store, StoreOptions, WriteBatch};
 
-const MINUTE: i64 = 60_000;
 /// Each write `i` appends in its own window of this many minutes (about 2 weeks), so
 /// appends cross month boundaries regularly.
 const WINDOW: i64 = 20_000;
 const BASE_TS: i64 = 1_700_000_000_000;
 
 fn meta() -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::scalar("CRASH", "1m", "signal", "s").unwrap(),
-        timeframe_ms: MINUTE,
-        price_scale: 1,
-        volume_scale: 1,
-        value_type: ValueType::I64,
-    }
+    scalar_meta("CRASH", "1m", "signal", "s", ValueType::I64)
 }
 
 fn opts() -> StoreOptions {
-    StoreOptions {
-        max_chunks_per_month: 4,
-        zonemap_block_rows: Some(64),
-        ..StoreOptions::default()
-    }
+    store_opts(|o| {
+        o.max_chunks_per_month = 4;
+        o.zonemap_block_rows = Some(64);
+    })
 }
 
 /// Deterministic xorshift so parent and child agree on write `i` without talking.
@@ -140,6 +132,60 @@ fn crash_child() {
     }
 }
 
+/// Runs this binary's ignored test `child` over `root` (passed in the variable `env`),
+/// kills it with SIGKILL after `target` acknowledgements (zero: before the first, mid-
+/// write; or after a minute without one) and a pause of `pause_us` microseconds, and
+/// returns the highest version it acknowledged (0: none).
+fn kill_after_acks(child: &str, env: &str, root: &Path, target: u64, pause_us: u64) -> u64 {
+    let mut proc = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            child,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = proc.stdout.take().unwrap();
+    // Read acknowledgements on a thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        // The test harness prints `test crash_child ... ` without a newline before the
+        // child's first line, so an acknowledgement may sit mid-line. Missing it once
+        // made a round look like it had lost a write (version two past the last
+        // acknowledgement seen).
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            assert!(!line.contains("VIOLATION"), "{line}");
+            if let Some((_, v)) = line.rsplit_once("ack ") {
+                let _ = tx.send(v.trim().parse::<u64>().unwrap());
+            }
+        }
+    });
+    let mut last_acked = 0;
+    let mut seen = 0;
+    while seen < target {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(v) => {
+                last_acked = last_acked.max(v);
+                seen += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    std::thread::sleep(Duration::from_micros(pause_us));
+    proc.kill().unwrap();
+    proc.wait().unwrap();
+    reader.join().unwrap();
+    while let Ok(v) = rx.try_recv() {
+        last_acked = last_acked.max(v);
+    }
+    last_acked
+}
+
 #[test]
 fn crash_kill_loop() {
     let kills = if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") {
@@ -148,57 +194,13 @@ fn crash_kill_loop() {
         6
     };
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut r = rng(42);
     let mut last_acked = 0u64;
     for round in 0..kills {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("FASTK_CRASH_ROOT", dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // Read acknowledgements on a thread; kill after a random number of them
-        // (zero means: kill before the first acknowledgement, mid-write).
         let target = r() % 12;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            // The test harness prints `test crash_child ... ` without a newline before
-            // the child's first line, so an acknowledgement may sit mid-line. Missing
-            // it once made a round look like it had lost a write (version two past the
-            // last acknowledgement seen).
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                assert!(!line.contains("VIOLATION"), "{line}");
-                if let Some((_, v)) = line.rsplit_once("ack ") {
-                    let _ = tx.send(v.trim().parse::<u64>().unwrap());
-                }
-            }
-        });
-        let mut acked_this_round = 0;
-        while acked_this_round < target {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(v) => {
-                    last_acked = last_acked.max(v);
-                    acked_this_round += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        std::thread::sleep(Duration::from_micros(r() % 20_000));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        while let Ok(v) = rx.try_recv() {
-            last_acked = last_acked.max(v);
-        }
+        let pause = r() % 20_000;
+        let acked = kill_after_acks("crash_child", "FASTK_CRASH_ROOT", dir.path(), target, pause);
+        last_acked = last_acked.max(acked);
         verify(dir.path(), last_acked, round);
     }
     assert!(last_acked > 0, "the child never acknowledged a write");
@@ -215,12 +217,7 @@ fn verify(root: &std::path::Path, last_acked: u64, round: u32) {
         "round {round}: version {v}, last acknowledged {last_acked}"
     );
     let want = model_after(v);
-    let snap = series.snapshot();
-    let mut got = BTreeMap::new();
-    for s in snap.range(TsRange::all()) {
-        let s = s.unwrap();
-        got.extend(s.ts().iter().copied().zip(s.col(1).iter().copied()));
-    }
+    let got: BTreeMap<i64, i64> = series_rows(&series).into_iter().collect();
     assert_eq!(
         got.len(),
         want.len(),
@@ -252,23 +249,12 @@ fn verify(root: &std::path::Path, last_acked: u64, round: u32) {
             "round {round}: temp file {name} survived recovery"
         );
     }
-    drop(snap);
     drop(series);
     drop(store);
-    let mut config = Config::default();
-    config.storage.root = root.to_path_buf();
-    config.storage.max_chunks_per_month = 4;
-    config.storage.zonemap_block_rows = 64;
-    let engine = Engine::open(config).unwrap();
-    let report = engine
-        .admin(
-            AdminAction::Validate,
-            &AdminRequest {
-                deep: Some(true),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let report = validate_deep(&engine_with(root, |c| {
+        c.storage.max_chunks_per_month = 4;
+        c.storage.zonemap_block_rows = 64;
+    }));
     assert!(
         report.clean,
         "round {round}: validate found {:#?}",
@@ -363,51 +349,19 @@ fn crash_kill_loop_logged_many_series() {
         6
     };
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut r = rng(7);
     let mut last_acked = 0u64;
     for round in 0..kills {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_logged",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("FASTK_CRASH_WAL_ROOT", dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
         let target = r() % 120;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                assert!(!line.contains("VIOLATION"), "{line}");
-                if let Some((_, v)) = line.rsplit_once("ack ") {
-                    let _ = tx.send(v.trim().parse::<u64>().unwrap());
-                }
-            }
-        });
-        let mut seen = 0;
-        while seen < target {
-            match rx.recv_timeout(Duration::from_secs(60)) {
-                Ok(v) => {
-                    last_acked = last_acked.max(v);
-                    seen += 1;
-                }
-                Err(_) => break,
-            }
-        }
-        std::thread::sleep(Duration::from_micros(r() % 5_000));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        reader.join().unwrap();
-        while let Ok(v) = rx.try_recv() {
-            last_acked = last_acked.max(v);
-        }
+        let pause = r() % 5_000;
+        let acked = kill_after_acks(
+            "crash_child_logged",
+            "FASTK_CRASH_WAL_ROOT",
+            dir.path(),
+            target,
+            pause,
+        );
+        last_acked = last_acked.max(acked);
         let store = Store::open(dir.path(), logged_opts()).unwrap();
         let mut versions = Vec::new();
         for k in 0..LOGGED_SERIES {
@@ -415,11 +369,7 @@ fn crash_kill_loop_logged_many_series() {
                 .get(&logged_meta(k).key)
                 .unwrap_or_else(|_| panic!("round {round}: series {k} missing"));
             let v = s.version();
-            let mut got = Vec::new();
-            for sl in s.snapshot().range(TsRange::all()) {
-                let sl = sl.unwrap();
-                got.extend(sl.ts().iter().copied().zip(sl.col(1).iter().copied()));
-            }
+            let got = series_rows(&s);
             let want: Vec<(i64, i64)> = (1..=v as i64).map(|i| (BASE_TS + i * MINUTE, i)).collect();
             assert!(
                 got == want,

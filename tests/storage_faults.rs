@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{JAN_2024, MINUTE};
+use common::{JAN_2024, MINUTE, kline_registration, scalar_registration};
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,9 +10,7 @@ use std::sync::Arc;
 use fastk::admin::AdminAction;
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
-use fastk::query::types::{
-    AdminRequest, Predicate, QueryRequest, RegisterKline, RegisterScalar, Strategy,
-};
+use fastk::query::types::{AdminRequest, Predicate, QueryRequest, RegisterKline, Strategy};
 use fastk::record::{KlineRecord, SeriesKey, TsRange, ValueType};
 use fastk::storage::batch::Projection;
 use fastk::storage::{StorageError, Store, StoreOptions, WriteBatch};
@@ -47,15 +45,7 @@ fn kline(e: &Engine) -> SeriesKey {
 }
 
 fn scalar(e: &Engine, vt: ValueType) -> SeriesKey {
-    let r = RegisterScalar {
-        symbol: "BTCUSDT".into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
-        category: "indicator".into(),
-        name: "rsi".into(),
-        value_type: Some(vt),
-        retention_ms: None,
-    };
+    let r = scalar_registration("BTCUSDT", "1m", "indicator", "rsi", Some(vt));
     e.register_scalar(&r).unwrap();
     SeriesKey::scalar("BTCUSDT", "1m", "indicator", "rsi").unwrap()
 }
@@ -175,13 +165,8 @@ fn bad_input_is_refused_and_changes_nothing() {
     );
     for bad in ["..", ".", "a/b", "", &"x".repeat(65)] {
         let r = RegisterKline {
-            symbol: bad.into(),
-            timeframe: "1m".into(),
-            timeframe_ms: None,
             price_scale: 1,
-            volume_scale: 1,
-            retention_ms: None,
-            irregular: None,
+            ..kline_registration(bad, "1m")
         };
         assert_eq!(
             e.register_kline(&r).unwrap_err().kind,
@@ -219,23 +204,13 @@ fn bad_input_is_refused_and_changes_nothing() {
         ErrorKind::NotFound
     );
     let r = RegisterKline {
-        symbol: "BTCUSDT".into(),
-        timeframe: "1m".into(),
-        timeframe_ms: None,
         price_scale: 1000,
-        volume_scale: 1,
-        retention_ms: None,
-        irregular: None,
+        ..kline_registration("BTCUSDT", "1m")
     };
     assert_eq!(e.register_kline(&r).unwrap_err().kind, ErrorKind::Conflict);
     let r = RegisterKline {
-        symbol: "X".into(),
-        timeframe: "7m".into(),
-        timeframe_ms: None,
         price_scale: 1,
-        volume_scale: 1,
-        retention_ms: None,
-        irregular: None,
+        ..kline_registration("X", "7m")
     };
     assert_eq!(
         e.register_kline(&r).unwrap_err().kind,
@@ -490,10 +465,6 @@ fn partial_files_of_an_uncommitted_write_are_removed_on_open() {
         assert!(!sdir.join(name).exists(), "{name} survived the reopen");
     }
     assert_eq!(read_ts(&e, &key).unwrap(), before);
-    let deep = AdminRequest {
-        deep: Some(true),
-        ..Default::default()
-    };
-    let v = e.admin(AdminAction::Validate, &deep).unwrap();
+    let v = common::validate_deep(&e);
     assert!(v.clean, "{:#?}", v.findings);
 }

@@ -11,10 +11,13 @@
 //! every step every read (range, sub-range, latest-N, at) equals the model. A
 //! threaded test races writers against deletes, re-registrations and compactions.
 
+mod common;
+
 use std::collections::BTreeMap;
 
-use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, TsRange, ValueType};
-use fastk::storage::{StorageError, Store, StoreOptions, WriteBatch};
+use common::{MINUTE, kline_meta, scalar_meta, store_opts};
+use fastk::record::{MonthPartition, SeriesMeta, TsRange, ValueType};
+use fastk::storage::{StorageError, Store, WriteBatch};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -66,8 +69,6 @@ enum Op {
     },
 }
 
-const MINUTE: i64 = 60_000;
-
 /// Timestamps cluster around month boundaries so writes split across partitions.
 fn ts_strategy() -> impl Strategy<Value = i64> {
     let boundaries: Vec<i64> = (0..4).map(|m| MonthPartition(648 + m).start_ts()).collect();
@@ -100,23 +101,13 @@ fn op_strategy() -> impl Strategy<Value = Op> {
 }
 
 fn metas() -> Vec<SeriesMeta> {
-    let scalar = |name: &str, vt| SeriesMeta {
-        key: SeriesKey::scalar("BTCUSDT", "1m", "feature", name).unwrap(),
-        timeframe_ms: MINUTE,
-        price_scale: 1,
-        volume_scale: 1,
-        value_type: vt,
-    };
     vec![
         SeriesMeta {
-            key: SeriesKey::kline("BTCUSDT", "1m").unwrap(),
-            timeframe_ms: MINUTE,
-            price_scale: 100,
             volume_scale: 1,
-            value_type: ValueType::I64,
+            ..kline_meta("BTCUSDT", "1m")
         },
-        scalar("a", ValueType::I64),
-        scalar("b", ValueType::F64),
+        scalar_meta("BTCUSDT", "1m", "feature", "a", ValueType::I64),
+        scalar_meta("BTCUSDT", "1m", "feature", "b", ValueType::F64),
     ]
 }
 
@@ -251,16 +242,15 @@ proptest! {
     #[test]
     fn engine_matches_btreemap_model(ops in prop::collection::vec(op_strategy(), 1..25), probe in (ts_strategy(), ts_strategy(), 0usize..120)) {
         let dir = tempfile::tempdir().unwrap();
-        let mut opts = StoreOptions {
-            max_chunks_per_month: 3,
-            zonemap_block_rows: Some(16),
-            compress_after_ms: Some(0),
+        let opts = store_opts(|o| {
+            o.max_chunks_per_month = 3;
+            o.zonemap_block_rows = Some(16);
+            o.compress_after_ms = Some(0);
             // A few months per pack, so passes split, rewrite and retire packs.
-            pack_target_bytes: 4096,
-            ..StoreOptions::default()
-        };
-        // Small in-memory chunks, so a month often holds several.
-        opts.wal.memory_chunk_rows = 8;
+            o.pack_target_bytes = 4096;
+            // Small in-memory chunks, so a month often holds several.
+            o.wal.memory_chunk_rows = 8;
+        });
         let metas = metas();
         let mut store = Store::open(dir.path(), opts.clone()).unwrap();
         for m in &metas {
@@ -425,10 +415,7 @@ fn writers_racing_delete_reregister_compact_and_repair() {
         40
     };
     let dir = tempfile::tempdir().unwrap();
-    let opts = StoreOptions {
-        max_chunks_per_month: 3,
-        ..StoreOptions::default()
-    };
+    let opts = store_opts(|o| o.max_chunks_per_month = 3);
     let meta = metas().remove(1);
     let store = std::sync::Arc::new(Store::open(dir.path(), opts.clone()).unwrap());
     let (first, _) = store.register(meta.clone()).unwrap();

@@ -3,34 +3,27 @@
 //! write racing a delete and re-registration, thread-spawn failures, and the storage
 //! row limit.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::fs;
 use std::sync::Arc;
 
+use common::{MINUTE, assert_clean, read_values, scalar_meta, store_opts};
 use fastk::error::{Error, ErrorKind};
-use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, TsRange, ValueType};
+use fastk::record::{MonthPartition, SeriesMeta, TsRange, ValueType};
 use fastk::storage::fsio::failpoints::{self, Op};
-use fastk::storage::{StorageError, Store, StoreOptions, WriteBatch};
-
-const MINUTE: i64 = 60_000;
+use fastk::storage::{Series, StorageError, Store, StoreOptions, WriteBatch};
 
 fn meta() -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::scalar("BTCUSDT", "1m", "feature", "f").unwrap(),
-        timeframe_ms: MINUTE,
-        price_scale: 1,
-        volume_scale: 1,
-        value_type: ValueType::I64,
-    }
+    scalar_meta("BTCUSDT", "1m", "feature", "f", ValueType::I64)
 }
 
 fn opts() -> StoreOptions {
-    StoreOptions {
-        zonemap_block_rows: Some(16),
-        write_threads: 2,
-        sync_threads: 2,
-        ..StoreOptions::default()
-    }
+    store_opts(|o| {
+        o.zonemap_block_rows = Some(16);
+        o.write_threads = 2;
+        o.sync_threads = 2;
+    })
 }
 
 /// [`opts`] with packing off: a commit of several months writes a chunk file (and
@@ -63,56 +56,7 @@ fn batch(rows: &[(i64, i64)]) -> WriteBatch {
 }
 
 fn read(store: &Store) -> BTreeMap<i64, i64> {
-    let snap = store.get(&meta().key).unwrap().snapshot();
-    let mut out = BTreeMap::new();
-    for s in snap.range(TsRange::all()) {
-        let s = s.unwrap();
-        out.extend(s.ts().iter().copied().zip(s.col(1).iter().copied()));
-    }
-    out
-}
-
-/// What `admin validate` checks of the storage, without the registry: the store
-/// opens with no unopenable series and no unknown or corrupt file, every chunk
-/// verifies, and the series directory holds exactly the manifest and its live files.
-fn assert_clean(store: &Store) {
-    assert!(store.unopenable().is_empty(), "{:?}", store.unopenable());
-    for n in store.recovery() {
-        assert!(n.unknown_files.is_empty(), "{n:?}");
-        assert!(n.corrupt_files.is_empty(), "{n:?}");
-        assert!(n.manifest_rebuilt.is_none(), "{n:?}");
-    }
-    for s in store.list() {
-        let snap = s.snapshot();
-        for c in snap.chunks() {
-            c.map().expect("every live chunk verifies");
-        }
-        let mut files: Vec<String> = fs::read_dir(s.dir())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        files.retain(|f| f != "MANIFEST");
-        files.sort();
-        // A chunk's own files share its name up to the kind; a packed chunk lives in
-        // its pack.
-        let live: Vec<String> = snap
-            .chunks()
-            .map(|c| {
-                if c.is_packed() {
-                    format!("pack.g{:016x}.pack", c.entry.pack.generation)
-                } else {
-                    format!(
-                        "{}.g{:016x}.",
-                        MonthPartition(c.entry.month),
-                        c.entry.generation
-                    )
-                }
-            })
-            .collect();
-        for f in &files {
-            assert!(live.iter().any(|l| f.starts_with(l)), "stray file {f}");
-        }
-    }
+    read_values(store, &meta().key)
 }
 
 /// The base state: two months, then a write touching a new month, appending to one
@@ -132,6 +76,14 @@ fn next_rows() -> Vec<(i64, i64)> {
     ]
 }
 
+/// A store over `dir` with the series of [`meta`] holding [`base_rows`].
+fn base_store(dir: &std::path::Path, opts: StoreOptions) -> (Store, Arc<Series>) {
+    let store = Store::open(dir, opts).unwrap();
+    let (s, _) = store.register(meta()).unwrap();
+    s.write(batch(&base_rows()), None).unwrap();
+    (store, s)
+}
+
 /// Rows of a series, by ts.
 type Rows = BTreeMap<i64, i64>;
 
@@ -144,9 +96,7 @@ fn commit_with_fault(
     opts: fn() -> StoreOptions,
 ) -> (bool, Result<(), StorageError>, Rows, Rows) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path(), opts()).unwrap();
-    let (s, _) = store.register(meta()).unwrap();
-    s.write(batch(&base_rows()), None).unwrap();
+    let (store, s) = base_store(dir.path(), opts());
     let before = read(&store);
     let version = s.version();
     let armed: Vec<_> = points
@@ -246,9 +196,7 @@ fn every_failure_point_of_a_range_delete_leaves_the_previous_state() {
     for op in Op::FAILABLE {
         for nth in 1.. {
             let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(dir.path(), opts()).unwrap();
-            let (s, _) = store.register(meta()).unwrap();
-            s.write(batch(&base_rows()), None).unwrap();
+            let (store, s) = base_store(dir.path(), opts());
             let before = read(&store);
             let version = s.version();
             let armed = failpoints::arm(dir.path(), op, nth);

@@ -4,18 +4,17 @@
 //! (the CLI has exited, so the lock is free) and checks what the store holds: rows,
 //! values and, for refused imports, that the series version did not move.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
 use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
-use fastk::config::Config;
+use common::{DAY, JAN_2024, MINUTE, engine_with, kline_registration};
 use fastk::query::Engine;
 use fastk::record::{SeriesKey, TsRange};
-
-const JAN_1_2024: i64 = 1_704_067_200_000;
-const MIN: i64 = 60_000;
 
 fn fastk(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fastk"))
@@ -36,9 +35,7 @@ fn ok(out: Output) -> String {
 }
 
 fn engine(root: &Path) -> Arc<Engine> {
-    let mut c = Config::default();
-    c.storage.root = root.to_path_buf();
-    Engine::open(c).expect("the data root opens")
+    engine_with(root, |_| {})
 }
 
 /// All rows of a series, column-major: ts then each value column.
@@ -81,7 +78,7 @@ fn bars_csv(n: usize, start: i64, ts_text: impl Fn(i64) -> String) -> String {
         let p = |v: i64| format!("{}.{:02}", v / 100, v % 100);
         s += &format!(
             "{},{},{},{},{},{}.{:03}\n",
-            ts_text(start + i * MIN),
+            ts_text(start + i * MINUTE),
             p(price),
             p(hi),
             p(lo),
@@ -172,7 +169,7 @@ fn csv_round_trips_through_csv_parquet_and_arrow_exports() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
     // 50,000 bars from Jan 31 cross into February: two month partitions.
-    let start = JAN_1_2024 + 30 * 86_400_000;
+    let start = JAN_2024 + 30 * DAY;
     let text = bars_csv(50_000, start, fastk::record::format_ts);
     let input = write(dir.path(), "in.csv", &text);
     let out = ok(import_kline(&root, &[&input], &[]));
@@ -245,25 +242,29 @@ fn csv_round_trips_through_csv_parquet_and_arrow_exports() {
 fn every_timestamp_form_is_understood() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    let t = JAN_1_2024;
+    let t = JAN_2024;
     // Epoch units are detected per file, so each unit has its own file.
     let files = [
         write(dir.path(), "s.csv", &format!("ts,value\n{},1\n", t / 1000)),
-        write(dir.path(), "ms.csv", &format!("ts,value\n{},2\n", t + MIN)),
+        write(
+            dir.path(),
+            "ms.csv",
+            &format!("ts,value\n{},2\n", t + MINUTE),
+        ),
         write(
             dir.path(),
             "us.csv",
-            &format!("ts,value\n{},3\n", (t + 2 * MIN) * 1000),
+            &format!("ts,value\n{},3\n", (t + 2 * MINUTE) * 1000),
         ),
         write(
             dir.path(),
             "ns.csv",
-            &format!("ts,value\n{},4\n", (t + 3 * MIN) * 1_000_000),
+            &format!("ts,value\n{},4\n", (t + 3 * MINUTE) * 1_000_000),
         ),
         write(
             dir.path(),
             "frac.csv",
-            &format!("ts,value\n{}.250,5\n", (t + 4 * MIN) / 1000),
+            &format!("ts,value\n{}.250,5\n", (t + 4 * MINUTE) / 1000),
         ),
         write(
             dir.path(),
@@ -294,7 +295,7 @@ fn every_timestamp_form_is_understood() {
     ok(fastk(&args));
     let key = SeriesKey::scalar("BTCUSDT", "1m", "feature", "x").unwrap();
     let got = rows(&root, &key);
-    let mut want_ts: Vec<i64> = (0..12).map(|i| t + i * MIN).collect();
+    let mut want_ts: Vec<i64> = (0..12).map(|i| t + i * MINUTE).collect();
     want_ts[4] += 250;
     want_ts[9] += 500;
     want_ts[11] = t + 86_400_000;
@@ -348,7 +349,7 @@ const BAD_ROWS: &[(&str, &str)] = &[
 fn bad_rows_stop_the_import_or_go_to_the_rejects_file() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("data");
-    let good = bars_csv(5, JAN_1_2024, fastk::record::format_ts);
+    let good = bars_csv(5, JAN_2024, fastk::record::format_ts);
     let seed = write(dir.path(), "seed.csv", &good);
     ok(import_kline(&root, &[&seed], &[]));
     assert_eq!(version(&root, &kline()), Some(1));
@@ -469,7 +470,7 @@ fn a_ts_repeated_across_two_files_is_refused_or_keeps_the_first() {
     let got = rows(&root, &kline());
     assert_eq!(
         got[0],
-        vec![JAN_1_2024, JAN_1_2024 + MIN, JAN_1_2024 + 2 * MIN]
+        vec![JAN_2024, JAN_2024 + MINUTE, JAN_2024 + 2 * MINUTE]
     );
     assert_eq!(got[2][1], 200, "the first occurrence (a.csv) wins");
 }
@@ -513,7 +514,7 @@ fn floats_round_half_away_from_zero_and_strict_scale_refuses() {
         schema.clone(),
         vec![
             Arc::new(TimestampMicrosecondArray::from(vec![
-                (JAN_1_2024 + MIN) * 1000 + 999,
+                (JAN_2024 + MINUTE) * 1000 + 999,
             ])),
             f(-0.125),
             f(0.5),
@@ -531,7 +532,7 @@ fn floats_round_half_away_from_zero_and_strict_scale_refuses() {
     w.close().unwrap();
     ok(import_kline(&root, &[&pq], &[]));
     let got = rows(&root, &kline());
-    assert_eq!(got[0][1], JAN_1_2024 + MIN);
+    assert_eq!(got[0][1], JAN_2024 + MINUTE);
     assert_eq!(
         [got[1][1], got[2][1], got[3][1], got[4][1], got[5][1]],
         [-13, 50, -14, 0, 1]
@@ -549,7 +550,7 @@ fn arrow_ipc_stream_files_import_and_raw_prices_pass_through() {
     let batch = RecordBatch::try_new(
         schema.clone(),
         vec![
-            Arc::new(Int64Array::from(vec![JAN_1_2024, JAN_1_2024 + MIN])),
+            Arc::new(Int64Array::from(vec![JAN_2024, JAN_2024 + MINUTE])),
             Arc::new(arrow_array::StringArray::from(vec!["1.5", "-2.25"])),
         ],
     )
@@ -641,13 +642,8 @@ fn the_library_api_imports_without_the_cli() {
     let opts = ImportOptions {
         key: kline(),
         register: Some(Registration::Kline(fastk::query::types::RegisterKline {
-            symbol: "BTCUSDT".into(),
-            timeframe: "1m".into(),
-            timeframe_ms: None,
             price_scale: 10,
-            volume_scale: 1,
-            retention_ms: None,
-            irregular: None,
+            ..kline_registration("BTCUSDT", "1m")
         })),
         files: vec![input],
         format: None,
@@ -692,7 +688,7 @@ fn a_pandas_to_csv_file_with_an_unnamed_index_column_imports() {
     let out = ok(import_kline(&root, &[&input], &[]));
     assert!(out.contains("using unnamed first column as ts"), "{out}");
     let cols = rows(&root, &kline());
-    assert_eq!(cols[0], vec![JAN_1_2024, JAN_1_2024 + MIN]);
+    assert_eq!(cols[0], vec![JAN_2024, JAN_2024 + MINUTE]);
     assert_eq!(cols[1], vec![4_200_050, 4_200_525]);
     assert_eq!(cols[5], vec![1_500, 250]);
 
@@ -706,7 +702,7 @@ fn a_pandas_to_csv_file_with_an_unnamed_index_column_imports() {
     );
     let out = ok(import_kline(&root2, &[&ranged], &[]));
     assert!(!out.contains("unnamed first column"), "{out}");
-    assert_eq!(rows(&root2, &kline())[0], vec![JAN_1_2024]);
+    assert_eq!(rows(&root2, &kline())[0], vec![JAN_2024]);
 
     let root3 = dir.path().join("data3");
     let labels = write(

@@ -6,45 +6,30 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fastk::record::{MonthPartition, SeriesKey, SeriesMeta, TsRange, ValueType};
+mod common;
+
+use common::{JAN_2024, MINUTE, scalar_meta, series_rows, store_opts};
+use fastk::record::{MonthPartition, SeriesMeta, ValueType};
 use fastk::storage::fsio::failpoints::{self, Op};
 use fastk::storage::wal::{self, WAL_DIR};
 use fastk::storage::{Series, StorageError, Store, StoreOptions, WriteBatch};
 
-const MINUTE: i64 = 60_000;
-const JAN_2024: i64 = 1_704_067_200_000;
-
 fn meta(symbol: &str) -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::scalar(symbol, "1m", "signal", "s").unwrap(),
-        timeframe_ms: MINUTE,
-        price_scale: 1,
-        volume_scale: 1,
-        value_type: ValueType::I64,
-    }
+    scalar_meta(symbol, "1m", "signal", "s", ValueType::I64)
 }
 
 /// Thresholds that never fold by themselves: the tests fold when they mean to.
 fn opts() -> StoreOptions {
-    let mut o = StoreOptions::default();
-    o.wal.fold_rows = u64::MAX;
-    o.wal.fold_age = Duration::from_secs(3600);
-    o.wal.max_log_bytes = u64::MAX;
-    o.wal.memory_bytes = u64::MAX;
-    o
+    store_opts(|o| {
+        o.wal.fold_rows = u64::MAX;
+        o.wal.fold_age = Duration::from_secs(3600);
+        o.wal.max_log_bytes = u64::MAX;
+        o.wal.memory_bytes = u64::MAX;
+    })
 }
 
 fn one(ts: i64, v: i64) -> WriteBatch {
     WriteBatch::from_cols(vec![vec![ts], vec![v]])
-}
-
-fn rows(s: &Series) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    for sl in s.snapshot().range(TsRange::all()) {
-        let sl = sl.unwrap();
-        out.extend(sl.ts().iter().copied().zip(sl.col(1).iter().copied()));
-    }
-    out
 }
 
 fn chunk_files(s: &Series) -> usize {
@@ -89,7 +74,7 @@ fn logged_writes_are_visible_at_once_and_replayed_after_a_crash() {
             assert_eq!(r.version, i as u64 + 1);
         }
     }
-    let want: Vec<Vec<(i64, i64)>> = series.iter().map(|s| rows(s)).collect();
+    let want: Vec<Vec<(i64, i64)>> = series.iter().map(|s| series_rows(s)).collect();
     assert_eq!(want[0].len(), 30 - 4);
     assert_eq!(
         want[3][3],
@@ -107,7 +92,7 @@ fn logged_writes_are_visible_at_once_and_replayed_after_a_crash() {
     assert_eq!(store.wal_recovery().records, 600);
     for (k, w) in want.iter().enumerate() {
         let s = store.get(&meta(&format!("S{k}")).key).unwrap();
-        assert_eq!(&rows(&s), w, "series {k} after replay");
+        assert_eq!(&series_rows(&s), w, "series {k} after replay");
         assert_eq!(s.version(), 30);
     }
     // Folding writes them out; the log segments before the open one go.
@@ -123,7 +108,7 @@ fn logged_writes_are_visible_at_once_and_replayed_after_a_crash() {
     );
     for (k, w) in want.iter().enumerate() {
         let s = store.get(&meta(&format!("S{k}")).key).unwrap();
-        assert_eq!(&rows(&s), w, "series {k} after the fold");
+        assert_eq!(&series_rows(&s), w, "series {k} after the fold");
         assert_eq!(s.version(), 30);
         assert!(chunk_files(&s) >= 1);
     }
@@ -162,7 +147,7 @@ fn a_torn_tail_is_cut_and_a_corrupt_middle_stops_the_open_until_repair() {
         .expect("the torn tail is cut");
     assert_eq!(cut.2, (record_len / 2) as u64);
     let s = store.get(&meta("T").key).unwrap();
-    assert_eq!(rows(&s).len(), 10);
+    assert_eq!(series_rows(&s).len(), 10);
     drop(s);
     store.abandon();
     assert_eq!(
@@ -189,7 +174,7 @@ fn a_torn_tail_is_cut_and_a_corrupt_middle_stops_the_open_until_repair() {
     let store = Store::open(dir.path(), opts()).unwrap();
     let s = store.get(&meta("T").key).unwrap();
     assert_eq!(
-        rows(&s),
+        series_rows(&s),
         (0..4)
             .map(|i| (JAN_2024 + i * MINUTE, i))
             .collect::<Vec<_>>()
@@ -211,7 +196,7 @@ fn a_failed_log_write_or_sync_writes_nothing_and_the_next_write_succeeds() {
         assert!(armed.fired());
         assert!(matches!(err, StorageError::Io { .. }), "{err}");
         assert_eq!(
-            rows(&s),
+            series_rows(&s),
             vec![(JAN_2024, 1)],
             "{op:?}: the refused write is not visible"
         );
@@ -222,7 +207,7 @@ fn a_failed_log_write_or_sync_writes_nothing_and_the_next_write_succeeds() {
     store.abandon();
     let store = Store::open(dir.path(), opts()).unwrap();
     let s = store.get(&meta("F").key).unwrap();
-    assert_eq!(rows(&s), vec![(JAN_2024, 1), (JAN_2024 + MINUTE, 2)]);
+    assert_eq!(series_rows(&s), vec![(JAN_2024, 1), (JAN_2024 + MINUTE, 2)]);
     assert_eq!(s.version(), 2);
 }
 
@@ -253,7 +238,7 @@ fn concurrent_writes_share_syncs() {
         st.records
     );
     for s in &series {
-        assert_eq!(rows(s).len(), writes as usize);
+        assert_eq!(series_rows(s).len(), writes as usize);
     }
 }
 
@@ -272,7 +257,7 @@ fn a_many_series_write_is_all_or_nothing() {
         ])
         .unwrap_err();
     assert!(matches!(err, StorageError::Unprocessable(_)), "{err}");
-    assert!(rows(&a).is_empty() && rows(&b).is_empty());
+    assert!(series_rows(&a).is_empty() && series_rows(&b).is_empty());
     // A series named twice is refused too.
     assert!(
         store
@@ -298,7 +283,7 @@ fn a_many_series_write_is_all_or_nothing() {
         ])
         .unwrap_err();
     assert!(matches!(err, StorageError::NotFound(_)), "{err}");
-    assert_eq!(rows(&a), vec![(JAN_2024, 1)]);
+    assert_eq!(series_rows(&a), vec![(JAN_2024, 1)]);
 }
 
 #[test]
@@ -321,7 +306,7 @@ fn folds_keep_the_files_of_a_month_bounded() {
     }
     let _ = store.fold_all();
     assert!(s.snapshot().live.values().all(|c| c.len() <= 4));
-    assert_eq!(rows(&s).len(), 600);
+    assert_eq!(series_rows(&s).len(), 600);
     assert!(store.wal_stats().records >= 600);
 }
 
@@ -362,9 +347,9 @@ fn manifests_ahead_of_the_log_start_it_afresh() {
     store.abandon();
     let store = Store::open(dir.path(), opts()).unwrap();
     let a = store.get(&meta("A").key).unwrap();
-    assert_eq!(rows(&a).len(), 5);
+    assert_eq!(series_rows(&a).len(), 5);
     let b = store.get(&meta("B").key).unwrap();
-    assert_eq!(rows(&b), vec![(JAN_2024, 9)]);
+    assert_eq!(series_rows(&b), vec![(JAN_2024, 9)]);
 }
 
 /// A fold pass folds many series at once (`fold_threads`): every series is folded
@@ -408,7 +393,7 @@ fn a_fold_pass_folds_many_series_at_once_and_a_failed_fold_loses_nothing() {
         let want: Vec<(i64, i64)> = (0..3)
             .map(|m| (JAN_2024 + m * MINUTE, i as i64 * 10 + m))
             .collect();
-        assert_eq!(rows(s), want, "series {i} after the pass");
+        assert_eq!(series_rows(s), want, "series {i} after the pass");
         let files = chunk_files(s);
         if Arc::ptr_eq(s, sick) {
             assert_eq!(files, 0, "the failed fold left no file");
@@ -426,7 +411,7 @@ fn a_fold_pass_folds_many_series_at_once_and_a_failed_fold_loses_nothing() {
         let want: Vec<(i64, i64)> = (0..3)
             .map(|m| (JAN_2024 + m * MINUTE, i as i64 * 10 + m))
             .collect();
-        assert_eq!(rows(&s), want, "series {i} after the reopen");
+        assert_eq!(series_rows(&s), want, "series {i} after the reopen");
     }
     let r = store.fold_all();
     assert_eq!((r.series, r.failed), (1, 0));
@@ -463,7 +448,7 @@ fn writes_wait_for_the_fold_when_the_log_is_over_its_limits() {
         "the log reached {peak} bytes (bound {bound})"
     );
     for (i, s) in series.iter().enumerate() {
-        assert_eq!(rows(s).len(), 100, "series {i}");
+        assert_eq!(series_rows(s).len(), 100, "series {i}");
     }
     // A fold that cannot finish (series 0's, parked at its first fsync) keeps the
     // closed segments holding series 0's record: the log stays over its limits, so a
@@ -473,7 +458,7 @@ fn writes_wait_for_the_fold_when_the_log_is_over_its_limits() {
     store
         .write(s0, one(JAN_2024 + 500 * MINUTE, 1), None)
         .unwrap();
-    let before = rows(s1).len();
+    let before = series_rows(s1).len();
     let mut refused = None;
     for n in 0..5_000i64 {
         match store.write(s1, one(JAN_2024 + (1_000 + n) * MINUTE, n), None) {
@@ -488,7 +473,7 @@ fn writes_wait_for_the_fold_when_the_log_is_over_its_limits() {
     let why = refused.expect("a write is refused while the fold is held");
     assert!(why.contains("over its limits"), "{why}");
     gate.wait_reached();
-    let accepted = rows(s1).len() - before;
+    let accepted = series_rows(s1).len() - before;
     assert!(accepted > 0);
     gate.release();
     drop(armed);
@@ -496,8 +481,8 @@ fn writes_wait_for_the_fold_when_the_log_is_over_its_limits() {
     store
         .write(s1, one(JAN_2024 + 100_000 * MINUTE, 1), None)
         .unwrap();
-    assert_eq!(rows(s1).len(), before + accepted + 1);
-    assert_eq!(rows(s0).len(), 101);
+    assert_eq!(series_rows(s1).len(), before + accepted + 1);
+    assert_eq!(series_rows(s0).len(), 101);
 }
 
 /// Open lists each series directory once: the temp files of an unpublished write are
@@ -520,7 +505,7 @@ fn an_open_removes_temp_files_and_reports_them() {
     assert!(notes[0].unknown_files.is_empty(), "{notes:?}");
     assert!(!sdir.join(".tmp-7-8-x.chunk").exists());
     let s = store.get(&meta("T").key).unwrap();
-    assert_eq!(rows(&s), vec![(JAN_2024, 1)]);
+    assert_eq!(series_rows(&s), vec![(JAN_2024, 1)]);
 }
 
 /// The story: the hard memory limit (twice `storage.fold_memory_bytes`) was checked
@@ -570,7 +555,7 @@ fn the_memory_hard_limit_holds_per_write_while_the_fold_is_held() {
     );
     assert!(peak > budget, "the budget was reached ({peak} bytes)");
     assert_eq!(
-        rows(&s1).len(),
+        series_rows(&s1).len(),
         accepted,
         "the refused write is not visible"
     );
@@ -581,8 +566,8 @@ fn the_memory_hard_limit_holds_per_write_while_the_fold_is_held() {
     store
         .write(&s1, one(JAN_2024 + 30_000 * MINUTE, 1), None)
         .unwrap();
-    assert_eq!(rows(&s1).len(), accepted + 1);
-    assert_eq!(rows(&s0).len(), 1);
+    assert_eq!(series_rows(&s1).len(), accepted + 1);
+    assert_eq!(series_rows(&s0).len(), 1);
     store.fold_all();
     assert_eq!(store.wal_stats().unfolded_bytes, 0);
 }
@@ -609,7 +594,11 @@ fn a_large_many_series_write_applied_by_two_threads_is_all_or_nothing() {
     assert_eq!(r.len(), 600);
     assert!(r.iter().all(|r| r.version == 1 && r.inserted == 1));
     for (i, s) in series.iter().enumerate() {
-        assert_eq!(rows(s), vec![(JAN_2024, i as i64 * 10)], "series {i}");
+        assert_eq!(
+            series_rows(s),
+            vec![(JAN_2024, i as i64 * 10)],
+            "series {i}"
+        );
     }
     // Two series in different blocks are gone: nothing of the write is visible, and
     // the error names the first of them in the write's order, whichever thread
@@ -627,7 +616,11 @@ fn a_large_many_series_write_applied_by_two_threads_is_all_or_nothing() {
     let err = store.write_many(minute(1, Some(70))).unwrap_err();
     assert!(err.to_string().contains("S450"), "{err}");
     for i in [0, 299, 300, 599] {
-        assert_eq!(rows(&series[i]).len(), 1, "series {i} kept only minute 0");
+        assert_eq!(
+            series_rows(&series[i]).len(),
+            1,
+            "series {i} kept only minute 0"
+        );
         assert_eq!(series[i].version(), 1);
     }
     // Without them the write goes through, every report in the order of the entries.
@@ -635,14 +628,17 @@ fn a_large_many_series_write_applied_by_two_threads_is_all_or_nothing() {
     assert_eq!(r.len(), 598);
     assert!(r.iter().all(|r| r.version == 2 && r.inserted == 1));
     assert_eq!(
-        rows(&series[599]),
+        series_rows(&series[599]),
         vec![(JAN_2024, 5990), (JAN_2024 + MINUTE, 5991)]
     );
     // And it replays after a crash.
     store.abandon();
     let store = Store::open(dir.path(), opts()).unwrap();
     let s = store.get(&meta("S599").key).unwrap();
-    assert_eq!(rows(&s), vec![(JAN_2024, 5990), (JAN_2024 + MINUTE, 5991)]);
+    assert_eq!(
+        series_rows(&s),
+        vec![(JAN_2024, 5990), (JAN_2024 + MINUTE, 5991)]
+    );
 }
 
 #[test]
@@ -677,7 +673,7 @@ fn one_row_appends_keep_few_small_chunks_in_memory() {
         );
     }
     let want: Vec<(i64, i64)> = (0..n).map(|m| (JAN_2024 + m * MINUTE, m)).collect();
-    assert_eq!(rows(&s), want);
+    assert_eq!(series_rows(&s), want);
     // A replacement inside the month rewrites it in memory as one chunk.
     store
         .write(&s, one(JAN_2024 + 5 * MINUTE, -5), None)
@@ -685,14 +681,14 @@ fn one_row_appends_keep_few_small_chunks_in_memory() {
     assert_eq!(s.snapshot().live[&month].len(), 1);
     let mut want = want;
     want[5].1 = -5;
-    assert_eq!(rows(&s), want);
+    assert_eq!(series_rows(&s), want);
     // The fold writes what memory held.
     store.fold_all();
-    assert_eq!(rows(&s), want);
+    assert_eq!(series_rows(&s), want);
     drop(s);
     drop(store);
     let store = Store::open(dir.path(), opts()).unwrap();
-    assert_eq!(rows(&store.get(&meta("A").key).unwrap()), want);
+    assert_eq!(series_rows(&store.get(&meta("A").key).unwrap()), want);
 }
 
 #[test]
@@ -754,7 +750,7 @@ fn series_fed_in_lockstep_merge_their_tails_at_different_writes() {
         let want: Vec<(i64, i64)> = (0..writes)
             .map(|m| (JAN_2024 + m * MINUTE, k as i64 * 1000 + m))
             .collect();
-        assert_eq!(rows(s), want);
+        assert_eq!(series_rows(s), want);
     }
 }
 
@@ -781,12 +777,12 @@ fn a_superseded_chunk_of_a_deleted_series_never_unlinks_a_newer_incarnations_fil
         1,
         "the new incarnation's chunk file is still there"
     );
-    assert_eq!(rows(&new), vec![(JAN_2024 + MINUTE, 7)]);
+    assert_eq!(series_rows(&new), vec![(JAN_2024 + MINUTE, 7)]);
     drop(new);
     drop(store);
     let store = Store::open(dir.path(), opts()).unwrap();
     assert_eq!(
-        rows(&store.get(&meta("A").key).unwrap()),
+        series_rows(&store.get(&meta("A").key).unwrap()),
         vec![(JAN_2024 + MINUTE, 7)]
     );
 }
@@ -837,7 +833,7 @@ fn an_appends_only_group_synced_while_it_applies_logs_only_what_applied() {
     assert_eq!(store.wal_stats().records, 2);
     assert_eq!(store.wal_stats().bytes, 2 * bytes_one);
     for (i, s) in series.iter().enumerate() {
-        assert_eq!(rows(s).len(), 2, "series {i}: minute 2 was refused");
+        assert_eq!(series_rows(s).len(), 2, "series {i}: minute 2 was refused");
         assert_eq!(s.version(), 2);
     }
     // The log replays to exactly the acknowledged writes, and takes the next one.
@@ -848,7 +844,10 @@ fn an_appends_only_group_synced_while_it_applies_logs_only_what_applied() {
     let rec = store.wal_recovery();
     assert_eq!((rec.records, rec.rows, rec.skipped), (600, 600, 0));
     let b = store.get(&meta("S001").key).unwrap();
-    assert_eq!(rows(&b), vec![(JAN_2024, 10), (JAN_2024 + MINUTE, 11)]);
+    assert_eq!(
+        series_rows(&b),
+        vec![(JAN_2024, 10), (JAN_2024 + MINUTE, 11)]
+    );
     store
         .write(&b, one(JAN_2024 + 2 * MINUTE, 12), None)
         .unwrap();

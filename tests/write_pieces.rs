@@ -5,21 +5,17 @@
 //! out of order, repeated timestamps and ragged pieces take the checked path and get
 //! its errors; and a piece boundary never changes the report.
 
-use fastk::record::{SeriesKey, SeriesMeta, TsRange, ValueType};
-use fastk::storage::{Series, Store, StoreOptions, WriteBatch};
+mod common;
 
-const MINUTE: i64 = 60_000;
+use common::{MINUTE, scalar_meta, series_cols, store_opts};
+use fastk::record::{SeriesMeta, ValueType};
+use fastk::storage::{Store, WriteBatch};
+
 /// 2023-01-01T00:00:00Z.
 const JAN_2023: i64 = 1_672_531_200_000;
 
 fn meta(symbol: &str) -> SeriesMeta {
-    SeriesMeta {
-        key: SeriesKey::scalar(symbol, "1m", "feature", "x").unwrap(),
-        timeframe_ms: MINUTE,
-        price_scale: 1,
-        volume_scale: 1,
-        value_type: ValueType::I64,
-    }
+    scalar_meta(symbol, "1m", "feature", "x", ValueType::I64)
 }
 
 /// `n` rows every `step` minutes from `from`, values a deterministic scramble.
@@ -43,29 +39,13 @@ fn pieces<'a>(b: &'a WriteBatch, cuts: &[usize]) -> Vec<Vec<&'a [i64]>> {
     out
 }
 
-fn read(s: &Series) -> Vec<Vec<i64>> {
-    let snap = s.snapshot();
-    let mut cols = vec![Vec::new(); 2];
-    for sl in snap.range(TsRange::all()) {
-        let sl = sl.unwrap();
-        for (c, out) in cols.iter_mut().enumerate() {
-            out.extend_from_slice(sl.col(c));
-        }
-    }
-    cols
-}
-
 fn open(dir: &std::path::Path, pack: u64) -> Store {
-    Store::open(
-        dir,
-        StoreOptions {
-            pack_target_bytes: pack,
-            // Small enough that the packs of these tests go through O_DIRECT.
-            direct_write_min_bytes: 64 << 10,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap()
+    let opts = store_opts(|o| {
+        o.pack_target_bytes = pack;
+        // Small enough that the packs of these tests go through O_DIRECT.
+        o.direct_write_min_bytes = 64 << 10;
+    });
+    Store::open(dir, opts).unwrap()
 }
 
 /// Writes `steps` to a series whole and to another in pieces; both must read the
@@ -84,14 +64,17 @@ fn same_as_whole(pack: u64, steps: &[(WriteBatch, Vec<usize>)]) {
             "report of step {i}"
         );
         assert_eq!(a.version, p.version, "version of step {i}");
-        assert!(read(&whole) == read(&split), "rows after step {i}");
+        assert!(
+            series_cols(&whole) == series_cols(&split),
+            "rows after step {i}"
+        );
     }
-    let want = read(&whole);
+    let want = series_cols(&whole);
     drop((whole, split));
     drop(store);
     let store = open(dir.path(), pack);
     let split = store.get(&meta("SPLIT").key).unwrap();
-    assert!(read(&split) == want, "rows after a reopen");
+    assert!(series_cols(&split) == want, "rows after a reopen");
 }
 
 #[test]
@@ -144,7 +127,7 @@ fn pieces_out_of_order_or_ragged_get_the_checked_path() {
     ];
     let r = store.write_pieces(&s, &out_of_order, None).unwrap();
     assert_eq!(r.inserted, 40_000);
-    let got = read(&s);
+    let got = series_cols(&s);
     assert!(got[0].windows(2).all(|w| w[0] < w[1]), "stored sorted");
     assert_eq!(got[0].len(), 40_000);
     // A timestamp in two pieces is refused whole, naming the repeat.
@@ -167,5 +150,5 @@ fn pieces_out_of_order_or_ragged_get_the_checked_path() {
     let e = store.write_pieces(&t, &short, None).unwrap_err();
     assert!(e.to_string().contains("columns"), "{e}");
     assert_eq!(t.version(), 0, "nothing written");
-    assert!(read(&t)[0].is_empty());
+    assert!(series_cols(&t)[0].is_empty());
 }

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::Read;
 
 use super::repair::Scope;
 use super::report::{AdminReport, Finding};
@@ -10,13 +9,11 @@ use super::series_label;
 use crate::record::{MonthPartition, SeriesKind, SeriesMeta};
 use crate::registry::REGISTRY_FILE;
 use crate::storage::Series;
-use crate::storage::chunk::{FileKind, MappedChunk, open_entry_verified, parse_data_file_name};
-use crate::storage::format::{CHUNK_HEADER_LEN, ChunkEntry, ChunkHeader};
+use crate::storage::chunk::{FileKind, parse_data_file_name};
 use crate::storage::maintain::is_temp;
-use crate::storage::mmap::MappedFile;
 use crate::storage::pack::parse_pack_file_name;
 use crate::storage::series::MANIFEST_NAME;
-use crate::storage::sidecar::{ValueIndex, ZoneMap};
+use crate::storage::verify::{verify_chunk, verify_sidecar};
 
 /// Builds a finding.
 pub(super) fn finding(
@@ -168,11 +165,8 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
             known.insert((month, c.entry.generation));
             report.chunks_checked += 1;
             let file = c.rel_path(FileKind::Chunk);
-            let problem = if c.is_packed() {
-                check_packed_chunk(s, c, deep, report)
-            } else {
-                check_chunk(&c.path(FileKind::Chunk), &file, &c.entry, deep, report)
-            };
+            let (problem, read) = verify_chunk(s, c, deep);
+            report.bytes_checked += read;
             if let Some((kind, detail)) = problem {
                 let suggested = match kind {
                     "chunk_missing" => {
@@ -218,115 +212,6 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
     check_directory(s, (&known, &packs), label, report);
 }
 
-/// [`check_chunk`] for a chunk in a pack: its range of the pack is read (a short pack
-/// is a missing chunk), its header checked against the entry, and with `deep` the
-/// body checksum, the decompression and the `ts` order.
-fn check_packed_chunk(
-    s: &Series,
-    c: &crate::storage::chunk::ChunkRef,
-    deep: bool,
-    report: &mut AdminReport,
-) -> Option<(&'static str, String)> {
-    match fs::metadata(c.path(FileKind::Chunk)) {
-        Err(err) => return Some(("chunk_missing", format!("cannot stat the pack: {err}"))),
-        Ok(md) if md.len() != c.entry.pack.len => {
-            let detail = format!(
-                "pack is {} bytes, the manifest says {}",
-                md.len(),
-                c.entry.pack.len
-            );
-            return Some(("chunk_corrupt", detail));
-        }
-        Ok(_) => {}
-    }
-    let bytes = match c.read_stored(FileKind::Chunk) {
-        Ok(b) => b,
-        Err(err) => {
-            return Some((
-                "chunk_corrupt",
-                format!("cannot read the chunk from its pack: {err}"),
-            ));
-        }
-    };
-    if !deep {
-        return match ChunkHeader::decode(&bytes) {
-            Err(d) => Some(("chunk_corrupt", d)),
-            Ok(h)
-                if h.body_xxh3 != c.entry.checksum
-                    || h.rows != c.entry.rows
-                    || h.generation != c.entry.generation =>
-            {
-                Some((
-                    "chunk_corrupt",
-                    "chunk header disagrees with the manifest entry".into(),
-                ))
-            }
-            Ok(_) => None,
-        };
-    }
-    report.bytes_checked += bytes.len() as u64;
-    match open_entry_verified(s.dir(), s.rel_dir(), &c.entry) {
-        Err(err) => Some(("chunk_corrupt", err.to_string())),
-        Ok(m) if m.ts().windows(2).any(|w| w[0] >= w[1]) => {
-            Some(("chunk_out_of_order", "ts is not strictly ascending".into()))
-        }
-        Ok(_) => None,
-    }
-}
-
-/// Returns (finding kind, detail) when the chunk is not right.
-fn check_chunk(
-    path: &std::path::Path,
-    rel: &str,
-    e: &ChunkEntry,
-    deep: bool,
-    report: &mut AdminReport,
-) -> Option<(&'static str, String)> {
-    let md = match fs::metadata(path) {
-        Ok(md) => md,
-        Err(err) => return Some(("chunk_missing", format!("cannot stat the chunk: {err}"))),
-    };
-    if md.len() != e.file_len {
-        return Some((
-            "chunk_corrupt",
-            format!(
-                "file is {} bytes, the manifest says {}",
-                md.len(),
-                e.file_len
-            ),
-        ));
-    }
-    if deep {
-        report.bytes_checked += md.len();
-        return match MappedChunk::open_verified(path, rel, Some(e)) {
-            Err(err) => Some(("chunk_corrupt", err.to_string())),
-            Ok(m) => {
-                let ts = m.ts();
-                if ts.windows(2).any(|w| w[0] >= w[1]) {
-                    Some(("chunk_out_of_order", "ts is not strictly ascending".into()))
-                } else {
-                    None
-                }
-            }
-        };
-    }
-    let mut head = vec![0u8; CHUNK_HEADER_LEN];
-    let read = fs::File::open(path).and_then(|mut f| f.read_exact(&mut head));
-    if let Err(err) = read {
-        return Some(("chunk_corrupt", format!("cannot read the header: {err}")));
-    }
-    match ChunkHeader::decode(&head) {
-        Err(d) => Some(("chunk_corrupt", d)),
-        Ok(h) if h.body_xxh3 != e.checksum || h.rows != e.rows || h.generation != e.generation => {
-            Some((
-                "chunk_corrupt",
-                "chunk header disagrees with the manifest entry".into(),
-            ))
-        }
-        Ok(_) => None,
-    }
-}
-
 fn check_sidecars(
     s: &Series,
     c: &crate::storage::chunk::ChunkRef,
@@ -359,22 +244,8 @@ fn check_sidecars(
             }
             continue;
         }
-        let problem = match c.read_stored(kind) {
-            Err(e) => Some(("sidecar_missing", e.to_string())),
-            Ok(b) if b.len() as u64 != sref.len => Some((
-                "sidecar_corrupt",
-                format!("{} bytes, the manifest says {}", b.len(), sref.len),
-            )),
-            Ok(b) if deep => {
-                report.bytes_checked += b.len() as u64;
-                let parsed = match kind {
-                    FileKind::ZoneMap => ZoneMap::parse(&b, vt, sref.xxh3).map(|_| ()),
-                    _ => ValueIndex::open(MappedFile::from_parts(&[&b]), vt, sref.xxh3).map(|_| ()),
-                };
-                parsed.err().map(|e| ("sidecar_corrupt", e))
-            }
-            Ok(_) => None,
-        };
+        let (problem, read) = verify_sidecar(c, kind, sref, vt, deep);
+        report.bytes_checked += read;
         if let Some((k, detail)) = problem {
             report.findings.push(finding(
                 Some(label),

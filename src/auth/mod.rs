@@ -20,6 +20,7 @@ pub mod session;
 pub mod throttle;
 pub mod tokens;
 
+use crate::sync::RwLockExt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -272,7 +273,7 @@ impl Authority {
         };
         let stamp = tokens::stamp(path);
         let file = TokenFile::read(path)?;
-        let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.table.write_now();
         t.entries = file.token;
         t.stamp = stamp;
         Ok(())
@@ -286,19 +287,19 @@ impl Authority {
             return;
         };
         let stamp = tokens::stamp(path);
-        let same = self.table.read().unwrap_or_else(|p| p.into_inner()).stamp == stamp;
+        let same = self.table.read_now().stamp == stamp;
         if same {
             return;
         }
         match TokenFile::read(path) {
             Ok(file) => {
-                let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+                let mut t = self.table.write_now();
                 tracing::info!(tokens = file.token.len(), "auth.tokens_file re-read");
                 t.entries = file.token;
                 t.stamp = stamp;
             }
             Err(e) => {
-                let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+                let mut t = self.table.write_now();
                 // Remember the stamp so the same bad file is reported once.
                 t.stamp = stamp;
                 tracing::error!(error = %e.message, "auth.tokens_file changed but cannot be used; keeping the tokens read before");
@@ -321,7 +322,7 @@ impl Authority {
                 symbols: None,
             })));
         }
-        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let t = self.table.read_now();
         for e in &t.entries {
             if bool::from(e.sha256.ct_eq(&d)) && found.is_none() {
                 found = Some(Principal::of(e));
@@ -344,7 +345,7 @@ impl Authority {
                 symbols: None,
             })));
         }
-        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        let t = self.table.read_now();
         t.entries.iter().find(|e| e.name == name).map(Principal::of)
     }
 

@@ -2,6 +2,7 @@
 //! Handshake, valid for `auth.session_ttl_s`, acting as the token it was made from
 //! (looked up by name at each use, so removing the token ends its sessions).
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ impl Sessions {
     /// A new session for the token named `name`.
     pub fn open(&self, name: &str) -> Result<String, Error> {
         let token = super::tokens::new_token()?;
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.open.locked();
         if open.len() >= MAX_SESSIONS {
             let now = Instant::now();
             open.retain(|_, (_, exp)| *exp > now);
@@ -51,7 +52,7 @@ impl Sessions {
 
     /// The token name of a live session, by the digest of the presented token.
     pub fn name_of(&self, digest: &[u8; 32]) -> Option<String> {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let open = self.open.locked();
         open.get(digest)
             .filter(|(_, exp)| *exp > Instant::now())
             .map(|(name, _)| name.clone())
@@ -60,7 +61,7 @@ impl Sessions {
     /// Forgets expired sessions.
     pub fn prune(&self) {
         let now = Instant::now();
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = self.open.locked();
         open.retain(|_, (_, exp)| *exp > now);
     }
 }

@@ -3,6 +3,7 @@
 //! after a delay that starts at [`FIRST_DELAY`] and doubles up to [`MAX_DELAY`]. Good
 //! credentials are never delayed.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -25,7 +26,7 @@ impl Throttle {
     /// Counts a failure from `ip`; the delay to answer it after, if any.
     pub fn failed(&self, ip: IpAddr) -> Option<Duration> {
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.seen.locked();
         if seen.len() >= MAX_ADDRESSES && !seen.contains_key(&ip) {
             seen.retain(|_, (_, start)| now.duration_since(*start) < WINDOW);
             if seen.len() >= MAX_ADDRESSES {
@@ -43,7 +44,7 @@ impl Throttle {
     /// Forgets windows that have ended.
     pub fn prune(&self) {
         let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.seen.locked();
         seen.retain(|_, (_, start)| now.duration_since(*start) < WINDOW);
     }
 }

@@ -16,6 +16,7 @@
 //! Connections come from a TCP listener and, when `flight.unix_socket` is set, a Unix
 //! domain socket too ([`Listener`]); both share the one cap.
 
+use crate::sync::LockExt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -69,7 +70,7 @@ impl Activity {
 
     /// When the connection became idle, or `None` while a call is in progress.
     fn idle_since(&self) -> Option<Instant> {
-        let since = *self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        let since = *self.idle_since.locked();
         (self.calls.load(Ordering::Acquire) == 0).then_some(since)
     }
 }
@@ -83,7 +84,7 @@ impl Drop for CallGuard {
         let a = &self.0;
         // The time is set before the count drops, so a reader that sees no calls also
         // sees the moment the last one ended.
-        *a.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *a.idle_since.locked() = Instant::now();
         if a.calls.fetch_sub(1, Ordering::AcqRel) == 1 {
             a.waker.wake();
         }

@@ -20,6 +20,7 @@
 //! `flight.stall_timeout_s` is dropped, so a stalled upload gives its slot and its
 //! memory back.
 
+use crate::sync::LockExt;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,9 +43,9 @@ use super::putbody::BodyEnd;
 use crate::error::{Error, ErrorKind};
 use crate::query::Engine;
 use crate::query::budget::PUT_EXPANSION;
+use crate::query::many::{Grouped, ManyRows};
+use crate::query::{KLINE_COLUMNS, WriteBatch};
 use crate::record::{SeriesKey, SeriesKind, ValueType};
-use crate::storage::WriteBatch;
-use crate::storage::batch::KLINE_COLUMNS;
 
 /// The app_metadata a DoPut message may carry.
 #[derive(Debug, Deserialize)]
@@ -65,6 +66,21 @@ pub async fn first_message(
     })
 }
 
+/// Each scalar series of a many-series DoPut stores the value column's type.
+fn check_value_types(rows: &Grouped, value_f64: bool) -> Result<(), Status> {
+    for (key, vt) in rows.value_types() {
+        if key.kind() == SeriesKind::Scalar && (vt == ValueType::F64) != value_f64 {
+            return Err(invalid(format!(
+                "symbol {}: the series stores {} values but the value column is {}",
+                key.symbol(),
+                vt.as_str(),
+                if value_f64 { "float64" } else { "int64" }
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the rest of the stream after `first`, then commits it if the client ended
 /// it normally.
 /// `principal` has the write scope; a many-series stream must name only its symbols.
@@ -79,7 +95,7 @@ pub async fn do_put(
     let target = put_target(first.flight_descriptor.as_ref())?;
     // The stream is bound to the series that exist now: one delete and registration
     // again while it is sent must not receive its rows (they were scaled for the old).
-    let since = crate::storage::series::registration_stamp();
+    let since = engine.write_begins();
     let bound = match &target {
         Target::One(key) => Some(engine.series(key)?),
         Target::Many(_) => None,
@@ -129,7 +145,7 @@ pub async fn do_put(
             ));
         }
     }
-    let expected = expected_version(&seen.lock().unwrap_or_else(|p| p.into_inner()))?;
+    let expected = expected_version(&seen.locked())?;
     let received = started.elapsed();
     let rows = cols.rows;
     let write_engine = Arc::clone(&engine);
@@ -156,40 +172,12 @@ pub async fn do_put(
                 ));
             }
             let value_f64 = cols.value_f64;
-            let entries = cols.finish_many(&template)?;
-            if principal.limited() {
-                for (key, _) in &entries {
-                    principal
-                        .check_symbol(key.symbol())
-                        .map_err(|e| super::auth::refused(&engine, e))?;
-                }
-            }
+            let rows = cols.finish_many(&engine, &principal, &template, since)?;
             super::auth::audit(&principal, super::auth::Access::Write, "DoPut");
+            check_value_types(&rows, value_f64)?;
             let response = tokio::task::spawn_blocking(move || {
                 let _held = held;
-                // Scalar series: the value column's type must be the series' (klines
-                // are all int64; `write_many` resolves and checks them).
-                for (key, _) in entries
-                    .iter()
-                    .filter(|(k, _)| k.kind() == SeriesKind::Scalar)
-                {
-                    let vt = write_engine
-                        .series_since(key, since)
-                        .map_err(|e| {
-                            Error::new(e.kind, format!("symbol {}: {}", key.symbol(), e.message))
-                        })?
-                        .meta
-                        .value_type;
-                    if (vt == ValueType::F64) != value_f64 {
-                        return Err(Error::invalid(format!(
-                            "symbol {}: the series stores {} values but the value column is {}",
-                            key.symbol(),
-                            vt.as_str(),
-                            if value_f64 { "float64" } else { "int64" }
-                        )));
-                    }
-                }
-                write_engine.write_many_since(entries, since)
+                write_engine.write_rows(rows)
             })
             .await
             .map_err(internal)??;
@@ -250,20 +238,6 @@ fn put_target(d: Option<&arrow_flight::FlightDescriptor>) -> Result<Target, Stat
     })
 }
 
-/// The key of `symbol` in the many-series write `template`.
-fn key_for(template: &SeriesKey, symbol: &str) -> Result<SeriesKey, Status> {
-    let k = match template {
-        SeriesKey::Kline { timeframe, .. } => SeriesKey::kline(symbol, timeframe.as_str()),
-        SeriesKey::Scalar {
-            timeframe,
-            category,
-            name,
-            ..
-        } => SeriesKey::scalar(symbol, timeframe.as_str(), category.as_str(), name.as_str()),
-    };
-    k.map_err(|e| invalid(format!("symbol {symbol:?}: {e}")))
-}
-
 /// The raw stream with metadata-only messages (empty IPC header) taken out, since the
 /// IPC decoder refuses them; every app_metadata seen is noted in `seen`.
 fn metadata_filtered(
@@ -277,7 +251,7 @@ fn metadata_filtered(
             let keep = match m {
                 Ok(d) => {
                     if !d.app_metadata.is_empty() {
-                        let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut s = seen.locked();
                         if !s.contains(&d.app_metadata) {
                             s.push(d.app_metadata.clone());
                         }
@@ -503,9 +477,14 @@ impl Columns {
     /// first appear. A dictionary-encoded `symbol` column (what a feed handler's
     /// minute table usually is) is read through its dictionary: each distinct value is
     /// looked up once per batch, not once per row, and no symbol is copied.
-    fn finish_many(mut self, template: &SeriesKey) -> Result<Vec<(SeriesKey, WriteBatch)>, Status> {
+    fn finish_many(
+        mut self,
+        engine: &Engine,
+        principal: &crate::auth::Principal,
+        template: &SeriesKey,
+        since: u64,
+    ) -> Result<Grouped, Status> {
         let symbols = std::mem::take(&mut self.symbols);
-        let ncols = self.names.len();
         let all = self.finish()?;
         let as_text = |a: &ArrayRef| {
             arrow_cast::cast(a, &DataType::Utf8)
@@ -520,10 +499,7 @@ impl Columns {
                 None => (as_text(array)?, None),
             });
         }
-        // Symbols borrowed from `texts`; a many-series write names thousands.
-        let mut index: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> =
-            Default::default();
-        let mut out: Vec<(SeriesKey, WriteBatch)> = Vec::new();
+        let mut rows = ManyRows::new(template.clone(), all.len(), since);
         let mut row = 0usize;
         for (text, keys) in &texts {
             let text = text.as_string::<i32>();
@@ -543,32 +519,30 @@ impl Columns {
                 let j = match known {
                     Some(j) => j,
                     None => {
-                        let s = text.value(v);
-                        let j = match index.get(s) {
-                            Some(&j) => j,
-                            None => {
-                                out.push((
-                                    key_for(template, s)?,
-                                    WriteBatch::with_capacity(ncols, 1),
-                                ));
-                                index.insert(s, out.len() - 1);
-                                out.len() - 1
-                            }
-                        };
+                        // A limited token is refused before a series is looked up, so
+                        // it learns nothing of series outside its patterns.
+                        let symbol = text.value(v);
+                        if principal.limited() {
+                            principal
+                                .check_symbol(symbol)
+                                .map_err(|e| super::auth::refused(engine, e))?;
+                        }
+                        let j = rows.group(engine, symbol)?;
                         if let Some(slot) = of_value.get_mut(v) {
                             *slot = Some(j);
                         }
                         j
                     }
                 };
+                let b = rows.batch(j);
                 for (c, col) in all.cols.iter().enumerate() {
-                    out[j].1.cols[c].push(col[row]);
+                    b.cols[c].push(col[row]);
                 }
                 row += 1;
             }
         }
         assert_eq!(row, all.len(), "one symbol per row");
-        Ok(out)
+        Ok(rows.finish())
     }
 
     /// The received arrays of each stored column (one per batch, in order), once the
@@ -669,7 +643,29 @@ mod tests {
     /// A series' symbol, `ts` and `value` columns.
     type Group = (String, Vec<i64>, Vec<i64>);
 
+    /// An engine over a fresh root with the scalar series (signal s, 1m) of `symbols`.
+    fn engine_with(symbols: &[&str]) -> (tempfile::TempDir, Arc<Engine>) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = crate::config::Config::default();
+        c.storage.root = dir.path().to_path_buf();
+        let engine = Engine::open(c).unwrap();
+        for s in symbols {
+            let r = crate::query::types::RegisterScalar {
+                symbol: s.to_string(),
+                timeframe: "1m".into(),
+                timeframe_ms: None,
+                category: "signal".into(),
+                name: "s".into(),
+                value_type: None,
+                retention_ms: None,
+            };
+            engine.register_scalar(&r).unwrap();
+        }
+        (dir, engine)
+    }
+
     fn finish(batches: &[RecordBatch]) -> Result<Vec<Group>, Status> {
+        let (_dir, engine) = engine_with(&["A", "B", "C", "OK"]);
         let template = SeriesKey::scalar("X", "1m", "signal", "s").unwrap();
         let mut cols = Columns::new(SeriesKind::Scalar, None, 1_000);
         cols.plan(&batches[0].schema())?;
@@ -677,8 +673,13 @@ mod tests {
             cols.append(b)?;
         }
         Ok(cols
-            .finish_many(&template)?
-            .into_iter()
+            .finish_many(
+                &engine,
+                &crate::auth::Principal::anonymous(),
+                &template,
+                u64::MAX,
+            )?
+            .rows()
             .map(|(k, b)| {
                 (
                     k.symbol().to_string(),

@@ -17,15 +17,14 @@ use tonic::Status;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
-use super::doget::ReadPlan;
 use super::error::{internal, invalid};
 use super::ticket::{GetCommand, ReadCommand, Target, whole_series_ticket};
 use crate::cluster::Cluster;
 use crate::query::market::spec::Symbols;
+use crate::query::stream::ReadPlan;
 use crate::query::{Engine, page_bounds};
+use crate::query::{Projection, Series};
 use crate::record::SeriesKind;
-use crate::storage::Series;
-use crate::storage::batch::Projection;
 
 /// ListFlights criteria: every field optional; empty criteria lists every series.
 /// The fields are those of `/inventory`, so a store of 100,000 series is listed the
@@ -345,15 +344,7 @@ pub fn list(
     if c.limit == Some(0) {
         return Err(invalid("ListFlights criteria: limit must be at least 1"));
     }
-    let mut series: Vec<(String, Arc<Series>)> = engine
-        .store
-        .list()
-        .into_iter()
-        .filter(|s| c.kind.is_none_or(|k| k == s.meta.key.kind()))
-        .filter(|s| c.symbol.as_deref().is_none_or(|x| x == s.meta.key.symbol()))
-        .map(|s| (s.meta.key.to_string(), s))
-        .collect();
-    series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut series = engine.series_by_key(c.kind, c.symbol.as_deref());
     let page = page_bounds(&series, c.after.as_deref(), c.limit);
     series.truncate(page.end);
     series.drain(..page.start);
@@ -369,7 +360,7 @@ pub fn list(
                 ipc
             }
         };
-        let rows = s.snapshot().rows() as i64;
+        let rows = Engine::rows_of(&s) as i64;
         let descriptor = FlightDescriptor::new_path(key.parts());
         build_info(
             &schema,

@@ -15,6 +15,7 @@
 //! `sql.max_prepared_statements` of them, each closed after `sql.prepared_idle_s`
 //! unused.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -104,7 +105,7 @@ pub struct Prepared {
 
 impl Prepared {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, Statement>> {
-        self.statements.lock().unwrap_or_else(|p| p.into_inner())
+        self.statements.locked()
     }
 
     /// Stores a statement, closing idle ones and, at the cap, the least recently used.

@@ -18,6 +18,7 @@
 //! drops the producer side and the guard (freeing the slot at once) and the stream's
 //! last item, should the client ever read on, is `DeadlineExceeded`.
 
+use crate::sync::LockExt;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -110,7 +111,7 @@ pub fn admit(
 impl StreamGuard {
     /// Records how the stream ended; the first outcome recorded wins.
     pub fn finish(&self, code: Code) {
-        let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        let mut o = self.outcome.locked();
         o.get_or_insert(code);
     }
 }
@@ -120,11 +121,7 @@ impl Drop for StreamGuard {
         let m = &self.engine.metrics;
         m.flight_streams_open.fetch_sub(1, Ordering::Relaxed);
         // A stream dropped before it ended was cancelled by the client.
-        let code = self
-            .outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unwrap_or(Code::Cancelled);
+        let code = self.outcome.locked().unwrap_or(Code::Cancelled);
         m.observe_flight(self.method, code_name(code));
     }
 }
@@ -147,7 +144,7 @@ struct WatchState<T> {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.locked()
 }
 
 impl<T: Send + 'static> Watched<T> {

@@ -5,23 +5,21 @@
 //! simply the command that produced it. Path descriptors (`["kline", symbol,
 //! timeframe]`, `["scalar", symbol, timeframe, category, name]`) name a whole series.
 
-use std::sync::Arc;
-
 use arrow_flight::FlightDescriptor;
 use arrow_flight::flight_descriptor::DescriptorType;
-use arrow_schema::{Schema, SchemaRef};
 use bytes::Bytes;
 use serde::Deserialize;
 use tonic::Status;
 
 use super::error::invalid;
+use crate::query::PriceFormat;
 use crate::query::market::spec::{
     Agg, AlignedBody, AsOf, Join, PriceFormatName, Resample, ScalarRef, Symbols,
 };
 use crate::query::market::{ReadArgs, ReadSpec, Selection};
+pub use crate::query::stream::{PredicateQuery, ReadCommand, Target};
 use crate::query::types::{Predicate, Strategy};
-use crate::record::{SeriesKey, SeriesKind, SeriesMeta, TsRange};
-use crate::storage::batch::{PriceFormat, Projection, series_metadata, ts_field};
+use crate::record::{SeriesKey, SeriesKind};
 
 /// The most matches a predicate ticket with `latest` keeps in memory while it scans
 /// for the last ones (16 bytes each, so 16 MiB).
@@ -106,31 +104,6 @@ struct AlignedTicket {
     tolerance_ms: Option<i64>,
     #[serde(default)]
     price_format: Option<PriceFormatName>,
-}
-
-/// A predicate query carried by a scalar ticket.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PredicateQuery {
-    pub predicate: Predicate,
-    /// Whether the result carries the `value` column (default true on Flight).
-    pub return_values: bool,
-    pub strategy: Strategy,
-}
-
-/// Which series a read covers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    One(SeriesKey),
-    /// Several series: the result has a leading `symbol` column.
-    Many(Selection),
-}
-
-/// A validated read: which series, which rows, and how to shape them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ReadCommand {
-    pub target: Target,
-    pub spec: ReadSpec,
-    pub predicate: Option<PredicateQuery>,
 }
 
 /// Any DoGet command of the JSON grammar.
@@ -274,21 +247,6 @@ impl ReadCommand {
         Ok(ReadCommand::whole(key))
     }
 
-    /// A read of every row of `key`, raw.
-    pub fn whole(key: SeriesKey) -> ReadCommand {
-        ReadCommand {
-            target: Target::One(key),
-            spec: ReadSpec {
-                range: TsRange::all(),
-                latest: None,
-                columns: None,
-                price_format: PriceFormat::Raw,
-                resample: None,
-            },
-            predicate: None,
-        }
-    }
-
     fn check(&self) -> Result<(), Status> {
         if self.predicate.is_some() && self.spec.latest.is_some_and(|n| n > LATEST_MATCHES_MAX) {
             return Err(invalid(format!(
@@ -296,23 +254,6 @@ impl ReadCommand {
             )));
         }
         Ok(())
-    }
-
-    /// The projection of a plain (non-predicate) read of a series with `meta`.
-    pub fn projection(&self, meta: &SeriesMeta) -> Result<Projection, Status> {
-        Projection::new(meta, self.spec.columns.as_deref(), self.spec.price_format).map_err(invalid)
-    }
-
-    /// The schema one series' part of this command's stream carries.
-    pub fn schema(&self, meta: &SeriesMeta) -> Result<SchemaRef, Status> {
-        match &self.predicate {
-            None => Ok(self.spec.schema(meta)?),
-            Some(p) if p.return_values => Ok(Projection::all(meta).schema),
-            Some(_) => Ok(Arc::new(Schema::new_with_metadata(
-                vec![ts_field()],
-                series_metadata(meta),
-            ))),
-        }
     }
 }
 
@@ -356,6 +297,7 @@ fn name_error(e: crate::record::NameError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::TsRange;
 
     fn err(s: &str) -> String {
         GetCommand::parse(s.as_bytes())

@@ -25,45 +25,11 @@ pub struct ErrorBody {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"code": "invalid_argument", "message": "invalid symbol \"..\": must not be \".\" or \"..\""}))]
 pub struct ErrorDetail {
-    pub code: ErrorCode,
+    // The contract's code of the kind (schema `ErrorCode`, in `http/schema.rs`).
+    #[schema(value_type = super::schema::ErrorCode)]
+    pub code: ErrorKind,
     /// For 4xx: what was wrong and how to fix it. For 5xx: never paths or internals.
     pub message: String,
-}
-
-/// The contract's error codes, one per [`ErrorKind`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[schema(example = "not_found")]
-pub enum ErrorCode {
-    InvalidArgument,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    Conflict,
-    PreconditionFailed,
-    PayloadTooLarge,
-    Unprocessable,
-    Corrupted,
-    Unavailable,
-    Internal,
-}
-
-impl From<ErrorKind> for ErrorCode {
-    fn from(k: ErrorKind) -> ErrorCode {
-        match k {
-            ErrorKind::InvalidArgument => ErrorCode::InvalidArgument,
-            ErrorKind::Unauthorized => ErrorCode::Unauthorized,
-            ErrorKind::Forbidden => ErrorCode::Forbidden,
-            ErrorKind::NotFound => ErrorCode::NotFound,
-            ErrorKind::Conflict => ErrorCode::Conflict,
-            ErrorKind::PreconditionFailed => ErrorCode::PreconditionFailed,
-            ErrorKind::PayloadTooLarge => ErrorCode::PayloadTooLarge,
-            ErrorKind::Unprocessable => ErrorCode::Unprocessable,
-            ErrorKind::Corrupted => ErrorCode::Corrupted,
-            ErrorKind::Unavailable => ErrorCode::Unavailable,
-            ErrorKind::Internal => ErrorCode::Internal,
-        }
-    }
 }
 
 /// Every handler's error. The one place an [`ErrorKind`] becomes an HTTP status.
@@ -147,7 +113,7 @@ pub fn clip_message(message: &str) -> String {
 fn error_response(status: StatusCode, kind: ErrorKind, message: String) -> Response {
     let body = ErrorBody {
         error: ErrorDetail {
-            code: kind.into(),
+            code: kind,
             message,
         },
     };

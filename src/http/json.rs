@@ -14,9 +14,9 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use serde_json::ser::{CompactFormatter, Formatter};
 
+use crate::query::ChunkSlice;
 use crate::query::ReadPage;
 use crate::record::{SeriesKind, ValueType};
-use crate::storage::ChunkSlice;
 
 /// Bytes per kline row with typical 13-digit timestamps and 7-digit prices.
 const KLINE_ROW_BYTES: usize = 100;

@@ -4,7 +4,6 @@
 //! a feed handler makes once a minute for every symbol.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,14 +16,12 @@ use super::auth::WriteSymbols;
 use super::error::{AppError, ErrorBody};
 use super::extract::{BodyBytes, JsonBody, blocking, parse_json};
 use super::series::{WriteReservation, scalar_value_bits};
-use crate::error::Error;
 use crate::query::Engine;
+use crate::query::many::ManyRows;
 use crate::query::types::{
     ManyWriteResponse, RegisterKlineMany, RegisterManyResponse, RegisterScalarMany,
 };
-use crate::query::{kline_meta, scalar_meta};
 use crate::record::SeriesKey;
-use crate::storage::WriteBatch;
 
 /// One kline record of a many-series write.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -89,48 +86,6 @@ pub struct ScalarManyWrite<'a> {
     pub records: Vec<ScalarSymbolRecordIn<'a>>,
 }
 
-/// Groups rows by symbol in the order symbols first appear; `key` makes (and checks)
-/// each symbol's series key once.
-struct Groups<'a> {
-    /// Symbols borrowed from the parsed request.
-    index: HashMap<&'a str, usize, foldhash::fast::RandomState>,
-    out: Vec<(SeriesKey, WriteBatch)>,
-}
-
-/// Series a write's groups are sized for up front: a minute of every symbol (a few
-/// thousand) never regrows the list or its index (each regrowth moves every inline
-/// batch), while a write of many rows of few symbols does not reserve one slot per row.
-const GROUPS_PRESIZED: usize = 8192;
-
-impl<'a> Groups<'a> {
-    /// Groups for a write of `records` records.
-    fn new(records: usize) -> Groups<'a> {
-        let n = records.min(GROUPS_PRESIZED);
-        Groups {
-            index: HashMap::with_capacity_and_hasher(n, Default::default()),
-            out: Vec::with_capacity(n),
-        }
-    }
-
-    fn batch(
-        &mut self,
-        symbol: &'a str,
-        ncols: usize,
-        key: impl FnOnce(&str) -> Result<SeriesKey, Error>,
-    ) -> Result<&mut WriteBatch, Error> {
-        let i = match self.index.get(symbol) {
-            Some(&i) => i,
-            None => {
-                let k = key(symbol)?;
-                self.out.push((k, WriteBatch::with_capacity(ncols, 1)));
-                self.index.insert(symbol, self.out.len() - 1);
-                self.out.len() - 1
-            }
-        };
-        Ok(&mut self.out[i].1)
-    }
-}
-
 /// Write kline records of many symbols
 ///
 /// One all-or-nothing write of rows of many series of one timeframe: every named series
@@ -154,9 +109,11 @@ pub async fn write_kline(
         let _held = held;
         let w: KlineManyWrite = parse_json(&body)?;
         access.check(&engine, w.records.iter().map(|r| &*r.symbol))?;
-        let mut g = Groups::new(w.records.len());
+        let template = SeriesKey::kline("_", &w.timeframe)?;
+        let mut rows = ManyRows::new(template, w.records.len(), since);
         for r in &w.records {
-            let b = g.batch(&r.symbol, 6, |s| Ok(SeriesKey::kline(s, &w.timeframe)?))?;
+            let g = rows.group(&engine, &r.symbol)?;
+            let b = rows.batch(g);
             for (c, v) in [r.ts, r.open, r.high, r.low, r.close, r.volume]
                 .into_iter()
                 .enumerate()
@@ -164,7 +121,7 @@ pub async fn write_kline(
                 b.cols[c].push(v);
             }
         }
-        engine.write_many_since(g.out, since)
+        engine.write_rows(rows.finish())
     })
     .await
     .map(Json)
@@ -192,36 +149,19 @@ pub async fn write_scalar(
         let _held = held;
         let w: ScalarManyWrite<'_> = parse_json(&body)?;
         access.check(&engine, w.records.iter().map(|r| &*r.symbol))?;
-        let mut g = Groups::new(w.records.len());
-        let mut types = Vec::new();
+        let template = SeriesKey::scalar("_", &w.timeframe, &w.category, &w.name)?;
+        let mut rows = ManyRows::new(template, w.records.len(), since);
         for (i, r) in w.records.iter().enumerate() {
-            let n = g.out.len();
-            let b = g.batch(&r.symbol, 2, |s| {
-                Ok(SeriesKey::scalar(s, &w.timeframe, &w.category, &w.name)?)
-            })?;
+            let g = rows.group(&engine, &r.symbol)?;
+            let bits = scalar_value_bits(i, r.value.get(), rows.value_type(g))?;
+            let b = rows.batch(g);
             b.cols[0].push(r.ts);
-            let j = g.index[&*r.symbol];
-            if j == n {
-                let key = &g.out[j].0;
-                let vt = engine
-                    .series_since(key, since)
-                    .map_err(|e| Error::new(e.kind, format!("symbol {}: {}", r.symbol, e.message)))?
-                    .meta
-                    .value_type;
-                types.push(vt);
-            }
-            let bits = scalar_value_bits(i, r.value.get(), types[j])?;
-            g.out[j].1.cols[1].push(bits);
+            b.cols[1].push(bits);
         }
-        engine.write_many_since(g.out, since)
+        engine.write_rows(rows.finish())
     })
     .await
     .map(Json)
-}
-
-/// The error of series `i` of a batch registration, naming it.
-fn nth(i: usize, e: Error) -> Error {
-    Error::new(e.kind, format!("series {i}: {}", e.message))
 }
 
 /// Register many kline series
@@ -243,23 +183,9 @@ pub async fn register_kline(
     JsonBody(req): JsonBody<RegisterKlineMany>,
 ) -> Result<Json<RegisterManyResponse>, AppError> {
     access.check(&engine, req.series.iter().map(|r| r.symbol.as_str()))?;
-    blocking(move || {
-        let metas = req
-            .series
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let settings = crate::storage::Settings {
-                    retention_ms: r.retention_ms,
-                    irregular: r.irregular,
-                };
-                Ok((kline_meta(r).map_err(|e| nth(i, e))?, settings))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        engine.register_many(metas)
-    })
-    .await
-    .map(Json)
+    blocking(move || engine.register_kline_many(&req.series))
+        .await
+        .map(Json)
 }
 
 /// Register many scalar series
@@ -278,21 +204,7 @@ pub async fn register_scalar(
     JsonBody(req): JsonBody<RegisterScalarMany>,
 ) -> Result<Json<RegisterManyResponse>, AppError> {
     access.check(&engine, req.series.iter().map(|r| r.symbol.as_str()))?;
-    blocking(move || {
-        let metas = req
-            .series
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let settings = crate::storage::Settings {
-                    retention_ms: r.retention_ms,
-                    irregular: None,
-                };
-                Ok((scalar_meta(r).map_err(|e| nth(i, e))?, settings))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        engine.register_many(metas)
-    })
-    .await
-    .map(Json)
+    blocking(move || engine.register_scalar_many(&req.series))
+        .await
+        .map(Json)
 }

@@ -18,10 +18,10 @@ use super::types::{
 };
 use crate::error::Error;
 use crate::query::Engine;
+use crate::query::PriceFormat;
 use crate::query::market::spec::{AlignedBody, Coverage, CoverageRequest};
 use crate::query::market::{ReadArgs, ReadSpec, Selection};
 use crate::record::{SeriesKey, SeriesKind};
-use crate::storage::batch::PriceFormat;
 
 /// Read many kline series
 ///

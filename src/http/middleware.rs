@@ -1,6 +1,7 @@
 //! Cross-cutting layers: per-route metrics, read timeouts, request ids and tracing,
 //! CORS and gzip, and the request-body rules of early rejections ([`body_rules`]).
 
+use crate::sync::LockExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -157,11 +158,7 @@ pub async fn body_rules(State(engine): State<Arc<Engine>>, req: Request, next: N
         inner: None,
     });
     let mut resp = next.run(Request::from_parts(parts, lazy)).await;
-    let untouched = state
-        .untouched
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take();
+    let untouched = state.untouched.locked().take();
     let keep = match untouched {
         Some(body) if declared.is_none_or(|n| n <= cfg.max_drain_bytes as u64) => {
             drain(body, cfg.max_drain_bytes).await
@@ -241,12 +238,7 @@ impl futures::Stream for LazyBody {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         if self.inner.is_none() {
-            let body = self
-                .state
-                .untouched
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            let body = self.state.untouched.locked().take();
             match body {
                 Some(b) => self.inner = Some(b.into_data_stream()),
                 None => return std::task::Poll::Ready(None),

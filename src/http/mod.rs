@@ -36,6 +36,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod registries;
 pub mod scalar;
+pub mod schema;
 pub mod series;
 pub mod serve;
 pub mod sql;

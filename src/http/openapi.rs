@@ -13,7 +13,8 @@ use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
 
-use super::error::{ErrorBody, ErrorCode, ErrorDetail};
+use super::error::{ErrorBody, ErrorDetail};
+use super::schema::ErrorCode;
 
 /// Top-level info, tags and the schemas no operation references directly.
 #[derive(utoipa::OpenApi)]

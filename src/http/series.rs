@@ -19,12 +19,12 @@ use super::types::{
 use crate::config::HttpConfig;
 use crate::error::Error;
 use crate::query::Engine;
+use crate::query::WriteBatch;
 use crate::query::budget::{HTTP_BODY_EXPANSION, Reservation};
 use crate::query::market::spec::Resample;
 use crate::query::market::{ReadArgs, ReadSpec};
 use crate::query::types::{DeleteRangeResponse, SeriesInfo, WriteResponse};
 use crate::record::{SeriesKey, TsRange, ValueType};
-use crate::storage::WriteBatch;
 
 /// The page size of a read: `limit` or `http.default_limit`, silently capped at
 /// `http.max_limit` (the client pages on with `next_start_ts`); 0 is refused.
@@ -225,7 +225,7 @@ impl FromRequestParts<Arc<Engine>> for WriteReservation {
             .await?;
         // Taken as the request arrives, before its body: the write is bound to the
         // series that exist now (`Engine::series_since`).
-        let since = crate::storage::series::registration_stamp();
+        let since = engine.write_begins();
         Ok(WriteReservation(held, since))
     }
 }

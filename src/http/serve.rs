@@ -1,11 +1,15 @@
 //! The HTTP accept loop: hyper-util's connection builder with the limits that
 //! `axum::serve` lacks.
 //!
-//! - **Header read timeout** (`http.header_read_timeout_s`): a connection that has not
-//!   sent a whole request head in that time is closed (hyper's HTTP/1 timer; for a
-//!   connection that never completes a first request, HTTP/2 included, our own check).
+//! - **Header read timeout** (`http.header_read_timeout_s`): a new connection that has
+//!   not sent a whole first request head in that time is closed (our own check, HTTP/2
+//!   included).
 //! - **Idle keep-alive timeout** (`http.keep_alive_idle_s`): a connection with no
-//!   request in flight for that long is shut down gracefully.
+//!   request in flight for that long since its last response is closed, whether it is
+//!   silent or halfway through its next request head. hyper's own HTTP/1 header timer
+//!   is set to the longer of the two: it starts when a kept-alive connection begins
+//!   waiting for its next request, so at the header timeout it would close every idle
+//!   keep-alive connection long before `keep_alive_idle_s`.
 //! - **Connection cap** (`http.max_connections`, clamped below the open-file limit):
 //!   each connection holds a semaphore permit. When all are taken, the accept loop
 //!   closes the connection that has been idle longest (no request in flight: an idle
@@ -16,6 +20,7 @@
 //! Graceful shutdown stops accepting, lets in-flight requests finish and closes idle
 //! connections.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -220,9 +225,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 fn builder(limits: &Limits) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
+    // hyper runs this timer from the moment a kept-alive connection waits for its next
+    // request, so it is an idle limit too: never shorter than the keep-alive one
+    // (`Connection::run` enforces both limits itself).
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout.max(limits.keep_alive_idle));
     b.http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.keep_alive_idle / 2)
@@ -268,11 +276,14 @@ struct Slot {
     idle_since: Mutex<Instant>,
     evicted: AtomicBool,
     evict: Notify,
+    /// Signalled when a response is sent in full, so the idle deadline is computed
+    /// again from then.
+    finished: Notify,
 }
 
 impl Slot {
     fn idle_since(&self) -> Instant {
-        *self.idle_since.lock().unwrap_or_else(|p| p.into_inner())
+        *self.idle_since.locked()
     }
 }
 
@@ -285,13 +296,14 @@ impl Conns {
             idle_since: Mutex::new(Instant::now()),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
+            finished: Notify::new(),
         });
         self.lock().insert(slot.id, Arc::clone(&slot));
         slot
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Slot>>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+        self.slots.locked()
     }
 
     /// Tells the connection idle longest to close; false when every one is busy.
@@ -356,6 +368,8 @@ impl Connection {
         loop {
             let deadline = self.idle_deadline(&limits);
             tokio::select! {
+                // A response went out: the connection may be idle from now on.
+                _ = self.slot.finished.notified(), if !closing => continue,
                 r = conn.as_mut() => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "http connection ended with an error");
@@ -386,13 +400,11 @@ impl Connection {
                     if self.idle_deadline(&limits) > Instant::now() {
                         continue;
                     }
-                    if self.slot.requests.load(Ordering::Acquire) == 0 {
-                        // Never sent a whole request (e.g. a partial HTTP/2 preface,
-                        // which hyper's HTTP/1 header timer does not cover).
-                        return;
-                    }
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    // Idle past its limit with no request in flight (the deadline of a
+                    // busy connection is always ahead): silent, or halfway through a
+                    // request head, which a graceful shutdown would wait on. Close.
+                    assert_eq!(self.slot.in_flight.load(Ordering::Acquire), 0);
+                    return;
                 }
             }
         }
@@ -426,8 +438,9 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        *self.0.idle_since.locked() = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.notify_one();
     }
 }
 

@@ -4,11 +4,14 @@
 pub mod budget;
 mod catalog;
 pub mod local;
+pub mod many;
 pub mod market;
 pub mod predicate;
 pub mod sql;
+pub mod stream;
 pub mod types;
 
+use crate::sync::LockExt;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -20,10 +23,16 @@ use crate::record::{
     KlineRecord, MonthPartition, SeriesKey, SeriesKind, SeriesMeta, TsRange, ValueType,
 };
 use crate::registry::{Dataset, Definition, DefinitionKind, Registry, RegistryError};
-use crate::storage::{ChunkSlice, Series, Store, WriteBatch};
+use crate::storage::Store;
 use types::*;
 
 pub use crate::registry::REGISTRY_FILE;
+/// The storage value types a front end carries, re-exported so that front ends depend
+/// on this layer only (`tests/architecture.rs`): a series handle, rows to write, a
+/// zero-copy slice of a read page, and how stored columns are projected and priced.
+/// Walking snapshots and chunks stays here and below.
+pub use crate::storage::batch::{KLINE_COLUMNS, PriceFormat, Projection};
+pub use crate::storage::{ChunkSlice, Series, WriteBatch};
 
 /// Rows of one read, as zero-copy slices of the mapped chunks.
 #[derive(Debug)]
@@ -197,6 +206,36 @@ impl Engine {
         Ok(series)
     }
 
+    /// The stamp a write is bound to as it arrives: a series deleted and registered
+    /// again after it refuses the write ([`Engine::series_since`]).
+    pub fn write_begins(&self) -> u64 {
+        crate::storage::series::registration_stamp()
+    }
+
+    /// Series of `kind` and `symbol` (`None`: any), ordered by the key as text: the
+    /// order `/inventory` and ListFlights page in.
+    pub fn series_by_key(
+        &self,
+        kind: Option<SeriesKind>,
+        symbol: Option<&str>,
+    ) -> Vec<(String, Arc<Series>)> {
+        let mut series: Vec<(String, Arc<Series>)> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|s| kind.is_none_or(|k| k == s.meta.key.kind()))
+            .filter(|s| symbol.is_none_or(|x| x == s.meta.key.symbol()))
+            .map(|s| (s.meta.key.to_string(), s))
+            .collect();
+        series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        series
+    }
+
+    /// Rows `series` holds now.
+    pub fn rows_of(series: &Series) -> u64 {
+        series.snapshot().rows()
+    }
+
     pub fn register_kline(&self, r: &RegisterKline) -> Result<(SeriesInfo, bool)> {
         self.register(
             kline_meta(r)?,
@@ -215,6 +254,45 @@ impl Engine {
                 irregular: None,
             },
         )
+    }
+
+    /// A batch registration of kline series (`/v1/kline/series/many`); the error of
+    /// series `i` names it.
+    pub fn register_kline_many(&self, series: &[RegisterKline]) -> Result<RegisterManyResponse> {
+        self.register_each(series, |r| {
+            let settings = crate::storage::Settings {
+                retention_ms: r.retention_ms,
+                irregular: r.irregular,
+            };
+            Ok((kline_meta(r)?, settings))
+        })
+    }
+
+    /// A batch registration of scalar series (`/v1/scalar/series/many`), as
+    /// [`Engine::register_kline_many`].
+    pub fn register_scalar_many(&self, series: &[RegisterScalar]) -> Result<RegisterManyResponse> {
+        self.register_each(series, |r| {
+            let settings = crate::storage::Settings {
+                retention_ms: r.retention_ms,
+                irregular: None,
+            };
+            Ok((scalar_meta(r)?, settings))
+        })
+    }
+
+    /// [`Engine::register_many`] of `series`, each turned into its metadata and settings
+    /// by `meta`; the error of series `i` names it.
+    fn register_each<T>(
+        &self,
+        series: &[T],
+        meta: impl Fn(&T) -> Result<(SeriesMeta, crate::storage::Settings)>,
+    ) -> Result<RegisterManyResponse> {
+        let metas = series
+            .iter()
+            .enumerate()
+            .map(|(i, r)| meta(r).map_err(|e| nth(i, e)))
+            .collect::<Result<Vec<_>>>()?;
+        self.register_many(metas)
     }
 
     /// Registers many series in one all-or-nothing batch (at most
@@ -413,71 +491,14 @@ impl Engine {
         Ok(self.written(r, ncols))
     }
 
-    /// Writes rows of many series as one all-or-nothing unit (one log record, one
-    /// sync): `entries` in the order the request first named each series, one batch
-    /// per series. Every series must exist; kline rows are checked against the OHLC
-    /// rules first. An error names the series it is about.
-    pub fn write_many(&self, entries: Vec<(SeriesKey, WriteBatch)>) -> Result<ManyWriteResponse> {
-        self.write_many_since(entries, u64::MAX)
-    }
-
-    /// [`Engine::write_many`] for a write that began at `since` ([`Engine::series_since`]).
-    pub fn write_many_since(
-        &self,
-        entries: Vec<(SeriesKey, WriteBatch)>,
-        since: u64,
-    ) -> Result<ManyWriteResponse> {
-        self.check_writable()?;
-        let mut resolved = Vec::with_capacity(entries.len());
-        // The answer names each series by the symbol of the key the request parsed
-        // (equal to the stored key's: it found the series), moved, not copied.
-        let mut keys = Vec::with_capacity(entries.len());
-        let mut rows = 0u64;
-        let mut cells = 0u64;
-        let found = self.store.get_many(entries.iter().map(|(k, _)| k));
-        for ((key, batch), series) in entries.into_iter().zip(found) {
-            let named =
-                |e: Error| Error::new(e.kind, format!("symbol {}: {}", key.symbol(), e.message));
-            let series = series.map_err(|e| named(e.into()))?;
-            if series.born() > since {
-                return Err(named(Error::new(
-                    ErrorKind::NotFound,
-                    "the series was deleted and registered again after this write began; \
-                     nothing was written",
-                )));
-            }
-            if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
-                check_ohlc(&batch).map_err(named)?;
-                check_grid(&series, [&batch.cols[0][..]]).map_err(named)?;
-            }
-            debug_assert_eq!(series.meta.key, key, "a series is found by its key");
-            rows += batch.len() as u64;
-            cells += (batch.len() * batch.cols.len()) as u64;
-            resolved.push((series, batch));
-            keys.push(key);
+    /// A kline batch of a many-series write against the OHLC rules and its series'
+    /// grid (scalar rows need no check beyond the storage's own).
+    fn check_many_rows(&self, series: &Series, batch: &WriteBatch) -> Result<()> {
+        if series.meta.key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
+            check_ohlc(batch)?;
+            check_grid(series, [&batch.cols[0][..]])?;
         }
-        let symbols = keys.into_iter().map(SeriesKey::into_symbol);
-        let reports = self.store.write_many(resolved)?;
-        let mut out = ManyWriteResponse {
-            written: 0,
-            inserted: 0,
-            replaced: 0,
-            series: Vec::with_capacity(reports.len()),
-        };
-        for (symbol, r) in symbols.zip(reports) {
-            out.written += r.written;
-            out.inserted += r.inserted;
-            out.replaced += r.replaced;
-            out.series.push(SeriesVersion {
-                symbol,
-                version: r.version,
-            });
-        }
-        debug_assert_eq!(out.written, rows, "every row of the write is counted once");
-        if out.written > 0 {
-            self.metrics.add_written(out.written, cells * 8);
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Deletes the rows of `[start_ts, end_ts]` (at least one bound) all-or-nothing,
@@ -735,7 +756,7 @@ impl Engine {
             );
         }
         let report = crate::admin::run(&self.store, &self.registry, action, req, progress)?;
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.health.locked();
         match action {
             AdminAction::Validate | AdminAction::Scrub => {
                 h.validation_findings = report
@@ -766,7 +787,7 @@ impl Engine {
         now_ms: i64,
         outcome: std::result::Result<(u64, Option<String>), String>,
     ) {
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.health.locked();
         let r = h.replica.get_or_insert_with(|| ReplicaHealth {
             role: role.to_string(),
             ..ReplicaHealth::default()
@@ -790,7 +811,7 @@ impl Engine {
     /// that began at `started_ms` (the primary's clock): `/health`'s `published_ts`
     /// and `lag_s`, and `fastk_replica_lag_seconds`. A later pass never moves it back.
     pub fn note_replica_published(&self, started_ms: i64) {
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut h = self.health.locked();
         let r = h.replica.get_or_insert_with(|| ReplicaHealth {
             role: "follower".to_string(),
             ..ReplicaHealth::default()
@@ -800,7 +821,7 @@ impl Engine {
 
     /// Cached health: cheap enough for a dashboard to poll.
     pub fn health(&self) -> Health {
-        let h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let h = self.health.locked();
         let mut details: Vec<String> = h
             .open_issues
             .iter()
@@ -1254,4 +1275,9 @@ fn files_of(snap: &crate::storage::Snapshot) -> u64 {
             false => 1 + u64::from(c.entry.zonemap.present()) + u64::from(c.entry.vindex.present()),
         })
         .sum()
+}
+
+/// The error of series `i` of a batch registration, naming it.
+fn nth(i: usize, e: Error) -> Error {
+    Error::new(e.kind, format!("series {i}: {}", e.message))
 }

@@ -169,6 +169,29 @@ pub struct ManyWriteResponse {
     pub series: Vec<SeriesVersion>,
 }
 
+impl ManyWriteResponse {
+    /// The answer of a many-series write: `symbols[i]` is the series of `reports[i]`.
+    pub fn of(symbols: Vec<String>, reports: Vec<crate::storage::WriteReport>) -> Self {
+        assert_eq!(symbols.len(), reports.len(), "one report per series");
+        let mut out = ManyWriteResponse {
+            written: 0,
+            inserted: 0,
+            replaced: 0,
+            series: Vec::with_capacity(reports.len()),
+        };
+        for (symbol, r) in symbols.into_iter().zip(reports) {
+            out.written += r.written;
+            out.inserted += r.inserted;
+            out.replaced += r.replaced;
+            out.series.push(SeriesVersion {
+                symbol,
+                version: r.version,
+            });
+        }
+        out
+    }
+}
+
 /// What one pass of the retention task dropped.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RetentionReport {

@@ -8,6 +8,7 @@
 
 mod access;
 
+use crate::sync::LockExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -244,10 +245,7 @@ impl Registry {
             return true;
         }
         {
-            let mut last = self
-                .last_recovery_attempt
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut last = self.last_recovery_attempt.locked();
             if !force && last.is_some_and(|t| t.elapsed() < access::RETRY_INTERVAL) {
                 return false;
             }
@@ -321,7 +319,7 @@ impl Registry {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.conn.locked()
     }
 
     /// Runs SQLite's integrity check; returns the problems found (empty: clean).

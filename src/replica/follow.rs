@@ -11,6 +11,7 @@
 //! manifest object is gone is deleted. Nothing happens before the publisher's marker
 //! exists, so a wrong or empty URL never empties a replica.
 
+use crate::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -21,9 +22,8 @@ use object_store::path::Path;
 use super::Bucket;
 use crate::record::SeriesKey;
 use crate::storage::Store;
-use crate::storage::follow::{FollowTarget, check_file};
+use crate::storage::follow::{FollowTarget, store_fetched, sync_fetched};
 use crate::storage::format::Manifest;
-use crate::storage::fsio;
 
 /// What one poll did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,7 +87,7 @@ impl Follower {
     }
 
     fn applied(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, String>> {
-        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+        self.applied.locked()
     }
 
     /// One poll (see the module notes). An error is a failed listing: nothing applied.
@@ -211,7 +211,7 @@ impl Follower {
         let committed = match fetched {
             Ok(done) => {
                 blocking(move || {
-                    fsio::fsync_dir(&dir).map_err(|e| e.to_string())?;
+                    sync_fetched(&dir)?;
                     (*o).as_ref()
                         .commit_followed(target, m)
                         .map_err(|e| e.to_string())?;
@@ -243,14 +243,10 @@ impl Follower {
         let (mut objects, mut bytes) = (0, 0);
         for f in needed {
             let body = get(&self.bucket, &self.bucket.data(key, f)).await?;
-            check_file(&m.meta, f, &body).map_err(|why| format!("object refused: {why}"))?;
             bytes += body.len() as u64;
             objects += 1;
-            let (dir, name) = (dir.to_path_buf(), f.name.clone());
-            blocking(move || {
-                fsio::write_file_synced(&dir, &name, &[&body]).map_err(|e| e.to_string())
-            })
-            .await?;
+            let (dir, f, meta) = (dir.to_path_buf(), f.clone(), m.meta.clone());
+            blocking(move || store_fetched(&meta, &dir, &f, &body)).await?;
         }
         Ok((objects, bytes))
     }

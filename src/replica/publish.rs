@@ -13,6 +13,7 @@
 //! counted from the first pass that lists them); a deleted series' manifest object
 //! is deleted at once and its data objects after the grace period.
 
+use crate::sync::LockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -83,7 +84,7 @@ impl Publisher {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// One pass over every series of `store` (see the module notes).

@@ -1,5 +1,6 @@
 //! Chunk files on disk: names, verified mappings, and the manifest's handle on each.
 
+use crate::sync::{LockExt, RwLockExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -269,14 +270,14 @@ impl Incarnation {
     /// Ends this incarnation (its directory was moved away): no handle of it unlinks
     /// anything from now on.
     pub fn end(&self) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = true;
+        *self.0.write_now() = true;
     }
 
     /// Removes `paths` (errors ignored: a missing file is already gone) unless
     /// `incarnation` ended; with no incarnation (a handle made outside a series),
     /// always.
     pub fn unlink(incarnation: Option<&Incarnation>, paths: impl IntoIterator<Item = PathBuf>) {
-        let ended = incarnation.map(|i| i.0.read().unwrap_or_else(|p| p.into_inner()));
+        let ended = incarnation.map(|i| i.0.read_now());
         if ended.as_deref() == Some(&true) {
             return;
         }
@@ -513,10 +514,10 @@ impl ChunkRef {
                 MappedFile::open_in(&self.path(FileKind::Chunk), slot)
             }
             .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
-            let known = *self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            let known = *self.verified.locked();
             let identity = file.identity();
             let m = MappedChunk::verify(file, &rel, Some(&self.entry), known)?;
-            *self.verified.lock().unwrap_or_else(|p| p.into_inner()) = identity;
+            *self.verified.locked() = identity;
             Ok(m)
         })
     }

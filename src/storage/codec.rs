@@ -2,7 +2,7 @@
 //! pcodec (`pco`), which finds the delta order (none, delta, delta-of-delta) and the
 //! bit widths per page by itself: regular timestamps shrink to almost nothing, prices
 //! that move by ticks to a few bits. f64 scalar values are compressed as floats. The
-//! sizes it reaches beside Parquet and ArcticDB are measured in `docs/benchmarks.md`.
+//! sizes it reaches beside Parquet and ArcticDB are measured in `docs/benchmarks.md` (and the runs behind them in `docs/benchmarks/journal/`).
 //!
 //! ```text
 //! compressed body = one record per column, in column order:

@@ -9,6 +9,7 @@
 //! `next_generation` (recovery deletes them after a crash), and a new series is built
 //! under `trash/` (emptied on open) and renamed into place whole, as `register` does.
 
+use crate::sync::RwLockExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -84,6 +85,24 @@ pub fn live_files(m: &Manifest) -> Vec<DataFile> {
         });
     }
     out
+}
+
+/// Writes one fetched data file into `dir` once it checks against the manifest's
+/// entry ([`check_file`]), synced. The directory is synced once for all of them by
+/// [`sync_fetched`], before the manifest that names them is committed.
+pub fn store_fetched(
+    meta: &SeriesMeta,
+    dir: &std::path::Path,
+    f: &DataFile,
+    body: &[u8],
+) -> Result<(), String> {
+    check_file(meta, f, body).map_err(|why| format!("object refused: {why}"))?;
+    fsio::write_file_synced(dir, &f.name, &[body]).map_err(|e| e.to_string())
+}
+
+/// Makes the names of the files fetched into `dir` durable.
+pub fn sync_fetched(dir: &std::path::Path) -> Result<(), String> {
+    fsio::fsync_dir(dir).map_err(|e| e.to_string())
 }
 
 /// Checks the bytes of a fetched file against the manifest that lists it: a chunk's
@@ -320,7 +339,7 @@ impl Store {
         fsio::rename(staging, &dir).map_err(|e| StorageError::io(rel.clone(), e))?;
         fsio::fsync_dir(&parent).map_err(|e| StorageError::io(rel.clone(), e))?;
         let (series, _notes) = recover::open_series(dir, rel, &self.opts)?;
-        let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.series.write_now();
         map.insert(key.clone(), Arc::new(series));
         Ok(())
     }

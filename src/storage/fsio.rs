@@ -12,6 +12,7 @@
 #[doc(hidden)]
 pub mod failpoints;
 
+use crate::sync::LockExt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
@@ -69,7 +70,7 @@ pub fn write_unreferenced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result
 /// grow the page cache by its own size before the fsync: on a VM whose guest memory
 /// the host hands out lazily, taking a fresh page-cache page costs far more than the
 /// disk write (measured: 320 MB into the page cache 0.8 s, the same bytes with
-/// `O_DIRECT` 0.13 s, see docs/benchmarks.md), and it evicts the pages readers are
+/// `O_DIRECT` 0.13 s, see docs/benchmarks/journal/), and it evicts the pages readers are
 /// using. The bytes go through one reused aligned buffer ([`DIRECT_BUF`]); the last
 /// block is padded and the file cut back to its length. A filesystem that refuses
 /// `O_DIRECT` gets the buffered write instead. The file still needs its fsync (the
@@ -130,8 +131,7 @@ static DIRECT_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 fn write_direct(f: &File, parts: &[&[u8]], len: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let mut buf = DIRECT_BUFFERS
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
+        .locked()
         .pop()
         .unwrap_or_else(|| vec![0u8; DIRECT_BUF + DIRECT_ALIGN]);
     let result = (|| {
@@ -161,7 +161,7 @@ fn write_direct(f: &File, parts: &[&[u8]], len: u64) -> io::Result<()> {
         assert_eq!(at, len, "a direct write writes every byte once");
         Ok(())
     })();
-    let mut kept = DIRECT_BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut kept = DIRECT_BUFFERS.locked();
     if kept.len() < DIRECT_BUFFERS_KEPT {
         kept.push(buf);
     }
@@ -212,7 +212,7 @@ impl SyncPool<'_> {
                 let syncer = || {
                     loop {
                         // The lock is held only while taking the next file.
-                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let next = rx.locked().recv();
                         let Ok((file, name)) = next else { break };
                         record(&failed, &name, sync_file(&file, &dir.join(&name)));
                     }
@@ -234,7 +234,7 @@ impl SyncPool<'_> {
                 // and stop; the scope joins them before returning.
             })
         };
-        let failure = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+        let failure = failed.into_value();
         (out, failure.map_or(Ok(()), Err))
     }
 
@@ -256,19 +256,13 @@ impl SyncPool<'_> {
 
     /// Whether an fsync has failed already (the write will be refused anyway).
     pub fn failed(&self) -> bool {
-        self.failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.failed.locked().is_some()
     }
 }
 
 fn record(failed: &Mutex<Option<(String, io::Error)>>, name: &str, r: io::Result<()>) {
     if let Err(e) = r {
-        failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert_with(|| (name.to_string(), e));
+        failed.locked().get_or_insert_with(|| (name.to_string(), e));
     }
 }
 

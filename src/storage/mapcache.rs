@@ -24,6 +24,7 @@
 //! Failures (budget exhausted, kernel refusal) are counted and the last one is kept
 //! for `/health` until a mapping succeeds again or [`FAILURE_WINDOW`] passes.
 
+use crate::sync::LockExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -205,7 +206,7 @@ impl PartialEq for MapCache {
 impl Eq for MapCache {}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.locked()
 }
 
 impl MapCache {

@@ -31,8 +31,10 @@ pub mod recover;
 pub mod series;
 pub mod sidecar;
 pub mod snapshot;
+pub mod verify;
 pub mod wal;
 
+use crate::sync::{LockExt, RwLockExt};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -348,7 +350,7 @@ impl Store {
                 }
             }),
         );
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        let mut threads = self.threads.locked();
         threads.push(committer);
         match folder {
             Ok(f) => threads.push(f),
@@ -530,7 +532,7 @@ impl Store {
     /// leaves nothing behind in `series/`.
     pub fn register(&self, meta: SeriesMeta) -> Result<(Arc<Series>, bool)> {
         check_meta(&meta)?;
-        let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.series.write_now();
         // A series whose delete is between its rename and its removal from the map is
         // already gone: register anew.
         if let Some(s) = map.get(&meta.key).filter(|s| !s.is_deleted()) {
@@ -566,6 +568,9 @@ impl Store {
     /// threads together), renamed into place, and their parents fsynced once each, so
     /// a batch costs a few fsyncs per series in parallel instead of one registration's
     /// round of serial ones each. A key given twice is refused.
+    ///
+    /// Long on purpose: the checks, the build under `trash/`, the renames and the
+    /// parent fsyncs are one all-or-nothing sequence over the same list of series.
     pub fn register_many(
         &self,
         metas: Vec<(SeriesMeta, Settings)>,
@@ -590,7 +595,7 @@ impl Store {
         let mut out: Vec<Option<(Arc<Series>, bool)>> = vec![None; metas.len()];
         let mut new = Vec::new();
         {
-            let map = self.series.read().unwrap_or_else(|p| p.into_inner());
+            let map = self.series.read_now();
             for (i, (m, _)) in metas.iter().enumerate() {
                 match map.get(&m.key).filter(|s| !s.is_deleted()) {
                     Some(s) if *s.meta == *m => out[i] = Some((Arc::clone(s), false)),
@@ -712,7 +717,7 @@ impl Store {
             return Err(e);
         }
         // 3. Into the map.
-        let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.series.write_now();
         for ((i, dir, rel), snap) in placed.into_iter().zip(snaps) {
             let meta = Arc::clone(&snap.meta);
             let s = Arc::new(Series::new(
@@ -770,17 +775,12 @@ impl Store {
     }
 
     pub fn get(&self, key: &SeriesKey) -> Result<Arc<Series>> {
-        self.series
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
-            .ok_or_else(|| {
-                StorageError::NotFound(format!(
-                    "{} series {key} is not registered",
-                    key.kind().as_str()
-                ))
-            })
+        self.series.read_now().get(key).cloned().ok_or_else(|| {
+            StorageError::NotFound(format!(
+                "{} series {key} is not registered",
+                key.kind().as_str()
+            ))
+        })
     }
 
     /// The series of each key, in order, under one hold of the map's lock (a
@@ -789,7 +789,7 @@ impl Store {
         &self,
         keys: impl IntoIterator<Item = &'a SeriesKey>,
     ) -> Vec<Result<Arc<Series>>> {
-        let map = self.series.read().unwrap_or_else(|p| p.into_inner());
+        let map = self.series.read_now();
         keys.into_iter()
             .map(|key| {
                 map.get(key).cloned().ok_or_else(|| {
@@ -804,12 +804,7 @@ impl Store {
 
     /// Every series, ordered by key.
     pub fn list(&self) -> Vec<Arc<Series>> {
-        self.series
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.series.read_now().values().cloned().collect()
     }
 
     pub fn list_kind(&self, kind: SeriesKind) -> Vec<Arc<Series>> {
@@ -837,7 +832,7 @@ impl Store {
             .map_err(|e| StorageError::io(series.rel_dir.to_string(), e))?;
         series.mark_deleted(&guard);
         {
-            let mut map = self.series.write().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.series.write_now();
             if map.get(key).is_some_and(|s| Arc::ptr_eq(s, &series)) {
                 map.remove(key);
             }
@@ -885,12 +880,7 @@ impl Drop for Store {
     /// what is left in memory, so a clean restart has no log to replay.
     fn drop(&mut self) {
         self.wal.stop();
-        for t in self
-            .threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
+        for t in self.threads.locked().drain(..) {
             let _ = t.join();
         }
         if self.abandoned.load(Ordering::SeqCst) {
@@ -1087,12 +1077,7 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
 /// unfolded needs.
 fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
     let committed = w.committed_lsn();
-    let list: Vec<Arc<Series>> = map
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
+    let list: Vec<Arc<Series>> = map.read_now().values().cloned().collect();
     let o = &w.opts;
     // Past the soft limit every series is folded; past the hard one (twice it) the
     // committer is already holding writers until this pass brings it back under.

@@ -198,6 +198,9 @@ fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std:
 /// Rebuilds a manifest from the chunk headers in `dir`. Returns it with the chunk
 /// files that failed verification (left out). Per month the newest full chunk and the
 /// deltas after it are live.
+///
+/// Long on purpose: one pass over the directory verifies every chunk and pack file
+/// once, then the same list decides the live chunks per month.
 pub fn rebuild_manifest(
     dir: &Path,
     rel: &str,

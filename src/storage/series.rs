@@ -14,6 +14,7 @@
 //!
 //! [`Store::delete`]: super::Store::delete
 
+use crate::sync::{LockExt, RwLockExt};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -349,7 +350,7 @@ impl Series {
     /// later: the group commit answers its writers first).
     fn set_current(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         let added = unfolded_bytes(&next);
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.current.write_now();
         let prev = std::mem::replace(&mut *current, next);
         // Under the state's lock: two swaps of one series count in the order they
         // swapped, so the store's count never dips below this series' share.
@@ -364,7 +365,7 @@ impl Series {
 
     /// The current committed state. Cheap: an `Arc` clone under a read lock.
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.current.read_now())
     }
 
     pub fn version(&self) -> u64 {
@@ -395,7 +396,7 @@ impl Series {
 
     /// The shared handle of pack `generation`: the live one, or a new one.
     fn pack_handle(&self, generation: u64) -> Arc<super::pack::PackFile> {
-        let mut packs = self.packs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut packs = self.packs.locked();
         if let Some(p) = packs.get(&generation).and_then(std::sync::Weak::upgrade) {
             return p;
         }
@@ -427,7 +428,7 @@ impl Series {
     pub(crate) fn lock_live(&self) -> Result<MutexGuard<'_, ()>> {
         failpoints::check(&self.dir, failpoints::Op::Lock)
             .map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
-        let guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.write_lock.locked();
         if self.is_deleted() {
             return Err(StorageError::NotFound(format!(
                 "{} series {} was deleted while the write was in flight; nothing was written",
@@ -616,6 +617,10 @@ impl Series {
     /// and its file chunks wait in `superseded` for the fold. Readers see the result
     /// as soon as it is installed; nothing touches the disk here. The caller holds
     /// the writer lock, and the log record is durable before the result is installed.
+    ///
+    /// Long on purpose: one loop over the write's months whose append and rewrite
+    /// cases update the same new state (live and superseded lists, row and byte
+    /// totals, the report) declared at its top.
     pub(super) fn apply_logged(
         &self,
         snap: &Snapshot,
@@ -1413,7 +1418,7 @@ impl Series {
         &self,
         next: &super::format::Manifest,
     ) -> std::result::Result<(), (StorageError, OnDisk)> {
-        let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        let mut on_disk = self.on_disk.locked();
         let r = self.publish_manifest_over(&on_disk, next);
         if matches!(r, Ok(()) | Err((_, OnDisk::Next))) {
             *on_disk = next.clone();
@@ -1547,7 +1552,7 @@ impl Series {
                     ),
                 };
                 let failed = r.is_err();
-                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                results.locked()[i] = Some(r);
                 if failed {
                     next.store(units.len(), Ordering::Relaxed);
                 }
@@ -1571,12 +1576,7 @@ impl Series {
         }
         // Units after a failure never ran: the failure comes first in unit order or
         // is among the results, and the caller stops at it.
-        results
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .into_iter()
-            .map_while(|r| r)
-            .collect()
+        results.into_value().into_iter().map_while(|r| r).collect()
     }
 
     /// One month's chunk (raw or compressed) and its sidecars, built from its plan.
@@ -1751,7 +1751,7 @@ impl Series {
 
     /// Replaces the current snapshot after recovery or maintenance committed a manifest.
     pub(crate) fn install(&self, snap: Snapshot) {
-        *self.on_disk.lock().unwrap_or_else(|p| p.into_inner()) = snap.to_manifest();
+        *self.on_disk.locked() = snap.to_manifest();
         self.set_current(Arc::new(snap));
     }
 
@@ -1762,11 +1762,7 @@ impl Series {
     /// the caller copies it. Rows only in the log are not in the manifest.
     pub fn published(&self) -> Result<(super::format::Manifest, Arc<Snapshot>)> {
         let _guard = self.lock_live()?;
-        let m = self
-            .on_disk
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let m = self.on_disk.locked().clone();
         Ok((m, self.snapshot()))
     }
 

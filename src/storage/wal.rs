@@ -43,6 +43,7 @@
 //! is corruption in the middle: the open fails with a clear error, and
 //! `fastk admin repair` cuts the log there, reporting what it dropped.
 
+use crate::sync::{CondvarExt, LockExt};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -453,6 +454,39 @@ pub fn scan(dir: &Path, cut: bool) -> Result<std::result::Result<Scan, Corrupt>>
     Ok(Ok(scan))
 }
 
+/// What [`repair_log`] found and did.
+#[derive(Debug)]
+pub enum LogRepair {
+    /// The log reads whole.
+    Clean,
+    /// Corrupt at `at` (segment, byte and why); a dry run cut nothing.
+    Corrupt { at: String },
+    /// Cut at `at`: that record and every later one, `bytes` in all, are gone.
+    Cut { at: String, bytes: u64 },
+}
+
+/// `fastk admin repair` of the log under `root`, before the store opens (a corrupt
+/// record stops every open): with `apply`, cuts it at its first corrupt record
+/// ([`cut_at_corruption`]); without, says where it would cut.
+pub fn repair_log(root: &Path, apply: bool) -> Result<LogRepair> {
+    let dir = root.join(WAL_DIR);
+    let corrupt = match scan(&dir, false)? {
+        Ok(_) => return Ok(LogRepair::Clean),
+        Err(c) => c,
+    };
+    let at = format!(
+        "{WAL_DIR}/{} at byte {} ({})",
+        corrupt.segment, corrupt.offset, corrupt.detail
+    );
+    if !apply {
+        return Ok(LogRepair::Corrupt { at });
+    }
+    Ok(match cut_at_corruption(root)? {
+        Some((_, bytes)) => LogRepair::Cut { at, bytes },
+        None => LogRepair::Clean,
+    })
+}
+
 /// Cuts the log at its first corrupt record: that segment is truncated there and every
 /// later segment removed (`admin repair`). Returns what was cut, or `None` when the
 /// log reads whole. The store must be closed.
@@ -564,10 +598,8 @@ impl Drop for Claim<'_> {
                 "the log's apply helper stopped while applying this write".into(),
             ))]
         });
-        *self.job.outcomes[self.block]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(out);
-        let mut done = self.job.done.lock().unwrap_or_else(|p| p.into_inner());
+        *self.job.outcomes[self.block].locked() = Some(out);
+        let mut done = self.job.done.locked();
         *done += 1;
         assert!(
             *done <= self.job.outcomes.len(),
@@ -634,16 +666,15 @@ impl SharedApply {
     /// Waits until every block is applied, then the outcomes in entry order (a block
     /// whose thread stopped answers one error in its place, which refuses the write).
     fn outcomes(&self) -> Vec<Result<Applied>> {
-        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let mut done = self.done.locked();
         while *done < self.outcomes.len() {
-            done = self.all_done.wait(done).unwrap_or_else(|p| p.into_inner());
+            done = self.all_done.wait_now(done);
         }
         drop(done);
         let mut out = Vec::with_capacity(self.entries.len());
         for slot in &self.outcomes {
             out.extend(
-                slot.lock()
-                    .unwrap_or_else(|p| p.into_inner())
+                slot.locked()
                     .take()
                     .expect("every block is answered once done"),
             );
@@ -885,10 +916,7 @@ impl Wal {
 
     /// Why the log refuses writes (a sync failed and could not be undone), if it does.
     pub fn poisoned(&self) -> Option<String> {
-        self.poisoned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.poisoned.locked().clone()
     }
 
     /// Bytes of log on disk.
@@ -898,22 +926,17 @@ impl Wal {
 
     /// First lsn of the open segment: records before it are in closed segments.
     pub fn open_segment_first(&self) -> u64 {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).first
+        self.log.locked().first
     }
 
     /// Segments on disk, the open one included.
     pub fn segments(&self) -> usize {
-        self.log
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .closed
-            .len()
-            + 1
+        self.log.locked().closed.len() + 1
     }
 
     /// First lsn of the oldest segment.
     pub fn oldest_lsn(&self) -> u64 {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let log = self.log.locked();
         log.closed.front().map_or(log.first, |s| s.0)
     }
 
@@ -924,17 +947,12 @@ impl Wal {
         &self,
         entries: Vec<(Arc<Series>, WriteBatch, Option<u64>)>,
     ) -> Result<Vec<WriteReport>> {
-        if let Some(why) = self
-            .poisoned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(why) = self.poisoned.locked().clone() {
             return Err(StorageError::Unavailable(why));
         }
         let (tx, rx) = mpsc::sync_channel(1);
         {
-            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.queue.locked();
             if q.stop {
                 return Err(StorageError::Unavailable("the store is closing".into()));
             }
@@ -953,14 +971,14 @@ impl Wal {
 
     /// Asks the committer to finish the queued writes and stop.
     pub fn stop(&self) {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).stop = true;
+        self.queue.locked().stop = true;
         self.wake.notify_all();
-        *self.fold_wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *self.fold_wake.0.locked() = true;
         self.fold_wake.1.notify_all();
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner()).stop
+        self.queue.locked().stop
     }
 
     /// The committer: takes every queued write, logs them with one sync, installs their
@@ -1007,9 +1025,9 @@ impl Wal {
     fn run_with(&self, helpers: &Helpers) {
         loop {
             let mut group = {
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let mut q = self.queue.locked();
                 while q.pending.is_empty() && !q.stop {
-                    q = self.wake.wait(q).unwrap_or_else(|p| p.into_inner());
+                    q = self.wake.wait_now(q);
                 }
                 if q.pending.is_empty() {
                     return;
@@ -1018,7 +1036,7 @@ impl Wal {
             };
             if !self.opts.group_window.is_zero() {
                 std::thread::sleep(self.opts.group_window);
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+                let mut q = self.queue.locked();
                 group.append(&mut q.pending);
             }
             if !self.wait_for_room() {
@@ -1044,7 +1062,7 @@ impl Wal {
         if self.unfolded_bytes() > self.opts.memory_bytes.saturating_mul(2) {
             return true;
         }
-        let open = self.log.lock().unwrap_or_else(|p| p.into_inner()).len;
+        let open = self.log.locked().len;
         self.bytes().saturating_sub(open) > self.opts.max_log_bytes.saturating_mul(2)
     }
 
@@ -1062,7 +1080,7 @@ impl Wal {
             if Instant::now() >= deadline {
                 return false;
             }
-            *self.fold_wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            *self.fold_wake.0.locked() = true;
             self.fold_wake.1.notify_all();
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -1073,6 +1091,10 @@ impl Wal {
     /// expected versions) against the state the writes before it leave; a refused one
     /// is answered at once and logs nothing. The series' writer locks are held from the
     /// check to the install, so no other commit interleaves.
+    ///
+    /// Long on purpose: the group commit is one protocol whose steps share the series
+    /// locks taken at its top (lock, check, log with one sync, apply, install,
+    /// answer); split, every step would take the held guards as arguments.
     fn commit_group(&self, group: Vec<Request>, helpers: &Helpers) {
         let helper = helpers.apply.as_ref();
         let now = Instant::now();
@@ -1228,7 +1250,7 @@ impl Wal {
                         // whose replay decides what is on disk.
                         let why = "the log's sync helper stopped while syncing a group; writes are refused until the server restarts".to_string();
                         tracing::error!("{why}");
-                        *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) =
+                        *self.poisoned.locked() =
                             Some(why.clone());
                         Err(StorageError::Unavailable(why))
                     });
@@ -1299,7 +1321,7 @@ impl Wal {
         poke |= self.bytes() > self.opts.max_log_bytes;
         poke |= self.unfolded_bytes() > self.opts.memory_bytes;
         if poke {
-            *self.fold_wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            *self.fold_wake.0.locked() = true;
             self.fold_wake.1.notify_all();
         }
         let installed_at = Instant::now();
@@ -1356,7 +1378,7 @@ impl Wal {
         if buf.is_empty() {
             return None;
         }
-        let len_before = self.log.lock().unwrap_or_else(|p| p.into_inner()).len;
+        let len_before = self.log.locked().len;
         if len_before > 0 && len_before + buf.len() as u64 > self.opts.segment_bytes {
             return None;
         }
@@ -1382,7 +1404,7 @@ impl Wal {
     /// write of the group was refused). If that fails the log is poisoned: a record
     /// of a refused write would otherwise be replayed.
     fn undo_append(&self, p: &PendingSync) -> Result<()> {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.log.locked();
         assert_eq!(
             log.len,
             p.len_before + p.bytes,
@@ -1406,7 +1428,7 @@ impl Wal {
                     "records of a refused write could not be cut off the write-ahead log ({e}); writes are refused until the server restarts"
                 );
                 tracing::error!("{why}");
-                *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                *self.poisoned.locked() = Some(why);
                 Err(StorageError::io(format!("{WAL_DIR}/{name}"), e))
             }
         }
@@ -1417,7 +1439,7 @@ impl Wal {
     /// the segment is cut back to where it was, so the refusal is true; if even that
     /// fails the log is poisoned.
     fn append(&self, buf: &[u8], first: u64, last: u64) -> Result<()> {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.log.locked();
         let io_err = |name: String, e| StorageError::io(format!("{WAL_DIR}/{name}"), e);
         if log.len > 0 && log.len + buf.len() as u64 > self.opts.segment_bytes {
             let name = segment_name(first);
@@ -1460,7 +1482,7 @@ impl Wal {
                         "the write-ahead log could not be synced ({e}) nor cut back ({u}); writes are refused until the server restarts"
                     );
                     tracing::error!("{why}");
-                    *self.poisoned.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+                    *self.poisoned.locked() = Some(why);
                 }
                 Err(io_err(name, e))
             }
@@ -1470,7 +1492,7 @@ impl Wal {
     /// Removes the closed segments whose records are all folded: `keep_from` is the
     /// first lsn some series still holds in memory only (or past the last committed).
     pub fn remove_folded(&self, keep_from: u64) -> Result<usize> {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.log.locked();
         let mut removed = 0;
         while let Some(&(first, last, len)) = log.closed.front() {
             if last >= keep_from {
@@ -1492,12 +1514,9 @@ impl Wal {
     /// Waits for a poke from the committer or `timeout`, whichever comes first.
     pub(super) fn wait_fold(&self, timeout: Duration) {
         let (m, c) = &self.fold_wake;
-        let mut poked = m.lock().unwrap_or_else(|p| p.into_inner());
+        let mut poked = m.locked();
         if !*poked {
-            poked = c
-                .wait_timeout(poked, timeout)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            poked = c.wait_timeout_now(poked, timeout).0;
         }
         *poked = false;
     }

@@ -29,11 +29,7 @@ impl Fixture {
     /// Starts a server whose config `tweak` may adjust (limits, auth).
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.storage.root = dir.path().to_path_buf();
-        config.http.addr = "127.0.0.1:0".into();
-        config.flight.addr = "127.0.0.1:0".into();
-        tweak(&mut config);
+        let config = super::server_config(dir.path(), tweak);
         let running = start(config).await.expect("server starts");
         let client = client(running.flight_addr).await;
         Fixture {
@@ -55,28 +51,15 @@ impl Fixture {
     /// Registers a kline series (price scale 100, volume scale 1000).
     pub fn kline_series(&self, symbol: &str, timeframe: &str) -> SeriesKey {
         let r = RegisterKline {
-            symbol: symbol.into(),
-            timeframe: timeframe.into(),
-            timeframe_ms: None,
-            price_scale: 100,
             volume_scale: 1000,
-            retention_ms: None,
-            irregular: None,
+            ..super::kline_registration(symbol, timeframe)
         };
         self.engine().register_kline(&r).expect("register kline");
         SeriesKey::kline(symbol, timeframe).expect("key")
     }
 
     pub fn scalar_series(&self, symbol: &str, name: &str, vt: ValueType) -> SeriesKey {
-        let r = RegisterScalar {
-            symbol: symbol.into(),
-            timeframe: "1m".into(),
-            timeframe_ms: None,
-            category: "indicator".into(),
-            name: name.into(),
-            value_type: Some(vt),
-            retention_ms: None,
-        };
+        let r = super::scalar_registration(symbol, "1m", "indicator", name, Some(vt));
         self.engine().register_scalar(&r).expect("register scalar");
         SeriesKey::scalar(symbol, "1m", "indicator", name).expect("key")
     }
@@ -141,6 +124,11 @@ pub async fn get(
     v: serde_json::Value,
 ) -> Result<Vec<RecordBatch>, FlightError> {
     client.do_get(ticket(v)).await?.try_collect().await
+}
+
+/// DoGet of an endpoint's ticket `t`, all batches; it must succeed.
+pub async fn fetch(client: &mut FlightClient, t: Ticket) -> Vec<RecordBatch> {
+    client.do_get(t).await.unwrap().try_collect().await.unwrap()
 }
 
 /// The gRPC status code behind a client error.

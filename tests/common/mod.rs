@@ -4,13 +4,17 @@
 //! folder of `tests/` as a binary of its own, so nothing here compiles as an empty test).
 //! - the engine fixtures below: an `Engine` over a temporary root, a registered kline
 //!   series, a deep validation that must come back clean;
-//! - [`flight`]: a real server on port 0 and a Flight client, with data builders.
+//! - [`flight`]: a real server on port 0 and a Flight client, with data builders;
+//! - [`store`]: storage-level helpers (store options, series metadata, reading a
+//!   series back, the storage half of a validation).
 // Each test binary uses a different subset of these helpers and re-exports.
 #![allow(dead_code, unused_imports)]
 
 pub mod flight;
+pub mod store;
 
 pub use flight::*;
+pub use store::*;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,12 +22,14 @@ use std::sync::Arc;
 use fastk::admin::AdminAction;
 use fastk::config::Config;
 use fastk::query::Engine;
-use fastk::query::types::{AdminReport, AdminRequest, RegisterKline};
-use fastk::record::SeriesKey;
+use fastk::query::types::{AdminReport, AdminRequest, RegisterKline, RegisterScalar};
+use fastk::record::{SeriesKey, ValueType};
 
 /// 2024-01-01T00:00:00Z.
 pub const JAN_2024: i64 = 1_704_067_200_000;
 pub const MINUTE: i64 = 60_000;
+pub const HOUR: i64 = 60 * MINUTE;
+pub const DAY: i64 = 24 * HOUR;
 
 /// An engine over `root` with the default configuration changed by `configure`.
 pub fn engine_with(root: &Path, configure: impl FnOnce(&mut Config)) -> Arc<Engine> {
@@ -33,18 +39,54 @@ pub fn engine_with(root: &Path, configure: impl FnOnce(&mut Config)) -> Arc<Engi
     Engine::open(c).unwrap()
 }
 
-/// Registers the 1m kline series of `symbol` (prices in cents, volume in units).
-pub fn register_kline(e: &Engine, symbol: &str) -> SeriesKey {
-    let r = RegisterKline {
+/// The configuration of an in-process server over `root` on free ports (port 0 for
+/// HTTP and Flight), changed by `configure`.
+pub fn server_config(root: &Path, configure: impl FnOnce(&mut Config)) -> Config {
+    let mut c = Config::default();
+    c.storage.root = root.to_path_buf();
+    c.http.addr = "127.0.0.1:0".into();
+    c.flight.addr = "127.0.0.1:0".into();
+    configure(&mut c);
+    c
+}
+
+/// The registration of the kline series `symbol`/`timeframe` (prices in cents, volume
+/// in units); a test changes the other fields by struct update.
+pub fn kline_registration(symbol: &str, timeframe: &str) -> RegisterKline {
+    RegisterKline {
         symbol: symbol.into(),
-        timeframe: "1m".into(),
+        timeframe: timeframe.into(),
         timeframe_ms: None,
         price_scale: 100,
         volume_scale: 1,
         retention_ms: None,
         irregular: None,
-    };
-    e.register_kline(&r).unwrap();
+    }
+}
+
+/// The registration of the scalar series `symbol`/`timeframe`/`category`/`name`
+/// (`value_type` `None`: the engine's default).
+pub fn scalar_registration(
+    symbol: &str,
+    timeframe: &str,
+    category: &str,
+    name: &str,
+    value_type: Option<ValueType>,
+) -> RegisterScalar {
+    RegisterScalar {
+        symbol: symbol.into(),
+        timeframe: timeframe.into(),
+        timeframe_ms: None,
+        category: category.into(),
+        name: name.into(),
+        value_type,
+        retention_ms: None,
+    }
+}
+
+/// Registers the 1m kline series of `symbol` (prices in cents, volume in units).
+pub fn register_kline(e: &Engine, symbol: &str) -> SeriesKey {
+    e.register_kline(&kline_registration(symbol, "1m")).unwrap();
     SeriesKey::kline(symbol, "1m").unwrap()
 }
 
@@ -69,6 +111,23 @@ pub fn files_with(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// Every file below `root` (not directories), depth first.
+pub fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }
 
 /// A `fastk serve` child process on free ports; killed (and reaped) when dropped.

@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
-pub const JAN_2024_MS: i64 = 1_704_067_200_000;
-pub const MINUTE_MS: i64 = 60_000;
+pub use crate::shared::{HOUR, JAN_2024, MINUTE, server_config};
 
 /// A router over a fresh store; the temp dir lives as long as the value.
 pub struct App {
@@ -77,10 +76,7 @@ pub fn app() -> App {
 
 pub fn app_with(configure: impl FnOnce(&mut Config)) -> App {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    configure(&mut config);
-    let engine = Engine::open(config).unwrap();
+    let engine = crate::shared::engine_with(dir.path(), configure);
     App {
         router: fastk::http::router(Arc::clone(&engine)),
         engine,
@@ -157,7 +153,7 @@ pub fn klines(n: usize) -> Vec<Value> {
         .map(|i| {
             let open = 4_200_000 + (i * 37) % 1000;
             let close = open + (i % 7) - 3;
-            json!({"ts": JAN_2024_MS + i * MINUTE_MS, "open": open, "high": open.max(close) + 5,
+            json!({"ts": JAN_2024 + i * MINUTE, "open": open, "high": open.max(close) + 5,
                 "low": open.min(close) - 5, "close": close, "volume": 1000 + i})
         })
         .collect()

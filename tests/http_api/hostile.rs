@@ -18,11 +18,7 @@ const TOKEN: &str = "s3cret-token";
 
 async fn server(configure: impl FnOnce(&mut Config)) -> (Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    config.http.addr = "127.0.0.1:0".into();
-    config.flight.addr = "127.0.0.1:0".into();
-    configure(&mut config);
+    let config = crate::common::server_config(dir.path(), configure);
     (fastk::server::start(config).await.unwrap(), dir)
 }
 
@@ -259,6 +255,57 @@ async fn idle_keep_alive_connections_are_closed() {
     assert!(
         closed_by_server(&mut s, BOUND).await,
         "an idle connection was held"
+    );
+    running.shutdown().await;
+}
+
+/// The story: hyper's header timer also ran while a kept-alive connection waited for
+/// its next request, so every idle connection was closed at `header_read_timeout_s`
+/// (10 s), not `keep_alive_idle_s` (60 s), and a client reusing it after 11 s idle
+/// got "server closed the connection without answering". Now a kept-alive connection
+/// idle past the header timeout, within the keep-alive one, answers its next request.
+#[tokio::test]
+async fn a_kept_alive_connection_outlives_the_header_timeout() {
+    let (running, _dir) = server(|c| {
+        c.http.header_read_timeout_s = 1;
+        c.http.keep_alive_idle_s = 60;
+    })
+    .await;
+    let mut s = connect(&running).await;
+    for round in 0..2 {
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: fastk\r\n\r\n")
+            .await
+            .unwrap();
+        let r = read_response(&mut s).await;
+        assert_eq!(
+            r.status, 200,
+            "request {round} on the kept-alive connection"
+        );
+        assert!(!r.closes());
+        // Idle for twice the header timeout before the next request.
+        tokio::time::sleep(Duration::from_millis(2_200)).await;
+    }
+    running.shutdown().await;
+}
+
+/// An idle limit shorter than the header timeout closes a kept-alive connection at
+/// the idle limit, counted from its last response (not from when it was accepted).
+#[tokio::test]
+async fn the_idle_limit_counts_from_the_last_response() {
+    let (running, _dir) = server(|c| {
+        c.http.header_read_timeout_s = 600;
+        c.http.keep_alive_idle_s = 1;
+    })
+    .await;
+    let mut s = connect(&running).await;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: fastk\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut s).await.status, 200);
+    // Closed by the server well before the 600 s header timeout would.
+    assert!(
+        closed_by_server(&mut s, BOUND).await,
+        "an idle kept-alive connection was held past keep_alive_idle_s"
     );
     running.shutdown().await;
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{JAN_2024_MS, MINUTE_MS, app, app_with, klines};
+use crate::common::{JAN_2024, MINUTE, app, app_with, klines};
 
 const SERIES: &str = "/v1/kline/BTCUSDT/1m";
 
@@ -77,7 +77,7 @@ async fn write_then_read_round_trips_every_value() {
     let info = app.get(SERIES).await.expect(200);
     assert_eq!(info["rows"], 100);
     assert_eq!(info["version"], w2["version"]);
-    assert_eq!(info["first_ts"], JAN_2024_MS);
+    assert_eq!(info["first_ts"], JAN_2024);
     assert_eq!(info["partitions"][0]["month"], "2024-01");
     assert_eq!(info["partitions"][0]["rows"], 100);
 }
@@ -90,7 +90,7 @@ async fn paging_with_next_start_ts_returns_the_full_set() {
     let records: Vec<Value> = klines(3000)
         .into_iter()
         .map(|mut r| {
-            r["ts"] = json!(r["ts"].as_i64().unwrap() + 30 * 1440 * MINUTE_MS);
+            r["ts"] = json!(r["ts"].as_i64().unwrap() + 30 * 1440 * MINUTE);
             r
         })
         .collect();
@@ -154,7 +154,7 @@ async fn limit_defaults_and_is_capped_by_config() {
         .await
         .expect(200);
     assert_eq!(capped["records"].as_array().unwrap().len(), 50);
-    assert_eq!(capped["next_start_ts"], JAN_2024_MS + 50 * MINUTE_MS);
+    assert_eq!(capped["next_start_ts"], JAN_2024 + 50 * MINUTE);
     app.get(&format!("{SERIES}/records?limit=0"))
         .await
         .expect_error(400, "invalid_argument");
@@ -300,8 +300,8 @@ async fn range_delete_removes_exactly_the_range_with_the_version_check() {
     let records: Vec<Value> = klines(800)
         .into_iter()
         .map(|mut r| {
-            let i = (r["ts"].as_i64().unwrap() - JAN_2024_MS) / MINUTE_MS;
-            r["ts"] = json!(JAN_2024_MS + i * 60 * MINUTE_MS);
+            let i = (r["ts"].as_i64().unwrap() - JAN_2024) / MINUTE;
+            r["ts"] = json!(JAN_2024 + i * 60 * MINUTE);
             r
         })
         .collect();
@@ -321,7 +321,7 @@ async fn range_delete_removes_exactly_the_range_with_the_version_check() {
         )
         .await;
     stale.expect_error(412, "precondition_failed");
-    let cut = JAN_2024_MS + 100 * 60 * MINUTE_MS;
+    let cut = JAN_2024 + 100 * 60 * MINUTE;
     let r = app
         .send(
             axum::http::Method::DELETE,
@@ -420,7 +420,7 @@ async fn bars_off_the_timeframes_grid_are_refused_unless_the_series_is_irregular
     let half: Vec<Value> = (0..3)
         .map(|i| {
             let mut b = klines(1)[0].clone();
-            b["ts"] = json!(JAN_2024_MS + 30 * MINUTE_MS + i * MINUTE_MS);
+            b["ts"] = json!(JAN_2024 + 30 * MINUTE + i * MINUTE);
             b
         })
         .collect();
@@ -429,8 +429,8 @@ async fn bars_off_the_timeframes_grid_are_refused_unless_the_series_is_irregular
         .expect(200);
     // Many series: the symbol is named, nothing is written.
     let many = json!({"timeframe": "1m", "records": [
-        {"symbol": "HALF", "ts": JAN_2024_MS + 60 * MINUTE_MS, "open": 1, "high": 1, "low": 1, "close": 1, "volume": 1},
-        {"symbol": "GRID", "ts": JAN_2024_MS + 3, "open": 1, "high": 1, "low": 1, "close": 1, "volume": 1},
+        {"symbol": "HALF", "ts": JAN_2024 + 60 * MINUTE, "open": 1, "high": 1, "low": 1, "close": 1, "volume": 1},
+        {"symbol": "GRID", "ts": JAN_2024 + 3, "open": 1, "high": 1, "low": 1, "close": 1, "volume": 1},
     ]});
     let m = app
         .post("/v1/kline/records", &many)

@@ -11,5 +11,9 @@ mod many;
 mod market;
 mod scalar;
 mod server;
+/// The helpers every test binary shares (`tests/common`); [`common`] re-exports the
+/// ones these tests use.
+#[path = "../common/mod.rs"]
+mod shared;
 mod sql;
 mod system;

@@ -3,11 +3,11 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{JAN_2024_MS, MINUTE_MS, app};
+use crate::common::{JAN_2024, MINUTE, app};
 
 fn bar(symbol: &str, i: i64) -> Value {
     let open = 4_200_000 + i;
-    json!({"symbol": symbol, "ts": JAN_2024_MS + i * MINUTE_MS, "open": open,
+    json!({"symbol": symbol, "ts": JAN_2024 + i * MINUTE, "open": open,
         "high": open + 5, "low": open - 5, "close": open + 1, "volume": 1000 + i})
 }
 
@@ -63,7 +63,7 @@ async fn kline_many_write_is_one_unit_and_readable_at_once() {
     assert_eq!(recs.len(), 2);
     assert_eq!(recs[0]["close"], 4_200_003);
     let latest = app.get("/v1/kline/AAA/1m/latest?n=1").await.expect(200);
-    assert_eq!(latest["records"][0]["ts"], JAN_2024_MS + MINUTE_MS);
+    assert_eq!(latest["records"][0]["ts"], JAN_2024 + MINUTE);
     // The series' metadata counts the unfolded rows (written through the log).
     let info = app.get("/v1/kline/AAA/1m").await.expect(200);
     assert_eq!(info["rows"], 2);
@@ -134,9 +134,9 @@ async fn scalar_many_write_parses_each_series_value_type() {
     app.register_scalar("AAA", "rsi", "f64").await;
     app.register_scalar("BBB", "rsi", "i64").await;
     let body = json!({"timeframe": "1m", "category": "indicator", "name": "rsi", "records": [
-        {"symbol": "AAA", "ts": JAN_2024_MS, "value": 71.25},
-        {"symbol": "BBB", "ts": JAN_2024_MS, "value": 7},
-        {"symbol": "AAA", "ts": JAN_2024_MS + MINUTE_MS, "value": null}]});
+        {"symbol": "AAA", "ts": JAN_2024, "value": 71.25},
+        {"symbol": "BBB", "ts": JAN_2024, "value": 7},
+        {"symbol": "AAA", "ts": JAN_2024 + MINUTE, "value": null}]});
     let r = app.post("/v1/scalar/records", &body).await.expect(200);
     assert_eq!(r["written"], 3);
     let a = app
@@ -151,8 +151,8 @@ async fn scalar_many_write_parses_each_series_value_type() {
     assert_eq!(b["records"][0]["value"], 7);
     // 7.5 into the i64 series: 400 naming the record, and AAA's row is not written.
     let body = json!({"timeframe": "1m", "category": "indicator", "name": "rsi", "records": [
-        {"symbol": "AAA", "ts": JAN_2024_MS + 2 * MINUTE_MS, "value": 1.0},
-        {"symbol": "BBB", "ts": JAN_2024_MS + MINUTE_MS, "value": 7.5}]});
+        {"symbol": "AAA", "ts": JAN_2024 + 2 * MINUTE, "value": 1.0},
+        {"symbol": "BBB", "ts": JAN_2024 + MINUTE, "value": 7.5}]});
     let msg = app
         .post("/v1/scalar/records", &body)
         .await

@@ -4,9 +4,17 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{JAN_2024_MS, MINUTE_MS, app_with, klines};
+use crate::common::{HOUR, JAN_2024, MINUTE, app_with, klines};
 
-const HOUR_MS: i64 = 60 * MINUTE_MS;
+/// The `indicator.rsi` column of an aligned view's records.
+fn rsi_column(view: &Value) -> Vec<Value> {
+    view["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["indicator.rsi"].clone())
+        .collect()
+}
 
 async fn with_data(max_batch_series: usize) -> crate::common::App {
     let app = app_with(|c| {
@@ -21,7 +29,7 @@ async fn with_data(max_batch_series: usize) -> crate::common::App {
             .into_iter()
             .filter(|r| {
                 sym != "BBB"
-                    || !(10..20).contains(&((r["ts"].as_i64().unwrap() - JAN_2024_MS) / MINUTE_MS))
+                    || !(10..20).contains(&((r["ts"].as_i64().unwrap() - JAN_2024) / MINUTE))
             })
             .collect();
         app.post(
@@ -46,7 +54,7 @@ async fn records_resample_pages_and_marks_the_open_bucket() {
     let written = klines(300);
     for (h, r) in recs.iter().enumerate() {
         let bars = &written[h * 60..(h + 1) * 60];
-        assert_eq!(r["ts"], JAN_2024_MS + h as i64 * HOUR_MS);
+        assert_eq!(r["ts"], JAN_2024 + h as i64 * HOUR);
         assert_eq!(r["open"], bars[0]["open"]);
         assert_eq!(r["close"], bars[59]["close"]);
         let high = bars
@@ -66,14 +74,14 @@ async fn records_resample_pages_and_marks_the_open_bucket() {
         .await
         .expect(200);
     assert_eq!(page["records"].as_array().unwrap().len(), 2);
-    assert_eq!(page["next_start_ts"], JAN_2024_MS + 2 * HOUR_MS);
+    assert_eq!(page["next_start_ts"], JAN_2024 + 2 * HOUR);
     // Fill: BBB's missing ten minutes become null buckets at 10m.
     let filled = app
         .get("/v1/kline/BBB/1m/records?resample=10m&fill=null&end_ts=1704068999999")
         .await
         .expect(200);
     let r = &filled["records"][1];
-    assert_eq!(r["ts"], JAN_2024_MS + 10 * MINUTE_MS);
+    assert_eq!(r["ts"], JAN_2024 + 10 * MINUTE);
     assert_eq!(r["open"], Value::Null);
     assert_eq!(r["complete"], true);
     let prev = app
@@ -112,7 +120,7 @@ async fn resample_errors_say_what_to_change() {
 #[tokio::test]
 async fn batch_reads_as_of_resample_and_limits() {
     let app = with_data(3).await;
-    let t = JAN_2024_MS + 15 * MINUTE_MS + 30_000;
+    let t = JAN_2024 + 15 * MINUTE + 30_000;
     let v = app
         .post(
             "/v1/kline/batch",
@@ -134,9 +142,9 @@ async fn batch_reads_as_of_resample_and_limits() {
     assert_eq!(
         got,
         [
-            ("AAA", JAN_2024_MS + 15 * MINUTE_MS),
-            ("BBB", JAN_2024_MS + 9 * MINUTE_MS),
-            ("CCC", JAN_2024_MS + 15 * MINUTE_MS)
+            ("AAA", JAN_2024 + 15 * MINUTE),
+            ("BBB", JAN_2024 + 9 * MINUTE),
+            ("CCC", JAN_2024 + 15 * MINUTE)
         ]
     );
     // Resampled, columns selected, per-series limit cut to max_limit / series.
@@ -155,7 +163,7 @@ async fn batch_reads_as_of_resample_and_limits() {
         250,
         "500 records in all"
     );
-    assert_eq!(s[0]["next_start_ts"], JAN_2024_MS + 250 * MINUTE_MS);
+    assert_eq!(s[0]["next_start_ts"], JAN_2024 + 250 * MINUTE);
     assert_eq!(
         s[0]["records"][0]
             .as_object()
@@ -184,7 +192,7 @@ async fn batch_reads_as_of_resample_and_limits() {
     let recs = v["series"][0]["records"].as_array().unwrap();
     assert_eq!(recs.len(), 2);
     assert_eq!(v["series"][0]["next_start_ts"], Value::Null);
-    assert_eq!(recs[1]["ts"], JAN_2024_MS + 4 * HOUR_MS);
+    assert_eq!(recs[1]["ts"], JAN_2024 + 4 * HOUR);
     assert_eq!(recs[1]["complete"], false);
 
     for (body, status, code, says) in [
@@ -239,7 +247,7 @@ async fn scalar_batch_aligned_view_and_coverage() {
     app.register_scalar("AAA", "rsi", "f64").await;
     let values: Vec<Value> = (0..300)
         .step_by(5)
-        .map(|i| json!({"ts": JAN_2024_MS + i * MINUTE_MS, "value": i as f64 / 2.0}))
+        .map(|i| json!({"ts": JAN_2024 + i * MINUTE, "value": i as f64 / 2.0}))
         .collect();
     app.post(
         "/v1/scalar/AAA/1m/indicator/rsi/records",
@@ -262,17 +270,12 @@ async fn scalar_batch_aligned_view_and_coverage() {
         "max of minutes 0, 5, ..., 55 halved"
     );
 
-    let body = json!({"scalars": [{"category": "indicator", "name": "rsi"}], "end_ts": JAN_2024_MS + 6 * MINUTE_MS});
+    let body = json!({"scalars": [{"category": "indicator", "name": "rsi"}], "end_ts": JAN_2024 + 6 * MINUTE});
     let exact = app
         .post("/v1/kline/AAA/1m/aligned", &body)
         .await
         .expect(200);
-    let col: Vec<Value> = exact["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["indicator.rsi"].clone())
-        .collect();
+    let col = rsi_column(&exact);
     assert_eq!(
         col,
         [
@@ -287,17 +290,12 @@ async fn scalar_batch_aligned_view_and_coverage() {
     );
     let mut asof = body.clone();
     asof["join"] = json!("asof");
-    asof["tolerance_ms"] = json!(2 * MINUTE_MS);
+    asof["tolerance_ms"] = json!(2 * MINUTE);
     let v = app
         .post("/v1/kline/AAA/1m/aligned", &asof)
         .await
         .expect(200);
-    let col: Vec<Value> = v["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["indicator.rsi"].clone())
-        .collect();
+    let col = rsi_column(&v);
     assert_eq!(
         col,
         [
@@ -320,7 +318,7 @@ async fn scalar_batch_aligned_view_and_coverage() {
     assert_eq!(c["present"], 290);
     assert_eq!(
         c["gaps"],
-        json!([{"start_ts": JAN_2024_MS + 10 * MINUTE_MS, "end_ts": JAN_2024_MS + 19 * MINUTE_MS, "missing": 10}])
+        json!([{"start_ts": JAN_2024 + 10 * MINUTE, "end_ts": JAN_2024 + 19 * MINUTE, "missing": 10}])
     );
     assert_eq!(c["calendar"], "24x7");
     let c = app
@@ -336,7 +334,7 @@ async fn scalar_batch_aligned_view_and_coverage() {
         .get("/v1/kline/BBB/1m/coverage?complete_n=280")
         .await
         .expect(200);
-    assert_eq!(c["last_run"]["start_ts"], JAN_2024_MS + 20 * MINUTE_MS);
+    assert_eq!(c["last_run"]["start_ts"], JAN_2024 + 20 * MINUTE);
     let c = app
         .get("/v1/scalar/AAA/1m/indicator/rsi/coverage")
         .await

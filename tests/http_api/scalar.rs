@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::common::{JAN_2024_MS, MINUTE_MS, app};
+use crate::common::{JAN_2024, MINUTE, app};
 
 const RSI: &str = "/v1/scalar/BTCUSDT/1m/indicator/rsi_14";
 const COUNT: &str = "/v1/scalar/BTCUSDT/1m/metric/trades";
@@ -23,7 +23,7 @@ struct RawPage<'a> {
 }
 
 fn ts(i: i64) -> i64 {
-    JAN_2024_MS + i * MINUTE_MS
+    JAN_2024 + i * MINUTE
 }
 
 #[tokio::test]

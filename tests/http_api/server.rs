@@ -1,16 +1,15 @@
 //! One real server on port 0, reached over TCP by reqwest, then shut down cleanly.
 
-use fastk::config::Config;
 use serde_json::Value;
+
+use crate::common::server_config;
 
 #[tokio::test]
 async fn real_server_serves_health_and_offline_docs() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.storage.root = dir.path().to_path_buf();
-    config.http.addr = "127.0.0.1:0".into();
-    config.flight.addr = "127.0.0.1:0".into();
-    let running = fastk::server::start(config).await.unwrap();
+    let running = fastk::server::start(server_config(dir.path(), |_| {}))
+        .await
+        .unwrap();
     let base = format!("http://{}", running.http_addr);
     assert_ne!(running.http_addr.port(), 0);
     let client = reqwest::Client::new();

@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::common::{JAN_2024_MS, MINUTE_MS, app, app_with, klines};
+use crate::common::{JAN_2024, MINUTE, app, app_with, klines};
 
 const SERIES: &str = "/v1/kline/BTCUSDT/1m";
 
@@ -36,7 +36,7 @@ async fn json_answer_has_columns_rows_and_stats() {
     let r = app
         .post(
             "/v1/sql",
-            &json!({"query": "SELECT count(*) AS n FROM kline_raw WHERE ts >= to_timestamp_millis($1)", "params": [JAN_2024_MS + 90 * MINUTE_MS]}),
+            &json!({"query": "SELECT count(*) AS n FROM kline_raw WHERE ts >= to_timestamp_millis($1)", "params": [JAN_2024 + 90 * MINUTE]}),
         )
         .await
         .expect(200);

@@ -18,6 +18,7 @@
 //! are declared constant, so `ORDER BY ts` over one series needs no sort, and
 //! `ORDER BY ts DESC LIMIT n` becomes a reversed scan with a limit (the latest-N path).
 
+use crate::sync::LockExt;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
@@ -99,7 +100,7 @@ pub struct ScanSummary {
 impl ScanStats {
     pub fn summary(&self) -> ScanSummary {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let used = self.index_used.lock().unwrap_or_else(|p| p.into_inner());
+        let used = self.index_used.locked();
         ScanSummary {
             series_total: g(&self.series_total),
             series_selected: g(&self.series_selected),
@@ -125,7 +126,7 @@ impl ScanStats {
             .fetch_add(q.blocks_pruned, Ordering::Relaxed);
         self.rows_scanned
             .fetch_add(q.rows_checked, Ordering::Relaxed);
-        let mut used = self.index_used.lock().unwrap_or_else(|p| p.into_inner());
+        let mut used = self.index_used.locked();
         for s in q
             .index_used
             .split('+')

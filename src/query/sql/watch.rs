@@ -13,6 +13,7 @@
 //! Invariant: a query is in [`Running`] from its admission until its stream (or
 //! planned query) is dropped: [`Ticket`] removes it on drop.
 
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -68,11 +69,7 @@ pub struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut q = self
-            .running
-            .queries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut q = self.running.queries.locked();
         let gone = q.remove(&self.id);
         debug_assert!(gone.is_some(), "a ticket leaves once");
     }
@@ -113,10 +110,7 @@ impl Running {
             cancelled: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         });
-        self.queries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, Arc::clone(&entry));
+        self.queries.locked().insert(id, Arc::clone(&entry));
         Ok(Ticket {
             running: Arc::clone(self),
             id,
@@ -135,7 +129,7 @@ impl Running {
             return false;
         }
         let victim = {
-            let q = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+            let q = self.queries.locked();
             q.values()
                 .filter(|e| !e.cancelled.load(Ordering::Acquire))
                 .max_by(|a, b| {

@@ -7,6 +7,7 @@
 //! test's temporary store root), so tests running in parallel in one process never
 //! trip each other's points. Not for production use: hidden from the docs.
 
+use crate::sync::{CondvarExt, LockExt};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -59,24 +60,24 @@ pub struct Gate {
 impl Gate {
     /// Blocks until a thread has reached the paused point.
     pub fn wait_reached(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         while !s.0 {
-            s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = self.cond.wait_now(s);
         }
     }
 
     /// Lets the parked thread go on (and any later one pass straight through).
     pub fn release(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = true;
+        self.state.locked().1 = true;
         self.cond.notify_all();
     }
 
     fn park(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.state.locked();
         s.0 = true;
         self.cond.notify_all();
         while !s.1 {
-            s = self.cond.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = self.cond.wait_now(s);
         }
     }
 }
@@ -118,7 +119,7 @@ impl Armed {
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        let mut points = POINTS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut points = POINTS.locked();
         points.retain(|p| p.id != self.id);
         ARMED.store(points.len(), Ordering::SeqCst);
     }
@@ -128,7 +129,7 @@ fn add(scope: &Path, op: Op, nth: u64, action: Action) -> Armed {
     assert!(nth >= 1, "failpoints count from 1");
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let fired = Arc::new(AtomicBool::new(false));
-    let mut points = POINTS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut points = POINTS.locked();
     points.push(Point {
         id,
         scope: scope.to_path_buf(),
@@ -161,7 +162,7 @@ pub(crate) fn check(path: &Path, op: Op) -> io::Result<()> {
         return Ok(());
     }
     let gate = {
-        let mut points = POINTS.lock().unwrap_or_else(|p| p.into_inner());
+        let mut points = POINTS.locked();
         // Every matching point counts the call, so two points on one operation (the
         // 3rd and the 4th directory fsync, say) both strike.
         let mut strike = None;
