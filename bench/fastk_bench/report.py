@@ -1922,7 +1922,7 @@ def _labels(r: dict) -> set[str]:
     def walk(d: dict, depth: int) -> None:
         for k, v in d.items():
             if isinstance(v, dict):
-                got.add(k)
+                got.add(str(k))  # a driver's in-memory results may key by number (JSON makes it text)
                 if depth < 4:
                     walk(v, depth + 1)
 
