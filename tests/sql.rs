@@ -454,3 +454,150 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// `asof(...)` and `latest(...)` answer what the slow SQL way answers (the row of
+/// each series at its greatest ts at or before the instant), in the columns of the
+/// table they name, without scanning the series.
+#[test]
+fn asof_and_latest_are_the_native_cross_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    // A stale series (one day of bars) and one that starts after the instant.
+    let stale = register_kline(&e, "DDD");
+    e.write_kline(&stale, &bars(JAN_2024, 144, 10 * MINUTE, 9), None)
+        .unwrap();
+    let late = register_kline(&e, "EEE");
+    e.write_kline(&late, &bars(JAN_2024 + 80 * DAY, 10, MINUTE, 5), None)
+        .unwrap();
+    let at = "TIMESTAMP '2024-02-10 12:34:56.789'";
+    let cols = "symbol, ts, open, high, low, close, volume";
+    let slow = |table: &str, bound: &str| {
+        format!(
+            "SELECT k.symbol, k.ts, k.open, k.high, k.low, k.close, k.volume FROM {table} k \
+             JOIN (SELECT symbol, max(ts) AS m FROM {table} WHERE timeframe = '1m' {bound} GROUP BY symbol) l \
+             ON k.symbol = l.symbol AND k.ts = l.m WHERE k.timeframe = '1m' ORDER BY k.symbol"
+        )
+    };
+    let fast = run(
+        &e,
+        &format!("SELECT {cols} FROM asof('kline', '1m', {at}) ORDER BY symbol"),
+    );
+    let want = run(&e, &slow("kline", &format!("AND ts <= {at}")));
+    assert_eq!(
+        fast.rows(),
+        4,
+        "AAA, BBB, CCC and the stale DDD; EEE starts later"
+    );
+    assert_eq!(i64s(&fast, 1), i64s(&want, 1));
+    for c in 2..=6 {
+        assert_eq!(f64s(&fast, c), f64s(&want, c), "column {c}");
+    }
+    let syms: Vec<String> = fast
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let s = b.column(0).as_string::<i32>();
+            (0..s.len())
+                .map(|i| s.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(syms, ["AAA", "BBB", "CCC", "DDD"]);
+
+    // kline_raw: stored integers with each series' scales; latest: no bound.
+    let raw = run(
+        &e,
+        "SELECT symbol, ts, close, price_scale, volume_scale FROM latest('kline_raw', '1m') ORDER BY symbol",
+    );
+    let raw_want = run(&e, &slow("kline_raw", ""));
+    assert_eq!(raw.rows(), 5);
+    assert_eq!(i64s(&raw, 1), i64s(&raw_want, 1));
+    assert_eq!(i64s(&raw, 2), i64s(&raw_want, 5));
+    assert_eq!(i64s(&raw, 3), vec![100; 5]);
+    assert_eq!(i64s(&raw, 4), vec![1; 5]);
+
+    // A query treats the function as it would the table: filters, aggregates, joins.
+    let n = run(
+        &e,
+        &format!(
+            "SELECT count(*) FROM asof('kline', '1m', {at}) a JOIN kline_raw r ON a.symbol = r.symbol AND a.ts = r.ts WHERE a.close > 0"
+        ),
+    );
+    assert_eq!(i64s(&n, 0), vec![4]);
+    // Before every row: no rows, the table's columns.
+    let none = run(
+        &e,
+        "SELECT * FROM asof('kline', '1m', TIMESTAMP '2023-06-01 00:00:00')",
+    );
+    assert_eq!(none.rows(), 0);
+    // Milliseconds and ISO strings are instants too; another timeframe has no series.
+    let ms = run(
+        &e,
+        "SELECT count(*) FROM asof('kline', '1m', 1707568496789)",
+    );
+    assert_eq!(i64s(&ms, 0), vec![4]);
+    let iso = run(
+        &e,
+        "SELECT count(*) FROM asof('kline', '1h', '2024-02-10T12:34:56Z')",
+    );
+    assert_eq!(i64s(&iso, 0), vec![0]);
+
+    // Scalar tables take category and name; the value type picks the table.
+    let f = run(
+        &e,
+        &format!(
+            "SELECT symbol, category, name, ts, value FROM asof('scalar', '1m', {at}, 'factor', 'momentum')"
+        ),
+    );
+    let f_want = run(
+        &e,
+        &format!(
+            "SELECT ts, value FROM scalar WHERE name = 'momentum' AND ts <= {at} ORDER BY ts DESC LIMIT 1"
+        ),
+    );
+    assert_eq!(f.rows(), 1);
+    assert_eq!(i64s(&f, 3), i64s(&f_want, 0));
+    assert_eq!(f64s(&f, 4), f64s(&f_want, 1));
+    let i = run(
+        &e,
+        "SELECT value FROM latest('scalar_i64', '1m', 'factor', 'signal')",
+    );
+    let i_want = run(
+        &e,
+        "SELECT value FROM scalar_i64 WHERE name = 'signal' ORDER BY ts DESC LIMIT 1",
+    );
+    assert_eq!(i64s(&i, 0), i64s(&i_want, 0));
+    let wrong_type = run(
+        &e,
+        "SELECT * FROM latest('scalar', '1m', 'factor', 'signal')",
+    );
+    assert_eq!(
+        wrong_type.rows(),
+        0,
+        "an i64 series is not in the f64 table"
+    );
+
+    let r = rt();
+    for (q, needle) in [
+        ("SELECT * FROM asof('kline', '1m')", "asof('kline'"),
+        ("SELECT * FROM asof('klines', '1m', 0)", "no data table"),
+        (
+            "SELECT * FROM asof('kline', '1m', 'yesterday')",
+            "instant must be a timestamp",
+        ),
+        ("SELECT * FROM asof('scalar', '1m', 0)", "asof('scalar'"),
+        (
+            "SELECT * FROM latest('kline', '1m', 'x')",
+            "got 3 arguments",
+        ),
+        // DataFusion plans the arguments without a schema: a column is refused there.
+        ("SELECT * FROM asof('kline', '1m', ts)", "ts"),
+        ("SELECT * FROM latest('kline', 'one minute')", "timeframe"),
+    ] {
+        let err = r
+            .block_on(sql::collect(&e, q, Vec::new(), None))
+            .unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{q}: {err}");
+        assert!(err.message.contains(needle), "{q}: {}", err.message);
+    }
+}

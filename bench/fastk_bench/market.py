@@ -11,7 +11,8 @@ every store for, without SQL.
   (`dataset.cross_section`), the last bar at or before T of every series. FastK: one
   Flight ticket `{"symbols": "*", "as_of": T}` on a store of its own (so `*` is
   exactly these series); FastK's HTTP batch (100 series a request, its default cap)
-  is shown beside it. Peers: ArcticDB `read_batch` with a date_range + tail(1)
+  and the same question in SQL (`SELECT ... FROM asof('kline_raw', '1m', T)` through
+  one ADBC cursor) are shown beside it. Peers: ArcticDB `read_batch` with a date_range + tail(1)
   QueryBuilder, DuckDB over one Parquet file of every series (`DISTINCT ON` and
   `arg_max`), Polars over its own such file, PostgreSQL with a primary key (symbol,
   ts) (`DISTINCT ON`, and a LATERAL probe per symbol). Target: FastK first.
@@ -46,6 +47,7 @@ from .workloads import Way, _times_summary, _ts_ms, interleaved, log
 
 FASTK = "FastK Flight"
 FASTK_HTTP = "FastK HTTP"
+FASTK_SQL_ASOF = "FastK Flight SQL asof() (ADBC)"
 OHLCV = ("open", "high", "low", "close", "volume")
 COVERAGE_TARGET_MS = 10.0
 
@@ -244,6 +246,7 @@ def asof(xs: CrossSection, make_fastk, peers: list, reps: int, budget_s: float) 
                  "notes": xs.notes, "setup_s": {}, "how": {}, "queries": {}, "systems": {}}
     ways: list[Way] = []
     stop = None
+    closers: list = []
     try:
         # FastK first: its 2,000 DoPuts keep both cores busy; the peers load after it.
         log(f"as-of: loading {len(xs.symbols):,} series ({xs.rows:,} bars) into a FastK store of its own")
@@ -262,6 +265,13 @@ def asof(xs: CrossSection, make_fastk, peers: list, reps: int, budget_s: float) 
             out["how"][http_label] = ("POST /v1/kline/batch {timeframe, symbols: [100 names], as_of}, one request "
                                       "after the other on one keep-alive connection, records into one Polars "
                                       "DataFrame (http.max_batch_series is 100 by default)")
+            # The same question in SQL: the asof() table function over one ADBC cursor.
+            sql = systems.FastKSql(fl.server, "", "adbc")
+            closers.append(sql.close)
+            q = ("SELECT symbol, ts, open, high, low, close, volume "
+                 f"FROM asof('kline_raw', '1m', {t_as_of})")
+            ways.append(Way(FASTK_SQL_ASOF, lambda: sql.sql(q)))
+            out["queries"][FASTK_SQL_ASOF] = q
         except Exception as e:  # noqa: BLE001
             log(f"  FastK: FAILED {type(e).__name__}: {e}")
             out["systems"][FASTK] = _err(e)
@@ -309,6 +319,11 @@ def asof(xs: CrossSection, make_fastk, peers: list, reps: int, budget_s: float) 
         raw = interleaved(ways, warm, lambda w: w.run(), reps, budget_s=budget_s, check=check)
         out["systems"].update(summarize(raw))
     finally:
+        for close in closers:
+            try:
+                close()
+            except Exception as e:  # noqa: BLE001
+                log(f"  closing a client of the as-of FastK store failed: {e}")
         if stop is not None:
             try:
                 stop()

@@ -1036,7 +1036,9 @@ def test_symbol_patterns_http(tls_server, market, tokens):
                                 timeout=TIMEOUT))["rows"] == [[N_BARS]]
         for q in ("SELECT count(*) AS n FROM kline",
                   "SELECT count(*) AS n FROM kline WHERE symbol = 'ETHUSDT'",
-                  "SELECT symbol FROM kline WHERE symbol IN ('BTCUSDT', 'ETHUSDT')"):
+                  "SELECT symbol FROM kline WHERE symbol IN ('BTCUSDT', 'ETHUSDT')",
+                  "SELECT count(*) AS n FROM latest('kline', '1m')",
+                  "SELECT count(*) AS n FROM asof('kline', '1m', now())"):
             check_error(s.post(sql, json={"query": q}, headers=reader, timeout=TIMEOUT),
                         403, "forbidden")
 

@@ -287,6 +287,50 @@ def test_adbc_last_bar_per_symbol_and_join(conn, data):
         assert t.column("rsi").to_pylist() == [data["rsi"][i]["value"] for i in idx]
 
 
+def test_asof_table_function_is_the_native_cross_section(conn, client, http, server, data):
+    """`asof(...)` over ADBC and /v1/sql answers what the native as-of ticket answers:
+    per series, the last bar at or before T (B's bars end before T, so B answers its
+    last one); `latest(...)` is the last bar of each."""
+    a, b = data["a"], data["b"]
+    t = JAN_31_2024_MS + 1000 * MINUTE_MS + 30_000  # between two of A's bars
+    want = {a: data["a_bars"][1000], b: data["b_bars"][-1]}
+    q = ("SELECT symbol, ts, open, high, low, close, volume, price_scale "
+         f"FROM asof('kline_raw', '1m', {t}) WHERE symbol IN ('{a}', '{b}') ORDER BY symbol")
+    with conn.cursor() as cur:
+        cur.execute(q)
+        got = cur.fetch_arrow_table()
+    assert got.column("symbol").to_pylist() == [a, b]
+    assert ts_ms(got) == [want[a]["ts"], want[b]["ts"]]
+    for col in OHLCV:
+        assert got.column(col).to_pylist() == [want[a][col], want[b][col]], col
+    assert got.column("price_scale").to_pylist() == [100, 10_000]
+
+    ticket = {"kind": "kline", "symbols": [a, b], "timeframe": "1m", "as_of": t}
+    native = client.do_get(flight.Ticket(json.dumps(ticket).encode())).read_all()
+    assert native.column("symbol").cast(pa.string()).to_pylist() == [a, b]
+    assert ts_ms(native) == ts_ms(got)
+    assert native.column("close").to_pylist() == got.column("close").to_pylist()
+
+    # Scaled prices, an ISO instant, over HTTP; latest() is the last bar.
+    body = {"query": "SELECT symbol, close FROM asof('kline', '1m', '2024-01-31T16:40:30Z') "
+                     f"WHERE symbol = '{a}'"}
+    r = expect_ok(http.post(server.http_url + "/v1/sql", json=body))
+    assert r["rows"] == [[a, want[a]["close"] / 100]]
+    body = {"query": f"SELECT symbol, ts FROM latest('kline', '1m') WHERE symbol IN ('{a}', '{b}') "
+                     "ORDER BY symbol"}
+    r = expect_ok(http.post(server.http_url + "/v1/sql", json=body))
+    assert r["rows"] == [[a, data["a_bars"][-1]["ts"]], [b, data["b_bars"][-1]["ts"]]]
+    # An argument that is not an instant, and a column: 400 with the reason.
+    message = check_error(http.post(server.http_url + "/v1/sql",
+                                    json={"query": "SELECT * FROM asof('kline', '1m', 'soon')"}),
+                          400, "invalid_argument")
+    assert "instant must be a timestamp" in message, message
+    message = check_error(http.post(server.http_url + "/v1/sql",
+                                    json={"query": "SELECT * FROM asof('kline', '1m', ts)"}),
+                          400, "invalid_argument")
+    assert "ts" in message, message
+
+
 def test_adbc_tables_scalar_split_and_catalog(conn, data):
     a = data["a"]
     with conn.cursor() as cur:

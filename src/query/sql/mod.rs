@@ -10,6 +10,8 @@
 //! - [`placeholders`]: `?` parameters (ADBC's and JDBC's style) numbered as `$1`, ...
 //! - [`funcs`]: functions that make more than they read, bounded before they run.
 //! - [`watch`]: the process-wide memory guard that refuses and cancels queries.
+//! - [`asof`]: the table functions `asof(...)` and `latest(...)`, the native cross
+//!   section as a table.
 //!
 //! Every query runs in a session of its own over the shared tables, holds one of
 //! `sql.max_concurrent_queries` permits from planning until its stream is dropped,
@@ -19,6 +21,7 @@
 //! while it holds the most memory. SQL is read-only: DDL, DML and statements such as
 //! SET are refused at planning.
 
+pub mod asof;
 pub mod filters;
 pub mod funcs;
 pub mod guard;
@@ -131,6 +134,7 @@ pub fn session(
         .map_err(df_error)?;
     ctx.register_catalog(CATALOG, Arc::new(catalog));
     funcs::install(&ctx, &shared, cfg.function_output_cap());
+    asof::install(&ctx, engine);
     Ok((ctx, pool))
 }
 

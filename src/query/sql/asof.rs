@@ -1,0 +1,461 @@
+//! `asof(...)` and `latest(...)`: the native cross section as SQL table functions.
+//!
+//! `SELECT * FROM asof('kline', '1h', TIMESTAMP '2024-03-01 00:00:00')` is one row per
+//! kline 1h series: its last bar at or before that instant. It is read as the Flight
+//! ticket `{"kind": "kline", "symbols": "*", "timeframe": "1h", "as_of": ...}` reads it
+//! ([`ReadPlan`]: each snapshot's kept last row), not by scanning every series' rows,
+//! so it costs what the ticket costs. `latest('kline', '1h')` is the last row of every
+//! series. The rows carry the columns of the table named by the first argument, so a
+//! query filters, joins and aggregates them as it would that table. Scalar tables take
+//! the category and name after the instant: `asof('scalar', '1d', TIMESTAMP '...',
+//! 'factor', 'momentum')`, `latest('scalar', '1d', 'factor', 'momentum')`.
+//!
+//! The arguments are constants (literals, casts, `now()`, arithmetic on them), read
+//! when the query is planned; the rows are read when the plan scans the table. At most
+//! `flight.max_series_per_ticket` series, as for the ticket; a token limited to some
+//! symbols is refused if any selected series is outside them, as a scan is.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
+};
+use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::{DataType, Int32Type, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{MemTable, Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{ColumnarValue, Expr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionContext;
+
+use super::tables::{ColRole, DATA_TABLES, DataTable};
+use crate::auth::Principal;
+use crate::error::Error;
+use crate::query::Engine;
+use crate::query::market::spec::{AsOf, Symbols};
+use crate::query::market::{ReadArgs, ReadSpec, Selection};
+use crate::query::stream::{ReadCommand, ReadPlan, Target};
+use crate::record::{SeriesKind, SeriesMeta};
+use crate::storage::batch::PriceFormat;
+
+/// The two functions: a cross section at an instant, or at the last row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    AsOf,
+    Latest,
+}
+
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::AsOf => "asof",
+            Which::Latest => "latest",
+        }
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            Which::AsOf => {
+                "asof('kline' | 'kline_raw', timeframe, instant) or \
+                 asof('scalar' | 'scalar_i64', timeframe, instant, category, name)"
+            }
+            Which::Latest => {
+                "latest('kline' | 'kline_raw', timeframe) or \
+                 latest('scalar' | 'scalar_i64', timeframe, category, name)"
+            }
+        }
+    }
+}
+
+/// One of the table functions, over an engine.
+#[derive(Debug)]
+pub struct CrossSection {
+    which: Which,
+    engine: Arc<Engine>,
+}
+
+/// Registers `asof` and `latest` in a query's session.
+pub fn install(ctx: &SessionContext, engine: &Arc<Engine>) {
+    for which in [Which::AsOf, Which::Latest] {
+        ctx.register_udtf(
+            which.name(),
+            Arc::new(CrossSection {
+                which,
+                engine: Arc::clone(engine),
+            }),
+        );
+    }
+}
+
+/// A call's arguments, checked.
+#[derive(Debug, Clone, PartialEq)]
+struct Call {
+    table: DataTable,
+    timeframe: String,
+    /// The instant in milliseconds since the epoch (`asof`); `None` is `latest`.
+    at: Option<i64>,
+    /// Scalar tables: category and name.
+    scalar: Option<(String, String)>,
+}
+
+impl TableFunctionImpl for CrossSection {
+    /// Checks the arguments; the cross section is read when the query's plan scans
+    /// the table (on the planner thread, within the query's timeout).
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let values = args
+            .exprs()
+            .iter()
+            .map(|e| constant(args.session(), e, self.which))
+            .collect::<Result<Vec<_>>>()?;
+        let call = Call::parse(self.which, &values).map_err(external)?;
+        Ok(Arc::new(CrossSectionTable {
+            schema: call.table.schema(),
+            call,
+            engine: Arc::clone(&self.engine),
+        }))
+    }
+}
+
+/// One call's rows, as a table with the columns of the table it names.
+#[derive(Debug)]
+struct CrossSectionTable {
+    call: Call,
+    schema: SchemaRef,
+    engine: Arc<Engine>,
+}
+
+#[async_trait]
+impl TableProvider for CrossSectionTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let principal = state.config().get_extension::<Principal>();
+        let batch = self
+            .call
+            .run(&self.engine, principal.as_deref())
+            .map_err(external)?;
+        debug_assert_eq!(batch.schema().fields(), self.schema.fields());
+        let mem = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
+        mem.scan(state, projection, filters, limit).await
+    }
+}
+
+fn external(e: Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// The value of a constant argument (a literal, a cast, `now()`, arithmetic on them).
+fn constant(session: &dyn Session, e: &Expr, which: Which) -> Result<ScalarValue> {
+    let refuse = |why: String| {
+        external(Error::invalid(format!(
+            "{}: every argument must be a constant ({why}); usage: {}",
+            which.name(),
+            which.usage()
+        )))
+    };
+    let phys = session
+        .create_physical_expr(e.clone(), &DFSchema::empty())
+        .map_err(|err| refuse(err.strip_backtrace()))?;
+    let one_row = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    match phys
+        .evaluate(&one_row)
+        .map_err(|err| refuse(err.strip_backtrace()))?
+    {
+        ColumnarValue::Scalar(v) => Ok(v),
+        ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0),
+    }
+}
+
+impl Call {
+    fn parse(which: Which, v: &[ScalarValue]) -> crate::error::Result<Call> {
+        let usage = || {
+            Error::invalid(format!(
+                "{}: expected {}; got {} arguments",
+                which.name(),
+                which.usage(),
+                v.len()
+            ))
+        };
+        let text = |i: usize, what: &str| -> crate::error::Result<String> {
+            match v.get(i) {
+                Some(ScalarValue::Utf8(Some(s)))
+                | Some(ScalarValue::LargeUtf8(Some(s)))
+                | Some(ScalarValue::Utf8View(Some(s))) => Ok(s.clone()),
+                Some(other) => Err(Error::invalid(format!(
+                    "{}: the {what} must be a string, got {other}; usage: {}",
+                    which.name(),
+                    which.usage()
+                ))),
+                None => Err(usage()),
+            }
+        };
+        let name = text(0, "table name")?;
+        let table = DATA_TABLES
+            .into_iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: no data table {name:?}: name kline, kline_raw, scalar or scalar_i64",
+                    which.name()
+                ))
+            })?;
+        let timeframe = text(1, "timeframe")?;
+        let mut next = 2;
+        let at = match which {
+            Which::Latest => None,
+            Which::AsOf => {
+                next += 1;
+                Some(instant_ms(v.get(2).ok_or_else(usage)?).ok_or_else(|| {
+                    Error::invalid(format!(
+                        "asof: the instant must be a timestamp (TIMESTAMP '2024-03-01 00:00:00'), \
+                         an ISO 8601 string or milliseconds since the epoch, got {}",
+                        v[2]
+                    ))
+                })?)
+            }
+        };
+        let scalar = match table.kind() {
+            SeriesKind::Kline => None,
+            SeriesKind::Scalar => Some((text(next, "category")?, text(next + 1, "name")?)),
+        };
+        let arity = next + if scalar.is_some() { 2 } else { 0 };
+        if v.len() != arity {
+            return Err(usage());
+        }
+        Ok(Call {
+            table,
+            timeframe,
+            at,
+            scalar,
+        })
+    }
+
+    /// The cross section, in the columns of the call's table.
+    fn run(
+        &self,
+        engine: &Engine,
+        principal: Option<&Principal>,
+    ) -> crate::error::Result<RecordBatch> {
+        let spec = ReadSpec::new(ReadArgs {
+            as_of: self.at.map(AsOf::Ts),
+            latest: self.at.is_none().then_some(1),
+            price_format: match self.table {
+                DataTable::Kline => PriceFormat::Float64,
+                _ => PriceFormat::Raw,
+            },
+            ..ReadArgs::default()
+        })?;
+        let selection = Selection {
+            kind: self.table.kind(),
+            timeframe: self.timeframe.clone(),
+            scalar: self.scalar.clone(),
+            symbols: Symbols::All("*".into()),
+        };
+        let plan = ReadPlan::new(
+            engine,
+            ReadCommand {
+                target: Target::Many(selection),
+                spec,
+                predicate: None,
+            },
+        )?;
+        // A scalar table holds the series of one value type; the series of a selection
+        // share one (the plan checked), so either all of them belong here or none.
+        let wanted = self.table.value_type();
+        let series = match plan.series.first() {
+            Some(s) if wanted.is_some_and(|vt| s.meta.value_type != vt) => &[][..],
+            _ => &plan.series[..],
+        };
+        if let Some(p) = principal {
+            for s in series {
+                p.check_symbol(s.meta.key.symbol())
+                    .inspect_err(|e| engine.auth.note_forbidden(e))?;
+            }
+        }
+        let mut batches = Vec::new();
+        if !series.is_empty() {
+            let max_rows = engine.config.flight.max_batch_rows;
+            plan.produce(engine, max_rows, &mut |b| {
+                batches.push(b);
+                true
+            })?;
+        }
+        let rows = concat_batches(&plan.schema, &batches).map_err(Error::internal)?;
+        let metas: Vec<&SeriesMeta> = series.iter().map(|s| s.meta.as_ref()).collect();
+        self.shape(&rows, &metas)
+    }
+
+    /// The stream's columns (`symbol` as a dictionary, then the series' columns) as the
+    /// call's table has them: key columns as strings, scales per row.
+    fn shape(
+        &self,
+        rows: &RecordBatch,
+        metas: &[&SeriesMeta],
+    ) -> crate::error::Result<RecordBatch> {
+        let n = rows.num_rows();
+        let schema = self.table.schema();
+        if n == 0 {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        let symbols = rows.column(0).as_dictionary::<Int32Type>();
+        let owner = |i: usize| metas[symbols.keys().value(i) as usize];
+        let repeat = |s: &str| -> ArrayRef { Arc::new(StringArray::from(vec![s; n])) };
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for role in self.table.columns() {
+            cols.push(match role {
+                ColRole::Key(0) => {
+                    cast(rows.column(0), &DataType::Utf8).map_err(Error::internal)?
+                }
+                ColRole::Key(1) => repeat(&self.timeframe),
+                ColRole::Key(2) => repeat(&self.scalar.as_ref().expect("scalar table").0),
+                ColRole::Key(_) => repeat(&self.scalar.as_ref().expect("scalar table").1),
+                ColRole::Stored(c) => Arc::clone(rows.column(1 + c)),
+                ColRole::PriceScale => Arc::new(Int64Array::from_iter_values(
+                    (0..n).map(|i| owner(i).price_scale),
+                )),
+                ColRole::VolumeScale => Arc::new(Int64Array::from_iter_values(
+                    (0..n).map(|i| owner(i).volume_scale),
+                )),
+            });
+        }
+        assert_eq!(
+            cols.len(),
+            schema.fields().len(),
+            "one array per table column"
+        );
+        debug_assert!(
+            cols.iter().all(|c| c.len() == n),
+            "every column has every row"
+        );
+        RecordBatch::try_new(schema, cols).map_err(Error::internal)
+    }
+}
+
+/// Milliseconds since the epoch of an instant argument: a timestamp of any unit (sub-
+/// millisecond parts round down, so the bound still holds), an integer (milliseconds)
+/// or a string in a format Arrow casts to a timestamp (ISO 8601).
+fn instant_ms(v: &ScalarValue) -> Option<i64> {
+    match v {
+        ScalarValue::TimestampSecond(Some(s), _) => s.checked_mul(1000),
+        ScalarValue::TimestampMillisecond(Some(ms), _) => Some(*ms),
+        ScalarValue::TimestampMicrosecond(Some(us), _) => Some(us.div_euclid(1000)),
+        ScalarValue::TimestampNanosecond(Some(ns), _) => Some(ns.div_euclid(1_000_000)),
+        v if v.is_null() => None,
+        v => match v.cast_to(&DataType::Timestamp(TimeUnit::Millisecond, None)) {
+            Ok(ScalarValue::TimestampMillisecond(Some(ms), _)) => Some(ms),
+            _ => None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> ScalarValue {
+        ScalarValue::Utf8(Some(v.into()))
+    }
+
+    #[test]
+    fn instants_of_every_unit_round_down_to_milliseconds() {
+        let utc = Some(Arc::from("UTC"));
+        assert_eq!(
+            instant_ms(&ScalarValue::TimestampSecond(Some(2), None)),
+            Some(2000)
+        );
+        assert_eq!(
+            instant_ms(&ScalarValue::TimestampNanosecond(
+                Some(1_999_999),
+                utc.clone()
+            )),
+            Some(1)
+        );
+        assert_eq!(
+            instant_ms(&ScalarValue::TimestampMicrosecond(Some(-1), utc)),
+            Some(-1),
+            "before the epoch, down is further back"
+        );
+        assert_eq!(
+            instant_ms(&ScalarValue::Int64(Some(1_704_067_200_000))),
+            Some(1_704_067_200_000)
+        );
+        assert_eq!(
+            instant_ms(&s("2024-01-01T00:00:00Z")),
+            Some(1_704_067_200_000)
+        );
+        assert_eq!(instant_ms(&ScalarValue::Int64(None)), None);
+        assert_eq!(instant_ms(&s("not a time")), None);
+    }
+
+    #[test]
+    fn arguments_are_checked_with_the_usage_in_the_message() {
+        let at = ScalarValue::Int64(Some(5));
+        let ok = Call::parse(Which::AsOf, &[s("kline"), s("1h"), at.clone()]).unwrap();
+        assert_eq!(
+            (ok.table, ok.at, ok.scalar),
+            (DataTable::Kline, Some(5), None)
+        );
+        let sc = Call::parse(
+            Which::Latest,
+            &[s("scalar_i64"), s("1d"), s("factor"), s("mom")],
+        )
+        .unwrap();
+        assert_eq!(sc.at, None);
+        assert_eq!(sc.scalar, Some(("factor".into(), "mom".into())));
+        for (which, bad, says) in [
+            (Which::AsOf, vec![s("kline"), s("1h")], "asof('kline'"),
+            (
+                Which::AsOf,
+                vec![s("kline"), s("1h"), at.clone(), s("x")],
+                "got 4 arguments",
+            ),
+            (
+                Which::AsOf,
+                vec![s("klines"), s("1h"), at.clone()],
+                "no data table",
+            ),
+            (
+                Which::AsOf,
+                vec![s("scalar"), s("1h"), at.clone()],
+                "asof('scalar'",
+            ),
+            (
+                Which::AsOf,
+                vec![s("kline"), ScalarValue::Int64(Some(1)), at],
+                "timeframe must be a string",
+            ),
+            (
+                Which::AsOf,
+                vec![s("kline"), s("1h"), s("yesterday")],
+                "instant must be a timestamp",
+            ),
+            (
+                Which::Latest,
+                vec![s("kline"), s("1h"), s("x")],
+                "got 3 arguments",
+            ),
+        ] {
+            let e = Call::parse(which, &bad).unwrap_err();
+            assert!(e.message.contains(says), "{bad:?}: {}", e.message);
+            assert_eq!(e.kind, crate::error::ErrorKind::InvalidArgument);
+        }
+    }
+}
