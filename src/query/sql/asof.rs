@@ -11,7 +11,8 @@
 //! 'factor', 'momentum')`, `latest('scalar', '1d', 'factor', 'momentum')`.
 //!
 //! The arguments are constants (literals, casts, `now()`, arithmetic on them), read
-//! when the query is planned; the rows are read when the plan scans the table. At most
+//! when the query is planned, with the series and the token's rights; the rows are read
+//! when the plan runs, so planning alone (a Flight SQL GetFlightInfo) reads none. At most
 //! `flight.max_series_per_ticket` series, as for the ticket; a token limited to some
 //! symbols is refused if any selected series is outside them, as a scan is.
 
@@ -23,11 +24,15 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Int32Type, Schema, SchemaRef, TimeUnit};
-use datafusion::catalog::{MemTable, Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::datasource::TableType;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{ColumnarValue, Expr};
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::prelude::SessionContext;
 
 use super::tables::{ColRole, DATA_TABLES, DataTable};
@@ -101,8 +106,8 @@ struct Call {
 }
 
 impl TableFunctionImpl for CrossSection {
-    /// Checks the arguments; the cross section is read when the query's plan scans
-    /// the table (on the planner thread, within the query's timeout).
+    /// Checks the arguments; the series are selected when the plan scans the table,
+    /// and read when it runs.
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let values = args
             .exprs()
@@ -136,21 +141,80 @@ impl TableProvider for CrossSectionTable {
         TableType::View
     }
 
+    /// Selects the series and checks the token's symbols (planning); the rows are read
+    /// when the plan runs, so a Flight SQL GetFlightInfo, which plans to learn the
+    /// schema, reads none of them.
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
+        _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let principal = state.config().get_extension::<Principal>();
-        let batch = self
+        let selected = self
             .call
-            .run(&self.engine, principal.as_deref())
+            .select(&self.engine, principal.as_deref())
             .map_err(external)?;
-        debug_assert_eq!(batch.schema().fields(), self.schema.fields());
-        let mem = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;
-        mem.scan(state, projection, filters, limit).await
+        let part = Rows {
+            call: self.call.clone(),
+            schema: Arc::clone(&self.schema),
+            engine: Arc::clone(&self.engine),
+            selected: Arc::new(selected),
+        };
+        let exec = StreamingTableExec::try_new(
+            Arc::clone(&self.schema),
+            vec![Arc::new(part)],
+            projection,
+            Vec::<LexOrdering>::new(),
+            false,
+            limit,
+        )?;
+        Ok(Arc::new(exec))
+    }
+}
+
+/// A call's series, selected and checked at planning.
+struct Selected {
+    plan: ReadPlan,
+    /// False when the series are of the other value type than the call's table.
+    belongs: bool,
+}
+
+/// The one partition of a call's scan: reads the cross section when executed.
+struct Rows {
+    call: Call,
+    schema: SchemaRef,
+    engine: Arc<Engine>,
+    selected: Arc<Selected>,
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rows")
+            .field("call", &self.call)
+            .field("series", &self.selected.plan.series.len())
+            .finish()
+    }
+}
+
+impl PartitionStream for Rows {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (call, engine, selected) = (
+            self.call.clone(),
+            Arc::clone(&self.engine),
+            Arc::clone(&self.selected),
+        );
+        let once =
+            futures::stream::once(async move { call.rows(&engine, &selected).map_err(external) });
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            once,
+        ))
     }
 }
 
@@ -248,12 +312,13 @@ impl Call {
         })
     }
 
-    /// The cross section, in the columns of the call's table.
-    fn run(
+    /// The series of the cross section, checked against `principal`'s symbols: what
+    /// planning needs (cheap; no row is read).
+    fn select(
         &self,
         engine: &Engine,
         principal: Option<&Principal>,
-    ) -> crate::error::Result<RecordBatch> {
+    ) -> crate::error::Result<Selected> {
         let spec = ReadSpec::new(ReadArgs {
             as_of: self.at.map(AsOf::Ts),
             latest: self.at.is_none().then_some(1),
@@ -280,26 +345,33 @@ impl Call {
         // A scalar table holds the series of one value type; the series of a selection
         // share one (the plan checked), so either all of them belong here or none.
         let wanted = self.table.value_type();
-        let series = match plan.series.first() {
-            Some(s) if wanted.is_some_and(|vt| s.meta.value_type != vt) => &[][..],
-            _ => &plan.series[..],
-        };
-        if let Some(p) = principal {
-            for s in series {
+        let belongs = plan
+            .series
+            .first()
+            .is_none_or(|s| wanted.is_none_or(|vt| s.meta.value_type == vt));
+        if let Some(p) = principal.filter(|_| belongs) {
+            for s in &plan.series {
                 p.check_symbol(s.meta.key.symbol())
                     .inspect_err(|e| engine.auth.note_forbidden(e))?;
             }
         }
-        let mut batches = Vec::new();
-        if !series.is_empty() {
-            let max_rows = engine.config.flight.max_batch_rows;
-            plan.produce(engine, max_rows, &mut |b| {
-                batches.push(b);
-                true
-            })?;
+        Ok(Selected { plan, belongs })
+    }
+
+    /// The cross section of `selected`, in the columns of the call's table.
+    fn rows(&self, engine: &Engine, selected: &Selected) -> crate::error::Result<RecordBatch> {
+        let plan = &selected.plan;
+        if !selected.belongs || plan.series.is_empty() {
+            return Ok(RecordBatch::new_empty(self.table.schema()));
         }
+        let mut batches = Vec::new();
+        let max_rows = engine.config.flight.max_batch_rows;
+        plan.produce(engine, max_rows, &mut |b| {
+            batches.push(b);
+            true
+        })?;
         let rows = concat_batches(&plan.schema, &batches).map_err(Error::internal)?;
-        let metas: Vec<&SeriesMeta> = series.iter().map(|s| s.meta.as_ref()).collect();
+        let metas: Vec<&SeriesMeta> = plan.series.iter().map(|s| s.meta.as_ref()).collect();
         self.shape(&rows, &metas)
     }
 
