@@ -123,6 +123,15 @@ fn f64s(a: &sql::SqlAnswer, col: usize) -> Vec<f64> {
         .collect()
 }
 
+/// Asserts that `q` is refused as the client's error, with `needle` in the message.
+fn expect_invalid(r: &tokio::runtime::Runtime, e: &Arc<Engine>, q: &str, needle: &str) {
+    let err = r
+        .block_on(sql::collect(e, q, Vec::new(), None))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::InvalidArgument, "{q}: {err}");
+    assert!(err.message.contains(needle), "{q}: {}", err.message);
+}
+
 #[test]
 fn key_and_ts_conditions_are_pushed_and_prune_months() {
     let dir = tempfile::tempdir().unwrap();
@@ -319,11 +328,7 @@ fn bad_sql_and_writes_are_clear_errors() {
         ("SET datafusion.execution.batch_size = 1", "read-only"),
         ("", "empty"),
     ] {
-        let err = r
-            .block_on(sql::collect(&e, q, Vec::new(), None))
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{q}: {err}");
-        assert!(err.message.contains(needle), "{q}: {}", err.message);
+        expect_invalid(&r, &e, q, needle);
     }
 }
 
@@ -594,10 +599,6 @@ fn asof_and_latest_are_the_native_cross_section() {
         ("SELECT * FROM asof('kline', '1m', ts)", "ts"),
         ("SELECT * FROM latest('kline', 'one minute')", "timeframe"),
     ] {
-        let err = r
-            .block_on(sql::collect(&e, q, Vec::new(), None))
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::InvalidArgument, "{q}: {err}");
-        assert!(err.message.contains(needle), "{q}: {}", err.message);
+        expect_invalid(&r, &e, q, needle);
     }
 }
