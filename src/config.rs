@@ -123,8 +123,18 @@ pub struct StorageConfig {
     pub compress_after_s: u64,
     /// Seconds between two background passes that compress sealed months.
     pub compress_interval_s: u64,
-    /// Bytes of decompressed compressed months kept in memory for reads.
+    /// A write that makes a sealed month its one chunk writes it compressed (and
+    /// packed) in the same pass; false leaves it raw for the background pass.
+    pub compress_on_write: bool,
+    /// Bytes of decompressed compressed months kept in memory for reads (0: a
+    /// sixteenth of the host's or cgroup's memory, 16 MiB to 1 GiB).
     pub decompressed_cache_bytes: usize,
+    /// Below this percentage of memory left (host or cgroup), idle decompressed
+    /// months are dropped at once (0: never).
+    pub release_below_available_percent: u8,
+    /// Whether a clean stop folds the log's rows into chunk files before it exits
+    /// (false: they stay in the durable log and the next start replays them).
+    pub fold_on_stop: bool,
     /// Sealed compressed months of small chunks are gathered into pack files of at most
     /// this many bytes by the compression pass (0: never pack).
     pub pack_target_bytes: u64,
@@ -167,7 +177,10 @@ impl Default for StorageConfig {
             compression: "pco".into(),
             compress_after_s: 3 * 86_400,
             compress_interval_s: 3_600,
-            decompressed_cache_bytes: store.decompressed_cache_bytes,
+            compress_on_write: store.compress_on_write,
+            decompressed_cache_bytes: 0,
+            release_below_available_percent: 10,
+            fold_on_stop: false,
             pack_target_bytes: store.pack_target_bytes,
             direct_write_min_bytes: store.direct_write_min_bytes,
         }
@@ -197,10 +210,15 @@ impl StorageConfig {
                 fold_threads: self.fold_threads,
                 ..crate::storage::wal::WalOptions::default()
             },
-            decompressed_cache_bytes: self.decompressed_cache_bytes,
+            decompressed_cache_bytes: match self.decompressed_cache_bytes {
+                0 => crate::storage::pressure::auto_cache_bytes(),
+                n => n,
+            },
+            fold_on_close: self.fold_on_stop,
             compress_after_ms: (self.compression == "pco").then(|| {
                 i64::try_from(self.compress_after_s.saturating_mul(1000)).unwrap_or(i64::MAX)
             }),
+            compress_on_write: self.compress_on_write,
             pack_target_bytes: self.pack_target_bytes,
             direct_write_min_bytes: self.direct_write_min_bytes,
             ..StoreOptions::default()
@@ -658,6 +676,12 @@ impl Config {
         }
         if self.storage.compress_interval_s == 0 {
             return bad("storage.compress_interval_s", "must be positive");
+        }
+        if self.storage.release_below_available_percent > 90 {
+            return bad(
+                "storage.release_below_available_percent",
+                "must be between 0 (off) and 90",
+            );
         }
         if self.storage.retention_interval_s == 0 {
             return bad("storage.retention_interval_s", "must be positive");

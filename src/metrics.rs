@@ -52,8 +52,12 @@ pub struct Gauges {
     pub store_files: u64,
     /// What `store_bytes` would be with every chunk uncompressed.
     pub store_raw_bytes: u64,
-    /// Bytes of decompressed images cached for reads of compressed months.
+    /// Bytes of decompressed images cached for reads of compressed months, the
+    /// cache's budget, and the idle images (and their bytes) released because the
+    /// host ran short of memory.
     pub decompressed_bytes: u64,
+    pub decompressed_max_bytes: u64,
+    pub decompressed_released: (u64, u64),
     /// Read replication, once its first pass ended (None on a node that neither
     /// publishes nor follows): seconds since the last completed pass (None before
     /// one completed), failed passes in a row, series failed in the last pass, and a
@@ -341,6 +345,24 @@ impl Metrics {
             "fastk_decompressed_cache_bytes",
             "Bytes of decompressed compressed months cached for reads (storage.decompressed_cache_bytes).",
             g.decompressed_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_decompressed_cache_max_bytes",
+            "The decompressed-month cache's budget (storage.decompressed_cache_bytes; 0 there: a sixteenth of the memory limit, 16 MiB to 1 GiB).",
+            g.decompressed_max_bytes as i64,
+        );
+        counter(
+            &mut out,
+            "fastk_decompressed_released_images_total",
+            "Idle decompressed months dropped because the host or cgroup had less than storage.release_below_available_percent of its memory left.",
+            g.decompressed_released.0,
+        );
+        counter(
+            &mut out,
+            "fastk_decompressed_released_bytes_total",
+            "Bytes of the idle decompressed months dropped under memory pressure.",
+            g.decompressed_released.1,
         );
         if let Some((since_ok_s, failed_passes, failed_series, lag_s)) = g.replica {
             if let Some(lag) = lag_s {

@@ -133,6 +133,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let retention_task = tokio::spawn(retention_loop(Arc::clone(&engine), stop_rx.clone()));
     let compress_task = tokio::spawn(compress_loop(Arc::clone(&engine), stop_rx.clone()));
     let replica_task = tokio::spawn(replica_loop(Arc::clone(&engine), stop_rx.clone()));
+    let memory_task = tokio::spawn(memory_loop(Arc::clone(&engine), stop_rx.clone()));
     let sql_guard_task = tokio::spawn(crate::query::sql::watch::watch(
         Arc::clone(&engine.sql.running),
         stop_rx.clone(),
@@ -166,6 +167,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             retention_task,
             compress_task,
             replica_task,
+            memory_task,
             sql_guard_task,
             auth_task,
             tls_task,
@@ -210,6 +212,39 @@ async fn compress_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         let pass = tokio::task::spawn_blocking(move || e.compress_sealed(crate::query::now_ms()));
         if let Err(e) = pass.await {
             tracing::error!(error = %e, "compression pass failed");
+        }
+    }
+}
+
+/// Every second, while less than `storage.release_below_available_percent` of the
+/// host's (or cgroup's) memory is left, drops the idle decompressed months: process
+/// memory the kernel cannot reclaim, cheap to decompress again (`storage::pressure`).
+async fn memory_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let percent = engine.config.storage.release_below_available_percent;
+    if percent == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let Some(memory) = crate::storage::pressure::Memory::now() else {
+            return;
+        };
+        if memory.under_pressure(percent) {
+            let (images, bytes) = engine.store.options().map_cache.release_decompressed();
+            if images > 0 {
+                tracing::warn!(
+                    images,
+                    bytes,
+                    available_bytes = memory.available_bytes,
+                    total_bytes = memory.total_bytes,
+                    "memory is short: idle decompressed months released"
+                );
+            }
         }
     }
 }

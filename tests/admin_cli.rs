@@ -30,7 +30,11 @@ fn text(o: &Output) -> String {
 
 fn seed(root: &Path) -> std::path::PathBuf {
     // A file per month (no packed write): the test damages one chunk file.
-    let e = engine_with(root, |c| c.storage.pack_target_bytes = 0);
+    // The engine's close folds the logged rows into chunk files.
+    let e = engine_with(root, |c| {
+        c.storage.pack_target_bytes = 0;
+        c.storage.fold_on_stop = true;
+    });
     let r = kline_registration("SOLUSDT", "1h");
     e.register_kline(&r).unwrap();
     let key = SeriesKey::kline("SOLUSDT", "1h").unwrap();

@@ -6,14 +6,20 @@
 mod common;
 
 use common::{
-    JAN_2024, MINUTE, engine_with, first_read_error, kline_meta, read_cols, scalar_meta, store_opts,
+    JAN_2024, MINUTE, assert_clean, engine_with, first_read_error, kline_meta, read_cols,
+    scalar_meta, store_opts,
 };
 use fastk::record::{MonthPartition, SeriesMeta, ValueType};
 use fastk::storage::format::FLAG_COMPRESSED;
 use fastk::storage::{StorageError, Store, StoreOptions, WriteBatch};
 
+/// Every month sealed at once; writes stay raw, so the tests below drive the
+/// compression pass (the last test writes sealed months compressed).
 fn opts() -> StoreOptions {
-    store_opts(|o| o.compress_after_ms = Some(0))
+    store_opts(|o| {
+        o.compress_after_ms = Some(0);
+        o.compress_on_write = false;
+    })
 }
 
 fn kline() -> SeriesMeta {
@@ -167,6 +173,43 @@ fn the_decompressed_cache_keeps_to_its_budget() {
     }
 }
 
+/// Under memory pressure the cache drops every idle image at once, and only those:
+/// an image a read still holds stays, and reads decompress the rest again.
+#[test]
+fn a_release_under_pressure_drops_the_idle_images_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
+    k.write(klines(3 * 31 * 1440), None).unwrap();
+    let want = read_cols(&store, &kline().key);
+    k.compress_sealed(i64::MAX / 2).unwrap();
+    assert_eq!(read_cols(&store, &kline().key), want);
+    let cache = &store.options().map_cache;
+    let before = cache.stats();
+    assert!(before.decompressed_bytes > 4 << 20, "{before:?}");
+    // A read in progress holds the first month's image.
+    let snap = k.snapshot();
+    let held = snap.chunks().next().unwrap().map().unwrap();
+    let held_bytes = held.file.len();
+    let (images, bytes) = cache.release_decompressed();
+    assert_eq!(bytes, before.decompressed_bytes - held_bytes);
+    assert!(images >= 2, "{images}");
+    let after = cache.stats();
+    assert_eq!(after.decompressed_bytes, held_bytes, "{after:?}");
+    assert_eq!(
+        (after.released_images_total, after.released_bytes_total),
+        (images as u64, bytes as u64)
+    );
+    let months = snap.chunks().count();
+    drop((held, snap));
+    assert_eq!(read_cols(&store, &kline().key), want);
+    assert_eq!(
+        cache.release_decompressed().0,
+        months,
+        "every image idle now"
+    );
+}
+
 #[test]
 fn a_damaged_compressed_body_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +241,10 @@ fn a_damaged_compressed_body_is_an_error_not_a_panic() {
 #[test]
 fn inventory_reports_raw_and_compressed_bytes() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine_with(dir.path(), |c| c.storage.compress_after_s = 0);
+    let engine = engine_with(dir.path(), |c| {
+        c.storage.compress_after_s = 0;
+        c.storage.compress_on_write = false;
+    });
     let (k, _) = engine.store.register(kline()).unwrap();
     k.write(klines(50_000), None).unwrap();
     let inv = engine.inventory();
@@ -316,4 +362,111 @@ fn a_compressed_scalar_month_keeps_its_value_index_small() {
             assert!(per_row(total) < 7.0, "{}", per_row(total));
         }
     }
+}
+
+/// The live chunks of `s` as (month, compressed, pack generation or 0), in order.
+fn layout(s: &fastk::storage::Series) -> Vec<(i32, bool, u64)> {
+    let snap = s.snapshot();
+    snap.chunks()
+        .map(|c| {
+            let compressed = c.entry.flags & FLAG_COMPRESSED != 0;
+            (c.entry.month, compressed, c.entry.pack.generation)
+        })
+        .collect()
+}
+
+/// A bulk load of finished months is written compressed and packed in the same pass,
+/// by the direct write and by the fold of logged rows alike: every sealed month is one
+/// compressed chunk, the sealed months of the write share one pack, the rows read back
+/// bit for bit (and after a reopen), the compression and pack passes find nothing left
+/// to do, and the store holds only the manifest and the pack. A month of the same
+/// write that is not sealed yet stays raw, and `storage.compress_on_write = false`
+/// writes raw as before.
+#[test]
+fn a_bulk_load_of_sealed_months_is_written_compressed_and_packed() {
+    let jan = MonthPartition::from_ts(JAN_2024).0;
+    let dir = tempfile::tempdir().unwrap();
+    let on = store_opts(|o| o.compress_after_ms = Some(0));
+    let store = Store::open(dir.path(), on.clone()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
+    let batch = klines(100_000);
+    let want = batch.to_vecs();
+    k.write(batch, None).unwrap();
+    let got = layout(&k);
+    assert_eq!(
+        got.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
+        vec![(jan, true), (jan + 1, true), (jan + 2, true)]
+    );
+    assert!(
+        got[0].2 > 0 && got.iter().all(|l| l.2 == got[0].2),
+        "{got:?}"
+    );
+    assert_eq!(read_cols(&store, &kline().key), want);
+    assert!(k.compress_sealed(i64::MAX / 2).unwrap().is_empty());
+    assert!(k.pack_sealed(i64::MAX / 2).unwrap().is_empty());
+    let mut files: Vec<String> = std::fs::read_dir(k.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0] == "MANIFEST" && files[1].ends_with(".pack"),
+        "{files:?}"
+    );
+
+    // Logged rows (a few per month, under `wal_direct_rows`) folded: each month new
+    // on disk, so each is written compressed.
+    let (f, _) = store.register(scalar()).unwrap();
+    let mut rows = scalars(70_000);
+    for c in &mut rows.cols {
+        let keep: Vec<i64> = c.iter().step_by(700).copied().collect();
+        *c = keep.into_iter().collect();
+    }
+    let want_f = rows.to_vecs();
+    store.write(&f, rows, None).unwrap();
+    assert!(
+        f.snapshot().unfolded.is_some(),
+        "the rows went through the log"
+    );
+    store.fold_all();
+    assert!(layout(&f).iter().all(|l| l.1), "{:?}", layout(&f));
+    assert_eq!(read_cols(&store, &scalar().key), want_f);
+    drop((k, f));
+    drop(store);
+    let store = Store::open(dir.path(), on).unwrap();
+    assert_eq!(read_cols(&store, &kline().key), want);
+    assert_eq!(read_cols(&store, &scalar().key), want_f);
+    assert_clean(&store);
+    drop(store);
+
+    // Sealed up to the end of February: March stays raw, outside the pack.
+    let feb_end = MonthPartition(jan + 1).end_ts();
+    let after = fastk::storage::now_ms() - feb_end;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        store_opts(|o| o.compress_after_ms = Some(after)),
+    )
+    .unwrap();
+    let (k, _) = store.register(kline()).unwrap();
+    k.write(klines(100_000), None).unwrap();
+    let got = layout(&k);
+    assert_eq!(
+        got.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
+        vec![(jan, true), (jan + 1, true), (jan + 2, false)]
+    );
+    assert!(
+        got[0].2 > 0 && got[1].2 == got[0].2 && got[2].2 == 0,
+        "{got:?}"
+    );
+    drop((k, store));
+
+    // Off: raw, as the pass expects to find them.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
+    k.write(klines(100_000), None).unwrap();
+    assert!(layout(&k).iter().all(|l| !l.1));
+    assert_eq!(k.compress_sealed(i64::MAX / 2).unwrap().len(), 3);
 }

@@ -261,7 +261,7 @@ fn compressed_kline() -> (ChunkHeader, Vec<u8>) {
         })
         .collect();
     let refs: Vec<&[i64]> = cols.iter().map(Vec::as_slice).collect();
-    let body = fastk::storage::codec::compress(&h, &refs);
+    let body = fastk::storage::codec::compress(&h, &refs, fastk::storage::codec::Effort::Fast);
     assert_eq!(
         fastk::storage::codec::image(&h, &body).unwrap().len() as u64,
         h.raw_len()

@@ -87,6 +87,9 @@ fn fixture() -> Fixture {
         c.storage.zonemap_block_rows = 2;
         // Thousands of chunk files, as the budget is about (writes pack nothing).
         c.storage.pack_target_bytes = 0;
+        // Mapped raw files: sealed months would be written compressed (decompressed
+        // images, whose budget tests/compression.rs covers).
+        c.storage.compress_on_write = false;
     });
 
     // One series spanning thousands of months, written in four big writes.

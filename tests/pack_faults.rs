@@ -28,19 +28,21 @@ fn opts() -> StoreOptions {
     })
 }
 
-/// Four months of hourly rows, compressed: ready to pack.
+/// Four months of hourly rows, compressed: ready to pack. Each month is a write of
+/// its own, written compressed (a write of several sealed months packs them itself).
 fn setup(root: &Path) -> Store {
     let store = Store::open(root, opts()).unwrap();
     let (s, _) = store.register(meta()).unwrap();
-    let mut b = WriteBatch::with_capacity(2, 0);
     for m in 0..4 {
+        let mut b = WriteBatch::with_capacity(2, 0);
         for h in 0..200 {
             b.cols[0].push(MonthPartition(648 + m).start_ts() + h * HOUR);
             b.cols[1].push(m as i64 * 1000 + h % 37);
         }
+        s.write(b, None).unwrap();
     }
-    s.write(b, None).unwrap();
-    s.compress_sealed(NOW).unwrap();
+    assert!(s.compress_sealed(NOW).unwrap().is_empty());
+    assert!(s.snapshot().chunks().all(|c| !c.is_packed()));
     store
 }
 

@@ -139,6 +139,7 @@ fn setup(
     let e = engine_with(dir.path(), |c| {
         c.storage.zonemap_block_rows = block_rows;
         c.storage.compress_after_s = 0;
+        c.storage.compress_on_write = false;
         // Every write straight to chunk files, which carry sidecars (logged rows wait
         // in memory without them and are scanned).
         c.storage.wal_direct_rows = 0;

@@ -44,6 +44,15 @@ fn opts_direct() -> StoreOptions {
     }
 }
 
+/// [`opts`] with every month sealed: a commit that makes a month its one chunk
+/// writes it compressed, built before the layout (`series::sealed`).
+fn opts_sealed() -> StoreOptions {
+    StoreOptions {
+        compress_after_ms: Some(0),
+        ..opts()
+    }
+}
+
 fn month_ts(m: i32, minute: i64) -> i64 {
     MonthPartition(648 + m).start_ts() + minute * MINUTE
 }
@@ -153,6 +162,24 @@ fn every_failure_point_of_a_commit_leaves_the_previous_state() {
     assert_eq!(struck["DirFsync"], 2, "{struck:?}");
     // The same with the pack written through O_DIRECT.
     assert_eq!(failure_points_of_a_commit(opts_direct), struck);
+    // Sealed months: the rewritten month 0 and the new month 2 are written
+    // compressed, the append to month 1 raw; kinds alternate, so each is a file.
+    let struck = failure_points_of_a_commit(opts_sealed);
+    assert_eq!(struck["Write"], 10, "{struck:?}");
+    assert_eq!(struck["Fsync"], 10, "{struck:?}");
+    assert_eq!(struck["DirFsync"], 2, "{struck:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, s) = base_store(dir.path(), opts_sealed());
+    s.write(batch(&next_rows()), None).unwrap();
+    let compressed: Vec<(i32, bool)> = s
+        .snapshot()
+        .chunks()
+        .map(|c| {
+            let z = c.entry.flags & fastk::storage::format::FLAG_COMPRESSED != 0;
+            (c.entry.month - 648, z)
+        })
+        .collect();
+    assert_eq!(compressed, [(0, true), (1, true), (1, false), (2, true)]);
 }
 
 /// Every failure point of the commit of `next_rows` over `base_rows`, each checked;

@@ -120,6 +120,42 @@ fn logged_writes_are_visible_at_once_and_replayed_after_a_crash() {
     );
 }
 
+/// A close without `fold_on_close` (the server's default, `storage.fold_on_stop =
+/// false`) folds nothing: it finishes the queued writes, the durable log keeps the
+/// rows, and the next open replays them. With it, the close folds them and the next
+/// open replays nothing. Either way every acknowledged row and version is back.
+#[test]
+fn a_fast_close_leaves_the_rows_to_the_log_and_the_next_open() {
+    for fold_on_close in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = StoreOptions {
+            fold_on_close,
+            ..opts()
+        };
+        let store = Store::open(dir.path(), o.clone()).unwrap();
+        let (s, _) = store.register(meta("F")).unwrap();
+        for i in 0..50 {
+            store
+                .write(&s, one(JAN_2024 + i * MINUTE, i), None)
+                .unwrap();
+        }
+        let want = series_rows(&s);
+        drop(s);
+        drop(store);
+        let store = Store::open(dir.path(), o).unwrap();
+        let replayed = store.wal_recovery().records;
+        assert_eq!(replayed, if fold_on_close { 0 } else { 50 });
+        let s = store.get(&meta("F").key).unwrap();
+        assert_eq!(series_rows(&s), want);
+        assert_eq!(s.version(), 50);
+        assert_eq!(chunk_files(&s) > 0, fold_on_close);
+        assert_eq!(
+            store.wal_stats().unfolded_rows,
+            if fold_on_close { 0 } else { 50 }
+        );
+    }
+}
+
 #[test]
 fn a_torn_tail_is_cut_and_a_corrupt_middle_stops_the_open_until_repair() {
     let dir = tempfile::tempdir().unwrap();

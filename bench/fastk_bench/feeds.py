@@ -1551,8 +1551,9 @@ def series_100k(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P:
                  "how": (f"{n:,} kline 1h series of {hours:,} bars each (from 2023-01-01). Registration: "
                          f"POST /v1/kline/series/many (all series in one request). Load: many-series DoPut "
                          f"[\"kline\", \"*\", \"1h\"] of {SCALE_SLICE:,} series each (dictionary symbol column) "
-                         f"on {MANY_THREADS} client threads; then a clean stop (SIGTERM), which folds what the log "
-                         "still holds, timed. Restart: start, until /health answers 200, page cache warm. Latencies: one warm-up "
+                         f"on {MANY_THREADS} client threads; then a clean stop (SIGTERM), timed: it finishes the "
+                         "queued writes and leaves what the log still holds to the restart's replay "
+                         "(storage.fold_on_stop = false, the default). Restart: start, until /health answers 200, page cache warm. Latencies: one warm-up "
                          "call, then timed calls on one keep-alive connection (HTTP) or one Flight client; "
                          "cross section = DoGet {\"kind\": \"kline\", \"symbols\": \"*\", \"timeframe\": \"1h\", "
                          "\"latest\": 1} read into a pyarrow Table; as-of likewise with \"as_of\" at the last "
@@ -1597,7 +1598,8 @@ def _series_100k_run(binary, root: pathlib.Path, logs: pathlib.Path, tpl: dict, 
         assert rows == n * hours, f"{rows} rows acknowledged, expected {n * hours}"
         out["peak_rss_load_bytes"] = _vm(server.proc.pid, "VmHWM")
         # What the log still holds (rows below the fold thresholds wait up to
-        # storage.fold_age_s); a clean stop folds it, and is timed.
+        # storage.fold_age_s); a clean stop leaves it to the restart's replay
+        # (storage.fold_on_stop = false), and is timed.
         out["log_after_load"] = hc.json("GET", "/inventory?partitions=false&limit=1").get("log")
         log(f"  load {out['load_s']:.1f} s; peak RSS {(out['peak_rss_load_bytes'] or 0) / 1e9:.2f} GB; "
             f"log after the load: {out['log_after_load']}")
@@ -1606,12 +1608,13 @@ def _series_100k_run(binary, root: pathlib.Path, logs: pathlib.Path, tpl: dict, 
         hc.conn.close()
         t = time.perf_counter()
         server.proc.terminate()
-        server.proc.wait(900)  # a clean stop folds everything first: no kill after 15 s
+        server.proc.wait(900)  # with fold_on_stop = true a stop folds first: never killed
         out["stop_fold_s"] = time.perf_counter() - t
+        out["stop_folds"] = False
         os.sync()
         out["files"] = _files(root)
         out["du_bytes"] = du(root)
-        log(f"  clean stop (folds the log) {out['stop_fold_s']:.1f} s; on disk: {out['files']:,} files, "
+        log(f"  clean stop {out['stop_fold_s']:.1f} s; on disk: {out['files']:,} files, "
             f"{out['du_bytes'] / 1e9:.2f} GB")
         again = Restarted(binary, root, logs / "fastk-100k-restart.log")
         out["restart_s"] = again.ready_s

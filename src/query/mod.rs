@@ -957,6 +957,7 @@ impl Engine {
     pub fn metrics_text(&self) -> String {
         let health = self.health();
         let series = self.store.list();
+        let cache = self.store.options().map_cache.stats();
         let g = Gauges {
             store_bytes: health.store_bytes,
             store_rows: series.iter().map(|s| s.snapshot().rows()).sum(),
@@ -967,7 +968,7 @@ impl Engine {
                 _ => 2,
             },
             uptime_s: health.uptime_s,
-            maps: Some(self.store.options().map_cache.stats()),
+            maps: Some(cache.clone()),
             write_budget_used_bytes: self.write_budget.used_bytes(),
             write_budget_limit_bytes: self.write_budget.limit_bytes(),
             sql_memory_used_bytes: self.sql.memory_used() as u64,
@@ -987,7 +988,9 @@ impl Engine {
             wal: Some(self.store.wal_stats()),
             store_files: series.iter().map(|s| files_of(&s.snapshot())).sum(),
             store_raw_bytes: series.iter().map(|s| s.snapshot().raw_bytes()).sum(),
-            decompressed_bytes: self.store.options().map_cache.stats().decompressed_bytes as u64,
+            decompressed_bytes: cache.decompressed_bytes as u64,
+            decompressed_max_bytes: cache.decompressed_max_bytes as u64,
+            decompressed_released: (cache.released_images_total, cache.released_bytes_total),
             replica: health
                 .replica
                 .as_ref()
@@ -1093,12 +1096,7 @@ pub fn page_bounds<T>(
     start..end
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::storage::now_ms;
 
 /// `timeframe_ms` from the request, or implied by a standard timeframe name.
 pub fn resolve_timeframe_ms(timeframe: &str, given: Option<i64>) -> Result<i64> {

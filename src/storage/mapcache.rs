@@ -48,21 +48,44 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 type Key = (u64, FileKind);
 
-/// A small LRU map: entries by key, and keys by the tick of their last use.
+/// A small LRU map: entries by key, and keys by the tick of their last use, with the
+/// sum of a weight of its values kept as they come and go (the decompressed images'
+/// bytes: summing them on every insert cost a pass over every cached mapping).
 #[derive(Debug)]
 struct Lru<V> {
     tick: u64,
     map: HashMap<Key, (V, u64)>,
     order: BTreeMap<u64, Key>,
+    weigh: fn(&V) -> usize,
+    weight: usize,
 }
 
 impl<V: Clone> Lru<V> {
     fn new() -> Lru<V> {
+        Lru::weighed(|_| 0)
+    }
+
+    fn weighed(weigh: fn(&V) -> usize) -> Lru<V> {
         Lru {
             tick: 0,
             map: HashMap::new(),
             order: BTreeMap::new(),
+            weigh,
+            weight: 0,
         }
+    }
+
+    /// The sum of the weights of the values held.
+    fn weight(&self) -> usize {
+        debug_assert_eq!(
+            self.weight,
+            self.map
+                .values()
+                .map(|(v, _)| (self.weigh)(v))
+                .sum::<usize>(),
+            "the running weight is the sum of the values' weights"
+        );
+        self.weight
     }
 
     /// The value under `key`, marked most recently used.
@@ -79,7 +102,9 @@ impl<V: Clone> Lru<V> {
     /// Inserts `v` as most recently used (the caller checked the key is absent).
     fn insert(&mut self, key: Key, v: V) {
         self.tick += 1;
-        if let Some((_, t)) = self.map.insert(key, (v, self.tick)) {
+        self.weight += (self.weigh)(&v);
+        if let Some((old, t)) = self.map.insert(key, (v, self.tick)) {
+            self.weight -= (self.weigh)(&old);
             self.order.remove(&t);
         }
         self.order.insert(self.tick, key);
@@ -88,6 +113,7 @@ impl<V: Clone> Lru<V> {
     fn remove(&mut self, key: &Key) -> Option<V> {
         let (v, t) = self.map.remove(key)?;
         self.order.remove(&t);
+        self.weight -= (self.weigh)(&v);
         Some(v)
     }
 
@@ -117,6 +143,15 @@ enum Mapping {
 }
 
 impl Mapping {
+    /// Bytes of a decompressed image (the cache's budget counts those); 0 for a
+    /// mapping of a file.
+    fn image_bytes(&self) -> usize {
+        match self {
+            Mapping::Chunk(c) if c.file.is_memory() => c.file.len(),
+            _ => 0,
+        }
+    }
+
     /// True when only the cache holds the mapping, so dropping it unmaps the file. A
     /// chunk's `MappedFile` is also held by the Arrow buffers of batches built from it.
     /// Called under the cache's lock: new holders are only made from the cache, under
@@ -158,6 +193,10 @@ pub struct MapStats {
     /// Bytes of decompressed images of compressed chunks in the cache, and the budget.
     pub decompressed_bytes: usize,
     pub decompressed_max_bytes: usize,
+    /// Idle images dropped, and their bytes, because the host ran short of memory
+    /// ([`MapCache::release_decompressed`]).
+    pub released_images_total: u64,
+    pub released_bytes_total: u64,
     /// Mappings refused since the store opened (budget exhausted or kernel refusal).
     pub failures_total: u64,
     /// The last failure, if no mapping succeeded since and it is younger than
@@ -183,6 +222,8 @@ pub struct MapCache {
     zonemaps: Mutex<ZoneMaps>,
     next_id: AtomicU64,
     failures_total: AtomicU64,
+    released_images: AtomicU64,
+    released_bytes: AtomicU64,
     failing: AtomicBool,
     last_failure: Mutex<Option<(Instant, String)>>,
 }
@@ -232,13 +273,15 @@ impl MapCache {
             decompressed_max_bytes: decompressed_bytes,
             live: Arc::new(AtomicUsize::new(0)),
             peak: AtomicUsize::new(0),
-            maps: Mutex::new(Lru::new()),
+            maps: Mutex::new(Lru::weighed(Mapping::image_bytes)),
             zonemaps: Mutex::new(ZoneMaps {
                 lru: Lru::new(),
                 bytes: 0,
             }),
             next_id: AtomicU64::new(1),
             failures_total: AtomicU64::new(0),
+            released_images: AtomicU64::new(0),
+            released_bytes: AtomicU64::new(0),
             failing: AtomicBool::new(false),
             last_failure: Mutex::new(None),
         })
@@ -283,22 +326,38 @@ impl MapCache {
 
     /// Bytes of decompressed images in the cache.
     fn decompressed_bytes(maps: &Lru<Mapping>) -> usize {
-        maps.values()
-            .map(|m| match m {
-                Mapping::Chunk(c) if c.file.is_memory() => c.file.len(),
-                _ => 0,
-            })
-            .sum()
+        maps.weight()
     }
 
     /// Drops the least recently used idle images while they are over their budget
     /// (images held by reads in progress stay: dropping them would free nothing).
     fn trim_decompressed(&self) {
+        self.trim_decompressed_to(self.decompressed_max_bytes);
+    }
+
+    /// Drops every idle decompressed image (the host is short of memory: they are
+    /// process memory the kernel cannot reclaim); images held by reads in progress
+    /// stay. Returns the images and bytes dropped, counted in [`MapStats`].
+    pub fn release_decompressed(&self) -> (usize, usize) {
+        let (images, bytes) = self.trim_decompressed_to(0);
+        if images > 0 {
+            self.released_images
+                .fetch_add(images as u64, Ordering::Relaxed);
+            self.released_bytes
+                .fetch_add(bytes as u64, Ordering::Relaxed);
+        }
+        (images, bytes)
+    }
+
+    /// Drops the least recently used idle images until at most `budget` bytes of
+    /// images are cached or only images in use are left; returns what it dropped.
+    fn trim_decompressed_to(&self, budget: usize) -> (usize, usize) {
         let mut evicted = Vec::new();
+        let mut freed = 0;
         {
             let mut maps = lock(&self.maps);
             let mut bytes = Self::decompressed_bytes(&maps);
-            while bytes > self.decompressed_max_bytes {
+            while bytes > budget {
                 let victim = maps.pop_oldest_where(|m| {
                     m.idle() && matches!(m, Mapping::Chunk(c) if c.file.is_memory())
                 });
@@ -306,10 +365,13 @@ impl MapCache {
                     break;
                 };
                 bytes -= c.file.len();
+                freed += c.file.len();
                 evicted.push(c);
             }
         }
+        let images = evicted.len();
         drop(evicted);
+        (images, freed)
     }
 
     /// The verified value index of chunk `id`; an error is a reason to scan instead.
@@ -409,6 +471,8 @@ impl MapCache {
             zonemap_max_bytes: self.zonemap_max_bytes,
             decompressed_bytes,
             decompressed_max_bytes: self.decompressed_max_bytes,
+            released_images_total: self.released_images.load(Ordering::Relaxed),
+            released_bytes_total: self.released_bytes.load(Ordering::Relaxed),
             failures_total: self.failures_total.load(Ordering::Relaxed),
             recent_failure,
         }

@@ -27,6 +27,7 @@ pub mod mapcache;
 pub mod mmap;
 pub mod pack;
 mod packer;
+pub mod pressure;
 pub mod recover;
 pub mod series;
 pub mod sidecar;
@@ -89,6 +90,14 @@ pub struct StoreOptions {
     pub decompressed_cache_bytes: usize,
     /// Months that ended more than this long ago (ms) are compressed (`None`: never).
     pub compress_after_ms: Option<i64>,
+    /// Whether closing the store (`Drop`, not [`Store::abandon`]) folds the rows the log
+    /// holds in memory into chunk files first. Off, a close only finishes the queued
+    /// writes: the log is durable, and the next open replays it (a fast stop).
+    pub fold_on_close: bool,
+    /// Whether a commit that makes a sealed month its one chunk (a bulk load of
+    /// finished months, a fold, a rewrite) writes it compressed in the same pass
+    /// (`series::sealed`); off, only the compression pass compresses.
+    pub compress_on_write: bool,
     /// Sealed compressed months whose chunks are small are gathered into pack files
     /// of at most this many bytes (`storage::pack`; 0: never packed).
     pub pack_target_bytes: u64,
@@ -119,6 +128,8 @@ impl Default for StoreOptions {
             wal: wal::WalOptions::default(),
             decompressed_cache_bytes: mapcache::DEFAULT_DECOMPRESSED_CACHE_BYTES,
             compress_after_ms: None,
+            compress_on_write: true,
+            fold_on_close: true,
             pack_target_bytes: pack::DEFAULT_PACK_TARGET_BYTES,
             direct_write_min_bytes: DEFAULT_DIRECT_WRITE_MIN_BYTES,
             map_cache: mapcache::MapCache::new(
@@ -128,6 +139,13 @@ impl Default for StoreOptions {
             unfolded_bytes: Arc::default(),
         }
     }
+}
+
+/// Milliseconds since the Unix epoch, now (what decides which months are sealed).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Default of `storage.direct_write_min_bytes`: above a month of 1m bars (2.1 MB), so
@@ -876,14 +894,15 @@ fn create_dirs_noting(
 }
 
 impl Drop for Store {
-    /// Stops the committer (queued writes are finished first) and the fold, then folds
-    /// what is left in memory, so a clean restart has no log to replay.
+    /// Stops the committer (queued writes are finished first) and the fold, then, with
+    /// `fold_on_close`, folds what is left in memory, so a clean restart has no log to
+    /// replay; without, the durable log keeps those rows for the next open.
     fn drop(&mut self) {
         self.wal.stop();
         for t in self.threads.locked().drain(..) {
             let _ = t.join();
         }
-        if self.abandoned.load(Ordering::SeqCst) {
+        if self.abandoned.load(Ordering::SeqCst) || !self.opts.fold_on_close {
             return;
         }
         let r = fold_pass(&self.series, &self.wal, true);
@@ -1104,6 +1123,11 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
     let failed = AtomicU64::new(0);
     let fold_some = || {
         loop {
+            // A background pass of a stopping store ends here: what it has not
+            // folded is in the durable log, and a stop should not wait for it.
+            if !all && w.is_stopping() {
+                break;
+            }
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(s) = due.get(i) else { break };
             match s.fold() {
@@ -1127,7 +1151,7 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
         }
         fold_some();
     });
-    debug_assert!(next.load(Ordering::Relaxed) >= due.len());
+    debug_assert!(next.load(Ordering::Relaxed) >= due.len() || (!all && w.is_stopping()));
     let mut keep_from = committed + 1;
     for s in &list {
         if let Some(u) = s.snapshot().unfolded

@@ -33,7 +33,7 @@ use super::snapshot::Snapshot;
 use crate::record::MonthPartition;
 
 /// Bytes a chunk takes in a pack: its image and sidecars, each aligned.
-fn packed_size(e: &ChunkEntry) -> u64 {
+pub(super) fn packed_size(e: &ChunkEntry) -> u64 {
     [e.file_len, e.zonemap.len, e.vindex.len]
         .iter()
         .map(|&n| align_up(n as usize) as u64)

@@ -33,6 +33,8 @@ use super::format::{
 use super::fsio::{self, failpoints};
 use super::pack::{PackEntry, PackIndex, pack_file_name};
 use super::sidecar;
+
+mod sealed;
 use super::snapshot::Snapshot;
 use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
 
@@ -155,8 +157,8 @@ pub(super) struct MonthPlan<'a> {
     split: Vec<Vec<&'a [i64]>>,
     inserted: u64,
     replaced: u64,
-    /// Written compressed (a sealed month, see `storage::codec`).
-    compressed: bool,
+    /// Written compressed, and how hard (a sealed month, see `storage::codec`).
+    compressed: Option<super::codec::Effort>,
 }
 
 impl MonthPlan<'_> {
@@ -232,35 +234,50 @@ fn write_units(plans: usize, packs: &[WritePack]) -> Vec<WriteUnit> {
     units
 }
 
-/// One month's chunk as built for writing: its bytes (borrowing the plan's columns)
-/// and sidecars.
-struct BuiltChunk<'p> {
-    raw: ChunkParts<'p>,
-    /// The encoded header, header and body of the compressed form, when written so.
-    compressed: Option<([u8; CHUNK_HEADER_LEN], ChunkHeader, Vec<u8>)>,
-    sidecars: sidecar::Sidecars,
+/// One month's chunk as built for writing: a raw chunk's bytes (borrowing the plan's
+/// columns) and sidecars, or a sealed month compressed before the write was laid out
+/// ([`sealed::SealedChunk`]).
+enum BuiltChunk<'p> {
+    Raw {
+        // Boxed: the encoded header alone is 512 bytes, and a pack's months are
+        // built into one vector.
+        raw: Box<ChunkParts<'p>>,
+        sidecars: sidecar::Sidecars,
+    },
+    Sealed(&'p sealed::SealedChunk),
 }
 
 impl BuiltChunk<'_> {
     fn header(&self) -> &ChunkHeader {
-        self.compressed.as_ref().map_or(&self.raw.header, |c| &c.1)
+        match self {
+            BuiltChunk::Raw { raw, .. } => &raw.header,
+            BuiltChunk::Sealed(s) => &s.header,
+        }
+    }
+
+    fn sidecars(&self) -> &sidecar::Sidecars {
+        match self {
+            BuiltChunk::Raw { sidecars, .. } => sidecars,
+            BuiltChunk::Sealed(s) => &s.sidecars,
+        }
     }
 
     /// The chunk's bytes, in order.
     fn slices(&self) -> Vec<&[u8]> {
-        match &self.compressed {
-            Some((bytes, _, body)) => vec![&bytes[..], &body[..]],
-            None => self.raw.slices(),
+        match self {
+            BuiltChunk::Raw { raw, .. } => raw.slices(),
+            BuiltChunk::Sealed(s) => vec![&s.header_bytes[..], &s.body[..]],
         }
     }
 
     /// The manifest entry of the chunk, stored at `pack`.
     fn entry(&self, pack: super::format::PackLoc) -> ChunkEntry {
         let side = |b: &Option<Vec<u8>>| b.as_deref().map_or_else(SidecarRef::default, sidecar_ref);
+        let sidecars = self.sidecars();
         ChunkEntry::live(
             self.header(),
-            side(&self.sidecars.zonemap),
-            side(&self.sidecars.vindex),
+            side(&sidecars.zonemap),
+            side(&sidecars.vindex),
             pack,
         )
     }
@@ -273,6 +290,14 @@ fn sidecar_ref(bytes: &[u8]) -> SidecarRef {
         xxh3: xxhash_rust::xxh3::xxh3_64(bytes),
     }
 }
+
+/// What one commit lays out: its plans, the packs among them, and each plan's chunk
+/// when it was compressed before the layout.
+type Layout<'a, 'p> = (
+    &'a [MonthPlan<'p>],
+    &'a [WritePack],
+    &'a [Option<sealed::SealedChunk>],
+);
 
 /// Zeros for the padding between the aligned parts of a pack.
 static PAD: [u8; COLUMN_ALIGN] = [0; COLUMN_ALIGN];
@@ -522,7 +547,7 @@ impl Series {
                     cols: cols.iter().map(|&c| Cow::Borrowed(c)).collect(),
                     inserted: 0,
                     replaced: 0,
-                    compressed: false,
+                    compressed: None,
                 }
             } else if files >= self.opts.max_chunks_per_month {
                 self.merge_month(&base, *month, &cols, next_gen)?
@@ -535,7 +560,7 @@ impl Series {
                     cols: cols.iter().map(|&c| Cow::Borrowed(c)).collect(),
                     inserted: 0,
                     replaced: 0,
-                    compressed: false,
+                    compressed: None,
                 }
             };
             plans.push(plan);
@@ -904,7 +929,7 @@ impl Series {
                     split,
                     inserted: n as u64,
                     replaced: 0,
-                    compressed: false,
+                    compressed: None,
                 }
             } else {
                 // A rewrite of the month merges from one joined copy of the new rows.
@@ -983,7 +1008,7 @@ impl Series {
         let mut plans = Vec::with_capacity(months.len());
         for &month in &months {
             let mut plan = self.merge_month(&snap, month, &none, next_gen)?;
-            plan.compressed = true;
+            plan.compressed = Some(super::codec::Effort::Thorough);
             plans.push(plan);
             next_gen += 1;
         }
@@ -1135,7 +1160,7 @@ impl Series {
             cols: cols.into_iter().map(Cow::Owned).collect(),
             inserted: 0,
             replaced: 0,
-            compressed: false,
+            compressed: None,
         };
         Ok((plan, removed))
     }
@@ -1167,7 +1192,7 @@ impl Series {
                 cols: new.iter().map(|&c| Cow::Borrowed(c)).collect(),
                 inserted: n,
                 replaced: 0,
-                compressed: false,
+                compressed: None,
             });
         }
         self.merge_month(snap, month, new, generation)
@@ -1223,7 +1248,7 @@ impl Series {
             cols: cols.into_iter().map(Cow::Owned).collect(),
             inserted,
             replaced,
-            compressed: false,
+            compressed: None,
         })
     }
 
@@ -1261,15 +1286,18 @@ impl Series {
         next_gen: u64,
         bump: bool,
     ) -> Result<()> {
-        let packs = self.write_packs(&plans, next_gen);
+        let mut plans = plans;
+        self.seal_plans(&mut plans);
+        let version = if bump { snap.version + 1 } else { snap.version };
+        let write_chunks = u32::try_from(plans.len()).expect("a write touches < 2^32 months");
+        // Phase times, for the debug event at the end.
+        let started = std::time::Instant::now();
+        let sealed = sealed::prebuild(self, &plans, (version, snap.wal_lsn, write_chunks));
+        let packs = self.write_packs(&plans, &sealed, next_gen);
         let next_gen = next_gen + packs.len() as u64;
         assert_plans(snap, &plans, dropped, next_gen);
         assert_packs(&plans, &packs, next_gen);
-        let version = if bump { snap.version + 1 } else { snap.version };
-        let write_chunks = u32::try_from(plans.len()).expect("a write touches < 2^32 months");
-        let layout = (&plans[..], &packs[..]);
-        // Phase times, for the debug event at the end.
-        let started = std::time::Instant::now();
+        let layout = (&plans[..], &packs[..], &sealed[..]);
         let entries = match self.publish_chunks(layout, (version, snap.wal_lsn), write_chunks) {
             Ok(e) => e,
             Err(e) => {
@@ -1319,26 +1347,41 @@ impl Series {
     }
 
     /// Which runs of `plans` a commit writes as one pack file each (generations from
-    /// `next_gen` on, after every chunk's): consecutive raw months, greedily, while
-    /// the pack stays within `storage.pack_target_bytes` (0: never), at least two
-    /// months per pack. A bulk write of years thus creates a few files instead of one
-    /// per month (three for a scalar month, with its sidecars): on a filesystem that
-    /// has deleted many files, creating one costs up to half a millisecond. Compressed
-    /// plans (the sealed-month pass) stay files: the pack pass gathers those by its
-    /// own rules (`storage::packer`).
-    fn write_packs(&self, plans: &[MonthPlan], next_gen: u64) -> Vec<WritePack> {
+    /// `next_gen` on, after every chunk's): consecutive months, greedily, while the
+    /// pack stays within `storage.pack_target_bytes` (0: never), at least two months
+    /// per pack. A bulk write of years thus creates a few files instead of one per
+    /// month (three for a scalar month, with its sidecars): on a filesystem that has
+    /// deleted many files, creating one costs up to half a millisecond.
+    ///
+    /// Raw and compressed months go into separate packs. A raw month counts at the
+    /// most its chunk and sidecars can take. A compressed month (`sealed`, built
+    /// already) counts its exact size, so a run of sealed months is cut exactly where
+    /// the pack pass would cut it (`storage::packer`): a bulk load of finished months
+    /// leaves that pass nothing to rewrite.
+    fn write_packs(
+        &self,
+        plans: &[MonthPlan],
+        sealed: &[Option<sealed::SealedChunk>],
+        next_gen: u64,
+    ) -> Vec<WritePack> {
         let target = self.opts.pack_target_bytes;
         let mut out = Vec::new();
         if target == 0 || plans.len() < 2 {
             return out;
         }
         let ncols = self.meta.key.kind().ncols();
-        let size = |p: &MonthPlan| {
-            let rows = p.rows();
-            let chunk = CHUNK_HEADER_LEN as u64 + ncols as u64 * stride_of(rows as u64);
-            // Each of the three parts starts aligned: at most one alignment's padding
-            // after each.
-            chunk + sidecar::max_len(&self.meta, rows, &self.opts) + 3 * COLUMN_ALIGN as u64
+        let size = |i: usize| match &sealed[i] {
+            // The entry as a file of its own: what the pack pass sizes packs by.
+            Some(z) => super::packer::packed_size(
+                &BuiltChunk::Sealed(z).entry(super::format::PackLoc::NONE),
+            ),
+            None => {
+                let rows = plans[i].rows();
+                let chunk = CHUNK_HEADER_LEN as u64 + ncols as u64 * stride_of(rows as u64);
+                // Each of the three parts starts aligned: at most one alignment's
+                // padding after each.
+                chunk + sidecar::max_len(&self.meta, rows, &self.opts) + 3 * COLUMN_ALIGN as u64
+            }
         };
         let close = |run: std::ops::Range<usize>, out: &mut Vec<WritePack>| {
             if run.len() >= 2 {
@@ -1352,13 +1395,15 @@ impl Series {
         let fits = |count: usize, bytes: u64| PackIndex::data_start(count) + bytes <= target;
         let (mut start, mut bytes) = (0, 0u64);
         for (i, p) in plans.iter().enumerate() {
-            let n = size(p);
-            if p.compressed || !fits(1, n) {
+            let n = size(i);
+            if !fits(1, n) {
                 close(start..i, &mut out);
                 (start, bytes) = (i + 1, 0);
                 continue;
             }
-            if !fits(i - start + 1, bytes + n) {
+            let other_kind =
+                i > start && plans[i - 1].compressed.is_some() != p.compressed.is_some();
+            if other_kind || !fits(i - start + 1, bytes + n) {
                 close(start..i, &mut out);
                 (start, bytes) = (i, 0);
             }
@@ -1486,7 +1531,7 @@ impl Series {
     /// before this returns.
     fn publish_chunks(
         &self,
-        layout: (&[MonthPlan], &[WritePack]),
+        layout: Layout<'_, '_>,
         (version, wal_lsn): (u64, u64),
         write_chunks: u32,
     ) -> Result<Vec<ChunkEntry>> {
@@ -1521,7 +1566,7 @@ impl Series {
     /// that cannot be spawned only costs parallelism.
     fn publish_all(
         &self,
-        (plans, packs): (&[MonthPlan], &[WritePack]),
+        (plans, packs, sealed): Layout<'_, '_>,
         (version, wal_lsn): (u64, u64),
         write_chunks: u32,
         pool: &fsio::SyncPool<'_>,
@@ -1541,10 +1586,13 @@ impl Series {
                 }
                 let r = match units[i] {
                     WriteUnit::File(p) => self
-                        .publish_one(&plans[p], stamp, pool, &mut scratch)
+                        .publish_one(&plans[p], sealed[p].as_ref(), stamp, pool, &mut scratch)
                         .map(|e| vec![e]),
                     WriteUnit::Pack(k) => self.publish_pack(
-                        &plans[packs[k].plans.clone()],
+                        (
+                            &plans[packs[k].plans.clone()],
+                            &sealed[packs[k].plans.clone()],
+                        ),
                         &packs[k],
                         stamp,
                         pool,
@@ -1579,16 +1627,16 @@ impl Series {
         results.into_value().into_iter().map_while(|r| r).collect()
     }
 
-    /// One month's chunk (raw or compressed) and its sidecars, built from its plan.
-    fn build_chunk<'p>(
+    /// The header of `plan`'s chunk before its columns fill in rows, bounds, stride
+    /// and checksum ([`ChunkParts::new`]).
+    fn chunk_header(
         &self,
-        plan: &'p MonthPlan,
+        plan: &MonthPlan,
         (version, wal_lsn, write_chunks): (u64, u64, u32),
-        cols: &'p [&'p [i64]],
-    ) -> BuiltChunk<'p> {
-        let header = ChunkHeader {
+    ) -> ChunkHeader {
+        ChunkHeader {
             meta: Arc::clone(&self.meta),
-            ncols: cols.len(),
+            ncols: plan.ncols(),
             rows: 0,
             first_ts: 0,
             last_ts: 0,
@@ -1601,21 +1649,23 @@ impl Series {
             stride: 0,
             wal_lsn,
             body_len: 0,
-        };
-        let raw = ChunkParts::new(header, cols);
-        // A compressed chunk: the same header (rows, stride, ts bounds) flagged, with
-        // the compressed body's length and checksum, then that body.
-        let compressed = plan.compressed.then(|| {
-            let mut h = raw.header.clone();
-            let body = super::codec::compress(&h, cols);
-            h.flags |= FLAG_COMPRESSED;
-            h.body_len = body.len() as u64;
-            h.body_xxh3 = xxhash_rust::xxh3::xxh3_64(&body);
-            (h.encode(), h, body)
-        });
-        BuiltChunk {
-            raw,
-            compressed,
+        }
+    }
+
+    /// One raw month's chunk and its sidecars, built from its plan (a compressed
+    /// month was built before the write was laid out: [`sealed::prebuild`]).
+    fn build_chunk<'p>(
+        &self,
+        plan: &'p MonthPlan,
+        stamp: (u64, u64, u32),
+        cols: &'p [&'p [i64]],
+    ) -> BuiltChunk<'p> {
+        assert!(
+            plan.compressed.is_none(),
+            "a compressed month is built before the layout of its write"
+        );
+        BuiltChunk::Raw {
+            raw: Box::new(ChunkParts::new(self.chunk_header(plan, stamp), cols)),
             sidecars: sidecar::build(&self.meta, cols, &self.opts),
         }
     }
@@ -1625,13 +1675,20 @@ impl Series {
     fn publish_one(
         &self,
         plan: &MonthPlan,
+        sealed: Option<&sealed::SealedChunk>,
         stamp: (u64, u64, u32),
         pool: &fsio::SyncPool<'_>,
         scratch: &mut Scratch,
     ) -> Result<ChunkEntry> {
         scratch.resize_with(1, Vec::new);
-        let cols = plan.columns(&mut scratch[0]);
-        let built = self.build_chunk(plan, stamp, &cols);
+        let cols;
+        let built = match sealed {
+            Some(s) => BuiltChunk::Sealed(s),
+            None => {
+                cols = plan.columns(&mut scratch[0]);
+                self.build_chunk(plan, stamp, &cols)
+            }
+        };
         let write = |kind: FileKind, bytes: &[&[u8]]| -> Result<()> {
             let name = data_file_name(plan.month, plan.generation, kind);
             let direct = self.opts.direct_write_min_bytes;
@@ -1641,10 +1698,10 @@ impl Series {
             Ok(())
         };
         write(FileKind::Chunk, &built.slices())?;
-        if let Some(z) = &built.sidecars.zonemap {
+        if let Some(z) = &built.sidecars().zonemap {
             write(FileKind::ZoneMap, &[z])?;
         }
-        if let Some(v) = &built.sidecars.vindex {
+        if let Some(v) = &built.sidecars().vindex {
             write(FileKind::ValueIndex, &[v])?;
         }
         Ok(built.entry(super::format::PackLoc::NONE))
@@ -1656,22 +1713,34 @@ impl Series {
     /// queued on `pool` for its fsync. Returns the packed entries, in plan order.
     fn publish_pack(
         &self,
-        plans: &[MonthPlan],
+        (plans, sealed): (&[MonthPlan], &[Option<sealed::SealedChunk>]),
         pack: &WritePack,
         stamp: (u64, u64, u32),
         pool: &fsio::SyncPool<'_>,
         scratch: &mut Scratch,
     ) -> Result<Vec<ChunkEntry>> {
         scratch.resize_with(plans.len(), Vec::new);
+        // A sealed month's columns are not needed again: its bytes are built.
         let cols: Vec<Vec<&[i64]>> = plans
             .iter()
+            .zip(sealed)
             .zip(scratch.iter_mut())
-            .map(|(p, s)| p.columns(s))
+            .map(|((p, z), s)| {
+                if z.is_some() {
+                    Vec::new()
+                } else {
+                    p.columns(s)
+                }
+            })
             .collect();
         let built: Vec<BuiltChunk> = plans
             .iter()
+            .zip(sealed)
             .zip(&cols)
-            .map(|(p, c)| self.build_chunk(p, stamp, c))
+            .map(|((p, z), c)| match z {
+                Some(z) => BuiltChunk::Sealed(z),
+                None => self.build_chunk(p, stamp, c),
+            })
             .collect();
         let mut index = PackIndex {
             generation: pack.generation,
@@ -1708,10 +1777,10 @@ impl Series {
                 put_at(&mut runs, &mut at, run, to);
                 to += run.len() as u64;
             }
-            if let Some(zm) = &b.sidecars.zonemap {
+            if let Some(zm) = &b.sidecars().zonemap {
                 put_at(&mut runs, &mut at, zm, z);
             }
-            if let Some(vi) = &b.sidecars.vindex {
+            if let Some(vi) = &b.sidecars().vindex {
                 put_at(&mut runs, &mut at, vi, v);
             }
         }
@@ -1733,7 +1802,7 @@ impl Series {
     }
 
     /// Best-effort removal of files of a write that did not commit.
-    fn remove_unpublished(&self, (plans, packs): (&[MonthPlan], &[WritePack])) {
+    fn remove_unpublished(&self, (plans, packs, _): Layout<'_, '_>) {
         for p in plans {
             for kind in [FileKind::Chunk, FileKind::ZoneMap, FileKind::ValueIndex] {
                 let _ = std::fs::remove_file(self.dir.join(data_file_name(
@@ -2078,8 +2147,9 @@ fn assert_plans(snap: &Snapshot, plans: &[MonthPlan], dropped: &[i32], next_gen:
     }
 }
 
-/// The packs of a commit: ascending, disjoint runs of two or more raw plans, with
-/// generations past every plan's and below the new `next_generation`.
+/// The packs of a commit: ascending, disjoint runs of two or more plans, all raw or
+/// all compressed, with generations past every plan's and below the new
+/// `next_generation`.
 fn assert_packs(plans: &[MonthPlan], packs: &[WritePack], next_gen: u64) {
     let last_plan = plans.last().map_or(0, |p| p.generation);
     for (k, pack) in packs.iter().enumerate() {
@@ -2087,9 +2157,11 @@ fn assert_packs(plans: &[MonthPlan], packs: &[WritePack], next_gen: u64) {
             pack.plans.len() >= 2 && pack.plans.end <= plans.len(),
             "a pack holds two or more of the commit's plans"
         );
+        let run = &plans[pack.plans.clone()];
         assert!(
-            plans[pack.plans.clone()].iter().all(|p| !p.compressed),
-            "a write packs raw chunks only"
+            run.iter()
+                .all(|p| p.compressed.is_some() == run[0].compressed.is_some()),
+            "a pack of a write holds raw or compressed chunks, not both"
         );
         assert!(
             pack.generation > last_plan && pack.generation < next_gen,

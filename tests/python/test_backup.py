@@ -437,7 +437,9 @@ def test_backup_reads_manifest_format_1_and_2(start_server, tmp_path):
     for m in manifests:
         assert (dest / m.relative_to(root)).read_bytes() == m.read_bytes()
 
-    server = start_server("backup-v1-restored", {"FASTK__STORAGE__ROOT": str(dest)})
+    # The stop below folds the log, so a manifest is rewritten in format 2.
+    server = start_server("backup-v1-restored", {"FASTK__STORAGE__ROOT": str(dest),
+                                                 "FASTK__STORAGE__FOLD_ON_STOP": "true"})
     http = requests.Session()
     versions = {e["series"]: e["version"] for e in summary["series"]}
     meta = expect_ok(http.get(f"{server.http_url}/v1/kline/BTCUSDT/1h", timeout=30))

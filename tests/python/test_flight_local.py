@@ -35,8 +35,11 @@ TS = pa.timestamp("ms", tz="UTC")
 def local(start_server):
     sock_dir = tempfile.mkdtemp(prefix="fk")
     path = os.path.join(sock_dir, "flight.sock")
+    # Raw files, mapped by the client: sealed months would be written compressed
+    # (their images exist only in the server's memory; docs/flight.md "Local reads").
     srv = start_server("local", {"FASTK__FLIGHT__UNIX_SOCKET": path,
-                                 "FASTK__STORAGE__LOW_DISK_BYTES": "0"})
+                                 "FASTK__STORAGE__LOW_DISK_BYTES": "0",
+                                 "FASTK__STORAGE__COMPRESS_ON_WRITE": "false"})
     unix = fastk_local.connect(path)
     tcp = flight.connect(srv.flight_uri)
     yield srv, unix, tcp
