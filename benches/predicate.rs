@@ -93,6 +93,7 @@ fn main() {
                 return_values: Some(false),
                 limit: None,
                 strategy: Some(strategy),
+                snapshot: None,
             };
             let reps = if pct >= 10.0 { 3 } else { 7 };
             let d = median(

@@ -244,6 +244,7 @@ fn predicates_answer_like_a_scan(engine: &Engine) {
                     return_values: Some(false),
                     limit: None,
                     strategy: Some(strategy),
+                    snapshot: None,
                 };
                 let r = engine.query(&key, &req, usize::MAX).unwrap();
                 assert_eq!(r.timestamps, want, "{key} {p:?} {strategy:?}");

@@ -270,6 +270,7 @@ fn read_everything(f: &Fixture, round: usize) {
                 return_values: None,
                 limit: None,
                 strategy: Some(strategy),
+                snapshot: None,
             };
             let r = e.query(&f.scalar, &req, usize::MAX).unwrap();
             assert_eq!(r.timestamps, want, "round {round}: {p:?} with {strategy:?}");

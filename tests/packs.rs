@@ -277,6 +277,7 @@ fn predicates(e: &Engine) -> Vec<(Vec<i64>, u64)> {
                 return_values: Some(true),
                 limit: None,
                 strategy: Some(strategy),
+                snapshot: None,
             };
             let r = e.query(&scalar_key(), &req, usize::MAX).unwrap();
             out.push((r.timestamps, r.stats.sidecar_fallbacks));

@@ -216,6 +216,7 @@ fn verify(
             return_values: Some(true),
             limit: None,
             strategy: Some(strategy),
+            snapshot: None,
         };
         let r = e.query(key, &req, usize::MAX).unwrap();
         prop_assert_eq!(&r.timestamps, &want, "{:?} with {:?}", strategy, p);

@@ -334,6 +334,7 @@ fn sidecar_faults_fall_back_to_scan_and_are_repaired() {
         return_values: Some(true),
         limit: None,
         strategy: Some(strategy),
+        snapshot: None,
     };
     let scan = e.query(&key, &req(Strategy::Scan), 1_000_000).unwrap();
     assert!(!scan.timestamps.is_empty());

@@ -30,11 +30,15 @@ pub enum FlightAction {
     /// A co-located client's read plan (answered on the Unix socket only, by
     /// [`super::local`]).
     LocalRead,
+    /// Named snapshots (docs/research.md): create, list or show, delete.
+    SnapshotCreate,
+    SnapshotList,
+    SnapshotDelete,
     Admin(AdminAction),
 }
 
 /// Every action: its name and what it does (who may call it: [`FlightAction::access`]).
-pub const ACTIONS: [(&str, &str); 11] = [
+pub const ACTIONS: [(&str, &str); 14] = [
     (
         "health",
         "Server health as GET /health: {status, version, uptime_s, series, issues, ...}. Body: empty.",
@@ -58,6 +62,18 @@ pub const ACTIONS: [(&str, &str); 11] = [
     (
         "local-read",
         "Unix socket only: the plan of a zero-copy read of one series by a client on this host: the raw chunk files to map (paths, byte offsets, rows) and DoGet tickets for the rest, then the schema. Body: a single-series kline or scalar ticket (range, latest, columns).",
+    ),
+    (
+        "snapshot-create",
+        "Create a named snapshot, as POST /v1/snapshots: pins the current version of the series named (or of every series). Body: {name, series?: \"*\" | [{kind, symbol, timeframe, category?, name?}], note?}.",
+    ),
+    (
+        "snapshot-list",
+        "The snapshots, as GET /v1/snapshots; with {name} that snapshot and each series with its pinned version, as GET /v1/snapshots/{name}. Body: empty, or {name}.",
+    ),
+    (
+        "snapshot-delete",
+        "Delete a named snapshot, as DELETE /v1/snapshots/{name}. Body: {name}.",
     ),
     (
         "validate",
@@ -92,6 +108,9 @@ impl FlightAction {
             "coverage" => Ok(FlightAction::Coverage),
             "delete-range" => Ok(FlightAction::DeleteRange),
             "shard-map" => Ok(FlightAction::ShardMap),
+            "snapshot-create" => Ok(FlightAction::SnapshotCreate),
+            "snapshot-list" => Ok(FlightAction::SnapshotList),
+            "snapshot-delete" => Ok(FlightAction::SnapshotDelete),
             super::local::LOCAL_READ => Ok(FlightAction::LocalRead),
             _ => name.parse().map(FlightAction::Admin).map_err(|_| {
                 let names: Vec<&str> = ACTIONS.iter().map(|(n, _)| *n).collect();
@@ -112,6 +131,9 @@ impl FlightAction {
             FlightAction::DeleteRange => "delete-range",
             FlightAction::ShardMap => "shard-map",
             FlightAction::LocalRead => super::local::LOCAL_READ,
+            FlightAction::SnapshotCreate => "snapshot-create",
+            FlightAction::SnapshotList => "snapshot-list",
+            FlightAction::SnapshotDelete => "snapshot-delete",
             FlightAction::Admin(a) => a.as_str(),
         }
     }
@@ -123,9 +145,12 @@ impl FlightAction {
             FlightAction::Inventory
             | FlightAction::Coverage
             | FlightAction::ShardMap
-            | FlightAction::LocalRead => Access::Read,
+            | FlightAction::LocalRead
+            | FlightAction::SnapshotList => Access::Read,
             FlightAction::DeleteRange => Access::Write,
-            FlightAction::Admin(_) => Access::Admin,
+            FlightAction::SnapshotCreate
+            | FlightAction::SnapshotDelete
+            | FlightAction::Admin(_) => Access::Admin,
         }
     }
 }
@@ -230,6 +255,13 @@ struct DeleteRangeBody {
     expected_version: Option<u64>,
 }
 
+/// Body of `snapshot-list` (optional) and `snapshot-delete`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotName {
+    name: Option<String>,
+}
+
 /// Runs `action` (already authorized) and returns its JSON result body.
 pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Result<Bytes, Status> {
     let blank = body.iter().all(u8::is_ascii_whitespace);
@@ -315,6 +347,9 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
             .map_err(internal)??;
             serde_json::to_vec(&r).map_err(internal)?
         }
+        FlightAction::SnapshotCreate
+        | FlightAction::SnapshotList
+        | FlightAction::SnapshotDelete => snapshot_action(engine, action, body, blank).await?,
         FlightAction::Admin(admin) => {
             let req: AdminRequest = if blank {
                 AdminRequest::default()
@@ -332,6 +367,54 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
         }
     };
     Ok(Bytes::from(json))
+}
+
+/// The snapshot actions: create, list or show, delete.
+async fn snapshot_action(
+    engine: Arc<Engine>,
+    action: FlightAction,
+    body: &[u8],
+    blank: bool,
+) -> Result<Vec<u8>, Status> {
+    let name = action.as_str();
+    if action == FlightAction::SnapshotCreate {
+        let req: crate::query::snapshots::SnapshotCreate = serde_json::from_slice(body)
+            .map_err(|e| {
+                invalid(format!(
+                    "action \"snapshot-create\" takes JSON like {{\"name\": \"q3-2026\", \"series\": \"*\"}}: {e}"
+                ))
+            })?;
+        let info = tokio::task::spawn_blocking(move || engine.create_snapshot(&req))
+            .await
+            .map_err(internal)??;
+        return serde_json::to_vec(&info).map_err(internal);
+    }
+    let req: SnapshotName = if blank {
+        SnapshotName::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            invalid(format!(
+                "action {name:?} takes JSON like {{\"name\": \"q3-2026\"}}: {e}"
+            ))
+        })?
+    };
+    let delete = action == FlightAction::SnapshotDelete;
+    tokio::task::spawn_blocking(move || match (req.name, delete) {
+        (None, true) => Err(crate::error::Error::invalid(
+            "action \"snapshot-delete\" needs {\"name\": ...}",
+        )),
+        (Some(n), true) => engine
+            .delete_snapshot(&n)
+            .map(|()| serde_json::json!({"deleted": n})),
+        (Some(n), false) => engine
+            .snapshot_detail(&n)
+            .map(|d| serde_json::to_value(d).unwrap_or_default()),
+        (None, false) => Ok(serde_json::json!({"snapshots": engine.list_snapshots()})),
+    })
+    .await
+    .map_err(internal)?
+    .map(|v| serde_json::to_vec(&v))?
+    .map_err(internal)
 }
 
 #[cfg(test)]

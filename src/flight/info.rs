@@ -74,7 +74,7 @@ pub async fn flight_info(engine: Arc<Engine>, d: FlightDescriptor) -> Result<Fli
                 } else {
                     let mut n = 0;
                     for s in &plan.series {
-                        n += engine.count(&s.meta.key, spec.range, spec.latest)?;
+                        n += Engine::count_of(s, spec.range, spec.latest)?;
                     }
                     n as i64
                 };

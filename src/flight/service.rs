@@ -209,7 +209,11 @@ impl FlightSvc {
             | actions::FlightAction::LocalRead => {
                 auth::check_body_symbol(&self.engine, &p, &req.get_ref().body, action.as_str())?;
             }
-            actions::FlightAction::Inventory | actions::FlightAction::Admin(_) => {
+            actions::FlightAction::Inventory
+            | actions::FlightAction::SnapshotCreate
+            | actions::FlightAction::SnapshotList
+            | actions::FlightAction::SnapshotDelete
+            | actions::FlightAction::Admin(_) => {
                 auth::check_unlimited(
                     &self.engine,
                     &p,

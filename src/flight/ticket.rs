@@ -56,6 +56,8 @@ struct KlineTicket {
     price_format: Option<PriceFormatName>,
     #[serde(default)]
     resample: Option<Resample>,
+    #[serde(default)]
+    snapshot: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +88,8 @@ struct ScalarTicket {
     resample: Option<Resample>,
     #[serde(default)]
     agg: Option<Agg>,
+    #[serde(default)]
+    snapshot: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +172,7 @@ impl GetCommand {
                         price_format: t.price_format.unwrap_or_default().into(),
                         resample: t.resample,
                         agg: None,
+                        snapshot: t.snapshot,
                     })
                     .map_err(Status::from)?,
                     predicate: None,
@@ -202,6 +207,7 @@ impl GetCommand {
                         price_format: PriceFormat::Raw,
                         resample: t.resample,
                         agg: t.agg,
+                        snapshot: t.snapshot,
                     })
                     .map_err(Status::from)?,
                     predicate,

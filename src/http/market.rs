@@ -61,6 +61,7 @@ pub async fn kline_batch(
         price_format: PriceFormat::Raw,
         resample: req.resample,
         agg: None,
+        snapshot: req.snapshot,
     };
     batch(engine, sel, args, req.limit).await
 }
@@ -98,6 +99,7 @@ pub async fn scalar_batch(
         price_format: PriceFormat::Raw,
         resample: req.resample,
         agg: req.agg,
+        snapshot: req.snapshot,
     };
     batch(engine, sel, args, req.limit).await
 }
@@ -120,7 +122,7 @@ async fn batch(
     let per_series = page_limit(&engine.config.http, limit)?;
     let bytes = blocking(move || {
         let http = &engine.config.http;
-        let series = engine.select(&sel, http.max_batch_series)?;
+        let series = engine.select_at(&sel, http.max_batch_series, spec.snapshot.as_deref())?;
         let share = (http.max_limit / series.len().max(1)).max(1);
         if let Some(n) = spec.latest
             && n > share.min(http.max_latest)

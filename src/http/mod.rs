@@ -12,6 +12,7 @@
 //! - [`market`]: batch reads of many series, the aligned view, coverage and gaps.
 //! - [`many`]: writes of many series in one request (one all-or-nothing unit).
 //! - [`sql`]: `POST /v1/sql`, JSON or Arrow IPC answers.
+//! - [`snapshots`]: named snapshots: create, list, show, delete.
 //! - [`console`]: the web console at `/console`, static and embedded (docs/console.md).
 //! - [`json`]: read pages serialized straight from the mapped columns.
 //! - [`types`]: HTTP-only bodies and parameters.
@@ -39,6 +40,7 @@ pub mod scalar;
 pub mod schema;
 pub mod series;
 pub mod serve;
+pub mod snapshots;
 pub mod sql;
 pub mod system;
 pub mod types;
@@ -95,6 +97,8 @@ fn api_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(registries::put_dataset, registries::list_datasets))
         .routes(routes!(registries::put_feature, registries::list_features))
         .routes(routes!(registries::put_factor, registries::list_factors))
+        .routes(routes!(snapshots::create, snapshots::list))
+        .routes(routes!(snapshots::get, snapshots::delete))
 }
 
 /// The OpenAPI document of [`router`], complete.

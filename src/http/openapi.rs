@@ -38,6 +38,7 @@ use super::schema::ErrorCode;
         (name = "sql", description = "Read-only SQL over every series and the registry (docs/sql.md)."),
         (name = "admin", description = "Integrity checks and maintenance."),
         (name = "registry", description = "Dataset manifests, feature and factor definitions."),
+        (name = "snapshots", description = "Named snapshots: the series as they were, read again exactly (docs/research.md)."),
         (name = "system", description = "Health, inventory, metrics and this document."),
     ),
     components(schemas(ErrorBody, ErrorDetail, ErrorCode)),

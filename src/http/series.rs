@@ -79,10 +79,11 @@ pub async fn read(
                 agg: None,
             }),
             agg: p.agg,
+            snapshot: p.snapshot.clone(),
             ..ReadArgs::default()
         })?;
         let bytes = blocking(move || {
-            let series = engine.series(&key)?;
+            let series = engine.series_at(&key, spec.snapshot.as_deref())?;
             let (batches, next) = engine.read_page(&series, &spec, limit)?;
             json::batches_page(&batches, next).map_err(Error::internal)
         })
@@ -95,7 +96,7 @@ pub async fn read(
         ));
     }
     let bytes = blocking(move || {
-        let page = engine.read(&key, range, limit)?;
+        let page = engine.read_at(&key, p.snapshot.as_deref(), range, limit)?;
         json::page(&page).map_err(Error::internal)
     })
     .await?;
@@ -120,7 +121,7 @@ pub async fn latest(
     };
     let range = ts_range(p.start_ts, p.end_ts)?;
     let bytes = blocking(move || {
-        let page = engine.latest(&key, range, n)?;
+        let page = engine.latest_at(&key, p.snapshot.as_deref(), range, n)?;
         json::page(&page).map_err(Error::internal)
     })
     .await?;

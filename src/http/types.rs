@@ -70,6 +70,9 @@ pub struct ReadParams {
     /// With `resample`, scalar series only: `last` (default), `first`, `min`, `max`,
     /// `mean`, `sum` or `count`.
     pub agg: Option<Agg>,
+    /// Read the series as this snapshot holds it (docs/research.md).
+    #[param(example = "q3-2026")]
+    pub snapshot: Option<String>,
 }
 
 /// The range of a range delete: at least one bound.
@@ -134,6 +137,9 @@ pub struct KlineBatchRead {
     /// Kline columns to return (`ts` always comes first).
     #[serde(default)]
     pub columns: Option<Vec<String>>,
+    /// Read the series as this snapshot holds them (docs/research.md).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 /// A read of many scalar series (one category and name) in one request.
@@ -161,6 +167,9 @@ pub struct ScalarBatchRead {
     /// With `resample`: the aggregation (may also be given inside `resample`).
     #[serde(default)]
     pub agg: Option<Agg>,
+    /// Read the series as this snapshot holds them (docs/research.md).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 /// One series of a batch read.
@@ -206,6 +215,9 @@ pub struct LatestParams {
     /// Only records at or before this timestamp count.
     #[param(example = 1704153599999_i64)]
     pub end_ts: Option<i64>,
+    /// Read the series as this snapshot holds it (docs/research.md).
+    #[param(example = "q3-2026")]
+    pub snapshot: Option<String>,
 }
 
 /// Headers of a write, for the document; [`super::extract::IfMatch`] parses them.

@@ -7,6 +7,7 @@ pub mod local;
 pub mod many;
 pub mod market;
 pub mod predicate;
+pub mod snapshots;
 pub mod sql;
 pub mod stream;
 pub mod types;
@@ -617,7 +618,18 @@ impl Engine {
 
     /// Rows of `range`, at most `limit`, with the ts where the next page starts.
     pub fn read(&self, key: &SeriesKey, range: TsRange, limit: usize) -> Result<ReadPage> {
-        let series = self.series(key)?;
+        self.read_at(key, None, range, limit)
+    }
+
+    /// [`Engine::read`] of the series now (`at: None`) or as snapshot `at` holds it.
+    pub fn read_at(
+        &self,
+        key: &SeriesKey,
+        at: Option<&str>,
+        range: TsRange,
+        limit: usize,
+    ) -> Result<ReadPage> {
+        let series = self.series_at(key, at)?;
         let snap = series.snapshot();
         let mut slices = Vec::new();
         let mut rows = 0;
@@ -649,7 +661,18 @@ impl Engine {
 
     /// The last `n` rows of `range`, ascending.
     pub fn latest(&self, key: &SeriesKey, range: TsRange, n: usize) -> Result<ReadPage> {
-        let series = self.series(key)?;
+        self.latest_at(key, None, range, n)
+    }
+
+    /// [`Engine::latest`] of the series now or as snapshot `at` holds it.
+    pub fn latest_at(
+        &self,
+        key: &SeriesKey,
+        at: Option<&str>,
+        range: TsRange,
+        n: usize,
+    ) -> Result<ReadPage> {
+        let series = self.series_at(key, at)?;
         let slices = series.snapshot().latest(range, n)?;
         let rows = slices.iter().map(ChunkSlice::len).sum();
         self.count_read(&series, rows);
@@ -676,7 +699,12 @@ impl Engine {
 
     /// Exact row count of `range` (for FlightInfo `total_records`).
     pub fn count(&self, key: &SeriesKey, range: TsRange, latest: Option<usize>) -> Result<u64> {
-        let n = self.series(key)?.snapshot().count(range)?;
+        Engine::count_of(&*self.series(key)?, range, latest)
+    }
+
+    /// Exact row count of `range` of `series` (a live series or a snapshot's view).
+    pub fn count_of(series: &Series, range: TsRange, latest: Option<usize>) -> Result<u64> {
+        let n = series.snapshot().count(range)?;
         Ok(latest.map_or(n, |l| n.min(l as u64)))
     }
 
@@ -692,7 +720,7 @@ impl Engine {
         req: &QueryRequest,
         limit: usize,
     ) -> Result<QueryResponse> {
-        let series = self.series(key)?;
+        let series = self.series_at(key, req.snapshot.as_deref())?;
         if key.kind() != SeriesKind::Scalar {
             return Err(Error::invalid("predicate queries apply to scalar series"));
         }

@@ -70,6 +70,7 @@ impl ReadCommand {
                 columns: None,
                 price_format: PriceFormat::Raw,
                 resample: None,
+                snapshot: None,
             },
             predicate: None,
         }
@@ -117,9 +118,13 @@ impl ReadPlan {
     /// before the first byte.
     pub fn new(engine: &Engine, cmd: ReadCommand) -> Result<ReadPlan> {
         let series = match &cmd.target {
-            Target::One(key) => vec![engine.series(key)?],
+            Target::One(key) => vec![engine.series_at(key, cmd.spec.snapshot.as_deref())?],
             Target::Many(sel) => {
-                let all = engine.select(sel, engine.config.flight.max_series_per_ticket)?;
+                let all = engine.select_at(
+                    sel,
+                    engine.config.flight.max_series_per_ticket,
+                    cmd.spec.snapshot.as_deref(),
+                )?;
                 if all.is_empty() {
                     let placeholder = placeholder_meta(sel)?;
                     let one = cmd.schema(&placeholder)?;

@@ -294,6 +294,9 @@ pub struct QueryRequest {
     pub limit: Option<usize>,
     #[serde(default)]
     pub strategy: Option<Strategy>,
+    /// Read the series as this snapshot holds it (docs/research.md).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 /// How much work a predicate query did.

@@ -577,6 +577,12 @@ impl ChunkRef {
         })
     }
 
+    /// The store is closing while a named snapshot still needs this chunk: its files
+    /// stay when the handle goes (a pack's handle pins it), as a live chunk's do.
+    pub fn keep_files(&self) {
+        self.obsolete.store(false, Ordering::Release);
+    }
+
     /// The chunk was superseded: its files go when the last reader lets go of it.
     pub fn mark_obsolete(&self) {
         assert!(

@@ -338,7 +338,7 @@ impl Store {
         fsio::create_dir_durable(&parent).map_err(|e| StorageError::io(rel.clone(), e))?;
         fsio::rename(staging, &dir).map_err(|e| StorageError::io(rel.clone(), e))?;
         fsio::fsync_dir(&parent).map_err(|e| StorageError::io(rel.clone(), e))?;
-        let (series, _notes) = recover::open_series(dir, rel, &self.opts)?;
+        let (series, _notes) = recover::open_series(dir, rel, &self.opts, None)?;
         let mut map = self.series.write_now();
         map.insert(key.clone(), Arc::new(series));
         Ok(())

@@ -25,6 +25,7 @@ pub mod locate;
 pub mod maintain;
 pub mod mapcache;
 pub mod mmap;
+pub mod named;
 pub mod pack;
 mod packer;
 pub mod pressure;
@@ -216,6 +217,8 @@ pub struct Store {
     abandoned: std::sync::atomic::AtomicBool,
     /// Series directories that could not be opened (relative path, reason).
     unopenable: Vec<(String, String)>,
+    /// The named snapshots (`named`).
+    named: named::Named,
 }
 
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -327,7 +330,11 @@ impl Store {
         }
         let mut recovery = Vec::new();
         let mut unopenable = Vec::new();
-        let map = load_all(&root, &opts, &mut recovery, &mut unopenable)?;
+        let (named, decoded, pins) = named::Named::open(&root)?;
+        let map = load_all(&root, &opts, &pins, &mut recovery, &mut unopenable)?;
+        // Before the replay: the states snapshots pin share the handles of the chunks
+        // the manifests list, before any replayed write can supersede them.
+        named.attach(decoded, |k| map.get(k).cloned());
         let (wal, wal_recovery) = replay(&root, &opts, &map)?;
         let store = Store {
             root,
@@ -340,6 +347,7 @@ impl Store {
             wal: Arc::new(wal),
             threads: std::sync::Mutex::new(Vec::new()),
             abandoned: std::sync::atomic::AtomicBool::new(false),
+            named,
         };
         store.start_threads()?;
         Ok(store)
@@ -841,6 +849,13 @@ impl Store {
     /// map is not locked while waiting for a write in flight.
     pub fn delete(&self, key: &SeriesKey) -> Result<()> {
         let series = self.get(key)?;
+        // No snapshot may take the series while it goes (creates hold this too).
+        let _snapshots = self.named.change.locked();
+        if let Some(name) = self.named.holder(key) {
+            return Err(StorageError::Conflict(format!(
+                "series {key} is held by snapshot {name}: delete the snapshot first"
+            )));
+        }
         let guard = series.lock_live()?;
         let trash = self.root.join("trash");
         fsio::create_dir_durable(&trash).map_err(|e| StorageError::io("trash", e))?;
@@ -902,22 +917,25 @@ impl Drop for Store {
         for t in self.threads.locked().drain(..) {
             let _ = t.join();
         }
-        if self.abandoned.load(Ordering::SeqCst) || !self.opts.fold_on_close {
-            return;
+        if !self.abandoned.load(Ordering::SeqCst) && self.opts.fold_on_close {
+            let r = fold_pass(&self.series, &self.wal, true);
+            if r.failed > 0 {
+                tracing::warn!(
+                    failed = r.failed,
+                    "some series could not be folded at close; the log keeps their rows"
+                );
+            }
         }
-        let r = fold_pass(&self.series, &self.wal, true);
-        if r.failed > 0 {
-            tracing::warn!(
-                failed = r.failed,
-                "some series could not be folded at close; the log keeps their rows"
-            );
-        }
+        // Last: the files only snapshots read stay for the next open, which pins them
+        // again (their handles would unlink them as they go).
+        self.named.close();
     }
 }
 
 fn load_all(
     root: &Path,
     opts: &StoreOptions,
+    pins: &named::Pins,
     recovery: &mut Vec<RecoveryNotes>,
     unopenable: &mut Vec<(String, String)>,
 ) -> Result<SeriesMap> {
@@ -939,11 +957,13 @@ fn load_all(
             let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
             let outcome = match SeriesKey::from_parts(&refs) {
                 Err(e) => Err((rel, e)),
-                Ok(key) => match recover::open_series(dir.clone(), rel.clone(), opts) {
-                    Ok((series, notes)) if series.meta.key == key => Ok((key, series, notes)),
-                    Ok(_) => Err((rel, "manifest names a different series".into())),
-                    Err(e) => Err((rel, e.to_string())),
-                },
+                Ok(key) => {
+                    match recover::open_series(dir.clone(), rel.clone(), opts, pins.get(&rel)) {
+                        Ok((series, notes)) if series.meta.key == key => Ok((key, series, notes)),
+                        Ok(_) => Err((rel, "manifest names a different series".into())),
+                        Err(e) => Err((rel, e.to_string())),
+                    }
+                }
             };
             done.push((i, outcome));
         }

@@ -55,6 +55,7 @@ pub(crate) fn open_series(
     dir: PathBuf,
     rel: String,
     opts: &StoreOptions,
+    pinned: Option<&super::named::Pinned>,
 ) -> Result<(Series, RecoveryNotes)> {
     let mut notes = RecoveryNotes {
         series: rel.clone(),
@@ -74,7 +75,8 @@ pub(crate) fn open_series(
             m
         }
     };
-    sweep(&dir, &rel, &manifest, &mut notes).map_err(|e| StorageError::io(rel.clone(), e))?;
+    sweep(&dir, &rel, &manifest, pinned, &mut notes)
+        .map_err(|e| StorageError::io(rel.clone(), e))?;
     let series = series_from_manifest(dir, rel, opts, manifest);
     Ok((series, notes))
 }
@@ -126,9 +128,17 @@ pub fn read_manifest(dir: &Path, rel: &str) -> Result<Manifest, String> {
     Manifest::decode(&bytes).map_err(|e| format!("{rel}/{MANIFEST_NAME}: {e}"))
 }
 
-/// Removes temp files and the files the manifest proves are garbage; reports the ones
-/// it cannot place.
-fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std::io::Result<()> {
+/// Removes temp files and the files the manifest proves are garbage, but those a
+/// snapshot still needs (`pinned`); reports the ones it cannot place.
+fn sweep(
+    dir: &Path,
+    rel: &str,
+    m: &Manifest,
+    pinned: Option<&super::named::Pinned>,
+    notes: &mut RecoveryNotes,
+) -> std::io::Result<()> {
+    let pinned_file = |month: i32, g: u64| pinned.is_some_and(|p| p.files.contains(&(month, g)));
+    let pinned_pack = |g: u64| pinned.is_some_and(|p| p.packs.contains(&g));
     // A packed entry names its pack, not a chunk file.
     let files = |state: u8| -> HashSet<(i32, u64)> {
         m.entries
@@ -161,7 +171,7 @@ fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std:
             // A pack no live entry references is garbage whatever its generation: an
             // uncommitted pack (at or past next_generation) or one whose chunks were
             // all superseded.
-            if !live_packs.contains(&g) {
+            if !live_packs.contains(&g) && !pinned_pack(g) {
                 fs::remove_file(entry.path())?;
                 if g >= m.next_generation {
                     notes.uncommitted_removed += 1;
@@ -178,6 +188,7 @@ fn sweep(dir: &Path, rel: &str, m: &Manifest, notes: &mut RecoveryNotes) -> std:
                 notes.uncommitted_removed += 1;
                 removed_any = true;
             }
+            Some((month, g, _)) if pinned_file(month, g) => {}
             Some((month, g, _)) if obsolete.contains(&(month, g)) => {
                 fs::remove_file(entry.path())?;
                 notes.obsolete_removed += 1;

@@ -368,6 +368,40 @@ impl Series {
         series
     }
 
+    /// A read-only view of this series at `state` (a named snapshot's): every read
+    /// through it answers exactly `state`. It refuses writes (it counts as deleted:
+    /// writes find their series through the store, never through a view) and moves
+    /// no store-wide count.
+    pub(crate) fn view(&self, state: Arc<Snapshot>) -> Series {
+        let mut opts = self.opts.clone();
+        opts.unfolded_bytes = Arc::default();
+        let on_disk = super::format::Manifest {
+            meta: (*self.meta).clone(),
+            version: state.version,
+            next_generation: state.next_generation,
+            retention_ms: state.retention_ms,
+            irregular: state.irregular,
+            wal_lsn: state.wal_lsn,
+            entries: Vec::new(),
+        };
+        let series = Series {
+            meta: Arc::clone(&self.meta),
+            dir: Arc::clone(&self.dir),
+            rel_dir: Arc::clone(&self.rel_dir),
+            opts,
+            write_lock: Mutex::new(()),
+            deleted: AtomicBool::new(true),
+            incarnation: Arc::clone(&self.incarnation),
+            born: self.born,
+            on_disk: Mutex::new(on_disk),
+            current: RwLock::new(state),
+            packs: Mutex::new(Default::default()),
+            merge_phase: self.merge_phase,
+        };
+        series.account_unfolded(unfolded_bytes(&series.snapshot()), 0);
+        series
+    }
+
     /// Swaps in the series' next state: the one place that does, so the store-wide
     /// count of bytes waiting in memory (`StoreOptions::unfolded_bytes`) moves by
     /// exactly what this series' state changed.

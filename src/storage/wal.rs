@@ -43,7 +43,7 @@
 //! is corruption in the middle: the open fails with a clear error, and
 //! `fastk admin repair` cuts the log there, reporting what it dropped.
 
-use crate::sync::{CondvarExt, LockExt};
+use crate::sync::{CondvarExt, LockExt, RwLockExt};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -840,6 +840,10 @@ pub struct Wal {
     /// holds new writes until the fold has caught up ([`Wal::over_limits`]), so a
     /// sustained many-series load cannot grow memory and the log without bound.
     unfolded: Arc<UnfoldedBytes>,
+    /// Held (read) while a group's states are installed, and (write) while a named
+    /// snapshot takes its states (`named`): a snapshot never holds part of a
+    /// many-series write.
+    pub(super) gate: std::sync::RwLock<()>,
 }
 
 impl std::fmt::Debug for Wal {
@@ -898,6 +902,7 @@ impl Wal {
             poisoned: Mutex::new(None),
             fold_wake: (Mutex::new(false), Condvar::new()),
             unfolded,
+            gate: std::sync::RwLock::new(()),
         })
     }
 
@@ -1291,6 +1296,7 @@ impl Wal {
         let mut replaced = Vec::new();
         match synced {
             Ok(()) => {
+                let _gate = self.gate.read_now();
                 for (i, s) in all.iter().enumerate() {
                     if changed[i]
                         && let (Some(g), Some(state)) = (&guards[i], &states[i])

@@ -1154,6 +1154,9 @@ def _http_scope(method: str, path: str, op: dict) -> str | None:
         return None
     if path.startswith("/v1/admin/"):
         return "admin"
+    # Snapshots are created and deleted with the admin scope, listed with read.
+    if path.startswith("/v1/snapshots") and method in ("post", "delete"):
+        return "admin"
     if method == "get":
         return "read"
     if method == "post" and path in READ_POSTS:
@@ -1259,6 +1262,9 @@ FLIGHT_ACTION_SCOPES: dict[str, str | None] = {
     "CreatePreparedStatement": "read",  # Flight SQL
     "ClosePreparedStatement": "read",  # Flight SQL
     "delete-range": "write",
+    "snapshot-list": "read",
+    "snapshot-create": "admin",
+    "snapshot-delete": "admin",
     "validate": "admin",
     "scrub": "admin",
     "repair": "admin",

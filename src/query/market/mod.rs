@@ -40,6 +40,8 @@ pub struct ReadSpec {
     pub price_format: PriceFormat,
     /// The resample and the scalar aggregation given next to it.
     pub resample: Option<(Resample, Option<Agg>)>,
+    /// Read the series as this snapshot holds them (`None`: now).
+    pub snapshot: Option<String>,
 }
 
 /// The parts of a read request both front ends share, before validation.
@@ -53,6 +55,7 @@ pub struct ReadArgs {
     pub price_format: PriceFormat,
     pub resample: Option<Resample>,
     pub agg: Option<Agg>,
+    pub snapshot: Option<String>,
 }
 
 impl ReadSpec {
@@ -107,6 +110,7 @@ impl ReadSpec {
             columns: a.columns,
             price_format: a.price_format,
             resample: a.resample.map(|r| (r, a.agg)),
+            snapshot: a.snapshot,
         })
     }
 
@@ -158,6 +162,17 @@ impl Engine {
     /// exist; `"*"` is every series of the timeframe (and category and name). At most
     /// `max` series; scalar series must share one value type.
     pub fn select(&self, sel: &Selection, max: usize) -> Result<Vec<Arc<Series>>> {
+        self.select_at(sel, max, None)
+    }
+
+    /// [`Engine::select`] of the series now (`at: None`) or as snapshot `at` holds
+    /// them (`"*"`: every series of the selection the snapshot holds).
+    pub fn select_at(
+        &self,
+        sel: &Selection,
+        max: usize,
+        at: Option<&str>,
+    ) -> Result<Vec<Arc<Series>>> {
         let mut out = match &sel.symbols {
             Symbols::List(list) => {
                 if list.is_empty() {
@@ -178,9 +193,18 @@ impl Engine {
                 }
                 let mut out = Vec::with_capacity(sorted.len());
                 for s in sorted {
-                    out.push(self.series(&sel.key(s)?)?);
+                    out.push(self.series_at(&sel.key(s)?, at)?);
                 }
                 out
+            }
+            Symbols::All(star) if star == "*" && at.is_some() => {
+                Name::parse("timeframe", &sel.timeframe)?;
+                let mut all = self.snapshot_selection(at.unwrap_or_default(), sel)?;
+                if all.len() > max {
+                    return Err(too_many(all.len(), max));
+                }
+                all.sort_by(|a, b| a.meta.key.symbol().cmp(b.meta.key.symbol()));
+                all
             }
             Symbols::All(star) if star == "*" => {
                 Name::parse("timeframe", &sel.timeframe)?;
