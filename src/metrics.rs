@@ -25,6 +25,8 @@ struct Histogram {
 #[derive(Debug, Clone, Default)]
 pub struct Gauges {
     pub store_bytes: u64,
+    /// Named snapshots, and the bytes of chunk files only they keep (docs/research.md).
+    pub snapshots: (u64, u64),
     pub store_rows: u64,
     pub series: u64,
     /// 0 ok, 1 degraded, 2 failing.
@@ -339,6 +341,18 @@ impl Metrics {
             "fastk_store_raw_bytes",
             "What fastk_store_bytes would be with every chunk uncompressed.",
             g.store_raw_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_snapshots",
+            "Named snapshots (docs/research.md).",
+            g.snapshots.0 as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_snapshot_only_bytes",
+            "Bytes of chunk files and sidecars only named snapshots keep (no series serves them now).",
+            g.snapshots.1 as i64,
         );
         gauge(
             &mut out,

@@ -749,6 +749,7 @@ proptest! {
             tolerance_ms: if asof { tolerance } else { None },
             price_format: None,
             limit: None,
+            snapshot: None,
         };
         let plan = e.aligned(&key, &body).unwrap();
         let names: Vec<String> = plan.schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -805,6 +806,7 @@ fn aligned_view_refuses_bad_requests() {
         tolerance_ms,
         price_format: None,
         limit: None,
+        snapshot: None,
     };
     for (b, kind, says) in [
         (
@@ -951,6 +953,7 @@ proptest! {
             calendar: Some(name.into()),
             complete_n: Some(complete_n),
             max_gaps: Some(max_gaps),
+            snapshot: None,
         };
         let lo = start.unwrap_or(first);
         let hi = end.unwrap_or(*all.iter().next_back().unwrap());

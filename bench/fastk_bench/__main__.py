@@ -62,7 +62,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from . import checks, compression, dataset, feeds, market, procs, report, shards, systems, timing, tls, workloads
+from . import (checks, compression, dataset, feeds, market, procs, report, shards, snapshots, systems, timing, tls,
+               workloads)
 from .workloads import log
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -306,7 +307,7 @@ class _Done(Exception):
 
 
 ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", "ingest", *feeds.WORKLOADS, *compression.WORKLOADS,
-                  *shards.WORKLOADS, *tls.WORKLOADS)
+                  *shards.WORKLOADS, *tls.WORKLOADS, *snapshots.WORKLOADS)
 
 
 def parse_only(text: str) -> set[str]:
@@ -363,6 +364,10 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
             # One store of its own, served plain and with TLS in turn (tls.py).
             results["tls"] = market.guarded("tls", lambda: tls.run(
                 results, P, binary=args.fastk_bin, work=work / "tls", logs=logs, spec=spec))
+        if "snapshots" in which:
+            # Stores of its own: FastK and ArcticDB (snapshots.py).
+            results["snapshots"] = market.guarded("snapshots", lambda: snapshots.run(
+                results, P, binary=args.fastk_bin, work=work / "snapshots", logs=logs))
         if "ingest" in which:
             results["ingest"] = market.guarded("ingest", lambda: ingest_only(
                 args, P, results, skip, fastk_version, work / "ingest", logs))
@@ -456,6 +461,7 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     names += [w for w in compression.WORKLOADS if w in which]
     names += [w for w in shards.WORKLOADS if w in which]
     names += [w for w in tls.WORKLOADS if w in which]
+    names += [w for w in snapshots.WORKLOADS if w in which]
     if feeds_which:
         names += ["versions"]
     (args.out / "tables-only.md").write_text(report.all_tables(results, names))
@@ -509,6 +515,7 @@ def main() -> int:
         **feeds.params(q),
         **shards.params(q),
         **tls.params(q),
+        **snapshots.params(q),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     charts_dir = args.charts or args.out
@@ -711,7 +718,7 @@ def main() -> int:
 
 def groups(args, P: dict, results: dict, work: pathlib.Path, logs: pathlib.Path, spec: dataset.Spec) -> None:
     """The full run's self-contained groups, each on stores of its own, in the order
-    of `--only`: compression, shards, tls, then the feed workloads (feeds.py). Each
+    of `--only`: compression, shards, tls, snapshots, then the feed workloads (feeds.py). Each
     is guarded: a group that fails is recorded with its error under its key (and the
     group's wall time under `group_wall_s`), and the next one runs."""
     q = args.quick
@@ -727,6 +734,8 @@ def groups(args, P: dict, results: dict, work: pathlib.Path, logs: pathlib.Path,
                                                  logs=logs, quick=q, spec=spec))
     timed("shards", lambda: shards.run(results, P, binary=args.fastk_bin, work=work / "shards", logs=logs))
     timed("tls", lambda: tls.run(results, P, binary=args.fastk_bin, work=work / "tls", logs=logs, spec=spec))
+    timed("snapshots", lambda: snapshots.run(results, P, binary=args.fastk_bin, work=work / "snapshots",
+                                             logs=logs))
     results.setdefault("versions", {}).update(feeds.versions())
     t = time.time()
     try:

@@ -1091,6 +1091,36 @@ def t_tls(r: dict) -> str:
     return out + errors_note(sysd)
 
 
+def t_snapshots(r: dict) -> str:
+    """The `snapshots` workload (snapshots.py): what a snapshot keeps after a year of
+    corrections, and a read through it against the live read, FastK and ArcticDB."""
+    d = r["snapshots"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    rows = []
+    fk, ac = d.get("FastK"), d.get("ArcticDB")
+    if fk:
+        kept = fk["snapshot_only_bytes"]
+        rows.append(["FastK", fk["live_bytes"], kept, kept / fk["live_bytes"] if fk["live_bytes"] else None,
+                     fk["create_ms"], fk["rewrite_s"], fk["read_ms"]["live"], fk["read_ms"]["snapshot"],
+                     fk["read_ms"]["snapshot"] / fk["read_ms"]["live"]])
+    if ac:
+        kept = ac["disk_after"] - ac["disk_before"]
+        rows.append(["ArcticDB " + ac.get("version", ""), ac["disk_before"], kept,
+                     kept / ac["disk_before"] if ac["disk_before"] else None, ac["create_ms"], ac["rewrite_s"],
+                     ac["read_ms"]["live"], ac["read_ms"]["snapshot"],
+                     ac["read_ms"]["snapshot"] / ac["read_ms"]["live"]])
+    out = table(["system", "live bytes", "bytes kept for the snapshot", "kept / live", "snapshot ms",
+                 "corrections s", "live read ms", "snapshot read ms", "snapshot / live read"], rows)
+    if fk and ac:
+        out += (f"\n\nFastK's snapshot read against ArcticDB's: "
+                f"{ac['read_ms']['snapshot'] / fk['read_ms']['snapshot']:.2f}x faster; bytes kept: "
+                f"{(ac['disk_after'] - ac['disk_before']) / max(fk['snapshot_only_bytes'], 1):.2f}x fewer.")
+    out += "\n\nHow: " + d.get("how", "")
+    out += f"\n\nChecked: {d.get('checked', 0)} answers (row count and sums of ts, open, close, volume)."
+    return out
+
+
 SECTIONS = {
     "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
@@ -1100,7 +1130,7 @@ SECTIONS = {
     "market_resample": t_market_resample, "market_asof": t_market_asof, "market_coverage": t_market_coverage,
     "colocated": t_colocated,
     "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series, "series_100k": t_series_100k, "shards": t_shards,
-    "compression": t_compression, "tls": t_tls,
+    "compression": t_compression, "tls": t_tls, "snapshots": t_snapshots,
 }
 
 

@@ -192,6 +192,8 @@ struct CoverageBody {
     complete_n: Option<u64>,
     #[serde(default)]
     max_gaps: Option<usize>,
+    #[serde(default)]
+    snapshot: Option<String>,
 }
 
 impl CoverageBody {
@@ -210,6 +212,7 @@ impl CoverageBody {
             calendar: self.calendar,
             complete_n: self.complete_n,
             max_gaps: self.max_gaps,
+            snapshot: self.snapshot,
         };
         Ok((key, req))
     }

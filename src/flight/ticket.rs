@@ -108,6 +108,8 @@ struct AlignedTicket {
     tolerance_ms: Option<i64>,
     #[serde(default)]
     price_format: Option<PriceFormatName>,
+    #[serde(default)]
+    snapshot: Option<String>,
 }
 
 /// Any DoGet command of the JSON grammar.
@@ -224,6 +226,7 @@ impl GetCommand {
                         tolerance_ms: t.tolerance_ms,
                         price_format: t.price_format,
                         limit: None,
+                        snapshot: t.snapshot,
                     },
                 });
             }

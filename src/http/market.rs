@@ -246,6 +246,7 @@ async fn coverage(
         calendar: q.calendar,
         complete_n: q.complete_n,
         max_gaps: q.max_gaps,
+        snapshot: q.snapshot,
     };
     blocking(move || engine.coverage(&key, &req))
         .await

@@ -109,6 +109,9 @@ pub struct CoverageParams {
     /// Gaps listed at most (default 1000, at most 100000); `gap_count` has them all.
     #[param(minimum = 0, maximum = 100000, example = 1000)]
     pub max_gaps: Option<usize>,
+    /// Count the bars of the series as this snapshot holds it (docs/research.md).
+    #[param(example = "q3-2026")]
+    pub snapshot: Option<String>,
 }
 
 /// A read of many kline series in one request.

@@ -969,6 +969,8 @@ impl Engine {
             },
             total_files,
             total_raw_bytes,
+            snapshots: self.store.snapshots().len() as u64,
+            snapshot_only_bytes: self.store.snapshot_only_bytes(),
             series: page
                 .iter()
                 .map(|(_, s)| series_info(s, with_partitions))
@@ -988,6 +990,10 @@ impl Engine {
         let cache = self.store.options().map_cache.stats();
         let g = Gauges {
             store_bytes: health.store_bytes,
+            snapshots: (
+                self.store.snapshots().len() as u64,
+                self.store.snapshot_only_bytes(),
+            ),
             store_rows: series.iter().map(|s| s.snapshot().rows()).sum(),
             series: series.len() as u64,
             health_status: match health.status.as_str() {

@@ -162,9 +162,28 @@ impl Engine {
             .collect())
     }
 
+    /// Every series of `kind` snapshot `name` holds, as read-only views, in key order.
+    pub fn snapshot_series(&self, name: &str, kind: SeriesKind) -> Result<Vec<Arc<Series>>> {
+        let snap = self.store.snapshot_named(name)?;
+        Ok(snap
+            .series
+            .iter()
+            .filter(|(k, _)| k.kind() == kind)
+            .map(|(_, h)| Arc::new(h.series.view(Arc::clone(&h.state))))
+            .collect())
+    }
+
     /// Creates a snapshot (admin scope; refused on a replica).
     pub fn create_snapshot(&self, req: &SnapshotCreate) -> Result<SnapshotInfo> {
         self.check_writable()?;
+        // Every snapshot is also a SQL schema of catalog `fastk`: these two names are
+        // taken there.
+        if ["public", "information_schema"].contains(&req.name.to_ascii_lowercase().as_str()) {
+            return Err(Error::invalid(format!(
+                "snapshot name {} is taken by a SQL schema (every snapshot is a schema of catalog fastk): pick another",
+                echo(&req.name)
+            )));
+        }
         let keys = match &req.series {
             None => None,
             Some(SnapshotScope::All(s)) if s == "*" => None,

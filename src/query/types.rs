@@ -405,6 +405,13 @@ pub struct Inventory {
     /// The write-ahead log, store-wide.
     #[serde(default)]
     pub log: LogInfo,
+    /// Named snapshots (docs/research.md).
+    #[serde(default)]
+    pub snapshots: u64,
+    /// Bytes of chunk files and sidecars that only named snapshots keep (not in
+    /// `total_bytes`: no series serves them now).
+    #[serde(default)]
+    pub snapshot_only_bytes: u64,
     /// With `limit`: the key to pass as `after` for the next page; absent on the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<String>,

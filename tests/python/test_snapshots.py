@@ -28,7 +28,10 @@ from fastk_testlib import (
     expect_ok,
     kline_path,
     make_klines,
+    make_scalars,
     register_kline,
+    register_scalar,
+    scalar_path,
 )
 
 DAY_MS = 86_400_000
@@ -181,3 +184,76 @@ def test_snapshot_surfaces_and_refusals(snap_server, unique_name):
         # Once the snapshot goes, the series can be deleted.
         expect_ok(s.delete(s.base + f"/v1/snapshots/{name}", timeout=30), 204)
         expect_ok(s.delete(s.base + kline_path(sym), timeout=30), 204)
+
+
+def test_sql_coverage_aligned_and_inventory_read_a_snapshot(snap_server, unique_name):
+    """A snapshot is a schema of catalog fastk (ADBC), and the aligned view, coverage
+    and the inventory see it too."""
+    import adbc_driver_flightsql.dbapi as adbc
+
+    srv = snap_server
+    sym = unique_name("SNAPQ")
+    name = f"{sym}-sql"
+    bars = make_klines(200, seed=31)
+    with requests.Session() as s:
+        s.base = srv.http_url
+        expect_ok(register_kline(s, s.base, sym), 201)
+        write(s, sym, bars)
+        expect_ok(register_scalar(s, s.base, sym, "feature", "x"), 201)
+        values = make_scalars(200, seed=34)
+        expect_ok(s.post(s.base + scalar_path(sym, "1m", "feature", "x") + "/records",
+                         json={"records": values}, timeout=60))
+        # Folded into chunk files first, so the rewrites below supersede files.
+        expect_ok(s.post(s.base + "/v1/admin/compact", json={}, timeout=300))
+        expect_ok(s.post(s.base + "/v1/snapshots", json={"name": name, "series": [
+            {"kind": "kline", "symbol": sym, "timeframe": "1m"},
+            {"kind": "scalar", "symbol": sym, "timeframe": "1m", "category": "feature",
+             "name": "x"},
+        ]}, timeout=60), 201)
+        # The live series changes: 50 bars replaced, 100 appended, 20 deleted.
+        write(s, sym, make_klines(50, seed=32))
+        write(s, sym, make_klines(100, start_ts=JAN_1_2024_MS + 200 * MINUTE_MS, seed=33))
+        expect_ok(s.delete(s.base + kline_path(sym) + "/records", params={
+            "start_ts": JAN_1_2024_MS + 100 * MINUTE_MS,
+            "end_ts": JAN_1_2024_MS + 119 * MINUTE_MS,
+        }, timeout=60))
+
+        query = (f'SELECT count(*) AS n, sum(close) AS s FROM "{name}".kline_raw '
+                 f"WHERE symbol = '{sym}'")
+        live_query = f"SELECT count(*) AS n FROM kline_raw WHERE symbol = '{sym}'"
+        with adbc.connect(srv.flight_uri, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute(query)
+            n, total = cur.fetchone()
+            assert (n, total) == (200, sum(b["close"] for b in bars))
+            cur.execute(live_query)
+            assert cur.fetchone()[0] == 280
+            with pytest.raises(adbc.Error):
+                cur.execute('SELECT count(*) FROM "no-such-snapshot".kline_raw')
+                cur.fetchall()
+
+        # Coverage counts the pinned bars (the deleted ones are not a gap there).
+        cov = expect_ok(s.get(s.base + kline_path(sym) + "/coverage",
+                              params={"snapshot": name}, timeout=30))
+        assert cov["present"] == 200 and cov["gap_count"] == 0, cov
+        live_cov = expect_ok(s.get(s.base + kline_path(sym) + "/coverage", timeout=30))
+        assert live_cov["gap_count"] == 1, live_cov
+
+        # The aligned view joins the pinned kline with the pinned scalar.
+        body = {"scalars": [{"category": "feature", "name": "x"}], "snapshot": name,
+                "limit": 1000}
+        aligned = expect_ok(s.post(s.base + kline_path(sym) + "/aligned", json=body,
+                                   timeout=30))
+        assert len(aligned["records"]) == 200
+        assert [r["close"] for r in aligned["records"]] == [b["close"] for b in bars]
+        del body["snapshot"]
+        live = expect_ok(s.post(s.base + kline_path(sym) + "/aligned", json=body, timeout=30))
+        assert len(live["records"]) == 280
+
+        inv = expect_ok(s.get(s.base + "/inventory", params={"partitions": "false"},
+                              timeout=30))
+        assert inv["snapshots"] >= 1
+        # The 50 replaced bars' month was rewritten: its old file is kept for the snapshot.
+        assert inv["snapshot_only_bytes"] > 0, inv
+        metrics = s.get(s.base + "/metrics", timeout=30).text
+        assert "fastk_snapshot_only_bytes " in metrics
+        expect_ok(s.delete(s.base + f"/v1/snapshots/{name}", timeout=30), 204)

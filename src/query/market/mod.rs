@@ -331,7 +331,7 @@ impl Engine {
 
     /// Coverage and gaps of one series.
     pub fn coverage(&self, key: &SeriesKey, req: &CoverageRequest) -> Result<Coverage> {
-        let series = self.series(key)?;
+        let series = self.series_at(key, req.snapshot.as_deref())?;
         coverage::run(&series.snapshot(), series.meta.timeframe_ms, req)
     }
 
@@ -341,8 +341,9 @@ impl Engine {
         key: &SeriesKey,
         body: &spec::AlignedBody,
     ) -> Result<aligned::AlignedPlan> {
-        let kline = self.series(key)?;
-        aligned::AlignedPlan::new(kline, body, &|k| self.series(k))
+        let at = body.snapshot.as_deref();
+        let kline = self.series_at(key, at)?;
+        aligned::AlignedPlan::new(kline, body, &|k| self.series_at(k, at))
     }
 }
 

@@ -244,6 +244,9 @@ pub struct CoverageRequest {
     /// Gaps listed at most (default 1000, at most 100000).
     #[serde(default)]
     pub max_gaps: Option<usize>,
+    /// Count the bars of the series as this snapshot holds it (docs/research.md).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 /// How kline prices are delivered (`raw`: the stored integers; `float64`: / scale).
@@ -287,4 +290,7 @@ pub struct AlignedBody {
     /// HTTP: bars per page (default `http.default_limit`, capped at `http.max_limit`).
     #[serde(default)]
     pub limit: Option<u64>,
+    /// Read the kline and the scalars as this snapshot holds them (docs/research.md).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }

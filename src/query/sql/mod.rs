@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider};
+use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -128,14 +128,41 @@ pub fn session(
         .with_default_features()
         .build();
     let ctx = SessionContext::new_with_state(state);
-    let catalog = MemoryCatalogProvider::new();
-    catalog
-        .register_schema(SCHEMA, Arc::new(tables::PublicSchema::new(engine)))
-        .map_err(df_error)?;
+    let catalog = FastkCatalog {
+        engine: Arc::clone(engine),
+        public: Arc::new(tables::PublicSchema::new(engine, None)),
+    };
     ctx.register_catalog(CATALOG, Arc::new(catalog));
     funcs::install(&ctx, &shared, cfg.function_output_cap());
     asof::install(&ctx, engine);
     Ok((ctx, pool))
+}
+
+/// The catalog `fastk`: the schema `public` (the series now) and one schema per named
+/// snapshot, with the same tables (docs/research.md), looked up as a query names it.
+#[derive(Debug)]
+struct FastkCatalog {
+    engine: Arc<Engine>,
+    public: Arc<tables::PublicSchema>,
+}
+
+impl CatalogProvider for FastkCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names = vec![SCHEMA.to_string()];
+        names.extend(self.engine.list_snapshots().into_iter().map(|s| s.name));
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == SCHEMA {
+            return Some(Arc::clone(&self.public) as Arc<dyn SchemaProvider>);
+        }
+        self.engine.store.snapshot_named(name).ok()?;
+        Some(Arc::new(tables::PublicSchema::new(
+            &self.engine,
+            Some(name),
+        )))
+    }
 }
 
 /// Read-only: no DDL, no DML, no SET or transactions.

@@ -175,20 +175,23 @@ impl DataTable {
     }
 }
 
-/// A data table over the engine's store.
+/// A data table over the engine's store: the series now, or as a named snapshot
+/// holds them (`at`; docs/research.md).
 #[derive(Debug)]
 pub struct DataTableProvider {
     pub table: DataTable,
     engine: Arc<Engine>,
     schema: SchemaRef,
+    at: Option<String>,
 }
 
 impl DataTableProvider {
-    pub fn new(table: DataTable, engine: Arc<Engine>) -> DataTableProvider {
+    pub fn new(table: DataTable, engine: Arc<Engine>, at: Option<String>) -> DataTableProvider {
         DataTableProvider {
             table,
             engine,
             schema: table.schema(),
+            at,
         }
     }
 }
@@ -232,7 +235,13 @@ impl TableProvider for DataTableProvider {
         let schema = Arc::new(self.schema.project(&picked)?);
         let filter = ScanFilter::new(filters, self.table.pushable());
         let vt = self.table.value_type();
-        let every = self.engine.store.list_kind(self.table.kind());
+        let every = match &self.at {
+            None => self.engine.store.list_kind(self.table.kind()),
+            Some(name) => self
+                .engine
+                .snapshot_series(name, self.table.kind())
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        };
         let of_table: Vec<_> = every
             .into_iter()
             .filter(|s| vt.is_none_or(|vt| s.meta.value_type == vt))
@@ -472,19 +481,25 @@ impl TableProvider for CatalogTable {
     }
 }
 
-/// The `fastk.public` schema: every table, bound to one engine.
+/// The `fastk.public` schema: every table, bound to one engine; or a snapshot's
+/// schema (`fastk."<snapshot>"`): the same tables, the data tables reading the series
+/// as the snapshot holds them (the catalog tables are the registry now).
 #[derive(Debug)]
 pub struct PublicSchema {
     tables: HashMap<&'static str, Arc<dyn TableProvider>>,
 }
 
 impl PublicSchema {
-    pub fn new(engine: &Arc<Engine>) -> PublicSchema {
+    pub fn new(engine: &Arc<Engine>, at: Option<&str>) -> PublicSchema {
         let mut tables: HashMap<&'static str, Arc<dyn TableProvider>> = HashMap::new();
         for t in DATA_TABLES {
             tables.insert(
                 t.name(),
-                Arc::new(DataTableProvider::new(t, Arc::clone(engine))),
+                Arc::new(DataTableProvider::new(
+                    t,
+                    Arc::clone(engine),
+                    at.map(str::to_string),
+                )),
             );
         }
         for name in &TABLE_NAMES[4..] {
