@@ -1113,9 +1113,9 @@ def t_snapshots(r: dict) -> str:
     out = table(["system", "live bytes", "bytes kept for the snapshot", "kept / live", "snapshot ms",
                  "corrections s", "live read ms", "snapshot read ms", "snapshot / live read"], rows)
     if fk and ac:
-        out += (f"\n\nFastK's snapshot read against ArcticDB's: "
-                f"{ac['read_ms']['snapshot'] / fk['read_ms']['snapshot']:.2f}x faster; bytes kept: "
-                f"{(ac['disk_after'] - ac['disk_before']) / max(fk['snapshot_only_bytes'], 1):.2f}x fewer.")
+        out += (f"\n\nSnapshot read, FastK's time / ArcticDB's: "
+                f"{fk['read_ms']['snapshot'] / ac['read_ms']['snapshot']:.2f}; bytes kept for the snapshot, "
+                f"FastK / ArcticDB: {fk['snapshot_only_bytes'] / max(ac['disk_after'] - ac['disk_before'], 1):.2f}.")
     out += "\n\nHow: " + d.get("how", "")
     out += f"\n\nChecked: {d.get('checked', 0)} answers (row count and sums of ts, open, close, volume)."
     return out
