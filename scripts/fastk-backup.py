@@ -42,6 +42,10 @@ registration after the log was copied), the last copied segment is copied again 
 with any newer ones: the restored server starts its log after the highest lsn it sees,
 and a log that stopped short of that would show a gap in lsns at its next open. Adding
 an unbroken stretch of later records keeps every series at one committed version.
+Named snapshots (``snapshots/<name>.snap``, docs/research.md) are copied after the log
+and before the series, each with the chunk files it reads: those files are immutable
+and at most as new as the manifest of their series copied next, so the restored store
+pins them as the original did. A snapshot deleted while the backup runs is left out.
 ``registry.sqlite`` (SQLite in WAL mode) is copied with SQLite's online backup API,
 which yields a transactionally consistent snapshot. Storage is the source of truth for
 the series catalog: the server reconciles the registry with storage when it opens, so
@@ -185,6 +189,113 @@ def parse_manifest(data: bytes, where: str) -> tuple[int, int, list[tuple[str, i
         if vidx_len > 0:
             files.append((data_file_name(month, generation, "vidx"), vidx_len))
     return version, rows, files, wal_lsn
+
+
+# Named snapshots (docs/research.md, docs/storage-format.md "Snapshot file"):
+# <root>/snapshots/<name>.snap, written once by rename and deleted whole.
+SNAPSHOTS_DIR = "snapshots"
+SNAPSHOT_MAGIC = b"FASTKSNP"
+SNAPSHOT_SUFFIX = ".snap"
+
+
+def parse_snapshot(data: bytes, where: str) -> tuple[str, list[tuple[str, list[tuple[str, int]]]]]:
+    """Returns (name, [(series directory, [(file name, length)])]) of a snapshot file:
+    the chunk files it reads, by series. The layout: magic, u32 version, i64
+    created_ts, name and note (u64 length, bytes), u32 series count; per series its
+    directory (u64 length, bytes), a manifest (u64 length, bytes) of the files it reads
+    and u32 count of in-memory chunk images (u64 length, bytes each); an xxh3-64
+    trailer, which the server checks when it opens the backup."""
+    at = 0
+
+    def take(n: int) -> bytes:
+        nonlocal at
+        if at + n > len(data) - 8:
+            raise BackupError(f"{where}: truncated snapshot file")
+        out = data[at:at + n]
+        at += n
+        return out
+
+    def blob() -> bytes:
+        (n,) = struct.unpack("<Q", take(8))
+        return take(n)
+
+    if take(8) != SNAPSHOT_MAGIC:
+        raise BackupError(f"{where}: not a FastK snapshot file")
+    (version,) = struct.unpack("<I", take(4))
+    if version != 1:
+        raise BackupError(f"{where}: snapshot file version {version} is not supported")
+    take(8)  # created_ts
+    name = blob().decode()
+    blob()  # note
+    (count,) = struct.unpack("<I", take(4))
+    series = []
+    for _ in range(count):
+        rel = blob().decode()
+        if rel.startswith("/") or ".." in rel.split("/") or not rel.startswith("series/"):
+            raise BackupError(f"{where}: bad series directory {rel!r}")
+        _, _, files, _ = parse_manifest(blob(), f"{where} ({rel})")
+        (images,) = struct.unpack("<I", take(4))
+        for _ in range(images):
+            blob()
+        series.append((rel, files))
+    return name, series
+
+
+def backup_snapshots(root: str, staging: str, copier: Copier) -> list[str]:
+    """Copies every snapshot file and the chunk files it reads. Run before the series:
+    a snapshot's files are at most as new as its series' manifest copied after, so the
+    restored store never sees a pinned file at or past a manifest's next generation. A
+    snapshot deleted meanwhile (its file gone) is left out."""
+    src = os.path.join(root, SNAPSHOTS_DIR)
+    if not os.path.isdir(src):
+        return []
+    dst = os.path.join(staging, SNAPSHOTS_DIR)
+    os.makedirs(dst, exist_ok=True)
+    done = []
+    for file in sorted(os.listdir(src)):
+        if not file.endswith(SNAPSHOT_SUFFIX) or file.startswith("."):
+            continue
+        try:
+            with open(os.path.join(src, file), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        name, series = parse_snapshot(data, f"{SNAPSHOTS_DIR}/{file}")
+        try:
+            for rel, files in series:
+                os.makedirs(os.path.join(staging, rel), exist_ok=True)
+                for fname, length in files:
+                    out = os.path.join(staging, rel, fname)
+                    if not os.path.lexists(out):
+                        copier.put(os.path.join(root, rel, fname), out, length)
+        except Superseded:
+            if os.path.exists(os.path.join(src, file)):
+                raise BackupError(f"{SNAPSHOTS_DIR}/{file}: a file it reads is missing"
+                                  " (run fastk admin validate)") from None
+            continue  # deleted while we copied it: not part of the backup
+        write_file_durable(os.path.join(dst, file), data)
+        done.append(name)
+    fsync_path(dst)
+    return done
+
+
+def prune_snapshots(staging: str, names: list[str]) -> list[str]:
+    """Drops a copied snapshot whose files a series copy removed (a series deleted and
+    registered again while the backup ran, which only happens once the snapshot was
+    deleted): the backup keeps only snapshots it holds whole."""
+    kept = []
+    for name in names:
+        path = os.path.join(staging, SNAPSHOTS_DIR, name + SNAPSHOT_SUFFIX)
+        with open(path, "rb") as f:
+            _, series = parse_snapshot(f.read(), path)
+        if all(os.path.exists(os.path.join(staging, rel, fname)) for rel, files in series
+               for fname, _ in files):
+            kept.append(name)
+        else:
+            print(f"fastk-backup: warning: snapshot {name} was deleted during the backup;"
+                  " left out", file=sys.stderr)
+            os.unlink(path)
+    return kept
 
 
 def fsync_path(path: str) -> None:
@@ -521,6 +632,8 @@ def run(args) -> dict:
         # The log before any manifest: a record a copied manifest does not hold yet is
         # then in the copied log, or committed after it (module docstring).
         wal = backup_wal(root, staging, copier)
+        # Snapshots before the series (backup_snapshots).
+        snapshots = backup_snapshots(root, staging, copier)
         if not args.json and wal["segments"]:
             print(
                 f"{WAL_DIR}: {wal['segments']} segments, {wal['bytes']} bytes"
@@ -547,6 +660,9 @@ def run(args) -> dict:
                         + (f", {done['restarts']} restarts" if done["restarts"] else ""),
                         file=sys.stderr,
                     )
+        snapshots = prune_snapshots(staging, snapshots)
+        if not args.json and snapshots:
+            print(f"{SNAPSHOTS_DIR}: {len(snapshots)} ({', '.join(snapshots)})", file=sys.stderr)
         # Every copied manifest's wal_lsn must be within the copied log (top_up_wal).
         wal_dst = os.path.join(staging, WAL_DIR)
         highest = max((s["wal_lsn"] for s in series), default=0)
@@ -576,6 +692,7 @@ def run(args) -> dict:
         "registry": registry,
         "wal": wal,
         "series": series,
+        "snapshots": snapshots,
         "skipped": skipped,
         "files": copier.files,
         "linked": copier.linked,

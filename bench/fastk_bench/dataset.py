@@ -34,6 +34,29 @@ def ms(year: int, month: int = 1, day: int = 1) -> int:
     return int(datetime(year, month, day, tzinfo=timezone.utc).timestamp() * 1000)
 
 
+def walk_bars(n_bars: int, seed: int, headroom: int = 0) -> pa.Table:
+    """`n_bars` 1m bars from 2023-01-01, a seeded random walk of closes (`high` sits
+    `headroom` ticks above the bar's top, so a correction of that many ticks stays a
+    valid bar)."""
+    rng = np.random.default_rng(seed)
+    close = 1_000_000 + np.cumsum(rng.integers(-50, 51, n_bars, dtype=np.int64))
+    open_ = np.concatenate([[1_000_000], close[:-1]])
+    spread = rng.integers(0, 20, n_bars, dtype=np.int64)
+    ts = pa.array(ms(2023) + np.arange(n_bars, dtype=np.int64) * MINUTE_MS).cast(TS_TYPE)
+    return pa.table({"ts": ts, "open": open_, "high": np.maximum(open_, close) + spread + headroom,
+                     "low": np.minimum(open_, close) - spread, "close": close,
+                     "volume": rng.integers(0, 10_000, n_bars, dtype=np.int64)})
+
+
+def bars_digest(t: pa.Table) -> tuple:
+    """Row count and the sums of ts, open, close and volume: what a checked read of
+    bars must match."""
+    import pyarrow.compute as pc
+
+    return (t.num_rows, *(int(pc.sum(t.column(c).cast(pa.int64())).as_py() or 0)
+                          for c in ("ts", "open", "close", "volume")))
+
+
 @dataclasses.dataclass
 class Spec:
     symbols: int

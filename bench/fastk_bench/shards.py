@@ -28,13 +28,11 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.flight as flight
 
 from . import checks, procs
-from .dataset import MINUTE_MS, TS_TYPE, ms
+from .dataset import bars_digest, walk_bars
 from .feeds import Restarted
 from .systems import HttpClient
 from .workloads import log
@@ -53,14 +51,7 @@ def _symbols(n: int) -> list[str]:
 
 
 def _table(n_bars: int, i: int) -> pa.Table:
-    rng = np.random.default_rng(1000 + i)
-    close = 1_000_000 + np.cumsum(rng.integers(-50, 51, n_bars, dtype=np.int64))
-    open_ = np.concatenate([[1_000_000], close[:-1]])
-    spread = rng.integers(0, 20, n_bars, dtype=np.int64)
-    ts = pa.array(ms(2023) + np.arange(n_bars, dtype=np.int64) * MINUTE_MS).cast(TS_TYPE)
-    return pa.table({"ts": ts, "open": open_, "high": np.maximum(open_, close) + spread,
-                     "low": np.minimum(open_, close) - spread, "close": close,
-                     "volume": rng.integers(0, 10_000, n_bars, dtype=np.int64)})
+    return walk_bars(n_bars, 1000 + i)
 
 
 def _load(node: Restarted, syms: list[str], tables: dict) -> None:
@@ -99,11 +90,6 @@ def _pull(asked: str, cmd: dict) -> tuple[float, pa.Table, int]:
     c.close()
     located = sum(1 for e in info.endpoints if e.locations)
     return s, pa.concat_tables([p.cast(parts[0].schema) for p in parts]), located
-
-
-def _digest(t: pa.Table) -> tuple:
-    return (t.num_rows, *(int(pc.sum(t.column(c).cast(pa.int64())).as_py() or 0)
-                          for c in ("ts", "open", "close", "volume")))
 
 
 def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path) -> dict:
@@ -145,7 +131,7 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
             for rep in range(reps + 1):
                 for k in LAYOUTS:
                     s, t, located = _pull(nodes[k][0].flight, cmd)
-                    d = _digest(t)
+                    d = bars_digest(t)
                     if k == 1 and rep == 0:
                         want[name] = d  # the reference: one node's first answer, its rows as generated
                         checks.expect("shards", f"1 node, {name} (rows)", d[0], n if "latest" in cmd else n * bars)

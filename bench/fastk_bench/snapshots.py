@@ -27,32 +27,19 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.flight as flight
 
 from . import checks
-from .dataset import MINUTE_MS, TS_TYPE, ms
+from .dataset import bars_digest, walk_bars
 from .feeds import Restarted
 from .systems import HttpClient, du
 from .workloads import log
 
 WORKLOADS = ("snapshots",)
-DAY_MS = 86_400_000
 
 
 def params(q: bool) -> dict:
     return dict(snap_symbols=2 if q else 8, snap_days=60 if q else 365, snap_reps=3 if q else 7)
-
-
-def _table(n_bars: int, i: int) -> pa.Table:
-    rng = np.random.default_rng(2000 + i)
-    close = 1_000_000 + np.cumsum(rng.integers(-50, 51, n_bars, dtype=np.int64))
-    open_ = np.concatenate([[1_000_000], close[:-1]])
-    spread = rng.integers(0, 20, n_bars, dtype=np.int64)
-    ts = pa.array(ms(2023) + np.arange(n_bars, dtype=np.int64) * MINUTE_MS).cast(TS_TYPE)
-    return pa.table({"ts": ts, "open": open_, "high": np.maximum(open_, close) + spread + 1,
-                     "low": np.minimum(open_, close) - spread, "close": close,
-                     "volume": rng.integers(0, 10_000, n_bars, dtype=np.int64)})
 
 
 def _corrections(t: pa.Table, days: int) -> list[tuple[int, int]]:
@@ -65,11 +52,6 @@ def _corrected(t: pa.Table, ranges: list[tuple[int, int]]) -> pa.Table:
     for a, b in ranges:
         close[a:b] += 1
     return t.set_column(t.schema.get_field_index("close"), "close", pa.array(close))
-
-
-def _digest(t: pa.Table) -> tuple:
-    return (t.num_rows, *(int(pc.sum(t.column(c).cast(pa.int64())).as_py() or 0)
-                          for c in ("ts", "open", "close", "volume")))
 
 
 def _put(c: flight.FlightClient, sym: str, t: pa.Table) -> None:
@@ -104,8 +86,8 @@ def _fastk(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, syms: l
         rewrite_s = time.perf_counter() - t0
         inv = json.loads(hc.request("GET", "/inventory?partitions=false"))
         times: dict[str, list[float]] = {"snapshot": [], "live": []}
-        want = {"snapshot": _digest(pa.concat_tables([tables[s] for s in syms])),
-                "live": _digest(pa.concat_tables([corrected[s] for s in syms]))}
+        want = {"snapshot": bars_digest(pa.concat_tables([tables[s] for s in syms])),
+                "live": bars_digest(pa.concat_tables([corrected[s] for s in syms]))}
         for rep in range(reps + 1):
             for which in ("snapshot", "live"):
                 cmd = {"kind": "kline", "symbols": "*", "timeframe": "1m"}
@@ -114,7 +96,7 @@ def _fastk(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, syms: l
                 t0 = time.perf_counter()
                 got = c.do_get(flight.Ticket(json.dumps(cmd).encode())).read_all()
                 dt = time.perf_counter() - t0
-                checks.expect("snapshots", f"FastK {which} read", _digest(got.drop_columns(["symbol"])),
+                checks.expect("snapshots", f"FastK {which} read", bars_digest(got.drop_columns(["symbol"])),
                               want[which])
                 if rep > 0:
                     times[which].append(dt)
@@ -160,8 +142,8 @@ def _arctic(work: pathlib.Path, syms: list[str], tables: dict, corrected: dict, 
         ts = df.index.values.astype("datetime64[ms]").astype(np.int64)
         return (len(df), int(ts.sum()), int(df["open"].sum()), int(df["close"].sum()), int(df["volume"].sum()))
 
-    want = {"snapshot": _digest(pa.concat_tables([tables[s] for s in syms])),
-            "live": _digest(pa.concat_tables([corrected[s] for s in syms]))}
+    want = {"snapshot": bars_digest(pa.concat_tables([tables[s] for s in syms])),
+            "live": bars_digest(pa.concat_tables([corrected[s] for s in syms]))}
     times: dict[str, list[float]] = {"snapshot": [], "live": []}
     for rep in range(reps + 1):
         for which in ("snapshot", "live"):
@@ -181,7 +163,7 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
     n, days, reps = P["snap_symbols"], P["snap_days"], P["snap_reps"]
     syms = [f"SN{i:03d}" for i in range(n)]
     bars = days * 1440
-    tables = {s: _table(bars, i) for i, s in enumerate(syms)}
+    tables = {s: walk_bars(bars, 2000 + i, headroom=1) for i, s in enumerate(syms)}
     ranges = _corrections(tables[syms[0]], days)
     corrected = {s: _corrected(tables[s], ranges) for s in syms}
     out: dict = {"symbols": n, "bars_per_symbol": bars, "corrections_per_symbol": len(ranges), "reps": reps,

@@ -141,10 +141,12 @@ def inventory(root: Path) -> dict[str, dict]:
     return out
 
 
-def read_all(base: str, path: str) -> list[dict]:
+def read_all(base: str, path: str, snapshot: str | None = None) -> list[dict]:
     records, start = [], None
     while True:
-        params = {"limit": 5000}
+        params: dict = {"limit": 5000}
+        if snapshot is not None:
+            params["snapshot"] = snapshot
         if start is not None:
             params["start_ts"] = start
         body = expect_ok(requests.get(f"{base}{path}/records", params=params, timeout=60))
@@ -313,6 +315,48 @@ def series_state(base: str, paths: list[str]) -> dict[str, tuple[int, list[dict]
         meta = expect_ok(requests.get(f"{base}{p}", timeout=30))
         out[p] = (meta["version"], read_all(base, p))
     return out
+
+
+def test_backup_keeps_snapshots_and_the_files_they_read(start_server, unique_name, tmp_path):
+    """A snapshot whose chunk files the live series no longer serves (rewritten and
+    compacted after it) and which holds rows only in the log: the backup copies the
+    snapshot file and those files, and a server on the restored copy reads the
+    snapshot and the series exactly as the original did."""
+    server = start_server("backup-snap")
+    http = requests.Session()
+    sym = unique_name("BSN")
+    path = f"/v1/kline/{sym}/1m"
+    expect_ok(register_kline(http, server.http_url, sym), 201)
+    expect_ok(http.post(f"{server.http_url}{path}/records",
+                        json={"records": bars(0, 3000, 1)}, timeout=60))
+    expect_ok(http.post(f"{server.http_url}/v1/admin/compact", json={}, timeout=120))
+    expect_ok(http.post(f"{server.http_url}{path}/records",
+                        json={"records": bars(3000, 5, 2)}, timeout=60))  # log only
+    expect_ok(http.post(f"{server.http_url}/v1/snapshots", json={"name": "bk"}, timeout=60), 201)
+    # The month is rewritten and compacted: its old file is kept for the snapshot only.
+    expect_ok(http.post(f"{server.http_url}{path}/records",
+                        json={"records": bars(100, 50, 3)}, timeout=60))
+    expect_ok(http.post(f"{server.http_url}/v1/admin/compact", json={}, timeout=120))
+    inv = expect_ok(http.get(f"{server.http_url}/inventory", timeout=30))
+    assert inv["snapshot_only_bytes"] > 0, inv
+    want_snap = read_all(server.http_url, path, "bk")
+    want_live = read_all(server.http_url, path)
+    assert len(want_snap) == 3005 and want_snap != want_live
+
+    dest = tmp_path / "backup"
+    result = run_backup(server.root, dest, "--json")
+    assert result.returncode == 0, f"backup failed:\n{result.stdout}\n{result.stderr}"
+    assert json.loads(result.stdout)["snapshots"] == ["bk"]
+    check = run_fastk("admin", "validate", "--deep", "--json", "--root", str(dest))
+    assert check.returncode == 0, f"validate found problems in the backup:\n{check.stdout}"
+
+    root = tmp_path / "restored-root"
+    shutil.copytree(dest, root)
+    restored = start_server("backup-snap-restored", {"FASTK__STORAGE__ROOT": str(root)})
+    assert read_all(restored.http_url, path, "bk") == want_snap
+    assert read_all(restored.http_url, path) == want_live
+    stop_cleanly(restored)
+    stop_cleanly(server)
 
 
 def test_backup_holds_rows_only_in_the_log(start_server, unique_name, tmp_path):
