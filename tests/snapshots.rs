@@ -312,6 +312,18 @@ fn bad_snapshot_requests_are_refused_with_the_reason() {
         store.series_at("nope", &k[0]),
         Err(StorageError::NotFound(m)) if m.contains("nope")
     ));
+    // A name off the rule is refused before any lookup, and repeated only in part.
+    let long = "x".repeat(10_000);
+    for r in [
+        store.snapshot_named(&long).map(|_| ()),
+        store.delete_snapshot(&long),
+        store.series_at(&long, &k[0]).map(|_| ()),
+    ] {
+        match r {
+            Err(StorageError::InvalidArgument(m)) => assert!(m.len() < 300, "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
     store.delete_snapshot("friday").unwrap();
     store.delete(&k[0]).unwrap();
 }

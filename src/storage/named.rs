@@ -230,7 +230,7 @@ impl Named {
 
     /// Checks a new snapshot's name and note; the caller holds `change`.
     pub fn check_new(&self, name: &str, note: &str) -> Result<()> {
-        Name::parse("snapshot", name).map_err(|e| StorageError::InvalidArgument(e.to_string()))?;
+        check_name(name)?;
         if note.len() > MAX_NOTE_BYTES {
             return Err(StorageError::InvalidArgument(format!(
                 "a snapshot note is at most {MAX_NOTE_BYTES} bytes, this one is {}",
@@ -281,6 +281,7 @@ impl Named {
 
     /// Deletes snapshot `name`: its file first (durably), then its states.
     pub fn remove(&self, name: &str) -> Result<()> {
+        check_name(name)?;
         let _change = self.change.locked();
         if !self.map.read_now().contains_key(name) {
             return Err(StorageError::NotFound(format!(
@@ -295,6 +296,14 @@ impl Named {
         drop(gone);
         Ok(())
     }
+}
+
+/// A snapshot name follows the symbol rule; a name that does not is refused before
+/// any lookup (and repeated only in part: [`crate::record::echo`]).
+fn check_name(name: &str) -> Result<()> {
+    Name::parse("snapshot", name)
+        .map(|_| ())
+        .map_err(|e| StorageError::InvalidArgument(e.to_string()))
 }
 
 /// The state of `live` that snapshot series `s` describes.
@@ -571,6 +580,7 @@ impl super::Store {
 
     /// Snapshot `name`, or `NotFound`.
     pub fn snapshot_named(&self, name: &str) -> Result<Arc<NamedSnapshot>> {
+        check_name(name)?;
         self.named
             .get(name)
             .ok_or_else(|| StorageError::NotFound(format!("snapshot {name} does not exist")))
