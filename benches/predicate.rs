@@ -94,6 +94,8 @@ fn main() {
                 limit: None,
                 strategy: Some(strategy),
                 snapshot: None,
+                version: None,
+                as_of_commit: None,
             };
             let reps = if pct >= 10.0 { 3 } else { 7 };
             let d = median(

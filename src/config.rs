@@ -141,7 +141,14 @@ pub struct StorageConfig {
     /// Chunk and pack files of a write at least this large bypass the page cache
     /// (`O_DIRECT`; 0: never).
     pub direct_write_min_bytes: u64,
+    /// Seconds a superseded version of a series stays readable by `version` or
+    /// `as_of_commit` (0: only the current version; docs/research.md).
+    pub keep_versions_s: u64,
 }
+
+/// Longest `storage.keep_versions_s` (a year): a kept version holds its files and the
+/// log rows it read in memory.
+pub const MAX_KEEP_VERSIONS_S: u64 = 365 * 86_400;
 
 impl Default for StorageConfig {
     /// The storage engine's own defaults (`StoreOptions`, `WalOptions`), said once
@@ -183,6 +190,7 @@ impl Default for StorageConfig {
             fold_on_stop: false,
             pack_target_bytes: store.pack_target_bytes,
             direct_write_min_bytes: store.direct_write_min_bytes,
+            keep_versions_s: 0,
         }
     }
 }
@@ -221,6 +229,8 @@ impl StorageConfig {
             compress_on_write: self.compress_on_write,
             pack_target_bytes: self.pack_target_bytes,
             direct_write_min_bytes: self.direct_write_min_bytes,
+            keep_versions_ms: i64::try_from(self.keep_versions_s.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
             ..StoreOptions::default()
         }
     }
@@ -672,6 +682,12 @@ impl Config {
             return bad(
                 "storage.pack_target_bytes",
                 "must be at most 1073741824 (a pack is built in memory; 0 turns packing off)",
+            );
+        }
+        if self.storage.keep_versions_s > MAX_KEEP_VERSIONS_S {
+            return bad(
+                "storage.keep_versions_s",
+                "must be at most 31536000 (a year); for longer, take a named snapshot",
             );
         }
         if self.storage.compress_interval_s == 0 {

@@ -22,6 +22,8 @@ pub enum ErrorKind {
     PreconditionFailed,
     PayloadTooLarge,
     Unprocessable,
+    /// A past version no longer kept (410; gRPC NotFound, the message saying `gone`).
+    Gone,
     Corrupted,
     Unavailable,
     Internal,
@@ -29,7 +31,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in the order the contract lists their codes.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::InvalidArgument,
         ErrorKind::Unauthorized,
         ErrorKind::Forbidden,
@@ -38,6 +40,7 @@ impl ErrorKind {
         ErrorKind::PreconditionFailed,
         ErrorKind::PayloadTooLarge,
         ErrorKind::Unprocessable,
+        ErrorKind::Gone,
         ErrorKind::Corrupted,
         ErrorKind::Unavailable,
         ErrorKind::Internal,
@@ -54,6 +57,7 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => "precondition_failed",
             ErrorKind::PayloadTooLarge => "payload_too_large",
             ErrorKind::Unprocessable => "unprocessable",
+            ErrorKind::Gone => "gone",
             ErrorKind::Corrupted => "corrupted",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
@@ -71,6 +75,7 @@ impl ErrorKind {
             ErrorKind::PreconditionFailed => 412,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::Unprocessable => 422,
+            ErrorKind::Gone => 410,
             ErrorKind::Corrupted | ErrorKind::Internal => 500,
             ErrorKind::Unavailable => 503,
         }
@@ -130,6 +135,7 @@ impl From<StorageError> for Error {
             StorageError::Conflict(m) => Error::conflict(m),
             StorageError::PreconditionFailed(m) => Error::new(ErrorKind::PreconditionFailed, m),
             StorageError::Unprocessable(m) => Error::unprocessable(m),
+            StorageError::Gone(m) => Error::new(ErrorKind::Gone, m),
             StorageError::PayloadTooLarge(m) => Error::new(ErrorKind::PayloadTooLarge, m),
             StorageError::Corrupted { file, detail } => {
                 tracing::error!(file = %file, detail = %detail, "corrupted data");

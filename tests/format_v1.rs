@@ -245,6 +245,8 @@ fn predicates_answer_like_a_scan(engine: &Engine) {
                     limit: None,
                     strategy: Some(strategy),
                     snapshot: None,
+                    version: None,
+                    as_of_commit: None,
                 };
                 let r = engine.query(&key, &req, usize::MAX).unwrap();
                 assert_eq!(r.timestamps, want, "{key} {p:?} {strategy:?}");

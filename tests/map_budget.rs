@@ -271,6 +271,8 @@ fn read_everything(f: &Fixture, round: usize) {
                 limit: None,
                 strategy: Some(strategy),
                 snapshot: None,
+                version: None,
+                as_of_commit: None,
             };
             let r = e.query(&f.scalar, &req, usize::MAX).unwrap();
             assert_eq!(r.timestamps, want, "round {round}: {p:?} with {strategy:?}");

@@ -750,6 +750,7 @@ proptest! {
             price_format: None,
             limit: None,
             snapshot: None,
+            as_of_commit: None,
         };
         let plan = e.aligned(&key, &body).unwrap();
         let names: Vec<String> = plan.schema.fields().iter().map(|f| f.name().clone()).collect();
@@ -807,6 +808,7 @@ fn aligned_view_refuses_bad_requests() {
         price_format: None,
         limit: None,
         snapshot: None,
+        as_of_commit: None,
     };
     for (b, kind, says) in [
         (
@@ -954,6 +956,8 @@ proptest! {
             complete_n: Some(complete_n),
             max_gaps: Some(max_gaps),
             snapshot: None,
+            version: None,
+            as_of_commit: None,
         };
         let lo = start.unwrap_or(first);
         let hi = end.unwrap_or(*all.iter().next_back().unwrap());

@@ -278,6 +278,8 @@ fn predicates(e: &Engine) -> Vec<(Vec<i64>, u64)> {
                 limit: None,
                 strategy: Some(strategy),
                 snapshot: None,
+                version: None,
+                as_of_commit: None,
             };
             let r = e.query(&scalar_key(), &req, usize::MAX).unwrap();
             out.push((r.timestamps, r.stats.sidecar_fallbacks));

@@ -217,6 +217,8 @@ fn verify(
             limit: None,
             strategy: Some(strategy),
             snapshot: None,
+            version: None,
+            as_of_commit: None,
         };
         let r = e.query(key, &req, usize::MAX).unwrap();
         prop_assert_eq!(&r.timestamps, &want, "{:?} with {:?}", strategy, p);

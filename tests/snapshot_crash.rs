@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{MINUTE, engine_with};
+use fastk::query::snapshots::At;
 use fastk::record::{SeriesKey, TsRange};
 
 const BASE: i64 = 1_600_000_000_000;
@@ -111,7 +112,8 @@ fn verify(root: &Path, acked: &BTreeMap<String, Vec<(i64, i64)>>, round: usize) 
     let e = engine_with(root, |_| {});
     let key = SeriesKey::kline("SNAPK", "1m").unwrap();
     let rows_of = |at: Option<&str>| -> Vec<(i64, i64)> {
-        let page = e.read_at(&key, at, TsRange::all(), usize::MAX).unwrap();
+        let at = at.map_or(At::Now, |s| At::Snapshot(s.to_string()));
+        let page = e.read_at(&key, &at, TsRange::all(), usize::MAX).unwrap();
         page.slices
             .iter()
             .flat_map(|s| s.ts().iter().copied().zip(s.col(4).iter().copied()))

@@ -14,11 +14,14 @@ use std::sync::Arc;
 
 use common::{JAN_2024, MINUTE, assert_clean, kline_meta, scalar_meta, series_cols, store_opts};
 use fastk::record::{SeriesKey, TsRange, ValueType};
+use fastk::storage::series::Pick;
 use fastk::storage::{Series, StorageError, Store, StoreOptions, WriteBatch};
 
 /// Rows of one series by ts: the columns after `ts`.
 type Rows = BTreeMap<i64, Vec<i64>>;
 type Model = BTreeMap<SeriesKey, Rows>;
+/// The rows of each version of each series the store should still read.
+type Versions = BTreeMap<SeriesKey, BTreeMap<u64, Rows>>;
 
 struct Rng(u64);
 
@@ -42,6 +45,8 @@ fn opts() -> StoreOptions {
         o.wal.fold_rows = 1 << 40;
         o.wal.fold_interval = std::time::Duration::from_secs(3600);
         o.fold_on_close = false;
+        // Every superseded version stays readable for the whole test.
+        o.keep_versions_ms = 3_600_000;
     })
 }
 
@@ -110,6 +115,62 @@ fn ncols(key: &SeriesKey) -> usize {
     key.kind().ncols()
 }
 
+/// Every version the model holds reads exactly its rows. After a crash (`crashed`) a
+/// version written since the last clean stop may be gone (410), never wrong; it then
+/// leaves the model. The current version always reads.
+fn check_versions(store: &Store, versions: &mut Versions, crashed: bool, step: usize) {
+    for (key, held) in versions.iter_mut() {
+        let current = store.get(key).unwrap().version();
+        let mut forgotten = Vec::new();
+        for (v, rows) in held.iter() {
+            match store.series_version(key, Pick::Version(*v)) {
+                Ok(Some(view)) => assert_eq!(
+                    series_cols(&view),
+                    as_cols(rows, ncols(key)),
+                    "step {step}: series {key} at version {v}"
+                ),
+                Err(StorageError::Gone(_)) if crashed && *v != current => forgotten.push(*v),
+                other => panic!("step {step}: series {key} version {v}: {other:?}"),
+            }
+        }
+        for v in forgotten {
+            held.remove(&v);
+        }
+        let listed: Vec<u64> = store
+            .versions_of(key)
+            .unwrap()
+            .iter()
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(
+            listed,
+            held.keys().copied().collect::<Vec<_>>(),
+            "step {step}: the versions listed of {key}"
+        );
+        let now = store
+            .series_version(key, Pick::Commit(fastk::storage::now_ms()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            now.version(),
+            current,
+            "step {step}: as_of_commit now is current"
+        );
+    }
+}
+
+/// Notes the current version of every series and its rows.
+fn note_versions(store: &Store, model: &Model, versions: &mut Versions) {
+    for (key, rows) in model {
+        let v = store.get(key).unwrap().version();
+        versions
+            .entry(key.clone())
+            .or_default()
+            .entry(v)
+            .or_insert_with(|| rows.clone());
+    }
+}
+
 fn check(store: &Store, model: &Model, snaps: &BTreeMap<String, Model>, step: usize) {
     for (key, rows) in model {
         let s = store.get(key).unwrap();
@@ -145,9 +206,12 @@ fn run(seed: u64, steps: usize) {
     let keys = keys();
     let mut model: Model = keys.iter().map(|k| (k.clone(), Rows::new())).collect();
     let mut snaps: BTreeMap<String, Model> = BTreeMap::new();
+    let mut versions = Versions::new();
+    note_versions(store.as_ref().unwrap(), &model, &mut versions);
     let mut rng = Rng(seed);
     let mut made = 0;
     for step in 0..steps {
+        let mut crashed = false;
         let st = store.as_ref().unwrap();
         let key = keys[rng.below(keys.len() as u64) as usize].clone();
         let series: Arc<Series> = st.get(&key).unwrap();
@@ -236,6 +300,7 @@ fn run(seed: u64, steps: usize) {
                 let s = store.take().unwrap();
                 if rng.below(2) == 0 {
                     s.abandon();
+                    crashed = true;
                 } else {
                     drop(s);
                 }
@@ -244,6 +309,8 @@ fn run(seed: u64, steps: usize) {
         }
         drop(series);
         check(store.as_ref().unwrap(), &model, &snaps, step);
+        note_versions(store.as_ref().unwrap(), &model, &mut versions);
+        check_versions(store.as_ref().unwrap(), &mut versions, crashed, step);
     }
     // Every snapshot goes; then no file is left that no series serves.
     let st = store.take().unwrap();
@@ -252,7 +319,15 @@ fn run(seed: u64, steps: usize) {
     }
     st.fold_all();
     drop(st);
-    let st = Store::open(root, opts()).unwrap();
+    // Past versions no longer kept: their files go at the next open.
+    let unkept = || {
+        let mut o = opts();
+        o.keep_versions_ms = 0;
+        o
+    };
+    let st = Store::open(root, unkept()).unwrap();
+    drop(st);
+    let st = Store::open(root, unkept()).unwrap();
     assert_clean(&st);
     assert!(no_snapshot_files(root), "every snapshot file is gone");
 }

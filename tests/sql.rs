@@ -453,7 +453,7 @@ proptest! {
         let got = i64s(&m, 0);
         let q = fastk::query::types::QueryRequest {
             predicate: serde_json::from_value(serde_json::json!({"op": "gt", "value": 5.0})).unwrap(),
-            start_ts: None, end_ts: None, limit: None, return_values: None, strategy: None, snapshot: None,
+            start_ts: None, end_ts: None, limit: None, return_values: None, strategy: None, snapshot: None, version: None, as_of_commit: None,
         };
         let want = e.query(&f, &q, usize::MAX).unwrap().timestamps;
         prop_assert_eq!(got, want);

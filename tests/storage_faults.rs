@@ -335,6 +335,8 @@ fn sidecar_faults_fall_back_to_scan_and_are_repaired() {
         limit: None,
         strategy: Some(strategy),
         snapshot: None,
+        version: None,
+        as_of_commit: None,
     };
     let scan = e.query(&key, &req(Strategy::Scan), 1_000_000).unwrap();
     assert!(!scan.timestamps.is_empty());

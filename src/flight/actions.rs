@@ -194,6 +194,10 @@ struct CoverageBody {
     max_gaps: Option<usize>,
     #[serde(default)]
     snapshot: Option<String>,
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    as_of_commit: Option<i64>,
 }
 
 impl CoverageBody {
@@ -213,6 +217,8 @@ impl CoverageBody {
             complete_n: self.complete_n,
             max_gaps: self.max_gaps,
             snapshot: self.snapshot,
+            version: self.version,
+            as_of_commit: self.as_of_commit,
         };
         Ok((key, req))
     }

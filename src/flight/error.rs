@@ -19,7 +19,8 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::InvalidArgument | ErrorKind::Unprocessable => Code::InvalidArgument,
         ErrorKind::Unauthorized => Code::Unauthenticated,
         ErrorKind::Forbidden => Code::PermissionDenied,
-        ErrorKind::NotFound => Code::NotFound,
+        // The message of a gone version says `gone` (the contract's word for it).
+        ErrorKind::NotFound | ErrorKind::Gone => Code::NotFound,
         ErrorKind::Conflict => Code::AlreadyExists,
         ErrorKind::PreconditionFailed => Code::FailedPrecondition,
         ErrorKind::PayloadTooLarge => Code::ResourceExhausted,
@@ -92,6 +93,7 @@ mod tests {
             (ErrorKind::PreconditionFailed, Code::FailedPrecondition),
             (ErrorKind::PayloadTooLarge, Code::ResourceExhausted),
             (ErrorKind::Unprocessable, Code::InvalidArgument),
+            (ErrorKind::Gone, Code::NotFound),
             (ErrorKind::Corrupted, Code::DataLoss),
             (ErrorKind::Unavailable, Code::Unavailable),
             (ErrorKind::Internal, Code::Internal),

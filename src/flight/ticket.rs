@@ -58,6 +58,10 @@ struct KlineTicket {
     resample: Option<Resample>,
     #[serde(default)]
     snapshot: Option<String>,
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    as_of_commit: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +94,10 @@ struct ScalarTicket {
     agg: Option<Agg>,
     #[serde(default)]
     snapshot: Option<String>,
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    as_of_commit: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +118,8 @@ struct AlignedTicket {
     price_format: Option<PriceFormatName>,
     #[serde(default)]
     snapshot: Option<String>,
+    #[serde(default)]
+    as_of_commit: Option<i64>,
 }
 
 /// Any DoGet command of the JSON grammar.
@@ -175,6 +185,8 @@ impl GetCommand {
                         resample: t.resample,
                         agg: None,
                         snapshot: t.snapshot,
+                        version: t.version,
+                        as_of_commit: t.as_of_commit,
                     })
                     .map_err(Status::from)?,
                     predicate: None,
@@ -210,6 +222,8 @@ impl GetCommand {
                         resample: t.resample,
                         agg: t.agg,
                         snapshot: t.snapshot,
+                        version: t.version,
+                        as_of_commit: t.as_of_commit,
                     })
                     .map_err(Status::from)?,
                     predicate,
@@ -227,6 +241,7 @@ impl GetCommand {
                         price_format: t.price_format,
                         limit: None,
                         snapshot: t.snapshot,
+                        as_of_commit: t.as_of_commit,
                     },
                 });
             }

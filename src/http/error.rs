@@ -136,6 +136,7 @@ fn kind_for_status(status: StatusCode) -> ErrorKind {
         403 => ErrorKind::Forbidden,
         404 => ErrorKind::NotFound,
         409 => ErrorKind::Conflict,
+        410 => ErrorKind::Gone,
         412 => ErrorKind::PreconditionFailed,
         413 => ErrorKind::PayloadTooLarge,
         422 => ErrorKind::Unprocessable,

@@ -19,6 +19,7 @@ use super::types::{
     WriteHeaders,
 };
 use crate::query::Engine;
+use crate::query::snapshots::VersionList;
 use crate::query::types::{DeleteRangeResponse, RegisterKline, SeriesInfo, WriteResponse};
 use crate::record::{SeriesKey, SeriesKind};
 
@@ -185,4 +186,25 @@ pub async fn delete_records(
     IfMatch(expected): IfMatch,
 ) -> Result<Json<DeleteRangeResponse>, AppError> {
     series::delete_range(engine, key(&p)?, q, expected).await
+}
+
+/// Readable versions of a kline series
+///
+/// The versions a read may name with `version` (or find with `as_of_commit`): the
+/// superseded ones still kept (`storage.keep_versions_s`), oldest first, then the
+/// current one. A version no longer kept reads 410 `gone` (docs/research.md).
+#[utoipa::path(get, path = "/v1/kline/{symbol}/{timeframe}/versions", tag = "kline", operation_id = "kline_versions",
+    params(KlinePath),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The readable versions, the current one last.", body = VersionList),
+        (status = 404, description = "`not_found`: no such series.", body = ErrorBody),
+    ))]
+pub async fn versions(
+    State(engine): State<Arc<Engine>>,
+    _: ReadAccess,
+    PathParams(p): PathParams<KlinePath>,
+) -> Result<Json<VersionList>, AppError> {
+    let key = key(&p)?;
+    blocking(move || engine.versions(&key)).await.map(Json)
 }

@@ -62,6 +62,8 @@ pub async fn kline_batch(
         resample: req.resample,
         agg: None,
         snapshot: req.snapshot,
+        version: None,
+        as_of_commit: req.as_of_commit,
     };
     batch(engine, sel, args, req.limit).await
 }
@@ -100,6 +102,8 @@ pub async fn scalar_batch(
         resample: req.resample,
         agg: req.agg,
         snapshot: req.snapshot,
+        version: None,
+        as_of_commit: req.as_of_commit,
     };
     batch(engine, sel, args, req.limit).await
 }
@@ -122,7 +126,7 @@ async fn batch(
     let per_series = page_limit(&engine.config.http, limit)?;
     let bytes = blocking(move || {
         let http = &engine.config.http;
-        let series = engine.select_at(&sel, http.max_batch_series, spec.snapshot.as_deref())?;
+        let series = engine.select_at(&sel, http.max_batch_series, &spec.at)?;
         let share = (http.max_limit / series.len().max(1)).max(1);
         if let Some(n) = spec.latest
             && n > share.min(http.max_latest)
@@ -247,6 +251,8 @@ async fn coverage(
         complete_n: q.complete_n,
         max_gaps: q.max_gaps,
         snapshot: q.snapshot,
+        version: q.version,
+        as_of_commit: q.as_of_commit,
     };
     blocking(move || engine.coverage(&key, &req))
         .await

@@ -20,6 +20,7 @@ use super::types::{
     WriteHeaders,
 };
 use crate::query::Engine;
+use crate::query::snapshots::VersionList;
 use crate::query::types::{
     DeleteRangeResponse, QueryRequest, QueryResponse, RegisterScalar, SeriesInfo, WriteResponse,
 };
@@ -222,4 +223,25 @@ pub async fn delete_records(
     IfMatch(expected): IfMatch,
 ) -> Result<Json<DeleteRangeResponse>, AppError> {
     series::delete_range(engine, key(&p)?, q, expected).await
+}
+
+/// Readable versions of a scalar series
+///
+/// The versions a read may name with `version` (or find with `as_of_commit`): the
+/// superseded ones still kept (`storage.keep_versions_s`), oldest first, then the
+/// current one. A version no longer kept reads 410 `gone` (docs/research.md).
+#[utoipa::path(get, path = "/v1/scalar/{symbol}/{timeframe}/{category}/{name}/versions", tag = "scalar", operation_id = "scalar_versions",
+    params(ScalarPath),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The readable versions, the current one last.", body = VersionList),
+        (status = 404, description = "`not_found`: no such series.", body = ErrorBody),
+    ))]
+pub async fn versions(
+    State(engine): State<Arc<Engine>>,
+    _: ReadAccess,
+    PathParams(p): PathParams<ScalarPath>,
+) -> Result<Json<VersionList>, AppError> {
+    let key = key(&p)?;
+    blocking(move || engine.versions(&key)).await.map(Json)
 }

@@ -23,6 +23,7 @@ use crate::query::WriteBatch;
 use crate::query::budget::{HTTP_BODY_EXPANSION, Reservation};
 use crate::query::market::spec::Resample;
 use crate::query::market::{ReadArgs, ReadSpec};
+use crate::query::snapshots::At;
 use crate::query::types::{DeleteRangeResponse, SeriesInfo, WriteResponse};
 use crate::record::{SeriesKey, TsRange, ValueType};
 
@@ -80,10 +81,12 @@ pub async fn read(
             }),
             agg: p.agg,
             snapshot: p.snapshot.clone(),
+            version: p.version,
+            as_of_commit: p.as_of_commit,
             ..ReadArgs::default()
         })?;
         let bytes = blocking(move || {
-            let series = engine.series_at(&key, spec.snapshot.as_deref())?;
+            let series = engine.series_at(&key, &spec.at)?;
             let (batches, next) = engine.read_page(&series, &spec, limit)?;
             json::batches_page(&batches, next).map_err(Error::internal)
         })
@@ -95,8 +98,9 @@ pub async fn read(
             "offset_ms, fill and agg apply together with resample (e.g. ?resample=1h&fill=prev)",
         ));
     }
+    let at = At::new(p.snapshot, p.version, p.as_of_commit)?;
     let bytes = blocking(move || {
-        let page = engine.read_at(&key, p.snapshot.as_deref(), range, limit)?;
+        let page = engine.read_at(&key, &at, range, limit)?;
         json::page(&page).map_err(Error::internal)
     })
     .await?;
@@ -120,8 +124,9 @@ pub async fn latest(
         }
     };
     let range = ts_range(p.start_ts, p.end_ts)?;
+    let at = At::new(p.snapshot, p.version, p.as_of_commit)?;
     let bytes = blocking(move || {
-        let page = engine.latest_at(&key, p.snapshot.as_deref(), range, n)?;
+        let page = engine.latest_at(&key, &at, range, n)?;
         json::page(&page).map_err(Error::internal)
     })
     .await?;

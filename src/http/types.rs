@@ -73,6 +73,13 @@ pub struct ReadParams {
     /// Read the series as this snapshot holds it (docs/research.md).
     #[param(example = "q3-2026")]
     pub snapshot: Option<String>,
+    /// Read this past version of the series (`GET .../versions` lists them; 410 once
+    /// no longer kept).
+    #[param(example = 12)]
+    pub version: Option<u64>,
+    /// Read the version current at this time (ms since the epoch).
+    #[param(example = 1764000000000_i64)]
+    pub as_of_commit: Option<i64>,
 }
 
 /// The range of a range delete: at least one bound.
@@ -112,6 +119,12 @@ pub struct CoverageParams {
     /// Count the bars of the series as this snapshot holds it (docs/research.md).
     #[param(example = "q3-2026")]
     pub snapshot: Option<String>,
+    /// Count the bars of this past version of the series.
+    #[param(example = 12)]
+    pub version: Option<u64>,
+    /// Count the bars of the version current at this time (ms since the epoch).
+    #[param(example = 1764000000000_i64)]
+    pub as_of_commit: Option<i64>,
 }
 
 /// A read of many kline series in one request.
@@ -143,6 +156,9 @@ pub struct KlineBatchRead {
     /// Read the series as this snapshot holds them (docs/research.md).
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// Read each series at its version current at this time (ms since the epoch).
+    #[serde(default)]
+    pub as_of_commit: Option<i64>,
 }
 
 /// A read of many scalar series (one category and name) in one request.
@@ -173,6 +189,9 @@ pub struct ScalarBatchRead {
     /// Read the series as this snapshot holds them (docs/research.md).
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// Read each series at its version current at this time (ms since the epoch).
+    #[serde(default)]
+    pub as_of_commit: Option<i64>,
 }
 
 /// One series of a batch read.
@@ -221,6 +240,13 @@ pub struct LatestParams {
     /// Read the series as this snapshot holds it (docs/research.md).
     #[param(example = "q3-2026")]
     pub snapshot: Option<String>,
+    /// Read this past version of the series (`GET .../versions` lists them; 410 once
+    /// no longer kept).
+    #[param(example = 12)]
+    pub version: Option<u64>,
+    /// Read the version current at this time (ms since the epoch).
+    #[param(example = 1764000000000_i64)]
+    pub as_of_commit: Option<i64>,
 }
 
 /// Headers of a write, for the document; [`super::extract::IfMatch`] parses them.

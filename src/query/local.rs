@@ -76,7 +76,7 @@ impl Engine {
                 "local-read maps raw columns: price_format must be \"raw\" (divide by fastk.price_scale / fastk.volume_scale of the schema, or use DoGet)",
             ));
         }
-        let series = self.series_at(key, spec.snapshot.as_deref())?;
+        let series = self.series_at(key, &spec.at)?;
         let projection = Projection::new(&series.meta, spec.columns.as_deref(), PriceFormat::Raw)
             .map_err(Error::invalid)?;
         let snap = series.snapshot();

@@ -25,6 +25,7 @@ use crate::record::{
 };
 use crate::registry::{Dataset, Definition, DefinitionKind, Registry, RegistryError};
 use crate::storage::Store;
+use snapshots::At;
 use types::*;
 
 pub use crate::registry::REGISTRY_FILE;
@@ -618,14 +619,14 @@ impl Engine {
 
     /// Rows of `range`, at most `limit`, with the ts where the next page starts.
     pub fn read(&self, key: &SeriesKey, range: TsRange, limit: usize) -> Result<ReadPage> {
-        self.read_at(key, None, range, limit)
+        self.read_at(key, &At::Now, range, limit)
     }
 
-    /// [`Engine::read`] of the series now (`at: None`) or as snapshot `at` holds it.
+    /// [`Engine::read`] of the series at moment `at`.
     pub fn read_at(
         &self,
         key: &SeriesKey,
-        at: Option<&str>,
+        at: &At,
         range: TsRange,
         limit: usize,
     ) -> Result<ReadPage> {
@@ -661,14 +662,14 @@ impl Engine {
 
     /// The last `n` rows of `range`, ascending.
     pub fn latest(&self, key: &SeriesKey, range: TsRange, n: usize) -> Result<ReadPage> {
-        self.latest_at(key, None, range, n)
+        self.latest_at(key, &At::Now, range, n)
     }
 
-    /// [`Engine::latest`] of the series now or as snapshot `at` holds it.
+    /// [`Engine::latest`] of the series at moment `at`.
     pub fn latest_at(
         &self,
         key: &SeriesKey,
-        at: Option<&str>,
+        at: &At,
         range: TsRange,
         n: usize,
     ) -> Result<ReadPage> {
@@ -720,7 +721,8 @@ impl Engine {
         req: &QueryRequest,
         limit: usize,
     ) -> Result<QueryResponse> {
-        let series = self.series_at(key, req.snapshot.as_deref())?;
+        let at = At::new(req.snapshot.clone(), req.version, req.as_of_commit)?;
+        let series = self.series_at(key, &at)?;
         if key.kind() != SeriesKind::Scalar {
             return Err(Error::invalid("predicate queries apply to scalar series"));
         }

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::record::{SeriesKey, SeriesKind, echo};
 use crate::storage::Series;
 use crate::storage::named::NamedSnapshot;
+use crate::storage::series::Pick;
 
 /// One series named in a snapshot request.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
@@ -122,6 +123,33 @@ pub struct SnapshotDetail {
     pub series: Vec<PinnedSeries>,
 }
 
+/// One readable version of a series.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"version": 12, "committed_ts": 1764000000000_i64, "committed_ts_exact": true, "superseded_ts": 1764000060000_i64, "rows": 1440}))]
+pub struct VersionItem {
+    pub version: u64,
+    /// When it became the current version (ms since the epoch).
+    pub committed_ts: i64,
+    /// False when the server could not tell the exact time (a version replayed from
+    /// the log after a crash, or older than the store's versions file): it was
+    /// committed at or before `committed_ts`.
+    pub committed_ts_exact: bool,
+    /// When the next version replaced it (absent: the current version).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub superseded_ts: Option<i64>,
+    pub rows: u64,
+}
+
+/// `GET /v1/kline/{symbol}/{timeframe}/versions` (and the scalar route).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"keep_versions_s": 86400, "versions": [{"version": 11, "committed_ts": 1764000000000_i64, "committed_ts_exact": true, "superseded_ts": 1764000060000_i64, "rows": 1439}, {"version": 12, "committed_ts": 1764000060000_i64, "committed_ts_exact": true, "rows": 1440}]}))]
+pub struct VersionList {
+    /// How long a superseded version stays readable (`storage.keep_versions_s`).
+    pub keep_versions_s: u64,
+    /// Oldest first; the last is the current version.
+    pub versions: Vec<VersionItem>,
+}
+
 fn info_of(s: &NamedSnapshot) -> SnapshotInfo {
     SnapshotInfo {
         name: s.name.clone(),
@@ -132,13 +160,86 @@ fn info_of(s: &NamedSnapshot) -> SnapshotInfo {
     }
 }
 
-impl Engine {
-    /// Series `key` now (`at: None`) or as snapshot `at` holds it.
-    pub fn series_at(&self, key: &SeriesKey, at: Option<&str>) -> Result<Arc<Series>> {
-        match at {
-            None => self.series(key),
-            Some(name) => Ok(self.store.series_at(name, key)?),
+/// The moment a read answers: now, a named snapshot, or a past version of each
+/// series (docs/research.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum At {
+    #[default]
+    Now,
+    /// As named snapshot `.0` holds the series.
+    Snapshot(String),
+    /// Version `.0` of the one series read.
+    Version(u64),
+    /// Each series at the version current at this wall-clock time (ms since the epoch).
+    Commit(i64),
+}
+
+impl At {
+    /// The read's `snapshot`, `version` and `as_of_commit`: at most one of them.
+    pub fn new(
+        snapshot: Option<String>,
+        version: Option<u64>,
+        as_of_commit: Option<i64>,
+    ) -> Result<At> {
+        match (snapshot, version, as_of_commit) {
+            (None, None, None) => Ok(At::Now),
+            (Some(s), None, None) => Ok(At::Snapshot(s)),
+            (None, Some(v), None) => Ok(At::Version(v)),
+            (None, None, Some(t)) => Ok(At::Commit(t)),
+            _ => Err(Error::invalid(
+                "snapshot, version and as_of_commit each name the moment a read answers: give at most one of them",
+            )),
         }
+    }
+
+    /// The snapshot named, if the read names one.
+    pub fn snapshot(&self) -> Option<&str> {
+        match self {
+            At::Snapshot(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl Engine {
+    /// Series `key` at moment `at`: the live series now, else a read-only view of the
+    /// state a snapshot or a past version holds.
+    pub fn series_at(&self, key: &SeriesKey, at: &At) -> Result<Arc<Series>> {
+        match at {
+            At::Now => self.series(key),
+            At::Snapshot(name) => Ok(self.store.series_at(name, key)?),
+            At::Version(v) => self
+                .store
+                .series_version(key, Pick::Version(*v))?
+                .ok_or_else(|| Error::internal("a version pick found no state")),
+            At::Commit(t) => self
+                .store
+                .series_version(key, Pick::Commit(*t))?
+                .ok_or_else(|| {
+                    Error::not_found(format!(
+                        "{} series {key} was registered after {t}: it did not exist at that time",
+                        key.kind().as_str()
+                    ))
+                }),
+        }
+    }
+
+    /// The readable versions of series `key`, oldest first, the current one last.
+    pub fn versions(&self, key: &SeriesKey) -> Result<VersionList> {
+        let list = self.store.versions_of(key)?;
+        Ok(VersionList {
+            keep_versions_s: (self.store.keep_versions_ms() / 1000) as u64,
+            versions: list
+                .into_iter()
+                .map(|v| VersionItem {
+                    version: v.version,
+                    committed_ts: v.committed_ts,
+                    committed_ts_exact: v.exact,
+                    superseded_ts: v.superseded_ts,
+                    rows: v.rows,
+                })
+                .collect(),
+        })
     }
 
     /// Every series of snapshot `name` in `sel` (`"*"`), in key order.

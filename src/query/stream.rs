@@ -70,7 +70,7 @@ impl ReadCommand {
                 columns: None,
                 price_format: PriceFormat::Raw,
                 resample: None,
-                snapshot: None,
+                at: Default::default(),
             },
             predicate: None,
         }
@@ -118,12 +118,12 @@ impl ReadPlan {
     /// before the first byte.
     pub fn new(engine: &Engine, cmd: ReadCommand) -> Result<ReadPlan> {
         let series = match &cmd.target {
-            Target::One(key) => vec![engine.series_at(key, cmd.spec.snapshot.as_deref())?],
+            Target::One(key) => vec![engine.series_at(key, &cmd.spec.at)?],
             Target::Many(sel) => {
                 let all = engine.select_at(
                     sel,
                     engine.config.flight.max_series_per_ticket,
-                    cmd.spec.snapshot.as_deref(),
+                    &cmd.spec.at,
                 )?;
                 if all.is_empty() {
                     let placeholder = placeholder_meta(sel)?;

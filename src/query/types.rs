@@ -297,6 +297,12 @@ pub struct QueryRequest {
     /// Read the series as this snapshot holds it (docs/research.md).
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// Read this past version of the series (`storage.keep_versions_s`).
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// Read the version current at this time (ms since the epoch).
+    #[serde(default)]
+    pub as_of_commit: Option<i64>,
 }
 
 /// How much work a predicate query did.

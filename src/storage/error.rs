@@ -24,6 +24,9 @@ pub enum StorageError {
     /// The request is over a size limit (`storage.max_write_rows`).
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A past version no longer kept (`storage.keep_versions_s`).
+    #[error("{0}")]
+    Gone(String),
     /// Well-formed but semantically refused records (duplicate ts, OHLC violation).
     #[error("{0}")]
     Unprocessable(String),
@@ -96,6 +99,7 @@ impl StorageError {
             StorageError::PreconditionFailed(m) => StorageError::PreconditionFailed(m.clone()),
             StorageError::PayloadTooLarge(m) => StorageError::PayloadTooLarge(m.clone()),
             StorageError::Unprocessable(m) => StorageError::Unprocessable(m.clone()),
+            StorageError::Gone(m) => StorageError::Gone(m.clone()),
             StorageError::Corrupted { file, detail } => StorageError::corrupted(file, detail),
             StorageError::Locked => StorageError::Locked,
             StorageError::Unavailable(m) => StorageError::Unavailable(m.clone()),

@@ -34,10 +34,11 @@ pub mod series;
 pub mod sidecar;
 pub mod snapshot;
 pub mod verify;
+pub mod versions;
 pub mod wal;
 
 use crate::sync::{LockExt, RwLockExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -113,6 +114,12 @@ pub struct StoreOptions {
     /// write, not per fold pass) and the fold pass reads it without visiting every
     /// series. `Store::open` installs a fresh one.
     pub unfolded_bytes: Arc<wal::UnfoldedBytes>,
+    /// How long superseded versions stay readable (ms; 0: not at all;
+    /// `storage.keep_versions_s`).
+    pub keep_versions_ms: i64,
+    /// The history settings every series of the store shares. `Store::open` installs
+    /// a fresh one (its `keep_ms` stays 0 until the log is replayed).
+    pub versions: Arc<series::VersionSettings>,
 }
 
 impl Default for StoreOptions {
@@ -138,6 +145,8 @@ impl Default for StoreOptions {
                 mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
             ),
             unfolded_bytes: Arc::default(),
+            keep_versions_ms: 0,
+            versions: Arc::default(),
         }
     }
 }
@@ -316,6 +325,8 @@ impl Store {
             opts.decompressed_cache_bytes,
         );
         opts.unfolded_bytes = Arc::default();
+        // Zero until the log is replayed: a replayed version's commit time is unknown.
+        opts.versions = Arc::default();
         let root = root.as_ref().to_path_buf();
         let io = |what: &str| {
             let what = what.to_string();
@@ -330,12 +341,26 @@ impl Store {
         }
         let mut recovery = Vec::new();
         let mut unopenable = Vec::new();
-        let (named, decoded, pins) = named::Named::open(&root)?;
+        let (named, decoded, mut pins) = named::Named::open(&root)?;
+        let opened_ts = now_ms();
+        let histories = versions::read(&root, opts.keep_versions_ms, opened_ts, &mut pins)?;
         let map = load_all(&root, &opts, &pins, &mut recovery, &mut unopenable)?;
-        // Before the replay: the states snapshots pin share the handles of the chunks
-        // the manifests list, before any replayed write can supersede them.
-        named.attach(decoded, |k| map.get(k).cloned());
+        // Before the replay: the states snapshots and kept versions pin share the
+        // handles of the chunks the manifests list, before any replayed write can
+        // supersede them.
+        let mut extra = named::Extra::new();
+        named.attach(decoded, |k| map.get(k).cloned(), &mut extra);
+        let by_dir: HashMap<String, Arc<Series>> = map
+            .values()
+            .map(|s| (s.rel_dir().to_string(), Arc::clone(s)))
+            .collect();
+        let attached = versions::attach(histories, &by_dir, &mut extra);
+        drop((by_dir, extra));
         let (wal, wal_recovery) = replay(&root, &opts, &map)?;
+        let all: Vec<Arc<Series>> = map.values().cloned().collect();
+        versions::restore(attached, &all, opened_ts);
+        drop(all);
+        opts.versions.set_keep_ms(opts.keep_versions_ms);
         let store = Store {
             root,
             opts,
@@ -364,15 +389,22 @@ impl Store {
         let committer = spawn("fastk-wal", Box::new(move || w.run()))?;
         let w = Arc::clone(&self.wal);
         let map = Arc::clone(&self.series);
+        let root = self.root.clone();
+        let settings = Arc::clone(&self.opts.versions);
         let folder = spawn(
             "fastk-fold",
             Box::new(move || {
+                let mut last_checkpoint = std::time::Instant::now();
                 while !w.is_stopping() {
                     w.wait_fold(w.opts.fold_interval);
                     if w.is_stopping() {
                         break;
                     }
                     fold_pass(&map, &w, false);
+                    if last_checkpoint.elapsed() >= versions::CHECKPOINT_EVERY {
+                        last_checkpoint = std::time::Instant::now();
+                        checkpoint_versions(&root, &map, &settings);
+                    }
                 }
             }),
         );
@@ -582,6 +614,7 @@ impl Store {
             self.opts.clone(),
             snap,
         ));
+        series.restore_history(series::History::new(0, now_ms(), true));
         map.insert(meta.key.clone(), Arc::clone(&series));
         Ok((series, true))
     }
@@ -753,6 +786,7 @@ impl Store {
                 self.opts.clone(),
                 snap,
             ));
+            s.restore_history(series::History::new(s.version(), now_ms(), true));
             map.insert(meta.key.clone(), Arc::clone(&s));
             out[i] = Some((s, true));
         }
@@ -926,9 +960,41 @@ impl Drop for Store {
                 );
             }
         }
+        let list: Vec<Arc<Series>> = self.series.read_now().values().cloned().collect();
+        if !self.abandoned.load(Ordering::SeqCst)
+            && let Err(e) = versions::write(&self.root, &list)
+        {
+            tracing::warn!(error = %e,
+                "the versions file could not be written: past versions since the last checkpoint are forgotten");
+        }
+        // The files of the kept versions stay for the next open, which pins those the
+        // versions file names and sweeps the others (as after a crash, which unlinks
+        // nothing).
+        list.iter().for_each(|s| s.keep_version_files());
         // Last: the files only snapshots read stay for the next open, which pins them
         // again (their handles would unlink them as they go).
         self.named.close();
+    }
+}
+
+/// Expires the past versions of every series past their time and, when some history
+/// changed, writes the versions file (the fold thread, every
+/// [`versions::CHECKPOINT_EVERY`]).
+fn checkpoint_versions(root: &Path, map: &RwLock<SeriesMap>, settings: &series::VersionSettings) {
+    if settings.keep_ms() == 0 && !settings.take_dirty() {
+        return;
+    }
+    let list: Vec<Arc<Series>> = map.read_now().values().cloned().collect();
+    let now = now_ms();
+    for s in &list {
+        s.expire_versions(now);
+    }
+    if settings.take_dirty()
+        && let Err(e) = versions::write(root, &list)
+    {
+        tracing::warn!(error = %e, "the versions file could not be written; retried at the next checkpoint");
+        // Try again next time.
+        settings.mark_dirty_again();
     }
 }
 

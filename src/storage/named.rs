@@ -94,10 +94,28 @@ pub struct Decoded {
 }
 
 #[derive(Debug)]
-struct DecodedSeries {
-    rel_dir: String,
-    manifest: Manifest,
-    memory: Vec<Vec<u8>>,
+pub(super) struct DecodedSeries {
+    pub(super) rel_dir: String,
+    pub(super) manifest: Manifest,
+    pub(super) memory: Vec<Vec<u8>>,
+}
+
+/// Handles of chunks no series serves, shared by the snapshots and kept versions that
+/// name them at open (two handles of one file would unlink it when the first goes).
+pub(super) type Extra = HashMap<(String, i32, u64), Arc<ChunkRef>>;
+
+impl DecodedSeries {
+    /// The files this series record names, added to `pins`.
+    pub(super) fn pin(&self, pins: &mut Pins) {
+        let p = pins.entry(self.rel_dir.clone()).or_default();
+        for e in &self.manifest.entries {
+            if e.pack.is_packed() {
+                p.packs.insert(e.pack.generation);
+            } else {
+                p.files.insert((e.month, e.generation));
+            }
+        }
+    }
 }
 
 /// The store's snapshots.
@@ -152,14 +170,7 @@ impl Named {
         let mut pins = Pins::new();
         for d in &decoded {
             for s in &d.series {
-                let p = pins.entry(s.rel_dir.clone()).or_default();
-                for e in &s.manifest.entries {
-                    if e.pack.is_packed() {
-                        p.packs.insert(e.pack.generation);
-                    } else {
-                        p.files.insert((e.month, e.generation));
-                    }
-                }
+                s.pin(&mut pins);
             }
         }
         let named = Named {
@@ -173,10 +184,12 @@ impl Named {
     /// Rebuilds the states of `decoded` over the series just opened (`find` by key),
     /// before the log is replayed: each state shares the handle of every chunk still
     /// live in its series, and holds its own (obsolete) handle of every other one.
-    pub fn attach(&self, decoded: Vec<Decoded>, find: impl Fn(&SeriesKey) -> Option<Arc<Series>>) {
-        // Handles of chunks no series serves, shared by the snapshots that name them
-        // (two handles of one file would unlink it when the first goes).
-        let mut extra: HashMap<(String, i32, u64), Arc<ChunkRef>> = HashMap::new();
+    pub fn attach(
+        &self,
+        decoded: Vec<Decoded>,
+        find: impl Fn(&SeriesKey) -> Option<Arc<Series>>,
+        extra: &mut Extra,
+    ) {
         let mut map = self.map.write_now();
         for d in decoded {
             let mut series = BTreeMap::new();
@@ -187,7 +200,7 @@ impl Named {
                         "a series the snapshot holds did not open: the snapshot reads without it");
                     continue;
                 };
-                match state_of(&live, s, &mut extra) {
+                match state_of(&live, s, extra, false) {
                     Ok(state) => {
                         series.insert(
                             key,
@@ -306,11 +319,13 @@ fn check_name(name: &str) -> Result<()> {
         .map_err(|e| StorageError::InvalidArgument(e.to_string()))
 }
 
-/// The state of `live` that snapshot series `s` describes.
-fn state_of(
+/// The state of `live` that snapshot series `s` describes. With `check_files`, a file
+/// the series does not serve must exist (a kept version whose files went, `Corrupted`).
+pub(super) fn state_of(
     live: &Arc<Series>,
     s: DecodedSeries,
-    extra: &mut HashMap<(String, i32, u64), Arc<ChunkRef>>,
+    extra: &mut Extra,
+    check_files: bool,
 ) -> Result<Snapshot> {
     let current = live.snapshot();
     let serving: HashMap<(i32, u64), &Arc<ChunkRef>> = current
@@ -324,6 +339,15 @@ fn state_of(
         let at = (e.month, e.generation);
         let handle = match serving.get(&at) {
             Some(c) if c.entry == *e => Arc::clone(c),
+            _ if check_files
+                && !extra.contains_key(&(s.rel_dir.clone(), e.month, e.generation))
+                && !live.file_exists(e) =>
+            {
+                return Err(StorageError::corrupted(
+                    s.rel_dir.clone(),
+                    "a file of the kept state is gone",
+                ));
+            }
             _ => Arc::clone(
                 extra
                     .entry((s.rel_dir.clone(), e.month, e.generation))
@@ -384,11 +408,11 @@ fn state_of(
 
 // ------------------------------------------------------------------ the file
 
-fn put_u32(b: &mut Vec<u8>, v: u32) {
+pub(super) fn put_u32(b: &mut Vec<u8>, v: u32) {
     b.extend_from_slice(&v.to_le_bytes());
 }
 
-fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
+pub(super) fn put_bytes(b: &mut Vec<u8>, v: &[u8]) {
     b.extend_from_slice(&(v.len() as u64).to_le_bytes());
     b.extend_from_slice(v);
 }
@@ -410,7 +434,18 @@ fn encode(snap: &NamedSnapshot) -> Vec<u8> {
         u32::try_from(snap.series.len()).expect("a snapshot holds < 2^32 series"),
     );
     for held in snap.series.values() {
-        let st = &held.state;
+        put_bytes(&mut b, held.series.rel_dir.as_bytes());
+        put_state(&mut b, &held.state);
+    }
+    let sum = xxhash_rust::xxh3::xxh3_64(&b);
+    b.extend_from_slice(&sum.to_le_bytes());
+    b
+}
+
+/// A state as a snapshot or versions file keeps it: a manifest of its chunk files, then
+/// u32 count of in-memory chunk images, each u64 length and bytes.
+pub(super) fn put_state(b: &mut Vec<u8>, st: &Snapshot) {
+    {
         let files: Vec<ChunkEntry> = st
             .chunks()
             .filter(|c| !c.is_memory())
@@ -428,34 +463,48 @@ fn encode(snap: &NamedSnapshot) -> Vec<u8> {
             wal_lsn: st.wal_lsn,
             entries: files,
         };
-        put_bytes(&mut b, held.series.rel_dir.as_bytes());
-        put_bytes(&mut b, &m.encode());
+        put_bytes(b, &m.encode());
         let memory: Vec<Arc<MappedChunk>> = st
             .chunks()
             .filter(|c| c.is_memory())
             .map(|c| c.map().expect("a chunk in memory maps without i/o"))
             .collect();
         put_u32(
-            &mut b,
+            b,
             u32::try_from(memory.len()).expect("< 2^32 chunks in memory"),
         );
         for m in memory {
-            put_bytes(&mut b, m.file.bytes());
+            put_bytes(b, m.file.bytes());
         }
     }
-    let sum = xxhash_rust::xxh3::xxh3_64(&b);
-    b.extend_from_slice(&sum.to_le_bytes());
-    b
+}
+
+/// Reads back what [`put_state`] wrote, for the series at `rel_dir`.
+pub(super) fn read_state(
+    r: &mut Reader<'_>,
+    rel_dir: String,
+) -> std::result::Result<DecodedSeries, String> {
+    let manifest = Manifest::decode(r.bytes()?)?;
+    let k = r.u32()? as usize;
+    let mut memory = Vec::with_capacity(k.min(1 << 16));
+    for _ in 0..k {
+        memory.push(r.bytes()?.to_vec());
+    }
+    Ok(DecodedSeries {
+        rel_dir,
+        manifest,
+        memory,
+    })
 }
 
 /// Reads a little-endian snapshot file, checking its checksum first.
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
+pub(super) struct Reader<'a> {
+    pub(super) b: &'a [u8],
+    pub(super) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
+    pub(super) fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
         let end = self
             .at
             .checked_add(n)
@@ -465,21 +514,21 @@ impl<'a> Reader<'a> {
         self.at = end;
         Ok(s)
     }
-    fn u32(&mut self) -> std::result::Result<u32, String> {
+    pub(super) fn u32(&mut self) -> std::result::Result<u32, String> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
-    fn u64(&mut self) -> std::result::Result<u64, String> {
+    pub(super) fn u64(&mut self) -> std::result::Result<u64, String> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
-    fn bytes(&mut self) -> std::result::Result<&'a [u8], String> {
+    pub(super) fn bytes(&mut self) -> std::result::Result<&'a [u8], String> {
         let n = usize::try_from(self.u64()?).map_err(|_| "length out of range")?;
         self.take(n)
     }
-    fn text(&mut self) -> std::result::Result<String, String> {
+    pub(super) fn text(&mut self) -> std::result::Result<String, String> {
         String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "text is not UTF-8".into())
     }
 }
@@ -507,17 +556,7 @@ fn decode(all: &[u8]) -> std::result::Result<Decoded, String> {
     let mut series = Vec::with_capacity(n.min(1 << 20));
     for _ in 0..n {
         let rel_dir = r.text()?;
-        let manifest = Manifest::decode(r.bytes()?)?;
-        let k = r.u32()? as usize;
-        let mut memory = Vec::with_capacity(k.min(1 << 16));
-        for _ in 0..k {
-            memory.push(r.bytes()?.to_vec());
-        }
-        series.push(DecodedSeries {
-            rel_dir,
-            manifest,
-            memory,
-        });
+        series.push(read_state(&mut r, rel_dir)?);
     }
     if r.at != body.len() {
         return Err("trailing bytes".into());

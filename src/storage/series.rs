@@ -34,9 +34,11 @@ use super::fsio::{self, failpoints};
 use super::pack::{PackEntry, PackIndex, pack_file_name};
 use super::sidecar;
 
+mod history;
 mod sealed;
 use super::snapshot::Snapshot;
 use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
+pub use history::{Found, History, Kept, MAX_KEPT_VERSIONS, Pick, VersionInfo, VersionSettings};
 
 /// Name of the manifest file in a series directory.
 pub const MANIFEST_NAME: &str = "MANIFEST";
@@ -141,6 +143,9 @@ pub struct Series {
     /// their tails at different writes, not all at the 16th, 32nd... one together
     /// (see [`Series::tail_merge`]).
     merge_phase: u64,
+    /// The current version's commit time and the past versions kept readable
+    /// (`history`); locked after `current`, never before it.
+    history: Mutex<History>,
 }
 
 /// One month's share of a write, planned before any file is written. An append
@@ -350,6 +355,7 @@ impl Series {
         opts: StoreOptions,
         snap: Snapshot,
     ) -> Series {
+        let version = snap.version;
         let series = Series {
             meta,
             dir: Arc::new(dir),
@@ -363,6 +369,7 @@ impl Series {
             current: RwLock::new(Arc::new(snap)),
             packs: Mutex::new(Default::default()),
             merge_phase: xxhash_rust::xxh3::xxh3_64(rel_dir.as_bytes()),
+            history: Mutex::new(History::new(version, super::now_ms(), false)),
         };
         series.account_unfolded(unfolded_bytes(&series.snapshot()), 0);
         series
@@ -384,6 +391,7 @@ impl Series {
             wal_lsn: state.wal_lsn,
             entries: Vec::new(),
         };
+        let version = state.version;
         let series = Series {
             meta: Arc::clone(&self.meta),
             dir: Arc::clone(&self.dir),
@@ -397,6 +405,7 @@ impl Series {
             current: RwLock::new(state),
             packs: Mutex::new(Default::default()),
             merge_phase: self.merge_phase,
+            history: Mutex::new(History::new(version, super::now_ms(), false)),
         };
         series.account_unfolded(unfolded_bytes(&series.snapshot()), 0);
         series
@@ -409,11 +418,17 @@ impl Series {
     /// later: the group commit answers its writers first).
     fn set_current(&self, next: Arc<Snapshot>) -> Arc<Snapshot> {
         let added = unfolded_bytes(&next);
+        let next_version = next.version;
         let mut current = self.current.write_now();
         let prev = std::mem::replace(&mut *current, next);
         // Under the state's lock: two swaps of one series count in the order they
         // swapped, so the store's count never dips below this series' share.
         self.account_unfolded(added, unfolded_bytes(&prev));
+        if next_version > prev.version {
+            // Under the same lock: a reader sees the new version and its history
+            // together (`history::Series::history`).
+            self.note_superseded(&prev, next_version);
+        }
         drop(current);
         prev
     }

@@ -19,10 +19,12 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
 use super::Engine;
+use super::snapshots::At;
 use crate::error::{Error, Result};
 use crate::record::{Name, SeriesKey, SeriesKind, SeriesMeta, TsRange, echo};
 use crate::storage::Series;
 use crate::storage::batch::{PriceFormat, Projection};
+use crate::storage::series::Pick;
 use resample::ResamplePlan;
 use spec::{Agg, AsOf, Coverage, CoverageRequest, Resample, Symbols};
 
@@ -40,8 +42,8 @@ pub struct ReadSpec {
     pub price_format: PriceFormat,
     /// The resample and the scalar aggregation given next to it.
     pub resample: Option<(Resample, Option<Agg>)>,
-    /// Read the series as this snapshot holds them (`None`: now).
-    pub snapshot: Option<String>,
+    /// The moment the read answers (now, a snapshot, a past version).
+    pub at: At,
 }
 
 /// The parts of a read request both front ends share, before validation.
@@ -56,6 +58,8 @@ pub struct ReadArgs {
     pub resample: Option<Resample>,
     pub agg: Option<Agg>,
     pub snapshot: Option<String>,
+    pub version: Option<u64>,
+    pub as_of_commit: Option<i64>,
 }
 
 impl ReadSpec {
@@ -110,7 +114,7 @@ impl ReadSpec {
             columns: a.columns,
             price_format: a.price_format,
             resample: a.resample.map(|r| (r, a.agg)),
-            snapshot: a.snapshot,
+            at: At::new(a.snapshot, a.version, a.as_of_commit)?,
         })
     }
 
@@ -162,17 +166,18 @@ impl Engine {
     /// exist; `"*"` is every series of the timeframe (and category and name). At most
     /// `max` series; scalar series must share one value type.
     pub fn select(&self, sel: &Selection, max: usize) -> Result<Vec<Arc<Series>>> {
-        self.select_at(sel, max, None)
+        self.select_at(sel, max, &At::Now)
     }
 
-    /// [`Engine::select`] of the series now (`at: None`) or as snapshot `at` holds
-    /// them (`"*"`: every series of the selection the snapshot holds).
-    pub fn select_at(
-        &self,
-        sel: &Selection,
-        max: usize,
-        at: Option<&str>,
-    ) -> Result<Vec<Arc<Series>>> {
+    /// [`Engine::select`] of the series at moment `at` (a snapshot: `"*"` is every
+    /// series of the selection it holds; a commit time: every series of the selection
+    /// that existed then, each at its version current then).
+    pub fn select_at(&self, sel: &Selection, max: usize, at: &At) -> Result<Vec<Arc<Series>>> {
+        if let At::Version(v) = at {
+            return Err(Error::invalid(format!(
+                "version {v} names one version of one series: a many-series read takes as_of_commit or snapshot"
+            )));
+        }
         let mut out = match &sel.symbols {
             Symbols::List(list) => {
                 if list.is_empty() {
@@ -197,9 +202,9 @@ impl Engine {
                 }
                 out
             }
-            Symbols::All(star) if star == "*" && at.is_some() => {
+            Symbols::All(star) if star == "*" && at.snapshot().is_some() => {
                 Name::parse("timeframe", &sel.timeframe)?;
-                let mut all = self.snapshot_selection(at.unwrap_or_default(), sel)?;
+                let mut all = self.snapshot_selection(at.snapshot().unwrap_or_default(), sel)?;
                 if all.len() > max {
                     return Err(too_many(all.len(), max));
                 }
@@ -224,6 +229,16 @@ impl Engine {
                     return Err(too_many(all.len(), max));
                 }
                 all.sort_by(|a, b| a.meta.key.symbol().cmp(b.meta.key.symbol()));
+                if let At::Commit(t) = at {
+                    // Each at its version current at `t`; a series registered later
+                    // held nothing then and is left out.
+                    let mut then = Vec::with_capacity(all.len());
+                    for s in all {
+                        let found = self.store.series_version(&s.meta.key, Pick::Commit(*t))?;
+                        then.extend(found);
+                    }
+                    all = then;
+                }
                 all
             }
             Symbols::All(other) => {
@@ -331,7 +346,8 @@ impl Engine {
 
     /// Coverage and gaps of one series.
     pub fn coverage(&self, key: &SeriesKey, req: &CoverageRequest) -> Result<Coverage> {
-        let series = self.series_at(key, req.snapshot.as_deref())?;
+        let at = At::new(req.snapshot.clone(), req.version, req.as_of_commit)?;
+        let series = self.series_at(key, &at)?;
         coverage::run(&series.snapshot(), series.meta.timeframe_ms, req)
     }
 
@@ -341,9 +357,9 @@ impl Engine {
         key: &SeriesKey,
         body: &spec::AlignedBody,
     ) -> Result<aligned::AlignedPlan> {
-        let at = body.snapshot.as_deref();
-        let kline = self.series_at(key, at)?;
-        aligned::AlignedPlan::new(kline, body, &|k| self.series_at(k, at))
+        let at = At::new(body.snapshot.clone(), None, body.as_of_commit)?;
+        let kline = self.series_at(key, &at)?;
+        aligned::AlignedPlan::new(kline, body, &|k| self.series_at(k, &at))
     }
 }
 

@@ -247,6 +247,12 @@ pub struct CoverageRequest {
     /// Count the bars of the series as this snapshot holds it (docs/research.md).
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// Count the bars of this past version of the series.
+    #[serde(default)]
+    pub version: Option<u64>,
+    /// Count the bars of the version current at this time (ms since the epoch).
+    #[serde(default)]
+    pub as_of_commit: Option<i64>,
 }
 
 /// How kline prices are delivered (`raw`: the stored integers; `float64`: / scale).
@@ -293,4 +299,8 @@ pub struct AlignedBody {
     /// Read the kline and the scalars as this snapshot holds them (docs/research.md).
     #[serde(default)]
     pub snapshot: Option<String>,
+    /// Read the kline and each scalar at the version current at this time (ms since
+    /// the epoch).
+    #[serde(default)]
+    pub as_of_commit: Option<i64>,
 }
