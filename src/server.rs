@@ -134,6 +134,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let compress_task = tokio::spawn(compress_loop(Arc::clone(&engine), stop_rx.clone()));
     let replica_task = tokio::spawn(replica_loop(Arc::clone(&engine), stop_rx.clone()));
     let memory_task = tokio::spawn(memory_loop(Arc::clone(&engine), stop_rx.clone()));
+    let derive_task = tokio::spawn(derive_loop(Arc::clone(&engine), stop_rx.clone()));
     let sql_guard_task = tokio::spawn(crate::query::sql::watch::watch(
         Arc::clone(&engine.sql.running),
         stop_rx.clone(),
@@ -168,11 +169,29 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             compress_task,
             replica_task,
             memory_task,
+            derive_task,
             sql_guard_task,
             auth_task,
             tls_task,
         ],
     })
+}
+
+/// Brings the derived series up to date with their bases every second (docs/derived.md);
+/// reads are exact meanwhile, the pass only makes them cheaper.
+async fn derive_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(crate::query::derive::PASS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let e = Arc::clone(&engine);
+        if let Err(e) = tokio::task::spawn_blocking(move || e.derive_pass()).await {
+            tracing::error!(error = %e, "derive pass failed");
+        }
+    }
 }
 
 /// Runs a retention pass every `storage.retention_interval_s` (the first one right

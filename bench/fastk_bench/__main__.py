@@ -62,7 +62,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from . import (checks, compression, dataset, feeds, market, procs, report, shards, snapshots, systems, timing, tls,
+from . import (checks, compression, dataset, derived, feeds, market, procs, report, shards, snapshots, systems, timing, tls,
                workloads)
 from .workloads import log
 
@@ -307,7 +307,7 @@ class _Done(Exception):
 
 
 ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", "ingest", *feeds.WORKLOADS, *compression.WORKLOADS,
-                  *shards.WORKLOADS, *tls.WORKLOADS, *snapshots.WORKLOADS)
+                  *shards.WORKLOADS, *tls.WORKLOADS, *snapshots.WORKLOADS, *derived.WORKLOADS)
 
 
 def parse_only(text: str) -> set[str]:
@@ -368,6 +368,10 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
             # Stores of its own: FastK and ArcticDB (snapshots.py).
             results["snapshots"] = market.guarded("snapshots", lambda: snapshots.run(
                 results, P, binary=args.fastk_bin, work=work / "snapshots", logs=logs))
+        if "derived" in which:
+            # Stores of its own: FastK and DuckDB in memory (derived.py).
+            results["derived"] = market.guarded("derived", lambda: derived.run(
+                results, P, binary=args.fastk_bin, work=work / "derived", logs=logs))
         if "ingest" in which:
             results["ingest"] = market.guarded("ingest", lambda: ingest_only(
                 args, P, results, skip, fastk_version, work / "ingest", logs))
@@ -462,6 +466,7 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     names += [w for w in shards.WORKLOADS if w in which]
     names += [w for w in tls.WORKLOADS if w in which]
     names += [w for w in snapshots.WORKLOADS if w in which]
+    names += [w for w in derived.WORKLOADS if w in which]
     if feeds_which:
         names += ["versions"]
     (args.out / "tables-only.md").write_text(report.all_tables(results, names))
@@ -516,6 +521,7 @@ def main() -> int:
         **shards.params(q),
         **tls.params(q),
         **snapshots.params(q),
+        **derived.params(q),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     charts_dir = args.charts or args.out
@@ -718,7 +724,7 @@ def main() -> int:
 
 def groups(args, P: dict, results: dict, work: pathlib.Path, logs: pathlib.Path, spec: dataset.Spec) -> None:
     """The full run's self-contained groups, each on stores of its own, in the order
-    of `--only`: compression, shards, tls, snapshots, then the feed workloads (feeds.py). Each
+    of `--only`: compression, shards, tls, snapshots, derived, then the feed workloads (feeds.py). Each
     is guarded: a group that fails is recorded with its error under its key (and the
     group's wall time under `group_wall_s`), and the next one runs."""
     q = args.quick
@@ -736,6 +742,7 @@ def groups(args, P: dict, results: dict, work: pathlib.Path, logs: pathlib.Path,
     timed("tls", lambda: tls.run(results, P, binary=args.fastk_bin, work=work / "tls", logs=logs, spec=spec))
     timed("snapshots", lambda: snapshots.run(results, P, binary=args.fastk_bin, work=work / "snapshots",
                                              logs=logs))
+    timed("derived", lambda: derived.run(results, P, binary=args.fastk_bin, work=work / "derived", logs=logs))
     results.setdefault("versions", {}).update(feeds.versions())
     t = time.time()
     try:

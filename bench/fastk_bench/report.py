@@ -1121,6 +1121,35 @@ def t_snapshots(r: dict) -> str:
     return out
 
 
+def t_derived(r: dict) -> str:
+    """The `derived` workload (derived.py): 1h and 1d bars read from derived series,
+    from the resample on read and from DuckDB's precomputed tables; the one-bar feed
+    with and without three rules."""
+    d = r["derived"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    fk, dk = d.get("FastK"), d.get("DuckDB")
+    rows = []
+    for tf in ("1h", "1d"):
+        der = fk["read_ms"][f"derived_{tf}"]
+        res = fk["read_ms"][f"resample_{tf}"]
+        duck = dk["read_ms"][tf] if dk else None
+        rows.append([tf, fk["answers"][tf][0], der, res, res / der, duck, der / duck if duck else None])
+    out = table(["timeframe", "bars", "FastK derived ms", "FastK resample on read ms", "resample / derived",
+                 "DuckDB precomputed ms", "FastK derived / DuckDB"], rows)
+    feed = fk["feed_writes_per_s"]
+    out += (f"\n\nOne-bar feed over HTTP: {feed['three_rules']:.0f} writes/s to a symbol three rules "
+            f"(5m, 1h, 1d) derive from, {feed['no_rule']:.0f} to one no rule names "
+            f"({feed['three_rules'] / feed['no_rule']:.2f}x). Materializing the whole history after the rules "
+            f"were made took {fk['materialize_s']:.1f} s.")
+    if dk:
+        out += (f" DuckDB precomputed its tables in {dk['precompute_s']['1h']:.2f} s (1h) and "
+                f"{dk['precompute_s']['1d']:.2f} s (1d), once, by hand.")
+    out += "\n\nHow: " + d.get("how", "")
+    out += f"\n\nChecked: {d.get('checked', 0)} answers (row count and the sums of every column)."
+    return out
+
+
 SECTIONS = {
     "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
@@ -1130,7 +1159,7 @@ SECTIONS = {
     "market_resample": t_market_resample, "market_asof": t_market_asof, "market_coverage": t_market_coverage,
     "colocated": t_colocated,
     "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series, "series_100k": t_series_100k, "shards": t_shards,
-    "compression": t_compression, "tls": t_tls, "snapshots": t_snapshots,
+    "compression": t_compression, "tls": t_tls, "snapshots": t_snapshots, "derived": t_derived,
 }
 
 

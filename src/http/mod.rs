@@ -13,6 +13,7 @@
 //! - [`many`]: writes of many series in one request (one all-or-nothing unit).
 //! - [`sql`]: `POST /v1/sql`, JSON or Arrow IPC answers.
 //! - [`snapshots`]: named snapshots: create, list, show, delete.
+//! - [`derive`]: derive rules (materialized resamples): create, list, delete.
 //! - [`console`]: the web console at `/console`, static and embedded (docs/console.md).
 //! - [`json`]: read pages serialized straight from the mapped columns.
 //! - [`types`]: HTTP-only bodies and parameters.
@@ -27,6 +28,7 @@
 pub mod admin;
 pub mod auth;
 pub mod console;
+pub mod derive;
 pub mod error;
 pub mod extract;
 pub mod json;
@@ -100,6 +102,8 @@ fn api_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(registries::put_feature, registries::list_features))
         .routes(routes!(registries::put_factor, registries::list_factors))
         .routes(routes!(snapshots::create, snapshots::list))
+        .routes(routes!(derive::create, derive::list))
+        .routes(routes!(derive::delete))
         .routes(routes!(snapshots::get, snapshots::delete))
 }
 

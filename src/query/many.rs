@@ -157,6 +157,7 @@ impl Engine {
                      nothing was written",
                 )));
             }
+            self.derive.refuse_write(&series.meta.key).map_err(named)?;
             self.check_many_rows(series, batch).map_err(named)?;
             rows += batch.len() as u64;
             cells += (batch.len() * batch.cols.len()) as u64;

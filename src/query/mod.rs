@@ -3,6 +3,7 @@
 
 pub mod budget;
 mod catalog;
+pub mod derive;
 pub mod local;
 pub mod many;
 pub mod market;
@@ -78,6 +79,8 @@ pub struct Engine {
     pub auth: Arc<crate::auth::Authority>,
     /// The listeners' TLS, once the server has loaded it (for `/metrics`).
     pub tls: std::sync::OnceLock<Arc<crate::tls::Tls>>,
+    /// Derive rules and the derived series they maintain ([`derive`]).
+    pub derive: derive::Derived,
     started: Instant,
     health: Mutex<HealthState>,
 }
@@ -146,7 +149,8 @@ impl Engine {
             config.storage.max_inflight_write_bytes,
             std::time::Duration::from_millis(config.storage.write_budget_wait_ms),
         );
-        Ok(Arc::new(Engine {
+        let derive = derive::Derived::open(&root)?;
+        let engine = Arc::new(Engine {
             write_budget,
             sql: sql::SqlState::new(&config.sql),
             auth: Arc::new(crate::auth::Authority::new(&config.auth)),
@@ -155,9 +159,12 @@ impl Engine {
             store,
             registry,
             metrics: Metrics::default(),
+            derive,
             started: Instant::now(),
             health: Mutex::new(health),
-        }))
+        });
+        engine.apply_derive_rules();
+        Ok(engine)
     }
 
     /// Whether this node follows a primary (`replica.follow_from`): read-only.
@@ -328,6 +335,9 @@ impl Engine {
             // Storage is the source of truth; the catalog is reconciled on the next open.
             tracing::error!(error = %e, "registry catalog update failed");
         }
+        for m in &created {
+            self.derive_registered(&m.key);
+        }
         Ok(RegisterManyResponse {
             created: created.len() as u64,
             existing: (done.len() - created.len()) as u64,
@@ -355,6 +365,9 @@ impl Engine {
             // Storage is the source of truth; the catalog is reconciled on the next open.
             tracing::error!(error = %e, "registry catalog update failed");
         }
+        if created {
+            self.derive_registered(&series.meta.key);
+        }
         Ok((series_info(&series, false), created))
     }
 
@@ -369,11 +382,26 @@ impl Engine {
     /// Metadata, statistics and partitions of one series.
     pub fn series_info(&self, key: &SeriesKey) -> Result<SeriesInfo> {
         let s = self.series(key)?;
-        Ok(series_info(&s, true))
+        let mut info = series_info(&s, true);
+        if let Some((base, through)) = self.derive_status(key) {
+            info.derived_from = Some(base.to_string());
+            info.materialized_through_ts = through;
+        }
+        Ok(info)
     }
 
     pub fn delete_series(&self, key: &SeriesKey) -> Result<()> {
         self.check_writable()?;
+        self.derive.refuse_write(key)?;
+        // The series derived from this one go with it (first: a snapshot holding one
+        // refuses the whole delete).
+        for d in self.derive.derived_of(key) {
+            self.derive.forget(&d);
+            self.store.delete(&d)?;
+            if let Err(e) = self.registry.remove_series(&d) {
+                tracing::error!(error = %e, "registry catalog update failed");
+            }
+        }
         self.store.delete(key)?;
         if let Err(e) = self.registry.remove_series(key) {
             tracing::error!(error = %e, "registry catalog update failed");
@@ -432,6 +460,7 @@ impl Engine {
         since: u64,
     ) -> Result<WriteResponse> {
         self.check_writable()?;
+        self.derive.refuse_write(key)?;
         let series = self.series_since(key, since)?;
         if key.kind() == SeriesKind::Kline && batch.cols.len() == 6 {
             check_ohlc(&batch)?;
@@ -480,6 +509,7 @@ impl Engine {
     ) -> Result<WriteResponse> {
         self.check_writable()?;
         let key = &series.meta.key;
+        self.derive.refuse_write(key)?;
         if key.kind() == SeriesKind::Kline {
             let mut first = 0;
             for p in pieces {
@@ -525,6 +555,7 @@ impl Engine {
                 "start_ts ({a}) must not be after end_ts ({b}); both ends are inclusive"
             )));
         }
+        self.derive.refuse_write(key)?;
         let series = self.series(key)?;
         let r = series.delete_range(TsRange::new(start_ts, end_ts), expected)?;
         Ok(DeleteRangeResponse {
@@ -546,6 +577,11 @@ impl Engine {
         let default = i64::try_from(self.config.storage.retention_ms).unwrap_or(i64::MAX);
         let mut report = RetentionReport::default();
         for series in self.store.list() {
+            // A derived series follows its base: the base's retention drops its
+            // months, and the next pass drops the buckets they made.
+            if self.derive.base_of(&series.meta.key).is_some() {
+                continue;
+            }
             let snap = series.snapshot();
             let keep = if snap.retention_ms > 0 {
                 snap.retention_ms
@@ -693,14 +729,14 @@ impl Engine {
         range: TsRange,
         latest: Option<usize>,
     ) -> Result<(Arc<SeriesMeta>, SliceStream)> {
-        let series = self.series(key)?;
+        let series = self.live_view(self.series(key)?)?;
         let stream = slice_stream(&series.snapshot(), range, latest)?;
         Ok((Arc::clone(&series.meta), stream))
     }
 
     /// Exact row count of `range` (for FlightInfo `total_records`).
     pub fn count(&self, key: &SeriesKey, range: TsRange, latest: Option<usize>) -> Result<u64> {
-        Engine::count_of(&*self.series(key)?, range, latest)
+        Engine::count_of(&*self.live_view(self.series(key)?)?, range, latest)
     }
 
     /// Exact row count of `range` of `series` (a live series or a snapshot's view).
@@ -1260,6 +1296,8 @@ pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
         files: files_of(&snap),
         raw_bytes: snap.raw_bytes(),
         unfolded_rows: snap.unfolded.map_or(0, |u| u.rows),
+        derived_from: None,
+        materialized_through_ts: None,
         partitions,
     }
 }

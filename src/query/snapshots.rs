@@ -206,7 +206,7 @@ impl Engine {
     /// state a snapshot or a past version holds.
     pub fn series_at(&self, key: &SeriesKey, at: &At) -> Result<Arc<Series>> {
         match at {
-            At::Now => self.series(key),
+            At::Now => self.live_view(self.series(key)?),
             At::Snapshot(name) => Ok(self.store.series_at(name, key)?),
             At::Version(v) => self
                 .store

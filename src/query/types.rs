@@ -109,6 +109,13 @@ pub struct SeriesInfo {
     /// counted in `rows`, not in `bytes`).
     #[serde(default)]
     pub unfolded_rows: u64,
+    /// A derived series: its base (`kline/BTCUSDT/1m`; docs/derived.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub derived_from: Option<String>,
+    /// A derived series: its stored bars before this bucket start are materialized
+    /// (reads add the rest from the base on the fly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub materialized_through_ts: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partitions: Option<Vec<PartitionInfo>>,
 }

@@ -1157,6 +1157,9 @@ def _http_scope(method: str, path: str, op: dict) -> str | None:
     # Snapshots are created and deleted with the admin scope, listed with read.
     if path.startswith("/v1/snapshots") and method in ("post", "delete"):
         return "admin"
+    # Derive rules likewise.
+    if path.startswith("/v1/kline/derive") and method in ("post", "delete"):
+        return "admin"
     if method == "get":
         return "read"
     if method == "post" and path in READ_POSTS:

@@ -229,6 +229,12 @@ impl Engine {
                     return Err(too_many(all.len(), max));
                 }
                 all.sort_by(|a, b| a.meta.key.symbol().cmp(b.meta.key.symbol()));
+                if *at == At::Now {
+                    all = all
+                        .into_iter()
+                        .map(|s| self.live_view(s))
+                        .collect::<Result<_>>()?;
+                }
                 if let At::Commit(t) = at {
                     // Each at its version current at `t`; a series registered later
                     // held nothing then and is left out.

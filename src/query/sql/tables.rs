@@ -236,7 +236,14 @@ impl TableProvider for DataTableProvider {
         let filter = ScanFilter::new(filters, self.table.pushable());
         let vt = self.table.value_type();
         let every = match &self.at {
-            None => self.engine.store.list_kind(self.table.kind()),
+            None => self
+                .engine
+                .store
+                .list_kind(self.table.kind())
+                .into_iter()
+                .map(|s| self.engine.live_view(s))
+                .collect::<crate::error::Result<Vec<_>>>()
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
             Some(name) => self
                 .engine
                 .snapshot_series(name, self.table.kind())
