@@ -155,7 +155,7 @@ def _duckdb(t: pa.Table, reps: int, answers: dict) -> dict:
     for tf in BUCKET_MS:
         for rep in range(reps + 1):
             t0 = time.perf_counter()
-            got = con.execute(f"SELECT * FROM bars_{tf} ORDER BY ts").arrow()
+            got = con.sql(f"SELECT * FROM bars_{tf} ORDER BY ts").to_arrow_table()
             dt = time.perf_counter() - t0
             checks.expect("derived", f"DuckDB bars_{tf}", digest(got), answers[tf])
             if rep > 0:

@@ -92,6 +92,9 @@ struct Mat {
     /// Held (write) while a pass rewrites the stored bars and moves `through`; held
     /// (read) while a read takes the three states it answers from.
     gate: RwLock<()>,
+    /// One materialization of this series at a time (a second one would only redo
+    /// the first's work).
+    running: Mutex<()>,
     state: Mutex<MatState>,
 }
 
@@ -243,6 +246,7 @@ impl Engine {
                 base: base.meta.key.clone(),
                 plan,
                 gate: RwLock::new(()),
+                running: Mutex::new(()),
                 state: Mutex::new(MatState {
                     through: i64::MIN,
                     base_at: None,
@@ -518,6 +522,7 @@ impl Engine {
     /// Brings derived series `key` up to date with its base: the buckets from the first
     /// the base changed to the bucket of its last bar are resampled and rewritten.
     fn materialize(&self, key: &SeriesKey, mat: &Mat) -> Result<()> {
+        let _running = mat.running.locked();
         let base = self.store.get(&mat.base)?;
         let derived = self.store.get(key)?;
         let st = mat.state.locked().clone();
