@@ -82,6 +82,8 @@ import time
 
 MANIFEST_NAME = "MANIFEST"
 REGISTRY_FILE = "registry.sqlite"
+# The derive rules (docs/derived.md): JSON, replaced whole by rename on every change.
+DERIVE_FILE = "DERIVE.json"
 MANIFEST_MAGIC = b"FASTKMAN"
 # Manifest format version -> length of its fixed part (the entries follow). Version 2
 # (the write-ahead log) appended wal_lsn u64 at 288 and 8 reserved bytes.
@@ -609,6 +611,24 @@ def backup_registry(root: str, dest: str) -> bool:
     return True
 
 
+def backup_derive_rules(root: str, dest: str) -> bool:
+    """Copies the derive rules; False when the store has none. The file is replaced
+    whole by rename, so a plain copy is one version of it. The derived series are
+    copied with the other series; the restored server checks their stored bars
+    against their bases at its first pass (docs/derived.md)."""
+    src = os.path.join(root, DERIVE_FILE)
+    try:
+        with open(src, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return False
+    with open(os.path.join(dest, DERIVE_FILE), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
 def fsync_tree(path: str) -> None:
     for dirpath, _, _ in os.walk(path, topdown=False):
         fsync_path(dirpath)
@@ -629,6 +649,7 @@ def run(args) -> dict:
     copier = Copier(args.link, args.throttle_ms / 1000.0)
     try:
         registry = backup_registry(root, staging)
+        derive_rules = backup_derive_rules(root, staging)
         # The log before any manifest: a record a copied manifest does not hold yet is
         # then in the copied log, or committed after it (module docstring).
         wal = backup_wal(root, staging, copier)
@@ -690,6 +711,7 @@ def run(args) -> dict:
         "root": root,
         "dest": dest,
         "registry": registry,
+        "derive_rules": derive_rules,
         "wal": wal,
         "series": series,
         "snapshots": snapshots,

@@ -15,10 +15,10 @@ use fastk::error::ErrorKind;
 use fastk::query::Engine;
 use fastk::query::derive::DeriveRule;
 use fastk::query::market::spec::{Resample, Symbols};
-use fastk::query::market::{ReadArgs, ReadSpec};
+use fastk::query::market::{ReadArgs, ReadSpec, Selection};
 use fastk::query::snapshots::At;
 use fastk::record::KlineRecord;
-use fastk::record::{SeriesKey, TsRange};
+use fastk::record::{SeriesKey, SeriesKind, TsRange};
 
 /// (timeframe, offset_ms) of the rules under test.
 const RULES: [(&str, i64); 4] = [("5m", 0), ("1h", 0), ("1d", -7_200_000), ("1w", 0)];
@@ -253,6 +253,27 @@ fn a_derived_series_always_equals_the_resample_of_its_base() {
     assert_eq!(check(&e, &eth, "a later series"), RULES.len());
     e.derive_pass();
     assert_eq!(check(&e, &eth, "a later series, materialized"), RULES.len());
+
+    // A many-series read (`"*"`) answers each derived series as a single read does,
+    // with its unmaterialized tail.
+    e.write_kline(&eth, &bars(&mut Rng(13), 50), None).unwrap();
+    let sel = Selection {
+        kind: SeriesKind::Kline,
+        timeframe: "1h".into(),
+        scalar: None,
+        symbols: Symbols::All("*".into()),
+    };
+    let all = e.select(&sel, 100).unwrap();
+    assert_eq!(all.len(), 2);
+    for s in all {
+        let base = SeriesKey::kline(s.meta.key.symbol(), "1m").unwrap();
+        assert_eq!(
+            s.snapshot().rows() as usize,
+            resample_of_base(&e, &base, "1h", 0).len(),
+            "{} in a many-series read",
+            s.meta.key
+        );
+    }
 }
 
 #[test]

@@ -333,6 +333,9 @@ def test_backup_keeps_snapshots_and_the_files_they_read(start_server, unique_nam
     expect_ok(http.post(f"{server.http_url}{path}/records",
                         json={"records": bars(3000, 5, 2)}, timeout=60))  # log only
     expect_ok(http.post(f"{server.http_url}/v1/snapshots", json={"name": "bk"}, timeout=60), 201)
+    # A derive rule: copied with the backup, and its series read alike after the restore.
+    expect_ok(http.post(f"{server.http_url}/v1/kline/derive", json={
+        "from_timeframe": "1m", "timeframe": "1h", "symbols": [sym]}, timeout=60), 201)
     # The month is rewritten and compacted: its old file is kept for the snapshot only.
     expect_ok(http.post(f"{server.http_url}{path}/records",
                         json={"records": bars(100, 50, 3)}, timeout=60))
@@ -346,7 +349,9 @@ def test_backup_keeps_snapshots_and_the_files_they_read(start_server, unique_nam
     dest = tmp_path / "backup"
     result = run_backup(server.root, dest, "--json")
     assert result.returncode == 0, f"backup failed:\n{result.stdout}\n{result.stderr}"
-    assert json.loads(result.stdout)["snapshots"] == ["bk"]
+    summary = json.loads(result.stdout)
+    assert summary["snapshots"] == ["bk"]
+    assert summary["derive_rules"] is True
     check = run_fastk("admin", "validate", "--deep", "--json", "--root", str(dest))
     assert check.returncode == 0, f"validate found problems in the backup:\n{check.stdout}"
 
@@ -355,6 +360,14 @@ def test_backup_keeps_snapshots_and_the_files_they_read(start_server, unique_nam
     restored = start_server("backup-snap-restored", {"FASTK__STORAGE__ROOT": str(root)})
     assert read_all(restored.http_url, path, "bk") == want_snap
     assert read_all(restored.http_url, path) == want_live
+    rules = expect_ok(requests.get(f"{restored.http_url}/v1/kline/derive", timeout=30))["rules"]
+    assert [(r["from_timeframe"], r["timeframe"]) for r in rules] == [("1m", "1h")]
+    hourly = expect_ok(requests.get(f"{restored.http_url}{path}/records",
+                                    params={"resample": "1h", "limit": 100000}, timeout=30))
+    derived = expect_ok(requests.get(f"{restored.http_url}/v1/kline/{sym}/1h/records",
+                                     params={"limit": 100000}, timeout=30))
+    assert [r["close"] for r in derived["records"]] == [r["close"] for r in hourly["records"]]
+    assert len(derived["records"]) > 0
     stop_cleanly(restored)
     stop_cleanly(server)
 
