@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::{Array, Int64Array, RecordBatch, TimestampMillisecondArray};
-use common::{DAY, JAN_2024, MINUTE, engine_with, register_kline};
+use common::{DAY, JAN_2024, MINUTE, Rng, engine_with, register_kline};
 use fastk::error::ErrorKind;
 use fastk::query::Engine;
 use fastk::query::derive::DeriveRule;
@@ -22,20 +22,6 @@ use fastk::record::{SeriesKey, SeriesKind, TsRange};
 
 /// (timeframe, offset_ms) of the rules under test.
 const RULES: [(&str, i64); 4] = [("5m", 0), ("1h", 0), ("1d", -7_200_000), ("1w", 0)];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn rule(tf: &str, offset: i64) -> DeriveRule {
     DeriveRule {

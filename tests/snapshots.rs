@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use common::{JAN_2024, MINUTE, assert_clean, kline_meta, scalar_meta, series_cols, store_opts};
+use common::{
+    JAN_2024, MINUTE, Rng, assert_clean, kline_meta, scalar_meta, series_cols, store_opts,
+};
 use fastk::record::{SeriesKey, TsRange, ValueType};
 use fastk::storage::series::Pick;
 use fastk::storage::{Series, StorageError, Store, StoreOptions, WriteBatch};
@@ -22,20 +24,6 @@ type Rows = BTreeMap<i64, Vec<i64>>;
 type Model = BTreeMap<SeriesKey, Rows>;
 /// The rows of each version of each series the store should still read.
 type Versions = BTreeMap<SeriesKey, BTreeMap<u64, Rows>>;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn opts() -> StoreOptions {
     store_opts(|o| {
@@ -477,4 +465,52 @@ fn a_snapshot_never_holds_half_of_a_many_series_write() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let writes = writer.join().unwrap();
     assert!(writes > 0, "the writer wrote");
+}
+
+#[test]
+fn a_damaged_versions_file_costs_the_past_versions_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let key = keys()[0].clone();
+    let mut rng = Rng(5);
+    {
+        let st = Store::open(root, opts()).unwrap();
+        register(&st);
+        let s = st.get(&key).unwrap();
+        for _ in 0..2 {
+            let r = rows(&mut rng, &key, 5, 1);
+            st.write(&s, batch(&r), None).unwrap();
+        }
+    }
+    // A clean stop kept them: version 1 reads after a restart.
+    let want = {
+        let st = Store::open(root, opts()).unwrap();
+        assert!(matches!(
+            st.series_version(&key, Pick::Version(1)),
+            Ok(Some(_))
+        ));
+        series_cols(&st.get(&key).unwrap())
+    };
+    let path = root.join(fastk::storage::versions::VERSIONS_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let st = Store::open(root, opts()).unwrap();
+    assert!(
+        root.join("VERSIONS.damaged").exists(),
+        "the damaged file is set aside"
+    );
+    assert!(
+        matches!(
+            st.series_version(&key, Pick::Version(1)),
+            Err(StorageError::Gone(_))
+        ),
+        "its past versions are gone"
+    );
+    assert_eq!(
+        series_cols(&st.get(&key).unwrap()),
+        want,
+        "the rows are intact"
+    );
 }

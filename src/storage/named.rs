@@ -533,9 +533,17 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode(all: &[u8]) -> std::result::Result<Decoded, String> {
-    if all.len() < MAGIC.len() + 8 || &all[..MAGIC.len()] != MAGIC {
-        return Err("not a snapshot file".into());
+/// A reader over the body of a file laid out as the snapshot and versions files are:
+/// `magic`, a u32 layout version that must be `version`, the body, and the XXH3-64 of
+/// everything before it (checked first). `what` names the file in the refusals.
+pub(super) fn checked<'a>(
+    all: &'a [u8],
+    magic: &[u8; 8],
+    version: u32,
+    what: &str,
+) -> std::result::Result<Reader<'a>, String> {
+    if all.len() < magic.len() + 8 || &all[..magic.len()] != magic {
+        return Err(format!("not a {what}"));
     }
     let (body, sum) = all.split_at(all.len() - 8);
     if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != sum {
@@ -543,12 +551,17 @@ fn decode(all: &[u8]) -> std::result::Result<Decoded, String> {
     }
     let mut r = Reader {
         b: body,
-        at: MAGIC.len(),
+        at: magic.len(),
     };
-    let version = r.u32()?;
-    if version != FILE_VERSION {
-        return Err(format!("unknown snapshot file version {version}"));
+    let found = r.u32()?;
+    if found != version {
+        return Err(format!("unknown {what} version {found}"));
     }
+    Ok(r)
+}
+
+fn decode(all: &[u8]) -> std::result::Result<Decoded, String> {
+    let mut r = checked(all, MAGIC, FILE_VERSION, "snapshot file")?;
     let created_ts = r.u64()? as i64;
     let name = r.text()?;
     let note = r.text()?;
@@ -558,7 +571,7 @@ fn decode(all: &[u8]) -> std::result::Result<Decoded, String> {
         let rel_dir = r.text()?;
         series.push(read_state(&mut r, rel_dir)?);
     }
-    if r.at != body.len() {
+    if r.at != r.b.len() {
         return Err("trailing bytes".into());
     }
     Ok(Decoded {

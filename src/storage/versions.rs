@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::error::{Result, StorageError};
 use super::fsio;
 use super::named::{
-    DecodedSeries, Extra, Pins, Reader, put_bytes, put_state, put_u32, read_state, state_of,
+    DecodedSeries, Extra, Pins, checked, put_bytes, put_state, put_u32, read_state, state_of,
 };
 use super::series::{History, Kept, MAX_KEPT_VERSIONS, Series};
 
@@ -189,21 +189,7 @@ pub fn restore(attached: Vec<Attached>, all: &[Arc<Series>], now: i64) {
 }
 
 fn decode(all: &[u8]) -> std::result::Result<Vec<DecodedHistory>, String> {
-    if all.len() < MAGIC.len() + 8 || &all[..MAGIC.len()] != MAGIC {
-        return Err("not a versions file".into());
-    }
-    let (body, sum) = all.split_at(all.len() - 8);
-    if xxhash_rust::xxh3::xxh3_64(body).to_le_bytes() != sum {
-        return Err("checksum mismatch".into());
-    }
-    let mut r = Reader {
-        b: body,
-        at: MAGIC.len(),
-    };
-    let version = r.u32()?;
-    if version != FILE_VERSION {
-        return Err(format!("unknown versions file version {version}"));
-    }
+    let mut r = checked(all, MAGIC, FILE_VERSION, "versions file")?;
     let n = r.u32()? as usize;
     let mut out = Vec::with_capacity(n.min(1 << 20));
     for _ in 0..n {
@@ -230,7 +216,7 @@ fn decode(all: &[u8]) -> std::result::Result<Vec<DecodedHistory>, String> {
             kept,
         });
     }
-    if r.at != body.len() {
+    if r.at != r.b.len() {
         return Err("trailing bytes".into());
     }
     Ok(out)

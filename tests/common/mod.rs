@@ -31,6 +31,22 @@ pub const MINUTE: i64 = 60_000;
 pub const HOUR: i64 = 60 * MINUTE;
 pub const DAY: i64 = 24 * HOUR;
 
+/// A seeded xorshift generator: the same steps for the same seed, in every model test.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A value below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
 /// An engine over `root` with the default configuration changed by `configure`.
 pub fn engine_with(root: &Path, configure: impl FnOnce(&mut Config)) -> Arc<Engine> {
     let mut c = Config::default();
