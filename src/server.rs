@@ -314,7 +314,13 @@ async fn replica_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
         if !c.publish_to.is_empty() {
             let outcome = match publisher.publish_once(&engine).await {
                 Ok(r) => {
-                    if r.published + r.deleted + r.failed > 0 {
+                    if r.published
+                        + r.deleted
+                        + r.failed
+                        + r.snapshots_published
+                        + r.snapshots_deleted
+                        > 0
+                    {
                         tracing::info!(report = ?r, "replica: published");
                     }
                     Ok((r.failed, r.first_failure))
@@ -334,7 +340,8 @@ async fn replica_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
                 {
                     tracing::warn!(error = %e.message, "replica: catalog reconcile failed");
                 }
-                if r.applied + r.deleted + r.failed > 0 {
+                if r.applied + r.deleted + r.failed + r.snapshots_applied + r.snapshots_deleted > 0
+                {
                     tracing::info!(report = ?r, "replica: followed");
                 }
                 if r.failed == 0

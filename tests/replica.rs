@@ -600,3 +600,301 @@ fn health_reports_replication_passes_and_degrades_on_failures() {
     assert_eq!((r.failed_passes, r.last_error, r.passes), (0, None, 6));
     assert_eq!(h.status, "ok", "{:?}", h.details);
 }
+
+/// Every column of every row of `key` as snapshot `name` holds it.
+fn snapshot_rows(e: &Engine, name: &str, key: &SeriesKey) -> Vec<Vec<i64>> {
+    let at = fastk::query::snapshots::At::Snapshot(name.to_string());
+    let view = e.series_at(key, &at).unwrap();
+    let mut cols = vec![Vec::new(); key.kind().ncols()];
+    for s in view.snapshot().range(TsRange::all()) {
+        let s = s.unwrap();
+        for (i, c) in cols.iter_mut().enumerate() {
+            c.extend_from_slice(s.col(i));
+        }
+    }
+    cols
+}
+
+/// The replica holds the primary's snapshots, each read exactly as on the primary.
+fn assert_same_snapshots(p: &Engine, r: &Engine) {
+    let (mine, theirs) = (p.list_snapshots(), r.list_snapshots());
+    assert_eq!(mine, theirs, "the same snapshots, sizes and creation times");
+    for s in &mine {
+        let detail = p.snapshot_detail(&s.name).unwrap();
+        assert_eq!(detail, r.snapshot_detail(&s.name).unwrap());
+        for pinned in &detail.series {
+            let key = match pinned.kind.as_str() {
+                "kline" => SeriesKey::kline(&pinned.symbol, &pinned.timeframe).unwrap(),
+                _ => SeriesKey::scalar(
+                    &pinned.symbol,
+                    &pinned.timeframe,
+                    pinned.category.as_deref().unwrap(),
+                    pinned.name.as_deref().unwrap(),
+                )
+                .unwrap(),
+            };
+            let rows = snapshot_rows(p, &s.name, &key);
+            assert_eq!(rows[0].len() as u64, pinned.rows);
+            assert_eq!(
+                rows,
+                snapshot_rows(r, &s.name, &key),
+                "{} of {}",
+                key,
+                s.name
+            );
+        }
+    }
+}
+
+/// Every data file in the series directories under `root`, relative to it.
+fn data_files(root: &Path) -> std::collections::BTreeSet<PathBuf> {
+    walk(&root.join("series"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n != "MANIFEST"))
+        .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_follows_named_snapshots_through_rewrites_restarts_and_deletes() {
+    use fastk::query::snapshots::SnapshotCreate;
+    let t = pair();
+    load(&t.primary);
+    // A series of this month: its chunk files are raw and unpacked, one per month.
+    let sol = register_kline(&t.primary, "SOLUSDT");
+    let recent = (fastk::query::now_ms() - 5 * 3_600_000) / MINUTE * MINUTE;
+    t.primary
+        .write_kline(&sol, &bars(recent, 200, 2), None)
+        .unwrap();
+    t.primary.store.fold_all();
+    t.publish().await;
+    t.follow().await;
+    let btc = SeriesKey::kline("BTCUSDT", "1m").unwrap();
+    let eth = SeriesKey::kline("ETHUSDT", "1m").unwrap();
+    let create = |e: &Engine, name: &str| {
+        e.create_snapshot(&SnapshotCreate {
+            name: name.into(),
+            series: None,
+            note: Some(format!("note of {name}")),
+        })
+    };
+    // A replica makes none of its own.
+    let refused = create(&t.replica, "mine").unwrap_err();
+    assert_eq!(refused.kind, ErrorKind::PreconditionFailed);
+
+    // "before": rows only in the log travel inside the snapshot file.
+    t.primary
+        .write_kline(&eth, &bars(JAN_2024 + 80 * DAY, 30, 9), None)
+        .unwrap();
+    create(&t.primary, "before").unwrap();
+    // Then every file "before" reads on BTCUSDT is rewritten, the scalar loses a
+    // range, and everything is folded and compacted.
+    t.primary
+        .write_kline(&btc, &bars(JAN_2024, 90 * 1440, 4), None)
+        .unwrap();
+    t.primary
+        .write_kline(&sol, &bars(recent, 200, 5), None)
+        .unwrap();
+    t.primary
+        .delete_range(
+            &scalar_key(),
+            Some(JAN_2024 + DAY),
+            Some(JAN_2024 + 2 * DAY),
+            None,
+        )
+        .unwrap();
+    t.primary.store.fold_all();
+    t.primary
+        .admin(AdminAction::Compact, &AdminRequest::default())
+        .unwrap();
+    let p = t.publish().await;
+    assert_eq!(p.snapshots_published, 1, "{p:?}");
+    // A reader holds the replica's current BTCUSDT state across the poll that
+    // supersedes it: the snapshot shares that reader's handles (no second handle
+    // unlinks a file under it when the reader lets go).
+    let reader = [&btc, &sol].map(|k| t.replica.store.get(k).unwrap().snapshot());
+    assert!(
+        reader[1].chunks().any(|c| !c.entry.pack.is_packed()),
+        "SOLUSDT has a chunk file of its own"
+    );
+    let r = t.follow().await;
+    assert_eq!((r.snapshots_applied, r.failed), (1, 0), "{r:?}");
+    drop(reader);
+    assert_same(&t.primary, &t.replica);
+    assert_same_snapshots(&t.primary, &t.replica);
+    assert_ne!(
+        snapshot_rows(&t.replica, "before", &btc),
+        rows(&t.replica, &btc).0,
+        "the snapshot reads the rewritten rows' predecessors"
+    );
+    assert_ne!(
+        snapshot_rows(&t.replica, "before", &sol),
+        rows(&t.replica, &sol).0
+    );
+    // Nothing changed: nothing is put or fetched again.
+    let again = t.publish().await;
+    assert_eq!((again.snapshots_published, again.objects_put), (0, 0));
+    let r = t.follow().await;
+    assert_eq!((r.snapshots_applied, r.objects), (0, 0), "{r:?}");
+
+    // A second snapshot, a name deleted and made again, and the bucket's garbage.
+    create(&t.primary, "after").unwrap();
+    t.primary.delete_snapshot("before").unwrap();
+    t.primary
+        .write_kline(&btc, &bars(JAN_2024 + 20 * DAY, 60, 7), None)
+        .unwrap();
+    t.primary.store.fold_all();
+    create(&t.primary, "before").unwrap();
+    t.publish().await;
+    let r = t.follow().await;
+    assert_eq!((r.snapshots_applied, r.failed), (2, 0), "{r:?}");
+    assert_same_snapshots(&t.primary, &t.replica);
+
+    // A restarted replica serves the same snapshots; its open finds nothing to report.
+    let root = t.replica.config.storage.root.clone();
+    let Pair {
+        _tmp,
+        bucket_dir,
+        primary,
+        replica,
+        publisher,
+        follower,
+    } = t;
+    drop(follower);
+    let Ok(replica) = Arc::try_unwrap(replica) else {
+        panic!("the replica engine is still shared")
+    };
+    drop(replica);
+    let url = format!("file://{}", bucket_dir.display());
+    let replica = engine_with(&root, |c| c.replica.follow_from = url.clone());
+    assert!(
+        replica
+            .store
+            .recovery()
+            .iter()
+            .all(|n| n.unknown_files.is_empty()),
+        "{:?}",
+        replica.store.recovery()
+    );
+    assert_same_snapshots(&primary, &replica);
+    let follower = Follower::new(Bucket::open(&url).unwrap(), 4);
+    let r = follower.poll_once(&replica).await.unwrap();
+    assert_eq!(
+        (r.snapshots_applied, r.objects, r.failed),
+        (0, 0, 0),
+        "{r:?}"
+    );
+
+    // Deleted on the primary: gone from the replica, and from both disks and the
+    // bucket the files only they read.
+    primary.delete_snapshot("before").unwrap();
+    primary.delete_snapshot("after").unwrap();
+    let p = publisher.publish_once(&primary).await.unwrap();
+    assert_eq!(p.snapshots_deleted, 2, "{p:?}");
+    publisher.publish_once(&primary).await.unwrap();
+    let r = follower.poll_once(&replica).await.unwrap();
+    assert_eq!((r.snapshots_deleted, r.failed), (2, 0), "{r:?}");
+    assert!(replica.list_snapshots().is_empty());
+    assert_eq!(
+        data_files(&root),
+        data_files(&primary.config.storage.root),
+        "the replica keeps the files its series serve, as the primary does"
+    );
+    let bucket = Bucket::open(&url).unwrap();
+    let mut named = std::collections::BTreeSet::new();
+    for s in primary.store.list() {
+        let (m, _pin) = s.published().unwrap();
+        for f in live_files(&m) {
+            named.insert(Path::new("/").join(bucket.data(&s.meta.key, &f).as_ref()));
+        }
+    }
+    assert_eq!(
+        walk(&bucket_dir.join("data")),
+        named,
+        "the bucket holds live objects only"
+    );
+    assert!(
+        !bucket_dir.join("snapshots").exists() || walk(&bucket_dir.join("snapshots")).is_empty()
+    );
+}
+
+/// A replica that stops after staging a snapshot's files and before adopting it (as a
+/// crash would) opens clean: the staged files are temp files, swept by the open, and
+/// none is reported unknown; the next poll fetches and adopts the snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_between_staging_and_adopting_a_snapshot_opens_clean() {
+    use fastk::query::snapshots::SnapshotCreate;
+    use fastk::storage::follow_snapshot::stage_fetched;
+    let t = pair();
+    load(&t.primary);
+    let btc = SeriesKey::kline("BTCUSDT", "1m").unwrap();
+    t.primary
+        .create_snapshot(&SnapshotCreate {
+            name: "s".into(),
+            series: None,
+            note: None,
+        })
+        .unwrap();
+    t.primary
+        .write_kline(&btc, &bars(JAN_2024, 90 * 1440, 8), None)
+        .unwrap();
+    t.primary.store.fold_all();
+    t.publish().await;
+    // The series catch up while the snapshot object is out of sight.
+    let snaps = t.bucket_dir.join("snapshots");
+    let hidden = t.bucket_dir.join("hidden");
+    std::fs::rename(&snaps, &hidden).unwrap();
+    let r = t.follow().await;
+    assert_eq!(
+        (r.applied, r.snapshots_applied, r.failed),
+        (3, 0, 0),
+        "{r:?}"
+    );
+    std::fs::rename(&hidden, &snaps).unwrap();
+
+    let object = std::fs::read(snaps.join("s.snap")).unwrap();
+    let inc = t.replica.store.incoming_snapshot(&object).unwrap().unwrap();
+    let bucket = Bucket::open(&format!("file://{}", t.bucket_dir.display())).unwrap();
+    let mut staged = 0;
+    for n in &inc.needs {
+        for f in &n.files {
+            let body = std::fs::read(t.object_file(&bucket.data(&n.key, f))).unwrap();
+            stage_fetched(&n.meta, &n.dir, f, &body).unwrap();
+            staged += 1;
+        }
+    }
+    assert!(
+        staged > 0,
+        "the snapshot reads files the replica's series left"
+    );
+    drop(inc);
+    let root = t.replica.config.storage.root.clone();
+    let Pair {
+        _tmp,
+        bucket_dir,
+        primary,
+        replica,
+        ..
+    } = t;
+    let Ok(replica) = Arc::try_unwrap(replica) else {
+        panic!("the replica engine is still shared")
+    };
+    drop(replica);
+    let url = format!("file://{}", bucket_dir.display());
+    let replica = engine_with(&root, |c| c.replica.follow_from = url.clone());
+    let notes = replica.store.recovery();
+    assert!(
+        notes.iter().all(|n| n.unknown_files.is_empty()),
+        "{notes:?}"
+    );
+    assert_eq!(
+        notes.iter().map(|n| n.temp_files_removed).sum::<usize>(),
+        staged,
+        "{notes:?}"
+    );
+    assert!(replica.list_snapshots().is_empty());
+    let follower = Follower::new(Bucket::open(&url).unwrap(), 4);
+    let r = follower.poll_once(&replica).await.unwrap();
+    assert_eq!((r.snapshots_applied, r.failed), (1, 0), "{r:?}");
+    assert_same_snapshots(&primary, &replica);
+}

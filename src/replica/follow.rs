@@ -8,11 +8,18 @@
 //! rename), then commit the manifest locally (`Store::commit_followed`), which swaps
 //! the series' snapshot. Any failure leaves the series at its previous state and is
 //! retried on the next poll; nothing unchecked is ever served. A local series whose
-//! manifest object is gone is deleted. Nothing happens before the publisher's marker
+//! manifest object is gone is deleted.
+//!
+//! Named snapshots come after the series of the same poll: each snapshot object not
+//! applied yet is decoded (`Store::incoming_snapshot`), the data files it reads that
+//! this store lacks are fetched, checked and staged, and the snapshot is adopted
+//! (`Store::adopt_snapshot`: durable, then served). A local snapshot whose object is
+//! gone is deleted, before the series deletions, which a snapshot holding the series
+//! would refuse. Nothing happens before the publisher's marker
 //! exists, so a wrong or empty URL never empties a replica.
 
 use crate::sync::LockExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -23,6 +30,7 @@ use super::Bucket;
 use crate::record::SeriesKey;
 use crate::storage::Store;
 use crate::storage::follow::{FollowTarget, store_fetched, sync_fetched};
+use crate::storage::follow_snapshot::stage_fetched;
 use crate::storage::format::Manifest;
 
 /// What one poll did.
@@ -39,7 +47,11 @@ pub struct FollowReport {
     pub current: u64,
     /// Local series deleted because their manifest object is gone.
     pub deleted: u64,
-    /// Series whose apply failed (logged; the old state is kept and served).
+    /// Named snapshots adopted here, and deleted because their object is gone.
+    pub snapshots_applied: u64,
+    pub snapshots_deleted: u64,
+    /// Series and snapshots whose apply failed (logged; the old state is kept and
+    /// served).
     pub failed: u64,
     /// The first of those failures, "series: reason" (`/health`'s `last_error`).
     pub first_failure: Option<String>,
@@ -66,6 +78,8 @@ pub struct Follower {
     bucket: Bucket,
     concurrency: usize,
     applied: Mutex<HashMap<SeriesKey, String>>,
+    /// The tag of each snapshot object applied (or found current).
+    snapshots: Mutex<HashMap<String, String>>,
 }
 
 enum Applied {
@@ -83,6 +97,7 @@ impl Follower {
             bucket,
             concurrency: concurrency.max(1),
             applied: Mutex::new(HashMap::new()),
+            snapshots: Mutex::new(HashMap::new()),
         }
     }
 
@@ -122,13 +137,7 @@ impl Follower {
         };
         let mut remote: BTreeMap<SeriesKey, (Path, String)> = BTreeMap::new();
         for (key, m) in self.bucket.list_manifests().await? {
-            let tag = m.e_tag.clone().unwrap_or_else(|| {
-                format!(
-                    "{}-{}",
-                    m.size,
-                    m.last_modified.timestamp_nanos_opt().unwrap_or(0)
-                )
-            });
+            let tag = super::tag_of(&m);
             remote.insert(key, (m.location, tag));
         }
         report.listed = remote.len() as u64;
@@ -175,8 +184,121 @@ impl Follower {
                 }
             }
         }
+        self.follow_snapshots(owner, &mut report).await;
         report.deleted = self.delete_unpublished(owner, &remote).await;
         Ok(report)
+    }
+
+    fn failed(report: &mut FollowReport, what: String, why: String) {
+        tracing::warn!(what = %what, error = %why, "replica apply failed; the previous state is kept, retried next poll");
+        report.failed += 1;
+        report
+            .first_failure
+            .get_or_insert_with(|| format!("{what}: {why}"));
+    }
+
+    /// Adopts the published snapshots not applied yet and deletes the local ones whose
+    /// object is gone (see the module notes).
+    async fn follow_snapshots<S>(&self, owner: &Arc<S>, report: &mut FollowReport)
+    where
+        S: AsRef<Store> + Send + Sync + 'static,
+    {
+        let remote = match self.bucket.list_snapshots().await {
+            Ok(r) => r,
+            Err(why) => return Self::failed(report, "snapshots".into(), why),
+        };
+        let local: HashSet<String> = (**owner)
+            .as_ref()
+            .snapshots()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        for (name, (location, tag)) in &remote {
+            let seen = self.snapshots.locked().get(name) == Some(tag);
+            if seen && local.contains(name) {
+                continue;
+            }
+            match self.apply_snapshot(owner, name, location).await {
+                Ok(fetched) => {
+                    if let Some((objects, bytes)) = fetched {
+                        report.snapshots_applied += 1;
+                        report.objects += objects;
+                        report.bytes += bytes;
+                    }
+                    self.snapshots.locked().insert(name.clone(), tag.clone());
+                }
+                Err(why) => Self::failed(report, format!("snapshot {name}"), why),
+            }
+        }
+        for name in local.into_iter().filter(|n| !remote.contains_key(n)) {
+            let o = Arc::clone(owner);
+            let n = name.clone();
+            let r = blocking(move || (*o).as_ref().delete_snapshot(&n).map_err(|e| e.to_string()));
+            match r.await {
+                Ok(()) => {
+                    report.snapshots_deleted += 1;
+                    self.snapshots.locked().remove(&name);
+                }
+                Err(why) => Self::failed(report, format!("snapshot {name}"), why),
+            }
+        }
+    }
+
+    /// Fetches one snapshot object, the files it needs, and adopts it. `None`: this
+    /// store holds it already.
+    async fn apply_snapshot<S>(
+        &self,
+        owner: &Arc<S>,
+        name: &str,
+        location: &Path,
+    ) -> Result<Option<(u64, u64)>, String>
+    where
+        S: AsRef<Store> + Send + Sync + 'static,
+    {
+        let body = get(&self.bucket, location).await?;
+        let o = Arc::clone(owner);
+        let incoming = blocking(move || {
+            (*o).as_ref()
+                .incoming_snapshot(&body)
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        let Some(inc) = incoming else {
+            return Ok(None);
+        };
+        if inc.name() != name {
+            return Err(format!(
+                "the object at {location} holds snapshot {}",
+                inc.name()
+            ));
+        }
+        let (mut objects, mut bytes) = (1, 0);
+        for n in &inc.needs {
+            for f in &n.files {
+                let staged = match get(&self.bucket, &self.bucket.data(&n.key, f)).await {
+                    Ok(b) => {
+                        objects += 1;
+                        bytes += b.len() as u64;
+                        let (meta, dir, f) = (n.meta.clone(), n.dir.clone(), f.clone());
+                        blocking(move || stage_fetched(&meta, &dir, &f, &b)).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(why) = staged {
+                    inc.abandon();
+                    return Err(why);
+                }
+            }
+        }
+        let o = Arc::clone(owner);
+        blocking(move || {
+            (*o).as_ref()
+                .adopt_snapshot(inc)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        Ok(Some((objects, bytes)))
     }
 
     /// Fetches, checks and commits one series' manifest.

@@ -14,6 +14,8 @@
 //!                                          on the primary before T is published
 //! manifests/<key>/MANIFEST                 the series' manifest, overwritten (commit point)
 //! data/<key>/<YYYY-MM>.g<gen>.<ext>.<xxh3> data files, put once, named by content
+//! snapshots/<name>.snap                    a named snapshot's file, as on the primary's
+//!                                          disk, put after every data object it reads
 //! ```
 //! A data object's name carries its checksum, so a delete and re-registration, which
 //! restarts generations, never reuses a name for other bytes.
@@ -21,6 +23,7 @@
 pub mod follow;
 pub mod publish;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use object_store::ObjectStore;
@@ -43,6 +46,8 @@ pub const PASS: &str = "FASTK-PUBLICATION-PASS";
 const MANIFESTS: &str = "manifests";
 const DATA: &str = "data";
 const MANIFEST_OBJECT: &str = "MANIFEST";
+const SNAPSHOTS: &str = "snapshots";
+const SNAPSHOT_SUFFIX: &str = ".snap";
 
 /// The body of the [`PASS`] object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -126,6 +131,48 @@ impl Bucket {
             .collect())
     }
 
+    /// A named snapshot's object.
+    pub fn snapshot(&self, name: &str) -> Path {
+        self.prefix
+            .clone()
+            .join(SNAPSHOTS)
+            .join(format!("{name}{SNAPSHOT_SUFFIX}").as_str())
+    }
+
+    /// Every published snapshot object by snapshot name (objects that name none are
+    /// left out), with its tag (e_tag, or size and time): one listing of `snapshots/`.
+    pub async fn list_snapshots(&self) -> Result<BTreeMap<String, (Path, String)>, String> {
+        use futures::TryStreamExt;
+        let root = self.prefix.clone().join(SNAPSHOTS);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&root))
+            .try_collect()
+            .await
+            .map_err(|e| format!("cannot list the published snapshots: {e}"))?;
+        let mut out = BTreeMap::new();
+        for m in listed {
+            let name = m
+                .location
+                .prefix_match(&root)
+                .map(|parts| parts.map(|p| p.as_ref().to_string()).collect::<Vec<_>>())
+                .and_then(|parts| match parts.as_slice() {
+                    [file] => file.strip_suffix(SNAPSHOT_SUFFIX).map(str::to_string),
+                    _ => None,
+                })
+                .filter(|n| crate::record::Name::parse("snapshot", n).is_ok());
+            match name {
+                Some(n) => {
+                    let tag = tag_of(&m);
+                    out.insert(n, (m.location, tag));
+                }
+                None => tracing::warn!(object = %m.location,
+                    "replica: an object under the snapshots prefix names no snapshot; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
     pub fn manifest(&self, key: &SeriesKey) -> Path {
         let mut p = self.manifests();
         for part in key.parts() {
@@ -162,4 +209,16 @@ impl Bucket {
         let refs: Vec<&str> = key.iter().map(String::as_str).collect();
         SeriesKey::from_parts(&refs).ok()
     }
+}
+
+/// What tells one version of an object from the next: its e_tag, or its size and
+/// modification time where the store gives none.
+pub fn tag_of(m: &object_store::ObjectMeta) -> String {
+    m.e_tag.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            m.size,
+            m.last_modified.timestamp_nanos_opt().unwrap_or(0)
+        )
+    })
 }

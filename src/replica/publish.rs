@@ -8,10 +8,15 @@
 //! after every object it names. Rows still only in the write-ahead log are in no
 //! manifest and are not published (replicas lag by the fold age plus the interval).
 //!
-//! Objects no published manifest names any more are deleted `gc_grace` after this
-//! process saw them become unreferenced (data objects left by an earlier process are
-//! counted from the first pass that lists them); a deleted series' manifest object
-//! is deleted at once and its data objects after the grace period.
+//! Named snapshots follow the series: per snapshot not yet published, every data file
+//! its states read (the snapshot's handles keep them on disk meanwhile), then the
+//! snapshot's file as on disk, `snapshots/<name>.snap`, the snapshot's commit point.
+//! A snapshot deleted here has its object deleted on the next pass.
+//!
+//! Objects no published manifest or snapshot names any more are deleted `gc_grace`
+//! after this process saw them become unreferenced (data objects left by an earlier
+//! process are counted from the first pass that lists them); a deleted series'
+//! manifest object is deleted at once and its data objects after the grace period.
 
 use crate::sync::LockExt;
 use std::collections::{HashMap, HashSet};
@@ -40,7 +45,10 @@ pub struct PublishReport {
     pub bytes_put: u64,
     /// Unreferenced objects deleted after the grace period.
     pub objects_removed: u64,
-    /// Series that failed this pass (logged; retried on the next).
+    /// Named snapshots whose object was put, and deleted (gone from the store).
+    pub snapshots_published: u64,
+    pub snapshots_deleted: u64,
+    /// Series and snapshots that failed this pass (logged; retried on the next).
     pub failed: u64,
     /// The first of those failures, "series: reason" (`/health`'s `last_error`).
     pub first_failure: Option<String>,
@@ -53,7 +61,11 @@ struct State {
     published: HashMap<SeriesKey, (u64, HashSet<Path>)>,
     /// Data objects known to be in the store.
     present: HashSet<Path>,
-    /// Objects no published manifest names, since when.
+    /// Per published snapshot: its creation time and the data objects it reads (with
+    /// their series).
+    snapshots: HashMap<String, (i64, HashMap<Path, SeriesKey>)>,
+    /// Objects no published manifest names, since when (kept while a published
+    /// snapshot names them).
     doomed: HashMap<Path, Instant>,
 }
 
@@ -134,6 +146,7 @@ impl Publisher {
                 }
             }
         }
+        self.publish_snapshots(store, &mut report).await?;
         report.deleted = self.unpublish_deleted(store).await?;
         report.objects_removed = self.collect_garbage().await;
         if report.failed == 0 {
@@ -220,6 +233,113 @@ impl Publisher {
         })
     }
 
+    /// Publishes every snapshot of `store` not published yet by this process, and
+    /// deletes the objects of snapshots the store no longer has. A failure is counted
+    /// in `report` and retried next pass; an error is a failed listing.
+    async fn publish_snapshots(
+        &self,
+        store: &Store,
+        report: &mut PublishReport,
+    ) -> Result<(), String> {
+        let remote = self.bucket.list_snapshots().await?;
+        let local = store.snapshots();
+        for snap in &local {
+            let current = remote.contains_key(&snap.name)
+                && self
+                    .state()
+                    .snapshots
+                    .get(&snap.name)
+                    .is_some_and(|(created, _)| *created == snap.created_ts);
+            if current {
+                continue;
+            }
+            match self.publish_snapshot(snap).await {
+                Ok((objects, bytes)) => {
+                    report.snapshots_published += 1;
+                    report.objects_put += objects;
+                    report.bytes_put += bytes;
+                }
+                Err(why) => {
+                    tracing::warn!(snapshot = %snap.name, error = %why, "snapshot publication failed; retried next pass");
+                    report.failed += 1;
+                    report
+                        .first_failure
+                        .get_or_insert_with(|| format!("snapshot {}: {why}", snap.name));
+                }
+            }
+        }
+        let names: HashSet<&str> = local.iter().map(|s| s.name.as_str()).collect();
+        for (name, (location, _)) in remote {
+            if names.contains(name.as_str()) {
+                continue;
+            }
+            match self.bucket.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => report.snapshots_deleted += 1,
+                Err(e) => {
+                    tracing::warn!(snapshot = %name, error = %e, "could not unpublish a deleted snapshot");
+                    continue;
+                }
+            }
+            let now = Instant::now();
+            let mut st = self.state();
+            let Some((_, read)) = st.snapshots.remove(&name) else {
+                continue;
+            };
+            for (p, key) in read {
+                let live = st.published.get(&key).is_some_and(|(_, n)| n.contains(&p));
+                if !live {
+                    st.doomed.entry(p).or_insert(now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts every data file `snap` reads that the bucket lacks (checked against the
+    /// snapshot's manifest first), then the snapshot's file: the commit point.
+    async fn publish_snapshot(
+        &self,
+        snap: &crate::storage::named::NamedSnapshot,
+    ) -> Result<(u64, u64), String> {
+        let (mut objects, mut bytes) = (0, 0);
+        let mut read = HashMap::new();
+        let held: Vec<_> = snap.file_manifests().collect();
+        for (h, m) in held {
+            let key = &h.series.meta.key;
+            for f in live_files(&m) {
+                let path = self.bucket.data(key, &f);
+                read.insert(path.clone(), key.clone());
+                if self.state().present.contains(&path) {
+                    continue;
+                }
+                let body = tokio::fs::read(h.series.dir().join(&f.name))
+                    .await
+                    .map_err(|e| format!("{}/{}: {e}", h.series.rel_dir(), f.name))?;
+                check_file(&m.meta, &f, &body)
+                    .map_err(|why| format!("{}: local file refused: {why}", h.series.rel_dir()))?;
+                bytes += body.len() as u64;
+                self.bucket
+                    .store
+                    .put(&path, PutPayload::from(body))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                objects += 1;
+                self.state().present.insert(path);
+            }
+        }
+        let file = snap.encode();
+        bytes += file.len() as u64;
+        self.bucket
+            .store
+            .put(&self.bucket.snapshot(&snap.name), PutPayload::from(file))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.state()
+            .snapshots
+            .insert(snap.name.clone(), (snap.created_ts, read));
+        Ok((objects + 1, bytes))
+    }
+
     /// Deletes the manifest object of every published series the store no longer
     /// holds (a replica then deletes its copy); dooms its data objects.
     async fn unpublish_deleted(&self, store: &Store) -> Result<u64, String> {
@@ -248,13 +368,15 @@ impl Publisher {
 
     /// Deletes doomed objects older than the grace period; returns how many.
     async fn collect_garbage(&self) -> u64 {
-        let due: Vec<Path> = self
-            .state()
-            .doomed
-            .iter()
-            .filter(|(_, since)| since.elapsed() >= self.grace)
-            .map(|(p, _)| p.clone())
-            .collect();
+        let due: Vec<Path> = {
+            let st = self.state();
+            st.doomed
+                .iter()
+                .filter(|(_, since)| since.elapsed() >= self.grace)
+                .filter(|(p, _)| !st.snapshots.values().any(|(_, read)| read.contains_key(*p)))
+                .map(|(p, _)| p.clone())
+                .collect()
+        };
         let mut removed = 0;
         for p in due {
             match self.bucket.store.delete(&p).await {

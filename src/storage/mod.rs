@@ -19,6 +19,7 @@ pub mod chunk;
 pub mod codec;
 pub mod error;
 pub mod follow;
+pub mod follow_snapshot;
 pub mod format;
 pub mod fsio;
 pub mod locate;

@@ -69,6 +69,17 @@ impl NamedSnapshot {
     pub fn bytes(&self) -> u64 {
         self.series.values().map(|h| h.state.bytes()).sum()
     }
+
+    /// The snapshot file's bytes, as written on disk (what a publisher ships).
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Each series held, with a manifest of the chunk files its state reads (rows in
+    /// memory travel inside the snapshot file).
+    pub fn file_manifests(&self) -> impl Iterator<Item = (&Held, Manifest)> {
+        self.series.values().map(|h| (h, files_manifest(&h.state)))
+    }
 }
 
 /// The chunk files of one series directory that snapshots need: the open's sweep
@@ -87,10 +98,10 @@ pub type Pins = HashMap<String, Pinned>;
 /// A snapshot file read back, before its series are attached.
 #[derive(Debug)]
 pub struct Decoded {
-    name: String,
-    created_ts: i64,
-    note: String,
-    series: Vec<DecodedSeries>,
+    pub(super) name: String,
+    pub(super) created_ts: i64,
+    pub(super) note: String,
+    pub(super) series: Vec<DecodedSeries>,
 }
 
 #[derive(Debug)]
@@ -313,7 +324,7 @@ impl Named {
 
 /// A snapshot name follows the symbol rule; a name that does not is refused before
 /// any lookup (and repeated only in part: [`crate::record::echo`]).
-fn check_name(name: &str) -> Result<()> {
+pub(super) fn check_name(name: &str) -> Result<()> {
     Name::parse("snapshot", name)
         .map(|_| ())
         .map_err(|e| StorageError::InvalidArgument(e.to_string()))
@@ -445,37 +456,39 @@ fn encode(snap: &NamedSnapshot) -> Vec<u8> {
 /// A state as a snapshot or versions file keeps it: a manifest of its chunk files, then
 /// u32 count of in-memory chunk images, each u64 length and bytes.
 pub(super) fn put_state(b: &mut Vec<u8>, st: &Snapshot) {
-    {
-        let files: Vec<ChunkEntry> = st
-            .chunks()
-            .filter(|c| !c.is_memory())
-            .map(|c| ChunkEntry {
-                state: STATE_LIVE,
-                ..c.entry.clone()
-            })
-            .collect();
-        let m = Manifest {
-            meta: (*st.meta).clone(),
-            version: st.version,
-            next_generation: st.next_generation,
-            retention_ms: st.retention_ms,
-            irregular: st.irregular,
-            wal_lsn: st.wal_lsn,
-            entries: files,
-        };
-        put_bytes(b, &m.encode());
-        let memory: Vec<Arc<MappedChunk>> = st
-            .chunks()
-            .filter(|c| c.is_memory())
-            .map(|c| c.map().expect("a chunk in memory maps without i/o"))
-            .collect();
-        put_u32(
-            b,
-            u32::try_from(memory.len()).expect("< 2^32 chunks in memory"),
-        );
-        for m in memory {
-            put_bytes(b, m.file.bytes());
-        }
+    put_bytes(b, &files_manifest(st).encode());
+    let memory: Vec<Arc<MappedChunk>> = st
+        .chunks()
+        .filter(|c| c.is_memory())
+        .map(|c| c.map().expect("a chunk in memory maps without i/o"))
+        .collect();
+    put_u32(
+        b,
+        u32::try_from(memory.len()).expect("< 2^32 chunks in memory"),
+    );
+    for m in memory {
+        put_bytes(b, m.file.bytes());
+    }
+}
+
+/// A manifest listing the chunk files `st` reads, every one live.
+fn files_manifest(st: &Snapshot) -> Manifest {
+    let files: Vec<ChunkEntry> = st
+        .chunks()
+        .filter(|c| !c.is_memory())
+        .map(|c| ChunkEntry {
+            state: STATE_LIVE,
+            ..c.entry.clone()
+        })
+        .collect();
+    Manifest {
+        meta: (*st.meta).clone(),
+        version: st.version,
+        next_generation: st.next_generation,
+        retention_ms: st.retention_ms,
+        irregular: st.irregular,
+        wal_lsn: st.wal_lsn,
+        entries: files,
     }
 }
 
@@ -560,7 +573,7 @@ pub(super) fn checked<'a>(
     Ok(r)
 }
 
-fn decode(all: &[u8]) -> std::result::Result<Decoded, String> {
+pub(super) fn decode(all: &[u8]) -> std::result::Result<Decoded, String> {
     let mut r = checked(all, MAGIC, FILE_VERSION, "snapshot file")?;
     let created_ts = r.u64()? as i64;
     let name = r.text()?;

@@ -146,6 +146,10 @@ pub struct Series {
     /// The current version's commit time and the past versions kept readable
     /// (`history`); locked after `current`, never before it.
     history: Mutex<History>,
+    /// Handles of chunks this series superseded that some reader may still hold (their
+    /// files go with the last one). A followed snapshot that needs such a file shares
+    /// the handle instead of making a second one that would unlink it too early.
+    retired: Mutex<std::collections::HashMap<(i32, u64), std::sync::Weak<ChunkRef>>>,
 }
 
 /// One month's share of a write, planned before any file is written. An append
@@ -370,6 +374,7 @@ impl Series {
             packs: Mutex::new(Default::default()),
             merge_phase: xxhash_rust::xxh3::xxh3_64(rel_dir.as_bytes()),
             history: Mutex::new(History::new(version, super::now_ms(), false)),
+            retired: Mutex::default(),
         };
         series.account_unfolded(unfolded_bytes(&series.snapshot()), 0);
         series
@@ -406,6 +411,7 @@ impl Series {
             packs: Mutex::new(Default::default()),
             merge_phase: self.merge_phase,
             history: Mutex::new(History::new(version, super::now_ms(), false)),
+            retired: Mutex::default(),
         };
         series.account_unfolded(unfolded_bytes(&series.snapshot()), 0);
         series
@@ -1475,8 +1481,11 @@ impl Series {
         match self.publish_manifest(&next.to_manifest()) {
             Ok(()) => {
                 self.set_current(Arc::new(next));
+                let mut retired = self.retired.locked();
+                retired.retain(|_, c| c.strong_count() > 0);
                 for c in superseded {
                     c.mark_obsolete();
+                    retired.insert((c.entry.month, c.entry.generation), Arc::downgrade(&c));
                 }
                 Ok(())
             }
@@ -1544,6 +1553,38 @@ impl Series {
                 Err((err, OnDisk::Next))
             }
         }
+    }
+
+    /// Every file chunk handle of this incarnation that is in use: the current
+    /// state's (and the chunks it superseded in memory), the kept versions', and the
+    /// superseded chunks some reader still holds. A state rebuilt from a list of
+    /// entries shares these, so no file ever has two handles.
+    pub(super) fn handles_in_use(&self) -> std::collections::HashMap<(i32, u64), Arc<ChunkRef>> {
+        let (cur, history) = self.history();
+        let mut out: std::collections::HashMap<(i32, u64), Arc<ChunkRef>> = self
+            .retired
+            .locked()
+            .values()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|c| ((c.entry.month, c.entry.generation), c))
+            .collect();
+        let states = std::iter::once(&cur).chain(history.kept.iter().map(|k| &k.state));
+        for st in states {
+            for c in st.chunks().chain(st.superseded.iter()) {
+                if !c.is_memory() {
+                    out.insert((c.entry.month, c.entry.generation), Arc::clone(c));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a handle of pack `generation` is alive (its file stays while it is).
+    pub(super) fn pack_in_use(&self, generation: u64) -> bool {
+        self.packs
+            .locked()
+            .get(&generation)
+            .is_some_and(|p| p.strong_count() > 0)
     }
 
     pub(super) fn file_exists(&self, e: &ChunkEntry) -> bool {

@@ -148,3 +148,55 @@ def test_health_reports_each_nodes_replication(pair, server):
     # A node that neither publishes nor follows has no replica section, nor gauges.
     assert "replica" not in requests.get(server.http_url + "/health", timeout=30).json()
     assert "fastk_replica_" not in requests.get(server.http_url + "/metrics", timeout=30).text
+
+
+def snapshot_names(base: str) -> list[str]:
+    got = expect_ok(requests.get(base + "/v1/snapshots", timeout=30))["snapshots"]
+    return sorted(x["name"] for x in got)
+
+
+def wait_snapshots(primary, replica, timeout_s: float = 60.0) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        want = snapshot_names(primary.http_url)
+        if snapshot_names(replica.http_url) == want:
+            return want
+        assert time.monotonic() < deadline, (
+            f"replica did not follow the snapshots: {snapshot_names(replica.http_url)} vs {want}\n"
+            f"{replica.log_tail(30)}"
+        )
+        time.sleep(0.3)
+
+
+def test_replica_follows_named_snapshots(pair):
+    """A snapshot made on the primary reaches the replica and reads there what it reads
+    on the primary, after the primary rewrote the rows it holds; a delete follows too."""
+    primary, replica = pair
+    s = requests.Session()
+    if not versions(primary.http_url):
+        expect_ok(register_kline(s, primary.http_url, "BTC"), 201)
+    bars = make_klines(600, start_ts=1_706_659_200_000, seed=3)
+    expect_ok(s.post(primary.http_url + kline_path("BTC") + "/records", json={"records": bars}, timeout=30))
+    wait_caught_up(primary, replica)
+    made = expect_ok(s.post(primary.http_url + "/v1/snapshots",
+                            json={"name": "friday", "series": "*", "note": "as of friday"}, timeout=30), 201)
+    # The rows the snapshot holds are replaced on the primary.
+    bars = make_klines(600, start_ts=1_706_659_200_000, seed=11)
+    expect_ok(s.post(primary.http_url + kline_path("BTC") + "/records", json={"records": bars}, timeout=30))
+    wait_caught_up(primary, replica)
+    assert wait_snapshots(primary, replica) == ["friday"]
+    shown = expect_ok(requests.get(replica.http_url + "/v1/snapshots/friday", timeout=30))
+    assert shown == expect_ok(requests.get(primary.http_url + "/v1/snapshots/friday", timeout=30))
+    assert shown["created_ts"] == made["created_ts"] and shown["note"] == "as of friday"
+    cmd = {"kind": "kline", "symbol": "BTC", "timeframe": "1m", "snapshot": "friday"}
+    want = read(primary.flight_uri, cmd)
+    assert want.num_rows > 0
+    assert read(replica.flight_uri, cmd).equals(want)
+    live = read(replica.flight_uri, {"kind": "kline", "symbol": "BTC", "timeframe": "1m"})
+    assert not live.equals(want), "the snapshot reads the replaced rows, the series the new ones"
+    # The replica makes and deletes none of its own.
+    check_error(s.post(replica.http_url + "/v1/snapshots", json={"name": "mine"}, timeout=30),
+                412, "precondition_failed")
+    check_error(s.delete(replica.http_url + "/v1/snapshots/friday", timeout=30), 412, "precondition_failed")
+    expect_ok(s.delete(primary.http_url + "/v1/snapshots/friday", timeout=30), 200, 204)
+    assert wait_snapshots(primary, replica) == []
