@@ -592,8 +592,12 @@ fn asof_and_latest_are_the_native_cross_section() {
         ),
         ("SELECT * FROM asof('scalar', '1m', 0)", "asof('scalar'"),
         (
-            "SELECT * FROM latest('kline', '1m', 'x')",
-            "got 3 arguments",
+            "SELECT * FROM latest('kline', '1m', 'x', 'y')",
+            "got 4 arguments",
+        ),
+        (
+            "SELECT * FROM latest('kline', '1m', 0)",
+            "snapshot name must be a string",
         ),
         // DataFusion plans the arguments without a schema: a column is refused there.
         ("SELECT * FROM asof('kline', '1m', ts)", "ts"),
@@ -601,4 +605,78 @@ fn asof_and_latest_are_the_native_cross_section() {
     ] {
         expect_invalid(&r, &e, q, needle);
     }
+}
+
+/// `asof(...)` and `latest(...)` with a snapshot's name as the last argument answer the
+/// cross section of the series as the snapshot holds them, after the series moved on;
+/// an unknown snapshot is 404.
+#[test]
+fn asof_and_latest_read_a_named_snapshot() {
+    use fastk::query::snapshots::SnapshotCreate;
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    let at = "TIMESTAMP '2024-02-10 12:34:56.789'";
+    let section = |q: &str| {
+        let a = run(&e, q);
+        (i64s(&a, 0), f64s(&a, 1))
+    };
+    let asof_now = format!("SELECT ts, close FROM asof('kline', '1m', {at}) ORDER BY symbol");
+    let asof_fri =
+        format!("SELECT ts, close FROM asof('kline', '1m', {at}, 'fri') ORDER BY symbol");
+    let latest_now = "SELECT ts, close FROM latest('kline', '1m') ORDER BY symbol";
+    let latest_fri = "SELECT ts, close FROM latest('kline', '1m', 'fri') ORDER BY symbol";
+    let factor_fri =
+        format!("SELECT ts, value FROM asof('scalar', '1m', {at}, 'factor', 'momentum', 'fri')");
+    let factor_now =
+        format!("SELECT ts, value FROM asof('scalar', '1m', {at}, 'factor', 'momentum')");
+    let (asof_before, latest_before, factor_before) = (
+        section(&asof_now),
+        section(latest_now),
+        section(&factor_now),
+    );
+    e.create_snapshot(&SnapshotCreate {
+        name: "fri".into(),
+        series: None,
+        note: None,
+    })
+    .unwrap();
+    // Every series moves on: the bars around the instant are replaced, a later bar
+    // appended, and the factor rewritten.
+    let keys: Vec<SeriesKey> = e
+        .store
+        .list()
+        .iter()
+        .map(|s| s.meta.key.clone())
+        .filter(|k| k.kind() == fastk::record::SeriesKind::Kline)
+        .collect();
+    assert!(!keys.is_empty());
+    for k in &keys {
+        e.write_kline(k, &bars(JAN_2024 + 40 * DAY, 2 * 1440, MINUTE, 77), None)
+            .unwrap();
+        e.write_kline(k, &bars(JAN_2024 + 100 * DAY, 5, MINUTE, 78), None)
+            .unwrap();
+    }
+    let factor = SeriesKey::scalar("AAA", "1m", "factor", "momentum").unwrap();
+    let mut b = WriteBatch::with_capacity(2, 3 * 1440);
+    for i in 0..3 * 1440 {
+        b.cols[0].push(JAN_2024 + 39 * DAY + i * MINUTE);
+        b.cols[1].push((-1.5f64 - i as f64).to_bits() as i64);
+    }
+    e.write(&factor, b, None).unwrap();
+    assert_ne!(section(&asof_now), asof_before, "the series moved on");
+    assert_ne!(section(latest_now), latest_before);
+    assert_ne!(section(&factor_now), factor_before);
+    assert_eq!(section(&asof_fri), asof_before, "the snapshot did not");
+    assert_eq!(section(latest_fri), latest_before);
+    assert_eq!(section(&factor_fri), factor_before);
+    let err = rt()
+        .block_on(sql::collect(
+            &e,
+            "SELECT * FROM latest('kline', '1m', 'nope')",
+            Vec::new(),
+            None,
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    assert!(err.message.contains("nope"), "{}", err.message);
 }

@@ -8,7 +8,9 @@
 //! series. The rows carry the columns of the table named by the first argument, so a
 //! query filters, joins and aggregates them as it would that table. Scalar tables take
 //! the category and name after the instant: `asof('scalar', '1d', TIMESTAMP '...',
-//! 'factor', 'momentum')`, `latest('scalar', '1d', 'factor', 'momentum')`.
+//! 'factor', 'momentum')`, `latest('scalar', '1d', 'factor', 'momentum')`. An optional
+//! last argument names a snapshot: the cross section of the series as it holds them
+//! (`asof('kline', '1h', TIMESTAMP '...', 'fri-2026-11-20')`).
 //!
 //! The arguments are constants (literals, casts, `now()`, arithmetic on them), read
 //! when the query is planned, with the series and the token's rights; the rows are read
@@ -63,12 +65,12 @@ impl Which {
     fn usage(self) -> &'static str {
         match self {
             Which::AsOf => {
-                "asof('kline' | 'kline_raw', timeframe, instant) or \
-                 asof('scalar' | 'scalar_i64', timeframe, instant, category, name)"
+                "asof('kline' | 'kline_raw', timeframe, instant [, snapshot]) or \
+                 asof('scalar' | 'scalar_i64', timeframe, instant, category, name [, snapshot])"
             }
             Which::Latest => {
-                "latest('kline' | 'kline_raw', timeframe) or \
-                 latest('scalar' | 'scalar_i64', timeframe, category, name)"
+                "latest('kline' | 'kline_raw', timeframe [, snapshot]) or \
+                 latest('scalar' | 'scalar_i64', timeframe, category, name [, snapshot])"
             }
         }
     }
@@ -103,6 +105,8 @@ struct Call {
     at: Option<i64>,
     /// Scalar tables: category and name.
     scalar: Option<(String, String)>,
+    /// The snapshot whose series are read (`None`: the series now).
+    snapshot: Option<String>,
 }
 
 impl TableFunctionImpl for CrossSection {
@@ -301,14 +305,17 @@ impl Call {
             SeriesKind::Scalar => Some((text(next, "category")?, text(next + 1, "name")?)),
         };
         let arity = next + if scalar.is_some() { 2 } else { 0 };
-        if v.len() != arity {
-            return Err(usage());
-        }
+        let snapshot = match v.len() {
+            n if n == arity => None,
+            n if n == arity + 1 => Some(text(arity, "snapshot name")?),
+            _ => return Err(usage()),
+        };
         Ok(Call {
             table,
             timeframe,
             at,
             scalar,
+            snapshot,
         })
     }
 
@@ -326,6 +333,7 @@ impl Call {
                 DataTable::Kline => PriceFormat::Float64,
                 _ => PriceFormat::Raw,
             },
+            snapshot: self.snapshot.clone(),
             ..ReadArgs::default()
         })?;
         let selection = Selection {
@@ -492,12 +500,30 @@ mod tests {
         .unwrap();
         assert_eq!(sc.at, None);
         assert_eq!(sc.scalar, Some(("factor".into(), "mom".into())));
+        assert_eq!(sc.snapshot, None);
+        let pinned =
+            Call::parse(Which::AsOf, &[s("kline"), s("1h"), at.clone(), s("fri")]).unwrap();
+        assert_eq!(pinned.snapshot.as_deref(), Some("fri"));
+        let pinned = Call::parse(
+            Which::Latest,
+            &[s("scalar"), s("1d"), s("factor"), s("mom"), s("fri")],
+        )
+        .unwrap();
+        assert_eq!(
+            (pinned.scalar, pinned.snapshot.as_deref()),
+            (Some(("factor".into(), "mom".into())), Some("fri"))
+        );
         for (which, bad, says) in [
             (Which::AsOf, vec![s("kline"), s("1h")], "asof('kline'"),
             (
                 Which::AsOf,
-                vec![s("kline"), s("1h"), at.clone(), s("x")],
-                "got 4 arguments",
+                vec![s("kline"), s("1h"), at.clone(), s("x"), s("y")],
+                "got 5 arguments",
+            ),
+            (
+                Which::AsOf,
+                vec![s("kline"), s("1h"), at.clone(), at.clone()],
+                "snapshot name must be a string",
             ),
             (
                 Which::AsOf,
@@ -521,8 +547,8 @@ mod tests {
             ),
             (
                 Which::Latest,
-                vec![s("kline"), s("1h"), s("x")],
-                "got 3 arguments",
+                vec![s("kline"), s("1h"), s("x"), s("y")],
+                "got 4 arguments",
             ),
         ] {
             let e = Call::parse(which, &bad).unwrap_err();
