@@ -31,8 +31,9 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ReplicaConfig {
     /// Object store URL this primary publishes its sealed files and manifests to
-    /// (`file:///srv/fastk-objects`; `s3://`, `gs://`, `az://` need a build with the
-    /// `object_store` crate's cloud features).
+    /// (`file:///srv/fastk-objects`, or `s3://bucket/prefix` configured by the standard
+    /// `AWS_*` variables; `gs://`, `az://` need the `object_store` crate's gcp and
+    /// azure features, not in this build).
     pub publish_to: String,
     /// Seconds between two publication passes.
     pub publish_interval_s: u64,

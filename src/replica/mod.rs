@@ -69,18 +69,34 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    /// Opens `url` (`file:///dir`; cloud schemes need the crate's cloud features).
+    /// Opens `url`: `file:///dir`, or `s3://bucket/prefix` on any S3-compatible server,
+    /// configured from the standard `AWS_*` variables (`AWS_ENDPOINT_URL`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`...).
+    /// `gs://` and `az://` need object_store features this build does not enable.
     pub fn open(url: &str) -> Result<Bucket, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-        if parsed.scheme() == "memory" {
-            return Err("memory:// is one process's store; use file:// to share it".into());
-        }
-        let (store, prefix) = object_store::parse_url(&parsed).map_err(|e| {
-            format!(
-                "{url:?}: {e} (this build has the file:// backend; s3, gs and az need \
-                 object_store's aws, gcp, azure features)"
-            )
-        })?;
+        let (store, prefix): (Box<dyn ObjectStore>, Path) = match parsed.scheme() {
+            "memory" => {
+                return Err(
+                    "memory:// is one process's store; use file:// or s3:// to share it".into(),
+                );
+            }
+            "s3" | "s3a" => {
+                let s3 = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| format!("{url:?}: {e} (set AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION for an S3-compatible server)"))?;
+                let prefix = Path::from_url_path(parsed.path())
+                    .map_err(|e| format!("{url:?}: the path is not an object prefix: {e}"))?;
+                (Box::new(s3), prefix)
+            }
+            _ => object_store::parse_url(&parsed).map_err(|e| {
+                format!(
+                    "{url:?}: {e} (this build has the file:// and s3:// backends; gs and az \
+                     need object_store's gcp and azure features)"
+                )
+            })?,
+        };
         Ok(Bucket {
             store: Arc::from(store),
             prefix,
@@ -221,4 +237,31 @@ pub fn tag_of(m: &object_store::ObjectMeta) -> String {
             m.last_modified.timestamp_nanos_opt().unwrap_or(0)
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_open_the_backends_this_build_has() {
+        let s3 = Bucket::open("s3://fastk-bucket/pub/east").unwrap();
+        assert_eq!(s3.prefix.as_ref(), "pub/east");
+        assert_eq!(s3.manifests().as_ref(), "pub/east/manifests");
+        assert_eq!(s3.snapshot("fri").as_ref(), "pub/east/snapshots/fri.snap");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(Bucket::open(&format!("file://{}", dir.path().display())).is_ok());
+        let gs = Bucket::open("gs://bucket/pub").unwrap_err();
+        assert!(gs.contains("gcp and azure features"), "{gs}");
+        assert!(
+            Bucket::open("memory:///")
+                .unwrap_err()
+                .contains("one process")
+        );
+        assert!(
+            Bucket::open("not a url")
+                .unwrap_err()
+                .contains("is not a URL")
+        );
+    }
 }
