@@ -7,8 +7,14 @@
 //!
 //! ```json
 //! {"nodes": {"a": "grpc://10.0.0.1:8815", "b": "grpc://10.0.0.2:8815"},
-//!  "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}]}
+//!  "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}],
+//!  "replicas": {"b": ["grpc://10.0.0.3:8815"]}}
 //! ```
+//!
+//! `replicas` (optional) lists, per node, the Flight URIs of read replicas that follow
+//! it (docs/scale-out.md, section 2): GetFlightInfo endpoints of that node's series
+//! carry the node's location first and its replicas' after it, and a forwarded
+//! GetFlightInfo goes to a replica when the node does not answer.
 //!
 //! The owner of a symbol is the range with the greatest `from <= symbol` (byte order,
 //! as symbols are sorted everywhere else), so contiguous symbols stay on one node and
@@ -25,6 +31,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_NODES: usize = 64;
 /// Most ranges a map may hold.
 pub const MAX_RANGES: usize = 4096;
+/// Most replicas the map may list for one node.
+pub const MAX_REPLICAS_PER_NODE: usize = 8;
 
 /// The map as configured (and as the `shard-map` action answers it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +43,10 @@ pub struct ShardMapJson {
     pub nodes: BTreeMap<String, String>,
     /// Symbol ranges, ascending by `from`; the first starts at "".
     pub ranges: Vec<RangeJson>,
+    /// Node name -> the Flight URIs of read replicas following it, in the order
+    /// clients should try them after the node (optional).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replicas: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,15 +90,21 @@ impl Cluster {
             return Err(format!("cluster.shard_map: 1 to {MAX_NODES} nodes"));
         }
         for (name, uri) in &map.nodes {
-            let rest = uri
-                .strip_prefix("grpc://")
-                .or_else(|| uri.strip_prefix("grpc+tcp://"))
-                .or_else(|| uri.strip_prefix("grpc+tls://"));
-            if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+            check_uri(&format!("node {name:?}"), uri)?;
+        }
+        for (name, uris) in &map.replicas {
+            if !map.nodes.contains_key(name) {
                 return Err(format!(
-                    "cluster.shard_map: node {name:?} has URI {uri:?}; expected grpc://host:port \
-                     (grpc+tls://host:port for nodes with [tls] on)"
+                    "cluster.shard_map: replicas are listed for {name:?}, which is not in nodes"
                 ));
+            }
+            if uris.is_empty() || uris.len() > MAX_REPLICAS_PER_NODE {
+                return Err(format!(
+                    "cluster.shard_map: node {name:?} lists 1 to {MAX_REPLICAS_PER_NODE} replicas"
+                ));
+            }
+            for uri in uris {
+                check_uri(&format!("a replica of node {name:?}"), uri)?;
             }
         }
         if map.ranges.is_empty() || map.ranges.len() > MAX_RANGES {
@@ -146,6 +164,11 @@ impl Cluster {
         self.map.nodes.get(node).map(String::as_str)
     }
 
+    /// The Flight URIs of the read replicas following `node` (empty: none listed).
+    pub fn replicas(&self, node: &str) -> &[String] {
+        self.map.replicas.get(node).map_or(&[], Vec::as_slice)
+    }
+
     /// Every node owning a range, in the order of their first range (symbol order).
     pub fn owners_in_order(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
@@ -200,6 +223,21 @@ impl Cluster {
     }
 }
 
+/// A node's or replica's URI: `grpc://host:port` (or `grpc+tcp://`, `grpc+tls://`).
+fn check_uri(what: &str, uri: &str) -> Result<(), String> {
+    let rest = uri
+        .strip_prefix("grpc://")
+        .or_else(|| uri.strip_prefix("grpc+tcp://"))
+        .or_else(|| uri.strip_prefix("grpc+tls://"));
+    match rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+        true => Err(format!(
+            "cluster.shard_map: {what} has URI {uri:?}; expected grpc://host:port \
+             (grpc+tls://host:port for nodes with [tls] on)"
+        )),
+        false => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +273,13 @@ mod tests {
         assert!(Cluster::parse("b", two).unwrap().unwrap().contiguous());
         assert!(c.is_me("a") && !c.is_me("b"));
         assert_eq!(c.uri("b"), Some("grpc+tls://127.0.0.1:2"));
+        assert!(c.replicas("a").is_empty() && c.replicas("b").is_empty());
+        let with = r#"{"nodes": {"a": "grpc://h:1", "b": "grpc://h:2"},
+            "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}],
+            "replicas": {"b": ["grpc://h:3", "grpc://h:4"]}}"#;
+        let c = Cluster::parse("a", with).unwrap().unwrap();
+        assert_eq!(c.replicas("b"), ["grpc://h:3", "grpc://h:4"]);
+        assert!(c.replicas("a").is_empty());
     }
 
     #[test]
@@ -270,6 +315,21 @@ mod tests {
                 "a",
                 r#"{"nodes": {"a": "grpc://x:1"}, "ranges": [{"from": "", "node": "a"}], "epoch": 1}"#,
                 "JSON",
+            ),
+            (
+                "a",
+                r#"{"nodes": {"a": "grpc://x:1"}, "ranges": [{"from": "", "node": "a"}], "replicas": {"z": ["grpc://x:2"]}}"#,
+                "not in nodes",
+            ),
+            (
+                "a",
+                r#"{"nodes": {"a": "grpc://x:1"}, "ranges": [{"from": "", "node": "a"}], "replicas": {"a": []}}"#,
+                "1 to 8 replicas",
+            ),
+            (
+                "a",
+                r#"{"nodes": {"a": "grpc://x:1"}, "ranges": [{"from": "", "node": "a"}], "replicas": {"a": ["http://x:2"]}}"#,
+                "a replica of node",
             ),
         ] {
             let e = Cluster::parse(node, map).unwrap_err();

@@ -278,14 +278,20 @@ async fn a_replica_follows_writes_deletes_and_reregistrations_exactly() {
     assert_eq!(on_disk, named, "the bucket holds the live objects only");
 
     // A restarted replica serves the same (its manifests and files are its own).
-    let root = t.replica.config.storage.root.clone();
     drop(t.follower);
-    let Ok(replica) = Arc::try_unwrap(t.replica) else {
+    let reopened = reopen(t.replica, "file:///unused");
+    assert_same(&t.primary, &reopened);
+}
+
+/// Closes the replica engine (the last handle on it) and opens its root again, following
+/// `url`.
+fn reopen(replica: Arc<Engine>, url: &str) -> Arc<Engine> {
+    let root = replica.config.storage.root.clone();
+    let Ok(replica) = Arc::try_unwrap(replica) else {
         panic!("the replica engine is still shared")
     };
     drop(replica);
-    let reopened = engine_with(&root, |c| c.replica.follow_from = "file:///unused".into());
-    assert_same(&t.primary, &reopened);
+    engine_with(&root, |c| c.replica.follow_from = url.to_string())
 }
 
 fn walk(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
@@ -761,12 +767,8 @@ async fn a_replica_follows_named_snapshots_through_rewrites_restarts_and_deletes
         follower,
     } = t;
     drop(follower);
-    let Ok(replica) = Arc::try_unwrap(replica) else {
-        panic!("the replica engine is still shared")
-    };
-    drop(replica);
     let url = format!("file://{}", bucket_dir.display());
-    let replica = engine_with(&root, |c| c.replica.follow_from = url.clone());
+    let replica = reopen(replica, &url);
     assert!(
         replica
             .store
@@ -868,7 +870,6 @@ async fn a_replica_stopped_between_staging_and_adopting_a_snapshot_opens_clean()
         "the snapshot reads files the replica's series left"
     );
     drop(inc);
-    let root = t.replica.config.storage.root.clone();
     let Pair {
         _tmp,
         bucket_dir,
@@ -876,12 +877,8 @@ async fn a_replica_stopped_between_staging_and_adopting_a_snapshot_opens_clean()
         replica,
         ..
     } = t;
-    let Ok(replica) = Arc::try_unwrap(replica) else {
-        panic!("the replica engine is still shared")
-    };
-    drop(replica);
     let url = format!("file://{}", bucket_dir.display());
-    let replica = engine_with(&root, |c| c.replica.follow_from = url.clone());
+    let replica = reopen(replica, &url);
     let notes = replica.store.recovery();
     assert!(
         notes.iter().all(|n| n.unknown_files.is_empty()),

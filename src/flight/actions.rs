@@ -301,11 +301,17 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
             let map = crate::cluster::Cluster::parse(&c.node, &c.shard_map).map_err(internal)?;
             let v = match &map {
                 None => serde_json::json!({"node": null}),
-                Some(m) => serde_json::json!({
-                    "node": m.me(),
-                    "nodes": m.map().nodes,
-                    "ranges": m.map().ranges,
-                }),
+                Some(m) => {
+                    let mut v = serde_json::json!({
+                        "node": m.me(),
+                        "nodes": m.map().nodes,
+                        "ranges": m.map().ranges,
+                    });
+                    if !m.map().replicas.is_empty() {
+                        v["replicas"] = serde_json::json!(m.map().replicas);
+                    }
+                    v
+                }
             };
             serde_json::to_vec(&v).map_err(internal)?
         }

@@ -161,6 +161,7 @@ pub async fn routed_flight_info(
         };
     if let [(node, _)] = parts.as_slice()
         && cluster.is_me(node)
+        && cluster.replicas(node).is_empty()
     {
         return flight_info(engine, d).await;
     }
@@ -172,7 +173,7 @@ pub async fn routed_flight_info(
             let info = if cluster.is_me(&node) {
                 flight_info(engine, desc).await
             } else {
-                remote_info(&cluster, &node, desc, auth, engine.tls.get().cloned()).await
+                forward(&cluster, &node, desc, auth, engine.tls.get().cloned()).await
             };
             info.map(|i| (node, i))
         }
@@ -186,10 +187,11 @@ pub async fn routed_flight_info(
     Ok(info)
 }
 
-/// GetFlightInfo of `d` on `node`, forwarded with the client's bearer token; over TLS
-/// when this node's listeners use it (or the node's URI says `grpc+tls://`), trusting
-/// the same CA and presenting this node's certificate.
-async fn remote_info(
+/// GetFlightInfo of `d` on `node`; when the node does not answer (Unavailable: it is
+/// down, unreachable or late) and the shard map lists replicas of it, on each replica
+/// in turn. The answer is the first that comes; if none does, the node's own error,
+/// naming the replicas tried.
+async fn forward(
     cluster: &Cluster,
     node: &str,
     d: FlightDescriptor,
@@ -199,6 +201,41 @@ async fn remote_info(
     let uri = cluster
         .uri(node)
         .ok_or_else(|| internal(format!("node {node} is not in the shard map")))?;
+    let first = remote_info(cluster, node, uri, d.clone(), auth.clone(), tls.clone()).await;
+    let replicas = cluster.replicas(node);
+    let down = match first {
+        Err(e) if e.code() == tonic::Code::Unavailable && !replicas.is_empty() => e,
+        other => return other,
+    };
+    for r in replicas {
+        match remote_info(cluster, node, r, d.clone(), auth.clone(), tls.clone()).await {
+            Err(e) if e.code() == tonic::Code::Unavailable => {
+                tracing::warn!(node, replica = %r, error = %e.message(), "a replica of a shard node did not answer either");
+            }
+            answer => {
+                tracing::warn!(node, replica = %r, error = %down.message(), "a shard node did not answer: its replica did");
+                return answer;
+            }
+        }
+    }
+    Err(Status::unavailable(format!(
+        "{}; nor did its replicas ({})",
+        down.message(),
+        replicas.join(", ")
+    )))
+}
+
+/// GetFlightInfo of `d` at `uri` (node `node` or one of its replicas), forwarded with
+/// the client's bearer token; over TLS when this node's listeners use it (or the URI
+/// says `grpc+tls://`), trusting the same CA and presenting this node's certificate.
+async fn remote_info(
+    cluster: &Cluster,
+    node: &str,
+    uri: &str,
+    d: FlightDescriptor,
+    auth: Option<MetadataValue<Ascii>>,
+    tls: Option<Arc<crate::tls::Tls>>,
+) -> Result<FlightInfo, Status> {
     let unavailable = |e: &dyn std::fmt::Display| {
         Status::unavailable(format!("shard node {node} ({uri}) did not answer: {e}"))
     };
@@ -283,16 +320,22 @@ fn merge_parts(
         let add = |sum: i64, n: i64| if sum < 0 || n < 0 { -1 } else { sum + n };
         records = add(records, info.total_records);
         bytes = add(bytes, info.total_bytes);
-        let location = (!cluster.is_me(&node))
+        // The owner first, then its replicas (the Flight way: any location serves the
+        // ticket). An endpoint of this node with no replica keeps no location: "the
+        // node asked".
+        let replicas = cluster.replicas(&node);
+        let owner = (!cluster.is_me(&node) || !replicas.is_empty())
             .then(|| cluster.uri(&node))
             .flatten();
         for mut e in info.endpoint {
-            if let Some(uri) = location
-                && e.location.is_empty()
+            if e.location.is_empty()
+                && let Some(uri) = owner
             {
                 e.location.push(Location {
                     uri: uri.to_string(),
                 });
+                e.location
+                    .extend(replicas.iter().map(|r| Location { uri: r.clone() }));
             }
             out.endpoint.push(e);
         }

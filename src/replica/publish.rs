@@ -29,7 +29,8 @@ use object_store::{ObjectStoreExt, PutPayload};
 
 use super::Bucket;
 use crate::record::SeriesKey;
-use crate::storage::follow::{check_file, live_files};
+use crate::storage::follow::{DataFile, check_file, live_files};
+use crate::storage::format::Manifest;
 use crate::storage::{Series, Store};
 
 /// What one publication pass did.
@@ -190,22 +191,10 @@ impl Publisher {
         for f in live_files(&m) {
             let path = self.bucket.data(&key, &f);
             names.insert(path.clone());
-            if self.state().present.contains(&path) {
-                continue;
+            if let Some(n) = self.put_data(&series, &m, &f, path).await? {
+                bytes += n;
+                objects += 1;
             }
-            let body = tokio::fs::read(series.dir().join(&f.name))
-                .await
-                .map_err(|e| format!("{}/{}: {e}", series.rel_dir(), f.name))?;
-            check_file(&m.meta, &f, &body)
-                .map_err(|why| format!("{}: local file refused: {why}", series.rel_dir()))?;
-            bytes += body.len() as u64;
-            self.bucket
-                .store
-                .put(&path, PutPayload::from(body))
-                .await
-                .map_err(|e| e.to_string())?;
-            objects += 1;
-            self.state().present.insert(path);
         }
         // The commit point: every object the manifest names is in the store.
         self.bucket
@@ -231,6 +220,34 @@ impl Publisher {
             objects: objects + 1,
             bytes: bytes + m.encode().len() as u64,
         })
+    }
+
+    /// Puts data file `f` of `series` (listed by `m`) at `path` unless the bucket holds
+    /// it already; checked against `m` first, so local damage is never shipped. Returns
+    /// the bytes put (`None`: present).
+    async fn put_data(
+        &self,
+        series: &Series,
+        m: &Manifest,
+        f: &DataFile,
+        path: Path,
+    ) -> Result<Option<u64>, String> {
+        if self.state().present.contains(&path) {
+            return Ok(None);
+        }
+        let body = tokio::fs::read(series.dir().join(&f.name))
+            .await
+            .map_err(|e| format!("{}/{}: {e}", series.rel_dir(), f.name))?;
+        check_file(&m.meta, f, &body)
+            .map_err(|why| format!("{}: local file refused: {why}", series.rel_dir()))?;
+        let n = body.len() as u64;
+        self.bucket
+            .store
+            .put(&path, PutPayload::from(body))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.state().present.insert(path);
+        Ok(Some(n))
     }
 
     /// Publishes every snapshot of `store` not published yet by this process, and
@@ -309,22 +326,10 @@ impl Publisher {
             for f in live_files(&m) {
                 let path = self.bucket.data(key, &f);
                 read.insert(path.clone(), key.clone());
-                if self.state().present.contains(&path) {
-                    continue;
+                if let Some(n) = self.put_data(&h.series, &m, &f, path).await? {
+                    bytes += n;
+                    objects += 1;
                 }
-                let body = tokio::fs::read(h.series.dir().join(&f.name))
-                    .await
-                    .map_err(|e| format!("{}/{}: {e}", h.series.rel_dir(), f.name))?;
-                check_file(&m.meta, &f, &body)
-                    .map_err(|why| format!("{}: local file refused: {why}", h.series.rel_dir()))?;
-                bytes += body.len() as u64;
-                self.bucket
-                    .store
-                    .put(&path, PutPayload::from(body))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                objects += 1;
-                self.state().present.insert(path);
             }
         }
         let file = snap.encode();

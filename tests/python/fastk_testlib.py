@@ -129,3 +129,49 @@ def expect_ok(r: requests.Response, *statuses: int) -> Any:
         f"got {r.status_code}: {r.text[:500]}"
     )
     return r.json() if r.content else None
+
+
+def free_port() -> int:
+    """A loopback port free now (for a shard map or an S3 server that must be named
+    before its server starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flight_read(uri: str, cmd: dict):
+    """One DoGet of the JSON ticket `cmd` at `uri`, read whole."""
+    import json
+
+    import pyarrow.flight as flight
+
+    c = flight.connect(uri)
+    try:
+        return c.do_get(flight.Ticket(json.dumps(cmd).encode())).read_all()
+    finally:
+        c.close()
+
+
+def series_versions(base: str) -> dict[str, int]:
+    """Each series' version, from `/inventory`."""
+    inv = requests.get(base + "/inventory?partitions=false", timeout=30).json()
+    return {f"{x['kind']}/{x['symbol']}/{x.get('name')}": x["version"] for x in inv["series"]}
+
+
+def wait_replica_caught_up(primary, replica, timeout_s: float = 60.0) -> dict[str, int]:
+    """Until the primary has folded everything and the replica has its versions."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        inv = requests.get(primary.http_url + "/inventory?partitions=false", timeout=30).json()
+        folded = all(x.get("unfolded_rows", 0) == 0 for x in inv["series"])
+        want = series_versions(primary.http_url)
+        if folded and series_versions(replica.http_url) == want:
+            return want
+        assert time.monotonic() < deadline, (
+            f"replica did not catch up: {series_versions(replica.http_url)} vs {want}\n{replica.log_tail(30)}"
+        )
+        time.sleep(0.3)

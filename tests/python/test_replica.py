@@ -23,6 +23,9 @@ import requests
 from fastk_testlib import (
     check_error,
     expect_ok,
+    flight_read,
+    series_versions,
+    wait_replica_caught_up,
     kline_path,
     make_klines,
     make_scalars,
@@ -51,34 +54,6 @@ def pair(start_server, tmp_path_factory):
     return primary, replica
 
 
-def versions(base: str) -> dict[str, int]:
-    inv = requests.get(base + "/inventory?partitions=false", timeout=30).json()
-    return {f"{x['kind']}/{x['symbol']}/{x.get('name')}": x["version"] for x in inv["series"]}
-
-
-def wait_caught_up(primary, replica, timeout_s: float = 60.0) -> dict[str, int]:
-    """Until the primary has folded everything and the replica has its versions."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        inv = requests.get(primary.http_url + "/inventory?partitions=false", timeout=30).json()
-        folded = all(x.get("unfolded_rows", 0) == 0 for x in inv["series"])
-        want = versions(primary.http_url)
-        if folded and versions(replica.http_url) == want:
-            return want
-        assert time.monotonic() < deadline, (
-            f"replica did not catch up: {versions(replica.http_url)} vs {want}\n{replica.log_tail(30)}"
-        )
-        time.sleep(0.3)
-
-
-def read(uri: str, cmd: dict):
-    c = flight.connect(uri)
-    try:
-        return c.do_get(flight.Ticket(json.dumps(cmd).encode())).read_all()
-    finally:
-        c.close()
-
-
 def same_reads(primary, replica) -> None:
     cmds = [{"kind": "kline", "symbol": s, "timeframe": "1m"} for s in SYMBOLS]
     cmds += [
@@ -87,8 +62,8 @@ def same_reads(primary, replica) -> None:
         {"kind": "scalar", "symbol": "BTC", "timeframe": "1m", "category": "feature", "name": "x"},
     ]
     for cmd in cmds:
-        want = read(primary.flight_uri, cmd)
-        got = read(replica.flight_uri, cmd)
+        want = flight_read(primary.flight_uri, cmd)
+        got = flight_read(replica.flight_uri, cmd)
         assert got.equals(want), f"replica differs for {cmd}"
 
 
@@ -104,7 +79,7 @@ def test_replica_follows_and_refuses_writes(pair):
     expect_ok(register_scalar(s, primary.http_url, "BTC", "feature", "x"), 201)
     expect_ok(s.post(primary.http_url + scalar_path("BTC", "1m", "feature", "x") + "/records",
                      json={"records": make_scalars(3000)}, timeout=30))
-    got = wait_caught_up(primary, replica)
+    got = wait_replica_caught_up(primary, replica)
     assert len(got) == len(SYMBOLS) + 1
     same_reads(primary, replica)
 
@@ -112,7 +87,7 @@ def test_replica_follows_and_refuses_writes(pair):
     expect_ok(s.delete(primary.http_url + kline_path("ETH") + "/records",
                        params={"start_ts": 1_706_659_200_000, "end_ts": 1_706_659_200_000 + 600 * 60_000}, timeout=30))
     expect_ok(s.delete(primary.http_url + kline_path("SOL"), timeout=30), 200, 204)
-    got = wait_caught_up(primary, replica)
+    got = wait_replica_caught_up(primary, replica)
     assert "kline/SOL/None" not in got
     SYMBOLS.remove("SOL")
     same_reads(primary, replica)
@@ -173,26 +148,26 @@ def test_replica_follows_named_snapshots(pair):
     on the primary, after the primary rewrote the rows it holds; a delete follows too."""
     primary, replica = pair
     s = requests.Session()
-    if not versions(primary.http_url):
+    if not series_versions(primary.http_url):
         expect_ok(register_kline(s, primary.http_url, "BTC"), 201)
     bars = make_klines(600, start_ts=1_706_659_200_000, seed=3)
     expect_ok(s.post(primary.http_url + kline_path("BTC") + "/records", json={"records": bars}, timeout=30))
-    wait_caught_up(primary, replica)
+    wait_replica_caught_up(primary, replica)
     made = expect_ok(s.post(primary.http_url + "/v1/snapshots",
                             json={"name": "friday", "series": "*", "note": "as of friday"}, timeout=30), 201)
     # The rows the snapshot holds are replaced on the primary.
     bars = make_klines(600, start_ts=1_706_659_200_000, seed=11)
     expect_ok(s.post(primary.http_url + kline_path("BTC") + "/records", json={"records": bars}, timeout=30))
-    wait_caught_up(primary, replica)
+    wait_replica_caught_up(primary, replica)
     assert wait_snapshots(primary, replica) == ["friday"]
     shown = expect_ok(requests.get(replica.http_url + "/v1/snapshots/friday", timeout=30))
     assert shown == expect_ok(requests.get(primary.http_url + "/v1/snapshots/friday", timeout=30))
     assert shown["created_ts"] == made["created_ts"] and shown["note"] == "as of friday"
     cmd = {"kind": "kline", "symbol": "BTC", "timeframe": "1m", "snapshot": "friday"}
-    want = read(primary.flight_uri, cmd)
+    want = flight_read(primary.flight_uri, cmd)
     assert want.num_rows > 0
-    assert read(replica.flight_uri, cmd).equals(want)
-    live = read(replica.flight_uri, {"kind": "kline", "symbol": "BTC", "timeframe": "1m"})
+    assert flight_read(replica.flight_uri, cmd).equals(want)
+    live = flight_read(replica.flight_uri, {"kind": "kline", "symbol": "BTC", "timeframe": "1m"})
     assert not live.equals(want), "the snapshot reads the replaced rows, the series the new ones"
     # The replica makes and deletes none of its own.
     check_error(s.post(replica.http_url + "/v1/snapshots", json={"name": "mine"}, timeout=30),

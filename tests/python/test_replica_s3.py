@@ -11,28 +11,30 @@ moments during its passes, restarted, and the replica converging on it.
 
 from __future__ import annotations
 
-import json
 import random
-import socket
 import time
 
-import pyarrow.flight as flight
 import pytest
 import requests
 
-from fastk_testlib import expect_ok, kline_path, make_klines, make_scalars, register_kline, register_scalar, scalar_path
+from fastk_testlib import (
+    expect_ok,
+    flight_read,
+    free_port,
+    kline_path,
+    make_klines,
+    make_scalars,
+    register_kline,
+    register_scalar,
+    scalar_path,
+    wait_replica_caught_up,
+)
 
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
 BUCKET = "fastk"
 JAN_31_2024_MS = 1_706_659_200_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -75,39 +77,12 @@ def pair(s3, start_server):
     return client, primary, replica
 
 
-def versions(base: str) -> dict[str, int]:
-    inv = requests.get(base + "/inventory?partitions=false", timeout=30).json()
-    return {f"{x['kind']}/{x['symbol']}/{x.get('name')}": x["version"] for x in inv["series"]}
-
-
-def wait_caught_up(primary, replica, timeout_s: float = 90.0) -> dict[str, int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        inv = requests.get(primary.http_url + "/inventory?partitions=false", timeout=30).json()
-        folded = all(x.get("unfolded_rows", 0) == 0 for x in inv["series"])
-        want = versions(primary.http_url)
-        if folded and versions(replica.http_url) == want:
-            return want
-        assert time.monotonic() < deadline, (
-            f"replica did not catch up: {versions(replica.http_url)} vs {want}\n{replica.log_tail(30)}"
-        )
-        time.sleep(0.3)
-
-
-def read(uri: str, cmd: dict):
-    c = flight.connect(uri)
-    try:
-        return c.do_get(flight.Ticket(json.dumps(cmd).encode())).read_all()
-    finally:
-        c.close()
-
-
 def same_reads(primary, replica, symbols) -> None:
     cmds = [{"kind": "kline", "symbol": s, "timeframe": "1m"} for s in symbols]
     cmds.append({"kind": "kline", "symbols": "*", "timeframe": "1m", "latest": 1})
     cmds.append({"kind": "scalar", "symbol": "BTC", "timeframe": "1m", "category": "feature", "name": "x"})
     for cmd in cmds:
-        assert read(replica.flight_uri, cmd).equals(read(primary.flight_uri, cmd)), f"replica differs for {cmd}"
+        assert flight_read(replica.flight_uri, cmd).equals(flight_read(primary.flight_uri, cmd)), f"replica differs for {cmd}"
 
 
 def objects(client, prefix: str) -> list[str]:
@@ -132,7 +107,7 @@ def test_replica_follows_a_primary_through_s3(pair):
     expect_ok(register_scalar(s, primary.http_url, "BTC", "feature", "x"), 201)
     expect_ok(s.post(primary.http_url + scalar_path("BTC", "1m", "feature", "x") + "/records",
                      json={"records": make_scalars(3000)}, timeout=30))
-    wait_caught_up(primary, replica)
+    wait_replica_caught_up(primary, replica)
     same_reads(primary, replica, symbols)
     published = objects(client, "pub/")
     assert "pub/FASTK-PUBLICATION" in published
@@ -142,7 +117,7 @@ def test_replica_follows_a_primary_through_s3(pair):
     # A rewrite of rows the replica holds, and a series delete.
     post_bars(s, primary.http_url, "BTC", 600, JAN_31_2024_MS, 17)
     expect_ok(s.delete(primary.http_url + kline_path("SOL"), timeout=30), 200, 204)
-    got = wait_caught_up(primary, replica)
+    got = wait_replica_caught_up(primary, replica)
     assert "kline/SOL/None" not in got
     symbols.remove("SOL")
     same_reads(primary, replica, symbols)
@@ -151,21 +126,21 @@ def test_replica_follows_a_primary_through_s3(pair):
     # A named snapshot travels too, and reads there what it reads on the primary.
     expect_ok(s.post(primary.http_url + "/v1/snapshots", json={"name": "s3-snap"}, timeout=30), 201)
     post_bars(s, primary.http_url, "BTC", 600, JAN_31_2024_MS, 23)
-    wait_caught_up(primary, replica)
+    wait_replica_caught_up(primary, replica)
     deadline = time.monotonic() + 60
     while "s3-snap" not in [x["name"] for x in requests.get(replica.http_url + "/v1/snapshots", timeout=30).json()["snapshots"]]:
         assert time.monotonic() < deadline, replica.log_tail(30)
         time.sleep(0.3)
     cmd = {"kind": "kline", "symbol": "BTC", "timeframe": "1m", "snapshot": "s3-snap"}
-    assert read(replica.flight_uri, cmd).equals(read(primary.flight_uri, cmd))
+    assert flight_read(replica.flight_uri, cmd).equals(flight_read(primary.flight_uri, cmd))
     assert "pub/snapshots/s3-snap.snap" in objects(client, "pub/")
 
 
 def test_a_corrupt_manifest_object_is_refused_and_the_old_state_served(pair):
     client, primary, replica = pair
     s = requests.Session()
-    wait_caught_up(primary, replica)
-    before = read(replica.flight_uri, {"kind": "kline", "symbol": "ETH", "timeframe": "1m"})
+    wait_replica_caught_up(primary, replica)
+    before = flight_read(replica.flight_uri, {"kind": "kline", "symbol": "ETH", "timeframe": "1m"})
     client.put_object(Bucket=BUCKET, Key="pub/manifests/kline/ETH/1m/MANIFEST", Body=b"not a manifest")
     deadline = time.monotonic() + 60
     while True:
@@ -176,10 +151,10 @@ def test_a_corrupt_manifest_object_is_refused_and_the_old_state_served(pair):
         assert time.monotonic() < deadline, f"{h}\n{replica.log_tail(30)}"
         time.sleep(0.3)
     assert "manifest" in err
-    assert read(replica.flight_uri, {"kind": "kline", "symbol": "ETH", "timeframe": "1m"}).equals(before)
+    assert flight_read(replica.flight_uri, {"kind": "kline", "symbol": "ETH", "timeframe": "1m"}).equals(before)
     # The primary's next change to ETH puts a good manifest: the replica recovers.
     post_bars(s, primary.http_url, "ETH", 100, JAN_31_2024_MS + 5000 * 60_000, 5)
-    wait_caught_up(primary, replica)
+    wait_replica_caught_up(primary, replica)
     same_reads(primary, replica, ["BTC", "ETH"])
     deadline = time.monotonic() + 60
     while requests.get(replica.http_url + "/health", timeout=30).json()["status"] != "ok":
@@ -197,13 +172,13 @@ def test_the_primary_killed_during_its_passes_then_restarted(pair):
     for round_ in range(3):
         for sym in ("BTC", "ETH"):
             post_bars(s, primary.http_url, sym, 2000, JAN_31_2024_MS + (10_000 + round_ * 2000) * 60_000, round_)
-        want = {sym: read(primary.flight_uri, {"kind": "kline", "symbol": sym, "timeframe": "1m"})
+        want = {sym: flight_read(primary.flight_uri, {"kind": "kline", "symbol": sym, "timeframe": "1m"})
                 for sym in ("BTC", "ETH")}
         time.sleep(rng.uniform(0.5, 2.0))
         primary.kill()
         primary.start()
         for sym, table in want.items():
-            got = read(primary.flight_uri, {"kind": "kline", "symbol": sym, "timeframe": "1m"})
+            got = flight_read(primary.flight_uri, {"kind": "kline", "symbol": sym, "timeframe": "1m"})
             assert got.equals(table), f"round {round_}: the primary lost acknowledged rows of {sym}"
-        wait_caught_up(primary, replica)
+        wait_replica_caught_up(primary, replica)
         same_reads(primary, replica, ["BTC", "ETH"])

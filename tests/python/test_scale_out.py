@@ -17,7 +17,6 @@ from "M" on), and a third, single-node server holds the same data as the oracle.
 from __future__ import annotations
 
 import json
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
@@ -25,17 +24,11 @@ import pyarrow.flight as flight
 import pytest
 import requests
 
-from fastk_testlib import expect_ok, kline_path, make_klines, register_kline
+from fastk_testlib import expect_ok, free_port, kline_path, make_klines, register_kline
 
 SYMBOLS = ["ADA", "AVAX", "BNB", "BTC", "DOGE", "DOT", "ETH", "LINK", "LTC", "MATIC",
            "NEAR", "OP", "SOL", "SUI", "TON", "TRX", "UNI", "XLM", "XRP", "ZEC"]
 TOKEN = "scale-out-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ticket_table(client: flight.FlightClient, cmd: dict) -> pa.Table:

@@ -1,0 +1,127 @@
+"""Reads that fail over to a replica (docs/scale-out.md, "Reads that fail over"): node a
+owns symbols from "" to "M", node b from "M" on; b publishes to a `file://` bucket and
+a third server follows it as b's read replica, listed in the shard map under
+`replicas`.
+
+- GetFlightInfo endpoints of b's series list b first and its replica after it (asked
+  of a, which forwards, and of b itself); a's endpoints, which have no replica, keep
+  no location ("the node asked").
+- A client that tries each endpoint's locations in order reads everything; with b
+  killed, the same client reads the same table from b's replica, and a's forwarded
+  GetFlightInfo goes to the replica instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pyarrow as pa
+import pyarrow.flight as flight
+import pytest
+import requests
+
+from fastk_testlib import expect_ok, free_port, kline_path, make_klines, register_kline
+
+A_SYMBOLS = ["ADA", "BTC", "ETH"]
+B_SYMBOLS = ["SOL", "XRP"]
+
+
+def pull_with_failover(info: flight.FlightInfo, asked: str) -> pa.Table:
+    """What docs/scale-out.md shows: each endpoint from its first location that
+    answers (no location: the node asked), the parts in endpoint order."""
+    parts = []
+    for e in info.endpoints:
+        uris = [loc.uri.decode() if isinstance(loc.uri, bytes) else str(loc.uri) for loc in e.locations] or [asked]
+        last = None
+        for uri in uris:
+            client = flight.connect(uri)
+            try:
+                parts.append(client.do_get(e.ticket).read_all())
+                break
+            except flight.FlightUnavailableError as err:
+                last = err
+            finally:
+                client.close()
+        else:
+            raise AssertionError(f"no location of {uris} answered: {last}")
+    return pa.concat_tables(parts)
+
+
+def info_of(uri: str, cmd: dict) -> flight.FlightInfo:
+    client = flight.connect(uri)
+    try:
+        return client.get_flight_info(flight.FlightDescriptor.for_command(json.dumps(cmd)))
+    finally:
+        client.close()
+
+
+def locations(e: flight.FlightEndpoint) -> list[str]:
+    return [loc.uri.decode() if isinstance(loc.uri, bytes) else str(loc.uri) for loc in e.locations]
+
+
+def test_endpoints_list_replicas_and_reads_fail_over(start_server, tmp_path):
+    pa_, pb, prb = free_port(), free_port(), free_port()
+    a_uri, b_uri, rb_uri = (f"grpc://127.0.0.1:{p}" for p in (pa_, pb, prb))
+    shard_map = {"nodes": {"a": a_uri, "b": b_uri},
+                 "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}],
+                 "replicas": {"b": [rb_uri]}}
+    bucket = f"file://{tmp_path}"
+    common = {"FASTK__CLUSTER__SHARD_MAP": json.dumps(shard_map)}
+    a = start_server("failover-a", {**common, "FASTK__CLUSTER__NODE": "a", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pa_}"})
+    b = start_server("failover-b", {
+        **common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pb}",
+        "FASTK__REPLICA__PUBLISH_TO": bucket, "FASTK__REPLICA__PUBLISH_INTERVAL_S": "1",
+        "FASTK__STORAGE__FOLD_AGE_S": "1",
+    })
+    rb = start_server("failover-rb", {
+        "FASTK__FLIGHT__ADDR": f"127.0.0.1:{prb}",
+        "FASTK__REPLICA__FOLLOW_FROM": bucket, "FASTK__REPLICA__POLL_INTERVAL_S": "1",
+    })
+    got = json.loads(next(iter(flight.connect(a_uri).do_action(flight.Action("shard-map", b"")))).body.to_pybytes())
+    assert got == {"node": "a", **shard_map}
+    s = requests.Session()
+    for i, sym in enumerate(A_SYMBOLS + B_SYMBOLS):
+        owner = a if sym in A_SYMBOLS else b
+        expect_ok(register_kline(s, owner.http_url, sym), 201)
+        bars = make_klines(400 + 50 * i, seed=i)
+        expect_ok(s.post(owner.http_url + kline_path(sym) + "/records", json={"records": bars}, timeout=30))
+
+    def held(srv) -> dict:
+        inv = requests.get(srv.http_url + "/inventory?partitions=false", timeout=30).json()
+        return {x["symbol"]: (x["version"], x.get("unfolded_rows", 0)) for x in inv["series"]}
+
+    deadline = time.monotonic() + 60
+    while not (held(b) and all(u == 0 for _, u in held(b).values())
+               and {k: v for k, (v, _) in held(rb).items()} == {k: v for k, (v, _) in held(b).items()}):
+        assert time.monotonic() < deadline, f"the replica did not catch up:\n{rb.log_tail(30)}"
+        time.sleep(0.3)
+
+    every = {"kind": "kline", "symbols": "*", "timeframe": "1m"}
+    info = info_of(a_uri, every)
+    by_owner = {"a": [], "b": []}
+    for e in info.endpoints:
+        syms = json.loads(e.ticket.ticket)["symbols"]
+        owner = "a" if all(x in A_SYMBOLS for x in syms) else "b"
+        assert all(x in (A_SYMBOLS if owner == "a" else B_SYMBOLS) for x in syms), syms
+        by_owner[owner].append(locations(e))
+    assert by_owner["a"] and all(locs == [] for locs in by_owner["a"]), by_owner
+    assert by_owner["b"] and all(locs == [b_uri, rb_uri] for locs in by_owner["b"]), by_owner
+    # Asked of b itself, its own series are located on it, then on its replica.
+    one = info_of(b_uri, {"kind": "kline", "symbol": "SOL", "timeframe": "1m"})
+    assert [locations(e) for e in one.endpoints] == [[b_uri, rb_uri]]
+    want = pull_with_failover(info, a_uri)
+    assert want.num_rows == sum(400 + 50 * i for i in range(5))
+    assert sorted(set(want.column("symbol").cast(pa.string()).to_pylist())) == sorted(A_SYMBOLS + B_SYMBOLS)
+
+    # b goes down: a's GetFlightInfo forwards to b's replica, and the client's reads
+    # of b's endpoints fail over to it. The answer is the same table.
+    b.kill()
+    info = info_of(a_uri, every)
+    assert [locations(e) for e in info.endpoints if locations(e)] == [[b_uri, rb_uri]] * len(by_owner["b"])
+    assert pull_with_failover(info, a_uri).equals(want)
+    assert "did not answer: its replica did" in a.log_text()
+    # Without a replica that answers either, the error names the node and its replicas.
+    rb.kill()
+    with pytest.raises(flight.FlightUnavailableError, match=f"shard node b .*nor did its replicas .*{prb}"):
+        info_of(a_uri, every)
