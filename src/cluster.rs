@@ -164,6 +164,23 @@ impl Cluster {
         self.map.nodes.get(node).map(String::as_str)
     }
 
+    /// Every other node and every replica the map names, as (name, URI): what this node
+    /// probes for `/health` (a replica is named "<node> replica <i>").
+    pub fn peers(&self) -> Vec<(String, String)> {
+        let nodes = self
+            .map
+            .nodes
+            .iter()
+            .filter(|(n, _)| !self.is_me(n))
+            .map(|(n, u)| (n.clone(), u.clone()));
+        let replicas = self.map.replicas.iter().flat_map(|(n, uris)| {
+            uris.iter()
+                .enumerate()
+                .map(move |(i, u)| (format!("{n} replica {}", i + 1), u.clone()))
+        });
+        nodes.chain(replicas).collect()
+    }
+
     /// The Flight URIs of the read replicas following `node` (empty: none listed).
     pub fn replicas(&self, node: &str) -> &[String] {
         self.map.replicas.get(node).map_or(&[], Vec::as_slice)
@@ -280,6 +297,14 @@ mod tests {
         let c = Cluster::parse("a", with).unwrap().unwrap();
         assert_eq!(c.replicas("b"), ["grpc://h:3", "grpc://h:4"]);
         assert!(c.replicas("a").is_empty());
+        assert_eq!(
+            c.peers(),
+            [
+                ("b".to_string(), "grpc://h:2".to_string()),
+                ("b replica 1".to_string(), "grpc://h:3".to_string()),
+                ("b replica 2".to_string(), "grpc://h:4".to_string()),
+            ]
+        );
     }
 
     #[test]

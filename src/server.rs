@@ -135,6 +135,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let replica_task = tokio::spawn(replica_loop(Arc::clone(&engine), stop_rx.clone()));
     let memory_task = tokio::spawn(memory_loop(Arc::clone(&engine), stop_rx.clone()));
     let derive_task = tokio::spawn(derive_loop(Arc::clone(&engine), stop_rx.clone()));
+    let peer_task = tokio::spawn(peer_loop(Arc::clone(&engine), stop_rx.clone()));
     let sql_guard_task = tokio::spawn(crate::query::sql::watch::watch(
         Arc::clone(&engine.sql.running),
         stop_rx.clone(),
@@ -170,11 +171,48 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             replica_task,
             memory_task,
             derive_task,
+            peer_task,
             sql_guard_task,
             auth_task,
             tls_task,
         ],
     })
+}
+
+/// How often a node of a cluster probes its peers, and how long a connection may take.
+const PEER_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const PEER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// On a node of a cluster: every few seconds, a TCP connection to each other node and
+/// replica of the shard map, so `/health` says which it cannot reach.
+async fn peer_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+    let c = &engine.config.cluster;
+    let Ok(Some(cluster)) = crate::cluster::Cluster::parse(&c.node, &c.shard_map) else {
+        return;
+    };
+    let peers = cluster.peers();
+    let mut tick = tokio::time::interval(PEER_PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let probes = peers.iter().map(|(name, uri)| async move {
+            let host = uri.split_once("://").map_or(uri.as_str(), |(_, rest)| rest);
+            let connect = tokio::net::TcpStream::connect(host);
+            match tokio::time::timeout(PEER_CONNECT_TIMEOUT, connect).await {
+                Ok(Ok(_)) => None,
+                _ => Some(format!("{name} ({uri})")),
+            }
+        });
+        let unreachable: Vec<String> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        engine.note_peer_probe(crate::query::now_ms(), unreachable);
+    }
 }
 
 /// Brings the derived series up to date with their bases every second (docs/derived.md);

@@ -58,6 +58,8 @@ struct HealthState {
     open_issues: Vec<String>,
     /// The replication loop's last passes (none until its first pass ends).
     replica: Option<ReplicaHealth>,
+    /// The last probe of the cluster's peers: when, and the ones that did not answer.
+    peers: Option<(i64, Vec<String>)>,
 }
 
 /// Consecutive failed replication passes past which `/health` is degraded: one
@@ -847,6 +849,31 @@ impl Engine {
     /// publication or apply failed in an otherwise completed pass and the first one's
     /// reason, `Err` when the pass itself failed (the object store could not be listed
     /// or written). `/health` reports it: `last_error` is the reason either way.
+    /// The peer probe's result (`server`): the peers, as "name (uri)", that did not
+    /// accept a connection at `now_ms`.
+    pub fn note_peer_probe(&self, now_ms: i64, unreachable: Vec<String>) {
+        self.health.locked().peers = Some((now_ms, unreachable));
+    }
+
+    /// This node's place in its cluster, with the last probe of its peers.
+    fn cluster_health(&self, probe: Option<&(i64, Vec<String>)>) -> Option<ClusterHealth> {
+        let c = &self.config.cluster;
+        let cluster = crate::cluster::Cluster::parse(&c.node, &c.shard_map).ok()??;
+        Some(ClusterHealth {
+            node: cluster.me().to_string(),
+            owns: cluster
+                .map()
+                .ranges
+                .iter()
+                .filter(|r| cluster.is_me(&r.node))
+                .map(|r| r.from.clone())
+                .collect(),
+            peers: cluster.peers().len() as u64,
+            unreachable: probe.map(|(_, u)| u.clone()).unwrap_or_default(),
+            checked_ts: probe.map(|(t, _)| *t),
+        })
+    }
+
     pub fn note_replica_pass(
         &self,
         role: &str,
@@ -937,6 +964,13 @@ impl Engine {
                 ));
             }
         }
+        let cluster = self.cluster_health(h.peers.as_ref());
+        if let Some(c) = cluster.as_ref().filter(|c| !c.unreachable.is_empty()) {
+            details.push(format!(
+                "cluster: peers not reachable at the last probe: {}",
+                c.unreachable.join(", ")
+            ));
+        }
         let status = if !serving {
             "failing"
         } else if details.is_empty() {
@@ -957,6 +991,7 @@ impl Engine {
             max_mapped_files: maps.max as u64,
             last_validation_ts: h.last_validation_ts,
             replica,
+            cluster,
             details,
         }
     }

@@ -364,8 +364,27 @@ pub struct Health {
     /// first pass has ended; absent on a node that neither publishes nor follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<ReplicaHealth>,
+    /// This node's place in a cluster (`cluster.shard_map`); absent outside one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterHealth>,
     /// One line per open issue.
     pub details: Vec<String>,
+}
+
+/// A node of a cluster in `/health` (docs/scale-out.md, "Symbol-sharded nodes").
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+#[schema(example = json!({"node": "a", "owns": [""], "peers": 2, "unreachable": ["b (grpc://10.0.0.2:8815)"], "checked_ts": 1704067200000_i64}))]
+pub struct ClusterHealth {
+    /// This node's name in the map.
+    pub node: String,
+    /// The first symbol (`from`) of each range this node owns.
+    pub owns: Vec<String>,
+    /// Other nodes and replicas the map names, probed every few seconds.
+    pub peers: u64,
+    /// Those that did not accept a connection at the last probe, as "name (uri)".
+    pub unreachable: Vec<String>,
+    /// Milliseconds since the epoch of the last probe (none yet: no probe ended).
+    pub checked_ts: Option<i64>,
 }
 
 /// The replication passes of this node, in `/health` (docs/scale-out.md, "Read

@@ -9,6 +9,8 @@ a third server follows it as b's read replica, listed in the shard map under
 - A client that tries each endpoint's locations in order reads everything; with b
   killed, the same client reads the same table from b's replica, and a's forwarded
   GetFlightInfo goes to the replica instead of failing.
+- `/health` of each node says which ranges it owns and, once b is down, a's names b
+  as unreachable and is degraded.
 """
 
 from __future__ import annotations
@@ -114,6 +116,22 @@ def test_endpoints_list_replicas_and_reads_fail_over(start_server, tmp_path):
     assert want.num_rows == sum(400 + 50 * i for i in range(5))
     assert sorted(set(want.column("symbol").cast(pa.string()).to_pylist())) == sorted(A_SYMBOLS + B_SYMBOLS)
 
+    # /health says which ranges each node owns, and that every peer answers.
+    def cluster_health(srv) -> dict:
+        return requests.get(srv.http_url + "/health", timeout=30).json()
+
+    # (a's first probe may have run before b and the replica were up: it probes again
+    # every 5 s.)
+    deadline = time.monotonic() + 30
+    while (h := cluster_health(a))["cluster"].get("checked_ts") is None or h["cluster"]["unreachable"]:
+        assert time.monotonic() < deadline, h
+        time.sleep(0.3)
+    assert h["status"] == "ok", h
+    assert h["cluster"]["node"] == "a" and h["cluster"]["owns"] == [""]
+    assert h["cluster"]["peers"] == 2 and h["cluster"]["unreachable"] == [], h
+    assert cluster_health(b)["cluster"]["owns"] == ["M"]
+    assert "cluster" not in cluster_health(rb)
+
     # b goes down: a's GetFlightInfo forwards to b's replica, and the client's reads
     # of b's endpoints fail over to it. The answer is the same table.
     b.kill()
@@ -121,6 +139,14 @@ def test_endpoints_list_replicas_and_reads_fail_over(start_server, tmp_path):
     assert [locations(e) for e in info.endpoints if locations(e)] == [[b_uri, rb_uri]] * len(by_owner["b"])
     assert pull_with_failover(info, a_uri).equals(want)
     assert "did not answer: its replica did" in a.log_text()
+    # a's /health names b as unreachable (within a probe or two) and is degraded.
+    deadline = time.monotonic() + 30
+    while not cluster_health(a)["cluster"]["unreachable"]:
+        assert time.monotonic() < deadline, a.log_tail(30)
+        time.sleep(0.5)
+    h = cluster_health(a)
+    assert h["cluster"]["unreachable"] == [f"b ({b_uri})"], h
+    assert h["status"] == "degraded" and any("cluster: peers not reachable" in d for d in h["details"]), h
     # Without a replica that answers either, the error names the node and its replicas.
     rb.kill()
     with pytest.raises(flight.FlightUnavailableError, match=f"shard node b .*nor did its replicas .*{prb}"):
