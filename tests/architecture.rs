@@ -479,3 +479,100 @@ fn the_bottom_floor_knows_no_openapi() {
         }
     }
 }
+
+/// The storage modules a storage file uses (`super::x`, `crate::storage::x`), by the
+/// top-level module it belongs to (`series/history.rs` is `series`); tests excluded.
+fn storage_module_graph() -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>>
+{
+    let root = src().join("storage");
+    let mut graph = std::collections::BTreeMap::new();
+    for f in rust_files(&root) {
+        let rel = f.strip_prefix(&root).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
+        let top = top.trim_end_matches(".rs").to_string();
+        if top == "mod" {
+            continue;
+        }
+        let text = fs::read_to_string(&f).unwrap();
+        let code: String = text
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap()
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let deps: &mut std::collections::BTreeSet<String> = graph.entry(top.clone()).or_default();
+        let nested = rel.components().count() > 1;
+        for pat in ["crate::storage::", "super::"] {
+            for (at, _) in code.match_indices(pat) {
+                let before = code[..at].chars().next_back();
+                if pat == "super::" && before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let mut rest = &code[at + pat.len()..];
+                if nested && pat == "super::" {
+                    // `super::` of a nested file is its own module; `super::super::x` is x.
+                    match rest.strip_prefix("super::") {
+                        Some(r) => rest = r,
+                        None => continue,
+                    }
+                }
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                if !name.is_empty() && name != top {
+                    deps.insert(name);
+                }
+            }
+        }
+    }
+    let names: std::collections::BTreeSet<String> = graph.keys().cloned().collect();
+    for deps in graph.values_mut() {
+        deps.retain(|d| names.contains(d));
+    }
+    graph
+}
+
+/// The storage modules form layers: no module uses one that uses it back, directly or
+/// through others. Files (`mapped`, `pack`, `mapcache`, `chunk`) sit below the series
+/// that hold them, and the series below what follows, recovers and maintains them.
+#[test]
+fn storage_modules_form_no_cycle() {
+    let graph = storage_module_graph();
+    assert!(graph.len() >= 15, "storage modules not found: {graph:?}");
+    assert!(
+        graph["chunk"].contains("mapcache") && graph["follow"].contains("series"),
+        "the graph misses known edges: {graph:?}"
+    );
+    // Depth-first search with colours; a grey module met again closes a cycle.
+    fn visit<'a>(
+        m: &'a str,
+        graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        colour: &mut std::collections::BTreeMap<&'a str, u8>,
+        path: &mut Vec<&'a str>,
+    ) {
+        match colour.get(m) {
+            Some(2) => return,
+            Some(1) => panic!("storage modules form a cycle: {path:?} -> {m}"),
+            _ => {}
+        }
+        colour.insert(m, 1);
+        path.push(m);
+        for d in &graph[m] {
+            visit(d, graph, colour, path);
+        }
+        path.pop();
+        colour.insert(m, 2);
+    }
+    let mut colour = std::collections::BTreeMap::new();
+    for m in graph.keys() {
+        visit(m, &graph, &mut colour, &mut Vec::new());
+    }
+}

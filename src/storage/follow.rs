@@ -171,28 +171,6 @@ fn check_chunk(meta: &SeriesMeta, name: &str, e: &ChunkEntry, bytes: &[u8]) -> R
     }
 }
 
-/// Whether `next` continues the series whose state is `snap`: the same metadata, a
-/// version not below it, and every live entry either live here unchanged or of a
-/// generation at or past `snap.next_generation` (generations only grow within one
-/// incarnation of a key; a delete and re-registration restarts them, so such a
-/// manifest is a new series and replaces this one).
-pub fn continues(snap: &Snapshot, next: &Manifest) -> bool {
-    if *snap.meta != next.meta || next.version < snap.version {
-        return false;
-    }
-    let here: std::collections::HashMap<(i32, u64), &ChunkEntry> = snap
-        .chunks()
-        .map(|c| ((c.entry.month, c.entry.generation), &c.entry))
-        .collect();
-    next.entries
-        .iter()
-        .filter(|e| e.state == STATE_LIVE)
-        .all(|e| match here.get(&(e.month, e.generation)) {
-            Some(mine) => *mine == e,
-            None => e.generation >= snap.next_generation,
-        })
-}
-
 /// Whether `next` describes exactly the state of `snap` (nothing to apply).
 fn same_state(snap: &Snapshot, next: &Manifest) -> bool {
     let live: Vec<&ChunkEntry> = next
@@ -206,7 +184,7 @@ fn same_state(snap: &Snapshot, next: &Manifest) -> bool {
         && snap.retention_ms == next.retention_ms
         && snap.irregular == next.irregular
         && snap.chunks().count() == live.len()
-        && continues(snap, next)
+        && snap.continued_by(next)
 }
 
 /// What applying a followed manifest takes.
@@ -261,7 +239,7 @@ impl Store {
             if same_state(&snap, m) {
                 return Ok(FollowTarget::Current);
             }
-            if continues(&snap, m) {
+            if snap.continued_by(m) {
                 let have: std::collections::HashSet<(i32, u64)> = snap
                     .chunks()
                     .map(|c| (c.entry.month, c.entry.generation))

@@ -30,8 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::chunk::{FileKind, MappedChunk};
 use super::error::{Result, StorageError};
+use super::mapped::{FileKind, MappedChunk};
 use super::mmap::Slot;
 use super::sidecar::{ValueIndex, Zone, ZoneMap};
 

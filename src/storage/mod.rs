@@ -25,6 +25,7 @@ pub mod fsio;
 pub mod locate;
 pub mod maintain;
 pub mod mapcache;
+pub mod mapped;
 pub mod mmap;
 pub mod named;
 pub mod pack;

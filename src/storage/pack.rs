@@ -30,11 +30,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use super::chunk::FileKind;
 use super::format::{
     COLUMN_ALIGN, ChunkEntry, MAGIC_LEN, SidecarRef, checked_align_up, get_u32, get_u64, put_u32,
     put_u64,
 };
+use super::mapped::{FileKind, Incarnation};
 
 /// Default of `storage.pack_target_bytes`: a pack is rewritten whole when a month
 /// joins it, so this bounds that copy, and it holds years of coarse months (a year
@@ -304,8 +304,8 @@ pub struct PackFile {
     pub path: PathBuf,
     pinned: AtomicBool,
     /// The series incarnation whose directory holds the pack: an unused pack is
-    /// unlinked only while it is current (see `chunk::Incarnation`).
-    incarnation: Option<Arc<super::chunk::Incarnation>>,
+    /// unlinked only while it is current (see `mapped::Incarnation`).
+    incarnation: Option<Arc<Incarnation>>,
 }
 
 impl PackFile {
@@ -319,7 +319,7 @@ impl PackFile {
     }
 
     /// This pack belongs to `incarnation`.
-    pub(crate) fn of_incarnation(mut self, incarnation: Arc<super::chunk::Incarnation>) -> Self {
+    pub(crate) fn of_incarnation(mut self, incarnation: Arc<Incarnation>) -> Self {
         self.incarnation = Some(incarnation);
         self
     }
@@ -333,9 +333,17 @@ impl PackFile {
 impl Drop for PackFile {
     fn drop(&mut self) {
         if !self.pinned.load(Ordering::Acquire) {
-            super::chunk::Incarnation::unlink(self.incarnation.as_deref(), [self.path.clone()]);
+            Incarnation::unlink(self.incarnation.as_deref(), [self.path.clone()]);
         }
     }
+}
+
+/// Bytes a chunk takes in a pack: its image and sidecars, each aligned.
+pub fn packed_size(e: &ChunkEntry) -> u64 {
+    [e.file_len, e.zonemap.len, e.vindex.len]
+        .iter()
+        .map(|&n| super::format::align_up(n as usize) as u64)
+        .sum()
 }
 
 #[cfg(test)]

@@ -32,14 +32,6 @@ use super::series::{Series, assert_next};
 use super::snapshot::Snapshot;
 use crate::record::MonthPartition;
 
-/// Bytes a chunk takes in a pack: its image and sidecars, each aligned.
-pub(super) fn packed_size(e: &ChunkEntry) -> u64 {
-    [e.file_len, e.zonemap.len, e.vindex.len]
-        .iter()
-        .map(|&n| align_up(n as usize) as u64)
-        .sum()
-}
-
 impl Series {
     /// The groups of months the pack pass would write as one pack each at `now_ms`
     /// (nothing when compression or packing is off).
@@ -57,7 +49,7 @@ impl Series {
         let mut bytes = 0u64;
         for (&month, chunks) in &snap.live {
             let [c] = chunks.as_slice() else { continue };
-            let size = packed_size(&c.entry);
+            let size = super::pack::packed_size(&c.entry);
             let eligible = MonthPartition(month).end_ts() < sealed_before
                 && !c.is_memory()
                 && c.entry.flags & FLAG_COMPRESSED != 0

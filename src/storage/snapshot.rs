@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::chunk::{ChunkRef, MappedChunk};
 use super::error::Result;
-use super::format::{ChunkEntry, Manifest};
+use super::format::{ChunkEntry, Manifest, STATE_LIVE};
 use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
 
 /// Chunks of one month's list held inline: a month's files and its in-memory tail
@@ -525,6 +525,31 @@ impl Iterator for RangeIter {
                 }
             }
         }
+    }
+}
+
+impl Snapshot {
+    /// Whether `next` continues the series whose state is `snap`: the same metadata, a
+    /// version not below it, and every live entry either live here unchanged or of a
+    /// generation at or past `snap.next_generation` (generations only grow within one
+    /// incarnation of a key; a delete and re-registration restarts them, so such a
+    /// manifest is a new series and replaces this one).
+    pub fn continued_by(&self, next: &Manifest) -> bool {
+        let snap = self;
+        if *snap.meta != next.meta || next.version < snap.version {
+            return false;
+        }
+        let here: std::collections::HashMap<(i32, u64), &ChunkEntry> = snap
+            .chunks()
+            .map(|c| ((c.entry.month, c.entry.generation), &c.entry))
+            .collect();
+        next.entries
+            .iter()
+            .filter(|e| e.state == STATE_LIVE)
+            .all(|e| match here.get(&(e.month, e.generation)) {
+                Some(mine) => *mine == e,
+                None => e.generation >= snap.next_generation,
+            })
     }
 }
 

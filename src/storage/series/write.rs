@@ -1,0 +1,288 @@
+//! The direct write path's first steps: a batch checked (shape, size, timestamps,
+//! the expected version), sorted, refused on a repeated `ts`, split by month, then
+//! planned and committed (`write`, `write_pieces`).
+
+use super::*;
+
+impl Series {
+    /// Checks a write's shape, size and timestamps and sorts it by `ts` (refusing a
+    /// `ts` repeated inside it): what every write path does before anything else.
+    pub fn prepare(&self, batch: &mut WriteBatch) -> Result<()> {
+        check_shape(&self.meta, batch)?;
+        check_row_limit(batch.len(), self.opts.max_write_rows)?;
+        check_ts_bounds(&batch.cols[0])?;
+        sort_and_check_duplicates(batch)
+    }
+
+    /// Writes `batch` (any order; upsert) as one all-or-nothing commit of chunk files,
+    /// bypassing the write-ahead log (bulk writes; [`crate::storage::Store::write`] routes).
+    pub fn write(
+        &self,
+        mut batch: WriteBatch,
+        expected_version: Option<u64>,
+    ) -> Result<WriteReport> {
+        self.prepare(&mut batch)?;
+        let _guard = self.lock_folded()?;
+        let snap = self.snapshot();
+        check_expected(&snap, expected_version)?;
+        if batch.is_empty() {
+            return Ok(WriteReport {
+                version: snap.version,
+                ..WriteReport::default()
+            });
+        }
+        let mut next_gen = snap.next_generation;
+        let mut plans = Vec::new();
+        for (month, range) in month_groups(&batch.cols[0]) {
+            let new: Vec<&[i64]> = batch.cols.iter().map(|c| &c[range.clone()]).collect();
+            plans.push(self.plan_month(&snap, month, &new, next_gen)?);
+            next_gen += 1;
+        }
+        self.commit(&snap, plans, next_gen)
+    }
+
+    /// Writes rows given in pieces (a DoPut's received batches, read in place) as
+    /// one all-or-nothing commit, like [`Series::write`] but without gathering them
+    /// into one batch first: a month inside one piece is written from that piece's
+    /// memory, a month that spans pieces is joined (at most a month's rows). The
+    /// caller ([`crate::storage::Store::write_pieces`]) checked that every piece has the
+    /// series' columns at equal lengths and that the timestamps increase strictly
+    /// across all of them; anything else goes through [`Series::write`].
+    pub(crate) fn write_pieces(
+        &self,
+        pieces: &[Vec<&[i64]>],
+        expected_version: Option<u64>,
+    ) -> Result<WriteReport> {
+        let ncols = self.meta.key.kind().ncols();
+        debug_assert!(
+            pieces_in_order(pieces)
+                && pieces
+                    .iter()
+                    .all(|p| p.len() == ncols && p.iter().all(|c| c.len() == p[0].len())),
+            "pieces checked by the caller"
+        );
+        let rows: usize = pieces.iter().map(|p| p[0].len()).sum();
+        check_row_limit(rows, self.opts.max_write_rows)?;
+        let mut at = 0;
+        for p in pieces {
+            check_ts_bounds(p[0]).map_err(|e| match e {
+                StorageError::InvalidArgument(m) if at > 0 => {
+                    StorageError::InvalidArgument(format!("{m} (piece starting at record {at})"))
+                }
+                e => e,
+            })?;
+            at += p[0].len();
+        }
+        let _guard = self.lock_folded()?;
+        let snap = self.snapshot();
+        check_expected(&snap, expected_version)?;
+        if rows == 0 {
+            return Ok(WriteReport {
+                version: snap.version,
+                ..WriteReport::default()
+            });
+        }
+        // Each month's runs, in order: (piece, rows of that piece).
+        type Runs = Vec<(usize, std::ops::Range<usize>)>;
+        let mut months: Vec<(i32, Runs)> = Vec::new();
+        for (k, p) in pieces.iter().enumerate() {
+            for (month, range) in month_groups(p[0]) {
+                match months.last_mut() {
+                    Some((m, runs)) if *m == month => runs.push((k, range)),
+                    _ => months.push((month, vec![(k, range)])),
+                }
+            }
+        }
+        let mut next_gen = snap.next_generation;
+        let mut plans = Vec::with_capacity(months.len());
+        for (month, runs) in &months {
+            let (k0, r0) = &runs[0];
+            let plan = if runs.len() == 1 {
+                let new: Vec<&[i64]> = pieces[*k0].iter().map(|c| &c[r0.clone()]).collect();
+                self.plan_month(&snap, *month, &new, next_gen)?
+            } else if self.appends_as_chunk(&snap, *month, pieces[*k0][0][r0.start]) {
+                // A month across pieces, new or appended to: its runs stay in place
+                // until a writer thread builds its chunk.
+                let split: Vec<Vec<&[i64]>> = (0..ncols)
+                    .map(|c| {
+                        runs.iter()
+                            .map(|(k, r)| &pieces[*k][c][r.clone()])
+                            .collect()
+                    })
+                    .collect();
+                let n: usize = runs.iter().map(|(_, r)| r.len()).sum();
+                let existing = snap.live.get(month).map_or(0, |l| l.len());
+                MonthPlan {
+                    month: *month,
+                    generation: next_gen,
+                    full: existing == 0,
+                    cols: Vec::new(),
+                    split,
+                    inserted: n as u64,
+                    replaced: 0,
+                    compressed: None,
+                }
+            } else {
+                // A rewrite of the month merges from one joined copy of the new rows.
+                let joined: Vec<Vec<i64>> = (0..ncols)
+                    .map(|c| {
+                        runs.iter()
+                            .flat_map(|(k, r)| &pieces[*k][c][r.clone()])
+                            .copied()
+                            .collect()
+                    })
+                    .collect();
+                let new: Vec<&[i64]> = joined.iter().map(|c| &c[..]).collect();
+                self.merge_month(&snap, *month, &new, next_gen)?
+            };
+            plans.push(plan);
+            next_gen += 1;
+        }
+        self.commit(&snap, plans, next_gen)
+    }
+}
+
+pub(super) fn push_row(cols: &mut [Vec<i64>], src: &[&[i64]], j: usize) {
+    for (c, out) in cols.iter_mut().enumerate() {
+        out.push(src[c][j]);
+    }
+}
+
+pub(super) fn check_shape(meta: &SeriesMeta, batch: &WriteBatch) -> Result<()> {
+    let ncols = meta.key.kind().ncols();
+    if batch.cols.len() != ncols {
+        return Err(StorageError::InvalidArgument(format!(
+            "a {} write needs {ncols} columns, got {}",
+            meta.key.kind().as_str(),
+            batch.cols.len()
+        )));
+    }
+    let n = batch.len();
+    if batch.cols.iter().any(|c| c.len() != n) {
+        return Err(StorageError::InvalidArgument(
+            "columns have different lengths".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a write of more rows than `storage.max_write_rows`, whatever the front end.
+pub(super) fn check_row_limit(rows: usize, max: usize) -> Result<()> {
+    if rows > max {
+        return Err(StorageError::PayloadTooLarge(format!(
+            "a write may carry at most {max} rows (storage.max_write_rows), this one has {rows}; split it into several writes"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn check_ts_bounds(ts: &[i64]) -> Result<()> {
+    if let Some(i) = ts.iter().position(|t| !(TS_MIN..=TS_MAX).contains(t)) {
+        return Err(StorageError::InvalidArgument(format!(
+            "record {i}: ts {} is outside the supported range {TS_MIN}..={TS_MAX} (years 1000 to 9999, in milliseconds)",
+            ts[i]
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn check_expected(snap: &Snapshot, expected: Option<u64>) -> Result<()> {
+    match expected {
+        Some(v) if v != snap.version => Err(StorageError::PreconditionFailed(format!(
+            "expected version {v}, but the series is at version {}",
+            snap.version
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Sorts all columns by `ts` and refuses a `ts` repeated inside the request, naming
+/// the first record (in request order) that repeats an earlier one.
+pub fn sort_and_check_duplicates(batch: &mut WriteBatch) -> Result<()> {
+    let ts = &batch.cols[0];
+    if ts.windows(2).all(|w| w[0] < w[1]) {
+        return Ok(());
+    }
+    let mut perm: Vec<u32> = (0..ts.len() as u32).collect();
+    perm.sort_by_key(|&i| ts[i as usize]);
+    let dup = perm
+        .windows(2)
+        .filter(|w| ts[w[0] as usize] == ts[w[1] as usize])
+        .map(|w| w[0].max(w[1]) as usize)
+        .min();
+    if let Some(i) = dup {
+        let first = (0..i).find(|&k| ts[k] == ts[i]).unwrap_or(0);
+        return Err(StorageError::Unprocessable(format!(
+            "record {i}: ts {} repeats record {first} of the same request",
+            ts[i]
+        )));
+    }
+    for col in batch.cols.iter_mut() {
+        *col = perm.iter().map(|&i| col[i as usize]).collect();
+    }
+    Ok(())
+}
+
+/// Whether the pieces of a write (their shapes already checked) can be written in
+/// place by [`Series::write_pieces`]: the timestamps (column 0) increase strictly
+/// within and across pieces.
+pub fn pieces_in_order(pieces: &[Vec<&[i64]>]) -> bool {
+    let mut last: Option<i64> = None;
+    for p in pieces {
+        let ts = p[0];
+        let (Some(&first), Some(&end)) = (ts.first(), ts.last()) else {
+            continue;
+        };
+        if last.is_some_and(|l| l >= first) || !ts.windows(2).all(|w| w[0] < w[1]) {
+            return false;
+        }
+        last = Some(end);
+    }
+    true
+}
+
+/// [`month_groups`] as an iterator: the runs of one month each of sorted timestamps,
+/// without a vector (the log's apply visits thousands of one-row batches per group).
+pub(super) struct MonthRuns<'a> {
+    ts: &'a [i64],
+    start: usize,
+}
+
+impl<'a> MonthRuns<'a> {
+    pub(super) fn new(ts: &'a [i64]) -> MonthRuns<'a> {
+        MonthRuns { ts, start: 0 }
+    }
+}
+
+impl Iterator for MonthRuns<'_> {
+    type Item = (i32, std::ops::Range<usize>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = self.start;
+        let &first = self.ts.get(start)?;
+        let month = MonthPartition::from_ts(first);
+        let end_ts = month.end_ts();
+        // One probe settles the common case: the rest of the batch is in this month.
+        let len = if self.ts[self.ts.len() - 1] <= end_ts {
+            self.ts.len() - start
+        } else {
+            self.ts[start..].partition_point(|&t| t <= end_ts)
+        };
+        self.start = start + len;
+        Some((month.0, start..start + len))
+    }
+}
+
+/// Splits sorted timestamps into runs of one month each.
+pub fn month_groups(ts: &[i64]) -> Vec<(i32, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < ts.len() {
+        let month = MonthPartition::from_ts(ts[start]);
+        let end_ts = month.end_ts();
+        let len = ts[start..].partition_point(|&t| t <= end_ts);
+        out.push((month.0, start..start + len));
+        start += len;
+    }
+    out
+}
