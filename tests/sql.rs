@@ -372,7 +372,8 @@ fn memory_time_and_concurrency_limits_end_queries_cleanly() {
     let err = r
         .block_on(sql::collect(
             &e,
-            "SELECT count(*) FROM kline a, kline b, kline c",
+            // (A plain count(*) of the product comes from the tables' statistics.)
+            "SELECT count(*) FROM kline a, kline b, kline c WHERE a.close + b.close + c.close > 0",
             Vec::new(),
             None,
         ))
@@ -408,6 +409,66 @@ fn memory_time_and_concurrency_limits_end_queries_cleanly() {
     });
 }
 
+/// `count(*)`, `min(ts)` and `max(ts)` of a scan with no row filter come from the
+/// series' states (the planner's statistics), not from a scan; with a `ts` range the
+/// scan runs, and both answers are the data's.
+#[test]
+fn count_and_ts_bounds_come_from_table_statistics() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = dataset(dir.path());
+    let bars_each = 90 * 144_i64;
+    let last = JAN_2024 + (bars_each - 1) * 10 * MINUTE;
+    let q = "SELECT count(*), min(ts), max(ts) FROM kline_raw";
+    let plan = explain(&e, q);
+    assert!(
+        !plan.contains("FastkScan"),
+        "answered without a scan:\n{plan}"
+    );
+    let a = run(&e, q);
+    assert_eq!(i64s(&a, 0), vec![3 * bars_each]);
+    assert_eq!(i64s(&a, 1), vec![JAN_2024]);
+    assert_eq!(i64s(&a, 2), vec![last]);
+    // A key condition selects series: still exact, still no scan.
+    let q = "SELECT count(*), max(ts) FROM kline WHERE symbol = 'BBB'";
+    let plan = explain(&e, q);
+    assert!(
+        !plan.contains("FastkScan"),
+        "answered without a scan:\n{plan}"
+    );
+    let a = run(&e, q);
+    assert_eq!(i64s(&a, 0), vec![bars_each]);
+    assert_eq!(i64s(&a, 1), vec![last]);
+    // A ts range filters rows: the figures are bounds only, so the scan runs.
+    let from = JAN_2024 + 31 * DAY;
+    let q = format!(
+        "SELECT count(*), min(ts) FROM kline WHERE symbol = 'CCC' AND ts >= to_timestamp_millis({from})"
+    );
+    let plan = explain(&e, &q);
+    assert!(plan.contains("FastkScan"), "a ranged count scans:\n{plan}");
+    let a = run(&e, &q);
+    let want = e
+        .read(
+            &SeriesKey::kline("CCC", "1m").unwrap(),
+            TsRange::new(Some(from), None),
+            usize::MAX,
+        )
+        .unwrap()
+        .slices
+        .iter()
+        .map(|s| s.ts().len() as i64)
+        .sum::<i64>();
+    assert_eq!(want, bars_each - 31 * 144, "the native read");
+    assert_eq!(i64s(&a, 0), vec![want]);
+    assert_eq!(i64s(&a, 1), vec![from]);
+    // A series with rows still in the log (in memory) counts them too.
+    let key = SeriesKey::kline("AAA", "1m").unwrap();
+    let more = bars(last + 10 * MINUTE, 3, 10 * MINUTE, 0);
+    e.write_kline(&key, &more, None).unwrap();
+    let a = run(&e, "SELECT count(*), max(ts) FROM kline_raw");
+    assert_eq!(i64s(&a, 0), vec![3 * bars_each + 3]);
+    assert_eq!(i64s(&a, 1), vec![last + 30 * MINUTE]);
+}
+
 /// One random series history: months, appended deltas and replaced rows.
 fn history() -> impl Strategy<Value = Vec<(i64, usize, i64)>> {
     // (start offset in days, rows, seed) per write; rows are hourly.
@@ -441,6 +502,12 @@ proptest! {
         let pairs = |a: &sql::SqlAnswer| -> Vec<(i64, i64)> { i64s(a, 0).into_iter().zip(i64s(a, 1)).collect() };
         let all = run(&e, "SELECT ts, close FROM kline_raw WHERE symbol = 'PROP' ORDER BY ts");
         prop_assert_eq!(pairs(&all), native(TsRange::all()));
+        // The planner's statistics (no scan) give the same count and bounds.
+        let every = native(TsRange::all());
+        let stats = run(&e, "SELECT count(*), min(ts), max(ts) FROM kline_raw WHERE symbol = 'PROP'");
+        prop_assert_eq!(i64s(&stats, 0), vec![every.len() as i64]);
+        prop_assert_eq!(i64s(&stats, 1), vec![every[0].0]);
+        prop_assert_eq!(i64s(&stats, 2), vec![every[every.len() - 1].0]);
         let ranged = run(&e, &format!(
             "SELECT ts, close FROM kline_raw WHERE symbol = 'PROP' AND ts BETWEEN to_timestamp_millis({lo}) AND to_timestamp_millis({hi}) ORDER BY ts"));
         prop_assert_eq!(pairs(&ranged), native(TsRange::new(Some(lo), Some(hi))));

@@ -28,6 +28,7 @@ pub mod guard;
 pub mod placeholders;
 pub mod pool;
 pub mod scan;
+pub mod stats;
 pub mod tables;
 pub mod watch;
 

@@ -33,7 +33,7 @@ use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{
@@ -302,7 +302,7 @@ impl ScanExec {
     }
 }
 
-fn key_part(meta: &SeriesMeta, k: usize) -> Option<&str> {
+pub(super) fn key_part(meta: &SeriesMeta, k: usize) -> Option<&str> {
     match k {
         0 => Some(meta.key.symbol()),
         1 => Some(meta.key.timeframe()),
@@ -390,6 +390,30 @@ impl ExecutionPlan for ScanExec {
                 "FastkScan has no children".into(),
             ))
         }
+    }
+
+    /// From the series' states (no file read): see `sql::stats`.
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        let runs: Vec<&[Arc<Snapshot>]> = match partition {
+            None => self
+                .partitions
+                .iter()
+                .map(|r| &self.series[r.clone()])
+                .collect(),
+            Some(p) => {
+                let range = self.partitions.get(p).cloned().ok_or_else(|| {
+                    DataFusionError::Internal(format!("FastkScan has no partition {p}"))
+                })?;
+                vec![&self.series[range]]
+            }
+        };
+        Ok(Arc::new(super::stats::scan_statistics(
+            &self.schema(),
+            &self.cols,
+            &runs,
+            &self.filter,
+            self.limit,
+        )))
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
