@@ -21,8 +21,18 @@
 //! a many-series answer stays in symbol order across nodes. What the map is used for
 //! is in `flight::info` (GetFlightInfo endpoints located on the owners) and the
 //! `shard-map` action (clients route their writes with it).
+//!
+//! The map comes from `cluster.shard_map` (the JSON itself, fixed for the process's
+//! life) or from the file `cluster.shard_map_path`, which a running node reads again
+//! every few seconds ([`ClusterCell::reload`]): a map that changed and is valid
+//! replaces the one in use at once, for every request that starts after; one that is
+//! not valid is refused, the map in use stays, and `/health` says why until the file
+//! is fixed.
 
+use crate::sync::{LockExt, RwLockExt};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -255,6 +265,122 @@ fn check_uri(what: &str, uri: &str) -> Result<(), String> {
     }
 }
 
+/// Most bytes of a shard map file (4,096 ranges and 64 nodes fit with room to spare).
+pub const MAX_MAP_FILE_BYTES: u64 = 4 << 20;
+
+/// Reads the shard map file at `path`, refusing one past [`MAX_MAP_FILE_BYTES`].
+fn read_map_file(path: &Path) -> Result<String, String> {
+    let what = || format!("cluster.shard_map_path {}", path.display());
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", what()))?
+        .len();
+    if len > MAX_MAP_FILE_BYTES {
+        return Err(format!(
+            "{}: {len} bytes, past the limit of {MAX_MAP_FILE_BYTES}",
+            what()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", what()))
+}
+
+/// The shard map a node serves with: fixed when it comes from `cluster.shard_map`,
+/// swapped whole when it comes from a file that changed ([`ClusterCell::reload`]).
+/// Each request takes the map once ([`ClusterCell::get`]) and keeps it to its end.
+#[derive(Debug, Default)]
+pub struct ClusterCell {
+    node: String,
+    /// The map's file, when it comes from one.
+    path: Option<PathBuf>,
+    current: RwLock<Option<Arc<Cluster>>>,
+    /// The file's text the current map was parsed from, and why the last read of the
+    /// file was refused (none: the file is the map in use).
+    file: Mutex<(String, Option<String>)>,
+}
+
+impl ClusterCell {
+    /// The map of `cluster.node` with `cluster.shard_map` (inline JSON) or
+    /// `cluster.shard_map_path` (a file, read now); at most one of the two is set.
+    pub fn open(node: &str, inline: &str, path: &Path) -> Result<ClusterCell, String> {
+        let from_file = !path.as_os_str().is_empty();
+        if from_file && !inline.trim().is_empty() {
+            return Err(
+                "cluster.shard_map and cluster.shard_map_path are both set: give the map one way"
+                    .into(),
+            );
+        }
+        let text = if from_file {
+            read_map_file(path)?
+        } else {
+            inline.to_string()
+        };
+        let map = Cluster::parse(node, &text)?;
+        Ok(ClusterCell {
+            node: node.to_string(),
+            path: from_file.then(|| path.to_path_buf()),
+            current: RwLock::new(map.map(Arc::new)),
+            file: Mutex::new((if from_file { text } else { String::new() }, None)),
+        })
+    }
+
+    /// The map in use (none: a single node).
+    pub fn get(&self) -> Option<Arc<Cluster>> {
+        self.current.read_now().clone()
+    }
+
+    /// Whether the map comes from a file that [`ClusterCell::reload`] reads again.
+    pub fn reloads(&self) -> bool {
+        self.path.is_some()
+    }
+
+    /// Reads the map's file again: `Ok(true)` when it changed and now serves,
+    /// `Ok(false)` when it is the map in use (or there is no file), `Err` when it cannot
+    /// be read or is not a valid map for this node (the map in use stays; the reason
+    /// is kept for [`ClusterCell::refused`] until a read succeeds).
+    pub fn reload(&self) -> Result<bool, String> {
+        let Some(path) = &self.path else {
+            return Ok(false);
+        };
+        let mut file = self.file.locked();
+        let read = read_map_file(path).and_then(|text| {
+            if text == file.0 {
+                return Ok(None);
+            }
+            match Cluster::parse(&self.node, &text)? {
+                Some(map) => Ok(Some((text, map))),
+                None => Err(format!(
+                    "cluster.shard_map_path {}: the file is empty",
+                    path.display()
+                )),
+            }
+        });
+        match read {
+            Ok(None) => {
+                file.1 = None;
+                Ok(false)
+            }
+            Ok(Some((text, map))) => {
+                assert!(
+                    map.is_me(&self.node),
+                    "cluster: a reloaded map names this node"
+                );
+                *self.current.write_now() = Some(Arc::new(map));
+                *file = (text, None);
+                Ok(true)
+            }
+            Err(why) => {
+                file.1 = Some(why.clone());
+                Err(why)
+            }
+        }
+    }
+
+    /// Why the last read of the map's file was refused, while it is (the map in use
+    /// is the one read before).
+    pub fn refused(&self) -> Option<String> {
+        self.file.locked().1.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +486,55 @@ mod tests {
             let e = Cluster::parse(node, map).unwrap_err();
             assert!(e.contains(needle), "{node} {map}: {e}");
         }
+    }
+
+    /// A map read from a file follows the file: a valid change replaces it whole, an
+    /// invalid one is refused with the map in use kept, and a fixed file clears the
+    /// refusal.
+    #[test]
+    fn a_map_file_is_read_again_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shards.json");
+        std::fs::write(&path, MAP).unwrap();
+        assert!(
+            ClusterCell::open("a", MAP, &path).is_err(),
+            "both ways at once"
+        );
+        let cell = ClusterCell::open("a", "", &path).unwrap();
+        assert!(cell.reloads());
+        assert_eq!(cell.get().unwrap().owner("N"), "b");
+        assert_eq!(cell.reload(), Ok(false), "the same file");
+        let held = cell.get().unwrap();
+        let moved = MAP.replace(
+            r#"{"from": "M", "node": "b"}"#,
+            r#"{"from": "P", "node": "b"}"#,
+        );
+        std::fs::write(&path, &moved).unwrap();
+        assert_eq!(cell.reload(), Ok(true));
+        assert_eq!(cell.get().unwrap().owner("N"), "a", "N moved to a");
+        assert_eq!(held.owner("N"), "b", "a request's map stays what it took");
+        for bad in [
+            "{",
+            r#"{"nodes": {"b": "grpc://h:2"}, "ranges": [{"from": "", "node": "b"}]}"#,
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let why = cell.reload().unwrap_err();
+            assert_eq!(cell.refused().as_deref(), Some(why.as_str()));
+            assert_eq!(cell.get().unwrap().owner("N"), "a", "the map in use stays");
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert!(cell.reload().unwrap_err().contains("shards.json"));
+        std::fs::write(&path, &moved).unwrap();
+        assert_eq!(cell.reload(), Ok(false), "back to the map in use");
+        assert_eq!(cell.refused(), None);
+        let inline = ClusterCell::open("a", MAP, Path::new("")).unwrap();
+        assert!(!inline.reloads());
+        assert_eq!(inline.reload(), Ok(false));
+        assert!(
+            ClusterCell::open("", "", Path::new(""))
+                .unwrap()
+                .get()
+                .is_none()
+        );
     }
 }

@@ -71,6 +71,9 @@ pub struct ClusterConfig {
     /// The shard map as JSON text, the same on every node: `{"nodes": {name: flight
     /// URI}, "ranges": [{"from", "node"}]}`.
     pub shard_map: String,
+    /// Or a file holding it, read again every few seconds while the node runs
+    /// (`cluster::ClusterCell::reload`); at most one of the two is set.
+    pub shard_map_path: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -577,9 +580,11 @@ impl Config {
                 "must be host:port with an IP address, e.g. 127.0.0.1:8815",
             );
         }
-        if let Err(why) =
-            crate::cluster::Cluster::parse(&self.cluster.node, &self.cluster.shard_map)
-        {
+        if let Err(why) = crate::cluster::ClusterCell::open(
+            &self.cluster.node,
+            &self.cluster.shard_map,
+            &self.cluster.shard_map_path,
+        ) {
             return Err(ConfigError(why));
         }
         if self.storage.root.as_os_str().is_empty() {

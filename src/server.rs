@@ -183,14 +183,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 const PEER_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 const PEER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// On a node of a cluster: every few seconds, a TCP connection to each other node and
-/// replica of the shard map, so `/health` says which it cannot reach.
+/// On a node of a cluster: every few seconds, the shard map's file read again (when
+/// the map comes from one), then a TCP connection to each other node and replica of
+/// the map, so `/health` says which it cannot reach.
 async fn peer_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
-    let c = &engine.config.cluster;
-    let Ok(Some(cluster)) = crate::cluster::Cluster::parse(&c.node, &c.shard_map) else {
+    if engine.cluster.get().is_none() {
         return;
-    };
-    let peers = cluster.peers();
+    }
     let mut tick = tokio::time::interval(PEER_PROBE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -198,6 +197,22 @@ async fn peer_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        let refused_before = engine.cluster.refused();
+        match engine.cluster.reload() {
+            Ok(true) => {
+                tracing::info!("cluster: the shard map file changed; serving with the new map")
+            }
+            Ok(false) => {}
+            // Said once per reason, not at every probe.
+            Err(why) if refused_before.as_ref() != Some(&why) => {
+                tracing::warn!(%why, "cluster: the shard map file was refused; the map in use stays")
+            }
+            Err(_) => {}
+        }
+        let Some(cluster) = engine.cluster.get() else {
+            return;
+        };
+        let peers = cluster.peers();
         let probes = peers.iter().map(|(name, uri)| async move {
             let host = uri.split_once("://").map_or(uri.as_str(), |(_, rest)| rest);
             let connect = tokio::net::TcpStream::connect(host);

@@ -297,8 +297,7 @@ pub async fn run(engine: Arc<Engine>, action: FlightAction, body: &[u8]) -> Resu
                     invalid(format!("action {name:?} takes an empty body or {{}}: {e}"))
                 })?;
             }
-            let c = &engine.config.cluster;
-            let map = crate::cluster::Cluster::parse(&c.node, &c.shard_map).map_err(internal)?;
+            let map = engine.cluster.get();
             let v = match &map {
                 None => serde_json::json!({"node": null}),
                 Some(m) => {

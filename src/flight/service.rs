@@ -21,7 +21,6 @@ use super::streams::{Pool, Pools, StreamGuard, admit};
 use super::ticket::GetCommand;
 use super::{actions, doget, doput, info, sql};
 use crate::auth::Principal;
-use crate::cluster::Cluster;
 use crate::query::Engine;
 
 type Stream<T> = BoxStream<'static, Result<T, Status>>;
@@ -34,25 +33,13 @@ pub struct FlightSvc {
     pools: Pools,
     /// Flight SQL prepared statements ([`super::sql`]).
     prepared: super::sql::Prepared,
-    /// The shard map when this node is one of a cluster (`cluster.*`): GetFlightInfo
-    /// then locates each part of a many-series read on its owner.
-    cluster: Option<Arc<Cluster>>,
 }
 
 impl FlightSvc {
     pub fn new(engine: Arc<Engine>) -> FlightSvc {
-        let c = &engine.config.cluster;
-        // Config::validate refused a bad map before the server started.
-        let cluster = Cluster::parse(&c.node, &c.shard_map)
-            .unwrap_or_else(|why| {
-                tracing::error!(%why, "cluster.shard_map is not usable; serving as a single node");
-                None
-            })
-            .map(Arc::new);
         FlightSvc {
             pools: Pools::new(&engine),
             prepared: super::sql::Prepared::default(),
-            cluster,
             engine,
         }
     }
@@ -311,8 +298,12 @@ impl FlightService for FlightSvc {
                     sql::flight_info(&self.engine, &p, &self.prepared, cmd, req.into_inner()).await
                 }
                 None => {
-                    info::routed_flight_info(Arc::clone(&self.engine), self.cluster.clone(), req)
-                        .await
+                    info::routed_flight_info(
+                        Arc::clone(&self.engine),
+                        self.engine.cluster.get(),
+                        req,
+                    )
+                    .await
                 }
             }
             .map(Response::new),

@@ -83,6 +83,9 @@ pub struct Engine {
     pub tls: std::sync::OnceLock<Arc<crate::tls::Tls>>,
     /// Derive rules and the derived series they maintain ([`derive`]).
     pub derive: derive::Derived,
+    /// The shard map this node serves with, when it is one of a cluster (read again
+    /// from its file by the server's peer loop).
+    pub cluster: crate::cluster::ClusterCell,
     started: Instant,
     health: Mutex<HealthState>,
 }
@@ -152,7 +155,15 @@ impl Engine {
             std::time::Duration::from_millis(config.storage.write_budget_wait_ms),
         );
         let derive = derive::Derived::open(&root)?;
+        let c = &config.cluster;
+        // Config::validate refused a bad map before the server started.
+        let cluster = crate::cluster::ClusterCell::open(&c.node, &c.shard_map, &c.shard_map_path)
+            .unwrap_or_else(|why| {
+                tracing::error!(%why, "the shard map is not usable; serving as a single node");
+                crate::cluster::ClusterCell::default()
+            });
         let engine = Arc::new(Engine {
+            cluster,
             write_budget,
             sql: sql::SqlState::new(&config.sql),
             auth: Arc::new(crate::auth::Authority::new(&config.auth)),
@@ -857,8 +868,7 @@ impl Engine {
 
     /// This node's place in its cluster, with the last probe of its peers.
     fn cluster_health(&self, probe: Option<&(i64, Vec<String>)>) -> Option<ClusterHealth> {
-        let c = &self.config.cluster;
-        let cluster = crate::cluster::Cluster::parse(&c.node, &c.shard_map).ok()??;
+        let cluster = self.cluster.get()?;
         Some(ClusterHealth {
             node: cluster.me().to_string(),
             owns: cluster
@@ -871,6 +881,8 @@ impl Engine {
             peers: cluster.peers().len() as u64,
             unreachable: probe.map(|(_, u)| u.clone()).unwrap_or_default(),
             checked_ts: probe.map(|(t, _)| *t),
+            map_from_file: self.cluster.reloads(),
+            map_refused: self.cluster.refused(),
         })
     }
 
@@ -969,6 +981,11 @@ impl Engine {
             details.push(format!(
                 "cluster: peers not reachable at the last probe: {}",
                 c.unreachable.join(", ")
+            ));
+        }
+        if let Some(why) = cluster.as_ref().and_then(|c| c.map_refused.as_ref()) {
+            details.push(format!(
+                "cluster: the shard map file was refused, the map read before it is in use: {why}"
             ));
         }
         let status = if !serving {

@@ -385,6 +385,13 @@ pub struct ClusterHealth {
     pub unreachable: Vec<String>,
     /// Milliseconds since the epoch of the last probe (none yet: no probe ended).
     pub checked_ts: Option<i64>,
+    /// Whether the map comes from `cluster.shard_map_path`, read again at every probe.
+    #[serde(default)]
+    pub map_from_file: bool,
+    /// Why the last read of that file was refused (unreadable, or not a valid map for
+    /// this node): the map read before it is still the one in use. None otherwise.
+    #[serde(default)]
+    pub map_refused: Option<String>,
 }
 
 /// The replication passes of this node, in `/health` (docs/scale-out.md, "Read

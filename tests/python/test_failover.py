@@ -151,3 +151,83 @@ def test_endpoints_list_replicas_and_reads_fail_over(start_server, tmp_path):
     rb.kill()
     with pytest.raises(flight.FlightUnavailableError, match=f"shard node b .*nor did its replicas .*{prb}"):
         info_of(a_uri, every)
+
+
+def test_a_shard_map_file_is_read_again_without_a_restart(start_server, tmp_path):
+    """`cluster.shard_map_path`: both nodes read the same file; rewritten to move a
+    range from b to a, both serve the new map within a probe or two (GetFlightInfo
+    locates the moved symbol on a, the `shard-map` action and `/health` say so); a
+    broken file is refused with the map in use kept and `/health` degraded, until it
+    is fixed."""
+    pa_, pb = free_port(), free_port()
+    a_uri, b_uri = f"grpc://127.0.0.1:{pa_}", f"grpc://127.0.0.1:{pb}"
+    before = {"nodes": {"a": a_uri, "b": b_uri},
+              "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}]}
+    after = {"nodes": {"a": a_uri, "b": b_uri},
+             "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}, {"from": "T", "node": "a"}]}
+    path = tmp_path / "shards.json"
+    path.write_text(json.dumps(before))
+    common = {"FASTK__CLUSTER__SHARD_MAP_PATH": str(path)}
+    a = start_server("mapfile-a", {**common, "FASTK__CLUSTER__NODE": "a", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pa_}"})
+    b = start_server("mapfile-b", {**common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pb}"})
+    s = requests.Session()
+    for sym, owner in (("ETH", a), ("SOL", b), ("XRP", a)):
+        expect_ok(register_kline(s, owner.http_url, sym), 201)
+        expect_ok(s.post(owner.http_url + kline_path(sym) + "/records",
+                         json={"records": make_klines(100, seed=len(sym))}, timeout=30))
+
+    def shard_map(uri: str) -> dict:
+        client = flight.connect(uri)
+        try:
+            return json.loads(next(iter(client.do_action(flight.Action("shard-map", b"")))).body.to_pybytes())
+        finally:
+            client.close()
+
+    def health(srv) -> dict:
+        return requests.get(srv.http_url + "/health", timeout=30).json()
+
+    def xrp_location(uri: str) -> list[list[str]]:
+        info = info_of(uri, {"kind": "kline", "symbols": ["XRP"], "timeframe": "1m"})
+        return [locations(e) for e in info.endpoints]
+
+    assert shard_map(b_uri) == {"node": "b", **before}
+    assert health(a)["cluster"]["map_from_file"] is True
+    # Under the first map b owns XRP, so b answers for it itself: it does not hold it.
+    with pytest.raises(KeyError, match="kline/XRP/1m is not registered"):
+        xrp_location(b_uri)
+
+    path.write_text(json.dumps(after))
+    deadline = time.monotonic() + 30
+    while health(a)["cluster"]["owns"] != ["", "T"] or health(b)["cluster"]["owns"] != ["M"] \
+            or shard_map(b_uri) != {"node": "b", **after}:
+        assert time.monotonic() < deadline, f"the new map was not taken:\n{b.log_tail(20)}"
+        time.sleep(0.3)
+    assert "the shard map file changed" in b.log_text()
+    # b now locates XRP on a, which holds it; the read through the endpoint is a's.
+    assert xrp_location(b_uri) == [[a_uri]]
+    info = info_of(b_uri, {"kind": "kline", "symbols": ["XRP"], "timeframe": "1m"})
+    assert pull_with_failover(info, b_uri).num_rows == 100
+    assert health(a)["status"] == "ok"
+
+    # A broken file is refused: the map in use stays, /health says why.
+    path.write_text('{"nodes": ')
+    deadline = time.monotonic() + 30
+    while (h := health(a))["cluster"]["map_refused"] is None:
+        assert time.monotonic() < deadline, h
+        time.sleep(0.3)
+    assert h["status"] == "degraded", h
+    assert any("shard map file was refused" in d for d in h["details"]), h
+    assert shard_map(a_uri) == {"node": "a", **after}
+    assert xrp_location(b_uri) == [[a_uri]]
+    # A map that drops this node is refused the same way.
+    path.write_text(json.dumps({"nodes": {"b": b_uri}, "ranges": [{"from": "", "node": "b"}]}))
+    deadline = time.monotonic() + 30
+    while "not a node" not in ((h := health(a))["cluster"]["map_refused"] or ""):
+        assert time.monotonic() < deadline, h
+        time.sleep(0.3)
+    # Fixed, it serves again and the refusal clears.
+    path.write_text(json.dumps(after))
+    deadline = time.monotonic() + 30
+    while (h := health(a))["cluster"]["map_refused"] is not None or h["status"] != "ok":
+        assert time.monotonic() < deadline, h
+        time.sleep(0.3)
