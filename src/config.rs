@@ -85,6 +85,9 @@ pub struct StorageConfig {
     pub value_index: bool,
     pub write_threads: usize,
     pub sync_threads: usize,
+    /// Series the background compression and pack pass, and `admin compact`, rewrite
+    /// at once (each is its own commit, waiting on the codec or the disk).
+    pub maintenance_threads: usize,
     pub low_disk_bytes: u64,
     pub max_write_rows: usize,
     pub max_mapped_files: usize,
@@ -168,6 +171,7 @@ impl Default for StorageConfig {
             value_index: store.value_index,
             write_threads: store.write_threads,
             sync_threads: store.sync_threads,
+            maintenance_threads: store.maintenance_threads,
             low_disk_bytes: 1 << 30,
             max_write_rows: store.max_write_rows,
             max_mapped_files: store.max_mapped_files,
@@ -207,6 +211,7 @@ impl StorageConfig {
             value_index: self.value_index,
             write_threads: self.write_threads,
             sync_threads: self.sync_threads,
+            maintenance_threads: self.maintenance_threads,
             max_write_rows: self.max_write_rows,
             max_mapped_files: self.max_mapped_files,
             zonemap_cache_bytes: self.zonemap_cache_bytes,
@@ -621,6 +626,9 @@ impl Config {
         }
         if !(1..=64).contains(&self.storage.sync_threads) {
             return bad("storage.sync_threads", "must be between 1 and 64");
+        }
+        if !(1..=64).contains(&self.storage.maintenance_threads) {
+            return bad("storage.maintenance_threads", "must be between 1 and 64");
         }
         if !(1..=u32::MAX as usize).contains(&self.storage.max_write_rows) {
             return bad(

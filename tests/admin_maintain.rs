@@ -1,7 +1,8 @@
 //! Admin maintenance through storage operations: a repaired sidecar comes with a new
 //! generation (never a rename over a published file) and a version bump by storage;
 //! a repair on a full disk is `unavailable` and changes nothing; an unknown action
-//! name, however long, is `invalid_argument` with a short message on both front ends.
+//! name, however long, is `invalid_argument` with a short message on both front ends;
+//! `admin compact` runs over many series at once and a failed series loses nothing.
 
 mod common;
 
@@ -330,4 +331,90 @@ fn validate_reports_the_rows_still_only_in_the_log() {
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["log_unfolded_rows"], 0, "{report}");
+}
+
+/// `admin compact` over many series on several threads
+/// (`storage.maintenance_threads`): every month of several chunks becomes one, every
+/// row stays, and the report lists the series in their order. A series whose rewrite
+/// fails (an fsync under its directory) makes the run fail with its error, keeps its
+/// data, and a second run finishes the work.
+#[test]
+fn compact_runs_over_many_series_at_once_and_a_failure_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with(dir.path(), |c| {
+        c.storage.low_disk_bytes = 0;
+        c.storage.maintenance_threads = 3;
+        // Every write below goes to its own chunk file (no log, no fold merging them).
+        c.storage.wal_direct_rows = 0;
+        c.storage.direct_write_min_bytes = 0;
+    });
+    let mut keys = Vec::new();
+    for i in 0..12 {
+        let name = format!("f{i:02}");
+        let r = scalar_registration("BTCUSDT", "1m", "factor", &name, None);
+        e.register_scalar(&r).unwrap();
+        let key = SeriesKey::scalar("BTCUSDT", "1m", "factor", &name).unwrap();
+        // Three appends to one month: three chunks.
+        for w in 0..3_i64 {
+            let mut b = WriteBatch::with_capacity(2, 50);
+            for j in 0..50 {
+                b.cols[0].push(JAN_2024 + (w * 50 + j) * MINUTE);
+                b.cols[1].push(i * 1000 + w * 50 + j);
+            }
+            e.write(&key, b, None).unwrap();
+        }
+        keys.push(key);
+    }
+    let chunks = |k: &SeriesKey| e.store.get(k).unwrap().snapshot().chunks().count();
+    assert!(
+        keys.iter().all(|k| chunks(k) == 3),
+        "three chunks each to start"
+    );
+    let before: Vec<_> = keys.iter().map(|k| stored(&e, k)).collect();
+
+    // The 5th series' rewrite fails at its first fsync.
+    let victim = e.store.get(&keys[4]).unwrap().dir().to_path_buf();
+    let armed = fastk::storage::fsio::failpoints::arm(
+        &victim,
+        fastk::storage::fsio::failpoints::Op::Fsync,
+        1,
+    );
+    let err = e
+        .admin(AdminAction::Compact, &AdminRequest::default())
+        .unwrap_err();
+    assert!(armed.fired(), "the failpoint struck");
+    drop(armed);
+    assert!(!err.message.is_empty());
+    assert_eq!(chunks(&keys[4]), 3, "the failed series is as it was");
+    for (k, want) in keys.iter().zip(&before) {
+        assert_eq!(&stored(&e, k), want, "{k}: every row kept");
+    }
+
+    let report = e
+        .admin(AdminAction::Compact, &AdminRequest::default())
+        .unwrap();
+    assert!(
+        keys.iter().all(|k| chunks(k) == 1),
+        "one chunk per month after"
+    );
+    for (k, want) in keys.iter().zip(&before) {
+        assert_eq!(&stored(&e, k), want, "{k}: every row kept");
+    }
+    let merged: Vec<&str> = report
+        .actions
+        .iter()
+        .filter(|a| a.action == "compact_month")
+        .filter_map(|a| a.series.as_deref())
+        .collect();
+    let mut sorted = merged.clone();
+    sorted.sort();
+    assert_eq!(merged, sorted, "actions in series order");
+    assert!(!merged.is_empty() && merged.len() <= keys.len());
+    validate_deep(&e);
+    // The store reopens with the compacted series.
+    drop(e);
+    let e = engine(dir.path());
+    for (k, want) in keys.iter().zip(&before) {
+        assert_eq!(&stored(&e, k), want, "{k}: after a reopen");
+    }
 }

@@ -6,6 +6,7 @@
 //! `<root>/quarantine/<ms>/<same relative path>`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::checks::{check_series, finding};
 use super::report::{ActionTaken, AdminReport};
@@ -137,10 +138,10 @@ pub(super) fn compact(
     report: &mut AdminReport,
     progress: super::Progress<'_>,
 ) -> Result<()> {
-    for (i, s) in selected.iter().enumerate() {
-        progress(i, selected.len(), s.rel_dir());
-        let label = series_label(&s.meta.key);
-        if report.dry_run {
+    if report.dry_run {
+        for (i, s) in selected.iter().enumerate() {
+            progress(i, selected.len(), s.rel_dir());
+            let label = series_label(&s.meta.key);
             let snap = s.snapshot();
             for (m, chunks) in snap.live.iter().filter(|(_, c)| c.len() > 1) {
                 report.actions.push(action(
@@ -170,38 +171,72 @@ pub(super) fn compact(
                     format!("{} months would be packed into one file", group.len()),
                 ));
             }
-            continue;
         }
-        for month in s.compact()? {
-            report.actions.push(action(
-                Some(&label),
-                None,
-                "compact_month",
-                format!("{month} merged into one chunk"),
-            ));
-        }
-        // Sealed months are compressed too (storage.compression, compress_after_s).
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        for month in s.compress_sealed(now)? {
-            report.actions.push(action(
-                Some(&label),
-                None,
-                "compress_month",
-                format!("{month} compressed"),
-            ));
-        }
-        // Then the sealed compressed months of small chunks are packed (pack_target_bytes).
-        let packed = s.pack_sealed(now)?;
-        if !packed.is_empty() {
-            report.actions.push(action(
-                Some(&label),
-                None,
-                "pack_months",
-                format!("{} packed into one file per group", packed.join(", ")),
-            ));
-        }
+        return Ok(());
+    }
+    // Each series is its own commits: `storage.maintenance_threads` of them at once
+    // share the cores (the codec) and the device's queue. The first failure stops the
+    // claims; the actions of the series before it stay in the report.
+    let threads = selected.first().map_or(1, |s| s.opts.maintenance_threads);
+    let failed = AtomicBool::new(false);
+    let claimed = AtomicUsize::new(0);
+    let outcomes = crate::storage::parallel::map_in_order(
+        selected,
+        threads,
+        "fastk-compact",
+        || failed.load(Ordering::Relaxed),
+        |_, s| {
+            progress(
+                claimed.fetch_add(1, Ordering::Relaxed),
+                selected.len(),
+                s.rel_dir(),
+            );
+            let r = compact_one(s);
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            r
+        },
+    );
+    for actions in outcomes.into_iter().flatten() {
+        report.actions.extend(actions?);
     }
     Ok(())
+}
+
+/// Compacts, compresses and packs one series; the actions it took.
+fn compact_one(s: &Series) -> Result<Vec<ActionTaken>> {
+    let label = series_label(&s.meta.key);
+    let mut actions = Vec::new();
+    for month in s.compact()? {
+        actions.push(action(
+            Some(&label),
+            None,
+            "compact_month",
+            format!("{month} merged into one chunk"),
+        ));
+    }
+    // Sealed months are compressed too (storage.compression, compress_after_s).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    for month in s.compress_sealed(now)? {
+        actions.push(action(
+            Some(&label),
+            None,
+            "compress_month",
+            format!("{month} compressed"),
+        ));
+    }
+    // Then the sealed compressed months of small chunks are packed (pack_target_bytes).
+    let packed = s.pack_sealed(now)?;
+    if !packed.is_empty() {
+        actions.push(action(
+            Some(&label),
+            None,
+            "pack_months",
+            format!("{} packed into one file per group", packed.join(", ")),
+        ));
+    }
+    Ok(actions)
 }

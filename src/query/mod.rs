@@ -639,24 +639,40 @@ impl Engine {
         if self.is_replica() {
             return 0;
         }
-        let (mut months, mut packed) = (0, 0);
-        for series in self.store.list() {
-            match series.compress_sealed(now) {
-                Ok(m) => months += m.len() as u64,
-                Err(crate::storage::StorageError::NotFound(_)) => {}
-                Err(e) => {
-                    tracing::error!(series = %series.meta.key, error = %e, "compressing sealed months failed");
-                }
-            }
-            // Then small sealed months are packed (storage.pack_target_bytes).
-            match series.pack_sealed(now) {
-                Ok(m) => packed += m.len() as u64,
-                Err(crate::storage::StorageError::NotFound(_)) => {}
-                Err(e) => {
-                    tracing::error!(series = %series.meta.key, error = %e, "packing sealed months failed");
-                }
-            }
-        }
+        // Each series is its own commits (compress, then pack): several at once share
+        // the cores (the codec) and the device's queue.
+        let list = self.store.list();
+        let threads = self.store.options().maintenance_threads;
+        let done = crate::storage::parallel::map_in_order(
+            &list,
+            threads,
+            "fastk-compress",
+            || false,
+            |_, series| {
+                let months = match series.compress_sealed(now) {
+                    Ok(m) => m.len() as u64,
+                    Err(crate::storage::StorageError::NotFound(_)) => 0,
+                    Err(e) => {
+                        tracing::error!(series = %series.meta.key, error = %e, "compressing sealed months failed");
+                        0
+                    }
+                };
+                // Then small sealed months are packed (storage.pack_target_bytes).
+                let packed = match series.pack_sealed(now) {
+                    Ok(m) => m.len() as u64,
+                    Err(crate::storage::StorageError::NotFound(_)) => 0,
+                    Err(e) => {
+                        tracing::error!(series = %series.meta.key, error = %e, "packing sealed months failed");
+                        0
+                    }
+                };
+                (months, packed)
+            },
+        );
+        let (months, packed) = done
+            .into_iter()
+            .flatten()
+            .fold((0, 0), |(m, p), (a, b)| (m + a, p + b));
         if packed > 0 {
             tracing::info!(months = packed, "packed sealed months");
         }

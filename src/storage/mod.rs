@@ -30,6 +30,7 @@ pub mod mmap;
 pub mod named;
 pub mod pack;
 mod packer;
+pub mod parallel;
 pub mod pressure;
 pub mod recover;
 pub mod series;
@@ -82,6 +83,8 @@ pub struct StoreOptions {
     pub write_threads: usize,
     /// Threads that fsync a write's new files while the writers go on.
     pub sync_threads: usize,
+    /// Series the compression and pack pass, and `admin compact`, rewrite at once.
+    pub maintenance_threads: usize,
     /// Most rows one write may carry, whatever the front end (HTTP, Flight, import).
     pub max_write_rows: usize,
     /// Live mappings (chunk files and value indexes) the store may hold at once.
@@ -132,6 +135,7 @@ impl Default for StoreOptions {
             value_index: true,
             write_threads: 2,
             sync_threads: 8,
+            maintenance_threads: 2,
             max_write_rows: 50_000_000,
             max_mapped_files: mapcache::DEFAULT_MAX_MAPPED_FILES,
             zonemap_cache_bytes: mapcache::DEFAULT_ZONEMAP_CACHE_BYTES,
@@ -1206,40 +1210,27 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
     // the manifest fsynced): `fold_threads` of them at once share the device's queue, so
     // a pass over many series (the minute after a feed wrote every symbol) costs about
     // one fold time per `fold_threads` series instead of one per series.
-    let next = AtomicUsize::new(0);
     let folded = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
-    let fold_some = || {
-        loop {
-            // A background pass of a stopping store ends here: what it has not
-            // folded is in the durable log, and a stop should not wait for it.
-            if !all && w.is_stopping() {
-                break;
+    // A background pass of a stopping store ends early: what it has not folded is in
+    // the durable log, and a stop should not wait for it.
+    let stop = || !all && w.is_stopping();
+    parallel::map_in_order(
+        &due,
+        o.fold_threads,
+        "fastk-fold-helper",
+        stop,
+        |_, s| match s.fold() {
+            Ok(_) => {
+                folded.fetch_add(1, Ordering::Relaxed);
             }
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(s) = due.get(i) else { break };
-            match s.fold() {
-                Ok(_) => folded.fetch_add(1, Ordering::Relaxed),
-                Err(StorageError::NotFound(_)) => 0,
-                Err(e) => {
-                    tracing::error!(series = %s.meta.key, error = %e, "fold failed; the rows stay in the log and in memory");
-                    failed.fetch_add(1, Ordering::Relaxed)
-                }
-            };
-        }
-    };
-    let helpers = o.fold_threads.max(1).min(due.len()).saturating_sub(1);
-    std::thread::scope(|scope| {
-        for _ in 0..helpers {
-            // A helper that cannot be spawned only costs parallelism: the caller's own
-            // loop below takes every series the helpers do not.
-            let _ = std::thread::Builder::new()
-                .name("fastk-fold-helper".into())
-                .spawn_scoped(scope, fold_some);
-        }
-        fold_some();
-    });
-    debug_assert!(next.load(Ordering::Relaxed) >= due.len() || (!all && w.is_stopping()));
+            Err(StorageError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::error!(series = %s.meta.key, error = %e, "fold failed; the rows stay in the log and in memory");
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    );
     let mut keep_from = committed + 1;
     for s in &list {
         if let Some(u) = s.snapshot().unfolded
