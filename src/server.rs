@@ -230,62 +230,75 @@ async fn peer_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Brings the derived series up to date with their bases every second (docs/derived.md);
-/// reads are exact meanwhile, the pass only makes them cheaper.
-async fn derive_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(crate::query::derive::PASS_EVERY);
+/// Runs `pass` on a blocking thread at every tick, the first at `first`, until the
+/// server stops (a pass that panics is logged as `what` failed; the next tick runs
+/// it again). A pass longer than `every` delays the next tick rather than piling up.
+async fn pass_loop(
+    first: tokio::time::Instant,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+    what: &'static str,
+    pass: impl Fn() + Send + Sync + 'static,
+) {
+    let pass = Arc::new(pass);
+    let mut tick = tokio::time::interval_at(first, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let e = Arc::clone(&engine);
-        if let Err(e) = tokio::task::spawn_blocking(move || e.derive_pass()).await {
-            tracing::error!(error = %e, "derive pass failed");
+        let p = Arc::clone(&pass);
+        if let Err(e) = tokio::task::spawn_blocking(move || p()).await {
+            tracing::error!(error = %e, "{what} failed");
         }
     }
+}
+
+/// Brings the derived series up to date with their bases every second (docs/derived.md);
+/// reads are exact meanwhile, the pass only makes them cheaper.
+async fn derive_loop(engine: Arc<Engine>, stop: watch::Receiver<bool>) {
+    let every = crate::query::derive::PASS_EVERY;
+    pass_loop(
+        tokio::time::Instant::now(),
+        every,
+        stop,
+        "derive pass",
+        move || {
+            engine.derive_pass();
+        },
+    )
+    .await
 }
 
 /// Runs a retention pass every `storage.retention_interval_s` (the first one right
 /// after the start) until the server stops. Each pass runs on a blocking thread.
-async fn retention_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+async fn retention_loop(engine: Arc<Engine>, stop: watch::Receiver<bool>) {
     let every = std::time::Duration::from_secs(engine.config.storage.retention_interval_s);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let e = Arc::clone(&engine);
-        let pass = tokio::task::spawn_blocking(move || e.enforce_retention(crate::query::now_ms()));
-        if let Err(e) = pass.await {
-            tracing::error!(error = %e, "retention pass failed");
-        }
-    }
+    pass_loop(
+        tokio::time::Instant::now(),
+        every,
+        stop,
+        "retention pass",
+        move || {
+            engine.enforce_retention(crate::query::now_ms());
+        },
+    )
+    .await
 }
 
 /// Compresses sealed months every `storage.compress_interval_s` (the first pass one
 /// interval after the start, so a restart does not begin with a burst of rewrites).
-async fn compress_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
+async fn compress_loop(engine: Arc<Engine>, stop: watch::Receiver<bool>) {
     if engine.config.storage.compression == "none" {
         return;
     }
     let every = std::time::Duration::from_secs(engine.config.storage.compress_interval_s);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let e = Arc::clone(&engine);
-        let pass = tokio::task::spawn_blocking(move || e.compress_sealed(crate::query::now_ms()));
-        if let Err(e) = pass.await {
-            tracing::error!(error = %e, "compression pass failed");
-        }
-    }
+    let first = tokio::time::Instant::now() + every;
+    pass_loop(first, every, stop, "compression pass", move || {
+        engine.compress_sealed(crate::query::now_ms());
+    })
+    .await
 }
 
 /// Every second, while less than `storage.release_below_available_percent` of the
