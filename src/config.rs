@@ -61,9 +61,20 @@ impl Default for ReplicaConfig {
     }
 }
 
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: String::new(),
+            shard_map: String::new(),
+            shard_map_path: PathBuf::new(),
+            forward_timeout_s: 60,
+        }
+    }
+}
+
 /// Symbol-sharded nodes (`src/cluster.rs`, docs/scale-out.md): both empty, the
 /// default, means one node that serves every series it holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// This node's name in the map.
@@ -74,6 +85,9 @@ pub struct ClusterConfig {
     /// Or a file holding it, read again every few seconds while the node runs
     /// (`cluster::ClusterCell::reload`); at most one of the two is set.
     pub shard_map_path: PathBuf,
+    /// Seconds a node waits for another node's answer to a forwarded call before it
+    /// counts that node as down (and tries its replicas).
+    pub forward_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -584,6 +598,9 @@ impl Config {
                 "flight.addr",
                 "must be host:port with an IP address, e.g. 127.0.0.1:8815",
             );
+        }
+        if !(1..=3600).contains(&self.cluster.forward_timeout_s) {
+            return bad("cluster.forward_timeout_s", "must be between 1 and 3600");
         }
         if let Err(why) = crate::cluster::ClusterCell::open(
             &self.cluster.node,

@@ -97,9 +97,9 @@ pub async fn flight_info(engine: Arc<Engine>, d: FlightDescriptor) -> Result<Fli
 /// again (both nodes read the same map, but a stale one must not loop).
 pub const FORWARDED: &str = "fastk-forwarded";
 
-/// How long a node waits to connect to another node of its cluster, and for its answer.
+/// How long a node waits to connect to another node of its cluster (its answer:
+/// `cluster.forward_timeout_s`).
 const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REMOTE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// GetFlightInfo on a node of a cluster (`cluster.shard_map`): a many-series command
 /// is split by owner (`"*"` goes to every node owning a range), each owner answers
@@ -173,7 +173,16 @@ pub async fn routed_flight_info(
             let info = if cluster.is_me(&node) {
                 flight_info(engine, desc).await
             } else {
-                forward(&cluster, &node, desc, auth, engine.tls.get().cloned()).await
+                let timeout = Duration::from_secs(engine.config.cluster.forward_timeout_s);
+                forward(
+                    &cluster,
+                    &node,
+                    desc,
+                    auth,
+                    engine.tls.get().cloned(),
+                    timeout,
+                )
+                .await
             };
             info.map(|i| (node, i))
         }
@@ -197,18 +206,38 @@ async fn forward(
     d: FlightDescriptor,
     auth: Option<MetadataValue<Ascii>>,
     tls: Option<Arc<crate::tls::Tls>>,
+    timeout: Duration,
 ) -> Result<FlightInfo, Status> {
     let uri = cluster
         .uri(node)
         .ok_or_else(|| internal(format!("node {node} is not in the shard map")))?;
-    let first = remote_info(cluster, node, uri, d.clone(), auth.clone(), tls.clone()).await;
+    let first = remote_info(
+        cluster,
+        node,
+        uri,
+        d.clone(),
+        auth.clone(),
+        tls.clone(),
+        timeout,
+    )
+    .await;
     let replicas = cluster.replicas(node);
     let down = match first {
         Err(e) if e.code() == tonic::Code::Unavailable && !replicas.is_empty() => e,
         other => return other,
     };
     for r in replicas {
-        match remote_info(cluster, node, r, d.clone(), auth.clone(), tls.clone()).await {
+        match remote_info(
+            cluster,
+            node,
+            r,
+            d.clone(),
+            auth.clone(),
+            tls.clone(),
+            timeout,
+        )
+        .await
+        {
             Err(e) if e.code() == tonic::Code::Unavailable => {
                 tracing::warn!(node, replica = %r, error = %e.message(), "a replica of a shard node did not answer either");
             }
@@ -235,6 +264,7 @@ async fn remote_info(
     d: FlightDescriptor,
     auth: Option<MetadataValue<Ascii>>,
     tls: Option<Arc<crate::tls::Tls>>,
+    timeout: Duration,
 ) -> Result<FlightInfo, Status> {
     let unavailable = |e: &dyn std::fmt::Display| {
         Status::unavailable(format!("shard node {node} ({uri}) did not answer: {e}"))
@@ -256,7 +286,7 @@ async fn remote_info(
     }
     let channel = endpoint
         .connect_timeout(REMOTE_CONNECT_TIMEOUT)
-        .timeout(REMOTE_TIMEOUT)
+        .timeout(timeout)
         .connect()
         .await
         .map_err(|e| unavailable(&e))?;
@@ -267,10 +297,24 @@ async fn remote_info(
     }
     let me = MetadataValue::try_from(cluster.me()).map_err(internal)?;
     req.metadata_mut().insert(FORWARDED, me);
+    // A node that answers late (the timeout: Cancelled) or drops the call (Unknown,
+    // Internal from the transport) is one that did not answer: Unavailable, naming
+    // it, so the caller tries its replicas. Its own answers (NotFound, a refusal)
+    // pass through.
     client
         .get_flight_info(req)
         .await
         .map(tonic::Response::into_inner)
+        .map_err(|e| match e.code() {
+            tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+                unavailable(&format!(
+                    "{} (cluster.forward_timeout_s {})",
+                    e.message(),
+                    timeout.as_secs()
+                ))
+            }
+            _ => e,
+        })
 }
 
 /// One FlightInfo from the owners' answers, in the order of the parts: endpoints of other nodes located on them, counts summed (-1 if any part's

@@ -231,3 +231,53 @@ def test_a_shard_map_file_is_read_again_without_a_restart(start_server, tmp_path
     while (h := health(a))["cluster"]["map_refused"] is not None or h["status"] != "ok":
         assert time.monotonic() < deadline, h
         time.sleep(0.3)
+
+
+def test_a_peer_that_never_answers_is_unavailable_within_the_timeout(start_server):
+    """A shard node that accepts connections and never answers (a hung process) is
+    not waited for: after `cluster.forward_timeout_s` the forwarded GetFlightInfo is
+    Unavailable and names it, instead of hanging or passing on a bare timeout."""
+    import socket
+    import threading
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def swallow() -> None:
+        hole.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = hole.accept()
+            except OSError:
+                continue
+            held.append(conn)  # read nothing, answer nothing
+
+    t = threading.Thread(target=swallow, daemon=True)
+    t.start()
+    try:
+        pa_ = free_port()
+        a_uri = f"grpc://127.0.0.1:{pa_}"
+        b_uri = f"grpc://127.0.0.1:{hole.getsockname()[1]}"
+        shard_map = {"nodes": {"a": a_uri, "b": b_uri},
+                     "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}]}
+        a = start_server("hung-peer-a", {
+            "FASTK__CLUSTER__SHARD_MAP": json.dumps(shard_map), "FASTK__CLUSTER__NODE": "a",
+            "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pa_}", "FASTK__CLUSTER__FORWARD_TIMEOUT_S": "2",
+        })
+        client = flight.connect(a_uri)
+        desc = flight.FlightDescriptor.for_command(
+            json.dumps({"kind": "kline", "symbols": ["SOL"], "timeframe": "1m"}))
+        # The client's own deadline is far past the node's: the node's answer comes first.
+        with pytest.raises(flight.FlightUnavailableError, match=r"shard node b .*did not answer.*forward_timeout_s 2"):
+            client.get_flight_info(desc, flight.FlightCallOptions(timeout=60))
+        client.close()
+        assert requests.get(a.http_url + "/health", timeout=30).status_code == 200
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        for c in held:
+            c.close()
+        hole.close()
