@@ -1115,6 +1115,14 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
         .map(|s| s.snapshot().wal_lsn)
         .max()
         .unwrap_or(0);
+    // A segment is named by its first lsn, so every lsn before it was given out, even
+    // when no record of them is left: the segments before were removed once folded,
+    // and their series may be gone too (deleted), so that no manifest holds their
+    // lsns either. The next lsn must follow the name of an empty last segment, or the
+    // next open finds a segment that starts past the records before it.
+    for (first, _, _) in &scan.segments {
+        last = last.max(first.saturating_sub(1));
+    }
     for r in &scan.records {
         last = last.max(r.lsn);
         for (key, batch) in &r.entries {
