@@ -46,6 +46,8 @@ Named snapshots (``snapshots/<name>.snap``, docs/research.md) are copied after t
 and before the series, each with the chunk files it reads: those files are immutable
 and at most as new as the manifest of their series copied next, so the restored store
 pins them as the original did. A snapshot deleted while the backup runs is left out.
+The series catalog (``CATALOG``: series registered that have no directory yet) is
+copied after the series (``backup_catalog``).
 ``registry.sqlite`` (SQLite in WAL mode) is copied with SQLite's online backup API,
 which yields a transactionally consistent snapshot. Storage is the source of truth for
 the series catalog: the server reconciles the registry with storage when it opens, so
@@ -84,6 +86,7 @@ MANIFEST_NAME = "MANIFEST"
 REGISTRY_FILE = "registry.sqlite"
 # The derive rules (docs/derived.md): JSON, replaced whole by rename on every change.
 DERIVE_FILE = "DERIVE.json"
+CATALOG_FILE = "CATALOG"
 MANIFEST_MAGIC = b"FASTKMAN"
 # Manifest format version -> length of its fixed part (the entries follow). Version 2
 # (the write-ahead log) appended wal_lsn u64 at 288 and 8 reserved bytes.
@@ -629,6 +632,64 @@ def backup_derive_rules(root: str, dest: str) -> bool:
     return True
 
 
+def catalog_summary(data: bytes) -> dict:
+    """The series a catalog registers (its last record per key is a put) and the
+    highest log position its entries hold; a record cut short ends the reading (the
+    server drops it too)."""
+    live: dict[tuple, int] = {}
+    at = 16
+    if len(data) < at or data[:8] != b"FASTKCAT":
+        return {"bytes": len(data), "series": 0, "highest_wal_lsn": 0}
+    while at + 4 <= len(data):
+        (length,) = struct.unpack_from("<I", data, at)
+        if at + 4 + length + 8 > len(data):
+            break
+        body = data[at + 4 : at + 4 + length]
+        op, count = body[0], struct.unpack_from("<I", body, 4)[0]
+        pos = 8
+        for _ in range(count):
+            nparts = body[pos + 2]
+            (wal_lsn,) = struct.unpack_from("<Q", body, pos + 36)
+            pos += 44
+            key = []
+            for _ in range(nparts):
+                n = body[pos]
+                key.append(bytes(body[pos + 1 : pos + 1 + n]))
+                pos += 1 + n
+            if op == 1:
+                live[tuple(key)] = wal_lsn
+            else:
+                live.pop(tuple(key), None)
+        at += 4 + length + 8
+    return {
+        "bytes": len(data),
+        "series": len(live),
+        "highest_wal_lsn": max(live.values(), default=0),
+    }
+
+
+def backup_catalog(root: str, dest: str) -> dict | None:
+    """Copies the series catalog (``CATALOG``, docs/storage-format.md), the register of
+    series that have no directory yet; None when the store has none. It is only
+    appended to, so a plain copy is a prefix of it (a record cut off at its end is a
+    torn tail, which the server drops on open). Copied after the series: a series
+    registered during the backup is then listed (empty, or with the rows the copied
+    log holds for it), and one deleted during the backup is dropped unless its copied
+    directory says otherwise (a directory wins over the catalog). Returns what
+    ``catalog_summary`` says of the copy."""
+    src = os.path.join(root, CATALOG_FILE)
+    try:
+        with open(src, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    with open(os.path.join(dest, CATALOG_FILE), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return catalog_summary(data)
+
+
 def fsync_tree(path: str) -> None:
     for dirpath, _, _ in os.walk(path, topdown=False):
         fsync_path(dirpath)
@@ -681,12 +742,16 @@ def run(args) -> dict:
                         + (f", {done['restarts']} restarts" if done["restarts"] else ""),
                         file=sys.stderr,
                     )
+        catalog = backup_catalog(root, staging)
         snapshots = prune_snapshots(staging, snapshots)
         if not args.json and snapshots:
             print(f"{SNAPSHOTS_DIR}: {len(snapshots)} ({', '.join(snapshots)})", file=sys.stderr)
         # Every copied manifest's wal_lsn must be within the copied log (top_up_wal).
         wal_dst = os.path.join(staging, WAL_DIR)
         highest = max((s["wal_lsn"] for s in series), default=0)
+        if catalog is not None:
+            # A registration after the log was copied holds a later position too.
+            highest = max(highest, catalog["highest_wal_lsn"])
         if wal["segments"]:
             last = last_whole_lsn(wal_dst)
             # `>=`: the last whole-looking record may still fail its checksum (copied
@@ -712,6 +777,7 @@ def run(args) -> dict:
         "dest": dest,
         "registry": registry,
         "derive_rules": derive_rules,
+        "catalog": catalog,
         "wal": wal,
         "series": series,
         "snapshots": snapshots,

@@ -685,6 +685,50 @@ fn reseal_header(b: &mut [u8]) {
     }
 }
 
+/// A catalog file: a put of two series and a drop of one of them.
+fn catalog_bytes() -> Vec<u8> {
+    use fastk::storage::catalog::{CATALOG_FILE, Catalog};
+    let dir = tempfile::tempdir().unwrap();
+    let (c, _, _) = Catalog::open(dir.path(), |_| false).unwrap();
+    let m = |meta: SeriesMeta, lsn: u64| Manifest {
+        meta,
+        version: 0,
+        next_generation: 1,
+        retention_ms: 86_400_000,
+        irregular: lsn % 2 == 1,
+        wal_lsn: lsn,
+        entries: Vec::new(),
+    };
+    let (a, b) = (m(scalar(), 4), m(kline(), 7));
+    c.put(&[&a, &b]).unwrap();
+    c.drop_series(&a.meta).unwrap();
+    std::fs::read(dir.path().join(CATALOG_FILE)).unwrap()
+}
+
+/// Catalog fields a mutation may overwrite: version, the first record's length, its
+/// entry count, its first entry's key part count and timeframe.
+const CATALOG_FIELDS: &[(usize, usize)] = &[(8, 4), (16, 4), (24, 4), (30, 1), (32, 8)];
+
+/// Recomputes each catalog record's checksum, as far as lengths lead to whole records.
+fn reseal_catalog(b: &mut [u8]) {
+    let mut at = 16;
+    while at + 4 <= b.len() {
+        let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        let Some(end) = (at + 4).checked_add(len).filter(|e| e + 8 <= b.len()) else {
+            return;
+        };
+        let sum = xxh3_64(&b[at + 4..end]);
+        b[end..end + 8].copy_from_slice(&sum.to_le_bytes());
+        at = end + 8;
+    }
+}
+
+#[test]
+fn the_catalog_decodes_what_it_wrote() {
+    let b = catalog_bytes();
+    assert_eq!(fastk::storage::catalog::decode_for_fuzz(&b), Ok(1));
+}
+
 fn mutations() -> impl Strategy<Value = (Vec<Mutation>, bool)> {
     (prop::collection::vec(mutation(), 1..5), any::<bool>())
 }
@@ -695,6 +739,31 @@ fn value_type() -> impl Strategy<Value = ValueType> {
 
 proptest! {
     #![proptest_config(config())]
+
+    #[test]
+    fn catalog_never_panics_on_arbitrary_bytes(
+        b in prop::collection::vec(any::<u8>(), 0..600),
+        magic in any::<bool>(),
+    ) {
+        let mut b = b;
+        if magic && b.len() >= 16 {
+            b[..8].copy_from_slice(b"FASTKCAT");
+            b[8..12].copy_from_slice(&1u32.to_le_bytes());
+            reseal_catalog(&mut b);
+        }
+        let _ = fastk::storage::catalog::decode_for_fuzz(&b);
+    }
+
+    #[test]
+    fn catalog_never_panics_on_mutations((muts, reseal) in mutations()) {
+        static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let base = BYTES.get_or_init(catalog_bytes).clone();
+        let mut b = apply(base, &muts, CATALOG_FIELDS);
+        if reseal {
+            reseal_catalog(&mut b);
+        }
+        let _ = fastk::storage::catalog::decode_for_fuzz(&b);
+    }
 
     #[test]
     fn chunk_header_never_panics_on_arbitrary_bytes(

@@ -370,10 +370,13 @@ impl Engine {
             ));
         }
         self.recover_registry(true);
-        let (series, created) = self.store.register(meta)?;
-        if settings != crate::storage::Settings::default() {
-            series.set_settings(settings.retention_ms, settings.irregular)?;
-        }
+        // A new series takes its settings in its registration record; an existing one
+        // has them set (the store does both).
+        let (series, created) = self
+            .store
+            .register_many(vec![(meta, settings)])?
+            .pop()
+            .expect("one series registered");
         if created && let Err(e) = self.registry.upsert_series(&series.meta) {
             // Storage is the source of truth; the catalog is reconciled on the next open.
             tracing::error!(error = %e, "registry catalog update failed");

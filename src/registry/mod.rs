@@ -541,12 +541,14 @@ impl Registry {
 
 fn upsert_series(conn: &Connection, meta: &SeriesMeta) -> rusqlite::Result<()> {
     let k = &meta.key;
-    conn.execute(
+    // Cached: a batch registration runs this once per series in one transaction.
+    conn.prepare_cached(
         "INSERT INTO series (kind, symbol, timeframe, category, name, timeframe_ms, price_scale, volume_scale, value_type)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT DO UPDATE SET timeframe_ms = excluded.timeframe_ms, price_scale = excluded.price_scale,
            volume_scale = excluded.volume_scale, value_type = excluded.value_type",
-        params![
+    )?
+    .execute(params![
             k.kind().as_str(),
             k.symbol(),
             k.timeframe(),
@@ -556,8 +558,7 @@ fn upsert_series(conn: &Connection, meta: &SeriesMeta) -> rusqlite::Result<()> {
             meta.price_scale,
             meta.volume_scale,
             meta.value_type.as_str()
-        ],
-    )?;
+        ])?;
     Ok(())
 }
 

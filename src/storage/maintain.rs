@@ -129,6 +129,10 @@ impl Series {
     /// The manifest as it is on disk, or why it cannot be read (validate compares it
     /// with the served state).
     pub fn manifest_on_disk(&self) -> std::result::Result<Manifest, String> {
+        if !self.is_materialized() {
+            // Its record in the store's catalog is its manifest.
+            return Ok(self.on_disk_manifest());
+        }
         read_manifest(&self.dir, &self.rel_dir)
     }
 
@@ -142,6 +146,10 @@ impl Series {
     }
 
     fn repair_locked(&self, q: &Quarantine, dry_run: bool) -> Result<Vec<Change>> {
+        if !self.is_materialized() {
+            // No directory: nothing on disk to check (the catalog is checked on open).
+            return Ok(Vec::new());
+        }
         let rel = self.rel_dir.to_string();
         let mut changes = Vec::new();
         let (mut manifest, rebuilt) = match read_manifest(&self.dir, &rel) {
@@ -348,6 +356,15 @@ impl Series {
     /// only reports what would be committed).
     pub fn rebuild_manifest(&self, dry_run: bool) -> Result<Rebuilt> {
         self.with_write_lock(|| {
+            if !self.is_materialized() {
+                let snap = self.snapshot();
+                return Ok(Rebuilt {
+                    chunks: 0,
+                    rows: 0,
+                    version: snap.version,
+                    corrupt: Vec::new(),
+                });
+            }
             let (m, corrupt) =
                 rebuild_manifest(&self.dir, &self.rel_dir, &self.opts, Some(&self.meta))?;
             let chunks = m.entries.len();

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod batch;
+pub mod catalog;
 pub mod chunk;
 pub mod codec;
 pub mod error;
@@ -234,6 +235,10 @@ pub struct Store {
     unopenable: Vec<(String, String)>,
     /// The named snapshots (`named`).
     named: named::Named,
+    /// The series catalog (`catalog`): registrations, and deletes of what it lists.
+    catalog: catalog::Catalog,
+    /// What opening the catalog found.
+    catalog_open: catalog::CatalogOpen,
 }
 
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -255,6 +260,10 @@ struct SeriesMap {
 impl SeriesMap {
     fn get(&self, key: &SeriesKey) -> Option<&Arc<Series>> {
         self.hashed.get(key)
+    }
+
+    fn contains_key(&self, key: &SeriesKey) -> bool {
+        self.hashed.contains_key(key)
     }
 
     fn insert(&mut self, key: SeriesKey, series: Arc<Series>) {
@@ -350,7 +359,19 @@ impl Store {
         let (named, decoded, mut pins) = named::Named::open(&root)?;
         let opened_ts = now_ms();
         let histories = versions::read(&root, opts.keep_versions_ms, opened_ts, &mut pins)?;
-        let map = load_all(&root, &opts, &pins, &mut recovery, &mut unopenable)?;
+        let mut map = load_all(&root, &opts, &pins, &mut recovery, &mut unopenable)?;
+        // Series the catalog registers that have no directory (one that exists but
+        // did not open is not hidden behind an empty series).
+        let (catalog, listed, catalog_open) = catalog::Catalog::open(&root, |k| {
+            map.contains_key(k) || root.join("series").join(k.rel_dir()).exists()
+        })?;
+        for m in listed {
+            let rel = format!("series/{}", m.meta.key.rel_dir().display());
+            let key = m.meta.key.clone();
+            let s = recover::series_from_manifest(root.join(&rel), rel, &opts, m);
+            s.set_unmaterialized();
+            map.insert(key, Arc::new(s));
+        }
         // Before the replay: the states snapshots and kept versions pin share the
         // handles of the chunks the manifests list, before any replayed write can
         // supersede them.
@@ -379,6 +400,8 @@ impl Store {
             threads: std::sync::Mutex::new(Vec::new()),
             abandoned: std::sync::atomic::AtomicBool::new(false),
             named,
+            catalog,
+            catalog_open,
         };
         store.start_threads()?;
         Ok(store)
@@ -436,6 +459,11 @@ impl Store {
     }
 
     /// What replaying the write-ahead log did on open.
+    /// What opening the series catalog found (a torn tail dropped, garbage shed).
+    pub fn catalog_recovery(&self) -> &catalog::CatalogOpen {
+        &self.catalog_open
+    }
+
     pub fn wal_recovery(&self) -> &WalRecovery {
         &self.wal_recovery
     }
@@ -591,51 +619,20 @@ impl Store {
     /// Registers a series. Returns it and whether it was created (false: an identical
     /// one exists). Different metadata under the same key is a `Conflict`.
     ///
-    /// The directory is made complete (with its first `MANIFEST`) under `trash/` and
-    /// renamed into place, so a registration that fails, or a crash during one,
-    /// leaves nothing behind in `series/`.
+    /// One record in the store's catalog (`catalog`), durable before this returns;
+    /// the series' directory is made by its first commit to files.
     pub fn register(&self, meta: SeriesMeta) -> Result<(Arc<Series>, bool)> {
-        check_meta(&meta)?;
-        let mut map = self.series.write_now();
-        // A series whose delete is between its rename and its removal from the map is
-        // already gone: register anew.
-        if let Some(s) = map.get(&meta.key).filter(|s| !s.is_deleted()) {
-            if *s.meta == meta {
-                return Ok((Arc::clone(s), false));
-            }
-            return Err(StorageError::Conflict(describe_conflict(&s.meta, &meta)));
-        }
-        let rel = format!("series/{}", meta.key.rel_dir().display());
-        let dir = self.root.join(&rel);
-        let meta = Arc::new(meta);
-        let mut snap = Snapshot::empty(Arc::clone(&meta));
-        // Log records of an earlier series under this key (deleted) are all at or
-        // before the committed lsn: replay must not apply them to this one.
-        snap.wal_lsn = self.wal.committed_lsn();
-        self.create_series_dir(&dir, &rel, &snap.to_manifest().encode())?;
-        let series = Arc::new(Series::new(
-            Arc::clone(&meta),
-            dir,
-            rel,
-            self.opts.clone(),
-            snap,
-        ));
-        series.restore_history(series::History::new(0, now_ms(), true));
-        map.insert(meta.key.clone(), Arc::clone(&series));
-        Ok((series, true))
+        let mut out = self.register_many(vec![(meta, Settings::default())])?;
+        Ok(out.pop().expect("one series registered"))
     }
 
     /// Registers many series at once: all or none. Series that exist identically are
     /// returned as they are (`false`; their retention is set when `retention_ms` is
     /// given, as [`Store::register`]'s caller does); different metadata under an
-    /// existing key fails the whole batch before anything is made. New series are
-    /// built under `trash/` (each `MANIFEST` and directory fsynced on `sync_threads`
-    /// threads together), renamed into place, and their parents fsynced once each, so
-    /// a batch costs a few fsyncs per series in parallel instead of one registration's
-    /// round of serial ones each. A key given twice is refused.
-    ///
-    /// Long on purpose: the checks, the build under `trash/`, the renames and the
-    /// parent fsyncs are one all-or-nothing sequence over the same list of series.
+    /// existing key fails the whole batch before anything is made. The new series
+    /// are one record of the store's catalog (one write and one fsync, all or none
+    /// across a crash too): no directory and no file per series. A key given twice
+    /// is refused.
     pub fn register_many(
         &self,
         metas: Vec<(SeriesMeta, Settings)>,
@@ -656,23 +653,22 @@ impl Store {
                 )));
             }
         }
-        // What exists already, and what is new.
+        // The map's write lock is held from the check to the insert: two
+        // registrations of one key cannot both make it.
+        let mut map = self.series.write_now();
         let mut out: Vec<Option<(Arc<Series>, bool)>> = vec![None; metas.len()];
         let mut new = Vec::new();
-        {
-            let map = self.series.read_now();
-            for (i, (m, _)) in metas.iter().enumerate() {
-                match map.get(&m.key).filter(|s| !s.is_deleted()) {
-                    Some(s) if *s.meta == *m => out[i] = Some((Arc::clone(s), false)),
-                    Some(s) => return Err(StorageError::Conflict(describe_conflict(&s.meta, m))),
-                    None => new.push(i),
-                }
+        for (i, (m, _)) in metas.iter().enumerate() {
+            // A series whose delete is between its rename and its removal from the
+            // map is already gone: register anew.
+            match map.get(&m.key).filter(|s| !s.is_deleted()) {
+                Some(s) if *s.meta == *m => out[i] = Some((Arc::clone(s), false)),
+                Some(s) => return Err(StorageError::Conflict(describe_conflict(&s.meta, m))),
+                None => new.push(i),
             }
         }
-        let trash = self.root.join("trash");
-        fsio::create_dir_durable(&trash).map_err(|e| StorageError::io("trash", e))?;
-        let batch = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let staging = |i: usize| trash.join(format!("new-{}-{batch}-{i}", std::process::id()));
+        // Log records of an earlier series under a key (deleted) are all at or
+        // before the committed lsn: replay must not apply them to the new one.
         let committed = self.wal.committed_lsn();
         let snaps: Vec<Snapshot> = new
             .iter()
@@ -685,113 +681,19 @@ impl Store {
                 snap
             })
             .collect();
-        let cleanup = |upto: usize| {
-            for &i in &new[..upto] {
-                let _ = fs::remove_dir_all(staging(i));
-            }
-        };
-        // 1. Every directory with its MANIFEST under trash/, fsynced together.
-        let (made, synced) = fsio::SyncPool::run(&self.root, self.opts.sync_threads, |pool| {
-            for (n, (&i, snap)) in new.iter().zip(&snaps).enumerate() {
-                let dir = staging(i);
-                let rel = format!(
-                    "trash/{}",
-                    dir.file_name().unwrap_or_default().to_string_lossy()
-                );
-                let made = fs::create_dir(&dir)
-                    .and_then(|()| {
-                        fsio::write_unreferenced(
-                            &dir,
-                            series::MANIFEST_NAME,
-                            &[&snap.to_manifest().encode()],
-                        )
-                    })
-                    .and_then(|f| {
-                        pool.push(f, format!("{rel}/{}", series::MANIFEST_NAME));
-                        File::open(&dir)
-                    });
-                match made {
-                    Ok(d) => pool.push(d, rel),
-                    Err(e) => return Err((n + 1, StorageError::io(rel, e))),
-                }
-            }
-            Ok(())
-        });
-        if let Err((upto, e)) = made {
-            cleanup(upto);
-            return Err(e);
-        }
-        if let Err((name, e)) = synced {
-            cleanup(new.len());
-            return Err(StorageError::io(name, e));
-        }
-        // 2. Renamed into place; each parent (and any directory made for it) fsynced once.
-        let mut parents = std::collections::BTreeSet::new();
-        let mut placed = Vec::new();
-        let mut failure = None;
-        for &i in &new {
-            let m = &metas[i].0;
-            let rel = format!("series/{}", m.key.rel_dir().display());
-            let dir = self.root.join(&rel);
-            let parent = dir.parent().unwrap_or(&self.root).to_path_buf();
-            let r = create_dirs_noting(&parent, &self.root, &mut parents)
-                .and_then(|()| fsio::rename(&staging(i), &dir));
-            match r {
-                Ok(()) => {
-                    parents.insert(parent);
-                    placed.push((i, dir, rel));
-                }
-                Err(e) => {
-                    failure = Some(StorageError::io(rel, e));
-                    break;
-                }
-            }
-        }
-        let synced = failure.is_none().then(|| {
-            fsio::SyncPool::run(&self.root, self.opts.sync_threads, |pool| {
-                for p in &parents {
-                    match File::open(p) {
-                        Ok(f) => pool.push(
-                            f,
-                            p.strip_prefix(&self.root)
-                                .unwrap_or(p)
-                                .display()
-                                .to_string(),
-                        ),
-                        Err(e) => return Err(StorageError::io(p.display().to_string(), e)),
-                    }
-                }
-                Ok(())
-            })
-        });
-        let failure = match synced {
-            None => failure,
-            Some((Err(e), _)) => Some(e),
-            Some((Ok(()), Err((name, e)))) => Some(StorageError::io(name, e)),
-            Some((Ok(()), Ok(()))) => None,
-        };
-        if let Some(e) = failure {
-            // Take back what was placed, so the refusal is true.
-            for (i, dir, _) in &placed {
-                let _ = fs::rename(dir, staging(*i));
-            }
-            for p in &parents {
-                let _ = fsio::fsync_dir(p);
-            }
-            cleanup(new.len());
-            return Err(e);
-        }
-        // 3. Into the map.
-        let mut map = self.series.write_now();
-        for ((i, dir, rel), snap) in placed.into_iter().zip(snaps) {
+        let manifests: Vec<format::Manifest> = snaps.iter().map(Snapshot::to_manifest).collect();
+        self.catalog.put(&manifests.iter().collect::<Vec<_>>())?;
+        for (&i, snap) in new.iter().zip(snaps) {
             let meta = Arc::clone(&snap.meta);
+            let rel = format!("series/{}", meta.key.rel_dir().display());
             let s = Arc::new(Series::new(
                 Arc::clone(&meta),
-                dir,
+                self.root.join(&rel),
                 rel,
                 self.opts.clone(),
                 snap,
             ));
+            s.set_unmaterialized();
             s.restore_history(series::History::new(s.version(), now_ms(), true));
             map.insert(meta.key.clone(), Arc::clone(&s));
             out[i] = Some((s, true));
@@ -807,37 +709,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Builds a series directory holding `manifest` in `trash/` and renames it to
-    /// `dir`; on failure removes whatever it made.
-    fn create_series_dir(&self, dir: &Path, rel: &str, manifest: &[u8]) -> Result<()> {
-        let trash = self.root.join("trash");
-        let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let staging = trash.join(format!("new-{}-{n}", std::process::id()));
-        let parent = dir.parent().unwrap_or(&self.root);
-        let made = (|| -> Result<()> {
-            fsio::create_dir_durable(&staging).map_err(|e| StorageError::io("trash", e))?;
-            fsio::write_atomic(&staging, series::MANIFEST_NAME, &[manifest])
-                .map_err(|e| StorageError::io(format!("{rel}/MANIFEST"), e))?;
-            fsio::create_dir_durable(parent).map_err(|e| StorageError::io(rel, e))?;
-            fsio::rename(&staging, dir).map_err(|e| StorageError::io(rel, e))?;
-            Ok(())
-        })();
-        if let Err(e) = made {
-            let _ = fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-        if let Err(e) = fsio::fsync_dir(parent) {
-            // The new directory is in place but may not be durable: take it back out
-            // so the refusal stays true.
-            if fs::rename(dir, &staging).is_ok() {
-                let _ = fs::remove_dir_all(&staging);
-                let _ = fsio::fsync_dir(parent);
-            }
-            return Err(StorageError::io(rel, e));
-        }
-        Ok(())
     }
 
     pub fn get(&self, key: &SeriesKey) -> Result<Arc<Series>> {
@@ -897,6 +768,17 @@ impl Store {
             )));
         }
         let guard = series.lock_live()?;
+        // The catalog's record first: a crash before the rename below leaves the
+        // directory, which wins on open (the delete was not acknowledged).
+        self.catalog.drop_series(&series.meta)?;
+        if !series.is_materialized() {
+            series.mark_deleted(&guard);
+            let mut map = self.series.write_now();
+            if map.get(key).is_some_and(|s| Arc::ptr_eq(s, &series)) {
+                map.remove(key);
+            }
+            return Ok(());
+        }
         let trash = self.root.join("trash");
         fsio::create_dir_durable(&trash).map_err(|e| StorageError::io("trash", e))?;
         let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -926,26 +808,36 @@ impl Store {
     }
 }
 
-/// Creates `dir` and its missing ancestors below `root`, noting in `parents` each
-/// directory whose entry changed (the parent of every directory made) for one fsync.
-fn create_dirs_noting(
-    dir: &Path,
-    root: &Path,
-    parents: &mut std::collections::BTreeSet<PathBuf>,
-) -> std::io::Result<()> {
-    if dir.is_dir() || dir == root {
-        return Ok(());
-    }
+/// Builds a series directory holding `manifest` under `root`'s `trash/` and renames
+/// it to `dir` (its parents made and fsynced as needed); on failure removes whatever
+/// it made, so a failure or a crash leaves no directory at `dir`.
+pub(crate) fn create_series_dir(root: &Path, dir: &Path, rel: &str, manifest: &[u8]) -> Result<()> {
+    let trash = root.join("trash");
+    let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let staging = trash.join(format!("new-{}-{n}", std::process::id()));
     let parent = dir.parent().unwrap_or(root);
-    create_dirs_noting(parent, root, parents)?;
-    match fs::create_dir(dir) {
-        Ok(()) => {
-            parents.insert(parent.to_path_buf());
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+    let made = (|| -> Result<()> {
+        fsio::create_dir_durable(&staging).map_err(|e| StorageError::io("trash", e))?;
+        fsio::write_atomic(&staging, series::MANIFEST_NAME, &[manifest])
+            .map_err(|e| StorageError::io(format!("{rel}/MANIFEST"), e))?;
+        fsio::create_dir_durable(parent).map_err(|e| StorageError::io(rel, e))?;
+        fsio::rename(&staging, dir).map_err(|e| StorageError::io(rel, e))?;
+        Ok(())
+    })();
+    if let Err(e) = made {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
     }
+    if let Err(e) = fsio::fsync_dir(parent) {
+        // The new directory is in place but may not be durable: take it back out so
+        // the refusal stays true.
+        if fs::rename(dir, &staging).is_ok() {
+            let _ = fs::remove_dir_all(&staging);
+            let _ = fsio::fsync_dir(parent);
+        }
+        return Err(StorageError::io(rel, e));
+    }
+    Ok(())
 }
 
 impl Drop for Store {

@@ -25,7 +25,7 @@
 use crate::sync::{LockExt, RwLockExt};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -150,6 +150,10 @@ pub struct Series {
     /// Set by `Store::delete` under `write_lock`: this incarnation is gone, and its
     /// directory path may already belong to a newer one.
     deleted: AtomicBool,
+    /// The directory and its `MANIFEST` exist. A series registered through the
+    /// store's catalog has none until its first commit to files
+    /// ([`Series::materialize`]); changed only under `write_lock`.
+    materialized: AtomicBool,
     /// Shared by the chunk and pack handles of this incarnation, ended with it, so a
     /// superseded file's last reader never unlinks a newer incarnation's file.
     incarnation: Arc<super::chunk::Incarnation>,
@@ -358,6 +362,7 @@ impl Series {
             opts,
             write_lock: Mutex::new(()),
             deleted: AtomicBool::new(false),
+            materialized: AtomicBool::new(true),
             incarnation: Arc::default(),
             born: SERIES_MADE.fetch_add(1, Ordering::SeqCst) + 1,
             on_disk: Mutex::new(snap.to_manifest()),
@@ -395,6 +400,7 @@ impl Series {
             opts,
             write_lock: Mutex::new(()),
             deleted: AtomicBool::new(true),
+            materialized: AtomicBool::new(self.is_materialized()),
             incarnation: Arc::clone(&self.incarnation),
             born: self.born,
             on_disk: Mutex::new(on_disk),
@@ -479,6 +485,51 @@ impl Series {
         );
         packs.insert(generation, Arc::downgrade(&p));
         p
+    }
+
+    /// Whether the series has its directory (and `MANIFEST`): false for a series the
+    /// store's catalog registered that no commit has written files for yet.
+    pub fn is_materialized(&self) -> bool {
+        self.materialized.load(Ordering::Acquire)
+    }
+
+    /// Marks a series made from the store's catalog: no directory yet.
+    pub(super) fn set_unmaterialized(&self) {
+        self.materialized.store(false, Ordering::Release);
+    }
+
+    /// Makes the series' directory with `on_disk` (its state as last recorded, in
+    /// the catalog) as its `MANIFEST`, if it has none: the first step of every
+    /// commit to files. Built under `trash/` and renamed into place, so a failure
+    /// or a crash leaves no directory, and the catalog's entry still stands. The
+    /// caller holds the writer lock.
+    pub(super) fn materialize(&self, on_disk: &super::format::Manifest) -> Result<()> {
+        if self.is_materialized() {
+            return Ok(());
+        }
+        let depth = Path::new(&*self.rel_dir).components().count();
+        let root = self
+            .dir
+            .ancestors()
+            .nth(depth)
+            .expect("a series directory lies `rel_dir` below the store root");
+        super::create_series_dir(root, &self.dir, &self.rel_dir, &on_disk.encode())?;
+        self.materialized.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// The manifest as last recorded (in the directory, or in the store's catalog).
+    pub(super) fn on_disk_manifest(&self) -> super::format::Manifest {
+        self.on_disk.locked().clone()
+    }
+
+    /// [`Series::materialize`] with the state last recorded.
+    pub(super) fn materialize_now(&self) -> Result<()> {
+        if self.is_materialized() {
+            return Ok(());
+        }
+        let on_disk = self.on_disk.locked().clone();
+        self.materialize(&on_disk)
     }
 
     /// Whether [`Store::delete`](super::Store::delete) removed this incarnation.

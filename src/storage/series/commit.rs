@@ -237,6 +237,9 @@ impl Series {
         previous: &crate::storage::format::Manifest,
         next: &crate::storage::format::Manifest,
     ) -> std::result::Result<(), (StorageError, OnDisk)> {
+        if let Err(e) = self.materialize(previous) {
+            return Err((e, OnDisk::Previous { durable: true }));
+        }
         let rel = format!("{}/{MANIFEST_NAME}", self.rel_dir);
         if let Err(e) = fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&next.encode()]) {
             return Err((StorageError::io(rel, e), OnDisk::Previous { durable: true }));
