@@ -619,17 +619,22 @@ def backup_derive_rules(root: str, dest: str) -> bool:
     whole by rename, so a plain copy is one version of it. The derived series are
     copied with the other series; the restored server checks their stored bars
     against their bases at its first pass (docs/derived.md)."""
-    src = os.path.join(root, DERIVE_FILE)
+    return copy_root_file(root, dest, DERIVE_FILE) is not None
+
+
+def copy_root_file(root: str, dest: str, name: str) -> bytes | None:
+    """Copies `name` from the data root whole (read once, written and fsynced);
+    returns its bytes, or None when the store has no such file."""
     try:
-        with open(src, "rb") as f:
+        with open(os.path.join(root, name), "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return False
-    with open(os.path.join(dest, DERIVE_FILE), "wb") as f:
+        return None
+    with open(os.path.join(dest, name), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    return True
+    return data
 
 
 def catalog_summary(data: bytes) -> dict:
@@ -677,17 +682,8 @@ def backup_catalog(root: str, dest: str) -> dict | None:
     log holds for it), and one deleted during the backup is dropped unless its copied
     directory says otherwise (a directory wins over the catalog). Returns what
     ``catalog_summary`` says of the copy."""
-    src = os.path.join(root, CATALOG_FILE)
-    try:
-        with open(src, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    with open(os.path.join(dest, CATALOG_FILE), "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return catalog_summary(data)
+    data = copy_root_file(root, dest, CATALOG_FILE)
+    return None if data is None else catalog_summary(data)
 
 
 def fsync_tree(path: str) -> None:

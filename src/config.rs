@@ -97,6 +97,8 @@ pub struct StorageConfig {
     pub max_chunks_per_month: usize,
     pub zonemap_block_rows: usize,
     pub value_index: bool,
+    /// Scalar chunks of fewer rows get no zone map and no value index.
+    pub sidecar_min_rows: usize,
     pub write_threads: usize,
     pub sync_threads: usize,
     /// Series the background compression and pack pass, and `admin compact`, rewrite
@@ -183,6 +185,7 @@ impl Default for StorageConfig {
             max_chunks_per_month: store.max_chunks_per_month,
             zonemap_block_rows: store.zonemap_block_rows.unwrap_or(0),
             value_index: store.value_index,
+            sidecar_min_rows: store.sidecar_min_rows,
             write_threads: store.write_threads,
             sync_threads: store.sync_threads,
             maintenance_threads: store.maintenance_threads,
@@ -223,6 +226,7 @@ impl StorageConfig {
             max_chunks_per_month: self.max_chunks_per_month,
             zonemap_block_rows: (self.zonemap_block_rows > 0).then_some(self.zonemap_block_rows),
             value_index: self.value_index,
+            sidecar_min_rows: self.sidecar_min_rows,
             write_threads: self.write_threads,
             sync_threads: self.sync_threads,
             maintenance_threads: self.maintenance_threads,
@@ -636,6 +640,12 @@ impl Config {
             return bad(
                 "storage.zonemap_block_rows",
                 "must be at most 16777216 (0 disables zone maps)",
+            );
+        }
+        if self.storage.sidecar_min_rows > 1 << 24 {
+            return bad(
+                "storage.sidecar_min_rows",
+                "must be at most 16777216 (0: every scalar chunk gets its sidecars)",
             );
         }
         if !(1..=64).contains(&self.storage.write_threads) {

@@ -5,11 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 mod common;
 
-use common::{JAN_2024, MINUTE, files_under, read_values, scalar_meta, store_opts};
+use common::{JAN_2024, MINUTE, files_under, never_folding_opts, read_values, scalar_meta};
 use fastk::record::{SeriesMeta, ValueType};
 use fastk::storage::catalog::CATALOG_FILE;
 use fastk::storage::fsio::failpoints::{self, Op};
@@ -21,13 +20,7 @@ fn meta(symbol: &str, name: &str) -> SeriesMeta {
 
 /// Thresholds that never fold by themselves: the tests fold when they mean to.
 fn opts() -> StoreOptions {
-    store_opts(|o| {
-        o.wal.fold_rows = u64::MAX;
-        o.wal.fold_age = Duration::from_secs(3600);
-        o.wal.max_log_bytes = u64::MAX;
-        o.wal.memory_bytes = u64::MAX;
-        o.fold_on_close = false;
-    })
+    never_folding_opts(|o| o.fold_on_close = false)
 }
 
 fn series_dirs(root: &Path) -> usize {
@@ -187,4 +180,51 @@ fn a_series_made_before_the_catalog_is_deleted_as_before() {
     drop(store);
     let store = Store::open(dir.path(), opts()).unwrap();
     assert!(store.list().is_empty());
+}
+
+#[test]
+fn a_first_commit_that_never_finished_is_set_aside_and_the_log_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let m = meta("A", "x");
+    let s = store.register(m.clone()).unwrap().0;
+    let rows = WriteBatch::from_cols(vec![vec![JAN_2024, JAN_2024 + MINUTE], vec![4, 5]]);
+    store.write(&s, rows, None).unwrap();
+    store.abandon();
+    // What a crash inside the first fold leaves: the directory and a chunk file, no
+    // MANIFEST (its rename is the commit point).
+    let sdir = dir.path().join("series").join(m.key.rel_dir());
+    std::fs::create_dir_all(&sdir).unwrap();
+    std::fs::write(
+        sdir.join("2024-01.g0000000000000001.chunk"),
+        b"half a chunk",
+    )
+    .unwrap();
+    std::fs::write(sdir.join(".tmp-1-2-MANIFEST"), b"half a manifest").unwrap();
+
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert!(!sdir.exists(), "the unfinished directory is set aside");
+    let notes: Vec<_> = store.recovery().iter().filter(|n| !n.is_quiet()).collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(
+        (notes[0].uncommitted_removed, notes[0].temp_files_removed),
+        (1, 1)
+    );
+    let kept = files_under(&dir.path().join("quarantine"));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].ends_with("2024-01.g0000000000000001.chunk"));
+    assert!(store.unopenable().is_empty());
+    let s = store.get(&m.key).unwrap();
+    assert!(!s.is_materialized());
+    assert_eq!(
+        read_values(&store, &m.key),
+        BTreeMap::from([(JAN_2024, 4), (JAN_2024 + MINUTE, 5)])
+    );
+    // The next fold makes the directory and commits.
+    store.fold_all();
+    assert!(s.is_materialized() && sdir.join("MANIFEST").exists());
+    drop(store);
+    let store = Store::open(dir.path(), opts()).unwrap();
+    assert!(store.recovery().iter().all(|n| n.is_quiet()));
+    assert_eq!(read_values(&store, &m.key).len(), 2);
 }

@@ -689,7 +689,7 @@ fn reseal_header(b: &mut [u8]) {
 fn catalog_bytes() -> Vec<u8> {
     use fastk::storage::catalog::{CATALOG_FILE, Catalog};
     let dir = tempfile::tempdir().unwrap();
-    let (c, _, _) = Catalog::open(dir.path(), |_| false).unwrap();
+    let (c, _, _) = Catalog::open(dir.path()).unwrap();
     let m = |meta: SeriesMeta, lsn: u64| Manifest {
         meta,
         version: 0,

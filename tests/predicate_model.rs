@@ -122,6 +122,9 @@ struct Layout {
     timeframe: &'static str,
     spacing: i64,
     compress: bool,
+    /// Chunks under 64 rows are written without sidecars (`storage.sidecar_min_rows`,
+    /// its default); otherwise every chunk has them.
+    bare_small: bool,
 }
 
 const DENSE: i64 = 37 * MINUTE;
@@ -143,6 +146,7 @@ fn setup(
         // Every write straight to chunk files, which carry sidecars (logged rows wait
         // in memory without them and are scanned).
         c.storage.wal_direct_rows = 0;
+        c.storage.sidecar_min_rows = if layout.bare_small { 64 } else { 0 };
     });
     let r = scalar_registration("S", layout.timeframe, "signal", "x", Some(vt));
     e.register_scalar(&r).unwrap();
@@ -183,8 +187,12 @@ fn check(
     if layout.spacing == MONTHLY {
         vals.truncate(40);
     }
-    let (_dir, e, key) = setup(vt, &vals, block_rows, layout);
-    verify(&e, &key, vt, &vals, &p, window, layout.spacing)
+    let (dir, e, key) = setup(vt, &vals, block_rows, layout);
+    if layout.bare_small && layout.spacing == MONTHLY {
+        // Every chunk is one row: none has sidecars, every predicate scans.
+        prop_assert!(vidx_widths(dir.path()).is_empty());
+    }
+    verify(&e, &key, vt, &vals, &p, window, layout)
 }
 
 /// Queries `p` over the rows of `window` with every strategy and compares with a
@@ -196,8 +204,9 @@ fn verify(
     vals: &[f64],
     p: &Predicate,
     window: (usize, usize),
-    step: i64,
+    layout: Layout,
 ) -> Result<(), TestCaseError> {
+    let step = layout.spacing;
     let (a, b) = (
         window.0.min(window.1) % vals.len(),
         window.0.max(window.1) % vals.len(),
@@ -226,7 +235,7 @@ fn verify(
         prop_assert!(r.stats.blocks_pruned <= r.stats.blocks_total);
         prop_assert_eq!(r.stats.sidecar_fallbacks, 0);
         let ranged = !matches!(p, Predicate::Ne { .. } | Predicate::NotIn { .. });
-        if strategy == Plan::ValueIndex && ranged {
+        if strategy == Plan::ValueIndex && ranged && !layout.bare_small {
             // Every chunk has an index: each is answered by it (or holds no row in range).
             prop_assert!(
                 ["value_index", "none"].contains(&r.stats.index_used.as_str()),
@@ -265,11 +274,13 @@ fn layout() -> impl Strategy<Value = Layout> {
     (
         prop_oneof![4 => Just(DENSE), 1 => Just(MONTHLY)],
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(spacing, compress)| Layout {
+        .prop_map(|(spacing, compress, bare_small)| Layout {
             timeframe: "1h",
             spacing,
             compress,
+            bare_small,
         })
 }
 
@@ -325,6 +336,7 @@ fn a_chunk_over_65536_rows_answers_like_a_scan() {
             timeframe: "1s",
             spacing: 1000,
             compress,
+            bare_small: false,
         };
         for (vt, vals) in [(ValueType::F64, &f64s), (ValueType::I64, &i64s)] {
             let n = |v: f64| num(v, vt);
@@ -355,7 +367,7 @@ fn a_chunk_over_65536_rows_answers_like_a_scan() {
             );
             for p in preds {
                 for w in [(0, vals.len() - 1), (12_345, 66_000)] {
-                    verify(&e, &key, vt, vals, &p, w, layout.spacing).unwrap();
+                    verify(&e, &key, vt, vals, &p, w, layout).unwrap();
                 }
             }
         }

@@ -387,6 +387,60 @@ fn sidecar_faults_fall_back_to_scan_and_are_repaired() {
     assert_eq!(after.stats.sidecar_fallbacks, 0);
 }
 
+/// A month of a few scalar rows is one chunk file with no sidecars
+/// (`storage.sidecar_min_rows`): it validates clean, repair leaves it alone, and every
+/// strategy answers a predicate over it by scanning it.
+#[test]
+fn small_chunks_without_sidecars_validate_clean_and_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine(dir.path());
+    let key = scalar(&e, ValueType::I64);
+    let mut b = WriteBatch::with_capacity(2, 10);
+    for i in 0..10i64 {
+        b.cols[0].push(JAN_2024 + i * MINUTE);
+        b.cols[1].push(i * 10);
+    }
+    e.write(&key, b, None).unwrap();
+    // The close folds the logged rows into a chunk file.
+    drop(e);
+    let e = engine(dir.path());
+    let sdir = e.series(&key).unwrap().dir().to_path_buf();
+    assert_eq!(common::files_with(&sdir, "chunk").len(), 1);
+    assert!(common::files_with(&sdir, "zmap").is_empty());
+    assert!(common::files_with(&sdir, "vidx").is_empty());
+    let v = common::validate_deep(&e);
+    assert!(v.clean, "{:#?}", v.findings);
+    let r = e
+        .admin(AdminAction::Repair, &AdminRequest::default())
+        .unwrap();
+    assert!(r.clean && r.actions.is_empty(), "{r:#?}");
+    for strategy in [
+        Strategy::Scan,
+        Strategy::Auto,
+        Strategy::Zonemap,
+        Strategy::ValueIndex,
+    ] {
+        let req = QueryRequest {
+            start_ts: None,
+            end_ts: None,
+            predicate: Predicate::Gte {
+                value: 70.to_string().parse().unwrap(),
+            },
+            return_values: Some(true),
+            limit: None,
+            strategy: Some(strategy),
+            snapshot: None,
+            version: None,
+            as_of_commit: None,
+        };
+        let q = e.query(&key, &req, 100).unwrap();
+        let want: Vec<i64> = (7..10).map(|i| JAN_2024 + i * MINUTE).collect();
+        assert_eq!(q.timestamps, want, "{strategy:?}");
+        assert_eq!(q.stats.sidecar_fallbacks, 0, "{strategy:?}");
+        assert_eq!(q.stats.index_used, "scan", "{strategy:?}");
+    }
+}
+
 #[test]
 fn stray_temp_and_missing_files_are_found_and_repaired() {
     let dir = tempfile::tempdir().unwrap();

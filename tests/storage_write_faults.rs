@@ -21,6 +21,8 @@ fn meta() -> SeriesMeta {
 fn opts() -> StoreOptions {
     store_opts(|o| {
         o.zonemap_block_rows = Some(16);
+        // Sidecars however few the rows: their writes are failure points too.
+        o.sidecar_min_rows = 0;
         o.write_threads = 2;
         o.sync_threads = 2;
     })

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{JAN_2024, MINUTE, scalar_meta, series_rows, store_opts};
+use common::{JAN_2024, MINUTE, never_folding_opts, scalar_meta, series_rows};
 use fastk::record::{MonthPartition, SeriesMeta, ValueType};
 use fastk::storage::fsio::failpoints::{self, Op};
 use fastk::storage::wal::{self, WAL_DIR};
@@ -20,12 +20,7 @@ fn meta(symbol: &str) -> SeriesMeta {
 
 /// Thresholds that never fold by themselves: the tests fold when they mean to.
 fn opts() -> StoreOptions {
-    store_opts(|o| {
-        o.wal.fold_rows = u64::MAX;
-        o.wal.fold_age = Duration::from_secs(3600);
-        o.wal.max_log_bytes = u64::MAX;
-        o.wal.memory_bytes = u64::MAX;
-    })
+    never_folding_opts(|_| {})
 }
 
 fn one(ts: i64, v: i64) -> WriteBatch {

@@ -62,8 +62,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from . import (checks, compression, dataset, derived, feeds, market, procs, report, shards, snapshots, systems, timing, tls,
-               workloads)
+from . import (checks, compression, dataset, derived, factors, feeds, market, procs, report, shards, snapshots, systems,
+               timing, tls, workloads)
 from .workloads import log
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -307,7 +307,7 @@ class _Done(Exception):
 
 
 ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", "ingest", *feeds.WORKLOADS, *compression.WORKLOADS,
-                  *shards.WORKLOADS, *tls.WORKLOADS, *snapshots.WORKLOADS, *derived.WORKLOADS)
+                  *shards.WORKLOADS, *tls.WORKLOADS, *snapshots.WORKLOADS, *derived.WORKLOADS, *factors.WORKLOADS)
 
 
 def parse_only(text: str) -> set[str]:
@@ -372,6 +372,10 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
             # Stores of its own: FastK and DuckDB in memory (derived.py).
             results["derived"] = market.guarded("derived", lambda: derived.run(
                 results, P, binary=args.fastk_bin, work=work / "derived", logs=logs))
+        if "factors_100k" in which:
+            # Stores of its own: FastK, DuckDB and SQLite files (factors.py).
+            results["factors_100k"] = market.guarded("factors_100k", lambda: factors.run(
+                results, P, binary=args.fastk_bin, work=work / "factors", logs=logs))
         if "ingest" in which:
             results["ingest"] = market.guarded("ingest", lambda: ingest_only(
                 args, P, results, skip, fastk_version, work / "ingest", logs))
@@ -467,6 +471,7 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     names += [w for w in tls.WORKLOADS if w in which]
     names += [w for w in snapshots.WORKLOADS if w in which]
     names += [w for w in derived.WORKLOADS if w in which]
+    names += [w for w in factors.WORKLOADS if w in which]
     if feeds_which:
         names += ["versions"]
     (args.out / "tables-only.md").write_text(report.all_tables(results, names))
@@ -522,6 +527,7 @@ def main() -> int:
         **tls.params(q),
         **snapshots.params(q),
         **derived.params(q),
+        **factors.params(q),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     charts_dir = args.charts or args.out
@@ -743,6 +749,7 @@ def groups(args, P: dict, results: dict, work: pathlib.Path, logs: pathlib.Path,
     timed("snapshots", lambda: snapshots.run(results, P, binary=args.fastk_bin, work=work / "snapshots",
                                              logs=logs))
     timed("derived", lambda: derived.run(results, P, binary=args.fastk_bin, work=work / "derived", logs=logs))
+    timed("factors_100k", lambda: factors.run(results, P, binary=args.fastk_bin, work=work / "factors", logs=logs))
     results.setdefault("versions", {}).update(feeds.versions())
     t = time.time()
     try:

@@ -1150,6 +1150,42 @@ def t_derived(r: dict) -> str:
     return out
 
 
+def t_factors_100k(r: dict) -> str:
+    """The `factors_100k` workload (factors.py): 100,000 scalar series of 3 rows,
+    registered, loaded, stopped, restarted and folded, against DuckDB and SQLite files."""
+    d = r["factors_100k"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    fk, dk, sq = d["FastK"], d.get("DuckDB", {}), d.get("SQLite", {})
+    duck = dk.get("bytes")
+
+    def vs(b):
+        return f"{b / duck:.2f}x" if duck else None
+
+    rows = [
+        ["register every series (one request)", f"{fk['register_s']:.2f} s", None, None],
+        ["files / bytes after the registration", f"{fk['files_after_register']:,}",
+         f"{fk['du_after_register'] / 1e6:.1f} MB", vs(fk["du_after_register"])],
+        ["load (one many-series POST per factor)", f"{fk['load_s']:.2f} s", None, None],
+        ["clean stop (the log is left to the restart)", f"{fk['stop_s']:.2f} s", None, None],
+        ["files / bytes after the stop", f"{fk['files_after_stop']:,}", f"{fk['du_after_stop'] / 1e6:.1f} MB",
+         vs(fk["du_after_stop"])],
+        ["restart to /health 200; idle RSS", f"{fk['restart_s']:.2f} s", f"{(fk['idle_rss_bytes'] or 0) / 1e6:.0f} MB",
+         None],
+        ["a stop that folds every series into files", f"{fk['fold_stop_s']:.2f} s", None, None],
+        ["files / bytes once folded", f"{fk['files_folded']:,}", f"{fk['du_folded'] / 1e6:.1f} MB",
+         vs(fk["du_folded"])],
+        ["restart when folded; idle RSS", f"{fk['restart_folded_s']:.2f} s",
+         f"{(fk['idle_rss_folded_bytes'] or 0) / 1e6:.0f} MB", None],
+        ["DuckDB: load; file", f"{dk.get('load_s', 0):.2f} s", f"{(duck or 0) / 1e6:.1f} MB", "1.00x"],
+        ["SQLite: load; file", f"{sq.get('load_s', 0):.2f} s", f"{sq.get('bytes', 0) / 1e6:.1f} MB", vs(sq.get("bytes", 0))],
+    ]
+    out = table(["FastK, then the peers", "time / files", "bytes / RSS", "bytes / DuckDB's"], rows)
+    out += f"\n\n{d['series']:,} series, {d['rows']:,} rows. How: " + d.get("how", "")
+    out += f"\n\nChecked: {d.get('checked', 0)} answers (every value of 9 series twice, the row counts)."
+    return out
+
+
 SECTIONS = {
     "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
@@ -1160,6 +1196,7 @@ SECTIONS = {
     "colocated": t_colocated,
     "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series, "series_100k": t_series_100k, "shards": t_shards,
     "compression": t_compression, "tls": t_tls, "snapshots": t_snapshots, "derived": t_derived,
+    "factors_100k": t_factors_100k,
 }
 
 

@@ -221,13 +221,11 @@ fn check_sidecars(
 ) {
     let vt = s.meta.value_type;
     let month = Some(c.entry.month);
+    let (want_zonemap, want_vindex) =
+        crate::storage::sidecar::wanted(&s.meta, c.entry.rows, &s.opts);
     let wanted = [
-        (
-            FileKind::ZoneMap,
-            c.entry.zonemap,
-            s.opts.zonemap_block_rows.is_some(),
-        ),
-        (FileKind::ValueIndex, c.entry.vindex, s.opts.value_index),
+        (FileKind::ZoneMap, c.entry.zonemap, want_zonemap),
+        (FileKind::ValueIndex, c.entry.vindex, want_vindex),
     ];
     for (kind, sref, enabled) in wanted {
         let rel = c.rel_path(kind);

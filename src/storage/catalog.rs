@@ -108,6 +108,8 @@ struct Inner {
     /// An append failed and could not be cut back: the tail is unknown until the
     /// next open, so nothing more is appended.
     poisoned: bool,
+    /// Entries the open read (every record's): what a rewrite would shed.
+    entries_read: u64,
 }
 
 /// What an open found in the catalog.
@@ -115,17 +117,15 @@ struct Inner {
 pub struct CatalogOpen {
     /// Bytes of a record cut short by a crash, dropped.
     pub torn_tail_bytes: u64,
-    /// The file was rewritten without its garbage.
+    /// The file was rewritten without its garbage (`Catalog::shed_garbage`).
     pub compacted: bool,
 }
 
 impl Catalog {
     /// Reads `CATALOG` under `root` (none: an empty catalog) and returns the
-    /// manifests of the series it registers that have no directory (`has_dir`).
-    pub fn open(
-        root: &Path,
-        has_dir: impl Fn(&SeriesKey) -> bool,
-    ) -> Result<(Catalog, Vec<Manifest>, CatalogOpen)> {
+    /// manifests of every series it registers, in key order. The caller keeps those
+    /// that have no directory and then calls [`Catalog::shed_garbage`] with them.
+    pub fn open(root: &Path) -> Result<(Catalog, Vec<Manifest>, CatalogOpen)> {
         let path = root.join(CATALOG_FILE);
         let io = |e| StorageError::io(CATALOG_FILE, e);
         let mut report = CatalogOpen::default();
@@ -155,11 +155,7 @@ impl Catalog {
             len = scan.valid_len as u64;
         }
         let live: HashSet<SeriesKey> = scan.last.keys().cloned().collect();
-        let mut listed: Vec<Manifest> = scan
-            .last
-            .into_values()
-            .filter(|m| !has_dir(&m.meta.key))
-            .collect();
+        let mut listed: Vec<Manifest> = scan.last.into_values().collect();
         listed.sort_by_key(|m| m.meta.key.parts());
         let catalog = Catalog {
             root: root.to_path_buf(),
@@ -168,14 +164,22 @@ impl Catalog {
                 len,
                 live,
                 poisoned: false,
+                entries_read: scan.entries,
             }),
         };
-        // Shed garbage once it outweighs what is kept (and is worth a rewrite).
-        if scan.entries > 2 * listed.len() as u64 + 1024 {
-            catalog.rewrite(&listed)?;
-            report.compacted = true;
-        }
         Ok((catalog, listed, report))
+    }
+
+    /// Rewrites the file with only `kept` (the series it lists that have no
+    /// directory) once what it read on open outweighs them: drops, and entries of
+    /// series that have a directory now. Returns whether it did.
+    pub fn shed_garbage(&self, kept: &[Manifest]) -> Result<bool> {
+        let read = self.inner.locked().entries_read;
+        if read <= 2 * kept.len() as u64 + 1024 {
+            return Ok(false);
+        }
+        self.rewrite(kept)?;
+        Ok(true)
     }
 
     /// Records `manifests` (empty series: registrations, or settings changes of a
@@ -287,6 +291,7 @@ impl Catalog {
         inner.file = None;
         inner.len = bytes.len() as u64;
         inner.live = kept.iter().map(|m| m.meta.key.clone()).collect();
+        inner.entries_read = kept.len() as u64;
         Ok(())
     }
 }
@@ -524,7 +529,7 @@ mod tests {
     #[test]
     fn puts_and_drops_survive_a_reopen_and_a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let (c, listed, _) = Catalog::open(dir.path(), |_| false).unwrap();
+        let (c, listed, _) = Catalog::open(dir.path()).unwrap();
         assert!(listed.is_empty());
         let (a, b) = (manifest("AAA", 7), manifest("BBB", 9));
         c.put(&[&a, &b]).unwrap();
@@ -537,25 +542,21 @@ mod tests {
         torn.extend_from_slice(&40u32.to_le_bytes());
         torn.extend_from_slice(&[1, 2, 3]);
         fs::write(&path, &torn).unwrap();
-        let (c, listed, report) = Catalog::open(dir.path(), |_| false).unwrap();
+        let (c, listed, report) = Catalog::open(dir.path()).unwrap();
         assert_eq!(listed, vec![b.clone()]);
         assert_eq!(report.torn_tail_bytes, 7);
         assert_eq!(fs::read(&path).unwrap(), good);
         assert!(c.lists(&b.meta.key) && !c.lists(&a.meta.key));
-        // A key with a directory is not listed, but a delete of it is still recorded.
-        drop(c);
-        let (c, listed, _) = Catalog::open(dir.path(), |k| *k == b.meta.key).unwrap();
-        assert!(listed.is_empty());
         c.drop_series(&b.meta).unwrap();
         drop(c);
-        let (_, listed, _) = Catalog::open(dir.path(), |_| false).unwrap();
+        let (_, listed, _) = Catalog::open(dir.path()).unwrap();
         assert!(listed.is_empty());
     }
 
     #[test]
     fn damage_before_the_tail_refuses_the_open() {
         let dir = tempfile::tempdir().unwrap();
-        let (c, _, _) = Catalog::open(dir.path(), |_| false).unwrap();
+        let (c, _, _) = Catalog::open(dir.path()).unwrap();
         c.put(&[&manifest("AAA", 1)]).unwrap();
         c.put(&[&manifest("BBB", 2)]).unwrap();
         drop(c);
@@ -563,9 +564,7 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[HEADER_LEN + RECORD_LEN_BYTES + BODY_FIXED + 2] ^= 0x40;
         fs::write(&path, &bytes).unwrap();
-        let err = Catalog::open(dir.path(), |_| false)
-            .unwrap_err()
-            .to_string();
+        let err = Catalog::open(dir.path()).unwrap_err().to_string();
         assert!(
             err.contains(CATALOG_FILE) && err.contains("checksum"),
             "{err}"
@@ -575,7 +574,7 @@ mod tests {
     #[test]
     fn garbage_is_shed_once_it_outweighs_the_live_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let (c, _, _) = Catalog::open(dir.path(), |_| false).unwrap();
+        let (c, _, _) = Catalog::open(dir.path()).unwrap();
         let ms: Vec<Manifest> = (0..1500).map(|i| manifest(&format!("S{i}"), i)).collect();
         c.put(&ms.iter().collect::<Vec<_>>()).unwrap();
         for m in &ms[..1400] {
@@ -583,22 +582,28 @@ mod tests {
         }
         drop(c);
         let before = fs::metadata(dir.path().join(CATALOG_FILE)).unwrap().len();
-        let (c, listed, report) = Catalog::open(dir.path(), |_| false).unwrap();
-        assert!(report.compacted);
+        let (c, listed, _) = Catalog::open(dir.path()).unwrap();
         assert_eq!(listed.len(), 100);
+        assert!(c.shed_garbage(&listed).unwrap());
         let after = fs::metadata(dir.path().join(CATALOG_FILE)).unwrap().len();
         assert!(after < before / 10, "{after} < {before} / 10");
         assert!(c.lists(&ms[1450].meta.key) && !c.lists(&ms[0].meta.key));
         drop(c);
-        let (_, again, report) = Catalog::open(dir.path(), |_| false).unwrap();
+        let (c, again, _) = Catalog::open(dir.path()).unwrap();
         assert_eq!(again, listed);
-        assert!(!report.compacted);
+        assert!(!c.shed_garbage(&again).unwrap());
+        // Kept entries of series that have a directory now are garbage too.
+        let (c, _, _) = Catalog::open(dir.path()).unwrap();
+        assert!(
+            c.shed_garbage(&[]).is_ok_and(|shed| !shed),
+            "100 entries are not worth a rewrite"
+        );
     }
 
     #[test]
     fn a_failed_append_is_cut_back_and_the_next_one_lands() {
         let dir = tempfile::tempdir().unwrap();
-        let (c, _, _) = Catalog::open(dir.path(), |_| false).unwrap();
+        let (c, _, _) = Catalog::open(dir.path()).unwrap();
         c.put(&[&manifest("AAA", 1)]).unwrap();
         let path = dir.path().join(CATALOG_FILE);
         let armed = failpoints::arm(&path, failpoints::Op::Fsync, 1);
@@ -607,7 +612,7 @@ mod tests {
         drop(armed);
         c.put(&[&manifest("CCC", 3)]).unwrap();
         drop(c);
-        let (_, listed, report) = Catalog::open(dir.path(), |_| false).unwrap();
+        let (_, listed, report) = Catalog::open(dir.path()).unwrap();
         let names: Vec<_> = listed
             .iter()
             .map(|m| m.meta.key.symbol().to_string())

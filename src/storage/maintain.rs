@@ -253,11 +253,12 @@ impl Series {
         }
         let vt = self.meta.value_type;
         let read = |kind| read_stored(&self.dir, e, kind);
-        let z_ok = self.opts.zonemap_block_rows.is_none()
+        let (want_zonemap, want_vindex) = super::sidecar::wanted(&self.meta, e.rows, &self.opts);
+        let z_ok = !want_zonemap
             || (e.zonemap.present()
                 && read(FileKind::ZoneMap)
                     .is_ok_and(|b| ZoneMap::parse(&b, vt, e.zonemap.xxh3).is_ok()));
-        let v_ok = !self.opts.value_index
+        let v_ok = !want_vindex
             || (e.vindex.present()
                 && read(FileKind::ValueIndex).is_ok_and(|b| {
                     ValueIndex::open(MappedFile::from_parts(&[&b]), vt, e.vindex.xxh3).is_ok()

@@ -80,6 +80,10 @@ pub struct StoreOptions {
     pub zonemap_block_rows: Option<usize>,
     /// Whether scalar chunks get a value index.
     pub value_index: bool,
+    /// Scalar chunks of fewer rows get no sidecars (zone map, value index): a chunk
+    /// that small is read whole faster than its sidecars are opened, and a series of
+    /// a few rows would otherwise cost three files instead of one.
+    pub sidecar_min_rows: usize,
     /// Threads that publish the chunks of one write.
     pub write_threads: usize,
     /// Threads that fsync a write's new files while the writers go on.
@@ -134,6 +138,7 @@ impl Default for StoreOptions {
             max_chunks_per_month: 8,
             zonemap_block_rows: Some(4096),
             value_index: true,
+            sidecar_min_rows: DEFAULT_SIDECAR_MIN_ROWS,
             write_threads: 2,
             sync_threads: 8,
             maintenance_threads: 2,
@@ -242,6 +247,10 @@ pub struct Store {
 }
 
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// `StoreOptions::sidecar_min_rows` by default: a month of daily rows (31) gets no
+/// sidecars, a month of hourly rows (744) does.
+pub const DEFAULT_SIDECAR_MIN_ROWS: usize = 64;
 
 /// Most threads that open series directories at start (at most one per core).
 const OPEN_THREADS_MAX: usize = 8;
@@ -359,12 +368,25 @@ impl Store {
         let (named, decoded, mut pins) = named::Named::open(&root)?;
         let opened_ts = now_ms();
         let histories = versions::read(&root, opts.keep_versions_ms, opened_ts, &mut pins)?;
+        let (catalog, listed, mut catalog_open) = catalog::Catalog::open(&root)?;
+        // A directory of a series the catalog lists that has no MANIFEST is a first
+        // commit to files that never finished: the catalog's entry is the series.
+        for m in &listed {
+            if let Some(notes) = set_aside_first_commit(&root, &m.meta.key, opened_ts)? {
+                recovery.push(notes);
+            }
+        }
         let mut map = load_all(&root, &opts, &pins, &mut recovery, &mut unopenable)?;
         // Series the catalog registers that have no directory (one that exists but
         // did not open is not hidden behind an empty series).
-        let (catalog, listed, catalog_open) = catalog::Catalog::open(&root, |k| {
-            map.contains_key(k) || root.join("series").join(k.rel_dir()).exists()
-        })?;
+        let listed: Vec<format::Manifest> = listed
+            .into_iter()
+            .filter(|m| {
+                let k = &m.meta.key;
+                !map.contains_key(k) && !root.join("series").join(k.rel_dir()).exists()
+            })
+            .collect();
+        catalog_open.compacted = catalog.shed_garbage(&listed)?;
         for m in listed {
             let rel = format!("series/{}", m.meta.key.rel_dir().display());
             let key = m.meta.key.clone();
@@ -772,6 +794,9 @@ impl Store {
         // directory, which wins on open (the delete was not acknowledged).
         self.catalog.drop_series(&series.meta)?;
         if !series.is_materialized() {
+            // No MANIFEST: at most a directory of uncommitted files (a first commit to
+            // files that failed), removed with the series.
+            let _ = fs::remove_dir_all(series.dir.as_path());
             series.mark_deleted(&guard);
             let mut map = self.series.write_now();
             if map.get(key).is_some_and(|s| Arc::ptr_eq(s, &series)) {
@@ -808,36 +833,50 @@ impl Store {
     }
 }
 
-/// Builds a series directory holding `manifest` under `root`'s `trash/` and renames
-/// it to `dir` (its parents made and fsynced as needed); on failure removes whatever
-/// it made, so a failure or a crash leaves no directory at `dir`.
-pub(crate) fn create_series_dir(root: &Path, dir: &Path, rel: &str, manifest: &[u8]) -> Result<()> {
-    let trash = root.join("trash");
-    let n = TRASH_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let staging = trash.join(format!("new-{}-{n}", std::process::id()));
-    let parent = dir.parent().unwrap_or(root);
-    let made = (|| -> Result<()> {
-        fsio::create_dir_durable(&staging).map_err(|e| StorageError::io("trash", e))?;
-        fsio::write_atomic(&staging, series::MANIFEST_NAME, &[manifest])
-            .map_err(|e| StorageError::io(format!("{rel}/MANIFEST"), e))?;
-        fsio::create_dir_durable(parent).map_err(|e| StorageError::io(rel, e))?;
-        fsio::rename(&staging, dir).map_err(|e| StorageError::io(rel, e))?;
-        Ok(())
-    })();
-    if let Err(e) = made {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(e);
+/// A directory of `key` without a `MANIFEST`, when the catalog lists `key`: its first
+/// commit to files (`Series::materialize` makes the directory, the commit's `MANIFEST`
+/// rename is its commit point) never finished. Its files are uncommitted: moved to
+/// `quarantine/<opened_ms>/` (nothing is deleted that an outside hand may have
+/// damaged rather than a crash left), the empty directory removed. Returns what it
+/// did, if anything.
+fn set_aside_first_commit(
+    root: &Path,
+    key: &SeriesKey,
+    opened_ms: i64,
+) -> Result<Option<RecoveryNotes>> {
+    let rel = format!("series/{}", key.rel_dir().display());
+    let dir = root.join(&rel);
+    if !dir.is_dir() || dir.join(series::MANIFEST_NAME).exists() {
+        return Ok(None);
     }
-    if let Err(e) = fsio::fsync_dir(parent) {
-        // The new directory is in place but may not be durable: take it back out so
-        // the refusal stays true.
-        if fs::rename(dir, &staging).is_ok() {
-            let _ = fs::remove_dir_all(&staging);
-            let _ = fsio::fsync_dir(parent);
+    let io = |e| StorageError::io(rel.clone(), e);
+    let mut notes = RecoveryNotes {
+        series: rel.clone(),
+        ..Default::default()
+    };
+    for entry in fs::read_dir(&dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if recover::is_temp(&name) {
+            fs::remove_file(entry.path()).map_err(io)?;
+            notes.temp_files_removed += 1;
+            continue;
         }
-        return Err(StorageError::io(rel, e));
+        let target = root
+            .join("quarantine")
+            .join(opened_ms.to_string())
+            .join(&rel);
+        fsio::create_dir_durable(&target).map_err(io)?;
+        fsio::rename(&entry.path(), &target.join(&name)).map_err(io)?;
+        notes.uncommitted_removed += 1;
     }
-    Ok(())
+    fs::remove_dir(&dir).map_err(io)?;
+    if let Some(parent) = dir.parent() {
+        fsio::fsync_dir(parent).map_err(io)?;
+    }
+    tracing::warn!(series = %rel, files = notes.uncommitted_removed,
+        "a first commit to files did not finish (no MANIFEST); its files are in quarantine/ and the catalog's entry stands");
+    Ok(Some(notes))
 }
 
 impl Drop for Store {

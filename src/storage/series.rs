@@ -25,7 +25,7 @@
 use crate::sync::{LockExt, RwLockExt};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -150,9 +150,10 @@ pub struct Series {
     /// Set by `Store::delete` under `write_lock`: this incarnation is gone, and its
     /// directory path may already belong to a newer one.
     deleted: AtomicBool,
-    /// The directory and its `MANIFEST` exist. A series registered through the
-    /// store's catalog has none until its first commit to files
-    /// ([`Series::materialize`]); changed only under `write_lock`.
+    /// The series' `MANIFEST` exists (in its directory). A series registered
+    /// through the store's catalog has none until its first commit to files renames
+    /// one into place (`publish_manifest_over`); until then the catalog's entry is its
+    /// recorded state. Changed only under `write_lock`.
     materialized: AtomicBool,
     /// Shared by the chunk and pack handles of this incarnation, ended with it, so a
     /// superseded file's last reader never unlinks a newer incarnation's file.
@@ -487,8 +488,8 @@ impl Series {
         p
     }
 
-    /// Whether the series has its directory (and `MANIFEST`): false for a series the
-    /// store's catalog registered that no commit has written files for yet.
+    /// Whether the series has its `MANIFEST`: false for a series the store's catalog
+    /// registered that no commit has written files for yet.
     pub fn is_materialized(&self) -> bool {
         self.materialized.load(Ordering::Acquire)
     }
@@ -498,38 +499,28 @@ impl Series {
         self.materialized.store(false, Ordering::Release);
     }
 
-    /// Makes the series' directory with `on_disk` (its state as last recorded, in
-    /// the catalog) as its `MANIFEST`, if it has none: the first step of every
-    /// commit to files. Built under `trash/` and renamed into place, so a failure
-    /// or a crash leaves no directory, and the catalog's entry still stands. The
-    /// caller holds the writer lock.
-    pub(super) fn materialize(&self, on_disk: &super::format::Manifest) -> Result<()> {
+    /// Makes the series' directory (durably: its parents are fsynced) if it has none:
+    /// the first step of every commit to files. No `MANIFEST` is written here: the
+    /// commit's own `MANIFEST` is its commit point, and until it exists the store's
+    /// catalog entry is the series (an open sets aside a directory of a listed series
+    /// that has no `MANIFEST`: `set_aside_first_commit`). The caller holds the
+    /// writer lock.
+    pub(super) fn materialize(&self) -> Result<()> {
         if self.is_materialized() {
             return Ok(());
         }
-        let depth = Path::new(&*self.rel_dir).components().count();
-        let root = self
-            .dir
-            .ancestors()
-            .nth(depth)
-            .expect("a series directory lies `rel_dir` below the store root");
-        super::create_series_dir(root, &self.dir, &self.rel_dir, &on_disk.encode())?;
+        fsio::create_dir_durable(&self.dir)
+            .map_err(|e| StorageError::io(self.rel_dir.to_string(), e))
+    }
+
+    /// A `MANIFEST` was renamed into the series' directory.
+    pub(super) fn set_materialized(&self) {
         self.materialized.store(true, Ordering::Release);
-        Ok(())
     }
 
     /// The manifest as last recorded (in the directory, or in the store's catalog).
     pub(super) fn on_disk_manifest(&self) -> super::format::Manifest {
         self.on_disk.locked().clone()
-    }
-
-    /// [`Series::materialize`] with the state last recorded.
-    pub(super) fn materialize_now(&self) -> Result<()> {
-        if self.is_materialized() {
-            return Ok(());
-        }
-        let on_disk = self.on_disk.locked().clone();
-        self.materialize(&on_disk)
     }
 
     /// Whether [`Store::delete`](super::Store::delete) removed this incarnation.

@@ -30,18 +30,28 @@ pub struct Sidecars {
 
 /// Builds the sidecars of a chunk with columns `cols` (scalar series only).
 pub fn build(meta: &SeriesMeta, cols: &[&[i64]], opts: &StoreOptions) -> Sidecars {
-    if meta.key.kind() != SeriesKind::Scalar {
+    let (want_zonemap, want_vindex) = wanted(meta, cols[0].len() as u64, opts);
+    if !want_zonemap && !want_vindex {
         return Sidecars::default();
     }
     let (ts, values) = (cols[0], cols[1]);
     Sidecars {
         zonemap: opts
             .zonemap_block_rows
+            .filter(|_| want_zonemap)
             .map(|b| build_zonemap(meta.value_type, ts, values, b)),
-        vindex: opts
-            .value_index
-            .then(|| build_vindex(meta.value_type, values)),
+        vindex: want_vindex.then(|| build_vindex(meta.value_type, values)),
     }
+}
+
+/// Which sidecars (zone map, value index) a chunk of `rows` rows of this series gets
+/// under `opts`: scalar chunks of at least `sidecar_min_rows` rows, each kind when
+/// enabled. What the write builds and what `admin validate` and `repair` expect.
+pub fn wanted(meta: &SeriesMeta, rows: u64, opts: &StoreOptions) -> (bool, bool) {
+    if meta.key.kind() != SeriesKind::Scalar || rows < opts.sidecar_min_rows as u64 {
+        return (false, false);
+    }
+    (opts.zonemap_block_rows.is_some(), opts.value_index)
 }
 
 /// Min and max of a block in the series' value order (f64 compares as f64, NaN skipped).

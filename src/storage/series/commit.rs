@@ -237,13 +237,15 @@ impl Series {
         previous: &crate::storage::format::Manifest,
         next: &crate::storage::format::Manifest,
     ) -> std::result::Result<(), (StorageError, OnDisk)> {
-        if let Err(e) = self.materialize(previous) {
+        if let Err(e) = self.materialize() {
             return Err((e, OnDisk::Previous { durable: true }));
         }
         let rel = format!("{}/{MANIFEST_NAME}", self.rel_dir);
         if let Err(e) = fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&next.encode()]) {
             return Err((StorageError::io(rel, e), OnDisk::Previous { durable: true }));
         }
+        // A MANIFEST is in the directory now (this one, or the previous put back below).
+        self.set_materialized();
         let Err(e) = fsio::fsync_dir(&self.dir) else {
             return Ok(());
         };

@@ -18,7 +18,7 @@ impl Series {
         (version, wal_lsn): (u64, u64),
         write_chunks: u32,
     ) -> Result<Vec<ChunkEntry>> {
-        self.materialize_now()?;
+        self.materialize()?;
         let plans = layout.0;
         let sync_threads = if plans.len() > 1 {
             self.opts.sync_threads
