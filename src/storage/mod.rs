@@ -480,12 +480,12 @@ impl Store {
         drop(self);
     }
 
-    /// What replaying the write-ahead log did on open.
     /// What opening the series catalog found (a torn tail dropped, garbage shed).
     pub fn catalog_recovery(&self) -> &catalog::CatalogOpen {
         &self.catalog_open
     }
 
+    /// What replaying the write-ahead log did on open.
     pub fn wal_recovery(&self) -> &WalRecovery {
         &self.wal_recovery
     }
