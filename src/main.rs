@@ -2,6 +2,8 @@
 
 /// mimalloc reuses freed large blocks (a DoPut's receive buffers and columns) instead of
 /// returning them to the kernel and page-faulting them back in on the next stream.
+/// The `system-alloc` feature leaves the system allocator in place, for heap profilers.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

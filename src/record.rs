@@ -158,8 +158,12 @@ pub fn echo(value: &str) -> String {
 }
 
 /// A validated symbol, category or name: `[A-Za-z0-9._-]{1,64}`, not `.` or `..`.
+///
+/// Shared text (`Arc<str>`): a series' key is held by its series, the store's maps,
+/// the catalog and its manifest, and at 100,000 series a `String` per copy was a
+/// heap block per name and copy. Compared, ordered and hashed as its text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(String);
+pub struct Name(std::sync::Arc<str>);
 
 impl Name {
     pub fn parse(field: &'static str, s: &str) -> Result<Self, NameError> {
@@ -183,7 +187,7 @@ impl Name {
         {
             return Err(err("may only contain A-Z a-z 0-9 . _ -"));
         }
-        Ok(Name(s.to_string()))
+        Ok(Name(s.into()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -211,7 +215,10 @@ impl std::fmt::Debug for Timeframe {
 
 impl std::hash::Hash for Timeframe {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
+        // As `str` hashes (its bytes, then 0xff), without the UTF-8 check of `as_str`:
+        // every lookup of a series hashes its key.
+        state.write(self.text());
+        state.write_u8(0xff);
     }
 }
 
@@ -223,11 +230,17 @@ impl PartialOrd for Timeframe {
 
 impl Ord for Timeframe {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
+        // Byte order is `str` order; no UTF-8 check on every comparison of two keys.
+        self.text().cmp(other.text())
     }
 }
 
 impl Timeframe {
+    /// The name's bytes (ASCII).
+    fn text(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let err = |reason| NameError {
             field: "timeframe",
@@ -349,11 +362,13 @@ impl SeriesKey {
         }
         Ok(k)
     }
-    /// The symbol, moved out of a key that is done with (a many-series write answers
-    /// with the symbol of each of its thousands of series, from the keys it parsed).
+    /// The symbol of a key that is done with (a many-series write answers with the
+    /// symbol of each of its thousands of series, from the keys it parsed).
     pub fn into_symbol(self) -> String {
         match self {
-            SeriesKey::Kline { symbol, .. } | SeriesKey::Scalar { symbol, .. } => symbol.0,
+            SeriesKey::Kline { symbol, .. } | SeriesKey::Scalar { symbol, .. } => {
+                symbol.as_str().to_string()
+            }
         }
     }
     pub fn timeframe(&self) -> &str {
@@ -391,26 +406,39 @@ impl SeriesKey {
     }
 
     pub fn parts(&self) -> Vec<String> {
-        let mut v = vec![
-            self.kind().as_str().to_string(),
-            self.symbol().to_string(),
-            self.timeframe().to_string(),
-        ];
-        if let SeriesKey::Scalar { category, name, .. } = self {
-            v.push(category.as_str().to_string());
-            v.push(name.as_str().to_string());
-        }
-        v
+        self.str_parts().map(str::to_string).collect()
+    }
+    /// The key's parts as borrowed text, in `parts` order (no allocation: an open of
+    /// 100,000 series makes each series' directory and sorts by key).
+    pub fn str_parts(&self) -> impl Iterator<Item = &str> {
+        let (kind, symbol, timeframe) = (self.kind().as_str(), self.symbol(), self.timeframe());
+        let rest = match self {
+            SeriesKey::Kline { .. } => None,
+            SeriesKey::Scalar { category, name, .. } => Some([category.as_str(), name.as_str()]),
+        };
+        [kind, symbol, timeframe]
+            .into_iter()
+            .chain(rest.into_iter().flatten())
     }
     /// Directory of the series relative to the store's `series/` folder.
     pub fn rel_dir(&self) -> PathBuf {
-        self.parts().iter().collect()
+        let mut p = PathBuf::with_capacity(self.str_parts().map(|s| s.len() + 1).sum());
+        for part in self.str_parts() {
+            p.push(part);
+        }
+        p
     }
 }
 
 impl fmt::Display for SeriesKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.parts().join("/"))
+        for (i, part) in self.str_parts().enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            f.write_str(part)?;
+        }
+        Ok(())
     }
 }
 

@@ -156,7 +156,8 @@ impl Catalog {
         }
         let live: HashSet<SeriesKey> = scan.last.keys().cloned().collect();
         let mut listed: Vec<Manifest> = scan.last.into_values().collect();
-        listed.sort_by_key(|m| m.meta.key.parts());
+        // Keys are unique; `SeriesKey`'s order is its parts' order.
+        listed.sort_unstable_by(|a, b| a.meta.key.cmp(&b.meta.key));
         let catalog = Catalog {
             root: root.to_path_buf(),
             inner: Mutex::new(Inner {

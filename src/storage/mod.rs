@@ -42,7 +42,7 @@ pub mod versions;
 pub mod wal;
 
 use crate::sync::{LockExt, RwLockExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -224,7 +224,7 @@ pub(crate) fn lock_root(root: &Path) -> Result<File> {
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
-    opts: StoreOptions,
+    opts: Arc<StoreOptions>,
     _lock: File,
     series: Arc<RwLock<SeriesMap>>,
     recovery: Vec<RecoveryNotes>,
@@ -267,12 +267,29 @@ struct SeriesMap {
 }
 
 impl SeriesMap {
-    fn get(&self, key: &SeriesKey) -> Option<&Arc<Series>> {
-        self.hashed.get(key)
+    /// The map of `entries` (an open's series), built whole: the ordered index in
+    /// one bulk build from sorted keys rather than an insert, with its comparisons,
+    /// per series.
+    fn from_entries(mut entries: Vec<(SeriesKey, Arc<Series>)>) -> SeriesMap {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut hashed = std::collections::HashMap::with_capacity_and_hasher(
+            entries.len(),
+            foldhash::fast::RandomState::default(),
+        );
+        for (k, s) in &entries {
+            hashed.insert(k.clone(), Arc::clone(s));
+        }
+        let ordered: BTreeMap<SeriesKey, Arc<Series>> = entries.into_iter().collect();
+        assert_eq!(
+            hashed.len(),
+            ordered.len(),
+            "series map: one series per key"
+        );
+        SeriesMap { ordered, hashed }
     }
 
-    fn contains_key(&self, key: &SeriesKey) -> bool {
-        self.hashed.contains_key(key)
+    fn get(&self, key: &SeriesKey) -> Option<&Arc<Series>> {
+        self.hashed.get(key)
     }
 
     fn insert(&mut self, key: SeriesKey, series: Arc<Series>) {
@@ -351,6 +368,7 @@ impl Store {
         opts.unfolded_bytes = Arc::default();
         // Zero until the log is replayed: a replayed version's commit time is unknown.
         opts.versions = Arc::default();
+        let opts = Arc::new(opts);
         let root = root.as_ref().to_path_buf();
         let io = |what: &str| {
             let what = what.to_string();
@@ -369,31 +387,51 @@ impl Store {
         let opened_ts = now_ms();
         let histories = versions::read(&root, opts.keep_versions_ms, opened_ts, &mut pins)?;
         let (catalog, listed, mut catalog_open) = catalog::Catalog::open(&root)?;
+        // One walk of `series/` finds every directory: the checks below look in it
+        // rather than asking the file system once per listed series.
+        let mut dirs = Vec::new();
+        collect_series_dirs(&root.join("series"), &mut Vec::new(), &mut dirs)
+            .map_err(|e| StorageError::io("series", e))?;
+        let mut on_disk: HashSet<String> =
+            dirs.iter().map(|(parts, _)| series_rel(parts)).collect();
         // A directory of a series the catalog lists that has no MANIFEST is a first
         // commit to files that never finished: the catalog's entry is the series.
         for m in &listed {
-            if let Some(notes) = set_aside_first_commit(&root, &m.meta.key, opened_ts)? {
+            let rel = format!("series/{}", m.meta.key);
+            if !on_disk.contains(&rel) {
+                continue;
+            }
+            if let Some(notes) = set_aside_first_commit(&root, &rel, opened_ts)? {
                 recovery.push(notes);
+                on_disk.remove(&rel);
             }
         }
-        let mut map = load_all(&root, &opts, &pins, &mut recovery, &mut unopenable)?;
+        dirs.retain(|(parts, _)| on_disk.contains(&series_rel(parts)));
+        let mut entries = load_all(dirs, &opts, &pins, &mut recovery, &mut unopenable)?;
         // Series the catalog registers that have no directory (one that exists but
         // did not open is not hidden behind an empty series).
-        let listed: Vec<format::Manifest> = listed
-            .into_iter()
-            .filter(|m| {
-                let k = &m.meta.key;
-                !map.contains_key(k) && !root.join("series").join(k.rel_dir()).exists()
-            })
-            .collect();
+        let listed: Vec<format::Manifest> = {
+            let loaded: HashSet<&SeriesKey, foldhash::fast::RandomState> =
+                entries.iter().map(|(k, _)| k).collect();
+            listed
+                .into_iter()
+                .filter(|m| {
+                    let k = &m.meta.key;
+                    !loaded.contains(k) && !on_disk.contains(&format!("series/{k}"))
+                })
+                .collect()
+        };
+        drop(on_disk);
         catalog_open.compacted = catalog.shed_garbage(&listed)?;
+        entries.reserve(listed.len());
         for m in listed {
-            let rel = format!("series/{}", m.meta.key.rel_dir().display());
+            let rel = format!("series/{}", m.meta.key);
             let key = m.meta.key.clone();
             let s = recover::series_from_manifest(root.join(&rel), rel, &opts, m);
             s.set_unmaterialized();
-            map.insert(key, Arc::new(s));
+            entries.push((key, Arc::new(s)));
         }
+        let map = SeriesMap::from_entries(entries);
         // Before the replay: the states snapshots and kept versions pin share the
         // handles of the chunks the manifests list, before any replayed write can
         // supersede them.
@@ -712,7 +750,7 @@ impl Store {
                 Arc::clone(&meta),
                 self.root.join(&rel),
                 rel,
-                self.opts.clone(),
+                Arc::clone(&self.opts),
                 snap,
             ));
             s.set_unmaterialized();
@@ -839,16 +877,12 @@ impl Store {
 /// `quarantine/<opened_ms>/` (nothing is deleted that an outside hand may have
 /// damaged rather than a crash left), the empty directory removed. Returns what it
 /// did, if anything.
-fn set_aside_first_commit(
-    root: &Path,
-    key: &SeriesKey,
-    opened_ms: i64,
-) -> Result<Option<RecoveryNotes>> {
-    let rel = format!("series/{}", key.rel_dir().display());
-    let dir = root.join(&rel);
-    if !dir.is_dir() || dir.join(series::MANIFEST_NAME).exists() {
+fn set_aside_first_commit(root: &Path, rel: &str, opened_ms: i64) -> Result<Option<RecoveryNotes>> {
+    let dir = root.join(rel);
+    if dir.join(series::MANIFEST_NAME).exists() {
         return Ok(None);
     }
+    let rel = rel.to_string();
     let io = |e| StorageError::io(rel.clone(), e);
     let mut notes = RecoveryNotes {
         series: rel.clone(),
@@ -936,15 +970,12 @@ fn checkpoint_versions(root: &Path, map: &RwLock<SeriesMap>, settings: &series::
 }
 
 fn load_all(
-    root: &Path,
-    opts: &StoreOptions,
+    dirs: Vec<(Vec<String>, PathBuf)>,
+    opts: &Arc<StoreOptions>,
     pins: &named::Pins,
     recovery: &mut Vec<RecoveryNotes>,
     unopenable: &mut Vec<(String, String)>,
-) -> Result<SeriesMap> {
-    let mut dirs = Vec::new();
-    collect_series_dirs(&root.join("series"), &mut Vec::new(), &mut dirs)
-        .map_err(|e| StorageError::io("series", e))?;
+) -> Result<Vec<(SeriesKey, Arc<Series>)>> {
     // Each directory is opened on its own (a listing, the manifest, the recovery
     // sweep), so a store of 100,000 series opens on several threads: the reads of
     // one wait on the disk while another decodes. Outcomes keep the listing's order.
@@ -956,7 +987,7 @@ fn load_all(
             let Some((parts, dir)) = dirs.get(i) else {
                 return done;
             };
-            let rel = format!("series/{}", parts.join("/"));
+            let rel = series_rel(parts);
             let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
             let outcome = match SeriesKey::from_parts(&refs) {
                 Err(e) => Err((rel, e)),
@@ -1000,19 +1031,19 @@ fn load_all(
         dirs.len(),
         "every series directory was opened once"
     );
-    let mut map = SeriesMap::default();
+    let mut opened = Vec::with_capacity(outcomes.len());
     for (_, outcome) in outcomes {
         match outcome {
             Ok((key, series, notes)) => {
                 if !notes.is_quiet() {
                     recovery.push(notes);
                 }
-                map.insert(key, Arc::new(series));
+                opened.push((key, Arc::new(series)));
             }
             Err(bad) => unopenable.push(bad),
         }
     }
-    Ok(map)
+    Ok(opened)
 }
 
 /// Reads the log, cuts a torn tail, applies every record a series' manifest does not
@@ -1239,6 +1270,11 @@ fn describe_conflict(have: &SeriesMeta, want: &SeriesMeta) -> String {
 }
 
 /// Finds series directories: `kline/<s>/<tf>` and `scalar/<s>/<tf>/<c>/<n>`.
+/// A series directory's path relative to the root (`series/<parts joined by />`).
+fn series_rel(parts: &[String]) -> String {
+    format!("series/{}", parts.join("/"))
+}
+
 fn collect_series_dirs(
     dir: &Path,
     parts: &mut Vec<String>,
@@ -1254,9 +1290,15 @@ fn collect_series_dirs(
         out.push((parts.clone(), dir.to_path_buf()));
         return Ok(());
     }
+    // The entry's type comes with the listing (no stat per directory); a symbolic
+    // link is followed, as before.
     let mut names: Vec<_> = fs::read_dir(dir)?
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
+        .filter(|e| match e.file_type() {
+            Ok(t) if t.is_symlink() => e.path().is_dir(),
+            Ok(t) => t.is_dir(),
+            Err(_) => false,
+        })
         .collect();
     names.sort_by_key(|e| e.file_name());
     for e in names {

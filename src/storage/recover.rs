@@ -54,7 +54,7 @@ impl RecoveryNotes {
 pub(crate) fn open_series(
     dir: PathBuf,
     rel: String,
-    opts: &StoreOptions,
+    opts: &Arc<StoreOptions>,
     pinned: Option<&super::named::Pinned>,
 ) -> Result<(Series, RecoveryNotes)> {
     let mut notes = RecoveryNotes {
@@ -84,7 +84,7 @@ pub(crate) fn open_series(
 pub(crate) fn series_from_manifest(
     dir: PathBuf,
     rel: String,
-    opts: &StoreOptions,
+    opts: &Arc<StoreOptions>,
     m: Manifest,
 ) -> Series {
     let meta = Arc::new(m.meta.clone());
@@ -92,7 +92,7 @@ pub(crate) fn series_from_manifest(
         Arc::clone(&meta),
         dir,
         rel,
-        opts.clone(),
+        Arc::clone(opts),
         Snapshot::empty(Arc::clone(&meta)),
     );
     series.install(snapshot_from_manifest(&series, m));

@@ -145,7 +145,9 @@ pub struct Series {
     pub meta: Arc<SeriesMeta>,
     pub(crate) dir: Arc<PathBuf>,
     pub(crate) rel_dir: Arc<str>,
-    pub(crate) opts: StoreOptions,
+    /// The store's options, one copy shared by every series (100,000 series held a
+    /// copy each).
+    pub(crate) opts: Arc<StoreOptions>,
     write_lock: Mutex<()>,
     /// Set by `Store::delete` under `write_lock`: this incarnation is gone, and its
     /// directory path may already belong to a newer one.
@@ -352,7 +354,7 @@ impl Series {
         meta: Arc<SeriesMeta>,
         dir: PathBuf,
         rel_dir: String,
-        opts: StoreOptions,
+        opts: Arc<StoreOptions>,
         snap: Snapshot,
     ) -> Series {
         let version = snap.version;
@@ -382,8 +384,9 @@ impl Series {
     /// writes find their series through the store, never through a view) and moves
     /// no store-wide count.
     pub(crate) fn view(&self, state: Arc<Snapshot>) -> Series {
-        let mut opts = self.opts.clone();
+        let mut opts = (*self.opts).clone();
         opts.unfolded_bytes = Arc::default();
+        let opts = Arc::new(opts);
         let on_disk = super::format::Manifest {
             meta: (*self.meta).clone(),
             version: state.version,
