@@ -437,12 +437,15 @@ impl Store {
         // supersede them.
         let mut extra = named::Extra::new();
         named.attach(decoded, |k| map.get(k).cloned(), &mut extra);
-        let by_dir: HashMap<String, Arc<Series>> = map
-            .values()
-            .map(|s| (s.rel_dir().to_string(), Arc::clone(s)))
-            .collect();
-        let attached = versions::attach(histories, &by_dir, &mut extra);
-        drop((by_dir, extra));
+        // Only when there are kept versions to attach: the map is one entry per series.
+        let attached = if histories.is_empty() {
+            Vec::new()
+        } else {
+            let by_dir: HashMap<&str, &Arc<Series>> =
+                map.values().map(|s| (s.rel_dir(), s)).collect();
+            versions::attach(histories, &by_dir, &mut extra)
+        };
+        drop(extra);
         let (wal, wal_recovery) = replay(&root, &opts, &map)?;
         let all: Vec<Arc<Series>> = map.values().cloned().collect();
         versions::restore(attached, &all, opened_ts);

@@ -123,12 +123,12 @@ pub fn read(root: &Path, keep_ms: i64, now: i64, pins: &mut Pins) -> Result<Vec<
 /// consecutive up to the current one).
 pub fn attach(
     decoded: Vec<DecodedHistory>,
-    series: &HashMap<String, Arc<Series>>,
+    series: &HashMap<&str, &Arc<Series>>,
     extra: &mut Extra,
 ) -> Vec<Attached> {
     let mut out = Vec::new();
     for d in decoded {
-        let Some(live) = series.get(&d.rel_dir) else {
+        let Some(&live) = series.get(d.rel_dir.as_str()) else {
             continue;
         };
         let mut kept = VecDeque::new();
