@@ -437,7 +437,8 @@ impl Store {
         // supersede them.
         let mut extra = named::Extra::new();
         named.attach(decoded, |k| map.get(k).cloned(), &mut extra);
-        // Only when there are kept versions to attach: the map is one entry per series.
+        // A map by directory name, borrowed from the series (no string per series),
+        // and none when the versions file listed no series.
         let attached = if histories.is_empty() {
             Vec::new()
         } else {
