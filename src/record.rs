@@ -88,6 +88,10 @@ impl ValueType {
 pub enum SeriesKind {
     Kline,
     Scalar,
+    /// Trades (ticks): `(ts, seq)` keyed, nanosecond time. See [`Layout`].
+    Trade,
+    /// Best bid and offer changes (ticks): `(ts, seq)` keyed, nanosecond time.
+    Quote,
 }
 
 impl SeriesKind {
@@ -95,27 +99,129 @@ impl SeriesKind {
         match self {
             SeriesKind::Kline => "kline",
             SeriesKind::Scalar => "scalar",
+            SeriesKind::Trade => "trade",
+            SeriesKind::Quote => "quote",
         }
     }
     /// Number of 8-byte columns a record of this kind has, `ts` included.
     pub fn ncols(self) -> usize {
+        self.layout().columns.len()
+    }
+    /// How a record of this kind is stored: its columns, time unit and key.
+    pub fn layout(self) -> &'static Layout {
         match self {
-            SeriesKind::Kline => 6,
-            SeriesKind::Scalar => 2,
+            SeriesKind::Kline => &KLINE_LAYOUT,
+            SeriesKind::Scalar => &SCALAR_LAYOUT,
+            SeriesKind::Trade => &TRADE_LAYOUT,
+            SeriesKind::Quote => &QUOTE_LAYOUT,
         }
+    }
+    /// How many parts a key of this kind has, the kind included: its directory's
+    /// depth under `series/` (`kline/S/TF`, `scalar/S/TF/C/N`, `trade/S`).
+    pub fn key_parts(self) -> usize {
+        match self {
+            SeriesKind::Kline => 3,
+            SeriesKind::Scalar => 5,
+            SeriesKind::Trade | SeriesKind::Quote => 2,
+        }
+    }
+    /// A tick kind (trade or quote): `(ts, seq)` keys in nanoseconds.
+    pub fn is_tick(self) -> bool {
+        self.layout().key == KeyShape::TsSeq
     }
     pub fn code(self) -> u8 {
         match self {
             SeriesKind::Kline => 1,
             SeriesKind::Scalar => 2,
+            SeriesKind::Trade => 3,
+            SeriesKind::Quote => 4,
         }
     }
     pub fn from_code(c: u8) -> Option<Self> {
         match c {
             1 => Some(SeriesKind::Kline),
             2 => Some(SeriesKind::Scalar),
+            3 => Some(SeriesKind::Trade),
+            4 => Some(SeriesKind::Quote),
             _ => None,
         }
+    }
+}
+
+/// The unit of a layout's `ts` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// Milliseconds since the epoch (bars and scalar series).
+    Millis,
+    /// Nanoseconds since the epoch (ticks): 1970-01-01 to 2262-04-11.
+    Nanos,
+}
+
+/// What identifies a row inside its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyShape {
+    /// `ts` alone (column 0): one row per timestamp, a write of a stored `ts`
+    /// replaces it.
+    Ts,
+    /// `(ts, seq)` (columns 0 and 1, `seq` an unsigned 64-bit integer held in an
+    /// `i64`'s bits): many events per timestamp, ascending by `ts` then `seq`.
+    TsSeq,
+}
+
+/// How the rows of a kind are stored: its columns (each eight bytes, column 0 the
+/// timestamp), the unit of that timestamp and the key. The engine (write, merge,
+/// partitions, checks) reads these, not the kind, so a tick kind is a layout and
+/// not a second engine. The partition is per series ([`SeriesMeta::partitioning`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub columns: &'static [&'static str],
+    pub unit: TimeUnit,
+    pub key: KeyShape,
+}
+
+pub static KLINE_LAYOUT: Layout = Layout {
+    columns: &["ts", "open", "high", "low", "close", "volume"],
+    unit: TimeUnit::Millis,
+    key: KeyShape::Ts,
+};
+pub static SCALAR_LAYOUT: Layout = Layout {
+    columns: &["ts", "value"],
+    unit: TimeUnit::Millis,
+    key: KeyShape::Ts,
+};
+pub static TRADE_LAYOUT: Layout = Layout {
+    columns: &["ts", "seq", "price", "size", "side", "trade_id"],
+    unit: TimeUnit::Nanos,
+    key: KeyShape::TsSeq,
+};
+pub static QUOTE_LAYOUT: Layout = Layout {
+    columns: &["ts", "seq", "bid", "ask", "bid_size", "ask_size"],
+    unit: TimeUnit::Nanos,
+    key: KeyShape::TsSeq,
+};
+
+/// Whether the rows' keys increase strictly, the order every chunk holds (`cols`
+/// needs the key's columns: `ts`, and `seq` for [`KeyShape::TsSeq`]).
+pub fn keys_increase(key: KeyShape, cols: &[&[i64]]) -> bool {
+    match key {
+        KeyShape::Ts => cols[0].windows(2).all(|w| w[0] < w[1]),
+        KeyShape::TsSeq => {
+            (1..cols[0].len()).all(|r| row_key(key, cols, r - 1) < row_key(key, cols, r))
+        }
+    }
+}
+
+/// A `seq` the writer left out: the store assigns the next one for its `ts` (an
+/// append). `u64::MAX` as the column's `i64` bits; a client may not send it.
+pub const SEQ_UNASSIGNED: i64 = -1;
+
+/// The row key of `cols` at `r` under `key`: `(ts, seq)`, with `seq` 0 for a
+/// [`KeyShape::Ts`] layout. Keys order rows the way the engine stores them.
+#[inline]
+pub fn row_key(key: KeyShape, cols: &[&[i64]], r: usize) -> (i64, u64) {
+    match key {
+        KeyShape::Ts => (cols[0][r], 0),
+        KeyShape::TsSeq => (cols[0][r], cols[1][r] as u64),
     }
 }
 
@@ -125,8 +231,10 @@ impl std::str::FromStr for SeriesKind {
         match s {
             "kline" => Ok(SeriesKind::Kline),
             "scalar" => Ok(SeriesKind::Scalar),
+            "trade" => Ok(SeriesKind::Trade),
+            "quote" => Ok(SeriesKind::Quote),
             other => Err(format!(
-                "unknown series kind {other:?}: expected \"kline\" or \"scalar\""
+                "unknown series kind {other:?}: expected \"kline\", \"scalar\", \"trade\" or \"quote\""
             )),
         }
     }
@@ -310,9 +418,31 @@ pub enum SeriesKey {
         category: Name,
         name: Name,
     },
+    /// Trades of one symbol (`series/trade/SYMBOL`).
+    Trade {
+        symbol: Name,
+    },
+    /// Quotes (best bid and offer) of one symbol (`series/quote/SYMBOL`).
+    Quote {
+        symbol: Name,
+    },
 }
 
+/// What [`SeriesKey::timeframe`] answers for a tick series, which has none (its
+/// partition length is in [`SeriesMeta::timeframe_ms`]).
+pub const TICK_TIMEFRAME: &str = "tick";
+
 impl SeriesKey {
+    pub fn trade(symbol: &str) -> Result<Self, NameError> {
+        Ok(SeriesKey::Trade {
+            symbol: Name::parse("symbol", symbol)?,
+        })
+    }
+    pub fn quote(symbol: &str) -> Result<Self, NameError> {
+        Ok(SeriesKey::Quote {
+            symbol: Name::parse("symbol", symbol)?,
+        })
+    }
     pub fn kline(symbol: &str, timeframe: &str) -> Result<Self, NameError> {
         Ok(SeriesKey::Kline {
             symbol: Name::parse("symbol", symbol)?,
@@ -337,18 +467,25 @@ impl SeriesKey {
         match parts {
             ["kline", s, tf] => Self::kline(s, tf).map_err(|e| e.to_string()),
             ["scalar", s, tf, c, n] => Self::scalar(s, tf, c, n).map_err(|e| e.to_string()),
-            _ => Err("expected [\"kline\", symbol, timeframe] or [\"scalar\", symbol, timeframe, category, name]".into()),
+            ["trade", s] => Self::trade(s).map_err(|e| e.to_string()),
+            ["quote", s] => Self::quote(s).map_err(|e| e.to_string()),
+            _ => Err("expected [\"kline\", symbol, timeframe], [\"scalar\", symbol, timeframe, category, name], [\"trade\", symbol] or [\"quote\", symbol]".into()),
         }
     }
     pub fn kind(&self) -> SeriesKind {
         match self {
             SeriesKey::Kline { .. } => SeriesKind::Kline,
             SeriesKey::Scalar { .. } => SeriesKind::Scalar,
+            SeriesKey::Trade { .. } => SeriesKind::Trade,
+            SeriesKey::Quote { .. } => SeriesKind::Quote,
         }
     }
     pub fn symbol(&self) -> &str {
         match self {
-            SeriesKey::Kline { symbol, .. } | SeriesKey::Scalar { symbol, .. } => symbol.as_str(),
+            SeriesKey::Kline { symbol, .. }
+            | SeriesKey::Scalar { symbol, .. }
+            | SeriesKey::Trade { symbol }
+            | SeriesKey::Quote { symbol } => symbol.as_str(),
         }
     }
     /// The key of the same kind, timeframe (and scalar category and name) for
@@ -356,7 +493,10 @@ impl SeriesKey {
     pub fn with_symbol(&self, symbol: &str) -> Result<Self, NameError> {
         let mut k = self.clone();
         match &mut k {
-            SeriesKey::Kline { symbol: s, .. } | SeriesKey::Scalar { symbol: s, .. } => {
+            SeriesKey::Kline { symbol: s, .. }
+            | SeriesKey::Scalar { symbol: s, .. }
+            | SeriesKey::Trade { symbol: s }
+            | SeriesKey::Quote { symbol: s } => {
                 *s = Name::parse("symbol", symbol)?;
             }
         }
@@ -366,9 +506,10 @@ impl SeriesKey {
     /// symbol of each of its thousands of series, from the keys it parsed).
     pub fn into_symbol(self) -> String {
         match self {
-            SeriesKey::Kline { symbol, .. } | SeriesKey::Scalar { symbol, .. } => {
-                symbol.as_str().to_string()
-            }
+            SeriesKey::Kline { symbol, .. }
+            | SeriesKey::Scalar { symbol, .. }
+            | SeriesKey::Trade { symbol }
+            | SeriesKey::Quote { symbol } => symbol.as_str().to_string(),
         }
     }
     pub fn timeframe(&self) -> &str {
@@ -376,18 +517,19 @@ impl SeriesKey {
             SeriesKey::Kline { timeframe, .. } | SeriesKey::Scalar { timeframe, .. } => {
                 timeframe.as_str()
             }
+            SeriesKey::Trade { .. } | SeriesKey::Quote { .. } => TICK_TIMEFRAME,
         }
     }
     pub fn category(&self) -> Option<&str> {
         match self {
             SeriesKey::Scalar { category, .. } => Some(category.as_str()),
-            SeriesKey::Kline { .. } => None,
+            _ => None,
         }
     }
     pub fn name(&self) -> Option<&str> {
         match self {
             SeriesKey::Scalar { name, .. } => Some(name.as_str()),
-            SeriesKey::Kline { .. } => None,
+            _ => None,
         }
     }
     /// Path parts: `["kline", symbol, timeframe]` or `["scalar", symbol, timeframe, category, name]`.
@@ -395,9 +537,10 @@ impl SeriesKey {
     /// for a scalar series (what [`SeriesKey::parts`] lists after the kind, with no
     /// allocation: the write-ahead log encodes thousands of keys per record).
     pub fn name_parts(&self) -> impl Iterator<Item = &str> {
+        let tick = self.kind().is_tick();
         [
             Some(self.symbol()),
-            Some(self.timeframe()),
+            (!tick).then(|| self.timeframe()),
             self.category(),
             self.name(),
         ]
@@ -411,13 +554,15 @@ impl SeriesKey {
     /// The key's parts as borrowed text, in `parts` order (no allocation: an open of
     /// 100,000 series makes each series' directory and sorts by key).
     pub fn str_parts(&self) -> impl Iterator<Item = &str> {
-        let (kind, symbol, timeframe) = (self.kind().as_str(), self.symbol(), self.timeframe());
+        let (kind, symbol) = (self.kind().as_str(), self.symbol());
+        let timeframe = (!self.kind().is_tick()).then(|| self.timeframe());
         let rest = match self {
-            SeriesKey::Kline { .. } => None,
             SeriesKey::Scalar { category, name, .. } => Some([category.as_str(), name.as_str()]),
+            _ => None,
         };
-        [kind, symbol, timeframe]
+        [kind, symbol]
             .into_iter()
+            .chain(timeframe)
             .chain(rest.into_iter().flatten())
     }
     /// Directory of the series relative to the store's `series/` folder.
@@ -453,6 +598,199 @@ pub struct SeriesMeta {
     pub volume_scale: i64,
     /// Scalar only (`I64` for kline series).
     pub value_type: ValueType,
+}
+
+impl SeriesMeta {
+    /// How this series' rows split into partitions (files and the unit of sealing,
+    /// retention and rewrites): calendar months for bars and scalar series; for a
+    /// tick series, the hour, day or month its registration chose, recorded as the
+    /// partition's length in `timeframe_ms`.
+    pub fn partitioning(&self) -> Partitioning {
+        if !self.key.kind().is_tick() {
+            return Partitioning::MonthMs;
+        }
+        match self.timeframe_ms {
+            HOUR_MS => Partitioning::HourNs,
+            DAY_MS => Partitioning::DayNs,
+            _ => Partitioning::MonthNs,
+        }
+    }
+    pub fn layout(&self) -> &'static Layout {
+        self.key.kind().layout()
+    }
+}
+
+const HOUR_MS: i64 = 3_600_000;
+const DAY_MS: i64 = 86_400_000;
+/// `timeframe_ms` of a tick series partitioned by calendar month (a month has no
+/// fixed length; this marks the choice).
+pub const TICK_MONTH_PARTITION_MS: i64 = 30 * DAY_MS;
+
+/// A tick series' partition choice, as registration names it.
+pub fn tick_partition_ms(name: &str) -> Option<i64> {
+    match name {
+        "hour" => Some(HOUR_MS),
+        "day" => Some(DAY_MS),
+        "month" => Some(TICK_MONTH_PARTITION_MS),
+        _ => None,
+    }
+}
+
+/// The partition name of a tick series' `timeframe_ms` (inverse of [`tick_partition_ms`]).
+pub fn tick_partition_name(timeframe_ms: i64) -> &'static str {
+    match timeframe_ms {
+        HOUR_MS => "hour",
+        DAY_MS => "day",
+        _ => "month",
+    }
+}
+
+const NS_PER_MS: i64 = 1_000_000;
+const NS_PER_HOUR: i64 = HOUR_MS * NS_PER_MS;
+const NS_PER_DAY: i64 = DAY_MS * NS_PER_MS;
+
+/// Partition ids of day partitions start here (ids of month partitions, months
+/// since 1970-01, stay far below for the years the store accepts), so that an id
+/// alone names its file ([`partition_label`]).
+pub const DAY_PARTITION_BASE: i32 = 1 << 24;
+/// Partition ids of hour partitions start here.
+pub const HOUR_PARTITION_BASE: i32 = 1 << 28;
+
+/// How timestamps map to partitions. A partition has an `i32` id, ordered as time
+/// within one series, a first and last timestamp, and a label that names its files:
+/// `YYYY-MM` (id = months since 1970-01), `YYYY-MM-DD` (id =
+/// [`DAY_PARTITION_BASE`] + days since 1970-01-01) or `YYYY-MM-DDTHH` (id =
+/// [`HOUR_PARTITION_BASE`] + hours since 1970-01-01T00).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioning {
+    /// Calendar months of millisecond timestamps.
+    MonthMs,
+    /// Calendar months of nanosecond timestamps.
+    MonthNs,
+    /// UTC days of nanosecond timestamps.
+    DayNs,
+    /// UTC hours of nanosecond timestamps.
+    HourNs,
+}
+
+impl Partitioning {
+    /// The smallest and largest timestamp a series stores.
+    pub fn ts_bounds(self) -> (i64, i64) {
+        match self {
+            Partitioning::MonthMs => (TS_MIN, TS_MAX),
+            _ => (0, i64::MAX),
+        }
+    }
+    /// Id of the partition holding `ts` (a `ts` inside [`Partitioning::ts_bounds`]).
+    pub fn of(self, ts: i64) -> i32 {
+        match self {
+            Partitioning::MonthMs => MonthPartition::from_ts(ts).0,
+            Partitioning::MonthNs => MonthPartition::from_ts(ts.div_euclid(NS_PER_MS)).0,
+            Partitioning::DayNs => DAY_PARTITION_BASE + ts.div_euclid(NS_PER_DAY) as i32,
+            Partitioning::HourNs => HOUR_PARTITION_BASE + ts.div_euclid(NS_PER_HOUR) as i32,
+        }
+    }
+    /// First timestamp of partition `p`, in the series' unit.
+    pub fn start_ts(self, p: i32) -> i64 {
+        match self {
+            Partitioning::MonthMs => MonthPartition(p).start_ts(),
+            Partitioning::MonthNs => MonthPartition(p).start_ts().saturating_mul(NS_PER_MS),
+            Partitioning::DayNs => ((p - DAY_PARTITION_BASE) as i64).saturating_mul(NS_PER_DAY),
+            Partitioning::HourNs => ((p - HOUR_PARTITION_BASE) as i64).saturating_mul(NS_PER_HOUR),
+        }
+    }
+    /// Last timestamp of partition `p`, in the series' unit.
+    pub fn end_ts(self, p: i32) -> i64 {
+        match self {
+            Partitioning::MonthMs => MonthPartition(p).end_ts(),
+            _ => match self.start_ts(p + 1) {
+                i64::MAX => i64::MAX,
+                next => next - 1,
+            },
+        }
+    }
+    /// Last millisecond of partition `p` (what sealing and retention compare with
+    /// the wall clock).
+    pub fn end_ms(self, p: i32) -> i64 {
+        match self {
+            Partitioning::MonthMs => MonthPartition(p).end_ts(),
+            _ => self.end_ts(p).div_euclid(NS_PER_MS),
+        }
+    }
+    /// First millisecond of partition `p`.
+    pub fn start_ms(self, p: i32) -> i64 {
+        match self {
+            Partitioning::MonthMs => MonthPartition(p).start_ts(),
+            _ => self.start_ts(p).div_euclid(NS_PER_MS),
+        }
+    }
+    /// The timestamp, in the series' unit, of wall-clock millisecond `ms`, clamped
+    /// to [`Partitioning::ts_bounds`].
+    pub fn ts_of_ms(self, ms: i64) -> i64 {
+        let (lo, hi) = self.ts_bounds();
+        match self {
+            Partitioning::MonthMs => ms.clamp(lo, hi),
+            _ => ms.saturating_mul(NS_PER_MS).clamp(lo, hi),
+        }
+    }
+    /// Parses a label of this partitioning (the inverse of [`partition_label`]).
+    pub fn parse(self, s: &str) -> Option<i32> {
+        let p = parse_partition_label(s)?;
+        let space = match p {
+            p if p >= HOUR_PARTITION_BASE => Partitioning::HourNs,
+            p if p >= DAY_PARTITION_BASE => Partitioning::DayNs,
+            _ => Partitioning::MonthMs,
+        };
+        let month = matches!(self, Partitioning::MonthMs | Partitioning::MonthNs);
+        (space == self || (month && space == Partitioning::MonthMs)).then_some(p)
+    }
+}
+
+/// The label of partition id `p`: `YYYY-MM`, `YYYY-MM-DD` or `YYYY-MM-DDTHH` (see
+/// [`Partitioning`]). An id alone names its partition's files.
+pub fn partition_label(p: i32) -> String {
+    if p >= HOUR_PARTITION_BASE {
+        let h = (p - HOUR_PARTITION_BASE) as i64;
+        let (y, m, d) = civil_from_days(h.div_euclid(24));
+        format!("{y:04}-{m:02}-{d:02}T{:02}", h.rem_euclid(24))
+    } else if p >= DAY_PARTITION_BASE {
+        let (y, m, d) = civil_from_days((p - DAY_PARTITION_BASE) as i64);
+        format!("{y:04}-{m:02}-{d:02}")
+    } else {
+        MonthPartition(p).label()
+    }
+}
+
+/// Parses what [`partition_label`] makes.
+pub fn parse_partition_label(s: &str) -> Option<i32> {
+    let day = |s: &str| -> Option<i64> {
+        let (ym, d) = s.rsplit_once('-')?;
+        let (y, mo) = MonthPartition::parse(ym)?.year_month();
+        if d.len() != 2 || !d.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let d: u32 = d.parse().ok()?;
+        let days = days_from_civil(y, mo, d);
+        (d >= 1 && civil_from_days(days) == (y, mo, d) && days >= 0).then_some(days)
+    };
+    match s.len() {
+        7 => MonthPartition::parse(s).map(|m| m.0),
+        10 => i32::try_from(day(s)?).ok()?.checked_add(DAY_PARTITION_BASE),
+        13 => {
+            let (d, h) = s.split_once('T')?;
+            if h.len() != 2 || !h.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let h: i64 = h.parse().ok()?;
+            if h >= 24 {
+                return None;
+            }
+            i32::try_from(day(d)? * 24 + h)
+                .ok()?
+                .checked_add(HOUR_PARTITION_BASE)
+        }
+        _ => None,
+    }
 }
 
 /// Inclusive timestamp range; `None` ends are open.

@@ -119,6 +119,7 @@ fn row_cols(meta: &SeriesMeta, v: i64) -> Vec<i64> {
             vec![base + 1, base + 3, base, base + 2, v.rem_euclid(97)]
         }
         fastk::record::SeriesKind::Scalar => vec![v],
+        kind => unreachable!("the model holds no {kind:?} series (tests/tick_model.rs)"),
     }
 }
 

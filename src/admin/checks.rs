@@ -6,7 +6,7 @@ use std::fs;
 use super::repair::Scope;
 use super::report::{AdminReport, Finding};
 use super::series_label;
-use crate::record::{MonthPartition, SeriesKind, SeriesMeta};
+use crate::record::{SeriesKind, SeriesMeta, partition_label};
 use crate::registry::REGISTRY_FILE;
 use crate::storage::Series;
 use crate::storage::chunk::{FileKind, parse_data_file_name};
@@ -26,7 +26,7 @@ pub(super) fn finding(
 ) -> Finding {
     Finding {
         series: series.map(String::from),
-        month: month.map(|m| MonthPartition(m).to_string()),
+        month: month.map(partition_label),
         file,
         kind: kind.into(),
         detail: detail.into(),
@@ -160,7 +160,7 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
         .collect();
     for (&month, chunks) in &snap.live {
         let mut prev_last = i64::MIN;
-        let m = MonthPartition(month);
+        let part = s.meta.partitioning();
         for c in chunks.iter().filter(|c| !c.is_memory()) {
             known.insert((month, c.entry.generation));
             report.chunks_checked += 1;
@@ -193,7 +193,7 @@ pub fn check_series(s: &Series, deep: bool, report: &mut AdminReport) {
                     "repair (quarantines the later, overlapping chunk); re-import its rows",
                 ));
             }
-            if c.entry.first_ts < m.start_ts() || c.entry.last_ts > m.end_ts() {
+            if c.entry.first_ts < part.start_ts(month) || c.entry.last_ts > part.end_ts(month) {
                 report.findings.push(finding(
                     Some(label),
                     Some(month),

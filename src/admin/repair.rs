@@ -12,7 +12,7 @@ use super::checks::{check_series, finding};
 use super::report::{ActionTaken, AdminReport};
 use super::series_label;
 use crate::error::Result;
-use crate::record::{MonthPartition, SeriesMeta};
+use crate::record::{SeriesMeta, partition_label};
 use crate::registry::{REGISTRY_FILE, Registry};
 use crate::storage::maintain::Quarantine;
 use crate::storage::series::MANIFEST_NAME;
@@ -148,7 +148,11 @@ pub(super) fn compact(
                     Some(&label),
                     None,
                     "compact_month",
-                    format!("{} would merge {} chunks", MonthPartition(*m), chunks.len()),
+                    format!(
+                        "{} would merge {} chunks",
+                        partition_label(*m),
+                        chunks.len()
+                    ),
                 ));
             }
             let now = std::time::SystemTime::now()
@@ -159,7 +163,7 @@ pub(super) fn compact(
                     Some(&label),
                     None,
                     "compress_month",
-                    format!("{} would be compressed", MonthPartition(m)),
+                    format!("{} would be compressed", partition_label(m)),
                 ));
             }
             // What a pack pass would do now (months compressed by this run may join).

@@ -235,6 +235,11 @@ fn series_key(
     let key = match (kind, category, name) {
         (SeriesKind::Kline, None, None) => SeriesKey::kline(symbol, timeframe),
         (SeriesKind::Scalar, Some(c), Some(n)) => SeriesKey::scalar(symbol, timeframe, c, n),
+        (SeriesKind::Trade, None, None) => SeriesKey::trade(symbol),
+        (SeriesKind::Quote, None, None) => SeriesKey::quote(symbol),
+        (SeriesKind::Trade | SeriesKind::Quote, _, _) => {
+            return Err(invalid("a trade or quote series has no category or name"));
+        }
         (SeriesKind::Kline, _, _) => {
             return Err(invalid("a kline series has no category or name"));
         }

@@ -231,6 +231,11 @@ fn put_target(d: Option<&arrow_flight::FlightDescriptor>) -> Result<Target, Stat
     }
     let key = SeriesKey::from_parts(&parts)
         .map_err(|e| invalid(format!("invalid descriptor path {:?}: {e}", d.path)))?;
+    if key.kind().is_tick() {
+        return Err(invalid(
+            "DoPut of trade and quote series is not served yet (docs/ticks.md, \"Status\")",
+        ));
+    }
     Ok(if many {
         Target::Many(key)
     } else {
@@ -361,6 +366,13 @@ impl Columns {
                     None => Expected::Number,
                 };
                 (vec!["ts", "value"], vec![Expected::Ts, value])
+            }
+            // Refused when the descriptor is parsed; the layout's columns as int64.
+            SeriesKind::Trade | SeriesKind::Quote => {
+                let names = kind.layout().columns.to_vec();
+                let mut types = vec![Expected::Ts];
+                types.extend(vec![Expected::Int64; names.len() - 1]);
+                (names, types)
             }
         };
         let arrays = vec![Vec::new(); names.len()];

@@ -32,6 +32,69 @@ enum Wire {
     Kline(KlineTicket),
     Scalar(ScalarTicket),
     Aligned(AlignedTicket),
+    Trade(TickTicket),
+    Quote(TickTicket),
+}
+
+/// A read of one trade or quote series (docs/ticks.md); ranges in nanoseconds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TickTicket {
+    #[serde(default)]
+    symbol: Option<String>,
+    #[serde(default)]
+    symbols: Option<Symbols>,
+    #[serde(default)]
+    start_ns: Option<i64>,
+    #[serde(default)]
+    end_ns: Option<i64>,
+    #[serde(default)]
+    latest: Option<usize>,
+    #[serde(default)]
+    columns: Option<Vec<String>>,
+    #[serde(default)]
+    price_format: Option<PriceFormatName>,
+    #[serde(default)]
+    order: Option<String>,
+    #[serde(default)]
+    resample: Option<serde_json::Value>,
+}
+
+impl TickTicket {
+    /// The read of one series of `kind`; what is not served yet is refused by name.
+    fn command(self, kind: SeriesKind) -> Result<ReadCommand, Status> {
+        if self.symbols.is_some() || self.order.is_some() {
+            return Err(invalid(
+                "a trade or quote ticket reads one symbol for now: symbols and order (the tape) are not served yet (docs/ticks.md, \"Status\")",
+            ));
+        }
+        if self.resample.is_some() {
+            return Err(invalid(
+                "bars from trades are not served yet (docs/ticks.md, \"Status\")",
+            ));
+        }
+        let symbol = self
+            .symbol
+            .ok_or_else(|| invalid("the ticket names no series: give symbol"))?;
+        let key = match kind {
+            SeriesKind::Trade => SeriesKey::trade(&symbol),
+            _ => SeriesKey::quote(&symbol),
+        }
+        .map_err(name_error)?;
+        Ok(ReadCommand {
+            target: Target::One(key),
+            spec: ReadSpec::new(ReadArgs {
+                start_ts: self.start_ns,
+                end_ts: self.end_ns,
+                latest: self.latest,
+                columns: self.columns,
+                price_format: self.price_format.unwrap_or_default().into(),
+                ..ReadArgs::default()
+            })
+            .map_err(Status::from)?,
+            predicate: None,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +292,8 @@ impl GetCommand {
                     predicate,
                 }
             }
+            Wire::Trade(t) => t.command(SeriesKind::Trade)?,
+            Wire::Quote(t) => t.command(SeriesKind::Quote)?,
             Wire::Aligned(t) => {
                 return Ok(GetCommand::Aligned {
                     key: SeriesKey::kline(&t.symbol, &t.timeframe).map_err(name_error)?,
@@ -287,8 +352,10 @@ pub fn whole_series_ticket(key: &SeriesKey) -> Bytes {
     let mut v = serde_json::json!({
         "kind": key.kind().as_str(),
         "symbol": key.symbol(),
-        "timeframe": key.timeframe(),
     });
+    if !key.kind().is_tick() {
+        v["timeframe"] = key.timeframe().into();
+    }
     if let (Some(c), Some(n)) = (key.category(), key.name()) {
         v["category"] = c.into();
         v["name"] = n.into();

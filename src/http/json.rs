@@ -22,6 +22,8 @@ use crate::record::{SeriesKind, ValueType};
 const KLINE_ROW_BYTES: usize = 100;
 /// Bytes per scalar row.
 const SCALAR_ROW_BYTES: usize = 40;
+/// A tick row as JSON, about: six integers and their names.
+const TICK_ROW_BYTES: usize = 120;
 
 /// Serializes a page of either kind as `{"records": [...], "next_start_ts": ...}`.
 pub fn page(p: &ReadPage) -> io::Result<Vec<u8>> {
@@ -29,6 +31,7 @@ pub fn page(p: &ReadPage) -> io::Result<Vec<u8>> {
     let row_bytes = match kind {
         SeriesKind::Kline => KLINE_ROW_BYTES,
         SeriesKind::Scalar => SCALAR_ROW_BYTES,
+        SeriesKind::Trade | SeriesKind::Quote => TICK_ROW_BYTES,
     };
     let mut out = Vec::with_capacity(48 + p.rows * row_bytes);
     out.extend_from_slice(b"{\"records\":[");
@@ -38,11 +41,40 @@ pub fn page(p: &ReadPage) -> io::Result<Vec<u8>> {
             (SeriesKind::Kline, _) => kline_rows(&mut out, s, &mut first)?,
             (SeriesKind::Scalar, ValueType::I64) => scalar_i64_rows(&mut out, s, &mut first)?,
             (SeriesKind::Scalar, ValueType::F64) => scalar_f64_rows(&mut out, s, &mut first)?,
+            (SeriesKind::Trade | SeriesKind::Quote, _) => {
+                tick_rows(&mut out, kind.layout().columns, s, &mut first)?
+            }
         }
     }
     out.extend_from_slice(b"],\"next_start_ts\":");
     match p.next_start_ts {
         Some(ts) => CompactFormatter.write_i64(&mut out, ts)?,
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    Ok(out)
+}
+
+/// Serializes a page of ticks as `{"records": [...], "next": {"ts", "seq"} | null}`.
+pub fn tick_page(p: &crate::query::tick::TickRows) -> io::Result<Vec<u8>> {
+    let rows: usize = p.slices.iter().map(ChunkSlice::len).sum();
+    let names = p.meta.layout().columns;
+    let mut out = Vec::with_capacity(48 + rows * TICK_ROW_BYTES);
+    out.extend_from_slice(b"{\"records\":[");
+    let mut first = true;
+    for s in &p.slices {
+        tick_rows(&mut out, names, s, &mut first)?;
+    }
+    out.extend_from_slice(b"],\"next\":");
+    match p.next {
+        Some(c) => {
+            let f = &mut CompactFormatter;
+            out.extend_from_slice(b"{\"ts\":");
+            f.write_i64(&mut out, c.ts)?;
+            out.extend_from_slice(b",\"seq\":");
+            f.write_u64(&mut out, c.seq)?;
+            out.push(b'}');
+        }
         None => out.extend_from_slice(b"null"),
     }
     out.push(b'}');
@@ -75,6 +107,33 @@ fn kline_rows(out: &mut Vec<u8>, s: &ChunkSlice, first: &mut bool) -> io::Result
         f.write_i64(out, close[i])?;
         out.extend_from_slice(b",\"volume\":");
         f.write_i64(out, volume[i])?;
+        out.push(b'}');
+    }
+    Ok(())
+}
+
+/// Rows of a tick series: every stored column by its layout name, `seq` unsigned.
+fn tick_rows(
+    out: &mut Vec<u8>,
+    names: &[&str],
+    s: &ChunkSlice,
+    first: &mut bool,
+) -> io::Result<()> {
+    let cols: Vec<&[i64]> = (0..names.len()).map(|c| s.col(c)).collect();
+    let f = &mut CompactFormatter;
+    for i in 0..s.len() {
+        sep(out, first);
+        for (c, (name, col)) in names.iter().zip(&cols).enumerate() {
+            out.push(if c == 0 { b'{' } else { b',' });
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+            if *name == "seq" {
+                f.write_u64(out, col[i] as u64)?;
+            } else {
+                f.write_i64(out, col[i])?;
+            }
+        }
         out.push(b'}');
     }
     Ok(())

@@ -45,6 +45,7 @@ pub mod serve;
 pub mod snapshots;
 pub mod sql;
 pub mod system;
+pub mod tick;
 pub mod types;
 
 use std::sync::Arc;
@@ -105,6 +106,10 @@ fn api_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(derive::create, derive::list))
         .routes(routes!(derive::delete))
         .routes(routes!(snapshots::get, snapshots::delete))
+        .routes(routes!(tick::register, tick::list))
+        .routes(routes!(tick::get, tick::delete))
+        .routes(routes!(tick::write, tick::read, tick::delete_records))
+        .routes(routes!(tick::latest))
 }
 
 /// The OpenAPI document of [`router`], complete.

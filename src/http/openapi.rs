@@ -35,13 +35,20 @@ use super::schema::ErrorCode;
     tags(
         (name = "kline", description = "OHLCV series keyed by symbol and timeframe."),
         (name = "scalar", description = "One-value series keyed by symbol, timeframe, category and name."),
+        (name = "ticks", description = "Trades and quotes keyed by symbol; `ts` in nanoseconds, rows keyed by (ts, seq) (docs/ticks.md)."),
         (name = "sql", description = "Read-only SQL over every series and the registry (docs/sql.md)."),
         (name = "admin", description = "Integrity checks and maintenance."),
         (name = "registry", description = "Dataset manifests, feature and factor definitions."),
         (name = "snapshots", description = "Named snapshots: the series as they were, read again exactly (docs/research.md)."),
         (name = "system", description = "Health, inventory, metrics and this document."),
     ),
-    components(schemas(ErrorBody, ErrorDetail, ErrorCode)),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        ErrorCode,
+        crate::query::tick::QuoteWrite,
+        crate::query::tick::QuoteIn
+    )),
 )]
 pub struct ApiDoc;
 

@@ -11,6 +11,7 @@ pub mod predicate;
 pub mod snapshots;
 pub mod sql;
 pub mod stream;
+pub mod tick;
 pub mod types;
 
 use crate::sync::LockExt;
@@ -22,7 +23,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::{Gauges, Metrics};
 use crate::record::{
-    KlineRecord, MonthPartition, SeriesKey, SeriesKind, SeriesMeta, TsRange, ValueType,
+    KlineRecord, SeriesKey, SeriesKind, SeriesMeta, TsRange, ValueType, partition_label,
 };
 use crate::registry::{Dataset, Definition, DefinitionKind, Registry, RegistryError};
 use crate::storage::Store;
@@ -496,7 +497,7 @@ impl Engine {
             written: r.written,
             inserted: r.inserted,
             replaced: r.replaced,
-            months: r.months.iter().map(MonthPartition::label).collect(),
+            months: r.months.iter().map(|m| partition_label(m.0)).collect(),
             version: r.version,
         }
     }
@@ -610,8 +611,9 @@ impl Engine {
             if keep == 0 {
                 continue;
             }
-            // The first month that still holds data younger than the cutoff stays.
-            let boundary = MonthPartition::from_ts(now.saturating_sub(keep)).start_ts();
+            // The first partition that still holds data younger than the cutoff stays.
+            let part = series.meta.partitioning();
+            let boundary = part.start_ts(part.of(part.ts_of_ms(now.saturating_sub(keep))));
             if first >= boundary {
                 continue;
             }
@@ -1335,7 +1337,7 @@ pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
             .iter()
             .filter(|(_, v)| !v.is_empty())
             .map(|(month, chunks)| PartitionInfo {
-                month: MonthPartition(*month).to_string(),
+                month: partition_label(*month),
                 rows: chunks.iter().map(|c| c.entry.rows).sum(),
                 bytes: chunks
                     .iter()

@@ -589,6 +589,8 @@ fn list_series(conn: &Connection) -> rusqlite::Result<Vec<Result<SeriesMeta, Str
         let key = match kind.as_str() {
             "kline" => SeriesKey::kline(&s, &tf).map_err(|e| e.to_string()),
             "scalar" => SeriesKey::scalar(&s, &tf, &c, &n).map_err(|e| e.to_string()),
+            "trade" => SeriesKey::trade(&s).map_err(|e| e.to_string()),
+            "quote" => SeriesKey::quote(&s).map_err(|e| e.to_string()),
             other => Err(format!("unknown kind {other:?}")),
         };
         let value_type = if vt == "f64" {

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow_array::{
+    ArrayRef, Float64Array, Int8Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+    TimestampNanosecondArray, UInt64Array,
+};
 use arrow_buffer::ScalarBuffer;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -47,8 +50,35 @@ pub fn series_metadata(meta: &SeriesMeta) -> HashMap<String, String> {
             );
             m.insert("fastk.value_type".into(), meta.value_type.as_str().into());
         }
+        SeriesKind::Trade | SeriesKind::Quote => {
+            m.insert("fastk.price_scale".into(), meta.price_scale.to_string());
+            m.insert("fastk.size_scale".into(), meta.volume_scale.to_string());
+            m.insert(
+                "fastk.partition".into(),
+                crate::record::tick_partition_name(meta.timeframe_ms).into(),
+            );
+        }
     }
     m
+}
+
+/// `ts` of a tick series: nanoseconds since the epoch, UTC.
+pub fn ts_ns_field() -> Field {
+    Field::new(
+        "ts",
+        DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+        false,
+    )
+}
+
+/// Whether tick column `name` is a size (divided by the size scale) rather than a
+/// price (the price scale); `None` for columns that are not scaled.
+fn tick_scale_of(name: &str) -> Option<bool> {
+    match name {
+        "price" | "bid" | "ask" => Some(false),
+        "size" | "bid_size" | "ask_size" => Some(true),
+        _ => None,
+    }
 }
 
 pub fn ts_field() -> Field {
@@ -80,6 +110,16 @@ pub fn column_scale(meta: &SeriesMeta, col: usize, format: PriceFormat) -> Optio
                 meta.volume_scale as f64
             } else {
                 meta.price_scale as f64
+            })
+        }
+        (SeriesKind::Trade | SeriesKind::Quote, PriceFormat::Float64) => {
+            let name = meta.layout().columns[col];
+            tick_scale_of(name).map(|size| {
+                if size {
+                    meta.volume_scale as f64
+                } else {
+                    meta.price_scale as f64
+                }
             })
         }
         _ => None,
@@ -143,6 +183,33 @@ impl Projection {
                 scales.push(None);
                 fields.push(Field::new("value", dt, false));
             }
+            SeriesKind::Trade | SeriesKind::Quote => {
+                fields[0] = ts_ns_field();
+                let names = meta.layout().columns;
+                if let Some(req) = columns
+                    && let Some(c) = req.iter().find(|c| !names.contains(&c.as_str()))
+                {
+                    return Err(format!(
+                        "unknown column {c:?}: expected {}",
+                        names.join(", ")
+                    ));
+                }
+                for (i, name) in names.iter().enumerate().skip(1) {
+                    if columns.is_some_and(|req| !req.iter().any(|c| c == name)) {
+                        continue;
+                    }
+                    let scale = column_scale(meta, i, format);
+                    let dt = match (*name, scale) {
+                        (_, Some(_)) => DataType::Float64,
+                        ("seq", None) => DataType::UInt64,
+                        ("side", None) => DataType::Int8,
+                        _ => DataType::Int64,
+                    };
+                    cols.push(i);
+                    fields.push(Field::new(*name, dt, false));
+                    scales.push(scale);
+                }
+            }
         }
         let schema = Arc::new(Schema::new_with_metadata(fields, series_metadata(meta)));
         Ok(Projection {
@@ -161,25 +228,31 @@ impl Projection {
             .cols
             .iter()
             .zip(&self.scales)
-            .map(|(&c, scale)| -> ArrayRef {
-                if c == 0 {
-                    let buf = ScalarBuffer::new(slice.chunk.buffer(0, s, e), 0, len);
-                    return Arc::new(
-                        TimestampMillisecondArray::new(buf, None).with_timezone("UTC"),
-                    );
-                }
+            .zip(self.schema.fields())
+            .map(|((&c, scale), field)| -> ArrayRef {
                 if let Some(scale) = scale {
                     return Arc::new(Float64Array::from_iter_values(
                         slice.col(c).iter().map(|&v| v as f64 / scale),
                     ));
                 }
                 let buf = slice.chunk.buffer(c, s, e);
-                match (
-                    self.schema
-                        .field(self.cols.iter().position(|&x| x == c).unwrap_or(0))
-                        .data_type(),
-                    self.value_type,
-                ) {
+                match (field.data_type(), self.value_type) {
+                    (DataType::Timestamp(TimeUnit::Millisecond, _), _) => Arc::new(
+                        TimestampMillisecondArray::new(ScalarBuffer::new(buf, 0, len), None)
+                            .with_timezone("UTC"),
+                    ),
+                    (DataType::Timestamp(_, _), _) => Arc::new(
+                        TimestampNanosecondArray::new(ScalarBuffer::new(buf, 0, len), None)
+                            .with_timezone("UTC"),
+                    ),
+                    // `seq` is stored as the bits of an unsigned integer.
+                    (DataType::UInt64, _) => {
+                        Arc::new(UInt64Array::new(ScalarBuffer::new(buf, 0, len), None))
+                    }
+                    // `side` is -1, 0 or 1, checked on write.
+                    (DataType::Int8, _) => Arc::new(Int8Array::from_iter_values(
+                        slice.col(c).iter().map(|&v| v as i8),
+                    )),
                     (DataType::Float64, ValueType::F64) => {
                         Arc::new(Float64Array::new(ScalarBuffer::new(buf, 0, len), None))
                     }

@@ -144,6 +144,8 @@ mod tests {
         let key = match kind {
             SeriesKind::Kline => SeriesKey::kline("T", "1m").unwrap(),
             SeriesKind::Scalar => SeriesKey::scalar("T", "1m", "c", "n").unwrap(),
+            SeriesKind::Trade => SeriesKey::trade("T").unwrap(),
+            SeriesKind::Quote => SeriesKey::quote("T").unwrap(),
         };
         ChunkHeader {
             meta: std::sync::Arc::new(SeriesMeta {

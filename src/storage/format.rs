@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::record::{MonthPartition, SeriesKey, SeriesKind, SeriesMeta, TS_MAX, TS_MIN, ValueType};
+use crate::record::{Partitioning, SeriesKey, SeriesKind, SeriesMeta, ValueType};
 
 /// Magic of a chunk file.
 pub const CHUNK_MAGIC: &[u8; MAGIC_LEN] = b"FASTKCHK";
@@ -273,6 +273,8 @@ pub fn decode_key(b: &[u8], kind: SeriesKind) -> Result<SeriesKey, String> {
     let key = match kind {
         SeriesKind::Kline => SeriesKey::kline(&symbol, &timeframe),
         SeriesKind::Scalar => SeriesKey::scalar(&symbol, &timeframe, &category, &name),
+        SeriesKind::Trade => SeriesKey::trade(&symbol),
+        SeriesKind::Quote => SeriesKey::quote(&symbol),
     };
     key.map_err(|e| e.to_string())
 }
@@ -341,6 +343,7 @@ const MANIFEST_META: MetaOffsets = MetaOffsets {
 /// `1..=CHUNK_ROWS_MAX`, ts bounds ordered, inside the supported range and inside
 /// `month`, and only known flag bits.
 fn check_chunk_fields(
+    part: Partitioning,
     rows: u64,
     first_ts: i64,
     last_ts: i64,
@@ -350,12 +353,13 @@ fn check_chunk_fields(
     if rows == 0 || rows > CHUNK_ROWS_MAX {
         return Err(format!("row count {rows} is outside 1..={CHUNK_ROWS_MAX}"));
     }
-    if first_ts > last_ts || first_ts < TS_MIN || last_ts > TS_MAX {
+    let (ts_min, ts_max) = part.ts_bounds();
+    if first_ts > last_ts || first_ts < ts_min || last_ts > ts_max {
         return Err(format!(
             "ts bounds {first_ts}..={last_ts} are out of order or range"
         ));
     }
-    if MonthPartition::from_ts(first_ts).0 != month || MonthPartition::from_ts(last_ts).0 != month {
+    if part.of(first_ts) != month || part.of(last_ts) != month {
         return Err(format!(
             "ts bounds {first_ts}..={last_ts} are not inside month {month}"
         ));
@@ -440,6 +444,7 @@ impl ChunkHeader {
             ));
         }
         check_chunk_fields(
+            self.meta.partitioning(),
             self.rows,
             self.first_ts,
             self.last_ts,
@@ -744,9 +749,12 @@ impl Manifest {
             return Err("more entries than the count field holds".into());
         }
         let ncols = self.meta.key.kind().ncols() as u64;
+        let part = self.meta.partitioning();
         for (i, e) in self.entries.iter().enumerate() {
             let bad = |why: String| Err(format!("entry {i} (generation {}): {why}", e.generation));
-            if let Err(why) = check_chunk_fields(e.rows, e.first_ts, e.last_ts, e.month, e.flags) {
+            if let Err(why) =
+                check_chunk_fields(part, e.rows, e.first_ts, e.last_ts, e.month, e.flags)
+            {
                 return bad(why);
             }
             let compressed = e.flags & FLAG_COMPRESSED != 0;
@@ -921,6 +929,7 @@ impl Manifest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::MonthPartition;
 
     fn meta() -> SeriesMeta {
         SeriesMeta {

@@ -27,7 +27,7 @@ use super::series::{MANIFEST_NAME, MonthPlan, OnDisk, Series};
 use super::sidecar::{ValueIndex, ZoneMap};
 use super::snapshot::Snapshot;
 use super::{Store, fsio};
-use crate::record::{MonthPartition, SeriesKind};
+use crate::record::{Partitioning, SeriesKind, partition_label};
 
 /// True for a temp file of an interrupted publish (read-only checks report them).
 pub use super::recover::is_temp;
@@ -196,6 +196,7 @@ impl Series {
     fn verify_entries(&self, m: &mut Manifest, changes: &mut Vec<Change>) -> Verdict {
         let mut verdict = Verdict::default();
         let mut prev_last: std::collections::HashMap<i32, i64> = Default::default();
+        let part = self.meta.partitioning();
         m.entries.sort_by_key(|e| (e.month, e.generation));
         let mut kept = Vec::with_capacity(m.entries.len());
         for e in std::mem::take(&mut m.entries) {
@@ -205,7 +206,7 @@ impl Series {
             }
             let file_rel = format!("{}/{}", self.rel_dir, entry_file_name(&e, FileKind::Chunk));
             let verified = open_entry_verified(&self.dir, &self.rel_dir, &e).and_then(|c| {
-                match misplaced(&c, e.month, prev_last.get(&e.month).copied()) {
+                match misplaced(part, &c, e.month, prev_last.get(&e.month).copied()) {
                     Some(why) => Err(StorageError::corrupted(file_rel.clone(), why)),
                     None => Ok(c),
                 }
@@ -220,7 +221,7 @@ impl Series {
                             "rebuild_sidecar",
                             format!(
                                 "rebuilt from the verified chunk: {} is rewritten under a new generation",
-                                MonthPartition(e.month)
+                                partition_label(e.month)
                             ),
                         ));
                     }
@@ -438,13 +439,17 @@ impl Series {
 
 /// Why a verified chunk still cannot be served: rows outside its month, ts not
 /// strictly ascending, or overlapping the previous chunk of the month.
-fn misplaced(c: &MappedChunk, month: i32, prev_last: Option<i64>) -> Option<String> {
-    let m = MonthPartition(month);
-    if c.header.first_ts < m.start_ts() || c.header.last_ts > m.end_ts() {
+fn misplaced(
+    part: Partitioning,
+    c: &MappedChunk,
+    month: i32,
+    prev_last: Option<i64>,
+) -> Option<String> {
+    if c.header.first_ts < part.start_ts(month) || c.header.last_ts > part.end_ts(month) {
         return Some("rows fall outside the chunk's month".into());
     }
-    if c.ts().windows(2).any(|w| w[0] >= w[1]) {
-        return Some("ts is not strictly ascending".into());
+    if !c.keys_ascend() {
+        return Some("keys (ts, and seq for ticks) are not strictly ascending".into());
     }
     if prev_last.is_some_and(|p| c.header.first_ts <= p) {
         return Some("overlaps the previous chunk of its month".into());

@@ -13,9 +13,9 @@ use xxhash_rust::xxh3::xxh3_64;
 use super::error::{Result, StorageError};
 use super::format::{ChunkEntry, ChunkHeader};
 use super::mmap::{FileIdentity, MappedFile};
-use crate::record::MonthPartition;
 #[cfg(test)]
 use crate::record::ValueType;
+use crate::record::{keys_increase, parse_partition_label, partition_label};
 
 /// What a file in a series directory is, judged by its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,11 +35,12 @@ impl FileKind {
     }
 }
 
-/// `2024-01.g000000000000002a.chunk` and its sidecars `.zmap`, `.vidx`.
+/// `2024-01.g000000000000002a.chunk` and its sidecars `.zmap`, `.vidx` (a tick
+/// series' day or hour partition: `2024-01-15.g….chunk`, `2024-01-15T09.g….chunk`).
 pub fn data_file_name(month: i32, generation: u64, kind: FileKind) -> String {
     format!(
         "{}.g{generation:016x}.{}",
-        MonthPartition(month),
+        partition_label(month),
         kind.ext()
     )
 }
@@ -57,9 +58,9 @@ pub fn parse_data_file_name(name: &str) -> Option<(i32, u64, FileKind)> {
     if generation.len() != 16 {
         return None;
     }
-    let month = MonthPartition::parse(month)?;
+    let month = parse_partition_label(month)?;
     let generation = u64::from_str_radix(generation, 16).ok()?;
-    Some((month.0, generation, kind))
+    Some((month, generation, kind))
 }
 
 /// At most one cached run per this many rows of a chunk ([`ChunkRef::runs`](super::chunk::ChunkRef::runs)).
@@ -157,6 +158,14 @@ impl MappedChunk {
     /// Column `i` reinterpreted as f64 (scalar `value` of f64 series).
     pub fn col_f64(&self, i: usize) -> &[f64] {
         self.file.f64s(self.header.column_offset(i), self.rows())
+    }
+
+    /// Whether the rows' keys increase strictly: `ts`, or `(ts, seq)` for a tick
+    /// layout (what a write makes and a check verifies).
+    pub fn keys_ascend(&self) -> bool {
+        let key = self.header.meta.layout().key;
+        let cols: Vec<&[i64]> = (0..self.header.ncols.min(2)).map(|c| self.col(c)).collect();
+        keys_increase(key, &cols)
     }
 
     pub fn ts(&self) -> &[i64] {

@@ -577,7 +577,10 @@ impl Store {
         expected: Option<u64>,
     ) -> Result<WriteReport> {
         let bytes = wal::RECORD_HEADER_LEN + 512 + batch.cols.len() * batch.len() * 8;
-        if batch.len() > self.opts.wal.direct_rows || bytes > self.opts.wal.max_record_bytes {
+        // Tick series write directly for now: the log's apply does not assign `seq`.
+        let tick = series.meta.key.kind().is_tick();
+        if tick || batch.len() > self.opts.wal.direct_rows || bytes > self.opts.wal.max_record_bytes
+        {
             return series.write(batch, expected);
         }
         series.prepare(&mut batch)?;
@@ -637,6 +640,12 @@ impl Store {
                 "a write may name at most {} series, this one names {}",
                 wal::MAX_RECORD_ENTRIES,
                 entries.len()
+            )));
+        }
+        if let Some((s, _)) = entries.iter().find(|(s, _)| s.meta.key.kind().is_tick()) {
+            return Err(StorageError::InvalidArgument(format!(
+                "{}: a write of many series does not take trade or quote series yet",
+                s.meta.key
             )));
         }
         for (series, mut batch) in entries {
@@ -1284,10 +1293,12 @@ fn collect_series_dirs(
     parts: &mut Vec<String>,
     out: &mut Vec<(Vec<String>, PathBuf)>,
 ) -> std::io::Result<()> {
-    let depth = match parts.first().map(String::as_str) {
-        Some("kline") => 3,
-        Some("scalar") => 5,
-        Some(_) => return Ok(()),
+    let depth = match parts
+        .first()
+        .map(|k| k.parse::<crate::record::SeriesKind>())
+    {
+        Some(Ok(kind)) => kind.key_parts(),
+        Some(Err(_)) => return Ok(()),
         None => 0,
     };
     if depth > 0 && parts.len() == depth {

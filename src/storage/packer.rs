@@ -30,7 +30,7 @@ use super::fsio;
 use super::pack::{PackEntry, PackIndex, pack_file_name};
 use super::series::{Series, assert_next};
 use super::snapshot::Snapshot;
-use crate::record::MonthPartition;
+use crate::record::partition_label;
 
 impl Series {
     /// The groups of months the pack pass would write as one pack each at `now_ms`
@@ -50,7 +50,7 @@ impl Series {
         for (&month, chunks) in &snap.live {
             let [c] = chunks.as_slice() else { continue };
             let size = super::pack::packed_size(&c.entry);
-            let eligible = MonthPartition(month).end_ts() < sealed_before
+            let eligible = self.meta.partitioning().end_ms(month) < sealed_before
                 && !c.is_memory()
                 && c.entry.flags & FLAG_COMPRESSED != 0
                 && PackIndex::data_start(1) + size <= target;
@@ -144,7 +144,7 @@ impl Series {
         Ok(groups
             .iter()
             .flatten()
-            .map(|m| MonthPartition(*m).to_string())
+            .map(|&m| partition_label(m))
             .collect())
     }
 

@@ -43,7 +43,10 @@ use super::pack::{PackEntry, PackIndex, pack_file_name};
 use super::sidecar;
 
 use super::snapshot::Snapshot;
-use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
+use crate::record::{
+    KeyShape, MonthPartition, Partitioning, SEQ_UNASSIGNED, SeriesKind, SeriesMeta, TsRange,
+    keys_increase, partition_label, row_key,
+};
 
 mod checks;
 mod commit;
@@ -671,8 +674,23 @@ mod tests {
             cases.push(ts);
         }
         for ts in &cases {
-            let runs: Vec<_> = MonthRuns::new(ts).collect();
-            assert_eq!(runs, month_groups(ts), "{ts:?}");
+            let runs: Vec<_> = MonthRuns::new(Partitioning::MonthMs, ts).collect();
+            assert_eq!(runs, month_groups(Partitioning::MonthMs, ts), "{ts:?}");
+        }
+        // The same over nanosecond ticks in day and hour partitions.
+        for part in [
+            Partitioning::DayNs,
+            Partitioning::HourNs,
+            Partitioning::MonthNs,
+        ] {
+            for ts in &cases {
+                let ns: Vec<i64> = ts.iter().map(|t| t * 1_000_000).collect();
+                let runs: Vec<_> = MonthRuns::new(part, &ns).collect();
+                assert_eq!(runs, month_groups(part, &ns), "{part:?} {ns:?}");
+                for (p, r) in &runs {
+                    assert!(ns[r.clone()].iter().all(|&t| part.of(t) == *p));
+                }
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::chunk::{ChunkRef, MappedChunk};
 use super::error::Result;
 use super::format::{ChunkEntry, Manifest, STATE_LIVE};
-use crate::record::{MonthPartition, SeriesMeta, TS_MAX, TS_MIN, TsRange};
+use crate::record::{SeriesMeta, TsRange};
 
 /// Chunks of one month's list held inline: a month's files and its in-memory tail
 /// are a handful, and a logged write makes a new list for every series it names
@@ -374,8 +374,10 @@ impl Snapshot {
         if range.is_empty() {
             return Vec::new();
         }
-        let lo = MonthPartition::from_ts(range.lo().clamp(TS_MIN, TS_MAX)).0;
-        let hi = MonthPartition::from_ts(range.hi().clamp(TS_MIN, TS_MAX)).0;
+        let part = self.meta.partitioning();
+        let (ts_min, ts_max) = part.ts_bounds();
+        let lo = part.of(range.lo().clamp(ts_min, ts_max));
+        let hi = part.of(range.hi().clamp(ts_min, ts_max));
         if lo > hi {
             return Vec::new();
         }
@@ -429,8 +431,10 @@ impl Snapshot {
         if range.is_empty() {
             return Ok(None);
         }
-        let lo = MonthPartition::from_ts(range.lo().clamp(TS_MIN, TS_MAX)).0;
-        let hi = MonthPartition::from_ts(range.hi().clamp(TS_MIN, TS_MAX)).0;
+        let part = self.meta.partitioning();
+        let (ts_min, ts_max) = part.ts_bounds();
+        let lo = part.of(range.lo().clamp(ts_min, ts_max));
+        let hi = part.of(range.hi().clamp(ts_min, ts_max));
         if lo > hi {
             return Ok(None);
         }

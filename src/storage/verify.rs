@@ -109,9 +109,10 @@ fn verify_packed(
     *read += bytes.len() as u64;
     match open_entry_verified(s.dir(), s.rel_dir(), &c.entry) {
         Err(err) => Some(("chunk_corrupt", err.to_string())),
-        Ok(m) if m.ts().windows(2).any(|w| w[0] >= w[1]) => {
-            Some(("chunk_out_of_order", "ts is not strictly ascending".into()))
-        }
+        Ok(m) if !m.keys_ascend() => Some((
+            "chunk_out_of_order",
+            "keys (ts, and seq for ticks) are not strictly ascending".into(),
+        )),
         Ok(_) => None,
     }
 }
@@ -142,14 +143,11 @@ fn verify_file(
         *read += md.len();
         return match MappedChunk::open_verified(path, rel, Some(e)) {
             Err(err) => Some(("chunk_corrupt", err.to_string())),
-            Ok(m) => {
-                let ts = m.ts();
-                if ts.windows(2).any(|w| w[0] >= w[1]) {
-                    Some(("chunk_out_of_order", "ts is not strictly ascending".into()))
-                } else {
-                    None
-                }
-            }
+            Ok(m) if !m.keys_ascend() => Some((
+                "chunk_out_of_order",
+                "keys (ts, and seq for ticks) are not strictly ascending".into(),
+            )),
+            Ok(_) => None,
         };
     }
     let mut head = vec![0u8; CHUNK_HEADER_LEN];

@@ -6,7 +6,7 @@
 //! which matches the headerless Binance dumps. `--ts-column` and friends override
 //! either: a column name, or a 1-based position.
 
-use crate::record::SeriesKind;
+use crate::record::{QUOTE_LAYOUT, SeriesKind, TRADE_LAYOUT};
 
 /// Names accepted for each field, in order of preference.
 const TS_NAMES: &[&str] = &[
@@ -33,6 +33,8 @@ pub fn value_fields(kind: SeriesKind) -> &'static [&'static str] {
     match kind {
         SeriesKind::Kline => &["open", "high", "low", "close", "volume"],
         SeriesKind::Scalar => &["value"],
+        SeriesKind::Trade => &TRADE_LAYOUT.columns[1..],
+        SeriesKind::Quote => &QUOTE_LAYOUT.columns[1..],
     }
 }
 

@@ -116,6 +116,7 @@ impl Dest {
                 match opts.key.kind() {
                     SeriesKind::Kline => "--price-scale N --volume-scale N",
                     SeriesKind::Scalar => "--value-type i64|f64",
+                    SeriesKind::Trade | SeriesKind::Quote => "POST /v1/{trade|quote}/series",
                 }
             ))),
         }

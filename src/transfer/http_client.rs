@@ -196,6 +196,17 @@ fn records_json(meta: &SeriesMeta, batch: &WriteBatch) -> Result<String> {
                 }
                 write!(s, "{{\"ts\":{ts},\"value\":{v:?}}}")
             }
+            (kind @ (SeriesKind::Trade | SeriesKind::Quote), _) => {
+                let names = kind.layout().columns;
+                let _ = write!(s, "{{\"ts\":{ts}");
+                for (k, name) in names.iter().enumerate().skip(1) {
+                    let _ = match *name {
+                        "seq" => write!(s, ",\"seq\":{}", c[k][i] as u64),
+                        _ => write!(s, ",\"{name}\":{}", c[k][i]),
+                    };
+                }
+                write!(s, "}}")
+            }
         };
     }
     s.push_str("]}");

@@ -119,6 +119,14 @@ impl RowSpec {
             }
             (SeriesKind::Scalar, ValueType::I64) => vec![scaled(1)],
             (SeriesKind::Scalar, ValueType::F64) => vec![ValueRule::F64Bits],
+            (SeriesKind::Trade, _) => {
+                let (p, q) = (scaled(meta.price_scale), scaled(meta.volume_scale));
+                vec![ValueRule::Raw, p, q, ValueRule::Raw, ValueRule::Raw]
+            }
+            (SeriesKind::Quote, _) => {
+                let (p, q) = (scaled(meta.price_scale), scaled(meta.volume_scale));
+                vec![ValueRule::Raw, p, p, q, q]
+            }
         };
         RowSpec {
             kind,

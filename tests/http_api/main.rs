@@ -17,3 +17,4 @@ mod server;
 mod shared;
 mod sql;
 mod system;
+mod ticks;

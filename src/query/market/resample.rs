@@ -36,6 +36,11 @@ impl ResamplePlan {
     /// Checks `r` against the series: the grammar, the offset, that the target fits
     /// the stored timeframe, and that `agg` is only given for scalars.
     pub fn new(r: &Resample, agg: Option<Agg>, meta: &SeriesMeta) -> Result<ResamplePlan> {
+        if meta.key.kind().is_tick() {
+            return Err(Error::invalid(
+                "bars from trades are not served yet (docs/ticks.md, \"Status\")",
+            ));
+        }
         let grid = Grid::parse(&r.timeframe, r.offset_ms.unwrap_or(0))?;
         grid.check_stored(&r.timeframe, meta.key.timeframe(), meta.timeframe_ms)?;
         let agg = match (r.agg, agg) {
@@ -109,6 +114,9 @@ impl ResamplePlan {
                 };
                 fields.push(Field::new("value", dt, nullable));
                 cols.push((0, conv));
+            }
+            SeriesKind::Trade | SeriesKind::Quote => {
+                return Err(Error::invalid("bars from trades are not served yet"));
             }
         }
         fields.push(Field::new("complete", DataType::Boolean, false));

@@ -303,6 +303,11 @@ impl Call {
         let scalar = match table.kind() {
             SeriesKind::Kline => None,
             SeriesKind::Scalar => Some((text(next, "category")?, text(next + 1, "name")?)),
+            SeriesKind::Trade | SeriesKind::Quote => {
+                return Err(Error::invalid(
+                    "asof: trade and quote tables have no cross section",
+                ));
+            }
         };
         let arity = next + if scalar.is_some() { 2 } else { 0 };
         let snapshot = match v.len() {

@@ -108,6 +108,7 @@ impl DataTable {
         match self.kind() {
             SeriesKind::Kline => 2,
             SeriesKind::Scalar => 4,
+            SeriesKind::Trade | SeriesKind::Quote => 1,
         }
     }
 
@@ -140,6 +141,9 @@ impl DataTable {
         match self.kind() {
             SeriesKind::Kline => cols.extend((1..=5).map(ColRole::Stored)),
             SeriesKind::Scalar => cols.push(ColRole::Stored(1)),
+            kind @ (SeriesKind::Trade | SeriesKind::Quote) => {
+                cols.extend((1..kind.ncols()).map(ColRole::Stored))
+            }
         }
         if self == DataTable::KlineRaw {
             cols.extend([ColRole::PriceScale, ColRole::VolumeScale]);

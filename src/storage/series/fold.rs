@@ -207,7 +207,7 @@ impl Series {
             ncols <= MAX_NCOLS,
             "a series has at most {MAX_NCOLS} columns"
         );
-        for (month, range) in MonthRuns::new(&batch.cols[0]) {
+        for (month, range) in MonthRuns::new(self.meta.partitioning(), &batch.cols[0]) {
             let mut new_cols: [&[i64]; MAX_NCOLS] = [&[]; MAX_NCOLS];
             for (slot, c) in new_cols.iter_mut().zip(&batch.cols) {
                 *slot = &c[range.clone()];

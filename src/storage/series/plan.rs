@@ -76,7 +76,8 @@ impl Series {
         self.merge_month(snap, month, new, generation)
     }
 
-    /// Copy-on-write rewrite of `month`: existing rows merged with `new` (new wins).
+    /// Copy-on-write rewrite of `month`: existing rows merged with `new` by key (the
+    /// layout's: `ts`, or `(ts, seq)` for ticks); on an equal key the new row wins.
     pub(in crate::storage) fn merge_month(
         &self,
         snap: &Snapshot,
@@ -96,13 +97,16 @@ impl Series {
             .collect();
         let (mut replaced, mut j) = (0u64, 0usize);
         let new_ts = new[0];
+        let key = self.meta.layout().key;
         for m in &mapped {
-            for (r, &t) in m.ts().iter().enumerate() {
-                while j < new_ts.len() && new_ts[j] < t {
+            let old: Vec<&[i64]> = (0..ncols.min(2)).map(|c| m.col(c)).collect();
+            for r in 0..m.rows() {
+                let k = row_key(key, &old, r);
+                while j < new_ts.len() && row_key(key, new, j) < k {
                     push_row(&mut cols, new, j);
                     j += 1;
                 }
-                if j < new_ts.len() && new_ts[j] == t {
+                if j < new_ts.len() && row_key(key, new, j) == k {
                     push_row(&mut cols, new, j);
                     j += 1;
                     replaced += 1;

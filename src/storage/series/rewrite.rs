@@ -21,10 +21,7 @@ impl Series {
         if plans.is_empty() {
             return Ok(Vec::new());
         }
-        let months = plans
-            .iter()
-            .map(|p| MonthPartition(p.month).to_string())
-            .collect();
+        let months = plans.iter().map(|p| partition_label(p.month)).collect();
         self.commit_inner(&snap, plans, next_gen, false)?;
         Ok(months)
     }
@@ -38,7 +35,7 @@ impl Series {
         let snap = self.snapshot();
         snap.live
             .iter()
-            .filter(|(m, _)| MonthPartition(**m).end_ts() < now_ms.saturating_sub(after))
+            .filter(|(m, _)| self.meta.partitioning().end_ms(**m) < now_ms.saturating_sub(after))
             .filter(|(_, c)| !(c.len() == 1 && c[0].entry.flags & FLAG_COMPRESSED != 0))
             .map(|(m, _)| *m)
             .collect()
@@ -67,10 +64,7 @@ impl Series {
             next_gen += 1;
         }
         self.commit_inner(&snap, plans, next_gen, false)?;
-        Ok(months
-            .iter()
-            .map(|m| MonthPartition(*m).to_string())
-            .collect())
+        Ok(months.iter().map(|&m| partition_label(m)).collect())
     }
 
     /// Deletes the rows of `range` as one all-or-nothing commit: a month the range
@@ -110,7 +104,7 @@ impl Series {
                 plans.push(plan);
                 next_gen += 1;
             }
-            months.push(MonthPartition(month).to_string());
+            months.push(partition_label(month));
         }
         if deleted == 0 {
             return Ok(DeleteReport {

@@ -10,7 +10,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{MonthPlan, Scratch, Series};
-use crate::record::MonthPartition;
 use crate::storage::format::{CHUNK_HEADER_LEN, ChunkHeader, ChunkParts, FLAG_COMPRESSED};
 use crate::storage::{codec, fsio, sidecar};
 use crate::sync::LockExt;
@@ -39,8 +38,8 @@ impl Series {
         }
         let sealed_before = crate::storage::now_ms().saturating_sub(after);
         for p in plans.iter_mut() {
-            if p.compressed.is_none() && p.full && MonthPartition(p.month).end_ts() < sealed_before
-            {
+            let sealed = self.meta.partitioning().end_ms(p.month) < sealed_before;
+            if p.compressed.is_none() && p.full && sealed {
                 p.compressed = Some(codec::Effort::Fast);
             }
         }

@@ -10,8 +10,9 @@ impl Series {
     pub fn prepare(&self, batch: &mut WriteBatch) -> Result<()> {
         check_shape(&self.meta, batch)?;
         check_row_limit(batch.len(), self.opts.max_write_rows)?;
-        check_ts_bounds(&batch.cols[0])?;
-        sort_and_check_duplicates(batch)
+        check_ts_bounds(self.meta.partitioning(), &batch.cols[0])?;
+        check_tick_rows(self.meta.key.kind(), batch)?;
+        sort_and_check_duplicates(batch, self.meta.layout().key)
     }
 
     /// Writes `batch` (any order; upsert) as one all-or-nothing commit of chunk files,
@@ -31,9 +32,11 @@ impl Series {
                 ..WriteReport::default()
             });
         }
+        // Under the series' lock: two appends at one `ts` get different numbers.
+        assign_seq(&snap, &mut batch)?;
         let mut next_gen = snap.next_generation;
         let mut plans = Vec::new();
-        for (month, range) in month_groups(&batch.cols[0]) {
+        for (month, range) in month_groups(self.meta.partitioning(), &batch.cols[0]) {
             let new: Vec<&[i64]> = batch.cols.iter().map(|c| &c[range.clone()]).collect();
             plans.push(self.plan_month(&snap, month, &new, next_gen)?);
             next_gen += 1;
@@ -65,7 +68,7 @@ impl Series {
         check_row_limit(rows, self.opts.max_write_rows)?;
         let mut at = 0;
         for p in pieces {
-            check_ts_bounds(p[0]).map_err(|e| match e {
+            check_ts_bounds(self.meta.partitioning(), p[0]).map_err(|e| match e {
                 StorageError::InvalidArgument(m) if at > 0 => {
                     StorageError::InvalidArgument(format!("{m} (piece starting at record {at})"))
                 }
@@ -86,7 +89,7 @@ impl Series {
         type Runs = Vec<(usize, std::ops::Range<usize>)>;
         let mut months: Vec<(i32, Runs)> = Vec::new();
         for (k, p) in pieces.iter().enumerate() {
-            for (month, range) in month_groups(p[0]) {
+            for (month, range) in month_groups(self.meta.partitioning(), p[0]) {
                 match months.last_mut() {
                     Some((m, runs)) if *m == month => runs.push((k, range)),
                     _ => months.push((month, vec![(k, range)])),
@@ -176,13 +179,93 @@ pub(super) fn check_row_limit(rows: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn check_ts_bounds(ts: &[i64]) -> Result<()> {
-    if let Some(i) = ts.iter().position(|t| !(TS_MIN..=TS_MAX).contains(t)) {
+pub(super) fn check_ts_bounds(part: Partitioning, ts: &[i64]) -> Result<()> {
+    let (lo, hi) = part.ts_bounds();
+    if let Some(i) = ts.iter().position(|t| !(lo..=hi).contains(t)) {
+        let what = match part {
+            Partitioning::MonthMs => "years 1000 to 9999, in milliseconds",
+            _ => "1970-01-01 to 2262-04-11, in nanoseconds",
+        };
         return Err(StorageError::InvalidArgument(format!(
-            "record {i}: ts {} is outside the supported range {TS_MIN}..={TS_MAX} (years 1000 to 9999, in milliseconds)",
+            "record {i}: ts {} is outside the supported range {lo}..={hi} ({what})",
             ts[i]
         )));
     }
+    Ok(())
+}
+
+/// The contract's sanity checks of trade and quote records, refusing the first
+/// record (in request order) that fails: a trade's `size` is `>= 0` and its `side`
+/// -1, 0 or 1; a quote's sizes are `>= 0` and `bid <= ask` unless a side is 0 (an
+/// empty book side). Other kinds are checked by their front ends.
+pub(super) fn check_tick_rows(kind: SeriesKind, batch: &WriteBatch) -> Result<()> {
+    let c = &batch.cols;
+    let bad = |i: usize, why: &str| Err(StorageError::Unprocessable(format!("record {i}: {why}")));
+    match kind {
+        SeriesKind::Trade => {
+            for i in 0..batch.len() {
+                if c[3][i] < 0 {
+                    return bad(i, "size is negative");
+                }
+                if !(-1..=1).contains(&c[4][i]) {
+                    return bad(i, "side must be 1 (buy), -1 (sell) or 0 (unknown)");
+                }
+            }
+        }
+        SeriesKind::Quote => {
+            for i in 0..batch.len() {
+                let (bid, ask) = (c[2][i], c[3][i]);
+                if c[4][i] < 0 || c[5][i] < 0 {
+                    return bad(i, "a size is negative");
+                }
+                if bid > ask && bid != 0 && ask != 0 {
+                    return bad(i, "bid is greater than ask");
+                }
+            }
+        }
+        SeriesKind::Kline | SeriesKind::Scalar => {}
+    }
+    Ok(())
+}
+
+/// Gives every row of a sorted tick batch written without a `seq`
+/// ([`SEQ_UNASSIGNED`]) the next `seq` of its `ts`, in arrival order: after the
+/// largest stored for that `ts` and the largest given explicitly in the batch.
+/// Sorting put such rows after the explicit ones of their `ts`, in arrival order
+/// (a stable sort), so the batch stays sorted by `(ts, seq)`. A no-op for layouts
+/// keyed by `ts` alone.
+pub(super) fn assign_seq(snap: &Snapshot, batch: &mut WriteBatch) -> Result<()> {
+    if snap.meta.layout().key != KeyShape::TsSeq {
+        return Ok(());
+    }
+    let n = batch.len();
+    let mut i = 0;
+    while i < n {
+        let t = batch.cols[0][i];
+        let end = i + batch.cols[0][i..].partition_point(|&x| x == t);
+        if batch.cols[1][end - 1] == SEQ_UNASSIGNED {
+            let seq = &batch.cols[1][i..end];
+            let first = seq.iter().position(|&s| s == SEQ_UNASSIGNED).unwrap_or(0);
+            let explicit = (first > 0).then(|| seq[first - 1] as u64);
+            let range = TsRange::new(Some(t), Some(t));
+            let stored = snap.with_last_row(range, |row| row[1] as u64)?;
+            let next = explicit.max(stored).map_or(0, |m| m.saturating_add(1));
+            for (k, s) in (next..).zip(&mut batch.cols[1][i + first..end]) {
+                if k == SEQ_UNASSIGNED as u64 {
+                    return Err(StorageError::Unprocessable(format!(
+                        "ts {t}: no seq is left after {} for a record written without one",
+                        u64::MAX - 1
+                    )));
+                }
+                *s = k as i64;
+            }
+        }
+        i = end;
+    }
+    debug_assert!(keys_increase(
+        KeyShape::TsSeq,
+        &[&batch.cols[0], &batch.cols[1]]
+    ));
     Ok(())
 }
 
@@ -196,9 +279,14 @@ pub(super) fn check_expected(snap: &Snapshot, expected: Option<u64>) -> Result<(
     }
 }
 
-/// Sorts all columns by `ts` and refuses a `ts` repeated inside the request, naming
-/// the first record (in request order) that repeats an earlier one.
-pub fn sort_and_check_duplicates(batch: &mut WriteBatch) -> Result<()> {
+/// Sorts all columns by key and refuses a key repeated inside the request, naming
+/// the first record (in request order) that repeats an earlier one. For a tick
+/// layout the key is `(ts, seq)`: rows without a `seq` ([`SEQ_UNASSIGNED`]) sort
+/// after the others of their `ts`, in arrival order, and repeat nothing.
+pub fn sort_and_check_duplicates(batch: &mut WriteBatch, key: KeyShape) -> Result<()> {
+    if key == KeyShape::TsSeq {
+        return sort_ticks(batch);
+    }
     let ts = &batch.cols[0];
     if ts.windows(2).all(|w| w[0] < w[1]) {
         return Ok(());
@@ -215,6 +303,36 @@ pub fn sort_and_check_duplicates(batch: &mut WriteBatch) -> Result<()> {
         return Err(StorageError::Unprocessable(format!(
             "record {i}: ts {} repeats record {first} of the same request",
             ts[i]
+        )));
+    }
+    for col in batch.cols.iter_mut() {
+        *col = perm.iter().map(|&i| col[i as usize]).collect();
+    }
+    Ok(())
+}
+
+/// [`sort_and_check_duplicates`] for `(ts, seq)` keys.
+fn sort_ticks(batch: &mut WriteBatch) -> Result<()> {
+    let (ts, seq) = (&batch.cols[0], &batch.cols[1]);
+    let key = |i: usize| (ts[i], seq[i] as u64);
+    if (1..ts.len()).all(|r| key(r - 1) < key(r)) {
+        return Ok(());
+    }
+    let mut perm: Vec<u32> = (0..ts.len() as u32).collect();
+    // Stable: rows without a seq keep their arrival order.
+    perm.sort_by_key(|&i| key(i as usize));
+    let dup = perm
+        .windows(2)
+        .filter(|w| {
+            seq[w[0] as usize] != SEQ_UNASSIGNED && key(w[0] as usize) == key(w[1] as usize)
+        })
+        .map(|w| w[0].max(w[1]) as usize)
+        .min();
+    if let Some(i) = dup {
+        let first = (0..i).find(|&k| key(k) == key(i)).unwrap_or(0);
+        return Err(StorageError::Unprocessable(format!(
+            "record {i}: ts {} seq {} repeats record {first} of the same request",
+            ts[i], seq[i] as u64
         )));
     }
     for col in batch.cols.iter_mut() {
@@ -244,13 +362,14 @@ pub fn pieces_in_order(pieces: &[Vec<&[i64]>]) -> bool {
 /// [`month_groups`] as an iterator: the runs of one month each of sorted timestamps,
 /// without a vector (the log's apply visits thousands of one-row batches per group).
 pub(super) struct MonthRuns<'a> {
+    part: Partitioning,
     ts: &'a [i64],
     start: usize,
 }
 
 impl<'a> MonthRuns<'a> {
-    pub(super) fn new(ts: &'a [i64]) -> MonthRuns<'a> {
-        MonthRuns { ts, start: 0 }
+    pub(super) fn new(part: Partitioning, ts: &'a [i64]) -> MonthRuns<'a> {
+        MonthRuns { part, ts, start: 0 }
     }
 }
 
@@ -260,8 +379,8 @@ impl Iterator for MonthRuns<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         let start = self.start;
         let &first = self.ts.get(start)?;
-        let month = MonthPartition::from_ts(first);
-        let end_ts = month.end_ts();
+        let month = self.part.of(first);
+        let end_ts = self.part.end_ts(month);
         // One probe settles the common case: the rest of the batch is in this month.
         let len = if self.ts[self.ts.len() - 1] <= end_ts {
             self.ts.len() - start
@@ -269,19 +388,20 @@ impl Iterator for MonthRuns<'_> {
             self.ts[start..].partition_point(|&t| t <= end_ts)
         };
         self.start = start + len;
-        Some((month.0, start..start + len))
+        Some((month, start..start + len))
     }
 }
 
-/// Splits sorted timestamps into runs of one month each.
-pub fn month_groups(ts: &[i64]) -> Vec<(i32, std::ops::Range<usize>)> {
+/// Splits sorted timestamps into runs of one partition each (a month for bars and
+/// scalars, the series' hour, day or month for ticks).
+pub fn month_groups(part: Partitioning, ts: &[i64]) -> Vec<(i32, std::ops::Range<usize>)> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < ts.len() {
-        let month = MonthPartition::from_ts(ts[start]);
-        let end_ts = month.end_ts();
+        let month = part.of(ts[start]);
+        let end_ts = part.end_ts(month);
         let len = ts[start..].partition_point(|&t| t <= end_ts);
-        out.push((month.0, start..start + len));
+        out.push((month, start..start + len));
         start += len;
     }
     out

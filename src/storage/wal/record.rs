@@ -119,10 +119,12 @@ pub(super) fn decode_payload(
     let mut entries = Vec::new();
     for _ in 0..count {
         let kind = SeriesKind::from_code(take(U8_LEN)?[0]).ok_or("unknown series kind")?;
-        // symbol and timeframe, and for a scalar its category and name
+        // symbol and timeframe, and for a scalar its category and name; a tick
+        // series has its symbol only
         let nparts = match kind {
             SeriesKind::Kline => 2,
             SeriesKind::Scalar => 4,
+            SeriesKind::Trade | SeriesKind::Quote => 1,
         };
         let mut parts = vec![kind.as_str().to_string()];
         for _ in 0..nparts {

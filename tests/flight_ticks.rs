@@ -1,0 +1,162 @@
+//! Trade and quote series over Arrow Flight against a real server on port 0: the
+//! contract's schema (`ts` as `timestamp[ns, UTC]`, `seq` uint64, `side` int8, prices
+//! raw or scaled), ranges in nanoseconds, latest, columns, a path descriptor and
+//! ListFlights' ticket of a tick series, and what is not served yet refused by name.
+
+mod common;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int8Type, Int64Type, TimestampNanosecondType, UInt64Type};
+use arrow_flight::FlightDescriptor;
+use arrow_schema::{DataType, TimeUnit};
+use bytes::Bytes;
+use common::*;
+use fastk::query::tick::{RegisterTick, TradeIn, trade_batch};
+use fastk::record::{SeriesKey, SeriesKind};
+use futures::TryStreamExt;
+use serde_json::json;
+use tonic::Code;
+
+/// 2024-03-10T00:00:00Z in nanoseconds.
+const DAY0: i64 = 1_710_028_800_000_000_000;
+
+fn trades() -> Vec<TradeIn> {
+    (0..10)
+        .map(|i| TradeIn {
+            ts: DAY0 + (i / 3) * 1_000,
+            seq: None,
+            price: 6_843_200 + i,
+            size: 1_000 * (i + 1),
+            side: [1, -1, 0][i as usize % 3],
+            trade_id: 500 + i,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn trades_read_over_flight_in_the_contract_schema() {
+    let mut f = Fixture::start(|_| {}).await;
+    let reg = RegisterTick {
+        symbol: "BTCUSDT".into(),
+        price_scale: 100,
+        size_scale: 1000,
+        partition: None,
+        retention_ms: None,
+    };
+    f.engine().register_tick(SeriesKind::Trade, &reg).unwrap();
+    let key = SeriesKey::trade("BTCUSDT").unwrap();
+    f.engine()
+        .write(&key, trade_batch(&trades()).unwrap(), None)
+        .unwrap();
+
+    let batches = get(&mut f.client, json!({"kind": "trade", "symbol": "BTCUSDT"}))
+        .await
+        .unwrap();
+    let schema = batches[0].schema();
+    assert_eq!(
+        schema.field(0).data_type(),
+        &DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()))
+    );
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["ts", "seq", "price", "size", "side", "trade_id"]);
+    assert_eq!(schema.metadata()["fastk.size_scale"], "1000");
+    assert_eq!(schema.metadata()["fastk.partition"], "day");
+    let b = arrow_select::concat::concat_batches(&schema, &batches).unwrap();
+    let ts: Vec<i64> = b
+        .column(0)
+        .as_primitive::<TimestampNanosecondType>()
+        .values()
+        .to_vec();
+    let seq: Vec<u64> = b.column(1).as_primitive::<UInt64Type>().values().to_vec();
+    let side: Vec<i8> = b.column(4).as_primitive::<Int8Type>().values().to_vec();
+    let id: Vec<i64> = b.column(5).as_primitive::<Int64Type>().values().to_vec();
+    let want = trades();
+    assert_eq!(ts, want.iter().map(|t| t.ts).collect::<Vec<_>>());
+    assert_eq!(seq, [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]);
+    assert_eq!(side, want.iter().map(|t| t.side as i8).collect::<Vec<_>>());
+    assert_eq!(id, want.iter().map(|t| t.trade_id).collect::<Vec<_>>());
+
+    // A range in nanoseconds, float prices, a subset of columns.
+    let batches = get(
+        &mut f.client,
+        json!({"kind": "trade", "symbol": "BTCUSDT", "start_ns": DAY0 + 1_000,
+               "end_ns": DAY0 + 2_000, "price_format": "float64", "columns": ["price", "size"]}),
+    )
+    .await
+    .unwrap();
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(b.num_columns(), 3);
+    let price: Vec<f64> = b.column(1).as_primitive::<Float64Type>().values().to_vec();
+    assert_eq!(
+        price,
+        [
+            68_432.03, 68_432.04, 68_432.05, 68_432.06, 68_432.07, 68_432.08
+        ]
+    );
+    let size: Vec<f64> = b.column(2).as_primitive::<Float64Type>().values().to_vec();
+    assert_eq!(size[0], 4.0);
+
+    let latest = get(
+        &mut f.client,
+        json!({"kind": "trade", "symbol": "BTCUSDT", "latest": 2}),
+    )
+    .await
+    .unwrap();
+    let rows: usize = latest.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 2);
+
+    // A path descriptor and the ticket ListFlights gives read the whole series.
+    let info = f
+        .client
+        .get_flight_info(FlightDescriptor::new_path(vec![
+            "trade".into(),
+            "BTCUSDT".into(),
+        ]))
+        .await
+        .unwrap();
+    let t = info.endpoint[0].ticket.clone().unwrap();
+    let rows: usize = fetch(&mut f.client, t)
+        .await
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 10);
+    let listed: Vec<_> = f
+        .client
+        .list_flights(Bytes::new())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(!listed.is_empty());
+    for info in listed {
+        let t = info.endpoint[0].ticket.clone().unwrap();
+        assert!(!fetch(&mut f.client, t).await.is_empty());
+    }
+
+    // Not served yet: refused by name, not misread.
+    for (ticket, says) in [
+        (
+            json!({"kind": "trade", "symbols": ["BTCUSDT"]}),
+            "not served yet",
+        ),
+        (
+            json!({"kind": "trade", "symbol": "BTCUSDT", "resample": {"timeframe": "1m"}}),
+            "bars from trades",
+        ),
+        (
+            json!({"kind": "trade", "symbol": "BTCUSDT", "columns": ["open"]}),
+            "unknown column",
+        ),
+        (json!({"kind": "quote", "symbol": "BTCUSDT"}), "BTCUSDT"),
+    ] {
+        let err = get(&mut f.client, ticket.clone()).await.unwrap_err();
+        assert!(
+            matches!(code(&err), Code::InvalidArgument | Code::NotFound),
+            "{ticket}: {err}"
+        );
+        assert!(message(&err).contains(says), "{ticket}: {}", message(&err));
+    }
+    f.shutdown().await;
+}

@@ -1,0 +1,214 @@
+//! Trade and quote series over HTTP: registration (201, 200, 409), writes with and
+//! without `seq`, replacement by `seq`, the contract's refusals (nothing written),
+//! pages keyed by `(ts, seq)`, latest, range deletes, listing and delete, and the
+//! series surviving a restart of the engine.
+
+use serde_json::{Value, json};
+
+use crate::common::app;
+
+/// 2024-03-10T00:00:00Z in nanoseconds.
+const DAY0: i64 = 1_710_028_800_000_000_000;
+const TRADES: &str = "/v1/trade/BTCUSDT";
+const QUOTES: &str = "/v1/quote/BTCUSDT";
+
+fn keys(page: &Value) -> Vec<(i64, u64)> {
+    page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["ts"].as_i64().unwrap(), r["seq"].as_u64().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn trades_are_written_numbered_replaced_and_paged() {
+    let app = app();
+    let reg = json!({"symbol": "BTCUSDT", "price_scale": 100, "size_scale": 1000});
+    let info = app.post("/v1/trade/series", &reg).await.expect(201);
+    assert_eq!(info["kind"], "trade");
+    assert_eq!(
+        info["timeframe_ms"], 86_400_000,
+        "day partitions by default: {info}"
+    );
+    app.post("/v1/trade/series", &reg).await.expect(200);
+    let differs = json!({"symbol": "BTCUSDT", "price_scale": 10, "size_scale": 1000});
+    app.post("/v1/trade/series", &differs)
+        .await
+        .expect_error(409, "conflict");
+    let bad =
+        json!({"symbol": "BTCUSDT", "price_scale": 100, "size_scale": 1000, "partition": "week"});
+    let msg = app
+        .post("/v1/trade/series", &bad)
+        .await
+        .expect_error(400, "invalid_argument");
+    assert!(msg.contains("partition"), "{msg}");
+
+    // Three trades in one nanosecond and one later: seq 0, 1, 2 in arrival order.
+    let body = json!({"records": [
+        {"ts": DAY0, "price": 6_843_250, "size": 1500, "side": 1},
+        {"ts": DAY0, "price": 6_843_300, "size": 10, "side": -1, "trade_id": 77},
+        {"ts": DAY0, "price": 6_843_200, "size": 20},
+        {"ts": DAY0 + 1_000, "seq": 5, "price": 6_843_100, "size": 30, "side": 0},
+    ]});
+    let w = app
+        .post(&format!("{TRADES}/records"), &body)
+        .await
+        .expect(200);
+    assert_eq!(
+        (w["written"].as_u64(), w["inserted"].as_u64()),
+        (Some(4), Some(4)),
+        "{w}"
+    );
+    let page = app.get(&format!("{TRADES}/records")).await.expect(200);
+    assert_eq!(
+        keys(&page),
+        vec![(DAY0, 0), (DAY0, 1), (DAY0, 2), (DAY0 + 1_000, 5)]
+    );
+    assert_eq!(page["records"][1]["trade_id"], 77);
+    assert_eq!(page["records"][1]["side"], -1);
+    assert_eq!(page["next"], Value::Null);
+
+    // A retry with the venue's seq replaces; an append at the same ts comes after.
+    let body = json!({"records": [
+        {"ts": DAY0, "seq": 1, "price": 6_843_301, "size": 11, "side": -1},
+        {"ts": DAY0, "price": 6_843_400, "size": 40},
+    ]});
+    let w = app
+        .post(&format!("{TRADES}/records"), &body)
+        .await
+        .expect(200);
+    assert_eq!(
+        (w["inserted"].as_u64(), w["replaced"].as_u64()),
+        (Some(1), Some(1)),
+        "{w}"
+    );
+    let page = app
+        .get(&format!("{TRADES}/records?limit=2"))
+        .await
+        .expect(200);
+    assert_eq!(keys(&page), vec![(DAY0, 0), (DAY0, 1)]);
+    assert_eq!(page["records"][1]["price"], 6_843_301);
+    assert_eq!(page["next"], json!({"ts": DAY0, "seq": 1}));
+    let page = app
+        .get(&format!(
+            "{TRADES}/records?limit=2&after_ts={DAY0}&after_seq=1"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(keys(&page), vec![(DAY0, 2), (DAY0, 3)]);
+    let page = app
+        .get(&format!(
+            "{TRADES}/records?limit=2&after_ts={DAY0}&after_seq=3"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(keys(&page), vec![(DAY0 + 1_000, 5)]);
+    assert_eq!(page["next"], Value::Null, "the last page");
+    let latest = app.get(&format!("{TRADES}/latest?n=2")).await.expect(200);
+    assert_eq!(keys(&latest), vec![(DAY0, 3), (DAY0 + 1_000, 5)]);
+
+    // Refusals change nothing.
+    for (records, status, code, says) in [
+        (
+            json!([{"ts": DAY0, "price": 1, "size": -1}]),
+            422,
+            "unprocessable",
+            "size is negative",
+        ),
+        (
+            json!([{"ts": DAY0, "price": 1, "size": 1, "side": 2}]),
+            422,
+            "unprocessable",
+            "side must be",
+        ),
+        (
+            json!([{"ts": DAY0, "seq": 9, "price": 1, "size": 1}, {"ts": DAY0, "seq": 9, "price": 2, "size": 1}]),
+            422,
+            "unprocessable",
+            "repeats record 0",
+        ),
+        (
+            json!([{"ts": -5, "price": 1, "size": 1}]),
+            400,
+            "invalid_argument",
+            "outside the supported range",
+        ),
+        (
+            json!([{"ts": DAY0, "seq": u64::MAX, "price": 1, "size": 1}]),
+            400,
+            "invalid_argument",
+            "reserved",
+        ),
+        (
+            json!([{"ts": DAY0, "price": 1}]),
+            400,
+            "invalid_argument",
+            "size",
+        ),
+    ] {
+        let r = app
+            .post(&format!("{TRADES}/records"), &json!({"records": records}))
+            .await;
+        let msg = r.expect_error(status, code);
+        assert!(msg.contains(says), "{says}: {msg}");
+    }
+    let all = app.get(&format!("{TRADES}/records")).await.expect(200);
+    assert_eq!(keys(&all).len(), 5, "refused writes stored nothing: {all}");
+
+    // A range delete in nanoseconds.
+    let d = app
+        .delete(&format!("{TRADES}/records?start_ns={DAY0}&end_ns={DAY0}"))
+        .await
+        .expect(200);
+    assert_eq!(d["deleted"], 4, "{d}");
+    let all = app.get(&format!("{TRADES}/records")).await.expect(200);
+    assert_eq!(keys(&all), vec![(DAY0 + 1_000, 5)]);
+
+    let list = app.get("/v1/trade/series").await.expect(200);
+    assert_eq!(list["series"].as_array().unwrap().len(), 1, "{list}");
+    let one = app.get(TRADES).await.expect(200);
+    assert_eq!(one["symbol"], "BTCUSDT");
+    app.delete(TRADES).await;
+    app.get(TRADES).await.expect_error(404, "not_found");
+    app.get("/v1/bond/series")
+        .await
+        .expect_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn quotes_are_checked_and_partitioned_by_hour() {
+    let app = app();
+    let reg =
+        json!({"symbol": "BTCUSDT", "price_scale": 100, "size_scale": 1000, "partition": "hour"});
+    let info = app.post("/v1/quote/series", &reg).await.expect(201);
+    assert_eq!(info["timeframe_ms"], 3_600_000, "{info}");
+    let hour = 3_600_000_000_000i64;
+    let body = json!({"records": [
+        {"ts": DAY0 + 5, "bid": 100, "ask": 101, "bid_size": 3, "ask_size": 4},
+        {"ts": DAY0 + hour, "bid": 102, "ask": 0, "bid_size": 3, "ask_size": 0},
+    ]});
+    app.post(&format!("{QUOTES}/records"), &body)
+        .await
+        .expect(200);
+    let crossed =
+        json!({"records": [{"ts": DAY0, "bid": 102, "ask": 101, "bid_size": 1, "ask_size": 1}]});
+    let msg = app
+        .post(&format!("{QUOTES}/records"), &crossed)
+        .await
+        .expect_error(422, "unprocessable");
+    assert!(msg.contains("record 0: bid is greater than ask"), "{msg}");
+    let info = app.get(QUOTES).await.expect(200);
+    let parts: Vec<&str> = info["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["month"].as_str().unwrap())
+        .collect();
+    assert_eq!(parts, vec!["2024-03-10T00", "2024-03-10T01"], "{info}");
+    // A trade body is not a quote body.
+    let wrong = json!({"records": [{"ts": DAY0, "price": 1, "size": 1}]});
+    app.post(&format!("{QUOTES}/records"), &wrong)
+        .await
+        .expect_error(400, "invalid_argument");
+}

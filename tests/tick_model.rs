@@ -1,0 +1,440 @@
+//! Property test: tick series (trades in day partitions, quotes in hour partitions)
+//! against a naive `BTreeMap<(ts, seq), row>` model.
+//!
+//! Many events share a nanosecond; writes mix explicit `seq` (replacing what is
+//! stored under it) and `seq` left for the store to assign (the next after the
+//! largest stored or given for that `ts`, in arrival order); a `(ts, seq)` repeated
+//! inside one request is refused and changes nothing. Range deletes, compression of
+//! sealed partitions, packs, compactions, crashes and reopens interleave; after every
+//! step the range, sub-range and latest-N reads equal the model, every chunk file is
+//! named by its day or hour, and a deep check of the store finds nothing.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::store_opts;
+use fastk::record::{SEQ_UNASSIGNED, SeriesKey, SeriesMeta, TsRange, ValueType, tick_partition_ms};
+use fastk::storage::{StorageError, Store, WriteBatch};
+use proptest::prelude::*;
+
+/// 2024-03-10T00:00:00Z in nanoseconds: a day boundary (and an hour boundary).
+const DAY0: i64 = 1_710_028_800_000_000_000;
+const HOUR_NS: i64 = 3_600_000_000_000;
+const DAY_NS: i64 = 24 * HOUR_NS;
+
+/// A row to write: timestamp, `seq` (`None`: the store assigns), value.
+type Row = (i64, Option<u64>, i64);
+/// The model of one series: `(ts, seq)` to the stored columns after `seq`.
+type Model = BTreeMap<(i64, u64), Vec<i64>>;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write { series: usize, rows: Vec<Row> },
+    DeleteRange { series: usize, start: i64, end: i64 },
+    Compress { series: usize },
+    Pack { series: usize },
+    Compact { series: usize },
+    Crash,
+    Reopen,
+}
+
+/// Few distinct instants, near day and hour boundaries, so many rows share a `ts`
+/// and writes split across partitions.
+fn ts_strategy() -> impl Strategy<Value = i64> {
+    let bases = [
+        DAY0 - 1,
+        DAY0,
+        DAY0 + HOUR_NS - 2,
+        DAY0 + DAY_NS - 1,
+        DAY0 + DAY_NS,
+    ];
+    (0..bases.len(), 0i64..4).prop_map(move |(b, k)| bases[b] + k)
+}
+
+fn row_strategy() -> impl Strategy<Value = Row> {
+    (
+        ts_strategy(),
+        prop::option::weighted(0.4, 0u64..6),
+        any::<i64>(),
+    )
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0..2usize, prop::collection::vec(row_strategy(), 1..40))
+            .prop_map(|(series, rows)| Op::Write { series, rows }),
+        2 => (0..2usize, ts_strategy(), ts_strategy()).prop_map(|(series, a, b)| {
+            Op::DeleteRange { series, start: a.min(b), end: a.max(b) }
+        }),
+        1 => (0..2usize).prop_map(|series| Op::Compress { series }),
+        1 => (0..2usize).prop_map(|series| Op::Pack { series }),
+        1 => (0..2usize).prop_map(|series| Op::Compact { series }),
+        1 => Just(Op::Crash),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn metas() -> Vec<SeriesMeta> {
+    vec![
+        SeriesMeta {
+            key: SeriesKey::trade("BTCUSDT").unwrap(),
+            timeframe_ms: tick_partition_ms("day").unwrap(),
+            price_scale: 100,
+            volume_scale: 1000,
+            value_type: ValueType::I64,
+        },
+        SeriesMeta {
+            key: SeriesKey::quote("BTCUSDT").unwrap(),
+            timeframe_ms: tick_partition_ms("hour").unwrap(),
+            price_scale: 100,
+            volume_scale: 1000,
+            value_type: ValueType::I64,
+        },
+    ]
+}
+
+/// The stored columns after `seq` for value `v` (a valid trade or quote).
+fn row_cols(series: usize, v: i64) -> Vec<i64> {
+    let p = v.rem_euclid(1_000_000);
+    match series {
+        0 => vec![
+            p,
+            v.rem_euclid(977),
+            v.rem_euclid(3) - 1,
+            v.rem_euclid(1 << 40),
+        ],
+        _ => vec![p, p + v.rem_euclid(7), v.rem_euclid(50), v.rem_euclid(51)],
+    }
+}
+
+fn batch(series: usize, rows: &[Row]) -> WriteBatch {
+    let mut b = WriteBatch::with_capacity(6, rows.len());
+    for &(ts, seq, v) in rows {
+        b.cols[0].push(ts);
+        b.cols[1].push(seq.map_or(SEQ_UNASSIGNED, |s| s as i64));
+        for (c, x) in row_cols(series, v).into_iter().enumerate() {
+            b.cols[c + 2].push(x);
+        }
+    }
+    b
+}
+
+/// What the contract says a write does to `model`; `Err` (and no change) when an
+/// explicit `(ts, seq)` repeats inside the request.
+fn apply_model(series: usize, model: &mut Model, rows: &[Row]) -> Result<(), ()> {
+    let mut explicit = std::collections::HashSet::new();
+    for &(ts, seq, _) in rows {
+        if let Some(s) = seq
+            && !explicit.insert((ts, s))
+        {
+            return Err(());
+        }
+    }
+    // The largest seq stored or given explicitly, per ts, before the assignment.
+    let mut next: BTreeMap<i64, u64> = BTreeMap::new();
+    for &(ts, seq, _) in rows {
+        let stored = model
+            .range((ts, 0)..=(ts, u64::MAX))
+            .next_back()
+            .map(|(k, _)| k.1);
+        let top = stored.max(seq).map(|s| s + 1);
+        let e = next.entry(ts).or_insert(0);
+        *e = (*e).max(top.unwrap_or(0));
+    }
+    let mut assigned = Vec::new();
+    for &(ts, seq, v) in rows {
+        let s = match seq {
+            Some(s) => s,
+            None => {
+                let n = next.get_mut(&ts).expect("every ts has a next seq");
+                *n += 1;
+                *n - 1
+            }
+        };
+        assigned.push(((ts, s), row_cols(series, v)));
+    }
+    model.extend(assigned);
+    Ok(())
+}
+
+fn read_all(store: &Store, meta: &SeriesMeta, range: TsRange) -> Vec<Vec<i64>> {
+    let snap = store.get(&meta.key).unwrap().snapshot();
+    let mut out = Vec::new();
+    for s in snap.range(range) {
+        let s = s.unwrap();
+        for r in 0..s.len() {
+            out.push((0..6).map(|c| s.col(c)[r]).collect());
+        }
+    }
+    out
+}
+
+fn model_rows(model: &Model, range: TsRange) -> Vec<Vec<i64>> {
+    model
+        .range((range.lo(), 0)..=(range.hi(), u64::MAX))
+        .map(|(&(ts, seq), cols)| {
+            [ts, seq as i64]
+                .into_iter()
+                .chain(cols.iter().copied())
+                .collect()
+        })
+        .collect()
+}
+
+fn check(store: &Store, metas: &[SeriesMeta], models: &[Model], probe: (i64, i64, usize)) {
+    for (meta, model) in metas.iter().zip(models) {
+        assert_eq!(
+            read_all(store, meta, TsRange::all()),
+            model_rows(model, TsRange::all()),
+            "{}",
+            meta.key
+        );
+        let (a, b) = (probe.0.min(probe.1), probe.0.max(probe.1));
+        let sub = TsRange::new(Some(a), Some(b));
+        assert_eq!(
+            read_all(store, meta, sub),
+            model_rows(model, sub),
+            "{} {a}..={b}",
+            meta.key
+        );
+        let series = store.get(&meta.key).unwrap();
+        let snap = series.snapshot();
+        let latest: Vec<(i64, u64)> = snap
+            .latest(TsRange::all(), probe.2)
+            .unwrap()
+            .iter()
+            .flat_map(|s| {
+                (0..s.len())
+                    .map(|r| (s.col(0)[r], s.col(1)[r] as u64))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let want: Vec<(i64, u64)> = model.keys().rev().take(probe.2).rev().copied().collect();
+        assert_eq!(latest, want, "latest {} of {}", probe.2, meta.key);
+        assert_eq!(snap.rows(), model.len() as u64);
+        // Every chunk file is named by its partition: a day (`YYYY-MM-DD`) for the
+        // trades, an hour (`YYYY-MM-DDTHH`) for the quotes.
+        let label_len = if meta.key.kind() == fastk::record::SeriesKind::Trade {
+            10
+        } else {
+            13
+        };
+        // A deep check of every chunk (checksums, bounds inside the partition, keys
+        // ascending by (ts, seq)) finds nothing.
+        for c in snap.chunks().filter(|c| !c.is_memory()) {
+            let (fault, _) = fastk::storage::verify::verify_chunk(&series, c, true);
+            assert!(fault.is_none(), "{}: {fault:?}", meta.key);
+        }
+        let Ok(files) = std::fs::read_dir(series.dir()) else {
+            continue; // nothing written yet: registration makes no directory
+        };
+        for e in files {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if let Some(stem) = name.strip_suffix(".chunk") {
+                let label = stem.split(".g").next().unwrap();
+                assert_eq!(label.len(), label_len, "{name}");
+            }
+        }
+    }
+}
+
+fn run(ops: Vec<Op>, probe: (i64, i64, usize)) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = store_opts(|o| {
+        o.compress_after_ms = Some(0);
+        o.compress_on_write = false;
+    });
+    let metas = metas();
+    let mut store = Store::open(dir.path(), opts.clone()).unwrap();
+    for m in &metas {
+        store.register(m.clone()).unwrap();
+    }
+    let mut models: Vec<Model> = vec![Model::new(); metas.len()];
+    // Far in the future: every partition is sealed.
+    let later = 4_000_000_000_000;
+    for op in ops {
+        match op {
+            Op::Write { series, rows } => {
+                let s = store.get(&metas[series].key).unwrap();
+                let before = models[series].clone();
+                let got = store.write(&s, batch(series, &rows), None);
+                match apply_model(series, &mut models[series], &rows) {
+                    Ok(()) => {
+                        let r = got.unwrap();
+                        assert_eq!(r.written, rows.len() as u64);
+                        let inserted = models[series].len() - before.len();
+                        assert_eq!(r.inserted, inserted as u64, "inserted");
+                    }
+                    Err(()) => {
+                        let err = got.unwrap_err();
+                        assert!(
+                            matches!(&err, StorageError::Unprocessable(m) if m.contains("repeats record")),
+                            "{err}"
+                        );
+                    }
+                }
+            }
+            Op::DeleteRange { series, start, end } => {
+                let s = store.get(&metas[series].key).unwrap();
+                let r = s
+                    .delete_range(TsRange::new(Some(start), Some(end)), None)
+                    .unwrap();
+                let before = models[series].len();
+                models[series].retain(|&(ts, _), _| ts < start || ts > end);
+                assert_eq!(r.deleted, (before - models[series].len()) as u64);
+            }
+            Op::Compress { series } => {
+                store
+                    .get(&metas[series].key)
+                    .unwrap()
+                    .compress_sealed(later)
+                    .unwrap();
+            }
+            Op::Pack { series } => {
+                store
+                    .get(&metas[series].key)
+                    .unwrap()
+                    .pack_sealed(later)
+                    .unwrap();
+            }
+            Op::Compact { series } => {
+                store.get(&metas[series].key).unwrap().compact().unwrap();
+            }
+            Op::Crash => {
+                store.abandon();
+                store = Store::open(dir.path(), opts.clone()).unwrap();
+                assert!(store.recovery().iter().all(|n| n.unknown_files.is_empty()));
+            }
+            Op::Reopen => {
+                drop(store);
+                store = Store::open(dir.path(), opts.clone()).unwrap();
+            }
+        }
+        check(&store, &metas, &models, probe);
+    }
+    let engine_dir = dir.path().to_path_buf();
+    drop(store);
+    let store = Store::open(&engine_dir, opts).unwrap();
+    check(&store, &metas, &models, probe);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: if std::env::var("FASTK_TEST_LONG").is_ok() { 512 } else { 48 },
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn tick_series_match_the_model(
+        ops in prop::collection::vec(op_strategy(), 1..30),
+        a in ts_strategy(),
+        b in ts_strategy(),
+        n in 0usize..12,
+    ) {
+        run(ops, (a, b, n));
+    }
+}
+
+/// Rows without a `seq` are numbered in arrival order after the largest stored for
+/// their `ts`; an explicit `seq` replaces; a repeated `(ts, seq)` is refused whole.
+#[test]
+fn seq_is_assigned_in_arrival_order_and_replaced_by_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), store_opts(|_| {})).unwrap();
+    let meta = metas().remove(0);
+    let (s, _) = store.register(meta.clone()).unwrap();
+    let t = DAY0 + 5;
+    let r = store
+        .write(
+            &s,
+            batch(0, &[(t, None, 10), (t, None, 11), (t, Some(7), 12)]),
+            None,
+        )
+        .unwrap();
+    assert_eq!((r.inserted, r.replaced), (3, 0));
+    // Assigned after the explicit 7 given in the same request: 8 and 9.
+    let seqs = |s: &fastk::storage::Series| -> Vec<u64> {
+        common::series_cols(s)[1]
+            .iter()
+            .map(|&x| x as u64)
+            .collect()
+    };
+    assert_eq!(seqs(&s), vec![7, 8, 9]);
+    let r = store
+        .write(&s, batch(0, &[(t, None, 13), (t, Some(8), 14)]), None)
+        .unwrap();
+    assert_eq!((r.inserted, r.replaced), (1, 1));
+    assert_eq!(seqs(&s), vec![7, 8, 9, 10]);
+    let err = store
+        .write(
+            &s,
+            batch(0, &[(t, Some(1), 1), (t + 1, None, 2), (t, Some(1), 3)]),
+            None,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("record 2: ts"), "{err}");
+    assert_eq!(seqs(&s), vec![7, 8, 9, 10]);
+    // Before 1970 is refused, naming the record.
+    let err = store
+        .write(&s, batch(0, &[(t, None, 1), (-1, None, 2)]), None)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("record 1: ts -1 is outside"),
+        "{err}"
+    );
+}
+
+/// The contract's sanity checks refuse a whole request, naming the first bad record,
+/// and leave the series as it was; an empty book side (0) is not a crossed quote.
+#[test]
+fn bad_ticks_are_refused_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), store_opts(|_| {})).unwrap();
+    let metas = metas();
+    let (trades, _) = store.register(metas[0].clone()).unwrap();
+    let (quotes, _) = store.register(metas[1].clone()).unwrap();
+    let t = DAY0 + 1;
+    let row = |cols: [i64; 6]| WriteBatch::from_cols(cols.iter().map(|&v| vec![v]).collect());
+    let two = |a: [i64; 6], b: [i64; 6]| {
+        WriteBatch::from_cols((0..6).map(|c| vec![a[c], b[c]]).collect())
+    };
+    let good_trade = [t, SEQ_UNASSIGNED, 100, 5, 1, 0];
+    for (bad, why) in [
+        (
+            [t, SEQ_UNASSIGNED, 100, -5, 1, 0],
+            "record 1: size is negative",
+        ),
+        ([t, SEQ_UNASSIGNED, 100, 5, 2, 0], "record 1: side must be"),
+    ] {
+        let err = store
+            .write(&trades, two(good_trade, bad), None)
+            .unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Unprocessable(m) if m.contains(why)),
+            "{err}"
+        );
+    }
+    assert_eq!(trades.snapshot().rows(), 0);
+    let err = store
+        .write(&quotes, row([t, 0, 101, 100, 1, 1]), None)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("record 0: bid is greater than ask"),
+        "{err}"
+    );
+    let err = store
+        .write(&quotes, row([t, 0, 100, 101, -1, 1]), None)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("record 0: a size is negative"),
+        "{err}"
+    );
+    assert_eq!(quotes.snapshot().rows(), 0);
+    // One side empty: accepted.
+    store
+        .write(&quotes, row([t, 0, 101, 0, 3, 0]), None)
+        .unwrap();
+    store.write(&trades, row(good_trade), None).unwrap();
+    assert_eq!((trades.snapshot().rows(), quotes.snapshot().rows()), (1, 1));
+}
