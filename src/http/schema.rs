@@ -64,6 +64,8 @@ enum ValueTypeTwin {
 enum SeriesKindTwin {
     Kline,
     Scalar,
+    Trade,
+    Quote,
 }
 
 schema_of_twin!(KlineRecord, KlineRecordTwin, "KlineRecord");

@@ -1332,6 +1332,7 @@ pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
     let snap = s.snapshot();
     let m = &s.meta;
     let kline = m.key.kind() == SeriesKind::Kline;
+    let tick = m.key.kind().is_tick();
     let partitions = with_partitions.then(|| {
         snap.live
             .iter()
@@ -1356,9 +1357,11 @@ pub fn series_info(s: &Series, with_partitions: bool) -> SeriesInfo {
         category: m.key.category().map(String::from),
         name: m.key.name().map(String::from),
         timeframe_ms: m.timeframe_ms,
-        price_scale: kline.then_some(m.price_scale),
+        price_scale: (kline || tick).then_some(m.price_scale),
         volume_scale: kline.then_some(m.volume_scale),
-        value_type: (!kline).then_some(m.value_type),
+        value_type: (m.key.kind() == SeriesKind::Scalar).then_some(m.value_type),
+        size_scale: tick.then_some(m.volume_scale),
+        partition: tick.then(|| crate::record::tick_partition_name(m.timeframe_ms).to_string()),
         rows: snap.rows(),
         first_ts: snap.first_ts(),
         last_ts: snap.last_ts(),

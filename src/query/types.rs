@@ -85,6 +85,12 @@ pub struct SeriesInfo {
     pub volume_scale: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value_type: Option<ValueType>,
+    /// Trade and quote series: sizes are stored as integers, real = integer / size_scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_scale: Option<i64>,
+    /// Trade and quote series: `day`, `hour` or `month` (`timeframe_ms` is its length).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
     pub rows: u64,
     pub first_ts: Option<i64>,
     pub last_ts: Option<i64>,

@@ -31,6 +31,15 @@ async fn trades_are_written_numbered_replaced_and_paged() {
         info["timeframe_ms"], 86_400_000,
         "day partitions by default: {info}"
     );
+    assert_eq!(
+        (&info["partition"], &info["size_scale"]),
+        (&json!("day"), &json!(1000))
+    );
+    assert_eq!(info["price_scale"], 100);
+    assert!(
+        info.get("value_type").is_none() && info.get("volume_scale").is_none(),
+        "{info}"
+    );
     app.post("/v1/trade/series", &reg).await.expect(200);
     let differs = json!({"symbol": "BTCUSDT", "price_scale": 10, "size_scale": 1000});
     app.post("/v1/trade/series", &differs)
