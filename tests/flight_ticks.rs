@@ -160,3 +160,129 @@ async fn trades_read_over_flight_in_the_contract_schema() {
     }
     f.shutdown().await;
 }
+
+async fn put(
+    client: &mut arrow_flight::FlightClient,
+    path: Vec<&str>,
+    batches: Vec<arrow_array::RecordBatch>,
+) -> Result<Vec<arrow_flight::PutResult>, arrow_flight::error::FlightError> {
+    let data = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_path(
+            path.into_iter().map(String::from).collect(),
+        )))
+        .build(futures::stream::iter(batches.into_iter().map(Ok)));
+    client.do_put(data).await?.try_collect().await
+}
+
+/// A trade batch: `ts` of `ts_type`, no `seq` and no `trade_id` column, `side` int8.
+fn trade_put_batch(ts_type: DataType, ts: Vec<i64>, side: Vec<i8>) -> arrow_array::RecordBatch {
+    use arrow_array::{ArrayRef, Int8Array, Int64Array};
+    use std::sync::Arc;
+    let n = ts.len();
+    let ts_array: ArrayRef = match &ts_type {
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            Arc::new(arrow_array::TimestampNanosecondArray::from(ts).with_timezone("UTC"))
+        }
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            Arc::new(arrow_array::TimestampMillisecondArray::from(ts).with_timezone("UTC"))
+        }
+        _ => Arc::new(Int64Array::from(ts)),
+    };
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("ts", ts_array.data_type().clone(), false),
+        arrow_schema::Field::new("price", DataType::Int64, false),
+        arrow_schema::Field::new("size", DataType::Int64, false),
+        arrow_schema::Field::new("side", DataType::Int8, false),
+    ]));
+    arrow_array::RecordBatch::try_new(
+        schema,
+        vec![
+            ts_array,
+            Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| 100 + i))),
+            Arc::new(Int64Array::from(vec![7; n])),
+            Arc::new(Int8Array::from(side)),
+        ],
+    )
+    .unwrap()
+}
+
+/// DoPut of one trade series: `ts` as timestamp[ns] or int64 nanoseconds, `seq` and
+/// `trade_id` left out (assigned, 0); a millisecond timestamp, a bad side and a
+/// many-series path are refused and write nothing.
+#[tokio::test]
+async fn trades_put_over_flight() {
+    let mut f = Fixture::start(|_| {}).await;
+    let reg = RegisterTick {
+        symbol: "ETHUSDT".into(),
+        price_scale: 100,
+        size_scale: 1000,
+        partition: Some("hour".into()),
+        retention_ms: None,
+    };
+    f.engine().register_tick(SeriesKind::Trade, &reg).unwrap();
+    let ns = DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+    // Out of order and several per ns, across an hour boundary.
+    let hour = 3_600_000_000_000;
+    let ts = [DAY0 + hour, DAY0, DAY0, DAY0 + 1, DAY0 + hour];
+    let r = put(
+        &mut f.client,
+        vec!["trade", "ETHUSDT"],
+        vec![
+            trade_put_batch(ns.clone(), ts[..3].to_vec(), vec![1, -1, 0]),
+            trade_put_batch(DataType::Int64, ts[3..].to_vec(), vec![0, 1]),
+        ],
+    )
+    .await
+    .unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&r[0].app_metadata).unwrap();
+    assert_eq!(w["inserted"], 5, "{w}");
+    assert_eq!(
+        w["months"],
+        json!(["2024-03-10T00", "2024-03-10T01"]),
+        "{w}"
+    );
+    let batches = get(&mut f.client, json!({"kind": "trade", "symbol": "ETHUSDT"}))
+        .await
+        .unwrap();
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let got_ts: Vec<i64> = b
+        .column(0)
+        .as_primitive::<TimestampNanosecondType>()
+        .values()
+        .to_vec();
+    let seq: Vec<u64> = b.column(1).as_primitive::<UInt64Type>().values().to_vec();
+    let id: Vec<i64> = b.column(5).as_primitive::<Int64Type>().values().to_vec();
+    assert_eq!(got_ts, [DAY0, DAY0, DAY0 + 1, DAY0 + hour, DAY0 + hour]);
+    assert_eq!(seq, [0, 1, 0, 0, 1], "numbered in arrival order per ts");
+    assert_eq!(id, [0; 5]);
+
+    let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    for (batch, path, says) in [
+        (
+            trade_put_batch(ms, vec![1_710_028_800_000], vec![0]),
+            vec!["trade", "ETHUSDT"],
+            "timestamp[ns] or int64",
+        ),
+        (
+            trade_put_batch(ns.clone(), vec![DAY0], vec![2]),
+            vec!["trade", "ETHUSDT"],
+            "side must be",
+        ),
+        (
+            trade_put_batch(ns.clone(), vec![DAY0], vec![0]),
+            vec!["trade", "*"],
+            "not served yet",
+        ),
+    ] {
+        let err = put(&mut f.client, path, vec![batch]).await.unwrap_err();
+        assert!(message(&err).contains(says), "{says}: {}", message(&err));
+    }
+    let rows: usize = get(&mut f.client, json!({"kind": "trade", "symbol": "ETHUSDT"}))
+        .await
+        .unwrap()
+        .iter()
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(rows, 5, "refused streams wrote nothing");
+    f.shutdown().await;
+}

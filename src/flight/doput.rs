@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::types::{
+    Float64Type, Int8Type, Int64Type, TimestampMillisecondType, TimestampNanosecondType, UInt64Type,
+};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
 use arrow_flight::error::FlightError;
@@ -45,7 +47,10 @@ use crate::query::Engine;
 use crate::query::budget::PUT_EXPANSION;
 use crate::query::many::{Grouped, ManyRows};
 use crate::query::{KLINE_COLUMNS, WriteBatch};
-use crate::record::{SeriesKey, SeriesKind, ValueType};
+use crate::record::{SEQ_UNASSIGNED, SeriesKey, SeriesKind, ValueType};
+
+/// The position of a column the stream left out (an optional tick column).
+const ABSENT: usize = usize::MAX;
 
 /// The app_metadata a DoPut message may carry.
 #[derive(Debug, Deserialize)]
@@ -152,6 +157,10 @@ pub async fn do_put(
     // The reservation moves into the write, so the memory stays counted until the
     // write is done, even if the call is dropped meanwhile.
     let body = match target {
+        Target::One(key) if key.kind().is_tick() => {
+            let series = bound.expect("one series is resolved");
+            put_ticks(write_engine, series, cols, expected, held).await?
+        }
         Target::One(_) => {
             // The received arrays are written in place, not copied into one batch:
             // a bulk load then takes no second copy of its size in fresh memory.
@@ -195,6 +204,27 @@ pub async fn do_put(
     })
 }
 
+/// Writes a tick stream as one batch: its columns convert (ns timestamps, uint64
+/// `seq`, int8 `side`, absent optional columns), and the store sorts the rows by
+/// `(ts, seq)`, checks them and numbers a missing `seq`. Answers the `WriteResponse`.
+async fn put_ticks(
+    engine: Arc<Engine>,
+    series: Arc<crate::query::Series>,
+    cols: Columns,
+    expected: Option<u64>,
+    held: crate::query::budget::Reservation,
+) -> Result<Vec<u8>, Status> {
+    let batch = cols.finish()?;
+    let response = tokio::task::spawn_blocking(move || {
+        let _held = held;
+        let piece: Vec<&[i64]> = batch.cols.iter().map(|c| &c[..]).collect();
+        engine.write_pieces_to(&series, &[piece], expected)
+    })
+    .await
+    .map_err(internal)??;
+    serde_json::to_vec(&response).map_err(internal)
+}
+
 /// `next` unless the client sends nothing for `stall`: then `DeadlineExceeded`.
 async fn within<T>(stall: Duration, next: impl Future<Output = T>) -> Result<T, Status> {
     tokio::time::timeout(stall, next).await.map_err(|_| {
@@ -231,9 +261,9 @@ fn put_target(d: Option<&arrow_flight::FlightDescriptor>) -> Result<Target, Stat
     }
     let key = SeriesKey::from_parts(&parts)
         .map_err(|e| invalid(format!("invalid descriptor path {:?}: {e}", d.path)))?;
-    if key.kind().is_tick() {
+    if many && key.kind().is_tick() {
         return Err(invalid(
-            "DoPut of trade and quote series is not served yet (docs/ticks.md, \"Status\")",
+            "a DoPut of many trade or quote series (symbol \"*\") is not served yet; send one stream per symbol (docs/ticks.md, \"Status\")",
         ));
     }
     Ok(if many {
@@ -322,6 +352,14 @@ enum Expected {
     Float64,
     /// A many-series scalar value: int64 or float64, each series checked at the end.
     Number,
+    /// A tick's `ts`: timestamp[ns] or int64 nanoseconds (the type decides the unit).
+    TsNs,
+    /// A tick's `seq`: uint64 (or a non-negative int64); may be absent.
+    Seq,
+    /// A trade's `side`: int8 or int64, -1, 0 or 1.
+    Side,
+    /// An int64 column that may be absent (0 then: a trade's `trade_id`).
+    OptionalInt64,
 }
 
 impl Expected {
@@ -331,10 +369,21 @@ impl Expected {
                 dt,
                 DataType::Int64 | DataType::Timestamp(TimeUnit::Millisecond, _)
             ),
-            Expected::Int64 => *dt == DataType::Int64,
+            Expected::Int64 | Expected::OptionalInt64 => *dt == DataType::Int64,
             Expected::Float64 => *dt == DataType::Float64,
             Expected::Number => matches!(dt, DataType::Int64 | DataType::Float64),
+            Expected::TsNs => matches!(
+                dt,
+                DataType::Int64 | DataType::Timestamp(TimeUnit::Nanosecond, _)
+            ),
+            Expected::Seq => matches!(dt, DataType::UInt64 | DataType::Int64),
+            Expected::Side => matches!(dt, DataType::Int8 | DataType::Int64),
         }
+    }
+
+    /// A column the stream may leave out.
+    fn optional(self) -> bool {
+        matches!(self, Expected::Seq | Expected::OptionalInt64)
     }
 
     fn describe(self) -> &'static str {
@@ -343,6 +392,12 @@ impl Expected {
             Expected::Int64 => "int64 (raw fixed-point integers: real value × scale)",
             Expected::Float64 => "float64 (this series' value_type is f64)",
             Expected::Number => "int64 or float64 (the series' value_type)",
+            Expected::TsNs => {
+                "timestamp[ns] or int64 (nanoseconds since the epoch, UTC; a timestamp of another unit is refused, never guessed)"
+            }
+            Expected::Seq => "uint64 (or int64), or leave the column out to have seq assigned",
+            Expected::Side => "int8 or int64 (1 buy, -1 sell, 0 unknown)",
+            Expected::OptionalInt64 => "int64 (or leave the column out)",
         }
     }
 }
@@ -367,11 +422,18 @@ impl Columns {
                 };
                 (vec!["ts", "value"], vec![Expected::Ts, value])
             }
-            // Refused when the descriptor is parsed; the layout's columns as int64.
             SeriesKind::Trade | SeriesKind::Quote => {
                 let names = kind.layout().columns.to_vec();
-                let mut types = vec![Expected::Ts];
-                types.extend(vec![Expected::Int64; names.len() - 1]);
+                let types = names
+                    .iter()
+                    .map(|n| match *n {
+                        "ts" => Expected::TsNs,
+                        "seq" => Expected::Seq,
+                        "side" => Expected::Side,
+                        "trade_id" => Expected::OptionalInt64,
+                        _ => Expected::Int64,
+                    })
+                    .collect();
                 (names, types)
             }
         };
@@ -429,6 +491,10 @@ impl Columns {
         let mut positions = Vec::with_capacity(self.names.len());
         for (name, ty) in self.names.iter().zip(&self.types) {
             let Ok(i) = schema.index_of(name) else {
+                if ty.optional() {
+                    positions.push(ABSENT);
+                    continue;
+                }
                 return Err(invalid(format!(
                     "missing column {name:?}: this series takes {expected}"
                 )));
@@ -464,6 +530,9 @@ impl Columns {
             )));
         }
         for (c, &i) in positions.iter().enumerate() {
+            if i == ABSENT {
+                continue;
+            }
             let array = batch.column(i);
             if array.null_count() > 0 {
                 return Err(invalid(format!(
@@ -479,7 +548,9 @@ impl Columns {
             self.symbols.push(Arc::clone(batch.column(i)));
         }
         for (c, &i) in positions.iter().enumerate() {
-            self.arrays[c].push(Arc::clone(batch.column(i)));
+            if i != ABSENT {
+                self.arrays[c].push(Arc::clone(batch.column(i)));
+            }
         }
         self.rows += batch.num_rows();
         Ok(())
@@ -577,11 +648,39 @@ impl Columns {
     fn finish(self) -> Result<WriteBatch, Status> {
         self.planned()?;
         let mut batch = WriteBatch::with_capacity(self.names.len(), self.rows);
-        for (out, arrays) in batch.cols.iter_mut().zip(&self.arrays) {
+        let positions = self.positions.as_deref().unwrap_or_default();
+        for (c, (out, arrays)) in batch.cols.iter_mut().zip(&self.arrays).enumerate() {
+            if positions.get(c) == Some(&ABSENT) {
+                // Left out: `seq` is assigned by the store, `trade_id` is 0.
+                let fill = if self.names[c] == "seq" {
+                    SEQ_UNASSIGNED
+                } else {
+                    0
+                };
+                out.resize(self.rows, fill);
+                continue;
+            }
             for array in arrays {
                 match array.data_type() {
+                    DataType::Timestamp(TimeUnit::Nanosecond, _) => out.extend_from_slice(
+                        array.as_primitive::<TimestampNanosecondType>().values(),
+                    ),
                     DataType::Timestamp(..) => out.extend_from_slice(
                         array.as_primitive::<TimestampMillisecondType>().values(),
+                    ),
+                    DataType::UInt64 => out.extend(
+                        array
+                            .as_primitive::<UInt64Type>()
+                            .values()
+                            .iter()
+                            .map(|&v| v as i64),
+                    ),
+                    DataType::Int8 => out.extend(
+                        array
+                            .as_primitive::<Int8Type>()
+                            .values()
+                            .iter()
+                            .map(|&v| v as i64),
                     ),
                     DataType::Float64 => out.extend(
                         array

@@ -615,7 +615,10 @@ impl Store {
             )));
         }
         let rows: usize = pieces.iter().map(|p| p[0].len()).sum();
-        if rows > self.opts.wal.direct_rows && series::pieces_in_order(pieces) {
+        // A tick write is sorted, checked and numbered by `Series::write` (a missing
+        // `seq` is a placeholder until then), never written in place.
+        let tick = series.meta.key.kind().is_tick();
+        if !tick && rows > self.opts.wal.direct_rows && series::pieces_in_order(pieces) {
             return series.write_pieces(pieces, expected);
         }
         let mut batch = WriteBatch::with_capacity(ncols, rows);

@@ -1144,7 +1144,7 @@ READ_POSTS = {
     "/v1/scalar/{symbol}/{timeframe}/{category}/{name}/query",  # predicate query
 }
 PATH_VALUES = {"symbol": "BTCUSDT", "timeframe": "1h", "category": "indicator",
-               "name": "rsi"}
+               "name": "rsi", "kind": "trade"}
 TOKEN_KINDS = ["none", "wrong", "reader", "writer", "admin"]
 SCOPE_OF_KIND = {"reader": "read", "writer": "write", "admin": "admin"}
 
