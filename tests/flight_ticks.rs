@@ -5,6 +5,7 @@
 
 mod common;
 
+use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int8Type, Int64Type, TimestampNanosecondType, UInt64Type};
 use arrow_flight::FlightDescriptor;
@@ -142,8 +143,8 @@ async fn trades_read_over_flight_in_the_contract_schema() {
             "not served yet",
         ),
         (
-            json!({"kind": "trade", "symbol": "BTCUSDT", "resample": {"timeframe": "1m"}}),
-            "bars from trades",
+            json!({"kind": "quote", "symbol": "BTCUSDT", "resample": {"timeframe": "1m"}}),
+            "use a trade ticket",
         ),
         (
             json!({"kind": "trade", "symbol": "BTCUSDT", "columns": ["open"]}),
@@ -284,5 +285,167 @@ async fn trades_put_over_flight() {
         .map(|b| b.num_rows())
         .sum();
     assert_eq!(rows, 5, "refused streams wrote nothing");
+    f.shutdown().await;
+}
+
+/// Bars from trades and trades with the quote in force, over Flight, against a
+/// naive reference computed here: bursts of trades sharing a nanosecond, quotes ten
+/// times as frequent, bar edges and quotes at a trade's exact `ts`.
+#[tokio::test]
+async fn bars_and_trade_quote_match_a_reference() {
+    use fastk::query::tick::{QuoteIn, quote_batch};
+    let mut f = Fixture::start(|_| {}).await;
+    let reg = |s: &str| RegisterTick {
+        symbol: s.into(),
+        price_scale: 100,
+        size_scale: 1000,
+        partition: None,
+        retention_ms: None,
+    };
+    f.engine()
+        .register_tick(SeriesKind::Trade, &reg("SOLUSDT"))
+        .unwrap();
+    f.engine()
+        .register_tick(SeriesKind::Quote, &reg("SOLUSDT"))
+        .unwrap();
+    let minute = 60_000_000_000i64;
+    let mut x = 42u64;
+    let mut rnd = |m: u64| {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) % m
+    };
+    let (mut trades, mut quotes) = (Vec::new(), Vec::new());
+    let mut t = DAY0 - 1_000;
+    for _ in 0..400 {
+        t += [0i64, 0, 1, 7_000_000_000, 300][rnd(5) as usize];
+        trades.push(TradeIn {
+            ts: t,
+            seq: None,
+            price: 10_000 + rnd(200) as i64,
+            size: 1 + rnd(900) as i64,
+            side: rnd(3) as i64 - 1,
+            trade_id: 0,
+        });
+    }
+    let mut q = DAY0 - 5_000_000_000;
+    while q < t + minute {
+        q += 1 + rnd(900_000_000) as i64;
+        let bid = 10_000 + rnd(200) as i64;
+        quotes.push(QuoteIn {
+            ts: q,
+            seq: None,
+            bid,
+            ask: bid + 1,
+            bid_size: 5,
+            ask_size: rnd(9) as i64,
+        });
+    }
+    // One quote exactly at a trade's ts: it is in force for that trade.
+    quotes.push(QuoteIn {
+        ts: trades[200].ts,
+        seq: None,
+        bid: 9_000,
+        ask: 9_001,
+        bid_size: 1,
+        ask_size: 1,
+    });
+    let tk = SeriesKey::trade("SOLUSDT").unwrap();
+    let qk = SeriesKey::quote("SOLUSDT").unwrap();
+    f.engine()
+        .write(&tk, trade_batch(&trades).unwrap(), None)
+        .unwrap();
+    f.engine()
+        .write(&qk, quote_batch(&quotes).unwrap(), None)
+        .unwrap();
+    quotes.sort_by_key(|q| q.ts); // stable: arrival order within a ts, as seq is
+
+    // Bars: 1m, raw prices.
+    let batches = get(
+        &mut f.client,
+        json!({"kind": "trade", "symbol": "SOLUSDT",
+        "resample": {"timeframe": "1m"}}),
+    )
+    .await
+    .unwrap();
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let mut want: Vec<(i64, [i64; 5], i64, i128)> = Vec::new();
+    for tr in &trades {
+        let start = tr.ts.div_euclid(1_000_000).div_euclid(60_000) * 60_000;
+        match want.last_mut() {
+            Some((s, v, n, notional)) if *s == start => {
+                v[1] = v[1].max(tr.price);
+                v[2] = v[2].min(tr.price);
+                v[3] = tr.price;
+                v[4] += tr.size;
+                *n += 1;
+                *notional += tr.price as i128 * tr.size as i128;
+            }
+            _ => want.push((
+                start,
+                [tr.price, tr.price, tr.price, tr.price, tr.size],
+                1,
+                tr.price as i128 * tr.size as i128,
+            )),
+        }
+    }
+    assert_eq!(b.num_rows(), want.len());
+    let col = |i: usize| b.column(i).as_primitive::<Int64Type>().values().to_vec();
+    let starts: Vec<i64> = b
+        .column(0)
+        .as_primitive::<arrow_array::types::TimestampMillisecondType>()
+        .values()
+        .to_vec();
+    assert_eq!(starts, want.iter().map(|w| w.0).collect::<Vec<_>>());
+    for k in 0..5 {
+        assert_eq!(
+            col(k + 1),
+            want.iter().map(|w| w.1[k]).collect::<Vec<_>>(),
+            "column {k}"
+        );
+    }
+    assert_eq!(
+        col(7),
+        want.iter().map(|w| w.2).collect::<Vec<_>>(),
+        "trades"
+    );
+    let vwap: Vec<f64> = b.column(6).as_primitive::<Float64Type>().values().to_vec();
+    for (v, w) in vwap.iter().zip(&want) {
+        assert_eq!(*v, w.3 as f64 / w.1[4] as f64 / 100.0);
+    }
+    let complete = b.column(8).as_boolean();
+    assert!(
+        complete.value(0) && !complete.value(b.num_rows() - 1),
+        "only the last bar is open"
+    );
+
+    // Trades with the quote in force, from the middle of the day on.
+    let from = trades[150].ts;
+    let batches = get(
+        &mut f.client,
+        json!({"kind": "trade_quote", "symbol": "SOLUSDT",
+        "start_ns": from}),
+    )
+    .await
+    .unwrap();
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let in_range: Vec<&TradeIn> = trades.iter().filter(|t| t.ts >= from).collect();
+    assert_eq!(b.num_rows(), in_range.len());
+    let bid = b.column(6).as_primitive::<Int64Type>();
+    let ask_size = b.column(9).as_primitive::<Int64Type>();
+    for (i, tr) in in_range.iter().enumerate() {
+        let q = quotes.iter().rev().find(|q| q.ts <= tr.ts);
+        assert_eq!(
+            bid.is_valid(i).then(|| bid.value(i)),
+            q.map(|q| q.bid),
+            "trade {i}"
+        );
+        assert_eq!(
+            ask_size.is_valid(i).then(|| ask_size.value(i)),
+            q.map(|q| q.ask_size)
+        );
+    }
+    assert!(in_range.iter().any(|t| t.ts == trades[200].ts));
     f.shutdown().await;
 }

@@ -56,7 +56,9 @@ pub fn check_symbols(engine: &Engine, p: &Principal, cmd: &GetCommand) -> Result
             Target::One(key) => p.check_symbol(key.symbol()),
             Target::Many(sel) => sel.symbols.check(p),
         },
-        GetCommand::Aligned { key, .. } => p.check_symbol(key.symbol()),
+        GetCommand::Aligned { key, .. } | GetCommand::Ticks { key, .. } => {
+            p.check_symbol(key.symbol())
+        }
     };
     checked.map_err(|e| refused(engine, e))
 }

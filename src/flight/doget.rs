@@ -65,6 +65,17 @@ pub fn start(
             });
             schema
         }
+        GetCommand::Ticks { key, op } => {
+            let plan = engine.tick_plan(&key, op)?;
+            let schema = Arc::clone(&plan.schema);
+            tokio::task::spawn_blocking(move || {
+                let _guard = producer_guard;
+                if let Err(e) = plan.run(max_rows, &mut |b| tx.blocking_send(Ok(b)).is_ok()) {
+                    send_error(&tx, e);
+                }
+            });
+            schema
+        }
         GetCommand::Read(cmd) => {
             let plan = ReadPlan::new(&engine, cmd)?;
             let schema = Arc::clone(&plan.schema);

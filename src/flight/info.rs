@@ -66,6 +66,10 @@ pub async fn flight_info(engine: Arc<Engine>, d: FlightDescriptor) -> Result<Fli
                 let n = engine.count(&key, plan.range, None)? as i64;
                 (Arc::clone(&plan.schema), vec![d.cmd.clone()], n)
             }
+            GetCommand::Ticks { key, op } => {
+                let plan = engine.tick_plan(&key, op)?;
+                (Arc::clone(&plan.schema), vec![d.cmd.clone()], -1)
+            }
             GetCommand::Read(cmd) => {
                 let plan = ReadPlan::new(&engine, cmd)?;
                 let spec = &plan.cmd.spec;
@@ -154,7 +158,8 @@ pub async fn routed_flight_info(
                 target: Target::One(key),
                 ..
             })
-            | GetCommand::Aligned { key, .. } => (
+            | GetCommand::Aligned { key, .. }
+            | GetCommand::Ticks { key, .. } => (
                 false,
                 vec![(cluster.owner(key.symbol()).to_string(), d.clone())],
             ),
@@ -411,6 +416,7 @@ fn group_tickets(cmd: &[u8], series: &[Arc<Series>]) -> Result<Vec<Bytes>, Statu
 pub fn schema(engine: &Engine, d: &FlightDescriptor) -> Result<SchemaResult, Status> {
     let schema = match GetCommand::from_descriptor(d)? {
         GetCommand::Aligned { key, body } => Arc::clone(&engine.aligned(&key, &body)?.schema),
+        GetCommand::Ticks { key, op } => engine.tick_plan(&key, op)?.schema,
         GetCommand::Read(cmd) => ReadPlan::new(engine, cmd)?.schema,
     };
     SchemaAsIpc::new(&schema, &IpcWriteOptions::default())

@@ -35,6 +35,11 @@ pub async fn run(engine: Arc<Engine>, body: &[u8]) -> Result<Vec<Bytes>, Status>
                 "local-read takes a single-series kline or scalar ticket; kind \"aligned\" is not supported (use DoGet)",
             ));
         }
+        GetCommand::Ticks { .. } => {
+            return Err(invalid(
+                "local-read does not compute: bars from trades and trade_quote are DoGet tickets",
+            ));
+        }
     };
     let key = single_series(&cmd)?;
     let max = engine.config.flight.max_local_parts;

@@ -18,8 +18,9 @@ use crate::query::market::spec::{
 };
 use crate::query::market::{ReadArgs, ReadSpec, Selection};
 pub use crate::query::stream::{PredicateQuery, ReadCommand, Target};
+use crate::query::tick::TickOp;
 use crate::query::types::{Predicate, Strategy};
-use crate::record::{SeriesKey, SeriesKind};
+use crate::record::{SeriesKey, SeriesKind, TsRange};
 
 /// The most matches a predicate ticket with `latest` keeps in memory while it scans
 /// for the last ones (16 bytes each, so 16 MiB).
@@ -34,6 +35,33 @@ enum Wire {
     Aligned(AlignedTicket),
     Trade(TickTicket),
     Quote(TickTicket),
+    #[serde(rename = "trade_quote")]
+    TradeQuote(TradeQuoteTicket),
+}
+
+/// Trades of one symbol with the quote in force (docs/ticks.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TradeQuoteTicket {
+    #[serde(default)]
+    symbol: Option<String>,
+    #[serde(default)]
+    symbols: Option<Symbols>,
+    #[serde(default)]
+    start_ns: Option<i64>,
+    #[serde(default)]
+    end_ns: Option<i64>,
+    #[serde(default)]
+    price_format: Option<PriceFormatName>,
+}
+
+/// `resample` of a trade ticket: bars from trades.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TradeBars {
+    timeframe: String,
+    #[serde(default)]
+    offset_ms: Option<i64>,
 }
 
 /// A read of one trade or quote series (docs/ticks.md); ranges in nanoseconds.
@@ -57,31 +85,74 @@ struct TickTicket {
     #[serde(default)]
     order: Option<String>,
     #[serde(default)]
-    resample: Option<serde_json::Value>,
+    resample: Option<TradeBars>,
+}
+
+/// The one symbol of a tick ticket; many symbols (and the tape) are refused by name.
+fn one_symbol(symbol: Option<String>, symbols: bool) -> Result<String, Status> {
+    if symbols {
+        return Err(invalid(
+            "a trade or quote ticket reads one symbol for now: symbols and order (the tape) are not served yet (docs/ticks.md, \"Status\")",
+        ));
+    }
+    symbol.ok_or_else(|| invalid("the ticket names no series: give symbol"))
+}
+
+/// A tick ticket's range: inclusive nanoseconds, `start_ns` not after `end_ns`.
+fn ns_range(start: Option<i64>, end: Option<i64>) -> Result<TsRange, Status> {
+    if let (Some(a), Some(b)) = (start, end)
+        && a > b
+    {
+        return Err(invalid(format!(
+            "start_ns ({a}) must not be after end_ns ({b}); both ends are inclusive"
+        )));
+    }
+    Ok(TsRange::new(start, end))
+}
+
+impl TradeQuoteTicket {
+    fn command(self) -> Result<GetCommand, Status> {
+        let symbol = one_symbol(self.symbol, self.symbols.is_some())?;
+        Ok(GetCommand::Ticks {
+            key: SeriesKey::trade(&symbol).map_err(name_error)?,
+            op: TickOp::TradeQuote {
+                range: ns_range(self.start_ns, self.end_ns)?,
+                format: self.price_format.unwrap_or_default().into(),
+            },
+        })
+    }
 }
 
 impl TickTicket {
-    /// The read of one series of `kind`; what is not served yet is refused by name.
-    fn command(self, kind: SeriesKind) -> Result<ReadCommand, Status> {
-        if self.symbols.is_some() || self.order.is_some() {
-            return Err(invalid(
-                "a trade or quote ticket reads one symbol for now: symbols and order (the tape) are not served yet (docs/ticks.md, \"Status\")",
-            ));
-        }
-        if self.resample.is_some() {
-            return Err(invalid(
-                "bars from trades are not served yet (docs/ticks.md, \"Status\")",
-            ));
-        }
-        let symbol = self
-            .symbol
-            .ok_or_else(|| invalid("the ticket names no series: give symbol"))?;
+    /// The read of one series of `kind` (bars from trades with `resample`); what is
+    /// not served yet is refused by name.
+    fn command(self, kind: SeriesKind) -> Result<GetCommand, Status> {
+        let symbol = one_symbol(self.symbol, self.symbols.is_some() || self.order.is_some())?;
         let key = match kind {
             SeriesKind::Trade => SeriesKey::trade(&symbol),
             _ => SeriesKey::quote(&symbol),
         }
         .map_err(name_error)?;
-        Ok(ReadCommand {
+        if let Some(bars) = self.resample {
+            if kind != SeriesKind::Trade {
+                return Err(invalid(
+                    "resample makes bars from trades: use a trade ticket",
+                ));
+            }
+            if self.latest.is_some() || self.columns.is_some() {
+                return Err(invalid("latest and columns do not combine with resample"));
+            }
+            return Ok(GetCommand::Ticks {
+                key,
+                op: TickOp::Bars {
+                    range: ns_range(self.start_ns, self.end_ns)?,
+                    timeframe: bars.timeframe,
+                    offset_ms: bars.offset_ms.unwrap_or(0),
+                    format: self.price_format.unwrap_or_default().into(),
+                },
+            });
+        }
+        Ok(GetCommand::Read(ReadCommand {
             target: Target::One(key),
             spec: ReadSpec::new(ReadArgs {
                 start_ts: self.start_ns,
@@ -93,7 +164,7 @@ impl TickTicket {
             })
             .map_err(Status::from)?,
             predicate: None,
-        })
+        }))
     }
 }
 
@@ -194,6 +265,11 @@ pub enum GetCommand {
         key: SeriesKey,
         body: AlignedBody,
     },
+    /// Bars from trades, or trades with the quote in force, of one trade series.
+    Ticks {
+        key: SeriesKey,
+        op: TickOp,
+    },
 }
 
 /// `symbol` or `symbols`, exactly one of them.
@@ -292,8 +368,9 @@ impl GetCommand {
                     predicate,
                 }
             }
-            Wire::Trade(t) => t.command(SeriesKind::Trade)?,
-            Wire::Quote(t) => t.command(SeriesKind::Quote)?,
+            Wire::Trade(t) => return t.command(SeriesKind::Trade),
+            Wire::Quote(t) => return t.command(SeriesKind::Quote),
+            Wire::TradeQuote(t) => return t.command(),
             Wire::Aligned(t) => {
                 return Ok(GetCommand::Aligned {
                     key: SeriesKey::kline(&t.symbol, &t.timeframe).map_err(name_error)?,

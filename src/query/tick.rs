@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -277,5 +279,306 @@ impl Engine {
             slices,
             next,
         })
+    }
+}
+
+/// What a trade or quote ticket computes beyond a plain read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TickOp {
+    /// Bars from trades: OHLCV on the grid of `timeframe` (shifted by `offset_ms`),
+    /// plus the volume-weighted average price and the trade count.
+    Bars {
+        range: TsRange,
+        timeframe: String,
+        offset_ms: i64,
+        format: crate::query::PriceFormat,
+    },
+    /// Each trade with the quote in force: the last quote of the symbol at or before
+    /// the trade's `ts`.
+    TradeQuote {
+        range: TsRange,
+        format: crate::query::PriceFormat,
+    },
+}
+
+/// Bars from trades, or trades with the quote in force, ready to stream.
+pub struct TickPlan {
+    pub schema: arrow_schema::SchemaRef,
+    trades: Arc<crate::query::Series>,
+    quotes: Option<Arc<crate::query::Series>>,
+    op: TickOp,
+}
+
+/// One bar being built.
+#[derive(Clone, Copy)]
+struct Bar {
+    start: i64,
+    open: i64,
+    high: i64,
+    low: i64,
+    close: i64,
+    volume: i64,
+    notional: i128,
+    trades: i64,
+}
+
+impl Engine {
+    /// Checks a tick computation on trade series `key` and says its schema.
+    pub fn tick_plan(&self, key: &SeriesKey, op: TickOp) -> Result<TickPlan> {
+        use arrow_schema::{DataType, Field, Schema, TimeUnit};
+        if key.kind() != SeriesKind::Trade {
+            return Err(Error::invalid(
+                "bars and trade_quote read a trade series (kind \"trade\")",
+            ));
+        }
+        let trades = self.series(key)?;
+        let meta = &trades.meta;
+        let priced = |format| match format {
+            crate::query::PriceFormat::Raw => DataType::Int64,
+            crate::query::PriceFormat::Float64 => DataType::Float64,
+        };
+        let mut md = crate::storage::batch::series_metadata(meta);
+        let (fields, quotes) = match &op {
+            TickOp::Bars {
+                timeframe,
+                offset_ms,
+                format,
+                ..
+            } => {
+                super::market::grid::Grid::parse(timeframe, *offset_ms)?;
+                md.insert("fastk.resample".into(), timeframe.clone());
+                md.insert("fastk.resample_offset_ms".into(), offset_ms.to_string());
+                let mut f = vec![Field::new(
+                    "ts",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    false,
+                )];
+                for name in ["open", "high", "low", "close", "volume"] {
+                    f.push(Field::new(name, priced(*format), false));
+                }
+                f.push(Field::new("vwap", DataType::Float64, false));
+                f.push(Field::new("trades", DataType::Int64, false));
+                f.push(Field::new("complete", DataType::Boolean, false));
+                (f, None)
+            }
+            TickOp::TradeQuote { format, .. } => {
+                let projection = crate::storage::batch::Projection::new(meta, None, *format)
+                    .map_err(Error::invalid)?;
+                let mut f: Vec<Field> = projection
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+                for name in ["bid", "ask", "bid_size", "ask_size"] {
+                    f.push(Field::new(name, priced(*format), true));
+                }
+                let quotes = match self.series(&SeriesKey::quote(key.symbol())?) {
+                    Ok(q) => Some(q),
+                    Err(e) if e.kind == crate::error::ErrorKind::NotFound => None,
+                    Err(e) => return Err(e),
+                };
+                (f, quotes)
+            }
+        };
+        Ok(TickPlan {
+            schema: Arc::new(Schema::new_with_metadata(fields, md)),
+            trades,
+            quotes,
+            op,
+        })
+    }
+}
+
+impl TickPlan {
+    /// Streams the answer in batches of at most `max_rows` rows to `sink` (which
+    /// answers false to stop).
+    pub fn run(&self, max_rows: usize, sink: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
+        match &self.op {
+            TickOp::Bars {
+                range,
+                timeframe,
+                offset_ms,
+                format,
+            } => self.bars(*range, timeframe, *offset_ms, *format, max_rows, sink),
+            TickOp::TradeQuote { range, format } => {
+                self.trade_quote(*range, *format, max_rows.max(1), sink)
+            }
+        }
+    }
+
+    fn bars(
+        &self,
+        range: TsRange,
+        timeframe: &str,
+        offset_ms: i64,
+        format: crate::query::PriceFormat,
+        max_rows: usize,
+        sink: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<()> {
+        const NS_PER_MS: i64 = 1_000_000;
+        let grid = super::market::grid::Grid::parse(timeframe, offset_ms)?;
+        let meta = &self.trades.meta;
+        let snap = self.trades.snapshot();
+        let mut bars: Vec<Bar> = Vec::new();
+        for s in snap.range(range) {
+            let s = s?;
+            let (ts, price, size) = (s.col(0), s.col(2), s.col(3));
+            for r in 0..s.len() {
+                let start = grid.bucket(ts[r].div_euclid(NS_PER_MS));
+                match bars.last_mut() {
+                    Some(b) if b.start == start => {
+                        b.high = b.high.max(price[r]);
+                        b.low = b.low.min(price[r]);
+                        b.close = price[r];
+                        b.volume = b.volume.saturating_add(size[r]);
+                        b.notional += price[r] as i128 * size[r] as i128;
+                        b.trades += 1;
+                    }
+                    _ => bars.push(Bar {
+                        start,
+                        open: price[r],
+                        high: price[r],
+                        low: price[r],
+                        close: price[r],
+                        volume: size[r],
+                        notional: price[r] as i128 * size[r] as i128,
+                        trades: 1,
+                    }),
+                }
+            }
+        }
+        // A bar is complete once the series holds a trade at or after its end.
+        let newest_ms = snap.last_ts().map(|t| t.div_euclid(NS_PER_MS));
+        let (ps, ss) = (meta.price_scale as f64, meta.volume_scale as f64);
+        for part in bars.chunks(max_rows.max(1)) {
+            let col = |f: fn(&Bar) -> i64, scale: f64| -> arrow_array::ArrayRef {
+                match format {
+                    crate::query::PriceFormat::Raw => Arc::new(
+                        arrow_array::Int64Array::from_iter_values(part.iter().map(f)),
+                    ),
+                    crate::query::PriceFormat::Float64 => {
+                        Arc::new(arrow_array::Float64Array::from_iter_values(
+                            part.iter().map(|b| f(b) as f64 / scale),
+                        ))
+                    }
+                }
+            };
+            let columns: Vec<arrow_array::ArrayRef> = vec![
+                Arc::new(
+                    arrow_array::TimestampMillisecondArray::from_iter_values(
+                        part.iter().map(|b| b.start),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                col(|b| b.open, ps),
+                col(|b| b.high, ps),
+                col(|b| b.low, ps),
+                col(|b| b.close, ps),
+                col(|b| b.volume, ss),
+                Arc::new(arrow_array::Float64Array::from_iter_values(
+                    part.iter().map(|b| {
+                        if b.volume > 0 {
+                            b.notional as f64 / b.volume as f64 / ps
+                        } else {
+                            b.close as f64 / ps
+                        }
+                    }),
+                )),
+                Arc::new(arrow_array::Int64Array::from_iter_values(
+                    part.iter().map(|b| b.trades),
+                )),
+                Arc::new(arrow_array::BooleanArray::from_iter(part.iter().map(|b| {
+                    Some(newest_ms.is_some_and(|n| n >= grid.next(b.start)))
+                }))),
+            ];
+            let batch =
+                RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(Error::internal)?;
+            if !sink(batch) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn trade_quote(
+        &self,
+        range: TsRange,
+        format: crate::query::PriceFormat,
+        max_rows: usize,
+        sink: &mut dyn FnMut(RecordBatch) -> bool,
+    ) -> Result<()> {
+        let projection = crate::storage::batch::Projection::new(&self.trades.meta, None, format)
+            .map_err(Error::invalid)?;
+        let quotes = self.quotes.as_ref().map(|q| q.snapshot());
+        // The quote in force before the range, then the quotes of the range in order.
+        let mut current: Option<[i64; 4]> = match (&quotes, range.start) {
+            (Some(q), Some(lo)) if lo > 0 => q
+                .with_last_row(TsRange::new(None, Some(lo - 1)), |r| {
+                    [r[2], r[3], r[4], r[5]]
+                })?,
+            _ => None,
+        };
+        let mut pending = quotes
+            .as_ref()
+            .map(|q| q.range(TsRange::new(range.start, range.end)));
+        let mut slice: Option<ChunkSlice> = None;
+        let mut at = 0usize;
+        let scale = |v: i64, size: bool| -> f64 {
+            let m = &self.trades.meta;
+            v as f64 / if size { m.volume_scale } else { m.price_scale } as f64
+        };
+        let snap = self.trades.snapshot();
+        for s in snap.range(range) {
+            let s = s?;
+            for a in (0..s.len()).step_by(max_rows) {
+                let part = s.sub(a, (a + max_rows).min(s.len()));
+                let mut quote_cols: [Vec<Option<i64>>; 4] = Default::default();
+                for &t in part.col(0) {
+                    // Advance through every quote at or before this trade's ts.
+                    loop {
+                        if slice.as_ref().is_none_or(|q| at >= q.len()) {
+                            match pending.as_mut().and_then(Iterator::next) {
+                                Some(q) => {
+                                    slice = Some(q?);
+                                    at = 0;
+                                    continue;
+                                }
+                                None => break,
+                            }
+                        }
+                        let q = slice.as_ref().expect("a quote slice is loaded");
+                        if q.col(0)[at] > t {
+                            break;
+                        }
+                        current = Some([q.col(2)[at], q.col(3)[at], q.col(4)[at], q.col(5)[at]]);
+                        at += 1;
+                    }
+                    for (k, out) in quote_cols.iter_mut().enumerate() {
+                        out.push(current.map(|c| c[k]));
+                    }
+                }
+                let mut columns = projection.batch(&part).columns().to_vec();
+                for (k, vals) in quote_cols.into_iter().enumerate() {
+                    let size = k >= 2;
+                    columns.push(match format {
+                        crate::query::PriceFormat::Raw => {
+                            Arc::new(arrow_array::Int64Array::from(vals))
+                        }
+                        crate::query::PriceFormat::Float64 => {
+                            Arc::new(arrow_array::Float64Array::from_iter(
+                                vals.into_iter().map(|v| v.map(|v| scale(v, size))),
+                            ))
+                        }
+                    });
+                }
+                let batch = RecordBatch::try_new(Arc::clone(&self.schema), columns)
+                    .map_err(Error::internal)?;
+                if !sink(batch) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
     }
 }
