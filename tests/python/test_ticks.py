@@ -112,3 +112,78 @@ def test_bad_ticks_are_refused_whole(server, trades):
                            timeout=30), 400, "invalid_argument")
         latest = expect_ok(s.get(server.http_url + f"/v1/trade/{sym}/latest?n=1", timeout=30))
     assert latest["records"][0]["ts"] == rows[-1]["ts"], "nothing of a refused write stayed"
+
+
+def make_quotes(trades: list[dict], seed: int = 11) -> list[dict]:
+    """Quotes ten times as frequent as trades, one of them at a trade's exact ts."""
+    rng = random.Random(seed)
+    out, ts = [], trades[0]["ts"] - 5_000_000
+    end = trades[-1]["ts"]
+    step = max(1, (end - ts) // (10 * len(trades)))
+    while ts < end:
+        ts += rng.randint(1, 2 * step)
+        bid = 6_843_200 + rng.randint(-60, 60)
+        out.append({"ts": ts, "bid": bid, "ask": bid + rng.randint(0, 3),
+                    "bid_size": rng.randint(0, 90), "ask_size": rng.randint(0, 90)})
+    mid = trades[len(trades) // 2]["ts"]
+    out.append({"ts": mid, "bid": 6_000_000, "ask": 6_000_001, "bid_size": 1, "ask_size": 1})
+    return out
+
+
+def flight_table(server, cmd: str) -> pa.Table:
+    client = flight.connect(server.flight_uri)
+    try:
+        return client.do_get(flight.Ticket(cmd.encode())).read_all()
+    finally:
+        client.close()
+
+
+def test_bars_from_trades_match_pandas(server, trades):
+    sym, rows = trades
+    table = flight_table(server, f'{{"kind":"trade","symbol":"{sym}","resample":{{"timeframe":"1m"}},'
+                                 f'"price_format":"float64"}}')
+    got = table.to_pandas()
+    df = pd.DataFrame(rows)
+    df["t"] = pd.to_datetime(df["ts"], unit="ns", utc=True)
+    df["price"] = df["price"] / 100
+    df["size"] = df["size"] / 1000
+    df["notional"] = df["price"] * df["size"]
+    g = df.groupby(df["t"].dt.floor("1min"))
+    want = pd.DataFrame({
+        "open": g["price"].first(), "high": g["price"].max(), "low": g["price"].min(),
+        "close": g["price"].last(), "volume": g["size"].sum(),
+        "trades": g["price"].count(),
+    })
+    want["vwap"] = g["notional"].sum() / g["size"].sum()
+    assert len(got) == len(want)
+    assert [t.value for t in got["ts"]] == [t.value for t in want.index]
+    for c in ["open", "high", "low", "close", "trades"]:
+        assert got[c].tolist() == want[c].tolist(), c
+    assert got["volume"].tolist() == pytest.approx(want["volume"].tolist(), rel=1e-12)
+    assert got["vwap"].tolist() == pytest.approx(want["vwap"].tolist(), rel=1e-9)
+    assert got["complete"].tolist() == [True] * (len(got) - 1) + [False]
+
+
+def test_trade_quote_matches_pandas_merge_asof(server, trades):
+    sym, rows = trades
+    quotes = make_quotes(rows)
+    with requests.Session() as s:
+        expect_ok(s.post(server.http_url + "/v1/quote/series",
+                         json={"symbol": sym, "price_scale": 100, "size_scale": 1000},
+                         timeout=30), 201)
+        for i in range(0, len(quotes), 5_000):  # http.max_body_bytes
+            expect_ok(s.post(server.http_url + f"/v1/quote/{sym}/records",
+                             json={"records": quotes[i:i + 5_000]}, timeout=60))
+    got = flight_table(server, f'{{"kind":"trade_quote","symbol":"{sym}"}}').to_pandas()
+    t = pd.DataFrame(rows)
+    q = pd.DataFrame(quotes)
+    q["order"] = range(len(q))
+    q = q.sort_values(["ts", "order"], kind="stable")
+    want = pd.merge_asof(t, q[["ts", "bid", "ask", "bid_size", "ask_size"]], on="ts",
+                         direction="backward", allow_exact_matches=True)
+    assert len(got) == len(want)
+    for c in ["bid", "ask", "bid_size", "ask_size"]:
+        g = got[c].astype("Float64").tolist()
+        w = want[c].astype("Float64").tolist()
+        assert [None if pd.isna(x) else int(x) for x in g] == \
+               [None if pd.isna(x) else int(x) for x in w], c
