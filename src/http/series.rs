@@ -107,22 +107,25 @@ pub async fn read(
     Ok(json_bytes(bytes))
 }
 
+/// The `n` of a latest read: 1 when absent, else 1 to `http.max_latest`.
+pub fn latest_n(cfg: &HttpConfig, n: Option<u64>) -> Result<usize, AppError> {
+    let max = cfg.max_latest;
+    match n {
+        None => Ok(1),
+        Some(n) if n >= 1 && n <= max as u64 => Ok(n as usize),
+        Some(n) => Err(AppError::invalid(format!(
+            "n must be between 1 and {max} (http.max_latest), got {n}"
+        ))),
+    }
+}
+
 /// `GET .../latest`: the last `n` records of the range (default 1), ascending.
 pub async fn latest(
     engine: Arc<Engine>,
     key: SeriesKey,
     p: LatestParams,
 ) -> Result<Response, AppError> {
-    let max = engine.config.http.max_latest;
-    let n = match p.n {
-        None => 1,
-        Some(n) if n >= 1 && n <= max as u64 => n as usize,
-        Some(n) => {
-            return Err(AppError::invalid(format!(
-                "n must be between 1 and {max} (http.max_latest), got {n}"
-            )));
-        }
-    };
+    let n = latest_n(&engine.config.http, p.n)?;
     let range = ts_range(p.start_ts, p.end_ts)?;
     let at = At::new(p.snapshot, p.version, p.as_of_commit)?;
     let bytes = blocking(move || {

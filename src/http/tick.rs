@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 use super::auth::{ReadAccess, WriteAccess};
 use super::error::{AppError, ErrorBody};
 use super::extract::{BodyBytes, IfMatch, JsonBody, PathParams, QueryParams, blocking, parse_json};
-use super::series::{self, WriteReservation, json_bytes, page_limit, ts_range};
+use super::series::{self, WriteReservation, json_bytes, latest_n, page_limit, ts_range};
 use super::types::SeriesList;
 use crate::error::Error;
 use crate::query::Engine;
@@ -281,16 +281,7 @@ pub async fn latest(
     QueryParams(q): QueryParams<TickLatestParams>,
 ) -> Result<Response, AppError> {
     let key = key(&p)?;
-    let max = engine.config.http.max_latest;
-    let n = match q.n {
-        None => 1,
-        Some(n) if n >= 1 && n <= max as u64 => n as usize,
-        Some(n) => {
-            return Err(AppError::invalid(format!(
-                "n must be between 1 and {max} (http.max_latest), got {n}"
-            )));
-        }
-    };
+    let n = latest_n(&engine.config.http, q.n)?;
     let range = ts_range(q.start_ns, q.end_ns)?;
     let bytes = blocking(move || {
         let page = engine.latest(&key, range, n)?;

@@ -12,6 +12,7 @@
 
 pub mod flight;
 pub mod store;
+pub mod ticks;
 
 pub use flight::*;
 pub use store::*;
