@@ -123,3 +123,57 @@ fn retention_drops_whole_months_by_the_series_or_the_default_and_persists() {
         "the store validates clean"
     );
 }
+
+/// A tick series keeps whole partitions (days here) younger than its retention: the
+/// day holding the cutoff stays, older days go, in nanoseconds.
+#[test]
+fn retention_drops_whole_days_of_a_tick_series() {
+    use fastk::query::tick::{RegisterTick, TradeIn, trade_batch};
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with(dir.path(), |_| {});
+    let now = fastk::query::now_ms();
+    let reg = RegisterTick {
+        symbol: "TICKS".into(),
+        price_scale: 100,
+        size_scale: 1,
+        partition: None,
+        retention_ms: Some(3 * DAY),
+    };
+    e.register_tick(fastk::record::SeriesKind::Trade, &reg)
+        .unwrap();
+    let key = SeriesKey::trade("TICKS").unwrap();
+    // Two trades in one nanosecond every 6 hours over the last 10 days.
+    let ns = |ms: i64| ms * 1_000_000;
+    let trades: Vec<TradeIn> = (0..40)
+        .flat_map(|k| {
+            let ts = ns(now - 10 * DAY + k * 6 * HOUR);
+            (0..2).map(move |j| TradeIn {
+                ts,
+                seq: None,
+                price: 100 + j,
+                size: 1,
+                side: 0,
+                trade_id: 0,
+            })
+        })
+        .collect();
+    e.write(&key, trade_batch(&trades).unwrap(), None).unwrap();
+    let r = e.enforce_retention(now);
+    let day_ns = ns(DAY);
+    let boundary = ns(now - 3 * DAY).div_euclid(day_ns) * day_ns;
+    let want: Vec<i64> = trades
+        .iter()
+        .map(|t| t.ts)
+        .filter(|&t| t >= boundary)
+        .collect();
+    assert_eq!(
+        all_ts(&e, &key),
+        want,
+        "days wholly older than the cutoff went"
+    );
+    assert!(
+        want.first().is_some_and(|&t| t <= ns(now - 3 * DAY)),
+        "the cut day stays"
+    );
+    assert_eq!(r.rows, (trades.len() - want.len()) as u64);
+}
