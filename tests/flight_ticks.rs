@@ -139,8 +139,12 @@ async fn trades_read_over_flight_in_the_contract_schema() {
     // Not served yet: refused by name, not misread.
     for (ticket, says) in [
         (
-            json!({"kind": "trade", "symbols": ["BTCUSDT"]}),
-            "not served yet",
+            json!({"kind": "trade", "symbols": ["BTCUSDT"], "order": "time"}),
+            "order must be",
+        ),
+        (
+            json!({"kind": "trade", "symbols": ["BTCUSDT"], "latest": 3}),
+            "for one symbol",
         ),
         (
             json!({"kind": "quote", "symbol": "BTCUSDT", "resample": {"timeframe": "1m"}}),
@@ -447,5 +451,105 @@ async fn bars_and_trade_quote_match_a_reference() {
         );
     }
     assert!(in_range.iter().any(|t| t.ts == trades[200].ts));
+    f.shutdown().await;
+}
+
+/// The tape: trades of several symbols merged into one stream ascending by
+/// `(ts, symbol, seq)`, equal `ts` across symbols included; the default order is by
+/// symbol; `"*"` names every trade series; float prices use each symbol's scale.
+#[tokio::test]
+async fn the_tape_merges_symbols_by_time() {
+    use arrow_array::StringArray;
+    let mut f = Fixture::start(|_| {}).await;
+    let mut all: Vec<(i64, String, u64, i64)> = Vec::new();
+    for (n, sym) in ["CCC", "AAA", "BBB"].iter().enumerate() {
+        let reg = RegisterTick {
+            symbol: (*sym).into(),
+            price_scale: 10i64.pow(n as u32 + 1),
+            size_scale: 1,
+            partition: None,
+            retention_ms: None,
+        };
+        f.engine().register_tick(SeriesKind::Trade, &reg).unwrap();
+        let trades: Vec<TradeIn> = (0..50)
+            .map(|i| TradeIn {
+                ts: DAY0 + (i * (n as i64 + 2)) / 3 * 1_000,
+                seq: None,
+                price: 1_000 + i,
+                size: 1,
+                side: 0,
+                trade_id: i,
+            })
+            .collect();
+        let mut seq_at = std::collections::HashMap::new();
+        for t in &trades {
+            let s = seq_at.entry(t.ts).or_insert(0u64);
+            all.push((t.ts, sym.to_string(), *s, t.price));
+            *s += 1;
+        }
+        let key = SeriesKey::trade(sym).unwrap();
+        f.engine()
+            .write(&key, trade_batch(&trades).unwrap(), None)
+            .unwrap();
+    }
+    let read = |b: &arrow_array::RecordBatch| -> Vec<(i64, String, u64, i64)> {
+        let sym = b.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        let ts = b.column(1).as_primitive::<TimestampNanosecondType>();
+        let seq = b.column(2).as_primitive::<UInt64Type>();
+        let price = b.column(3).as_primitive::<Int64Type>();
+        (0..b.num_rows())
+            .map(|r| {
+                (
+                    ts.value(r),
+                    sym.value(r).to_string(),
+                    seq.value(r),
+                    price.value(r),
+                )
+            })
+            .collect()
+    };
+    let rows = |batches: Vec<arrow_array::RecordBatch>| -> Vec<(i64, String, u64, i64)> {
+        batches.iter().flat_map(read).collect()
+    };
+    let mut tape = all.clone();
+    tape.sort();
+    let got = rows(
+        get(
+            &mut f.client,
+            json!({"kind": "trade", "symbols": ["CCC", "AAA", "BBB"],
+        "order": "ts"}),
+        )
+        .await
+        .unwrap(),
+    );
+    assert_eq!(got, tape, "one stream by (ts, symbol, seq)");
+    let mut by_symbol = all.clone();
+    by_symbol.sort_by(|a, b| (&a.1, a.0, a.2).cmp(&(&b.1, b.0, b.2)));
+    let got = rows(
+        get(&mut f.client, json!({"kind": "trade", "symbols": "*"}))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(got, by_symbol, "by symbol, then (ts, seq)");
+    // A range, and float prices by each symbol's own scale.
+    let (lo, hi) = (DAY0 + 5_000, DAY0 + 9_000);
+    let batches = get(
+        &mut f.client,
+        json!({"kind": "trade", "symbols": ["AAA", "CCC"],
+        "order": "ts", "start_ns": lo, "end_ns": hi, "price_format": "float64"}),
+    )
+    .await
+    .unwrap();
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let want: Vec<&(i64, String, u64, i64)> = tape
+        .iter()
+        .filter(|r| r.0 >= lo && r.0 <= hi && r.1 != "BBB")
+        .collect();
+    assert_eq!(b.num_rows(), want.len());
+    let price = b.column(3).as_primitive::<Float64Type>();
+    for (r, w) in want.iter().enumerate() {
+        let scale = if w.1 == "CCC" { 10.0 } else { 100.0 };
+        assert_eq!(price.value(r), w.3 as f64 / scale);
+    }
     f.shutdown().await;
 }

@@ -59,6 +59,7 @@ pub fn check_symbols(engine: &Engine, p: &Principal, cmd: &GetCommand) -> Result
         GetCommand::Aligned { key, .. } | GetCommand::Ticks { key, .. } => {
             p.check_symbol(key.symbol())
         }
+        GetCommand::TickMany { symbols, .. } => symbols.check(p),
     };
     checked.map_err(|e| refused(engine, e))
 }

@@ -70,6 +70,16 @@ pub async fn flight_info(engine: Arc<Engine>, d: FlightDescriptor) -> Result<Fli
                 let plan = engine.tick_plan(&key, op)?;
                 (Arc::clone(&plan.schema), vec![d.cmd.clone()], -1)
             }
+            GetCommand::TickMany {
+                kind,
+                symbols,
+                range,
+                order_by_ts,
+                format,
+            } => {
+                let plan = engine.tick_many(kind, &symbols, range, order_by_ts, format)?;
+                (Arc::clone(&plan.schema), vec![d.cmd.clone()], -1)
+            }
             GetCommand::Read(cmd) => {
                 let plan = ReadPlan::new(&engine, cmd)?;
                 let spec = &plan.cmd.spec;
@@ -125,45 +135,50 @@ pub async fn routed_flight_info(
     let Some(cluster) = cluster.filter(|_| !forwarded) else {
         return flight_info(engine, d).await;
     };
-    let (every, parts): (bool, Vec<(String, FlightDescriptor)>) =
-        match GetCommand::from_descriptor(&d)? {
-            GetCommand::Read(ReadCommand {
-                target: Target::Many(sel),
-                ..
-            }) => match &sel.symbols {
-                Symbols::All(_) => (
-                    true,
-                    cluster
-                        .owners_in_order()
-                        .into_iter()
-                        .map(|n| (n.to_string(), d.clone()))
-                        .collect(),
-                ),
-                Symbols::List(list) => {
-                    let base: serde_json::Value =
-                        serde_json::from_slice(&d.cmd).map_err(internal)?;
-                    let parts = cluster
-                        .split(list)
-                        .into_iter()
-                        .map(|(node, syms)| {
-                            let mut cmd = base.clone();
-                            cmd["symbols"] = serde_json::json!(syms);
-                            (node.to_string(), FlightDescriptor::new_cmd(cmd.to_string()))
-                        })
-                        .collect();
-                    (false, parts)
-                }
-            },
-            GetCommand::Read(ReadCommand {
-                target: Target::One(key),
-                ..
-            })
-            | GetCommand::Aligned { key, .. }
-            | GetCommand::Ticks { key, .. } => (
-                false,
-                vec![(cluster.owner(key.symbol()).to_string(), d.clone())],
+    let (every, parts): (bool, Vec<(String, FlightDescriptor)>) = match GetCommand::from_descriptor(
+        &d,
+    )? {
+        GetCommand::Read(ReadCommand {
+            target: Target::Many(sel),
+            ..
+        }) => match &sel.symbols {
+            Symbols::All(_) => (
+                true,
+                cluster
+                    .owners_in_order()
+                    .into_iter()
+                    .map(|n| (n.to_string(), d.clone()))
+                    .collect(),
             ),
-        };
+            Symbols::List(list) => {
+                let base: serde_json::Value = serde_json::from_slice(&d.cmd).map_err(internal)?;
+                let parts = cluster
+                    .split(list)
+                    .into_iter()
+                    .map(|(node, syms)| {
+                        let mut cmd = base.clone();
+                        cmd["symbols"] = serde_json::json!(syms);
+                        (node.to_string(), FlightDescriptor::new_cmd(cmd.to_string()))
+                    })
+                    .collect();
+                (false, parts)
+            }
+        },
+        GetCommand::Read(ReadCommand {
+            target: Target::One(key),
+            ..
+        })
+        | GetCommand::Aligned { key, .. }
+        | GetCommand::Ticks { key, .. } => (
+            false,
+            vec![(cluster.owner(key.symbol()).to_string(), d.clone())],
+        ),
+        GetCommand::TickMany { .. } => {
+            return Err(invalid(
+                "a many-symbol trade or quote ticket is not split across the shard map yet: send one ticket per owner's symbols (docs/ticks.md, \"Status\")",
+            ));
+        }
+    };
     if let [(node, _)] = parts.as_slice()
         && cluster.is_me(node)
         && cluster.replicas(node).is_empty()
@@ -417,6 +432,17 @@ pub fn schema(engine: &Engine, d: &FlightDescriptor) -> Result<SchemaResult, Sta
     let schema = match GetCommand::from_descriptor(d)? {
         GetCommand::Aligned { key, body } => Arc::clone(&engine.aligned(&key, &body)?.schema),
         GetCommand::Ticks { key, op } => engine.tick_plan(&key, op)?.schema,
+        GetCommand::TickMany {
+            kind,
+            symbols,
+            range,
+            order_by_ts,
+            format,
+        } => {
+            engine
+                .tick_many(kind, &symbols, range, order_by_ts, format)?
+                .schema
+        }
         GetCommand::Read(cmd) => ReadPlan::new(engine, cmd)?.schema,
     };
     SchemaAsIpc::new(&schema, &IpcWriteOptions::default())

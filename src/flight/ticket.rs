@@ -127,7 +127,36 @@ impl TickTicket {
     /// The read of one series of `kind` (bars from trades with `resample`); what is
     /// not served yet is refused by name.
     fn command(self, kind: SeriesKind) -> Result<GetCommand, Status> {
-        let symbol = one_symbol(self.symbol, self.symbols.is_some() || self.order.is_some())?;
+        let order_by_ts = match self.order.as_deref() {
+            None | Some("symbol") => false,
+            Some("ts") => true,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "order must be \"symbol\" or \"ts\" (the tape), got {}",
+                    crate::record::echo(other)
+                )));
+            }
+        };
+        if let Some(symbols) = self.symbols {
+            if self.symbol.is_some() {
+                return Err(invalid(
+                    "give either symbol (one series) or symbols (a list or \"*\"), not both",
+                ));
+            }
+            if self.resample.is_some() || self.latest.is_some() || self.columns.is_some() {
+                return Err(invalid(
+                    "a many-symbol tick ticket reads ranges of whole records: resample, latest and columns are for one symbol",
+                ));
+            }
+            return Ok(GetCommand::TickMany {
+                kind,
+                symbols,
+                range: ns_range(self.start_ns, self.end_ns)?,
+                order_by_ts,
+                format: self.price_format.unwrap_or_default().into(),
+            });
+        }
+        let symbol = one_symbol(self.symbol, false)?;
         let key = match kind {
             SeriesKind::Trade => SeriesKey::trade(&symbol),
             _ => SeriesKey::quote(&symbol),
@@ -269,6 +298,14 @@ pub enum GetCommand {
     Ticks {
         key: SeriesKey,
         op: TickOp,
+    },
+    /// Many trade or quote series in one stream, by symbol or merged by time.
+    TickMany {
+        kind: SeriesKind,
+        symbols: Symbols,
+        range: TsRange,
+        order_by_ts: bool,
+        format: PriceFormat,
     },
 }
 

@@ -582,3 +582,252 @@ impl TickPlan {
         Ok(())
     }
 }
+
+/// One series' cursor of a many-symbol read: its slices in order, the current one.
+struct Cursor {
+    symbol: Arc<str>,
+    meta: Arc<SeriesMeta>,
+    slices: crate::storage::snapshot::RangeIter,
+    slice: Option<ChunkSlice>,
+    at: usize,
+}
+
+impl Cursor {
+    /// The current row's key, loading the next slice when this one is done (`None`
+    /// at the end).
+    fn peek(&mut self) -> Result<Option<(i64, u64)>> {
+        loop {
+            if let Some(s) = &self.slice
+                && self.at < s.len()
+            {
+                return Ok(Some((s.col(0)[self.at], s.col(1)[self.at] as u64)));
+            }
+            match self.slices.next() {
+                Some(s) => {
+                    self.slice = Some(s?);
+                    self.at = 0;
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Rows of many tick series gathered into batches: `symbol`, then the kind's columns.
+struct ManyOut {
+    symbols: Vec<Arc<str>>,
+    cols: Vec<Vec<i64>>,
+    /// Per row, its series' (price, size) scales (float64 output only).
+    scales: Vec<(f64, f64)>,
+}
+
+impl Engine {
+    /// Many tick series of one kind in one stream (docs/ticks.md, "The tape"):
+    /// `order_by_ts` merges them into one stream ascending by `(ts, symbol, seq)` in
+    /// one pass over every series' cursor (nothing is read ahead beyond one slice per
+    /// series); otherwise series follow one another by symbol, each by `(ts, seq)`.
+    pub fn tick_many(
+        &self,
+        kind: SeriesKind,
+        symbols: &super::market::spec::Symbols,
+        range: TsRange,
+        order_by_ts: bool,
+        format: crate::query::PriceFormat,
+    ) -> Result<TickMany> {
+        use arrow_schema::{DataType, Field, Schema};
+        let series: Vec<Arc<crate::query::Series>> = match symbols {
+            super::market::spec::Symbols::All(star) if star == "*" => self.store.list_kind(kind),
+            super::market::spec::Symbols::All(other) => {
+                return Err(Error::invalid(format!(
+                    "symbols must be a list or \"*\", got {}",
+                    crate::record::echo(other)
+                )));
+            }
+            super::market::spec::Symbols::List(list) => {
+                let mut list = list.clone();
+                list.sort();
+                list.dedup();
+                list.iter()
+                    .map(|s| {
+                        let key = match kind {
+                            SeriesKind::Trade => SeriesKey::trade(s)?,
+                            _ => SeriesKey::quote(s)?,
+                        };
+                        self.series(&key)
+                    })
+                    .collect::<Result<_>>()?
+            }
+        };
+        let max = self.config.flight.max_series_per_ticket;
+        if series.len() > max {
+            return Err(Error::invalid(format!(
+                "the ticket names {} series, more than {max} (flight.max_series_per_ticket)",
+                series.len()
+            )));
+        }
+        let template = match series.first() {
+            Some(s) => Arc::clone(&s.meta),
+            None => Arc::new(SeriesMeta {
+                key: match kind {
+                    SeriesKind::Trade => SeriesKey::trade("_")?,
+                    _ => SeriesKey::quote("_")?,
+                },
+                timeframe_ms: crate::record::tick_partition_ms("day").unwrap_or(1),
+                price_scale: 1,
+                volume_scale: 1,
+                value_type: ValueType::I64,
+            }),
+        };
+        let projection = crate::storage::batch::Projection::new(&template, None, format)
+            .map_err(Error::invalid)?;
+        let mut fields = vec![Field::new("symbol", DataType::Utf8, false)];
+        fields.extend(
+            projection
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone()),
+        );
+        let mut md = std::collections::HashMap::new();
+        md.insert("fastk.kind".to_string(), kind.as_str().to_string());
+        md.insert(
+            "fastk.order".to_string(),
+            if order_by_ts { "ts" } else { "symbol" }.to_string(),
+        );
+        let cursors = series
+            .iter()
+            .map(|s| Cursor {
+                symbol: s.meta.key.symbol().into(),
+                meta: Arc::clone(&s.meta),
+                slices: s.snapshot().range(range),
+                slice: None,
+                at: 0,
+            })
+            .collect();
+        Ok(TickMany {
+            schema: Arc::new(Schema::new_with_metadata(fields, md)),
+            cursors,
+            order_by_ts,
+        })
+    }
+}
+
+/// A many-symbol tick read, ready to stream.
+pub struct TickMany {
+    pub schema: arrow_schema::SchemaRef,
+    cursors: Vec<Cursor>,
+    order_by_ts: bool,
+}
+
+impl TickMany {
+    /// Streams the rows in batches of at most `max_rows` to `sink` (false stops).
+    pub fn run(mut self, max_rows: usize, sink: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
+        use std::cmp::Reverse;
+        let max_rows = max_rows.max(1);
+        let ncols = self.schema.fields().len() - 1;
+        let mut out = ManyOut {
+            symbols: Vec::new(),
+            cols: vec![Vec::new(); ncols],
+            scales: Vec::new(),
+        };
+        let mut heap = std::collections::BinaryHeap::new();
+        let order = if self.order_by_ts {
+            (0..self.cursors.len()).collect::<Vec<_>>()
+        } else {
+            Vec::new()
+        };
+        for &i in &order {
+            if let Some((ts, seq)) = self.cursors[i].peek()? {
+                heap.push(Reverse((ts, Arc::clone(&self.cursors[i].symbol), seq, i)));
+            }
+        }
+        let mut next_series = 0;
+        loop {
+            // The next row: the heap's least (ts, symbol, seq), or the current series'.
+            let i = if self.order_by_ts {
+                match heap.pop() {
+                    Some(Reverse((_, _, _, i))) => i,
+                    None => break,
+                }
+            } else {
+                while next_series < self.cursors.len()
+                    && self.cursors[next_series].peek()?.is_none()
+                {
+                    next_series += 1;
+                }
+                if next_series == self.cursors.len() {
+                    break;
+                }
+                next_series
+            };
+            let c = &mut self.cursors[i];
+            let s = c.slice.as_ref().expect("a row was peeked");
+            out.symbols.push(Arc::clone(&c.symbol));
+            for (k, col) in out.cols.iter_mut().enumerate() {
+                col.push(s.col(k)[c.at]);
+            }
+            out.scales
+                .push((c.meta.price_scale as f64, c.meta.volume_scale as f64));
+            c.at += 1;
+            if self.order_by_ts
+                && let Some((ts, seq)) = c.peek()?
+            {
+                heap.push(Reverse((ts, Arc::clone(&c.symbol), seq, i)));
+            }
+            if out.symbols.len() == max_rows && !sink(self.batch(&mut out)?) {
+                return Ok(());
+            }
+        }
+        if !out.symbols.is_empty() {
+            sink(self.batch(&mut out)?);
+        }
+        Ok(())
+    }
+
+    /// The gathered rows as one batch in the schema; empties `out`.
+    fn batch(&self, out: &mut ManyOut) -> Result<RecordBatch> {
+        use arrow_array::{
+            ArrayRef, Float64Array, Int8Array, Int64Array, StringArray, TimestampNanosecondArray,
+            UInt64Array,
+        };
+        use arrow_schema::DataType;
+        let symbols: ArrayRef = Arc::new(StringArray::from_iter_values(
+            out.symbols.iter().map(|s| s.as_ref()),
+        ));
+        let mut arrays = vec![symbols];
+        let names = self
+            .cursors
+            .first()
+            .map_or(&[][..], |c| c.meta.layout().columns);
+        for (k, (col, field)) in out
+            .cols
+            .iter_mut()
+            .zip(self.schema.fields().iter().skip(1))
+            .enumerate()
+        {
+            let values = std::mem::take(col);
+            let size = matches!(names.get(k), Some(&("size" | "bid_size" | "ask_size")));
+            arrays.push(match field.data_type() {
+                DataType::Timestamp(..) => {
+                    Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC"))
+                }
+                DataType::UInt64 => Arc::new(UInt64Array::from_iter_values(
+                    values.iter().map(|&v| v as u64),
+                )),
+                DataType::Int8 => {
+                    Arc::new(Int8Array::from_iter_values(values.iter().map(|&v| v as i8)))
+                }
+                DataType::Float64 => Arc::new(Float64Array::from_iter_values(
+                    values
+                        .iter()
+                        .zip(&out.scales)
+                        .map(|(&v, &(p, s))| v as f64 / if size { s } else { p }),
+                )),
+                _ => Arc::new(Int64Array::from(values)),
+            });
+        }
+        out.symbols.clear();
+        out.scales.clear();
+        RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(Error::internal)
+    }
+}
