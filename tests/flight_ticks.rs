@@ -298,7 +298,8 @@ async fn trades_put_over_flight() {
 #[tokio::test]
 async fn bars_and_trade_quote_match_a_reference() {
     use fastk::query::tick::{QuoteIn, quote_batch};
-    let mut f = Fixture::start(|_| {}).await;
+    // Small batches: bars leave as each batch fills, trade_quote streams in parts.
+    let mut f = Fixture::start(|c| c.flight.max_batch_rows = 3).await;
     let reg = |s: &str| RegisterTick {
         symbol: s.into(),
         price_scale: 100,
@@ -373,6 +374,7 @@ async fn bars_and_trade_quote_match_a_reference() {
     )
     .await
     .unwrap();
+    assert!(batches.len() > 1 && batches.iter().all(|b| b.num_rows() <= 3));
     let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
     let mut want: Vec<(i64, [i64; 5], i64, i128)> = Vec::new();
     for tr in &trades {

@@ -420,38 +420,12 @@ impl TickPlan {
         let grid = super::market::grid::Grid::parse(timeframe, offset_ms)?;
         let meta = &self.trades.meta;
         let snap = self.trades.snapshot();
-        let mut bars: Vec<Bar> = Vec::new();
-        for s in snap.range(range) {
-            let s = s?;
-            let (ts, price, size) = (s.col(0), s.col(2), s.col(3));
-            for r in 0..s.len() {
-                let start = grid.bucket(ts[r].div_euclid(NS_PER_MS));
-                match bars.last_mut() {
-                    Some(b) if b.start == start => {
-                        b.high = b.high.max(price[r]);
-                        b.low = b.low.min(price[r]);
-                        b.close = price[r];
-                        b.volume = b.volume.saturating_add(size[r]);
-                        b.notional += price[r] as i128 * size[r] as i128;
-                        b.trades += 1;
-                    }
-                    _ => bars.push(Bar {
-                        start,
-                        open: price[r],
-                        high: price[r],
-                        low: price[r],
-                        close: price[r],
-                        volume: size[r],
-                        notional: price[r] as i128 * size[r] as i128,
-                        trades: 1,
-                    }),
-                }
-            }
-        }
         // A bar is complete once the series holds a trade at or after its end.
         let newest_ms = snap.last_ts().map(|t| t.div_euclid(NS_PER_MS));
         let (ps, ss) = (meta.price_scale as f64, meta.volume_scale as f64);
-        for part in bars.chunks(max_rows.max(1)) {
+        let max_rows = max_rows.max(1);
+        // One batch of bars, in the answer's schema, to the sink; false: stop.
+        let mut emit = |part: &[Bar]| -> Result<bool> {
             let col = |f: fn(&Bar) -> i64, scale: f64| -> arrow_array::ArrayRef {
                 match format {
                     crate::query::PriceFormat::Raw => Arc::new(
@@ -494,9 +468,47 @@ impl TickPlan {
             ];
             let batch =
                 RecordBatch::try_new(Arc::clone(&self.schema), columns).map_err(Error::internal)?;
-            if !sink(batch) {
-                break;
+            Ok(sink(batch))
+        };
+        // Bars are sent as each batch fills (the open one stays): memory is one batch.
+        let mut bars: Vec<Bar> = Vec::with_capacity(max_rows + 1);
+        for s in snap.range(range) {
+            let s = s?;
+            let (ts, price, size) = (s.col(0), s.col(2), s.col(3));
+            for r in 0..s.len() {
+                let start = grid.bucket(ts[r].div_euclid(NS_PER_MS));
+                match bars.last_mut() {
+                    Some(b) if b.start == start => {
+                        b.high = b.high.max(price[r]);
+                        b.low = b.low.min(price[r]);
+                        b.close = price[r];
+                        b.volume = b.volume.saturating_add(size[r]);
+                        b.notional += price[r] as i128 * size[r] as i128;
+                        b.trades += 1;
+                    }
+                    _ => {
+                        if bars.len() == max_rows {
+                            if !emit(&bars)? {
+                                return Ok(());
+                            }
+                            bars.clear();
+                        }
+                        bars.push(Bar {
+                            start,
+                            open: price[r],
+                            high: price[r],
+                            low: price[r],
+                            close: price[r],
+                            volume: size[r],
+                            notional: price[r] as i128 * size[r] as i128,
+                            trades: 1,
+                        });
+                    }
+                }
             }
+        }
+        if !bars.is_empty() {
+            emit(&bars)?;
         }
         Ok(())
     }
