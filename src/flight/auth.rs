@@ -17,6 +17,7 @@ use super::ticket::{GetCommand, Target};
 use crate::auth::Principal;
 use crate::error::Error;
 use crate::query::Engine;
+use crate::query::tick::TickRequest;
 
 pub use crate::auth::Access;
 
@@ -56,10 +57,10 @@ pub fn check_symbols(engine: &Engine, p: &Principal, cmd: &GetCommand) -> Result
             Target::One(key) => p.check_symbol(key.symbol()),
             Target::Many(sel) => sel.symbols.check(p),
         },
-        GetCommand::Aligned { key, .. } | GetCommand::Ticks { key, .. } => {
+        GetCommand::Aligned { key, .. } | GetCommand::Ticks(TickRequest::One { key, .. }) => {
             p.check_symbol(key.symbol())
         }
-        GetCommand::TickMany { symbols, .. } => symbols.check(p),
+        GetCommand::Ticks(TickRequest::Many { symbols, .. }) => symbols.check(p),
     };
     checked.map_err(|e| refused(engine, e))
 }

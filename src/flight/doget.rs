@@ -65,26 +65,9 @@ pub fn start(
             });
             schema
         }
-        GetCommand::Ticks { key, op } => {
-            let plan = engine.tick_plan(&key, op)?;
-            let schema = Arc::clone(&plan.schema);
-            tokio::task::spawn_blocking(move || {
-                let _guard = producer_guard;
-                if let Err(e) = plan.run(max_rows, &mut |b| tx.blocking_send(Ok(b)).is_ok()) {
-                    send_error(&tx, e);
-                }
-            });
-            schema
-        }
-        GetCommand::TickMany {
-            kind,
-            symbols,
-            range,
-            order_by_ts,
-            format,
-        } => {
-            let plan = engine.tick_many(kind, &symbols, range, order_by_ts, format)?;
-            let schema = Arc::clone(&plan.schema);
+        GetCommand::Ticks(req) => {
+            let plan = engine.tick_stream(req)?;
+            let schema = plan.schema();
             tokio::task::spawn_blocking(move || {
                 let _guard = producer_guard;
                 if let Err(e) = plan.run(max_rows, &mut |b| tx.blocking_send(Ok(b)).is_ok()) {

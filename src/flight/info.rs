@@ -22,6 +22,7 @@ use super::ticket::{GetCommand, ReadCommand, Target, whole_series_ticket};
 use crate::cluster::Cluster;
 use crate::query::market::spec::Symbols;
 use crate::query::stream::ReadPlan;
+use crate::query::tick::TickRequest;
 use crate::query::{Engine, page_bounds};
 use crate::query::{Projection, Series};
 use crate::record::SeriesKind;
@@ -66,20 +67,7 @@ pub async fn flight_info(engine: Arc<Engine>, d: FlightDescriptor) -> Result<Fli
                 let n = engine.count(&key, plan.range, None)? as i64;
                 (Arc::clone(&plan.schema), vec![d.cmd.clone()], n)
             }
-            GetCommand::Ticks { key, op } => {
-                let plan = engine.tick_plan(&key, op)?;
-                (Arc::clone(&plan.schema), vec![d.cmd.clone()], -1)
-            }
-            GetCommand::TickMany {
-                kind,
-                symbols,
-                range,
-                order_by_ts,
-                format,
-            } => {
-                let plan = engine.tick_many(kind, &symbols, range, order_by_ts, format)?;
-                (Arc::clone(&plan.schema), vec![d.cmd.clone()], -1)
-            }
+            GetCommand::Ticks(req) => (engine.tick_stream(req)?.schema(), vec![d.cmd.clone()], -1),
             GetCommand::Read(cmd) => {
                 let plan = ReadPlan::new(&engine, cmd)?;
                 let spec = &plan.cmd.spec;
@@ -169,11 +157,11 @@ pub async fn routed_flight_info(
             ..
         })
         | GetCommand::Aligned { key, .. }
-        | GetCommand::Ticks { key, .. } => (
+        | GetCommand::Ticks(TickRequest::One { key, .. }) => (
             false,
             vec![(cluster.owner(key.symbol()).to_string(), d.clone())],
         ),
-        GetCommand::TickMany { .. } => {
+        GetCommand::Ticks(TickRequest::Many { .. }) => {
             return Err(invalid(
                 "a many-symbol trade or quote ticket is not split across the shard map yet: send one ticket per owner's symbols (docs/ticks.md, \"Status\")",
             ));
@@ -431,18 +419,7 @@ fn group_tickets(cmd: &[u8], series: &[Arc<Series>]) -> Result<Vec<Bytes>, Statu
 pub fn schema(engine: &Engine, d: &FlightDescriptor) -> Result<SchemaResult, Status> {
     let schema = match GetCommand::from_descriptor(d)? {
         GetCommand::Aligned { key, body } => Arc::clone(&engine.aligned(&key, &body)?.schema),
-        GetCommand::Ticks { key, op } => engine.tick_plan(&key, op)?.schema,
-        GetCommand::TickMany {
-            kind,
-            symbols,
-            range,
-            order_by_ts,
-            format,
-        } => {
-            engine
-                .tick_many(kind, &symbols, range, order_by_ts, format)?
-                .schema
-        }
+        GetCommand::Ticks(req) => engine.tick_stream(req)?.schema(),
         GetCommand::Read(cmd) => ReadPlan::new(engine, cmd)?.schema,
     };
     SchemaAsIpc::new(&schema, &IpcWriteOptions::default())

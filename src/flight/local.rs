@@ -35,7 +35,7 @@ pub async fn run(engine: Arc<Engine>, body: &[u8]) -> Result<Vec<Bytes>, Status>
                 "local-read takes a single-series kline or scalar ticket; kind \"aligned\" is not supported (use DoGet)",
             ));
         }
-        GetCommand::Ticks { .. } | GetCommand::TickMany { .. } => {
+        GetCommand::Ticks(_) => {
             return Err(invalid(
                 "local-read does not compute: bars from trades and trade_quote are DoGet tickets",
             ));

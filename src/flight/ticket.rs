@@ -18,7 +18,7 @@ use crate::query::market::spec::{
 };
 use crate::query::market::{ReadArgs, ReadSpec, Selection};
 pub use crate::query::stream::{PredicateQuery, ReadCommand, Target};
-use crate::query::tick::TickOp;
+use crate::query::tick::{TickOp, TickRequest};
 use crate::query::types::{Predicate, Strategy};
 use crate::record::{SeriesKey, SeriesKind, TsRange};
 
@@ -113,13 +113,13 @@ fn ns_range(start: Option<i64>, end: Option<i64>) -> Result<TsRange, Status> {
 impl TradeQuoteTicket {
     fn command(self) -> Result<GetCommand, Status> {
         let symbol = one_symbol(self.symbol, self.symbols.is_some())?;
-        Ok(GetCommand::Ticks {
+        Ok(GetCommand::Ticks(TickRequest::One {
             key: SeriesKey::trade(&symbol).map_err(name_error)?,
             op: TickOp::TradeQuote {
                 range: ns_range(self.start_ns, self.end_ns)?,
                 format: self.price_format.unwrap_or_default().into(),
             },
-        })
+        }))
     }
 }
 
@@ -148,13 +148,13 @@ impl TickTicket {
                     "a many-symbol tick ticket reads ranges of whole records: resample, latest and columns are for one symbol",
                 ));
             }
-            return Ok(GetCommand::TickMany {
+            return Ok(GetCommand::Ticks(TickRequest::Many {
                 kind,
                 symbols,
                 range: ns_range(self.start_ns, self.end_ns)?,
                 order_by_ts,
                 format: self.price_format.unwrap_or_default().into(),
-            });
+            }));
         }
         let symbol = one_symbol(self.symbol, false)?;
         let key = match kind {
@@ -171,7 +171,7 @@ impl TickTicket {
             if self.latest.is_some() || self.columns.is_some() {
                 return Err(invalid("latest and columns do not combine with resample"));
             }
-            return Ok(GetCommand::Ticks {
+            return Ok(GetCommand::Ticks(TickRequest::One {
                 key,
                 op: TickOp::Bars {
                     range: ns_range(self.start_ns, self.end_ns)?,
@@ -179,7 +179,7 @@ impl TickTicket {
                     offset_ms: bars.offset_ms.unwrap_or(0),
                     format: self.price_format.unwrap_or_default().into(),
                 },
-            });
+            }));
         }
         Ok(GetCommand::Read(ReadCommand {
             target: Target::One(key),
@@ -294,19 +294,8 @@ pub enum GetCommand {
         key: SeriesKey,
         body: AlignedBody,
     },
-    /// Bars from trades, or trades with the quote in force, of one trade series.
-    Ticks {
-        key: SeriesKey,
-        op: TickOp,
-    },
-    /// Many trade or quote series in one stream, by symbol or merged by time.
-    TickMany {
-        kind: SeriesKind,
-        symbols: Symbols,
-        range: TsRange,
-        order_by_ts: bool,
-        format: PriceFormat,
-    },
+    /// A trade or quote read beyond one plain range: bars, trade_quote, many symbols.
+    Ticks(TickRequest),
 }
 
 /// `symbol` or `symbols`, exactly one of them.

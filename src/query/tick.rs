@@ -301,6 +301,60 @@ pub enum TickOp {
     },
 }
 
+/// A tick read that is more than one plain range: what a trade or quote ticket asks.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TickRequest {
+    /// Bars or trades with the quote in force, of one trade series.
+    One { key: SeriesKey, op: TickOp },
+    /// Many series of one kind, by symbol or merged by time (the tape).
+    Many {
+        kind: SeriesKind,
+        symbols: super::market::spec::Symbols,
+        range: TsRange,
+        order_by_ts: bool,
+        format: crate::query::PriceFormat,
+    },
+}
+
+/// A [`TickRequest`] checked against the store, ready to stream.
+pub enum TickStream {
+    One(TickPlan),
+    Many(TickMany),
+}
+
+impl TickStream {
+    pub fn schema(&self) -> arrow_schema::SchemaRef {
+        match self {
+            TickStream::One(p) => Arc::clone(&p.schema),
+            TickStream::Many(p) => Arc::clone(&p.schema),
+        }
+    }
+
+    /// Streams the answer in batches of at most `max_rows` to `sink` (false stops).
+    pub fn run(self, max_rows: usize, sink: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
+        match self {
+            TickStream::One(p) => p.run(max_rows, sink),
+            TickStream::Many(p) => p.run(max_rows, sink),
+        }
+    }
+}
+
+impl Engine {
+    /// Resolves and checks `req`: its series exist, its fields fit; says its schema.
+    pub fn tick_stream(&self, req: TickRequest) -> Result<TickStream> {
+        Ok(match req {
+            TickRequest::One { key, op } => TickStream::One(self.tick_plan(&key, op)?),
+            TickRequest::Many {
+                kind,
+                symbols,
+                range,
+                order_by_ts,
+                format,
+            } => TickStream::Many(self.tick_many(kind, &symbols, range, order_by_ts, format)?),
+        })
+    }
+}
+
 /// Bars from trades, or trades with the quote in force, ready to stream.
 pub struct TickPlan {
     pub schema: arrow_schema::SchemaRef,
