@@ -289,7 +289,11 @@ fn catalog_tables_list_series_and_registry_rows() {
         &e,
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name",
     );
-    assert_eq!(a.rows(), 8);
+    assert_eq!(
+        a.rows(),
+        12,
+        "kline, scalar, trade and quote tables (plain and raw or i64) and four catalog tables"
+    );
 }
 
 #[test]

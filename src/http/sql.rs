@@ -73,7 +73,8 @@ pub struct SqlResponse {
 /// Run a SQL query
 ///
 /// Read-only SQL over the tables `kline`, `kline_raw`, `scalar`, `scalar_i64`,
-/// `series`, `datasets`, `features` and `factors` (catalog `fastk`, schema `public`).
+/// `trade`, `trade_raw`, `quote`, `quote_raw`, `series`, `datasets`, `features` and
+/// `factors` (catalog `fastk`, schema `public`).
 /// Conditions on `symbol`, `timeframe`, `category`, `name`, `ts` and scalar `value`
 /// are answered by the store's own indexes. JSON answers hold at most
 /// `http.max_limit` rows (413 beyond, never truncated); with

@@ -46,9 +46,9 @@ HOUR_MS = 3_600_000
 FEB_1_2024_MS = 1_706_745_600_000
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 OHLCV = ["open", "high", "low", "close", "volume"]
-TABLES = {"kline", "kline_raw", "scalar", "scalar_i64", "series", "datasets", "features",
-          "factors"}
-DATA_TABLES = {"kline", "kline_raw", "scalar", "scalar_i64"}
+DATA_TABLES = {"kline", "kline_raw", "scalar", "scalar_i64", "trade", "trade_raw", "quote",
+               "quote_raw"}
+TABLES = DATA_TABLES | {"series", "datasets", "features", "factors"}
 SQL_TYPE_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
 
 
@@ -510,7 +510,7 @@ def test_flight_sql_get_tables_by_hand(client):
     assert t.schema.names == ["catalog_name", "db_schema_name", "table_name", "table_type",
                               "table_schema"]
     rows = t.to_pylist()
-    assert {r["table_name"] for r in rows} == TABLES and len(rows) == 8
+    assert {r["table_name"] for r in rows} == TABLES and len(rows) == len(TABLES)
     assert {r["catalog_name"] for r in rows} == {"fastk"}
     assert {r["db_schema_name"] for r in rows} == {"public"}
     kinds = {r["table_name"]: r["table_type"] for r in rows}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import adbc_driver_flightsql.dbapi as adbc
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -187,3 +188,45 @@ def test_trade_quote_matches_pandas_merge_asof(server, trades):
         w = want[c].astype("Float64").tolist()
         assert [None if pd.isna(x) else int(x) for x in g] == \
                [None if pd.isna(x) else int(x) for x in w], c
+
+
+def test_sql_reads_ticks_over_adbc_with_nanoseconds(server, trades):
+    """The trade tables over Flight SQL: nanosecond ts, assigned seq, scaled prices,
+    a pushed-down nanosecond window, and per-second VWAP checked against pandas."""
+    sym, rows = trades
+    with adbc.connect(server.flight_uri, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT ts, seq, price, size, side, trade_id FROM trade_raw "
+                    f"WHERE symbol = '{sym}' ORDER BY ts, seq")
+        raw = cur.fetch_arrow_table()
+        assert raw.schema.field("ts").type == pa.timestamp("ns", tz="UTC")
+        assert raw.schema.field("seq").type == pa.uint64()
+        assert raw.schema.field("side").type == pa.int8()
+        assert raw.num_rows == len(rows)
+        assert [t.value for t in raw.column("ts").to_pandas()] == [r["ts"] for r in rows]
+        assert raw.column("seq").to_pylist() == expected_seq(rows)
+        for col in ("price", "size", "side", "trade_id"):
+            assert raw.column(col).to_pylist() == [r[col] for r in rows], col
+
+        # A window with nanosecond edges: exactly the rows inside.
+        lo, hi = rows[100]["ts"], rows[2_000]["ts"]
+        cur.execute(f"SELECT count(*) AS n FROM trade WHERE symbol = '{sym}' "
+                    f"AND ts >= to_timestamp_nanos({lo}) AND ts <= to_timestamp_nanos({hi})")
+        n = cur.fetch_arrow_table().column("n")[0].as_py()
+        assert n == sum(1 for r in rows if lo <= r["ts"] <= hi)
+
+        # Per-second VWAP in SQL equals pandas over the rows written.
+        cur.execute("SELECT date_bin(INTERVAL '1 second', ts) AS bucket, "
+                    "sum(price * size) / sum(size) AS vwap, count(*) AS trades "
+                    f"FROM trade WHERE symbol = '{sym}' GROUP BY 1 ORDER BY 1")
+        got = cur.fetch_arrow_table().to_pandas()
+    df = pd.DataFrame(rows)
+    df["price"] = df["price"] / 100
+    df["size"] = df["size"] / 1000
+    df["bucket"] = pd.to_datetime(df["ts"], unit="ns", utc=True).dt.floor("1s")
+    df["pv"] = df["price"] * df["size"]
+    want = df.groupby("bucket").agg(pv=("pv", "sum"), size=("size", "sum"),
+                                    trades=("ts", "size")).reset_index()
+    want["vwap"] = want["pv"] / want["size"]
+    assert got["trades"].tolist() == want["trades"].tolist()
+    assert [b.value for b in got["bucket"]] == [b.value for b in want["bucket"]]
+    pd.testing.assert_series_equal(got["vwap"], want["vwap"], check_names=False, rtol=1e-12)

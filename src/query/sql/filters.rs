@@ -44,6 +44,8 @@ pub struct Pushable {
     pub keys: usize,
     /// The scalar value column's type, if the table has one.
     pub value: Option<ValueType>,
+    /// The unit of the table's `ts` column (ms for bars and scalars, ns for ticks).
+    pub ts_unit: TimeUnit,
 }
 
 /// The accepted conjuncts of one scan, folded together.
@@ -178,8 +180,12 @@ fn intersect(a: TsRange, b: TsRange) -> TsRange {
 pub fn classify(e: &Expr, table: Pushable) -> Option<Pushed> {
     match e {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            let (col, op, lit) = match (column(left), literal(right), column(right), literal(left))
-            {
+            let (col, op, lit) = match (
+                column(left, table),
+                literal(right),
+                column(right, table),
+                literal(left),
+            ) {
                 (Some(c), Some(l), _, _) => (c, *op, l),
                 (_, _, Some(c), Some(l)) => (c, op.swap()?, l),
                 _ => return None,
@@ -192,12 +198,12 @@ pub fn classify(e: &Expr, table: Pushable) -> Option<Pushed> {
             low,
             high,
         }) => {
-            let col = column(expr)?;
+            let col = column(expr, table)?;
             let (lo, hi) = (literal(low)?, literal(high)?);
             match col {
                 Col::Ts(unit) => {
-                    let a = ts_bound(lo, unit, Operator::GtEq)?;
-                    let b = ts_bound(hi, unit, Operator::LtEq)?;
+                    let a = ts_bound(lo, unit, table.ts_unit, Operator::GtEq)?;
+                    let b = ts_bound(hi, unit, table.ts_unit, Operator::LtEq)?;
                     Some(Pushed::Ts(intersect(a, b)))
                 }
                 Col::Value => match table.value? {
@@ -218,7 +224,7 @@ pub fn classify(e: &Expr, table: Pushable) -> Option<Pushed> {
             list,
             negated,
         }) => {
-            let col = column(expr)?;
+            let col = column(expr, table)?;
             let lits = list.iter().map(literal).collect::<Option<Vec<_>>>()?;
             if lits.is_empty() || lits.len() > 10_000 {
                 return None;
@@ -273,33 +279,49 @@ fn between<T: Copy + PartialOrd>(a: T, b: T) -> Pred<T> {
 #[derive(Debug, Clone, Copy)]
 enum Col {
     Key(usize),
-    /// `ts`, possibly inside a cast to a timestamp of this unit.
+    /// `ts`, possibly inside a cast to a timestamp of this unit (the literal's).
     Ts(TimeUnit),
     Value,
 }
 
-fn column(e: &Expr) -> Option<Col> {
+fn column(e: &Expr, table: Pushable) -> Option<Col> {
     match e {
         Expr::Column(c) => match c.name.as_str() {
-            "ts" => Some(Col::Ts(TimeUnit::Millisecond)),
+            "ts" => Some(Col::Ts(table.ts_unit)),
             "value" => Some(Col::Value),
             n => KEY_COLUMNS.iter().position(|k| *k == n).map(Col::Key),
         },
         // DataFusion may compare through a cast: `CAST(ts AS Timestamp(ns))` against a
         // nanosecond literal, `CAST(symbol AS Utf8View)` against a view literal.
-        Expr::Cast(c) => cast_column(&c.expr, c.field.data_type()),
-        Expr::TryCast(c) => cast_column(&c.expr, c.field.data_type()),
+        Expr::Cast(c) => cast_column(&c.expr, c.field.data_type(), table),
+        Expr::TryCast(c) => cast_column(&c.expr, c.field.data_type(), table),
         _ => None,
     }
 }
 
-fn cast_column(inner: &Expr, to: &DataType) -> Option<Col> {
-    match (column(inner)?, to) {
-        (Col::Ts(TimeUnit::Millisecond), DataType::Timestamp(unit, _)) => Some(Col::Ts(*unit)),
+fn cast_column(inner: &Expr, to: &DataType, table: Pushable) -> Option<Col> {
+    match (column(inner, table)?, to) {
+        // Only a cast to the same or a finer unit keeps every value exact; a coarser
+        // one truncates (`CAST(ts AS Timestamp(s)) = 5` holds for a whole second of
+        // `ts`), so it is left to DataFusion.
+        (Col::Ts(from), DataType::Timestamp(unit, _))
+            if units_per_second(*unit) >= units_per_second(from) =>
+        {
+            Some(Col::Ts(*unit))
+        }
         (Col::Key(i), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) => {
             Some(Col::Key(i))
         }
         _ => None,
+    }
+}
+
+fn units_per_second(unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
     }
 }
 
@@ -316,7 +338,7 @@ fn compare(col: Col, op: Operator, lit: &ScalarValue, table: Pushable) -> Option
             Some(Pushed::Key(i, BTreeSet::from([string(lit)?])))
         }
         Col::Key(_) => None,
-        Col::Ts(unit) => ts_bound(lit, unit, op).map(Pushed::Ts),
+        Col::Ts(unit) => ts_bound(lit, unit, table.ts_unit, op).map(Pushed::Ts),
         Col::Value => {
             let op = match op {
                 Operator::Eq => Op::Eq,
@@ -335,35 +357,33 @@ fn compare(col: Col, op: Operator, lit: &ScalarValue, table: Pushable) -> Option
     }
 }
 
-/// The inclusive ms range of `ts op lit`, where `lit` counts `unit`s since the epoch
-/// (the column is milliseconds; a finer literal is rounded the way that keeps the
-/// comparison exact).
-fn ts_bound(lit: &ScalarValue, unit: TimeUnit, op: Operator) -> Option<TsRange> {
+/// The inclusive range of `ts op lit` in the column's unit `col`, where `lit` counts
+/// `unit`s since the epoch (a finer literal is rounded the way that keeps the
+/// comparison exact; an integer literal counts the column's units).
+fn ts_bound(lit: &ScalarValue, unit: TimeUnit, col: TimeUnit, op: Operator) -> Option<TsRange> {
+    // A timestamp literal names its own unit (the comparison is between instants,
+    // exact whatever the cast, as only lossless casts reach here).
     let (v, unit) = match (lit, unit) {
-        (ScalarValue::TimestampSecond(Some(v), _), TimeUnit::Second)
-        | (ScalarValue::TimestampMillisecond(Some(v), _), TimeUnit::Millisecond)
-        | (ScalarValue::TimestampMicrosecond(Some(v), _), TimeUnit::Microsecond)
-        | (ScalarValue::TimestampNanosecond(Some(v), _), TimeUnit::Nanosecond)
-        | (ScalarValue::Int64(Some(v)), TimeUnit::Millisecond) => (*v, unit),
+        (ScalarValue::TimestampSecond(Some(v), _), _) => (*v, TimeUnit::Second),
+        (ScalarValue::TimestampMillisecond(Some(v), _), _) => (*v, TimeUnit::Millisecond),
+        (ScalarValue::TimestampMicrosecond(Some(v), _), _) => (*v, TimeUnit::Microsecond),
+        (ScalarValue::TimestampNanosecond(Some(v), _), _) => (*v, TimeUnit::Nanosecond),
+        (ScalarValue::Int64(Some(v)), u) if u == col => (*v, u),
         _ => return None,
     };
-    // (lo, hi): the ms values m with m*unit op v, as floor/ceil of v in ms.
-    let (floor, ceil) = match unit {
-        TimeUnit::Second => {
-            let m = v.checked_mul(1000)?;
-            (m, m)
-        }
-        TimeUnit::Millisecond => (v, v),
-        TimeUnit::Microsecond => (v.div_euclid(1000), v.checked_add(999)?.div_euclid(1000)),
-        TimeUnit::Nanosecond => (
-            v.div_euclid(1_000_000),
-            v.checked_add(999_999)?.div_euclid(1_000_000),
-        ),
+    // (floor, ceil): the column values c nearest `v` from below and above.
+    let (per_lit, per_col) = (units_per_second(unit), units_per_second(col));
+    let (floor, ceil) = if per_lit <= per_col {
+        let m = v.checked_mul(per_col / per_lit)?;
+        (m, m)
+    } else {
+        let f = per_lit / per_col;
+        (v.div_euclid(f), v.checked_add(f - 1)?.div_euclid(f))
     };
     let exact = floor == ceil;
     Some(match op {
         Operator::Eq if exact => TsRange::new(Some(floor), Some(floor)),
-        // Not a whole millisecond: no stored ts equals it.
+        // Between two column values: no stored ts equals it.
         Operator::Eq => TsRange::new(Some(1), Some(0)),
         Operator::Gt => TsRange::new(floor.checked_add(1), None),
         Operator::GtEq => TsRange::new(Some(ceil), None),
@@ -416,10 +436,17 @@ mod tests {
     const SCALAR: Pushable = Pushable {
         keys: 4,
         value: Some(ValueType::F64),
+        ts_unit: TimeUnit::Millisecond,
     };
     const KLINE: Pushable = Pushable {
         keys: 2,
         value: None,
+        ts_unit: TimeUnit::Millisecond,
+    };
+    const TRADE: Pushable = Pushable {
+        keys: 1,
+        value: None,
+        ts_unit: TimeUnit::Nanosecond,
     };
 
     fn ts(v: i64) -> Expr {
@@ -463,6 +490,7 @@ mod tests {
         let i64_table = Pushable {
             keys: 4,
             value: Some(ValueType::I64),
+            ts_unit: TimeUnit::Millisecond,
         };
         let f = ScanFilter::new(
             &[
@@ -499,6 +527,7 @@ mod tests {
         let i64_table = Pushable {
             keys: 4,
             value: Some(ValueType::I64),
+            ts_unit: TimeUnit::Millisecond,
         };
         assert_eq!(classify(&col("value").gt(lit(1.5)), i64_table), None);
         assert!(classify(&col("value").gt(lit(1_i64)), i64_table).is_some());
@@ -524,5 +553,31 @@ mod tests {
         assert!(TsRange::new(Some(1), Some(0)).is_empty());
         let (lo, hi) = r(cast.eq(us(1500)));
         assert!(lo > hi, "no whole millisecond equals 1.5 ms");
+    }
+
+    #[test]
+    fn a_nanosecond_table_takes_its_bounds_in_nanoseconds() {
+        let r = |e: Expr| match classify(&e, TRADE) {
+            Some(Pushed::Ts(r)) => (r.lo(), r.hi()),
+            other => panic!("{other:?}"),
+        };
+        let ns = |v| lit(ScalarValue::TimestampNanosecond(Some(v), None));
+        let ms = |v| lit(ScalarValue::TimestampMillisecond(Some(v), None));
+        assert_eq!(r(col("ts").gt_eq(ns(1_500))), (1_500, i64::MAX));
+        assert_eq!(r(col("ts").lt(ns(1_500))), (i64::MIN, 1_499));
+        // A coarser literal is exact: 2 ms is 2,000,000 ns.
+        assert_eq!(r(col("ts").lt_eq(ms(2))), (i64::MIN, 2_000_000));
+        assert_eq!(r(col("ts").gt(ms(2))), (2_000_001, i64::MAX));
+        // An integer counts the column's unit.
+        assert_eq!(r(col("ts").eq(lit(7_i64))), (7, 7));
+        // Only `symbol` is a key of a tick table.
+        assert!(classify(&col("symbol").eq(lit("AAPL")), TRADE).is_some());
+        assert!(classify(&col("timeframe").eq(lit("tick")), TRADE).is_none());
+        // A cast to a coarser unit truncates: not exact, left to DataFusion.
+        let to_ms = Expr::Cast(datafusion::logical_expr::Cast::new(
+            Box::new(col("ts")),
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+        ));
+        assert!(classify(&to_ms.eq(ms(2)), TRADE).is_none());
     }
 }

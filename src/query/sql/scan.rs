@@ -26,12 +26,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
-    ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
-    TimestampMillisecondArray,
+    ArrayRef, Float64Array, Int8Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
+    TimestampMillisecondArray, TimestampNanosecondArray, UInt64Array,
 };
+use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -638,19 +640,24 @@ impl Reader {
                     ColRole::Stored(c) => {
                         let buf = s.chunk.buffer(*c, s.start, s.end);
                         match (*c, self.table.stored_type(*c)) {
-                            (0, _) => Arc::new(
-                                TimestampMillisecondArray::new(ScalarBuffer::new(buf, 0, n), None)
-                                    .with_timezone("UTC"),
-                            ),
+                            (0, _) => ts_array(self.table, buf, n),
                             (_, StoredAs::Raw) => {
                                 Arc::new(Int64Array::new(ScalarBuffer::new(buf, 0, n), None))
                             }
                             (_, StoredAs::F64Bits) => {
                                 Arc::new(Float64Array::new(ScalarBuffer::new(buf, 0, n), None))
                             }
-                            (_, StoredAs::Scaled) => Arc::new(Float64Array::from_iter_values(
-                                s.col(*c).iter().map(|&v| v as f64 / scale_of(meta, *c)),
-                            )),
+                            // `seq` is stored as the bits of an unsigned integer.
+                            (_, StoredAs::Seq) => {
+                                Arc::new(UInt64Array::new(ScalarBuffer::new(buf, 0, n), None))
+                            }
+                            (_, StoredAs::Side) => side_array(s.col(*c)),
+                            (_, StoredAs::Scaled) => {
+                                let scale = scale_of(meta, *c);
+                                Arc::new(Float64Array::from_iter_values(
+                                    s.col(*c).iter().map(|&v| v as f64 / scale),
+                                ))
+                            }
                         }
                     }
                     other => self.constant(meta, *other, n),
@@ -747,29 +754,66 @@ impl Reader {
 /// How a stored column appears in a table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoredAs {
-    /// int64 as stored (ts, raw prices, i64 values).
+    /// int64 as stored (ts, raw prices, i64 values, `trade_id`).
     Raw,
     /// f64 values stored as their bits.
     F64Bits,
     /// int64 divided by the series' scale, as float64.
     Scaled,
+    /// A tick's `seq`: uint64 stored as its bits.
+    Seq,
+    /// A trade's `side` (-1, 0 or 1, checked on write) as int8.
+    Side,
 }
 
-fn scale_of(meta: &SeriesMeta, c: usize) -> f64 {
-    if c == 5 {
-        meta.volume_scale as f64
-    } else {
-        meta.price_scale as f64
+impl StoredAs {
+    /// The Arrow type of a non-`ts` column stored this way.
+    pub fn data_type(self) -> DataType {
+        match self {
+            StoredAs::Raw => DataType::Int64,
+            StoredAs::F64Bits | StoredAs::Scaled => DataType::Float64,
+            StoredAs::Seq => DataType::UInt64,
+            StoredAs::Side => DataType::Int8,
+        }
     }
+}
+
+/// The divisor of scaled column `c`: the series' price or volume (size) scale.
+fn scale_of(meta: &SeriesMeta, c: usize) -> f64 {
+    let scale =
+        crate::storage::batch::column_scale(meta, c, crate::storage::batch::PriceFormat::Float64);
+    debug_assert!(scale.is_some(), "column {c} of {} has no scale", meta.key);
+    scale.unwrap_or(1.0)
+}
+
+/// The `ts` column over `buf` (the chunk's memory), in the table's unit.
+fn ts_array(table: DataTable, buf: Buffer, n: usize) -> ArrayRef {
+    match table.ts_unit() {
+        TimeUnit::Nanosecond => Arc::new(
+            TimestampNanosecondArray::new(ScalarBuffer::new(buf, 0, n), None).with_timezone("UTC"),
+        ),
+        _ => Arc::new(
+            TimestampMillisecondArray::new(ScalarBuffer::new(buf, 0, n), None).with_timezone("UTC"),
+        ),
+    }
+}
+
+fn side_array(vals: &[i64]) -> ArrayRef {
+    Arc::new(Int8Array::from_iter_values(vals.iter().map(|&v| v as i8)))
 }
 
 /// An owned array of stored column `c`'s values (ts, raw, f64 bits or scaled).
 fn stored_array(table: DataTable, meta: &SeriesMeta, c: usize, vals: Vec<i64>) -> ArrayRef {
     if c == 0 {
-        return Arc::new(TimestampMillisecondArray::from(vals).with_timezone("UTC"));
+        let n = vals.len();
+        return ts_array(table, Buffer::from_vec(vals), n);
     }
     match table.stored_type(c) {
         StoredAs::Raw => Arc::new(Int64Array::from(vals)),
+        StoredAs::Seq => Arc::new(UInt64Array::from_iter_values(
+            vals.into_iter().map(|v| v as u64),
+        )),
+        StoredAs::Side => side_array(&vals),
         StoredAs::F64Bits => Arc::new(Float64Array::from_iter_values(
             vals.into_iter().map(|b| f64::from_bits(b as u64)),
         )),

@@ -12,7 +12,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::stats::Precision;
 use datafusion::common::{ColumnStatistics, ScalarValue, Statistics};
 
@@ -89,18 +89,19 @@ pub fn scan_statistics(
             }
             match role {
                 ColRole::Stored(0) => {
-                    let tz = match field.data_type() {
-                        DataType::Timestamp(_, tz) => tz.clone(),
-                        _ => None,
+                    let (unit, tz) = match field.data_type() {
+                        DataType::Timestamp(unit, tz) => (*unit, tz.clone()),
+                        _ => (TimeUnit::Millisecond, None),
+                    };
+                    let value = |v: i64| match unit {
+                        TimeUnit::Nanosecond => {
+                            ScalarValue::TimestampNanosecond(Some(v), tz.clone())
+                        }
+                        _ => ScalarValue::TimestampMillisecond(Some(v), tz.clone()),
                     };
                     let at = |v: Option<i64>| match v {
-                        Some(v) if exact => {
-                            Precision::Exact(ScalarValue::TimestampMillisecond(Some(v), tz.clone()))
-                        }
-                        Some(v) => Precision::Inexact(ScalarValue::TimestampMillisecond(
-                            Some(v),
-                            tz.clone(),
-                        )),
+                        Some(v) if exact => Precision::Exact(value(v)),
+                        Some(v) => Precision::Inexact(value(v)),
                         None => Precision::Absent,
                     };
                     c.min_value = at(first);

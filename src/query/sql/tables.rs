@@ -37,6 +37,14 @@ pub enum DataTable {
     Scalar,
     /// Scalar series of value_type i64.
     ScalarI64,
+    /// Trades with price and size divided by their scales, as float64 (`ts` in ns).
+    Trade,
+    /// Trades exactly as stored: int64 with their scales.
+    TradeRaw,
+    /// Quotes with prices and sizes divided by their scales, as float64 (`ts` in ns).
+    Quote,
+    /// Quotes exactly as stored: int64 with their scales.
+    QuoteRaw,
 }
 
 /// What a table column holds.
@@ -44,7 +52,8 @@ pub enum DataTable {
 pub enum ColRole {
     /// Key column `filters::KEY_COLUMNS[i]`.
     Key(usize),
-    /// Stored column `i` (0 = ts; kline 1..=5 = open..volume; scalar 1 = value).
+    /// Stored column `i` (0 = ts; kline 1..=5 = open..volume; scalar 1 = value; the
+    /// tick kinds' columns in their layout's order).
     Stored(usize),
     PriceScale,
     VolumeScale,
@@ -55,27 +64,39 @@ impl ColRole {
         match self {
             ColRole::Key(k) => super::filters::KEY_COLUMNS[k],
             ColRole::Stored(0) => "ts",
-            ColRole::Stored(c) if table.kind() == SeriesKind::Kline => KLINE_COLUMNS[c - 1],
-            ColRole::Stored(_) => "value",
+            ColRole::Stored(c) => match table.kind() {
+                SeriesKind::Kline => KLINE_COLUMNS[c - 1],
+                SeriesKind::Scalar => "value",
+                kind @ (SeriesKind::Trade | SeriesKind::Quote) => kind.layout().columns[c],
+            },
             ColRole::PriceScale => "price_scale",
+            ColRole::VolumeScale if table.kind().is_tick() => "size_scale",
             ColRole::VolumeScale => "volume_scale",
         }
     }
 }
 
-pub const DATA_TABLES: [DataTable; 4] = [
+pub const DATA_TABLES: [DataTable; 8] = [
     DataTable::Kline,
     DataTable::KlineRaw,
     DataTable::Scalar,
     DataTable::ScalarI64,
+    DataTable::Trade,
+    DataTable::TradeRaw,
+    DataTable::Quote,
+    DataTable::QuoteRaw,
 ];
 
-/// Every table name, data tables first.
-pub const TABLE_NAMES: [&str; 8] = [
+/// Every table name, data tables first (in [`DATA_TABLES`] order).
+pub const TABLE_NAMES: [&str; 12] = [
     "kline",
     "kline_raw",
     "scalar",
     "scalar_i64",
+    "trade",
+    "trade_raw",
+    "quote",
+    "quote_raw",
     "series",
     "datasets",
     "features",
@@ -93,6 +114,10 @@ impl DataTable {
             DataTable::KlineRaw => "kline_raw",
             DataTable::Scalar => "scalar",
             DataTable::ScalarI64 => "scalar_i64",
+            DataTable::Trade => "trade",
+            DataTable::TradeRaw => "trade_raw",
+            DataTable::Quote => "quote",
+            DataTable::QuoteRaw => "quote_raw",
         }
     }
 
@@ -100,7 +125,30 @@ impl DataTable {
         match self {
             DataTable::Kline | DataTable::KlineRaw => SeriesKind::Kline,
             DataTable::Scalar | DataTable::ScalarI64 => SeriesKind::Scalar,
+            DataTable::Trade | DataTable::TradeRaw => SeriesKind::Trade,
+            DataTable::Quote | DataTable::QuoteRaw => SeriesKind::Quote,
         }
+    }
+
+    /// A table of int64 values as stored, with the series' scales as columns.
+    pub fn raw(self) -> bool {
+        matches!(
+            self,
+            DataTable::KlineRaw | DataTable::TradeRaw | DataTable::QuoteRaw
+        )
+    }
+
+    /// The unit of the table's `ts` column: its kind's.
+    pub fn ts_unit(self) -> TimeUnit {
+        match self.kind().layout().unit {
+            crate::record::TimeUnit::Millis => TimeUnit::Millisecond,
+            crate::record::TimeUnit::Nanos => TimeUnit::Nanosecond,
+        }
+    }
+
+    /// The type of the table's `ts` column.
+    pub fn ts_type(self) -> DataType {
+        DataType::Timestamp(self.ts_unit(), Some("UTC".into()))
     }
 
     /// How many key columns the table has.
@@ -117,7 +165,7 @@ impl DataTable {
         match self {
             DataTable::Scalar => Some(ValueType::F64),
             DataTable::ScalarI64 => Some(ValueType::I64),
-            DataTable::Kline | DataTable::KlineRaw => None,
+            _ => None,
         }
     }
 
@@ -131,6 +179,13 @@ impl DataTable {
             DataTable::KlineRaw => StoredAs::Raw,
             DataTable::Scalar => value_layout(ValueType::F64),
             DataTable::ScalarI64 => value_layout(ValueType::I64),
+            tick => match tick.kind().layout().columns[c] {
+                "seq" => StoredAs::Seq,
+                "side" => StoredAs::Side,
+                "trade_id" => StoredAs::Raw,
+                _ if tick.raw() => StoredAs::Raw,
+                _ => StoredAs::Scaled,
+            },
         }
     }
 
@@ -145,7 +200,7 @@ impl DataTable {
                 cols.extend((1..kind.ncols()).map(ColRole::Stored))
             }
         }
-        if self == DataTable::KlineRaw {
+        if self.raw() {
             cols.extend([ColRole::PriceScale, ColRole::VolumeScale]);
         }
         cols
@@ -158,11 +213,8 @@ impl DataTable {
             .map(|c| {
                 let dt = match c {
                     ColRole::Key(_) => DataType::Utf8,
-                    ColRole::Stored(0) => ts_type(),
-                    ColRole::Stored(c) => match self.stored_type(c) {
-                        StoredAs::Raw => DataType::Int64,
-                        StoredAs::F64Bits | StoredAs::Scaled => DataType::Float64,
-                    },
+                    ColRole::Stored(0) => self.ts_type(),
+                    ColRole::Stored(c) => self.stored_type(c).data_type(),
                     ColRole::PriceScale | ColRole::VolumeScale => DataType::Int64,
                 };
                 Field::new(c.name(self), dt, false)
@@ -175,6 +227,7 @@ impl DataTable {
         Pushable {
             keys: self.key_count(),
             value: self.value_type(),
+            ts_unit: self.ts_unit(),
         }
     }
 }
@@ -349,8 +402,8 @@ impl CatalogTable {
                     ints(infos.iter().map(|i| i.price_scale).collect()),
                     ints(infos.iter().map(|i| i.volume_scale).collect()),
                     ints(infos.iter().map(|i| Some(i.rows as i64)).collect()),
-                    tss(infos.iter().map(|i| i.first_ts).collect()),
-                    tss(infos.iter().map(|i| i.last_ts).collect()),
+                    tss(infos.iter().map(|i| ms_of(i.kind, i.first_ts)).collect()),
+                    tss(infos.iter().map(|i| ms_of(i.kind, i.last_ts)).collect()),
                     ints(infos.iter().map(|i| Some(i.version as i64)).collect()),
                     ints(infos.iter().map(|i| Some(i.bytes as i64)).collect()),
                     ints(infos.iter().map(|i| Some(i.timeframe_ms)).collect()),
@@ -399,6 +452,15 @@ impl CatalogTable {
             }
         };
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), cols)?)
+    }
+}
+
+/// A series' `ts` in milliseconds (the `series` table's unit): a tick series' ns
+/// floored to its millisecond.
+fn ms_of(kind: SeriesKind, ts: Option<i64>) -> Option<i64> {
+    match kind.layout().unit {
+        crate::record::TimeUnit::Millis => ts,
+        crate::record::TimeUnit::Nanos => ts.map(|t| t.div_euclid(1_000_000)),
     }
 }
 
@@ -513,7 +575,7 @@ impl PublicSchema {
                 )),
             );
         }
-        for name in &TABLE_NAMES[4..] {
+        for name in &TABLE_NAMES[DATA_TABLES.len()..] {
             if let Some(t) = CatalogTable::new(name, Arc::clone(engine)) {
                 tables.insert(name, Arc::new(t));
             }
