@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
+use common::sql::{rt, run};
 use common::*;
 use datafusion::common::ScalarValue;
 use fastk::error::ErrorKind;
@@ -18,14 +19,6 @@ use fastk::query::sql;
 use fastk::record::{KlineRecord, SeriesKey, TsRange, ValueType};
 use fastk::storage::WriteBatch;
 use proptest::prelude::*;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn bars(from: i64, n: usize, step: i64, seed: i64) -> Vec<KlineRecord> {
     (0..n as i64)
@@ -75,11 +68,6 @@ fn dataset(dir: &std::path::Path) -> Arc<Engine> {
     let ivals: Vec<i64> = (0..20_000).map(|i| (i * 13) % 97).collect();
     write_values(&e, &g, &ts, &ivals);
     e
-}
-
-fn run(e: &Arc<Engine>, q: &str) -> sql::SqlAnswer {
-    rt().block_on(sql::collect(e, q, Vec::new(), None))
-        .unwrap_or_else(|err| panic!("{q}: {err}"))
 }
 
 fn explain(e: &Arc<Engine>, q: &str) -> String {

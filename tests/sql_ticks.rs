@@ -12,25 +12,13 @@ use arrow_array::types::{
     Float64Type, Int8Type, Int64Type, TimestampMillisecondType, TimestampNanosecondType, UInt64Type,
 };
 use arrow_schema::{DataType, TimeUnit};
+use common::sql::{rt, run};
 use common::ticks::{DAY_NS, DAY0, Model, Row, apply_model, batch, model_rows};
 use common::*;
 use fastk::query::sql;
 use fastk::query::tick::RegisterTick;
 use fastk::query::{Engine, sql::SqlAnswer};
 use fastk::record::{SeriesKey, SeriesKind, TsRange};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn run(e: &Arc<Engine>, q: &str) -> SqlAnswer {
-    rt().block_on(sql::collect(e, q, Vec::new(), None))
-        .unwrap_or_else(|err| panic!("{q}: {err}"))
-}
 
 fn explain(e: &Arc<Engine>, q: &str) -> String {
     let a = run(e, &format!("EXPLAIN ANALYZE {q}"));
@@ -314,4 +302,37 @@ fn latest_limits_and_statistics_work_as_for_bars() {
         ))
         .unwrap_err();
     assert!(err.to_string().contains("no cross section"), "{err}");
+}
+
+#[test]
+fn a_snapshot_schema_reads_ticks_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, models, _) = dataset(dir.path());
+    e.create_snapshot(&fastk::query::snapshots::SnapshotCreate {
+        name: "before".into(),
+        series: None,
+        note: None,
+    })
+    .unwrap();
+    // After the snapshot: more trades in a new day, and a replacement by `seq`.
+    let key = SeriesKey::trade("AAA").unwrap();
+    let mut now = models[0].clone();
+    let more: Vec<Row> = (0..50)
+        .map(|j| (DAY0 + 3 * DAY_NS + j, None, j))
+        .chain([(DAY0, Some(1), 4_242)])
+        .collect();
+    e.write(&key, batch(0, &more), None).unwrap();
+    apply_model(0, &mut now, &more).unwrap();
+    let q = |schema: &str| {
+        format!(
+            "SELECT ts, seq, price FROM {schema}.trade_raw WHERE symbol = 'AAA' ORDER BY ts, seq"
+        )
+    };
+    for (schema, model) in [("\"before\"", &models[0]), ("public", &now)] {
+        let a = run(&e, &q(schema));
+        let want = columns_of(model, TsRange::all());
+        for (c, w) in want.iter().take(3).enumerate() {
+            assert_eq!(&ints(&a, c), w, "{schema}: column {c} (ts, seq, price)");
+        }
+    }
 }

@@ -5,12 +5,14 @@
 //! - the engine fixtures below: an `Engine` over a temporary root, a registered kline
 //!   series, a deep validation that must come back clean;
 //! - [`flight`]: a real server on port 0 and a Flight client, with data builders;
+//! - [`sql`]: a runtime and a query that must succeed;
 //! - [`store`]: storage-level helpers (store options, series metadata, reading a
 //!   series back, the storage half of a validation).
 // Each test binary uses a different subset of these helpers and re-exports.
 #![allow(dead_code, unused_imports)]
 
 pub mod flight;
+pub mod sql;
 pub mod store;
 pub mod ticks;
 
