@@ -9,6 +9,8 @@
 //! - a publication cut after its data objects (no new manifest) changes nothing, and
 //!   a corrupt data object or manifest is refused, the old state still served, then
 //!   applied once the object is good;
+//! - trade and quote series (nanosecond keys, `seq`, day and hour partitions) replicate
+//!   through writes, a replacement by `seq`, a range delete and a series delete;
 //! - the replica refuses every change with `precondition_failed`;
 //! - (ignored, run by hand) publish and catch-up times of 100 series x a month.
 
@@ -179,11 +181,16 @@ fn assert_same(p: &Engine, r: &Engine) {
     assert_eq!(p.inventory().series, r.inventory().series, "inventory rows");
     let listed = |e: &Engine| {
         use fastk::record::SeriesKind;
-        let mut v: Vec<String> = [SeriesKind::Kline, SeriesKind::Scalar]
-            .into_iter()
-            .flat_map(|k| e.list_series(k))
-            .map(|s| format!("{}/{}/{:?}", s.symbol, s.timeframe, s.name))
-            .collect();
+        let mut v: Vec<String> = [
+            SeriesKind::Kline,
+            SeriesKind::Scalar,
+            SeriesKind::Trade,
+            SeriesKind::Quote,
+        ]
+        .into_iter()
+        .flat_map(|k| e.list_series(k))
+        .map(|s| format!("{}/{}/{:?}", s.symbol, s.timeframe, s.name))
+        .collect();
         v.sort();
         v
     };
@@ -894,4 +901,126 @@ async fn a_replica_stopped_between_staging_and_adopting_a_snapshot_opens_clean()
     let r = follower.poll_once(&replica).await.unwrap();
     assert_eq!((r.snapshots_applied, r.failed), (1, 0), "{r:?}");
     assert_same_snapshots(&primary, &replica);
+}
+
+/// Every column of a tick model's rows, as `rows` returns a series' columns.
+fn model_columns(model: &common::ticks::Model) -> Vec<Vec<i64>> {
+    let rows = common::ticks::model_rows(model, TsRange::all());
+    (0..6)
+        .map(|c| rows.iter().map(|r| r[c]).collect())
+        .collect()
+}
+
+/// Trades (day partitions) and quotes (hour partitions) replicate like bars: nanosecond
+/// keys with bursts in one nanosecond, assigned and explicit `seq`, sealed days written
+/// compressed, a replacement by `seq` inside a sealed day, a new day, a range delete
+/// and a deleted series are all caught up exactly, and the replica's SQL tables answer
+/// the rows of the contract's model of the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_follows_trade_and_quote_series() {
+    use common::ticks::{DAY_NS, DAY0, HOUR_NS, Model, Row, apply_model, batch, metas};
+    use fastk::query::tick::RegisterTick;
+
+    let t = pair();
+    let metas = metas();
+    let mut models: Vec<Model> = vec![Model::new(), Model::new()];
+    for (series, meta) in metas.iter().enumerate() {
+        t.primary
+            .register_tick(
+                meta.key.kind(),
+                &RegisterTick {
+                    symbol: "BTCUSDT".into(),
+                    price_scale: 100,
+                    size_scale: 1000,
+                    partition: Some(if series == 0 { "day" } else { "hour" }.into()),
+                    retention_ms: None,
+                },
+            )
+            .unwrap();
+    }
+    let write = |models: &mut Vec<Model>, series: usize, rows: &[Row]| {
+        t.primary
+            .write(&metas[series].key, batch(series, rows), None)
+            .unwrap();
+        apply_model(series, &mut models[series], rows).unwrap();
+    };
+    // Three days of trades, every fifth instant a burst of four in one nanosecond;
+    // quotes every 7 s over the first day's first 5 hours.
+    let trades: Vec<Row> = (0..3 * 300)
+        .flat_map(|j: i64| {
+            let ts = DAY0 + (j / 300) * DAY_NS + (j % 300) * 97_000_000_013;
+            let n = if j % 5 == 0 { 4 } else { 1 };
+            (0..n).map(move |k| (ts, None, j * 10 + k))
+        })
+        .collect();
+    write(&mut models, 0, &trades);
+    let quotes: Vec<Row> = (0..5 * 3600 / 7)
+        .map(|j: i64| (DAY0 + j * 7_000_000_000, None, j))
+        .collect();
+    write(&mut models, 1, &quotes);
+    let first = t.publish().await;
+    assert_eq!(first.published, 2, "{first:?}");
+    let r = t.follow().await;
+    assert_eq!((r.applied, r.created, r.failed), (2, 2, 0), "{r:?}");
+    assert_same(&t.primary, &t.replica);
+    for (series, meta) in metas.iter().enumerate() {
+        assert_eq!(
+            rows(&t.replica, &meta.key).0,
+            model_columns(&models[series]),
+            "the replica's {} rows are the model's",
+            meta.key
+        );
+    }
+
+    // A venue-numbered retry replaces a trade of the first (sealed) day, a later day
+    // appends, and an hour of quotes loses a range.
+    write(&mut models, 0, &[(DAY0, Some(2), 424_242)]);
+    let later: Vec<Row> = (0..50)
+        .map(|j| (DAY0 + 5 * DAY_NS + j * 1_000, None, j))
+        .collect();
+    write(&mut models, 0, &later);
+    let (lo, hi) = (DAY0 + HOUR_NS + 1, DAY0 + 2 * HOUR_NS + 7_000_000_000);
+    t.primary
+        .delete_range(&metas[1].key, Some(lo), Some(hi), None)
+        .unwrap();
+    models[1].retain(|&(ts, _), _| ts < lo || ts > hi);
+    let second = t.publish().await;
+    assert_eq!(second.published, 2, "{second:?}");
+    let r = t.follow().await;
+    assert_eq!((r.applied, r.failed), (2, 0), "{r:?}");
+    assert_same(&t.primary, &t.replica);
+    for (series, meta) in metas.iter().enumerate() {
+        assert_eq!(
+            rows(&t.replica, &meta.key).0,
+            model_columns(&models[series]),
+            "{} after the second round",
+            meta.key
+        );
+    }
+    let count = |table: &str| {
+        let replica = t.replica.clone();
+        let q = format!("SELECT count(*) FROM {table}");
+        async move {
+            let a = fastk::query::sql::collect(&replica, &q, Vec::new(), None)
+                .await
+                .unwrap();
+            use arrow_array::cast::AsArray;
+            a.batches[0]
+                .column(0)
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .value(0)
+        }
+    };
+    assert_eq!(count("trade_raw").await, models[0].len() as i64);
+    assert_eq!(count("quote_raw").await, models[1].len() as i64);
+
+    // The quote series deleted: the replica drops it, the trades stay.
+    t.primary.delete_series(&metas[1].key).unwrap();
+    let third = t.publish().await;
+    assert_eq!(third.deleted, 1, "{third:?}");
+    let r = t.follow().await;
+    assert_eq!((r.deleted, r.failed), (1, 0), "{r:?}");
+    assert_same(&t.primary, &t.replica);
+    assert!(t.replica.store.get(&metas[1].key).is_err());
+    assert_eq!(count("trade_raw").await, models[0].len() as i64);
 }

@@ -34,6 +34,7 @@ directory) and reports TLS / plain. For example:
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --only colocated --out /tmp/fastk-colocated
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --quick --only feed,feed_many --out /tmp/fastk-feeds
     PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --only tls --out /tmp/fastk-tls
+    PYTHONPATH=bench bench/.venv/bin/python -m fastk_bench --only ticks --out /tmp/fastk-ticks
 
 These need the release binary (`cargo build --release`, as scripts/bench.sh does first)
 and the venv of bench/requirements.txt.
@@ -63,7 +64,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 
 from . import (checks, compression, dataset, derived, factors, feeds, market, procs, report, shards, snapshots, systems,
-               timing, tls, workloads)
+               ticks, timing, tls, workloads)
 from .workloads import log
 
 REPO = pathlib.Path(__file__).resolve().parent.parent.parent
@@ -307,7 +308,8 @@ class _Done(Exception):
 
 
 ONLY_WORKLOADS = (*market.WORKLOADS, "colocated", "ingest", *feeds.WORKLOADS, *compression.WORKLOADS,
-                  *shards.WORKLOADS, *tls.WORKLOADS, *snapshots.WORKLOADS, *derived.WORKLOADS, *factors.WORKLOADS)
+                  *shards.WORKLOADS, *tls.WORKLOADS, *snapshots.WORKLOADS, *derived.WORKLOADS, *factors.WORKLOADS,
+                  *ticks.WORKLOADS)
 
 
 def parse_only(text: str) -> set[str]:
@@ -376,6 +378,10 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
             # Stores of its own: FastK, DuckDB and SQLite files (factors.py).
             results["factors_100k"] = market.guarded("factors_100k", lambda: factors.run(
                 results, P, binary=args.fastk_bin, work=work / "factors", logs=logs))
+        if "ticks" in which:
+            # Stores of its own: FastK, ArcticDB, DuckDB and chDB (ticks.py).
+            results["ticks"] = market.guarded("ticks", lambda: ticks.run(
+                results, P, binary=args.fastk_bin, work=work / "ticks", logs=logs))
         if "ingest" in which:
             results["ingest"] = market.guarded("ingest", lambda: ingest_only(
                 args, P, results, skip, fastk_version, work / "ingest", logs))
@@ -472,6 +478,7 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
     names += [w for w in snapshots.WORKLOADS if w in which]
     names += [w for w in derived.WORKLOADS if w in which]
     names += [w for w in factors.WORKLOADS if w in which]
+    names += [w for w in ticks.WORKLOADS if w in which]
     if feeds_which:
         names += ["versions"]
     (args.out / "tables-only.md").write_text(report.all_tables(results, names))
@@ -500,7 +507,8 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma-separated labels to leave out (e.g. ROAPI,PostgreSQL)")
     ap.add_argument("--only", default="",
                     help="run only these workloads: resample, asof, coverage (or market for all three), colocated, ingest, "
-                         "feed, feed_many, many_series (or feeds for all three), compression, shards, tls (loads only what "
+                         "feed, feed_many, many_series (or feeds for all three), compression, shards, tls, snapshots, derived, "
+                         "factors_100k, ticks (loads only what "
                          "they need; writes results-only.json and tables-only.md, not --docs)")
     args = ap.parse_args()
     only = parse_only(args.only)
@@ -528,6 +536,7 @@ def main() -> int:
         **snapshots.params(q),
         **derived.params(q),
         **factors.params(q),
+        **ticks.params(q),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     charts_dir = args.charts or args.out
@@ -730,7 +739,7 @@ def main() -> int:
 
 def groups(args, P: dict, results: dict, work: pathlib.Path, logs: pathlib.Path, spec: dataset.Spec) -> None:
     """The full run's self-contained groups, each on stores of its own, in the order
-    of `--only`: compression, shards, tls, snapshots, derived, then the feed workloads (feeds.py). Each
+    of `--only`: compression, shards, tls, snapshots, derived, factors_100k, ticks, then the feed workloads (feeds.py). Each
     is guarded: a group that fails is recorded with its error under its key (and the
     group's wall time under `group_wall_s`), and the next one runs."""
     q = args.quick
@@ -750,6 +759,7 @@ def groups(args, P: dict, results: dict, work: pathlib.Path, logs: pathlib.Path,
                                              logs=logs))
     timed("derived", lambda: derived.run(results, P, binary=args.fastk_bin, work=work / "derived", logs=logs))
     timed("factors_100k", lambda: factors.run(results, P, binary=args.fastk_bin, work=work / "factors", logs=logs))
+    timed("ticks", lambda: ticks.run(results, P, binary=args.fastk_bin, work=work / "ticks", logs=logs))
     results.setdefault("versions", {}).update(feeds.versions())
     t = time.time()
     try:

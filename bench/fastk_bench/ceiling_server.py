@@ -1,7 +1,8 @@
 """The loopback ceiling: a minimal pyarrow.flight server holding the batches in RAM.
 
-`python -m fastk_bench.ceiling_server PORT DATA_DIR` loads `DATA_DIR/kline/*.arrow`
-and `DATA_DIR/scalar.arrow` (Arrow IPC files the driver writes) into memory, cut into
+`python -m fastk_bench.ceiling_server PORT DATA_DIR` loads `DATA_DIR/kline/*.arrow`,
+`DATA_DIR/scalar.arrow` and `DATA_DIR/ticks/*.arrow` (Arrow IPC files the driver writes;
+each may be absent) into memory, cut into
 batches of 44,640 rows (FastK sends one batch per month chunk of 1m data, at most
 31 x 1440 rows), and answers the same JSON tickets as
 FastK (`kind`, `symbol`, `start_ts`, `end_ts`, `latest`) with zero-copy slices of
@@ -27,7 +28,13 @@ class Ceiling(flight.FlightServerBase):
         # Load before the base class binds: it serves as soon as it is initialized.
         self.tables: dict[str, pa.Table] = {}
         self.ts: dict[str, np.ndarray] = {}
-        for path in sorted((data / "kline").glob("*.arrow")) + [data / "scalar.arrow"]:
+        for path in sorted((data / "ticks").glob("*.arrow")):
+            # Tick answers (the `ticks` workload) keep the batches they were written in:
+            # FastK's own answer batches, so both servers send the same messages.
+            with pa.OSFile(str(path)) as src:
+                self.tables[f"trade:{path.stem}"] = pa.ipc.open_file(src).read_all()
+        scalar = [data / "scalar.arrow"] if (data / "scalar.arrow").exists() else []
+        for path in sorted((data / "kline").glob("*.arrow")) + scalar:
             with pa.memory_map(str(path)) as src:
                 # Read into process memory (not a mapping) so nothing touches the disk.
                 table = pa.ipc.open_file(src).read_all().combine_chunks()
@@ -38,6 +45,8 @@ class Ceiling(flight.FlightServerBase):
 
     def do_get(self, context, ticket):
         t = json.loads(ticket.ticket)
+        if t["kind"] == "trade":
+            return flight.RecordBatchStream(self.tables[f"trade:{t['symbol']}"])
         name = t["symbol"] if t["kind"] == "kline" else "scalar"
         table, ts = self.tables[name], self.ts[name]
         lo = 0 if t.get("start_ts") is None else int(np.searchsorted(ts, t["start_ts"], "left"))

@@ -1186,6 +1186,67 @@ def t_factors_100k(r: dict) -> str:
     return out
 
 
+def t_ticks(r: dict) -> str:
+    """The `ticks` workload (ticks.py): bulk ingest of a day of trades, one symbol-day
+    into Polars against the Flight ceiling, the tape, bars from trades, trades with the
+    quote in force and bytes per trade and quote, against ArcticDB, DuckDB, chDB and
+    Polars. Each ratio is FastK's figure over the best peer's (time: below 1 wins)."""
+    d = r["ticks"]
+    if "error" in d:
+        return f"(failed: {d['error']})"
+    out = (f"{d['trades']:,} trades of {d['symbols']} symbols in one day "
+           f"({d['same_ns_share'] * 100:.0f}% share a nanosecond with the trade before, up to {d['max_per_ns']} in one); "
+           f"{d['quotes']:,} quotes of {d['quote_symbol']}.\n\n")
+    ing = d.get("ingest", {})
+    rows = []
+    for name in ("FastK", "ArcticDB", "DuckDB", "chDB"):
+        v = ing.get(name, {})
+        if "rows_per_s" in v:
+            rows.append([name, v["median_s"], v["rows_per_s"] / 1e6])
+        elif v:
+            rows.append([name, v.get("error", "n/a"), None])
+    peers = [ing[k]["rows_per_s"] for k in ("ArcticDB", "DuckDB", "chDB") if "rows_per_s" in ing.get(k, {})]
+    if "rows_per_s" in ing.get("FastK", {}) and peers:
+        rows.append(["FastK / best peer (rows/s)", None, ing["FastK"]["rows_per_s"] / max(peers)])
+    out += "Bulk ingest (median of the loads):\n\n" + table(["system", "seconds", "M trades/s"], rows)
+    ro = d.get("read_one")
+    if ro:
+        out += ("\n\n" + table(["one symbol-day into Polars over Flight", "trades", "FastK ms", "ceiling ms",
+                                  "FastK / ceiling (throughput)"],
+                                 [[ro["symbol"], ro["rows"], ro["fastk_ms"], ro["ceiling_ms"], ro["of_ceiling"]]]))
+
+    def timed_rows(key: str, systems: tuple) -> str:
+        v = d.get(key, {})
+        got = [(s, v[s]) for s in systems if s in v]
+        peer = [ms for s, ms in got if s != "FastK"]
+        rows = [[s, ms, ms / v["FastK"] if "FastK" in v and s != "FastK" else None] for s, ms in got]
+        if "FastK" in v and peer:
+            rows.append(["FastK / best peer (time)", v["FastK"] / min(peer), None])
+        return table(["system", "ms", "peer / FastK"], rows)
+
+    if "tape" in d:
+        out += f"\n\nThe tape, every symbol for one hour ({d['tape']['rows']:,} trades):\n\n"
+        out += timed_rows("tape", ("FastK", "DuckDB", "Polars"))
+    if "bars" in d:
+        out += f"\n\n1m bars from trades, every symbol for the day ({d['bars']['bars']:,} bars):\n\n"
+        out += timed_rows("bars", ("FastK", "DuckDB", "chDB", "Polars"))
+    if "trade_quote" in d:
+        tq = d["trade_quote"]
+        out += (f"\n\nTrades with the quote in force, {tq['symbol']} ({tq['trades']:,} trades, "
+                f"{tq['quotes']:,} quotes):\n\n")
+        out += timed_rows("trade_quote", ("FastK", "DuckDB", "chDB", "Polars"))
+    b = d.get("bytes")
+    if b:
+        rows = [[k, v.get("per_trade"), v.get("per_quote"), v.get("file_bytes", v.get("trade_bytes"))]
+                for k, v in b.items() if isinstance(v, dict)]
+        out += "\n\nBytes once sealed:\n\n" + table(["system", "bytes per trade", "bytes per quote", "bytes"], rows)
+    for k, why in d.get("not_measured", {}).items():
+        out += f"\n\nNot measured: {k}: {why}."
+    out += f"\n\nChecked: {d.get('checked', 0)} answers (load sums, columns, the tape's order, bars and " \
+           "trade_quote value by value against pandas)."
+    return out
+
+
 SECTIONS = {
     "machine": t_machine, "versions": t_versions,
     "limits": t_limits, "ingest": t_ingest, "year": t_year,
@@ -1196,7 +1257,7 @@ SECTIONS = {
     "colocated": t_colocated,
     "feed": t_feed, "feed_many": t_feed_many, "many_series": t_many_series, "series_100k": t_series_100k, "shards": t_shards,
     "compression": t_compression, "tls": t_tls, "snapshots": t_snapshots, "derived": t_derived,
-    "factors_100k": t_factors_100k,
+    "factors_100k": t_factors_100k, "ticks": t_ticks,
 }
 
 

@@ -67,3 +67,31 @@ def test_a_quick_or_only_run_never_writes_the_page(tmp_path):
         done = report(str(results), str(page))
         assert done.returncode == 2, (mode, done.stderr)
         assert page.read_text() == "untouched\n"
+
+
+def test_the_ticks_journal_states_its_committed_run():
+    """The tick journal's figures are those of bench/results/only/ticks.json, and the
+    report renders that run's table (every section it names)."""
+    raw = json.loads((ROOT / "bench" / "results" / "only" / "ticks.json").read_text())
+    t = raw["ticks"]
+    journal = (ROOT / "docs" / "benchmarks" / "journal" / "2026-11-26-ticks.md").read_text()
+    assert raw["started"] in journal
+    figures = [
+        f"{t['trades']:,}",
+        f"{t['ingest']['FastK']['rows_per_s'] / 1e6:.2f} M trades/s",
+        f"{t['read_one']['of_ceiling'] * 100:.1f}% of the ceiling",
+        f"{t['bars']['FastK']:,.0f} ms",
+        f"{t['tape']['FastK']:,.0f} ms",
+        f"{t['bytes']['FastK']['per_trade']:.2f}",
+        f"{t['bytes']['FastK']['per_quote']:.2f}",
+        f"{t['checked']} of them",
+    ]
+    for f in figures:
+        assert f in journal, f"the journal does not state {f!r} from its run"
+    sys.path.insert(0, str(ROOT / "bench"))
+    from fastk_bench import report as rep  # noqa: E402 - the bench package, not installed
+
+    table = rep.t_ticks(raw)
+    for part in ("Bulk ingest", "The tape", "1m bars from trades", "Trades with the quote in force",
+                 "Bytes once sealed", "Not measured: live_feed"):
+        assert part in table
