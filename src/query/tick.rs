@@ -679,12 +679,26 @@ impl Cursor {
     }
 }
 
-/// Rows of many tick series gathered into batches: `symbol`, then the kind's columns.
+/// Rows of many tick series gathered into batches: per row the index of its cursor
+/// (its symbol and scales), and the kind's columns.
 struct ManyOut {
-    symbols: Vec<Arc<str>>,
+    series: Vec<u32>,
     cols: Vec<Vec<i64>>,
-    /// Per row, its series' (price, size) scales (float64 output only).
-    scales: Vec<(f64, f64)>,
+}
+
+impl ManyOut {
+    fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Appends rows `at..end` of cursor `i`'s current slice, a column at a time.
+    fn extend(&mut self, i: usize, s: &ChunkSlice, at: usize, end: usize) {
+        let index = u32::try_from(i).expect("cursors are at most flight.max_series_per_ticket");
+        self.series.extend(std::iter::repeat_n(index, end - at));
+        for (k, col) in self.cols.iter_mut().enumerate() {
+            col.extend_from_slice(&s.col(k)[at..end]);
+        }
+    }
 }
 
 impl Engine {
@@ -701,7 +715,7 @@ impl Engine {
         format: crate::query::PriceFormat,
     ) -> Result<TickMany> {
         use arrow_schema::{DataType, Field, Schema};
-        let series: Vec<Arc<crate::query::Series>> = match symbols {
+        let mut series: Vec<Arc<crate::query::Series>> = match symbols {
             super::market::spec::Symbols::All(star) if star == "*" => self.store.list_kind(kind),
             super::market::spec::Symbols::All(other) => {
                 return Err(Error::invalid(format!(
@@ -724,6 +738,9 @@ impl Engine {
                     .collect::<Result<_>>()?
             }
         };
+        // Cursors in symbol order: the tape's tie-break on symbol is then the cursor's
+        // index, and the symbol order of `"order": "symbol"` is the cursors' order.
+        series.sort_by(|a, b| a.meta.key.symbol().cmp(b.meta.key.symbol()));
         let max = self.config.flight.max_series_per_ticket;
         if series.len() > max {
             return Err(Error::invalid(format!(
@@ -787,32 +804,37 @@ pub struct TickMany {
 
 impl TickMany {
     /// Streams the rows in batches of at most `max_rows` to `sink` (false stops).
+    ///
+    /// The tape pops the least `(ts, cursor, seq)` from a heap of the cursors' next
+    /// keys (cursors are in symbol order, so the cursor's index orders like its
+    /// symbol), then copies that cursor's whole run of rows below the next cursor's
+    /// key in one slice copy per column: a burst of one symbol costs one heap pop,
+    /// not one per row.
     pub fn run(mut self, max_rows: usize, sink: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
         use std::cmp::Reverse;
         let max_rows = max_rows.max(1);
         let ncols = self.schema.fields().len() - 1;
         let mut out = ManyOut {
-            symbols: Vec::new(),
+            series: Vec::new(),
             cols: vec![Vec::new(); ncols],
-            scales: Vec::new(),
         };
-        let mut heap = std::collections::BinaryHeap::new();
-        let order = if self.order_by_ts {
-            (0..self.cursors.len()).collect::<Vec<_>>()
-        } else {
-            Vec::new()
-        };
-        for &i in &order {
-            if let Some((ts, seq)) = self.cursors[i].peek()? {
-                heap.push(Reverse((ts, Arc::clone(&self.cursors[i].symbol), seq, i)));
+        let mut heap = std::collections::BinaryHeap::with_capacity(self.cursors.len());
+        if self.order_by_ts {
+            for i in 0..self.cursors.len() {
+                if let Some((ts, seq)) = self.cursors[i].peek()? {
+                    heap.push(Reverse((ts, i, seq)));
+                }
             }
         }
         let mut next_series = 0;
         loop {
-            // The next row: the heap's least (ts, symbol, seq), or the current series'.
-            let i = if self.order_by_ts {
+            // The cursor whose rows come next, and the key its run must stay below:
+            // the heap's least (ts, cursor, seq) after it, or none.
+            let (i, bound) = if self.order_by_ts {
                 match heap.pop() {
-                    Some(Reverse((_, _, _, i))) => i,
+                    Some(Reverse((_, i, _))) => {
+                        (i, heap.peek().map(|Reverse((ts, j, _))| (*ts, *j)))
+                    }
                     None => break,
                 }
             } else {
@@ -824,27 +846,38 @@ impl TickMany {
                 if next_series == self.cursors.len() {
                     break;
                 }
-                next_series
+                (next_series, None)
             };
             let c = &mut self.cursors[i];
             let s = c.slice.as_ref().expect("a row was peeked");
-            out.symbols.push(Arc::clone(&c.symbol));
-            for (k, col) in out.cols.iter_mut().enumerate() {
-                col.push(s.col(k)[c.at]);
+            let room = max_rows - out.len();
+            let limit = s.len().min(c.at + room);
+            let ts = s.col(0);
+            // The row at `c.at` is below the bound (it was the heap's least); rows of
+            // this cursor carry its index, so a row is below `(bts, j)` when its ts is
+            // less, or equal and this cursor comes first.
+            let mut end = c.at + 1;
+            while end < limit
+                && bound.is_none_or(|(bts, j)| ts[end] < bts || (ts[end] == bts && i < j))
+            {
+                end += 1;
             }
-            out.scales
-                .push((c.meta.price_scale as f64, c.meta.volume_scale as f64));
-            c.at += 1;
+            debug_assert!(
+                end > c.at && end <= s.len(),
+                "a run holds at least the peeked row"
+            );
+            out.extend(i, s, c.at, end);
+            c.at = end;
             if self.order_by_ts
                 && let Some((ts, seq)) = c.peek()?
             {
-                heap.push(Reverse((ts, Arc::clone(&c.symbol), seq, i)));
+                heap.push(Reverse((ts, i, seq)));
             }
-            if out.symbols.len() == max_rows && !sink(self.batch(&mut out)?) {
+            if out.len() == max_rows && !sink(self.batch(&mut out)?) {
                 return Ok(());
             }
         }
-        if !out.symbols.is_empty() {
+        if out.len() > 0 {
             sink(self.batch(&mut out)?);
         }
         Ok(())
@@ -858,7 +891,9 @@ impl TickMany {
         };
         use arrow_schema::DataType;
         let symbols: ArrayRef = Arc::new(StringArray::from_iter_values(
-            out.symbols.iter().map(|s| s.as_ref()),
+            out.series
+                .iter()
+                .map(|&i| self.cursors[i as usize].symbol.as_ref()),
         ));
         let mut arrays = vec![symbols];
         let names = self
@@ -884,16 +919,20 @@ impl TickMany {
                     Arc::new(Int8Array::from_iter_values(values.iter().map(|&v| v as i8)))
                 }
                 DataType::Float64 => Arc::new(Float64Array::from_iter_values(
-                    values
-                        .iter()
-                        .zip(&out.scales)
-                        .map(|(&v, &(p, s))| v as f64 / if size { s } else { p }),
+                    values.iter().zip(&out.series).map(|(&v, &i)| {
+                        let meta = &self.cursors[i as usize].meta;
+                        let scale = if size {
+                            meta.volume_scale
+                        } else {
+                            meta.price_scale
+                        };
+                        v as f64 / scale as f64
+                    }),
                 )),
                 _ => Arc::new(Int64Array::from(values)),
             });
         }
-        out.symbols.clear();
-        out.scales.clear();
+        out.series.clear();
         RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(Error::internal)
     }
 }
