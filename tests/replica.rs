@@ -903,12 +903,20 @@ async fn a_replica_stopped_between_staging_and_adopting_a_snapshot_opens_clean()
     assert_same_snapshots(&primary, &replica);
 }
 
-/// Every column of a tick model's rows, as `rows` returns a series' columns.
-fn model_columns(model: &common::ticks::Model) -> Vec<Vec<i64>> {
-    let rows = common::ticks::model_rows(model, TsRange::all());
-    (0..6)
-        .map(|c| rows.iter().map(|r| r[c]).collect())
-        .collect()
+/// Each tick series of `e` holds exactly its model's rows, every column.
+fn assert_models(
+    e: &Engine,
+    metas: &[fastk::record::SeriesMeta],
+    models: &[common::ticks::Model],
+    when: &str,
+) {
+    for (meta, model) in metas.iter().zip(models) {
+        let want = common::ticks::model_rows(model, TsRange::all());
+        let want: Vec<Vec<i64>> = (0..6)
+            .map(|c| want.iter().map(|r| r[c]).collect())
+            .collect();
+        assert_eq!(rows(e, &meta.key).0, want, "{} {when}", meta.key);
+    }
 }
 
 /// Trades (day partitions) and quotes (hour partitions) replicate like bars: nanosecond
@@ -963,14 +971,7 @@ async fn a_replica_follows_trade_and_quote_series() {
     let r = t.follow().await;
     assert_eq!((r.applied, r.created, r.failed), (2, 2, 0), "{r:?}");
     assert_same(&t.primary, &t.replica);
-    for (series, meta) in metas.iter().enumerate() {
-        assert_eq!(
-            rows(&t.replica, &meta.key).0,
-            model_columns(&models[series]),
-            "the replica's {} rows are the model's",
-            meta.key
-        );
-    }
+    assert_models(&t.replica, &metas, &models, "after the first round");
 
     // A venue-numbered retry replaces a trade of the first (sealed) day, a later day
     // appends, and an hour of quotes loses a range.
@@ -989,14 +990,7 @@ async fn a_replica_follows_trade_and_quote_series() {
     let r = t.follow().await;
     assert_eq!((r.applied, r.failed), (2, 0), "{r:?}");
     assert_same(&t.primary, &t.replica);
-    for (series, meta) in metas.iter().enumerate() {
-        assert_eq!(
-            rows(&t.replica, &meta.key).0,
-            model_columns(&models[series]),
-            "{} after the second round",
-            meta.key
-        );
-    }
+    assert_models(&t.replica, &metas, &models, "after the second round");
     let count = |table: &str| {
         let replica = t.replica.clone();
         let q = format!("SELECT count(*) FROM {table}");

@@ -320,6 +320,31 @@ def _ingest(binary, work, logs, trades, everything, loads) -> tuple[dict, dict]:
     keep: dict = {}
     secs: dict[str, list[float]] = {k: [] for k in ("FastK", "DuckDB", "chDB", "ArcticDB")}
     frames = None
+
+    def fastk(k, d, _):
+        node, hc, s = _fastk_load(binary, d, logs / f"fastk-ticks-{k}.log", trades)
+        return (node, hc), _fastk_sums(hc), s
+
+    def duck(k, d, _):
+        d.mkdir(parents=True)
+        con, s = _duck_load(d / "trades.duckdb", everything)
+        return (con, d), _duck_sums(con), s
+
+    def chdb(k, d, _):
+        d.mkdir(parents=True)
+        ch = _Ch(d)
+        s = ch.load(everything)
+        return (ch, d), ch.sums(), s
+
+    def arctic(k, d, frames):
+        d.mkdir(parents=True)
+        lib, s = _arctic_load(d, frames)
+        return (lib, d), _arctic_sums(lib, trades), s
+
+    # Each system: load into `d` -> (what the reads keep, the sums read back, seconds).
+    loaders = {"FastK": fastk, "DuckDB": duck, "chDB": chdb, "ArcticDB": arctic}
+    closers = {"FastK": lambda h: h[0].stop(), "DuckDB": lambda h: h[0].close(), "chDB": lambda h: h[0].close(),
+               "ArcticDB": lambda h: None}
     for k in range(loads):
         last = k == loads - 1
         for name in secs:
@@ -328,41 +353,16 @@ def _ingest(binary, work, logs, trades, everything, loads) -> tuple[dict, dict]:
             os.sync()
             log(f"ticks: load {k + 1} of {loads} into {name}")
             try:
-                if name == "FastK":
-                    node, hc, s = _fastk_load(binary, d, logs / f"fastk-ticks-{k}.log", trades)
-                    checks.expect(W, f"FastK load {k}", _fastk_sums(hc), want)
-                    if last:
-                        keep["FastK"] = (node, hc)
-                    else:
-                        node.stop()
-                elif name == "DuckDB":
-                    d.mkdir(parents=True)
-                    con, s = _duck_load(d / "trades.duckdb", everything)
-                    checks.expect(W, f"DuckDB load {k}", _duck_sums(con), want)
-                    if last:
-                        keep["DuckDB"] = (con, d)
-                    else:
-                        con.close()
-                elif name == "chDB":
-                    d.mkdir(parents=True)
-                    ch = _Ch(d)
-                    s = ch.load(everything)
-                    checks.expect(W, f"chDB load {k}", ch.sums(), want)
-                    if last:
-                        keep["chDB"] = (ch, d)
-                    else:
-                        ch.close()
+                if name == "ArcticDB" and frames is None:
+                    t0 = time.perf_counter()
+                    frames = _arctic_frames(trades)
+                    out.setdefault("ArcticDB", {})["prep_s"] = time.perf_counter() - t0
+                handle, sums, s = loaders[name](k, d, frames)
+                checks.expect(W, f"{name} load {k}", sums, want)
+                if last:
+                    keep[name] = handle
                 else:
-                    if frames is None:
-                        t0 = time.perf_counter()
-                        frames = _arctic_frames(trades)
-                        out.setdefault("ArcticDB", {})["prep_s"] = time.perf_counter() - t0
-                    d.mkdir(parents=True)
-                    lib, s = _arctic_load(d, frames)
-                    checks.expect(W, f"ArcticDB load {k}", _arctic_sums(lib, trades), want)
-                    if last:
-                        keep["ArcticDB"] = (lib, d)
-                    del lib
+                    closers[name](handle)
             except ImportError as e:
                 out[name] = {"error": f"not installed: {e}"}
                 continue
