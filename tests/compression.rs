@@ -470,3 +470,58 @@ fn a_bulk_load_of_sealed_months_is_written_compressed_and_packed() {
     assert!(layout(&k).iter().all(|l| !l.1));
     assert_eq!(k.compress_sealed(i64::MAX / 2).unwrap().len(), 3);
 }
+
+/// A sealed day of trades written compressed (one write, `compress_on_write`) is as
+/// small as the background pass makes the same day written raw: ticks take pco's full
+/// search on write, since irregular timestamps and repeating sizes are what the fast
+/// setting codes worst (codec::Effort, docs/ticks.md).
+#[test]
+fn a_sealed_tick_day_is_written_as_small_as_the_pass_makes_it() {
+    use common::ticks::{DAY0, Row, batch};
+    use fastk::query::tick::RegisterTick;
+    use fastk::record::{SeriesKey, SeriesKind, TsRange};
+
+    // Bursts: runs of trades in one nanosecond, then irregular gaps (an LCG).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut ts = DAY0 + 3_600_000_000_000;
+    let rows: Vec<Row> = (0..200_000i64)
+        .map(|j| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            if (x >> 33).is_multiple_of(2) {
+                ts += ((x >> 40) % 5_000_000) as i64;
+            }
+            (ts, None, j)
+        })
+        .collect();
+    let bytes = |on_write: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_with(dir.path(), |c| {
+            c.storage.compress_after_s = 0;
+            c.storage.compress_on_write = on_write;
+        });
+        let reg = RegisterTick {
+            symbol: "AAA".into(),
+            price_scale: 100,
+            size_scale: 1,
+            partition: None,
+            retention_ms: None,
+        };
+        engine.register_tick(SeriesKind::Trade, &reg).unwrap();
+        let key = SeriesKey::trade("AAA").unwrap();
+        engine.write(&key, batch(0, &rows), None).unwrap();
+        if !on_write {
+            assert!(engine.compress_sealed(i64::MAX / 2) >= 1);
+        }
+        let read = engine.read(&key, TsRange::all(), usize::MAX).unwrap();
+        let n: usize = read.slices.iter().map(|s| s.len()).sum();
+        assert_eq!(n, rows.len(), "every trade reads back");
+        let inv = engine.inventory();
+        assert!(inv.total_bytes < inv.total_raw_bytes / 4, "{inv:?}");
+        inv.total_bytes
+    };
+    let (written, passed) = (bytes(true), bytes(false));
+    assert!(
+        written * 100 <= passed * 102,
+        "compressed on write: {written} bytes; by the background pass: {passed}"
+    );
+}

@@ -41,9 +41,12 @@ pub enum Effort {
     /// common multiples, which dominate on small chunks. Measured on a month of 1m
     /// bars: about 3x the speed of `Thorough`, 12% more bytes; on a month of 1h bars
     /// about 19x, 7% more (docs/benchmarks/journal/2026-11-25-sealed-on-write.md).
+    /// Not for ticks: see `Thorough`.
     Fast,
-    /// For the background compression pass: pco's defaults (level 8, every mode and
-    /// delta order considered).
+    /// For the background compression pass, and for sealed tick partitions written
+    /// compressed: pco's defaults (level 8, every mode and delta order considered).
+    /// On the `ticks` benchmark's trades, 2.3 bytes per trade against `Fast`'s 6.2, at
+    /// about a third of its speed (docs/benchmarks/journal/2026-11-26-ticks.md).
     Thorough,
 }
 
