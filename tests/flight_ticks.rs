@@ -273,11 +273,6 @@ async fn trades_put_over_flight() {
             vec!["trade", "ETHUSDT"],
             "side must be",
         ),
-        (
-            trade_put_batch(ns.clone(), vec![DAY0], vec![0]),
-            vec!["trade", "*"],
-            "not served yet",
-        ),
     ] {
         let err = put(&mut f.client, path, vec![batch]).await.unwrap_err();
         assert!(message(&err).contains(says), "{says}: {}", message(&err));
@@ -638,4 +633,136 @@ async fn the_tape_is_exact_across_batch_and_chunk_edges() {
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want, "one stream by (ts, symbol, seq)");
     f.shutdown().await;
+}
+
+/// A trade batch of many symbols for DoPut `["trade", "*"]`: a dictionary-encoded
+/// `symbol` column, nanosecond `ts`, and `seq` as given (`None`: the column is left out).
+fn trades_of_symbols(
+    symbols: &[&str],
+    ts: &[i64],
+    seq: Option<Vec<u64>>,
+) -> arrow_array::RecordBatch {
+    use arrow_array::types::Int32Type;
+    use arrow_array::{ArrayRef, DictionaryArray, Int8Array, Int64Array, UInt64Array};
+    use std::sync::Arc;
+    let n = ts.len();
+    let dict: DictionaryArray<Int32Type> = symbols.iter().copied().collect();
+    let mut fields = vec![
+        arrow_schema::Field::new("symbol", dict.data_type().clone(), false),
+        arrow_schema::Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+            false,
+        ),
+    ];
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(dict),
+        Arc::new(arrow_array::TimestampNanosecondArray::from(ts.to_vec()).with_timezone("UTC")),
+    ];
+    if let Some(seq) = seq {
+        fields.push(arrow_schema::Field::new("seq", DataType::UInt64, false));
+        cols.push(Arc::new(UInt64Array::from(seq)));
+    }
+    fields.extend([
+        arrow_schema::Field::new("price", DataType::Int64, false),
+        arrow_schema::Field::new("size", DataType::Int64, false),
+        arrow_schema::Field::new("side", DataType::Int8, false),
+    ]);
+    cols.extend([
+        Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| 100 + i))) as ArrayRef,
+        Arc::new(Int64Array::from(vec![7; n])),
+        Arc::new(Int8Array::from(vec![1; n])),
+    ]);
+    arrow_array::RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), cols).unwrap()
+}
+
+/// DoPut `["trade", "*"]`: one stream of trades of many symbols is one all-or-nothing
+/// write; `seq` is numbered per symbol and `ts` in stream order; a bad row, an unknown
+/// symbol or a reserved `seq` refuses the whole stream.
+#[tokio::test]
+async fn trades_of_many_symbols_put_as_one_stream() {
+    let mut f = Fixture::start(|_| {}).await;
+    for s in ["AAA", "BBB"] {
+        let reg = RegisterTick {
+            symbol: s.into(),
+            price_scale: 100,
+            size_scale: 1,
+            partition: None,
+            retention_ms: None,
+        };
+        f.engine().register_tick(SeriesKind::Trade, &reg).unwrap();
+    }
+    let r = put(
+        &mut f.client,
+        vec!["trade", "*"],
+        vec![
+            trades_of_symbols(&["AAA", "BBB", "AAA"], &[DAY0, DAY0, DAY0], None),
+            trades_of_symbols(&["BBB", "AAA"], &[DAY0 + 1, DAY0], None),
+        ],
+    )
+    .await
+    .unwrap();
+    let w: serde_json::Value = serde_json::from_slice(&r[0].app_metadata).unwrap();
+    assert_eq!(
+        (w["written"].as_u64(), w["inserted"].as_u64()),
+        (Some(5), Some(5)),
+        "{w}"
+    );
+    // AAA: rows 0 and 2 of the first batch, row 1 of the second (prices 100 + row).
+    assert_eq!(
+        read_trades(&mut f, "AAA").await,
+        [(DAY0, 0, 100), (DAY0, 1, 102), (DAY0, 2, 101)]
+    );
+    assert_eq!(
+        read_trades(&mut f, "BBB").await,
+        [(DAY0, 0, 101), (DAY0 + 1, 0, 100)]
+    );
+
+    for (batch, says) in [
+        (
+            trades_of_symbols(&["AAA", "ZZZ"], &[DAY0, DAY0], None),
+            "ZZZ",
+        ),
+        (
+            trades_of_symbols(&["AAA", "BBB"], &[DAY0, DAY0], Some(vec![5, u64::MAX])),
+            "reserved",
+        ),
+        (
+            trades_of_symbols(&["AAA", "AAA"], &[DAY0, DAY0], Some(vec![5, 5])),
+            "repeats",
+        ),
+    ] {
+        let err = put(&mut f.client, vec!["trade", "*"], vec![batch])
+            .await
+            .unwrap_err();
+        assert!(message(&err).contains(says), "{says}: {}", message(&err));
+    }
+    assert_eq!(
+        read_trades(&mut f, "AAA").await.len(),
+        3,
+        "refused streams wrote nothing"
+    );
+    assert_eq!(
+        read_trades(&mut f, "BBB").await.len(),
+        2,
+        "refused streams wrote nothing"
+    );
+    f.shutdown().await;
+}
+
+/// `(ts, seq, price)` of every trade of `symbol`, read over Flight.
+async fn read_trades(f: &mut Fixture, symbol: &str) -> Vec<(i64, u64, i64)> {
+    let batches = get(&mut f.client, json!({"kind": "trade", "symbol": symbol}))
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    for b in &batches {
+        let ts = b.column(0).as_primitive::<TimestampNanosecondType>();
+        let seq = b.column(1).as_primitive::<UInt64Type>();
+        let price = b.column(2).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            keys.push((ts.value(i), seq.value(i), price.value(i)));
+        }
+    }
+    keys
 }

@@ -966,6 +966,8 @@ async fn a_replica_follows_trade_and_quote_series() {
         .map(|j: i64| (DAY0 + j * 7_000_000_000, None, j))
         .collect();
     write(&mut models, 1, &quotes);
+    // Small writes wait in the log; replicas ship what is folded.
+    t.primary.store.fold_all();
     let first = t.publish().await;
     assert_eq!(first.published, 2, "{first:?}");
     let r = t.follow().await;
@@ -985,6 +987,8 @@ async fn a_replica_follows_trade_and_quote_series() {
         .delete_range(&metas[1].key, Some(lo), Some(hi), None)
         .unwrap();
     models[1].retain(|&(ts, _), _| ts < lo || ts > hi);
+    // Small writes wait in the log; replicas ship what is folded.
+    t.primary.store.fold_all();
     let second = t.publish().await;
     assert_eq!(second.published, 2, "{second:?}");
     let r = t.follow().await;

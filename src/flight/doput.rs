@@ -1,8 +1,8 @@
 //! DoPut: one client stream is one all-or-nothing write.
 //!
 //! The first message names the series with a PATH descriptor (the series must exist).
-//! `["kline", "*", timeframe]` or `["scalar", "*", timeframe, category, name]` names
-//! many series at once: the batches then carry a `symbol` column (utf8, large utf8 or
+//! `["kline", "*", timeframe]`, `["scalar", "*", timeframe, category, name]`,
+//! `["trade", "*"]` or `["quote", "*"]` names many series at once: the batches then carry a `symbol` column (utf8, large utf8 or
 //! a dictionary of them), every symbol's series must exist, and the whole stream is one
 //! all-or-nothing write of all of them (`Engine::write_many`, one log record).
 //! Batches come in the read schema (`ts` as timestamp[ms] or int64, raw int64 prices,
@@ -249,9 +249,9 @@ const TEMPLATE_SYMBOL: &str = "_";
 fn put_target(d: Option<&arrow_flight::FlightDescriptor>) -> Result<Target, Status> {
     let Some(d) = d.filter(|d| d.r#type == DescriptorType::Path as i32) else {
         return Err(invalid(
-            "DoPut needs a PATH descriptor on its first message: [\"kline\", symbol, timeframe] \
-             or [\"scalar\", symbol, timeframe, category, name] (symbol \"*\": many series, \
-             with a symbol column)",
+            "DoPut needs a PATH descriptor on its first message: [\"kline\", symbol, timeframe], \
+             [\"scalar\", symbol, timeframe, category, name], [\"trade\", symbol] or \
+             [\"quote\", symbol] (symbol \"*\": many series, with a symbol column)",
         ));
     };
     let mut parts: Vec<&str> = d.path.iter().map(String::as_str).collect();
@@ -261,11 +261,6 @@ fn put_target(d: Option<&arrow_flight::FlightDescriptor>) -> Result<Target, Stat
     }
     let key = SeriesKey::from_parts(&parts)
         .map_err(|e| invalid(format!("invalid descriptor path {:?}: {e}", d.path)))?;
-    if many && key.kind().is_tick() {
-        return Err(invalid(
-            "a DoPut of many trade or quote series (symbol \"*\") is not served yet; send one stream per symbol (docs/ticks.md, \"Status\")",
-        ));
-    }
     Ok(if many {
         Target::Many(key)
     } else {
@@ -675,6 +670,19 @@ impl Columns {
                             .iter()
                             .map(|&v| v as i64),
                     ),
+                    // An int64 `seq` is taken as its bits too; a negative one is refused
+                    // below, like the reserved uint64 2^64 - 1.
+                    DataType::Int64 if self.names[c] == "seq" => {
+                        let values = array.as_primitive::<Int64Type>().values();
+                        if let Some(r) = values.iter().position(|&v| v < 0) {
+                            return Err(invalid(format!(
+                                "column \"seq\": row {} is {}; a seq is a non-negative integer (leave the column out to have seq assigned)",
+                                out.len() + r,
+                                values[r]
+                            )));
+                        }
+                        out.extend_from_slice(values);
+                    }
                     DataType::Int8 => out.extend(
                         array
                             .as_primitive::<Int8Type>()
@@ -691,6 +699,14 @@ impl Columns {
                     ),
                     _ => out.extend_from_slice(array.as_primitive::<Int64Type>().values()),
                 }
+            }
+            if self.names[c] == "seq"
+                && let Some(r) = out.iter().position(|&v| v == SEQ_UNASSIGNED)
+            {
+                return Err(invalid(format!(
+                    "column \"seq\": row {r} is {}, which is reserved (leave the column out to have seq assigned)",
+                    u64::MAX
+                )));
             }
         }
         Ok(batch)

@@ -1,6 +1,7 @@
 //! Many series in one write: `POST /v1/kline/records` and `POST /v1/scalar/records`
 //! carry rows of many symbols of one timeframe (and, for scalars, one category and
-//! name), committed as one all-or-nothing unit through the write-ahead log: the write
+//! name), `POST /v1/trade/records` and `POST /v1/quote/records` trades or quotes of
+//! many symbols, committed as one all-or-nothing unit through the write-ahead log: the write
 //! a feed handler makes once a minute for every symbol.
 
 use std::borrow::Cow;
@@ -14,14 +15,15 @@ use utoipa::ToSchema;
 
 use super::auth::WriteSymbols;
 use super::error::{AppError, ErrorBody};
-use super::extract::{BodyBytes, JsonBody, blocking, parse_json};
+use super::extract::{BodyBytes, JsonBody, PathParams, blocking, parse_json};
 use super::series::{WriteReservation, scalar_value_bits};
 use crate::query::Engine;
 use crate::query::many::ManyRows;
+use crate::query::tick::{seq_value, tick_key};
 use crate::query::types::{
     ManyWriteResponse, RegisterKlineMany, RegisterManyResponse, RegisterScalarMany,
 };
-use crate::record::SeriesKey;
+use crate::record::{SeriesKey, SeriesKind};
 
 /// One kline record of a many-series write.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
@@ -84,6 +86,152 @@ pub struct ScalarManyWrite<'a> {
     /// Any order; a (symbol, ts) may appear once; a stored ts is replaced.
     #[serde(borrow)]
     pub records: Vec<ScalarSymbolRecordIn<'a>>,
+}
+
+/// One trade of a many-symbol write: a trade record (`POST /v1/trade/{symbol}/records`)
+/// with its symbol.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"symbol": "AAPL", "ts": 1710028800123456789_i64, "price": 17250, "size": 100, "side": 1}))]
+pub struct TradeSymbolIn<'a> {
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub symbol: Cow<'a, str>,
+    /// Nanoseconds since the Unix epoch, UTC.
+    pub ts: i64,
+    /// Omitted: the next `seq` for this `ts` (an append). Given: a stored
+    /// `(ts, seq)` is replaced (a safe retry). `2^64 - 1` is reserved.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    pub price: i64,
+    pub size: i64,
+    /// 1 buyer-initiated, -1 seller-initiated, 0 unknown (default).
+    #[serde(default)]
+    pub side: i64,
+    /// The venue's trade id; 0 when absent.
+    #[serde(default)]
+    pub trade_id: i64,
+}
+
+/// One quote of a many-symbol write: a quote record with its symbol.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"symbol": "AAPL", "ts": 1710028800123456789_i64, "bid": 17249, "ask": 17251, "bid_size": 300, "ask_size": 200}))]
+pub struct QuoteSymbolIn<'a> {
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub symbol: Cow<'a, str>,
+    /// Nanoseconds since the Unix epoch, UTC.
+    pub ts: i64,
+    /// As for trades.
+    #[serde(default)]
+    pub seq: Option<u64>,
+    pub bid: i64,
+    pub ask: i64,
+    pub bid_size: i64,
+    pub ask_size: i64,
+}
+
+/// Trades of many symbols, written as one unit (`POST /v1/trade/records`).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"records": [
+    {"symbol": "AAPL", "ts": 1710028800123456789_i64, "price": 17250, "size": 100, "side": 1},
+    {"symbol": "MSFT", "ts": 1710028800123456789_i64, "price": 41520, "size": 20, "side": -1, "trade_id": 9912}]}))]
+pub struct TradeManyWrite<'a> {
+    /// Any order; a record without `seq` gets the next one of its symbol and `ts` in
+    /// the order of this list.
+    #[serde(borrow)]
+    pub records: Vec<TradeSymbolIn<'a>>,
+}
+
+/// Quotes of many symbols, written as one unit (`POST /v1/quote/records`).
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"records": [
+    {"symbol": "AAPL", "ts": 1710028800123456789_i64, "bid": 17249, "ask": 17251, "bid_size": 300, "ask_size": 200}]}))]
+pub struct QuoteManyWrite<'a> {
+    /// As for trades.
+    #[serde(borrow)]
+    pub records: Vec<QuoteSymbolIn<'a>>,
+}
+
+/// Write trades or quotes of many symbols
+///
+/// One all-or-nothing write of records of many trade (or quote) series, each record
+/// naming its symbol: every named series must exist; on any error nothing is written.
+/// The whole request is one record of the write-ahead log, durable before the answer:
+/// the write a feed handler makes for every symbol it saw since the last one. A
+/// record without `seq` gets the next `seq` of its symbol and `ts`, in request order.
+/// A record that breaks a rule is named by its symbol and its index among that
+/// symbol's records.
+#[utoipa::path(post, path = "/v1/{kind}/records", tag = "ticks", operation_id = "write_tick_many",
+    params(super::tick::TickKindPath),
+    request_body(content = TradeManyWrite, description = "Trades, or for `quote` a `QuoteManyWrite`."),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Every record of every series is durable.", body = ManyWriteResponse),
+        (status = 404, description = "`not_found`: a named series does not exist, or the kind is not trade or quote (the message names it); nothing was written.", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: more rows than `storage.max_write_rows` or the log's record size; nothing was written.", body = ErrorBody),
+        (status = 422, description = "`unprocessable`: a `(symbol, ts, seq)` repeats, a size is negative, a side is not -1/0/1 or a quote is crossed; the message names the symbol and the record; nothing was written.", body = ErrorBody),
+    ))]
+pub async fn write_ticks(
+    State(engine): State<Arc<Engine>>,
+    access: WriteSymbols,
+    PathParams(p): PathParams<super::tick::TickKindPath>,
+    WriteReservation(held, since): WriteReservation,
+    BodyBytes(body): BodyBytes,
+) -> Result<Json<ManyWriteResponse>, AppError> {
+    let kind = super::tick::kind_of(&p.kind)?;
+    blocking(move || {
+        let _held = held;
+        let template = tick_key(&p.kind, "_")?;
+        let rows = match kind {
+            SeriesKind::Trade => {
+                let w: TradeManyWrite = parse_json(&body)?;
+                access.check(&engine, w.records.iter().map(|r| &*r.symbol))?;
+                let mut rows = ManyRows::new(template, w.records.len(), since);
+                for (i, r) in w.records.iter().enumerate() {
+                    let g = rows.group(&engine, &r.symbol)?;
+                    let row = [
+                        r.ts,
+                        seq_value(i, r.seq)?,
+                        r.price,
+                        r.size,
+                        r.side,
+                        r.trade_id,
+                    ];
+                    for (col, v) in rows.batch(g).cols.iter_mut().zip(row) {
+                        col.push(v);
+                    }
+                }
+                rows.finish()
+            }
+            _ => {
+                let w: QuoteManyWrite = parse_json(&body)?;
+                access.check(&engine, w.records.iter().map(|r| &*r.symbol))?;
+                let mut rows = ManyRows::new(template, w.records.len(), since);
+                for (i, r) in w.records.iter().enumerate() {
+                    let g = rows.group(&engine, &r.symbol)?;
+                    let row = [
+                        r.ts,
+                        seq_value(i, r.seq)?,
+                        r.bid,
+                        r.ask,
+                        r.bid_size,
+                        r.ask_size,
+                    ];
+                    for (col, v) in rows.batch(g).cols.iter_mut().zip(row) {
+                        col.push(v);
+                    }
+                }
+                rows.finish()
+            }
+        };
+        engine.write_rows(rows)
+    })
+    .await
+    .map(Json)
 }
 
 /// Write kline records of many symbols

@@ -80,6 +80,7 @@ fn api_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(kline::versions))
         .routes(routes!(many::write_kline))
         .routes(routes!(many::write_scalar))
+        .routes(routes!(many::write_ticks))
         .routes(routes!(many::register_kline))
         .routes(routes!(many::register_scalar))
         .routes(routes!(market::kline_batch))

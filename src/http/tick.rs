@@ -91,7 +91,7 @@ pub struct TickDeleteParams {
     pub end_ns: Option<i64>,
 }
 
-fn kind_of(kind: &str) -> Result<SeriesKind, AppError> {
+pub(super) fn kind_of(kind: &str) -> Result<SeriesKind, AppError> {
     match kind {
         "trade" => Ok(SeriesKind::Trade),
         "quote" => Ok(SeriesKind::Quote),

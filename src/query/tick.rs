@@ -155,7 +155,7 @@ fn tick_meta(kind: SeriesKind, r: &RegisterTick) -> Result<SeriesMeta> {
 }
 
 /// The `seq` column value of a record: its `seq`, or "assign one".
-fn seq_value(i: usize, seq: Option<u64>) -> Result<i64> {
+pub fn seq_value(i: usize, seq: Option<u64>) -> Result<i64> {
     match seq {
         None => Ok(SEQ_UNASSIGNED),
         Some(s) if s == SEQ_UNASSIGNED as u64 => Err(Error::invalid(format!(

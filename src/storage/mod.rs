@@ -63,7 +63,7 @@ pub struct Settings {
 }
 pub use snapshot::{ChunkSlice, Snapshot};
 
-use crate::record::{SeriesKey, SeriesKind, SeriesMeta};
+use crate::record::{SeriesKey, SeriesKind, SeriesMeta, keys_increase};
 
 // Chunk files store little-endian integers that are mapped and read in place.
 const _: () = assert!(
@@ -577,10 +577,7 @@ impl Store {
         expected: Option<u64>,
     ) -> Result<WriteReport> {
         let bytes = wal::RECORD_HEADER_LEN + 512 + batch.cols.len() * batch.len() * 8;
-        // Tick series write directly for now: the log's apply does not assign `seq`.
-        let tick = series.meta.key.kind().is_tick();
-        if tick || batch.len() > self.opts.wal.direct_rows || bytes > self.opts.wal.max_record_bytes
-        {
+        if batch.len() > self.opts.wal.direct_rows || bytes > self.opts.wal.max_record_bytes {
             return series.write(batch, expected);
         }
         series.prepare(&mut batch)?;
@@ -643,12 +640,6 @@ impl Store {
                 "a write may name at most {} series, this one names {}",
                 wal::MAX_RECORD_ENTRIES,
                 entries.len()
-            )));
-        }
-        if let Some((s, _)) = entries.iter().find(|(s, _)| s.meta.key.kind().is_tick()) {
-            return Err(StorageError::InvalidArgument(format!(
-                "{}: a write of many series does not take trade or quote series yet",
-                s.meta.key
             )));
         }
         for (series, mut batch) in entries {
@@ -1114,7 +1105,8 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
                 rec.skipped += 1;
                 continue;
             }
-            let sorted = batch.cols[0].windows(2).all(|w| w[0] < w[1]);
+            let key_cols: Vec<&[i64]> = batch.cols.iter().take(2).map(|c| &c[..]).collect();
+            let sorted = keys_increase(series.meta.layout().key, &key_cols);
             if !sorted || batch.is_empty() {
                 return Err(StorageError::corrupted(
                     wal::WAL_DIR,

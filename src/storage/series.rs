@@ -67,6 +67,7 @@ pub use history::{Found, History, Kept, MAX_KEPT_VERSIONS, Pick, VersionInfo, Ve
 use publish::sidecar_ref;
 use write::{MonthRuns, check_expected, push_row};
 pub use write::{month_groups, pieces_in_order, sort_and_check_duplicates};
+pub(in crate::storage) use write::{needs_seq, numbered, numbered_append};
 
 /// Name of the manifest file in a series directory.
 pub const MANIFEST_NAME: &str = "MANIFEST";

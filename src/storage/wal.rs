@@ -195,12 +195,18 @@ struct Request {
 type Entry = (Arc<Series>, WriteBatch, Option<u64>);
 
 /// One entry checked and applied in memory, not yet durable: the series' new state
-/// (none for an empty batch) and its report.
-type Applied = (Option<Snapshot>, WriteReport);
+/// (none for an empty batch), its report, and the rows as logged when they differ
+/// from the entry's (a tick batch whose `seq`s the apply numbered).
+type Applied = (Option<Snapshot>, WriteReport, Option<WriteBatch>);
 
 /// One write checked and applied in memory, not yet durable: the new state of each of
-/// its series (by index in the group) and its reports.
-type Planned = (Vec<(usize, Snapshot)>, Vec<WriteReport>);
+/// its series (by index in the group), its reports, and the rows numbered by the apply
+/// (by entry; see [`Applied`]).
+type Planned = (
+    Vec<(usize, Snapshot)>,
+    Vec<WriteReport>,
+    Vec<Option<WriteBatch>>,
+);
 
 /// A write that names at least this many series is applied in memory by the
 /// committer and the apply helper together, block by block ([`SharedApply`]; each

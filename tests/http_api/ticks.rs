@@ -221,3 +221,139 @@ async fn quotes_are_checked_and_partitioned_by_hour() {
         .await
         .expect_error(400, "invalid_argument");
 }
+
+/// `POST /v1/{kind}/records`: trades (or quotes) of many symbols in one all-or-nothing
+/// write, `seq` numbered per symbol and `ts` in request order; a bad record, an
+/// unknown symbol or a repeated key refuses the whole request, naming the symbol.
+#[tokio::test]
+async fn trades_and_quotes_of_many_symbols_are_one_write() {
+    let app = app();
+    for s in ["AAA", "BBB", "CCC"] {
+        let reg = json!({"symbol": s, "price_scale": 100, "size_scale": 1});
+        app.post("/v1/trade/series", &reg).await.expect(201);
+        app.post("/v1/quote/series", &reg).await.expect(201);
+    }
+    let body = json!({"records": [
+        {"symbol": "AAA", "ts": DAY0, "price": 100, "size": 1},
+        {"symbol": "BBB", "ts": DAY0, "price": 200, "size": 2, "side": -1},
+        {"symbol": "AAA", "ts": DAY0, "price": 101, "size": 3, "side": 1},
+        {"symbol": "AAA", "ts": DAY0, "seq": 9, "price": 102, "size": 4},
+        {"symbol": "BBB", "ts": DAY0 + 5, "price": 201, "size": 5, "trade_id": 42},
+    ]});
+    let w = app.post("/v1/trade/records", &body).await.expect(200);
+    assert_eq!(
+        (w["written"].as_u64(), w["inserted"].as_u64()),
+        (Some(5), Some(5)),
+        "{w}"
+    );
+    let a = app.get("/v1/trade/AAA/records").await.expect(200);
+    // Numbered after the explicit 9 of the same request and ts, in request order.
+    assert_eq!(keys(&a), vec![(DAY0, 9), (DAY0, 10), (DAY0, 11)]);
+    assert_eq!(
+        a["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["price"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![102, 100, 101]
+    );
+    let b = app.get("/v1/trade/BBB/records").await.expect(200);
+    assert_eq!(keys(&b), vec![(DAY0, 0), (DAY0 + 5, 0)]);
+    assert_eq!(b["records"][1]["trade_id"], 42);
+    assert_eq!(b["records"][0]["side"], -1);
+    // A second write appends after what is stored at the same ts.
+    let more = json!({"records": [{"symbol": "BBB", "ts": DAY0, "price": 202, "size": 6}]});
+    app.post("/v1/trade/records", &more).await.expect(200);
+    let b = app.get("/v1/trade/BBB/records").await.expect(200);
+    assert_eq!(keys(&b), vec![(DAY0, 0), (DAY0, 1), (DAY0 + 5, 0)]);
+
+    // Refused whole: nothing of the good records is written.
+    let stored = stored_trades(&app).await;
+    for (records, status, code, needle) in [
+        (
+            json!([{"symbol": "CCC", "ts": DAY0, "price": 1, "size": 1},
+                {"symbol": "AAA", "ts": DAY0, "price": 1, "size": -1}]),
+            422,
+            "unprocessable",
+            "AAA",
+        ),
+        (
+            json!([{"symbol": "CCC", "ts": DAY0, "price": 1, "size": 1},
+                {"symbol": "CCC", "ts": DAY0, "price": 1, "size": 1, "side": 2}]),
+            422,
+            "unprocessable",
+            "side",
+        ),
+        (
+            json!([{"symbol": "CCC", "ts": DAY0, "seq": 1, "price": 1, "size": 1},
+                {"symbol": "CCC", "ts": DAY0, "seq": 1, "price": 2, "size": 1}]),
+            422,
+            "unprocessable",
+            "repeats",
+        ),
+        (
+            json!([{"symbol": "CCC", "ts": DAY0, "price": 1, "size": 1},
+                {"symbol": "ZZZ", "ts": DAY0, "price": 1, "size": 1}]),
+            404,
+            "not_found",
+            "ZZZ",
+        ),
+        (
+            json!([{"symbol": "CCC", "ts": DAY0, "price": 1, "size": 1},
+                {"symbol": "AAA", "ts": DAY0, "seq": u64::MAX, "price": 1, "size": 1}]),
+            400,
+            "invalid_argument",
+            "reserved",
+        ),
+    ] {
+        let msg = app
+            .post("/v1/trade/records", &json!({"records": records}))
+            .await
+            .expect_error(status, code);
+        assert!(msg.contains(needle), "{msg}");
+    }
+    assert_eq!(
+        stored_trades(&app).await,
+        stored,
+        "a refused write changes nothing"
+    );
+
+    // Quotes: a crossed quote is refused, good ones land.
+    let crossed = json!({"records": [
+        {"symbol": "AAA", "ts": DAY0, "bid": 10, "ask": 11, "bid_size": 1, "ask_size": 1},
+        {"symbol": "BBB", "ts": DAY0, "bid": 12, "ask": 11, "bid_size": 1, "ask_size": 1}]});
+    let msg = app
+        .post("/v1/quote/records", &crossed)
+        .await
+        .expect_error(422, "unprocessable");
+    assert!(msg.contains("BBB") && msg.contains("bid"), "{msg}");
+    let quotes = json!({"records": [
+        {"symbol": "AAA", "ts": DAY0, "bid": 10, "ask": 11, "bid_size": 1, "ask_size": 1},
+        {"symbol": "BBB", "ts": DAY0, "bid": 11, "ask": 12, "bid_size": 2, "ask_size": 3}]});
+    let w = app.post("/v1/quote/records", &quotes).await.expect(200);
+    assert_eq!(w["written"], 2, "{w}");
+    let q = app.get("/v1/quote/BBB/records").await.expect(200);
+    assert_eq!(
+        (
+            q["records"][0]["bid"].as_i64(),
+            q["records"][0]["ask_size"].as_i64()
+        ),
+        (Some(11), Some(3))
+    );
+    // A trade record in a quote write is refused by its fields.
+    let wrong = json!({"records": [{"symbol": "AAA", "ts": DAY0, "price": 1, "size": 1}]});
+    app.post("/v1/quote/records", &wrong)
+        .await
+        .expect_error(400, "invalid_argument");
+}
+
+/// Trades stored over the symbols of the many-symbol test.
+async fn stored_trades(app: &crate::common::App) -> usize {
+    let mut n = 0;
+    for s in ["AAA", "BBB", "CCC"] {
+        let p = app.get(&format!("/v1/trade/{s}/records")).await.expect(200);
+        n += p["records"].as_array().unwrap().len();
+    }
+    n
+}

@@ -238,6 +238,62 @@ pub(super) fn assign_seq(snap: &Snapshot, batch: &mut WriteBatch) -> Result<()> 
     if snap.meta.layout().key != KeyShape::TsSeq {
         return Ok(());
     }
+    // Rows past the series' last `ts` have nothing stored at their `ts`: no lookup.
+    let last = snap.last_ts();
+    number_seq(batch, |t| {
+        if last.is_none_or(|l| t > l) {
+            return Ok(None);
+        }
+        snap.with_last_row(TsRange::new(Some(t), Some(t)), |row| row[1] as u64)
+    })
+}
+
+/// A tick batch as the log records it: `Some` of a copy with every placeholder
+/// `seq` numbered against `snap` (the state the writes before it leave), `None` when
+/// it has no placeholder (then it is logged as it is). The committer calls this under
+/// the series' lock, so two appends at one `ts` get different numbers, and a log
+/// record never holds a placeholder (the replay applies its rows as they are).
+pub(in crate::storage) fn numbered(
+    snap: &Snapshot,
+    batch: &WriteBatch,
+) -> Result<Option<WriteBatch>> {
+    if !needs_seq(snap.meta.key.kind(), batch) {
+        return Ok(None);
+    }
+    let mut b = batch.clone();
+    assign_seq(snap, &mut b)?;
+    debug_assert!(!needs_seq(snap.meta.key.kind(), &b), "every seq numbered");
+    Ok(Some(b))
+}
+
+/// [`numbered`] for a batch that comes after every row of its series (the log's
+/// overlapped sync encodes the records of an appends-only group before it applies):
+/// nothing is stored at any of its `ts`, so its numbers depend on the batch alone,
+/// and are the ones [`numbered`] gives it against the state.
+pub(in crate::storage) fn numbered_append(
+    kind: SeriesKind,
+    batch: &WriteBatch,
+) -> Result<Option<WriteBatch>> {
+    if !needs_seq(kind, batch) {
+        return Ok(None);
+    }
+    let mut b = batch.clone();
+    number_seq(&mut b, |_| Ok(None))?;
+    Ok(Some(b))
+}
+
+/// Whether `batch` is a tick batch with a row written without a `seq`.
+pub(in crate::storage) fn needs_seq(kind: SeriesKind, batch: &WriteBatch) -> bool {
+    kind.is_tick()
+        && batch
+            .cols
+            .get(1)
+            .is_some_and(|s| s.contains(&SEQ_UNASSIGNED))
+}
+
+/// Numbers the placeholder `seq`s of a sorted tick batch; `stored(ts)` is the
+/// largest `seq` stored at `ts`.
+fn number_seq(batch: &mut WriteBatch, stored: impl Fn(i64) -> Result<Option<u64>>) -> Result<()> {
     let n = batch.len();
     let mut i = 0;
     while i < n {
@@ -247,8 +303,7 @@ pub(super) fn assign_seq(snap: &Snapshot, batch: &mut WriteBatch) -> Result<()> 
             let seq = &batch.cols[1][i..end];
             let first = seq.iter().position(|&s| s == SEQ_UNASSIGNED).unwrap_or(0);
             let explicit = (first > 0).then(|| seq[first - 1] as u64);
-            let range = TsRange::new(Some(t), Some(t));
-            let stored = snap.with_last_row(range, |row| row[1] as u64)?;
+            let stored = stored(t)?;
             let next = explicit.max(stored).map_or(0, |m| m.saturating_add(1));
             for (k, s) in (next..).zip(&mut batch.cols[1][i + first..end]) {
                 if k == SEQ_UNASSIGNED as u64 {

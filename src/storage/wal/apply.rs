@@ -187,21 +187,42 @@ pub(super) fn apply_entry(
             version: snap.version,
             ..WriteReport::default()
         };
-        return Ok((None, report));
+        return Ok((None, report, None));
     }
-    let (state, report) = s.apply_logged(snap, batch, lsn, now)?;
-    Ok((Some(state), report))
+    // A tick write's missing `seq`s are numbered here, against the state the writes
+    // before it leave, and logged numbered.
+    let numbered = crate::storage::series::numbered(snap, batch)?;
+    let rows = numbered.as_ref().unwrap_or(batch);
+    let (state, report) = s.apply_logged(snap, rows, lsn, now)?;
+    Ok((Some(state), report, numbered))
 }
 
-/// The log record of write `req` at `lsn`: its non-empty entries.
-pub(super) fn record_of(req: &Request, lsn: u64) -> Vec<u8> {
+/// The log record of write `req` at `lsn`: its non-empty entries, each as `numbered`
+/// (by entry) has it when given, else as written.
+pub(super) fn record_of(req: &Request, lsn: u64, numbered: &[Option<WriteBatch>]) -> Vec<u8> {
+    assert_eq!(
+        numbered.len(),
+        req.entries.len(),
+        "wal: one numbering slot per entry"
+    );
     let entries: Vec<(&SeriesKey, &WriteBatch)> = req
         .entries
         .iter()
-        .filter(|e| !e.1.is_empty())
-        .map(|e| (&e.0.meta.key, &e.1))
+        .zip(numbered)
+        .filter(|(e, _)| !e.1.is_empty())
+        .map(|(e, n)| (&e.0.meta.key, n.as_ref().unwrap_or(&e.1)))
         .collect();
     encode_record(lsn, &entries)
+}
+
+/// The rows an appends-only write logs (see [`appends_only`]): its tick batches
+/// numbered from the batch alone, which is what the apply numbers them against the
+/// state (nothing is stored at or after their first `ts`).
+pub(super) fn numbered_appends(req: &Request) -> Result<Vec<Option<WriteBatch>>> {
+    req.entries
+        .iter()
+        .map(|(s, b, _)| crate::storage::series::numbered_append(s.meta.key.kind(), b))
+        .collect()
 }
 
 /// Whether every write of `group` can only succeed once applied, so its record may be

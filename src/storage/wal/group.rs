@@ -109,22 +109,31 @@ impl Wal {
             let attempt = (|| -> Result<Planned> {
                 let mut next = Vec::with_capacity(n);
                 let mut reports = Vec::with_capacity(n);
+                let mut numbered = Vec::with_capacity(n);
                 for (r, (s, _, _)) in applied.into_iter().zip(req.entries.iter()) {
-                    let (state, report) = r?;
+                    let (state, report, rows) = r?;
                     if let Some(state) = state {
                         next.push((locked.index(s), state));
                     }
                     reports.push(report);
+                    numbered.push(rows);
                 }
                 assert_eq!(reports.len(), n, "one report per entry of a write");
-                Ok((next, reports))
+                Ok((next, reports, numbered))
             })();
             match attempt {
-                Ok((next, reports)) if next.is_empty() => outcomes.push(Some(Ok(reports))),
-                Ok((next, reports)) => {
+                Ok((next, reports, _)) if next.is_empty() => outcomes.push(Some(Ok(reports))),
+                Ok((next, reports, numbered)) => {
                     lsn += 1;
                     if log {
-                        buf.extend_from_slice(&record_of(req, lsn));
+                        buf.extend_from_slice(&record_of(req, lsn, &numbered));
+                    } else {
+                        // The overlapped sync logged this write numbered from its rows
+                        // alone: the apply must have numbered it the same way.
+                        debug_assert!(
+                            numbered_appends(req).is_ok_and(|n| n == numbered),
+                            "wal: an overlapped write is logged as it applies"
+                        );
                     }
                     for (i, state) in next {
                         locked.states[i] = Some(Arc::new(state));
@@ -244,7 +253,11 @@ impl Wal {
             .filter(|r| r.entries.iter().any(|e| !e.1.is_empty()))
         {
             lsn += 1;
-            buf.extend_from_slice(&record_of(req, lsn));
+            // An appends-only group's tick rows are numbered from the rows alone
+            // (a number past `u64::MAX - 1` is refused: the group then logs after its
+            // apply, which answers that write's error).
+            let numbered = numbered_appends(req).ok()?;
+            buf.extend_from_slice(&record_of(req, lsn, &numbered));
         }
         if buf.is_empty() {
             return None;

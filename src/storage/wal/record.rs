@@ -43,6 +43,10 @@ pub fn encode_record(lsn: u64, entries: &[(&SeriesKey, &WriteBatch)]) -> Vec<u8>
     out.extend_from_slice(&[0; U64_LEN]);
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (key, batch) in entries {
+        assert!(
+            !crate::storage::series::needs_seq(key.kind(), batch),
+            "wal: a tick record holds numbered seqs only"
+        );
         out.push(key.kind().code());
         for p in key.name_parts() {
             out.push(u8::try_from(p.len()).expect("names are at most 64 bytes"));
@@ -148,6 +152,11 @@ pub(super) fn decode_payload(
                     .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
                     .collect(),
             );
+        }
+        if crate::storage::series::needs_seq(kind, &batch) {
+            return Err(format!(
+                "{key}: a tick record holds a seq that was never numbered"
+            ));
         }
         entries.push((key, batch));
     }
