@@ -1240,10 +1240,27 @@ def t_ticks(r: dict) -> str:
         rows = [[k, v.get("per_trade"), v.get("per_quote"), v.get("file_bytes", v.get("trade_bytes"))]
                 for k, v in b.items() if isinstance(v, dict)]
         out += "\n\nBytes once sealed:\n\n" + table(["system", "bytes per trade", "bytes per quote", "bytes"], rows)
+    lf = d.get("live_feed")
+    if lf:
+        out += (f"\n\nThe live feed: {lf['handlers']} handlers, each sending {lf['requests_per_handler']} requests "
+                f"of {lf['trades_per_symbol']} trades for each of its {lf['symbols_per_handler']} symbols "
+                f"({lf['trades_per_request']:,} trades per request) back to back, each acknowledged durable:\n\n")
+        rows = []
+        for name in ("FastK", "DuckDB", "chDB"):
+            v = lf.get(name, {})
+            if "trades_per_s" in v:
+                how = "" if v.get("parallel", True) else " (one handler at a time)"
+                rows.append([name + how, v["trades_per_s"] / 1e6, v["p50_ms"], v["p99_ms"], v["max_ms"]])
+            elif v:
+                rows.append([name, v.get("error", "n/a"), None, None, None])
+        peers = [lf[k]["trades_per_s"] for k in ("DuckDB", "chDB") if "trades_per_s" in lf.get(k, {})]
+        if "trades_per_s" in lf.get("FastK", {}) and peers:
+            rows.append(["FastK / best peer (trades/s)", lf["FastK"]["trades_per_s"] / max(peers), None, None, None])
+        out += table(["system", "M trades/s", "p50 ms", "p99 ms", "max ms"], rows)
     for k, why in d.get("not_measured", {}).items():
         out += f"\n\nNot measured: {k}: {why}."
     out += f"\n\nChecked: {d.get('checked', 0)} answers (load sums, columns, the tape's order, bars and " \
-           "trade_quote value by value against pandas)."
+           "trade_quote value by value against pandas, the live feed's sums and numbered seq)."
     return out
 
 

@@ -578,7 +578,10 @@ impl Columns {
             });
         }
         let mut rows = ManyRows::new(template.clone(), all.len(), since);
-        let mut row = 0usize;
+        // Each row's group first; then each group's columns are sized once and filled
+        // column by column (a live feed's stream is 50,000 trades of 500 symbols: a push
+        // per cell into columns that grow as they go cost a third of its time).
+        let mut group_of: Vec<u32> = Vec::with_capacity(all.len());
         for (text, keys) in &texts {
             let text = text.as_string::<i32>();
             // A dictionary's rows name their values by key: each distinct value's
@@ -612,14 +615,24 @@ impl Columns {
                         j
                     }
                 };
-                let b = rows.batch(j);
-                for (c, col) in all.cols.iter().enumerate() {
-                    b.cols[c].push(col[row]);
-                }
-                row += 1;
+                group_of.push(u32::try_from(j).expect("a stream's groups fit u32"));
             }
         }
-        assert_eq!(row, all.len(), "one symbol per row");
+        assert_eq!(group_of.len(), all.len(), "one symbol per row");
+        let mut counts = vec![0usize; rows.groups()];
+        for &g in &group_of {
+            counts[g as usize] += 1;
+        }
+        for (g, &n) in counts.iter().enumerate() {
+            for col in &mut rows.batch(g).cols {
+                col.reserve_exact(n);
+            }
+        }
+        for (c, col) in all.cols.iter().enumerate() {
+            for (&g, &v) in group_of.iter().zip(col.iter()) {
+                rows.batch(g as usize).cols[c].push(v);
+            }
+        }
         Ok(rows.finish())
     }
 

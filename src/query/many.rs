@@ -64,6 +64,11 @@ impl<'a> ManyRows<'a> {
         Ok(self.groups.len() - 1)
     }
 
+    /// How many groups (symbols) there are so far.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
     /// The rows of group `g` so far.
     pub fn batch(&mut self, g: usize) -> &mut WriteBatch {
         &mut self.groups[g].1
