@@ -202,12 +202,16 @@ def _duck(work: pathlib.Path, tables) -> dict:
         con.close()
 
 
-def _chdb(work: pathlib.Path, tables) -> dict:
+def _chdb(work: pathlib.Path, tables, ch=None) -> dict:
+    """`ch`: the workload's open chDB session, when it has one (chDB's embedded server
+    takes one directory per process, so the feed's table goes beside the others)."""
     from .ticks import _Ch
 
-    d = work / "chdb-feed"
-    d.mkdir(parents=True, exist_ok=True)
-    ch = _Ch(d)
+    own = ch is None
+    if own:
+        d = work / "chdb-feed"
+        d.mkdir(parents=True, exist_ok=True)
+        ch = _Ch(d)
     try:
         ch.sess.query("CREATE TABLE feed (symbol LowCardinality(String), ts DateTime64(9, 'UTC'), price Int64, "
                       f"size Int64, side Int8, trade_id Int64) ENGINE = MergeTree ORDER BY (symbol, ts) {_Ch.SETTINGS}")
@@ -227,10 +231,14 @@ def _chdb(work: pathlib.Path, tables) -> dict:
             checks.expect(W, f"chDB live feed handler {c}", row, _want(ts)[:3])
         return out
     finally:
-        ch.close()
+        ch.sess.query("DROP TABLE IF EXISTS feed")
+        if own:
+            ch.close()
 
 
-def run(P: dict, *, binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path) -> dict:
+def run(P: dict, *, binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, ch=None) -> dict:
+    """Every system in turn; one that fails to run is reported with its error (a wrong
+    answer, `checks.Mismatch`, still stops the run)."""
     clients, nsym, per, reqs = P["tf_clients"], P["tf_symbols"], P["tf_per"], P["tf_requests"]
     log(f"ticks: live feed: building {clients} x {reqs} requests of {per} x {nsym} trades")
     tables = [[_request(c, r, nsym, per) for r in range(reqs)] for c in range(clients)]
@@ -238,12 +246,17 @@ def run(P: dict, *, binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path
                  "requests_per_handler": reqs, "trades_per_request": nsym * per}
     for name, fn in (("FastK", lambda: _fastk(binary, work, logs, tables, nsym)),
                      ("DuckDB", lambda: _duck(work, tables)),
-                     ("chDB", lambda: _chdb(work, tables))):
+                     ("chDB", lambda: _chdb(work, tables, ch))):
         log(f"ticks: live feed into {name}")
         try:
             out[name] = fn()
         except ImportError as e:
             out[name] = {"error": f"not installed: {e}"}
+        except checks.Mismatch:
+            raise
+        except Exception as e:  # noqa: BLE001 - reported in the results and the table
+            log(f"ticks: live feed into {name} failed: {e!r}")
+            out[name] = {"error": f"{type(e).__name__}: {e}"[:500]}
         finally:
             for d in ("fastk-feed", "duck-feed", "chdb-feed"):
                 shutil.rmtree(work / d, ignore_errors=True)

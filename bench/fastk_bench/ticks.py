@@ -671,7 +671,9 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
         out["trade_quote"] = _trade_quote(node, duck, ch, qsym, trades[qsym], quotes, reps)
         log("ticks: bytes")
         out["bytes"] = _bytes(node, duck, ch, keep.get("ArcticDB"), everything, quotes, qsym, work)
-        out["live_feed"] = tick_feed.run(P, binary=binary, work=work / "feed", logs=logs)
+        log("ticks: the live feed")
+        out["live_feed"] = tick_feed.run(P, binary=binary, work=work / "feed", logs=logs,
+                                         ch=ch[0] if ch is not None else None)
         out["checked"] = checks.COUNTS.get(W, 0)
         return out
     finally:
