@@ -766,3 +766,250 @@ async fn read_trades(f: &mut Fixture, symbol: &str) -> Vec<(i64, u64, i64)> {
     }
     keys
 }
+
+/// Tick reads at a past moment (docs/research.md): a named snapshot that lists a trade
+/// and a quote series, a past `version` and `as_of_commit` answer what the series held
+/// then, over every tick read (the plain read, latest, bars, `trade_quote`, the tape,
+/// and the HTTP pages), whatever was appended, replaced or range-deleted since.
+#[tokio::test]
+async fn tick_reads_answer_a_snapshot_a_version_and_a_commit_time() {
+    use fastk::query::snapshots::{SnapshotCreate, SnapshotScope, SnapshotSeries};
+    use fastk::query::tick::{QuoteIn, quote_batch};
+    let mut f = Fixture::start(|c| c.storage.keep_versions_s = 3_600).await;
+    let reg = |s: &str| RegisterTick {
+        symbol: s.into(),
+        price_scale: 100,
+        size_scale: 1,
+        partition: None,
+        retention_ms: None,
+    };
+    let e = f.engine();
+    for s in ["AAA", "BBB"] {
+        e.register_tick(SeriesKind::Trade, &reg(s)).unwrap();
+    }
+    e.register_tick(SeriesKind::Quote, &reg("AAA")).unwrap();
+    let (a, b, qa) = (
+        SeriesKey::trade("AAA").unwrap(),
+        SeriesKey::trade("BBB").unwrap(),
+        SeriesKey::quote("AAA").unwrap(),
+    );
+    let trade = |ts: i64, seq: Option<u64>, price: i64| TradeIn {
+        ts,
+        seq,
+        price,
+        size: 1,
+        side: 1,
+        trade_id: 0,
+    };
+    let first: Vec<TradeIn> = (0..6)
+        .map(|i| trade(DAY0 + (i / 2) * 1_000, None, 100 + i))
+        .collect();
+    let v1 = e
+        .write(&a, trade_batch(&first).unwrap(), None)
+        .unwrap()
+        .version;
+    e.write(
+        &b,
+        trade_batch(&[trade(DAY0 + 500, None, 7)]).unwrap(),
+        None,
+    )
+    .unwrap();
+    let quote = QuoteIn {
+        ts: DAY0 - 1,
+        seq: None,
+        bid: 90,
+        ask: 91,
+        bid_size: 1,
+        ask_size: 1,
+    };
+    e.write(&qa, quote_batch(&[quote]).unwrap(), None).unwrap();
+    let list = |kind: &str, symbol: &str| SnapshotSeries {
+        kind: kind.into(),
+        symbol: symbol.into(),
+        timeframe: None,
+        category: None,
+        name: None,
+    };
+    e.create_snapshot(&SnapshotCreate {
+        name: "before".into(),
+        series: Some(SnapshotScope::List(vec![
+            list("trade", "AAA"),
+            list("trade", "BBB"),
+            list("quote", "AAA"),
+        ])),
+        note: None,
+    })
+    .unwrap();
+    let bad = e.create_snapshot(&SnapshotCreate {
+        name: "bad".into(),
+        series: Some(SnapshotScope::List(vec![SnapshotSeries {
+            timeframe: Some("1m".into()),
+            ..list("trade", "AAA")
+        }])),
+        note: None,
+    });
+    assert!(bad.unwrap_err().message.contains("kind and symbol alone"));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let between = fastk::storage::now_ms();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    // After the snapshot: a replacement by seq, an append, a range delete, a new quote.
+    e.write(
+        &a,
+        trade_batch(&[trade(DAY0, Some(0), 999), trade(DAY0 + 9_000, None, 5)]).unwrap(),
+        None,
+    )
+    .unwrap();
+    e.delete_range(&b, Some(DAY0), Some(DAY0 + 1_000), None)
+        .unwrap();
+    e.write(
+        &qa,
+        quote_batch(&[QuoteIn {
+            ts: DAY0,
+            bid: 50,
+            ask: 51,
+            ..quote
+        }])
+        .unwrap(),
+        None,
+    )
+    .unwrap();
+
+    let prices = |batches: &[arrow_array::RecordBatch], col: &str| -> Vec<i64> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let i = b.schema().index_of(col).unwrap();
+                b.column(i).as_primitive::<Int64Type>().values().to_vec()
+            })
+            .collect()
+    };
+    let then: Vec<i64> = (100..106).collect();
+    let now = vec![999, 101, 102, 103, 104, 105, 5];
+    for at in [
+        json!({"snapshot": "before"}),
+        json!({"version": v1}),
+        json!({"as_of_commit": between}),
+    ] {
+        let mut t = json!({"kind": "trade", "symbol": "AAA"});
+        t.as_object_mut()
+            .unwrap()
+            .extend(at.as_object().unwrap().clone());
+        let got = get(&mut f.client, t.clone()).await.unwrap();
+        assert_eq!(prices(&got, "price"), then, "{t}");
+        t["latest"] = json!(2);
+        assert_eq!(
+            prices(&get(&mut f.client, t.clone()).await.unwrap(), "price"),
+            [104, 105],
+            "{t}"
+        );
+        t.as_object_mut().unwrap().remove("latest");
+        t["resample"] = json!({"timeframe": "1m"});
+        let bars = get(&mut f.client, t.clone()).await.unwrap();
+        assert_eq!(
+            (prices(&bars, "open"), prices(&bars, "close")),
+            (vec![100], vec![105]),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        prices(
+            &get(&mut f.client, json!({"kind": "trade", "symbol": "AAA"}))
+                .await
+                .unwrap(),
+            "price"
+        ),
+        now
+    );
+    // trade_quote and the tape take a snapshot or a commit time.
+    for at in [
+        json!({"snapshot": "before"}),
+        json!({"as_of_commit": between}),
+    ] {
+        let mut t = json!({"kind": "trade_quote", "symbol": "AAA"});
+        t.as_object_mut()
+            .unwrap()
+            .extend(at.as_object().unwrap().clone());
+        let got = get(&mut f.client, t.clone()).await.unwrap();
+        assert_eq!(prices(&got, "bid"), [90; 6], "{t}");
+        let mut tape = json!({"kind": "trade", "symbols": "*", "order": "ts"});
+        tape.as_object_mut()
+            .unwrap()
+            .extend(at.as_object().unwrap().clone());
+        let got = get(&mut f.client, tape.clone()).await.unwrap();
+        assert_eq!(
+            prices(&got, "price"),
+            [100, 101, 7, 102, 103, 104, 105],
+            "{tape}"
+        );
+    }
+    let now_tq = get(
+        &mut f.client,
+        json!({"kind": "trade_quote", "symbol": "AAA"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(prices(&now_tq, "bid"), [50, 50, 50, 50, 50, 50, 50]);
+    let err = get(
+        &mut f.client,
+        json!({"kind": "trade_quote", "symbol": "AAA", "version": v1}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&err), Code::InvalidArgument);
+    assert!(
+        message(&err).contains("snapshot or as_of_commit"),
+        "{}",
+        message(&err)
+    );
+
+    // HTTP: pages, latest and the versions list at those moments.
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", f.running.http_addr);
+    for q in [
+        "snapshot=before".to_string(),
+        format!("version={v1}"),
+        format!("as_of_commit={between}"),
+    ] {
+        let page: serde_json::Value = http
+            .get(format!("{base}/v1/trade/AAA/records?{q}&limit=4"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let got: Vec<i64> = page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["price"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, [100, 101, 102, 103], "{q}: {page}");
+        assert_eq!(page["next"], json!({"ts": DAY0 + 1_000, "seq": 1}), "{q}");
+        let latest: serde_json::Value = http
+            .get(format!("{base}/v1/trade/AAA/latest?{q}&n=1"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(latest["records"][0]["price"], 105, "{q}");
+    }
+    let versions: serde_json::Value = http
+        .get(format!("{base}/v1/trade/AAA/versions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<u64> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
+    assert!(listed.contains(&v1) && listed.len() >= 2, "{versions}");
+    f.shutdown().await;
+}

@@ -17,6 +17,7 @@ use crate::query::market::spec::{
     Agg, AlignedBody, AsOf, Join, PriceFormatName, Resample, ScalarRef, Symbols,
 };
 use crate::query::market::{ReadArgs, ReadSpec, Selection};
+use crate::query::snapshots::At;
 pub use crate::query::stream::{PredicateQuery, ReadCommand, Target};
 use crate::query::tick::{TickOp, TickRequest};
 use crate::query::types::{Predicate, Strategy};
@@ -53,6 +54,13 @@ struct TradeQuoteTicket {
     end_ns: Option<i64>,
     #[serde(default)]
     price_format: Option<PriceFormatName>,
+    #[serde(default)]
+    snapshot: Option<String>,
+    /// Refused with a reason (two series are read), rather than as an unknown field.
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    as_of_commit: Option<i64>,
 }
 
 /// `resample` of a trade ticket: bars from trades.
@@ -86,6 +94,12 @@ struct TickTicket {
     order: Option<String>,
     #[serde(default)]
     resample: Option<TradeBars>,
+    #[serde(default)]
+    snapshot: Option<String>,
+    #[serde(default)]
+    version: Option<u64>,
+    #[serde(default)]
+    as_of_commit: Option<i64>,
 }
 
 /// The one symbol of a tick ticket; many symbols (and the tape) are refused by name.
@@ -119,6 +133,7 @@ impl TradeQuoteTicket {
                 range: ns_range(self.start_ns, self.end_ns)?,
                 format: self.price_format.unwrap_or_default().into(),
             },
+            at: At::new(self.snapshot, self.version, self.as_of_commit).map_err(Status::from)?,
         }))
     }
 }
@@ -154,6 +169,8 @@ impl TickTicket {
                 range: ns_range(self.start_ns, self.end_ns)?,
                 order_by_ts,
                 format: self.price_format.unwrap_or_default().into(),
+                at: At::new(self.snapshot, self.version, self.as_of_commit)
+                    .map_err(Status::from)?,
             }));
         }
         let symbol = one_symbol(self.symbol, false)?;
@@ -179,6 +196,8 @@ impl TickTicket {
                     offset_ms: bars.offset_ms.unwrap_or(0),
                     format: self.price_format.unwrap_or_default().into(),
                 },
+                at: At::new(self.snapshot, self.version, self.as_of_commit)
+                    .map_err(Status::from)?,
             }));
         }
         Ok(GetCommand::Read(ReadCommand {
@@ -189,6 +208,9 @@ impl TickTicket {
                 latest: self.latest,
                 columns: self.columns,
                 price_format: self.price_format.unwrap_or_default().into(),
+                snapshot: self.snapshot,
+                version: self.version,
+                as_of_commit: self.as_of_commit,
                 ..ReadArgs::default()
             })
             .map_err(Status::from)?,

@@ -111,6 +111,7 @@ fn api_routes() -> OpenApiRouter<Arc<Engine>> {
         .routes(routes!(tick::get, tick::delete))
         .routes(routes!(tick::write, tick::read, tick::delete_records))
         .routes(routes!(tick::latest))
+        .routes(routes!(tick::versions))
 }
 
 /// The OpenAPI document of [`router`], complete.

@@ -18,6 +18,7 @@ use super::series::{self, WriteReservation, json_bytes, latest_n, page_limit, ts
 use super::types::SeriesList;
 use crate::error::Error;
 use crate::query::Engine;
+use crate::query::snapshots::{At, VersionList};
 use crate::query::tick::{
     QuoteWrite, RegisterTick, TickCursor, TickPage, TradeWrite, quote_batch, tick_key, trade_batch,
 };
@@ -64,6 +65,14 @@ pub struct TickReadParams {
     pub after_ts: Option<i64>,
     /// Page on after this key: the `seq` of the previous page's `next`.
     pub after_seq: Option<u64>,
+    /// Read the series as this snapshot holds it (docs/research.md).
+    #[param(example = "q3-2026")]
+    pub snapshot: Option<String>,
+    /// Read this past version of the series (`GET .../versions` lists them; 410 once
+    /// no longer kept).
+    pub version: Option<u64>,
+    /// Read the version current at this time (ms since the epoch).
+    pub as_of_commit: Option<i64>,
 }
 
 /// The last records of a tick series.
@@ -78,6 +87,12 @@ pub struct TickLatestParams {
     pub start_ns: Option<i64>,
     /// Only records at or before this timestamp (ns) count.
     pub end_ns: Option<i64>,
+    /// Read the series as this snapshot holds it (docs/research.md).
+    pub snapshot: Option<String>,
+    /// Read this past version of the series.
+    pub version: Option<u64>,
+    /// Read the version current at this time (ms since the epoch).
+    pub as_of_commit: Option<i64>,
 }
 
 /// The range of a tick delete (ns, inclusive; at least one bound).
@@ -256,8 +271,9 @@ pub async fn read(
             ));
         }
     };
+    let at = At::new(q.snapshot, q.version, q.as_of_commit)?;
     let bytes = blocking(move || {
-        let page = engine.tick_page(&key, range, after, limit)?;
+        let page = engine.tick_page(&key, &at, range, after, limit)?;
         super::json::tick_page(&page).map_err(Error::internal)
     })
     .await?;
@@ -283,8 +299,9 @@ pub async fn latest(
     let key = key(&p)?;
     let n = latest_n(&engine.config.http, q.n)?;
     let range = ts_range(q.start_ns, q.end_ns)?;
+    let at = At::new(q.snapshot, q.version, q.as_of_commit)?;
     let bytes = blocking(move || {
-        let page = engine.latest(&key, range, n)?;
+        let page = engine.latest_at(&key, &at, range, n)?;
         let rows = crate::query::tick::TickRows {
             meta: page.meta,
             slices: page.slices,
@@ -320,4 +337,25 @@ pub async fn delete_records(
     blocking(move || engine.delete_range(&key, q.start_ns, q.end_ns, expected))
         .await
         .map(Json)
+}
+
+/// Readable versions of a trade or quote series
+///
+/// As for klines: the superseded versions still kept (`storage.keep_versions_s`),
+/// oldest first, then the current one; a read names one with `version` (or finds one
+/// with `as_of_commit`).
+#[utoipa::path(get, path = "/v1/{kind}/{symbol}/versions", tag = "ticks", operation_id = "tick_versions",
+    params(TickPath),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The readable versions, the current one last.", body = VersionList),
+        (status = 404, description = "`not_found`: no such series.", body = ErrorBody),
+    ))]
+pub async fn versions(
+    State(engine): State<Arc<Engine>>,
+    _: ReadAccess,
+    PathParams(p): PathParams<TickPath>,
+) -> Result<Json<VersionList>, AppError> {
+    let key = key(&p)?;
+    blocking(move || engine.versions(&key)).await.map(Json)
 }

@@ -19,9 +19,10 @@ use crate::storage::series::Pick;
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"kind": "kline", "symbol": "BTCUSDT", "timeframe": "1m"}))]
 pub struct SnapshotSeries {
-    /// `kline` or `scalar`.
+    /// `kline`, `scalar`, `trade` or `quote`.
     pub kind: String,
     pub symbol: String,
+    /// Kline and scalar series: the timeframe (none for trades and quotes).
     pub timeframe: Option<String>,
     /// Scalar series: the category.
     pub category: Option<String>,
@@ -31,6 +32,14 @@ pub struct SnapshotSeries {
 
 impl SnapshotSeries {
     fn key(&self) -> Result<SeriesKey> {
+        if matches!(self.kind.as_str(), "trade" | "quote") {
+            if self.timeframe.is_some() || self.category.is_some() || self.name.is_some() {
+                return Err(Error::invalid(
+                    "a trade or quote series is named by kind and symbol alone",
+                ));
+            }
+            return super::tick::tick_key(&self.kind, &self.symbol);
+        }
         let tf = self.timeframe.as_deref().ok_or_else(|| {
             Error::invalid(format!(
                 "series {} of the snapshot names no timeframe",
@@ -51,7 +60,7 @@ impl SnapshotSeries {
                 )),
             },
             other => Err(Error::invalid(format!(
-                "kind must be kline or scalar (ticks are not held by snapshots yet), got {}",
+                "kind must be kline, scalar, trade or quote, got {}",
                 echo(other)
             ))),
         }

@@ -221,11 +221,12 @@ impl Engine {
     pub fn tick_page(
         &self,
         key: &SeriesKey,
+        at: &super::snapshots::At,
         range: TsRange,
         after: Option<TickCursor>,
         limit: usize,
     ) -> Result<TickRows> {
-        let series = self.series(key)?;
+        let series = self.series_at(key, at)?;
         let snap = series.snapshot();
         // The cursor's `ts` starts the scan; rows at that `ts` up to its `seq` are skipped.
         let range = match after {
@@ -304,15 +305,21 @@ pub enum TickOp {
 /// A tick read that is more than one plain range: what a trade or quote ticket asks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TickRequest {
-    /// Bars or trades with the quote in force, of one trade series.
-    One { key: SeriesKey, op: TickOp },
-    /// Many series of one kind, by symbol or merged by time (the tape).
+    /// Bars or trades with the quote in force, of one trade series, as it was at `at`.
+    One {
+        key: SeriesKey,
+        op: TickOp,
+        at: super::snapshots::At,
+    },
+    /// Many series of one kind, by symbol or merged by time (the tape), as they were
+    /// at `at` (a snapshot or a commit time).
     Many {
         kind: SeriesKind,
         symbols: super::market::spec::Symbols,
         range: TsRange,
         order_by_ts: bool,
         format: crate::query::PriceFormat,
+        at: super::snapshots::At,
     },
 }
 
@@ -343,14 +350,17 @@ impl Engine {
     /// Resolves and checks `req`: its series exist, its fields fit; says its schema.
     pub fn tick_stream(&self, req: TickRequest) -> Result<TickStream> {
         Ok(match req {
-            TickRequest::One { key, op } => TickStream::One(self.tick_plan(&key, op)?),
+            TickRequest::One { key, op, at } => TickStream::One(self.tick_plan(&key, op, &at)?),
             TickRequest::Many {
                 kind,
                 symbols,
                 range,
                 order_by_ts,
                 format,
-            } => TickStream::Many(self.tick_many(kind, &symbols, range, order_by_ts, format)?),
+                at,
+            } => {
+                TickStream::Many(self.tick_many(kind, &symbols, range, order_by_ts, format, &at)?)
+            }
         })
     }
 }
@@ -377,15 +387,27 @@ struct Bar {
 }
 
 impl Engine {
-    /// Checks a tick computation on trade series `key` and says its schema.
-    pub fn tick_plan(&self, key: &SeriesKey, op: TickOp) -> Result<TickPlan> {
+    /// Checks a tick computation on trade series `key` as it was at `at` and says its
+    /// schema. `trade_quote` reads the quote series at the same moment.
+    pub fn tick_plan(
+        &self,
+        key: &SeriesKey,
+        op: TickOp,
+        at: &super::snapshots::At,
+    ) -> Result<TickPlan> {
         use arrow_schema::{DataType, Field, Schema, TimeUnit};
         if key.kind() != SeriesKind::Trade {
             return Err(Error::invalid(
                 "bars and trade_quote read a trade series (kind \"trade\")",
             ));
         }
-        let trades = self.series(key)?;
+        if matches!(op, TickOp::TradeQuote { .. }) && matches!(at, super::snapshots::At::Version(_))
+        {
+            return Err(Error::invalid(
+                "trade_quote reads two series: name the moment with snapshot or as_of_commit, not version",
+            ));
+        }
+        let trades = self.series_at(key, at)?;
         let meta = &trades.meta;
         let priced = |format| match format {
             crate::query::PriceFormat::Raw => DataType::Int64,
@@ -427,7 +449,7 @@ impl Engine {
                 for name in ["bid", "ask", "bid_size", "ask_size"] {
                     f.push(Field::new(name, priced(*format), true));
                 }
-                let quotes = match self.series(&SeriesKey::quote(key.symbol())?) {
+                let quotes = match self.series_at(&SeriesKey::quote(key.symbol())?, at) {
                     Ok(q) => Some(q),
                     Err(e) if e.kind == crate::error::ErrorKind::NotFound => None,
                     Err(e) => return Err(e),
@@ -713,9 +735,22 @@ impl Engine {
         range: TsRange,
         order_by_ts: bool,
         format: crate::query::PriceFormat,
+        at: &super::snapshots::At,
     ) -> Result<TickMany> {
         use arrow_schema::{DataType, Field, Schema};
+        let past = *at != super::snapshots::At::Now;
         let mut series: Vec<Arc<crate::query::Series>> = match symbols {
+            // A past moment: the series a snapshot holds, or those that existed at a
+            // commit time, each as it was then (the selection of bars and scalars).
+            _ if past => {
+                let sel = super::market::Selection {
+                    kind,
+                    timeframe: crate::record::TICK_TIMEFRAME.to_string(),
+                    scalar: None,
+                    symbols: symbols.clone(),
+                };
+                self.select_at(&sel, self.config.flight.max_series_per_ticket, at)?
+            }
             super::market::spec::Symbols::All(star) if star == "*" => self.store.list_kind(kind),
             super::market::spec::Symbols::All(other) => {
                 return Err(Error::invalid(format!(

@@ -230,3 +230,60 @@ def test_sql_reads_ticks_over_adbc_with_nanoseconds(server, trades):
     assert got["trades"].tolist() == want["trades"].tolist()
     assert [b.value for b in got["bucket"]] == [b.value for b in want["bucket"]]
     pd.testing.assert_series_equal(got["vwap"], want["vwap"], check_names=False, rtol=1e-12)
+
+
+def test_a_feed_of_many_symbols_is_written_whole_and_numbered(server):
+    """A feed handler's write: trades of many symbols in one pyarrow DoPut
+    `["trade", "*"]` (a dictionary `symbol` column, no `seq`) and in one HTTP
+    `POST /v1/trade/records`; each symbol's trades read back into Polars with the
+    `seq` the store numbered per symbol and nanosecond; a bad row refuses the whole
+    request and leaves every symbol as it was."""
+    tag = format(random.getrandbits(32), "x")
+    syms = [f"FD{tag}-{i}" for i in range(20)]
+    with requests.Session() as s:
+        for sym in syms:
+            expect_ok(s.post(server.http_url + "/v1/trade/series",
+                             json={"symbol": sym, "price_scale": 100, "size_scale": 1}, timeout=30), 201)
+    rng = random.Random(5)
+    rows = []  # (symbol index, ts, price), in feed order
+    ts = DAY0_NS
+    for _ in range(4_000):
+        ts += rng.choice([0, 0, 1, 1_000])
+        rows.append((rng.randrange(len(syms)), ts, rng.randint(1, 10**6)))
+    half = len(rows) // 2
+    first, second = rows[:half], rows[half:]
+    table = pa.table({
+        "symbol": pa.DictionaryArray.from_arrays(pa.array([r[0] for r in first], pa.int32()), pa.array(syms)),
+        "ts": pa.array([r[1] for r in first], pa.timestamp("ns", tz="UTC")),
+        "price": pa.array([r[2] for r in first], pa.int64()),
+        "size": pa.array([1] * len(first), pa.int64()),
+        "side": pa.array([1] * len(first), pa.int8()),
+    })
+    client = flight.connect(server.flight_uri)
+    try:
+        w, r = client.do_put(flight.FlightDescriptor.for_path("trade", "*"), table.schema)
+        w.write_table(table, max_chunksize=700)
+        w.done_writing()
+        ack = r.read()
+        w.close()
+        assert b'"written":2000' in ack.to_pybytes()
+        with requests.Session() as s:
+            body = {"records": [{"symbol": syms[i], "ts": t, "price": p, "size": 1, "side": -1}
+                                for i, t, p in second]}
+            got = expect_ok(s.post(server.http_url + "/v1/trade/records", json=body, timeout=60))
+            assert got["written"] == len(second)
+            bad = {"records": [{"symbol": syms[0], "ts": ts + 1, "price": 1, "size": 1},
+                               {"symbol": syms[1], "ts": ts + 1, "price": 1, "size": -5}]}
+            msg = check_error(s.post(server.http_url + "/v1/trade/records", json=bad, timeout=30),
+                              422, "unprocessable")
+            assert syms[1] in msg
+        for i, sym in enumerate(syms):
+            t = client.do_get(flight.Ticket(f'{{"kind":"trade","symbol":"{sym}"}}'.encode())).read_all()
+            df = pl.from_arrow(t)
+            mine = [(ts_, p) for j, ts_, p in rows if j == i]
+            assert df["ts"].dt.epoch("ns").to_list() == [m[0] for m in mine], sym
+            assert df["price"].to_list() == [m[1] for m in mine], sym
+            assert df["seq"].to_list() == expected_seq([{"ts": m[0]} for m in mine]), sym
+            assert df["side"].to_list() == [1 if k < half else -1 for k, r in enumerate(rows) if r[0] == i], sym
+    finally:
+        client.close()

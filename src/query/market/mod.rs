@@ -154,9 +154,11 @@ pub struct Selection {
 impl Selection {
     /// The key of `symbol` in this selection.
     pub fn key(&self, symbol: &str) -> Result<SeriesKey> {
-        Ok(match &self.scalar {
-            None => SeriesKey::kline(symbol, &self.timeframe)?,
-            Some((c, n)) => SeriesKey::scalar(symbol, &self.timeframe, c, n)?,
+        Ok(match (&self.scalar, self.kind) {
+            (_, SeriesKind::Trade) => SeriesKey::trade(symbol)?,
+            (_, SeriesKind::Quote) => SeriesKey::quote(symbol)?,
+            (None, _) => SeriesKey::kline(symbol, &self.timeframe)?,
+            (Some((c, n)), _) => SeriesKey::scalar(symbol, &self.timeframe, c, n)?,
         })
     }
 }
