@@ -970,14 +970,8 @@ async fn tick_reads_answer_a_snapshot_a_version_and_a_commit_time() {
         format!("version={v1}"),
         format!("as_of_commit={between}"),
     ] {
-        let page: serde_json::Value = http
-            .get(format!("{base}/v1/trade/AAA/records?{q}&limit=4"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: serde_json::Value =
+            get_json(&http, format!("{base}/v1/trade/AAA/records?{q}&limit=4")).await;
         let got: Vec<i64> = page["records"]
             .as_array()
             .unwrap()
@@ -986,24 +980,12 @@ async fn tick_reads_answer_a_snapshot_a_version_and_a_commit_time() {
             .collect();
         assert_eq!(got, [100, 101, 102, 103], "{q}: {page}");
         assert_eq!(page["next"], json!({"ts": DAY0 + 1_000, "seq": 1}), "{q}");
-        let latest: serde_json::Value = http
-            .get(format!("{base}/v1/trade/AAA/latest?{q}&n=1"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let latest: serde_json::Value =
+            get_json(&http, format!("{base}/v1/trade/AAA/latest?{q}&n=1")).await;
         assert_eq!(latest["records"][0]["price"], 105, "{q}");
     }
-    let versions: serde_json::Value = http
-        .get(format!("{base}/v1/trade/AAA/versions"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let versions: serde_json::Value =
+        get_json(&http, format!("{base}/v1/trade/AAA/versions")).await;
     let listed: Vec<u64> = versions["versions"]
         .as_array()
         .unwrap()
@@ -1012,4 +994,9 @@ async fn tick_reads_answer_a_snapshot_a_version_and_a_commit_time() {
         .collect();
     assert!(listed.contains(&v1) && listed.len() >= 2, "{versions}");
     f.shutdown().await;
+}
+
+/// The JSON answer of an HTTP GET.
+async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }

@@ -18,7 +18,7 @@ use super::error::{AppError, ErrorBody};
 use super::extract::{BodyBytes, JsonBody, PathParams, blocking, parse_json};
 use super::series::{WriteReservation, scalar_value_bits};
 use crate::query::Engine;
-use crate::query::many::ManyRows;
+use crate::query::many::{Grouped, ManyRows};
 use crate::query::tick::{seq_value, tick_key};
 use crate::query::types::{
     ManyWriteResponse, RegisterKlineMany, RegisterManyResponse, RegisterScalarMany,
@@ -189,49 +189,54 @@ pub async fn write_ticks(
         let rows = match kind {
             SeriesKind::Trade => {
                 let w: TradeManyWrite = parse_json(&body)?;
-                access.check(&engine, w.records.iter().map(|r| &*r.symbol))?;
-                let mut rows = ManyRows::new(template, w.records.len(), since);
-                for (i, r) in w.records.iter().enumerate() {
-                    let g = rows.group(&engine, &r.symbol)?;
-                    let row = [
-                        r.ts,
-                        seq_value(i, r.seq)?,
-                        r.price,
-                        r.size,
-                        r.side,
-                        r.trade_id,
-                    ];
-                    for (col, v) in rows.batch(g).cols.iter_mut().zip(row) {
-                        col.push(v);
-                    }
-                }
-                rows.finish()
+                let rows = w.records.iter().map(|r| {
+                    (
+                        &*r.symbol,
+                        r.seq,
+                        [r.ts, 0, r.price, r.size, r.side, r.trade_id],
+                    )
+                });
+                tick_rows(&engine, &access, template, since, w.records.len(), rows)?
             }
             _ => {
                 let w: QuoteManyWrite = parse_json(&body)?;
-                access.check(&engine, w.records.iter().map(|r| &*r.symbol))?;
-                let mut rows = ManyRows::new(template, w.records.len(), since);
-                for (i, r) in w.records.iter().enumerate() {
-                    let g = rows.group(&engine, &r.symbol)?;
-                    let row = [
-                        r.ts,
-                        seq_value(i, r.seq)?,
-                        r.bid,
-                        r.ask,
-                        r.bid_size,
-                        r.ask_size,
-                    ];
-                    for (col, v) in rows.batch(g).cols.iter_mut().zip(row) {
-                        col.push(v);
-                    }
-                }
-                rows.finish()
+                let rows = w.records.iter().map(|r| {
+                    (
+                        &*r.symbol,
+                        r.seq,
+                        [r.ts, 0, r.bid, r.ask, r.bid_size, r.ask_size],
+                    )
+                });
+                tick_rows(&engine, &access, template, since, w.records.len(), rows)?
             }
         };
         engine.write_rows(rows)
     })
     .await
     .map(Json)
+}
+
+/// The groups of a many-symbol tick write: each record's symbol (checked against the
+/// token first), its `seq` (`None`: numbered by the store) and its six columns (the
+/// `seq` slot is filled here).
+fn tick_rows<'a>(
+    engine: &Engine,
+    access: &WriteSymbols,
+    template: SeriesKey,
+    since: u64,
+    records: usize,
+    rows: impl Iterator<Item = (&'a str, Option<u64>, [i64; 6])> + Clone,
+) -> Result<Grouped, crate::error::Error> {
+    access.check(engine, rows.clone().map(|r| r.0))?;
+    let mut groups = ManyRows::new(template, records, since);
+    for (i, (symbol, seq, mut row)) in rows.enumerate() {
+        row[1] = seq_value(i, seq)?;
+        let g = groups.group(engine, symbol)?;
+        for (col, v) in groups.batch(g).cols.iter_mut().zip(row) {
+            col.push(v);
+        }
+    }
+    Ok(groups.finish())
 }
 
 /// Write kline records of many symbols
