@@ -1000,3 +1000,123 @@ async fn tick_reads_answer_a_snapshot_a_version_and_a_commit_time() {
 async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
+
+/// Bars from trades and `trade_quote` of many symbols in one ticket (`symbols`: a list
+/// or `"*"`): each symbol's answer in turn, in symbol order, led by a `symbol` column,
+/// equal row for row to that symbol's own ticket (a symbol with no quote series gets
+/// null quotes). Small batches, so answers cross batch edges.
+#[tokio::test]
+async fn bars_and_trade_quote_of_many_symbols_equal_each_symbols_own() {
+    use fastk::query::tick::{QuoteIn, quote_batch};
+    let mut f = Fixture::start(|c| c.flight.max_batch_rows = 4).await;
+    let reg = |s: &str| RegisterTick {
+        symbol: s.into(),
+        price_scale: 100,
+        size_scale: 1,
+        partition: None,
+        retention_ms: None,
+    };
+    let e = f.engine();
+    let minute = 60_000_000_000i64;
+    for (k, s) in ["CCC", "AAA", "BBB"].into_iter().enumerate() {
+        e.register_tick(SeriesKind::Trade, &reg(s)).unwrap();
+        let trades: Vec<TradeIn> = (0..9 + k as i64)
+            .map(|i| TradeIn {
+                ts: DAY0 + i * minute / 3 + (i % 2),
+                seq: None,
+                price: 1_000 * (k as i64 + 1) + i * 7 % 11,
+                size: 1 + i % 4,
+                side: 1,
+                trade_id: 0,
+            })
+            .collect();
+        e.write(
+            &SeriesKey::trade(s).unwrap(),
+            trade_batch(&trades).unwrap(),
+            None,
+        )
+        .unwrap();
+        if s != "CCC" {
+            e.register_tick(SeriesKind::Quote, &reg(s)).unwrap();
+            let quotes: Vec<QuoteIn> = (0..5)
+                .map(|i| QuoteIn {
+                    ts: DAY0 + i * minute / 2,
+                    seq: None,
+                    bid: 900 + i,
+                    ask: 950 + i,
+                    bid_size: i,
+                    ask_size: 1,
+                })
+                .collect();
+            e.write(
+                &SeriesKey::quote(s).unwrap(),
+                quote_batch(&quotes).unwrap(),
+                None,
+            )
+            .unwrap();
+        }
+    }
+    let concat = |batches: Vec<arrow_array::RecordBatch>| {
+        arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap()
+    };
+    for (one, many) in [
+        (
+            json!({"kind": "trade", "resample": {"timeframe": "1m"}}),
+            json!({"kind": "trade", "resample": {"timeframe": "1m"}}),
+        ),
+        (
+            json!({"kind": "trade_quote"}),
+            json!({"kind": "trade_quote"}),
+        ),
+    ] {
+        for symbols in [json!("*"), json!(["BBB", "CCC", "AAA"])] {
+            let mut t = many.clone();
+            t["symbols"] = symbols.clone();
+            let got = concat(get(&mut f.client, t.clone()).await.unwrap());
+            assert_eq!(got.schema().field(0).name(), "symbol", "{t}");
+            let mut at = 0;
+            for s in ["AAA", "BBB", "CCC"] {
+                let mut o = one.clone();
+                o["symbol"] = json!(s);
+                let want = concat(get(&mut f.client, o.clone()).await.unwrap());
+                let part = got.slice(at, want.num_rows());
+                let names = part.column(0).as_string::<i32>();
+                assert!(
+                    (0..part.num_rows()).all(|r| names.value(r) == s),
+                    "{t}: {s}"
+                );
+                for c in 0..want.num_columns() {
+                    assert_eq!(
+                        part.column(c + 1).as_ref(),
+                        want.column(c).as_ref(),
+                        "{t}: {s} column {c}"
+                    );
+                }
+                at += want.num_rows();
+            }
+            assert_eq!(at, got.num_rows(), "{t}: nothing more");
+        }
+    }
+    for (ticket, says) in [
+        (
+            json!({"kind": "trade", "symbols": "*", "order": "ts", "resample": {"timeframe": "1m"}}),
+            "one symbol after the other",
+        ),
+        (
+            json!({"kind": "quote", "symbols": "*", "resample": {"timeframe": "1m"}}),
+            "use a trade ticket",
+        ),
+        (
+            json!({"kind": "trade_quote", "symbols": ["AAA"], "symbol": "AAA"}),
+            "not both",
+        ),
+        (
+            json!({"kind": "trade_quote", "symbols": ["AAA", "ZZZ"]}),
+            "ZZZ",
+        ),
+    ] {
+        let err = get(&mut f.client, ticket.clone()).await.unwrap_err();
+        assert!(message(&err).contains(says), "{ticket}: {}", message(&err));
+    }
+    f.shutdown().await;
+}

@@ -32,7 +32,7 @@ Measured, side by side in one run:
    ticket, DuckDB `ORDER BY ts, symbol, seq` and Polars `merge_sorted` of the
    per-symbol frames held in memory (a balanced tree of pairwise merges).
 4. One day of 1m bars from trades for every symbol (OHLCV, VWAP, count): FastK (one
-   `resample` ticket per symbol: many-symbol bars are not served yet), DuckDB, chDB
+   `resample` ticket per symbol, as the committed runs did; one ticket of many symbols is served since), DuckDB, chDB
    and Polars; every answer checked value by value against pandas.
 5. Trades with the quote in force for the quote symbol: FastK `trade_quote`, DuckDB
    and chDB `ASOF LEFT JOIN`, Polars `join_asof`; checked against pandas `merge_asof`.

@@ -102,14 +102,9 @@ struct TickTicket {
     as_of_commit: Option<i64>,
 }
 
-/// The one symbol of a tick ticket; many symbols (and the tape) are refused by name.
-fn one_symbol(symbol: Option<String>, symbols: bool) -> Result<String, Status> {
-    if symbols {
-        return Err(invalid(
-            "a trade or quote ticket reads one symbol for now: symbols and order (the tape) are not served yet (docs/ticks.md, \"Status\")",
-        ));
-    }
-    symbol.ok_or_else(|| invalid("the ticket names no series: give symbol"))
+/// The one symbol of a tick ticket that names no `symbols`.
+fn one_symbol(symbol: Option<String>) -> Result<String, Status> {
+    symbol.ok_or_else(|| invalid("the ticket names no series: give symbol or symbols"))
 }
 
 /// A tick ticket's range: inclusive nanoseconds, `start_ns` not after `end_ns`.
@@ -126,14 +121,32 @@ fn ns_range(start: Option<i64>, end: Option<i64>) -> Result<TsRange, Status> {
 
 impl TradeQuoteTicket {
     fn command(self) -> Result<GetCommand, Status> {
-        let symbol = one_symbol(self.symbol, self.symbols.is_some())?;
+        let range = ns_range(self.start_ns, self.end_ns)?;
+        let format: PriceFormat = self.price_format.unwrap_or_default().into();
+        let op = TickOp::TradeQuote { range, format };
+        let at = At::new(self.snapshot, self.version, self.as_of_commit).map_err(Status::from)?;
+        if let Some(symbols) = self.symbols {
+            if self.symbol.is_some() {
+                return Err(invalid(
+                    "give either symbol (one series) or symbols (a list or \"*\"), not both",
+                ));
+            }
+            // Each symbol's trades with its quotes, one symbol after the other.
+            return Ok(GetCommand::Ticks(TickRequest::Many {
+                kind: SeriesKind::Trade,
+                symbols,
+                range,
+                order_by_ts: false,
+                format,
+                at,
+                op: Some(op),
+            }));
+        }
+        let symbol = one_symbol(self.symbol)?;
         Ok(GetCommand::Ticks(TickRequest::One {
             key: SeriesKey::trade(&symbol).map_err(name_error)?,
-            op: TickOp::TradeQuote {
-                range: ns_range(self.start_ns, self.end_ns)?,
-                format: self.price_format.unwrap_or_default().into(),
-            },
-            at: At::new(self.snapshot, self.version, self.as_of_commit).map_err(Status::from)?,
+            op,
+            at,
         }))
     }
 }
@@ -158,22 +171,44 @@ impl TickTicket {
                     "give either symbol (one series) or symbols (a list or \"*\"), not both",
                 ));
             }
-            if self.resample.is_some() || self.latest.is_some() || self.columns.is_some() {
+            if self.latest.is_some() || self.columns.is_some() {
                 return Err(invalid(
-                    "a many-symbol tick ticket reads ranges of whole records: resample, latest and columns are for one symbol",
+                    "a many-symbol tick ticket reads ranges of whole records (or bars with resample): latest and columns are for one symbol",
                 ));
             }
+            let range = ns_range(self.start_ns, self.end_ns)?;
+            let format: PriceFormat = self.price_format.unwrap_or_default().into();
+            let op = match self.resample {
+                Some(_) if kind != SeriesKind::Trade => {
+                    return Err(invalid(
+                        "resample makes bars from trades: use a trade ticket",
+                    ));
+                }
+                Some(_) if order_by_ts => {
+                    return Err(invalid(
+                        "bars of many symbols come one symbol after the other: order \"ts\" is the tape of records",
+                    ));
+                }
+                Some(bars) => Some(TickOp::Bars {
+                    range,
+                    timeframe: bars.timeframe,
+                    offset_ms: bars.offset_ms.unwrap_or(0),
+                    format,
+                }),
+                None => None,
+            };
             return Ok(GetCommand::Ticks(TickRequest::Many {
                 kind,
                 symbols,
-                range: ns_range(self.start_ns, self.end_ns)?,
+                range,
                 order_by_ts,
-                format: self.price_format.unwrap_or_default().into(),
+                format,
                 at: At::new(self.snapshot, self.version, self.as_of_commit)
                     .map_err(Status::from)?,
+                op,
             }));
         }
-        let symbol = one_symbol(self.symbol, false)?;
+        let symbol = one_symbol(self.symbol)?;
         let key = match kind {
             SeriesKind::Trade => SeriesKey::trade(&symbol),
             _ => SeriesKey::quote(&symbol),

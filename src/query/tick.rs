@@ -320,6 +320,9 @@ pub enum TickRequest {
         order_by_ts: bool,
         format: crate::query::PriceFormat,
         at: super::snapshots::At,
+        /// Bars or `trade_quote` of each trade series in turn (their own range and
+        /// format are `op`'s); `None`: the records themselves.
+        op: Option<TickOp>,
     },
 }
 
@@ -327,6 +330,7 @@ pub enum TickRequest {
 pub enum TickStream {
     One(TickPlan),
     Many(TickMany),
+    Plans(TickPlans),
 }
 
 impl TickStream {
@@ -334,6 +338,7 @@ impl TickStream {
         match self {
             TickStream::One(p) => Arc::clone(&p.schema),
             TickStream::Many(p) => Arc::clone(&p.schema),
+            TickStream::Plans(p) => Arc::clone(&p.schema),
         }
     }
 
@@ -342,6 +347,7 @@ impl TickStream {
         match self {
             TickStream::One(p) => p.run(max_rows, sink),
             TickStream::Many(p) => p.run(max_rows, sink),
+            TickStream::Plans(p) => p.run(max_rows, sink),
         }
     }
 }
@@ -358,9 +364,16 @@ impl Engine {
                 order_by_ts,
                 format,
                 at,
+                op: None,
             } => {
                 TickStream::Many(self.tick_many(kind, &symbols, range, order_by_ts, format, &at)?)
             }
+            TickRequest::Many {
+                symbols,
+                at,
+                op: Some(op),
+                ..
+            } => TickStream::Plans(self.tick_plans(&symbols, op, &at)?),
         })
     }
 }
@@ -395,7 +408,6 @@ impl Engine {
         op: TickOp,
         at: &super::snapshots::At,
     ) -> Result<TickPlan> {
-        use arrow_schema::{DataType, Field, Schema, TimeUnit};
         if key.kind() != SeriesKind::Trade {
             return Err(Error::invalid(
                 "bars and trade_quote read a trade series (kind \"trade\")",
@@ -408,61 +420,174 @@ impl Engine {
             ));
         }
         let trades = self.series_at(key, at)?;
-        let meta = &trades.meta;
-        let priced = |format| match format {
-            crate::query::PriceFormat::Raw => DataType::Int64,
-            crate::query::PriceFormat::Float64 => DataType::Float64,
-        };
-        let mut md = crate::storage::batch::series_metadata(meta);
-        let (fields, quotes) = match &op {
-            TickOp::Bars {
-                timeframe,
-                offset_ms,
-                format,
-                ..
-            } => {
-                super::market::grid::Grid::parse(timeframe, *offset_ms)?;
-                md.insert("fastk.resample".into(), timeframe.clone());
-                md.insert("fastk.resample_offset_ms".into(), offset_ms.to_string());
-                let mut f = vec![Field::new(
-                    "ts",
-                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                    false,
-                )];
-                for name in ["open", "high", "low", "close", "volume"] {
-                    f.push(Field::new(name, priced(*format), false));
-                }
-                f.push(Field::new("vwap", DataType::Float64, false));
-                f.push(Field::new("trades", DataType::Int64, false));
-                f.push(Field::new("complete", DataType::Boolean, false));
-                (f, None)
-            }
-            TickOp::TradeQuote { format, .. } => {
-                let projection = crate::storage::batch::Projection::new(meta, None, *format)
-                    .map_err(Error::invalid)?;
-                let mut f: Vec<Field> = projection
-                    .schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone())
-                    .collect();
-                for name in ["bid", "ask", "bid_size", "ask_size"] {
-                    f.push(Field::new(name, priced(*format), true));
-                }
-                let quotes = match self.series_at(&SeriesKey::quote(key.symbol())?, at) {
+        let (fields, md) = op_fields(&trades.meta, &op)?;
+        let quotes = match &op {
+            TickOp::Bars { .. } => None,
+            TickOp::TradeQuote { .. } => {
+                match self.series_at(&SeriesKey::quote(key.symbol())?, at) {
                     Ok(q) => Some(q),
                     Err(e) if e.kind == crate::error::ErrorKind::NotFound => None,
                     Err(e) => return Err(e),
-                };
-                (f, quotes)
+                }
             }
         };
         Ok(TickPlan {
-            schema: Arc::new(Schema::new_with_metadata(fields, md)),
+            schema: Arc::new(arrow_schema::Schema::new_with_metadata(fields, md)),
             trades,
             quotes,
             op,
         })
+    }
+
+    /// Bars or `trade_quote` of many trade series (`symbols`: a list or `"*"`) as they
+    /// were at `at`: each series' answer in turn, in symbol order, every batch led by a
+    /// `symbol` column.
+    pub fn tick_plans(
+        &self,
+        symbols: &super::market::spec::Symbols,
+        op: TickOp,
+        at: &super::snapshots::At,
+    ) -> Result<TickPlans> {
+        use arrow_schema::{DataType, Field, Schema};
+        let series = self.tick_series(SeriesKind::Trade, symbols, at)?;
+        let plans = series
+            .iter()
+            .map(|s| {
+                let plan = self.tick_plan(&s.meta.key, op.clone(), at)?;
+                Ok((Arc::from(s.meta.key.symbol()), plan))
+            })
+            .collect::<Result<Vec<(Arc<str>, TickPlan)>>>()?;
+        let template = match series.first() {
+            Some(s) => Arc::clone(&s.meta),
+            None => Arc::new(tick_template(SeriesKind::Trade)?),
+        };
+        let (fields, _) = op_fields(&template, &op)?;
+        let mut all = vec![Field::new("symbol", DataType::Utf8, false)];
+        all.extend(fields);
+        let mut md = std::collections::HashMap::new();
+        md.insert("fastk.kind".to_string(), "trade".to_string());
+        if let TickOp::Bars {
+            timeframe,
+            offset_ms,
+            ..
+        } = &op
+        {
+            md.insert("fastk.resample".into(), timeframe.clone());
+            md.insert("fastk.resample_offset_ms".into(), offset_ms.to_string());
+        }
+        Ok(TickPlans {
+            schema: Arc::new(Schema::new_with_metadata(all, md)),
+            plans,
+        })
+    }
+}
+
+/// The metadata of an empty many-symbol answer's schema (no series to take it from).
+fn tick_template(kind: SeriesKind) -> Result<SeriesMeta> {
+    Ok(SeriesMeta {
+        key: match kind {
+            SeriesKind::Trade => SeriesKey::trade("_")?,
+            _ => SeriesKey::quote("_")?,
+        },
+        timeframe_ms: crate::record::tick_partition_ms("day").unwrap_or(1),
+        price_scale: 1,
+        volume_scale: 1,
+        value_type: ValueType::I64,
+    })
+}
+
+/// The fields of `op`'s answer on a trade series of `meta`, and its schema metadata.
+type OpFields = (
+    Vec<arrow_schema::Field>,
+    std::collections::HashMap<String, String>,
+);
+
+/// The fields and schema metadata of `op`'s answer on a trade series of `meta`.
+fn op_fields(meta: &SeriesMeta, op: &TickOp) -> Result<OpFields> {
+    use arrow_schema::{DataType, Field, TimeUnit};
+    let priced = |format| match format {
+        crate::query::PriceFormat::Raw => DataType::Int64,
+        crate::query::PriceFormat::Float64 => DataType::Float64,
+    };
+    let mut md = crate::storage::batch::series_metadata(meta);
+    let fields = match op {
+        TickOp::Bars {
+            timeframe,
+            offset_ms,
+            format,
+            ..
+        } => {
+            super::market::grid::Grid::parse(timeframe, *offset_ms)?;
+            md.insert("fastk.resample".into(), timeframe.clone());
+            md.insert("fastk.resample_offset_ms".into(), offset_ms.to_string());
+            let mut f = vec![Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            )];
+            for name in ["open", "high", "low", "close", "volume"] {
+                f.push(Field::new(name, priced(*format), false));
+            }
+            f.push(Field::new("vwap", DataType::Float64, false));
+            f.push(Field::new("trades", DataType::Int64, false));
+            f.push(Field::new("complete", DataType::Boolean, false));
+            f
+        }
+        TickOp::TradeQuote { format, .. } => {
+            let projection = crate::storage::batch::Projection::new(meta, None, *format)
+                .map_err(Error::invalid)?;
+            let mut f: Vec<Field> = projection
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            for name in ["bid", "ask", "bid_size", "ask_size"] {
+                f.push(Field::new(name, priced(*format), true));
+            }
+            f
+        }
+    };
+    Ok((fields, md))
+}
+
+/// Bars or `trade_quote` of many symbols, ready to stream.
+pub struct TickPlans {
+    pub schema: arrow_schema::SchemaRef,
+    plans: Vec<(Arc<str>, TickPlan)>,
+}
+
+impl TickPlans {
+    /// Each symbol's answer in turn, each batch with its `symbol` column first.
+    pub fn run(&self, max_rows: usize, sink: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
+        for (symbol, plan) in &self.plans {
+            let mut stopped = false;
+            let mut failed = None;
+            plan.run(max_rows, &mut |b: RecordBatch| {
+                let mut cols: Vec<arrow_array::ArrayRef> = Vec::with_capacity(b.num_columns() + 1);
+                cols.push(Arc::new(arrow_array::StringArray::from_iter_values(
+                    std::iter::repeat_n(symbol.as_ref(), b.num_rows()),
+                )));
+                cols.extend(b.columns().iter().cloned());
+                match RecordBatch::try_new(Arc::clone(&self.schema), cols) {
+                    Ok(out) => {
+                        stopped = !sink(out);
+                        !stopped
+                    }
+                    Err(e) => {
+                        failed = Some(Error::internal(format!("{symbol}: {e}")));
+                        false
+                    }
+                }
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            if stopped {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -724,20 +849,15 @@ impl ManyOut {
 }
 
 impl Engine {
-    /// Many tick series of one kind in one stream (docs/ticks.md, "The tape"):
-    /// `order_by_ts` merges them into one stream ascending by `(ts, symbol, seq)` in
-    /// one pass over every series' cursor (nothing is read ahead beyond one slice per
-    /// series); otherwise series follow one another by symbol, each by `(ts, seq)`.
-    pub fn tick_many(
+    /// The tick series of `kind` that `symbols` names (a list, or `"*"`), as they were
+    /// at `at`, in symbol order (the tape breaks ties on the cursor's index, and
+    /// `"order": "symbol"` follows it), at most `flight.max_series_per_ticket`.
+    fn tick_series(
         &self,
         kind: SeriesKind,
         symbols: &super::market::spec::Symbols,
-        range: TsRange,
-        order_by_ts: bool,
-        format: crate::query::PriceFormat,
         at: &super::snapshots::At,
-    ) -> Result<TickMany> {
-        use arrow_schema::{DataType, Field, Schema};
+    ) -> Result<Vec<Arc<crate::query::Series>>> {
         let past = *at != super::snapshots::At::Now;
         let mut series: Vec<Arc<crate::query::Series>> = match symbols {
             // A past moment: the series a snapshot holds, or those that existed at a
@@ -783,18 +903,27 @@ impl Engine {
                 series.len()
             )));
         }
+        Ok(series)
+    }
+
+    /// Many tick series of one kind in one stream (docs/ticks.md, "The tape"):
+    /// `order_by_ts` merges them into one stream ascending by `(ts, symbol, seq)` in
+    /// one pass over every series' cursor (nothing is read ahead beyond one slice per
+    /// series); otherwise series follow one another by symbol, each by `(ts, seq)`.
+    pub fn tick_many(
+        &self,
+        kind: SeriesKind,
+        symbols: &super::market::spec::Symbols,
+        range: TsRange,
+        order_by_ts: bool,
+        format: crate::query::PriceFormat,
+        at: &super::snapshots::At,
+    ) -> Result<TickMany> {
+        use arrow_schema::{DataType, Field, Schema};
+        let series = self.tick_series(kind, symbols, at)?;
         let template = match series.first() {
             Some(s) => Arc::clone(&s.meta),
-            None => Arc::new(SeriesMeta {
-                key: match kind {
-                    SeriesKind::Trade => SeriesKey::trade("_")?,
-                    _ => SeriesKey::quote("_")?,
-                },
-                timeframe_ms: crate::record::tick_partition_ms("day").unwrap_or(1),
-                price_scale: 1,
-                volume_scale: 1,
-                value_type: ValueType::I64,
-            }),
+            None => Arc::new(tick_template(kind)?),
         };
         let projection = crate::storage::batch::Projection::new(&template, None, format)
             .map_err(Error::invalid)?;
