@@ -211,6 +211,27 @@ pub fn keys_increase(key: KeyShape, cols: &[&[i64]]) -> bool {
     }
 }
 
+/// Why a trade or quote row fails the contract's sanity checks, or `None`: a trade's
+/// `size` is `>= 0` and its `side` -1, 0 or 1; a quote's sizes are `>= 0` and
+/// `bid <= ask` unless a side is 0 (an empty book side). `col(c)` is the row's value
+/// of column `c` (storage order); only the checked columns are read. Other kinds have
+/// no such checks here.
+#[inline]
+pub fn tick_row_error(kind: SeriesKind, col: impl Fn(usize) -> i64) -> Option<&'static str> {
+    match kind {
+        SeriesKind::Trade if col(3) < 0 => Some("size is negative"),
+        SeriesKind::Trade if !(-1..=1).contains(&col(4)) => {
+            Some("side must be 1 (buy), -1 (sell) or 0 (unknown)")
+        }
+        SeriesKind::Quote if col(4) < 0 || col(5) < 0 => Some("a size is negative"),
+        SeriesKind::Quote => {
+            let (bid, ask) = (col(2), col(3));
+            (bid > ask && bid != 0 && ask != 0).then_some("bid is greater than ask")
+        }
+        _ => None,
+    }
+}
+
 /// A `seq` the writer left out: the store assigns the next one for its `ts` (an
 /// append). `u64::MAX` as the column's `i64` bits; a client may not send it.
 pub const SEQ_UNASSIGNED: i64 = -1;

@@ -127,8 +127,8 @@ pub fn tick_key(kind: &str, symbol: &str) -> Result<SeriesKey> {
     Ok(key?)
 }
 
-/// The metadata a registration asks for.
-fn tick_meta(kind: SeriesKind, r: &RegisterTick) -> Result<SeriesMeta> {
+/// The metadata a registration asks for (checked as the registration checks it).
+pub fn tick_meta(kind: SeriesKind, r: &RegisterTick) -> Result<SeriesMeta> {
     let key = match kind {
         SeriesKind::Trade => SeriesKey::trade(&r.symbol)?,
         _ => SeriesKey::quote(&r.symbol)?,

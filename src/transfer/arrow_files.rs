@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Decimal128Type, Float64Type, Int64Type};
+use arrow_array::types::{Decimal128Type, Float64Type, Int64Type, UInt64Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, SchemaRef, TimeUnit};
 use parquet::arrow::ProjectionMask;
@@ -19,8 +19,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use super::columns::{self, value_fields};
 use super::progress::Progress;
 use super::sink::{Flow, RowSink};
-use super::timestamps::{TsUnit, parse_ts};
-use super::{Result, RowSpec, TransferError};
+use super::timestamps::{Precision, TsUnit};
+use super::values::ValueRule;
+use super::{Result, RowSpec, TransferError, absent_value};
 
 /// Rows per decoded batch.
 const BATCH_ROWS: usize = 65_536;
@@ -28,21 +29,23 @@ const BATCH_ROWS: usize = 65_536;
 /// One converted cell: the stored integer, or why it was refused.
 type Cell = std::result::Result<i64, &'static str>;
 
-/// Reads one Parquet file into `sink`, decoding only the mapped columns.
+/// Reads one Parquet file into `sink`, decoding only the mapped columns. How the file
+/// mapped (tick files: left-out fields, timestamp units) is added to `notes`.
 pub fn read_parquet(
     path: &Path,
     file: u32,
     spec: &RowSpec,
     sink: &mut RowSink,
     progress: &mut Progress,
+    notes: &mut Vec<String>,
 ) -> Result<Flow> {
     let f = File::open(path).map_err(|e| TransferError::io(path, e))?;
     let size = f.metadata().map_or(0, |m| m.len());
     let builder = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| TransferError::decode(path, format!("not a readable Parquet file: {e}")))?;
-    let idx = map_columns(path, builder.schema(), spec)?;
+    let (idx, rules) = map_columns(path, builder.schema(), spec, notes)?;
     let total_rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
-    let mut sorted = idx.clone();
+    let mut sorted: Vec<usize> = idx.iter().flatten().copied().collect();
     sorted.sort_unstable();
     let mask = ProjectionMask::roots(builder.parquet_schema(), sorted.iter().copied());
     let reader = builder
@@ -51,21 +54,20 @@ pub fn read_parquet(
         .build()
         .map_err(|e| TransferError::decode(path, e))?;
     // The projected batch holds the mapped columns in file order.
-    let pos: Vec<usize> = idx
+    let pos: Vec<Option<usize>> = idx
         .iter()
-        .map(|i| sorted.binary_search(i).unwrap_or(0))
+        .map(|i| i.map(|i| sorted.binary_search(&i).unwrap_or(0)))
         .collect();
     let bytes_per_row = size as f64 / total_rows as f64;
-    read_batches(
+    let read = Read {
         path,
         file,
-        reader,
-        &pos,
+        pos: &pos,
+        rules: &rules,
         spec,
-        sink,
-        progress,
         bytes_per_row,
-    )
+    };
+    read.batches(reader, sink, progress, notes)
 }
 
 /// Reads one Arrow IPC file (file format) or stream (stream format) into `sink`.
@@ -75,6 +77,7 @@ pub fn read_ipc(
     spec: &RowSpec,
     sink: &mut RowSink,
     progress: &mut Progress,
+    notes: &mut Vec<String>,
 ) -> Result<Flow> {
     let io = |e| TransferError::io(path, e);
     let mut f = File::open(path).map_err(io)?;
@@ -95,76 +98,158 @@ pub fn read_ipc(
             .map_err(bad)?;
         (r.schema(), Box::new(r))
     };
-    let idx = map_columns(path, &schema, spec)?;
+    let (idx, rules) = map_columns(path, &schema, spec, notes)?;
     // Row counts are unknown up front; progress moves per batch by an average guess.
     let bytes_per_row = 48.0f64.min(size as f64);
-    read_batches(
+    let read = Read {
         path,
         file,
-        batches,
-        &idx,
+        pos: &idx,
+        rules: &rules,
         spec,
-        sink,
-        progress,
         bytes_per_row,
-    )
+    };
+    read.batches(batches, sink, progress, notes)
 }
 
-fn map_columns(path: &Path, schema: &SchemaRef, spec: &RowSpec) -> Result<Vec<usize>> {
+/// The file's column of ts and of each value field, and each value field's rule.
+fn map_columns(
+    path: &Path,
+    schema: &SchemaRef,
+    spec: &RowSpec,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Option<usize>>, Vec<ValueRule>)> {
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    columns::resolve(
+    let idx = columns::resolve_optional(
         spec.kind,
         Some(&names),
         names.len(),
         &spec.overrides,
         spec.series_name.as_deref(),
     )
-    .map_err(|m| TransferError::Usage(format!("{}: {m}", path.display())))
+    .map_err(|m| TransferError::Usage(format!("{}: {m}", path.display())))?;
+    let col_names: Vec<Option<&str>> = idx[1..]
+        .iter()
+        .map(|i| i.map(|i| names[i].as_str()))
+        .collect();
+    let rules = spec.file_rules(&col_names);
+    notes.extend(
+        super::mapping_notes(spec, &idx, &rules)
+            .into_iter()
+            .map(|n| format!("{}: {n}", path.display())),
+    );
+    Ok((idx, rules))
 }
 
-/// Converts every batch of `batches`; `pos` is the batch column of ts, then of each value.
-#[allow(clippy::too_many_arguments)]
-fn read_batches(
-    path: &Path,
+/// One file being read: where its fields are and how they convert.
+struct Read<'a> {
+    path: &'a Path,
     file: u32,
-    batches: impl Iterator<Item = Result<RecordBatch, ArrowError>>,
-    pos: &[usize],
-    spec: &RowSpec,
-    sink: &mut RowSink,
-    progress: &mut Progress,
+    /// The batch column of ts, then of each value field (`None`: left out).
+    pos: &'a [Option<usize>],
+    rules: &'a [ValueRule],
+    spec: &'a RowSpec,
     bytes_per_row: f64,
-) -> Result<Flow> {
-    let mut unit = spec.ts_unit;
-    let mut first_row = 1u64;
-    for batch in batches {
-        let batch = batch.map_err(|e| TransferError::decode(path, e))?;
-        let ts = ts_cells(batch.column(pos[0]), &mut unit)
-            .map_err(|m| TransferError::Usage(format!("{}: ts: {m}", path.display())))?;
-        let mut vals = Vec::with_capacity(spec.rules.len());
-        for (k, rule) in spec.rules.iter().enumerate() {
-            let cells = value_cells(batch.column(pos[k + 1]), *rule).map_err(|m| {
-                let field = value_fields(spec.kind)[k];
-                TransferError::Usage(format!("{}: {field}: {m}", path.display()))
-            })?;
-            vals.push(cells);
+}
+
+impl Read<'_> {
+    /// Converts every batch of `batches` into `sink`.
+    fn batches(
+        &self,
+        batches: impl Iterator<Item = Result<RecordBatch, ArrowError>>,
+        sink: &mut RowSink,
+        progress: &mut Progress,
+        notes: &mut Vec<String>,
+    ) -> Result<Flow> {
+        let (path, spec) = (self.path, self.spec);
+        let fields = value_fields(spec.kind);
+        let ts_pos = self.pos[0].expect("ts always has a column");
+        let mut unit = spec.ts_unit;
+        let mut ts_note = None;
+        let mut first_row = 1u64;
+        let mapped: Vec<usize> = self.pos.iter().flatten().copied().collect();
+        for batch in batches {
+            let batch = batch.map_err(|e| TransferError::decode(path, e))?;
+            let ts_col = batch.column(ts_pos);
+            let ts = ts_cells(ts_col, &mut unit, spec.precision)
+                .map_err(|m| TransferError::Usage(format!("{}: ts: {m}", path.display())))?;
+            if ts_note.is_none() {
+                ts_note = Some(match ts_col.data_type() {
+                    DataType::Timestamp(u, _) if spec.precision == Precision::Ns => Some(format!(
+                        "ts: a timestamp[{}] column, stored as nanoseconds",
+                        unit_name(*u)
+                    )),
+                    _ => super::unit_note(spec, unit),
+                });
+            }
+            let n = batch.num_rows();
+            let mut vals = Vec::with_capacity(self.rules.len());
+            for (k, rule) in self.rules.iter().enumerate() {
+                let Some(p) = self.pos[k + 1] else {
+                    vals.push(vec![Ok(absent_value(fields[k])); n]);
+                    continue;
+                };
+                let col = batch.column(p);
+                let cells = value_cells(col, *rule).map_err(|m| {
+                    TransferError::Usage(format!("{}: {}: {m}", path.display(), fields[k]))
+                })?;
+                if matches!(rule, ValueRule::Side | ValueRule::BuyerMaker) {
+                    tally_side(col, &cells, sink);
+                }
+                vals.push(cells);
+            }
+            let mut row = [0i64; 6];
+            for r in 0..n {
+                let line = first_row + r as u64;
+                let raw = || render_row(&batch, &mapped, r);
+                let flow = match row_of(r, &ts, &vals, spec.kind, &mut row) {
+                    Ok(()) => sink.push(self.file, line, &row[..=vals.len()], raw)?,
+                    Err(why) => sink.reject_unparsed(self.file, line, why, raw)?,
+                };
+                if flow == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+            }
+            first_row += n as u64;
+            progress.add((n as f64 * self.bytes_per_row) as u64, n as u64);
         }
-        let n = batch.num_rows();
-        let mut row = [0i64; 6];
-        for r in 0..n {
-            let line = first_row + r as u64;
-            let raw = || render_row(&batch, pos, r);
-            let flow = match row_of(r, &ts, &vals, spec.kind, &mut row) {
-                Ok(()) => sink.push(file, line, &row[..=vals.len()], raw)?,
-                Err(why) => sink.reject_unparsed(file, line, why, raw)?,
-            };
-            if flow == Flow::Stop {
-                return Ok(Flow::Stop);
+        if let Some(Some(n)) = ts_note {
+            notes.push(format!("{}: {n}", path.display()));
+        }
+        Ok(Flow::Go)
+    }
+}
+
+fn unit_name(u: TimeUnit) -> &'static str {
+    match u {
+        TimeUnit::Second => "s",
+        TimeUnit::Millisecond => "ms",
+        TimeUnit::Microsecond => "us",
+        TimeUnit::Nanosecond => "ns",
+    }
+}
+
+/// Counts how a side column's source values mapped, for the import summary.
+fn tally_side(col: &ArrayRef, cells: &[Cell], sink: &mut RowSink) {
+    let text;
+    let shown: &dyn Fn(usize) -> String = match col.data_type() {
+        t if is_text(t) => {
+            text = cast(col, &DataType::Utf8).ok();
+            &|i| {
+                text.as_ref()
+                    .map(|t| t.as_string::<i32>().value(i).to_string())
+                    .unwrap_or_default()
             }
         }
-        first_row += n as u64;
-        progress.add((n as f64 * bytes_per_row) as u64, n as u64);
+        _ => &|i| arrow_cast::display::array_value_to_string(col, i).unwrap_or_default(),
+    };
+    for (i, c) in cells.iter().enumerate() {
+        if let Ok(v) = c
+            && col.is_valid(i)
+        {
+            sink.tally_side(shown(i).trim().as_bytes(), *v);
+        }
     }
-    Ok(Flow::Go)
 }
 
 /// Gathers row `r` from the converted columns, naming the first bad field.
@@ -193,24 +278,45 @@ fn render_row(batch: &RecordBatch, pos: &[usize], r: usize) -> String {
         .join(",")
 }
 
-/// Converts a timestamp column to epoch milliseconds. `unit` is the epoch unit of
-/// integer columns, detected from the first value when not given.
-fn ts_cells(a: &ArrayRef, unit: &mut Option<TsUnit>) -> std::result::Result<Vec<Cell>, String> {
-    let floor_div = |d: i64| move |v: i64| Ok(v.div_euclid(d));
-    match a.data_type() {
-        DataType::Timestamp(u, _) => {
-            let d = match u {
-                TimeUnit::Second => {
-                    return int_cells(a, |v| v.checked_mul(1000).ok_or("ts overflows"));
-                }
-                TimeUnit::Millisecond => 1,
-                TimeUnit::Microsecond => 1000,
-                TimeUnit::Nanosecond => 1_000_000,
-            };
-            int_cells(a, floor_div(d))
+/// Converts a timestamp column to epoch milliseconds (floored), or nanoseconds for
+/// `Precision::Ns` (exact). `unit` is the epoch unit of integer columns, detected from
+/// the first value when not given.
+fn ts_cells(
+    a: &ArrayRef,
+    unit: &mut Option<TsUnit>,
+    precision: Precision,
+) -> std::result::Result<Vec<Cell>, String> {
+    const OVER: &str = "ts overflows 64-bit integers in the series' unit";
+    let ns = precision == Precision::Ns;
+    // Each source unit in nanoseconds; a target of milliseconds divides (floors) what
+    // is finer and multiplies what is coarser.
+    let convert = |unit_ns: i64| {
+        move |v: i64| -> Cell {
+            match (ns, unit_ns) {
+                (true, m) => v.checked_mul(m).ok_or(OVER),
+                (false, m) if m >= 1_000_000 => v.checked_mul(m / 1_000_000).ok_or(OVER),
+                (false, m) => Ok(v.div_euclid(1_000_000 / m)),
+            }
         }
-        DataType::Date32 => int_cells(a, |v| Ok(v * 86_400_000)),
-        DataType::Date64 => int_cells(a, floor_div(1)),
+    };
+    let unit_ns = |u: TsUnit| match u {
+        TsUnit::S => 1_000_000_000,
+        TsUnit::Ms => 1_000_000,
+        TsUnit::Us => 1000,
+        TsUnit::Ns => 1,
+    };
+    match a.data_type() {
+        DataType::Timestamp(u, _) => int_cells(
+            a,
+            convert(match u {
+                TimeUnit::Second => 1_000_000_000,
+                TimeUnit::Millisecond => 1_000_000,
+                TimeUnit::Microsecond => 1000,
+                TimeUnit::Nanosecond => 1,
+            }),
+        ),
+        DataType::Date32 => int_cells(a, convert(86_400_000_000_000)),
+        DataType::Date64 => int_cells(a, convert(1_000_000)),
         t if t.is_integer() => {
             let ints = cast(a, &DataType::Int64)?;
             let ints = ints.as_primitive::<Int64Type>();
@@ -219,8 +325,8 @@ fn ts_cells(a: &ArrayRef, unit: &mut Option<TsUnit>) -> std::result::Result<Vec<
                     .find(|&i| ints.is_valid(i))
                     .map(|i| TsUnit::detect(ints.value(i)));
             }
-            let u = unit.unwrap_or(TsUnit::Ms);
-            int_cells(a, |v| u.to_ms(v).ok_or("ts overflows"))
+            let default = if ns { TsUnit::Ns } else { TsUnit::Ms };
+            int_cells(a, convert(unit_ns(unit.unwrap_or(default))))
         }
         t if is_text(t) => {
             let s = cast(a, &DataType::Utf8)?;
@@ -230,11 +336,12 @@ fn ts_cells(a: &ArrayRef, unit: &mut Option<TsUnit>) -> std::result::Result<Vec<
                     if s.is_null(i) {
                         return Err("null");
                     }
-                    let (ms, u) = parse_ts(s.value(i).as_bytes(), *unit)?;
+                    let (v, u) =
+                        super::timestamps::parse_ts_in(s.value(i).as_bytes(), *unit, precision)?;
                     if unit.is_none() && u.is_some() {
                         *unit = u;
                     }
-                    Ok(ms)
+                    Ok(v)
                 })
                 .collect())
         }
@@ -265,6 +372,24 @@ fn value_cells(
     rule: super::values::ValueRule,
 ) -> std::result::Result<Vec<Cell>, String> {
     match a.data_type() {
+        DataType::UInt64 => {
+            let u = a.as_primitive::<UInt64Type>();
+            Ok((0..u.len())
+                .map(|i| match u.is_valid(i) {
+                    true => rule.from_u64(u.value(i)),
+                    false => Err("null"),
+                })
+                .collect())
+        }
+        DataType::Boolean => {
+            let b = a.as_boolean();
+            Ok((0..b.len())
+                .map(|i| match b.is_valid(i) {
+                    true => rule.from_bool(b.value(i)),
+                    false => Err("null"),
+                })
+                .collect())
+        }
         t if t.is_integer() => int_cells(a, |v| rule.from_i64(v)),
         t if t.is_floating() => {
             let f = cast(a, &DataType::Float64)?;

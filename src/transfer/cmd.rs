@@ -14,12 +14,13 @@ use super::csv::CsvOptions;
 use super::export::TsFormat;
 use super::import::Registration;
 use super::progress::human;
-use super::timestamps::parse_ts;
+use super::timestamps::{Precision, parse_ts_in};
 use super::{
     Destination, ExportOptions, FileFormat, ImportOptions, PriceMode, TransferError, TsUnit,
 };
+use crate::query::tick::RegisterTick;
 use crate::query::types::{RegisterKline, RegisterScalar};
-use crate::record::{SeriesKey, TsRange, ValueType};
+use crate::record::{SeriesKey, SeriesKind, TsRange, ValueType};
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCommand {
@@ -27,6 +28,11 @@ pub enum ImportCommand {
     Kline(ImportKline),
     /// Import (ts, value) rows into a scalar series.
     Scalar(ImportScalar),
+    /// Import trades (ts, price, size; optional seq, side, trade_id) into a trade series.
+    Trade(ImportTrade),
+    /// Import best bid and offer changes (ts, bid, ask, bid_size, ask_size; optional
+    /// seq) into a quote series.
+    Quote(ImportQuote),
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,6 +41,10 @@ pub enum ExportCommand {
     Kline(ExportKline),
     /// Export a scalar series.
     Scalar(ExportScalar),
+    /// Export trades of a trade series.
+    Trade(ExportTick),
+    /// Export quotes of a quote series.
+    Quote(ExportTick),
 }
 
 /// Where to read or write: a data root, or a running server's Flight endpoint.
@@ -155,6 +165,73 @@ pub struct ImportScalar {
     common: ImportCommon,
 }
 
+/// Registration flags of a trade or quote series.
+#[derive(Debug, Args)]
+pub struct TickSeriesArgs {
+    /// Series symbol, e.g. AAPL.
+    #[arg(long)]
+    symbol: String,
+    /// Registers the series when missing (with --size-scale): real price × scale is stored.
+    #[arg(long, requires = "size_scale")]
+    price_scale: Option<i64>,
+    /// Registers the series when missing (with --price-scale): real size × scale is stored.
+    #[arg(long, requires = "price_scale")]
+    size_scale: Option<i64>,
+    /// Partition of a series registered here: day (default), hour or month.
+    #[arg(long, requires = "price_scale")]
+    partition: Option<String>,
+    /// Column of seq (a header name or a 1-based position). Without one, the store
+    /// numbers the rows of each ts in file order.
+    #[arg(long)]
+    seq_column: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportTrade {
+    #[command(flatten)]
+    series: TickSeriesArgs,
+    /// Column of price (a header name or a 1-based position); likewise below.
+    #[arg(long)]
+    price_column: Option<String>,
+    #[arg(long)]
+    size_column: Option<String>,
+    /// Column of side: B/buy/1, S/sell/A/-1, N/0/empty; a column named like
+    /// is_buyer_maker is read as that flag (true: -1). Without one, side is 0.
+    #[arg(long)]
+    side_column: Option<String>,
+    /// Column of trade_id (an integer). Without one, trade_id is 0.
+    #[arg(long)]
+    trade_id_column: Option<String>,
+    #[command(flatten)]
+    common: ImportCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportQuote {
+    #[command(flatten)]
+    series: TickSeriesArgs,
+    /// Column of bid (a header name or a 1-based position); likewise below.
+    #[arg(long)]
+    bid_column: Option<String>,
+    #[arg(long)]
+    ask_column: Option<String>,
+    #[arg(long)]
+    bid_size_column: Option<String>,
+    #[arg(long)]
+    ask_size_column: Option<String>,
+    #[command(flatten)]
+    common: ImportCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportTick {
+    /// Series symbol, e.g. AAPL.
+    #[arg(long)]
+    symbol: String,
+    #[command(flatten)]
+    common: ExportCommon,
+}
+
 #[derive(Debug, Args)]
 pub struct ImportCommon {
     /// Input files (CSV, Parquet, Arrow IPC); all of them become ONE write.
@@ -240,7 +317,8 @@ pub struct ExportCommon {
     output: PathBuf,
     #[command(flatten)]
     target: TargetArgs,
-    /// First ts (inclusive): epoch ms or any form import accepts.
+    /// First ts (inclusive): an epoch integer (ms for bars, ns for ticks) or any form
+    /// import accepts.
     #[arg(long)]
     start: Option<String>,
     /// Last ts (inclusive).
@@ -252,9 +330,10 @@ pub struct ExportCommon {
     /// real: integer / scale as decimals (CSV) or float64; raw: stored integers.
     #[arg(long, default_value = "real")]
     prices: PriceMode,
-    /// CSV timestamps as epoch ms or ISO 8601.
-    #[arg(long, default_value = "ms")]
-    ts_format: TsFormat,
+    /// CSV timestamps as epoch ms, epoch ns or ISO 8601 (default: ms for bars and
+    /// scalars, ns for trades and quotes, whose timestamps are nanoseconds).
+    #[arg(long)]
+    ts_format: Option<TsFormat>,
     #[arg(long, short)]
     quiet: bool,
     #[arg(long)]
@@ -278,6 +357,24 @@ pub fn run_import(cmd: ImportCommand) -> ExitCode {
     let built = match cmd {
         ImportCommand::Kline(a) => import_kline_options(a),
         ImportCommand::Scalar(a) => import_scalar_options(a),
+        ImportCommand::Trade(a) => {
+            let cols = [
+                ("price", a.price_column),
+                ("size", a.size_column),
+                ("side", a.side_column),
+                ("trade_id", a.trade_id_column),
+            ];
+            import_tick_options(SeriesKind::Trade, a.series, a.common, cols)
+        }
+        ImportCommand::Quote(a) => {
+            let cols = [
+                ("bid", a.bid_column),
+                ("ask", a.ask_column),
+                ("bid_size", a.bid_size_column),
+                ("ask_size", a.ask_size_column),
+            ];
+            import_tick_options(SeriesKind::Quote, a.series, a.common, cols)
+        }
     };
     let (opts, json) = match built {
         Ok(x) => x,
@@ -334,6 +431,35 @@ fn import_scalar_options(a: ImportScalar) -> Result<(ImportOptions, bool), Trans
         })
     });
     common_options(key, register, a.common, &[("value", a.value_column)])
+}
+
+fn import_tick_options(
+    kind: SeriesKind,
+    a: TickSeriesArgs,
+    common: ImportCommon,
+    value_cols: [(&'static str, Option<String>); 4],
+) -> Result<(ImportOptions, bool), TransferError> {
+    let key = match kind {
+        SeriesKind::Trade => SeriesKey::trade(&a.symbol),
+        _ => SeriesKey::quote(&a.symbol),
+    }
+    .map_err(crate::error::Error::from)?;
+    let register = a.price_scale.zip(a.size_scale).map(|(p, s)| {
+        Registration::Tick(
+            kind,
+            RegisterTick {
+                symbol: a.symbol.clone(),
+                price_scale: p,
+                size_scale: s,
+                partition: a.partition.clone(),
+                retention_ms: None,
+            },
+        )
+    });
+    let cols: Vec<(&'static str, Option<String>)> = std::iter::once(("seq", a.seq_column))
+        .chain(value_cols)
+        .collect();
+    common_options(key, register, common, &cols)
 }
 
 fn common_options(
@@ -418,7 +544,11 @@ fn print_import_summary(opts: &ImportOptions, s: &super::ImportSummary) {
         _ => None,
     };
     if let Some(m) = months {
-        println!("  months touched: {m} (series version {})", s.version);
+        let what = match opts.key.kind().is_tick() {
+            true => "partitions",
+            false => "months",
+        };
+        println!("  {what} touched: {m} (series version {})", s.version);
     }
 }
 
@@ -431,15 +561,31 @@ pub fn run_export(cmd: ExportCommand) -> ExitCode {
             SeriesKey::scalar(&a.symbol, &a.timeframe, &a.category, &a.name),
             a.common,
         ),
+        ExportCommand::Trade(a) => (SeriesKey::trade(&a.symbol), a.common),
+        ExportCommand::Quote(a) => (SeriesKey::quote(&a.symbol), a.common),
     };
     let key = match key {
         Ok(k) => k,
         Err(e) => return fail(&TransferError::Usage(e.to_string())),
     };
+    let precision = match key.kind().is_tick() {
+        true => Precision::Ns,
+        false => Precision::Ms,
+    };
+    let ts_format = match (c.ts_format, key.kind().is_tick()) {
+        (Some(TsFormat::Ms), true) => {
+            return fail(&TransferError::Usage(
+                "trade and quote timestamps are nanoseconds: --ts-format ns or iso".into(),
+            ));
+        }
+        (Some(f), _) => f,
+        (None, true) => TsFormat::Ns,
+        (None, false) => TsFormat::Ms,
+    };
     let bound = |s: &Option<String>, what: &str| -> Result<Option<i64>, TransferError> {
         s.as_deref()
             .map(|t| {
-                parse_ts(t.as_bytes(), None)
+                parse_ts_in(t.as_bytes(), None, precision)
                     .map(|(ms, _)| ms)
                     .map_err(|why| TransferError::Usage(format!("--{what} {t:?}: {why}")))
             })
@@ -455,7 +601,7 @@ pub fn run_export(cmd: ExportCommand) -> ExitCode {
         output: c.output,
         format: c.format,
         prices: c.prices,
-        ts_format: c.ts_format,
+        ts_format,
         quiet: c.quiet,
         source: c.target.destination(),
     };

@@ -19,8 +19,9 @@ use std::path::Path;
 use super::columns::{self, value_fields};
 use super::progress::Progress;
 use super::sink::{Flow, RowSink};
-use super::timestamps::{TsUnit, parse_ts, trim};
-use super::{Result, RowSpec, TransferError};
+use super::timestamps::{TsUnit, trim};
+use super::values::ValueRule;
+use super::{Result, RowSpec, TransferError, absent_value};
 
 /// Bytes read per block; lines longer than this grow the buffer.
 const BLOCK: usize = 4 << 20;
@@ -36,8 +37,11 @@ pub struct CsvOptions {
 /// How the lines of one file are read, fixed by its first line.
 struct Plan {
     delim: u8,
-    /// Source column of ts, then of each value field.
-    idx: Vec<usize>,
+    /// Source column of ts, then of each value field (`None`: an optional field the
+    /// file leaves out).
+    idx: Vec<Option<usize>>,
+    /// How each value field of this file converts (storage order).
+    rules: Vec<ValueRule>,
     /// Fields a line must have (the largest mapped index + 1).
     need: usize,
     unit: Option<TsUnit>,
@@ -103,6 +107,11 @@ pub fn read_csv(
             if plan.is_none() {
                 let (p, is_header) = first_line(line, opts, spec)
                     .map_err(|m| TransferError::Usage(format!("{}: {m}", path.display())))?;
+                notes.extend(
+                    super::mapping_notes(spec, &p.idx, &p.rules)
+                        .into_iter()
+                        .map(|n| format!("{}: {n}", path.display())),
+                );
                 plan = Some(p);
                 if is_header {
                     continue;
@@ -127,6 +136,9 @@ pub fn read_csv(
         }
         progress.add(n as u64, sink.rows_read - rows_before);
         if eof {
+            if let Some(n) = plan.as_ref().and_then(|p| super::unit_note(spec, p.unit)) {
+                notes.push(format!("{}: {n}", path.display()));
+            }
             return Ok(Flow::Go);
         }
     }
@@ -166,11 +178,11 @@ fn first_line(line: &[u8], opts: &CsvOptions, spec: &RowSpec) -> Result<(Plan, b
         fields.iter().any(|f| columns::is_known_name(f))
             || fields
                 .get(ts_guess)
-                .is_none_or(|f| parse_ts(f.as_bytes(), spec.ts_unit).is_err())
+                .is_none_or(|f| spec.parse_ts(f.as_bytes(), spec.ts_unit).is_err())
     });
     let names = is_header.then_some(fields.as_slice());
     let resolve = |names: Option<&[String]>| {
-        columns::resolve(
+        columns::resolve_optional(
             spec.kind,
             names,
             fields.len(),
@@ -190,10 +202,16 @@ fn first_line(line: &[u8], opts: &CsvOptions, spec: &RowSpec) -> Result<(Plan, b
             None => return Err(why),
         },
     };
-    let need = idx.iter().max().map_or(0, |m| m + 1);
+    let need = idx.iter().flatten().max().map_or(0, |m| m + 1);
+    let col_names: Vec<Option<&str>> = idx[1..]
+        .iter()
+        .map(|i| i.and_then(|i| names.map(|n| n[i].as_str())))
+        .collect();
+    let rules = spec.file_rules(&col_names);
     let plan = Plan {
         delim,
         idx,
+        rules,
         need,
         unit: spec.ts_unit,
         unnamed_ts_pending,
@@ -221,12 +239,14 @@ fn confirm_unnamed_ts(line: &[u8], plan: &mut Plan) -> Result<(), String> {
     let mut ranges = Vec::new();
     split(line, plan.delim, plan.need, &mut ranges);
     let (a, b) = ranges[0];
-    parse_ts(&line[a..b], plan.unit).map(|_| ()).map_err(|why| {
-        format!(
-            "no column for ts: the header names none, and the unnamed first column does not \
+    super::timestamps::parse_ts(&line[a..b], plan.unit)
+        .map(|_| ())
+        .map_err(|why| {
+            format!(
+                "no column for ts: the header names none, and the unnamed first column does not \
              hold timestamps (first value: {why}); name it with --ts-column NAME_OR_POSITION"
-        )
-    })
+            )
+        })
 }
 
 /// The most frequent of `,` `;` tab `|` in the line; `,` when none occurs.
@@ -301,8 +321,8 @@ fn convert_line(
         return sink.reject_unparsed(file, line_no, why, raw);
     }
     let mut row = [0i64; 6];
-    let (a, b) = ranges[plan.idx[0]];
-    match parse_ts(&line[a..b], plan.unit) {
+    let (a, b) = ranges[plan.idx[0].expect("ts always has a column")];
+    match spec.parse_ts(&line[a..b], plan.unit) {
         Ok((ms, unit)) => {
             if plan.unit.is_none() {
                 // The first epoch value fixes the unit for the whole file, so one odd
@@ -314,16 +334,25 @@ fn convert_line(
         Err(why) => return sink.reject_unparsed(file, line_no, format!("ts: {why}"), raw),
     }
     let names = value_fields(spec.kind);
-    for (k, rule) in spec.rules.iter().enumerate() {
-        let (a, b) = ranges[plan.idx[k + 1]];
+    for (k, rule) in plan.rules.iter().enumerate() {
+        let Some(i) = plan.idx[k + 1] else {
+            row[k + 1] = absent_value(names[k]);
+            continue;
+        };
+        let (a, b) = ranges[i];
         match rule.parse_text(&line[a..b]) {
-            Ok(v) => row[k + 1] = v,
+            Ok(v) => {
+                if matches!(rule, ValueRule::Side | ValueRule::BuyerMaker) {
+                    sink.tally_side(trim(&line[a..b]), v);
+                }
+                row[k + 1] = v;
+            }
             Err(why) => {
                 return sink.reject_unparsed(file, line_no, format!("{}: {why}", names[k]), raw);
             }
         }
     }
-    sink.push(file, line_no, &row[..=spec.rules.len()], raw)
+    sink.push(file, line_no, &row[..=plan.rules.len()], raw)
 }
 
 #[cfg(test)]

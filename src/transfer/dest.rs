@@ -116,7 +116,7 @@ impl Dest {
                 match opts.key.kind() {
                     SeriesKind::Kline => "--price-scale N --volume-scale N",
                     SeriesKind::Scalar => "--value-type i64|f64",
-                    SeriesKind::Trade | SeriesKind::Quote => "POST /v1/{trade|quote}/series",
+                    SeriesKind::Trade | SeriesKind::Quote => "--price-scale N --size-scale N",
                 }
             ))),
         }
@@ -128,6 +128,7 @@ impl Dest {
             Dest::Local(engine) => match reg {
                 Registration::Kline(r) => drop(engine.register_kline(r)?),
                 Registration::Scalar(r) => drop(engine.register_scalar(r)?),
+                Registration::Tick(kind, r) => drop(engine.register_tick(*kind, r)?),
             },
             Dest::Server { http: Some(h), .. } => h.register(reg)?,
             Dest::Server { http: None, .. } => unreachable!("checked by target()"),
@@ -200,6 +201,15 @@ fn meta_from_flags(key: &SeriesKey, reg: &Registration) -> Result<SeriesMeta> {
         Registration::Scalar(r) => {
             let tf = resolve_timeframe_ms(&r.timeframe, r.timeframe_ms)?;
             (tf, 1, 1, r.value_type.unwrap_or_default())
+        }
+        Registration::Tick(kind, r) => {
+            let meta = crate::query::tick::tick_meta(*kind, r)?;
+            (
+                meta.timeframe_ms,
+                meta.price_scale,
+                meta.volume_scale,
+                meta.value_type,
+            )
         }
     };
     Ok(SeriesMeta {

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::types::{
+    Float64Type, Int8Type, Int64Type, TimestampMillisecondType, TimestampNanosecondType, UInt64Type,
+};
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 
@@ -31,7 +33,10 @@ pub enum TsFormat {
     /// Epoch milliseconds.
     #[default]
     Ms,
-    /// RFC 3339 with milliseconds: `2024-01-01T00:00:00.000Z`.
+    /// Epoch nanoseconds (the default of trades and quotes).
+    Ns,
+    /// RFC 3339 with milliseconds (`2024-01-01T00:00:00.000Z`), or with nanoseconds
+    /// for trades and quotes (`2024-01-01T00:00:00.000000001Z`).
     Iso,
 }
 
@@ -229,17 +234,27 @@ impl Output {
 }
 
 /// The read schema, with kline prices and volume as float64 for real prices.
+/// The real-number scale of column `name` of `meta`'s series: prices divide by the
+/// price scale, volumes and sizes by the volume (size) scale; `None` for the rest.
+fn real_scale(meta: &SeriesMeta, name: &str) -> Option<i64> {
+    match (meta.key.kind(), name) {
+        (SeriesKind::Scalar, _) | (_, "ts" | "seq" | "side" | "trade_id") => None,
+        (_, "volume" | "size" | "bid_size" | "ask_size") => Some(meta.volume_scale),
+        _ => Some(meta.price_scale),
+    }
+}
+
 fn output_schema(meta: &SeriesMeta, prices: PriceMode) -> SchemaRef {
     let raw = Projection::all(meta).schema;
-    if prices == PriceMode::Raw || meta.key.kind() != SeriesKind::Kline {
+    if prices == PriceMode::Raw || meta.key.kind() == SeriesKind::Scalar {
         return raw;
     }
     let fields: Vec<Field> = raw
         .fields()
         .iter()
-        .map(|f| match f.name().as_str() {
-            "ts" => f.as_ref().clone(),
-            _ => Field::new(f.name(), DataType::Float64, false),
+        .map(|f| match real_scale(meta, f.name()) {
+            None => f.as_ref().clone(),
+            Some(_) => Field::new(f.name(), DataType::Float64, false),
         })
         .collect();
     Arc::new(Schema::new_with_metadata(fields, raw.metadata().clone()))
@@ -253,13 +268,12 @@ fn convert_batch(
     schema: &SchemaRef,
 ) -> RecordBatch {
     let mut cols: Vec<ArrayRef> = batch.columns().to_vec();
-    if prices == PriceMode::Real && meta.key.kind() == SeriesKind::Kline {
-        for (i, col) in cols.iter_mut().enumerate().skip(1) {
-            let scale = if i == 5 {
-                meta.volume_scale
-            } else {
-                meta.price_scale
-            } as f64;
+    if prices == PriceMode::Real {
+        for (col, field) in cols.iter_mut().zip(batch.schema().fields()) {
+            let Some(scale) = real_scale(meta, field.name()) else {
+                continue;
+            };
+            let scale = scale as f64;
             let ints = col.as_primitive::<Int64Type>();
             *col = Arc::new(Float64Array::from_iter_values(
                 ints.values().iter().map(|&v| v as f64 / scale),
@@ -279,31 +293,44 @@ fn write_csv_rows(
     prices: PriceMode,
     ts_format: TsFormat,
 ) -> std::io::Result<()> {
-    let ts = batch
-        .column(0)
-        .as_primitive::<TimestampMillisecondType>()
-        .values();
-    let kline = meta.key.kind() == SeriesKind::Kline;
+    let ts_col = batch.column(0);
+    let nanos = matches!(
+        ts_col.data_type(),
+        DataType::Timestamp(arrow_schema::TimeUnit::Nanosecond, _)
+    );
+    let ts = match nanos {
+        true => ts_col.as_primitive::<TimestampNanosecondType>().values(),
+        false => ts_col.as_primitive::<TimestampMillisecondType>().values(),
+    };
+    let scales: Vec<i64> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| match prices {
+            PriceMode::Real => real_scale(meta, f.name()).unwrap_or(1),
+            PriceMode::Raw => 1,
+        })
+        .collect();
     for r in 0..batch.num_rows() {
         line.clear();
-        match ts_format {
-            TsFormat::Ms => write!(line, "{}", ts[r])?,
-            TsFormat::Iso => line.extend_from_slice(format_ts(ts[r]).as_bytes()),
+        match (ts_format, nanos) {
+            (TsFormat::Ms, false) => write!(line, "{}", ts[r])?,
+            (TsFormat::Ms, true) => write!(line, "{}", ts[r].div_euclid(1_000_000))?,
+            (TsFormat::Ns, false) => write!(line, "{}", i128::from(ts[r]) * 1_000_000)?,
+            (TsFormat::Ns, true) => write!(line, "{}", ts[r])?,
+            (TsFormat::Iso, false) => line.extend_from_slice(format_ts(ts[r]).as_bytes()),
+            (TsFormat::Iso, true) => line.extend_from_slice(format_ts_ns(ts[r]).as_bytes()),
         }
-        for c in 1..batch.num_columns() {
+        for (col, &scale) in batch.columns().iter().zip(&scales).skip(1) {
             line.push(b',');
-            let col = batch.column(c);
-            if col.data_type() == &DataType::Float64 {
-                write!(line, "{}", col.as_primitive::<Float64Type>().value(r))?;
-                continue;
+            match col.data_type() {
+                DataType::Float64 => {
+                    write!(line, "{}", col.as_primitive::<Float64Type>().value(r))?
+                }
+                DataType::UInt64 => write!(line, "{}", col.as_primitive::<UInt64Type>().value(r))?,
+                DataType::Int8 => write!(line, "{}", col.as_primitive::<Int8Type>().value(r))?,
+                _ => write_scaled(line, col.as_primitive::<Int64Type>().value(r), scale)?,
             }
-            let v = col.as_primitive::<Int64Type>().value(r);
-            let scale = match (kline, prices) {
-                (true, PriceMode::Real) if c == 5 => meta.volume_scale,
-                (true, PriceMode::Real) => meta.price_scale,
-                _ => 1,
-            };
-            write_scaled(line, v, scale)?;
         }
         line.push(b'\n');
         w.write_all(line)?;
@@ -332,9 +359,26 @@ fn write_scaled(out: &mut Vec<u8>, v: i64, scale: i64) -> std::io::Result<()> {
     )
 }
 
+/// RFC 3339 with nanoseconds: `2024-01-01T00:00:00.000000001Z`.
+fn format_ts_ns(ns: i64) -> String {
+    let ms_text = format_ts(ns.div_euclid(1_000_000));
+    // `…SS.mmmZ`: the milliseconds are replaced by all nine digits of the fraction.
+    let whole = &ms_text[..ms_text.len() - 4];
+    format!("{whole}{:09}Z", ns.rem_euclid(1_000_000_000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nanosecond_timestamps_print_every_digit() {
+        assert_eq!(format_ts_ns(1), "1970-01-01T00:00:00.000000001Z");
+        assert_eq!(
+            format_ts_ns(1_704_067_200_123_456_789),
+            "2024-01-01T00:00:00.123456789Z"
+        );
+    }
 
     #[test]
     fn scaled_values_print_exactly() {

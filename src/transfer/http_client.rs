@@ -62,6 +62,13 @@ impl HttpRemote {
         let (path, body) = match reg {
             Registration::Kline(r) => ("/v1/kline/series", serde_json::to_string(r)),
             Registration::Scalar(r) => ("/v1/scalar/series", serde_json::to_string(r)),
+            Registration::Tick(kind, r) => (
+                match kind {
+                    crate::record::SeriesKind::Trade => "/v1/trade/series",
+                    _ => "/v1/quote/series",
+                },
+                serde_json::to_string(r),
+            ),
         };
         let body = body.map_err(|e| TransferError::Remote(e.to_string()))?;
         self.send(reqwest::Method::POST, path, Some(body)).map(drop)
@@ -81,7 +88,7 @@ impl HttpRemote {
             key: key.clone(),
             timeframe_ms: info.timeframe_ms,
             price_scale: info.price_scale.unwrap_or(1),
-            volume_scale: info.volume_scale.unwrap_or(1),
+            volume_scale: info.volume_scale.or(info.size_scale).unwrap_or(1),
             value_type: info.value_type.unwrap_or_default(),
         }))
     }
@@ -201,6 +208,8 @@ fn records_json(meta: &SeriesMeta, batch: &WriteBatch) -> Result<String> {
                 let _ = write!(s, "{{\"ts\":{ts}");
                 for (k, name) in names.iter().enumerate().skip(1) {
                     let _ = match *name {
+                        // Left out: the store numbers it.
+                        "seq" if c[k][i] == crate::record::SEQ_UNASSIGNED => Ok(()),
                         "seq" => write!(s, ",\"seq\":{}", c[k][i] as u64),
                         _ => write!(s, ",\"{name}\":{}", c[k][i]),
                     };

@@ -24,6 +24,8 @@ use crate::record::SeriesKey;
 pub enum Registration {
     Kline(RegisterKline),
     Scalar(RegisterScalar),
+    /// A trade or quote series.
+    Tick(crate::record::SeriesKind, crate::query::tick::RegisterTick),
 }
 
 /// Everything `fastk import` was asked to do.
@@ -83,7 +85,8 @@ pub fn import(opts: &ImportOptions) -> Result<ImportSummary> {
     );
     let rejects_file = opts.skip_invalid.then(|| rejects_path(opts));
     let names = opts.files.iter().map(|p| p.display().to_string()).collect();
-    let mut sink = RowSink::new(meta.key.kind().ncols(), names, rejects_file.as_deref())?;
+    let bounds = meta.partitioning().ts_bounds();
+    let mut sink = RowSink::new(meta.key.kind(), bounds, names, rejects_file.as_deref())?;
     let mut progress = Progress::new("import", total_bytes(&opts.files), opts.quiet);
     let mut notes = Vec::new();
     let mut flow = read_inputs(opts, &formats, &spec, &mut sink, &mut progress, &mut notes)?;
@@ -97,6 +100,7 @@ pub fn import(opts: &ImportOptions) -> Result<ImportSummary> {
         return Err(TransferError::BadRows(first));
     }
     let (rows_read, rejected) = (sink.rows_read, sink.rejected);
+    notes.extend(sink.side_note());
     let batch = std::mem::take(&mut sink.batch);
     drop(sink);
     if let (Some(reg), false) = (&register, opts.dry_run) {
@@ -146,8 +150,8 @@ fn read_inputs(
         let file = i as u32;
         let flow = match format {
             FileFormat::Csv => read_csv(path, file, &opts.csv, spec, sink, progress, notes)?,
-            FileFormat::Parquet => read_parquet(path, file, spec, sink, progress)?,
-            FileFormat::Arrow => read_ipc(path, file, spec, sink, progress)?,
+            FileFormat::Parquet => read_parquet(path, file, spec, sink, progress, notes)?,
+            FileFormat::Arrow => read_ipc(path, file, spec, sink, progress, notes)?,
         };
         if flow == Flow::Stop {
             return Ok(Flow::Stop);

@@ -1,8 +1,9 @@
 //! Import and export: CSV, Parquet and Arrow IPC files in and out of a series.
 //!
 //! An import reads every input file, converts and checks each row (timestamps to epoch
-//! milliseconds, real prices to the series' fixed-point integers, the OHLC rules, the
-//! timestamp range, duplicates across all inputs), and only then writes, as ONE
+//! milliseconds, or nanoseconds for trades and quotes; real prices to the series'
+//! fixed-point integers; the OHLC rules and the tick checks; the timestamp range;
+//! duplicate keys across all inputs), and only then writes, as ONE
 //! all-or-nothing write: into a data root directly, or through a running server's
 //! Arrow Flight DoPut. Parsing streams the files with flat memory; the rows themselves
 //! are held until the write (48 bytes per kline row, 16 per scalar row), because the
@@ -94,6 +95,8 @@ pub struct RowSpec {
     pub overrides: columns::ColumnOverrides,
     /// A scalar series' name, accepted as the name of its value column.
     pub series_name: Option<String>,
+    /// The unit timestamps are stored in: milliseconds, or nanoseconds for ticks.
+    pub precision: timestamps::Precision,
 }
 
 impl RowSpec {
@@ -121,12 +124,16 @@ impl RowSpec {
             (SeriesKind::Scalar, ValueType::F64) => vec![ValueRule::F64Bits],
             (SeriesKind::Trade, _) => {
                 let (p, q) = (scaled(meta.price_scale), scaled(meta.volume_scale));
-                vec![ValueRule::Raw, p, q, ValueRule::Raw, ValueRule::Raw]
+                vec![ValueRule::Seq, p, q, ValueRule::Side, ValueRule::Raw]
             }
             (SeriesKind::Quote, _) => {
                 let (p, q) = (scaled(meta.price_scale), scaled(meta.volume_scale));
-                vec![ValueRule::Raw, p, p, q, q]
+                vec![ValueRule::Seq, p, p, q, q]
             }
+        };
+        let precision = match meta.layout().unit {
+            crate::record::TimeUnit::Millis => timestamps::Precision::Ms,
+            crate::record::TimeUnit::Nanos => timestamps::Precision::Ns,
         };
         RowSpec {
             kind,
@@ -134,7 +141,99 @@ impl RowSpec {
             ts_unit,
             overrides,
             series_name: meta.key.name().map(String::from),
+            precision,
         }
+    }
+
+    /// The rules for one file, whose value columns (storage order) have `names`
+    /// (`None`: left out, or a headerless file): a side column named as a
+    /// buyer-maker flag is read as one.
+    pub fn file_rules(&self, names: &[Option<&str>]) -> Vec<values::ValueRule> {
+        let fields = columns::value_fields(self.kind);
+        self.rules
+            .iter()
+            .zip(fields)
+            .zip(names)
+            .map(|((&rule, &field), name)| match name {
+                Some(n)
+                    if field == "side"
+                        && columns::BUYER_MAKER_NAMES.contains(
+                            &n.trim().trim_matches('"').to_ascii_lowercase().as_str(),
+                        ) =>
+                {
+                    values::ValueRule::BuyerMaker
+                }
+                _ => rule,
+            })
+            .collect()
+    }
+
+    /// A timestamp field in this spec's precision.
+    #[inline]
+    pub fn parse_ts(
+        &self,
+        s: &[u8],
+        unit: Option<TsUnit>,
+    ) -> Result<(i64, Option<TsUnit>), timestamps::TsError> {
+        timestamps::parse_ts_in(s, unit, self.precision)
+    }
+}
+
+/// What an import says about how one tick file maps: the optional fields it leaves
+/// out and a side read from a buyer-maker flag. Nothing for bars and scalars.
+pub fn mapping_notes(
+    spec: &RowSpec,
+    idx: &[Option<usize>],
+    rules: &[values::ValueRule],
+) -> Vec<String> {
+    if !spec.kind.is_tick() {
+        return Vec::new();
+    }
+    let fields = columns::value_fields(spec.kind);
+    let mut notes = Vec::new();
+    for (k, field) in fields.iter().enumerate() {
+        if idx[k + 1].is_none() {
+            notes.push(match *field {
+                "seq" => "seq: no column; assigned by the store, in file order within each ts"
+                    .to_string(),
+                "side" => "side: no column; stored as 0 (unknown)".to_string(),
+                f => format!("{f}: no column; stored as 0"),
+            });
+        }
+        if rules[k] == values::ValueRule::BuyerMaker {
+            notes.push(
+                "side: read from a buyer-maker flag: true -> -1 (seller-initiated), \
+                 false -> 1 (buyer-initiated)"
+                    .to_string(),
+            );
+        }
+    }
+    notes
+}
+
+/// What an import says about a tick file's timestamps: the epoch unit it found (or
+/// was given), or that they were text, stored as nanoseconds.
+pub fn unit_note(spec: &RowSpec, unit: Option<TsUnit>) -> Option<String> {
+    if spec.precision != timestamps::Precision::Ns {
+        return None;
+    }
+    Some(match (unit, spec.ts_unit) {
+        (Some(u), None) => format!(
+            "ts: epoch {} (detected from the first value), stored as nanoseconds",
+            u.name()
+        ),
+        (Some(u), Some(_)) => format!("ts: epoch {} (--ts-unit), stored as nanoseconds", u.name()),
+        (None, _) => "ts: dates and times as text, stored as nanoseconds".to_string(),
+    })
+}
+
+/// The value a left-out optional field of a file gets: a `seq` to be assigned by the
+/// store; 0 (unknown side, no trade id) otherwise.
+pub fn absent_value(field: &str) -> i64 {
+    if field == "seq" {
+        crate::record::SEQ_UNASSIGNED
+    } else {
+        0
     }
 }
 

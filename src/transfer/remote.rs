@@ -8,17 +8,20 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMillisecondArray};
+use arrow_array::{
+    ArrayRef, Float64Array, Int8Array, Int64Array, RecordBatch, TimestampMillisecondArray,
+    TimestampNanosecondArray, UInt64Array,
+};
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, FlightDescriptor, Ticket};
-use arrow_schema::{DataType, SchemaRef};
+use arrow_schema::{DataType, Schema, SchemaRef, TimeUnit};
 use futures::{StreamExt, TryStreamExt};
 
 use super::{Result, TransferError};
 use crate::query::types::WriteResponse;
-use crate::record::{SeriesKey, SeriesKind, SeriesMeta, TsRange, ValueType};
+use crate::record::{SEQ_UNASSIGNED, SeriesKey, SeriesKind, SeriesMeta, TsRange, ValueType};
 use crate::storage::WriteBatch;
 use crate::storage::batch::Projection;
 
@@ -106,20 +109,23 @@ impl FlightRemote {
             key: key.clone(),
             timeframe_ms: num("fastk.timeframe_ms"),
             price_scale: num("fastk.price_scale"),
-            volume_scale: num("fastk.volume_scale"),
+            volume_scale: match key.kind().is_tick() {
+                true => num("fastk.size_scale"),
+                false => num("fastk.volume_scale"),
+            },
             value_type,
         }))
     }
 
     /// Sends every row as one DoPut stream (one write) and returns the server's answer.
     pub fn put(&mut self, meta: &SeriesMeta, batch: WriteBatch) -> Result<WriteResponse> {
-        let schema = Projection::all(meta).schema;
+        let (schema, skip) = put_schema(meta, &batch)?;
         let cols = Arc::new(batch);
         let n = cols.len();
         let f64_value = meta.value_type == ValueType::F64 && meta.key.kind() == SeriesKind::Scalar;
         let batches = (0..n.max(1)).step_by(PUT_BATCH_ROWS).map(move |a| {
             let b = (a + PUT_BATCH_ROWS).min(n);
-            Ok(to_record_batch(&schema, &cols, a..b, f64_value))
+            Ok(to_record_batch(&schema, &cols, skip, a..b, f64_value))
         });
         let descriptor = FlightDescriptor::new_path(meta.key.parts());
         let stream = FlightDataEncoderBuilder::new()
@@ -181,8 +187,54 @@ impl FlightRemote {
     }
 }
 
+/// The DoPut schema of a write to `meta`'s series, and the stored column it leaves
+/// out: a tick write whose rows all leave `seq` to the store sends no `seq` column
+/// (the contract's way to have it assigned). Rows that mix both cannot travel as one
+/// DoPut stream, so they are refused before anything is sent.
+fn put_schema(meta: &SeriesMeta, batch: &WriteBatch) -> Result<(SchemaRef, Option<usize>)> {
+    let schema = Projection::all(meta).schema;
+    if !meta.key.kind().is_tick() {
+        return Ok((schema, None));
+    }
+    let seq = &batch.cols[1];
+    let unassigned = seq.iter().filter(|&&s| s == SEQ_UNASSIGNED).count();
+    if unassigned == 0 {
+        return Ok((schema, None));
+    }
+    if unassigned < seq.len() {
+        return Err(TransferError::Usage(
+            "some input rows have a seq and others do not; a server import sends one DoPut \
+             stream, which takes a seq for every row or for none: import the files \
+             separately, or into a data root with --root"
+                .into(),
+        ));
+    }
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "seq")
+        .cloned()
+        .collect();
+    let md = schema.metadata().clone();
+    Ok((Arc::new(Schema::new_with_metadata(fields, md)), Some(1)))
+}
+
 /// The contract's ticket / command JSON for a series and range.
 fn ticket_json(key: &SeriesKey, range: TsRange, price_format: &str) -> String {
+    if key.kind().is_tick() {
+        let mut v = serde_json::json!({
+            "kind": key.kind().as_str(),
+            "symbol": key.symbol(),
+            "price_format": price_format,
+        });
+        if let Some(s) = range.start {
+            v["start_ns"] = s.into();
+        }
+        if let Some(e) = range.end {
+            v["end_ns"] = e.into();
+        }
+        return v.to_string();
+    }
     let mut v = serde_json::json!({
         "kind": key.kind().as_str(),
         "symbol": key.symbol(),
@@ -204,25 +256,39 @@ fn ticket_json(key: &SeriesKey, range: TsRange, price_format: &str) -> String {
     v.to_string()
 }
 
-/// Rows `r` of `cols` in the read schema (ts as timestamp[ms, UTC], raw integers).
+/// Rows `r` of `cols` in the DoPut schema (raw integers; ts in the series' unit),
+/// leaving out stored column `skip`.
 fn to_record_batch(
     schema: &SchemaRef,
     cols: &WriteBatch,
+    skip: Option<usize>,
     r: std::ops::Range<usize>,
     f64_value: bool,
 ) -> RecordBatch {
-    let mut arrays: Vec<ArrayRef> = vec![Arc::new(
-        TimestampMillisecondArray::from(cols.cols[0][r.clone()].to_vec()).with_timezone("UTC"),
-    )];
-    for c in &cols.cols[1..] {
-        let part = &c[r.clone()];
-        arrays.push(if f64_value {
-            Arc::new(Float64Array::from_iter_values(
-                part.iter().map(|&b| f64::from_bits(b as u64)),
-            ))
-        } else {
-            Arc::new(Int64Array::from(part.to_vec()))
-        });
-    }
-    RecordBatch::try_new(Arc::clone(schema), arrays).expect("columns match the read schema")
+    let sent = (0..cols.cols.len()).filter(|&c| Some(c) != skip);
+    let arrays: Vec<ArrayRef> = sent
+        .zip(schema.fields())
+        .map(|(c, field)| -> ArrayRef {
+            let part = &cols.cols[c][r.clone()];
+            match field.data_type() {
+                DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                    Arc::new(TimestampNanosecondArray::from(part.to_vec()).with_timezone("UTC"))
+                }
+                DataType::Timestamp(..) => {
+                    Arc::new(TimestampMillisecondArray::from(part.to_vec()).with_timezone("UTC"))
+                }
+                DataType::UInt64 => Arc::new(UInt64Array::from_iter_values(
+                    part.iter().map(|&v| v as u64),
+                )),
+                DataType::Int8 => {
+                    Arc::new(Int8Array::from_iter_values(part.iter().map(|&v| v as i8)))
+                }
+                _ if f64_value => Arc::new(Float64Array::from_iter_values(
+                    part.iter().map(|&b| f64::from_bits(b as u64)),
+                )),
+                _ => Arc::new(Int64Array::from(part.to_vec())),
+            }
+        })
+        .collect();
+    RecordBatch::try_new(Arc::clone(schema), arrays).expect("columns match the put schema")
 }

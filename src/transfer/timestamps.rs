@@ -1,4 +1,5 @@
-//! Timestamp text to epoch milliseconds, hand-rolled for speed: a CSV import parses one
+//! Timestamp text to epoch milliseconds (or nanoseconds for ticks, [`parse_ts_ns`]),
+//! hand-rolled for speed: a CSV import parses one
 //! timestamp per row, so this runs millions of times a second and never allocates.
 //!
 //! Accepted forms:
@@ -35,6 +36,26 @@ impl TsUnit {
             100_000_000_000..100_000_000_000_000 => TsUnit::Ms,
             100_000_000_000_000..100_000_000_000_000_000 => TsUnit::Us,
             _ => TsUnit::Ns,
+        }
+    }
+
+    /// Converts an epoch integer in this unit to nanoseconds, or `None` on overflow.
+    pub fn to_ns(self, v: i64) -> Option<i64> {
+        match self {
+            TsUnit::S => v.checked_mul(1_000_000_000),
+            TsUnit::Ms => v.checked_mul(1_000_000),
+            TsUnit::Us => v.checked_mul(1000),
+            TsUnit::Ns => Some(v),
+        }
+    }
+
+    /// The unit's name as a summary says it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TsUnit::S => "seconds",
+            TsUnit::Ms => "milliseconds",
+            TsUnit::Us => "microseconds",
+            TsUnit::Ns => "nanoseconds",
         }
     }
 
@@ -84,7 +105,35 @@ pub fn parse_epoch_int(s: &[u8]) -> Option<i64> {
 /// Returns the milliseconds and the unit used for an epoch value (if it was one).
 #[inline]
 pub fn parse_ts(s: &[u8], unit: Option<TsUnit>) -> Result<(i64, Option<TsUnit>), TsError> {
+    parse_ts_in(s, unit, Precision::Ms)
+}
+
+/// The unit a parsed timestamp is returned in: milliseconds (bars and scalar series)
+/// or nanoseconds (ticks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    Ms,
+    Ns,
+}
+
+/// [`parse_ts`] to nanoseconds: every digit of a fraction is kept down to the
+/// nanosecond (finer digits are floored).
+#[inline]
+pub fn parse_ts_ns(s: &[u8], unit: Option<TsUnit>) -> Result<(i64, Option<TsUnit>), TsError> {
+    parse_ts_in(s, unit, Precision::Ns)
+}
+
+/// [`parse_ts`] in `precision`.
+#[inline]
+pub fn parse_ts_in(
+    s: &[u8],
+    unit: Option<TsUnit>,
+    precision: Precision,
+) -> Result<(i64, Option<TsUnit>), TsError> {
     let s = trim(s);
+    if precision == Precision::Ns {
+        return parse_ns(s, unit);
+    }
     if s.is_empty() {
         return Err("empty timestamp");
     }
@@ -127,6 +176,59 @@ fn parse_epoch_fraction(s: &[u8], unit: Option<TsUnit>) -> Result<i64, TsError> 
     })
 }
 
+/// The nanosecond forms of [`parse_ts_ns`] (`s` trimmed).
+fn parse_ns(s: &[u8], unit: Option<TsUnit>) -> Result<(i64, Option<TsUnit>), TsError> {
+    const OVER: TsError = "timestamp overflows 64-bit nanoseconds (past 2262-04-11)";
+    if s.is_empty() {
+        return Err("empty timestamp");
+    }
+    if let Some(v) = parse_epoch_int(s) {
+        let u = unit.unwrap_or_else(|| TsUnit::detect(v));
+        return u.to_ns(v).map(|ns| (ns, Some(u))).ok_or(OVER);
+    }
+    let (secs, frac_ns, used) =
+        if s.len() >= 10 && (s[4] == b'-' || s[4] == b'/') && s[0].is_ascii_digit() {
+            let (secs, frac) = parse_iso_parts(s)?;
+            (secs, frac, None)
+        } else {
+            let Some(dot) = s.iter().position(|&b| b == b'.') else {
+                return Err("not a timestamp (expected epoch digits or YYYY-MM-DD[THH:MM:SS])");
+            };
+            let whole = parse_epoch_int(&s[..dot]).ok_or("not a timestamp")?;
+            if unit.unwrap_or_else(|| TsUnit::detect(whole)) != TsUnit::S {
+                return Err("a fractional epoch timestamp must be in seconds");
+            }
+            let frac = &s[dot + 1..];
+            if frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
+                return Err("not a timestamp");
+            }
+            let (mut ns, inexact) = frac_to_ns(frac);
+            // -1.5 s is -1.5e9 ns: the fraction counts down from the whole seconds, and
+            // digits finer than a nanosecond floor further down.
+            let mut whole = whole;
+            if s[0] == b'-' && (ns > 0 || inexact) {
+                whole -= 1;
+                ns = 1_000_000_000 - ns - i64::from(inexact);
+            }
+            (whole, ns, Some(TsUnit::S))
+        };
+    secs.checked_mul(1_000_000_000)
+        .and_then(|v| v.checked_add(frac_ns))
+        .map(|ns| (ns, used))
+        .ok_or(OVER)
+}
+
+/// The first nine fraction digits as nanoseconds, and whether a nonzero digit
+/// followed them.
+fn frac_to_ns(frac: &[u8]) -> (i64, bool) {
+    let mut ns = 0;
+    for i in 0..9 {
+        ns = ns * 10 + frac.get(i).map_or(0, |b| (b - b'0') as i64);
+    }
+    let inexact = frac.len() > 9 && frac[9..].iter().any(|&b| b != b'0');
+    (ns, inexact)
+}
+
 /// The first three fraction digits as milliseconds (`5` → 500, `25` → 250).
 fn frac_to_ms(frac: &[u8]) -> i64 {
     let mut ms = 0;
@@ -136,8 +238,15 @@ fn frac_to_ms(frac: &[u8]) -> i64 {
     ms
 }
 
-/// `YYYY-MM-DD[( |T)HH:MM[:SS[.f…]]][zone]`.
+/// `YYYY-MM-DD[( |T)HH:MM[:SS[.f…]]][zone]` as epoch milliseconds (floored).
 fn parse_iso(s: &[u8]) -> Result<i64, TsError> {
+    let (secs, frac_ns) = parse_iso_parts(s)?;
+    Ok(secs * 1000 + frac_ns / 1_000_000)
+}
+
+/// `YYYY-MM-DD[( |T)HH:MM[:SS[.f…]]][zone]` as whole epoch seconds (UTC) and the
+/// fraction in nanoseconds (digits past the ninth are floored away).
+fn parse_iso_parts(s: &[u8]) -> Result<(i64, i64), TsError> {
     const BAD: TsError = "not a timestamp (expected YYYY-MM-DD[THH:MM[:SS[.fff]]][Z|+hh:mm])";
     let y = digits(s, 0, 4).ok_or(BAD)?;
     let m = digits(s, 5, 2).ok_or(BAD)?;
@@ -145,7 +254,8 @@ fn parse_iso(s: &[u8]) -> Result<i64, TsError> {
     if s[7] != s[4] || !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
         return Err("invalid calendar date");
     }
-    let mut ms = days_from_civil(y, m as u32, d as u32) * 86_400_000;
+    let mut secs = days_from_civil(y, m as u32, d as u32) * 86_400;
+    let mut frac_ns = 0;
     let mut i = 10;
     if i < s.len()
         && matches!(s[i], b'T' | b't' | b' ')
@@ -166,7 +276,7 @@ fn parse_iso(s: &[u8]) -> Result<i64, TsError> {
         if h > 23 || mi > 59 || sec > 59 {
             return Err("invalid time of day");
         }
-        ms += (h * 3600 + mi * 60 + sec) * 1000;
+        secs += h * 3600 + mi * 60 + sec;
         if s.get(i) == Some(&b'.') || s.get(i) == Some(&b',') {
             let start = i + 1;
             let mut end = start;
@@ -176,11 +286,12 @@ fn parse_iso(s: &[u8]) -> Result<i64, TsError> {
             if end == start {
                 return Err(BAD);
             }
-            ms += frac_to_ms(&s[start..end]);
+            frac_ns = frac_to_ns(&s[start..end]).0;
             i = end;
         }
     }
-    Ok(ms - zone_offset_ms(&s[i..]).ok_or(BAD)?)
+    let offset_ms = zone_offset_ms(&s[i..]).ok_or(BAD)?;
+    Ok((secs - offset_ms / 1000, frac_ns))
 }
 
 /// The zone suffix as an offset from UTC in milliseconds; empty means UTC.
@@ -284,6 +395,31 @@ mod tests {
             (want + 123, Some(TsUnit::Us))
         );
         assert_eq!(parse_ts(b"-1", Some(TsUnit::Us)).unwrap().0, -1, "floored");
+    }
+
+    #[test]
+    fn nanosecond_forms_keep_every_digit() {
+        let ns = |s: &str| parse_ts_ns(s.as_bytes(), None).unwrap().0;
+        let want = 1_704_067_200_123_456_789; // 2024-01-01T00:00:00.123456789Z
+        for s in [
+            "1704067200123456789",
+            "1704067200.123456789",
+            "2024-01-01T00:00:00.123456789Z",
+            "2024-01-01 01:00:00.1234567891+01:00",
+        ] {
+            assert_eq!(ns(s), want, "{s}");
+        }
+        assert_eq!(ns("1704067200123456"), want - 789, "microseconds");
+        assert_eq!(ns("1704067200123"), want - 456_789, "milliseconds");
+        assert_eq!(ns("2024-01-01"), want - 123_456_789);
+        assert_eq!(ns("-1.5"), -1_500_000_000);
+        assert_eq!(ns("-0.0000000001"), -1, "floored");
+        assert_eq!(
+            parse_ts_ns(b"1704067200123456", None).unwrap().1,
+            Some(TsUnit::Us)
+        );
+        assert!(parse_ts_ns(b"2263-01-01", None).is_err(), "past 2262");
+        assert!(parse_ts_ns(b"99999999999", Some(TsUnit::S)).is_err());
     }
 
     #[test]

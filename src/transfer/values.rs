@@ -23,7 +23,59 @@ pub enum ValueRule {
     Raw,
     /// An f64 scalar: stored as the IEEE bits of the parsed value.
     F64Bits,
+    /// A trade's `side`: 1 buyer-initiated, -1 seller-initiated, 0 unknown; text as
+    /// vendors write it ([`side_of_text`]).
+    Side,
+    /// A buyer-maker flag (Binance's `is_buyer_maker`) read as a `side`: true (the
+    /// buyer was the maker, so the seller initiated) is -1, false is 1.
+    BuyerMaker,
+    /// A tick's `seq`: an unsigned 64-bit integer below 2^64 - 1 (reserved), stored as
+    /// its bits.
+    Seq,
 }
+
+/// A `side` as text, case-insensitive: `B`, `buy`, `buyer`, `bid` and `1` are 1 (the
+/// buyer initiated); `S`, `sell`, `seller`, `A`, `ask`, `offer` and `-1` are -1; `N`,
+/// `none`, `unknown`, `0` and an empty field are 0. `A`/`B`/`N` are the aggressor
+/// codes of Databento and CME files.
+pub fn side_of_text(s: &[u8]) -> Result<i64, ValueError> {
+    let s = super::timestamps::trim(s);
+    if s.len() > 8 {
+        return Err(SIDE);
+    }
+    let mut low = [0u8; 8];
+    for (d, b) in low.iter_mut().zip(s) {
+        *d = b.to_ascii_lowercase();
+    }
+    match &low[..s.len()] {
+        b"b" | b"buy" | b"buyer" | b"bid" | b"1" | b"+1" => Ok(1),
+        b"s" | b"sell" | b"seller" | b"a" | b"ask" | b"offer" | b"-1" => Ok(-1),
+        b"" | b"n" | b"none" | b"unknown" | b"0" => Ok(0),
+        _ => Err(SIDE),
+    }
+}
+
+/// A buyer-maker flag as text: `true`/`false`, `t`/`f`, `1`/`0`, `yes`/`no`.
+pub fn buyer_maker_of_text(s: &[u8]) -> Result<i64, ValueError> {
+    let s = super::timestamps::trim(s);
+    if s.len() > 5 {
+        return Err(MAKER);
+    }
+    let mut low = [0u8; 5];
+    for (d, b) in low.iter_mut().zip(s) {
+        *d = b.to_ascii_lowercase();
+    }
+    match &low[..s.len()] {
+        b"true" | b"t" | b"1" | b"yes" | b"y" => Ok(-1),
+        b"false" | b"f" | b"0" | b"no" | b"n" => Ok(1),
+        _ => Err(MAKER),
+    }
+}
+
+const SIDE: ValueError =
+    "side must be B/buy/1 (buyer-initiated), S/sell/A/-1 (seller-initiated) or N/0/empty (unknown)";
+const MAKER: ValueError = "a buyer-maker flag must be true or false";
+const SEQ: ValueError = "seq must be an integer from 0 to 2^64 - 2";
 
 /// Why a value was refused; ends up in the rejects file.
 pub type ValueError = &'static str;
@@ -57,6 +109,40 @@ impl ValueRule {
                 None => Err(NOT_NUMBER),
             },
             ValueRule::F64Bits => Ok(parse_f64(s).ok_or(NOT_NUMBER)?.to_bits() as i64),
+            ValueRule::Side => side_of_text(s),
+            ValueRule::BuyerMaker => buyer_maker_of_text(s),
+            ValueRule::Seq => {
+                let s = super::timestamps::trim(s);
+                let digits = s.strip_prefix(b"+").unwrap_or(s);
+                if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit)
+                {
+                    return Err(SEQ);
+                }
+                let v = std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or(SEQ)?;
+                self.from_u64(v)
+            }
+        }
+    }
+
+    /// Converts one unsigned integer (a `seq` column of type uint64).
+    #[inline]
+    pub fn from_u64(self, v: u64) -> Result<i64, ValueError> {
+        match self {
+            ValueRule::Seq if v == u64::MAX => Err(SEQ),
+            ValueRule::Seq => Ok(v as i64),
+            _ => self.from_i64(i64::try_from(v).map_err(|_| TOO_BIG)?),
+        }
+    }
+
+    /// Converts a boolean (a buyer-maker flag).
+    #[inline]
+    pub fn from_bool(self, v: bool) -> Result<i64, ValueError> {
+        match self {
+            ValueRule::BuyerMaker => Ok(if v { -1 } else { 1 }),
+            _ => Err("a boolean column can only be a buyer-maker flag (is_buyer_maker)"),
         }
     }
 
@@ -65,6 +151,12 @@ impl ValueRule {
     pub fn from_f64(self, v: f64) -> Result<i64, ValueError> {
         let scale = match self {
             ValueRule::F64Bits => return Ok(v.to_bits() as i64),
+            ValueRule::Side | ValueRule::BuyerMaker | ValueRule::Seq => {
+                if v.fract() != 0.0 || !(-1e18..1e18).contains(&v) {
+                    return Err(NOT_NUMBER);
+                }
+                return self.from_i64(v as i64);
+            }
             ValueRule::Raw => 1,
             ValueRule::Scaled { scale, .. } => scale,
         };
@@ -99,6 +191,13 @@ impl ValueRule {
             ValueRule::Scaled { scale, .. } => v.checked_mul(scale).ok_or(TOO_BIG),
             ValueRule::Raw => Ok(v),
             ValueRule::F64Bits => Ok((v as f64).to_bits() as i64),
+            ValueRule::Side if (-1..=1).contains(&v) => Ok(v),
+            ValueRule::Side => Err(SIDE),
+            ValueRule::BuyerMaker if v == 0 || v == 1 => Ok(if v == 1 { -1 } else { 1 }),
+            ValueRule::BuyerMaker => Err(MAKER),
+            ValueRule::Seq => u64::try_from(v)
+                .map_err(|_| SEQ)
+                .and_then(|u| self.from_u64(u)),
         }
     }
 
@@ -121,6 +220,10 @@ impl ValueRule {
         };
         match self {
             ValueRule::Scaled { scale, strict, .. } => d.scale(scale, strict),
+            ValueRule::Side | ValueRule::BuyerMaker | ValueRule::Seq => {
+                let v = d.scale(1, true).map_err(|_| NOT_NUMBER)?;
+                self.from_i64(v)
+            }
             _ => d.scale(1, true).map_err(|_| "raw values must be integers"),
         }
     }
@@ -276,6 +379,39 @@ mod tests {
         exp: 2,
         strict: true,
     };
+
+    #[test]
+    fn sides_buyer_maker_flags_and_seqs_as_vendors_write_them() {
+        for (t, v) in [
+            ("B", 1),
+            ("buy", 1),
+            (" BUY ", 1),
+            ("\"b\"", 1),
+            ("S", -1),
+            ("Sell", -1),
+            ("A", -1),
+            ("-1", -1),
+            ("N", 0),
+            ("", 0),
+            ("0", 0),
+        ] {
+            assert_eq!(ValueRule::Side.parse_text(t.as_bytes()), Ok(v), "{t:?}");
+        }
+        for t in ["2", "x", "buying", "true"] {
+            assert!(ValueRule::Side.parse_text(t.as_bytes()).is_err(), "{t:?}");
+        }
+        assert_eq!(ValueRule::Side.from_i64(-1), Ok(-1));
+        assert!(ValueRule::Side.from_i64(2).is_err());
+        assert_eq!(ValueRule::BuyerMaker.parse_text(b"True"), Ok(-1));
+        assert_eq!(ValueRule::BuyerMaker.parse_text(b"false"), Ok(1));
+        assert_eq!(ValueRule::BuyerMaker.from_bool(true), Ok(-1));
+        assert!(ValueRule::Side.from_bool(true).is_err());
+        assert_eq!(ValueRule::Seq.parse_text(b"18446744073709551614"), Ok(-2));
+        assert!(ValueRule::Seq.parse_text(b"18446744073709551615").is_err());
+        assert!(ValueRule::Seq.parse_text(b"-3").is_err());
+        assert!(ValueRule::Seq.from_i64(-3).is_err());
+        assert_eq!(ValueRule::Seq.from_u64(7), Ok(7));
+    }
 
     #[test]
     fn rounding_is_half_away_from_zero_and_exact_for_text() {

@@ -282,3 +282,49 @@ def test_a_1gb_csv_streams_with_flat_memory(tmp_path: Path) -> None:
     assert rss < rows * 48 * 2.2 + 256 * 2**20, (rss, size)
     print(f"1 GB import: file {size / 1e6:.0f} MB, peak RSS dry run {dry_rss / 1e6:.0f} MB, "
           f"import {rss / 1e6:.0f} MB")
+
+
+def test_trades_from_polars_import_with_nanoseconds_and_sides(server, unique_name, tmp_path: Path) -> None:
+    """A trades frame as Polars holds it (Datetime[ns, UTC], float prices, `buy`/`sell`
+    sides, no seq) goes in through a running server and comes back by DoGet, pyarrow
+    and a Polars read of the export, every nanosecond and side intact."""
+    import pyarrow.flight as flight
+
+    sym = unique_name("TICK")
+    n = 3_000
+    base = 1_709_303_400_000_000_000  # 2024-03-01T14:30:00Z
+    ts = [base + (i // 3) * 1_001 + 7 for i in range(n)]  # three trades per nanosecond
+    frame = pl.DataFrame({
+        "timestamp": pl.Series(ts, dtype=pl.Int64).cast(pl.Datetime("ns", "UTC")),
+        "price": [100 + (i % 50) / 100 for i in range(n)],
+        "qty": [float(i % 7 + 1) for i in range(n)],
+        "side": ["buy" if i % 2 else "sell" for i in range(n)],
+    })
+    src = tmp_path / "trades.parquet"
+    frame.write_parquet(src)
+    out = fastk(
+        "import", "trade", "--symbol", sym, "--price-scale", "100", "--size-scale", "1",
+        "--flight", server.flight_addr, "--server", server.http_url, str(src),
+    ).stdout
+    assert f"written {n}" in out, out
+    assert 'side mapped: "sell" -> -1 (seller-initiated) x1500' in out, out
+    assert "a timestamp[ns] column, stored as nanoseconds" in out, out
+
+    client = flight.connect(server.flight_uri)
+    try:
+        cmd = f'{{"kind": "trade", "symbol": "{sym}", "price_format": "float64"}}'
+        table = client.do_get(flight.Ticket(cmd.encode())).read_all()
+    finally:
+        client.close()
+    assert table.num_rows == n
+    assert table.column("ts").cast(pa.int64()).to_pylist() == ts
+    assert table.column("seq").to_pylist() == [i % 3 for i in range(n)]
+    assert table.column("side").to_pylist() == [1 if i % 2 else -1 for i in range(n)]
+    assert table.column("price").to_pylist() == frame["price"].to_list()
+
+    exported = tmp_path / "back.parquet"
+    fastk("export", "trade", "--symbol", sym, "-q", "--flight", server.flight_addr, "-o", str(exported))
+    back = pl.read_parquet(exported)
+    assert back["ts"].dtype == pl.Datetime("ns", "UTC")
+    assert back["ts"].cast(pl.Int64).to_list() == ts
+    assert back["size"].to_list() == frame["qty"].to_list()

@@ -199,31 +199,14 @@ pub(super) fn check_ts_bounds(part: Partitioning, ts: &[i64]) -> Result<()> {
 /// -1, 0 or 1; a quote's sizes are `>= 0` and `bid <= ask` unless a side is 0 (an
 /// empty book side). Other kinds are checked by their front ends.
 pub(super) fn check_tick_rows(kind: SeriesKind, batch: &WriteBatch) -> Result<()> {
+    if !kind.is_tick() {
+        return Ok(());
+    }
     let c = &batch.cols;
-    let bad = |i: usize, why: &str| Err(StorageError::Unprocessable(format!("record {i}: {why}")));
-    match kind {
-        SeriesKind::Trade => {
-            for i in 0..batch.len() {
-                if c[3][i] < 0 {
-                    return bad(i, "size is negative");
-                }
-                if !(-1..=1).contains(&c[4][i]) {
-                    return bad(i, "side must be 1 (buy), -1 (sell) or 0 (unknown)");
-                }
-            }
+    for i in 0..batch.len() {
+        if let Some(why) = crate::record::tick_row_error(kind, |k| c[k][i]) {
+            return Err(StorageError::Unprocessable(format!("record {i}: {why}")));
         }
-        SeriesKind::Quote => {
-            for i in 0..batch.len() {
-                let (bid, ask) = (c[2][i], c[3][i]);
-                if c[4][i] < 0 || c[5][i] < 0 {
-                    return bad(i, "a size is negative");
-                }
-                if bid > ask && bid != 0 && ask != 0 {
-                    return bad(i, "bid is greater than ask");
-                }
-            }
-        }
-        SeriesKind::Kline | SeriesKind::Scalar => {}
     }
     Ok(())
 }
