@@ -104,10 +104,11 @@ pub const FORWARDED: &str = "fastk-forwarded";
 const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// GetFlightInfo on a node of a cluster (`cluster.shard_map`): a many-series command
-/// is split by owner (`"*"` goes to every node owning a range), each owner answers
-/// its part (this node locally, the others by GetFlightInfo with `symbols` narrowed to
-/// a run of theirs), and the parts are merged in symbol order into one FlightInfo
-/// (`ordered` is false only for `"*"` when a node owns ranges apart) whose remote
+/// (bars and scalars, or trades and quotes) is split by owner (`"*"` goes to every
+/// node owning a range), each owner answers its part (this node locally, the others
+/// by GetFlightInfo with `symbols` narrowed to a run of theirs), and the parts are
+/// merged in symbol order into one FlightInfo (`ordered` is false for `"*"` when a
+/// node owns ranges apart, and for a tape cut across owners) whose remote
 /// endpoints carry their owner's location: a client pulls every owner in parallel and
 /// no data passes through this node. A single-series command or PATH goes to its
 /// owner. Outside a cluster, or for a call another node forwarded, it is
@@ -123,50 +124,33 @@ pub async fn routed_flight_info(
     let Some(cluster) = cluster.filter(|_| !forwarded) else {
         return flight_info(engine, d).await;
     };
-    let (every, parts): (bool, Vec<(String, FlightDescriptor)>) = match GetCommand::from_descriptor(
-        &d,
-    )? {
-        GetCommand::Read(ReadCommand {
-            target: Target::Many(sel),
-            ..
-        }) => match &sel.symbols {
-            Symbols::All(_) => (
-                true,
-                cluster
-                    .owners_in_order()
-                    .into_iter()
-                    .map(|n| (n.to_string(), d.clone()))
-                    .collect(),
-            ),
-            Symbols::List(list) => {
-                let base: serde_json::Value = serde_json::from_slice(&d.cmd).map_err(internal)?;
-                let parts = cluster
-                    .split(list)
-                    .into_iter()
-                    .map(|(node, syms)| {
-                        let mut cmd = base.clone();
-                        cmd["symbols"] = serde_json::json!(syms);
-                        (node.to_string(), FlightDescriptor::new_cmd(cmd.to_string()))
-                    })
-                    .collect();
-                (false, parts)
+    // A tape of many symbols cut across owners comes back as one ts-ordered stream per
+    // owner: the endpoints are not in order one after the other.
+    let mut tape = false;
+    let (every, parts): (bool, Vec<(String, FlightDescriptor)>) =
+        match GetCommand::from_descriptor(&d)? {
+            GetCommand::Read(ReadCommand {
+                target: Target::Many(sel),
+                ..
+            }) => split_many(&cluster, &d, &sel.symbols)?,
+            GetCommand::Ticks(TickRequest::Many {
+                symbols,
+                order_by_ts,
+                ..
+            }) => {
+                tape = order_by_ts;
+                split_many(&cluster, &d, &symbols)?
             }
-        },
-        GetCommand::Read(ReadCommand {
-            target: Target::One(key),
-            ..
-        })
-        | GetCommand::Aligned { key, .. }
-        | GetCommand::Ticks(TickRequest::One { key, .. }) => (
-            false,
-            vec![(cluster.owner(key.symbol()).to_string(), d.clone())],
-        ),
-        GetCommand::Ticks(TickRequest::Many { .. }) => {
-            return Err(invalid(
-                "a many-symbol trade or quote ticket is not split across the shard map yet: send one ticket per owner's symbols (docs/ticks.md, \"Status\")",
-            ));
-        }
-    };
+            GetCommand::Read(ReadCommand {
+                target: Target::One(key),
+                ..
+            })
+            | GetCommand::Aligned { key, .. }
+            | GetCommand::Ticks(TickRequest::One { key, .. }) => (
+                false,
+                vec![(cluster.owner(key.symbol()).to_string(), d.clone())],
+            ),
+        };
     if let [(node, _)] = parts.as_slice()
         && cluster.is_me(node)
         && cluster.replicas(node).is_empty()
@@ -200,8 +184,41 @@ pub async fn routed_flight_info(
     // "*" is one part per node, in order only when each node owns one run of ranges.
     let ordered = !every || cluster.contiguous();
     let mut info = merge_parts(&cluster, d, answers, every)?;
-    info.ordered = ordered;
+    info.ordered = ordered && !(tape && info.endpoint.len() > 1);
     Ok(info)
+}
+
+/// The parts of a many-series command by owner: `"*"` goes whole to every node owning
+/// a range (`true`: "every"), a list is cut into runs of one owner each, in symbol
+/// order, each part's command naming only its run.
+fn split_many(
+    cluster: &Cluster,
+    d: &FlightDescriptor,
+    symbols: &Symbols,
+) -> Result<(bool, Vec<(String, FlightDescriptor)>), Status> {
+    Ok(match symbols {
+        Symbols::All(_) => (
+            true,
+            cluster
+                .owners_in_order()
+                .into_iter()
+                .map(|n| (n.to_string(), d.clone()))
+                .collect(),
+        ),
+        Symbols::List(list) => {
+            let base: serde_json::Value = serde_json::from_slice(&d.cmd).map_err(internal)?;
+            let parts = cluster
+                .split(list)
+                .into_iter()
+                .map(|(node, syms)| {
+                    let mut cmd = base.clone();
+                    cmd["symbols"] = serde_json::json!(syms);
+                    (node.to_string(), FlightDescriptor::new_cmd(cmd.to_string()))
+                })
+                .collect();
+            (false, parts)
+        }
+    })
 }
 
 /// GetFlightInfo of `d` on `node`; when the node does not answer (Unavailable: it is

@@ -29,6 +29,8 @@ from fastk_testlib import expect_ok, free_port, kline_path, make_klines, registe
 SYMBOLS = ["ADA", "AVAX", "BNB", "BTC", "DOGE", "DOT", "ETH", "LINK", "LTC", "MATIC",
            "NEAR", "OP", "SOL", "SUI", "TON", "TRX", "UNI", "XLM", "XRP", "ZEC"]
 TOKEN = "scale-out-token"
+TICK_SYMBOLS = ["BTC", "ETH", "SOL", "XRP", "ADA"]
+TICK_DAY_NS = 1_710_028_800_000_000_000  # 2024-03-10T00:00:00Z
 
 
 def ticket_table(client: flight.FlightClient, cmd: dict) -> pa.Table:
@@ -70,6 +72,14 @@ def cluster(start_server):
         for srv in (nodes[owner(sym)], oracle):
             expect_ok(register_kline(s, srv.http_url, sym), 201)
             expect_ok(s.post(srv.http_url + kline_path(sym) + "/records", json={"records": bars}, timeout=30), 200)
+    # Trades of some symbols on both sides of the map, bursts sharing nanoseconds.
+    for i, sym in enumerate(TICK_SYMBOLS):
+        trades = [{"ts": TICK_DAY_NS + (k // 3) * 7_919 * (i + 1), "price": 10_000 + (k * 31 + i) % 200,
+                   "size": 1 + k % 9, "side": (k % 3) - 1} for k in range(400 + 50 * i)]
+        for srv in (nodes[owner(sym)], oracle):
+            expect_ok(s.post(srv.http_url + "/v1/trade/series",
+                             json={"symbol": sym, "price_scale": 100, "size_scale": 1}, timeout=30), 201)
+            expect_ok(s.post(srv.http_url + f"/v1/trade/{sym}/records", json={"records": trades}, timeout=30))
     held = {n: {x["symbol"] for x in s.get(srv.http_url + "/inventory?partitions=false").json()["series"]}
             for n, srv in nodes.items()}
     assert held["a"] == {x for x in SYMBOLS if x < "M"} and held["b"] == {x for x in SYMBOLS if x >= "M"}
@@ -146,3 +156,48 @@ def test_one_series_is_located_on_its_owner_and_errors_are_those_of_one_node(clu
     t = pull(info, cluster["a"].flight_uri)
     assert set(t.column("symbol").cast(pa.string()).to_pylist()) == {x for x in SYMBOLS if x < "M"}
     a.close()
+
+
+@pytest.mark.parametrize("cmd", [
+    {"kind": "trade", "symbols": "*"},
+    {"kind": "trade", "symbols": ["XRP", "BTC", "SOL"], "start_ns": TICK_DAY_NS + 1_000_000},
+    {"kind": "trade", "symbols": "*", "resample": {"timeframe": "1s"}, "price_format": "float64"},
+])
+@pytest.mark.parametrize("asked", ["a", "b"])
+def test_many_symbol_tick_tickets_split_across_owners_equal_one_node(cluster, cmd, asked):
+    """Trades of many symbols, and bars from them, asked of either node: one endpoint
+    per owner, their union in order the single node's answer."""
+    node = cluster[asked]
+    c = flight.connect(node.flight_uri)
+    info = c.get_flight_info(flight.FlightDescriptor.for_command(json.dumps(cmd).encode()), options=OPTS)
+    c.close()
+    other = cluster["b" if asked == "a" else "a"].flight_uri
+    assert {e.locations[0].uri.decode() for e in info.endpoints if e.locations} == {other}
+    got = pull(info, node.flight_uri)
+    want = ticket_table(flight.connect(cluster["oracle"].flight_uri), cmd)
+    assert want.num_rows > 0
+    assert rows(got) == rows(want)
+    assert info.total_records in (-1, want.num_rows)
+
+
+def test_the_tape_across_owners_is_one_ordered_stream_per_owner(cluster):
+    """The tape of symbols on both nodes: not one stream, so FlightInfo says the
+    endpoints are not ordered; each is in (ts) order, and merged by ts they hold the
+    single node's tape."""
+    cmd = {"kind": "trade", "symbols": "*", "order": "ts"}
+    c = flight.connect(cluster["a"].flight_uri)
+    info = c.get_flight_info(flight.FlightDescriptor.for_command(json.dumps(cmd).encode()), options=OPTS)
+    c.close()
+    assert len(info.endpoints) == 2 and not info.ordered
+    want = ticket_table(flight.connect(cluster["oracle"].flight_uri), cmd)
+    parts = []
+    for e in info.endpoints:
+        cl = flight.connect(e.locations[0] if e.locations else cluster["a"].flight_uri)
+        t = cl.do_get(e.ticket, options=OPTS).read_all()
+        cl.close()
+        ts = t.column("ts").cast(pa.int64()).to_pylist()
+        assert ts == sorted(ts), "each owner's part is a tape"
+        parts.append(t)
+    got = pa.concat_tables(parts)
+    assert sorted(rows(got)) == sorted(rows(want))
+    assert got.num_rows == want.num_rows == sum(400 + 50 * i for i in range(len(TICK_SYMBOLS)))
