@@ -229,8 +229,9 @@ fn status_trailers(status: &Status) -> HeaderMap {
 
 /// The schema message, then each batch as one or more messages of at most about
 /// `max_bytes` of column data; every item is one message's body chunks. Batches of
-/// null-free 8-byte columns (every range read) go out without copying; any other
-/// batch (SQL answers with strings, nulls, dictionaries) through arrow-ipc's encoder.
+/// null-free fixed-width columns (every range read: bars, scalars, and ticks with
+/// their uint64 `seq` and int8 `side`) go out without copying; any other batch (SQL
+/// answers with strings, nulls, dictionaries) through arrow-ipc's encoder.
 pub fn encode(
     schema: &Schema,
     batches: BatchStream,
@@ -270,14 +271,37 @@ pub fn encode(
     first.chain(rest)
 }
 
-/// Whether every column of `batch` is a null-free 8-byte column (sent without copy).
+/// Whether every column of `batch` is a null-free fixed-width column (sent without
+/// copy).
 fn zero_copy(batch: &RecordBatch) -> bool {
-    batch.columns().iter().all(|a| {
-        matches!(
-            a.data_type(),
-            DataType::Int64 | DataType::Float64 | DataType::Timestamp(..)
-        ) && a.null_count() == 0
-    })
+    batch
+        .columns()
+        .iter()
+        .all(|a| value_width(a.data_type()).is_some() && a.null_count() == 0)
+}
+
+/// Bytes per value of a column the zero-copy encoder sends: fixed-width integers,
+/// floats and timestamps (one values buffer, no children); `None` for the rest
+/// (booleans are bit-packed, strings and dictionaries have more buffers).
+fn value_width(t: &DataType) -> Option<usize> {
+    match t {
+        DataType::Int8 | DataType::UInt8 => Some(1),
+        DataType::Int16 | DataType::UInt16 => Some(2),
+        DataType::Int32 | DataType::UInt32 | DataType::Float32 => Some(4),
+        DataType::Int64 | DataType::UInt64 | DataType::Float64 | DataType::Timestamp(..) => Some(8),
+        _ => None,
+    }
+}
+
+/// IPC body buffers start at multiples of this many bytes (the format's rule).
+const IPC_ALIGN: usize = 8;
+
+/// Zero bytes that pad a column's values to [`IPC_ALIGN`].
+static PADDING: [u8; IPC_ALIGN] = [0; IPC_ALIGN];
+
+/// `len` rounded up to [`IPC_ALIGN`].
+fn padded(len: usize) -> usize {
+    len.div_ceil(IPC_ALIGN) * IPC_ALIGN
 }
 
 /// arrow-ipc's encoder for batches the zero-copy path does not take; it keeps the
@@ -345,7 +369,12 @@ pub fn batch_messages(
     batch: &RecordBatch,
     max_bytes: usize,
 ) -> Result<Vec<Vec<Bytes>>, ArrowError> {
-    let row_bytes = (batch.num_columns() * 8).max(1);
+    let row_bytes: usize = batch
+        .columns()
+        .iter()
+        .map(|a| value_width(a.data_type()).unwrap_or(8))
+        .sum::<usize>()
+        .max(1);
     let rows_per_msg = (max_bytes.saturating_sub(4096) / row_bytes).max(1);
     let n = batch.num_rows();
     if n <= rows_per_msg {
@@ -357,7 +386,8 @@ pub fn batch_messages(
         .collect()
 }
 
-/// One `FlightData` message for `batch`: the prefix chunk, then one chunk per column.
+/// One `FlightData` message for `batch`: the prefix chunk, then one chunk per column
+/// (followed by zero padding when its length is not a multiple of [`IPC_ALIGN`]).
 fn message(batch: &RecordBatch) -> Result<Vec<Bytes>, ArrowError> {
     let rows = batch.num_rows();
     let cols = batch
@@ -366,7 +396,7 @@ fn message(batch: &RecordBatch) -> Result<Vec<Bytes>, ArrowError> {
         .map(|a| column_bytes(a.as_ref()))
         .collect::<Result<Vec<Bytes>, ArrowError>>()?;
     let header = ipc_header(rows, &cols);
-    let body_len: usize = cols.iter().map(Bytes::len).sum();
+    let body_len: usize = cols.iter().map(|c| padded(c.len())).sum();
     let proto_len = 1
         + varint_len(header.len() as u64)
         + header.len()
@@ -384,27 +414,35 @@ fn message(batch: &RecordBatch) -> Result<Vec<Bytes>, ArrowError> {
     first.put_slice(&header);
     first.put_slice(&TAG_DATA_BODY);
     put_varint(&mut first, body_len as u64);
-    let mut chunks = Vec::with_capacity(1 + cols.len());
+    let mut chunks = Vec::with_capacity(1 + 2 * cols.len());
     chunks.push(first.freeze());
-    chunks.extend(cols.into_iter().filter(|c| !c.is_empty()));
+    for c in cols.into_iter().filter(|c| !c.is_empty()) {
+        let pad = padded(c.len()) - c.len();
+        chunks.push(c);
+        if pad > 0 {
+            chunks.push(Bytes::from_static(&PADDING[..pad]));
+        }
+    }
+    debug_assert_eq!(
+        chunks[1..].iter().map(Bytes::len).sum::<usize>(),
+        body_len,
+        "the body holds what the header says"
+    );
     Ok(chunks)
 }
 
-/// The values of a fixed-width, null-free 8-byte column as a zero-copy [`Bytes`]
-/// over the array's own buffer (the chunk mapping, for range reads).
+/// The values of a null-free fixed-width column as a zero-copy [`Bytes`] over the
+/// array's own buffer (the chunk mapping, for range reads).
 fn column_bytes(a: &dyn Array) -> Result<Bytes, ArrowError> {
-    if !matches!(
-        a.data_type(),
-        DataType::Int64 | DataType::Float64 | DataType::Timestamp(..)
-    ) || a.null_count() > 0
-    {
+    let width = value_width(a.data_type()).filter(|_| a.null_count() == 0);
+    let Some(w) = width else {
         return Err(ArrowError::InvalidArgumentError(format!(
-            "the zero-copy encoder takes null-free 8-byte columns, not {}",
+            "the zero-copy encoder takes null-free fixed-width columns, not {}",
             a.data_type()
         )));
-    }
+    };
     let data = a.to_data();
-    let values = data.buffers()[0].slice_with_length(data.offset() * 8, data.len() * 8);
+    let values = data.buffers()[0].slice_with_length(data.offset() * w, data.len() * w);
     Ok(Bytes::from_owner(OwnedBuffer(values)))
 }
 
@@ -419,7 +457,8 @@ impl AsRef<[u8]> for OwnedBuffer {
 }
 
 /// The IPC `Message` flatbuffer of a record batch whose columns are `cols`, laid out
-/// back to back in the body (each column: an empty validity buffer, then its values).
+/// back to back in the body (each column: an empty validity buffer, then its values,
+/// padded to [`IPC_ALIGN`]).
 fn ipc_header(rows: usize, cols: &[Bytes]) -> Vec<u8> {
     let mut fbb = flatbuffers::FlatBufferBuilder::with_capacity(256);
     let nodes: Vec<arrow_ipc::FieldNode> = cols
@@ -431,7 +470,7 @@ fn ipc_header(rows: usize, cols: &[Bytes]) -> Vec<u8> {
     for c in cols {
         buffers.push(arrow_ipc::Buffer::new(offset, 0));
         buffers.push(arrow_ipc::Buffer::new(offset, c.len() as i64));
-        offset += c.len() as i64;
+        offset += padded(c.len()) as i64;
     }
     let nodes = fbb.create_vector(&nodes);
     let buffers = fbb.create_vector(&buffers);
@@ -538,6 +577,65 @@ mod tests {
             ),
             empty
         );
+    }
+
+    /// A tick batch: uint64 `seq` and int8 `side` beside 8-byte columns, at row counts
+    /// that leave `side` unaligned, sliced at odd offsets and split.
+    #[test]
+    fn narrow_and_unsigned_columns_go_out_padded_and_uncopied() {
+        use arrow_array::{Int8Array, TimestampNanosecondArray, UInt64Array};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("seq", DataType::UInt64, false),
+            Field::new("side", DataType::Int8, false),
+            Field::new("price", DataType::Int64, false),
+        ]));
+        let n = 10_001usize;
+        let b = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(
+                    TimestampNanosecondArray::from(
+                        (0..n as i64).map(|i| i / 3).collect::<Vec<_>>(),
+                    )
+                    .with_timezone("UTC"),
+                ),
+                Arc::new(UInt64Array::from_iter_values(
+                    (0..n as u64).map(|i| i % 3 + (1 << 63)),
+                )),
+                Arc::new(Int8Array::from_iter_values(
+                    (0..n).map(|i| (i % 3) as i8 - 1),
+                )),
+                Arc::new(Int64Array::from(
+                    (0..n as i64).map(|i| i * 5).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        assert!(zero_copy(&b));
+        for (start, len, budget) in [(0, n, 1 << 20), (3, 9_995, 1 << 20), (7, 9_001, 20_000)] {
+            let part = b.slice(start, len);
+            let msgs = batch_messages(&part, budget).unwrap();
+            let mut at = 0;
+            for m in &msgs {
+                let got = decode(m, &schema);
+                assert_eq!(got, part.slice(at, got.num_rows()));
+                at += got.num_rows();
+            }
+            assert_eq!(at, len);
+        }
+        // The side column's chunk is the array's own memory, then its padding.
+        let msgs = batch_messages(&b, 1 << 20).unwrap();
+        let side = b.column(2).to_data().buffers()[0].as_ptr();
+        let i = msgs[0]
+            .iter()
+            .position(|c| c.as_ptr() == side)
+            .expect("side not copied");
+        assert_eq!((msgs[0][i].len(), msgs[0][i + 1].len()), (n, padded(n) - n));
     }
 
     #[test]
