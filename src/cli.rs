@@ -118,7 +118,7 @@ struct AdminArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(kind_flag_as_subcommand(std::env::args_os().collect()));
     match cli.command {
         None => serve(None),
         Some(Command::Serve { config }) => serve(config),
@@ -445,4 +445,63 @@ fn print_table(r: &AdminReport) {
         },
         r.duration_ms
     );
+}
+
+/// The contract's spelling `fastk import --kind trade ...` (and `export`, `--kind=X`)
+/// as the subcommand form `fastk import trade ...`: the flag is taken out and its
+/// value put where the subcommand goes. Only when the subcommand is not also given;
+/// then the arguments are left alone and clap names the stray flag.
+fn kind_flag_as_subcommand(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const KINDS: [&str; 4] = ["kline", "scalar", "trade", "quote"];
+    let is = |i: usize, s: &str| args.get(i).is_some_and(|a| a == s);
+    if !(is(1, "import") || is(1, "export")) || KINDS.iter().any(|k| is(2, k)) {
+        return args;
+    }
+    let Some(at) = args.iter().position(|a| {
+        let a = a.to_string_lossy();
+        a == "--kind" || a.starts_with("--kind=")
+    }) else {
+        return args;
+    };
+    let flag = args[at].to_string_lossy().into_owned();
+    let kind: std::ffi::OsString = match flag.strip_prefix("--kind=") {
+        Some(v) => v.into(),
+        None => match args.get(at + 1) {
+            Some(v) => v.clone(),
+            None => return args,
+        },
+    };
+    let taken = if flag == "--kind" { 2 } else { 1 };
+    args.drain(at..at + taken);
+    args.insert(2, kind);
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kind_flag_as_subcommand as norm;
+
+    fn v(s: &str) -> Vec<std::ffi::OsString> {
+        s.split(' ').map(Into::into).collect()
+    }
+
+    #[test]
+    fn the_kind_flag_becomes_the_subcommand() {
+        assert_eq!(
+            norm(v("fastk import --kind trade --symbol A f.csv")),
+            v("fastk import trade --symbol A f.csv")
+        );
+        assert_eq!(
+            norm(v("fastk export --symbol A --kind=quote -o q.csv")),
+            v("fastk export quote --symbol A -o q.csv")
+        );
+        for unchanged in [
+            "fastk import trade --symbol A f.csv",
+            "fastk import trade --kind quote f.csv",
+            "fastk serve --kind trade",
+            "fastk import --kind",
+        ] {
+            assert_eq!(norm(v(unchanged)), v(unchanged), "{unchanged}");
+        }
+    }
 }

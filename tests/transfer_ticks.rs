@@ -367,7 +367,8 @@ fn ticks_import_and_export_through_a_running_server() {
         s(&csv),
     ]));
     assert!(out.contains("written 2000"), "{out}");
-    // Without --flight, the rows travel as one JSON request, seq left to the store.
+    // Without --flight, the rows travel as one JSON request, seq left to the store;
+    // the contract's spelling `import --kind trade` works too.
     let no_seq = write(
         dir.path(),
         "no-seq.csv",
@@ -375,6 +376,7 @@ fn ticks_import_and_export_through_a_running_server() {
     );
     let out = ok(fastk(&[
         "import",
+        "--kind",
         "trade",
         "--symbol",
         "QQQ",
