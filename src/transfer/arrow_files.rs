@@ -231,23 +231,21 @@ fn unit_name(u: TimeUnit) -> &'static str {
 
 /// Counts how a side column's source values mapped, for the import summary.
 fn tally_side(col: &ArrayRef, cells: &[Cell], sink: &mut RowSink) {
-    let text;
-    let shown: &dyn Fn(usize) -> String = match col.data_type() {
-        t if is_text(t) => {
-            text = cast(col, &DataType::Utf8).ok();
-            &|i| {
-                text.as_ref()
-                    .map(|t| t.as_string::<i32>().value(i).to_string())
-                    .unwrap_or_default()
-            }
-        }
-        _ => &|i| arrow_cast::display::array_value_to_string(col, i).unwrap_or_default(),
+    // Numbers are stored as they are: only text and flags have a mapping to report.
+    let text = match col.data_type() {
+        t if is_text(t) => cast(col, &DataType::Utf8).ok(),
+        _ => None,
     };
+    let flags = (col.data_type() == &DataType::Boolean).then(|| col.as_boolean());
     for (i, c) in cells.iter().enumerate() {
-        if let Ok(v) = c
-            && col.is_valid(i)
-        {
-            sink.tally_side(shown(i).trim().as_bytes(), *v);
+        let Ok(v) = c else { continue };
+        if !col.is_valid(i) {
+            continue;
+        }
+        if let Some(t) = &text {
+            sink.tally_side(t.as_string::<i32>().value(i).trim().as_bytes(), *v);
+        } else if let Some(b) = flags {
+            sink.tally_side(if b.value(i) { b"true" } else { b"false" }, *v);
         }
     }
 }
