@@ -9,7 +9,8 @@ use common::{
     JAN_2024, MINUTE, assert_clean, engine_with, first_read_error, kline_meta, read_cols,
     scalar_meta, store_opts,
 };
-use fastk::record::{MonthPartition, SeriesMeta, ValueType};
+use fastk::record::{MonthPartition, SeriesMeta, TsRange, ValueType};
+use fastk::storage::chunk::FileKind;
 use fastk::storage::format::FLAG_COMPRESSED;
 use fastk::storage::{StorageError, Store, StoreOptions, WriteBatch};
 
@@ -524,4 +525,62 @@ fn a_sealed_tick_day_is_written_as_small_as_the_pass_makes_it() {
         written * 100 <= passed * 102,
         "compressed on write: {written} bytes; by the background pass: {passed}"
     );
+}
+
+/// The first cross section after a start reads each series' last row from its chunk
+/// header (one read of 512 bytes): no mapping, no pass over the body and no month
+/// decompressed. A damaged header is still reported, by the mapping the read then
+/// falls back to.
+#[test]
+fn a_cross_section_reads_the_last_row_from_the_chunk_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 70_000;
+    let (want, path, at) = {
+        let store = Store::open(dir.path(), opts()).unwrap();
+        let (k, _) = store.register(kline()).unwrap();
+        let (f, _) = store.register(scalar()).unwrap();
+        k.write(klines(n), None).unwrap();
+        f.write(scalars(n), None).unwrap();
+        assert_eq!(k.compress_sealed(i64::MAX / 2).unwrap().len(), 2);
+        assert_eq!(f.compress_sealed(i64::MAX / 2).unwrap().len(), 2);
+        let cols = read_cols(&store, &kline().key);
+        let want: Vec<i64> = cols.iter().map(|c| *c.last().unwrap()).collect();
+        let snap = k.snapshot();
+        let last = snap.chunks().last().unwrap();
+        assert!(last.entry.flags & FLAG_COMPRESSED != 0);
+        let at = if last.is_packed() {
+            last.entry.pack.offset
+        } else {
+            0
+        };
+        (want, last.path(FileKind::Chunk), at)
+    };
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
+    let (f, _) = store.register(scalar()).unwrap();
+    let row = |s: &fastk::storage::Series| {
+        s.snapshot()
+            .with_last_row(TsRange::all(), |r| r.to_vec())
+            .map(|r| r.expect("the series has rows"))
+    };
+    assert_eq!(row(&k).unwrap(), want);
+    let scalar_row = row(&f).unwrap();
+    assert_eq!(scalar_row.len(), 2);
+    assert_eq!(scalar_row[0], JAN_2024 + (n - 1) * MINUTE);
+    let st = store.options().map_cache.stats();
+    assert_eq!((st.live, st.decompressed_bytes), (0, 0), "{st:?}");
+    drop((k, f));
+    drop(store);
+
+    // One byte of the last chunk's header flipped: the header read is refused, the
+    // mapping it falls back to names the damage.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[at as usize + 200] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    let store = Store::open(dir.path(), opts()).unwrap();
+    let (k, _) = store.register(kline()).unwrap();
+    match row(&k) {
+        Err(StorageError::Corrupted { .. }) => {}
+        other => panic!("a damaged header must be reported, got {other:?}"),
+    }
 }

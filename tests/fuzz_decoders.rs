@@ -77,6 +77,7 @@ fn header(meta: SeriesMeta, generation: u64) -> ChunkHeader {
         stride: 0,
         wal_lsn: 0,
         body_len: 0,
+        last_row: None,
     }
 }
 
@@ -87,6 +88,49 @@ fn scalar_chunk() -> Vec<u8> {
         .map(|f| f.to_bits() as i64)
         .collect();
     build_chunk(header(scalar(), 7), &[&ts, &v])
+}
+
+/// The chunk `bytes` as written before the header's last-row field (bytes 340..392,
+/// reserved and zero then): the same body under the header re-encoded without it.
+fn without_last_row(mut bytes: Vec<u8>) -> Vec<u8> {
+    let mut h = ChunkHeader::decode(&bytes).expect("a built chunk decodes");
+    assert!(
+        h.last_row.is_some(),
+        "a chunk written now records its last row"
+    );
+    h.last_row = None;
+    bytes[..CHUNK_HEADER_LEN].copy_from_slice(&h.encode());
+    bytes
+}
+
+/// The last-row field (in bytes that were reserved): a chunk written before it reads
+/// as having none, and one written now holds its last row, every column.
+#[test]
+fn the_last_row_in_the_chunk_header_round_trips_and_old_chunks_have_none() {
+    let old = ChunkHeader::decode(&std::fs::read(golden_path("chunk_kline_v1.bin")).unwrap())
+        .expect("the old golden decodes");
+    assert_eq!(old.last_row, None);
+    let new = ChunkHeader::decode(&kline_chunk()).expect("decodes");
+    assert_eq!(
+        new.last_row,
+        Some([JAN_2024 + 4 * 60 * MINUTE, 104, 114, 94, 109, 5])
+    );
+    let scalar = ChunkHeader::decode(&scalar_chunk()).expect("decodes");
+    let want = [JAN_2024 + 2 * MINUTE, 3.25f64.to_bits() as i64, 0, 0, 0, 0];
+    assert_eq!(scalar.last_row, Some(want));
+    // A count other than 0 or the chunk's columns, or a first value other than
+    // last_ts, is refused under a matching header checksum.
+    for (at, v) in [
+        (340usize, 5u32.to_le_bytes().to_vec()),
+        (344, 7i64.to_le_bytes().to_vec()),
+    ] {
+        let mut b = kline_chunk();
+        b[at..at + v.len()].copy_from_slice(&v);
+        let sum = xxhash_rust::xxh3::xxh3_64(&b[..504]);
+        b[504..512].copy_from_slice(&sum.to_le_bytes());
+        let err = ChunkHeader::decode(&b).expect_err("refused");
+        assert!(err.contains("last row"), "{err}");
+    }
 }
 
 fn kline_chunk() -> Vec<u8> {
@@ -198,8 +242,11 @@ fn check_golden(name: &str, bytes: &[u8]) {
 
 #[test]
 fn golden_encodings_of_format_v1_are_unchanged() {
-    check_golden("chunk_scalar_v1.bin", &scalar_chunk());
-    check_golden("chunk_kline_v1.bin", &kline_chunk());
+    // Chunks as written before the header's last-row field, and since.
+    check_golden("chunk_scalar_v1.bin", &without_last_row(scalar_chunk()));
+    check_golden("chunk_kline_v1.bin", &without_last_row(kline_chunk()));
+    check_golden("chunk_scalar_v1_last_row.bin", &scalar_chunk());
+    check_golden("chunk_kline_v1_last_row.bin", &kline_chunk());
     check_golden("manifest_v2.bin", &manifest_v2().encode());
     check_golden("manifest_v3.bin", &manifest_v3().encode());
     check_golden("pack_index_v1.bin", &pack_index().encode());

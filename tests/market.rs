@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow_array::types::{Float64Type, Int32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use common::*;
@@ -1186,4 +1186,100 @@ fn many_series_reads_agree_with_sql() {
     ));
     assert_eq!(want.len(), 3);
     assert_eq!(native(&as_of), want);
+}
+
+/// A cross section of more series than one part (1,024 series) is gathered on several
+/// threads: its rows are each series' last row in range, in symbol order, exactly as
+/// one series at a time answers, cold (after a reopen: each row read from a chunk
+/// header) and warm, with the series that have no row in range left out.
+#[test]
+fn a_cross_section_of_thousands_of_series_equals_the_per_series_answers() {
+    use fastk::query::stream::{ReadCommand, ReadPlan, Target};
+    let dir = tempfile::tempdir().unwrap();
+    let n = 2_600usize;
+    let name = |i: usize| format!("X{i:05}");
+    // Series i has 1 + i % 5 rows an hour apart from minute i % 13; every seventh has
+    // none, and as of `t` (below) those starting after it have none in range either.
+    let rows = |i: usize| -> Vec<(i64, i64)> {
+        if i.is_multiple_of(7) {
+            return Vec::new();
+        }
+        (0..1 + i as i64 % 5)
+            .map(|r| {
+                (
+                    JAN_2024 + (i as i64 % 13) * MINUTE + r * HOUR,
+                    i as i64 * 100 + r,
+                )
+            })
+            .collect()
+    };
+    {
+        let e = engine_with(dir.path(), |_| {});
+        let regs: Vec<_> = (0..n)
+            .map(|i| scalar_registration(&name(i), "1m", "ind", "v", Some(ValueType::I64)))
+            .collect();
+        e.register_scalar_many(&regs).unwrap();
+        let entries = (0..n)
+            .filter(|&i| !i.is_multiple_of(7))
+            .map(|i| {
+                let mut b = WriteBatch::with_capacity(2, 5);
+                for (t, v) in rows(i) {
+                    b.cols[0].push(t);
+                    b.cols[1].push(v);
+                }
+                (SeriesKey::scalar(&name(i), "1m", "ind", "v").unwrap(), b)
+            })
+            .collect();
+        e.write_many(entries).unwrap();
+        e.store.fold_all();
+    }
+    let e = engine_with(dir.path(), |_| {});
+    let t = JAN_2024 + 2 * HOUR + 6 * MINUTE;
+    let want: Vec<(String, i64, i64)> = (0..n)
+        .filter_map(|i| {
+            let (ts, v) = rows(i).into_iter().rfind(|&(ts, _)| ts <= t)?;
+            Some((name(i), ts, v))
+        })
+        .collect();
+    assert!(
+        want.len() > 2_000 && want.len() < n,
+        "{} of {n} answer",
+        want.len()
+    );
+    for round in ["cold", "warm"] {
+        let spec = ReadSpec::new(ReadArgs {
+            as_of: Some(AsOf::Ts(t)),
+            ..ReadArgs::default()
+        })
+        .unwrap();
+        let plan = ReadPlan::new(
+            &e,
+            ReadCommand {
+                target: Target::Many(Selection {
+                    kind: SeriesKind::Scalar,
+                    timeframe: "1m".into(),
+                    scalar: Some(("ind".into(), "v".into())),
+                    symbols: Symbols::All("*".into()),
+                }),
+                spec,
+                predicate: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(plan.series.len(), n);
+        let mut got: Vec<(String, i64, i64)> = Vec::new();
+        plan.produce(&e, 1_000, &mut |b| {
+            let dict = b.column(0).as_dictionary::<Int32Type>();
+            let names = dict.values().as_string::<i32>();
+            let ts = b.column(1).as_primitive::<TimestampMillisecondType>();
+            let v = b.column(2).as_primitive::<Int64Type>();
+            for r in 0..b.num_rows() {
+                let sym = names.value(dict.keys().value(r) as usize);
+                got.push((sym.to_string(), ts.value(r), v.value(r)));
+            }
+            true
+        })
+        .unwrap();
+        assert_eq!(got, want, "{round}");
+    }
 }

@@ -82,6 +82,7 @@ FASTK_FLIGHT = "FastK Flight"
 SQLITE_SHARED = "SQLite (shared connection)"
 SQLITE_CONNS = "SQLite (8 connections)"
 DUCKDB = "DuckDB"
+SQLITE = "SQLite"
 
 FEED_SERIES = 2_000
 FEED_PREFIX = "FEED"
@@ -1388,6 +1389,8 @@ def _many_fastk(binary, root: pathlib.Path, logs: pathlib.Path, name: str, tpl: 
             res["restart_s"] = again.ready_s
             res["health_after_restart"] = {k: again.health.get(k) for k in ("status", "series", "issues")}
             log(f"  restart: /health 200 after {again.ready_s:.2f} s ({res['health_after_restart']})")
+            log("  cross sections after the restart (first call, then warm)")
+            res["cross"] = _fastk_cross(again.http, again.flight, again.proc.pid, tpl, n)
             hc2 = HttpClient(again.http)
             fc2 = flight.connect(f"grpc://{again.flight}")
             res["checked"] += "; after the restart: " + _check_store(hc2, fc2, tpl, n)
@@ -1444,6 +1447,8 @@ def _many_duckdb_load(path: pathlib.Path, tpl: dict, n: int, res: dict) -> None:
     res.update(files=len(files), du_bytes=sum(du(p) for p in files))
     log(f"  on disk: {res['files']} files, {res['du_bytes'] / 1e9:.2f} GB")
     _check_duck_sums(got, tpl, n)
+    log("  cross sections on the reopened file (first call, then warm)")
+    res["cross"] = _duck_cross(path, tpl, n)
     res.update(checked=(f"{n * YEAR_HOURS:,} rows; every one of the {n:,} series has {YEAR_HOURS:,} rows and the "
                         "sum(close) written"), checked_rows=n * YEAR_HOURS, checked_series=n)
 
@@ -1457,6 +1462,205 @@ def _check_duck_sums(got: list, tpl: dict, n: int) -> None:
     assert len(have) == n, f"{len(have)} series stored, expected {n}"
     bad = [k for k, v in want.items() if have.get(k) != v]
     assert not bad, f"{len(bad)} series differ, e.g. {bad[0]}: (rows, sum(close)) {have.get(bad[0])} != {want[bad[0]]}"
+
+
+# ----------------------------------------------------------- many_series: cross sections
+
+# The questions asked of the loaded store, after a restart (FastK) or a reopen (peers):
+# the as-of cross section at the year's last hour (every series' last bar, the newest
+# partition), and the daily close per symbol over June.
+ASOF_AT = ms(2024) - HOUR_MS
+DAILY_FROM, DAILY_TO = ms(2023, 6, 1), ms(2023, 7, 1)
+DAILY_DAYS = 30
+CROSS_REPS = 10
+PRICE_SCALE = 100  # register_kline's price_scale
+SQL_ASOF = "SELECT symbol, ts, close FROM asof('kline', '1h', TIMESTAMP '2023-12-31 23:00:00')"
+SQL_DAILY = ("SELECT symbol, date_bin(INTERVAL '1 day', ts) AS day, last_value(close ORDER BY ts) AS close "
+             "FROM kline WHERE timeframe = '1h' AND ts >= TIMESTAMP '2023-06-01 00:00:00' "
+             "AND ts < TIMESTAMP '2023-07-01 00:00:00' GROUP BY symbol, day")
+DUCK_ASOF = ("SELECT symbol, max(ts) AS ts, arg_max(close, ts) AS close FROM bars "
+             "WHERE ts <= TIMESTAMPTZ '2023-12-31 23:00:00+00' GROUP BY symbol")
+DUCK_DAILY = ("SELECT symbol, time_bucket(INTERVAL '1 day', ts) AS day, arg_max(close, ts) AS close FROM bars "
+              "WHERE ts >= TIMESTAMPTZ '2023-06-01 00:00:00+00' AND ts < TIMESTAMPTZ '2023-07-01 00:00:00+00' "
+              "GROUP BY ALL")
+SQLITE_ASOF = ("SELECT s.symbol, (SELECT close FROM bars b WHERE b.symbol = s.symbol AND b.ts <= ? "
+               "ORDER BY b.ts DESC LIMIT 1) FROM syms s")
+# SQLite's bare column: with max(ts) in a GROUP BY, close comes from the row of max(ts).
+SQLITE_DAILY = ("SELECT symbol, ts / 86400000 AS day, max(ts), close FROM bars WHERE ts >= ? AND ts < ? "
+                "GROUP BY symbol, day")
+
+
+def _offset(i: int) -> int:
+    return (i * 7919) % 1_000_000
+
+
+def _want_asof(tpl: dict, n: int) -> dict:
+    """symbol -> the raw close of its last bar (at ASOF_AT)."""
+    last = int(tpl["close"][-1])
+    return {many_symbol(i): last + _offset(i) for i in range(n)}
+
+
+def _want_daily(tpl: dict, n: int) -> tuple[int, int]:
+    """(rows, sum of the raw daily closes) of the daily close per symbol over June."""
+    first_day = (DAILY_FROM - ms(2023)) // (24 * HOUR_MS)
+    closes = [int(tpl["close"][(first_day + d) * 24 + 23]) for d in range(DAILY_DAYS)]
+    return n * DAILY_DAYS, n * sum(closes) + DAILY_DAYS * sum(_offset(i) for i in range(n))
+
+
+def _raw(values, scaled: bool) -> list[int]:
+    return [round(v * PRICE_SCALE) for v in values] if scaled else [int(v) for v in values]
+
+
+def _asof_ok(want: dict, scaled: bool):
+    def check(pairs) -> None:
+        syms, closes = pairs
+        got = dict(zip(syms, _raw(closes, scaled)))
+        assert len(got) == len(want) == len(syms), f"as-of: {len(syms)} rows, expected {len(want)}"
+        bad = [s for s, c in want.items() if got.get(s) != c]
+        assert not bad, f"as-of: {len(bad)} closes differ, e.g. {bad[0]}: {got.get(bad[0])} != {want[bad[0]]}"
+    return check
+
+
+def _daily_ok(want: tuple[int, int], scaled: bool):
+    def check(closes) -> None:
+        assert len(closes) == want[0], f"daily close: {len(closes)} rows, expected {want[0]}"
+        total = sum(_raw(closes, scaled))
+        assert total == want[1], f"daily close: sum {total}, expected {want[1]}"
+    return check
+
+
+def _first_then(call, reps: int, check) -> dict:
+    """The first call (timed: the cold one) then `reps` timed warm calls; every answer
+    checked after its clock stopped."""
+    t = time.perf_counter()
+    out = call()
+    first = time.perf_counter() - t
+    check(out)
+    times, _ = _timed_calls(call, reps, check)
+    return {"first_ms": first * 1e3, "warm": _lat(times), "checked_answers": reps + 1}
+
+
+def _timed_calls(call, n: int, check) -> tuple[list[float], object]:
+    """`n` timed calls, each answer checked after its clock stopped: the times and the
+    last answer (None when n is 0)."""
+    times, out = [], None
+    for _ in range(n):
+        t = time.perf_counter()
+        out = call()
+        times.append(time.perf_counter() - t)
+        check(out)
+    return times, out
+
+
+def _fastk_cross(http: str, flight_addr: str, pid: int, tpl: dict, n: int) -> dict:
+    """The cross-section questions of a FastK started on the loaded store, first call
+    (the first after the start) and warm: the SQL daily close first, then the as-of
+    ticket, then the SQL as-of."""
+    from .systems import statement_query
+
+    fc = flight.connect(f"grpc://{flight_addr}")
+    try:
+        def sql(q: str) -> pa.Table:
+            info = fc.get_flight_info(flight.FlightDescriptor.for_command(statement_query(q)))
+            parts = [fc.do_get(ep.ticket).read_all() for ep in info.endpoints]
+            return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
+
+        def cols(t: pa.Table):
+            return t.column("symbol").cast(pa.string()).to_pylist(), t.column("close").to_pylist()
+
+        out: dict = {"rss_before_bytes": _vm(pid, "VmRSS")}
+        ticket = {"kind": "kline", "symbols": "*", "timeframe": "1h", "as_of": ASOF_AT}
+        out["daily close (SQL)"] = _first_then(lambda: sql(SQL_DAILY).column("close").to_pylist(), CROSS_REPS,
+                                               _daily_ok(_want_daily(tpl, n), True))
+        out["as-of (DoGet ticket)"] = _first_then(
+            lambda: cols(fc.do_get(flight.Ticket(json.dumps(ticket).encode())).read_all()), CROSS_REPS,
+            _asof_ok(_want_asof(tpl, n), False))
+        out["as-of (SQL asof())"] = _first_then(lambda: cols(sql(SQL_ASOF)), CROSS_REPS,
+                                                _asof_ok(_want_asof(tpl, n), True))
+        out["rss_after_bytes"] = _vm(pid, "VmRSS")
+        for k, v in out.items():
+            if isinstance(v, dict):
+                log(f"  {k}: first {v['first_ms']:.0f} ms, warm p50 {v['warm']['p50_ms']:.1f} ms")
+        return out
+    finally:
+        fc.close()
+
+
+def _duck_cross(path: pathlib.Path, tpl: dict, n: int) -> dict:
+    """The same questions of the DuckDB file, reopened (first call) and warm."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        out: dict = {}
+        out["daily close (SQL)"] = _first_then(lambda: [r[2] for r in con.execute(DUCK_DAILY).fetchall()],
+                                               CROSS_REPS, _daily_ok(_want_daily(tpl, n), False))
+
+        def asof():
+            rows = con.execute(DUCK_ASOF).fetchall()
+            return [r[0] for r in rows], [r[2] for r in rows]
+        out["as-of (SQL)"] = _first_then(asof, CROSS_REPS, _asof_ok(_want_asof(tpl, n), False))
+        for k, v in out.items():
+            log(f"  DuckDB {k}: first {v['first_ms']:.0f} ms, warm p50 {v['warm']['p50_ms']:.1f} ms")
+        return out
+    finally:
+        con.close()
+
+
+def _many_sqlite(path: pathlib.Path, tpl: dict, n: int) -> dict:
+    """SQLite: the same rows in one `WITHOUT ROWID` table keyed by (symbol, ts), loaded
+    by executemany in one transaction per 100 series; then the cross-section questions
+    on a new connection (first call) and warm. A failure keeps what was measured."""
+    res: dict = {}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            path.unlink()
+        log("many_series: SQLite, executemany into a WITHOUT ROWID table keyed by (symbol, ts)")
+        t = time.perf_counter()
+        con = sqlite3.connect(str(path))
+        con.execute("PRAGMA journal_mode = WAL")
+        con.execute("PRAGMA synchronous = NORMAL")
+        con.execute(BARS_DDL + " WITHOUT ROWID")
+        con.execute("CREATE TABLE syms (symbol TEXT PRIMARY KEY) WITHOUT ROWID")
+        ts = tpl["ts"].cast(pa.int64()).to_numpy().tolist()
+        for first in range(0, n, 100):
+            with con:
+                for i in range(first, min(first + 100, n)):
+                    off = _offset(i)
+                    s = many_symbol(i)
+                    cols = [(tpl[c] + off).tolist() for c in ("open", "high", "low", "close")]
+                    vol = (tpl["volume"] + i % 1000).tolist()
+                    con.executemany(INSERT, zip([s] * YEAR_HOURS, ts, *cols, vol))
+                    con.execute("INSERT INTO syms VALUES (?)", (s,))
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        res["load_s"] = time.perf_counter() - t
+        res["rows_per_s"] = n * YEAR_HOURS / res["load_s"]
+        os.sync()
+        files = [p for p in path.parent.iterdir() if p.name.startswith(path.name)]
+        res.update(files=len(files), du_bytes=sum(du(p) for p in files))
+        log(f"  load: {res['load_s']:.1f} s; on disk: {res['files']} files, {res['du_bytes'] / 1e9:.2f} GB")
+        con = sqlite3.connect(str(path))
+        try:
+            def asof():
+                rows = con.execute(SQLITE_ASOF, (ASOF_AT,)).fetchall()
+                return [r[0] for r in rows], [r[1] for r in rows]
+            res["as-of (SQL)"] = _first_then(asof, CROSS_REPS, _asof_ok(_want_asof(tpl, n), False))
+            res["daily close (SQL)"] = _first_then(
+                lambda: [r[3] for r in con.execute(SQLITE_DAILY, (DAILY_FROM, DAILY_TO)).fetchall()], CROSS_REPS,
+                _daily_ok(_want_daily(tpl, n), False))
+        finally:
+            con.close()
+        for k in ("as-of (SQL)", "daily close (SQL)"):
+            v = res[k]
+            log(f"  SQLite {k}: first {v['first_ms']:.0f} ms, warm p50 {v['warm']['p50_ms']:.1f} ms")
+        res["checked"] = "every answer of the cross-section questions (first and warm calls)"
+    except Exception as e:  # noqa: BLE001 - recorded whole, as a failure
+        log(f"  SQLite: FAILED {type(e).__name__}: {e}")
+        res.update(_failure(e))
+    return res
 
 
 def many_series(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P: dict, quick: bool) -> dict:
@@ -1492,6 +1696,20 @@ def many_series(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, P:
                           f"INSERT INTO bars SELECT * FROM an Arrow table of {DUCK_SLICE} series at a time "
                           "(autocommit), then CHECKPOINT; the load time includes building the slices")
     _attempt(out["systems"], DUCKDB, lambda: _many_duckdb(work / "duckdb-many" / "bars.duckdb", tpl, n))
+    out["how"][SQLITE] = ("sqlite3, one table (symbol TEXT, ts INTEGER ms, OHLCV INTEGER; PRIMARY KEY (symbol, ts), "
+                          "WITHOUT ROWID) and a table of the symbols, WAL mode, synchronous NORMAL; executemany, one "
+                          "transaction per 100 series; checkpointed")
+    _attempt(out["systems"], SQLITE, lambda: _many_sqlite(work / "sqlite-many" / "bars.sqlite", tpl, n))
+    out["cross_how"] = {
+        "questions": ("the as-of cross section at 2023-12-31 23:00 UTC (every series' last bar) and the daily close "
+                      "per symbol over June 2023 (30 days x every series); first call after a FastK restart or a "
+                      f"peer's reopen of its file (page cache warm for all), then {CROSS_REPS} warm calls; every "
+                      "answer checked: the as-of close of every symbol, the daily closes' row count and sum"),
+        "FastK": ("Flight SQL on one client: " + SQL_DAILY + "; " + SQL_ASOF + "; and the DoGet ticket "
+                  + json.dumps({"kind": "kline", "symbols": "*", "timeframe": "1h", "as_of": ASOF_AT})),
+        DUCKDB: "duckdb, read-only connection: " + DUCK_DAILY + "; " + DUCK_ASOF,
+        SQLITE: "sqlite3, a new connection: " + SQLITE_ASOF + " (through the primary key); " + SQLITE_DAILY,
+    }
     out["check_failures"] = _collect_failures(out["systems"])
     return out
 
@@ -1522,12 +1740,8 @@ def _timed_n(call, n: int, check) -> tuple[dict, object]:
     after its clock stopped (an AssertionError fails the workload)."""
     out = call()
     check(out)
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        out = call()
-        times.append(time.perf_counter() - t)
-        check(out)
+    times, last = _timed_calls(call, n, check)
+    out = out if last is None else last
     lat = _lat(times)
     lat["checked_answers"] = n + 1
     return lat, out

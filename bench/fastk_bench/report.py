@@ -855,10 +855,28 @@ def t_many_series(r: dict) -> str:
     regs = {v["registration"]["method"] for v in ok(sysd).values() if v.get("registration")}
     if regs:
         out += " Registration: " + "; ".join(sorted(regs)) + "."
+    out += _many_cross(d)
     out += "\n\nHow:" + _how(d)
     if _checked(d):
         out += "\n\nChecked:" + _checked(d)
     return out + errors_note(sysd)
+
+
+def _many_cross(d: dict) -> str:
+    """The cross-section questions of many_series: first call and warm median per way."""
+    rows = []
+    for way, v in d["systems"].items():
+        cross = v.get("cross") if isinstance(v, dict) else None
+        if way == "SQLite" and isinstance(v, dict):
+            cross = {k: x for k, x in v.items() if isinstance(x, dict) and "first_ms" in x}
+        for q, x in (cross or {}).items():
+            if isinstance(x, dict) and "first_ms" in x:
+                rows.append([way, q, x["first_ms"], x["warm"]["p50_ms"], x["checked_answers"]])
+    if not rows:
+        return ""
+    how = d.get("cross_how") or {}
+    return ("\n\nCross sections of the loaded store (" + how.get("questions", "") + "):\n\n"
+            + table(["way", "question", "first call ms", "warm p50 ms", "answers checked"], rows))
 
 
 def feeds_charts(r: dict, out: pathlib.Path) -> list[pathlib.Path]:

@@ -714,6 +714,7 @@ fn view_state(
             stride: 0,
             wal_lsn: 0,
             body_len: 0,
+            last_row: None,
         };
         let refs: Vec<&[i64]> = cols.iter().map(Vec::as_slice).collect();
         let chunk = MappedChunk::in_memory(header, &refs);

@@ -266,29 +266,68 @@ impl ReadPlan {
             Err(e) => return out.error(Error::invalid(e)),
         };
         assert_eq!(cols.len(), fields.len(), "one stored column per field");
-        let mut keys: Vec<i32> = Vec::new();
-        // Float64 columns hold the bits of their values.
-        let mut values: Vec<Vec<i64>> = vec![Vec::new(); cols.len()];
-        for (i, series) in self.series.iter().enumerate() {
-            let meta = &series.meta;
-            let found = series.snapshot().with_last_row(spec.range, |row| {
-                for (k, &c) in cols.iter().enumerate() {
-                    values[k].push(match column_scale(meta, c, spec.price_format) {
-                        Some(scale) => (row[c] as f64 / scale).to_bits() as i64,
-                        None => row[c],
-                    });
+        // One part's rows: the indexes of the series that have one, and their values
+        // column by column (Float64 columns hold the bits of their values).
+        let gather = |part: &std::ops::Range<usize>| -> Result<(Vec<i32>, Vec<Vec<i64>>)> {
+            let mut keys: Vec<i32> = Vec::new();
+            let mut values: Vec<Vec<i64>> = vec![Vec::with_capacity(part.len()); cols.len()];
+            for i in part.clone() {
+                let meta = &self.series[i].meta;
+                let found = self.series[i].snapshot().with_last_row(spec.range, |row| {
+                    for (k, &c) in cols.iter().enumerate() {
+                        values[k].push(match column_scale(meta, c, spec.price_format) {
+                            Some(scale) => (row[c] as f64 / scale).to_bits() as i64,
+                            None => row[c],
+                        });
+                    }
+                });
+                if found.map_err(Error::from)?.is_some() {
+                    keys.push(i as i32);
                 }
-            });
-            match found {
-                Ok(Some(())) => keys.push(i as i32),
-                Ok(None) => {}
-                Err(e) => return out.error(e.into()),
             }
-            if keys.len() == CROSS_SECTION_ROWS {
+            Ok((keys, values))
+        };
+        // The parts on every core: a first cross section after a start reads a chunk
+        // header per series (a file opened and read), and a warm one a few values.
+        let n = self.series.len();
+        let parts: Vec<std::ops::Range<usize>> = (0..n)
+            .step_by(CROSS_SECTION_PART)
+            .map(|a| a..(a + CROSS_SECTION_PART).min(n))
+            .collect();
+        let threads = if parts.len() > 1 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            1
+        };
+        let gathered = crate::storage::parallel::map_in_order(
+            &parts,
+            threads,
+            "fastk-cross-section",
+            || false,
+            |_, part| gather(part),
+        );
+        let mut keys: Vec<i32> = Vec::new();
+        let mut values: Vec<Vec<i64>> = vec![Vec::new(); cols.len()];
+        for part in gathered {
+            let (k, v) = match part.expect("a pass that never stops runs every part") {
+                Ok(kv) => kv,
+                Err(e) => return out.error(e),
+            };
+            keys.extend(k);
+            for (all, more) in values.iter_mut().zip(v) {
+                all.extend(more);
+            }
+            while keys.len() >= CROSS_SECTION_ROWS {
+                let rest_keys = keys.split_off(CROSS_SECTION_ROWS);
+                let rest: Vec<Vec<i64>> = values
+                    .iter_mut()
+                    .map(|v| v.split_off(CROSS_SECTION_ROWS))
+                    .collect();
                 let arrays = take_columns(&fields, &mut values);
-                if !out.send_rows(std::mem::take(&mut keys), arrays) {
+                if !out.send_rows(std::mem::replace(&mut keys, rest_keys), arrays) {
                     return;
                 }
+                values = rest;
             }
         }
         if !keys.is_empty() {
@@ -303,6 +342,9 @@ impl ReadPlan {
 
 /// Rows per message of a cross section (one row per series).
 const CROSS_SECTION_ROWS: usize = 65_536;
+/// Series per part of a cross section, each part gathered on one thread (a cross
+/// section of fewer series runs on the caller's thread alone).
+const CROSS_SECTION_PART: usize = 1_024;
 
 /// The gathered values as Arrow arrays of the stream's types, leaving `values` empty.
 fn take_columns(fields: &[DataType], values: &mut [Vec<i64>]) -> Vec<ArrayRef> {

@@ -135,6 +135,11 @@ impl ChunkRef {
         if let Some(row) = self.last.get() {
             return Ok(row);
         }
+        if self.memory.is_none()
+            && let Some(row) = self.header_last_row()
+        {
+            return Ok(self.last.get_or_init(|| row));
+        }
         let m = self.map()?;
         let n = m.rows();
         // The format allows no empty chunk; the decoder checked it.
@@ -145,6 +150,33 @@ impl ChunkRef {
             "a chunk ends at its entry's last_ts"
         );
         Ok(self.last.get_or_init(|| row))
+    }
+
+    /// The last row as the chunk's header records it: one read of the header's bytes
+    /// (no mapping, no pass over the body, no decompression), checked by the header's
+    /// own checksum and against the manifest entry. So the first cross section after a
+    /// start reads a header per series, not a month. `None` when the header predates
+    /// the field or cannot be read or checked: the caller then maps the chunk, which
+    /// verifies everything and reports any damage.
+    fn header_last_row(&self) -> Option<Box<[i64]>> {
+        let at = if self.is_packed() {
+            self.entry.pack.offset
+        } else {
+            0
+        };
+        let len = super::format::CHUNK_HEADER_LEN as u64;
+        let bytes = super::pack::read_at(&self.path(FileKind::Chunk), at, len).ok()?;
+        let h = super::format::ChunkHeader::decode(&bytes).ok()?;
+        if !self.entry.agrees_with(&h) {
+            return None;
+        }
+        let row = h.last_row?;
+        // `decode` validated the field: `ncols` values, the first of them `last_ts`.
+        assert_eq!(
+            row[0], self.entry.last_ts,
+            "a chunk ends at its entry's last_ts"
+        );
+        Some(row[..h.ncols].into())
     }
 
     /// Whether this chunk lives in memory only (not yet folded into a file).
@@ -425,6 +457,7 @@ mod tests {
             stride: 0,
             wal_lsn: 9,
             body_len: 0,
+            last_row: None,
         };
         let cols: [&[i64]; 2] = [&ts, &v];
         let whole = super::super::format::ChunkParts::new(header.clone(), &cols);

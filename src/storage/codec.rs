@@ -171,6 +171,7 @@ mod tests {
             stride: super::super::format::align_up(rows as usize * 8) as u64,
             wal_lsn: 0,
             body_len: 0,
+            last_row: None,
         }
     }
 

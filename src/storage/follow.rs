@@ -157,14 +157,7 @@ fn check_chunk(meta: &SeriesMeta, name: &str, e: &ChunkEntry, bytes: &[u8]) -> R
     if h.file_len() != bytes.len() as u64 || xxh3_64(&bytes[CHUNK_HEADER_LEN..]) != h.body_xxh3 {
         return Err(format!("{name}: body checksum mismatch"));
     }
-    let agrees = *h.meta == *meta
-        && e.checksum == h.body_xxh3
-        && e.flags == h.flags
-        && e.rows == h.rows
-        && e.first_ts == h.first_ts
-        && e.last_ts == h.last_ts
-        && e.generation == h.generation
-        && e.month == h.month;
+    let agrees = *h.meta == *meta && e.agrees_with(&h);
     match agrees {
         true => Ok(()),
         false => Err(format!("{name}: header disagrees with the manifest")),

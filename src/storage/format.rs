@@ -94,6 +94,14 @@ const CHUNK_KEY_OFFSET: usize = CHUNK_STRIDE_OFFSET + U64_LEN;
 const CHUNK_WAL_LSN_OFFSET: usize = CHUNK_KEY_OFFSET + KEY_BLOCK_LEN;
 /// Bytes of a compressed body (0 for a raw one). Reserved and zero before.
 const CHUNK_BODY_LEN_OFFSET: usize = CHUNK_WAL_LSN_OFFSET + U64_LEN;
+/// How many values the last-row field holds: 0 (absent: every chunk written before
+/// it) or the chunk's `ncols`. Reserved and zero before.
+const CHUNK_LAST_ROW_COLS_OFFSET: usize = CHUNK_BODY_LEN_OFFSET + U64_LEN;
+/// The chunk's last row, every column (`ts` first), so that a cross section reads a
+/// header, not a body (a compressed month is never decompressed for it).
+const CHUNK_LAST_ROW_OFFSET: usize = CHUNK_LAST_ROW_COLS_OFFSET + U32_LEN;
+/// Most columns a kind has (kline, trade, quote), the length of the last-row field.
+pub const LAST_ROW_MAX_COLS: usize = 6;
 /// The header checksum is the last field; everything before it is covered.
 const CHUNK_HEADER_XXH3_OFFSET: usize = CHUNK_HEADER_LEN - U64_LEN;
 
@@ -109,7 +117,8 @@ const _: () = {
     assert!(CHUNK_BODY_XXH3_OFFSET == 96 && CHUNK_STRIDE_OFFSET == 104);
     assert!(CHUNK_KEY_OFFSET == 112 && KEY_BLOCK_LEN == 212);
     assert!(CHUNK_WAL_LSN_OFFSET == 324 && CHUNK_BODY_LEN_OFFSET == 332);
-    assert!(CHUNK_BODY_LEN_OFFSET + U64_LEN <= CHUNK_HEADER_XXH3_OFFSET);
+    assert!(CHUNK_LAST_ROW_COLS_OFFSET == 340 && CHUNK_LAST_ROW_OFFSET == 344);
+    assert!(CHUNK_LAST_ROW_OFFSET + LAST_ROW_MAX_COLS * U64_LEN <= CHUNK_HEADER_XXH3_OFFSET);
     assert!(CHUNK_HEADER_XXH3_OFFSET == 504);
     assert!(CHUNK_HEADER_LEN.is_multiple_of(COLUMN_ALIGN));
 };
@@ -408,6 +417,10 @@ pub struct ChunkHeader {
     pub wal_lsn: u64,
     /// Bytes of the compressed body ([`FLAG_COMPRESSED`]); 0 for a raw body.
     pub body_len: u64,
+    /// The last row, every column (`ts` first; `ncols` values used, the rest zero),
+    /// when the header carries it: set by [`ChunkParts::new`] from the columns it
+    /// checksums, so every chunk written since holds it; `None` in older chunks.
+    pub last_row: Option<[i64; LAST_ROW_MAX_COLS]>,
 }
 
 impl ChunkHeader {
@@ -432,6 +445,21 @@ impl ChunkHeader {
         CHUNK_HEADER_LEN + i * self.stride as usize
     }
 
+    /// The last-row field for a row's values, column by column (`None` past
+    /// [`LAST_ROW_MAX_COLS`] columns, which no kind has).
+    pub fn last_row_of(
+        values: impl ExactSizeIterator<Item = i64>,
+    ) -> Option<[i64; LAST_ROW_MAX_COLS]> {
+        if values.len() > LAST_ROW_MAX_COLS {
+            return None;
+        }
+        let mut row = [0i64; LAST_ROW_MAX_COLS];
+        for (slot, v) in row.iter_mut().zip(values) {
+            *slot = v;
+        }
+        Some(row)
+    }
+
     /// What every header satisfies, on both sides of the disk: `encode` refuses to
     /// write a header that fails it and `decode` refuses to return one.
     pub fn validate(&self) -> Result<(), String> {
@@ -453,6 +481,14 @@ impl ChunkHeader {
         )?;
         if self.stride != stride_of(self.rows) {
             return Err("inconsistent row count, stride or ts bounds".into());
+        }
+        if let Some(row) = &self.last_row
+            && (row[0] != self.last_ts
+                || row[self.ncols.min(LAST_ROW_MAX_COLS)..]
+                    .iter()
+                    .any(|&v| v != 0))
+        {
+            return Err("the last row disagrees with last_ts or the column count".into());
         }
         match (self.is_compressed(), self.body_len) {
             (false, 0) => {}
@@ -485,6 +521,12 @@ impl ChunkHeader {
         put_u64(&mut b, CHUNK_STRIDE_OFFSET, self.stride);
         put_u64(&mut b, CHUNK_WAL_LSN_OFFSET, self.wal_lsn);
         put_u64(&mut b, CHUNK_BODY_LEN_OFFSET, self.body_len);
+        if let Some(row) = &self.last_row {
+            put_u32(&mut b, CHUNK_LAST_ROW_COLS_OFFSET, self.ncols as u32);
+            for (i, v) in row[..self.ncols].iter().enumerate() {
+                put_i64(&mut b, CHUNK_LAST_ROW_OFFSET + i * U64_LEN, *v);
+            }
+        }
         encode_meta_fields(&mut b, &self.meta, CHUNK_META);
         let sum = xxh3_64(&b[..CHUNK_HEADER_XXH3_OFFSET]);
         put_u64(&mut b, CHUNK_HEADER_XXH3_OFFSET, sum);
@@ -512,8 +554,20 @@ impl ChunkHeader {
             return Err(format!("unsupported chunk format version {version}"));
         }
         let meta = Arc::new(decode_meta_fields(b, CHUNK_META)?);
+        let ncols = get_u16(b, CHUNK_NCOLS_OFFSET) as usize;
+        let last_row = match get_u32(b, CHUNK_LAST_ROW_COLS_OFFSET) as usize {
+            0 => None,
+            n if n == ncols && n <= LAST_ROW_MAX_COLS => {
+                let mut row = [0i64; LAST_ROW_MAX_COLS];
+                for (i, v) in row[..n].iter_mut().enumerate() {
+                    *v = get_i64(b, CHUNK_LAST_ROW_OFFSET + i * U64_LEN);
+                }
+                Some(row)
+            }
+            n => return Err(format!("last row of {n} columns in a chunk of {ncols}")),
+        };
         let h = ChunkHeader {
-            ncols: get_u16(b, CHUNK_NCOLS_OFFSET) as usize,
+            ncols,
             rows: get_u64(b, CHUNK_ROWS_OFFSET),
             first_ts: get_i64(b, CHUNK_FIRST_TS_OFFSET),
             last_ts: get_i64(b, CHUNK_LAST_TS_OFFSET),
@@ -526,6 +580,7 @@ impl ChunkHeader {
             stride: get_u64(b, CHUNK_STRIDE_OFFSET),
             wal_lsn: get_u64(b, CHUNK_WAL_LSN_OFFSET),
             body_len: get_u64(b, CHUNK_BODY_LEN_OFFSET),
+            last_row,
             meta,
         };
         h.validate()?;
@@ -575,6 +630,7 @@ impl<'a> ChunkParts<'a> {
         header.stride = stride as u64;
         header.first_ts = cols[0][0];
         header.last_ts = cols[0][rows - 1];
+        header.last_row = ChunkHeader::last_row_of(cols.iter().map(|c| c[rows - 1]));
         let pad = stride - rows * U64_LEN;
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         for col in cols {
@@ -682,6 +738,19 @@ pub struct ChunkEntry {
 }
 
 impl ChunkEntry {
+    /// Whether the chunk header `h` is the one this entry records: every field both
+    /// hold agrees (checked on every mapping, and on every header read alone).
+    pub fn agrees_with(&self, h: &ChunkHeader) -> bool {
+        self.checksum == h.body_xxh3
+            && self.file_len == h.file_len()
+            && self.flags == h.flags
+            && self.rows == h.rows
+            && self.first_ts == h.first_ts
+            && self.last_ts == h.last_ts
+            && self.generation == h.generation
+            && self.month == h.month
+    }
+
     /// The live entry of the chunk whose header is `h`, with its sidecars, stored at
     /// `pack` ([`PackLoc::NONE`]: its own file): every field the header has is taken
     /// from it, so the two agree by construction.
@@ -962,6 +1031,7 @@ mod tests {
             stride: 0,
             wal_lsn: 0,
             body_len: 0,
+            last_row: None,
         };
         let file = build_chunk(h, &[&ts, &v]);
         assert_eq!(file.len(), CHUNK_HEADER_LEN + 2 * 64);

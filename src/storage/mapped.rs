@@ -118,21 +118,11 @@ impl MappedChunk {
         if !known && xxh3_64(&file.bytes()[super::format::CHUNK_HEADER_LEN..]) != header.body_xxh3 {
             return Err(StorageError::corrupted(rel, "body checksum mismatch"));
         }
-        if let Some(e) = entry {
-            let agrees = e.checksum == header.body_xxh3
-                && e.file_len == header.file_len()
-                && e.flags == header.flags
-                && e.rows == header.rows
-                && e.first_ts == header.first_ts
-                && e.last_ts == header.last_ts
-                && e.generation == header.generation
-                && e.month == header.month;
-            if !agrees {
-                return Err(StorageError::corrupted(
-                    rel,
-                    "chunk header disagrees with the manifest entry",
-                ));
-            }
+        if entry.is_some_and(|e| !e.agrees_with(&header)) {
+            return Err(StorageError::corrupted(
+                rel,
+                "chunk header disagrees with the manifest entry",
+            ));
         }
         if header.is_compressed() {
             let image =
@@ -226,6 +216,9 @@ impl MappedChunk {
         header.stride = stride as u64;
         header.first_ts = ts.clone().next().map_or(0, |c| c[0]);
         header.last_ts = ts.next_back().map_or(0, |c| c[c.len() - 1]);
+        let last = pieces.iter().rev().find(|p| !p[0].is_empty());
+        header.last_row =
+            last.and_then(|p| ChunkHeader::last_row_of(p.iter().map(|c| c[c.len() - 1])));
         header.body_xxh3 = xxh3_64(&buf.as_slice()[CHUNK_HEADER_LEN..]);
         // Validates the header (row count, ts bounds, month, columns for the kind).
         let encoded = header.encode();
@@ -263,6 +256,7 @@ impl MappedChunk {
                 stride: 0,
                 wal_lsn: 0,
                 body_len: 0,
+                last_row: None,
             },
         }
     }

@@ -2,7 +2,8 @@
 //! is left or the pass is told to stop, and the calling thread works too, so a helper
 //! that cannot be spawned only costs parallelism. Used where each item is an
 //! independent commit that waits on the disk or the codec: the fold pass, the
-//! compression and pack pass, `admin compact`.
+//! compression and pack pass, `admin compact`; and by the cross section of many
+//! series (`query::stream`), whose parts each read a chunk header per series.
 
 use crate::sync::LockExt;
 use std::sync::Mutex;

@@ -63,8 +63,9 @@ pub struct RowSink {
     kind: SeriesKind,
     /// The timestamps the series can hold (inclusive), in its unit.
     bounds: (i64, i64),
-    /// How a side column's source values mapped: (text, side, rows); the last entry
-    /// gathers the values past [`SIDE_TALLY_MAX`].
+    /// How a side column's source values mapped: (text, side, rows). The first
+    /// [`SIDE_TALLY_MAX`] distinct values have an entry each; past them, one
+    /// "(other values)" entry per side (three at most) gathers the rest.
     sides: Vec<(Box<[u8]>, i64, u64)>,
     files: Vec<String>,
     marks: Vec<Mark>,

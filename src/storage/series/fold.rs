@@ -275,6 +275,7 @@ impl Series {
                 stride: 0,
                 wal_lsn: lsn,
                 body_len: 0,
+                last_row: None,
             };
             let head_cols: Pieces<[&[i64]; MAX_NCOLS]> = heads
                 .iter()

@@ -133,6 +133,7 @@ impl Series {
             stride: 0,
             wal_lsn,
             body_len: 0,
+            last_row: None,
         }
     }
 
