@@ -166,7 +166,12 @@ fn serve(config_file: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(crate::server::run(config)) {
+    let result = rt.block_on(crate::server::run(config));
+    // Every acknowledged write is durable by now. A blocking task that cannot end (a
+    // scan whose consumer went away but is still held, e.g. by a distributed stage a
+    // dead node never pulled) must not keep the process from exiting.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -175,6 +180,9 @@ fn serve(config_file: Option<PathBuf>) -> ExitCode {
         }
     }
 }
+
+/// How long the server's exit waits for blocking tasks still running after it stopped.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn open_offline(root: PathBuf) -> Result<std::sync::Arc<Engine>, ExitCode> {
     let mut config = Config::default();

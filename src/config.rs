@@ -68,6 +68,7 @@ impl Default for ClusterConfig {
             shard_map: String::new(),
             shard_map_path: PathBuf::new(),
             forward_timeout_s: 60,
+            sql: "local".to_string(),
         }
     }
 }
@@ -88,6 +89,10 @@ pub struct ClusterConfig {
     /// Seconds a node waits for another node's answer to a forwarded call before it
     /// counts that node as down (and tries its replicas).
     pub forward_timeout_s: u64,
+    /// `"local"` (the default): SQL reads this node's series only. `"distributed"`: a
+    /// query runs on every node that owns series it reads (`src/query/sql/dist`), and
+    /// this node serves the engine's worker service on its Flight port.
+    pub sql: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -602,6 +607,9 @@ impl Config {
                 "flight.addr",
                 "must be host:port with an IP address, e.g. 127.0.0.1:8815",
             );
+        }
+        if !matches!(self.cluster.sql.as_str(), "local" | "distributed") {
+            return bad("cluster.sql", "must be \"local\" or \"distributed\"");
         }
         if !(1..=3600).contains(&self.cluster.forward_timeout_s) {
             return bad("cluster.forward_timeout_s", "must be between 1 and 3600");

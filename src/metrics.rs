@@ -83,6 +83,8 @@ pub struct Metrics {
     pub flight_streams_total: AtomicU64,
     pub flight_rows_sent: AtomicU64,
     pub flight_bytes_sent: AtomicU64,
+    /// Stages of distributed SQL queries this node ran for another node (or itself).
+    pub sql_worker_tasks: AtomicU64,
     http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
     flight_calls: Mutex<BTreeMap<(String, String), u64>>,
 }
@@ -179,6 +181,12 @@ impl Metrics {
             "fastk_flight_streams_total",
             "Flight DoGet/DoPut streams started.",
             ld(&self.flight_streams_total),
+        );
+        counter(
+            &mut out,
+            "fastk_sql_worker_tasks_total",
+            "Stages of distributed SQL queries this node's worker ran.",
+            ld(&self.sql_worker_tasks),
         );
         counter(
             &mut out,

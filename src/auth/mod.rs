@@ -69,9 +69,20 @@ pub const ANONYMOUS: &str = "anonymous";
 /// How often the tokens file is looked at for a change.
 pub const TOKENS_POLL: Duration = Duration::from_secs(1);
 
-/// Who a call runs as: a token's name, scopes and symbol patterns.
+/// Who a call runs as: a token's name, scopes and symbol patterns, and the bearer
+/// token it came with (kept to pass on to the other nodes of a distributed query).
 #[derive(Debug, Clone)]
-pub struct Principal(Arc<Grant>);
+pub struct Principal(Arc<Grant>, Option<Bearer>);
+
+/// A bearer token, never printed.
+#[derive(Clone)]
+struct Bearer(Arc<str>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Bearer(<redacted>)")
+    }
+}
 
 #[derive(Debug)]
 struct Grant {
@@ -84,19 +95,31 @@ struct Grant {
 impl Principal {
     /// A principal with every scope and symbol (no auth configured, or an open call).
     pub fn anonymous() -> Principal {
-        Principal(Arc::new(Grant {
-            name: ANONYMOUS.into(),
-            scopes: Scopes::ALL,
-            symbols: None,
-        }))
+        Principal(
+            Arc::new(Grant {
+                name: ANONYMOUS.into(),
+                scopes: Scopes::ALL,
+                symbols: None,
+            }),
+            None,
+        )
+    }
+
+    /// The bearer token this principal was authorized with, to pass on to the other
+    /// nodes of a distributed query (`None` when the call needed no token).
+    pub fn bearer(&self) -> Option<&str> {
+        self.1.as_ref().map(|b| &*b.0)
     }
 
     fn of(entry: &TokenEntry) -> Principal {
-        Principal(Arc::new(Grant {
-            name: entry.name.clone(),
-            scopes: entry.scopes,
-            symbols: entry.symbols.clone(),
-        }))
+        Principal(
+            Arc::new(Grant {
+                name: entry.name.clone(),
+                scopes: entry.scopes,
+                symbols: entry.symbols.clone(),
+            }),
+            None,
+        )
     }
 
     /// The token's name (never its secret).
@@ -316,11 +339,14 @@ impl Authority {
         if let Some(l) = &self.legacy
             && bool::from(l.ct_eq(&d))
         {
-            found = Some(Principal(Arc::new(Grant {
-                name: DEFAULT_TOKEN_NAME.into(),
-                scopes: Scopes::ALL,
-                symbols: None,
-            })));
+            found = Some(Principal(
+                Arc::new(Grant {
+                    name: DEFAULT_TOKEN_NAME.into(),
+                    scopes: Scopes::ALL,
+                    symbols: None,
+                }),
+                None,
+            ));
         }
         let t = self.table.read_now();
         for e in &t.entries {
@@ -339,11 +365,14 @@ impl Authority {
     /// The current grant of the token named `name` (a session's token).
     fn by_name(&self, name: &str) -> Option<Principal> {
         if name == DEFAULT_TOKEN_NAME && self.legacy.is_some() {
-            return Some(Principal(Arc::new(Grant {
-                name: DEFAULT_TOKEN_NAME.into(),
-                scopes: Scopes::ALL,
-                symbols: None,
-            })));
+            return Some(Principal(
+                Arc::new(Grant {
+                    name: DEFAULT_TOKEN_NAME.into(),
+                    scopes: Scopes::ALL,
+                    symbols: None,
+                }),
+                None,
+            ));
         }
         let t = self.table.read_now();
         t.entries.iter().find(|e| e.name == name).map(Principal::of)
@@ -372,6 +401,7 @@ impl Authority {
             ),
             Some(Some(token)) => self
                 .resolve(token)
+                .map(|p| Principal(p.0, Some(Bearer(token.into()))))
                 .ok_or("the bearer token is not valid for this server"),
         };
         let principal = match principal {

@@ -97,6 +97,12 @@ pub async fn serve(
         .http2_keepalive_timeout(secs(f.keepalive_timeout_s))
         .max_concurrent_streams(f.max_streams_per_connection)
         .add_service(service(Arc::clone(&engine)))
+        // Distributed SQL: the worker that runs other nodes' stages here, on the same
+        // port, listeners and TLS (`query::sql::dist`).
+        .add_optional_service(
+            crate::query::sql::dist::cluster_of(&engine)
+                .map(|_| crate::query::sql::dist::service(&engine)),
+        )
         .serve_with_incoming_shutdown(incoming, signal);
     let drain_deadline = async move {
         if stopping_rx.await.is_ok() {

@@ -87,6 +87,8 @@ pub struct Engine {
     /// The shard map this node serves with, when it is one of a cluster (read again
     /// from its file by the server's peer loop).
     pub cluster: crate::cluster::ClusterCell,
+    /// Connections to the other nodes' SQL workers (distributed SQL), by URL.
+    pub dist_channels: std::sync::OnceLock<sql::dist::OpenChannels>,
     started: Instant,
     health: Mutex<HealthState>,
 }
@@ -165,6 +167,7 @@ impl Engine {
             });
         let engine = Arc::new(Engine {
             cluster,
+            dist_channels: std::sync::OnceLock::new(),
             write_budget,
             sql: sql::SqlState::new(&config.sql),
             auth: Arc::new(crate::auth::Authority::new(&config.auth)),

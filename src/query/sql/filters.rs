@@ -179,6 +179,9 @@ fn intersect(a: TsRange, b: TsRange) -> TsRange {
 /// The conjunct as something the store answers, or None to leave it to DataFusion.
 pub fn classify(e: &Expr, table: Pushable) -> Option<Pushed> {
     match e {
+        Expr::BinaryExpr(BinaryExpr {
+            op: Operator::Or, ..
+        }) => key_disjunction(e, table),
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
             let (col, op, lit) = match (
                 column(left, table),
@@ -257,6 +260,36 @@ pub fn classify(e: &Expr, table: Pushable) -> Option<Pushed> {
         }
         _ => None,
     }
+}
+
+/// `symbol = 'A' OR symbol = 'B' OR symbol IN (...)`: one key column's set of values
+/// (DataFusion writes a short IN list as such a chain). Anything else in the chain
+/// leaves the whole disjunction to DataFusion.
+fn key_disjunction(e: &Expr, table: Pushable) -> Option<Pushed> {
+    let mut stack = vec![e];
+    let mut key: Option<usize> = None;
+    let mut values = BTreeSet::new();
+    while let Some(d) = stack.pop() {
+        if let Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) = d
+        {
+            stack.push(right);
+            stack.push(left);
+            continue;
+        }
+        let Some(Pushed::Key(i, vals)) = classify(d, table) else {
+            return None;
+        };
+        if key.is_some_and(|k| k != i) || values.len() + vals.len() > 10_000 {
+            return None;
+        }
+        key = Some(i);
+        values.extend(vals);
+    }
+    Some(Pushed::Key(key?, values))
 }
 
 /// The values ascending (the predicate engine's IN lists are sorted).
@@ -457,6 +490,25 @@ mod tests {
     }
 
     #[test]
+    fn a_disjunction_on_one_key_column_is_one_key_set() {
+        let e = col("symbol")
+            .eq(lit("A"))
+            .or(col("symbol").eq(lit("B")))
+            .or(col("symbol").in_list(vec![lit("C"), lit("A")], false));
+        let want: BTreeSet<String> = ["A", "B", "C"].into_iter().map(String::from).collect();
+        assert_eq!(classify(&e, KLINE), Some(Pushed::Key(0, want)));
+        // Two columns, another condition, or a negation: left to DataFusion.
+        let mixed = col("symbol").eq(lit("A")).or(col("timeframe").eq(lit("1m")));
+        assert_eq!(classify(&mixed, KLINE), None);
+        let other = col("symbol").eq(lit("A")).or(col("close").gt(lit(1.0)));
+        assert_eq!(classify(&other, KLINE), None);
+        let negated = col("symbol")
+            .eq(lit("A"))
+            .or(col("symbol").in_list(vec![lit("B")], true));
+        assert_eq!(classify(&negated, KLINE), None);
+    }
+
+    #[test]
     fn keys_ts_and_values_fold_into_one_filter() {
         let f = ScanFilter::new(
             &[
@@ -517,7 +569,7 @@ mod tests {
         for e in [
             col("symbol").not_eq(lit("BTC")),
             col("symbol").eq(col("timeframe")),
-            col("symbol").eq(lit("A")).or(col("symbol").eq(lit("B"))),
+            col("symbol").eq(lit("A")).or(col("timeframe").eq(lit("B"))),
             col("value").gt(lit(1.0)),
             col("category").eq(lit("x")),
         ] {

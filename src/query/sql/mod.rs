@@ -22,6 +22,7 @@
 //! SET are refused at planning.
 
 pub mod asof;
+pub mod dist;
 pub mod filters;
 pub mod funcs;
 pub mod guard;
@@ -44,7 +45,7 @@ use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::MemoryPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -101,18 +102,8 @@ pub fn session(
     principal: &Principal,
 ) -> Result<(SessionContext, Arc<pool::QueryPool>)> {
     let cfg = &engine.config.sql;
-    let pool = Arc::new(pool::QueryPool::new(
-        cfg.memory_per_query_bytes,
-        Arc::clone(&engine.sql.memory),
-    ));
+    let (runtime, pool) = runtime(engine).map_err(df_error)?;
     let shared: Arc<dyn MemoryPool> = Arc::clone(&pool) as Arc<dyn MemoryPool>;
-    let runtime = RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::clone(&shared))
-        .with_disk_manager_builder(
-            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
-        )
-        .build_arc()
-        .map_err(df_error)?;
     let partitions = match cfg.target_partitions {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -123,10 +114,12 @@ pub fn session(
         .with_information_schema(true)
         .with_target_partitions(partitions)
         .with_extension(Arc::new(principal.clone()));
-    let state = SessionStateBuilder::new()
+    let builder = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_default_features()
+        .with_default_features();
+    let state = dist::coordinator(builder, engine, principal.bearer())
+        .map_err(df_error)?
         .build();
     let ctx = SessionContext::new_with_state(state);
     let catalog = FastkCatalog {
@@ -137,6 +130,26 @@ pub fn session(
     funcs::install(&ctx, &shared, cfg.function_output_cap());
     asof::install(&ctx, engine);
     Ok((ctx, pool))
+}
+
+/// A query's runtime: its own memory pool under the budget all queries share, and no
+/// spilling. The pool is returned too (for the memory guard and the capped functions).
+pub fn runtime(
+    engine: &Arc<Engine>,
+) -> std::result::Result<(Arc<RuntimeEnv>, Arc<pool::QueryPool>), DataFusionError> {
+    let cfg = &engine.config.sql;
+    let pool = Arc::new(pool::QueryPool::new(
+        cfg.memory_per_query_bytes,
+        Arc::clone(&engine.sql.memory),
+    ));
+    let shared: Arc<dyn MemoryPool> = Arc::clone(&pool) as Arc<dyn MemoryPool>;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(shared)
+        .with_disk_manager_builder(
+            DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+        )
+        .build_arc()?;
+    Ok((runtime, pool))
 }
 
 /// The catalog `fastk`: the schema `public` (the series now) and one schema per named
@@ -183,6 +196,9 @@ pub fn df_error(e: DataFusionError) -> Error {
         DataFusionError::External(inner) => {
             if let Some(ours) = inner.downcast_ref::<Error>() {
                 return ours.clone();
+            }
+            if let Some(status) = inner.downcast_ref::<tonic::Status>() {
+                return dist::status_error(status);
             }
             Error::invalid(root.strip_backtrace())
         }
@@ -276,6 +292,12 @@ pub async fn plan_as(
     let work = guard::on_planner(move || {
         let plan = handle.block_on(async move {
             let logical = logical_plan(&planning_ctx, &cfg_owned, &sql).await?;
+            if let Some(explained) = dist::explain(&planning_ctx, &logical)
+                .await
+                .map_err(df_error)?
+            {
+                return cooperative(explained);
+            }
             let mut df = planning_ctx
                 .execute_logical_plan(logical)
                 .await
@@ -455,7 +477,13 @@ impl Planned {
     pub fn execute(self) -> Result<SqlStream> {
         let inner =
             execute_stream(Arc::clone(&self.plan), self.ctx.task_ctx()).map_err(df_error)?;
+        let cluster = self
+            .ctx
+            .state()
+            .config()
+            .get_extension::<crate::cluster::Cluster>();
         Ok(SqlStream {
+            cluster,
             schema: self.schema,
             inner,
             sleep: Box::pin(tokio::time::sleep_until(self.deadline.into())),
@@ -494,6 +522,8 @@ pub struct SqlStream {
     done: bool,
     _permit: OwnedSemaphorePermit,
     ticket: watch::Ticket,
+    /// The shard map of a distributed query, to name a node that did not answer.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl SqlStream {
@@ -526,7 +556,8 @@ impl Stream for SqlStream {
         match self.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
-                Poll::Ready(Some(Err(df_error(e))))
+                let e = dist::name_nodes(self.cluster.as_deref(), df_error(e));
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 self.done = true;

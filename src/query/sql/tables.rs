@@ -108,6 +108,22 @@ pub fn ts_type() -> DataType {
 }
 
 impl DataTable {
+    pub const ALL: [DataTable; 8] = [
+        DataTable::Kline,
+        DataTable::KlineRaw,
+        DataTable::Scalar,
+        DataTable::ScalarI64,
+        DataTable::Trade,
+        DataTable::TradeRaw,
+        DataTable::Quote,
+        DataTable::QuoteRaw,
+    ];
+
+    /// The table named `name`.
+    pub fn named(name: &str) -> Option<DataTable> {
+        DataTable::ALL.into_iter().find(|t| t.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             DataTable::Kline => "kline",
@@ -283,63 +299,120 @@ impl TableProvider for DataTableProvider {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let all = self.table.columns();
         let picked: Vec<usize> = match projection {
             Some(p) => p.clone(),
-            None => (0..all.len()).collect(),
+            None => (0..self.table.columns().len()).collect(),
         };
-        let cols: Vec<ColRole> = picked.iter().map(|&i| all[i]).collect();
-        let schema = Arc::new(self.schema.project(&picked)?);
-        let filter = ScanFilter::new(filters, self.table.pushable());
-        let vt = self.table.value_type();
-        let every = match &self.at {
-            None => self
-                .engine
-                .store
-                .list_kind(self.table.kind())
-                .into_iter()
-                .map(|s| self.engine.live_view(s))
-                .collect::<crate::error::Result<Vec<_>>>()
-                .map_err(|e| DataFusionError::External(Box::new(e)))?,
-            Some(name) => self
-                .engine
-                .snapshot_series(name, self.table.kind())
-                .map_err(|e| DataFusionError::External(Box::new(e)))?,
-        };
-        let of_table: Vec<_> = every
-            .into_iter()
-            .filter(|s| vt.is_none_or(|vt| s.meta.value_type == vt))
-            .collect();
-        let total = of_table.len();
-        let mut selected: Vec<_> = of_table
-            .into_iter()
-            .filter(|s| filter.admits(&s.meta.key))
-            .map(|s| s.snapshot())
-            .collect();
-        if let Some(p) = state.config().get_extension::<Principal>() {
-            for s in &selected {
-                p.check_symbol(s.meta.key.symbol())
-                    .inspect_err(|e| self.engine.auth.note_forbidden(e))
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            }
-        }
-        selected.sort_by(|a, b| {
-            let k = |s: &crate::storage::snapshot::Snapshot| {
-                (
-                    s.meta.key.symbol().to_string(),
-                    s.meta.key.timeframe().to_string(),
-                    s.meta.key.category().map(str::to_string),
-                    s.meta.key.name().map(str::to_string),
-                )
-            };
-            k(a).cmp(&k(b))
-        });
         let partitions = state.config().target_partitions();
-        let batch_rows = self.engine.config.flight.max_batch_rows;
-        Ok(Arc::new(ScanExec::new(
-            self.table, schema, cols, selected, total, filter, limit, partitions, batch_rows,
-        )))
+        let principal = state.config().get_extension::<Principal>();
+        let spec = ScanSpec {
+            table: self.table,
+            at: self.at.clone(),
+            projection: picked,
+            filters: filters.to_vec(),
+            limit,
+        };
+        // Distributed SQL: a scan that reads series of other nodes becomes a leaf the
+        // engine splits by owner (`super::dist`); one that reads only this node's
+        // series stays the local scan and contacts no other node.
+        if let Some(shard) =
+            super::dist::shard_scan(&self.engine, state.config(), &spec, partitions)?
+        {
+            return Ok(shard);
+        }
+        Ok(Arc::new(local_scan(
+            &self.engine,
+            &spec,
+            principal.as_deref(),
+            None,
+            partitions,
+        )?))
     }
+}
+
+/// What a scan of a data table reads: the table (at a named snapshot or now), the
+/// projected columns, the pushed filters and the limit. Built on the node that plans
+/// a query and, for distributed SQL, carried to the nodes that own the series.
+#[derive(Debug, Clone)]
+pub struct ScanSpec {
+    pub table: DataTable,
+    pub at: Option<String>,
+    pub projection: Vec<usize>,
+    pub filters: Vec<Expr>,
+    pub limit: Option<usize>,
+}
+
+impl ScanSpec {
+    /// The projected schema.
+    pub fn schema(&self) -> Result<SchemaRef> {
+        Ok(Arc::new(self.table.schema().project(&self.projection)?))
+    }
+
+    /// The pushed filters, classified.
+    pub fn filter(&self) -> ScanFilter {
+        ScanFilter::new(&self.filters, self.table.pushable())
+    }
+}
+
+/// The scan of `spec` over this node's series: every series of the table the filters
+/// admit, or only those `keep` admits (a distributed query: the symbols of one owner).
+pub fn local_scan(
+    engine: &Arc<Engine>,
+    spec: &ScanSpec,
+    principal: Option<&Principal>,
+    keep: Option<&dyn Fn(&str) -> bool>,
+    partitions: usize,
+) -> Result<ScanExec> {
+    let all = spec.table.columns();
+    let cols: Vec<ColRole> = spec.projection.iter().map(|&i| all[i]).collect();
+    let schema = spec.schema()?;
+    let filter = spec.filter();
+    let vt = spec.table.value_type();
+    let every = match &spec.at {
+        None => engine
+            .store
+            .list_kind(spec.table.kind())
+            .into_iter()
+            .map(|s| engine.live_view(s))
+            .collect::<crate::error::Result<Vec<_>>>()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?,
+        Some(name) => engine
+            .snapshot_series(name, spec.table.kind())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?,
+    };
+    let of_table: Vec<_> = every
+        .into_iter()
+        .filter(|s| vt.is_none_or(|vt| s.meta.value_type == vt))
+        .filter(|s| keep.is_none_or(|keep| keep(s.meta.key.symbol())))
+        .collect();
+    let total = of_table.len();
+    let mut selected: Vec<_> = of_table
+        .into_iter()
+        .filter(|s| filter.admits(&s.meta.key))
+        .map(|s| s.snapshot())
+        .collect();
+    if let Some(p) = principal {
+        for s in &selected {
+            p.check_symbol(s.meta.key.symbol())
+                .inspect_err(|e| engine.auth.note_forbidden(e))
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
+    }
+    selected.sort_by(|a, b| {
+        let k = |s: &crate::storage::snapshot::Snapshot| {
+            (
+                s.meta.key.symbol().to_string(),
+                s.meta.key.timeframe().to_string(),
+                s.meta.key.category().map(str::to_string),
+                s.meta.key.name().map(str::to_string),
+            )
+        };
+        k(a).cmp(&k(b))
+    });
+    let batch_rows = engine.config.flight.max_batch_rows;
+    Ok(ScanExec::new(
+        spec.table, schema, cols, selected, total, filter, spec.limit, partitions, batch_rows,
+    ))
 }
 
 /// A catalog table, built from the engine when a query scans it.

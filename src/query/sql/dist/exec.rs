@@ -1,0 +1,186 @@
+//! The leaf of a distributed scan: a [`ScanSpec`] and the nodes whose series it reads.
+//! Split by [`super::route::scale_up`] into one variant per owner; a variant runs on
+//! its owner's worker and scans that owner's series only.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, exec_err};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::EmptyRecordBatchStream;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+
+use crate::auth::Principal;
+use crate::cluster::Cluster;
+use crate::query::Engine;
+use crate::query::sql::ScanExec;
+use crate::query::sql::tables::{ScanSpec, local_scan};
+
+/// A scan whose series live on `owners`; a variant (`node` set) reads one of them.
+#[derive(Debug)]
+pub struct ShardScanExec {
+    pub(super) engine: Arc<Engine>,
+    pub(super) spec: ScanSpec,
+    /// The nodes owning series the scan reads, in the shard map's order.
+    pub(super) owners: Vec<String>,
+    /// The node this variant reads and runs on (`None`: not split yet).
+    pub(super) node: Option<String>,
+    /// A variant that reads nothing: padding when the engine asks for more tasks than
+    /// there are owners.
+    pub(super) empty: bool,
+    /// Output partitions, the same on every variant.
+    pub(super) partitions: usize,
+    props: Arc<PlanProperties>,
+    local: OnceLock<Arc<ScanExec>>,
+}
+
+impl ShardScanExec {
+    pub fn new(
+        engine: Arc<Engine>,
+        spec: ScanSpec,
+        owners: Vec<String>,
+        partitions: usize,
+    ) -> Result<ShardScanExec> {
+        ShardScanExec::variant(engine, spec, owners, None, false, partitions)
+    }
+
+    pub(super) fn variant(
+        engine: Arc<Engine>,
+        spec: ScanSpec,
+        owners: Vec<String>,
+        node: Option<String>,
+        empty: bool,
+        partitions: usize,
+    ) -> Result<ShardScanExec> {
+        let schema: SchemaRef = spec.schema()?;
+        let partitions = partitions.max(1);
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            Partitioning::UnknownPartitioning(partitions),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Ok(ShardScanExec {
+            engine,
+            spec,
+            owners,
+            node,
+            empty,
+            partitions,
+            props: Arc::new(props),
+            local: OnceLock::new(),
+        })
+    }
+
+    /// This variant's scan of its node's series, built once on first execution.
+    fn local(&self, node: &str, cluster: &Cluster, ctx: &TaskContext) -> Result<Arc<ScanExec>> {
+        if let Some(s) = self.local.get() {
+            return Ok(Arc::clone(s));
+        }
+        let principal = ctx.session_config().get_extension::<Principal>();
+        let keep = |symbol: &str| cluster.owner(symbol) == node;
+        let scan = Arc::new(local_scan(
+            &self.engine,
+            &self.spec,
+            principal.as_deref(),
+            Some(&keep),
+            self.partitions,
+        )?);
+        Ok(Arc::clone(self.local.get_or_init(|| scan)))
+    }
+}
+
+impl DisplayAs for ShardScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "FastkShardScan: table={}", self.spec.table.name())?;
+        match (&self.node, self.empty) {
+            (Some(n), false) => write!(f, ", node={n}")?,
+            (Some(n), true) => write!(f, ", node={n} (no series)")?,
+            (None, _) => write!(f, ", nodes=[{}]", self.owners.join(", "))?,
+        }
+        let names: Vec<&str> = self
+            .spec
+            .projection
+            .iter()
+            .map(|&i| self.spec.table.columns()[i].name(self.spec.table))
+            .collect();
+        write!(f, ", projection=[{}]", names.join(", "))?;
+        if !self.spec.filters.is_empty() {
+            let shown: Vec<String> = self.spec.filters.iter().map(|e| e.to_string()).collect();
+            write!(f, ", filters=[{}]", shown.join(" AND "))?;
+        }
+        if let Some(l) = self.spec.limit {
+            write!(f, ", limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ShardScanExec {
+    fn name(&self) -> &str {
+        "FastkShardScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            return Ok(self);
+        }
+        exec_err!("FastkShardScan has no children")
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let schema = self.schema();
+        let Some(node) = &self.node else {
+            return exec_err!(
+                "a distributed scan over nodes [{}] ran before it was split by node",
+                self.owners.join(", ")
+            );
+        };
+        let Some(cluster) = self.engine.cluster.get() else {
+            return exec_err!("a scan of node {node}'s series reached a node without a shard map");
+        };
+        if !cluster.is_me(node) {
+            return Err(DataFusionError::Execution(format!(
+                "a scan of node {node}'s series ran on node {}: the shard maps of the two \
+                 nodes differ",
+                cluster.me()
+            )));
+        }
+        if self.empty || partition >= self.partitions {
+            return Ok(Box::pin(EmptyRecordBatchStream::new(schema)));
+        }
+        let local = self.local(node, &cluster, &context)?;
+        if partition >= local.properties().partitioning.partition_count() {
+            return Ok(Box::pin(EmptyRecordBatchStream::new(schema)));
+        }
+        local.execute(partition, context)
+    }
+}

@@ -1,0 +1,235 @@
+//! Distributed SQL (`cluster.sql = "distributed"`; docs/scale-out.md, "Distributed
+//! SQL") on datafusion-distributed: the node a query is sent to plans it; a scan of a
+//! data table that reads series of other nodes becomes a [`ShardScanExec`] leaf that
+//! the engine splits into one task per owner ([`route`]) and ships to that owner's
+//! worker ([`worker`]) as a plan node ([`codec`]); each owner scans only its own series
+//! with the same pushdown. Partial aggregates run on the owners, the rest where the
+//! engine puts it. A scan that reads only this node's series stays local and contacts
+//! no other node.
+
+mod channel;
+mod codec;
+mod exec;
+mod route;
+mod worker;
+
+use crate::sync::LockExt;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
+
+pub use channel::OpenChannels;
+pub use exec::ShardScanExec;
+pub use worker::service;
+
+use super::tables::ScanSpec;
+use crate::cluster::Cluster;
+use crate::query::Engine;
+
+/// The shard map a distributed query is planned with, when this node runs SQL
+/// distributed.
+pub fn cluster_of(engine: &Engine) -> Option<Arc<Cluster>> {
+    if engine.config.cluster.sql != "distributed" {
+        return None;
+    }
+    engine.cluster.get()
+}
+
+/// The nodes a query has read from so far, in the session of the node that plans it:
+/// the stages above the scans run on these nodes only.
+#[derive(Debug, Default)]
+pub struct Touched(pub Mutex<BTreeSet<String>>);
+
+/// The session of a query planned on this node: the distributed planner with FastK's
+/// codec, task count, split and routing, the shard map's nodes as workers, and the
+/// client's bearer token passed on to them. `None`: SQL is local here.
+pub fn coordinator(
+    builder: SessionStateBuilder,
+    engine: &Arc<Engine>,
+    bearer: Option<&str>,
+) -> Result<SessionStateBuilder> {
+    let Some(cluster) = cluster_of(engine) else {
+        return Ok(builder);
+    };
+    let mut headers = http::HeaderMap::new();
+    if let Some(token) = bearer {
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        headers.insert(http::header::AUTHORIZATION, value);
+    }
+    let mut builder = builder
+        .with_distributed_worker_resolver(route::Workers(Arc::clone(&cluster)))
+        .with_distributed_channel_resolver(channel::Channels::of(engine))
+        .with_distributed_planner()
+        .with_distributed_user_codec(codec::FastkCodec::new(engine))
+        .with_distributed_desired_task_count_handler(route::desired_task_count)
+        .with_distributed_scale_up_leaf_node_handler(route::scale_up)
+        .with_distributed_route_tasks_handler(route::route_tasks)
+        .with_distributed_passthrough_headers(headers)?;
+    let cfg = builder.config().get_or_insert_with(SessionConfig::default);
+    cfg.set_extension(cluster);
+    cfg.set_extension(Arc::new(Touched::default()));
+    Ok(builder)
+}
+
+/// The scan of `spec` as a distributed leaf, when the query runs distributed and the
+/// series it reads are not all this node's. `None`: the local scan answers.
+pub fn shard_scan(
+    engine: &Arc<Engine>,
+    config: &SessionConfig,
+    spec: &ScanSpec,
+    partitions: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(cluster) = config.get_extension::<Cluster>() else {
+        return Ok(None);
+    };
+    let filter = spec.filter();
+    let owners: Vec<String> = match &filter.keys[0] {
+        Some(symbols) => {
+            let set: BTreeSet<&str> = symbols.iter().map(|s| cluster.owner(s)).collect();
+            cluster
+                .owners_in_order()
+                .into_iter()
+                .filter(|n| set.contains(n))
+                .map(str::to_string)
+                .collect()
+        }
+        None => cluster
+            .owners_in_order()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    };
+    if let Some(touched) = config.get_extension::<Touched>() {
+        let mut t = touched.0.locked();
+        t.extend(owners.iter().cloned());
+    }
+    if owners.is_empty() || (owners.len() == 1 && cluster.is_me(&owners[0])) {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(ShardScanExec::new(
+        Arc::clone(engine),
+        spec.clone(),
+        owners,
+        partitions,
+    )?)))
+}
+
+/// `EXPLAIN <query>` when the query runs distributed: DataFusion's own EXPLAIN plans
+/// without the distributed pass, so the answer is built here: the optimized logical
+/// plan and the distributed plan (its stages, their tasks, and the node each scan
+/// variant reads), in EXPLAIN's two columns. `None`: not an EXPLAIN, or SQL is local.
+pub async fn explain(
+    ctx: &datafusion::prelude::SessionContext,
+    logical: &datafusion::logical_expr::LogicalPlan,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    use datafusion::arrow::array::{RecordBatch, StringArray};
+    use datafusion::logical_expr::LogicalPlan;
+    use datafusion::physical_plan::displayable;
+    let LogicalPlan::Explain(ex) = logical else {
+        return Ok(None);
+    };
+    let state = ctx.state();
+    if state.config().get_extension::<Cluster>().is_none() {
+        return Ok(None);
+    }
+    let optimized = state.optimize(&ex.plan)?;
+    let physical = state.create_physical_plan(&ex.plan).await?;
+    let (kind, text) = if physical
+        .downcast_ref::<datafusion_distributed::DistributedExec>()
+        .is_some()
+    {
+        (
+            "distributed_plan",
+            datafusion_distributed::display_plan_ascii(physical.as_ref(), false),
+        )
+    } else {
+        (
+            "physical_plan",
+            displayable(physical.as_ref()).indent(true).to_string(),
+        )
+    };
+    let schema = Arc::new(ex.schema.as_arrow().clone());
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["logical_plan", kind])),
+            Arc::new(StringArray::from(vec![
+                optimized.display_indent().to_string(),
+                text,
+            ])),
+        ],
+    )?;
+    Ok(Some(ctx.read_batch(batch)?.create_physical_plan().await?))
+}
+
+/// The error of a call to another node's worker that failed: one that did not answer
+/// (refused, reset, timed out) is `unavailable`; any other is the client's or ours as
+/// its code says.
+pub fn status_error(status: &tonic::Status) -> crate::error::Error {
+    use crate::error::{Error, ErrorKind};
+    use std::error::Error as _;
+    let source = status
+        .source()
+        .map(|s| format!(" ({s:?})"))
+        .unwrap_or_default();
+    let message = format!("{}{source}", status.message());
+    match status.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Cancelled
+        | tonic::Code::Unknown
+        | tonic::Code::Aborted => Error::new(
+            ErrorKind::Unavailable,
+            format!("a node of the distributed query did not answer: {message}"),
+        ),
+        tonic::Code::Unauthenticated => Error::new(ErrorKind::Unauthorized, message),
+        tonic::Code::PermissionDenied => Error::new(ErrorKind::Forbidden, message),
+        tonic::Code::ResourceExhausted => Error::new(ErrorKind::PayloadTooLarge, message),
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition => Error::invalid(message),
+        _ => Error::internal(message),
+    }
+}
+
+/// `e` with the node named whose address its message holds: "shard node c
+/// (grpc://127.0.0.1:8815) did not answer: ...".
+pub fn name_nodes(cluster: Option<&Cluster>, e: crate::error::Error) -> crate::error::Error {
+    let Some(cluster) = cluster else {
+        return e;
+    };
+    if e.message.starts_with("shard node ") {
+        return e;
+    }
+    // An error raised on another node arrives as text: a connection that failed there
+    // is still a node that did not answer.
+    let transport = [
+        "did not answer",
+        "transport error",
+        "tcp connect error",
+        "Connection refused",
+        "connection reset",
+    ]
+    .iter()
+    .any(|m| e.message.contains(m));
+    if e.kind != crate::error::ErrorKind::Unavailable && !transport {
+        return e;
+    }
+    for node in cluster.owners_in_order() {
+        let Some(uri) = cluster.uri(node) else {
+            continue;
+        };
+        let host = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+        if e.message.contains(host) {
+            return crate::error::Error::new(
+                crate::error::ErrorKind::Unavailable,
+                format!("shard node {node} ({uri}) did not answer: {}", e.message),
+            );
+        }
+    }
+    crate::error::Error::new(crate::error::ErrorKind::Unavailable, e.message)
+}
