@@ -890,6 +890,26 @@ impl Engine {
         self.health.locked().peers = Some((now_ms, unreachable));
     }
 
+    /// A peer that a call just failed to reach, as "name (uri)": counted unreachable
+    /// until the next probe says otherwise.
+    pub fn note_peer_failed(&self, now_ms: i64, peer: String) {
+        let mut h = self.health.locked();
+        let (_, list) = h.peers.get_or_insert_with(|| (now_ms, Vec::new()));
+        if !list.contains(&peer) {
+            list.push(peer);
+        }
+    }
+
+    /// Whether the peer at `uri` did not answer the last probe (or a call since).
+    pub fn peer_unreachable(&self, uri: &str) -> bool {
+        let needle = format!("({uri})");
+        self.health
+            .locked()
+            .peers
+            .as_ref()
+            .is_some_and(|(_, list)| list.iter().any(|p| p.ends_with(&needle)))
+    }
+
     /// This node's place in its cluster, with the last probe of its peers.
     fn cluster_health(&self, probe: Option<&(i64, Vec<String>)>) -> Option<ClusterHealth> {
         let cluster = self.cluster.get()?;

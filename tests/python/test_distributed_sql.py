@@ -18,8 +18,12 @@ from the node asked to the workers.
 from __future__ import annotations
 
 import json
+import math
+import os
+import random
 import re
 import signal
+import time
 
 import pytest
 import requests
@@ -177,3 +181,161 @@ def test_a_node_down_is_an_error_that_names_it(cluster):
     # Symbols of the nodes that are up still answer.
     q = "SELECT count(*) FROM kline WHERE symbol IN ('ADA', 'MATIC')"
     assert rows(s, nodes["a"], q) == rows(s, cluster["oracle"], q)
+
+
+def test_a_node_down_with_a_replica_answers_from_the_replica(start_server, tmp_path):
+    """Node b publishes to a bucket that a replica follows; the replica runs with b's
+    name and the same map, listed under `replicas`. With b killed, the same query
+    asked of a answers from the replica (at once, or after the first failure tells a
+    that b is down)."""
+    pa_, pb, prb = free_port(), free_port(), free_port()
+    a_uri, b_uri, rb_uri = (f"grpc://127.0.0.1:{p}" for p in (pa_, pb, prb))
+    shard_map = {"nodes": {"a": a_uri, "b": b_uri},
+                 "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}],
+                 "replicas": {"b": [rb_uri]}}
+    bucket = f"file://{tmp_path}"
+    common = {"FASTK__CLUSTER__SHARD_MAP": json.dumps(shard_map), "FASTK__CLUSTER__SQL": "distributed",
+              "FASTK__CLUSTER__FORWARD_TIMEOUT_S": "5"}
+    a = start_server("dsql-rep-a", {**common, "FASTK__CLUSTER__NODE": "a", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pa_}"})
+    b = start_server("dsql-rep-b", {
+        **common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pb}",
+        "FASTK__REPLICA__PUBLISH_TO": bucket, "FASTK__REPLICA__PUBLISH_INTERVAL_S": "1",
+        "FASTK__STORAGE__FOLD_AGE_S": "1"})
+    rb = start_server("dsql-rep-rb", {
+        **common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{prb}",
+        "FASTK__REPLICA__FOLLOW_FROM": bucket, "FASTK__REPLICA__POLL_INTERVAL_S": "1"})
+    oracle = start_server("dsql-rep-oracle")
+    s = requests.Session()
+    syms = ["ADA", "BTC", "ETH", "SOL", "XRP"]
+    for i, sym in enumerate(syms):
+        bars = make_klines(300 + 40 * i, seed=50 + i)
+        for srv in ((a if sym < "M" else b), oracle):
+            expect_ok(register_kline(s, srv.http_url, sym), 201)
+            expect_ok(s.post(srv.http_url + kline_path(sym) + "/records", json={"records": bars}, timeout=30))
+
+    def held(srv) -> dict:
+        inv = s.get(srv.http_url + "/inventory?partitions=false", timeout=30).json()
+        return {x["symbol"]: (x["version"], x.get("unfolded_rows", 0)) for x in inv["series"]}
+
+    deadline = time.monotonic() + 60
+    while not (held(b) and all(u == 0 for _, u in held(b).values())
+               and {k: v for k, (v, _) in held(rb).items()} == {k: v for k, (v, _) in held(b).items()}):
+        assert time.monotonic() < deadline, f"the replica did not catch up:\n{rb.log_tail(30)}"
+        time.sleep(0.3)
+    query = "SELECT symbol, count(*) AS n, sum(close) AS c FROM kline GROUP BY symbol ORDER BY symbol"
+    want = rows(s, oracle, query)
+    assert rows(s, a, query) == want
+    b.proc.send_signal(signal.SIGKILL)
+    b.proc.wait(timeout=30)
+    before = worker_tasks(s, rb)
+    deadline = time.monotonic() + 30
+    while True:
+        r = sql(s, a, query)
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503 and "b (" in r.json()["error"]["message"], r.text
+        assert time.monotonic() < deadline, "the query never moved to b's replica"
+        time.sleep(0.5)
+    assert r.json()["rows"] == want
+    assert worker_tasks(s, rb) > before, "the replica ran b's stages"
+
+
+# A property test: random queries from a small grammar, over a random shard map (a
+# seed picks both; FASTK_TEST_SEED repeats a run, FASTK_TEST_LONG=1 draws more).
+SEED = int(os.environ.get("FASTK_TEST_SEED", random.randrange(1 << 30)))
+DRAWS = 150 if os.environ.get("FASTK_TEST_LONG") == "1" else 30
+LETTERS = "BCDEFGHIJKLMNOPQRSTUVWXY"
+
+
+@pytest.fixture(scope="module")
+def random_cluster(start_server):
+    rng = random.Random(SEED)
+    cuts = sorted(rng.sample(LETTERS, 2))
+    names = rng.sample(NODES, 3)
+    ports = {n: free_port() for n in NODES}
+    shard_map = {"nodes": {n: f"grpc://127.0.0.1:{p}" for n, p in ports.items()},
+                 "ranges": [{"from": f, "node": n} for f, n in zip(["", *cuts], names)]}
+
+    def owner_of(sym: str) -> str:
+        return [r["node"] for r in shard_map["ranges"] if r["from"] <= sym][-1]
+
+    common = {"FASTK__CLUSTER__SHARD_MAP": json.dumps(shard_map), "FASTK__CLUSTER__SQL": "distributed"}
+    nodes = {n: start_server(f"dprop-{n}", {**common, "FASTK__CLUSTER__NODE": n,
+                                            "FASTK__FLIGHT__ADDR": f"127.0.0.1:{ports[n]}"})
+             for n in NODES}
+    oracle = start_server("dprop-oracle")
+    s = requests.Session()
+    for i, sym in enumerate(SYMBOLS):
+        bars = make_klines(120 + 11 * i, seed=300 + i)
+        feats = make_scalars(120 + 11 * i, seed=400 + i)
+        for srv in (nodes[owner_of(sym)], oracle):
+            expect_ok(register_kline(s, srv.http_url, sym), 201)
+            expect_ok(s.post(srv.http_url + kline_path(sym) + "/records", json={"records": bars}, timeout=30), 200)
+            expect_ok(s.post(srv.http_url + "/v1/scalar/series", json={
+                "symbol": sym, "timeframe": "1m", "category": "factor", "name": "mom",
+                "value_type": "f64"}, timeout=30), 201)
+            expect_ok(s.post(srv.http_url + scalar_path(sym, "1m", "factor", "mom") + "/records",
+                             json={"records": feats}, timeout=30), 200)
+    yield {"nodes": nodes, "oracle": oracle, "session": s, "map": shard_map}
+
+
+def draw_query(rng: random.Random) -> tuple[str, bool]:
+    """One query of the grammar, and whether its answer is ordered."""
+    table, cols = rng.choice([("kline", ["open", "high", "low", "close", "volume"]), ("scalar", ["value"])])
+    conds = []
+    if rng.random() < 0.5:
+        picked = rng.sample(SYMBOLS, rng.randint(1, 5))
+        conds.append("symbol IN (" + ", ".join(f"'{x}'" for x in picked) + ")"
+                     if len(picked) > 1 or rng.random() < 0.5 else f"symbol = '{picked[0]}'")
+    if rng.random() < 0.4:
+        conds.append(f"ts >= TIMESTAMP '2024-01-01T{rng.randint(0, 2):02d}:{rng.randint(0, 59):02d}:00Z'")
+    if rng.random() < 0.4:
+        c = rng.choice(cols)
+        bound = rng.choice([50.0, 75.0]) if table == "scalar" else (
+            rng.randint(0, 9_000_000) if c == "volume" else rng.uniform(41_000, 43_000))
+        conds.append(f"{c} {rng.choice(['>', '<', '>='])} {bound}")
+    where = (" WHERE " + " AND ".join(conds)) if conds else ""
+    col = rng.choice(cols)
+    shape = rng.choice(["per_symbol", "total", "date_bin", "top"])
+    if shape == "per_symbol":
+        agg = rng.choice(["sum", "min", "max", "avg"])
+        return (f"SELECT symbol, count(*) AS n, {agg}({col}) AS x FROM {table}{where} GROUP BY symbol", False)
+    if shape == "total":
+        return (f"SELECT count(*) AS n, max({col}) AS x, min(ts) AS t0 FROM {table}{where}", False)
+    if shape == "date_bin":
+        width = rng.choice(["15 minutes", "1 hour"])
+        return (f"SELECT symbol, date_bin(INTERVAL '{width}', ts) AS b, count(*) AS n, max({col}) AS x "
+                f"FROM {table}{where} GROUP BY symbol, b", False)
+    k = rng.randint(1, 20)
+    order = rng.choice(["DESC", "ASC"])
+    return (f"SELECT symbol, ts, {col} FROM {table}{where} ORDER BY {col} {order}, symbol, ts LIMIT {k}", True)
+
+
+def same_rows(got: list, want: list, ordered: bool) -> bool:
+    def key(r):
+        return tuple((0, round(v, 3)) if isinstance(v, float) else (1, str(v)) for v in r)
+    if not ordered:
+        got, want = sorted(got, key=key), sorted(want, key=key)
+    if len(got) != len(want):
+        return False
+    for g, w in zip(got, want):
+        for a, b in zip(g, w):
+            if isinstance(a, float) and isinstance(b, float):
+                if not math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9):
+                    return False
+            elif a != b:
+                return False
+    return True
+
+
+def test_random_queries_over_a_random_map_equal_one_node(random_cluster):
+    rng = random.Random(SEED + 1)
+    s, nodes, oracle = random_cluster["session"], random_cluster["nodes"], random_cluster["oracle"]
+    for i in range(DRAWS):
+        query, ordered = draw_query(rng)
+        asked = rng.choice(NODES)
+        got = rows(s, nodes[asked], query)
+        want = rows(s, oracle, query)
+        assert same_rows(got, want, ordered), (
+            f"seed {SEED}, draw {i}, map {random_cluster['map']['ranges']}, asked {asked}:\n"
+            f"{query}\ngot  {got[:10]}\nwant {want[:10]}")

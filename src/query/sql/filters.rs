@@ -498,7 +498,9 @@ mod tests {
         let want: BTreeSet<String> = ["A", "B", "C"].into_iter().map(String::from).collect();
         assert_eq!(classify(&e, KLINE), Some(Pushed::Key(0, want)));
         // Two columns, another condition, or a negation: left to DataFusion.
-        let mixed = col("symbol").eq(lit("A")).or(col("timeframe").eq(lit("1m")));
+        let mixed = col("symbol")
+            .eq(lit("A"))
+            .or(col("timeframe").eq(lit("1m")));
         assert_eq!(classify(&mixed, KLINE), None);
         let other = col("symbol").eq(lit("A")).or(col("close").gt(lit(1.0)));
         assert_eq!(classify(&other, KLINE), None);

@@ -482,8 +482,10 @@ impl Planned {
             .state()
             .config()
             .get_extension::<crate::cluster::Cluster>();
+        let engine = self.ctx.state().config().get_extension::<Engine>();
         Ok(SqlStream {
             cluster,
+            engine,
             schema: self.schema,
             inner,
             sleep: Box::pin(tokio::time::sleep_until(self.deadline.into())),
@@ -524,6 +526,8 @@ pub struct SqlStream {
     ticket: watch::Ticket,
     /// The shard map of a distributed query, to name a node that did not answer.
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Its engine, to note that node as unreachable (its replicas take its tasks).
+    engine: Option<Arc<Engine>>,
 }
 
 impl SqlStream {
@@ -556,7 +560,8 @@ impl Stream for SqlStream {
         match self.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Err(e))) => {
                 self.done = true;
-                let e = dist::name_nodes(self.cluster.as_deref(), df_error(e));
+                let e =
+                    dist::name_nodes(self.cluster.as_deref(), self.engine.as_deref(), df_error(e));
                 Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {

@@ -74,6 +74,7 @@ pub fn coordinator(
     let cfg = builder.config().get_or_insert_with(SessionConfig::default);
     cfg.set_extension(cluster);
     cfg.set_extension(Arc::new(Touched::default()));
+    cfg.set_extension(Arc::clone(engine));
     Ok(builder)
 }
 
@@ -198,7 +199,11 @@ pub fn status_error(status: &tonic::Status) -> crate::error::Error {
 
 /// `e` with the node named whose address its message holds: "shard node c
 /// (grpc://127.0.0.1:8815) did not answer: ...".
-pub fn name_nodes(cluster: Option<&Cluster>, e: crate::error::Error) -> crate::error::Error {
+pub fn name_nodes(
+    cluster: Option<&Cluster>,
+    engine: Option<&Engine>,
+    e: crate::error::Error,
+) -> crate::error::Error {
     let Some(cluster) = cluster else {
         return e;
     };
@@ -225,6 +230,9 @@ pub fn name_nodes(cluster: Option<&Cluster>, e: crate::error::Error) -> crate::e
         };
         let host = uri.split_once("://").map_or(uri, |(_, rest)| rest);
         if e.message.contains(host) {
+            if let Some(engine) = engine {
+                engine.note_peer_failed(crate::query::now_ms(), format!("{node} ({uri})"));
+            }
             return crate::error::Error::new(
                 crate::error::ErrorKind::Unavailable,
                 format!("shard node {node} ({uri}) did not answer: {}", e.message),

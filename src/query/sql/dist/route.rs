@@ -17,6 +17,7 @@ use url::Url;
 use super::Touched;
 use super::exec::ShardScanExec;
 use crate::cluster::Cluster;
+use crate::query::Engine;
 
 /// The worker URL of a node: its Flight URI with the scheme the channel speaks.
 pub fn worker_url(cluster: &Cluster, node: &str) -> Result<Url> {
@@ -25,6 +26,11 @@ pub fn worker_url(cluster: &Cluster, node: &str) -> Result<Url> {
             "node {node} is not in the shard map"
         )));
     };
+    url_of(node, uri)
+}
+
+/// The worker URL of a Flight URI of `node` (itself or one of its replicas).
+fn url_of(node: &str, uri: &str) -> Result<Url> {
     let host = uri.split_once("://").map_or(uri, |(_, rest)| rest);
     let scheme = if uri.starts_with("grpc+tls://") {
         "https"
@@ -162,9 +168,30 @@ fn route(
                 .collect()
         }
     };
+    let engine = ev.task_ctx.session_config().get_extension::<Engine>();
     let urls = nodes
         .iter()
-        .map(|n| worker_url(cluster, n))
+        .map(|n| match &engine {
+            Some(e) => serving_url(e, cluster, n),
+            None => worker_url(cluster, n),
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(RouteTasksEventResponse::new(urls))
+}
+
+/// Where node `node`'s tasks run: the node itself, or, when the last probe of the
+/// peers (or a call since) found it unreachable, the first of its read replicas that
+/// was not. A replica that serves a node's series runs with that node's name
+/// (`cluster.node`) and follows its store.
+fn serving_url(engine: &Engine, cluster: &Cluster, node: &str) -> Result<Url> {
+    let primary = cluster.uri(node).unwrap_or_default();
+    if cluster.is_me(node) || !engine.peer_unreachable(primary) {
+        return worker_url(cluster, node);
+    }
+    for uri in cluster.replicas(node) {
+        if !engine.peer_unreachable(uri) {
+            return url_of(node, uri);
+        }
+    }
+    worker_url(cluster, node)
 }
