@@ -5,8 +5,8 @@ answers as the oracle. Bearer tokens are required for reads, so the token travel
 from the node asked to the workers.
 
 - An aggregate per symbol over every symbol, a kline joined with a feature, ORDER BY
-  ... LIMIT across the shards, a predicate on a scalar and a resample by `date_bin`
-  asked of any node equal the oracle's answers (as multisets where the query has no
+  ... LIMIT across the shards, a predicate on a scalar, a resample by `date_bin` and
+  the catalog table `series` asked of any node equal the oracle's answers (as multisets where the query has no
   ORDER BY).
 - A query whose symbols are all on one node runs there only: the third node's worker
   counter (`fastk_sql_worker_tasks_total`) does not move.
@@ -109,6 +109,9 @@ QUERIES = {
     "resample by date_bin": (
         "SELECT symbol, date_bin(INTERVAL '1 hour', ts) AS h, max(high) AS hi, "
         "sum(volume) AS v, count(*) AS n FROM kline GROUP BY symbol, h", False),
+    "the catalog table series": (
+        "SELECT kind, symbol, timeframe, category, name, value_type, rows, first_ts, last_ts "
+        "FROM series", False),
     "a few symbols over two nodes": (
         "SELECT symbol, sum(volume) AS v FROM kline WHERE symbol IN ('BTC', 'SOL', 'ETH') "
         "GROUP BY symbol ORDER BY symbol", True),

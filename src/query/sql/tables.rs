@@ -442,6 +442,18 @@ impl CatalogTable {
     }
 
     fn batch(&self) -> Result<RecordBatch> {
+        self.batch_of(None)
+    }
+
+    /// The `series` table of this node's series whose symbols `keep` admits (a
+    /// distributed query: one owner's), or every series.
+    pub fn series_batch(engine: &Arc<Engine>, keep: &dyn Fn(&str) -> bool) -> Result<RecordBatch> {
+        let t = CatalogTable::new("series", Arc::clone(engine))
+            .ok_or_else(|| DataFusionError::Internal("no series table".into()))?;
+        t.batch_of(Some(keep))
+    }
+
+    fn batch_of(&self, keep: Option<&dyn Fn(&str) -> bool>) -> Result<RecordBatch> {
         let e = &self.engine;
         let strs = |v: Vec<String>| -> ArrayRef { Arc::new(StringArray::from(v)) };
         let opt_strs = |v: Vec<Option<String>>| -> ArrayRef { Arc::new(StringArray::from(v)) };
@@ -455,6 +467,9 @@ impl CatalogTable {
         let cols: Vec<ArrayRef> = match self.name {
             "series" => {
                 let mut list = e.store.list();
+                if let Some(keep) = keep {
+                    list.retain(|s| keep(s.meta.key.symbol()));
+                }
                 list.sort_by_key(|a| a.meta.key.to_string());
                 let infos: Vec<_> = list
                     .iter()
@@ -620,6 +635,12 @@ impl TableProvider for CatalogTable {
             checked
                 .inspect_err(|e| self.engine.auth.note_forbidden(e))
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        }
+        if self.name == "series"
+            && let Some(shard) =
+                super::dist::shard_series(&self.engine, state.config(), projection)?
+        {
+            return Ok(shard);
         }
         let batch = self.batch()?;
         let mem = MemTable::try_new(Arc::clone(&self.schema), vec![vec![batch]])?;

@@ -14,9 +14,9 @@ use datafusion_proto::bytes::Serializeable;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use serde::{Deserialize, Serialize};
 
-use super::exec::ShardScanExec;
+use super::exec::{ShardScanExec, What};
 use crate::query::Engine;
-use crate::query::sql::tables::{DataTable, ScanSpec};
+use crate::query::sql::tables::{DataTable, ScanSpec, catalog_schema};
 
 /// The version of [`Wire`]: a node refuses a scan of another version by name.
 const WIRE_VERSION: u32 = 1;
@@ -78,31 +78,39 @@ impl PhysicalExtensionCodec for FastkCodec {
                 w.version
             );
         }
-        let Some(table) = DataTable::named(&w.table) else {
-            return internal_err!("a FastkShardScan of unknown table {:?}", w.table);
-        };
-        let ncols = table.columns().len();
-        if w.projection.iter().any(|&i| i >= ncols) {
-            return internal_err!("a FastkShardScan projects a column past the table's");
-        }
-        let filters = w
-            .filters
-            .iter()
-            .map(|f| {
-                let bytes = STANDARD.decode(f).map_err(external)?;
-                Expr::from_bytes_with_ctx(&bytes, ctx)
+        let what = if w.table == "series" {
+            let ncols = catalog_schema("series").map_or(0, |s| s.fields().len());
+            if w.projection.iter().any(|&i| i >= ncols) {
+                return internal_err!("a FastkShardScan projects a column past the table's");
+            }
+            What::Series(w.projection)
+        } else {
+            let Some(table) = DataTable::named(&w.table) else {
+                return internal_err!("a FastkShardScan of unknown table {:?}", w.table);
+            };
+            let ncols = table.columns().len();
+            if w.projection.iter().any(|&i| i >= ncols) {
+                return internal_err!("a FastkShardScan projects a column past the table's");
+            }
+            let filters = w
+                .filters
+                .iter()
+                .map(|f| {
+                    let bytes = STANDARD.decode(f).map_err(external)?;
+                    Expr::from_bytes_with_ctx(&bytes, ctx)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            What::Data(ScanSpec {
+                table,
+                at: w.at,
+                projection: w.projection,
+                filters,
+                limit: w.limit,
             })
-            .collect::<Result<Vec<_>>>()?;
-        let spec = ScanSpec {
-            table,
-            at: w.at,
-            projection: w.projection,
-            filters,
-            limit: w.limit,
         };
         Ok(Arc::new(ShardScanExec::variant(
             Arc::clone(&self.engine),
-            spec,
+            what,
             w.owners,
             w.node,
             w.empty,
@@ -119,19 +127,32 @@ impl PhysicalExtensionCodec for FastkCodec {
         let Some(scan) = node.downcast_ref::<ShardScanExec>() else {
             return internal_err!("FastK's codec cannot encode {}", node.name());
         };
-        let filters = scan
-            .spec
-            .filters
-            .iter()
-            .map(|e| Ok(STANDARD.encode(e.to_bytes()?)))
-            .collect::<Result<Vec<_>>>()?;
+        let (table, at, projection, filters, limit) = match &scan.what {
+            What::Data(spec) => (
+                spec.table.name().to_string(),
+                spec.at.clone(),
+                spec.projection.clone(),
+                spec.filters
+                    .iter()
+                    .map(|e| Ok(STANDARD.encode(e.to_bytes()?)))
+                    .collect::<Result<Vec<_>>>()?,
+                spec.limit,
+            ),
+            What::Series(projection) => (
+                "series".to_string(),
+                None,
+                projection.clone(),
+                Vec::new(),
+                None,
+            ),
+        };
         let w = Wire {
             version: WIRE_VERSION,
-            table: scan.spec.table.name().to_string(),
-            at: scan.spec.at.clone(),
-            projection: scan.spec.projection.clone(),
+            table,
+            at,
+            projection,
             filters,
-            limit: scan.spec.limit,
+            limit,
             owners: scan.owners.clone(),
             node: scan.node.clone(),
             empty: scan.empty,

@@ -20,13 +20,24 @@ use crate::auth::Principal;
 use crate::cluster::Cluster;
 use crate::query::Engine;
 use crate::query::sql::ScanExec;
-use crate::query::sql::tables::{ScanSpec, local_scan};
+use crate::query::sql::tables::{CatalogTable, ScanSpec, catalog_schema, local_scan};
+use datafusion::arrow::array::StringArray;
+use datafusion::physical_plan::memory::MemoryStream;
+
+/// What a distributed scan reads.
+#[derive(Debug, Clone)]
+pub enum What {
+    /// A data table.
+    Data(ScanSpec),
+    /// The catalog table `series`, these columns of it.
+    Series(Vec<usize>),
+}
 
 /// A scan whose series live on `owners`; a variant (`node` set) reads one of them.
 #[derive(Debug)]
 pub struct ShardScanExec {
     pub(super) engine: Arc<Engine>,
-    pub(super) spec: ScanSpec,
+    pub(super) what: What,
     /// The nodes owning series the scan reads, in the shard map's order.
     pub(super) owners: Vec<String>,
     /// The node this variant reads and runs on (`None`: not split yet).
@@ -43,23 +54,32 @@ pub struct ShardScanExec {
 impl ShardScanExec {
     pub fn new(
         engine: Arc<Engine>,
-        spec: ScanSpec,
+        what: What,
         owners: Vec<String>,
         partitions: usize,
     ) -> Result<ShardScanExec> {
-        ShardScanExec::variant(engine, spec, owners, None, false, partitions)
+        ShardScanExec::variant(engine, what, owners, None, false, partitions)
     }
 
     pub(super) fn variant(
         engine: Arc<Engine>,
-        spec: ScanSpec,
+        what: What,
         owners: Vec<String>,
         node: Option<String>,
         empty: bool,
         partitions: usize,
     ) -> Result<ShardScanExec> {
-        let schema: SchemaRef = spec.schema()?;
-        let partitions = partitions.max(1);
+        let schema: SchemaRef = match &what {
+            What::Data(spec) => spec.schema()?,
+            What::Series(projection) => Arc::new(
+                catalog_schema("series")
+                    .ok_or_else(|| DataFusionError::Internal("no series table".into()))?
+                    .project(projection)?,
+            ),
+        };
+        // At least two: a leaf of one partition under nothing that merges partitions
+        // gets no network boundary from the engine, and would run unsplit here.
+        let partitions = partitions.max(2);
         let props = PlanProperties::new(
             EquivalenceProperties::new(schema),
             Partitioning::UnknownPartitioning(partitions),
@@ -68,7 +88,7 @@ impl ShardScanExec {
         );
         Ok(ShardScanExec {
             engine,
-            spec,
+            what,
             owners,
             node,
             empty,
@@ -78,8 +98,22 @@ impl ShardScanExec {
         })
     }
 
+    /// The table it reads.
+    pub fn table_name(&self) -> &'static str {
+        match &self.what {
+            What::Data(spec) => spec.table.name(),
+            What::Series(_) => "series",
+        }
+    }
+
     /// This variant's scan of its node's series, built once on first execution.
-    fn local(&self, node: &str, cluster: &Cluster, ctx: &TaskContext) -> Result<Arc<ScanExec>> {
+    fn local(
+        &self,
+        spec: &ScanSpec,
+        node: &str,
+        cluster: &Cluster,
+        ctx: &TaskContext,
+    ) -> Result<Arc<ScanExec>> {
         if let Some(s) = self.local.get() {
             return Ok(Arc::clone(s));
         }
@@ -87,7 +121,7 @@ impl ShardScanExec {
         let keep = |symbol: &str| cluster.owner(symbol) == node;
         let scan = Arc::new(local_scan(
             &self.engine,
-            &self.spec,
+            spec,
             principal.as_deref(),
             Some(&keep),
             self.partitions,
@@ -98,24 +132,34 @@ impl ShardScanExec {
 
 impl DisplayAs for ShardScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "FastkShardScan: table={}", self.spec.table.name())?;
+        let spec = match &self.what {
+            What::Data(spec) => spec,
+            What::Series(_) => {
+                write!(f, "FastkShardScan: table=series")?;
+                return match &self.node {
+                    Some(n) if self.empty => write!(f, ", node={n} (no series)"),
+                    Some(n) => write!(f, ", node={n}"),
+                    None => write!(f, ", nodes=[{}]", self.owners.join(", ")),
+                };
+            }
+        };
+        write!(f, "FastkShardScan: table={}", spec.table.name())?;
         match (&self.node, self.empty) {
             (Some(n), false) => write!(f, ", node={n}")?,
             (Some(n), true) => write!(f, ", node={n} (no series)")?,
             (None, _) => write!(f, ", nodes=[{}]", self.owners.join(", "))?,
         }
-        let names: Vec<&str> = self
-            .spec
+        let names: Vec<&str> = spec
             .projection
             .iter()
-            .map(|&i| self.spec.table.columns()[i].name(self.spec.table))
+            .map(|&i| spec.table.columns()[i].name(spec.table))
             .collect();
         write!(f, ", projection=[{}]", names.join(", "))?;
-        if !self.spec.filters.is_empty() {
-            let shown: Vec<String> = self.spec.filters.iter().map(|e| e.to_string()).collect();
+        if !spec.filters.is_empty() {
+            let shown: Vec<String> = spec.filters.iter().map(|e| e.to_string()).collect();
             write!(f, ", filters=[{}]", shown.join(" AND "))?;
         }
-        if let Some(l) = self.spec.limit {
+        if let Some(l) = spec.limit {
             write!(f, ", limit={l}")?;
         }
         Ok(())
@@ -177,7 +221,31 @@ impl ExecutionPlan for ShardScanExec {
         if self.empty || partition >= self.partitions {
             return Ok(Box::pin(EmptyRecordBatchStream::new(schema)));
         }
-        let local = self.local(node, &cluster, &context)?;
+        let spec = match &self.what {
+            What::Data(spec) => spec,
+            What::Series(projection) => {
+                if partition > 0 {
+                    return Ok(Box::pin(EmptyRecordBatchStream::new(schema)));
+                }
+                let keep = |symbol: &str| cluster.owner(symbol) == node.as_str();
+                let batch = CatalogTable::series_batch(&self.engine, &keep)?;
+                if let Some(p) = context.session_config().get_extension::<Principal>() {
+                    let symbols = batch
+                        .column(1)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .ok_or_else(|| DataFusionError::Internal("series.symbol".into()))?;
+                    for s in symbols.iter().flatten() {
+                        p.check_symbol(s)
+                            .inspect_err(|e| self.engine.auth.note_forbidden(e))
+                            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    }
+                }
+                let batch = batch.project(projection)?;
+                return Ok(Box::pin(MemoryStream::try_new(vec![batch], schema, None)?));
+            }
+        };
+        let local = self.local(spec, node, &cluster, &context)?;
         if partition >= local.properties().partitioning.partition_count() {
             return Ok(Box::pin(EmptyRecordBatchStream::new(schema)));
         }

@@ -24,7 +24,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
 
 pub use channel::OpenChannels;
-pub use exec::ShardScanExec;
+pub use exec::{ShardScanExec, What};
 pub use worker::service;
 
 use super::tables::ScanSpec;
@@ -86,11 +86,39 @@ pub fn shard_scan(
     spec: &ScanSpec,
     partitions: usize,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let symbols = spec.filter().keys[0].clone();
+    shard(
+        engine,
+        config,
+        What::Data(spec.clone()),
+        symbols.as_ref(),
+        partitions,
+    )
+}
+
+/// The catalog table `series` as a distributed leaf (every owner lists its own
+/// series), when the query runs distributed. `None`: this node's list answers.
+pub fn shard_series(
+    engine: &Arc<Engine>,
+    config: &SessionConfig,
+    projection: Option<&Vec<usize>>,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let ncols = super::tables::catalog_schema("series").map_or(0, |s| s.fields().len());
+    let projection = projection.cloned().unwrap_or_else(|| (0..ncols).collect());
+    shard(engine, config, What::Series(projection), None, 1)
+}
+
+fn shard(
+    engine: &Arc<Engine>,
+    config: &SessionConfig,
+    what: What,
+    symbols: Option<&BTreeSet<String>>,
+    partitions: usize,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(cluster) = config.get_extension::<Cluster>() else {
         return Ok(None);
     };
-    let filter = spec.filter();
-    let owners: Vec<String> = match &filter.keys[0] {
+    let owners: Vec<String> = match symbols {
         Some(symbols) => {
             let set: BTreeSet<&str> = symbols.iter().map(|s| cluster.owner(s)).collect();
             cluster
@@ -107,15 +135,14 @@ pub fn shard_scan(
             .collect(),
     };
     if let Some(touched) = config.get_extension::<Touched>() {
-        let mut t = touched.0.locked();
-        t.extend(owners.iter().cloned());
+        touched.0.locked().extend(owners.iter().cloned());
     }
     if owners.is_empty() || (owners.len() == 1 && cluster.is_me(&owners[0])) {
         return Ok(None);
     }
     Ok(Some(Arc::new(ShardScanExec::new(
         Arc::clone(engine),
-        spec.clone(),
+        what,
         owners,
         partitions,
     )?)))

@@ -74,7 +74,7 @@ pub fn scale_up(ev: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNodeEventR
         return Some(Err(DataFusionError::Plan(format!(
             "this query's scan of {} reads series of {} nodes but its stage runs on {} \
              tasks; each node's series must be read on that node",
-            scan.spec.table.name(),
+            scan.table_name(),
             owners.len(),
             ev.task_count
         ))));
@@ -84,7 +84,7 @@ pub fn scale_up(ev: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNodeEventR
             let node = owners[i % owners.len()].clone();
             ShardScanExec::variant(
                 Arc::clone(&scan.engine),
-                scan.spec.clone(),
+                scan.what.clone(),
                 owners.clone(),
                 Some(node),
                 i >= owners.len(),
