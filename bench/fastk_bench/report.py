@@ -1095,9 +1095,10 @@ def t_shards(r: dict) -> str:
                 f"first node: `{q['query']}`\n\n")
         out += table(["system", "median ms", "best ms", "kB on loopback per query", "stages run per node",
                       "rate vs one node"], srows)
-        out += ("\n\nOn one 2-core host every node shares the cores, so more nodes cannot answer faster; what "
-                "scales on a real cluster is each node's share of the scan (its symbols) and the bytes that "
-                "cross the network, which are partial aggregates (one row per symbol and node), not bars.")
+        out += ("\n\nAll nodes share one 2-core host here, so the times are not a cluster's. What carries over "
+                "to a cluster is each node's share of the scan (its own symbols) and the bytes that cross the "
+                "network: partial aggregates, one row per symbol and node, not bars. A gain from more processes "
+                "on this host says that one node leaves the cores idle on this query, not how a cluster scales.")
     if _checked_how(d):
         out += "\n\nChecked: " + _checked_how(d)
     return out

@@ -54,7 +54,7 @@ PULL_THREADS = 6
 
 
 def params(q: bool) -> dict:
-    return dict(shard_symbols=6 if q else 12, shard_bars=(30 if q else 365) * 1440, shard_reps=3 if q else 9)
+    return dict(shard_symbols=6 if q else 100, shard_bars=(30 if q else 365) * 1440, shard_reps=3 if q else 5)
 
 
 def _symbols(n: int) -> list[str]:

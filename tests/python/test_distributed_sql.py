@@ -36,6 +36,7 @@ from fastk_testlib import (
     make_scalars,
     register_kline,
     scalar_path,
+    wait_replica_caught_up,
 )
 
 SYMBOLS = ["ADA", "AVAX", "BNB", "BTC", "DOGE", "DOT", "ETH", "LINK", "LTC", "MATIC",
@@ -216,15 +217,7 @@ def test_a_node_down_with_a_replica_answers_from_the_replica(start_server, tmp_p
             expect_ok(register_kline(s, srv.http_url, sym), 201)
             expect_ok(s.post(srv.http_url + kline_path(sym) + "/records", json={"records": bars}, timeout=30))
 
-    def held(srv) -> dict:
-        inv = s.get(srv.http_url + "/inventory?partitions=false", timeout=30).json()
-        return {x["symbol"]: (x["version"], x.get("unfolded_rows", 0)) for x in inv["series"]}
-
-    deadline = time.monotonic() + 60
-    while not (held(b) and all(u == 0 for _, u in held(b).values())
-               and {k: v for k, (v, _) in held(rb).items()} == {k: v for k, (v, _) in held(b).items()}):
-        assert time.monotonic() < deadline, f"the replica did not catch up:\n{rb.log_tail(30)}"
-        time.sleep(0.3)
+    assert wait_replica_caught_up(b, rb)
     query = "SELECT symbol, count(*) AS n, sum(close) AS c FROM kline GROUP BY symbol ORDER BY symbol"
     want = rows(s, oracle, query)
     assert rows(s, a, query) == want
