@@ -5,10 +5,21 @@
 
 use std::sync::Arc;
 
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::execution::SessionState;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::memory::LazyMemoryExec;
+use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
+use datafusion_distributed::{
+    DistributedExt, NetworkBroadcastExec, NetworkCoalesceExec, NetworkShuffleExec, Worker,
+    WorkerPlanRewriteEvent, WorkerPlanRewriteEventResponse, WorkerQueryContext,
+};
+
+use super::exec::ShardScanExec;
 
 use super::codec::FastkCodec;
 use crate::auth::Access;
@@ -65,7 +76,76 @@ async fn session(engine: Arc<Engine>, ctx: WorkerQueryContext) -> Result<Session
     // A stage here reads the stages of other nodes through the same channels (TLS,
     // connect limit, errors that name the node) as the node that planned the query.
     cfg.set_distributed_channel_resolver(super::channel::Channels::of(&engine));
+    cfg.set_distributed_worker_plan_rewrite_handler(only_fastk_leaves);
     let sctx = SessionContext::new_with_state(builder.build());
     funcs::install(&sctx, &pool, engine.config.sql.function_output_cap());
     Ok(sctx.state())
+}
+
+/// A stage sent to this node may read only what a FastK query reads: its own scans,
+/// other stages, and rows the plan itself holds (literals, `generate_series`). A
+/// decoded plan with any other leaf (a file scan, above all) is refused, so a client
+/// that can reach the worker cannot make it read files of the host.
+fn only_fastk_leaves(ev: WorkerPlanRewriteEvent) -> Result<WorkerPlanRewriteEventResponse> {
+    let mut refused: Option<String> = None;
+    ev.plan.apply(|node| {
+        if node.children().is_empty() && !allowed_leaf(node) {
+            refused = Some(node.name().to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if let Some(name) = refused {
+        return Err(DataFusionError::Plan(format!(
+            "a distributed stage may read only FastK's tables and other stages; a {name} \
+             leaf is refused"
+        )));
+    }
+    Ok(WorkerPlanRewriteEventResponse::new(ev.plan))
+}
+
+fn allowed_leaf(node: &Arc<dyn ExecutionPlan>) -> bool {
+    if let Some(d) = node.downcast_ref::<DataSourceExec>() {
+        return d
+            .data_source()
+            .downcast_ref::<MemorySourceConfig>()
+            .is_some();
+    }
+    node.downcast_ref::<ShardScanExec>().is_some()
+        || node.downcast_ref::<NetworkShuffleExec>().is_some()
+        || node.downcast_ref::<NetworkCoalesceExec>().is_some()
+        || node.downcast_ref::<NetworkBroadcastExec>().is_some()
+        || node.downcast_ref::<EmptyExec>().is_some()
+        || node.downcast_ref::<PlaceholderRowExec>().is_some()
+        || node.downcast_ref::<LazyMemoryExec>().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+
+    fn check(plan: Arc<dyn ExecutionPlan>) -> Result<()> {
+        let cfg = SessionConfig::new();
+        only_fastk_leaves(WorkerPlanRewriteEvent {
+            plan,
+            session_config: &cfg,
+        })
+        .map(|_| ())
+    }
+
+    #[test]
+    fn a_stage_with_a_leaf_other_than_fastks_is_refused() {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, true)]));
+        let empty: Arc<dyn ExecutionPlan> = Arc::new(EmptyExec::new(Arc::clone(&schema)));
+        assert!(check(Arc::new(CoalescePartitionsExec::new(empty))).is_ok());
+        // A leaf the worker does not know, standing for a file scan: refused.
+        let work_table: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::work_table::WorkTableExec::new("t".into(), schema, None)
+                .expect("a work table"),
+        );
+        let e = check(Arc::new(CoalescePartitionsExec::new(work_table))).unwrap_err();
+        assert!(e.to_string().contains("WorkTableExec"), "{e}");
+    }
 }
