@@ -108,20 +108,9 @@ pub fn ts_type() -> DataType {
 }
 
 impl DataTable {
-    pub const ALL: [DataTable; 8] = [
-        DataTable::Kline,
-        DataTable::KlineRaw,
-        DataTable::Scalar,
-        DataTable::ScalarI64,
-        DataTable::Trade,
-        DataTable::TradeRaw,
-        DataTable::Quote,
-        DataTable::QuoteRaw,
-    ];
-
     /// The table named `name`.
     pub fn named(name: &str) -> Option<DataTable> {
-        DataTable::ALL.into_iter().find(|t| t.name() == name)
+        DATA_TABLES.into_iter().find(|t| t.name() == name)
     }
 
     pub fn name(self) -> &'static str {
