@@ -85,6 +85,8 @@ pub struct Metrics {
     pub flight_bytes_sent: AtomicU64,
     /// Stages of distributed SQL queries this node ran for another node (or itself).
     pub sql_worker_tasks: AtomicU64,
+    /// Distributed SQL queries run a second time on a replica of a node that failed.
+    pub sql_replica_retries: AtomicU64,
     http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
     flight_calls: Mutex<BTreeMap<(String, String), u64>>,
 }
@@ -187,6 +189,12 @@ impl Metrics {
             "fastk_sql_worker_tasks_total",
             "Stages of distributed SQL queries this node's worker ran.",
             ld(&self.sql_worker_tasks),
+        );
+        counter(
+            &mut out,
+            "fastk_sql_replica_retries_total",
+            "Distributed SQL queries run again on a replica after a node did not answer.",
+            ld(&self.sql_replica_retries),
         );
         counter(
             &mut out,

@@ -362,9 +362,7 @@ pub async fn do_get(
             return Ok((schema, stream::once(async move { Ok(batch) }).boxed()));
         }
     };
-    let running = sql::plan_as(engine, principal, &query, params)
-        .await?
-        .execute()?;
+    let running = sql::run_as(engine, principal, &query, params).await?;
     let schema = Arc::clone(&running.schema);
     let batches = running
         .map(|b| b.map_err(|e| FlightError::Tonic(Box::new(status(e)))))

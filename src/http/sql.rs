@@ -107,9 +107,7 @@ pub async fn query(
         .map(|(i, v)| param(i, v))
         .collect::<Result<Vec<_>, Error>>()?;
     if wants_arrow(&headers) {
-        let stream = sql::plan_as(&engine, &principal, &req.query, params)
-            .await?
-            .execute()?;
+        let stream = sql::run_as(&engine, &principal, &req.query, params).await?;
         let schema = Arc::clone(&stream.schema);
         let body = ipc_stream(schema, stream.map(|b| b.map_err(std::io::Error::other)));
         let mut res = Body::from_stream(body).into_response();

@@ -28,6 +28,7 @@ import time
 import pytest
 import requests
 
+from conftest import stop_cleanly
 from fastk_testlib import (
     expect_ok,
     free_port,
@@ -133,11 +134,15 @@ def test_a_query_asked_of_any_node_equals_one_node(cluster, name, asked):
         assert sorted(got) == sorted(want)
 
 
-def worker_tasks(s, srv) -> int:
-    text = s.get(srv.http_url + "/metrics", timeout=10).text
-    m = re.search(r"^fastk_sql_worker_tasks_total (\d+)", text, re.M)
-    assert m, "fastk_sql_worker_tasks_total is missing from /metrics"
+def metric(s, srv, name: str) -> int:
+    text = s.get(srv.http_url + "/metrics", timeout=30).text
+    m = re.search(rf"^{name} (\d+)", text, re.M)
+    assert m, f"{name} is missing from /metrics"
     return int(m.group(1))
+
+
+def worker_tasks(s, srv) -> int:
+    return metric(s, srv, "fastk_sql_worker_tasks_total")
 
 
 def test_a_query_of_one_node_does_not_contact_the_others(cluster):
@@ -172,6 +177,40 @@ def test_a_token_is_needed_on_every_node(cluster):
     r = requests.post(cluster["nodes"]["a"].http_url + "/v1/sql",
                       json={"query": "SELECT count(*) FROM kline"}, timeout=30)
     assert r.status_code == 401, r.text
+
+
+def test_a_node_that_answers_late_is_an_error_that_names_it(cluster):
+    """Node b is stopped (SIGSTOP): its kernel still accepts connections, but nothing
+    answers. A query that needs b ends with 503 naming b within the cluster's
+    forward timeout (5 s here), not when the client gives up; once b runs again, the
+    same query answers as one node does."""
+    s, nodes = cluster["session"], cluster["nodes"]
+    b = nodes["b"]
+    query = "SELECT symbol, count(*) AS n FROM kline GROUP BY symbol ORDER BY symbol"
+    b.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        r = sql(s, nodes["a"], query)
+        waited = time.monotonic() - started
+        assert r.status_code == 503, r.text
+        assert "b (" in r.json()["error"]["message"], r.text
+        # The request's own timeout is 60 s: an answer before it means the node's
+        # silence was detected, not that the client gave up.
+        assert waited < 60, waited
+        # A query of the nodes that answer is not held up by b.
+        q = "SELECT count(*) FROM kline WHERE symbol IN ('ADA', 'TRX')"
+        assert rows(s, nodes["a"], q) == rows(s, cluster["oracle"], q)
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while True:
+        r = sql(s, nodes["a"], query)
+        if r.status_code == 200:
+            break
+        assert r.status_code == 503, r.text
+        assert time.monotonic() < deadline, "b never answered again: " + r.text
+        time.sleep(0.5)
+    assert r.json()["rows"] == rows(s, cluster["oracle"], query)
 
 
 def test_a_node_down_is_an_error_that_names_it(cluster):
@@ -221,19 +260,80 @@ def test_a_node_down_with_a_replica_answers_from_the_replica(start_server, tmp_p
     query = "SELECT symbol, count(*) AS n, sum(close) AS c FROM kline GROUP BY symbol ORDER BY symbol"
     want = rows(s, oracle, query)
     assert rows(s, a, query) == want
+    before = worker_tasks(s, rb)
+    retries = metric(s, a, "fastk_sql_replica_retries_total")
     b.proc.send_signal(signal.SIGKILL)
     b.proc.wait(timeout=30)
-    before = worker_tasks(s, rb)
-    deadline = time.monotonic() + 30
-    while True:
-        r = sql(s, a, query)
-        if r.status_code == 200:
-            break
-        assert r.status_code == 503 and "b (" in r.json()["error"]["message"], r.text
-        assert time.monotonic() < deadline, "the query never moved to b's replica"
-        time.sleep(0.5)
+    # The first query after the kill answers: either a's probe already marked b down
+    # and routed its tasks to the replica, or the query failed on b and ran again on
+    # the replica (counted in fastk_sql_replica_retries_total).
+    r = sql(s, a, query)
+    assert r.status_code == 200, (r.text, metric(s, a, "fastk_sql_replica_retries_total"))
     assert r.json()["rows"] == want
     assert worker_tasks(s, rb) > before, "the replica ran b's stages"
+    # Arrow over HTTP takes the same path.
+    r = s.post(a.http_url + "/v1/sql", json={"query": query},
+               headers={"Accept": "application/vnd.apache.arrow.stream"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert metric(s, a, "fastk_sql_replica_retries_total") >= retries
+
+
+def test_a_query_that_fails_on_a_node_runs_again_on_its_replica(start_server, tmp_path):
+    """With the peer probe unable to notice first (the query comes at once after the
+    kill and b's death is seen only by the query), the query that fails on b is run
+    again on b's replica within the same request. Repeated kills of a fresh b make
+    the retry path, not the probe, answer at least once."""
+    pa_, prb = free_port(), free_port()
+    retried = False
+    for attempt in range(3):
+        pb = free_port()
+        a_uri, b_uri, rb_uri = (f"grpc://127.0.0.1:{p}" for p in (pa_, pb, prb))
+        shard_map = {"nodes": {"a": a_uri, "b": b_uri},
+                     "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}],
+                     "replicas": {"b": [rb_uri]}}
+        bucket = f"file://{tmp_path}/bucket{attempt}"
+        common = {"FASTK__CLUSTER__SHARD_MAP": json.dumps(shard_map),
+                  "FASTK__CLUSTER__SQL": "distributed", "FASTK__CLUSTER__FORWARD_TIMEOUT_S": "5"}
+        a = start_server(f"dsql-retry-a{attempt}", {**common, "FASTK__CLUSTER__NODE": "a",
+                                                    "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pa_}"})
+        b = start_server(f"dsql-retry-b{attempt}", {
+            **common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pb}",
+            "FASTK__REPLICA__PUBLISH_TO": bucket, "FASTK__REPLICA__PUBLISH_INTERVAL_S": "1",
+            "FASTK__STORAGE__FOLD_AGE_S": "1"})
+        rb = start_server(f"dsql-retry-rb{attempt}", {
+            **common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{prb}",
+            "FASTK__REPLICA__FOLLOW_FROM": bucket, "FASTK__REPLICA__POLL_INTERVAL_S": "1"})
+        s = requests.Session()
+        for i, sym in enumerate(["BTC", "XRP"]):
+            srv = a if sym < "M" else b
+            expect_ok(register_kline(s, srv.http_url, sym), 201)
+            expect_ok(s.post(srv.http_url + kline_path(sym) + "/records",
+                             json={"records": make_klines(200 + i, seed=i)}, timeout=30))
+        assert wait_replica_caught_up(b, rb)
+        query = "SELECT symbol, count(*) AS n FROM kline GROUP BY symbol ORDER BY symbol"
+        want = [["BTC", 200], ["XRP", 201]]
+        # a's first probe ran before b and the replica were up; wait for one that
+        # finds both, so that b's tasks go to b until the query itself finds it dead.
+        deadline = time.monotonic() + 30
+        while (h := s.get(a.http_url + "/health", timeout=30).json()["cluster"]).get(
+                "checked_ts") is None or h["unreachable"]:
+            assert time.monotonic() < deadline, h
+            time.sleep(0.3)
+        before = worker_tasks(s, b)
+        assert rows(s, a, query) == want
+        assert worker_tasks(s, b) > before, "b ran its own stages while it was up"
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait(timeout=30)
+        r = sql(s, a, query)
+        assert r.status_code == 200, r.text
+        assert r.json()["rows"] == want
+        if metric(s, a, "fastk_sql_replica_retries_total") > 0:
+            retried = True
+        for srv in (a, rb):
+            stop_cleanly(srv)
+        if retried:
+            break
+    assert retried, "in 3 tries the probe always noticed b's death before the query did"
 
 
 # A property test: random queries from a small grammar, over a random shard map (a

@@ -494,6 +494,7 @@ impl Planned {
             done: false,
             _permit: self.permit,
             ticket: self.ticket,
+            pending: None,
         })
     }
 }
@@ -528,6 +529,8 @@ pub struct SqlStream {
     cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Its engine, to note that node as unreachable (its replicas take its tasks).
     engine: Option<Arc<Engine>>,
+    /// The first item, when [`run_as`] has already taken it from `inner`.
+    pending: Option<Result<RecordBatch>>,
 }
 
 impl SqlStream {
@@ -541,6 +544,9 @@ impl Stream for SqlStream {
     type Item = Result<RecordBatch>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(first) = self.pending.take() {
+            return Poll::Ready(Some(first));
+        }
         if self.done {
             return Poll::Ready(None);
         }
@@ -571,6 +577,41 @@ impl Stream for SqlStream {
             other => other.map(|o| o.map(|r| r.map_err(df_error))),
         }
     }
+}
+
+/// Plans and runs `query` as [`plan_as`] and [`Planned::execute`] do, holding back
+/// its first item. When a distributed query's first item is the error that a node did
+/// not answer, and the shard map lists a replica of that node that has not failed, the
+/// query is planned and run once more: the failure marked the node unreachable, so
+/// this time its tasks go to the replica. Nothing was sent yet and SQL only reads, so
+/// the second run repeats and loses nothing. At most one retry; the second run has
+/// its own `sql.query_timeout_s`.
+pub async fn run_as(
+    engine: &Arc<Engine>,
+    principal: &Principal,
+    query: &str,
+    params: Vec<ScalarValue>,
+) -> Result<SqlStream> {
+    let mut stream = plan_as(engine, principal, query, params.clone())
+        .await?
+        .execute()?;
+    let first = stream.next().await;
+    if let Some(Err(e)) = &first
+        && let Some(cluster) = stream.cluster.as_deref()
+        && dist::replica_can_answer(cluster, e)
+    {
+        engine
+            .metrics
+            .sql_replica_retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        drop(stream);
+        stream = plan_as(engine, principal, query, params).await?.execute()?;
+        let again = stream.next().await;
+        stream.pending = again;
+        return Ok(stream);
+    }
+    stream.pending = first;
+    Ok(stream)
 }
 
 /// A whole answer in memory (HTTP JSON and tests).
@@ -606,7 +647,7 @@ pub async fn collect_as(
     params: Vec<ScalarValue>,
     max_rows: Option<usize>,
 ) -> Result<SqlAnswer> {
-    let mut stream = plan_as(engine, principal, query, params).await?.execute()?;
+    let mut stream = run_as(engine, principal, query, params).await?;
     let mut batches = Vec::new();
     let mut rows = 0usize;
     while let Some(b) = stream.next().await {

@@ -9,9 +9,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion_distributed::grpc::{BoxCloneSyncChannel, create_worker_client};
-use datafusion_distributed::{ChannelResolver, WorkerChannel};
+use datafusion_distributed::{
+    ChannelResolver, CoordinatorToWorkerMsg, ExecuteTaskRequest, GetWorkerInfoRequest,
+    GetWorkerInfoResponse, SetPlanRequest, WorkerChannel, WorkerToCoordinatorMsg,
+};
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use http::HeaderMap;
 use tonic::transport::Channel;
 use url::Url;
 
@@ -49,14 +57,23 @@ impl Channels {
 
     /// The name of the node at `url`, for errors.
     fn node_of(&self, url: &Url) -> String {
-        let Some(cluster) = self.engine.cluster.get() else {
-            return url.to_string();
-        };
-        cluster
-            .owners_in_order()
-            .into_iter()
-            .find(|n| super::route::worker_url(&cluster, n).is_ok_and(|u| u == *url))
-            .map_or_else(|| url.to_string(), |n| format!("{n} ({url})"))
+        self.peer_of(url)
+            .map_or_else(|| url.to_string(), |(n, _)| format!("{n} ({url})"))
+    }
+
+    /// The shard map's name and URI of the node (or of the node's replica) whose
+    /// worker is at `url`.
+    fn peer_of(&self, url: &Url) -> Option<(String, String)> {
+        let cluster = self.engine.cluster.get()?;
+        for node in cluster.owners_in_order() {
+            let uris = cluster.uri(node).into_iter();
+            for uri in uris.chain(cluster.replicas(node).iter().map(String::as_str)) {
+                if super::route::url_of(node, uri).is_ok_and(|u| u == *url) {
+                    return Some((node.to_string(), uri.to_string()));
+                }
+            }
+        }
+        None
     }
 
     async fn channel(&self, url: &Url) -> Result<Channel> {
@@ -64,6 +81,10 @@ impl Channels {
             return Ok(c.clone());
         }
         let unavailable = |e: &dyn std::fmt::Display| {
+            if let Some((node, uri)) = self.peer_of(url) {
+                self.engine
+                    .note_peer_failed(crate::query::now_ms(), format!("{node} ({uri})"));
+            }
             DataFusionError::External(Box::new(Error::new(
                 ErrorKind::Unavailable,
                 format!("shard node {} did not answer: {e}", self.node_of(url)),
@@ -86,11 +107,15 @@ impl Channels {
                 .tls_config(t.client())
                 .map_err(|e| unavailable(&e))?;
         }
-        let timeout = Duration::from_secs(self.engine.config.cluster.forward_timeout_s);
+        // A node that stops answering (hung, stopped, cut off) is found by HTTP/2 pings:
+        // one every half of the forward timeout, each given the other half, so a
+        // silent node fails its calls within about `cluster.forward_timeout_s`. A
+        // node that is busy still answers pings.
+        let half = half_of(self.engine.config.cluster.forward_timeout_s);
         let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(timeout)
-            .keep_alive_timeout(timeout)
+            .http2_keep_alive_interval(half)
+            .keep_alive_timeout(half)
             .connect()
             .await
             .map_err(|e| unavailable(&e))?;
@@ -111,6 +136,115 @@ impl Channels {
 impl ChannelResolver for Channels {
     async fn get_worker_client_for_url(&self, url: &Url) -> Result<Box<dyn WorkerChannel>> {
         let channel = self.channel(url).await?;
-        Ok(create_worker_client(BoxCloneSyncChannel::new(channel)))
+        let (node, uri) = self
+            .peer_of(url)
+            .unwrap_or_else(|| (url.to_string(), url.to_string()));
+        Ok(Box::new(Named {
+            inner: create_worker_client(BoxCloneSyncChannel::new(channel)),
+            node: Arc::new(NodeName {
+                node,
+                uri,
+                engine: Arc::clone(&self.engine),
+            }),
+        }))
+    }
+}
+
+/// Half of `secs` seconds, at least one second.
+fn half_of(secs: u64) -> Duration {
+    Duration::from_millis((secs.saturating_mul(1000) / 2).max(1000))
+}
+
+/// The node a worker client talks to, for its errors.
+struct NodeName {
+    node: String,
+    uri: String,
+    engine: Arc<Engine>,
+}
+
+impl NodeName {
+    /// `e` named after this node when it says the node did not answer (the call's
+    /// transport failed, or its pings went unanswered), and the node noted as failed
+    /// so that the next query moves to a replica if the map lists one. An error the
+    /// node raised itself keeps its kind; one that already names a node (a third node
+    /// that this one could not reach) is passed on as it is.
+    fn name(&self, e: DataFusionError) -> DataFusionError {
+        let ours = crate::query::sql::df_error(e);
+        if ours.kind != ErrorKind::Unavailable || ours.message.contains("shard node ") {
+            return DataFusionError::External(Box::new(ours));
+        }
+        self.engine.note_peer_failed(
+            crate::query::now_ms(),
+            format!("{} ({})", self.node, self.uri),
+        );
+        let detail = ours
+            .message
+            .strip_prefix("a node of the distributed query did not answer: ")
+            .unwrap_or(&ours.message);
+        DataFusionError::External(Box::new(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "shard node {} ({}) did not answer: {detail}",
+                self.node, self.uri
+            ),
+        )))
+    }
+
+    fn stream<T: Send + 'static>(
+        self: &Arc<Self>,
+        s: BoxStream<'static, Result<T>>,
+    ) -> BoxStream<'static, Result<T>> {
+        let me = Arc::clone(self);
+        s.map_err(move |e| me.name(e)).boxed()
+    }
+}
+
+/// A worker client whose errors name the node it talks to.
+struct Named {
+    inner: Box<dyn WorkerChannel>,
+    node: Arc<NodeName>,
+}
+
+#[async_trait]
+impl WorkerChannel for Named {
+    async fn coordinator_channel(
+        &mut self,
+        headers: HeaderMap,
+        set_plan_request: SetPlanRequest,
+        c2w_stream: BoxStream<'static, CoordinatorToWorkerMsg>,
+        metrics: ExecutionPlanMetricsSet,
+        task_ctx: &Arc<TaskContext>,
+    ) -> Result<BoxStream<'static, Result<WorkerToCoordinatorMsg>>> {
+        let s = self
+            .inner
+            .coordinator_channel(headers, set_plan_request, c2w_stream, metrics, task_ctx)
+            .await
+            .map_err(|e| self.node.name(e))?;
+        Ok(self.node.stream(s))
+    }
+
+    async fn execute_task(
+        &mut self,
+        headers: HeaderMap,
+        request: ExecuteTaskRequest,
+        metrics: ExecutionPlanMetricsSet,
+        task_ctx: &Arc<TaskContext>,
+    ) -> Result<Vec<BoxStream<'static, Result<RecordBatch>>>> {
+        let streams = self
+            .inner
+            .execute_task(headers, request, metrics, task_ctx)
+            .await
+            .map_err(|e| self.node.name(e))?;
+        Ok(streams.into_iter().map(|s| self.node.stream(s)).collect())
+    }
+
+    async fn get_worker_info(
+        &mut self,
+        request: GetWorkerInfoRequest,
+    ) -> Result<GetWorkerInfoResponse> {
+        self.inner
+            .get_worker_info(request)
+            .await
+            .map_err(|e| self.node.name(e))
     }
 }

@@ -224,6 +224,23 @@ pub fn status_error(status: &tonic::Status) -> crate::error::Error {
     }
 }
 
+/// Whether `e` says that a node did not answer ("shard node b (...) did not answer")
+/// and the map lists a replica of that node that is not the one that failed: a query
+/// that failed so can run again on the replica ([`crate::query::sql::run_as`]).
+pub fn replica_can_answer(cluster: &Cluster, e: &crate::error::Error) -> bool {
+    if e.kind != crate::error::ErrorKind::Unavailable {
+        return false;
+    }
+    let Some(rest) = e.message.strip_prefix("shard node ") else {
+        return false;
+    };
+    let Some((node, rest)) = rest.split_once(" (") else {
+        return false;
+    };
+    let failed = rest.split_once(')').map_or("", |(uri, _)| uri);
+    cluster.replicas(node).iter().any(|uri| uri != failed)
+}
+
 /// `e` with the node named whose address its message holds: "shard node c
 /// (grpc://127.0.0.1:8815) did not answer: ...".
 pub fn name_nodes(

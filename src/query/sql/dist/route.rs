@@ -30,7 +30,7 @@ pub fn worker_url(cluster: &Cluster, node: &str) -> Result<Url> {
 }
 
 /// The worker URL of a Flight URI of `node` (itself or one of its replicas).
-fn url_of(node: &str, uri: &str) -> Result<Url> {
+pub fn url_of(node: &str, uri: &str) -> Result<Url> {
     let host = uri.split_once("://").map_or(uri, |(_, rest)| rest);
     let scheme = if uri.starts_with("grpc+tls://") {
         "https"
@@ -193,5 +193,10 @@ fn serving_url(engine: &Engine, cluster: &Cluster, node: &str) -> Result<Url> {
             return url_of(node, uri);
         }
     }
-    worker_url(cluster, node)
+    // Every replica failed too, or a probe made before it started said so: the node
+    // itself is known down, so its first replica is the better guess.
+    match cluster.replicas(node).first() {
+        Some(uri) => url_of(node, uri),
+        None => worker_url(cluster, node),
+    }
 }
