@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use common::cli::text;
 use common::{HOUR, JAN_2024, engine_with, kline_registration};
 use fastk::config::Config;
 use fastk::query::Engine;
@@ -18,14 +19,6 @@ fn fastk(args: &[&str], root: &Path) -> Output {
         .arg(root)
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn seed(root: &Path) -> std::path::PathBuf {

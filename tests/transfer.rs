@@ -6,51 +6,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 
 use arrow_array::{Array, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use common::cli::{fastk, ok, rows, write};
 use common::{DAY, JAN_2024, MINUTE, engine_with, kline_registration};
 use fastk::query::Engine;
-use fastk::record::{SeriesKey, TsRange};
-
-fn fastk(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fastk"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the fastk binary runs")
-}
-
-fn ok(out: Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "fastk failed: {text}");
-    text
-}
+use fastk::record::SeriesKey;
 
 fn engine(root: &Path) -> Arc<Engine> {
     engine_with(root, |_| {})
-}
-
-/// All rows of a series, column-major: ts then each value column.
-fn rows(root: &Path, key: &SeriesKey) -> Vec<Vec<i64>> {
-    let e = engine(root);
-    let page = e
-        .read(key, TsRange::all(), usize::MAX)
-        .expect("series readable");
-    let mut cols = vec![Vec::new(); key.kind().ncols()];
-    for s in &page.slices {
-        for (c, col) in cols.iter_mut().enumerate() {
-            col.extend_from_slice(s.col(c));
-        }
-    }
-    cols
 }
 
 fn version(root: &Path, key: &SeriesKey) -> Option<u64> {
@@ -59,12 +27,6 @@ fn version(root: &Path, key: &SeriesKey) -> Option<u64> {
 
 fn kline() -> SeriesKey {
     SeriesKey::kline("BTCUSDT", "1m").unwrap()
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// `n` valid 1m bars from `start` as CSV lines `ts,open,high,low,close,volume`, with

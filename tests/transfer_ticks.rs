@@ -5,59 +5,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 
 use arrow_array::{BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
+use common::cli::{fastk, ok, rows, text, write};
 use common::engine_with;
-use fastk::record::{SeriesKey, TsRange};
+use fastk::record::SeriesKey;
 
 /// 2024-03-01T14:30:00Z in nanoseconds.
 const OPEN_NS: i64 = 1_709_303_400_000_000_000;
-
-fn fastk(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fastk"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("FASTK_TOKEN")
-        .output()
-        .expect("the fastk binary runs")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn ok(out: Output) -> String {
-    let t = text(&out);
-    assert!(out.status.success(), "fastk failed: {t}");
-    t
-}
-
-/// All rows of a series, column-major, read back through the engine.
-fn rows(root: &Path, key: &SeriesKey) -> Vec<Vec<i64>> {
-    let e = engine_with(root, |_| {});
-    let page = e.read(key, TsRange::all(), usize::MAX).expect("readable");
-    let mut cols = vec![Vec::new(); key.kind().ncols()];
-    for s in &page.slices {
-        for (c, col) in cols.iter_mut().enumerate() {
-            col.extend_from_slice(s.col(c));
-        }
-    }
-    cols
-}
-
-fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, body).unwrap();
-    p
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -4,6 +4,7 @@
 //! folder of `tests/` as a binary of its own, so nothing here compiles as an empty test).
 //! - the engine fixtures below: an `Engine` over a temporary root, a registered kline
 //!   series, a deep validation that must come back clean;
+//! - [`cli`]: the `fastk` binary run to the end, its output, a series' rows after it;
 //! - [`flight`]: a real server on port 0 and a Flight client, with data builders;
 //! - [`sql`]: a runtime and a query that must succeed;
 //! - [`store`]: storage-level helpers (store options, series metadata, reading a
@@ -11,6 +12,7 @@
 // Each test binary uses a different subset of these helpers and re-exports.
 #![allow(dead_code, unused_imports)]
 
+pub mod cli;
 pub mod flight;
 pub mod sql;
 pub mod store;
