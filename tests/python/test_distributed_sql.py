@@ -114,6 +114,14 @@ QUERIES = {
     "the catalog table series": (
         "SELECT kind, symbol, timeframe, category, name, value_type, rows, first_ts, last_ts "
         "FROM series", False),
+    "asof cross section of every node": (
+        "SELECT symbol, ts, open, close, volume FROM asof('kline', '1m', TIMESTAMP '2024-01-01 04:30:00')",
+        False),
+    "latest of a scalar, ordered": (
+        "SELECT symbol, ts, value FROM latest('scalar', '1m', 'feature', 'rsi') ORDER BY symbol", True),
+    "asof joined with latest": (
+        "SELECT a.symbol, a.close, l.value FROM asof('kline', '1m', TIMESTAMP '2024-01-01 04:30:00') a "
+        "JOIN latest('scalar', '1m', 'feature', 'rsi') l ON a.symbol = l.symbol", False),
     "a few symbols over two nodes": (
         "SELECT symbol, sum(volume) AS v FROM kline WHERE symbol IN ('BTC', 'SOL', 'ETH') "
         "GROUP BY symbol ORDER BY symbol", True),
@@ -171,6 +179,22 @@ def test_explain_names_the_stages_and_the_nodes(cluster):
     assert "Stage" in plan, plan
     for n in NODES:
         assert f"node={n}" in plan, plan
+
+
+def test_a_cross_section_runs_on_every_owner(cluster):
+    """`asof(...)` asked of one node reads each owner's series on that owner: the plan
+    names a variant per node, every node's worker runs a stage, and the answer has
+    every node's symbols (before, it had the asked node's only)."""
+    s, nodes = cluster["session"], cluster["nodes"]
+    q = "SELECT symbol, close FROM asof('kline', '1m', TIMESTAMP '2024-01-01 04:30:00')"
+    plan = "\n".join(str(r) for r in rows(s, nodes["a"], "EXPLAIN " + q))
+    for n in NODES:
+        assert f"asof(kline, 1m), node={n}" in plan, plan
+    before = {n: worker_tasks(s, nodes[n]) for n in NODES}
+    got = sorted(r[0] for r in rows(s, nodes["a"], q))
+    assert got == sorted(SYMBOLS)
+    for n in ("b", "c"):
+        assert worker_tasks(s, nodes[n]) > before[n], f"node {n} ran no stage"
 
 
 def test_a_token_is_needed_on_every_node(cluster):

@@ -98,7 +98,7 @@ pub fn install(ctx: &SessionContext, engine: &Arc<Engine>) {
 
 /// A call's arguments, checked.
 #[derive(Debug, Clone, PartialEq)]
-struct Call {
+pub struct Call {
     table: DataTable,
     timeframe: String,
     /// The instant in milliseconds since the epoch (`asof`); `None` is `latest`.
@@ -155,10 +155,15 @@ impl TableProvider for CrossSectionTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(plan) =
+            super::dist::shard_cross(&self.engine, state.config(), &self.call, projection)?
+        {
+            return Ok(plan);
+        }
         let principal = state.config().get_extension::<Principal>();
         let selected = self
             .call
-            .select(&self.engine, principal.as_deref())
+            .select(&self.engine, principal.as_deref(), None)
             .map_err(external)?;
         let part = Rows {
             call: self.call.clone(),
@@ -175,6 +180,70 @@ impl TableProvider for CrossSectionTable {
             limit,
         )?;
         Ok(Arc::new(exec))
+    }
+}
+
+/// A call as it travels to another node's worker (distributed SQL).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CallWire {
+    table: String,
+    timeframe: String,
+    at: Option<i64>,
+    scalar: Option<(String, String)>,
+    snapshot: Option<String>,
+}
+
+impl Call {
+    pub fn to_wire(&self) -> CallWire {
+        CallWire {
+            table: self.table.name().to_string(),
+            timeframe: self.timeframe.clone(),
+            at: self.at,
+            scalar: self.scalar.clone(),
+            snapshot: self.snapshot.clone(),
+        }
+    }
+
+    /// The call another node sent, checked as its arguments were where it was asked.
+    pub fn from_wire(w: CallWire) -> crate::error::Result<Call> {
+        let table = DataTable::named(&w.table)
+            .ok_or_else(|| Error::invalid(format!("no table {:?}", w.table)))?;
+        crate::record::Name::parse("timeframe", &w.timeframe)?;
+        if w.scalar.is_some() != (table.kind() == SeriesKind::Scalar) {
+            return Err(Error::invalid(
+                "a cross section of a scalar table names a category and a name, and only it",
+            ));
+        }
+        Ok(Call {
+            table,
+            timeframe: w.timeframe,
+            at: w.at,
+            scalar: w.scalar,
+            snapshot: w.snapshot,
+        })
+    }
+
+    /// The table whose columns the call's rows have.
+    pub fn table(&self) -> DataTable {
+        self.table
+    }
+
+    /// "asof(kline, 1h)", for plans.
+    pub fn describe(&self) -> String {
+        let f = if self.at.is_some() { "asof" } else { "latest" };
+        format!("{f}({}, {})", self.table.name(), self.timeframe)
+    }
+
+    /// The cross section of the series this node holds whose symbols `keep` takes, in
+    /// the columns of the call's table (a distributed query's share on one owner).
+    pub fn rows_of(
+        &self,
+        engine: &Engine,
+        principal: Option<&Principal>,
+        keep: &dyn Fn(&str) -> bool,
+    ) -> crate::error::Result<RecordBatch> {
+        let selected = self.select(engine, principal, Some(keep))?;
+        self.rows(engine, &selected)
     }
 }
 
@@ -330,6 +399,7 @@ impl Call {
         &self,
         engine: &Engine,
         principal: Option<&Principal>,
+        keep: Option<&dyn Fn(&str) -> bool>,
     ) -> crate::error::Result<Selected> {
         let spec = ReadSpec::new(ReadArgs {
             as_of: self.at.map(AsOf::Ts),
@@ -341,20 +411,47 @@ impl Call {
             snapshot: self.snapshot.clone(),
             ..ReadArgs::default()
         })?;
-        let selection = Selection {
+        let mut selection = Selection {
             kind: self.table.kind(),
             timeframe: self.timeframe.clone(),
             scalar: self.scalar.clone(),
             symbols: Symbols::All("*".into()),
         };
-        let plan = ReadPlan::new(
+        let mut plan = ReadPlan::new(
             engine,
             ReadCommand {
-                target: Target::Many(selection),
-                spec,
+                target: Target::Many(selection.clone()),
+                spec: spec.clone(),
                 predicate: None,
             },
         )?;
+        if let Some(keep) = keep {
+            // The share of one owner: the series whose symbols the map gives it.
+            let kept: Vec<String> = plan
+                .series
+                .iter()
+                .map(|s| s.meta.key.symbol())
+                .filter(|s| keep(s))
+                .map(str::to_string)
+                .collect();
+            if kept.is_empty() {
+                return Ok(Selected {
+                    plan,
+                    belongs: false,
+                });
+            }
+            if kept.len() < plan.series.len() {
+                selection.symbols = Symbols::List(kept);
+                plan = ReadPlan::new(
+                    engine,
+                    ReadCommand {
+                        target: Target::Many(selection),
+                        spec,
+                        predicate: None,
+                    },
+                )?;
+            }
+        }
         // A scalar table holds the series of one value type; the series of a selection
         // share one (the plan checked), so either all of them belong here or none.
         let wanted = self.table.value_type();

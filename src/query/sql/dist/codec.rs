@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use super::exec::{ShardScanExec, What};
 use crate::query::Engine;
+use crate::query::sql::asof::{Call, CallWire};
 use crate::query::sql::tables::{DataTable, ScanSpec, catalog_schema};
 
 /// The version of [`Wire`]: a node refuses a scan of another version by name.
-const WIRE_VERSION: u32 = 1;
+/// Version 2 added `cross`.
+const WIRE_VERSION: u32 = 2;
 /// Most bytes of one encoded scan a node decodes.
 const WIRE_MAX_BYTES: usize = 16 << 20;
 
@@ -36,6 +38,8 @@ struct Wire {
     node: Option<String>,
     empty: bool,
     partitions: usize,
+    /// A cross section's call (`table` is then its table).
+    cross: Option<CallWire>,
 }
 
 /// The codec of FastK's plan nodes, on the node that plans and on the workers.
@@ -78,7 +82,14 @@ impl PhysicalExtensionCodec for FastkCodec {
                 w.version
             );
         }
-        let what = if w.table == "series" {
+        let what = if let Some(call) = w.cross {
+            let call = Call::from_wire(call).map_err(external)?;
+            let ncols = call.table().columns().len();
+            if w.projection.iter().any(|&i| i >= ncols) {
+                return internal_err!("a FastkShardScan projects a column past the table's");
+            }
+            What::Cross(call, w.projection)
+        } else if w.table == "series" {
             let ncols = catalog_schema("series").map_or(0, |s| s.fields().len());
             if w.projection.iter().any(|&i| i >= ncols) {
                 return internal_err!("a FastkShardScan projects a column past the table's");
@@ -138,13 +149,17 @@ impl PhysicalExtensionCodec for FastkCodec {
                     .collect::<Result<Vec<_>>>()?,
                 spec.limit,
             ),
-            What::Series(projection) => (
-                "series".to_string(),
+            What::Series(projection) | What::Cross(_, projection) => (
+                scan.table_name().to_string(),
                 None,
                 projection.clone(),
                 Vec::new(),
                 None,
             ),
+        };
+        let cross = match &scan.what {
+            What::Cross(call, _) => Some(call.to_wire()),
+            _ => None,
         };
         let w = Wire {
             version: WIRE_VERSION,
@@ -157,6 +172,7 @@ impl PhysicalExtensionCodec for FastkCodec {
             node: scan.node.clone(),
             empty: scan.empty,
             partitions: scan.partitions,
+            cross,
         };
         serde_json::to_writer(buf, &w).map_err(external)
     }

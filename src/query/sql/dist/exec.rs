@@ -20,9 +20,11 @@ use crate::auth::Principal;
 use crate::cluster::Cluster;
 use crate::query::Engine;
 use crate::query::sql::ScanExec;
+use crate::query::sql::asof::Call;
 use crate::query::sql::tables::{CatalogTable, ScanSpec, catalog_schema, local_scan};
 use datafusion::arrow::array::StringArray;
 use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
 /// What a distributed scan reads.
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub enum What {
     Data(ScanSpec),
     /// The catalog table `series`, these columns of it.
     Series(Vec<usize>),
+    /// A cross section (`asof(...)` / `latest(...)`), these columns of its table.
+    Cross(Call, Vec<usize>),
 }
 
 /// A scan whose series live on `owners`; a variant (`node` set) reads one of them.
@@ -76,6 +80,7 @@ impl ShardScanExec {
                     .ok_or_else(|| DataFusionError::Internal("no series table".into()))?
                     .project(projection)?,
             ),
+            What::Cross(call, projection) => Arc::new(call.table().schema().project(projection)?),
         };
         // At least two: a leaf of one partition under nothing that merges partitions
         // gets no network boundary from the engine, and would run unsplit here.
@@ -103,6 +108,7 @@ impl ShardScanExec {
         match &self.what {
             What::Data(spec) => spec.table.name(),
             What::Series(_) => "series",
+            What::Cross(call, _) => call.table().name(),
         }
     }
 
@@ -134,6 +140,14 @@ impl DisplayAs for ShardScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let spec = match &self.what {
             What::Data(spec) => spec,
+            What::Cross(call, _) => {
+                write!(f, "FastkShardScan: {}", call.describe())?;
+                return match &self.node {
+                    Some(n) if self.empty => write!(f, ", node={n} (no series)"),
+                    Some(n) => write!(f, ", node={n}"),
+                    None => write!(f, ", nodes=[{}]", self.owners.join(", ")),
+                };
+            }
             What::Series(_) => {
                 write!(f, "FastkShardScan: table=series")?;
                 return match &self.node {
@@ -243,6 +257,24 @@ impl ExecutionPlan for ShardScanExec {
                 }
                 let batch = batch.project(projection)?;
                 return Ok(Box::pin(MemoryStream::try_new(vec![batch], schema, None)?));
+            }
+            What::Cross(call, projection) => {
+                if partition > 0 {
+                    return Ok(Box::pin(EmptyRecordBatchStream::new(schema)));
+                }
+                // Read when polled, as the local cross section is.
+                let principal = context.session_config().get_extension::<Principal>();
+                let (call, projection, engine) =
+                    (call.clone(), projection.clone(), Arc::clone(&self.engine));
+                let (cluster, node) = (Arc::clone(&cluster), node.clone());
+                let once = futures::stream::once(async move {
+                    let keep = |symbol: &str| cluster.owner(symbol) == node.as_str();
+                    let batch = call
+                        .rows_of(&engine, principal.as_deref(), &keep)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    Ok(batch.project(&projection)?)
+                });
+                return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, once)));
             }
         };
         let local = self.local(spec, node, &cluster, &context)?;

@@ -108,6 +108,26 @@ pub fn shard_series(
     shard(engine, config, What::Series(projection), None, 1)
 }
 
+/// A cross section (`asof(...)` / `latest(...)`) as a distributed leaf (every owner
+/// reads the last rows of its own series), when the query runs distributed. `None`:
+/// this node's series answer.
+pub fn shard_cross(
+    engine: &Arc<Engine>,
+    config: &SessionConfig,
+    call: &super::asof::Call,
+    projection: Option<&Vec<usize>>,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let ncols = call.table().columns().len();
+    let projection = projection.cloned().unwrap_or_else(|| (0..ncols).collect());
+    shard(
+        engine,
+        config,
+        What::Cross(call.clone(), projection),
+        None,
+        1,
+    )
+}
+
 fn shard(
     engine: &Arc<Engine>,
     config: &SessionConfig,
