@@ -197,6 +197,50 @@ def test_a_cross_section_runs_on_every_owner(cluster):
         assert worker_tasks(s, nodes[n]) > before[n], f"node {n} ran no stage"
 
 
+def test_an_error_raised_on_a_worker_keeps_its_code(start_server, tmp_path):
+    """A token limited to node a's symbols asks node a for every symbol: a reads its
+    own share, b refuses its share (the token's symbols), and the client gets b's
+    403 `forbidden` naming the symbol, not a 400 or a 500: errors cross the network
+    as text that carries their kind."""
+    import hashlib
+    admin, limited = "dist-admin-token", "fk_" + "ab" * 20
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(
+        "[[token]]\nname = \"limited\"\n"
+        f"sha256 = \"{hashlib.sha256(limited.encode()).hexdigest()}\"\n"
+        "scopes = [\"read\"]\nsymbols = [\"A*\", \"B*\"]\n")
+    os.chmod(tokens, 0o600)
+    pa_, pb = free_port(), free_port()
+    shard_map = {"nodes": {"a": f"grpc://127.0.0.1:{pa_}", "b": f"grpc://127.0.0.1:{pb}"},
+                 "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}]}
+    common = {"FASTK__CLUSTER__SHARD_MAP": json.dumps(shard_map), "FASTK__CLUSTER__SQL": "distributed",
+              "FASTK__AUTH__TOKEN": admin, "FASTK__AUTH__TOKENS_FILE": str(tokens),
+              "FASTK__AUTH__PROTECT_READS": "true"}
+    a = start_server("dsql-err-a", {**common, "FASTK__CLUSTER__NODE": "a",
+                                    "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pa_}"})
+    b = start_server("dsql-err-b", {**common, "FASTK__CLUSTER__NODE": "b",
+                                    "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pb}"})
+    s = requests.Session()
+    s.headers["Authorization"] = f"Bearer {admin}"
+    for i, sym in enumerate(["ADA", "BTC", "SOL", "XRP"]):
+        srv = a if sym < "M" else b
+        expect_ok(register_kline(s, srv.http_url, sym), 201)
+        expect_ok(s.post(srv.http_url + kline_path(sym) + "/records",
+                         json={"records": make_klines(100 + i, seed=i)}, timeout=30))
+    lim = requests.Session()
+    lim.headers["Authorization"] = f"Bearer {limited}"
+    # Its own symbols answer, read on a alone.
+    assert rows(lim, a, "SELECT count(*) FROM kline WHERE symbol IN ('ADA', 'BTC')") == [[201]]
+    before = worker_tasks(s, b)
+    r = sql(lim, a, "SELECT symbol, count(*) FROM kline GROUP BY symbol")
+    assert r.status_code == 403, r.text
+    body = r.json()["error"]
+    assert body["code"] == "forbidden", body
+    assert "SOL" in body["message"] or "XRP" in body["message"], body
+    assert "[fastk:" not in body["message"], body
+    assert worker_tasks(s, b) > before, "b's worker was asked for its share"
+
+
 def test_a_token_is_needed_on_every_node(cluster):
     r = requests.post(cluster["nodes"]["a"].http_url + "/v1/sql",
                       json={"query": "SELECT count(*) FROM kline"}, timeout=30)

@@ -69,6 +69,7 @@ pub const SCHEMA: &str = "public";
 #[derive(Debug)]
 pub struct SqlState {
     permits: Arc<Semaphore>,
+
     memory: Arc<pool::Total>,
     /// Running queries, for the process-wide memory guard ([`watch`]).
     pub running: Arc<watch::Running>,
@@ -197,8 +198,15 @@ pub fn df_error(e: DataFusionError) -> Error {
             if let Some(ours) = inner.downcast_ref::<Error>() {
                 return ours.clone();
             }
+            if let Some(remote) = inner.downcast_ref::<dist::Remote>() {
+                return remote.0.clone();
+            }
             if let Some(status) = inner.downcast_ref::<tonic::Status>() {
                 return dist::status_error(status);
+            }
+            // An error a worker raised, arrived as text with its kind.
+            if let Some(ours) = dist::Remote::parse(&inner.to_string()) {
+                return ours;
             }
             Error::invalid(root.strip_backtrace())
         }

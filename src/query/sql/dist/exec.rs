@@ -25,6 +25,7 @@ use crate::query::sql::tables::{CatalogTable, ScanSpec, catalog_schema, local_sc
 use datafusion::arrow::array::StringArray;
 use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::TryStreamExt;
 
 /// What a distributed scan reads.
 #[derive(Debug, Clone)]
@@ -210,7 +211,24 @@ impl ExecutionPlan for ShardScanExec {
         exec_err!("FastkShardScan has no children")
     }
 
+    /// Errors keep their kind on their way back to the planning node
+    /// ([`super::Remote`]).
     fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let stream = self.run(partition, context).map_err(super::Remote::carry)?;
+        let schema = stream.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.map_err(super::Remote::carry),
+        )))
+    }
+}
+
+impl ShardScanExec {
+    fn run(
         &self,
         partition: usize,
         context: Arc<TaskContext>,

@@ -244,6 +244,53 @@ pub fn status_error(status: &tonic::Status) -> crate::error::Error {
     }
 }
 
+/// An error raised on a worker, on its way to the node that planned the query. Errors
+/// cross the network as text (the engine's wire keeps only the message of an external
+/// error), so its text carries its kind: "[fastk:forbidden] symbol X is outside ...",
+/// and [`Remote::parse`] gives the planning node back the same kind and message (a
+/// 403 stays a 403, not a 400).
+#[derive(Debug)]
+pub struct Remote(pub crate::error::Error);
+
+const REMOTE_TAG: &str = "[fastk:";
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{REMOTE_TAG}{}] {}", self.0.kind.code(), self.0.message)
+    }
+}
+
+impl std::error::Error for Remote {}
+
+impl Remote {
+    /// `e` as a DataFusion error that keeps its kind across the network.
+    pub fn error(e: crate::error::Error) -> DataFusionError {
+        DataFusionError::External(Box::new(Remote(e)))
+    }
+
+    /// A FastK error inside `e` (at its root) made into a [`Remote`] one; any other
+    /// error as it is.
+    pub fn carry(e: DataFusionError) -> DataFusionError {
+        if let DataFusionError::External(inner) = e.find_root()
+            && let Some(ours) = inner.downcast_ref::<crate::error::Error>()
+        {
+            return Remote::error(ours.clone());
+        }
+        e
+    }
+
+    /// The error whose text `text` holds (the first tag in it), if any.
+    pub fn parse(text: &str) -> Option<crate::error::Error> {
+        let start = text.find(REMOTE_TAG)?;
+        let rest = &text[start + REMOTE_TAG.len()..];
+        let (code, message) = rest.split_once("] ")?;
+        let kind = crate::error::ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.code() == code)?;
+        Some(crate::error::Error::new(kind, message))
+    }
+}
+
 /// Whether `e` says that a node did not answer ("shard node b (...) did not answer")
 /// and the map lists a replica of that node that is not the one that failed: a query
 /// that failed so can run again on the replica ([`crate::query::sql::run_as`]).
@@ -304,4 +351,22 @@ pub fn name_nodes(
         }
     }
     crate::error::Error::new(crate::error::ErrorKind::Unavailable, e.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Remote;
+    use crate::error::{Error, ErrorKind};
+
+    #[test]
+    fn a_remote_error_keeps_its_kind_and_message_through_its_text() {
+        for kind in ErrorKind::ALL {
+            let e = Error::new(kind, "symbol SOL is outside the token's symbols");
+            let text = format!("External error: {}", Remote(e.clone()));
+            assert_eq!(Remote::parse(&text), Some(e));
+        }
+        assert_eq!(Remote::parse("no tag here"), None);
+        assert_eq!(Remote::parse("[fastk:no_such_code] x"), None);
+        assert_eq!(Remote::parse("[fastk:forbidden"), None);
+    }
 }

@@ -21,6 +21,7 @@ use datafusion_distributed::{
 
 use super::exec::ShardScanExec;
 
+use super::Remote;
 use super::codec::FastkCodec;
 use crate::auth::Access;
 use crate::query::Engine;
@@ -62,7 +63,7 @@ async fn session(engine: Arc<Engine>, ctx: WorkerQueryContext) -> Result<Session
         .auth
         .authorize(authorization, None, Access::Read)
         .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        .map_err(Remote::error)?;
     engine
         .metrics
         .sql_worker_tasks
