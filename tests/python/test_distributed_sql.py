@@ -294,27 +294,34 @@ def test_a_node_down_is_an_error_that_names_it(cluster):
     assert rows(s, nodes["a"], q) == rows(s, cluster["oracle"], q)
 
 
-def test_a_node_down_with_a_replica_answers_from_the_replica(start_server, tmp_path):
-    """Node b publishes to a bucket that a replica follows; the replica runs with b's
-    name and the same map, listed under `replicas`. With b killed, the same query
-    asked of a answers from the replica (at once, or after the first failure tells a
-    that b is down)."""
+def node_with_replica(start_server, tmp_path, name: str) -> tuple:
+    """Nodes a and b (symbols from "M") with distributed SQL, and rb: a read replica of
+    b that follows b's publications and is listed under b's `replicas` in the map."""
     pa_, pb, prb = free_port(), free_port(), free_port()
     a_uri, b_uri, rb_uri = (f"grpc://127.0.0.1:{p}" for p in (pa_, pb, prb))
     shard_map = {"nodes": {"a": a_uri, "b": b_uri},
                  "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}],
                  "replicas": {"b": [rb_uri]}}
-    bucket = f"file://{tmp_path}"
+    bucket = f"file://{tmp_path}/{name}-bucket"
     common = {"FASTK__CLUSTER__SHARD_MAP": json.dumps(shard_map), "FASTK__CLUSTER__SQL": "distributed",
               "FASTK__CLUSTER__FORWARD_TIMEOUT_S": "5"}
-    a = start_server("dsql-rep-a", {**common, "FASTK__CLUSTER__NODE": "a", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pa_}"})
-    b = start_server("dsql-rep-b", {
+    a = start_server(f"{name}-a", {**common, "FASTK__CLUSTER__NODE": "a", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pa_}"})
+    b = start_server(f"{name}-b", {
         **common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pb}",
         "FASTK__REPLICA__PUBLISH_TO": bucket, "FASTK__REPLICA__PUBLISH_INTERVAL_S": "1",
         "FASTK__STORAGE__FOLD_AGE_S": "1"})
-    rb = start_server("dsql-rep-rb", {
+    rb = start_server(f"{name}-rb", {
         **common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{prb}",
         "FASTK__REPLICA__FOLLOW_FROM": bucket, "FASTK__REPLICA__POLL_INTERVAL_S": "1"})
+    return a, b, rb
+
+
+def test_a_node_down_with_a_replica_answers_from_the_replica(start_server, tmp_path):
+    """Node b publishes to a bucket that a replica follows; the replica runs with b's
+    name and the same map, listed under `replicas`. With b killed, the same query
+    asked of a answers from the replica (at once, or after the first failure tells a
+    that b is down)."""
+    a, b, rb = node_with_replica(start_server, tmp_path, "dsql-rep")
     oracle = start_server("dsql-rep-oracle")
     s = requests.Session()
     syms = ["ADA", "BTC", "ETH", "SOL", "XRP"]
@@ -351,26 +358,9 @@ def test_a_query_that_fails_on_a_node_runs_again_on_its_replica(start_server, tm
     kill and b's death is seen only by the query), the query that fails on b is run
     again on b's replica within the same request. Repeated kills of a fresh b make
     the retry path, not the probe, answer at least once."""
-    pa_, prb = free_port(), free_port()
     retried = False
     for attempt in range(3):
-        pb = free_port()
-        a_uri, b_uri, rb_uri = (f"grpc://127.0.0.1:{p}" for p in (pa_, pb, prb))
-        shard_map = {"nodes": {"a": a_uri, "b": b_uri},
-                     "ranges": [{"from": "", "node": "a"}, {"from": "M", "node": "b"}],
-                     "replicas": {"b": [rb_uri]}}
-        bucket = f"file://{tmp_path}/bucket{attempt}"
-        common = {"FASTK__CLUSTER__SHARD_MAP": json.dumps(shard_map),
-                  "FASTK__CLUSTER__SQL": "distributed", "FASTK__CLUSTER__FORWARD_TIMEOUT_S": "5"}
-        a = start_server(f"dsql-retry-a{attempt}", {**common, "FASTK__CLUSTER__NODE": "a",
-                                                    "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pa_}"})
-        b = start_server(f"dsql-retry-b{attempt}", {
-            **common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{pb}",
-            "FASTK__REPLICA__PUBLISH_TO": bucket, "FASTK__REPLICA__PUBLISH_INTERVAL_S": "1",
-            "FASTK__STORAGE__FOLD_AGE_S": "1"})
-        rb = start_server(f"dsql-retry-rb{attempt}", {
-            **common, "FASTK__CLUSTER__NODE": "b", "FASTK__FLIGHT__ADDR": f"127.0.0.1:{prb}",
-            "FASTK__REPLICA__FOLLOW_FROM": bucket, "FASTK__REPLICA__POLL_INTERVAL_S": "1"})
+        a, b, rb = node_with_replica(start_server, tmp_path, f"dsql-retry{attempt}")
         s = requests.Session()
         for i, sym in enumerate(["BTC", "XRP"]):
             srv = a if sym < "M" else b
