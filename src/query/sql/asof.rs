@@ -292,7 +292,7 @@ impl PartitionStream for Rows {
 }
 
 fn external(e: Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
+    super::dist::Remote::error(e)
 }
 
 /// The value of a constant argument (a literal, a cast, `now()`, arithmetic on them).

@@ -519,7 +519,7 @@ struct Reader {
 }
 
 fn storage_err(e: crate::storage::StorageError) -> DataFusionError {
-    DataFusionError::External(Box::new(crate::error::Error::from(e)))
+    super::dist::Remote::error(crate::error::Error::from(e))
 }
 
 impl Reader {
@@ -566,7 +566,7 @@ impl Reader {
         if !self.reverse {
             let mut sink = MatchSink::new(self, &snap.meta, rest);
             let q = predicate::run_into(snap, range, first, Strategy::Auto, &mut sink)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                .map_err(super::dist::Remote::error)?;
             let go_on = sink.finish()?;
             *read += q.chunks_total - q.chunks_pruned;
             self.stats.add_query(&q);
@@ -580,7 +580,7 @@ impl Reader {
             );
             let mut m = predicate::Matches::default();
             let q = predicate::run(snap, sub, first, Strategy::Auto, None, &mut m)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                .map_err(super::dist::Remote::error)?;
             *read += q.chunks_total - q.chunks_pruned;
             self.stats.add_query(&q);
             let keep: Vec<usize> = (0..m.ts.len())

@@ -364,10 +364,10 @@ pub fn local_scan(
             .into_iter()
             .map(|s| engine.live_view(s))
             .collect::<crate::error::Result<Vec<_>>>()
-            .map_err(|e| DataFusionError::External(Box::new(e)))?,
+            .map_err(super::dist::Remote::error)?,
         Some(name) => engine
             .snapshot_series(name, spec.table.kind())
-            .map_err(|e| DataFusionError::External(Box::new(e)))?,
+            .map_err(super::dist::Remote::error)?,
     };
     let of_table: Vec<_> = every
         .into_iter()
@@ -384,7 +384,7 @@ pub fn local_scan(
         for s in &selected {
             p.check_symbol(s.meta.key.symbol())
                 .inspect_err(|e| engine.auth.note_forbidden(e))
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                .map_err(super::dist::Remote::error)?;
         }
     }
     selected.sort_by(|a, b| {
@@ -451,7 +451,7 @@ impl CatalogTable {
             Arc::new(TimestampMillisecondArray::from(v).with_timezone("UTC"))
         };
         let registry_err = |err: crate::registry::RegistryError| {
-            DataFusionError::External(Box::new(crate::error::Error::from(err)))
+            super::dist::Remote::error(crate::error::Error::from(err))
         };
         let cols: Vec<ArrayRef> = match self.name {
             "series" => {
@@ -623,7 +623,7 @@ impl TableProvider for CatalogTable {
             };
             checked
                 .inspect_err(|e| self.engine.auth.note_forbidden(e))
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                .map_err(super::dist::Remote::error)?;
         }
         if self.name == "series"
             && let Some(shard) =

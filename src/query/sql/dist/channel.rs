@@ -85,10 +85,10 @@ impl Channels {
                 self.engine
                     .note_peer_failed(crate::query::now_ms(), format!("{node} ({uri})"));
             }
-            DataFusionError::External(Box::new(Error::new(
+            super::Remote::error(Error::new(
                 ErrorKind::Unavailable,
                 format!("shard node {} did not answer: {e}", self.node_of(url)),
-            )))
+            ))
         };
         let tls = self.engine.tls.get().cloned();
         if url.scheme() == "https" && tls.is_none() {
@@ -167,11 +167,13 @@ impl NodeName {
     /// transport failed, or its pings went unanswered), and the node noted as failed
     /// so that the next query moves to a replica if the map lists one. An error the
     /// node raised itself keeps its kind; one that already names a node (a third node
-    /// that this one could not reach) is passed on as it is.
+    /// that this one could not reach) is passed on as it is. Either stays tagged
+    /// ([`super::Remote`]): this client may run in a worker whose stage's errors cross
+    /// the network again.
     fn name(&self, e: DataFusionError) -> DataFusionError {
         let ours = crate::query::sql::df_error(e);
         if ours.kind != ErrorKind::Unavailable || ours.message.contains("shard node ") {
-            return DataFusionError::External(Box::new(ours));
+            return super::Remote::error(ours);
         }
         self.engine.note_peer_failed(
             crate::query::now_ms(),
@@ -181,13 +183,13 @@ impl NodeName {
             .message
             .strip_prefix("a node of the distributed query did not answer: ")
             .unwrap_or(&ours.message);
-        DataFusionError::External(Box::new(Error::new(
+        super::Remote::error(Error::new(
             ErrorKind::Unavailable,
             format!(
                 "shard node {} ({}) did not answer: {detail}",
                 self.node, self.uri
             ),
-        )))
+        ))
     }
 
     fn stream<T: Send + 'static>(

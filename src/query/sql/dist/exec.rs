@@ -270,7 +270,7 @@ impl ShardScanExec {
                     for s in symbols.iter().flatten() {
                         p.check_symbol(s)
                             .inspect_err(|e| self.engine.auth.note_forbidden(e))
-                            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                            .map_err(super::Remote::error)?;
                     }
                 }
                 let batch = batch.project(projection)?;
@@ -289,7 +289,7 @@ impl ShardScanExec {
                     let keep = |symbol: &str| cluster.owner(symbol) == node.as_str();
                     let batch = call
                         .rows_of(&engine, principal.as_deref(), &keep)
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                        .map_err(super::Remote::error)?;
                     Ok(batch.project(&projection)?)
                 });
                 return Ok(Box::pin(RecordBatchStreamAdapter::new(schema, once)));

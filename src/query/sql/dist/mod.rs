@@ -244,11 +244,13 @@ pub fn status_error(status: &tonic::Status) -> crate::error::Error {
     }
 }
 
-/// An error raised on a worker, on its way to the node that planned the query. Errors
-/// cross the network as text (the engine's wire keeps only the message of an external
-/// error), so its text carries its kind: "[fastk:forbidden] symbol X is outside ...",
-/// and [`Remote::parse`] gives the planning node back the same kind and message (a
-/// 403 stays a 403, not a 400).
+/// A FastK error inside a plan: how the SQL layer's scans and tables raise theirs, so
+/// that an error raised on a worker keeps its kind on its way to the node that planned
+/// the query. Errors cross the network as text (the engine's wire keeps only the
+/// message of an external error), so its text carries its kind: "[fastk:forbidden]
+/// symbol X is outside ...", and [`Remote::parse`] gives the planning node back the
+/// same kind and message (a 403 stays a 403, not a 400). On one node, `df_error` takes
+/// the error out as it is.
 #[derive(Debug)]
 pub struct Remote(pub crate::error::Error);
 
