@@ -69,7 +69,6 @@ pub const SCHEMA: &str = "public";
 #[derive(Debug)]
 pub struct SqlState {
     permits: Arc<Semaphore>,
-
     memory: Arc<pool::Total>,
     /// Running queries, for the process-wide memory guard ([`watch`]).
     pub running: Arc<watch::Running>,
@@ -589,8 +588,8 @@ impl Stream for SqlStream {
 
 /// Plans and runs `query` as [`plan_as`] and [`Planned::execute`] do, holding back
 /// its first item. When a distributed query's first item is the error that a node did
-/// not answer, and the shard map lists a replica of that node that has not failed, the
-/// query is planned and run once more: the failure marked the node unreachable, so
+/// not answer, and the shard map lists a replica of that node other than the one that
+/// failed, the query is planned and run once more: the failure marked the node unreachable, so
 /// this time its tasks go to the replica. Nothing was sent yet and SQL only reads, so
 /// the second run repeats and loses nothing. At most one retry; the second run has
 /// its own `sql.query_timeout_s`.
