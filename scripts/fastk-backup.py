@@ -638,9 +638,9 @@ def copy_root_file(root: str, dest: str, name: str) -> bytes | None:
 
 
 def catalog_summary(data: bytes) -> dict:
-    """The series a catalog registers (its last record per key is a put) and the
-    highest log position its entries hold; a record cut short ends the reading (the
-    server drops it too)."""
+    """The series a catalog registers (its last record per key is a put or a state
+    record, which also holds the series' rows) and the highest log position its
+    entries hold; a record cut short ends the reading (the server drops it too)."""
     live: dict[tuple, int] = {}
     at = 16
     if len(data) < at or data[:8] != b"FASTKCAT":
@@ -661,7 +661,16 @@ def catalog_summary(data: bytes) -> dict:
                 n = body[pos]
                 key.append(bytes(body[pos + 1 : pos + 1 + n]))
                 pos += 1 + n
-            if op == 1:
+            if op == 3:
+                # version, next generation, partitions; each partition its id, its
+                # rows and the layout's columns (2 for a scalar series, 6 otherwise).
+                ncols = 2 if key[0] == b"scalar" else 6
+                (months,) = struct.unpack_from("<I", body, pos + 16)
+                pos += 20
+                for _ in range(months):
+                    (rows,) = struct.unpack_from("<I", body, pos + 4)
+                    pos += 8 + ncols * rows * 8
+            if op in (1, 3):
                 live[tuple(key)] = wal_lsn
             else:
                 live.pop(tuple(key), None)
@@ -675,9 +684,11 @@ def catalog_summary(data: bytes) -> dict:
 
 def backup_catalog(root: str, dest: str) -> dict | None:
     """Copies the series catalog (``CATALOG``, docs/storage-format.md), the register of
-    series that have no directory yet; None when the store has none. It is only
-    appended to, so a plain copy is a prefix of it (a record cut off at its end is a
-    torn tail, which the server drops on open). Copied after the series: a series
+    series that have no directory yet (and the rows of the small ones, state records);
+    None when the store has none. It is appended to, or replaced whole by a rename
+    when the server sheds its garbage, so a plain copy is a prefix of one of its
+    versions (a record cut off at its end is a torn tail, which the server drops on
+    open). Copied after the series: a series
     registered during the backup is then listed (empty, or with the rows the copied
     log holds for it), and one deleted during the backup is dropped unless its copied
     directory says otherwise (a directory wins over the catalog). Returns what

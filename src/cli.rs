@@ -185,8 +185,16 @@ fn serve(config_file: Option<PathBuf>) -> ExitCode {
 const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn open_offline(root: PathBuf) -> Result<std::sync::Arc<Engine>, ExitCode> {
+    open_offline_with(root, |_| {})
+}
+
+fn open_offline_with(
+    root: PathBuf,
+    configure: impl FnOnce(&mut Config),
+) -> Result<std::sync::Arc<Engine>, ExitCode> {
     let mut config = Config::default();
     config.storage.root = root;
+    configure(&mut config);
     init_logging(&Config {
         log: crate::config::LogConfig {
             level: "warn".into(),
@@ -218,7 +226,9 @@ fn publish(p: PublishArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let engine = match open_offline(p.root) {
+    // Replicas ship directories: the fold gives every series with rows one, those the
+    // catalog kept too (`storage.resident_rows_max` 0, as on a publishing server).
+    let engine = match open_offline_with(p.root, |c| c.storage.resident_rows_max = 0) {
         Ok(e) => e,
         Err(code) => return code,
     };

@@ -142,6 +142,14 @@ pub struct StorageConfig {
     pub fold_age_s: u64,
     /// Past this many bytes of unfolded rows in memory, every series is folded.
     pub fold_memory_bytes: u64,
+    /// A series with no directory of its own that holds at most this many rows is
+    /// folded into the store's catalog with other small series, not into a
+    /// directory, a manifest and a chunk file of its own (0: never). Off on a primary
+    /// that publishes to replicas (`replica.publish_to`): replicas ship directories.
+    pub resident_rows_max: u64,
+    /// Most bytes of rows (in memory, as chunk images) the series kept in the catalog
+    /// hold together; past it, small series fold into directories as large ones do.
+    pub resident_bytes_max: u64,
     /// Series one fold pass folds at once: each fold waits on its own fsyncs, so a
     /// pass over thousands of series (after a many-series write) shares the device.
     pub fold_threads: usize,
@@ -211,6 +219,8 @@ impl Default for StorageConfig {
             fold_age_s: wal.fold_age.as_secs(),
             fold_memory_bytes: wal.memory_bytes,
             fold_threads: wal.fold_threads,
+            resident_rows_max: crate::storage::resident::DEFAULT_RESIDENT_ROWS_MAX,
+            resident_bytes_max: store.resident_bytes_max,
             compression: "pco".into(),
             compress_after_s: 3 * 86_400,
             compress_interval_s: 3_600,
@@ -263,6 +273,8 @@ impl StorageConfig {
             direct_write_min_bytes: self.direct_write_min_bytes,
             keep_versions_ms: i64::try_from(self.keep_versions_s.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
+            resident_rows_max: self.resident_rows_max,
+            resident_bytes_max: self.resident_bytes_max,
             ..StoreOptions::default()
         }
     }
@@ -654,6 +666,12 @@ impl Config {
             return bad(
                 "storage.sidecar_min_rows",
                 "must be at most 16777216 (0: every scalar chunk gets its sidecars)",
+            );
+        }
+        if self.storage.resident_rows_max > crate::storage::catalog::RESIDENT_ROWS_MAX {
+            return bad(
+                "storage.resident_rows_max",
+                "must be at most 65536 (0: small series fold into directories)",
             );
         }
         if !(1..=64).contains(&self.storage.write_threads) {

@@ -451,6 +451,18 @@ impl Metrics {
             );
             gauge(
                 &mut out,
+                "fastk_store_resident_series",
+                "Small series whose rows the catalog keeps (no directory of their own).",
+                w.resident_series as i64,
+            );
+            gauge(
+                &mut out,
+                "fastk_store_resident_bytes",
+                "Bytes of those series' rows in memory (bounded by storage.resident_bytes_max).",
+                w.resident_bytes as i64,
+            );
+            gauge(
+                &mut out,
                 "fastk_wal_fold_lag_ms",
                 "Age of the oldest unfolded row (0: nothing waits).",
                 w.fold_lag_ms as i64,

@@ -732,9 +732,10 @@ fn reseal_header(b: &mut [u8]) {
     }
 }
 
-/// A catalog file: a put of two series and a drop of one of them.
+/// A catalog file: a put of two series, a drop of one of them, and a state record
+/// (resident rows) of the other.
 fn catalog_bytes() -> Vec<u8> {
-    use fastk::storage::catalog::{CATALOG_FILE, Catalog};
+    use fastk::storage::catalog::{CATALOG_FILE, Catalog, ResidentMonth, ResidentState};
     let dir = tempfile::tempdir().unwrap();
     let (c, _, _) = Catalog::open(dir.path()).unwrap();
     let m = |meta: SeriesMeta, lsn: u64| Manifest {
@@ -749,6 +750,22 @@ fn catalog_bytes() -> Vec<u8> {
     let (a, b) = (m(scalar(), 4), m(kline(), 7));
     c.put(&[&a, &b]).unwrap();
     c.drop_series(&a.meta).unwrap();
+    let day = 86_400_000;
+    let state = ResidentState {
+        manifest: Manifest { version: 2, ..b },
+        months: vec![ResidentMonth {
+            month: 648,
+            cols: (0..6)
+                .map(|i| {
+                    vec![
+                        1_704_067_200_000 + i * day,
+                        1_704_067_200_000 + (i + 1) * day,
+                    ]
+                })
+                .collect(),
+        }],
+    };
+    c.put_states(&[state]).1.unwrap();
     std::fs::read(dir.path().join(CATALOG_FILE)).unwrap()
 }
 

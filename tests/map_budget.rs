@@ -85,8 +85,10 @@ fn fixture() -> Fixture {
         // Room for a few zone maps only, so they are evicted too.
         c.storage.zonemap_cache_bytes = 4096;
         c.storage.zonemap_block_rows = 2;
-        // Thousands of chunk files, as the budget is about (writes pack nothing).
+        // Thousands of chunk files, as the budget is about (writes pack nothing, and
+        // small series fold into files, not the catalog).
         c.storage.pack_target_bytes = 0;
+        c.storage.resident_rows_max = 0;
         // Mapped raw files: sealed months would be written compressed (decompressed
         // images, whose budget tests/compression.rs covers).
         c.storage.compress_on_write = false;

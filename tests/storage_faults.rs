@@ -23,8 +23,10 @@ fn engine(root: &Path) -> Arc<Engine> {
         c.storage.pack_target_bytes = 0;
         // Raw mapped files: sealed months would be written compressed.
         c.storage.compress_on_write = false;
-        // The tests damage the files an engine's close folds the logged rows into.
+        // The tests damage the files an engine's close folds the logged rows into
+        // (files of each series, not the catalog's records).
         c.storage.fold_on_stop = true;
+        c.storage.resident_rows_max = 0;
     })
 }
 

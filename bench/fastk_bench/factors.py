@@ -7,9 +7,10 @@ rows by `POST /v1/scalar/records`, one request per factor (every symbol's 3 rows
 then a clean stop (SIGTERM, timed: the log is durable, the restart replays it), files
 and bytes on disk (`du`) after the registration and after the stop, the restart until
 `/health` answers 200, idle RSS two seconds later, and the rows read back (every
-value of 9 series, and `/inventory`'s row count). Then every series folded into files
-(a start with `storage.fold_on_stop = true` and a clean stop, timed) and files and
-bytes again: what the store costs once the log is folded. DuckDB and SQLite: the same
+value of 9 series, and `/inventory`'s row count). Then every series folded (a start with
+`storage.fold_on_stop = true` and a clean stop, timed; with the defaults, series this
+small fold into the store's catalog, `storage.resident_rows_max`) and files and bytes
+again: what the store costs once the log is folded. DuckDB and SQLite: the same
 300,000 rows in one table `(symbol, factor, ts, value)` with its primary key, loaded
 from Arrow (DuckDB, checkpointed) or `executemany` (SQLite, `WITHOUT ROWID`), each in
 one file; load time and bytes.

@@ -1210,7 +1210,7 @@ def t_factors_100k(r: dict) -> str:
          vs(fk["du_after_stop"])],
         ["restart to /health 200; idle RSS", f"{fk['restart_s']:.2f} s", f"{(fk['idle_rss_bytes'] or 0) / 1e6:.0f} MB",
          None],
-        ["a stop that folds every series into files", f"{fk['fold_stop_s']:.2f} s", None, None],
+        ["a stop that folds every series (small ones into the catalog)", f"{fk['fold_stop_s']:.2f} s", None, None],
         ["files / bytes once folded", f"{fk['files_folded']:,}", f"{fk['du_folded'] / 1e6:.1f} MB",
          vs(fk["du_folded"])],
         ["restart when folded; idle RSS", f"{fk['restart_folded_s']:.2f} s",

@@ -118,7 +118,13 @@ impl Engine {
         let started = std::time::Instant::now();
         // An open that fails on corrupt data says which file and why (the operator is
         // reading this, not a client); the write-ahead log's message names the repair.
-        let store = Store::open(&root, config.storage.store_options()).map_err(|e| match e {
+        let mut options = config.storage.store_options();
+        if !config.replica.publish_to.is_empty() {
+            // Replicas ship series directories: a publishing primary keeps no rows in
+            // its catalog (docs/scale-out.md).
+            options.resident_rows_max = 0;
+        }
+        let store = Store::open(&root, options).map_err(|e| match e {
             crate::storage::StorageError::Corrupted { file, detail } => Error::new(
                 ErrorKind::Corrupted,
                 format!("the store cannot open: {file}: {detail}"),

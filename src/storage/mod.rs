@@ -34,6 +34,7 @@ mod packer;
 pub mod parallel;
 pub mod pressure;
 pub mod recover;
+pub mod resident;
 pub mod series;
 pub mod sidecar;
 pub mod snapshot;
@@ -127,6 +128,11 @@ pub struct StoreOptions {
     /// How long superseded versions stay readable (ms; 0: not at all;
     /// `storage.keep_versions_s`).
     pub keep_versions_ms: i64,
+    /// A series with no directory that holds at most this many rows folds into the
+    /// store's catalog, not into files of its own (`storage::resident`; 0: never).
+    pub resident_rows_max: u64,
+    /// Most bytes of in-memory rows the series kept in the catalog hold together.
+    pub resident_bytes_max: u64,
     /// The history settings every series of the store shares. `Store::open` installs
     /// a fresh one (its `keep_ms` stays 0 until the log is replayed).
     pub versions: Arc<series::VersionSettings>,
@@ -159,6 +165,10 @@ impl Default for StoreOptions {
             unfolded_bytes: Arc::default(),
             keep_versions_ms: 0,
             versions: Arc::default(),
+            // Off in the engine's defaults (its tests fold into files); the server's
+            // configuration turns it on (`storage.resident_rows_max`).
+            resident_rows_max: 0,
+            resident_bytes_max: resident::DEFAULT_RESIDENT_BYTES_MAX,
         }
     }
 }
@@ -241,7 +251,7 @@ pub struct Store {
     /// The named snapshots (`named`).
     named: named::Named,
     /// The series catalog (`catalog`): registrations, and deletes of what it lists.
-    catalog: catalog::Catalog,
+    catalog: Arc<catalog::Catalog>,
     /// What opening the catalog found.
     catalog_open: catalog::CatalogOpen,
 }
@@ -347,6 +357,10 @@ pub struct WalStats {
     /// Syncs of the log since open, and the records they made durable.
     pub syncs: u64,
     pub records: u64,
+    /// Series with no directory whose rows the catalog keeps (nothing unfolded), and
+    /// the bytes of their in-memory chunks (`storage.resident_bytes_max` bounds them).
+    pub resident_series: u64,
+    pub resident_bytes: u64,
 }
 
 /// What one fold pass did.
@@ -423,14 +437,20 @@ impl Store {
         };
         drop(on_disk);
         catalog_open.compacted = catalog.shed_garbage(&listed)?;
+        let mut resident = catalog.take_resident();
         entries.reserve(listed.len());
         for m in listed {
             let rel = format!("series/{}", m.meta.key);
             let key = m.meta.key.clone();
             let s = recover::series_from_manifest(root.join(&rel), rel, &opts, m);
             s.set_unmaterialized();
+            if let Some(months) = resident.remove(&key) {
+                s.install_resident(months)?;
+            }
             entries.push((key, Arc::new(s)));
         }
+        // Rows of keys that have a directory now are the catalog's garbage.
+        drop(resident);
         let map = SeriesMap::from_entries(entries);
         // Before the replay: the states snapshots and kept versions pin share the
         // handles of the chunks the manifests list, before any replayed write can
@@ -464,7 +484,7 @@ impl Store {
             threads: std::sync::Mutex::new(Vec::new()),
             abandoned: std::sync::atomic::AtomicBool::new(false),
             named,
-            catalog,
+            catalog: Arc::new(catalog),
             catalog_open,
         };
         store.start_threads()?;
@@ -484,6 +504,7 @@ impl Store {
         let map = Arc::clone(&self.series);
         let root = self.root.clone();
         let settings = Arc::clone(&self.opts.versions);
+        let into_catalog = self.catalog_fold();
         let folder = spawn(
             "fastk-fold",
             Box::new(move || {
@@ -493,7 +514,7 @@ impl Store {
                     if w.is_stopping() {
                         break;
                     }
-                    fold_pass(&map, &w, false);
+                    fold_pass(&map, &w, &into_catalog, false);
                     if last_checkpoint.elapsed() >= versions::CHECKPOINT_EVERY {
                         last_checkpoint = std::time::Instant::now();
                         checkpoint_versions(&root, &map, &settings);
@@ -554,6 +575,12 @@ impl Store {
                 st.unfolded_bytes += u.bytes;
                 st.unfolded_series += 1;
                 oldest = Some(oldest.map_or(u.since, |o| o.min(u.since)));
+            } else if !s.is_materialized() {
+                let snap = s.snapshot();
+                if !snap.live.is_empty() {
+                    st.resident_series += 1;
+                    st.resident_bytes += snap.chunks().map(|c| c.entry.file_len).sum::<u64>();
+                }
             }
         }
         st.fold_lag_ms = oldest.map_or(0, |o| o.elapsed().as_millis() as u64);
@@ -563,7 +590,16 @@ impl Store {
     /// Folds every series' memory rows into chunk files now and drops the log segments
     /// that no longer hold anything unfolded (`admin compact`, shutdown, tests).
     pub fn fold_all(&self) -> FoldReport {
-        fold_pass(&self.series, &self.wal, true)
+        fold_pass(&self.series, &self.wal, &self.catalog_fold(), true)
+    }
+
+    /// Where the fold puts small series that have no directory.
+    fn catalog_fold(&self) -> IntoCatalog {
+        IntoCatalog {
+            catalog: Arc::clone(&self.catalog),
+            rows_max: self.opts.resident_rows_max,
+            bytes_max: self.opts.resident_bytes_max,
+        }
     }
 
     /// Writes `batch` to one series (any order; upsert) as one all-or-nothing write,
@@ -930,7 +966,7 @@ impl Drop for Store {
             let _ = t.join();
         }
         if !self.abandoned.load(Ordering::SeqCst) && self.opts.fold_on_close {
-            let r = fold_pass(&self.series, &self.wal, true);
+            let r = fold_pass(&self.series, &self.wal, &self.catalog_fold(), true);
             if r.failed > 0 {
                 tracing::warn!(
                     failed = r.failed,
@@ -1138,7 +1174,9 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
     let log_end = scan.segments.iter().filter(|s| s.2 > 0).map(|s| s.1).max();
     let mut segments = scan.segments.clone();
     if log_end.is_some_and(|end| end < last) {
-        for s in map.values() {
+        // Only what the log holds: rows the catalog keeps (`storage::resident`) are
+        // durable without it.
+        for s in map.values().filter(|s| s.snapshot().unfolded.is_some()) {
             s.fold()?;
         }
         for (first, _, _) in &segments {
@@ -1164,7 +1202,19 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
 /// threshold (rows, age, the memory budget, or records in a closed segment when the
 /// log is over its size), every series with `all`, then removes the segments nothing
 /// unfolded needs.
-fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
+/// The catalog and limits of the catalog fold (`storage::resident`).
+struct IntoCatalog {
+    catalog: Arc<catalog::Catalog>,
+    rows_max: u64,
+    bytes_max: u64,
+}
+
+fn fold_pass(
+    map: &RwLock<SeriesMap>,
+    w: &wal::Wal,
+    into_catalog: &IntoCatalog,
+    all: bool,
+) -> FoldReport {
     let committed = w.committed_lsn();
     let list: Vec<Arc<Series>> = map.read_now().values().cloned().collect();
     let o = &w.opts;
@@ -1176,7 +1226,18 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
     let due: Vec<&Arc<Series>> = list
         .iter()
         .filter(|s| {
-            s.snapshot().unfolded.is_some_and(|u| {
+            let snap = s.snapshot();
+            // With the catalog fold off (a publishing primary), rows the catalog
+            // kept (in memory, nothing unfolded) go to directories, which replicas
+            // ship; logged rows wait for the thresholds below as always.
+            if into_catalog.rows_max == 0
+                && snap.unfolded.is_none()
+                && !s.is_materialized()
+                && !snap.live.is_empty()
+            {
+                return true;
+            }
+            snap.unfolded.is_some_and(|u| {
                 all || over_memory
                     || u.rows >= o.fold_rows
                     || u.since.elapsed() >= o.fold_age
@@ -1184,12 +1245,33 @@ fn fold_pass(map: &RwLock<SeriesMap>, w: &wal::Wal, all: bool) -> FoldReport {
             })
         })
         .collect();
+    // Small series with no directory fold into the catalog, a few records for all of
+    // them; the rest fold into files.
+    let mut resident = resident::ResidentFold::default();
+    let due = if into_catalog.rows_max > 0 && due.iter().any(|s| !s.is_materialized()) {
+        let held = resident::held_bytes(&list);
+        let unfolded: u64 = due
+            .iter()
+            .filter(|s| !s.is_materialized())
+            .filter_map(|s| s.snapshot().unfolded.map(|u| u.bytes))
+            .sum();
+        // What the catalog series hold once these are folded: their resident rows
+        // (held, less what is unfolded) plus what each folded series brings.
+        let room = into_catalog
+            .bytes_max
+            .saturating_sub(held.saturating_sub(unfolded));
+        let (take, rest) = resident::split_due(due, into_catalog.rows_max, room);
+        resident = resident::fold_into_catalog(&into_catalog.catalog, &take);
+        rest
+    } else {
+        due
+    };
     // A fold is one small commit that waits on the disk (a chunk file, the directory and
     // the manifest fsynced): `fold_threads` of them at once share the device's queue, so
     // a pass over many series (the minute after a feed wrote every symbol) costs about
     // one fold time per `fold_threads` series instead of one per series.
-    let folded = AtomicU64::new(0);
-    let failed = AtomicU64::new(0);
+    let folded = AtomicU64::new(resident.folded);
+    let failed = AtomicU64::new(resident.failed);
     // A background pass of a stopping store ends early: what it has not folded is in
     // the durable log, and a stop should not wait for it.
     let stop = || !all && w.is_stopping();

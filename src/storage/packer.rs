@@ -77,7 +77,8 @@ impl Series {
     /// Packs the sealed months of this series (see the module notes) in one commit
     /// that keeps the version. Returns the months packed.
     pub fn pack_sealed(&self, now_ms: i64) -> Result<Vec<String>> {
-        if self.pack_groups(&self.snapshot(), now_ms).is_empty() {
+        // No directory, no files to pack (see `Series::compact`).
+        if !self.is_materialized() || self.pack_groups(&self.snapshot(), now_ms).is_empty() {
             return Ok(Vec::new());
         }
         let _guard = self.lock_folded()?;

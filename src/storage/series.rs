@@ -55,6 +55,7 @@ mod followed;
 mod history;
 mod plan;
 mod publish;
+mod resident;
 mod rewrite;
 mod sealed;
 mod write;
@@ -606,8 +607,13 @@ impl Series {
 
     /// Holds the writer lock while `f` runs (admin actions that rewrite the manifest).
     /// Fails `NotFound` without running `f` when the series was deleted meanwhile.
+    /// A series with no directory is not folded first: these actions check files, and
+    /// it has none (folding would give a small series a directory it does not need).
     pub fn with_write_lock<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let _guard = self.lock_folded()?;
+        let guard = self.lock_live()?;
+        if self.is_materialized() {
+            self.fold_locked(&guard)?;
+        }
         f()
     }
 }

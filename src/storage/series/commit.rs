@@ -240,6 +240,7 @@ impl Series {
         if let Err(e) = self.materialize() {
             return Err((e, OnDisk::Previous { durable: true }));
         }
+        let first = !self.is_materialized();
         let rel = format!("{}/{MANIFEST_NAME}", self.rel_dir);
         if let Err(e) = fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&next.encode()]) {
             return Err((StorageError::io(rel, e), OnDisk::Previous { durable: true }));
@@ -250,6 +251,23 @@ impl Series {
             return Ok(());
         };
         let err = StorageError::io(rel, e);
+        if first {
+            // The previous state is the catalog's entry (maybe with resident rows, which
+            // no MANIFEST holds): the directory must not win on open, so its MANIFEST
+            // goes, and the series has no directory again.
+            return match std::fs::remove_file(self.dir.join(MANIFEST_NAME)) {
+                Ok(()) => {
+                    self.set_unmaterialized();
+                    let durable = fsio::fsync_dir(&self.dir).is_ok();
+                    Err((err, OnDisk::Previous { durable }))
+                }
+                Err(e) => {
+                    tracing::error!(series = %self.rel_dir, error = %e,
+                        "could not remove a first manifest after a failed directory fsync; serving the new one");
+                    Err((err, OnDisk::Next))
+                }
+            };
+        }
         match fsio::write_file_synced(&self.dir, MANIFEST_NAME, &[&previous.encode()]) {
             Ok(()) => {
                 let durable = fsio::fsync_dir(&self.dir).is_ok();

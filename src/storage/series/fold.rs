@@ -20,7 +20,10 @@ impl Series {
     /// unchanged: each logged write already counted. The caller holds the writer lock.
     pub(super) fn fold_locked(&self, _guard: &MutexGuard<'_, ()>) -> Result<bool> {
         let snap = self.snapshot();
-        if snap.unfolded.is_none() {
+        // A series with no directory may hold rows the catalog keeps (resident) and
+        // nothing unfolded: a commit to files takes them too, or the directory it
+        // makes (which wins on open) would lose them.
+        if snap.unfolded.is_none() && (self.is_materialized() || snap.live.is_empty()) {
             return Ok(false);
         }
         let ncols = self.meta.key.kind().ncols();
@@ -199,7 +202,17 @@ impl Series {
         };
         // Rows and bytes of the in-memory chunks (`snap.unfolded`'s totals: none when
         // the state is exactly the manifest), kept up to date month by month.
-        let (mut rows, mut bytes) = snap.unfolded.map_or((0, 0), |u| (u.rows, u.bytes));
+        // A series with no directory counts its resident rows too (they are all in
+        // memory, and folded together with the new ones).
+        let (mut rows, mut bytes) = match snap.unfolded {
+            Some(u) => (u.rows, u.bytes),
+            None if !self.is_materialized() => snap
+                .live
+                .values()
+                .map(|l| memory_totals(l))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1)),
+            None => (0, 0),
+        };
         // Column slices live in fixed arrays, not vectors: a many-series write applies
         // thousands of series per group, and each allocation here is paid twice (the
         // reaper frees what the apply helper allocated).

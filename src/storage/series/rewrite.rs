@@ -7,6 +7,13 @@ impl Series {
     /// Merges every month that has more than one live chunk into one chunk.
     /// Returns the months compacted.
     pub fn compact(&self) -> Result<Vec<String>> {
+        // A series with no directory has no files to merge (its rows are in the log,
+        // or kept by the catalog: `storage::resident`); the fold decides where they go.
+        if !self.is_materialized() {
+            // Still refused for a deleted series, as any change is.
+            let _guard = self.lock_live()?;
+            return Ok(Vec::new());
+        }
         let _guard = self.lock_folded()?;
         let snap = self.snapshot();
         let mut next_gen = snap.next_generation;
@@ -32,6 +39,10 @@ impl Series {
         let Some(after) = self.opts.compress_after_ms else {
             return Vec::new();
         };
+        // No directory, no files to compress (see `compact`).
+        if !self.is_materialized() {
+            return Vec::new();
+        }
         let snap = self.snapshot();
         snap.live
             .iter()

@@ -1,0 +1,157 @@
+//! A small series kept whole in the store's catalog: its rows built into in-memory
+//! chunks on open, its state taken for a state record, and that record's commit
+//! installed (`storage::resident` folds many series at once).
+//!
+//! Such a series has no directory (`materialized` is false) and every chunk it
+//! serves is in memory. Its rows are durable in the catalog up to its `wal_lsn`, and
+//! in the log after it: `unfolded` counts every in-memory row once a logged write
+//! lands on it, so the fold takes them all, back into the catalog or into a
+//! directory of its own (`fold_locked`, which writes every in-memory chunk).
+
+use super::*;
+use crate::storage::catalog::{ResidentMonth, ResidentState};
+use crate::storage::chunk::MappedChunk;
+
+impl Series {
+    /// Open: the state of a catalog series whose entry holds `months` of rows, each
+    /// month one in-memory chunk (the log is replayed on top of it).
+    pub(in crate::storage) fn install_resident(&self, months: Vec<ResidentMonth>) -> Result<()> {
+        assert!(
+            !self.is_materialized(),
+            "resident rows belong to a series with no directory"
+        );
+        let snap = self.snapshot();
+        let ncols = self.meta.key.kind().ncols();
+        let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
+        for m in months {
+            let cols: Vec<&[i64]> = m.cols.iter().map(Vec::as_slice).collect();
+            let key_cols: Vec<&[i64]> = cols.iter().take(2).copied().collect();
+            let parts = self.meta.partitioning();
+            let (lo, hi) = parts.ts_bounds();
+            let in_month = m.cols[0]
+                .iter()
+                .all(|&ts| (lo..=hi).contains(&ts) && parts.of(ts) == m.month);
+            if cols.len() != ncols
+                || !crate::record::keys_increase(self.meta.layout().key, &key_cols)
+                || !in_month
+            {
+                return Err(StorageError::corrupted(
+                    crate::storage::catalog::CATALOG_FILE,
+                    format!(
+                        "the rows of {} in partition {} are not sorted or not in it",
+                        self.meta.key, m.month
+                    ),
+                ));
+            }
+            let header = ChunkHeader {
+                meta: Arc::clone(&self.meta),
+                ncols,
+                rows: 0,
+                first_ts: 0,
+                last_ts: 0,
+                month: m.month,
+                flags: FLAG_FULL,
+                generation: 0,
+                write_version: snap.version,
+                write_chunks: 1,
+                body_xxh3: 0,
+                stride: 0,
+                wal_lsn: snap.wal_lsn,
+                body_len: 0,
+                last_row: None,
+            };
+            let chunk = MappedChunk::in_memory(header, &cols);
+            let chunk =
+                ChunkRef::in_memory(chunk, Arc::clone(&self.dir), Arc::clone(&self.rel_dir));
+            live.insert(m.month, vec![Arc::new(chunk)]);
+        }
+        self.set_current(Arc::new(Snapshot {
+            meta: Arc::clone(&snap.meta),
+            version: snap.version,
+            next_generation: snap.next_generation,
+            retention_ms: snap.retention_ms,
+            irregular: snap.irregular,
+            live: crate::storage::snapshot::month_lists(live),
+            obsolete: snap.obsolete.clone(),
+            wal_lsn: snap.wal_lsn,
+            unfolded: None,
+            superseded: Vec::new(),
+        }));
+        Ok(())
+    }
+
+    /// The writer lock if no one holds it (the catalog fold skips a busy series and
+    /// takes it on its next pass; waiting could deadlock with a many-series write
+    /// that holds locks in another order).
+    pub(in crate::storage) fn try_lock_live(&self) -> Option<MutexGuard<'_, ()>> {
+        let guard = self.write_lock.try_lock().ok()?;
+        (!self.is_deleted()).then_some(guard)
+    }
+
+    /// What a state record keeps of `snap` (every in-memory chunk of a series with no
+    /// directory): its settings, version, log position and rows, each month's chunks
+    /// joined. `None` when the series has a directory or no rows.
+    pub(in crate::storage) fn resident_state(
+        &self,
+        snap: &Snapshot,
+    ) -> Result<Option<ResidentState>> {
+        if self.is_materialized() || snap.live.is_empty() {
+            return Ok(None);
+        }
+        let ncols = self.meta.key.kind().ncols();
+        let mut months = Vec::with_capacity(snap.live.len());
+        for (&month, chunks) in &snap.live {
+            let mut cols = vec![Vec::new(); ncols];
+            for c in chunks.iter() {
+                assert!(
+                    c.is_memory(),
+                    "a series with no directory serves in-memory chunks only"
+                );
+                let m = c.map()?;
+                for (i, out) in cols.iter_mut().enumerate() {
+                    out.extend_from_slice(m.col(i));
+                }
+            }
+            if !cols[0].is_empty() {
+                months.push(ResidentMonth { month, cols });
+            }
+        }
+        let mut manifest = self.on_disk_manifest();
+        manifest.version = snap.version;
+        manifest.next_generation = snap.next_generation;
+        manifest.retention_ms = snap.retention_ms;
+        manifest.irregular = snap.irregular;
+        manifest.wal_lsn = snap.wal_lsn;
+        manifest.entries.clear();
+        Ok(Some(ResidentState { manifest, months }))
+    }
+
+    /// After the state record of `state` (taken from `snap`, under the writer lock
+    /// still held) is durable: the rows are no longer the log's to keep, so the state
+    /// holds nothing unfolded and the catalog's entry is the series' manifest.
+    pub(in crate::storage) fn settle_resident(
+        &self,
+        _guard: &MutexGuard<'_, ()>,
+        snap: &Snapshot,
+        state: ResidentState,
+    ) {
+        assert_eq!(
+            self.snapshot().version,
+            snap.version,
+            "the writer lock held from the state taken to its record"
+        );
+        *self.on_disk.locked() = state.manifest;
+        self.set_current(Arc::new(Snapshot {
+            meta: Arc::clone(&snap.meta),
+            version: snap.version,
+            next_generation: snap.next_generation,
+            retention_ms: snap.retention_ms,
+            irregular: snap.irregular,
+            live: snap.live.clone(),
+            obsolete: snap.obsolete.clone(),
+            wal_lsn: snap.wal_lsn,
+            unfolded: None,
+            superseded: Vec::new(),
+        }));
+    }
+}
