@@ -298,10 +298,29 @@ fn logged_opts() -> StoreOptions {
 #[test]
 #[ignore = "run by crash_kill_loop_logged_many_series as a child process"]
 fn crash_child_logged() {
-    let Ok(root) = std::env::var("FASTK_CRASH_WAL_ROOT") else {
+    logged_child("FASTK_CRASH_WAL_ROOT", logged_opts());
+}
+
+/// As [`logged_opts`], with the series folding into the store's catalog while they
+/// hold at most 256 rows (`storage::resident`), then into directories of their own:
+/// kills land in the catalog's state records and in a series' move out of it.
+fn resident_opts() -> StoreOptions {
+    let mut o = logged_opts();
+    o.resident_rows_max = 256;
+    o
+}
+
+#[test]
+#[ignore = "run by crash_kill_loop_resident_many_series as a child process"]
+fn crash_child_resident() {
+    logged_child("FASTK_CRASH_RES_ROOT", resident_opts());
+}
+
+fn logged_child(env: &str, opts: StoreOptions) {
+    let Ok(root) = std::env::var(env) else {
         return;
     };
-    let store: &'static Store = Box::leak(Box::new(Store::open(&root, logged_opts()).unwrap()));
+    let store: &'static Store = Box::leak(Box::new(Store::open(&root, opts).unwrap()));
     let series: Vec<_> = (0..LOGGED_SERIES)
         .map(|k| store.register(logged_meta(k)).unwrap().0)
         .collect();
@@ -343,6 +362,40 @@ fn crash_child_logged() {
 /// in none, and the log replays to exactly that state.
 #[test]
 fn crash_kill_loop_logged_many_series() {
+    logged_kill_loop("crash_child_logged", "FASTK_CRASH_WAL_ROOT", logged_opts);
+}
+
+/// The same with small series folding into the catalog, then out of it.
+#[test]
+fn crash_kill_loop_resident_many_series() {
+    let (dir, resident_rounds) = logged_kill_loop(
+        "crash_child_resident",
+        "FASTK_CRASH_RES_ROOT",
+        resident_opts,
+    );
+    // The loop went through both: series kept in the catalog, then in directories.
+    assert!(
+        resident_rounds > 0,
+        "no round found the series in the catalog"
+    );
+    let store = Store::open(dir.path(), resident_opts()).unwrap();
+    let s = store.get(&logged_meta(0).key).unwrap();
+    assert!(
+        s.version() > 256 && s.is_materialized(),
+        "the series outgrew the catalog: version {}",
+        s.version()
+    );
+    store.abandon();
+}
+
+/// Returns the store's directory and the rounds that reopened series 0 with rows and
+/// no directory (kept in the catalog, or only in the log).
+fn logged_kill_loop(
+    child: &str,
+    env: &str,
+    opts: fn() -> StoreOptions,
+) -> (tempfile::TempDir, u32) {
+    let mut resident_rounds = 0;
     let kills = if std::env::var("FASTK_TEST_LONG").is_ok_and(|v| v == "1") {
         60
     } else {
@@ -352,17 +405,12 @@ fn crash_kill_loop_logged_many_series() {
     let mut r = rng(7);
     let mut last_acked = 0u64;
     for round in 0..kills {
-        let target = r() % 120;
+        // Enough acknowledged writes over the rounds that the series pass 256 rows.
+        let target = 60 + r() % 120;
         let pause = r() % 5_000;
-        let acked = kill_after_acks(
-            "crash_child_logged",
-            "FASTK_CRASH_WAL_ROOT",
-            dir.path(),
-            target,
-            pause,
-        );
+        let acked = kill_after_acks(child, env, dir.path(), target, pause);
         last_acked = last_acked.max(acked);
-        let store = Store::open(dir.path(), logged_opts()).unwrap();
+        let store = Store::open(dir.path(), opts()).unwrap();
         let mut versions = Vec::new();
         for k in 0..LOGGED_SERIES {
             let s = store
@@ -377,6 +425,10 @@ fn crash_kill_loop_logged_many_series() {
                 got.len()
             );
             versions.push(v);
+        }
+        let first = store.get(&logged_meta(0).key).unwrap();
+        if !first.is_materialized() && first.version() > 0 {
+            resident_rounds += 1;
         }
         assert!(
             versions.iter().all(|&v| v == versions[0]),
@@ -401,4 +453,5 @@ fn crash_kill_loop_logged_many_series() {
         store.abandon();
     }
     assert!(last_acked > 0, "the child never acknowledged a write");
+    (dir, resident_rounds)
 }
