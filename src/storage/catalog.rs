@@ -241,12 +241,7 @@ impl Catalog {
     pub fn put_states(&self, states: &[ResidentState]) -> (usize, Result<()>) {
         let mut done = 0;
         while done < states.len() {
-            let mut size = BODY_FIXED;
-            let mut end = done;
-            while end < states.len() && (end == done || size < STATE_RECORD_TARGET) {
-                size += state_entry_len(&states[end]);
-                end += 1;
-            }
+            let end = record_end(states, done);
             let batch = &states[done..end];
             let body = encode_states(batch);
             let mut inner = self.inner.locked();
@@ -436,12 +431,7 @@ impl Catalog {
             .collect();
         let mut at = 0;
         while at < states.len() {
-            let mut size = BODY_FIXED;
-            let mut end = at;
-            while end < states.len() && (end == at || size < STATE_RECORD_TARGET) {
-                size += state_entry_len(&states[end]);
-                end += 1;
-            }
+            let end = record_end(&states, at);
             record(&encode_states(&states[at..end]));
             at = end;
         }
@@ -461,6 +451,18 @@ fn header() -> [u8; HEADER_LEN] {
     h[MAGIC_OFFSET..VERSION_OFFSET].copy_from_slice(MAGIC);
     h[VERSION_OFFSET..HEADER_RESERVED_OFFSET].copy_from_slice(&VERSION.to_le_bytes());
     h
+}
+
+/// Where the state record that starts at `states[start]` ends: at least one state,
+/// and about [`STATE_RECORD_TARGET`] bytes of body.
+fn record_end(states: &[ResidentState], start: usize) -> usize {
+    let mut size = BODY_FIXED;
+    let mut end = start;
+    while end < states.len() && (end == start || size < STATE_RECORD_TARGET) {
+        size += state_entry_len(&states[end]);
+        end += 1;
+    }
+    end
 }
 
 /// Bytes of one state entry (its fixed part, key, state and rows).

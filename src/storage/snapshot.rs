@@ -313,6 +313,23 @@ impl Snapshot {
         }
     }
 
+    /// This state with `live` for its chunks and nothing unfolded or superseded: what
+    /// is durable once a fold or a catalog record holds the rows.
+    pub fn settled(&self, live: MonthMap) -> Snapshot {
+        Snapshot {
+            meta: Arc::clone(&self.meta),
+            version: self.version,
+            next_generation: self.next_generation,
+            retention_ms: self.retention_ms,
+            irregular: self.irregular,
+            live,
+            obsolete: self.obsolete.clone(),
+            wal_lsn: self.wal_lsn,
+            unfolded: None,
+            superseded: Vec::new(),
+        }
+    }
+
     pub fn chunks(&self) -> impl DoubleEndedIterator<Item = &Arc<ChunkRef>> {
         self.live.values().flat_map(|l| l.iter())
     }

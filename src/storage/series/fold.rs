@@ -56,18 +56,7 @@ impl Series {
         for v in live.values_mut() {
             v.sort_by_key(|c| c.entry.generation);
         }
-        let base = Snapshot {
-            meta: Arc::clone(&snap.meta),
-            version: snap.version,
-            next_generation: snap.next_generation,
-            retention_ms: snap.retention_ms,
-            irregular: snap.irregular,
-            live: crate::storage::snapshot::month_lists(live),
-            obsolete: snap.obsolete.clone(),
-            wal_lsn: snap.wal_lsn,
-            unfolded: None,
-            superseded: Vec::new(),
-        };
+        let base = snap.settled(crate::storage::snapshot::month_lists(live));
         let mut next_gen = base.next_generation;
         let mut plans = Vec::with_capacity(memory.len());
         for (month, m, full) in &memory {

@@ -65,18 +65,9 @@ impl Series {
                 ChunkRef::in_memory(chunk, Arc::clone(&self.dir), Arc::clone(&self.rel_dir));
             live.insert(m.month, vec![Arc::new(chunk)]);
         }
-        self.set_current(Arc::new(Snapshot {
-            meta: Arc::clone(&snap.meta),
-            version: snap.version,
-            next_generation: snap.next_generation,
-            retention_ms: snap.retention_ms,
-            irregular: snap.irregular,
-            live: crate::storage::snapshot::month_lists(live),
-            obsolete: snap.obsolete.clone(),
-            wal_lsn: snap.wal_lsn,
-            unfolded: None,
-            superseded: Vec::new(),
-        }));
+        self.set_current(Arc::new(
+            snap.settled(crate::storage::snapshot::month_lists(live)),
+        ));
         Ok(())
     }
 
@@ -141,17 +132,6 @@ impl Series {
             "the writer lock held from the state taken to its record"
         );
         *self.on_disk.locked() = state.manifest;
-        self.set_current(Arc::new(Snapshot {
-            meta: Arc::clone(&snap.meta),
-            version: snap.version,
-            next_generation: snap.next_generation,
-            retention_ms: snap.retention_ms,
-            irregular: snap.irregular,
-            live: snap.live.clone(),
-            obsolete: snap.obsolete.clone(),
-            wal_lsn: snap.wal_lsn,
-            unfolded: None,
-            superseded: Vec::new(),
-        }));
+        self.set_current(Arc::new(snap.settled(snap.live.clone())));
     }
 }

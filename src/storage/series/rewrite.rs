@@ -7,9 +7,10 @@ impl Series {
     /// Merges every month that has more than one live chunk into one chunk.
     /// Returns the months compacted.
     pub fn compact(&self) -> Result<Vec<String>> {
-        // A series with no directory has no files to merge (its rows are in the log,
-        // or kept by the catalog: `storage::resident`); the fold decides where they go.
-        if !self.is_materialized() {
+        // A series with no directory and nothing unfolded has no files to merge: its
+        // rows are kept by the catalog (`storage::resident`). Logged rows are folded
+        // into files first, as for any series.
+        if !self.is_materialized() && self.snapshot().unfolded.is_none() {
             // Still refused for a deleted series, as any change is.
             let _guard = self.lock_live()?;
             return Ok(Vec::new());
