@@ -587,8 +587,9 @@ impl Store {
         st
     }
 
-    /// Folds every series' memory rows into chunk files now and drops the log segments
-    /// that no longer hold anything unfolded (`admin compact`, shutdown, tests).
+    /// Folds every series' memory rows now (small series with no directory into the
+    /// catalog, the others into chunk files) and drops the log segments that no longer
+    /// hold anything unfolded (`admin compact`, shutdown, tests).
     pub fn fold_all(&self) -> FoldReport {
         fold_pass(&self.series, &self.wal, &self.catalog_fold(), true)
     }
@@ -1198,10 +1199,6 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
     Ok((wal, rec))
 }
 
-/// One pass of the background fold: folds each series whose memory rows passed a
-/// threshold (rows, age, the memory budget, or records in a closed segment when the
-/// log is over its size), every series with `all`, then removes the segments nothing
-/// unfolded needs.
 /// The catalog and limits of the catalog fold (`storage::resident`).
 struct IntoCatalog {
     catalog: Arc<catalog::Catalog>,
@@ -1209,6 +1206,10 @@ struct IntoCatalog {
     bytes_max: u64,
 }
 
+/// One pass of the background fold: folds each series whose memory rows passed a
+/// threshold (rows, age, the memory budget, or records in a closed segment when the
+/// log is over its size), every series with `all`, then removes the segments nothing
+/// unfolded needs.
 fn fold_pass(
     map: &RwLock<SeriesMap>,
     w: &wal::Wal,
