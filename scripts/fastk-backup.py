@@ -87,6 +87,7 @@ REGISTRY_FILE = "registry.sqlite"
 # The derive rules (docs/derived.md): JSON, replaced whole by rename on every change.
 DERIVE_FILE = "DERIVE.json"
 CATALOG_FILE = "CATALOG"
+FORMAT_FILE = "FORMAT"
 MANIFEST_MAGIC = b"FASTKMAN"
 # Manifest format version -> length of its fixed part (the entries follow). Version 2
 # (the write-ahead log) appended wal_lsn u64 at 288 and 8 reserved bytes.
@@ -716,6 +717,10 @@ def run(args) -> dict:
     started = time.time()
     copier = Copier(args.link, args.throttle_ms / 1000.0)
     try:
+        # The store's format version (docs/storage-format.md, "Store format"): written
+        # once, at the open that upgraded the store, so any copy is the one.
+        fmt = copy_root_file(root, staging, FORMAT_FILE)
+        format_version = struct.unpack_from("<I", fmt, 8)[0] if fmt and len(fmt) >= 12 else 2
         registry = backup_registry(root, staging)
         derive_rules = backup_derive_rules(root, staging)
         # The log before any manifest: a record a copied manifest does not hold yet is
@@ -782,6 +787,7 @@ def run(args) -> dict:
     return {
         "root": root,
         "dest": dest,
+        "format_version": format_version,
         "registry": registry,
         "derive_rules": derive_rules,
         "catalog": catalog,

@@ -72,6 +72,9 @@ enum AdminCommand {
     /// Publish every series once to an object store for read replicas (folds the log
     /// first); a running server does this every replica.publish_interval_s.
     Publish(PublishArgs),
+    /// Bring a store to this binary's format version (any open does it; this says
+    /// what it did). Take a backup first: older binaries no longer open it after.
+    Upgrade(RootArgs),
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +283,14 @@ fn admin(cmd: AdminCommand) -> ExitCode {
             return print_json(open_offline(r.root).map(|e| serde_json::to_value(e.health())));
         }
         AdminCommand::Publish(p) => return publish(p),
+        AdminCommand::Upgrade(r) => {
+            return print_json(open_offline(r.root).map(|e| {
+                Ok(serde_json::json!({
+                    "format_version": crate::storage::upgrade::STORE_FORMAT_VERSION,
+                    "upgraded_from": e.store.upgraded().map(|u| u.from),
+                }))
+            }));
+        }
         AdminCommand::Validate(a) => (AdminAction::Validate, a),
         AdminCommand::Scrub(a) => (AdminAction::Scrub, a),
         AdminCommand::Repair(a) => (AdminAction::Repair, a),

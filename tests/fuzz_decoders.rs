@@ -793,6 +793,35 @@ fn the_catalog_decodes_what_it_wrote() {
     assert_eq!(fastk::storage::catalog::decode_for_fuzz(&b), Ok(1));
 }
 
+/// The catalog as a store before format version 3 wrote it: header version 1, the put
+/// and the drop of `catalog_bytes` (no state record).
+fn catalog_v1_bytes() -> Vec<u8> {
+    let b = catalog_bytes();
+    let mut at = 16;
+    for _ in 0..2 {
+        at += 4 + u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize + 8;
+    }
+    let mut v1 = b[..at].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1
+}
+
+/// Store format 3's files: the catalog at header version 2 (with a state record), the
+/// catalog a version 2 store holds (header version 1), and `FORMAT`. Each golden still
+/// decodes: the version 1 catalog is read by this binary as it was written.
+#[test]
+fn golden_encodings_of_store_format_v3_are_unchanged() {
+    use fastk::storage::catalog::decode_for_fuzz;
+    use fastk::storage::upgrade;
+    check_golden("catalog_v2.bin", &catalog_bytes());
+    check_golden("catalog_v1.bin", &catalog_v1_bytes());
+    check_golden("format_v3.bin", &upgrade::encode(3));
+    let read = |name: &str| std::fs::read(golden_path(name)).unwrap();
+    assert_eq!(decode_for_fuzz(&read("catalog_v1.bin")), Ok(1));
+    assert_eq!(decode_for_fuzz(&read("catalog_v2.bin")), Ok(1));
+    assert_eq!(upgrade::decode(&read("format_v3.bin")), Ok(3));
+}
+
 fn mutations() -> impl Strategy<Value = (Vec<Mutation>, bool)> {
     (prop::collection::vec(mutation(), 1..5), any::<bool>())
 }
@@ -816,6 +845,13 @@ proptest! {
             reseal_catalog(&mut b);
         }
         let _ = fastk::storage::catalog::decode_for_fuzz(&b);
+    }
+
+    #[test]
+    fn format_file_never_panics_on_arbitrary_bytes(
+        b in prop::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let _ = fastk::storage::upgrade::decode(&b);
     }
 
     #[test]

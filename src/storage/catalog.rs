@@ -50,7 +50,12 @@ use crate::sync::LockExt;
 pub const CATALOG_FILE: &str = "CATALOG";
 
 const MAGIC: &[u8; 8] = b"FASTKCAT";
-const VERSION: u32 = 1;
+/// The version written (store format 3, `storage::upgrade`). Version 1 (store format
+/// 2) has the same records; its header is rewritten as version 2 by the upgrade, so a
+/// binary that reads only version 1 refuses the file rather than open a store without
+/// the rows its state records hold.
+const VERSION: u32 = 2;
+const VERSION_MIN: u32 = 1;
 
 // File header: magic, version, reserved.
 const MAGIC_OFFSET: usize = 0;
@@ -164,6 +169,9 @@ struct Inner {
     /// The file's length after the open or the last rewrite: what the appends since
     /// are measured against ([`Catalog::compact_if_grown`]).
     base_len: u64,
+    /// The header's version of the file as it is (0: no file yet; one is created at
+    /// [`VERSION`]).
+    version: u32,
 }
 
 /// What an open found in the catalog.
@@ -223,6 +231,7 @@ impl Catalog {
                 entries_read: scan.entries,
                 resident,
                 base_len: len,
+                version: scan.version,
             }),
         };
         Ok((catalog, listed, report))
@@ -320,6 +329,9 @@ impl Catalog {
         if inner.file.is_none() {
             inner.file = Some(self.create_or_open(inner.len)?);
             inner.len = inner.len.max(HEADER_LEN as u64);
+            if inner.version == 0 {
+                inner.version = VERSION;
+            }
         }
         let path = self.root.join(CATALOG_FILE);
         let mut record = Vec::with_capacity(RECORD_LEN_BYTES + body.len() + RECORD_SUM_BYTES);
@@ -352,6 +364,29 @@ impl Catalog {
     }
 
     /// Opens the file for appends, writing its header first if it has none yet.
+    /// Rewrites a version 1 file's header as [`VERSION`] (the records stay as they
+    /// are): temp, fsync, rename, directory fsync. Nothing to do for a file at
+    /// [`VERSION`] or no file (one is created at it). Part of the store's upgrade to
+    /// format 3 (`storage::upgrade`).
+    pub fn upgrade_header(&self) -> Result<()> {
+        let mut inner = self.inner.locked();
+        if inner.version == 0 || inner.version == VERSION {
+            return Ok(());
+        }
+        let io = |e| StorageError::io(CATALOG_FILE, e);
+        let mut bytes = std::fs::read(self.root.join(CATALOG_FILE)).map_err(io)?;
+        assert_eq!(
+            bytes.len() as u64,
+            inner.len,
+            "the catalog holds exactly the records read and appended"
+        );
+        bytes[VERSION_OFFSET..HEADER_RESERVED_OFFSET].copy_from_slice(&VERSION.to_le_bytes());
+        fsio::write_atomic(&self.root, CATALOG_FILE, &[&bytes]).map_err(io)?;
+        inner.file = None;
+        inner.version = VERSION;
+        Ok(())
+    }
+
     fn create_or_open(&self, len: u64) -> Result<File> {
         let io = |e| StorageError::io(CATALOG_FILE, e);
         if len >= HEADER_LEN as u64 {
@@ -440,6 +475,7 @@ impl Catalog {
         inner.file = None;
         inner.len = bytes.len() as u64;
         inner.base_len = inner.len;
+        inner.version = VERSION;
         inner.live = kept.iter().map(|m| m.meta.key.clone()).collect();
         inner.entries_read = kept.len() as u64;
         Ok(())
@@ -580,6 +616,8 @@ struct Scan {
     last: KeyMap<Manifest>,
     /// The rows of each key whose last record is a state record.
     rows: KeyMap<Vec<ResidentMonth>>,
+    /// The header's version (0: no header).
+    version: u32,
 }
 
 /// Reads every record; a bad record is a torn tail only when nothing follows it.
@@ -596,13 +634,15 @@ fn scan(bytes: &[u8]) -> std::result::Result<Scan, String> {
             .try_into()
             .expect("4 bytes"),
     );
-    if version != VERSION {
+    if !(VERSION_MIN..=VERSION).contains(&version) {
         return Err(format!(
-            "catalog format version {version} is not one this FastK reads (1)"
+            "catalog format version {version} is not one this FastK reads \
+             ({VERSION_MIN} to {VERSION})"
         ));
     }
     let mut out = Scan {
         valid_len: HEADER_LEN,
+        version,
         ..Scan::default()
     };
     let mut at = HEADER_LEN;

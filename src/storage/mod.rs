@@ -38,6 +38,7 @@ pub mod resident;
 pub mod series;
 pub mod sidecar;
 pub mod snapshot;
+pub mod upgrade;
 pub mod verify;
 pub mod versions;
 pub mod wal;
@@ -254,6 +255,8 @@ pub struct Store {
     catalog: Arc<catalog::Catalog>,
     /// What opening the catalog found.
     catalog_open: catalog::CatalogOpen,
+    /// The format upgrade this open made (`storage::upgrade`).
+    upgraded: Option<upgrade::Upgraded>,
 }
 
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -388,8 +391,11 @@ impl Store {
             let what = what.to_string();
             move |e| StorageError::io(what, e)
         };
+        let fresh = !root.join("series").is_dir();
         fsio::create_dir_durable(&root.join("series")).map_err(io("series"))?;
         let lock = lock_root(&root)?;
+        // Before anything in the store is read or written: a newer store is refused.
+        let format_found = upgrade::read(&root)?;
         let trash = root.join("trash");
         if trash.exists() {
             fs::remove_dir_all(&trash).map_err(io("trash"))?;
@@ -437,20 +443,7 @@ impl Store {
         };
         drop(on_disk);
         catalog_open.compacted = catalog.shed_garbage(&listed)?;
-        let mut resident = catalog.take_resident();
-        entries.reserve(listed.len());
-        for m in listed {
-            let rel = format!("series/{}", m.meta.key);
-            let key = m.meta.key.clone();
-            let s = recover::series_from_manifest(root.join(&rel), rel, &opts, m);
-            s.set_unmaterialized();
-            if let Some(months) = resident.remove(&key) {
-                s.install_resident(months)?;
-            }
-            entries.push((key, Arc::new(s)));
-        }
-        // Rows of keys that have a directory now are the catalog's garbage.
-        drop(resident);
+        add_catalog_series(&root, &opts, &catalog, listed, &mut entries)?;
         let map = SeriesMap::from_entries(entries);
         // Before the replay: the states snapshots and kept versions pin share the
         // handles of the chunks the manifests list, before any replayed write can
@@ -472,6 +465,8 @@ impl Store {
         versions::restore(attached, &all, opened_ts);
         drop(all);
         opts.versions.set_keep_ms(opts.keep_versions_ms);
+        // The store opened whole: only now is it marked as this binary's format.
+        let upgraded = upgrade::finish(&root, &catalog, format_found, fresh)?;
         let store = Store {
             root,
             opts,
@@ -486,6 +481,7 @@ impl Store {
             named,
             catalog: Arc::new(catalog),
             catalog_open,
+            upgraded,
         };
         store.start_threads()?;
         Ok(store)
@@ -546,6 +542,11 @@ impl Store {
     /// What opening the series catalog found (a torn tail dropped, garbage shed).
     pub fn catalog_recovery(&self) -> &catalog::CatalogOpen {
         &self.catalog_open
+    }
+
+    /// The upgrade of the store's format this open made, if it made one.
+    pub fn upgraded(&self) -> Option<upgrade::Upgraded> {
+        self.upgraded
     }
 
     /// What replaying the write-ahead log did on open.
@@ -1011,6 +1012,32 @@ fn checkpoint_versions(root: &Path, map: &RwLock<SeriesMap>, settings: &series::
         // Try again next time.
         settings.mark_dirty_again();
     }
+}
+
+/// The series the catalog lists that have no directory (`listed`), each with the rows
+/// its state record holds, added to `entries`.
+fn add_catalog_series(
+    root: &Path,
+    opts: &Arc<StoreOptions>,
+    catalog: &catalog::Catalog,
+    listed: Vec<format::Manifest>,
+    entries: &mut Vec<(SeriesKey, Arc<Series>)>,
+) -> Result<()> {
+    let mut resident = catalog.take_resident();
+    entries.reserve(listed.len());
+    for m in listed {
+        let rel = format!("series/{}", m.meta.key);
+        let key = m.meta.key.clone();
+        let s = recover::series_from_manifest(root.join(&rel), rel, opts, m);
+        s.set_unmaterialized();
+        if let Some(months) = resident.remove(&key) {
+            s.install_resident(months)?;
+        }
+        entries.push((key, Arc::new(s)));
+    }
+    // Rows of keys that have a directory now are the catalog's garbage.
+    drop(resident);
+    Ok(())
 }
 
 fn load_all(

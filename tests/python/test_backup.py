@@ -408,6 +408,9 @@ def test_backup_holds_rows_only_in_the_log(start_server, unique_name, tmp_path):
     assert summary["catalog"]["series"] == 3, summary["catalog"]
     assert (dest / "CATALOG").read_bytes() == (server.root / "CATALOG").read_bytes()
     assert not any((dest / "series").rglob("MANIFEST"))
+    # The store's format version file goes with it.
+    assert summary["format_version"] == 3, summary
+    assert (dest / "FORMAT").read_bytes() == (server.root / "FORMAT").read_bytes()
 
     # Restore into a new root: copy the backup into place and start a server on it.
     root = tmp_path / "restored-root"
