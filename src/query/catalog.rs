@@ -3,10 +3,10 @@
 //! bringing a degraded registry back once space returns.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::{Engine, REGISTRY_FILE, now_ms};
 use crate::error::{Error, Result};
-use crate::record::SeriesMeta;
 use crate::registry::{Registry, RegistryError};
 use crate::storage::Store;
 
@@ -61,7 +61,7 @@ fn open_degraded(path: &Path, why: &str) -> Result<Registry> {
 /// Makes the catalog match storage. On a full disk the catalog is left stale (and
 /// reconciled when space returns) rather than failing the open.
 pub(super) fn reconcile_on_open(store: &Store, registry: &Registry) -> Result<()> {
-    let truth: Vec<SeriesMeta> = store.list().iter().map(|s| (*s.meta).clone()).collect();
+    let truth: Vec<_> = store.list().iter().map(|s| Arc::clone(&s.meta)).collect();
     match registry.reconcile(&truth, false) {
         Ok(rec) if !rec.is_empty() => {
             tracing::warn!(?rec, "registry catalog reconciled with storage");

@@ -360,7 +360,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Every catalogued series; rows that no longer parse are reported as `Err` strings.
+    /// Every catalogued series, in no particular order; rows that no longer parse are
+    /// reported as `Err` strings.
     pub fn list_series(&self) -> Result<Vec<Result<SeriesMeta, String>>, RegistryError> {
         self.read(list_series)
     }
@@ -368,9 +369,9 @@ impl Registry {
     /// Makes the catalog equal to `truth` (the series storage holds), in one
     /// transaction. With `dry_run` only reports what would change. A catalog that
     /// already agrees needs no write, so this succeeds on a read-only registry too.
-    pub fn reconcile(
+    pub fn reconcile<M: std::borrow::Borrow<SeriesMeta>>(
         &self,
-        truth: &[SeriesMeta],
+        truth: &[M],
         dry_run: bool,
     ) -> Result<ReconcileReport, RegistryError> {
         let mut report = ReconcileReport::default();
@@ -383,8 +384,8 @@ impl Registry {
                 .map(|m| (&m.key, m))
                 .collect();
         let truth_keys: std::collections::HashSet<&SeriesKey, foldhash::fast::RandomState> =
-            truth.iter().map(|m| &m.key).collect();
-        for m in truth {
+            truth.iter().map(|m| &m.borrow().key).collect();
+        for m in truth.iter().map(|m| m.borrow()) {
             match valid.get(&m.key) {
                 None => report.added.push(m.key.to_string()),
                 Some(h) if *h != m => report.updated.push(m.key.to_string()),
@@ -407,7 +408,7 @@ impl Registry {
                 let tx = conn.unchecked_transaction()?;
                 tx.execute("DELETE FROM series", [])?;
                 for m in truth {
-                    upsert_series(&tx, m)?;
+                    upsert_series(&tx, m.borrow())?;
                 }
                 tx.commit()
             })?;
@@ -567,30 +568,32 @@ fn upsert_series(conn: &Connection, meta: &SeriesMeta) -> rusqlite::Result<()> {
 
 fn list_series(conn: &Connection) -> rusqlite::Result<Vec<Result<SeriesMeta, String>>> {
     let mut stmt = conn.prepare(
+        // No ORDER BY: the table in its own order, not through the key's index (which
+        // would cost a lookup of the table per row).
         "SELECT kind, symbol, timeframe, category, name, timeframe_ms, price_scale, volume_scale, value_type
-         FROM series ORDER BY kind, symbol, timeframe, category, name",
+         FROM series",
     )?;
-    let rows = stmt.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?,
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let (kind, s, tf, c, n) = (
+            text(r, 0)?,
+            text(r, 1)?,
+            text(r, 2)?,
+            text(r, 3)?,
+            text(r, 4)?,
+        );
+        let (tf_ms, ps, vs) = (
             r.get::<_, i64>(5)?,
             r.get::<_, i64>(6)?,
             r.get::<_, i64>(7)?,
-            r.get::<_, String>(8)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (kind, s, tf, c, n, tf_ms, ps, vs, vt) = row?;
-        let key = match kind.as_str() {
-            "kline" => SeriesKey::kline(&s, &tf).map_err(|e| e.to_string()),
-            "scalar" => SeriesKey::scalar(&s, &tf, &c, &n).map_err(|e| e.to_string()),
-            "trade" => SeriesKey::trade(&s).map_err(|e| e.to_string()),
-            "quote" => SeriesKey::quote(&s).map_err(|e| e.to_string()),
+        );
+        let vt = text(r, 8)?;
+        let key = match kind {
+            "kline" => SeriesKey::kline(s, tf).map_err(|e| e.to_string()),
+            "scalar" => SeriesKey::scalar(s, tf, c, n).map_err(|e| e.to_string()),
+            "trade" => SeriesKey::trade(s).map_err(|e| e.to_string()),
+            "quote" => SeriesKey::quote(s).map_err(|e| e.to_string()),
             other => Err(format!("unknown kind {other:?}")),
         };
         let value_type = if vt == "f64" {
@@ -607,6 +610,13 @@ fn list_series(conn: &Connection) -> rusqlite::Result<Vec<Result<SeriesMeta, Str
         }));
     }
     Ok(out)
+}
+
+/// Column `i` of `r` as text borrowed from SQLite's row (no string allocated).
+fn text<'a>(r: &'a rusqlite::Row<'_>, i: usize) -> rusqlite::Result<&'a str> {
+    r.get_ref(i)?.as_str().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn dataset_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Dataset> {
