@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{HOUR, engine_with, files_under, kline_meta, read_cols, scalar_meta, validate_deep};
+use common::{
+    HOUR, copy_dir, engine_with, files_under, kline_meta, read_cols, scalar_meta, validate_deep,
+};
 use fastk::query::Engine;
 use fastk::query::types::{Predicate, QueryRequest, Strategy};
 use fastk::record::{SeriesKey, SeriesMeta, ValueType};
@@ -92,19 +94,6 @@ fn expected() -> Vec<(SeriesKey, WriteBatch)> {
         (scalar("f", ValueType::F64).key, f64_rows()),
         (scalar("n", ValueType::I64).key, i64_rows()),
     ]
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 /// The version (bytes 8..12) of every file under `root`'s series whose name `is`.

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 mod common;
 
 use common::cli::{fastk, ok};
-use common::{HOUR, engine_with, kline_meta, read_cols, scalar_meta, series_cols, store_opts};
+use common::{
+    HOUR, copy_dir, engine_with, kline_meta, read_cols, scalar_meta, series_cols, store_opts,
+};
 use fastk::query::tick::{RegisterTick, TradeIn, tick_meta, trade_batch};
 use fastk::record::{SeriesKey, SeriesKind, SeriesMeta, ValueType};
 use fastk::storage::catalog::CATALOG_FILE;
@@ -184,19 +186,6 @@ fn make_v2_fixture() {
     drop((k, f, t, s));
     store.abandon();
     let _ = std::fs::remove_dir_all(root.join("trash"));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 /// A copy of the fixture in a new temporary directory.

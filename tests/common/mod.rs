@@ -134,6 +134,20 @@ pub fn files_with(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// Copies the tree `from` (a committed store fixture) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
 /// Every file below `root` (not directories), depth first.
 pub fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
