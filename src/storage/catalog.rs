@@ -363,7 +363,6 @@ impl Catalog {
         }
     }
 
-    /// Opens the file for appends, writing its header first if it has none yet.
     /// Rewrites a version 1 file's header as [`VERSION`] (the records stay as they
     /// are): temp, fsync, rename, directory fsync. Nothing to do for a file at
     /// [`VERSION`] or no file (one is created at it). Part of the store's upgrade to
@@ -387,6 +386,7 @@ impl Catalog {
         Ok(())
     }
 
+    /// Opens the file for appends, writing its header first if it has none yet.
     fn create_or_open(&self, len: u64) -> Result<File> {
         let io = |e| StorageError::io(CATALOG_FILE, e);
         if len >= HEADER_LEN as u64 {
