@@ -32,7 +32,7 @@ Measured, side by side in one run:
    ticket, DuckDB `ORDER BY ts, symbol, seq` and Polars `merge_sorted` of the
    per-symbol frames held in memory (a balanced tree of pairwise merges).
 4. One day of 1m bars from trades for every symbol (OHLCV, VWAP, count): FastK (one
-   `resample` ticket per symbol, as the committed runs did; one ticket of many symbols is served since), DuckDB, chDB
+   `resample` ticket of every symbol; runs before 2026-11-28 sent one ticket per symbol), DuckDB, chDB
    and Polars; every answer checked value by value against pandas.
 5. Trades with the quote in force for the quote symbol: FastK `trade_quote`, DuckDB
    and chDB `ASOF LEFT JOIN`, Polars `join_asof`; checked against pandas `merge_asof`.
@@ -515,13 +515,11 @@ def _bars(node, duck, ch, pl_all, trades, want: pa.Table, reps: int) -> dict:
     syms = sorted(trades)
 
     def fastk():
-        parts = []
-        for s in syms:
-            t = c.do_get(flight.Ticket(json.dumps({"kind": "trade", "symbol": s,
-                                                   "resample": {"timeframe": "1m"}}).encode())).read_all()
-            parts.append(_with_symbol(s, t.select(["ts", "open", "high", "low", "close", "volume", "vwap", "trades"]),
-                                      pa.timestamp("ms")))
-        return pa.concat_tables(parts)
+        # One ticket of every symbol: each symbol's bars in turn, led by a symbol column.
+        t = c.do_get(flight.Ticket(json.dumps({"kind": "trade", "symbols": syms,
+                                               "resample": {"timeframe": "1m"}}).encode())).read_all()
+        t = t.select(["symbol", "ts", "open", "high", "low", "close", "volume", "vwap", "trades"])
+        return t.set_column(1, "ts", t.column("ts").cast(pa.int64()).cast(pa.timestamp("ms")))
 
     out["FastK"] = _timed(reps, fastk, lambda t: _bars_match(t, want, "FastK"))
     c.close()
