@@ -134,9 +134,9 @@ def quotes_of(i: int, n: int) -> pa.Table:
                      "bid_size": rng.choice(lots, size=m), "ask_size": rng.choice(lots, size=m)})
 
 
-def _with_symbol(sym: str, t: pa.Table, ts_type=pa.timestamp("ns")) -> pa.Table:
+def _with_symbol(sym: str, t: pa.Table) -> pa.Table:
     """The table with a `symbol` column first and a zone-less `ts` (the peers' form)."""
-    t = t.set_column(0, "ts", t.column("ts").cast(pa.int64()).cast(ts_type))
+    t = t.set_column(0, "ts", t.column("ts").cast(pa.int64()).cast(pa.timestamp("ns")))
     return t.add_column(0, "symbol", pa.array([sym] * t.num_rows, pa.string()))
 
 
