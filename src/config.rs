@@ -180,6 +180,9 @@ pub struct StorageConfig {
     /// Seconds a superseded version of a series stays readable by `version` or
     /// `as_of_commit` (0: only the current version; docs/research.md).
     pub keep_versions_s: u64,
+    /// Bytes of raw copies of compressed months kept in `<root>/local/` for
+    /// co-located readers (`local-read`; 0: none, those months go through DoGet).
+    pub local_copy_bytes: u64,
 }
 
 /// Longest `storage.keep_versions_s` (a year): a kept version holds its files and the
@@ -231,6 +234,7 @@ impl Default for StorageConfig {
             pack_target_bytes: store.pack_target_bytes,
             direct_write_min_bytes: store.direct_write_min_bytes,
             keep_versions_s: 0,
+            local_copy_bytes: store.local_copy_bytes,
         }
     }
 }
@@ -275,6 +279,7 @@ impl StorageConfig {
                 .unwrap_or(i64::MAX),
             resident_rows_max: self.resident_rows_max,
             resident_bytes_max: self.resident_bytes_max,
+            local_copy_bytes: self.local_copy_bytes,
             ..StoreOptions::default()
         }
     }

@@ -60,6 +60,10 @@ pub struct Gauges {
     pub decompressed_bytes: u64,
     pub decompressed_max_bytes: u64,
     pub decompressed_released: (u64, u64),
+    /// Bytes of raw copies of compressed months kept for co-located readers, and
+    /// their budget (`storage::localcopy`).
+    pub local_copy_bytes: u64,
+    pub local_copy_max_bytes: u64,
     /// Read replication, once its first pass ended (None on a node that neither
     /// publishes nor follows): seconds since the last completed pass (None before
     /// one completed), failed passes in a row, series failed in the last pass, and a
@@ -375,6 +379,18 @@ impl Metrics {
             "fastk_decompressed_cache_bytes",
             "Bytes of decompressed compressed months cached for reads (storage.decompressed_cache_bytes).",
             g.decompressed_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_local_copy_bytes",
+            "Bytes of raw copies of compressed months kept in <root>/local/ for co-located readers (local-read).",
+            g.local_copy_bytes as i64,
+        );
+        gauge(
+            &mut out,
+            "fastk_local_copy_max_bytes",
+            "The raw copies' budget (storage.local_copy_bytes).",
+            g.local_copy_max_bytes as i64,
         );
         gauge(
             &mut out,

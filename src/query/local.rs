@@ -81,7 +81,7 @@ impl Engine {
             .map_err(Error::invalid)?;
         let snap = series.snapshot();
         let located = snap
-            .locate(spec.range, spec.latest, max_chunks)?
+            .locate(spec.range, spec.latest, max_chunks, self.store.local_copies())?
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::PayloadTooLarge,

@@ -1165,6 +1165,8 @@ impl Engine {
             decompressed_bytes: cache.decompressed_bytes as u64,
             decompressed_max_bytes: cache.decompressed_max_bytes as u64,
             decompressed_released: (cache.released_images_total, cache.released_bytes_total),
+            local_copy_bytes: self.store.local_copies().bytes(),
+            local_copy_max_bytes: self.store.local_copies().budget(),
             replica: health
                 .replica
                 .as_ref()

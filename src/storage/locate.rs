@@ -3,9 +3,10 @@
 //! docs/flight.md).
 //!
 //! Only a raw chunk file can be handed out: its columns are at fixed offsets of an
-//! immutable file. Rows held in memory (the write-ahead log's in-memory chunks) and
-//! compressed chunks (decompressed only in this process) are reported as such, and
-//! the caller serves them another way.
+//! immutable file. A compressed chunk is handed out as its raw copy
+//! (`storage::localcopy`) when it has or can get one. Rows held in memory (the
+//! write-ahead log's in-memory chunks) and compressed chunks with no copy are
+//! reported as such, and the caller serves them another way.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use super::chunk::{ChunkRef, FileKind};
 use super::error::Result;
 use super::format::CHUNK_HEADER_LEN;
+use super::localcopy::LocalCopies;
 use super::snapshot::{Snapshot, slice_of};
 use crate::record::TsRange;
 
@@ -41,7 +43,8 @@ pub enum Place {
     },
     /// Rows of the write-ahead log not yet folded into a file.
     Memory,
-    /// A compressed chunk: its rows exist raw only in this process's memory.
+    /// A compressed chunk with no raw copy (`localcopy`): its rows exist raw only in
+    /// this process's memory.
     Compressed,
 }
 
@@ -70,12 +73,15 @@ impl Snapshot {
     /// The chunks holding the rows of `range` (only its last `latest` rows when
     /// given), in `ts` order, with where each chunk's selected rows are. Each chunk
     /// is mapped (and so verified) while it is located, one at a time, and no mapping
-    /// is kept. More than `max_chunks` chunks is `None`, before any is mapped.
+    /// is kept. A compressed chunk is handed out as its raw copy in `copies` (made
+    /// now when it has none) when it can be. More than `max_chunks` chunks is `None`,
+    /// before any is mapped.
     pub fn locate(
         &self,
         range: TsRange,
         latest: Option<usize>,
         max_chunks: usize,
+        copies: &LocalCopies,
     ) -> Result<Option<Vec<Located>>> {
         let plan = self.plan(range);
         let mut out = Vec::new();
@@ -85,7 +91,7 @@ impl Snapshot {
                     return Ok(None);
                 }
                 for c in &plan {
-                    out.extend(locate_one(c, range, None)?);
+                    out.extend(locate_one(c, range, None, copies)?);
                 }
             }
             Some(n) => {
@@ -97,7 +103,7 @@ impl Snapshot {
                     if out.len() == max_chunks {
                         return Ok(None);
                     }
-                    if let Some(l) = locate_one(c, range, Some(need))? {
+                    if let Some(l) = locate_one(c, range, Some(need), copies)? {
                         need -= l.rows as usize;
                         out.push(l);
                     }
@@ -111,7 +117,12 @@ impl Snapshot {
 
 /// The rows of `range` in chunk `c` (only its last `last` of them when given), or
 /// `None` when it holds none.
-fn locate_one(c: &Arc<ChunkRef>, range: TsRange, last: Option<usize>) -> Result<Option<Located>> {
+fn locate_one(
+    c: &Arc<ChunkRef>,
+    range: TsRange,
+    last: Option<usize>,
+    copies: &LocalCopies,
+) -> Result<Option<Located>> {
     let m = c.map()?;
     let mut s = slice_of(&m, range);
     if let Some(n) = last {
@@ -125,7 +136,17 @@ fn locate_one(c: &Arc<ChunkRef>, range: TsRange, last: Option<usize>) -> Result<
     let place = if c.is_memory() {
         Place::Memory
     } else if h.is_compressed() {
-        Place::Compressed
+        match copies.copy_of(c, &m) {
+            Some(copy) => Place::File {
+                ts_offset: CHUNK_HEADER_LEN as u64 + s.start as u64 * VALUE_BYTES,
+                path: copy.path,
+                file_len: copy.file_len,
+                checksum: copy.checksum,
+                image_offset: 0,
+                stride: copy.stride,
+            },
+            None => Place::Compressed,
+        }
     } else {
         // A raw chunk in a pack is handed out like a file: the pack, and the image's
         // place in it.

@@ -23,6 +23,7 @@ pub mod follow;
 pub mod follow_snapshot;
 pub mod format;
 pub mod fsio;
+pub mod localcopy;
 pub mod locate;
 pub mod maintain;
 pub mod mapcache;
@@ -137,6 +138,9 @@ pub struct StoreOptions {
     /// The history settings every series of the store shares. `Store::open` installs
     /// a fresh one (its `keep_ms` stays 0 until the log is replayed).
     pub versions: Arc<series::VersionSettings>,
+    /// Bytes of raw copies of compressed chunks kept in `<root>/local/` for
+    /// co-located readers (`localcopy`; 0: none).
+    pub local_copy_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -170,6 +174,7 @@ impl Default for StoreOptions {
             // configuration turns it on (`storage.resident_rows_max`).
             resident_rows_max: 0,
             resident_bytes_max: resident::DEFAULT_RESIDENT_BYTES_MAX,
+            local_copy_bytes: localcopy::DEFAULT_LOCAL_COPY_BYTES,
         }
     }
 }
@@ -257,6 +262,8 @@ pub struct Store {
     catalog_open: catalog::CatalogOpen,
     /// The format upgrade this open made (`storage::upgrade`).
     upgraded: Option<upgrade::Upgraded>,
+    /// Raw copies of compressed chunks for co-located readers (`localcopy`).
+    local_copies: localcopy::LocalCopies,
 }
 
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -401,6 +408,7 @@ impl Store {
             fs::remove_dir_all(&trash).map_err(io("trash"))?;
             fsio::fsync_dir(&root).map_err(io("."))?;
         }
+        let local_copies = localcopy::LocalCopies::open(&root, opts.local_copy_bytes)?;
         let mut recovery = Vec::new();
         let mut unopenable = Vec::new();
         let (named, decoded, mut pins) = named::Named::open(&root)?;
@@ -482,6 +490,7 @@ impl Store {
             catalog: Arc::new(catalog),
             catalog_open,
             upgraded,
+            local_copies,
         };
         store.start_threads()?;
         Ok(store)
@@ -709,6 +718,11 @@ impl Store {
 
     pub fn options(&self) -> &StoreOptions {
         &self.opts
+    }
+
+    /// The raw copies of compressed chunks handed to co-located readers.
+    pub fn local_copies(&self) -> &localcopy::LocalCopies {
+        &self.local_copies
     }
 
     /// What recovery did when the store was opened (series where anything happened).

@@ -1,7 +1,8 @@
 """Co-located reads (`local-read`, docs/flight.md): a client on the server's Unix socket
-maps the raw chunk files itself (clients/python/fastk_local.py) and fetches only the
-rows it cannot map (compressed months, rows still in the write-ahead log) through
-DoGet. Whatever the mix, the table must equal DoGet's, schema and metadata included,
+maps the raw chunk files itself (clients/python/fastk_local.py), compressed months
+through the raw copies the server keeps in `<root>/local/`, and fetches only the rows
+it cannot map (rows still in the write-ahead log, months whose copy does not fit)
+through DoGet. Whatever the mix, the table must equal DoGet's, schema and metadata included,
 f64 bits included; TCP clients are refused; a plan whose file was unlinked before
 the client opened it is asked again.
 """
@@ -156,12 +157,49 @@ def test_compressed_months_and_logged_rows_come_through_doget(local):
         expect_ok(s.post(srv.http_url + "/v1/kline/LOCB/1m/records", json={"records": recs},
                          timeout=30), 200)
     base = {"kind": "kline", "symbol": "LOCB", "timeframe": "1m"}
-    assert kinds(unix, base) == ["rows", "file", "rows"]
+    # The compressed months (January to the first days of April) are mapped from
+    # their raw copies, the raw delta from its own file; the logged rows come by DoGet.
     plan, _ = fastk_local.plan(unix, base)
-    assert plan["parts"][0]["rows"] > 31 * 1440, "compressed months merge into one part"
+    local_dir = (srv.root / "local").resolve()
+    copies = [p for p in plan["parts"]
+              if p["type"] == "file" and Path(p["path"]).parent.resolve() == local_dir]
+    assert kinds(unix, base) == ["file"] * (len(copies) + 1) + ["rows"]
+    assert len(copies) == 4 and sum(p["rows"] for p in copies) == 3 * 31 * 1440
     for ticket in (base, {**base, "columns": ["open"]}, {**base, "latest": 10_050},
                    {**base, "start_ts": JAN_1_2024_MS + 40 * 86_400_000}):
-        same(fastk_local.read_table(unix, ticket), doget(unix, ticket))
+        before = pa.total_allocated_bytes()
+        got = fastk_local.read_table(unix, ticket)
+        # Only the logged rows (and DoGet's small batches) were allocated: the months
+        # are the mapped copies (a copy would be 14 MB for the three months).
+        assert pa.total_allocated_bytes() - before < 1 << 20, ticket
+        same(got, doget(unix, ticket))
+    metrics = requests.get(srv.http_url + "/metrics", timeout=10).text
+    held = [int(line.split()[1]) for line in metrics.splitlines()
+            if line.startswith("fastk_local_copy_bytes ")]
+    assert held == [sum(p["file_len"] for p in copies)], held
+
+
+def test_without_room_for_copies_compressed_months_come_through_doget(start_server):
+    """`storage.local_copy_bytes = 0`: no copy is made, the months are a rows part."""
+    sock_dir = tempfile.mkdtemp(prefix="fk")
+    path = os.path.join(sock_dir, "flight.sock")
+    srv = start_server("nocopy", {"FASTK__FLIGHT__UNIX_SOCKET": path,
+                                  "FASTK__STORAGE__LOW_DISK_BYTES": "0",
+                                  "FASTK__STORAGE__LOCAL_COPY_BYTES": "0"})
+    unix = fastk_local.connect(path)
+    tcp = flight.connect(srv.flight_uri)
+    try:
+        with requests.Session() as s:
+            expect_ok(register_kline(s, srv.http_url, "LOCN"), 201)
+        # Sealed months of one write are written compressed (and packed).
+        put(tcp, ["kline", "LOCN", "1m"], klines(2 * 31 * 1440, JAN_1_2024_MS, seed=6))
+        base = {"kind": "kline", "symbol": "LOCN", "timeframe": "1m"}
+        assert kinds(unix, base) == ["rows"]
+        same(fastk_local.read_table(unix, base), doget(unix, base))
+        assert not (srv.root / "local").exists()
+    finally:
+        unix.close()
+        tcp.close()
 
 
 @pytest.mark.parametrize("value_type", ["f64", "i64"])

@@ -2,8 +2,9 @@
 
 The server's `local-read` Flight action (docs/flight.md, "Co-located reads"), asked on
 its Unix socket, answers with a plan: the raw chunk files holding the rows (path, byte
-offset of each column's first row, row count) and DoGet tickets for the rows that
-cannot be mapped (compressed months, rows still in the write-ahead log). This module
+offset of each column's first row, row count; a compressed month is named by the raw
+copy the server keeps of it) and DoGet tickets for the rows that cannot be mapped
+(rows still in the write-ahead log, compressed months with no copy). This module
 maps those files itself (`pa.memory_map`) and wraps their bytes as Arrow arrays
 (`pa.Array.from_buffers`), so no byte is copied between the page cache and the
 table; the ticket parts come through an ordinary DoGet. The result is one Table of
