@@ -1133,9 +1133,62 @@ fn load_all(
 
 /// Reads the log, cuts a torn tail, applies every record a series' manifest does not
 /// hold yet, and opens the log for appending after the highest lsn seen anywhere.
+/// Applies the entries of one log record to the series they name (those a manifest
+/// already holds, and those of series gone, are skipped), counting them in `rec`.
+fn replay_record(
+    map: &SeriesMap,
+    r: wal::Record,
+    now: std::time::Instant,
+    rec: &mut WalRecovery,
+) -> Result<()> {
+    for (key, mut batch) in r.entries {
+        let Some(series) = map.get(&key) else {
+            rec.skipped += 1;
+            continue;
+        };
+        let guard = series.lock_live()?;
+        let snap = series.snapshot();
+        if r.lsn <= snap.wal_lsn {
+            rec.skipped += 1;
+            continue;
+        }
+        let key_cols: Vec<&[i64]> = batch.cols.iter().take(2).map(|c| &c[..]).collect();
+        let sorted = keys_increase(series.meta.layout().key, &key_cols);
+        if !sorted || batch.is_empty() {
+            return Err(StorageError::corrupted(
+                wal::WAL_DIR,
+                format!("record {} holds rows of {key} that are not sorted", r.lsn),
+            ));
+        }
+        let rows = batch.len() as u64;
+        series
+            .prepare(&mut batch)
+            .map_err(|e| StorageError::corrupted(wal::WAL_DIR, format!("record {}: {e}", r.lsn)))?;
+        let (next, _) = series.apply_logged(&snap, &batch, r.lsn, now)?;
+        series.install_logged(&guard, Arc::new(next));
+        rec.records += 1;
+        rec.rows += rows;
+    }
+    Ok(())
+}
+
 fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal, WalRecovery)> {
     let dir = root.join(wal::WAL_DIR);
-    let scan = match wal::scan(&dir, true)? {
+    let now = std::time::Instant::now();
+    let mut last = map
+        .values()
+        .map(|s| s.snapshot().wal_lsn)
+        .max()
+        .unwrap_or(0);
+    let mut rec = WalRecovery::default();
+    // Each record is applied as it is read, and dropped: the log is never held whole in
+    // memory (a corrupt record in the middle fails the open, which drops what was
+    // applied before it with the series map).
+    let scanned = wal::scan_each(&dir, true, |r| {
+        last = last.max(r.lsn);
+        replay_record(map, r, now, &mut rec)
+    })?;
+    let scan = match scanned {
         Ok(s) => s,
         Err(c) => {
             return Err(StorageError::corrupted(
@@ -1149,19 +1202,10 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
             ));
         }
     };
-    let mut rec = WalRecovery {
-        cut_tail: scan.cut_tail.clone(),
-        ..WalRecovery::default()
-    };
+    rec.cut_tail = scan.cut_tail.clone();
     if let Some((seg, at, n)) = &scan.cut_tail {
         tracing::warn!(segment = %seg, offset = at, bytes = n, "cut a torn record off the end of the write-ahead log");
     }
-    let now = std::time::Instant::now();
-    let mut last = map
-        .values()
-        .map(|s| s.snapshot().wal_lsn)
-        .max()
-        .unwrap_or(0);
     // A segment is named by its first lsn, so every lsn before it was given out, even
     // when no record of them is left: the segments before were removed once folded,
     // and their series may be gone too (deleted), so that no manifest holds their
@@ -1169,37 +1213,6 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
     // next open finds a segment that starts past the records before it.
     for (first, _, _) in &scan.segments {
         last = last.max(first.saturating_sub(1));
-    }
-    for r in &scan.records {
-        last = last.max(r.lsn);
-        for (key, batch) in &r.entries {
-            let Some(series) = map.get(key) else {
-                rec.skipped += 1;
-                continue;
-            };
-            let guard = series.lock_live()?;
-            let snap = series.snapshot();
-            if r.lsn <= snap.wal_lsn {
-                rec.skipped += 1;
-                continue;
-            }
-            let key_cols: Vec<&[i64]> = batch.cols.iter().take(2).map(|c| &c[..]).collect();
-            let sorted = keys_increase(series.meta.layout().key, &key_cols);
-            if !sorted || batch.is_empty() {
-                return Err(StorageError::corrupted(
-                    wal::WAL_DIR,
-                    format!("record {} holds rows of {key} that are not sorted", r.lsn),
-                ));
-            }
-            let mut b = batch.clone();
-            series.prepare(&mut b).map_err(|e| {
-                StorageError::corrupted(wal::WAL_DIR, format!("record {}: {e}", r.lsn))
-            })?;
-            let (next, _) = series.apply_logged(&snap, &b, r.lsn, now)?;
-            series.install_logged(&guard, Arc::new(next));
-            rec.records += 1;
-            rec.rows += batch.len() as u64;
-        }
     }
     if rec.records > 0 {
         tracing::info!(

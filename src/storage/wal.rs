@@ -67,7 +67,8 @@ mod segments;
 use apply::*;
 pub use record::{Record, RecordError, decode_record, encode_record};
 pub use segments::{
-    Corrupt, LogRepair, Scan, cut_at_corruption, list_segments, repair_log, scan, segment_name,
+    Corrupt, LogRepair, Scan, cut_at_corruption, list_segments, repair_log, scan, scan_each,
+    segment_name,
 };
 
 /// Directory of the log under the store root.

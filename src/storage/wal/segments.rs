@@ -66,6 +66,27 @@ pub(super) fn any_valid_record(b: &[u8]) -> bool {
 /// segment is a torn tail: with `cut`, the segment is truncated there (and synced).
 /// Any other bad record, or a break in the lsn sequence, is `Err(Corrupt)`.
 pub fn scan(dir: &Path, cut: bool) -> Result<std::result::Result<Scan, Corrupt>> {
+    let mut records = Vec::new();
+    let scanned = scan_each(dir, cut, |r| {
+        records.push(r);
+        Ok(())
+    })?;
+    Ok(scanned.map(|mut s| {
+        s.records = records;
+        s
+    }))
+}
+
+/// [`scan`], handing each valid record to `each` in lsn order as it is decoded instead
+/// of keeping them (`Scan::records` stays empty): the open replays a log of gigabytes
+/// one segment at a time. A record handed over may be followed by a corrupt one, which
+/// ends the scan with `Err(Corrupt)`: what `each` built from the records before must
+/// then be dropped (the open fails). An error of `each` ends the scan with it.
+pub fn scan_each(
+    dir: &Path,
+    cut: bool,
+    mut each: impl FnMut(Record) -> Result<()>,
+) -> Result<std::result::Result<Scan, Corrupt>> {
     let io_err = |what: &str, e| StorageError::io(format!("{WAL_DIR}/{what}"), e);
     let segments = list_segments(dir).map_err(|e| io_err("", e))?;
     let mut scan = Scan::default();
@@ -102,7 +123,7 @@ pub fn scan(dir: &Path, cut: bool) -> Result<std::result::Result<Scan, Corrupt>>
                     }
                     next += 1;
                     at += len;
-                    scan.records.push(r);
+                    each(r)?;
                 }
                 Err(e) => {
                     let torn = Some(i) == last_nonempty && !any_valid_record(&bytes[at + 1..]);
