@@ -61,7 +61,14 @@ struct HealthState {
     replica: Option<ReplicaHealth>,
     /// The last probe of the cluster's peers: when, and the ones that did not answer.
     peers: Option<(i64, Vec<String>)>,
+    /// `store_bytes` as last summed over every series, and when: `/health` sums again
+    /// at most every [`HEALTH_SIZE_REFRESH`], so a liveness probe does not visit
+    /// 100,000 series on every call.
+    store_bytes: Option<(Instant, u64)>,
 }
+
+/// How old `/health`'s `store_bytes` may be (`/metrics` and `/inventory` sum afresh).
+pub const HEALTH_SIZE_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Consecutive failed replication passes past which `/health` is degraded: one
 /// failure is a blip of the object store, three in a row is an outage.
@@ -976,7 +983,15 @@ impl Engine {
 
     /// Cached health: cheap enough for a dashboard to poll.
     pub fn health(&self) -> Health {
-        let h = self.health.locked();
+        let mut h = self.health.locked();
+        let store_bytes = match h.store_bytes {
+            Some((at, bytes)) if at.elapsed() < HEALTH_SIZE_REFRESH => bytes,
+            _ => {
+                let bytes = self.store.list().iter().map(|s| s.snapshot().bytes()).sum();
+                h.store_bytes = Some((Instant::now(), bytes));
+                bytes
+            }
+        };
         let mut details: Vec<String> = h
             .open_issues
             .iter()
@@ -1045,14 +1060,13 @@ impl Engine {
         } else {
             "degraded"
         };
-        let series = self.store.list();
         Health {
             status: status.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_s: self.started.elapsed().as_secs(),
-            series: series.len() as u64,
+            series: self.store.series_count() as u64,
             issues: details.len() as u64,
-            store_bytes: series.iter().map(|s| s.snapshot().bytes()).sum(),
+            store_bytes,
             disk_free_bytes: disk_free,
             mapped_files: maps.live as u64,
             max_mapped_files: maps.max as u64,

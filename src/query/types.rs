@@ -356,6 +356,8 @@ pub struct Health {
     pub series: u64,
     /// Open findings from the last validation, recovery and disk checks.
     pub issues: u64,
+    /// Bytes of the series' files on disk, summed at most once a second (at most a
+    /// second old; `/inventory` and `fastk_store_bytes` sum afresh).
     pub store_bytes: u64,
     pub disk_free_bytes: Option<u64>,
     /// Data files mapped right now (cached or held by reads in progress).

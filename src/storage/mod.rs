@@ -308,6 +308,10 @@ impl SeriesMap {
         SeriesMap { ordered, hashed }
     }
 
+    fn len(&self) -> usize {
+        self.hashed.len()
+    }
+
     fn get(&self, key: &SeriesKey) -> Option<&Arc<Series>> {
         self.hashed.get(key)
     }
@@ -861,6 +865,11 @@ impl Store {
     /// Every series, ordered by key.
     pub fn list(&self) -> Vec<Arc<Series>> {
         self.series.read_now().values().cloned().collect()
+    }
+
+    /// How many series the store holds ([`Store::list`]'s length, without the list).
+    pub fn series_count(&self) -> usize {
+        self.series.read_now().len()
     }
 
     pub fn list_kind(&self, kind: SeriesKind) -> Vec<Arc<Series>> {
