@@ -32,17 +32,20 @@ YEAR_ROWS = 366 * 1440  # 2024, a leap year, of 1m bars
 TS = pa.timestamp("ms", tz="UTC")
 
 
+def local_server(start_server, name: str, env: dict[str, str]):
+    """A server with a Unix socket of its own: (server, Unix client, TCP client)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="fk"), "flight.sock")
+    srv = start_server(name, {"FASTK__FLIGHT__UNIX_SOCKET": path,
+                              "FASTK__STORAGE__LOW_DISK_BYTES": "0", **env})
+    return srv, fastk_local.connect(path), flight.connect(srv.flight_uri)
+
+
 @pytest.fixture(scope="module")
 def local(start_server):
-    sock_dir = tempfile.mkdtemp(prefix="fk")
-    path = os.path.join(sock_dir, "flight.sock")
-    # Raw files, mapped by the client: sealed months would be written compressed
-    # (their images exist only in the server's memory; docs/flight.md "Local reads").
-    srv = start_server("local", {"FASTK__FLIGHT__UNIX_SOCKET": path,
-                                 "FASTK__STORAGE__LOW_DISK_BYTES": "0",
-                                 "FASTK__STORAGE__COMPRESS_ON_WRITE": "false"})
-    unix = fastk_local.connect(path)
-    tcp = flight.connect(srv.flight_uri)
+    # Sealed months stay raw as written, so the pack files of a bulk load are mapped
+    # themselves (compressed months are mapped through their raw copies, tested below).
+    srv, unix, tcp = local_server(start_server, "local",
+                                  {"FASTK__STORAGE__COMPRESS_ON_WRITE": "false"})
     yield srv, unix, tcp
     unix.close()
     tcp.close()
@@ -181,13 +184,8 @@ def test_compressed_months_and_logged_rows_come_through_doget(local):
 
 def test_without_room_for_copies_compressed_months_come_through_doget(start_server):
     """`storage.local_copy_bytes = 0`: no copy is made, the months are a rows part."""
-    sock_dir = tempfile.mkdtemp(prefix="fk")
-    path = os.path.join(sock_dir, "flight.sock")
-    srv = start_server("nocopy", {"FASTK__FLIGHT__UNIX_SOCKET": path,
-                                  "FASTK__STORAGE__LOW_DISK_BYTES": "0",
-                                  "FASTK__STORAGE__LOCAL_COPY_BYTES": "0"})
-    unix = fastk_local.connect(path)
-    tcp = flight.connect(srv.flight_uri)
+    srv, unix, tcp = local_server(start_server, "nocopy",
+                                  {"FASTK__STORAGE__LOCAL_COPY_BYTES": "0"})
     try:
         with requests.Session() as s:
             expect_ok(register_kline(s, srv.http_url, "LOCN"), 201)
