@@ -32,9 +32,23 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// place. The directory itself is *not* fsynced: call [`fsync_dir`] once after a group
 /// of files, before anything that depends on them is committed.
 pub fn write_file_synced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<()> {
+    write_file_renamed(dir, name, parts, true)
+}
+
+/// [`write_file_synced`] without any fsync, for a cache that is emptied on open (the
+/// raw copies of `storage::localcopy`): the name still never shows a partial file.
+pub fn write_file_unsynced(dir: &Path, name: &str, parts: &[&[u8]]) -> io::Result<()> {
+    write_file_renamed(dir, name, parts, false)
+}
+
+fn write_file_renamed(dir: &Path, name: &str, parts: &[&[u8]], sync: bool) -> io::Result<()> {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = format!("{TEMP_PREFIX}{}-{n}-{name}", std::process::id());
-    write_unreferenced_synced(dir, &tmp, parts)?;
+    if sync {
+        write_unreferenced_synced(dir, &tmp, parts)?;
+    } else {
+        write_unreferenced(dir, &tmp, parts)?;
+    }
     let renamed = rename(&dir.join(&tmp), &dir.join(name));
     if renamed.is_err() {
         let _ = fs::remove_file(dir.join(&tmp));

@@ -22,10 +22,8 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -42,9 +40,6 @@ pub const LOCAL_DIR: &str = "local";
 /// Default of `storage.local_copy_bytes`: forty years of 1m bars of one symbol
 /// (25 MB each), a small share of any disk the store lives on.
 pub const DEFAULT_LOCAL_COPY_BYTES: u64 = 1 << 30;
-
-/// Names of the temp files of this process (unique with the pid).
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// One copy, as a plan names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,13 +134,12 @@ impl LocalCopies {
         if len > self.budget {
             return None;
         }
-        let path = self.dir.join(&name);
-        if let Err(e) = write_new(&self.dir, &path, &parts.slices()) {
+        if let Err(e) = fsio::write_file_unsynced(&self.dir, &name, &parts.slices()) {
             tracing::warn!(copy = %name, error = %e, "local-read: no raw copy of a compressed chunk (its rows go through DoGet)");
             return None;
         }
         let copy = Copy {
-            path,
+            path: self.dir.join(&name),
             file_len: len,
             checksum: parts.header.body_xxh3,
             stride: parts.header.stride,
@@ -211,26 +205,4 @@ fn copy_name(c: &ChunkRef, m: &MappedChunk) -> String {
         xxh3_64(place.as_bytes()),
         m.header.body_xxh3
     )
-}
-
-/// Writes `slices` to a new file at `path` through a temp file in `dir` and a rename,
-/// so the name never shows a partial file.
-fn write_new(dir: &Path, path: &Path, slices: &[&[u8]]) -> std::io::Result<()> {
-    let tmp = dir.join(format!(
-        "{}{}-{}",
-        fsio::TEMP_PREFIX,
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let written = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        for s in slices {
-            f.write_all(s)?;
-        }
-        fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
 }
