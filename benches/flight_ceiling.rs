@@ -17,6 +17,10 @@
 //!   `scripts/bench.sh` uses it as the ceiling for pyarrow clients too.
 //! - `client ADDR REPS NAME=TICKET ...`: DoGet each JSON ticket REPS times with the
 //!   Rust client and prints one JSON object of `{NAME: {rows, bytes, median_s, best_s}}`.
+//!   With `--ca=PEM` the client dials `https://` (tonic's rustls, the ring provider, as
+//!   FastK's server uses), trusting that CA and naming the server `localhost`: the
+//!   `tls` workload uses it to split what TLS costs the server from what it costs
+//!   pyarrow's gRPC client.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -284,15 +288,21 @@ struct Stat {
     times: Vec<Duration>,
 }
 
-async fn client(addr: &str) -> FlightClient {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+/// A client of the server at `addr`; over TLS when `ca_pem` (the CA's PEM) is given.
+async fn client(addr: &str, ca_pem: Option<&[u8]>) -> FlightClient {
+    let scheme = if ca_pem.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}"))
         .expect("address")
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .connect()
-        .await
-        .expect("connect");
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+    if let Some(pem) = ca_pem {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            .domain_name("localhost");
+        endpoint = endpoint.tls_config(tls).expect("TLS configuration");
+    }
+    let channel = endpoint.connect().await.expect("connect");
     let inner = FlightServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -362,6 +372,9 @@ fn synthetic(rows: usize, kline: bool) -> Series {
 }
 
 fn main() {
+    let ca_pem: Option<Vec<u8>> = std::env::args()
+        .find_map(|a| a.strip_prefix("--ca=").map(str::to_string))
+        .map(|path| std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")));
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -378,7 +391,7 @@ fn main() {
             std::future::pending::<()>().await;
         }),
         Some("client") => rt.block_on(async {
-            let mut c = client(&args[1]).await;
+            let mut c = client(&args[1], ca_pem.as_deref()).await;
             let reps: usize = args[2].parse().expect("REPS");
             let mut out = serde_json::Map::new();
             for spec in &args[3..] {
@@ -407,7 +420,7 @@ async fn self_contained() {
     series.insert("BENCH".to_string(), synthetic(year, true));
     series.insert("scalar".to_string(), synthetic(scalar_rows, false));
     let addr = serve(series).await;
-    let mut c = client(&addr.to_string()).await;
+    let mut c = client(&addr.to_string(), None).await;
     println!(
         "in-memory Flight server (same limits as FastK) -> Rust arrow-flight client, loopback"
     );

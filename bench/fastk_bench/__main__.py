@@ -365,7 +365,8 @@ def run_only(args, P: dict, which: set[str], skip: set[str]) -> int:
         if "tls" in which:
             # One store of its own, served plain and with TLS in turn (tls.py).
             results["tls"] = market.guarded("tls", lambda: tls.run(
-                results, P, binary=args.fastk_bin, work=work / "tls", logs=logs, spec=spec))
+                results, P, binary=args.fastk_bin, work=work / "tls", logs=logs, spec=spec,
+                ceiling_bin=args.ceiling_bin))
         if "snapshots" in which:
             # Stores of its own: FastK and ArcticDB (snapshots.py).
             results["snapshots"] = market.guarded("snapshots", lambda: snapshots.run(
@@ -754,7 +755,8 @@ def groups(args, P: dict, results: dict, work: pathlib.Path, logs: pathlib.Path,
     timed("compression", lambda: compression.run(results, P, binary=args.fastk_bin, work=work / "compression",
                                                  logs=logs, quick=q, spec=spec))
     timed("shards", lambda: shards.run(results, P, binary=args.fastk_bin, work=work / "shards", logs=logs))
-    timed("tls", lambda: tls.run(results, P, binary=args.fastk_bin, work=work / "tls", logs=logs, spec=spec))
+    timed("tls", lambda: tls.run(results, P, binary=args.fastk_bin, work=work / "tls", logs=logs, spec=spec,
+                                 ceiling_bin=args.ceiling_bin))
     timed("snapshots", lambda: snapshots.run(results, P, binary=args.fastk_bin, work=work / "snapshots",
                                              logs=logs))
     timed("derived", lambda: derived.run(results, P, binary=args.fastk_bin, work=work / "derived", logs=logs))

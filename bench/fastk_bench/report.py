@@ -1110,11 +1110,12 @@ def t_tls(r: dict) -> str:
     if "error" in d:
         return f"(failed: {d['error']})"
     sysd = d["systems"]
-    plain = sysd.get("FastK Flight (plain)", {})
     rows = []
     for k, v in ok(sysd).items():
+        # Each client against its own plain reads: pyarrow's and the Rust client's.
+        plain = sysd.get("FastK Flight (plain)" + (", Rust client" if k.endswith("Rust client") else ""), {})
         vs = v["median_s"] / plain["median_s"] if plain.get("median_s") else None
-        rows.append([k, v["median_ms"], v["best_ms"], v["p99_ms"], v["gb_s"], v.get("connect_ms"),
+        rows.append([k, v["median_ms"], v["best_ms"], v.get("p99_ms"), v["gb_s"], v.get("connect_ms"),
                      f"{vs:.3f}x" if vs else "n/a"])
     out = table(["way", "median ms", "best ms", "p99 ms", "GB/s", "new connection ms", "time vs plain"], rows)
     out += (f"\n\n{d['rows']:,} 1m bars of {d['symbol']} ({d['bytes'] / 1e6:.0f} MB of Arrow data) into a "
@@ -1123,6 +1124,10 @@ def t_tls(r: dict) -> str:
             f"(best times); per round: "
             + (", ".join(f"{x:.3f}" for x in d.get("tls_vs_plain_rounds") or []) or "n/a")
             + f". A new connection through its first call, TLS / plain: {fmt(d.get('connect_tls_vs_plain'), 2)}.")
+    if d.get("rust_tls_vs_plain") is not None:
+        out += (f" The Rust arrow-flight client (rustls, as the server), TLS / plain: "
+                f"{fmt(d['rust_tls_vs_plain'], 3)} (medians), {fmt(d.get('rust_tls_vs_plain_best'), 3)} (best "
+                "times): TLS with rustls on both ends, apart from pyarrow's gRPC client.")
     out += "\n\nHow:" + _how(d)
     if _checked_how(d):
         out += "\n\nChecked: " + _checked_how(d)
@@ -1975,10 +1980,15 @@ def h_shards(r: dict) -> Row:
 
 def h_tls(r: dict) -> Row:
     d = _section(r, "tls")
-    x = d.get("tls_vs_plain")
-    return Row("", "tls", f"TLS {_ms(x)}x the plain time", "FastK plain Flight",
-               [("plain / TLS", 1 / x if x else None)],
-               [("TLS under 1.3x plain", None if x is None else x <= 1.3)], loss="loss-tls")
+    x, rx = d.get("tls_vs_plain"), d.get("rust_tls_vs_plain")
+    ratios = [("plain / TLS", 1 / x if x else None)]
+    goals = [("TLS under 1.3x plain", None if x is None else x <= 1.3)]
+    text = f"TLS {_ms(x)}x the plain time"
+    if rx is not None:
+        ratios.append(("plain / TLS, Rust client", 1 / rx))
+        goals.append(("Rust client: TLS under 1.3x plain", rx <= 1.3))
+        text += f" (Rust client {_ms(rx)}x)"
+    return Row("", "tls", text, "FastK plain Flight", ratios, goals, loss="loss-tls")
 
 
 def h_compression(r: dict) -> Row:
@@ -2290,9 +2300,12 @@ of the time of a small answer; the pyarrow.flight row (two round trips) separate
 from the engine's own cost.""",
     "loss-tls": """\
 The plain DoGet hands the kernel the mapped chunk bytes without a copy; under TLS every
-byte is copied into rustls's record buffer and sealed with AES-GCM, then opened by the
-client, on the same two cores. Clients on the server's host can keep the plain path
-through the Unix socket, guarded by its file permissions.""",
+byte is copied into rustls's record buffer and sealed with AES-128-GCM (the server's
+choice), then opened by the client, on the same two cores. Most of the extra time is the
+client's: pyarrow's gRPC core opens the records on one thread through 8 KB staging
+buffers (profiles of both processes are in the journal, 2026-11-28-tls-split). Clients on
+the server's host can keep the plain path through the Unix socket, guarded by its file
+permissions.""",
     "loss-feed": """\
 Like for like, FastK's server and its Python client share the 2 cores, with the
 client's 8 threads under one GIL formatting JSON and parsing HTTP answers; SQLite and

@@ -20,6 +20,14 @@ Arrow data, the median per round, and the median new connection; `tls_vs_plain` 
 the TLS median over the plain one (above 1: TLS is slower by that factor), with the
 same ratio of the best times and of each round's medians.
 
+With `--ceiling-bin` (the Rust arrow-flight client of benches/flight_ceiling.rs, whose
+tonic uses rustls as the server does), each start also runs that client for
+`tls_reps` reads of the same ticket on one connection (`client --ca=CA` on a TLS
+start); `rust_tls_vs_plain` is its TLS median over its plain one. The two ratios
+split the cost: the Rust client's is mostly the server's encryption, pyarrow's adds
+its gRPC core's decryption (one thread, 8 KB staging buffers). The Rust client's
+answers are checked by row count.
+
 Checked: every answer, the untimed ones and every timed one (after its clock
 stopped): the row count, the sum of `close` and the first and last `ts` against the
 dataset; the untimed read of each start compares every column. On a TLS start the
@@ -60,6 +68,9 @@ WORKLOADS = ("tls",)
 PLAIN = "FastK Flight (plain)"
 TLS = "FastK Flight (TLS)"
 ORDER = (PLAIN, TLS)
+# The same reads by the Rust arrow-flight client (benches/flight_ceiling.rs, tonic with
+# rustls): what TLS costs the server, apart from what it costs pyarrow's gRPC client.
+RUST = {PLAIN: "FastK Flight (plain), Rust client", TLS: "FastK Flight (TLS), Rust client"}
 # The server certificate names what the client dials; the servers bind loopback only.
 SERVER_SAN = "DNS:localhost, IP:127.0.0.1"
 START_TIMEOUT_S = 120
@@ -184,8 +195,22 @@ def _refuses_plaintext(addr: str) -> bool:
         c.close()
 
 
+def _rust_reads(ceiling_bin: pathlib.Path, label: str, server: Restarted, certs: Certs, ticket: bytes,
+                want: Expected, reps: int) -> dict:
+    """`reps` reads of `ticket` by the Rust client on one connection (after one warm-up):
+    its median and best, and the rows it received, checked against `want`."""
+    ca = [f"--ca={certs.ca}"] if label == TLS else []
+    p = subprocess.run([str(ceiling_bin), "client", server.flight, str(reps), f"year={ticket.decode()}", *ca],
+                       capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(f"Rust client failed ({p.returncode}): {p.stderr.strip()[-300:]}")
+    got = json.loads(p.stdout.strip().splitlines()[-1])["year"]
+    checks.expect("tls", f"{RUST[label]} rows", got["rows"], want.rows)
+    return got
+
+
 def _phase(label: str, server: Restarted, certs: Certs, ticket: bytes, want: Expected, reps: int,
-           connects: int) -> dict:
+           connects: int, ceiling_bin: pathlib.Path | None = None) -> dict:
     """The timed reads and fresh connections of one server start."""
     if label == TLS:
         if not _refuses_plaintext(server.flight):
@@ -224,14 +249,23 @@ def _phase(label: str, server: Restarted, certs: Certs, ticket: bytes, want: Exp
             conn_times.append(time.perf_counter() - t)
         finally:
             c.close()
-    return {"times": times, "connect_times": conn_times}
+    rust = None
+    if ceiling_bin:
+        try:
+            rust = _rust_reads(ceiling_bin, label, server, certs, ticket, want, reps)
+        except checks.Mismatch:
+            raise
+        except Exception as e:  # noqa: BLE001 - a failed Rust way, not a failed pyarrow one
+            rust = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+            log(f"  {RUST[label]}: FAILED {rust['error']}")
+    return {"times": times, "connect_times": conn_times, "rust": rust}
 
 
 # --------------------------------------------------------------------------- the workload
 
 
 def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path,
-        spec: dataset.Spec) -> dict:
+        spec: dataset.Spec, ceiling_bin: pathlib.Path | None = None) -> dict:
     rounds, reps, connects = P["tls_rounds"], P["tls_reps"], P["tls_connects"]
     results.setdefault("versions", {})["openssl"] = openssl_version()
     symbol = dataset.SYMBOLS[0]
@@ -258,7 +292,12 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
     certs = make_certs(work / "certs")
     root = work / "store"
     ctx = ssl.create_default_context(cafile=str(certs.ca))
-    raw: dict = {label: {"times": [], "connect_times": [], "round_ms": [], "ready_ms": []} for label in ORDER}
+    raw: dict = {label: {"times": [], "connect_times": [], "round_ms": [], "ready_ms": [], "rust_ms": [],
+                         "rust_best_ms": []} for label in ORDER}
+    if ceiling_bin:
+        out["how"]["rust"] = (f"{RUST[PLAIN]} / {RUST[TLS]}: benches/flight_ceiling.rs `client ADDR {reps} "
+                              "year=TICKET` (arrow-flight over tonic; `--ca=<the CA's PEM>` for TLS, rustls with "
+                              "the ring provider), run in each start after the pyarrow reads; its median per start")
     failed: dict = {}
     try:
         log(f"tls: loading {symbol} ({table.num_rows:,} bars) through a plain server")
@@ -287,7 +326,7 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
                     log(f"  {label}: FAILED to start: {e}")
                     continue
                 try:
-                    got = _phase(label, server, certs, ticket, want, reps, connects)
+                    got = _phase(label, server, certs, ticket, want, reps, connects, ceiling_bin)
                 except checks.Mismatch:
                     raise
                 except Exception as e:  # noqa: BLE001
@@ -301,6 +340,12 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
                 d["connect_times"] += got["connect_times"]
                 d["round_ms"].append(statistics.median(got["times"]) * 1e3)
                 d["ready_ms"].append(server.ready_s * 1e3)
+                if got["rust"] is not None and "error" in got["rust"]:
+                    d["rust_error"] = got["rust"]["error"]
+                elif got["rust"] is not None:
+                    d["rust_ms"].append(got["rust"]["median_s"] * 1e3)
+                    d["rust_best_ms"].append(got["rust"]["best_s"] * 1e3)
+                    log(f"  round {r + 1}, {RUST[label]}: median {d['rust_ms'][-1]:.1f} ms")
                 log(f"  round {r + 1}, {label}: median {d['round_ms'][-1]:.1f} ms, new connection "
                     f"{statistics.median(got['connect_times']) * 1e3:.2f} ms")
     finally:
@@ -320,6 +365,14 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
                  connect_ms=statistics.median(d["connect_times"]) * 1e3 if d["connect_times"] else None,
                  connects=len(d["connect_times"]))
         out["systems"][label] = s
+        if d.get("rust_error"):
+            out["systems"][RUST[label]] = {"error": d["rust_error"]}
+        elif d["rust_ms"]:
+            med = statistics.median(d["rust_ms"])
+            out["systems"][RUST[label]] = {
+                "median_ms": med, "median_s": med / 1e3, "best_ms": min(d["rust_best_ms"]),
+                "best_s": min(d["rust_best_ms"]) / 1e3, "round_median_ms": d["rust_ms"], "rows": want.rows,
+                "gb_s": want.rows * KLINE_ROW_BYTES / (med / 1e3) / 1e9}
         log(f"  {label}: median {s['median_ms']:.1f} ms ({s['gb_s']:.2f} GB/s), best {s['best_ms']:.1f} ms")
     p, t = out["systems"].get(PLAIN, {}), out["systems"].get(TLS, {})
     if "median_s" in p and "median_s" in t:
@@ -329,9 +382,17 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
         if p.get("connect_ms") and t.get("connect_ms"):
             out["connect_tls_vs_plain"] = t["connect_ms"] / p["connect_ms"]
         log(f"tls: TLS / plain {out['tls_vs_plain']:.3f} (best {out['tls_vs_plain_best']:.3f})")
+    rp, rt = out["systems"].get(RUST[PLAIN], {}), out["systems"].get(RUST[TLS], {})
+    if "median_s" in rp and "median_s" in rt:
+        out["rust_tls_vs_plain"] = rt["median_s"] / rp["median_s"]
+        out["rust_tls_vs_plain_best"] = rt["best_s"] / rp["best_s"]
+        out["rust_tls_vs_plain_rounds"] = [b / a for a, b in zip(rp["round_median_ms"], rt["round_median_ms"],
+                                                                   strict=True)]
+        log(f"tls: Rust client, TLS / plain {out['rust_tls_vs_plain']:.3f}")
     out["checked"] = checks.COUNTS.get("tls", 0)
     out["checked_how"] = (f"every answer, untimed and timed: {want.rows:,} rows, sum of close {want.close_sum:,}, "
                       "first and last ts as in the dataset; the untimed read of each start every column; on "
                       "each TLS start /health over HTTPS verified with the run's CA, and a plain grpc:// call "
-                      "refused")
+                      "refused"
+                      + ("; the Rust client's reads by the rows it received" if ceiling_bin else ""))
     return out

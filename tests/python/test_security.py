@@ -638,6 +638,30 @@ def test_alpn_on_both_listeners(tls_server):
     assert negotiated(tls_server.flight_port, ["h2"]) == "h2"
 
 
+def test_server_chooses_aes_128_gcm(tls_server):
+    """The listeners pick the suite by their own order, AES-128-GCM first, even when
+    the client (Python's OpenSSL: AES-256-GCM first) would rather have another; a
+    client that offers only AES-256-GCM or ChaCha20 still gets it."""
+    def negotiated(port: int, suites: str | None, version: ssl.TLSVersion) -> str:
+        ctx = tls_server.ssl_context()
+        ctx.minimum_version = ctx.maximum_version = version
+        if suites is not None:
+            ctx.set_ciphers(suites)  # TLS 1.2 only: OpenSSL offers its 1.3 suites in its own order
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            with ctx.wrap_socket(sock, server_hostname="127.0.0.1") as ss:
+                return ss.cipher()[0]
+
+    tls13 = ssl.TLSVersion.TLSv1_3
+    assert ssl.create_default_context().get_ciphers()[0]["name"] == "TLS_AES_256_GCM_SHA384", (
+        "this OpenSSL does not prefer AES-256-GCM: the test would not show the server's choice")
+    for port in (tls_server.http_port, tls_server.flight_port):
+        assert negotiated(port, None, tls13) == "TLS_AES_128_GCM_SHA256"
+    tls12 = ssl.TLSVersion.TLSv1_2
+    assert negotiated(tls_server.http_port, "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+                      tls12) == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    assert negotiated(tls_server.http_port, "ECDHE-ECDSA-CHACHA20-POLY1305", tls12) == "ECDHE-ECDSA-CHACHA20-POLY1305"
+
+
 def test_plain_http_to_the_https_port_is_refused(tls_server, tokens):
     # Raw: the server answers a plain-text 400 that says it speaks HTTPS, then closes.
     with socket.create_connection(("127.0.0.1", tls_server.http_port), timeout=TIMEOUT) as s:
