@@ -810,8 +810,8 @@ impl Config {
         if self.flight.max_message_bytes < 4 << 20 {
             return bad("flight.max_message_bytes", "must be at least 4194304");
         }
-        if self.flight.max_put_rows == 0 {
-            return bad("flight.max_put_rows", "must be positive");
+        if !(1..=u32::MAX as usize).contains(&self.flight.max_put_rows) {
+            return bad("flight.max_put_rows", "must be between 1 and 4294967295");
         }
         if !(1..=1_000_000).contains(&self.flight.max_local_parts) {
             return bad("flight.max_local_parts", "must be between 1 and 1000000");
@@ -1058,6 +1058,9 @@ mod tests {
         assert!(Config::load(None, env(&[("FASTK__NOPE__X", "1")])).is_err());
         assert!(Config::load(None, env(&[("FASTK__HTTP__ADDR", "localhost")])).is_err());
         assert!(Config::load(None, env(&[("FASTK__FLIGHT__MAX_BATCH_ROWS", "0")])).is_err());
+        // A stream's rows are numbered in u32 (flight::doput's group order).
+        assert!(Config::load(None, env(&[("FASTK__FLIGHT__MAX_PUT_ROWS", "4294967296")])).is_err());
+        assert!(Config::load(None, env(&[("FASTK__FLIGHT__MAX_PUT_ROWS", "4294967295")])).is_ok());
         assert!(Config::load(None, env(&[("FASTK__HTTP__MAX_LIMIT", "abc")])).is_err());
         assert!(Config::load(None, env(&[("FASTK__STORAGE__MAX_MAPPED_FILES", "0")])).is_err());
         let over = (max_mapped_files_limit() + 1).to_string();

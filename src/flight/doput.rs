@@ -318,6 +318,45 @@ fn decode_status(e: FlightError) -> Status {
     }
 }
 
+/// The rows of a many-series stream listed group by group, each group's rows in
+/// stream order (a stable counting sort of the rows by group). Each group's columns
+/// are then gathered front to back into exactly sized columns: a live feed's stream is
+/// 50,000 trades of 500 symbols, and a push per cell into 3,000 interleaved columns
+/// was a sixth of the server's time on it.
+struct GroupOrder {
+    /// Group `g`'s rows are `rows[start[g]..start[g + 1]]`.
+    start: Vec<usize>,
+    rows: Vec<u32>,
+}
+
+impl GroupOrder {
+    fn of(group_of: &[u32], groups: usize) -> GroupOrder {
+        let mut start = vec![0usize; groups + 1];
+        for &g in group_of {
+            start[g as usize + 1] += 1;
+        }
+        for g in 0..groups {
+            start[g + 1] += start[g];
+        }
+        let mut next = start.clone();
+        let mut rows = vec![0u32; group_of.len()];
+        for (r, &g) in group_of.iter().enumerate() {
+            let at = &mut next[g as usize];
+            rows[*at] = u32::try_from(r).expect("a stream's rows fit u32 (flight.max_put_rows)");
+            *at += 1;
+        }
+        debug_assert!(
+            (0..groups).all(|g| next[g] == start[g + 1]),
+            "every row is placed once"
+        );
+        GroupOrder { start, rows }
+    }
+
+    fn rows(&self, g: usize) -> &[u32] {
+        &self.rows[self.start[g]..self.start[g + 1]]
+    }
+}
+
 /// The stored columns of a series, gathered from the incoming batches.
 struct Columns {
     names: Vec<&'static str>,
@@ -619,18 +658,18 @@ impl Columns {
             }
         }
         assert_eq!(group_of.len(), all.len(), "one symbol per row");
-        let mut counts = vec![0usize; rows.groups()];
-        for &g in &group_of {
-            counts[g as usize] += 1;
-        }
-        for (g, &n) in counts.iter().enumerate() {
-            for col in &mut rows.batch(g).cols {
-                col.reserve_exact(n);
-            }
-        }
-        for (c, col) in all.cols.iter().enumerate() {
-            for (&g, &v) in group_of.iter().zip(col.iter()) {
-                rows.batch(g as usize).cols[c].push(v);
+        let order = GroupOrder::of(&group_of, rows.groups());
+        let cols: Vec<&[i64]> = all.cols.iter().map(|c| c.as_slice()).collect();
+        for g in 0..rows.groups() {
+            let picked = order.rows(g);
+            for (out, col) in rows.batch(g).cols.iter_mut().zip(&cols) {
+                debug_assert!(out.is_empty(), "a group's columns are filled once");
+                // Collected into a Vec (an exact-size loop), then moved in, not copied.
+                *out = picked
+                    .iter()
+                    .map(|&r| col[r as usize])
+                    .collect::<Vec<i64>>()
+                    .into();
             }
         }
         Ok(rows.finish())
