@@ -88,8 +88,8 @@ pub struct WriteBatch {
 }
 
 /// A copy column by column in one `memcpy` each (`SmallVec`'s own `clone` copies
-/// element by element: a tick write's `seq` numbering copies its batch, and that was
-/// a twentieth of a live feed's time).
+/// element by element: a tick write's `seq` numbering copies its batch, and those
+/// copies were about a tenth of the server's time on a live feed).
 impl Clone for WriteBatch {
     fn clone(&self) -> WriteBatch {
         WriteBatch {
