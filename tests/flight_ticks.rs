@@ -448,6 +448,71 @@ async fn bars_and_trade_quote_match_a_reference() {
         );
     }
     assert!(in_range.iter().any(|t| t.ts == trades[200].ts));
+
+    // Trades before the first quote have none in force (null), across batch edges;
+    // quotes written in two writes, two at one `ts` (the later `seq` is in force);
+    // float prices and sizes by the series' scales.
+    for kind in [SeriesKind::Trade, SeriesKind::Quote] {
+        f.engine().register_tick(kind, &reg("LATE")).unwrap();
+    }
+    let late: Vec<TradeIn> = (0..10)
+        .map(|i| TradeIn {
+            ts: DAY0 + i * 1_000,
+            seq: None,
+            price: 100 + i,
+            size: 1,
+            side: 1,
+            trade_id: 0,
+        })
+        .collect();
+    let quote = |ts: i64, bid: i64| QuoteIn {
+        ts,
+        seq: None,
+        bid,
+        ask: bid + 1,
+        bid_size: 2_000,
+        ask_size: 3_000,
+    };
+    let (ltk, lqk) = (
+        SeriesKey::trade("LATE").unwrap(),
+        SeriesKey::quote("LATE").unwrap(),
+    );
+    f.engine()
+        .write(&ltk, trade_batch(&late).unwrap(), None)
+        .unwrap();
+    for qs in [
+        vec![quote(DAY0 + 4_500, 50)],
+        vec![quote(DAY0 + 6_000, 60), quote(DAY0 + 6_000, 61)],
+    ] {
+        f.engine()
+            .write(&lqk, quote_batch(&qs).unwrap(), None)
+            .unwrap();
+    }
+    let batches = get(
+        &mut f.client,
+        json!({"kind": "trade_quote", "symbol": "LATE", "price_format": "float64"}),
+    )
+    .await
+    .unwrap();
+    assert!(batches.len() > 1, "the answer spans batches of 3 rows");
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let floats = |i: usize| {
+        let c = b.column(i).as_primitive::<Float64Type>();
+        (0..c.len())
+            .map(|r| c.is_valid(r).then(|| c.value(r)))
+            .collect::<Vec<_>>()
+    };
+    let bids: Vec<Option<i64>> = (0..10)
+        .map(|i| match i {
+            0..=4 => None,
+            5 => Some(50),
+            _ => Some(61),
+        })
+        .collect();
+    let want = |f: &dyn Fn(i64) -> f64| bids.iter().map(|b| b.map(f)).collect::<Vec<_>>();
+    assert_eq!(floats(6), want(&|b| b as f64 / 100.0), "bid");
+    assert_eq!(floats(7), want(&|b| (b + 1) as f64 / 100.0), "ask");
+    assert_eq!(floats(9), want(&|_| 3.0), "ask_size by size_scale 1000");
     f.shutdown().await;
 }
 

@@ -725,62 +725,48 @@ impl TickPlan {
             .map_err(Error::invalid)?;
         let quotes = self.quotes.as_ref().map(|q| q.snapshot());
         // The quote in force before the range, then the quotes of the range in order.
-        let mut current: Option<[i64; 4]> = match (&quotes, range.start) {
+        let current: Option<[i64; 4]> = match (&quotes, range.start) {
             (Some(q), Some(lo)) if lo > 0 => q
                 .with_last_row(TsRange::new(None, Some(lo - 1)), |r| {
                     [r[2], r[3], r[4], r[5]]
                 })?,
             _ => None,
         };
-        let mut pending = quotes
-            .as_ref()
-            .map(|q| q.range(TsRange::new(range.start, range.end)));
-        let mut slice: Option<ChunkSlice> = None;
-        let mut at = 0usize;
-        let scale = |v: i64, size: bool| -> f64 {
-            let m = &self.trades.meta;
-            v as f64 / if size { m.volume_scale } else { m.price_scale } as f64
+        let mut cursor = QuoteCursor {
+            pending: quotes
+                .as_ref()
+                .map(|q| q.range(TsRange::new(range.start, range.end))),
+            slice: None,
+            at: 0,
+            current,
         };
+        let m = &self.trades.meta;
+        let (price_scale, size_scale) = (m.price_scale as f64, m.volume_scale as f64);
         let snap = self.trades.snapshot();
+        let mut quote_cols: [Vec<i64>; 4] = Default::default();
         for s in snap.range(range) {
             let s = s?;
             for a in (0..s.len()).step_by(max_rows) {
                 let part = s.sub(a, (a + max_rows).min(s.len()));
-                let mut quote_cols: [Vec<Option<i64>>; 4] = Default::default();
-                for &t in part.col(0) {
-                    // Advance through every quote at or before this trade's ts.
-                    loop {
-                        if slice.as_ref().is_none_or(|q| at >= q.len()) {
-                            match pending.as_mut().and_then(Iterator::next) {
-                                Some(q) => {
-                                    slice = Some(q?);
-                                    at = 0;
-                                    continue;
-                                }
-                                None => break,
-                            }
-                        }
-                        let q = slice.as_ref().expect("a quote slice is loaded");
-                        if q.col(0)[at] > t {
-                            break;
-                        }
-                        current = Some([q.col(2)[at], q.col(3)[at], q.col(4)[at], q.col(5)[at]]);
-                        at += 1;
-                    }
-                    for (k, out) in quote_cols.iter_mut().enumerate() {
-                        out.push(current.map(|c| c[k]));
-                    }
-                }
+                let ts = part.col(0);
+                // Trades before the first quote have none in force: they lead the part.
+                let before_first = cursor.fill(ts, &mut quote_cols)?;
+                debug_assert!(quote_cols.iter().all(|c| c.len() == ts.len()));
+                let nulls = (before_first > 0).then(|| {
+                    arrow_buffer::NullBuffer::from_iter((0..ts.len()).map(|i| i >= before_first))
+                });
                 let mut columns = projection.batch(&part).columns().to_vec();
-                for (k, vals) in quote_cols.into_iter().enumerate() {
-                    let size = k >= 2;
+                for (k, vals) in quote_cols.iter_mut().enumerate() {
+                    let vals = std::mem::take(vals);
+                    let scale = if k >= 2 { size_scale } else { price_scale };
                     columns.push(match format {
                         crate::query::PriceFormat::Raw => {
-                            Arc::new(arrow_array::Int64Array::from(vals))
+                            Arc::new(arrow_array::Int64Array::new(vals.into(), nulls.clone()))
                         }
                         crate::query::PriceFormat::Float64 => {
-                            Arc::new(arrow_array::Float64Array::from_iter(
-                                vals.into_iter().map(|v| v.map(|v| scale(v, size))),
+                            Arc::new(arrow_array::Float64Array::new(
+                                vals.into_iter().map(|v| v as f64 / scale).collect(),
+                                nulls.clone(),
                             ))
                         }
                     });
@@ -793,6 +779,87 @@ impl TickPlan {
             }
         }
         Ok(())
+    }
+}
+
+/// The quotes of a `trade_quote` answer, walked once in `(ts, seq)` order beside the
+/// trades: the quote in force at a trade is the last one at or before its `ts`.
+struct QuoteCursor {
+    pending: Option<crate::storage::snapshot::RangeIter>,
+    slice: Option<ChunkSlice>,
+    /// The next quote of `slice` not yet in force.
+    at: usize,
+    /// bid, ask, bid_size, ask_size of the quote in force.
+    current: Option<[i64; 4]>,
+}
+
+impl QuoteCursor {
+    /// Appends to `out` the quote in force at each of `ts` (ascending), and answers how
+    /// many of them lead with none (0 in those rows). The quote slice's columns are
+    /// borrowed once per slice, not once per quote.
+    fn fill(&mut self, ts: &[i64], out: &mut [Vec<i64>; 4]) -> Result<usize> {
+        for c in out.iter_mut() {
+            c.clear();
+            c.reserve(ts.len());
+        }
+        let mut before_first = 0;
+        let mut j = 0;
+        while j < ts.len() {
+            if let Some(q) = &self.slice {
+                let (qts, cols) = (q.col(0), [q.col(2), q.col(3), q.col(4), q.col(5)]);
+                while j < ts.len() {
+                    let start = self.at;
+                    while self.at < qts.len() && qts[self.at] <= ts[j] {
+                        self.at += 1;
+                    }
+                    if self.at > start {
+                        let i = self.at - 1;
+                        self.current = Some([cols[0][i], cols[1][i], cols[2][i], cols[3][i]]);
+                    }
+                    if self.at == qts.len() {
+                        break; // a later slice may hold quotes at or before ts[j]
+                    }
+                    push_quote(self.current, out, &mut before_first);
+                    j += 1;
+                }
+                if j == ts.len() {
+                    break;
+                }
+            }
+            match self.pending.as_mut().and_then(Iterator::next) {
+                Some(q) => {
+                    self.slice = Some(q?);
+                    self.at = 0;
+                }
+                None => {
+                    // No quote left: the one in force stays for the rest.
+                    self.slice = None;
+                    self.pending = None;
+                    for _ in j..ts.len() {
+                        push_quote(self.current, out, &mut before_first);
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(before_first)
+    }
+}
+
+fn push_quote(q: Option<[i64; 4]>, out: &mut [Vec<i64>; 4], before_first: &mut usize) {
+    match q {
+        Some(q) => {
+            for (c, v) in out.iter_mut().zip(q) {
+                c.push(v);
+            }
+        }
+        None => {
+            debug_assert_eq!(out[0].len(), *before_first, "rows with no quote lead");
+            *before_first += 1;
+            for c in out.iter_mut() {
+                c.push(0);
+            }
+        }
     }
 }
 
