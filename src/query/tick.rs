@@ -898,6 +898,8 @@ impl Cursor {
 struct ManyOut {
     series: Vec<u32>,
     cols: Vec<Vec<i64>>,
+    /// The rows of a full batch: the capacity each column is given.
+    max_rows: usize,
 }
 
 impl ManyOut {
@@ -1045,9 +1047,12 @@ impl TickMany {
         use std::cmp::Reverse;
         let max_rows = max_rows.max(1);
         let ncols = self.schema.fields().len() - 1;
+        // Each batch's columns are allocated once at their full size: grown from empty,
+        // a batch would copy its rows again at every doubling.
         let mut out = ManyOut {
-            series: Vec::new(),
-            cols: vec![Vec::new(); ncols],
+            series: Vec::with_capacity(max_rows),
+            cols: (0..ncols).map(|_| Vec::with_capacity(max_rows)).collect(),
+            max_rows,
         };
         let mut heap = std::collections::BinaryHeap::with_capacity(self.cursors.len());
         if self.order_by_ts {
@@ -1137,7 +1142,7 @@ impl TickMany {
             .zip(self.schema.fields().iter().skip(1))
             .enumerate()
         {
-            let values = std::mem::take(col);
+            let values = std::mem::replace(col, Vec::with_capacity(out.max_rows));
             let size = matches!(names.get(k), Some(&("size" | "bid_size" | "ask_size")));
             arrays.push(match field.data_type() {
                 DataType::Timestamp(..) => {
