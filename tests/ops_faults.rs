@@ -223,6 +223,81 @@ fn corrupt_registry_is_quarantined_and_rebuilt_from_storage() {
     );
 }
 
+/// The registry's catalog is compared with storage on open unless its digest (kept by
+/// the last reconcile, deleted by SQLite triggers on any change of the table) matches
+/// storage's series: an edit by hand, and a registry older than the store, are still
+/// found and repaired.
+#[test]
+fn the_registry_catalog_is_repaired_on_open_whatever_its_digest_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("registry.sqlite");
+    let keys = |e: &Engine| {
+        let mut k: Vec<String> = e
+            .registry
+            .list_series()
+            .unwrap()
+            .into_iter()
+            .map(|m| m.unwrap().key.to_string())
+            .collect();
+        k.sort();
+        k
+    };
+    let digests = || {
+        let c = rusqlite::Connection::open(&reg).unwrap();
+        c.query_row("SELECT count(*) FROM series_digest", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    let e = engine(dir.path());
+    common::register_kline(&e, "AAA");
+    common::register_kline(&e, "BBB");
+    drop(e);
+    let e = engine(dir.path());
+    assert_eq!(keys(&e), ["kline/AAA/1m", "kline/BBB/1m"]);
+    drop(e);
+    assert_eq!(digests(), 1, "a reconcile that agreed keeps the digest");
+    // A registry copy from before a registration: its digest is of the older set.
+    let old = fs::read(&reg).unwrap();
+    let e = engine(dir.path());
+    common::register_kline(&e, "CCC");
+    drop(e);
+    assert_eq!(digests(), 0, "a registration deletes the digest");
+    for suffix in ["-wal", "-shm"] {
+        let _ = fs::remove_file(dir.path().join(format!("registry.sqlite{suffix}")));
+    }
+    fs::write(&reg, &old).unwrap();
+    let e = engine(dir.path());
+    assert_eq!(
+        keys(&e),
+        ["kline/AAA/1m", "kline/BBB/1m", "kline/CCC/1m"],
+        "an older registry is brought up to the store"
+    );
+    drop(e);
+    assert_eq!(digests(), 1);
+    // Edited by hand: a row gone, a row storage does not hold.
+    {
+        let c = rusqlite::Connection::open(&reg).unwrap();
+        c.execute("DELETE FROM series WHERE symbol = 'BBB'", [])
+            .unwrap();
+        c.execute(
+            "INSERT INTO series (kind, symbol, timeframe, timeframe_ms, price_scale, volume_scale, \
+             value_type) VALUES ('kline', 'ZZZ', '1m', 60000, 100, 1, 'i64')",
+            [],
+        )
+        .unwrap();
+    }
+    assert_eq!(digests(), 0, "the triggers delete the digest");
+    let e = engine(dir.path());
+    assert_eq!(
+        keys(&e),
+        ["kline/AAA/1m", "kline/BBB/1m", "kline/CCC/1m"],
+        "a hand edit is undone"
+    );
+    drop(e);
+    assert_eq!(digests(), 1);
+}
+
 #[test]
 fn concurrent_expected_version_writers_exactly_one_wins_per_version() {
     let dir = tempfile::tempdir().unwrap();

@@ -125,7 +125,8 @@ impl ReconcileReport {
     }
 }
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE series (
     kind TEXT NOT NULL, symbol TEXT NOT NULL, timeframe TEXT NOT NULL,
     category TEXT NOT NULL DEFAULT '', name TEXT NOT NULL DEFAULT '',
@@ -145,7 +146,15 @@ CREATE TABLE features (
     PRIMARY KEY (name, version));
 CREATE TABLE factors AS SELECT * FROM features WHERE 0;
 CREATE UNIQUE INDEX factors_key ON factors (name, version);
-"#];
+"#,
+    r#"
+CREATE TABLE series_digest (
+    one INTEGER PRIMARY KEY CHECK (one = 1), digest BLOB NOT NULL, rows INTEGER NOT NULL);
+CREATE TRIGGER series_digest_on_insert AFTER INSERT ON series BEGIN DELETE FROM series_digest; END;
+CREATE TRIGGER series_digest_on_update AFTER UPDATE ON series BEGIN DELETE FROM series_digest; END;
+CREATE TRIGGER series_digest_on_delete AFTER DELETE ON series BEGIN DELETE FROM series_digest; END;
+"#,
+];
 
 /// The registry database (one SQLite file inside the data root, WAL mode).
 ///
@@ -375,6 +384,13 @@ impl Registry {
         dry_run: bool,
     ) -> Result<ReconcileReport, RegistryError> {
         let mut report = ReconcileReport::default();
+        // The digest of the catalog as the last reconcile left it: every change of the
+        // `series` table since (by FastK or by hand) has deleted it (its triggers).
+        let digest = SeriesDigest::of(truth);
+        if !dry_run && self.read(stored_digest)? == Some(digest) {
+            self.catalog_stale.store(false, Ordering::Release);
+            return Ok(report);
+        }
         let have = self.list_series()?;
         // Hashed by key, so a store of 100,000 series reconciles in linear time, not
         // n squared (each key hashed once, not compared log n times).
@@ -410,8 +426,15 @@ impl Registry {
                 for m in truth {
                     upsert_series(&tx, m.borrow())?;
                 }
+                store_digest(&tx, digest)?;
                 tx.commit()
             })?;
+        } else if self.access() == Access::ReadWrite {
+            // The catalog agrees: its digest lets the next open skip the comparison.
+            // Best effort: a registry that cannot take it compares again next time.
+            if let Err(e) = self.write(|conn| store_digest(conn, digest)) {
+                tracing::debug!(error = %e, "registry catalog digest not stored");
+            }
         }
         self.catalog_stale.store(false, Ordering::Release);
         Ok(report)
@@ -563,6 +586,74 @@ fn upsert_series(conn: &Connection, meta: &SeriesMeta) -> rusqlite::Result<()> {
             meta.volume_scale,
             meta.value_type.as_str()
         ])?;
+    Ok(())
+}
+
+/// An order-free digest of a set of series metadata: the wrapping sum of each one's
+/// 128-bit xxh3 over its catalog fields, and their count. Equal digests stand for
+/// equal sets (a collision is as likely as a 128-bit hash's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SeriesDigest {
+    sum: u128,
+    rows: u64,
+}
+
+impl SeriesDigest {
+    fn of<M: std::borrow::Borrow<SeriesMeta>>(metas: &[M]) -> SeriesDigest {
+        let mut buf = Vec::with_capacity(128);
+        let mut sum = 0u128;
+        for m in metas {
+            let m = m.borrow();
+            let k = &m.key;
+            buf.clear();
+            for part in [
+                k.kind().as_str(),
+                k.symbol(),
+                k.timeframe(),
+                k.category().unwrap_or(""),
+                k.name().unwrap_or(""),
+                m.value_type.as_str(),
+            ] {
+                // Length-prefixed: no two different field lists give the same bytes.
+                buf.extend_from_slice(&(part.len() as u64).to_le_bytes());
+                buf.extend_from_slice(part.as_bytes());
+            }
+            for v in [m.timeframe_ms, m.price_scale, m.volume_scale] {
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+            sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_128(&buf));
+        }
+        SeriesDigest {
+            sum,
+            rows: metas.len() as u64,
+        }
+    }
+}
+
+fn stored_digest(conn: &Connection) -> rusqlite::Result<Option<SeriesDigest>> {
+    let row = conn
+        .query_row(
+            "SELECT digest, rows FROM series_digest WHERE one = 1",
+            [],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()?;
+    Ok(row.and_then(|(d, rows)| {
+        Some(SeriesDigest {
+            sum: u128::from_le_bytes(d.try_into().ok()?),
+            rows: u64::try_from(rows).ok()?,
+        })
+    }))
+}
+
+/// Records `d` as the digest of the `series` table as it is now (after any change of
+/// the table in the same transaction: its triggers delete the digest).
+fn store_digest(conn: &Connection, d: SeriesDigest) -> rusqlite::Result<()> {
+    let rows = i64::try_from(d.rows).unwrap_or(i64::MAX);
+    conn.execute(
+        "INSERT OR REPLACE INTO series_digest (one, digest, rows) VALUES (1, ?1, ?2)",
+        params![d.sum.to_le_bytes().to_vec(), rows],
+    )?;
     Ok(())
 }
 
