@@ -391,7 +391,9 @@ impl Registry {
             self.catalog_stale.store(false, Ordering::Release);
             return Ok(report);
         }
-        let have = self.list_series()?;
+        // What the table was when read: the digest is stored below only if nothing
+        // changed it since (this connection's writes, or another process's).
+        let (marker, have) = self.read(|conn| Ok((change_marker(conn)?, list_series(conn)?)))?;
         // Hashed by key, so a store of 100,000 series reconciles in linear time, not
         // n squared (each key hashed once, not compared log n times).
         let valid: std::collections::HashMap<&SeriesKey, &SeriesMeta, foldhash::fast::RandomState> =
@@ -432,7 +434,13 @@ impl Registry {
         } else if self.access() == Access::ReadWrite {
             // The catalog agrees: its digest lets the next open skip the comparison.
             // Best effort: a registry that cannot take it compares again next time.
-            if let Err(e) = self.write(|conn| store_digest(conn, digest)) {
+            let stored = self.write(|conn| {
+                if change_marker(conn)? == marker {
+                    store_digest(conn, digest)?;
+                }
+                Ok(())
+            });
+            if let Err(e) = stored {
                 tracing::debug!(error = %e, "registry catalog digest not stored");
             }
         }
@@ -644,6 +652,13 @@ fn stored_digest(conn: &Connection) -> rusqlite::Result<Option<SeriesDigest>> {
             rows: u64::try_from(rows).ok()?,
         })
     }))
+}
+
+/// Changes to the database since the connection opened: its own (`total_changes`,
+/// triggers' included) and other connections' (`PRAGMA data_version`).
+fn change_marker(conn: &Connection) -> rusqlite::Result<(u64, i64)> {
+    let other: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+    Ok((conn.total_changes(), other))
 }
 
 /// Records `d` as the digest of the `series` table as it is now (after any change of
