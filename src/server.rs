@@ -301,14 +301,13 @@ async fn compress_loop(engine: Arc<Engine>, stop: watch::Receiver<bool>) {
     .await
 }
 
-/// Every second, while less than `storage.release_below_available_percent` of the
-/// host's (or cgroup's) memory is left, drops the idle decompressed months: process
-/// memory the kernel cannot reclaim, cheap to decompress again (`storage::pressure`).
+/// Every second: trims the decompressed months back to `storage.decompressed_cache_bytes`
+/// (reads that held more at once leave them cached when they end), and while less than
+/// `storage.release_below_available_percent` of the host's (or cgroup's) memory is
+/// left, drops every idle one: process memory the kernel cannot reclaim, cheap to
+/// decompress again (`storage::pressure`).
 async fn memory_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
     let percent = engine.config.storage.release_below_available_percent;
-    if percent == 0 {
-        return;
-    }
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -316,8 +315,15 @@ async fn memory_loop(engine: Arc<Engine>, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        let (images, bytes) = engine.store.options().map_cache.trim_to_budget();
+        if images > 0 {
+            tracing::debug!(images, bytes, "decompressed months trimmed to the budget");
+        }
+        if percent == 0 {
+            continue;
+        }
         let Some(memory) = crate::storage::pressure::Memory::now() else {
-            return;
+            continue;
         };
         if memory.under_pressure(percent) {
             let (images, bytes) = engine.store.options().map_cache.release_decompressed();

@@ -174,6 +174,40 @@ fn the_decompressed_cache_keeps_to_its_budget() {
     }
 }
 
+/// Images that reads held past the budget at once stay cached when the reads end (the
+/// cache trims when it installs an image, and a held image cannot go); the trim the
+/// server runs every second brings the cache back within its budget.
+#[test]
+fn images_held_past_the_budget_are_trimmed_once_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 4 << 20;
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            decompressed_cache_bytes: budget,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let (k, _) = store.register(kline()).unwrap();
+    k.write(klines(6 * 31 * 1440), None).unwrap();
+    k.compress_sealed(i64::MAX / 2).unwrap();
+    let cache = &store.options().map_cache;
+    cache.release_decompressed();
+    let snap = k.snapshot();
+    let held: Vec<_> = snap.chunks().map(|c| c.map().unwrap()).collect();
+    assert!(cache.stats().decompressed_bytes > 2 * budget);
+    assert_eq!(cache.trim_to_budget(), (0, 0), "held images stay");
+    drop(held);
+    let over = cache.stats().decompressed_bytes;
+    assert!(over > budget, "idle, still cached: {over}");
+    let (images, bytes) = cache.trim_to_budget();
+    assert!(images >= 3 && bytes > 0, "{images} {bytes}");
+    let st = cache.stats();
+    assert!(st.decompressed_bytes <= budget, "{st:?}");
+    assert_eq!(st.decompressed_bytes, over - bytes);
+}
+
 /// Under memory pressure the cache drops every idle image at once, and only those:
 /// an image a read still holds stays, and reads decompress the rest again.
 #[test]
@@ -525,6 +559,102 @@ fn a_sealed_tick_day_is_written_as_small_as_the_pass_makes_it() {
         written * 100 <= passed * 102,
         "compressed on write: {written} bytes; by the background pass: {passed}"
     );
+}
+
+/// A range that ends inside a sealed, compressed day of ticks reads exactly the rows the
+/// whole day gives: decompressed in part while the whole image is not cached, the prefix
+/// cached and reused by reads that end no later, extended by one that ends later, and
+/// replaced by the whole image once a whole read makes it. Ends inside runs of equal
+/// `ts`, before the first row and past the last.
+#[test]
+fn a_range_ending_inside_a_compressed_day_reads_what_the_whole_day_gives() {
+    use common::ticks::{DAY0, Row, batch};
+    use fastk::query::tick::RegisterTick;
+    use fastk::record::{SeriesKey, SeriesKind, TsRange};
+
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut ts = DAY0 + 3_600_000_000_000;
+    let rows: Vec<Row> = (0..150_000i64)
+        .map(|j| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            if (x >> 33).is_multiple_of(3) {
+                ts += ((x >> 40) % 2_000_000) as i64;
+            }
+            (ts, None, j)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_with(dir.path(), |c| {
+        c.storage.compress_after_s = 0;
+        c.storage.compress_on_write = true;
+    });
+    let reg = RegisterTick {
+        symbol: "AAA".into(),
+        price_scale: 100,
+        size_scale: 1,
+        partition: None,
+        retention_ms: None,
+    };
+    engine.register_tick(SeriesKind::Trade, &reg).unwrap();
+    let key = SeriesKey::trade("AAA").unwrap();
+    engine.write(&key, batch(0, &rows), None).unwrap();
+    let series = engine.series(&key).unwrap();
+    let chunk = series.snapshot().chunks().next().unwrap().clone();
+    assert!(
+        chunk.entry.flags & FLAG_COMPRESSED != 0,
+        "the day is sealed compressed"
+    );
+    assert!(chunk.entry.rows >= fastk::storage::chunk::PREFIX_MIN_ROWS);
+    let whole_bytes = chunk.entry.raw_len(6) as usize;
+    let cols = |hi: i64| -> Vec<Vec<i64>> {
+        let read = engine
+            .read(&key, TsRange::new(Some(DAY0), Some(hi)), usize::MAX)
+            .unwrap();
+        (0..6)
+            .map(|i| read.slices.iter().flat_map(|s| s.col(i).to_vec()).collect())
+            .collect()
+    };
+    let cache = || engine.store.options().map_cache.clone();
+    let cached = || cache().stats().decompressed_bytes;
+    // The model: the rows written, as the whole day reads them back.
+    let whole = cols(i64::MAX - 1);
+    assert_eq!(whole[0].len(), rows.len());
+    assert_eq!(cached(), whole_bytes, "a whole read caches the whole image");
+    let want = |hi: i64| -> Vec<Vec<i64>> {
+        let keep = rows.partition_point(|r| r.0 <= hi);
+        whole.iter().map(|c| c[..keep].to_vec()).collect()
+    };
+    let his: Vec<i64> = [0usize, 1, 777, 40_000, 40_001, 99_999]
+        .iter()
+        .map(|&i| rows[i].0)
+        .collect();
+    // From the whole image.
+    for &hi in &his {
+        assert_eq!(cols(hi), want(hi), "through {hi}, from the whole image");
+    }
+    // No image cached: each read ascending extends the cached prefix.
+    cache().release_decompressed();
+    assert_eq!(cached(), 0);
+    for &hi in &his {
+        assert_eq!(cols(hi), want(hi), "through {hi}, a prefix");
+        let keep = rows.partition_point(|r| r.0 <= hi) as u64;
+        assert!(
+            cached() < whole_bytes && cached() as u64 >= keep * 6 * 8,
+            "only the prefix through {hi} is cached: {} bytes",
+            cached()
+        );
+    }
+    // Reads that end no later are served by the longest prefix, unchanged.
+    let longest = cached();
+    for &hi in his.iter().rev() {
+        assert_eq!(cols(hi), want(hi), "through {hi}, the cached prefix");
+        assert_eq!(cached(), longest);
+    }
+    // Before the first row: nothing.
+    assert!(cols(DAY0).iter().all(Vec::is_empty));
+    // The whole read replaces the prefix with the whole image.
+    assert_eq!(cols(i64::MAX - 1), whole);
+    assert_eq!(cached(), whole_bytes);
 }
 
 /// The first cross section after a start reads each series' last row from its chunk

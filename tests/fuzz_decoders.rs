@@ -988,6 +988,11 @@ proptest! {
         if let Ok(img) = fastk::storage::codec::image(&h, &b) {
             assert_eq!(img.len() as u64, h.raw_len());
         }
+        // A prefix read of the same bytes, through a ts inside the chunk.
+        if let Ok((img, p)) = fastk::storage::codec::prefix_image(&h, &b, h.first_ts + 600_000) {
+            assert_eq!(img.len() as u64, p.raw_len());
+            assert!(p.rows <= h.rows);
+        }
     }
 
     #[test]

@@ -11,6 +11,12 @@ use super::mapcache::MapCache;
 use super::mmap::{FileIdentity, MappedFile};
 use super::pack::{PackFile, pack_file_name, read_packed};
 use super::sidecar::{ValueIndex, ZoneMap};
+
+/// Fewest rows of a compressed chunk that [`ChunkRef::map_through`] decompresses only
+/// in part: below it (a month of 1m bars is 44,640 rows) the whole image is cached and
+/// shared by later reads; at and above it (a day of one symbol's ticks) a read of an
+/// early range decompresses that range.
+pub const PREFIX_MIN_ROWS: u64 = 1 << 16;
 use crate::record::ValueType;
 
 pub use super::mapped::{
@@ -264,24 +270,48 @@ impl ChunkRef {
         if let Some(m) = &self.memory {
             return Ok(Arc::clone(m));
         }
-        self.cache().chunk(self.id, |slot| {
-            let rel = self.rel_path(FileKind::Chunk);
-            // A packed chunk maps its image's range of the pack (the months a bulk
-            // write packed are raw and read zero-copy like files); the pack's identity
-            // stands for the range, which is as immutable as the pack.
-            let file = if self.is_packed() {
-                let (at, len) = super::pack::packed_range(&self.entry, FileKind::Chunk);
-                MappedFile::open_range_in(&self.path(FileKind::Chunk), at, len, slot)
-            } else {
-                MappedFile::open_in(&self.path(FileKind::Chunk), slot)
-            }
-            .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
-            let known = *self.verified.locked();
-            let identity = file.identity();
-            let m = MappedChunk::verify(file, &rel, Some(&self.entry), known)?;
-            *self.verified.locked() = identity;
-            Ok(m)
-        })
+        self.cache()
+            .chunk(self.id, |slot| self.map_verified(slot, None))
+    }
+
+    /// As [`ChunkRef::map`], for a read that wants no row past `ts = hi`: a compressed
+    /// chunk of at least [`PREFIX_MIN_ROWS`] rows that runs past `hi`, and whose whole
+    /// image is not cached, is decompressed only as far as `hi`, and that prefix is
+    /// cached ([`MapCache::chunk_through`]). A tape of the first hours of a day of
+    /// ticks then decompresses and keeps those hours, not every symbol's day. The
+    /// chunk returned may hold fewer rows than the entry; it holds every row of
+    /// `ts <= hi`.
+    pub fn map_through(&self, hi: i64) -> Result<Arc<MappedChunk>> {
+        let partial = self.memory.is_none()
+            && self.entry.flags & super::format::FLAG_COMPRESSED != 0
+            && self.entry.rows >= PREFIX_MIN_ROWS
+            && hi < self.entry.last_ts;
+        if !partial {
+            return self.map();
+        }
+        self.cache()
+            .chunk_through(self.id, hi, |slot| self.map_verified(slot, Some(hi)))
+    }
+
+    /// Maps the chunk's file (or its range of a pack) in `slot` and verifies it
+    /// ([`MappedChunk::verify_through`]).
+    fn map_verified(&self, slot: super::mmap::Slot, through: Option<i64>) -> Result<MappedChunk> {
+        let rel = self.rel_path(FileKind::Chunk);
+        // A packed chunk maps its image's range of the pack (the months a bulk write
+        // packed are raw and read zero-copy like files); the pack's identity stands for
+        // the range, which is as immutable as the pack.
+        let file = if self.is_packed() {
+            let (at, len) = super::pack::packed_range(&self.entry, FileKind::Chunk);
+            MappedFile::open_range_in(&self.path(FileKind::Chunk), at, len, slot)
+        } else {
+            MappedFile::open_in(&self.path(FileKind::Chunk), slot)
+        }
+        .map_err(|e| StorageError::map_failed(rel.as_str(), e))?;
+        let known = *self.verified.locked();
+        let identity = file.identity();
+        let m = MappedChunk::verify_through(file, &rel, Some(&self.entry), known, through)?;
+        *self.verified.locked() = identity;
+        Ok(m)
     }
 
     /// The mapping cache of a file chunk (a chunk in memory returns before it needs

@@ -90,52 +90,162 @@ pub fn compress(h: &ChunkHeader, cols: &[&[i64]], effort: Effort) -> Vec<u8> {
     out
 }
 
+/// The column streams of a compressed body of header `h`, in column order, each with
+/// its codec; the body holds exactly `h.ncols` of them and nothing after.
+fn column_streams<'a>(h: &ChunkHeader, body: &'a [u8]) -> Result<Vec<(u8, &'a [u8])>, String> {
+    let mut streams = Vec::with_capacity(h.ncols);
+    let mut at = 0usize;
+    for _ in 0..h.ncols {
+        let codec = *body.get(at).ok_or("compressed body ends before a column")?;
+        at += CODEC_LEN;
+        let n = body
+            .get(at..at + STREAM_LEN_LEN)
+            .ok_or("compressed body ends inside a column header")?;
+        let n = u32::from_le_bytes(n.try_into().expect("4 bytes")) as usize;
+        at += STREAM_LEN_LEN;
+        let stream = body
+            .get(at..at.checked_add(n).ok_or("length overflows")?)
+            .ok_or("compressed body ends inside a column")?;
+        at += n;
+        streams.push((codec, stream));
+    }
+    if at != body.len() {
+        return Err("bytes after the last column".into());
+    }
+    Ok(streams)
+}
+
+/// Decompresses the first `dst.len()` values of column `i` (codec `codec`) into `dst`.
+fn column_into(
+    h: &ChunkHeader,
+    i: usize,
+    (codec, stream): (u8, &[u8]),
+    dst: &mut [i64],
+) -> Result<(), String> {
+    let want = dst.len();
+    let done = match (codec, is_f64(h, i)) {
+        (CODEC_I64, false) => pco::standalone::simple_decompress_into(stream, dst),
+        (CODEC_F64, true) => {
+            pco::standalone::simple_decompress_into::<f64>(stream, bytemuck::cast_slice_mut(dst))
+        }
+        _ => return Err(format!("column {i}: unexpected codec {codec}")),
+    }
+    .map_err(|e| format!("column {i}: {e}"))?;
+    // A whole column must end with the stream; a prefix only needs its values.
+    if done.n_processed != want || (want == h.rows as usize && !done.finished) {
+        return Err(format!(
+            "column {i}: {} values where {want} were asked for",
+            done.n_processed
+        ));
+    }
+    Ok(())
+}
+
 /// Decompresses `body` (a compressed chunk of header `h`) into the raw layout: a
 /// 64-byte aligned buffer of `h.raw_len()` bytes, `h`'s columns at their offsets. Any
 /// bytes give an image or an error, never a panic (`tests/fuzz_decoders.rs`).
 pub fn image(h: &ChunkHeader, body: &[u8]) -> Result<Buffer, String> {
     let rows = h.rows as usize;
     let len = usize::try_from(h.raw_len()).map_err(|_| "chunk too large")?;
+    let streams = column_streams(h, body)?;
     let mut buf = MutableBuffer::from_len_zeroed(len);
     {
         let words: &mut [i64] = buf.typed_data_mut();
-        let mut at = 0usize;
-        for i in 0..h.ncols {
-            let codec = *body.get(at).ok_or("compressed body ends before a column")?;
-            at += CODEC_LEN;
-            let n = body
-                .get(at..at + STREAM_LEN_LEN)
-                .ok_or("compressed body ends inside a column header")?;
-            let n = u32::from_le_bytes(n.try_into().expect("4 bytes")) as usize;
-            at += STREAM_LEN_LEN;
-            let stream = body
-                .get(at..at.checked_add(n).ok_or("length overflows")?)
-                .ok_or("compressed body ends inside a column")?;
-            at += n;
+        for (i, s) in streams.into_iter().enumerate() {
             let start = h.column_offset(i) / 8;
-            let dst = &mut words[start..start + rows];
-            let done = match (codec, is_f64(h, i)) {
-                (CODEC_I64, false) => pco::standalone::simple_decompress_into(stream, dst),
-                (CODEC_F64, true) => pco::standalone::simple_decompress_into::<f64>(
-                    stream,
-                    bytemuck::cast_slice_mut(dst),
-                ),
-                _ => return Err(format!("column {i}: unexpected codec {codec}")),
-            }
-            .map_err(|e| format!("column {i}: {e}"))?;
-            if done.n_processed != rows || !done.finished {
-                return Err(format!(
-                    "column {i}: {} values where the header says {rows}",
-                    done.n_processed
-                ));
-            }
-        }
-        if at != body.len() {
-            return Err("bytes after the last column".into());
+            column_into(h, i, s, &mut words[start..start + rows])?;
         }
     }
     debug_assert_eq!(buf.len(), CHUNK_HEADER_LEN + h.ncols * h.stride as usize);
     Ok(buf.into())
+}
+
+/// Values of `ts` decompressed per step while looking for the end of a prefix: a
+/// multiple of pco's batch (256), small beside a day of ticks, large beside a call.
+const PREFIX_STEP: usize = 64 * 256;
+
+/// The `ts` column of a compressed chunk of `rows` rows, decompressed a step at a time
+/// until a value passes `hi` or the column ends: at least every value `<= hi` (the
+/// column ascends), and at most one step more.
+fn ts_through(stream: &[u8], rows: usize, hi: i64) -> Result<Vec<i64>, String> {
+    use pco::standalone::{DecompressorItem, FileDecompressor};
+    let err = |e: pco::errors::PcoError| format!("column 0: {e}");
+    let (fd, mut src) = FileDecompressor::new(stream).map_err(err)?;
+    let mut out: Vec<i64> = Vec::new();
+    while let DecompressorItem::Chunk(mut cd) = fd.chunk_decompressor::<i64, _>(src).map_err(err)? {
+        let chunk_end = out
+            .len()
+            .checked_add(cd.n())
+            .filter(|&e| e <= rows)
+            .ok_or("column 0: more values than the header's rows")?;
+        while out.len() < chunk_end {
+            let at = out.len();
+            // A multiple of the batch, or the rest of the chunk (pco's rule for `read`).
+            let step = PREFIX_STEP.min(chunk_end - at);
+            out.resize(at + step, 0);
+            let got = cd.read(&mut out[at..]).map_err(err)?.n_processed;
+            if got == 0 || got > step {
+                return Err("column 0: the stream ends before its count".into());
+            }
+            out.truncate(at + got);
+            if out[at + got - 1] > hi {
+                return Ok(out);
+            }
+        }
+        src = cd.into_src();
+    }
+    if out.len() != rows {
+        return Err(format!(
+            "column 0: {} values where the header says {rows}",
+            out.len()
+        ));
+    }
+    Ok(out)
+}
+
+/// The rows of a compressed chunk of header `h` whose `ts` is at most `hi`, as an image
+/// of a chunk of only those rows, with its header (rows, stride, last `ts` and last
+/// row of the prefix; the rest as `h`). The `ts` column is decompressed a step at a
+/// time until it passes `hi`, then every other column only that far: a read of the
+/// first hour of a day of ticks decompresses that hour and a step, not the day. The
+/// cost of a read that ends late in the chunk is that of [`image`]; pco streams cannot
+/// be entered in the middle. Any bytes give an image or an error, never a panic.
+pub fn prefix_image(
+    h: &ChunkHeader,
+    body: &[u8],
+    hi: i64,
+) -> Result<(Buffer, ChunkHeader), String> {
+    let rows = h.rows as usize;
+    let streams = column_streams(h, body)?;
+    let (&ts_stream, rest) = streams.split_first().ok_or("a chunk without columns")?;
+    if ts_stream.0 != CODEC_I64 {
+        return Err(format!("column 0: unexpected codec {}", ts_stream.0));
+    }
+    let ts = ts_through(ts_stream.1, rows, hi)?;
+    let keep = ts.partition_point(|&t| t <= hi);
+    let mut p = h.clone();
+    p.rows = keep as u64;
+    p.stride = super::format::stride_of(keep as u64);
+    let len = usize::try_from(p.raw_len()).map_err(|_| "chunk too large")?;
+    let mut buf = MutableBuffer::from_len_zeroed(len);
+    {
+        let words: &mut [i64] = buf.typed_data_mut();
+        let start = p.column_offset(0) / 8;
+        words[start..start + keep].copy_from_slice(&ts[..keep]);
+        if keep > 0 {
+            for (i, &s) in rest.iter().enumerate() {
+                let start = p.column_offset(i + 1) / 8;
+                column_into(h, i + 1, s, &mut words[start..start + keep])?;
+            }
+        }
+        if let Some(last) = keep.checked_sub(1) {
+            p.last_ts = ts[last];
+            p.last_row = ChunkHeader::last_row_of(
+                (0..p.ncols).map(|i| words[p.column_offset(i) / 8 + last]),
+            );
+        }
+    }
+    Ok((buf.into(), p))
 }
 
 #[cfg(test)]
@@ -232,5 +342,90 @@ mod tests {
         let mut bad = body.clone();
         bad[0] = 9;
         assert!(image(&h, &bad).is_err());
+    }
+
+    /// A prefix read gives exactly the rows of `ts <= hi` of the whole image, with a
+    /// header that says so, for `hi` before, inside and past the rows, inside a run of
+    /// equal `ts`, across pco's pages, and over float values; cut bodies are errors.
+    #[test]
+    fn a_prefix_is_the_whole_images_rows_through_hi() {
+        let rows = 300_000u64;
+        // Ticks: bursts of equal ts (seq breaks ties), irregular gaps.
+        let ts: Vec<i64> = (0..rows as i64)
+            .map(|i| 1_000_000 + (i / 3) * 7 + (i % 97 == 0) as i64 * 5)
+            .collect();
+        let ts: Vec<i64> = ts
+            .iter()
+            .scan(i64::MIN, |m, &t| {
+                *m = (*m).max(t);
+                Some(*m)
+            })
+            .collect();
+        let seq: Vec<i64> = (0..rows as i64).map(|i| i % 3).collect();
+        let price: Vec<i64> = (0..rows as i64).map(|i| 10_000 + (i * 7919) % 13).collect();
+        let size: Vec<i64> = (0..rows as i64).map(|i| 1 + i % 5).collect();
+        let side: Vec<i64> = (0..rows as i64).map(|i| i % 3 - 1).collect();
+        let id: Vec<i64> = (0..rows as i64).collect();
+        let cols = [ts, seq, price, size, side, id];
+        let mut h = header(SeriesKind::Trade, ValueType::I64, rows);
+        h.ncols = cols.len();
+        h.first_ts = cols[0][0];
+        h.last_ts = cols[0][rows as usize - 1];
+        let refs: Vec<&[i64]> = cols.iter().map(Vec::as_slice).collect();
+        let body = compress(&h, &refs, Effort::Thorough);
+        let ts = &cols[0];
+        for hi in [
+            i64::MIN,
+            ts[0] - 1,
+            ts[0],
+            ts[1],
+            ts[5_000],
+            ts[16_384],
+            ts[16_385],
+            ts[262_150],
+            ts[299_998],
+            h.last_ts,
+            i64::MAX,
+        ] {
+            let (img, p) = prefix_image(&h, &body, hi).unwrap();
+            let keep = ts.partition_point(|&t| t <= hi);
+            assert_eq!(p.rows as usize, keep, "hi {hi}");
+            assert_eq!(img.len() as u64, p.raw_len(), "hi {hi}");
+            let words: &[i64] = img.typed_data();
+            for (i, c) in cols.iter().enumerate() {
+                let start = p.column_offset(i) / 8;
+                assert_eq!(
+                    &words[start..start + keep],
+                    &c[..keep],
+                    "hi {hi} column {i}"
+                );
+            }
+            if keep > 0 {
+                assert_eq!(p.last_ts, ts[keep - 1]);
+                let last: Vec<i64> = cols.iter().map(|c| c[keep - 1]).collect();
+                assert_eq!(p.last_row, ChunkHeader::last_row_of(last.into_iter()));
+            }
+        }
+        // f64 values come back as bits.
+        let h = header(SeriesKind::Scalar, ValueType::F64, 70_000);
+        let t: Vec<i64> = (0..70_000).collect();
+        let v: Vec<i64> = (0..70_000)
+            .map(|i| (i as f64 * 0.25).to_bits() as i64)
+            .collect();
+        let body = compress(&h, &[&t, &v], Effort::Fast);
+        let (img, p) = prefix_image(&h, &body, 40_000).unwrap();
+        let words: &[i64] = img.typed_data();
+        let start = p.column_offset(1) / 8;
+        assert_eq!(&words[start..start + 40_001], &v[..40_001]);
+        // Cut or retyped bodies are errors, never a panic.
+        for cut in [0, 1, 5, body.len() / 2, body.len() - 1] {
+            assert!(
+                prefix_image(&h, &body[..cut], 40_000).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = body.clone();
+        bad[0] = 1;
+        assert!(prefix_image(&h, &bad, 40_000).is_err());
     }
 }

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::error::{Result, StorageError};
-use super::mapped::{FileKind, MappedChunk};
+use super::mapped::MappedChunk;
 use super::mmap::Slot;
 use super::sidecar::{ValueIndex, Zone, ZoneMap};
 
@@ -46,7 +46,18 @@ pub const DEFAULT_DECOMPRESSED_CACHE_BYTES: usize = 1 << 30;
 /// How long a mapping failure keeps `/health` degraded unless a mapping succeeds.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-type Key = (u64, FileKind);
+/// What a cache entry of a chunk handle's id holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Held {
+    /// The chunk file's mapping, or the whole decompressed image of a compressed one.
+    Chunk,
+    /// The image of the first rows of a compressed chunk ([`MapCache::chunk_through`]).
+    Prefix,
+    ValueIndex,
+    ZoneMap,
+}
+
+type Key = (u64, Held);
 
 /// A small LRU map: entries by key, and keys by the tick of their last use, with the
 /// sum of a weight of its values kept as they come and go (the decompressed images'
@@ -101,13 +112,21 @@ impl<V: Clone> Lru<V> {
 
     /// Inserts `v` as most recently used (the caller checked the key is absent).
     fn insert(&mut self, key: Key, v: V) {
+        drop(self.insert_returning(key, v));
+    }
+
+    /// Inserts `v` as most recently used; returns the value it replaced, for the caller
+    /// to drop outside its lock.
+    fn insert_returning(&mut self, key: Key, v: V) -> Option<V> {
         self.tick += 1;
         self.weight += (self.weigh)(&v);
-        if let Some((old, t)) = self.map.insert(key, (v, self.tick)) {
+        let old = self.map.insert(key, (v, self.tick)).map(|(old, t)| {
             self.weight -= (self.weigh)(&old);
             self.order.remove(&t);
-        }
+            old
+        });
         self.order.insert(self.tick, key);
+        old
     }
 
     fn remove(&mut self, key: &Key) -> Option<V> {
@@ -139,6 +158,11 @@ impl<V: Clone> Lru<V> {
 #[derive(Debug, Clone)]
 enum Mapping {
     Chunk(Arc<MappedChunk>),
+    /// A prefix of a compressed chunk: every row of `ts <= through`.
+    Prefix {
+        chunk: Arc<MappedChunk>,
+        through: i64,
+    },
     Index(Arc<ValueIndex>),
 }
 
@@ -148,6 +172,7 @@ impl Mapping {
     fn image_bytes(&self) -> usize {
         match self {
             Mapping::Chunk(c) if c.file.is_memory() => c.file.len(),
+            Mapping::Prefix { chunk, .. } => chunk.file.len(),
             _ => 0,
         }
     }
@@ -158,7 +183,9 @@ impl Mapping {
     /// that lock, so an idle mapping cannot become busy while the lock is held.
     fn idle(&self) -> bool {
         match self {
-            Mapping::Chunk(c) => Arc::strong_count(c) == 1 && Arc::strong_count(&c.file) == 1,
+            Mapping::Chunk(c) | Mapping::Prefix { chunk: c, .. } => {
+                Arc::strong_count(c) == 1 && Arc::strong_count(&c.file) == 1
+            }
             Mapping::Index(v) => Arc::strong_count(v) == 1,
         }
     }
@@ -307,7 +334,7 @@ impl MapCache {
         id: u64,
         load: impl FnOnce(Slot) -> Result<MappedChunk>,
     ) -> Result<Arc<MappedChunk>> {
-        let key = (id, FileKind::Chunk);
+        let key = (id, Held::Chunk);
         if let Some(Mapping::Chunk(c)) = lock(&self.maps).get(&key) {
             return Ok(c);
         }
@@ -316,12 +343,61 @@ impl MapCache {
         let (got, loser) = self.install(key, Mapping::Chunk(Arc::clone(&fresh)));
         drop(loser);
         if fresh.file.is_memory() {
+            // The whole image serves every read a prefix of it served.
+            let prefix = lock(&self.maps).remove(&(id, Held::Prefix));
+            drop(prefix);
             self.trim_decompressed();
         }
         match got {
             Mapping::Chunk(c) => Ok(c),
-            Mapping::Index(_) => Ok(fresh),
+            _ => Ok(fresh),
         }
+    }
+
+    /// Chunk `id` with every row of `ts <= hi`, for
+    /// [`ChunkRef::map_through`](super::chunk::ChunkRef::map_through): its whole image or
+    /// mapping when cached; else its cached prefix when that reaches `hi`; else the
+    /// prefix `load` decompresses in a slot, cached in place of a shorter one. A prefix
+    /// holds every row of `ts` up to the `hi` it was made for (`through`), so one made
+    /// through `hi` or later holds every row this read wants. A prefix counts against
+    /// the decompressed budget like a whole image and is dropped with its chunk.
+    pub fn chunk_through(
+        &self,
+        id: u64,
+        hi: i64,
+        load: impl FnOnce(Slot) -> Result<MappedChunk>,
+    ) -> Result<Arc<MappedChunk>> {
+        {
+            let mut maps = lock(&self.maps);
+            if let Some(Mapping::Chunk(c)) = maps.get(&(id, Held::Chunk)) {
+                return Ok(c);
+            }
+            if let Some(Mapping::Prefix { chunk, through }) = maps.get(&(id, Held::Prefix))
+                && through >= hi
+            {
+                return Ok(chunk);
+            }
+        }
+        let slot = self.reserve()?;
+        let fresh = Arc::new(self.observe(load(slot))?);
+        assert!(
+            fresh.file.is_memory(),
+            "a prefix is a decompressed image, never a file's mapping"
+        );
+        if fresh.header.rows > 0 {
+            // A longer prefix another read made meanwhile is replaced too: both hold
+            // every row this one wants, and the next read that needs more makes its own.
+            let shorter = lock(&self.maps).insert_returning(
+                (id, Held::Prefix),
+                Mapping::Prefix {
+                    chunk: Arc::clone(&fresh),
+                    through: hi,
+                },
+            );
+            drop(shorter);
+            self.trim_decompressed();
+        }
+        Ok(fresh)
     }
 
     /// Bytes of decompressed images in the cache.
@@ -331,8 +407,16 @@ impl MapCache {
 
     /// Drops the least recently used idle images while they are over their budget
     /// (images held by reads in progress stay: dropping them would free nothing).
-    fn trim_decompressed(&self) {
-        self.trim_decompressed_to(self.decompressed_max_bytes);
+    fn trim_decompressed(&self) -> (usize, usize) {
+        self.trim_decompressed_to(self.decompressed_max_bytes)
+    }
+
+    /// Drops the least recently used idle images past the budget: images that reads
+    /// held at once past it stay cached when the reads end (the cache trims when it
+    /// installs an image, and a held image cannot go), until this runs (the server's
+    /// memory task, every second). Returns the images and bytes dropped.
+    pub fn trim_to_budget(&self) -> (usize, usize) {
+        self.trim_decompressed()
     }
 
     /// Drops every idle decompressed image (the host is short of memory: they are
@@ -358,15 +442,13 @@ impl MapCache {
             let mut maps = lock(&self.maps);
             let mut bytes = Self::decompressed_bytes(&maps);
             while bytes > budget {
-                let victim = maps.pop_oldest_where(|m| {
-                    m.idle() && matches!(m, Mapping::Chunk(c) if c.file.is_memory())
-                });
-                let Some(Mapping::Chunk(c)) = victim else {
+                let victim = maps.pop_oldest_where(|m| m.idle() && m.image_bytes() > 0);
+                let Some(m) = victim else {
                     break;
                 };
-                bytes -= c.file.len();
-                freed += c.file.len();
-                evicted.push(c);
+                bytes -= m.image_bytes();
+                freed += m.image_bytes();
+                evicted.push(m);
             }
         }
         let images = evicted.len();
@@ -380,7 +462,7 @@ impl MapCache {
         id: u64,
         load: impl FnOnce(Slot) -> Result<ValueIndex>,
     ) -> Result<Arc<ValueIndex>, String> {
-        let key = (id, FileKind::ValueIndex);
+        let key = (id, Held::ValueIndex);
         if let Some(Mapping::Index(v)) = lock(&self.maps).get(&key) {
             return Ok(v);
         }
@@ -390,7 +472,7 @@ impl MapCache {
         drop(loser);
         match got {
             Mapping::Index(v) => Ok(v),
-            Mapping::Chunk(_) => Ok(fresh),
+            _ => Ok(fresh),
         }
     }
 
@@ -400,7 +482,7 @@ impl MapCache {
         id: u64,
         load: impl FnOnce() -> Result<ZoneMap, String>,
     ) -> Result<Arc<ZoneMap>, String> {
-        let key = (id, FileKind::ZoneMap);
+        let key = (id, Held::ZoneMap);
         if let Some(z) = lock(&self.zonemaps).lru.get(&key) {
             return Ok(z);
         }
@@ -434,13 +516,14 @@ impl MapCache {
         let chunk = {
             let mut maps = lock(&self.maps);
             (
-                maps.remove(&(id, FileKind::Chunk)),
-                maps.remove(&(id, FileKind::ValueIndex)),
+                maps.remove(&(id, Held::Chunk)),
+                maps.remove(&(id, Held::Prefix)),
+                maps.remove(&(id, Held::ValueIndex)),
             )
         };
         let zonemap = {
             let mut g = lock(&self.zonemaps);
-            let z = g.lru.remove(&(id, FileKind::ZoneMap));
+            let z = g.lru.remove(&(id, Held::ZoneMap));
             if let Some(z) = &z {
                 g.bytes -= zonemap_bytes(z);
             }
@@ -571,9 +654,9 @@ mod tests {
     fn lru_orders_by_last_use() {
         let mut l: Lru<u32> = Lru::new();
         for i in 0..4 {
-            l.insert((i, FileKind::Chunk), i as u32);
+            l.insert((i, Held::Chunk), i as u32);
         }
-        assert_eq!(l.get(&(0, FileKind::Chunk)), Some(0));
+        assert_eq!(l.get(&(0, Held::Chunk)), Some(0));
         assert_eq!(l.pop_oldest_where(|_| true), Some(1));
         assert_eq!(l.pop_oldest_where(|&v| v != 2), Some(3));
         assert_eq!(l.pop_oldest_where(|_| true), Some(2));

@@ -102,6 +102,20 @@ impl MappedChunk {
         entry: Option<&ChunkEntry>,
         verified: Option<FileIdentity>,
     ) -> Result<MappedChunk> {
+        MappedChunk::verify_through(file, rel, entry, verified, None)
+    }
+
+    /// As [`MappedChunk::verify`]; with `through`, a compressed chunk is decompressed
+    /// only as far as its rows of `ts <= through` ([`super::codec::prefix_image`]) and
+    /// the chunk returned holds those rows alone (its header says so). The whole body's
+    /// checksum is still verified.
+    pub fn verify_through(
+        file: Arc<MappedFile>,
+        rel: &str,
+        entry: Option<&ChunkEntry>,
+        verified: Option<FileIdentity>,
+        through: Option<i64>,
+    ) -> Result<MappedChunk> {
         let header =
             ChunkHeader::decode(file.bytes()).map_err(|d| StorageError::corrupted(rel, d))?;
         if file.len() as u64 != header.file_len() {
@@ -125,9 +139,12 @@ impl MappedChunk {
             ));
         }
         if header.is_compressed() {
-            let image =
-                super::codec::image(&header, &file.bytes()[super::format::CHUNK_HEADER_LEN..])
-                    .map_err(|d| StorageError::corrupted(rel, format!("compressed body: {d}")))?;
+            let body = &file.bytes()[super::format::CHUNK_HEADER_LEN..];
+            let bad = |d: String| StorageError::corrupted(rel, format!("compressed body: {d}"));
+            let (image, header) = match through {
+                Some(hi) => super::codec::prefix_image(&header, body, hi).map_err(bad)?,
+                None => (super::codec::image(&header, body).map_err(bad)?, header),
+            };
             return Ok(MappedChunk {
                 file: file.replaced_by(image),
                 header,

@@ -536,7 +536,11 @@ impl Iterator for RangeIter {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let c = self.chunks.next()?;
-            match c.map() {
+            let mapped = match self.range.end {
+                Some(hi) => c.map_through(hi),
+                None => c.map(),
+            };
+            match mapped {
                 Err(e) => return Some(Err(e)),
                 Ok(m) => {
                     let s = slice_of(&m, self.range);
