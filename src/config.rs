@@ -162,8 +162,8 @@ pub struct StorageConfig {
     /// A write that makes a sealed month its one chunk writes it compressed (and
     /// packed) in the same pass; false leaves it raw for the background pass.
     pub compress_on_write: bool,
-    /// Bytes of decompressed compressed months kept in memory for reads (0: a
-    /// sixteenth of the host's or cgroup's memory, 16 MiB to 1 GiB).
+    /// Bytes of decompressed compressed months kept in memory for reads (0: an
+    /// eighth of the host's or cgroup's memory, 16 MiB to 4 GiB).
     pub decompressed_cache_bytes: usize,
     /// Below this percentage of memory left (host or cgroup), idle decompressed
     /// months are dropped at once (0: never).

@@ -395,7 +395,7 @@ impl Metrics {
         gauge(
             &mut out,
             "fastk_decompressed_cache_max_bytes",
-            "The decompressed-month cache's budget (storage.decompressed_cache_bytes; 0 there: a sixteenth of the memory limit, 16 MiB to 1 GiB).",
+            "The decompressed-month cache's budget (storage.decompressed_cache_bytes; 0 there: an eighth of the memory limit, 16 MiB to 4 GiB).",
             g.decompressed_max_bytes as i64,
         );
         counter(
