@@ -506,42 +506,59 @@ fn a_bulk_load_of_sealed_months_is_written_compressed_and_packed() {
     assert_eq!(k.compress_sealed(i64::MAX / 2).unwrap().len(), 3);
 }
 
+/// `n` trades of one day from 01:00: runs of trades in one nanosecond, then irregular
+/// gaps of up to `max_gap_ns` (an LCG from `seed`; a gap after one trade in `every`).
+fn bursty_trades(n: i64, seed: u64, every: u64, max_gap_ns: u64) -> Vec<common::ticks::Row> {
+    let mut x = seed;
+    let mut ts = common::ticks::DAY0 + 3_600_000_000_000;
+    (0..n)
+        .map(|j| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            if (x >> 33).is_multiple_of(every) {
+                ts += ((x >> 40) % max_gap_ns) as i64;
+            }
+            (ts, None, j)
+        })
+        .collect()
+}
+
+/// An engine on `dir` that compresses any sealed month (`compress_on_write` as given)
+/// with trade series `AAA` registered.
+fn engine_with_trades(
+    dir: &std::path::Path,
+    on_write: bool,
+) -> std::sync::Arc<fastk::query::Engine> {
+    use fastk::query::tick::RegisterTick;
+    let engine = engine_with(dir, |c| {
+        c.storage.compress_after_s = 0;
+        c.storage.compress_on_write = on_write;
+    });
+    let reg = RegisterTick {
+        symbol: "AAA".into(),
+        price_scale: 100,
+        size_scale: 1,
+        partition: None,
+        retention_ms: None,
+    };
+    engine
+        .register_tick(fastk::record::SeriesKind::Trade, &reg)
+        .unwrap();
+    engine
+}
+
 /// A sealed day of trades written compressed (one write, `compress_on_write`) is as
 /// small as the background pass makes the same day written raw: ticks take pco's full
 /// search on write, since irregular timestamps and repeating sizes are what the fast
 /// setting codes worst (codec::Effort, docs/ticks.md).
 #[test]
 fn a_sealed_tick_day_is_written_as_small_as_the_pass_makes_it() {
-    use common::ticks::{DAY0, Row, batch};
-    use fastk::query::tick::RegisterTick;
-    use fastk::record::{SeriesKey, SeriesKind, TsRange};
+    use common::ticks::batch;
+    use fastk::record::{SeriesKey, TsRange};
 
-    // Bursts: runs of trades in one nanosecond, then irregular gaps (an LCG).
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut ts = DAY0 + 3_600_000_000_000;
-    let rows: Vec<Row> = (0..200_000i64)
-        .map(|j| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            if (x >> 33).is_multiple_of(2) {
-                ts += ((x >> 40) % 5_000_000) as i64;
-            }
-            (ts, None, j)
-        })
-        .collect();
+    let rows = bursty_trades(200_000, 0x9e37_79b9_7f4a_7c15, 2, 5_000_000);
     let bytes = |on_write: bool| {
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine_with(dir.path(), |c| {
-            c.storage.compress_after_s = 0;
-            c.storage.compress_on_write = on_write;
-        });
-        let reg = RegisterTick {
-            symbol: "AAA".into(),
-            price_scale: 100,
-            size_scale: 1,
-            partition: None,
-            retention_ms: None,
-        };
-        engine.register_tick(SeriesKind::Trade, &reg).unwrap();
+        let engine = engine_with_trades(dir.path(), on_write);
         let key = SeriesKey::trade("AAA").unwrap();
         engine.write(&key, batch(0, &rows), None).unwrap();
         if !on_write {
@@ -568,34 +585,12 @@ fn a_sealed_tick_day_is_written_as_small_as_the_pass_makes_it() {
 /// `ts`, before the first row and past the last.
 #[test]
 fn a_range_ending_inside_a_compressed_day_reads_what_the_whole_day_gives() {
-    use common::ticks::{DAY0, Row, batch};
-    use fastk::query::tick::RegisterTick;
-    use fastk::record::{SeriesKey, SeriesKind, TsRange};
+    use common::ticks::{DAY0, batch};
+    use fastk::record::{SeriesKey, TsRange};
 
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut ts = DAY0 + 3_600_000_000_000;
-    let rows: Vec<Row> = (0..150_000i64)
-        .map(|j| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            if (x >> 33).is_multiple_of(3) {
-                ts += ((x >> 40) % 2_000_000) as i64;
-            }
-            (ts, None, j)
-        })
-        .collect();
+    let rows = bursty_trades(150_000, 0x2545_f491_4f6c_dd1d, 3, 2_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine_with(dir.path(), |c| {
-        c.storage.compress_after_s = 0;
-        c.storage.compress_on_write = true;
-    });
-    let reg = RegisterTick {
-        symbol: "AAA".into(),
-        price_scale: 100,
-        size_scale: 1,
-        partition: None,
-        retention_ms: None,
-    };
-    engine.register_tick(SeriesKind::Trade, &reg).unwrap();
+    let engine = engine_with_trades(dir.path(), true);
     let key = SeriesKey::trade("AAA").unwrap();
     engine.write(&key, batch(0, &rows), None).unwrap();
     let series = engine.series(&key).unwrap();
