@@ -150,12 +150,14 @@ fn sealed_months_compress_read_back_and_take_writes() {
     assert!(report.clean, "{:#?}", report.findings);
 }
 
-#[test]
-fn the_decompressed_cache_keeps_to_its_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let budget = 4 << 20;
+/// A store whose decompressed cache holds `budget` bytes, with six months of 1m bars
+/// (each decompressed month about 2 MiB) compressed; and the bars as written.
+fn six_compressed_months(
+    dir: &std::path::Path,
+    budget: usize,
+) -> (Store, std::sync::Arc<fastk::storage::Series>, Vec<Vec<i64>>) {
     let store = Store::open(
-        dir.path(),
+        dir,
         StoreOptions {
             decompressed_cache_bytes: budget,
             ..opts()
@@ -163,10 +165,17 @@ fn the_decompressed_cache_keeps_to_its_budget() {
     )
     .unwrap();
     let (k, _) = store.register(kline()).unwrap();
-    // Six months of 1m bars: each decompressed month is about 2 MiB.
     k.write(klines(6 * 31 * 1440), None).unwrap();
     let want = read_cols(&store, &kline().key);
     k.compress_sealed(i64::MAX / 2).unwrap();
+    (store, k, want)
+}
+
+#[test]
+fn the_decompressed_cache_keeps_to_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 4 << 20;
+    let (store, _k, want) = six_compressed_months(dir.path(), budget);
     for _ in 0..2 {
         assert_eq!(read_cols(&store, &kline().key), want);
         let st = store.options().map_cache.stats();
@@ -181,17 +190,7 @@ fn the_decompressed_cache_keeps_to_its_budget() {
 fn images_held_past_the_budget_are_trimmed_once_idle() {
     let dir = tempfile::tempdir().unwrap();
     let budget = 4 << 20;
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            decompressed_cache_bytes: budget,
-            ..opts()
-        },
-    )
-    .unwrap();
-    let (k, _) = store.register(kline()).unwrap();
-    k.write(klines(6 * 31 * 1440), None).unwrap();
-    k.compress_sealed(i64::MAX / 2).unwrap();
+    let (store, k, _) = six_compressed_months(dir.path(), budget);
     let cache = &store.options().map_cache;
     cache.release_decompressed();
     let snap = k.snapshot();
