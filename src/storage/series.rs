@@ -26,7 +26,7 @@ use crate::sync::{LockExt, RwLockExt};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use smallvec::SmallVec;
@@ -53,6 +53,7 @@ mod commit;
 mod fold;
 mod followed;
 mod history;
+mod pipeline;
 mod plan;
 mod publish;
 mod resident;
@@ -62,7 +63,6 @@ mod write;
 pub(super) use checks::assert_next;
 use checks::{assert_entries, assert_packs, assert_plans};
 pub(crate) use commit::live_map;
-use commit::write_units;
 use fold::unfolded_bytes;
 pub use history::{Found, History, Kept, MAX_KEPT_VERSIONS, Pick, VersionInfo, VersionSettings};
 use publish::sidecar_ref;
@@ -253,7 +253,7 @@ impl MonthPlan<'_> {
     }
 }
 
-/// A run of a commit's plans written as one pack file (`Series::write_packs`).
+/// A run of a commit's plans written as one pack file (`pipeline::PackCutter`).
 pub(super) struct WritePack {
     /// The plans it holds (two or more, consecutive).
     plans: std::ops::Range<usize>,
@@ -265,13 +265,6 @@ pub(super) struct WritePack {
 /// column (see [`MonthPlan::columns`]).
 type Scratch = Vec<Vec<Vec<i64>>>;
 
-/// What one writer thread takes at a time: one month's own files, or a whole pack.
-#[derive(Debug, Clone, Copy)]
-enum WriteUnit {
-    File(usize),
-    Pack(usize),
-}
-
 /// One month's chunk as built for writing: a raw chunk's bytes (borrowing the plan's
 /// columns) and sidecars, or a sealed month compressed before the write was laid out
 /// ([`sealed::SealedChunk`]).
@@ -280,7 +273,9 @@ enum BuiltChunk<'p> {
         // Boxed: the encoded header alone is 512 bytes, and a pack's months are
         // built into one vector.
         raw: Box<ChunkParts<'p>>,
-        sidecars: sidecar::Sidecars,
+        // Built before the month was placed ([`sealed::prebuild_one`]), or here
+        // for a month across pieces.
+        sidecars: Cow<'p, sidecar::Sidecars>,
     },
     Sealed(&'p sealed::SealedChunk),
 }
@@ -323,11 +318,7 @@ impl BuiltChunk<'_> {
 
 /// What one commit lays out: its plans, the packs among them, and each plan's chunk
 /// when it was compressed before the layout.
-type Layout<'a, 'p> = (
-    &'a [MonthPlan<'p>],
-    &'a [WritePack],
-    &'a [Option<sealed::SealedChunk>],
-);
+type Layout<'a, 'p> = (&'a [MonthPlan<'p>], &'a [WritePack], &'a [sealed::Prebuilt]);
 
 /// Zeros for the padding between the aligned parts of a pack.
 static PAD: [u8; COLUMN_ALIGN] = [0; COLUMN_ALIGN];

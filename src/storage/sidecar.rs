@@ -22,7 +22,7 @@ const ZONEMAP_HEADER_LEN: usize = 64;
 const ZONE_LEN: usize = 40;
 
 /// Sidecar bytes built for one chunk.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Sidecars {
     pub zonemap: Option<Vec<u8>>,
     pub vindex: Option<Vec<u8>>,

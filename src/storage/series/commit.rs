@@ -50,19 +50,19 @@ impl Series {
         let write_chunks = u32::try_from(plans.len()).expect("a write touches < 2^32 months");
         // Phase times, for the debug event at the end.
         let started = std::time::Instant::now();
-        let sealed = sealed::prebuild(self, &plans, (version, snap.wal_lsn, write_chunks));
-        let packs = self.write_packs(&plans, &sealed, next_gen);
+        let (published, sealed, packs) =
+            self.publish_chunks(&plans, (version, snap.wal_lsn, write_chunks), next_gen);
         let next_gen = next_gen + packs.len() as u64;
-        assert_plans(snap, &plans, dropped, next_gen);
-        assert_packs(&plans, &packs, next_gen);
         let layout = (&plans[..], &packs[..], &sealed[..]);
-        let entries = match self.publish_chunks(layout, (version, snap.wal_lsn), write_chunks) {
+        let entries = match published {
             Ok(e) => e,
             Err(e) => {
                 self.remove_unpublished(layout);
                 return Err(e);
             }
         };
+        assert_plans(snap, &plans, dropped, next_gen);
+        assert_packs(&plans, &packs, next_gen);
         assert_entries(&plans, &entries, version);
         let mut live = snap.live.clone();
         let mut superseded = Vec::new();
@@ -104,71 +104,30 @@ impl Series {
         r
     }
 
-    /// Which runs of `plans` a commit writes as one pack file each (generations from
-    /// `next_gen` on, after every chunk's): consecutive months, greedily, while the
-    /// pack stays within `storage.pack_target_bytes` (0: never), at least two months
-    /// per pack. A bulk write of years thus creates a few files instead of one per
-    /// month (three for a scalar month, with its sidecars): on a filesystem that has
-    /// deleted many files, creating one costs up to half a millisecond.
-    ///
-    /// Raw and compressed months go into separate packs. A raw month counts at the
-    /// most its chunk and sidecars can take. A compressed month (`sealed`, built
-    /// already) counts its exact size, so a run of sealed months is cut exactly where
-    /// the pack pass would cut it (`storage::packer`): a bulk load of finished months
-    /// leaves that pass nothing to rewrite.
-    pub(super) fn write_packs(
-        &self,
-        plans: &[MonthPlan],
-        sealed: &[Option<sealed::SealedChunk>],
-        next_gen: u64,
-    ) -> Vec<WritePack> {
-        let target = self.opts.pack_target_bytes;
-        let mut out = Vec::new();
-        if target == 0 || plans.len() < 2 {
-            return out;
-        }
-        let ncols = self.meta.key.kind().ncols();
-        let size = |i: usize| match &sealed[i] {
+    /// The bytes month `plan` takes as a file of its own, by which a commit cuts
+    /// its months into packs (`pipeline::PackCutter`): a compressed month (`pre`,
+    /// built already) counts its exact size, so a run of sealed months is cut exactly
+    /// where the pack pass would cut it (`storage::packer`) and a bulk load of
+    /// finished months leaves that pass nothing to rewrite; a raw month counts the
+    /// most its chunk and sidecars can take. Packs make a bulk write of years a few
+    /// files instead of one per month (three for a scalar month, with its sidecars):
+    /// on a filesystem that has deleted many files, creating one costs up to half a
+    /// millisecond.
+    pub(super) fn unit_size(&self, plan: &MonthPlan, pre: &sealed::Prebuilt) -> u64 {
+        match pre.sealed() {
             // The entry as a file of its own: what the pack pass sizes packs by.
             Some(z) => crate::storage::pack::packed_size(
                 &BuiltChunk::Sealed(z).entry(crate::storage::format::PackLoc::NONE),
             ),
             None => {
-                let rows = plans[i].rows();
+                let rows = plan.rows();
+                let ncols = self.meta.key.kind().ncols();
                 let chunk = CHUNK_HEADER_LEN as u64 + ncols as u64 * stride_of(rows as u64);
                 // Each of the three parts starts aligned: at most one alignment's
                 // padding after each.
                 chunk + sidecar::max_len(&self.meta, rows, &self.opts) + 3 * COLUMN_ALIGN as u64
             }
-        };
-        let close = |run: std::ops::Range<usize>, out: &mut Vec<WritePack>| {
-            if run.len() >= 2 {
-                let generation = next_gen + out.len() as u64;
-                out.push(WritePack {
-                    plans: run,
-                    generation,
-                });
-            }
-        };
-        let fits = |count: usize, bytes: u64| PackIndex::data_start(count) + bytes <= target;
-        let (mut start, mut bytes) = (0, 0u64);
-        for (i, p) in plans.iter().enumerate() {
-            let n = size(i);
-            if !fits(1, n) {
-                close(start..i, &mut out);
-                (start, bytes) = (i + 1, 0);
-                continue;
-            }
-            let other_kind =
-                i > start && plans[i - 1].compressed.is_some() != p.compressed.is_some();
-            if other_kind || !fits(i - start + 1, bytes + n) {
-                close(start..i, &mut out);
-                (start, bytes) = (i, 0);
-            }
-            bytes += n;
         }
-        close(start..plans.len(), &mut out);
-        out
     }
 
     /// The commit point shared by writes, compression and packing: publishes `next`'s
@@ -306,25 +265,6 @@ impl Series {
         *self.on_disk.locked() = snap.to_manifest();
         self.set_current(Arc::new(snap));
     }
-}
-
-/// The units of a commit of `plans` plans of which `packs` form packs, in plan order.
-pub(super) fn write_units(plans: usize, packs: &[WritePack]) -> Vec<WriteUnit> {
-    let mut units = Vec::with_capacity(plans);
-    let mut k = 0;
-    let mut i = 0;
-    while i < plans {
-        if let Some(pack) = packs.get(k).filter(|p| p.plans.start == i) {
-            units.push(WriteUnit::Pack(k));
-            i = pack.plans.end;
-            k += 1;
-        } else {
-            units.push(WriteUnit::File(i));
-            i += 1;
-        }
-    }
-    assert_eq!(k, packs.len(), "every pack of a write is a unit");
-    units
 }
 
 /// Groups manifest entries into the live map of a snapshot.

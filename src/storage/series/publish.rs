@@ -4,111 +4,60 @@
 use super::*;
 
 impl Series {
-    /// Writes every planned chunk (and its sidecars), as files of their own or into the
-    /// write's `packs`, fsyncs them and the directory, and returns the manifest
-    /// entries, in plan order. `write_threads` threads (the caller's among them) build
-    /// and write the files (checksums, sidecars, copies into the page cache), a pack
-    /// or a file's month at a time; `sync_threads` more fsync them meanwhile, so the
-    /// fsyncs of a many-month write wait on the device together instead of one after
-    /// another. A one-month write spawns no thread at all. Every file is fsynced
-    /// before this returns.
+    /// Builds and writes every planned chunk (and its sidecars), as files of their
+    /// own or into packs, through the commit's pipeline (`series::pipeline`:
+    /// `write_threads + 1` threads, the caller's among them, build months and write
+    /// units; `sync_threads` more fsync the files meanwhile, so the fsyncs of a
+    /// many-month write wait on the device together instead of one after another),
+    /// then fsyncs the directory. Returns the manifest entries in plan order, or the
+    /// failure, with what the pipeline built and the packs it cut (what a failure
+    /// leaves to remove). A one-month write spawns no thread at all. Every file is
+    /// fsynced before this returns its entries.
     pub(super) fn publish_chunks(
         &self,
-        layout: Layout<'_, '_>,
-        (version, wal_lsn): (u64, u64),
-        write_chunks: u32,
-    ) -> Result<Vec<ChunkEntry>> {
-        self.materialize()?;
-        let plans = layout.0;
+        plans: &[MonthPlan],
+        stamp: (u64, u64, u32),
+        next_gen: u64,
+    ) -> (
+        Result<Vec<ChunkEntry>>,
+        Vec<sealed::Prebuilt>,
+        Vec<WritePack>,
+    ) {
+        if let Err(e) = self.materialize() {
+            let nothing = plans.iter().map(|_| sealed::Prebuilt::Nothing).collect();
+            return (Err(e), nothing, Vec::new());
+        }
         let sync_threads = if plans.len() > 1 {
             self.opts.sync_threads
         } else {
             0
         };
-        let (results, synced) = fsio::SyncPool::run(&self.dir, sync_threads, |pool| {
-            self.publish_all(layout, (version, wal_lsn), write_chunks, pool)
+        let (piped, synced) = fsio::SyncPool::run(&self.dir, sync_threads, |pool| {
+            pipeline::run(self, plans, stamp, next_gen, pool)
         });
-        let mut entries = Vec::with_capacity(plans.len());
-        for r in results {
-            entries.extend(r?);
-        }
-        synced.map_err(|(name, e)| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
-        // Every plan has its entry unless a failure stopped the workers, and that
-        // failure was returned above.
-        assert_eq!(
-            entries.len(),
-            plans.len(),
-            "a chunk of the write went missing"
-        );
-        fsio::fsync_dir(&self.dir).map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
-        Ok(entries)
-    }
-
-    /// Runs the write's units (a pack, or one month's files) on the caller's thread
-    /// and up to `write_threads - 1` helpers; stops at the first failure. Each unit's
-    /// entries come back in its place, so the concatenation is in plan order. A helper
-    /// that cannot be spawned only costs parallelism.
-    pub(super) fn publish_all(
-        &self,
-        (plans, packs, sealed): Layout<'_, '_>,
-        (version, wal_lsn): (u64, u64),
-        write_chunks: u32,
-        pool: &fsio::SyncPool<'_>,
-    ) -> Vec<Result<Vec<ChunkEntry>>> {
-        let units = write_units(plans.len(), packs);
-        let next = AtomicUsize::new(0);
-        let results: Mutex<Vec<Option<Result<Vec<ChunkEntry>>>>> =
-            Mutex::new((0..units.len()).map(|_| None).collect());
-        let stamp = (version, wal_lsn, write_chunks);
-        let work = || {
-            // This thread's buffers for split months, reused from unit to unit.
-            let mut scratch = Scratch::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= units.len() || pool.failed() {
-                    break;
-                }
-                let r = match units[i] {
-                    WriteUnit::File(p) => self
-                        .publish_one(&plans[p], sealed[p].as_ref(), stamp, pool, &mut scratch)
-                        .map(|e| vec![e]),
-                    WriteUnit::Pack(k) => self.publish_pack(
-                        (
-                            &plans[packs[k].plans.clone()],
-                            &sealed[packs[k].plans.clone()],
-                        ),
-                        &packs[k],
-                        stamp,
-                        pool,
-                        &mut scratch,
-                    ),
-                };
-                let failed = r.is_err();
-                results.locked()[i] = Some(r);
-                if failed {
-                    next.store(units.len(), Ordering::Relaxed);
-                }
+        let pipeline::Piped {
+            prebuilt,
+            packs,
+            results,
+        } = piped;
+        let entries = (|| {
+            let mut entries = Vec::with_capacity(plans.len());
+            for r in results {
+                entries.extend(r?);
             }
-        };
-        let helpers = units
-            .len()
-            .min(self.opts.write_threads.max(1))
-            .saturating_sub(1);
-        if helpers == 0 {
-            work();
-        } else {
-            std::thread::scope(|s| {
-                for _ in 0..helpers {
-                    if fsio::spawn_scoped(s, &self.dir, "fastk-write", work).is_err() {
-                        break;
-                    }
-                }
-                work();
-            });
-        }
-        // Units after a failure never ran: the failure comes first in unit order or
-        // is among the results, and the caller stops at it.
-        results.into_value().into_iter().map_while(|r| r).collect()
+            synced.map_err(|(name, e)| StorageError::io(format!("{}/{name}", self.rel_dir), e))?;
+            // Every plan has its entry unless a failure stopped the workers, and that
+            // failure was returned above.
+            assert_eq!(
+                entries.len(),
+                plans.len(),
+                "a chunk of the write went missing"
+            );
+            fsio::fsync_dir(&self.dir)
+                .map_err(|e| StorageError::io(self.rel_dir.to_string(), e))?;
+            Ok(entries)
+        })();
+        (entries, prebuilt, packs)
     }
 
     /// The header of `plan`'s chunk before its columns fill in rows, bounds, stride
@@ -138,12 +87,14 @@ impl Series {
     }
 
     /// One raw month's chunk and its sidecars, built from its plan (a compressed
-    /// month was built before the write was laid out: [`sealed::prebuild`]).
+    /// month, and the sidecars of a month in place, were built before the month was
+    /// placed in a unit: [`sealed::prebuild_one`]).
     pub(super) fn build_chunk<'p>(
         &self,
         plan: &'p MonthPlan,
         stamp: (u64, u64, u32),
         cols: &'p [&'p [i64]],
+        pre: &'p sealed::Prebuilt,
     ) -> BuiltChunk<'p> {
         assert!(
             plan.compressed.is_none(),
@@ -151,7 +102,10 @@ impl Series {
         );
         BuiltChunk::Raw {
             raw: Box::new(ChunkParts::new(self.chunk_header(plan, stamp), cols)),
-            sidecars: sidecar::build(&self.meta, cols, &self.opts),
+            sidecars: match pre.sidecars() {
+                Some(s) => Cow::Borrowed(s),
+                None => Cow::Owned(sidecar::build(&self.meta, cols, &self.opts)),
+            },
         }
     }
 
@@ -160,18 +114,18 @@ impl Series {
     pub(super) fn publish_one(
         &self,
         plan: &MonthPlan,
-        sealed: Option<&sealed::SealedChunk>,
+        pre: &sealed::Prebuilt,
         stamp: (u64, u64, u32),
         pool: &fsio::SyncPool<'_>,
         scratch: &mut Scratch,
     ) -> Result<ChunkEntry> {
         scratch.resize_with(1, Vec::new);
         let cols;
-        let built = match sealed {
+        let built = match pre.sealed() {
             Some(s) => BuiltChunk::Sealed(s),
             None => {
                 cols = plan.columns(&mut scratch[0]);
-                self.build_chunk(plan, stamp, &cols)
+                self.build_chunk(plan, stamp, &cols, pre)
             }
         };
         let write = |kind: FileKind, bytes: &[&[u8]]| -> Result<()> {
@@ -198,7 +152,7 @@ impl Series {
     /// queued on `pool` for its fsync. Returns the packed entries, in plan order.
     pub(super) fn publish_pack(
         &self,
-        (plans, sealed): (&[MonthPlan], &[Option<sealed::SealedChunk>]),
+        (plans, sealed): (&[MonthPlan], &[&sealed::Prebuilt]),
         pack: &WritePack,
         stamp: (u64, u64, u32),
         pool: &fsio::SyncPool<'_>,
@@ -211,7 +165,7 @@ impl Series {
             .zip(sealed)
             .zip(scratch.iter_mut())
             .map(|((p, z), s)| {
-                if z.is_some() {
+                if z.sealed().is_some() {
                     Vec::new()
                 } else {
                     p.columns(s)
@@ -222,9 +176,9 @@ impl Series {
             .iter()
             .zip(sealed)
             .zip(&cols)
-            .map(|((p, z), c)| match z {
-                Some(z) => BuiltChunk::Sealed(z),
-                None => self.build_chunk(p, stamp, c),
+            .map(|((p, z), c)| match z.sealed() {
+                Some(s) => BuiltChunk::Sealed(s),
+                None => self.build_chunk(p, stamp, c, z),
             })
             .collect();
         let mut index = PackIndex {

@@ -3,16 +3,15 @@
 //! that month's one chunk writes it compressed in the same pass, so the compression
 //! pass finds nothing left to do for it and the disk never holds its raw form.
 //!
-//! The compressed chunks are built before the commit lays out its packs
-//! (`Series::write_packs`), on up to `storage.write_threads` threads: a pack of
-//! sealed months is cut by their exact sizes, as the pack pass cuts them.
+//! A commit builds each compressed chunk before it places the month in a pack
+//! (`series::pipeline`): a pack of sealed months is cut by their exact sizes, as the
+//! pack pass cuts them. The raw months' sidecars (a value index sorts the month) are
+//! built in the same step, so the CPU work of a write of many months is shared a
+//! month at a time between its writer threads, whatever the packs' sizes.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use super::{MonthPlan, Scratch, Series};
+use super::{MonthPlan, Series};
 use crate::storage::format::{CHUNK_HEADER_LEN, ChunkHeader, ChunkParts, FLAG_COMPRESSED};
-use crate::storage::{codec, fsio, sidecar};
-use crate::sync::LockExt;
+use crate::storage::{codec, sidecar};
 
 /// One sealed month's chunk, compressed, with its sidecars: built before the commit's
 /// layout, written by it as a file or into a pack.
@@ -55,53 +54,58 @@ impl Series {
     }
 }
 
-/// Builds the compressed chunk of each plan marked compressed (`None` for the raw
-/// ones), on the caller's thread and up to `storage.write_threads - 1` helpers.
-pub(super) fn prebuild(
+/// What a commit built of one month before it laid out its files.
+pub(in crate::storage) enum Prebuilt {
+    /// Nothing: a raw month across pieces, whose writer joins its columns first.
+    Nothing,
+    /// A raw month's sidecars (empty when the series has none).
+    Sidecars(sidecar::Sidecars),
+    /// A sealed month's compressed chunk, with its sidecars (boxed: its header
+    /// image alone is 512 bytes).
+    Sealed(Box<SealedChunk>),
+}
+
+impl Prebuilt {
+    pub(super) fn sealed(&self) -> Option<&SealedChunk> {
+        match self {
+            Prebuilt::Sealed(z) => Some(z),
+            _ => None,
+        }
+    }
+
+    /// A raw month's sidecars, when they were built ahead.
+    pub(super) fn sidecars(&self) -> Option<&sidecar::Sidecars> {
+        match self {
+            Prebuilt::Sidecars(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// What a commit builds of `plan` before laying out its files: the compressed chunk
+/// of a month marked compressed, the sidecars of a raw month whose columns are in
+/// place, nothing for a raw month across pieces (its writer joins and builds it).
+/// Pure CPU work, on any of the commit's writer threads (`series::pipeline`).
+pub(super) fn prebuild_one(
     series: &Series,
-    plans: &[MonthPlan],
+    plan: &MonthPlan,
     stamp: (u64, u64, u32),
-) -> Vec<Option<SealedChunk>> {
-    let todo: Vec<usize> = (0..plans.len())
-        .filter(|&i| plans[i].compressed.is_some())
-        .collect();
-    let mut out: Vec<Option<SealedChunk>> = (0..plans.len()).map(|_| None).collect();
-    if todo.is_empty() {
-        return out;
-    }
-    let next = AtomicUsize::new(0);
-    let built = std::sync::Mutex::new(Vec::with_capacity(todo.len()));
-    let work = || {
-        let mut scratch = Scratch::new();
-        scratch.resize_with(1, Vec::new);
-        loop {
-            let k = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&i) = todo.get(k) else { break };
-            let chunk = build(series, &plans[i], stamp, &mut scratch[0]);
-            built.locked().push((i, chunk));
-        }
+    scratch: &mut Vec<Vec<i64>>,
+) -> Prebuilt {
+    let built = if plan.compressed.is_some() {
+        Prebuilt::Sealed(Box::new(build(series, plan, stamp, scratch)))
+    } else if plan.split.is_empty() {
+        let cols = plan.columns(scratch);
+        Prebuilt::Sidecars(sidecar::build(&series.meta, &cols, &series.opts))
+    } else {
+        Prebuilt::Nothing
     };
-    let helpers = todo
-        .len()
-        .min(series.opts.write_threads.max(1))
-        .saturating_sub(1);
-    std::thread::scope(|s| {
-        for _ in 0..helpers {
-            // A helper that cannot be spawned only costs parallelism.
-            if fsio::spawn_scoped(s, &series.dir, "fastk-seal", work).is_err() {
-                break;
-            }
-        }
-        work();
-    });
-    for (i, chunk) in built.into_value() {
-        out[i] = Some(chunk);
-    }
     assert!(
-        (0..plans.len()).all(|i| out[i].is_some() == plans[i].compressed.is_some()),
-        "every compressed plan is built, and only those"
+        built.sealed().is_some() == plan.compressed.is_some()
+            && built.sidecars().is_some() == (plan.compressed.is_none() && plan.split.is_empty()),
+        "a compressed month is built whole, a raw month in place has its sidecars"
     );
-    out
+    built
 }
 
 /// One compressed chunk: the raw header (rows, stride, bounds) flagged compressed,

@@ -90,32 +90,40 @@ pub fn sorted_rows(vt: ValueType, values: &[i64]) -> Vec<u32> {
         "sidecar: {} rows do not fit a value index",
         values.len()
     );
-    let pairs: Vec<(u64, u32)> = match vt {
-        ValueType::I64 => values
+    match vt {
+        ValueType::I64 => sorted_by_key(values, |v| Some(unsigned_order_key(v))),
+        ValueType::F64 => sorted_by_key(values, |v| {
+            (!f64_of(v).is_nan()).then(|| unsigned_order_key(f64_order_key(v)))
+        }),
+    }
+}
+
+/// [`sorted_rows`] by `key` (`None`: the row is left out), one copy per value type.
+fn sorted_by_key(values: &[i64], key: impl Fn(i64) -> Option<u64>) -> Vec<u32> {
+    let (mut lo, mut hi, mut n) = (u64::MAX, 0u64, 0usize);
+    for k in values.iter().filter_map(|&v| key(v)) {
+        (lo, hi, n) = (lo.min(k), hi.max(k), n + 1);
+    }
+    if n == 0 || hi - lo > u64::from(u32::MAX) {
+        let pairs = values
             .iter()
             .enumerate()
-            .map(|(i, &v)| (unsigned_order_key(v), i as u32))
-            .collect(),
-        ValueType::F64 => values
-            .iter()
-            .enumerate()
-            .filter(|&(_, &v)| !f64_of(v).is_nan())
-            .map(|(i, &v)| (unsigned_order_key(f64_order_key(v)), i as u32))
-            .collect(),
-    };
-    let (lo, hi) = pairs
-        .iter()
-        .fold((u64::MAX, 0), |(lo, hi), &(k, _)| (lo.min(k), hi.max(k)));
-    if pairs.is_empty() || hi - lo > u64::from(u32::MAX) {
+            .filter_map(|(i, &v)| key(v).map(|k| (k, i as u32)))
+            .collect();
         return radix_sort(pairs).into_iter().map(|(_, i)| i).collect();
     }
     // Values spanning less than 2^32 (prices, counts, most features of one month):
-    // each row is one u64, its key's offset from the smallest above its row, sorted
-    // by the key bits only, in as few 11-bit passes as the span needs.
-    let packed = pairs
-        .iter()
-        .map(|&(k, i)| ((k - lo) << 32) | u64::from(i))
-        .collect();
+    // each row is one u64, its key's offset from the smallest above its row, built
+    // straight from the values and sorted by the key bits only, in as few 11-bit
+    // passes as the span needs.
+    let mut packed = Vec::with_capacity(n);
+    packed.extend(
+        values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &v)| key(v).map(|k| ((k - lo) << 32) | i as u64)),
+    );
+    debug_assert_eq!(packed.len(), n, "one entry per row kept");
     let span_bits = u64::BITS - (hi - lo).leading_zeros();
     radix_sort_packed(packed, span_bits)
         .into_iter()
