@@ -184,6 +184,64 @@ fn every_failure_point_of_a_commit_leaves_the_previous_state() {
     assert_eq!(compressed, [(0, true), (1, true), (1, false), (2, true)]);
 }
 
+/// Twelve sealed months in one write, cut into several packs: the commit's pipeline
+/// builds months on some threads while it writes closed packs on another
+/// (`series::pipeline`). Every file write and fsync of it fails in turn, some while
+/// packs before it are written and months after it still build: the write is
+/// refused, the previous rows are served and found on reopen, the directory is clean
+/// (no pack of the refused write left), and the same write then succeeds.
+#[test]
+fn a_failure_inside_a_pipelined_write_of_many_packs_leaves_the_previous_state() {
+    let opts = || StoreOptions {
+        pack_target_bytes: 48 << 10,
+        ..opts_sealed()
+    };
+    let rows: Vec<(i64, i64)> = (0..12)
+        .flat_map(|m| (0..2_000).map(move |i| (month_ts(m, i), (i * 7919 + i64::from(m)) % 1_000)))
+        .collect();
+    let mut struck = BTreeMap::new();
+    for op in [Op::Write, Op::Fsync] {
+        for nth in 1.. {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, s) = base_store(dir.path(), opts());
+            let before = read(&store);
+            let armed = failpoints::arm(dir.path(), op, nth);
+            let r = s.write(batch(&rows), None);
+            let fired = armed.fired();
+            drop(armed);
+            let mut after = before.clone();
+            after.extend(rows.iter().copied());
+            let want = if r.is_ok() { &after } else { &before };
+            assert_eq!(&read(&store), want, "{op:?} #{nth}");
+            if r.is_ok() {
+                let packs: std::collections::BTreeSet<u64> = s
+                    .snapshot()
+                    .chunks()
+                    .filter(|c| c.is_packed())
+                    .map(|c| c.entry.pack.generation)
+                    .collect();
+                assert!(packs.len() >= 3, "the write makes several packs: {packs:?}");
+            } else {
+                assert!(fired, "a write failed with no fault injected: {r:?}");
+            }
+            drop(s);
+            drop(store);
+            let reopened = Store::open(dir.path(), opts()).unwrap();
+            assert_clean(&reopened);
+            assert_eq!(&read(&reopened), want, "{op:?} #{nth}: after a reopen");
+            let s = reopened.get(&meta().key).unwrap();
+            s.write(batch(&rows), None).unwrap();
+            assert_eq!(read(&reopened), after);
+            if !fired {
+                break;
+            }
+            *struck.entry(format!("{op:?}")).or_insert(0) += 1;
+        }
+    }
+    // Every pack's write and fsync, and the manifest's, struck once each.
+    assert!(struck["Write"] >= 4 && struck["Fsync"] >= 4, "{struck:?}");
+}
+
 /// Every failure point of the commit of `next_rows` over `base_rows`, each checked;
 /// how many times each kind of operation struck.
 fn failure_points_of_a_commit(opts: fn() -> StoreOptions) -> BTreeMap<String, usize> {
