@@ -2,11 +2,11 @@
 //! (a sealed month compressed, a raw month's sidecars: CPU work), then placed, in
 //! plan order, into the write's units (a pack of consecutive months, or one month's
 //! own files) as their sizes become known; a unit is written as soon as it is
-//! closed. `storage.write_threads + 1` threads (the caller's among them; at most one
-//! per month) take a closed unit to write before a month to build, so the device
-//! writes one unit while `write_threads` threads compress the next months: a bulk
-//! load of years costs about the longer of its CPU work and its disk writes, not
-//! their sum.
+//! closed. `storage.write_threads` threads (the caller's among them; at most one
+//! per month), and one more for a write large enough to go around the page cache,
+//! take a closed unit to write before a month to build, so the device writes one
+//! unit while `write_threads` threads compress the next months: a bulk load of years
+//! costs about the longer of its CPU work and its disk writes, not their sum.
 //!
 //! Nothing here is visible to a reader: every file is unreferenced until the
 //! manifest names it (`Series::publish_next`), and a failure stops the pipeline and
@@ -134,7 +134,8 @@ struct Line {
 }
 
 /// Runs the pipeline of `plans` on the caller's thread and up to `write_threads`
-/// helpers, queueing each written file on `pool` for its fsync.
+/// helpers (`write_threads - 1` for a write that stays in the page cache), queueing
+/// each written file on `pool` for its fsync.
 pub(super) fn run(
     series: &Series,
     plans: &[MonthPlan],
@@ -199,10 +200,17 @@ pub(super) fn run(
             line_now = moved.wait(line_now).unwrap_or_else(|e| e.into_inner());
         }
     };
-    // One thread more than `write_threads`: a unit's write mostly waits on the
-    // device, and meanwhile `write_threads` others keep building.
+    // A write whose files go around the page cache (`storage.direct_write_min_bytes`)
+    // gets one thread more than `write_threads`: each of its units' writes waits on
+    // the device, and meanwhile `write_threads` others keep building. A smaller
+    // write's files land in the page cache without waiting, and a thread more would
+    // only crowd the cores (many such writes run at once in a load of many series).
+    let ncols = series.meta.key.kind().ncols() as u64;
+    let raw_bytes: u64 = plans.iter().map(|p| p.rows() as u64 * ncols * 8).sum();
+    let direct = series.opts.direct_write_min_bytes;
+    let waits = usize::from(direct > 0 && raw_bytes >= direct);
     let helpers = n
-        .min(series.opts.write_threads.max(1) + 1)
+        .min(series.opts.write_threads.max(1) + waits)
         .saturating_sub(1);
     std::thread::scope(|s| {
         for _ in 0..helpers {

@@ -6,7 +6,8 @@ use super::*;
 impl Series {
     /// Builds and writes every planned chunk (and its sidecars), as files of their
     /// own or into packs, through the commit's pipeline (`series::pipeline`:
-    /// `write_threads + 1` threads, the caller's among them, build months and write
+    /// `write_threads` threads, the caller's among them, and one more for a write of
+    /// `direct_write_min_bytes` or more, build months and write
     /// units; `sync_threads` more fsync the files meanwhile, so the fsyncs of a
     /// many-month write wait on the device together instead of one after another),
     /// then fsyncs the directory. Returns the manifest entries in plan order, or the
