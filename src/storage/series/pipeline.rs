@@ -157,6 +157,8 @@ pub(super) fn run(
     let moved = Condvar::new();
     let results: Mutex<Vec<Option<Result<Vec<ChunkEntry>>>>> = Mutex::new(Vec::new());
     let work = || {
+        // Declared before the lock guard, so dropped after it on a panic.
+        let _wake = StopOnPanic(&line, &moved);
         let mut scratch = Scratch::new();
         let mut line_now = line.locked();
         loop {
@@ -237,6 +239,20 @@ pub(super) fn run(
             .collect(),
         packs: line.packs,
         results,
+    }
+}
+
+/// Stops the pipeline when its thread panics (an assertion), so the threads waiting
+/// for that thread's month or unit wake and end, and the scope re-raises the panic
+/// instead of waiting forever.
+struct StopOnPanic<'a>(&'a Mutex<Line>, &'a Condvar);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.locked().stop = true;
+            self.1.notify_all();
+        }
     }
 }
 
