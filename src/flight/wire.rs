@@ -229,9 +229,10 @@ fn status_trailers(status: &Status) -> HeaderMap {
 
 /// The schema message, then each batch as one or more messages of at most about
 /// `max_bytes` of column data; every item is one message's body chunks. Batches of
-/// null-free fixed-width columns (every range read: bars, scalars, and ticks with
-/// their uint64 `seq` and int8 `side`) go out without copying; any other batch (SQL
-/// answers with strings, nulls, dictionaries) through arrow-ipc's encoder.
+/// null-free fixed-width and `Utf8` columns (every range read: bars, scalars, and
+/// ticks with their uint64 `seq` and int8 `side`; the tape and other many-symbol
+/// reads with their `symbol`) go out without copying their values; any other batch
+/// (nulls, dictionaries, views) through arrow-ipc's encoder.
 pub fn encode(
     schema: &Schema,
     batches: BatchStream,
@@ -271,13 +272,13 @@ pub fn encode(
     first.chain(rest)
 }
 
-/// Whether every column of `batch` is a null-free fixed-width column (sent without
-/// copy).
+/// Whether every column of `batch` is a null-free fixed-width or `Utf8` column (sent
+/// without copy).
 fn zero_copy(batch: &RecordBatch) -> bool {
-    batch
-        .columns()
-        .iter()
-        .all(|a| value_width(a.data_type()).is_some() && a.null_count() == 0)
+    batch.columns().iter().all(|a| {
+        (value_width(a.data_type()).is_some() || *a.data_type() == DataType::Utf8)
+            && a.null_count() == 0
+    })
 }
 
 /// Bytes per value of a column the zero-copy encoder sends: fixed-width integers,
@@ -369,14 +370,20 @@ pub fn batch_messages(
     batch: &RecordBatch,
     max_bytes: usize,
 ) -> Result<Vec<Vec<Bytes>>, ArrowError> {
+    let n = batch.num_rows();
     let row_bytes: usize = batch
         .columns()
         .iter()
-        .map(|a| value_width(a.data_type()).unwrap_or(8))
+        .map(|a| {
+            value_width(a.data_type())
+                // A string: its offset and its share of the values.
+                .unwrap_or_else(|| {
+                    4 + a.to_data().buffers().get(1).map_or(0, |b| b.len()) / n.max(1)
+                })
+        })
         .sum::<usize>()
         .max(1);
     let rows_per_msg = (max_bytes.saturating_sub(4096) / row_bytes).max(1);
-    let n = batch.num_rows();
     if n <= rows_per_msg {
         return Ok(vec![message(batch)?]);
     }
@@ -386,17 +393,18 @@ pub fn batch_messages(
         .collect()
 }
 
-/// One `FlightData` message for `batch`: the prefix chunk, then one chunk per column
-/// (followed by zero padding when its length is not a multiple of [`IPC_ALIGN`]).
+/// One `FlightData` message for `batch`: the prefix chunk, then one chunk per buffer
+/// of each column (followed by zero padding when its length is not a multiple of
+/// [`IPC_ALIGN`]).
 fn message(batch: &RecordBatch) -> Result<Vec<Bytes>, ArrowError> {
     let rows = batch.num_rows();
     let cols = batch
         .columns()
         .iter()
         .map(|a| column_bytes(a.as_ref()))
-        .collect::<Result<Vec<Bytes>, ArrowError>>()?;
+        .collect::<Result<Vec<Vec<Bytes>>, ArrowError>>()?;
     let header = ipc_header(rows, &cols);
-    let body_len: usize = cols.iter().map(|c| padded(c.len())).sum();
+    let body_len: usize = cols.iter().flatten().map(|c| padded(c.len())).sum();
     let proto_len = 1
         + varint_len(header.len() as u64)
         + header.len()
@@ -414,9 +422,9 @@ fn message(batch: &RecordBatch) -> Result<Vec<Bytes>, ArrowError> {
     first.put_slice(&header);
     first.put_slice(&TAG_DATA_BODY);
     put_varint(&mut first, body_len as u64);
-    let mut chunks = Vec::with_capacity(1 + 2 * cols.len());
+    let mut chunks = Vec::with_capacity(1 + 4 * cols.len());
     chunks.push(first.freeze());
-    for c in cols.into_iter().filter(|c| !c.is_empty()) {
+    for c in cols.into_iter().flatten().filter(|c| !c.is_empty()) {
         let pad = padded(c.len()) - c.len();
         chunks.push(c);
         if pad > 0 {
@@ -431,19 +439,59 @@ fn message(batch: &RecordBatch) -> Result<Vec<Bytes>, ArrowError> {
     Ok(chunks)
 }
 
-/// The values of a null-free fixed-width column as a zero-copy [`Bytes`] over the
-/// array's own buffer (the chunk mapping, for range reads).
-fn column_bytes(a: &dyn Array) -> Result<Bytes, ArrowError> {
-    let width = value_width(a.data_type()).filter(|_| a.null_count() == 0);
-    let Some(w) = width else {
-        return Err(ArrowError::InvalidArgumentError(format!(
-            "the zero-copy encoder takes null-free fixed-width columns, not {}",
-            a.data_type()
-        )));
+/// The data buffers of a null-free column, after its empty validity buffer: the
+/// values of a fixed-width column as a zero-copy [`Bytes`] over the array's own
+/// buffer (the chunk mapping, for range reads); a `Utf8` column's offsets and values.
+fn column_bytes(a: &dyn Array) -> Result<Vec<Bytes>, ArrowError> {
+    let refused = || {
+        ArrowError::InvalidArgumentError(format!(
+            "the zero-copy encoder takes null-free fixed-width and Utf8 columns, not {}{}",
+            a.data_type(),
+            if a.null_count() > 0 {
+                " with nulls"
+            } else {
+                ""
+            }
+        ))
     };
+    if a.null_count() > 0 {
+        return Err(refused());
+    }
     let data = a.to_data();
-    let values = data.buffers()[0].slice_with_length(data.offset() * w, data.len() * w);
-    Ok(Bytes::from_owner(OwnedBuffer(values)))
+    if let Some(w) = value_width(a.data_type()) {
+        let values = data.buffers()[0].slice_with_length(data.offset() * w, data.len() * w);
+        return Ok(vec![Bytes::from_owner(OwnedBuffer(values))]);
+    }
+    if *a.data_type() != DataType::Utf8 {
+        return Err(refused());
+    }
+    utf8_bytes(&data)
+}
+
+/// A `Utf8` column's offsets (from 0, as a reader expects of a sliced column: rebased,
+/// the one copy, of 4 bytes a row) and the values they span, uncopied.
+fn utf8_bytes(data: &arrow_data::ArrayData) -> Result<Vec<Bytes>, ArrowError> {
+    const W: usize = std::mem::size_of::<i32>();
+    let offsets: &[i32] = &data.buffer::<i32>(0)[..=data.len()];
+    let (first, last) = (offsets[0], offsets[data.len()]);
+    let span = |o: i32| {
+        usize::try_from(o)
+            .map_err(|_| ArrowError::InvalidArgumentError("a negative string offset".into()))
+    };
+    let (lo, hi) = (span(first)?, span(last)?);
+    let offsets = if first == 0 {
+        Bytes::from_owner(OwnedBuffer(
+            data.buffers()[0].slice_with_length(data.offset() * W, (data.len() + 1) * W),
+        ))
+    } else {
+        let rebased: Vec<u8> = offsets
+            .iter()
+            .flat_map(|o| (o - first).to_le_bytes())
+            .collect();
+        Bytes::from(rebased)
+    };
+    let values = data.buffers()[1].slice_with_length(lo, hi - lo);
+    Ok(vec![offsets, Bytes::from_owner(OwnedBuffer(values))])
 }
 
 /// An arrow [`Buffer`] lent to [`Bytes`]; the bytes live as long as the buffer's owner
@@ -456,21 +504,23 @@ impl AsRef<[u8]> for OwnedBuffer {
     }
 }
 
-/// The IPC `Message` flatbuffer of a record batch whose columns are `cols`, laid out
-/// back to back in the body (each column: an empty validity buffer, then its values,
-/// padded to [`IPC_ALIGN`]).
-fn ipc_header(rows: usize, cols: &[Bytes]) -> Vec<u8> {
+/// The IPC `Message` flatbuffer of a record batch whose columns' buffers are `cols`,
+/// laid out back to back in the body (each column: an empty validity buffer, then its
+/// data buffers, each padded to [`IPC_ALIGN`]).
+fn ipc_header(rows: usize, cols: &[Vec<Bytes>]) -> Vec<u8> {
     let mut fbb = flatbuffers::FlatBufferBuilder::with_capacity(256);
     let nodes: Vec<arrow_ipc::FieldNode> = cols
         .iter()
         .map(|_| arrow_ipc::FieldNode::new(rows as i64, 0))
         .collect();
-    let mut buffers = Vec::with_capacity(2 * cols.len());
+    let mut buffers = Vec::with_capacity(3 * cols.len());
     let mut offset = 0i64;
-    for c in cols {
+    for col in cols {
         buffers.push(arrow_ipc::Buffer::new(offset, 0));
-        buffers.push(arrow_ipc::Buffer::new(offset, c.len() as i64));
-        offset += padded(c.len()) as i64;
+        for c in col {
+            buffers.push(arrow_ipc::Buffer::new(offset, c.len() as i64));
+            offset += padded(c.len()) as i64;
+        }
     }
     let nodes = fbb.create_vector(&nodes);
     let buffers = fbb.create_vector(&buffers);
@@ -647,6 +697,80 @@ mod tests {
         )
         .unwrap();
         assert!(batch_messages(&with_null, 1 << 20).is_err());
+        let strings = |a: arrow_array::ArrayRef| {
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "s",
+                a.data_type().clone(),
+                true,
+            )]));
+            RecordBatch::try_new(schema, vec![a]).unwrap()
+        };
+        let null_string = strings(Arc::new(arrow_array::StringArray::from(vec![
+            Some("a"),
+            None,
+        ])));
+        assert!(!zero_copy(&null_string));
+        assert!(batch_messages(&null_string, 1 << 20).is_err());
+        let large = strings(Arc::new(arrow_array::LargeStringArray::from(vec![
+            "a", "b",
+        ])));
+        assert!(!zero_copy(&large));
+        assert!(batch_messages(&large, 1 << 20).is_err());
+    }
+
+    /// A tape batch: a `symbol` string column beside fixed-width ones, whole (values
+    /// and offsets uncopied), sliced at odd offsets (offsets rebased) and split.
+    #[test]
+    fn string_columns_go_out_with_offsets_from_zero() {
+        use arrow_array::StringArray;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("symbol", DataType::Utf8, false),
+            Field::new("price", DataType::Int64, false),
+        ]));
+        let n = 10_003usize;
+        let symbols: Vec<String> = (0..n).map(|i| format!("S{}", i % 97 * 1_001)).collect();
+        let b = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(symbols.iter())),
+                Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        assert!(zero_copy(&b));
+        let msgs = batch_messages(&b, 1 << 20).unwrap();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(decode(&msgs[0], &schema), b);
+        let data = b.column(0).to_data();
+        for buffer in data.buffers() {
+            assert!(
+                msgs[0].iter().any(|c| c.as_ptr() == buffer.as_ptr()),
+                "a string buffer was copied"
+            );
+        }
+        for (start, len, budget) in [
+            (1, n - 1, 1 << 20),
+            (5_000, 17, 1 << 20),
+            (7, 9_001, 20_000),
+        ] {
+            let part = b.slice(start, len);
+            let msgs = batch_messages(&part, budget).unwrap();
+            if budget < 1 << 20 {
+                assert!(msgs.len() > 3, "{} messages", msgs.len());
+            }
+            let mut at = 0;
+            for m in &msgs {
+                let got = decode(m, &schema);
+                assert_eq!(got, part.slice(at, got.num_rows()));
+                at += got.num_rows();
+            }
+            assert_eq!(at, len);
+        }
+        let empty = b.slice(n, 0);
+        assert_eq!(
+            decode(&batch_messages(&empty, 1 << 20).unwrap()[0], &schema),
+            empty
+        );
     }
 
     #[test]

@@ -870,6 +870,9 @@ struct Cursor {
     slices: crate::storage::snapshot::RangeIter,
     slice: Option<ChunkSlice>,
     at: usize,
+    /// The index of `slice` among the batch being gathered's slices, once a run of
+    /// it is in that batch (`ManyOut::segs`).
+    seg: Option<u32>,
 }
 
 impl Cursor {
@@ -886,6 +889,7 @@ impl Cursor {
                 Some(s) => {
                     self.slice = Some(s?);
                     self.at = 0;
+                    self.seg = None;
                 }
                 None => return Ok(None),
             }
@@ -893,26 +897,83 @@ impl Cursor {
     }
 }
 
-/// Rows of many tick series gathered into batches: per row the index of its cursor
-/// (its symbol and scales), and the kind's columns.
+/// Rows of many tick series gathered into a batch as runs: each run is rows `at..end`
+/// of one of the batch's slices. The columns are copied once the batch is full, a
+/// column at a time over every run. A tape's runs are short (6.4 rows on average in
+/// the benchmark's hour), and a call to `memmove` per run and column cost about a
+/// tenth more of the server's time than this (journal: 2026-11-28-tape-wire).
 struct ManyOut {
-    series: Vec<u32>,
-    cols: Vec<Vec<i64>>,
-    /// The rows of a full batch: the capacity each column is given.
+    /// The batch's slices, and the cursor each came from.
+    segs: Vec<(ChunkSlice, u32)>,
+    runs: Vec<(u32, u32, u32)>,
+    rows: usize,
+    /// The rows of a full batch.
     max_rows: usize,
 }
 
+/// Runs shorter than this are copied a value at a time rather than by `memmove`.
+const SHORT_RUN: usize = 16;
+
 impl ManyOut {
     fn len(&self) -> usize {
-        self.series.len()
+        self.rows
     }
 
-    /// Appends rows `at..end` of cursor `i`'s current slice, a column at a time.
-    fn extend(&mut self, i: usize, s: &ChunkSlice, at: usize, end: usize) {
-        let index = u32::try_from(i).expect("cursors are at most flight.max_series_per_ticket");
-        self.series.extend(std::iter::repeat_n(index, end - at));
-        for (k, col) in self.cols.iter_mut().enumerate() {
-            col.extend_from_slice(&s.col(k)[at..end]);
+    /// Adds rows `at..end` of cursor `i`'s current slice.
+    fn extend(&mut self, i: usize, c: &mut Cursor, at: usize, end: usize) {
+        let seg = match c.seg {
+            Some(seg) => seg,
+            None => {
+                let s = c.slice.as_ref().expect("a run is of the cursor's slice");
+                let index =
+                    u32::try_from(i).expect("cursors are at most flight.max_series_per_ticket");
+                let seg = u32::try_from(self.segs.len()).expect("a batch's runs fit u32");
+                self.segs.push((s.clone(), index));
+                c.seg = Some(seg);
+                seg
+            }
+        };
+        let to_u32 = |v: usize| u32::try_from(v).expect("a slice's rows fit u32");
+        self.runs.push((seg, to_u32(at), to_u32(end)));
+        self.rows += end - at;
+        debug_assert!(self.rows <= self.max_rows, "a batch holds at most max_rows");
+    }
+
+    /// Column `k` of the gathered rows, in run order.
+    fn column(&self, k: usize) -> Vec<i64> {
+        let srcs: Vec<&[i64]> = self.segs.iter().map(|(s, _)| s.col(k)).collect();
+        let mut col = Vec::with_capacity(self.rows);
+        for &(seg, at, end) in &self.runs {
+            let src = &srcs[seg as usize][at as usize..end as usize];
+            if src.len() < SHORT_RUN {
+                for &v in src {
+                    col.push(v);
+                }
+            } else {
+                col.extend_from_slice(src);
+            }
+        }
+        debug_assert_eq!(col.len(), self.rows, "every run's rows, once");
+        col
+    }
+
+    /// Per row, the index of its cursor.
+    fn series(&self) -> Vec<u32> {
+        let mut series = Vec::with_capacity(self.rows);
+        for &(seg, at, end) in &self.runs {
+            let index = self.segs[seg as usize].1;
+            series.extend(std::iter::repeat_n(index, (end - at) as usize));
+        }
+        series
+    }
+
+    /// Empties the batch; the cursors' slices are no longer in it.
+    fn clear(&mut self, cursors: &mut [Cursor]) {
+        self.segs.clear();
+        self.runs.clear();
+        self.rows = 0;
+        for c in cursors {
+            c.seg = None;
         }
     }
 }
@@ -1018,6 +1079,7 @@ impl Engine {
                 slices: s.snapshot().range(range),
                 slice: None,
                 at: 0,
+                seg: None,
             })
             .collect();
         Ok(TickMany {
@@ -1046,12 +1108,10 @@ impl TickMany {
     pub fn run(mut self, max_rows: usize, sink: &mut dyn FnMut(RecordBatch) -> bool) -> Result<()> {
         use std::cmp::Reverse;
         let max_rows = max_rows.max(1);
-        let ncols = self.schema.fields().len() - 1;
-        // Each batch's columns are allocated once at their full size: grown from empty,
-        // a batch would copy its rows again at every doubling.
         let mut out = ManyOut {
-            series: Vec::with_capacity(max_rows),
-            cols: (0..ncols).map(|_| Vec::with_capacity(max_rows)).collect(),
+            segs: Vec::new(),
+            runs: Vec::new(),
+            rows: 0,
             max_rows,
         };
         let mut heap = std::collections::BinaryHeap::with_capacity(self.cursors.len());
@@ -1102,7 +1162,8 @@ impl TickMany {
                 end > c.at && end <= s.len(),
                 "a run holds at least the peeked row"
             );
-            out.extend(i, s, c.at, end);
+            let at = c.at;
+            out.extend(i, c, at, end);
             c.at = end;
             if self.order_by_ts
                 && let Some((ts, seq)) = c.peek()?
@@ -1120,14 +1181,15 @@ impl TickMany {
     }
 
     /// The gathered rows as one batch in the schema; empties `out`.
-    fn batch(&self, out: &mut ManyOut) -> Result<RecordBatch> {
+    fn batch(&mut self, out: &mut ManyOut) -> Result<RecordBatch> {
         use arrow_array::{
             ArrayRef, Float64Array, Int8Array, Int64Array, StringArray, TimestampNanosecondArray,
             UInt64Array,
         };
         use arrow_schema::DataType;
+        let series = out.series();
         let symbols: ArrayRef = Arc::new(StringArray::from_iter_values(
-            out.series
+            series
                 .iter()
                 .map(|&i| self.cursors[i as usize].symbol.as_ref()),
         ));
@@ -1136,26 +1198,22 @@ impl TickMany {
             .cursors
             .first()
             .map_or(&[][..], |c| c.meta.layout().columns);
-        for (k, (col, field)) in out
-            .cols
-            .iter_mut()
-            .zip(self.schema.fields().iter().skip(1))
-            .enumerate()
-        {
-            let values = std::mem::replace(col, Vec::with_capacity(out.max_rows));
+        for (k, field) in self.schema.fields().iter().skip(1).enumerate() {
+            let values = out.column(k);
             let size = matches!(names.get(k), Some(&("size" | "bid_size" | "ask_size")));
             arrays.push(match field.data_type() {
                 DataType::Timestamp(..) => {
                     Arc::new(TimestampNanosecondArray::from(values).with_timezone("UTC"))
                 }
-                DataType::UInt64 => Arc::new(UInt64Array::from_iter_values(
-                    values.iter().map(|&v| v as u64),
+                // In place: the same allocation, reinterpreted value by value.
+                DataType::UInt64 => Arc::new(UInt64Array::from(
+                    values.into_iter().map(|v| v as u64).collect::<Vec<u64>>(),
                 )),
                 DataType::Int8 => {
                     Arc::new(Int8Array::from_iter_values(values.iter().map(|&v| v as i8)))
                 }
                 DataType::Float64 => Arc::new(Float64Array::from_iter_values(
-                    values.iter().zip(&out.series).map(|(&v, &i)| {
+                    values.iter().zip(&series).map(|(&v, &i)| {
                         let meta = &self.cursors[i as usize].meta;
                         let scale = if size {
                             meta.volume_scale
@@ -1168,7 +1226,7 @@ impl TickMany {
                 _ => Arc::new(Int64Array::from(values)),
             });
         }
-        out.series.clear();
+        out.clear(&mut self.cursors);
         RecordBatch::try_new(Arc::clone(&self.schema), arrays).map_err(Error::internal)
     }
 }
