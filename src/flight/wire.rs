@@ -593,6 +593,17 @@ mod tests {
         flight_data_to_arrow_batch(&fd, Arc::clone(schema), &HashMap::new()).unwrap()
     }
 
+    /// Decoded one after another, `msgs` give every row of `part` once, in order.
+    fn assert_messages_are_the_rows(msgs: &[Vec<Bytes>], part: &RecordBatch) {
+        let mut at = 0;
+        for m in msgs {
+            let got = decode(m, &part.schema());
+            assert_eq!(got, part.slice(at, got.num_rows()));
+            at += got.num_rows();
+        }
+        assert_eq!(at, part.num_rows());
+    }
+
     #[test]
     fn messages_decode_to_the_same_batch_and_columns_are_not_copied() {
         let b = batch(1000);
@@ -670,13 +681,7 @@ mod tests {
         for (start, len, budget) in [(0, n, 1 << 20), (3, 9_995, 1 << 20), (7, 9_001, 20_000)] {
             let part = b.slice(start, len);
             let msgs = batch_messages(&part, budget).unwrap();
-            let mut at = 0;
-            for m in &msgs {
-                let got = decode(m, &schema);
-                assert_eq!(got, part.slice(at, got.num_rows()));
-                at += got.num_rows();
-            }
-            assert_eq!(at, len);
+            assert_messages_are_the_rows(&msgs, &part);
         }
         // The side column's chunk is the array's own memory, then its padding.
         let msgs = batch_messages(&b, 1 << 20).unwrap();
@@ -758,13 +763,7 @@ mod tests {
             if budget < 1 << 20 {
                 assert!(msgs.len() > 3, "{} messages", msgs.len());
             }
-            let mut at = 0;
-            for m in &msgs {
-                let got = decode(m, &schema);
-                assert_eq!(got, part.slice(at, got.num_rows()));
-                at += got.num_rows();
-            }
-            assert_eq!(at, len);
+            assert_messages_are_the_rows(&msgs, &part);
         }
         let empty = b.slice(n, 0);
         assert_eq!(
