@@ -376,7 +376,9 @@ pub fn batch_messages(
         .iter()
         .map(|a| {
             value_width(a.data_type())
-                // A string: its offset and its share of the values.
+                // A string: its offset and the values buffer averaged over the rows
+                // (a slice's whole buffer: never less than its share), as the
+                // general encoder estimates.
                 .unwrap_or_else(|| {
                     4 + a.to_data().buffers().get(1).map_or(0, |b| b.len()) / n.max(1)
                 })
