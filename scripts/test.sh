@@ -10,7 +10,9 @@
 # need (docker-compose from apt, when running as root) and the console test's browser
 # (chromium and chromium-driver from apt, likewise). Every step runs even when an
 # earlier one failed, so one run shows every problem; the exit status is non-zero if
-# any step failed.
+# any step failed. On a fresh clone (no target/ yet, as in CI) it spares the disk: no
+# incremental caches, executables linked without debug info, no pip cache, and the
+# integration-test executables deleted once the cargo tests are over. After every step it prints the free space and target/'s size.
 #
 # Environment:
 #   FASTK_TEST_LONG=1   long modes (more iterations, bigger data), passed through to
@@ -26,8 +28,19 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 # A fresh clone (no target/ yet, as in CI) builds everything once: incremental caches
 # would only cost disk (a large share of a debug build's target/) and time.
 # A developer's tree that already has target/ keeps incremental builds.
-if [ ! -d target ] && [ -z "${CARGO_INCREMENTAL:-}" ]; then
-    export CARGO_INCREMENTAL=0
+fresh_tree=0
+if [ ! -d target ]; then
+    fresh_tree=1
+    if [ -z "${CARGO_INCREMENTAL:-}" ]; then
+        export CARGO_INCREMENTAL=0
+    fi
+    # The line tables are three quarters of a test executable (76 MB of one, 18 MB
+    # stripped), times about 45 executables: linked without them. A panic still names
+    # its file and line (that comes from the panic's location, not from debug info).
+    export CARGO_PROFILE_DEV_STRIP="${CARGO_PROFILE_DEV_STRIP:-debuginfo}"
+    # pip's cache would hold a second copy of every wheel (pyarrow, polars, grpcio, ...)
+    # on a disk the run may be short of.
+    export PIP_NO_CACHE_DIR="${PIP_NO_CACHE_DIR:-1}"
 fi
 
 failed=()
@@ -56,7 +69,43 @@ step() {
         failed+=("$name (exit $rc)")
         printf -- '-- FAILED: %s (exit %s)\n' "$name" "$rc"
     fi
+    disk_line
     return 0
+}
+
+# disk_line: what is left on the file system and what target/ holds, after every step,
+# so that a run that fills the disk says which step took it.
+disk_line() {
+    local free target_size
+    free="$(df -h . 2>/dev/null | tail -n 1 | awk '{print $4 " of " $2}')"
+    target_size="$(du -sh target 2>/dev/null | cut -f1)"
+    printf -- '-- disk: %s free; target/ %s\n' "${free:-?}" "${target_size:-none}"
+}
+
+# prune_test_binaries: on a fresh tree (CI), the integration-test executables are
+# deleted once every cargo step that runs them is over. Each links the whole of
+# DataFusion (tens of them, gigabytes together); no later step needs them, and the
+# Python suite needs the room. A developer's tree keeps them, so the next run links
+# nothing it need not.
+prune_test_binaries() {
+    if [ "$fresh_tree" != 1 ]; then
+        echo "kept: target/ was here before this run"
+        return 0
+    fi
+    local list
+    list="$(cargo test --no-run --message-format=json 2>/dev/null |
+        grep -o '"executable":"[^"]*"' | sed -e 's/^"executable":"//' -e 's/"$//')" || return 1
+    if [ -z "$list" ]; then
+        echo "cargo named no test executables"
+        return 1
+    fi
+    local n=0 f
+    while IFS= read -r f; do
+        case "$f" in
+        */target/debug/deps/*) rm -f -- "$f" && n=$((n + 1)) ;;
+        esac
+    done <<<"$list"
+    echo "deleted $n test executables"
 }
 
 # apt_install WHO PACKAGE...: installs Debian packages that the tests of WHO need,
@@ -183,6 +232,7 @@ full_disk_tests() {
     cargo test --test ops_faults --test admin_maintain -- --ignored
 }
 step "cargo test: full-disk tests on a tmpfs (--ignored)" full_disk_tests
+step "delete the test executables (fresh tree only)" prune_test_binaries
 # The benches are built in the test profile, not with `cargo bench --no-run`: that
 # would be a second full build of every crate with release optimisations (about 700 s
 # on 2 cores) to prove what this proves too, that every bench compiles and links.
