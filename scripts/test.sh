@@ -12,7 +12,8 @@
 # earlier one failed, so one run shows every problem; the exit status is non-zero if
 # any step failed. On a fresh clone (no target/ yet, as in CI) it spares the disk: no
 # incremental caches, executables linked without debug info, no pip cache, and the
-# integration-test executables deleted once the cargo tests are over. After every step it prints the free space and target/'s size.
+# integration-test executables deleted once the cargo tests are over. After every step
+# it prints the free space and target/'s size.
 #
 # Environment:
 #   FASTK_TEST_LONG=1   long modes (more iterations, bigger data), passed through to
@@ -34,9 +35,10 @@ if [ ! -d target ]; then
     if [ -z "${CARGO_INCREMENTAL:-}" ]; then
         export CARGO_INCREMENTAL=0
     fi
-    # The line tables are three quarters of a test executable (76 MB of one, 18 MB
-    # stripped), times about 45 executables: linked without them. A panic still names
-    # its file and line (that comes from the panic's location, not from debug info).
+    # Debug info is most of a test executable's bytes (`strip --strip-debug` took one
+    # from 76 MB to 18 MB); linked without it, the suite's executables took 2.9 GB
+    # together instead of 5.4. A panic still names its file and line (that comes from
+    # the panic's location, not from debug info).
     export CARGO_PROFILE_DEV_STRIP="${CARGO_PROFILE_DEV_STRIP:-debuginfo}"
     # pip's cache would hold a second copy of every wheel (pyarrow, polars, grpcio, ...)
     # on a disk the run may be short of.
