@@ -2425,16 +2425,21 @@ DuckDB sorts the hour's rows in process on both cores. Polars' `merge_sorted` is
     "loss-trade_quote": """\
 Polars joins two frames it already holds in memory. FastK reads both sealed days from its
 store (2M trades, 20M quotes, decompressed on read), joins them and sends the 2M joined
-rows over loopback into pyarrow; both SQL engines' `ASOF JOIN`s, which also start from
-their stored tables, take 7x to 9x FastK's time.""",
+rows over loopback into pyarrow. Both SQL engines' `ASOF JOIN`s, which also start from
+their stored tables, are slower than FastK by more than an order of magnitude (the
+`trade_quote` table below).""",
     "loss-tick-feed": """\
 A request is 50,000 trades for 500 symbols, acknowledged only once it is durable and
 applied: the stream decoded and split by symbol, one log record written and synced
 (shared with the other handler's request), and 500 series applied so that a read after
-the answer sees them. On two cores that also run the load generator, that is about 40 ms
-of service time at the median, with no one step dominant (journal:
+the answer sees them. The log's committer takes one request at a time: about 8 ms to
+apply the 500 series and a few ms of sync, partly overlapped. The other handler's
+request waits for it, and the handlers decode and split on the same two cores as the
+load generator. No one step dominates (journal:
 [the tick feed's profile](benchmarks/journal/2026-11-28-tick-feed-profile.md)). The
-throughput goal is met; the p99 goal needs less work per row in every step.""",
+slowest requests vary much more from run to run than the median does, for the peers
+too (every system's p50, p99 and max are in `bench/results/full/tables.md`). The throughput goal is met; the p99 goal needs
+less work per row in every step.""",
     "one_command": """\
 ```sh
 bash scripts/bench.sh            # full run: builds, runs every workload, writes this page
