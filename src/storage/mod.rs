@@ -442,7 +442,11 @@ impl Store {
         let mut entries = load_all(dirs, &opts, &pins, &mut recovery, &mut unopenable)?;
         // Series the catalog registers that have no directory (one that exists but
         // did not open is not hidden behind an empty series).
-        let listed: Vec<format::Manifest> = {
+        let listed: Vec<format::Manifest> = if entries.is_empty() && on_disk.is_empty() {
+            // No series has a directory (a store of small series only): every listed
+            // one stays, with no key formatted or hashed to find that out.
+            listed
+        } else {
             let loaded: HashSet<&SeriesKey, foldhash::fast::RandomState> =
                 entries.iter().map(|(k, _)| k).collect();
             listed
@@ -467,7 +471,7 @@ impl Store {
         let attached = if histories.is_empty() {
             Vec::new()
         } else {
-            let by_dir: HashMap<&str, &Arc<Series>> =
+            let by_dir: HashMap<&str, &Arc<Series>, foldhash::fast::RandomState> =
                 map.values().map(|s| (s.rel_dir(), s)).collect();
             versions::attach(histories, &by_dir, &mut extra)
         };

@@ -123,7 +123,7 @@ pub fn read(root: &Path, keep_ms: i64, now: i64, pins: &mut Pins) -> Result<Vec<
 /// consecutive up to the current one).
 pub fn attach(
     decoded: Vec<DecodedHistory>,
-    series: &HashMap<&str, &Arc<Series>>,
+    series: &HashMap<&str, &Arc<Series>, foldhash::fast::RandomState>,
     extra: &mut Extra,
 ) -> Vec<Attached> {
     let mut out = Vec::new();
@@ -174,13 +174,16 @@ pub fn attach(
 /// the version the file says, and otherwise starts afresh (no past versions, its
 /// commit time a bound: now).
 pub fn restore(attached: Vec<Attached>, all: &[Arc<Series>], now: i64) {
-    let mut by_dir: HashMap<String, Attached> = attached
+    // By the series' address: an attached history is for that very `Series` (its
+    // `Arc` is the one the map holds), so no key is formatted, copied or hashed.
+    let mut by_series: HashMap<*const Series, Attached, foldhash::fast::RandomState> = attached
         .into_iter()
-        .map(|a| (a.series.rel_dir().to_string(), a))
+        .map(|a| (Arc::as_ptr(&a.series), a))
         .collect();
     for s in all {
-        match by_dir.remove(s.rel_dir()) {
-            Some(a) if Arc::ptr_eq(&a.series, s) && a.history.version == s.version() => {
+        match by_series.remove(&Arc::as_ptr(s)) {
+            Some(a) if a.history.version == s.version() => {
+                debug_assert!(Arc::ptr_eq(&a.series, s), "versions: a history by address");
                 s.restore_history(a.history);
             }
             _ => s.restore_history(History::new(s.version(), now, false)),
