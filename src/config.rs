@@ -171,6 +171,10 @@ pub struct StorageConfig {
     /// Whether a clean stop folds the log's rows into chunk files before it exits
     /// (false: they stay in the durable log and the next start replays them).
     pub fold_on_stop: bool,
+    /// With `fold_on_stop` false: whether a clean stop still writes the log's rows of
+    /// small series with no directory into the catalog (one bulk write), so the next
+    /// start replays none of them and builds none until asked (true by default).
+    pub fold_small_on_stop: bool,
     /// Sealed compressed months of small chunks are gathered into pack files of at most
     /// this many bytes by the compression pass (0: never pack).
     pub pack_target_bytes: u64,
@@ -231,6 +235,7 @@ impl Default for StorageConfig {
             decompressed_cache_bytes: 0,
             release_below_available_percent: 10,
             fold_on_stop: false,
+            fold_small_on_stop: true,
             pack_target_bytes: store.pack_target_bytes,
             direct_write_min_bytes: store.direct_write_min_bytes,
             keep_versions_s: 0,
@@ -269,6 +274,7 @@ impl StorageConfig {
                 n => n,
             },
             fold_on_close: self.fold_on_stop,
+            fold_small_on_close: self.fold_small_on_stop,
             compress_after_ms: (self.compression == "pco").then(|| {
                 i64::try_from(self.compress_after_s.saturating_mul(1000)).unwrap_or(i64::MAX)
             }),

@@ -3,7 +3,6 @@
 //! bringing a degraded registry back once space returns.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use super::{Engine, REGISTRY_FILE, now_ms};
 use crate::error::{Error, Result};
@@ -61,7 +60,8 @@ fn open_degraded(path: &Path, why: &str) -> Result<Registry> {
 /// Makes the catalog match storage. On a full disk the catalog is left stale (and
 /// reconciled when space returns) rather than failing the open.
 pub(super) fn reconcile_on_open(store: &Store, registry: &Registry) -> Result<()> {
-    let truth: Vec<_> = store.list().iter().map(|s| Arc::clone(&s.meta)).collect();
+    // From the metadata alone: a dormant series is not built for this.
+    let truth = store.metas();
     match registry.reconcile(&truth, false) {
         Ok(rec) if !rec.is_empty() => {
             tracing::warn!(?rec, "registry catalog reconciled with storage");
@@ -80,16 +80,7 @@ impl Engine {
     /// Tries to bring a degraded registry back (read-write, catalog reconciled).
     /// `force`: now (before a registry write); otherwise rate-limited (for `/health`).
     pub(super) fn recover_registry(&self, force: bool) -> bool {
-        self.registry.try_recover(
-            || {
-                self.store
-                    .list()
-                    .iter()
-                    .map(|s| (*s.meta).clone())
-                    .collect()
-            },
-            force,
-        )
+        self.registry.try_recover(|| self.store.metas(), force)
     }
 
     /// The registry's reason for `/health` to be degraded, after a rate-limited

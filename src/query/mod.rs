@@ -144,7 +144,7 @@ impl Engine {
         catalog::reconcile_on_open(&store, &registry)?;
         // What a restart costs, and where (docs/operations.md, "After a crash").
         tracing::info!(
-            series = store.list().len(),
+            series = store.series_count(),
             store_ms,
             registry_ms = started.elapsed().as_millis() as u64 - store_ms,
             replayed_records = store.wal_recovery().records,
@@ -609,7 +609,19 @@ impl Engine {
         }
         let default = i64::try_from(self.config.storage.retention_ms).unwrap_or(i64::MAX);
         let mut report = RetentionReport::default();
-        for series in self.store.list() {
+        // A dormant series is built only when retention has something to drop from it.
+        let due = |seed: &crate::storage::seriesmap::Seed| {
+            let keep = if seed.manifest.retention_ms > 0 {
+                seed.manifest.retention_ms
+            } else {
+                default
+            };
+            let first = seed.months.first().and_then(|m| m.cols[0].first());
+            let part = seed.manifest.meta.partitioning();
+            let boundary = part.start_ts(part.of(part.ts_of_ms(now.saturating_sub(keep))));
+            keep > 0 && first.is_some_and(|&f| f < boundary)
+        };
+        for series in self.store.list_built_and(due) {
             // A derived series follows its base: the base's retention drops its
             // months, and the next pass drops the buckets they made.
             if self.derive.base_of(&series.meta.key).is_some() {
@@ -661,8 +673,9 @@ impl Engine {
             return 0;
         }
         // Each series is its own commits (compress, then pack): several at once share
-        // the cores (the codec) and the device's queue.
-        let list = self.store.list();
+        // the cores (the codec) and the device's queue. A dormant series has no files
+        // (its rows are in the catalog): nothing to compress or pack.
+        let list = self.store.list_built_and(|_| false);
         let threads = self.store.options().maintenance_threads;
         let done = crate::storage::parallel::map_in_order(
             &list,
@@ -987,7 +1000,7 @@ impl Engine {
         let store_bytes = match h.store_bytes {
             Some((at, bytes)) if at.elapsed() < HEALTH_SIZE_REFRESH => bytes,
             _ => {
-                let bytes = self.store.list().iter().map(|s| s.snapshot().bytes()).sum();
+                let bytes = self.store.bytes();
                 h.store_bytes = Some((Instant::now(), bytes));
                 bytes
             }
@@ -1140,7 +1153,9 @@ impl Engine {
     /// Prometheus exposition of every metric.
     pub fn metrics_text(&self) -> String {
         let health = self.health();
-        let series = self.store.list();
+        // Files and raw bytes from the built series only: a dormant one has no files
+        // (its rows are in the catalog), and is not built for a scrape.
+        let series = self.store.list_built_and(|_| false);
         let cache = self.store.options().map_cache.stats();
         let g = Gauges {
             store_bytes: health.store_bytes,
@@ -1148,8 +1163,8 @@ impl Engine {
                 self.store.snapshots().len() as u64,
                 self.store.snapshot_only_bytes(),
             ),
-            store_rows: series.iter().map(|s| s.snapshot().rows()).sum(),
-            series: series.len() as u64,
+            store_rows: self.store.total_rows(),
+            series: self.store.series_count() as u64,
             health_status: match health.status.as_str() {
                 "ok" => 0,
                 "degraded" => 1,

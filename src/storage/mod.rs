@@ -37,6 +37,7 @@ pub mod pressure;
 pub mod recover;
 pub mod resident;
 pub mod series;
+pub mod seriesmap;
 pub mod sidecar;
 pub mod snapshot;
 pub mod upgrade;
@@ -45,7 +46,7 @@ pub mod versions;
 pub mod wal;
 
 use crate::sync::{LockExt, RwLockExt};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -64,6 +65,7 @@ pub struct Settings {
     /// Kline bars may sit off the timeframe's grid.
     pub irregular: Option<bool>,
 }
+use seriesmap::SeriesMap;
 pub use snapshot::{ChunkSlice, Snapshot};
 
 use crate::record::{SeriesKey, SeriesKind, SeriesMeta, keys_increase};
@@ -109,6 +111,12 @@ pub struct StoreOptions {
     /// holds in memory into chunk files first. Off, a close only finishes the queued
     /// writes: the log is durable, and the next open replays it (a fast stop).
     pub fold_on_close: bool,
+    /// Without `fold_on_close`: whether a close still writes the unfolded rows of the
+    /// small series with no directory into the catalog (a few records for all of
+    /// them), so the next open leaves them dormant instead of replaying them
+    /// (`storage::seriesmap`). Off by default here (tests of the replay rely on it);
+    /// the server's `storage.fold_small_on_stop` turns it on.
+    pub fold_small_on_close: bool,
     /// Whether a commit that makes a sealed month its one chunk (a bulk load of
     /// finished months, a fold, a rewrite) writes it compressed in the same pass
     /// (`series::sealed`); off, only the compression pass compresses.
@@ -161,6 +169,7 @@ impl Default for StoreOptions {
             compress_after_ms: None,
             compress_on_write: true,
             fold_on_close: true,
+            fold_small_on_close: false,
             pack_target_bytes: pack::DEFAULT_PACK_TARGET_BYTES,
             direct_write_min_bytes: DEFAULT_DIRECT_WRITE_MIN_BYTES,
             map_cache: mapcache::MapCache::new(
@@ -275,73 +284,6 @@ pub const DEFAULT_SIDECAR_MIN_ROWS: usize = 64;
 /// Most threads that open series directories at start (at most one per core).
 const OPEN_THREADS_MAX: usize = 8;
 
-/// The open series by key: ordered (listings, `/inventory`, the fold pass walk it in
-/// key order) and hashed (every read and write finds its series by key, and a
-/// many-series write finds thousands: a lookup in the ordered map compares whole keys
-/// about log2(n) times, the hashed one hashes the key once). Both hold the same
-/// entries: they change only through `insert` and `remove`.
-#[derive(Debug, Default)]
-struct SeriesMap {
-    ordered: BTreeMap<SeriesKey, Arc<Series>>,
-    hashed: std::collections::HashMap<SeriesKey, Arc<Series>, foldhash::fast::RandomState>,
-}
-
-impl SeriesMap {
-    /// The map of `entries` (an open's series), built whole: the ordered index in
-    /// one bulk build from sorted keys rather than an insert, with its comparisons,
-    /// per series.
-    fn from_entries(mut entries: Vec<(SeriesKey, Arc<Series>)>) -> SeriesMap {
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut hashed = std::collections::HashMap::with_capacity_and_hasher(
-            entries.len(),
-            foldhash::fast::RandomState::default(),
-        );
-        for (k, s) in &entries {
-            hashed.insert(k.clone(), Arc::clone(s));
-        }
-        let ordered: BTreeMap<SeriesKey, Arc<Series>> = entries.into_iter().collect();
-        assert_eq!(
-            hashed.len(),
-            ordered.len(),
-            "series map: one series per key"
-        );
-        SeriesMap { ordered, hashed }
-    }
-
-    fn len(&self) -> usize {
-        self.hashed.len()
-    }
-
-    fn get(&self, key: &SeriesKey) -> Option<&Arc<Series>> {
-        self.hashed.get(key)
-    }
-
-    fn insert(&mut self, key: SeriesKey, series: Arc<Series>) {
-        self.hashed.insert(key.clone(), Arc::clone(&series));
-        self.ordered.insert(key, series);
-        debug_assert_eq!(
-            self.hashed.len(),
-            self.ordered.len(),
-            "series map: both indexes"
-        );
-    }
-
-    fn remove(&mut self, key: &SeriesKey) {
-        self.hashed.remove(key);
-        self.ordered.remove(key);
-        debug_assert_eq!(
-            self.hashed.len(),
-            self.ordered.len(),
-            "series map: both indexes"
-        );
-    }
-
-    /// The series in key order.
-    fn values(&self) -> impl Iterator<Item = &Arc<Series>> {
-        self.ordered.values()
-    }
-}
-
 /// What replaying the write-ahead log did when the store was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WalRecovery {
@@ -439,7 +381,7 @@ impl Store {
             }
         }
         dirs.retain(|(parts, _)| on_disk.contains(&series_rel(parts)));
-        let mut entries = load_all(dirs, &opts, &pins, &mut recovery, &mut unopenable)?;
+        let entries = load_all(dirs, &opts, &pins, &mut recovery, &mut unopenable)?;
         // Series the catalog registers that have no directory (one that exists but
         // did not open is not hidden behind an empty series).
         let listed: Vec<format::Manifest> = if entries.is_empty() && on_disk.is_empty() {
@@ -459,27 +401,21 @@ impl Store {
         };
         drop(on_disk);
         catalog_open.compacted = catalog.shed_garbage(&listed)?;
-        add_catalog_series(&root, &opts, &catalog, listed, &mut entries)?;
-        let map = SeriesMap::from_entries(entries);
+        let dormant = catalog_seeds(&catalog, listed, opened_ts)?;
+        let ctx = seriesmap::BuildContext {
+            root: root.clone(),
+            opts: Arc::clone(&opts),
+        };
+        let map = SeriesMap::from_entries(entries, dormant, ctx);
         // Before the replay: the states snapshots and kept versions pin share the
         // handles of the chunks the manifests list, before any replayed write can
-        // supersede them.
+        // supersede them (a dormant series a snapshot holds is built for it).
         let mut extra = named::Extra::new();
-        named.attach(decoded, |k| map.get(k).cloned(), &mut extra);
-        // A map by directory name, borrowed from the series (no string per series),
-        // and none when the versions file listed no series.
-        let attached = if histories.is_empty() {
-            Vec::new()
-        } else {
-            let by_dir: HashMap<&str, &Arc<Series>, foldhash::fast::RandomState> =
-                map.values().map(|s| (s.rel_dir(), s)).collect();
-            versions::attach(histories, &by_dir, &mut extra)
-        };
+        named.attach(decoded, |k| map.get(k), &mut extra);
+        let attached = attach_histories(&map, histories, &mut extra);
         drop(extra);
         let (wal, wal_recovery) = replay(&root, &opts, &map)?;
-        let all: Vec<Arc<Series>> = map.values().cloned().collect();
-        versions::restore(attached, &all, opened_ts);
-        drop(all);
+        versions::restore(attached, &map.built(), opened_ts);
         opts.versions.set_keep_ms(opts.keep_versions_ms);
         // The store opened whole: only now is it marked as this binary's format.
         let upgraded = upgrade::finish(&root, &catalog, format_found, fresh)?;
@@ -587,20 +523,28 @@ impl Store {
             ..WalStats::default()
         };
         let mut oldest: Option<std::time::Instant> = None;
-        for s in self.list() {
-            if let Some(u) = s.snapshot().unfolded {
-                st.unfolded_rows += u.rows;
-                st.unfolded_bytes += u.bytes;
-                st.unfolded_series += 1;
-                oldest = Some(oldest.map_or(u.since, |o| o.min(u.since)));
-            } else if !s.is_materialized() {
-                let snap = s.snapshot();
-                if !snap.live.is_empty() {
-                    st.resident_series += 1;
-                    st.resident_bytes += snap.chunks().map(|c| c.entry.file_len).sum::<u64>();
+        self.series.read_now().peek_each(|p| match p {
+            seriesmap::Peek::Built(s) => {
+                if let Some(u) = s.snapshot().unfolded {
+                    st.unfolded_rows += u.rows;
+                    st.unfolded_bytes += u.bytes;
+                    st.unfolded_series += 1;
+                    oldest = Some(oldest.map_or(u.since, |o| o.min(u.since)));
+                } else if !s.is_materialized() {
+                    let snap = s.snapshot();
+                    if !snap.live.is_empty() {
+                        st.resident_series += 1;
+                        st.resident_bytes += snap.chunks().map(|c| c.entry.file_len).sum::<u64>();
+                    }
                 }
             }
-        }
+            seriesmap::Peek::Dormant(seed) => {
+                if !seed.months.is_empty() {
+                    st.resident_series += 1;
+                    st.resident_bytes += seed.memory_bytes();
+                }
+            }
+        });
         st.fold_lag_ms = oldest.map_or(0, |o| o.elapsed().as_millis() as u64);
         st
     }
@@ -789,7 +733,7 @@ impl Store {
             // A series whose delete is between its rename and its removal from the
             // map is already gone: register anew.
             match map.get(&m.key).filter(|s| !s.is_deleted()) {
-                Some(s) if *s.meta == *m => out[i] = Some((Arc::clone(s), false)),
+                Some(s) if *s.meta == *m => out[i] = Some((s, false)),
                 Some(s) => return Err(StorageError::Conflict(describe_conflict(&s.meta, m))),
                 None => new.push(i),
             }
@@ -839,7 +783,7 @@ impl Store {
     }
 
     pub fn get(&self, key: &SeriesKey) -> Result<Arc<Series>> {
-        self.series.read_now().get(key).cloned().ok_or_else(|| {
+        self.series.read_now().get(key).ok_or_else(|| {
             StorageError::NotFound(format!(
                 "{} series {key} is not registered",
                 key.kind().as_str()
@@ -856,7 +800,7 @@ impl Store {
         let map = self.series.read_now();
         keys.into_iter()
             .map(|key| {
-                map.get(key).cloned().ok_or_else(|| {
+                map.get(key).ok_or_else(|| {
                     StorageError::NotFound(format!(
                         "{} series {key} is not registered",
                         key.kind().as_str()
@@ -866,9 +810,46 @@ impl Store {
             .collect()
     }
 
-    /// Every series, ordered by key.
+    /// Every series, ordered by key (a dormant one is built: see
+    /// [`Store::list_built_and`] and [`Store::metas`] for what needs no state).
     pub fn list(&self) -> Vec<Arc<Series>> {
-        self.series.read_now().values().cloned().collect()
+        self.series.read_now().all()
+    }
+
+    /// The series whose state is built, plus the dormant ones `pick` chooses (built
+    /// now), ordered by key: for passes that a dormant series (no files, nothing
+    /// unfolded, its rows in the catalog) concerns only sometimes.
+    pub fn list_built_and(&self, pick: impl FnMut(&seriesmap::Seed) -> bool) -> Vec<Arc<Series>> {
+        self.series.read_now().built_and(pick)
+    }
+
+    /// The metadata of every series, ordered by key, with no state built.
+    pub fn metas(&self) -> Vec<SeriesMeta> {
+        self.series.read_now().metas()
+    }
+
+    /// Series whose state is not built yet (`storage::seriesmap`): kept as their
+    /// catalog entry and rows until first asked for.
+    pub fn dormant_count(&self) -> usize {
+        let mut n = 0;
+        self.series.read_now().peek_each(|p| {
+            if let seriesmap::Peek::Dormant(_) = p {
+                n += 1;
+            }
+        });
+        n
+    }
+
+    /// Rows over every series, with no state built.
+    pub fn total_rows(&self) -> u64 {
+        let mut rows = 0;
+        self.series.read_now().peek_each(|p| {
+            rows += match p {
+                seriesmap::Peek::Built(s) => s.snapshot().rows(),
+                seriesmap::Peek::Dormant(seed) => seed.rows(),
+            }
+        });
+        rows
     }
 
     /// How many series the store holds ([`Store::list`]'s length, without the list).
@@ -909,7 +890,7 @@ impl Store {
             let _ = fs::remove_dir_all(series.dir.as_path());
             series.mark_deleted(&guard);
             let mut map = self.series.write_now();
-            if map.get(key).is_some_and(|s| Arc::ptr_eq(s, &series)) {
+            if map.get_built(key).is_some_and(|s| Arc::ptr_eq(&s, &series)) {
                 map.remove(key);
             }
             return Ok(());
@@ -923,7 +904,7 @@ impl Store {
         series.mark_deleted(&guard);
         {
             let mut map = self.series.write_now();
-            if map.get(key).is_some_and(|s| Arc::ptr_eq(s, &series)) {
+            if map.get_built(key).is_some_and(|s| Arc::ptr_eq(&s, &series)) {
                 map.remove(key);
             }
         }
@@ -939,7 +920,13 @@ impl Store {
 
     /// Total bytes of live chunks and sidecars.
     pub fn bytes(&self) -> u64 {
-        self.list().iter().map(|s| s.snapshot().bytes()).sum()
+        // A dormant series has no files: its rows are in the catalog.
+        self.series
+            .read_now()
+            .built()
+            .iter()
+            .map(|s| s.snapshot().bytes())
+            .sum()
     }
 }
 
@@ -994,6 +981,18 @@ impl Drop for Store {
         for t in self.threads.locked().drain(..) {
             let _ = t.join();
         }
+        if !self.abandoned.load(Ordering::SeqCst)
+            && !self.opts.fold_on_close
+            && self.opts.fold_small_on_close
+        {
+            let r = fold_small(&self.series, &self.wal, &self.catalog_fold());
+            if r.failed > 0 {
+                tracing::warn!(
+                    failed = r.failed,
+                    "some small series could not be folded into the catalog at close; the log keeps their rows"
+                );
+            }
+        }
         if !self.abandoned.load(Ordering::SeqCst) && self.opts.fold_on_close {
             let r = fold_pass(&self.series, &self.wal, &self.catalog_fold(), true);
             if r.failed > 0 {
@@ -1003,9 +1002,9 @@ impl Drop for Store {
                 );
             }
         }
-        let list: Vec<Arc<Series>> = self.series.read_now().values().cloned().collect();
+        let (list, dormant) = versions_rows(&self.series.read_now());
         if !self.abandoned.load(Ordering::SeqCst)
-            && let Err(e) = versions::write(&self.root, &list)
+            && let Err(e) = versions::write(&self.root, &list, &dormant)
         {
             tracing::warn!(error = %e,
                 "the versions file could not be written: past versions since the last checkpoint are forgotten");
@@ -1020,6 +1019,23 @@ impl Drop for Store {
     }
 }
 
+/// What the versions file is written from: the built series, and the history of each
+/// dormant one (its commit time; a dormant series keeps no past version).
+fn versions_rows(map: &SeriesMap) -> (Vec<Arc<Series>>, Vec<versions::Plain>) {
+    let mut built = Vec::new();
+    let mut dormant = Vec::new();
+    map.peek_each(|p| match p {
+        seriesmap::Peek::Built(s) => built.push(s),
+        seriesmap::Peek::Dormant(seed) => dormant.push(versions::Plain {
+            rel_dir: format!("series/{}", seed.manifest.meta.key),
+            version: seed.manifest.version,
+            committed_ts: seed.committed.0,
+            exact: seed.committed.1,
+        }),
+    });
+    (built, dormant)
+}
+
 /// Expires the past versions of every series past their time and, when some history
 /// changed, writes the versions file (the fold thread, every
 /// [`versions::CHECKPOINT_EVERY`]).
@@ -1027,13 +1043,13 @@ fn checkpoint_versions(root: &Path, map: &RwLock<SeriesMap>, settings: &series::
     if settings.keep_ms() == 0 && !settings.take_dirty() {
         return;
     }
-    let list: Vec<Arc<Series>> = map.read_now().values().cloned().collect();
+    let (list, dormant) = versions_rows(&map.read_now());
     let now = now_ms();
     for s in &list {
         s.expire_versions(now);
     }
     if settings.take_dirty()
-        && let Err(e) = versions::write(root, &list)
+        && let Err(e) = versions::write(root, &list, &dormant)
     {
         tracing::warn!(error = %e, "the versions file could not be written; retried at the next checkpoint");
         // Try again next time.
@@ -1042,29 +1058,70 @@ fn checkpoint_versions(root: &Path, map: &RwLock<SeriesMap>, settings: &series::
 }
 
 /// The series the catalog lists that have no directory (`listed`), each with the rows
-/// its state record holds, added to `entries`.
-fn add_catalog_series(
-    root: &Path,
-    opts: &Arc<StoreOptions>,
+/// its state record holds, as dormant seeds (built when first asked for).
+fn catalog_seeds(
     catalog: &catalog::Catalog,
     listed: Vec<format::Manifest>,
-    entries: &mut Vec<(SeriesKey, Arc<Series>)>,
-) -> Result<()> {
+    opened_ts: i64,
+) -> Result<Vec<(SeriesKey, Box<seriesmap::Seed>)>> {
     let mut resident = catalog.take_resident();
-    entries.reserve(listed.len());
+    let mut out = Vec::with_capacity(listed.len());
     for m in listed {
-        let rel = format!("series/{}", m.meta.key);
         let key = m.meta.key.clone();
-        let s = recover::series_from_manifest(root.join(&rel), rel, opts, m);
-        s.set_unmaterialized();
-        if let Some(months) = resident.remove(&key) {
-            s.install_resident(months)?;
-        }
-        entries.push((key, Arc::new(s)));
+        let months = resident.remove(&key).unwrap_or_default();
+        out.push((key, Box::new(seriesmap::Seed::new(m, months, opened_ts)?)));
     }
     // Rows of keys that have a directory now are the catalog's garbage.
     drop(resident);
-    Ok(())
+    Ok(out)
+}
+
+/// Gives the versions file's histories to their series before the replay: a dormant
+/// series with no kept version takes its commit time into its seed (and stays
+/// dormant); the others are attached (`versions::attach`), a dormant one built for it.
+fn attach_histories(
+    map: &SeriesMap,
+    histories: Vec<versions::DecodedHistory>,
+    extra: &mut named::Extra,
+) -> Vec<versions::Attached> {
+    if histories.is_empty() {
+        return Vec::new();
+    }
+    let built = map.built();
+    let built_dirs: HashSet<&str, foldhash::fast::RandomState> =
+        built.iter().map(|s| s.rel_dir()).collect();
+    let mut rest = Vec::new();
+    let mut woken = Vec::new();
+    for h in histories {
+        if built_dirs.contains(h.rel_dir()) {
+            rest.push(h);
+            continue;
+        }
+        let Some(key) = h.key() else {
+            continue; // not a series directory: nothing to give it to
+        };
+        match h.plain() {
+            Some((version, ts, exact)) if map.is_dormant(&key) => {
+                map.with_seed(&key, |seed| {
+                    if seed.manifest.version == version {
+                        seed.committed = (ts, exact);
+                    }
+                });
+            }
+            _ => {
+                if let Some(s) = map.get(&key) {
+                    woken.push(s);
+                    rest.push(h);
+                }
+            }
+        }
+    }
+    let by_dir: HashMap<&str, &Arc<Series>, foldhash::fast::RandomState> = built
+        .iter()
+        .chain(&woken)
+        .map(|s| (s.rel_dir(), s))
+        .collect();
+    versions::attach(rest, &by_dir, extra)
 }
 
 fn load_all(
@@ -1155,6 +1212,15 @@ fn replay_record(
     rec: &mut WalRecovery,
 ) -> Result<()> {
     for (key, mut batch) in r.entries {
+        // A dormant series already holds every record up to its catalog state's lsn:
+        // it is not built to skip one.
+        if map
+            .with_seed(&key, |seed| r.lsn <= seed.manifest.wal_lsn)
+            .unwrap_or(false)
+        {
+            rec.skipped += 1;
+            continue;
+        }
         let Some(series) = map.get(&key) else {
             rec.skipped += 1;
             continue;
@@ -1188,11 +1254,13 @@ fn replay_record(
 fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal, WalRecovery)> {
     let dir = root.join(wal::WAL_DIR);
     let now = std::time::Instant::now();
-    let mut last = map
-        .values()
-        .map(|s| s.snapshot().wal_lsn)
-        .max()
-        .unwrap_or(0);
+    let mut last = 0;
+    map.peek_each(|p| {
+        last = last.max(match p {
+            seriesmap::Peek::Built(s) => s.snapshot().wal_lsn,
+            seriesmap::Peek::Dormant(seed) => seed.manifest.wal_lsn,
+        })
+    });
     let mut rec = WalRecovery::default();
     // Each record is applied as it is read, and dropped: the log is never held whole in
     // memory (a corrupt record in the middle fails the open, which drops what was
@@ -1244,7 +1312,11 @@ fn replay(root: &Path, opts: &StoreOptions, map: &SeriesMap) -> Result<(wal::Wal
     if log_end.is_some_and(|end| end < last) {
         // Only what the log holds: rows the catalog keeps (`storage::resident`) are
         // durable without it.
-        for s in map.values().filter(|s| s.snapshot().unfolded.is_some()) {
+        for s in map
+            .built()
+            .iter()
+            .filter(|s| s.snapshot().unfolded.is_some())
+        {
             s.fold()?;
         }
         for (first, _, _) in &segments {
@@ -1284,7 +1356,23 @@ fn fold_pass(
     all: bool,
 ) -> FoldReport {
     let committed = w.committed_lsn();
-    let list: Vec<Arc<Series>> = map.read_now().values().cloned().collect();
+    // A dormant series has nothing unfolded, so nothing to fold; with the catalog fold
+    // off (a publishing primary), the rows it holds go to its directory (below).
+    let (list, dormant_bytes) = {
+        let map = map.read_now();
+        let list = if into_catalog.rows_max == 0 {
+            map.built_and(|seed| !seed.months.is_empty())
+        } else {
+            map.built()
+        };
+        let mut dormant_bytes = 0;
+        map.peek_each(|p| {
+            if let seriesmap::Peek::Dormant(seed) = p {
+                dormant_bytes += seed.memory_bytes();
+            }
+        });
+        (list, dormant_bytes)
+    };
     let o = &w.opts;
     // Past the soft limit every series is folded; past the hard one (twice it) the
     // committer is already holding writers until this pass brings it back under.
@@ -1317,7 +1405,7 @@ fn fold_pass(
     // them; the rest fold into files.
     let mut resident = resident::ResidentFold::default();
     let due = if into_catalog.rows_max > 0 && due.iter().any(|s| !s.is_materialized()) {
-        let held = resident::held_bytes(&list);
+        let held = resident::held_bytes(&list) + dormant_bytes;
         let unfolded: u64 = due
             .iter()
             .filter(|s| !s.is_materialized())
@@ -1359,24 +1447,75 @@ fn fold_pass(
             }
         },
     );
+    FoldReport {
+        series: folded.into_inner(),
+        failed: failed.into_inner(),
+        segments_removed: remove_folded_segments(&list, w, committed),
+    }
+}
+
+/// Removes the log segments that hold nothing `list` (every built series) still has
+/// unfolded, up to `committed`; returns how many went.
+fn remove_folded_segments(list: &[Arc<Series>], w: &wal::Wal, committed: u64) -> u64 {
     let mut keep_from = committed + 1;
-    for s in &list {
+    for s in list {
         if let Some(u) = s.snapshot().unfolded
             && !s.is_deleted()
         {
             keep_from = keep_from.min(u.first_lsn);
         }
     }
-    let mut report = FoldReport {
-        series: folded.into_inner(),
-        failed: failed.into_inner(),
-        segments_removed: 0,
-    };
     match w.remove_folded(keep_from) {
-        Ok(n) => report.segments_removed = n as u64,
-        Err(e) => tracing::error!(error = %e, "could not remove a folded log segment"),
+        Ok(n) => n as u64,
+        Err(e) => {
+            tracing::error!(error = %e, "could not remove a folded log segment");
+            0
+        }
     }
-    report
+}
+
+/// The clean stop's fold of small series (`storage.fold_small_on_stop`): every series
+/// with no directory whose unfolded rows the catalog can take (`resident_rows_max`,
+/// within `resident_bytes_max`) is written into the catalog in a few state records,
+/// so the next start has nothing of theirs to replay and leaves them dormant. The
+/// others keep their rows in the log. One bulk write, not a fold per series.
+fn fold_small(map: &RwLock<SeriesMap>, w: &wal::Wal, into_catalog: &IntoCatalog) -> FoldReport {
+    if into_catalog.rows_max == 0 {
+        return FoldReport::default();
+    }
+    let committed = w.committed_lsn();
+    let (list, dormant_bytes) = {
+        let map = map.read_now();
+        let mut dormant_bytes = 0;
+        map.peek_each(|p| {
+            if let seriesmap::Peek::Dormant(seed) = p {
+                dormant_bytes += seed.memory_bytes();
+            }
+        });
+        (map.built(), dormant_bytes)
+    };
+    let due: Vec<&Arc<Series>> = list
+        .iter()
+        .filter(|s| !s.is_materialized() && s.snapshot().unfolded.is_some())
+        .collect();
+    if due.is_empty() {
+        return FoldReport::default();
+    }
+    let held = resident::held_bytes(&list) + dormant_bytes;
+    let unfolded: u64 = due
+        .iter()
+        .filter_map(|s| s.snapshot().unfolded.map(|u| u.bytes))
+        .sum();
+    let room = into_catalog
+        .bytes_max
+        .saturating_sub(held.saturating_sub(unfolded));
+    let (take, _rest) = resident::split_due(due, into_catalog.rows_max, room);
+    let r = resident::fold_into_catalog(&into_catalog.catalog, &take);
+    FoldReport {
+        series: r.folded,
+        failed: r.failed,
+        segments_removed: remove_folded_segments(&list, w, committed),
+    }
 }
 
 fn check_meta(meta: &SeriesMeta) -> Result<()> {

@@ -44,6 +44,36 @@ pub struct DecodedHistory {
     kept: Vec<(i64, i64, DecodedSeries)>,
 }
 
+impl DecodedHistory {
+    /// The directory name of its series (`series/<key>`).
+    pub fn rel_dir(&self) -> &str {
+        &self.rel_dir
+    }
+
+    /// The key of its series, from the directory name (`None`: not a series' name).
+    pub fn key(&self) -> Option<crate::record::SeriesKey> {
+        let parts: Vec<&str> = self.rel_dir.strip_prefix("series/")?.split('/').collect();
+        crate::record::SeriesKey::from_parts(&parts).ok()
+    }
+
+    /// (version, committed_ts, exact) of a history that keeps no past version.
+    pub fn plain(&self) -> Option<(u64, i64, bool)> {
+        self.kept
+            .is_empty()
+            .then_some((self.version, self.committed_ts, self.exact))
+    }
+}
+
+/// The history of a dormant series (`storage::seriesmap`): its current version's
+/// commit time, no past version.
+#[derive(Debug)]
+pub struct Plain {
+    pub rel_dir: String,
+    pub version: u64,
+    pub committed_ts: i64,
+    pub exact: bool,
+}
+
 /// One series' history rebuilt at open, waiting for the replay to end.
 #[derive(Debug)]
 pub struct Attached {
@@ -51,10 +81,25 @@ pub struct Attached {
     history: History,
 }
 
-/// Writes the versions file of `series` under `root`.
-pub fn write(root: &Path, series: &[Arc<Series>]) -> Result<()> {
-    let mut list: Vec<&Arc<Series>> = series.iter().filter(|s| !s.is_deleted()).collect();
-    list.sort_by(|a, b| a.rel_dir().cmp(b.rel_dir()));
+/// Writes the versions file of `series` (built) and `dormant` under `root`.
+pub fn write(root: &Path, series: &[Arc<Series>], dormant: &[Plain]) -> Result<()> {
+    enum Row<'a> {
+        Built(&'a Arc<Series>),
+        Dormant(&'a Plain),
+    }
+    fn dir<'a>(r: &Row<'a>) -> &'a str {
+        match r {
+            Row::Built(s) => s.rel_dir(),
+            Row::Dormant(p) => p.rel_dir.as_str(),
+        }
+    }
+    let mut list: Vec<Row<'_>> = series
+        .iter()
+        .filter(|s| !s.is_deleted())
+        .map(Row::Built)
+        .chain(dormant.iter().map(Row::Dormant))
+        .collect();
+    list.sort_by(|a, b| dir(a).cmp(dir(b)));
     let mut b = Vec::new();
     b.extend_from_slice(MAGIC);
     put_u32(&mut b, FILE_VERSION);
@@ -62,20 +107,31 @@ pub fn write(root: &Path, series: &[Arc<Series>]) -> Result<()> {
         &mut b,
         u32::try_from(list.len()).expect("a store holds < 2^32 series"),
     );
-    for s in list {
-        let (cur, h) = s.history();
-        put_bytes(&mut b, s.rel_dir().as_bytes());
-        b.extend_from_slice(&cur.version.to_le_bytes());
-        b.extend_from_slice(&h.committed_ts.to_le_bytes());
-        b.push(u8::from(h.exact));
-        put_u32(
-            &mut b,
-            u32::try_from(h.kept.len()).expect("kept versions are bounded"),
-        );
-        for k in &h.kept {
-            b.extend_from_slice(&k.committed_ts.to_le_bytes());
-            b.extend_from_slice(&k.superseded_ts.to_le_bytes());
-            put_state(&mut b, &k.state);
+    for row in &list {
+        match row {
+            Row::Built(s) => {
+                let (cur, h) = s.history();
+                put_bytes(&mut b, s.rel_dir().as_bytes());
+                b.extend_from_slice(&cur.version.to_le_bytes());
+                b.extend_from_slice(&h.committed_ts.to_le_bytes());
+                b.push(u8::from(h.exact));
+                put_u32(
+                    &mut b,
+                    u32::try_from(h.kept.len()).expect("kept versions are bounded"),
+                );
+                for k in &h.kept {
+                    b.extend_from_slice(&k.committed_ts.to_le_bytes());
+                    b.extend_from_slice(&k.superseded_ts.to_le_bytes());
+                    put_state(&mut b, &k.state);
+                }
+            }
+            Row::Dormant(p) => {
+                put_bytes(&mut b, p.rel_dir.as_bytes());
+                b.extend_from_slice(&p.version.to_le_bytes());
+                b.extend_from_slice(&p.committed_ts.to_le_bytes());
+                b.push(u8::from(p.exact));
+                put_u32(&mut b, 0);
+            }
         }
     }
     let sum = xxhash_rust::xxh3::xxh3_64(&b);
@@ -186,6 +242,10 @@ pub fn restore(attached: Vec<Attached>, all: &[Arc<Series>], now: i64) {
                 debug_assert!(Arc::ptr_eq(&a.series, s), "versions: a history by address");
                 s.restore_history(a.history);
             }
+            // Built during this open from its seed (`storage::seriesmap`), which gave
+            // it its history, and not moved on by the replay (that would have left
+            // rows unfolded): the history stands.
+            None if !s.is_materialized() && s.snapshot().unfolded.is_none() => {}
             _ => s.restore_history(History::new(s.version(), now, false)),
         }
     }

@@ -594,16 +594,18 @@ def test_acknowledged_many_writes_survive_sigkill(start_server, unique_name):
     finally:
         c.close()
 
-    # A clean stop leaves what the log holds to the next start (storage.fold_on_stop
-    # is false by default): the start replays it, and every acknowledged row is back.
+    # A clean stop folds nothing into files (storage.fold_on_stop is false by
+    # default) but writes the logged rows of the small series with no directory into
+    # the catalog in one bulk write (storage.fold_small_on_stop, on by default): the
+    # start replays only the others' rows, and every acknowledged row is back.
     unfolded = expect_ok(requests.get(f"{server.http_url}/inventory",
                                       params={"partitions": "false"}, timeout=30))["log"]
+    assert unfolded["unfolded_rows"] > 0, unfolded
     stop_cleanly(server)
     server.start()
     inv = expect_ok(requests.get(f"{server.http_url}/inventory",
                                  params={"partitions": "false"}, timeout=30))
-    assert inv["log"]["unfolded_rows"] == unfolded["unfolded_rows"] > 0, (unfolded, inv["log"])
-    assert "replayed the write-ahead log" in server.log_text(), server.log_tail()
+    assert inv["log"]["unfolded_rows"] < unfolded["unfolded_rows"], (unfolded, inv["log"])
     s.base = server.http_url
     for path, rows in model.items():
         assert http_rows(s, path) == [rows[t] for t in sorted(rows)], path
