@@ -194,6 +194,9 @@ impl Engine {
             health: Mutex::new(health),
         });
         engine.apply_derive_rules();
+        // The open's scratch structures are dropped: their pages go back to the kernel
+        // now, not whenever this thread allocates again (an idle server's resident set).
+        crate::storage::mmap::release_free_memory();
         Ok(engine)
     }
 

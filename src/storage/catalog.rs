@@ -161,7 +161,8 @@ struct Inner {
     /// An append failed and could not be cut back: the tail is unknown until the
     /// next open, so nothing more is appended.
     poisoned: bool,
-    /// Entries the open read (every record's): what a rewrite would shed.
+    /// Entries the file holds (every record's: what the open read, and each append
+    /// since): what a rewrite would shed.
     entries_read: u64,
     /// The rows of each key whose last record is a state record, as the open read
     /// them, until the store takes them ([`Catalog::take_resident`]).
@@ -294,6 +295,7 @@ impl Catalog {
         inner
             .live
             .extend(manifests.iter().map(|m| m.meta.key.clone()));
+        inner.entries_read += manifests.len() as u64;
         Ok(())
     }
 
@@ -307,6 +309,7 @@ impl Catalog {
         let body = encode_body(Op::Drop, std::iter::once((meta, None)));
         self.append(&mut inner, &body)?;
         inner.live.remove(&meta.key);
+        inner.entries_read += 1;
         Ok(())
     }
 
@@ -414,6 +417,27 @@ impl Catalog {
         if inner.poisoned || inner.len <= (2 * base).max(base + slack) {
             return Ok(false);
         }
+        self.compact_locked(&mut inner)?;
+        Ok(true)
+    }
+
+    /// Rewrites the file without what later records replaced once it holds a quarter
+    /// more entries than the series it registers (the test [`Catalog::shed_garbage`]
+    /// makes on open): a clean stop calls it after its fold into the catalog, so the
+    /// next start does not spend its time on the rewrite.
+    pub fn compact_if_garbage(&self) -> Result<bool> {
+        let mut inner = self.inner.locked();
+        let live = inner.live.len() as u64;
+        if inner.poisoned || inner.entries_read <= live + live / 4 + 1024 {
+            return Ok(false);
+        }
+        self.compact_locked(&mut inner)?;
+        Ok(true)
+    }
+
+    /// The rewrite of [`Catalog::compact_if_grown`] and [`Catalog::compact_if_garbage`]:
+    /// the file read and scanned again, each key's last entry and rows kept.
+    fn compact_locked(&self, inner: &mut Inner) -> Result<()> {
         let bytes = std::fs::read(self.root.join(CATALOG_FILE))
             .map_err(|e| StorageError::io(CATALOG_FILE, e))?;
         let scan = scan(&bytes).map_err(|why| StorageError::corrupted(CATALOG_FILE, why))?;
@@ -423,8 +447,7 @@ impl Catalog {
         );
         let mut kept: Vec<Manifest> = scan.last.into_values().collect();
         kept.sort_unstable_by(|a, b| a.meta.key.cmp(&b.meta.key));
-        self.rewrite_with(&mut inner, &kept, &scan.rows)?;
-        Ok(true)
+        self.rewrite_with(inner, &kept, &scan.rows)
     }
 
     /// Replaces the file by one record of `kept` (temp, fsync, rename, fsync), and

@@ -25,6 +25,23 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use arrow_buffer::{Buffer, MutableBuffer};
 use memmap2::{Mmap, MmapOptions};
 
+/// Gives the memory the allocator holds free back to the kernel now. mimalloc keeps
+/// freed pages for reuse and returns them only after a delay, checked when the thread
+/// that freed them allocates again: a server idle after its start would keep the
+/// scratch structures of the open (the catalog's scan, the versions file, the
+/// registry's reconciliation) resident. Called once the open is done
+/// (`query::Engine::open`). With the `system-alloc` feature (for heap profilers) it
+/// does nothing.
+pub fn release_free_memory() {
+    #[cfg(not(feature = "system-alloc"))]
+    // SAFETY: `mi_collect` takes no pointer and has no precondition: any thread may
+    // call it at any time (it collects the calling thread's heap and the process'
+    // free segments, which mimalloc's own locks guard).
+    unsafe {
+        libmimalloc_sys::mi_collect(true);
+    }
+}
+
 /// One unit of a mapping budget, held by a live mapping and returned when it drops.
 #[derive(Debug)]
 pub struct Slot {

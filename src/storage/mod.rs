@@ -1511,6 +1511,13 @@ fn fold_small(map: &RwLock<SeriesMap>, w: &wal::Wal, into_catalog: &IntoCatalog)
         .saturating_sub(held.saturating_sub(unfolded));
     let (take, _rest) = resident::split_due(due, into_catalog.rows_max, room);
     let r = resident::fold_into_catalog(&into_catalog.catalog, &take);
+    // The records just appended replaced earlier entries of the same series: the
+    // rewrite without them is done here rather than by the next open.
+    if r.folded > 0
+        && let Err(e) = into_catalog.catalog.compact_if_garbage()
+    {
+        tracing::warn!(error = %e, "could not rewrite the catalog without its garbage at close; the next open does");
+    }
     FoldReport {
         series: r.folded,
         failed: r.failed,
