@@ -93,8 +93,14 @@ fn an_open_builds_no_catalog_series_until_one_is_asked_for() {
     assert_eq!(store.bytes(), 0);
     assert_eq!(store.dormant_count(), 200, "figures build nothing");
 
-    // Asking builds one series, once, with its rows, version and commit time.
+    // Asking builds one series, once, with its rows, version and commit time; it is
+    // as old as the open, so a write that began before the build is for this series.
+    let write_began = fastk::storage::series::registration_stamp();
     let a = store.get(&metas[7].key).unwrap();
+    assert!(
+        a.born() <= write_began,
+        "a built series is as old as its open"
+    );
     let b = store.get(&metas[7].key).unwrap();
     assert!(Arc::ptr_eq(&a, &b), "one series per key");
     assert_eq!(store.dormant_count(), 199);

@@ -405,6 +405,7 @@ impl Store {
         let ctx = seriesmap::BuildContext {
             root: root.clone(),
             opts: Arc::clone(&opts),
+            born: series::registration_stamp(),
         };
         let map = SeriesMap::from_entries(entries, dormant, ctx);
         // Before the replay: the states snapshots and kept versions pin share the

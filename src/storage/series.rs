@@ -357,6 +357,17 @@ impl Series {
         self.born
     }
 
+    /// A series built after its open from what the open read (`storage::seriesmap`) is
+    /// as old as that open (`born`, the stamp then): a write that began after the open
+    /// finds it the series it was for.
+    pub(in crate::storage) fn set_born(&mut self, born: u64) {
+        assert!(
+            born <= self.born,
+            "a series is stamped no later than it is built"
+        );
+        self.born = born;
+    }
+
     pub(crate) fn new(
         meta: Arc<SeriesMeta>,
         dir: PathBuf,

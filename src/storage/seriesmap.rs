@@ -93,6 +93,9 @@ impl Seed {
 pub struct BuildContext {
     pub root: PathBuf,
     pub opts: Arc<StoreOptions>,
+    /// The registration stamp of the open (`series::registration_stamp`): a series
+    /// built later is as old as the open, not as its build.
+    pub born: u64,
 }
 
 impl BuildContext {
@@ -103,7 +106,8 @@ impl BuildContext {
             committed,
         } = seed;
         let rel = format!("series/{}", manifest.meta.key);
-        let s = recover::series_from_manifest(self.root.join(&rel), rel, &self.opts, manifest);
+        let mut s = recover::series_from_manifest(self.root.join(&rel), rel, &self.opts, manifest);
+        s.set_born(self.born);
         s.set_unmaterialized();
         if !months.is_empty() {
             // `Seed::check` passed on open: these rows are what it checked.
