@@ -473,6 +473,12 @@ impl Metrics {
             );
             gauge(
                 &mut out,
+                "fastk_store_dormant_series",
+                "Series not built since the start: their catalog entry and rows only, built when first asked for.",
+                w.dormant_series as i64,
+            );
+            gauge(
+                &mut out,
                 "fastk_store_resident_bytes",
                 "Bytes of those series' rows in memory (bounded by storage.resident_bytes_max).",
                 w.resident_bytes as i64,

@@ -462,9 +462,10 @@ pub fn list(
     series.truncate(page.end);
     series.drain(..page.start);
     let mut last: Option<(SchemaRef, Bytes)> = None;
-    Ok(series.into_iter().map(move |(_, s)| {
-        let key = &s.meta.key;
-        let schema = Projection::all(&s.meta).schema;
+    Ok(series.into_iter().map(move |(_, l)| {
+        let meta = l.meta();
+        let key = &meta.key;
+        let schema = Projection::all(meta).schema;
         let ipc = match &last {
             Some((prev, ipc)) if **prev == *schema => ipc.clone(),
             _ => {
@@ -473,7 +474,10 @@ pub fn list(
                 ipc
             }
         };
-        let rows = Engine::rows_of(&s) as i64;
+        let rows = match &l {
+            crate::storage::Listed::Built(s) => Engine::rows_of(s),
+            crate::storage::Listed::Dormant { rows, .. } => *rows,
+        } as i64;
         let descriptor = FlightDescriptor::new_path(key.parts());
         build_info(
             &schema,

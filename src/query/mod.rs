@@ -260,14 +260,15 @@ impl Engine {
         &self,
         kind: Option<SeriesKind>,
         symbol: Option<&str>,
-    ) -> Vec<(String, Arc<Series>)> {
-        let mut series: Vec<(String, Arc<Series>)> = self
+    ) -> Vec<(String, crate::storage::Listed)> {
+        // A dormant series is listed from its seed, not built.
+        let mut series: Vec<(String, crate::storage::Listed)> = self
             .store
-            .list()
+            .listed(|m| {
+                kind.is_none_or(|k| k == m.key.kind()) && symbol.is_none_or(|x| x == m.key.symbol())
+            })
             .into_iter()
-            .filter(|s| kind.is_none_or(|k| k == s.meta.key.kind()))
-            .filter(|s| symbol.is_none_or(|x| x == s.meta.key.symbol()))
-            .map(|s| (s.meta.key.to_string(), s))
+            .map(|l| (l.meta().key.to_string(), l))
             .collect();
         series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         series
@@ -1106,27 +1107,47 @@ impl Engine {
                 "limit must be at least 1 (omit it for every series)",
             ));
         }
-        let mut all: Vec<Arc<Series>> = self
-            .store
-            .list()
-            .into_iter()
-            .filter(|s| q.kind.is_none_or(|k| k == s.meta.key.kind()))
-            .filter(|s| q.symbol.as_deref().is_none_or(|x| x == s.meta.key.symbol()))
-            .collect();
+        // Totals from every selected series as it is: a dormant one (its rows in the
+        // catalog, no files) is counted from its seed, and only the page is built.
+        let mut all = self.store.listed(|m| {
+            q.kind.is_none_or(|k| k == m.key.kind())
+                && q.symbol.as_deref().is_none_or(|x| x == m.key.symbol())
+        });
         let (mut total_rows, mut total_bytes, mut total_files, mut total_raw_bytes) = (0, 0, 0, 0);
-        for s in &all {
-            let snap = s.snapshot();
-            total_rows += snap.rows();
-            total_bytes += snap.bytes();
-            total_files += files_of(&snap);
-            total_raw_bytes += snap.raw_bytes();
+        for l in &all {
+            match l {
+                crate::storage::Listed::Built(s) => {
+                    let snap = s.snapshot();
+                    total_rows += snap.rows();
+                    total_bytes += snap.bytes();
+                    total_files += files_of(&snap);
+                    total_raw_bytes += snap.raw_bytes();
+                }
+                crate::storage::Listed::Dormant { rows, .. } => total_rows += rows,
+            }
         }
-        let mut keyed: Vec<(String, Arc<Series>)> =
-            all.drain(..).map(|s| (s.meta.key.to_string(), s)).collect();
+        let mut keyed: Vec<(String, crate::storage::Listed)> = all
+            .drain(..)
+            .map(|l| (l.meta().key.to_string(), l))
+            .collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
         let std::ops::Range { start, end } = page_bounds(&keyed, q.after.as_deref(), q.limit);
         let with_partitions = q.partitions.unwrap_or(true);
-        let page = &keyed[start..end];
+        let mut page = Vec::with_capacity(end - start);
+        for (k, l) in keyed.drain(start..end) {
+            let s = match l {
+                crate::storage::Listed::Built(s) => s,
+                // Deleted since it was listed: not on the page.
+                crate::storage::Listed::Dormant { meta, .. } => match self.store.get(&meta.key) {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                },
+            };
+            page.push((k, s));
+        }
+
+        // `keyed` lost the page: what is left past it is what a next page holds.
+        let more = q.limit.is_some() && keyed.len() > start;
         let w = self.store.wal_stats();
         Ok(Inventory {
             log: LogInfo {
@@ -1147,9 +1168,7 @@ impl Engine {
                 .collect(),
             total_rows,
             total_bytes,
-            next_after: (end < keyed.len() && q.limit.is_some())
-                .then(|| page.last().map(|(k, _)| k.clone()))
-                .flatten(),
+            next_after: more.then(|| page.last().map(|(k, _)| k.clone())).flatten(),
         })
     }
 

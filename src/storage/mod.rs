@@ -284,6 +284,26 @@ pub const DEFAULT_SIDECAR_MIN_ROWS: usize = 64;
 /// Most threads that open series directories at start (at most one per core).
 const OPEN_THREADS_MAX: usize = 8;
 
+/// A series as [`Store::listed`] gives it.
+#[derive(Debug, Clone)]
+pub enum Listed {
+    Built(Arc<Series>),
+    /// Not built: its rows are in the catalog (no files, nothing unfolded).
+    Dormant {
+        meta: SeriesMeta,
+        rows: u64,
+    },
+}
+
+impl Listed {
+    pub fn meta(&self) -> &SeriesMeta {
+        match self {
+            Listed::Built(s) => &s.meta,
+            Listed::Dormant { meta, .. } => meta,
+        }
+    }
+}
+
 /// What replaying the write-ahead log did when the store was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WalRecovery {
@@ -317,6 +337,9 @@ pub struct WalStats {
     /// the bytes of their in-memory chunks (`storage.resident_bytes_max` bounds them).
     pub resident_series: u64,
     pub resident_bytes: u64,
+    /// Series not built since the open (`storage::seriesmap`): their catalog entry and
+    /// rows only.
+    pub dormant_series: u64,
 }
 
 /// What one fold pass did.
@@ -540,6 +563,7 @@ impl Store {
                 }
             }
             seriesmap::Peek::Dormant(seed) => {
+                st.dormant_series += 1;
                 if !seed.months.is_empty() {
                     st.resident_series += 1;
                     st.resident_bytes += seed.memory_bytes();
@@ -827,6 +851,29 @@ impl Store {
     /// The metadata of every series, ordered by key, with no state built.
     pub fn metas(&self) -> Vec<SeriesMeta> {
         self.series.read_now().metas()
+    }
+
+    /// The series `pick` selects by metadata, ordered by key, each as it is now:
+    /// built, or dormant with its row count (not built for this: listings that show a
+    /// page of series build only the page, [`Store::get`]).
+    pub fn listed(&self, mut pick: impl FnMut(&SeriesMeta) -> bool) -> Vec<Listed> {
+        let mut out = Vec::new();
+        self.series.read_now().peek_each(|p| match p {
+            seriesmap::Peek::Built(s) => {
+                if pick(&s.meta) {
+                    out.push(Listed::Built(s));
+                }
+            }
+            seriesmap::Peek::Dormant(seed) => {
+                if pick(&seed.manifest.meta) {
+                    out.push(Listed::Dormant {
+                        meta: seed.manifest.meta.clone(),
+                        rows: seed.rows(),
+                    });
+                }
+            }
+        });
+        out
     }
 
     /// Series whose state is not built yet (`storage::seriesmap`): kept as their

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import pyarrow.flight as flight
 import requests
 
 from fastk_testlib import expect_ok
@@ -81,10 +82,25 @@ def test_a_factor_library_folds_into_the_catalog_and_survives_a_stop_and_a_kill(
     assert manifests(server.root) == 0, "no directory per small series"
     check(base, [0, 1, 2])
 
-    # A clean stop and a start: the rows come from the catalog.
+    # A clean stop and a start: the rows come from the catalog, and the start builds
+    # none of the series; neither do /metrics, /health, ListFlights or the totals of
+    # /inventory: a page of one series builds that one.
     server.stop()
     server.start()
     base = server.http_url
+    assert metrics(base)["fastk_store_dormant_series"] == SYMBOLS * FACTORS
+    expect_ok(requests.get(f"{base}/health", timeout=30))
+    inv = expect_ok(requests.get(f"{base}/inventory", params={"partitions": "false", "limit": 1},
+                                 timeout=30))
+    assert inv["total_rows"] == SYMBOLS * FACTORS * 3 and len(inv["series"]) == 1, inv
+    assert inv["series"][0]["rows"] == 3, inv["series"][0]
+    c = flight.connect(server.flight_uri)
+    try:
+        infos = list(c.list_flights())
+    finally:
+        c.close()
+    assert len(infos) == SYMBOLS * FACTORS and all(i.total_records == 3 for i in infos)
+    assert metrics(base)["fastk_store_dormant_series"] == SYMBOLS * FACTORS - 1
     check(base, [0, 1, 2])
     # More rows, only in the log, then SIGKILL.
     write_days(base, range(3, 5))
