@@ -474,10 +474,7 @@ pub fn list(
                 ipc
             }
         };
-        let rows = match &l {
-            crate::storage::Listed::Built(s) => Engine::rows_of(s),
-            crate::storage::Listed::Dormant { rows, .. } => *rows,
-        } as i64;
+        let rows = Engine::listed_rows(&l) as i64;
         let descriptor = FlightDescriptor::new_path(key.parts());
         build_info(
             &schema,

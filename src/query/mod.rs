@@ -260,9 +260,9 @@ impl Engine {
         &self,
         kind: Option<SeriesKind>,
         symbol: Option<&str>,
-    ) -> Vec<(String, crate::storage::Listed)> {
+    ) -> Vec<(String, Listed)> {
         // A dormant series is listed from its seed, not built.
-        let mut series: Vec<(String, crate::storage::Listed)> = self
+        let mut series: Vec<(String, Listed)> = self
             .store
             .listed(|m| {
                 kind.is_none_or(|k| k == m.key.kind()) && symbol.is_none_or(|x| x == m.key.symbol())
@@ -272,6 +272,14 @@ impl Engine {
             .collect();
         series.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         series
+    }
+
+    /// Rows a listed series holds now (a dormant one: its seed's).
+    pub fn listed_rows(l: &Listed) -> u64 {
+        match l {
+            Listed::Built(s) => Engine::rows_of(s),
+            Listed::Dormant { rows, .. } => *rows,
+        }
     }
 
     /// Rows `series` holds now.
@@ -1116,17 +1124,17 @@ impl Engine {
         let (mut total_rows, mut total_bytes, mut total_files, mut total_raw_bytes) = (0, 0, 0, 0);
         for l in &all {
             match l {
-                crate::storage::Listed::Built(s) => {
+                Listed::Built(s) => {
                     let snap = s.snapshot();
                     total_rows += snap.rows();
                     total_bytes += snap.bytes();
                     total_files += files_of(&snap);
                     total_raw_bytes += snap.raw_bytes();
                 }
-                crate::storage::Listed::Dormant { rows, .. } => total_rows += rows,
+                Listed::Dormant { rows, .. } => total_rows += rows,
             }
         }
-        let mut keyed: Vec<(String, crate::storage::Listed)> = all
+        let mut keyed: Vec<(String, Listed)> = all
             .drain(..)
             .map(|l| (l.meta().key.to_string(), l))
             .collect();
@@ -1136,9 +1144,9 @@ impl Engine {
         let mut page = Vec::with_capacity(end - start);
         for (k, l) in keyed.drain(start..end) {
             let s = match l {
-                crate::storage::Listed::Built(s) => s,
+                Listed::Built(s) => s,
                 // Deleted since it was listed: not on the page.
-                crate::storage::Listed::Dormant { meta, .. } => match self.store.get(&meta.key) {
+                Listed::Dormant { meta, .. } => match self.store.get(&meta.key) {
                     Ok(s) => s,
                     Err(_) => continue,
                 },
@@ -1323,6 +1331,8 @@ pub fn page_bounds<T>(
     start..end
 }
 
+/// A series as a listing gives it: built, or dormant with its row count.
+pub use crate::storage::Listed;
 pub use crate::storage::now_ms;
 
 /// `timeframe_ms` from the request, or implied by a standard timeframe name.

@@ -1,5 +1,6 @@
 //! A small series kept whole in the store's catalog: its rows built into in-memory
-//! chunks on open, its state taken for a state record, and that record's commit
+//! chunks when the series is built from its seed (`storage::seriesmap`, on first
+//! use after an open), its state taken for a state record, and that record's commit
 //! installed (`storage::resident` folds many series at once).
 //!
 //! Such a series has no directory (`materialized` is false) and every chunk it
@@ -13,8 +14,9 @@ use crate::storage::catalog::{ResidentMonth, ResidentState};
 use crate::storage::chunk::MappedChunk;
 
 impl Series {
-    /// Open: the state of a catalog series whose entry holds `months` of rows, each
-    /// month one in-memory chunk (the log is replayed on top of it).
+    /// The build of a dormant series (`storage::seriesmap`): the state of a catalog
+    /// series whose entry holds `months` of rows, each month one in-memory chunk (a
+    /// replay, or a write, goes on top of it).
     pub(in crate::storage) fn install_resident(&self, months: Vec<ResidentMonth>) -> Result<()> {
         assert!(
             !self.is_materialized(),
