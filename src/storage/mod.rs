@@ -1413,13 +1413,7 @@ fn fold_pass(
         } else {
             map.built()
         };
-        let mut dormant_bytes = 0;
-        map.peek_each(|p| {
-            if let seriesmap::Peek::Dormant(seed) = p {
-                dormant_bytes += seed.memory_bytes();
-            }
-        });
-        (list, dormant_bytes)
+        (list, map.dormant_memory_bytes())
     };
     let o = &w.opts;
     // Past the soft limit every series is folded; past the hard one (twice it) the
@@ -1534,13 +1528,7 @@ fn fold_small(map: &RwLock<SeriesMap>, w: &wal::Wal, into_catalog: &IntoCatalog)
     let committed = w.committed_lsn();
     let (list, dormant_bytes) = {
         let map = map.read_now();
-        let mut dormant_bytes = 0;
-        map.peek_each(|p| {
-            if let seriesmap::Peek::Dormant(seed) = p {
-                dormant_bytes += seed.memory_bytes();
-            }
-        });
-        (map.built(), dormant_bytes)
+        (map.built(), map.dormant_memory_bytes())
     };
     let due: Vec<&Arc<Series>> = list
         .iter()

@@ -325,6 +325,18 @@ impl SeriesMap {
         }
     }
 
+    /// Bytes the dormant series' chunk images will take once built (what the resident
+    /// budget counts for them: [`Seed::memory_bytes`]).
+    pub fn dormant_memory_bytes(&self) -> u64 {
+        let mut bytes = 0;
+        self.peek_each(|p| {
+            if let Peek::Dormant(seed) = p {
+                bytes += seed.memory_bytes();
+            }
+        });
+        bytes
+    }
+
     /// The metadata of every series in key order, building none.
     pub fn metas(&self) -> Vec<SeriesMeta> {
         let mut out = Vec::with_capacity(self.len());
