@@ -124,6 +124,37 @@ pub struct ResidentMonth {
     pub cols: Vec<Vec<i64>>,
 }
 
+impl ResidentMonth {
+    /// What building a series from these rows relies on: one column per column of
+    /// `meta`'s kind, all of one length and not empty, keys increasing, every
+    /// timestamp inside this partition. Checked once when the catalog is read
+    /// (`seriesmap::Seed::check`), so that the build cannot fail; asserted again by
+    /// the build in debug builds.
+    pub fn check(&self, meta: &SeriesMeta) -> Result<()> {
+        let parts = meta.partitioning();
+        let (lo, hi) = parts.ts_bounds();
+        let key_cols: Vec<&[i64]> = self.cols.iter().take(2).map(Vec::as_slice).collect();
+        let sound = self.cols.len() == meta.key.kind().ncols()
+            && self.cols.iter().all(|c| c.len() == self.cols[0].len())
+            && !self.cols[0].is_empty()
+            && crate::record::keys_increase(meta.layout().key, &key_cols)
+            && self.cols[0]
+                .iter()
+                .all(|&ts| (lo..=hi).contains(&ts) && parts.of(ts) == self.month);
+        if sound {
+            Ok(())
+        } else {
+            Err(StorageError::corrupted(
+                CATALOG_FILE,
+                format!(
+                    "the rows of {} in partition {} are not sorted or not in it",
+                    meta.key, self.month
+                ),
+            ))
+        }
+    }
+}
+
 /// What the fold records of one small series: its state (settings, version,
 /// `wal_lsn`; no chunk entries) and every row it has.
 #[derive(Debug, Clone)]
@@ -882,6 +913,44 @@ mod tests {
             irregular: false,
             wal_lsn: lsn,
             entries: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn resident_rows_are_checked_for_width_order_and_partition() {
+        let meta = manifest("AAA", 0).meta;
+        let parts = meta.partitioning();
+        let ts = [1_700_000_000_000_i64, 1_700_000_060_000, 1_700_000_120_000];
+        let month = parts.of(ts[0]);
+        let good = ResidentMonth {
+            month,
+            cols: vec![ts.to_vec(), vec![1, 2, 3]],
+        };
+        good.check(&meta).unwrap();
+        let bad = |cols: Vec<Vec<i64>>, month: i32| ResidentMonth { month, cols };
+        let cases = [
+            ("one column", bad(vec![ts.to_vec()], month)),
+            ("a column short", bad(vec![ts.to_vec(), vec![1, 2]], month)),
+            ("no rows", bad(vec![vec![], vec![]], month)),
+            (
+                "ts not increasing",
+                bad(vec![vec![ts[1], ts[0], ts[2]], vec![1, 2, 3]], month),
+            ),
+            (
+                "ts repeated",
+                bad(vec![vec![ts[0], ts[0], ts[2]], vec![1, 2, 3]], month),
+            ),
+            (
+                "another partition",
+                bad(vec![ts.to_vec(), vec![1, 2, 3]], month + 1),
+            ),
+        ];
+        for (what, m) in cases {
+            let e = m.check(&meta).expect_err(what);
+            assert!(
+                e.to_string().contains(CATALOG_FILE) && e.to_string().contains("AAA"),
+                "{what}: {e}"
+            );
         }
     }
 

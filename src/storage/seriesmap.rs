@@ -20,8 +20,8 @@ use super::catalog::ResidentMonth;
 use super::format::{self, CHUNK_HEADER_LEN, stride_of};
 use super::recover;
 use super::series::{History, Series};
-use super::{Result, StorageError, StoreOptions};
-use crate::record::{SeriesKey, SeriesMeta, keys_increase};
+use super::{Result, StoreOptions};
+use crate::record::{SeriesKey, SeriesMeta};
 use crate::sync::LockExt;
 
 /// What a dormant series is built from: its catalog entry, its rows (month by month,
@@ -36,34 +36,13 @@ pub struct Seed {
 }
 
 impl Seed {
-    /// Checks what [`Series::install_resident`] will rely on, so that building the
-    /// series later cannot fail: each month's rows are sorted by key, of the series'
-    /// width, and inside that month.
+    /// Checks what [`Series::install_resident`] will rely on
+    /// ([`ResidentMonth::check`], month by month), so that building the series later
+    /// cannot fail.
     pub fn check(&self) -> Result<()> {
-        let meta = &self.manifest.meta;
-        let ncols = meta.key.kind().ncols();
-        let parts = meta.partitioning();
-        let (lo, hi) = parts.ts_bounds();
-        for m in &self.months {
-            let key_cols: Vec<&[i64]> = m.cols.iter().take(2).map(Vec::as_slice).collect();
-            let sound = m.cols.len() == ncols
-                && m.cols.iter().all(|c| c.len() == m.cols[0].len())
-                && !m.cols[0].is_empty()
-                && keys_increase(meta.layout().key, &key_cols)
-                && m.cols[0]
-                    .iter()
-                    .all(|&ts| (lo..=hi).contains(&ts) && parts.of(ts) == m.month);
-            if !sound {
-                return Err(StorageError::corrupted(
-                    super::catalog::CATALOG_FILE,
-                    format!(
-                        "the rows of {} in partition {} are not sorted or not in it",
-                        meta.key, m.month
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        self.months
+            .iter()
+            .try_for_each(|m| m.check(&self.manifest.meta))
     }
 
     /// Rows over every month.
@@ -111,8 +90,7 @@ impl BuildContext {
         s.set_unmaterialized();
         if !months.is_empty() {
             // `Seed::check` passed on open: these rows are what it checked.
-            s.install_resident(months)
-                .expect("a seed's rows were checked when the store opened");
+            s.install_resident(months);
         }
         let (ts, exact) = committed;
         s.restore_history(History::new(s.version(), ts, exact));

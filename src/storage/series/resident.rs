@@ -17,7 +17,9 @@ impl Series {
     /// The build of a dormant series (`storage::seriesmap`): the state of a catalog
     /// series whose entry holds `months` of rows, each month one in-memory chunk (a
     /// replay, or a write, goes on top of it).
-    pub(in crate::storage) fn install_resident(&self, months: Vec<ResidentMonth>) -> Result<()> {
+    /// The rows passed [`ResidentMonth::check`] when the catalog was read
+    /// (`seriesmap::Seed::check`); a debug build asserts it again.
+    pub(in crate::storage) fn install_resident(&self, months: Vec<ResidentMonth>) {
         assert!(
             !self.is_materialized(),
             "resident rows belong to a series with no directory"
@@ -26,25 +28,12 @@ impl Series {
         let ncols = self.meta.key.kind().ncols();
         let mut live: BTreeMap<i32, Vec<Arc<ChunkRef>>> = BTreeMap::new();
         for m in months {
+            debug_assert!(
+                m.check(&self.meta).is_ok(),
+                "the rows of {} were checked when the catalog was read",
+                self.meta.key
+            );
             let cols: Vec<&[i64]> = m.cols.iter().map(Vec::as_slice).collect();
-            let key_cols: Vec<&[i64]> = cols.iter().take(2).copied().collect();
-            let parts = self.meta.partitioning();
-            let (lo, hi) = parts.ts_bounds();
-            let in_month = m.cols[0]
-                .iter()
-                .all(|&ts| (lo..=hi).contains(&ts) && parts.of(ts) == m.month);
-            if cols.len() != ncols
-                || !crate::record::keys_increase(self.meta.layout().key, &key_cols)
-                || !in_month
-            {
-                return Err(StorageError::corrupted(
-                    crate::storage::catalog::CATALOG_FILE,
-                    format!(
-                        "the rows of {} in partition {} are not sorted or not in it",
-                        self.meta.key, m.month
-                    ),
-                ));
-            }
             let header = ChunkHeader {
                 meta: Arc::clone(&self.meta),
                 ncols,
@@ -70,7 +59,6 @@ impl Series {
         self.set_current(Arc::new(
             snap.settled(crate::storage::snapshot::month_lists(live)),
         ));
-        Ok(())
     }
 
     /// The writer lock if no one holds it (the catalog fold skips a busy series and
