@@ -28,11 +28,7 @@ impl Series {
             let nothing = plans.iter().map(|_| sealed::Prebuilt::Nothing).collect();
             return (Err(e), nothing, Vec::new());
         }
-        let sync_threads = if plans.len() > 1 {
-            self.opts.sync_threads
-        } else {
-            0
-        };
+        let sync_threads = self.sync_threads_for(plans);
         let (piped, synced) = fsio::SyncPool::run(&self.dir, sync_threads, |pool| {
             pipeline::run(self, plans, stamp, next_gen, pool)
         });
@@ -59,6 +55,26 @@ impl Series {
             Ok(entries)
         })();
         (entries, prebuilt, packs)
+    }
+
+    /// Syncer threads for a write of `plans`: one fewer than the files it can write
+    /// (the writer fsyncs the last one itself), at most `storage.sync_threads`. With
+    /// packing on, the months go into packs of about `storage.pack_target_bytes`, and
+    /// their raw bytes bound what the packs hold, so a year of small months (one
+    /// pack) spawns no syncer: a load of many such series no longer starts and joins
+    /// eight threads per series for one fsync.
+    fn sync_threads_for(&self, plans: &[MonthPlan]) -> usize {
+        let pack = self.opts.pack_target_bytes;
+        let files = if plans.len() > 1 && pack > 0 {
+            let ncols = self.meta.key.kind().ncols() as u64;
+            let raw: u64 = plans.iter().map(|p| p.rows() as u64 * ncols * 8).sum();
+            usize::try_from(raw.div_ceil(pack))
+                .unwrap_or(usize::MAX)
+                .clamp(1, plans.len())
+        } else {
+            plans.len()
+        };
+        files.saturating_sub(1).min(self.opts.sync_threads)
     }
 
     /// The header of `plan`'s chunk before its columns fill in rows, bounds, stride
