@@ -2329,7 +2329,7 @@ PROSE_TITLES = {
     "loss-feed": "One bar per write",
     "loss-feed_many": "A minute of every series as one write",
     "loss-many_series": "A year of 10,000 series",
-    "loss-factors_100k": "Memory and start per series",
+    "loss-factors_100k": "Bytes of many small series",
     "loss-ticks-ingest": "Bulk ingest of trades",
     "loss-tape": "The tape",
     "loss-trade_quote": "Trades with the quote in force",
@@ -2400,15 +2400,20 @@ with pcodec's fast level in the same pass into one pack file, the pack and the m
 fsynced before the answer. DuckDB appends 500 series per `INSERT` from inside the client
 and checkpoints once. The many-series DoPut (100 series a write) goes through the log and
 writes each row twice (the log, then the fold). A series is two files (its manifest and
-one pack): a series stays the unit of a commit, a delete and a backup.""",
+one pack) in two directories of its own, so its first commit makes four inodes and six
+fsyncs: in a profile of this load most of the server's time was in the kernel, and the
+same load on tmpfs took about 40% less (journal:
+[many small DoPuts](benchmarks/journal/2026-11-29-many-series-syscalls.md)). A series
+stays the unit of a commit, a delete and a backup.""",
     "loss-factors_100k": """\
-Every series the store opens costs about 3.5 KB of state in the process (its key, its
-snapshot and month lists, and an in-memory chunk of its rows), built for each series at
-start: at 100,000 series that is most of the idle RSS and of the start. The rows of small
-series live in a few records of the catalog (a handful of files, bytes near DuckDB's);
-what is left is to leave an idle small series' rows on disk in a mapped multi-series block
-and build a series' state on its first use (journal:
-[memory per series](benchmarks/journal/2026-11-27-memory-per-series.md)).""",
+Most of FastK's bytes here are the series, not their rows: each of the 100,000 series has
+an entry in the store's catalog (its key, settings and manifest fields, a few hundred
+bytes), so the registration alone takes about as many bytes as DuckDB's whole table (the
+table's first rows). The rows of these small series go into a few state records of the
+same catalog at the stop. A start reads the catalog and builds no series' state until the
+series is asked for (dormant series), which is what keeps the start and the idle memory
+under their goals (journal:
+[dormant series](benchmarks/journal/2026-11-29-dormant-series.md)).""",
     "loss-ticks-ingest": """\
 ArcticDB writes each symbol's frame into LMDB as it is (14.2 bytes a trade in this run);
 FastK checks every row, numbers the trades within each nanosecond (`seq`), compresses
