@@ -130,7 +130,8 @@ const IOV_MAX: usize = 1024;
 
 /// Writes every byte of `parts`, in order, with as few `writev` calls as the kernel
 /// takes: a pack of twelve months is dozens of parts (headers, bodies, sidecars), and
-/// one `write` each cost a system call each in a load of many small series.
+/// a `write` per part was dozens of system calls per series in a load of many small
+/// series.
 fn write_all_parts(f: &mut File, parts: &[&[u8]]) -> io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = parts
         .iter()
