@@ -57,12 +57,13 @@ impl Series {
         (entries, prebuilt, packs)
     }
 
-    /// Syncer threads for a write of `plans`: one fewer than the files it can write
-    /// (the writer fsyncs the last one itself), at most `storage.sync_threads`. With
-    /// packing on, the months go into packs of about `storage.pack_target_bytes`, and
-    /// their raw bytes bound what the packs hold, so a year of small months (one
-    /// pack) spawns no syncer: a load of many such series no longer starts and joins
-    /// eight threads per series for one fsync.
+    /// Syncer threads for a write of `plans`: one fewer than its units (packs, or
+    /// without packing its months; the writer fsyncs what no syncer takes), at most
+    /// `storage.sync_threads`. With packing on, the months go into packs of about
+    /// `storage.pack_target_bytes`, and their raw bytes bound what the packs hold, so
+    /// a year of small months (one pack) spawns no syncer: a load of many such series
+    /// no longer starts and joins eight threads per series for one fsync. Only the
+    /// parallelism of the fsyncs depends on this: every file is fsynced either way.
     fn sync_threads_for(&self, plans: &[MonthPlan]) -> usize {
         let pack = self.opts.pack_target_bytes;
         let files = if plans.len() > 1 && pack > 0 {
