@@ -207,8 +207,7 @@ pub(super) fn run(
     // the device, and meanwhile `write_threads` others keep building. A smaller
     // write's files land in the page cache without waiting, and a thread more would
     // only crowd the cores (many such writes run at once in a load of many series).
-    let ncols = series.meta.key.kind().ncols() as u64;
-    let raw_bytes: u64 = plans.iter().map(|p| p.rows() as u64 * ncols * 8).sum();
+    let raw_bytes = series.raw_bytes_of(plans);
     let direct = series.opts.direct_write_min_bytes;
     let waits = usize::from(direct > 0 && raw_bytes >= direct);
     let helpers = n

@@ -67,15 +67,20 @@ impl Series {
     fn sync_threads_for(&self, plans: &[MonthPlan]) -> usize {
         let pack = self.opts.pack_target_bytes;
         let files = if plans.len() > 1 && pack > 0 {
-            let ncols = self.meta.key.kind().ncols() as u64;
-            let raw: u64 = plans.iter().map(|p| p.rows() as u64 * ncols * 8).sum();
-            usize::try_from(raw.div_ceil(pack))
+            usize::try_from(self.raw_bytes_of(plans).div_ceil(pack))
                 .unwrap_or(usize::MAX)
                 .clamp(1, plans.len())
         } else {
             plans.len()
         };
         files.saturating_sub(1).min(self.opts.sync_threads)
+    }
+
+    /// Bytes of `plans`' rows as raw int64 columns: what sizes a write's threads
+    /// (`pipeline::run`) and its syncers ([`Series::sync_threads_for`]).
+    pub(super) fn raw_bytes_of(&self, plans: &[MonthPlan]) -> u64 {
+        let ncols = self.meta.key.kind().ncols() as u64;
+        plans.iter().map(|p| p.rows() as u64 * ncols * 8).sum()
     }
 
     /// The header of `plan`'s chunk before its columns fill in rows, bounds, stride

@@ -17,6 +17,7 @@ impl Series {
     /// The build of a dormant series (`storage::seriesmap`): the state of a catalog
     /// series whose entry holds `months` of rows, each month one in-memory chunk (a
     /// replay, or a write, goes on top of it).
+    ///
     /// The rows passed [`ResidentMonth::check`] when the catalog was read
     /// (`seriesmap::Seed::check`); a debug build asserts it again.
     pub(in crate::storage) fn install_resident(&self, months: Vec<ResidentMonth>) {
