@@ -187,7 +187,16 @@ pub struct StorageConfig {
     /// Bytes of raw copies of compressed months kept in `<root>/local/` for
     /// co-located readers (`local-read`; 0: none, those months go through DoGet).
     pub local_copy_bytes: u64,
+    /// A built small series (no directory, its rows in the catalog) that no one asked
+    /// for during this many seconds goes back to sleep: its state is dropped and
+    /// built again on the next request (0: never; at most a day).
+    pub dormant_after_s: u64,
 }
+
+/// Longest `storage.dormant_after_s` (a day).
+pub const MAX_DORMANT_AFTER_S: u64 = 86_400;
+/// Default of `storage.dormant_after_s`: five minutes.
+pub const DEFAULT_DORMANT_AFTER_S: u64 = 300;
 
 /// Longest `storage.keep_versions_s` (a year): a kept version holds its files and the
 /// log rows it read in memory.
@@ -240,6 +249,7 @@ impl Default for StorageConfig {
             direct_write_min_bytes: store.direct_write_min_bytes,
             keep_versions_s: 0,
             local_copy_bytes: store.local_copy_bytes,
+            dormant_after_s: DEFAULT_DORMANT_AFTER_S,
         }
     }
 }
@@ -286,6 +296,8 @@ impl StorageConfig {
             resident_rows_max: self.resident_rows_max,
             resident_bytes_max: self.resident_bytes_max,
             local_copy_bytes: self.local_copy_bytes,
+            dormant_after: (self.dormant_after_s > 0)
+                .then_some(std::time::Duration::from_secs(self.dormant_after_s)),
             ..StoreOptions::default()
         }
     }
@@ -768,6 +780,12 @@ impl Config {
                 "must be at most 31536000 (a year); for longer, take a named snapshot",
             );
         }
+        if self.storage.dormant_after_s > MAX_DORMANT_AFTER_S {
+            return bad(
+                "storage.dormant_after_s",
+                "must be at most 86400 (a day); 0 keeps built series built",
+            );
+        }
         if self.storage.compress_interval_s == 0 {
             return bad("storage.compress_interval_s", "must be positive");
         }
@@ -1071,6 +1089,15 @@ mod tests {
         assert!(Config::load(None, env(&[("FASTK__STORAGE__MAX_MAPPED_FILES", "0")])).is_err());
         let over = (max_mapped_files_limit() + 1).to_string();
         assert!(Config::load(None, env(&[("FASTK__STORAGE__MAX_MAPPED_FILES", &over)])).is_err());
+        // Idle series go back to sleep after at most a day; 0 keeps them built.
+        assert!(Config::load(None, env(&[("FASTK__STORAGE__DORMANT_AFTER_S", "86401")])).is_err());
+        let c = Config::load(None, env(&[("FASTK__STORAGE__DORMANT_AFTER_S", "0")])).unwrap();
+        assert_eq!(c.storage.store_options().dormant_after, None);
+        let c = Config::load(None, env(&[])).unwrap();
+        assert_eq!(
+            c.storage.store_options().dormant_after,
+            Some(std::time::Duration::from_secs(DEFAULT_DORMANT_AFTER_S))
+        );
         for (k, v) in [
             ("FASTK__HTTP__HEADER_READ_TIMEOUT_S", "0"),
             ("FASTK__HTTP__KEEP_ALIVE_IDLE_S", "0"),

@@ -474,8 +474,14 @@ impl Metrics {
             gauge(
                 &mut out,
                 "fastk_store_dormant_series",
-                "Series not built since the start: their catalog entry and rows only, built when first asked for.",
+                "Series not built now: their catalog entry and rows only, built when first asked for (after a start, or back to sleep once idle).",
                 w.dormant_series as i64,
+            );
+            counter(
+                &mut out,
+                "fastk_store_series_slept_total",
+                "Built series that went back to sleep, idle for storage.dormant_after_s, since the start.",
+                w.slept_series,
             );
             gauge(
                 &mut out,

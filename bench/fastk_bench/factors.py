@@ -10,16 +10,23 @@ and bytes on disk (`du`) after the registration and after the stop, the restart 
 value of 9 series, and `/inventory`'s row count). Then every series folded (a start with
 `storage.fold_on_stop = true` and a clean stop, timed; with the defaults, series this
 small fold into the store's catalog, `storage.resident_rows_max`) and files and bytes
-again: what the store costs once the log is folded. DuckDB and SQLite: the same
+again: what the store costs once the log is folded. Last, a start with
+`storage.dormant_after_s = 2`: a SQL scan of every series (`POST /v1/sql`, the count
+and sum of every value, checked; the first builds every series, the second finds
+them built), the RSS after it, the time until every series is dormant again
+(`/metrics`), the RSS then, and the scan once more. DuckDB and SQLite: the same
 300,000 rows in one table `(symbol, factor, ts, value)` with its primary key, loaded
 from Arrow (DuckDB, checkpointed) or `executemany` (SQLite, `WITHOUT ROWID`), each in
-one file; load time and bytes.
+one file; load time and bytes, and the same count and sum on a new connection (first
+and second).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
+import re
 import shutil
 import sqlite3
 import time
@@ -81,7 +88,66 @@ def _restart_and_check(binary: pathlib.Path, root: pathlib.Path, log_path: pathl
         server.stop()
 
 
-def _fastk(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, symbols: int) -> dict:
+# Seconds an idle series stays built in the scan-and-sleep start (the default is 300:
+# a benchmark cannot wait that long; docs/operations.md, `storage.dormant_after_s`).
+SLEEP_AFTER_S = 2
+SCAN_SQL = "SELECT count(*) AS n, sum(value) AS s FROM {table}"
+
+
+def _scan_ok(label: str, n, total, want_rows: int, want_sum: float) -> None:
+    checks.expect("factors_100k", f"{label} scan count", int(n), want_rows)
+    checks.expect("factors_100k", f"{label} scan sum", abs(float(total) - want_sum) <= 1e-9 * abs(want_sum), True)
+
+
+def _dormant(hc: HttpClient) -> int:
+    text = hc.request("GET", "/metrics").decode()
+    m = re.search(r"^fastk_store_dormant_series (\d+)$", text, re.M)
+    assert m, "/metrics has no fastk_store_dormant_series"
+    return int(m.group(1))
+
+
+def _scan_and_sleep(binary: pathlib.Path, root: pathlib.Path, log_path: pathlib.Path, symbols: int,
+                    want_sum: float) -> dict:
+    """A start with idle series sleeping after SLEEP_AFTER_S: a SQL scan of every series
+    (timed twice), the RSS after it, the wait until every series is dormant again, the
+    RSS then and the scan again."""
+    n = symbols * FACTORS
+    server = Restarted(binary, root, log_path, env_extra={"FASTK__STORAGE__DORMANT_AFTER_S": str(SLEEP_AFTER_S)})
+    out: dict = {"dormant_after_s": SLEEP_AFTER_S}
+    try:
+        hc = HttpClient(server.http)
+        pid = server.proc.pid
+        time.sleep(2)
+        out["rss_before_scan_bytes"] = _vm(pid, "VmRSS")
+
+        def scan(label: str) -> float:
+            t = time.perf_counter()
+            body = hc.json("POST", "/v1/sql", {"query": SCAN_SQL.format(table="scalar")})
+            dt = time.perf_counter() - t
+            _scan_ok(f"FastK {label}", body["rows"][0][0], body["rows"][0][1], n * ROWS, want_sum)
+            return dt
+
+        out["scan_first_s"] = scan("first")
+        out["built_by_scan"] = n - _dormant(hc)
+        out["scan_second_s"] = scan("second")
+        out["rss_after_scan_bytes"] = _vm(pid, "VmRSS")
+        t = time.perf_counter()
+        deadline = t + 60
+        while _dormant(hc) < n and time.perf_counter() < deadline:
+            time.sleep(0.1)
+        out["asleep_s"] = time.perf_counter() - t
+        out["all_asleep"] = _dormant(hc) == n
+        time.sleep(1)
+        out["rss_asleep_bytes"] = _vm(pid, "VmRSS")
+        out["scan_after_sleep_s"] = scan("after sleeping")
+        hc.conn.close()
+    finally:
+        server.stop()
+    return out
+
+
+def _fastk(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, symbols: int,
+           want_sum: float) -> dict:
     root = work / "fastk"
     out: dict = {}
     server = procs.FastK(binary, root, logs / "fastk-factors.log", unix_socket=False)
@@ -136,6 +202,12 @@ def _fastk(binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path, symbols
         binary, root, logs / "fastk-factors-folded.log", symbols, "folded")
     log(f"  folded: stop {out['fold_stop_s']:.1f} s; {out['files_folded']:,} files, "
         f"{out['du_folded'] / 1e6:.1f} MB; restart {out['restart_folded_s']:.2f} s")
+    sl = _scan_and_sleep(binary, root, logs / "fastk-factors-sleep.log", symbols, want_sum)
+    out["scan"] = sl
+    log(f"  SQL scan of every series: {sl['scan_first_s'] * 1e3:.0f} ms first, {sl['scan_second_s'] * 1e3:.0f} ms "
+        f"second; RSS {(sl['rss_before_scan_bytes'] or 0) / 1e6:.0f} MB before, "
+        f"{(sl['rss_after_scan_bytes'] or 0) / 1e6:.0f} MB after, {(sl['rss_asleep_bytes'] or 0) / 1e6:.0f} MB "
+        f"once asleep ({sl['asleep_s']:.1f} s later; all asleep: {sl['all_asleep']})")
     return out
 
 
@@ -166,8 +238,9 @@ def _duckdb(work: pathlib.Path, t: pa.Table) -> dict:
     n = con.execute("SELECT count(*) FROM factors").fetchone()[0]
     con.close()
     checks.expect("factors_100k", "DuckDB count", n, t.num_rows)
+    scans = _peer_scans("DuckDB", lambda: duckdb.connect(str(path), read_only=True), t)
     return {"load_s": load, "bytes": du(path), "files": 1,
-            "version": duckdb.__version__}
+            "version": duckdb.__version__, **scans}
 
 
 def _sqlite(work: pathlib.Path, t: pa.Table) -> dict:
@@ -182,7 +255,28 @@ def _sqlite(work: pathlib.Path, t: pa.Table) -> dict:
     n = con.execute("SELECT count(*) FROM factors").fetchone()[0]
     con.close()
     checks.expect("factors_100k", "SQLite count", n, t.num_rows)
-    return {"load_s": load, "bytes": du(path), "files": 1, "version": sqlite3.sqlite_version}
+    scans = _peer_scans("SQLite", lambda: sqlite3.connect(str(path)), t)
+    return {"load_s": load, "bytes": du(path), "files": 1, "version": sqlite3.sqlite_version, **scans}
+
+
+def _peer_scans(label: str, connect, t: pa.Table) -> dict:
+    """The count and sum of every value on a new connection to the file: first, second."""
+    want_sum = _want_sum(t)
+    con = connect()
+    try:
+        out = {}
+        for k in ("scan_first_s", "scan_second_s"):
+            tt = time.perf_counter()
+            n, total = con.execute(SCAN_SQL.format(table="factors")).fetchone()
+            out[k] = time.perf_counter() - tt
+            _scan_ok(label, n, total, t.num_rows, want_sum)
+        return out
+    finally:
+        con.close()
+
+
+def _want_sum(t: pa.Table) -> float:
+    return math.fsum(t.column("value").to_pylist())
 
 
 def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, logs: pathlib.Path) -> dict:
@@ -192,7 +286,7 @@ def run(results: dict, P: dict, *, binary: pathlib.Path, work: pathlib.Path, log
     work.mkdir(parents=True, exist_ok=True)
     try:
         log(f"factors_100k: FastK, {symbols * FACTORS:,} series of {ROWS} rows")
-        out["FastK"] = _fastk(binary, work, logs, symbols)
+        out["FastK"] = _fastk(binary, work, logs, symbols, _want_sum(t))
         log("factors_100k: DuckDB and SQLite")
         out["DuckDB"] = _duckdb(work, t)
         out["SQLite"] = _sqlite(work, t)

@@ -1223,9 +1223,30 @@ def t_factors_100k(r: dict) -> str:
         ["DuckDB: load; file", f"{dk.get('load_s', 0):.2f} s", f"{(duck or 0) / 1e6:.1f} MB", "1.00x"],
         ["SQLite: load; file", f"{sq.get('load_s', 0):.2f} s", f"{sq.get('bytes', 0) / 1e6:.1f} MB", vs(sq.get("bytes", 0))],
     ]
+    sl = fk.get("scan")
+    if sl:
+        def ms2(x):
+            return f"{x['scan_first_s'] * 1e3:.0f} / {x['scan_second_s'] * 1e3:.0f} ms"
+
+        def mb(b):
+            return f"{(b or 0) / 1e6:.0f} MB"
+
+        rows[-2:-2] = [
+            [f"SQL count and sum of every value, first / second (a start with storage.dormant_after_s = "
+             f"{sl['dormant_after_s']}); RSS before", ms2(sl), mb(sl["rss_before_scan_bytes"]), None],
+            ["RSS after the scan", None, mb(sl["rss_after_scan_bytes"]), None],
+            [f"every series asleep again {sl['asleep_s']:.1f} s later"
+             + ("" if sl["all_asleep"] else " (NOT all)") + "; RSS; the scan again",
+             f"{sl['scan_after_sleep_s'] * 1e3:.0f} ms", mb(sl["rss_asleep_bytes"]), None],
+        ]
+        for name, peer in (("DuckDB", dk), ("SQLite", sq)):
+            if "scan_first_s" in peer:
+                rows.append([f"{name}: the same count and sum, new connection, first / second", ms2(peer), None,
+                             None])
     out = table(["FastK, then the peers", "time / files", "bytes / RSS", "bytes / DuckDB's"], rows)
     out += f"\n\n{d['series']:,} series, {d['rows']:,} rows. How: " + d.get("how", "")
-    out += f"\n\nChecked: {d.get('checked', 0)} answers (every value of 9 series twice, the row counts)."
+    out += (f"\n\nChecked: {d.get('checked', 0)} answers (every value of 9 series twice, the row counts"
+            + (", every scan's count and sum" if sl else "") + ").")
     return out
 
 

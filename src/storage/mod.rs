@@ -149,6 +149,10 @@ pub struct StoreOptions {
     /// Bytes of raw copies of compressed chunks kept in `<root>/local/` for
     /// co-located readers (`localcopy`; 0: none).
     pub local_copy_bytes: u64,
+    /// A built series that the catalog holds whole and no one asked for during this
+    /// long goes back to sleep (`storage::seriesmap`; `None`: never). The fold thread
+    /// sweeps this often, so an idle series sleeps after one to two of these.
+    pub dormant_after: Option<std::time::Duration>,
 }
 
 impl Default for StoreOptions {
@@ -184,6 +188,9 @@ impl Default for StoreOptions {
             resident_rows_max: 0,
             resident_bytes_max: resident::DEFAULT_RESIDENT_BYTES_MAX,
             local_copy_bytes: localcopy::DEFAULT_LOCAL_COPY_BYTES,
+            // Off in the engine's defaults (its tests look at built series); the
+            // server's configuration turns it on (`storage.dormant_after_s`).
+            dormant_after: None,
         }
     }
 }
@@ -273,6 +280,8 @@ pub struct Store {
     upgraded: Option<upgrade::Upgraded>,
     /// Raw copies of compressed chunks for co-located readers (`localcopy`).
     local_copies: localcopy::LocalCopies,
+    /// Series that went back to sleep since the open (`Store::sleep_idle`).
+    slept: Arc<AtomicU64>,
 }
 
 static TRASH_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -337,9 +346,11 @@ pub struct WalStats {
     /// the bytes of their in-memory chunks (`storage.resident_bytes_max` bounds them).
     pub resident_series: u64,
     pub resident_bytes: u64,
-    /// Series not built since the open (`storage::seriesmap`): their catalog entry and
-    /// rows only.
+    /// Series not built now (`storage::seriesmap`): their catalog entry and rows only,
+    /// since the open or back to sleep.
     pub dormant_series: u64,
+    /// Built series that went back to sleep since the open ([`Store::sleep_idle`]).
+    pub slept_series: u64,
 }
 
 /// What one fold pass did.
@@ -459,6 +470,7 @@ impl Store {
             catalog_open,
             upgraded,
             local_copies,
+            slept: Arc::default(),
         };
         store.start_threads()?;
         Ok(store)
@@ -478,10 +490,13 @@ impl Store {
         let root = self.root.clone();
         let settings = Arc::clone(&self.opts.versions);
         let into_catalog = self.catalog_fold();
+        let dormant_after = self.opts.dormant_after;
+        let slept = Arc::clone(&self.slept);
         let folder = spawn(
             "fastk-fold",
             Box::new(move || {
                 let mut last_checkpoint = std::time::Instant::now();
+                let mut last_sweep = std::time::Instant::now();
                 while !w.is_stopping() {
                     w.wait_fold(w.opts.fold_interval);
                     if w.is_stopping() {
@@ -491,6 +506,13 @@ impl Store {
                     if last_checkpoint.elapsed() >= versions::CHECKPOINT_EVERY {
                         last_checkpoint = std::time::Instant::now();
                         checkpoint_versions(&root, &map, &settings);
+                    }
+                    if let Some(after) = dormant_after
+                        && last_sweep.elapsed() >= after
+                    {
+                        last_sweep = std::time::Instant::now();
+                        let n = sleep_idle(&map);
+                        slept.fetch_add(n, Ordering::Relaxed);
                     }
                 }
             }),
@@ -544,6 +566,7 @@ impl Store {
             committed_lsn: self.wal.committed_lsn(),
             syncs: self.wal.sync_counts().0,
             records: self.wal.sync_counts().1,
+            slept_series: self.slept.load(Ordering::Relaxed),
             ..WalStats::default()
         };
         let mut oldest: Option<std::time::Instant> = None;
@@ -876,6 +899,26 @@ impl Store {
         out
     }
 
+    /// One sweep for idle series now (the fold thread makes one every
+    /// `dormant_after`): each built series that no one asked for since the previous
+    /// sweep, that the catalog holds whole and that no one holds goes back to sleep
+    /// (`storage::seriesmap`). Returns how many did.
+    pub fn sleep_idle(&self) -> u64 {
+        let n = sleep_idle(&self.series);
+        self.slept.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Series that went back to sleep since the open ([`Store::sleep_idle`]).
+    pub fn slept_count(&self) -> u64 {
+        self.slept.load(Ordering::Relaxed)
+    }
+
+    /// Whether the series of `key` is registered and dormant (not built now).
+    pub fn is_dormant(&self, key: &SeriesKey) -> bool {
+        self.series.read_now().is_dormant(key)
+    }
+
     /// Series whose state is not built yet (`storage::seriesmap`): kept as their
     /// catalog entry and rows until first asked for.
     pub fn dormant_count(&self) -> usize {
@@ -1065,6 +1108,54 @@ impl Drop for Store {
         // again (their handles would unlink them as they go).
         self.named.close();
     }
+}
+
+/// Series a sweep takes under one hold of the map's write lock: readers and writers
+/// look series up under its read lock, so a sweep of 100,000 series lets them in
+/// between batches.
+const SLEEP_BATCH: usize = 1024;
+
+/// A sweep for idle series ([`Store::sleep_idle`]): the candidates under the map's
+/// read lock, each one's state taken with no lock of the map held, then each put to
+/// sleep under its write lock, a batch at a time, if nothing changed meanwhile
+/// ([`SeriesMap::put_to_sleep`]). Returns how many slept.
+fn sleep_idle(map: &RwLock<SeriesMap>) -> u64 {
+    let idle = map.read_now().idle_candidates();
+    if idle.is_empty() {
+        return 0;
+    }
+    let mut slept = 0;
+    for batch in idle.chunks(SLEEP_BATCH) {
+        let states: Vec<_> = batch
+            .iter()
+            .map(|i| match i.series.sleep_state() {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(series = %i.series.meta.key, error = %e, "could not take an idle series' rows; it stays built");
+                    None
+                }
+            })
+            .collect();
+        if states.iter().all(Option::is_none) {
+            continue;
+        }
+        let mut m = map.write_now();
+        for (i, state) in batch.iter().zip(states) {
+            if let Some(sleep) = state
+                && m.put_to_sleep(i, sleep)
+            {
+                slept += 1;
+            }
+        }
+    }
+    // The batches' series go here, after the map's lock: their memory back to the
+    // allocator, and from it to the system.
+    drop(idle);
+    if slept > 0 {
+        mmap::release_free_memory();
+        tracing::debug!(series = slept, "idle series went back to sleep");
+    }
+    slept
 }
 
 /// What the versions file is written from: the built series, and the history of each

@@ -57,6 +57,7 @@ mod pipeline;
 mod plan;
 mod publish;
 mod resident;
+pub use resident::SleepState;
 mod rewrite;
 mod sealed;
 mod write;

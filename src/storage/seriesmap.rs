@@ -7,19 +7,27 @@
 //! builds none of them, and an idle store holds one compact entry per series
 //! (docs/storage-format.md, "Series catalog", "Dormant series").
 //!
-//! A series is built at most once: the build happens under the slot's seed lock and
-//! publishes the series before it lets go, so every caller gets the same `Arc`.
-//! Figures over every series (rows, the resident budget, the log's statistics, the
-//! versions file) read a dormant series from its seed without building it.
+//! A series is built at most once per slot: the build happens under the slot's seed
+//! lock and publishes the series before it lets go, so every caller gets the same
+//! `Arc`. Figures over every series (rows, the resident budget, the log's statistics,
+//! the versions file) read a dormant series from its seed without building it.
+//!
+//! A built series goes **back to sleep** when no one has asked for it for a while
+//! (`storage.dormant_after_s`, [`SeriesMap::idle_candidates`] then
+//! [`SeriesMap::put_to_sleep`]): one whose state the catalog holds whole again (no
+//! directory, nothing unfolded, no past version kept) and that no one holds. Its slot
+//! is replaced by a new dormant one whose seed is that state, so a scan of every
+//! series, or a snapshot of the store, does not leave every series built for good.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::catalog::ResidentMonth;
 use super::format::{self, CHUNK_HEADER_LEN, stride_of};
 use super::recover;
-use super::series::{History, Series};
+use super::series::{History, Series, SleepState};
 use super::{Result, StoreOptions};
 use crate::record::{SeriesKey, SeriesMeta};
 use crate::sync::LockExt;
@@ -33,6 +41,10 @@ pub struct Seed {
     /// (committed_ts, exact) of the current version: what the versions file kept for
     /// this very version, or else the open's time, a bound.
     pub committed: (i64, bool),
+    /// The registration stamp of the series this seed was taken from when it went
+    /// back to sleep ([`Series::born`]); `None` for a seed the open read, which is as
+    /// old as the open.
+    pub born: Option<u64>,
 }
 
 impl Seed {
@@ -83,10 +95,11 @@ impl BuildContext {
             manifest,
             months,
             committed,
+            born,
         } = seed;
         let rel = format!("series/{}", manifest.meta.key);
         let mut s = recover::series_from_manifest(self.root.join(&rel), rel, &self.opts, manifest);
-        s.set_born(self.born);
+        s.set_born(born.unwrap_or(self.born));
         s.set_unmaterialized();
         if !months.is_empty() {
             // `Seed::check` passed on open: these rows are what it checked.
@@ -104,6 +117,10 @@ struct Slot {
     built: OnceLock<Arc<Series>>,
     /// The seed of a dormant series; taken, under this lock, by its build.
     seed: Mutex<Option<Box<Seed>>>,
+    /// Set by every [`Slot::get`], cleared by each sweep for idle series
+    /// ([`SeriesMap::idle_candidates`]): a built series found unused by a sweep was
+    /// not asked for since the sweep before.
+    used: AtomicBool,
 }
 
 /// A series as the figures over every series see it.
@@ -119,6 +136,7 @@ impl Slot {
         Arc::new(Slot {
             built,
             seed: Mutex::new(None),
+            used: AtomicBool::new(true),
         })
     }
 
@@ -126,10 +144,16 @@ impl Slot {
         Arc::new(Slot {
             built: OnceLock::new(),
             seed: Mutex::new(Some(seed)),
+            used: AtomicBool::new(false),
         })
     }
 
     fn get(&self, ctx: &BuildContext) -> Arc<Series> {
+        // Relaxed: the flag is a hint for the sweep, which checks again under the
+        // map's write lock whether anyone holds the series before it lets it go.
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
         if let Some(s) = self.built.get() {
             return Arc::clone(s);
         }
@@ -283,10 +307,15 @@ impl SeriesMap {
     }
 
     /// The built series plus the dormant ones `pick` chooses (built now), in key order.
+    /// A pass over the store (a scrape, retention) is not a use: the built series are
+    /// not marked used for it, so it does not keep idle series from going to sleep.
     pub fn built_and(&self, mut pick: impl FnMut(&Seed) -> bool) -> Vec<Arc<Series>> {
         self.ordered
             .values()
             .filter_map(|slot| {
+                if let Some(s) = slot.built_series() {
+                    return Some(s);
+                }
                 let wanted = slot.peek(|p| match p {
                     Peek::Built(_) => true,
                     Peek::Dormant(seed) => pick(seed),
@@ -301,6 +330,90 @@ impl SeriesMap {
         for slot in self.ordered.values() {
             slot.peek(&mut f);
         }
+    }
+
+    /// The first step of a sweep for idle series: every built series that no one
+    /// asked for since the last sweep and whose state the catalog may hold whole
+    /// ([`Series::sleep_state`] says for sure). Clears each built slot's `used` flag,
+    /// so the next sweep finds those not asked for in between. Under the map's read
+    /// lock; builds nothing.
+    pub fn idle_candidates(&self) -> Vec<Idle> {
+        let mut out = Vec::new();
+        for (key, slot) in &self.ordered {
+            let Some(series) = slot.built.get() else {
+                continue;
+            };
+            if slot.used.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            if series.is_materialized() || series.is_deleted() {
+                continue;
+            }
+            out.push(Idle {
+                key: key.clone(),
+                slot: Arc::clone(slot),
+                series: Arc::clone(series),
+            });
+        }
+        out
+    }
+
+    /// The last step of a sweep, under the map's write lock: `idle`'s series goes back
+    /// to sleep with `sleep.state` (taken from `sleep.then`, [`Series::sleep_state`]) as its seed,
+    /// if it is still what the sweep saw: the same slot, not asked for since, held by
+    /// no one but the map and the sweep, and in the state `then` (any write, delete,
+    /// fold or settings change installs a new one). Returns whether it slept; the
+    /// series itself goes when `idle` is dropped.
+    pub fn put_to_sleep(&mut self, idle: &Idle, sleep: SleepState) -> bool {
+        let SleepState {
+            then,
+            state,
+            committed,
+        } = sleep;
+        let same_slot = self
+            .hashed
+            .get(&idle.key)
+            .is_some_and(|s| Arc::ptr_eq(s, &idle.slot));
+        // The map and `idle` hold the series; no one else can reach it while this
+        // holds the write lock, and no one else holds it.
+        let unheld = Arc::strong_count(&idle.series) == 2;
+        if !same_slot
+            || !unheld
+            || idle.slot.used.load(Ordering::Relaxed)
+            || !Arc::ptr_eq(&idle.series.snapshot(), &then)
+            || idle.series.is_deleted()
+        {
+            return false;
+        }
+        let seed = Seed {
+            manifest: state.manifest,
+            months: state.months,
+            committed,
+            born: Some(idle.series.born()),
+        };
+        let checked = seed.check();
+        debug_assert!(
+            checked.is_ok(),
+            "a sleeping series' rows pass the seed's check: {checked:?}"
+        );
+        if let Err(e) = checked {
+            // What the build would rely on does not hold: keep the series built.
+            tracing::error!(series = %idle.key, error = %e, "a series' state failed the seed's check; it stays built");
+            return false;
+        }
+        debug_assert_eq!(
+            seed.manifest.version, then.version,
+            "the seed is the state the sweep saw"
+        );
+        let slot = Slot::dormant(Box::new(seed));
+        self.hashed.insert(idle.key.clone(), Arc::clone(&slot));
+        self.ordered.insert(idle.key.clone(), slot);
+        debug_assert_eq!(
+            self.hashed.len(),
+            self.ordered.len(),
+            "series map: both indexes"
+        );
+        true
     }
 
     /// Bytes the dormant series' chunk images will take once built (what the resident
@@ -326,6 +439,14 @@ impl SeriesMap {
     }
 }
 
+/// A built series a sweep found idle ([`SeriesMap::idle_candidates`]).
+#[derive(Debug)]
+pub struct Idle {
+    key: SeriesKey,
+    slot: Arc<Slot>,
+    pub series: Arc<Series>,
+}
+
 impl Seed {
     /// A seed from a catalog entry and its rows, checked; its commit time a bound
     /// (`opened_ts`) until the versions file says better.
@@ -338,6 +459,7 @@ impl Seed {
             manifest,
             months,
             committed: (opened_ts, false),
+            born: None,
         };
         seed.check()?;
         Ok(seed)

@@ -3,12 +3,15 @@
 A factor library (many series of a few rows) registered in one request and written
 by many-series POSTs: `POST /v1/admin/compact` folds them, and the store then has no
 directory per series (`fastk_store_resident_series` counts them), yet a clean stop,
-more rows and a SIGKILL, and a restart give back every row acknowledged.
+more rows and a SIGKILL, and a restart give back every row acknowledged. A SQL scan
+of every series builds them all; once idle (`storage.dormant_after_s`) they go back to
+sleep, and come back with the same rows.
 """
 
 from __future__ import annotations
 
 import re
+import time
 
 import pyarrow.flight as flight
 import requests
@@ -111,3 +114,47 @@ def test_a_factor_library_folds_into_the_catalog_and_survives_a_stop_and_a_kill(
     inv = expect_ok(requests.get(f"{base}/inventory", params={"partitions": "false"}, timeout=30))
     assert inv["total_rows"] == SYMBOLS * FACTORS * 5, inv["total_rows"]
     assert manifests(server.root) == 0
+
+
+def test_series_a_scan_built_go_back_to_sleep_once_idle(start_server):
+    n = SYMBOLS * FACTORS
+    server = start_server("resident-sleep", {"FASTK__STORAGE__LOW_DISK_BYTES": "0",
+                                             "FASTK__STORAGE__DORMANT_AFTER_S": "1"})
+    base = server.http_url
+    series = [{"symbol": sym(i), "timeframe": "1d", "category": "factor", "name": fac(j),
+               "value_type": "f64"} for i in range(SYMBOLS) for j in range(FACTORS)]
+    expect_ok(requests.post(f"{base}/v1/scalar/series/many", json={"series": series}, timeout=60))
+    write_days(base, range(0, 3))
+    server.stop()
+    server.start()
+    base = server.http_url
+    assert metrics(base)["fastk_store_dormant_series"] == n
+
+    query = "SELECT count(*) AS n, sum(value) AS s FROM scalar WHERE category = 'factor'"
+    want_sum = sum(value(i, j, k) for i in range(SYMBOLS) for j in range(FACTORS) for k in range(3))
+
+    def scan() -> None:
+        rows = expect_ok(requests.post(f"{base}/v1/sql", json={"query": query}, timeout=60))["rows"]
+        assert rows[0][0] == n * 3, rows
+        assert abs(rows[0][1] - want_sum) < 1e-6 * want_sum, rows
+
+    scan()
+    built = n - metrics(base)["fastk_store_dormant_series"]
+    assert built > 0, "the scan built the series it read"
+    # Idle for one to two sweeps of a second each: every one of them sleeps again.
+    deadline = time.monotonic() + 30
+    m = metrics(base)
+    while m["fastk_store_dormant_series"] < n and time.monotonic() < deadline:
+        time.sleep(0.25)
+        m = metrics(base)
+    assert m["fastk_store_dormant_series"] == n, m["fastk_store_dormant_series"]
+    assert m["fastk_store_series_slept_total"] >= n, m["fastk_store_series_slept_total"]
+    assert m["fastk_store_resident_series"] == n, m["fastk_store_resident_series"]
+    # They come back the same, and take writes as before.
+    scan()
+    check(base, [0, 1, 2])
+    write_days(base, range(3, 4))
+    check(base, [0, 1, 2, 3])
+    server.kill()
+    server.start()
+    check(server.http_url, [0, 1, 2, 3])

@@ -13,6 +13,17 @@ use super::*;
 use crate::storage::catalog::{ResidentMonth, ResidentState};
 use crate::storage::chunk::MappedChunk;
 
+/// What a series goes back to sleep with ([`Series::sleep_state`]).
+#[derive(Debug)]
+pub struct SleepState {
+    /// The snapshot it was taken from: the series sleeps only if it is still current.
+    pub then: Arc<Snapshot>,
+    /// Its catalog entry and rows, as a state record keeps them.
+    pub state: ResidentState,
+    /// (committed_ts, exact) of its current version.
+    pub committed: (i64, bool),
+}
+
 impl Series {
     /// The build of a dormant series (`storage::seriesmap`): the state of a catalog
     /// series whose entry holds `months` of rows, each month one in-memory chunk (a
@@ -80,6 +91,36 @@ impl Series {
         if self.is_materialized() || snap.live.is_empty() {
             return Ok(None);
         }
+        self.joined_state(snap).map(Some)
+    }
+
+    /// The state this series goes back to sleep with (`storage::seriesmap`): the
+    /// snapshot it was taken from, its catalog entry and rows (as a state record
+    /// keeps them), and the current version's commit time. `None` unless the catalog
+    /// holds that state whole: no directory, not deleted, nothing unfolded or
+    /// superseded, and no past version kept (a dormant series keeps none).
+    pub(in crate::storage) fn sleep_state(&self) -> Result<Option<SleepState>> {
+        let (snap, history) = self.history();
+        if self.is_materialized()
+            || self.is_deleted()
+            || snap.unfolded.is_some()
+            || !snap.superseded.is_empty()
+            || !snap.obsolete.is_empty()
+            || !history.kept.is_empty()
+            || snap.chunks().any(|c| !c.is_memory())
+        {
+            return Ok(None);
+        }
+        let state = self.joined_state(&snap)?;
+        Ok(Some(SleepState {
+            then: snap,
+            state,
+            committed: (history.committed_ts, history.exact),
+        }))
+    }
+
+    /// [`Series::resident_state`] of a series with no directory, rows or none.
+    fn joined_state(&self, snap: &Snapshot) -> Result<ResidentState> {
         let ncols = self.meta.key.kind().ncols();
         let mut months = Vec::with_capacity(snap.live.len());
         for (&month, chunks) in &snap.live {
@@ -105,7 +146,7 @@ impl Series {
         manifest.irregular = snap.irregular;
         manifest.wal_lsn = snap.wal_lsn;
         manifest.entries.clear();
-        Ok(Some(ResidentState { manifest, months }))
+        Ok(ResidentState { manifest, months })
     }
 
     /// After the state record of `state` (taken from `snap`, under the writer lock
