@@ -739,3 +739,65 @@ fn asof_and_latest_read_a_named_snapshot() {
     assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
     assert!(err.message.contains("nope"), "{}", err.message);
 }
+
+/// A scan of very many small series (a factor library) hands the plan a few gathered
+/// batches, not one per series, and keeps every row, in key order where the query
+/// asks for it, with a large series among the small ones.
+#[test]
+fn many_small_series_scan_as_few_batches_with_every_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_with(dir.path(), |_| {});
+    let value = |i: usize, k: usize| (i * 1000 + k) as f64;
+    let mut want: Vec<(String, String, i64, f64)> = Vec::new();
+    for i in 0..600 {
+        let (sym, name) = (format!("S{:03}", i / 3), format!("f{}", i % 3));
+        let key = scalar(&e, &sym, &name, ValueType::F64);
+        // Series 301 is large: 20,000 rows; the others have 3.
+        let n = if i == 301 { 20_000 } else { 3 };
+        let ts: Vec<i64> = (0..n).map(|k| JAN_2024 + k as i64 * MINUTE).collect();
+        let bits: Vec<i64> = (0..n).map(|k| value(i, k).to_bits() as i64).collect();
+        write_values(&e, &key, &ts, &bits);
+        want.extend((0..n).map(|k| (sym.clone(), name.clone(), ts[k], value(i, k))));
+    }
+    e.store.fold_all();
+    want.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+    let total: f64 = want.iter().map(|w| w.3).sum();
+
+    let a = run(&e, "SELECT count(*), sum(value) FROM scalar");
+    assert_eq!(i64s(&a, 0), vec![want.len() as i64]);
+    assert_eq!(f64s(&a, 1), vec![total]);
+
+    let a = run(&e, "SELECT symbol, name, ts, value FROM scalar");
+    assert_eq!(
+        a.batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+        want.len()
+    );
+    assert!(
+        a.batches.len() <= 16,
+        "{} batches for 600 series: small series are gathered",
+        a.batches.len()
+    );
+
+    let a = run(
+        &e,
+        "SELECT symbol, name, ts, value FROM scalar ORDER BY symbol, name, ts",
+    );
+    let mut got = Vec::with_capacity(want.len());
+    for b in &a.batches {
+        let (sym, name) = (
+            b.column(0).as_string::<i32>(),
+            b.column(1).as_string::<i32>(),
+        );
+        let ts = b.column(2).as_primitive::<TimestampMillisecondType>();
+        let v = b.column(3).as_primitive::<Float64Type>();
+        for r in 0..b.num_rows() {
+            got.push((
+                sym.value(r).to_string(),
+                name.value(r).to_string(),
+                ts.value(r),
+                v.value(r),
+            ));
+        }
+    }
+    assert_eq!(got, want);
+}

@@ -151,7 +151,8 @@ pub struct StoreOptions {
     pub local_copy_bytes: u64,
     /// A built series that the catalog holds whole and no one asked for during this
     /// long goes back to sleep (`storage::seriesmap`; `None`: never). The fold thread
-    /// sweeps this often, so an idle series sleeps after one to two of these.
+    /// sweeps this often (on its `wal.fold_interval` tick), so an idle series sleeps one to
+    /// two of these after its last use.
     pub dormant_after: Option<std::time::Duration>,
 }
 

@@ -31,7 +31,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::buffer::ScalarBuffer;
-use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::compute::{SortOptions, concat_batches};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -59,6 +59,11 @@ use crate::storage::snapshot::{Snapshot, slice_of};
 
 /// Batches buffered per partition between the reader and the plan.
 const CHANNEL_BATCHES: usize = 2;
+/// Batches of fewer rows than this are gathered with the next ones, in order, into a
+/// batch of up to this many (`Reader::send`): a scan of 100,000 series of a few rows
+/// each hands the plan a few dozen batches, not 100,000 (each batch costs the channel,
+/// the operators above and the stream's bookkeeping about the same, whatever its rows).
+const GATHER_ROWS: usize = 8_192;
 
 /// What a scan did, for EXPLAIN ANALYZE, tests and `/v1/sql` answers.
 #[derive(Debug, Default)]
@@ -179,6 +184,10 @@ pub struct ScanExec {
     batch_rows: usize,
     props: Arc<PlanProperties>,
     pub stats: Arc<ScanStats>,
+    /// The planner's statistics, by partition (`None`: the whole scan), made once per
+    /// plan node: the optimizer asks many times, and each answer walks every selected
+    /// series (100,000 in a factor library).
+    planner_stats: Arc<Mutex<std::collections::HashMap<Option<usize>, Arc<Statistics>>>>,
 }
 
 impl ScanExec {
@@ -220,6 +229,7 @@ impl ScanExec {
                 Boundedness::Bounded,
             )),
             stats,
+            planner_stats: Arc::default(),
         };
         scan.props = Arc::new(scan.properties_for(schema));
         scan
@@ -297,8 +307,13 @@ impl ScanExec {
             batch_rows: self.batch_rows,
             props: Arc::clone(&self.props),
             stats: Arc::clone(&self.stats),
+            planner_stats: Arc::clone(&self.planner_stats),
         };
         f(&mut s);
+        // A new limit, projection or split of the series: the statistics are made again.
+        if s.limit != self.limit || s.cols != self.cols || s.partitions != self.partitions {
+            s.planner_stats = Arc::default();
+        }
         s.props = Arc::new(s.properties_for(self.schema()));
         s
     }
@@ -396,6 +411,9 @@ impl ExecutionPlan for ScanExec {
 
     /// From the series' states (no file read): see `sql::stats`.
     fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        if let Some(done) = self.planner_stats.locked().get(&partition) {
+            return Ok(Arc::clone(done));
+        }
         let runs: Vec<&[Arc<Snapshot>]> = match partition {
             None => self
                 .partitions
@@ -409,13 +427,17 @@ impl ExecutionPlan for ScanExec {
                 vec![&self.series[range]]
             }
         };
-        Ok(Arc::new(super::stats::scan_statistics(
+        let made = Arc::new(super::stats::scan_statistics(
             &self.schema(),
             &self.cols,
             &runs,
             &self.filter,
             self.limit,
-        )))
+        ));
+        self.planner_stats
+            .locked()
+            .insert(partition, Arc::clone(&made));
+        Ok(made)
     }
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn ExecutionPlan>> {
@@ -486,6 +508,8 @@ impl ExecutionPlan for ScanExec {
             batch_rows: self.batch_rows,
             stats: Arc::clone(&self.stats),
             tx: builder.tx(),
+            gathered: Vec::new(),
+            gathered_rows: 0,
         };
         let series = Arc::clone(&self.series);
         builder.spawn_blocking(move || {
@@ -498,7 +522,11 @@ impl ExecutionPlan for ScanExec {
                     }
                 }
             }
-            Ok(())
+            // A consumer gone (a limit met above the scan) wants nothing more.
+            match reader.flush() {
+                Err(_) if reader.tx.is_closed() => Ok(()),
+                r => r,
+            }
         });
         Ok(builder.build())
     }
@@ -516,6 +544,9 @@ struct Reader {
     batch_rows: usize,
     stats: Arc<ScanStats>,
     tx: Sender<Result<RecordBatch>>,
+    /// Small batches waiting to go out as one ([`GATHER_ROWS`]), in order.
+    gathered: Vec<RecordBatch>,
+    gathered_rows: usize,
 }
 
 fn storage_err(e: crate::storage::StorageError) -> DataFusionError {
@@ -741,13 +772,41 @@ impl Reader {
         )?)
     }
 
-    /// Hands a batch to the plan; false when the consumer is gone or the limit is met.
+    /// Hands a batch to the plan (a small one after the small ones before it, joined
+    /// once they make [`GATHER_ROWS`]); false when the consumer is gone or the limit is
+    /// met.
     fn send(&mut self, batch: RecordBatch) -> bool {
         let n = batch.num_rows();
         debug_assert!(n <= self.remaining, "a scan produced past its limit");
         self.remaining -= n;
         self.stats.rows_out.fetch_add(n as u64, Ordering::Relaxed);
-        self.tx.blocking_send(Ok(batch)).is_ok() && self.remaining > 0
+        let sent = if n < GATHER_ROWS.min(self.batch_rows) {
+            self.gathered_rows += n;
+            self.gathered.push(batch);
+            self.gathered_rows < GATHER_ROWS.min(self.batch_rows) || self.flush().is_ok()
+        } else {
+            // Order is kept: what was gathered goes first.
+            self.flush().is_ok() && self.tx.blocking_send(Ok(batch)).is_ok()
+        };
+        sent && !self.tx.is_closed() && self.remaining > 0
+    }
+
+    /// Sends the gathered small batches as one; `Err` when the consumer is gone.
+    fn flush(&mut self) -> Result<()> {
+        if self.gathered.is_empty() {
+            return Ok(());
+        }
+        let batches = std::mem::take(&mut self.gathered);
+        let rows = std::mem::take(&mut self.gathered_rows);
+        let batch = if batches.len() == 1 {
+            batches.into_iter().next().expect("one batch")
+        } else {
+            concat_batches(&self.schema, &batches)?
+        };
+        debug_assert_eq!(batch.num_rows(), rows, "a gathered batch has every row");
+        self.tx
+            .blocking_send(Ok(batch))
+            .map_err(|_| DataFusionError::Execution("the scan's consumer is gone".into()))
     }
 }
 

@@ -387,17 +387,17 @@ pub fn local_scan(
                 .map_err(super::dist::Remote::error)?;
         }
     }
-    selected.sort_by(|a, b| {
-        let k = |s: &crate::storage::snapshot::Snapshot| {
-            (
-                s.meta.key.symbol().to_string(),
-                s.meta.key.timeframe().to_string(),
-                s.meta.key.category().map(str::to_string),
-                s.meta.key.name().map(str::to_string),
-            )
-        };
-        k(a).cmp(&k(b))
-    });
+    // By the key's parts, borrowed: a scan of 100,000 series sorts them without
+    // making a string per comparison.
+    fn order(s: &crate::storage::snapshot::Snapshot) -> (&str, &str, Option<&str>, Option<&str>) {
+        let key = &s.meta.key;
+        (key.symbol(), key.timeframe(), key.category(), key.name())
+    }
+    // The map lists series in `SeriesKey` order, which is often this order already
+    // (one timeframe: a factor library): sorted only when it is not.
+    if !selected.is_sorted_by(|a, b| order(a) <= order(b)) {
+        selected.sort_by(|a, b| order(a).cmp(&order(b)));
+    }
     let batch_rows = engine.config.flight.max_batch_rows;
     Ok(ScanExec::new(
         spec.table, schema, cols, selected, total, filter, spec.limit, partitions, batch_rows,
